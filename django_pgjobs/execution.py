@@ -1,0 +1,66 @@
+"""Calling a handler: argument shape, async handlers, progress reports and error capture."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import math
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from django_pgjobs.queries import ClaimedJob
+from django_pgjobs.registry import JobHandler
+
+logger = logging.getLogger("django_pgjobs.worker")
+
+# Tracebacks from deep recursion can be megabytes; the row needs the cause, not all of it.
+MAX_ERROR_LENGTH = 32_000
+
+
+class ProgressReporter:
+    """The ``report_progress(progress, message=None)`` a handler receives.
+
+    Best effort by contract: it clamps to 0..100, hands the value to the worker's loop (which
+    writes the latest value, fenced to this attempt) and never raises into the handler.
+    """
+
+    def __init__(self, job: ClaimedJob, sink: Callable[[ClaimedJob, int, str | None], None]):
+        self._job = job
+        self._sink = sink
+
+    def __call__(self, progress: float, message: str | None = None) -> None:
+        try:
+            value = float(progress)
+            if math.isnan(value):
+                raise ValueError("progress is NaN")
+            clamped = round(min(max(value, 0.0), 100.0))
+            text = None if message is None else str(message)
+            self._sink(self._job, clamped, text)
+        except Exception:
+            logger.warning("Ignored a bad progress report from job %s", self._job.id, exc_info=True)
+
+
+def call_handler(handler: JobHandler, job: ClaimedJob, report: ProgressReporter) -> Any:
+    args: tuple[Any, ...] = (job.payload, report) if handler.wants_progress else (job.payload,)
+    if handler.is_async:
+        return asyncio.run(handler.func(*args))
+    result = handler.func(*args)
+    if inspect.isawaitable(result):
+        return asyncio.run(_wait_for(result))
+    return result
+
+
+async def _wait_for(awaitable: Any) -> Any:
+    return await awaitable
+
+
+def describe_error(exc: BaseException) -> str:
+    """The error text stored on the job: the exception line first, then the traceback."""
+    summary = "".join(traceback.format_exception_only(exc)).strip()
+    full = "".join(traceback.format_exception(exc)).strip()
+    text = f"{summary}\n\n{full}"
+    if len(text) > MAX_ERROR_LENGTH:
+        text = text[: MAX_ERROR_LENGTH // 2] + "\n...\n" + text[-MAX_ERROR_LENGTH // 2 :]
+    return text

@@ -1,0 +1,93 @@
+"""``manage.py pgjobs_worker``: parse options, run :class:`django_pgjobs.worker.Worker`."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from argparse import ArgumentParser
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError
+
+from django_pgjobs.conf import conf
+from django_pgjobs.registry import registry
+from django_pgjobs.worker import Worker
+
+
+def _queues(value: str) -> list[str]:
+    return [q.strip() for q in value.split(",") if q.strip()]
+
+
+class Command(BaseCommand):
+    help = "Run jobs from the PostgreSQL queue until stopped (SIGTERM/SIGINT drain gracefully)."
+
+    def add_arguments(self, parser: ArgumentParser) -> None:
+        parser.add_argument(
+            "--queues", type=_queues, default=[], help="Comma-separated queues (default: all)."
+        )
+        parser.add_argument(
+            "--concurrency",
+            type=int,
+            default=None,
+            help=f"Handler threads (default: PGJOBS['CONCURRENCY'], {conf.CONCURRENCY}).",
+        )
+        parser.add_argument(
+            "--poll-interval",
+            type=float,
+            default=None,
+            help="Seconds between polls when no NOTIFY arrives.",
+        )
+        parser.add_argument("--burst", action="store_true", help="Run what is due now, then exit.")
+        parser.add_argument(
+            "--max-jobs", type=int, default=None, help="Exit after claiming this many jobs."
+        )
+        parser.add_argument(
+            "--worker-id",
+            default=None,
+            help="Name shown in pgjobs_workers (default: host-pid-random).",
+        )
+        parser.add_argument(
+            "--database", default=None, help="Database alias (default: PGJOBS['DATABASE'])."
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        if options["concurrency"] is not None and options["concurrency"] < 1:
+            raise CommandError("--concurrency must be at least 1.")
+        if options["max_jobs"] is not None and options["max_jobs"] < 1:
+            raise CommandError("--max-jobs must be at least 1.")
+        self._configure_logging(options["verbosity"])
+        worker = Worker(
+            queues=options["queues"],
+            concurrency=options["concurrency"],
+            poll_interval=options["poll_interval"],
+            worker_id=options["worker_id"],
+            max_jobs=options["max_jobs"],
+            using=options["database"],
+        )
+        names = registry.names()
+        self.stdout.write(
+            f"pgjobs worker {worker.worker_id}: queues={','.join(worker.queues) or 'all'} "
+            f"concurrency={worker.concurrency} handlers={len(names)} ({', '.join(names) or 'none'})"
+        )
+        worker.install_signal_handlers()
+        stats = worker.run(burst=options["burst"])
+        self.stdout.write(
+            f"pgjobs worker {worker.worker_id} stopped: {stats.completed} completed, "
+            f"{stats.retried} retried, {stats.buried} dead-lettered, {stats.released} released"
+        )
+        if worker.abandoned:
+            # Handler threads that outlived the grace period cannot be joined; their jobs are
+            # already handed back, so leave without waiting for them.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
+
+    def _configure_logging(self, verbosity: int) -> None:
+        logger = logging.getLogger("django_pgjobs")
+        if logger.handlers or logging.getLogger().handlers:
+            return
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.DEBUG if verbosity >= 2 else logging.INFO)

@@ -1,0 +1,550 @@
+"""The worker: claim -> run -> complete / retry / bury, plus its background duties.
+
+One loop thread owns the worker's database connection and issues every queue statement;
+handler threads only run user code and report back through an in-memory event queue. That keeps
+all SQL in :mod:`django_pgjobs.queries`, lets completions be written in batches, and means a
+handler can never hold, break or join the connection that holds the leases.
+
+Background duties run from the same loop: heartbeat (renews this worker's row and leases),
+rescue (hands back jobs of dead workers), and prune (deletes finished jobs past RETENTION).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import random
+import select
+import signal
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from queue import Empty, SimpleQueue
+from types import FrameType
+from typing import Any
+
+import psycopg
+from django.db import close_old_connections
+
+from django_pgjobs import queries
+from django_pgjobs.conf import conf
+from django_pgjobs.connection import connect
+from django_pgjobs.execution import ProgressReporter, call_handler, describe_error
+from django_pgjobs.jobs import prune_finished
+from django_pgjobs.registry import JobHandler, registry
+from django_pgjobs.retry import backoff_delay
+
+logger = logging.getLogger("django_pgjobs.worker")
+
+_RECONNECT_DELAYS = (0.2, 0.5, 1.0, 2.0, 5.0)
+
+
+@dataclass
+class WorkerStats:
+    """What a worker (or one ``run_once``) did; tests assert on these."""
+
+    claimed: int = 0
+    completed: int = 0
+    retried: int = 0
+    buried: int = 0
+    lost: int = 0
+    rescued: int = 0
+    released: int = 0
+    reconnects: int = 0
+
+    def __add__(self, other: WorkerStats) -> WorkerStats:
+        return WorkerStats(**{k: getattr(self, k) + getattr(other, k) for k in vars(self)})
+
+    def __sub__(self, other: WorkerStats) -> WorkerStats:
+        return WorkerStats(**{k: getattr(self, k) - getattr(other, k) for k in vars(self)})
+
+
+@dataclass
+class _InFlight:
+    job: queries.ClaimedJob
+    handler: JobHandler | None
+    started_at: float
+    future: Future[None] | None = None
+    started: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass
+class _Done:
+    job: queries.ClaimedJob
+    error: str | None
+
+
+@dataclass
+class _Progress:
+    job: queries.ClaimedJob
+    progress: int
+    message: str | None
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+class Worker:
+    """Runs jobs from the given queues (all when empty) with ``concurrency`` handler threads.
+
+    ``run()`` loops until stopped (or, with ``burst``, until nothing is due); ``run_once()``
+    does one claim-and-run cycle and returns what it did, for tests and embedding.
+    """
+
+    def __init__(
+        self,
+        *,
+        queues: Sequence[str] | None = None,
+        concurrency: int | None = None,
+        poll_interval: float | None = None,
+        worker_id: str | None = None,
+        max_jobs: int | None = None,
+        using: str | None = None,
+        listen: bool | None = None,
+    ) -> None:
+        self.queues = sorted(set(queues or ()))
+        self.concurrency = concurrency if concurrency is not None else conf.CONCURRENCY
+        if self.concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self.poll_interval = poll_interval if poll_interval is not None else conf.POLL_INTERVAL
+        self.worker_id = worker_id or default_worker_id()
+        self.max_jobs = max_jobs
+        self.alias = using or conf.DATABASE
+        self.listen = (not conf.POLL_ONLY) if listen is None else listen
+        self.stats = WorkerStats()
+
+        self._conn: psycopg.Connection[Any] | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._inflight: dict[uuid.UUID, _InFlight] = {}
+        self._events: SimpleQueue[_Done | _Progress] = SimpleQueue()
+        # Outcomes drained from _events but not yet written: kept across a lost connection.
+        self._unwritten_done: list[_Done] = []
+        self._unwritten_progress: dict[uuid.UUID, _Progress] = {}
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._stopping = threading.Event()
+        self._signals_received = 0
+        self._maybe_work = True
+        self._next_due: float | None = None
+        self._next_heartbeat = 0.0
+        # Spread the prune sweeps of workers started together.
+        self._next_prune = time.monotonic() + random.uniform(0, conf.PRUNE_INTERVAL)
+        self.abandoned: list[uuid.UUID] = []
+
+    # -- public ------------------------------------------------------------------------------
+
+    def run(self, *, burst: bool = False) -> WorkerStats:
+        """Process jobs until stopped; with ``burst``, exit once nothing due is left."""
+        self._open()
+        try:
+            while not self._stopping.is_set():
+                try:
+                    self._ensure_connected()
+                    self._flush()
+                    self._housekeep()
+                    if self._stopping.is_set() or (self._max_jobs_reached() and not self._inflight):
+                        break
+                    if self._fill_slots():
+                        continue
+                    if burst and not self._inflight and not self._maybe_work:
+                        self._flush()
+                        if not self._inflight and self._events.empty():
+                            break
+                    self._wait(self._idle_timeout())
+                except psycopg.Error as exc:
+                    self._connection_lost(exc)
+            self._shutdown()
+        finally:
+            self._close()
+        return self.stats
+
+    def run_once(self) -> WorkerStats:
+        """One cycle: heartbeat and rescue, claim what is due for free slots, run it to the end,
+        write the outcomes. Returns what this cycle did."""
+        before = WorkerStats(**vars(self.stats))
+        self._open()
+        try:
+            self._ensure_connected()
+            self._housekeep(force=True)
+            self._maybe_work = True
+            self._fill_slots()
+            for entry in list(self._inflight.values()):
+                assert entry.future is not None
+                entry.future.result()
+            self._flush()
+        finally:
+            self._close(deregister=False)
+        return self.stats - before
+
+    def close(self) -> None:
+        """Deregister and release the connection and threads kept between ``run_once`` calls."""
+        self._close()
+
+    def request_stop(self) -> None:
+        """Stop claiming and shut down gracefully (safe to call from a signal handler)."""
+        self._stopping.set()
+        self._wake()
+
+    def install_signal_handlers(self) -> None:
+        """SIGTERM/SIGINT: graceful stop. A second one: exit at once; leases recover the jobs."""
+
+        def on_signal(signum: int, frame: FrameType | None) -> None:
+            self._signals_received += 1
+            if self._signals_received > 1:
+                os.write(2, b"pgjobs: second signal, exiting now; leases will recover jobs\n")
+                os._exit(1)
+            logger.warning(
+                "Received %s: finishing running jobs (up to %ss), then exiting. "
+                "Send it again to exit at once.",
+                signal.Signals(signum).name,
+                conf.SHUTDOWN_GRACE,
+            )
+            self.request_stop()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def _open(self) -> None:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(
+                max_workers=self.concurrency, thread_name_prefix=f"pgjobs-{self.worker_id}"
+            )
+
+    def _close(self, *, deregister: bool = True) -> None:
+        if self._conn is not None and deregister:
+            with contextlib.suppress(psycopg.Error):
+                queries.deregister_worker(self._conn.cursor(), worker_id=self.worker_id)
+        if self._conn is not None and deregister:
+            with contextlib.suppress(psycopg.Error):
+                self._conn.close()
+            self._conn = None
+        if self._executor is not None and deregister:
+            # Handlers still running after the grace period were handed back; do not wait.
+            self._executor.shutdown(wait=not self.abandoned, cancel_futures=True)
+            self._executor = None
+
+    def _ensure_connected(self) -> psycopg.Connection[Any]:
+        if self._conn is not None and not self._conn.closed:
+            return self._conn
+        self._conn = connect(
+            self.alias, application_name=f"pgjobs worker {self.worker_id}", prepare=self.listen
+        )
+        if self.listen:
+            self._conn.execute(f"LISTEN {queries.NOTIFY_CHANNEL}")
+        self._next_heartbeat = 0.0
+        self._maybe_work = True
+        logger.info("Worker %s connected (queues: %s)", self.worker_id, self.queues or "all")
+        return self._conn
+
+    def _connection_lost(self, exc: psycopg.Error) -> None:
+        self.stats.reconnects += 1
+        logger.error("Database error in worker %s: %s; reconnecting", self.worker_id, exc)
+        if self._conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                self._conn.close()
+        self._conn = None
+        delay = _RECONNECT_DELAYS[min(self.stats.reconnects - 1, len(_RECONNECT_DELAYS) - 1)]
+        self._sleep(delay)
+
+    def _shutdown(self) -> None:
+        """Give back what never started, let running handlers finish within the grace period,
+        hand back whatever is still running after it."""
+        unstarted = [e for e in self._inflight.values() if e.future and e.future.cancel()]
+        grace_ends = time.monotonic() + conf.SHUTDOWN_GRACE
+        while True:
+            try:
+                conn = self._ensure_connected()
+                if unstarted:
+                    released = queries.release_jobs(
+                        conn.cursor(),
+                        worker_id=self.worker_id,
+                        tokens=[e.job.token for e in unstarted],
+                    )
+                    self.stats.released += released
+                    for entry in unstarted:
+                        self._inflight.pop(entry.job.id, None)
+                    unstarted = []
+                self._flush()
+                if not self._inflight or time.monotonic() >= grace_ends:
+                    break
+                self._housekeep()
+                self._wait(min(grace_ends - time.monotonic(), self._until_heartbeat()))
+            except psycopg.Error as exc:
+                if time.monotonic() >= grace_ends:
+                    return
+                self._connection_lost(exc)
+        self._abandon_running()
+
+    def _abandon_running(self) -> None:
+        if not self._inflight or self._conn is None:
+            return
+        for entry in list(self._inflight.values()):
+            logger.error(
+                "Job %s (%s) still running after the %ss grace period; handing it back.",
+                entry.job.id,
+                entry.job.job_name,
+                conf.SHUTDOWN_GRACE,
+            )
+            self._record_failure(
+                entry.job,
+                f"WorkerShutdown: worker {self.worker_id} stopped before the handler finished "
+                f"(grace period {conf.SHUTDOWN_GRACE}s).",
+                delay=0.0,
+            )
+            self.abandoned.append(entry.job.id)
+        self._inflight.clear()
+
+    # -- claim and run -----------------------------------------------------------------------
+
+    def _max_jobs_reached(self) -> bool:
+        return self.max_jobs is not None and self.stats.claimed >= self.max_jobs
+
+    def _fill_slots(self) -> int:
+        free = self.concurrency - len(self._inflight)
+        if self.max_jobs is not None:
+            free = min(free, self.max_jobs - self.stats.claimed)
+        if free <= 0 or not self._maybe_work:
+            return 0
+        assert self._conn is not None
+        jobs = queries.claim_jobs(
+            self._conn.cursor(),
+            worker_id=self.worker_id,
+            limit=free,
+            lease_seconds=conf.LEASE_SECONDS,
+            queues=self.queues,
+            job_names=registry.names(),
+        )
+        # A full batch means there may be more; a short one means the queue is drained for now.
+        self._maybe_work = len(jobs) == free
+        if not self._maybe_work:
+            self._next_due = self._find_next_due()
+        self.stats.claimed += len(jobs)
+        for job in jobs:
+            self._dispatch(job)
+        return len(jobs)
+
+    def _find_next_due(self) -> float | None:
+        assert self._conn is not None
+        seconds = queries.seconds_until_next_due(
+            self._conn.cursor(), queues=self.queues, job_names=registry.names()
+        )
+        return None if seconds is None else time.monotonic() + seconds
+
+    def _dispatch(self, job: queries.ClaimedJob) -> None:
+        assert self._executor is not None
+        entry = _InFlight(job=job, handler=registry.get(job.job_name), started_at=time.monotonic())
+        self._inflight[job.id] = entry
+        logger.debug("Claimed %s %s (attempt %s)", job.job_name, job.id, job.attempt)
+        entry.future = self._executor.submit(self._execute, entry)
+
+    def _execute(self, entry: _InFlight) -> None:
+        """Runs in a handler thread. Never raises: every outcome becomes an event."""
+        entry.started.set()
+        error: str | None = None
+        close_old_connections()
+        try:
+            if entry.handler is None:
+                raise LookupError(f"No handler is registered for job name {entry.job.job_name!r}.")
+            call_handler(entry.handler, entry.job, ProgressReporter(entry.job, self._on_progress))
+        except BaseException as exc:
+            # SystemExit and KeyboardInterrupt raised by a handler fail that job, not the worker.
+            error = describe_error(exc)
+        finally:
+            close_old_connections()
+        self._events.put(_Done(entry.job, error))
+        self._wake()
+
+    def _on_progress(self, job: queries.ClaimedJob, progress: int, message: str | None) -> None:
+        self._events.put(_Progress(job, progress, message))
+        self._wake()
+
+    # -- writing outcomes --------------------------------------------------------------------
+
+    def _flush(self) -> None:
+        """Write the outcomes handler threads reported: progress, then completions (one batched
+        statement), then failures. Anything not yet written survives a lost connection."""
+        while True:
+            try:
+                event = self._events.get_nowait()
+            except Empty:
+                break
+            if isinstance(event, _Progress):
+                self._unwritten_progress[event.job.id] = event
+            else:
+                self._unwritten_done.append(event)
+        if not self._unwritten_progress and not self._unwritten_done:
+            return
+        conn = self._ensure_connected()
+        for progress in list(self._unwritten_progress.values()):
+            queries.report_progress(
+                conn.cursor(),
+                worker_id=self.worker_id,
+                job_id=progress.job.id,
+                attempt=progress.job.attempt,
+                progress=progress.progress,
+                message=progress.message,
+            )
+            del self._unwritten_progress[progress.job.id]
+        successes = [d.job for d in self._unwritten_done if d.error is None]
+        if successes:
+            completed = set(
+                queries.complete_jobs(
+                    conn.cursor(), worker_id=self.worker_id, tokens=[j.token for j in successes]
+                )
+            )
+            for job in successes:
+                self._finish(job, "completed" if job.id in completed else "lost")
+            self._unwritten_done = [d for d in self._unwritten_done if d.error is not None]
+        while self._unwritten_done:
+            done = self._unwritten_done[0]
+            assert done.error is not None
+            entry = self._inflight.get(done.job.id)
+            handler = entry.handler if entry else None
+            base = handler.retry_delay if handler and handler.retry_delay is not None else None
+            delay = backoff_delay(
+                done.job.attempt,
+                base=conf.RETRY_DELAY if base is None else base,
+                cap=conf.RETRY_DELAY_MAX,
+                jitter=conf.RETRY_JITTER,
+            )
+            self._record_failure(done.job, done.error, delay=delay)
+            self._unwritten_done.pop(0)
+
+    def _record_failure(self, job: queries.ClaimedJob, error: str, *, delay: float) -> None:
+        assert self._conn is not None
+        outcome = queries.fail_job(
+            self._conn.cursor(),
+            worker_id=self.worker_id,
+            job_id=job.id,
+            attempt=job.attempt,
+            error=error,
+            delay=delay,
+        )
+        if outcome == "retried":
+            due = time.monotonic() + delay
+            self._next_due = due if self._next_due is None else min(self._next_due, due)
+        self._finish(job, outcome, error=error, delay=delay)
+
+    def _finish(self, job: queries.ClaimedJob, outcome: str, **detail: Any) -> None:
+        entry = self._inflight.pop(job.id, None)
+        took = time.monotonic() - entry.started_at if entry else 0.0
+        setattr(self.stats, outcome, getattr(self.stats, outcome) + 1)
+        first_line = str(detail.get("error", "")).split("\n", 1)[0]
+        if outcome == "completed":
+            logger.info("Completed %s %s in %.3fs", job.job_name, job.id, took)
+        elif outcome == "retried":
+            logger.warning(
+                "Attempt %s/%s of %s %s failed (%s); retrying in %.1fs",
+                job.attempt, job.max_attempts, job.job_name, job.id, first_line, detail["delay"],
+            )  # fmt: skip
+        elif outcome == "buried":
+            logger.error(
+                "Job %s %s failed its last attempt (%s/%s) and moved to the dead letters: %s",
+                job.job_name, job.id, job.attempt, job.max_attempts, first_line,
+            )  # fmt: skip
+        else:
+            logger.warning(
+                "Outcome of %s %s (attempt %s) dropped: the job was rescued or cancelled meanwhile",
+                job.job_name, job.id, job.attempt,
+            )  # fmt: skip
+
+    # -- background duties -------------------------------------------------------------------
+
+    def _until_heartbeat(self) -> float:
+        return max(self._next_heartbeat - time.monotonic(), 0.0)
+
+    def _housekeep(self, *, force: bool = False) -> None:
+        conn = self._ensure_connected()
+        now = time.monotonic()
+        if force or now >= self._next_heartbeat:
+            lost = queries.heartbeat(
+                conn.cursor(),
+                worker={
+                    "id": self.worker_id,
+                    "hostname": socket.gethostname(),
+                    "pid": os.getpid(),
+                    "queues": self.queues,
+                    "concurrency": self.concurrency,
+                },
+                tokens=[e.job.token for e in self._inflight.values()],
+                lease_seconds=conf.LEASE_SECONDS,
+            )
+            for job_id in lost:
+                logger.warning("Lost the lease of job %s; its outcome will be discarded", job_id)
+            retried, buried = queries.rescue_expired_leases(conn.cursor())
+            if retried or buried:
+                logger.warning(
+                    "Rescued %s jobs of dead workers (%s dead-lettered)", retried + buried, buried
+                )
+                self.stats.rescued += retried + buried
+                self._maybe_work = self._maybe_work or retried > 0
+            queries.delete_stale_workers(
+                conn.cursor(), silent_seconds=max(conf.LEASE_SECONDS, 3 * conf.HEARTBEAT_SECONDS)
+            )
+            self._next_heartbeat = now + conf.HEARTBEAT_SECONDS
+        if now >= self._next_prune:
+            pruned = prune_finished(conn.cursor(), retention=conf.RETENTION)
+            if pruned:
+                logger.info("Pruned %s finished jobs older than the retention window", pruned)
+            self._next_prune = now + conf.PRUNE_INTERVAL
+
+    # -- waiting -----------------------------------------------------------------------------
+
+    def _idle_timeout(self) -> float:
+        timeout = min(
+            self.poll_interval, self._until_heartbeat(), self._next_prune - time.monotonic()
+        )
+        if self._next_due is not None:
+            timeout = min(timeout, self._next_due - time.monotonic())
+        return max(timeout, 0.0)
+
+    def _wait(self, timeout: float) -> None:
+        """Sleep until a NOTIFY for our queues, a finished handler, a signal or ``timeout``."""
+        if not self._events.empty() or self._stopping.is_set():
+            return
+        conn = self._conn
+        listening = self.listen and conn is not None and not conn.closed
+        # psycopg buffers notifications that arrived during other statements.
+        if listening and self._take_notifications():
+            return
+        fds = [self._wake_r] + ([conn.fileno()] if listening and conn else [])
+        readable, _, _ = select.select(fds, [], [], max(timeout, 0.0))
+        if self._wake_r in readable:
+            with contextlib.suppress(BlockingIOError):
+                while os.read(self._wake_r, 4096):
+                    pass
+        if listening and len(readable) > (self._wake_r in readable):
+            self._take_notifications()
+        if not readable:
+            # Timed out: poll (the fallback when NOTIFY is unavailable or a job became due).
+            self._maybe_work = True
+            if self._next_due is not None and self._next_due <= time.monotonic():
+                self._next_due = None
+
+    def _take_notifications(self) -> bool:
+        assert self._conn is not None
+        relevant = False
+        for note in self._conn.notifies(timeout=0):
+            if not self.queues or note.payload in self.queues:
+                relevant = True
+        if relevant:
+            self._maybe_work = True
+        return relevant
+
+    def _sleep(self, seconds: float) -> None:
+        """An interruptible sleep: a signal or stop request ends it early."""
+        if not self._stopping.is_set():
+            select.select([self._wake_r], [], [], seconds)
+
+    def _wake(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            os.write(self._wake_w, b"x")

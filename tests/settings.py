@@ -1,0 +1,65 @@
+"""Settings for the test suite: real PostgreSQL, from DATABASE_URL or an embedded server."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from django_pgjobs.embedded import database_settings, database_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+SECRET_KEY = "tests-only-not-secret"
+DEBUG = False
+USE_TZ = True
+TIME_ZONE = "UTC"
+ALLOWED_HOSTS = ["*"]
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django_pgjobs",
+    "tests.testapp",
+]
+
+DATABASES = {
+    "default": database_settings(
+        database_url(BASE_DIR / ".pgdata-test"),
+        # Worker subprocesses get a DATABASE_URL naming this database (see tests/processes.py).
+        TEST={"NAME": "test_pgjobs"},
+    )
+}
+
+# Subprocess workers get short leases through this variable so crash tests finish quickly.
+PGJOBS = json.loads(os.environ.get("PGJOBS_TEST_SETTINGS", "{}"))
+
+MIDDLEWARE = [
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+]
+ROOT_URLCONF = "tests.urls"
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {"django_pgjobs": {"handlers": ["console"], "level": "WARNING"}},
+}

@@ -1,0 +1,71 @@
+"""Handlers the tests (and their worker subprocesses) run. Each records what really happened."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+from django_pgjobs import job
+from django_pgjobs.registry import ProgressReporter
+from tests.testapp.models import Run
+
+
+@job("test.record")
+def record(payload: dict[str, Any]) -> None:
+    Run.objects.create(
+        job_id=payload.get("id", "00000000-0000-0000-0000-000000000000"),
+        label=payload.get("label", "record"),
+    )
+
+
+@job("test.fail", max_attempts=2)
+def fail(payload: dict[str, Any]) -> None:
+    raise ValueError(payload.get("message", "boom"))
+
+
+@job("test.flaky", retry_delay=0)
+def flaky(payload: dict[str, Any]) -> None:
+    """Fails until it has been called ``succeed_on`` times for this ``label``."""
+    label = payload["label"]
+    Run.objects.create(job_id="00000000-0000-0000-0000-000000000000", label=label)
+    if Run.objects.filter(label=label).count() < payload["succeed_on"]:
+        raise RuntimeError(f"flaky failure {Run.objects.filter(label=label).count()}")
+
+
+@job("test.progress")
+def progress(payload: dict[str, Any], report_progress: ProgressReporter) -> None:
+    for value, message in payload["steps"]:
+        report_progress(value, message)
+
+
+@job("test.async")
+async def async_record(payload: dict[str, Any]) -> None:
+    await asyncio.sleep(0)
+    await Run.objects.acreate(job_id="00000000-0000-0000-0000-000000000000", label=payload["label"])
+
+
+@job("test.system_exit")
+def system_exit(payload: dict[str, Any]) -> None:
+    raise SystemExit(3)
+
+
+@job("test.keyboard_interrupt")
+def keyboard_interrupt(payload: dict[str, Any]) -> None:
+    raise KeyboardInterrupt
+
+
+@job("test.block", retry_delay=0)
+def block(payload: dict[str, Any]) -> None:
+    """Records 'started', waits until ``release`` (a path) exists, records 'finished'.
+
+    Crash and shutdown tests use it to stop a worker at a known point inside a handler.
+    """
+    label = payload.get("label", "block")
+    Run.objects.create(job_id="00000000-0000-0000-0000-000000000000", label=f"{label}:started")
+    release = Path(payload["release"])
+    deadline = time.monotonic() + payload.get("timeout", 30)
+    while not release.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    Run.objects.create(job_id="00000000-0000-0000-0000-000000000000", label=f"{label}:finished")
