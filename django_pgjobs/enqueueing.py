@@ -34,16 +34,14 @@ def _prepare(
     """Validate and resolve options: explicit argument, then the handler's, then settings."""
     validation.check_name(job_name)
     handler = registry.get(job_name)
-    if max_attempts is None:
-        max_attempts = handler.max_attempts if handler and handler.max_attempts else None
-    if queue is None:
-        queue = handler.queue if handler else None
-    if priority is None:
-        priority = handler.priority if handler else None
+    if handler is not None:
+        max_attempts = handler.max_attempts if max_attempts is None else max_attempts
+        queue = handler.queue if queue is None else queue
+        priority = handler.priority if priority is None else priority
     when = validation.check_scheduled_for(scheduled_for)
     return {
         "job_name": job_name,
-        "queue": validation.check_name(queue or "default", "queue name"),
+        "queue": validation.check_name("default" if queue is None else queue, "queue name"),
         "priority": validation.check_priority(0 if priority is None else priority),
         "max_attempts": validation.check_max_attempts(
             conf.MAX_ATTEMPTS if max_attempts is None else max_attempts

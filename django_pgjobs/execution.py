@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import logging
 import math
 import traceback
 from collections.abc import Callable
 from typing import Any
+
+from asgiref.sync import async_to_sync
 
 from django_pgjobs.queries import ClaimedJob
 from django_pgjobs.registry import JobHandler
@@ -45,10 +46,12 @@ class ProgressReporter:
 def call_handler(handler: JobHandler, job: ClaimedJob, report: ProgressReporter) -> Any:
     args: tuple[Any, ...] = (job.payload, report) if handler.wants_progress else (job.payload,)
     if handler.is_async:
-        return asyncio.run(handler.func(*args))
+        # async_to_sync, not asyncio.run: the ORM's thread-sensitive calls (acreate, aget ...)
+        # then run on this handler thread, whose connections the worker closes after the job.
+        return async_to_sync(handler.func)(*args)
     result = handler.func(*args)
     if inspect.isawaitable(result):
-        return asyncio.run(_wait_for(result))
+        return async_to_sync(_wait_for)(result)
     return result
 
 

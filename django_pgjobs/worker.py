@@ -21,7 +21,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from queue import Empty, SimpleQueue
@@ -192,8 +192,11 @@ class Worker:
         self._stopping.set()
         self._wake()
 
-    def install_signal_handlers(self) -> None:
-        """SIGTERM/SIGINT: graceful stop. A second one: exit at once; leases recover the jobs."""
+    def install_signal_handlers(self) -> Callable[[], None]:
+        """SIGTERM/SIGINT: graceful stop. A second one: exit at once; leases recover the jobs.
+
+        Returns a function that puts the previous handlers back.
+        """
 
         def on_signal(signum: int, frame: FrameType | None) -> None:
             self._signals_received += 1
@@ -208,8 +211,13 @@ class Worker:
             )
             self.request_stop()
 
-        signal.signal(signal.SIGTERM, on_signal)
-        signal.signal(signal.SIGINT, on_signal)
+        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+        def restore() -> None:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+        return restore
 
     # -- lifecycle ---------------------------------------------------------------------------
 

@@ -1,10 +1,15 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+import subprocess
+from collections.abc import Callable, Iterator
+from typing import Any
 
+import psycopg
 import pytest
 
+from django_pgjobs.registry import JobHandler, register, registry
 from django_pgjobs.worker import Worker
+from tests.helpers import second_connection, stop
 
 
 @pytest.fixture
@@ -21,3 +26,33 @@ def make_worker() -> Iterator[type[Worker]]:
     yield ClosingWorker
     for worker in made:
         worker.close()
+
+
+@pytest.fixture
+def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Worker subprocesses a test starts are killed on teardown, pass or fail."""
+    started: list[subprocess.Popen[bytes]] = []
+    yield started
+    for proc in started:
+        stop(proc)
+
+
+@pytest.fixture
+def other_connection() -> Iterator[psycopg.Connection[Any]]:
+    conn = second_connection()
+    yield conn
+    conn.close()
+
+
+@pytest.fixture
+def register_handler() -> Iterator[Callable[..., JobHandler]]:
+    """Register a handler for one test only."""
+    names: list[str] = []
+
+    def add(name: str, func: Callable[..., Any], **options: Any) -> JobHandler:
+        names.append(name)
+        return register(name, func, **options)
+
+    yield add
+    for name in names:
+        registry.remove(name)

@@ -70,8 +70,11 @@ class Command(BaseCommand):
             f"pgjobs worker {worker.worker_id}: queues={','.join(worker.queues) or 'all'} "
             f"concurrency={worker.concurrency} handlers={len(names)} ({', '.join(names) or 'none'})"
         )
-        worker.install_signal_handlers()
-        stats = worker.run(burst=options["burst"])
+        restore_signals = worker.install_signal_handlers()
+        try:
+            stats = worker.run(burst=options["burst"])
+        finally:
+            restore_signals()
         self.stdout.write(
             f"pgjobs worker {worker.worker_id} stopped: {stats.completed} completed, "
             f"{stats.retried} retried, {stats.buried} dead-lettered, {stats.released} released"

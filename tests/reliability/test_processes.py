@@ -1,0 +1,179 @@
+"""Real worker processes, real signals, real lost connections."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from django.db import connection
+
+from django_pgjobs import enqueue, enqueue_many, get_job
+from django_pgjobs.models import FailedJob, Job
+from django_pgjobs.models import Worker as WorkerRow
+from tests.helpers import start_worker, wait_for
+from tests.testapp.models import Run
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+# Short leases so a killed worker's job is rescued within a second or two.
+FAST_LEASES = {"LEASE_SECONDS": 1.0, "HEARTBEAT_SECONDS": 0.2, "POLL_INTERVAL": 0.2}
+
+
+def exit_code(proc: subprocess.Popen[bytes], log: Path, timeout: float = 30) -> int:
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"worker did not exit; its log:\n{log.read_text()}") from None
+
+
+def started(label: str = "block") -> Callable[[], bool]:
+    return lambda: Run.objects.filter(label=f"{label}:started").exists()
+
+
+def test_two_worker_processes_never_run_the_same_job(
+    processes: list[subprocess.Popen[bytes]], tmp_path: Path
+) -> None:
+    ids = enqueue_many("test.record", [{"label": str(n)} for n in range(400)])
+    logs = [tmp_path / "a.log", tmp_path / "b.log"]
+    for log in logs:
+        processes.append(start_worker("--burst", "--concurrency", "4", log=log))
+    for proc, log in zip(processes, logs, strict=True):
+        assert exit_code(proc, log) == 0, log.read_text()
+    labels = list(Run.objects.values_list("label", flat=True))
+    assert sorted(labels, key=int) == [str(n) for n in range(400)]  # each exactly once
+    assert Job.objects.filter(id__in=ids, status="completed", attempt=1).count() == 400
+
+
+def test_sigterm_lets_the_running_handler_finish_then_exits_0(
+    processes: list[subprocess.Popen[bytes]], tmp_path: Path
+) -> None:
+    release = tmp_path / "release"
+    job_id = enqueue("test.block", {"release": str(release)})
+    log = tmp_path / "worker.log"
+    proc = start_worker("--concurrency", "2", log=log)
+    processes.append(proc)
+    wait_for(started(), what="handler start")
+    proc.send_signal(signal.SIGTERM)
+    wait_for(lambda: b"Received SIGTERM" in log.read_bytes(), what="signal logged")
+    assert proc.poll() is None  # still draining
+    enqueue("test.record", {"label": "after sigterm"})  # must not be claimed any more
+    release.touch()
+    assert exit_code(proc, log) == 0, log.read_text()
+    assert get_job(job_id).status == "completed"
+    assert Run.objects.filter(label="block:finished").count() == 1
+    assert not Run.objects.filter(label="after sigterm").exists()
+    assert Job.objects.filter(status="pending").count() == 1
+    assert not WorkerRow.objects.exists()
+
+
+def test_sigterm_after_the_grace_period_hands_the_job_back(
+    processes: list[subprocess.Popen[bytes]], tmp_path: Path
+) -> None:
+    job_id = enqueue("test.block", {"release": str(tmp_path / "never"), "timeout": 60})
+    log = tmp_path / "worker.log"
+    proc = start_worker(settings={"SHUTDOWN_GRACE": 0.5}, log=log)
+    processes.append(proc)
+    wait_for(started(), what="handler start")
+    proc.send_signal(signal.SIGTERM)
+    assert exit_code(proc, log, timeout=15) == 0, log.read_text()
+    job = get_job(job_id)
+    assert (job.status, job.attempt) == ("pending", 1)
+    assert job.error is not None and job.error.startswith("WorkerShutdown")
+    assert not WorkerRow.objects.exists()
+
+
+def test_a_second_signal_exits_at_once(
+    processes: list[subprocess.Popen[bytes]], tmp_path: Path
+) -> None:
+    job_id = enqueue("test.block", {"release": str(tmp_path / "never"), "timeout": 60})
+    log = tmp_path / "worker.log"
+    proc = start_worker(log=log)
+    processes.append(proc)
+    wait_for(started(), what="handler start")
+    proc.send_signal(signal.SIGINT)
+    wait_for(lambda: b"Received SIGINT" in log.read_bytes(), what="first signal handled")
+    proc.send_signal(signal.SIGINT)
+    assert exit_code(proc, log, timeout=5) == 1
+    # Nothing was written on the way out: the lease will hand the job to another worker.
+    assert get_job(job_id).status == "running"
+
+
+def test_sigkill_mid_job_is_recovered_with_exactly_one_completion(
+    processes: list[subprocess.Popen[bytes]], tmp_path: Path
+) -> None:
+    release = tmp_path / "release"
+    job_id = enqueue("test.block", {"release": str(release)})
+    log_a = tmp_path / "a.log"
+    victim = start_worker(settings=FAST_LEASES, log=log_a)
+    processes.append(victim)
+    wait_for(started(), what="handler start")
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait(timeout=10)
+    assert get_job(job_id).status == "running"
+
+    def lease_expired() -> bool:
+        with connection.cursor() as cur:
+            cur.execute(
+                "SELECT lease_expires_at < now() FROM pgjobs_job_queue WHERE id = %s", [job_id]
+            )
+            return bool(cur.fetchone()[0])
+
+    wait_for(lease_expired, what="the dead worker's lease to expire")
+    release.touch()
+    log_b = tmp_path / "b.log"
+    rescuer = start_worker("--burst", settings=FAST_LEASES, log=log_b)
+    processes.append(rescuer)
+    assert exit_code(rescuer, log_b) == 0, log_b.read_text()
+    job = get_job(job_id)
+    assert (job.status, job.attempt) == ("completed", 2)
+    assert job.error is not None and "stopped heartbeating during attempt 1" in job.error
+    assert Run.objects.filter(label="block:started").count() == 2
+    assert Run.objects.filter(label="block:finished").count() == 1
+
+
+def test_a_job_that_keeps_killing_its_worker_ends_in_the_dead_letters(
+    processes: list[subprocess.Popen[bytes]],
+    tmp_path: Path,
+    other_connection: psycopg.Connection[Any],
+) -> None:
+    job_id = enqueue("test.block", {"release": str(tmp_path / "never")}, max_attempts=1)
+    log = tmp_path / "a.log"
+    victim = start_worker(settings=FAST_LEASES, log=log)
+    processes.append(victim)
+    wait_for(started(), what="handler start")
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait(timeout=10)
+    rescuer = start_worker(settings=FAST_LEASES, log=tmp_path / "b.log")
+    processes.append(rescuer)
+    wait_for(lambda: FailedJob.objects.filter(id=job_id).exists(), what="dead letter")
+    assert "Lease expired" in (FailedJob.objects.get(id=job_id).error or "")
+
+
+def test_worker_survives_a_lost_database_connection(
+    processes: list[subprocess.Popen[bytes]],
+    tmp_path: Path,
+    other_connection: psycopg.Connection[Any],
+) -> None:
+    log = tmp_path / "worker.log"
+    proc = start_worker("--worker-id", "survivor", settings={"POLL_INTERVAL": 0.2}, log=log)
+    processes.append(proc)
+    wait_for(lambda: WorkerRow.objects.filter(id="survivor").exists(), what="worker registered")
+
+    def kill_worker_sessions() -> int:
+        rows = other_connection.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE application_name = 'pgjobs worker survivor'"
+        ).fetchall()
+        return len(rows)
+
+    assert kill_worker_sessions() == 1
+    job_id = enqueue("test.record", {"label": "after reconnect"})
+    wait_for(lambda: get_job(job_id).status == "completed", what=f"completion; log:\n{log}")
+    assert proc.poll() is None
+    assert b"reconnecting" in log.read_bytes()

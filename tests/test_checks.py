@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+import warnings
+from typing import Any
+from unittest import mock
+
+import pytest
+from django.test import override_settings
+
+from django_pgjobs.checks import check_database, check_settings
+
+
+def ids(messages: list[Any]) -> list[str]:
+    return [m.id for m in messages]
+
+
+def run_settings_check() -> list[str]:
+    return ids(check_settings(app_configs=None, databases=None))
+
+
+def run_database_check() -> list[str]:
+    return ids(check_database(app_configs=None, databases=None))
+
+
+def test_default_configuration_passes() -> None:
+    assert run_settings_check() == []
+    assert run_database_check() == []
+
+
+def test_e001_database_is_not_postgresql() -> None:
+    sqlite = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
+    # The check only reads settings; nothing connects to the overridden database.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Overriding setting DATABASES")
+        with override_settings(DATABASES=sqlite):
+            assert run_database_check() == ["pgjobs.E001"]
+
+
+def test_e002_psycopg2_is_refused() -> None:
+    with mock.patch("django.db.backends.postgresql.psycopg_any.is_psycopg3", False):
+        assert run_database_check() == ["pgjobs.E002"]
+
+
+@pytest.mark.parametrize("value", [["not", "a", "dict"], {"MAX_ATEMPTS": 3}])
+def test_e003_not_a_dict_or_unknown_keys(value: Any) -> None:
+    with override_settings(PGJOBS=value):
+        assert run_settings_check() == ["pgjobs.E003"]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"MAX_ATTEMPTS": 0},
+        {"MAX_ATTEMPTS": "3"},
+        {"RETRY_DELAY": -1},
+        {"POLL_INTERVAL": 0},
+        {"RETENTION": "1 day"},
+        {"CONCURRENCY": 0},
+        {"RETRY_JITTER": 2},
+        {"POLL_ONLY": "yes"},
+        {"SHUTDOWN_GRACE": -5},
+    ],
+)
+def test_e004_bad_values(bad: dict[str, Any]) -> None:
+    with override_settings(PGJOBS=bad):
+        assert run_settings_check() == ["pgjobs.E004"]
+
+
+def test_e005_heartbeat_must_fit_twice_in_the_lease() -> None:
+    with override_settings(PGJOBS={"LEASE_SECONDS": 10, "HEARTBEAT_SECONDS": 6}):
+        assert run_settings_check() == ["pgjobs.E005"]
+
+
+def test_e006_unknown_database_alias() -> None:
+    with override_settings(PGJOBS={"DATABASE": "jobs"}):
+        assert run_database_check() == ["pgjobs.E006"]

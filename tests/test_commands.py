@@ -1,0 +1,120 @@
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from io import StringIO
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.utils import timezone
+
+from django_pgjobs import enqueue, get_job
+from django_pgjobs.models import FailedJob, Job
+from django_pgjobs.worker import Worker
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def pgjobs(*args: str) -> str:
+    out = StringIO()
+    call_command("pgjobs", *args, stdout=out)
+    return out.getvalue()
+
+
+def test_status_shows_counts_dead_letters_workers_and_lag(make_worker: type[Worker]) -> None:
+    enqueue("test.record", queue="mail", scheduled_for=timezone.now() - timedelta(minutes=2))
+    enqueue("test.record", queue="mail", scheduled_for=timedelta(hours=1))
+    enqueue("test.fail", max_attempts=1)
+    worker = make_worker(queues=["default"])
+    worker.run_once()  # buries test.fail and stays registered
+    out = pgjobs("status")
+    lines = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.strip()}
+    assert lines["mail"] == [
+        "1",
+        "1",
+        "0",
+        "0",
+        "0",
+    ]  # due, scheduled, running, completed, cancelled
+    assert "dead letters: 1" in out
+    assert "live workers: 1" in out and worker.worker_id in out
+    assert "oldest due job: 0:02:0" in out
+
+
+def test_status_on_an_empty_queue() -> None:
+    out = pgjobs("status")
+    assert "(no jobs)" in out and "oldest due job: none" in out
+
+
+def test_list_and_list_dead(make_worker: type[Worker]) -> None:
+    alive = enqueue("test.record", {"a": 1})
+    dead = enqueue("test.fail", {"message": "gone"}, max_attempts=1)
+    make_worker(concurrency=1).run_once()  # claims one of them; run again for the other
+    make_worker(concurrency=1).run_once()
+    assert str(alive) in pgjobs("list", "--status", "completed")
+    dead_out = pgjobs("list", "--status", "dead")
+    assert str(dead) in dead_out and "ValueError: gone" in dead_out
+
+
+def test_retry_handles_jobs_and_dead_letters(make_worker: type[Worker]) -> None:
+    dead = enqueue("test.fail", max_attempts=1)
+    make_worker().run_once()
+    out = pgjobs("retry", str(dead))
+    assert "re-queued as job" in out
+    assert not FailedJob.objects.exists() and Job.objects.filter(status="pending").count() == 1
+    waiting = enqueue("test.record", scheduled_for=timedelta(hours=1))
+    pgjobs("retry", str(waiting))
+    assert get_job(waiting).scheduled_for <= timezone.now()
+
+
+def test_cancel_and_errors_are_command_errors() -> None:
+    job_id = enqueue("test.record")
+    assert "cancelled" in pgjobs("cancel", str(job_id))
+    assert get_job(job_id).status == "cancelled"
+    with pytest.raises(CommandError, match="only a pending or running job"):
+        pgjobs("cancel", str(job_id))
+    with pytest.raises(CommandError, match="No job with id"):
+        pgjobs("retry", str(uuid.uuid4()))
+
+
+def test_enqueue_command() -> None:
+    out = pgjobs(
+        "enqueue",
+        "test.record",
+        "--payload",
+        '{"label": "cli"}',
+        "--queue",
+        "q",
+        "--priority",
+        "5",
+        "--delay",
+        "60",
+    )
+    job = get_job(out.strip())
+    assert (job.payload, job.queue, job.priority) == ({"label": "cli"}, "q", 5)
+    assert job.scheduled_for > timezone.now() + timedelta(seconds=50)
+    with pytest.raises(CommandError, match="not valid JSON"):
+        pgjobs("enqueue", "test.record", "--payload", "{nope")
+    with pytest.raises(CommandError, match="between -100 and 100"):
+        pgjobs("enqueue", "test.record", "--priority", "500")
+
+
+def test_prune_command() -> None:
+    job_id = enqueue("test.record")
+    Job.objects.filter(id=job_id).update(
+        status="completed", completed_at=timezone.now() - timedelta(days=2)
+    )
+    assert "Pruned 1 finished jobs" in pgjobs("prune")
+
+
+def test_worker_command_burst() -> None:
+    enqueue("test.record", {"label": "cli worker"})
+    out = StringIO()
+    call_command("pgjobs_worker", "--burst", "--concurrency", "2", stdout=out)
+    assert "1 completed" in out.getvalue()
+    assert Job.objects.get().status == "completed"
+
+
+def test_worker_command_rejects_bad_options() -> None:
+    with pytest.raises(CommandError, match="--concurrency"):
+        call_command("pgjobs_worker", "--concurrency", "0")

@@ -1,0 +1,146 @@
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+import pytest
+from django.db import transaction
+from django.utils import timezone
+
+from django_pgjobs import (
+    JobNotFound,
+    JobStateError,
+    PgJobsError,
+    cancel_job,
+    enqueue,
+    get_job,
+    list_dead_letter_jobs,
+    list_jobs,
+    retry_dead_letter_job,
+    retry_job,
+)
+from django_pgjobs.models import FailedJob, Job
+from django_pgjobs.worker import Worker
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def bury(make_worker: type[Worker], message: str = "boom") -> uuid.UUID:
+    job_id = enqueue("test.fail", {"message": message}, max_attempts=1)
+    assert make_worker().run_once().buried == 1
+    return job_id
+
+
+def test_unknown_ids_raise_job_not_found() -> None:
+    missing = uuid.uuid4()
+    for call in (get_job, retry_job, cancel_job, retry_dead_letter_job):
+        with pytest.raises(JobNotFound):
+            call(missing)
+    with pytest.raises(JobNotFound, match="not a job id"):
+        get_job("not-a-uuid")
+    assert issubclass(JobNotFound, PgJobsError)
+
+
+def test_get_job_says_when_a_job_was_dead_lettered(make_worker: type[Worker]) -> None:
+    job_id = bury(make_worker)
+    with pytest.raises(JobNotFound, match="dead letters") as raised:
+        get_job(job_id)
+    assert raised.value.dead_lettered
+
+
+def test_list_jobs_filters_and_orders_newest_first() -> None:
+    first = enqueue("a", queue="q1")
+    second = enqueue("b", queue="q2")
+    third = enqueue("a", queue="q1")
+    Job.objects.filter(id=third).update(status="cancelled")
+    assert [j.id for j in list_jobs()] == [third, second, first]
+    assert [j.id for j in list_jobs(status="pending")] == [second, first]
+    assert [j.id for j in list_jobs(queue="q1", job_name="a", limit=1)] == [third]
+    with pytest.raises(ValueError, match="Unknown status"):
+        list_jobs(status="failed")
+
+
+def test_dead_letters_newest_first(make_worker: type[Worker]) -> None:
+    older = bury(make_worker, "first")
+    newer = bury(make_worker, "second")
+    FailedJob.objects.filter(id=older).update(failed_at=timezone.now() - timedelta(minutes=1))
+    assert [d.id for d in list_dead_letter_jobs()] == [newer, older]
+    assert [d.id for d in list_dead_letter_jobs(limit=1)] == [newer]
+
+
+def test_retry_dead_letter_job_moves_it_back_as_a_fresh_job(make_worker: type[Worker]) -> None:
+    dead_id = bury(make_worker, "card declined")
+    new_id = retry_dead_letter_job(dead_id)
+    assert new_id != dead_id
+    assert not FailedJob.objects.filter(id=dead_id).exists()
+    job = get_job(new_id)
+    assert (job.job_name, job.payload, job.max_attempts) == (
+        "test.fail",
+        {"message": "card declined"},
+        1,
+    )
+    assert (job.status, job.attempt, job.error) == ("pending", 0, None)
+    with pytest.raises(JobNotFound):
+        retry_dead_letter_job(dead_id)
+
+
+def test_retry_dead_letter_job_is_all_or_nothing(make_worker: type[Worker]) -> None:
+    dead_id = bury(make_worker)
+    with pytest.raises(RuntimeError), transaction.atomic():
+        retry_dead_letter_job(dead_id)
+        raise RuntimeError
+    assert FailedJob.objects.filter(id=dead_id).exists()
+    assert not Job.objects.exists()
+
+
+def test_retry_job_runs_a_job_awaiting_retry_now(make_worker: type[Worker]) -> None:
+    job_id = enqueue("test.fail", max_attempts=3)
+    make_worker().run_once()
+    assert get_job(job_id).scheduled_for > timezone.now()
+    retry_job(job_id)
+    job = get_job(job_id)
+    assert job.scheduled_for <= timezone.now() and job.attempt == 1  # keeps its count
+    assert make_worker().run_once().claimed == 1
+
+
+def test_cancel_then_retry_gives_a_fresh_attempt_budget() -> None:
+    job_id = enqueue("test.record")
+    Job.objects.filter(id=job_id).update(attempt=2)
+    cancel_job(job_id)
+    job = get_job(job_id)
+    assert job.status == "cancelled" and job.completed_at is not None
+    retry_job(job_id)
+    job = get_job(job_id)
+    assert (job.status, job.attempt, job.completed_at) == ("pending", 0, None)
+
+
+def test_cancelled_jobs_are_not_claimed(make_worker: type[Worker]) -> None:
+    job_id = enqueue("test.record")
+    cancel_job(job_id)
+    assert make_worker().run_once().claimed == 0
+
+
+@pytest.mark.parametrize("status", ["completed", "cancelled"])
+def test_cancel_refuses_finished_jobs(status: str) -> None:
+    job_id = enqueue("test.record")
+    Job.objects.filter(id=job_id).update(status=status)
+    with pytest.raises(JobStateError, match=f"is {status}"):
+        cancel_job(job_id)
+
+
+@pytest.mark.parametrize("status", ["completed", "running"])
+def test_retry_refuses_running_and_completed_jobs(status: str) -> None:
+    job_id = enqueue("test.record")
+    Job.objects.filter(id=job_id).update(status=status)
+    with pytest.raises(JobStateError, match=f"is {status}"):
+        retry_job(job_id)
+
+
+def test_retrying_a_cancelled_job_whose_key_was_taken_is_refused() -> None:
+    old = enqueue("test.record", key="nightly")
+    cancel_job(old)
+    enqueue("test.record", key="nightly")
+    with transaction.atomic():
+        with pytest.raises(JobStateError, match="holds its key"):
+            retry_job(old)
+        assert Job.objects.count() == 2  # the transaction is still usable
