@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib.postgres.fields import ArrayField
 from django.contrib.postgres.functions import RandomUUID
 from django.db import models
 from django.db.models import Q, Value
@@ -167,10 +166,9 @@ class Worker(models.Model):
     id = models.TextField(primary_key=True)
     hostname = models.TextField(db_default=Value(""))
     pid = models.IntegerField(db_default=Value(0))
-    # Empty means "every queue".
-    queues = ArrayField(
-        models.TextField(), db_default=Value([], output_field=ArrayField(models.TextField()))
-    )
+    # A JSON array of queue names; empty means "every queue". (jsonb, not ArrayField, so the
+    # app does not require django.contrib.postgres in INSTALLED_APPS.)
+    queues = models.JSONField(db_default=Value([], output_field=models.JSONField()))
     concurrency = models.IntegerField(db_default=Value(1))
     started_at = models.DateTimeField(db_default=Now())
     last_heartbeat_at = models.DateTimeField(db_default=Now())

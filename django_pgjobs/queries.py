@@ -383,7 +383,7 @@ def heartbeat(
         """
         WITH me AS (
             INSERT INTO pgjobs_workers (id, hostname, pid, queues, concurrency)
-            VALUES (%(id)s, %(hostname)s, %(pid)s, %(queues)s::text[], %(concurrency)s)
+            VALUES (%(id)s, %(hostname)s, %(pid)s, %(queues)s::jsonb, %(concurrency)s)
             ON CONFLICT (id) DO UPDATE SET last_heartbeat_at = now()
         ),
         held AS (SELECT * FROM unnest(%(ids)s::uuid[], %(attempts)s::int[]) AS t(id, attempt)),

@@ -12,6 +12,7 @@ rescue (hands back jobs of dead workers), and prune (deletes finished jobs past 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import random
@@ -480,7 +481,7 @@ class Worker:
                     "id": self.worker_id,
                     "hostname": socket.gethostname(),
                     "pid": os.getpid(),
-                    "queues": self.queues,
+                    "queues": json.dumps(self.queues),
                     "concurrency": self.concurrency,
                 },
                 tokens=[e.job.token for e in self._inflight.values()],

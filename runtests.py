@@ -1,0 +1,70 @@
+#!/usr/bin/env python3
+"""Install the test dependencies in a virtualenv and run lint, types and the test suite.
+
+    python3 runtests.py                         # this Python, newest supported Django
+    python3 runtests.py --python python3.12 --django '>=6,<6.2'
+    python3 runtests.py -- -k worker -x         # arguments after -- go to pytest
+
+The tests run against DATABASE_URL when it is set, otherwise against an embedded PostgreSQL
+that the suite starts itself. Standard library only: this file runs before anything is installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+_VERSIONS = (
+    "import django, psycopg, sys; "
+    "print('Python', sys.version.split()[0], '| Django', django.get_version(), "
+    "'| psycopg', psycopg.__version__)"
+)
+
+
+def run(*command: str | Path, env: dict[str, str] | None = None) -> None:
+    printable = " ".join(str(c) for c in command)
+    print(f"\n$ {printable}", flush=True)
+    result = subprocess.run([str(c) for c in command], cwd=ROOT, env=env, check=False)  # noqa: S603
+    if result.returncode != 0:
+        sys.exit(f"runtests: failed ({result.returncode}): {printable}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--python", default=sys.executable, help="Interpreter for the virtualenv.")
+    parser.add_argument("--django", default="", help="Django version specifier, e.g. '>=5.2,<5.3'.")
+    parser.add_argument("--skip-lint", action="store_true", help="Only run the tests.")
+    parser.add_argument("pytest_args", nargs="*", help="Passed to pytest (put them after --).")
+    args = parser.parse_args()
+
+    version = subprocess.run(  # noqa: S603
+        [args.python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    tag = hashlib.sha1(args.django.encode()).hexdigest()[:8] if args.django else "latest"  # noqa: S324
+    venv = ROOT / ".venv-test" / f"py{version}-django-{tag}"
+    python = venv / "bin" / "python"
+    if not python.exists():
+        run(args.python, "-m", "venv", venv)
+    run(python, "-m", "pip", "install", "--quiet", "--upgrade", "pip")
+    run(python, "-m", "pip", "install", "--quiet", "-e", ".[test]", f"Django{args.django}")
+    run(python, "-c", _VERSIONS)
+
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", "PYTHONPATH": str(ROOT)}
+    print("database:", env.get("DATABASE_URL") or "embedded PostgreSQL (DATABASE_URL is unset)")
+    if not args.skip_lint:
+        run(python, "-m", "ruff", "check", ".")
+        run(python, "-m", "ruff", "format", "--check", ".")
+        run(python, "-m", "mypy", "django_pgjobs", "tests", env=env)
+    run(python, "-m", "pytest", *args.pytest_args, env=env)
+
+
+if __name__ == "__main__":
+    main()
