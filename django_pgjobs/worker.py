@@ -43,6 +43,7 @@ from django_pgjobs.retry import backoff_delay
 logger = logging.getLogger("django_pgjobs.worker")
 
 _RECONNECT_DELAYS = (0.2, 0.5, 1.0, 2.0, 5.0)
+_LOCKED_ROW_RECHECK = 0.25
 
 
 @dataclass
@@ -135,8 +136,7 @@ class Worker:
         self._maybe_work = True
         self._next_due: float | None = None
         self._next_heartbeat = 0.0
-        # Spread the prune sweeps of workers started together.
-        self._next_prune = time.monotonic() + random.uniform(0, conf.PRUNE_INTERVAL)
+        self._next_prune = 0.0  # prune once at start, then every PRUNE_INTERVAL (jittered)
         self.abandoned: list[uuid.UUID] = []
 
     # -- public ------------------------------------------------------------------------------
@@ -346,7 +346,11 @@ class Worker:
         seconds = queries.seconds_until_next_due(
             self._conn.cursor(), queues=self.queues, job_names=registry.names()
         )
-        return None if seconds is None else time.monotonic() + seconds
+        if seconds is None:
+            return None
+        # Due already, yet the claim skipped it: another transaction holds the row. Look again
+        # shortly rather than spinning on it.
+        return time.monotonic() + max(seconds, min(_LOCKED_ROW_RECHECK, self.poll_interval))
 
     def _dispatch(self, job: queries.ClaimedJob) -> None:
         assert self._executor is not None
@@ -504,7 +508,8 @@ class Worker:
             pruned = prune_finished(conn.cursor(), retention=conf.RETENTION)
             if pruned:
                 logger.info("Pruned %s finished jobs older than the retention window", pruned)
-            self._next_prune = now + conf.PRUNE_INTERVAL
+            # Jitter keeps a fleet started together from pruning in lockstep.
+            self._next_prune = now + conf.PRUNE_INTERVAL * random.uniform(0.9, 1.1)
 
     # -- waiting -----------------------------------------------------------------------------
 

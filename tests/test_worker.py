@@ -405,3 +405,50 @@ def test_completed_rows_serve_the_throughput_query(make_worker: type[Worker]) ->
             "WHERE status = 'completed' AND completed_at > now() - interval '1 hour' GROUP BY 1"
         )
         assert sum(r[1] for r in cur.fetchall()) == 5
+
+
+@override_settings(PGJOBS={"RETENTION": 60})
+def test_worker_prunes_old_finished_jobs_and_forgets_dead_workers(
+    make_worker: type[Worker],
+) -> None:
+    old = enqueue("test.record")
+    Job.objects.filter(id=old).update(
+        status="completed", completed_at=timezone.now() - timedelta(minutes=2)
+    )
+    WorkerRow.objects.create(id="gone", last_heartbeat_at=timezone.now() - timedelta(hours=1))
+    make_worker().run(burst=True)
+    assert not Job.objects.filter(id=old).exists()
+    assert not WorkerRow.objects.exists()
+
+
+def test_a_due_job_locked_elsewhere_does_not_make_an_idle_worker_spin(
+    make_worker: type[Worker],
+    other_connection: psycopg.Connection[Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from django_pgjobs import queries
+
+    claims: list[int] = []
+    real_claim = queries.claim_jobs
+
+    def counting_claim(*args: Any, **kwargs: Any) -> Any:
+        claims.append(1)
+        return real_claim(*args, **kwargs)
+
+    monkeypatch.setattr(queries, "claim_jobs", counting_claim)
+    locked = enqueue("test.record")
+    other_connection.autocommit = False
+    other_connection.execute("SELECT 1 FROM pgjobs_job_queue WHERE id = %s FOR UPDATE", [locked])
+    worker = make_worker(poll_interval=3600)
+    runner = threading.Thread(target=worker.run)
+    runner.start()
+    try:
+        wait_for(lambda: claims, what="first claim")
+        # An observation window, not a wait for a result: count claims while nothing can run.
+        threading.Event().wait(0.5)
+        assert len(claims) <= 5, f"{len(claims)} claims in half a second while idle"
+        other_connection.rollback()  # the row is free now; the recheck picks it up
+        wait_for(lambda: get_job(locked).status == "completed", what="job runs once unlocked")
+    finally:
+        worker.request_stop()
+        runner.join(10)

@@ -21,6 +21,8 @@ def _queues(value: str) -> list[str]:
 
 class Command(BaseCommand):
     help = "Run jobs from the PostgreSQL queue until stopped (SIGTERM/SIGINT drain gracefully)."
+    # Warn at start-up instead of failing every claim on a table that does not exist yet.
+    requires_migrations_checks = True
 
     def add_arguments(self, parser: ArgumentParser) -> None:
         parser.add_argument(
