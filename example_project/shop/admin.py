@@ -18,7 +18,9 @@ class CustomerAdmin(admin.ModelAdmin):  # type: ignore[type-arg]  # not generic 
     def sync_to_crm(self, request: HttpRequest, queryset: QuerySet[Customer]) -> None:
         payloads = [{"customer_id": pk} for pk in queryset.values_list("pk", flat=True)]
         sync_customer_to_crm.enqueue_many(payloads)
-        self.message_user(request, f"Queued {len(payloads)} sync-crm jobs.", messages.SUCCESS)
+        self.message_user(
+            request, f"Queued a sync-crm job for {len(payloads)} customer(s).", messages.SUCCESS
+        )
 
 
 @admin.register(ImportBatch)

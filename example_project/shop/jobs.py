@@ -50,6 +50,7 @@ def import_rows(payload: dict[str, Any], report_progress: ProgressReporter) -> N
         done = min(done + IMPORT_CHUNK_ROWS, batch.rows)
         ImportBatch.objects.filter(pk=batch.pk).update(imported=done)
         report_progress(100 * done / batch.rows, f"{done}/{batch.rows} rows")
+    # Also reached by a retry that finds every row already imported: report this attempt too.
     report_progress(100, f"{batch.rows}/{batch.rows} rows")
 
 
