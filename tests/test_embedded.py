@@ -31,8 +31,8 @@ def test_dead_pids_are_forgotten_so_the_server_can_stop(tmp_path: Path) -> None:
             ("shop", "app", "secret", "db.internal", "6432", {"sslmode": "require"}),
         ),
         (
-            "postgresql://postgres:@/postgres?host=/tmp/pg",
-            ("postgres", "postgres", "", "/tmp/pg", "", {}),
+            "postgresql://postgres:@/postgres?host=/var/run/postgresql",
+            ("postgres", "postgres", "", "/var/run/postgresql", "", {}),
         ),
         ("host=127.0.0.1 dbname=jobs user=postgres", ("jobs", "postgres", "", "127.0.0.1", "", {})),
     ],
