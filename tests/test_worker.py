@@ -18,7 +18,7 @@ from django_pgjobs import enqueue, enqueue_many, get_job
 from django_pgjobs.models import FailedJob, Job
 from django_pgjobs.models import Worker as WorkerRow
 from django_pgjobs.worker import Worker
-from tests.helpers import wait_for
+from tests.helpers import second_connection, wait_for
 from tests.testapp.models import Run
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -452,3 +452,65 @@ def test_a_due_job_locked_elsewhere_does_not_make_an_idle_worker_spin(
     finally:
         worker.request_stop()
         runner.join(10)
+
+
+def test_a_raw_sql_insert_wakes_an_idle_worker_and_runs(make_worker: type[Worker]) -> None:
+    worker = make_worker(poll_interval=3600)  # only the trigger's NOTIFY can wake it
+    runner = threading.Thread(target=worker.run)
+    runner.start()
+    try:
+        wait_for(lambda: WorkerRow.objects.exists(), what="worker registered")
+        with connection.cursor() as cur:
+            cur.execute(
+                "INSERT INTO pgjobs_job_queue (job_name, payload) "
+                "VALUES ('test.record', '{\"label\": \"from sql\"}')"
+            )
+        wait_for(lambda: Run.objects.filter(label="from sql").exists(), what="raw job ran")
+    finally:
+        worker.request_stop()
+        runner.join(10)
+    assert Job.objects.get().status == "completed"
+
+
+def test_stopping_releases_claimed_jobs_whose_handlers_never_started(
+    make_worker: type[Worker], tmp_path: Path
+) -> None:
+    """A job can sit claimed in the executor's queue for a moment (its slot's thread is still
+    finishing the previous job). Stopping then must hand it back with the attempt undone."""
+    from django_pgjobs import queries
+
+    release = tmp_path / "release"
+    running = enqueue("test.block", {"release": str(release)}, priority=10)
+    waiting = enqueue("test.record", {"label": "never started"})
+    worker = make_worker(concurrency=1)
+    worker._open()
+    conn = worker._ensure_connected()
+    for claimed in queries.claim_jobs(
+        conn.cursor(), worker_id=worker.worker_id, limit=2, lease_seconds=30, queues=None,
+        job_names=None,
+    ):  # fmt: skip
+        worker._dispatch(claimed)  # two jobs, one thread: the second waits in the executor
+    wait_for(lambda: Run.objects.filter(label="block:started").exists(), what="first handler")
+    worker.request_stop()
+
+    def release_once_handed_back() -> None:
+        # Let the first handler finish only after shutdown gave the second job back, so the
+        # freed thread cannot start it first.
+        with second_connection() as conn:
+            wait_for(
+                lambda: conn.execute(
+                    "SELECT locked_by IS NULL FROM pgjobs_job_queue WHERE id = %s", [waiting]
+                ).fetchone()[0],
+                what="the unstarted job released",
+            )
+        release.touch()
+
+    releaser = threading.Thread(target=release_once_handed_back)
+    releaser.start()
+    stats = worker.run()
+    releaser.join(10)
+    assert (stats.released, stats.completed) == (1, 1)
+    assert get_job(running).status == "completed"
+    job = get_job(waiting)
+    assert (job.status, job.attempt, job.locked_by) == ("pending", 0, None)
+    assert not Run.objects.filter(label="never started").exists()
