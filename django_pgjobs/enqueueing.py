@@ -131,11 +131,16 @@ def enqueue_on_commit(
     key: str | None = None,
     replace: bool = False,
     using: str | None = None,
+    commit_of: str | None = None,
 ) -> uuid.UUID:
-    """Like :func:`enqueue`, but insert only once the current transaction on ``using`` commits.
+    """Like :func:`enqueue`, but insert only once the current transaction commits.
 
-    Everything is validated now, so bad input still fails at the call site. Returns the id the
-    job will have; with ``key``, if an active job already holds the key, no job gets that id.
+    ``commit_of`` names the database whose commit releases the job (default: ``using``, the
+    queue's database), for a job that must not exist before another database's commit, e.g.
+    ``enqueue_on_commit("ship-order", {...}, commit_of="orders")``. If that transaction rolls
+    back, nothing is inserted. Everything is validated now, so bad input still fails at the call
+    site. Returns the id the job will have; with ``key``, if an active job already holds the
+    key, no job gets that id.
     """
     alias = using or conf.DATABASE
     row = _prepare_one(
@@ -147,7 +152,9 @@ def enqueue_on_commit(
         queue=queue,
         priority=priority,
     )
-    transaction.on_commit(lambda: _write(row, replace=replace, using=alias), using=alias)
+    transaction.on_commit(
+        lambda: _write(row, replace=replace, using=alias), using=commit_of or alias
+    )
     return row["id"]  # type: ignore[no-any-return]
 
 

@@ -37,7 +37,7 @@ class ProgressReporter:
             if math.isnan(value):
                 raise ValueError("progress is NaN")
             clamped = round(min(max(value, 0.0), 100.0))
-            text = None if message is None else str(message)
+            text = None if message is None else clean_text(str(message))
             self._sink(self._job, clamped, text)
         except Exception:
             logger.warning("Ignored a bad progress report from job %s", self._job.id, exc_info=True)
@@ -59,11 +59,18 @@ async def _wait_for(awaitable: Any) -> Any:
     return await awaitable
 
 
+def clean_text(text: str) -> str:
+    """Text PostgreSQL will store: NUL bytes and lone surrogates (from undecodable file names,
+    say) made visible instead of rejected, so no message can make its outcome unwritable."""
+    text = text.replace("\x00", "\\x00")
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def describe_error(exc: BaseException) -> str:
     """The error text stored on the job: the exception line first, then the traceback."""
     summary = "".join(traceback.format_exception_only(exc)).strip()
     full = "".join(traceback.format_exception(exc)).strip()
-    text = f"{summary}\n\n{full}"
+    text = clean_text(f"{summary}\n\n{full}")
     if len(text) > MAX_ERROR_LENGTH:
         text = text[: MAX_ERROR_LENGTH // 2] + "\n...\n" + text[-MAX_ERROR_LENGTH // 2 :]
     return text

@@ -7,6 +7,7 @@ the same ones the CLI and the admin call.
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from django.db import IntegrityError, connections, transaction
@@ -83,8 +84,8 @@ def list_dead_letter_jobs(limit: int = 50, *, using: str | None = None) -> list[
 def retry_dead_letter_job(job_id: uuid.UUID | str, *, using: str | None = None) -> uuid.UUID:
     """Move a dead letter back to the queue as a new job and return the new job's id.
 
-    The delete and the insert are one statement. If an active job already holds the same key the
-    statement fails as a whole and the dead letter stays where it is.
+    The delete and the insert are one statement, so either both happen or neither. Dead letters
+    do not keep the job's ``key``: the replayed job has none.
     """
     alias = _alias(using)
     pk = _as_uuid(job_id)
@@ -134,20 +135,32 @@ def _raise_state(pk: uuid.UUID, alias: str, verb: str, allowed: str) -> None:
     raise JobStateError(f"Job {pk} is {status}; only a {allowed} job can be {verb}.")
 
 
-def prune_finished(cur: queries.Cursor, *, retention: float) -> int:
+@dataclass(frozen=True)
+class PruneResult:
+    deleted: int
+    more: bool  # stopped at max_batches with rows still to delete
+
+
+def prune_finished(
+    cur: queries.Cursor, *, retention: float, max_batches: int | None = None
+) -> PruneResult:
     """Delete completed and cancelled jobs that finished over ``retention`` seconds ago.
 
-    Works in short batches so a large backlog never becomes one long transaction.
+    Works in short batches so a large backlog never becomes one long transaction; with
+    ``max_batches`` it stops early so a caller (the worker loop) can do other work in between.
     """
-    total = 0
-    while True:
+    total = batches = 0
+    while max_batches is None or batches < max_batches:
         deleted = queries.prune_finished_jobs(cur, older_than_seconds=retention, batch=_PRUNE_BATCH)
         total += deleted
+        batches += 1
         if deleted < _PRUNE_BATCH:
-            return total
+            return PruneResult(total, more=False)
+    return PruneResult(total, more=True)
 
 
 def prune_jobs(*, retention: float | None = None, using: str | None = None) -> int:
     """Prune now (the worker also does it every PRUNE_INTERVAL); returns rows deleted."""
     with connections[_alias(using)].cursor() as cur:
-        return prune_finished(cur, retention=conf.RETENTION if retention is None else retention)
+        result = prune_finished(cur, retention=conf.RETENTION if retention is None else retention)
+    return result.deleted

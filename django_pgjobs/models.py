@@ -58,8 +58,7 @@ class Job(models.Model):
     queue = models.CharField(max_length=MAX_NAME_LENGTH, db_default=Value("default"))
     # Higher runs first, -100..100, as in Django's Tasks framework.
     priority = models.SmallIntegerField(db_default=Value(0))
-    # Attempts started so far; incremented by the claim, so it is also the fencing token a worker
-    # must present to complete, fail or heartbeat the attempt it holds.
+    # Attempts started so far (incremented by the claim); compared with max_attempts.
     attempt = models.IntegerField(db_default=Value(0))
     max_attempts = models.IntegerField(db_default=Value(3))
     progress = models.SmallIntegerField(null=True, blank=True)
@@ -73,6 +72,10 @@ class Job(models.Model):
     locked_by = models.TextField(null=True, blank=True)  # noqa: DJ001
     locked_at = models.DateTimeField(null=True, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
+    # A fresh random value per claim: the fencing token a worker must present to complete, fail,
+    # heartbeat or report progress on the attempt it holds. Unlike ``attempt`` it never repeats,
+    # even when an operator resets the attempt budget.
+    lease_token = models.UUIDField(null=True, blank=True, editable=False)
 
     objects = JobQuerySet.as_manager()
 
@@ -109,6 +112,15 @@ class Job(models.Model):
                 "id",
                 condition=Q(status="pending"),
                 name="pgjobs_job_claim",
+            ),
+            # Serves the claim of a worker limited to one queue (--queues mail), in order.
+            models.Index(
+                "queue",
+                models.F("priority").desc(),
+                "scheduled_for",
+                "id",
+                condition=Q(status="pending"),
+                name="pgjobs_job_queue_claim",
             ),
             # Serves "when is the next job due?" for an idle worker and queue lag for `status`.
             models.Index(

@@ -4,10 +4,11 @@ Each comment says which rows the statement locks, which index it relies on and w
 that point leaves behind. The rule they all follow: a state change is one statement, so it either
 happened or it did not, and no row lock is ever held while user code runs.
 
-Fencing: ``attempt`` is incremented by the claim and a worker must present ``(id, attempt)`` and
-its ``worker_id`` to complete, fail, release, heartbeat or report progress. A worker whose lease
-expired (it was paused, partitioned, or presumed dead) and whose job was rescued therefore finds
-its writes matching no row: it can never overwrite the outcome of the worker that took over.
+Fencing: every claim stamps the row with a fresh random ``lease_token``, and a worker must present
+``(id, lease_token)`` to complete, fail, release, heartbeat or report progress. A worker whose
+lease expired (it was paused, partitioned, or presumed dead) and whose job was rescued, cancelled
+or claimed again therefore finds its writes matching no row: it can never overwrite the outcome
+of the attempt that took over, even when that attempt runs on the same worker.
 
 Functions take any DB-API cursor (a psycopg cursor or Django's wrapper): enqueueing uses the
 caller's Django connection so it joins the caller's transaction; the worker uses its own.
@@ -23,6 +24,9 @@ from datetime import datetime
 from typing import Any, Literal, Protocol
 
 NOTIFY_CHANNEL = "pgjobs"
+
+# (job id, lease token): what a worker presents to prove it still holds an attempt.
+Token = tuple[uuid.UUID, uuid.UUID]
 
 _ACTIVE = "('pending', 'running')"
 # The partial unique index pgjobs_job_key_active, spelled so ON CONFLICT can infer it.
@@ -47,10 +51,18 @@ class ClaimedJob:
     attempt: int
     max_attempts: int
     scheduled_for: datetime
+    lease_token: uuid.UUID
 
     @property
-    def token(self) -> tuple[uuid.UUID, int]:
-        return (self.id, self.attempt)
+    def token(self) -> Token:
+        return (self.id, self.lease_token)
+
+
+def _token_params(tokens: Sequence[Token]) -> dict[str, list[uuid.UUID]]:
+    return {"ids": [t[0] for t in tokens], "tokens": [t[1] for t in tokens]}
+
+
+_HELD = "unnest(%(ids)s::uuid[], %(tokens)s::uuid[]) AS held(id, token)"
 
 
 # -- enqueue ---------------------------------------------------------------------------------
@@ -80,18 +92,23 @@ def upsert_pending_job(cur: Cursor, row: dict[str, Any]) -> uuid.UUID | None:
     """Insert, or replace the still-pending job holding ``row["key"]`` (pgpm's upsert).
 
     The replaced job keeps its id and starts afresh (attempt 0, no error). Returns None when the
-    key is held by a running job, which this statement cannot touch. Locks: the conflicting row.
+    key is held by a running job, which this statement leaves alone. Locks: the conflicting row,
+    even a running one, until the caller's transaction ends.
     """
     cur.execute(
         f"""
-        INSERT INTO pgjobs_job_queue ({_INSERT_COLUMNS}) VALUES {_INSERT_VALUES}
-        {_KEY_CONFLICT} DO UPDATE SET
-            job_name = EXCLUDED.job_name, payload = EXCLUDED.payload, queue = EXCLUDED.queue,
-            priority = EXCLUDED.priority, max_attempts = EXCLUDED.max_attempts,
-            scheduled_for = EXCLUDED.scheduled_for, attempt = 0, error = NULL,
-            progress = NULL, progress_message = NULL
-        WHERE pgjobs_job_queue.status = 'pending'
-        RETURNING id
+        WITH upserted AS (
+            INSERT INTO pgjobs_job_queue ({_INSERT_COLUMNS}) VALUES {_INSERT_VALUES}
+            {_KEY_CONFLICT} DO UPDATE SET
+                job_name = EXCLUDED.job_name, payload = EXCLUDED.payload, queue = EXCLUDED.queue,
+                priority = EXCLUDED.priority, max_attempts = EXCLUDED.max_attempts,
+                scheduled_for = EXCLUDED.scheduled_for, attempt = 0, error = NULL,
+                progress = NULL, progress_message = NULL
+            WHERE pgjobs_job_queue.status = 'pending'
+            RETURNING id, queue
+        )
+        -- The insert trigger only sees inserted rows; a replaced job must wake workers too.
+        SELECT id, pg_notify('pgjobs', queue) FROM upserted
         """,
         row,
     )
@@ -111,7 +128,8 @@ def find_active_job_by_key(cur: Cursor, key: str) -> tuple[uuid.UUID, str] | Non
 def detach_key_from_running_job(cur: Cursor, key: str) -> None:
     """Let a new job take ``key`` from the running one (pgpm: "removes the key").
 
-    The running job keeps going with its old payload; the replacement will run after it.
+    The running job keeps going with its old payload and no key; its replacement may run at the
+    same time. Locks the running row until the caller's transaction ends.
     """
     cur.execute(
         "UPDATE pgjobs_job_queue SET key = NULL WHERE key = %s AND status = 'running'", [key]
@@ -148,11 +166,32 @@ WITH due AS (
 )
 UPDATE pgjobs_job_queue AS j
 SET status = 'running', attempt = j.attempt + 1, locked_by = %(worker_id)s, locked_at = now(),
-    lease_expires_at = now() + make_interval(secs => %(lease_seconds)s)
+    lease_expires_at = now() + make_interval(secs => %(lease_seconds)s),
+    lease_token = gen_random_uuid()
 FROM due WHERE j.id = due.id
 RETURNING j.id, j.job_name, j.payload::text, j.queue, j.priority, j.attempt, j.max_attempts,
-          j.scheduled_for
+          j.scheduled_for, j.lease_token
 """
+
+
+def _filters(queues: Sequence[str] | None, job_names: Sequence[str] | None) -> str:
+    # One queue is an equality, so the claim can walk pgjobs_job_queue_claim in order.
+    sql = ""
+    if queues and len(queues) == 1:
+        sql += " AND queue = %(queue)s"
+    elif queues:
+        sql += " AND queue = ANY(%(queues)s)"
+    if job_names is not None:
+        sql += " AND job_name = ANY(%(job_names)s)"
+    return sql
+
+
+def _filter_params(queues: Sequence[str] | None, job_names: Sequence[str] | None) -> dict[str, Any]:
+    return {
+        "queue": queues[0] if queues else None,
+        "queues": list(queues or ()),
+        "job_names": list(job_names or ()),
+    }
 
 
 def claim_jobs(
@@ -167,24 +206,19 @@ def claim_jobs(
     """Take up to ``limit`` due jobs, best priority first, in one round trip.
 
     Locks: the chosen rows, only for this autocommit statement; rows another worker is claiming
-    are skipped, never waited for. Walks pgjobs_job_claim in order and stops at ``limit``.
-    ``job_names`` limits the claim to handlers this worker has, so a rolling deploy never hands a
-    new kind of job to an old worker. A crash after commit leaves the jobs running under a lease
-    that nobody renews; the rescue sweep hands them back when it expires.
+    (or an application transaction holds) are skipped, never waited for. Walks pgjobs_job_claim,
+    or pgjobs_job_queue_claim for a single queue, in order and stops at ``limit``. ``job_names``
+    limits the claim to handlers this worker has, so a rolling deploy never hands a new kind of
+    job to an old worker. A crash after commit leaves the jobs running under a lease nobody
+    renews; the rescue sweep hands them back when it expires.
     """
-    filters = ""
-    if queues:
-        filters += " AND queue = ANY(%(queues)s)"
-    if job_names is not None:
-        filters += " AND job_name = ANY(%(job_names)s)"
     cur.execute(
-        _CLAIM.format(filters=filters),
+        _CLAIM.format(filters=_filters(queues, job_names)),
         {
             "worker_id": worker_id,
             "limit": limit,
             "lease_seconds": lease_seconds,
-            "queues": list(queues or ()),
-            "job_names": list(job_names or ()),
+            **_filter_params(queues, job_names),
         },
     )
     jobs = [
@@ -197,6 +231,7 @@ def claim_jobs(
             attempt=r[5],
             max_attempts=r[6],
             scheduled_for=r[7],
+            lease_token=_uuid(r[8]),
         )
         for r in cur.fetchall()
     ]
@@ -205,38 +240,32 @@ def claim_jobs(
     return jobs
 
 
-def complete_jobs(
-    cur: Cursor, *, worker_id: str, tokens: Sequence[tuple[uuid.UUID, int]]
-) -> list[uuid.UUID]:
+def complete_jobs(cur: Cursor, *, tokens: Sequence[Token]) -> list[uuid.UUID]:
     """Mark many finished attempts completed in one statement; returns the ids it completed.
 
-    Fenced on (id, attempt, worker, running): an attempt whose job was rescued or cancelled
-    meanwhile matches nothing and its outcome is dropped. Locks: those rows, briefly. A crash
-    before this commits leaves the jobs running; they are rescued and run again (at-least-once).
+    Fenced on (id, lease_token, running): an attempt whose job was rescued or cancelled meanwhile
+    matches nothing and its outcome is dropped. Locks: those rows, briefly. A crash before this
+    commits leaves the jobs running; they are rescued and run again (at-least-once).
     """
     if not tokens:
         return []
     cur.execute(
-        """
+        f"""
         UPDATE pgjobs_job_queue AS j
         SET status = 'completed', completed_at = now(), locked_by = NULL,
-            lease_expires_at = NULL
-        FROM unnest(%(ids)s::uuid[], %(attempts)s::int[]) AS done(id, attempt)
-        WHERE j.id = done.id AND j.attempt = done.attempt
-          AND j.status = 'running' AND j.locked_by = %(worker_id)s
+            lease_expires_at = NULL, lease_token = NULL
+        FROM {_HELD}
+        WHERE j.id = held.id AND j.lease_token = held.token AND j.status = 'running'
         RETURNING j.id
         """,
-        {
-            "worker_id": worker_id,
-            "ids": [t[0] for t in tokens],
-            "attempts": [t[1] for t in tokens],
-        },
+        _token_params(tokens),
     )
     return [_uuid(r[0]) for r in cur.fetchall()]
 
 
-# Shared by fail and rescue: given the ids in CTE ``failing`` (already locked, each with its error
-# and delay), bury those out of attempts and send the rest back to pending, in one statement.
+# Shared by fail and rescue: given the rows in CTE ``failing`` (already locked, each with its
+# error and delay), bury those out of attempts and send the rest back to pending, in one
+# statement. The two branches test opposite conditions, so no row is touched twice.
 _RETRY_OR_BURY = """
 buried AS (
     DELETE FROM pgjobs_job_queue AS j USING failing AS f
@@ -254,7 +283,7 @@ retried AS (
     UPDATE pgjobs_job_queue AS j
     -- locked_at stays: it tells when the failed attempt started.
     SET status = 'pending', error = f.error, locked_by = NULL, lease_expires_at = NULL,
-        scheduled_for = now() + make_interval(secs => f.delay)
+        lease_token = NULL, scheduled_for = now() + make_interval(secs => f.delay)
     FROM failing AS f
     WHERE j.id = f.id AND j.attempt < j.max_attempts
     RETURNING j.id, j.queue, f.delay
@@ -271,15 +300,7 @@ SELECT (SELECT count(*) FROM retried), (SELECT count(*) FROM dead), (SELECT coun
 FailOutcome = Literal["retried", "buried", "lost"]
 
 
-def fail_job(
-    cur: Cursor,
-    *,
-    worker_id: str,
-    job_id: uuid.UUID,
-    attempt: int,
-    error: str,
-    delay: float,
-) -> FailOutcome:
+def fail_job(cur: Cursor, *, token: Token, error: str, delay: float) -> FailOutcome:
     """Record a failed attempt: back to pending after ``delay`` seconds, or dead-lettered.
 
     One statement, so a job is never both gone from the queue and missing from the dead letters.
@@ -291,13 +312,12 @@ def fail_job(
         WITH failing AS (
             SELECT id, %(error)s::text AS error, %(delay)s::float8 AS delay
             FROM pgjobs_job_queue
-            WHERE id = %(id)s AND attempt = %(attempt)s AND status = 'running'
-              AND locked_by = %(worker_id)s
+            WHERE id = %(id)s AND lease_token = %(token)s AND status = 'running'
             FOR UPDATE
         ),
         {_RETRY_OR_BURY}
         """,
-        {"id": job_id, "attempt": attempt, "worker_id": worker_id, "error": error, "delay": delay},
+        {"id": token[0], "token": token[1], "error": error, "delay": delay},
     )
     retried, buried, _ = cur.fetchone()
     if buried:
@@ -334,7 +354,20 @@ def rescue_expired_leases(cur: Cursor, *, limit: int = 500) -> tuple[int, int]:
     return int(retried), int(buried)
 
 
-def release_jobs(cur: Cursor, *, worker_id: str, tokens: Sequence[tuple[uuid.UUID, int]]) -> int:
+_RELEASE = """
+WITH released AS (
+    UPDATE pgjobs_job_queue AS j
+    SET status = 'pending', attempt = j.attempt - 1, locked_by = NULL, locked_at = NULL,
+        lease_expires_at = NULL, lease_token = NULL
+    WHERE j.status = 'running' AND {which}
+    RETURNING j.queue
+)
+SELECT (SELECT count(*) FROM released),
+       (SELECT count(pg_notify('pgjobs', q.queue)) FROM (SELECT DISTINCT queue FROM released) AS q)
+"""
+
+
+def release_jobs(cur: Cursor, *, tokens: Sequence[Token]) -> int:
     """Give back claimed jobs whose handlers never started (shutdown): the attempt is undone.
 
     Locks: those rows. A crash before commit leaves them to the rescue sweep instead.
@@ -342,96 +375,82 @@ def release_jobs(cur: Cursor, *, worker_id: str, tokens: Sequence[tuple[uuid.UUI
     if not tokens:
         return 0
     cur.execute(
-        """
-        WITH released AS (
-            UPDATE pgjobs_job_queue AS j
-            SET status = 'pending', attempt = j.attempt - 1, locked_by = NULL, locked_at = NULL,
-                lease_expires_at = NULL
-            FROM unnest(%(ids)s::uuid[], %(attempts)s::int[]) AS t(id, attempt)
-            WHERE j.id = t.id AND j.attempt = t.attempt
-              AND j.status = 'running' AND j.locked_by = %(worker_id)s
-            RETURNING j.queue
-        )
-        SELECT (SELECT count(*) FROM released),
-               (SELECT count(pg_notify('pgjobs', q.queue))
-                FROM (SELECT DISTINCT queue FROM released) AS q)
-        """,
-        {
-            "worker_id": worker_id,
-            "ids": [t[0] for t in tokens],
-            "attempts": [t[1] for t in tokens],
-        },
+        _RELEASE.format(which=f"(j.id, j.lease_token) IN (SELECT id, token FROM {_HELD})"),
+        _token_params(tokens),
+    )
+    row = cur.fetchone()
+    return int(row[0]) if row else 0
+
+
+def release_untracked_jobs(cur: Cursor, *, worker_id: str, tracked: Sequence[Token]) -> int:
+    """After a reconnect: give back jobs this worker claimed but never heard about.
+
+    A claim can commit and its reply be lost with the connection; those rows are running under
+    this worker's id with no handler, and would burn an attempt waiting for their lease to
+    expire. Worker ids are unique per process, so a running row with our id and a token we do
+    not hold is such a claim: undo the attempt and make it due again. Scans running rows only.
+    """
+    cur.execute(
+        _RELEASE.format(
+            which="j.locked_by = %(worker_id)s AND j.lease_token <> ALL(%(tokens)s::uuid[])"
+        ),
+        {"worker_id": worker_id, "tokens": [t[1] for t in tracked]},
     )
     row = cur.fetchone()
     return int(row[0]) if row else 0
 
 
 def heartbeat(
-    cur: Cursor,
-    *,
-    worker: dict[str, Any],
-    tokens: Sequence[tuple[uuid.UUID, int]],
-    lease_seconds: float,
+    cur: Cursor, *, worker: dict[str, Any], tokens: Sequence[Token], lease_seconds: float
 ) -> list[uuid.UUID]:
     """Renew this worker's row and the leases of the attempts it holds; one round trip.
 
-    Upserts the worker row so a worker that was presumed dead (and swept) reappears. Returns the
-    ids of held jobs whose lease is gone (rescued or cancelled): their outcome will be dropped.
-    Locks: the worker row and the held job rows, briefly.
+    Upserts the worker row so a worker that was presumed dead (and swept) reappears. Rows an
+    application transaction has locked (a cancel in progress, say) are skipped rather than waited
+    for, so one slow transaction never stalls the worker's heartbeat. Returns the ids of held
+    jobs this attempt no longer owns (rescued or cancelled): their outcome will be dropped.
     """
     cur.execute(
-        """
+        f"""
         WITH me AS (
             INSERT INTO pgjobs_workers (id, hostname, pid, queues, concurrency)
             VALUES (%(id)s, %(hostname)s, %(pid)s, %(queues)s::jsonb, %(concurrency)s)
             ON CONFLICT (id) DO UPDATE SET last_heartbeat_at = now()
         ),
-        held AS (SELECT * FROM unnest(%(ids)s::uuid[], %(attempts)s::int[]) AS t(id, attempt)),
+        held AS (SELECT * FROM {_HELD}),
+        renewable AS (
+            SELECT j.id FROM pgjobs_job_queue AS j JOIN held
+                ON j.id = held.id AND j.lease_token = held.token
+            WHERE j.status = 'running'
+            FOR UPDATE OF j SKIP LOCKED
+        ),
         renewed AS (
             UPDATE pgjobs_job_queue AS j
             SET lease_expires_at = now() + make_interval(secs => %(lease_seconds)s)
-            FROM held
-            WHERE j.id = held.id AND j.attempt = held.attempt
-              AND j.status = 'running' AND j.locked_by = %(id)s
-            RETURNING j.id
+            FROM renewable WHERE j.id = renewable.id
         )
-        SELECT held.id FROM held WHERE held.id NOT IN (SELECT id FROM renewed)
+        SELECT held.id FROM held
+        WHERE NOT EXISTS (
+            SELECT 1 FROM pgjobs_job_queue AS j
+            WHERE j.id = held.id AND j.lease_token = held.token AND j.status = 'running'
+        )
         """,
-        {
-            **worker,
-            "ids": [t[0] for t in tokens],
-            "attempts": [t[1] for t in tokens],
-            "lease_seconds": lease_seconds,
-        },
+        {**worker, **_token_params(tokens), "lease_seconds": lease_seconds},
     )
     return [_uuid(r[0]) for r in cur.fetchall()]
 
 
 def report_progress(
-    cur: Cursor,
-    *,
-    worker_id: str,
-    job_id: uuid.UUID,
-    attempt: int,
-    progress: int | None,
-    message: str | None,
-) -> bool:
+    cur: Cursor, *, token: Token, progress: int | None, message: str | None
+) -> None:
     """Write a running attempt's progress columns. Fenced; locks the job row briefly."""
     cur.execute(
         """
         UPDATE pgjobs_job_queue SET progress = %(progress)s, progress_message = %(message)s
-        WHERE id = %(id)s AND attempt = %(attempt)s AND status = 'running'
-          AND locked_by = %(worker_id)s
+        WHERE id = %(id)s AND lease_token = %(token)s AND status = 'running'
         """,
-        {
-            "id": job_id,
-            "attempt": attempt,
-            "worker_id": worker_id,
-            "progress": progress,
-            "message": message,
-        },
+        {"id": token[0], "token": token[1], "progress": progress, "message": message},
     )
-    return bool(getattr(cur, "rowcount", 1))
 
 
 def seconds_until_next_due(
@@ -441,18 +460,13 @@ def seconds_until_next_due(
 
     Reads the head of pgjobs_job_next_due; None when no pending job exists.
     """
-    filters = ""
-    if queues:
-        filters += " AND queue = ANY(%(queues)s)"
-    if job_names is not None:
-        filters += " AND job_name = ANY(%(job_names)s)"
     cur.execute(
         f"""
         SELECT extract(epoch FROM scheduled_for - now())::float8 FROM pgjobs_job_queue
-        WHERE status = 'pending' {filters}
+        WHERE status = 'pending' {_filters(queues, job_names)}
         ORDER BY scheduled_for LIMIT 1
         """,
-        {"queues": list(queues or ()), "job_names": list(job_names or ())},
+        _filter_params(queues, job_names),
     )
     row = cur.fetchone()
     return None if row is None else max(float(row[0]), 0.0)
@@ -498,15 +512,18 @@ def prune_finished_jobs(cur: Cursor, *, older_than_seconds: float, batch: int = 
 
 
 def retry_job(cur: Cursor, *, job_id: uuid.UUID) -> bool:
-    """Make a pending or cancelled job due now; a cancelled one gets a fresh attempt budget.
-
-    Locks the job row. Returns False when the job is not in a retryable state (or not there).
-    """
+    """Make a pending or cancelled job due now. A cancelled one starts afresh: attempt budget,
+    error and progress reset (its lease token is gone, so a still-running cancelled handler can
+    never write over the new attempt). Locks the job row. False when not retryable or absent."""
     cur.execute(
         """
         WITH retried AS (
             UPDATE pgjobs_job_queue
             SET attempt = CASE WHEN status = 'cancelled' THEN 0 ELSE attempt END,
+                error = CASE WHEN status = 'cancelled' THEN NULL ELSE error END,
+                progress = CASE WHEN status = 'cancelled' THEN NULL ELSE progress END,
+                progress_message = CASE WHEN status = 'cancelled' THEN NULL
+                                        ELSE progress_message END,
                 status = 'pending', scheduled_for = now(), completed_at = NULL
             WHERE id = %s AND status IN ('pending', 'cancelled')
             RETURNING queue
@@ -520,11 +537,12 @@ def retry_job(cur: Cursor, *, job_id: uuid.UUID) -> bool:
 
 def cancel_job(cur: Cursor, *, job_id: uuid.UUID) -> bool:
     """Cancel a pending or running job. A running handler is not interrupted, but its outcome
-    is fenced out (status is no longer 'running'). Locks the job row."""
+    is fenced out (its lease token is cleared). Locks the job row."""
     cur.execute(
         """
         UPDATE pgjobs_job_queue
-        SET status = 'cancelled', completed_at = now(), locked_by = NULL, lease_expires_at = NULL
+        SET status = 'cancelled', completed_at = now(), locked_by = NULL,
+            lease_expires_at = NULL, lease_token = NULL
         WHERE id = %s AND status IN ('pending', 'running')
         RETURNING id
         """,

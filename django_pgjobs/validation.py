@@ -93,8 +93,9 @@ def dump_payload(payload: Any) -> str:
     if payload is None:
         return "{}"
     try:
-        text = json.dumps(payload, allow_nan=False, separators=(",", ":"))
-    except (TypeError, ValueError) as exc:
+        text = json.dumps(payload, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+        text.encode("utf-8")  # lone surrogates: PostgreSQL would reject them after the fact
+    except (TypeError, ValueError) as exc:  # UnicodeEncodeError is a ValueError
         raise PayloadNotSerializable(
             f"The payload is not JSON serialisable: {exc}. Pass plain dicts, lists, str, int, "
             "float, bool and None (convert dates with .isoformat(), decimals with str())."

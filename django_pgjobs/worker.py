@@ -7,6 +7,8 @@ handler can never hold, break or join the connection that holds the leases.
 
 Background duties run from the same loop: heartbeat (renews this worker's row and leases),
 rescue (hands back jobs of dead workers), and prune (deletes finished jobs past RETENTION).
+Every attempt the worker holds is tracked by its lease token, never by job id alone: the same
+job can come back to the same worker as a new attempt while a stale one is still finishing.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import json
 import logging
 import os
 import random
-import select
+import selectors
 import signal
 import socket
 import threading
@@ -42,8 +44,14 @@ from django_pgjobs.retry import backoff_delay
 
 logger = logging.getLogger("django_pgjobs.worker")
 
-_RECONNECT_DELAYS = (0.2, 0.5, 1.0, 2.0, 5.0)
+_ERROR_BACKOFF = (0.2, 0.5, 1.0, 2.0, 5.0)
+# A due job the claim skipped is row-locked by another transaction: look again after this.
 _LOCKED_ROW_RECHECK = 0.25
+# The worker's statements wait at most this long for a row an application transaction holds,
+# then give up and retry later instead of stalling heartbeats behind it.
+_LOCK_TIMEOUT = "2s"
+# Each prune pass deletes at most this many batches, so a huge backlog never delays heartbeats.
+_PRUNE_BATCHES_PER_PASS = 10
 
 
 @dataclass
@@ -57,10 +65,7 @@ class WorkerStats:
     lost: int = 0
     rescued: int = 0
     released: int = 0
-    reconnects: int = 0
-
-    def __add__(self, other: WorkerStats) -> WorkerStats:
-        return WorkerStats(**{k: getattr(self, k) + getattr(other, k) for k in vars(self)})
+    db_errors: int = 0
 
     def __sub__(self, other: WorkerStats) -> WorkerStats:
         return WorkerStats(**{k: getattr(self, k) - getattr(other, k) for k in vars(self)})
@@ -120,24 +125,27 @@ class Worker:
         self.alias = using or conf.DATABASE
         self.listen = (not conf.POLL_ONLY) if listen is None else listen
         self.stats = WorkerStats()
+        # Job ids whose handlers were still running when the shutdown grace period ended.
+        self.abandoned: list[uuid.UUID] = []
 
         self._conn: psycopg.Connection[Any] | None = None
+        self._connected_before = False
         self._executor: ThreadPoolExecutor | None = None
-        self._inflight: dict[uuid.UUID, _InFlight] = {}
+        self._inflight: dict[uuid.UUID, _InFlight] = {}  # by lease token
         self._events: SimpleQueue[_Done | _Progress] = SimpleQueue()
-        # Outcomes drained from _events but not yet written: kept across a lost connection.
+        # Outcomes drained from _events but not yet written: kept across database errors.
         self._unwritten_done: list[_Done] = []
-        self._unwritten_progress: dict[uuid.UUID, _Progress] = {}
+        self._unwritten_progress: dict[uuid.UUID, _Progress] = {}  # by lease token
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self._stopping = threading.Event()
-        self._signals_received = 0
+        self._stop_signal: int | None = None
+        self._consecutive_errors = 0
         self._maybe_work = True
         self._next_due: float | None = None
         self._next_heartbeat = 0.0
         self._next_prune = 0.0  # prune once at start, then every PRUNE_INTERVAL (jittered)
-        self.abandoned: list[uuid.UUID] = []
 
     # -- public ------------------------------------------------------------------------------
 
@@ -148,19 +156,19 @@ class Worker:
             while not self._stopping.is_set():
                 try:
                     self._ensure_connected()
-                    self._flush()
+                    # Heartbeat first: a write that keeps failing must not starve the leases.
                     self._housekeep()
+                    self._flush()
+                    self._consecutive_errors = 0
                     if self._stopping.is_set() or (self._max_jobs_reached() and not self._inflight):
                         break
                     if self._fill_slots():
                         continue
-                    if burst and not self._inflight and not self._maybe_work:
-                        self._flush()
-                        if not self._inflight and self._events.empty():
-                            break
+                    if burst and self._drained():
+                        break
                     self._wait(self._idle_timeout())
                 except psycopg.Error as exc:
-                    self._connection_lost(exc)
+                    self._on_database_error(exc)
             self._shutdown()
         finally:
             self._close()
@@ -171,17 +179,14 @@ class Worker:
         write the outcomes. Returns what this cycle did."""
         before = WorkerStats(**vars(self.stats))
         self._open()
-        try:
-            self._ensure_connected()
-            self._housekeep(force=True)
-            self._maybe_work = True
-            self._fill_slots()
-            for entry in list(self._inflight.values()):
-                assert entry.future is not None
-                entry.future.result()
-            self._flush()
-        finally:
-            self._close(deregister=False)
+        self._ensure_connected()
+        self._housekeep(force=True)
+        self._maybe_work = True
+        self._fill_slots()
+        for entry in list(self._inflight.values()):
+            assert entry.future is not None
+            entry.future.result()
+        self._flush()
         return self.stats - before
 
     def close(self) -> None:
@@ -189,7 +194,7 @@ class Worker:
         self._close()
 
     def request_stop(self) -> None:
-        """Stop claiming and shut down gracefully (safe to call from a signal handler)."""
+        """Stop claiming and shut down gracefully. Safe from a signal handler or another thread."""
         self._stopping.set()
         self._wake()
 
@@ -200,16 +205,11 @@ class Worker:
         """
 
         def on_signal(signum: int, frame: FrameType | None) -> None:
-            self._signals_received += 1
-            if self._signals_received > 1:
+            # Only async-signal-safe work here: the loop thread logs and shuts down.
+            if self._stop_signal is not None:
                 os.write(2, b"pgjobs: second signal, exiting now; leases will recover jobs\n")
                 os._exit(1)
-            logger.warning(
-                "Received %s: finishing running jobs (up to %ss), then exiting. "
-                "Send it again to exit at once.",
-                signal.Signals(signum).name,
-                conf.SHUTDOWN_GRACE,
-            )
+            self._stop_signal = signum
             self.request_stop()
 
         previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
@@ -228,94 +228,136 @@ class Worker:
                 max_workers=self.concurrency, thread_name_prefix=f"pgjobs-{self.worker_id}"
             )
 
-    def _close(self, *, deregister: bool = True) -> None:
-        if self._conn is not None and deregister:
+    def _close(self) -> None:
+        if self._conn is not None:
             with contextlib.suppress(psycopg.Error):
                 queries.deregister_worker(self._conn.cursor(), worker_id=self.worker_id)
-        if self._conn is not None and deregister:
             with contextlib.suppress(psycopg.Error):
                 self._conn.close()
             self._conn = None
-        if self._executor is not None and deregister:
-            # Handlers still running after the grace period were handed back; do not wait.
+        if self._executor is not None:
+            # Handlers that outlived the grace period were handed back: do not wait for them.
             self._executor.shutdown(wait=not self.abandoned, cancel_futures=True)
             self._executor = None
 
     def _ensure_connected(self) -> psycopg.Connection[Any]:
         if self._conn is not None and not self._conn.closed:
             return self._conn
-        self._conn = connect(
+        conn = connect(
             self.alias, application_name=f"pgjobs worker {self.worker_id}", prepare=self.listen
         )
         if self.listen:
-            self._conn.execute(f"LISTEN {queries.NOTIFY_CHANNEL}")
+            # Session settings are unsafe behind PgBouncer in transaction mode (POLL_ONLY).
+            conn.execute(f"SET lock_timeout = '{_LOCK_TIMEOUT}'")
+            conn.execute(f"LISTEN {queries.NOTIFY_CHANNEL}")
+        if self._connected_before:
+            released = queries.release_untracked_jobs(
+                conn.cursor(), worker_id=self.worker_id, tracked=self._held_tokens()
+            )
+            if released:
+                logger.warning("Gave back %s jobs claimed while the connection dropped", released)
+                self.stats.released += released
+        self._conn = conn
+        self._connected_before = True
         self._next_heartbeat = 0.0
         self._maybe_work = True
         logger.info("Worker %s connected (queues: %s)", self.worker_id, self.queues or "all")
-        return self._conn
+        return conn
 
-    def _connection_lost(self, exc: psycopg.Error) -> None:
-        self.stats.reconnects += 1
-        logger.error("Database error in worker %s: %s; reconnecting", self.worker_id, exc)
-        if self._conn is not None:
+    def _on_database_error(self, exc: psycopg.Error, *, deadline: float | None = None) -> None:
+        """Back off after a failed statement; reconnect only if the connection itself is gone.
+
+        Lock timeouts, serialization failures and the like leave the connection usable: the
+        unwritten outcomes stay queued and are retried after the pause.
+        """
+        self.stats.db_errors += 1
+        self._consecutive_errors += 1
+        broken = self._conn is None or self._conn.closed or self._conn.broken
+        logger.error(
+            "Database error in worker %s (%s): %s",
+            self.worker_id,
+            "reconnecting" if broken else "will retry",
+            exc,
+        )
+        if broken and self._conn is not None:
             with contextlib.suppress(psycopg.Error):
                 self._conn.close()
-        self._conn = None
-        delay = _RECONNECT_DELAYS[min(self.stats.reconnects - 1, len(_RECONNECT_DELAYS) - 1)]
-        self._sleep(delay)
+            self._conn = None
+        delay = _ERROR_BACKOFF[min(self._consecutive_errors, len(_ERROR_BACKOFF)) - 1]
+        if deadline is not None:
+            delay = min(delay, max(deadline - time.monotonic(), 0.0))
+        if self._stopping.is_set():
+            time.sleep(delay)  # shutting down: still pace the retries
+        else:
+            self._stopping.wait(delay)
 
     def _shutdown(self) -> None:
         """Give back what never started, let running handlers finish within the grace period,
         hand back whatever is still running after it."""
+        if self._stop_signal is not None:
+            logger.warning(
+                "Received %s: finishing running jobs (up to %ss), then exiting. "
+                "Send it again to exit at once.",
+                signal.Signals(self._stop_signal).name,
+                conf.SHUTDOWN_GRACE,
+            )
         unstarted = [e for e in self._inflight.values() if e.future and e.future.cancel()]
         grace_ends = time.monotonic() + conf.SHUTDOWN_GRACE
-        while True:
+        while self._inflight or self._unwritten_done or not self._events.empty():
             try:
                 conn = self._ensure_connected()
                 if unstarted:
-                    released = queries.release_jobs(
-                        conn.cursor(),
-                        worker_id=self.worker_id,
-                        tokens=[e.job.token for e in unstarted],
-                    )
-                    self.stats.released += released
+                    tokens = [e.job.token for e in unstarted]
+                    self.stats.released += queries.release_jobs(conn.cursor(), tokens=tokens)
                     for entry in unstarted:
-                        self._inflight.pop(entry.job.id, None)
+                        self._inflight.pop(entry.job.lease_token, None)
                     unstarted = []
+                self._housekeep()
                 self._flush()
                 if not self._inflight or time.monotonic() >= grace_ends:
                     break
-                self._housekeep()
                 self._wait(min(grace_ends - time.monotonic(), self._until_heartbeat()))
             except psycopg.Error as exc:
                 if time.monotonic() >= grace_ends:
-                    return
-                self._connection_lost(exc)
+                    break
+                self._on_database_error(exc, deadline=grace_ends)
         self._abandon_running()
 
     def _abandon_running(self) -> None:
-        if not self._inflight or self._conn is None:
-            return
+        """After the grace period: hand back each still-running job as a failed attempt, due at
+        once. If the database is unreachable, their leases will expire and do the same."""
         for entry in list(self._inflight.values()):
+            if entry.future is not None and not entry.started.is_set():
+                continue  # cancelled before it started; its lease recovers it
+            self.abandoned.append(entry.job.id)
             logger.error(
                 "Job %s (%s) still running after the %ss grace period; handing it back.",
                 entry.job.id,
                 entry.job.job_name,
                 conf.SHUTDOWN_GRACE,
             )
-            self._record_failure(
-                entry.job,
-                f"WorkerShutdown: worker {self.worker_id} stopped before the handler finished "
-                f"(grace period {conf.SHUTDOWN_GRACE}s).",
-                delay=0.0,
-            )
-            self.abandoned.append(entry.job.id)
+            with contextlib.suppress(psycopg.Error):
+                self._record_failure(
+                    entry.job,
+                    f"WorkerShutdown: worker {self.worker_id} stopped before the handler "
+                    f"finished (grace period {conf.SHUTDOWN_GRACE}s).",
+                    delay=0.0,
+                )
         self._inflight.clear()
 
     # -- claim and run -----------------------------------------------------------------------
 
+    def _held_tokens(self) -> list[queries.Token]:
+        return [e.job.token for e in self._inflight.values()]
+
     def _max_jobs_reached(self) -> bool:
         return self.max_jobs is not None and self.stats.claimed >= self.max_jobs
+
+    def _drained(self) -> bool:
+        """Burst mode is done: nothing running, nothing known to be claimable right now."""
+        if self._inflight or self._maybe_work or not self._events.empty():
+            return False
+        return self._next_due is None or self._next_due > time.monotonic()
 
     def _fill_slots(self) -> int:
         free = self.concurrency - len(self._inflight)
@@ -355,16 +397,16 @@ class Worker:
     def _dispatch(self, job: queries.ClaimedJob) -> None:
         assert self._executor is not None
         entry = _InFlight(job=job, handler=registry.get(job.job_name), started_at=time.monotonic())
-        self._inflight[job.id] = entry
+        self._inflight[job.lease_token] = entry
         logger.debug("Claimed %s %s (attempt %s)", job.job_name, job.id, job.attempt)
         entry.future = self._executor.submit(self._execute, entry)
 
     def _execute(self, entry: _InFlight) -> None:
-        """Runs in a handler thread. Never raises: every outcome becomes an event."""
+        """Runs in a handler thread. Always reports an outcome, whatever happens."""
         entry.started.set()
         error: str | None = None
-        close_old_connections()
         try:
+            close_old_connections()
             if entry.handler is None:
                 raise LookupError(f"No handler is registered for job name {entry.job.job_name!r}.")
             call_handler(entry.handler, entry.job, ProgressReporter(entry.job, self._on_progress))
@@ -372,9 +414,12 @@ class Worker:
             # SystemExit and KeyboardInterrupt raised by a handler fail that job, not the worker.
             error = describe_error(exc)
         finally:
-            close_old_connections()
-        self._events.put(_Done(entry.job, error))
-        self._wake()
+            try:
+                close_old_connections()
+            except Exception:
+                logger.exception("Closing the handler thread's database connections failed")
+            self._events.put(_Done(entry.job, error))
+            self._wake()
 
     def _on_progress(self, job: queries.ClaimedJob, progress: int, message: str | None) -> None:
         self._events.put(_Progress(job, progress, message))
@@ -383,46 +428,48 @@ class Worker:
     # -- writing outcomes --------------------------------------------------------------------
 
     def _flush(self) -> None:
-        """Write the outcomes handler threads reported: progress, then completions (one batched
-        statement), then failures. Anything not yet written survives a lost connection."""
+        """Write what handler threads reported: progress, then completions (one batched
+        statement), then failures. Anything not yet written survives a database error."""
         while True:
             try:
                 event = self._events.get_nowait()
             except Empty:
                 break
             if isinstance(event, _Progress):
-                self._unwritten_progress[event.job.id] = event
+                self._unwritten_progress[event.job.lease_token] = event
             else:
                 self._unwritten_done.append(event)
         if not self._unwritten_progress and not self._unwritten_done:
             return
         conn = self._ensure_connected()
-        for progress in list(self._unwritten_progress.values()):
-            queries.report_progress(
-                conn.cursor(),
-                worker_id=self.worker_id,
-                job_id=progress.job.id,
-                attempt=progress.job.attempt,
-                progress=progress.progress,
-                message=progress.message,
-            )
-            del self._unwritten_progress[progress.job.id]
+        for token, progress in list(self._unwritten_progress.items()):
+            try:
+                queries.report_progress(
+                    conn.cursor(),
+                    token=progress.job.token,
+                    progress=progress.progress,
+                    message=progress.message,
+                )
+            except psycopg.Error:
+                if conn.broken or conn.closed:
+                    raise
+                # Progress is best effort: never let one report block the outcomes behind it.
+                logger.warning(
+                    "Dropped a progress report of job %s", progress.job.id, exc_info=True
+                )
+            del self._unwritten_progress[token]
         successes = [d.job for d in self._unwritten_done if d.error is None]
         if successes:
-            completed = set(
-                queries.complete_jobs(
-                    conn.cursor(), worker_id=self.worker_id, tokens=[j.token for j in successes]
-                )
-            )
+            tokens = [j.token for j in successes]
+            completed = set(queries.complete_jobs(conn.cursor(), tokens=tokens))
             for job in successes:
                 self._finish(job, "completed" if job.id in completed else "lost")
             self._unwritten_done = [d for d in self._unwritten_done if d.error is not None]
         while self._unwritten_done:
             done = self._unwritten_done[0]
             assert done.error is not None
-            entry = self._inflight.get(done.job.id)
-            handler = entry.handler if entry else None
-            base = handler.retry_delay if handler and handler.retry_delay is not None else None
+            entry = self._inflight.get(done.job.lease_token)
+            base = entry.handler.retry_delay if entry and entry.handler else None
             delay = backoff_delay(
                 done.job.attempt,
                 base=conf.RETRY_DELAY if base is None else base,
@@ -434,21 +481,17 @@ class Worker:
 
     def _record_failure(self, job: queries.ClaimedJob, error: str, *, delay: float) -> None:
         assert self._conn is not None
-        outcome = queries.fail_job(
-            self._conn.cursor(),
-            worker_id=self.worker_id,
-            job_id=job.id,
-            attempt=job.attempt,
-            error=error,
-            delay=delay,
-        )
+        outcome = queries.fail_job(self._conn.cursor(), token=job.token, error=error, delay=delay)
         if outcome == "retried":
-            due = time.monotonic() + delay
-            self._next_due = due if self._next_due is None else min(self._next_due, due)
+            if delay <= 0:
+                self._maybe_work = True
+            else:
+                due = time.monotonic() + delay
+                self._next_due = due if self._next_due is None else min(self._next_due, due)
         self._finish(job, outcome, error=error, delay=delay)
 
     def _finish(self, job: queries.ClaimedJob, outcome: str, **detail: Any) -> None:
-        entry = self._inflight.pop(job.id, None)
+        entry = self._inflight.pop(job.lease_token, None)
         took = time.monotonic() - entry.started_at if entry else 0.0
         setattr(self.stats, outcome, getattr(self.stats, outcome) + 1)
         first_line = str(detail.get("error", "")).split("\n", 1)[0]
@@ -488,11 +531,11 @@ class Worker:
                     "queues": json.dumps(self.queues),
                     "concurrency": self.concurrency,
                 },
-                tokens=[e.job.token for e in self._inflight.values()],
+                tokens=self._held_tokens(),
                 lease_seconds=conf.LEASE_SECONDS,
             )
             for job_id in lost:
-                logger.warning("Lost the lease of job %s; its outcome will be discarded", job_id)
+                logger.warning("Job %s is no longer ours (rescued or cancelled)", job_id)
             retried, buried = queries.rescue_expired_leases(conn.cursor())
             if retried or buried:
                 logger.warning(
@@ -505,11 +548,15 @@ class Worker:
             )
             self._next_heartbeat = now + conf.HEARTBEAT_SECONDS
         if now >= self._next_prune:
-            pruned = prune_finished(conn.cursor(), retention=conf.RETENTION)
-            if pruned:
-                logger.info("Pruned %s finished jobs older than the retention window", pruned)
-            # Jitter keeps a fleet started together from pruning in lockstep.
-            self._next_prune = now + conf.PRUNE_INTERVAL * random.uniform(0.9, 1.1)
+            pruned = prune_finished(
+                conn.cursor(), retention=conf.RETENTION, max_batches=_PRUNE_BATCHES_PER_PASS
+            )
+            if pruned.deleted:
+                logger.info("Pruned %s finished jobs past the retention window", pruned.deleted)
+            # More left: continue after the next heartbeat. Else wait an interval; the jitter
+            # keeps a fleet started together from pruning in lockstep.
+            interval = 0.0 if pruned.more else conf.PRUNE_INTERVAL * random.uniform(0.9, 1.1)
+            self._next_prune = now + interval
 
     # -- waiting -----------------------------------------------------------------------------
 
@@ -522,23 +569,26 @@ class Worker:
         return max(timeout, 0.0)
 
     def _wait(self, timeout: float) -> None:
-        """Sleep until a NOTIFY for our queues, a finished handler, a signal or ``timeout``."""
-        if not self._events.empty() or self._stopping.is_set():
+        """Sleep until a NOTIFY for our queues, a handler event, a stop request or ``timeout``."""
+        if not self._events.empty():
             return
         conn = self._conn
         listening = self.listen and conn is not None and not conn.closed
         # psycopg buffers notifications that arrived during other statements.
         if listening and self._take_notifications():
             return
-        fds = [self._wake_r] + ([conn.fileno()] if listening and conn else [])
-        readable, _, _ = select.select(fds, [], [], max(timeout, 0.0))
-        if self._wake_r in readable:
+        with selectors.DefaultSelector() as selector:
+            selector.register(self._wake_r, selectors.EVENT_READ)
+            if listening and conn is not None:
+                selector.register(conn.fileno(), selectors.EVENT_READ)
+            ready = [key.fd for key, _ in selector.select(max(timeout, 0.0))]
+        if self._wake_r in ready:
             with contextlib.suppress(BlockingIOError):
                 while os.read(self._wake_r, 4096):
                     pass
-        if listening and len(readable) > (self._wake_r in readable):
+        if listening and any(fd != self._wake_r for fd in ready):
             self._take_notifications()
-        if not readable:
+        if not ready:
             # Timed out: poll (the fallback when NOTIFY is unavailable or a job became due).
             self._maybe_work = True
             if self._next_due is not None and self._next_due <= time.monotonic():
@@ -553,11 +603,6 @@ class Worker:
         if relevant:
             self._maybe_work = True
         return relevant
-
-    def _sleep(self, seconds: float) -> None:
-        """An interruptible sleep: a signal or stop request ends it early."""
-        if not self._stopping.is_set():
-            select.select([self._wake_r], [], [], seconds)
 
     def _wake(self) -> None:
         with contextlib.suppress(BlockingIOError):

@@ -26,12 +26,17 @@ INSTALLED_APPS = [
     "tests.testapp",
 ]
 
+_URL = database_url(BASE_DIR / ".pgdata-test")
 DATABASES = {
-    "default": database_settings(
-        database_url(BASE_DIR / ".pgdata-test"),
-        # Worker subprocesses get a DATABASE_URL naming this database (see tests/processes.py).
-        TEST={"NAME": "test_pgjobs"},
-    )
+    # Worker subprocesses get a DATABASE_URL naming this database (see tests/helpers.py).
+    "default": database_settings(_URL, TEST={"NAME": "test_pgjobs"}),
+    # Another connection to the same test database: stands in for a second database whose
+    # commit a job must wait for (enqueue_on_commit(commit_of=...)).
+    "other": database_settings(_URL, TEST={"MIRROR": "default"}),
+    # Nothing listens on port 1: for testing how the worker behaves while the database is down.
+    "unreachable": database_settings(
+        "postgresql://postgres@127.0.0.1:1/nowhere?connect_timeout=1", TEST={"MIRROR": "default"}
+    ),
 }
 
 # Subprocess workers get short leases through this variable so crash tests finish quickly.

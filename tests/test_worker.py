@@ -250,10 +250,8 @@ class TestFencing:
         stats = make_worker().run_once()
         assert (stats.rescued, stats.completed) == (1, 1)
         with connection.cursor() as cur:
-            assert queries.complete_jobs(cur, worker_id="A", tokens=[claimed.token]) == []
-            outcome = queries.fail_job(
-                cur, worker_id="A", job_id=job_id, attempt=claimed.attempt, error="late", delay=0
-            )
+            assert queries.complete_jobs(cur, tokens=[claimed.token]) == []
+            outcome = queries.fail_job(cur, token=claimed.token, error="late", delay=0)
         assert outcome == "lost"
         job = get_job(job_id)
         assert (job.status, job.attempt) == ("completed", 2)
@@ -305,8 +303,8 @@ def test_heartbeat_renews_leases_and_the_worker_row(make_worker: type[Worker]) -
         before = get_job(job_id).lease_expires_at
         lost = queries.heartbeat(
             cur,
-            worker={"id": "w1", "hostname": "h", "pid": 1, "queues": [], "concurrency": 1},
-            tokens=[claimed.token, (uuid.uuid4(), 1)],
+            worker={"id": "w1", "hostname": "h", "pid": 1, "queues": "[]", "concurrency": 1},
+            tokens=[claimed.token, (uuid.uuid4(), uuid.uuid4())],
             lease_seconds=60,
         )
     assert len(lost) == 1 and lost[0] != job_id  # the unknown job is reported, ours renewed
@@ -323,7 +321,7 @@ def test_release_puts_unstarted_jobs_back_without_counting_an_attempt() -> None:
         (claimed,) = queries.claim_jobs(
             cur, worker_id="w", limit=1, lease_seconds=30, queues=None, job_names=None
         )
-        assert queries.release_jobs(cur, worker_id="w", tokens=[claimed.token]) == 1
+        assert queries.release_jobs(cur, tokens=[claimed.token]) == 1
     job = get_job(job_id)
     assert (job.status, job.attempt, job.locked_by) == ("pending", 0, None)
 
@@ -497,12 +495,14 @@ def test_stopping_releases_claimed_jobs_whose_handlers_never_started(
         # Let the first handler finish only after shutdown gave the second job back, so the
         # freed thread cannot start it first.
         with second_connection() as conn:
-            wait_for(
-                lambda: conn.execute(
+
+            def handed_back() -> bool:
+                row = conn.execute(
                     "SELECT locked_by IS NULL FROM pgjobs_job_queue WHERE id = %s", [waiting]
-                ).fetchone()[0],
-                what="the unstarted job released",
-            )
+                ).fetchone()
+                return bool(row and row[0])
+
+            wait_for(handed_back, what="the unstarted job released")
         release.touch()
 
     releaser = threading.Thread(target=release_once_handed_back)

@@ -48,19 +48,25 @@ AS $$
 DECLARE
     new_id uuid;
 BEGIN
-    INSERT INTO {schema}.pgjobs_job_queue
-        (job_name, payload, queue, priority, scheduled_for, max_attempts, key)
-    VALUES
-        ($1, coalesce($2, '{{}}'::jsonb), coalesce($3, 'default'), coalesce($4, 0),
-         coalesce($5, now()), coalesce($6, 3), $7)
-    ON CONFLICT (key) WHERE key IS NOT NULL AND status IN ('pending', 'running') DO NOTHING
-    RETURNING id INTO new_id;
-    IF new_id IS NULL THEN
-        -- The key is held by an active job: enqueueing is idempotent, return that job.
+    LOOP
+        INSERT INTO {schema}.pgjobs_job_queue
+            (job_name, payload, queue, priority, scheduled_for, max_attempts, key)
+        VALUES
+            ($1, coalesce($2, '{{}}'::jsonb), coalesce($3, 'default'), coalesce($4, 0),
+             coalesce($5, now()), coalesce($6, 3), $7)
+        ON CONFLICT (key) WHERE key IS NOT NULL AND status IN ('pending', 'running') DO NOTHING
+        RETURNING id INTO new_id;
+        IF new_id IS NOT NULL THEN
+            RETURN new_id;
+        END IF;
+        -- The key is held by an active job: enqueueing is idempotent, return that job. If it
+        -- finished in between (nothing found), the key is free again: try the insert again.
         SELECT j.id INTO new_id FROM {schema}.pgjobs_job_queue AS j
         WHERE j.key = $7 AND j.status IN ('pending', 'running');
-    END IF;
-    RETURN new_id;
+        IF new_id IS NOT NULL THEN
+            RETURN new_id;
+        END IF;
+    END LOOP;
 END;
 $$;
 
