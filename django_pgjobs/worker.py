@@ -14,11 +14,8 @@ job can come back to the same worker as a new attempt while a stale one is still
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
-import random
-import selectors
 import signal
 import socket
 import threading
@@ -27,7 +24,6 @@ import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from queue import Empty, SimpleQueue
 from types import FrameType
 from typing import Any
 
@@ -38,9 +34,11 @@ from django_pgjobs import queries
 from django_pgjobs.conf import conf
 from django_pgjobs.connection import connect
 from django_pgjobs.execution import ProgressReporter, call_handler, describe_error
-from django_pgjobs.jobs import prune_finished
+from django_pgjobs.housekeeping import Housekeeper
+from django_pgjobs.outcomes import Outcomes, Written
 from django_pgjobs.registry import JobHandler, registry
 from django_pgjobs.retry import backoff_delay
+from django_pgjobs.wakeup import Wakeup, Woken
 
 logger = logging.getLogger("django_pgjobs.worker")
 
@@ -50,8 +48,6 @@ _LOCKED_ROW_RECHECK = 0.25
 # The worker's statements wait at most this long for a row an application transaction holds,
 # then give up and retry later instead of stalling heartbeats behind it.
 _LOCK_TIMEOUT = "2s"
-# Each prune pass deletes at most this many batches, so a huge backlog never delays heartbeats.
-_PRUNE_BATCHES_PER_PASS = 10
 
 
 @dataclass
@@ -78,19 +74,6 @@ class _InFlight:
     started_at: float
     future: Future[None] | None = None
     started: threading.Event = field(default_factory=threading.Event)
-
-
-@dataclass
-class _Done:
-    job: queries.ClaimedJob
-    error: str | None
-
-
-@dataclass
-class _Progress:
-    job: queries.ClaimedJob
-    progress: int
-    message: str | None
 
 
 def default_worker_id() -> str:
@@ -132,20 +115,17 @@ class Worker:
         self._connected_before = False
         self._executor: ThreadPoolExecutor | None = None
         self._inflight: dict[uuid.UUID, _InFlight] = {}  # by lease token
-        self._events: SimpleQueue[_Done | _Progress] = SimpleQueue()
-        # Outcomes drained from _events but not yet written: kept across database errors.
-        self._unwritten_done: list[_Done] = []
-        self._unwritten_progress: dict[uuid.UUID, _Progress] = {}  # by lease token
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
+        self._wakeup = Wakeup()
+        self._outcomes = Outcomes(wake=self._wakeup.ring)
+        self._housekeeper = Housekeeper(
+            worker_id=self.worker_id, queues=self.queues, concurrency=self.concurrency
+        )
         self._stopping = threading.Event()
         self._stop_signal: int | None = None
         self._consecutive_errors = 0
+        self._closed = False
         self._maybe_work = True
         self._next_due: float | None = None
-        self._next_heartbeat = 0.0
-        self._next_prune = 0.0  # prune once at start, then every PRUNE_INTERVAL (jittered)
 
     # -- public ------------------------------------------------------------------------------
 
@@ -192,6 +172,9 @@ class Worker:
     def close(self) -> None:
         """Deregister and release the connection and threads kept between ``run_once`` calls."""
         self._close()
+        if not self._closed:
+            self._wakeup.close()
+            self._closed = True
 
     def request_stop(self) -> None:
         """Stop claiming and shut down gracefully. Safe from a signal handler or another thread."""
@@ -259,7 +242,7 @@ class Worker:
                 self.stats.released += released
         self._conn = conn
         self._connected_before = True
-        self._next_heartbeat = 0.0
+        self._housekeeper.heartbeat_soon()
         self._maybe_work = True
         logger.info("Worker %s connected (queues: %s)", self.worker_id, self.queues or "all")
         return conn
@@ -303,7 +286,7 @@ class Worker:
             )
         unstarted = [e for e in self._inflight.values() if e.future and e.future.cancel()]
         grace_ends = time.monotonic() + conf.SHUTDOWN_GRACE
-        while self._inflight or self._unwritten_done or not self._events.empty():
+        while self._inflight or self._outcomes.pending():
             try:
                 conn = self._ensure_connected()
                 if unstarted:
@@ -316,7 +299,9 @@ class Worker:
                 self._flush()
                 if not self._inflight or time.monotonic() >= grace_ends:
                     break
-                self._wait(min(grace_ends - time.monotonic(), self._until_heartbeat()))
+                self._wait(
+                    min(grace_ends - time.monotonic(), self._housekeeper.seconds_until_due())
+                )
             except psycopg.Error as exc:
                 if time.monotonic() >= grace_ends:
                     break
@@ -336,13 +321,14 @@ class Worker:
                 entry.job.job_name,
                 conf.SHUTDOWN_GRACE,
             )
+            if self._conn is None:
+                continue  # the database is unreachable; the job's lease will expire instead
             with contextlib.suppress(psycopg.Error):
-                self._record_failure(
-                    entry.job,
+                error = (
                     f"WorkerShutdown: worker {self.worker_id} stopped before the handler "
-                    f"finished (grace period {conf.SHUTDOWN_GRACE}s).",
-                    delay=0.0,
+                    f"finished (grace period {conf.SHUTDOWN_GRACE}s)."
                 )
+                self._finish(self._outcomes.write_failure(self._conn, entry.job, error, delay=0))
         self._inflight.clear()
 
     # -- claim and run -----------------------------------------------------------------------
@@ -355,7 +341,7 @@ class Worker:
 
     def _drained(self) -> bool:
         """Burst mode is done: nothing running, nothing known to be claimable right now."""
-        if self._inflight or self._maybe_work or not self._events.empty():
+        if self._inflight or self._maybe_work or self._outcomes.pending():
             return False
         return self._next_due is None or self._next_due > time.monotonic()
 
@@ -409,7 +395,8 @@ class Worker:
             close_old_connections()
             if entry.handler is None:
                 raise LookupError(f"No handler is registered for job name {entry.job.job_name!r}.")
-            call_handler(entry.handler, entry.job, ProgressReporter(entry.job, self._on_progress))
+            report = ProgressReporter(entry.job, self._outcomes.progressed)
+            call_handler(entry.handler, entry.job, report)
         except BaseException as exc:
             # SystemExit and KeyboardInterrupt raised by a handler fail that job, not the worker.
             error = describe_error(exc)
@@ -418,94 +405,47 @@ class Worker:
                 close_old_connections()
             except Exception:
                 logger.exception("Closing the handler thread's database connections failed")
-            self._events.put(_Done(entry.job, error))
-            self._wake()
-
-    def _on_progress(self, job: queries.ClaimedJob, progress: int, message: str | None) -> None:
-        self._events.put(_Progress(job, progress, message))
-        self._wake()
+            self._outcomes.finished(entry.job, error)
 
     # -- writing outcomes --------------------------------------------------------------------
 
     def _flush(self) -> None:
-        """Write what handler threads reported: progress, then completions (one batched
-        statement), then failures. Anything not yet written survives a database error."""
-        while True:
-            try:
-                event = self._events.get_nowait()
-            except Empty:
-                break
-            if isinstance(event, _Progress):
-                self._unwritten_progress[event.job.lease_token] = event
-            else:
-                self._unwritten_done.append(event)
-        if not self._unwritten_progress and not self._unwritten_done:
-            return
-        conn = self._ensure_connected()
-        for token, progress in list(self._unwritten_progress.items()):
-            try:
-                queries.report_progress(
-                    conn.cursor(),
-                    token=progress.job.token,
-                    progress=progress.progress,
-                    message=progress.message,
-                )
-            except psycopg.Error:
-                if conn.broken or conn.closed:
-                    raise
-                # Progress is best effort: never let one report block the outcomes behind it.
-                logger.warning(
-                    "Dropped a progress report of job %s", progress.job.id, exc_info=True
-                )
-            del self._unwritten_progress[token]
-        successes = [d.job for d in self._unwritten_done if d.error is None]
-        if successes:
-            tokens = [j.token for j in successes]
-            completed = set(queries.complete_jobs(conn.cursor(), tokens=tokens))
-            for job in successes:
-                self._finish(job, "completed" if job.id in completed else "lost")
-            self._unwritten_done = [d for d in self._unwritten_done if d.error is not None]
-        while self._unwritten_done:
-            done = self._unwritten_done[0]
-            assert done.error is not None
-            entry = self._inflight.get(done.job.lease_token)
-            base = entry.handler.retry_delay if entry and entry.handler else None
-            delay = backoff_delay(
-                done.job.attempt,
-                base=conf.RETRY_DELAY if base is None else base,
-                cap=conf.RETRY_DELAY_MAX,
-                jitter=conf.RETRY_JITTER,
-            )
-            self._record_failure(done.job, done.error, delay=delay)
-            self._unwritten_done.pop(0)
+        if self._outcomes.pending():
+            conn = self._ensure_connected()
+            self._outcomes.write(conn, retry_delay=self._retry_delay, on_written=self._finish)
 
-    def _record_failure(self, job: queries.ClaimedJob, error: str, *, delay: float) -> None:
-        assert self._conn is not None
-        outcome = queries.fail_job(self._conn.cursor(), token=job.token, error=error, delay=delay)
-        if outcome == "retried":
-            if delay <= 0:
-                self._maybe_work = True
-            else:
-                due = time.monotonic() + delay
-                self._next_due = due if self._next_due is None else min(self._next_due, due)
-        self._finish(job, outcome, error=error, delay=delay)
+    def _retry_delay(self, job: queries.ClaimedJob) -> float:
+        entry = self._inflight.get(job.lease_token)
+        base = entry.handler.retry_delay if entry and entry.handler else None
+        return backoff_delay(
+            job.attempt,
+            base=conf.RETRY_DELAY if base is None else base,
+            cap=conf.RETRY_DELAY_MAX,
+            jitter=conf.RETRY_JITTER,
+        )
 
-    def _finish(self, job: queries.ClaimedJob, outcome: str, **detail: Any) -> None:
+    def _finish(self, written: Written) -> None:
+        job, outcome = written.job, written.outcome
         entry = self._inflight.pop(job.lease_token, None)
         took = time.monotonic() - entry.started_at if entry else 0.0
         setattr(self.stats, outcome, getattr(self.stats, outcome) + 1)
-        first_line = str(detail.get("error", "")).split("\n", 1)[0]
+        if outcome == "retried" and written.delay <= 0:
+            self._maybe_work = True
+        elif outcome == "retried":
+            due = time.monotonic() + written.delay
+            self._next_due = due if self._next_due is None else min(self._next_due, due)
+        error = (written.error or "").split("\n", 1)[0]
         if outcome == "completed":
             logger.info("Completed %s %s in %.3fs", job.job_name, job.id, took)
         elif outcome == "retried":
             logger.warning(
                 "Attempt %s/%s of %s %s failed (%s); retrying in %.1fs",
-                job.attempt, job.max_attempts, job.job_name, job.id, first_line, detail["delay"],
+                job.attempt, job.max_attempts, job.job_name, job.id, error, written.delay,
             )  # fmt: skip
         elif outcome == "buried":
             logger.error(
                 "Job %s %s failed its last attempt (%s/%s) and moved to the dead letters: %s",
-                job.job_name, job.id, job.attempt, job.max_attempts, first_line,
+                job.job_name, job.id, job.attempt, job.max_attempts, error,
             )  # fmt: skip
         else:
             logger.warning(
@@ -515,95 +455,44 @@ class Worker:
 
     # -- background duties -------------------------------------------------------------------
 
-    def _until_heartbeat(self) -> float:
-        return max(self._next_heartbeat - time.monotonic(), 0.0)
-
     def _housekeep(self, *, force: bool = False) -> None:
         conn = self._ensure_connected()
-        now = time.monotonic()
-        if force or now >= self._next_heartbeat:
-            lost = queries.heartbeat(
-                conn.cursor(),
-                worker={
-                    "id": self.worker_id,
-                    "hostname": socket.gethostname(),
-                    "pid": os.getpid(),
-                    "queues": json.dumps(self.queues),
-                    "concurrency": self.concurrency,
-                },
-                tokens=self._held_tokens(),
-                lease_seconds=conf.LEASE_SECONDS,
+        report = self._housekeeper.run_due(conn, self._held_tokens(), force=force)
+        for job_id in report.lost:
+            logger.warning("Job %s is no longer ours (rescued or cancelled)", job_id)
+        if report.rescued or report.rescued_buried:
+            logger.warning(
+                "Rescued %s jobs of dead workers (%s of them dead-lettered)",
+                report.rescued + report.rescued_buried,
+                report.rescued_buried,
             )
-            for job_id in lost:
-                logger.warning("Job %s is no longer ours (rescued or cancelled)", job_id)
-            retried, buried = queries.rescue_expired_leases(conn.cursor())
-            if retried or buried:
-                logger.warning(
-                    "Rescued %s jobs of dead workers (%s dead-lettered)", retried + buried, buried
-                )
-                self.stats.rescued += retried + buried
-                self._maybe_work = self._maybe_work or retried > 0
-            queries.delete_stale_workers(
-                conn.cursor(), silent_seconds=max(conf.LEASE_SECONDS, 3 * conf.HEARTBEAT_SECONDS)
-            )
-            self._next_heartbeat = now + conf.HEARTBEAT_SECONDS
-        if now >= self._next_prune:
-            pruned = prune_finished(
-                conn.cursor(), retention=conf.RETENTION, max_batches=_PRUNE_BATCHES_PER_PASS
-            )
-            if pruned.deleted:
-                logger.info("Pruned %s finished jobs past the retention window", pruned.deleted)
-            # More left: continue after the next heartbeat. Else wait an interval; the jitter
-            # keeps a fleet started together from pruning in lockstep.
-            interval = 0.0 if pruned.more else conf.PRUNE_INTERVAL * random.uniform(0.9, 1.1)
-            self._next_prune = now + interval
+            self.stats.rescued += report.rescued + report.rescued_buried
+            self._maybe_work = self._maybe_work or report.rescued > 0
+        if report.pruned:
+            logger.info("Pruned %s finished jobs past the retention window", report.pruned)
 
     # -- waiting -----------------------------------------------------------------------------
 
     def _idle_timeout(self) -> float:
-        timeout = min(
-            self.poll_interval, self._until_heartbeat(), self._next_prune - time.monotonic()
-        )
+        timeout = min(self.poll_interval, self._housekeeper.seconds_until_due())
         if self._next_due is not None:
             timeout = min(timeout, self._next_due - time.monotonic())
         return max(timeout, 0.0)
 
     def _wait(self, timeout: float) -> None:
         """Sleep until a NOTIFY for our queues, a handler event, a stop request or ``timeout``."""
-        if not self._events.empty():
+        if self._outcomes.pending():
             return
         conn = self._conn
         listening = self.listen and conn is not None and not conn.closed
-        # psycopg buffers notifications that arrived during other statements.
-        if listening and self._take_notifications():
-            return
-        with selectors.DefaultSelector() as selector:
-            selector.register(self._wake_r, selectors.EVENT_READ)
-            if listening and conn is not None:
-                selector.register(conn.fileno(), selectors.EVENT_READ)
-            ready = [key.fd for key, _ in selector.select(max(timeout, 0.0))]
-        if self._wake_r in ready:
-            with contextlib.suppress(BlockingIOError):
-                while os.read(self._wake_r, 4096):
-                    pass
-        if listening and any(fd != self._wake_r for fd in ready):
-            self._take_notifications()
-        if not ready:
-            # Timed out: poll (the fallback when NOTIFY is unavailable or a job became due).
+        woken = self._wakeup.wait(timeout, conn=conn if listening else None, queues=self.queues)
+        if woken is Woken.NOTIFIED:
+            self._maybe_work = True
+        elif woken is Woken.TIMEOUT:
+            # Poll: the fallback when NOTIFY is unavailable, or a job we know of became due.
             self._maybe_work = True
             if self._next_due is not None and self._next_due <= time.monotonic():
                 self._next_due = None
 
-    def _take_notifications(self) -> bool:
-        assert self._conn is not None
-        relevant = False
-        for note in self._conn.notifies(timeout=0):
-            if not self.queues or note.payload in self.queues:
-                relevant = True
-        if relevant:
-            self._maybe_work = True
-        return relevant
-
     def _wake(self) -> None:
-        with contextlib.suppress(BlockingIOError):
-            os.write(self._wake_w, b"x")
+        self._wakeup.ring()

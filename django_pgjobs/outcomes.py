@@ -1,0 +1,125 @@
+"""What handler threads report, buffered until the worker loop writes it.
+
+Handler threads only append to an in-memory queue; the loop thread writes progress, then all
+completions in one batched statement, then each failure. Anything not yet written stays buffered
+across a database error and is written after the reconnect; fencing drops it if the job moved on.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from queue import Empty, SimpleQueue
+from typing import Any, Literal
+
+import psycopg
+
+from django_pgjobs import queries
+
+logger = logging.getLogger("django_pgjobs.worker")
+
+Outcome = Literal["completed", "retried", "buried", "lost"]
+
+
+@dataclass(frozen=True)
+class _Done:
+    job: queries.ClaimedJob
+    error: str | None
+
+
+@dataclass(frozen=True)
+class _Progress:
+    job: queries.ClaimedJob
+    progress: int
+    message: str | None
+
+
+@dataclass(frozen=True)
+class Written:
+    """One attempt's outcome, now in the database."""
+
+    job: queries.ClaimedJob
+    outcome: Outcome
+    error: str | None = None
+    delay: float = 0.0  # before the retry, when outcome is "retried"
+
+
+class Outcomes:
+    def __init__(self, wake: Callable[[], None]) -> None:
+        self._wake = wake
+        self._events: SimpleQueue[_Done | _Progress] = SimpleQueue()
+        self._done: list[_Done] = []
+        self._progress: dict[Any, _Progress] = {}  # latest per lease token
+
+    # -- from handler threads ----------------------------------------------------------------
+
+    def finished(self, job: queries.ClaimedJob, error: str | None) -> None:
+        self._events.put(_Done(job, error))
+        self._wake()
+
+    def progressed(self, job: queries.ClaimedJob, progress: int, message: str | None) -> None:
+        self._events.put(_Progress(job, progress, message))
+        self._wake()
+
+    # -- from the loop thread ----------------------------------------------------------------
+
+    def pending(self) -> bool:
+        return bool(self._done or self._progress or not self._events.empty())
+
+    def write(
+        self,
+        conn: psycopg.Connection[Any],
+        *,
+        retry_delay: Callable[[queries.ClaimedJob], float],
+        on_written: Callable[[Written], None],
+    ) -> None:
+        """Write everything reported so far; ``on_written`` hears about each outcome as soon as
+        it is committed. A database error leaves the rest buffered for the next call."""
+        self._collect()
+        for token, progress in list(self._progress.items()):
+            try:
+                queries.report_progress(
+                    conn.cursor(),
+                    token=progress.job.token,
+                    progress=progress.progress,
+                    message=progress.message,
+                )
+            except psycopg.Error:
+                if conn.broken or conn.closed:
+                    raise
+                # Progress is best effort: never let one report block the outcomes behind it.
+                logger.warning(
+                    "Dropped a progress report of job %s", progress.job.id, exc_info=True
+                )
+            del self._progress[token]
+        successes = [d.job for d in self._done if d.error is None]
+        if successes:
+            tokens = [job.token for job in successes]
+            completed = set(queries.complete_jobs(conn.cursor(), tokens=tokens))
+            self._done = [d for d in self._done if d.error is not None]
+            for job in successes:
+                on_written(Written(job, "completed" if job.id in completed else "lost"))
+        while self._done:
+            done = self._done[0]
+            assert done.error is not None
+            on_written(self.write_failure(conn, done.job, done.error, delay=retry_delay(done.job)))
+            self._done.pop(0)
+
+    def write_failure(
+        self, conn: psycopg.Connection[Any], job: queries.ClaimedJob, error: str, *, delay: float
+    ) -> Written:
+        """Record one failed attempt now: retried after ``delay``, buried, or lost (fenced)."""
+        outcome = queries.fail_job(conn.cursor(), token=job.token, error=error, delay=delay)
+        return Written(job, outcome, error=error, delay=delay)
+
+    def _collect(self) -> None:
+        while True:
+            try:
+                event = self._events.get_nowait()
+            except Empty:
+                return
+            if isinstance(event, _Progress):
+                self._progress[event.job.lease_token] = event
+            else:
+                self._done.append(event)

@@ -1,0 +1,94 @@
+"""Inserting jobs: one row, many rows, and the key's dedup / upsert."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from django_pgjobs.queries.base import ACTIVE, KEY_CONFLICT, Cursor, as_uuid
+
+_INSERT_COLUMNS = "id, job_name, payload, queue, priority, max_attempts, scheduled_for, key"
+_INSERT_VALUES = """(
+    %(id)s, %(job_name)s, %(payload)s::jsonb, %(queue)s, %(priority)s, %(max_attempts)s,
+    COALESCE(%(at)s::timestamptz, now()) + make_interval(secs => %(delay)s), %(key)s
+)"""
+
+
+def insert_job(cur: Cursor, row: dict[str, Any]) -> uuid.UUID | None:
+    """Insert one job; with a key already active, do nothing and return None.
+
+    Locks: the new row only; a conflicting key waits for the transaction that holds it. The AFTER
+    INSERT trigger queues a NOTIFY that PostgreSQL delivers at commit, so a rollback wakes no one.
+    """
+    sql = f"INSERT INTO pgjobs_job_queue ({_INSERT_COLUMNS}) VALUES {_INSERT_VALUES}"
+    if row["key"] is not None:
+        sql += f" {KEY_CONFLICT} DO NOTHING"
+    cur.execute(sql + " RETURNING id", row)
+    found = cur.fetchone()
+    return None if found is None else as_uuid(found[0])
+
+
+def upsert_pending_job(cur: Cursor, row: dict[str, Any]) -> uuid.UUID | None:
+    """Insert, or replace the still-pending job holding ``row["key"]`` (pgpm's upsert).
+
+    The replaced job keeps its id and starts afresh (attempt 0, no error). Returns None when the
+    key is held by a running job, which this statement leaves alone. Locks: the conflicting row,
+    even a running one, until the caller's transaction ends.
+    """
+    cur.execute(
+        f"""
+        WITH upserted AS (
+            INSERT INTO pgjobs_job_queue ({_INSERT_COLUMNS}) VALUES {_INSERT_VALUES}
+            {KEY_CONFLICT} DO UPDATE SET
+                job_name = EXCLUDED.job_name, payload = EXCLUDED.payload, queue = EXCLUDED.queue,
+                priority = EXCLUDED.priority, max_attempts = EXCLUDED.max_attempts,
+                scheduled_for = EXCLUDED.scheduled_for, attempt = 0, error = NULL,
+                progress = NULL, progress_message = NULL
+            WHERE pgjobs_job_queue.status = 'pending'
+            RETURNING id, queue
+        )
+        -- The insert trigger only sees inserted rows; a replaced job must wake workers too.
+        SELECT id, pg_notify('pgjobs', queue) FROM upserted
+        """,
+        row,
+    )
+    found = cur.fetchone()
+    return None if found is None else as_uuid(found[0])
+
+
+def find_active_job_by_key(cur: Cursor, key: str) -> tuple[uuid.UUID, str] | None:
+    """The pending-or-running job holding ``key``, via the partial unique index."""
+    cur.execute(
+        f"SELECT id, status FROM pgjobs_job_queue WHERE key = %s AND status IN {ACTIVE}", [key]
+    )
+    found = cur.fetchone()
+    return None if found is None else (as_uuid(found[0]), str(found[1]))
+
+
+def detach_key_from_running_job(cur: Cursor, key: str) -> None:
+    """Let a new job take ``key`` from the running one (pgpm: "removes the key").
+
+    The running job keeps going with its old payload and no key; its replacement may run at the
+    same time. Locks the running row until the caller's transaction ends.
+    """
+    cur.execute(
+        "UPDATE pgjobs_job_queue SET key = NULL WHERE key = %s AND status = 'running'", [key]
+    )
+
+
+def insert_jobs(cur: Cursor, rows: dict[str, Any]) -> None:
+    """Insert many jobs of one name in one round trip.
+
+    ``rows["ids"]`` and ``rows["payloads"]`` are parallel arrays; the other options are shared.
+    The statement-level trigger sends one NOTIFY per queue, not one per row.
+    """
+    cur.execute(
+        """
+        INSERT INTO pgjobs_job_queue (id, job_name, payload, queue, priority, max_attempts,
+                                      scheduled_for)
+        SELECT u.id, %(job_name)s, u.payload::jsonb, %(queue)s, %(priority)s, %(max_attempts)s,
+               COALESCE(%(at)s::timestamptz, now()) + make_interval(secs => %(delay)s)
+        FROM unnest(%(ids)s::uuid[], %(payloads)s::text[]) AS u(id, payload)
+        """,
+        rows,
+    )

@@ -1,0 +1,66 @@
+"""Operator actions on one job: cold paths, but still one statement per state change."""
+
+from __future__ import annotations
+
+import uuid
+
+from django_pgjobs.queries.base import Cursor, as_uuid
+
+
+def retry_job(cur: Cursor, *, job_id: uuid.UUID) -> bool:
+    """Make a pending or cancelled job due now. A cancelled one starts afresh: attempt budget,
+    error and progress reset (its lease token is gone, so a still-running cancelled handler can
+    never write over the new attempt). Locks the job row. False when not retryable or absent."""
+    cur.execute(
+        """
+        WITH retried AS (
+            UPDATE pgjobs_job_queue
+            SET attempt = CASE WHEN status = 'cancelled' THEN 0 ELSE attempt END,
+                error = CASE WHEN status = 'cancelled' THEN NULL ELSE error END,
+                progress = CASE WHEN status = 'cancelled' THEN NULL ELSE progress END,
+                progress_message = CASE WHEN status = 'cancelled' THEN NULL
+                                        ELSE progress_message END,
+                status = 'pending', scheduled_for = now(), completed_at = NULL
+            WHERE id = %s AND status IN ('pending', 'cancelled')
+            RETURNING queue
+        )
+        SELECT pg_notify('pgjobs', queue) FROM retried
+        """,
+        [job_id],
+    )
+    return cur.fetchone() is not None
+
+
+def cancel_job(cur: Cursor, *, job_id: uuid.UUID) -> bool:
+    """Cancel a pending or running job. A running handler is not interrupted, but its outcome
+    is fenced out (its lease token is cleared). Locks the job row."""
+    cur.execute(
+        """
+        UPDATE pgjobs_job_queue
+        SET status = 'cancelled', completed_at = now(), locked_by = NULL,
+            lease_expires_at = NULL, lease_token = NULL
+        WHERE id = %s AND status IN ('pending', 'running')
+        RETURNING id
+        """,
+        [job_id],
+    )
+    return cur.fetchone() is not None
+
+
+def requeue_dead_letter(cur: Cursor, *, job_id: uuid.UUID) -> uuid.UUID | None:
+    """Move a dead letter back to the queue as a new job, in one statement (so, atomically).
+
+    The new job has the same name, payload, queue, priority and max_attempts and a fresh attempt
+    counter; the insert trigger wakes workers at commit. Returns None if there is no such id.
+    """
+    cur.execute(
+        """
+        WITH dead AS (DELETE FROM pgjobs_failed_jobs WHERE id = %s RETURNING *)
+        INSERT INTO pgjobs_job_queue (job_name, payload, queue, priority, max_attempts)
+        SELECT job_name, payload, queue, priority, max_attempts FROM dead
+        RETURNING id
+        """,
+        [job_id],
+    )
+    row = cur.fetchone()
+    return None if row is None else as_uuid(row[0])

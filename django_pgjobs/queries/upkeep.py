@@ -1,0 +1,62 @@
+"""Background upkeep: when the next job is due, the worker registry, pruning."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from django_pgjobs.queries.base import Cursor, filter_params, filters
+
+
+def seconds_until_next_due(
+    cur: Cursor, *, queues: Sequence[str] | None, job_names: Sequence[str] | None
+) -> float | None:
+    """How long an idle worker may sleep before a pending job it could run becomes due.
+
+    Reads the head of pgjobs_job_next_due; None when no pending job exists.
+    """
+    cur.execute(
+        f"""
+        SELECT extract(epoch FROM scheduled_for - now())::float8 FROM pgjobs_job_queue
+        WHERE status = 'pending' {filters(queues, job_names)}
+        ORDER BY scheduled_for LIMIT 1
+        """,
+        filter_params(queues, job_names),
+    )
+    row = cur.fetchone()
+    return None if row is None else max(float(row[0]), 0.0)
+
+
+def deregister_worker(cur: Cursor, *, worker_id: str) -> None:
+    cur.execute("DELETE FROM pgjobs_workers WHERE id = %s", [worker_id])
+
+
+def delete_stale_workers(cur: Cursor, *, silent_seconds: float) -> int:
+    """Forget workers silent for longer than a lease: their jobs are the rescue sweep's now."""
+    cur.execute(
+        "DELETE FROM pgjobs_workers WHERE last_heartbeat_at < now() - make_interval(secs => %s)",
+        [silent_seconds],
+    )
+    return int(getattr(cur, "rowcount", 0))
+
+
+def prune_finished_jobs(cur: Cursor, *, older_than_seconds: float, batch: int = 5000) -> int:
+    """Delete one batch of completed/cancelled jobs that finished before the retention window.
+
+    Batches keep each delete short, so pruning a large backlog never holds many row locks or
+    one long transaction; callers loop until it returns less than ``batch``. Uses
+    pgjobs_job_finished and skips rows someone else is deleting.
+    """
+    cur.execute(
+        """
+        DELETE FROM pgjobs_job_queue WHERE id IN (
+            SELECT id FROM pgjobs_job_queue
+            WHERE status IN ('completed', 'cancelled')
+              AND completed_at < now() - make_interval(secs => %(older)s)
+            ORDER BY completed_at
+            LIMIT %(batch)s
+            FOR UPDATE SKIP LOCKED
+        )
+        """,
+        {"older": older_than_seconds, "batch": batch},
+    )
+    return int(getattr(cur, "rowcount", 0))
