@@ -8,7 +8,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from django.db import connection, transaction
+from django.db import connection, connections, transaction
 from django.test import override_settings
 from django.utils import timezone
 
@@ -24,7 +24,7 @@ from django_pgjobs.models import Job
 from tests.testapp.jobs import fail, record
 from tests.testapp.models import Order
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "other"])
 
 
 def count_seen_by(conn: psycopg.Connection[Any], job_id: uuid.UUID) -> int:
@@ -240,3 +240,35 @@ def test_sql_function_pins_search_path() -> None:
             "WHERE proname IN ('pgjobs_enqueue', 'pgjobs_notify_new_jobs')"
         )
         assert [r[0] for r in cur.fetchall()] == [["search_path=pg_catalog, pg_temp"]] * 2
+
+
+def test_a_payload_with_a_lone_surrogate_is_refused_before_the_database() -> None:
+    with transaction.atomic():
+        with pytest.raises(PayloadNotSerializable):
+            enqueue("test.record", {"name": "caf\udce9"})
+        assert Job.objects.count() == 0  # the transaction is still usable
+
+
+def test_enqueue_on_commit_waits_for_the_named_database() -> None:
+    with transaction.atomic(using="other"):
+        job_id = enqueue_on_commit("test.record", commit_of="other")
+        assert not Job.objects.filter(id=job_id).exists()
+    assert Job.objects.filter(id=job_id).exists()
+
+    with pytest.raises(RuntimeError), transaction.atomic(using="other"):
+        rolled_back = enqueue_on_commit("test.record", commit_of="other")
+        raise RuntimeError
+    assert not Job.objects.filter(id=rolled_back).exists()
+
+
+def test_replacing_a_pending_job_wakes_workers(other_connection: psycopg.Connection[Any]) -> None:
+    enqueue("test.record", {"v": 1}, key="k", queue="reports")
+    other_connection.execute("LISTEN pgjobs")
+    enqueue("test.record", {"v": 2}, key="k", queue="reports", replace=True)
+    assert [n.payload for n in other_connection.notifies(timeout=2, stop_after=1)] == ["reports"]
+
+
+@pytest.fixture(autouse=True)
+def _close_other_connections() -> Any:
+    yield
+    connections["other"].close()
