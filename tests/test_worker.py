@@ -10,7 +10,6 @@ from typing import Any
 import psycopg
 import pytest
 from django.db import connection
-from django.db.models import F
 from django.test import override_settings
 from django.utils import timezone
 
@@ -221,18 +220,29 @@ def test_claim_skips_rows_locked_by_another_transaction(
     assert get_job(locked).status == "pending"
 
 
-def test_claim_uses_the_partial_claim_index() -> None:
-    enqueue_many("test.record", [{}] * 2000)
-    Job.objects.update(scheduled_for=F("scheduled_for") - timedelta(seconds=1))
+@pytest.mark.parametrize(
+    ("queues", "index"),
+    [(None, "pgjobs_job_claim"), (["mail"], "pgjobs_job_queue_claim")],
+    ids=["all queues", "one queue"],
+)
+def test_the_claim_walks_its_index_in_order(queues: list[str] | None, index: str) -> None:
+    """EXPLAIN the worker's own claim statement over a backlog: an ordered index scan that stops
+    at LIMIT, never a sort of every due row."""
+    from django_pgjobs.queries.lease import claim_statement
+
     with connection.cursor() as cur:
-        cur.execute("ANALYZE pgjobs_job_queue")
         cur.execute(
-            "EXPLAIN SELECT id FROM pgjobs_job_queue WHERE status = 'pending' "
-            "AND scheduled_for <= now() AND job_name = ANY(ARRAY['test.record']) "
-            "ORDER BY priority DESC, scheduled_for, id LIMIT 10 FOR UPDATE SKIP LOCKED"
+            "INSERT INTO pgjobs_job_queue (job_name, queue, scheduled_for) "
+            "SELECT 'test.record', CASE WHEN n % 50 = 0 THEN 'mail' ELSE 'default' END, "
+            "now() - interval '1 second' FROM generate_series(1, 5000) AS n"
         )
+        cur.execute("ANALYZE pgjobs_job_queue")
+        sql, params = claim_statement(
+            worker_id="w", limit=10, lease_seconds=30, queues=queues, job_names=["test.record"]
+        )
+        cur.execute("EXPLAIN " + sql, params)
         plan = "\n".join(r[0] for r in cur.fetchall())
-    assert "pgjobs_job_claim" in plan, plan
+    assert index in plan, plan
     assert "Sort" not in plan, plan
 
 

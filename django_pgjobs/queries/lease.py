@@ -39,6 +39,24 @@ RETURNING j.id, j.job_name, j.payload::text, j.queue, j.priority, j.attempt, j.m
 """
 
 
+def claim_statement(
+    *,
+    worker_id: str,
+    limit: int,
+    lease_seconds: float,
+    queues: Sequence[str] | None,
+    job_names: Sequence[str] | None,
+) -> tuple[str, dict[str, Any]]:
+    """The claim's SQL and parameters (tests EXPLAIN exactly what the worker runs)."""
+    params = {
+        "worker_id": worker_id,
+        "limit": limit,
+        "lease_seconds": lease_seconds,
+        **filter_params(queues, job_names),
+    }
+    return _CLAIM.format(filters=filters(queues, job_names)), params
+
+
 def claim_jobs(
     cur: Cursor,
     *,
@@ -58,13 +76,13 @@ def claim_jobs(
     renews; the rescue sweep hands them back when it expires.
     """
     cur.execute(
-        _CLAIM.format(filters=filters(queues, job_names)),
-        {
-            "worker_id": worker_id,
-            "limit": limit,
-            "lease_seconds": lease_seconds,
-            **filter_params(queues, job_names),
-        },
+        *claim_statement(
+            worker_id=worker_id,
+            limit=limit,
+            lease_seconds=lease_seconds,
+            queues=queues,
+            job_names=job_names,
+        )
     )
     jobs = [
         ClaimedJob(

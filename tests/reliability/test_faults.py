@@ -115,24 +115,6 @@ def test_heartbeat_does_not_wait_for_a_row_an_application_transaction_holds(
     assert lost == []  # skipped this round, not reported as lost
 
 
-def test_a_single_queue_claim_walks_the_queue_index() -> None:
-    with connection.cursor() as cur:
-        cur.execute(
-            "INSERT INTO pgjobs_job_queue (job_name, queue, scheduled_for) "
-            "SELECT 'test.record', CASE WHEN n % 50 = 0 THEN 'mail' ELSE 'default' END, "
-            "now() - interval '1 second' FROM generate_series(1, 5000) AS n"
-        )
-        cur.execute("ANALYZE pgjobs_job_queue")
-        cur.execute(
-            "EXPLAIN SELECT id FROM pgjobs_job_queue WHERE status = 'pending' "
-            "AND scheduled_for <= now() AND queue = 'mail' "
-            "ORDER BY priority DESC, scheduled_for, id LIMIT 10 FOR UPDATE SKIP LOCKED"
-        )
-        plan = "\n".join(r[0] for r in cur.fetchall())
-    assert "pgjobs_job_queue_claim" in plan, plan
-    assert "Sort" not in plan, plan
-
-
 def test_pruning_can_stop_early_and_say_there_is_more() -> None:
     with connection.cursor() as cur:
         cur.execute(

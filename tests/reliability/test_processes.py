@@ -36,6 +36,19 @@ def started(label: str = "block") -> Callable[[], bool]:
     return lambda: Run.objects.filter(label=f"{label}:started").exists()
 
 
+def worker_inside_a_handler(
+    processes: list[subprocess.Popen[bytes]],
+    log: Path,
+    *args: str,
+    settings: dict[str, Any] | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start a worker process and return once it is inside the test.block handler."""
+    proc = start_worker(*args, settings=settings, log=log)
+    processes.append(proc)
+    wait_for(started(), what=f"handler start; worker log:\n{log}")
+    return proc
+
+
 def test_two_worker_processes_never_run_the_same_job(
     processes: list[subprocess.Popen[bytes]], tmp_path: Path
 ) -> None:
@@ -56,9 +69,7 @@ def test_sigterm_lets_the_running_handler_finish_then_exits_0(
     release = tmp_path / "release"
     job_id = enqueue("test.block", {"release": str(release)})
     log = tmp_path / "worker.log"
-    proc = start_worker("--concurrency", "2", log=log)
-    processes.append(proc)
-    wait_for(started(), what="handler start")
+    proc = worker_inside_a_handler(processes, log, "--concurrency", "2")
     proc.send_signal(signal.SIGTERM)
     wait_for(lambda: b"Received SIGTERM" in log.read_bytes(), what="signal logged")
     assert proc.poll() is None  # still draining
@@ -77,9 +88,7 @@ def test_sigterm_after_the_grace_period_hands_the_job_back(
 ) -> None:
     job_id = enqueue("test.block", {"release": str(tmp_path / "never"), "timeout": 60})
     log = tmp_path / "worker.log"
-    proc = start_worker(settings={"SHUTDOWN_GRACE": 0.5}, log=log)
-    processes.append(proc)
-    wait_for(started(), what="handler start")
+    proc = worker_inside_a_handler(processes, log, settings={"SHUTDOWN_GRACE": 0.5})
     proc.send_signal(signal.SIGTERM)
     assert exit_code(proc, log, timeout=15) == 0, log.read_text()
     job = get_job(job_id)
@@ -93,9 +102,7 @@ def test_a_second_signal_exits_at_once(
 ) -> None:
     job_id = enqueue("test.block", {"release": str(tmp_path / "never"), "timeout": 60})
     log = tmp_path / "worker.log"
-    proc = start_worker(log=log)
-    processes.append(proc)
-    wait_for(started(), what="handler start")
+    proc = worker_inside_a_handler(processes, log)
     proc.send_signal(signal.SIGINT)
     wait_for(lambda: b"Received SIGINT" in log.read_bytes(), what="first signal handled")
     proc.send_signal(signal.SIGINT)
@@ -110,9 +117,7 @@ def test_sigkill_mid_job_is_recovered_with_exactly_one_completion(
     release = tmp_path / "release"
     job_id = enqueue("test.block", {"release": str(release)})
     log_a = tmp_path / "a.log"
-    victim = start_worker(settings=FAST_LEASES, log=log_a)
-    processes.append(victim)
-    wait_for(started(), what="handler start")
+    victim = worker_inside_a_handler(processes, log_a, settings=FAST_LEASES)
     os.kill(victim.pid, signal.SIGKILL)
     victim.wait(timeout=10)
     assert get_job(job_id).status == "running"
@@ -144,9 +149,7 @@ def test_a_job_that_keeps_killing_its_worker_ends_in_the_dead_letters(
 ) -> None:
     job_id = enqueue("test.block", {"release": str(tmp_path / "never")}, max_attempts=1)
     log = tmp_path / "a.log"
-    victim = start_worker(settings=FAST_LEASES, log=log)
-    processes.append(victim)
-    wait_for(started(), what="handler start")
+    victim = worker_inside_a_handler(processes, log, settings=FAST_LEASES)
     os.kill(victim.pid, signal.SIGKILL)
     victim.wait(timeout=10)
     rescuer = start_worker(settings=FAST_LEASES, log=tmp_path / "b.log")
