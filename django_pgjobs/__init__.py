@@ -29,6 +29,7 @@ if TYPE_CHECKING:
         retry_job,
     )
     from django_pgjobs.registry import JobHandler, job, register
+    from django_pgjobs.schedules import cron, schedule
 
 _EXPORTS = {
     "enqueue": "enqueueing",
@@ -50,6 +51,8 @@ _EXPORTS = {
     "JobHandler": "registry",
     "job": "registry",
     "register": "registry",
+    "cron": "schedules",
+    "schedule": "schedules",
 }
 
 __all__ = [
@@ -61,6 +64,7 @@ __all__ = [
     "PayloadNotSerializable",
     "PgJobsError",
     "cancel_job",
+    "cron",
     "enqueue",
     "enqueue_many",
     "enqueue_on_commit",
@@ -72,6 +76,7 @@ __all__ = [
     "register",
     "retry_dead_letter_job",
     "retry_job",
+    "schedule",
 ]
 
 

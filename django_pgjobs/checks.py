@@ -90,6 +90,31 @@ def check_settings(
 
 
 @register()
+def check_schedules(
+    *, app_configs: Sequence[AppConfig] | None, databases: Sequence[str] | None, **kwargs: Any
+) -> list[CheckMessage]:
+    """Code and settings schedules must be able to run: found here, not by a scheduler."""
+    from django_pgjobs.schedules import declarations, settings_declarations
+
+    config = getattr(settings, "PGJOBS", {})
+    if not isinstance(config, dict):
+        return []  # pgjobs.E003 already says so
+    errors: list[CheckMessage] = [
+        Error(message, id="pgjobs.E011") for message in settings_declarations()[1]
+    ]
+    for declaration in declarations():
+        for field_name, problem in declaration.problems().items():
+            errors.append(
+                Error(
+                    f"Schedule {declaration.name!r} ({declaration.source}): {problem}",
+                    hint=f"Fix its {field_name}.",
+                    id="pgjobs.E010",
+                )
+            )
+    return errors
+
+
+@register()
 def check_database(
     *, app_configs: Sequence[AppConfig] | None, databases: Sequence[str] | None, **kwargs: Any
 ) -> list[CheckMessage]:

@@ -39,6 +39,8 @@ DEFAULTS: Final[dict[str, Any]] = {
     "SHUTDOWN_GRACE": 30.0,
     # The database alias the queue tables live in.
     "DATABASE": "default",
+    # Schedules declared in settings: {"name": {"cron": "0 2 * * *", "job": "report", ...}}.
+    "SCHEDULES": {},
 }
 
 

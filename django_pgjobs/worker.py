@@ -38,6 +38,7 @@ from django_pgjobs.housekeeping import Housekeeper
 from django_pgjobs.outcomes import Outcomes, Written
 from django_pgjobs.registry import JobHandler, registry
 from django_pgjobs.retry import backoff_delay
+from django_pgjobs.scheduler import Scheduler
 from django_pgjobs.wakeup import Wakeup, Woken
 
 logger = logging.getLogger("django_pgjobs.worker")
@@ -97,6 +98,7 @@ class Worker:
         max_jobs: int | None = None,
         using: str | None = None,
         listen: bool | None = None,
+        scheduler: bool = False,
     ) -> None:
         self.queues = sorted(set(queues or ()))
         self.concurrency = concurrency if concurrency is not None else conf.CONCURRENCY
@@ -108,6 +110,10 @@ class Worker:
         self.alias = using or conf.DATABASE
         self.listen = (not conf.POLL_ONLY) if listen is None else listen
         self.stats = WorkerStats()
+        # With scheduler=True, a thread fires due schedule ticks while the worker runs.
+        self.scheduler = (
+            Scheduler(using=self.alias, poll_interval=self.poll_interval) if scheduler else None
+        )
         # Job ids whose handlers were still running when the shutdown grace period ended.
         self.abandoned: list[uuid.UUID] = []
 
@@ -132,6 +138,7 @@ class Worker:
     def run(self, *, burst: bool = False) -> WorkerStats:
         """Process jobs until stopped; with ``burst``, exit once nothing due is left."""
         self._open()
+        scheduling = self._start_scheduler()
         try:
             while not self._stopping.is_set():
                 try:
@@ -151,8 +158,20 @@ class Worker:
                     self._on_database_error(exc)
             self._shutdown()
         finally:
+            if scheduling is not None and self.scheduler is not None:
+                self.scheduler.request_stop()
+                scheduling.join()
             self._close()
         return self.stats
+
+    def _start_scheduler(self) -> threading.Thread | None:
+        if self.scheduler is None:
+            return None
+        thread = threading.Thread(
+            target=self.scheduler.run, name=f"pgjobs-scheduler-{self.worker_id}", daemon=True
+        )
+        thread.start()
+        return thread
 
     def run_once(self) -> WorkerStats:
         """One cycle: heartbeat and rescue, claim what is due for free slots, run it to the end,

@@ -36,6 +36,15 @@ from django_pgjobs.queries.lease import (
     rescue_expired_leases,
 )
 from django_pgjobs.queries.operator import cancel_job, requeue_dead_letter, retry_job
+from django_pgjobs.queries.schedules import (
+    SCHEDULES_CHANNEL,
+    due_schedules,
+    fire_tick,
+    orphan_undeclared_schedules,
+    seconds_until_next_schedule,
+    set_next_run,
+    upsert_declared_schedules,
+)
 from django_pgjobs.queries.upkeep import (
     delete_stale_workers,
     deregister_worker,
@@ -45,6 +54,7 @@ from django_pgjobs.queries.upkeep import (
 
 __all__ = [
     "NOTIFY_CHANNEL",
+    "SCHEDULES_CHANNEL",
     "ClaimedJob",
     "Cursor",
     "FailOutcome",
@@ -55,11 +65,14 @@ __all__ = [
     "delete_stale_workers",
     "deregister_worker",
     "detach_key_from_running_job",
+    "due_schedules",
     "fail_job",
     "find_active_job_by_key",
+    "fire_tick",
     "heartbeat",
     "insert_job",
     "insert_jobs",
+    "orphan_undeclared_schedules",
     "prune_finished_jobs",
     "release_jobs",
     "release_untracked_jobs",
@@ -68,5 +81,8 @@ __all__ = [
     "rescue_expired_leases",
     "retry_job",
     "seconds_until_next_due",
+    "seconds_until_next_schedule",
+    "set_next_run",
+    "upsert_declared_schedules",
     "upsert_pending_job",
 ]

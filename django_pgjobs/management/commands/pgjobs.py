@@ -8,10 +8,13 @@ from datetime import timedelta
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
+from django.utils import timezone
 
-from django_pgjobs import enqueueing, jobs
+from django_pgjobs import crontab, enqueueing, jobs
+from django_pgjobs.conf import conf
 from django_pgjobs.exceptions import JobNotFound, PgJobsError
-from django_pgjobs.models import JobStatus
+from django_pgjobs.models import JobStatus, Schedule
+from django_pgjobs.scheduler import run_schedule_now
 from django_pgjobs.status import QueueCounts, queue_status
 
 _WHEN = "%Y-%m-%d %H:%M:%S"
@@ -41,6 +44,11 @@ class Command(BaseCommand):
         prune.add_argument(
             "--older-than", type=float, default=None, metavar="SECONDS", help="Override RETENTION."
         )
+        sub.add_parser("schedules", help="Schedules with their next five fire times.")
+        run_schedule = sub.add_parser(
+            "run-schedule", help="Enqueue a schedule's job now (manual run)."
+        )
+        run_schedule.add_argument("name")
         add = sub.add_parser("enqueue", help="Add a job.")
         add.add_argument("job_name")
         add.add_argument("--payload", default="{}", help="JSON payload (default {}).")
@@ -52,7 +60,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
-            getattr(self, f"do_{options['action']}")(options, options["database"])
+            getattr(self, f"do_{options['action'].replace('-', '_')}")(options, options["database"])
         except PgJobsError as exc:
             raise CommandError(str(exc)) from exc
 
@@ -122,6 +130,37 @@ class Command(BaseCommand):
     def do_prune(self, options: dict[str, Any], using: str | None) -> None:
         deleted = jobs.prune_jobs(retention=options["older_than"], using=using)
         self.stdout.write(f"Pruned {deleted} finished jobs.")
+
+    def do_schedules(self, options: dict[str, Any], using: str | None) -> None:
+        schedules = list(Schedule.objects.using(using or conf.DATABASE).order_by("name"))
+        if not schedules:
+            self.stdout.write("(no schedules; a scheduler syncs code and settings ones at start)")
+        now = timezone.now()
+        for row in schedules:
+            state = "enabled" if row.enabled else "disabled"
+            if row.orphaned:
+                state = f"disabled: its declaration was removed from {row.source}"
+            self.stdout.write(f"{row.name}  [{row.cron}] {row.timezone}  -> {row.job_name}")
+            self.stdout.write(f"    {state}; declared in {row.source}")
+            last = "never" if row.last_run_at is None else f"{row.last_run_at:{_WHEN}%z}"
+            self.stdout.write(f"    last tick: {last}")
+            try:
+                spec = crontab.parse(row.cron, timezone=row.timezone, start=row.start_at)
+            except crontab.InvalidScheduleError as exc:
+                self.stdout.write(f"    invalid: {exc}")
+                continue
+            after = max(now, row.start_at) if row.start_at else now
+            upcoming = crontab.upcoming(spec, after, 5, end=row.end_at)
+            tz = crontab.get_timezone(row.timezone)
+            times = (
+                ", ".join(f"{t.astimezone(tz):{_WHEN}%z}" for t in upcoming)
+                or "none (window closed)"
+            )
+            self.stdout.write(f"    next: {times}")
+
+    def do_run_schedule(self, options: dict[str, Any], using: str | None) -> None:
+        job_id = run_schedule_now(options["name"], using=using)
+        self.stdout.write(f"Schedule {options['name']} enqueued job {job_id} (manual run).")
 
     def do_enqueue(self, options: dict[str, Any], using: str | None) -> None:
         try:

@@ -52,6 +52,9 @@ class Command(BaseCommand):
         parser.add_argument(
             "--database", default=None, help="Database alias (default: PGJOBS['DATABASE'])."
         )
+        parser.add_argument(
+            "--no-scheduler", action="store_true", help="Do not fire schedules from this worker."
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["concurrency"] is not None and options["concurrency"] < 1:
@@ -66,6 +69,8 @@ class Command(BaseCommand):
             worker_id=options["worker_id"],
             max_jobs=options["max_jobs"],
             using=options["database"],
+            # A burst drains the queue and exits: no place to wait for schedule ticks.
+            scheduler=not options["no_scheduler"] and not options["burst"],
         )
         names = registry.names()
         self.stdout.write(

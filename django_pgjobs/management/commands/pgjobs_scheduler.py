@@ -1,0 +1,48 @@
+"""``manage.py pgjobs_scheduler``: run only the scheduler (workers run one too, by default)."""
+
+from __future__ import annotations
+
+import signal
+from argparse import ArgumentParser
+from types import FrameType
+from typing import Any
+
+from django.core.management.base import BaseCommand
+
+from django_pgjobs.scheduler import Scheduler
+
+
+class Command(BaseCommand):
+    help = "Fire due schedule ticks as jobs until stopped. Safe to run any number of copies."
+    requires_migrations_checks = True
+
+    def add_arguments(self, parser: ArgumentParser) -> None:
+        parser.add_argument(
+            "--database", default=None, help="Database alias (default: PGJOBS['DATABASE'])."
+        )
+        parser.add_argument(
+            "--poll-interval", type=float, default=None, help="Longest sleep between checks."
+        )
+        parser.add_argument("--once", action="store_true", help="Fire what is due now, then exit.")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        scheduler = Scheduler(using=options["database"], poll_interval=options["poll_interval"])
+        if options["once"]:
+            report = scheduler.run_once()
+            scheduler.close()
+            self.stdout.write(
+                f"Enqueued {report.enqueued} job(s); skipped {report.skipped} missed tick(s)."
+            )
+            return
+
+        def stop(signum: int, frame: FrameType | None) -> None:
+            scheduler.request_stop()
+
+        previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+        self.stdout.write("pgjobs scheduler running")
+        try:
+            scheduler.run()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        self.stdout.write("pgjobs scheduler stopped")

@@ -1,0 +1,192 @@
+"""Schedule statements: the sync of declarations, the due list, and the tick that fires them.
+
+The tick is where "exactly once however many schedulers run" is enforced: it advances the
+schedule's ``next_run_at`` from the value the scheduler read (compare-and-set) and inserts the
+tick's jobs in the same statement, only if that update happened. Two schedulers firing the same
+tick both run it; the second waits on the row lock, re-checks ``next_run_at`` against the
+committed value, matches nothing, and inserts nothing. No leader, no advisory lock.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from django_pgjobs.queries.base import KEY_CONFLICT, Cursor, as_uuid
+
+SCHEDULES_CHANNEL = "pgjobs_schedules"
+
+_COLUMNS = (
+    "name, cron, job_name, payload, queue, priority, timezone, start_at, end_at, catch_up, "
+    "catch_up_limit, source"
+)
+
+
+def upsert_declared_schedules(cur: Cursor, rows: Sequence[dict[str, Any]]) -> int:
+    """Insert or update declared schedules by name; untouched when nothing changed.
+
+    ``enabled`` is left to the operator, except that a schedule coming back after its
+    declaration was removed is enabled again. Locks the schedule rows it changes.
+    """
+    count = 0
+    for row in rows:
+        cur.execute(
+            f"""
+            INSERT INTO pgjobs_schedules ({_COLUMNS})
+            VALUES (%(name)s, %(cron)s, %(job_name)s, %(payload)s::jsonb, %(queue)s,
+                    %(priority)s, %(timezone)s, %(start_at)s, %(end_at)s, %(catch_up)s,
+                    %(catch_up_limit)s, %(source)s)
+            ON CONFLICT (name) DO UPDATE SET
+                cron = EXCLUDED.cron, job_name = EXCLUDED.job_name, payload = EXCLUDED.payload,
+                queue = EXCLUDED.queue, priority = EXCLUDED.priority,
+                timezone = EXCLUDED.timezone, start_at = EXCLUDED.start_at,
+                end_at = EXCLUDED.end_at, catch_up = EXCLUDED.catch_up,
+                catch_up_limit = EXCLUDED.catch_up_limit, source = EXCLUDED.source,
+                enabled = pgjobs_schedules.enabled OR pgjobs_schedules.orphaned,
+                orphaned = false
+            WHERE (pgjobs_schedules.name, pgjobs_schedules.cron, pgjobs_schedules.job_name,
+                   pgjobs_schedules.payload, pgjobs_schedules.queue, pgjobs_schedules.priority,
+                   pgjobs_schedules.timezone, pgjobs_schedules.start_at, pgjobs_schedules.end_at,
+                   pgjobs_schedules.catch_up, pgjobs_schedules.catch_up_limit,
+                   pgjobs_schedules.source, pgjobs_schedules.orphaned) IS DISTINCT FROM
+                  (EXCLUDED.name, EXCLUDED.cron, EXCLUDED.job_name, EXCLUDED.payload,
+                   EXCLUDED.queue, EXCLUDED.priority, EXCLUDED.timezone, EXCLUDED.start_at,
+                   EXCLUDED.end_at, EXCLUDED.catch_up, EXCLUDED.catch_up_limit,
+                   EXCLUDED.source, false)
+            RETURNING id
+            """,
+            row,
+        )
+        count += len(cur.fetchall())
+    return count
+
+
+def orphan_undeclared_schedules(cur: Cursor, *, names: Sequence[str]) -> int:
+    """Disable code/settings schedules no longer declared; their rows and history stay."""
+    cur.execute(
+        """
+        UPDATE pgjobs_schedules SET enabled = false, orphaned = true
+        WHERE source IN ('code', 'settings') AND NOT orphaned AND name <> ALL(%(names)s::text[])
+        RETURNING id
+        """,
+        {"names": list(names)},
+    )
+    return len(cur.fetchall())
+
+
+_DUE_COLUMNS = [
+    "now",
+    "id",
+    "name",
+    "cron",
+    "job_name",
+    "payload",
+    "queue",
+    "priority",
+    "timezone",
+    "start_at",
+    "end_at",
+    "catch_up",
+    "catch_up_limit",
+    "last_run_at",
+    "next_run_at",
+]
+
+
+def due_schedules(cur: Cursor) -> tuple[datetime, list[dict[str, Any]]]:
+    """The database's clock, and enabled schedules that are due or need a first fire time.
+
+    Reads pgjobs_schedule_due; takes no locks (the tick's compare-and-set settles races).
+    """
+    cur.execute(
+        """
+        SELECT now(), id, name, cron, job_name, payload::text, queue, priority, timezone,
+               start_at, end_at, catch_up, catch_up_limit, last_run_at, next_run_at
+        FROM pgjobs_schedules
+        WHERE enabled AND (end_at IS NULL OR end_at >= now())
+          AND (next_run_at IS NULL OR next_run_at <= now())
+        ORDER BY next_run_at NULLS FIRST
+        """
+    )
+    rows = cur.fetchall()
+    columns = _DUE_COLUMNS
+    if not rows:
+        cur.execute("SELECT now()")
+        return cur.fetchone()[0], []
+    return rows[0][0], [dict(zip(columns, row, strict=True)) for row in rows]
+
+
+def seconds_until_next_schedule(cur: Cursor) -> float | None:
+    """How long a scheduler may sleep before the next enabled schedule is due (the index head)."""
+    cur.execute(
+        "SELECT extract(epoch FROM min(next_run_at) - now())::float8 FROM pgjobs_schedules "
+        "WHERE enabled"
+    )
+    row = cur.fetchone()
+    return None if row is None or row[0] is None else max(float(row[0]), 0.0)
+
+
+def set_next_run(cur: Cursor, *, schedule_id: int, next_run_at: datetime | None) -> bool:
+    """Give a schedule whose timing was (re)defined its first fire time; only if still unset."""
+    cur.execute(
+        "UPDATE pgjobs_schedules SET next_run_at = %s WHERE id = %s AND next_run_at IS NULL",
+        [next_run_at, schedule_id],
+    )
+    return bool(getattr(cur, "rowcount", 0))
+
+
+def fire_tick(
+    cur: Cursor,
+    *,
+    schedule_id: int,
+    expected_next_run_at: datetime,
+    next_run_at: datetime | None,
+    last_run_at: datetime | None,
+    job: dict[str, Any],
+    fire_times: Sequence[datetime],
+    payloads: Sequence[str],
+    keys: Sequence[str],
+) -> tuple[bool, list[uuid.UUID]]:
+    """Advance the schedule from ``expected_next_run_at`` and enqueue its ticks, atomically.
+
+    Returns (advanced, new job ids). ``advanced`` is False when another scheduler got there
+    first (or the schedule was edited or disabled since it was read): nothing was written. With
+    no fire times (missed ticks skipped) it only advances. Locks the schedule row; the job keys
+    ``cron:<name>:<fire time>`` make a duplicate tick impossible even by hand.
+    """
+    cur.execute(
+        f"""
+        WITH advanced AS (
+            UPDATE pgjobs_schedules
+            SET next_run_at = %(next)s, last_run_at = COALESCE(%(last)s, last_run_at)
+            WHERE id = %(id)s AND enabled AND next_run_at = %(expected)s
+            RETURNING id
+        ),
+        inserted AS (
+            INSERT INTO pgjobs_job_queue
+                (job_name, payload, queue, priority, max_attempts, key, scheduled_for)
+            SELECT %(job_name)s, t.payload::jsonb, %(queue)s, %(priority)s, %(max_attempts)s,
+                   t.key, t.fire_time
+            FROM advanced,
+                 unnest(%(fire_times)s::timestamptz[], %(payloads)s::text[], %(keys)s::text[])
+                     AS t(fire_time, payload, key)
+            {KEY_CONFLICT} DO NOTHING
+            RETURNING id
+        )
+        SELECT (SELECT count(*) FROM advanced), array(SELECT id FROM inserted)
+        """,
+        {
+            "id": schedule_id,
+            "expected": expected_next_run_at,
+            "next": next_run_at,
+            "last": last_run_at,
+            "fire_times": list(fire_times),
+            "payloads": list(payloads),
+            "keys": list(keys),
+            **job,
+        },
+    )
+    advanced, ids = cur.fetchone()
+    return bool(advanced), [as_uuid(i) for i in ids or []]

@@ -1,0 +1,234 @@
+"""The scheduler: turns due schedule ticks into jobs, each tick exactly once.
+
+Any number of schedulers may run (one inside every ``pgjobs_worker`` by default, or standalone
+``pgjobs_scheduler``): the tick statement's compare-and-set on ``next_run_at`` lets exactly one
+of them fire each tick (see :mod:`django_pgjobs.queries.schedules`). Time is the database's
+``now()``, so schedulers on hosts with skewed clocks agree. A scheduler sleeps until the next
+tick is due, and wakes at once when a schedule is created or its timing edited (NOTIFY).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import psycopg
+
+from django_pgjobs import queries
+from django_pgjobs.conf import conf
+from django_pgjobs.connection import connect
+from django_pgjobs.crontab import InvalidScheduleError, Spec, parse
+from django_pgjobs.enqueueing import enqueue
+from django_pgjobs.exceptions import JobNotFound
+from django_pgjobs.models import CatchUp, Schedule
+from django_pgjobs.registry import registry
+from django_pgjobs.schedules import FIRE_TIME_KEY, sync_schedules
+from django_pgjobs.wakeup import Wakeup
+
+logger = logging.getLogger("django_pgjobs.scheduler")
+
+# Under the "skip" policy, a tick reached this late still fires; older ones count as missed.
+MISFIRE_GRACE = timedelta(seconds=60)
+_ONE_TICK_BACK = timedelta(microseconds=1)
+_ERROR_BACKOFF = (0.5, 1.0, 2.0, 5.0)
+
+
+@dataclass
+class TickReport:
+    """What one pass did: jobs enqueued, ticks skipped as missed, ticks another scheduler won."""
+
+    enqueued: int = 0
+    skipped: int = 0
+    lost_races: int = 0
+    initialised: int = 0
+
+
+def missed_ticks(
+    spec: Spec,
+    *,
+    since: datetime,
+    now: datetime,
+    policy: str,
+    limit: int,
+    start: datetime | None = None,
+) -> tuple[list[datetime], int]:
+    """The ticks in [since, now] to fire under ``policy``, oldest first, and how many are skipped.
+
+    Walks back from ``now`` so that a long outage costs only the ticks it keeps.
+    """
+    keep: list[datetime] = []
+    skipped = 0
+    moment = spec.latest_at_or_before(now)
+    floor = max(since, start) if start else since
+    while moment >= floor:
+        if policy == CatchUp.SKIP and moment < now - MISFIRE_GRACE:
+            skipped += 1
+            break  # older ticks are all missed; counting them is not worth the walk
+        if (policy == CatchUp.LATEST and keep) or (policy == CatchUp.ALL and len(keep) >= limit):
+            skipped += 1
+            break
+        keep.append(moment)
+        moment = spec.latest_at_or_before(moment - _ONE_TICK_BACK)
+    return sorted(keep), skipped
+
+
+def first_fire(
+    spec: Spec, *, now: datetime, start: datetime | None, end: datetime | None
+) -> datetime | None:
+    moment = spec.next_after(max(now, start - _ONE_TICK_BACK) if start else now)
+    return None if end is not None and moment > end else moment
+
+
+class Scheduler:
+    def __init__(self, *, using: str | None = None, poll_interval: float | None = None) -> None:
+        self.alias = using or conf.DATABASE
+        self.poll_interval = poll_interval if poll_interval is not None else conf.POLL_INTERVAL
+        self._stop = threading.Event()
+        self._wakeup = Wakeup()
+        self._conn: psycopg.Connection[Any] | None = None
+        self._synced = False
+
+    # -- public ------------------------------------------------------------------------------
+
+    def run_once(self, *, now: datetime | None = None) -> TickReport:
+        """Sync declarations (first time), then fire every due tick. ``now`` overrides the
+        database clock for the catch-up decision (tests simulate outages with it)."""
+        conn = self._ensure_connected()
+        if not self._synced:
+            upserted, orphaned = sync_schedules(conn.cursor())
+            logger.info("Synced schedules: %s updated, %s no longer declared", upserted, orphaned)
+            self._synced = True
+        db_now, rows = queries.due_schedules(conn.cursor())
+        report = TickReport()
+        for row in rows:
+            self._tick(conn, row, now or db_now, report)
+        return report
+
+    def run(self) -> None:
+        """Fire ticks until :meth:`request_stop`; sleeps until the next one is due."""
+        errors = 0
+        try:
+            while not self._stop.is_set():
+                try:
+                    self.run_once()
+                    errors = 0
+                    assert self._conn is not None
+                    until = queries.seconds_until_next_schedule(self._conn.cursor())
+                    timeout = (
+                        self.poll_interval if until is None else min(until, self.poll_interval)
+                    )
+                    listening = None if conf.POLL_ONLY else self._conn
+                    self._wakeup.wait(timeout, conn=listening, queues=())
+                except psycopg.Error as exc:
+                    errors += 1
+                    logger.error("Database error in the scheduler: %s; retrying", exc)
+                    self._drop_connection_if_broken()
+                    self._stop.wait(_ERROR_BACKOFF[min(errors, len(_ERROR_BACKOFF)) - 1])
+        finally:
+            self.close()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+        self._wakeup.ring()
+
+    def close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                self._conn.close()
+            self._conn = None
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _ensure_connected(self) -> psycopg.Connection[Any]:
+        if self._conn is None or self._conn.closed:
+            self._conn = connect(
+                self.alias, application_name="pgjobs scheduler", prepare=not conf.POLL_ONLY
+            )
+            if not conf.POLL_ONLY:
+                self._conn.execute(f"LISTEN {queries.SCHEDULES_CHANNEL}")
+        return self._conn
+
+    def _drop_connection_if_broken(self) -> None:
+        if self._conn is not None and (self._conn.closed or self._conn.broken):
+            self.close()
+
+    def _tick(
+        self, conn: psycopg.Connection[Any], row: dict[str, Any], now: datetime, report: TickReport
+    ) -> None:
+        name = row["name"]
+        try:
+            spec = parse(row["cron"], timezone=row["timezone"], start=row["start_at"])
+        except InvalidScheduleError as exc:
+            logger.error("Schedule %r cannot run: %s", name, exc)
+            return
+        handler = registry.get(row["job_name"])
+        if handler is None:
+            logger.error(
+                "Schedule %r names job %r, which has no handler here", name, row["job_name"]
+            )
+            return
+        if row["next_run_at"] is None:
+            first = first_fire(spec, now=now, start=row["start_at"], end=row["end_at"])
+            if first is not None and queries.set_next_run(
+                conn.cursor(), schedule_id=row["id"], next_run_at=first
+            ):
+                report.initialised += 1
+            return
+        ticks, skipped = missed_ticks(
+            spec,
+            since=row["next_run_at"],
+            now=now,
+            policy=row["catch_up"],
+            limit=row["catch_up_limit"],
+            start=row["start_at"],
+        )
+        payload = json.loads(row["payload"])
+        advanced, ids = queries.fire_tick(
+            conn.cursor(),
+            schedule_id=row["id"],
+            expected_next_run_at=row["next_run_at"],
+            next_run_at=first_fire(spec, now=now, start=row["start_at"], end=row["end_at"]),
+            last_run_at=ticks[-1] if ticks else None,
+            job={
+                "job_name": handler.name,
+                "queue": row["queue"] or handler.queue or "default",
+                "priority": handler.priority or 0 if row["priority"] is None else row["priority"],
+                "max_attempts": handler.max_attempts or conf.MAX_ATTEMPTS,
+            },
+            fire_times=ticks,
+            payloads=[json.dumps({**payload, FIRE_TIME_KEY: t.isoformat()}) for t in ticks],
+            keys=[f"cron:{name}:{t.isoformat()}" for t in ticks],
+        )
+        if not advanced:
+            report.lost_races += 1
+            return
+        report.enqueued += len(ids)
+        report.skipped += skipped
+        if ids:
+            logger.info("Schedule %r fired %s tick(s), latest %s", name, len(ids), ticks[-1])
+        if skipped:
+            logger.warning(
+                "Schedule %r skipped missed ticks (catch-up policy %r)", name, row["catch_up"]
+            )
+
+
+def run_schedule_now(name: str, *, using: str | None = None) -> Any:
+    """Enqueue a schedule's job now, outside its timing: a manual run, not a tick.
+
+    The job's payload carries the current time as its fire time and ``"manual": true``;
+    ``last_run_at`` and ``next_run_at`` are not touched.
+    """
+    from django.utils import timezone
+
+    alias = using or conf.DATABASE
+    try:
+        row = Schedule.objects.using(alias).get(name=name)
+    except Schedule.DoesNotExist:
+        raise JobNotFound(f"No schedule named {name!r}.") from None
+    payload = {**row.payload, FIRE_TIME_KEY: timezone.now().isoformat(), "manual": True}
+    return enqueue(row.job_name, payload, queue=row.queue, priority=row.priority, using=alias)
