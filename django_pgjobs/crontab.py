@@ -27,6 +27,7 @@ from django_pgjobs.exceptions import InvalidJobError
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Offsets change by at most a few hours at a transition; candidates are searched this far around.
 _DST_MARGIN = timedelta(hours=3)
+_ONE_MICROSECOND = timedelta(microseconds=1)
 _EVERY = re.compile(
     r"^every\s+(\d+)\s*(s|secs?|seconds?|m|mins?|minutes?|h|hours?|d|days?)$", re.IGNORECASE
 )
@@ -69,36 +70,46 @@ class CronSpec:
             return [first, second] if self.hourly_or_faster else [first]
         return [first]  # normal, or skipped by a spring-forward change (then shifted by the gap)
 
+    def _swing(self, instant: datetime) -> timedelta:
+        """How far the zone's UTC offset moves within a few hours of ``instant``: zero except
+        near a DST change, where wall clock and real time disagree by that much."""
+        offsets = {
+            (instant + delta).astimezone(self.tz).utcoffset()
+            for delta in (-_DST_MARGIN, timedelta(0), _DST_MARGIN)
+        }
+        known = [o for o in offsets if o is not None]
+        return max(known) - min(known) if known else timedelta(0)
+
+    def _wall(self, instant: datetime) -> datetime:
+        return instant.astimezone(self.tz).replace(tzinfo=None)
+
     def next_after(self, after: datetime) -> datetime:
         after = after.astimezone(UTC)
-        wall = after.astimezone(self.tz).replace(tzinfo=None)
-        candidates = self._iter(wall - _DST_MARGIN)
+        swing = self._swing(after)
+        # Near a DST change an earlier wall time can be a later instant (the repeated hour):
+        # start that much earlier and keep looking that much past the first hit.
+        candidates = self._iter(self._wall(after) - swing)
         best: datetime | None = None
         while True:
             candidate = candidates.get_next(datetime)
             later = [i for i in self._instants(candidate) if i > after]
             if later and (best is None or later[0] < best):
                 best = later[0]
-            if (
-                best is not None
-                and candidate > best.astimezone(self.tz).replace(tzinfo=None) + _DST_MARGIN
-            ):
+            if best is not None and candidate > self._wall(best) + swing:
                 return best
 
     def latest_at_or_before(self, at: datetime) -> datetime:
         at = at.astimezone(UTC)
-        wall = at.astimezone(self.tz).replace(tzinfo=None)
-        candidates = self._iter(wall + _DST_MARGIN + timedelta(seconds=1), backwards=True)
+        swing = self._swing(at)
+        # croniter looks strictly before its start; a microsecond later includes ``at`` itself.
+        candidates = self._iter(self._wall(at) + swing + _ONE_MICROSECOND, backwards=True)
         best: datetime | None = None
         while True:
             candidate = candidates.get_prev(datetime)
             earlier = [i for i in self._instants(candidate) if i <= at]
             if earlier and (best is None or earlier[-1] > best):
                 best = earlier[-1]
-            if (
-                best is not None
-                and candidate < best.astimezone(self.tz).replace(tzinfo=None) - _DST_MARGIN
-            ):
+            if best is not None and candidate < self._wall(best) - swing:
                 return best
 
 

@@ -50,9 +50,13 @@ def wait_for(predicate: Callable[[], T], *, timeout: float = 15.0, what: str = "
 
 
 def start_worker(
-    *args: str, settings: dict[str, Any] | None = None, log: Path | None = None
+    *args: str,
+    settings: dict[str, Any] | None = None,
+    log: Path | None = None,
+    command: str = "pgjobs_worker",
 ) -> subprocess.Popen[bytes]:
-    """Start ``manage.py pgjobs_worker`` as a real process on the test database."""
+    """Start ``manage.py pgjobs_worker`` (or another command) as a real process on the test
+    database."""
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "tests.settings",
@@ -60,11 +64,11 @@ def start_worker(
         "PGJOBS_TEST_SETTINGS": json.dumps(settings or {}),
         "PYTHONPATH": str(ROOT),
     }
-    command = [sys.executable, "-m", "django", "pgjobs_worker", *args]
+    argv = [sys.executable, "-m", "django", command, *args]
     if log is None:
-        return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
+        return subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
     with open(log, "wb") as out:  # the child keeps its own copy of the descriptor
-        return subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        return subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
