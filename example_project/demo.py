@@ -315,6 +315,7 @@ def print_instructions(port: int, use_venv: bool) -> None:
     python example_project/manage.py pgjobs list
     python example_project/manage.py pgjobs list --status dead
     python example_project/manage.py pgjobs retry <dead job id>
+    python example_project/manage.py pgjobs schedules   (shop-stats fires every minute)
     python example_project/manage.py seed_demo
 
   Press Ctrl-C to stop the worker, the web server and the embedded database.

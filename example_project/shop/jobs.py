@@ -6,15 +6,18 @@ so each handler here is written to be safe to repeat.
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
 from django.core.mail import send_mail
 from django.utils import timezone
 
-from django_pgjobs import job
+from django_pgjobs import cron, job
 from django_pgjobs.registry import ProgressReporter
 from shop.models import Customer, ImportBatch
+
+logger = logging.getLogger(__name__)
 
 IMPORT_CHUNK_ROWS = 50
 # Stands in for parsing and saving one chunk: slow enough to watch `pgjobs list` show progress.
@@ -60,4 +63,17 @@ def sync_customer_to_crm(payload: dict[str, Any]) -> None:
     # failure moves the job to the dead letters, where `manage.py pgjobs retry <id>` revives it.
     raise CrmUnavailable(
         f"CRM API returned 503 while syncing customer {payload['customer_id']} (simulated outage)"
+    )
+
+
+@cron("* * * * *", name="shop-stats-every-minute")
+@job("shop-stats")
+def shop_stats(payload: dict[str, Any]) -> None:
+    """A scheduled job: every minute, whichever worker's scheduler gets the tick enqueues it
+    (exactly once), and any worker runs it. ``payload["fire_time"]`` is the tick's time."""
+    logger.info(
+        "Shop stats at %s: %s customers, %s welcomed",
+        payload["fire_time"],
+        Customer.objects.count(),
+        Customer.objects.exclude(welcomed_at=None).count(),
     )
