@@ -12,7 +12,7 @@ import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from django.conf import settings
 from django.utils import timezone as django_timezone
@@ -106,78 +106,47 @@ def declaration_problems(
 _declared: dict[str, Declaration] = {}
 
 
+class ScheduleOptions(TypedDict, total=False):
+    """Everything about a schedule but its name, expression and job (see :func:`schedule`)."""
+
+    payload: Mapping[str, Any] | None
+    queue: str | None
+    priority: int | None
+    timezone: str | None
+    start: datetime | None
+    end: datetime | None
+    catch_up: str
+    catch_up_limit: int
+
+
 def schedule(
-    name: str,
-    *,
-    cron: str,
-    job_name: str,
-    payload: Mapping[str, Any] | None = None,
-    queue: str | None = None,
-    priority: int | None = None,
-    timezone: str | None = None,
-    start: datetime | None = None,
-    end: datetime | None = None,
-    catch_up: str = CatchUp.SKIP,
-    catch_up_limit: int = 10,
+    name: str, *, cron: str, job_name: str, **options: Unpack[ScheduleOptions]
 ) -> Declaration:
-    """Declare a schedule in code: run ``job_name`` on ``cron`` (see :mod:`django_pgjobs.cron`).
+    """Declare a schedule in code: run ``job_name`` on ``cron`` (see :mod:`django_pgjobs.crontab`).
 
     ``timezone`` defaults to ``settings.TIME_ZONE``. ``catch_up`` decides what happens to ticks
     missed while no scheduler ran: ``"skip"`` them, run the ``"latest"`` once, or run ``"all"``
-    (at most ``catch_up_limit``, the most recent).
+    (at most ``catch_up_limit``, the most recent). ``start``/``end`` bound the series.
     """
-    declaration = Declaration(
-        name=name,
-        cron=cron,
-        job_name=job_name,
-        payload=dict(payload or {}),
-        queue=queue,
-        priority=priority,
-        timezone=timezone,
-        start=start,
-        end=end,
-        catch_up=catch_up,
-        catch_up_limit=catch_up_limit,
-    )
+    fields: dict[str, Any] = {**options, "payload": dict(options.get("payload") or {})}
+    declaration = Declaration(name=name, cron=cron, job_name=job_name, **fields)
     _declared[name] = declaration
     return declaration
 
 
 def cron(
-    expression: str,
-    *,
-    name: str | None = None,
-    payload: Mapping[str, Any] | None = None,
-    queue: str | None = None,
-    priority: int | None = None,
-    timezone: str | None = None,
-    start: datetime | None = None,
-    end: datetime | None = None,
-    catch_up: str = CatchUp.SKIP,
-    catch_up_limit: int = 10,
+    expression: str, *, name: str | None = None, **options: Unpack[ScheduleOptions]
 ) -> Callable[[JobHandler], JobHandler]:
     """Run the ``@job`` below on a schedule: ``@cron("*/5 * * * *")`` stacked on ``@job(...)``.
 
     The schedule is named after the job unless ``name`` is given; stack several ``@cron`` with
-    different names for several schedules.
+    different names for several schedules. Options as for :func:`schedule`.
     """
 
     def decorate(handler: JobHandler) -> JobHandler:
         if not isinstance(handler, JobHandler):
             raise TypeError("@cron goes above @job: it schedules a registered job handler.")
-        schedule(
-            name or handler.name,
-            cron=expression,
-            job_name=handler.name,
-            payload=payload,
-            queue=queue,
-            priority=priority,
-            timezone=timezone,
-            start=start,
-            end=end,
-            catch_up=catch_up,
-            catch_up_limit=catch_up_limit,
-        )
+        schedule(name or handler.name, cron=expression, job_name=handler.name, **options)
         return handler
 
     return decorate
