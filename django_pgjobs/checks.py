@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
@@ -23,7 +24,9 @@ _POSITIVE_SECONDS = (
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float | timedelta) and not isinstance(value, bool)
+    if isinstance(value, bool) or not isinstance(value, int | float | timedelta):
+        return False
+    return math.isfinite(value.total_seconds() if isinstance(value, timedelta) else value)
 
 
 def _seconds(value: Any) -> float:

@@ -108,6 +108,8 @@ def enqueue(
     and nothing is written. With ``replace=True`` a still-pending holder is updated in place
     (new payload and options, attempts reset); a running holder gives the key up to a new job.
     """
+    if replace and key is None:
+        raise InvalidJobError("replace=True needs a key: it replaces the job holding that key.")
     row = _prepare_one(
         job_name,
         payload,
@@ -142,6 +144,8 @@ def enqueue_on_commit(
     site. Returns the id the job will have; with ``key``, if an active job already holds the
     key, no job gets that id.
     """
+    if replace and key is None:
+        raise InvalidJobError("replace=True needs a key: it replaces the job holding that key.")
     alias = using or conf.DATABASE
     row = _prepare_one(
         job_name,

@@ -6,8 +6,10 @@ the same ones the CLI and the admin call.
 
 from __future__ import annotations
 
+import math
 import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from django.db import IntegrityError, connections, transaction
@@ -159,8 +161,15 @@ def prune_finished(
     return PruneResult(total, more=True)
 
 
-def prune_jobs(*, retention: float | None = None, using: str | None = None) -> int:
-    """Prune now (the worker also does it every PRUNE_INTERVAL); returns rows deleted."""
+def prune_jobs(*, retention: float | timedelta | None = None, using: str | None = None) -> int:
+    """Delete finished jobs older than ``retention`` (default RETENTION) now; returns how many.
+
+    The worker also prunes every PRUNE_INTERVAL.
+    """
+    if isinstance(retention, timedelta):
+        retention = retention.total_seconds()
+    if retention is not None and (not math.isfinite(retention) or retention < 0):
+        raise ValueError(f"retention must be a finite number of seconds >= 0; got {retention!r}.")
     with connections[_alias(using)].cursor() as cur:
         result = prune_finished(cur, retention=conf.RETENTION if retention is None else retention)
     return result.deleted

@@ -93,6 +93,10 @@ class Job(models.Model):
             models.CheckConstraint(
                 condition=Q(max_attempts__gte=1), name="pgjobs_job_max_attempts"
             ),
+            # Python refuses these too; the constraint covers SQL inserts and pgjobs_enqueue().
+            models.CheckConstraint(
+                condition=~Q(job_name="") & ~Q(queue=""), name="pgjobs_job_names_not_empty"
+            ),
             models.CheckConstraint(
                 condition=Q(progress__isnull=True) | Q(progress__gte=0, progress__lte=100),
                 name="pgjobs_job_progress_range",

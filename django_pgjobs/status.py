@@ -13,6 +13,7 @@ from django.db.models.functions import Now
 
 from django_pgjobs.conf import conf
 from django_pgjobs.models import FailedJob, Worker
+from django_pgjobs.registry import registry
 
 
 @dataclass
@@ -31,6 +32,9 @@ class QueueStatus:
     live_workers: list[Worker] = field(default_factory=list)
     # Seconds since the oldest due job became due: how far behind the workers are.
     oldest_due_age: float | None = None
+    # Due jobs whose name has no handler in this codebase (a typo, or code not deployed yet):
+    # no worker running this code will ever claim them.
+    unhandled: dict[str, int] = field(default_factory=dict)
 
 
 def queue_status(*, using: str | None = None) -> QueueStatus:
@@ -55,6 +59,13 @@ def queue_status(*, using: str | None = None) -> QueueStatus:
         )
         row = cur.fetchone()
         status.oldest_due_age = None if row is None or row[0] is None else float(row[0])
+        cur.execute(
+            "SELECT job_name, count(*) FROM pgjobs_job_queue "
+            "WHERE status = 'pending' AND scheduled_for <= now() AND job_name <> ALL(%s) "
+            "GROUP BY job_name ORDER BY 2 DESC LIMIT 20",
+            [registry.names()],
+        )
+        status.unhandled = dict(cur.fetchall())
     status.dead_letters = FailedJob.objects.using(alias).count()
     silent = timedelta(seconds=max(conf.LEASE_SECONDS, 3 * conf.HEARTBEAT_SECONDS))
     status.live_workers = list(

@@ -26,6 +26,10 @@ def check_name(value: object, what: str = "job name") -> str:
         raise InvalidJobError(f"The {what} must be a str, not {type(value).__name__}.")
     if not value.strip():
         raise InvalidJobError(f"The {what} must not be empty.")
+    if "\x00" in value:
+        raise InvalidJobError(
+            f"The {what} contains a NUL character, which PostgreSQL cannot store."
+        )
     if len(value) > MAX_NAME_LENGTH:
         raise InvalidJobError(
             f"The {what} is {len(value)} characters long; the limit is {MAX_NAME_LENGTH}."
@@ -79,8 +83,8 @@ def check_scheduled_for(value: object) -> datetime | timedelta | None:
 def check_key(value: object) -> str | None:
     if value is None:
         return None
-    if not isinstance(value, str) or not value:
-        raise InvalidJobError(f"key must be a non-empty str or None; got {value!r}.")
+    if not isinstance(value, str) or not value or "\x00" in value:
+        raise InvalidJobError(f"key must be a non-empty str without NUL, or None; got {value!r}.")
     return value
 
 

@@ -74,3 +74,9 @@ def test_e005_heartbeat_must_fit_twice_in_the_lease() -> None:
 def test_e006_unknown_database_alias() -> None:
     with override_settings(PGJOBS={"DATABASE": "jobs"}):
         assert run_database_check() == ["pgjobs.E006"]
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_e004_non_finite_numbers(value: float) -> None:
+    with override_settings(PGJOBS={"LEASE_SECONDS": value}):
+        assert "pgjobs.E004" in run_settings_check()

@@ -118,3 +118,38 @@ def test_worker_command_burst() -> None:
 def test_worker_command_rejects_bad_options() -> None:
     with pytest.raises(CommandError, match="--concurrency"):
         call_command("pgjobs_worker", "--concurrency", "0")
+
+
+@pytest.mark.parametrize(
+    ("command", "args", "message"),
+    [
+        ("pgjobs_worker", ["--database", "nope"], "not in settings.DATABASES"),
+        ("pgjobs_worker", ["--queues", " , "], "names no queue"),
+        ("pgjobs_worker", ["--poll-interval", "0"], "--poll-interval"),
+        ("pgjobs", ["--database", "nope", "status"], "not in settings.DATABASES"),
+        ("pgjobs", ["prune", "--older-than", "-5"], "--older-than"),
+        ("pgjobs", ["enqueue", "test.record", "--delay", "-10"], "--delay"),
+    ],
+)
+def test_command_line_mistakes_are_command_errors(
+    command: str, args: list[str], message: str
+) -> None:
+    with pytest.raises(CommandError, match=message):
+        call_command(command, *args)
+
+
+def test_status_names_due_jobs_no_handler_will_run() -> None:
+    enqueue("send-welcom-email")  # a typo: nobody handles it
+    assert "no handler is registered for 'send-welcom-email': 1 job(s)" in pgjobs("status")
+
+
+def test_prune_accepts_a_timedelta_and_refuses_nonsense() -> None:
+    from django_pgjobs import prune_jobs
+
+    job_id = enqueue("test.record")
+    Job.objects.filter(id=job_id).update(
+        status="completed", completed_at=timezone.now() - timedelta(hours=2)
+    )
+    assert prune_jobs(retention=timedelta(hours=1)) == 1
+    with pytest.raises(ValueError, match="retention"):
+        prune_jobs(retention=float("nan"))

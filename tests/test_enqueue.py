@@ -272,3 +272,31 @@ def test_replacing_a_pending_job_wakes_workers(other_connection: psycopg.Connect
 def _close_other_connections() -> Any:
     yield
     connections["other"].close()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"key": "k\x00"}, "key must be"),
+        ({"queue": "q\x00"}, "NUL"),
+        ({"replace": True}, "replace=True needs a key"),
+    ],
+)
+def test_more_bad_input_is_refused_before_the_database(
+    kwargs: dict[str, Any], message: str
+) -> None:
+    with transaction.atomic():
+        with pytest.raises(InvalidJobError, match=message):
+            enqueue("test.record", **kwargs)
+        Order.objects.create(reference="still usable")
+    assert Job.objects.count() == 0
+
+
+def test_the_database_refuses_empty_job_names_from_sql() -> None:
+    from django.db import IntegrityError
+
+    with (
+        pytest.raises(IntegrityError, match="pgjobs_job_names_not_empty"),
+        connection.cursor() as cur,
+    ):
+        cur.execute("SELECT pgjobs_enqueue('')")

@@ -7,6 +7,7 @@ from argparse import ArgumentParser
 from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
@@ -59,6 +60,13 @@ class Command(BaseCommand):
         add.add_argument("--key", default=None)
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if options["database"] is not None and options["database"] not in settings.DATABASES:
+            raise CommandError(f"--database {options['database']!r} is not in settings.DATABASES.")
+        for option in ("older_than", "delay"):
+            if options.get(option) is not None and not options[option] >= 0:
+                raise CommandError(
+                    f"--{option.replace('_', '-')} must be a number of seconds >= 0."
+                )
         try:
             getattr(self, f"do_{options['action'].replace('-', '_')}")(options, options["database"])
         except PgJobsError as exc:
@@ -89,9 +97,16 @@ class Command(BaseCommand):
         self.stdout.write(
             "oldest due job: " + ("none" if lag is None else f"{timedelta(seconds=round(lag))} ago")
         )
+        for name, count in status.unhandled.items():
+            self.stdout.write(
+                self.style.WARNING(f"due but no handler is registered for {name!r}: {count} job(s)")
+            )
 
     def do_list(self, options: dict[str, Any], using: str | None) -> None:
         if options["status"] == "dead":
+            self.stdout.write(
+                f"{'id':<36}  {'state':<10} {'job':<30} {'queue':<12} tries  failed at  error"
+            )
             for dead in jobs.list_dead_letter_jobs(options["limit"], using=using):
                 error = (dead.error or "").split("\n", 1)[0]
                 self.stdout.write(
@@ -99,6 +114,9 @@ class Command(BaseCommand):
                     f"{dead.attempt}/{dead.max_attempts}  {dead.failed_at:{_WHEN}}  {error}"
                 )
             return
+        self.stdout.write(
+            f"{'id':<36}  {'state':<10} {'job':<30} {'queue':<12} tries  due at  error"
+        )
         for job in jobs.list_jobs(
             status=options["status"],
             queue=options["queue"],

@@ -8,6 +8,7 @@ import sys
 from argparse import ArgumentParser
 from typing import Any
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from django_pgjobs.conf import conf
@@ -26,7 +27,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: ArgumentParser) -> None:
         parser.add_argument(
-            "--queues", type=_queues, default=[], help="Comma-separated queues (default: all)."
+            "--queues", type=_queues, default=None, help="Comma-separated queues (default: all)."
         )
         parser.add_argument(
             "--concurrency",
@@ -61,6 +62,14 @@ class Command(BaseCommand):
             raise CommandError("--concurrency must be at least 1.")
         if options["max_jobs"] is not None and options["max_jobs"] < 1:
             raise CommandError("--max-jobs must be at least 1.")
+        if options["poll_interval"] is not None and not options["poll_interval"] > 0:
+            raise CommandError("--poll-interval must be a positive number of seconds.")
+        if options["queues"] is not None and not options["queues"]:
+            raise CommandError(
+                "--queues was given but names no queue; omit it to serve all queues."
+            )
+        if options["database"] is not None and options["database"] not in settings.DATABASES:
+            raise CommandError(f"--database {options['database']!r} is not in settings.DATABASES.")
         self._configure_logging(options["verbosity"])
         worker = Worker(
             queues=options["queues"],

@@ -1,0 +1,420 @@
+"""The Django admin as an operations console for jobs, dead letters, schedules and workers.
+
+Every action calls the same library function as the CLI (``retry_job``, ``cancel_job``,
+``retry_dead_letter_job``, ``run_schedule_now``) and needs the model's change permission: a
+view-only staff user sees everything and can change nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Iterable
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from django.apps import apps
+from django.contrib import admin, messages
+from django.contrib.admin.filters import AllValuesFieldListFilter, ChoicesFieldListFilter
+from django.db.models import Count, IntegerField, OuterRef, Q, QuerySet, Subquery, TextField
+from django.db.models.functions import Cast, Coalesce
+from django.http import HttpRequest
+from django.utils import timezone
+from django.utils.html import format_html
+
+from django_pgjobs import crontab, jobs
+from django_pgjobs.conf import conf
+from django_pgjobs.exceptions import PgJobsError
+from django_pgjobs.models import FailedJob, Job, JobStatus, Schedule, Worker
+from django_pgjobs.scheduler import run_schedule_now
+
+if TYPE_CHECKING:
+    from django.contrib.admin import ModelAdmin
+else:
+
+    class ModelAdmin(admin.ModelAdmin):
+        """django-stubs types ModelAdmin as generic; make ``ModelAdmin[Job]`` work at run time
+        without requiring django-stubs-ext's monkeypatching."""
+
+        def __class_getitem__(cls, item: object) -> type:
+            return cls
+
+
+_STATUS_COLOURS: dict[str, str] = {
+    JobStatus.PENDING: "#7a7a7a",
+    JobStatus.RUNNING: "#1f6feb",
+    JobStatus.COMPLETED: "#1a7f37",
+    JobStatus.CANCELLED: "#9a6700",
+}
+_DROPDOWN_TEMPLATE = "django_admin_listfilter_dropdown/dropdown_filter.html"
+
+
+def _filter_template() -> str:
+    """django-admin-list-filter-dropdown's select box when that app is installed; else the
+    admin's plain list, so the package is an enhancement, not a requirement."""
+    if apps.is_installed("django_admin_listfilter_dropdown"):
+        return _DROPDOWN_TEMPLATE
+    return "admin/filter.html"
+
+
+class ValuesDropdown(AllValuesFieldListFilter):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.template = _filter_template()
+
+
+class ChoicesDropdown(ChoicesFieldListFilter):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.template = _filter_template()
+
+
+def _excerpt(text: str | None, length: int = 80) -> str:
+    first = (text or "").split("\n", 1)[0]
+    return first if len(first) <= length else first[: length - 1] + "…"
+
+
+def _pre(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, indent=2, sort_keys=True)
+    return format_html('<pre style="white-space: pre-wrap; margin: 0">{}</pre>', text)
+
+
+def _apply(
+    modeladmin: ModelAdmin[Any],
+    request: HttpRequest,
+    ids: Iterable[uuid.UUID],
+    operation: Callable[[uuid.UUID], Any],
+    done: str,
+) -> None:
+    """Run one library operation per selected row; report successes and each refusal."""
+    succeeded = 0
+    for pk in ids:
+        try:
+            operation(pk)
+            succeeded += 1
+        except PgJobsError as exc:
+            modeladmin.message_user(request, str(exc), messages.WARNING)
+    if succeeded:
+        modeladmin.message_user(request, f"{succeeded} {done}.", messages.SUCCESS)
+
+
+class _ReadOnlyFieldsMixin:
+    """Rows are written by the queue; the admin acts on them only through actions."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        model = self.model  # type: ignore[attr-defined]
+        declared = list(super().get_readonly_fields(request, obj))  # type: ignore[misc]
+        return declared + [f.name for f in model._meta.fields if f.name not in declared]
+
+
+@admin.register(Job)
+class JobAdmin(_ReadOnlyFieldsMixin, ModelAdmin[Job]):
+    list_display = (
+        "short_id",
+        "job_name",
+        "queue",
+        "status_badge",
+        "attempts",
+        "progress_bar",
+        "scheduled_for",
+        "created_at",
+        "error_excerpt",
+    )
+    list_filter = (
+        ("status", ChoicesDropdown),
+        ("queue", ValuesDropdown),
+        ("job_name", ValuesDropdown),
+    )
+    search_fields = ("job_name",)
+    search_help_text = "Search by job id, job name or payload text."
+    date_hierarchy = "created_at"
+    ordering = ("-created_at",)
+    show_full_result_count = False  # no second COUNT(*) over a large table per page
+    list_per_page = 50
+    actions = ("retry_now", "run_now", "cancel")
+    readonly_fields = ("pretty_payload", "full_error", "timings")
+    fieldsets = (
+        (None, {"fields": ("id", "job_name", "queue", "priority", "status", "key")}),
+        ("Attempts", {"fields": ("attempt", "max_attempts", "full_error")}),
+        ("Progress", {"fields": ("progress", "progress_message")}),
+        ("Payload", {"fields": ("pretty_payload",)}),
+        (
+            "Timing",
+            {"fields": ("timings", "created_at", "scheduled_for", "locked_at", "completed_at")},
+        ),
+        ("Lease", {"fields": ("locked_by", "lease_expires_at"), "classes": ("collapse",)}),
+    )
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Job], search_term: str
+    ) -> tuple[QuerySet[Job], bool]:
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        try:
+            return queryset.filter(id=uuid.UUID(term)), False
+        except ValueError:
+            pass
+        matches = Q(job_name__icontains=term) | Q(payload_text__icontains=term)
+        return queryset.annotate(payload_text=Cast("payload", TextField())).filter(matches), False
+
+    @admin.display(description="id", ordering="id")
+    def short_id(self, obj: Job) -> str:
+        return str(obj.id)[:8]
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, obj: Job) -> str:
+        label = "awaiting retry" if obj.is_awaiting_retry else obj.status
+        colour = "#cf222e" if obj.is_awaiting_retry else _STATUS_COLOURS.get(obj.status, "#7a7a7a")
+        return format_html(
+            '<span style="color: #fff; background: {}; padding: 1px 6px; border-radius: 8px">'
+            "{}</span>",
+            colour,
+            label,
+        )
+
+    @admin.display(description="attempts")
+    def attempts(self, obj: Job) -> str:
+        return f"{obj.attempt}/{obj.max_attempts}"
+
+    @admin.display(description="progress", ordering="progress")
+    def progress_bar(self, obj: Job) -> str:
+        if obj.progress is None:
+            return "—"
+        return format_html(
+            '<div title="{}" style="width: 100px; background: #eee; border-radius: 3px">'
+            '<div style="width: {}%; background: #1f6feb; color: #fff; font-size: 10px; '
+            'border-radius: 3px; padding-left: 3px">{}%</div></div><small>{}</small>',
+            obj.progress_message or "",
+            obj.progress,
+            obj.progress,
+            _excerpt(obj.progress_message, 40),
+        )
+
+    @admin.display(description="error")
+    def error_excerpt(self, obj: Job) -> str:
+        return _excerpt(obj.error)
+
+    @admin.display(description="payload")
+    def pretty_payload(self, obj: Job) -> str:
+        return _pre(obj.payload)
+
+    @admin.display(description="error (with traceback)")
+    def full_error(self, obj: Job) -> str:
+        return _pre(obj.error) if obj.error else "—"
+
+    @admin.display(description="timings")
+    def timings(self, obj: Job) -> str:
+        parts = [
+            f"waited {obj.locked_at - obj.scheduled_for}"
+            if obj.locked_at and obj.locked_at > obj.scheduled_for
+            else ""
+        ]
+        if obj.completed_at and obj.locked_at:
+            parts.append(f"last attempt ran {obj.completed_at - obj.locked_at}")
+        elif obj.status == JobStatus.RUNNING and obj.locked_at:
+            parts.append(f"running for {timezone.now() - obj.locked_at}")
+        return "; ".join(p for p in parts if p) or "—"
+
+    @admin.action(description="Retry now (pending or cancelled jobs)", permissions=["change"])
+    def retry_now(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
+        ids = queryset.values_list("id", flat=True)
+        _apply(
+            self,
+            request,
+            ids,
+            lambda pk: jobs.retry_job(pk, using=conf.DATABASE),
+            "job(s) will run again now",
+        )
+
+    @admin.action(description="Run now (pending jobs scheduled later)", permissions=["change"])
+    def run_now(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
+        ids = queryset.filter(status=JobStatus.PENDING).values_list("id", flat=True)
+        _apply(
+            self, request, ids, lambda pk: jobs.retry_job(pk, using=conf.DATABASE), "job(s) due now"
+        )
+
+    @admin.action(description="Cancel", permissions=["change"])
+    def cancel(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
+        ids = queryset.values_list("id", flat=True)
+        _apply(
+            self,
+            request,
+            ids,
+            lambda pk: jobs.cancel_job(pk, using=conf.DATABASE),
+            "job(s) cancelled",
+        )
+
+
+@admin.register(FailedJob)
+class FailedJobAdmin(_ReadOnlyFieldsMixin, ModelAdmin[FailedJob]):
+    list_display = ("short_id", "job_name", "queue", "attempts", "failed_at", "error_excerpt")
+    list_filter = (("job_name", ValuesDropdown), ("queue", ValuesDropdown))
+    search_fields = ("job_name", "error")
+    date_hierarchy = "failed_at"
+    ordering = ("-failed_at",)
+    show_full_result_count = False
+    actions = ("requeue",)
+    readonly_fields = ("pretty_payload", "full_error")
+    fields = (
+        "id", "job_name", "queue", "priority", "attempt", "max_attempts", "pretty_payload",
+        "full_error", "original_created_at", "failed_at",
+    )  # fmt: skip
+    change_list_template = "admin/pgjobs/failedjob/change_list.html"
+
+    @admin.display(description="id", ordering="id")
+    def short_id(self, obj: FailedJob) -> str:
+        return str(obj.id)[:8]
+
+    @admin.display(description="attempts")
+    def attempts(self, obj: FailedJob) -> str:
+        return f"{obj.attempt}/{obj.max_attempts}"
+
+    @admin.display(description="error")
+    def error_excerpt(self, obj: FailedJob) -> str:
+        return _excerpt(obj.error)
+
+    @admin.display(description="payload")
+    def pretty_payload(self, obj: FailedJob) -> str:
+        return _pre(obj.payload)
+
+    @admin.display(description="error (with traceback)")
+    def full_error(self, obj: FailedJob) -> str:
+        return _pre(obj.error) if obj.error else "—"
+
+    @admin.action(description="Requeue (as a fresh job)", permissions=["change"])
+    def requeue(self, request: HttpRequest, queryset: QuerySet[FailedJob]) -> None:
+        ids = list(queryset.values_list("id", flat=True))
+        _apply(
+            self,
+            request,
+            ids,
+            lambda pk: jobs.retry_dead_letter_job(pk, using=conf.DATABASE),
+            "dead letter(s) requeued",
+        )
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> Any:
+        # One bad deploy is one line here, not a thousand: dead letters by job and error class.
+        groups = (
+            FailedJob.objects.using(conf.DATABASE)
+            .annotate(error_class=error_class_expression())
+            .values("job_name", "error_class")
+            .annotate(count=Count("id"))
+            .order_by("-count", "job_name")[:20]
+        )
+        context = {"dead_letter_groups": list(groups), **(extra_context or {})}
+        return super().changelist_view(request, extra_context=context)
+
+
+def error_class_expression() -> Any:
+    """The exception class of a stored error: the text before the first ':' of its first line."""
+    from django.db.models import Func, Value
+
+    first_line = Func(
+        "error", Value("\n"), Value(1), function="split_part", output_field=TextField()
+    )
+    return Coalesce(
+        Func(first_line, Value(":"), Value(1), function="split_part", output_field=TextField()),
+        Value("(no error)"),
+        output_field=TextField(),
+    )
+
+
+@admin.register(Schedule)
+class ScheduleAdmin(ModelAdmin[Schedule]):
+    list_display = (
+        "name", "cron", "timezone", "job_name", "enabled", "source", "last_run_at",
+        "next_fire_times",
+    )  # fmt: skip
+    list_filter = ("enabled", "source")
+    search_fields = ("name", "job_name")
+    actions = ("enable", "disable", "run_now")
+    readonly_fields = ("source", "orphaned", "last_run_at", "next_run_at", "next_fire_times")
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Schedule | None = None) -> list[str]:
+        fields = list(super().get_readonly_fields(request, obj))
+        if obj is not None and obj.source != "database":
+            # Declared in code or settings: the next deploy's sync would undo an edit here.
+            # Only pausing (enabled) is the operator's.
+            editable = {"enabled"}
+            fields += [
+                f.name for f in Schedule._meta.fields if f.name not in editable | set(fields)
+            ]
+        return fields
+
+    @admin.display(description="next fire times")
+    def next_fire_times(self, obj: Schedule) -> str:
+        try:
+            spec = crontab.parse(obj.cron, timezone=obj.timezone, start=obj.start_at)
+        except crontab.InvalidScheduleError as exc:
+            return f"invalid: {exc}"
+        now = timezone.now()
+        after = max(now, obj.start_at) if obj.start_at else now
+        tz = crontab.get_timezone(obj.timezone)
+        times = crontab.upcoming(spec, after, 3, end=obj.end_at)
+        return ", ".join(f"{t.astimezone(tz):%Y-%m-%d %H:%M:%S %Z}" for t in times) or "none"
+
+    @admin.action(description="Enable", permissions=["change"])
+    def enable(self, request: HttpRequest, queryset: QuerySet[Schedule]) -> None:
+        count = queryset.update(enabled=True)
+        self.message_user(request, f"{count} schedule(s) enabled.", messages.SUCCESS)
+
+    @admin.action(description="Disable", permissions=["change"])
+    def disable(self, request: HttpRequest, queryset: QuerySet[Schedule]) -> None:
+        count = queryset.update(enabled=False)
+        self.message_user(request, f"{count} schedule(s) disabled.", messages.SUCCESS)
+
+    @admin.action(description="Run now (a manual run, not a tick)", permissions=["change"])
+    def run_now(self, request: HttpRequest, queryset: QuerySet[Schedule]) -> None:
+        names = queryset.values_list("name", flat=True)
+        _apply(self, request, names, lambda name: run_schedule_now(name), "schedule(s) run")  # type: ignore[arg-type]
+
+
+@admin.register(Worker)
+class WorkerAdmin(_ReadOnlyFieldsMixin, ModelAdmin[Worker]):
+    list_display = (
+        "id", "state", "hostname", "pid", "queue_list", "concurrency", "running_jobs",
+        "started_at", "last_heartbeat_at",
+    )  # fmt: skip
+    ordering = ("started_at",)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Worker]:
+        # Running jobs per worker in the same query: no N+1 on the changelist.
+        running = (
+            Job.objects.filter(status=JobStatus.RUNNING, locked_by=OuterRef("id"))
+            .order_by()
+            .values("locked_by")
+            .annotate(n=Count("id"))
+            .values("n")
+        )
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(running_count=Coalesce(Subquery(running, output_field=IntegerField()), 0))
+        )
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.display(description="state")
+    def state(self, obj: Worker) -> str:
+        silent = timedelta(seconds=max(conf.LEASE_SECONDS, 3 * conf.HEARTBEAT_SECONDS))
+        live = obj.last_heartbeat_at >= timezone.now() - silent
+        return format_html(
+            '<span style="color: {}">{}</span>',
+            "#1a7f37" if live else "#cf222e",
+            "live" if live else "stale",
+        )
+
+    @admin.display(description="queues")
+    def queue_list(self, obj: Worker) -> str:
+        return ", ".join(obj.queues) or "all"
+
+    @admin.display(description="running jobs", ordering="running_count")
+    def running_jobs(self, obj: Worker) -> int:
+        return int(getattr(obj, "running_count", 0))
