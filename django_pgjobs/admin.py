@@ -18,14 +18,16 @@ from django.contrib import admin, messages
 from django.contrib.admin.filters import AllValuesFieldListFilter, ChoicesFieldListFilter
 from django.db.models import Count, IntegerField, OuterRef, Q, QuerySet, Subquery, TextField
 from django.db.models.functions import Cast, Coalesce
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
 from django.utils import timezone
 from django.utils.html import format_html
 
 from django_pgjobs import crontab, jobs
 from django_pgjobs.conf import conf
+from django_pgjobs.dashboard import bar_chart, capped, line_chart, load_dashboard
 from django_pgjobs.exceptions import PgJobsError
-from django_pgjobs.models import FailedJob, Job, JobStatus, Schedule, Worker
+from django_pgjobs.models import Dashboard, FailedJob, Job, JobStatus, Schedule, Worker
 from django_pgjobs.scheduler import run_schedule_now
 
 if TYPE_CHECKING:
@@ -418,3 +420,66 @@ class WorkerAdmin(_ReadOnlyFieldsMixin, ModelAdmin[Worker]):
     @admin.display(description="running jobs", ordering="running_count")
     def running_jobs(self, obj: Worker) -> int:
         return int(getattr(obj, "running_count", 0))
+
+
+@admin.register(Dashboard)
+class DashboardAdmin(ModelAdmin[Dashboard]):
+    """The dashboard page; anyone who may view jobs may view it."""
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return bool(request.user.has_perm("pgjobs.view_job"))
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return self.has_view_permission(request)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        if not self.has_view_permission(request):
+            from django.core.exceptions import PermissionDenied
+
+            raise PermissionDenied
+        board = load_dashboard()
+        lag = board.oldest_due_age
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Jobs dashboard",
+            "board": board,
+            "due": capped(board.total_due),
+            "dead_letters": capped(board.dead_letters),
+            "lag": "—" if lag is None else str(timedelta(seconds=round(lag))),
+            "queues": [
+                {
+                    "queue": q.queue,
+                    "due": capped(q.due),
+                    "scheduled": capped(q.scheduled),
+                    "running": q.running,
+                }
+                for q in board.queues
+            ],
+            "completed_chart": bar_chart(
+                "Completed per minute", board.completed, board.minutes, "#1a7f37"
+            ),
+            "dead_chart": bar_chart(
+                "Dead-lettered per minute", board.dead, board.minutes, "#cf222e"
+            ),
+            "depth_chart": line_chart(
+                "Queue depth (due + running)", board.depth, board.minutes, "#1f6feb"
+            ),
+            **(extra_context or {}),
+        }
+        template = (
+            "admin/pgjobs/dashboard_body.html"
+            if request.GET.get("partial")
+            else "admin/pgjobs/dashboard.html"
+        )
+        return TemplateResponse(request, template, context)

@@ -32,6 +32,17 @@ _EVERY = re.compile(
     r"^every\s+(\d+)\s*(s|secs?|seconds?|m|mins?|minutes?|h|hours?|d|days?)$", re.IGNORECASE
 )
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+# Spelled out, so "@daily" is a fixed-hour schedule like "0 0 * * *" (it runs once when
+# midnight repeats), not a wildcard one.
+_ALIASES = {
+    "@hourly": "0 * * * *",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@weekly": "0 0 * * 0",
+    "@monthly": "0 0 1 * *",
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+}
 
 
 class InvalidScheduleError(InvalidJobError):
@@ -119,12 +130,14 @@ class IntervalSpec:
     anchor: datetime
 
     def next_after(self, after: datetime) -> datetime:
+        # Real elapsed time: do the arithmetic on UTC instants, whatever zone they came in.
+        after = after.astimezone(UTC)
         elapsed = (after - self.anchor).total_seconds()
         periods = int(elapsed // self.seconds) + 1 if elapsed >= 0 else 0
         return self.anchor + timedelta(seconds=periods * self.seconds)
 
     def latest_at_or_before(self, at: datetime) -> datetime:
-        periods = (at - self.anchor).total_seconds() // self.seconds
+        periods = (at.astimezone(UTC) - self.anchor).total_seconds() // self.seconds
         return self.anchor + timedelta(seconds=periods * self.seconds)
 
 
@@ -139,8 +152,16 @@ def parse(expression: str, *, timezone: str = "UTC", start: datetime | None = No
         count, unit = int(every.group(1)), every.group(2)[0].lower()
         if count < 1:
             raise InvalidScheduleError(f"{expression!r}: the interval must be at least 1.")
-        return IntervalSpec(seconds=count * _UNIT_SECONDS[unit], anchor=start or _EPOCH)
+        interval = IntervalSpec(
+            seconds=count * _UNIT_SECONDS[unit], anchor=(start or _EPOCH).astimezone(UTC)
+        )
+        try:
+            interval.next_after(interval.anchor)
+        except OverflowError:
+            raise InvalidScheduleError(f"{expression!r}: the interval is too long.") from None
+        return interval
     tz = get_timezone(timezone)
+    text = _ALIASES.get(text.lower(), text)
     fields = text.split(" ")
     if not (text.startswith("@") or len(fields) in (5, 6)):
         raise InvalidScheduleError(
@@ -148,12 +169,12 @@ def parse(expression: str, *, timezone: str = "UTC", start: datetime | None = No
             "weekday), 6 with seconds first, an alias like @daily, or 'every N minutes'."
         )
     with_seconds = len(fields) == 6
-    hour_field = "*" if text.startswith("@") else fields[2 if with_seconds else 1]
+    hour_field = "" if text.startswith("@") else fields[2 if with_seconds else 1]
     spec = CronSpec(
         expression=text,
         tz=tz,
         with_seconds=with_seconds,
-        hourly_or_faster=text in ("@hourly",) or "*" in hour_field,
+        hourly_or_faster="*" in hour_field or "/" in hour_field,
     )
     try:
         # Catches bad fields and expressions that can never fire (30 February).

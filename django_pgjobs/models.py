@@ -136,6 +136,8 @@ class Job(models.Model):
                 condition=Q(status="running"),
                 name="pgjobs_job_lease",
             ),
+            # Serves the admin's newest-first list and the dashboard's arrivals per minute.
+            models.Index(fields=("created_at",), name="pgjobs_job_created"),
             # Serves pruning and the completed-per-minute throughput query.
             models.Index(
                 fields=("completed_at",),
@@ -150,6 +152,15 @@ class Job(models.Model):
     @property
     def is_awaiting_retry(self) -> bool:
         return self.status == JobStatus.PENDING and self.error is not None
+
+
+class Dashboard(Job):
+    """No table of its own: puts the dashboard in the admin index, next to the models."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "dashboard"
+        verbose_name_plural = "dashboard"
 
 
 class FailedJob(models.Model):
@@ -270,6 +281,11 @@ class Schedule(models.Model):
             models.CheckConstraint(
                 condition=Q(catch_up_limit__gte=1), name="pgjobs_schedule_catch_up_limit"
             ),
+            models.CheckConstraint(
+                condition=Q(priority__isnull=True)
+                | Q(priority__gte=MIN_PRIORITY, priority__lte=MAX_PRIORITY),
+                name="pgjobs_schedule_priority_range",
+            ),
         )
         indexes = (
             models.Index(
@@ -280,12 +296,26 @@ class Schedule(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    # Written only by schedulers. A form or ``save()`` after a read must never bring back an
+    # old next tick (which would fire it again), so saves of existing rows leave them alone.
+    SCHEDULER_FIELDS = frozenset({"next_run_at", "last_run_at"})
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if not self._state.adding and kwargs.get("update_fields") is None:
+            kwargs["update_fields"] = [
+                f.name
+                for f in self._meta.concrete_fields
+                if not f.primary_key and f.name not in self.SCHEDULER_FIELDS
+            ]
+        super().save(*args, **kwargs)
+
     def clean(self) -> None:
         from django.core.exceptions import ValidationError
 
-        from django_pgjobs.schedules import declaration_problems
+        from django_pgjobs.schedules import declaration_problems, option_problems
 
-        problems = declaration_problems(
+        problems = option_problems(name=self.name, queue=self.queue, priority=self.priority)
+        problems |= declaration_problems(
             cron=self.cron,
             timezone=self.timezone,
             start=self.start_at,

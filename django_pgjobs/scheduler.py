@@ -13,8 +13,9 @@ import contextlib
 import json
 import logging
 import threading
+import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -32,8 +33,11 @@ from django_pgjobs.wakeup import Wakeup
 
 logger = logging.getLogger("django_pgjobs.scheduler")
 
-# Under the "skip" policy, a tick reached this late still fires; older ones count as missed.
+# Under the "skip" policy, a tick reached less than this late still fires; older ones are missed.
 MISFIRE_GRACE = timedelta(seconds=60)
+# A schedule row that cannot run (bad data, a job with no handler, a failing insert) is left
+# alone this long before it is tried again, so it neither spins the loop nor floods the log.
+QUARANTINE_SECONDS = 60.0
 _ONE_TICK_BACK = timedelta(microseconds=1)
 _ERROR_BACKOFF = (0.5, 1.0, 2.0, 5.0)
 
@@ -56,6 +60,7 @@ def missed_ticks(
     policy: str,
     limit: int,
     start: datetime | None = None,
+    end: datetime | None = None,
 ) -> tuple[list[datetime], int]:
     """The ticks in [since, now] to fire under ``policy``, oldest first, and how many are skipped.
 
@@ -63,10 +68,10 @@ def missed_ticks(
     """
     keep: list[datetime] = []
     skipped = 0
-    moment = spec.latest_at_or_before(now)
+    moment = spec.latest_at_or_before(min(now, end) if end else now)
     floor = max(since, start) if start else since
     while moment >= floor:
-        if policy == CatchUp.SKIP and moment < now - MISFIRE_GRACE:
+        if policy == CatchUp.SKIP and moment <= now - MISFIRE_GRACE:
             skipped += 1
             break  # older ticks are all missed; counting them is not worth the walk
         if (policy == CatchUp.LATEST and keep) or (policy == CatchUp.ALL and len(keep) >= limit):
@@ -92,6 +97,7 @@ class Scheduler:
         self._wakeup = Wakeup()
         self._conn: psycopg.Connection[Any] | None = None
         self._synced = False
+        self._quarantined: dict[int, float] = {}  # schedule id -> monotonic time to retry
 
     # -- public ------------------------------------------------------------------------------
 
@@ -103,11 +109,33 @@ class Scheduler:
             upserted, orphaned = sync_schedules(conn.cursor())
             logger.info("Synced schedules: %s updated, %s no longer declared", upserted, orphaned)
             self._synced = True
-        db_now, rows = queries.due_schedules(conn.cursor())
+        db_now, rows = queries.due_schedules(conn.cursor(), skip=self._skipped())
         report = TickReport()
         for row in rows:
-            self._tick(conn, row, now or db_now, report)
+            try:
+                self._tick(conn, row, now or db_now, report)
+            except psycopg.Error as exc:
+                if conn.broken or conn.closed:
+                    raise
+                self._quarantine(row, exc)
+            except Exception as exc:
+                # One schedule's bad data must never stop the others.
+                self._quarantine(row, exc)
         return report
+
+    def _skipped(self) -> list[int]:
+        now = time.monotonic()
+        self._quarantined = {k: v for k, v in self._quarantined.items() if v > now}
+        return list(self._quarantined)
+
+    def _quarantine(self, row: dict[str, Any], reason: object) -> None:
+        self._quarantined[row["id"]] = time.monotonic() + QUARANTINE_SECONDS
+        logger.error(
+            "Schedule %r cannot run (%s); trying again in %ss",
+            row["name"],
+            reason,
+            QUARANTINE_SECONDS,
+        )
 
     def run(self) -> None:
         """Fire ticks until :meth:`request_stop`; sleeps until the next one is due."""
@@ -118,7 +146,9 @@ class Scheduler:
                     self.run_once()
                     errors = 0
                     assert self._conn is not None
-                    until = queries.seconds_until_next_schedule(self._conn.cursor())
+                    until = queries.seconds_until_next_schedule(
+                        self._conn.cursor(), skip=self._skipped()
+                    )
                     timeout = (
                         self.poll_interval if until is None else min(until, self.poll_interval)
                     )
@@ -131,6 +161,7 @@ class Scheduler:
                     self._stop.wait(_ERROR_BACKOFF[min(errors, len(_ERROR_BACKOFF)) - 1])
         finally:
             self.close()
+            self._wakeup.close()
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -164,18 +195,16 @@ class Scheduler:
         try:
             spec = parse(row["cron"], timezone=row["timezone"], start=row["start_at"])
         except InvalidScheduleError as exc:
-            logger.error("Schedule %r cannot run: %s", name, exc)
+            self._quarantine(row, exc)
             return
         handler = registry.get(row["job_name"])
         if handler is None:
-            logger.error(
-                "Schedule %r names job %r, which has no handler here", name, row["job_name"]
-            )
+            self._quarantine(row, f"job {row['job_name']!r} has no handler here")
             return
         if row["next_run_at"] is None:
             first = first_fire(spec, now=now, start=row["start_at"], end=row["end_at"])
             if first is not None and queries.set_next_run(
-                conn.cursor(), schedule_id=row["id"], next_run_at=first
+                conn.cursor(), row=row, next_run_at=first
             ):
                 report.initialised += 1
             return
@@ -186,8 +215,13 @@ class Scheduler:
             policy=row["catch_up"],
             limit=row["catch_up_limit"],
             start=row["start_at"],
+            end=row["end_at"],
         )
         payload = json.loads(row["payload"])
+        if not isinstance(payload, dict):
+            self._quarantine(row, "its payload is not a JSON object")
+            return
+        stamps = [t.astimezone(UTC).isoformat() for t in ticks]
         advanced, ids = queries.fire_tick(
             conn.cursor(),
             schedule_id=row["id"],
@@ -201,8 +235,8 @@ class Scheduler:
                 "max_attempts": handler.max_attempts or conf.MAX_ATTEMPTS,
             },
             fire_times=ticks,
-            payloads=[json.dumps({**payload, FIRE_TIME_KEY: t.isoformat()}) for t in ticks],
-            keys=[f"cron:{name}:{t.isoformat()}" for t in ticks],
+            payloads=[json.dumps({**payload, FIRE_TIME_KEY: stamp}) for stamp in stamps],
+            keys=[f"cron:{name}:{stamp}" for stamp in stamps],
         )
         if not advanced:
             report.lost_races += 1

@@ -9,19 +9,24 @@ scheduler.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypedDict, Unpack
 
+import psycopg
 from django.conf import settings
 from django.utils import timezone as django_timezone
 
-from django_pgjobs import queries
+from django_pgjobs import queries, validation
 from django_pgjobs.conf import conf
 from django_pgjobs.crontab import InvalidScheduleError, parse
+from django_pgjobs.exceptions import InvalidJobError
 from django_pgjobs.models import CatchUp, ScheduleSource
 from django_pgjobs.registry import JobHandler, registry
+
+logger = logging.getLogger("django_pgjobs.scheduler")
 
 # The key under which a tick's job receives its scheduled fire time (ISO 8601, UTC).
 FIRE_TIME_KEY = "fire_time"
@@ -47,7 +52,8 @@ class Declaration:
     source: str = ScheduleSource.CODE
 
     def problems(self) -> dict[str, str]:
-        found = declaration_problems(
+        found = option_problems(name=self.name, queue=self.queue, priority=self.priority)
+        found |= declaration_problems(
             cron=self.cron,
             timezone=self.timezone or default_timezone(),
             start=self.start,
@@ -66,6 +72,23 @@ class Declaration:
         return found
 
 
+def option_problems(*, name: object, queue: object, priority: object) -> dict[str, str]:
+    """The checks enqueue applies to the same values: a tick must never fail its insert."""
+    problems: dict[str, str] = {}
+    for label, value, check in (
+        ("name", name, lambda v: validation.check_name(v, "schedule name")),
+        ("queue", queue, lambda v: validation.check_name(v, "queue name")),
+        ("priority", priority, validation.check_priority),
+    ):
+        if value is None and label != "name":
+            continue
+        try:
+            check(value)
+        except InvalidJobError as exc:
+            problems[label] = str(exc)
+    return problems
+
+
 def declaration_problems(
     *,
     cron: str,
@@ -77,6 +100,11 @@ def declaration_problems(
 ) -> dict[str, str]:
     """What is wrong with a schedule, by field; empty when it can run."""
     problems: dict[str, str] = {}
+    for moment, label in ((start, "start_at"), (end, "end_at")):
+        if moment is not None and not isinstance(moment, datetime):
+            problems[label] = f"Use an aware datetime, not {type(moment).__name__}."
+    if problems:
+        return problems
     try:
         parse(cron, timezone=timezone, start=start)
     except InvalidScheduleError as exc:
@@ -235,6 +263,12 @@ def sync_schedules(cur: queries.Cursor) -> tuple[int, int]:
         }
         for d in valid
     ]
-    upserted = queries.upsert_declared_schedules(cur, rows)
+    upserted = 0
+    for row in rows:
+        try:
+            upserted += queries.upsert_declared_schedule(cur, row)
+        except psycopg.DataError as exc:
+            # One unstorable declaration must not stop the others from syncing.
+            logger.error("Could not sync schedule %r: %s", row["name"], exc)
     orphaned = queries.orphan_undeclared_schedules(cur, names=[d.name for d in valid])
     return upserted, orphaned

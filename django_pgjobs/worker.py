@@ -160,7 +160,7 @@ class Worker:
         finally:
             if scheduling is not None and self.scheduler is not None:
                 self.scheduler.request_stop()
-                scheduling.join()
+                scheduling.join(timeout=10)  # a daemon thread: never hold the exit for it
             self._close()
         return self.stats
 

@@ -148,3 +148,36 @@ def test_bad_expressions_are_refused_with_a_reason(expression: str, message: str
 def test_unknown_timezone_is_refused() -> None:
     with pytest.raises(InvalidScheduleError, match="Unknown timezone 'Mars/Olympus'"):
         parse("0 * * * *", timezone="Mars/Olympus")
+
+
+def test_aliases_are_fixed_hour_schedules_when_midnight_repeats() -> None:
+    # Cuba falls back from 01:00 to 00:00: midnight happens twice; @daily runs once.
+    havana = ZoneInfo("America/Havana")
+    daily = walls("@daily", local("2026-10-31T12:00", havana), 2, havana)
+    assert daily == walls("0 0 * * *", local("2026-10-31T12:00", havana), 2, havana)
+    assert len({d[:10] for d in daily}) == 2
+
+
+def test_a_stepped_hour_field_runs_through_the_repeated_hour() -> None:
+    assert walls("0 0-23/1 * * *", local("2026-11-01T00:30"), 2) == [
+        "2026-11-01T01:00:00-04:00",
+        "2026-11-01T01:00:00-05:00",
+    ]
+
+
+def test_intervals_count_real_time_whatever_zone_the_times_come_in() -> None:
+    paris = ZoneInfo("Europe/Paris")  # falls back on 2026-10-25
+    start = local("2026-10-24T12:00", paris)
+    spec = parse("every 1 hours", start=start)
+    after = local("2026-10-25T01:30", paris)
+    times = [after]
+    for _ in range(4):
+        times.append(spec.next_after(times[-1].astimezone(paris)))
+    # (Compared in UTC: Python subtracts two datetimes of one tzinfo by their wall clocks.)
+    utc = [t.astimezone(UTC) for t in times[1:]]
+    assert [b - a for a, b in pairwise(utc)] == [timedelta(hours=1)] * 3
+
+
+def test_an_interval_too_long_for_dates_is_refused() -> None:
+    with pytest.raises(InvalidScheduleError, match="too long"):
+        parse("every 100000000 days")

@@ -230,14 +230,25 @@ def test_code_and_settings_schedules_are_synced_and_removed_ones_disabled(
             Schedule.objects.filter(name="sync-code").update(enabled=False)
             start_another_scheduler()
             assert not Schedule.objects.get(name="sync-code").enabled
-        # Removed from settings: disabled and marked, history kept.
+        # Removed from settings: no longer fires, row and history kept, enabled flag untouched.
         start_another_scheduler()
         gone = Schedule.objects.get(name="sync-settings")
-        assert (gone.enabled, gone.orphaned) == (False, True)
+        assert (gone.enabled, gone.orphaned) == (True, True)
+        make_due("sync-settings", ago=timedelta(seconds=1))
+        assert scheduler.run_once().enqueued == 0
         with override_settings(PGJOBS={"SCHEDULES": settings_schedules}):
             start_another_scheduler()
             back = Schedule.objects.get(name="sync-settings")
             assert (back.enabled, back.orphaned) == (True, False)
+            # An old deploy's scheduler orphans the code schedule; the operator's pause of it
+            # survives that and its return.
+            forget("sync-code")
+            start_another_scheduler()
+            assert Schedule.objects.get(name="sync-code").orphaned
+            schedule("sync-code", cron="*/5 * * * *", job_name="test.scheduled")
+            start_another_scheduler()
+            code = Schedule.objects.get(name="sync-code")
+            assert (code.orphaned, code.enabled) == (False, False)
     finally:
         registry.remove("test.scheduled")
 
@@ -340,3 +351,88 @@ def test_worker_runs_the_scheduler_thread(make_worker: Any) -> None:
         runner.join(10)
     assert not runner.is_alive()
     assert timezone.now()  # (keeps the import used)
+
+
+def test_a_tick_at_the_window_end_fires_and_then_the_scheduler_rests(scheduler: Scheduler) -> None:
+    end = db_now().replace(microsecond=0) - timedelta(seconds=5)
+    add("closing", "* * * * * *", end_at=end, catch_up="all", catch_up_limit=3)
+    scheduler.run_once()  # initialises nothing: the window has closed
+    make_due("closing", at=end - timedelta(seconds=2))
+    report = scheduler.run_once()
+    assert report.enqueued == 3  # end - 2 s, end - 1 s and the tick exactly at the end
+    assert max(Job.objects.values_list("scheduled_for", flat=True)) == end
+    with connection.cursor() as cur:
+        assert queries.seconds_until_next_schedule(cur) is None  # nothing left: no busy loop
+
+
+def test_a_broken_row_never_stops_the_scheduler_or_starves_others() -> None:
+    Schedule.objects.create(name="aaa-broken", cron="* * * * * *", job_name="test.record")
+    Schedule.objects.create(name="bbb-no-handler", cron="* * * * * *", job_name="renamed.job")
+    add("zzz-healthy", "* * * * * *")
+    running = Scheduler(poll_interval=0.05)
+    thread = threading.Thread(target=running.run)
+    thread.start()
+    try:
+        wait_for(
+            lambda: Schedule.objects.filter(next_run_at__isnull=False).count() >= 2, what="init"
+        )
+        # Break the first row's payload behind the model's back, as SQL could.
+        with connection.cursor() as cur:
+            cur.execute("UPDATE pgjobs_schedules SET payload = '[1, 2]' WHERE name = 'aaa-broken'")
+        wait_for(
+            lambda: Job.objects.filter(key__startswith="cron:zzz-healthy:").count() >= 3,
+            what="the healthy schedule keeps firing",
+        )
+        assert thread.is_alive()
+        assert set(running._quarantined) >= set(
+            Schedule.objects.filter(name="bbb-no-handler").values_list("id", flat=True)
+        )
+    finally:
+        running.request_stop()
+        thread.join(10)
+    assert not thread.is_alive()
+
+
+def test_first_tick_is_not_computed_from_a_timing_edited_meanwhile() -> None:
+    row = add("edited-during-read", "0 0 1 1 *")
+    with connection.cursor() as cur:
+        _, rows = queries.due_schedules(cur)
+        stale = next(r for r in rows if r["id"] == row.id)
+        Schedule.objects.filter(id=row.id).update(cron="*/5 * * * *")
+        assert not queries.set_next_run(cur, row=stale, next_run_at=db_now() + timedelta(days=300))
+    assert Schedule.objects.get().next_run_at is None
+
+
+def test_saving_a_loaded_schedule_never_brings_back_an_old_next_tick(scheduler: Scheduler) -> None:
+    add("report", "* * * * *")
+    scheduler.run_once()
+    loaded = Schedule.objects.get()  # e.g. an admin form opened now
+    tick = make_due("report", at=db_now().replace(second=0, microsecond=0))
+    scheduler.run_once(now=tick + timedelta(seconds=1))  # the tick fires; next_run_at moves on
+    advanced = Schedule.objects.get().next_run_at
+    loaded.payload = {"changed": True}
+    loaded.save()
+    row = Schedule.objects.get()
+    assert row.next_run_at == advanced and row.payload == {"changed": True}
+    assert Job.objects.filter(scheduled_for=tick).count() == 1
+
+
+def test_schedule_options_are_validated_like_enqueue(declared: list[str]) -> None:
+    from django.core.exceptions import ValidationError
+
+    schedule("loud", cron="0 * * * *", job_name="test.record", priority=500)
+    declared.append("loud")
+    errors = check_schedules(app_configs=None, databases=None)
+    assert [e.id for e in errors] == ["pgjobs.E010"] and "between -100 and 100" in errors[0].msg
+    with pytest.raises(ValidationError) as raised:
+        Schedule(
+            name="x", cron="0 * * * *", job_name="test.record", queue="", priority=500
+        ).full_clean()
+    assert {"priority", "queue"} <= set(raised.value.message_dict)
+
+
+def test_settings_schedule_with_a_string_start_is_reported_not_a_crash() -> None:
+    bad = {"s": {"cron": "0 * * * *", "job": "test.record", "start": "2026-01-01"}}
+    with override_settings(PGJOBS={"SCHEDULES": bad}):
+        errors = check_schedules(app_configs=None, databases=None)
+    assert [e.id for e in errors] == ["pgjobs.E010"] and "aware datetime" in errors[0].msg

@@ -43,7 +43,7 @@ from django_pgjobs.queries.schedules import (
     orphan_undeclared_schedules,
     seconds_until_next_schedule,
     set_next_run,
-    upsert_declared_schedules,
+    upsert_declared_schedule,
 )
 from django_pgjobs.queries.upkeep import (
     delete_stale_workers,
@@ -83,6 +83,6 @@ __all__ = [
     "seconds_until_next_due",
     "seconds_until_next_schedule",
     "set_next_run",
-    "upsert_declared_schedules",
+    "upsert_declared_schedule",
     "upsert_pending_job",
 ]

@@ -18,56 +18,58 @@ from django_pgjobs.queries.base import KEY_CONFLICT, Cursor, as_uuid
 
 SCHEDULES_CHANNEL = "pgjobs_schedules"
 
+# A schedule a scheduler acts on: enabled, still declared, and its next tick inside its window.
+_LIVE = (
+    "enabled AND NOT orphaned AND (end_at IS NULL OR next_run_at IS NULL OR next_run_at <= end_at)"
+)
+
 _COLUMNS = (
     "name, cron, job_name, payload, queue, priority, timezone, start_at, end_at, catch_up, "
     "catch_up_limit, source"
 )
 
 
-def upsert_declared_schedules(cur: Cursor, rows: Sequence[dict[str, Any]]) -> int:
-    """Insert or update declared schedules by name; untouched when nothing changed.
+def upsert_declared_schedule(cur: Cursor, row: dict[str, Any]) -> int:
+    """Insert or update one declared schedule by name; untouched when nothing changed.
 
-    ``enabled`` is left to the operator, except that a schedule coming back after its
-    declaration was removed is enabled again. Locks the schedule rows it changes.
+    ``enabled`` belongs to the operator and is never written here; a declaration coming back
+    clears ``orphaned``. Locks the schedule rows it changes.
     """
-    count = 0
-    for row in rows:
-        cur.execute(
-            f"""
-            INSERT INTO pgjobs_schedules ({_COLUMNS})
-            VALUES (%(name)s, %(cron)s, %(job_name)s, %(payload)s::jsonb, %(queue)s,
-                    %(priority)s, %(timezone)s, %(start_at)s, %(end_at)s, %(catch_up)s,
-                    %(catch_up_limit)s, %(source)s)
-            ON CONFLICT (name) DO UPDATE SET
-                cron = EXCLUDED.cron, job_name = EXCLUDED.job_name, payload = EXCLUDED.payload,
-                queue = EXCLUDED.queue, priority = EXCLUDED.priority,
-                timezone = EXCLUDED.timezone, start_at = EXCLUDED.start_at,
-                end_at = EXCLUDED.end_at, catch_up = EXCLUDED.catch_up,
-                catch_up_limit = EXCLUDED.catch_up_limit, source = EXCLUDED.source,
-                enabled = pgjobs_schedules.enabled OR pgjobs_schedules.orphaned,
-                orphaned = false
-            WHERE (pgjobs_schedules.name, pgjobs_schedules.cron, pgjobs_schedules.job_name,
-                   pgjobs_schedules.payload, pgjobs_schedules.queue, pgjobs_schedules.priority,
-                   pgjobs_schedules.timezone, pgjobs_schedules.start_at, pgjobs_schedules.end_at,
-                   pgjobs_schedules.catch_up, pgjobs_schedules.catch_up_limit,
-                   pgjobs_schedules.source, pgjobs_schedules.orphaned) IS DISTINCT FROM
-                  (EXCLUDED.name, EXCLUDED.cron, EXCLUDED.job_name, EXCLUDED.payload,
-                   EXCLUDED.queue, EXCLUDED.priority, EXCLUDED.timezone, EXCLUDED.start_at,
-                   EXCLUDED.end_at, EXCLUDED.catch_up, EXCLUDED.catch_up_limit,
-                   EXCLUDED.source, false)
-            RETURNING id
-            """,
-            row,
-        )
-        count += len(cur.fetchall())
-    return count
+    cur.execute(
+        f"""
+        INSERT INTO pgjobs_schedules ({_COLUMNS})
+        VALUES (%(name)s, %(cron)s, %(job_name)s, %(payload)s::jsonb, %(queue)s,
+                %(priority)s, %(timezone)s, %(start_at)s, %(end_at)s, %(catch_up)s,
+                %(catch_up_limit)s, %(source)s)
+        ON CONFLICT (name) DO UPDATE SET
+            cron = EXCLUDED.cron, job_name = EXCLUDED.job_name, payload = EXCLUDED.payload,
+            queue = EXCLUDED.queue, priority = EXCLUDED.priority,
+            timezone = EXCLUDED.timezone, start_at = EXCLUDED.start_at,
+            end_at = EXCLUDED.end_at, catch_up = EXCLUDED.catch_up,
+            catch_up_limit = EXCLUDED.catch_up_limit, source = EXCLUDED.source,
+            orphaned = false
+        WHERE (pgjobs_schedules.name, pgjobs_schedules.cron, pgjobs_schedules.job_name,
+               pgjobs_schedules.payload, pgjobs_schedules.queue, pgjobs_schedules.priority,
+               pgjobs_schedules.timezone, pgjobs_schedules.start_at, pgjobs_schedules.end_at,
+               pgjobs_schedules.catch_up, pgjobs_schedules.catch_up_limit,
+               pgjobs_schedules.source, pgjobs_schedules.orphaned) IS DISTINCT FROM
+              (EXCLUDED.name, EXCLUDED.cron, EXCLUDED.job_name, EXCLUDED.payload,
+               EXCLUDED.queue, EXCLUDED.priority, EXCLUDED.timezone, EXCLUDED.start_at,
+               EXCLUDED.end_at, EXCLUDED.catch_up, EXCLUDED.catch_up_limit,
+               EXCLUDED.source, false)
+        RETURNING id
+        """,
+        row,
+    )
+    return len(cur.fetchall())
 
 
 def orphan_undeclared_schedules(cur: Cursor, *, names: Sequence[str]) -> int:
-    """Disable code/settings schedules no longer declared; their rows and history stay."""
+    """Mark code/settings schedules no longer declared: they stop firing; rows and history stay,
+    and the operator's enabled flag is kept for when the declaration comes back."""
     cur.execute(
         """
-        UPDATE pgjobs_schedules SET enabled = false, orphaned = true
+        UPDATE pgjobs_schedules SET orphaned = true
         WHERE source IN ('code', 'settings') AND NOT orphaned AND name <> ALL(%(names)s::text[])
         RETURNING id
         """,
@@ -95,20 +97,24 @@ _DUE_COLUMNS = [
 ]
 
 
-def due_schedules(cur: Cursor) -> tuple[datetime, list[dict[str, Any]]]:
+def due_schedules(
+    cur: Cursor, *, skip: Sequence[int] = ()
+) -> tuple[datetime, list[dict[str, Any]]]:
     """The database's clock, and enabled schedules that are due or need a first fire time.
 
     Reads pgjobs_schedule_due; takes no locks (the tick's compare-and-set settles races).
     """
     cur.execute(
-        """
+        f"""
         SELECT now(), id, name, cron, job_name, payload::text, queue, priority, timezone,
                start_at, end_at, catch_up, catch_up_limit, last_run_at, next_run_at
         FROM pgjobs_schedules
-        WHERE enabled AND (end_at IS NULL OR end_at >= now())
-          AND (next_run_at IS NULL OR next_run_at <= now())
+        WHERE {_LIVE} AND (next_run_at IS NULL OR next_run_at <= now())
+          AND (next_run_at IS NOT NULL OR end_at IS NULL OR end_at > now())
+          AND id <> ALL(%(skip)s::bigint[])
         ORDER BY next_run_at NULLS FIRST
-        """
+        """,
+        {"skip": list(skip)},
     )
     rows = cur.fetchall()
     columns = _DUE_COLUMNS
@@ -118,21 +124,32 @@ def due_schedules(cur: Cursor) -> tuple[datetime, list[dict[str, Any]]]:
     return rows[0][0], [dict(zip(columns, row, strict=True)) for row in rows]
 
 
-def seconds_until_next_schedule(cur: Cursor) -> float | None:
-    """How long a scheduler may sleep before the next enabled schedule is due (the index head)."""
+def seconds_until_next_schedule(cur: Cursor, *, skip: Sequence[int] = ()) -> float | None:
+    """How long a scheduler may sleep before the next live schedule is due (the index head);
+    rows in ``skip`` (quarantined by this scheduler) do not count."""
     cur.execute(
         "SELECT extract(epoch FROM min(next_run_at) - now())::float8 FROM pgjobs_schedules "
-        "WHERE enabled"
+        f"WHERE {_LIVE} AND id <> ALL(%s::bigint[])",
+        [list(skip)],
     )
     row = cur.fetchone()
     return None if row is None or row[0] is None else max(float(row[0]), 0.0)
 
 
-def set_next_run(cur: Cursor, *, schedule_id: int, next_run_at: datetime | None) -> bool:
-    """Give a schedule whose timing was (re)defined its first fire time; only if still unset."""
+def set_next_run(cur: Cursor, *, row: dict[str, Any], next_run_at: datetime | None) -> bool:
+    """Give a schedule whose timing was (re)defined its first fire time.
+
+    Compare-and-set on the timing that was read: if the schedule was edited in between, the
+    value computed from the old expression is not written (the edit's NOTIFY recomputes it).
+    """
     cur.execute(
-        "UPDATE pgjobs_schedules SET next_run_at = %s WHERE id = %s AND next_run_at IS NULL",
-        [next_run_at, schedule_id],
+        """
+        UPDATE pgjobs_schedules SET next_run_at = %(next)s
+        WHERE id = %(id)s AND next_run_at IS NULL AND cron = %(cron)s
+          AND timezone = %(timezone)s AND start_at IS NOT DISTINCT FROM %(start_at)s
+          AND end_at IS NOT DISTINCT FROM %(end_at)s
+        """,
+        {**row, "next": next_run_at},
     )
     return bool(getattr(cur, "rowcount", 0))
 

@@ -157,7 +157,7 @@ class Command(BaseCommand):
         for row in schedules:
             state = "enabled" if row.enabled else "disabled"
             if row.orphaned:
-                state = f"disabled: its declaration was removed from {row.source}"
+                state = f"not firing: its declaration was removed from {row.source}"
             self.stdout.write(f"{row.name}  [{row.cron}] {row.timezone}  -> {row.job_name}")
             self.stdout.write(f"    {state}; declared in {row.source}")
             last = "never" if row.last_run_at is None else f"{row.last_run_at:{_WHEN}%z}"

@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.contrib.auth.models import Permission, User
+from django.db import connection
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+
+from django_pgjobs import dashboard, enqueue, enqueue_many
+from django_pgjobs.worker import Worker
+
+pytestmark = pytest.mark.django_db(transaction=True)
+URL = "/admin/pgjobs/dashboard/"
+
+
+@pytest.fixture
+def staff() -> Client:
+    user = User.objects.create_user("viewer", "v@example.com", "pw", is_staff=True)
+    user.user_permissions.set(Permission.objects.filter(codename="view_job"))
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def test_dashboard_is_linked_from_the_admin_index(staff: Client) -> None:
+    assert URL in staff.get(reverse("admin:index")).content.decode()
+
+
+def test_dashboard_shows_counts_lag_and_charts(staff: Client, make_worker: type[Worker]) -> None:
+    enqueue_many("test.record", [{}] * 3)
+    enqueue("test.fail", max_attempts=1, queue="payments")
+    make_worker(concurrency=4).run_once()  # three completed, one dead-lettered
+    enqueue("test.record", queue="mail")
+    enqueue("test.record", queue="mail", scheduled_for=timedelta(hours=1))
+    page = staff.get(URL).content.decode()
+    assert 'id="pgjobs-due">1<' in page
+    assert "<td>mail</td>" not in page and ">mail</a>" in page
+    assert "<td>1</td><td>1</td><td>0</td>" in page.replace("\n", "").replace("        ", "")
+    assert page.count("<svg") >= 3 and "Completed per minute" in page and "Queue depth" in page
+    assert "<title>" in page and ": 3</title>" in page  # three completions in the current minute
+    partial = staff.get(URL, {"partial": "1"}).content.decode()
+    assert "<html" not in partial and "Dead-lettered per minute" in partial
+
+
+def test_dashboard_needs_the_view_job_permission() -> None:
+    user = User.objects.create_user("nobody", "n@example.com", "pw", is_staff=True)
+    client = Client()
+    client.force_login(user)
+    assert client.get(URL).status_code == 403
+
+
+def test_counts_stop_at_the_cap(staff: Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dashboard, "COUNT_CAP", 5)
+    enqueue_many("test.record", [{}] * 8)
+    assert 'id="pgjobs-due">5+<' in staff.get(URL).content.decode()
+
+
+def test_dashboard_query_count_does_not_grow_with_rows_or_queues(staff: Client) -> None:
+    def queries() -> int:
+        with CaptureQueriesContext(connection) as captured:
+            assert staff.get(URL).status_code == 200
+        return len(captured)
+
+    empty = queries()
+    for queue in ("a", "b", "c", "d"):
+        enqueue_many("test.record", [{}] * 50, queue=queue)
+    assert queries() == empty
+
+
+def test_listing_queues_skips_through_the_index() -> None:
+    with connection.cursor() as cur:
+        cur.execute(
+            "INSERT INTO pgjobs_job_queue (job_name, queue) "
+            "SELECT 'test.record', 'q' || (n % 3) FROM generate_series(1, 20000) AS n"
+        )
+        cur.execute("ANALYZE pgjobs_job_queue")
+        cur.execute("EXPLAIN " + dashboard._QUEUES)
+        plan = "\n".join(r[0] for r in cur.fetchall())
+    assert (
+        "Seq Scan on pgjobs_job_queue"
+        not in plan.split("Recursive Union")[1].split("->  Unique")[0]
+    ), plan
+    assert "pgjobs_job_queue_claim" in plan, plan
