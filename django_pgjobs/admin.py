@@ -23,7 +23,7 @@ from django.template.response import TemplateResponse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from django_pgjobs import crontab, jobs
+from django_pgjobs import crontab, dashboard, jobs
 from django_pgjobs.conf import conf
 from django_pgjobs.dashboard import bar_chart, capped, line_chart, load_dashboard
 from django_pgjobs.exceptions import PgJobsError
@@ -454,6 +454,7 @@ class DashboardAdmin(ModelAdmin[Dashboard]):
             **self.admin_site.each_context(request),
             "title": "Jobs dashboard",
             "board": board,
+            "count_cap": f"{dashboard.COUNT_CAP:,}",
             "due": capped(board.total_due),
             "dead_letters": capped(board.dead_letters),
             "lag": "—" if lag is None else str(timedelta(seconds=round(lag))),

@@ -17,8 +17,8 @@ from django.utils.safestring import SafeString, mark_safe
 
 from django_pgjobs.conf import conf
 
-# Counts above this show as "100,000+": an exact count of a huge backlog is a full index scan.
-COUNT_CAP = 100_000
+# Counts above this show as "10,000+": an exact count of a huge backlog is a full index scan.
+COUNT_CAP = 10_000
 WINDOW_MINUTES = 60
 
 
