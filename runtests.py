@@ -62,7 +62,7 @@ def main() -> None:
     if not args.skip_lint:
         run(python, "-m", "ruff", "check", ".")
         run(python, "-m", "ruff", "format", "--check", ".")
-        run(python, "-m", "mypy", "django_pgjobs", "tests", env=env)
+        run(python, "-m", "mypy", "django_pgjobs", "tests", "benchmarks", env=env)
     run(python, "-m", "pytest", *args.pytest_args, env=env)
 
 

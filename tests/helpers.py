@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
 
 
-def test_conninfo() -> str:
+def database_conninfo() -> str:
     """A conninfo string for the test database (which pytest-django has created by now)."""
     params = {k: v for k, v in connection_params("default").items() if v not in (None, "")}
     params.pop("client_encoding", None)
@@ -30,7 +30,7 @@ def test_conninfo() -> str:
 
 def second_connection(*, autocommit: bool = True) -> psycopg.Connection[Any]:
     """A connection that is not Django's: it sees only what other sessions committed."""
-    return psycopg.connect(test_conninfo(), autocommit=autocommit)
+    return psycopg.connect(database_conninfo(), autocommit=autocommit)
 
 
 def wait_for(predicate: Callable[[], T], *, timeout: float = 15.0, what: str = "condition") -> T:
@@ -60,7 +60,7 @@ def start_worker(
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "tests.settings",
-        "DATABASE_URL": test_conninfo(),
+        "DATABASE_URL": database_conninfo(),
         "PGJOBS_TEST_SETTINGS": json.dumps(settings or {}),
         "PYTHONPATH": str(ROOT),
     }

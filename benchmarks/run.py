@@ -1,0 +1,399 @@
+#!/usr/bin/env python3
+"""django-pgjobs benchmarks, each workload beside a raw-SQL baseline measured in the same run.
+
+    python benchmarks/run.py                    # default scale: a few minutes on 2 cores
+    python benchmarks/run.py --scale 0.1 --repeat 5 --json results.json
+
+Runs against DATABASE_URL's server when set, else an embedded PostgreSQL; creates a scratch
+database there and drops it afterwards. Prints medians of ``--repeat`` runs and the ratio of
+each figure to the baseline; never asserts anything (see benchmarks/README.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def setup_database(server_url: str) -> str:
+    name = f"pgjobs_bench_{os.getpid()}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name}")
+        conn.execute(f"CREATE DATABASE {name}")
+    params = {k: str(v) for k, v in conninfo_to_dict(server_url).items() if v}
+    params["dbname"] = name
+    return make_conninfo(**params)
+
+
+def drop_database(server_url: str, url: str) -> None:
+    name = conninfo_to_dict(url)["dbname"]
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+class Bench:
+    def __init__(self, url: str, scale: float, repeat: int) -> None:
+        self.url = url
+        self.scale = scale
+        self.repeat = repeat
+        self.raw = psycopg.connect(url, autocommit=True)
+        self.env = {
+            **os.environ,
+            "BENCH_DATABASE_URL": url,
+            "DJANGO_SETTINGS_MODULE": "benchmarks.settings",
+            "PYTHONPATH": str(ROOT),
+        }
+
+    def n(self, base: int) -> int:
+        return max(int(base * self.scale), 10)
+
+    def reset(self) -> None:
+        self.raw.execute(
+            "TRUNCATE pgjobs_job_queue, pgjobs_failed_jobs, pgjobs_workers, bench_latency"
+        )
+
+    def copy_jobs(self, count: int, *, priority: int = 0, queue: str = "default") -> None:
+        with self.raw.cursor().copy(
+            "COPY pgjobs_job_queue (job_name, payload, priority, queue) FROM STDIN"
+        ) as copy:
+            for i in range(count):
+                copy.write_row(("bench.noop", json.dumps({"i": i}), priority, queue))
+
+    def median(self, run: Callable[[], float]) -> dict[str, float]:
+        figures = []
+        for _ in range(self.repeat):
+            self.reset()
+            figures.append(run())
+        return {"median": statistics.median(figures), "min": min(figures), "max": max(figures)}
+
+    # -- 1. enqueue ------------------------------------------------------------------------------
+
+    def enqueue_per_transaction(self) -> dict[str, Any]:
+        from django.db import transaction
+
+        from django_pgjobs import enqueue
+
+        count = self.n(5000)
+
+        def library() -> float:
+            started = time.perf_counter()
+            for i in range(count):
+                with transaction.atomic():
+                    enqueue("bench.noop", {"i": i})
+            return count / (time.perf_counter() - started)
+
+        def baseline() -> float:
+            conn = psycopg.connect(self.url)
+            started = time.perf_counter()
+            for i in range(count):
+                conn.execute(
+                    "INSERT INTO pgjobs_job_queue (job_name, payload) VALUES (%s, %s)",
+                    ["bench.noop", json.dumps({"i": i})],
+                )
+                conn.commit()
+            elapsed = time.perf_counter() - started
+            conn.close()
+            return count / elapsed
+
+        return self.pair("enqueue, one job per transaction", "jobs/s", library, baseline, count)
+
+    def enqueue_bulk(self) -> dict[str, Any]:
+        from django_pgjobs import enqueue_many
+
+        count = self.n(50_000)
+        payloads = [{"i": i} for i in range(count)]
+
+        def library() -> float:
+            started = time.perf_counter()
+            enqueue_many("bench.noop", payloads)
+            return count / (time.perf_counter() - started)
+
+        def baseline() -> float:
+            started = time.perf_counter()
+            self.copy_jobs(count)
+            return count / (time.perf_counter() - started)
+
+        return self.pair("enqueue_many vs COPY", "jobs/s", library, baseline, count)
+
+    # -- 2. drain --------------------------------------------------------------------------------
+
+    def drain_rate(self) -> float:
+        """Jobs/s from the first claim to the last completion, read from the rows themselves
+        (so process start-up is not counted)."""
+        row = self.raw.execute(
+            "SELECT count(*), extract(epoch FROM max(completed_at) - min(locked_at)) "
+            "FROM pgjobs_job_queue WHERE status = 'completed'"
+        ).fetchone()
+        assert row is not None
+        done, seconds = row
+        return float(done) / max(float(seconds or 0), 1e-6)
+
+    def run_processes(self, commands: list[list[str]]) -> None:
+        procs = [subprocess.Popen(c, cwd=ROOT, env=self.env) for c in commands]  # noqa: S603
+        for proc in procs:
+            if proc.wait(timeout=600) != 0:
+                raise SystemExit(f"benchmark process failed: {proc.args!r}")
+
+    def drain(self, processes: int, *, backlog: int = 0) -> dict[str, Any]:
+        count = self.n(20_000)
+        worker = [sys.executable, "-m", "django", "pgjobs_worker", "--burst", "--concurrency", "8"]
+        raw = [sys.executable, str(ROOT / "benchmarks" / "baseline.py"), "drain", self.url, "100"]
+
+        def prepare() -> None:
+            if backlog:
+                # Lower priority: waits behind the measured jobs, in the same index.
+                self.copy_jobs(backlog, priority=-1)
+            self.copy_jobs(count)
+            self.raw.execute("VACUUM ANALYZE pgjobs_job_queue")
+
+        def library() -> float:
+            prepare()
+            if backlog:
+                worker_args = [*worker, "--max-jobs", str(count)]
+                self.run_processes([worker_args] * processes)
+            else:
+                self.run_processes([worker] * processes)
+            return self.drain_rate()
+
+        def baseline() -> float:
+            prepare()
+            self.run_processes([raw] * processes)
+            return self.drain_rate()
+
+        label = f"drain {count} jobs, {processes} process(es)"
+        if backlog:
+            label += f", behind a backlog of {backlog:,}"
+            return self.pair(label, "jobs/s", library, library_only=True, count=count)
+        return self.pair(label, "jobs/s", library, baseline, count)
+
+    # -- 3. latency ------------------------------------------------------------------------------
+
+    def latency(self) -> dict[str, Any]:
+        from django.db import transaction
+
+        from django_pgjobs import enqueue
+
+        count = self.n(300)
+
+        def measure(command: list[str]) -> dict[str, float]:
+            self.reset()
+            proc = subprocess.Popen(command, cwd=ROOT, env=self.env)  # noqa: S603
+            try:
+                self.wait_until_listening()
+                committed: dict[int, float] = {}
+                for n in range(count):
+                    with transaction.atomic():
+                        enqueue("bench.latency", {"n": n})
+                    committed[n] = time.time()
+                    time.sleep(0.02)
+                deadline = time.monotonic() + 60
+                while self.count_latency() < count and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                rows = self.raw.execute("SELECT n, started FROM bench_latency").fetchall()
+            finally:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(timeout=60)
+            waits = sorted((started - committed[n]) * 1000 for n, started in rows)
+            return {
+                "p50": percentile(waits, 50),
+                "p95": percentile(waits, 95),
+                "p99": percentile(waits, 99),
+            }
+
+        worker = [
+            sys.executable, "-m", "django", "pgjobs_worker", "--concurrency", "4",
+            "--poll-interval", "60", "--no-scheduler",
+        ]  # fmt: skip
+        raw = [
+            sys.executable,
+            str(ROOT / "benchmarks" / "baseline.py"),
+            "listen",
+            self.url,
+            str(count),
+        ]
+        library = [measure(worker) for _ in range(self.repeat)]
+        baseline = [measure(raw) for _ in range(self.repeat)]
+        result: dict[str, Any] = {
+            "name": f"latency, commit to handler start ({count} jobs, 20 ms apart)"
+        }
+        for key in ("p50", "p95", "p99"):
+            result[f"library_{key}_ms"] = statistics.median(r[key] for r in library)
+            result[f"baseline_{key}_ms"] = statistics.median(r[key] for r in baseline)
+        return result
+
+    def wait_until_listening(self) -> None:
+        """Until the library worker has registered or the baseline listener has connected."""
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            row = self.raw.execute(
+                "SELECT (SELECT count(*) FROM pgjobs_workers) + (SELECT count(*) "
+                "FROM pg_stat_activity WHERE application_name = 'pgjobs-baseline')"
+            ).fetchone()
+            if row and row[0]:
+                time.sleep(0.2)  # let it reach its wait
+                return
+            time.sleep(0.05)
+        raise SystemExit("the listener never started")
+
+    def count_latency(self) -> int:
+        row = self.raw.execute("SELECT count(*) FROM bench_latency").fetchone()
+        return int(row[0]) if row else 0
+
+    # -- 5. backlog ------------------------------------------------------------------------------
+
+    def backlog(self, empty_rate: float) -> dict[str, Any]:
+        from django_pgjobs.queries.lease import claim_statement
+
+        size = self.n(1_000_000)
+        result = self.drain(1, backlog=size)
+        rate = result["library"]["median"]
+        result["ratio_to_empty_table"] = rate / empty_rate if empty_rate else None
+        sql, params = claim_statement(
+            worker_id="explain", limit=10, lease_seconds=60, queues=None, job_names=["bench.noop"]
+        )
+        plan = self.raw.execute("EXPLAIN " + sql, params).fetchall()
+        result["claim_plan"] = [r[0] for r in plan]
+        self.raw.execute("DELETE FROM pgjobs_job_queue WHERE status = 'completed'")
+        self.raw.execute("SELECT pg_stat_force_next_flush()")
+        row = self.raw.execute(
+            "SELECT pg_total_relation_size('pgjobs_job_queue'), n_dead_tup, n_live_tup "
+            "FROM pg_stat_user_tables WHERE relname = 'pgjobs_job_queue'"
+        ).fetchone()
+        assert row is not None
+        result["after_pruning"] = {
+            "total_bytes": row[0],
+            "dead_tuples": row[1],
+            "live_tuples": row[2],
+        }
+        return result
+
+    # -- reporting -------------------------------------------------------------------------------
+
+    def pair(
+        self,
+        name: str,
+        unit: str,
+        library: Callable[[], float],
+        baseline: Callable[[], float] | None = None,
+        count: int = 0,
+        *,
+        library_only: bool = False,
+    ) -> dict[str, Any]:
+        result: dict[str, Any] = {"name": name, "unit": unit, "n": count}
+        result["library"] = self.median(library)
+        if baseline is not None and not library_only:
+            result["baseline"] = self.median(baseline)
+            result["ratio"] = result["library"]["median"] / result["baseline"]["median"]
+        return result
+
+
+def percentile(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    index = min(round(p / 100 * (len(values) - 1)), len(values) - 1)
+    return values[index]
+
+
+def environment(raw: psycopg.Connection[Any]) -> dict[str, Any]:
+    import django
+
+    settings = {
+        name: raw.execute(f"SHOW {name}").fetchone()[0]  # type: ignore[index]
+        for name in (
+            "server_version",
+            "shared_buffers",
+            "synchronous_commit",
+            "fsync",
+            "max_connections",
+        )
+    }
+    return {
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "python": sys.version.split()[0],
+        },
+        "versions": {"django": django.get_version(), "psycopg": psycopg.__version__},
+        "postgresql": settings,
+    }
+
+
+def print_table(results: list[dict[str, Any]]) -> None:
+    print(f"\n{'workload':<62} {'library':>12} {'baseline':>12} {'ratio':>7}")
+    for r in results:
+        if "library_p50_ms" in r:
+            for key in ("p50", "p95", "p99"):
+                lib, base = r[f"library_{key}_ms"], r[f"baseline_{key}_ms"]
+                print(
+                    f"{r['name'] + ' ' + key:<62} {lib:>10.1f}ms {base:>10.1f}ms {lib / base:>7.2f}"
+                )
+            continue
+        lib = r["library"]["median"]
+        base = r.get("baseline", {}).get("median")
+        ratio = r.get("ratio") or r.get("ratio_to_empty_table")
+        base_text = f"{base:>12,.0f}" if base else f"{'(vs empty)':>12}"
+        print(f"{r['name']:<62} {lib:>12,.0f} {base_text} {ratio or 0:>7.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--scale", type=float, default=1.0, help="Multiply every N (default 1).")
+    parser.add_argument("--repeat", type=int, default=3, help="Runs per figure; medians are shown.")
+    parser.add_argument("--json", type=Path, default=None, help="Write the results here.")
+    args = parser.parse_args()
+
+    from django_pgjobs.embedded import database_url
+
+    server_url = os.environ.get("DATABASE_URL") or database_url(ROOT / ".pgdata-bench")
+    url = setup_database(server_url)
+    os.environ.update(BENCH_DATABASE_URL=url, DJANGO_SETTINGS_MODULE="benchmarks.settings")
+    import django
+    from django.core.management import call_command
+
+    django.setup()
+    call_command("migrate", verbosity=0)
+    bench = Bench(url, args.scale, args.repeat)
+    bench.raw.execute("CREATE TABLE bench_latency (n int, started float8)")
+    try:
+        results = [bench.enqueue_per_transaction(), bench.enqueue_bulk()]
+        one = bench.drain(1)
+        results += [one, bench.drain(2), bench.latency(), bench.backlog(one["library"]["median"])]
+        report = {
+            "scale": args.scale,
+            "repeat": args.repeat,
+            **environment(bench.raw),
+            "results": results,
+        }
+    finally:
+        bench.raw.close()
+        from django.db import connections
+
+        connections.close_all()
+        drop_database(server_url, url)
+    print_table(results)
+    print("\nclaim plan behind the backlog:\n  " + "\n  ".join(results[-1]["claim_plan"]))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2, default=str))
+        print(f"\nwrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
