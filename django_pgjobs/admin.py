@@ -8,6 +8,7 @@ view-only staff user sees everything and can change nothing.
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Callable, Iterable
 from datetime import timedelta
@@ -15,12 +16,18 @@ from typing import TYPE_CHECKING, Any
 
 from django.apps import apps
 from django.contrib import admin, messages
-from django.contrib.admin.filters import AllValuesFieldListFilter, ChoicesFieldListFilter
+from django.contrib.admin.filters import (
+    AllValuesFieldListFilter,
+    ChoicesFieldListFilter,
+    SimpleListFilter,
+)
+from django.core.paginator import Paginator
 from django.db.models import Count, IntegerField, OuterRef, Q, QuerySet, Subquery, TextField
-from django.db.models.functions import Cast, Coalesce
+from django.db.models.functions import Cast, Coalesce, Now
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.utils import timezone
+from django.utils.functional import cached_property
 from django.utils.html import format_html
 
 from django_pgjobs import crontab, dashboard, jobs
@@ -28,6 +35,7 @@ from django_pgjobs.conf import conf
 from django_pgjobs.dashboard import bar_chart, capped, line_chart, load_dashboard
 from django_pgjobs.exceptions import PgJobsError
 from django_pgjobs.models import Dashboard, FailedJob, Job, JobStatus, Schedule, Worker
+from django_pgjobs.registry import registry
 from django_pgjobs.scheduler import run_schedule_now
 
 if TYPE_CHECKING:
@@ -49,6 +57,9 @@ _STATUS_COLOURS: dict[str, str] = {
     JobStatus.CANCELLED: "#9a6700",
 }
 _DROPDOWN_TEMPLATE = "django_admin_listfilter_dropdown/dropdown_filter.html"
+# The most rows one admin action handles in a request (one statement per row).
+ACTION_LIMIT = 1000
+_HEX_PREFIX = re.compile(r"^[0-9a-fA-F-]{4,36}$")
 
 
 def _filter_template() -> str:
@@ -65,6 +76,53 @@ class ValuesDropdown(AllValuesFieldListFilter):
         self.template = _filter_template()
 
 
+class JobNameFilter(SimpleListFilter):
+    """Job names from the registry: no DISTINCT over a million rows to draw the filter."""
+
+    title = "job name"
+    parameter_name = "job_name"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [(name, name) for name in registry.names()]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        value = self.value()
+        return queryset.filter(job_name=value) if value else queryset
+
+
+class QueueFilter(SimpleListFilter):
+    """Queues with pending or running jobs, found by the dashboard's skip scan."""
+
+    title = "queue"
+    parameter_name = "queue"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [(q, q) for q in dashboard.active_queues()]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        value = self.value()
+        return queryset.filter(queue=value) if value else queryset
+
+
+def search_by_id_or_name(queryset: QuerySet[Any], term: str) -> QuerySet[Any]:
+    """A full id, an id's first characters (as shown in the list: an index range scan), or a
+    job name."""
+    if not term:
+        return queryset
+    if "-" in term and len(term) == 36:
+        try:
+            return queryset.filter(id=uuid.UUID(term))
+        except ValueError:
+            pass
+    by_name = Q(job_name__icontains=term)
+    digits = term.replace("-", "").lower()
+    if _HEX_PREFIX.match(term) and len(digits) <= 32:
+        low = uuid.UUID(digits.ljust(32, "0"))
+        high = uuid.UUID(digits.ljust(32, "f"))
+        return queryset.filter(Q(id__range=(low, high)) | by_name)
+    return queryset.filter(by_name)
+
+
 class ChoicesDropdown(ChoicesFieldListFilter):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -77,7 +135,11 @@ def _excerpt(text: str | None, length: int = 80) -> str:
 
 
 def _pre(value: Any) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, indent=2, sort_keys=True)
+    text = (
+        value
+        if isinstance(value, str)
+        else json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False)
+    )
     return format_html('<pre style="white-space: pre-wrap; margin: 0">{}</pre>', text)
 
 
@@ -88,23 +150,90 @@ def _apply(
     operation: Callable[[uuid.UUID], Any],
     done: str,
 ) -> None:
-    """Run one library operation per selected row; report successes and each refusal."""
+    """Run one library operation per selected row; report successes, and refusals grouped by
+    reason. A selection above ACTION_LIMIT rows is refused: one request must stay short."""
+    selected = list(ids)
+    if len(selected) > ACTION_LIMIT:
+        modeladmin.message_user(
+            request,
+            f"{len(selected)} rows selected; actions handle at most {ACTION_LIMIT} at a time. "
+            "Narrow the selection with filters (or use the CLI / the API for bulk changes).",
+            messages.ERROR,
+        )
+        return
     succeeded = 0
-    for pk in ids:
+    refusals: dict[str, int] = {}
+    for pk in selected:
         try:
             operation(pk)
             succeeded += 1
         except PgJobsError as exc:
-            modeladmin.message_user(request, str(exc), messages.WARNING)
+            reason = str(exc).replace(str(pk), "{id}")
+            refusals[reason] = refusals.get(reason, 0) + 1
     if succeeded:
         modeladmin.message_user(request, f"{succeeded} {done}.", messages.SUCCESS)
+    for reason, count in refusals.items():
+        modeladmin.message_user(request, f"{count} job(s): {reason}", messages.WARNING)
 
 
-class _ReadOnlyFieldsMixin:
-    """Rows are written by the queue; the admin acts on them only through actions."""
+class _QueueDatabaseMixin:
+    """Read and write the queue's database (``PGJOBS["DATABASE"]``), like the library does."""
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
+        queryset: QuerySet[Any] = super().get_queryset(request)  # type: ignore[misc]
+        return queryset.using(conf.DATABASE)
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        obj.save(using=conf.DATABASE)
+
+    def delete_model(self, request: HttpRequest, obj: Any) -> None:
+        obj.delete(using=conf.DATABASE)
+
+
+if TYPE_CHECKING:
+    _PaginatorBase = Paginator[Any]
+else:
+    _PaginatorBase = Paginator
+
+
+class _CappedPaginator(_PaginatorBase):
+    """Counts at most COUNT_CAP + 1 rows: a million-row table is never counted in full."""
+
+    @cached_property
+    def count(self) -> int:
+        qs = self.object_list
+        if isinstance(qs, QuerySet):
+            return len(qs.order_by().values_list("pk", flat=True)[: dashboard.COUNT_CAP + 1])
+        return len(qs)
+
+
+class _ReadOnlyFieldsMixin(_QueueDatabaseMixin):
+    """Rows are written by the queue; the admin acts on them only through actions.
+
+    Detail pages are view-only even for superusers: saving a form writes the whole row back as
+    it was read, which would undo a claim or bring back a requeued dead letter. Actions check
+    the change permission without an object, so they keep working.
+    """
+
+    show_full_result_count = False
+
+    def get_paginator(
+        self,
+        request: HttpRequest,
+        queryset: QuerySet[Any],
+        per_page: int,
+        orphans: int = 0,
+        allow_empty_first_page: bool = True,
+    ) -> Paginator[Any]:
+        return _CappedPaginator(queryset, per_page, orphans, allow_empty_first_page)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        if obj is not None:
+            return False
+        return bool(super().has_change_permission(request, obj))  # type: ignore[misc]
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         model = self.model  # type: ignore[attr-defined]
@@ -125,18 +254,22 @@ class JobAdmin(_ReadOnlyFieldsMixin, ModelAdmin[Job]):
         "created_at",
         "error_excerpt",
     )
-    list_filter = (
-        ("status", ChoicesDropdown),
-        ("queue", ValuesDropdown),
-        ("job_name", ValuesDropdown),
-    )
+    list_filter = (("status", ChoicesDropdown), QueueFilter, JobNameFilter)
     search_fields = ("job_name",)
-    search_help_text = "Search by job id, job name or payload text."
-    date_hierarchy = "created_at"
+    search_help_text = (
+        "A job id (or its first characters), a job name, or payload:TEXT to search payloads "
+        "(a full scan: slow on large tables)."
+    )
     ordering = ("-created_at",)
-    show_full_result_count = False  # no second COUNT(*) over a large table per page
     list_per_page = 50
     actions = ("retry_now", "run_now", "cancel")
+
+    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
+        # Deleting rows behind the queue's back (a running job!) is not an operation here.
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)
+        return actions
+
     readonly_fields = ("pretty_payload", "full_error", "timings")
     fieldsets = (
         (None, {"fields": ("id", "job_name", "queue", "priority", "status", "key")}),
@@ -154,14 +287,11 @@ class JobAdmin(_ReadOnlyFieldsMixin, ModelAdmin[Job]):
         self, request: HttpRequest, queryset: QuerySet[Job], search_term: str
     ) -> tuple[QuerySet[Job], bool]:
         term = search_term.strip()
-        if not term:
-            return queryset, False
-        try:
-            return queryset.filter(id=uuid.UUID(term)), False
-        except ValueError:
-            pass
-        matches = Q(job_name__icontains=term) | Q(payload_text__icontains=term)
-        return queryset.annotate(payload_text=Cast("payload", TextField())).filter(matches), False
+        if term.startswith("payload:"):
+            text = term.removeprefix("payload:").strip()
+            annotated = queryset.annotate(payload_text=Cast("payload", TextField()))
+            return annotated.filter(payload_text__icontains=text), False
+        return search_by_id_or_name(queryset, term), False
 
     @admin.display(description="id", ordering="id")
     def short_id(self, obj: Job) -> str:
@@ -234,9 +364,17 @@ class JobAdmin(_ReadOnlyFieldsMixin, ModelAdmin[Job]):
 
     @admin.action(description="Run now (pending jobs scheduled later)", permissions=["change"])
     def run_now(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
-        ids = queryset.filter(status=JobStatus.PENDING).values_list("id", flat=True)
+        pending = list(queryset.filter(status=JobStatus.PENDING).values_list("id", flat=True))
+        skipped = queryset.exclude(status=JobStatus.PENDING).count()
+        if skipped:
+            message = f"{skipped} job(s) skipped: only pending jobs can run now."
+            self.message_user(request, message, messages.WARNING)
         _apply(
-            self, request, ids, lambda pk: jobs.retry_job(pk, using=conf.DATABASE), "job(s) due now"
+            self,
+            request,
+            pending,
+            lambda pk: jobs.retry_job(pk, using=conf.DATABASE),
+            "job(s) due now",
         )
 
     @admin.action(description="Cancel", permissions=["change"])
@@ -254,11 +392,16 @@ class JobAdmin(_ReadOnlyFieldsMixin, ModelAdmin[Job]):
 @admin.register(FailedJob)
 class FailedJobAdmin(_ReadOnlyFieldsMixin, ModelAdmin[FailedJob]):
     list_display = ("short_id", "job_name", "queue", "attempts", "failed_at", "error_excerpt")
-    list_filter = (("job_name", ValuesDropdown), ("queue", ValuesDropdown))
-    search_fields = ("job_name", "error")
-    date_hierarchy = "failed_at"
+    list_filter = (JobNameFilter, ("queue", ValuesDropdown))
+    search_fields = ("job_name",)
+    search_help_text = "A dead letter's id (or its first characters) or a job name."
     ordering = ("-failed_at",)
-    show_full_result_count = False
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[FailedJob], search_term: str
+    ) -> tuple[QuerySet[FailedJob], bool]:
+        return search_by_id_or_name(queryset, search_term.strip()), False
+
     actions = ("requeue",)
     readonly_fields = ("pretty_payload", "full_error")
     fields = (
@@ -301,9 +444,13 @@ class FailedJobAdmin(_ReadOnlyFieldsMixin, ModelAdmin[FailedJob]):
     def changelist_view(
         self, request: HttpRequest, extra_context: dict[str, Any] | None = None
     ) -> Any:
-        # One bad deploy is one line here, not a thousand: dead letters by job and error class.
+        # One bad deploy is one line here, not a thousand: recent dead letters by job and error
+        # class (the last week, through the failed_at index).
+        if not self.has_view_permission(request):
+            return super().changelist_view(request, extra_context=extra_context)
         groups = (
             FailedJob.objects.using(conf.DATABASE)
+            .filter(failed_at__gte=Now() - timedelta(days=7))
             .annotate(error_class=error_class_expression())
             .values("job_name", "error_class")
             .annotate(count=Count("id"))
@@ -328,7 +475,7 @@ def error_class_expression() -> Any:
 
 
 @admin.register(Schedule)
-class ScheduleAdmin(ModelAdmin[Schedule]):
+class ScheduleAdmin(_QueueDatabaseMixin, ModelAdmin[Schedule]):
     list_display = (
         "name", "cron", "timezone", "job_name", "enabled", "source", "last_run_at",
         "next_fire_times",
@@ -394,10 +541,9 @@ class WorkerAdmin(_ReadOnlyFieldsMixin, ModelAdmin[Worker]):
             .annotate(n=Count("id"))
             .values("n")
         )
-        return (
-            super()
-            .get_queryset(request)
-            .annotate(running_count=Coalesce(Subquery(running, output_field=IntegerField()), 0))
+        queryset: QuerySet[Worker] = super().get_queryset(request)
+        return queryset.annotate(
+            running_count=Coalesce(Subquery(running, output_field=IntegerField()), 0)
         )
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from django.db import connections
 from django.utils.html import escape, format_html
 from django.utils.safestring import SafeString, mark_safe
+from django.utils.timezone import localtime
 
 from django_pgjobs.conf import conf
 
@@ -91,7 +93,13 @@ WITH minutes AS (
 ),
 done AS (
     SELECT date_trunc('minute', completed_at) AS minute, count(*) AS n FROM pgjobs_job_queue
-    WHERE status IN ('completed', 'cancelled')
+    WHERE status = 'completed'
+      AND completed_at >= date_trunc('minute', now()) - make_interval(mins => %(window)s - 1)
+    GROUP BY 1
+),
+cancelled AS (
+    SELECT date_trunc('minute', completed_at) AS minute, count(*) AS n FROM pgjobs_job_queue
+    WHERE status = 'cancelled'
       AND completed_at >= date_trunc('minute', now()) - make_interval(mins => %(window)s - 1)
     GROUP BY 1
 ),
@@ -100,16 +108,22 @@ dead AS (
     WHERE failed_at >= date_trunc('minute', now()) - make_interval(mins => %(window)s - 1)
     GROUP BY 1
 ),
-created AS (
-    SELECT date_trunc('minute', created_at) AS minute, count(*) AS n FROM pgjobs_job_queue
+-- Arrivals into the due queue: jobs created in the window that are due by now, counted in the
+-- minute they became due (a job scheduled for later has not arrived yet).
+arrived AS (
+    SELECT date_trunc('minute', greatest(created_at, scheduled_for)) AS minute, count(*) AS n
+    FROM pgjobs_job_queue
     WHERE created_at >= date_trunc('minute', now()) - make_interval(mins => %(window)s - 1)
+      AND scheduled_for <= now()
     GROUP BY 1
 )
-SELECT m.minute, coalesce(done.n, 0), coalesce(dead.n, 0), coalesce(created.n, 0)
+SELECT m.minute, coalesce(done.n, 0), coalesce(dead.n, 0), coalesce(arrived.n, 0),
+       coalesce(cancelled.n, 0)
 FROM minutes AS m
 LEFT JOIN done ON done.minute = m.minute
+LEFT JOIN cancelled ON cancelled.minute = m.minute
 LEFT JOIN dead ON dead.minute = m.minute
-LEFT JOIN created ON created.minute = m.minute
+LEFT JOIN arrived ON arrived.minute = m.minute
 ORDER BY m.minute
 """
 
@@ -132,8 +146,7 @@ def load_dashboard(*, using: str | None = None) -> Dashboard:
         now, dead_letters, live_workers, lag = cur.fetchone()
         board = Dashboard(now=now, dead_letters=dead_letters, live_workers=live_workers)
         board.oldest_due_age = lag
-        cur.execute(_QUEUES)
-        queues = sorted({row[0] for row in cur.fetchall()})
+        queues = _active_queues(cur)
         cur.execute(_COUNTS, {"queues": queues, "cap": COUNT_CAP})
         board.queues = [QueueRow(*row) for row in cur.fetchall()]
         cur.execute(_PER_MINUTE, {"window": WINDOW_MINUTES})
@@ -143,19 +156,30 @@ def load_dashboard(*, using: str | None = None) -> Dashboard:
     board.dead = [int(r[2]) for r in rows]
     # Depth at the end of each minute, walked back from now: before a minute, the queue held
     # what it holds now, plus what left during that minute, minus what arrived. Approximate:
-    # retries and pruning inside the window are not visible in timestamps.
-    depth = board.total_due + board.total_running
+    # retries and pruning inside the window are not visible in timestamps. Not drawn from a
+    # capped total, which would be wrong by an unknown amount.
     board.depth = []
-    for done, dead, created in zip(
-        reversed(board.completed),
-        reversed(board.dead),
-        reversed([int(r[3]) for r in rows]),
-        strict=True,
-    ):
-        board.depth.append(max(depth, 0))
-        depth += done + dead - created
-    board.depth.reverse()
+    if all(q.due < COUNT_CAP for q in board.queues):
+        depth = board.total_due + board.total_running
+        for done, dead, arrived, cancelled in zip(
+            reversed(board.completed), reversed(board.dead), reversed([int(r[3]) for r in rows]),
+            reversed([int(r[4]) for r in rows]), strict=True,
+        ):  # fmt: skip
+            board.depth.append(max(depth, 0))
+            depth += done + dead + cancelled - arrived
+        board.depth.reverse()
     return board
+
+
+def _active_queues(cur: Any) -> list[str]:
+    cur.execute(_QUEUES)
+    return sorted({row[0] for row in cur.fetchall()})
+
+
+def active_queues(*, using: str | None = None) -> list[str]:
+    """Queues that have pending or running jobs (a skip scan: cheap on any table size)."""
+    with connections[using or conf.DATABASE].cursor() as cur:
+        return _active_queues(cur)
 
 
 def bar_chart(title: str, values: list[int], minutes: list[datetime], colour: str) -> SafeString:
@@ -166,7 +190,7 @@ def bar_chart(title: str, values: list[int], minutes: list[datetime], colour: st
     bars = "".join(
         f'<rect x="{pad + i * step:.1f}" y="{height - pad - v / peak * (height - 2 * pad):.1f}" '
         f'width="{max(step - 1, 1):.1f}" height="{v / peak * (height - 2 * pad):.1f}" '
-        f'fill="{colour}"><title>{escape(f"{m:%H:%M}")}: {v}</title></rect>'
+        f'fill="{colour}"><title>{escape(f"{localtime(m):%H:%M}")}: {v}</title></rect>'
         for i, (v, m) in enumerate(zip(values, minutes, strict=True))
     )
     return _frame(title, width, height, pad, peak, bars, minutes)
@@ -187,8 +211,8 @@ def line_chart(title: str, values: list[int], minutes: list[datetime], colour: s
 def _frame(
     title: str, width: int, height: int, pad: int, peak: int, body: str, minutes: list[datetime]
 ) -> SafeString:
-    first = f"{minutes[0]:%H:%M}" if minutes else ""
-    last = f"{minutes[-1]:%H:%M}" if minutes else ""
+    first = f"{localtime(minutes[0]):%H:%M}" if minutes else ""
+    last = f"{localtime(minutes[-1]):%H:%M}" if minutes else ""
     svg = (
         f'<svg class="pgjobs-chart" role="img" aria-label="{escape(title)}" '
         f'viewBox="0 0 {width} {height}" width="100%" preserveAspectRatio="none">'

@@ -314,6 +314,10 @@ class Schedule(models.Model):
 
         from django_pgjobs.schedules import declaration_problems, option_problems
 
+        if self.source != ScheduleSource.DATABASE:
+            # Declared in code or settings: checked there (pgjobs.E010); here only the
+            # operator's `enabled` can change, and that needs no validation.
+            return
         problems = option_problems(name=self.name, queue=self.queue, priority=self.priority)
         problems |= declaration_problems(
             cron=self.cron,

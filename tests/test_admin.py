@@ -77,10 +77,12 @@ def test_job_changelist_and_detail_show_what_an_operator_needs(
 def test_job_search_by_id_and_payload_text(admin_client_: Client) -> None:
     wanted = enqueue("test.record", {"customer": "ACME-42"})
     other = enqueue("test.record", {"customer": "Globex"})
-    by_payload = admin_client_.get(changelist("job"), {"q": "acme-42"}).content.decode()
+    by_payload = admin_client_.get(changelist("job"), {"q": "payload:acme-42"}).content.decode()
     assert str(wanted)[:8] in by_payload and str(other)[:8] not in by_payload
     by_id = admin_client_.get(changelist("job"), {"q": str(other)}).content.decode()
     assert str(other)[:8] in by_id and str(wanted)[:8] not in by_id
+    by_prefix = admin_client_.get(changelist("job"), {"q": str(other)[:8]}).content.decode()
+    assert str(other)[:8] in by_prefix and str(wanted)[:8] not in by_prefix
 
 
 def test_job_actions_call_the_library(admin_client_: Client, make_worker: type[Worker]) -> None:
@@ -151,11 +153,13 @@ def test_worker_changelist_counts_running_jobs_without_n_plus_one(admin_client_:
         WorkerRow.objects.all().delete()
         for n in range(workers):
             WorkerRow.objects.create(id=f"w{n}", hostname="h", pid=n, queues=["mail"])
-            job_id = enqueue("test.record")
-            Job.objects.filter(id=job_id).update(status="running", locked_by=f"w{n}")
+            for _ in range(n + 1):  # worker n runs n + 1 jobs
+                job_id = enqueue("test.record")
+                Job.objects.filter(id=job_id).update(status="running", locked_by=f"w{n}")
         with CaptureQueriesContext(connection) as queries:
             page = admin_client_.get(changelist("worker")).content.decode()
         assert page.count(">live<") == workers
+        assert f'<td class="field-running_jobs">{workers}</td>' in page
         return len(queries)
 
     assert render(1) == render(6)
@@ -186,3 +190,50 @@ def test_a_view_only_user_sees_everything_and_changes_nothing(
     )
     assert edit.status_code == 403
     assert Schedule.objects.get().enabled
+
+
+def test_detail_pages_are_view_only_even_for_a_superuser(admin_client_: Client) -> None:
+    """Saving a form would write the row back as it was read: a claim or requeue undone."""
+    job_id = enqueue("test.record")
+    url = reverse("admin:pgjobs_job_change", args=[job_id])
+    page = admin_client_.get(url).content.decode()
+    assert 'name="_save"' not in page
+    assert admin_client_.post(url, {}).status_code == 403
+    assert 'value="delete_selected"' not in admin_client_.get(changelist("job")).content.decode()
+
+
+def test_pausing_a_declared_schedule_through_its_form(admin_client_: Client) -> None:
+    row = Schedule.objects.create(
+        name="declared", cron="0 * * * *", job_name="handler.gone", source="code", orphaned=True
+    )
+    response = admin_client_.post(
+        reverse("admin:pgjobs_schedule_change", args=[row.pk]), {"enabled": ""}
+    )
+    assert response.status_code == 302
+    assert not Schedule.objects.get().enabled
+
+
+def test_actions_cap_the_selection_and_group_refusals(
+    admin_client_: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from django_pgjobs import admin as pgjobs_admin
+
+    done = [enqueue("test.record") for _ in range(3)]
+    Job.objects.filter(id__in=done).update(status="completed")
+    grouped = act(admin_client_, "job", "cancel", done).content.decode()
+    assert grouped.count("only a pending or running job can be cancelled") == 1
+    assert "3 job(s): Job {id} is completed" in grouped
+    monkeypatch.setattr(pgjobs_admin, "ACTION_LIMIT", 2)
+    pending = [enqueue("test.record") for _ in range(3)]
+    refused = act(admin_client_, "job", "cancel", pending).content.decode()
+    assert "actions handle at most 2 at a time" in refused
+    assert Job.objects.filter(id__in=pending, status="pending").count() == 3
+
+
+def test_run_now_says_what_it_skipped(admin_client_: Client) -> None:
+    later = enqueue("test.record", scheduled_for=timedelta(hours=1))
+    cancelled = enqueue("test.record")
+    Job.objects.filter(id=cancelled).update(status="cancelled")
+    page = act(admin_client_, "job", "run_now", [later, cancelled]).content.decode()
+    assert "1 job(s) skipped: only pending jobs can run now." in page
+    assert "1 job(s) due now." in page

@@ -84,3 +84,23 @@ def test_listing_queues_skips_through_the_index() -> None:
         not in plan.split("Recursive Union")[1].split("->  Unique")[0]
     ), plan
     assert "pgjobs_job_queue_claim" in plan, plan
+
+
+def test_due_scheduled_lag_and_a_depth_curve_that_ignores_jobs_not_due_yet(staff: Client) -> None:
+    from django.utils import timezone
+
+    from django_pgjobs.models import Job
+
+    due = enqueue_many("test.record", [{}] * 2, queue="mail")
+    # They arrived half an hour ago and have waited since: lag ~30 minutes, depth 2 since then.
+    half_an_hour_ago = timezone.now() - timedelta(minutes=30)
+    Job.objects.filter(id__in=due).update(
+        created_at=half_an_hour_ago, scheduled_for=half_an_hour_ago
+    )
+    enqueue_many("test.record", [{}] * 5, queue="mail", scheduled_for=timedelta(hours=1))
+    board = dashboard.load_dashboard()
+    (mail,) = board.queues
+    assert (mail.due, mail.scheduled, mail.running) == (2, 5, 0)
+    assert board.oldest_due_age is not None and 29 * 60 < board.oldest_due_age < 31 * 60
+    assert board.depth[-1] == 2 and board.depth[-10] == 2 and board.depth[0] == 0
+    assert "0:30:" in staff.get(URL).content.decode()

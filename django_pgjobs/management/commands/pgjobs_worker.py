@@ -109,4 +109,5 @@ class Command(BaseCommand):
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         logger.addHandler(handler)
-        logger.setLevel(logging.DEBUG if verbosity >= 2 else logging.INFO)
+        # -v 0: warnings and errors only; -v 1 (default): one line per job; -v 2: debug.
+        logger.setLevel({0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG))
