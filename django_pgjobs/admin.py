@@ -70,38 +70,56 @@ def _filter_template() -> str:
     return "admin/filter.html"
 
 
-class ValuesDropdown(AllValuesFieldListFilter):
+class _DropdownTemplate:
+    """Pick the filter template once the filter exists (the app registry is ready by then)."""
+
+    template: str
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.template = _filter_template()
 
 
-class JobNameFilter(SimpleListFilter):
-    """Job names from the registry: no DISTINCT over a million rows to draw the filter."""
+class ValuesDropdown(_DropdownTemplate, AllValuesFieldListFilter):
+    pass
+
+
+class ChoicesDropdown(_DropdownTemplate, ChoicesFieldListFilter):
+    pass
+
+
+class _ExactValueFilter(SimpleListFilter):
+    """A filter whose choices come from somewhere cheap instead of a DISTINCT over the table."""
+
+    def offered_values(self) -> list[str]:
+        raise NotImplementedError
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [(value, value) for value in self.offered_values()]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        value = self.value()
+        return queryset.filter(**{str(self.parameter_name): value}) if value else queryset
+
+
+class JobNameFilter(_ExactValueFilter):
+    """Job names from the registry."""
 
     title = "job name"
     parameter_name = "job_name"
 
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return [(name, name) for name in registry.names()]
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
-        value = self.value()
-        return queryset.filter(job_name=value) if value else queryset
+    def offered_values(self) -> list[str]:
+        return registry.names()
 
 
-class QueueFilter(SimpleListFilter):
+class QueueFilter(_ExactValueFilter):
     """Queues with pending or running jobs, found by the dashboard's skip scan."""
 
     title = "queue"
     parameter_name = "queue"
 
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return [(q, q) for q in dashboard.active_queues()]
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
-        value = self.value()
-        return queryset.filter(queue=value) if value else queryset
+    def offered_values(self) -> list[str]:
+        return dashboard.active_queues()
 
 
 def search_by_id_or_name(queryset: QuerySet[Any], term: str) -> QuerySet[Any]:
@@ -121,12 +139,6 @@ def search_by_id_or_name(queryset: QuerySet[Any], term: str) -> QuerySet[Any]:
         high = uuid.UUID(digits.ljust(32, "f"))
         return queryset.filter(Q(id__range=(low, high)) | by_name)
     return queryset.filter(by_name)
-
-
-class ChoicesDropdown(ChoicesFieldListFilter):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.template = _filter_template()
 
 
 def _excerpt(text: str | None, length: int = 80) -> str:
