@@ -50,7 +50,7 @@ def browser(tmp_path: Path) -> Iterator[Any]:
     ):  # fmt: skip
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    driver.implicitly_wait(5)
+    driver.implicitly_wait(10)
     yield driver
     driver.quit()
 
@@ -66,9 +66,13 @@ def test_retry_a_failed_job_and_see_the_dashboard(
     browser.find_element(By.NAME, "username").send_keys("admin")
     browser.find_element(By.NAME, "password").send_keys("admin")
     browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
+    # The login POST must have landed before we navigate, or the list redirects to the login.
+    WebDriverWait(browser, 20).until(lambda d: "/admin/login/" not in d.current_url)
 
     browser.get(f"{live_server.url}/admin/pgjobs/job/")
-    row = browser.find_element(By.XPATH, f"//tr[contains(., '{str(job_id)[:8]}')]")
+    row = WebDriverWait(browser, 20).until(
+        lambda d: d.find_element(By.XPATH, f"//tr[contains(., '{str(job_id)[:8]}')]")
+    )
     assert "awaiting retry" in row.text
     row.find_element(By.NAME, "_selected_action").click()
     browser.find_element(By.CSS_SELECTOR, "select[name=action] option[value=retry_now]").click()
