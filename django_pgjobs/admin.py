@@ -276,11 +276,10 @@ class JobAdmin(_ReadOnlyFieldsMixin, ModelAdmin[Job]):
     list_per_page = 50
     actions = ("retry_now", "run_now", "cancel")
 
-    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
-        # Deleting rows behind the queue's back (a running job!) is not an operation here.
-        actions = super().get_actions(request)
-        actions.pop("delete_selected", None)
-        return actions
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # Deleting rows behind the queue's back (a running job!) is not an operation here;
+        # this also removes the bulk "delete selected" action. Cancel, then let pruning go.
+        return False
 
     readonly_fields = ("pretty_payload", "full_error", "timings")
     fieldsets = (
