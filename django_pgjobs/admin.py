@@ -253,8 +253,32 @@ class _ReadOnlyFieldsMixin(_QueueDatabaseMixin):
         return declared + [f.name for f in model._meta.fields if f.name not in declared]
 
 
+class _JobColumns:
+    """Columns shared by jobs and dead letters (both rows describe a job)."""
+
+    @admin.display(description="id", ordering="id")
+    def short_id(self, obj: Job | FailedJob) -> str:
+        return str(obj.id)[:8]
+
+    @admin.display(description="attempts")
+    def attempts(self, obj: Job | FailedJob) -> str:
+        return f"{obj.attempt}/{obj.max_attempts}"
+
+    @admin.display(description="error")
+    def error_excerpt(self, obj: Job | FailedJob) -> str:
+        return _excerpt(obj.error)
+
+    @admin.display(description="payload")
+    def pretty_payload(self, obj: Job | FailedJob) -> str:
+        return _pre(obj.payload)
+
+    @admin.display(description="error (with traceback)")
+    def full_error(self, obj: Job | FailedJob) -> str:
+        return _pre(obj.error) if obj.error else "—"
+
+
 @admin.register(Job)
-class JobAdmin(_ReadOnlyFieldsMixin, ModelAdmin[Job]):
+class JobAdmin(_JobColumns, _ReadOnlyFieldsMixin, ModelAdmin[Job]):
     list_display = (
         "short_id",
         "job_name",
@@ -304,10 +328,6 @@ class JobAdmin(_ReadOnlyFieldsMixin, ModelAdmin[Job]):
             return annotated.filter(payload_text__icontains=text), False
         return search_by_id_or_name(queryset, term), False
 
-    @admin.display(description="id", ordering="id")
-    def short_id(self, obj: Job) -> str:
-        return str(obj.id)[:8]
-
     @admin.display(description="status", ordering="status")
     def status_badge(self, obj: Job) -> str:
         label = "awaiting retry" if obj.is_awaiting_retry else obj.status
@@ -318,10 +338,6 @@ class JobAdmin(_ReadOnlyFieldsMixin, ModelAdmin[Job]):
             colour,
             label,
         )
-
-    @admin.display(description="attempts")
-    def attempts(self, obj: Job) -> str:
-        return f"{obj.attempt}/{obj.max_attempts}"
 
     @admin.display(description="progress", ordering="progress")
     def progress_bar(self, obj: Job) -> str:
@@ -336,18 +352,6 @@ class JobAdmin(_ReadOnlyFieldsMixin, ModelAdmin[Job]):
             obj.progress,
             _excerpt(obj.progress_message, 40),
         )
-
-    @admin.display(description="error")
-    def error_excerpt(self, obj: Job) -> str:
-        return _excerpt(obj.error)
-
-    @admin.display(description="payload")
-    def pretty_payload(self, obj: Job) -> str:
-        return _pre(obj.payload)
-
-    @admin.display(description="error (with traceback)")
-    def full_error(self, obj: Job) -> str:
-        return _pre(obj.error) if obj.error else "—"
 
     @admin.display(description="timings")
     def timings(self, obj: Job) -> str:
@@ -401,7 +405,7 @@ class JobAdmin(_ReadOnlyFieldsMixin, ModelAdmin[Job]):
 
 
 @admin.register(FailedJob)
-class FailedJobAdmin(_ReadOnlyFieldsMixin, ModelAdmin[FailedJob]):
+class FailedJobAdmin(_JobColumns, _ReadOnlyFieldsMixin, ModelAdmin[FailedJob]):
     list_display = ("short_id", "job_name", "queue", "attempts", "failed_at", "error_excerpt")
     list_filter = (JobNameFilter, ("queue", ValuesDropdown))
     search_fields = ("job_name",)
@@ -420,26 +424,6 @@ class FailedJobAdmin(_ReadOnlyFieldsMixin, ModelAdmin[FailedJob]):
         "full_error", "original_created_at", "failed_at",
     )  # fmt: skip
     change_list_template = "admin/pgjobs/failedjob/change_list.html"
-
-    @admin.display(description="id", ordering="id")
-    def short_id(self, obj: FailedJob) -> str:
-        return str(obj.id)[:8]
-
-    @admin.display(description="attempts")
-    def attempts(self, obj: FailedJob) -> str:
-        return f"{obj.attempt}/{obj.max_attempts}"
-
-    @admin.display(description="error")
-    def error_excerpt(self, obj: FailedJob) -> str:
-        return _excerpt(obj.error)
-
-    @admin.display(description="payload")
-    def pretty_payload(self, obj: FailedJob) -> str:
-        return _pre(obj.payload)
-
-    @admin.display(description="error (with traceback)")
-    def full_error(self, obj: FailedJob) -> str:
-        return _pre(obj.error) if obj.error else "—"
 
     @admin.action(description="Requeue (as a fresh job)", permissions=["change"])
     def requeue(self, request: HttpRequest, queryset: QuerySet[FailedJob]) -> None:
