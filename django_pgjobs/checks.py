@@ -12,6 +12,7 @@ from django.conf import settings
 from django.core.checks import CheckMessage, Error, register
 
 from django_pgjobs.conf import DEFAULTS
+from django_pgjobs.conf import seconds as _seconds
 
 _POSITIVE_SECONDS = (
     "RETRY_DELAY_MAX",
@@ -26,11 +27,7 @@ _POSITIVE_SECONDS = (
 def _is_number(value: Any) -> bool:
     if isinstance(value, bool) or not isinstance(value, int | float | timedelta):
         return False
-    return math.isfinite(value.total_seconds() if isinstance(value, timedelta) else value)
-
-
-def _seconds(value: Any) -> float:
-    return value.total_seconds() if isinstance(value, timedelta) else float(value)
+    return math.isfinite(_seconds(value))
 
 
 def _value_errors(config: dict[str, Any]) -> list[str]:

@@ -44,7 +44,8 @@ DEFAULTS: Final[dict[str, Any]] = {
 }
 
 
-def _seconds(value: Any) -> float:
+def seconds(value: Any) -> float:
+    """A number of seconds, given as a number or a timedelta."""
     if isinstance(value, timedelta):
         return value.total_seconds()
     return float(value)
@@ -66,11 +67,11 @@ class PgJobsSettings:
 
     @property
     def RETRY_DELAY(self) -> float:
-        return _seconds(self.get("RETRY_DELAY"))
+        return seconds(self.get("RETRY_DELAY"))
 
     @property
     def RETRY_DELAY_MAX(self) -> float:
-        return _seconds(self.get("RETRY_DELAY_MAX"))
+        return seconds(self.get("RETRY_DELAY_MAX"))
 
     @property
     def RETRY_JITTER(self) -> float:
@@ -78,7 +79,7 @@ class PgJobsSettings:
 
     @property
     def POLL_INTERVAL(self) -> float:
-        return _seconds(self.get("POLL_INTERVAL"))
+        return seconds(self.get("POLL_INTERVAL"))
 
     @property
     def POLL_ONLY(self) -> bool:
@@ -86,19 +87,19 @@ class PgJobsSettings:
 
     @property
     def LEASE_SECONDS(self) -> float:
-        return _seconds(self.get("LEASE_SECONDS"))
+        return seconds(self.get("LEASE_SECONDS"))
 
     @property
     def HEARTBEAT_SECONDS(self) -> float:
-        return _seconds(self.get("HEARTBEAT_SECONDS"))
+        return seconds(self.get("HEARTBEAT_SECONDS"))
 
     @property
     def RETENTION(self) -> float:
-        return _seconds(self.get("RETENTION"))
+        return seconds(self.get("RETENTION"))
 
     @property
     def PRUNE_INTERVAL(self) -> float:
-        return _seconds(self.get("PRUNE_INTERVAL"))
+        return seconds(self.get("PRUNE_INTERVAL"))
 
     @property
     def CONCURRENCY(self) -> int:
@@ -106,7 +107,7 @@ class PgJobsSettings:
 
     @property
     def SHUTDOWN_GRACE(self) -> float:
-        return _seconds(self.get("SHUTDOWN_GRACE"))
+        return seconds(self.get("SHUTDOWN_GRACE"))
 
     @property
     def DATABASE(self) -> str:
