@@ -31,7 +31,10 @@ if not (CHROMIUM and CHROMEDRIVER):
         allow_module_level=True,
     )
 
-webdriver = pytest.importorskip("selenium.webdriver")
+if os.environ.get("PGJOBS_REQUIRE_BROWSER"):
+    from selenium import webdriver  # in CI a missing selenium is a failure, never a skip
+else:
+    webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
@@ -41,6 +44,7 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 @pytest.fixture
 def browser(tmp_path: Path) -> Iterator[Any]:
+    assert CHROMIUM and CHROMEDRIVER  # (the module skipped or failed above otherwise)
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for flag in (
