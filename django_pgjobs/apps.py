@@ -13,6 +13,14 @@ class PgJobsConfig(AppConfig):
     def ready(self) -> None:
         from django_pgjobs import checks  # noqa: F401 - registers the system checks
 
-        # Handlers live in each app's ``jobs`` module, as admin classes live in ``admin``: import
-        # them everywhere so enqueue() sees their defaults and workers can run them.
+        # Handlers live in each app's ``jobs`` (and ``workflows``) module, as admin classes live
+        # in ``admin``: import them everywhere so enqueue() sees their defaults and workers can
+        # run them.
         autodiscover_modules("jobs")
+        autodiscover_modules("workflows")
+
+        from django_pgjobs import definitions
+
+        # After every module that may define a workflow is imported: the version digest covers
+        # them all.
+        definitions.install()

@@ -39,6 +39,9 @@ DEFAULTS: Final[dict[str, Any]] = {
     "SHUTDOWN_GRACE": 30.0,
     # The database alias the queue tables live in.
     "DATABASE": "default",
+    # The code version new workflows are pinned to (a release id, a git SHA). None: a digest of
+    # the source of the modules that define workflows. Workers only resume their own version.
+    "APP_VERSION": None,
     # Schedules declared in settings: {"name": {"cron": "0 2 * * *", "job": "report", ...}}.
     "SCHEDULES": {},
 }
@@ -112,6 +115,11 @@ class PgJobsSettings:
     @property
     def DATABASE(self) -> str:
         return str(self.get("DATABASE"))
+
+    @property
+    def APP_VERSION(self) -> str | None:
+        value = self.get("APP_VERSION")
+        return None if value is None else str(value)
 
 
 conf = PgJobsSettings()

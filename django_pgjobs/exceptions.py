@@ -39,3 +39,56 @@ class JobStateError(PgJobsError):
 
 class HandlerAlreadyRegistered(PgJobsError):
     """Two different functions were registered under one job name."""
+
+
+class WorkflowError(PgJobsError):
+    """Base class of the workflow errors."""
+
+
+class WorkflowNotFound(WorkflowError, LookupError):
+    """No workflow has the given id."""
+
+
+class WorkflowConflict(WorkflowError, ValueError):
+    """A workflow id is already taken by a different workflow."""
+
+
+class WorkflowStateError(WorkflowError):
+    """The workflow is in a state the operation does not apply to."""
+
+
+class WorkflowNonDeterminism(WorkflowError):
+    """A re-executed workflow called a different step than the one recorded at that position:
+    its code changed, or it branches on something other than its inputs and step results."""
+
+
+class WorkflowSerializationError(PayloadNotSerializable):
+    """A workflow's or step's input or output cannot be stored as JSON."""
+
+
+class WorkflowCancelled(WorkflowError):
+    """The workflow was cancelled (raised by ``get_result``)."""
+
+
+class WorkflowDead(WorkflowError):
+    """The workflow kept crashing its worker and was moved to the dead letters."""
+
+
+class WorkflowTimeout(WorkflowError, TimeoutError):
+    """A wait for a workflow's result ran out of time."""
+
+
+class RecordedError(WorkflowError):
+    """A recorded error whose exception class cannot be rebuilt in this process.
+
+    ``type_name`` is the original class's dotted path, ``traceback`` the recorded traceback.
+    """
+
+    def __init__(self, type_name: str, message: str, traceback: str | None = None) -> None:
+        super().__init__(f"{type_name}: {message}")
+        self.type_name = type_name
+        self.traceback = traceback
+
+
+class NotInWorkflow(WorkflowError, RuntimeError):
+    """A workflow-only function (recv, set_event, ...) was called outside a workflow."""

@@ -7,6 +7,7 @@ import logging
 import math
 import traceback
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Any
 
 from asgiref.sync import async_to_sync
@@ -18,6 +19,20 @@ logger = logging.getLogger("django_pgjobs.worker")
 
 # Tracebacks from deep recursion can be megabytes; the row needs the cause, not all of it.
 MAX_ERROR_LENGTH = 32_000
+
+
+# The attempt a handler thread is running, for code that needs its lease (the workflow runner).
+current_job: ContextVar[ClaimedJob | None] = ContextVar("pgjobs_current_job", default=None)
+
+
+class JobHandedBack(BaseException):
+    """Raised by a handler that has already given its job back to the queue itself, in a fenced
+    statement of its own (a workflow suspending until ``delay`` seconds from now): the worker
+    writes no outcome for the attempt."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__(delay)
+        self.delay = delay
 
 
 class ProgressReporter:
@@ -44,6 +59,14 @@ class ProgressReporter:
 
 
 def call_handler(handler: JobHandler, job: ClaimedJob, report: ProgressReporter) -> Any:
+    reset = current_job.set(job)
+    try:
+        return _call(handler, job, report)
+    finally:
+        current_job.reset(reset)
+
+
+def _call(handler: JobHandler, job: ClaimedJob, report: ProgressReporter) -> Any:
     args: tuple[Any, ...] = (job.payload, report) if handler.wants_progress else (job.payload,)
     if handler.is_async:
         # async_to_sync, not asyncio.run: the ORM's thread-sensitive calls (acreate, aget ...)

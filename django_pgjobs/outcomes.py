@@ -19,13 +19,15 @@ from django_pgjobs import queries
 
 logger = logging.getLogger("django_pgjobs.worker")
 
-Outcome = Literal["completed", "retried", "buried", "lost"]
+Outcome = Literal["completed", "retried", "buried", "lost", "handed back"]
 
 
 @dataclass(frozen=True)
 class _Done:
     job: queries.ClaimedJob
     error: str | None
+    # Set when the handler gave the job back itself (JobHandedBack): due again in this long.
+    handed_back: float | None = None
 
 
 @dataclass(frozen=True)
@@ -42,7 +44,7 @@ class Written:
     job: queries.ClaimedJob
     outcome: Outcome
     error: str | None = None
-    delay: float = 0.0  # before the retry, when outcome is "retried"
+    delay: float = 0.0  # until the job is due again, when outcome is "retried" or "handed back"
 
 
 class Outcomes:
@@ -54,8 +56,10 @@ class Outcomes:
 
     # -- from handler threads ----------------------------------------------------------------
 
-    def finished(self, job: queries.ClaimedJob, error: str | None) -> None:
-        self._events.put(_Done(job, error))
+    def finished(
+        self, job: queries.ClaimedJob, error: str | None, *, handed_back: float | None = None
+    ) -> None:
+        self._events.put(_Done(job, error, handed_back))
         self._wake()
 
     def progressed(self, job: queries.ClaimedJob, progress: int, message: str | None) -> None:
@@ -93,6 +97,10 @@ class Outcomes:
                     "Dropped a progress report of job %s", progress.job.id, exc_info=True
                 )
             del self._progress[token]
+        for done in [d for d in self._done if d.handed_back is not None]:
+            # Already written by the handler: only the worker's bookkeeping is left.
+            on_written(Written(done.job, "handed back", delay=done.handed_back or 0.0))
+        self._done = [d for d in self._done if d.handed_back is None]
         successes = [d.job for d in self._done if d.error is None]
         if successes:
             tokens = [job.token for job in successes]

@@ -33,7 +33,7 @@ from django.db import close_old_connections
 from django_pgjobs import queries
 from django_pgjobs.conf import conf
 from django_pgjobs.connection import connect
-from django_pgjobs.execution import ProgressReporter, call_handler, describe_error
+from django_pgjobs.execution import JobHandedBack, ProgressReporter, call_handler, describe_error
 from django_pgjobs.housekeeping import Housekeeper
 from django_pgjobs.outcomes import Outcomes, Written
 from django_pgjobs.registry import JobHandler, registry
@@ -60,6 +60,7 @@ class WorkerStats:
     retried: int = 0
     buried: int = 0
     lost: int = 0
+    handed_back: int = 0  # workflows that suspended themselves (sleep, recv, a child's result)
     rescued: int = 0
     released: int = 0
     db_errors: int = 0
@@ -410,12 +411,15 @@ class Worker:
         """Runs in a handler thread. Always reports an outcome, whatever happens."""
         entry.started.set()
         error: str | None = None
+        handed_back: float | None = None
         try:
             close_old_connections()
             if entry.handler is None:
                 raise LookupError(f"No handler is registered for job name {entry.job.job_name!r}.")
             report = ProgressReporter(entry.job, self._outcomes.progressed)
             call_handler(entry.handler, entry.job, report)
+        except JobHandedBack as back:
+            handed_back = back.delay
         except BaseException as exc:
             # SystemExit and KeyboardInterrupt raised by a handler fail that job, not the worker.
             error = describe_error(exc)
@@ -424,7 +428,7 @@ class Worker:
                 close_old_connections()
             except Exception:
                 logger.exception("Closing the handler thread's database connections failed")
-            self._outcomes.finished(entry.job, error)
+            self._outcomes.finished(entry.job, error, handed_back=handed_back)
 
     # -- writing outcomes --------------------------------------------------------------------
 
@@ -447,10 +451,11 @@ class Worker:
         job, outcome = written.job, written.outcome
         entry = self._inflight.pop(job.lease_token, None)
         took = time.monotonic() - entry.started_at if entry else 0.0
-        setattr(self.stats, outcome, getattr(self.stats, outcome) + 1)
-        if outcome == "retried" and written.delay <= 0:
+        counter = outcome.replace(" ", "_")
+        setattr(self.stats, counter, getattr(self.stats, counter) + 1)
+        if outcome in ("retried", "handed back") and written.delay <= 0:
             self._maybe_work = True
-        elif outcome == "retried":
+        elif outcome in ("retried", "handed back"):
             due = time.monotonic() + written.delay
             self._next_due = due if self._next_due is None else min(self._next_due, due)
         error = (written.error or "").split("\n", 1)[0]
@@ -461,6 +466,8 @@ class Worker:
                 "Attempt %s/%s of %s %s failed (%s); retrying in %.1fs",
                 job.attempt, job.max_attempts, job.job_name, job.id, error, written.delay,
             )  # fmt: skip
+        elif outcome == "handed back":
+            logger.info("%s %s waits; due again in %.1fs", job.job_name, job.id, written.delay)
         elif outcome == "buried":
             logger.error(
                 "Job %s %s failed its last attempt (%s/%s) and moved to the dead letters: %s",

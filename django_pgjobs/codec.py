@@ -1,0 +1,94 @@
+"""JSON in and out of the workflow tables, and errors as JSON.
+
+Workflows store JSON, not pickle: rows stay readable by people, SQL and other languages, and a
+deploy can never make a stored value unloadable. Values go through Django's encoder (dates,
+decimals, UUIDs become strings), and a value is returned to the workflow as JSON gives it back,
+the first time as on every replay, so the workflow sees the same thing either way.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from django.core.serializers.json import DjangoJSONEncoder
+
+from django_pgjobs.exceptions import RecordedError, WorkflowSerializationError
+from django_pgjobs.execution import describe_error
+
+
+def encode(value: Any, what: str) -> str:
+    """JSON text PostgreSQL will store, or :class:`WorkflowSerializationError` naming ``what``."""
+    try:
+        text = json.dumps(value, cls=DjangoJSONEncoder, allow_nan=False, ensure_ascii=False)
+        text.encode("utf-8")  # lone surrogates
+    except (TypeError, ValueError) as exc:
+        raise WorkflowSerializationError(
+            f"{what} must be JSON serialisable (dicts, lists, str, numbers, bool, None; dates, "
+            f"decimals and UUIDs become strings): {exc}"
+        ) from exc
+    if "\\u0000" in text:
+        raise WorkflowSerializationError(f"{what} contains a NUL character; jsonb cannot store it.")
+    return text
+
+
+def decode(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+def roundtrip(value: Any, what: str) -> tuple[str, Any]:
+    """The stored text and what a replay will read back from it."""
+    text = encode(value, what)
+    return text, json.loads(text)
+
+
+def describe(exc: BaseException) -> dict[str, Any]:
+    """An exception as JSON: enough to raise it again, and its traceback for people."""
+    cls = type(exc)
+    args: Any = list(exc.args)
+    try:
+        encode(args, "args")
+    except WorkflowSerializationError:
+        args = [str(exc)]
+    return {
+        "type": f"{cls.__module__}.{cls.__qualname__}",
+        "message": str(exc),
+        "args": args,
+        "traceback": describe_error(exc),
+    }
+
+
+def rebuild(error: dict[str, Any]) -> BaseException:
+    """The recorded exception, as its own class when that class is loaded in this process and
+    accepts the recorded args; otherwise :class:`RecordedError`. Never imports a module: the
+    type name comes from the database."""
+    type_name = str(error.get("type", "Exception"))
+    message = str(error.get("message", ""))
+    traceback = error.get("traceback")
+    cls = _loaded_class(type_name)
+    exc: BaseException
+    if cls is None:
+        exc = RecordedError(type_name, message, traceback)
+    else:
+        try:
+            exc = cls(*error.get("args", [message]))
+        except Exception:
+            exc = RecordedError(type_name, message, traceback)
+    if traceback and not isinstance(exc, RecordedError):
+        exc.add_note(f"Recorded by django-pgjobs; the original traceback:\n{traceback}")
+    return exc
+
+
+def _loaded_class(type_name: str) -> type[BaseException] | None:
+    module_name, _, qualname = type_name.rpartition(".")
+    # Nested classes: find the longest loaded module prefix.
+    while module_name and module_name not in sys.modules:
+        module_name, _, head = module_name.rpartition(".")
+        qualname = f"{head}.{qualname}"
+    obj: Any = sys.modules.get(module_name)
+    for part in qualname.split("."):
+        obj = getattr(obj, part, None)
+    if isinstance(obj, type) and issubclass(obj, BaseException):
+        return obj
+    return None

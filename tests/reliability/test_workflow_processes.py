@@ -1,0 +1,80 @@
+"""Workflows under real worker processes killed with SIGKILL."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from django_pgjobs import get_workflow, list_workflow_steps, start_workflow
+from django_pgjobs.models import FailedJob
+from tests.helpers import start_worker, wait_for
+from tests.testapp import workflows as wf
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+FAST_LEASES = {"LEASE_SECONDS": 1.0, "HEARTBEAT_SECONDS": 0.2, "POLL_INTERVAL": 0.2}
+
+
+def test_sigkill_mid_workflow_resumes_after_the_last_checkpoint(
+    processes: list[subprocess.Popen[bytes]], tmp_path: Path
+) -> None:
+    flag = tmp_path / "hold"
+    flag.touch()
+    handle = start_workflow(wf.five_steps, "kill", str(flag))
+    first = start_worker(settings=FAST_LEASES, log=tmp_path / "first.log")
+    processes.append(first)
+    # Steps 0-2 are checkpointed and step 3 is running when the worker dies.
+    wait_for(lambda: wf.runs("kill:3") == 1, what="step 3 to start")
+    first.kill()
+    first.wait(10)
+    flag.unlink()
+    processes.append(start_worker(settings=FAST_LEASES, log=tmp_path / "second.log"))
+    assert handle.get_result(timeout=30) == ["kill:0", 1, "kill:2", "passed", "kill:4"]
+    # Before the kill: exactly once, the atomic step's row included. Step 3 had no
+    # checkpoint, so it ran again; that is the at-least-once edge of a step.
+    assert [wf.runs(f"kill:{i}") for i in range(5)] == [1, 1, 1, 2, 1]
+    steps = list_workflow_steps(handle.workflow_id)
+    assert [s.status for s in steps] == ["completed"] * 5
+
+
+def test_a_workflow_that_keeps_killing_its_worker_ends_dead(
+    processes: list[subprocess.Popen[bytes]], tmp_path: Path
+) -> None:
+    handle = start_workflow(wf.crashes_its_worker, "doom")
+    deadline = time.monotonic() + 60
+    n = 0
+    while get_workflow(handle.workflow_id).status != "dead":
+        assert time.monotonic() < deadline, "the workflow never ended dead"
+        if not processes or processes[-1].poll() is not None:
+            n += 1
+            processes.append(start_worker(settings=FAST_LEASES, log=tmp_path / f"{n}.log"))
+        time.sleep(0.1)
+    # One run plus one recovery (max_recovery_attempts=1), then the dead letters.
+    assert wf.runs("doom:die") == 2
+    assert wf.runs("doom:before") == 1
+    assert FailedJob.objects.filter(payload__workflow_id=handle.workflow_id).count() == 1
+    info = get_workflow(handle.workflow_id)
+    assert info.error is not None and "Lease expired" in info.error["traceback"]
+
+
+def test_a_durable_sleep_outlives_its_worker(
+    processes: list[subprocess.Popen[bytes]], tmp_path: Path
+) -> None:
+    handle = start_workflow(wf.sleeper, "restart", 3)
+    first = start_worker(settings=FAST_LEASES, log=tmp_path / "first.log")
+    processes.append(first)
+    wait_for(lambda: any(s.status == "waiting" for s in list_workflow_steps(handle.workflow_id)))
+    [_, waiting] = list_workflow_steps(handle.workflow_id)
+    first.kill()
+    first.wait(10)
+    processes.append(start_worker(settings=FAST_LEASES, log=tmp_path / "second.log"))
+    assert handle.get_result(timeout=30) == "restart:after"
+    [_, slept, after] = list_workflow_steps(handle.workflow_id)
+    assert waiting.wake_at is not None and after.completed_at is not None
+    # Woke at the time recorded before the restart, not three seconds after it.
+    assert slept.wake_at == waiting.wake_at
+    assert 0 <= (after.completed_at - waiting.wake_at).total_seconds() < 2
+    assert wf.runs("restart:before") == 1
