@@ -30,7 +30,10 @@ INSTALLED_APPS = [
 _URL = database_url(BASE_DIR / ".pgdata-test")
 DATABASES = {
     # Worker subprocesses get a DATABASE_URL naming this database (see tests/helpers.py).
-    "default": database_settings(_URL, TEST={"NAME": "test_pgjobs"}),
+    # PGJOBS_TEST_DB lets two test runs share one server without dropping each other's database.
+    "default": database_settings(
+        _URL, TEST={"NAME": os.environ.get("PGJOBS_TEST_DB", "test_pgjobs")}
+    ),
     # Another connection to the same test database: stands in for a second database whose
     # commit a job must wait for (enqueue_on_commit(commit_of=...)).
     "other": database_settings(_URL, TEST={"MIRROR": "default"}),
