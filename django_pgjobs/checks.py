@@ -55,6 +55,17 @@ def _value_errors(config: dict[str, Any]) -> list[str]:
         problems.append(f"POLL_ONLY must be True or False; got {config['POLL_ONLY']!r}.")
     if not isinstance(config.get("DATABASE", "default"), str):
         problems.append(f"DATABASE must be a database alias (str); got {config['DATABASE']!r}.")
+    version = config.get("APP_VERSION")
+    if version is not None and not (
+        isinstance(version, str)
+        and version.strip()
+        and len(version) <= 64
+        and "\x00" not in version
+    ):
+        problems.append(
+            f"APP_VERSION must be None or a non-empty str of at most 64 characters; "
+            f"got {version!r}."
+        )
     return problems
 
 

@@ -59,6 +59,9 @@ def test_e003_not_a_dict_or_unknown_keys(value: Any) -> None:
         {"RETRY_JITTER": 2},
         {"POLL_ONLY": "yes"},
         {"SHUTDOWN_GRACE": -5},
+        {"APP_VERSION": ""},
+        {"APP_VERSION": 3},
+        {"APP_VERSION": "x" * 65},
     ],
 )
 def test_e004_bad_values(bad: dict[str, Any]) -> None:

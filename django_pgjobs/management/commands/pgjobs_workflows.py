@@ -1,0 +1,99 @@
+"""``manage.py pgjobs_workflows <list|show|cancel|resume|fork>``: thin wrappers over the API."""
+
+from __future__ import annotations
+
+import json
+from argparse import ArgumentParser
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError
+
+from django_pgjobs import workflows
+from django_pgjobs.definitions import app_version
+from django_pgjobs.exceptions import PgJobsError
+from django_pgjobs.models import WorkflowStatus
+
+_WHEN = "%Y-%m-%d %H:%M:%S"
+
+
+class Command(BaseCommand):
+    help = "Inspect and operate durable workflows (in PGJOBS['DATABASE'])."
+
+    def add_arguments(self, parser: ArgumentParser) -> None:
+        sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+        listing = sub.add_parser("list", help="Recent workflows, newest first.")
+        listing.add_argument("--status", choices=WorkflowStatus.values, default=None)
+        listing.add_argument("--name", default=None)
+        listing.add_argument("--limit", type=int, default=50)
+        show = sub.add_parser("show", help="One workflow with its inputs, result and steps.")
+        show.add_argument("workflow_id")
+        cancel = sub.add_parser(
+            "cancel", help="Cancel a workflow (a running one at its next step)."
+        )
+        cancel.add_argument("workflow_id")
+        resume = sub.add_parser("resume", help="Run a cancelled or dead workflow again.")
+        resume.add_argument("workflow_id")
+        version = resume.add_mutually_exclusive_group()
+        version.add_argument("--app-version", default=None, help="Re-pin to this code version.")
+        version.add_argument(
+            "--deployed",
+            action="store_true",
+            help=f"Re-pin to the code version of this deployment ({app_version()}).",
+        )
+        fork = sub.add_parser("fork", help="Start a copy reusing checkpoints before a step.")
+        fork.add_argument("workflow_id")
+        fork.add_argument("--from-step", type=int, default=0)
+        fork.add_argument("--new-id", default=None)
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        try:
+            getattr(self, f"do_{options['action']}")(options)
+        except PgJobsError as exc:
+            raise CommandError(str(exc)) from exc
+
+    def do_list(self, options: dict[str, Any]) -> None:
+        found = workflows.list_workflows(
+            status=options["status"], name=options["name"], limit=options["limit"]
+        )
+        self.stdout.write(f"{'workflow id':<38} {'name':<30} {'status':<10} {'created':<19}")
+        for info in found:
+            self.stdout.write(
+                f"{info.workflow_id:<38} {info.name:<30} {info.status:<10} "
+                f"{info.created_at.strftime(_WHEN)}"
+            )
+
+    def do_show(self, options: dict[str, Any]) -> None:
+        info = workflows.get_workflow(options["workflow_id"])
+        self.stdout.write(f"{info.workflow_id}  {info.name}  {info.status}")
+        self.stdout.write(f"  app version  {info.app_version}   queue {info.queue}")
+        self.stdout.write(
+            f"  input        {json.dumps({'args': info.args, 'kwargs': info.kwargs})}"
+        )
+        if info.status == "completed":
+            self.stdout.write(f"  output       {json.dumps(info.output)}")
+        if info.error:
+            self.stdout.write(
+                f"  error        {info.error.get('type')}: {info.error.get('message')}"
+            )
+        for step in workflows.list_workflow_steps(info.workflow_id):
+            detail = json.dumps(step.output) if step.error is None else step.error.get("message")
+            if step.status == "waiting":
+                detail = f"until {step.wake_at.strftime(_WHEN) if step.wake_at else 'woken'}"
+            self.stdout.write(f"  {step.index:>4} {step.name:<40} {step.status:<10} {detail}")
+
+    def do_cancel(self, options: dict[str, Any]) -> None:
+        workflows.cancel_workflow(options["workflow_id"])
+        self.stdout.write(f"Cancelled workflow {options['workflow_id']}.")
+
+    def do_resume(self, options: dict[str, Any]) -> None:
+        version = app_version() if options["deployed"] else options["app_version"]
+        workflows.resume_workflow(options["workflow_id"], app_version=version)
+        self.stdout.write(f"Resumed workflow {options['workflow_id']}.")
+
+    def do_fork(self, options: dict[str, Any]) -> None:
+        if options["from_step"] < 0:
+            raise CommandError("--from-step must be >= 0.")
+        handle = workflows.fork_workflow(
+            options["workflow_id"], options["from_step"], new_workflow_id=options["new_id"]
+        )
+        self.stdout.write(f"Forked workflow {options['workflow_id']} as {handle.workflow_id}.")
