@@ -239,6 +239,19 @@ def check_outcomes(seed: DemoSeed, signup_email: str) -> None:
         f"import-rows {imported.id} completed at {imported.progress}% with "
         f"{seed.batch.imported}/{seed.batch.rows} rows {state(imported)}",
     )
+    from django_pgjobs import get_workflow, list_workflow_steps
+    from shop.models import Charge
+
+    flow = get_workflow(seed.checkout_workflow)
+    seed.order.refresh_from_db()
+    steps = [s.name.rsplit(".", 1)[-1] for s in list_workflow_steps(flow.workflow_id)]
+    expect(
+        flow.status == "completed"
+        and seed.order.status == "receipted"
+        and Charge.objects.filter(idempotency_key=f"order-{seed.order.pk}").count() == 1,
+        f"shop.checkout {flow.workflow_id} completed: order {seed.order.pk} charged once "
+        f"({seed.order.charge_id}) and receipted [{flow.status}; steps {', '.join(steps)}]",
+    )
     # The import outlasts the sync's 1 s + 2 s of backoff, so the burst normally sees all three
     # attempts; on a slow machine it may exit while the last retry is still scheduled.
     dead = FailedJob.objects.filter(id=seed.sync_job).first()

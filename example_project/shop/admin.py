@@ -5,7 +5,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from shop.jobs import sync_customer_to_crm
-from shop.models import Customer, ImportBatch
+from shop.models import Customer, ImportBatch, Order, Product
 
 
 @admin.register(Customer)
@@ -27,3 +27,15 @@ class CustomerAdmin(admin.ModelAdmin):  # type: ignore[type-arg]  # not generic 
 class ImportBatchAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     list_display = ("name", "rows", "imported", "created_at")
     readonly_fields = ("imported",)
+
+
+@admin.register(Product)
+class ProductAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    list_display = ("sku", "name", "price_cents", "stock")
+
+
+@admin.register(Order)
+class OrderAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    list_display = ("pk", "customer", "product", "quantity", "status", "charge_id", "created_at")
+    list_filter = ("status",)
+    readonly_fields = ("status", "charge_id")

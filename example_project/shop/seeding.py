@@ -11,10 +11,11 @@ from dataclasses import dataclass
 
 from django.db import transaction
 
-from django_pgjobs import JobNotFound, get_job
+from django_pgjobs import JobNotFound, get_job, start_workflow
 from shop.jobs import import_rows, sync_customer_to_crm
-from shop.models import Customer, ImportBatch
+from shop.models import Customer, ImportBatch, Order, Product
 from shop.signup import sign_up
+from shop.workflows import checkout
 
 DEMO_IMPORT_ROWS = 500
 
@@ -32,6 +33,8 @@ class DemoSeed:
     batch: ImportBatch
     import_job: uuid.UUID
     sync_job: uuid.UUID
+    order: Order
+    checkout_workflow: str
 
     def summary(self) -> str:
         try:
@@ -46,7 +49,9 @@ class DemoSeed:
             f"Import batch {self.batch.name!r} ({self.batch.rows} rows): import-rows job "
             f"{self.import_job}\n"
             f"CRM sync of customer {self.customer.pk}: sync-crm job {self.sync_job} "
-            "(fails on purpose; dead-lettered after 3 attempts)"
+            "(fails on purpose; dead-lettered after 3 attempts)\n"
+            f"Order {self.order.pk} placed: shop.checkout workflow {self.checkout_workflow} "
+            "(reserve stock, charge the card after one gateway timeout, send the receipt)"
         )
 
 
@@ -69,6 +74,19 @@ def seed_demo() -> DemoSeed:
         import_job = import_rows.enqueue({"batch_id": batch.pk}, key=f"import-batch-{batch.pk}")
 
     sync_job = sync_customer_to_crm.enqueue({"customer_id": customer.pk})
+
+    with transaction.atomic():
+        product, _ = Product.objects.get_or_create(
+            sku="KB-01", defaults={"name": "Mechanical keyboard", "price_cents": 8900, "stock": 100}
+        )
+        order = Order.objects.create(
+            customer=customer, product=product, quantity=2, gateway_timeouts=1
+        )
+        # Started in the order's transaction: no order without its checkout, and no checkout of
+        # an order that was never placed. The order id makes a retried request start nothing new.
+        checkout_workflow = start_workflow(
+            checkout, order.pk, workflow_id=f"checkout-{order.pk}"
+        ).workflow_id
     return DemoSeed(
         customer=customer,
         welcome_job=welcome_job,
@@ -76,4 +94,6 @@ def seed_demo() -> DemoSeed:
         batch=batch,
         import_job=import_job,
         sync_job=sync_job,
+        order=order,
+        checkout_workflow=checkout_workflow,
     )
