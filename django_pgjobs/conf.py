@@ -31,6 +31,9 @@ DEFAULTS: Final[dict[str, Any]] = {
     "HEARTBEAT_SECONDS": 10.0,
     # Completed and cancelled jobs are deleted this long after they finished.
     "RETENTION": timedelta(days=1),
+    # Finished workflows (with their steps, messages and events) are deleted this long after
+    # they ended. Longer than RETENTION: a workflow's history is what fork_workflow reuses.
+    "WORKFLOW_RETENTION": timedelta(days=7),
     # How often each worker runs the prune sweep.
     "PRUNE_INTERVAL": 300.0,
     # Handler threads per worker process.
@@ -99,6 +102,10 @@ class PgJobsSettings:
     @property
     def RETENTION(self) -> float:
         return seconds(self.get("RETENTION"))
+
+    @property
+    def WORKFLOW_RETENTION(self) -> float:
+        return seconds(self.get("WORKFLOW_RETENTION"))
 
     @property
     def PRUNE_INTERVAL(self) -> float:

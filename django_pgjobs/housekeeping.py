@@ -2,7 +2,8 @@
 
 - heartbeat: renew this worker's row and the leases of the attempts it holds;
 - rescue: hand back running jobs whose worker stopped heartbeating, and forget such workers;
-- prune: delete finished jobs past RETENTION, a few batches at a time.
+- prune: delete finished jobs past RETENTION and finished workflows past WORKFLOW_RETENTION,
+  a few batches at a time.
 
 Every worker does all three; each statement skips rows another worker is handling, so any number
 can run them at once and the work is shared without a leader.
@@ -25,9 +26,11 @@ import psycopg
 from django_pgjobs import queries
 from django_pgjobs.conf import conf
 from django_pgjobs.jobs import prune_finished
+from django_pgjobs.queries import workflows as workflow_queries
 
 # Each prune pass deletes at most this many batches, so a huge backlog never delays heartbeats.
 PRUNE_BATCHES_PER_PASS = 10
+WORKFLOW_PRUNE_BATCH = 1000
 
 
 @dataclass
@@ -82,9 +85,13 @@ class Housekeeper:
             pruned = prune_finished(
                 conn.cursor(), retention=conf.RETENTION, max_batches=PRUNE_BATCHES_PER_PASS
             )
-            report.pruned = pruned.deleted
+            workflows = workflow_queries.prune_finished_workflows(
+                conn.cursor(), older_than_seconds=conf.WORKFLOW_RETENTION
+            )
+            report.pruned = pruned.deleted + workflows
+            more = pruned.more or workflows >= WORKFLOW_PRUNE_BATCH
             # More left: continue at the next pass. Else wait an interval; the jitter keeps a
             # fleet started together from pruning in lockstep.
-            interval = 0.0 if pruned.more else conf.PRUNE_INTERVAL * random.uniform(0.9, 1.1)
+            interval = 0.0 if more else conf.PRUNE_INTERVAL * random.uniform(0.9, 1.1)
             self._next_prune = now + interval
         return report

@@ -18,6 +18,7 @@ from django_pgjobs import queries
 from django_pgjobs.conf import conf
 from django_pgjobs.exceptions import JobNotFound, JobStateError
 from django_pgjobs.models import FailedJob, Job, JobStatus
+from django_pgjobs.queries.workflows import JOB_PREFIX
 
 _PRUNE_BATCH = 5000
 
@@ -124,6 +125,14 @@ def cancel_job(job_id: uuid.UUID | str, *, using: str | None = None) -> None:
     """
     alias = _alias(using)
     pk = _as_uuid(job_id)
+    found = Job.objects.using(alias).filter(id=pk).values_list("job_name", "payload").first()
+    if found is not None and found[0].startswith(JOB_PREFIX):
+        # The job runs a workflow: cancel the workflow, which cancels its job, rather than
+        # leave a workflow whose job is gone.
+        from django_pgjobs.workflows import cancel_workflow
+
+        cancel_workflow(str(found[1]["workflow_id"]))
+        return
     with connections[alias].cursor() as cur:
         cancelled = queries.cancel_job(cur, job_id=pk)
     if not cancelled:

@@ -394,6 +394,12 @@ class WorkflowExecution(models.Model):
                 condition=Q(parent_workflow_id__isnull=False),
                 name="pgjobs_workflow_parent",
             ),
+            # Serves pruning finished workflows past WORKFLOW_RETENTION.
+            models.Index(
+                fields=("completed_at",),
+                condition=Q(status__in=WORKFLOW_FINAL_STATUSES),
+                name="pgjobs_workflow_finished",
+            ),
         )
 
     def __str__(self) -> str:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import date
+from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -30,6 +30,7 @@ from django_pgjobs import (
     WorkflowSerializationError,
     WorkflowStateError,
     WorkflowTimeout,
+    cancel_job,
     cancel_workflow,
     fork_workflow,
     get_event,
@@ -39,6 +40,7 @@ from django_pgjobs import (
     queries,
     recv,
     resume_workflow,
+    retry_dead_letter_job,
     send,
     set_event,
     start_workflow,
@@ -576,3 +578,52 @@ def test_step_overhead_is_one_statement_per_step(other_connection: Any) -> None:
     # One statement to load, one checkpoint per step, one to finish.
     assert len(ours) == 7, ours
     assert sum("INSERT INTO pgjobs_workflow_steps" in sql for sql in ours) == 5
+
+
+def test_finished_workflows_are_pruned_with_their_history(make_worker: type[Worker]) -> None:
+    old = start_workflow(wf.receiver, None, 0)
+    young = start_workflow(wf.greet, "young")
+    send(old.workflow_id, "kept until pruned")
+    drain(make_worker())
+    WorkflowExecution.objects.filter(workflow_id=old.workflow_id).update(
+        completed_at=timezone.now() - timedelta(days=8)
+    )
+    with connection.cursor() as cur:
+        cur.execute(
+            "INSERT INTO pgjobs_workflow_events (workflow_id, key, value) VALUES (%s, 'k', '1')",
+            [old.workflow_id],
+        )
+        assert queries.workflows.prune_finished_workflows(cur, older_than_seconds=7 * 86400) == 1
+    assert not WorkflowExecution.objects.filter(workflow_id=old.workflow_id).exists()
+    assert not WorkflowStep.objects.filter(workflow_id=old.workflow_id).exists()
+    assert get_workflow(young.workflow_id).status == "completed"
+
+
+def test_cancelling_a_workflows_job_cancels_the_workflow() -> None:
+    handle = start_workflow(wf.greet, "via job")
+    cancel_job(job_of(handle.workflow_id).id)
+    assert handle.get_status() == "cancelled"
+    assert job_of(handle.workflow_id).status == "cancelled"
+
+
+def test_a_requeued_dead_workflow_job_gets_its_key_back(make_worker: type[Worker]) -> None:
+    handle = start_workflow(wf.receiver, None, 30)
+    job = job_of(handle.workflow_id)
+    Job.objects.filter(id=job.id).update(max_attempts=1)
+    Job.objects.filter(id=job.id).update(
+        status="running", attempt=1, lease_expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    with connection.cursor() as cur:
+        queries.rescue_expired_leases(cur)
+    assert handle.get_status() == "dead"
+    [dead] = FailedJob.objects.filter(payload__workflow_id=handle.workflow_id)
+    retry_dead_letter_job(dead.id)
+    assert job_of(handle.workflow_id).status == "pending"
+    worker = make_worker()
+    assert worker.run_once().handed_back == 1  # waits for a message again
+    # The wake-ups find the requeued job by its key; without it they would miss it.
+    send(handle.workflow_id, "found by its key")
+    drain(worker)
+    send(handle.workflow_id, "second")
+    drain(worker)
+    assert handle.get_result(1) == ["found by its key", "second"]

@@ -56,8 +56,12 @@ def requeue_dead_letter(cur: Cursor, *, job_id: uuid.UUID) -> uuid.UUID | None:
     cur.execute(
         """
         WITH dead AS (DELETE FROM pgjobs_failed_jobs WHERE id = %s RETURNING *)
-        INSERT INTO pgjobs_job_queue (job_name, payload, queue, priority, max_attempts)
-        SELECT job_name, payload, queue, priority, max_attempts FROM dead
+        INSERT INTO pgjobs_job_queue (job_name, payload, queue, priority, max_attempts, key)
+        SELECT job_name, payload, queue, priority, max_attempts,
+               -- A workflow's job gets its key back: wake-ups find the workflow by it.
+               CASE WHEN job_name LIKE 'pgjobs.workflow:%%'
+                    THEN 'workflow:' || (payload ->> 'workflow_id') END
+        FROM dead
         RETURNING id
         """,
         [job_id],
