@@ -8,6 +8,7 @@ the first time as on every replay, so the workflow sees the same thing either wa
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from typing import Any
@@ -37,12 +38,6 @@ def decode(text: str | None) -> Any:
     return None if text is None else json.loads(text)
 
 
-def roundtrip(value: Any, what: str) -> tuple[str, Any]:
-    """The stored text and what a replay will read back from it."""
-    text = encode(value, what)
-    return text, json.loads(text)
-
-
 def describe(exc: BaseException) -> dict[str, Any]:
     """An exception as JSON: enough to raise it again, and its traceback for people."""
     cls = type(exc)
@@ -51,30 +46,45 @@ def describe(exc: BaseException) -> dict[str, Any]:
         encode(args, "args")
     except WorkflowSerializationError:
         args = [str(exc)]
+    attrs = {}
+    for name, value in vars(exc).items():
+        try:
+            encode(value, name)
+        except WorkflowSerializationError:
+            continue
+        attrs[name] = value
     return {
         "type": f"{cls.__module__}.{cls.__qualname__}",
         "message": str(exc),
         "args": args,
+        "attrs": attrs,
         "traceback": describe_error(exc),
     }
 
 
 def rebuild(error: dict[str, Any]) -> BaseException:
-    """The recorded exception, as its own class when that class is loaded in this process and
-    accepts the recorded args; otherwise :class:`RecordedError`. Never imports a module: the
-    type name comes from the database."""
+    """The recorded exception, as its own class (with its args and JSON-able attributes) when
+    that class is loaded in this process; otherwise :class:`RecordedError`. Never imports a
+    module: the type name comes from the database."""
     type_name = str(error.get("type", "Exception"))
     message = str(error.get("message", ""))
     traceback = error.get("traceback")
     cls = _loaded_class(type_name)
     exc: BaseException
+    args = error.get("args", [message])
     if cls is None:
         exc = RecordedError(type_name, message, traceback)
     else:
         try:
-            exc = cls(*error.get("args", [message]))
+            exc = cls(*args)
         except Exception:
-            exc = RecordedError(type_name, message, traceback)
+            # An __init__ with another signature: build the instance without it, so code that
+            # catches this class on replay catches it as it did on the first run.
+            exc = cls.__new__(cls, *args)
+            exc.args = tuple(args)
+        for name, value in (error.get("attrs") or {}).items():
+            with contextlib.suppress(AttributeError, TypeError):
+                setattr(exc, name, value)
     if traceback and not isinstance(exc, RecordedError):
         exc.add_note(f"Recorded by django-pgjobs; the original traceback:\n{traceback}")
     return exc

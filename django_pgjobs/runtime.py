@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from django.db import DatabaseError, connections, transaction
 from django.utils import timezone
@@ -83,6 +83,14 @@ class WorkflowContext:
     cancelled: bool = False
     # A non-determinism error fails the workflow even if its code catches it.
     fatal: WorkflowError | None = field(default=None)
+    # Set once the workflow must stop (suspended, cancelled, taken over): any step, wait or
+    # send its code still reaches on the way out (a ``finally``, an ``except BaseException``)
+    # raises this again instead of running.
+    stopped: _ControlFlow | None = field(default=None)
+
+    def halt(self, exc: _ControlFlow) -> NoReturn:
+        self.stopped = exc
+        raise exc
 
     def take_index(self) -> int:
         index = self.next_index
@@ -102,17 +110,21 @@ class WorkflowContext:
             raise self.fatal
         return found
 
-    def check_cancelled(self) -> None:
+    def check_running(self) -> None:
+        """Called before anything that runs or records: stop if the workflow must stop."""
+        if self.stopped is not None:
+            raise self.stopped
         if self.cancelled:
-            raise _Cancelled
+            self.halt(_Cancelled())
 
     def step_row(self, index: int, name: str) -> dict[str, Any]:
         return {"workflow_id": self.workflow_id, "index": index, "name": name}
 
     def after_write(self, status: str | None) -> None:
-        """Act on the workflow status a checkpoint write returned."""
+        """Act on the workflow status a checkpoint write returned: a cancel seen here stops the
+        workflow at its next step, at no extra round trip."""
         if status is None:
-            raise _LeaseLost
+            self.halt(_LeaseLost())
         if status == "cancelled":
             self.cancelled = True
 
@@ -126,9 +138,11 @@ class WorkflowContext:
         attempts: int = 1,
         output: str | None = None,
         error: dict[str, Any] | None = None,
-    ) -> None:
+    ) -> Any:
+        """Write a checkpoint; returns the output as PostgreSQL stored it (jsonb normalises key
+        order and numbers), which is what every replay will read."""
         with bookkeeping() as cur:
-            result = q.record_step(
+            result, stored = q.record_step(
                 cur,
                 token=self.token,
                 step={
@@ -141,6 +155,7 @@ class WorkflowContext:
                 },
             )
         self.after_write(result)
+        return stored
 
     def suspend(self, wake_at: datetime | None) -> None:
         """Give the job back until ``wake_at`` (or an earlier wake-up); never returns."""
@@ -154,9 +169,9 @@ class WorkflowContext:
             )
             if delay is None:
                 if q.status_of(cur, self.workflow_id) == "cancelled":
-                    raise _Cancelled
-                raise _LeaseLost
-        raise _Suspended(delay)
+                    self.halt(_Cancelled())
+                self.halt(_LeaseLost())
+        self.halt(_Suspended(delay))
 
 
 _current: ContextVar[WorkflowContext | None] = ContextVar("pgjobs_workflow", default=None)
@@ -177,7 +192,7 @@ def require_context(what: str) -> WorkflowContext:
         raise NotInWorkflow(f"{what}() can only be called inside a workflow.")
     if ctx.in_step:
         raise NotInWorkflow(f"{what}() cannot be called inside a step; call it from the workflow.")
-    ctx.check_cancelled()
+    ctx.check_running()
     return ctx
 
 
@@ -193,10 +208,14 @@ def bookkeeping() -> Iterator[Any]:
         with cursor() as cur:
             yield cur
     except DatabaseError as exc:
-        raise _BookkeepingFailed(exc) from exc
+        failed = _BookkeepingFailed(exc)
+        ctx = _current.get()
+        if ctx is not None:
+            ctx.stopped = failed
+        raise failed from exc
 
 
-def _check_autocommit(what: str) -> None:
+def check_autocommit(what: str) -> None:
     if connections[conf.DATABASE].in_atomic_block:
         raise WorkflowError(
             f"{what} was called inside transaction.atomic() in a workflow: its checkpoint would "
@@ -210,14 +229,14 @@ def call_step(definition: StepDefinition, args: tuple[Any, ...], kwargs: dict[st
     if ctx is None or ctx.in_step:
         # Outside a workflow, or a step calling a step: a plain call.
         return definition.func(*args, **kwargs)
-    ctx.check_cancelled()
+    ctx.check_running()
     index = ctx.take_index()
     recorded = ctx.replay(index, definition.name)
     if recorded is not None:
         if recorded.status == "failed":
             raise codec.rebuild(recorded.error)
         return recorded.output
-    _check_autocommit(f"Step {definition.name!r}")
+    check_autocommit(f"Step {definition.name!r}")
     codec.encode({"args": list(args), "kwargs": kwargs}, f"The inputs of step {definition.name!r}")
     started_at = timezone.now()
     attempt = 0
@@ -263,18 +282,18 @@ def _attempt_step(
         if definition.atomic:
             with transaction.atomic(using=conf.DATABASE):
                 result = definition.func(*args, **kwargs)
-                text, value = codec.roundtrip(result, what)
+                text = codec.encode(result, what)
                 ctx.in_step = False
-                ctx.record(
+                stored = ctx.record(
                     index, definition.name, status="completed", started_at=started_at,
                     attempts=attempt, output=text,
                 )  # fmt: skip
-            return value
+            return stored
         result = definition.func(*args, **kwargs)
     finally:
         ctx.in_step = False
     try:
-        text, value = codec.roundtrip(result, what)
+        text = codec.encode(result, what)
     except WorkflowSerializationError as exc:
         # The step ran; record the failure so a replay raises it again instead of re-running.
         ctx.record(
@@ -282,11 +301,10 @@ def _attempt_step(
             error=codec.describe(exc),
         )  # fmt: skip
         raise
-    ctx.record(
+    return ctx.record(
         index, definition.name, status="completed", started_at=started_at, attempts=attempt,
         output=text,
     )  # fmt: skip
-    return value
 
 
 def run_workflow_job(payload: Any) -> None:
@@ -313,7 +331,14 @@ def run_workflow_job(payload: Any) -> None:
     status, output, error = "completed", None, None
     reset = _current.set(ctx)
     try:
-        result = definition.func(*loaded.input.get("args", []), **loaded.input.get("kwargs", {}))
+        try:
+            result = definition.func(
+                *loaded.input.get("args", []), **loaded.input.get("kwargs", {})
+            )
+        finally:
+            # The workflow's code may have swallowed how it had to stop; it still stops so.
+            if ctx.stopped is not None:
+                raise ctx.stopped
         if ctx.fatal is not None:
             raise ctx.fatal
         output = codec.encode(result, f"The return value of workflow {loaded.name!r}")

@@ -20,8 +20,8 @@ from django_pgjobs.queries import workflows as q
 from django_pgjobs.runtime import (
     IN_PROCESS_SLEEP,
     WorkflowContext,
-    _LeaseLost,
     bookkeeping,
+    check_autocommit,
     require_context,
 )
 
@@ -58,27 +58,27 @@ def durable_wait(
         if recorded.status == "failed":
             raise codec.rebuild(recorded.error)
         return recorded.output
+    check_autocommit(f"{name}()")
     step = ctx.step_row(index, name)
     if recorded is None:
         with bookkeeping() as cur:
-            inserted, deadline = q.register_wait(
+            status, deadline = q.register_wait(
                 cur,
                 token=ctx.token,
                 step={**step, "started_at": timezone.now()},
                 wait_key=wait_key,
                 timeout=timeout,
             )
-        if not inserted:
-            raise _LeaseLost
+        ctx.after_write(status)
     else:
         deadline = recorded.wake_at
     while True:
         with bookkeeping() as cur:
-            held, done, output = q.finish_wait(
+            status, done, output = q.finish_wait(
                 cur, kind, token=ctx.token, params={**step, **params}
             )
-        if not held:
-            raise _LeaseLost
+        # A cancel seen here stops the workflow before its next step.
+        ctx.after_write(status)
         if done:
             return output
         remaining = _seconds_until(deadline)
@@ -105,7 +105,7 @@ def sleep(seconds: float) -> None:
     if ctx is None or ctx.in_step:
         time.sleep(duration)
         return
-    ctx.check_cancelled()
+    ctx.check_running()
     durable_wait(ctx, "sleep", "pgjobs.sleep", wait_key=None, timeout=duration, params={})
 
 

@@ -35,6 +35,8 @@ from django_pgjobs.exceptions import (
 from django_pgjobs.models import WorkflowExecution, WorkflowStep
 from django_pgjobs.queries import workflows as q
 
+MAX_VERSION_LENGTH = 64  # the app_version column
+
 # An outside wait re-reads the state this often even without a notification (PgBouncer in
 # transaction mode drops LISTEN; see POLL_ONLY).
 _RECHECK = 1.0
@@ -145,6 +147,8 @@ def _final_result(workflow_id: str) -> dict[str, Any] | None:
 
 def _outcome(workflow_id: str, found: dict[str, Any]) -> Any:
     status = found.get("status")
+    if status == "missing":
+        raise WorkflowNotFound(f"No workflow has the id {workflow_id!r}.")
     if status == "completed":
         return found.get("output")
     if status == "cancelled":
@@ -199,6 +203,15 @@ def _definition(fn: WorkflowDefinition | str) -> WorkflowDefinition:
     raise InvalidJobError(
         f"start_workflow() needs a @workflow function or a workflow name, not {fn!r}."
     )
+
+
+def _check_version(version: object) -> str:
+    text = validation.check_name(version, "app_version")
+    if len(text) > MAX_VERSION_LENGTH:
+        raise InvalidJobError(
+            f"app_version is {len(text)} characters long; the limit is {MAX_VERSION_LENGTH}."
+        )
+    return text
 
 
 def start_workflow(
@@ -276,7 +289,8 @@ def _start_child(
     queue: str | None,
     priority: int | None,
 ) -> WorkflowHandle:
-    ctx.check_cancelled()
+    ctx.check_running()
+    runtime.check_autocommit("start_workflow()")
     name = "pgjobs.start_workflow"
     index = ctx.take_index()
     recorded = ctx.replay(index, name)
@@ -359,7 +373,7 @@ def resume_workflow(workflow_id: str, *, app_version: str | None = None) -> Work
     to that code version, e.g. ``django_pgjobs.app_version()`` for the deployed code.
     """
     if app_version is not None:
-        validation.check_name(app_version, "app_version")
+        _check_version(app_version)
     with runtime.cursor() as cur:
         before, _ = q.resume(cur, workflow_id=workflow_id, app_version=app_version)
     if before is None:
@@ -397,7 +411,7 @@ def fork_workflow(
                 "source": workflow_id,
                 "workflow_id": new_id,
                 "from_step": from_step,
-                "app_version": validation.check_name(version, "app_version"),
+                "app_version": _check_version(version),
             },
         )
     if not source:
@@ -430,7 +444,8 @@ def send(workflow_id: str, message: Any, topic: str | None = None) -> None:
 def _send_from_workflow(
     ctx: runtime.WorkflowContext, destination: str, topic: str, text: str
 ) -> bool:
-    ctx.check_cancelled()
+    ctx.check_running()
+    runtime.check_autocommit("send()")
     name = "pgjobs.send"
     index = ctx.take_index()
     recorded = ctx.replay(index, name)
@@ -452,6 +467,7 @@ def _send_from_workflow(
 def set_event(key: str, value: Any) -> None:
     """Publish ``value`` under ``key`` for this workflow (the latest value wins); checkpointed."""
     ctx = runtime.require_context("set_event")
+    runtime.check_autocommit("set_event()")
     key = validation.check_name(key, "event key")
     text = codec.encode(value, "The event value")
     name = "pgjobs.set_event"

@@ -140,8 +140,9 @@ def status_of(cur: Cursor, workflow_id: str) -> str | None:
     return None if found is None else str(found[0])
 
 
-def record_step(cur: Cursor, *, token: Token, step: dict[str, Any]) -> str | None:
-    """Write one step's checkpoint; returns the workflow's status, or None if fenced out.
+def record_step(cur: Cursor, *, token: Token, step: dict[str, Any]) -> tuple[str | None, Any]:
+    """Write one step's checkpoint; returns (the workflow's status or None if fenced out, the
+    output as stored: replays read jsonb's rendering, so the first run must too).
 
     One round trip per step. Inside an atomic step this runs in the step's transaction, so the
     step's writes and its checkpoint commit together. Locks: the job row FOR SHARE, the new
@@ -156,12 +157,15 @@ def record_step(cur: Cursor, *, token: Token, step: dict[str, Any]) -> str | Non
         FROM lease
         ON CONFLICT (workflow_id, step_index) DO NOTHING
         RETURNING (SELECT status FROM pgjobs_workflow_executions
-                   WHERE workflow_id = %(workflow_id)s)
+                   WHERE workflow_id = %(workflow_id)s),
+                  output::text
         """,
         {**step, **_lease_params(token)},
     )
     found = cur.fetchone()
-    return None if found is None else str(found[0])
+    if found is None:
+        return None, None
+    return str(found[0]), None if found[1] is None else json.loads(found[1])
 
 
 def send_from_step(cur: Cursor, *, token: Token, step: dict[str, Any]) -> tuple[str | None, bool]:
@@ -245,9 +249,9 @@ def set_event_from_step(cur: Cursor, *, token: Token, step: dict[str, Any]) -> s
 
 def register_wait(
     cur: Cursor, *, token: Token, step: dict[str, Any], wait_key: str | None, timeout: float | None
-) -> tuple[bool, datetime | None]:
+) -> tuple[str | None, datetime | None]:
     """Insert a waiting step (the start of a durable wait) with its deadline; returns
-    (inserted, deadline): not inserted means fenced out. ``timeout=None`` waits without one.
+    (workflow status or None if fenced out, deadline). ``timeout=None`` waits without one.
 
     Takes the wait key's advisory lock shared (see migration 0008), so a wake-up for the key
     either happens before this commits (and the caller's next look sees its data) or finds it.
@@ -266,12 +270,13 @@ def register_wait(
             WHERE %(wait_key)s::text IS NOT NULL
         ) AS locked ON true
         ON CONFLICT (workflow_id, step_index) DO NOTHING
-        RETURNING wake_at
+        RETURNING wake_at, (SELECT status FROM pgjobs_workflow_executions
+                            WHERE workflow_id = %(workflow_id)s)
         """,
         {**step, **_lease_params(token), "wait_key": wait_key, "timeout": timeout},
     )
     found = cur.fetchone()
-    return (False, None) if found is None else (True, found[0])
+    return (None, None) if found is None else (str(found[1]), found[0])
 
 
 # Completing a waiting step: {ready} says whether the wait is over (besides the deadline
@@ -286,7 +291,8 @@ done AS (
       AND EXISTS (SELECT 1 FROM lease) AND ({ready} OR s.wake_at <= now())
     RETURNING s.output
 )
-SELECT (SELECT count(*) FROM lease), (SELECT count(*) FROM done), (SELECT output::text FROM done)
+SELECT (SELECT count(*) FROM lease), (SELECT count(*) FROM done), (SELECT output::text FROM done),
+       (SELECT status FROM pgjobs_workflow_executions WHERE workflow_id = %(workflow_id)s)
 """
 
 _RECV_EXTRA = """,
@@ -319,33 +325,43 @@ _WAITS = {
         """EXISTS (SELECT 1 FROM pgjobs_workflow_events
                    WHERE workflow_id = %(target)s AND key = %(key)s)""",
     ),
+    # A target that does not exist ends the wait at once with status "missing".
     "result": (
         ",",
-        """(SELECT jsonb_build_object('status', status, 'output', output, 'error', error)
-            FROM pgjobs_workflow_executions WHERE workflow_id = %(target)s
-              AND status IN ('completed', 'failed', 'cancelled', 'dead'))""",
-        """EXISTS (SELECT 1 FROM pgjobs_workflow_executions WHERE workflow_id = %(target)s
-                   AND status IN ('completed', 'failed', 'cancelled', 'dead'))""",
+        """coalesce(
+            (SELECT jsonb_build_object('status', status, 'output', output, 'error', error)
+             FROM pgjobs_workflow_executions WHERE workflow_id = %(target)s
+               AND status IN ('completed', 'failed', 'cancelled', 'dead')),
+            CASE WHEN NOT EXISTS (SELECT 1 FROM pgjobs_workflow_executions
+                                  WHERE workflow_id = %(target)s)
+                 THEN '{"status": "missing"}'::jsonb END)""",
+        """(SELECT coalesce(bool_or(status IN ('completed', 'failed', 'cancelled', 'dead')), true)
+            FROM pgjobs_workflow_executions WHERE workflow_id = %(target)s)""",
     ),
 }
 
 
 def finish_wait(
     cur: Cursor, kind: str, *, token: Token, params: dict[str, Any]
-) -> tuple[bool, bool, Any]:
+) -> tuple[str | None, bool, Any]:
     """Complete a waiting step if what it waits for is there or its deadline passed.
 
-    Returns (still holds the lease, completed, output). For recv the message is deleted in the
-    same statement that checkpoints it: received exactly once. Locks: the job FOR SHARE, the
-    step row, and the consumed message (skipping one a concurrent recv holds).
+    Returns (workflow status, or None if this attempt lost its lease; completed; output). For
+    recv the message is deleted in the same statement that checkpoints it: received once.
+    Locks: the job FOR SHARE, the step row, and the consumed message (skipping one a concurrent
+    recv holds).
     """
     extra, output, ready = _WAITS[kind]
     cur.execute(
         _FINISH_WAIT.format(lease=_LEASE, extra=extra or ",", output=output, ready=ready),
         {**params, **_lease_params(token)},
     )
-    held, done, text = cur.fetchone()
-    return bool(held), bool(done), None if text is None else json.loads(text)
+    held, done, text, status = cur.fetchone()
+    return (
+        str(status) if held else None,
+        bool(done),
+        None if text is None else json.loads(text),
+    )
 
 
 def suspend(
@@ -478,8 +494,8 @@ def resume(
     """Queue a cancelled, dead or stuck-pending workflow again; (status before, app version).
 
     With ``app_version`` the workflow is re-pinned to that version (an operator moving it to
-    the deployed code). Its pending job is re-pointed, or a new one queued; a dead workflow's
-    dead letter is removed. Locks: the workflow row, then its job rows.
+    the deployed code). Its job is re-pointed (a running attempt fenced out), or a new one
+    queued; a dead workflow's dead letter is removed. Locks: the workflow row, then its job.
     """
     cur.execute(
         """
@@ -498,11 +514,14 @@ def resume(
             RETURNING w.workflow_id, w.app_version, w.queue, w.priority, w.max_recovery_attempts
         ),
         moved AS (
+            -- A still-running attempt (it was cancelled and has not noticed yet) is fenced out
+            -- and its job queued afresh: it stops at its next write, the new attempt resumes.
             UPDATE pgjobs_job_queue AS j
-            SET job_name = 'pgjobs.workflow:' || r.app_version, scheduled_for = now(),
-                attempt = 0
+            SET status = 'pending', job_name = 'pgjobs.workflow:' || r.app_version,
+                scheduled_for = now(), attempt = 0, locked_by = NULL, locked_at = NULL,
+                lease_expires_at = NULL, lease_token = NULL
             FROM resumed AS r
-            WHERE j.key = 'workflow:' || r.workflow_id AND j.status = 'pending'
+            WHERE j.key = 'workflow:' || r.workflow_id AND j.status IN ('pending', 'running')
             RETURNING j.queue
         ),
         queued AS (
