@@ -2,7 +2,8 @@
 
 Every query is bounded, so the page stays fast with millions of rows: queues are listed with a
 skip scan of pgjobs_job_queue_claim, per-queue counts stop at ``COUNT_CAP``, and the charts read
-only the last hour through the completed_at / failed_at / created_at indexes. The charts are
+only the last hour through the completed_at / failed_at / created_at indexes; workflow counts
+per status stop at ``COUNT_CAP`` too. The charts are
 server-side SVG: no CDN, no JavaScript library.
 """
 
@@ -18,6 +19,7 @@ from django.utils.safestring import SafeString, mark_safe
 from django.utils.timezone import localtime
 
 from django_pgjobs.conf import conf
+from django_pgjobs.models import WorkflowStatus
 
 # Counts above this show as "10,000+": an exact count of a huge backlog is a full index scan.
 COUNT_CAP = 10_000
@@ -135,6 +137,24 @@ SELECT now(),
        (SELECT extract(epoch FROM now() - min(scheduled_for))::float8 FROM pgjobs_job_queue
         WHERE status = 'pending' AND scheduled_for <= now())
 """
+
+
+# Workflows per status, each count stopped at COUNT_CAP: one short range of the
+# pgjobs_workflow_status (status, created_at) index per status, however many workflows finished.
+_WORKFLOW_COUNTS = """
+SELECT s.status,
+       (SELECT count(*) FROM (SELECT 1 FROM pgjobs_workflow_executions AS w
+            WHERE w.status = s.status LIMIT %(cap)s) AS c)
+FROM unnest(%(statuses)s::text[]) WITH ORDINALITY AS s(status, n)
+ORDER BY s.n
+"""
+
+
+def workflow_counts(*, using: str | None = None) -> dict[str, int]:
+    """Workflows per status (pending, running, ... dead), each capped at ``COUNT_CAP``."""
+    with connections[using or conf.DATABASE].cursor() as cur:
+        cur.execute(_WORKFLOW_COUNTS, {"statuses": list(WorkflowStatus.values), "cap": COUNT_CAP})
+        return {status: int(count) for status, count in cur.fetchall()}
 
 
 def load_dashboard(*, using: str | None = None) -> Dashboard:

@@ -216,7 +216,7 @@ def test_pausing_a_declared_schedule_through_its_form(admin_client_: Client) -> 
 def test_actions_cap_the_selection_and_group_refusals(
     admin_client_: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from django_pgjobs import admin as pgjobs_admin
+    from django_pgjobs.admin import common as pgjobs_admin
 
     done = [enqueue("test.record") for _ in range(3)]
     Job.objects.filter(id__in=done).update(status="completed")

@@ -1,0 +1,274 @@
+"""What the admin pages share: filters, the action runner, mixins, the capped paginator."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from django.apps import apps
+from django.contrib import admin, messages
+from django.contrib.admin.filters import (
+    AllValuesFieldListFilter,
+    ChoicesFieldListFilter,
+    SimpleListFilter,
+)
+from django.core.paginator import Paginator
+from django.db.models import Q, QuerySet
+from django.http import HttpRequest
+from django.utils.functional import cached_property
+from django.utils.html import format_html
+
+from django_pgjobs import dashboard
+from django_pgjobs.conf import conf
+from django_pgjobs.exceptions import PgJobsError
+from django_pgjobs.models import (
+    JobStatus,
+)
+from django_pgjobs.registry import registry
+
+if TYPE_CHECKING:
+    from django.contrib.admin import ModelAdmin as ModelAdmin
+else:
+
+    class ModelAdmin(admin.ModelAdmin):
+        """django-stubs types ModelAdmin as generic; make ``ModelAdmin[Job]`` work at run time
+        without requiring django-stubs-ext's monkeypatching."""
+
+        def __class_getitem__(cls, item: object) -> type:
+            return cls
+
+
+_STATUS_COLOURS: dict[str, str] = {
+    JobStatus.PENDING: "#7a7a7a",
+    JobStatus.RUNNING: "#1f6feb",
+    JobStatus.COMPLETED: "#1a7f37",
+    JobStatus.CANCELLED: "#9a6700",
+}
+_WORKFLOW_COLOURS: dict[str, str] = {
+    "pending": "#7a7a7a",
+    "running": "#1f6feb",
+    "completed": "#1a7f37",
+    "failed": "#cf222e",
+    "cancelled": "#9a6700",
+    "dead": "#82071e",
+    "waiting": "#8250df",  # a step's durable wait in progress
+}
+_DROPDOWN_TEMPLATE = "django_admin_listfilter_dropdown/dropdown_filter.html"
+# The most rows one admin action handles in a request (one statement per row).
+ACTION_LIMIT = 1000
+_HEX_PREFIX = re.compile(r"^[0-9a-fA-F-]{4,36}$")
+
+
+def _filter_template() -> str:
+    """django-admin-list-filter-dropdown's select box when that app is installed; else the
+    admin's plain list, so the package is an enhancement, not a requirement."""
+    if apps.is_installed("django_admin_listfilter_dropdown"):
+        return _DROPDOWN_TEMPLATE
+    return "admin/filter.html"
+
+
+class _DropdownTemplate:
+    """Pick the filter template once the filter exists (the app registry is ready by then)."""
+
+    template: str
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.template = _filter_template()
+
+
+class ValuesDropdown(_DropdownTemplate, AllValuesFieldListFilter):
+    pass
+
+
+class ChoicesDropdown(_DropdownTemplate, ChoicesFieldListFilter):
+    pass
+
+
+class _ExactValueFilter(SimpleListFilter):
+    """A filter whose choices come from somewhere cheap instead of a DISTINCT over the table."""
+
+    def offered_values(self) -> list[str]:
+        raise NotImplementedError
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [(value, value) for value in self.offered_values()]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        value = self.value()
+        return queryset.filter(**{str(self.parameter_name): value}) if value else queryset
+
+
+class JobNameFilter(_ExactValueFilter):
+    """Job names from the registry."""
+
+    title = "job name"
+    parameter_name = "job_name"
+
+    def offered_values(self) -> list[str]:
+        return registry.names()
+
+
+class QueueFilter(_ExactValueFilter):
+    """Queues with pending or running jobs, found by the dashboard's skip scan."""
+
+    title = "queue"
+    parameter_name = "queue"
+
+    def offered_values(self) -> list[str]:
+        return dashboard.active_queues()
+
+
+def search_by_id_or_name(queryset: QuerySet[Any], term: str) -> QuerySet[Any]:
+    """A full id, an id's first characters (as shown in the list: an index range scan), or a
+    job name."""
+    if not term:
+        return queryset
+    if "-" in term and len(term) == 36:
+        try:
+            return queryset.filter(id=uuid.UUID(term))
+        except ValueError:
+            pass
+    by_name = Q(job_name__icontains=term)
+    digits = term.replace("-", "").lower()
+    if _HEX_PREFIX.match(term) and len(digits) <= 32:
+        low = uuid.UUID(digits.ljust(32, "0"))
+        high = uuid.UUID(digits.ljust(32, "f"))
+        return queryset.filter(Q(id__range=(low, high)) | by_name)
+    return queryset.filter(by_name)
+
+
+def _excerpt(text: str | None, length: int = 80) -> str:
+    first = (text or "").split("\n", 1)[0]
+    return first if len(first) <= length else first[: length - 1] + "…"
+
+
+def _badge(label: str, colour: str) -> str:
+    return format_html(
+        '<span style="color: #fff; background: {}; padding: 1px 6px; border-radius: 8px">{}</span>',
+        colour,
+        label,
+    )
+
+
+def _pre(value: Any) -> str:
+    text = (
+        value
+        if isinstance(value, str)
+        else json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False)
+    )
+    return format_html('<pre style="white-space: pre-wrap; margin: 0">{}</pre>', text)
+
+
+def _apply(
+    modeladmin: ModelAdmin[Any],
+    request: HttpRequest,
+    ids: Iterable[Any],
+    operation: Callable[[Any], Any],
+    done: str,
+    *,
+    noun: str = "job(s)",
+) -> bool:
+    """Run one library operation per selected row; report successes, and refusals grouped by
+    reason. A selection above ACTION_LIMIT rows is refused (False): one request must stay
+    short."""
+    selected = list(ids)
+    if len(selected) > ACTION_LIMIT:
+        modeladmin.message_user(
+            request,
+            f"{len(selected)} rows selected; actions handle at most {ACTION_LIMIT} at a time. "
+            "Narrow the selection with filters (or use the CLI / the API for bulk changes).",
+            messages.ERROR,
+        )
+        return False
+    succeeded = 0
+    refusals: dict[str, int] = {}
+    for pk in selected:
+        try:
+            operation(pk)
+            succeeded += 1
+        except PgJobsError as exc:
+            reason = _reason(exc, pk)
+            refusals[reason] = refusals.get(reason, 0) + 1
+    if succeeded:
+        modeladmin.message_user(request, f"{succeeded} {done}.", messages.SUCCESS)
+    for reason, count in refusals.items():
+        modeladmin.message_user(request, f"{count} {noun}: {reason}", messages.WARNING)
+    return True
+
+
+def _reason(exc: PgJobsError, pk: Any) -> str:
+    """The refusal with the row's id taken out, so one reason groups many rows. A quoted id
+    (workflow ids are free text: 'a' must not mangle "already") is replaced as a whole."""
+    text = str(exc)
+    if isinstance(pk, str) and repr(pk) in text:
+        return text.replace(repr(pk), "'{id}'")
+    return text.replace(str(pk), "{id}")
+
+
+class _QueueDatabaseMixin:
+    """Read and write the queue's database (``PGJOBS["DATABASE"]``), like the library does."""
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
+        queryset: QuerySet[Any] = super().get_queryset(request)  # type: ignore[misc]
+        return queryset.using(conf.DATABASE)
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        obj.save(using=conf.DATABASE)
+
+    def delete_model(self, request: HttpRequest, obj: Any) -> None:
+        obj.delete(using=conf.DATABASE)
+
+
+if TYPE_CHECKING:
+    _PaginatorBase = Paginator[Any]
+else:
+    _PaginatorBase = Paginator
+
+
+class _CappedPaginator(_PaginatorBase):
+    """Counts at most COUNT_CAP + 1 rows: a million-row table is never counted in full."""
+
+    @cached_property
+    def count(self) -> int:
+        qs = self.object_list
+        if isinstance(qs, QuerySet):
+            return len(qs.order_by().values_list("pk", flat=True)[: dashboard.COUNT_CAP + 1])
+        return len(qs)
+
+
+class _ReadOnlyFieldsMixin(_QueueDatabaseMixin):
+    """Rows are written by the queue; the admin acts on them only through actions.
+
+    Detail pages are view-only even for superusers: saving a form writes the whole row back as
+    it was read, which would undo a claim or bring back a requeued dead letter. Actions check
+    the change permission without an object, so they keep working.
+    """
+
+    show_full_result_count = False
+
+    def get_paginator(
+        self,
+        request: HttpRequest,
+        queryset: QuerySet[Any],
+        per_page: int,
+        orphans: int = 0,
+        allow_empty_first_page: bool = True,
+    ) -> Paginator[Any]:
+        return _CappedPaginator(queryset, per_page, orphans, allow_empty_first_page)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        if obj is not None:
+            return False
+        return bool(super().has_change_permission(request, obj))  # type: ignore[misc]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        model = self.model  # type: ignore[attr-defined]
+        declared = list(super().get_readonly_fields(request, obj))  # type: ignore[misc]
+        return declared + [f.name for f in model._meta.fields if f.name not in declared]

@@ -1,0 +1,69 @@
+"""Schedules in the admin: database schedules are edited here, declared ones paused."""
+
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils import timezone
+
+from django_pgjobs import crontab
+from django_pgjobs.admin.common import (
+    ModelAdmin,
+    _apply,
+    _QueueDatabaseMixin,
+)
+from django_pgjobs.models import (
+    Schedule,
+)
+from django_pgjobs.scheduler import run_schedule_now
+
+
+@admin.register(Schedule)
+class ScheduleAdmin(_QueueDatabaseMixin, ModelAdmin[Schedule]):
+    list_display = (
+        "name", "cron", "timezone", "job_name", "enabled", "source", "last_run_at",
+        "next_fire_times",
+    )  # fmt: skip
+    list_filter = ("enabled", "source")
+    search_fields = ("name", "job_name")
+    actions = ("enable", "disable", "run_now")
+    readonly_fields = ("source", "orphaned", "last_run_at", "next_run_at", "next_fire_times")
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Schedule | None = None) -> list[str]:
+        fields = list(super().get_readonly_fields(request, obj))
+        if obj is not None and obj.source != "database":
+            # Declared in code or settings: the next deploy's sync would undo an edit here.
+            # Only pausing (enabled) is the operator's.
+            editable = {"enabled"}
+            fields += [
+                f.name for f in Schedule._meta.fields if f.name not in editable | set(fields)
+            ]
+        return fields
+
+    @admin.display(description="next fire times")
+    def next_fire_times(self, obj: Schedule) -> str:
+        try:
+            spec = crontab.parse(obj.cron, timezone=obj.timezone, start=obj.start_at)
+        except crontab.InvalidScheduleError as exc:
+            return f"invalid: {exc}"
+        now = timezone.now()
+        after = max(now, obj.start_at) if obj.start_at else now
+        tz = crontab.get_timezone(obj.timezone)
+        times = crontab.upcoming(spec, after, 3, end=obj.end_at)
+        return ", ".join(f"{t.astimezone(tz):%Y-%m-%d %H:%M:%S %Z}" for t in times) or "none"
+
+    @admin.action(description="Enable", permissions=["change"])
+    def enable(self, request: HttpRequest, queryset: QuerySet[Schedule]) -> None:
+        count = queryset.update(enabled=True)
+        self.message_user(request, f"{count} schedule(s) enabled.", messages.SUCCESS)
+
+    @admin.action(description="Disable", permissions=["change"])
+    def disable(self, request: HttpRequest, queryset: QuerySet[Schedule]) -> None:
+        count = queryset.update(enabled=False)
+        self.message_user(request, f"{count} schedule(s) disabled.", messages.SUCCESS)
+
+    @admin.action(description="Run now (a manual run, not a tick)", permissions=["change"])
+    def run_now(self, request: HttpRequest, queryset: QuerySet[Schedule]) -> None:
+        names = queryset.values_list("name", flat=True)
+        _apply(self, request, names, lambda name: run_schedule_now(name), "schedule(s) run")

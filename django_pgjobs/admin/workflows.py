@@ -1,0 +1,353 @@
+"""Workflows in the admin: list, view-only detail with steps, cancel/resume/fork."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from django.contrib import admin, messages
+from django.contrib.admin.utils import quote
+from django.contrib.admin.views.main import ChangeList
+from django.db.models import Count, IntegerField, OuterRef, Q, QuerySet, Subquery
+from django.db.models.functions import Coalesce
+from django.http import HttpRequest, HttpResponse
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
+from django.utils.http import urlencode
+from django.utils.safestring import mark_safe
+
+from django_pgjobs import definitions
+from django_pgjobs.admin.common import (
+    _WORKFLOW_COLOURS,
+    ChoicesDropdown,
+    ModelAdmin,
+    _apply,
+    _badge,
+    _ExactValueFilter,
+    _excerpt,
+    _pre,
+    _ReadOnlyFieldsMixin,
+)
+from django_pgjobs.conf import conf
+from django_pgjobs.models import (
+    FailedJob,
+    Job,
+    WorkflowExecution,
+    WorkflowStatus,
+    WorkflowStep,
+    WorkflowStepStatus,
+)
+from django_pgjobs.workflows import cancel_workflow, fork_workflow, resume_workflow
+
+# A workflow's detail page lists at most this many steps (a workflow may loop over thousands).
+STEPS_SHOWN = 500
+# Child workflows and jobs linked from a detail page.
+LINKS_SHOWN = 10
+_LINE_BREAK = mark_safe("<br>")
+
+
+class WorkflowNameFilter(_ExactValueFilter):
+    """Workflow names from the workflow registry."""
+
+    title = "workflow name"
+    parameter_name = "name"
+
+    def offered_values(self) -> list[str]:
+        return [definition.name for definition in definitions.workflows.all()]
+
+
+def search_workflows(
+    queryset: QuerySet[WorkflowExecution], term: str
+) -> QuerySet[WorkflowExecution]:
+    """A workflow id or its first characters, or part of a workflow name."""
+    if not term:
+        return queryset
+    return queryset.filter(Q(workflow_id__startswith=term) | Q(name__icontains=term))
+
+
+def _workflow_link(workflow_id: str) -> str:
+    url = reverse("admin:pgjobs_workflowexecution_change", args=[quote(workflow_id)])
+    return format_html('<a href="{}">{}</a>', url, workflow_id)
+
+
+def _error_summary(error: Any) -> str:
+    """``ValueError: card declined`` from a recorded error ({"type", "message", ...})."""
+    if not isinstance(error, dict):
+        return str(error)
+    kind = str(error.get("type") or "").rpartition(".")[2]
+    message = str(error.get("message") or "")
+    return f"{kind}: {message}" if kind else message
+
+
+def _step_row(step: WorkflowStep) -> dict[str, Any]:
+    """One line of the steps table: an excerpt of the output (or error, or what the step waits
+    for), and the whole of it when the excerpt cuts it short."""
+    if step.status == WorkflowStepStatus.WAITING:
+        text, full = f"waiting for {step.wait_key or 'its deadline'}", ""
+    elif step.error is not None:
+        text = _error_summary(step.error)
+        traceback = step.error.get("traceback") if isinstance(step.error, dict) else None
+        full = str(traceback or "")
+    else:
+        text = json.dumps(step.output, sort_keys=True, ensure_ascii=False)
+        full = ""
+        if _excerpt(text) != text:
+            full = json.dumps(step.output, indent=2, sort_keys=True, ensure_ascii=False)
+    return {
+        "index": step.step_index,
+        "name": step.step_name,
+        "badge": _badge(step.status, _WORKFLOW_COLOURS.get(step.status, "#7a7a7a")),
+        "excerpt": _excerpt(text),
+        "full": full,
+        "attempts": step.attempts,
+        "wake_at": step.wake_at,
+        "started_at": step.started_at,
+        "completed_at": step.completed_at,
+    }
+
+
+class _WorkflowChangeList(ChangeList):
+    """The list shows no inputs, outputs or errors: it does not read them (they may be large)."""
+
+    def get_queryset(self, *args: Any, **kwargs: Any) -> QuerySet[Any]:
+        queryset: QuerySet[Any] = super().get_queryset(*args, **kwargs)
+        return queryset.defer("input", "output", "error")
+
+
+@admin.register(WorkflowExecution)
+class WorkflowAdmin(_ReadOnlyFieldsMixin, ModelAdmin[WorkflowExecution]):
+    list_display = (
+        "workflow_id", "name", "status_badge", "version", "steps_done", "created_at",
+        "updated_at",
+    )  # fmt: skip
+    list_filter = (("status", ChoicesDropdown), WorkflowNameFilter)
+    search_fields = ("name",)
+    search_help_text = "A workflow id (or its first characters) or part of a workflow name."
+    ordering = ("-created_at",)
+    list_per_page = 50
+    actions = ("cancel", "resume", "resume_on_deployed_version", "fork_from_start")
+    change_form_template = "admin/pgjobs/workflowexecution/change_form.html"
+    readonly_fields = (
+        "status_badge", "version", "pretty_args", "pretty_kwargs", "pretty_output", "full_error",
+        "lineage", "runs_as",
+    )  # fmt: skip
+    fieldsets = (
+        (None, {"fields": ("workflow_id", "name", "status_badge", "version")}),
+        ("Queueing", {"fields": ("queue", "priority", "max_recovery_attempts")}),
+        ("Inputs", {"fields": ("pretty_args", "pretty_kwargs")}),
+        ("Outcome", {"fields": ("pretty_output", "full_error")}),
+        ("Lineage and jobs", {"fields": ("lineage", "runs_as")}),
+        ("Timing", {"fields": ("created_at", "started_at", "updated_at", "completed_at")}),
+    )
+
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
+        return _WorkflowChangeList
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # Deleting a workflow would orphan its job (which would then fail to load it). Cancel.
+        return False
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[WorkflowExecution]:
+        # Completed steps per workflow in the same query (a correlated count through the
+        # (workflow_id, step_index) unique index): no N+1 on the changelist.
+        done = (
+            WorkflowStep.objects.filter(
+                workflow=OuterRef("workflow_id"), status=WorkflowStepStatus.COMPLETED
+            )
+            .order_by()
+            .values("workflow")
+            .annotate(n=Count("id"))
+            .values("n")
+        )
+        queryset: QuerySet[WorkflowExecution] = super().get_queryset(request)
+        return queryset.annotate(
+            steps_completed=Coalesce(Subquery(done, output_field=IntegerField()), 0)
+        )
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[WorkflowExecution], search_term: str
+    ) -> tuple[QuerySet[WorkflowExecution], bool]:
+        return search_workflows(queryset, search_term.strip()), False
+
+    def render_change_form(
+        self,
+        request: HttpRequest,
+        context: dict[str, Any],
+        add: bool = False,
+        change: bool = False,
+        form_url: str = "",
+        obj: WorkflowExecution | None = None,
+    ) -> HttpResponse:
+        if obj is not None:
+            rows = list(
+                WorkflowStep.objects.using(conf.DATABASE)
+                .filter(workflow_id=obj.workflow_id)
+                .order_by("step_index")[: STEPS_SHOWN + 1]
+            )
+            context["workflow_steps"] = [_step_row(row) for row in rows[:STEPS_SHOWN]]
+            context["more_steps"] = len(rows) > STEPS_SHOWN
+            context["steps_shown"] = STEPS_SHOWN
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, obj: WorkflowExecution) -> str:
+        return _badge(obj.status, _WORKFLOW_COLOURS.get(obj.status, "#7a7a7a"))
+
+    @admin.display(description="app version", ordering="app_version")
+    def version(self, obj: WorkflowExecution) -> str:
+        deployed = definitions.app_version()
+        if obj.app_version == deployed or obj.status not in ("pending", "running"):
+            return obj.app_version
+        # Workers claim only workflows of their own code version: once the old workers are
+        # gone, this one waits for "Resume on the deployed code version".
+        return format_html(
+            '{} <small style="color: #9a6700" title="Workers claim only workflows of their own '
+            'code version.">(deployed: {})</small>',
+            obj.app_version,
+            deployed,
+        )
+
+    @admin.display(description="steps done")
+    def steps_done(self, obj: WorkflowExecution) -> int:
+        return int(getattr(obj, "steps_completed", 0))
+
+    @admin.display(description="args")
+    def pretty_args(self, obj: WorkflowExecution) -> str:
+        given = obj.input if isinstance(obj.input, dict) else {}
+        return _pre(given.get("args", []))
+
+    @admin.display(description="kwargs")
+    def pretty_kwargs(self, obj: WorkflowExecution) -> str:
+        given = obj.input if isinstance(obj.input, dict) else {}
+        return _pre(given.get("kwargs", {}))
+
+    @admin.display(description="output")
+    def pretty_output(self, obj: WorkflowExecution) -> str:
+        if obj.status != WorkflowStatus.COMPLETED:
+            return "—"
+        # As JSON even when it is a string: "42" and 42 are different outputs.
+        return _pre(json.dumps(obj.output, indent=2, sort_keys=True, ensure_ascii=False))
+
+    @admin.display(description="error (with traceback)")
+    def full_error(self, obj: WorkflowExecution) -> str:
+        if obj.error is None:
+            return "—"
+        traceback = obj.error.get("traceback") if isinstance(obj.error, dict) else None
+        return _pre(traceback or _error_summary(obj.error))
+
+    @admin.display(description="lineage")
+    def lineage(self, obj: WorkflowExecution) -> str:
+        parts = []
+        if obj.parent_workflow_id:
+            parts.append(format_html("child of {}", _workflow_link(obj.parent_workflow_id)))
+        if obj.forked_from:
+            parts.append(format_html("forked from {}", _workflow_link(obj.forked_from)))
+        # Through the partial index on parent_workflow_id.
+        children = list(
+            WorkflowExecution.objects.using(conf.DATABASE)
+            .filter(parent_workflow_id=obj.workflow_id)
+            .order_by("created_at")
+            .values_list("workflow_id", "status")[: LINKS_SHOWN + 1]
+        )
+        if children:
+            links = format_html_join(
+                ", ",
+                "{} ({})",
+                ((_workflow_link(child), status) for child, status in children[:LINKS_SHOWN]),
+            )
+            more = ", …" if len(children) > LINKS_SHOWN else ""
+            parts.append(format_html("children: {}{}", links, more))
+        return format_html_join(_LINE_BREAK, "{}", ((part,) for part in parts)) or "—"
+
+    @admin.display(description="runs as")
+    def runs_as(self, obj: WorkflowExecution) -> str:
+        """The workflow's jobs (key ``workflow:<id>``), and its dead letter if it died."""
+        key = f"workflow:{obj.workflow_id}"
+        # Its jobs are created with it or later (a resume queues a new one): the created_at
+        # index bounds the scan, as the key is indexed only for pending and running jobs.
+        runs = list(
+            Job.objects.using(conf.DATABASE)
+            .filter(key=key, created_at__gte=obj.created_at)
+            .order_by("-created_at")
+            .values_list("id", "status")[:LINKS_SHOWN]
+        )
+        lines = [
+            format_html(
+                '<a href="{}">job {}</a> ({})',
+                reverse("admin:pgjobs_job_change", args=[job_id]),
+                str(job_id)[:8],
+                status,
+            )
+            for job_id, status in runs
+        ]
+        if obj.status == WorkflowStatus.DEAD:
+            dead = FailedJob.objects.using(conf.DATABASE).filter(
+                job_name__startswith="pgjobs.workflow:", payload__workflow_id=obj.workflow_id
+            )
+            lines += [
+                format_html(
+                    '<a href="{}">dead letter {}</a>',
+                    reverse("admin:pgjobs_failedjob_change", args=[dead_id]),
+                    str(dead_id)[:8],
+                )
+                for dead_id in dead.values_list("id", flat=True)[:LINKS_SHOWN]
+            ]
+        query = urlencode({"key": key, "created_at__gte": obj.created_at.isoformat()})
+        lines.append(
+            format_html(
+                '<a href="{}?{}">all its jobs in the jobs admin</a>',
+                reverse("admin:pgjobs_job_changelist"),
+                query,
+            )
+        )
+        return format_html_join(_LINE_BREAK, "{}", ((line,) for line in lines))
+
+    def _act(
+        self,
+        request: HttpRequest,
+        queryset: QuerySet[WorkflowExecution],
+        operation: Callable[[str], Any],
+        done: str,
+    ) -> bool:
+        ids = queryset.values_list("workflow_id", flat=True)
+        return _apply(self, request, ids, operation, done, noun="workflow(s)")
+
+    @admin.action(description="Cancel (pending or running workflows)", permissions=["change"])
+    def cancel(self, request: HttpRequest, queryset: QuerySet[WorkflowExecution]) -> None:
+        self._act(request, queryset, cancel_workflow, "workflow(s) cancelled")
+
+    @admin.action(
+        description="Resume from the last checkpoint (cancelled, dead or pending workflows)",
+        permissions=["change"],
+    )
+    def resume(self, request: HttpRequest, queryset: QuerySet[WorkflowExecution]) -> None:
+        self._act(request, queryset, resume_workflow, "workflow(s) queued to resume")
+
+    @admin.action(description="Resume on the deployed code version", permissions=["change"])
+    def resume_on_deployed_version(
+        self, request: HttpRequest, queryset: QuerySet[WorkflowExecution]
+    ) -> None:
+        version = definitions.app_version()
+        self._act(
+            request,
+            queryset,
+            lambda workflow_id: resume_workflow(workflow_id, app_version=version),
+            f"workflow(s) queued to resume on version {version}",
+        )
+
+    @admin.action(
+        description="Fork from the start (a new workflow, same inputs, deployed code)",
+        permissions=["change"],
+    )
+    def fork_from_start(self, request: HttpRequest, queryset: QuerySet[WorkflowExecution]) -> None:
+        forks: list[str] = []
+
+        def fork(workflow_id: str) -> None:
+            forks.append(fork_workflow(workflow_id, 0).workflow_id)
+
+        if self._act(request, queryset, fork, "workflow(s) forked") and forks:
+            links = format_html_join(", ", "{}", ((_workflow_link(f),) for f in forks[:10]))
+            more = ", …" if len(forks) > 10 else ""
+            message = format_html("The new workflow(s): {}{}", links, more)
+            self.message_user(request, message, messages.INFO)
