@@ -1,8 +1,10 @@
 """The raw-SQL baseline: the least a PostgreSQL queue worker can do, with psycopg and nothing else.
 
 One statement claims a batch with SKIP LOCKED, one statement completes it. ``drain`` empties the
-due jobs and exits; ``listen`` waits on LISTEN/NOTIFY and notes when each job's "handler" starts.
-Run by run.py as separate processes, exactly like the library's workers.
+due jobs and exits; ``listen`` waits on LISTEN/NOTIFY and notes when each job's "handler" starts;
+``workflows`` runs started workflows of N no-op steps the least durable way: claim one, write one
+checkpoint row per step (one ``INSERT`` each, autocommit), mark it done. Run by run.py as separate
+processes, exactly like the library's workers.
 """
 
 from __future__ import annotations
@@ -10,9 +12,11 @@ from __future__ import annotations
 import select
 import sys
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
+from psycopg.types.json import Jsonb
 
 CLAIM = """
 WITH due AS (
@@ -36,6 +40,36 @@ def drain(conn: psycopg.Connection[tuple[Any, ...]], batch: int) -> None:
         conn.execute(COMPLETE, [[r[0] for r in rows]])
 
 
+CHECKPOINT = """
+INSERT INTO pgjobs_workflow_steps
+    (workflow_id, step_index, step_name, status, output, attempts, started_at, completed_at)
+VALUES (%s, %s, 'bench.noop_step', 'completed', %s, 1, %s, now())
+"""
+# The workflow and its job, in one statement.
+FINISH = """
+WITH w AS (
+    UPDATE pgjobs_workflow_executions
+    SET status = 'completed', output = %(output)s, completed_at = now(), updated_at = now()
+    WHERE workflow_id = %(workflow_id)s
+)
+UPDATE pgjobs_job_queue SET status = 'completed', completed_at = now() WHERE id = %(id)s
+"""
+
+
+def workflows(conn: psycopg.Connection[tuple[Any, ...]], steps: int) -> None:
+    while True:
+        row = conn.execute(CLAIM, [1]).fetchone()
+        if row is None:
+            return
+        job_id, payload = row
+        workflow_id = payload["workflow_id"]
+        value = 0
+        for index in range(steps):
+            started = datetime.now(UTC)
+            conn.execute(CHECKPOINT, [workflow_id, index, Jsonb(value), started])
+        conn.execute(FINISH, {"output": Jsonb(value), "workflow_id": workflow_id, "id": job_id})
+
+
 def listen(conn: psycopg.Connection[tuple[Any, ...]], expected: int) -> None:
     conn.execute("LISTEN pgjobs")
     seen = 0
@@ -56,4 +90,9 @@ def listen(conn: psycopg.Connection[tuple[Any, ...]], expected: int) -> None:
 if __name__ == "__main__":
     mode, url, number = sys.argv[1], sys.argv[2], int(sys.argv[3])
     with psycopg.connect(url, autocommit=True, application_name="pgjobs-baseline") as connection:
-        drain(connection, number) if mode == "drain" else listen(connection, number)
+        if mode == "drain":
+            drain(connection, number)
+        elif mode == "workflows":
+            workflows(connection, number)
+        else:
+            listen(connection, number)

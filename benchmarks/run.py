@@ -65,7 +65,9 @@ class Bench:
 
     def reset(self) -> None:
         self.raw.execute(
-            "TRUNCATE pgjobs_job_queue, pgjobs_failed_jobs, pgjobs_workers, bench_latency"
+            "TRUNCATE pgjobs_job_queue, pgjobs_failed_jobs, pgjobs_workers, bench_latency, "
+            "pgjobs_workflow_executions, pgjobs_workflow_steps, pgjobs_workflow_messages, "
+            "pgjobs_workflow_events"
         )
 
     def copy_jobs(self, count: int, *, priority: int = 0, queue: str = "default") -> None:
@@ -258,6 +260,119 @@ class Bench:
         row = self.raw.execute("SELECT count(*) FROM bench_latency").fetchone()
         return int(row[0]) if row else 0
 
+    # -- 4. workflows ----------------------------------------------------------------------------
+
+    STEPS = 3  # the no-op steps of bench.three_steps (benchmarks/bench/workflows.py)
+
+    def start_workflows(self, count: int) -> None:
+        from django.db import transaction
+
+        from benchmarks.bench.workflows import three_steps
+        from django_pgjobs import start_workflow
+
+        with transaction.atomic():
+            for i in range(count):
+                start_workflow(three_steps, i)
+        self.raw.execute("VACUUM ANALYZE pgjobs_job_queue, pgjobs_workflow_executions")
+
+    def check_workflows(self, count: int) -> None:
+        row = self.raw.execute(
+            "SELECT count(*) FILTER (WHERE w.status = 'completed'), "
+            "(SELECT count(*) FROM pgjobs_workflow_steps) FROM pgjobs_workflow_executions AS w"
+        ).fetchone()
+        if row != (count, count * self.STEPS):
+            raise SystemExit(f"workflows not all completed: {row!r}, expected {count}")
+
+    def transactions(self) -> int:
+        """Transactions this database has committed or rolled back, as the statistics have them
+        (each autocommit statement is one)."""
+        self.raw.execute("SELECT pg_stat_force_next_flush()")
+        self.raw.execute("SELECT pg_stat_clear_snapshot()")
+        row = self.raw.execute(
+            "SELECT xact_commit + xact_rollback FROM pg_stat_database "
+            "WHERE datname = current_database()"
+        ).fetchone()
+        assert row is not None
+        return int(row[0])
+
+    def workflows(self, processes: int) -> dict[str, Any]:
+        count = self.n(1000)
+        worker = [
+            sys.executable, "-m", "django", "pgjobs_worker", "-v", "0", "--burst",
+            "--concurrency", "8",
+        ]  # fmt: skip
+        raw = [
+            sys.executable, str(ROOT / "benchmarks" / "baseline.py"), "workflows", self.url,
+            str(self.STEPS),
+        ]  # fmt: skip
+        per_step: dict[str, list[float]] = {"library": [], "baseline": []}
+
+        def measure(which: str, command: list[str]) -> float:
+            self.start_workflows(count)
+            before = self.transactions()
+            self.run_processes([command] * processes)
+            # Exiting backends send their statistics as they go: give them a moment.
+            time.sleep(1.0)
+            per_step[which].append((self.transactions() - before) / (count * self.STEPS))
+            self.check_workflows(count)
+            return self.drain_rate()
+
+        result = self.pair(
+            f"workflows: {count} x {self.STEPS} no-op steps, {processes} process(es)",
+            "workflows/s",
+            lambda: measure("library", worker),
+            lambda: measure("baseline", raw),
+            count,
+        )
+        result["steps"] = self.STEPS
+        for which in ("library", "baseline"):
+            result[which]["steps_per_s"] = result[which]["median"] * self.STEPS
+            result[which]["transactions_per_step"] = statistics.median(per_step[which])
+        return result
+
+    def workflow_statements(self) -> dict[str, Any]:
+        """Statements one workflow of bench.three_steps costs, counted by running its job in
+        this process under CaptureQueriesContext: the claim and completion of its job (which a
+        worker batches across jobs), and the handler's own (load, checkpoints, finish)."""
+        from django.db import connection
+        from django.test.utils import CaptureQueriesContext
+
+        from benchmarks.bench.workflows import three_steps
+        from django_pgjobs import start_workflow
+        from django_pgjobs.execution import ProgressReporter, call_handler
+        from django_pgjobs.queries.lease import claim_jobs, complete_jobs
+        from django_pgjobs.registry import registry
+
+        self.reset()
+        handle = start_workflow(three_steps, 7)
+        with CaptureQueriesContext(connection) as claimed, connection.cursor() as cur:
+            [job] = claim_jobs(
+                cur, worker_id="bench", limit=1, lease_seconds=60, queues=None, job_names=None
+            )
+        handler = registry.get(job.job_name)
+        assert handler is not None
+        with CaptureQueriesContext(connection) as ran:
+            call_handler(handler, job, ProgressReporter(job, lambda *args: None))
+        with CaptureQueriesContext(connection) as completed, connection.cursor() as cur:
+            complete_jobs(cur, tokens=[job.token])
+        if handle.get_result(5) != 7:
+            raise SystemExit("the counted workflow did not complete")
+        handler_sql = [q["sql"] for q in ran.captured_queries]
+        job_sql = len(claimed.captured_queries) + len(completed.captured_queries)
+        return {
+            "name": f"workflow statements, {self.STEPS} no-op steps (one workflow, in-process)",
+            "steps": self.STEPS,
+            "handler_statements": len(handler_sql),
+            "checkpoint_statements": sum(
+                "INSERT INTO pgjobs_workflow_steps" in sql for sql in handler_sql
+            ),
+            "job_statements": job_sql,
+            "handler_statements_per_step": len(handler_sql) / self.STEPS,
+            "statements_per_step_unbatched": (len(handler_sql) + job_sql) / self.STEPS,
+            "baseline_statements_per_step": (self.STEPS + 2) / self.STEPS,
+            "handler_sql": [" ".join(sql.split())[:120] for sql in handler_sql],
+        }
+
     # -- 5. backlog ------------------------------------------------------------------------------
 
     def backlog(self, empty_rate: float) -> dict[str, Any]:
@@ -345,6 +460,13 @@ def environment(raw: psycopg.Connection[Any]) -> dict[str, Any]:
 def print_table(results: list[dict[str, Any]]) -> None:
     print(f"\n{'workload':<62} {'library':>12} {'baseline':>12} {'ratio':>7}")
     for r in results:
+        if "handler_statements" in r:
+            ours, theirs = r["statements_per_step_unbatched"], r["baseline_statements_per_step"]
+            label = "statements per step, one workflow with its job's claim/completion"
+            print(f"{label:<62} {ours:>12.2f} {theirs:>12.2f} {ours / theirs:>7.2f}")
+            label = "  of which the workflow handler's (load, checkpoints, finish)"
+            print(f"{label:<62} {r['handler_statements_per_step']:>12.2f}")
+            continue
         if "library_p50_ms" in r:
             for key in ("p50", "p95", "p99"):
                 lib, base = r[f"library_{key}_ms"], r[f"baseline_{key}_ms"]
@@ -357,6 +479,14 @@ def print_table(results: list[dict[str, Any]]) -> None:
         ratio = r.get("ratio") or r.get("ratio_to_empty_table")
         base_text = f"{base:>12,.0f}" if base else f"{'(vs empty)':>12}"
         print(f"{r['name']:<62} {lib:>12,.0f} {base_text} {ratio or 0:>7.2f}")
+        if "steps" in r:
+            lib_steps, base_steps = r["library"]["steps_per_s"], r["baseline"]["steps_per_s"]
+            print(f"{'  the same, in steps/s':<62} {lib_steps:>12,.0f} {base_steps:>12,.0f}")
+            print(
+                f"{'  transactions per step (pg_stat_database)':<62} "
+                f"{r['library']['transactions_per_step']:>12.2f} "
+                f"{r['baseline']['transactions_per_step']:>12.2f}"
+            )
 
 
 def main() -> None:
@@ -383,7 +513,9 @@ def main() -> None:
     try:
         results = [bench.enqueue_per_transaction(), bench.enqueue_bulk()]
         one = bench.drain(1)
-        results += [one, bench.drain(2), bench.latency(), bench.backlog(one["library"]["median"])]
+        results += [one, bench.drain(2), bench.latency()]
+        results += [bench.workflows(1), bench.workflows(2), bench.workflow_statements()]
+        results.append(bench.backlog(one["library"]["median"]))
         report = {
             "scale": args.scale,
             "repeat": args.repeat,

@@ -10,6 +10,10 @@ SECRET_KEY = "benchmarks-only"  # noqa: S105
 USE_TZ = True
 INSTALLED_APPS = ["django.contrib.contenttypes", "django_pgjobs", "benchmarks.bench"]
 DATABASES = {"default": database_settings(os.environ["BENCH_DATABASE_URL"])}
+# Django's default (0) closes a handler thread's connection after every job; BENCH_CONN_MAX_AGE
+# (seconds, or "none" for persistent connections) measures the difference (README, workload 4).
+_MAX_AGE = os.environ.get("BENCH_CONN_MAX_AGE", "0")
+DATABASES["default"]["CONN_MAX_AGE"] = None if _MAX_AGE.lower() == "none" else int(_MAX_AGE)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 PGJOBS = {"POLL_INTERVAL": 1.0, "PRUNE_INTERVAL": 3600.0}
 LOGGING = {"version": 1, "disable_existing_loggers": False, "root": {"level": "WARNING"}}

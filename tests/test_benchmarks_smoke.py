@@ -44,6 +44,13 @@ def test_benchmark_runs_at_a_tiny_scale(tmp_path: Path) -> None:
     assert any(n.startswith("enqueue, one job per transaction") for n in names)
     assert any(n.startswith("drain") and "2 process" in n for n in names)
     assert any(n.startswith("latency") for n in names)
+    flows = [r for r in report["results"] if r["name"].startswith("workflows")]
+    assert len(flows) == 2
+    for flow in flows:
+        assert flow["library"]["steps_per_s"] > 0
+        assert flow["baseline"]["steps_per_s"] > 0
+    [statements] = [r for r in report["results"] if "handler_statements" in r]
+    assert statements["checkpoint_statements"] == statements["steps"]
     backlog = report["results"][-1]
     assert "backlog" in backlog["name"] and backlog["claim_plan"]
     assert any("pgjobs_job_claim" in line for line in backlog["claim_plan"])
