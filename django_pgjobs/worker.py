@@ -28,7 +28,7 @@ from types import FrameType
 from typing import Any
 
 import psycopg
-from django.db import close_old_connections
+from django.db import connections
 
 from django_pgjobs import queries
 from django_pgjobs.conf import conf
@@ -76,6 +76,21 @@ class _InFlight:
     started_at: float
     future: Future[None] | None = None
     started: threading.Event = field(default_factory=threading.Event)
+
+
+def release_connections() -> None:
+    """Between jobs: close this handler thread's connections that are unusable, in an error
+    state or older than a positive ``CONN_MAX_AGE``, and keep the rest for its next job.
+
+    Django's ``close_old_connections()`` treats the default ``CONN_MAX_AGE = 0`` as "close after
+    every request"; a worker's request is a job, and reconnecting for each one costs more than
+    a short job (a workflow job always uses the database). A worker holds at most
+    ``concurrency`` connections per database, and closes them when it stops.
+    """
+    for conn in connections.all(initialized_only=True):
+        if conn.connection is not None and conn.settings_dict.get("CONN_MAX_AGE") == 0:
+            conn.close_at = None  # the age check below is for a positive CONN_MAX_AGE only
+        conn.close_if_unusable_or_obsolete()
 
 
 def default_worker_id() -> str:
@@ -239,9 +254,31 @@ class Worker:
                 self._conn.close()
             self._conn = None
         if self._executor is not None:
+            self._close_handler_connections()
             # Handlers that outlived the grace period were handed back: do not wait for them.
             self._executor.shutdown(wait=not self.abandoned, cancel_futures=True)
             self._executor = None
+
+    def _close_handler_connections(self) -> None:
+        """Close the database connections handler threads kept between jobs, each in the thread
+        that owns it (Django connections are per thread). A barrier of ``concurrency`` tasks
+        puts one task on every thread."""
+        assert self._executor is not None
+        if self.abandoned:
+            return  # a thread is still busy; the process is about to exit anyway
+        barrier = threading.Barrier(self.concurrency)
+
+        def close_mine() -> None:
+            try:
+                barrier.wait(timeout=5)
+            except threading.BrokenBarrierError:
+                pass
+            finally:
+                connections.close_all()
+
+        for future in [self._executor.submit(close_mine) for _ in range(self.concurrency)]:
+            with contextlib.suppress(Exception):
+                future.result(timeout=10)
 
     def _ensure_connected(self) -> psycopg.Connection[Any]:
         if self._conn is not None and not self._conn.closed:
@@ -413,7 +450,7 @@ class Worker:
         error: str | None = None
         handed_back: float | None = None
         try:
-            close_old_connections()
+            release_connections()
             if entry.handler is None:
                 raise LookupError(f"No handler is registered for job name {entry.job.job_name!r}.")
             report = ProgressReporter(entry.job, self._outcomes.progressed)
@@ -425,9 +462,9 @@ class Worker:
             error = describe_error(exc)
         finally:
             try:
-                close_old_connections()
+                release_connections()
             except Exception:
-                logger.exception("Closing the handler thread's database connections failed")
+                logger.exception("Checking the handler thread's database connections failed")
             self._outcomes.finished(entry.job, error, handed_back=handed_back)
 
     # -- writing outcomes --------------------------------------------------------------------

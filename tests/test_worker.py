@@ -524,3 +524,34 @@ def test_stopping_releases_claimed_jobs_whose_handlers_never_started(
     job = get_job(waiting)
     assert (job.status, job.attempt, job.locked_by) == ("pending", 0, None)
     assert not Run.objects.filter(label="never started").exists()
+
+
+def test_handler_threads_keep_their_connection_between_jobs_and_close_it_on_stop(
+    make_worker: type[Worker], register_handler: Callable[..., Any]
+) -> None:
+    """With Django's default CONN_MAX_AGE = 0 a worker still does not reconnect for every job;
+    it closes the connections when it stops."""
+    pids: list[int] = []
+
+    def backend_pid(payload: Any) -> None:
+        with connection.cursor() as cur:
+            cur.execute("SELECT pg_backend_pid()")
+            pids.append(cur.fetchone()[0])
+
+    register_handler("test.backend_pid", backend_pid)
+    worker = make_worker(concurrency=1)
+    for _ in range(3):
+        enqueue("test.backend_pid")
+        worker.run_once()
+    assert len(pids) == 3 and len(set(pids)) == 1
+    worker.close()
+
+    def gone() -> bool:
+        with second_connection() as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid = %s", [pids[0]]
+            ).fetchone()
+        return row == (0,)
+
+    # A backend leaves pg_stat_activity a moment after its client hangs up.
+    wait_for(gone, what="the handler thread's connection to close")
