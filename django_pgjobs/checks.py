@@ -46,6 +46,9 @@ def _value_errors(config: dict[str, Any]) -> list[str]:
         value = config.get(name, DEFAULTS[name])
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             problems.append(f"{name} must be an int >= 1; got {value!r}.")
+    prefetch = config.get("PREFETCH", DEFAULTS["PREFETCH"])
+    if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 0:
+        problems.append(f"PREFETCH must be an int >= 0; got {prefetch!r}.")
     jitter = config.get("RETRY_JITTER", DEFAULTS["RETRY_JITTER"])
     if not _is_number(jitter) or not 0 <= float(jitter) <= 1:
         problems.append(f"RETRY_JITTER must be a fraction between 0 and 1; got {jitter!r}.")

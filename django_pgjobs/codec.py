@@ -16,7 +16,7 @@ from typing import Any
 from django.core.serializers.json import DjangoJSONEncoder
 
 from django_pgjobs.exceptions import RecordedError, WorkflowSerializationError
-from django_pgjobs.execution import describe_error
+from django_pgjobs.execution import clean_text, describe_error
 
 
 def encode(value: Any, what: str) -> str:
@@ -41,11 +41,12 @@ def decode(text: str | None) -> Any:
 def describe(exc: BaseException) -> dict[str, Any]:
     """An exception as JSON: enough to raise it again, and its traceback for people."""
     cls = type(exc)
+    message = clean_text(str(exc))  # NUL and lone surrogates: jsonb could not store them
     args: Any = list(exc.args)
     try:
         encode(args, "args")
     except WorkflowSerializationError:
-        args = [str(exc)]
+        args = [message]
     attrs = {}
     for name, value in vars(exc).items():
         try:
@@ -55,7 +56,7 @@ def describe(exc: BaseException) -> dict[str, Any]:
         attrs[name] = value
     return {
         "type": f"{cls.__module__}.{cls.__qualname__}",
-        "message": str(exc),
+        "message": message,
         "args": args,
         "attrs": attrs,
         "traceback": describe_error(exc),

@@ -38,6 +38,10 @@ DEFAULTS: Final[dict[str, Any]] = {
     "PRUNE_INTERVAL": 300.0,
     # Handler threads per worker process.
     "CONCURRENCY": 4,
+    # Most jobs a worker claims beyond its free handler threads (0: none). It claims only
+    # about 50 ms of work ahead, judged from how long its recent jobs took, so this matters for
+    # many short jobs (fewer, bigger claims) and never hoards long ones.
+    "PREFETCH": 100,
     # On SIGTERM, how long running handlers get to finish before their jobs are handed back.
     "SHUTDOWN_GRACE": 30.0,
     # The database alias the queue tables live in.
@@ -114,6 +118,10 @@ class PgJobsSettings:
     @property
     def CONCURRENCY(self) -> int:
         return int(self.get("CONCURRENCY"))
+
+    @property
+    def PREFETCH(self) -> int:
+        return int(self.get("PREFETCH"))
 
     @property
     def SHUTDOWN_GRACE(self) -> float:

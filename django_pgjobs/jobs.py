@@ -6,6 +6,7 @@ the same ones the CLI and the admin call.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import uuid
 from dataclasses import dataclass
@@ -16,7 +17,12 @@ from django.db import IntegrityError, connections, transaction
 
 from django_pgjobs import queries
 from django_pgjobs.conf import conf
-from django_pgjobs.exceptions import JobNotFound, JobStateError
+from django_pgjobs.exceptions import (
+    JobNotFound,
+    JobStateError,
+    WorkflowNotFound,
+    WorkflowStateError,
+)
 from django_pgjobs.models import FailedJob, Job, JobStatus
 from django_pgjobs.queries.workflows import JOB_PREFIX
 
@@ -128,11 +134,13 @@ def cancel_job(job_id: uuid.UUID | str, *, using: str | None = None) -> None:
     found = Job.objects.using(alias).filter(id=pk).values_list("job_name", "payload").first()
     if found is not None and found[0].startswith(JOB_PREFIX):
         # The job runs a workflow: cancel the workflow, which cancels its job, rather than
-        # leave a workflow whose job is gone.
+        # leave a workflow whose job is gone. One that already ended (a requeued dead letter)
+        # or was pruned has nothing to cancel but the job itself.
         from django_pgjobs.workflows import cancel_workflow
 
-        cancel_workflow(str(found[1]["workflow_id"]))
-        return
+        with contextlib.suppress(WorkflowNotFound, WorkflowStateError):
+            cancel_workflow(str(found[1].get("workflow_id")))
+            return
     with connections[alias].cursor() as cur:
         cancelled = queries.cancel_job(cur, job_id=pk)
     if not cancelled:

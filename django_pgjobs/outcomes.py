@@ -8,8 +8,9 @@ across a database error and is written after the reconnect; fencing drops it if 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from queue import Empty, SimpleQueue
 from typing import Any, Literal
 
@@ -28,6 +29,7 @@ class _Done:
     error: str | None
     # Set when the handler gave the job back itself (JobHandedBack): due again in this long.
     handed_back: float | None = None
+    arrived: float = field(default_factory=time.monotonic)
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,16 @@ class Outcomes:
 
     def pending(self) -> bool:
         return bool(self._done or self._progress or not self._events.empty())
+
+    def waiting(self) -> tuple[int, float] | None:
+        """(outcomes waiting to be written, when the oldest arrived), or None if none are.
+        Progress reports and failures count as due at once: they are rare and worth seeing."""
+        self._collect()
+        if not self._done and not self._progress:
+            return None
+        if self._progress or any(d.error is not None for d in self._done):
+            return len(self._done) + len(self._progress), 0.0
+        return len(self._done), self._done[0].arrived
 
     def write(
         self,

@@ -44,6 +44,14 @@ from django_pgjobs.wakeup import Wakeup, Woken
 logger = logging.getLogger("django_pgjobs.worker")
 
 _ERROR_BACKOFF = (0.2, 0.5, 1.0, 2.0, 5.0)
+# Prefetch: claim enough beyond the free slots to keep them busy this long, judged from how long
+# recent jobs took (at most PGJOBS["PREFETCH"] jobs): many short jobs per claim, no hoarding of
+# long ones that another worker could start now.
+_PREFETCH_HORIZON = 0.05
+# Completions are written in batches: when this many are waiting, when the oldest has waited
+# this long, or when no handler is busy.
+_FLUSH_BATCH = 200
+_FLUSH_DELAY = 0.01
 # A due job the claim skipped is row-locked by another transaction: look again after this.
 _LOCKED_ROW_RECHECK = 0.25
 # The worker's statements wait at most this long for a row an application transaction holds,
@@ -76,6 +84,7 @@ class _InFlight:
     started_at: float
     future: Future[None] | None = None
     started: threading.Event = field(default_factory=threading.Event)
+    done: bool = False  # the handler returned; its outcome may not be written yet
 
 
 def release_connections() -> None:
@@ -85,12 +94,26 @@ def release_connections() -> None:
     Django's ``close_old_connections()`` treats the default ``CONN_MAX_AGE = 0`` as "close after
     every request"; a worker's request is a job, and reconnecting for each one costs more than
     a short job (a workflow job always uses the database). A worker holds at most
-    ``concurrency`` connections per database, and closes them when it stops.
+    ``concurrency`` connections per database, and closes them when it stops. Session state a
+    handler sets (``SET``, session advisory locks) stays with the connection, as it does in a
+    web process with persistent connections.
     """
     for conn in connections.all(initialized_only=True):
-        if conn.connection is not None and conn.settings_dict.get("CONN_MAX_AGE") == 0:
+        raw = conn.connection
+        if raw is None:
+            continue
+        if raw.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            # A handler left a transaction open (a raw BEGIN) or broken: never carry it, or
+            # its locks, into the next job.
+            conn.close()
+            continue
+        if conn.settings_dict.get("CONN_MAX_AGE") == 0:
             conn.close_at = None  # the age check below is for a positive CONN_MAX_AGE only
         conn.close_if_unusable_or_obsolete()
+        if conn.connection is not None:
+            # Kept: check it with a "SELECT 1" before the next job's first query, so a server
+            # restart or an idle timeout in between costs a reconnect, not a failed attempt.
+            conn.health_check_enabled = True  # type: ignore[attr-defined]  # not in the stubs
 
 
 def default_worker_id() -> str:
@@ -148,6 +171,8 @@ class Worker:
         self._closed = False
         self._maybe_work = True
         self._next_due: float | None = None
+        # Moving average of handler run time, for sizing prefetch (None until a job ran).
+        self._average_run: float | None = None
 
     # -- public ------------------------------------------------------------------------------
 
@@ -197,11 +222,11 @@ class Worker:
         self._ensure_connected()
         self._housekeep(force=True)
         self._maybe_work = True
-        self._fill_slots()
+        self._fill_slots(prefetch=False)
         for entry in list(self._inflight.values()):
             assert entry.future is not None
             entry.future.result()
-        self._flush()
+        self._flush(force=True)
         return self.stats - before
 
     def close(self) -> None:
@@ -353,7 +378,7 @@ class Worker:
                         self._inflight.pop(entry.job.lease_token, None)
                     unstarted = []
                 self._housekeep()
-                self._flush()
+                self._flush(force=True)
                 if not self._inflight or time.monotonic() >= grace_ends:
                     break
                 self._wait(
@@ -402,8 +427,23 @@ class Worker:
             return False
         return self._next_due is None or self._next_due > time.monotonic()
 
-    def _fill_slots(self) -> int:
-        free = self.concurrency - len(self._inflight)
+    def _active(self) -> int:
+        """Jobs running or queued for a handler thread (not those only awaiting their write)."""
+        return sum(1 for entry in self._inflight.values() if not entry.done)
+
+    def _prefetch(self) -> int:
+        """How many jobs to claim beyond the free slots: enough for about _PREFETCH_HORIZON
+        seconds of work at the recent pace, none until a job has shown how long jobs take."""
+        if self._average_run is None or conf.PREFETCH == 0:
+            return 0
+        per_slot = _PREFETCH_HORIZON / max(self._average_run, 1e-4)
+        return min(conf.PREFETCH, int(self.concurrency * per_slot))
+
+    def _fill_slots(self, *, prefetch: bool = True) -> int:
+        active = self._active()
+        if active >= self.concurrency:
+            return 0  # every thread busy: claim again when one frees, in a bigger batch
+        free = self.concurrency - active + (self._prefetch() if prefetch else 0)
         if self.max_jobs is not None:
             free = min(free, self.max_jobs - self.stats.claimed)
         if free <= 0 or not self._maybe_work:
@@ -447,6 +487,7 @@ class Worker:
     def _execute(self, entry: _InFlight) -> None:
         """Runs in a handler thread. Always reports an outcome, whatever happens."""
         entry.started.set()
+        started = time.monotonic()
         error: str | None = None
         handed_back: float | None = None
         try:
@@ -461,6 +502,10 @@ class Worker:
             # SystemExit and KeyboardInterrupt raised by a handler fail that job, not the worker.
             error = describe_error(exc)
         finally:
+            took = time.monotonic() - started
+            average = self._average_run
+            self._average_run = took if average is None else 0.8 * average + 0.2 * took
+            entry.done = True
             try:
                 release_connections()
             except Exception:
@@ -469,8 +514,20 @@ class Worker:
 
     # -- writing outcomes --------------------------------------------------------------------
 
-    def _flush(self) -> None:
-        if self._outcomes.pending():
+    def _flush_due(self) -> bool:
+        """Write outcomes now, or let more accumulate for one batched statement?"""
+        waiting = self._outcomes.waiting()
+        if waiting is None:
+            return False
+        count, oldest = waiting
+        return (
+            count >= _FLUSH_BATCH
+            or time.monotonic() - oldest >= _FLUSH_DELAY
+            or self._active() == 0
+        )
+
+    def _flush(self, *, force: bool = False) -> None:
+        if self._outcomes.pending() and (force or self._flush_due()):
             conn = self._ensure_connected()
             self._outcomes.write(conn, retry_delay=self._retry_delay, on_written=self._finish)
 
@@ -545,7 +602,9 @@ class Worker:
     def _wait(self, timeout: float) -> None:
         """Sleep until a NOTIFY for our queues, a handler event, a stop request or ``timeout``."""
         if self._outcomes.pending():
-            return
+            if self._flush_due():
+                return
+            timeout = min(timeout, _FLUSH_DELAY)
         conn = self._conn
         listening = self.listen and conn is not None and not conn.closed
         woken = self._wakeup.wait(timeout, conn=conn if listening else None, queues=self.queues)

@@ -60,6 +60,7 @@ def test_e003_not_a_dict_or_unknown_keys(value: Any) -> None:
         {"POLL_ONLY": "yes"},
         {"SHUTDOWN_GRACE": -5},
         {"APP_VERSION": ""},
+        {"PREFETCH": -1},
         {"WORKFLOW_RETENTION": 0},
         {"APP_VERSION": 3},
         {"APP_VERSION": "x" * 65},

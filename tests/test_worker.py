@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from datetime import timedelta
@@ -13,7 +14,7 @@ from django.db import connection
 from django.test import override_settings
 from django.utils import timezone
 
-from django_pgjobs import enqueue, enqueue_many, get_job
+from django_pgjobs import enqueue, enqueue_many, get_job, queries
 from django_pgjobs.models import FailedJob, Job
 from django_pgjobs.models import Worker as WorkerRow
 from django_pgjobs.worker import Worker
@@ -555,3 +556,53 @@ def test_handler_threads_keep_their_connection_between_jobs_and_close_it_on_stop
 
     # A backend leaves pg_stat_activity a moment after its client hangs up.
     wait_for(gone, what="the handler thread's connection to close")
+
+
+def _record_claim_limits(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    limits: list[int] = []
+    claim = queries.claim_jobs
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        limits.append(kwargs["limit"])
+        return claim(*args, **kwargs)
+
+    monkeypatch.setattr(queries, "claim_jobs", spy)
+    return limits
+
+
+def test_short_jobs_are_prefetched_in_bigger_claims(
+    make_worker: type[Worker], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    limits = _record_claim_limits(monkeypatch)
+    enqueue_many("test.record", [{"label": str(n)} for n in range(60)])
+    make_worker(concurrency=2).run(burst=True)
+    assert Run.objects.count() == 60
+    # The first claim fills the free slots; once jobs have shown they are short, claims take
+    # up to PREFETCH more.
+    assert limits[0] == 2
+    assert max(limits) > 2
+
+
+def test_long_jobs_are_not_prefetched(
+    make_worker: type[Worker],
+    monkeypatch: pytest.MonkeyPatch,
+    register_handler: Callable[..., Any],
+) -> None:
+    """Jobs of 0.2 s: claiming ahead would hold work another worker could start now."""
+    limits = _record_claim_limits(monkeypatch)
+    register_handler("test.slow", lambda payload: time.sleep(0.2))
+    ids = enqueue_many("test.slow", [{}] * 4)
+    make_worker(concurrency=1).run(burst=True)
+    assert Job.objects.filter(id__in=ids, status="completed").count() == 4
+    assert all(limit == 1 for limit in limits)
+
+
+def test_prefetch_zero_claims_only_free_slots(
+    make_worker: type[Worker], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    limits = _record_claim_limits(monkeypatch)
+    enqueue_many("test.record", [{"label": str(n)} for n in range(20)])
+    with override_settings(PGJOBS={"PREFETCH": 0}):
+        make_worker(concurrency=2).run(burst=True)
+    assert Run.objects.count() == 20
+    assert max(limits) <= 2  # never more than the free handler threads

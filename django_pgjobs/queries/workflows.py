@@ -636,6 +636,19 @@ def prune_finished_workflows(cur: Cursor, *, older_than_seconds: float, batch: i
             SELECT workflow_id FROM pgjobs_workflow_executions
             WHERE status IN ('completed', 'failed', 'cancelled', 'dead')
               AND completed_at < now() - make_interval(secs => %(older)s)
+              -- Not while its job is queued or running again (a requeued dead letter, a
+              -- cancelled attempt still finishing), nor while a parent may still read its
+              -- result.
+              AND NOT EXISTS (
+                  SELECT 1 FROM pgjobs_job_queue AS j
+                  WHERE j.key = 'workflow:' || pgjobs_workflow_executions.workflow_id
+                    AND j.status IN ('pending', 'running')
+              )
+              AND NOT EXISTS (
+                  SELECT 1 FROM pgjobs_workflow_executions AS p
+                  WHERE p.workflow_id = pgjobs_workflow_executions.parent_workflow_id
+                    AND p.status IN ('pending', 'running')
+              )
             ORDER BY completed_at
             LIMIT %(batch)s
             FOR UPDATE SKIP LOCKED
