@@ -55,14 +55,19 @@ class Outcomes:
         self._events: SimpleQueue[_Done | _Progress] = SimpleQueue()
         self._done: list[_Done] = []
         self._progress: dict[Any, _Progress] = {}  # latest per lease token
+        self._signalled = False  # an outcome arrived that the loop has not collected yet
 
     # -- from handler threads ----------------------------------------------------------------
 
     def finished(
         self, job: queries.ClaimedJob, error: str | None, *, handed_back: float | None = None
-    ) -> None:
+    ) -> bool:
+        """Queue an attempt's outcome; True if it is the first since the loop last looked (the
+        loop then needs waking to start its batching clock)."""
         self._events.put(_Done(job, error, handed_back))
-        self._wake()
+        first = not self._signalled
+        self._signalled = True
+        return first
 
     def progressed(self, job: queries.ClaimedJob, progress: int, message: str | None) -> None:
         self._events.put(_Progress(job, progress, message))
@@ -134,6 +139,7 @@ class Outcomes:
         return Written(job, outcome, error=error, delay=delay)
 
     def _collect(self) -> None:
+        self._signalled = False
         while True:
             try:
                 event = self._events.get_nowait()

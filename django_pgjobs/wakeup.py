@@ -6,8 +6,8 @@ from __future__ import annotations
 import contextlib
 import enum
 import os
-import selectors
-from collections.abc import Sequence
+import select
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import psycopg
@@ -29,23 +29,58 @@ class Wakeup:
         self._read, self._write = os.pipe()
         os.set_blocking(self._read, False)
         os.set_blocking(self._write, False)
+        # One poll object for the worker's life (a busy worker waits thousands of times a
+        # second); the connection's socket is re-registered when a reconnect changes it.
+        self._poll = select.poll()
+        self._poll.register(self._read, select.POLLIN)
+        self._conn_fd: int | None = None
+        self._armed = False
 
-    def ring(self) -> None:
+    def ring(self, *, force: bool = False) -> None:
+        """Wake the waiting loop. Unless ``force``, only if it is waiting: a busy worker's
+        handlers finish thousands of times a second, and each write costs a system call."""
+        if not (force or self._armed):
+            return
         with contextlib.suppress(BlockingIOError):  # already full: it will wake anyway
             os.write(self._write, b"x")
 
     def wait(
+        self,
+        timeout: float,
+        *,
+        conn: psycopg.Connection[Any] | None,
+        queues: Sequence[str],
+        due_in: Callable[[], float | None] = lambda: None,
+    ) -> Woken:
+        """Block for at most ``timeout`` seconds, or less if ``due_in()`` says the loop has
+        something to do sooner (0: now). ``conn`` is listening, or None to only poll."""
+        # Armed before due_in() looks: an event after that look finds us armed and rings.
+        self._armed = True
+        try:
+            soon = due_in()
+            if soon is not None and soon <= 0:
+                return Woken.RUNG
+            return self._wait(
+                timeout if soon is None else min(timeout, soon), conn=conn, queues=queues
+            )
+        finally:
+            self._armed = False
+
+    def _wait(
         self, timeout: float, *, conn: psycopg.Connection[Any] | None, queues: Sequence[str]
     ) -> Woken:
-        """Block for at most ``timeout`` seconds. ``conn`` is listening, or None to only poll."""
         # psycopg buffers notifications that arrived during other statements: check them first.
         if conn is not None and _take_notifications(conn, queues):
             return Woken.NOTIFIED
-        with selectors.DefaultSelector() as selector:
-            selector.register(self._read, selectors.EVENT_READ)
-            if conn is not None:
-                selector.register(conn.fileno(), selectors.EVENT_READ)
-            ready = {key.fd for key, _ in selector.select(max(timeout, 0.0))}
+        fd = None if conn is None else conn.fileno()
+        if fd != self._conn_fd:
+            if self._conn_fd is not None:
+                with contextlib.suppress(KeyError):
+                    self._poll.unregister(self._conn_fd)
+            if fd is not None:
+                self._poll.register(fd, select.POLLIN)
+            self._conn_fd = fd
+        ready = {ready_fd for ready_fd, _ in self._poll.poll(max(timeout, 0.0) * 1000)}
         if self._read in ready:
             self._drain()
             return Woken.RUNG

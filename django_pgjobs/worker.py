@@ -23,7 +23,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
@@ -83,7 +83,7 @@ class _InFlight:
     handler: JobHandler | None
     started_at: float
     future: Future[None] | None = None
-    started: threading.Event = field(default_factory=threading.Event)
+    started: bool = False  # set by the handler thread as it begins
     done: bool = False  # the handler returned; its outcome may not be written yet
 
 
@@ -173,6 +173,9 @@ class Worker:
         self._next_due: float | None = None
         # Moving average of handler run time, for sizing prefetch (None until a job ran).
         self._average_run: float | None = None
+        # Jobs handed to handler threads whose handler has not returned (or been cancelled).
+        self._busy = 0
+        self._busy_lock = threading.Lock()
 
     # -- public ------------------------------------------------------------------------------
 
@@ -367,6 +370,7 @@ class Worker:
                 conf.SHUTDOWN_GRACE,
             )
         unstarted = [e for e in self._inflight.values() if e.future and e.future.cancel()]
+        self._count_busy(-len(unstarted))
         grace_ends = time.monotonic() + conf.SHUTDOWN_GRACE
         while self._inflight or self._outcomes.pending():
             try:
@@ -394,7 +398,7 @@ class Worker:
         """After the grace period: hand back each still-running job as a failed attempt, due at
         once. If the database is unreachable, their leases will expire and do the same."""
         for entry in list(self._inflight.values()):
-            if entry.future is not None and not entry.started.is_set():
+            if entry.future is not None and not entry.started:
                 continue  # cancelled before it started; its lease recovers it
             self.abandoned.append(entry.job.id)
             logger.error(
@@ -429,7 +433,12 @@ class Worker:
 
     def _active(self) -> int:
         """Jobs running or queued for a handler thread (not those only awaiting their write)."""
-        return sum(1 for entry in self._inflight.values() if not entry.done)
+        return self._busy
+
+    def _count_busy(self, change: int) -> int:
+        with self._busy_lock:
+            self._busy += change
+            return self._busy
 
     def _prefetch(self) -> int:
         """How many jobs to claim beyond the free slots: enough for about _PREFETCH_HORIZON
@@ -482,11 +491,12 @@ class Worker:
         entry = _InFlight(job=job, handler=registry.get(job.job_name), started_at=time.monotonic())
         self._inflight[job.lease_token] = entry
         logger.debug("Claimed %s %s (attempt %s)", job.job_name, job.id, job.attempt)
+        self._count_busy(+1)
         entry.future = self._executor.submit(self._execute, entry)
 
     def _execute(self, entry: _InFlight) -> None:
         """Runs in a handler thread. Always reports an outcome, whatever happens."""
-        entry.started.set()
+        entry.started = True
         started = time.monotonic()
         error: str | None = None
         handed_back: float | None = None
@@ -510,7 +520,12 @@ class Worker:
                 release_connections()
             except Exception:
                 logger.exception("Checking the handler thread's database connections failed")
-            self._outcomes.finished(entry.job, error, handed_back=handed_back)
+            first = self._outcomes.finished(entry.job, error, handed_back=handed_back)
+            busy = self._count_busy(-1)
+            # Wake the loop when it has something to do: a thread is free to fill, a failure to
+            # write now, or the first of a batch of outcomes (it starts the batch's clock).
+            if first or busy < self.concurrency or error is not None:
+                self._wakeup.ring()
 
     # -- writing outcomes --------------------------------------------------------------------
 
@@ -601,13 +616,14 @@ class Worker:
 
     def _wait(self, timeout: float) -> None:
         """Sleep until a NOTIFY for our queues, a handler event, a stop request or ``timeout``."""
-        if self._outcomes.pending():
-            if self._flush_due():
-                return
-            timeout = min(timeout, _FLUSH_DELAY)
         conn = self._conn
         listening = self.listen and conn is not None and not conn.closed
-        woken = self._wakeup.wait(timeout, conn=conn if listening else None, queues=self.queues)
+        woken = self._wakeup.wait(
+            timeout,
+            conn=conn if listening else None,
+            queues=self.queues,
+            due_in=self._work_due_in,
+        )
         if woken is Woken.NOTIFIED:
             self._maybe_work = True
         elif woken is Woken.TIMEOUT:
@@ -616,5 +632,17 @@ class Worker:
             if self._next_due is not None and self._next_due <= time.monotonic():
                 self._next_due = None
 
+    def _work_due_in(self) -> float | None:
+        """Seconds until the loop has something to do (0: now): a free thread to fill, or a
+        batch of outcomes to write; None if only an event can bring work."""
+        if self._maybe_work and self._active() < self.concurrency:
+            return 0.0
+        waiting = self._outcomes.waiting()
+        if waiting is None:
+            return None
+        if self._flush_due():
+            return 0.0
+        return max(_FLUSH_DELAY - (time.monotonic() - waiting[1]), 0.0)
+
     def _wake(self) -> None:
-        self._wakeup.ring()
+        self._wakeup.ring(force=True)
