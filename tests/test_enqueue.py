@@ -300,3 +300,21 @@ def test_the_database_refuses_empty_job_names_from_sql() -> None:
         connection.cursor() as cur,
     ):
         cur.execute("SELECT pgjobs_enqueue('')")
+
+
+@pytest.mark.parametrize("poll_only", [False, True])
+def test_enqueue_is_seen_by_django_instrumentation_either_way(poll_only: bool) -> None:
+    """Server-side binding (the default) and Django's own cursor (POLL_ONLY, for PgBouncer)
+    both go through execute_wrapper(), which query logging and APM agents hook."""
+    seen: list[str] = []
+
+    def spy(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        seen.append(sql)
+        return execute(sql, params, many, context)
+
+    with override_settings(PGJOBS={"POLL_ONLY": poll_only}), connection.execute_wrapper(spy):
+        with transaction.atomic():
+            job_id = enqueue("test.record", {"n": 1})
+        enqueue_many("test.record", [{"n": 2}])
+    assert sum("INSERT INTO pgjobs_job_queue" in sql for sql in seen) == 2
+    assert Job.objects.get(id=job_id).payload == {"n": 1}

@@ -14,15 +14,20 @@ _INSERT_VALUES = """(
 )"""
 
 
-def insert_job(cur: Cursor, row: dict[str, Any]) -> uuid.UUID | None:
+def insert_job(cur: Cursor, row: dict[str, Any], *, returning: bool = True) -> uuid.UUID | None:
     """Insert one job; with a key already active, do nothing and return None.
 
     Locks: the new row only; a conflicting key waits for the transaction that holds it. The AFTER
     INSERT trigger queues a NOTIFY that PostgreSQL delivers at commit, so a rollback wakes no one.
+    Without a key nothing can conflict: ``returning=False`` skips reading back the id (the
+    caller made it) and returns None.
     """
     sql = f"INSERT INTO pgjobs_job_queue ({_INSERT_COLUMNS}) VALUES {_INSERT_VALUES}"
     if row["key"] is not None:
         sql += f" {KEY_CONFLICT} DO NOTHING"
+    if not returning:
+        cur.execute(sql, row)
+        return None
     cur.execute(sql + " RETURNING id", row)
     found = cur.fetchone()
     return None if found is None else as_uuid(found[0])
