@@ -35,6 +35,8 @@ class QueueStatus:
     # Due jobs whose name has no handler in this codebase (a typo, or code not deployed yet):
     # no worker running this code will ever claim them.
     unhandled: dict[str, int] = field(default_factory=dict)
+    # Workflows by status (pending, running, completed, failed, cancelled, dead).
+    workflows: dict[str, int] = field(default_factory=dict)
 
 
 def queue_status(*, using: str | None = None) -> QueueStatus:
@@ -66,6 +68,8 @@ def queue_status(*, using: str | None = None) -> QueueStatus:
             [registry.names()],
         )
         status.unhandled = dict(cur.fetchall())
+        cur.execute("SELECT status, count(*) FROM pgjobs_workflow_executions GROUP BY status")
+        status.workflows = dict(cur.fetchall())
     status.dead_letters = FailedJob.objects.using(alias).count()
     silent = timedelta(seconds=max(conf.LEASE_SECONDS, 3 * conf.HEARTBEAT_SECONDS))
     status.live_workers = list(

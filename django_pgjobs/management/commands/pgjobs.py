@@ -15,6 +15,7 @@ from django_pgjobs import crontab, enqueueing, jobs
 from django_pgjobs.conf import conf
 from django_pgjobs.exceptions import JobNotFound, PgJobsError
 from django_pgjobs.models import JobStatus, Schedule
+from django_pgjobs.queries.workflows import JOB_PREFIX
 from django_pgjobs.scheduler import run_schedule_now
 from django_pgjobs.status import QueueCounts, queue_status
 
@@ -97,7 +98,22 @@ class Command(BaseCommand):
         self.stdout.write(
             "oldest due job: " + ("none" if lag is None else f"{timedelta(seconds=round(lag))} ago")
         )
+        if status.workflows:
+            self.stdout.write(
+                "workflows: "
+                + ", ".join(f"{state} {count}" for state, count in sorted(status.workflows.items()))
+            )
         for name, count in status.unhandled.items():
+            if name.startswith(JOB_PREFIX):
+                version = name.removeprefix(JOB_PREFIX)
+                self.stdout.write(
+                    self.style.WARNING(
+                        f"{count} workflow(s) pinned to code version {version!r}, which no worker "
+                        "of this deployment runs: deploy that version, or move them with "
+                        "`manage.py pgjobs_workflows resume ID --deployed`"
+                    )
+                )
+                continue
             self.stdout.write(
                 self.style.WARNING(f"due but no handler is registered for {name!r}: {count} job(s)")
             )
