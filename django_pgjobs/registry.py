@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import threading
 import uuid
@@ -27,12 +28,13 @@ class JobHandler:
     queue: str | None = None
     priority: int | None = None
 
-    @property
+    # Cached: asked for every job a worker runs, and inspect.signature is not cheap.
+    @functools.cached_property
     def wants_progress(self) -> bool:
         """True when the function takes a second positional parameter for report_progress."""
         return _positional_arity(self.func) >= 2
 
-    @property
+    @functools.cached_property
     def is_async(self) -> bool:
         return inspect.iscoroutinefunction(self.func)
 

@@ -14,6 +14,7 @@ job can come back to the same worker as a new attempt while a stale one is still
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -22,7 +23,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
@@ -36,6 +36,7 @@ from django_pgjobs.connection import connect
 from django_pgjobs.execution import JobHandedBack, ProgressReporter, call_handler, describe_error
 from django_pgjobs.housekeeping import Housekeeper
 from django_pgjobs.outcomes import Outcomes, Written
+from django_pgjobs.pool import HandlerPool, Task
 from django_pgjobs.registry import JobHandler, registry
 from django_pgjobs.retry import backoff_delay
 from django_pgjobs.scheduler import Scheduler
@@ -82,7 +83,7 @@ class _InFlight:
     job: queries.ClaimedJob
     handler: JobHandler | None
     started_at: float
-    future: Future[None] | None = None
+    task: Task | None = None
     started: bool = False  # set by the handler thread as it begins
     done: bool = False  # the handler returned; its outcome may not be written yet
 
@@ -158,7 +159,7 @@ class Worker:
 
         self._conn: psycopg.Connection[Any] | None = None
         self._connected_before = False
-        self._executor: ThreadPoolExecutor | None = None
+        self._pool: HandlerPool | None = None
         self._inflight: dict[uuid.UUID, _InFlight] = {}  # by lease token
         self._wakeup = Wakeup()
         self._outcomes = Outcomes(wake=self._wakeup.ring)
@@ -226,9 +227,8 @@ class Worker:
         self._housekeep(force=True)
         self._maybe_work = True
         self._fill_slots(prefetch=False)
-        for entry in list(self._inflight.values()):
-            assert entry.future is not None
-            entry.future.result()
+        assert self._pool is not None
+        self._pool.wait_idle()
         self._flush(force=True)
         return self.stats - before
 
@@ -269,9 +269,13 @@ class Worker:
     # -- lifecycle ---------------------------------------------------------------------------
 
     def _open(self) -> None:
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(
-                max_workers=self.concurrency, thread_name_prefix=f"pgjobs-{self.worker_id}"
+        if self._pool is None:
+            self._pool = HandlerPool(
+                self.concurrency,
+                name=f"pgjobs-{self.worker_id}",
+                # Handler threads keep their connections between jobs; each closes its own
+                # (Django connections are per thread) as it exits.
+                on_thread_exit=connections.close_all,
             )
 
     def _close(self) -> None:
@@ -281,32 +285,13 @@ class Worker:
             with contextlib.suppress(psycopg.Error):
                 self._conn.close()
             self._conn = None
-        if self._executor is not None:
-            self._close_handler_connections()
+        if self._pool is not None:
+            for entry in self._inflight.values():
+                if entry.task is not None:
+                    self._pool.cancel(entry.task)
             # Handlers that outlived the grace period were handed back: do not wait for them.
-            self._executor.shutdown(wait=not self.abandoned, cancel_futures=True)
-            self._executor = None
-
-    def _close_handler_connections(self) -> None:
-        """Close the database connections handler threads kept between jobs, each in the thread
-        that owns it (Django connections are per thread). A barrier of ``concurrency`` tasks
-        puts one task on every thread."""
-        assert self._executor is not None
-        if self.abandoned:
-            return  # a thread is still busy; the process is about to exit anyway
-        barrier = threading.Barrier(self.concurrency)
-
-        def close_mine() -> None:
-            try:
-                barrier.wait(timeout=5)
-            except threading.BrokenBarrierError:
-                pass
-            finally:
-                connections.close_all()
-
-        for future in [self._executor.submit(close_mine) for _ in range(self.concurrency)]:
-            with contextlib.suppress(Exception):
-                future.result(timeout=10)
+            self._pool.shutdown(wait=not self.abandoned)
+            self._pool = None
 
     def _ensure_connected(self) -> psycopg.Connection[Any]:
         if self._conn is not None and not self._conn.closed:
@@ -369,7 +354,8 @@ class Worker:
                 signal.Signals(self._stop_signal).name,
                 conf.SHUTDOWN_GRACE,
             )
-        unstarted = [e for e in self._inflight.values() if e.future and e.future.cancel()]
+        pool = self._pool
+        unstarted = [e for e in self._inflight.values() if pool and e.task and pool.cancel(e.task)]
         self._count_busy(-len(unstarted))
         grace_ends = time.monotonic() + conf.SHUTDOWN_GRACE
         while self._inflight or self._outcomes.pending():
@@ -398,7 +384,7 @@ class Worker:
         """After the grace period: hand back each still-running job as a failed attempt, due at
         once. If the database is unreachable, their leases will expire and do the same."""
         for entry in list(self._inflight.values()):
-            if entry.future is not None and not entry.started:
+            if entry.task is not None and not entry.started:
                 continue  # cancelled before it started; its lease recovers it
             self.abandoned.append(entry.job.id)
             logger.error(
@@ -487,12 +473,12 @@ class Worker:
         return time.monotonic() + max(seconds, min(_LOCKED_ROW_RECHECK, self.poll_interval))
 
     def _dispatch(self, job: queries.ClaimedJob) -> None:
-        assert self._executor is not None
+        assert self._pool is not None
         entry = _InFlight(job=job, handler=registry.get(job.job_name), started_at=time.monotonic())
         self._inflight[job.lease_token] = entry
         logger.debug("Claimed %s %s (attempt %s)", job.job_name, job.id, job.attempt)
         self._count_busy(+1)
-        entry.future = self._executor.submit(self._execute, entry)
+        entry.task = self._pool.submit(functools.partial(self._execute, entry))
 
     def _execute(self, entry: _InFlight) -> None:
         """Runs in a handler thread. Always reports an outcome, whatever happens."""
