@@ -131,6 +131,18 @@ class Outcomes:
             on_written(self.write_failure(conn, done.job, done.error, delay=retry_delay(done.job)))
             self._done.pop(0)
 
+    def take_successes(self) -> list[queries.ClaimedJob]:
+        """Remove and return the successful attempts waiting to be written, for a caller that
+        writes them in its own statement (complete_and_claim); see :meth:`give_back`."""
+        self._collect()
+        successes = [d.job for d in self._done if d.error is None and d.handed_back is None]
+        self._done = [d for d in self._done if d.error is not None or d.handed_back is not None]
+        return successes
+
+    def give_back(self, jobs: list[queries.ClaimedJob]) -> None:
+        """Successes taken by :meth:`take_successes` whose statement failed: write them later."""
+        self._done[:0] = [_Done(job, None) for job in jobs]
+
     def write_failure(
         self, conn: psycopg.Connection[Any], job: queries.ClaimedJob, error: str, *, delay: float
     ) -> Written:

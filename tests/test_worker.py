@@ -559,14 +559,16 @@ def test_handler_threads_keep_their_connection_between_jobs_and_close_it_on_stop
 
 
 def _record_claim_limits(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The limit of every claim the worker makes, alone or together with completions."""
     limits: list[int] = []
-    claim = queries.claim_jobs
+    for name in ("claim_jobs", "complete_and_claim"):
+        original = getattr(queries, name)
 
-    def spy(*args: Any, **kwargs: Any) -> Any:
-        limits.append(kwargs["limit"])
-        return claim(*args, **kwargs)
+        def spy(*args: Any, _original: Any = original, **kwargs: Any) -> Any:
+            limits.append(kwargs["limit"])
+            return _original(*args, **kwargs)
 
-    monkeypatch.setattr(queries, "claim_jobs", spy)
+        monkeypatch.setattr(queries, name, spy)
     return limits
 
 
@@ -606,3 +608,28 @@ def test_prefetch_zero_claims_only_free_slots(
         make_worker(concurrency=2).run(burst=True)
     assert Run.objects.count() == 20
     assert max(limits) <= 2  # never more than the free handler threads
+
+
+def test_complete_and_claim_completes_only_attempts_still_held(other_connection: Any) -> None:
+    """The statement that completes a busy worker's finished jobs while claiming the next ones
+    is fenced like complete_jobs: an attempt that lost its job completes nothing."""
+    first, second = enqueue("test.record"), enqueue("test.record")
+    cur = other_connection.cursor()
+    claim: dict[str, Any] = {
+        "worker_id": "w",
+        "lease_seconds": 60,
+        "queues": None,
+        "job_names": None,
+    }
+    held = queries.claim_jobs(cur, limit=2, **claim)
+    assert {j.id for j in held} == {first, second}
+    # One attempt lost its job (rescued and claimed again elsewhere, say).
+    Job.objects.filter(id=second).update(lease_token=uuid.uuid4())
+    third = enqueue("test.record")
+    done, claimed = queries.complete_and_claim(
+        cur, tokens=[j.token for j in held], limit=5, **claim
+    )
+    assert done == [first]
+    assert [j.id for j in claimed] == [third]
+    assert get_job(first).status == "completed"
+    assert get_job(second).status == "running"

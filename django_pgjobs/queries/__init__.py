@@ -27,6 +27,7 @@ from django_pgjobs.queries.enqueue import (
 from django_pgjobs.queries.lease import (
     FailOutcome,
     claim_jobs,
+    complete_and_claim,
     complete_jobs,
     fail_job,
     heartbeat,
@@ -61,6 +62,7 @@ __all__ = [
     "Token",
     "cancel_job",
     "claim_jobs",
+    "complete_and_claim",
     "complete_jobs",
     "delete_stale_workers",
     "deregister_worker",

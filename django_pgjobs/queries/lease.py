@@ -21,22 +21,56 @@ from django_pgjobs.queries.base import (
     token_params,
 )
 
-_CLAIM = """
-WITH due AS (
+# The claim as two CTEs, ``due`` and ``claimed``: the claim statement selects from ``claimed``,
+# and complete_and_claim() puts a completion beside them in the same statement.
+_CLAIM_CTES = """
+due AS (
     SELECT id FROM pgjobs_job_queue
     WHERE status = 'pending' AND scheduled_for <= now() {filters}
     ORDER BY priority DESC, scheduled_for, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
+),
+claimed AS (
+    UPDATE pgjobs_job_queue AS j
+    SET status = 'running', attempt = j.attempt + 1, locked_by = %(worker_id)s,
+        locked_at = now(), lease_expires_at = now() + make_interval(secs => %(lease_seconds)s),
+        lease_token = gen_random_uuid()
+    FROM due WHERE j.id = due.id
+    RETURNING j.id, j.job_name, j.payload::text AS payload, j.queue, j.priority, j.attempt,
+              j.max_attempts, j.scheduled_for, j.lease_token
+)"""
+
+_CLAIMED_COLUMNS = (
+    "id, job_name, payload, queue, priority, attempt, max_attempts, scheduled_for, lease_token"
 )
-UPDATE pgjobs_job_queue AS j
-SET status = 'running', attempt = j.attempt + 1, locked_by = %(worker_id)s, locked_at = now(),
-    lease_expires_at = now() + make_interval(secs => %(lease_seconds)s),
-    lease_token = gen_random_uuid()
-FROM due WHERE j.id = due.id
-RETURNING j.id, j.job_name, j.payload::text, j.queue, j.priority, j.attempt, j.max_attempts,
-          j.scheduled_for, j.lease_token
-"""
+
+# Completing finished attempts, fenced on their lease tokens (see complete_jobs).
+
+_COMPLETED_CTE = f"""done AS (
+    UPDATE pgjobs_job_queue AS j
+    SET status = 'completed', completed_at = now(), locked_by = NULL,
+        lease_expires_at = NULL, lease_token = NULL
+    FROM {HELD}
+    WHERE j.id = held.id AND j.lease_token = held.token AND j.status = 'running'
+    RETURNING j.id
+)"""
+
+
+def _claim_params(
+    *,
+    worker_id: str,
+    limit: int,
+    lease_seconds: float,
+    queues: Sequence[str] | None,
+    job_names: Sequence[str] | None,
+) -> dict[str, Any]:
+    return {
+        "worker_id": worker_id,
+        "limit": limit,
+        "lease_seconds": lease_seconds,
+        **filter_params(queues, job_names),
+    }
 
 
 def claim_statement(
@@ -48,13 +82,36 @@ def claim_statement(
     job_names: Sequence[str] | None,
 ) -> tuple[str, dict[str, Any]]:
     """The claim's SQL and parameters (tests EXPLAIN exactly what the worker runs)."""
-    params = {
-        "worker_id": worker_id,
-        "limit": limit,
-        "lease_seconds": lease_seconds,
-        **filter_params(queues, job_names),
-    }
-    return _CLAIM.format(filters=filters(queues, job_names)), params
+    ctes = _CLAIM_CTES.format(filters=filters(queues, job_names))
+    sql = f"WITH {ctes}\nSELECT {_CLAIMED_COLUMNS} FROM claimed"
+    params = _claim_params(
+        worker_id=worker_id,
+        limit=limit,
+        lease_seconds=lease_seconds,
+        queues=queues,
+        job_names=job_names,
+    )
+    return sql, params
+
+
+def _claimed_jobs(rows: Sequence[Any]) -> list[ClaimedJob]:
+    jobs = [
+        ClaimedJob(
+            id=as_uuid(r[0]),
+            job_name=r[1],
+            payload=json.loads(r[2]),
+            queue=r[3],
+            priority=r[4],
+            attempt=r[5],
+            max_attempts=r[6],
+            scheduled_for=r[7],
+            lease_token=as_uuid(r[8]),
+        )
+        for r in rows
+    ]
+    # UPDATE ... RETURNING gives no order; run in the order the claim chose.
+    jobs.sort(key=lambda j: (-j.priority, j.scheduled_for, j.id))
+    return jobs
 
 
 def claim_jobs(
@@ -84,23 +141,48 @@ def claim_jobs(
             job_names=job_names,
         )
     )
-    jobs = [
-        ClaimedJob(
-            id=as_uuid(r[0]),
-            job_name=r[1],
-            payload=json.loads(r[2]),
-            queue=r[3],
-            priority=r[4],
-            attempt=r[5],
-            max_attempts=r[6],
-            scheduled_for=r[7],
-            lease_token=as_uuid(r[8]),
-        )
-        for r in cur.fetchall()
-    ]
-    # UPDATE ... RETURNING gives no order; run in the order the claim chose.
-    jobs.sort(key=lambda j: (-j.priority, j.scheduled_for, j.id))
-    return jobs
+    return _claimed_jobs(cur.fetchall())
+
+
+def complete_and_claim(
+    cur: Cursor,
+    *,
+    tokens: Sequence[Token],
+    worker_id: str,
+    limit: int,
+    lease_seconds: float,
+    queues: Sequence[str] | None,
+    job_names: Sequence[str] | None,
+) -> tuple[list[uuid.UUID], list[ClaimedJob]]:
+    """:func:`complete_jobs` and :func:`claim_jobs` in one statement: one round trip and one
+    commit where a busy worker would otherwise pay two. Returns (completed ids, claimed jobs).
+
+    The two touch disjoint rows (running ones completed, pending ones claimed). Locks and crash
+    behaviour are those of the two statements; a crash before commit leaves the completions to
+    be redone (at-least-once) and claims nothing.
+    """
+    ctes = _CLAIM_CTES.format(filters=filters(queues, job_names))
+    cur.execute(
+        f"""
+        WITH {_COMPLETED_CTE}, {ctes}
+        SELECT true, {_CLAIMED_COLUMNS} FROM claimed
+        UNION ALL
+        SELECT false, id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM done
+        """,
+        {
+            **_claim_params(
+                worker_id=worker_id,
+                limit=limit,
+                lease_seconds=lease_seconds,
+                queues=queues,
+                job_names=job_names,
+            ),
+            **token_params(tokens),
+        },
+    )
+    rows = cur.fetchall()
+    completed = [as_uuid(r[1]) for r in rows if not r[0]]
+    return completed, _claimed_jobs([r[1:] for r in rows if r[0]])
 
 
 def complete_jobs(cur: Cursor, *, tokens: Sequence[Token]) -> list[uuid.UUID]:
@@ -112,17 +194,7 @@ def complete_jobs(cur: Cursor, *, tokens: Sequence[Token]) -> list[uuid.UUID]:
     """
     if not tokens:
         return []
-    cur.execute(
-        f"""
-        UPDATE pgjobs_job_queue AS j
-        SET status = 'completed', completed_at = now(), locked_by = NULL,
-            lease_expires_at = NULL, lease_token = NULL
-        FROM {HELD}
-        WHERE j.id = held.id AND j.lease_token = held.token AND j.status = 'running'
-        RETURNING j.id
-        """,
-        token_params(tokens),
-    )
+    cur.execute(f"WITH {_COMPLETED_CTE} SELECT id FROM done", token_params(tokens))
     return [as_uuid(r[0]) for r in cur.fetchall()]
 
 
