@@ -41,7 +41,7 @@ DEFAULTS: Final[dict[str, Any]] = {
     # Most jobs a worker claims beyond its free handler threads (0: none). It claims only
     # about 50 ms of work ahead, judged from how long its recent jobs took, so this matters for
     # many short jobs (fewer, bigger claims) and never hoards long ones.
-    "PREFETCH": 100,
+    "PREFETCH": 500,
     # On SIGTERM, how long running handlers get to finish before their jobs are handed back.
     "SHUTDOWN_GRACE": 30.0,
     # The database alias the queue tables live in.
