@@ -6,6 +6,8 @@ from typing import Any
 
 import psycopg
 import pytest
+from django.contrib.auth.models import Permission, User
+from django.test import Client
 
 from django_pgjobs.registry import JobHandler, register, registry
 from django_pgjobs.worker import Worker
@@ -56,3 +58,23 @@ def register_handler() -> Iterator[Callable[..., JobHandler]]:
     yield add
     for name in names:
         registry.remove(name)
+
+
+@pytest.fixture
+def admin_client_() -> Client:
+    user = User.objects.create_superuser("root", "root@example.com", "pw")
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def viewer_client() -> Client:
+    """Staff with view permission on every pgjobs model, nothing else."""
+    user = User.objects.create_user("viewer", "viewer@example.com", "pw", is_staff=True)
+    user.user_permissions.set(
+        Permission.objects.filter(content_type__app_label="pgjobs", codename__startswith="view_")
+    )
+    client = Client()
+    client.force_login(user)
+    return client

@@ -75,3 +75,20 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         proc.kill()
         proc.wait(timeout=10)
+
+
+def drain(worker: Any, rounds: int = 50) -> None:
+    """Run ``worker.run_once()`` until nothing is claimable now (work due later, such as a
+    suspended workflow, stays queued)."""
+    for _ in range(rounds):
+        stats = worker.run_once()
+        if not stats.claimed and not worker._inflight:
+            return
+    raise AssertionError("the worker kept finding work")
+
+
+def workflow_job(workflow_id: str) -> Any:
+    """The newest job that runs the workflow (key ``workflow:<id>``)."""
+    from django_pgjobs.models import Job
+
+    return Job.objects.filter(key=f"workflow:{workflow_id}").latest("created_at")

@@ -4,7 +4,6 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from django.contrib.auth.models import Permission, User
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
@@ -17,26 +16,6 @@ from django_pgjobs.models import Worker as WorkerRow
 from django_pgjobs.worker import Worker
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def admin_client_() -> Client:
-    user = User.objects.create_superuser("root", "root@example.com", "pw")
-    client = Client()
-    client.force_login(user)
-    return client
-
-
-@pytest.fixture
-def viewer_client() -> Client:
-    """Staff with view permission on every pgjobs model, nothing else."""
-    user = User.objects.create_user("viewer", "viewer@example.com", "pw", is_staff=True)
-    user.user_permissions.set(
-        Permission.objects.filter(content_type__app_label="pgjobs", codename__startswith="view_")
-    )
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 def changelist(model: str) -> str:

@@ -16,40 +16,12 @@ from django_pgjobs import app_version, cancel_workflow, get_workflow, start_work
 from django_pgjobs.definitions import runner_job_name
 from django_pgjobs.models import Job, WorkflowExecution
 from django_pgjobs.worker import Worker
+from tests.helpers import drain
 from tests.testapp import workflows as wf
 
 pytestmark = pytest.mark.django_db(transaction=True)
 LIST = "/admin/pgjobs/workflowexecution/"
 DASHBOARD = "/admin/pgjobs/dashboard/"
-
-
-@pytest.fixture
-def admin_client_() -> Client:
-    user = User.objects.create_superuser("root", "root@example.com", "pw")
-    client = Client()
-    client.force_login(user)
-    return client
-
-
-@pytest.fixture
-def viewer_client() -> Client:
-    """Staff with view permission on every pgjobs model, nothing else."""
-    user = User.objects.create_user("viewer", "viewer@example.com", "pw", is_staff=True)
-    user.user_permissions.set(
-        Permission.objects.filter(content_type__app_label="pgjobs", codename__startswith="view_")
-    )
-    client = Client()
-    client.force_login(user)
-    return client
-
-
-def drain(worker: Worker, rounds: int = 50) -> None:
-    """Run until nothing is claimable now (suspended workflows due later stay queued)."""
-    for _ in range(rounds):
-        stats = worker.run_once()
-        if not stats.claimed and not worker._inflight:
-            return
-    raise AssertionError("the worker kept finding work")
 
 
 def detail(workflow_id: str) -> str:

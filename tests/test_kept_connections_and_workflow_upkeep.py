@@ -11,7 +11,7 @@ from django.db import connection
 from django_pgjobs import enqueue
 from django_pgjobs.models import Job
 from django_pgjobs.worker import Worker
-from tests.helpers import second_connection, wait_for
+from tests.helpers import drain, second_connection, wait_for, workflow_job
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -103,21 +103,9 @@ from django_pgjobs.models import FailedJob, WorkflowExecution, WorkflowStep  # n
 from tests.testapp import workflows as wf  # noqa: E402
 
 
-def job_of(workflow_id: str) -> Job:
-    return Job.objects.filter(key=f"workflow:{workflow_id}").latest("created_at")
-
-
-def drain(worker: Worker, rounds: int = 50) -> None:
-    for _ in range(rounds):
-        stats = worker.run_once()
-        if not stats.claimed and not worker._inflight:
-            return
-    raise AssertionError("the worker kept finding work")
-
-
 def make_dead(workflow_id: str) -> FailedJob:
     """Bury the workflow's job as if it kept crashing its worker: the workflow is dead."""
-    job = job_of(workflow_id)
+    job = workflow_job(workflow_id)
     Job.objects.filter(id=job.id).update(
         max_attempts=1, status="running", attempt=1,
         lease_expires_at=timezone.now() - timedelta(seconds=1),
@@ -148,7 +136,7 @@ def test_pruning_keeps_a_dead_workflow_whose_job_was_requeued(make_worker: type[
         completed_at=timezone.now() - timedelta(days=8)
     )
     retry_dead_letter_job(dead.id)
-    assert job_of(handle.workflow_id).status == "pending"
+    assert workflow_job(handle.workflow_id).status == "pending"
     prune_workflows()
     assert WorkflowExecution.objects.filter(workflow_id=handle.workflow_id).exists()
 
@@ -162,7 +150,7 @@ def test_cancel_job_cancels_a_requeued_dead_workflows_job(make_worker: type[Work
     handle = start_workflow(wf.receiver, None, 30)
     dead = make_dead(handle.workflow_id)
     retry_dead_letter_job(dead.id)
-    job = job_of(handle.workflow_id)
+    job = workflow_job(handle.workflow_id)
     try:
         cancel_job(job.id)
     finally:
@@ -196,7 +184,7 @@ def test_pruning_keeps_a_finished_child_whose_parent_is_still_running(
     past = timezone.now() - timedelta(seconds=1)
     waiting = WorkflowStep.objects.filter(workflow_id=handle.workflow_id, status="waiting")
     waiting.update(wake_at=past)
-    Job.objects.filter(id=job_of(handle.workflow_id).id).update(scheduled_for=past)
+    Job.objects.filter(id=workflow_job(handle.workflow_id).id).update(scheduled_for=past)
     drain(worker)
     # The parent fails with WorkflowNotFound for a child it started itself.
     assert handle.get_result(1) == 30

@@ -28,31 +28,13 @@ from django_pgjobs import (
     step,
     workflow,
 )
-from django_pgjobs.models import Job, WorkflowStep
+from django_pgjobs.models import WorkflowStep
 from django_pgjobs.worker import Worker
+from tests.helpers import drain, wait_for, workflow_job
 from tests.testapp import workflows as wf
 from tests.testapp.models import Run
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def drain(worker: Worker, rounds: int = 50) -> None:
-    for _ in range(rounds):
-        stats = worker.run_once()
-        if not stats.claimed and not worker._inflight:
-            return
-    raise AssertionError("the worker kept finding work")
-
-
-def job_of(workflow_id: str) -> Job:
-    return Job.objects.filter(key=f"workflow:{workflow_id}").latest("created_at")
-
-
-def wait_until(predicate: Any, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
 
 
 def in_thread(target: Any) -> threading.Thread:
@@ -120,7 +102,7 @@ def test_a_suspended_workflow_runs_no_step_on_its_way_out(make_worker: type[Work
     handle = start_workflow(with_finally, "fin")
     make_worker().run_once()
     assert get_workflow(handle.workflow_id).status == "pending"
-    assert job_of(handle.workflow_id).status == "pending"  # suspended for 30 s
+    assert workflow_job(handle.workflow_id).status == "pending"  # suspended for 30 s
     # Suspension is not the workflow ending: its cleanup must not run now. (It ran without
     # holding the lease, since the job was already back in the queue; its fenced checkpoint then
     # raised _LeaseLost over _Suspended, so the worker even counts the attempt as "lost".)
@@ -144,7 +126,7 @@ def test_cancel_during_a_wait_stops_the_workflow_before_its_next_step(
     handle = start_workflow(cancel_then_charge, "cc")
     worker = make_worker()
     thread = in_thread(worker.run_once)
-    wait_until(
+    wait_for(
         lambda: WorkflowStep.objects.filter(
             workflow_id=handle.workflow_id, step_name="pgjobs.sleep"
         ).exists()
@@ -185,10 +167,10 @@ def test_resume_right_after_cancel_runs_the_workflow_to_the_end(
     handle = start_workflow(cancel_resume, "cr", str(flag1), str(flag2))
     worker = make_worker()
     thread = in_thread(worker.run_once)
-    wait_until(lambda: wf.runs("cr:1") == 1)
+    wait_for(lambda: wf.runs("cr:1") == 1)
     cancel_workflow(handle.workflow_id)
     flag1.unlink()
-    wait_until(lambda: WorkflowStep.objects.filter(workflow_id=handle.workflow_id).exists())
+    wait_for(lambda: WorkflowStep.objects.filter(workflow_id=handle.workflow_id).exists())
     resume_workflow(handle.workflow_id)  # the old runner is still running its job
     flag2.unlink()
     thread.join(10)
@@ -211,7 +193,7 @@ def atomic_sleep() -> str:
 def test_a_wait_inside_atomic_is_refused_like_a_step(make_worker: type[Worker]) -> None:
     handle = start_workflow(atomic_sleep)
     make_worker().run_once()
-    job = job_of(handle.workflow_id)
+    job = workflow_job(handle.workflow_id)
     # The suspension was written inside the workflow's atomic block and rolled back with it:
     # the job is left "running" under a lease nobody renews (it will burn a recovery attempt).
     assert job.status != "running"

@@ -52,23 +52,11 @@ from django_pgjobs.execution import ProgressReporter, call_handler
 from django_pgjobs.models import FailedJob, Job, WorkflowExecution, WorkflowStep
 from django_pgjobs.registry import registry
 from django_pgjobs.worker import Worker
+from tests.helpers import drain, workflow_job
 from tests.testapp import workflows as wf
 from tests.testapp.models import Run
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def drain(worker: Worker, rounds: int = 50) -> None:
-    """Run until nothing is claimable now (suspended workflows due later stay queued)."""
-    for _ in range(rounds):
-        stats = worker.run_once()
-        if not stats.claimed and not worker._inflight:
-            return
-    raise AssertionError("the worker kept finding work")
-
-
-def job_of(workflow_id: str) -> Job:
-    return Job.objects.filter(key=f"workflow:{workflow_id}").latest("created_at")
 
 
 def make_due(workflow_id: str) -> None:
@@ -82,7 +70,7 @@ def test_a_workflow_runs_as_a_job_and_records_each_step(make_worker: type[Worker
     info = get_workflow(handle.workflow_id)
     assert (info.status, info.args, info.kwargs) == ("pending", ["ada"], {"punctuation": "?"})
     assert info.app_version == app_version()
-    assert job_of(handle.workflow_id).job_name == runner_job_name()
+    assert workflow_job(handle.workflow_id).job_name == runner_job_name()
     drain(make_worker())
     assert handle.get_status() == "completed"
     assert handle.get_result(timeout=5) == "hello ada?"
@@ -92,7 +80,7 @@ def test_a_workflow_runs_as_a_job_and_records_each_step(make_worker: type[Worker
     ]
     info = get_workflow(handle.workflow_id)
     assert info.started_at is not None and info.completed_at is not None
-    assert job_of(handle.workflow_id).status == "completed"
+    assert workflow_job(handle.workflow_id).status == "completed"
 
 
 def test_re_execution_replays_checkpoints_instead_of_running_steps(
@@ -103,7 +91,7 @@ def test_re_execution_replays_checkpoints_instead_of_running_steps(
     assert handle.get_result(timeout=5) == ["replay:0", 1, "replay:2", "passed", "replay:4"]
     # Run it again from the start, as a recovery would: every step has a checkpoint.
     WorkflowExecution.objects.filter(workflow_id=handle.workflow_id).update(status="running")
-    job = job_of(handle.workflow_id)
+    job = workflow_job(handle.workflow_id)
     Job.objects.filter(id=job.id).update(status="pending", scheduled_for=timezone.now())
     drain(make_worker())
     assert handle.get_result(timeout=5) == ["replay:0", 1, "replay:2", "passed", "replay:4"]
@@ -171,7 +159,7 @@ def test_a_failing_workflow_records_its_error_and_get_result_raises_it(
         handle.get_result(timeout=1)
     assert any("original traceback" in note for note in raised.value.__notes__)
     # The workflow failed; its job did its work.
-    assert job_of(handle.workflow_id).status == "completed"
+    assert workflow_job(handle.workflow_id).status == "completed"
 
 
 def test_step_retries_with_backoff(make_worker: type[Worker]) -> None:
@@ -197,7 +185,7 @@ def test_a_recorded_step_error_is_raised_again_on_replay(make_worker: type[Worke
     failing = start_workflow(wf.flaky, "flaky-replay", 10)
     drain(make_worker())
     WorkflowExecution.objects.filter(workflow_id=failing.workflow_id).update(status="running")
-    Job.objects.filter(id=job_of(failing.workflow_id).id).update(status="pending")
+    Job.objects.filter(id=workflow_job(failing.workflow_id).id).update(status="pending")
     drain(make_worker())
     with pytest.raises(ConnectionError):
         failing.get_result(1)
@@ -222,7 +210,7 @@ def test_non_determinism_is_detected_and_fails_the_workflow(make_worker: type[Wo
     # The workflow's code now takes another branch at step 0; replay it.
     Run.objects.create(job_id=wf.ZERO, label="nd:flag")
     WorkflowExecution.objects.filter(workflow_id=handle.workflow_id).update(status="running")
-    Job.objects.filter(id=job_of(handle.workflow_id).id).update(status="pending")
+    Job.objects.filter(id=workflow_job(handle.workflow_id).id).update(status="pending")
     drain(make_worker())
     with pytest.raises(
         WorkflowNonDeterminism, match=r"called 'tests.testapp.workflows.note' as step 0"
@@ -264,13 +252,16 @@ def test_durable_sleep_survives_a_restart_without_restarting_the_wait(
     assert (waiting.name, waiting.status) == ("pgjobs.sleep", "waiting")
     assert waiting.wake_at is not None
     assert get_workflow(handle.workflow_id).status == "pending"
-    job = job_of(handle.workflow_id)
+    job = workflow_job(handle.workflow_id)
     assert job.status == "pending" and job.attempt == 0  # waiting is not a crash
     assert abs((job.scheduled_for - waiting.wake_at).total_seconds()) < 0.01
     # "Restart": a new worker, made to look now; it suspends again until the same wake time.
     make_due(handle.workflow_id)
     assert make_worker().run_once().handed_back == 1
-    assert abs((job_of(handle.workflow_id).scheduled_for - waiting.wake_at).total_seconds()) < 0.01
+    assert (
+        abs((workflow_job(handle.workflow_id).scheduled_for - waiting.wake_at).total_seconds())
+        < 0.01
+    )
     while timezone.now() < waiting.wake_at:
         time.sleep(0.05)
     drain(make_worker())
@@ -400,7 +391,7 @@ def test_cancel_a_waiting_workflow_and_resume_it(make_worker: type[Worker]) -> N
     assert worker.run_once().handed_back == 1
     cancel_workflow(handle.workflow_id)
     assert handle.get_status() == "cancelled"
-    assert job_of(handle.workflow_id).status == "cancelled"
+    assert workflow_job(handle.workflow_id).status == "cancelled"
     with pytest.raises(WorkflowCancelled):
         handle.get_result(1)
     send(handle.workflow_id, "after cancel")
@@ -485,7 +476,7 @@ def test_a_workflow_version_other_than_ours_is_not_claimed(make_worker: type[Wor
     assert handle.get_status() == "pending"
     # The operator moves it to the deployed code.
     resume_workflow(handle.workflow_id, app_version=app_version())
-    assert job_of(handle.workflow_id).job_name == runner_job_name()
+    assert workflow_job(handle.workflow_id).job_name == runner_job_name()
     drain(make_worker())
     assert handle.get_result(1) == "hello old code!"
 
@@ -601,14 +592,14 @@ def test_finished_workflows_are_pruned_with_their_history(make_worker: type[Work
 
 def test_cancelling_a_workflows_job_cancels_the_workflow() -> None:
     handle = start_workflow(wf.greet, "via job")
-    cancel_job(job_of(handle.workflow_id).id)
+    cancel_job(workflow_job(handle.workflow_id).id)
     assert handle.get_status() == "cancelled"
-    assert job_of(handle.workflow_id).status == "cancelled"
+    assert workflow_job(handle.workflow_id).status == "cancelled"
 
 
 def test_a_requeued_dead_workflow_job_gets_its_key_back(make_worker: type[Worker]) -> None:
     handle = start_workflow(wf.receiver, None, 30)
-    job = job_of(handle.workflow_id)
+    job = workflow_job(handle.workflow_id)
     Job.objects.filter(id=job.id).update(max_attempts=1)
     Job.objects.filter(id=job.id).update(
         status="running", attempt=1, lease_expires_at=timezone.now() - timedelta(seconds=1)
@@ -618,7 +609,7 @@ def test_a_requeued_dead_workflow_job_gets_its_key_back(make_worker: type[Worker
     assert handle.get_status() == "dead"
     [dead] = FailedJob.objects.filter(payload__workflow_id=handle.workflow_id)
     retry_dead_letter_job(dead.id)
-    assert job_of(handle.workflow_id).status == "pending"
+    assert workflow_job(handle.workflow_id).status == "pending"
     worker = make_worker()
     assert worker.run_once().handed_back == 1  # waits for a message again
     # The wake-ups find the requeued job by its key; without it they would miss it.
