@@ -632,10 +632,14 @@ class Worker:
             if self._next_due is not None and self._next_due <= time.monotonic():
                 self._next_due = None
 
+    def _claimable(self) -> bool:
+        """Claiming may find work and is allowed (not stopping, not at --max-jobs)."""
+        return self._maybe_work and not self._stopping.is_set() and not self._max_jobs_reached()
+
     def _work_due_in(self) -> float | None:
         """Seconds until the loop has something to do (0: now): a free thread to fill, or a
         batch of outcomes to write; None if only an event can bring work."""
-        if self._maybe_work and self._active() < self.concurrency:
+        if self._claimable() and self._active() < self.concurrency:
             return 0.0
         waiting = self._outcomes.waiting()
         if waiting is None:

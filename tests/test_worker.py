@@ -633,3 +633,26 @@ def test_complete_and_claim_completes_only_attempts_still_held(other_connection:
     assert [j.id for j in claimed] == [third]
     assert get_job(first).status == "completed"
     assert get_job(second).status == "running"
+
+
+def test_the_loop_sleeps_while_it_may_not_claim(
+    make_worker: type[Worker], register_handler: Callable[..., Any]
+) -> None:
+    """At --max-jobs, a worker waits for its last handler instead of spinning on a claim it may
+    not make."""
+    register_handler("test.slow", lambda payload: time.sleep(0.5))
+    enqueue("test.slow")
+    enqueue_many("test.record", [{}] * 5)
+    worker = make_worker(concurrency=2, max_jobs=1)
+    waits = 0
+    wait = worker._wakeup.wait
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        nonlocal waits
+        waits += 1
+        return wait(*args, **kwargs)
+
+    worker._wakeup.wait = counting  # type: ignore[method-assign]
+    worker.run()
+    assert worker.stats.claimed == 1
+    assert waits < 20, waits
