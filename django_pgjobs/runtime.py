@@ -110,6 +110,14 @@ class WorkflowContext:
             raise self.fatal
         return found
 
+    def begin_call(self, name: str, what: str) -> tuple[int, q.Checkpoint | None]:
+        """Start one of the checkpointed built-ins (a child start, send, set_event): stop if the
+        workflow must, refuse inside atomic(), and take the next index with its checkpoint."""
+        self.check_running()
+        check_autocommit(what)
+        index = self.take_index()
+        return index, self.replay(index, name)
+
     def check_running(self) -> None:
         """Called before anything that runs or records: stop if the workflow must stop."""
         if self.stopped is not None:

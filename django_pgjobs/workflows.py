@@ -289,11 +289,8 @@ def _start_child(
     queue: str | None,
     priority: int | None,
 ) -> WorkflowHandle:
-    ctx.check_running()
-    runtime.check_autocommit("start_workflow()")
     name = "pgjobs.start_workflow"
-    index = ctx.take_index()
-    recorded = ctx.replay(index, name)
+    index, recorded = ctx.begin_call(name, "start_workflow()")
     if recorded is not None:
         return WorkflowHandle(str(recorded.output))
     child_id = workflow_id if workflow_id is not None else f"{ctx.workflow_id}-{index}"
@@ -444,11 +441,8 @@ def send(workflow_id: str, message: Any, topic: str | None = None) -> None:
 def _send_from_workflow(
     ctx: runtime.WorkflowContext, destination: str, topic: str, text: str
 ) -> bool:
-    ctx.check_running()
-    runtime.check_autocommit("send()")
     name = "pgjobs.send"
-    index = ctx.take_index()
-    recorded = ctx.replay(index, name)
+    index, recorded = ctx.begin_call(name, "send()")
     if recorded is not None:
         return bool(recorded.output)
     step = {
@@ -467,12 +461,11 @@ def _send_from_workflow(
 def set_event(key: str, value: Any) -> None:
     """Publish ``value`` under ``key`` for this workflow (the latest value wins); checkpointed."""
     ctx = runtime.require_context("set_event")
-    runtime.check_autocommit("set_event()")
     key = validation.check_name(key, "event key")
     text = codec.encode(value, "The event value")
     name = "pgjobs.set_event"
-    index = ctx.take_index()
-    if ctx.replay(index, name) is not None:
+    index, recorded = ctx.begin_call(name, "set_event()")
+    if recorded is not None:
         return
     step = {**ctx.step_row(index, name), "key": key, "value": text, "started_at": timezone.now()}
     with runtime.bookkeeping() as cur:
