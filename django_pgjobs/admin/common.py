@@ -16,7 +16,8 @@ from django.contrib.admin.filters import (
     SimpleListFilter,
 )
 from django.core.paginator import Paginator
-from django.db.models import Q, QuerySet
+from django.db.models import Count, IntegerField, Q, QuerySet, Subquery
+from django.db.models.functions import Coalesce
 from django.http import HttpRequest
 from django.utils.functional import cached_property
 from django.utils.html import format_html
@@ -120,6 +121,13 @@ class QueueFilter(_ExactValueFilter):
 
     def offered_values(self) -> list[str]:
         return dashboard.active_queues()
+
+
+def related_count(rows: QuerySet[Any], group_by: str) -> Coalesce:
+    """How many of ``rows`` (already filtered on an ``OuterRef``) there are per outer row, as a
+    correlated subquery: a count column on a changelist without a query per row."""
+    counted = rows.order_by().values(group_by).annotate(n=Count("id")).values("n")
+    return Coalesce(Subquery(counted, output_field=IntegerField()), 0)
 
 
 def search_by_id_or_name(queryset: QuerySet[Any], term: str) -> QuerySet[Any]:

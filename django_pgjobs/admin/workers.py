@@ -6,8 +6,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.contrib import admin
-from django.db.models import Count, IntegerField, OuterRef, QuerySet, Subquery
-from django.db.models.functions import Coalesce
+from django.db.models import OuterRef, QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.html import format_html
@@ -15,6 +14,7 @@ from django.utils.html import format_html
 from django_pgjobs.admin.common import (
     ModelAdmin,
     _ReadOnlyFieldsMixin,
+    related_count,
 )
 from django_pgjobs.conf import conf
 from django_pgjobs.models import (
@@ -34,17 +34,9 @@ class WorkerAdmin(_ReadOnlyFieldsMixin, ModelAdmin[Worker]):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Worker]:
         # Running jobs per worker in the same query: no N+1 on the changelist.
-        running = (
-            Job.objects.filter(status=JobStatus.RUNNING, locked_by=OuterRef("id"))
-            .order_by()
-            .values("locked_by")
-            .annotate(n=Count("id"))
-            .values("n")
-        )
+        running = Job.objects.filter(status=JobStatus.RUNNING, locked_by=OuterRef("id"))
         queryset: QuerySet[Worker] = super().get_queryset(request)
-        return queryset.annotate(
-            running_count=Coalesce(Subquery(running, output_field=IntegerField()), 0)
-        )
+        return queryset.annotate(running_count=related_count(running, "locked_by"))
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False

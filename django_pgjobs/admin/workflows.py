@@ -9,8 +9,7 @@ from typing import Any
 from django.contrib import admin, messages
 from django.contrib.admin.utils import quote
 from django.contrib.admin.views.main import ChangeList
-from django.db.models import Count, IntegerField, OuterRef, Q, QuerySet, Subquery
-from django.db.models.functions import Coalesce
+from django.db.models import OuterRef, Q, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
@@ -28,6 +27,7 @@ from django_pgjobs.admin.common import (
     _excerpt,
     _pre,
     _ReadOnlyFieldsMixin,
+    related_count,
 )
 from django_pgjobs.conf import conf
 from django_pgjobs.models import (
@@ -151,19 +151,11 @@ class WorkflowAdmin(_ReadOnlyFieldsMixin, ModelAdmin[WorkflowExecution]):
     def get_queryset(self, request: HttpRequest) -> QuerySet[WorkflowExecution]:
         # Completed steps per workflow in the same query (a correlated count through the
         # (workflow_id, step_index) unique index): no N+1 on the changelist.
-        done = (
-            WorkflowStep.objects.filter(
-                workflow=OuterRef("workflow_id"), status=WorkflowStepStatus.COMPLETED
-            )
-            .order_by()
-            .values("workflow")
-            .annotate(n=Count("id"))
-            .values("n")
+        done = WorkflowStep.objects.filter(
+            workflow=OuterRef("workflow_id"), status=WorkflowStepStatus.COMPLETED
         )
         queryset: QuerySet[WorkflowExecution] = super().get_queryset(request)
-        return queryset.annotate(
-            steps_completed=Coalesce(Subquery(done, output_field=IntegerField()), 0)
-        )
+        return queryset.annotate(steps_completed=related_count(done, "workflow"))
 
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[WorkflowExecution], search_term: str
