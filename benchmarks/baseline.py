@@ -25,7 +25,7 @@ WITH due AS (
     ORDER BY priority DESC, scheduled_for, id LIMIT %s FOR UPDATE SKIP LOCKED
 )
 UPDATE pgjobs_job_queue AS j SET status = 'running', attempt = j.attempt + 1, locked_at = now()
-FROM due WHERE j.id = due.id RETURNING j.id, j.payload
+WHERE j.id = ANY(ARRAY(SELECT id FROM due)) RETURNING j.id, j.payload
 """
 COMPLETE = (
     "UPDATE pgjobs_job_queue SET status = 'completed', completed_at = now() WHERE id = ANY(%s)"

@@ -408,6 +408,25 @@ class Bench:
 
     # -- reporting -------------------------------------------------------------------------------
 
+    def run(self, only: list[str]) -> list[dict[str, Any]]:
+        """The chosen workloads, in the order of the issue's list."""
+        results: list[dict[str, Any]] = []
+        if "enqueue" in only:
+            results += [self.enqueue_per_transaction(), self.enqueue_bulk()]
+        one: dict[str, Any] | None = None
+        if "drain" in only:
+            one = self.drain(1)
+            results += [one, self.drain(2)]
+        if "latency" in only:
+            results.append(self.latency())
+        if "workflows" in only:
+            results += [self.workflows(1), self.workflows(2), self.workflow_statements()]
+        if "backlog" in only:
+            # Compared with the empty-table rate of this run, measured here if drain was skipped.
+            one = one or self.drain(1)
+            results.append(self.backlog(one["library"]["median"]))
+        return results
+
     def pair(
         self,
         name: str,
@@ -424,6 +443,9 @@ class Bench:
             result["baseline"] = self.median(baseline)
             result["ratio"] = result["library"]["median"] / result["baseline"]["median"]
         return result
+
+
+WORKLOADS = ("enqueue", "drain", "latency", "workflows", "backlog")
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -496,7 +518,18 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=1.0, help="Multiply every N (default 1).")
     parser.add_argument("--repeat", type=int, default=3, help="Runs per figure; medians are shown.")
     parser.add_argument("--json", type=Path, default=None, help="Write the results here.")
+    parser.add_argument(
+        "--only",
+        default=",".join(WORKLOADS),
+        help=f"Comma-separated workloads to run (default all: {','.join(WORKLOADS)}).",
+    )
     args = parser.parse_args()
+    only = [name.strip() for name in args.only.split(",") if name.strip()]
+    unknown = sorted(set(only) - set(WORKLOADS))
+    if unknown:
+        parser.error(
+            f"unknown workload(s) {', '.join(unknown)}; choose from {', '.join(WORKLOADS)}"
+        )
 
     from django_pgjobs.embedded import database_url
 
@@ -511,11 +544,7 @@ def main() -> None:
     bench = Bench(url, args.scale, args.repeat)
     bench.raw.execute("CREATE TABLE bench_latency (n int, started float8)")
     try:
-        results = [bench.enqueue_per_transaction(), bench.enqueue_bulk()]
-        one = bench.drain(1)
-        results += [one, bench.drain(2), bench.latency()]
-        results += [bench.workflows(1), bench.workflows(2), bench.workflow_statements()]
-        results.append(bench.backlog(one["library"]["median"]))
+        results = bench.run(only)
         report = {
             "scale": args.scale,
             "repeat": args.repeat,
@@ -529,7 +558,8 @@ def main() -> None:
         connections.close_all()
         drop_database(server_url, url)
     print_table(results)
-    print("\nclaim plan behind the backlog:\n  " + "\n  ".join(results[-1]["claim_plan"]))
+    if "backlog" in only:
+        print("\nclaim plan behind the backlog:\n  " + "\n  ".join(results[-1]["claim_plan"]))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2, default=str))
         print(f"\nwrote {args.json}")

@@ -14,6 +14,14 @@ DATABASES = {"default": database_settings(os.environ["BENCH_DATABASE_URL"])}
 # (seconds, or "none" for persistent connections) measures the difference (README, workload 4).
 _MAX_AGE = os.environ.get("BENCH_CONN_MAX_AGE", "0")
 DATABASES["default"]["CONN_MAX_AGE"] = None if _MAX_AGE.lower() == "none" else int(_MAX_AGE)
+# Server-side prepared statements (OPTIONS["prepare_threshold"]: a number, or "none" for off, as
+# Django has it by default); unset leaves Django's default on its connections and psycopg's on
+# the worker's (README, "Prepared statements").
+_PREPARE = os.environ.get("BENCH_PREPARE_THRESHOLD")
+if _PREPARE is not None:
+    DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = (
+        None if _PREPARE.lower() == "none" else int(_PREPARE)
+    )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 PGJOBS = {"POLL_INTERVAL": 1.0, "PRUNE_INTERVAL": 3600.0}
 LOGGING = {"version": 1, "disable_existing_loggers": False, "root": {"level": "WARNING"}}

@@ -7,16 +7,15 @@ only if the surrounding transaction commits, and the trigger's NOTIFY wakes work
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-import psycopg
-from django.db import connections, transaction
+from django.db import transaction
 
 from django_pgjobs import queries, validation
 from django_pgjobs.conf import conf
+from django_pgjobs.cursors import statement_cursor
 from django_pgjobs.exceptions import InvalidJobError, PgJobsError
 from django_pgjobs.registry import registry
 
@@ -61,39 +60,8 @@ def _prepare_one(job_name: str, payload: Any, key: str | None, **options: Any) -
     return row
 
 
-@contextmanager
-def _cursor(using: str) -> Iterator[Any]:
-    """A cursor on Django's connection ``using`` (so in the caller's transaction) that binds
-    parameters on the server, so PostgreSQL can keep the plan of a statement run over and over
-    (psycopg prepares it after a few runs). Django's own cursors bind on the client and send
-    every INSERT as new text. With POLL_ONLY (PgBouncer in transaction mode, where a prepared
-    statement may land on another server connection) Django's cursor is used as it is.
-    """
-    connection = connections[using]
-    if conf.POLL_ONLY:
-        with connection.cursor() as cur:
-            yield cur
-        return
-    connection.close_if_health_check_failed()
-    connection.ensure_connection()
-    raw = connection.connection
-    assert raw is not None
-    # Wrapped as Django wraps its own cursors, so query logging, assertNumQueries and
-    # execute_wrapper() instrumentation (APM agents) still see the statement.
-    server_side = psycopg.Cursor(raw)
-    # (django-stubs types the argument as Django's wrapper; Django passes the driver's cursor.)
-    wrapped = (
-        connection.make_debug_cursor(server_side)  # type: ignore[arg-type]
-        if connection.queries_logged
-        else connection.make_cursor(server_side)  # type: ignore[arg-type]
-    )
-    connection.validate_thread_sharing()
-    with wrapped as cur:
-        yield cur
-
-
 def _write(row: dict[str, Any], *, replace: bool, using: str) -> uuid.UUID:
-    with _cursor(using) as cur:
+    with statement_cursor(using) as cur:
         if row["key"] is None:
             queries.insert_job(cur, row, returning=False)
             return row["id"]  # type: ignore[no-any-return]
@@ -222,6 +190,6 @@ def enqueue_many(
     if not texts:
         return []
     ids = [uuid.uuid4() for _ in texts]
-    with _cursor(using or conf.DATABASE) as cur:
+    with statement_cursor(using or conf.DATABASE) as cur:
         queries.insert_jobs(cur, {**rows, "ids": ids, "payloads": texts})
     return ids

@@ -177,9 +177,7 @@ class Scheduler:
 
     def _ensure_connected(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed:
-            self._conn = connect(
-                self.alias, application_name="pgjobs scheduler", prepare=not conf.POLL_ONLY
-            )
+            self._conn = connect(self.alias, application_name="pgjobs scheduler")
             if not conf.POLL_ONLY:
                 self._conn.execute(f"LISTEN {queries.SCHEDULES_CHANNEL}")
         return self._conn

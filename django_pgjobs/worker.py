@@ -296,9 +296,7 @@ class Worker:
     def _ensure_connected(self) -> psycopg.Connection[Any]:
         if self._conn is not None and not self._conn.closed:
             return self._conn
-        conn = connect(
-            self.alias, application_name=f"pgjobs worker {self.worker_id}", prepare=self.listen
-        )
+        conn = connect(self.alias, application_name=f"pgjobs worker {self.worker_id}")
         if self.listen:
             # Session settings are unsafe behind PgBouncer in transaction mode (POLL_ONLY).
             conn.execute(f"SET lock_timeout = '{_LOCK_TIMEOUT}'")

@@ -247,6 +247,27 @@ def test_the_claim_walks_its_index_in_order(queues: list[str] | None, index: str
     assert "Sort" not in plan, plan
 
 
+@pytest.mark.parametrize("limit", [1, 50, 500])
+def test_the_claim_updates_its_rows_by_key_however_large_the_batch(limit: int) -> None:
+    """A prefetching worker claims hundreds of rows at once: each is found through the primary
+    key, never by hashing the batch against a sequential scan of the whole table."""
+    from django_pgjobs.queries.lease import claim_statement
+
+    with connection.cursor() as cur:
+        cur.execute(
+            "INSERT INTO pgjobs_job_queue (job_name) "
+            "SELECT 'test.record' FROM generate_series(1, 5000)"
+        )
+        cur.execute("ANALYZE pgjobs_job_queue")
+        sql, params = claim_statement(
+            worker_id="w", limit=limit, lease_seconds=30, queues=None, job_names=None
+        )
+        cur.execute("EXPLAIN " + sql, params)
+        plan = "\n".join(r[0] for r in cur.fetchall())
+    assert "pgjobs_job_queue_pkey" in plan, plan
+    assert "Seq Scan" not in plan, plan
+
+
 class TestFencing:
     def test_a_rescued_attempt_cannot_complete_the_job(self, make_worker: type[Worker]) -> None:
         """A stalls past its lease; B rescues and completes; A's late outcome is dropped."""

@@ -32,11 +32,14 @@ due AS (
     FOR UPDATE SKIP LOCKED
 ),
 claimed AS (
+    -- An array, not a join with ``due``: the planner costs a join for LIMIT rows and often
+    -- prefers hashing them against a sequential scan of the whole table (2.5 ms at 20,000
+    -- rows, more as the queue grows); = ANY(ARRAY(...)) always looks the ids up in the key.
     UPDATE pgjobs_job_queue AS j
     SET status = 'running', attempt = j.attempt + 1, locked_by = %(worker_id)s,
         locked_at = now(), lease_expires_at = now() + make_interval(secs => %(lease_seconds)s),
         lease_token = gen_random_uuid()
-    FROM due WHERE j.id = due.id
+    WHERE j.id = ANY(ARRAY(SELECT id FROM due))
     RETURNING j.id, j.job_name, j.payload::text AS payload, j.queue, j.priority, j.attempt,
               j.max_attempts, j.scheduled_for, j.lease_token
 )"""
