@@ -30,7 +30,7 @@ from typing import Any
 import psycopg
 from django.db import connections
 
-from django_pgjobs import queries
+from django_pgjobs import queries, thread_connections
 from django_pgjobs.conf import conf
 from django_pgjobs.connection import connect
 from django_pgjobs.execution import JobHandedBack, ProgressReporter, call_handler, describe_error
@@ -86,35 +86,6 @@ class _InFlight:
     task: Task | None = None
     started: bool = False  # set by the handler thread as it begins
     done: bool = False  # the handler returned; its outcome may not be written yet
-
-
-def release_connections() -> None:
-    """Between jobs: close this handler thread's connections that are unusable, in an error
-    state or older than a positive ``CONN_MAX_AGE``, and keep the rest for its next job.
-
-    Django's ``close_old_connections()`` treats the default ``CONN_MAX_AGE = 0`` as "close after
-    every request"; a worker's request is a job, and reconnecting for each one costs more than
-    a short job (a workflow job always uses the database). A worker holds at most
-    ``concurrency`` connections per database, and closes them when it stops. Session state a
-    handler sets (``SET``, session advisory locks) stays with the connection, as it does in a
-    web process with persistent connections.
-    """
-    for conn in connections.all(initialized_only=True):
-        raw = conn.connection
-        if raw is None:
-            continue
-        if raw.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-            # A handler left a transaction open (a raw BEGIN) or broken: never carry it, or
-            # its locks, into the next job.
-            conn.close()
-            continue
-        if conn.settings_dict.get("CONN_MAX_AGE") == 0:
-            conn.close_at = None  # the age check below is for a positive CONN_MAX_AGE only
-        conn.close_if_unusable_or_obsolete()
-        if conn.connection is not None:
-            # Kept: check it with a "SELECT 1" before the next job's first query, so a server
-            # restart or an idle timeout in between costs a reconnect, not a failed attempt.
-            conn.health_check_enabled = True  # type: ignore[attr-defined]  # not in the stubs
 
 
 def default_worker_id() -> str:
@@ -499,7 +470,7 @@ class Worker:
         error: str | None = None
         handed_back: float | None = None
         try:
-            release_connections()
+            thread_connections.before_job()
             if entry.handler is None:
                 raise LookupError(f"No handler is registered for job name {entry.job.job_name!r}.")
             report = ProgressReporter(entry.job, self._outcomes.progressed)
@@ -515,7 +486,7 @@ class Worker:
             self._average_run = took if average is None else 0.8 * average + 0.2 * took
             entry.done = True
             try:
-                release_connections()
+                thread_connections.after_job()
             except Exception:
                 logger.exception("Checking the handler thread's database connections failed")
             first = self._outcomes.finished(entry.job, error, handed_back=handed_back)

@@ -52,6 +52,83 @@ def test_a_connection_the_server_dropped_between_jobs_does_not_fail_the_next_job
     assert Job.objects.get(id=job_id).status == "completed"
 
 
+def _count_health_checks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """One entry per Django health check ("SELECT 1") on any connection."""
+    from django.db.backends.postgresql.base import DatabaseWrapper
+
+    checks: list[int] = []
+    original = DatabaseWrapper.is_usable
+
+    def spy(self: Any) -> bool:
+        checks.append(1)
+        return bool(original(self))
+
+    monkeypatch.setattr(DatabaseWrapper, "is_usable", spy)
+    return checks
+
+
+def test_a_kept_connection_is_not_pinged_before_every_job(
+    make_worker: type[Worker], register_handler: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Looking for the server's goodbye is a poll() of the socket; a connection nothing arrived
+    on costs no "SELECT 1" round trip before the next job."""
+    pids: list[int] = []
+    register_handler("review2.pid", lambda payload: pids.append(backend_pid()))
+    worker = make_worker(concurrency=1)
+    checks = _count_health_checks(monkeypatch)
+    for _ in range(4):
+        enqueue("review2.pid")
+        assert worker.run_once().completed == 1
+    assert len(set(pids)) == 1
+    assert checks == []
+
+
+def test_conn_health_checks_still_checks_before_every_job(
+    make_worker: type[Worker], register_handler: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An alias that asks for CONN_HEALTH_CHECKS gets Django's check at each job's first query,
+    as a web process gets it at each request's."""
+    monkeypatch.setitem(connection.settings_dict, "CONN_HEALTH_CHECKS", True)
+    register_handler("review2.pid", lambda payload: backend_pid())
+    worker = make_worker(concurrency=1)
+    enqueue("review2.pid")
+    worker.run_once()
+    checks = _count_health_checks(monkeypatch)
+    for _ in range(3):
+        enqueue("review2.pid")
+        worker.run_once()
+    assert len(checks) == 3
+
+
+def test_a_connection_past_its_max_age_is_closed_before_the_next_job(
+    make_worker: type[Worker], register_handler: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A positive CONN_MAX_AGE counts while the thread waits for work, too."""
+    monkeypatch.setitem(connection.settings_dict, "CONN_MAX_AGE", 1)
+    pids: list[int] = []
+    register_handler("review2.pid", lambda payload: pids.append(backend_pid()))
+    worker = make_worker(concurrency=1)
+    enqueue("review2.pid")
+    worker.run_once()
+    enqueue("review2.pid")
+    worker.run_once()
+    assert len(set(pids)) == 1  # young enough: kept
+    wait_for(lambda: backend_gone(pids[0]) or _aged(pids[0]), what="a second to pass")
+    enqueue("review2.pid")
+    worker.run_once()
+    assert pids[-1] != pids[0]
+
+
+def _aged(pid: int) -> bool:
+    with second_connection() as conn:
+        row = conn.execute(
+            "SELECT now() - backend_start > interval '1.1 seconds' FROM pg_stat_activity "
+            "WHERE pid = %s",
+            [pid],
+        ).fetchone()
+    return bool(row and row[0])
+
+
 # -- Worker: a handler that leaves a transaction open poisons the next job --------------------
 
 
