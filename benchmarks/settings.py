@@ -23,5 +23,10 @@ if _PREPARE is not None:
         None if _PREPARE.lower() == "none" else int(_PREPARE)
     )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
-PGJOBS = {"POLL_INTERVAL": 1.0, "PRUNE_INTERVAL": 3600.0}
+PGJOBS = {
+    "POLL_INTERVAL": 1.0,
+    # soak.py prunes as it goes; run.py measures without pruning.
+    "PRUNE_INTERVAL": float(os.environ.get("BENCH_PRUNE_INTERVAL", "3600")),
+    "RETENTION": float(os.environ.get("BENCH_RETENTION", "86400")),
+}
 LOGGING = {"version": 1, "disable_existing_loggers": False, "root": {"level": "WARNING"}}
