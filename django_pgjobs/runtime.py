@@ -26,6 +26,7 @@ from django.utils import timezone
 
 from django_pgjobs import codec
 from django_pgjobs.conf import conf
+from django_pgjobs.cursors import statement_cursor
 from django_pgjobs.exceptions import (
     NotInWorkflow,
     WorkflowError,
@@ -205,7 +206,10 @@ def require_context(what: str) -> WorkflowContext:
 
 
 def cursor() -> Any:
-    return connections[conf.DATABASE].cursor()
+    """Our statements for workflows run on Django's connection (so an atomic step's checkpoint
+    commits with the step's writes), bound on the server and prepared on a kept connection:
+    a step's checkpoint is the same statement every time."""
+    return statement_cursor(conf.DATABASE)
 
 
 @contextmanager

@@ -65,6 +65,19 @@ def test_enqueue_still_works_after_a_rollback_drops_the_prepared_insert() -> Non
     assert Job.objects.count() == 14
 
 
+def test_workflow_statements_are_prepared_the_same_way() -> None:
+    """A step's checkpoint or a start is the same statement again and again (on a handler
+    thread's kept connection, in a loop that starts workflows); all go through one cursor."""
+    from django_pgjobs import get_workflow, start_workflow
+
+    for n in range(6):
+        start_workflow("test.greet", "ada", workflow_id=f"prepared-{n}")
+    assert get_workflow("prepared-5").status == "pending"
+    statements = prepared_statements()
+    assert len(statements) == 1
+    assert "pgjobs_workflow_executions" in statements[0]
+
+
 def test_poll_only_prepares_nothing() -> None:
     """Behind PgBouncer in transaction mode a prepared statement can land on another server."""
     with override_settings(PGJOBS={"POLL_ONLY": True}):
