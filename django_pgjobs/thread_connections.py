@@ -27,16 +27,32 @@ import time
 from typing import Any
 
 import psycopg
-from django.db import connections
+from django.db.backends.signals import connection_created
 
-# The connections the thread's last job left open, for before_job() to look at.
+# Per handler thread, by alias: ``kept``, the connections its last job left open, and
+# ``opened``, those made since (Django's connection_created signal runs in the thread that
+# connects; a thread has one wrapper per alias, so neither grows). Between them they are every
+# connection the thread has, without walking connections.all(), which costs more than a no-op
+# job.
 _local = threading.local()
+
+
+def _opened(sender: Any, connection: Any, **kwargs: Any) -> None:
+    opened = getattr(_local, "opened", None)
+    if opened is None:
+        opened = _local.opened = {}
+    opened[connection.alias] = connection
+
+
+connection_created.connect(_opened, dispatch_uid="django_pgjobs.thread_connections")
 
 
 def after_job() -> None:
     """Close what must not be kept (see the module docstring); remember the rest."""
-    kept: list[Any] = []
-    for conn in connections.all(initialized_only=True):
+    candidates = {**getattr(_local, "kept", {}), **getattr(_local, "opened", {})}
+    _local.opened = {}
+    kept: dict[str, Any] = {}
+    for alias, conn in candidates.items():
         raw = conn.connection
         if raw is None:
             continue
@@ -50,14 +66,14 @@ def after_job() -> None:
         # (Also re-arms Django's per-request health check when CONN_HEALTH_CHECKS is set.)
         conn.close_if_unusable_or_obsolete()
         if conn.connection is not None:
-            kept.append(conn)
+            kept[alias] = conn
     _local.kept = kept
 
 
 def before_job() -> None:
     """Close a kept connection that aged out while the thread waited; have one the server
     spoke on health-checked by Django before the job's first query."""
-    for conn in getattr(_local, "kept", ()):
+    for conn in getattr(_local, "kept", {}).values():
         raw = conn.connection
         if raw is None or raw.closed:
             continue

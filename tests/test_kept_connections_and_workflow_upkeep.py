@@ -161,6 +161,35 @@ def test_a_transaction_a_handler_left_open_is_not_carried_into_the_next_job(
     assert seen == [(True, True)]
 
 
+@pytest.mark.django_db(transaction=True, databases=["default", "other"])
+def test_a_transaction_left_open_on_another_alias_is_not_carried_either(
+    make_worker: type[Worker], register_handler: Any
+) -> None:
+    """Connections are tracked as the thread makes them, whatever the alias: the first job's
+    "other" connection is checked after it like the default one."""
+    from django.db import connections
+
+    def leaves_open(payload: Any) -> None:
+        with connections["other"].cursor() as cur:
+            cur.execute("BEGIN")
+            cur.execute("SELECT 1")
+
+    def looks(payload: Any) -> None:
+        with connections["other"].cursor() as cur:
+            cur.execute("SELECT now() = statement_timestamp()")
+            seen.append(cur.fetchone()[0])
+
+    seen: list[Any] = []
+    register_handler("review2.other_open", leaves_open)
+    register_handler("review2.other_looks", looks)
+    worker = make_worker(concurrency=1)
+    enqueue("review2.other_open")
+    worker.run_once()
+    enqueue("review2.other_looks")
+    worker.run_once()
+    assert seen == [True]
+
+
 # -- Workflows: helpers ------------------------------------------------------------------------
 
 from datetime import timedelta  # noqa: E402
