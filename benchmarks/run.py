@@ -466,6 +466,9 @@ def environment(raw: psycopg.Connection[Any]) -> dict[str, Any]:
             "synchronous_commit",
             "fsync",
             "max_connections",
+            "autovacuum",
+            "autovacuum_naptime",
+            "plan_cache_mode",
         )
     }
     return {

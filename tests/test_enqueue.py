@@ -165,6 +165,18 @@ def test_enqueue_many_is_one_statement_and_keeps_payload_order(
     assert set(Job.objects.values_list("queue", "priority")) == {("bulk", 3)}
 
 
+def test_enqueue_many_stores_every_kind_of_payload_as_given() -> None:
+    """The payloads travel as one JSON array: quotes, commas, braces, backslashes, nulls and
+    nesting must come back element for element."""
+    payloads: list[Any] = [
+        None, "a,b", '{"x"}', "back\\slash \\\"", [1, [2, {"k": None}]], 1.5, True, "é ✓ 😀",
+        {"nested": {"list": [], "empty": {}}}, "", 0, -7,
+    ]  # fmt: skip
+    ids = enqueue_many("test.record", payloads)
+    stored = dict(Job.objects.filter(id__in=ids).values_list("id", "payload"))
+    assert [stored[i] for i in ids] == [{} if p is None else p for p in payloads]  # None: {}
+
+
 def test_enqueue_many_with_one_bad_payload_writes_nothing() -> None:
     with pytest.raises(PayloadNotSerializable):
         enqueue_many("test.record", [{"ok": 1}, {"bad": object()}])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from django_pgjobs.queries.base import ACTIVE, KEY_CONFLICT, Cursor, as_uuid
+from django_pgjobs.queries.base import ACTIVE, KEY_CONFLICT, Cursor, as_uuid, uuid_array
 
 _INSERT_COLUMNS = "id, job_name, payload, queue, priority, max_attempts, scheduled_for, key"
 _INSERT_VALUES = """(
@@ -84,16 +84,24 @@ def detach_key_from_running_job(cur: Cursor, key: str) -> None:
 def insert_jobs(cur: Cursor, rows: dict[str, Any]) -> None:
     """Insert many jobs of one name in one round trip.
 
-    ``rows["ids"]`` and ``rows["payloads"]`` are parallel arrays; the other options are shared.
-    The statement-level trigger sends one NOTIFY per queue, not one per row.
+    ``rows["ids"]`` (UUIDs) and ``rows["payloads"]`` (JSON texts) are parallel; the other options
+    are shared. They travel as two parameters, a uuid[] literal and one JSON array, zipped back
+    together by ROWS FROM: psycopg's list dumper, a Python call (and a regex) per element, took a
+    third of the time of a 50,000-job enqueue_many. The statement-level trigger sends one NOTIFY
+    per queue, not one per row.
     """
     cur.execute(
         """
         INSERT INTO pgjobs_job_queue (id, job_name, payload, queue, priority, max_attempts,
                                       scheduled_for)
-        SELECT u.id, %(job_name)s, u.payload::jsonb, %(queue)s, %(priority)s, %(max_attempts)s,
+        SELECT u.id, %(job_name)s, u.payload, %(queue)s, %(priority)s, %(max_attempts)s,
                COALESCE(%(at)s::timestamptz, now()) + make_interval(secs => %(delay)s)
-        FROM unnest(%(ids)s::uuid[], %(payloads)s::text[]) AS u(id, payload)
+        FROM ROWS FROM (unnest(%(ids)s::uuid[]), jsonb_array_elements(%(payloads)s::jsonb))
+             AS u(id, payload)
         """,
-        rows,
+        {
+            **rows,
+            "ids": uuid_array(rows["ids"]),
+            "payloads": "[" + ",".join(rows["payloads"]) + "]",
+        },
     )
