@@ -13,6 +13,7 @@ or an embedded PostgreSQL, and asserts nothing.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -38,6 +39,10 @@ SELECT (SELECT count(*) FROM pgjobs_job_queue WHERE status = 'pending' AND sched
 FROM pg_stat_user_tables AS s WHERE s.relname = 'pgjobs_job_queue'
 """
 
+COLUMNS = (
+    "due", "oldest_due_s", "completed", "dead_tuples", "autovacuums", "autoanalyzes",
+    "total_bytes", "updates", "hot_updates",
+)  # fmt: skip
 HEADER = (
     "    t     due  oldest  completed      dead  av  an     MiB  hot%\n"
     "  (s)          (s)                          (autovacuums, autoanalyzes; HOT updates)"
@@ -60,6 +65,7 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=1500, help="Jobs enqueued per second.")
     parser.add_argument("--sample", type=float, default=10.0, help="Seconds between samples.")
     parser.add_argument("--retention", type=float, default=30.0, help="RETENTION, seconds.")
+    parser.add_argument("--json", type=Path, default=None, help="Write the samples here.")
     parser.add_argument(
         "--table-options", default="", help="ALTER TABLE pgjobs_job_queue SET (...) first."
     )
@@ -119,13 +125,26 @@ def main() -> None:
 
         connections.close_all()
         drop_database(server_url, url)
-    lags = [float(s[1]) for s in samples]
+    summary = {
+        "enqueued": enqueued,
+        "rate": args.rate,
+        "seconds": args.seconds,
+        "table_options": args.table_options,
+        "oldest_due_median_s": statistics.median(float(s[1]) for s in samples),
+        "oldest_due_max_s": max(float(s[1]) for s in samples),
+        "dead_tuples_max": max(s[3] for s in samples),
+        "autovacuums": samples[-1][4],
+        "size_max_bytes": max(s[6] for s in samples),
+        "samples": [dict(zip(COLUMNS, s, strict=True)) for s in samples],
+    }
     print(
         f"\nenqueued {enqueued} at {args.rate}/s for {args.seconds:.0f} s; oldest due job: "
-        f"median {statistics.median(lags):.2f} s, max {max(lags):.2f} s; dead tuples max "
-        f"{max(s[3] for s in samples)}; autovacuums {samples[-1][4]}; size max "
-        f"{max(s[6] for s in samples) / 2**20:.1f} MiB"
+        f"median {summary['oldest_due_median_s']:.2f} s, max {summary['oldest_due_max_s']:.2f} s; "
+        f"dead tuples max {summary['dead_tuples_max']}; autovacuums {summary['autovacuums']}; "
+        f"size max {summary['size_max_bytes'] / 2**20:.1f} MiB"
     )
+    if args.json:
+        args.json.write_text(json.dumps(summary, indent=2, default=str))
 
 
 if __name__ == "__main__":

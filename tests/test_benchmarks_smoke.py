@@ -16,28 +16,18 @@ from tests.helpers import ROOT, database_conninfo
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 
-def test_benchmark_runs_at_a_tiny_scale(tmp_path: Path) -> None:
-    out = tmp_path / "bench.json"
+def run_script(script: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "DATABASE_URL": database_conninfo()}
     env.pop("DJANGO_SETTINGS_MODULE", None)
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "benchmarks/run.py",
-            "--scale",
-            "0.005",
-            "--repeat",
-            "1",
-            "--json",
-            str(out),
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    return subprocess.run(
+        [sys.executable, f"benchmarks/{script}", *args],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+
+
+def test_benchmark_runs_at_a_tiny_scale(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    proc = run_script("run.py", "--scale", "0.005", "--repeat", "1", "--json", str(out))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     report = json.loads(out.read_text())
     names = [r["name"] for r in report["results"]]
@@ -58,3 +48,27 @@ def test_benchmark_runs_at_a_tiny_scale(tmp_path: Path) -> None:
         if "library" in result:
             assert result["library"]["median"] > 0
     assert report["postgresql"]["server_version"]
+    assert report["postgresql"]["autovacuum"] in ("on", "off")
+
+
+def test_only_runs_the_workloads_asked_for(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    proc = run_script("run.py", "--scale", "0.005", "--repeat", "1", "--only", "latency",
+                      "--json", str(out))  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    [only] = json.loads(out.read_text())["results"]
+    assert only["name"].startswith("latency, commit to handler start")
+    refused = run_script("run.py", "--only", "drain,speed")
+    assert refused.returncode == 2 and "unknown workload(s) speed" in refused.stderr
+
+
+def test_soak_runs_for_a_few_seconds(tmp_path: Path) -> None:
+    out = tmp_path / "soak.json"
+    proc = run_script("soak.py", "--seconds", "4", "--rate", "200", "--sample", "1",
+                      "--json", str(out))  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads(out.read_text())
+    assert report["enqueued"] >= 200
+    assert len(report["samples"]) >= 3
+    # The worker ran beside the producer: jobs were completed while it enqueued.
+    assert report["samples"][-1]["completed"] > 0
