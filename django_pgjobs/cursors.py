@@ -12,7 +12,11 @@ server and lets psycopg prepare a statement from its sixth run on a connection, 
   plans the statement once.
 
 Only our statements are counted and prepared: the connection's own setting (None, Django's
-default) is back in place before the cursor is handed out again. If the alias sets
+default) is back in place before the cursor is handed out again. A prepared statement the server
+lost (a ``DISCARD ALL`` through Django's cursor) or can no longer run (a migration changed a
+column it returns) is forgotten and the statement run again when nothing ran yet and no
+transaction is open; inside one, the caller's transaction fails once and the next statement
+after its rollback starts afresh. If the alias sets
 ``OPTIONS["prepare_threshold"]`` itself, psycopg follows that. With ``POLL_ONLY`` (PgBouncer in
 transaction mode, where a prepared statement can land on another server connection) Django's
 plain cursor is used.
@@ -20,17 +24,24 @@ plain cursor is used.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import psycopg
 from django.db import connections
+from psycopg import errors
+from psycopg.pq import TransactionStatus
 
 from django_pgjobs.conf import conf
 
 # psycopg's own default threshold (see the module docstring).
 _PREPARE_FROM_RUN = 5
+
+# Connections whose prepared statements may be gone from the server while psycopg still lists
+# them, noted while a failed transaction made it impossible to say so (see _forget_prepared).
+_stale: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
 
 
 class _PreparingCursor(psycopg.Cursor[Any]):
@@ -43,9 +54,44 @@ class _PreparingCursor(psycopg.Cursor[Any]):
             return super().execute(query, params, **kwargs)
         conn.prepare_threshold = _PREPARE_FROM_RUN
         try:
-            return super().execute(query, params, **kwargs)
+            if conn in _stale:
+                self._forget_prepared()
+            try:
+                return super().execute(query, params, **kwargs)
+            except (errors.InvalidSqlStatementName, errors.FeatureNotSupported) as exc:
+                if not _lost_prepared_statement(exc):
+                    raise
+                # Nothing ran: the server refused the statement before executing it.
+                self._forget_prepared()
+                if conn.info.transaction_status != TransactionStatus.IDLE:
+                    raise  # the caller's transaction failed; its rollback is theirs to do
+                return super().execute(query, params, **kwargs)
         finally:
             conn.prepare_threshold = None
+
+    def _forget_prepared(self) -> None:
+        """Make psycopg drop the prepared statements it thinks the server has.
+
+        psycopg notices DISCARD ALL, DEALLOCATE ALL or DDL only on statements it counts, and
+        with Django's threshold (None) it counts none of the application's: after a
+        ``DISCARD ALL`` through Django's cursor, or a migration that changed a column a prepared
+        statement returns, every later run of ours would fail. A ``DEALLOCATE ALL`` run here,
+        where psycopg counts it, clears both sides; in a failed transaction it must wait for the
+        next statement after the rollback.
+        """
+        conn = self.connection
+        if conn.info.transaction_status == TransactionStatus.INERROR:
+            _stale.add(conn)
+            return
+        super().execute("DEALLOCATE ALL")
+        _stale.discard(conn)
+
+
+def _lost_prepared_statement(exc: psycopg.Error) -> bool:
+    if isinstance(exc, errors.InvalidSqlStatementName):
+        return True
+    # A prepared statement whose result columns changed type under it.
+    return "cached plan must not change result type" in str(exc)
 
 
 @contextmanager

@@ -50,7 +50,9 @@ connection_created.connect(_opened, dispatch_uid="django_pgjobs.thread_connectio
 def after_job() -> None:
     """Close what must not be kept (see the module docstring); remember the rest."""
     candidates = {**getattr(_local, "kept", {}), **getattr(_local, "opened", {})}
-    _local.opened = {}
+    # Until the loop below finishes, every candidate stays on the list, so a failure halfway
+    # (a pool's putconn raising in close(), say) leaves them all to be checked next time.
+    _local.kept, _local.opened = candidates, {}
     kept: dict[str, Any] = {}
     for alias, conn in candidates.items():
         raw = conn.connection

@@ -105,3 +105,53 @@ def test_the_workers_connection_prepares_nothing() -> None:
         assert conn.prepare_threshold is None
     finally:
         conn.close()
+
+
+@pytest.mark.parametrize("reset", ["DISCARD ALL", "DEALLOCATE ALL"])
+def test_a_reset_through_djangos_cursor_does_not_break_enqueue(reset: str) -> None:
+    """psycopg only notices a reset on statements it counts; ours must notice theirs."""
+    for n in range(6):
+        enqueue("test.record", {"n": n})
+    with connection.cursor() as cur:
+        cur.execute(reset)
+    for n in range(6, 9):
+        enqueue("test.record", {"n": n})
+    assert Job.objects.count() == 9
+
+
+def test_a_reset_noticed_inside_a_failed_savepoint_is_repaired_after_it() -> None:
+    from django.db import DatabaseError
+
+    for n in range(6):
+        enqueue("test.record", {"n": n})
+    with connection.cursor() as cur:
+        cur.execute("DISCARD ALL")
+    with transaction.atomic():
+        with pytest.raises(DatabaseError), transaction.atomic():
+            enqueue("test.record", {"n": "lost with its savepoint"})
+        enqueue("test.record", {"n": "after the savepoint"})
+    assert Job.objects.filter(payload__n="after the savepoint").exists()
+    assert Job.objects.count() == 7
+
+
+def test_a_column_type_changed_under_a_prepared_statement_is_replanned() -> None:
+    """A migration that changes a column a prepared statement returns makes PostgreSQL refuse
+    it ("cached plan must not change result type") until it is prepared again."""
+    from django_pgjobs.cursors import statement_cursor
+
+    with connection.cursor() as cur:
+        cur.execute("CREATE TABLE pgjobs_test_prepared (label varchar(10))")
+        cur.execute("INSERT INTO pgjobs_test_prepared VALUES ('a')")
+    try:
+        for _ in range(6):
+            with statement_cursor("default") as cur:
+                cur.execute("SELECT label FROM pgjobs_test_prepared")
+        assert len(prepared_statements()) == 1
+        with connection.cursor() as cur:
+            cur.execute("ALTER TABLE pgjobs_test_prepared ALTER COLUMN label TYPE varchar(20)")
+        with statement_cursor("default") as cur:
+            cur.execute("SELECT label FROM pgjobs_test_prepared")
+            assert cur.fetchall() == [("a",)]
+    finally:
+        with connection.cursor() as cur:
+            cur.execute("DROP TABLE pgjobs_test_prepared")
