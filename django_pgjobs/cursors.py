@@ -12,14 +12,15 @@ server and lets psycopg prepare a statement from its sixth run on a connection, 
   plans the statement once.
 
 Only our statements are counted and prepared: the connection's own setting (None, Django's
-default) is back in place before the cursor is handed out again. A prepared statement the server
-lost (a ``DISCARD ALL`` through Django's cursor) or can no longer run (a migration changed a
-column it returns) is forgotten and the statement run again when nothing ran yet and no
-transaction is open; inside one, the caller's transaction fails once and the next statement
-after its rollback starts afresh. If the alias sets
+default) is back in place before the cursor is handed out again. If the alias sets
 ``OPTIONS["prepare_threshold"]`` itself, psycopg follows that. With ``POLL_ONLY`` (PgBouncer in
 transaction mode, where a prepared statement can land on another server connection) Django's
 plain cursor is used.
+
+A prepared statement the server lost (a ``DISCARD ALL`` through Django's cursor) or can no longer
+run (a migration changed a column it returns) is forgotten, and the statement run again when no
+transaction is open (the server refused it before running it); inside one, the caller's
+transaction fails once and the next statement after its rollback starts afresh.
 """
 
 from __future__ import annotations
