@@ -23,6 +23,7 @@ from django_pgjobs import (
 from django_pgjobs.jobs import prune_finished
 from django_pgjobs.worker import Worker
 from tests.helpers import wait_for
+from tests.testapp.models import Run
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -151,7 +152,9 @@ def test_draining_on_stop_does_not_spin(make_worker: type[Worker], tmp_path: Pat
     worker = make_worker(poll_interval=0.05)
     runner = threading.Thread(target=worker.run)
     runner.start()
-    wait_for(lambda: worker.stats.claimed == 1, what="claim")
+    # Started, not just claimed: a claimed job whose handler has not begun is handed back on
+    # stop, and would never complete.
+    wait_for(lambda: Run.objects.filter(label="block:started").exists(), what="the handler")
     worker.request_stop()
     cpu_before = time.process_time()
     threading.Event().wait(1.0)  # the loop drains while the handler waits
