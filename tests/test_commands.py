@@ -115,6 +115,18 @@ def test_worker_command_burst() -> None:
     assert Job.objects.get().status == "completed"
 
 
+def test_the_worker_command_does_not_keep_its_start_up_connection() -> None:
+    """The migrations check opens the main thread's Django connection; the worker never uses
+    it, so it must not sit idle for the life of the process (max_connections is finite)."""
+    from django.db import connection
+
+    enqueue("test.record", {"label": "cli worker"})
+    assert connection.connection is not None
+    call_command("pgjobs_worker", "--burst", stdout=StringIO())
+    assert connection.connection is None
+    assert Job.objects.get().status == "completed"
+
+
 def test_worker_command_rejects_bad_options() -> None:
     with pytest.raises(CommandError, match="--concurrency"):
         call_command("pgjobs_worker", "--concurrency", "0")

@@ -10,6 +10,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
+from django.db import connections
 
 from django_pgjobs.conf import conf
 from django_pgjobs.registry import registry
@@ -86,6 +87,9 @@ class Command(BaseCommand):
             f"pgjobs worker {worker.worker_id}: queues={','.join(worker.queues) or 'all'} "
             f"concurrency={worker.concurrency} handlers={len(names)} ({', '.join(names) or 'none'})"
         )
+        # The start-up checks (pending migrations) opened this thread's Django connection; the
+        # worker never uses it, so it would sit idle as long as the process lives.
+        connections.close_all()
         restore_signals = worker.install_signal_handlers()
         try:
             stats = worker.run(burst=options["burst"])
