@@ -14,9 +14,9 @@ DATABASES = {"default": database_settings(os.environ["BENCH_DATABASE_URL"])}
 # (seconds, or "none" for persistent connections) measures the difference (README, workload 4).
 _MAX_AGE = os.environ.get("BENCH_CONN_MAX_AGE", "0")
 DATABASES["default"]["CONN_MAX_AGE"] = None if _MAX_AGE.lower() == "none" else int(_MAX_AGE)
-# Server-side prepared statements (OPTIONS["prepare_threshold"]: a number, or "none" for off, as
-# Django has it by default); unset leaves Django's default on its connections and psycopg's on
-# the worker's (README, "Prepared statements").
+# OPTIONS["prepare_threshold"] for enqueue's and the workflows' statements on Django's
+# connections: a number, or "none" to prepare nothing; unset, they are prepared from their sixth
+# run (django_pgjobs/cursors.py). The worker's own connection never prepares (connection.py).
 _PREPARE = os.environ.get("BENCH_PREPARE_THRESHOLD")
 if _PREPARE is not None:
     DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = (

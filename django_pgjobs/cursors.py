@@ -13,7 +13,8 @@ server and lets psycopg prepare a statement from its sixth run on a connection, 
 
 Only our statements are counted and prepared: the connection's own setting (None, Django's
 default) is back in place before the cursor is handed out again. If the alias sets
-``OPTIONS["prepare_threshold"]`` itself, psycopg follows that. With ``POLL_ONLY`` (PgBouncer in
+``OPTIONS["prepare_threshold"]`` itself, psycopg follows that, ``None`` included (nothing is
+prepared). With ``POLL_ONLY`` (PgBouncer in
 transaction mode, where a prepared statement can land on another server connection) Django's
 plain cursor is used.
 
@@ -109,7 +110,9 @@ def statement_cursor(using: str) -> Iterator[Any]:
     connection.ensure_connection()
     raw = connection.connection
     assert raw is not None
-    server_side = _PreparingCursor(raw)
+    options = connection.settings_dict.get("OPTIONS") or {}
+    # An explicit prepare_threshold, even None, is the alias's choice to make.
+    server_side = (psycopg.Cursor if "prepare_threshold" in options else _PreparingCursor)(raw)
     # (django-stubs types the argument as Django's wrapper; Django passes the driver's cursor.)
     wrapped = (
         connection.make_debug_cursor(server_side)  # type: ignore[arg-type]

@@ -98,6 +98,18 @@ def test_an_alias_that_sets_its_own_threshold_is_followed() -> None:
         connection.connection.prepare_threshold = None
 
 
+def test_an_alias_that_turns_preparation_off_explicitly_gets_none(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """OPTIONS["prepare_threshold"] = None is a choice, not Django's default."""
+    options = {**(connection.settings_dict.get("OPTIONS") or {}), "prepare_threshold": None}
+    monkeypatch.setitem(connection.settings_dict, "OPTIONS", options)
+    for n in range(8):
+        enqueue("test.record", {"n": n})
+    assert prepared_statements() == []
+    assert Job.objects.count() == 8
+
+
 def test_the_workers_connection_prepares_nothing() -> None:
     """Its batch statements would get generic plans blind to the array sizes (see connect())."""
     conn = connect("default", application_name="pgjobs test")
