@@ -49,6 +49,11 @@ HEADER = (
 )
 
 
+def _number(value: Any) -> int | float:
+    """A sample's figure for JSON (the oldest due job's age comes back as a Decimal)."""
+    return value if isinstance(value, int) else float(value)
+
+
 def line(elapsed: float, row: tuple[Any, ...]) -> str:
     due, oldest, completed, dead, av, an, size, updates, hot = row
     return (
@@ -135,7 +140,7 @@ def main() -> None:
         "dead_tuples_max": max(s[3] for s in samples),
         "autovacuums": samples[-1][4],
         "size_max_bytes": max(s[6] for s in samples),
-        "samples": [dict(zip(COLUMNS, s, strict=True)) for s in samples],
+        "samples": [dict(zip(COLUMNS, map(_number, s), strict=True)) for s in samples],
     }
     print(
         f"\nenqueued {enqueued} at {args.rate}/s for {args.seconds:.0f} s; oldest due job: "
@@ -145,6 +150,7 @@ def main() -> None:
     )
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2, default=str))
+        print(f"wrote {args.json}")
 
 
 if __name__ == "__main__":
