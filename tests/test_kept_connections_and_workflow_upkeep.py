@@ -132,20 +132,24 @@ def _aged(pid: int) -> bool:
 # -- Worker: a handler that leaves a transaction open poisons the next job --------------------
 
 
+@pytest.mark.django_db(transaction=True, databases=["default", "other"])
+@pytest.mark.parametrize("alias", ["default", "other"])
 def test_a_transaction_a_handler_left_open_is_not_carried_into_the_next_job(
-    make_worker: type[Worker], register_handler: Any
+    make_worker: type[Worker], register_handler: Any, alias: str
 ) -> None:
     """A handler that began a transaction with raw SQL and returned (or raised) without ending
     it: with per-job connections it was rolled back when the connection closed. Kept, the next
-    job on that thread runs inside it: its writes never commit and its row locks are held."""
+    job on that thread runs inside it: its writes never commit and its row locks are held.
+    Connections are tracked as the thread makes them, whatever the alias."""
+    from django.db import connections
 
     def leaves_open(payload: Any) -> None:
-        with connection.cursor() as cur:
+        with connections[alias].cursor() as cur:
             cur.execute("BEGIN")
             cur.execute("SELECT 1")
 
     def writes(payload: Any) -> None:
-        with connection.cursor() as cur:
+        with connections[alias].cursor() as cur:
             cur.execute("SELECT txid_current_if_assigned() IS NULL, now() = statement_timestamp()")
             seen.append(cur.fetchone())
 
@@ -159,35 +163,6 @@ def test_a_transaction_a_handler_left_open_is_not_carried_into_the_next_job(
     worker.run_once()
     # now() is the transaction's start: equal to the statement's only in a fresh transaction.
     assert seen == [(True, True)]
-
-
-@pytest.mark.django_db(transaction=True, databases=["default", "other"])
-def test_a_transaction_left_open_on_another_alias_is_not_carried_either(
-    make_worker: type[Worker], register_handler: Any
-) -> None:
-    """Connections are tracked as the thread makes them, whatever the alias: the first job's
-    "other" connection is checked after it like the default one."""
-    from django.db import connections
-
-    def leaves_open(payload: Any) -> None:
-        with connections["other"].cursor() as cur:
-            cur.execute("BEGIN")
-            cur.execute("SELECT 1")
-
-    def looks(payload: Any) -> None:
-        with connections["other"].cursor() as cur:
-            cur.execute("SELECT now() = statement_timestamp()")
-            seen.append(cur.fetchone()[0])
-
-    seen: list[Any] = []
-    register_handler("review2.other_open", leaves_open)
-    register_handler("review2.other_looks", looks)
-    worker = make_worker(concurrency=1)
-    enqueue("review2.other_open")
-    worker.run_once()
-    enqueue("review2.other_looks")
-    worker.run_once()
-    assert seen == [True]
 
 
 # -- Workflows: helpers ------------------------------------------------------------------------
