@@ -4,6 +4,7 @@
     python3 runtests.py                         # this Python, newest supported Django
     python3 runtests.py --python python3.12 --django '>=6,<6.2'
     python3 runtests.py -- -k worker -x         # arguments after -- go to pytest
+    python3 runtests.py --unit                  # only tests/unit: no database, seconds
 
 The tests run against DATABASE_URL when it is set, otherwise against an embedded PostgreSQL
 that the suite starts itself. Standard library only: this file runs before anything is installed.
@@ -41,6 +42,9 @@ def main() -> None:
     parser.add_argument("--python", default=sys.executable, help="Interpreter for the virtualenv.")
     parser.add_argument("--django", default="", help="Django version specifier, e.g. '>=5.2,<5.3'.")
     parser.add_argument("--skip-lint", action="store_true", help="Only run the tests.")
+    parser.add_argument(
+        "--unit", action="store_true", help="Only the database-free tier (tests/unit)."
+    )
     parser.add_argument("pytest_args", nargs="*", help="Passed to pytest (put them after --).")
     args = parser.parse_args()
 
@@ -58,12 +62,17 @@ def main() -> None:
     run(python, "-c", _VERSIONS)
 
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", "PYTHONPATH": str(ROOT)}
+    pytest_args = list(args.pytest_args)
+    if args.unit:
+        # Nothing listens there: the settings need a URL, and no unit test may connect.
+        env["DATABASE_URL"] = "postgresql://nobody@127.0.0.1:1/none"
+        pytest_args = ["tests/unit", *pytest_args]
     print("database:", env.get("DATABASE_URL") or "embedded PostgreSQL (DATABASE_URL is unset)")
     if not args.skip_lint:
         run(python, "-m", "ruff", "check", ".")
         run(python, "-m", "ruff", "format", "--check", ".")
         run(python, "-m", "mypy", "django_pgjobs", "tests", "benchmarks", env=env)
-    run(python, "-m", "pytest", *args.pytest_args, env=env)
+    run(python, "-m", "pytest", *pytest_args, env=env)
 
 
 if __name__ == "__main__":

@@ -339,9 +339,10 @@ class Bench:
 
         from benchmarks.bench.workflows import three_steps
         from django_pgjobs import start_workflow
-        from django_pgjobs.execution import ProgressReporter, call_handler
+        from django_pgjobs.jobs.context import ProgressReporter
+        from django_pgjobs.jobs.registry import registry
         from django_pgjobs.queries.lease import claim_jobs, complete_jobs
-        from django_pgjobs.registry import registry
+        from django_pgjobs.worker.attempt import call_handler
 
         self.reset()
         handle = start_workflow(three_steps, 7)
@@ -534,7 +535,7 @@ def main() -> None:
             f"unknown workload(s) {', '.join(unknown)}; choose from {', '.join(WORKLOADS)}"
         )
 
-    from django_pgjobs.embedded import database_url
+    from django_pgjobs.contrib.embedded import database_url
 
     server_url = os.environ.get("DATABASE_URL") or database_url(ROOT / ".pgdata-bench")
     url = setup_database(server_url)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from django_pgjobs.embedded import database_settings
+from django_pgjobs.contrib.embedded import database_settings
 
 SECRET_KEY = "benchmarks-only"  # noqa: S105
 USE_TZ = True

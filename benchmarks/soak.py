@@ -76,7 +76,7 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    from django_pgjobs.embedded import database_url
+    from django_pgjobs.contrib.embedded import database_url
 
     server_url = os.environ.get("DATABASE_URL") or database_url(ROOT / ".pgdata-bench")
     url = setup_database(server_url)

@@ -1,193 +1,65 @@
 """Durable background jobs for Django with PostgreSQL as the only infrastructure.
 
-The public API is imported lazily: Django imports this package to find the app config before
-models can be loaded, so nothing here may touch models at import time.
+The public API: define and enqueue jobs, schedule them, write workflows, and act on one job or
+workflow. Everything else is importable from the sub-package that owns it (``django_pgjobs.jobs``,
+``.schedules``, ``.workflows``, ``.worker``, ``.exceptions``). Names load on first use: Django
+imports this package before models can be loaded (see :mod:`django_pgjobs.exports`).
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from django_pgjobs.exports import lazy_exports
+
+# The one table of public names: name -> the module that defines it.
+_EXPORTS = {
+    "job": "django_pgjobs.jobs.registry",
+    "enqueue": "django_pgjobs.jobs.enqueue",
+    "enqueue_many": "django_pgjobs.jobs.enqueue",
+    "enqueue_on_commit": "django_pgjobs.jobs.enqueue",
+    "get_job": "django_pgjobs.jobs.operations",
+    "retry_job": "django_pgjobs.jobs.operations",
+    "cancel_job": "django_pgjobs.jobs.operations",
+    "cron": "django_pgjobs.schedules.declarations",
+    "schedule": "django_pgjobs.schedules.declarations",
+    "workflow": "django_pgjobs.workflows.definitions",
+    "step": "django_pgjobs.workflows.definitions",
+    "transaction_step": "django_pgjobs.workflows.definitions",
+    "start_workflow": "django_pgjobs.workflows.api",
+    "run_workflow": "django_pgjobs.workflows.api",
+    "get_workflow": "django_pgjobs.workflows.handles",
+    "cancel_workflow": "django_pgjobs.workflows.api",
+    "send": "django_pgjobs.workflows.api",
+    "recv": "django_pgjobs.workflows.waits",
+    "sleep": "django_pgjobs.workflows.waits",
+    "set_event": "django_pgjobs.workflows.api",
+    "get_event": "django_pgjobs.workflows.api",
+    "PgJobsError": "django_pgjobs.exceptions",
+}
+__all__ = list(_EXPORTS)
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 
 if TYPE_CHECKING:
-    from django_pgjobs.definitions import (
-        StepDefinition,
-        WorkflowDefinition,
-        app_version,
-        step,
-        transaction_step,
-        workflow,
-    )
-    from django_pgjobs.enqueueing import enqueue, enqueue_many, enqueue_on_commit
-    from django_pgjobs.exceptions import (
-        HandlerAlreadyRegistered,
-        InvalidJobError,
-        JobNotFound,
-        JobStateError,
-        NotInWorkflow,
-        PayloadNotSerializable,
-        PgJobsError,
-        RecordedError,
-        WorkflowCancelled,
-        WorkflowConflict,
-        WorkflowDead,
-        WorkflowError,
-        WorkflowNonDeterminism,
-        WorkflowNotFound,
-        WorkflowSerializationError,
-        WorkflowStateError,
-        WorkflowTimeout,
-    )
-    from django_pgjobs.jobs import (
-        cancel_job,
-        get_job,
-        list_dead_letter_jobs,
-        list_jobs,
-        prune_jobs,
-        retry_dead_letter_job,
-        retry_job,
-    )
-    from django_pgjobs.registry import JobHandler, job, register
-    from django_pgjobs.schedules import cron, schedule
-    from django_pgjobs.workflows import (
-        StepInfo,
-        WorkflowHandle,
-        WorkflowInfo,
-        cancel_workflow,
-        current_workflow_id,
-        fork_workflow,
-        get_event,
-        get_workflow,
-        list_workflow_steps,
-        list_workflows,
-        recv,
-        resume_workflow,
-        run_workflow,
-        send,
-        set_event,
-        sleep,
-        start_workflow,
-    )
-
-_EXPORTS = {
-    "enqueue": "enqueueing",
-    "enqueue_many": "enqueueing",
-    "enqueue_on_commit": "enqueueing",
-    "HandlerAlreadyRegistered": "exceptions",
-    "InvalidJobError": "exceptions",
-    "JobNotFound": "exceptions",
-    "JobStateError": "exceptions",
-    "NotInWorkflow": "exceptions",
-    "PayloadNotSerializable": "exceptions",
-    "PgJobsError": "exceptions",
-    "cancel_job": "jobs",
-    "get_job": "jobs",
-    "list_dead_letter_jobs": "jobs",
-    "list_jobs": "jobs",
-    "prune_jobs": "jobs",
-    "retry_dead_letter_job": "jobs",
-    "retry_job": "jobs",
-    "JobHandler": "registry",
-    "job": "registry",
-    "register": "registry",
-    "cron": "schedules",
-    "schedule": "schedules",
-    "StepInfo": "workflows",
-    "WorkflowHandle": "workflows",
-    "WorkflowInfo": "workflows",
-    "cancel_workflow": "workflows",
-    "current_workflow_id": "workflows",
-    "fork_workflow": "workflows",
-    "get_event": "workflows",
-    "get_workflow": "workflows",
-    "list_workflow_steps": "workflows",
-    "list_workflows": "workflows",
-    "recv": "workflows",
-    "resume_workflow": "workflows",
-    "run_workflow": "workflows",
-    "send": "workflows",
-    "set_event": "workflows",
-    "sleep": "workflows",
-    "start_workflow": "workflows",
-    "StepDefinition": "definitions",
-    "WorkflowDefinition": "definitions",
-    "app_version": "definitions",
-    "step": "definitions",
-    "transaction_step": "definitions",
-    "workflow": "definitions",
-    "RecordedError": "exceptions",
-    "WorkflowCancelled": "exceptions",
-    "WorkflowConflict": "exceptions",
-    "WorkflowDead": "exceptions",
-    "WorkflowError": "exceptions",
-    "WorkflowNonDeterminism": "exceptions",
-    "WorkflowNotFound": "exceptions",
-    "WorkflowSerializationError": "exceptions",
-    "WorkflowStateError": "exceptions",
-    "WorkflowTimeout": "exceptions",
-}
-
-__all__ = [
-    "HandlerAlreadyRegistered",
-    "InvalidJobError",
-    "JobHandler",
-    "JobNotFound",
-    "JobStateError",
-    "NotInWorkflow",
-    "PayloadNotSerializable",
-    "PgJobsError",
-    "RecordedError",
-    "StepDefinition",
-    "StepInfo",
-    "WorkflowCancelled",
-    "WorkflowConflict",
-    "WorkflowDead",
-    "WorkflowDefinition",
-    "WorkflowError",
-    "WorkflowHandle",
-    "WorkflowInfo",
-    "WorkflowNonDeterminism",
-    "WorkflowNotFound",
-    "WorkflowSerializationError",
-    "WorkflowStateError",
-    "WorkflowTimeout",
-    "app_version",
-    "cancel_job",
-    "cancel_workflow",
-    "cron",
-    "current_workflow_id",
-    "enqueue",
-    "enqueue_many",
-    "enqueue_on_commit",
-    "fork_workflow",
-    "get_event",
-    "get_job",
-    "get_workflow",
-    "job",
-    "list_dead_letter_jobs",
-    "list_jobs",
-    "list_workflow_steps",
-    "list_workflows",
-    "prune_jobs",
-    "recv",
-    "register",
-    "resume_workflow",
-    "retry_dead_letter_job",
-    "retry_job",
-    "run_workflow",
-    "schedule",
-    "send",
-    "set_event",
-    "sleep",
-    "start_workflow",
-    "step",
-    "transaction_step",
-    "workflow",
-]
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'django_pgjobs' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"django_pgjobs.{module}"), name)
+    from django_pgjobs.exceptions import PgJobsError as PgJobsError
+    from django_pgjobs.jobs.enqueue import enqueue as enqueue
+    from django_pgjobs.jobs.enqueue import enqueue_many as enqueue_many
+    from django_pgjobs.jobs.enqueue import enqueue_on_commit as enqueue_on_commit
+    from django_pgjobs.jobs.operations import cancel_job as cancel_job
+    from django_pgjobs.jobs.operations import get_job as get_job
+    from django_pgjobs.jobs.operations import retry_job as retry_job
+    from django_pgjobs.jobs.registry import job as job
+    from django_pgjobs.schedules.declarations import cron as cron
+    from django_pgjobs.schedules.declarations import schedule as schedule
+    from django_pgjobs.workflows.api import cancel_workflow as cancel_workflow
+    from django_pgjobs.workflows.api import get_event as get_event
+    from django_pgjobs.workflows.api import run_workflow as run_workflow
+    from django_pgjobs.workflows.api import send as send
+    from django_pgjobs.workflows.api import set_event as set_event
+    from django_pgjobs.workflows.api import start_workflow as start_workflow
+    from django_pgjobs.workflows.definitions import step as step
+    from django_pgjobs.workflows.definitions import transaction_step as transaction_step
+    from django_pgjobs.workflows.definitions import workflow as workflow
+    from django_pgjobs.workflows.handles import get_workflow as get_workflow
+    from django_pgjobs.workflows.waits import recv as recv
+    from django_pgjobs.workflows.waits import sleep as sleep

@@ -19,7 +19,7 @@ class PgJobsConfig(AppConfig):
         autodiscover_modules("jobs")
         autodiscover_modules("workflows")
 
-        from django_pgjobs import definitions
+        from django_pgjobs.workflows import definitions
 
         # After every module that may define a workflow is imported: the version digest covers
         # them all.

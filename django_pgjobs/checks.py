@@ -87,7 +87,7 @@ def check_settings(
             Error(
                 f"Unknown PGJOBS setting(s): {', '.join(unknown)}.",
                 hint=f"Known settings: {', '.join(sorted(DEFAULTS))}.",
-                id="pgjobs.E003",
+                id="pgjobs.E007",
             )
         )
     errors += [Error(p, id="pgjobs.E004") for p in _value_errors(config)]
@@ -109,7 +109,7 @@ def check_schedules(
     *, app_configs: Sequence[AppConfig] | None, databases: Sequence[str] | None, **kwargs: Any
 ) -> list[CheckMessage]:
     """Code and settings schedules must be able to run: found here, not by a scheduler."""
-    from django_pgjobs.schedules import declarations, settings_declarations
+    from django_pgjobs.schedules.declarations import declarations, settings_declarations
 
     config = getattr(settings, "PGJOBS", {})
     if not isinstance(config, dict):

@@ -130,7 +130,7 @@ def start_django() -> bool:
         say(f"starting an embedded PostgreSQL server in {PGDATA} (the first run takes a while) ...")
     sys.path.insert(0, str(PROJECT))
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-    from django_pgjobs.embedded import database_url
+    from django_pgjobs.contrib.embedded import database_url
 
     # Exports DATABASE_URL: the settings, and every child started below, use this server.
     database_url(PGDATA)
@@ -207,7 +207,8 @@ def check_web() -> str:
 
 
 def check_outcomes(seed: DemoSeed, signup_email: str) -> None:
-    from django_pgjobs import JobNotFound, get_job
+    from django_pgjobs import get_job
+    from django_pgjobs.exceptions import JobNotFound
     from django_pgjobs.models import FailedJob, Job, JobStatus
     from shop.models import Customer
 
@@ -239,7 +240,8 @@ def check_outcomes(seed: DemoSeed, signup_email: str) -> None:
         f"import-rows {imported.id} completed at {imported.progress}% with "
         f"{seed.batch.imported}/{seed.batch.rows} rows {state(imported)}",
     )
-    from django_pgjobs import get_workflow, list_workflow_steps
+    from django_pgjobs import get_workflow
+    from django_pgjobs.workflows import list_workflow_steps
     from shop.models import Charge
 
     flow = get_workflow(seed.checkout_workflow)

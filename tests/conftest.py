@@ -9,7 +9,7 @@ import pytest
 from django.contrib.auth.models import Permission, User
 from django.test import Client
 
-from django_pgjobs.registry import JobHandler, register, registry
+from django_pgjobs.jobs.registry import JobHandler, register, registry
 from django_pgjobs.worker import Worker
 from tests.helpers import second_connection, stop
 

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg.conninfo import make_conninfo
 
-from django_pgjobs.connection import connection_params
+from django_pgjobs.database import connection_params
 
 ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")

@@ -12,10 +12,11 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from django_pgjobs import app_version, cancel_workflow, get_workflow, start_workflow
-from django_pgjobs.definitions import runner_job_name
+from django_pgjobs import cancel_workflow, get_workflow, start_workflow
 from django_pgjobs.models import Job, WorkflowExecution
 from django_pgjobs.worker import Worker
+from django_pgjobs.workflows import app_version
+from django_pgjobs.workflows.definitions import runner_job_name
 from tests.helpers import drain
 from tests.testapp import workflows as wf
 
@@ -259,7 +260,7 @@ def test_dashboard_counts_workflows_by_status_for_those_who_may_see_them(
 
 
 def test_workflow_counts_stop_at_the_cap(monkeypatch: pytest.MonkeyPatch) -> None:
-    from django_pgjobs import dashboard
+    from django_pgjobs.observability import dashboard
 
     monkeypatch.setattr(dashboard, "COUNT_CAP", 3)
     for n in range(5):

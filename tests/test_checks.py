@@ -41,10 +41,14 @@ def test_e002_psycopg2_is_refused() -> None:
         assert run_database_check() == ["pgjobs.E002"]
 
 
-@pytest.mark.parametrize("value", [["not", "a", "dict"], {"MAX_ATEMPTS": 3}])
-def test_e003_not_a_dict_or_unknown_keys(value: Any) -> None:
-    with override_settings(PGJOBS=value):
+def test_e003_pgjobs_is_not_a_dict() -> None:
+    with override_settings(PGJOBS=["not", "a", "dict"]):
         assert run_settings_check() == ["pgjobs.E003"]
+
+
+def test_e007_an_unknown_key_is_a_typo() -> None:
+    with override_settings(PGJOBS={"MAX_ATEMPTS": 3}):
+        assert run_settings_check() == ["pgjobs.E007"]
 
 
 @pytest.mark.parametrize(

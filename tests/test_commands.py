@@ -156,7 +156,7 @@ def test_status_names_due_jobs_no_handler_will_run() -> None:
 
 
 def test_prune_accepts_a_timedelta_and_refuses_nonsense() -> None:
-    from django_pgjobs import prune_jobs
+    from django_pgjobs.jobs import prune_jobs
 
     job_id = enqueue("test.record")
     Job.objects.filter(id=job_id).update(

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from django_pgjobs.crontab import InvalidScheduleError, parse, upcoming
+from django_pgjobs.schedules.crontab import InvalidScheduleError, parse, upcoming
 
 NEW_YORK = ZoneInfo("America/New_York")  # springs forward 2026-03-08, falls back 2026-11-01
 

@@ -9,7 +9,8 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from django_pgjobs import dashboard, enqueue, enqueue_many
+from django_pgjobs import enqueue, enqueue_many
+from django_pgjobs.observability import dashboard
 from django_pgjobs.worker import Worker
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from django_pgjobs.embedded import _forget_dead_users, database_settings
+from django_pgjobs.contrib.embedded import _forget_dead_users, database_settings
 
 
 def test_dead_pids_are_forgotten_so_the_server_can_stop(tmp_path: Path) -> None:

@@ -12,14 +12,8 @@ from django.db import connection, connections, transaction
 from django.test import override_settings
 from django.utils import timezone
 
-from django_pgjobs import (
-    InvalidJobError,
-    PayloadNotSerializable,
-    enqueue,
-    enqueue_many,
-    enqueue_on_commit,
-    get_job,
-)
+from django_pgjobs import enqueue, enqueue_many, enqueue_on_commit, get_job
+from django_pgjobs.exceptions import InvalidJobError, PayloadNotSerializable
 from django_pgjobs.models import Job
 from tests.testapp.jobs import fail, record
 from tests.testapp.models import Order

@@ -7,18 +7,9 @@ import pytest
 from django.db import transaction
 from django.utils import timezone
 
-from django_pgjobs import (
-    JobNotFound,
-    JobStateError,
-    PgJobsError,
-    cancel_job,
-    enqueue,
-    get_job,
-    list_dead_letter_jobs,
-    list_jobs,
-    retry_dead_letter_job,
-    retry_job,
-)
+from django_pgjobs import PgJobsError, cancel_job, enqueue, get_job, retry_job
+from django_pgjobs.exceptions import JobNotFound, JobStateError
+from django_pgjobs.jobs import list_dead_letter_jobs, list_jobs, retry_dead_letter_job
 from django_pgjobs.models import FailedJob, Job
 from django_pgjobs.worker import Worker
 

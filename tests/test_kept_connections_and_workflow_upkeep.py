@@ -171,15 +171,8 @@ from datetime import timedelta  # noqa: E402
 
 from django.utils import timezone  # noqa: E402
 
-from django_pgjobs import (  # noqa: E402
-    cancel_job,
-    get_workflow,
-    queries,
-    retry_dead_letter_job,
-    sleep,
-    start_workflow,
-    workflow,
-)
+from django_pgjobs import cancel_job, get_workflow, queries, sleep, start_workflow, workflow  # noqa: E402
+from django_pgjobs.jobs import retry_dead_letter_job  # noqa: E402
 from django_pgjobs.models import FailedJob, WorkflowExecution, WorkflowStep  # noqa: E402
 from tests.testapp import workflows as wf  # noqa: E402
 
@@ -200,7 +193,7 @@ def make_dead(workflow_id: str) -> FailedJob:
 
 def prune_workflows() -> int:
     with connection.cursor() as cur:
-        return queries.workflows.prune_finished_workflows(cur, older_than_seconds=7 * 86400)
+        return queries.prune_finished_workflows(cur, older_than_seconds=7 * 86400)
 
 
 # -- Pruning deletes a dead workflow whose dead letter an operator just requeued ---------------

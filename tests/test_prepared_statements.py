@@ -7,7 +7,7 @@ from django.db import connection, transaction
 from django.test import override_settings
 
 from django_pgjobs import enqueue
-from django_pgjobs.connection import connect
+from django_pgjobs.database import connect
 from django_pgjobs.models import Job
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -149,7 +149,7 @@ def test_a_reset_noticed_inside_a_failed_savepoint_is_repaired_after_it() -> Non
 def test_a_column_type_changed_under_a_prepared_statement_is_replanned() -> None:
     """A migration that changes a column a prepared statement returns makes PostgreSQL refuse
     it ("cached plan must not change result type") until it is prepared again."""
-    from django_pgjobs.cursors import statement_cursor
+    from django_pgjobs.database import statement_cursor
 
     with connection.cursor() as cur:
         cur.execute("CREATE TABLE pgjobs_test_prepared (label varchar(10))")

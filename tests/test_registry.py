@@ -5,8 +5,10 @@ from typing import Any
 
 import pytest
 
-from django_pgjobs import HandlerAlreadyRegistered, InvalidJobError, JobHandler, job
-from django_pgjobs.registry import registry
+from django_pgjobs import job
+from django_pgjobs.exceptions import HandlerAlreadyRegistered, InvalidJobError
+from django_pgjobs.jobs import JobHandler
+from django_pgjobs.jobs.registry import registry
 
 
 def test_job_decorator_registers_with_options() -> None:

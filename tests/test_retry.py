@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from django_pgjobs.retry import backoff_delay
+from django_pgjobs.jobs.retry import backoff_delay
 
 
 def test_doubles_from_the_base() -> None:

@@ -14,10 +14,10 @@ from django.utils import timezone
 
 from django_pgjobs import cron, job, queries, schedule
 from django_pgjobs.checks import check_schedules
+from django_pgjobs.jobs.registry import registry
 from django_pgjobs.models import Job, Schedule
-from django_pgjobs.registry import registry
-from django_pgjobs.scheduler import Scheduler
-from django_pgjobs.schedules import forget
+from django_pgjobs.schedules.declarations import forget
+from django_pgjobs.schedules.scheduler import Scheduler
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)

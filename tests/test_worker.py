@@ -415,7 +415,7 @@ def test_idle_worker_wakes_when_a_delayed_retry_is_due(
 
 @override_settings(PGJOBS={"RETENTION": timedelta(hours=1)})
 def test_prune_deletes_only_old_finished_jobs() -> None:
-    from django_pgjobs import prune_jobs
+    from django_pgjobs.jobs import prune_jobs
 
     old_done, old_cancelled, recent, pending = (enqueue("test.record") for _ in range(4))
     an_hour_ago = timezone.now() - timedelta(hours=1, seconds=1)

@@ -8,9 +8,9 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from django_pgjobs import get_workflow, start_workflow
-from django_pgjobs.definitions import app_version
 from django_pgjobs.models import Job, WorkflowExecution
 from django_pgjobs.worker import Worker
+from django_pgjobs.workflows.definitions import app_version
 from tests.testapp import workflows as wf
 
 pytestmark = pytest.mark.django_db(transaction=True)

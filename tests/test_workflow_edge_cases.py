@@ -13,23 +13,16 @@ from typing import Any
 import pytest
 from django.db import connections, transaction
 
-from django_pgjobs import (
-    InvalidJobError,
-    WorkflowError,
-    WorkflowHandle,
-    WorkflowNotFound,
-    cancel_workflow,
-    fork_workflow,
-    get_workflow,
-    list_workflow_steps,
-    resume_workflow,
-    sleep,
-    start_workflow,
-    step,
-    workflow,
-)
+from django_pgjobs import cancel_workflow, get_workflow, sleep, start_workflow, step, workflow
+from django_pgjobs.exceptions import InvalidJobError, WorkflowError, WorkflowNotFound
 from django_pgjobs.models import WorkflowStep
 from django_pgjobs.worker import Worker
+from django_pgjobs.workflows import (
+    WorkflowHandle,
+    fork_workflow,
+    list_workflow_steps,
+    resume_workflow,
+)
 from tests.helpers import drain, wait_for, workflow_job
 from tests.testapp import workflows as wf
 from tests.testapp.models import Run

@@ -17,6 +17,19 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from django_pgjobs import (
+    cancel_job,
+    cancel_workflow,
+    get_event,
+    get_workflow,
+    queries,
+    recv,
+    send,
+    set_event,
+    start_workflow,
+    step,
+    workflow,
+)
+from django_pgjobs.exceptions import (
     InvalidJobError,
     NotInWorkflow,
     RecordedError,
@@ -24,34 +37,26 @@ from django_pgjobs import (
     WorkflowConflict,
     WorkflowDead,
     WorkflowError,
-    WorkflowHandle,
     WorkflowNonDeterminism,
     WorkflowNotFound,
     WorkflowSerializationError,
     WorkflowStateError,
     WorkflowTimeout,
-    cancel_job,
-    cancel_workflow,
+)
+from django_pgjobs.jobs import retry_dead_letter_job
+from django_pgjobs.jobs.context import ProgressReporter
+from django_pgjobs.jobs.registry import registry
+from django_pgjobs.models import FailedJob, Job, WorkflowExecution, WorkflowStep
+from django_pgjobs.worker import Worker
+from django_pgjobs.worker.attempt import call_handler
+from django_pgjobs.workflows import (
+    WorkflowHandle,
     fork_workflow,
-    get_event,
-    get_workflow,
     list_workflow_steps,
     list_workflows,
-    queries,
-    recv,
     resume_workflow,
-    retry_dead_letter_job,
-    send,
-    set_event,
-    start_workflow,
-    step,
-    workflow,
 )
-from django_pgjobs.definitions import app_version, runner_job_name
-from django_pgjobs.execution import ProgressReporter, call_handler
-from django_pgjobs.models import FailedJob, Job, WorkflowExecution, WorkflowStep
-from django_pgjobs.registry import registry
-from django_pgjobs.worker import Worker
+from django_pgjobs.workflows.definitions import app_version, runner_job_name
 from tests.helpers import drain, workflow_job
 from tests.testapp import workflows as wf
 from tests.testapp.models import Run
@@ -489,7 +494,7 @@ def test_a_workflow_that_keeps_failing_its_runner_ends_dead_and_can_be_resumed(
         return "ran"
 
     handle = start_workflow(doomed)
-    from django_pgjobs.definitions import workflows
+    from django_pgjobs.workflows.registry import workflows
 
     workflows._workflows.pop("test.unregistered_later")
     try:
@@ -531,7 +536,7 @@ def test_a_step_inside_atomic_in_a_workflow_body_is_refused(make_worker: type[Wo
 
 
 def test_recorded_errors_of_unknown_classes_are_rebuilt_as_recorded_error() -> None:
-    from django_pgjobs.codec import rebuild
+    from django_pgjobs.workflows.codec import rebuild
 
     exc = rebuild({"type": "nowhere.Missing", "message": "gone", "args": ["gone"]})
     assert isinstance(exc, RecordedError)
@@ -584,7 +589,7 @@ def test_finished_workflows_are_pruned_with_their_history(make_worker: type[Work
             "INSERT INTO pgjobs_workflow_events (workflow_id, key, value) VALUES (%s, 'k', '1')",
             [old.workflow_id],
         )
-        assert queries.workflows.prune_finished_workflows(cur, older_than_seconds=7 * 86400) == 1
+        assert queries.prune_finished_workflows(cur, older_than_seconds=7 * 86400) == 1
     assert not WorkflowExecution.objects.filter(workflow_id=old.workflow_id).exists()
     assert not WorkflowStep.objects.filter(workflow_id=old.workflow_id).exists()
     assert get_workflow(young.workflow_id).status == "completed"

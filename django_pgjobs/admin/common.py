@@ -22,13 +22,13 @@ from django.http import HttpRequest
 from django.utils.functional import cached_property
 from django.utils.html import format_html
 
-from django_pgjobs import dashboard
 from django_pgjobs.conf import conf
 from django_pgjobs.exceptions import PgJobsError
+from django_pgjobs.jobs.registry import registry
 from django_pgjobs.models import (
     JobStatus,
 )
-from django_pgjobs.registry import registry
+from django_pgjobs.observability import dashboard
 
 if TYPE_CHECKING:
     from django.contrib.admin import ModelAdmin as ModelAdmin

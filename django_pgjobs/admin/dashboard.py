@@ -9,15 +9,16 @@ from django.contrib import admin
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
-from django_pgjobs import dashboard
+from django_pgjobs.admin.charts import bar_chart, line_chart
 from django_pgjobs.admin.common import (
     _WORKFLOW_COLOURS,
     ModelAdmin,
 )
-from django_pgjobs.dashboard import bar_chart, capped, line_chart, load_dashboard
 from django_pgjobs.models import (
     Dashboard,
 )
+from django_pgjobs.observability import dashboard
+from django_pgjobs.observability.dashboard import capped, load_dashboard
 
 
 @admin.register(Dashboard)

@@ -12,7 +12,6 @@ from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.html import format_html
 
-from django_pgjobs import jobs
 from django_pgjobs.admin.common import (
     _STATUS_COLOURS,
     ChoicesDropdown,
@@ -28,6 +27,7 @@ from django_pgjobs.admin.common import (
     search_by_id_or_name,
 )
 from django_pgjobs.conf import conf
+from django_pgjobs.jobs import operations as jobs
 from django_pgjobs.models import (
     FailedJob,
     Job,

@@ -7,7 +7,6 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 
-from django_pgjobs import crontab
 from django_pgjobs.admin.common import (
     ModelAdmin,
     _apply,
@@ -16,7 +15,8 @@ from django_pgjobs.admin.common import (
 from django_pgjobs.models import (
     Schedule,
 )
-from django_pgjobs.scheduler import run_schedule_now
+from django_pgjobs.schedules import crontab
+from django_pgjobs.schedules.scheduler import run_schedule_now
 
 
 @admin.register(Schedule)

@@ -16,7 +16,6 @@ from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
 from django.utils.safestring import mark_safe
 
-from django_pgjobs import definitions
 from django_pgjobs.admin.common import (
     _WORKFLOW_COLOURS,
     ChoicesDropdown,
@@ -38,7 +37,8 @@ from django_pgjobs.models import (
     WorkflowStep,
     WorkflowStepStatus,
 )
-from django_pgjobs.workflows import cancel_workflow, fork_workflow, resume_workflow
+from django_pgjobs.workflows import definitions, registry
+from django_pgjobs.workflows.api import cancel_workflow, fork_workflow, resume_workflow
 
 # A workflow's detail page lists at most this many steps (a workflow may loop over thousands).
 STEPS_SHOWN = 500
@@ -54,7 +54,7 @@ class WorkflowNameFilter(_ExactValueFilter):
     parameter_name = "name"
 
     def offered_values(self) -> list[str]:
-        return [definition.name for definition in definitions.workflows.all()]
+        return [definition.name for definition in registry.workflows.all()]
 
 
 def search_workflows(

@@ -1,6 +1,6 @@
-"""Every statement that changes a job's state, one small function each.
+"""Every statement that changes a row, one small named function each, and the state table below.
 
-Each comment says which rows the statement locks, which index it relies on and what a crash at
+Each function's docstring says which rows it locks, which index it relies on and what a crash at
 that point leaves behind. The rule they all follow: a state change is one statement, so it either
 happened or it did not, and no row lock is ever held while user code runs.
 
@@ -12,6 +12,66 @@ of the attempt that took over, even when that attempt runs on the same worker.
 
 Functions take any DB-API cursor (a psycopg cursor or Django's wrapper): enqueueing uses the
 caller's Django connection so it joins the caller's transaction; the worker uses its own.
+
+The writers of every state, by table (``module.function``; SQL functions and triggers are in the
+migrations named)::
+
+    pgjobs_job_queue (jobs)
+      -> pending      enqueue.insert_job, enqueue.insert_jobs, schedules.fire_tick,
+                      operator.requeue_dead_letter, workflow_runs.start / .resume / .fork;
+                      a plain INSERT or pgjobs_enqueue() (0002)
+      pending -> pending   enqueue.upsert_pending_job (replaced in place), operator.retry_job
+                      (due now), pgjobs_workflow_wake() (0008: a waiting workflow's job due now)
+      pending -> running   lease.claim_jobs, lease.complete_and_claim
+      running -> running   lease.heartbeat (lease renewed), lease.report_progress,
+                      enqueue.detach_key_from_running_job (key given up)
+      running -> completed lease.complete_jobs, lease.complete_and_claim
+      running -> pending   lease.fail_job (a retry), lease.rescue_expired_leases (lease expired),
+                      lease.release_jobs / .release_untracked_jobs (never started: attempt
+                      undone), workflow_runs.suspend (a workflow waits: attempt undone),
+                      workflow_runs.resume (re-pointed to another code version)
+      running -> dead letter  lease.fail_job, lease.rescue_expired_leases (last attempt: the row
+                      moves to pgjobs_failed_jobs in the same statement)
+      pending, running -> cancelled  operator.cancel_job, workflow_runs.cancel (pending only)
+      cancelled -> pending  operator.retry_job (a fresh attempt budget)
+      completed, cancelled -> deleted  upkeep.prune_finished_jobs
+      every insert: NOTIFY pgjobs, one per queue per statement (trigger, 0002)
+
+    pgjobs_failed_jobs (dead letters)
+      -> dead         lease.fail_job, lease.rescue_expired_leases
+      dead -> deleted operator.requeue_dead_letter (back to the queue as a new job),
+                      workflow_runs.resume (a dead workflow's job)
+      a workflow's job buried: its workflow -> dead (trigger pgjobs_failed_workflow, 0008)
+
+    pgjobs_workflow_executions (workflows)
+      -> pending      workflow_runs.start, workflow_runs.fork
+      pending, running, dead -> running   workflow_runs.load
+      running -> pending   workflow_runs.suspend
+      running -> completed, failed   workflow_runs.finish
+      pending, running -> cancelled  workflow_runs.cancel
+      cancelled, dead, pending -> pending  workflow_runs.resume
+      pending, running -> dead   trigger pgjobs_failed_workflow (0008)
+      wake_seq + 1    pgjobs_workflow_wake() (0008)
+      ended -> deleted  upkeep.prune_finished_workflows (with steps, messages, events)
+
+    pgjobs_workflow_steps (checkpoints)
+      -> completed, failed  workflow_steps.record_step, .send_from_step, .set_event_from_step;
+                      workflow_runs.fork (copied)
+      -> waiting      workflow_steps.register_wait
+      waiting -> completed  workflow_steps.finish_wait
+
+    pgjobs_workflow_messages   workflow_steps.send / .send_from_step insert; .finish_wait (recv)
+                      deletes the message it receives
+    pgjobs_workflow_events     workflow_steps.set_event_from_step (upsert)
+
+    pgjobs_schedules
+      declared rows   schedules.upsert_declared_schedule, schedules.orphan_undeclared_schedules
+      next_run_at     schedules.set_next_run (first fire time), schedules.fire_tick (advanced
+                      with the tick's jobs); cleared by trigger pgjobs_schedule_changed (0003)
+                      when the timing changes; an operator's edits go through the model (admin)
+
+    pgjobs_workers    upkeep: lease.heartbeat (upsert), upkeep.deregister_worker,
+                      upkeep.delete_stale_workers
 """
 
 from __future__ import annotations
@@ -50,6 +110,7 @@ from django_pgjobs.queries.upkeep import (
     delete_stale_workers,
     deregister_worker,
     prune_finished_jobs,
+    prune_finished_workflows,
     seconds_until_next_due,
 )
 
@@ -76,6 +137,7 @@ __all__ = [
     "insert_jobs",
     "orphan_undeclared_schedules",
     "prune_finished_jobs",
+    "prune_finished_workflows",
     "release_jobs",
     "release_untracked_jobs",
     "report_progress",

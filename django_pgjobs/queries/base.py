@@ -10,6 +10,10 @@ from typing import Any, Protocol
 
 NOTIFY_CHANNEL = "pgjobs"
 
+# A workflow runs as the job ``pgjobs.workflow:<app version>`` with the key ``workflow:<id>``.
+WORKFLOW_JOB_PREFIX = "pgjobs.workflow:"
+WORKFLOW_KEY_PREFIX = "workflow:"
+
 # (job id, lease token): what a worker presents to prove it still holds an attempt.
 Token = tuple[uuid.UUID, uuid.UUID]
 
@@ -43,6 +47,18 @@ class ClaimedJob:
     @property
     def token(self) -> Token:
         return (self.id, self.lease_token)
+
+
+# This attempt still holds the job (params from :func:`lease_params`): the fence of every write
+# a running attempt makes outside the worker's batches (a workflow's statements).
+HOLDS_LEASE = """EXISTS (
+    SELECT 1 FROM pgjobs_job_queue
+    WHERE id = %(job_id)s AND lease_token = %(token)s AND status = 'running'
+)"""
+
+
+def lease_params(token: Token) -> dict[str, Any]:
+    return {"job_id": token[0], "token": token[1]}
 
 
 def token_params(tokens: Sequence[Token]) -> dict[str, str]:

@@ -60,3 +60,47 @@ def prune_finished_jobs(cur: Cursor, *, older_than_seconds: float, batch: int = 
         {"older": older_than_seconds, "batch": batch},
     )
     return int(getattr(cur, "rowcount", 0))
+
+
+def prune_finished_workflows(cur: Cursor, *, older_than_seconds: float, batch: int = 1000) -> int:
+    """Delete one batch of workflows that ended before the retention window, with their steps,
+    messages and events, in one statement (the foreign keys are checked at its end).
+
+    Uses pgjobs_workflow_finished; skips rows another pruner holds. Returns how many went.
+    """
+    cur.execute(
+        """
+        WITH old AS (
+            SELECT workflow_id FROM pgjobs_workflow_executions
+            WHERE status IN ('completed', 'failed', 'cancelled', 'dead')
+              AND completed_at < now() - make_interval(secs => %(older)s)
+              -- Not while its job is queued or running again (a requeued dead letter, a
+              -- cancelled attempt still finishing), nor while a parent may still read its
+              -- result.
+              AND NOT EXISTS (
+                  SELECT 1 FROM pgjobs_job_queue AS j
+                  WHERE j.key = 'workflow:' || pgjobs_workflow_executions.workflow_id
+                    AND j.status IN ('pending', 'running')
+              )
+              AND NOT EXISTS (
+                  SELECT 1 FROM pgjobs_workflow_executions AS p
+                  WHERE p.workflow_id = pgjobs_workflow_executions.parent_workflow_id
+                    AND p.status IN ('pending', 'running')
+              )
+            ORDER BY completed_at
+            LIMIT %(batch)s
+            FOR UPDATE SKIP LOCKED
+        ),
+        steps AS (DELETE FROM pgjobs_workflow_steps AS s USING old
+                  WHERE s.workflow_id = old.workflow_id),
+        messages AS (DELETE FROM pgjobs_workflow_messages AS m USING old
+                     WHERE m.workflow_id = old.workflow_id),
+        events AS (DELETE FROM pgjobs_workflow_events AS e USING old
+                   WHERE e.workflow_id = old.workflow_id),
+        gone AS (DELETE FROM pgjobs_workflow_executions AS w USING old
+                 WHERE w.workflow_id = old.workflow_id RETURNING 1)
+        SELECT count(*) FROM gone
+        """,
+        {"older": older_than_seconds, "batch": batch},
+    )
+    return int(cur.fetchone()[0])

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
-from django_pgjobs.embedded import database_settings, database_url
+from django_pgjobs.contrib.embedded import database_settings, database_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 

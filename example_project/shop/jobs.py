@@ -14,7 +14,7 @@ from django.core.mail import send_mail
 from django.utils import timezone
 
 from django_pgjobs import cron, job
-from django_pgjobs.registry import ProgressReporter
+from django_pgjobs.jobs import ProgressReporter
 from shop.models import Customer, ImportBatch
 
 logger = logging.getLogger(__name__)

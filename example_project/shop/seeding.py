@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 from django.db import transaction
 
-from django_pgjobs import JobNotFound, get_job, start_workflow
+from django_pgjobs import get_job, start_workflow
+from django_pgjobs.exceptions import JobNotFound
 from shop.jobs import import_rows, sync_customer_to_crm
 from shop.models import Customer, ImportBatch, Order, Product
 from shop.signup import sign_up

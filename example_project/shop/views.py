@@ -5,7 +5,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 
-from django_pgjobs import list_dead_letter_jobs, list_jobs
+from django_pgjobs.jobs import list_dead_letter_jobs, list_jobs
 from shop.forms import SignupForm
 from shop.models import Customer, ImportBatch
 from shop.signup import sign_up

@@ -13,14 +13,8 @@ import psycopg
 import pytest
 from django.db import connection
 
-from django_pgjobs import (
-    cancel_job,
-    enqueue,
-    get_job,
-    queries,
-    retry_job,
-)
-from django_pgjobs.jobs import prune_finished
+from django_pgjobs import cancel_job, enqueue, get_job, queries, retry_job
+from django_pgjobs.jobs.operations import prune_finished
 from django_pgjobs.worker import Worker
 from tests.helpers import wait_for
 from tests.testapp.models import Run

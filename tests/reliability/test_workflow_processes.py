@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from django_pgjobs import get_workflow, list_workflow_steps, start_workflow
+from django_pgjobs import get_workflow, start_workflow
 from django_pgjobs.models import FailedJob
+from django_pgjobs.workflows import list_workflow_steps
 from tests.helpers import start_worker, wait_for
 from tests.testapp import workflows as wf
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from django_pgjobs import job
-from django_pgjobs.registry import ProgressReporter
+from django_pgjobs.jobs import ProgressReporter
 from tests.testapp.models import Run
 
 

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 from django_pgjobs import (
-    current_workflow_id,
     get_event,
     recv,
     send,
@@ -19,6 +18,7 @@ from django_pgjobs import (
     transaction_step,
     workflow,
 )
+from django_pgjobs.workflows import current_workflow_id
 from tests.testapp.models import Run
 
 ZERO = "00000000-0000-0000-0000-000000000000"

@@ -11,13 +11,15 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
-from django_pgjobs import crontab, enqueueing, jobs
 from django_pgjobs.conf import conf
 from django_pgjobs.exceptions import JobNotFound, PgJobsError
+from django_pgjobs.jobs import enqueue as enqueueing
+from django_pgjobs.jobs import operations as jobs
 from django_pgjobs.models import JobStatus, Schedule
-from django_pgjobs.queries.workflows import JOB_PREFIX
-from django_pgjobs.scheduler import run_schedule_now
-from django_pgjobs.status import QueueCounts, queue_status
+from django_pgjobs.observability.status import QueueCounts, queue_status
+from django_pgjobs.queries.base import WORKFLOW_JOB_PREFIX as JOB_PREFIX
+from django_pgjobs.schedules import crontab
+from django_pgjobs.schedules.scheduler import run_schedule_now
 
 _WHEN = "%Y-%m-%d %H:%M:%S"
 
@@ -123,7 +125,12 @@ class Command(BaseCommand):
             self.stdout.write(
                 f"{'id':<36}  {'state':<10} {'job':<30} {'queue':<12} tries  failed at  error"
             )
-            for dead in jobs.list_dead_letter_jobs(options["limit"], using=using):
+            for dead in jobs.list_dead_letter_jobs(
+                queue=options["queue"],
+                job_name=options["job_name"],
+                limit=options["limit"],
+                using=using,
+            ):
                 error = (dead.error or "").split("\n", 1)[0]
                 self.stdout.write(
                     f"{dead.id}  dead       {dead.job_name:<30} {dead.queue:<12} "

@@ -9,7 +9,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
-from django_pgjobs.scheduler import Scheduler
+from django_pgjobs.schedules.scheduler import Scheduler
 
 
 class Command(BaseCommand):

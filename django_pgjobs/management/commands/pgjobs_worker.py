@@ -1,8 +1,7 @@
-"""``manage.py pgjobs_worker``: parse options, run :class:`django_pgjobs.worker.Worker`."""
+"""``manage.py pgjobs_worker``: parse options, run a :class:`~django_pgjobs.worker.loop.Worker`."""
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 from argparse import ArgumentParser
@@ -13,8 +12,9 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import connections
 
 from django_pgjobs.conf import conf
-from django_pgjobs.registry import registry
-from django_pgjobs.worker import Worker
+from django_pgjobs.jobs.registry import registry
+from django_pgjobs.worker.loop import Worker
+from django_pgjobs.worker.process import configure_logging
 
 
 def _queues(value: str) -> list[str]:
@@ -71,7 +71,7 @@ class Command(BaseCommand):
             )
         if options["database"] is not None and options["database"] not in settings.DATABASES:
             raise CommandError(f"--database {options['database']!r} is not in settings.DATABASES.")
-        self._configure_logging(options["verbosity"])
+        configure_logging(options["verbosity"])
         worker = Worker(
             queues=options["queues"],
             concurrency=options["concurrency"],
@@ -105,13 +105,3 @@ class Command(BaseCommand):
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(0)
-
-    def _configure_logging(self, verbosity: int) -> None:
-        logger = logging.getLogger("django_pgjobs")
-        if logger.handlers or logging.getLogger().handlers:
-            return
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        logger.addHandler(handler)
-        # -v 0: warnings and errors only; -v 1 (default): one line per job; -v 2: debug.
-        logger.setLevel({0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG))

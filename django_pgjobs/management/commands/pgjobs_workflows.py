@@ -6,20 +6,24 @@ import json
 from argparse import ArgumentParser
 from typing import Any
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from django_pgjobs import workflows
-from django_pgjobs.definitions import app_version
 from django_pgjobs.exceptions import PgJobsError
 from django_pgjobs.models import WorkflowStatus
+from django_pgjobs.workflows.definitions import app_version
 
 _WHEN = "%Y-%m-%d %H:%M:%S"
 
 
 class Command(BaseCommand):
-    help = "Inspect and operate durable workflows (in PGJOBS['DATABASE'])."
+    help = "Inspect and operate durable workflows."
 
     def add_arguments(self, parser: ArgumentParser) -> None:
+        parser.add_argument(
+            "--database", default=None, help="Database alias (default: PGJOBS['DATABASE'])."
+        )
         sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
         listing = sub.add_parser("list", help="Recent workflows, newest first.")
         listing.add_argument("--status", choices=WorkflowStatus.values, default=None)
@@ -46,6 +50,8 @@ class Command(BaseCommand):
         fork.add_argument("--new-id", default=None)
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if options["database"] is not None and options["database"] not in settings.DATABASES:
+            raise CommandError(f"--database {options['database']!r} is not in settings.DATABASES.")
         try:
             getattr(self, f"do_{options['action']}")(options)
         except PgJobsError as exc:
@@ -53,7 +59,10 @@ class Command(BaseCommand):
 
     def do_list(self, options: dict[str, Any]) -> None:
         found = workflows.list_workflows(
-            status=options["status"], name=options["name"], limit=options["limit"]
+            status=options["status"],
+            name=options["name"],
+            limit=options["limit"],
+            using=options["database"],
         )
         self.stdout.write(f"{'workflow id':<38} {'name':<30} {'status':<10} {'created':<19}")
         for info in found:
@@ -63,7 +72,7 @@ class Command(BaseCommand):
             )
 
     def do_show(self, options: dict[str, Any]) -> None:
-        info = workflows.get_workflow(options["workflow_id"])
+        info = workflows.get_workflow(options["workflow_id"], using=options["database"])
         self.stdout.write(f"{info.workflow_id}  {info.name}  {info.status}")
         self.stdout.write(f"  app version  {info.app_version}   queue {info.queue}")
         self.stdout.write(
@@ -75,25 +84,30 @@ class Command(BaseCommand):
             self.stdout.write(
                 f"  error        {info.error.get('type')}: {info.error.get('message')}"
             )
-        for step in workflows.list_workflow_steps(info.workflow_id):
+        for step in workflows.list_workflow_steps(info.workflow_id, using=options["database"]):
             detail = json.dumps(step.output) if step.error is None else step.error.get("message")
             if step.status == "waiting":
                 detail = f"until {step.wake_at.strftime(_WHEN) if step.wake_at else 'woken'}"
             self.stdout.write(f"  {step.index:>4} {step.name:<40} {step.status:<10} {detail}")
 
     def do_cancel(self, options: dict[str, Any]) -> None:
-        workflows.cancel_workflow(options["workflow_id"])
+        workflows.cancel_workflow(options["workflow_id"], using=options["database"])
         self.stdout.write(f"Cancelled workflow {options['workflow_id']}.")
 
     def do_resume(self, options: dict[str, Any]) -> None:
         version = app_version() if options["deployed"] else options["app_version"]
-        workflows.resume_workflow(options["workflow_id"], app_version=version)
+        workflows.resume_workflow(
+            options["workflow_id"], app_version=version, using=options["database"]
+        )
         self.stdout.write(f"Resumed workflow {options['workflow_id']}.")
 
     def do_fork(self, options: dict[str, Any]) -> None:
         if options["from_step"] < 0:
             raise CommandError("--from-step must be >= 0.")
         handle = workflows.fork_workflow(
-            options["workflow_id"], options["from_step"], new_workflow_id=options["new_id"]
+            options["workflow_id"],
+            options["from_step"],
+            new_workflow_id=options["new_id"],
+            using=options["database"],
         )
         self.stdout.write(f"Forked workflow {options['workflow_id']} as {handle.workflow_id}.")

@@ -1,0 +1,1 @@
+"""Helpers for development and tests, not for production."""

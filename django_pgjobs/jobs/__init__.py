@@ -1,0 +1,38 @@
+"""Jobs: handlers and their registry, what a running handler may rely on, putting jobs in the
+queue (:mod:`.enqueue`; ``enqueue`` itself is ``django_pgjobs.enqueue``), checking input, the
+backoff policy, and the operator's functions on one job."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from django_pgjobs.exports import lazy_exports
+
+_EXPORTS = {
+    "job": "django_pgjobs.jobs.registry",
+    "register": "django_pgjobs.jobs.registry",
+    "JobHandler": "django_pgjobs.jobs.registry",
+    "ProgressReporter": "django_pgjobs.jobs.context",
+    "get_job": "django_pgjobs.jobs.operations",
+    "list_jobs": "django_pgjobs.jobs.operations",
+    "retry_job": "django_pgjobs.jobs.operations",
+    "cancel_job": "django_pgjobs.jobs.operations",
+    "prune_jobs": "django_pgjobs.jobs.operations",
+    "list_dead_letter_jobs": "django_pgjobs.jobs.operations",
+    "retry_dead_letter_job": "django_pgjobs.jobs.operations",
+}
+__all__ = list(_EXPORTS)
+__getattr__ = lazy_exports(__name__, _EXPORTS)
+
+if TYPE_CHECKING:
+    from django_pgjobs.jobs.context import ProgressReporter as ProgressReporter
+    from django_pgjobs.jobs.operations import cancel_job as cancel_job
+    from django_pgjobs.jobs.operations import get_job as get_job
+    from django_pgjobs.jobs.operations import list_dead_letter_jobs as list_dead_letter_jobs
+    from django_pgjobs.jobs.operations import list_jobs as list_jobs
+    from django_pgjobs.jobs.operations import prune_jobs as prune_jobs
+    from django_pgjobs.jobs.operations import retry_dead_letter_job as retry_dead_letter_job
+    from django_pgjobs.jobs.operations import retry_job as retry_job
+    from django_pgjobs.jobs.registry import JobHandler as JobHandler
+    from django_pgjobs.jobs.registry import job as job
+    from django_pgjobs.jobs.registry import register as register

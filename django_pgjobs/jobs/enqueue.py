@@ -1,0 +1,196 @@
+"""Putting jobs in the queue, on the caller's own database connection.
+
+Because the insert runs on Django's connection, inside ``transaction.atomic()`` the job exists
+only if the surrounding transaction commits, and the trigger's NOTIFY wakes workers only then.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import transaction
+
+from django_pgjobs import queries
+from django_pgjobs.conf import conf
+from django_pgjobs.database import statement_cursor
+from django_pgjobs.exceptions import InvalidJobError, PgJobsError
+from django_pgjobs.jobs import validation
+from django_pgjobs.jobs.registry import registry
+
+# A key can be freed by a finishing job between our insert and our look-up; a few fresh
+# statements (each with a new snapshot) always see one side or the other.
+_KEY_RACE_ATTEMPTS = 5
+
+
+def _prepare(
+    job_name: str,
+    *,
+    scheduled_for: datetime | timedelta | None,
+    max_attempts: int | None,
+    queue: str | None,
+    priority: int | None,
+) -> dict[str, Any]:
+    """Validate and resolve options: explicit argument, then the handler's, then settings."""
+    validation.check_name(job_name)
+    handler = registry.get(job_name)
+    if handler is not None:
+        max_attempts = handler.max_attempts if max_attempts is None else max_attempts
+        queue = handler.queue if queue is None else queue
+        priority = handler.priority if priority is None else priority
+    when = validation.check_scheduled_for(scheduled_for)
+    return {
+        "job_name": job_name,
+        "queue": validation.check_name("default" if queue is None else queue, "queue name"),
+        "priority": validation.check_priority(0 if priority is None else priority),
+        "max_attempts": validation.check_max_attempts(
+            conf.MAX_ATTEMPTS if max_attempts is None else max_attempts
+        ),
+        "at": when if isinstance(when, datetime) else None,
+        "delay": when.total_seconds() if isinstance(when, timedelta) else 0.0,
+    }
+
+
+def _prepare_one(job_name: str, payload: Any, key: str | None, **options: Any) -> dict[str, Any]:
+    row = _prepare(job_name, **options)
+    row.update(
+        id=uuid.uuid4(), payload=validation.dump_payload(payload), key=validation.check_key(key)
+    )
+    return row
+
+
+def _write(row: dict[str, Any], *, replace: bool, using: str) -> uuid.UUID:
+    with statement_cursor(using) as cur:
+        if row["key"] is None:
+            queries.insert_job(cur, row, returning=False)
+            return row["id"]  # type: ignore[no-any-return]
+        if not replace:
+            for _ in range(_KEY_RACE_ATTEMPTS):
+                inserted = queries.insert_job(cur, row)
+                if inserted is not None:
+                    return inserted
+                existing = queries.find_active_job_by_key(cur, row["key"])
+                if existing is not None:
+                    return existing[0]
+        else:
+            # Detaching the key and inserting must be one unit, or a crash between them would
+            # leave the old job without its key and no new job.
+            with transaction.atomic(using=using):
+                for _ in range(_KEY_RACE_ATTEMPTS):
+                    upserted = queries.upsert_pending_job(cur, row)
+                    if upserted is not None:
+                        return upserted
+                    queries.detach_key_from_running_job(cur, row["key"])
+    raise PgJobsError(f"Could not settle the job key {row['key']!r}: it kept changing hands.")
+
+
+def enqueue(
+    job_name: str,
+    payload: Any = None,
+    *,
+    scheduled_for: datetime | timedelta | None = None,
+    max_attempts: int | None = None,
+    queue: str | None = None,
+    priority: int | None = None,
+    key: str | None = None,
+    replace: bool = False,
+    using: str | None = None,
+) -> uuid.UUID:
+    """Add a job and return its id.
+
+    Runs on Django's connection ``using`` (default ``PGJOBS["DATABASE"]``), so it joins the
+    caller's transaction. ``scheduled_for`` is an aware datetime or a delay. Options left as None
+    come from the ``@job`` registration, then from settings.
+
+    With ``key``, at most one pending-or-running job holds it: if one does, its id is returned
+    and nothing is written. With ``replace=True`` a still-pending holder is updated in place
+    (new payload and options, attempts reset); a running holder gives the key up to a new job.
+    """
+    if replace and key is None:
+        raise InvalidJobError("replace=True needs a key: it replaces the job holding that key.")
+    row = _prepare_one(
+        job_name,
+        payload,
+        key,
+        scheduled_for=scheduled_for,
+        max_attempts=max_attempts,
+        queue=queue,
+        priority=priority,
+    )
+    return _write(row, replace=replace, using=using or conf.DATABASE)
+
+
+def enqueue_on_commit(
+    job_name: str,
+    payload: Any = None,
+    *,
+    scheduled_for: datetime | timedelta | None = None,
+    max_attempts: int | None = None,
+    queue: str | None = None,
+    priority: int | None = None,
+    key: str | None = None,
+    replace: bool = False,
+    using: str | None = None,
+    commit_of: str | None = None,
+) -> uuid.UUID:
+    """Like :func:`enqueue`, but insert only once the current transaction commits.
+
+    ``commit_of`` names the database whose commit releases the job (default: ``using``, the
+    queue's database), for a job that must not exist before another database's commit, e.g.
+    ``enqueue_on_commit("ship-order", {...}, commit_of="orders")``. If that transaction rolls
+    back, nothing is inserted. Everything is validated now, so bad input still fails at the call
+    site. Returns the id the job will have; with ``key``, if an active job already holds the
+    key, no job gets that id.
+    """
+    if replace and key is None:
+        raise InvalidJobError("replace=True needs a key: it replaces the job holding that key.")
+    alias = using or conf.DATABASE
+    row = _prepare_one(
+        job_name,
+        payload,
+        key,
+        scheduled_for=scheduled_for,
+        max_attempts=max_attempts,
+        queue=queue,
+        priority=priority,
+    )
+    transaction.on_commit(
+        lambda: _write(row, replace=replace, using=alias), using=commit_of or alias
+    )
+    return row["id"]  # type: ignore[no-any-return]
+
+
+def enqueue_many(
+    job_name: str,
+    payloads: Sequence[Any],
+    *,
+    scheduled_for: datetime | timedelta | None = None,
+    max_attempts: int | None = None,
+    queue: str | None = None,
+    priority: int | None = None,
+    using: str | None = None,
+) -> list[uuid.UUID]:
+    """Add one job per payload in a single statement; ids come back in payload order.
+
+    Every payload is serialised before anything is sent, so one bad payload writes nothing.
+    """
+    if isinstance(payloads, dict | str | bytes) or not isinstance(payloads, Sequence):
+        raise InvalidJobError(
+            f"enqueue_many needs a sequence of payloads, not {type(payloads).__name__}."
+        )
+    rows = _prepare(
+        job_name,
+        scheduled_for=scheduled_for,
+        max_attempts=max_attempts,
+        queue=queue,
+        priority=priority,
+    )
+    texts = [validation.dump_payload(p) for p in payloads]
+    if not texts:
+        return []
+    ids = [uuid.uuid4() for _ in texts]
+    with statement_cursor(using or conf.DATABASE) as cur:
+        queries.insert_jobs(cur, {**rows, "ids": ids, "payloads": texts})
+    return ids

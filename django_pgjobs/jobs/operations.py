@@ -1,0 +1,198 @@
+"""Looking jobs up and acting on them one at a time: the operator's side of the queue.
+
+Reads go through the ORM; each state change is still a single statement from :mod:`queries`,
+the same ones the CLI and the admin call.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.db import IntegrityError, connections, transaction
+
+from django_pgjobs import queries
+from django_pgjobs.conf import conf
+from django_pgjobs.exceptions import JobNotFound, JobStateError
+from django_pgjobs.models import FailedJob, Job, JobStatus
+from django_pgjobs.queries import workflow_runs
+from django_pgjobs.queries.base import WORKFLOW_JOB_PREFIX
+
+_PRUNE_BATCH = 5000
+
+
+def _as_uuid(job_id: uuid.UUID | str) -> uuid.UUID:
+    if isinstance(job_id, uuid.UUID):
+        return job_id
+    try:
+        return uuid.UUID(str(job_id))
+    except ValueError:
+        raise JobNotFound(f"{job_id!r} is not a job id (a UUID).") from None
+
+
+def _alias(using: str | None) -> str:
+    return using or conf.DATABASE
+
+
+def _missing(job_id: uuid.UUID, alias: str) -> JobNotFound:
+    if FailedJob.objects.using(alias).filter(id=job_id).exists():
+        return JobNotFound(
+            f"Job {job_id} is not in the queue: it used up its attempts and is in the dead "
+            "letters (see list_dead_letter_jobs / retry_dead_letter_job).",
+            dead_lettered=True,
+        )
+    return JobNotFound(f"No job with id {job_id}.")
+
+
+def get_job(job_id: uuid.UUID | str, *, using: str | None = None) -> Job:
+    """The job with this id; raises :class:`JobNotFound` (saying so if it was dead-lettered)."""
+    alias = _alias(using)
+    pk = _as_uuid(job_id)
+    try:
+        return Job.objects.using(alias).get(id=pk)
+    except Job.DoesNotExist:
+        raise _missing(pk, alias) from None
+
+
+def list_jobs(
+    *,
+    status: str | None = None,
+    queue: str | None = None,
+    job_name: str | None = None,
+    limit: int = 50,
+    using: str | None = None,
+) -> list[Job]:
+    """Newest first. ``status`` is one of pending, running, completed, cancelled."""
+    if status is not None and status not in JobStatus.values:
+        raise ValueError(
+            f"Unknown status {status!r}; expected one of {', '.join(JobStatus.values)}."
+        )
+    filters: dict[str, Any] = {}
+    if status is not None:
+        filters["status"] = status
+    if queue is not None:
+        filters["queue"] = queue
+    if job_name is not None:
+        filters["job_name"] = job_name
+    return list(Job.objects.using(_alias(using)).filter(**filters).order_by("-created_at")[:limit])
+
+
+def list_dead_letter_jobs(
+    *,
+    queue: str | None = None,
+    job_name: str | None = None,
+    limit: int = 50,
+    using: str | None = None,
+) -> list[FailedJob]:
+    """Dead-lettered jobs, most recently failed first."""
+    filters: dict[str, Any] = {}
+    if queue is not None:
+        filters["queue"] = queue
+    if job_name is not None:
+        filters["job_name"] = job_name
+    rows = FailedJob.objects.using(_alias(using)).filter(**filters).order_by("-failed_at")
+    return list(rows[:limit])
+
+
+def retry_dead_letter_job(job_id: uuid.UUID | str, *, using: str | None = None) -> uuid.UUID:
+    """Move a dead letter back to the queue as a new job and return the new job's id.
+
+    The delete and the insert are one statement, so either both happen or neither. Dead letters
+    do not keep the job's ``key``: the replayed job has none.
+    """
+    alias = _alias(using)
+    pk = _as_uuid(job_id)
+    with connections[alias].cursor() as cur:
+        new_id = queries.requeue_dead_letter(cur, job_id=pk)
+    if new_id is None:
+        raise JobNotFound(f"No dead-lettered job with id {pk}.")
+    return new_id
+
+
+def retry_job(job_id: uuid.UUID | str, *, using: str | None = None) -> None:
+    """Run a pending (waiting or awaiting retry) or cancelled job again now.
+
+    A cancelled job gets a fresh attempt budget; one awaiting retry keeps its count.
+    """
+    alias = _alias(using)
+    pk = _as_uuid(job_id)
+    try:
+        # The savepoint keeps a caller's transaction usable if the key is taken.
+        with transaction.atomic(using=alias), connections[alias].cursor() as cur:
+            retried = queries.retry_job(cur, job_id=pk)
+    except IntegrityError:
+        raise JobStateError(
+            f"Job {pk} cannot run again: another active job now holds its key."
+        ) from None
+    if not retried:
+        _raise_state(pk, alias, "retried", "pending or cancelled")
+
+
+def cancel_job(job_id: uuid.UUID | str, *, using: str | None = None) -> None:
+    """Cancel a pending or running job.
+
+    A running handler is not interrupted; when it finishes, its outcome is discarded.
+    """
+    alias = _alias(using)
+    pk = _as_uuid(job_id)
+    found = Job.objects.using(alias).filter(id=pk).values_list("job_name", "payload").first()
+    if found is not None and found[0].startswith(WORKFLOW_JOB_PREFIX):
+        # The job runs a workflow: cancel the workflow, which cancels its job, rather than
+        # leave a workflow whose job is gone. One that already ended (a requeued dead letter)
+        # or was pruned has nothing to cancel but the job itself.
+        workflow_id = str((found[1] or {}).get("workflow_id"))
+        with connections[alias].cursor() as cur:
+            if workflow_runs.cancel(cur, workflow_id) in ("pending", "running"):
+                return
+    with connections[alias].cursor() as cur:
+        cancelled = queries.cancel_job(cur, job_id=pk)
+    if not cancelled:
+        _raise_state(pk, alias, "cancelled", "pending or running")
+
+
+def _raise_state(pk: uuid.UUID, alias: str, verb: str, allowed: str) -> None:
+    status = Job.objects.using(alias).filter(id=pk).values_list("status", flat=True).first()
+    if status is None:
+        raise _missing(pk, alias)
+    raise JobStateError(f"Job {pk} is {status}; only a {allowed} job can be {verb}.")
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    deleted: int
+    more: bool  # stopped at max_batches with rows still to delete
+
+
+def prune_finished(
+    cur: queries.Cursor, *, retention: float, max_batches: int | None = None
+) -> PruneResult:
+    """Delete completed and cancelled jobs that finished over ``retention`` seconds ago.
+
+    Works in short batches so a large backlog never becomes one long transaction; with
+    ``max_batches`` it stops early so a caller (the worker loop) can do other work in between.
+    """
+    total = batches = 0
+    while max_batches is None or batches < max_batches:
+        deleted = queries.prune_finished_jobs(cur, older_than_seconds=retention, batch=_PRUNE_BATCH)
+        total += deleted
+        batches += 1
+        if deleted < _PRUNE_BATCH:
+            return PruneResult(total, more=False)
+    return PruneResult(total, more=True)
+
+
+def prune_jobs(*, retention: float | timedelta | None = None, using: str | None = None) -> int:
+    """Delete finished jobs older than ``retention`` (default RETENTION) now; returns how many.
+
+    The worker also prunes every PRUNE_INTERVAL.
+    """
+    if isinstance(retention, timedelta):
+        retention = retention.total_seconds()
+    if retention is not None and (not math.isfinite(retention) or retention < 0):
+        raise ValueError(f"retention must be a finite number of seconds >= 0; got {retention!r}.")
+    with connections[_alias(using)].cursor() as cur:
+        result = prune_finished(cur, retention=conf.RETENTION if retention is None else retention)
+    return result.deleted

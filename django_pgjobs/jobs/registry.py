@@ -1,0 +1,178 @@
+"""Job name -> handler, with the options ``@job`` gives it."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import threading
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, overload
+
+from django_pgjobs.exceptions import HandlerAlreadyRegistered, InvalidJobError
+from django_pgjobs.jobs import validation
+
+HandlerFunc = Callable[..., Any]
+
+
+@dataclass(frozen=True)
+class JobHandler:
+    """A registered handler. Calling it calls the function directly (handy in tests)."""
+
+    name: str
+    func: HandlerFunc
+    max_attempts: int | None = None
+    retry_delay: float | None = None
+    queue: str | None = None
+    priority: int | None = None
+
+    # Cached: asked for every job a worker runs, and inspect.signature is not cheap.
+    @functools.cached_property
+    def wants_progress(self) -> bool:
+        """True when the function takes a second positional parameter for report_progress."""
+        return _positional_arity(self.func) >= 2
+
+    @functools.cached_property
+    def is_async(self) -> bool:
+        return inspect.iscoroutinefunction(self.func)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.func(*args, **kwargs)
+
+    # The handle-with-verbs shape of Django's Task.enqueue(): enqueueing needs the registry for
+    # a job's defaults, so these import it when called (an import circle we keep on purpose).
+    def enqueue(self, payload: Any = None, **options: Any) -> uuid.UUID:
+        from django_pgjobs.jobs.enqueue import enqueue
+
+        return enqueue(self.name, payload, **options)
+
+    def enqueue_on_commit(self, payload: Any = None, **options: Any) -> uuid.UUID:
+        from django_pgjobs.jobs.enqueue import enqueue_on_commit
+
+        return enqueue_on_commit(self.name, payload, **options)
+
+    def enqueue_many(self, payloads: Sequence[Any], **options: Any) -> list[uuid.UUID]:
+        from django_pgjobs.jobs.enqueue import enqueue_many
+
+        return enqueue_many(self.name, payloads, **options)
+
+
+def _positional_arity(func: HandlerFunc) -> int:
+    params = inspect.signature(func).parameters.values()
+    if any(p.kind is p.VAR_POSITIONAL for p in params):
+        return 2
+    return sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params)
+
+
+class Registry:
+    def __init__(self) -> None:
+        self._handlers: dict[str, JobHandler] = {}
+        self._lock = threading.Lock()
+
+    def add(self, handler: JobHandler) -> JobHandler:
+        with self._lock:
+            existing = self._handlers.get(handler.name)
+            # Re-importing a module registers the same function again; only a different
+            # function under the same name is a mistake.
+            if existing is not None and qualname(existing.func) != qualname(handler.func):
+                raise HandlerAlreadyRegistered(
+                    f"Job name {handler.name!r} is already registered to "
+                    f"{qualname(existing.func)}; cannot register {qualname(handler.func)}."
+                )
+            self._handlers[handler.name] = handler
+        return handler
+
+    def get(self, name: str) -> JobHandler | None:
+        return self._handlers.get(name)
+
+    def names(self) -> list[str]:
+        return sorted(self._handlers)
+
+    def remove(self, name: str) -> None:
+        with self._lock:
+            self._handlers.pop(name, None)
+
+
+def qualname(func: HandlerFunc) -> str:
+    """A function's dotted path: the default name of a job or workflow, and how a re-import is
+    told apart from a second function under the same name."""
+    return f"{getattr(func, '__module__', '?')}.{getattr(func, '__qualname__', repr(func))}"
+
+
+registry = Registry()
+
+
+def register(
+    name: str,
+    func: HandlerFunc,
+    *,
+    max_attempts: int | None = None,
+    retry_delay: float | None = None,
+    queue: str | None = None,
+    priority: int | None = None,
+) -> JobHandler:
+    """Register ``func`` as the handler of jobs named ``name``.
+
+    The options become the defaults of ``enqueue(name, ...)``; ``retry_delay`` is the base of this
+    job's backoff. Invalid options raise :class:`InvalidJobError` at import time, not at run time.
+    """
+    validation.check_name(name)
+    if not callable(func):
+        raise InvalidJobError(f"The handler of {name!r} is not callable: {func!r}.")
+    if _positional_arity(func) < 1:
+        raise InvalidJobError(
+            f"The handler of {name!r} must accept the payload as its first positional parameter."
+        )
+    handler = JobHandler(
+        name=name,
+        func=func,
+        max_attempts=None if max_attempts is None else validation.check_max_attempts(max_attempts),
+        retry_delay=None if retry_delay is None else validation.check_retry_delay(retry_delay),
+        queue=None if queue is None else validation.check_name(queue, "queue name"),
+        priority=None if priority is None else validation.check_priority(priority),
+    )
+    return registry.add(handler)
+
+
+@overload
+def job(name: HandlerFunc, /) -> JobHandler: ...
+@overload
+def job(
+    name: str | None = None,
+    /,
+    *,
+    max_attempts: int | None = None,
+    retry_delay: float | None = None,
+    queue: str | None = None,
+    priority: int | None = None,
+) -> Callable[[HandlerFunc], JobHandler]: ...
+def job(
+    name: str | HandlerFunc | None = None,
+    /,
+    *,
+    max_attempts: int | None = None,
+    retry_delay: float | None = None,
+    queue: str | None = None,
+    priority: int | None = None,
+) -> JobHandler | Callable[[HandlerFunc], JobHandler]:
+    """Register the decorated function as a job handler.
+
+    ``@job("send-welcome-email", max_attempts=5)``; bare ``@job`` names the job after the
+    function's dotted path. The result is a :class:`JobHandler`: call it like the function, or
+    ``.enqueue(payload)`` it.
+    """
+    if callable(name):
+        return register(qualname(name), name)
+
+    def decorate(func: HandlerFunc) -> JobHandler:
+        return register(
+            name if name is not None else qualname(func),
+            func,
+            max_attempts=max_attempts,
+            retry_delay=retry_delay,
+            queue=queue,
+            priority=priority,
+        )
+
+    return decorate

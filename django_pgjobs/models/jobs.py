@@ -1,0 +1,205 @@
+"""The queue's tables: jobs, dead letters, live workers.
+
+Every column has a database-level default, so a plain ``INSERT INTO pgjobs_job_queue (job_name,
+payload) VALUES (...)`` from SQL, a trigger or another language creates a runnable job exactly as
+``enqueue()`` does. Hot state changes never go through these models: they are single statements
+in :mod:`django_pgjobs.queries` (whose package docstring has the state table). The ORM serves
+the cold paths (admin, listing, pruning by hand).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.postgres.functions import RandomUUID
+from django.db import models
+from django.db.models import Q, Value
+from django.db.models.functions import Now
+
+from django_pgjobs.jobs.validation import MAX_NAME_LENGTH, MAX_PRIORITY, MIN_PRIORITY
+
+
+class JobStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    RUNNING = "running", "Running"
+    COMPLETED = "completed", "Completed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+def empty_object() -> Value:
+    return Value({}, output_field=models.JSONField())
+
+
+class JobQuerySet(models.QuerySet["Job"]):
+    def due(self) -> JobQuerySet:
+        return self.filter(status=JobStatus.PENDING, scheduled_for__lte=Now())
+
+    def awaiting_retry(self) -> JobQuerySet:
+        return self.filter(status=JobStatus.PENDING, error__isnull=False)
+
+    def finished(self) -> JobQuerySet:
+        return self.filter(status__in=[JobStatus.COMPLETED, JobStatus.CANCELLED])
+
+
+class Job(models.Model):
+    id = models.UUIDField(primary_key=True, db_default=RandomUUID(), editable=False)
+    job_name = models.CharField(max_length=MAX_NAME_LENGTH)
+    payload = models.JSONField(db_default=empty_object())
+    status = models.CharField(
+        max_length=16, choices=JobStatus.choices, db_default=Value(JobStatus.PENDING.value)
+    )
+    queue = models.CharField(max_length=MAX_NAME_LENGTH, db_default=Value("default"))
+    # Higher runs first, -100..100, as in Django's Tasks framework.
+    priority = models.SmallIntegerField(db_default=Value(0))
+    # Attempts started so far (incremented by the claim); compared with max_attempts.
+    attempt = models.IntegerField(db_default=Value(0))
+    max_attempts = models.IntegerField(db_default=Value(3))
+    progress = models.SmallIntegerField(null=True, blank=True)
+    progress_message = models.TextField(null=True, blank=True)  # noqa: DJ001 - NULL means "none reported", as in the seed
+    created_at = models.DateTimeField(db_default=Now())
+    scheduled_for = models.DateTimeField(db_default=Now())
+    completed_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(null=True, blank=True)  # noqa: DJ001 - NULL means "never failed", as in the seed
+    # At most one pending-or-running job has a given key (enqueue's dedup / upsert).
+    key = models.TextField(null=True, blank=True)  # noqa: DJ001 - NULL means "no key"; '' would collide
+    locked_by = models.TextField(null=True, blank=True)  # noqa: DJ001
+    locked_at = models.DateTimeField(null=True, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    # A fresh random value per claim: the fencing token a worker must present to complete, fail,
+    # heartbeat or report progress on the attempt it holds. Unlike ``attempt`` it never repeats,
+    # even when an operator resets the attempt budget.
+    lease_token = models.UUIDField(null=True, blank=True, editable=False)
+
+    objects = JobQuerySet.as_manager()
+
+    class Meta:
+        db_table = "pgjobs_job_queue"
+        ordering = ("-created_at",)
+        constraints = (
+            models.CheckConstraint(
+                condition=Q(status__in=JobStatus.values), name="pgjobs_job_status_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(priority__gte=MIN_PRIORITY, priority__lte=MAX_PRIORITY),
+                name="pgjobs_job_priority_range",
+            ),
+            models.CheckConstraint(
+                condition=Q(max_attempts__gte=1), name="pgjobs_job_max_attempts"
+            ),
+            # Python refuses these too; the constraint covers SQL inserts and pgjobs_enqueue().
+            models.CheckConstraint(
+                condition=~Q(job_name="") & ~Q(queue=""), name="pgjobs_job_names_not_empty"
+            ),
+            models.CheckConstraint(
+                condition=Q(progress__isnull=True) | Q(progress__gte=0, progress__lte=100),
+                name="pgjobs_job_progress_range",
+            ),
+            models.UniqueConstraint(
+                fields=("key",),
+                condition=Q(key__isnull=False, status__in=("pending", "running")),
+                name="pgjobs_job_key_active",
+            ),
+        )
+        indexes = (
+            # Serves the claim: walk due jobs in (priority DESC, scheduled_for, id) order and stop
+            # after LIMIT rows, so claim cost does not grow with the backlog.
+            models.Index(
+                models.F("priority").desc(),
+                "scheduled_for",
+                "id",
+                condition=Q(status="pending"),
+                name="pgjobs_job_claim",
+            ),
+            # Serves the claim of a worker limited to one queue (--queues mail), in order.
+            models.Index(
+                "queue",
+                models.F("priority").desc(),
+                "scheduled_for",
+                "id",
+                condition=Q(status="pending"),
+                name="pgjobs_job_queue_claim",
+            ),
+            # Serves "when is the next job due?" for an idle worker and queue lag for `status`.
+            models.Index(
+                fields=("scheduled_for",), condition=Q(status="pending"), name="pgjobs_job_next_due"
+            ),
+            # Serves the rescue sweep: running jobs whose lease ran out.
+            models.Index(
+                fields=("lease_expires_at",),
+                condition=Q(status="running"),
+                name="pgjobs_job_lease",
+            ),
+            # Serves the admin's newest-first list and the dashboard's arrivals per minute.
+            models.Index(fields=("created_at",), name="pgjobs_job_created"),
+            # Serves pruning and the completed-per-minute throughput query.
+            models.Index(
+                fields=("completed_at",),
+                condition=Q(status__in=("completed", "cancelled")),
+                name="pgjobs_job_finished",
+            ),
+        )
+
+    def __str__(self) -> str:
+        return f"{self.job_name} {self.id} ({self.status})"
+
+    @property
+    def is_awaiting_retry(self) -> bool:
+        return self.status == JobStatus.PENDING and self.error is not None
+
+
+class Dashboard(Job):
+    """No table of its own: puts the dashboard in the admin index, next to the models."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "dashboard"
+        verbose_name_plural = "dashboard"
+
+
+class FailedJob(models.Model):
+    """A dead letter: a job that used up its attempts, moved here by the statement that failed
+    its last attempt."""
+
+    id = models.UUIDField(primary_key=True, db_default=RandomUUID(), editable=False)
+    job_name = models.CharField(max_length=MAX_NAME_LENGTH)
+    payload = models.JSONField(db_default=empty_object())
+    queue = models.CharField(max_length=MAX_NAME_LENGTH, db_default=Value("default"))
+    priority = models.SmallIntegerField(db_default=Value(0))
+    attempt = models.IntegerField(db_default=Value(0))
+    max_attempts = models.IntegerField(db_default=Value(3))
+    error = models.TextField(null=True, blank=True)  # noqa: DJ001 - copied from the job as is
+    original_created_at = models.DateTimeField(db_default=Now())
+    failed_at = models.DateTimeField(db_default=Now())
+
+    class Meta:
+        db_table = "pgjobs_failed_jobs"
+        ordering = ("-failed_at",)
+        indexes = (models.Index(fields=("-failed_at",), name="pgjobs_failed_at"),)
+
+    def __str__(self) -> str:
+        return f"{self.job_name} {self.id} (dead)"
+
+
+class Worker(models.Model):
+    """One row per live worker process, renewed by its heartbeat and removed when it stops."""
+
+    id = models.TextField(primary_key=True)
+    hostname = models.TextField(db_default=Value(""))
+    pid = models.IntegerField(db_default=Value(0))
+    # A JSON array of queue names; empty means "every queue". (jsonb, not ArrayField, so the
+    # app does not require django.contrib.postgres in INSTALLED_APPS.)
+    queues = models.JSONField(db_default=Value([], output_field=models.JSONField()))
+    concurrency = models.IntegerField(db_default=Value(1))
+    started_at = models.DateTimeField(db_default=Now())
+    last_heartbeat_at = models.DateTimeField(db_default=Now())
+
+    class Meta:
+        db_table = "pgjobs_workers"
+        ordering = ("started_at",)
+
+    def __str__(self) -> str:
+        return self.id
+
+    def serves(self, queue: str) -> bool:
+        queues: list[Any] = list(self.queues)
+        return not queues or queue in queues

@@ -1,0 +1,78 @@
+"""The queue at a glance: counts, dead letters, live workers and queue lag.
+
+Shared by ``manage.py pgjobs status`` and the admin dashboard.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from django.db import connections
+from django.db.models.functions import Now
+
+from django_pgjobs.conf import conf
+from django_pgjobs.jobs.registry import registry
+from django_pgjobs.models import FailedJob, Worker
+
+
+@dataclass
+class QueueCounts:
+    due: int = 0
+    scheduled: int = 0
+    running: int = 0
+    completed: int = 0
+    cancelled: int = 0
+
+
+@dataclass
+class QueueStatus:
+    queues: dict[str, QueueCounts] = field(default_factory=dict)
+    dead_letters: int = 0
+    live_workers: list[Worker] = field(default_factory=list)
+    # Seconds since the oldest due job became due: how far behind the workers are.
+    oldest_due_age: float | None = None
+    # Due jobs whose name has no handler in this codebase (a typo, or code not deployed yet):
+    # no worker running this code will ever claim them.
+    unhandled: dict[str, int] = field(default_factory=dict)
+    # Workflows by status (pending, running, completed, failed, cancelled, dead).
+    workflows: dict[str, int] = field(default_factory=dict)
+
+
+def queue_status(*, using: str | None = None) -> QueueStatus:
+    alias = using or conf.DATABASE
+    status = QueueStatus()
+    with connections[alias].cursor() as cur:
+        cur.execute(
+            """
+            SELECT queue,
+                   CASE WHEN status <> 'pending' THEN status
+                        WHEN scheduled_for <= now() THEN 'due' ELSE 'scheduled' END,
+                   count(*)
+            FROM pgjobs_job_queue GROUP BY 1, 2 ORDER BY 1
+            """
+        )
+        for queue, state, count in cur.fetchall():
+            setattr(status.queues.setdefault(queue, QueueCounts()), state, count)
+        # The head of pgjobs_job_next_due, not a scan.
+        cur.execute(
+            "SELECT extract(epoch FROM now() - min(scheduled_for))::float8 FROM pgjobs_job_queue "
+            "WHERE status = 'pending' AND scheduled_for <= now()"
+        )
+        row = cur.fetchone()
+        status.oldest_due_age = None if row is None or row[0] is None else float(row[0])
+        cur.execute(
+            "SELECT job_name, count(*) FROM pgjobs_job_queue "
+            "WHERE status = 'pending' AND scheduled_for <= now() AND job_name <> ALL(%s) "
+            "GROUP BY job_name ORDER BY 2 DESC LIMIT 20",
+            [registry.names()],
+        )
+        status.unhandled = dict(cur.fetchall())
+        cur.execute("SELECT status, count(*) FROM pgjobs_workflow_executions GROUP BY status")
+        status.workflows = dict(cur.fetchall())
+    status.dead_letters = FailedJob.objects.using(alias).count()
+    silent = timedelta(seconds=max(conf.LEASE_SECONDS, 3 * conf.HEARTBEAT_SECONDS))
+    status.live_workers = list(
+        Worker.objects.using(alias).filter(last_heartbeat_at__gte=Now() - silent)
+    )
+    return status

@@ -1,0 +1,366 @@
+"""A workflow's own row through its life: start, load for a run, suspend, finish, cancel,
+resume, fork; and reading its result.
+
+A workflow runs as a job (key ``workflow:<id>``), so the job's lease token fences its writes as it
+fences a job's outcome: every statement a running workflow makes checks ``(job id, lease token)``
+and does nothing when another worker has taken over (``HOLDS_LEASE``).
+
+Lock order, to stay free of deadlocks: a workflow row before its job row, everywhere.
+
+Statements that may end someone's wait call ``pgjobs_workflow_wake(key)`` (migration 0008); keys
+are ``result:<id>``, ``message:<id>:<topic>`` and ``event:<id>:<key>``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django_pgjobs.queries.base import HOLDS_LEASE, Cursor, Token, lease_params
+
+# Outside waiters (WorkflowHandle.get_result, get_event) LISTEN here for wake-up keys.
+NOTIFY_CHANNEL = "pgjobs_workflow"
+
+
+def start(cur: Cursor, row: dict[str, Any]) -> tuple[bool, str | None]:
+    """Create a workflow and its job, unless the id exists; (created, name of the existing one).
+
+    Runs in the caller's transaction, so a workflow started inside ``atomic()`` exists only if it
+    commits. Locks: the new rows; a concurrent start of the same id waits for the first to end.
+    """
+    cur.execute(
+        """
+        WITH created AS (
+            INSERT INTO pgjobs_workflow_executions
+                (workflow_id, name, input, app_version, queue, priority, max_recovery_attempts,
+                 parent_workflow_id)
+            VALUES (%(workflow_id)s, %(name)s, %(input)s::jsonb, %(app_version)s, %(queue)s,
+                    %(priority)s, %(max_recovery_attempts)s, %(parent)s)
+            ON CONFLICT (workflow_id) DO NOTHING
+            RETURNING workflow_id
+        ),
+        queued AS (
+            INSERT INTO pgjobs_job_queue (job_name, payload, queue, priority, max_attempts, key)
+            SELECT %(job_name)s, jsonb_build_object('workflow_id', workflow_id), %(queue)s,
+                   %(priority)s, %(max_recovery_attempts)s + 1, 'workflow:' || workflow_id
+            FROM created
+            RETURNING id
+        )
+        SELECT (SELECT count(*) FROM queued),
+               (SELECT name FROM pgjobs_workflow_executions WHERE workflow_id = %(workflow_id)s)
+        """,
+        row,
+    )
+    created, name = cur.fetchone()
+    return bool(created), name
+
+
+def existing_name(cur: Cursor, workflow_id: str) -> str | None:
+    cur.execute("SELECT name FROM pgjobs_workflow_executions WHERE workflow_id = %s", [workflow_id])
+    found = cur.fetchone()
+    return None if found is None else str(found[0])
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    index: int
+    name: str
+    status: str
+    output: Any
+    error: Any
+    wake_at: datetime | None
+
+
+@dataclass(frozen=True)
+class LoadedWorkflow:
+    name: str
+    input: Any
+    wake_seq: int
+    checkpoints: dict[int, Checkpoint]
+
+
+def load(cur: Cursor, *, workflow_id: str, token: Token) -> LoadedWorkflow | None:
+    """Mark the workflow running and read its input and every checkpoint; one round trip.
+
+    Returns None when there is nothing to run: the workflow finished, was cancelled, or this
+    attempt no longer holds its job. A dead workflow whose job an operator requeued runs again.
+    """
+    cur.execute(
+        f"""
+        UPDATE pgjobs_workflow_executions AS w
+        SET status = 'running', started_at = coalesce(w.started_at, now()), updated_at = now(),
+            completed_at = NULL
+        WHERE w.workflow_id = %(workflow_id)s AND w.status IN ('pending', 'running', 'dead')
+          AND {HOLDS_LEASE}
+        RETURNING w.name, w.input::text, w.wake_seq, (
+            SELECT coalesce(json_agg(json_build_object(
+                'i', s.step_index, 'n', s.step_name, 's', s.status, 'o', s.output,
+                'e', s.error, 'w', s.wake_at) ORDER BY s.step_index), '[]')
+            FROM pgjobs_workflow_steps AS s WHERE s.workflow_id = w.workflow_id
+        )::text
+        """,
+        {"workflow_id": workflow_id, **lease_params(token)},
+    )
+    found = cur.fetchone()
+    if found is None:
+        return None
+    checkpoints = {}
+    for c in json.loads(found[3]):
+        wake_at = None if c["w"] is None else datetime.fromisoformat(c["w"])
+        checkpoints[c["i"]] = Checkpoint(c["i"], c["n"], c["s"], c["o"], c["e"], wake_at)
+    return LoadedWorkflow(found[0], json.loads(found[1]), int(found[2]), checkpoints)
+
+
+def status_of(cur: Cursor, workflow_id: str) -> str | None:
+    cur.execute(
+        "SELECT status FROM pgjobs_workflow_executions WHERE workflow_id = %s", [workflow_id]
+    )
+    found = cur.fetchone()
+    return None if found is None else str(found[0])
+
+
+def suspend(
+    cur: Cursor, *, workflow_id: str, token: Token, wake_seq: int, wake_at: datetime | None
+) -> float | None:
+    """Hand the workflow's job back to the queue until ``wake_at`` (a day at most: waits with
+    no deadline look again daily); returns seconds until it is due, None if fenced out.
+
+    If anything woke the workflow since it was loaded (``wake_seq`` moved on), the job is due
+    at once instead. The attempt is undone: waiting is not a crash. Locks: the workflow row,
+    then the job row, in that order like every waker; a crash before commit leaves the job
+    running until its lease is rescued, which replays the workflow to the same wait.
+    """
+    cur.execute(
+        f"""
+        WITH w AS (
+            UPDATE pgjobs_workflow_executions
+            SET status = 'pending', updated_at = now()
+            WHERE workflow_id = %(workflow_id)s AND status IN ('running', 'pending')
+              AND {HOLDS_LEASE}
+            RETURNING wake_seq
+        ),
+        j AS (
+            UPDATE pgjobs_job_queue AS j
+            SET status = 'pending', attempt = j.attempt - 1, locked_by = NULL, locked_at = NULL,
+                lease_expires_at = NULL, lease_token = NULL,
+                scheduled_for = CASE
+                    WHEN w.wake_seq <> %(wake_seq)s THEN now()
+                    ELSE least(coalesce(%(wake_at)s::timestamptz, 'infinity'),
+                               now() + interval '1 day')
+                END
+            FROM w WHERE j.id = %(job_id)s AND j.lease_token = %(token)s
+            RETURNING j.queue, extract(epoch FROM j.scheduled_for - now())::float8 AS delay
+        )
+        SELECT delay, CASE WHEN delay <= 0 THEN pg_notify('pgjobs', queue) END FROM j
+        """,
+        {
+            "workflow_id": workflow_id,
+            "wake_seq": wake_seq,
+            "wake_at": wake_at,
+            **lease_params(token),
+        },
+    )
+    found = cur.fetchone()
+    return None if found is None else max(float(found[0]), 0.0)
+
+
+def finish(
+    cur: Cursor,
+    *,
+    workflow_id: str,
+    token: Token,
+    status: str,
+    output: str | None,
+    error: str | None,
+) -> bool:
+    """Record the workflow's result and wake whoever waits for it; False if fenced out.
+
+    Locks: the workflow row (then, through the wake-up, its waiters' rows). A crash before
+    commit leaves the job running: it is rescued and the workflow replays from checkpoints.
+    """
+    cur.execute(
+        f"""
+        WITH done AS (
+            UPDATE pgjobs_workflow_executions
+            SET status = %(status)s, output = %(output)s::jsonb, error = %(error)s::jsonb,
+                completed_at = now(), updated_at = now()
+            WHERE workflow_id = %(workflow_id)s AND status IN ('running', 'pending')
+              AND {HOLDS_LEASE}
+            RETURNING workflow_id
+        )
+        SELECT pgjobs_workflow_wake('result:' || workflow_id) FROM done
+        """,
+        {
+            "workflow_id": workflow_id,
+            "status": status,
+            "output": output,
+            "error": error,
+            **lease_params(token),
+        },
+    )
+    return cur.fetchone() is not None
+
+
+def cancel(cur: Cursor, workflow_id: str) -> str | None:
+    """Cancel a pending or running workflow; returns its status before, None if not found.
+
+    A waiting or queued workflow's job is cancelled with it; a running one stops at its next
+    step (its checkpoint write sees the status). Locks: the workflow row, then its job.
+    """
+    cur.execute(
+        """
+        WITH before AS (
+            SELECT workflow_id, status FROM pgjobs_workflow_executions
+            WHERE workflow_id = %(workflow_id)s
+            FOR UPDATE
+        ),
+        cancelled AS (
+            UPDATE pgjobs_workflow_executions AS w
+            SET status = 'cancelled', completed_at = now(), updated_at = now()
+            FROM before WHERE w.workflow_id = before.workflow_id
+              AND before.status IN ('pending', 'running')
+            RETURNING w.workflow_id
+        ),
+        job AS (
+            UPDATE pgjobs_job_queue AS j
+            SET status = 'cancelled', completed_at = now()
+            FROM cancelled
+            WHERE j.key = 'workflow:' || cancelled.workflow_id AND j.status = 'pending'
+        )
+        SELECT before.status,
+               (SELECT pgjobs_workflow_wake('result:' || workflow_id) FROM cancelled)
+        FROM before
+        """,
+        {"workflow_id": workflow_id},
+    )
+    found = cur.fetchone()
+    return None if found is None else str(found[0])
+
+
+def resume(
+    cur: Cursor, *, workflow_id: str, app_version: str | None
+) -> tuple[str | None, str | None]:
+    """Queue a cancelled, dead or stuck-pending workflow again; (status before, app version).
+
+    With ``app_version`` the workflow is re-pinned to that version (an operator moving it to
+    the deployed code). Its job is re-pointed (a running attempt fenced out), or a new one
+    queued; a dead workflow's dead letter is removed. Locks: the workflow row, then its job.
+    """
+    cur.execute(
+        """
+        WITH before AS (
+            SELECT workflow_id, status FROM pgjobs_workflow_executions
+            WHERE workflow_id = %(workflow_id)s
+            FOR UPDATE
+        ),
+        resumed AS (
+            UPDATE pgjobs_workflow_executions AS w
+            SET status = 'pending', completed_at = NULL, updated_at = now(),
+                error = CASE WHEN before.status = 'dead' THEN NULL ELSE w.error END,
+                app_version = coalesce(%(app_version)s, w.app_version)
+            FROM before WHERE w.workflow_id = before.workflow_id
+              AND before.status IN ('cancelled', 'dead', 'pending')
+            RETURNING w.workflow_id, w.app_version, w.queue, w.priority, w.max_recovery_attempts
+        ),
+        moved AS (
+            -- A still-running attempt (it was cancelled and has not noticed yet) is fenced out
+            -- and its job queued afresh: it stops at its next write, the new attempt resumes.
+            UPDATE pgjobs_job_queue AS j
+            SET status = 'pending', job_name = 'pgjobs.workflow:' || r.app_version,
+                scheduled_for = now(), attempt = 0, locked_by = NULL, locked_at = NULL,
+                lease_expires_at = NULL, lease_token = NULL
+            FROM resumed AS r
+            WHERE j.key = 'workflow:' || r.workflow_id AND j.status IN ('pending', 'running')
+            RETURNING j.queue
+        ),
+        queued AS (
+            INSERT INTO pgjobs_job_queue (job_name, payload, queue, priority, max_attempts, key)
+            SELECT 'pgjobs.workflow:' || r.app_version,
+                   jsonb_build_object('workflow_id', r.workflow_id), r.queue, r.priority,
+                   r.max_recovery_attempts + 1, 'workflow:' || r.workflow_id
+            FROM resumed AS r
+            WHERE NOT EXISTS (
+                SELECT 1 FROM pgjobs_job_queue AS j
+                WHERE j.key = 'workflow:' || r.workflow_id AND j.status IN ('pending', 'running')
+            )
+        ),
+        undead AS (
+            DELETE FROM pgjobs_failed_jobs AS f USING resumed AS r
+            WHERE f.job_name LIKE 'pgjobs.workflow:%%'
+              AND f.payload ->> 'workflow_id' = r.workflow_id
+        )
+        SELECT before.status, (SELECT app_version FROM resumed),
+               (SELECT count(pg_notify('pgjobs', queue)) FROM moved)
+        FROM before
+        """,
+        {"workflow_id": workflow_id, "app_version": app_version},
+    )
+    found = cur.fetchone()
+    return (None, None) if found is None else (str(found[0]), found[1])
+
+
+def fork(cur: Cursor, row: dict[str, Any]) -> tuple[bool, bool]:
+    """Start a copy of a workflow that reuses its checkpoints before ``from_step``.
+
+    Returns (source exists, copy created). Waits in progress are not copied: they start over.
+    Runs in the caller's transaction. Locks: the new rows.
+    """
+    cur.execute(
+        """
+        WITH source AS (
+            SELECT * FROM pgjobs_workflow_executions WHERE workflow_id = %(source)s
+        ),
+        created AS (
+            INSERT INTO pgjobs_workflow_executions
+                (workflow_id, name, input, app_version, queue, priority, max_recovery_attempts,
+                 forked_from)
+            SELECT %(workflow_id)s, name, input, coalesce(%(app_version)s, app_version), queue,
+                   priority, max_recovery_attempts, workflow_id
+            FROM source
+            ON CONFLICT (workflow_id) DO NOTHING
+            RETURNING workflow_id, app_version, queue, priority, max_recovery_attempts
+        ),
+        copied AS (
+            INSERT INTO pgjobs_workflow_steps
+                (workflow_id, step_index, step_name, status, output, error, attempts,
+                 started_at, completed_at)
+            SELECT c.workflow_id, s.step_index, s.step_name, s.status, s.output, s.error,
+                   s.attempts, s.started_at, s.completed_at
+            FROM created AS c, pgjobs_workflow_steps AS s
+            WHERE s.workflow_id = %(source)s AND s.step_index < %(from_step)s
+              AND s.status <> 'waiting'
+        ),
+        queued AS (
+            INSERT INTO pgjobs_job_queue (job_name, payload, queue, priority, max_attempts, key)
+            SELECT 'pgjobs.workflow:' || c.app_version,
+                   jsonb_build_object('workflow_id', c.workflow_id), c.queue, c.priority,
+                   c.max_recovery_attempts + 1, 'workflow:' || c.workflow_id
+            FROM created AS c
+        )
+        SELECT (SELECT count(*) FROM source), (SELECT count(*) FROM created)
+        """,
+        row,
+    )
+    source, created = cur.fetchone()
+    return bool(source), bool(created)
+
+
+def read_result(cur: Cursor, workflow_id: str) -> tuple[str, Any, Any] | None:
+    """(status, output, error) of a workflow, or None if there is no such workflow."""
+    cur.execute(
+        """
+        SELECT status, output::text, error::text FROM pgjobs_workflow_executions
+        WHERE workflow_id = %s
+        """,
+        [workflow_id],
+    )
+    found = cur.fetchone()
+    if found is None:
+        return None
+    return (
+        str(found[0]),
+        None if found[1] is None else json.loads(found[1]),
+        None if found[2] is None else json.loads(found[2]),
+    )

@@ -1,0 +1,209 @@
+"""Schedules declared in code (``@cron``, ``schedule()``) and in ``PGJOBS["SCHEDULES"]``, their
+validation, and their sync into ``pgjobs_schedules``.
+
+Declarations are only recorded here; mistakes are reported by the system check ``pgjobs.E010``
+(and by the admin form, which uses the same :func:`declaration_problems`), never by a crashed
+scheduler.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, TypedDict, Unpack
+
+import psycopg
+
+from django_pgjobs import queries
+from django_pgjobs.conf import conf
+from django_pgjobs.jobs.registry import JobHandler
+from django_pgjobs.models import CatchUp, ScheduleSource
+from django_pgjobs.schedules.validation import (
+    declaration_problems,
+    default_timezone,
+    option_problems,
+)
+
+logger = logging.getLogger("django_pgjobs.scheduler")
+
+
+@dataclass(frozen=True)
+class Declaration:
+    name: str
+    cron: str
+    job_name: str
+    payload: dict[str, Any] = field(default_factory=dict)
+    queue: str | None = None
+    priority: int | None = None
+    timezone: str | None = None
+    start: datetime | None = None
+    end: datetime | None = None
+    catch_up: str = CatchUp.SKIP
+    catch_up_limit: int = 10
+    source: str = ScheduleSource.CODE
+
+    def problems(self) -> dict[str, str]:
+        found = option_problems(name=self.name, queue=self.queue, priority=self.priority)
+        found |= declaration_problems(
+            cron=self.cron,
+            timezone=self.timezone or default_timezone(),
+            start=self.start,
+            end=self.end,
+            job_name=self.job_name,
+            payload=self.payload,
+        )
+        if self.catch_up not in CatchUp.values:
+            found["catch_up"] = f"catch_up must be one of {', '.join(CatchUp.values)}."
+        if (
+            isinstance(self.catch_up_limit, bool)
+            or not isinstance(self.catch_up_limit, int)
+            or self.catch_up_limit < 1
+        ):
+            found["catch_up_limit"] = "catch_up_limit must be an int >= 1."
+        return found
+
+
+_declared: dict[str, Declaration] = {}
+
+
+class ScheduleOptions(TypedDict, total=False):
+    """Everything about a schedule but its name, expression and job (see :func:`schedule`)."""
+
+    payload: Mapping[str, Any] | None
+    queue: str | None
+    priority: int | None
+    timezone: str | None
+    start: datetime | None
+    end: datetime | None
+    catch_up: str
+    catch_up_limit: int
+
+
+def schedule(
+    name: str, *, cron: str, job_name: str, **options: Unpack[ScheduleOptions]
+) -> Declaration:
+    """Declare a schedule in code: run ``job_name`` on ``cron`` (see :mod:`django_pgjobs.crontab`).
+
+    ``timezone`` defaults to ``settings.TIME_ZONE``. ``catch_up`` decides what happens to ticks
+    missed while no scheduler ran: ``"skip"`` them, run the ``"latest"`` once, or run ``"all"``
+    (at most ``catch_up_limit``, the most recent). ``start``/``end`` bound the series.
+    """
+    fields: dict[str, Any] = {**options, "payload": dict(options.get("payload") or {})}
+    declaration = Declaration(name=name, cron=cron, job_name=job_name, **fields)
+    _declared[name] = declaration
+    return declaration
+
+
+def cron(
+    expression: str, *, name: str | None = None, **options: Unpack[ScheduleOptions]
+) -> Callable[[JobHandler], JobHandler]:
+    """Run the ``@job`` below on a schedule: ``@cron("*/5 * * * *")`` stacked on ``@job(...)``.
+
+    The schedule is named after the job unless ``name`` is given; stack several ``@cron`` with
+    different names for several schedules. Options as for :func:`schedule`.
+    """
+
+    def decorate(handler: JobHandler) -> JobHandler:
+        if not isinstance(handler, JobHandler):
+            raise TypeError("@cron goes above @job: it schedules a registered job handler.")
+        schedule(name or handler.name, cron=expression, job_name=handler.name, **options)
+        return handler
+
+    return decorate
+
+
+def settings_declarations() -> tuple[list[Declaration], list[str]]:
+    """Declarations from ``PGJOBS["SCHEDULES"]``, and messages for entries that are malformed."""
+    raw = conf.get("SCHEDULES")
+    if not isinstance(raw, Mapping):
+        return [], ['PGJOBS["SCHEDULES"] must be a dict of name -> {"cron": ..., "job": ...}.']
+    found: list[Declaration] = []
+    errors: list[str] = []
+    allowed = {
+        "cron",
+        "job",
+        "payload",
+        "queue",
+        "priority",
+        "timezone",
+        "start",
+        "end",
+        "catch_up",
+        "catch_up_limit",
+    }
+    for name, entry in raw.items():
+        if not isinstance(entry, Mapping) or "cron" not in entry or "job" not in entry:
+            errors.append(f"Schedule {name!r} needs at least 'cron' and 'job'.")
+            continue
+        unknown = sorted(set(entry) - allowed)
+        if unknown:
+            errors.append(f"Schedule {name!r} has unknown key(s): {', '.join(unknown)}.")
+            continue
+        found.append(
+            Declaration(
+                name=str(name),
+                cron=entry["cron"],
+                job_name=entry["job"],
+                payload=entry.get("payload", {}),
+                queue=entry.get("queue"),
+                priority=entry.get("priority"),
+                timezone=entry.get("timezone"),
+                start=entry.get("start"),
+                end=entry.get("end"),
+                catch_up=entry.get("catch_up", CatchUp.SKIP),
+                catch_up_limit=entry.get("catch_up_limit", 10),
+                source=ScheduleSource.SETTINGS,
+            )
+        )
+    return found, errors
+
+
+def declarations() -> list[Declaration]:
+    """Every declared schedule; settings win over code for the same name."""
+    merged = dict(_declared)
+    merged.update({d.name: d for d in settings_declarations()[0]})
+    return sorted(merged.values(), key=lambda d: d.name)
+
+
+def forget(name: str) -> None:
+    """Remove a code declaration (tests)."""
+    _declared.pop(name, None)
+
+
+def sync_schedules(cur: queries.Cursor) -> tuple[int, int]:
+    """Write valid declarations to ``pgjobs_schedules`` and mark rows whose declaration is gone.
+
+    Returns (upserted, orphaned). Invalid declarations are left out (the system check names
+    them). An operator's enable/disable of a declared schedule survives a re-sync; a schedule
+    removed from code is disabled, and enabled again if it comes back.
+    """
+    valid = [d for d in declarations() if not d.problems()]
+    rows = [
+        {
+            "name": d.name,
+            "cron": " ".join(d.cron.split()),
+            "job_name": d.job_name,
+            "payload": json.dumps(d.payload),
+            "queue": d.queue,
+            "priority": d.priority,
+            "timezone": d.timezone or default_timezone(),
+            "start_at": d.start,
+            "end_at": d.end,
+            "catch_up": d.catch_up,
+            "catch_up_limit": d.catch_up_limit,
+            "source": d.source,
+        }
+        for d in valid
+    ]
+    upserted = 0
+    for row in rows:
+        try:
+            upserted += queries.upsert_declared_schedule(cur, row)
+        except psycopg.DataError as exc:
+            # One unstorable declaration must not stop the others from syncing.
+            logger.error("Could not sync schedule %r: %s", row["name"], exc)
+    orphaned = queries.orphan_undeclared_schedules(cur, names=[d.name for d in valid])
+    return upserted, orphaned

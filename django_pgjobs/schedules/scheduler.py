@@ -1,0 +1,263 @@
+"""The scheduler: turns due schedule ticks into jobs, each tick exactly once.
+
+Any number of schedulers may run (one inside every ``pgjobs_worker`` by default, or standalone
+``pgjobs_scheduler``): the tick statement's compare-and-set on ``next_run_at`` lets exactly one
+of them fire each tick (see :mod:`django_pgjobs.queries.schedules`). Time is the database's
+``now()``, so schedulers on hosts with skewed clocks agree. A scheduler sleeps until the next
+tick is due, and wakes at once when a schedule is created or its timing edited (NOTIFY).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+
+from django_pgjobs import queries
+from django_pgjobs.conf import conf
+from django_pgjobs.database import connect
+from django_pgjobs.exceptions import JobNotFound
+from django_pgjobs.jobs.enqueue import enqueue
+from django_pgjobs.jobs.registry import registry
+from django_pgjobs.models import CatchUp, Schedule
+from django_pgjobs.schedules.crontab import InvalidScheduleError, Spec, parse
+from django_pgjobs.schedules.declarations import sync_schedules
+from django_pgjobs.schedules.validation import FIRE_TIME_KEY
+from django_pgjobs.worker.wakeup import Wakeup
+
+logger = logging.getLogger("django_pgjobs.scheduler")
+
+# Under the "skip" policy, a tick reached less than this late still fires; older ones are missed.
+MISFIRE_GRACE = timedelta(seconds=60)
+# A schedule row that cannot run (bad data, a job with no handler, a failing insert) is left
+# alone this long before it is tried again, so it neither spins the loop nor floods the log.
+QUARANTINE_SECONDS = 60.0
+_ONE_TICK_BACK = timedelta(microseconds=1)
+_ERROR_BACKOFF = (0.5, 1.0, 2.0, 5.0)
+
+
+@dataclass
+class TickReport:
+    """What one pass did: jobs enqueued, ticks skipped as missed, ticks another scheduler won."""
+
+    enqueued: int = 0
+    skipped: int = 0
+    lost_races: int = 0
+    initialised: int = 0
+
+
+def missed_ticks(
+    spec: Spec,
+    *,
+    since: datetime,
+    now: datetime,
+    policy: str,
+    limit: int,
+    start: datetime | None = None,
+    end: datetime | None = None,
+) -> tuple[list[datetime], int]:
+    """The ticks in [since, now] to fire under ``policy``, oldest first, and how many are skipped.
+
+    Walks back from ``now`` so that a long outage costs only the ticks it keeps.
+    """
+    keep: list[datetime] = []
+    skipped = 0
+    moment = spec.latest_at_or_before(min(now, end) if end else now)
+    floor = max(since, start) if start else since
+    while moment >= floor:
+        if policy == CatchUp.SKIP and moment <= now - MISFIRE_GRACE:
+            skipped += 1
+            break  # older ticks are all missed; counting them is not worth the walk
+        if (policy == CatchUp.LATEST and keep) or (policy == CatchUp.ALL and len(keep) >= limit):
+            skipped += 1
+            break
+        keep.append(moment)
+        moment = spec.latest_at_or_before(moment - _ONE_TICK_BACK)
+    return sorted(keep), skipped
+
+
+def first_fire(
+    spec: Spec, *, now: datetime, start: datetime | None, end: datetime | None
+) -> datetime | None:
+    moment = spec.next_after(max(now, start - _ONE_TICK_BACK) if start else now)
+    return None if end is not None and moment > end else moment
+
+
+class Scheduler:
+    def __init__(self, *, using: str | None = None, poll_interval: float | None = None) -> None:
+        self.alias = using or conf.DATABASE
+        self.poll_interval = poll_interval if poll_interval is not None else conf.POLL_INTERVAL
+        self._stop = threading.Event()
+        self._wakeup = Wakeup()
+        self._conn: psycopg.Connection[Any] | None = None
+        self._synced = False
+        self._quarantined: dict[int, float] = {}  # schedule id -> monotonic time to retry
+
+    def run_once(self, *, now: datetime | None = None) -> TickReport:
+        """Sync declarations (first time), then fire every due tick. ``now`` overrides the
+        database clock for the catch-up decision (tests simulate outages with it)."""
+        conn = self._ensure_connected()
+        if not self._synced:
+            upserted, orphaned = sync_schedules(conn.cursor())
+            logger.info("Synced schedules: %s updated, %s no longer declared", upserted, orphaned)
+            self._synced = True
+        db_now, rows = queries.due_schedules(conn.cursor(), skip=self._skipped())
+        report = TickReport()
+        for row in rows:
+            try:
+                self._tick(conn, row, now or db_now, report)
+            except psycopg.Error as exc:
+                if conn.broken or conn.closed:
+                    raise
+                self._quarantine(row, exc)
+            except Exception as exc:
+                # One schedule's bad data must never stop the others.
+                self._quarantine(row, exc)
+        return report
+
+    def _skipped(self) -> list[int]:
+        now = time.monotonic()
+        self._quarantined = {k: v for k, v in self._quarantined.items() if v > now}
+        return list(self._quarantined)
+
+    def _quarantine(self, row: dict[str, Any], reason: object) -> None:
+        self._quarantined[row["id"]] = time.monotonic() + QUARANTINE_SECONDS
+        logger.error(
+            "Schedule %r cannot run (%s); trying again in %ss",
+            row["name"],
+            reason,
+            QUARANTINE_SECONDS,
+        )
+
+    def run(self) -> None:
+        """Fire ticks until :meth:`request_stop`; sleeps until the next one is due."""
+        errors = 0
+        try:
+            while not self._stop.is_set():
+                try:
+                    self.run_once()
+                    errors = 0
+                    assert self._conn is not None
+                    until = queries.seconds_until_next_schedule(
+                        self._conn.cursor(), skip=self._skipped()
+                    )
+                    timeout = (
+                        self.poll_interval if until is None else min(until, self.poll_interval)
+                    )
+                    listening = None if conf.POLL_ONLY else self._conn
+                    self._wakeup.wait(timeout, conn=listening, queues=())
+                except psycopg.Error as exc:
+                    errors += 1
+                    logger.error("Database error in the scheduler: %s; retrying", exc)
+                    self._drop_connection_if_broken()
+                    self._stop.wait(_ERROR_BACKOFF[min(errors, len(_ERROR_BACKOFF)) - 1])
+        finally:
+            self.close()
+            self._wakeup.close()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+        self._wakeup.ring()
+
+    def close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                self._conn.close()
+            self._conn = None
+
+    def _ensure_connected(self) -> psycopg.Connection[Any]:
+        if self._conn is None or self._conn.closed:
+            self._conn = connect(self.alias, application_name="pgjobs scheduler")
+            if not conf.POLL_ONLY:
+                self._conn.execute(f"LISTEN {queries.SCHEDULES_CHANNEL}")
+        return self._conn
+
+    def _drop_connection_if_broken(self) -> None:
+        if self._conn is not None and (self._conn.closed or self._conn.broken):
+            self.close()
+
+    def _tick(
+        self, conn: psycopg.Connection[Any], row: dict[str, Any], now: datetime, report: TickReport
+    ) -> None:
+        name = row["name"]
+        try:
+            spec = parse(row["cron"], timezone=row["timezone"], start=row["start_at"])
+        except InvalidScheduleError as exc:
+            self._quarantine(row, exc)
+            return
+        handler = registry.get(row["job_name"])
+        if handler is None:
+            self._quarantine(row, f"job {row['job_name']!r} has no handler here")
+            return
+        if row["next_run_at"] is None:
+            first = first_fire(spec, now=now, start=row["start_at"], end=row["end_at"])
+            if first is not None and queries.set_next_run(
+                conn.cursor(), row=row, next_run_at=first
+            ):
+                report.initialised += 1
+            return
+        ticks, skipped = missed_ticks(
+            spec,
+            since=row["next_run_at"],
+            now=now,
+            policy=row["catch_up"],
+            limit=row["catch_up_limit"],
+            start=row["start_at"],
+            end=row["end_at"],
+        )
+        payload = json.loads(row["payload"])
+        if not isinstance(payload, dict):
+            self._quarantine(row, "its payload is not a JSON object")
+            return
+        stamps = [t.astimezone(UTC).isoformat() for t in ticks]
+        advanced, ids = queries.fire_tick(
+            conn.cursor(),
+            schedule_id=row["id"],
+            expected_next_run_at=row["next_run_at"],
+            next_run_at=first_fire(spec, now=now, start=row["start_at"], end=row["end_at"]),
+            last_run_at=ticks[-1] if ticks else None,
+            job={
+                "job_name": handler.name,
+                "queue": row["queue"] or handler.queue or "default",
+                "priority": handler.priority or 0 if row["priority"] is None else row["priority"],
+                "max_attempts": handler.max_attempts or conf.MAX_ATTEMPTS,
+            },
+            fire_times=ticks,
+            payloads=[json.dumps({**payload, FIRE_TIME_KEY: stamp}) for stamp in stamps],
+            keys=[f"cron:{name}:{stamp}" for stamp in stamps],
+        )
+        if not advanced:
+            report.lost_races += 1
+            return
+        report.enqueued += len(ids)
+        report.skipped += skipped
+        if ids:
+            logger.info("Schedule %r fired %s tick(s), latest %s", name, len(ids), ticks[-1])
+        if skipped:
+            logger.warning(
+                "Schedule %r skipped missed ticks (catch-up policy %r)", name, row["catch_up"]
+            )
+
+
+def run_schedule_now(name: str, *, using: str | None = None) -> Any:
+    """Enqueue a schedule's job now, outside its timing: a manual run, not a tick.
+
+    The job's payload carries the current time as its fire time and ``"manual": true``;
+    ``last_run_at`` and ``next_run_at`` are not touched.
+    """
+    from django.utils import timezone
+
+    alias = using or conf.DATABASE
+    try:
+        row = Schedule.objects.using(alias).get(name=name)
+    except Schedule.DoesNotExist:
+        raise JobNotFound(f"No schedule named {name!r}.") from None
+    payload = {**row.payload, FIRE_TIME_KEY: timezone.now().isoformat(), "manual": True}
+    return enqueue(row.job_name, payload, queue=row.queue, priority=row.priority, using=alias)

@@ -1,0 +1,82 @@
+"""What makes a schedule unable to run, by field. A leaf: the model's ``clean()``, the system
+check ``pgjobs.E010`` and the declarations all ask it, and it imports none of them."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from django.conf import settings
+from django.utils import timezone as django_timezone
+
+from django_pgjobs.exceptions import InvalidJobError
+from django_pgjobs.jobs import validation
+from django_pgjobs.jobs.registry import registry
+from django_pgjobs.schedules.crontab import InvalidScheduleError, parse
+
+# The key under which a tick's job receives its scheduled fire time (ISO 8601, UTC).
+FIRE_TIME_KEY = "fire_time"
+
+
+def default_timezone() -> str:
+    return str(getattr(settings, "TIME_ZONE", None) or "UTC")
+
+
+def option_problems(*, name: object, queue: object, priority: object) -> dict[str, str]:
+    """The checks enqueue applies to the same values: a tick must never fail its insert."""
+    problems: dict[str, str] = {}
+    for label, value, check in (
+        ("name", name, lambda v: validation.check_name(v, "schedule name")),
+        ("queue", queue, lambda v: validation.check_name(v, "queue name")),
+        ("priority", priority, validation.check_priority),
+    ):
+        if value is None and label != "name":
+            continue
+        try:
+            check(value)
+        except InvalidJobError as exc:
+            problems[label] = str(exc)
+    return problems
+
+
+def declaration_problems(
+    *,
+    cron: str,
+    timezone: str,
+    start: datetime | None,
+    end: datetime | None,
+    job_name: str,
+    payload: Any,
+) -> dict[str, str]:
+    """What is wrong with a schedule, by field; empty when it can run."""
+    problems: dict[str, str] = {}
+    for moment, label in ((start, "start_at"), (end, "end_at")):
+        if moment is not None and not isinstance(moment, datetime):
+            problems[label] = f"Use an aware datetime, not {type(moment).__name__}."
+    if problems:
+        return problems
+    try:
+        parse(cron, timezone=timezone, start=start)
+    except InvalidScheduleError as exc:
+        problems["timezone" if "timezone" in str(exc) else "cron"] = str(exc)
+    if start is not None and end is not None and end <= start:
+        problems["end_at"] = "The window's end must be after its start."
+    for moment, name in ((start, "start_at"), (end, "end_at")):
+        if moment is not None and django_timezone.is_naive(moment):
+            problems[name] = "Use an aware datetime."
+    if registry.get(job_name) is None:
+        known = ", ".join(registry.names()) or "none"
+        problems["job_name"] = (
+            f"No job handler is registered as {job_name!r} (registered: {known})."
+        )
+    if not isinstance(payload, dict):
+        problems["payload"] = "A schedule's payload must be a JSON object."
+    elif FIRE_TIME_KEY in payload:
+        problems["payload"] = f"{FIRE_TIME_KEY!r} is set by the scheduler on every tick; rename it."
+    else:
+        try:
+            json.dumps(payload, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            problems["payload"] = f"The payload is not JSON serialisable: {exc}."
+    return problems

@@ -1,0 +1,78 @@
+"""Running one attempt in a handler thread: the handler's arguments, async handlers, the
+thread's kept connections, and the error captured whatever the handler does."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from asgiref.sync import async_to_sync
+
+from django_pgjobs.jobs.context import JobHandedBack, ProgressReporter, ProgressSink, current_job
+from django_pgjobs.jobs.error_text import describe_error
+from django_pgjobs.jobs.registry import JobHandler
+from django_pgjobs.queries import ClaimedJob
+from django_pgjobs.worker import handler_connections as connections
+
+logger = logging.getLogger("django_pgjobs.worker")
+
+
+@dataclass(frozen=True)
+class AttemptResult:
+    took: float  # seconds the handler ran
+    error: str | None = None  # the failure as stored on the job; None when it succeeded
+    handed_back: float | None = None  # the handler gave the job back, due again in this long
+
+
+def run_attempt(
+    handler: JobHandler | None, job: ClaimedJob, progress: ProgressSink
+) -> AttemptResult:
+    """Run ``job`` with ``handler`` and say how it went. Never raises: SystemExit and
+    KeyboardInterrupt raised by a handler fail that job, not the worker."""
+    started = time.monotonic()
+    error: str | None = None
+    handed_back: float | None = None
+    try:
+        connections.before_job()
+        if handler is None:
+            raise LookupError(f"No handler is registered for job name {job.job_name!r}.")
+        call_handler(handler, job, ProgressReporter(job, progress))
+    except JobHandedBack as back:
+        handed_back = back.delay
+    except BaseException as exc:
+        error = describe_error(exc)
+    took = time.monotonic() - started
+    try:
+        connections.after_job()
+    except Exception:
+        logger.exception("Checking the handler thread's database connections failed")
+    return AttemptResult(took=took, error=error, handed_back=handed_back)
+
+
+def call_handler(handler: JobHandler, job: ClaimedJob, report: ProgressReporter) -> Any:
+    """Call the handler as its signature asks (the payload, and the reporter if it takes a
+    second argument) with :data:`current_job` set to this attempt."""
+    reset = current_job.set(job)
+    try:
+        return _call(handler, job, report)
+    finally:
+        current_job.reset(reset)
+
+
+def _call(handler: JobHandler, job: ClaimedJob, report: ProgressReporter) -> Any:
+    args: tuple[Any, ...] = (job.payload, report) if handler.wants_progress else (job.payload,)
+    if handler.is_async:
+        # async_to_sync, not asyncio.run: the ORM's thread-sensitive calls (acreate, aget ...)
+        # then run on this handler thread, whose connections the worker closes after the job.
+        return async_to_sync(handler.func)(*args)
+    result = handler.func(*args)
+    if inspect.isawaitable(result):
+        return async_to_sync(_wait_for)(result)
+    return result
+
+
+async def _wait_for(awaitable: Any) -> Any:
+    return await awaitable

@@ -1,0 +1,221 @@
+"""The only writer of attempts' outcomes: completed, retried, buried, or lost to fencing.
+
+Handler threads only report (:meth:`Completer.finished`, :meth:`Completer.progressed`) into an
+in-memory queue; the loop thread writes. Successes are batched (River's completer does the
+same): written when ``FLUSH_BATCH`` are waiting, when the oldest has waited ``FLUSH_DELAY``, or
+when no handler is busy, and a busy worker's claim carries them in its own statement
+(``complete_and_claim``: one round trip and one commit instead of two). Failures and progress
+are written at once, one statement each. Anything not yet written stays buffered across a
+database error and is written after the reconnect; fencing drops it if the job moved on.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from queue import Empty, SimpleQueue
+from typing import Any
+
+import psycopg
+
+from django_pgjobs import queries
+from django_pgjobs.jobs.retry import retry_delay
+
+logger = logging.getLogger("django_pgjobs.worker")
+
+FLUSH_BATCH = 200
+FLUSH_DELAY = 0.01
+
+
+class Outcome(enum.Enum):
+    """What became of an attempt; the values are the names of :class:`WorkerStats` counters."""
+
+    COMPLETED = "completed"
+    RETRIED = "retried"
+    BURIED = "buried"  # moved to the dead letters: that was its last attempt
+    LOST = "lost"  # fenced out: rescued or cancelled meanwhile, so nothing was written
+    HANDED_BACK = "handed_back"  # the handler gave the job back itself (a workflow waiting)
+
+
+@dataclass(frozen=True)
+class Written:
+    """One attempt's outcome, now in the database."""
+
+    job: queries.ClaimedJob
+    outcome: Outcome
+    error: str | None = None
+    delay: float = 0.0  # until the job is due again, when it was retried or handed back
+
+
+@dataclass(frozen=True)
+class _Done:
+    job: queries.ClaimedJob
+    error: str | None
+    # Set when the handler gave the job back itself (JobHandedBack): due again in this long.
+    handed_back: float | None = None
+    arrived: float = field(default_factory=time.monotonic)
+
+
+@dataclass(frozen=True)
+class _Progress:
+    job: queries.ClaimedJob
+    progress: int
+    message: str | None
+
+
+class Completer:
+    """``on_written`` hears about each outcome as soon as it is committed; ``wake`` rings the
+    loop when a progress report arrives."""
+
+    def __init__(self, *, wake: Callable[[], None], on_written: Callable[[Written], None]) -> None:
+        self._wake = wake
+        self._on_written = on_written
+        self._events: SimpleQueue[_Done | _Progress] = SimpleQueue()
+        self._done: list[_Done] = []
+        self._progress: dict[Any, _Progress] = {}  # latest per lease token
+        self._signalled = False  # an outcome arrived that the loop has not collected yet
+
+    # Called from handler threads.
+
+    def finished(
+        self, job: queries.ClaimedJob, error: str | None, *, handed_back: float | None = None
+    ) -> bool:
+        """Queue an attempt's outcome; True if it is the first since the loop last looked (the
+        loop then needs waking to start its batching clock)."""
+        self._events.put(_Done(job, error, handed_back))
+        first = not self._signalled
+        self._signalled = True
+        return first
+
+    def progressed(self, job: queries.ClaimedJob, progress: int, message: str | None) -> None:
+        self._events.put(_Progress(job, progress, message))
+        self._wake()
+
+    # Called from the loop thread.
+
+    def pending(self) -> bool:
+        return bool(self._done or self._progress or not self._events.empty())
+
+    def due_in(self, *, busy: int, now: float) -> float | None:
+        """Seconds until the buffered outcomes should be written (0: now), None if none are.
+
+        Progress reports and failures are due at once: they are rare and worth seeing."""
+        self._collect()
+        if not self._done and not self._progress:
+            return None
+        if self._progress or any(d.error is not None for d in self._done):
+            return 0.0
+        if len(self._done) >= FLUSH_BATCH or busy == 0:
+            return 0.0
+        return max(FLUSH_DELAY - (now - self._done[0].arrived), 0.0)
+
+    def write(self, conn: psycopg.Connection[Any]) -> None:
+        """Write everything reported so far. A database error leaves the rest buffered for the
+        next call."""
+        self._collect()
+        self._write_progress(conn)
+        self._settle_handed_back()
+        successes = [d.job for d in self._done if d.error is None]
+        if successes:
+            completed = queries.complete_jobs(conn.cursor(), tokens=[j.token for j in successes])
+            self._done = [d for d in self._done if d.error is not None]
+            self._completed(successes, completed)
+        while self._done:
+            done = self._done[0]
+            assert done.error is not None
+            self.fail(
+                conn, done.job, done.error, delay=retry_delay(done.job.job_name, done.job.attempt)
+            )
+            self._done.pop(0)
+
+    def claim(self, conn: psycopg.Connection[Any], **claim: Any) -> list[queries.ClaimedJob]:
+        """Claim jobs (see ``queries.claim_jobs``); the successes waiting for their batched
+        write ride along in the same statement."""
+        self._collect()
+        self._settle_handed_back()
+        successes = [d.job for d in self._done if d.error is None]
+        if not successes:
+            return queries.claim_jobs(conn.cursor(), **claim)
+        tokens = [job.token for job in successes]
+        # On a database error nothing was written: the successes stay buffered.
+        completed, jobs = queries.complete_and_claim(conn.cursor(), tokens=tokens, **claim)
+        self._done = [d for d in self._done if d.error is not None]
+        self._completed(successes, completed)
+        return jobs
+
+    def fail(
+        self, conn: psycopg.Connection[Any], job: queries.ClaimedJob, error: str, *, delay: float
+    ) -> None:
+        """Record one failed attempt now: retried after ``delay``, buried, or lost (fenced)."""
+        result = queries.fail_job(conn.cursor(), token=job.token, error=error, delay=delay)
+        self._on_written(Written(job, Outcome(result), error=error, delay=delay))
+
+    def _completed(self, jobs: Sequence[queries.ClaimedJob], completed_ids: Sequence[Any]) -> None:
+        completed = set(completed_ids)
+        for job in jobs:
+            outcome = Outcome.COMPLETED if job.id in completed else Outcome.LOST
+            self._on_written(Written(job, outcome))
+
+    def _settle_handed_back(self) -> None:
+        """Attempts the handler gave back were written by the handler: only the worker's
+        bookkeeping is left."""
+        for done in [d for d in self._done if d.handed_back is not None]:
+            self._on_written(Written(done.job, Outcome.HANDED_BACK, delay=done.handed_back or 0.0))
+        self._done = [d for d in self._done if d.handed_back is None]
+
+    def _write_progress(self, conn: psycopg.Connection[Any]) -> None:
+        for token, progress in list(self._progress.items()):
+            try:
+                queries.report_progress(
+                    conn.cursor(),
+                    token=progress.job.token,
+                    progress=progress.progress,
+                    message=progress.message,
+                )
+            except psycopg.Error:
+                if conn.broken or conn.closed:
+                    raise
+                # Progress is best effort: never let one report block the outcomes behind it.
+                logger.warning(
+                    "Dropped a progress report of job %s", progress.job.id, exc_info=True
+                )
+            del self._progress[token]
+
+    def _collect(self) -> None:
+        self._signalled = False
+        while True:
+            try:
+                event = self._events.get_nowait()
+            except Empty:
+                return
+            if isinstance(event, _Progress):
+                self._progress[event.job.lease_token] = event
+            else:
+                self._done.append(event)
+
+
+def log_outcome(written: Written, took: float) -> None:
+    job, outcome = written.job, written.outcome
+    error = (written.error or "").split("\n", 1)[0]
+    if outcome is Outcome.COMPLETED:
+        logger.info("Completed %s %s in %.3fs", job.job_name, job.id, took)
+    elif outcome is Outcome.RETRIED:
+        logger.warning(
+            "Attempt %s/%s of %s %s failed (%s); retrying in %.1fs",
+            job.attempt, job.max_attempts, job.job_name, job.id, error, written.delay,
+        )  # fmt: skip
+    elif outcome is Outcome.HANDED_BACK:
+        logger.info("%s %s waits; due again in %.1fs", job.job_name, job.id, written.delay)
+    elif outcome is Outcome.BURIED:
+        logger.error(
+            "Job %s %s failed its last attempt (%s/%s) and moved to the dead letters: %s",
+            job.job_name, job.id, job.attempt, job.max_attempts, error,
+        )  # fmt: skip
+    else:
+        logger.warning(
+            "Outcome of %s %s (attempt %s) dropped: the job was rescued or cancelled meanwhile",
+            job.job_name, job.id, job.attempt,
+        )  # fmt: skip

@@ -1,0 +1,103 @@
+"""The worker loop's own connection: opened, kept, and re-opened after it drops.
+
+Autocommit (see :func:`django_pgjobs.database.connect`), listening for new jobs, with a short
+``lock_timeout`` so an application transaction holding a job row stalls one statement for at
+most that long, never the heartbeat behind it. A reconnect gives back the jobs whose claim
+committed while its reply was lost with the old connection.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import psycopg
+
+from django_pgjobs import queries
+from django_pgjobs.database import connect
+
+logger = logging.getLogger("django_pgjobs.worker")
+
+# Pauses after consecutive failed statements.
+ERROR_BACKOFF = (0.2, 0.5, 1.0, 2.0, 5.0)
+# The worker's statements wait at most this long for a row an application transaction holds,
+# then give up and retry later instead of stalling heartbeats behind it.
+LOCK_TIMEOUT = "2s"
+
+
+class LoopConnection:
+    def __init__(self, *, alias: str, worker_id: str, queues: Sequence[str], listen: bool) -> None:
+        self.alias = alias
+        self.queues = queues
+        self.worker_id = worker_id
+        self.listen = listen
+        self.conn: psycopg.Connection[Any] | None = None
+        self._connected_before = False
+        self._consecutive_errors = 0
+
+    @property
+    def is_open(self) -> bool:
+        return self.conn is not None and not self.conn.closed
+
+    def open(self, held: Callable[[], Sequence[queries.Token]]) -> int:
+        """Connect; returns how many jobs the reconnect gave back.
+
+        ``held`` lists the attempts the worker tracks; after a reconnect, running jobs under
+        this worker's id with any other token are claims it never heard about."""
+        conn = connect(self.alias, application_name=f"pgjobs worker {self.worker_id}")
+        if self.listen:
+            # Session settings are unsafe behind PgBouncer in transaction mode (POLL_ONLY).
+            conn.execute(f"SET lock_timeout = '{LOCK_TIMEOUT}'")
+            conn.execute(f"LISTEN {queries.NOTIFY_CHANNEL}")
+        released = 0
+        if self._connected_before:
+            released = queries.release_untracked_jobs(
+                conn.cursor(), worker_id=self.worker_id, tracked=held()
+            )
+            if released:
+                logger.warning("Gave back %s jobs claimed while the connection dropped", released)
+        self.conn = conn
+        self._connected_before = True
+        logger.info("Worker %s connected (queues: %s)", self.worker_id, self.queues or "all")
+        return released
+
+    def succeeded(self) -> None:
+        self._consecutive_errors = 0
+
+    def failed(self, exc: psycopg.Error) -> float:
+        """Note a failed statement; returns how long to pause. Lock timeouts, serialization
+        failures and the like leave the connection usable; only a broken one is dropped (the
+        next :meth:`open` reconnects)."""
+        self._consecutive_errors += 1
+        broken = self.conn is None or self.conn.closed or self.conn.broken
+        logger.error(
+            "Database error in worker %s (%s): %s",
+            self.worker_id,
+            "reconnecting" if broken else "will retry",
+            exc,
+        )
+        if broken and self.conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                self.conn.close()
+            self.conn = None
+        return ERROR_BACKOFF[min(self._consecutive_errors, len(ERROR_BACKOFF)) - 1]
+
+    def close(self) -> None:
+        """Deregister the worker and close."""
+        if self.conn is None:
+            return
+        with contextlib.suppress(psycopg.Error):
+            queries.deregister_worker(self.conn.cursor(), worker_id=self.worker_id)
+        with contextlib.suppress(psycopg.Error):
+            self.conn.close()
+        self.conn = None
+
+
+def pause(seconds: float, *, deadline: float | None) -> float:
+    """``seconds``, cut short so it never runs past ``deadline`` (a monotonic time)."""
+    if deadline is None:
+        return seconds
+    return min(seconds, max(deadline - time.monotonic(), 0.0))

@@ -1,0 +1,95 @@
+"""A handler thread's Django connections, kept from one job to the next.
+
+Django's ``close_old_connections()`` treats the default ``CONN_MAX_AGE = 0`` as "close after every
+request"; a worker's request is a job, and reconnecting for each one costs more than a short job
+(a workflow job always uses the database). So a handler thread keeps its connections, at most
+``concurrency`` per database for a worker, closed when the worker stops. Session state a handler
+sets (``SET``, session advisory locks) stays with the connection, as it does in a web process with
+persistent connections.
+
+What a kept connection must never carry into the next job is checked twice:
+
+- :func:`after_job` closes a connection left in a transaction (a raw ``BEGIN``) or broken, or
+  older than a positive ``CONN_MAX_AGE``.
+- :func:`before_job` catches what happened while the thread waited: a connection past its age
+  is closed, and one the server spoke on while it sat idle (the goodbye of a restart,
+  ``idle_session_timeout`` or ``pg_terminate_backend``) is health-checked with Django's
+  ``SELECT 1`` before the job's first query, so it costs a reconnect, not a failed attempt.
+  Looking costs a ``poll()`` of the socket, no round trip; a connection nobody wrote to is
+  used as it is (or checked anyway, if the alias sets ``CONN_HEALTH_CHECKS``).
+"""
+
+from __future__ import annotations
+
+import select
+import threading
+import time
+from typing import Any
+
+import psycopg
+from django.db.backends.signals import connection_created
+
+# Per handler thread, by alias: ``kept``, the connections its last job left open, and
+# ``opened``, those made since (Django's connection_created signal runs in the thread that
+# connects; a thread has one wrapper per alias, so neither grows). Between them they are every
+# connection the thread has, without walking connections.all(), which costs more than a no-op
+# job.
+_local = threading.local()
+
+
+def _opened(sender: Any, connection: Any, **kwargs: Any) -> None:
+    opened = getattr(_local, "opened", None)
+    if opened is None:
+        opened = _local.opened = {}
+    opened[connection.alias] = connection
+
+
+connection_created.connect(_opened, dispatch_uid="django_pgjobs.worker.handler_connections")
+
+
+def after_job() -> None:
+    """Close what must not be kept (see the module docstring); remember the rest."""
+    candidates = {**getattr(_local, "kept", {}), **getattr(_local, "opened", {})}
+    # Until the loop below finishes, every candidate stays on the list, so a failure halfway
+    # (a pool's putconn raising in close(), say) leaves them all to be checked next time.
+    _local.kept, _local.opened = candidates, {}
+    kept: dict[str, Any] = {}
+    for alias, conn in candidates.items():
+        raw = conn.connection
+        if raw is None:
+            continue
+        if raw.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            # A handler left a transaction open (a raw BEGIN) or broken: never carry it, or
+            # its locks, into the next job.
+            conn.close()
+            continue
+        if conn.settings_dict.get("CONN_MAX_AGE") == 0:
+            conn.close_at = None  # the age check is for a positive CONN_MAX_AGE only
+        # (Also re-arms Django's per-request health check when CONN_HEALTH_CHECKS is set.)
+        conn.close_if_unusable_or_obsolete()
+        if conn.connection is not None:
+            kept[alias] = conn
+    _local.kept = kept
+
+
+def before_job() -> None:
+    """Close a kept connection that aged out while the thread waited; have one the server
+    spoke on health-checked by Django before the job's first query."""
+    for conn in getattr(_local, "kept", {}).values():
+        raw = conn.connection
+        if raw is None or raw.closed:
+            continue
+        if conn.close_at is not None and time.monotonic() >= conn.close_at:
+            conn.close()
+        elif _server_spoke(raw):
+            conn.health_check_enabled = True
+            conn.health_check_done = False
+        else:
+            conn.health_check_enabled = conn.settings_dict.get("CONN_HEALTH_CHECKS", False)
+
+
+def _server_spoke(raw: psycopg.Connection[Any]) -> bool:
+    """Has anything arrived on this idle connection: a goodbye, EOF, or a notification?"""
+    poller = select.poll()
+    poller.register(raw.fileno(), select.POLLIN | select.POLLPRI)
+    return bool(poller.poll(0))

@@ -1,0 +1,96 @@
+"""A worker's background duties, run from its loop between claims.
+
+- heartbeat: renew this worker's row and the leases of the attempts it holds;
+- rescue: hand back running jobs whose worker stopped heartbeating, and forget such workers;
+- prune: delete finished jobs past RETENTION and finished workflows past WORKFLOW_RETENTION,
+  a few batches at a time.
+
+Every worker does all three; each statement skips rows another worker is handling, so any number
+can run them at once and the work is shared without a leader.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import socket
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+
+from django_pgjobs import queries
+from django_pgjobs.conf import conf
+from django_pgjobs.jobs.operations import prune_finished
+
+# Each prune pass deletes at most this many batches, so a huge backlog never delays heartbeats.
+PRUNE_BATCHES_PER_PASS = 10
+WORKFLOW_PRUNE_BATCH = 1000
+
+
+@dataclass
+class HousekeepingReport:
+    lost: list[uuid.UUID] = field(default_factory=list)  # held jobs that are no longer ours
+    rescued: int = 0  # jobs of dead workers handed back to pending
+    rescued_buried: int = 0  # ... or to the dead letters (that was their last attempt)
+    pruned: int = 0
+
+
+class Housekeeper:
+    def __init__(self, *, worker_id: str, queues: Sequence[str], concurrency: int) -> None:
+        self._row = {
+            "id": worker_id,
+            "hostname": socket.gethostname(),
+            "pid": os.getpid(),
+            "queues": json.dumps(list(queues)),
+            "concurrency": concurrency,
+        }
+        self._next_heartbeat = 0.0
+        self._next_prune = 0.0  # prune once at start, then every PRUNE_INTERVAL
+
+    def heartbeat_soon(self) -> None:
+        """Renew at the next opportunity (after a reconnect, the lease may be running out)."""
+        self._next_heartbeat = 0.0
+
+    def seconds_until_due(self) -> float:
+        now = time.monotonic()
+        return max(min(self._next_heartbeat, self._next_prune) - now, 0.0)
+
+    def run_due(
+        self,
+        conn: psycopg.Connection[Any],
+        held: Sequence[queries.Token],
+        *,
+        force: bool = False,
+    ) -> HousekeepingReport:
+        """Run whichever duties are due (all of heartbeat and rescue with ``force``)."""
+        report = HousekeepingReport()
+        now = time.monotonic()
+        if force or now >= self._next_heartbeat:
+            report.lost = queries.heartbeat(
+                conn.cursor(), worker=self._row, tokens=held, lease_seconds=conf.LEASE_SECONDS
+            )
+            retried, buried = queries.rescue_expired_leases(conn.cursor())
+            report.rescued, report.rescued_buried = retried, buried
+            queries.delete_stale_workers(
+                conn.cursor(), silent_seconds=max(conf.LEASE_SECONDS, 3 * conf.HEARTBEAT_SECONDS)
+            )
+            self._next_heartbeat = now + conf.HEARTBEAT_SECONDS
+        if now >= self._next_prune:
+            pruned = prune_finished(
+                conn.cursor(), retention=conf.RETENTION, max_batches=PRUNE_BATCHES_PER_PASS
+            )
+            workflows = queries.prune_finished_workflows(
+                conn.cursor(), older_than_seconds=conf.WORKFLOW_RETENTION
+            )
+            report.pruned = pruned.deleted + workflows
+            more = pruned.more or workflows >= WORKFLOW_PRUNE_BATCH
+            # More left: continue at the next pass. Else wait an interval; the jitter keeps a
+            # fleet started together from pruning in lockstep.
+            interval = 0.0 if more else conf.PRUNE_INTERVAL * random.uniform(0.9, 1.1)
+            self._next_prune = now + interval
+        return report

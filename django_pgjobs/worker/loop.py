@@ -1,0 +1,420 @@
+"""The worker: claim -> run -> complete / retry / bury, plus its background duties.
+
+One loop thread owns the worker's database connection and issues every queue statement; handler
+threads only run user code and report back to the :class:`~.completer.Completer`, the one writer
+of outcomes. So all SQL lives in :mod:`django_pgjobs.queries`, completions are written in
+batches, and a handler can never hold, break or join the connection that holds the leases.
+
+The loop's decisions (whether to claim, how many, how long to sleep) are :mod:`.pacing`'s; its
+background duties (heartbeat, rescue, prune) :mod:`.housekeeping`'s. Every attempt the worker
+holds is tracked by its lease token, never by job id alone: the same job can come back to the
+same worker as a new attempt while a stale one is still finishing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from django.db import connections
+
+from django_pgjobs import queries
+from django_pgjobs.conf import conf
+from django_pgjobs.jobs.registry import JobHandler, registry
+from django_pgjobs.schedules.scheduler import Scheduler
+from django_pgjobs.worker.attempt import run_attempt
+from django_pgjobs.worker.completer import Completer, Outcome, Written, log_outcome
+from django_pgjobs.worker.connection import LoopConnection, pause
+from django_pgjobs.worker.housekeeping import Housekeeper
+from django_pgjobs.worker.pacing import Pacing
+from django_pgjobs.worker.pool import HandlerPool, Task
+from django_pgjobs.worker.process import SchedulerThread, StopSignals
+from django_pgjobs.worker.wakeup import Wakeup, Woken
+
+logger = logging.getLogger("django_pgjobs.worker")
+
+
+@dataclass
+class WorkerStats:
+    """What a worker (or one ``run_once``) did; tests assert on these."""
+
+    claimed: int = 0
+    completed: int = 0
+    retried: int = 0
+    buried: int = 0
+    lost: int = 0
+    handed_back: int = 0  # workflows that suspended themselves (sleep, recv, a child's result)
+    rescued: int = 0
+    released: int = 0
+    db_errors: int = 0
+
+    def __sub__(self, other: WorkerStats) -> WorkerStats:
+        return WorkerStats(**{k: getattr(self, k) - getattr(other, k) for k in vars(self)})
+
+    def count(self, outcome: Outcome) -> None:
+        setattr(self, outcome.value, getattr(self, outcome.value) + 1)
+
+
+@dataclass
+class _InFlight:
+    job: queries.ClaimedJob
+    handler: JobHandler | None
+    started_at: float
+    task: Task | None = None
+    started: bool = False  # set by the handler thread as it begins
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+class Worker:
+    """Runs jobs from the given queues (all when empty) with ``concurrency`` handler threads.
+
+    ``run()`` loops until stopped (or, with ``burst``, until nothing is due); ``run_once()``
+    does one claim-and-run cycle and returns what it did, for tests and embedding. With
+    ``scheduler=True`` a thread fires due schedule ticks while ``run()`` runs.
+    """
+
+    def __init__(
+        self,
+        *,
+        queues: Sequence[str] | None = None,
+        concurrency: int | None = None,
+        poll_interval: float | None = None,
+        worker_id: str | None = None,
+        max_jobs: int | None = None,
+        using: str | None = None,
+        listen: bool | None = None,
+        scheduler: bool = False,
+    ) -> None:
+        self.queues = sorted(set(queues or ()))
+        self.concurrency = concurrency if concurrency is not None else conf.CONCURRENCY
+        if self.concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self.poll_interval = poll_interval if poll_interval is not None else conf.POLL_INTERVAL
+        self.worker_id = worker_id or default_worker_id()
+        self.max_jobs = max_jobs
+        self.alias = using or conf.DATABASE
+        self.listen = (not conf.POLL_ONLY) if listen is None else listen
+        self.stats = WorkerStats()
+        self.scheduler = (
+            Scheduler(using=self.alias, poll_interval=self.poll_interval) if scheduler else None
+        )
+        # Job ids whose handlers were still running when the shutdown grace period ended.
+        self.abandoned: list[uuid.UUID] = []
+
+        self._link = LoopConnection(
+            alias=self.alias, worker_id=self.worker_id, queues=self.queues, listen=self.listen
+        )
+        self._pool: HandlerPool | None = None
+        self._inflight: dict[uuid.UUID, _InFlight] = {}  # by lease token
+        self._wakeup = Wakeup()
+        self._pacing = Pacing(concurrency=self.concurrency, poll_interval=self.poll_interval)
+        self._completer = Completer(wake=self._wakeup.ring, on_written=self._written)
+        self._housekeeper = Housekeeper(
+            worker_id=self.worker_id, queues=self.queues, concurrency=self.concurrency
+        )
+        self._signals = StopSignals(self.request_stop)
+        self._stopping = threading.Event()
+        self._closed = False
+        # Jobs handed to handler threads whose handler has not returned (or been cancelled).
+        self._busy = 0
+        self._busy_lock = threading.Lock()
+
+    def run(self, *, burst: bool = False) -> WorkerStats:
+        """Process jobs until stopped; with ``burst``, exit once nothing due is left."""
+        self._open()
+        scheduling = None
+        if self.scheduler is not None:
+            scheduling = SchedulerThread(self.scheduler, name=f"pgjobs-scheduler-{self.worker_id}")
+            scheduling.start()
+        try:
+            while not self._stopping.is_set():
+                try:
+                    self._ensure_connected()
+                    # Heartbeat first: a write that keeps failing must not starve the leases.
+                    self._housekeep()
+                    self._flush()
+                    self._link.succeeded()
+                    if self._stopping.is_set() or (self._max_jobs_reached() and not self._inflight):
+                        break
+                    if self._fill_slots():
+                        continue
+                    if burst and self._drained():
+                        break
+                    self._wait(self._pacing.idle_timeout(
+                        now=time.monotonic(), duties_in=self._housekeeper.seconds_until_due()
+                    ))  # fmt: skip
+                except psycopg.Error as exc:
+                    self._on_database_error(exc)
+            self._shutdown()
+        finally:
+            if scheduling is not None:
+                scheduling.stop()
+            self._close()
+        return self.stats
+
+    def run_once(self) -> WorkerStats:
+        """One cycle: heartbeat and rescue, claim what is due for free slots, run it to the end,
+        write the outcomes. Returns what this cycle did."""
+        before = WorkerStats(**vars(self.stats))
+        self._open()
+        self._ensure_connected()
+        self._housekeep(force=True)
+        self._pacing.maybe_work = True
+        self._fill_slots(prefetch=False)
+        assert self._pool is not None
+        self._pool.wait_idle()
+        self._flush(force=True)
+        return self.stats - before
+
+    def close(self) -> None:
+        """Deregister and release the connection and threads kept between ``run_once`` calls."""
+        self._close()
+        if not self._closed:
+            self._wakeup.close()
+            self._closed = True
+
+    def request_stop(self) -> None:
+        """Stop claiming and shut down gracefully. Safe from a signal handler or another thread."""
+        self._stopping.set()
+        self._wakeup.ring(force=True)
+
+    def install_signal_handlers(self) -> Callable[[], None]:
+        """SIGTERM/SIGINT: graceful stop. A second one: exit at once; leases recover the jobs.
+
+        Returns a function that puts the previous handlers back.
+        """
+        return self._signals.install()
+
+    def _open(self) -> None:
+        if self._pool is None:
+            self._pool = HandlerPool(
+                self.concurrency,
+                name=f"pgjobs-{self.worker_id}",
+                # Handler threads keep their connections between jobs; each closes its own
+                # (Django connections are per thread) as it exits.
+                on_thread_exit=connections.close_all,
+            )
+
+    def _close(self) -> None:
+        self._link.close()
+        if self._pool is not None:
+            for entry in self._inflight.values():
+                if entry.task is not None:
+                    self._pool.cancel(entry.task)
+            # Handlers that outlived the grace period were handed back: do not wait for them.
+            self._pool.shutdown(wait=not self.abandoned)
+            self._pool = None
+
+    def _ensure_connected(self) -> psycopg.Connection[Any]:
+        if not self._link.is_open:
+            self.stats.released += self._link.open(self._held_tokens)
+            self._housekeeper.heartbeat_soon()  # the leases may be running out
+            self._pacing.maybe_work = True
+        assert self._link.conn is not None
+        return self._link.conn
+
+    def _on_database_error(self, exc: psycopg.Error, *, deadline: float | None = None) -> None:
+        """Back off after a failed statement; the unwritten outcomes stay buffered and are
+        written after the pause (and the reconnect, if the connection broke)."""
+        self.stats.db_errors += 1
+        delay = pause(self._link.failed(exc), deadline=deadline)
+        if self._stopping.is_set():
+            time.sleep(delay)  # shutting down: still pace the retries
+        else:
+            self._stopping.wait(delay)
+
+    def _shutdown(self) -> None:
+        """Give back what never started, let running handlers finish within the grace period,
+        hand back whatever is still running after it."""
+        if self._signals.received is not None:
+            logger.warning(
+                "Received %s: finishing running jobs (up to %ss), then exiting. "
+                "Send it again to exit at once.",
+                signal.Signals(self._signals.received).name,
+                conf.SHUTDOWN_GRACE,
+            )
+        pool = self._pool
+        unstarted = [e for e in self._inflight.values() if pool and e.task and pool.cancel(e.task)]
+        self._count_busy(-len(unstarted))
+        grace_ends = time.monotonic() + conf.SHUTDOWN_GRACE
+        while self._inflight or self._completer.pending():
+            try:
+                conn = self._ensure_connected()
+                if unstarted:
+                    tokens = [e.job.token for e in unstarted]
+                    self.stats.released += queries.release_jobs(conn.cursor(), tokens=tokens)
+                    for entry in unstarted:
+                        self._inflight.pop(entry.job.lease_token, None)
+                    unstarted = []
+                self._housekeep()
+                self._flush(force=True)
+                if not self._inflight or time.monotonic() >= grace_ends:
+                    break
+                self._wait(
+                    min(grace_ends - time.monotonic(), self._housekeeper.seconds_until_due())
+                )
+            except psycopg.Error as exc:
+                if time.monotonic() >= grace_ends:
+                    break
+                self._on_database_error(exc, deadline=grace_ends)
+        self._abandon_running()
+
+    def _abandon_running(self) -> None:
+        """After the grace period: hand back each still-running job as a failed attempt, due at
+        once. If the database is unreachable, their leases will expire and do the same."""
+        for entry in list(self._inflight.values()):
+            if entry.task is not None and not entry.started:
+                continue  # cancelled before it started; its lease recovers it
+            self.abandoned.append(entry.job.id)
+            logger.error(
+                "Job %s (%s) still running after the %ss grace period; handing it back.",
+                entry.job.id,
+                entry.job.job_name,
+                conf.SHUTDOWN_GRACE,
+            )
+            if self._link.conn is None:
+                continue  # the database is unreachable; the job's lease will expire instead
+            with contextlib.suppress(psycopg.Error):
+                error = (
+                    f"WorkerShutdown: worker {self.worker_id} stopped before the handler "
+                    f"finished (grace period {conf.SHUTDOWN_GRACE}s)."
+                )
+                self._completer.fail(self._link.conn, entry.job, error, delay=0)
+        self._inflight.clear()
+
+    def _held_tokens(self) -> list[queries.Token]:
+        return [e.job.token for e in self._inflight.values()]
+
+    def _max_jobs_reached(self) -> bool:
+        return self.max_jobs is not None and self.stats.claimed >= self.max_jobs
+
+    def _drained(self) -> bool:
+        """Burst mode is done: nothing running, nothing known to be claimable right now."""
+        if self._inflight or self._completer.pending():
+            return False
+        return self._pacing.drained(now=time.monotonic())
+
+    def _count_busy(self, change: int) -> int:
+        with self._busy_lock:
+            self._busy += change
+            return self._busy
+
+    def _fill_slots(self, *, prefetch: bool = True) -> int:
+        limit = self._pacing.claim_size(
+            busy=self._busy,
+            prefetch=self._pacing.prefetch(conf.PREFETCH) if prefetch else 0,
+            left=None if self.max_jobs is None else self.max_jobs - self.stats.claimed,
+        )
+        if limit <= 0:
+            return 0
+        conn = self._ensure_connected()
+        jobs = self._completer.claim(
+            conn,
+            worker_id=self.worker_id,
+            limit=limit,
+            lease_seconds=conf.LEASE_SECONDS,
+            queues=self.queues,
+            job_names=registry.names(),
+        )
+        if self._pacing.claimed(asked=limit, got=len(jobs)):
+            seconds = queries.seconds_until_next_due(
+                conn.cursor(), queues=self.queues, job_names=registry.names()
+            )
+            self._pacing.due_in(seconds, now=time.monotonic())
+        self.stats.claimed += len(jobs)
+        for job in jobs:
+            self._dispatch(job)
+        return len(jobs)
+
+    def _dispatch(self, job: queries.ClaimedJob) -> None:
+        assert self._pool is not None
+        entry = _InFlight(job=job, handler=registry.get(job.job_name), started_at=time.monotonic())
+        self._inflight[job.lease_token] = entry
+        logger.debug("Claimed %s %s (attempt %s)", job.job_name, job.id, job.attempt)
+        self._count_busy(+1)
+        entry.task = self._pool.submit(functools.partial(self._execute, entry))
+
+    def _execute(self, entry: _InFlight) -> None:
+        """Runs in a handler thread. Always reports an outcome, whatever happens."""
+        entry.started = True
+        result = run_attempt(entry.handler, entry.job, self._completer.progressed)
+        self._pacing.record_run(result.took)
+        first = self._completer.finished(entry.job, result.error, handed_back=result.handed_back)
+        busy = self._count_busy(-1)
+        # Wake the loop when it has something to do: a thread is free to fill, a failure to
+        # write now, or the first of a batch of outcomes (it starts the batch's clock).
+        if first or busy < self.concurrency or result.error is not None:
+            self._wakeup.ring()
+
+    def _flush(self, *, force: bool = False) -> None:
+        if not self._completer.pending():
+            return
+        due = self._completer.due_in(busy=self._busy, now=time.monotonic())
+        if force or due == 0:
+            self._completer.write(self._ensure_connected())
+
+    def _written(self, written: Written) -> None:
+        """The completer wrote an outcome: count it, pace by it, log it."""
+        outcome = written.outcome
+        entry = self._inflight.pop(written.job.lease_token, None)
+        took = time.monotonic() - entry.started_at if entry else 0.0
+        self.stats.count(outcome)
+        if outcome in (Outcome.RETRIED, Outcome.HANDED_BACK):
+            self._pacing.requeued(written.delay, now=time.monotonic())
+        log_outcome(written, took)
+
+    def _housekeep(self, *, force: bool = False) -> None:
+        conn = self._ensure_connected()
+        report = self._housekeeper.run_due(conn, self._held_tokens(), force=force)
+        for job_id in report.lost:
+            logger.warning("Job %s is no longer ours (rescued or cancelled)", job_id)
+        if report.rescued or report.rescued_buried:
+            logger.warning(
+                "Rescued %s jobs of dead workers (%s of them dead-lettered)",
+                report.rescued + report.rescued_buried,
+                report.rescued_buried,
+            )
+            self.stats.rescued += report.rescued + report.rescued_buried
+            if report.rescued > 0:
+                self._pacing.maybe_work = True
+        if report.pruned:
+            logger.info("Pruned %s finished jobs past the retention window", report.pruned)
+
+    def _wait(self, timeout: float) -> None:
+        """Sleep until a NOTIFY for our queues, a handler event, a stop request or ``timeout``."""
+        conn = self._link.conn
+        listening = self.listen and conn is not None and not conn.closed
+        woken = self._wakeup.wait(
+            timeout,
+            conn=conn if listening else None,
+            queues=self.queues,
+            due_in=self._work_due_in,
+        )
+        if woken is Woken.NOTIFIED:
+            self._pacing.notified()
+        elif woken is Woken.TIMEOUT:
+            self._pacing.polled(now=time.monotonic())
+
+    def _work_due_in(self) -> float | None:
+        """Seconds until the loop has something to do (0: now): a free thread to fill, or a
+        batch of outcomes to write; None if only an event can bring work."""
+        claimable = (
+            self._pacing.maybe_work and not self._stopping.is_set() and not self._max_jobs_reached()
+        )
+        if claimable and self._busy < self.concurrency:
+            return 0.0
+        return self._completer.due_in(busy=self._busy, now=time.monotonic())

@@ -1,0 +1,97 @@
+"""When the worker's loop claims, how many jobs it asks for, and how long it may sleep. Pure:
+times are passed in, so every decision is tested without a database or a clock.
+
+What the loop knows between claims is four facts: whether a claim may find work now, when the
+next job it knows of becomes due, how long jobs have been taking, and how many handler threads
+are busy (the last one the loop passes in: handler threads change it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Prefetch: claim enough beyond the free slots to keep them busy this long, judged from how long
+# recent jobs took (at most PGJOBS["PREFETCH"] jobs): many short jobs per claim, no hoarding of
+# long ones that another worker could start now.
+PREFETCH_HORIZON = 0.05
+# A due job the claim skipped is row-locked by another transaction: look again after this.
+LOCKED_ROW_RECHECK = 0.25
+
+
+@dataclass
+class Pacing:
+    concurrency: int
+    poll_interval: float
+    # A claim may find work: at start, after a NOTIFY or a poll, after a full batch, or after a
+    # job came back due at once. False after a short batch: the queue is drained for now.
+    maybe_work: bool = True
+    # Monotonic time when the next pending job this worker could run becomes due, if known.
+    next_due: float | None = None
+    # Moving average of handler run time, for sizing prefetch (None until a job ran).
+    average_run: float | None = None
+
+    def record_run(self, seconds: float) -> None:
+        average = self.average_run
+        self.average_run = seconds if average is None else 0.8 * average + 0.2 * seconds
+
+    def prefetch(self, limit: int) -> int:
+        """How many jobs to claim beyond the free slots: about PREFETCH_HORIZON seconds of work
+        at the recent pace, at most ``limit``; none until a job has shown how long jobs take."""
+        if self.average_run is None or limit == 0:
+            return 0
+        per_slot = PREFETCH_HORIZON / max(self.average_run, 1e-4)
+        return min(limit, int(self.concurrency * per_slot))
+
+    def claim_size(self, *, busy: int, prefetch: int, left: int | None) -> int:
+        """How many jobs to claim now (0: do not claim). ``busy`` threads are running or have a
+        job queued; ``left`` is what ``--max-jobs`` still allows (None: no limit)."""
+        if busy >= self.concurrency or not self.maybe_work:
+            return 0  # every thread busy: claim again when one frees, in a bigger batch
+        size = self.concurrency - busy + prefetch
+        return size if left is None else max(min(size, left), 0)
+
+    def claimed(self, *, asked: int, got: int) -> bool:
+        """After a claim: a full batch means there may be more. Returns True when the batch was
+        short, and the loop should look up when the next job is due (:meth:`due_in`)."""
+        self.maybe_work = got == asked
+        return not self.maybe_work
+
+    def due_in(self, seconds: float | None, *, now: float) -> None:
+        """The next pending job is due in ``seconds`` (None: there is none). A job due already
+        that the claim skipped is locked by another transaction: look again shortly rather
+        than spin on it."""
+        if seconds is None:
+            self.next_due = None
+            return
+        self.next_due = now + max(seconds, min(LOCKED_ROW_RECHECK, self.poll_interval))
+
+    def requeued(self, delay: float, *, now: float) -> None:
+        """One of our jobs went back to pending (a retry, a workflow waiting) due in ``delay``."""
+        if delay <= 0:
+            self.maybe_work = True
+            return
+        due = now + delay
+        self.next_due = due if self.next_due is None else min(self.next_due, due)
+
+    def notified(self) -> None:
+        self.maybe_work = True
+
+    def polled(self, *, now: float) -> None:
+        """A wait timed out: poll (the fallback when NOTIFY is unavailable, or a job we know of
+        became due)."""
+        self.maybe_work = True
+        if self.next_due is not None and self.next_due <= now:
+            self.next_due = None
+
+    def idle_timeout(self, *, now: float, duties_in: float) -> float:
+        """How long an idle loop may wait: until a poll, a background duty, or a known due job."""
+        timeout = min(self.poll_interval, duties_in)
+        if self.next_due is not None:
+            timeout = min(timeout, self.next_due - now)
+        return max(timeout, 0.0)
+
+    def drained(self, *, now: float) -> bool:
+        """Nothing is known to be claimable now (burst mode's exit, with nothing running)."""
+        if self.maybe_work:
+            return False
+        return self.next_due is None or self.next_due > now

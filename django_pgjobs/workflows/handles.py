@@ -1,0 +1,179 @@
+"""What a caller holds and reads: a started workflow's handle, and the snapshots that describe
+a workflow and its steps. Waiting for a result from ordinary code listens for the wake-up the
+finishing statement sends; from inside a workflow it is a durable, checkpointed wait."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+
+from django_pgjobs.conf import conf
+from django_pgjobs.database import connect
+from django_pgjobs.exceptions import (
+    WorkflowCancelled,
+    WorkflowDead,
+    WorkflowNotFound,
+    WorkflowTimeout,
+)
+from django_pgjobs.models import WorkflowExecution
+from django_pgjobs.queries import workflow_runs as runs
+from django_pgjobs.workflows import codec, runtime, waits
+
+# An outside wait re-reads the state this often even without a notification (PgBouncer in
+# transaction mode drops LISTEN; see POLL_ONLY).
+_RECHECK = 1.0
+
+
+@dataclass(frozen=True)
+class WorkflowInfo:
+    workflow_id: str
+    name: str
+    status: str
+    args: list[Any]
+    kwargs: dict[str, Any]
+    output: Any
+    error: dict[str, Any] | None
+    app_version: str
+    queue: str
+    priority: int
+    parent_workflow_id: str | None
+    forked_from: str | None
+    created_at: datetime
+    started_at: datetime | None
+    updated_at: datetime
+    completed_at: datetime | None
+
+    @classmethod
+    def from_model(cls, row: WorkflowExecution) -> WorkflowInfo:
+        given = row.input if isinstance(row.input, dict) else {}
+        return cls(
+            workflow_id=row.workflow_id,
+            name=row.name,
+            status=row.status,
+            args=list(given.get("args", [])),
+            kwargs=dict(given.get("kwargs", {})),
+            output=row.output,
+            error=row.error,
+            app_version=row.app_version,
+            queue=row.queue,
+            priority=row.priority,
+            parent_workflow_id=row.parent_workflow_id,
+            forked_from=row.forked_from,
+            created_at=row.created_at,
+            started_at=row.started_at,
+            updated_at=row.updated_at,
+            completed_at=row.completed_at,
+        )
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    index: int
+    name: str
+    status: str
+    output: Any
+    error: dict[str, Any] | None
+    attempts: int
+    wake_at: datetime | None
+    started_at: datetime
+    completed_at: datetime | None
+
+
+@dataclass(frozen=True)
+class WorkflowHandle:
+    """A started workflow. Inside a workflow, ``get_result`` is a durable, checkpointed wait."""
+
+    workflow_id: str
+
+    def get_status(self) -> str:
+        return get_workflow(self.workflow_id).status
+
+    def get_workflow(self) -> WorkflowInfo:
+        return get_workflow(self.workflow_id)
+
+    def get_result(self, timeout: float | None = None) -> Any:
+        """The workflow's return value once it finishes; raises its error if it failed,
+        :class:`WorkflowCancelled` / :class:`WorkflowDead`, or :class:`WorkflowTimeout`."""
+        seconds = waits.check_timeout(timeout, "timeout")
+        if runtime.in_workflow_body():
+            found = waits.result_in_workflow(self.workflow_id, seconds)
+        else:
+            found = wait_outside(
+                f"result:{self.workflow_id}", lambda: _final_result(self.workflow_id), seconds
+            )
+        if found is None:
+            raise WorkflowTimeout(
+                f"Workflow {self.workflow_id!r} did not finish within {timeout} seconds."
+            )
+        return _outcome(self.workflow_id, found)
+
+
+def get_workflow(workflow_id: str, *, using: str | None = None) -> WorkflowInfo:
+    """What is known about a workflow now; raises :class:`WorkflowNotFound`."""
+    try:
+        row = WorkflowExecution.objects.using(using or conf.DATABASE).get(workflow_id=workflow_id)
+    except WorkflowExecution.DoesNotExist:
+        raise WorkflowNotFound(f"No workflow has the id {workflow_id!r}.") from None
+    return WorkflowInfo.from_model(row)
+
+
+def _final_result(workflow_id: str) -> dict[str, Any] | None:
+    with runtime.cursor() as cur:
+        found = runs.read_result(cur, workflow_id)
+    if found is None:
+        raise WorkflowNotFound(f"No workflow has the id {workflow_id!r}.")
+    status, output, error = found
+    if status in ("pending", "running"):
+        return None
+    return {"status": status, "output": output, "error": error}
+
+
+def _outcome(workflow_id: str, found: dict[str, Any]) -> Any:
+    status = found.get("status")
+    if status == "missing":
+        raise WorkflowNotFound(f"No workflow has the id {workflow_id!r}.")
+    if status == "completed":
+        return found.get("output")
+    if status == "cancelled":
+        raise WorkflowCancelled(f"Workflow {workflow_id!r} was cancelled.")
+    if status == "dead":
+        error = found.get("error") or {}
+        raise WorkflowDead(
+            f"Workflow {workflow_id!r} is dead: {error.get('message', 'it kept crashing')}"
+        )
+    raise codec.rebuild(found.get("error") or {"type": "Exception", "message": "failed"})
+
+
+def wait_outside(key: str, check: Any, timeout: float | None) -> Any:
+    """Wait until ``check()`` returns something other than None, woken by the NOTIFY that
+    ``pgjobs_workflow_wake(key)`` sends; None if ``timeout`` runs out first."""
+    found = check()
+    if found is not None or timeout == 0:
+        return found
+    deadline = None if timeout is None else time.monotonic() + timeout
+    listener: psycopg.Connection[Any] | None = None
+    if not conf.POLL_ONLY:
+        listener = connect(conf.DATABASE, application_name="pgjobs wait")
+        listener.execute(f"LISTEN {runs.NOTIFY_CHANNEL}")
+    try:
+        while True:
+            # Checked after LISTEN: a wake-up from here on is heard.
+            found = check()
+            if found is not None:
+                return found
+            left = _RECHECK if deadline is None else min(_RECHECK, deadline - time.monotonic())
+            if left <= 0:
+                return None
+            if listener is None:
+                time.sleep(left)
+                continue
+            for notice in listener.notifies(timeout=left):
+                if notice.payload == key:
+                    break
+    finally:
+        if listener is not None:
+            listener.close()

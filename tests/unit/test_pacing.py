@@ -1,0 +1,103 @@
+"""The worker loop's pacing decisions, without a database or a clock."""
+
+from __future__ import annotations
+
+import pytest
+
+from django_pgjobs.worker.pacing import LOCKED_ROW_RECHECK, PREFETCH_HORIZON, Pacing
+
+
+def pacing(**fields: object) -> Pacing:
+    return Pacing(concurrency=4, poll_interval=5.0, **fields)  # type: ignore[arg-type]
+
+
+def test_claims_for_free_threads_only_while_work_may_be_there() -> None:
+    p = pacing()
+    assert p.claim_size(busy=1, prefetch=0, left=None) == 3
+    assert p.claim_size(busy=4, prefetch=10, left=None) == 0  # every thread busy
+    p.maybe_work = False
+    assert p.claim_size(busy=0, prefetch=0, left=None) == 0
+
+
+def test_max_jobs_caps_the_claim() -> None:
+    assert pacing().claim_size(busy=0, prefetch=100, left=2) == 2
+    assert pacing().claim_size(busy=0, prefetch=0, left=0) == 0
+
+
+def test_no_prefetch_until_a_job_has_shown_how_long_jobs_take() -> None:
+    p = pacing()
+    assert p.prefetch(500) == 0
+    p.record_run(0.001)
+    # 50 ms of 1 ms jobs for each of 4 threads, under the cap.
+    assert p.prefetch(500) == int(4 * PREFETCH_HORIZON / 0.001)
+    assert p.prefetch(10) == 10
+    assert p.prefetch(0) == 0
+
+
+def test_long_jobs_are_never_prefetched() -> None:
+    p = pacing()
+    p.record_run(2.0)
+    assert p.prefetch(500) == 0
+
+
+def test_the_run_time_is_a_moving_average() -> None:
+    p = pacing()
+    p.record_run(1.0)
+    p.record_run(0.0)
+    assert p.average_run == pytest.approx(0.8)
+
+
+def test_a_short_batch_means_drained_for_now() -> None:
+    p = pacing()
+    assert not p.claimed(asked=10, got=10)  # full: there may be more, claim again
+    assert p.maybe_work
+    assert p.claimed(asked=10, got=3)  # short: look up the next due time
+    assert not p.maybe_work
+
+
+def test_a_job_due_now_but_skipped_is_rechecked_shortly_not_spun_on() -> None:
+    p = pacing()
+    p.due_in(0.0, now=100.0)
+    assert p.next_due == 100.0 + LOCKED_ROW_RECHECK
+    p.due_in(30.0, now=100.0)
+    assert p.next_due == 130.0
+    p.due_in(None, now=100.0)
+    assert p.next_due is None
+
+
+def test_a_requeued_job_due_now_means_claim_again() -> None:
+    p = pacing(maybe_work=False)
+    p.requeued(0.0, now=10.0)
+    assert p.maybe_work
+
+
+def test_a_delayed_retry_wakes_the_loop_at_its_due_time() -> None:
+    p = pacing(maybe_work=False, next_due=50.0)
+    p.requeued(5.0, now=10.0)
+    assert p.next_due == 15.0
+    p.requeued(100.0, now=10.0)
+    assert p.next_due == 15.0  # the earlier one still wins
+
+
+def test_the_idle_wait_ends_at_the_earliest_of_poll_duty_and_due_job() -> None:
+    p = pacing()
+    assert p.idle_timeout(now=0.0, duties_in=10.0) == 5.0  # the poll interval
+    assert p.idle_timeout(now=0.0, duties_in=2.0) == 2.0  # a heartbeat
+    p.next_due = 1.5
+    assert p.idle_timeout(now=0.0, duties_in=2.0) == 1.5
+    assert p.idle_timeout(now=3.0, duties_in=2.0) == 0.0  # overdue: never negative
+
+
+def test_a_poll_forgets_a_due_time_that_passed() -> None:
+    p = pacing(maybe_work=False, next_due=5.0)
+    p.polled(now=4.0)
+    assert p.maybe_work and p.next_due == 5.0
+    p.polled(now=6.0)
+    assert p.next_due is None
+
+
+def test_drained_only_when_nothing_is_claimable_now() -> None:
+    assert not pacing().drained(now=0.0)
+    assert pacing(maybe_work=False).drained(now=0.0)
+    assert pacing(maybe_work=False, next_due=10.0).drained(now=0.0)
+    assert not pacing(maybe_work=False, next_due=10.0).drained(now=11.0)
