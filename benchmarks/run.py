@@ -341,7 +341,7 @@ class Bench:
         from django_pgjobs import start_workflow
         from django_pgjobs.jobs.context import ProgressReporter
         from django_pgjobs.jobs.registry import registry
-        from django_pgjobs.queries.lease import claim_jobs, complete_jobs
+        from django_pgjobs.queries import claim_jobs, complete_jobs
         from django_pgjobs.worker.attempt import call_handler
 
         self.reset()
@@ -377,7 +377,7 @@ class Bench:
     # -- 5. backlog ------------------------------------------------------------------------------
 
     def backlog(self, empty_rate: float) -> dict[str, Any]:
-        from django_pgjobs.queries.lease import claim_statement
+        from django_pgjobs.queries.claim import claim_statement
 
         size = self.n(1_000_000)
         # Copying a million rows dominates the run: one pass is enough for a flat-or-not answer.

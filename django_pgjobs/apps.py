@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from django.apps import AppConfig
+from django.db.models.signals import post_migrate
 from django.utils.module_loading import autodiscover_modules
 
 
@@ -12,6 +13,10 @@ class PgJobsConfig(AppConfig):
 
     def ready(self) -> None:
         from django_pgjobs import checks  # noqa: F401 - registers the system checks
+        from django_pgjobs.jobs.options import on_post_migrate
+
+        # Jobs inserted from SQL get PGJOBS["MAX_ATTEMPTS"] through the table's default.
+        post_migrate.connect(on_post_migrate, sender=self, dispatch_uid="django_pgjobs.defaults")
 
         # Handlers live in each app's ``jobs`` (and ``workflows``) module, as admin classes live
         # in ``admin``: import them everywhere so enqueue() sees their defaults and workers can

@@ -1,17 +1,17 @@
+"""Fixtures shared across the rooms of the suite; each closes or kills what it made."""
+
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg
 import pytest
-from django.contrib.auth.models import Permission, User
-from django.test import Client
 
 from django_pgjobs.jobs.registry import JobHandler, register, registry
+from django_pgjobs.schedules.scheduler import Scheduler
 from django_pgjobs.worker import Worker
-from tests.helpers import second_connection, stop
+from tests.helpers import second_connection
 
 
 @pytest.fixture
@@ -31,12 +31,10 @@ def make_worker() -> Iterator[type[Worker]]:
 
 
 @pytest.fixture
-def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
-    """Worker subprocesses a test starts are killed on teardown, pass or fail."""
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for proc in started:
-        stop(proc)
+def scheduler() -> Iterator[Scheduler]:
+    made = Scheduler(poll_interval=0.05)
+    yield made
+    made.close()
 
 
 @pytest.fixture
@@ -58,23 +56,3 @@ def register_handler() -> Iterator[Callable[..., JobHandler]]:
     yield add
     for name in names:
         registry.remove(name)
-
-
-@pytest.fixture
-def admin_client_() -> Client:
-    user = User.objects.create_superuser("root", "root@example.com", "pw")
-    client = Client()
-    client.force_login(user)
-    return client
-
-
-@pytest.fixture
-def viewer_client() -> Client:
-    """Staff with view permission on every pgjobs model, nothing else."""
-    user = User.objects.create_user("viewer", "viewer@example.com", "pw", is_staff=True)
-    user.user_permissions.set(
-        Permission.objects.filter(content_type__app_label="pgjobs", codename__startswith="view_")
-    )
-    client = Client()
-    client.force_login(user)
-    return client

@@ -1,4 +1,5 @@
-"""Test helpers: second connections, worker subprocesses, and bounded waits on milestones."""
+"""Test helpers: second connections, worker subprocesses, threads, bounded waits on milestones,
+and stand-ins for waiting (rows moved to be due now)."""
 
 from __future__ import annotations
 
@@ -6,15 +7,23 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
+import uuid
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import psycopg
+from django.db import connection, connections
+from django.utils import timezone
 from psycopg.conninfo import make_conninfo
 
 from django_pgjobs.database import connection_params
+
+if TYPE_CHECKING:
+    from django_pgjobs.models import FailedJob, Schedule
 
 ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
@@ -77,6 +86,20 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(timeout=10)
 
 
+def in_thread(target: Callable[[], Any]) -> threading.Thread:
+    """Start ``target`` in a thread that closes its Django connections when it ends."""
+
+    def run() -> None:
+        try:
+            target()
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
 def drain(worker: Any, rounds: int = 50) -> None:
     """Run ``worker.run_once()`` until nothing is claimable now (work due later, such as a
     suspended workflow, stays queued)."""
@@ -87,8 +110,67 @@ def drain(worker: Any, rounds: int = 50) -> None:
     raise AssertionError("the worker kept finding work")
 
 
+def make_due_now(job_id: uuid.UUID) -> None:
+    """Stand-in for waiting out a backoff: the job becomes due now."""
+    from django_pgjobs.models import Job
+
+    Job.objects.filter(id=job_id).update(scheduled_for=timezone.now())
+
+
 def workflow_job(workflow_id: str) -> Any:
     """The newest job that runs the workflow (key ``workflow:<id>``)."""
     from django_pgjobs.models import Job
 
     return Job.objects.filter(key=f"workflow:{workflow_id}").latest("created_at")
+
+
+def make_workflow_due(workflow_id: str) -> None:
+    """Stand-in for waiting: the workflow's pending job becomes due now."""
+    from django_pgjobs.models import Job
+
+    Job.objects.filter(key=f"workflow:{workflow_id}", status="pending").update(
+        scheduled_for=timezone.now()
+    )
+
+
+def bury_workflow(workflow_id: str) -> FailedJob:
+    """Bury the workflow's job as if it kept crashing its worker: the workflow is dead. Returns
+    the job's dead letter."""
+    from django_pgjobs import get_workflow, queries
+    from django_pgjobs.models import FailedJob, Job
+
+    job = workflow_job(workflow_id)
+    Job.objects.filter(id=job.id).update(
+        max_attempts=1, status="running", attempt=1,
+        lease_expires_at=timezone.now() - timedelta(seconds=1),
+    )  # fmt: skip
+    with connection.cursor() as cur:
+        queries.rescue_expired_leases(cur)
+    assert get_workflow(workflow_id).status == "dead"
+    [dead] = FailedJob.objects.filter(payload__workflow_id=workflow_id)
+    return dead
+
+
+def db_now() -> datetime:
+    """The database's clock, which schedules are computed from."""
+    with connection.cursor() as cur:
+        cur.execute("SELECT now()")
+        return cur.fetchone()[0]  # type: ignore[no-any-return]
+
+
+def add_schedule(name: str, expression: str, **fields: Any) -> Schedule:
+    """A schedule row for ``test.record``, as an operator would add one."""
+    from django_pgjobs.models import Schedule
+
+    return Schedule.objects.create(name=name, cron=expression, job_name="test.record", **fields)
+
+
+def make_schedule_due(
+    name: str, *, ago: timedelta = timedelta(0), at: datetime | None = None
+) -> datetime:
+    """Stand-in for waiting: move the schedule's next tick to ``at`` (or ``ago`` before now)."""
+    from django_pgjobs.models import Schedule
+
+    moment = at or db_now() - ago
+    Schedule.objects.filter(name=name).update(next_run_at=moment)
+    return moment

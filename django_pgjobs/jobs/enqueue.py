@@ -18,7 +18,7 @@ from django_pgjobs.conf import conf
 from django_pgjobs.database import statement_cursor
 from django_pgjobs.exceptions import InvalidJobError, PgJobsError
 from django_pgjobs.jobs import validation
-from django_pgjobs.jobs.registry import registry
+from django_pgjobs.jobs.options import resolve_options
 
 # A key can be freed by a finishing job between our insert and our look-up; a few fresh
 # statements (each with a new snapshot) always see one side or the other.
@@ -33,21 +33,14 @@ def _prepare(
     queue: str | None,
     priority: int | None,
 ) -> dict[str, Any]:
-    """Validate and resolve options: explicit argument, then the handler's, then settings."""
-    validation.check_name(job_name)
-    handler = registry.get(job_name)
-    if handler is not None:
-        max_attempts = handler.max_attempts if max_attempts is None else max_attempts
-        queue = handler.queue if queue is None else queue
-        priority = handler.priority if priority is None else priority
+    """The row's checked columns (see :func:`resolve_options` for the defaults)."""
+    options = resolve_options(job_name, queue=queue, priority=priority, max_attempts=max_attempts)
     when = validation.check_scheduled_for(scheduled_for)
     return {
         "job_name": job_name,
-        "queue": validation.check_name("default" if queue is None else queue, "queue name"),
-        "priority": validation.check_priority(0 if priority is None else priority),
-        "max_attempts": validation.check_max_attempts(
-            conf.MAX_ATTEMPTS if max_attempts is None else max_attempts
-        ),
+        "queue": options.queue,
+        "priority": options.priority,
+        "max_attempts": options.max_attempts,
         "at": when if isinstance(when, datetime) else None,
         "delay": when.total_seconds() if isinstance(when, timedelta) else 0.0,
     }

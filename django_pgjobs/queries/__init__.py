@@ -19,18 +19,18 @@ migrations named)::
     pgjobs_job_queue (jobs)
       -> pending      enqueue.insert_job, enqueue.insert_jobs, schedules.fire_tick,
                       operator.requeue_dead_letter, workflow_runs.start / .resume / .fork;
-                      a plain INSERT or pgjobs_enqueue() (0002)
+                      a plain INSERT (0001) or pgjobs_enqueue() (0009)
       pending -> pending   enqueue.upsert_pending_job (replaced in place), operator.retry_job
                       (due now), pgjobs_workflow_wake() (0008: a waiting workflow's job due now)
-      pending -> running   lease.claim_jobs, lease.complete_and_claim
+      pending -> running   claim.claim_jobs, claim.complete_and_claim
       running -> running   lease.heartbeat (lease renewed), lease.report_progress,
                       enqueue.detach_key_from_running_job (key given up)
-      running -> completed lease.complete_jobs, lease.complete_and_claim
-      running -> pending   lease.fail_job (a retry), lease.rescue_expired_leases (lease expired),
+      running -> completed outcomes.complete_jobs, claim.complete_and_claim
+      running -> pending   outcomes.fail_job (a retry), rescue.rescue_expired_leases (expired),
                       lease.release_jobs / .release_untracked_jobs (never started: attempt
                       undone), workflow_runs.suspend (a workflow waits: attempt undone),
                       workflow_runs.resume (re-pointed to another code version)
-      running -> dead letter  lease.fail_job, lease.rescue_expired_leases (last attempt: the row
+      running -> dead letter  outcomes.fail_job, rescue.rescue_expired_leases (last attempt: the row
                       moves to pgjobs_failed_jobs in the same statement)
       pending, running -> cancelled  operator.cancel_job, workflow_runs.cancel (pending only)
       cancelled -> pending  operator.retry_job (a fresh attempt budget)
@@ -38,7 +38,7 @@ migrations named)::
       every insert: NOTIFY pgjobs, one per queue per statement (trigger, 0002)
 
     pgjobs_failed_jobs (dead letters)
-      -> dead         lease.fail_job, lease.rescue_expired_leases
+      -> dead         outcomes.fail_job, rescue.rescue_expired_leases
       dead -> deleted operator.requeue_dead_letter (back to the queue as a new job),
                       workflow_runs.resume (a dead workflow's job)
       a workflow's job buried: its workflow -> dead (trigger pgjobs_failed_workflow, 0008)
@@ -77,6 +77,7 @@ migrations named)::
 from __future__ import annotations
 
 from django_pgjobs.queries.base import NOTIFY_CHANNEL, ClaimedJob, Cursor, Token
+from django_pgjobs.queries.claim import claim_jobs, complete_and_claim
 from django_pgjobs.queries.enqueue import (
     detach_key_from_running_job,
     find_active_job_by_key,
@@ -85,18 +86,14 @@ from django_pgjobs.queries.enqueue import (
     upsert_pending_job,
 )
 from django_pgjobs.queries.lease import (
-    FailOutcome,
-    claim_jobs,
-    complete_and_claim,
-    complete_jobs,
-    fail_job,
     heartbeat,
     release_jobs,
     release_untracked_jobs,
     report_progress,
-    rescue_expired_leases,
 )
 from django_pgjobs.queries.operator import cancel_job, requeue_dead_letter, retry_job
+from django_pgjobs.queries.outcomes import FailOutcome, complete_jobs, fail_job
+from django_pgjobs.queries.rescue import rescue_expired_leases
 from django_pgjobs.queries.schedules import (
     SCHEDULES_CHANNEL,
     due_schedules,

@@ -1,4 +1,6 @@
-"""What every statement module shares: the cursor protocol, the claimed job, fencing tokens."""
+"""What every statement module shares: the cursor protocol, the claimed job, fencing tokens, and
+the SQL pieces that must read the same everywhere (the fence, clearing a lease, waking workers,
+a workflow's job)."""
 
 from __future__ import annotations
 
@@ -49,12 +51,45 @@ class ClaimedJob:
         return (self.id, self.lease_token)
 
 
-# This attempt still holds the job (params from :func:`lease_params`): the fence of every write
-# a running attempt makes outside the worker's batches (a workflow's statements).
-HOLDS_LEASE = """EXISTS (
-    SELECT 1 FROM pgjobs_job_queue
-    WHERE id = %(job_id)s AND lease_token = %(token)s AND status = 'running'
-)"""
+# The fence: the row is still held by the attempt with this token (params from lease_params).
+FENCE = "id = %(job_id)s AND lease_token = %(token)s AND status = 'running'"
+# The same, for a batch: rows of ``j`` matched to the pairs of HELD.
+HELD_FENCE = "j.id = held.id AND j.lease_token = held.token AND j.status = 'running'"
+# This attempt still holds the job: the fence of every write a running attempt makes outside the
+# worker's batches (a workflow's statements).
+HOLDS_LEASE = f"EXISTS (SELECT 1 FROM pgjobs_job_queue WHERE {FENCE})"
+
+# The SET list that ends an attempt's hold on its row: whoever presents the old token afterwards
+# matches nothing. locked_at stays: it tells when the attempt started.
+CLEAR_LEASE = "locked_by = NULL, lease_expires_at = NULL, lease_token = NULL"
+# Undoing a claim (its handler never started, or a workflow gave its job back to wait): the
+# attempt does not count. For rows aliased ``j``.
+UNDO_CLAIM = f"status = 'pending', attempt = j.attempt - 1, locked_at = NULL, {CLEAR_LEASE}"
+
+
+def notify_queues(rows: str, where: str = "") -> str:
+    """A scalar subquery that wakes idle workers of each queue in ``rows`` (a relation with a
+    ``queue`` column): one NOTIFY per queue, delivered at commit, never on rollback. Evaluates to
+    how many were sent."""
+    return (
+        f"(SELECT count(pg_notify('{NOTIFY_CHANNEL}', q.queue)) "
+        f"FROM (SELECT DISTINCT queue FROM {rows} {where}) AS q)"
+    )
+
+
+def workflow_key(workflow_id: str) -> str:
+    """SQL for the key of the job running the workflow ``workflow_id`` (an SQL expression)."""
+    return f"'{WORKFLOW_KEY_PREFIX}' || {workflow_id}"
+
+
+def workflow_job_name(app_version: str) -> str:
+    """SQL for the name of the job that runs workflows of ``app_version`` (an SQL expression)."""
+    return f"'{WORKFLOW_JOB_PREFIX}' || {app_version}"
+
+
+def is_workflow_job(job_name: str = "job_name") -> str:
+    """SQL: the job (or dead letter) named ``job_name`` runs a workflow. (%% is a literal %.)"""
+    return f"{job_name} LIKE '{WORKFLOW_JOB_PREFIX}%%'"
 
 
 def lease_params(token: Token) -> dict[str, Any]:

@@ -5,7 +5,14 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from django_pgjobs.queries.base import ACTIVE, KEY_CONFLICT, Cursor, as_uuid, uuid_array
+from django_pgjobs.queries.base import (
+    ACTIVE,
+    KEY_CONFLICT,
+    Cursor,
+    as_uuid,
+    notify_queues,
+    uuid_array,
+)
 
 _INSERT_COLUMNS = "id, job_name, payload, queue, priority, max_attempts, scheduled_for, key"
 _INSERT_VALUES = """(
@@ -53,7 +60,7 @@ def upsert_pending_job(cur: Cursor, row: dict[str, Any]) -> uuid.UUID | None:
             RETURNING id, queue
         )
         -- The insert trigger only sees inserted rows; a replaced job must wake workers too.
-        SELECT id, pg_notify('pgjobs', queue) FROM upserted
+        SELECT id, {notify_queues("upserted")} FROM upserted
         """,
         row,
     )

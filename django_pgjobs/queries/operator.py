@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import uuid
 
-from django_pgjobs.queries.base import Cursor, as_uuid
+from django_pgjobs.queries.base import (
+    CLEAR_LEASE,
+    Cursor,
+    as_uuid,
+    is_workflow_job,
+    notify_queues,
+    workflow_key,
+)
 
 
 def retry_job(cur: Cursor, *, job_id: uuid.UUID) -> bool:
@@ -12,7 +19,7 @@ def retry_job(cur: Cursor, *, job_id: uuid.UUID) -> bool:
     error and progress reset (its lease token is gone, so a still-running cancelled handler can
     never write over the new attempt). Locks the job row. False when not retryable or absent."""
     cur.execute(
-        """
+        f"""
         WITH retried AS (
             UPDATE pgjobs_job_queue
             SET attempt = CASE WHEN status = 'cancelled' THEN 0 ELSE attempt END,
@@ -24,7 +31,7 @@ def retry_job(cur: Cursor, *, job_id: uuid.UUID) -> bool:
             WHERE id = %s AND status IN ('pending', 'cancelled')
             RETURNING queue
         )
-        SELECT pg_notify('pgjobs', queue) FROM retried
+        SELECT {notify_queues("retried")} FROM retried
         """,
         [job_id],
     )
@@ -35,10 +42,9 @@ def cancel_job(cur: Cursor, *, job_id: uuid.UUID) -> bool:
     """Cancel a pending or running job. A running handler is not interrupted, but its outcome
     is fenced out (its lease token is cleared). Locks the job row."""
     cur.execute(
-        """
+        f"""
         UPDATE pgjobs_job_queue
-        SET status = 'cancelled', completed_at = now(), locked_by = NULL,
-            lease_expires_at = NULL, lease_token = NULL
+        SET status = 'cancelled', completed_at = now(), {CLEAR_LEASE}
         WHERE id = %s AND status IN ('pending', 'running')
         RETURNING id
         """,
@@ -54,13 +60,13 @@ def requeue_dead_letter(cur: Cursor, *, job_id: uuid.UUID) -> uuid.UUID | None:
     counter; the insert trigger wakes workers at commit. Returns None if there is no such id.
     """
     cur.execute(
-        """
+        f"""
         WITH dead AS (DELETE FROM pgjobs_failed_jobs WHERE id = %s RETURNING *)
         INSERT INTO pgjobs_job_queue (job_name, payload, queue, priority, max_attempts, key)
         SELECT job_name, payload, queue, priority, max_attempts,
                -- A workflow's job gets its key back: wake-ups find the workflow by it.
-               CASE WHEN job_name LIKE 'pgjobs.workflow:%%'
-                    THEN 'workflow:' || (payload ->> 'workflow_id') END
+               CASE WHEN {is_workflow_job()}
+                    THEN {workflow_key("(payload ->> 'workflow_id')")} END
         FROM dead
         RETURNING id
         """,

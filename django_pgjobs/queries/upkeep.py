@@ -1,10 +1,10 @@
-"""Background upkeep: when the next job is due, the worker registry, pruning."""
+"""Background upkeep: when the next job is due, the worker registry, pruning jobs and workflows."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from django_pgjobs.queries.base import Cursor, filter_params, filters
+from django_pgjobs.queries.base import Cursor, filter_params, filters, workflow_key
 
 
 def seconds_until_next_due(
@@ -69,7 +69,7 @@ def prune_finished_workflows(cur: Cursor, *, older_than_seconds: float, batch: i
     Uses pgjobs_workflow_finished; skips rows another pruner holds. Returns how many went.
     """
     cur.execute(
-        """
+        f"""
         WITH old AS (
             SELECT workflow_id FROM pgjobs_workflow_executions
             WHERE status IN ('completed', 'failed', 'cancelled', 'dead')
@@ -79,7 +79,7 @@ def prune_finished_workflows(cur: Cursor, *, older_than_seconds: float, batch: i
               -- result.
               AND NOT EXISTS (
                   SELECT 1 FROM pgjobs_job_queue AS j
-                  WHERE j.key = 'workflow:' || pgjobs_workflow_executions.workflow_id
+                  WHERE j.key = {workflow_key("pgjobs_workflow_executions.workflow_id")}
                     AND j.status IN ('pending', 'running')
               )
               AND NOT EXISTS (

@@ -18,20 +18,52 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from django_pgjobs.queries.base import HOLDS_LEASE, Cursor, Token, lease_params
+from django_pgjobs.queries.base import (
+    ACTIVE,
+    CLEAR_LEASE,
+    FENCE,
+    HOLDS_LEASE,
+    UNDO_CLAIM,
+    Cursor,
+    Token,
+    is_workflow_job,
+    lease_params,
+    notify_queues,
+    workflow_job_name,
+    workflow_key,
+)
 
 # Outside waiters (WorkflowHandle.get_result, get_event) LISTEN here for wake-up keys.
 NOTIFY_CHANNEL = "pgjobs_workflow"
 
 
-def start(cur: Cursor, row: dict[str, Any]) -> tuple[bool, str | None]:
-    """Create a workflow and its job, unless the id exists; (created, name of the existing one).
+def _queue_job(source: str) -> str:
+    """The INSERT of the job that runs each workflow of ``source`` (a relation with workflow_id,
+    app_version, queue, priority, max_recovery_attempts). Its key is how wake-ups, cancels and
+    resumes find it; the first attempt plus every recovery attempt may crash before it is
+    buried (and the workflow declared dead)."""
+    return f"""
+        INSERT INTO pgjobs_job_queue (job_name, payload, queue, priority, max_attempts, key)
+        SELECT {workflow_job_name("s.app_version")},
+               jsonb_build_object('workflow_id', s.workflow_id), s.queue, s.priority,
+               s.max_recovery_attempts + 1, {workflow_key("s.workflow_id")}
+        FROM {source} AS s"""
+
+
+@dataclass(frozen=True)
+class Started:
+    created: bool  # False: the id was taken, by the workflow ``name``
+    name: str | None  # the name of the workflow holding the id (None: its start is in flight)
+
+
+def start(cur: Cursor, row: dict[str, Any]) -> Started:
+    """Create a workflow and its job, unless the id exists.
 
     Runs in the caller's transaction, so a workflow started inside ``atomic()`` exists only if it
     commits. Locks: the new rows; a concurrent start of the same id waits for the first to end.
     """
     cur.execute(
-        """
+        f"""
         WITH created AS (
             INSERT INTO pgjobs_workflow_executions
                 (workflow_id, name, input, app_version, queue, priority, max_recovery_attempts,
@@ -39,22 +71,16 @@ def start(cur: Cursor, row: dict[str, Any]) -> tuple[bool, str | None]:
             VALUES (%(workflow_id)s, %(name)s, %(input)s::jsonb, %(app_version)s, %(queue)s,
                     %(priority)s, %(max_recovery_attempts)s, %(parent)s)
             ON CONFLICT (workflow_id) DO NOTHING
-            RETURNING workflow_id
+            RETURNING workflow_id, app_version, queue, priority, max_recovery_attempts
         ),
-        queued AS (
-            INSERT INTO pgjobs_job_queue (job_name, payload, queue, priority, max_attempts, key)
-            SELECT %(job_name)s, jsonb_build_object('workflow_id', workflow_id), %(queue)s,
-                   %(priority)s, %(max_recovery_attempts)s + 1, 'workflow:' || workflow_id
-            FROM created
-            RETURNING id
-        )
+        queued AS ({_queue_job("created")} RETURNING id)
         SELECT (SELECT count(*) FROM queued),
                (SELECT name FROM pgjobs_workflow_executions WHERE workflow_id = %(workflow_id)s)
         """,
         row,
     )
     created, name = cur.fetchone()
-    return bool(created), name
+    return Started(created=bool(created), name=name)
 
 
 def existing_name(cur: Cursor, workflow_id: str) -> str | None:
@@ -86,6 +112,7 @@ def load(cur: Cursor, *, workflow_id: str, token: Token) -> LoadedWorkflow | Non
 
     Returns None when there is nothing to run: the workflow finished, was cancelled, or this
     attempt no longer holds its job. A dead workflow whose job an operator requeued runs again.
+    Locks: the workflow row.
     """
     cur.execute(
         f"""
@@ -121,11 +148,17 @@ def status_of(cur: Cursor, workflow_id: str) -> str | None:
     return None if found is None else str(found[0])
 
 
+@dataclass(frozen=True)
+class Suspension:
+    held: bool  # False: this attempt no longer holds the job; nothing was written
+    due_in: float = 0.0  # seconds until the job is due again
+
+
 def suspend(
     cur: Cursor, *, workflow_id: str, token: Token, wake_seq: int, wake_at: datetime | None
-) -> float | None:
+) -> Suspension:
     """Hand the workflow's job back to the queue until ``wake_at`` (a day at most: waits with
-    no deadline look again daily); returns seconds until it is due, None if fenced out.
+    no deadline look again daily).
 
     If anything woke the workflow since it was loaded (``wake_seq`` moved on), the job is due
     at once instead. The attempt is undone: waiting is not a crash. Locks: the workflow row,
@@ -143,17 +176,16 @@ def suspend(
         ),
         j AS (
             UPDATE pgjobs_job_queue AS j
-            SET status = 'pending', attempt = j.attempt - 1, locked_by = NULL, locked_at = NULL,
-                lease_expires_at = NULL, lease_token = NULL,
+            SET {UNDO_CLAIM},
                 scheduled_for = CASE
                     WHEN w.wake_seq <> %(wake_seq)s THEN now()
                     ELSE least(coalesce(%(wake_at)s::timestamptz, 'infinity'),
                                now() + interval '1 day')
                 END
-            FROM w WHERE j.id = %(job_id)s AND j.lease_token = %(token)s
+            FROM w WHERE {FENCE}
             RETURNING j.queue, extract(epoch FROM j.scheduled_for - now())::float8 AS delay
         )
-        SELECT delay, CASE WHEN delay <= 0 THEN pg_notify('pgjobs', queue) END FROM j
+        SELECT delay, {notify_queues("j", "WHERE delay <= 0")} FROM j
         """,
         {
             "workflow_id": workflow_id,
@@ -163,7 +195,9 @@ def suspend(
         },
     )
     found = cur.fetchone()
-    return None if found is None else max(float(found[0]), 0.0)
+    if found is None:
+        return Suspension(held=False)
+    return Suspension(held=True, due_in=max(float(found[0]), 0.0))
 
 
 def finish(
@@ -210,7 +244,7 @@ def cancel(cur: Cursor, workflow_id: str) -> str | None:
     step (its checkpoint write sees the status). Locks: the workflow row, then its job.
     """
     cur.execute(
-        """
+        f"""
         WITH before AS (
             SELECT workflow_id, status FROM pgjobs_workflow_executions
             WHERE workflow_id = %(workflow_id)s
@@ -220,14 +254,14 @@ def cancel(cur: Cursor, workflow_id: str) -> str | None:
             UPDATE pgjobs_workflow_executions AS w
             SET status = 'cancelled', completed_at = now(), updated_at = now()
             FROM before WHERE w.workflow_id = before.workflow_id
-              AND before.status IN ('pending', 'running')
+              AND before.status IN {ACTIVE}
             RETURNING w.workflow_id
         ),
         job AS (
             UPDATE pgjobs_job_queue AS j
             SET status = 'cancelled', completed_at = now()
             FROM cancelled
-            WHERE j.key = 'workflow:' || cancelled.workflow_id AND j.status = 'pending'
+            WHERE j.key = {workflow_key("cancelled.workflow_id")} AND j.status = 'pending'
         )
         SELECT before.status,
                (SELECT pgjobs_workflow_wake('result:' || workflow_id) FROM cancelled)
@@ -239,17 +273,21 @@ def cancel(cur: Cursor, workflow_id: str) -> str | None:
     return None if found is None else str(found[0])
 
 
-def resume(
-    cur: Cursor, *, workflow_id: str, app_version: str | None
-) -> tuple[str | None, str | None]:
-    """Queue a cancelled, dead or stuck-pending workflow again; (status before, app version).
+@dataclass(frozen=True)
+class Resumed:
+    before: str | None  # the status it had (None: no such workflow; nothing was written)
+    app_version: str | None  # the version it is pinned to now, when it was resumed
+
+
+def resume(cur: Cursor, *, workflow_id: str, app_version: str | None) -> Resumed:
+    """Queue a cancelled, dead or stuck-pending workflow again.
 
     With ``app_version`` the workflow is re-pinned to that version (an operator moving it to
     the deployed code). Its job is re-pointed (a running attempt fenced out), or a new one
     queued; a dead workflow's dead letter is removed. Locks: the workflow row, then its job.
     """
     cur.execute(
-        """
+        f"""
         WITH before AS (
             SELECT workflow_id, status FROM pgjobs_workflow_executions
             WHERE workflow_id = %(workflow_id)s
@@ -268,47 +306,46 @@ def resume(
             -- A still-running attempt (it was cancelled and has not noticed yet) is fenced out
             -- and its job queued afresh: it stops at its next write, the new attempt resumes.
             UPDATE pgjobs_job_queue AS j
-            SET status = 'pending', job_name = 'pgjobs.workflow:' || r.app_version,
-                scheduled_for = now(), attempt = 0, locked_by = NULL, locked_at = NULL,
-                lease_expires_at = NULL, lease_token = NULL
+            SET status = 'pending', job_name = {workflow_job_name("r.app_version")},
+                scheduled_for = now(), attempt = 0, locked_at = NULL, {CLEAR_LEASE}
             FROM resumed AS r
-            WHERE j.key = 'workflow:' || r.workflow_id AND j.status IN ('pending', 'running')
+            WHERE j.key = {workflow_key("r.workflow_id")} AND j.status IN {ACTIVE}
             RETURNING j.queue
         ),
         queued AS (
-            INSERT INTO pgjobs_job_queue (job_name, payload, queue, priority, max_attempts, key)
-            SELECT 'pgjobs.workflow:' || r.app_version,
-                   jsonb_build_object('workflow_id', r.workflow_id), r.queue, r.priority,
-                   r.max_recovery_attempts + 1, 'workflow:' || r.workflow_id
-            FROM resumed AS r
+            {_queue_job("resumed")}
             WHERE NOT EXISTS (
                 SELECT 1 FROM pgjobs_job_queue AS j
-                WHERE j.key = 'workflow:' || r.workflow_id AND j.status IN ('pending', 'running')
+                WHERE j.key = {workflow_key("s.workflow_id")} AND j.status IN {ACTIVE}
             )
         ),
         undead AS (
             DELETE FROM pgjobs_failed_jobs AS f USING resumed AS r
-            WHERE f.job_name LIKE 'pgjobs.workflow:%%'
-              AND f.payload ->> 'workflow_id' = r.workflow_id
+            WHERE {is_workflow_job("f.job_name")} AND f.payload ->> 'workflow_id' = r.workflow_id
         )
-        SELECT before.status, (SELECT app_version FROM resumed),
-               (SELECT count(pg_notify('pgjobs', queue)) FROM moved)
+        SELECT before.status, (SELECT app_version FROM resumed), {notify_queues("moved")}
         FROM before
         """,
         {"workflow_id": workflow_id, "app_version": app_version},
     )
     found = cur.fetchone()
-    return (None, None) if found is None else (str(found[0]), found[1])
+    return Resumed(None, None) if found is None else Resumed(str(found[0]), found[1])
 
 
-def fork(cur: Cursor, row: dict[str, Any]) -> tuple[bool, bool]:
+@dataclass(frozen=True)
+class Forked:
+    source_found: bool
+    created: bool  # False: the new id is taken
+
+
+def fork(cur: Cursor, row: dict[str, Any]) -> Forked:
     """Start a copy of a workflow that reuses its checkpoints before ``from_step``.
 
-    Returns (source exists, copy created). Waits in progress are not copied: they start over.
-    Runs in the caller's transaction. Locks: the new rows.
+    Waits in progress are not copied: they start over. Runs in the caller's transaction.
+    Locks: the new rows.
     """
     cur.execute(
-        """
+        f"""
         WITH source AS (
             SELECT * FROM pgjobs_workflow_executions WHERE workflow_id = %(source)s
         ),
@@ -332,23 +369,24 @@ def fork(cur: Cursor, row: dict[str, Any]) -> tuple[bool, bool]:
             WHERE s.workflow_id = %(source)s AND s.step_index < %(from_step)s
               AND s.status <> 'waiting'
         ),
-        queued AS (
-            INSERT INTO pgjobs_job_queue (job_name, payload, queue, priority, max_attempts, key)
-            SELECT 'pgjobs.workflow:' || c.app_version,
-                   jsonb_build_object('workflow_id', c.workflow_id), c.queue, c.priority,
-                   c.max_recovery_attempts + 1, 'workflow:' || c.workflow_id
-            FROM created AS c
-        )
+        queued AS ({_queue_job("created")})
         SELECT (SELECT count(*) FROM source), (SELECT count(*) FROM created)
         """,
         row,
     )
     source, created = cur.fetchone()
-    return bool(source), bool(created)
+    return Forked(source_found=bool(source), created=bool(created))
 
 
-def read_result(cur: Cursor, workflow_id: str) -> tuple[str, Any, Any] | None:
-    """(status, output, error) of a workflow, or None if there is no such workflow."""
+@dataclass(frozen=True)
+class WorkflowResult:
+    status: str
+    output: Any
+    error: Any
+
+
+def read_result(cur: Cursor, workflow_id: str) -> WorkflowResult | None:
+    """A workflow's status, output and error; None if there is no such workflow."""
     cur.execute(
         """
         SELECT status, output::text, error::text FROM pgjobs_workflow_executions
@@ -359,8 +397,8 @@ def read_result(cur: Cursor, workflow_id: str) -> tuple[str, Any, Any] | None:
     found = cur.fetchone()
     if found is None:
         return None
-    return (
-        str(found[0]),
-        None if found[1] is None else json.loads(found[1]),
-        None if found[2] is None else json.loads(found[2]),
+    return WorkflowResult(
+        status=str(found[0]),
+        output=None if found[1] is None else json.loads(found[1]),
+        error=None if found[2] is None else json.loads(found[2]),
     )

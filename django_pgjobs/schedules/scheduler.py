@@ -25,6 +25,7 @@ from django_pgjobs.conf import conf
 from django_pgjobs.database import connect
 from django_pgjobs.exceptions import JobNotFound
 from django_pgjobs.jobs.enqueue import enqueue
+from django_pgjobs.jobs.options import resolve_options
 from django_pgjobs.jobs.registry import registry
 from django_pgjobs.models import CatchUp, Schedule
 from django_pgjobs.schedules.crontab import InvalidScheduleError, Spec, parse
@@ -216,6 +217,7 @@ class Scheduler:
         if not isinstance(payload, dict):
             self._quarantine(row, "its payload is not a JSON object")
             return
+        options = resolve_options(handler.name, queue=row["queue"], priority=row["priority"])
         stamps = [t.astimezone(UTC).isoformat() for t in ticks]
         advanced, ids = queries.fire_tick(
             conn.cursor(),
@@ -223,12 +225,7 @@ class Scheduler:
             expected_next_run_at=row["next_run_at"],
             next_run_at=first_fire(spec, now=now, start=row["start_at"], end=row["end_at"]),
             last_run_at=ticks[-1] if ticks else None,
-            job={
-                "job_name": handler.name,
-                "queue": row["queue"] or handler.queue or "default",
-                "priority": handler.priority or 0 if row["priority"] is None else row["priority"],
-                "max_attempts": handler.max_attempts or conf.MAX_ATTEMPTS,
-            },
+            job={"job_name": handler.name, **vars(options)},
             fire_times=ticks,
             payloads=[json.dumps({**payload, FIRE_TIME_KEY: stamp}) for stamp in stamps],
             keys=[f"cron:{name}:{stamp}" for stamp in stamps],

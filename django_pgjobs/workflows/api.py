@@ -26,7 +26,7 @@ from django_pgjobs.models import WorkflowExecution, WorkflowStep
 from django_pgjobs.queries import workflow_runs as runs
 from django_pgjobs.queries import workflow_steps as steps
 from django_pgjobs.workflows import codec, runtime, waits
-from django_pgjobs.workflows.definitions import WorkflowDefinition, runner_job_name
+from django_pgjobs.workflows.definitions import WorkflowDefinition
 from django_pgjobs.workflows.definitions import app_version as current_app_version
 from django_pgjobs.workflows.handles import (
     StepInfo,
@@ -109,18 +109,18 @@ def _start(
             f"The arguments of workflow {definition.name!r}",
         ),
         "app_version": current_app_version(),
-        "job_name": runner_job_name(),
         "queue": validation.check_name(queue, "queue name"),
         "priority": validation.check_priority(priority),
         "max_recovery_attempts": definition.max_recovery_attempts,
         "parent": parent,
     }
     with runtime.cursor() as cur:
-        created, name = runs.start(cur, row)
-        if not created and name is None:
+        started = runs.start(cur, row)
+        name = started.name
+        if not started.created and name is None:
             # Started concurrently by a transaction that committed after this statement began.
             name = runs.existing_name(cur, workflow_id)
-    if not created and name != definition.name:
+    if not started.created and name != definition.name:
         raise WorkflowConflict(
             f"Workflow id {workflow_id!r} is already used by workflow {name!r}; "
             f"cannot start {definition.name!r} with it."
@@ -214,7 +214,7 @@ def resume_workflow(
     if app_version is not None:
         _check_version(app_version)
     with runtime.cursor(using) as cur:
-        before, _ = runs.resume(cur, workflow_id=workflow_id, app_version=app_version)
+        before = runs.resume(cur, workflow_id=workflow_id, app_version=app_version).before
     if before is None:
         raise WorkflowNotFound(f"No workflow has the id {workflow_id!r}.")
     if before not in ("cancelled", "dead", "pending"):
@@ -245,7 +245,7 @@ def fork_workflow(
     )
     version = app_version if app_version is not None else current_app_version()
     with runtime.cursor(using) as cur:
-        source, created = runs.fork(
+        forked = runs.fork(
             cur,
             {
                 "source": workflow_id,
@@ -254,9 +254,9 @@ def fork_workflow(
                 "app_version": _check_version(version),
             },
         )
-    if not source:
+    if not forked.source_found:
         raise WorkflowNotFound(f"No workflow has the id {workflow_id!r}.")
-    if not created:
+    if not forked.created:
         raise WorkflowConflict(f"Workflow id {new_id!r} is already taken.")
     return WorkflowHandle(new_id)
 
@@ -296,9 +296,9 @@ def _send_from_workflow(
         "started_at": timezone.now(),
     }
     with runtime.bookkeeping() as cur:
-        status, sent = steps.send_from_step(cur, token=ctx.token, step=step)
-    ctx.after_write(status)
-    return sent
+        sent = steps.send_from_step(cur, token=ctx.token, step=step)
+    ctx.after_write(sent)
+    return sent.sent
 
 
 def set_event(key: str, value: Any) -> None:
@@ -326,8 +326,8 @@ def get_event(workflow_id: str, key: str, timeout: float | None = 60) -> Any:
 
     def check() -> tuple[bool, Any] | None:
         with runtime.cursor() as cur:
-            found, value = steps.read_event(cur, workflow_id=workflow_id, key=key)
-        return (found, value) if found else None
+            event = steps.read_event(cur, workflow_id=workflow_id, key=key)
+        return (True, event.value) if event.found else None
 
     got = wait_outside(f"event:{workflow_id}:{key}", check, seconds)
     return None if got is None else got[1]

@@ -126,10 +126,9 @@ def _final_result(workflow_id: str) -> dict[str, Any] | None:
         found = runs.read_result(cur, workflow_id)
     if found is None:
         raise WorkflowNotFound(f"No workflow has the id {workflow_id!r}.")
-    status, output, error = found
-    if status in ("pending", "running"):
+    if found.status in ("pending", "running"):
         return None
-    return {"status": status, "output": output, "error": error}
+    return {"status": found.status, "output": found.output, "error": found.error}
 
 
 def _outcome(workflow_id: str, found: dict[str, Any]) -> Any:

@@ -132,12 +132,12 @@ class WorkflowContext:
     def step_row(self, index: int, name: str) -> dict[str, Any]:
         return {"workflow_id": self.workflow_id, "index": index, "name": name}
 
-    def after_write(self, status: str | None) -> None:
-        """Act on the workflow status a checkpoint write returned: a cancel seen here stops the
-        workflow at its next step, at no extra round trip."""
-        if status is None:
+    def after_write(self, write: steps.StepWrite) -> None:
+        """Act on what a checkpoint write saw: another worker holds the job (stop now), or the
+        workflow was cancelled (stop at the next step, at no extra round trip)."""
+        if not write.held:
             self.halt(_LeaseLost())
-        if status == "cancelled":
+        if write.workflow_status == "cancelled":
             self.cancelled = True
 
     def record(
@@ -154,7 +154,7 @@ class WorkflowContext:
         """Write a checkpoint; returns the output as PostgreSQL stored it (jsonb normalises key
         order and numbers), which is what every replay will read."""
         with bookkeeping() as cur:
-            result, stored = steps.record_step(
+            recorded = steps.record_step(
                 cur,
                 token=self.token,
                 step={
@@ -166,24 +166,24 @@ class WorkflowContext:
                     "started_at": started_at,
                 },
             )
-        self.after_write(result)
-        return stored
+        self.after_write(recorded)
+        return recorded.output
 
     def suspend(self, wake_at: datetime | None) -> None:
         """Give the job back until ``wake_at`` (or an earlier wake-up); never returns."""
         with bookkeeping() as cur:
-            delay = runs.suspend(
+            suspension = runs.suspend(
                 cur,
                 workflow_id=self.workflow_id,
                 token=self.token,
                 wake_seq=self.wake_seq,
                 wake_at=wake_at,
             )
-            if delay is None:
+            if not suspension.held:
                 if runs.status_of(cur, self.workflow_id) == "cancelled":
                     self.halt(_Cancelled())
                 self.halt(_LeaseLost())
-        self.halt(_Suspended(delay))
+        self.halt(_Suspended(suspension.due_in))
 
 
 _current: ContextVar[WorkflowContext | None] = ContextVar("pgjobs_workflow", default=None)

@@ -64,25 +64,24 @@ def durable_wait(
     step = ctx.step_row(index, name)
     if recorded is None:
         with bookkeeping() as cur:
-            status, deadline = steps.register_wait(
+            started = steps.register_wait(
                 cur,
                 token=ctx.token,
                 step={**step, "started_at": timezone.now()},
                 wait_key=wait_key,
                 timeout=timeout,
             )
-        ctx.after_write(status)
+        ctx.after_write(started)
+        deadline = started.deadline
     else:
         deadline = recorded.wake_at
     while True:
         with bookkeeping() as cur:
-            status, done, output = steps.finish_wait(
-                cur, kind, token=ctx.token, params={**step, **params}
-            )
+            checked = steps.finish_wait(cur, kind, token=ctx.token, params={**step, **params})
         # A cancel seen here stops the workflow before its next step.
-        ctx.after_write(status)
-        if done:
-            return output
+        ctx.after_write(checked)
+        if checked.done:
+            return checked.output
         remaining = _seconds_until(deadline)
         if kind == "sleep" and remaining is not None and remaining <= IN_PROCESS_SLEEP:
             time.sleep(max(remaining, 0.01))

@@ -27,7 +27,7 @@ def test_three_schedulers_fire_each_tick_exactly_once(
         processes.append(start_worker(settings=FAST, log=log, command="pgjobs_scheduler"))
     # A worker completes the jobs as they come, as in production. (Racing schedulers are
     # stopped by the tick's compare-and-set, and by the job key while a tick's job is pending;
-    # test_scheduler.py pins the compare-and-set alone.)
+    # schedules/test_exactly_once.py pins the compare-and-set alone.)
     worker_log = tmp_path / "worker.log"
     processes.append(
         start_worker("--no-scheduler", "--concurrency", "4", settings=FAST, log=worker_log)

@@ -1,3 +1,6 @@
+"""``manage.py pgjobs``: status, list, retry, cancel, enqueue, prune and schedules, each a thin
+call into the library; mistakes on the command line are command errors."""
+
 from __future__ import annotations
 
 import uuid
@@ -8,9 +11,12 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
-from django_pgjobs import enqueue, get_job
-from django_pgjobs.models import FailedJob, Job
+from django_pgjobs import enqueue, get_job, start_workflow
+from django_pgjobs.models import FailedJob, Job, Schedule, WorkflowExecution
+from django_pgjobs.schedules.scheduler import Scheduler
 from django_pgjobs.worker import Worker
+from tests.helpers import add_schedule
+from tests.testapp import workflows as wf
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -44,6 +50,23 @@ def test_status_shows_counts_dead_letters_workers_and_lag(make_worker: type[Work
 def test_status_on_an_empty_queue() -> None:
     out = pgjobs("status")
     assert "(no jobs)" in out and "oldest due job: none" in out
+
+
+def test_status_names_due_jobs_no_handler_will_run() -> None:
+    enqueue("send-welcom-email")  # a typo: nobody handles it
+    assert "no handler is registered for 'send-welcom-email': 1 job(s)" in pgjobs("status")
+
+
+def test_status_counts_workflows_and_names_stranded_versions() -> None:
+    handle = start_workflow(wf.greet, "stranded")
+    WorkflowExecution.objects.filter(workflow_id=handle.workflow_id).update(app_version="v0")
+    Job.objects.filter(key=f"workflow:{handle.workflow_id}").update(job_name="pgjobs.workflow:v0")
+    out = StringIO()
+    call_command("pgjobs", "status", stdout=out)
+    text = out.getvalue()
+    assert "workflows: pending 1" in text
+    assert "1 workflow(s) pinned to code version 'v0'" in text
+    assert "--deployed" in text
 
 
 def test_list_and_list_dead(make_worker: type[Worker]) -> None:
@@ -107,29 +130,25 @@ def test_prune_command() -> None:
     assert "Pruned 1 finished jobs" in pgjobs("prune")
 
 
-def test_worker_command_burst() -> None:
-    enqueue("test.record", {"label": "cli worker"})
+def test_schedules_command_lists_next_five_fire_times_and_run_schedule_is_manual(
+    scheduler: Scheduler,
+) -> None:
+    add_schedule("nightly", "0 2 * * *", timezone="Europe/Paris", payload={"k": "v"})
+    scheduler.run_once()
     out = StringIO()
-    call_command("pgjobs_worker", "--burst", "--concurrency", "2", stdout=out)
-    assert "1 completed" in out.getvalue()
-    assert Job.objects.get().status == "completed"
-
-
-def test_the_worker_command_does_not_keep_its_start_up_connection() -> None:
-    """The migrations check opens the main thread's Django connection; the worker never uses
-    it, so it must not sit idle for the life of the process (max_connections is finite)."""
-    from django.db import connection
-
-    enqueue("test.record", {"label": "cli worker"})
-    assert connection.connection is not None
-    call_command("pgjobs_worker", "--burst", stdout=StringIO())
-    assert connection.connection is None
-    assert Job.objects.get().status == "completed"
-
-
-def test_worker_command_rejects_bad_options() -> None:
-    with pytest.raises(CommandError, match="--concurrency"):
-        call_command("pgjobs_worker", "--concurrency", "0")
+    call_command("pgjobs", "schedules", stdout=out)
+    text = out.getvalue()
+    assert "nightly  [0 2 * * *] Europe/Paris  -> test.record" in text
+    next_line = next(line for line in text.splitlines() if "next:" in line)
+    assert next_line.count("02:00:00+0") == 5
+    before = Schedule.objects.values_list("last_run_at", "next_run_at").get()
+    call_command("pgjobs", "run-schedule", "nightly", stdout=StringIO())
+    manual = Job.objects.get()
+    assert manual.payload["manual"] is True and manual.payload["k"] == "v"
+    assert "fire_time" in manual.payload and manual.key is None
+    assert Schedule.objects.values_list("last_run_at", "next_run_at").get() == before
+    with pytest.raises(CommandError, match="No schedule named 'nope'"):
+        call_command("pgjobs", "run-schedule", "nope")
 
 
 @pytest.mark.parametrize(
@@ -148,20 +167,3 @@ def test_command_line_mistakes_are_command_errors(
 ) -> None:
     with pytest.raises(CommandError, match=message):
         call_command(command, *args)
-
-
-def test_status_names_due_jobs_no_handler_will_run() -> None:
-    enqueue("send-welcom-email")  # a typo: nobody handles it
-    assert "no handler is registered for 'send-welcom-email': 1 job(s)" in pgjobs("status")
-
-
-def test_prune_accepts_a_timedelta_and_refuses_nonsense() -> None:
-    from django_pgjobs.jobs import prune_jobs
-
-    job_id = enqueue("test.record")
-    Job.objects.filter(id=job_id).update(
-        status="completed", completed_at=timezone.now() - timedelta(hours=2)
-    )
-    assert prune_jobs(retention=timedelta(hours=1)) == 1
-    with pytest.raises(ValueError, match="retention"):
-        prune_jobs(retention=float("nan"))

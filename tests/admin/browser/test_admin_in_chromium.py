@@ -18,8 +18,19 @@ from django.contrib.auth.models import User
 
 from django_pgjobs import enqueue, enqueue_many, get_job
 from django_pgjobs.worker import Worker
+from tests.helpers import ROOT
 
-ARTIFACTS = Path(__file__).resolve().parent.parent.parent / "test-artifacts"
+try:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+except ImportError:
+    SELENIUM = False
+else:
+    SELENIUM = True
+
+ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
 
@@ -30,14 +41,10 @@ if not (CHROMIUM and CHROMEDRIVER):
         "needs chromium and chromedriver (apt-get install chromium chromium-driver)",
         allow_module_level=True,
     )
-
-if os.environ.get("PGJOBS_REQUIRE_BROWSER"):
-    from selenium import webdriver  # in CI a missing selenium is a failure, never a skip
-else:
-    webdriver = pytest.importorskip("selenium.webdriver")
-from selenium.webdriver.chrome.service import Service  # noqa: E402
-from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+if not SELENIUM:
+    if os.environ.get("PGJOBS_REQUIRE_BROWSER"):  # in CI a missing selenium is a failure
+        raise RuntimeError("PGJOBS_REQUIRE_BROWSER is set but selenium is not installed")
+    pytest.skip("needs selenium (pip install -e '.[test]')", allow_module_level=True)
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 

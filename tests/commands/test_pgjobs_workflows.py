@@ -8,7 +8,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from django_pgjobs import get_workflow, start_workflow
-from django_pgjobs.models import Job, WorkflowExecution
+from django_pgjobs.models import WorkflowExecution
 from django_pgjobs.worker import Worker
 from django_pgjobs.workflows.definitions import app_version
 from tests.testapp import workflows as wf
@@ -51,15 +51,3 @@ def test_errors_become_command_errors() -> None:
         run("show", "missing")
     with pytest.raises(CommandError, match="from-step"):
         run("fork", "missing", "--from-step", "-1")
-
-
-def test_status_counts_workflows_and_names_stranded_versions() -> None:
-    handle = start_workflow(wf.greet, "stranded")
-    WorkflowExecution.objects.filter(workflow_id=handle.workflow_id).update(app_version="v0")
-    Job.objects.filter(key=f"workflow:{handle.workflow_id}").update(job_name="pgjobs.workflow:v0")
-    out = StringIO()
-    call_command("pgjobs", "status", stdout=out)
-    text = out.getvalue()
-    assert "workflows: pending 1" in text
-    assert "1 workflow(s) pinned to code version 'v0'" in text
-    assert "--deployed" in text

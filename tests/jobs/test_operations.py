@@ -1,3 +1,5 @@
+"""The operator functions on jobs: get, list, retry, cancel, dead letters and pruning."""
+
 from __future__ import annotations
 
 import uuid
@@ -5,6 +7,7 @@ from datetime import timedelta
 
 import pytest
 from django.db import transaction
+from django.test import override_settings
 from django.utils import timezone
 
 from django_pgjobs import PgJobsError, cancel_job, enqueue, get_job, retry_job
@@ -135,3 +138,28 @@ def test_retrying_a_cancelled_job_whose_key_was_taken_is_refused() -> None:
         with pytest.raises(JobStateError, match="holds its key"):
             retry_job(old)
         assert Job.objects.count() == 2  # the transaction is still usable
+
+
+@override_settings(PGJOBS={"RETENTION": timedelta(hours=1)})
+def test_prune_deletes_only_old_finished_jobs() -> None:
+    from django_pgjobs.jobs import prune_jobs
+
+    old_done, old_cancelled, recent, pending = (enqueue("test.record") for _ in range(4))
+    an_hour_ago = timezone.now() - timedelta(hours=1, seconds=1)
+    Job.objects.filter(id=old_done).update(status="completed", completed_at=an_hour_ago)
+    Job.objects.filter(id=old_cancelled).update(status="cancelled", completed_at=an_hour_ago)
+    Job.objects.filter(id=recent).update(status="completed", completed_at=timezone.now())
+    assert prune_jobs() == 2
+    assert set(Job.objects.values_list("id", flat=True)) == {recent, pending}
+
+
+def test_prune_accepts_a_timedelta_and_refuses_nonsense() -> None:
+    from django_pgjobs.jobs import prune_jobs
+
+    job_id = enqueue("test.record")
+    Job.objects.filter(id=job_id).update(
+        status="completed", completed_at=timezone.now() - timedelta(hours=2)
+    )
+    assert prune_jobs(retention=timedelta(hours=1)) == 1
+    with pytest.raises(ValueError, match="retention"):
+        prune_jobs(retention=float("nan"))

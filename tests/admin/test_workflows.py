@@ -1,12 +1,9 @@
-"""The workflow admin: list, detail with steps, actions, permissions; workflow dashboard tiles."""
+"""The workflow admin: list, detail with steps, actions, permissions."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 from django.contrib.admin.utils import quote
-from django.contrib.auth.models import Permission, User
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
@@ -22,7 +19,6 @@ from tests.testapp import workflows as wf
 
 pytestmark = pytest.mark.django_db(transaction=True)
 LIST = "/admin/pgjobs/workflowexecution/"
-DASHBOARD = "/admin/pgjobs/dashboard/"
 
 
 def detail(workflow_id: str) -> str:
@@ -229,42 +225,3 @@ def test_the_list_runs_a_fixed_number_of_queries(
         return len(queries)
 
     assert render(1) == render(6)
-
-
-def test_dashboard_counts_workflows_by_status_for_those_who_may_see_them(
-    viewer_client: Client, make_worker: type[Worker]
-) -> None:
-    assert 'id="pgjobs-workflows"' not in viewer_client.get(DASHBOARD).content.decode()
-    start_workflow(wf.greet, "a")
-    start_workflow(wf.fails, "b")
-    drain(make_worker())
-    start_workflow(wf.greet, "c")
-
-    def tiles() -> tuple[str, int]:
-        with CaptureQueriesContext(connection) as queries:
-            page = viewer_client.get(DASHBOARD, {"partial": "1"}).content.decode()
-        return page.split('id="pgjobs-workflows"')[1].split("</div>\n</div>")[0], len(queries)
-
-    shown, before = tiles()
-    for state, count in (("pending", 1), ("completed", 1), ("failed", 1), ("dead", 0)):
-        assert f'?status__exact={state}">{count}</a>' in shown
-    for n in range(5):
-        start_workflow(wf.greet, f"more {n}")
-    assert tiles()[1] == before
-
-    jobs_only = User.objects.create_user("jobs", "j@example.com", "pw", is_staff=True)
-    jobs_only.user_permissions.set(Permission.objects.filter(codename="view_job"))
-    client = Client()
-    client.force_login(jobs_only)
-    assert 'id="pgjobs-workflows"' not in client.get(DASHBOARD).content.decode()
-
-
-def test_workflow_counts_stop_at_the_cap(monkeypatch: pytest.MonkeyPatch) -> None:
-    from django_pgjobs.observability import dashboard
-
-    monkeypatch.setattr(dashboard, "COUNT_CAP", 3)
-    for n in range(5):
-        start_workflow(wf.greet, str(n))
-    counts: dict[str, Any] = dashboard.workflow_counts()
-    assert counts["pending"] == 3 and counts["running"] == 0
-    assert list(counts) == ["pending", "running", "completed", "failed", "cancelled", "dead"]

@@ -1,6 +1,10 @@
+"""The dashboard: counts, lag and charts for jobs and workflows, in a fixed number of bounded
+queries, shown to those with view permission."""
+
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from django.contrib.auth.models import Permission, User
@@ -9,9 +13,11 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from django_pgjobs import enqueue, enqueue_many
+from django_pgjobs import enqueue, enqueue_many, start_workflow
 from django_pgjobs.observability import dashboard
 from django_pgjobs.worker import Worker
+from tests.helpers import drain
+from tests.testapp import workflows as wf
 
 pytestmark = pytest.mark.django_db(transaction=True)
 URL = "/admin/pgjobs/dashboard/"
@@ -105,3 +111,40 @@ def test_due_scheduled_lag_and_a_depth_curve_that_ignores_jobs_not_due_yet(staff
     assert board.oldest_due_age is not None and 29 * 60 < board.oldest_due_age < 31 * 60
     assert board.depth[-1] == 2 and board.depth[-10] == 2 and board.depth[0] == 0
     assert "0:30:" in staff.get(URL).content.decode()
+
+
+def test_dashboard_counts_workflows_by_status_for_those_who_may_see_them(
+    viewer_client: Client, make_worker: type[Worker]
+) -> None:
+    assert 'id="pgjobs-workflows"' not in viewer_client.get(URL).content.decode()
+    start_workflow(wf.greet, "a")
+    start_workflow(wf.fails, "b")
+    drain(make_worker())
+    start_workflow(wf.greet, "c")
+
+    def tiles() -> tuple[str, int]:
+        with CaptureQueriesContext(connection) as queries:
+            page = viewer_client.get(URL, {"partial": "1"}).content.decode()
+        return page.split('id="pgjobs-workflows"')[1].split("</div>\n</div>")[0], len(queries)
+
+    shown, before = tiles()
+    for state, count in (("pending", 1), ("completed", 1), ("failed", 1), ("dead", 0)):
+        assert f'?status__exact={state}">{count}</a>' in shown
+    for n in range(5):
+        start_workflow(wf.greet, f"more {n}")
+    assert tiles()[1] == before
+
+    jobs_only = User.objects.create_user("jobs", "j@example.com", "pw", is_staff=True)
+    jobs_only.user_permissions.set(Permission.objects.filter(codename="view_job"))
+    client = Client()
+    client.force_login(jobs_only)
+    assert 'id="pgjobs-workflows"' not in client.get(URL).content.decode()
+
+
+def test_workflow_counts_stop_at_the_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dashboard, "COUNT_CAP", 3)
+    for n in range(5):
+        start_workflow(wf.greet, str(n))
+    counts: dict[str, Any] = dashboard.workflow_counts()
+    assert counts["pending"] == 3 and counts["running"] == 0
+    assert list(counts) == ["pending", "running", "completed", "failed", "cancelled", "dead"]

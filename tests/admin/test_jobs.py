@@ -1,33 +1,22 @@
+"""The jobs and dead letters admin: what an operator sees, actions that call the library, and
+who may use them."""
+
 from __future__ import annotations
 
 from datetime import timedelta
 from typing import Any
 
 import pytest
-from django.db import connection
 from django.test import Client
-from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
 from django_pgjobs import enqueue, get_job
 from django_pgjobs.models import FailedJob, Job, Schedule
-from django_pgjobs.models import Worker as WorkerRow
 from django_pgjobs.worker import Worker
+from tests.admin.changelists import act, changelist
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def changelist(model: str) -> str:
-    return reverse(f"admin:pgjobs_{model}_changelist")
-
-
-def act(client: Client, model: str, action: str, ids: list[Any]) -> Any:
-    return client.post(
-        changelist(model),
-        {"action": action, "_selected_action": [str(i) for i in ids]},
-        follow=True,
-    )
 
 
 def bury(make_worker: type[Worker], message: str) -> Any:
@@ -82,6 +71,32 @@ def test_job_actions_call_the_library(admin_client_: Client, make_worker: type[W
     assert "only a pending or running job can be cancelled" in refused
 
 
+def test_run_now_says_what_it_skipped(admin_client_: Client) -> None:
+    later = enqueue("test.record", scheduled_for=timedelta(hours=1))
+    cancelled = enqueue("test.record")
+    Job.objects.filter(id=cancelled).update(status="cancelled")
+    page = act(admin_client_, "job", "run_now", [later, cancelled]).content.decode()
+    assert "1 job(s) skipped: only pending jobs can run now." in page
+    assert "1 job(s) due now." in page
+
+
+def test_actions_cap_the_selection_and_group_refusals(
+    admin_client_: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from django_pgjobs.admin import common as pgjobs_admin
+
+    done = [enqueue("test.record") for _ in range(3)]
+    Job.objects.filter(id__in=done).update(status="completed")
+    grouped = act(admin_client_, "job", "cancel", done).content.decode()
+    assert grouped.count("only a pending or running job can be cancelled") == 1
+    assert "3 job(s): Job {id} is completed" in grouped
+    monkeypatch.setattr(pgjobs_admin, "ACTION_LIMIT", 2)
+    pending = [enqueue("test.record") for _ in range(3)]
+    refused = act(admin_client_, "job", "cancel", pending).content.decode()
+    assert "actions handle at most 2 at a time" in refused
+    assert Job.objects.filter(id__in=pending, status="pending").count() == 3
+
+
 def test_dead_letters_grouped_by_job_and_error_and_requeued(
     admin_client_: Client, make_worker: type[Worker]
 ) -> None:
@@ -92,56 +107,6 @@ def test_dead_letters_grouped_by_job_and_error_and_requeued(
     act(admin_client_, "failedjob", "requeue", ids[:2])
     assert FailedJob.objects.count() == 1
     assert Job.objects.filter(job_name="test.fail", status="pending").count() == 2
-
-
-def test_schedule_admin_validates_and_acts(admin_client_: Client) -> None:
-    add_url = reverse("admin:pgjobs_schedule_add")
-    bad = admin_client_.post(
-        add_url,
-        {"name": "bad", "cron": "0 0 30 2 *", "job_name": "test.record", "payload": "{}",
-         "timezone": "UTC", "enabled": "on", "catch_up": "skip", "catch_up_limit": "10"},
-    )  # fmt: skip
-    assert bad.status_code == 200 and "Invalid cron expression" in bad.content.decode()
-    assert not Schedule.objects.exists()
-    admin_client_.post(
-        add_url,
-        {"name": "ok", "cron": "*/5 * * * *", "job_name": "test.record", "payload": "{}",
-         "timezone": "Europe/Paris", "enabled": "on", "catch_up": "skip", "catch_up_limit": "10"},
-    )  # fmt: skip
-    row = Schedule.objects.get(name="ok")
-    assert "Europe/Paris" in admin_client_.get(changelist("schedule")).content.decode()
-    act(admin_client_, "schedule", "disable", [row.pk])
-    assert not Schedule.objects.get().enabled
-    act(admin_client_, "schedule", "run_now", [row.pk])
-    assert Job.objects.get().payload["manual"] is True
-
-
-def test_declared_schedules_only_let_operators_pause_them(admin_client_: Client) -> None:
-    row = Schedule.objects.create(
-        name="from-code", cron="0 * * * *", job_name="test.record", source="code"
-    )
-    page = admin_client_.get(
-        reverse("admin:pgjobs_schedule_change", args=[row.pk])
-    ).content.decode()
-    assert 'name="enabled"' in page
-    assert 'name="cron"' not in page  # shown read-only: a deploy's sync would undo an edit
-
-
-def test_worker_changelist_counts_running_jobs_without_n_plus_one(admin_client_: Client) -> None:
-    def render(workers: int) -> int:
-        WorkerRow.objects.all().delete()
-        for n in range(workers):
-            WorkerRow.objects.create(id=f"w{n}", hostname="h", pid=n, queues=["mail"])
-            for _ in range(n + 1):  # worker n runs n + 1 jobs
-                job_id = enqueue("test.record")
-                Job.objects.filter(id=job_id).update(status="running", locked_by=f"w{n}")
-        with CaptureQueriesContext(connection) as queries:
-            page = admin_client_.get(changelist("worker")).content.decode()
-        assert page.count(">live<") == workers
-        assert f'<td class="field-running_jobs">{workers}</td>' in page
-        return len(queries)
-
-    assert render(1) == render(6)
 
 
 def test_a_view_only_user_sees_everything_and_changes_nothing(
@@ -179,40 +144,3 @@ def test_detail_pages_are_view_only_even_for_a_superuser(admin_client_: Client) 
     assert 'name="_save"' not in page
     assert admin_client_.post(url, {}).status_code == 403
     assert 'value="delete_selected"' not in admin_client_.get(changelist("job")).content.decode()
-
-
-def test_pausing_a_declared_schedule_through_its_form(admin_client_: Client) -> None:
-    row = Schedule.objects.create(
-        name="declared", cron="0 * * * *", job_name="handler.gone", source="code", orphaned=True
-    )
-    response = admin_client_.post(
-        reverse("admin:pgjobs_schedule_change", args=[row.pk]), {"enabled": ""}
-    )
-    assert response.status_code == 302
-    assert not Schedule.objects.get().enabled
-
-
-def test_actions_cap_the_selection_and_group_refusals(
-    admin_client_: Client, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from django_pgjobs.admin import common as pgjobs_admin
-
-    done = [enqueue("test.record") for _ in range(3)]
-    Job.objects.filter(id__in=done).update(status="completed")
-    grouped = act(admin_client_, "job", "cancel", done).content.decode()
-    assert grouped.count("only a pending or running job can be cancelled") == 1
-    assert "3 job(s): Job {id} is completed" in grouped
-    monkeypatch.setattr(pgjobs_admin, "ACTION_LIMIT", 2)
-    pending = [enqueue("test.record") for _ in range(3)]
-    refused = act(admin_client_, "job", "cancel", pending).content.decode()
-    assert "actions handle at most 2 at a time" in refused
-    assert Job.objects.filter(id__in=pending, status="pending").count() == 3
-
-
-def test_run_now_says_what_it_skipped(admin_client_: Client) -> None:
-    later = enqueue("test.record", scheduled_for=timedelta(hours=1))
-    cancelled = enqueue("test.record")
-    Job.objects.filter(id=cancelled).update(status="cancelled")
-    page = act(admin_client_, "job", "run_now", [later, cancelled]).content.decode()
-    assert "1 job(s) skipped: only pending jobs can run now." in page
-    assert "1 job(s) due now." in page

@@ -1,0 +1,106 @@
+"""What became of an attempt: completed, or failed and then retried or buried (moved to the
+dead letters). The worker's completer is the only caller.
+
+Every write here is fenced on the attempt's lease token (see the package docstring): an attempt
+whose job was rescued or cancelled meanwhile matches nothing, and its outcome is dropped.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Literal
+
+from django_pgjobs.queries.base import (
+    CLEAR_LEASE,
+    FENCE,
+    HELD,
+    HELD_FENCE,
+    Cursor,
+    Token,
+    as_uuid,
+    lease_params,
+    notify_queues,
+    token_params,
+)
+
+# Completing finished attempts, fenced on their lease tokens (see complete_jobs).
+
+COMPLETED_CTE = f"""done AS (
+    UPDATE pgjobs_job_queue AS j
+    SET status = 'completed', completed_at = now(), {CLEAR_LEASE}
+    FROM {HELD}
+    WHERE {HELD_FENCE}
+    RETURNING j.id
+)"""
+
+
+def complete_jobs(cur: Cursor, *, tokens: Sequence[Token]) -> list[uuid.UUID]:
+    """Mark many finished attempts completed in one statement; returns the ids it completed.
+
+    Fenced on (id, lease_token, running): an attempt whose job was rescued or cancelled meanwhile
+    matches nothing and its outcome is dropped. Locks: those rows, briefly. A crash before this
+    commits leaves the jobs running; they are rescued and run again (at-least-once).
+    """
+    if not tokens:
+        return []
+    cur.execute(f"WITH {COMPLETED_CTE} SELECT id FROM done", token_params(tokens))
+    return [as_uuid(r[0]) for r in cur.fetchall()]
+
+
+# Shared by fail and rescue: given the rows in CTE ``failing`` (already locked, each with its
+# error and delay), bury those out of attempts and send the rest back to pending, in one
+# statement. The two branches test opposite conditions, so no row is touched twice.
+RETRY_OR_BURY = f"""
+buried AS (
+    DELETE FROM pgjobs_job_queue AS j USING failing AS f
+    WHERE j.id = f.id AND j.attempt >= j.max_attempts
+    RETURNING j.id, j.job_name, j.payload, j.queue, j.priority, j.attempt, j.max_attempts,
+              f.error, j.created_at
+),
+dead AS (
+    INSERT INTO pgjobs_failed_jobs (id, job_name, payload, queue, priority, attempt,
+                                    max_attempts, error, original_created_at)
+    SELECT * FROM buried
+    RETURNING id
+),
+retried AS (
+    UPDATE pgjobs_job_queue AS j
+    SET status = 'pending', error = f.error, {CLEAR_LEASE},
+        scheduled_for = now() + make_interval(secs => f.delay)
+    FROM failing AS f
+    WHERE j.id = f.id AND j.attempt < j.max_attempts
+    RETURNING j.id, j.queue, f.delay
+)
+-- Jobs due again at once (rescues) wake idle workers; delayed retries are picked up by the
+-- failing worker's own timer or by polling.
+SELECT (SELECT count(*) FROM retried), (SELECT count(*) FROM dead),
+       {notify_queues("retried", "WHERE delay <= 0")}
+"""
+
+FailOutcome = Literal["retried", "buried", "lost"]
+
+
+def fail_job(cur: Cursor, *, token: Token, error: str, delay: float) -> FailOutcome:
+    """Record a failed attempt: back to pending after ``delay`` seconds, or dead-lettered.
+
+    One statement, so a job is never both gone from the queue and missing from the dead letters.
+    Fenced like :func:`complete_jobs`; returns "lost" when this attempt no longer owns the job.
+    Locks: the job row. A crash before commit leaves it running until its lease is rescued.
+    """
+    cur.execute(
+        f"""
+        WITH failing AS (
+            SELECT id, %(error)s::text AS error, %(delay)s::float8 AS delay
+            FROM pgjobs_job_queue
+            WHERE {FENCE}
+            FOR UPDATE
+        ),
+        {RETRY_OR_BURY}
+        """,
+        {**lease_params(token), "error": error, "delay": delay},
+    )
+    retried, buried, _ = cur.fetchone()
+    if buried:
+        return "buried"
+    return "retried" if retried else "lost"

@@ -1,0 +1,55 @@
+"""The claim statement's plan: an ordered index scan that stops at LIMIT, rows updated by key."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import connection
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.mark.parametrize(
+    ("queues", "index"),
+    [(None, "pgjobs_job_claim"), (["mail"], "pgjobs_job_queue_claim")],
+    ids=["all queues", "one queue"],
+)
+def test_the_claim_walks_its_index_in_order(queues: list[str] | None, index: str) -> None:
+    """EXPLAIN the worker's own claim statement over a backlog: an ordered index scan that stops
+    at LIMIT, never a sort of every due row."""
+    from django_pgjobs.queries.claim import claim_statement
+
+    with connection.cursor() as cur:
+        cur.execute(
+            "INSERT INTO pgjobs_job_queue (job_name, queue, scheduled_for) "
+            "SELECT 'test.record', CASE WHEN n % 50 = 0 THEN 'mail' ELSE 'default' END, "
+            "now() - interval '1 second' FROM generate_series(1, 5000) AS n"
+        )
+        cur.execute("ANALYZE pgjobs_job_queue")
+        sql, params = claim_statement(
+            worker_id="w", limit=10, lease_seconds=30, queues=queues, job_names=["test.record"]
+        )
+        cur.execute("EXPLAIN " + sql, params)
+        plan = "\n".join(r[0] for r in cur.fetchall())
+    assert index in plan, plan
+    assert "Sort" not in plan, plan
+
+
+@pytest.mark.parametrize("limit", [1, 50, 500])
+def test_the_claim_updates_its_rows_by_key_however_large_the_batch(limit: int) -> None:
+    """A prefetching worker claims hundreds of rows at once: each is found through the primary
+    key, never by hashing the batch against a sequential scan of the whole table."""
+    from django_pgjobs.queries.claim import claim_statement
+
+    with connection.cursor() as cur:
+        cur.execute(
+            "INSERT INTO pgjobs_job_queue (job_name) "
+            "SELECT 'test.record' FROM generate_series(1, 5000)"
+        )
+        cur.execute("ANALYZE pgjobs_job_queue")
+        sql, params = claim_statement(
+            worker_id="w", limit=limit, lease_seconds=30, queues=None, job_names=None
+        )
+        cur.execute("EXPLAIN " + sql, params)
+        plan = "\n".join(r[0] for r in cur.fetchall())
+    assert "pgjobs_job_queue_pkey" in plan, plan
+    assert "Seq Scan" not in plan, plan

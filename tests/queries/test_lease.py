@@ -1,0 +1,45 @@
+"""Statements on a held lease: the heartbeat renews it, a release undoes the attempt."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+
+from django_pgjobs import enqueue, get_job, queries
+from django_pgjobs.models import Worker as WorkerRow
+from django_pgjobs.worker import Worker
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_heartbeat_renews_leases_and_the_worker_row(make_worker: type[Worker]) -> None:
+    job_id = enqueue("test.record")
+    with connection.cursor() as cur:
+        (claimed,) = queries.claim_jobs(
+            cur, worker_id="w1", limit=1, lease_seconds=1, queues=None, job_names=None
+        )
+        before = get_job(job_id).lease_expires_at
+        lost = queries.heartbeat(
+            cur,
+            worker={"id": "w1", "hostname": "h", "pid": 1, "queues": "[]", "concurrency": 1},
+            tokens=[claimed.token, (uuid.uuid4(), uuid.uuid4())],
+            lease_seconds=60,
+        )
+    assert len(lost) == 1 and lost[0] != job_id  # the unknown job is reported, ours renewed
+    after = get_job(job_id).lease_expires_at
+    assert before is not None and after is not None and after - before > timedelta(seconds=50)
+    assert WorkerRow.objects.filter(id="w1").exists()
+
+
+def test_release_puts_unstarted_jobs_back_without_counting_an_attempt() -> None:
+    job_id = enqueue("test.record")
+    with connection.cursor() as cur:
+        (claimed,) = queries.claim_jobs(
+            cur, worker_id="w", limit=1, lease_seconds=30, queues=None, job_names=None
+        )
+        assert queries.release_jobs(cur, tokens=[claimed.token]) == 1
+    job = get_job(job_id)
+    assert (job.status, job.attempt, job.locked_by) == ("pending", 0, None)

@@ -1,0 +1,47 @@
+"""The worker's background duties: rescuing expired leases, pruning finished jobs, forgetting
+dead workers."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.test import override_settings
+from django.utils import timezone
+
+from django_pgjobs import enqueue, get_job, queries
+from django_pgjobs.models import FailedJob, Job
+from django_pgjobs.models import Worker as WorkerRow
+from django_pgjobs.worker import Worker
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_rescue_retries_or_buries_expired_leases(make_worker: type[Worker]) -> None:
+    retry_me = enqueue("test.record", {"label": "rescued"})
+    bury_me = enqueue("test.record", max_attempts=1)
+    with connection.cursor() as cur:
+        queries.claim_jobs(
+            cur, worker_id="dead", limit=2, lease_seconds=30, queues=None, job_names=None
+        )
+    Job.objects.update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    stats = make_worker().run_once()
+    assert stats.rescued == 2
+    assert FailedJob.objects.get(id=bury_me).error.startswith("Lease expired: worker dead")  # type: ignore[union-attr]
+    job = get_job(retry_me)
+    assert (job.status, job.attempt) == ("completed", 2)
+
+
+@override_settings(PGJOBS={"RETENTION": 60})
+def test_worker_prunes_old_finished_jobs_and_forgets_dead_workers(
+    make_worker: type[Worker],
+) -> None:
+    old = enqueue("test.record")
+    Job.objects.filter(id=old).update(
+        status="completed", completed_at=timezone.now() - timedelta(minutes=2)
+    )
+    WorkerRow.objects.create(id="gone", last_heartbeat_at=timezone.now() - timedelta(hours=1))
+    make_worker().run(burst=True)
+    assert not Job.objects.filter(id=old).exists()
+    assert not WorkerRow.objects.exists()

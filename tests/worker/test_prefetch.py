@@ -1,0 +1,70 @@
+"""How much a worker claims at once: free slots, plus prefetch once jobs have shown they are
+short."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from django.test import override_settings
+
+from django_pgjobs import enqueue_many, queries
+from django_pgjobs.models import Job
+from django_pgjobs.worker import Worker
+from tests.testapp.models import Run
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _record_claim_limits(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The limit of every claim the worker makes, alone or together with completions."""
+    limits: list[int] = []
+    for name in ("claim_jobs", "complete_and_claim"):
+        original = getattr(queries, name)
+
+        def spy(*args: Any, _original: Any = original, **kwargs: Any) -> Any:
+            limits.append(kwargs["limit"])
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(queries, name, spy)
+    return limits
+
+
+def test_short_jobs_are_prefetched_in_bigger_claims(
+    make_worker: type[Worker], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    limits = _record_claim_limits(monkeypatch)
+    enqueue_many("test.record", [{"label": str(n)} for n in range(60)])
+    make_worker(concurrency=2).run(burst=True)
+    assert Run.objects.count() == 60
+    # The first claim fills the free slots; once jobs have shown they are short, claims take
+    # up to PREFETCH more.
+    assert limits[0] == 2
+    assert max(limits) > 2
+
+
+def test_long_jobs_are_not_prefetched(
+    make_worker: type[Worker],
+    monkeypatch: pytest.MonkeyPatch,
+    register_handler: Callable[..., Any],
+) -> None:
+    """Jobs of 0.2 s: claiming ahead would hold work another worker could start now."""
+    limits = _record_claim_limits(monkeypatch)
+    register_handler("test.slow", lambda payload: time.sleep(0.2))
+    ids = enqueue_many("test.slow", [{}] * 4)
+    make_worker(concurrency=1).run(burst=True)
+    assert Job.objects.filter(id__in=ids, status="completed").count() == 4
+    assert all(limit == 1 for limit in limits)
+
+
+def test_prefetch_zero_claims_only_free_slots(
+    make_worker: type[Worker], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    limits = _record_claim_limits(monkeypatch)
+    enqueue_many("test.record", [{"label": str(n)} for n in range(20)])
+    with override_settings(PGJOBS={"PREFETCH": 0}):
+        make_worker(concurrency=2).run(burst=True)
+    assert Run.objects.count() == 20
+    assert max(limits) <= 2  # never more than the free handler threads

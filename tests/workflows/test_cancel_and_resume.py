@@ -1,0 +1,171 @@
+"""Cancelling a workflow stops it before its next step, whatever it is doing; resuming runs it
+on to the end."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from django_pgjobs import (
+    cancel_job,
+    cancel_workflow,
+    get_workflow,
+    send,
+    sleep,
+    start_workflow,
+    step,
+    workflow,
+)
+from django_pgjobs.exceptions import WorkflowCancelled, WorkflowNotFound, WorkflowStateError
+from django_pgjobs.jobs import retry_dead_letter_job
+from django_pgjobs.models import Job, WorkflowStep
+from django_pgjobs.worker import Worker
+from django_pgjobs.workflows import list_workflow_steps, resume_workflow
+from tests.helpers import bury_workflow, drain, in_thread, wait_for, workflow_job
+from tests.testapp import workflows as wf
+from tests.testapp.models import Run
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_cancel_a_waiting_workflow_and_resume_it(make_worker: type[Worker]) -> None:
+    handle = start_workflow(wf.receiver, None, 30)
+    worker = make_worker()
+    assert worker.run_once().handed_back == 1
+    cancel_workflow(handle.workflow_id)
+    assert handle.get_status() == "cancelled"
+    assert workflow_job(handle.workflow_id).status == "cancelled"
+    with pytest.raises(WorkflowCancelled):
+        handle.get_result(1)
+    send(handle.workflow_id, "after cancel")
+    assert worker.run_once().claimed == 0
+    cancel_workflow(handle.workflow_id)  # again: nothing to do
+    resume_workflow(handle.workflow_id)
+    assert handle.get_status() == "pending"
+    send(handle.workflow_id, "second")
+    drain(worker)
+    assert handle.get_result(1) == ["after cancel", "second"]
+    with pytest.raises(WorkflowStateError, match="already ended"):
+        cancel_workflow(handle.workflow_id)
+    with pytest.raises(WorkflowStateError, match="fork a failed or completed one"):
+        resume_workflow(handle.workflow_id)
+    with pytest.raises(WorkflowNotFound):
+        cancel_workflow("missing")
+
+
+def test_cancelling_a_running_workflow_takes_effect_at_its_next_step(
+    make_worker: type[Worker], tmp_path: Any
+) -> None:
+    flag = tmp_path / "hold"
+    flag.touch()
+    handle = start_workflow(wf.five_steps, "cancel", str(flag))
+    worker = make_worker()
+    running = threading.Thread(target=worker.run_once)  # returns when the handler does
+    running.start()
+    deadline = time.monotonic() + 10
+    while not wf.runs("cancel:3"):
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    cancel_workflow(handle.workflow_id)
+    flag.unlink()
+    running.join(10)
+    drain(worker)
+    assert handle.get_status() == "cancelled"
+    assert wf.runs("cancel:4") == 0
+    # The step in flight finished and was recorded; the next one never ran.
+    assert [s.index for s in list_workflow_steps(handle.workflow_id)] == [0, 1, 2, 3]
+    resume_workflow(handle.workflow_id)
+    drain(worker)
+    assert handle.get_result(1)[-1] == "cancel:4"
+    assert wf.runs("cancel:3") == 1
+
+
+@workflow("test.cancel_then_charge")
+def cancel_then_charge(tag: str) -> str:
+    wf.note(f"{tag}:before")
+    sleep(0.8)  # short: waits in the worker thread
+    wf.note(f"{tag}:charge")
+    return "charged"
+
+
+def test_cancel_during_a_wait_stops_the_workflow_before_its_next_step(
+    make_worker: type[Worker],
+) -> None:
+    handle = start_workflow(cancel_then_charge, "cc")
+    worker = make_worker()
+    thread = in_thread(worker.run_once)
+    wait_for(
+        lambda: WorkflowStep.objects.filter(
+            workflow_id=handle.workflow_id, step_name="pgjobs.sleep"
+        ).exists()
+    )
+    cancel_workflow(handle.workflow_id)
+    thread.join(10)
+    assert get_workflow(handle.workflow_id).status == "cancelled"
+    # cancel_workflow returned while the workflow was waiting, before the charge step.
+    assert wf.runs("cc:charge") == 0
+
+
+@step
+def hold(label: str, flag: str) -> str:
+    Run.objects.create(job_id=wf.ZERO, label=label)
+    while Path(flag).exists():
+        time.sleep(0.02)
+    return label
+
+
+@workflow("test.cancel_resume")
+def cancel_resume(tag: str, flag1: str, flag2: str) -> str:
+    hold(f"{tag}:1", flag1)  # the cancel arrives while this runs; its checkpoint sees it
+    while Path(flag2).exists():  # ordinary workflow code between two steps
+        time.sleep(0.02)
+    wf.note(f"{tag}:2")
+    return "finished"
+
+
+def test_resume_right_after_cancel_runs_the_workflow_to_the_end(
+    make_worker: type[Worker], tmp_path: Path
+) -> None:
+    flag1, flag2 = tmp_path / "one", tmp_path / "two"
+    flag1.touch()
+    flag2.touch()
+    handle = start_workflow(cancel_resume, "cr", str(flag1), str(flag2))
+    worker = make_worker()
+    thread = in_thread(worker.run_once)
+    wait_for(lambda: wf.runs("cr:1") == 1)
+    cancel_workflow(handle.workflow_id)
+    flag1.unlink()
+    wait_for(lambda: WorkflowStep.objects.filter(workflow_id=handle.workflow_id).exists())
+    resume_workflow(handle.workflow_id)  # the old runner is still running its job
+    flag2.unlink()
+    thread.join(10)
+    drain(worker)
+    # Resumed: it must run to the end, not sit "pending" with no job left to run it (the resume
+    # sees the old runner's job still running and queues none; that runner then stops).
+    assert handle.get_result(timeout=2) == "finished"
+
+
+def test_cancelling_a_workflows_job_cancels_the_workflow() -> None:
+    handle = start_workflow(wf.greet, "via job")
+    cancel_job(workflow_job(handle.workflow_id).id)
+    assert handle.get_status() == "cancelled"
+    assert workflow_job(handle.workflow_id).status == "cancelled"
+
+
+def test_cancel_job_cancels_a_requeued_dead_workflows_job(make_worker: type[Worker]) -> None:
+    """A requeued dead workflow's job is pending again, although its workflow still reads
+    'dead' (which cancel_workflow refuses as already ended): cancel_job must cancel the job,
+    or it stays pending and resurrects the workflow."""
+    handle = start_workflow(wf.receiver, None, 30)
+    dead = bury_workflow(handle.workflow_id)
+    retry_dead_letter_job(dead.id)
+    job = workflow_job(handle.workflow_id)
+    try:
+        cancel_job(job.id)
+    finally:
+        status = Job.objects.get(id=job.id).status
+    assert status == "cancelled"

@@ -1,0 +1,45 @@
+"""Forking a workflow from a step, and listing workflows."""
+
+from __future__ import annotations
+
+import pytest
+
+from django_pgjobs import get_workflow, start_workflow
+from django_pgjobs.exceptions import WorkflowConflict, WorkflowNotFound
+from django_pgjobs.worker import Worker
+from django_pgjobs.workflows import fork_workflow, list_workflow_steps, list_workflows
+from tests.helpers import drain
+from tests.testapp import workflows as wf
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_fork_reuses_checkpoints_before_the_given_step(make_worker: type[Worker]) -> None:
+    handle = start_workflow(wf.five_steps, "fork", "/nonexistent")
+    drain(make_worker())
+    forked = fork_workflow(handle.workflow_id, from_step=3, new_workflow_id="fork-copy")
+    info = get_workflow("fork-copy")
+    assert (info.forked_from, info.args) == (handle.workflow_id, ["fork", "/nonexistent"])
+    drain(make_worker())
+    assert forked.get_result(1) == handle.get_result(1)
+    assert [wf.runs(f"fork:{i}") for i in range(5)] == [1, 1, 1, 2, 2]
+    with pytest.raises(WorkflowConflict):
+        fork_workflow(handle.workflow_id, new_workflow_id="fork-copy")
+    with pytest.raises(WorkflowNotFound):
+        fork_workflow("missing")
+
+
+def test_list_workflows_filters_and_orders_newest_first(make_worker: type[Worker]) -> None:
+    a = start_workflow(wf.greet, "a")
+    b = start_workflow(wf.fails, "b")
+    drain(make_worker())
+    c = start_workflow(wf.greet, "c")
+    assert [w.workflow_id for w in list_workflows()] == [
+        c.workflow_id,
+        b.workflow_id,
+        a.workflow_id,
+    ]
+    assert [w.workflow_id for w in list_workflows(status="failed")] == [b.workflow_id]
+    assert [w.workflow_id for w in list_workflows(name="test.greet", limit=1)] == [c.workflow_id]
+    with pytest.raises(WorkflowNotFound):
+        list_workflow_steps("missing")

@@ -1,0 +1,100 @@
+"""What a workflow's caller gets back: values as JSON gives them, errors rebuilt and raised,
+timeouts, and unknown workflows."""
+
+from __future__ import annotations
+
+import time
+from datetime import date
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from django_pgjobs import get_workflow, start_workflow, workflow
+from django_pgjobs.exceptions import RecordedError, WorkflowNotFound, WorkflowTimeout
+from django_pgjobs.worker import Worker
+from django_pgjobs.workflows import WorkflowHandle
+from tests.helpers import drain, workflow_job
+from tests.testapp import workflows as wf
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_json_values_come_back_as_json_gives_them(make_worker: type[Worker]) -> None:
+    handle = start_workflow(wf.greet, "x", punctuation="!")
+    day = start_workflow(wf.child, 1)
+    drain(make_worker())
+    assert day.get_result(1) == 10 and handle.get_result(1) == "hello x!"
+    # Dates and decimals go through Django's encoder on the way in.
+    h = start_workflow(wf.greet, str(date(2026, 1, 2)), punctuation=str(Decimal("1.5")))
+    drain(make_worker())
+    assert h.get_result(1) == "hello 2026-01-021.5"
+
+
+def test_a_failing_workflow_records_its_error_and_get_result_raises_it(
+    make_worker: type[Worker],
+) -> None:
+    handle = start_workflow(wf.fails, "card declined")
+    drain(make_worker())
+    info = get_workflow(handle.workflow_id)
+    assert info.status == "failed"
+    assert info.error is not None
+    assert info.error["type"] == "builtins.ValueError"
+    assert "card declined" in info.error["traceback"]
+    with pytest.raises(ValueError, match="card declined") as raised:
+        handle.get_result(timeout=1)
+    assert any("original traceback" in note for note in raised.value.__notes__)
+    # The workflow failed; its job did its work.
+    assert workflow_job(handle.workflow_id).status == "completed"
+
+
+def test_recorded_errors_of_unknown_classes_are_rebuilt_as_recorded_error() -> None:
+    from django_pgjobs.workflows.codec import rebuild
+
+    exc = rebuild({"type": "nowhere.Missing", "message": "gone", "args": ["gone"]})
+    assert isinstance(exc, RecordedError)
+    assert exc.type_name == "nowhere.Missing"
+
+
+@workflow("test.nul_error", max_recovery_attempts=1)
+def nul_error() -> None:
+    raise ValueError("bad byte \x00 in input")
+
+
+def test_a_workflow_that_raises_an_error_with_a_nul_in_its_message_fails(
+    make_worker: type[Worker],
+) -> None:
+    """PostgreSQL cannot store a NUL in jsonb text. Recorded unescaped (as "message", and as the
+    args fallback), the error would be refused: the job would be retried as a crash (re-running
+    the workflow's code) and the workflow would end 'dead' instead of 'failed' with its error."""
+    handle = start_workflow(nul_error)
+    drain(make_worker())
+    assert handle.get_status() == "failed"
+
+
+def test_get_result_timeout_outside_a_workflow() -> None:
+    handle = start_workflow(wf.greet, "nobody runs me")
+    began = time.monotonic()
+    with pytest.raises(WorkflowTimeout):
+        handle.get_result(timeout=0.3)
+    assert time.monotonic() - began >= 0.3
+    with pytest.raises(WorkflowNotFound):
+        WorkflowHandle("missing").get_result(0)
+
+
+@workflow("test.await_missing")
+def await_missing() -> Any:
+    return WorkflowHandle("no-such-workflow").get_result()
+
+
+def test_get_result_of_an_unknown_workflow_inside_a_workflow_raises(
+    make_worker: type[Worker],
+) -> None:
+    # Outside a workflow the same call raises WorkflowNotFound at once.
+    with pytest.raises(WorkflowNotFound):
+        WorkflowHandle("no-such-workflow").get_result()
+    handle = start_workflow(await_missing)
+    drain(make_worker())
+    assert get_workflow(handle.workflow_id).status == "failed"
+    with pytest.raises(WorkflowNotFound):
+        handle.get_result(0)
