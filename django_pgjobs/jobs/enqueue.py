@@ -66,7 +66,7 @@ def _write(row: dict[str, Any], *, replace: bool, using: str) -> uuid.UUID:
                     return inserted
                 existing = queries.find_active_job_by_key(cur, row["key"])
                 if existing is not None:
-                    return existing[0]
+                    return existing
         else:
             # Detaching the key and inserting must be one unit, or a crash between them would
             # leave the old job without its key and no new job.

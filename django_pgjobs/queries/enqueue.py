@@ -68,13 +68,11 @@ def upsert_pending_job(cur: Cursor, row: dict[str, Any]) -> uuid.UUID | None:
     return None if found is None else as_uuid(found[0])
 
 
-def find_active_job_by_key(cur: Cursor, key: str) -> tuple[uuid.UUID, str] | None:
-    """The pending-or-running job holding ``key``, via the partial unique index."""
-    cur.execute(
-        f"SELECT id, status FROM pgjobs_job_queue WHERE key = %s AND status IN {ACTIVE}", [key]
-    )
+def find_active_job_by_key(cur: Cursor, key: str) -> uuid.UUID | None:
+    """The id of the pending-or-running job holding ``key``, via the partial unique index."""
+    cur.execute(f"SELECT id FROM pgjobs_job_queue WHERE key = %s AND status IN {ACTIVE}", [key])
     found = cur.fetchone()
-    return None if found is None else (as_uuid(found[0]), str(found[1]))
+    return None if found is None else as_uuid(found[0])
 
 
 def detach_key_from_running_job(cur: Cursor, key: str) -> None:

@@ -5,12 +5,20 @@ sweeps; no leader is needed.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from django_pgjobs.queries.base import Cursor
 from django_pgjobs.queries.outcomes import RETRY_OR_BURY
 
 
-def rescue_expired_leases(cur: Cursor, *, limit: int = 500) -> tuple[int, int]:
-    """Hand back running jobs whose worker stopped renewing its lease; (retried, buried).
+@dataclass(frozen=True)
+class Rescued:
+    retried: int  # back to pending, due at once
+    buried: int  # that was their last attempt: moved to the dead letters
+
+
+def rescue_expired_leases(cur: Cursor, *, limit: int = 500) -> Rescued:
+    """Hand back running jobs whose worker stopped renewing its lease.
 
     The crashed attempt counts: it was added by the claim, so a job that keeps killing its worker
     ends in the dead letters instead of looping. Rescued jobs are due at once: the lease already
@@ -35,4 +43,4 @@ def rescue_expired_leases(cur: Cursor, *, limit: int = 500) -> tuple[int, int]:
         {"limit": limit},
     )
     retried, buried, _ = cur.fetchone()
-    return int(retried), int(buried)
+    return Rescued(retried=int(retried), buried=int(buried))

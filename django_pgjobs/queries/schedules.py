@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -154,6 +155,12 @@ def set_next_run(cur: Cursor, *, row: dict[str, Any], next_run_at: datetime | No
     return bool(getattr(cur, "rowcount", 0))
 
 
+@dataclass(frozen=True)
+class FiredTick:
+    advanced: bool  # False: another scheduler fired it first, or the schedule changed; no jobs
+    job_ids: list[uuid.UUID]  # the tick's new jobs (a key already taken inserts none)
+
+
 def fire_tick(
     cur: Cursor,
     *,
@@ -165,11 +172,11 @@ def fire_tick(
     fire_times: Sequence[datetime],
     payloads: Sequence[str],
     keys: Sequence[str],
-) -> tuple[bool, list[uuid.UUID]]:
+) -> FiredTick:
     """Advance the schedule from ``expected_next_run_at`` and enqueue its ticks, atomically.
 
-    Returns (advanced, new job ids). ``advanced`` is False when another scheduler got there
-    first (or the schedule was edited or disabled since it was read): nothing was written. With
+    ``advanced`` is False when another scheduler got there first (or the schedule was edited or
+    disabled since it was read): nothing was written. With
     no fire times (missed ticks skipped) it only advances. Locks the schedule row; the job keys
     ``cron:<name>:<fire time>`` make a duplicate tick impossible even by hand.
     """
@@ -206,4 +213,4 @@ def fire_tick(
         },
     )
     advanced, ids = cur.fetchone()
-    return bool(advanced), [as_uuid(i) for i in ids or []]
+    return FiredTick(advanced=bool(advanced), job_ids=[as_uuid(i) for i in ids or []])

@@ -219,7 +219,7 @@ class Scheduler:
             return
         options = resolve_options(handler.name, queue=row["queue"], priority=row["priority"])
         stamps = [t.astimezone(UTC).isoformat() for t in ticks]
-        advanced, ids = queries.fire_tick(
+        fired = queries.fire_tick(
             conn.cursor(),
             schedule_id=row["id"],
             expected_next_run_at=row["next_run_at"],
@@ -230,9 +230,10 @@ class Scheduler:
             payloads=[json.dumps({**payload, FIRE_TIME_KEY: stamp}) for stamp in stamps],
             keys=[f"cron:{name}:{stamp}" for stamp in stamps],
         )
-        if not advanced:
+        if not fired.advanced:
             report.lost_races += 1
             return
+        ids = fired.job_ids
         report.enqueued += len(ids)
         report.skipped += skipped
         if ids:

@@ -74,8 +74,8 @@ class Housekeeper:
             report.lost = queries.heartbeat(
                 conn.cursor(), worker=self._row, tokens=held, lease_seconds=conf.LEASE_SECONDS
             )
-            retried, buried = queries.rescue_expired_leases(conn.cursor())
-            report.rescued, report.rescued_buried = retried, buried
+            rescued = queries.rescue_expired_leases(conn.cursor())
+            report.rescued, report.rescued_buried = rescued.retried, rescued.buried
             queries.delete_stale_workers(
                 conn.cursor(), silent_seconds=max(conf.LEASE_SECONDS, 3 * conf.HEARTBEAT_SECONDS)
             )

@@ -45,7 +45,7 @@ def test_a_tick_is_fired_once_even_when_two_schedulers_race_for_it(scheduler: Sc
                     keys=[f"cron:race:{tick.isoformat()}"],
                 )
             )
-    assert [advanced for advanced, _ in outcomes] == [True, False]
+    assert [fired.advanced for fired in outcomes] == [True, False]
     assert Job.objects.count() == 1
 
 
