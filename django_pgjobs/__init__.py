@@ -15,9 +15,9 @@ from django_pgjobs.exports import lazy_exports
 # The one table of public names: name -> the module that defines it.
 _EXPORTS = {
     "job": "django_pgjobs.jobs.registry",
-    "enqueue": "django_pgjobs.jobs.enqueue",
-    "enqueue_many": "django_pgjobs.jobs.enqueue",
-    "enqueue_on_commit": "django_pgjobs.jobs.enqueue",
+    "enqueue": "django_pgjobs.jobs.producer",
+    "enqueue_many": "django_pgjobs.jobs.producer",
+    "enqueue_on_commit": "django_pgjobs.jobs.producer",
     "get_job": "django_pgjobs.jobs.operations",
     "retry_job": "django_pgjobs.jobs.operations",
     "cancel_job": "django_pgjobs.jobs.operations",
@@ -38,16 +38,27 @@ _EXPORTS = {
     "PgJobsError": "django_pgjobs.exceptions",
 }
 __all__ = list(_EXPORTS)
-__getattr__ = lazy_exports(__name__, _EXPORTS)
+# Everything else is in the sub-package that owns it; asking here for one of those says where.
+__getattr__ = lazy_exports(
+    __name__,
+    _EXPORTS,
+    elsewhere=(
+        "django_pgjobs.jobs",
+        "django_pgjobs.schedules",
+        "django_pgjobs.workflows",
+        "django_pgjobs.worker",
+        "django_pgjobs.exceptions",
+    ),
+)
 
 if TYPE_CHECKING:
     from django_pgjobs.exceptions import PgJobsError as PgJobsError
-    from django_pgjobs.jobs.enqueue import enqueue as enqueue
-    from django_pgjobs.jobs.enqueue import enqueue_many as enqueue_many
-    from django_pgjobs.jobs.enqueue import enqueue_on_commit as enqueue_on_commit
     from django_pgjobs.jobs.operations import cancel_job as cancel_job
     from django_pgjobs.jobs.operations import get_job as get_job
     from django_pgjobs.jobs.operations import retry_job as retry_job
+    from django_pgjobs.jobs.producer import enqueue as enqueue
+    from django_pgjobs.jobs.producer import enqueue_many as enqueue_many
+    from django_pgjobs.jobs.producer import enqueue_on_commit as enqueue_on_commit
     from django_pgjobs.jobs.registry import job as job
     from django_pgjobs.schedules.declarations import cron as cron
     from django_pgjobs.schedules.declarations import schedule as schedule

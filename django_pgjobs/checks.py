@@ -13,6 +13,7 @@ from django.core.checks import CheckMessage, Error, register
 
 from django_pgjobs.conf import DEFAULTS
 from django_pgjobs.conf import seconds as _seconds
+from django_pgjobs.jobs.validation import MAX_INT
 
 _POSITIVE_SECONDS = (
     "RETRY_DELAY_MAX",
@@ -44,8 +45,8 @@ def _value_errors(config: dict[str, Any]) -> list[str]:
         problems.append(f"RETRY_DELAY must be a number of seconds >= 0; got {delay!r}.")
     for name in ("MAX_ATTEMPTS", "CONCURRENCY"):
         value = config.get(name, DEFAULTS[name])
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            problems.append(f"{name} must be an int >= 1; got {value!r}.")
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_INT:
+            problems.append(f"{name} must be an int from 1 to {MAX_INT}; got {value!r}.")
     prefetch = config.get("PREFETCH", DEFAULTS["PREFETCH"])
     if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 0:
         problems.append(f"PREFETCH must be an int >= 0; got {prefetch!r}.")

@@ -12,19 +12,36 @@ from __future__ import annotations
 
 import importlib
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 
-def lazy_exports(package: str, table: Mapping[str, str]) -> Callable[[str], Any]:
-    """The module ``__getattr__`` of ``package``, resolving the names in ``table``."""
+def lazy_exports(
+    package: str, table: Mapping[str, str], *, elsewhere: Sequence[str] = ()
+) -> Callable[[str], Any]:
+    """The module ``__getattr__`` of ``package``, resolving the names in ``table``. A name that
+    one of the ``elsewhere`` modules exports gets an error saying where to import it from."""
 
     def __getattr__(name: str) -> Any:
         module = table.get(name)
         if module is None:
-            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+            raise AttributeError(_missing(package, name, elsewhere), name=name, obj=package)
         value = getattr(importlib.import_module(module), name)
         setattr(sys.modules[package], name, value)  # found directly from now on
         return value
 
     return __getattr__
+
+
+def _missing(package: str, name: str, elsewhere: Sequence[str]) -> str:
+    message = f"module {package!r} has no attribute {name!r}"
+    for candidate in elsewhere:
+        module = importlib.import_module(candidate)
+        exported = getattr(module, "__all__", None)
+        if exported is None:
+            exported = [
+                n for n, v in vars(module).items() if getattr(v, "__module__", "") == candidate
+            ]
+        if name in exported:
+            return f"{message}; import it from {candidate}: `from {candidate} import {name}`"
+    return message

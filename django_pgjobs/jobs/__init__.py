@@ -1,5 +1,5 @@
 """Jobs: handlers and their registry, what a running handler may rely on, putting jobs in the
-queue (:mod:`.enqueue`; ``enqueue`` itself is ``django_pgjobs.enqueue``), checking input, the
+queue (:mod:`.producer`), a job's options, checking input, the
 backoff policy, and the operator's functions on one job."""
 
 from __future__ import annotations
@@ -13,6 +13,9 @@ _EXPORTS = {
     "register": "django_pgjobs.jobs.registry",
     "JobHandler": "django_pgjobs.jobs.registry",
     "ProgressReporter": "django_pgjobs.jobs.context",
+    "enqueue": "django_pgjobs.jobs.producer",
+    "enqueue_many": "django_pgjobs.jobs.producer",
+    "enqueue_on_commit": "django_pgjobs.jobs.producer",
     "get_job": "django_pgjobs.jobs.operations",
     "list_jobs": "django_pgjobs.jobs.operations",
     "retry_job": "django_pgjobs.jobs.operations",
@@ -33,6 +36,9 @@ if TYPE_CHECKING:
     from django_pgjobs.jobs.operations import prune_jobs as prune_jobs
     from django_pgjobs.jobs.operations import retry_dead_letter_job as retry_dead_letter_job
     from django_pgjobs.jobs.operations import retry_job as retry_job
+    from django_pgjobs.jobs.producer import enqueue as enqueue
+    from django_pgjobs.jobs.producer import enqueue_many as enqueue_many
+    from django_pgjobs.jobs.producer import enqueue_on_commit as enqueue_on_commit
     from django_pgjobs.jobs.registry import JobHandler as JobHandler
     from django_pgjobs.jobs.registry import job as job
     from django_pgjobs.jobs.registry import register as register

@@ -19,7 +19,7 @@ from django_pgjobs.conf import conf
 from django_pgjobs.exceptions import JobNotFound, JobStateError
 from django_pgjobs.models import FailedJob, Job, JobStatus
 from django_pgjobs.queries import workflow_runs
-from django_pgjobs.queries.base import WORKFLOW_JOB_PREFIX
+from django_pgjobs.queries.base import WORKFLOW_JOB_PREFIX, WORKFLOW_KEY_PREFIX
 
 _PRUNE_BATCH = 5000
 
@@ -138,19 +138,32 @@ def cancel_job(job_id: uuid.UUID | str, *, using: str | None = None) -> None:
     """
     alias = _alias(using)
     pk = _as_uuid(job_id)
-    found = Job.objects.using(alias).filter(id=pk).values_list("job_name", "payload").first()
-    if found is not None and found[0].startswith(WORKFLOW_JOB_PREFIX):
-        # The job runs a workflow: cancel the workflow, which cancels its job, rather than
-        # leave a workflow whose job is gone. One that already ended (a requeued dead letter)
-        # or was pruned has nothing to cancel but the job itself.
-        workflow_id = str((found[1] or {}).get("workflow_id"))
+    workflow_id = _workflow_run_by(pk, alias)
+    if workflow_id is not None:
+        # The job runs a workflow: cancel the workflow, which cancels its job (a running one
+        # stops at its next step), rather than leave a workflow whose job is gone. One that
+        # already ended (a requeued dead letter) or was pruned has nothing to cancel but the job.
         with connections[alias].cursor() as cur:
-            if workflow_runs.cancel(cur, workflow_id) in ("pending", "running"):
+            if workflow_runs.cancel(cur, workflow_id) in ("pending", "running", "cancelled"):
                 return
     with connections[alias].cursor() as cur:
         cancelled = queries.cancel_job(cur, job_id=pk)
     if not cancelled:
         _raise_state(pk, alias, "cancelled", "pending or running")
+
+
+def _workflow_run_by(pk: uuid.UUID, alias: str) -> str | None:
+    """The workflow this job runs, if it is that workflow's job: named for a workflow version
+    and holding the workflow's key. A row written by SQL under a workflow's name but without the
+    key is only a job, whatever its payload says."""
+    found = Job.objects.using(alias).filter(id=pk).values_list("job_name", "payload", "key").first()
+    if found is None or not found[0].startswith(WORKFLOW_JOB_PREFIX):
+        return None
+    payload, key = found[1], found[2]
+    workflow_id = payload.get("workflow_id") if isinstance(payload, dict) else None
+    if not isinstance(workflow_id, str) or key != f"{WORKFLOW_KEY_PREFIX}{workflow_id}":
+        return None
+    return workflow_id
 
 
 def _raise_state(pk: uuid.UUID, alias: str, verb: str, allowed: str) -> None:

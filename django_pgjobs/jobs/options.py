@@ -11,6 +11,7 @@ pass them explicitly from SQL.)
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,26 +58,41 @@ def resolve_options(
     )
 
 
-# The column default as PostgreSQL stores it; pgjobs_enqueue() reads it the same way (0009).
+# The column default as PostgreSQL stores it (a plain integer literal, as we set it).
 _CURRENT_DEFAULT = """
 SELECT pg_get_expr(d.adbin, d.adrelid)
 FROM pg_attrdef AS d
 JOIN pg_attribute AS a ON a.attrelid = d.adrelid AND a.attnum = d.adnum
 WHERE d.adrelid = to_regclass('pgjobs_job_queue') AND a.attname = 'max_attempts'
 """
+# While the ALTER waits for its lock, every statement on the table queues behind it: wait only
+# this long, a few times, and leave the old default rather than stall a busy queue.
+_LOCK_WAITS = ("200ms", "200ms", "500ms")
+_RETRY_PAUSE = 0.5
+
+
+def configured_max_attempts() -> int | None:
+    """``PGJOBS["MAX_ATTEMPTS"]`` if it is one PostgreSQL can store; None when it is not (the
+    system check pgjobs.E004 reports it)."""
+    value = conf.get("MAX_ATTEMPTS")
+    if isinstance(value, bool) or not isinstance(value, int):
+        return None
+    return value if 1 <= value <= validation.MAX_INT else None
 
 
 def sync_table_defaults(using: str) -> bool:
     """Make ``pgjobs_job_queue.max_attempts`` default to ``PGJOBS["MAX_ATTEMPTS"]`` on database
     ``using``, so jobs inserted from SQL get the configured attempts; True if it changed.
 
-    Run after every ``migrate`` (the post_migrate signal). The ALTER TABLE takes the table's
-    ACCESS EXCLUSIVE lock for an instant; it waits at most 5 s for it and otherwise leaves the
-    old default with a warning, rather than stall a busy queue behind a long transaction.
+    Run after every ``migrate`` (the post_migrate signal). The ALTER TABLE needs the table's
+    ACCESS EXCLUSIVE lock, and while it waits for it (behind any open transaction that read the
+    table) enqueues, claims and heartbeats wait behind it: so it waits at most 200-500 ms a try,
+    three tries, then leaves the old default with a warning. The caller's own ``lock_timeout``
+    is put back afterwards, inside a transaction too.
     """
-    wanted = conf.MAX_ATTEMPTS
-    if isinstance(wanted, bool) or not isinstance(wanted, int) or wanted < 1:
-        return False  # pgjobs.E004 reports it
+    wanted = configured_max_attempts()
+    if wanted is None:
+        return False
     connection = connections[using]
     with connection.cursor() as cur:
         cur.execute("SELECT to_regclass('pgjobs_job_queue') IS NOT NULL")
@@ -86,22 +102,34 @@ def sync_table_defaults(using: str) -> bool:
         row = cur.fetchone()
         if row is not None and row[0] == str(wanted):
             return False
-    try:
-        with transaction.atomic(using=using), connection.cursor() as cur:
-            cur.execute("SET LOCAL lock_timeout = '5s'")
-            cur.execute(
-                f"ALTER TABLE pgjobs_job_queue ALTER COLUMN max_attempts SET DEFAULT {wanted:d}"
-            )
-    except DatabaseError as exc:
-        logger.warning(
-            "Could not set pgjobs_job_queue.max_attempts to default to %s (MAX_ATTEMPTS): %s. "
-            "Jobs inserted from SQL keep the old default until the next migrate.",
-            wanted,
-            exc,
-        )
-        return False
-    return True
+    failure: DatabaseError | None = None
+    for attempt, wait in enumerate(_LOCK_WAITS):
+        if attempt:
+            time.sleep(_RETRY_PAUSE)
+        try:
+            with transaction.atomic(using=using), connection.cursor() as cur:
+                cur.execute("SELECT current_setting('lock_timeout')")
+                previous = cur.fetchone()[0]
+                cur.execute("SELECT set_config('lock_timeout', %s, true)", [wait])
+                cur.execute(
+                    f"ALTER TABLE pgjobs_job_queue ALTER COLUMN max_attempts SET DEFAULT {wanted:d}"
+                )
+                # set_config(..., true) lasts to the end of the outer transaction, if any.
+                cur.execute("SELECT set_config('lock_timeout', %s, true)", [previous])
+            return True
+        except DatabaseError as exc:  # a lock timeout, or no privilege to ALTER the table
+            failure = exc
+    logger.warning(
+        "Could not set pgjobs_job_queue.max_attempts to default to %s (MAX_ATTEMPTS): %s. "
+        "Jobs inserted from SQL keep the old default until the next migrate.",
+        wanted,
+        failure,
+    )
+    return False
 
 
 def on_post_migrate(sender: Any, using: str, **kwargs: Any) -> None:
-    sync_table_defaults(using)
+    """After ``migrate`` (which passes its ``plan``), not after ``flush``, which sends the same
+    signal after every TransactionTestCase."""
+    if "plan" in kwargs:
+        sync_table_defaults(using)

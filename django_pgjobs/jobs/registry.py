@@ -43,17 +43,17 @@ class JobHandler:
     # The handle-with-verbs shape of Django's Task.enqueue(): enqueueing needs the registry for
     # a job's defaults, so these import it when called (an import circle we keep on purpose).
     def enqueue(self, payload: Any = None, **options: Any) -> uuid.UUID:
-        from django_pgjobs.jobs.enqueue import enqueue
+        from django_pgjobs.jobs.producer import enqueue
 
         return enqueue(self.name, payload, **options)
 
     def enqueue_on_commit(self, payload: Any = None, **options: Any) -> uuid.UUID:
-        from django_pgjobs.jobs.enqueue import enqueue_on_commit
+        from django_pgjobs.jobs.producer import enqueue_on_commit
 
         return enqueue_on_commit(self.name, payload, **options)
 
     def enqueue_many(self, payloads: Sequence[Any], **options: Any) -> list[uuid.UUID]:
-        from django_pgjobs.jobs.enqueue import enqueue_many
+        from django_pgjobs.jobs.producer import enqueue_many
 
         return enqueue_many(self.name, payloads, **options)
 

@@ -16,6 +16,8 @@ from django.utils import timezone
 from django_pgjobs.exceptions import InvalidJobError, PayloadNotSerializable
 
 MAX_NAME_LENGTH = 200
+# The largest integer PostgreSQL's integer columns hold (attempts, for one).
+MAX_INT = 2**31 - 1
 # Higher runs first, as in Django's Tasks framework.
 MIN_PRIORITY = -100
 MAX_PRIORITY = 100
@@ -51,8 +53,8 @@ def check_priority(value: object) -> int:
 def check_max_attempts(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidJobError(f"max_attempts must be an int, not {type(value).__name__}.")
-    if value < 1:
-        raise InvalidJobError(f"max_attempts must be at least 1; got {value}.")
+    if not 1 <= value <= MAX_INT:
+        raise InvalidJobError(f"max_attempts must be between 1 and {MAX_INT}; got {value}.")
     return value
 
 

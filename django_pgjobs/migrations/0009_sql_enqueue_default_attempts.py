@@ -2,9 +2,8 @@
 ``migrate`` sets from ``PGJOBS["MAX_ATTEMPTS"]`` (``django_pgjobs.jobs.options``), instead of a
 hard-coded 3: a job enqueued from SQL gets the attempts a job enqueued from Python gets.
 
-The default is read from the catalog only when the argument is NULL (COALESCE evaluates lazily),
-through ``pg_attrdef``'s index. Like the functions of 0002, it pins ``search_path`` and names
-our tables with their schema.
+Without the argument the column is left out of the INSERT, so the table's default applies. Like
+the functions of 0002, it pins ``search_path`` and names our tables with their schema.
 """
 
 from __future__ import annotations
@@ -20,10 +19,10 @@ _0002 = importlib.import_module("django_pgjobs.migrations.0002_sql_enqueue_and_n
 
 SIGNATURE = "{schema}.pgjobs_enqueue(text, jsonb, text, integer, timestamptz, integer, text)"
 
+# CREATE OR REPLACE, never DROP: grants an operator made on the function survive, and so do SQL
+# functions whose bodies call it.
 ENQUEUE_FUNCTION = """
-DROP FUNCTION IF EXISTS {signature};
-
-CREATE FUNCTION {schema}.pgjobs_enqueue(
+CREATE OR REPLACE FUNCTION {schema}.pgjobs_enqueue(
     job_name text,
     payload jsonb DEFAULT '{{}}'::jsonb,
     queue text DEFAULT 'default',
@@ -37,22 +36,29 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     new_id uuid;
-    attempts integer;
 BEGIN
-    attempts := coalesce($6, (
-        SELECT pg_get_expr(d.adbin, d.adrelid)::integer
-        FROM pg_attrdef AS d
-        JOIN pg_attribute AS a ON a.attrelid = d.adrelid AND a.attnum = d.adnum
-        WHERE d.adrelid = '{schema}.pgjobs_job_queue'::regclass AND a.attname = 'max_attempts'
-    ));
     LOOP
-        INSERT INTO {schema}.pgjobs_job_queue
-            (job_name, payload, queue, priority, scheduled_for, max_attempts, key)
-        VALUES
-            ($1, coalesce($2, '{{}}'::jsonb), coalesce($3, 'default'), coalesce($4, 0),
-             coalesce($5, now()), attempts, $7)
-        ON CONFLICT (key) WHERE key IS NOT NULL AND status IN ('pending', 'running') DO NOTHING
-        RETURNING id INTO new_id;
+        -- Without max_attempts the column is left out, so its default applies: the one migrate
+        -- sets from PGJOBS["MAX_ATTEMPTS"].
+        IF $6 IS NULL THEN
+            INSERT INTO {schema}.pgjobs_job_queue
+                (job_name, payload, queue, priority, scheduled_for, key)
+            VALUES
+                ($1, coalesce($2, '{{}}'::jsonb), coalesce($3, 'default'), coalesce($4, 0),
+                 coalesce($5, now()), $7)
+            ON CONFLICT (key) WHERE key IS NOT NULL AND status IN ('pending', 'running')
+            DO NOTHING
+            RETURNING id INTO new_id;
+        ELSE
+            INSERT INTO {schema}.pgjobs_job_queue
+                (job_name, payload, queue, priority, scheduled_for, max_attempts, key)
+            VALUES
+                ($1, coalesce($2, '{{}}'::jsonb), coalesce($3, 'default'), coalesce($4, 0),
+                 coalesce($5, now()), $6, $7)
+            ON CONFLICT (key) WHERE key IS NOT NULL AND status IN ('pending', 'running')
+            DO NOTHING
+            RETURNING id INTO new_id;
+        END IF;
         IF new_id IS NOT NULL THEN
             RETURN new_id;
         END IF;
@@ -79,9 +85,7 @@ def create(apps: StateApps, schema_editor: BaseDatabaseSchemaEditor) -> None:
 
 
 def restore(apps: StateApps, schema_editor: BaseDatabaseSchemaEditor) -> None:
-    schema = _0002._schema(schema_editor)
-    schema_editor.execute(f"DROP FUNCTION IF EXISTS {SIGNATURE.format(schema=schema)}")
-    schema_editor.execute(_0002.ENQUEUE_FUNCTION.format(schema=schema))
+    schema_editor.execute(_0002.ENQUEUE_FUNCTION.format(schema=_0002._schema(schema_editor)))
 
 
 class Migration(migrations.Migration):

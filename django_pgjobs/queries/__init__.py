@@ -29,7 +29,8 @@ migrations named)::
       running -> pending   outcomes.fail_job (a retry), rescue.rescue_expired_leases (expired),
                       lease.release_jobs / .release_untracked_jobs (never started: attempt
                       undone), workflow_runs.suspend (a workflow waits: attempt undone),
-                      workflow_runs.resume (re-pointed to another code version)
+                      workflow_runs.resume (re-pointed to another code version; a pending
+                      job is re-pointed the same way)
       running -> dead letter  outcomes.fail_job, rescue.rescue_expired_leases (last attempt: the row
                       moves to pgjobs_failed_jobs in the same statement)
       pending, running -> cancelled  operator.cancel_job, workflow_runs.cancel (pending only)
@@ -40,14 +41,15 @@ migrations named)::
     pgjobs_failed_jobs (dead letters)
       -> dead         outcomes.fail_job, rescue.rescue_expired_leases
       dead -> deleted operator.requeue_dead_letter (back to the queue as a new job),
-                      workflow_runs.resume (a dead workflow's job)
+                      workflow_runs.resume (a dead workflow's job); the admin's delete action
+                      (the ORM: an operator discarding a dead letter)
       a workflow's job buried: its workflow -> dead (trigger pgjobs_failed_workflow, 0008)
 
     pgjobs_workflow_executions (workflows)
       -> pending      workflow_runs.start, workflow_runs.fork
       pending, running, dead -> running   workflow_runs.load
       running -> pending   workflow_runs.suspend
-      running -> completed, failed   workflow_runs.finish
+      pending, running -> completed, failed   workflow_runs.finish
       pending, running -> cancelled  workflow_runs.cancel
       cancelled, dead, pending -> pending  workflow_runs.resume
       pending, running -> dead   trigger pgjobs_failed_workflow (0008)

@@ -85,7 +85,8 @@ class ScheduleOptions(TypedDict, total=False):
 def schedule(
     name: str, *, cron: str, job_name: str, **options: Unpack[ScheduleOptions]
 ) -> Declaration:
-    """Declare a schedule in code: run ``job_name`` on ``cron`` (see :mod:`django_pgjobs.crontab`).
+    """Declare a schedule in code: run ``job_name`` on ``cron`` (see
+    :mod:`django_pgjobs.schedules.crontab`).
 
     ``timezone`` defaults to ``settings.TIME_ZONE``. ``catch_up`` decides what happens to ticks
     missed while no scheduler ran: ``"skip"`` them, run the ``"latest"`` once, or run ``"all"``

@@ -24,8 +24,8 @@ from django_pgjobs import queries
 from django_pgjobs.conf import conf
 from django_pgjobs.database import connect
 from django_pgjobs.exceptions import JobNotFound
-from django_pgjobs.jobs.enqueue import enqueue
 from django_pgjobs.jobs.options import resolve_options
+from django_pgjobs.jobs.producer import enqueue
 from django_pgjobs.jobs.registry import registry
 from django_pgjobs.models import CatchUp, Schedule
 from django_pgjobs.schedules.crontab import InvalidScheduleError, Spec, parse
@@ -217,7 +217,10 @@ class Scheduler:
         if not isinstance(payload, dict):
             self._quarantine(row, "its payload is not a JSON object")
             return
-        options = resolve_options(handler.name, queue=row["queue"], priority=row["priority"])
+        # An empty queue in a row written by SQL or the ORM means "the job's own", as NULL does.
+        options = resolve_options(
+            handler.name, queue=row["queue"] or None, priority=row["priority"]
+        )
         stamps = [t.astimezone(UTC).isoformat() for t in ticks]
         fired = queries.fire_tick(
             conn.cursor(),

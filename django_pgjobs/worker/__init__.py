@@ -9,11 +9,11 @@ from django_pgjobs.exports import lazy_exports
 
 _EXPORTS = {
     "Worker": "django_pgjobs.worker.loop",
-    "WorkerStats": "django_pgjobs.worker.loop",
+    "WorkerStats": "django_pgjobs.worker.stats",
 }
 __all__ = list(_EXPORTS)
 __getattr__ = lazy_exports(__name__, _EXPORTS)
 
 if TYPE_CHECKING:
     from django_pgjobs.worker.loop import Worker as Worker
-    from django_pgjobs.worker.loop import WorkerStats as WorkerStats
+    from django_pgjobs.worker.stats import WorkerStats as WorkerStats

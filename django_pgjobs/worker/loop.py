@@ -33,37 +33,17 @@ from django_pgjobs import queries
 from django_pgjobs.conf import conf
 from django_pgjobs.jobs.registry import JobHandler, registry
 from django_pgjobs.schedules.scheduler import Scheduler
-from django_pgjobs.worker.attempt import run_attempt
+from django_pgjobs.worker.attempt import AttemptResult, run_attempt
 from django_pgjobs.worker.completer import Completer, Outcome, Written, log_outcome
 from django_pgjobs.worker.connection import LoopConnection, pause
 from django_pgjobs.worker.housekeeping import Housekeeper
 from django_pgjobs.worker.pacing import Pacing
 from django_pgjobs.worker.pool import HandlerPool, Task
 from django_pgjobs.worker.process import SchedulerThread, StopSignals
+from django_pgjobs.worker.stats import WorkerStats
 from django_pgjobs.worker.wakeup import Wakeup, Woken
 
 logger = logging.getLogger("django_pgjobs.worker")
-
-
-@dataclass
-class WorkerStats:
-    """What a worker (or one ``run_once``) did; tests assert on these."""
-
-    claimed: int = 0
-    completed: int = 0
-    retried: int = 0
-    buried: int = 0
-    lost: int = 0
-    handed_back: int = 0  # workflows that suspended themselves (sleep, recv, a child's result)
-    rescued: int = 0
-    released: int = 0
-    db_errors: int = 0
-
-    def __sub__(self, other: WorkerStats) -> WorkerStats:
-        return WorkerStats(**{k: getattr(self, k) - getattr(other, k) for k in vars(self)})
-
-    def count(self, outcome: Outcome) -> None:
-        setattr(self, outcome.value, getattr(self, outcome.value) + 1)
 
 
 @dataclass
@@ -351,7 +331,13 @@ class Worker:
     def _execute(self, entry: _InFlight) -> None:
         """Runs in a handler thread. Always reports an outcome, whatever happens."""
         entry.started = True
-        result = run_attempt(entry.handler, entry.job, self._completer.progressed)
+        try:
+            result = run_attempt(entry.handler, entry.job, self._completer.progressed)
+        except BaseException:
+            # run_attempt catches whatever a handler raises; this is a failure of our own. Still
+            # report an outcome, or the job would stay ours, its lease renewed, for ever.
+            logger.exception("Running job %s failed inside the worker", entry.job.id)
+            result = AttemptResult(took=0.0, error="WorkerError: the attempt could not be run.")
         self._pacing.record_run(result.took)
         first = self._completer.finished(entry.job, result.error, handed_back=result.handed_back)
         busy = self._count_busy(-1)

@@ -209,7 +209,7 @@ def resume_workflow(
     """Run a cancelled or dead workflow again from its last checkpoint.
 
     ``app_version`` re-pins it (and a pending workflow no worker of its version is left to run)
-    to that code version, e.g. ``django_pgjobs.app_version()`` for the deployed code.
+    to that code version, e.g. ``django_pgjobs.workflows.app_version()`` for the deployed code.
     """
     if app_version is not None:
         _check_version(app_version)

@@ -19,11 +19,6 @@ JOB_PREFIX = WORKFLOW_JOB_PREFIX
 KEY_PREFIX = WORKFLOW_KEY_PREFIX
 
 
-def job_key(workflow_id: str) -> str:
-    """The key of the job that runs the workflow: wake-ups and cancels find the job by it."""
-    return f"{KEY_PREFIX}{workflow_id}"
-
-
 class WorkflowRegistry:
     def __init__(self) -> None:
         self._workflows: dict[str, WorkflowDefinition] = {}

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.test import override_settings
 
 from django_pgjobs import enqueue, get_job
@@ -14,6 +15,7 @@ from django_pgjobs.exceptions import InvalidJobError
 from django_pgjobs.jobs.options import resolve_options, sync_table_defaults
 from django_pgjobs.jobs.registry import JobHandler
 from django_pgjobs.models import Job
+from tests.helpers import in_thread, second_connection, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -71,3 +73,63 @@ def test_migrate_sets_the_default(settings: Any) -> None:
     settings.PGJOBS = {"MAX_ATTEMPTS": 6}
     call_command("migrate", "pgjobs", verbosity=0)  # nothing to apply; post_migrate still runs
     assert sql_job("SELECT pgjobs_enqueue('test.record')").max_attempts == 6
+
+
+def _alter_waiting_for_its_lock() -> bool:
+    with connection.cursor() as cur:
+        cur.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+            "AND query LIKE 'ALTER TABLE pgjobs_job_queue%%'"
+        )
+        return bool(cur.fetchone()[0])
+
+
+@pytest.mark.usefixtures("restore_table_defaults")
+def test_syncing_the_default_never_stalls_the_queue_behind_a_long_transaction() -> None:
+    """A report query (any open transaction that read the table) holds ACCESS SHARE; the ALTER's
+    queued ACCESS EXCLUSIVE request then blocks every enqueue and claim for up to 5 s."""
+    holder = second_connection(autocommit=False)
+    other = second_connection()
+    try:
+        holder.execute("SELECT count(*) FROM pgjobs_job_queue")
+        with override_settings(PGJOBS={"MAX_ATTEMPTS": 7}):
+            thread = in_thread(lambda: sync_table_defaults("default"))
+            wait_for(_alter_waiting_for_its_lock, what="the ALTER TABLE to queue for its lock")
+            started = time.monotonic()
+            other.execute("INSERT INTO pgjobs_job_queue (job_name) VALUES ('test.record')")
+            took = time.monotonic() - started
+            thread.join(10)
+    finally:
+        holder.rollback()
+        holder.close()
+        other.close()
+    assert took < 1.0, f"an enqueue waited {took:.1f}s behind the ALTER TABLE"
+
+
+@pytest.mark.usefixtures("restore_table_defaults")
+def test_syncing_the_default_inside_a_transaction_leaves_its_lock_timeout_alone() -> None:
+    with override_settings(PGJOBS={"MAX_ATTEMPTS": 8}), transaction.atomic():
+        assert sync_table_defaults("default") is True
+        with connection.cursor() as cur:
+            cur.execute("SHOW lock_timeout")
+            assert cur.fetchone()[0] == "0"  # SET LOCAL outlived the savepoint: '5s'
+
+
+@pytest.mark.usefixtures("restore_table_defaults")
+def test_a_max_attempts_postgres_cannot_store_never_becomes_the_table_default() -> None:
+    """E004 accepts any int >= 1; the ALTER succeeds, and every plain INSERT and every
+    pgjobs_enqueue() without max_attempts fails from then on."""
+    with override_settings(PGJOBS={"MAX_ATTEMPTS": 2**31}):
+        sync_table_defaults("default")
+    with connection.cursor() as cur:
+        cur.execute("INSERT INTO pgjobs_job_queue (job_name) VALUES ('test.record')")
+        cur.execute("SELECT pgjobs_enqueue('test.record')")
+
+
+@pytest.mark.usefixtures("restore_table_defaults")
+@pytest.mark.parametrize("value", [True, 2.5, "7", "abc", None])
+def test_an_invalid_max_attempts_leaves_the_table_default_alone(value: object) -> None:
+    """sync_table_defaults() means to skip what pgjobs.E004 reports, but conf.MAX_ATTEMPTS is
+    int(...) of the setting: True becomes 1, 2.5 becomes 2, "abc" raises out of migrate/flush."""
+    with override_settings(PGJOBS={"MAX_ATTEMPTS": value}):
+        assert sync_table_defaults("default") is False

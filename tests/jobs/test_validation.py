@@ -35,7 +35,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
         ({"priority": 101}, InvalidJobError, "between -100 and 100"),
         ({"priority": -101}, InvalidJobError, "between -100 and 100"),
         ({"priority": 1.5}, InvalidJobError, "must be an int"),
-        ({"max_attempts": 0}, InvalidJobError, "at least 1"),
+        ({"max_attempts": 0}, InvalidJobError, "between 1 and"),
         ({"scheduled_for": datetime(2030, 1, 1)}, InvalidJobError, "naive datetime"),
         ({"scheduled_for": "tomorrow"}, InvalidJobError, "datetime or a timedelta"),
         ({"queue": ""}, InvalidJobError, "queue name must not be empty"),

@@ -120,3 +120,16 @@ def test_a_tick_at_the_window_end_fires_and_then_the_scheduler_rests(scheduler: 
     assert max(Job.objects.values_list("scheduled_for", flat=True)) == end
     with connection.cursor() as cur:
         assert queries.seconds_until_next_schedule(cur) is None  # nothing left: no busy loop
+
+
+def test_a_tick_of_a_schedule_row_with_an_empty_queue_still_fires(scheduler: Scheduler) -> None:
+    """Before: ``row["queue"] or handler.queue or "default"``; now resolve_options() refuses ""
+    and the schedule is quarantined on every pass. Schedule rows come from the ORM and SQL too,
+    and nothing in the table forbids ''."""
+    add_schedule("report", "0 * * * *", queue="")
+    scheduler.run_once()
+    tick = make_schedule_due("report", at=db_now().replace(minute=0, second=0, microsecond=0))
+    report = scheduler.run_once(now=tick + timedelta(seconds=1))
+    assert report.enqueued == 1
+    assert Job.objects.get().queue == "default"
+    assert Schedule.objects.get().last_run_at == tick.astimezone(UTC)

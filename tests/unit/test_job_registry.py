@@ -66,7 +66,7 @@ def test_a_different_function_under_a_taken_name_is_refused(
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"max_attempts": 0}, "at least 1"),
+        ({"max_attempts": 0}, "between 1 and"),
         ({"priority": 1000}, "between -100 and 100"),
         ({"retry_delay": -1}, "retry_delay"),
         ({"queue": ""}, "queue name"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import re
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,7 @@ EXPORTING = [
 # (JobHandler.enqueue, WorkflowDefinition.start), as Django's Task.enqueue is. JobHandler.enqueue
 # reaches the registry again through the job's options.
 ALLOWED_CIRCLES = [
-    {"django_pgjobs.jobs.registry", "django_pgjobs.jobs.enqueue", "django_pgjobs.jobs.options"},
+    {"django_pgjobs.jobs.registry", "django_pgjobs.jobs.producer", "django_pgjobs.jobs.options"},
     {"django_pgjobs.workflows.definitions", "django_pgjobs.workflows.api"},
 ]
 MAX_LINES = 425
@@ -148,3 +149,23 @@ def test_type_checkers_see_the_same_names_as_the_table(package: str) -> None:
         for alias in node.names
     }
     assert typed == module._EXPORTS
+
+
+def test_the_jobs_package_hands_out_the_enqueue_functions_not_a_module() -> None:
+    from django_pgjobs import jobs
+
+    assert jobs.enqueue is importlib.import_module("django_pgjobs.jobs.producer").enqueue
+    assert callable(jobs.enqueue_many) and callable(jobs.enqueue_on_commit)
+
+
+def test_a_name_that_lives_in_a_sub_package_says_where_to_import_it_from() -> None:
+    import django_pgjobs
+
+    with pytest.raises(AttributeError, match=re.escape("from django_pgjobs.jobs import list_jobs")):
+        django_pgjobs.list_jobs  # noqa: B018
+    with pytest.raises(
+        AttributeError, match=re.escape("from django_pgjobs.exceptions import JobNotFound")
+    ):
+        django_pgjobs.JobNotFound  # noqa: B018
+    with pytest.raises(AttributeError, match=r"has no attribute 'nothing_like_it'$"):
+        django_pgjobs.nothing_like_it  # noqa: B018

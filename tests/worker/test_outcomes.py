@@ -129,3 +129,24 @@ def test_completed_rows_serve_the_throughput_query(make_worker: type[Worker]) ->
             "WHERE status = 'completed' AND completed_at > now() - interval '1 hour' GROUP BY 1"
         )
         assert sum(r[1] for r in cur.fetchall()) == 5
+
+
+def test_a_failure_inside_the_worker_still_records_an_outcome(
+    make_worker: type[Worker], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fault injection: the code that runs an attempt (not the handler) raises. The job must not
+    stay leased to this worker for ever: the attempt is recorded as failed."""
+    from django_pgjobs.worker import loop
+
+    def broken(*args: Any) -> Any:
+        raise RuntimeError("injected")
+
+    job_id = enqueue("test.record", {"label": "x"})
+    worker = make_worker()
+    monkeypatch.setattr(loop, "run_attempt", broken)
+    assert worker.run_once().retried == 1
+    job = get_job(job_id)
+    assert (job.status, job.error) == ("pending", "WorkerError: the attempt could not be run.")
+    monkeypatch.undo()
+    make_due_now(job_id)
+    assert worker.run_once().completed == 1

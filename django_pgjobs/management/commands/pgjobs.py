@@ -13,8 +13,8 @@ from django.utils import timezone
 
 from django_pgjobs.conf import conf
 from django_pgjobs.exceptions import JobNotFound, PgJobsError
-from django_pgjobs.jobs import enqueue as enqueueing
 from django_pgjobs.jobs import operations as jobs
+from django_pgjobs.jobs import producer as enqueueing
 from django_pgjobs.models import JobStatus, Schedule
 from django_pgjobs.observability.status import QueueCounts, queue_status
 from django_pgjobs.queries.base import WORKFLOW_JOB_PREFIX as JOB_PREFIX

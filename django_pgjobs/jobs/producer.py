@@ -1,4 +1,4 @@
-"""Putting jobs in the queue, on the caller's own database connection.
+"""The producer side: putting jobs in the queue, on the caller's own database connection.
 
 Because the insert runs on Django's connection, inside ``transaction.atomic()`` the job exists
 only if the surrounding transaction commits, and the trigger's NOTIFY wakes workers only then.

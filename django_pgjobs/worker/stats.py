@@ -1,0 +1,28 @@
+"""What a worker did: counters of claims and outcomes, returned by ``run()`` and ``run_once()``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django_pgjobs.worker.completer import Outcome
+
+
+@dataclass
+class WorkerStats:
+    """What a worker (or one ``run_once``) did; tests assert on these."""
+
+    claimed: int = 0
+    completed: int = 0
+    retried: int = 0
+    buried: int = 0
+    lost: int = 0
+    handed_back: int = 0  # workflows that suspended themselves (sleep, recv, a child's result)
+    rescued: int = 0
+    released: int = 0
+    db_errors: int = 0
+
+    def __sub__(self, other: WorkerStats) -> WorkerStats:
+        return WorkerStats(**{k: getattr(self, k) - getattr(other, k) for k in vars(self)})
+
+    def count(self, outcome: Outcome) -> None:
+        setattr(self, outcome.value, getattr(self, outcome.value) + 1)
