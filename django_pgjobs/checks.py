@@ -110,7 +110,11 @@ def check_schedules(
     *, app_configs: Sequence[AppConfig] | None, databases: Sequence[str] | None, **kwargs: Any
 ) -> list[CheckMessage]:
     """Code and settings schedules must be able to run: found here, not by a scheduler."""
-    from django_pgjobs.schedules.declarations import declarations, settings_declarations
+    from django_pgjobs.schedules.declarations import (
+        declarations,
+        redeclared,
+        settings_declarations,
+    )
 
     config = getattr(settings, "PGJOBS", {})
     if not isinstance(config, dict):
@@ -118,6 +122,16 @@ def check_schedules(
     errors: list[CheckMessage] = [
         Error(message, id="pgjobs.E011") for message in settings_declarations()[1]
     ]
+    for name, found in redeclared().items():
+        each = "; ".join(f"job {d.job_name!r} on {d.cron!r}" for d in found)
+        errors.append(
+            Error(
+                f"Schedule name {name!r} is declared {len(found)} times in code with different "
+                f"settings ({each}); only the last one would run.",
+                hint="Give each schedule its own name: @cron(..., name=...), schedule(name, ...).",
+                id="pgjobs.E012",
+            )
+        )
     for declaration in declarations():
         for field_name, problem in declaration.problems().items():
             errors.append(

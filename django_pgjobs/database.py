@@ -155,3 +155,18 @@ def statement_cursor(using: str) -> Iterator[Any]:
     connection.validate_thread_sharing()
     with wrapped as cur:
         yield cur
+
+
+def require_tables(alias: str) -> None:
+    """Raise a clear error when our tables are not in database ``alias`` (``migrate`` has not
+    run there), instead of letting a worker retry the missing table for ever."""
+    from django_pgjobs.exceptions import PgJobsError
+
+    with connections[alias].cursor() as cur:
+        cur.execute("SELECT to_regclass('pgjobs_job_queue') IS NOT NULL")
+        found = cur.fetchone()[0]
+    if not found:
+        raise PgJobsError(
+            f"The django-pgjobs tables are not in database {alias!r}: run "
+            f"`python manage.py migrate{'' if alias == 'default' else f' --database {alias}'}`."
+        )

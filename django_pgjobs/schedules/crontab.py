@@ -51,8 +51,10 @@ class InvalidScheduleError(InvalidJobError):
 
 def get_timezone(name: str) -> ZoneInfo:
     try:
+        if not isinstance(name, str):
+            raise TypeError(name)
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, TypeError):
         raise InvalidScheduleError(
             f"Unknown timezone {name!r} (use an IANA name such as 'Europe/Paris')."
         ) from None
@@ -146,6 +148,8 @@ Spec = CronSpec | IntervalSpec
 
 def parse(expression: str, *, timezone: str = "UTC", start: datetime | None = None) -> Spec:
     """Parse and check an expression so that a bad one fails here, never inside a scheduler."""
+    # Checked for intervals too, which ignore it: every view of the schedule shows its times in it.
+    tz = get_timezone(timezone)
     text = " ".join(str(expression).split())
     every = _EVERY.match(text)
     if every:
@@ -160,7 +164,6 @@ def parse(expression: str, *, timezone: str = "UTC", start: datetime | None = No
         except OverflowError:
             raise InvalidScheduleError(f"{expression!r}: the interval is too long.") from None
         return interval
-    tz = get_timezone(timezone)
     text = _ALIASES.get(text.lower(), text)
     fields = text.split(" ")
     if not (text.startswith("@") or len(fields) in (5, 6)):

@@ -67,6 +67,7 @@ class Declaration:
 
 
 _declared: dict[str, Declaration] = {}
+_redeclared: dict[str, list[Declaration]] = {}
 
 
 class ScheduleOptions(TypedDict, total=False):
@@ -94,8 +95,18 @@ def schedule(
     """
     fields: dict[str, Any] = {**options, "payload": dict(options.get("payload") or {})}
     declaration = Declaration(name=name, cron=cron, job_name=job_name, **fields)
+    existing = _declared.get(name)
+    # Importing a module again declares the same schedule again; a different one under the same
+    # name (two @cron on one job without name=, two apps) would silently replace the first.
+    if existing is not None and existing != declaration:
+        _redeclared.setdefault(name, [existing]).append(declaration)
     _declared[name] = declaration
     return declaration
+
+
+def redeclared() -> dict[str, list[Declaration]]:
+    """Names declared in code more than once with different settings (the check pgjobs.E012)."""
+    return {name: list(found) for name, found in _redeclared.items()}
 
 
 def cron(
@@ -172,6 +183,7 @@ def declarations() -> list[Declaration]:
 def forget(name: str) -> None:
     """Remove a code declaration (tests)."""
     _declared.pop(name, None)
+    _redeclared.pop(name, None)
 
 
 def sync_schedules(cur: queries.Cursor) -> tuple[int, int]:

@@ -22,7 +22,7 @@ from django_pgjobs.exceptions import (
     WorkflowStateError,
 )
 from django_pgjobs.jobs import validation
-from django_pgjobs.models import WorkflowExecution, WorkflowStep
+from django_pgjobs.models import WorkflowExecution, WorkflowStatus, WorkflowStep
 from django_pgjobs.queries import workflow_runs as runs
 from django_pgjobs.queries import workflow_steps as steps
 from django_pgjobs.workflows import codec, runtime, waits
@@ -165,6 +165,10 @@ def list_workflows(
     """Workflows newest first, optionally of one status and/or workflow name."""
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
         raise InvalidJobError(f"limit must be an int >= 1; got {limit!r}.")
+    if status is not None and status not in WorkflowStatus.values:
+        raise InvalidJobError(
+            f"Unknown status {status!r}; expected one of {', '.join(WorkflowStatus.values)}."
+        )
     rows = WorkflowExecution.objects.using(using or conf.DATABASE).order_by("-created_at")
     if status is not None:
         rows = rows.filter(status=status)
@@ -317,7 +321,8 @@ def set_event(key: str, value: Any) -> None:
 
 def get_event(workflow_id: str, key: str, timeout: float | None = 60) -> Any:
     """The value a workflow published under ``key``, waiting up to ``timeout`` seconds for it;
-    None if it was not set in time. Inside a workflow the wait is durable and checkpointed."""
+    None if it was not set in time. Raises :class:`WorkflowNotFound` for an unknown workflow.
+    Inside a workflow the wait is durable and checkpointed."""
     workflow_id = validation.check_name(workflow_id, "workflow id")
     key = validation.check_name(key, "event key")
     seconds = waits.check_timeout(timeout, "timeout")
@@ -327,6 +332,8 @@ def get_event(workflow_id: str, key: str, timeout: float | None = 60) -> Any:
     def check() -> tuple[bool, Any] | None:
         with runtime.cursor() as cur:
             event = steps.read_event(cur, workflow_id=workflow_id, key=key)
+            if not event.found and runs.status_of(cur, workflow_id) is None:
+                raise WorkflowNotFound(f"No workflow has the id {workflow_id!r}.")
         return (True, event.value) if event.found else None
 
     got = wait_outside(f"event:{workflow_id}:{key}", check, seconds)

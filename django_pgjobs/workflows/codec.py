@@ -78,6 +78,8 @@ def rebuild(error: dict[str, Any]) -> BaseException:
     else:
         try:
             exc = cls(*args)
+            # An __init__ that formats its message would format the recorded one again.
+            exc.args = tuple(args)
         except Exception:
             # An __init__ with another signature: build the instance without it, so code that
             # catches this class on replay catches it as it did on the first run.

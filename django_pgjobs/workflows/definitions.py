@@ -7,7 +7,7 @@ import hashlib
 import inspect
 import sys
 from collections.abc import Callable
-from typing import Any, overload
+from typing import TYPE_CHECKING, Any, overload
 
 from django_pgjobs.conf import conf
 from django_pgjobs.exceptions import InvalidJobError
@@ -15,6 +15,9 @@ from django_pgjobs.jobs import validation
 from django_pgjobs.jobs.registry import qualname
 from django_pgjobs.workflows import runtime
 from django_pgjobs.workflows.registry import JOB_PREFIX, workflows
+
+if TYPE_CHECKING:
+    from django_pgjobs.workflows.handles import WorkflowHandle
 
 DEFAULT_MAX_RECOVERY_ATTEMPTS = 10
 
@@ -54,7 +57,7 @@ class WorkflowDefinition:
 
     # start() and run() are the handle-with-verbs shape of Django's Task.enqueue: the API they
     # call needs this class, so they import it when called (the one import circle we keep).
-    def start(self, *args: Any, **kwargs: Any) -> Any:
+    def start(self, *args: Any, **kwargs: Any) -> WorkflowHandle:
         from django_pgjobs.workflows.api import start_workflow
 
         return start_workflow(self, *args, **kwargs)

@@ -3,6 +3,7 @@ options."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from io import StringIO
 
 import pytest
@@ -37,3 +38,29 @@ def test_the_worker_command_does_not_keep_its_start_up_connection() -> None:
 def test_worker_command_rejects_bad_options() -> None:
     with pytest.raises(CommandError, match="--concurrency"):
         call_command("pgjobs_worker", "--concurrency", "0")
+
+
+@pytest.fixture
+def not_migrated() -> Iterator[None]:
+    """Our tables are gone, as on a database nobody ran migrate on; they come back after."""
+    call_command("migrate", "pgjobs", "zero", verbosity=0)
+    yield
+    call_command("migrate", "pgjobs", verbosity=0)
+
+
+@pytest.mark.usefixtures("not_migrated")
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["pgjobs_worker", "--burst"],
+        ["pgjobs_scheduler", "--once"],
+        ["pgjobs", "status"],
+        ["pgjobs_workflows", "list"],
+    ],
+)
+def test_commands_say_to_migrate_instead_of_retrying_a_missing_table(command: list[str]) -> None:
+    """A burst worker used to retry `relation "pgjobs_workers" does not exist` for ever."""
+    with pytest.raises(
+        CommandError, match=r"not in database 'default': run `python manage.py migra"
+    ):
+        call_command(*command, stdout=StringIO())

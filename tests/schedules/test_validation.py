@@ -82,3 +82,17 @@ def test_settings_schedule_with_a_string_start_is_reported_not_a_crash() -> None
     with override_settings(PGJOBS={"SCHEDULES": bad}):
         errors = check_schedules(app_configs=None, databases=None)
     assert [e.id for e in errors] == ["pgjobs.E010"] and "aware datetime" in errors[0].msg
+
+
+def test_e012_two_code_schedules_with_one_name(declared: list[str]) -> None:
+    """Two @cron on one job without name=, or two apps picking the same name: the second would
+    silently replace the first."""
+    declared.append("twice")
+    schedule("twice", cron="0 3 * * *", job_name="test.record")
+    schedule("twice", cron="0 3 * * *", job_name="test.record")  # a module imported again: fine
+    assert "pgjobs.E012" not in [e.id for e in check_schedules(app_configs=None, databases=None)]
+    schedule("twice", cron="0 4 * * *", job_name="test.record")
+    [error] = [
+        e for e in check_schedules(app_configs=None, databases=None) if e.id == "pgjobs.E012"
+    ]
+    assert "'0 3 * * *'" in error.msg and "'0 4 * * *'" in error.msg

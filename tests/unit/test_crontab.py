@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, tzinfo
 from itertools import pairwise
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -145,9 +146,12 @@ def test_bad_expressions_are_refused_with_a_reason(expression: str, message: str
         parse(expression)
 
 
-def test_unknown_timezone_is_refused() -> None:
-    with pytest.raises(InvalidScheduleError, match="Unknown timezone 'Mars/Olympus'"):
-        parse("0 * * * *", timezone="Mars/Olympus")
+@pytest.mark.parametrize("expression", ["0 * * * *", "every 5 minutes"])
+@pytest.mark.parametrize("zone", ["Mars/Olympus", 5])
+def test_unknown_timezone_is_refused(expression: str, zone: Any) -> None:
+    """Intervals ignore the zone, but every view of the schedule shows its times in it."""
+    with pytest.raises(InvalidScheduleError, match="Unknown timezone"):
+        parse(expression, timezone=zone)
 
 
 def test_aliases_are_fixed_hour_schedules_when_midnight_repeats() -> None:

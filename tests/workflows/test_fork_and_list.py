@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from django_pgjobs import get_workflow, start_workflow
-from django_pgjobs.exceptions import WorkflowConflict, WorkflowNotFound
+from django_pgjobs.exceptions import InvalidJobError, WorkflowConflict, WorkflowNotFound
 from django_pgjobs.worker import Worker
 from django_pgjobs.workflows import fork_workflow, list_workflow_steps, list_workflows
 from tests.helpers import drain
@@ -41,5 +41,7 @@ def test_list_workflows_filters_and_orders_newest_first(make_worker: type[Worker
     ]
     assert [w.workflow_id for w in list_workflows(status="failed")] == [b.workflow_id]
     assert [w.workflow_id for w in list_workflows(name="test.greet", limit=1)] == [c.workflow_id]
+    with pytest.raises(InvalidJobError, match="Unknown status 'complete'"):
+        list_workflows(status="complete")  # a typo is an error, not an empty list
     with pytest.raises(WorkflowNotFound):
         list_workflow_steps("missing")

@@ -81,6 +81,9 @@ def test_send_to_an_unknown_workflow_and_recv_outside_a_workflow_are_errors() ->
         set_event("k", 1)
     with pytest.raises(WorkflowSerializationError):
         send("nobody", {1, 2})
+    # Waiting for an event of a workflow that does not exist would wait for nothing.
+    with pytest.raises(WorkflowNotFound, match="No workflow has the id 'nobody'"):
+        get_event("nobody", "k", timeout=None)
 
 
 def test_workflows_message_each_other(make_worker: type[Worker]) -> None:

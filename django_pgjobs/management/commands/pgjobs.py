@@ -12,6 +12,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
 from django_pgjobs.conf import conf
+from django_pgjobs.database import require_tables
 from django_pgjobs.exceptions import JobNotFound, PgJobsError
 from django_pgjobs.jobs import operations as jobs
 from django_pgjobs.jobs import producer as enqueueing
@@ -71,6 +72,7 @@ class Command(BaseCommand):
                     f"--{option.replace('_', '-')} must be a number of seconds >= 0."
                 )
         try:
+            require_tables(options["database"] or conf.DATABASE)
             getattr(self, f"do_{options['action'].replace('-', '_')}")(options, options["database"])
         except PgJobsError as exc:
             raise CommandError(str(exc)) from exc

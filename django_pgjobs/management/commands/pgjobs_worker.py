@@ -12,6 +12,8 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import connections
 
 from django_pgjobs.conf import conf
+from django_pgjobs.database import require_tables
+from django_pgjobs.exceptions import PgJobsError
 from django_pgjobs.jobs.registry import registry
 from django_pgjobs.worker.loop import Worker
 from django_pgjobs.worker.process import configure_logging
@@ -71,6 +73,10 @@ class Command(BaseCommand):
             )
         if options["database"] is not None and options["database"] not in settings.DATABASES:
             raise CommandError(f"--database {options['database']!r} is not in settings.DATABASES.")
+        try:
+            require_tables(options["database"] or conf.DATABASE)
+        except PgJobsError as exc:
+            raise CommandError(str(exc)) from exc
         configure_logging(options["verbosity"])
         worker = Worker(
             queues=options["queues"],
