@@ -157,11 +157,17 @@ def statement_cursor(using: str) -> Iterator[Any]:
         yield cur
 
 
-def require_tables(alias: str) -> None:
-    """Raise a clear error when our tables are not in database ``alias`` (``migrate`` has not
-    run there), instead of letting a worker retry the missing table for ever."""
+def command_database(option: str | None) -> str:
+    """The alias a command's ``--database`` names (default ``PGJOBS["DATABASE"]``), checked: it
+    is configured, and ``migrate`` created our tables there. Otherwise a clear error, instead of
+    a traceback or a worker retrying a missing table for ever."""
+    from django.conf import settings
+
     from django_pgjobs.exceptions import PgJobsError
 
+    if option is not None and option not in settings.DATABASES:
+        raise PgJobsError(f"--database {option!r} is not in settings.DATABASES.")
+    alias = option or conf.DATABASE
     with connections[alias].cursor() as cur:
         cur.execute("SELECT to_regclass('pgjobs_job_queue') IS NOT NULL")
         found = cur.fetchone()[0]
@@ -170,3 +176,4 @@ def require_tables(alias: str) -> None:
             f"The django-pgjobs tables are not in database {alias!r}: run "
             f"`python manage.py migrate{'' if alias == 'default' else f' --database {alias}'}`."
         )
+    return alias

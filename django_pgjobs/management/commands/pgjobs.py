@@ -7,12 +7,11 @@ from argparse import ArgumentParser
 from datetime import timedelta
 from typing import Any
 
-from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
 from django_pgjobs.conf import conf
-from django_pgjobs.database import require_tables
+from django_pgjobs.database import command_database
 from django_pgjobs.exceptions import JobNotFound, PgJobsError
 from django_pgjobs.jobs import operations as jobs
 from django_pgjobs.jobs import producer as enqueueing
@@ -64,15 +63,13 @@ class Command(BaseCommand):
         add.add_argument("--key", default=None)
 
     def handle(self, *args: Any, **options: Any) -> None:
-        if options["database"] is not None and options["database"] not in settings.DATABASES:
-            raise CommandError(f"--database {options['database']!r} is not in settings.DATABASES.")
         for option in ("older_than", "delay"):
             if options.get(option) is not None and not options[option] >= 0:
                 raise CommandError(
                     f"--{option.replace('_', '-')} must be a number of seconds >= 0."
                 )
         try:
-            require_tables(options["database"] or conf.DATABASE)
+            command_database(options["database"])
             getattr(self, f"do_{options['action'].replace('-', '_')}")(options, options["database"])
         except PgJobsError as exc:
             raise CommandError(str(exc)) from exc

@@ -7,11 +7,9 @@ from argparse import ArgumentParser
 from types import FrameType
 from typing import Any
 
-from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from django_pgjobs.conf import conf
-from django_pgjobs.database import require_tables
+from django_pgjobs.database import command_database
 from django_pgjobs.exceptions import PgJobsError
 from django_pgjobs.schedules.scheduler import Scheduler
 
@@ -30,10 +28,8 @@ class Command(BaseCommand):
         parser.add_argument("--once", action="store_true", help="Fire what is due now, then exit.")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        if options["database"] is not None and options["database"] not in settings.DATABASES:
-            raise CommandError(f"--database {options['database']!r} is not in settings.DATABASES.")
         try:
-            require_tables(options["database"] or conf.DATABASE)
+            command_database(options["database"])
         except PgJobsError as exc:
             raise CommandError(str(exc)) from exc
         scheduler = Scheduler(using=options["database"], poll_interval=options["poll_interval"])

@@ -7,12 +7,11 @@ import sys
 from argparse import ArgumentParser
 from typing import Any
 
-from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connections
 
 from django_pgjobs.conf import conf
-from django_pgjobs.database import require_tables
+from django_pgjobs.database import command_database
 from django_pgjobs.exceptions import PgJobsError
 from django_pgjobs.jobs.registry import registry
 from django_pgjobs.worker.loop import Worker
@@ -71,10 +70,8 @@ class Command(BaseCommand):
             raise CommandError(
                 "--queues was given but names no queue; omit it to serve all queues."
             )
-        if options["database"] is not None and options["database"] not in settings.DATABASES:
-            raise CommandError(f"--database {options['database']!r} is not in settings.DATABASES.")
         try:
-            require_tables(options["database"] or conf.DATABASE)
+            command_database(options["database"])
         except PgJobsError as exc:
             raise CommandError(str(exc)) from exc
         configure_logging(options["verbosity"])

@@ -6,12 +6,10 @@ import json
 from argparse import ArgumentParser
 from typing import Any
 
-from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from django_pgjobs import workflows
-from django_pgjobs.conf import conf
-from django_pgjobs.database import require_tables
+from django_pgjobs.database import command_database
 from django_pgjobs.exceptions import PgJobsError
 from django_pgjobs.models import WorkflowStatus
 from django_pgjobs.workflows.definitions import app_version
@@ -52,10 +50,8 @@ class Command(BaseCommand):
         fork.add_argument("--new-id", default=None)
 
     def handle(self, *args: Any, **options: Any) -> None:
-        if options["database"] is not None and options["database"] not in settings.DATABASES:
-            raise CommandError(f"--database {options['database']!r} is not in settings.DATABASES.")
         try:
-            require_tables(options["database"] or conf.DATABASE)
+            command_database(options["database"])
             getattr(self, f"do_{options['action']}")(options)
         except PgJobsError as exc:
             raise CommandError(str(exc)) from exc
