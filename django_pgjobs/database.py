@@ -38,11 +38,13 @@ from contextlib import contextmanager
 from typing import Any
 
 import psycopg
+from django.conf import settings
 from django.db import connections
 from psycopg import errors
 from psycopg.pq import TransactionStatus
 
 from django_pgjobs.conf import conf
+from django_pgjobs.exceptions import PgJobsError
 
 # Keys Django adds for its own cursor and adapter set-up; psycopg.connect would reject or
 # misapply them on a plain connection.
@@ -161,10 +163,6 @@ def command_database(option: str | None) -> str:
     """The alias a command's ``--database`` names (default ``PGJOBS["DATABASE"]``), checked: it
     is configured, and ``migrate`` created our tables there. Otherwise a clear error, instead of
     a traceback or a worker retrying a missing table for ever."""
-    from django.conf import settings
-
-    from django_pgjobs.exceptions import PgJobsError
-
     if option is not None and option not in settings.DATABASES:
         raise PgJobsError(f"--database {option!r} is not in settings.DATABASES.")
     alias = option or conf.DATABASE

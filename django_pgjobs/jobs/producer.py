@@ -46,7 +46,11 @@ def _prepare(
     }
 
 
-def _prepare_one(job_name: str, payload: Any, key: str | None, **options: Any) -> dict[str, Any]:
+def _prepare_one(
+    job_name: str, payload: Any, key: str | None, *, replace: bool, **options: Any
+) -> dict[str, Any]:
+    if replace and key is None:
+        raise InvalidJobError("replace=True needs a key: it replaces the job holding that key.")
     row = _prepare(job_name, **options)
     row.update(
         id=uuid.uuid4(), payload=validation.dump_payload(payload), key=validation.check_key(key)
@@ -101,12 +105,11 @@ def enqueue(
     and nothing is written. With ``replace=True`` a still-pending holder is updated in place
     (new payload and options, attempts reset); a running holder gives the key up to a new job.
     """
-    if replace and key is None:
-        raise InvalidJobError("replace=True needs a key: it replaces the job holding that key.")
     row = _prepare_one(
         job_name,
         payload,
         key,
+        replace=replace,
         scheduled_for=scheduled_for,
         max_attempts=max_attempts,
         queue=queue,
@@ -137,13 +140,12 @@ def enqueue_on_commit(
     site. Returns the id the job will have; with ``key``, if an active job already holds the
     key, no job gets that id.
     """
-    if replace and key is None:
-        raise InvalidJobError("replace=True needs a key: it replaces the job holding that key.")
     alias = using or conf.DATABASE
     row = _prepare_one(
         job_name,
         payload,
         key,
+        replace=replace,
         scheduled_for=scheduled_for,
         max_attempts=max_attempts,
         queue=queue,

@@ -296,7 +296,7 @@ class Worker:
     def _fill_slots(self, *, prefetch: bool = True) -> int:
         limit = self._pacing.claim_size(
             busy=self._busy,
-            prefetch=self._pacing.prefetch(conf.PREFETCH) if prefetch else 0,
+            prefetch_limit=conf.PREFETCH if prefetch else 0,
             left=None if self.max_jobs is None else self.max_jobs - self.stats.claimed,
         )
         if limit <= 0:

@@ -42,12 +42,13 @@ class Pacing:
         per_slot = PREFETCH_HORIZON / max(self.average_run, 1e-4)
         return min(limit, int(self.concurrency * per_slot))
 
-    def claim_size(self, *, busy: int, prefetch: int, left: int | None) -> int:
+    def claim_size(self, *, busy: int, prefetch_limit: int, left: int | None) -> int:
         """How many jobs to claim now (0: do not claim). ``busy`` threads are running or have a
-        job queued; ``left`` is what ``--max-jobs`` still allows (None: no limit)."""
+        job queued; ``prefetch_limit`` caps :meth:`prefetch` (0: none); ``left`` is what
+        ``--max-jobs`` still allows (None: no limit)."""
         if busy >= self.concurrency or not self.maybe_work:
             return 0  # every thread busy: claim again when one frees, in a bigger batch
-        size = self.concurrency - busy + prefetch
+        size = self.concurrency - busy + self.prefetch(prefetch_limit)
         return size if left is None else max(min(size, left), 0)
 
     def claimed(self, *, asked: int, got: int) -> bool:

@@ -34,10 +34,6 @@ def encode(value: Any, what: str) -> str:
     return text
 
 
-def decode(text: str | None) -> Any:
-    return None if text is None else json.loads(text)
-
-
 def describe(exc: BaseException) -> dict[str, Any]:
     """An exception as JSON: enough to raise it again, and its traceback for people."""
     cls = type(exc)

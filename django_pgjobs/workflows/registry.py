@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from django_pgjobs.exceptions import HandlerAlreadyRegistered
 from django_pgjobs.jobs.registry import qualname
-from django_pgjobs.queries.base import WORKFLOW_JOB_PREFIX, WORKFLOW_KEY_PREFIX
+from django_pgjobs.queries.base import WORKFLOW_JOB_PREFIX
 
 if TYPE_CHECKING:
     from django_pgjobs.workflows.definitions import WorkflowDefinition
@@ -16,7 +16,6 @@ if TYPE_CHECKING:
 # A workflow runs as the job ``pgjobs.workflow:<app version>`` keyed ``workflow:<id>``; the
 # names are reserved for it.
 JOB_PREFIX = WORKFLOW_JOB_PREFIX
-KEY_PREFIX = WORKFLOW_KEY_PREFIX
 
 
 class WorkflowRegistry:

@@ -13,15 +13,19 @@ def pacing(**fields: object) -> Pacing:
 
 def test_claims_for_free_threads_only_while_work_may_be_there() -> None:
     p = pacing()
-    assert p.claim_size(busy=1, prefetch=0, left=None) == 3
-    assert p.claim_size(busy=4, prefetch=10, left=None) == 0  # every thread busy
+    assert p.claim_size(busy=1, prefetch_limit=0, left=None) == 3
+    p.record_run(0.001)
+    assert p.claim_size(busy=4, prefetch_limit=10, left=None) == 0  # every thread busy
+    assert p.claim_size(busy=3, prefetch_limit=10, left=None) == 1 + 10
     p.maybe_work = False
-    assert p.claim_size(busy=0, prefetch=0, left=None) == 0
+    assert p.claim_size(busy=0, prefetch_limit=0, left=None) == 0
 
 
 def test_max_jobs_caps_the_claim() -> None:
-    assert pacing().claim_size(busy=0, prefetch=100, left=2) == 2
-    assert pacing().claim_size(busy=0, prefetch=0, left=0) == 0
+    p = pacing()
+    p.record_run(0.001)
+    assert p.claim_size(busy=0, prefetch_limit=100, left=2) == 2
+    assert pacing().claim_size(busy=0, prefetch_limit=0, left=0) == 0
 
 
 def test_no_prefetch_until_a_job_has_shown_how_long_jobs_take() -> None:
