@@ -9,7 +9,9 @@ from typing import Any
 
 from django.apps import AppConfig
 from django.conf import settings
-from django.core.checks import CheckMessage, Error, register
+from django.core.checks import CheckMessage, Error, Tags, register
+from django.core.checks import Warning as CheckWarning
+from django.db import DatabaseError
 
 from django_pgjobs.conf import DEFAULTS
 from django_pgjobs.conf import seconds as _seconds
@@ -177,3 +179,38 @@ def check_database(
             )
         ]
     return []
+
+
+@register(Tags.database)
+def check_migrations_applied(
+    *, app_configs: Sequence[AppConfig] | None, databases: Sequence[str] | None, **kwargs: Any
+) -> list[CheckMessage]:
+    """Django runs database checks only when asked for a database (``check --database``,
+    ``migrate``). A warning, not an error: ``migrate`` runs this before migrating, and an error
+    would stop the very command that fixes it."""
+    from django_pgjobs.conf import conf
+    from django_pgjobs.database import unapplied_migrations
+
+    alias = conf.DATABASE
+    if not databases or alias not in databases or alias not in settings.DATABASES:
+        return []
+    try:
+        missing = unapplied_migrations(alias)
+    except DatabaseError as exc:
+        return [
+            CheckWarning(
+                f"Could not read the migrations applied on database {alias!r}: {exc}",
+                id="pgjobs.W001",
+            )
+        ]
+    if not missing:
+        return []
+    return [
+        CheckWarning(
+            f"Database {alias!r} has {len(missing)} unapplied django-pgjobs migration(s) "
+            f"({', '.join(missing)}); workers and the scheduler refuse to start on it.",
+            hint="Run `python manage.py migrate"
+            + ("`." if alias == "default" else f" --database {alias}`."),
+            id="pgjobs.W001",
+        )
+    ]

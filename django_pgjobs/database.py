@@ -175,3 +175,28 @@ def command_database(option: str | None) -> str:
             f"`python manage.py migrate{'' if alias == 'default' else f' --database {alias}'}`."
         )
     return alias
+
+
+def unapplied_migrations(alias: str) -> list[str]:
+    """The django-pgjobs migrations ``migrate`` has not applied on ``alias``, oldest first
+    (all of them when the database has none). A worker or scheduler on such a database would
+    fail every statement that meets a missing table or column, so the commands refuse to start
+    and the check ``pgjobs.W001`` says so."""
+    from django.db.migrations.loader import MigrationLoader
+
+    loader = MigrationLoader(connections[alias], ignore_no_migrations=True)
+    applied = loader.applied_migrations or {}
+    ours = [node for node in loader.graph.nodes if node[0] == "pgjobs"]
+    return sorted(name for app, name in ours if (app, name) not in applied)
+
+
+def require_migrated(alias: str) -> None:
+    """Raise a clear error, naming the command that fixes it, unless every django-pgjobs
+    migration is applied on ``alias``."""
+    missing = unapplied_migrations(alias)
+    if missing:
+        raise PgJobsError(
+            f"Database {alias!r} has {len(missing)} unapplied django-pgjobs migration(s) "
+            f"({', '.join(missing)}): run `python manage.py migrate"
+            f"{'' if alias == 'default' else f' --database {alias}'}`."
+        )

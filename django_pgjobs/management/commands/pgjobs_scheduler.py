@@ -9,7 +9,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from django_pgjobs.database import command_database
+from django_pgjobs.database import command_database, require_migrated
 from django_pgjobs.exceptions import PgJobsError
 from django_pgjobs.schedules.scheduler import Scheduler
 
@@ -29,7 +29,9 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
-            command_database(options["database"])
+            # Refuse a database `migrate` has not fully upgraded: every claim would fail on a
+            # missing table or column, and the loop would retry it for ever.
+            require_migrated(command_database(options["database"]))
         except PgJobsError as exc:
             raise CommandError(str(exc)) from exc
         scheduler = Scheduler(using=options["database"], poll_interval=options["poll_interval"])

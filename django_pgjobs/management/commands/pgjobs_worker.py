@@ -11,7 +11,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import connections
 
 from django_pgjobs.conf import conf
-from django_pgjobs.database import command_database
+from django_pgjobs.database import command_database, require_migrated
 from django_pgjobs.exceptions import PgJobsError
 from django_pgjobs.jobs.registry import registry
 from django_pgjobs.worker.loop import Worker
@@ -71,7 +71,9 @@ class Command(BaseCommand):
                 "--queues was given but names no queue; omit it to serve all queues."
             )
         try:
-            command_database(options["database"])
+            # Refuse a database `migrate` has not fully upgraded: every claim would fail on a
+            # missing table or column, and the loop would retry it for ever.
+            require_migrated(command_database(options["database"]))
         except PgJobsError as exc:
             raise CommandError(str(exc)) from exc
         configure_logging(options["verbosity"])
