@@ -92,3 +92,7 @@ class RecordedError(WorkflowError):
 
 class NotInWorkflow(WorkflowError, RuntimeError):
     """A workflow-only function (recv, set_event, ...) was called outside a workflow."""
+
+
+class WorkerIdInUse(PgJobsError):
+    """A worker was started under the id of a worker that is still alive (``--worker-id``)."""

@@ -4,7 +4,7 @@ Each function's docstring says which rows it locks, which index it relies on and
 that point leaves behind. The rule they all follow: a state change is one statement, so it either
 happened or it did not, and no row lock is ever held while user code runs.
 
-Fencing: every claim stamps the row with a fresh random ``lease_token``, and a worker must present
+Fencing: every claim stamps its rows with a fresh random ``lease_token``, and a worker must present
 ``(id, lease_token)`` to complete, fail, release, heartbeat or report progress. A worker whose
 lease expired (it was paused, partitioned, or presumed dead) and whose job was rescued, cancelled
 or claimed again therefore finds its writes matching no row: it can never overwrite the outcome
@@ -27,7 +27,7 @@ migrations named)::
                       enqueue.detach_key_from_running_job (key given up)
       running -> completed outcomes.complete_jobs, claim.complete_and_claim
       running -> pending   outcomes.fail_job (a retry), rescue.rescue_expired_leases (expired),
-                      lease.release_jobs / .release_untracked_jobs (never started: attempt
+                      lease.release_jobs / .release_lost_claims (never started: attempt
                       undone), workflow_runs.suspend (a workflow waits: attempt undone),
                       workflow_runs.resume (re-pointed to another code version; a pending
                       job is re-pointed the same way)
@@ -72,7 +72,8 @@ migrations named)::
                       with the tick's jobs); cleared by trigger pgjobs_schedule_changed (0003)
                       when the timing changes; an operator's edits go through the model (admin)
 
-    pgjobs_workers    upkeep: lease.heartbeat (upsert), upkeep.deregister_worker,
+    pgjobs_workers    upkeep: upkeep.register_worker (a live worker's id is refused),
+                      lease.heartbeat (upsert, own row only), upkeep.deregister_worker,
                       upkeep.delete_stale_workers
 """
 
@@ -90,7 +91,7 @@ from django_pgjobs.queries.enqueue import (
 from django_pgjobs.queries.lease import (
     heartbeat,
     release_jobs,
-    release_untracked_jobs,
+    release_lost_claims,
     report_progress,
 )
 from django_pgjobs.queries.operator import cancel_job, requeue_dead_letter, retry_job
@@ -108,8 +109,10 @@ from django_pgjobs.queries.schedules import (
 from django_pgjobs.queries.upkeep import (
     delete_stale_workers,
     deregister_worker,
+    find_worker,
     prune_finished_jobs,
     prune_finished_workflows,
+    register_worker,
     seconds_until_next_due,
 )
 
@@ -130,6 +133,7 @@ __all__ = [
     "due_schedules",
     "fail_job",
     "find_active_job_by_key",
+    "find_worker",
     "fire_tick",
     "heartbeat",
     "insert_job",
@@ -137,8 +141,9 @@ __all__ = [
     "orphan_undeclared_schedules",
     "prune_finished_jobs",
     "prune_finished_workflows",
+    "register_worker",
     "release_jobs",
-    "release_untracked_jobs",
+    "release_lost_claims",
     "report_progress",
     "requeue_dead_letter",
     "rescue_expired_leases",

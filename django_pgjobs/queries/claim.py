@@ -35,7 +35,7 @@ claimed AS (
     UPDATE pgjobs_job_queue AS j
     SET status = 'running', attempt = j.attempt + 1, locked_by = %(worker_id)s,
         locked_at = now(), lease_expires_at = now() + make_interval(secs => %(lease_seconds)s),
-        lease_token = gen_random_uuid()
+        lease_token = %(lease_token)s
     WHERE j.id = ANY(ARRAY(SELECT id FROM due))
     RETURNING j.id, j.job_name, j.payload::text AS payload, j.queue, j.priority, j.attempt,
               j.max_attempts, j.scheduled_for, j.lease_token
@@ -53,11 +53,15 @@ def _claim_params(
     lease_seconds: float,
     queues: Sequence[str] | None,
     job_names: Sequence[str] | None,
+    lease_token: uuid.UUID | None,
 ) -> dict[str, Any]:
     return {
         "worker_id": worker_id,
         "limit": limit,
         "lease_seconds": lease_seconds,
+        # The claim's lease token, made here: a worker that loses the reply still knows it,
+        # so it can give back exactly what that claim took (lease.release_lost_claims).
+        "lease_token": lease_token or uuid.uuid4(),
         **filter_params(queues, job_names),
     }
 
@@ -69,6 +73,7 @@ def claim_statement(
     lease_seconds: float,
     queues: Sequence[str] | None,
     job_names: Sequence[str] | None,
+    lease_token: uuid.UUID | None = None,
 ) -> tuple[str, dict[str, Any]]:
     """The claim's SQL and parameters (tests EXPLAIN exactly what the worker runs)."""
     ctes = _CLAIM_CTES.format(filters=filters(queues, job_names))
@@ -79,6 +84,7 @@ def claim_statement(
         lease_seconds=lease_seconds,
         queues=queues,
         job_names=job_names,
+        lease_token=lease_token,
     )
     return sql, params
 
@@ -111,6 +117,7 @@ def claim_jobs(
     lease_seconds: float,
     queues: Sequence[str] | None,
     job_names: Sequence[str] | None,
+    lease_token: uuid.UUID | None = None,
 ) -> list[ClaimedJob]:
     """Take up to ``limit`` due jobs, best priority first, in one round trip.
 
@@ -120,6 +127,10 @@ def claim_jobs(
     limits the claim to handlers this worker has, so a rolling deploy never hands a new kind of
     job to an old worker. A crash after commit leaves the jobs running under a lease nobody
     renews; the rescue sweep hands them back when it expires.
+
+    Every job of one claim gets the same ``lease_token`` (a fresh one per claim, by default made
+    here): the fence is the pair (id, token), and a worker that passes its own token knows what
+    the claim took even when the reply is lost.
     """
     cur.execute(
         *claim_statement(
@@ -128,6 +139,7 @@ def claim_jobs(
             lease_seconds=lease_seconds,
             queues=queues,
             job_names=job_names,
+            lease_token=lease_token,
         )
     )
     return _claimed_jobs(cur.fetchall())
@@ -142,6 +154,7 @@ def complete_and_claim(
     lease_seconds: float,
     queues: Sequence[str] | None,
     job_names: Sequence[str] | None,
+    lease_token: uuid.UUID | None = None,
 ) -> tuple[list[uuid.UUID], list[ClaimedJob]]:
     """:func:`complete_jobs` and :func:`claim_jobs` in one statement: one round trip and one
     commit where a busy worker would otherwise pay two. Returns (completed ids, claimed jobs).
@@ -165,6 +178,7 @@ def complete_and_claim(
                 lease_seconds=lease_seconds,
                 queues=queues,
                 job_names=job_names,
+                lease_token=lease_token,
             ),
             **token_params(tokens),
         },

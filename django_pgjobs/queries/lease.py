@@ -21,6 +21,7 @@ from django_pgjobs.queries.base import (
     lease_params,
     notify_queues,
     token_params,
+    uuid_array,
 )
 
 _RELEASE = f"""
@@ -49,19 +50,21 @@ def release_jobs(cur: Cursor, *, tokens: Sequence[Token]) -> int:
     return int(row[0]) if row else 0
 
 
-def release_untracked_jobs(cur: Cursor, *, worker_id: str, tracked: Sequence[Token]) -> int:
-    """After a reconnect: give back jobs this worker claimed but never heard about.
+def release_lost_claims(cur: Cursor, *, lease_tokens: Sequence[uuid.UUID]) -> int:
+    """After a reconnect: give back what claims whose reply was lost took.
 
-    A claim can commit and its reply be lost with the connection; those rows are running under
-    this worker's id with no handler, and would burn an attempt waiting for their lease to
-    expire. Worker ids are unique per process, so a running row with our id and a token we do
-    not hold is such a claim: undo the attempt and make it due again. Scans running rows only.
+    A claim can commit and its reply be lost with the connection; its rows are running with no
+    handler, and would burn an attempt waiting for their lease to expire. The worker made each
+    claim's lease token itself, so it knows the tokens of claims it never heard back from: undo
+    those attempts and make the jobs due again. Fenced on those tokens alone, never on the
+    worker id, so another process that (wrongly) runs under the same id keeps its jobs.
+    Scans running rows only; locks the rows it gives back.
     """
+    if not lease_tokens:
+        return 0
     cur.execute(
-        _RELEASE.format(
-            which="j.locked_by = %(worker_id)s AND j.lease_token <> ALL(%(tokens)s::uuid[])"
-        ),
-        {"worker_id": worker_id, "tokens": [t[1] for t in tracked]},
+        _RELEASE.format(which="j.lease_token = ANY(%(lease_tokens)s::uuid[])"),
+        {"lease_tokens": uuid_array(lease_tokens)},
     )
     row = cur.fetchone()
     return int(row[0]) if row else 0
@@ -83,6 +86,8 @@ def heartbeat(
             INSERT INTO pgjobs_workers (id, hostname, pid, queues, concurrency)
             VALUES (%(id)s, %(hostname)s, %(pid)s, %(queues)s::jsonb, %(concurrency)s)
             ON CONFLICT (id) DO UPDATE SET last_heartbeat_at = now()
+            -- Never renew another process's row under the same id (see register_worker).
+            WHERE pgjobs_workers.hostname = EXCLUDED.hostname AND pgjobs_workers.pid = EXCLUDED.pid
         ),
         held AS (SELECT * FROM {HELD}),
         renewable AS (

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from django_pgjobs.queries.base import Cursor, filter_params, filters, workflow_key
 
@@ -26,8 +28,59 @@ def seconds_until_next_due(
     return None if row is None else max(float(row[0]), 0.0)
 
 
-def deregister_worker(cur: Cursor, *, worker_id: str) -> None:
-    cur.execute("DELETE FROM pgjobs_workers WHERE id = %s", [worker_id])
+@dataclass(frozen=True)
+class WorkerRow:
+    """Who holds a worker id: where it runs, and how long since its last heartbeat."""
+
+    hostname: str
+    pid: int
+    silent_for: float
+
+
+def find_worker(cur: Cursor, *, worker_id: str) -> WorkerRow | None:
+    cur.execute(
+        "SELECT hostname, pid, extract(epoch FROM now() - last_heartbeat_at)::float8 "
+        "FROM pgjobs_workers WHERE id = %s",
+        [worker_id],
+    )
+    row = cur.fetchone()
+    return None if row is None else WorkerRow(str(row[0]), int(row[1]), float(row[2]))
+
+
+def register_worker(
+    cur: Cursor, *, worker: dict[str, Any], silent_seconds: float, replaces_pid: int | None
+) -> bool:
+    """Take the worker id ``worker["id"]`` for this process; False if a live worker holds it.
+
+    The id is free when nobody has it, when its holder has been silent longer than
+    ``silent_seconds`` (it is dead; delete_stale_workers would forget it), or when it is the
+    row of ``replaces_pid`` on this host (the caller found that process gone: a restart under
+    a fixed id). One statement, so two processes starting under one id cannot both win: the
+    loser's ON CONFLICT sees the winner's fresh row. Locks the worker's row.
+    """
+    cur.execute(
+        """
+        INSERT INTO pgjobs_workers (id, hostname, pid, queues, concurrency)
+        VALUES (%(id)s, %(hostname)s, %(pid)s, %(queues)s::jsonb, %(concurrency)s)
+        ON CONFLICT (id) DO UPDATE
+        SET hostname = EXCLUDED.hostname, pid = EXCLUDED.pid, queues = EXCLUDED.queues,
+            concurrency = EXCLUDED.concurrency, started_at = now(), last_heartbeat_at = now()
+        WHERE pgjobs_workers.last_heartbeat_at < now() - make_interval(secs => %(silent)s)
+           OR (pgjobs_workers.hostname = EXCLUDED.hostname
+               AND pgjobs_workers.pid = %(replaces_pid)s)
+        RETURNING true
+        """,
+        {**worker, "silent": silent_seconds, "replaces_pid": replaces_pid},
+    )
+    return cur.fetchone() is not None
+
+
+def deregister_worker(cur: Cursor, *, worker_id: str, hostname: str, pid: int) -> None:
+    """Remove this process's worker row (never another process's row under the same id)."""
+    cur.execute(
+        "DELETE FROM pgjobs_workers WHERE id = %s AND hostname = %s AND pid = %s",
+        [worker_id, hostname, pid],
+    )
 
 
 def delete_stale_workers(cur: Cursor, *, silent_seconds: float) -> int:

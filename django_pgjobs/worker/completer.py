@@ -75,7 +75,7 @@ class Completer:
         self._on_written = on_written
         self._events: SimpleQueue[_Done | _Progress] = SimpleQueue()
         self._done: list[_Done] = []
-        self._progress: dict[Any, _Progress] = {}  # latest per lease token
+        self._progress: dict[Any, _Progress] = {}  # latest per attempt (job id, lease token)
         self._signalled = False  # an outcome arrived that the loop has not collected yet
 
     # Called from handler threads.
@@ -192,7 +192,7 @@ class Completer:
             except Empty:
                 return
             if isinstance(event, _Progress):
-                self._progress[event.job.lease_token] = event
+                self._progress[event.job.token] = event
             else:
                 self._done.append(event)
 

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import socket
 import time
-from collections.abc import Callable, Sequence
+import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import psycopg
@@ -42,21 +45,20 @@ class LoopConnection:
     def is_open(self) -> bool:
         return self.conn is not None and not self.conn.closed
 
-    def open(self, held: Callable[[], Sequence[queries.Token]]) -> int:
+    def open(self, lost_claims: Sequence[uuid.UUID] = ()) -> int:
         """Connect; returns how many jobs the reconnect gave back.
 
-        ``held`` lists the attempts the worker tracks; after a reconnect, running jobs under
-        this worker's id with any other token are claims it never heard about."""
+        ``lost_claims`` are the lease tokens of claims whose reply never came (the connection
+        broke under them): what they took, if they committed, is given back. Only those
+        tokens are matched, never this worker's id (see ``queries.release_lost_claims``)."""
         conn = connect(self.alias, application_name=f"pgjobs worker {self.worker_id}")
         if self.listen:
             # Session settings are unsafe behind PgBouncer in transaction mode (POLL_ONLY).
             conn.execute(f"SET lock_timeout = '{LOCK_TIMEOUT}'")
             conn.execute(f"LISTEN {queries.NOTIFY_CHANNEL}")
         released = 0
-        if self._connected_before:
-            released = queries.release_untracked_jobs(
-                conn.cursor(), worker_id=self.worker_id, tracked=held()
-            )
+        if lost_claims:
+            released = queries.release_lost_claims(conn.cursor(), lease_tokens=lost_claims)
             if released:
                 logger.warning("Gave back %s jobs claimed while the connection dropped", released)
         self.conn = conn
@@ -85,12 +87,18 @@ class LoopConnection:
             self.conn = None
         return ERROR_BACKOFF[min(self._consecutive_errors, len(ERROR_BACKOFF)) - 1]
 
-    def close(self) -> None:
-        """Deregister the worker and close."""
+    def close(self, *, deregister: bool = True) -> None:
+        """Deregister the worker (unless told not to: it never registered) and close."""
         if self.conn is None:
             return
-        with contextlib.suppress(psycopg.Error):
-            queries.deregister_worker(self.conn.cursor(), worker_id=self.worker_id)
+        if deregister:
+            with contextlib.suppress(psycopg.Error):
+                queries.deregister_worker(
+                    self.conn.cursor(),
+                    worker_id=self.worker_id,
+                    hostname=socket.gethostname(),
+                    pid=os.getpid(),
+                )
         with contextlib.suppress(psycopg.Error):
             self.conn.close()
         self.conn = None

@@ -25,6 +25,7 @@ import psycopg
 
 from django_pgjobs import queries
 from django_pgjobs.conf import conf
+from django_pgjobs.exceptions import WorkerIdInUse
 from django_pgjobs.jobs.operations import prune_finished
 
 # Each prune pass deletes at most this many batches, so a huge backlog never delays heartbeats.
@@ -42,6 +43,7 @@ class HousekeepingReport:
 
 class Housekeeper:
     def __init__(self, *, worker_id: str, queues: Sequence[str], concurrency: int) -> None:
+        self.worker_id = worker_id
         self._row = {
             "id": worker_id,
             "hostname": socket.gethostname(),
@@ -49,8 +51,50 @@ class Housekeeper:
             "queues": json.dumps(list(queues)),
             "concurrency": concurrency,
         }
+        self.registered = False
         self._next_heartbeat = 0.0
         self._next_prune = 0.0  # prune once at start, then every PRUNE_INTERVAL
+
+    @property
+    def silent_seconds(self) -> float:
+        """How long a worker may go without a heartbeat before it counts as dead."""
+        return max(conf.LEASE_SECONDS, 3 * conf.HEARTBEAT_SECONDS)
+
+    def register(self, conn: psycopg.Connection[Any]) -> None:
+        """Take this worker's id, or raise :class:`WorkerIdInUse` if a live worker has it.
+
+        Two processes under one id would renew each other's row and, after a reconnect, could
+        not tell their claims apart. A row of a process of this host that is gone (a restart
+        under a fixed ``--worker-id``) or of a silent worker is taken over.
+        """
+        holder = queries.find_worker(conn.cursor(), worker_id=self.worker_id)
+        replaces = None
+        if (
+            holder is not None
+            and holder.hostname == self._row["hostname"]
+            and (holder.pid == self._row["pid"] or not _process_exists(holder.pid))
+        ):
+            replaces = holder.pid
+        if queries.register_worker(
+            conn.cursor(),
+            worker=self._row,
+            silent_seconds=self.silent_seconds,
+            replaces_pid=replaces,
+        ):
+            self.registered = True
+            return
+        holder = queries.find_worker(conn.cursor(), worker_id=self.worker_id) or holder
+        where = (
+            f" (host {holder.hostname}, pid {holder.pid}, last heartbeat "
+            f"{holder.silent_for:.1f}s ago)"
+            if holder
+            else ""
+        )
+        raise WorkerIdInUse(
+            f"Worker id {self.worker_id!r} belongs to a live worker{where}. Give each worker "
+            "its own --worker-id, or omit it for a unique one; a worker that died frees its id "
+            f"after {self.silent_seconds:g}s without a heartbeat."
+        )
 
     def heartbeat_soon(self) -> None:
         """Renew at the next opportunity (after a reconnect, the lease may be running out)."""
@@ -76,9 +120,7 @@ class Housekeeper:
             )
             rescued = queries.rescue_expired_leases(conn.cursor())
             report.rescued, report.rescued_buried = rescued.retried, rescued.buried
-            queries.delete_stale_workers(
-                conn.cursor(), silent_seconds=max(conf.LEASE_SECONDS, 3 * conf.HEARTBEAT_SECONDS)
-            )
+            queries.delete_stale_workers(conn.cursor(), silent_seconds=self.silent_seconds)
             self._next_heartbeat = now + conf.HEARTBEAT_SECONDS
         if now >= self._next_prune:
             pruned = prune_finished(
@@ -94,3 +136,16 @@ class Housekeeper:
             interval = 0.0 if more else conf.PRUNE_INTERVAL * random.uniform(0.9, 1.1)
             self._next_prune = now + interval
         return report
+
+
+def _process_exists(pid: int) -> bool:
+    """Is a process with this pid alive on this host? (Signal 0 checks without sending.)"""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, under another user
+    except OSError:
+        return False
+    return True

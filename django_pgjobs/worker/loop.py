@@ -99,7 +99,10 @@ class Worker:
             alias=self.alias, worker_id=self.worker_id, queues=self.queues, listen=self.listen
         )
         self._pool: HandlerPool | None = None
-        self._inflight: dict[uuid.UUID, _InFlight] = {}  # by lease token
+        self._inflight: dict[queries.Token, _InFlight] = {}  # by (job id, lease token)
+        # Lease tokens of claims sent on a connection that broke before the reply came: they
+        # may have committed, and are given back after the reconnect.
+        self._lost_claims: list[uuid.UUID] = []
         self._wakeup = Wakeup()
         self._pacing = Pacing(concurrency=self.concurrency, poll_interval=self.poll_interval)
         self._completer = Completer(wake=self._wakeup.ring, on_written=self._written)
@@ -190,7 +193,8 @@ class Worker:
             )
 
     def _close(self) -> None:
-        self._link.close()
+        self._link.close(deregister=self._housekeeper.registered)
+        self._housekeeper.registered = False
         if self._pool is not None:
             for entry in self._inflight.values():
                 if entry.task is not None:
@@ -201,7 +205,11 @@ class Worker:
 
     def _ensure_connected(self) -> psycopg.Connection[Any]:
         if not self._link.is_open:
-            self.stats.released += self._link.open(self._held_tokens)
+            self.stats.released += self._link.open(self._lost_claims)
+            self._lost_claims = []
+            assert self._link.conn is not None
+            if not self._housekeeper.registered:
+                self._housekeeper.register(self._link.conn)  # raises WorkerIdInUse
             self._housekeeper.heartbeat_soon()  # the leases may be running out
             self._pacing.maybe_work = True
         assert self._link.conn is not None
@@ -238,7 +246,7 @@ class Worker:
                     tokens = [e.job.token for e in unstarted]
                     self.stats.released += queries.release_jobs(conn.cursor(), tokens=tokens)
                     for entry in unstarted:
-                        self._inflight.pop(entry.job.lease_token, None)
+                        self._inflight.pop(entry.job.token, None)
                     unstarted = []
                 self._housekeep()
                 self._flush(force=True)
@@ -302,14 +310,24 @@ class Worker:
         if limit <= 0:
             return 0
         conn = self._ensure_connected()
-        jobs = self._completer.claim(
-            conn,
-            worker_id=self.worker_id,
-            limit=limit,
-            lease_seconds=conf.LEASE_SECONDS,
-            queues=self.queues,
-            job_names=registry.names(),
-        )
+        # Our own token for this claim: if the reply is lost, we still know what it took.
+        lease_token = uuid.uuid4()
+        self._lost_claims.append(lease_token)
+        try:
+            jobs = self._completer.claim(
+                conn,
+                worker_id=self.worker_id,
+                limit=limit,
+                lease_seconds=conf.LEASE_SECONDS,
+                queues=self.queues,
+                job_names=registry.names(),
+                lease_token=lease_token,
+            )
+        except psycopg.Error:
+            if not (conn.broken or conn.closed):
+                self._lost_claims.remove(lease_token)  # the server answered: nothing committed
+            raise
+        self._lost_claims.remove(lease_token)
         if self._pacing.claimed(asked=limit, got=len(jobs)):
             seconds = queries.seconds_until_next_due(
                 conn.cursor(), queues=self.queues, job_names=registry.names()
@@ -323,7 +341,7 @@ class Worker:
     def _dispatch(self, job: queries.ClaimedJob) -> None:
         assert self._pool is not None
         entry = _InFlight(job=job, handler=registry.get(job.job_name), started_at=time.monotonic())
-        self._inflight[job.lease_token] = entry
+        self._inflight[job.token] = entry
         logger.debug("Claimed %s %s (attempt %s)", job.job_name, job.id, job.attempt)
         self._count_busy(+1)
         entry.task = self._pool.submit(functools.partial(self._execute, entry))
@@ -356,7 +374,7 @@ class Worker:
     def _written(self, written: Written) -> None:
         """The completer wrote an outcome: count it, pace by it, log it."""
         outcome = written.outcome
-        entry = self._inflight.pop(written.job.lease_token, None)
+        entry = self._inflight.pop(written.job.token, None)
         took = time.monotonic() - entry.started_at if entry else 0.0
         self.stats.count(outcome)
         if outcome in (Outcome.RETRIED, Outcome.HANDED_BACK):

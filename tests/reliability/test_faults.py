@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,10 +23,16 @@ from tests.testapp.models import Run
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def claim_one(worker_id: str = "w") -> queries.ClaimedJob:
+def claim_one(worker_id: str = "w", lease_token: uuid.UUID | None = None) -> queries.ClaimedJob:
     with connection.cursor() as cur:
         (claimed,) = queries.claim_jobs(
-            cur, worker_id=worker_id, limit=1, lease_seconds=30, queues=None, job_names=None
+            cur,
+            worker_id=worker_id,
+            limit=1,
+            lease_seconds=30,
+            queues=None,
+            job_names=None,
+            lease_token=lease_token,
         )
     return claimed
 
@@ -74,18 +81,22 @@ def test_burst_runs_a_retry_that_is_due_at_once(
     assert get_job(job_id).status == "completed"
 
 
-def test_claims_whose_reply_was_lost_are_given_back_after_reconnect() -> None:
-    job_id = enqueue("test.record")
-    tracked = enqueue("test.record")
-    lost = claim_one("w")  # committed, but pretend the worker never saw the reply
-    kept = claim_one("w")
-    assert {lost.id, kept.id} == {job_id, tracked}
+def test_claims_whose_reply_was_lost_are_given_back_by_their_token_alone() -> None:
+    """The worker made the lost claim's token, so it gives back exactly that claim's jobs:
+    never another process's job, even one running under the same worker id."""
+    for _ in range(3):
+        enqueue("test.record")
+    lost_token = uuid.uuid4()
+    lost = claim_one("twin", lease_token=lost_token)  # committed; the reply never came
+    kept = claim_one("twin")  # this process heard about this one
+    twins = claim_one("twin")  # another process started (wrongly) under the same id
     with connection.cursor() as cur:
-        released = queries.release_untracked_jobs(cur, worker_id="w", tracked=[kept.token])
+        released = queries.release_lost_claims(cur, lease_tokens=[lost_token])
     assert released == 1
     job = get_job(lost.id)
     assert (job.status, job.attempt, job.locked_by) == ("pending", 0, None)
     assert get_job(kept.id).status == "running"
+    assert get_job(twins.id).status == "running"
 
 
 def test_heartbeat_does_not_wait_for_a_row_an_application_transaction_holds(

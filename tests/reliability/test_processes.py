@@ -16,6 +16,7 @@ from django.db import connection
 from django_pgjobs import enqueue, enqueue_many, get_job
 from django_pgjobs.models import FailedJob, Job
 from django_pgjobs.models import Worker as WorkerRow
+from django_pgjobs.worker.connection import LoopConnection
 from tests.helpers import start_worker, wait_for
 from tests.testapp.models import Run
 
@@ -180,3 +181,43 @@ def test_worker_survives_a_lost_database_connection(
     wait_for(lambda: get_job(job_id).status == "completed", what=f"completion; log:\n{log}")
     assert proc.poll() is None
     assert b"reconnecting" in log.read_bytes()
+
+
+def test_a_worker_refuses_the_id_of_a_live_worker(
+    processes: list[subprocess.Popen[bytes]], tmp_path: Path
+) -> None:
+    release = tmp_path / "release"
+    job_id = enqueue("test.block", {"release": str(release)})
+    first = worker_inside_a_handler(processes, tmp_path / "a.log", "--worker-id", "twin")
+    token = get_job(job_id).lease_token
+    log = tmp_path / "b.log"
+    second = start_worker("--worker-id", "twin", log=log)
+    processes.append(second)
+    assert exit_code(second, log) == 1, log.read_text()
+    assert "Worker id 'twin' belongs to a live worker" in log.read_text()
+    # The live worker keeps its row, its job and its lease, and finishes the job once.
+    assert WorkerRow.objects.get(id="twin").pid == first.pid
+    assert get_job(job_id).lease_token == token
+    release.touch()
+    wait_for(lambda: get_job(job_id).status == "completed", what="the first worker's completion")
+    assert Run.objects.filter(label="block:started").count() == 1
+
+
+def test_a_reconnect_never_gives_back_another_process_s_job_under_the_same_id(
+    processes: list[subprocess.Popen[bytes]], tmp_path: Path
+) -> None:
+    """What the second `twin` would have done had it started: reconnect and give back the
+    running jobs under its id. Only claims it lost are given back, by their lease token."""
+    release = tmp_path / "release"
+    job_id = enqueue("test.block", {"release": str(release)})
+    worker_inside_a_handler(processes, tmp_path / "a.log", "--worker-id", "twin")
+    link = LoopConnection(alias="default", worker_id="twin", queues=[], listen=False)
+    link.open()
+    link.close(deregister=False)  # the connection dropped
+    assert link.open() == 0  # the reconnect: no claim of ours was lost
+    link.close(deregister=False)
+    job = get_job(job_id)
+    assert (job.status, job.locked_by) == ("running", "twin")
+    release.touch()
+    wait_for(lambda: get_job(job_id).status == "completed", what="the first worker's completion")
+    assert Run.objects.filter(label="block:started").count() == 1

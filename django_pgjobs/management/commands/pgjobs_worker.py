@@ -12,7 +12,7 @@ from django.db import connections
 
 from django_pgjobs.conf import conf
 from django_pgjobs.database import command_database, require_migrated
-from django_pgjobs.exceptions import PgJobsError
+from django_pgjobs.exceptions import PgJobsError, WorkerIdInUse
 from django_pgjobs.jobs.registry import registry
 from django_pgjobs.worker.loop import Worker
 from django_pgjobs.worker.process import configure_logging
@@ -98,6 +98,8 @@ class Command(BaseCommand):
         restore_signals = worker.install_signal_handlers()
         try:
             stats = worker.run(burst=options["burst"])
+        except WorkerIdInUse as exc:
+            raise CommandError(str(exc)) from exc
         finally:
             restore_signals()
         self.stdout.write(
