@@ -200,3 +200,30 @@ def require_migrated(alias: str) -> None:
             f"({', '.join(missing)}): run `python manage.py migrate"
             f"{'' if alias == 'default' else f' --database {alias}'}`."
         )
+
+
+# SQLSTATEs that say the session is gone, not that the statement was wrong: class 08
+# (connection exception) and the server ending the session (57P01 admin shutdown, which
+# pg_terminate_backend and a fast restart send; 57P02 crash shutdown; 57P03 cannot connect now).
+_SESSION_ENDED = ("57P01", "57P02", "57P03")
+
+
+def connection_lost(exc: BaseException) -> bool:
+    """Did ``exc``, or the error that caused it, come from losing a database connection (a
+    restart, a network cut, ``pg_terminate_backend``) rather than from a statement itself?
+
+    Django wraps the driver's errors (the driver's is the ``__cause__``); a client-side error
+    without an SQLSTATE ("server closed the connection unexpectedly", "the connection is
+    closed") is a lost connection too.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, psycopg.Error):
+            state = current.sqlstate
+            if state is None:
+                return isinstance(current, psycopg.OperationalError | psycopg.InterfaceError)
+            return state.startswith("08") or state in _SESSION_ENDED
+        current = current.__cause__ or current.__context__
+    return False

@@ -25,7 +25,7 @@ from django.db import DatabaseError, connections, transaction
 from django.utils import timezone
 
 from django_pgjobs.conf import conf
-from django_pgjobs.database import statement_cursor
+from django_pgjobs.database import connection_lost, statement_cursor
 from django_pgjobs.exceptions import (
     NotInWorkflow,
     WorkflowError,
@@ -68,10 +68,12 @@ class _Cancelled(_ControlFlow):
 
 
 class _BookkeepingFailed(_ControlFlow):
-    """One of our own statements failed (the database went away, say). Not the workflow's
-    failure: the runner re-raises the cause so the job is retried, and replay resumes it."""
+    """One of our own statements failed (the database went away, say), or a step lost its
+    database connection. Not the workflow's failure: the runner re-raises the cause so the job
+    is retried, and replay resumes it (a step that lost its connection runs again: an atomic
+    step's transaction never committed)."""
 
-    def __init__(self, cause: DatabaseError) -> None:
+    def __init__(self, cause: Exception) -> None:
         super().__init__(cause)
         self.cause = cause
 
@@ -223,11 +225,17 @@ def bookkeeping() -> Iterator[Any]:
         with cursor() as cur:
             yield cur
     except DatabaseError as exc:
-        failed = _BookkeepingFailed(exc)
-        ctx = _current.get()
-        if ctx is not None:
-            ctx.stopped = failed
-        raise failed from exc
+        raise _stop_for(exc) from exc
+
+
+def _stop_for(exc: Exception) -> _BookkeepingFailed:
+    """What stops the workflow when the database failed under it: not its failure (see
+    :class:`_BookkeepingFailed`); every step or wait its code still reaches stops too."""
+    failed = _BookkeepingFailed(exc)
+    ctx = _current.get()
+    if ctx is not None:
+        ctx.stopped = failed
+    return failed
 
 
 def check_autocommit(what: str) -> None:
@@ -262,6 +270,11 @@ def call_step(definition: StepDefinition, args: tuple[Any, ...], kwargs: dict[st
         except (_ControlFlow, WorkflowSerializationError):
             raise
         except Exception as exc:
+            if connection_lost(exc):
+                # The worker's problem, not the step's: nothing the step did committed (an
+                # atomic step's transaction died with the connection), so recording a failure
+                # now, on a new connection, would fail the workflow for good.
+                raise _stop_for(exc) from exc
             if definition.retries_allowed and attempt < definition.max_attempts:
                 delay = backoff_delay(
                     attempt, base=definition.interval_seconds, rate=definition.backoff_rate
@@ -368,6 +381,8 @@ def run_workflow_job(payload: Any) -> None:
     except _BookkeepingFailed as failed:
         raise failed.cause from None
     except BaseException as exc:
+        if ctx.fatal is None and connection_lost(exc):
+            raise  # the workflow's own code lost its connection: retry the job, as above
         failure = ctx.fatal or exc
         status, error = "failed", codec.encode(codec.describe(failure), "error")
         logger.info("Workflow %s failed: %s", workflow_id, type(failure).__name__)

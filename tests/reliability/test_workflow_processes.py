@@ -5,7 +5,9 @@ from __future__ import annotations
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
+import psycopg
 import pytest
 
 from django_pgjobs import get_workflow, start_workflow
@@ -79,3 +81,30 @@ def test_a_durable_sleep_outlives_its_worker(
     assert slept.wake_at == waiting.wake_at
     assert 0 <= (after.completed_at - waiting.wake_at).total_seconds() < 2
     assert wf.runs("restart:before") == 1
+
+
+def test_an_atomic_step_that_loses_its_connection_runs_again_and_the_workflow_completes(
+    processes: list[subprocess.Popen[bytes]],
+    tmp_path: Path,
+    other_connection: psycopg.Connection[Any],
+) -> None:
+    """The step's transaction never committed, so it is not the step's failure: the worker's
+    attempt fails, and the replay runs the step again."""
+    flag = tmp_path / "hold"
+    flag.touch()
+    handle = start_workflow(wf.atomic_step_loses_its_connection, "cut", str(flag))
+    log = tmp_path / "worker.log"
+    processes.append(start_worker(settings={"RETRY_DELAY": 0.1}, log=log))
+    wait_for(lambda: Path(f"{flag}.started").exists(), what=f"the atomic step; log:\n{log}")
+    # The only session inside a transaction is the step's (the worker's own is autocommit).
+    [(terminated,)] = other_connection.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND state LIKE 'idle in transaction%%' "
+        "AND pid <> pg_backend_pid()"
+    ).fetchall()
+    assert terminated
+    flag.unlink()
+    assert handle.get_result(timeout=30) == ["cut:0", 1, "cut:2"], log.read_text()
+    assert [wf.runs(f"cut:{i}") for i in range(3)] == [1, 1, 1]  # the rolled-back row is gone
+    steps = list_workflow_steps(handle.workflow_id)
+    assert [(s.status, s.attempts) for s in steps] == [("completed", 1)] * 3

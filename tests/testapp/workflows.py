@@ -168,3 +168,19 @@ def die(label: str) -> None:
 def crashes_its_worker(tag: str) -> None:
     note(f"{tag}:before")
     die(f"{tag}:die")
+
+
+@transaction_step
+def hold_transaction(label: str, flag: str) -> int:
+    """Writes in the step's transaction, touches ``<flag>.started``, then waits while ``flag``
+    exists: the test terminates this step's database session here."""
+    Run.objects.create(job_id=ZERO, label=label)
+    Path(f"{flag}.started").touch()
+    while Path(flag).exists():
+        time.sleep(0.05)
+    return runs(label)  # the first statement after the session ended
+
+
+@workflow("test.atomic_step_loses_its_connection", max_recovery_attempts=3)
+def atomic_step_loses_its_connection(tag: str, flag: str) -> list[Any]:
+    return [note(f"{tag}:0"), hold_transaction(f"{tag}:1", flag), note(f"{tag}:2")]
