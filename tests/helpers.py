@@ -141,7 +141,7 @@ def bury_workflow(workflow_id: str) -> FailedJob:
 
     job = workflow_job(workflow_id)
     Job.objects.filter(id=job.id).update(
-        max_attempts=1, status="running", attempt=1,
+        max_attempts=1, status="running", attempt=1, locked_at=timezone.now(),
         lease_expires_at=timezone.now() - timedelta(seconds=1),
     )  # fmt: skip
     with connection.cursor() as cur:

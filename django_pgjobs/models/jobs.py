@@ -63,7 +63,13 @@ class Job(models.Model):
     # At most one pending-or-running job has a given key (enqueue's dedup / upsert).
     key = models.TextField(null=True, blank=True)  # noqa: DJ001 - NULL means "no key"; '' would collide
     locked_by = models.TextField(null=True, blank=True)  # noqa: DJ001
+    # When the current (or last) attempt started. NULL on a running row: claimed ahead
+    # (prefetched) and not known to have started; the rescue then does not count the attempt.
     locked_at = models.DateTimeField(null=True, blank=True)
+    # The rescue once gave this job back uncounted (claimed ahead, its worker stopped before
+    # the start was recorded). Its later claims count at once, so a job that kills its worker
+    # within moments of starting still ends in the dead letters.
+    rescued_unstarted = models.BooleanField(db_default=Value(False))
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     # A fresh random value per claim: the fencing token a worker must present to complete, fail,
     # heartbeat or report progress on the attempt it holds. Unlike ``attempt`` it never repeats,

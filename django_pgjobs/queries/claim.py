@@ -32,9 +32,15 @@ claimed AS (
     -- An array, not a join with ``due``: the planner costs a join for LIMIT rows and often
     -- prefers hashing them against a sequential scan of the whole table (2.5 ms at 20,000
     -- rows, more as the queue grows); = ANY(ARRAY(...)) always looks the ids up in the key.
+    -- locked_at (the attempt started) only for the first start_now jobs, which free handler
+    -- threads start at once; the rest are claimed ahead and the worker records their start
+    -- later (lease.heartbeat). A rescue does not count an attempt that never started.
     UPDATE pgjobs_job_queue AS j
     SET status = 'running', attempt = j.attempt + 1, locked_by = %(worker_id)s,
-        locked_at = now(), lease_expires_at = now() + make_interval(secs => %(lease_seconds)s),
+        locked_at = CASE WHEN j.rescued_unstarted
+                           OR j.id = ANY(ARRAY(SELECT id FROM due LIMIT %(start_now)s))
+                         THEN now() END,
+        lease_expires_at = now() + make_interval(secs => %(lease_seconds)s),
         lease_token = %(lease_token)s
     WHERE j.id = ANY(ARRAY(SELECT id FROM due))
     RETURNING j.id, j.job_name, j.payload::text AS payload, j.queue, j.priority, j.attempt,
@@ -54,10 +60,12 @@ def _claim_params(
     queues: Sequence[str] | None,
     job_names: Sequence[str] | None,
     lease_token: uuid.UUID | None,
+    start_now: int | None,
 ) -> dict[str, Any]:
     return {
         "worker_id": worker_id,
         "limit": limit,
+        "start_now": start_now,  # None: all of them (LIMIT NULL)
         "lease_seconds": lease_seconds,
         # The claim's lease token, made here: a worker that loses the reply still knows it,
         # so it can give back exactly what that claim took (lease.release_lost_claims).
@@ -74,6 +82,7 @@ def claim_statement(
     queues: Sequence[str] | None,
     job_names: Sequence[str] | None,
     lease_token: uuid.UUID | None = None,
+    start_now: int | None = None,
 ) -> tuple[str, dict[str, Any]]:
     """The claim's SQL and parameters (tests EXPLAIN exactly what the worker runs)."""
     ctes = _CLAIM_CTES.format(filters=filters(queues, job_names))
@@ -85,6 +94,7 @@ def claim_statement(
         queues=queues,
         job_names=job_names,
         lease_token=lease_token,
+        start_now=start_now,
     )
     return sql, params
 
@@ -118,6 +128,7 @@ def claim_jobs(
     queues: Sequence[str] | None,
     job_names: Sequence[str] | None,
     lease_token: uuid.UUID | None = None,
+    start_now: int | None = None,
 ) -> list[ClaimedJob]:
     """Take up to ``limit`` due jobs, best priority first, in one round trip.
 
@@ -130,7 +141,9 @@ def claim_jobs(
 
     Every job of one claim gets the same ``lease_token`` (a fresh one per claim, by default made
     here): the fence is the pair (id, token), and a worker that passes its own token knows what
-    the claim took even when the reply is lost.
+    the claim took even when the reply is lost. ``start_now`` says how many of the jobs (in the
+    claim's order) free threads start at once (None: all); the others are claimed ahead, and
+    their attempt counts only once the worker records that they started.
     """
     cur.execute(
         *claim_statement(
@@ -140,6 +153,7 @@ def claim_jobs(
             queues=queues,
             job_names=job_names,
             lease_token=lease_token,
+            start_now=start_now,
         )
     )
     return _claimed_jobs(cur.fetchall())
@@ -155,6 +169,7 @@ def complete_and_claim(
     queues: Sequence[str] | None,
     job_names: Sequence[str] | None,
     lease_token: uuid.UUID | None = None,
+    start_now: int | None = None,
 ) -> tuple[list[uuid.UUID], list[ClaimedJob]]:
     """:func:`complete_jobs` and :func:`claim_jobs` in one statement: one round trip and one
     commit where a busy worker would otherwise pay two. Returns (completed ids, claimed jobs).
@@ -179,6 +194,7 @@ def complete_and_claim(
                 queues=queues,
                 job_names=job_names,
                 lease_token=lease_token,
+                start_now=start_now,
             ),
             **token_params(tokens),
         },

@@ -71,14 +71,22 @@ def release_lost_claims(cur: Cursor, *, lease_tokens: Sequence[uuid.UUID]) -> in
 
 
 def heartbeat(
-    cur: Cursor, *, worker: dict[str, Any], tokens: Sequence[Token], lease_seconds: float
+    cur: Cursor,
+    *,
+    worker: dict[str, Any],
+    tokens: Sequence[Token],
+    lease_seconds: float,
+    started: Sequence[tuple[Token, float]] = (),
 ) -> list[uuid.UUID]:
     """Renew this worker's row and the leases of the attempts it holds; one round trip.
 
     Upserts the worker row so a worker that was presumed dead (and swept) reappears. Rows an
     application transaction has locked (a cancel in progress, say) are skipped rather than waited
-    for, so one slow transaction never stalls the worker's heartbeat. Returns the ids of held
-    jobs this attempt no longer owns (rescued or cancelled): their outcome will be dropped.
+    for, so one slow transaction never stalls the worker's heartbeat. ``started`` pairs held
+    attempts whose handler has begun with how many seconds ago: a job claimed ahead gets its
+    start (``locked_at``) recorded here, so from now on a rescue counts its attempt. Returns the
+    ids of held jobs this attempt no longer owns (rescued or cancelled): their outcome will be
+    dropped.
     """
     cur.execute(
         f"""
@@ -90,19 +98,33 @@ def heartbeat(
             WHERE pgjobs_workers.hostname = EXCLUDED.hostname AND pgjobs_workers.pid = EXCLUDED.pid
         ),
         held AS (SELECT * FROM {HELD}),
+        began AS (
+            SELECT * FROM unnest(%(began_ids)s::uuid[], %(began_tokens)s::uuid[],
+                                 %(began_ago)s::float8[]) AS began(id, token, ago)
+        ),
         renewable AS (
             SELECT j.id FROM pgjobs_job_queue AS j JOIN held ON {HELD_FENCE}
             FOR UPDATE OF j SKIP LOCKED
         ),
         renewed AS (
             UPDATE pgjobs_job_queue AS j
-            SET lease_expires_at = now() + make_interval(secs => %(lease_seconds)s)
+            SET lease_expires_at = now() + make_interval(secs => %(lease_seconds)s),
+                locked_at = coalesce(j.locked_at, (
+                    SELECT now() - make_interval(secs => began.ago) FROM began
+                    WHERE began.id = j.id AND began.token = j.lease_token))
             FROM renewable WHERE j.id = renewable.id
         )
         SELECT held.id FROM held
         WHERE NOT EXISTS (SELECT 1 FROM pgjobs_job_queue AS j WHERE {HELD_FENCE})
         """,
-        {**worker, **token_params(tokens), "lease_seconds": lease_seconds},
+        {
+            **worker,
+            **token_params(tokens),
+            "began_ids": uuid_array(token[0] for token, _ in started),
+            "began_tokens": uuid_array(token[1] for token, _ in started),
+            "began_ago": [max(ago, 0.0) for _, ago in started],
+            "lease_seconds": lease_seconds,
+        },
     )
     return [as_uuid(r[0]) for r in cur.fetchall()]
 

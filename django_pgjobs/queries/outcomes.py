@@ -51,7 +51,8 @@ def complete_jobs(cur: Cursor, *, tokens: Sequence[Token]) -> list[uuid.UUID]:
 # Shared by fail and rescue: given the rows in CTE ``failing`` (already locked, each with its
 # error and delay), bury those out of attempts and send the rest back to pending, in one
 # statement. The two branches test opposite conditions, so no row is touched twice.
-RETRY_OR_BURY = f"""
+# RETRY_OR_BURY_CTES are the CTEs alone, for a statement that adds its own (the rescue).
+RETRY_OR_BURY_CTES = f"""
 buried AS (
     DELETE FROM pgjobs_job_queue AS j USING failing AS f
     WHERE j.id = f.id AND j.attempt >= j.max_attempts
@@ -71,7 +72,8 @@ retried AS (
     FROM failing AS f
     WHERE j.id = f.id AND j.attempt < j.max_attempts
     RETURNING j.id, j.queue, f.delay
-)
+)"""
+RETRY_OR_BURY = f"""{RETRY_OR_BURY_CTES}
 -- Jobs due again at once (rescues) wake idle workers; delayed retries are picked up by the
 -- failing worker's own timer or by polling.
 SELECT (SELECT count(*) FROM retried), (SELECT count(*) FROM dead),

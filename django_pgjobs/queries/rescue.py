@@ -7,30 +7,38 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from django_pgjobs.queries.base import Cursor
-from django_pgjobs.queries.outcomes import RETRY_OR_BURY
+from django_pgjobs.queries.base import UNDO_CLAIM, Cursor, notify_queues
+from django_pgjobs.queries.outcomes import RETRY_OR_BURY_CTES
+
+# The rows the rescue made due again (a relation for notify_queues).
+_BACK_TO_PENDING = "(SELECT queue FROM retried UNION ALL SELECT queue FROM unstarted) AS back"
 
 
 @dataclass(frozen=True)
 class Rescued:
     retried: int  # back to pending, due at once
     buried: int  # that was their last attempt: moved to the dead letters
+    unstarted: int = 0  # claimed ahead and never started: back to pending, attempt not counted
 
 
 def rescue_expired_leases(cur: Cursor, *, limit: int = 500) -> Rescued:
     """Hand back running jobs whose worker stopped renewing its lease.
 
-    The crashed attempt counts: it was added by the claim, so a job that keeps killing its worker
-    ends in the dead letters instead of looping. Rescued jobs are due at once: the lease already
-    waited. Locks: up to ``limit`` expired rows via pgjobs_job_lease, skipping rows another
-    rescuer holds, so any number of workers can sweep at once.
+    An attempt that started counts: it was added by the claim, so a job that keeps killing its
+    worker ends in the dead letters instead of looping. A job claimed ahead (prefetched) whose
+    start the worker never recorded (``locked_at`` is NULL) did not run: its attempt is undone
+    and it keeps its place in line. Such a job is marked ``rescued_unstarted``, and its later
+    claims count at once: a job that kills its worker before the start could be recorded is
+    spared once, not for ever. Rescued jobs are due at once: the lease already waited.
+    Locks: up to ``limit`` expired rows via pgjobs_job_lease, skipping rows another rescuer
+    holds, so any number of workers can sweep at once.
     """
     cur.execute(
         f"""
-        WITH failing AS (
-            SELECT id,
+        WITH expired AS (
+            SELECT id, locked_at IS NOT NULL AS started,
                    format('Lease expired: worker %%s stopped heartbeating during attempt %%s '
-                          '(locked at %%s).', locked_by, attempt, locked_at) AS error,
+                          '(started at %%s).', locked_by, attempt, locked_at) AS error,
                    0::float8 AS delay
             FROM pgjobs_job_queue
             WHERE status = 'running' AND lease_expires_at < now()
@@ -38,9 +46,20 @@ def rescue_expired_leases(cur: Cursor, *, limit: int = 500) -> Rescued:
             LIMIT %(limit)s
             FOR UPDATE SKIP LOCKED
         ),
-        {RETRY_OR_BURY}
+        unstarted AS (
+            UPDATE pgjobs_job_queue AS j
+            SET {UNDO_CLAIM}, rescued_unstarted = true
+            FROM expired AS e
+            WHERE j.id = e.id AND NOT e.started
+            RETURNING j.queue
+        ),
+        failing AS (SELECT id, error, delay FROM expired WHERE started),
+        {RETRY_OR_BURY_CTES}
+        SELECT (SELECT count(*) FROM retried), (SELECT count(*) FROM dead),
+               (SELECT count(*) FROM unstarted),
+               {notify_queues(_BACK_TO_PENDING)}
         """,
         {"limit": limit},
     )
-    retried, buried, _ = cur.fetchone()
-    return Rescued(retried=int(retried), buried=int(buried))
+    retried, buried, unstarted, _ = cur.fetchone()
+    return Rescued(retried=int(retried), buried=int(buried), unstarted=int(unstarted))

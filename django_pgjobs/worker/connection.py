@@ -14,7 +14,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import psycopg
@@ -39,32 +39,48 @@ class LoopConnection:
         self.listen = listen
         self.conn: psycopg.Connection[Any] | None = None
         self._connected_before = False
+        # Lease tokens of claims whose reply was lost with a broken connection.
+        self.lost_claims: list[uuid.UUID] = []
         self._consecutive_errors = 0
 
     @property
     def is_open(self) -> bool:
         return self.conn is not None and not self.conn.closed
 
-    def open(self, lost_claims: Sequence[uuid.UUID] = ()) -> int:
-        """Connect; returns how many jobs the reconnect gave back.
-
-        ``lost_claims`` are the lease tokens of claims whose reply never came (the connection
-        broke under them): what they took, if they committed, is given back. Only those
-        tokens are matched, never this worker's id (see ``queries.release_lost_claims``)."""
+    def open(self) -> int:
+        """Connect; returns how many jobs the reconnect gave back: what claims whose reply never
+        came took, if they committed (see :meth:`claim_token`). Matched by those claims' lease
+        tokens only, never by this worker's id (``queries.release_lost_claims``)."""
         conn = connect(self.alias, application_name=f"pgjobs worker {self.worker_id}")
         if self.listen:
             # Session settings are unsafe behind PgBouncer in transaction mode (POLL_ONLY).
             conn.execute(f"SET lock_timeout = '{LOCK_TIMEOUT}'")
             conn.execute(f"LISTEN {queries.NOTIFY_CHANNEL}")
         released = 0
-        if lost_claims:
-            released = queries.release_lost_claims(conn.cursor(), lease_tokens=lost_claims)
+        if self.lost_claims:
+            released = queries.release_lost_claims(conn.cursor(), lease_tokens=self.lost_claims)
+            self.lost_claims = []
             if released:
                 logger.warning("Gave back %s jobs claimed while the connection dropped", released)
         self.conn = conn
         self._connected_before = True
         logger.info("Worker %s connected (queues: %s)", self.worker_id, self.queues or "all")
         return released
+
+    @contextlib.contextmanager
+    def claim_token(self) -> Iterator[uuid.UUID]:
+        """The lease token for one claim, made here and remembered until its reply arrives. If
+        the connection breaks first, the claim may have committed: the next :meth:`open` gives
+        back what it took. An error the server answered means nothing committed."""
+        token = uuid.uuid4()
+        self.lost_claims.append(token)
+        try:
+            yield token
+        except psycopg.Error:
+            if self.is_open and not (self.conn is not None and self.conn.broken):
+                self.lost_claims.remove(token)
+            raise
+        self.lost_claims.remove(token)
 
     def succeeded(self) -> None:
         self._consecutive_errors = 0

@@ -38,6 +38,7 @@ class HousekeepingReport:
     lost: list[uuid.UUID] = field(default_factory=list)  # held jobs that are no longer ours
     rescued: int = 0  # jobs of dead workers handed back to pending
     rescued_buried: int = 0  # ... or to the dead letters (that was their last attempt)
+    rescued_unstarted: int = 0  # claimed ahead and never started: back, attempt not counted
     pruned: int = 0
 
 
@@ -109,17 +110,24 @@ class Housekeeper:
         conn: psycopg.Connection[Any],
         held: Sequence[queries.Token],
         *,
+        started: Sequence[tuple[queries.Token, float]] = (),
         force: bool = False,
     ) -> HousekeepingReport:
-        """Run whichever duties are due (all of heartbeat and rescue with ``force``)."""
+        """Run whichever duties are due (all of heartbeat and rescue with ``force``).
+        ``started``: held attempts whose handler has begun, with how many seconds ago."""
         report = HousekeepingReport()
         now = time.monotonic()
         if force or now >= self._next_heartbeat:
             report.lost = queries.heartbeat(
-                conn.cursor(), worker=self._row, tokens=held, lease_seconds=conf.LEASE_SECONDS
+                conn.cursor(),
+                worker=self._row,
+                tokens=held,
+                lease_seconds=conf.LEASE_SECONDS,
+                started=started,
             )
             rescued = queries.rescue_expired_leases(conn.cursor())
             report.rescued, report.rescued_buried = rescued.retried, rescued.buried
+            report.rescued_unstarted = rescued.unstarted
             queries.delete_stale_workers(conn.cursor(), silent_seconds=self.silent_seconds)
             self._next_heartbeat = now + conf.HEARTBEAT_SECONDS
         if now >= self._next_prune:

@@ -53,6 +53,7 @@ class _InFlight:
     started_at: float
     task: Task | None = None
     started: bool = False  # set by the handler thread as it begins
+    began: float = 0.0  # when it began (monotonic), set with ``started``
 
 
 def default_worker_id() -> str:
@@ -100,9 +101,6 @@ class Worker:
         )
         self._pool: HandlerPool | None = None
         self._inflight: dict[queries.Token, _InFlight] = {}  # by (job id, lease token)
-        # Lease tokens of claims sent on a connection that broke before the reply came: they
-        # may have committed, and are given back after the reconnect.
-        self._lost_claims: list[uuid.UUID] = []
         self._wakeup = Wakeup()
         self._pacing = Pacing(concurrency=self.concurrency, poll_interval=self.poll_interval)
         self._completer = Completer(wake=self._wakeup.ring, on_written=self._written)
@@ -205,8 +203,7 @@ class Worker:
 
     def _ensure_connected(self) -> psycopg.Connection[Any]:
         if not self._link.is_open:
-            self.stats.released += self._link.open(self._lost_claims)
-            self._lost_claims = []
+            self.stats.released += self._link.open()
             assert self._link.conn is not None
             if not self._housekeeper.registered:
                 self._housekeeper.register(self._link.conn)  # raises WorkerIdInUse
@@ -309,11 +306,10 @@ class Worker:
         )
         if limit <= 0:
             return 0
+        # Jobs past the free threads are claimed ahead: their attempt counts once they start.
+        start_now = min(limit, max(self.concurrency - self._busy, 0))
         conn = self._ensure_connected()
-        # Our own token for this claim: if the reply is lost, we still know what it took.
-        lease_token = uuid.uuid4()
-        self._lost_claims.append(lease_token)
-        try:
+        with self._link.claim_token() as lease_token:
             jobs = self._completer.claim(
                 conn,
                 worker_id=self.worker_id,
@@ -322,12 +318,8 @@ class Worker:
                 queues=self.queues,
                 job_names=registry.names(),
                 lease_token=lease_token,
+                start_now=start_now,
             )
-        except psycopg.Error:
-            if not (conn.broken or conn.closed):
-                self._lost_claims.remove(lease_token)  # the server answered: nothing committed
-            raise
-        self._lost_claims.remove(lease_token)
         if self._pacing.claimed(asked=limit, got=len(jobs)):
             seconds = queries.seconds_until_next_due(
                 conn.cursor(), queues=self.queues, job_names=registry.names()
@@ -348,6 +340,7 @@ class Worker:
 
     def _execute(self, entry: _InFlight) -> None:
         """Runs in a handler thread. Always reports an outcome, whatever happens."""
+        entry.began = time.monotonic()
         entry.started = True
         try:
             result = run_attempt(entry.handler, entry.job, self._completer.progressed)
@@ -383,17 +376,21 @@ class Worker:
 
     def _housekeep(self, *, force: bool = False) -> None:
         conn = self._ensure_connected()
-        report = self._housekeeper.run_due(conn, self._held_tokens(), force=force)
+        now = time.monotonic()
+        started = [(e.job.token, now - e.began) for e in self._inflight.values() if e.started]
+        report = self._housekeeper.run_due(conn, self._held_tokens(), started=started, force=force)
         for job_id in report.lost:
             logger.warning("Job %s is no longer ours (rescued or cancelled)", job_id)
-        if report.rescued or report.rescued_buried:
+        rescued = report.rescued + report.rescued_buried + report.rescued_unstarted
+        if rescued:
             logger.warning(
-                "Rescued %s jobs of dead workers (%s of them dead-lettered)",
-                report.rescued + report.rescued_buried,
+                "Rescued %s jobs of dead workers (%s of them dead-lettered, %s never started)",
+                rescued,
                 report.rescued_buried,
+                report.rescued_unstarted,
             )
-            self.stats.rescued += report.rescued + report.rescued_buried
-            if report.rescued > 0:
+            self.stats.rescued += rescued
+            if report.rescued or report.rescued_unstarted:
                 self._pacing.maybe_work = True
         if report.pruned:
             logger.info("Pruned %s finished jobs past the retention window", report.pruned)

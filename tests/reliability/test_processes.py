@@ -11,7 +11,8 @@ from typing import Any
 
 import psycopg
 import pytest
-from django.db import connection
+from django.db import connection, transaction
+from django.db.models.functions import Now
 
 from django_pgjobs import enqueue, enqueue_many, get_job
 from django_pgjobs.models import FailedJob, Job
@@ -221,3 +222,48 @@ def test_a_reconnect_never_gives_back_another_process_s_job_under_the_same_id(
     release.touch()
     wait_for(lambda: get_job(job_id).status == "completed", what="the first worker's completion")
     assert Run.objects.filter(label="block:started").count() == 1
+
+
+def test_jobs_claimed_ahead_by_a_killed_worker_do_not_lose_an_attempt(
+    processes: list[subprocess.Popen[bytes]], tmp_path: Path
+) -> None:
+    """A claim that never started is not an attempt: max_attempts=1 jobs the dead worker had
+    prefetched run afterwards instead of landing in the dead letters untouched."""
+    warm = enqueue_many("test.record", [{"label": f"warm-{n}"} for n in range(10)])
+    log = tmp_path / "a.log"
+    victim = start_worker("--concurrency", "1", settings=FAST_LEASES, log=log)
+    processes.append(victim)
+    # Short jobs teach the worker the pace, so its next claim takes jobs ahead.
+    wait_for(
+        lambda: Job.objects.filter(id__in=warm, status="completed").count() == 10,
+        what=f"the first jobs; log:\n{log}",
+    )
+    release = tmp_path / "release"
+    with transaction.atomic():  # one NOTIFY: the idle worker claims them together
+        blocker = enqueue("test.block", {"release": str(release)}, priority=50)
+        ahead = enqueue_many(
+            "test.record", [{"label": f"ahead-{n}"} for n in range(20)], max_attempts=1
+        )
+    # The blocker holds the one thread; the jobs claimed behind it wait and never start.
+    wait_for(started(), what=f"the blocker; log:\n{log}")
+    wait_for(
+        lambda: Job.objects.filter(id=blocker, locked_at__isnull=False).exists(),
+        what="the heartbeat to record that the blocker started",
+    )
+    claimed_ahead = Job.objects.filter(id__in=ahead, status="running").count()
+    assert claimed_ahead >= 1, f"nothing was claimed ahead; log:\n{log.read_text()}"
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait(timeout=10)
+    wait_for(
+        lambda: not Job.objects.filter(status="running", lease_expires_at__gt=Now()).exists(),
+        what="the dead worker's leases to expire",
+    )
+    release.touch()
+    log_b = tmp_path / "b.log"
+    rescuer = start_worker("--burst", settings=FAST_LEASES, log=log_b)
+    processes.append(rescuer)
+    assert exit_code(rescuer, log_b) == 0, log_b.read_text()
+    assert not FailedJob.objects.filter(id__in=ahead).exists()
+    assert Job.objects.filter(id__in=ahead, status="completed", attempt=1).count() == 20
+    job = get_job(blocker)  # it started: its attempt counted
+    assert (job.status, job.attempt) == ("completed", 2)

@@ -57,7 +57,10 @@ def test_a_requeued_dead_workflow_job_gets_its_key_back(make_worker: type[Worker
     job = workflow_job(handle.workflow_id)
     Job.objects.filter(id=job.id).update(max_attempts=1)
     Job.objects.filter(id=job.id).update(
-        status="running", attempt=1, lease_expires_at=timezone.now() - timedelta(seconds=1)
+        status="running",
+        attempt=1,
+        locked_at=timezone.now(),
+        lease_expires_at=timezone.now() - timedelta(seconds=1),
     )
     with connection.cursor() as cur:
         queries.rescue_expired_leases(cur)

@@ -1,0 +1,82 @@
+"""The rescue counts an attempt only if it started: jobs claimed ahead and never started go back
+uncounted, once; the heartbeat records when a job claimed ahead starts."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from django_pgjobs import enqueue, get_job, queries
+from django_pgjobs.models import FailedJob, Job
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+WORKER = {"id": "w", "hostname": "h", "pid": 1, "queues": "[]", "concurrency": 1}
+
+
+def claim(limit: int, start_now: int | None) -> list[queries.ClaimedJob]:
+    with connection.cursor() as cur:
+        return queries.claim_jobs(
+            cur,
+            worker_id="w",
+            limit=limit,
+            lease_seconds=30,
+            queues=None,
+            job_names=None,
+            start_now=start_now,
+        )
+
+
+def expire_and_rescue() -> queries.rescue.Rescued:
+    Job.objects.filter(status="running").update(
+        lease_expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    with connection.cursor() as cur:
+        return queries.rescue_expired_leases(cur)
+
+
+def test_a_job_claimed_ahead_and_never_started_is_rescued_without_losing_an_attempt() -> None:
+    started = enqueue("test.record", max_attempts=1, priority=1)
+    ahead = enqueue("test.record", max_attempts=1)
+    assert [j.id for j in claim(2, start_now=1)] == [started, ahead]
+    assert Job.objects.get(id=started).locked_at is not None
+    assert Job.objects.get(id=ahead).locked_at is None  # claimed ahead, not started
+    rescued = expire_and_rescue()
+    assert (rescued.retried, rescued.buried, rescued.unstarted) == (0, 1, 1)
+    assert FailedJob.objects.filter(id=started).exists()  # it started: its attempt counts
+    job = get_job(ahead)
+    assert (job.status, job.attempt, job.locked_by, job.error) == ("pending", 0, None, None)
+
+
+def test_a_job_rescued_unstarted_once_counts_its_next_claim_at_once() -> None:
+    """A job that kills its worker before its start could be recorded is spared once, not for
+    ever: it still ends in the dead letters."""
+    job_id = enqueue("test.record", max_attempts=1)
+    claim(1, start_now=0)
+    assert expire_and_rescue().unstarted == 1
+    assert Job.objects.get(id=job_id).rescued_unstarted
+    claim(1, start_now=0)  # claimed ahead again, but it counts now
+    assert Job.objects.get(id=job_id).locked_at is not None
+    rescued = expire_and_rescue()
+    assert (rescued.unstarted, rescued.buried) == (0, 1)
+    assert FailedJob.objects.filter(id=job_id).exists()
+
+
+def test_the_heartbeat_records_when_a_job_claimed_ahead_started() -> None:
+    enqueue("test.record", max_attempts=1)
+    (job,) = claim(1, start_now=0)
+    with connection.cursor() as cur:
+        queries.heartbeat(cur, worker=WORKER, tokens=[job.token], lease_seconds=30)
+        assert Job.objects.get(id=job.id).locked_at is None  # not started yet
+        queries.heartbeat(
+            cur, worker=WORKER, tokens=[job.token], lease_seconds=30, started=[(job.token, 5.0)]
+        )
+        cur.execute("SELECT now()")
+        now = cur.fetchone()[0]
+    locked_at = Job.objects.get(id=job.id).locked_at
+    assert locked_at is not None and abs((now - locked_at).total_seconds() - 5.0) < 0.5
+    rescued = expire_and_rescue()
+    assert (rescued.unstarted, rescued.buried) == (0, 1)  # it started: the attempt counts
