@@ -63,13 +63,15 @@ def start_worker(
     settings: dict[str, Any] | None = None,
     log: Path | None = None,
     command: str = "pgjobs_worker",
+    user: str | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start ``manage.py pgjobs_worker`` (or another command) as a real process on the test
-    database."""
+    database (as the role ``user``, if given)."""
+    conninfo = database_conninfo()
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "tests.settings",
-        "DATABASE_URL": database_conninfo(),
+        "DATABASE_URL": conninfo if user is None else make_conninfo(conninfo, user=user),
         "PGJOBS_TEST_SETTINGS": json.dumps(settings or {}),
         "PYTHONPATH": str(ROOT),
     }

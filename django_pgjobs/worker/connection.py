@@ -24,7 +24,8 @@ from django_pgjobs.database import connect
 
 logger = logging.getLogger("django_pgjobs.worker")
 
-# Pauses after consecutive failed statements.
+# Pauses after consecutive failed statements (and failed connects): a worker cut off from the
+# database tries again at least every ERROR_BACKOFF[-1] seconds.
 ERROR_BACKOFF = (0.2, 0.5, 1.0, 2.0, 5.0)
 # The worker's statements wait at most this long for a row an application transaction holds,
 # then give up and retry later instead of stalling heartbeats behind it.
@@ -38,7 +39,9 @@ class LoopConnection:
         self.worker_id = worker_id
         self.listen = listen
         self.conn: psycopg.Connection[Any] | None = None
-        self._connected_before = False
+        # Set when the connection broke or could not be made: the worker was cut off from
+        # the database, and so, perhaps, were the others (see Housekeeper.back_from_outage).
+        self.cut_off = False
         # Lease tokens of claims whose reply was lost with a broken connection.
         self.lost_claims: list[uuid.UUID] = []
         self._consecutive_errors = 0
@@ -63,7 +66,6 @@ class LoopConnection:
             if released:
                 logger.warning("Gave back %s jobs claimed while the connection dropped", released)
         self.conn = conn
-        self._connected_before = True
         logger.info("Worker %s connected (queues: %s)", self.worker_id, self.queues or "all")
         return released
 
@@ -97,6 +99,8 @@ class LoopConnection:
             "reconnecting" if broken else "will retry",
             exc,
         )
+        if broken:
+            self.cut_off = True
         if broken and self.conn is not None:
             with contextlib.suppress(psycopg.Error):
                 self.conn.close()

@@ -1,7 +1,9 @@
 """A worker's background duties, run from its loop between claims.
 
 - heartbeat: renew this worker's row and the leases of the attempts it holds;
-- rescue: hand back running jobs whose worker stopped heartbeating, and forget such workers;
+- rescue: hand back running jobs whose worker stopped heartbeating, and forget such workers
+  (held back for a while after this worker was cut off from the database: see
+  :meth:`Housekeeper.back_from_outage`);
 - prune: delete finished jobs past RETENTION and finished workflows past WORKFLOW_RETENTION,
   a few batches at a time.
 
@@ -12,6 +14,7 @@ can run them at once and the work is shared without a leader.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import socket
@@ -27,6 +30,9 @@ from django_pgjobs import queries
 from django_pgjobs.conf import conf
 from django_pgjobs.exceptions import WorkerIdInUse
 from django_pgjobs.jobs.operations import prune_finished
+from django_pgjobs.worker.connection import ERROR_BACKOFF
+
+logger = logging.getLogger("django_pgjobs.worker")
 
 # Each prune pass deletes at most this many batches, so a huge backlog never delays heartbeats.
 PRUNE_BATCHES_PER_PASS = 10
@@ -41,6 +47,23 @@ class HousekeepingReport:
     rescued_unstarted: int = 0  # claimed ahead and never started: back, attempt not counted
     pruned: int = 0
 
+    @property
+    def rescued_total(self) -> int:
+        return self.rescued + self.rescued_buried + self.rescued_unstarted
+
+    def log(self) -> None:
+        for job_id in self.lost:
+            logger.warning("Job %s is no longer ours (rescued or cancelled)", job_id)
+        if self.rescued_total:
+            logger.warning(
+                "Rescued %s jobs of dead workers (%s of them dead-lettered, %s never started)",
+                self.rescued_total,
+                self.rescued_buried,
+                self.rescued_unstarted,
+            )
+        if self.pruned:
+            logger.info("Pruned %s finished jobs past the retention window", self.pruned)
+
 
 class Housekeeper:
     def __init__(self, *, worker_id: str, queues: Sequence[str], concurrency: int) -> None:
@@ -53,6 +76,7 @@ class Housekeeper:
             "concurrency": concurrency,
         }
         self.registered = False
+        self._rescue_from = 0.0  # no rescue before this (monotonic): see back_from_outage
         self._next_heartbeat = 0.0
         self._next_prune = 0.0  # prune once at start, then every PRUNE_INTERVAL
 
@@ -101,6 +125,16 @@ class Housekeeper:
         """Renew at the next opportunity (after a reconnect, the lease may be running out)."""
         self._next_heartbeat = 0.0
 
+    def back_from_outage(self) -> None:
+        """This worker was cut off from the database and is back: so, perhaps, are the others,
+        whose leases ran out meanwhile through no fault of theirs. Rescue nothing until they had
+        the time to come back and renew: a lease's length, and at least their longest pause
+        between reconnects plus a heartbeat (the first worker back used to rescue live
+        workers' jobs 25-80 ms before they reconnected, and those jobs ran twice)."""
+        hold = max(conf.LEASE_SECONDS, ERROR_BACKOFF[-1] + conf.HEARTBEAT_SECONDS)
+        self._rescue_from = time.monotonic() + hold
+        self.heartbeat_soon()
+
     def seconds_until_due(self) -> float:
         now = time.monotonic()
         return max(min(self._next_heartbeat, self._next_prune) - now, 0.0)
@@ -125,10 +159,11 @@ class Housekeeper:
                 lease_seconds=conf.LEASE_SECONDS,
                 started=started,
             )
-            rescued = queries.rescue_expired_leases(conn.cursor())
-            report.rescued, report.rescued_buried = rescued.retried, rescued.buried
-            report.rescued_unstarted = rescued.unstarted
-            queries.delete_stale_workers(conn.cursor(), silent_seconds=self.silent_seconds)
+            if now >= self._rescue_from:
+                rescued = queries.rescue_expired_leases(conn.cursor())
+                report.rescued, report.rescued_buried = rescued.retried, rescued.buried
+                report.rescued_unstarted = rescued.unstarted
+                queries.delete_stale_workers(conn.cursor(), silent_seconds=self.silent_seconds)
             self._next_heartbeat = now + conf.HEARTBEAT_SECONDS
         if now >= self._next_prune:
             pruned = prune_finished(

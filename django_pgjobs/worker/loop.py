@@ -207,6 +207,9 @@ class Worker:
             assert self._link.conn is not None
             if not self._housekeeper.registered:
                 self._housekeeper.register(self._link.conn)  # raises WorkerIdInUse
+            if self._link.cut_off:
+                self._link.cut_off = False
+                self._housekeeper.back_from_outage()
             self._housekeeper.heartbeat_soon()  # the leases may be running out
             self._pacing.maybe_work = True
         assert self._link.conn is not None
@@ -379,21 +382,10 @@ class Worker:
         now = time.monotonic()
         started = [(e.job.token, now - e.began) for e in self._inflight.values() if e.started]
         report = self._housekeeper.run_due(conn, self._held_tokens(), started=started, force=force)
-        for job_id in report.lost:
-            logger.warning("Job %s is no longer ours (rescued or cancelled)", job_id)
-        rescued = report.rescued + report.rescued_buried + report.rescued_unstarted
-        if rescued:
-            logger.warning(
-                "Rescued %s jobs of dead workers (%s of them dead-lettered, %s never started)",
-                rescued,
-                report.rescued_buried,
-                report.rescued_unstarted,
-            )
-            self.stats.rescued += rescued
-            if report.rescued or report.rescued_unstarted:
-                self._pacing.maybe_work = True
-        if report.pruned:
-            logger.info("Pruned %s finished jobs past the retention window", report.pruned)
+        report.log()
+        self.stats.rescued += report.rescued_total
+        if report.rescued or report.rescued_unstarted:
+            self._pacing.maybe_work = True
 
     def _wait(self, timeout: float) -> None:
         """Sleep until a NOTIFY for our queues, a handler event, a stop request or ``timeout``."""

@@ -69,3 +69,14 @@ def block(payload: dict[str, Any]) -> None:
     while not release.exists() and time.monotonic() < deadline:
         time.sleep(0.02)
     Run.objects.create(job_id="00000000-0000-0000-0000-000000000000", label=f"{label}:finished")
+
+
+@job("test.wait", retry_delay=0)
+def wait(payload: dict[str, Any]) -> None:
+    """Records 'started', then waits until ``release`` (a path) exists, touching the database no
+    more: outage tests cut the worker's connections meanwhile."""
+    Run.objects.create(job_id="00000000-0000-0000-0000-000000000000", label="wait:started")
+    release = Path(payload["release"])
+    deadline = time.monotonic() + payload.get("timeout", 30)
+    while not release.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
