@@ -66,10 +66,11 @@ class Job(models.Model):
     # When the current (or last) attempt started. NULL on a running row: claimed ahead
     # (prefetched) and not known to have started; the rescue then does not count the attempt.
     locked_at = models.DateTimeField(null=True, blank=True)
-    # The rescue once gave this job back uncounted (claimed ahead, its worker stopped before
-    # the start was recorded). Its later claims count at once, so a job that kills its worker
-    # within moments of starting still ends in the dead letters.
-    rescued_unstarted = models.BooleanField(db_default=Value(False))
+    # One attempt of this job was not counted: the rescue gave it back unstarted (claimed
+    # ahead, its worker stopped before the start was recorded), or it failed because its
+    # database connection was lost. Granted once: later attempts always count (claims count at
+    # once), so a job that kills its worker or its connection still ends in the dead letters.
+    attempt_spared = models.BooleanField(db_default=Value(False))
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     # A fresh random value per claim: the fencing token a worker must present to complete, fail,
     # heartbeat or report progress on the attempt it holds. Unlike ``attempt`` it never repeats,

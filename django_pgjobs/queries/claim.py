@@ -37,7 +37,7 @@ claimed AS (
     -- later (lease.heartbeat). A rescue does not count an attempt that never started.
     UPDATE pgjobs_job_queue AS j
     SET status = 'running', attempt = j.attempt + 1, locked_by = %(worker_id)s,
-        locked_at = CASE WHEN j.rescued_unstarted
+        locked_at = CASE WHEN j.attempt_spared
                            OR j.id = ANY(ARRAY(SELECT id FROM due LIMIT %(start_now)s))
                          THEN now() END,
         lease_expires_at = now() + make_interval(secs => %(lease_seconds)s),

@@ -16,6 +16,7 @@ from django_pgjobs.queries.base import (
     FENCE,
     HELD,
     HELD_FENCE,
+    UNDO_CLAIM,
     Cursor,
     Token,
     as_uuid,
@@ -83,26 +84,45 @@ SELECT (SELECT count(*) FROM retried), (SELECT count(*) FROM dead),
 FailOutcome = Literal["retried", "buried", "lost"]
 
 
-def fail_job(cur: Cursor, *, token: Token, error: str, delay: float) -> FailOutcome:
+def fail_job(
+    cur: Cursor, *, token: Token, error: str, delay: float, spare: bool = False
+) -> FailOutcome:
     """Record a failed attempt: back to pending after ``delay`` seconds, or dead-lettered.
 
     One statement, so a job is never both gone from the queue and missing from the dead letters.
     Fenced like :func:`complete_jobs`; returns "lost" when this attempt no longer owns the job.
-    Locks: the job row. A crash before commit leaves it running until its lease is rescued.
+    ``spare``: the attempt failed because its database connection was lost (an outage, not the
+    job's fault), so it is not counted, once per job (``attempt_spared``): a job whose every
+    attempt loses its connection still ends in the dead letters. Locks: the job row. A crash
+    before commit leaves it running until its lease is rescued.
     """
     cur.execute(
         f"""
         WITH failing AS (
             SELECT id, %(error)s::text AS error, %(delay)s::float8 AS delay
             FROM pgjobs_job_queue
-            WHERE {FENCE}
+            WHERE {FENCE} AND NOT (%(spare)s AND NOT attempt_spared)
             FOR UPDATE
         ),
-        {RETRY_OR_BURY}
+        spared AS (
+            UPDATE pgjobs_job_queue AS j
+            SET {UNDO_CLAIM}, attempt_spared = true, error = %(error)s,
+                scheduled_for = now() + make_interval(secs => %(delay)s)
+            WHERE {FENCE} AND %(spare)s AND NOT j.attempt_spared
+            RETURNING j.queue, %(delay)s::float8 AS delay
+        ),
+        {RETRY_OR_BURY_CTES}
+        SELECT (SELECT count(*) FROM retried) + (SELECT count(*) FROM spared),
+               (SELECT count(*) FROM dead),
+               {notify_queues(_DUE_AGAIN, "WHERE delay <= 0")}
         """,
-        {**lease_params(token), "error": error, "delay": delay},
+        {**lease_params(token), "error": error, "delay": delay, "spare": spare},
     )
     retried, buried, _ = cur.fetchone()
     if buried:
         return "buried"
     return "retried" if retried else "lost"
+
+
+# The rows fail_job sent back to pending (a relation for notify_queues).
+_DUE_AGAIN = "(SELECT queue, delay FROM retried UNION ALL SELECT queue, delay FROM spared) AS r"

@@ -27,11 +27,11 @@ def rescue_expired_leases(cur: Cursor, *, limit: int = 500) -> Rescued:
     An attempt that started counts: it was added by the claim, so a job that keeps killing its
     worker ends in the dead letters instead of looping. A job claimed ahead (prefetched) whose
     start the worker never recorded (``locked_at`` is NULL) did not run: its attempt is undone
-    and it keeps its place in line. Such a job is marked ``rescued_unstarted``, and its later
-    claims count at once: a job that kills its worker before the start could be recorded is
-    spared once, not for ever. Rescued jobs are due at once: the lease already waited.
-    Locks: up to ``limit`` expired rows via pgjobs_job_lease, skipping rows another rescuer
-    holds, so any number of workers can sweep at once.
+    and it keeps its place in line, unless an attempt of it was spared before
+    (``attempt_spared``: its claims then count at once). So a job that kills its worker before
+    its start could be recorded is spared once, not for ever. Rescued jobs are due at once: the
+    lease already waited. Locks: up to ``limit`` expired rows via pgjobs_job_lease, skipping
+    rows another rescuer holds, so any number of workers can sweep at once.
     """
     cur.execute(
         f"""
@@ -48,7 +48,7 @@ def rescue_expired_leases(cur: Cursor, *, limit: int = 500) -> Rescued:
         ),
         unstarted AS (
             UPDATE pgjobs_job_queue AS j
-            SET {UNDO_CLAIM}, rescued_unstarted = true
+            SET {UNDO_CLAIM}, attempt_spared = true
             FROM expired AS e
             WHERE j.id = e.id AND NOT e.started
             RETURNING j.queue

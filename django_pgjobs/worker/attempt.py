@@ -11,6 +11,7 @@ from typing import Any
 
 from asgiref.sync import async_to_sync
 
+from django_pgjobs.database import connection_lost
 from django_pgjobs.jobs.context import JobHandedBack, ProgressReporter, ProgressSink, current_job
 from django_pgjobs.jobs.error_text import describe_error
 from django_pgjobs.jobs.registry import JobHandler
@@ -25,6 +26,7 @@ class AttemptResult:
     took: float  # seconds the handler ran
     error: str | None = None  # the failure as stored on the job; None when it succeeded
     handed_back: float | None = None  # the handler gave the job back, due again in this long
+    connection_lost: bool = False  # it failed because a database connection was lost
 
 
 def run_attempt(
@@ -35,6 +37,7 @@ def run_attempt(
     started = time.monotonic()
     error: str | None = None
     handed_back: float | None = None
+    lost = False
     try:
         connections.before_job()
         if handler is None:
@@ -44,12 +47,13 @@ def run_attempt(
         handed_back = back.delay
     except BaseException as exc:
         error = describe_error(exc)
+        lost = connection_lost(exc)
     took = time.monotonic() - started
     try:
         connections.after_job()
     except Exception:
         logger.exception("Checking the handler thread's database connections failed")
-    return AttemptResult(took=took, error=error, handed_back=handed_back)
+    return AttemptResult(took=took, error=error, handed_back=handed_back, connection_lost=lost)
 
 
 def call_handler(handler: JobHandler, job: ClaimedJob, report: ProgressReporter) -> Any:

@@ -56,6 +56,7 @@ class _Done:
     error: str | None
     # Set when the handler gave the job back itself (JobHandedBack): due again in this long.
     handed_back: float | None = None
+    spare: bool = False  # it failed because a database connection was lost: see fail_job
     arrived: float = field(default_factory=time.monotonic)
 
 
@@ -81,11 +82,16 @@ class Completer:
     # Called from handler threads.
 
     def finished(
-        self, job: queries.ClaimedJob, error: str | None, *, handed_back: float | None = None
+        self,
+        job: queries.ClaimedJob,
+        error: str | None,
+        *,
+        handed_back: float | None = None,
+        spare: bool = False,
     ) -> bool:
         """Queue an attempt's outcome; True if it is the first since the loop last looked (the
         loop then needs waking to start its batching clock)."""
-        self._events.put(_Done(job, error, handed_back))
+        self._events.put(_Done(job, error, handed_back, spare))
         first = not self._signalled
         self._signalled = True
         return first
@@ -126,9 +132,8 @@ class Completer:
         while self._done:
             done = self._done[0]
             assert done.error is not None
-            self.fail(
-                conn, done.job, done.error, delay=retry_delay(done.job.job_name, done.job.attempt)
-            )
+            delay = retry_delay(done.job.job_name, done.job.attempt)
+            self.fail(conn, done.job, done.error, delay=delay, spare=done.spare)
             self._done.pop(0)
 
     def claim(self, conn: psycopg.Connection[Any], **claim: Any) -> list[queries.ClaimedJob]:
@@ -147,10 +152,19 @@ class Completer:
         return jobs
 
     def fail(
-        self, conn: psycopg.Connection[Any], job: queries.ClaimedJob, error: str, *, delay: float
+        self,
+        conn: psycopg.Connection[Any],
+        job: queries.ClaimedJob,
+        error: str,
+        *,
+        delay: float,
+        spare: bool = False,
     ) -> None:
-        """Record one failed attempt now: retried after ``delay``, buried, or lost (fenced)."""
-        result = queries.fail_job(conn.cursor(), token=job.token, error=error, delay=delay)
+        """Record one failed attempt now: retried after ``delay``, buried, or lost (fenced).
+        ``spare``: it failed because a database connection was lost (see fail_job)."""
+        result = queries.fail_job(
+            conn.cursor(), token=job.token, error=error, delay=delay, spare=spare
+        )
         self._on_written(Written(job, Outcome(result), error=error, delay=delay))
 
     def _completed(self, jobs: Sequence[queries.ClaimedJob], completed_ids: Sequence[Any]) -> None:

@@ -353,7 +353,9 @@ class Worker:
             logger.exception("Running job %s failed inside the worker", entry.job.id)
             result = AttemptResult(took=0.0, error="WorkerError: the attempt could not be run.")
         self._pacing.record_run(result.took)
-        first = self._completer.finished(entry.job, result.error, handed_back=result.handed_back)
+        first = self._completer.finished(
+            entry.job, result.error, handed_back=result.handed_back, spare=result.connection_lost
+        )
         busy = self._count_busy(-1)
         # Wake the loop when it has something to do: a thread is free to fill, a failure to
         # write now, or the first of a batch of outcomes (it starts the batch's clock).

@@ -57,7 +57,7 @@ def test_a_job_rescued_unstarted_once_counts_its_next_claim_at_once() -> None:
     job_id = enqueue("test.record", max_attempts=1)
     claim(1, start_now=0)
     assert expire_and_rescue().unstarted == 1
-    assert Job.objects.get(id=job_id).rescued_unstarted
+    assert Job.objects.get(id=job_id).attempt_spared
     claim(1, start_now=0)  # claimed ahead again, but it counts now
     assert Job.objects.get(id=job_id).locked_at is not None
     rescued = expire_and_rescue()
@@ -80,3 +80,20 @@ def test_the_heartbeat_records_when_a_job_claimed_ahead_started() -> None:
     assert locked_at is not None and abs((now - locked_at).total_seconds() - 5.0) < 0.5
     rescued = expire_and_rescue()
     assert (rescued.unstarted, rescued.buried) == (0, 1)  # it started: the attempt counts
+
+
+def test_an_attempt_that_lost_its_connection_is_spared_once() -> None:
+    """fail_job(spare=True): not counted the first time; a job whose every attempt loses its
+    connection still ends in the dead letters."""
+    job_id = enqueue("test.record", max_attempts=1)
+    for expected in ("retried", "buried"):
+        (job,) = claim(1, start_now=None)
+        with connection.cursor() as cur:
+            outcome = queries.fail_job(
+                cur, token=job.token, error="OperationalError: gone", delay=0, spare=True
+            )
+        assert outcome == expected
+        if expected == "retried":
+            row = Job.objects.get(id=job_id)
+            assert (row.status, row.attempt, row.attempt_spared) == ("pending", 0, True)
+    assert FailedJob.objects.filter(id=job_id).exists()

@@ -13,7 +13,7 @@ import pytest
 from django.db.models.functions import Now
 
 from django_pgjobs import enqueue, get_job
-from django_pgjobs.models import Job
+from django_pgjobs.models import FailedJob, Job
 from django_pgjobs.models import Worker as WorkerRow
 from tests.helpers import start_worker, wait_for
 from tests.testapp.models import Run
@@ -92,3 +92,30 @@ def test_the_first_worker_back_from_an_outage_does_not_rescue_live_workers_jobs(
     job = get_job(job_id)
     assert (job.attempt, job.error) == (1, None), rescuer_log.read_text()
     assert Run.objects.filter(label="wait:started").count() == 1  # it ran once
+
+
+def test_an_attempt_that_lost_its_database_connection_does_not_count(
+    other_connection: psycopg.Connection[Any],
+    processes: list[subprocess.Popen[bytes]],
+    tmp_path: Path,
+) -> None:
+    """The database went away under the handler: not the job's fault, so the attempt does not
+    count (once per job), and a max_attempts=1 job runs again instead of dying."""
+    release = tmp_path / "release"
+    job_id = enqueue("test.query_after_wait", {"release": str(release)})  # max_attempts=1
+    log = tmp_path / "worker.log"
+    processes.append(start_worker("--no-scheduler", settings={"RETRY_DELAY": 0.1}, log=log))
+    run = wait_for(
+        lambda: Run.objects.filter(label__startswith="started:").first(), what="the handler"
+    )
+    assert run is not None
+    handler_pid = int(run.label.split(":")[1])
+    other_connection.execute("SELECT pg_terminate_backend(%s)", [handler_pid])
+    release.touch()
+    wait_for(lambda: get_job(job_id).status == "completed", what=f"completion; log:\n{log}")
+    assert not FailedJob.objects.filter(id=job_id).exists()
+    job = Job.objects.get(id=job_id)
+    assert (job.attempt, job.attempt_spared) == (1, True)
+    assert job.error is not None and "OperationalError" in job.error
+    assert Run.objects.filter(label__startswith="started:").count() == 2
+    assert Run.objects.filter(label="finished").count() == 1

@@ -7,6 +7,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from django.db import connection
+
 from django_pgjobs import job
 from django_pgjobs.jobs import ProgressReporter
 from tests.testapp.models import Run
@@ -80,3 +82,18 @@ def wait(payload: dict[str, Any]) -> None:
     deadline = time.monotonic() + payload.get("timeout", 30)
     while not release.exists() and time.monotonic() < deadline:
         time.sleep(0.02)
+
+
+@job("test.query_after_wait", max_attempts=1)
+def query_after_wait(payload: dict[str, Any]) -> None:
+    """Records 'started:<its session's pid>', waits until ``release`` exists, then writes again:
+    the test ends that session meanwhile, so the second write loses its connection."""
+    with connection.cursor() as cur:
+        cur.execute("SELECT pg_backend_pid()")
+        pid = cur.fetchone()[0]
+    Run.objects.create(job_id="00000000-0000-0000-0000-000000000000", label=f"started:{pid}")
+    release = Path(payload["release"])
+    deadline = time.monotonic() + payload.get("timeout", 30)
+    while not release.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    Run.objects.create(job_id="00000000-0000-0000-0000-000000000000", label="finished")

@@ -1,5 +1,6 @@
-"""A job the rescue gave back uncounted (claimed ahead, never known to start) is marked, so its
-later claims count at once (see queries.rescue)."""
+"""A job one of whose attempts was not counted (claimed ahead and never started, or failed
+because its database connection was lost) is marked: that is granted once per job, and its
+later attempts always count (see queries.rescue and queries.outcomes.fail_job)."""
 
 from django.db import migrations, models
 
@@ -12,7 +13,7 @@ class Migration(migrations.Migration):
     operations = [
         migrations.AddField(
             model_name="job",
-            name="rescued_unstarted",
+            name="attempt_spared",
             field=models.BooleanField(db_default=models.Value(False)),
         ),
     ]
