@@ -14,7 +14,7 @@ import pytest
 from django.db import connection, transaction
 from django.db.models.functions import Now
 
-from django_pgjobs import enqueue, enqueue_many, get_job
+from django_pgjobs import enqueue, enqueue_many, get_job, queries
 from django_pgjobs.models import FailedJob, Job
 from django_pgjobs.models import Worker as WorkerRow
 from django_pgjobs.worker.connection import LoopConnection
@@ -210,13 +210,23 @@ def test_a_reconnect_never_gives_back_another_process_s_job_under_the_same_id(
     """What the second `twin` would have done had it started: reconnect and give back the
     running jobs under its id. Only claims it lost are given back, by their lease token."""
     release = tmp_path / "release"
-    job_id = enqueue("test.block", {"release": str(release)})
-    worker_inside_a_handler(processes, tmp_path / "a.log", "--worker-id", "twin")
-    link = LoopConnection(alias="default", worker_id="twin", queues=[], listen=False)
+    job_id = enqueue("test.block", {"release": str(release)}, queue="a")
+    worker_inside_a_handler(processes, tmp_path / "a.log", "--worker-id", "twin", "--queues", "a")
+    link = LoopConnection(alias="default", worker_id="twin", queues=["b"], listen=False)
     link.open()
-    link.close(deregister=False)  # the connection dropped
-    assert link.open() == 0  # the reconnect: no claim of ours was lost
+    lost_job = enqueue("test.record", queue="b")
+    assert link.conn is not None
+    with pytest.raises(psycopg.OperationalError), link.claim_token() as lease_token:
+        queries.claim_jobs(
+            link.conn.cursor(), worker_id="twin", limit=1, lease_seconds=30, queues=["b"],
+            job_names=None, lease_token=lease_token,
+        )  # fmt: skip
+        link.conn.close()  # the claim committed; its reply is lost with the connection
+        link.conn.execute("SELECT 1")
+    link.conn = None
+    assert link.open() == 1  # the reconnect gives back what the lost claim took, only that
     link.close(deregister=False)
+    assert (get_job(lost_job).status, get_job(lost_job).attempt) == ("pending", 0)
     job = get_job(job_id)
     assert (job.status, job.locked_by) == ("running", "twin")
     release.touch()
