@@ -23,10 +23,12 @@ migrations named)::
       pending -> pending   enqueue.upsert_pending_job (replaced in place), operator.retry_job
                       (due now), pgjobs_workflow_wake() (0008: a waiting workflow's job due now)
       pending -> running   claim.claim_jobs, claim.complete_and_claim
-      running -> running   lease.heartbeat (lease renewed), lease.report_progress,
+      running -> running   lease.heartbeat (lease renewed; a job claimed ahead: its start
+                      recorded), lease.report_progress,
                       enqueue.detach_key_from_running_job (key given up)
       running -> completed outcomes.complete_jobs, claim.complete_and_claim
-      running -> pending   outcomes.fail_job (a retry), rescue.rescue_expired_leases (expired),
+      running -> pending   outcomes.fail_job (a retry; lost connection: attempt undone, once),
+                      rescue.rescue_expired_leases (expired; never started: attempt undone),
                       lease.release_jobs / .release_lost_claims (never started: attempt
                       undone), workflow_runs.suspend (a workflow waits: attempt undone),
                       workflow_runs.resume (re-pointed to another code version; a pending
