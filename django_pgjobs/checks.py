@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import math
 from collections.abc import Sequence
 from datetime import timedelta
@@ -56,6 +57,12 @@ def _value_errors(config: dict[str, Any]) -> list[str]:
     grace = config.get("SHUTDOWN_GRACE", DEFAULTS["SHUTDOWN_GRACE"])
     if not _is_number(grace) or _seconds(grace) < 0:
         problems.append(f"SHUTDOWN_GRACE must be a number of seconds >= 0; got {grace!r}.")
+    limit = config.get("MAX_PAYLOAD_BYTES", DEFAULTS["MAX_PAYLOAD_BYTES"])
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 2):
+        problems.append(
+            f"MAX_PAYLOAD_BYTES must be None (no limit) or an int of at least 2 bytes (the "
+            f"empty payload {{}}); got {limit!r}."
+        )
     if not isinstance(config.get("POLL_ONLY", False), bool):
         problems.append(f"POLL_ONLY must be True or False; got {config['POLL_ONLY']!r}.")
     if not isinstance(config.get("DATABASE", "default"), str):
@@ -82,12 +89,18 @@ def check_settings(
     if not isinstance(config, dict):
         return [Error("settings.PGJOBS must be a dict.", id="pgjobs.E003")]
     errors: list[CheckMessage] = []
-    unknown = sorted(set(config) - set(DEFAULTS))
+    unknown = sorted(set(config) - set(DEFAULTS), key=str)
     if unknown:
+        guesses = [
+            f"{close[0]} for {name}"
+            for name in unknown
+            if (close := difflib.get_close_matches(str(name), list(DEFAULTS), n=1))
+        ]
+        hint = f"Did you mean {', '.join(guesses)}? " if guesses else ""
         errors.append(
             Error(
-                f"Unknown PGJOBS setting(s): {', '.join(unknown)}.",
-                hint=f"Known settings: {', '.join(sorted(DEFAULTS))}.",
+                f"Unknown PGJOBS setting(s): {', '.join(map(str, unknown))}.",
+                hint=f"{hint}Known settings: {', '.join(sorted(DEFAULTS))}.",
                 id="pgjobs.E007",
             )
         )
@@ -137,7 +150,7 @@ def check_schedules(
             errors.append(
                 Error(
                     f"Schedule {declaration.name!r} ({declaration.source}): {problem}",
-                    hint=f"Fix its {field_name}.",
+                    hint=f"Fix its {declaration.option_name(field_name)!r}.",
                     id="pgjobs.E010",
                 )
             )

@@ -254,8 +254,8 @@ class WorkflowAdmin(_ReadOnlyFieldsMixin, ModelAdmin[WorkflowExecution]):
 
     @admin.display(description="runs as")
     def runs_as(self, obj: WorkflowExecution) -> str:
-        """The workflow's jobs (key ``workflow:<id>``), and its dead letter if it died."""
-        key = f"workflow:{obj.workflow_id}"
+        """The workflow's jobs (key ``pgjobs.workflow:<id>``), and its dead letter if it died."""
+        key = f"pgjobs.workflow:{obj.workflow_id}"
         # Its jobs are created with it or later (a resume queues a new one): the created_at
         # index bounds the scan, as the key is indexed only for pending and running jobs.
         runs = list(

@@ -1,9 +1,9 @@
 """A workflow's own row through its life: start, load for a run, suspend, finish, cancel,
 resume, fork; and reading its result.
 
-A workflow runs as a job (key ``workflow:<id>``), so the job's lease token fences its writes as it
-fences a job's outcome: every statement a running workflow makes checks ``(job id, lease token)``
-and does nothing when another worker has taken over (``HOLDS_LEASE``).
+A workflow runs as a job (key ``pgjobs.workflow:<id>``), so the job's lease token fences its
+writes as it fences a job's outcome: every statement a running workflow makes checks ``(job id,
+lease token)`` and does nothing when another worker has taken over (``HOLDS_LEASE``).
 
 Lock order, to stay free of deadlocks: a workflow row before its job row, everywhere.
 
@@ -26,6 +26,7 @@ from django_pgjobs.queries.base import (
     UNDO_CLAIM,
     Cursor,
     Token,
+    holds_workflow_job,
     is_workflow_job,
     lease_params,
     notify_queues,
@@ -89,6 +90,21 @@ def existing_name(cur: Cursor, workflow_id: str) -> str | None:
     return None if found is None else str(found[0])
 
 
+def refuse_stray_job(cur: Cursor, *, workflow_id: str | None, token: Token) -> bool:
+    """True when the job this attempt holds is not the workflow's own (not keyed for it): then
+    this attempt is made its last, so the runner's failure buries it at once. Asked only when
+    :func:`load` found nothing to run. Locks the job row."""
+    cur.execute(
+        f"""
+        UPDATE pgjobs_job_queue SET max_attempts = attempt
+        WHERE {FENCE} AND NOT coalesce(key = {workflow_key("%(workflow_id)s::text")}, false)
+        RETURNING id
+        """,
+        {"workflow_id": workflow_id, **lease_params(token)},
+    )
+    return cur.fetchone() is not None
+
+
 @dataclass(frozen=True)
 class Checkpoint:
     index: int
@@ -110,8 +126,9 @@ class LoadedWorkflow:
 def load(cur: Cursor, *, workflow_id: str, token: Token) -> LoadedWorkflow | None:
     """Mark the workflow running and read its input and every checkpoint; one round trip.
 
-    Returns None when there is nothing to run: the workflow finished, was cancelled, or this
-    attempt no longer holds its job. A dead workflow whose job an operator requeued runs again.
+    Returns None when there is nothing to run: the workflow finished, was cancelled, this
+    attempt no longer holds its job, or the job is not the workflow's own (see
+    :func:`refuse_stray_job`). A dead workflow whose job an operator requeued runs again.
     Locks: the workflow row.
     """
     cur.execute(
@@ -120,7 +137,7 @@ def load(cur: Cursor, *, workflow_id: str, token: Token) -> LoadedWorkflow | Non
         SET status = 'running', started_at = coalesce(w.started_at, now()), updated_at = now(),
             completed_at = NULL
         WHERE w.workflow_id = %(workflow_id)s AND w.status IN ('pending', 'running', 'dead')
-          AND {HOLDS_LEASE}
+          AND {holds_workflow_job("w.workflow_id")}
         RETURNING w.name, w.input::text, w.wake_seq, (
             SELECT coalesce(json_agg(json_build_object(
                 'i', s.step_index, 'n', s.step_name, 's', s.status, 'o', s.output,

@@ -28,6 +28,7 @@ from django_pgjobs.jobs.options import resolve_options
 from django_pgjobs.jobs.producer import enqueue
 from django_pgjobs.jobs.registry import registry
 from django_pgjobs.models import CatchUp, Schedule
+from django_pgjobs.queries.schedules import tick_key
 from django_pgjobs.schedules.crontab import InvalidScheduleError, Spec, parse
 from django_pgjobs.schedules.declarations import sync_schedules
 from django_pgjobs.schedules.validation import FIRE_TIME_KEY
@@ -231,7 +232,7 @@ class Scheduler:
             job={"job_name": handler.name, **vars(options)},
             fire_times=ticks,
             payloads=[json.dumps({**payload, FIRE_TIME_KEY: stamp}) for stamp in stamps],
-            keys=[f"cron:{name}:{stamp}" for stamp in stamps],
+            keys=[tick_key(name, stamp) for stamp in stamps],
         )
         if not fired.advanced:
             report.lost_races += 1

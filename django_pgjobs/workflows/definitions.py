@@ -247,8 +247,8 @@ def install() -> None:
     Called once the apps are ready and every ``workflows`` and ``jobs`` module is imported, so
     the derived version covers them all. A worker claims only workflows of its own version.
     """
-    from django_pgjobs.jobs.registry import register, registry
+    from django_pgjobs.jobs.registry import register_library_job, registry
 
     name = runner_job_name()
     if registry.get(name) is None:
-        register(name, runtime.run_workflow_job)
+        register_library_job(name, runtime.run_workflow_job)

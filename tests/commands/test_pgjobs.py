@@ -60,7 +60,9 @@ def test_status_names_due_jobs_no_handler_will_run() -> None:
 def test_status_counts_workflows_and_names_stranded_versions() -> None:
     handle = start_workflow(wf.greet, "stranded")
     WorkflowExecution.objects.filter(workflow_id=handle.workflow_id).update(app_version="v0")
-    Job.objects.filter(key=f"workflow:{handle.workflow_id}").update(job_name="pgjobs.workflow:v0")
+    Job.objects.filter(key=f"pgjobs.workflow:{handle.workflow_id}").update(
+        job_name="pgjobs.workflow:v0"
+    )
     out = StringIO()
     call_command("pgjobs", "status", stdout=out)
     text = out.getvalue()

@@ -44,7 +44,7 @@ def test_starting_an_existing_id_returns_it_and_runs_nothing_twice(
     first = start_workflow(wf.greet, "bob", workflow_id="order-1")
     again = start_workflow(wf.greet, "someone else", workflow_id="order-1")
     assert again == first
-    assert Job.objects.filter(key="workflow:order-1").count() == 1
+    assert Job.objects.filter(key="pgjobs.workflow:order-1").count() == 1
     drain(make_worker())
     assert start_workflow(wf.greet, "bob", workflow_id="order-1").get_result(1) == "hello bob!"
     assert wf.runs("hello bob") == 1
