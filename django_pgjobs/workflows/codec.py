@@ -15,7 +15,7 @@ from typing import Any
 
 from django.core.serializers.json import DjangoJSONEncoder
 
-from django_pgjobs.exceptions import RecordedError, WorkflowSerializationError
+from django_pgjobs.exceptions import RecordedError, WorkflowFailed, WorkflowSerializationError
 from django_pgjobs.jobs.error_text import clean_text, describe_error
 
 
@@ -29,6 +29,10 @@ def encode(value: Any, what: str) -> str:
             f"{what} must be JSON serialisable (dicts, lists, str, numbers, bool, None; dates, "
             f"decimals and UUIDs become strings): {exc}"
         ) from exc
+    except RecursionError:
+        raise WorkflowSerializationError(
+            f"{what} is nested too deeply to serialise; pass a flatter structure."
+        ) from None
     if "\\u0000" in text:
         raise WorkflowSerializationError(f"{what} contains a NUL character; jsonb cannot store it.")
     return text
@@ -87,6 +91,23 @@ def rebuild(error: dict[str, Any]) -> BaseException:
     if traceback and not isinstance(exc, RecordedError):
         exc.add_note(f"Recorded by django-pgjobs; the original traceback:\n{traceback}")
     return exc
+
+
+def rebuild_for_caller(error: dict[str, Any]) -> Exception:
+    """The recorded error as the caller of ``get_result()`` should see it: rebuilt, except a
+    ``BaseException`` that is not an ``Exception`` (``SystemExit``, ``KeyboardInterrupt``), which
+    a view or a job would not catch and which would stop whatever runs it: that becomes
+    :class:`WorkflowFailed`, naming the original class. (A replayed step raises what it raised
+    the first time, so the workflow's own code sees the same either way.)"""
+    exc = rebuild(error)
+    if isinstance(exc, Exception):
+        return exc
+    cls = type(exc)
+    return WorkflowFailed(
+        f"{cls.__module__}.{cls.__qualname__}",
+        str(error.get("message", "")),
+        error.get("traceback"),
+    )
 
 
 def _loaded_class(type_name: str) -> type[BaseException] | None:

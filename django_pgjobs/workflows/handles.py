@@ -96,8 +96,10 @@ class WorkflowHandle:
         return get_workflow(self.workflow_id)
 
     def get_result(self, timeout: float | None = None) -> Any:
-        """The workflow's return value once it finishes; raises its error if it failed,
-        :class:`WorkflowCancelled` / :class:`WorkflowDead`, or :class:`WorkflowTimeout`."""
+        """The workflow's return value once it finishes; raises its error if it failed (a
+        ``SystemExit`` or ``KeyboardInterrupt`` as :class:`WorkflowFailed`, an ordinary
+        exception), :class:`WorkflowCancelled` / :class:`WorkflowDead`, or
+        :class:`WorkflowTimeout`."""
         seconds = waits.check_timeout(timeout, "timeout")
         if runtime.in_workflow_body():
             found = waits.result_in_workflow(self.workflow_id, seconds)
@@ -144,7 +146,7 @@ def _outcome(workflow_id: str, found: dict[str, Any]) -> Any:
         raise WorkflowDead(
             f"Workflow {workflow_id!r} is dead: {error.get('message', 'it kept crashing')}"
         )
-    raise codec.rebuild(found.get("error") or {"type": "Exception", "message": "failed"})
+    raise codec.rebuild_for_caller(found.get("error") or {"type": "Exception", "message": "failed"})
 
 
 def wait_outside(key: str, check: Any, timeout: float | None) -> Any:

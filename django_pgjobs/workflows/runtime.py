@@ -201,7 +201,12 @@ def in_workflow_body() -> bool:
 def require_context(what: str) -> WorkflowContext:
     ctx = _current.get()
     if ctx is None:
-        raise NotInWorkflow(f"{what}() can only be called inside a workflow.")
+        raise NotInWorkflow(
+            f"{what}() can only be called inside a workflow: in the body of a @workflow "
+            "function, started with start_workflow() and run by a worker. From other code, "
+            "reach a workflow by its id: send(workflow_id, ...), get_event(workflow_id, key), "
+            "WorkflowHandle(workflow_id).get_result()."
+        )
     if ctx.in_step:
         raise NotInWorkflow(f"{what}() cannot be called inside a step; call it from the workflow.")
     ctx.check_running()
