@@ -3,14 +3,13 @@ check ``pgjobs.E010`` and the declarations all ask it, and it imports none of th
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any
 
 from django.conf import settings
 from django.utils import timezone as django_timezone
 
-from django_pgjobs.exceptions import InvalidJobError
+from django_pgjobs.exceptions import InvalidJobError, PayloadNotSerializable
 from django_pgjobs.jobs import validation
 from django_pgjobs.jobs.registry import registry
 from django_pgjobs.schedules.crontab import InvalidScheduleError, parse
@@ -91,10 +90,11 @@ def declaration_problems(
     elif FIRE_TIME_KEY in payload:
         problems["payload"] = f"{FIRE_TIME_KEY!r} is set by the scheduler on every tick; rename it."
     else:
+        # What enqueue checks (JSON, NUL, surrogates, MAX_PAYLOAD_BYTES): every tick enqueues it.
         try:
-            json.dumps(payload, allow_nan=False)
-        except (TypeError, ValueError) as exc:
-            problems["payload"] = f"The payload is not JSON serialisable: {exc}."
+            validation.dump_payload(payload)
+        except PayloadNotSerializable as exc:
+            problems["payload"] = str(exc)
     return problems
 
 

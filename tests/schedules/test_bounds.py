@@ -123,3 +123,10 @@ def test_the_table_refuses_the_same_from_sql(column: str, value: Any) -> None:
             "VALUES (%(name)s, '0 * * * *', %(job_name)s, %(limit)s)",
             {**row, "limit": row.get("catch_up_limit", 10)},
         )
+
+
+def test_a_schedule_payload_is_held_to_what_enqueue_accepts() -> None:
+    with override_settings(PGJOBS={"MAX_PAYLOAD_BYTES": 50}):
+        errors = form_errors(payload='{"blob": "' + "x" * 100 + '"}')
+    assert "the limit is 50" in str(errors["payload"])
+    assert form_errors(payload='{"a": 1}') == {}
