@@ -19,10 +19,10 @@ from django_pgjobs.exceptions import InvalidJobError, PayloadNotSerializable
 MAX_NAME_LENGTH = 200
 # The largest integer PostgreSQL's integer columns hold (attempts, for one).
 MAX_INT = 2**31 - 1
-# Higher runs first, as in Django's Tasks framework.
 # A key lives in a unique btree index, whose entries must fit in a third of a page (2,704
 # bytes): 500 characters of UTF-8 always do.
 MAX_KEY_LENGTH = 500
+# Higher runs first, as in Django's Tasks framework.
 MIN_PRIORITY = -100
 MAX_PRIORITY = 100
 # Names and keys starting with this belong to the library (a workflow runs as the job

@@ -88,8 +88,8 @@ def test_the_enqueue_command_refuses_a_reserved_name() -> None:
 
 def test_a_user_key_shaped_like_a_workflow_key_does_not_block_that_workflow_id() -> None:
     """Before: a client-chosen key 'workflow:order-7' made start_workflow(workflow_id='order-7')
-    create the workflow row but no job (its key was taken): the workflow never ran."""
-    enqueue("test.record", key="pgjobs.workflow:order-7")
+    fail with an IntegrityError on the job's key: the client had blocked that workflow id."""
+    enqueue("test.record", key="workflow:order-7")
     handle = start_workflow(wf.greet, "ada", workflow_id="order-7")
     job = Job.objects.get(key="pgjobs.workflow:order-7")
     assert job.job_name == runner_job_name()
