@@ -7,6 +7,7 @@ aborts the caller's transaction with a database error.
 from __future__ import annotations
 
 import json
+import math
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -100,8 +101,15 @@ def check_max_attempts(value: object) -> int:
 def check_retry_delay(value: object) -> float:
     if isinstance(value, timedelta):
         value = value.total_seconds()
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-        raise InvalidJobError(f"retry_delay must be a number of seconds >= 0; got {value!r}.")
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value < 0
+    ):
+        raise InvalidJobError(
+            f"retry_delay must be a finite number of seconds >= 0; got {value!r}."
+        )
     return float(value)
 
 

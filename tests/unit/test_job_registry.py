@@ -69,6 +69,8 @@ def test_a_different_function_under_a_taken_name_is_refused(
         ({"max_attempts": 0}, "between 1 and"),
         ({"priority": 1000}, "between -100 and 100"),
         ({"retry_delay": -1}, "retry_delay"),
+        ({"retry_delay": float("nan")}, "finite number"),
+        ({"retry_delay": float("inf")}, "finite number"),
         ({"queue": ""}, "queue name"),
     ],
 )

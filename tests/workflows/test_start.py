@@ -84,6 +84,10 @@ def test_bad_input_is_refused_at_the_call_and_writes_nothing() -> None:
 def test_decorator_options_are_validated() -> None:
     with pytest.raises(InvalidJobError, match="max_recovery_attempts"):
         workflow(max_recovery_attempts=-1)
+    # Its job gets one attempt more, in an integer column: refused here, not by a DataError that
+    # would abort the transaction of whoever starts it.
+    with pytest.raises(InvalidJobError, match="from 0 to 2147483646"):
+        workflow(max_recovery_attempts=2**31 - 1)
     with pytest.raises(InvalidJobError, match="max_attempts"):
         step(max_attempts=0)
     with pytest.raises(InvalidJobError, match="async"):
