@@ -162,10 +162,7 @@ def _handler(name: str, func: HandlerFunc, **options: Any) -> JobHandler:
 def _check_signature(name: str, func: HandlerFunc) -> None:
     """A worker calls ``func(payload)``, or ``func(payload, report_progress)`` when it takes a
     second positional parameter: a signature needing anything else would fail every attempt."""
-    try:
-        params = list(inspect.signature(func).parameters.values())
-    except (TypeError, ValueError):
-        return  # a builtin without a signature: let it be called
+    params = list(inspect.signature(func).parameters.values())
     if _positional_arity(func) < 1:
         raise InvalidJobError(
             f"The handler of {name!r} must accept the payload as its first positional parameter."
@@ -176,7 +173,7 @@ def _check_signature(name: str, func: HandlerFunc) -> None:
         p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY and p.default is p.empty
     ]
     if len(required) > 2 or keyword_only:
-        needed = ", ".join(required + [f"*, {n}" for n in keyword_only])
+        needed = ", ".join(required + (["*", *keyword_only] if keyword_only else []))
         raise InvalidJobError(
             f"The handler of {name!r} needs ({needed}), but a worker calls it with the payload "
             "and, if it takes a second parameter, a report_progress callable: give the other "
