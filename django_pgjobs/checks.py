@@ -15,6 +15,9 @@ from django_pgjobs.conf import DEFAULTS
 from django_pgjobs.conf import seconds as _seconds
 from django_pgjobs.jobs.validation import MAX_INT
 
+# Where the docs say how to get a PostgreSQL for development (the embedded server helpers).
+POSTGRESQL_FOR_DEVELOPMENT = "docs/howto/install.md#a-postgresql-for-development"
+
 _POSITIVE_SECONDS = (
     "RETRY_DELAY_MAX",
     "POLL_INTERVAL",
@@ -162,7 +165,11 @@ def check_database(
         return [
             Error(
                 f"django-pgjobs needs PostgreSQL, but database {alias!r} uses {engine!r}.",
-                hint="Set ENGINE to 'django.db.backends.postgresql' (PostgreSQL 13 or newer).",
+                hint=(
+                    "Set ENGINE to 'django.db.backends.postgresql' (PostgreSQL 13 or newer). No "
+                    "server for development? pip install 'django-pgjobs[embedded]' and two lines "
+                    f"of settings start one: see {POSTGRESQL_FOR_DEVELOPMENT} in django-pgjobs."
+                ),
                 id="pgjobs.E001",
             )
         ]

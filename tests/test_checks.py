@@ -89,3 +89,20 @@ def test_e006_unknown_database_alias() -> None:
 def test_e004_non_finite_numbers(value: float) -> None:
     with override_settings(PGJOBS={"LEASE_SECONDS": value}):
         assert "pgjobs.E004" in run_settings_check()
+
+
+def test_e001_points_at_how_to_get_a_postgresql_for_development() -> None:
+    from django_pgjobs.checks import POSTGRESQL_FOR_DEVELOPMENT
+    from tests.unit.test_docs import ROOT, broken_link
+
+    mysql = {"default": {"ENGINE": "django.db.backends.mysql", "NAME": "shop"}}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Overriding setting DATABASES")
+        with override_settings(DATABASES=mysql):
+            [error] = check_database(app_configs=None, databases=None)
+    assert "'django.db.backends.mysql'" in error.msg
+    assert error.hint is not None
+    assert POSTGRESQL_FOR_DEVELOPMENT in error.hint
+    assert "pip install 'django-pgjobs[embedded]'" in error.hint
+    # The section exists (a renamed heading would leave the hint pointing nowhere).
+    assert broken_link(ROOT / "README.md", POSTGRESQL_FOR_DEVELOPMENT) is None
