@@ -12,6 +12,10 @@ from typing import TYPE_CHECKING
 
 from django_pgjobs.exports import lazy_exports
 
+# The one version source: pyproject.toml reads it (setuptools' dynamic version), and
+# importlib.metadata.version("django-pgjobs") of an installed copy says the same.
+__version__ = "0.1.0"
+
 # The one table of public names: name -> the module that defines it.
 _EXPORTS = {
     "job": "django_pgjobs.jobs.registry",
