@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import ast
 import glob
+import importlib.metadata
+import json
 import re
 import tomllib
 from pathlib import Path
 from typing import Any
 
+import pytest
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
@@ -42,6 +45,21 @@ def test_the_version_has_one_source_that_the_build_reads_without_importing() -> 
     ]
     assert ast.literal_eval(literal) == django_pgjobs.__version__
     assert str(Version(django_pgjobs.__version__)) == django_pgjobs.__version__  # PEP 440
+
+
+def test_the_installed_metadata_agrees_with_the_version_source() -> None:
+    """runtests.py installs this checkout (pip install -e .): what pip recorded for it is
+    ``__version__``. (.ci/check_dist.py checks the same of the built wheel.)"""
+    here = [
+        found
+        for found in importlib.metadata.distributions(name="django-pgjobs")
+        if json.loads(found.read_text("direct_url.json") or "{}").get("url") == ROOT.as_uri()
+    ]
+    if not here:
+        pytest.skip("this checkout is not pip-installed here (PYTHONPATH only)")
+    assert [found.version for found in here] == [django_pgjobs.__version__], (
+        "reinstall: pip install -e ."
+    )
 
 
 def test_every_file_of_the_package_reaches_the_wheel() -> None:
