@@ -36,6 +36,9 @@ def test_the_docs_give_two_lines() -> None:
     assert len(lines) == 2
     assert lines[0].startswith("from django_pgjobs.contrib.embedded import")
     assert lines[1].startswith("DATABASES = ")
+    # The example project's settings are the documented lines, so the quick start proves them too.
+    example = (ROOT / "example_project" / "config" / "settings.py").read_text()
+    assert all(line in example.splitlines() for line in lines)
 
 
 @pytest.mark.django_db
