@@ -9,9 +9,20 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
-from types import FrameType
+from datetime import UTC, datetime
+from types import FrameType, TracebackType
 
+from django_pgjobs.observability.display import EscapeStoredText, local_time, printable
 from django_pgjobs.schedules.scheduler import Scheduler
+
+# Every logger the package logs to (a test checks the list against the code). Filters do not
+# propagate to child loggers, so each gets its own.
+LOGGERS = (
+    "django_pgjobs",
+    "django_pgjobs.worker",
+    "django_pgjobs.scheduler",
+    "django_pgjobs.workflows",
+)
 
 
 class StopSignals:
@@ -56,13 +67,39 @@ class SchedulerThread:
         self._thread.join(timeout=10)  # a daemon thread: never hold the exit for it
 
 
+class LogFormatter(logging.Formatter):
+    """The worker's log line: the time in ``TIME_ZONE`` with its offset, like every time pgjobs
+    prints, and stored text escaped (tracebacks keep their line breaks, nothing else)."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        return local_time(datetime.fromtimestamp(record.created, UTC))
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return printable(super().formatMessage(record))
+
+    def formatException(
+        self,
+        ei: tuple[type[BaseException], BaseException, TracebackType | None]
+        | tuple[None, None, None],
+    ) -> str:
+        return "\n".join(map(printable, super().formatException(ei).split("\n")))
+
+
 def configure_logging(verbosity: int) -> None:
-    """Log to stderr unless the project configured logging: -v 0 warnings and errors only,
+    """Escape stored text in every pgjobs log record (whoever formats it); log to stderr with
+    :class:`LogFormatter` unless the project configured logging: -v 0 warnings and errors only,
     -v 1 (the default) one line per job, -v 2 debug."""
+    for name in LOGGERS:
+        named = logging.getLogger(name)
+        if not any(isinstance(f, EscapeStoredText) for f in named.filters):
+            named.addFilter(EscapeStoredText())
     logger = logging.getLogger("django_pgjobs")
     if logger.handlers or logging.getLogger().handlers:
         return
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(LogFormatter())
     logger.addHandler(handler)
     logger.setLevel({0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG))
