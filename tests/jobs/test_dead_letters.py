@@ -4,11 +4,17 @@ statement."""
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
+import psycopg
 import pytest
 
+from django_pgjobs import queries, start_workflow
+from django_pgjobs.exceptions import JobStateError
 from django_pgjobs.jobs import list_dead_letter_jobs, requeue_dead_letter_jobs
 from django_pgjobs.models import FailedJob, Job
+from tests.helpers import bury_workflow, in_thread, second_connection, wait_for, workflow_job
+from tests.testapp import workflows as wf
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -77,3 +83,48 @@ def test_bulk_requeue_reports_the_count_and_the_first_ids_of_many() -> None:
     assert done.count == 12 and len(done.job_ids) == 5
     assert Job.objects.filter(id__in=done.job_ids).count() == 5
     assert not FailedJob.objects.exists()
+
+
+def test_two_operators_requeueing_the_same_dead_letters_at_once_requeue_each_once(
+    other_connection: psycopg.Connection[Any],
+) -> None:
+    for _ in range(3):
+        dead(error="TimeoutError: crm")
+    selected = "SELECT id FROM pgjobs_failed_jobs"
+    with other_connection.transaction():
+        first = queries.requeue_dead_letters(
+            other_connection.cursor(), selected=selected, params=[]
+        )
+        assert first.count == 3
+        # The second operator's statement waits on the rows the first one deleted...
+        second: list[queries.Requeued] = []
+        thread = in_thread(
+            lambda: second.append(requeue_dead_letter_jobs(exception="TimeoutError"))
+        )
+        wait_for(_a_requeue_waits_on_a_lock, what="the second requeue to wait")
+    # ...and, once the first commits, finds them gone.
+    thread.join(10)
+    assert second[0].count == 0
+    assert Job.objects.count() == 3 and not FailedJob.objects.exists()
+
+
+def _a_requeue_waits_on_a_lock() -> bool:
+    # A connection of its own: pg_stat_activity is a snapshot for the rest of a transaction.
+    with second_connection() as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+            "AND query LIKE '%DELETE FROM pgjobs_failed_jobs%'"
+        ).fetchone()
+    return bool(row and row[0])
+
+
+def test_a_bulk_requeue_that_would_give_a_workflow_two_active_jobs_moves_nothing() -> None:
+    handle = start_workflow(wf.greet, "twice")
+    key = workflow_job(handle.workflow_id).key
+    bury_workflow(handle.workflow_id)
+    Job.objects.create(job_name="test.record", key=key)  # the workflow's key is active again
+    other = dead()
+    with pytest.raises(JobStateError, match="Nothing was requeued"):
+        requeue_dead_letter_jobs()
+    assert FailedJob.objects.count() == 2 and FailedJob.objects.filter(id=other).exists()
+    assert requeue_dead_letter_jobs(job_name="test.fail").count == 1
