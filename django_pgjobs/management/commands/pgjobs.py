@@ -102,7 +102,7 @@ class Command(BaseCommand):
 
     def say(self, line: str, style: Callable[[str], str] | None = None) -> None:
         """Write one line of output; stored text in it is shown escaped."""
-        shown = printable(line)
+        shown = printable(line).rstrip()
         self.stdout.write(shown if style is None else style(shown))
 
     def do_status(self, options: dict[str, Any], using: str | None) -> None:
