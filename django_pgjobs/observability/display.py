@@ -22,6 +22,14 @@ from django.utils import timezone
 # viewers) and the bidirectional overrides and isolates (they reorder what is shown).
 _UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+# Every logger the package logs to (a test checks the list against the code). Filters do not
+# propagate to child loggers, so each gets its own.
+LOGGERS = (
+    "django_pgjobs",
+    "django_pgjobs.worker",
+    "django_pgjobs.scheduler",
+    "django_pgjobs.workflows",
+)
 
 
 def _escape(match: re.Match[str]) -> str:
@@ -53,3 +61,12 @@ class EscapeStoredText(logging.Filter):
         if _UNSAFE.search(message):
             record.msg, record.args = printable(message), None
         return True
+
+
+def escape_stored_text_in_logs() -> None:
+    """Add :class:`EscapeStoredText` to every pgjobs logger, once. The app does at start-up, so
+    worker, scheduler and web processes all log stored text escaped, whatever ``LOGGING`` says."""
+    for name in LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, EscapeStoredText) for f in logger.filters):
+            logger.addFilter(EscapeStoredText())

@@ -12,17 +12,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from types import FrameType, TracebackType
 
-from django_pgjobs.observability.display import EscapeStoredText, local_time, printable
+from django_pgjobs.observability.display import local_time, printable
 from django_pgjobs.schedules.scheduler import Scheduler
-
-# Every logger the package logs to (a test checks the list against the code). Filters do not
-# propagate to child loggers, so each gets its own.
-LOGGERS = (
-    "django_pgjobs",
-    "django_pgjobs.worker",
-    "django_pgjobs.scheduler",
-    "django_pgjobs.workflows",
-)
 
 
 class StopSignals:
@@ -89,13 +80,9 @@ class LogFormatter(logging.Formatter):
 
 
 def configure_logging(verbosity: int) -> None:
-    """Escape stored text in every pgjobs log record (whoever formats it); log to stderr with
-    :class:`LogFormatter` unless the project configured logging: -v 0 warnings and errors only,
-    -v 1 (the default) one line per job, -v 2 debug."""
-    for name in LOGGERS:
-        named = logging.getLogger(name)
-        if not any(isinstance(f, EscapeStoredText) for f in named.filters):
-            named.addFilter(EscapeStoredText())
+    """Log to stderr with :class:`LogFormatter` unless the project configured logging: -v 0
+    warnings and errors only, -v 1 (the default) one line per job, -v 2 debug. (Stored text is
+    escaped in every pgjobs record whoever formats it: the app adds the filter at start-up.)"""
     logger = logging.getLogger("django_pgjobs")
     if logger.handlers or logging.getLogger().handlers:
         return

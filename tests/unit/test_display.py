@@ -11,8 +11,8 @@ import pytest
 from django.test import override_settings
 
 import django_pgjobs
-from django_pgjobs.observability.display import EscapeStoredText, local_time, printable
-from django_pgjobs.worker.process import LOGGERS, LogFormatter
+from django_pgjobs.observability.display import LOGGERS, EscapeStoredText, local_time, printable
+from django_pgjobs.worker.process import LogFormatter
 
 
 @pytest.mark.parametrize(
@@ -60,3 +60,5 @@ def test_every_logger_the_package_uses_gets_the_escaping_filter() -> None:
         and isinstance(node.args[0], ast.Constant)
     }
     assert used <= set(LOGGERS)
+    for name in LOGGERS:  # added when the app started
+        assert any(isinstance(f, EscapeStoredText) for f in logging.getLogger(name).filters)

@@ -11,7 +11,6 @@ import pytest
 from django_pgjobs import enqueue
 from django_pgjobs.jobs.registry import JobHandler
 from django_pgjobs.worker import Worker
-from django_pgjobs.worker.process import LOGGERS, configure_logging
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -20,21 +19,17 @@ FORGED = "2026-12-03 14:00:00+0000 INFO django_pgjobs.worker: Completed forged"
 
 @pytest.fixture
 def worker_log() -> Iterator[StringIO]:
-    """What a project's own plain handler on ``django_pgjobs`` writes while the worker runs."""
+    """What a project's own plain handler on ``django_pgjobs`` writes while the worker runs (the
+    app escapes pgjobs records at start-up: nothing to configure)."""
     stream = StringIO()
     handler = logging.StreamHandler(stream)
     logger = logging.getLogger("django_pgjobs")
     level = logger.level
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
-    configure_logging(1)  # as the worker command does; the project's handler stays in charge
     yield stream
     logger.removeHandler(handler)
     logger.setLevel(level)
-    for name in LOGGERS:
-        named = logging.getLogger(name)
-        for added in named.filters[:]:
-            named.removeFilter(added)
 
 
 def test_a_job_named_with_a_newline_produces_one_log_line(
