@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import logging
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -62,3 +63,14 @@ def test_every_logger_the_package_uses_gets_the_escaping_filter() -> None:
     assert used <= set(LOGGERS)
     for name in LOGGERS:  # added when the app started
         assert any(isinstance(f, EscapeStoredText) for f in logging.getLogger(name).filters)
+
+
+def test_the_worker_format_keeps_a_traceback_s_line_breaks_and_escapes_the_rest() -> None:
+    try:
+        raise ValueError("boom\x1b[2J\rwiped")
+    except ValueError:
+        record = logging.LogRecord("django_pgjobs", 40, "f", 1, "Job x\ny", None, sys.exc_info())
+    lines = LogFormatter().format(record).splitlines()
+    assert lines[0].endswith("ERROR django_pgjobs: Job x\\ny")
+    assert lines[1] == "Traceback (most recent call last):"
+    assert lines[-1] == "ValueError: boom\\x1b[2J\\rwiped"
