@@ -26,6 +26,7 @@ from django_pgjobs.admin.common import (
     _ReadOnlyFieldsMixin,
     search_by_id_or_name,
 )
+from django_pgjobs.admin.requeue import requeue_all_selected
 from django_pgjobs.conf import conf
 from django_pgjobs.jobs import operations as jobs
 from django_pgjobs.models import (
@@ -194,7 +195,7 @@ class FailedJobAdmin(_JobColumns, _ReadOnlyFieldsMixin, ModelAdmin[FailedJob]):
     ) -> tuple[QuerySet[FailedJob], bool]:
         return search_by_id_or_name(queryset, search_term.strip()), False
 
-    actions = ("requeue",)
+    actions = ("requeue", requeue_all_selected)
     readonly_fields = ("pretty_payload", "full_error")
     fields = (
         "id", "job_name", "queue", "priority", "attempt", "max_attempts", "pretty_payload",

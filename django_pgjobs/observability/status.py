@@ -14,6 +14,10 @@ from django.db.models.functions import Now
 from django_pgjobs.conf import conf
 from django_pgjobs.jobs.registry import registry
 from django_pgjobs.models import FailedJob, Worker
+from django_pgjobs.queries.base import WORKFLOW_JOB_PREFIX
+
+# How many workflow ids ``pgjobs status`` names for a code version no worker here runs.
+STRANDED_SHOWN = 10
 
 
 @dataclass
@@ -37,6 +41,9 @@ class QueueStatus:
     unhandled: dict[str, int] = field(default_factory=dict)
     # Workflows by status (pending, running, completed, failed, cancelled, dead).
     workflows: dict[str, int] = field(default_factory=dict)
+    # For each unhandled workflow job name (a code version no worker here runs): the ids of
+    # the first workflows pinned to it, oldest first.
+    stranded_workflows: dict[str, list[str]] = field(default_factory=dict)
 
 
 def queue_status(*, using: str | None = None) -> QueueStatus:
@@ -68,6 +75,15 @@ def queue_status(*, using: str | None = None) -> QueueStatus:
             [registry.names()],
         )
         status.unhandled = dict(cur.fetchall())
+        stranded = [name for name in status.unhandled if name.startswith(WORKFLOW_JOB_PREFIX)]
+        if stranded:
+            cur.execute(
+                "SELECT job_name, (array_agg(payload ->> 'workflow_id' ORDER BY created_at))[1:%s] "
+                "FROM pgjobs_job_queue WHERE status = 'pending' AND scheduled_for <= now() "
+                "AND job_name = ANY(%s) GROUP BY job_name",
+                [STRANDED_SHOWN, stranded],
+            )
+            status.stranded_workflows = {name: list(ids) for name, ids in cur.fetchall()}
         cur.execute("SELECT status, count(*) FROM pgjobs_workflow_executions GROUP BY status")
         status.workflows = dict(cur.fetchall())
     status.dead_letters = FailedJob.objects.using(alias).count()

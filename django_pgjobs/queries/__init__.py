@@ -18,7 +18,7 @@ migrations named)::
 
     pgjobs_job_queue (jobs)
       -> pending      enqueue.insert_job, enqueue.insert_jobs, schedules.fire_tick,
-                      operator.requeue_dead_letter, workflow_runs.start / .resume / .fork;
+                      operator.requeue_dead_letter(s), workflow_runs.start / .resume / .fork;
                       a plain INSERT (0001) or pgjobs_enqueue() (0009)
       pending -> pending   enqueue.upsert_pending_job (replaced in place), operator.retry_job
                       (due now), pgjobs_workflow_wake() (0008: a waiting workflow's job due now)
@@ -41,6 +41,7 @@ migrations named)::
     pgjobs_failed_jobs (dead letters)
       -> dead         outcomes.fail_job, rescue.rescue_expired_leases
       dead -> deleted operator.requeue_dead_letter (back to the queue as a new job),
+                      operator.requeue_dead_letters (many at once: one statement),
                       workflow_runs.resume (a dead workflow's job); the admin's delete action
                       (the ORM: an operator discarding a dead letter)
       a workflow's job buried: its workflow -> dead (trigger pgjobs_failed_workflow, 0008)
@@ -93,7 +94,13 @@ from django_pgjobs.queries.lease import (
     release_untracked_jobs,
     report_progress,
 )
-from django_pgjobs.queries.operator import cancel_job, requeue_dead_letter, retry_job
+from django_pgjobs.queries.operator import (
+    Requeued,
+    cancel_job,
+    requeue_dead_letter,
+    requeue_dead_letters,
+    retry_job,
+)
 from django_pgjobs.queries.outcomes import FailOutcome, complete_jobs, fail_job
 from django_pgjobs.queries.rescue import rescue_expired_leases
 from django_pgjobs.queries.schedules import (
@@ -119,6 +126,7 @@ __all__ = [
     "ClaimedJob",
     "Cursor",
     "FailOutcome",
+    "Requeued",
     "Token",
     "cancel_job",
     "claim_jobs",
@@ -141,6 +149,7 @@ __all__ = [
     "release_untracked_jobs",
     "report_progress",
     "requeue_dead_letter",
+    "requeue_dead_letters",
     "rescue_expired_leases",
     "retry_job",
     "seconds_until_next_due",

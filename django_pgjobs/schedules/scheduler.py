@@ -28,6 +28,7 @@ from django_pgjobs.jobs.options import resolve_options
 from django_pgjobs.jobs.producer import enqueue
 from django_pgjobs.jobs.registry import registry
 from django_pgjobs.models import CatchUp, Schedule
+from django_pgjobs.observability.display import local_time
 from django_pgjobs.schedules.crontab import InvalidScheduleError, Spec, parse
 from django_pgjobs.schedules.declarations import sync_schedules
 from django_pgjobs.schedules.validation import FIRE_TIME_KEY
@@ -240,7 +241,9 @@ class Scheduler:
         report.enqueued += len(ids)
         report.skipped += skipped
         if ids:
-            logger.info("Schedule %r fired %s tick(s), latest %s", name, len(ids), ticks[-1])
+            logger.info(
+                "Schedule %r fired %s tick(s), latest %s", name, len(ids), local_time(ticks[-1])
+            )
         if skipped:
             logger.warning(
                 "Schedule %r skipped missed ticks (catch-up policy %r)", name, row["catch_up"]

@@ -13,6 +13,7 @@ from django.utils import timezone as django_timezone
 from django_pgjobs.exceptions import InvalidJobError
 from django_pgjobs.jobs import validation
 from django_pgjobs.jobs.registry import registry
+from django_pgjobs.queries.base import WORKFLOW_JOB_PREFIX
 from django_pgjobs.schedules.crontab import InvalidScheduleError, parse
 
 # The key under which a tick's job receives its scheduled fire time (ISO 8601, UTC).
@@ -66,9 +67,9 @@ def declaration_problems(
         if moment is not None and django_timezone.is_naive(moment):
             problems[name] = "Use an aware datetime."
     if registry.get(job_name) is None:
-        known = ", ".join(registry.names()) or "none"
+        known = ", ".join(n for n in registry.names() if not n.startswith(WORKFLOW_JOB_PREFIX))
         problems["job_name"] = (
-            f"No job handler is registered as {job_name!r} (registered: {known})."
+            f"No job handler is registered as {job_name!r} (registered: {known or 'none'})."
         )
     if not isinstance(payload, dict):
         problems["payload"] = "A schedule's payload must be a JSON object."

@@ -139,6 +139,8 @@ class Worker:
                     ))  # fmt: skip
                 except psycopg.Error as exc:
                     self._on_database_error(exc)
+            if scheduling is not None:
+                scheduling.stop()  # first: no schedule tick fires during the shutdown grace
             self._shutdown()
         finally:
             if scheduling is not None:
