@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from typing import Any
 
@@ -13,6 +14,7 @@ from django.utils.html import format_html
 
 from django_pgjobs.admin.common import (
     ModelAdmin,
+    _excerpt,
     _ReadOnlyFieldsMixin,
     related_count,
 )
@@ -53,7 +55,13 @@ class WorkerAdmin(_ReadOnlyFieldsMixin, ModelAdmin[Worker]):
 
     @admin.display(description="queues")
     def queue_list(self, obj: Worker) -> str:
-        return ", ".join(obj.queues) or "all"
+        # Workers write a list of names; a row written by SQL may hold any JSON.
+        queues: Any = obj.queues
+        if not queues:
+            return "all"
+        shown = queues if isinstance(queues, list) else [queues]
+        names = (q if isinstance(q, str) else json.dumps(q, sort_keys=True) for q in shown)
+        return _excerpt(", ".join(names), 200)
 
     @admin.display(description="running jobs", ordering="running_count")
     def running_jobs(self, obj: Worker) -> int:
