@@ -182,12 +182,13 @@ def _apply(
 ) -> bool:
     """Run one library operation per selected row; report successes, and refusals grouped by
     reason. A selection above ACTION_LIMIT rows is refused (False): one request must stay
-    short."""
-    selected = list(ids)
+    short. A queryset ("select all N") is read only up to ACTION_LIMIT + 1 rows to decide."""
+    selected = list(ids[: ACTION_LIMIT + 1] if isinstance(ids, QuerySet) else ids)
     if len(selected) > ACTION_LIMIT:
         modeladmin.message_user(
             request,
-            f"{len(selected)} rows selected; actions handle at most {ACTION_LIMIT} at a time. "
+            f"More than {ACTION_LIMIT} rows selected; actions handle at most {ACTION_LIMIT} at a "
+            "time. "
             "Narrow the selection with filters (or use the CLI / the API for bulk changes).",
             messages.ERROR,
         )

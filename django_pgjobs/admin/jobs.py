@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 from django.contrib import admin, messages
 from django.db.models import Count, QuerySet, TextField
@@ -12,6 +12,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.html import format_html
 
+from django_pgjobs.admin import common
 from django_pgjobs.admin.common import (
     _STATUS_COLOURS,
     ChoicesDropdown,
@@ -22,9 +23,15 @@ from django_pgjobs.admin.common import (
     _apply,
     _badge,
     _excerpt,
-    _pre,
     _ReadOnlyFieldsMixin,
     search_by_id_or_name,
+)
+from django_pgjobs.admin.previews import (
+    LIST_CHARS,
+    PREVIEW_CHARS,
+    LargeValuesMixin,
+    bounded,
+    whole_or_head,
 )
 from django_pgjobs.conf import conf
 from django_pgjobs.jobs import operations as jobs
@@ -46,21 +53,33 @@ class _JobColumns:
     def attempts(self, obj: Job | FailedJob) -> str:
         return f"{obj.attempt}/{obj.max_attempts}"
 
+    # Large columns: lists read 200 characters of the error, detail pages a bounded preview
+    # of each, and <id>/raw/<field>/ the whole value (see previews.py).
+    raw_fields: ClassVar[dict[str, bool]] = {"payload": True, "error": False}
+    list_defer: tuple[str, ...] = ("payload", "error")
+
+    def list_heads(self) -> dict[str, Any]:
+        return bounded("error", "error", LIST_CHARS)
+
     @admin.display(description="error")
     def error_excerpt(self, obj: Job | FailedJob) -> str:
-        return _excerpt(obj.error)
+        return _excerpt(getattr(obj, "error_head", None))
 
     @admin.display(description="payload")
     def pretty_payload(self, obj: Job | FailedJob) -> str:
-        return _pre(obj.payload)
+        return self._preview(obj, "payload", json_value=True)
 
     @admin.display(description="error (with traceback)")
     def full_error(self, obj: Job | FailedJob) -> str:
-        return _pre(obj.error) if obj.error else "—"
+        return self._preview(obj, "error", json_value=False)
+
+    def _preview(self, obj: Job | FailedJob, field: str, *, json_value: bool) -> str:
+        url = LargeValuesMixin.raw_url(self, obj, field)  # type: ignore[arg-type]  # a mixin
+        return whole_or_head(obj, field, json_value=json_value, raw_url=url, limit=PREVIEW_CHARS)
 
 
 @admin.register(Job)
-class JobAdmin(_JobColumns, _ReadOnlyFieldsMixin, ModelAdmin[Job]):
+class JobAdmin(_JobColumns, LargeValuesMixin, _ReadOnlyFieldsMixin, ModelAdmin[Job]):
     list_display = (
         "short_id",
         "job_name",
@@ -81,17 +100,26 @@ class JobAdmin(_JobColumns, _ReadOnlyFieldsMixin, ModelAdmin[Job]):
     ordering = ("-created_at",)
     list_per_page = 50
     actions = ("retry_now", "run_now", "cancel")
+    raw_fields: ClassVar[dict[str, bool]] = {
+        "payload": True,
+        "error": False,
+        "progress_message": False,
+    }
+    list_defer = ("payload", "error", "progress_message")
+
+    def list_heads(self) -> dict[str, Any]:
+        return super().list_heads() | bounded("progress_message", "progress_message", LIST_CHARS)
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         # Deleting rows behind the queue's back (a running job!) is not an operation here;
         # this also removes the bulk "delete selected" action. Cancel, then let pruning go.
         return False
 
-    readonly_fields = ("pretty_payload", "full_error", "timings")
+    readonly_fields = ("pretty_payload", "full_error", "timings", "progress_bar")
     fieldsets = (
         (None, {"fields": ("id", "job_name", "queue", "priority", "status", "key")}),
         ("Attempts", {"fields": ("attempt", "max_attempts", "full_error")}),
-        ("Progress", {"fields": ("progress", "progress_message")}),
+        ("Progress", {"fields": ("progress_bar",)}),
         ("Payload", {"fields": ("pretty_payload",)}),
         (
             "Timing",
@@ -112,8 +140,10 @@ class JobAdmin(_JobColumns, _ReadOnlyFieldsMixin, ModelAdmin[Job]):
 
     @admin.display(description="status", ordering="status")
     def status_badge(self, obj: Job) -> str:
-        label = "awaiting retry" if obj.is_awaiting_retry else obj.status
-        colour = "#cf222e" if obj.is_awaiting_retry else _STATUS_COLOURS.get(obj.status, "#7a7a7a")
+        # error_head: the error is deferred (Job.is_awaiting_retry would load it, row by row).
+        retrying = obj.status == JobStatus.PENDING and getattr(obj, "error_head", None) is not None
+        label = "awaiting retry" if retrying else obj.status
+        colour = "#cf222e" if retrying else _STATUS_COLOURS.get(obj.status, "#7a7a7a")
         return _badge(label, colour)
 
     @admin.display(description="progress", ordering="progress")
@@ -124,10 +154,10 @@ class JobAdmin(_JobColumns, _ReadOnlyFieldsMixin, ModelAdmin[Job]):
             '<div title="{}" style="width: 100px; background: #eee; border-radius: 3px">'
             '<div style="width: {}%; background: #1f6feb; color: #fff; font-size: 10px; '
             'border-radius: 3px; padding-left: 3px">{}%</div></div><small>{}</small>',
-            obj.progress_message or "",
+            _excerpt(getattr(obj, "progress_message_head", None), LIST_CHARS),
             obj.progress,
             obj.progress,
-            _excerpt(obj.progress_message, 40),
+            _excerpt(getattr(obj, "progress_message_head", None), 40),
         )
 
     @admin.display(description="timings")
@@ -156,18 +186,20 @@ class JobAdmin(_JobColumns, _ReadOnlyFieldsMixin, ModelAdmin[Job]):
 
     @admin.action(description="Run now (pending jobs scheduled later)", permissions=["change"])
     def run_now(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
-        pending = list(queryset.filter(status=JobStatus.PENDING).values_list("id", flat=True))
-        skipped = queryset.exclude(status=JobStatus.PENDING).count()
-        if skipped:
-            message = f"{skipped} job(s) skipped: only pending jobs can run now."
-            self.message_user(request, message, messages.WARNING)
-        _apply(
+        pending = queryset.filter(status=JobStatus.PENDING).values_list("id", flat=True)
+        done = _apply(
             self,
             request,
             pending,
             lambda pk: jobs.retry_job(pk, using=conf.DATABASE),
             "job(s) due now",
         )
+        # Counted up to the action limit: "select all" over a million rows stays one short query.
+        skipped = queryset.exclude(status=JobStatus.PENDING)[: common.ACTION_LIMIT + 1].count()
+        if done and skipped:
+            shown = f"More than {common.ACTION_LIMIT}" if skipped > common.ACTION_LIMIT else skipped
+            message = f"{shown} job(s) skipped: only pending jobs can run now."
+            self.message_user(request, message, messages.WARNING)
 
     @admin.action(description="Cancel", permissions=["change"])
     def cancel(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
@@ -182,7 +214,7 @@ class JobAdmin(_JobColumns, _ReadOnlyFieldsMixin, ModelAdmin[Job]):
 
 
 @admin.register(FailedJob)
-class FailedJobAdmin(_JobColumns, _ReadOnlyFieldsMixin, ModelAdmin[FailedJob]):
+class FailedJobAdmin(_JobColumns, LargeValuesMixin, _ReadOnlyFieldsMixin, ModelAdmin[FailedJob]):
     list_display = ("short_id", "job_name", "queue", "attempts", "failed_at", "error_excerpt")
     list_filter = (JobNameFilter, ("queue", ValuesDropdown))
     search_fields = ("job_name",)
