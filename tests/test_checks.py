@@ -89,3 +89,15 @@ def test_e006_unknown_database_alias() -> None:
 def test_e004_non_finite_numbers(value: float) -> None:
     with override_settings(PGJOBS={"LEASE_SECONDS": value}):
         assert "pgjobs.E004" in run_settings_check()
+
+
+def test_e020_the_admin_needs_the_dropdown_filter_app() -> None:
+    from django.test import modify_settings
+
+    from django_pgjobs.checks import check_admin_filters
+
+    assert check_admin_filters(app_configs=None) == []
+    with modify_settings(INSTALLED_APPS={"remove": ["django_admin_listfilter_dropdown"]}):
+        assert ids(check_admin_filters(app_configs=None)) == ["pgjobs.E020"]
+        with modify_settings(INSTALLED_APPS={"remove": ["django.contrib.admin"]}):
+            assert check_admin_filters(app_configs=None) == []

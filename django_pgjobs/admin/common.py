@@ -8,13 +8,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from django.apps import apps
 from django.contrib import admin, messages
-from django.contrib.admin.filters import (
-    AllValuesFieldListFilter,
-    ChoicesFieldListFilter,
-    SimpleListFilter,
-)
 from django.core.paginator import Paginator
 from django.db.models import Count, IntegerField, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
@@ -31,8 +25,19 @@ from django_pgjobs.models import (
 from django_pgjobs.observability import dashboard
 
 if TYPE_CHECKING:
+    # django-admin-list-filter-dropdown ships no types: mypy sees its classes' Django bases.
     from django.contrib.admin import ModelAdmin as ModelAdmin
+    from django.contrib.admin.filters import AllValuesFieldListFilter as DropdownFilter
+    from django.contrib.admin.filters import ChoicesFieldListFilter as ChoiceDropdownFilter
+    from django.contrib.admin.filters import SimpleListFilter as SimpleDropdownFilter
 else:
+    # The admin's filters: django-admin-list-filter-dropdown's select box (a dependency; its
+    # app must be in INSTALLED_APPS for its template, see the pgjobs.E020 check).
+    from django_admin_listfilter_dropdown.filters import (
+        ChoiceDropdownFilter,
+        DropdownFilter,
+        SimpleDropdownFilter,
+    )
 
     class ModelAdmin(admin.ModelAdmin):
         """django-stubs types ModelAdmin as generic; make ``ModelAdmin[Job]`` work at run time
@@ -57,39 +62,20 @@ _WORKFLOW_COLOURS: dict[str, str] = {
     "dead": "#82071e",
     "waiting": "#8250df",  # a step's durable wait in progress
 }
-_DROPDOWN_TEMPLATE = "django_admin_listfilter_dropdown/dropdown_filter.html"
 # The most rows one admin action handles in a request (one statement per row).
 ACTION_LIMIT = 1000
 _HEX_PREFIX = re.compile(r"^[0-9a-fA-F-]{4,36}$")
 
 
-def _filter_template() -> str:
-    """django-admin-list-filter-dropdown's select box when that app is installed; else the
-    admin's plain list, so the package is an enhancement, not a requirement."""
-    if apps.is_installed("django_admin_listfilter_dropdown"):
-        return _DROPDOWN_TEMPLATE
-    return "admin/filter.html"
+class ValuesDropdown(DropdownFilter):
+    """Every distinct value of a column, as a select box once there are more than four."""
 
 
-class _DropdownTemplate:
-    """Pick the filter template once the filter exists (the app registry is ready by then)."""
-
-    template: str
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.template = _filter_template()
+class ChoicesDropdown(ChoiceDropdownFilter):
+    """A field's choices, as a select box once there are more than four."""
 
 
-class ValuesDropdown(_DropdownTemplate, AllValuesFieldListFilter):
-    pass
-
-
-class ChoicesDropdown(_DropdownTemplate, ChoicesFieldListFilter):
-    pass
-
-
-class _ExactValueFilter(SimpleListFilter):
+class _ExactValueFilter(SimpleDropdownFilter):
     """A filter whose choices come from somewhere cheap instead of a DISTINCT over the table."""
 
     def offered_values(self) -> list[str]:

@@ -24,7 +24,7 @@ try:
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
+    from selenium.webdriver.support.ui import Select, WebDriverWait
 except ImportError:
     SELENIUM = False
 else:
@@ -95,6 +95,16 @@ def test_retry_a_failed_job_and_see_the_dashboard(
     row = browser.find_element(By.XPATH, f"//tr[contains(., '{str(job_id)[:8]}')]")
     assert "completed" in row.text
     assert get_job(job_id).status == "completed"
+
+    # The job-name filter is django-admin-list-filter-dropdown's select box: picking an option
+    # navigates to the filtered list.
+    other = enqueue("test.record", {})
+    Select(browser.find_element(By.CSS_SELECTOR, ".admin-filter-jobname select")).select_by_value(
+        "?job_name=test.flaky"
+    )
+    WebDriverWait(browser, 10).until(lambda d: "job_name=test.flaky" in d.current_url)
+    rows = browser.find_element(By.ID, "result_list").text
+    assert str(job_id)[:8] in rows and str(other)[:8] not in rows
 
     # Something to look at: a backlog in two queues, jobs scheduled for later, dead letters.
     enqueue_many("test.record", [{}] * 40, queue="mail")
