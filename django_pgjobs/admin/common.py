@@ -1,4 +1,4 @@
-"""What the admin pages share: filters, the action runner, mixins, the capped paginator."""
+"""What the admin pages share: the action runner, mixins, the capped paginator."""
 
 from __future__ import annotations
 
@@ -18,26 +18,14 @@ from django.utils.html import format_html
 
 from django_pgjobs.conf import conf
 from django_pgjobs.exceptions import PgJobsError
-from django_pgjobs.jobs.registry import registry
 from django_pgjobs.models import (
     JobStatus,
 )
 from django_pgjobs.observability import dashboard
 
 if TYPE_CHECKING:
-    # django-admin-list-filter-dropdown ships no types: mypy sees its classes' Django bases.
     from django.contrib.admin import ModelAdmin as ModelAdmin
-    from django.contrib.admin.filters import AllValuesFieldListFilter as DropdownFilter
-    from django.contrib.admin.filters import ChoicesFieldListFilter as ChoiceDropdownFilter
-    from django.contrib.admin.filters import SimpleListFilter as SimpleDropdownFilter
 else:
-    # The admin's filters: django-admin-list-filter-dropdown's select box (a dependency; its
-    # app must be in INSTALLED_APPS for its template, see the pgjobs.E020 check).
-    from django_admin_listfilter_dropdown.filters import (
-        ChoiceDropdownFilter,
-        DropdownFilter,
-        SimpleDropdownFilter,
-    )
 
     class ModelAdmin(admin.ModelAdmin):
         """django-stubs types ModelAdmin as generic; make ``ModelAdmin[Job]`` work at run time
@@ -65,48 +53,6 @@ _WORKFLOW_COLOURS: dict[str, str] = {
 # The most rows one admin action handles in a request (one statement per row).
 ACTION_LIMIT = 1000
 _HEX_PREFIX = re.compile(r"^[0-9a-fA-F-]{4,36}$")
-
-
-class ValuesDropdown(DropdownFilter):
-    """Every distinct value of a column, as a select box once there are more than four."""
-
-
-class ChoicesDropdown(ChoiceDropdownFilter):
-    """A field's choices, as a select box once there are more than four."""
-
-
-class _ExactValueFilter(SimpleDropdownFilter):
-    """A filter whose choices come from somewhere cheap instead of a DISTINCT over the table."""
-
-    def offered_values(self) -> list[str]:
-        raise NotImplementedError
-
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return [(value, value) for value in self.offered_values()]
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
-        value = self.value()
-        return queryset.filter(**{str(self.parameter_name): value}) if value else queryset
-
-
-class JobNameFilter(_ExactValueFilter):
-    """Job names from the registry."""
-
-    title = "job name"
-    parameter_name = "job_name"
-
-    def offered_values(self) -> list[str]:
-        return registry.names()
-
-
-class QueueFilter(_ExactValueFilter):
-    """Queues with pending or running jobs, found by the dashboard's skip scan."""
-
-    title = "queue"
-    parameter_name = "queue"
-
-    def offered_values(self) -> list[str]:
-        return dashboard.active_queues()
 
 
 def related_count(rows: QuerySet[Any], group_by: str) -> Coalesce:
@@ -254,6 +200,16 @@ class _ReadOnlyFieldsMixin(_QueueDatabaseMixin):
         allow_empty_first_page: bool = True,
     ) -> Paginator[Any]:
         return _CappedPaginator(queryset, per_page, orphans, allow_empty_first_page)
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> Any:
+        # Django titles the list "Select job to change" whenever actions are allowed; rows here
+        # are only viewed (actions aside), so the title is the model's plural: "Jobs".
+        model = self.model  # type: ignore[attr-defined]
+        title = str(model._meta.verbose_name_plural).capitalize()
+        context = {"title": title, **(extra_context or {})}
+        return super().changelist_view(request, extra_context=context)  # type: ignore[misc]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

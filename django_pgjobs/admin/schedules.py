@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import admin, messages
+from django.contrib.admin.views.main import ChangeList
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
+from django.utils.html import format_html_join
+from django.utils.safestring import mark_safe
 
+from django_pgjobs.admin.columns import timestamp
 from django_pgjobs.admin.common import (
     ModelAdmin,
     _apply,
@@ -19,16 +25,28 @@ from django_pgjobs.schedules import crontab
 from django_pgjobs.schedules.scheduler import run_schedule_now
 
 
+class _ScheduleChangeList(ChangeList):
+    """The list shows no payload: it does not read it (a row written by SQL may be large)."""
+
+    def get_queryset(self, request: HttpRequest, exclude_parameters: Any = None) -> QuerySet[Any]:
+        queryset: QuerySet[Any] = super().get_queryset(request, exclude_parameters)
+        return queryset.defer("payload")
+
+
 @admin.register(Schedule)
 class ScheduleAdmin(_QueueDatabaseMixin, ModelAdmin[Schedule]):
     list_display = (
-        "name", "cron", "timezone", "job_name", "enabled", "source", "last_run_at",
-        "next_fire_times",
+        "name", "cron", "timezone", "job_name", "enabled", "source", "last_run", "next_fire_times",
     )  # fmt: skip
     list_filter = ("enabled", "source")
     search_fields = ("name", "job_name")
     actions = ("enable", "disable", "run_now")
-    readonly_fields = ("source", "orphaned", "last_run_at", "next_run_at", "next_fire_times")
+    readonly_fields = ("source", "orphaned", "last_run", "next_run", "next_fire_times")
+    last_run = timestamp("last_run_at", "last run")
+    next_run = timestamp("next_run_at", "next run")
+
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
+        return _ScheduleChangeList
 
     def get_readonly_fields(self, request: HttpRequest, obj: Schedule | None = None) -> list[str]:
         fields = list(super().get_readonly_fields(request, obj))
@@ -51,7 +69,12 @@ class ScheduleAdmin(_QueueDatabaseMixin, ModelAdmin[Schedule]):
         after = max(now, obj.start_at) if obj.start_at else now
         tz = crontab.get_timezone(obj.timezone)
         times = crontab.upcoming(spec, after, 3, end=obj.end_at)
-        return ", ".join(f"{t.astimezone(tz):%Y-%m-%d %H:%M:%S %Z}" for t in times) or "none"
+        if not times:
+            return "none"
+        # One per line: three side by side would widen the list past a 1,400 px window.
+        return format_html_join(
+            mark_safe("<br>"), "{}", ((f"{t.astimezone(tz):%Y-%m-%d %H:%M:%S %Z}",) for t in times)
+        )
 
     @admin.action(description="Enable", permissions=["change"])
     def enable(self, request: HttpRequest, queryset: QuerySet[Schedule]) -> None:

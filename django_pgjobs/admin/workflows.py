@@ -9,33 +9,30 @@ from django.contrib import admin, messages
 from django.contrib.admin.utils import quote, unquote
 from django.core.exceptions import PermissionDenied
 from django.db.models import OuterRef, Q, QuerySet
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
 from django.utils.safestring import mark_safe
 
+from django_pgjobs.admin.columns import timestamp
 from django_pgjobs.admin.common import (
     _WORKFLOW_COLOURS,
-    ChoicesDropdown,
     ModelAdmin,
     _apply,
     _badge,
-    _ExactValueFilter,
-    _excerpt,
     _pre,
     _ReadOnlyFieldsMixin,
     related_count,
 )
+from django_pgjobs.admin.filters import ChoicesDropdown, _ExactValueFilter
 from django_pgjobs.admin.previews import (
     PREVIEW_CHARS,
     LargeValuesMixin,
-    as_text,
-    bounded,
-    inert_response,
     traceback_of,
     whole_or_head,
 )
+from django_pgjobs.admin.workflow_steps import error_summary, step_raw_response, steps_table
 from django_pgjobs.conf import conf
 from django_pgjobs.models import (
     FailedJob,
@@ -48,10 +45,6 @@ from django_pgjobs.models import (
 from django_pgjobs.workflows import definitions, registry
 from django_pgjobs.workflows.api import cancel_workflow, fork_workflow, resume_workflow
 
-# A workflow's detail page lists at most this many steps (a workflow may loop over thousands).
-STEPS_SHOWN = 500
-# What the steps table reads of one step's output or traceback.
-STEP_CHARS = 2_000
 # Child workflows and jobs linked from a detail page.
 LINKS_SHOWN = 10
 _LINE_BREAK = mark_safe("<br>")
@@ -81,64 +74,10 @@ def _workflow_link(workflow_id: str) -> str:
     return format_html('<a href="{}">{}</a>', url, workflow_id)
 
 
-def _error_summary(obj: Any, prefix: str) -> str:
-    """``ValueError: card declined`` from a recorded error ({"type", "message", ...}), read
-    from the bounded annotations of ``traceback_of(prefix)``."""
-    kind = str(getattr(obj, f"{prefix}_type", None) or "").rpartition(".")[2]
-    message = str(getattr(obj, f"{prefix}_message", None) or "")
-    if not kind and not message:  # not an object as the runtime writes it (SQL wrote it)
-        return str(getattr(obj, f"{prefix}_head", None) or "")
-    return f"{kind}: {message}" if kind else message
-
-
-def _step_row(step: WorkflowStep, raw_url: Callable[[str], str]) -> dict[str, Any]:
-    """One line of the steps table: an excerpt of the output (or error, or what the step waits
-    for), and more of it (bounded, with a link to all of it) when the excerpt cuts it short."""
-    full = ""
-    if step.status == WorkflowStepStatus.WAITING:
-        text = f"waiting for {step.wait_key or 'its deadline'}"
-    elif getattr(step, "error_head", None) is not None:
-        text = _error_summary(step, "error")
-        if getattr(step, "error_traceback_head", None):
-            full = whole_or_head(
-                step,
-                "error_traceback",
-                json_value=False,
-                raw_url=raw_url("error"),
-                limit=STEP_CHARS,
-            )
-    else:
-        text = str(getattr(step, "output_head", None) or "null")
-        if _excerpt(text) != text:
-            full = whole_or_head(
-                step, "output", json_value=True, raw_url=raw_url("output"), limit=STEP_CHARS
-            )
-    return {
-        "index": step.step_index,
-        "name": step.step_name,
-        "badge": _badge(step.status, _WORKFLOW_COLOURS.get(step.status, "#7a7a7a")),
-        "excerpt": _excerpt(text),
-        "full": full,
-        "attempts": step.attempts,
-        "wake_at": step.wake_at,
-        "started_at": step.started_at,
-        "completed_at": step.completed_at,
-    }
-
-
-def step_heads() -> dict[str, Any]:
-    """What the steps table reads of each step's output and error: a few KB, not megabytes."""
-    return bounded("output", as_text("output", json_column=True), STEP_CHARS) | {
-        **bounded("error", as_text("error", json_column=True), STEP_CHARS),
-        **traceback_of("error", STEP_CHARS),
-    }
-
-
 @admin.register(WorkflowExecution)
 class WorkflowAdmin(LargeValuesMixin, _ReadOnlyFieldsMixin, ModelAdmin[WorkflowExecution]):
     list_display = (
-        "workflow_id", "name", "status_badge", "version", "steps_done", "created_at",
-        "updated_at",
+        "workflow_id", "name", "status_badge", "version", "steps_done", "created", "updated",
     )  # fmt: skip
     list_filter = (("status", ChoicesDropdown), WorkflowNameFilter)
     search_fields = ("name",)
@@ -148,6 +87,7 @@ class WorkflowAdmin(LargeValuesMixin, _ReadOnlyFieldsMixin, ModelAdmin[WorkflowE
     actions = ("cancel", "resume", "resume_on_deployed_version", "fork_from_start")
     change_form_template = "admin/pgjobs/workflowexecution/change_form.html"
     readonly_fields = (
+        "created", "started", "updated", "finished",
         "status_badge", "version", "pretty_input", "pretty_output", "full_error",
         "lineage", "runs_as",
     )  # fmt: skip
@@ -157,7 +97,7 @@ class WorkflowAdmin(LargeValuesMixin, _ReadOnlyFieldsMixin, ModelAdmin[WorkflowE
         ("Inputs", {"fields": ("pretty_input",)}),
         ("Outcome", {"fields": ("pretty_output", "full_error")}),
         ("Lineage and jobs", {"fields": ("lineage", "runs_as")}),
-        ("Timing", {"fields": ("created_at", "started_at", "updated_at", "completed_at")}),
+        ("Timing", {"fields": ("created", "started", "updated", "finished")}),
     )
 
     # The list shows no inputs, outputs or errors: it does not read them (they may be large).
@@ -181,17 +121,7 @@ class WorkflowAdmin(LargeValuesMixin, _ReadOnlyFieldsMixin, ModelAdmin[WorkflowE
         """One step's whole output or error, as stored."""
         if not self.has_view_permission(request):
             raise PermissionDenied
-        if field not in ("output", "error"):
-            raise Http404(f"No raw view of {field!r}.")
-        found = (
-            WorkflowStep.objects.using(conf.DATABASE)
-            .filter(workflow_id=unquote(object_id), step_index=index)
-            .annotate(raw_text=as_text(field, json_column=True))
-            .values_list("raw_text", flat=True)
-        )
-        if not found:
-            raise Http404("No such step.")
-        return inert_response(found[0] or "null", json_value=True)
+        return step_raw_response(unquote(object_id), index, field)
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         # Deleting a workflow would orphan its job (which would then fail to load it). Cancel.
@@ -221,24 +151,13 @@ class WorkflowAdmin(LargeValuesMixin, _ReadOnlyFieldsMixin, ModelAdmin[WorkflowE
         obj: WorkflowExecution | None = None,
     ) -> HttpResponse:
         if obj is not None:
-            rows = list(
-                WorkflowStep.objects.using(conf.DATABASE)
-                .filter(workflow_id=obj.workflow_id)
-                .defer("output", "error")
-                .annotate(**step_heads())
-                .order_by("step_index")[: STEPS_SHOWN + 1]
-            )
-
-            def raw_url(index: int) -> Callable[[str], str]:
-                name = "admin:pgjobs_workflowexecution_step_raw"
-                return lambda field: reverse(name, args=[quote(obj.pk), index, field])
-
-            context["workflow_steps"] = [
-                _step_row(row, raw_url(row.step_index)) for row in rows[:STEPS_SHOWN]
-            ]
-            context["more_steps"] = len(rows) > STEPS_SHOWN
-            context["steps_shown"] = STEPS_SHOWN
+            context.update(steps_table(obj.workflow_id))
         return super().render_change_form(request, context, add, change, form_url, obj)
+
+    created = timestamp("created_at", "created")
+    started = timestamp("started_at", "started")
+    updated = timestamp("updated_at", "updated")
+    finished = timestamp("completed_at", "finished")
 
     @admin.display(description="status", ordering="status")
     def status_badge(self, obj: WorkflowExecution) -> str:
@@ -283,7 +202,7 @@ class WorkflowAdmin(LargeValuesMixin, _ReadOnlyFieldsMixin, ModelAdmin[WorkflowE
             return "—"
         if getattr(obj, "error_traceback_head", None):
             return self._preview(obj, "error_traceback", "error", json_value=False)
-        return _pre(_error_summary(obj, "error"))
+        return _pre(error_summary(obj, "error"))
 
     @admin.display(description="lineage")
     def lineage(self, obj: WorkflowExecution) -> str:
@@ -342,7 +261,9 @@ class WorkflowAdmin(LargeValuesMixin, _ReadOnlyFieldsMixin, ModelAdmin[WorkflowE
                 )
                 for dead_id in dead.values_list("id", flat=True)[:LINKS_SHOWN]
             ]
-        query = urlencode({"key": key, "created_at__gte": obj.created_at.isoformat()})
+        query = urlencode(
+            {"key": key, "created_at__gte": obj.created_at.isoformat(), "runner": "shown"}
+        )
         lines.append(
             format_html(
                 '<a href="{}?{}">all its jobs in the jobs admin</a>',
