@@ -15,8 +15,13 @@ def format_time(value: Any) -> str:
     """A timestamp to the second, in the current time zone (``TIME_ZONE`` unless activated)."""
     if value is None:
         return "—"
-    shown = f"{timezone.localtime(value):%Y-%m-%d %H:%M:%S}"
-    return format_html('<span class="pgjobs-time">{}</span>', shown)
+    local = timezone.localtime(value)
+    # Date and time wrap onto two lines where a list is narrow, never inside either.
+    return format_html(
+        '<span class="pgjobs-time"><span>{}</span> <span>{}</span></span>',
+        f"{local:%Y-%m-%d}",
+        f"{local:%H:%M:%S}",
+    )
 
 
 def timestamp(field: str, description: str) -> Callable[[Any, Any], str]:

@@ -6,6 +6,7 @@ Payload, error and progress message are deferred on lists (see previews.py): the
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any, ClassVar
 
 from django.contrib import admin
@@ -17,7 +18,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from django_pgjobs.admin.columns import humanise, progress_bar, timestamp
+from django_pgjobs.admin.columns import format_time, humanise, progress_bar, timestamp
 from django_pgjobs.admin.common import _STATUS_COLOURS, _badge, _excerpt
 from django_pgjobs.admin.previews import (
     LIST_CHARS,
@@ -157,6 +158,17 @@ class JobOnlyColumns(JobColumns):
             return bar
         message = self._preview(obj, "progress_message", json_value=False)
         return format_html("{}{}", bar, message)
+
+    @admin.display(description="created", ordering="created_at")
+    def created_and_due(self, obj: Job) -> str:
+        """One column for both times (two would not fit a 1,400 px window): the creation time,
+        and the due time below it when the job was scheduled for later or is awaiting a retry."""
+        created = format_time(obj.created_at)
+        if obj.scheduled_for - obj.created_at < timedelta(seconds=1):
+            return created
+        return format_html(
+            '{}<br><small title="due">due {}</small>', created, format_time(obj.scheduled_for)
+        )
 
     @admin.display(description="timings")
     def timings(self, obj: Job) -> str:

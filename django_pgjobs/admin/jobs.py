@@ -43,8 +43,8 @@ from django_pgjobs.models import (
 @admin.register(Job)
 class JobAdmin(JobOnlyColumns, LargeValuesMixin, _ReadOnlyFieldsMixin, ModelAdmin[Job]):
     list_display = (
-        "short_id", "job_label", "queue", "status_badge", "attempts", "progress_bar", "due",
-        "created", "error_excerpt",
+        "short_id", "job_label", "queue", "status_badge", "attempts", "progress_bar",
+        "created_and_due", "error_excerpt",
     )  # fmt: skip
     list_filter = (
         ("status", ChoicesDropdown), QueueFilter, JobNameFilter, HandlerFilter, RunnerJobFilter,

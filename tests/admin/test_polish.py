@@ -23,7 +23,7 @@ from tests.admin.changelists import act, changelist
 from tests.testapp import workflows as wf
 
 pytestmark = pytest.mark.django_db(transaction=True)
-TO_THE_SECOND = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d")
+TO_THE_SECOND = re.compile(r"\d{4}-\d\d-\d\d</span> <span>\d\d:\d\d:\d\d")
 
 
 def detail(job_id: object) -> str:
@@ -56,9 +56,10 @@ def test_the_job_detail_page_shows_a_bar_a_badge_durations_and_seconds(
     assert ">awaiting retry</span>" in page  # the badge, not the bare status
     assert "waited 2.5 s to start; the last attempt ran 1 h 30 min" in page
     created = f"{timezone.localtime(get_job(job_id).created_at):%Y-%m-%d %H:%M:%S}"
-    assert created in page
+    assert created.replace(" ", "</span> <span>") in page
     listing = admin_client_.get(changelist("job")).content.decode()
-    assert f'<span class="pgjobs-time">{created}</span>' in listing
+    day, time = created.split()
+    assert f'<span class="pgjobs-time"><span>{day}</span> <span>{time}</span></span>' in listing
 
 
 def test_retry_and_cancel_buttons_post_with_csrf_and_call_the_library(
