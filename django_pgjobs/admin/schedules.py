@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import ClassVar
 
 from django.contrib import admin, messages
-from django.contrib.admin.views.main import ChangeList
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
@@ -18,6 +17,7 @@ from django_pgjobs.admin.common import (
     _apply,
     _QueueDatabaseMixin,
 )
+from django_pgjobs.admin.previews import PREVIEW_CHARS, LargeValuesMixin, whole_or_head
 from django_pgjobs.models import (
     Schedule,
 )
@@ -25,16 +25,12 @@ from django_pgjobs.schedules import crontab
 from django_pgjobs.schedules.scheduler import run_schedule_now
 
 
-class _ScheduleChangeList(ChangeList):
-    """The list shows no payload: it does not read it (a row written by SQL may be large)."""
-
-    def get_queryset(self, request: HttpRequest, exclude_parameters: Any = None) -> QuerySet[Any]:
-        queryset: QuerySet[Any] = super().get_queryset(request, exclude_parameters)
-        return queryset.defer("payload")
+def _too_large(obj: Schedule) -> bool:
+    return int(getattr(obj, "payload_size", 0) or 0) > PREVIEW_CHARS
 
 
 @admin.register(Schedule)
-class ScheduleAdmin(_QueueDatabaseMixin, ModelAdmin[Schedule]):
+class ScheduleAdmin(LargeValuesMixin, _QueueDatabaseMixin, ModelAdmin[Schedule]):
     list_display = (
         "name", "cron", "timezone", "job_name", "enabled", "source", "last_run", "next_fire_times",
     )  # fmt: skip
@@ -44,9 +40,10 @@ class ScheduleAdmin(_QueueDatabaseMixin, ModelAdmin[Schedule]):
     readonly_fields = ("source", "orphaned", "last_run", "next_run", "next_fire_times")
     last_run = timestamp("last_run_at", "last run")
     next_run = timestamp("next_run_at", "next run")
-
-    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
-        return _ScheduleChangeList
+    # The list does not read payloads; a change page reads a bounded preview of one (a row
+    # written by SQL may be megabytes) and edits it only when it fits the preview.
+    raw_fields: ClassVar[dict[str, bool]] = {"payload": True}
+    list_defer = ("payload",)
 
     def get_readonly_fields(self, request: HttpRequest, obj: Schedule | None = None) -> list[str]:
         fields = list(super().get_readonly_fields(request, obj))
@@ -55,9 +52,25 @@ class ScheduleAdmin(_QueueDatabaseMixin, ModelAdmin[Schedule]):
             # Only pausing (enabled) is the operator's.
             editable = {"enabled"}
             fields += [
-                f.name for f in Schedule._meta.fields if f.name not in editable | set(fields)
+                f.name
+                for f in Schedule._meta.fields
+                if f.name not in editable | set(fields) | {"payload"}
             ]
+            fields.append("payload_preview")
+        elif obj is not None and _too_large(obj):
+            fields.append("payload_preview")
         return fields
+
+    def get_exclude(self, request: HttpRequest, obj: Schedule | None = None) -> list[str]:
+        excluded = list(super().get_exclude(request, obj) or [])
+        if obj is not None and (obj.source != "database" or _too_large(obj)):
+            excluded.append("payload")  # shown by payload_preview instead
+        return excluded
+
+    @admin.display(description="payload")
+    def payload_preview(self, obj: Schedule) -> str:
+        url = self.raw_url(obj, "payload")
+        return whole_or_head(obj, "payload", json_value=True, raw_url=url, limit=PREVIEW_CHARS)
 
     @admin.display(description="next fire times")
     def next_fire_times(self, obj: Schedule) -> str:

@@ -14,7 +14,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from django_pgjobs import start_workflow
-from django_pgjobs.models import Job, WorkflowExecution, WorkflowStep
+from django_pgjobs.models import Job, Schedule, WorkflowExecution, WorkflowStep
 from django_pgjobs.worker import Worker
 from tests.admin.changelists import changelist
 from tests.helpers import drain
@@ -134,3 +134,38 @@ def test_select_all_is_refused_before_reading_every_id(
     assert reads and all("LIMIT" in sql for sql in reads), reads
     assert "More than 2 rows selected" in admin_client_.get(changelist("job")).content.decode()
     assert Job.objects.filter(status="pending").count() == 5
+
+
+def test_a_schedule_with_a_3_mb_payload_is_previewed_not_put_in_the_form(
+    admin_client_: Client,
+) -> None:
+    with connection.cursor() as cur:
+        cur.execute(
+            "INSERT INTO pgjobs_schedules (name, cron, job_name, payload)"
+            " VALUES ('huge', '0 * * * *', 'test.record', %s::jsonb) RETURNING id",
+            [big_payload()],
+        )
+        pk = cur.fetchone()[0]
+    listing = admin_client_.get(changelist("schedule"))
+    assert listing.status_code == 200 and len(listing.content) < PAGE_LIMIT
+    url = reverse("admin:pgjobs_schedule_change", args=[pk])
+    page = admin_client_.get(url)
+    assert page.status_code == 200 and len(page.content) < PAGE_LIMIT
+    assert "3.0 MB" in page.content.decode() and 'name="payload"' not in page.content.decode()
+    raw = admin_client_.get(reverse("admin:pgjobs_schedule_raw", args=[pk, "payload"]))
+    assert json.loads(raw.content)["blob"] == "x" * BIG
+    form = {
+        "name": "huge", "cron": "0 * * * *", "job_name": "test.record", "timezone": "UTC",
+        "catch_up": "skip", "catch_up_limit": "10",
+    }  # fmt: skip
+    assert admin_client_.post(url, form).status_code == 302  # disabled, payload untouched
+    row = Schedule.objects.get(pk=pk)
+    assert not row.enabled and row.payload["blob"] == "x" * BIG
+
+
+def test_a_small_schedule_payload_stays_editable(admin_client_: Client) -> None:
+    row = Schedule.objects.create(
+        name="small", cron="0 * * * *", job_name="test.record", payload={"to": "ops"}
+    )
+    page = admin_client_.get(reverse("admin:pgjobs_schedule_change", args=[row.pk]))
+    assert 'name="payload"' in page.content.decode()
