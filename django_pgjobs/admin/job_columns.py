@@ -49,7 +49,7 @@ def runner_of() -> Case:
     )
 
 
-class JobColumns:
+class JobColumns(LargeValuesMixin):
     """Columns shared by jobs and dead letters (both rows describe a job)."""
 
     # Large columns: lists read 200 characters of the error, detail pages a bounded preview
@@ -61,7 +61,7 @@ class JobColumns:
         return bounded("error", "error", LIST_CHARS) | {"runner_of": runner_of()}
 
     def detail_heads(self) -> dict[str, Any]:
-        return LargeValuesMixin.detail_heads(self) | {"runner_of": runner_of()}  # type: ignore[arg-type]
+        return super().detail_heads() | {"runner_of": runner_of()}
 
     @admin.display(description="id", ordering="id")
     def short_id(self, obj: Job | FailedJob) -> str:
@@ -108,7 +108,7 @@ class JobColumns:
         return self._preview(obj, "error", json_value=False)
 
     def _preview(self, obj: Job | FailedJob, field: str, *, json_value: bool) -> str:
-        url = LargeValuesMixin.raw_url(self, obj, field)  # type: ignore[arg-type]  # a mixin
+        url = self.raw_url(obj, field)
         return whole_or_head(obj, field, json_value=json_value, raw_url=url, limit=PREVIEW_CHARS)
 
     created = timestamp("created_at", "created")

@@ -29,7 +29,6 @@ from django_pgjobs.admin.filters import (
     RunnerJobFilter,
 )
 from django_pgjobs.admin.job_columns import JobColumns, JobOnlyColumns
-from django_pgjobs.admin.previews import LargeValuesMixin
 from django_pgjobs.conf import conf
 from django_pgjobs.exceptions import PgJobsError
 from django_pgjobs.jobs import operations as jobs
@@ -41,7 +40,7 @@ from django_pgjobs.models import (
 
 
 @admin.register(Job)
-class JobAdmin(JobOnlyColumns, LargeValuesMixin, _ReadOnlyFieldsMixin, ModelAdmin[Job]):
+class JobAdmin(JobOnlyColumns, _ReadOnlyFieldsMixin, ModelAdmin[Job]):
     list_display = (
         "short_id", "job_label", "queue", "status_badge", "attempts", "progress_bar",
         "created_and_due", "error_excerpt",
@@ -174,7 +173,7 @@ class JobAdmin(JobOnlyColumns, LargeValuesMixin, _ReadOnlyFieldsMixin, ModelAdmi
 
 
 @admin.register(FailedJob)
-class FailedJobAdmin(JobColumns, LargeValuesMixin, _ReadOnlyFieldsMixin, ModelAdmin[FailedJob]):
+class FailedJobAdmin(JobColumns, _ReadOnlyFieldsMixin, ModelAdmin[FailedJob]):
     list_display = ("short_id", "job_label", "queue", "attempts", "failed", "error_excerpt")
     list_filter = (JobNameFilter, QueueFilter)
     search_fields = ("job_name",)

@@ -65,7 +65,7 @@ def whole_or_head(obj: Any, name: str, *, json_value: bool, raw_url: str, limit:
     if head is None:
         return "—"
     size = int(getattr(obj, f"{name}_size", 0) or 0)
-    if size <= limit:  # bytes >= characters: the head is the whole value
+    if len(head) < limit or len(head.encode()) >= size:  # the head is the whole value
         return _pre(pretty_json(head) if json_value else head)
     return format_html(
         '{}<p class="help">The first {} characters of {}. <a href="{}">See all of it</a> '

@@ -26,7 +26,9 @@ from django_pgjobs.schedules.scheduler import run_schedule_now
 
 
 def _too_large(obj: Schedule) -> bool:
-    return int(getattr(obj, "payload_size", 0) or 0) > PREVIEW_CHARS
+    """The payload does not fit the change page's preview (see previews.whole_or_head)."""
+    head = getattr(obj, "payload_head", None) or ""
+    return int(getattr(obj, "payload_size", 0) or 0) > len(head.encode())
 
 
 @admin.register(Schedule)
