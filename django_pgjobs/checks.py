@@ -184,3 +184,26 @@ def check_database(
             )
         ]
     return []
+
+
+@register()
+def check_admin_filters(
+    *, app_configs: Sequence[AppConfig] | None, **kwargs: Any
+) -> list[CheckMessage]:
+    """The admin's filters are django-admin-list-filter-dropdown's, whose template Django finds
+    only when that app is installed: without it every job list fails to render."""
+    from django.apps import apps
+
+    if not apps.is_installed("django.contrib.admin"):
+        return []
+    if apps.is_installed("django_admin_listfilter_dropdown"):
+        return []
+    return [
+        Error(
+            "The django-pgjobs admin needs 'django_admin_listfilter_dropdown' in INSTALLED_APPS.",
+            hint="Add 'django_admin_listfilter_dropdown' to INSTALLED_APPS (the package is a "
+            "dependency of django-pgjobs): the admin's filters use its select box, and the "
+            "job, dead letter and workflow lists cannot render without its template.",
+            id="pgjobs.E020",
+        )
+    ]

@@ -106,3 +106,15 @@ def test_e001_points_at_how_to_get_a_postgresql_for_development() -> None:
     assert "pip install 'django-pgjobs[embedded]'" in error.hint
     # The section exists (a renamed heading would leave the hint pointing nowhere).
     assert broken_link(ROOT / "README.md", POSTGRESQL_FOR_DEVELOPMENT) is None
+
+
+def test_e020_the_admin_needs_the_dropdown_filter_app() -> None:
+    from django.test import modify_settings
+
+    from django_pgjobs.checks import check_admin_filters
+
+    assert check_admin_filters(app_configs=None) == []
+    with modify_settings(INSTALLED_APPS={"remove": ["django_admin_listfilter_dropdown"]}):
+        assert ids(check_admin_filters(app_configs=None)) == ["pgjobs.E020"]
+        with modify_settings(INSTALLED_APPS={"remove": ["django.contrib.admin"]}):
+            assert check_admin_filters(app_configs=None) == []

@@ -174,6 +174,10 @@ class FailedJob(models.Model):
     class Meta:
         db_table = "pgjobs_failed_jobs"
         ordering = ("-failed_at",)
+        # One name everywhere (admin, messages, docs): a job that used up its attempts is a
+        # dead letter, whatever its table is called.
+        verbose_name = "dead letter"
+        verbose_name_plural = "dead letters"
         indexes = (models.Index(fields=("-failed_at",), name="pgjobs_failed_at"),)
 
     def __str__(self) -> str:

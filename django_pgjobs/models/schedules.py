@@ -104,10 +104,15 @@ class Schedule(models.Model):
 
     def save(self, *args: Any, **kwargs: Any) -> None:
         if not self._state.adding and kwargs.get("update_fields") is None:
+            # Nor a column that was never read (the admin defers a large payload): saving it
+            # would load it only to write the same value back.
+            unread = self.get_deferred_fields()
             kwargs["update_fields"] = [
                 f.name
                 for f in self._meta.concrete_fields
-                if not f.primary_key and f.name not in self.SCHEDULER_FIELDS
+                if not f.primary_key
+                and f.name not in self.SCHEDULER_FIELDS
+                and f.attname not in unread
             ]
         super().save(*args, **kwargs)
 

@@ -23,7 +23,7 @@ import psycopg
 from django_pgjobs import queries
 from django_pgjobs.conf import conf
 from django_pgjobs.database import connect
-from django_pgjobs.exceptions import JobNotFound
+from django_pgjobs.exceptions import InvalidJobError, JobNotFound
 from django_pgjobs.jobs.options import resolve_options
 from django_pgjobs.jobs.producer import enqueue
 from django_pgjobs.jobs.registry import registry
@@ -263,5 +263,7 @@ def run_schedule_now(name: str, *, using: str | None = None) -> Any:
         row = Schedule.objects.using(alias).get(name=name)
     except Schedule.DoesNotExist:
         raise JobNotFound(f"No schedule named {name!r}.") from None
+    if not isinstance(row.payload, dict):  # a row written by SQL; the scheduler quarantines it
+        raise InvalidJobError(f"Schedule {name!r} cannot run: its payload is not a JSON object.")
     payload = {**row.payload, FIRE_TIME_KEY: timezone.now().isoformat(), "manual": True}
     return enqueue(row.job_name, payload, queue=row.queue, priority=row.priority, using=alias)
