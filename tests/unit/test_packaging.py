@@ -86,7 +86,7 @@ def test_every_file_of_the_package_reaches_the_wheel() -> None:
 
 def test_django_classifiers_match_the_django_pin() -> None:
     project = pyproject()["project"]
-    [pin] = [d for d in project["dependencies"] if re.match(r"django\b", d, re.IGNORECASE)]
+    [pin] = [d for d in project["dependencies"] if re.match(r"django\s*[<>=!~]", d, re.IGNORECASE)]
     specifier = SpecifierSet(pin[len("Django") :])
     allowed = {
         f"{major}.{minor}"
