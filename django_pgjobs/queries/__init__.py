@@ -32,14 +32,15 @@ migrations named)::
                       workflow_runs.resume (re-pointed to another code version; a pending
                       job is re-pointed the same way)
       running -> dead letter  outcomes.fail_job, rescue.rescue_expired_leases (last attempt: the row
-                      moves to pgjobs_failed_jobs in the same statement)
+                      moves to pgjobs_failed_jobs in the same statement), outcomes.bury_job
+                      (attempts left, but its payload cannot be decoded)
       pending, running -> cancelled  operator.cancel_job, workflow_runs.cancel (pending only)
       cancelled -> pending  operator.retry_job (a fresh attempt budget)
       completed, cancelled -> deleted  upkeep.prune_finished_jobs
       every insert: NOTIFY pgjobs, one per queue per statement (trigger, 0002)
 
     pgjobs_failed_jobs (dead letters)
-      -> dead         outcomes.fail_job, rescue.rescue_expired_leases
+      -> dead         outcomes.fail_job, outcomes.bury_job, rescue.rescue_expired_leases
       dead -> deleted operator.requeue_dead_letter (back to the queue as a new job),
                       workflow_runs.resume (a dead workflow's job); the admin's delete action
                       (the ORM: an operator discarding a dead letter)
@@ -94,7 +95,7 @@ from django_pgjobs.queries.lease import (
     report_progress,
 )
 from django_pgjobs.queries.operator import cancel_job, requeue_dead_letter, retry_job
-from django_pgjobs.queries.outcomes import FailOutcome, complete_jobs, fail_job
+from django_pgjobs.queries.outcomes import FailOutcome, bury_job, complete_jobs, fail_job
 from django_pgjobs.queries.rescue import rescue_expired_leases
 from django_pgjobs.queries.schedules import (
     SCHEDULES_CHANNEL,
@@ -120,6 +121,7 @@ __all__ = [
     "Cursor",
     "FailOutcome",
     "Token",
+    "bury_job",
     "cancel_job",
     "claim_jobs",
     "complete_and_claim",

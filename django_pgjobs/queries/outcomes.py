@@ -104,3 +104,34 @@ def fail_job(cur: Cursor, *, token: Token, error: str, delay: float) -> FailOutc
     if buried:
         return "buried"
     return "retried" if retried else "lost"
+
+
+# Burying an attempt's job whatever attempts it has left (see bury_job); the same move to the
+# dead letters as RETRY_OR_BURY's, for one fenced row.
+_BURY_NOW = f"""
+WITH buried AS (
+    DELETE FROM pgjobs_job_queue AS j
+    WHERE {FENCE}
+    RETURNING j.id, j.job_name, j.payload, j.queue, j.priority, j.attempt, j.max_attempts,
+              %(error)s::text, j.created_at
+),
+dead AS (
+    INSERT INTO pgjobs_failed_jobs (id, job_name, payload, queue, priority, attempt,
+                                    max_attempts, error, original_created_at)
+    SELECT * FROM buried
+    RETURNING id
+)
+SELECT count(*) FROM dead
+"""
+
+
+def bury_job(cur: Cursor, *, token: Token, error: str) -> Literal["buried", "lost"]:
+    """Record a failed attempt that no retry can cure (its payload cannot be decoded): the job
+    moves to the dead letters now, attempts left or not.
+
+    One statement, fenced like :func:`fail_job`; "lost" when this attempt no longer owns the
+    job. Locks: the job row. A crash before commit leaves it running until its lease is rescued.
+    """
+    cur.execute(_BURY_NOW, {**lease_params(token), "error": error})
+    (buried,) = cur.fetchone()
+    return "buried" if buried else "lost"

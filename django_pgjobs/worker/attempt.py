@@ -11,10 +11,12 @@ from typing import Any
 
 from asgiref.sync import async_to_sync
 
+from django_pgjobs.exceptions import PayloadNotDecodable
 from django_pgjobs.jobs.context import JobHandedBack, ProgressReporter, ProgressSink, current_job
 from django_pgjobs.jobs.error_text import describe_error
 from django_pgjobs.jobs.registry import JobHandler
 from django_pgjobs.queries import ClaimedJob
+from django_pgjobs.stored_json import UndecodableJSON
 from django_pgjobs.worker import handler_connections as connections
 
 logger = logging.getLogger("django_pgjobs.worker")
@@ -37,6 +39,9 @@ def run_attempt(
     handed_back: float | None = None
     try:
         connections.before_job()
+        if isinstance(job.payload, UndecodableJSON):
+            # Never given to the handler; the completer buries the job at once.
+            raise PayloadNotDecodable(f"payload cannot be decoded: {job.payload.error}")
         if handler is None:
             raise LookupError(f"No handler is registered for job name {job.job_name!r}.")
         call_handler(handler, job, ProgressReporter(job, progress))

@@ -23,6 +23,7 @@ import psycopg
 
 from django_pgjobs import queries
 from django_pgjobs.jobs.retry import retry_delay
+from django_pgjobs.stored_json import UndecodableJSON
 
 logger = logging.getLogger("django_pgjobs.worker")
 
@@ -126,9 +127,12 @@ class Completer:
         while self._done:
             done = self._done[0]
             assert done.error is not None
-            self.fail(
-                conn, done.job, done.error, delay=retry_delay(done.job.job_name, done.job.attempt)
-            )
+            if isinstance(done.job.payload, UndecodableJSON):
+                # No retry can decode it: to the dead letters now, attempts left or not.
+                self.bury(conn, done.job, done.error)
+            else:
+                delay = retry_delay(done.job.job_name, done.job.attempt)
+                self.fail(conn, done.job, done.error, delay=delay)
             self._done.pop(0)
 
     def claim(self, conn: psycopg.Connection[Any], **claim: Any) -> list[queries.ClaimedJob]:
@@ -152,6 +156,11 @@ class Completer:
         """Record one failed attempt now: retried after ``delay``, buried, or lost (fenced)."""
         result = queries.fail_job(conn.cursor(), token=job.token, error=error, delay=delay)
         self._on_written(Written(job, Outcome(result), error=error, delay=delay))
+
+    def bury(self, conn: psycopg.Connection[Any], job: queries.ClaimedJob, error: str) -> None:
+        """Record one failed attempt that no retry can cure: buried now, or lost (fenced)."""
+        result = queries.bury_job(conn.cursor(), token=job.token, error=error)
+        self._on_written(Written(job, Outcome(result), error=error))
 
     def _completed(self, jobs: Sequence[queries.ClaimedJob], completed_ids: Sequence[Any]) -> None:
         completed = set(completed_ids)
@@ -209,6 +218,11 @@ def log_outcome(written: Written, took: float) -> None:
         )  # fmt: skip
     elif outcome is Outcome.HANDED_BACK:
         logger.info("%s %s waits; due again in %.1fs", job.job_name, job.id, written.delay)
+    elif outcome is Outcome.BURIED and job.attempt < job.max_attempts:
+        logger.error(
+            "Job %s %s moved to the dead letters after attempt %s/%s: no retry can succeed: %s",
+            job.job_name, job.id, job.attempt, job.max_attempts, error,
+        )  # fmt: skip
     elif outcome is Outcome.BURIED:
         logger.error(
             "Job %s %s failed its last attempt (%s/%s) and moved to the dead letters: %s",

@@ -63,6 +63,9 @@ def rebuild(error: dict[str, Any]) -> BaseException:
     """The recorded exception, as its own class (with its args and JSON-able attributes) when
     that class is loaded in this process; otherwise :class:`RecordedError`. Never imports a
     module: the type name comes from the database."""
+    if not isinstance(error, dict):
+        # Not what describe() records: written by SQL, or JSON Python cannot decode.
+        return RecordedError("Exception", str(error))
     type_name = str(error.get("type", "Exception"))
     message = str(error.get("message", ""))
     traceback = error.get("traceback")
