@@ -95,7 +95,14 @@ from django_pgjobs.queries.lease import (
     report_progress,
 )
 from django_pgjobs.queries.operator import cancel_job, requeue_dead_letter, retry_job
-from django_pgjobs.queries.outcomes import FailOutcome, bury_job, complete_jobs, fail_job
+from django_pgjobs.queries.outcomes import (
+    FailOutcome,
+    JobState,
+    bury_job,
+    complete_jobs,
+    fail_job,
+    find_job_state,
+)
 from django_pgjobs.queries.rescue import rescue_expired_leases
 from django_pgjobs.queries.schedules import (
     SCHEDULES_CHANNEL,
@@ -120,6 +127,7 @@ __all__ = [
     "ClaimedJob",
     "Cursor",
     "FailOutcome",
+    "JobState",
     "Token",
     "bury_job",
     "cancel_job",
@@ -132,6 +140,7 @@ __all__ = [
     "due_schedules",
     "fail_job",
     "find_active_job_by_key",
+    "find_job_state",
     "fire_tick",
     "heartbeat",
     "insert_job",

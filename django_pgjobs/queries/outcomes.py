@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 from django_pgjobs.queries.base import (
@@ -135,3 +136,26 @@ def bury_job(cur: Cursor, *, token: Token, error: str) -> Literal["buried", "los
     cur.execute(_BURY_NOW, {**lease_params(token), "error": error})
     (buried,) = cur.fetchone()
     return "buried" if buried else "lost"
+
+
+@dataclass(frozen=True)
+class JobState:
+    status: str  # a job's status, or "dead" for a dead letter
+    attempt: int
+    error: str | None
+
+
+def find_job_state(cur: Cursor, *, job_id: uuid.UUID) -> JobState | None:
+    """Where a job is now, queue or dead letters: how a worker whose write of an outcome lost its
+    reply tells whether that write committed. Reads by primary key; locks nothing. None when the
+    job is in neither (pruned, or deleted by an operator)."""
+    cur.execute(
+        """
+        SELECT status, attempt, error FROM pgjobs_job_queue WHERE id = %(id)s
+        UNION ALL
+        SELECT 'dead', attempt, error FROM pgjobs_failed_jobs WHERE id = %(id)s
+        """,
+        {"id": job_id},
+    )
+    row = cur.fetchone()
+    return None if row is None else JobState(str(row[0]), int(row[1]), row[2])

@@ -54,6 +54,7 @@ class _InFlight:
     task: Task | None = None
     started: bool = False  # set by the handler thread as it begins
     reported: bool = False  # its outcome was handed to the completer
+    lost_logged: bool = False  # the heartbeat found it no longer ours, and said so
 
 
 def default_worker_id() -> str:
@@ -375,8 +376,13 @@ class Worker:
     def _housekeep(self, *, force: bool = False) -> None:
         conn = self._ensure_connected()
         report = self._housekeeper.run_due(conn, self._held_tokens(), force=force)
-        for job_id in report.lost:
-            logger.warning("Job %s is no longer ours (rescued or cancelled)", job_id)
+        lost = set(report.lost)
+        for entry in self._inflight.values():
+            # Once per attempt, while its handler runs: a finished one's outcome is being
+            # written, and the completer says what became of it.
+            if entry.job.id in lost and not entry.reported and not entry.lost_logged:
+                entry.lost_logged = True
+                logger.warning("Job %s is no longer ours (rescued or cancelled)", entry.job.id)
         if report.rescued or report.rescued_buried:
             logger.warning(
                 "Rescued %s jobs of dead workers (%s of them dead-lettered)",
