@@ -93,3 +93,24 @@ def test_a_result_or_error_stored_by_sql_that_cannot_be_decoded_is_still_readabl
     assert isinstance(get_workflow(done.workflow_id).output, UndecodableJSON)
     with pytest.raises(RecordedError, match="cannot be decoded"):
         failed.get_result(timeout=1)
+
+
+def test_a_message_sql_sent_that_cannot_be_decoded_fails_the_receiving_workflow(
+    make_worker: type[Worker],
+) -> None:
+    handle = start_workflow(wf.receiver, None, 3600)
+    worker = make_worker()
+    drain(worker)  # waiting in recv()
+    sql(
+        f"""INSERT INTO pgjobs_workflow_messages (workflow_id, topic, message)
+        VALUES (%s, '', '[{NUMBER}]'::jsonb)""",
+        handle.workflow_id,
+    )
+    make_workflow_due(handle.workflow_id)
+    drain(worker)
+    info = get_workflow(handle.workflow_id)
+    assert info.status == "failed", info
+    assert info.error is not None
+    assert info.error["message"].startswith(
+        "what recv received cannot be decoded: ValueError: Exceeds the limit"
+    ), info.error["message"]
