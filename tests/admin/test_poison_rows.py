@@ -14,7 +14,7 @@ from django_pgjobs import get_job, start_workflow
 from django_pgjobs.models import FailedJob, Job
 from django_pgjobs.worker import Worker
 from tests.admin.changelists import act, changelist
-from tests.helpers import drain
+from tests.helpers import add_schedule, drain
 from tests.testapp import workflows as wf
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -84,3 +84,15 @@ def test_workflow_pages_show_inputs_and_outputs_that_cannot_be_decoded(
     )
     assert page.status_code == 200
     assert "cannot be decoded" in page.content.decode()
+
+
+def test_schedule_list_and_page_show_a_payload_that_cannot_be_decoded(
+    admin_client_: Client,
+) -> None:
+    schedule = add_schedule("poison", "0 * * * *")
+    with connection.cursor() as cur:
+        cur.execute(f"UPDATE pgjobs_schedules SET payload = {NUMBER} WHERE id = %s", [schedule.pk])
+    assert admin_client_.get(changelist("schedule")).status_code == 200
+    page = admin_client_.get(reverse("admin:pgjobs_schedule_change", args=[schedule.pk]))
+    assert page.status_code == 200
+    assert "cannot be decoded: ValueError" in page.content.decode()
