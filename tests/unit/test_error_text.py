@@ -27,6 +27,12 @@ class CauseRaises(Exception):
         raise RuntimeError("cause unreadable")
 
 
+class OutOfMemoryWhileFormatting(Exception):
+    @property
+    def __notes__(self) -> Any:  # type: ignore[override]
+        raise MemoryError
+
+
 class StrRaisesToo(NotesRaise):
     def __str__(self) -> str:
         raise MemoryError
@@ -49,13 +55,13 @@ def test_an_ordinary_error_is_its_line_then_its_traceback() -> None:
     assert text.startswith("ValueError: smtp down\n\nTraceback (most recent call last):")
 
 
-@pytest.mark.parametrize("cls", [NotesRaise, CauseRaises])
+@pytest.mark.parametrize("cls", [NotesRaise, CauseRaises, OutOfMemoryWhileFormatting])
 def test_an_error_whose_traceback_cannot_be_formatted_is_described_by_what_is_readable(
     cls: type[Exception],
 ) -> None:
     text = describe_error(raised(cls("card declined")))
     assert text.startswith(f"{__name__}.{cls.__qualname__}: card declined\n\n")
-    assert "(Its traceback could not be formatted: RuntimeError: " in text
+    assert "(Its traceback could not be formatted: " in text
 
 
 def test_an_error_whose_message_cannot_be_read_either_still_names_its_class() -> None:
