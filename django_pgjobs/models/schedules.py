@@ -10,6 +10,7 @@ from django.db.models import F, Q, Value
 from django.db.models.functions import Now
 
 from django_pgjobs.jobs.validation import MAX_NAME_LENGTH, MAX_PRIORITY, MIN_PRIORITY
+from django_pgjobs.models.fields import StoredJSONField
 from django_pgjobs.models.jobs import empty_object
 from django_pgjobs.schedules.validation import declaration_problems, option_problems
 
@@ -42,7 +43,7 @@ class Schedule(models.Model):
         "alias such as @daily, or an interval such as 'every 10 minutes'.",
     )
     job_name = models.CharField(max_length=MAX_NAME_LENGTH)
-    payload = models.JSONField(db_default=empty_object(), default=dict, blank=True)
+    payload = StoredJSONField(db_default=empty_object(), default=dict, blank=True)
     queue = models.CharField(max_length=MAX_NAME_LENGTH, null=True, blank=True)  # noqa: DJ001 - NULL: the job's default
     priority = models.SmallIntegerField(null=True, blank=True)
     timezone = models.CharField(max_length=64, db_default=Value("UTC"), default="UTC")

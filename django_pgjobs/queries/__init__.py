@@ -32,14 +32,15 @@ migrations named)::
                       workflow_runs.resume (re-pointed to another code version; a pending
                       job is re-pointed the same way)
       running -> dead letter  outcomes.fail_job, rescue.rescue_expired_leases (last attempt: the row
-                      moves to pgjobs_failed_jobs in the same statement)
+                      moves to pgjobs_failed_jobs in the same statement), outcomes.bury_job
+                      (attempts left, but its payload cannot be decoded)
       pending, running -> cancelled  operator.cancel_job, workflow_runs.cancel (pending only)
       cancelled -> pending  operator.retry_job (a fresh attempt budget)
       completed, cancelled -> deleted  upkeep.prune_finished_jobs
       every insert: NOTIFY pgjobs, one per queue per statement (trigger, 0002)
 
     pgjobs_failed_jobs (dead letters)
-      -> dead         outcomes.fail_job, rescue.rescue_expired_leases
+      -> dead         outcomes.fail_job, outcomes.bury_job, rescue.rescue_expired_leases
       dead -> deleted operator.requeue_dead_letter (back to the queue as a new job),
                       operator.requeue_dead_letters (many at once: one statement),
                       workflow_runs.resume (a dead workflow's job); the admin's delete action
@@ -101,7 +102,14 @@ from django_pgjobs.queries.operator import (
     requeue_dead_letters,
     retry_job,
 )
-from django_pgjobs.queries.outcomes import FailOutcome, complete_jobs, fail_job
+from django_pgjobs.queries.outcomes import (
+    FailOutcome,
+    JobState,
+    bury_job,
+    complete_jobs,
+    fail_job,
+    find_job_state,
+)
 from django_pgjobs.queries.rescue import rescue_expired_leases
 from django_pgjobs.queries.schedules import (
     SCHEDULES_CHANNEL,
@@ -126,8 +134,10 @@ __all__ = [
     "ClaimedJob",
     "Cursor",
     "FailOutcome",
+    "JobState",
     "Requeued",
     "Token",
+    "bury_job",
     "cancel_job",
     "claim_jobs",
     "complete_and_claim",
@@ -138,6 +148,7 @@ __all__ = [
     "due_schedules",
     "fail_job",
     "find_active_job_by_key",
+    "find_job_state",
     "fire_tick",
     "heartbeat",
     "insert_job",

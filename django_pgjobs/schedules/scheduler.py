@@ -32,6 +32,7 @@ from django_pgjobs.observability.display import local_time
 from django_pgjobs.schedules.crontab import InvalidScheduleError, Spec, parse
 from django_pgjobs.schedules.declarations import sync_schedules
 from django_pgjobs.schedules.validation import FIRE_TIME_KEY
+from django_pgjobs.stored_json import UndecodableJSON, decode_json
 from django_pgjobs.worker.wakeup import Wakeup
 
 logger = logging.getLogger("django_pgjobs.scheduler")
@@ -214,7 +215,10 @@ class Scheduler:
             start=row["start_at"],
             end=row["end_at"],
         )
-        payload = json.loads(row["payload"])
+        payload = decode_json(row["payload"])
+        if isinstance(payload, UndecodableJSON):
+            self._quarantine(row, f"its payload cannot be decoded: {payload.error}")
+            return
         if not isinstance(payload, dict):
             self._quarantine(row, "its payload is not a JSON object")
             return

@@ -71,3 +71,16 @@ def block(payload: dict[str, Any]) -> None:
     while not release.exists() and time.monotonic() < deadline:
         time.sleep(0.02)
     Run.objects.create(job_id="00000000-0000-0000-0000-000000000000", label=f"{label}:finished")
+
+
+class Undescribable(Exception):
+    """An error ``traceback`` cannot format: reading its notes raises."""
+
+    @property
+    def __notes__(self) -> Any:  # type: ignore[override]
+        raise RuntimeError("notes unreadable")
+
+
+@job("test.undescribable")
+def undescribable(payload: dict[str, Any]) -> None:
+    raise Undescribable(payload.get("message", "undescribable"))
