@@ -22,6 +22,7 @@ from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 
 from django_pgjobs.admin.common import _pre
+from django_pgjobs.stored_json import UndecodableJSON, decode_json
 
 # What a detail page shows of one value; the rest is behind the raw view's link.
 PREVIEW_CHARS = 10_000
@@ -51,11 +52,12 @@ def traceback_of(column: str, length: int) -> dict[str, Any]:
 
 
 def pretty_json(text: str) -> str:
-    """Indented JSON; the stored text as is when Python cannot decode it (1e5000, deep nesting)."""
-    try:
-        return json.dumps(json.loads(text), indent=2, sort_keys=True, ensure_ascii=False)
-    except (ValueError, RecursionError):
-        return text
+    """Indented JSON; when Python cannot decode it (1e5000, deep nesting), why, and the stored
+    text as is."""
+    value = decode_json(text)
+    if isinstance(value, UndecodableJSON):
+        return f"(cannot be decoded: {value.error})\nAs stored:\n{text}"
+    return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False)
 
 
 def whole_or_head(obj: Any, name: str, *, json_value: bool, raw_url: str, limit: int) -> str:

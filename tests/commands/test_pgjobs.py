@@ -116,8 +116,15 @@ def test_enqueue_command() -> None:
     job = get_job(out.strip())
     assert (job.payload, job.queue, job.priority) == ({"label": "cli"}, "q", 5)
     assert job.scheduled_for > timezone.now() + timedelta(seconds=50)
-    with pytest.raises(CommandError, match="not valid JSON"):
+    with pytest.raises(CommandError, match="not JSON Python can read"):
         pgjobs("enqueue", "test.record", "--payload", "{nope")
+    # Valid JSON Python still cannot read: a number past the digit limit, nesting past the
+    # recursion limit. An error, not a traceback, and nothing enqueued.
+    before = Job.objects.count()
+    for unreadable in ("1" * 5000, "[" * 100_000 + "]" * 100_000):
+        with pytest.raises(CommandError, match="not JSON Python can read"):
+            pgjobs("enqueue", "test.record", "--payload", unreadable)
+    assert Job.objects.count() == before
     with pytest.raises(CommandError, match="between -100 and 100"):
         pgjobs("enqueue", "test.record", "--priority", "500")
 

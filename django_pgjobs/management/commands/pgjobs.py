@@ -242,8 +242,10 @@ class Command(BaseCommand):
     def do_enqueue(self, options: dict[str, Any], using: str | None) -> None:
         try:
             payload = json.loads(options["payload"])
-        except json.JSONDecodeError as exc:
-            raise CommandError(f"--payload is not valid JSON: {exc}") from exc
+        except (ValueError, RecursionError) as exc:
+            # ValueError covers JSONDecodeError and an integer past Python's digit limit;
+            # RecursionError, nesting deeper than the interpreter's limit.
+            raise CommandError(f"--payload is not JSON Python can read: {exc}") from exc
         job_id = enqueueing.enqueue(
             options["job_name"],
             payload,
