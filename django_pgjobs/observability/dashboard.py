@@ -82,8 +82,9 @@ UNION
 SELECT DISTINCT queue FROM pgjobs_job_queue WHERE status = 'running'
 """
 
-# Pending and running jobs per queue, counted in one pass (two index scans, one per partial
-# index), busiest first. The window sums and count run over every queue before the LIMIT.
+# Pending and running jobs per queue, busiest first: pending jobs read once (a sequential or an
+# index-only scan of pgjobs_job_queue_claim, whichever the planner finds cheaper), running ones
+# through pgjobs_job_lease. The window sums and count run over every queue before the LIMIT.
 _QUEUE_TABLE = """
 WITH per_queue AS (
     SELECT queue,

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import Permission, User
-from django.db import connection
+from django.db import connection, transaction
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from django_pgjobs import enqueue, enqueue_many, start_workflow
 from django_pgjobs.admin.charts import bar_chart, line_chart
+from django_pgjobs.models import Job
 from django_pgjobs.observability import dashboard
 from django_pgjobs.observability.status import queue_status, unhandled_due_jobs
 from django_pgjobs.worker import Worker
@@ -160,10 +161,6 @@ def test_listing_queues_skips_through_the_index() -> None:
 
 
 def test_due_scheduled_lag_and_a_depth_curve_that_ignores_jobs_not_due_yet(staff: Client) -> None:
-    from django.utils import timezone
-
-    from django_pgjobs.models import Job
-
     due = enqueue_many("test.record", [{}] * 2, queue="mail")
     # They arrived half an hour ago and have waited since: lag ~30 minutes, depth 2 since then.
     half_an_hour_ago = timezone.now() - timedelta(minutes=30)
@@ -178,6 +175,15 @@ def test_due_scheduled_lag_and_a_depth_curve_that_ignores_jobs_not_due_yet(staff
     assert mail.oldest_due_age == board.oldest_due_age
     assert board.depth[-1] == 2 and board.depth[-10] == 2 and board.depth[0] == 0
     assert "0:30:" in staff.get(URL).content.decode()
+
+
+def test_inside_a_callers_transaction_the_figures_load_at_its_isolation_level() -> None:
+    enqueue("test.record")
+    with transaction.atomic():  # as under ATOMIC_REQUESTS: a query already ran
+        Job.objects.count()
+        assert dashboard.load_dashboard().total_due == 1
+    board = dashboard.load_dashboard()  # on its own: one REPEATABLE READ, read-only snapshot
+    assert board.total_due == 1 and board.depth[-1] == 1
 
 
 def test_the_depth_curve_is_right_minute_by_minute_with_dead_letters_and_cancellations() -> None:
