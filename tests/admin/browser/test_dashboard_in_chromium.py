@@ -115,6 +115,43 @@ def test_a_slow_refresh_is_never_overlapped_by_the_next(
     wait_for(lambda: len(refreshes) >= stuck + 2, what="the refreshes to resume")
 
 
+def test_a_hidden_tab_makes_no_requests_and_refreshes_as_soon_as_it_shows(
+    browser: Any, live_server: Any, log_in: Callable[[], None], refreshes: list[str]
+) -> None:
+    log_in()
+    browser.get(live_server.url + PATH)
+    wait_for(lambda: refreshes, what="the page to refresh itself")
+
+    def show(hidden: bool) -> None:  # what the browser does when the tab goes to the background
+        browser.execute_script(
+            "Object.defineProperty(document, 'hidden', {configurable: true, value: arguments[0]});"
+            "document.dispatchEvent(new Event('visibilitychange'));",
+            hidden,
+        )
+
+    def state() -> str:
+        return str(
+            browser.execute_script(
+                "return document.querySelector('.pgjobs-dashboard').dataset.pgjobsRefresh"
+            )
+        )
+
+    show(True)
+    wait_for(lambda: state() == "hidden", what="the refresh to pause")
+    quiet = len(refreshes)
+    enqueue_many("test.record", [{}] * 2)
+    with pytest.raises(TimeoutException):  # ten refresh intervals
+        WebDriverWait(browser, 2).until(lambda d: len(refreshes) > quiet)
+    assert browser.execute_script("return document.getElementById('pgjobs-due').textContent") == "0"
+
+    show(False)  # at once, not a refresh interval later
+    WebDriverWait(browser, 10).until(
+        lambda d: (
+            d.execute_script("return document.getElementById('pgjobs-due').textContent") == "2"
+        )
+    )
+
+
 def test_figures_and_chart_labels_are_readable_in_light_and_dark_themes(
     browser: Any, live_server: Any, log_in: Callable[[], None], make_worker: type[Worker]
 ) -> None:
