@@ -10,6 +10,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from django.contrib.sessions.models import Session
 from django.core.signals import request_started
 from django.db import connection
 
@@ -150,6 +151,30 @@ def test_a_hidden_tab_makes_no_requests_and_refreshes_as_soon_as_it_shows(
             d.execute_script("return document.getElementById('pgjobs-due').textContent") == "2"
         )
     )
+
+
+def test_when_the_session_ends_the_refresh_stops_and_says_so(
+    browser: Any, live_server: Any, log_in: Callable[[], None], refreshes: list[str]
+) -> None:
+    log_in()
+    browser.get(live_server.url + PATH)
+    wait_for(lambda: refreshes, what="the page to refresh itself")
+    Session.objects.all().delete()  # logged out elsewhere, or the session expired
+    wait_for(
+        lambda: (
+            browser.execute_script(
+                "return document.querySelector('.pgjobs-dashboard').dataset.pgjobsRefresh"
+            )
+            == "stopped"
+        ),
+        what="the refresh to stop",
+    )
+    note = browser.find_element(By.CSS_SELECTOR, ".pgjobs-dashboard .errornote").text
+    assert "log in again" in note
+    assert browser.find_element(By.ID, "pgjobs-due").text == "0"  # not the login page pasted in
+    stopped = len(refreshes)
+    with pytest.raises(TimeoutException):
+        WebDriverWait(browser, 2).until(lambda d: len(refreshes) > stopped)
 
 
 def test_figures_and_chart_labels_are_readable_in_light_and_dark_themes(
