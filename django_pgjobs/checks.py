@@ -16,6 +16,9 @@ from django_pgjobs.conf import DEFAULTS
 from django_pgjobs.conf import seconds as _seconds
 from django_pgjobs.jobs.validation import MAX_INT
 
+# Where the docs say how to get a PostgreSQL for development (the embedded server helpers).
+POSTGRESQL_FOR_DEVELOPMENT = "docs/howto/install.md#a-postgresql-for-development"
+
 _POSITIVE_SECONDS = (
     "RETRY_DELAY_MAX",
     "POLL_INTERVAL",
@@ -175,7 +178,11 @@ def check_database(
         return [
             Error(
                 f"django-pgjobs needs PostgreSQL, but database {alias!r} uses {engine!r}.",
-                hint="Set ENGINE to 'django.db.backends.postgresql' (PostgreSQL 13 or newer).",
+                hint=(
+                    "Set ENGINE to 'django.db.backends.postgresql' (PostgreSQL 13 or newer). No "
+                    "server for development? pip install 'django-pgjobs[embedded]' and two lines "
+                    f"of settings start one: see {POSTGRESQL_FOR_DEVELOPMENT} in django-pgjobs."
+                ),
                 id="pgjobs.E001",
             )
         ]
@@ -190,3 +197,26 @@ def check_database(
             )
         ]
     return []
+
+
+@register()
+def check_admin_filters(
+    *, app_configs: Sequence[AppConfig] | None, **kwargs: Any
+) -> list[CheckMessage]:
+    """The admin's filters are django-admin-list-filter-dropdown's, whose template Django finds
+    only when that app is installed: without it every job list fails to render."""
+    from django.apps import apps
+
+    if not apps.is_installed("django.contrib.admin"):
+        return []
+    if apps.is_installed("django_admin_listfilter_dropdown"):
+        return []
+    return [
+        Error(
+            "The django-pgjobs admin needs 'django_admin_listfilter_dropdown' in INSTALLED_APPS.",
+            hint="Add 'django_admin_listfilter_dropdown' to INSTALLED_APPS (the package is a "
+            "dependency of django-pgjobs): the admin's filters use its select box, and the "
+            "job, dead letter and workflow lists cannot render without its template.",
+            id="pgjobs.E020",
+        )
+    ]

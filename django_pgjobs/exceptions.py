@@ -103,3 +103,10 @@ class WorkflowFailed(RecordedError):
 
 class NotInWorkflow(WorkflowError, RuntimeError):
     """A workflow-only function (recv, set_event, ...) was called outside a workflow."""
+
+
+class PayloadNotDecodable(PgJobsError, ValueError):
+    """A stored payload (or workflow input, or step checkpoint) is JSON PostgreSQL accepted but
+    Python's ``json`` cannot decode: a number past Python's int digit limit (``1e5000``), or
+    nesting deeper than its recursion limit. Recorded as the failure of the job (dead-lettered at
+    once: no retry can succeed) or of the workflow; never raised to a caller."""

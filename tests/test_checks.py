@@ -108,3 +108,32 @@ def test_e006_unknown_database_alias() -> None:
 def test_e004_non_finite_numbers(value: float) -> None:
     with override_settings(PGJOBS={"LEASE_SECONDS": value}):
         assert "pgjobs.E004" in run_settings_check()
+
+
+def test_e001_points_at_how_to_get_a_postgresql_for_development() -> None:
+    from django_pgjobs.checks import POSTGRESQL_FOR_DEVELOPMENT
+    from tests.unit.test_docs import ROOT, broken_link
+
+    mysql = {"default": {"ENGINE": "django.db.backends.mysql", "NAME": "shop"}}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Overriding setting DATABASES")
+        with override_settings(DATABASES=mysql):
+            [error] = check_database(app_configs=None, databases=None)
+    assert "'django.db.backends.mysql'" in error.msg
+    assert error.hint is not None
+    assert POSTGRESQL_FOR_DEVELOPMENT in error.hint
+    assert "pip install 'django-pgjobs[embedded]'" in error.hint
+    # The section exists (a renamed heading would leave the hint pointing nowhere).
+    assert broken_link(ROOT / "README.md", POSTGRESQL_FOR_DEVELOPMENT) is None
+
+
+def test_e020_the_admin_needs_the_dropdown_filter_app() -> None:
+    from django.test import modify_settings
+
+    from django_pgjobs.checks import check_admin_filters
+
+    assert check_admin_filters(app_configs=None) == []
+    with modify_settings(INSTALLED_APPS={"remove": ["django_admin_listfilter_dropdown"]}):
+        assert ids(check_admin_filters(app_configs=None)) == ["pgjobs.E020"]
+        with modify_settings(INSTALLED_APPS={"remove": ["django.contrib.admin"]}):
+            assert check_admin_filters(app_configs=None) == []

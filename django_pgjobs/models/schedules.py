@@ -15,6 +15,7 @@ from django_pgjobs.jobs.validation import (
     MIN_PRIORITY,
     RESERVED_PREFIX,
 )
+from django_pgjobs.models.fields import StoredJSONField
 from django_pgjobs.models.jobs import empty_object
 from django_pgjobs.schedules.validation import (
     MAX_CATCH_UP_LIMIT,
@@ -52,7 +53,7 @@ class Schedule(models.Model):
         "alias such as @daily, or an interval such as 'every 10 minutes'.",
     )
     job_name = models.CharField(max_length=MAX_NAME_LENGTH)
-    payload = models.JSONField(db_default=empty_object(), default=dict, blank=True)
+    payload = StoredJSONField(db_default=empty_object(), default=dict, blank=True)
     queue = models.CharField(max_length=MAX_NAME_LENGTH, null=True, blank=True)  # noqa: DJ001 - NULL: the job's default
     priority = models.SmallIntegerField(null=True, blank=True)
     timezone = models.CharField(max_length=64, db_default=Value("UTC"), default="UTC")
@@ -122,10 +123,15 @@ class Schedule(models.Model):
 
     def save(self, *args: Any, **kwargs: Any) -> None:
         if not self._state.adding and kwargs.get("update_fields") is None:
+            # Nor a column that was never read (the admin defers a large payload): saving it
+            # would load it only to write the same value back.
+            unread = self.get_deferred_fields()
             kwargs["update_fields"] = [
                 f.name
                 for f in self._meta.concrete_fields
-                if not f.primary_key and f.name not in self.SCHEDULER_FIELDS
+                if not f.primary_key
+                and f.name not in self.SCHEDULER_FIELDS
+                and f.attname not in unread
             ]
         super().save(*args, **kwargs)
 

@@ -33,6 +33,7 @@ from django_pgjobs.queries.base import (
     workflow_job_name,
     workflow_key,
 )
+from django_pgjobs.stored_json import UndecodableJSON, decode_json
 
 # Outside waiters (WorkflowHandle.get_result, get_event) LISTEN here for wake-up keys.
 NOTIFY_CHANNEL = "pgjobs_workflow"
@@ -122,6 +123,20 @@ class LoadedWorkflow:
     wake_seq: int
     checkpoints: dict[int, Checkpoint]
 
+    def undecodable(self) -> str | None:
+        """What of it Python cannot decode (SQL stored JSON past its limits), if anything: the
+        workflow cannot run, and fails saying so."""
+        if isinstance(self.input, UndecodableJSON):
+            return f"the workflow's input cannot be decoded: {self.input.error}"
+        for c in self.checkpoints.values():
+            for what, value in (("output", c.output), ("error", c.error)):
+                if isinstance(value, UndecodableJSON):
+                    return (
+                        f"the recorded {what} of step {c.index} ({c.name!r}) cannot be decoded: "
+                        f"{value.error}"
+                    )
+        return None
+
 
 def load(cur: Cursor, *, workflow_id: str, token: Token) -> LoadedWorkflow | None:
     """Mark the workflow running and read its input and every checkpoint; one round trip.
@@ -140,8 +155,8 @@ def load(cur: Cursor, *, workflow_id: str, token: Token) -> LoadedWorkflow | Non
           AND {holds_workflow_job("w.workflow_id")}
         RETURNING w.name, w.input::text, w.wake_seq, (
             SELECT coalesce(json_agg(json_build_object(
-                'i', s.step_index, 'n', s.step_name, 's', s.status, 'o', s.output,
-                'e', s.error, 'w', s.wake_at) ORDER BY s.step_index), '[]')
+                'i', s.step_index, 'n', s.step_name, 's', s.status, 'o', s.output::text,
+                'e', s.error::text, 'w', s.wake_at) ORDER BY s.step_index), '[]')
             FROM pgjobs_workflow_steps AS s WHERE s.workflow_id = w.workflow_id
         )::text
         """,
@@ -151,10 +166,13 @@ def load(cur: Cursor, *, workflow_id: str, token: Token) -> LoadedWorkflow | Non
     if found is None:
         return None
     checkpoints = {}
+    # Outputs and errors come as text and are decoded one by one: a value SQL stored that
+    # Python cannot decode spoils only its own checkpoint (see LoadedWorkflow.undecodable).
     for c in json.loads(found[3]):
         wake_at = None if c["w"] is None else datetime.fromisoformat(c["w"])
-        checkpoints[c["i"]] = Checkpoint(c["i"], c["n"], c["s"], c["o"], c["e"], wake_at)
-    return LoadedWorkflow(found[0], json.loads(found[1]), int(found[2]), checkpoints)
+        output, error = (None if v is None else decode_json(v) for v in (c["o"], c["e"]))
+        checkpoints[c["i"]] = Checkpoint(c["i"], c["n"], c["s"], output, error, wake_at)
+    return LoadedWorkflow(found[0], decode_json(found[1]), int(found[2]), checkpoints)
 
 
 def status_of(cur: Cursor, workflow_id: str) -> str | None:
@@ -416,6 +434,6 @@ def read_result(cur: Cursor, workflow_id: str) -> WorkflowResult | None:
         return None
     return WorkflowResult(
         status=str(found[0]),
-        output=None if found[1] is None else json.loads(found[1]),
-        error=None if found[2] is None else json.loads(found[2]),
+        output=None if found[1] is None else decode_json(found[1]),
+        error=None if found[2] is None else decode_json(found[2]),
     )

@@ -53,6 +53,8 @@ class _InFlight:
     started_at: float
     task: Task | None = None
     started: bool = False  # set by the handler thread as it begins
+    reported: bool = False  # its outcome was handed to the completer
+    lost_logged: bool = False  # the heartbeat found it no longer ours, and said so
 
 
 def default_worker_id() -> str:
@@ -139,6 +141,8 @@ class Worker:
                     ))  # fmt: skip
                 except psycopg.Error as exc:
                     self._on_database_error(exc)
+            if scheduling is not None:
+                scheduling.stop()  # first: no schedule tick fires during the shutdown grace
             self._shutdown()
         finally:
             if scheduling is not None:
@@ -326,21 +330,29 @@ class Worker:
         self._inflight[job.lease_token] = entry
         logger.debug("Claimed %s %s (attempt %s)", job.job_name, job.id, job.attempt)
         self._count_busy(+1)
-        entry.task = self._pool.submit(functools.partial(self._execute, entry))
+        entry.task = self._pool.submit(
+            functools.partial(self._execute, entry),
+            on_failure=functools.partial(self._execute_failed, entry),
+        )
 
     def _execute(self, entry: _InFlight) -> None:
-        """Runs in a handler thread. Always reports an outcome, whatever happens."""
+        """Runs in a handler thread. Always reports an outcome, whatever happens: if anything
+        here raises, the pool calls :meth:`_execute_failed` in the same thread."""
         entry.started = True
-        try:
-            result = run_attempt(entry.handler, entry.job, self._completer.progressed)
-        except BaseException:
-            # run_attempt catches whatever a handler raises; this is a failure of our own. Still
-            # report an outcome, or the job would stay ours, its lease renewed, for ever.
-            logger.exception("Running job %s failed inside the worker", entry.job.id)
-            result = AttemptResult(took=0.0, error="WorkerError: the attempt could not be run.")
-        self._pacing.record_run(result.took)
+        self._report(entry, run_attempt(entry.handler, entry.job, self._completer.progressed))
+
+    def _execute_failed(self, entry: _InFlight, exc: BaseException) -> None:
+        """run_attempt catches whatever a handler raises; this is a failure of our own. Still
+        report an outcome, or the job would stay ours, its lease renewed, for ever."""
+        if not entry.reported:
+            error = "WorkerError: the attempt could not be run."
+            self._report(entry, AttemptResult(took=0.0, error=error))
+
+    def _report(self, entry: _InFlight, result: AttemptResult) -> None:
         first = self._completer.finished(entry.job, result.error, handed_back=result.handed_back)
+        entry.reported = True
         busy = self._count_busy(-1)
+        self._pacing.record_run(result.took)
         # Wake the loop when it has something to do: a thread is free to fill, a failure to
         # write now, or the first of a batch of outcomes (it starts the batch's clock).
         if first or busy < self.concurrency or result.error is not None:
@@ -366,8 +378,13 @@ class Worker:
     def _housekeep(self, *, force: bool = False) -> None:
         conn = self._ensure_connected()
         report = self._housekeeper.run_due(conn, self._held_tokens(), force=force)
-        for job_id in report.lost:
-            logger.warning("Job %s is no longer ours (rescued or cancelled)", job_id)
+        lost = set(report.lost)
+        for entry in self._inflight.values():
+            # Once per attempt, while its handler runs: a finished one's outcome is being
+            # written, and the completer says what became of it.
+            if entry.job.id in lost and not entry.reported and not entry.lost_logged:
+                entry.lost_logged = True
+                logger.warning("Job %s is no longer ours (rescued or cancelled)", entry.job.id)
         if report.rescued or report.rescued_buried:
             logger.warning(
                 "Rescued %s jobs of dead workers (%s of them dead-lettered)",

@@ -16,7 +16,7 @@ from typing import Any
 from django.core.serializers.json import DjangoJSONEncoder
 
 from django_pgjobs.exceptions import RecordedError, WorkflowFailed, WorkflowSerializationError
-from django_pgjobs.jobs.error_text import clean_text, describe_error
+from django_pgjobs.jobs.error_text import clean_text, describe_error, safe_str
 
 
 def encode(value: Any, what: str) -> str:
@@ -41,7 +41,7 @@ def encode(value: Any, what: str) -> str:
 def describe(exc: BaseException) -> dict[str, Any]:
     """An exception as JSON: enough to raise it again, and its traceback for people."""
     cls = type(exc)
-    message = clean_text(str(exc))  # NUL and lone surrogates: jsonb could not store them
+    message = clean_text(safe_str(exc))  # NUL and lone surrogates: jsonb could not store them
     args: Any = list(exc.args)
     try:
         encode(args, "args")
@@ -67,6 +67,9 @@ def rebuild(error: dict[str, Any]) -> BaseException:
     """The recorded exception, as its own class (with its args and JSON-able attributes) when
     that class is loaded in this process; otherwise :class:`RecordedError`. Never imports a
     module: the type name comes from the database."""
+    if not isinstance(error, dict):
+        # Not what describe() records: written by SQL, or JSON Python cannot decode.
+        return RecordedError("Exception", str(error))
     type_name = str(error.get("type", "Exception"))
     message = str(error.get("message", ""))
     traceback = error.get("traceback")

@@ -28,6 +28,7 @@ from django_pgjobs.conf import conf
 from django_pgjobs.database import statement_cursor
 from django_pgjobs.exceptions import (
     NotInWorkflow,
+    PayloadNotDecodable,
     WorkflowError,
     WorkflowNonDeterminism,
     WorkflowSerializationError,
@@ -371,6 +372,8 @@ def run_workflow_job(payload: Any) -> None:
     reset = _current.set(ctx)
     try:
         try:
+            if (undecodable := loaded.undecodable()) is not None:
+                raise PayloadNotDecodable(undecodable)
             result = definition.func(
                 *loaded.input.get("args", []), **loaded.input.get("kwargs", {})
             )

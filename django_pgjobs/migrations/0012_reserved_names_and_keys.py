@@ -174,7 +174,7 @@ def restore(apps: StateApps, schema_editor: BaseDatabaseSchemaEditor) -> None:
 
 
 class Migration(migrations.Migration):
-    dependencies: ClassVar[list[Any]] = [("pgjobs", "0009_sql_enqueue_default_attempts")]
+    dependencies: ClassVar[list[Any]] = [("pgjobs", "0011_stored_json_fields")]
     operations: ClassVar[list[Any]] = [
         migrations.RunPython(refuse_reserved_schedules, migrations.RunPython.noop),
         migrations.RemoveConstraint(model_name="schedule", name="pgjobs_schedule_catch_up_limit"),
