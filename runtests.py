@@ -15,9 +15,11 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 ROOT = Path(__file__).resolve().parent
 _VERSIONS = (
@@ -25,6 +27,35 @@ _VERSIONS = (
     "print('Python', sys.version.split()[0], '| Django', django.get_version(), "
     "'| psycopg', psycopg.__version__)"
 )
+
+
+# A password in a key=value conninfo: password=secret, password = 'se cret', password='it\'s'.
+_KEYWORD_PASSWORD = re.compile(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+
+
+def masked(dsn: str) -> str:
+    """``dsn`` (a URL or a key=value conninfo) with every password replaced by ``***``, for
+    printing: CI logs are read by more people than the database's owners."""
+    if "://" not in dsn:
+        return _KEYWORD_PASSWORD.sub(r"\1***", dsn)
+    parts = urlsplit(dsn)
+    netloc = parts.netloc
+    userinfo, at, hosts = netloc.rpartition("@")
+    if at and userinfo.partition(":")[2]:
+        netloc = f"{userinfo.partition(':')[0]}:***@{hosts}"
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        if any(key.lower() == "password" for key, _ in pairs):
+            pairs = [(k, "***" if k.lower() == "password" else v) for k, v in pairs]
+            query = urlencode(pairs, safe="/*")
+    # Not urlunsplit: it drops the "//" of an empty host (postgresql:///db?host=/socket).
+    return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
+
+
+def database_line(url: str | None) -> str:
+    """What the run says about its database, password masked."""
+    return f"database: {masked(url) if url else 'embedded PostgreSQL (DATABASE_URL is unset)'}"
 
 
 def run(*command: str | Path, env: dict[str, str] | None = None) -> None:
@@ -67,7 +98,7 @@ def main() -> None:
         # Nothing listens there: the settings need a URL, and no unit test may connect.
         env["DATABASE_URL"] = "postgresql://nobody@127.0.0.1:1/none"
         pytest_args = ["tests/unit", *pytest_args]
-    print("database:", env.get("DATABASE_URL") or "embedded PostgreSQL (DATABASE_URL is unset)")
+    print(database_line(env.get("DATABASE_URL")), flush=True)
     if not args.skip_lint:
         run(python, "-m", "ruff", "check", ".")
         run(python, "-m", "ruff", "format", "--check", ".")

@@ -4,11 +4,13 @@ One statement claims a batch with SKIP LOCKED, one statement completes it. ``dra
 due jobs and exits; ``listen`` waits on LISTEN/NOTIFY and notes when each job's "handler" starts;
 ``workflows`` runs started workflows of N no-op steps the least durable way: claim one, write one
 checkpoint row per step (one ``INSERT`` each, autocommit), mark it done. Run by run.py as separate
-processes, exactly like the library's workers.
+processes, exactly like the library's workers: ``python benchmarks/baseline.py MODE N`` with the
+database in ``BENCH_DATABASE_URL``.
 """
 
 from __future__ import annotations
 
+import os
 import select
 import sys
 import time
@@ -88,7 +90,10 @@ def listen(conn: psycopg.Connection[tuple[Any, ...]], expected: int) -> None:
 
 
 if __name__ == "__main__":
-    mode, url, number = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    # The database comes from the environment, like the library worker's: a command line is
+    # visible to every user of the machine (ps), and a DSN may carry a password.
+    url = os.environ["BENCH_DATABASE_URL"]
+    mode, number = sys.argv[1], int(sys.argv[2])
     with psycopg.connect(url, autocommit=True, application_name="pgjobs-baseline") as connection:
         if mode == "drain":
             drain(connection, number)

@@ -31,6 +31,35 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
+def masked(conninfo: str) -> str:
+    """``conninfo`` (a URL or key=value string) as key=value with its password hidden, to print."""
+    params = conninfo_to_dict(conninfo)
+    if params.get("password"):
+        params["password"] = "***"  # noqa: S105 (a mask, not a password)
+    return make_conninfo(**{k: str(v) for k, v in params.items() if v is not None})
+
+
+def child_environment(url: str) -> dict[str, str]:
+    """The environment of every child process: the database travels here, never on a command
+    line, where ``ps`` shows it to every user of the machine."""
+    return {
+        **os.environ,
+        "BENCH_DATABASE_URL": url,
+        "DJANGO_SETTINGS_MODULE": "benchmarks.settings",
+        "PYTHONPATH": str(ROOT),
+    }
+
+
+def worker_command(*options: str) -> list[str]:
+    """A library worker (``pgjobs_worker``) on the benchmark database."""
+    return [sys.executable, "-m", "django", "pgjobs_worker", "-v", "0", *options]
+
+
+def baseline_command(mode: str, number: int) -> list[str]:
+    """A raw-SQL baseline process (baseline.py) on the benchmark database."""
+    return [sys.executable, str(ROOT / "benchmarks" / "baseline.py"), mode, str(number)]
+
+
 def setup_database(server_url: str) -> str:
     name = f"pgjobs_bench_{os.getpid()}"
     with psycopg.connect(server_url, autocommit=True) as conn:
@@ -53,12 +82,9 @@ class Bench:
         self.scale = scale
         self.repeat = repeat
         self.raw = psycopg.connect(url, autocommit=True)
-        self.env = {
-            **os.environ,
-            "BENCH_DATABASE_URL": url,
-            "DJANGO_SETTINGS_MODULE": "benchmarks.settings",
-            "PYTHONPATH": str(ROOT),
-        }
+        self.env = child_environment(url)
+        # Every child command line, once each, for the report: what exactly was measured.
+        self.commands: list[list[str]] = []
 
     def n(self, base: int) -> int:
         return max(int(base * self.scale), 10)
@@ -146,19 +172,21 @@ class Bench:
         done, seconds = row
         return float(done) / max(float(seconds or 0), 1e-6)
 
+    def spawn(self, command: list[str]) -> subprocess.Popen[bytes]:
+        if command not in self.commands:
+            self.commands.append(command)
+        return subprocess.Popen(command, cwd=ROOT, env=self.env)  # noqa: S603
+
     def run_processes(self, commands: list[list[str]]) -> None:
-        procs = [subprocess.Popen(c, cwd=ROOT, env=self.env) for c in commands]  # noqa: S603
+        procs = [self.spawn(c) for c in commands]
         for proc in procs:
             if proc.wait(timeout=600) != 0:
                 raise SystemExit(f"benchmark process failed: {proc.args!r}")
 
     def drain(self, processes: int, *, backlog: int = 0) -> dict[str, Any]:
         count = self.n(20_000)
-        worker = [
-            sys.executable, "-m", "django", "pgjobs_worker", "-v", "0", "--burst",
-            "--concurrency", "8",
-        ]  # fmt: skip
-        raw = [sys.executable, str(ROOT / "benchmarks" / "baseline.py"), "drain", self.url, "100"]
+        worker = worker_command("--burst", "--concurrency", "8")
+        raw = baseline_command("drain", 100)
 
         def prepare() -> None:
             if backlog:
@@ -198,7 +226,7 @@ class Bench:
 
         def measure(command: list[str]) -> dict[str, float]:
             self.reset()
-            proc = subprocess.Popen(command, cwd=ROOT, env=self.env)  # noqa: S603
+            proc = self.spawn(command)
             try:
                 self.wait_until_listening()
                 committed: dict[int, float] = {}
@@ -221,17 +249,8 @@ class Bench:
                 "p99": percentile(waits, 99),
             }
 
-        worker = [
-            sys.executable, "-m", "django", "pgjobs_worker", "-v", "0", "--concurrency", "4",
-            "--poll-interval", "60", "--no-scheduler",
-        ]  # fmt: skip
-        raw = [
-            sys.executable,
-            str(ROOT / "benchmarks" / "baseline.py"),
-            "listen",
-            self.url,
-            str(count),
-        ]
+        worker = worker_command("--concurrency", "4", "--poll-interval", "60", "--no-scheduler")
+        raw = baseline_command("listen", count)
         library = [measure(worker) for _ in range(self.repeat)]
         baseline = [measure(raw) for _ in range(self.repeat)]
         result: dict[str, Any] = {
@@ -297,14 +316,8 @@ class Bench:
 
     def workflows(self, processes: int) -> dict[str, Any]:
         count = self.n(1000)
-        worker = [
-            sys.executable, "-m", "django", "pgjobs_worker", "-v", "0", "--burst",
-            "--concurrency", "8",
-        ]  # fmt: skip
-        raw = [
-            sys.executable, str(ROOT / "benchmarks" / "baseline.py"), "workflows", self.url,
-            str(self.STEPS),
-        ]  # fmt: skip
+        worker = worker_command("--burst", "--concurrency", "8")
+        raw = baseline_command("workflows", self.STEPS)
         per_step: dict[str, list[float]] = {"library": [], "baseline": []}
 
         def measure(which: str, command: list[str]) -> float:
@@ -539,6 +552,7 @@ def main() -> None:
 
     server_url = os.environ.get("DATABASE_URL") or database_url(ROOT / ".pgdata-bench")
     url = setup_database(server_url)
+    print(f"benchmark database: {masked(url)}", flush=True)
     os.environ.update(BENCH_DATABASE_URL=url, DJANGO_SETTINGS_MODULE="benchmarks.settings")
     import django
     from django.core.management import call_command
@@ -554,6 +568,7 @@ def main() -> None:
             "repeat": args.repeat,
             **environment(bench.raw),
             "results": results,
+            "commands": bench.commands,
         }
     finally:
         bench.raw.close()

@@ -27,7 +27,12 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.run import drop_database, setup_database  # noqa: E402
+from benchmarks.run import (  # noqa: E402
+    child_environment,
+    drop_database,
+    setup_database,
+    worker_command,
+)
 
 SAMPLE = """
 SELECT (SELECT count(*) FROM pgjobs_job_queue WHERE status = 'pending' AND scheduled_for <= now()),
@@ -81,12 +86,9 @@ def main() -> None:
     server_url = os.environ.get("DATABASE_URL") or database_url(ROOT / ".pgdata-bench")
     url = setup_database(server_url)
     env = {
-        **os.environ,
-        "BENCH_DATABASE_URL": url,
-        "DJANGO_SETTINGS_MODULE": "benchmarks.settings",
+        **child_environment(url),
         "BENCH_RETENTION": str(args.retention),
         "BENCH_PRUNE_INTERVAL": str(min(args.retention, 10.0)),
-        "PYTHONPATH": str(ROOT),
     }
     os.environ.update(env)
     import django
@@ -97,10 +99,7 @@ def main() -> None:
     raw = psycopg.connect(url, autocommit=True)
     if args.table_options:
         raw.execute(f"ALTER TABLE pgjobs_job_queue SET ({args.table_options})")
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "django", "pgjobs_worker", "-v", "0", "--concurrency", "8"],
-        cwd=ROOT, env=env,
-    )  # fmt: skip
+    worker = subprocess.Popen(worker_command("--concurrency", "8"), cwd=ROOT, env=env)  # noqa: S603
     from django_pgjobs import enqueue_many
 
     samples: list[tuple[Any, ...]] = []

@@ -4,6 +4,12 @@ The public API: define and enqueue jobs, schedule them, write workflows, and act
 workflow. Everything else is importable from the sub-package that owns it (``django_pgjobs.jobs``,
 ``.schedules``, ``.workflows``, ``.worker``, ``.exceptions``). Names load on first use: Django
 imports this package before models can be loaded (see :mod:`django_pgjobs.exports`).
+
+``django_pgjobs.list_jobs`` (a name another sub-package exports) raises an AttributeError saying
+where to import it from. ``from django_pgjobs import list_jobs`` cannot say so: Python replaces
+that AttributeError, message and all, with its own "cannot import name" ImportError (and raising
+ImportError here instead would break ``hasattr()`` and ``getattr(..., default)``). The docs list
+every name with its home.
 """
 
 from __future__ import annotations
@@ -12,12 +18,17 @@ from typing import TYPE_CHECKING
 
 from django_pgjobs.exports import lazy_exports
 
+# The one version source: pyproject.toml reads it (setuptools' dynamic version), and
+# importlib.metadata.version("django-pgjobs") of an installed copy says the same.
+__version__ = "0.1.0"
+
 # The one table of public names: name -> the module that defines it.
 _EXPORTS = {
     "job": "django_pgjobs.jobs.registry",
     "enqueue": "django_pgjobs.jobs.producer",
     "enqueue_many": "django_pgjobs.jobs.producer",
     "enqueue_on_commit": "django_pgjobs.jobs.producer",
+    "ProgressReporter": "django_pgjobs.jobs.context",
     "get_job": "django_pgjobs.jobs.operations",
     "retry_job": "django_pgjobs.jobs.operations",
     "cancel_job": "django_pgjobs.jobs.operations",
@@ -53,6 +64,7 @@ __getattr__ = lazy_exports(
 
 if TYPE_CHECKING:
     from django_pgjobs.exceptions import PgJobsError as PgJobsError
+    from django_pgjobs.jobs.context import ProgressReporter as ProgressReporter
     from django_pgjobs.jobs.operations import cancel_job as cancel_job
     from django_pgjobs.jobs.operations import get_job as get_job
     from django_pgjobs.jobs.operations import retry_job as retry_job

@@ -14,6 +14,10 @@ class PgJobsConfig(AppConfig):
     def ready(self) -> None:
         from django_pgjobs import checks  # noqa: F401 - registers the system checks
         from django_pgjobs.jobs.options import on_post_migrate
+        from django_pgjobs.observability.display import escape_stored_text_in_logs
+
+        # A job name or an error line with a newline must not forge a log line.
+        escape_stored_text_in_logs()
 
         # Jobs inserted from SQL get PGJOBS["MAX_ATTEMPTS"] through the table's default.
         post_migrate.connect(on_post_migrate, sender=self, dispatch_uid="django_pgjobs.defaults")

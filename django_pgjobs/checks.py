@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import math
 from collections.abc import Sequence
 from datetime import timedelta
@@ -16,6 +17,9 @@ from django.db import DatabaseError
 from django_pgjobs.conf import DEFAULTS
 from django_pgjobs.conf import seconds as _seconds
 from django_pgjobs.jobs.validation import MAX_INT
+
+# Where the docs say how to get a PostgreSQL for development (the embedded server helpers).
+POSTGRESQL_FOR_DEVELOPMENT = "docs/howto/install.md#a-postgresql-for-development"
 
 _POSITIVE_SECONDS = (
     "RETRY_DELAY_MAX",
@@ -58,6 +62,12 @@ def _value_errors(config: dict[str, Any]) -> list[str]:
     grace = config.get("SHUTDOWN_GRACE", DEFAULTS["SHUTDOWN_GRACE"])
     if not _is_number(grace) or _seconds(grace) < 0:
         problems.append(f"SHUTDOWN_GRACE must be a number of seconds >= 0; got {grace!r}.")
+    limit = config.get("MAX_PAYLOAD_BYTES", DEFAULTS["MAX_PAYLOAD_BYTES"])
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 2):
+        problems.append(
+            f"MAX_PAYLOAD_BYTES must be None (no limit) or an int of at least 2 bytes (the "
+            f"empty payload {{}}); got {limit!r}."
+        )
     if not isinstance(config.get("POLL_ONLY", False), bool):
         problems.append(f"POLL_ONLY must be True or False; got {config['POLL_ONLY']!r}.")
     if not isinstance(config.get("DATABASE", "default"), str):
@@ -84,12 +94,18 @@ def check_settings(
     if not isinstance(config, dict):
         return [Error("settings.PGJOBS must be a dict.", id="pgjobs.E003")]
     errors: list[CheckMessage] = []
-    unknown = sorted(set(config) - set(DEFAULTS))
+    unknown = sorted(set(config) - set(DEFAULTS), key=str)
     if unknown:
+        guesses = [
+            f"{close[0]} for {name}"
+            for name in unknown
+            if (close := difflib.get_close_matches(str(name), list(DEFAULTS), n=1))
+        ]
+        hint = f"Did you mean {', '.join(guesses)}? " if guesses else ""
         errors.append(
             Error(
-                f"Unknown PGJOBS setting(s): {', '.join(unknown)}.",
-                hint=f"Known settings: {', '.join(sorted(DEFAULTS))}.",
+                f"Unknown PGJOBS setting(s): {', '.join(map(str, unknown))}.",
+                hint=f"{hint}Known settings: {', '.join(sorted(DEFAULTS))}.",
                 id="pgjobs.E007",
             )
         )
@@ -139,7 +155,7 @@ def check_schedules(
             errors.append(
                 Error(
                     f"Schedule {declaration.name!r} ({declaration.source}): {problem}",
-                    hint=f"Fix its {field_name}.",
+                    hint=f"Fix its {declaration.option_name(field_name)!r}.",
                     id="pgjobs.E010",
                 )
             )
@@ -164,7 +180,11 @@ def check_database(
         return [
             Error(
                 f"django-pgjobs needs PostgreSQL, but database {alias!r} uses {engine!r}.",
-                hint="Set ENGINE to 'django.db.backends.postgresql' (PostgreSQL 13 or newer).",
+                hint=(
+                    "Set ENGINE to 'django.db.backends.postgresql' (PostgreSQL 13 or newer). No "
+                    "server for development? pip install 'django-pgjobs[embedded]' and two lines "
+                    f"of settings start one: see {POSTGRESQL_FOR_DEVELOPMENT} in django-pgjobs."
+                ),
                 id="pgjobs.E001",
             )
         ]
@@ -212,5 +232,28 @@ def check_migrations_applied(
             hint="Run `python manage.py migrate"
             + ("`." if alias == "default" else f" --database {alias}`."),
             id="pgjobs.W001",
+        )
+    ]
+
+
+@register()
+def check_admin_filters(
+    *, app_configs: Sequence[AppConfig] | None, **kwargs: Any
+) -> list[CheckMessage]:
+    """The admin's filters are django-admin-list-filter-dropdown's, whose template Django finds
+    only when that app is installed: without it every job list fails to render."""
+    from django.apps import apps
+
+    if not apps.is_installed("django.contrib.admin"):
+        return []
+    if apps.is_installed("django_admin_listfilter_dropdown"):
+        return []
+    return [
+        Error(
+            "The django-pgjobs admin needs 'django_admin_listfilter_dropdown' in INSTALLED_APPS.",
+            hint="Add 'django_admin_listfilter_dropdown' to INSTALLED_APPS (the package is a "
+            "dependency of django-pgjobs): the admin's filters use its select box, and the "
+            "job, dead letter and workflow lists cannot render without its template.",
+            id="pgjobs.E020",
         )
     ]

@@ -15,6 +15,11 @@ from django.conf import settings
 DEFAULTS: Final[dict[str, Any]] = {
     # Attempts a job gets before it moves to the dead-letter table (the seed's maxRetries).
     "MAX_ATTEMPTS": 3,
+    # The largest job payload enqueue accepts, in bytes of JSON (None: no limit). A payload is
+    # read whole by every claim, list and admin page that touches its job; 1 MiB (the limit of
+    # Google Cloud Tasks; Amazon SQS allows 256 KiB) is far above ids and parameters, and far
+    # below what slows a worker. Larger data belongs in a table or a file, its id in the payload.
+    "MAX_PAYLOAD_BYTES": 1024 * 1024,
     # Base of the exponential backoff, in seconds: 1, 2, 4, 8 ... (the seed's retryDelayMs / 1000).
     "RETRY_DELAY": 1.0,
     # No retry waits longer than this, however many attempts came before.
@@ -74,6 +79,11 @@ class PgJobsSettings:
     @property
     def MAX_ATTEMPTS(self) -> int:
         return int(self.get("MAX_ATTEMPTS"))
+
+    @property
+    def MAX_PAYLOAD_BYTES(self) -> int | None:
+        value = self.get("MAX_PAYLOAD_BYTES")
+        return None if value is None else int(value)
 
     @property
     def RETRY_DELAY(self) -> float:

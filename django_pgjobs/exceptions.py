@@ -90,9 +90,27 @@ class RecordedError(WorkflowError):
         self.traceback = traceback
 
 
+class WorkflowFailed(RecordedError):
+    """The workflow failed with a ``BaseException`` that is not an ``Exception`` (``SystemExit``
+    from argparse in a step, ``KeyboardInterrupt``): ``get_result()`` and ``run_workflow()``
+    raise this in its place, because a caller's ``except Exception`` (and Django's request
+    handling) would not catch the original. ``type_name`` is its dotted path."""
+
+    def __init__(self, type_name: str, message: str, traceback: str | None = None) -> None:
+        super().__init__(type_name, message, traceback)
+        self.args = (f"The workflow failed with {type_name}: {message}",)
+
+
 class NotInWorkflow(WorkflowError, RuntimeError):
     """A workflow-only function (recv, set_event, ...) was called outside a workflow."""
 
 
 class WorkerIdInUse(PgJobsError):
     """A worker was started under the id of a worker that is still alive (``--worker-id``)."""
+
+
+class PayloadNotDecodable(PgJobsError, ValueError):
+    """A stored payload (or workflow input, or step checkpoint) is JSON PostgreSQL accepted but
+    Python's ``json`` cannot decode: a number past Python's int digit limit (``1e5000``), or
+    nesting deeper than its recursion limit. Recorded as the failure of the job (dead-lettered at
+    once: no retry can succeed) or of the workflow; never raised to a caller."""

@@ -120,17 +120,17 @@ def make_due_now(job_id: uuid.UUID) -> None:
 
 
 def workflow_job(workflow_id: str) -> Any:
-    """The newest job that runs the workflow (key ``workflow:<id>``)."""
+    """The newest job that runs the workflow (key ``pgjobs.workflow:<id>``)."""
     from django_pgjobs.models import Job
 
-    return Job.objects.filter(key=f"workflow:{workflow_id}").latest("created_at")
+    return Job.objects.filter(key=f"pgjobs.workflow:{workflow_id}").latest("created_at")
 
 
 def make_workflow_due(workflow_id: str) -> None:
     """Stand-in for waiting: the workflow's pending job becomes due now."""
     from django_pgjobs.models import Job
 
-    Job.objects.filter(key=f"workflow:{workflow_id}", status="pending").update(
+    Job.objects.filter(key=f"pgjobs.workflow:{workflow_id}", status="pending").update(
         scheduled_for=timezone.now()
     )
 

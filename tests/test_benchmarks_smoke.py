@@ -16,8 +16,13 @@ from tests.helpers import ROOT, database_conninfo
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 
+# The test server trusts local connections, so any password connects: one that must never
+# appear on a child's command line (ps shows those to every user) nor in the output.
+PASSWORD = "bench-s3cret"
+
+
 def run_script(script: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "DATABASE_URL": database_conninfo()}
+    env = {**os.environ, "DATABASE_URL": f"{database_conninfo()} password={PASSWORD}"}
     env.pop("DJANGO_SETTINGS_MODULE", None)
     return subprocess.run(
         [sys.executable, f"benchmarks/{script}", *args],
@@ -49,6 +54,13 @@ def test_benchmark_runs_at_a_tiny_scale(tmp_path: Path) -> None:
             assert result["library"]["median"] > 0
     assert report["postgresql"]["server_version"]
     assert report["postgresql"]["autovacuum"] in ("on", "off")
+    # Every child process got the password-bearing database through its environment.
+    commands = report["commands"]
+    assert any("baseline.py" in " ".join(c) for c in commands)
+    assert any("pgjobs_worker" in c for c in commands)
+    assert not [c for c in commands if any(PASSWORD in arg for arg in c)]
+    assert "password=***" in proc.stdout
+    assert PASSWORD not in proc.stdout + proc.stderr
 
 
 def test_only_runs_the_workloads_asked_for(tmp_path: Path) -> None:

@@ -51,6 +51,15 @@ def test_e007_an_unknown_key_is_a_typo() -> None:
         assert run_settings_check() == ["pgjobs.E007"]
 
 
+def test_e007_suggests_the_closest_known_setting() -> None:
+    with override_settings(PGJOBS={"MAX_ATEMPTS": 3, "LEASE_SECOND": 5, "ZZZ": 1}):
+        (error,) = check_settings(app_configs=None, databases=None)
+    assert error.hint is not None
+    assert error.hint.startswith(
+        "Did you mean LEASE_SECONDS for LEASE_SECOND, MAX_ATTEMPTS for MAX_ATEMPTS? Known"
+    )
+
+
 @pytest.mark.parametrize(
     "bad",
     [
@@ -68,11 +77,21 @@ def test_e007_an_unknown_key_is_a_typo() -> None:
         {"WORKFLOW_RETENTION": 0},
         {"APP_VERSION": 3},
         {"APP_VERSION": "x" * 65},
+        {"MAX_PAYLOAD_BYTES": 0},
+        {"MAX_PAYLOAD_BYTES": "1MB"},
+        {"MAX_PAYLOAD_BYTES": True},
+        {"MAX_PAYLOAD_BYTES": 1.5},
     ],
 )
 def test_e004_bad_values(bad: dict[str, Any]) -> None:
     with override_settings(PGJOBS=bad):
         assert run_settings_check() == ["pgjobs.E004"]
+
+
+@pytest.mark.parametrize("value", [None, 2, 10 * 1024 * 1024])
+def test_max_payload_bytes_may_be_none_or_a_size(value: int | None) -> None:
+    with override_settings(PGJOBS={"MAX_PAYLOAD_BYTES": value}):
+        assert run_settings_check() == []
 
 
 def test_e005_heartbeat_must_fit_twice_in_the_lease() -> None:
@@ -89,3 +108,32 @@ def test_e006_unknown_database_alias() -> None:
 def test_e004_non_finite_numbers(value: float) -> None:
     with override_settings(PGJOBS={"LEASE_SECONDS": value}):
         assert "pgjobs.E004" in run_settings_check()
+
+
+def test_e001_points_at_how_to_get_a_postgresql_for_development() -> None:
+    from django_pgjobs.checks import POSTGRESQL_FOR_DEVELOPMENT
+    from tests.unit.test_docs import ROOT, broken_link
+
+    mysql = {"default": {"ENGINE": "django.db.backends.mysql", "NAME": "shop"}}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Overriding setting DATABASES")
+        with override_settings(DATABASES=mysql):
+            [error] = check_database(app_configs=None, databases=None)
+    assert "'django.db.backends.mysql'" in error.msg
+    assert error.hint is not None
+    assert POSTGRESQL_FOR_DEVELOPMENT in error.hint
+    assert "pip install 'django-pgjobs[embedded]'" in error.hint
+    # The section exists (a renamed heading would leave the hint pointing nowhere).
+    assert broken_link(ROOT / "README.md", POSTGRESQL_FOR_DEVELOPMENT) is None
+
+
+def test_e020_the_admin_needs_the_dropdown_filter_app() -> None:
+    from django.test import modify_settings
+
+    from django_pgjobs.checks import check_admin_filters
+
+    assert check_admin_filters(app_configs=None) == []
+    with modify_settings(INSTALLED_APPS={"remove": ["django_admin_listfilter_dropdown"]}):
+        assert ids(check_admin_filters(app_configs=None)) == ["pgjobs.E020"]
+        with modify_settings(INSTALLED_APPS={"remove": ["django.contrib.admin"]}):
+            assert check_admin_filters(app_configs=None) == []

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from io import StringIO
 
@@ -67,3 +68,75 @@ def test_0009_applies_when_an_sql_function_calls_pgjobs_enqueue(at_0008: None) -
     finally:
         with connection.cursor() as cur:
             cur.execute("DROP FUNCTION IF EXISTS review_enqueue_report()")
+
+
+@pytest.fixture
+def before_reserved_names(transactional_db: None) -> Iterator[None]:
+    """The database before 0012 (reserved names and keys); migrated back to the latest after."""
+    call_command("migrate", "pgjobs", "0011", verbosity=0)
+    yield
+    with connection.cursor() as cur:
+        cur.execute("DELETE FROM pgjobs_schedules WHERE job_name LIKE 'pgjobs.%%'")
+    call_command("migrate", "pgjobs", verbosity=0)
+
+
+def _keys() -> dict[str, str | None]:
+    with connection.cursor() as cur:
+        cur.execute("SELECT payload ->> 'label', key FROM pgjobs_job_queue")
+        return dict(cur.fetchall())
+
+
+def test_0012_moves_the_library_keys_into_the_reserved_space_and_back(
+    before_reserved_names: None,
+) -> None:
+    rows = [
+        ("workflow job", "pgjobs.workflow:v1", {"workflow_id": "w1"}, "workflow:w1"),
+        ("tick", "test.record", {}, "cron:report:2026-01-01T00:00:00+00:00"),
+        # A user's keys that merely look like ours keep them.
+        ("user workflow-like", "test.record", {"workflow_id": "w1"}, "workflow:w1"),
+        ("user cron-like", "test.record", {}, "cron:other:2026"),
+        ("stray", "pgjobs.workflow:v1", {"workflow_id": "w2"}, "workflow:w1x"),
+    ]
+    with connection.cursor() as cur:
+        cur.execute(
+            "INSERT INTO pgjobs_schedules (name, cron, job_name) "
+            "VALUES ('report', '0 * * * *', 'test.record')"
+        )
+        for label, job_name, payload, key in rows:
+            cur.execute(
+                "INSERT INTO pgjobs_job_queue (job_name, payload, key, status) "
+                "VALUES (%s, %s::jsonb || jsonb_build_object('label', %s::text), %s, "
+                "'completed')",
+                [job_name, json.dumps(payload), label, key],
+            )
+    before = _keys()
+    call_command("migrate", "pgjobs", "0012", verbosity=0)
+    assert _keys() == {
+        **before,
+        "workflow job": "pgjobs.workflow:w1",
+        "tick": "pgjobs.cron:report:2026-01-01T00:00:00+00:00",
+    }
+    call_command("migrate", "pgjobs", "0011", verbosity=0)
+    assert _keys() == before
+
+
+def test_0012_names_the_schedules_that_run_a_reserved_job(before_reserved_names: None) -> None:
+    with connection.cursor() as cur:
+        cur.execute(
+            "INSERT INTO pgjobs_schedules (name, cron, job_name) "
+            "VALUES ('revive', '* * * * *', 'pgjobs.workflow:v1')"
+        )
+    with pytest.raises(RuntimeError, match=r"Schedule\(s\) 'revive' \(job 'pgjobs.workflow:v1'\)"):
+        call_command("migrate", "pgjobs", "0012", verbosity=0)
+
+
+def test_0012_lowers_a_catch_up_limit_over_the_new_bound(before_reserved_names: None) -> None:
+    with connection.cursor() as cur:
+        cur.execute(
+            "INSERT INTO pgjobs_schedules (name, cron, job_name, catch_up_limit) "
+            "VALUES ('many', '* * * * *', 'test.record', 50000)"
+        )
+    call_command("migrate", "pgjobs", "0012", verbosity=0)
+    with connection.cursor() as cur:
+        cur.execute("SELECT catch_up_limit FROM pgjobs_schedules WHERE name = 'many'")
+        assert cur.fetchone()[0] == 1000

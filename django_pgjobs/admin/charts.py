@@ -1,52 +1,67 @@
-"""The dashboard's charts: per-minute figures as server-side SVG (no CDN, no JavaScript)."""
+"""The dashboard's charts: per-minute figures as server-side SVG (no CDN, no JavaScript).
+
+The SVG draws only shapes and stretches to its box; the labels (peak, zero, first and last
+minute) are HTML beside it, so they keep the admin's font size at any width. Colours are CSS
+variables set in the dashboard template (``--pgjobs-chart-*`` with dark-theme values, and the
+admin's own ``--body-quiet-color`` for labels and axis), so the charts follow Django's light
+and dark themes.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from django.utils.html import escape, format_html
+from django.utils.html import format_html
 from django.utils.safestring import SafeString, mark_safe
 from django.utils.timezone import localtime
 
-
-def bar_chart(title: str, values: list[int], minutes: list[datetime], colour: str) -> SafeString:
-    """A per-minute bar chart as inline SVG."""
-    width, height, pad = 600, 140, 24
-    peak = max(values, default=0) or 1
-    step = (width - pad) / max(len(values), 1)
-    bars = "".join(
-        f'<rect x="{pad + i * step:.1f}" y="{height - pad - v / peak * (height - 2 * pad):.1f}" '
-        f'width="{max(step - 1, 1):.1f}" height="{v / peak * (height - 2 * pad):.1f}" '
-        f'fill="{colour}"><title>{escape(f"{localtime(m):%H:%M}")}: {v}</title></rect>'
-        for i, (v, m) in enumerate(zip(values, minutes, strict=True))
-    )
-    return _frame(title, width, height, pad, peak, bars, minutes)
+WIDTH, HEIGHT = 600, 120
+# A bar of 1 next to a peak of 5,000 would be a fraction of a pixel: non-zero bars are at least
+# this tall (viewBox units; the template draws the SVG HEIGHT px tall), so a single job shows.
+MIN_BAR = 2.5
 
 
-def line_chart(title: str, values: list[int], minutes: list[datetime], colour: str) -> SafeString:
-    width, height, pad = 600, 140, 24
-    peak = max(values, default=0) or 1
-    step = (width - pad) / max(len(values) - 1, 1)
+def bar_chart(title: str, values: list[int], minutes: list[datetime], *, tone: str) -> SafeString:
+    """A per-minute bar chart; ``tone`` names the colour variable (``--pgjobs-chart-<tone>``)."""
+    peak = max(values, default=0)
+    step = WIDTH / max(len(values), 1)
+    bars = []
+    for i, (value, minute) in enumerate(zip(values, minutes, strict=True)):
+        height = max(value / peak * HEIGHT, MIN_BAR) if value else 0.0
+        bars.append(
+            f'<rect x="{i * step:.1f}" y="{HEIGHT - height:.1f}" width="{max(step - 1, 1):.1f}" '
+            f'height="{height:.1f}"><title>{localtime(minute):%H:%M}: {value}</title></rect>'
+        )
+    return _frame(title, tone, peak, "".join(bars), minutes)
+
+
+def line_chart(title: str, values: list[int], minutes: list[datetime], *, tone: str) -> SafeString:
+    """A per-minute line (queue depth at the end of each minute)."""
+    peak = max(values, default=0)
+    step = WIDTH / max(len(values) - 1, 1)
     points = " ".join(
-        f"{pad + i * step:.1f},{height - pad - v / peak * (height - 2 * pad):.1f}"
-        for i, v in enumerate(values)
+        f"{i * step:.1f},{HEIGHT - (value / peak * HEIGHT if peak else 0):.1f}"
+        for i, value in enumerate(values)
     )
-    line = f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="{points}"/>'
-    return _frame(title, width, height, pad, peak, line, minutes)
+    line = f'<polyline points="{points}" vector-effect="non-scaling-stroke"/>'
+    return _frame(title, tone, peak, line, minutes)
 
 
-def _frame(
-    title: str, width: int, height: int, pad: int, peak: int, body: str, minutes: list[datetime]
-) -> SafeString:
+def _frame(title: str, tone: str, peak: int, body: str, minutes: list[datetime]) -> SafeString:
     first = f"{localtime(minutes[0]):%H:%M}" if minutes else ""
     last = f"{localtime(minutes[-1]):%H:%M}" if minutes else ""
-    svg = (
-        f'<svg class="pgjobs-chart" role="img" aria-label="{escape(title)}" '
-        f'viewBox="0 0 {width} {height}" width="100%" preserveAspectRatio="none">'
-        f'<line x1="{pad}" y1="{height - pad}" x2="{width}" y2="{height - pad}" stroke="#999"/>'
-        f'<text x="0" y="{pad - 8}" font-size="11">{peak}</text>'
-        f'<text x="{pad}" y="{height - 6}" font-size="11">{first}</text>'
-        f'<text x="{width - 34}" y="{height - 6}" font-size="11">{last}</text>'
-        f"{body}</svg>"
+    # Built from numbers, times and a tone name the code chooses; the title is escaped below.
+    svg = mark_safe(  # noqa: S308
+        f'<svg class="pgjobs-chart pgjobs-chart-{tone}" viewBox="0 0 {WIDTH} {HEIGHT}" '
+        f'preserveAspectRatio="none" aria-hidden="true">'
+        f'<line class="pgjobs-chart-axis" x1="0" y1="{HEIGHT}" x2="{WIDTH}" y2="{HEIGHT}" '
+        f'vector-effect="non-scaling-stroke"/>{body}</svg>'
     )
-    return format_html("<h3>{}</h3>{}", title, mark_safe(svg))  # noqa: S308 - built from numbers
+    return format_html(
+        '<figure class="pgjobs-figure" role="img" aria-label="{}, peak {}">'
+        "<h3>{}</h3>"
+        '<div class="pgjobs-plot"><div class="pgjobs-y"><span class="pgjobs-peak">{}</span>'
+        "<span>0</span></div>{}</div>"
+        '<div class="pgjobs-x"><span>{}</span><span>{}</span></div></figure>',
+        title, f"{peak:,}", title, f"{peak:,}", svg, first, last,
+    )  # fmt: skip

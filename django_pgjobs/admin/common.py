@@ -1,4 +1,4 @@
-"""What the admin pages share: filters, the action runner, mixins, the capped paginator."""
+"""What the admin pages share: the action runner, mixins, the capped paginator."""
 
 from __future__ import annotations
 
@@ -8,13 +8,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from django.apps import apps
 from django.contrib import admin, messages
-from django.contrib.admin.filters import (
-    AllValuesFieldListFilter,
-    ChoicesFieldListFilter,
-    SimpleListFilter,
-)
 from django.core.paginator import Paginator
 from django.db.models import Count, IntegerField, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
@@ -24,7 +18,6 @@ from django.utils.html import format_html
 
 from django_pgjobs.conf import conf
 from django_pgjobs.exceptions import PgJobsError
-from django_pgjobs.jobs.registry import registry
 from django_pgjobs.models import (
     JobStatus,
 )
@@ -57,70 +50,9 @@ _WORKFLOW_COLOURS: dict[str, str] = {
     "dead": "#82071e",
     "waiting": "#8250df",  # a step's durable wait in progress
 }
-_DROPDOWN_TEMPLATE = "django_admin_listfilter_dropdown/dropdown_filter.html"
 # The most rows one admin action handles in a request (one statement per row).
 ACTION_LIMIT = 1000
 _HEX_PREFIX = re.compile(r"^[0-9a-fA-F-]{4,36}$")
-
-
-def _filter_template() -> str:
-    """django-admin-list-filter-dropdown's select box when that app is installed; else the
-    admin's plain list, so the package is an enhancement, not a requirement."""
-    if apps.is_installed("django_admin_listfilter_dropdown"):
-        return _DROPDOWN_TEMPLATE
-    return "admin/filter.html"
-
-
-class _DropdownTemplate:
-    """Pick the filter template once the filter exists (the app registry is ready by then)."""
-
-    template: str
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.template = _filter_template()
-
-
-class ValuesDropdown(_DropdownTemplate, AllValuesFieldListFilter):
-    pass
-
-
-class ChoicesDropdown(_DropdownTemplate, ChoicesFieldListFilter):
-    pass
-
-
-class _ExactValueFilter(SimpleListFilter):
-    """A filter whose choices come from somewhere cheap instead of a DISTINCT over the table."""
-
-    def offered_values(self) -> list[str]:
-        raise NotImplementedError
-
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return [(value, value) for value in self.offered_values()]
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
-        value = self.value()
-        return queryset.filter(**{str(self.parameter_name): value}) if value else queryset
-
-
-class JobNameFilter(_ExactValueFilter):
-    """Job names from the registry."""
-
-    title = "job name"
-    parameter_name = "job_name"
-
-    def offered_values(self) -> list[str]:
-        return registry.names()
-
-
-class QueueFilter(_ExactValueFilter):
-    """Queues with pending or running jobs, found by the dashboard's skip scan."""
-
-    title = "queue"
-    parameter_name = "queue"
-
-    def offered_values(self) -> list[str]:
-        return dashboard.active_queues()
 
 
 def related_count(rows: QuerySet[Any], group_by: str) -> Coalesce:
@@ -182,12 +114,13 @@ def _apply(
 ) -> bool:
     """Run one library operation per selected row; report successes, and refusals grouped by
     reason. A selection above ACTION_LIMIT rows is refused (False): one request must stay
-    short."""
-    selected = list(ids)
+    short. A queryset ("select all N") is read only up to ACTION_LIMIT + 1 rows to decide."""
+    selected = list(ids[: ACTION_LIMIT + 1] if isinstance(ids, QuerySet) else ids)
     if len(selected) > ACTION_LIMIT:
         modeladmin.message_user(
             request,
-            f"{len(selected)} rows selected; actions handle at most {ACTION_LIMIT} at a time. "
+            f"More than {ACTION_LIMIT} rows selected; actions handle at most {ACTION_LIMIT} at a "
+            "time. "
             "Narrow the selection with filters (or use the CLI / the API for bulk changes).",
             messages.ERROR,
         )
@@ -267,6 +200,16 @@ class _ReadOnlyFieldsMixin(_QueueDatabaseMixin):
         allow_empty_first_page: bool = True,
     ) -> Paginator[Any]:
         return _CappedPaginator(queryset, per_page, orphans, allow_empty_first_page)
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> Any:
+        # Django titles the list "Select job to change" whenever actions are allowed; rows here
+        # are only viewed (actions aside), so the title is the model's plural: "Jobs".
+        model = self.model  # type: ignore[attr-defined]
+        title = str(model._meta.verbose_name_plural).capitalize()
+        context = {"title": title, **(extra_context or {})}
+        return super().changelist_view(request, extra_context=context)  # type: ignore[misc]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

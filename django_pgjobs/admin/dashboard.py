@@ -19,6 +19,12 @@ from django_pgjobs.models import (
 )
 from django_pgjobs.observability import dashboard
 from django_pgjobs.observability.dashboard import capped, load_dashboard
+from django_pgjobs.observability.status import UnhandledJobs
+from django_pgjobs.queries.base import WORKFLOW_JOB_PREFIX
+
+# How often the open page fetches its figures again; the next fetch is scheduled only once the
+# previous one has settled, and none is made while the tab is hidden.
+REFRESH_SECONDS = 5.0
 
 
 @admin.register(Dashboard)
@@ -60,32 +66,36 @@ class DashboardAdmin(ModelAdmin[Dashboard]):
 
             raise PermissionDenied
         board = load_dashboard()
-        lag = board.oldest_due_age
         context = {
             **self.admin_site.each_context(request),
             "title": "Jobs dashboard",
             "board": board,
+            "refresh_seconds": str(REFRESH_SECONDS),
             "count_cap": f"{dashboard.COUNT_CAP:,}",
-            "due": capped(board.total_due),
+            "due": f"{board.total_due:,}",
+            "running": f"{board.total_running:,}",
             "dead_letters": capped(board.dead_letters),
-            "lag": "—" if lag is None else str(timedelta(seconds=round(lag))),
+            "lag": _age(board.oldest_due_age),
             "queues": [
                 {
                     "queue": q.queue,
-                    "due": capped(q.due),
-                    "scheduled": capped(q.scheduled),
-                    "running": q.running,
+                    "due": f"{q.due:,}",
+                    "scheduled": f"{q.scheduled:,}",
+                    "running": f"{q.running:,}",
+                    "lag": _age(q.oldest_due_age),
                 }
                 for q in board.queues
             ],
+            "more_queues": f"{board.queues_not_shown:,}",
+            "unhandled": [_unhandled_row(found) for found in board.unhandled],
             "completed_chart": bar_chart(
-                "Completed per minute", board.completed, board.minutes, "#1a7f37"
+                "Completed per minute", board.completed, board.minutes, tone="completed"
             ),
             "dead_chart": bar_chart(
-                "Dead-lettered per minute", board.dead, board.minutes, "#cf222e"
+                "Dead-lettered per minute", board.dead, board.minutes, tone="dead"
             ),
             "depth_chart": line_chart(
-                "Queue depth (due + running)", board.depth, board.minutes, "#1f6feb"
+                "Queue depth (due + running)", board.depth, board.minutes, tone="depth"
             ),
             "workflows": self._workflow_tiles(request),
             **(extra_context or {}),
@@ -96,3 +106,22 @@ class DashboardAdmin(ModelAdmin[Dashboard]):
             else "admin/pgjobs/dashboard.html"
         )
         return TemplateResponse(request, template, context)
+
+
+def _age(seconds: float | None) -> str:
+    return "—" if seconds is None else str(timedelta(seconds=round(seconds)))
+
+
+def _unhandled_row(found: UnhandledJobs) -> dict[str, Any]:
+    version = (
+        found.job_name.removeprefix(WORKFLOW_JOB_PREFIX)
+        if found.job_name.startswith(WORKFLOW_JOB_PREFIX)
+        else None
+    )
+    return {
+        "job_name": found.job_name,
+        "workflow_version": version,
+        "n": found.count,
+        "count": f"{found.count:,}",
+        "age": _age(found.oldest_due_age),
+    }

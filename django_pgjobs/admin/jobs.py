@@ -6,27 +6,32 @@ from datetime import timedelta
 from typing import Any
 
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db.models import Count, QuerySet, TextField
 from django.db.models.functions import Cast, Coalesce, Now
-from django.http import HttpRequest
-from django.utils import timezone
-from django.utils.html import format_html
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect
+from django.urls import URLPattern, path
+from django.views.decorators.http import require_POST
 
+from django_pgjobs.admin import common
 from django_pgjobs.admin.common import (
-    _STATUS_COLOURS,
-    ChoicesDropdown,
-    JobNameFilter,
     ModelAdmin,
-    QueueFilter,
-    ValuesDropdown,
     _apply,
-    _badge,
-    _excerpt,
-    _pre,
     _ReadOnlyFieldsMixin,
     search_by_id_or_name,
 )
+from django_pgjobs.admin.filters import (
+    ChoicesDropdown,
+    HandlerFilter,
+    JobNameFilter,
+    QueueFilter,
+    RunnerJobFilter,
+)
+from django_pgjobs.admin.job_columns import JobColumns, JobOnlyColumns
+from django_pgjobs.admin.requeue import requeue_all_selected
 from django_pgjobs.conf import conf
+from django_pgjobs.exceptions import PgJobsError
 from django_pgjobs.jobs import operations as jobs
 from django_pgjobs.models import (
     FailedJob,
@@ -35,44 +40,15 @@ from django_pgjobs.models import (
 )
 
 
-class _JobColumns:
-    """Columns shared by jobs and dead letters (both rows describe a job)."""
-
-    @admin.display(description="id", ordering="id")
-    def short_id(self, obj: Job | FailedJob) -> str:
-        return str(obj.id)[:8]
-
-    @admin.display(description="attempts")
-    def attempts(self, obj: Job | FailedJob) -> str:
-        return f"{obj.attempt}/{obj.max_attempts}"
-
-    @admin.display(description="error")
-    def error_excerpt(self, obj: Job | FailedJob) -> str:
-        return _excerpt(obj.error)
-
-    @admin.display(description="payload")
-    def pretty_payload(self, obj: Job | FailedJob) -> str:
-        return _pre(obj.payload)
-
-    @admin.display(description="error (with traceback)")
-    def full_error(self, obj: Job | FailedJob) -> str:
-        return _pre(obj.error) if obj.error else "—"
-
-
 @admin.register(Job)
-class JobAdmin(_JobColumns, _ReadOnlyFieldsMixin, ModelAdmin[Job]):
+class JobAdmin(JobOnlyColumns, _ReadOnlyFieldsMixin, ModelAdmin[Job]):
     list_display = (
-        "short_id",
-        "job_name",
-        "queue",
-        "status_badge",
-        "attempts",
-        "progress_bar",
-        "scheduled_for",
-        "created_at",
-        "error_excerpt",
-    )
-    list_filter = (("status", ChoicesDropdown), QueueFilter, JobNameFilter)
+        "short_id", "job_label", "queue", "status_badge", "attempts", "progress_bar",
+        "created_and_due", "error_excerpt",
+    )  # fmt: skip
+    list_filter = (
+        ("status", ChoicesDropdown), QueueFilter, JobNameFilter, HandlerFilter, RunnerJobFilter,
+    )  # fmt: skip
     search_fields = ("job_name",)
     search_help_text = (
         "A job id (or its first characters), a job name, or payload:TEXT to search payloads "
@@ -81,24 +57,71 @@ class JobAdmin(_JobColumns, _ReadOnlyFieldsMixin, ModelAdmin[Job]):
     ordering = ("-created_at",)
     list_per_page = 50
     actions = ("retry_now", "run_now", "cancel")
+    change_form_template = "admin/pgjobs/job/change_form.html"
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         # Deleting rows behind the queue's back (a running job!) is not an operation here;
         # this also removes the bulk "delete selected" action. Cancel, then let pruning go.
         return False
 
-    readonly_fields = ("pretty_payload", "full_error", "timings")
+    readonly_fields = (
+        "job_label", "status_badge", "pretty_payload", "full_error", "timings",
+        "progress_detail", "created", "due", "started", "finished", "lease_expires",
+    )  # fmt: skip
     fieldsets = (
-        (None, {"fields": ("id", "job_name", "queue", "priority", "status", "key")}),
+        (None, {"fields": ("id", "job_label", "queue", "priority", "status_badge", "key")}),
         ("Attempts", {"fields": ("attempt", "max_attempts", "full_error")}),
-        ("Progress", {"fields": ("progress", "progress_message")}),
+        ("Progress", {"fields": ("progress_detail",)}),
         ("Payload", {"fields": ("pretty_payload",)}),
-        (
-            "Timing",
-            {"fields": ("timings", "created_at", "scheduled_for", "locked_at", "completed_at")},
-        ),
-        ("Lease", {"fields": ("locked_by", "lease_expires_at"), "classes": ("collapse",)}),
+        ("Timing", {"fields": ("timings", "created", "due", "started", "finished")}),
+        ("Lease", {"fields": ("locked_by", "lease_expires"), "classes": ("collapse",)}),
     )
+
+    def get_urls(self) -> list[URLPattern]:
+        buttons = [
+            path(
+                f"<path:object_id>/{verb}/",
+                self.admin_site.admin_view(require_POST(view)),
+                name=f"pgjobs_job_{verb}",
+            )
+            for verb, view in (("retry", self.retry_view), ("cancel", self.cancel_view))
+        ]
+        return [*buttons, *super().get_urls()]
+
+    def render_change_form(
+        self,
+        request: HttpRequest,
+        context: dict[str, Any],
+        add: bool = False,
+        change: bool = False,
+        form_url: str = "",
+        obj: Job | None = None,
+    ) -> HttpResponse:
+        # The buttons call what the list's actions call, with the same (model) permission.
+        allowed = obj is not None and self.has_change_permission(request)
+        status = obj.status if obj is not None else None
+        context["pgjobs_can_retry"] = allowed and status in (JobStatus.PENDING, "cancelled")
+        context["pgjobs_can_cancel"] = allowed and status in (JobStatus.PENDING, "running")
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+    def retry_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        return self._button(request, object_id, jobs.retry_job, "will run again now")
+
+    def cancel_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        return self._button(request, object_id, jobs.cancel_job, "is cancelled")
+
+    def _button(
+        self, request: HttpRequest, object_id: str, operation: Any, done: str
+    ) -> HttpResponse:
+        if not self.has_change_permission(request):
+            raise PermissionDenied
+        try:
+            operation(object_id, using=conf.DATABASE)
+        except PgJobsError as exc:
+            self.message_user(request, str(exc), messages.WARNING)
+        else:
+            self.message_user(request, f"Job {object_id} {done}.", messages.SUCCESS)
+        return redirect("admin:pgjobs_job_change", object_id)
 
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[Job], search_term: str
@@ -109,39 +132,6 @@ class JobAdmin(_JobColumns, _ReadOnlyFieldsMixin, ModelAdmin[Job]):
             annotated = queryset.annotate(payload_text=Cast("payload", TextField()))
             return annotated.filter(payload_text__icontains=text), False
         return search_by_id_or_name(queryset, term), False
-
-    @admin.display(description="status", ordering="status")
-    def status_badge(self, obj: Job) -> str:
-        label = "awaiting retry" if obj.is_awaiting_retry else obj.status
-        colour = "#cf222e" if obj.is_awaiting_retry else _STATUS_COLOURS.get(obj.status, "#7a7a7a")
-        return _badge(label, colour)
-
-    @admin.display(description="progress", ordering="progress")
-    def progress_bar(self, obj: Job) -> str:
-        if obj.progress is None:
-            return "—"
-        return format_html(
-            '<div title="{}" style="width: 100px; background: #eee; border-radius: 3px">'
-            '<div style="width: {}%; background: #1f6feb; color: #fff; font-size: 10px; '
-            'border-radius: 3px; padding-left: 3px">{}%</div></div><small>{}</small>',
-            obj.progress_message or "",
-            obj.progress,
-            obj.progress,
-            _excerpt(obj.progress_message, 40),
-        )
-
-    @admin.display(description="timings")
-    def timings(self, obj: Job) -> str:
-        parts = [
-            f"waited {obj.locked_at - obj.scheduled_for}"
-            if obj.locked_at and obj.locked_at > obj.scheduled_for
-            else ""
-        ]
-        if obj.completed_at and obj.locked_at:
-            parts.append(f"last attempt ran {obj.completed_at - obj.locked_at}")
-        elif obj.status == JobStatus.RUNNING and obj.locked_at:
-            parts.append(f"running for {timezone.now() - obj.locked_at}")
-        return "; ".join(p for p in parts if p) or "—"
 
     @admin.action(description="Retry now (pending or cancelled jobs)", permissions=["change"])
     def retry_now(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
@@ -156,18 +146,20 @@ class JobAdmin(_JobColumns, _ReadOnlyFieldsMixin, ModelAdmin[Job]):
 
     @admin.action(description="Run now (pending jobs scheduled later)", permissions=["change"])
     def run_now(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
-        pending = list(queryset.filter(status=JobStatus.PENDING).values_list("id", flat=True))
-        skipped = queryset.exclude(status=JobStatus.PENDING).count()
-        if skipped:
-            message = f"{skipped} job(s) skipped: only pending jobs can run now."
-            self.message_user(request, message, messages.WARNING)
-        _apply(
+        pending = queryset.filter(status=JobStatus.PENDING).values_list("id", flat=True)
+        done = _apply(
             self,
             request,
             pending,
             lambda pk: jobs.retry_job(pk, using=conf.DATABASE),
             "job(s) due now",
         )
+        # Counted up to the action limit: "select all" over a million rows stays one short query.
+        skipped = queryset.exclude(status=JobStatus.PENDING)[: common.ACTION_LIMIT + 1].count()
+        if done and skipped:
+            shown = f"More than {common.ACTION_LIMIT}" if skipped > common.ACTION_LIMIT else skipped
+            message = f"{shown} job(s) skipped: only pending jobs can run now."
+            self.message_user(request, message, messages.WARNING)
 
     @admin.action(description="Cancel", permissions=["change"])
     def cancel(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
@@ -182,9 +174,9 @@ class JobAdmin(_JobColumns, _ReadOnlyFieldsMixin, ModelAdmin[Job]):
 
 
 @admin.register(FailedJob)
-class FailedJobAdmin(_JobColumns, _ReadOnlyFieldsMixin, ModelAdmin[FailedJob]):
-    list_display = ("short_id", "job_name", "queue", "attempts", "failed_at", "error_excerpt")
-    list_filter = (JobNameFilter, ("queue", ValuesDropdown))
+class FailedJobAdmin(JobColumns, _ReadOnlyFieldsMixin, ModelAdmin[FailedJob]):
+    list_display = ("short_id", "job_label", "queue", "attempts", "failed", "error_excerpt")
+    list_filter = (JobNameFilter, QueueFilter)
     search_fields = ("job_name",)
     search_help_text = "A dead letter's id (or its first characters) or a job name."
     ordering = ("-failed_at",)
@@ -194,17 +186,17 @@ class FailedJobAdmin(_JobColumns, _ReadOnlyFieldsMixin, ModelAdmin[FailedJob]):
     ) -> tuple[QuerySet[FailedJob], bool]:
         return search_by_id_or_name(queryset, search_term.strip()), False
 
-    actions = ("requeue",)
-    readonly_fields = ("pretty_payload", "full_error")
+    actions = ("requeue", requeue_all_selected)
+    readonly_fields = ("job_label", "pretty_payload", "full_error", "first_created", "failed")
     fields = (
-        "id", "job_name", "queue", "priority", "attempt", "max_attempts", "pretty_payload",
-        "full_error", "original_created_at", "failed_at",
+        "id", "job_label", "queue", "priority", "attempt", "max_attempts", "pretty_payload",
+        "full_error", "first_created", "failed",
     )  # fmt: skip
     change_list_template = "admin/pgjobs/failedjob/change_list.html"
 
     @admin.action(description="Requeue (as a fresh job)", permissions=["change"])
     def requeue(self, request: HttpRequest, queryset: QuerySet[FailedJob]) -> None:
-        ids = list(queryset.values_list("id", flat=True))
+        ids = queryset.values_list("id", flat=True)
         _apply(
             self,
             request,

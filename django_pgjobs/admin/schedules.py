@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
+from django.utils.html import format_html_join
+from django.utils.safestring import mark_safe
 
+from django_pgjobs.admin.columns import timestamp
 from django_pgjobs.admin.common import (
     ModelAdmin,
     _apply,
     _QueueDatabaseMixin,
 )
+from django_pgjobs.admin.previews import PREVIEW_CHARS, LargeValuesMixin, whole_or_head
 from django_pgjobs.models import (
     Schedule,
 )
@@ -19,16 +25,27 @@ from django_pgjobs.schedules import crontab
 from django_pgjobs.schedules.scheduler import run_schedule_now
 
 
+def _too_large(obj: Schedule) -> bool:
+    """The payload does not fit the change page's preview (see previews.whole_or_head)."""
+    head = getattr(obj, "payload_head", None) or ""
+    return int(getattr(obj, "payload_size", 0) or 0) > len(head.encode())
+
+
 @admin.register(Schedule)
-class ScheduleAdmin(_QueueDatabaseMixin, ModelAdmin[Schedule]):
+class ScheduleAdmin(LargeValuesMixin, _QueueDatabaseMixin, ModelAdmin[Schedule]):
     list_display = (
-        "name", "cron", "timezone", "job_name", "enabled", "source", "last_run_at",
-        "next_fire_times",
+        "name", "cron", "timezone", "job_name", "enabled", "source", "last_run", "next_fire_times",
     )  # fmt: skip
     list_filter = ("enabled", "source")
     search_fields = ("name", "job_name")
     actions = ("enable", "disable", "run_now")
-    readonly_fields = ("source", "orphaned", "last_run_at", "next_run_at", "next_fire_times")
+    readonly_fields = ("source", "orphaned", "last_run", "next_run", "next_fire_times")
+    last_run = timestamp("last_run_at", "last run")
+    next_run = timestamp("next_run_at", "next run")
+    # The list does not read payloads; a change page reads a bounded preview of one (a row
+    # written by SQL may be megabytes) and edits it only when it fits the preview.
+    raw_fields: ClassVar[dict[str, bool]] = {"payload": True}
+    list_defer = ("payload",)
 
     def get_readonly_fields(self, request: HttpRequest, obj: Schedule | None = None) -> list[str]:
         fields = list(super().get_readonly_fields(request, obj))
@@ -37,9 +54,25 @@ class ScheduleAdmin(_QueueDatabaseMixin, ModelAdmin[Schedule]):
             # Only pausing (enabled) is the operator's.
             editable = {"enabled"}
             fields += [
-                f.name for f in Schedule._meta.fields if f.name not in editable | set(fields)
+                f.name
+                for f in Schedule._meta.fields
+                if f.name not in editable | set(fields) | {"payload"}
             ]
+            fields.append("payload_preview")
+        elif obj is not None and _too_large(obj):
+            fields.append("payload_preview")
         return fields
+
+    def get_exclude(self, request: HttpRequest, obj: Schedule | None = None) -> list[str]:
+        excluded = list(super().get_exclude(request, obj) or [])
+        if obj is not None and (obj.source != "database" or _too_large(obj)):
+            excluded.append("payload")  # shown by payload_preview instead
+        return excluded
+
+    @admin.display(description="payload")
+    def payload_preview(self, obj: Schedule) -> str:
+        url = self.raw_url(obj, "payload")
+        return whole_or_head(obj, "payload", json_value=True, raw_url=url, limit=PREVIEW_CHARS)
 
     @admin.display(description="next fire times")
     def next_fire_times(self, obj: Schedule) -> str:
@@ -51,7 +84,14 @@ class ScheduleAdmin(_QueueDatabaseMixin, ModelAdmin[Schedule]):
         after = max(now, obj.start_at) if obj.start_at else now
         tz = crontab.get_timezone(obj.timezone)
         times = crontab.upcoming(spec, after, 3, end=obj.end_at)
-        return ", ".join(f"{t.astimezone(tz):%Y-%m-%d %H:%M:%S %Z}" for t in times) or "none"
+        if not times:
+            return "none"
+        # One per line, date and time free to wrap apart: a 1,400 px window fits the list.
+        return format_html_join(
+            mark_safe("<br>"),
+            '<span class="pgjobs-time"><span>{}</span> <span>{}</span></span>',
+            ((f"{t.astimezone(tz):%Y-%m-%d}", f"{t.astimezone(tz):%H:%M:%S %Z}") for t in times),
+        )
 
     @admin.action(description="Enable", permissions=["change"])
     def enable(self, request: HttpRequest, queryset: QuerySet[Schedule]) -> None:

@@ -2,32 +2,37 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 from django.contrib import admin, messages
-from django.contrib.admin.utils import quote
-from django.contrib.admin.views.main import ChangeList
+from django.contrib.admin.utils import quote, unquote
+from django.core.exceptions import PermissionDenied
 from django.db.models import OuterRef, Q, QuerySet
 from django.http import HttpRequest, HttpResponse
-from django.urls import reverse
+from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
 from django.utils.safestring import mark_safe
 
+from django_pgjobs.admin.columns import timestamp
 from django_pgjobs.admin.common import (
     _WORKFLOW_COLOURS,
-    ChoicesDropdown,
     ModelAdmin,
     _apply,
     _badge,
-    _ExactValueFilter,
-    _excerpt,
     _pre,
     _ReadOnlyFieldsMixin,
     related_count,
 )
+from django_pgjobs.admin.filters import ChoicesDropdown, _ExactValueFilter
+from django_pgjobs.admin.previews import (
+    PREVIEW_CHARS,
+    LargeValuesMixin,
+    traceback_of,
+    whole_or_head,
+)
+from django_pgjobs.admin.workflow_steps import error_summary, step_raw_response, steps_table
 from django_pgjobs.conf import conf
 from django_pgjobs.models import (
     FailedJob,
@@ -40,8 +45,6 @@ from django_pgjobs.models import (
 from django_pgjobs.workflows import definitions, registry
 from django_pgjobs.workflows.api import cancel_workflow, fork_workflow, resume_workflow
 
-# A workflow's detail page lists at most this many steps (a workflow may loop over thousands).
-STEPS_SHOWN = 500
 # Child workflows and jobs linked from a detail page.
 LINKS_SHOWN = 10
 _LINE_BREAK = mark_safe("<br>")
@@ -71,55 +74,10 @@ def _workflow_link(workflow_id: str) -> str:
     return format_html('<a href="{}">{}</a>', url, workflow_id)
 
 
-def _error_summary(error: Any) -> str:
-    """``ValueError: card declined`` from a recorded error ({"type", "message", ...})."""
-    if not isinstance(error, dict):
-        return str(error)
-    kind = str(error.get("type") or "").rpartition(".")[2]
-    message = str(error.get("message") or "")
-    return f"{kind}: {message}" if kind else message
-
-
-def _step_row(step: WorkflowStep) -> dict[str, Any]:
-    """One line of the steps table: an excerpt of the output (or error, or what the step waits
-    for), and the whole of it when the excerpt cuts it short."""
-    if step.status == WorkflowStepStatus.WAITING:
-        text, full = f"waiting for {step.wait_key or 'its deadline'}", ""
-    elif step.error is not None:
-        text = _error_summary(step.error)
-        traceback = step.error.get("traceback") if isinstance(step.error, dict) else None
-        full = str(traceback or "")
-    else:
-        text = json.dumps(step.output, sort_keys=True, ensure_ascii=False)
-        full = ""
-        if _excerpt(text) != text:
-            full = json.dumps(step.output, indent=2, sort_keys=True, ensure_ascii=False)
-    return {
-        "index": step.step_index,
-        "name": step.step_name,
-        "badge": _badge(step.status, _WORKFLOW_COLOURS.get(step.status, "#7a7a7a")),
-        "excerpt": _excerpt(text),
-        "full": full,
-        "attempts": step.attempts,
-        "wake_at": step.wake_at,
-        "started_at": step.started_at,
-        "completed_at": step.completed_at,
-    }
-
-
-class _WorkflowChangeList(ChangeList):
-    """The list shows no inputs, outputs or errors: it does not read them (they may be large)."""
-
-    def get_queryset(self, *args: Any, **kwargs: Any) -> QuerySet[Any]:
-        queryset: QuerySet[Any] = super().get_queryset(*args, **kwargs)
-        return queryset.defer("input", "output", "error")
-
-
 @admin.register(WorkflowExecution)
-class WorkflowAdmin(_ReadOnlyFieldsMixin, ModelAdmin[WorkflowExecution]):
+class WorkflowAdmin(LargeValuesMixin, _ReadOnlyFieldsMixin, ModelAdmin[WorkflowExecution]):
     list_display = (
-        "workflow_id", "name", "status_badge", "version", "steps_done", "created_at",
-        "updated_at",
+        "workflow_id", "name", "status_badge", "version", "steps_done", "created", "updated",
     )  # fmt: skip
     list_filter = (("status", ChoicesDropdown), WorkflowNameFilter)
     search_fields = ("name",)
@@ -129,20 +87,41 @@ class WorkflowAdmin(_ReadOnlyFieldsMixin, ModelAdmin[WorkflowExecution]):
     actions = ("cancel", "resume", "resume_on_deployed_version", "fork_from_start")
     change_form_template = "admin/pgjobs/workflowexecution/change_form.html"
     readonly_fields = (
-        "status_badge", "version", "pretty_args", "pretty_kwargs", "pretty_output", "full_error",
+        "created", "started", "updated", "finished",
+        "status_badge", "version", "pretty_input", "pretty_output", "full_error",
         "lineage", "runs_as",
     )  # fmt: skip
     fieldsets = (
         (None, {"fields": ("workflow_id", "name", "status_badge", "version")}),
         ("Queueing", {"fields": ("queue", "priority", "max_recovery_attempts")}),
-        ("Inputs", {"fields": ("pretty_args", "pretty_kwargs")}),
+        ("Inputs", {"fields": ("pretty_input",)}),
         ("Outcome", {"fields": ("pretty_output", "full_error")}),
         ("Lineage and jobs", {"fields": ("lineage", "runs_as")}),
-        ("Timing", {"fields": ("created_at", "started_at", "updated_at", "completed_at")}),
+        ("Timing", {"fields": ("created", "started", "updated", "finished")}),
     )
 
-    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
-        return _WorkflowChangeList
+    # The list shows no inputs, outputs or errors: it does not read them (they may be large).
+    list_defer = ("input", "output", "error")
+    raw_fields: ClassVar[dict[str, bool]] = {"input": True, "output": True, "error": True}
+
+    def detail_heads(self) -> dict[str, Any]:
+        return super().detail_heads() | traceback_of("error", PREVIEW_CHARS)
+
+    def get_urls(self) -> list[URLPattern]:
+        step_raw = path(
+            "<path:object_id>/steps/<int:index>/raw/<str:field>/",
+            self.admin_site.admin_view(self.step_raw_view),
+            name="pgjobs_workflowexecution_step_raw",
+        )
+        return [step_raw, *super().get_urls()]
+
+    def step_raw_view(
+        self, request: HttpRequest, object_id: str, index: int, field: str
+    ) -> HttpResponse:
+        """One step's whole output or error, as stored."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        return step_raw_response(unquote(object_id), index, field)
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         # Deleting a workflow would orphan its job (which would then fail to load it). Cancel.
@@ -172,15 +151,13 @@ class WorkflowAdmin(_ReadOnlyFieldsMixin, ModelAdmin[WorkflowExecution]):
         obj: WorkflowExecution | None = None,
     ) -> HttpResponse:
         if obj is not None:
-            rows = list(
-                WorkflowStep.objects.using(conf.DATABASE)
-                .filter(workflow_id=obj.workflow_id)
-                .order_by("step_index")[: STEPS_SHOWN + 1]
-            )
-            context["workflow_steps"] = [_step_row(row) for row in rows[:STEPS_SHOWN]]
-            context["more_steps"] = len(rows) > STEPS_SHOWN
-            context["steps_shown"] = STEPS_SHOWN
+            context.update(steps_table(obj.workflow_id))
         return super().render_change_form(request, context, add, change, form_url, obj)
+
+    created = timestamp("created_at", "created")
+    started = timestamp("started_at", "started")
+    updated = timestamp("updated_at", "updated")
+    finished = timestamp("completed_at", "finished")
 
     @admin.display(description="status", ordering="status")
     def status_badge(self, obj: WorkflowExecution) -> str:
@@ -204,29 +181,28 @@ class WorkflowAdmin(_ReadOnlyFieldsMixin, ModelAdmin[WorkflowExecution]):
     def steps_done(self, obj: WorkflowExecution) -> int:
         return int(getattr(obj, "steps_completed", 0))
 
-    @admin.display(description="args")
-    def pretty_args(self, obj: WorkflowExecution) -> str:
-        given = obj.input if isinstance(obj.input, dict) else {}
-        return _pre(given.get("args", []))
+    def _preview(self, obj: WorkflowExecution, name: str, field: str, *, json_value: bool) -> str:
+        url = self.raw_url(obj, field)
+        return whole_or_head(obj, name, json_value=json_value, raw_url=url, limit=PREVIEW_CHARS)
 
-    @admin.display(description="kwargs")
-    def pretty_kwargs(self, obj: WorkflowExecution) -> str:
-        given = obj.input if isinstance(obj.input, dict) else {}
-        return _pre(given.get("kwargs", {}))
+    @admin.display(description="input (args and kwargs)")
+    def pretty_input(self, obj: WorkflowExecution) -> str:
+        return self._preview(obj, "input", "input", json_value=True)
 
     @admin.display(description="output")
     def pretty_output(self, obj: WorkflowExecution) -> str:
         if obj.status != WorkflowStatus.COMPLETED:
             return "—"
         # As JSON even when it is a string: "42" and 42 are different outputs.
-        return _pre(json.dumps(obj.output, indent=2, sort_keys=True, ensure_ascii=False))
+        return self._preview(obj, "output", "output", json_value=True)
 
     @admin.display(description="error (with traceback)")
     def full_error(self, obj: WorkflowExecution) -> str:
-        if obj.error is None:
+        if getattr(obj, "error_head", None) is None:
             return "—"
-        traceback = obj.error.get("traceback") if isinstance(obj.error, dict) else None
-        return _pre(traceback or _error_summary(obj.error))
+        if getattr(obj, "error_traceback_head", None):
+            return self._preview(obj, "error_traceback", "error", json_value=False)
+        return _pre(error_summary(obj, "error"))
 
     @admin.display(description="lineage")
     def lineage(self, obj: WorkflowExecution) -> str:
@@ -254,8 +230,8 @@ class WorkflowAdmin(_ReadOnlyFieldsMixin, ModelAdmin[WorkflowExecution]):
 
     @admin.display(description="runs as")
     def runs_as(self, obj: WorkflowExecution) -> str:
-        """The workflow's jobs (key ``workflow:<id>``), and its dead letter if it died."""
-        key = f"workflow:{obj.workflow_id}"
+        """The workflow's jobs (key ``pgjobs.workflow:<id>``), and its dead letter if it died."""
+        key = f"pgjobs.workflow:{obj.workflow_id}"
         # Its jobs are created with it or later (a resume queues a new one): the created_at
         # index bounds the scan, as the key is indexed only for pending and running jobs.
         runs = list(
@@ -285,7 +261,9 @@ class WorkflowAdmin(_ReadOnlyFieldsMixin, ModelAdmin[WorkflowExecution]):
                 )
                 for dead_id in dead.values_list("id", flat=True)[:LINKS_SHOWN]
             ]
-        query = urlencode({"key": key, "created_at__gte": obj.created_at.isoformat()})
+        query = urlencode(
+            {"key": key, "created_at__gte": obj.created_at.isoformat(), "runner": "shown"}
+        )
         lines.append(
             format_html(
                 '<a href="{}?{}">all its jobs in the jobs admin</a>',

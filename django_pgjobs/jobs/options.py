@@ -42,8 +42,8 @@ def resolve_options(
     max_attempts: int | None = None,
 ) -> JobOptions:
     """The options a job of ``job_name`` gets, checked; raises InvalidJobError before anything
-    is written."""
-    validation.check_name(job_name)
+    is written. A name starting with ``pgjobs.`` is the library's own and refused."""
+    validation.check_job_name(job_name)
     handler = registry.get(job_name)
     if handler is not None:
         queue = handler.queue if queue is None else queue

@@ -182,7 +182,9 @@ def enqueue_many(
         queue=queue,
         priority=priority,
     )
-    texts = [validation.dump_payload(p) for p in payloads]
+    texts = [
+        validation.dump_payload(p, f"The payload at index {i}") for i, p in enumerate(payloads)
+    ]
     if not texts:
         return []
     ids = [uuid.uuid4() for _ in texts]

@@ -116,23 +116,69 @@ def register(
 
     The options become the defaults of ``enqueue(name, ...)``; ``retry_delay`` is the base of this
     job's backoff. Invalid options raise :class:`InvalidJobError` at import time, not at run time.
+    Names starting with ``pgjobs.`` are the library's own.
     """
-    validation.check_name(name)
+    validation.check_job_name(name)
+    return registry.add(
+        _handler(
+            name,
+            func,
+            max_attempts=max_attempts,
+            retry_delay=retry_delay,
+            queue=queue,
+            priority=priority,
+        )
+    )
+
+
+def register_library_job(name: str, func: HandlerFunc) -> JobHandler:
+    """Register one of django-pgjobs's own handlers (the workflow runner) under its reserved
+    ``pgjobs.`` name, which :func:`register` refuses."""
+    if not validation.check_name(name).startswith(validation.RESERVED_PREFIX):
+        raise InvalidJobError(f"{name!r} is not a reserved job name.")
+    return registry.add(_handler(name, func))
+
+
+def _handler(name: str, func: HandlerFunc, **options: Any) -> JobHandler:
+    """The handler, its signature and options checked; errors name the job."""
     if not callable(func):
         raise InvalidJobError(f"The handler of {name!r} is not callable: {func!r}.")
+    _check_signature(name, func)
+    checks = {
+        "max_attempts": validation.check_max_attempts,
+        "retry_delay": validation.check_retry_delay,
+        "queue": lambda v: validation.check_name(v, "queue name"),
+        "priority": validation.check_priority,
+    }
+    checked: dict[str, Any] = {}
+    for option, value in options.items():
+        try:
+            checked[option] = None if value is None else checks[option](value)
+        except InvalidJobError as exc:
+            raise InvalidJobError(f"Job {name!r}: {exc}") from None
+    return JobHandler(name=name, func=func, **checked)
+
+
+def _check_signature(name: str, func: HandlerFunc) -> None:
+    """A worker calls ``func(payload)``, or ``func(payload, report_progress)`` when it takes a
+    second positional parameter: a signature needing anything else would fail every attempt."""
+    params = list(inspect.signature(func).parameters.values())
     if _positional_arity(func) < 1:
         raise InvalidJobError(
             f"The handler of {name!r} must accept the payload as its first positional parameter."
         )
-    handler = JobHandler(
-        name=name,
-        func=func,
-        max_attempts=None if max_attempts is None else validation.check_max_attempts(max_attempts),
-        retry_delay=None if retry_delay is None else validation.check_retry_delay(retry_delay),
-        queue=None if queue is None else validation.check_name(queue, "queue name"),
-        priority=None if priority is None else validation.check_priority(priority),
-    )
-    return registry.add(handler)
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    required = [p.name for p in params if p.kind in positional and p.default is p.empty]
+    keyword_only = [
+        p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY and p.default is p.empty
+    ]
+    if len(required) > 2 or keyword_only:
+        needed = ", ".join(required + (["*", *keyword_only] if keyword_only else []))
+        raise InvalidJobError(
+            f"The handler of {name!r} needs ({needed}), but a worker calls it with the payload "
+            "and, if it takes a second parameter, a report_progress callable: give the other "
+            "parameters defaults, or read them from the payload."
+        )
 
 
 @overload

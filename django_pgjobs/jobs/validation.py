@@ -7,20 +7,36 @@ aborts the caller's transaction with a database error.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta
+import math
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.utils import timezone
 
+from django_pgjobs.conf import conf
 from django_pgjobs.exceptions import InvalidJobError, PayloadNotSerializable
 
 MAX_NAME_LENGTH = 200
 # The largest integer PostgreSQL's integer columns hold (attempts, for one).
 MAX_INT = 2**31 - 1
+# A key lives in a unique btree index, whose entries must fit in a third of a page (2,704
+# bytes): 500 characters of UTF-8 always do.
+MAX_KEY_LENGTH = 500
 # Higher runs first, as in Django's Tasks framework.
 MIN_PRIORITY = -100
 MAX_PRIORITY = 100
+# Names and keys starting with this belong to the library (a workflow runs as the job
+# ``pgjobs.workflow:<version>`` keyed ``pgjobs.workflow:<id>``, a schedule's tick is keyed
+# ``pgjobs.cron:<name>:<time>``): a user's job or key taking one could run a workflow twice,
+# swallow a tick or block a workflow id. Refused wherever a user names a job or a key.
+RESERVED_PREFIX = "pgjobs."
+# The run times we accept: PostgreSQL stores far more, but every time is read back by Python
+# (the admin shows it in the viewer's time zone, a schedule steps its next ticks from it), and
+# Python's datetime ends at 9999-12-31. Year 9000 leaves room for both; year 2 for time zones.
+EARLIEST_TIME = datetime(2, 1, 1, tzinfo=UTC)
+LATEST_TIME = datetime(9000, 1, 1, tzinfo=UTC)
+_RANGE = f"outside the supported range {EARLIEST_TIME.date()} to {LATEST_TIME.date()} (UTC)"
 
 
 def check_name(value: object, what: str = "job name") -> str:
@@ -32,11 +48,35 @@ def check_name(value: object, what: str = "job name") -> str:
         raise InvalidJobError(
             f"The {what} contains a NUL character, which PostgreSQL cannot store."
         )
+    check_encodable(value, what)
     if len(value) > MAX_NAME_LENGTH:
         raise InvalidJobError(
             f"The {what} is {len(value)} characters long; the limit is {MAX_NAME_LENGTH}."
         )
     return value
+
+
+def check_encodable(value: str, what: str) -> None:
+    """Refuse a lone surrogate (text decoded with ``surrogateescape``, a broken emoji half):
+    psycopg would raise UnicodeEncodeError only while sending, mid-statement."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidJobError(
+            f"The {what} is not valid Unicode text: {exc.reason} at position {exc.start}."
+        ) from None
+
+
+def check_job_name(value: object) -> str:
+    """A job name a user may enqueue, register or schedule: not one of the library's own."""
+    name = check_name(value)
+    if name.startswith(RESERVED_PREFIX):
+        raise InvalidJobError(
+            f"The job name {name!r} starts with {RESERVED_PREFIX!r}, which is reserved for "
+            "django-pgjobs's own jobs (workflows run as 'pgjobs.workflow:<version>'); "
+            "choose another name."
+        )
+    return name
 
 
 def check_priority(value: object) -> int:
@@ -61,14 +101,31 @@ def check_max_attempts(value: object) -> int:
 def check_retry_delay(value: object) -> float:
     if isinstance(value, timedelta):
         value = value.total_seconds()
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-        raise InvalidJobError(f"retry_delay must be a number of seconds >= 0; got {value!r}.")
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value < 0
+    ):
+        raise InvalidJobError(
+            f"retry_delay must be a finite number of seconds >= 0; got {value!r}."
+        )
     return float(value)
 
 
 def check_scheduled_for(value: object) -> datetime | timedelta | None:
-    """An aware datetime, a delay from now, or None for "now"."""
-    if value is None or isinstance(value, timedelta):
+    """An aware datetime, a delay from now, or None for "now"; before :data:`LATEST_TIME`."""
+    if value is None:
+        return value
+    if isinstance(value, timedelta):
+        try:
+            when: datetime | None = datetime.now(UTC) + value
+        except OverflowError:
+            when = None
+        if when is None or not EARLIEST_TIME <= when < LATEST_TIME:
+            raise InvalidJobError(
+                f"scheduled_for is a delay of {value}, which runs the job {_RANGE}."
+            )
         return value
     if not isinstance(value, datetime):
         raise InvalidJobError(
@@ -79,36 +136,66 @@ def check_scheduled_for(value: object) -> datetime | timedelta | None:
             "scheduled_for is a naive datetime while USE_TZ is True; pass an aware datetime "
             "(django.utils.timezone.now() + ...) so the run time is not a guess."
         )
+    check_time_range(value, "scheduled_for")
+    return value
+
+
+def check_time_range(value: datetime, what: str) -> datetime:
+    """Refuse a time Python could not show or step from once it is stored (see LATEST_TIME)."""
+    moment = value if timezone.is_aware(value) else value.replace(tzinfo=UTC)
+    if not EARLIEST_TIME <= moment < LATEST_TIME:
+        raise InvalidJobError(f"{what} is {value.isoformat()}, {_RANGE}.")
     return value
 
 
 def check_key(value: object) -> str | None:
+    """A user's idempotency key: text the unique index can hold, outside the library's keys."""
     if value is None:
         return None
     if not isinstance(value, str) or not value or "\x00" in value:
         raise InvalidJobError(f"key must be a non-empty str without NUL, or None; got {value!r}.")
+    check_encodable(value, "key")
+    if len(value) > MAX_KEY_LENGTH:
+        raise InvalidJobError(
+            f"key is {len(value)} characters long; the limit is {MAX_KEY_LENGTH} "
+            "(hash a longer natural key)."
+        )
+    if value.startswith(RESERVED_PREFIX):
+        raise InvalidJobError(
+            f"key {value!r} starts with {RESERVED_PREFIX!r}, which is reserved for "
+            "django-pgjobs's own keys (schedule ticks, workflows); choose another key."
+        )
     return value
 
 
-def dump_payload(payload: Any) -> str:
+def dump_payload(payload: Any, what: str = "The payload") -> str:
     """Serialise a payload to the JSON text PostgreSQL will store, or raise.
 
     Strict on purpose: a handler receives exactly what was enqueued, so dates, decimals and
     model instances must be converted by the caller rather than silently turned into strings.
+    ``what`` names the payload in the error (``enqueue_many`` gives its index).
     """
     if payload is None:
         return "{}"
     try:
         text = json.dumps(payload, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
-        text.encode("utf-8")  # lone surrogates: PostgreSQL would reject them after the fact
+        size = len(text.encode("utf-8"))  # lone surrogates: PostgreSQL would reject them late
     except (TypeError, ValueError) as exc:  # UnicodeEncodeError is a ValueError
         raise PayloadNotSerializable(
-            f"The payload is not JSON serialisable: {exc}. Pass plain dicts, lists, str, int, "
+            f"{what} is not JSON serialisable: {exc}. Pass plain dicts, lists, str, int, "
             "float, bool and None (convert dates with .isoformat(), decimals with str())."
         ) from exc
+    except RecursionError:
+        raise PayloadNotSerializable(
+            f"{what} is nested too deeply to serialise; pass a flatter structure."
+        ) from None
     # jsonb cannot hold NUL; catching it here keeps the caller's transaction usable.
     if "\\u0000" in text:
+        raise PayloadNotSerializable(f"{what} contains a NUL character, which jsonb cannot store.")
+    limit = conf.MAX_PAYLOAD_BYTES
+    if limit is not None and size > limit:
         raise PayloadNotSerializable(
-            "The payload contains a NUL character, which jsonb cannot store."
+            f"{what} is {size:,} bytes of JSON; the limit is {limit:,} (PGJOBS"
+            '["MAX_PAYLOAD_BYTES"]). Store large data in a table or a file and pass its id.'
         )
     return text

@@ -17,6 +17,7 @@ from django.db.models import Q, Value
 from django.db.models.functions import Now
 
 from django_pgjobs.jobs.validation import MAX_NAME_LENGTH, MAX_PRIORITY, MIN_PRIORITY
+from django_pgjobs.models.fields import StoredJSONField
 
 
 class JobStatus(models.TextChoices):
@@ -44,7 +45,7 @@ class JobQuerySet(models.QuerySet["Job"]):
 class Job(models.Model):
     id = models.UUIDField(primary_key=True, db_default=RandomUUID(), editable=False)
     job_name = models.CharField(max_length=MAX_NAME_LENGTH)
-    payload = models.JSONField(db_default=empty_object())
+    payload = StoredJSONField(db_default=empty_object())
     status = models.CharField(
         max_length=16, choices=JobStatus.choices, db_default=Value(JobStatus.PENDING.value)
     )
@@ -169,7 +170,7 @@ class FailedJob(models.Model):
 
     id = models.UUIDField(primary_key=True, db_default=RandomUUID(), editable=False)
     job_name = models.CharField(max_length=MAX_NAME_LENGTH)
-    payload = models.JSONField(db_default=empty_object())
+    payload = StoredJSONField(db_default=empty_object())
     queue = models.CharField(max_length=MAX_NAME_LENGTH, db_default=Value("default"))
     priority = models.SmallIntegerField(db_default=Value(0))
     attempt = models.IntegerField(db_default=Value(0))
@@ -181,6 +182,10 @@ class FailedJob(models.Model):
     class Meta:
         db_table = "pgjobs_failed_jobs"
         ordering = ("-failed_at",)
+        # One name everywhere (admin, messages, docs): a job that used up its attempts is a
+        # dead letter, whatever its table is called.
+        verbose_name = "dead letter"
+        verbose_name_plural = "dead letters"
         indexes = (models.Index(fields=("-failed_at",), name="pgjobs_failed_at"),)
 
     def __str__(self) -> str:
@@ -195,7 +200,7 @@ class Worker(models.Model):
     pid = models.IntegerField(db_default=Value(0))
     # A JSON array of queue names; empty means "every queue". (jsonb, not ArrayField, so the
     # app does not require django.contrib.postgres in INSTALLED_APPS.)
-    queues = models.JSONField(db_default=Value([], output_field=models.JSONField()))
+    queues = StoredJSONField(db_default=Value([], output_field=models.JSONField()))
     concurrency = models.IntegerField(db_default=Value(1))
     started_at = models.DateTimeField(db_default=Now())
     last_heartbeat_at = models.DateTimeField(db_default=Now())

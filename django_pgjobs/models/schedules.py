@@ -9,9 +9,20 @@ from django.db import models
 from django.db.models import F, Q, Value
 from django.db.models.functions import Now
 
-from django_pgjobs.jobs.validation import MAX_NAME_LENGTH, MAX_PRIORITY, MIN_PRIORITY
+from django_pgjobs.jobs.validation import (
+    MAX_NAME_LENGTH,
+    MAX_PRIORITY,
+    MIN_PRIORITY,
+    RESERVED_PREFIX,
+)
+from django_pgjobs.models.fields import StoredJSONField
 from django_pgjobs.models.jobs import empty_object
-from django_pgjobs.schedules.validation import declaration_problems, option_problems
+from django_pgjobs.schedules.validation import (
+    MAX_CATCH_UP_LIMIT,
+    catch_up_limit_problem,
+    declaration_problems,
+    option_problems,
+)
 
 
 class CatchUp(models.TextChoices):
@@ -42,7 +53,7 @@ class Schedule(models.Model):
         "alias such as @daily, or an interval such as 'every 10 minutes'.",
     )
     job_name = models.CharField(max_length=MAX_NAME_LENGTH)
-    payload = models.JSONField(db_default=empty_object(), default=dict, blank=True)
+    payload = StoredJSONField(db_default=empty_object(), default=dict, blank=True)
     queue = models.CharField(max_length=MAX_NAME_LENGTH, null=True, blank=True)  # noqa: DJ001 - NULL: the job's default
     priority = models.SmallIntegerField(null=True, blank=True)
     timezone = models.CharField(max_length=64, db_default=Value("UTC"), default="UTC")
@@ -81,7 +92,15 @@ class Schedule(models.Model):
                 condition=Q(catch_up__in=CatchUp.values), name="pgjobs_schedule_catch_up_valid"
             ),
             models.CheckConstraint(
-                condition=Q(catch_up_limit__gte=1), name="pgjobs_schedule_catch_up_limit"
+                condition=Q(catch_up_limit__gte=1, catch_up_limit__lte=MAX_CATCH_UP_LIMIT),
+                name="pgjobs_schedule_catch_up_limit",
+            ),
+            # The library's own jobs (a workflow's runner) are never a schedule's: a tick of
+            # one would run a workflow beside its own job. Python refuses them too; this covers
+            # SQL.
+            models.CheckConstraint(
+                condition=~Q(job_name__startswith=RESERVED_PREFIX),
+                name="pgjobs_schedule_job_not_reserved",
             ),
             models.CheckConstraint(
                 condition=Q(priority__isnull=True)
@@ -104,10 +123,15 @@ class Schedule(models.Model):
 
     def save(self, *args: Any, **kwargs: Any) -> None:
         if not self._state.adding and kwargs.get("update_fields") is None:
+            # Nor a column that was never read (the admin defers a large payload): saving it
+            # would load it only to write the same value back.
+            unread = self.get_deferred_fields()
             kwargs["update_fields"] = [
                 f.name
                 for f in self._meta.concrete_fields
-                if not f.primary_key and f.name not in self.SCHEDULER_FIELDS
+                if not f.primary_key
+                and f.name not in self.SCHEDULER_FIELDS
+                and f.attname not in unread
             ]
         super().save(*args, **kwargs)
 
@@ -125,5 +149,8 @@ class Schedule(models.Model):
             job_name=self.job_name,
             payload=self.payload,
         )
+        limit_problem = catch_up_limit_problem(self.catch_up_limit)
+        if limit_problem is not None:
+            problems["catch_up_limit"] = limit_problem
         if problems:
             raise ValidationError(problems)

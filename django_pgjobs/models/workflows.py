@@ -7,6 +7,7 @@ from django.db.models import Q, Value
 from django.db.models.functions import Now
 
 from django_pgjobs.jobs.validation import MAX_NAME_LENGTH
+from django_pgjobs.models.fields import StoredJSONField
 from django_pgjobs.models.jobs import empty_object
 
 
@@ -33,10 +34,10 @@ class WorkflowExecution(models.Model):
         max_length=16, choices=WorkflowStatus.choices, db_default=Value("pending")
     )
     # {"args": [...], "kwargs": {...}}, as JSON.
-    input = models.JSONField(db_default=empty_object())
-    output = models.JSONField(null=True, blank=True)
+    input = StoredJSONField(db_default=empty_object())
+    output = StoredJSONField(null=True, blank=True)
     # {"type": "module.Class", "message": ..., "args": [...], "traceback": ...}
-    error = models.JSONField(null=True, blank=True)
+    error = StoredJSONField(null=True, blank=True)
     app_version = models.CharField(max_length=64)
     queue = models.CharField(max_length=MAX_NAME_LENGTH, db_default=Value("default"))
     priority = models.SmallIntegerField(db_default=Value(0))
@@ -108,8 +109,8 @@ class WorkflowStep(models.Model):
     step_index = models.IntegerField()
     step_name = models.CharField(max_length=MAX_NAME_LENGTH)
     status = models.CharField(max_length=16, choices=WorkflowStepStatus.choices)
-    output = models.JSONField(null=True, blank=True)
-    error = models.JSONField(null=True, blank=True)
+    output = StoredJSONField(null=True, blank=True)
+    error = StoredJSONField(null=True, blank=True)
     attempts = models.IntegerField(db_default=Value(1))
     wait_key = models.TextField(null=True, blank=True)  # noqa: DJ001
     wake_at = models.DateTimeField(null=True, blank=True)
@@ -147,7 +148,7 @@ class WorkflowMessage(models.Model):
         WorkflowExecution, on_delete=models.CASCADE, db_column="workflow_id", related_name="+"
     )
     topic = models.TextField(db_default=Value(""))
-    message = models.JSONField(null=True)
+    message = StoredJSONField(null=True)
     created_at = models.DateTimeField(db_default=Now())
 
     class Meta:
@@ -166,7 +167,7 @@ class WorkflowEvent(models.Model):
         WorkflowExecution, on_delete=models.CASCADE, db_column="workflow_id", related_name="+"
     )
     key = models.CharField(max_length=MAX_NAME_LENGTH)
-    value = models.JSONField(null=True)
+    value = StoredJSONField(null=True)
     updated_at = models.DateTimeField(db_default=Now())
 
     class Meta:

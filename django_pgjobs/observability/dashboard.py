@@ -1,10 +1,13 @@
-"""The admin dashboard's figures.
+"""The admin dashboard's figures, in a fixed number of statements whatever the number of queues.
 
-Every query is bounded, so the page stays fast with millions of rows: queues are listed with a
-skip scan of pgjobs_job_queue_claim, per-queue counts stop at ``COUNT_CAP``, and the charts read
-only the last hour through the completed_at / failed_at / created_at indexes; workflow counts
-per status stop at ``COUNT_CAP`` too. The charts drawn from them are in
-:mod:`django_pgjobs.admin.charts`.
+One transaction (``REPEATABLE READ``, read only) so every figure comes from one snapshot: the
+queue table, the totals and the depth curve agree. The queue table is one ``GROUP BY queue``
+over pending and running jobs (index-only on pgjobs_job_queue_claim for pending jobs, the small
+pgjobs_job_lease index for running ones), sorted busiest first and cut at ``QUEUES_SHOWN`` rows
+(the page says "and N more"); its cost follows the jobs waiting, not the number of queues. The
+charts read only the last hour through the completed_at / failed_at / created_at indexes; dead
+letters and workflows per status are counted up to ``COUNT_CAP``. The charts drawn from them are
+in :mod:`django_pgjobs.admin.charts`.
 """
 
 from __future__ import annotations
@@ -13,14 +16,17 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from django.db import connections
+from django.db import connections, transaction
 
 from django_pgjobs.conf import conf
 from django_pgjobs.models import WorkflowStatus
+from django_pgjobs.observability.status import UnhandledJobs, unhandled_due_jobs
 
-# Counts above this show as "10,000+": an exact count of a huge backlog is a full index scan.
+# Counts above this show as "10,000+": an exact count of a huge table is a full index scan.
 COUNT_CAP = 10_000
 WINDOW_MINUTES = 60
+# Queues listed on the page, busiest first; the rest are summed up as "and N more".
+QUEUES_SHOWN = 25
 
 
 @dataclass
@@ -29,27 +35,32 @@ class QueueRow:
     due: int
     scheduled: int
     running: int
+    # Seconds since this queue's oldest due job became due; None when nothing is due.
+    oldest_due_age: float | None = None
 
 
 @dataclass
 class Dashboard:
     now: datetime
+    # The busiest QUEUES_SHOWN queues; the totals below count every queue.
     queues: list[QueueRow] = field(default_factory=list)
+    queue_count: int = 0
+    total_due: int = 0
+    total_scheduled: int = 0
+    total_running: int = 0
     dead_letters: int = 0
     live_workers: int = 0
     oldest_due_age: float | None = None
+    # Due jobs whose name no handler of this deployment claims (see observability.status).
+    unhandled: list[UnhandledJobs] = field(default_factory=list)
     minutes: list[datetime] = field(default_factory=list)
     completed: list[int] = field(default_factory=list)
     dead: list[int] = field(default_factory=list)
     depth: list[int] = field(default_factory=list)
 
     @property
-    def total_due(self) -> int:
-        return sum(q.due for q in self.queues)
-
-    @property
-    def total_running(self) -> int:
-        return sum(q.running for q in self.queues)
+    def queues_not_shown(self) -> int:
+        return self.queue_count - len(self.queues)
 
 
 def capped(value: int) -> str:
@@ -57,7 +68,7 @@ def capped(value: int) -> str:
 
 
 # Distinct queues of pending or running jobs without reading every row: each step jumps to the
-# next queue in the index (a "loose index scan").
+# next queue in the index (a "loose index scan"). Serves the job list's queue filter.
 _QUEUES = """
 WITH RECURSIVE queues(queue) AS (
     (SELECT queue FROM pgjobs_job_queue WHERE status = 'pending' ORDER BY queue LIMIT 1)
@@ -71,58 +82,87 @@ UNION
 SELECT DISTINCT queue FROM pgjobs_job_queue WHERE status = 'running'
 """
 
-_COUNTS = """
-SELECT q.queue,
-       (SELECT count(*) FROM (SELECT 1 FROM pgjobs_job_queue
-            WHERE status = 'pending' AND queue = q.queue AND scheduled_for <= now()
-            LIMIT %(cap)s) AS d),
-       (SELECT count(*) FROM (SELECT 1 FROM pgjobs_job_queue
-            WHERE status = 'pending' AND queue = q.queue AND scheduled_for > now()
-            LIMIT %(cap)s) AS s),
-       (SELECT count(*) FROM pgjobs_job_queue WHERE status = 'running' AND queue = q.queue)
-FROM unnest(%(queues)s::text[]) AS q(queue)
-ORDER BY 1
+# Pending and running jobs per queue, busiest first: pending jobs read once (a sequential or an
+# index-only scan of pgjobs_job_queue_claim, whichever the planner finds cheaper), running ones
+# through pgjobs_job_lease. The window sums and count run over every queue before the LIMIT.
+_QUEUE_TABLE = """
+WITH per_queue AS (
+    SELECT queue,
+           count(*) FILTER (WHERE scheduled_for <= now()) AS due,
+           count(*) FILTER (WHERE scheduled_for > now()) AS scheduled,
+           0 AS running,
+           min(scheduled_for) FILTER (WHERE scheduled_for <= now()) AS oldest_due
+    FROM pgjobs_job_queue WHERE status = 'pending' GROUP BY queue
+    UNION ALL
+    SELECT queue, 0, 0, count(*), NULL FROM pgjobs_job_queue WHERE status = 'running'
+    GROUP BY queue
+),
+queues AS (
+    SELECT queue, sum(due)::bigint AS due, sum(scheduled)::bigint AS scheduled,
+           sum(running)::bigint AS running, min(oldest_due) AS oldest_due
+    FROM per_queue GROUP BY queue
+)
+SELECT queue, due, scheduled, running,
+       extract(epoch FROM now() - oldest_due)::float8,
+       count(*) OVER (), sum(due) OVER ()::bigint, sum(scheduled) OVER ()::bigint,
+       sum(running) OVER ()::bigint,
+       extract(epoch FROM now() - min(oldest_due) OVER ())::float8
+FROM queues
+ORDER BY due DESC, running DESC, queue
+LIMIT %(shown)s
 """
 
-# Per minute over the last hour: completions, dead letters, and new jobs (for the depth curve).
+# Per minute over the last hour: completions, dead letters, cancellations (what left the queue)
+# and arrivals (what joined it), for the charts and the depth curve, in one pass over each
+# source. A job arrives in the minute it became due, greatest(created_at, scheduled_for); a job
+# that left before it was due (cancelled early) arrives in the minute it left, so it adds
+# nothing to any minute. Every job that left in the window yields its arrival too: a departure
+# without its arrival would add a phantom job to every earlier minute. Dead letters keep no
+# scheduled_for: they arrive when created.
 _PER_MINUTE = """
-WITH minutes AS (
-    SELECT generate_series(date_trunc('minute', now()) - make_interval(mins => %(window)s - 1),
-                           date_trunc('minute', now()), interval '1 minute') AS minute
+WITH bounds AS (
+    SELECT date_trunc('minute', now()) - make_interval(mins => %(window)s - 1) AS since
 ),
-done AS (
-    SELECT date_trunc('minute', completed_at) AS minute, count(*) AS n FROM pgjobs_job_queue
-    WHERE status = 'completed'
-      AND completed_at >= date_trunc('minute', now()) - make_interval(mins => %(window)s - 1)
-    GROUP BY 1
+events AS (
+    -- Finished in the window (pgjobs_job_finished): how it left, when, and when it arrived.
+    SELECT j.status::text AS kind, date_trunc('minute', j.completed_at) AS left_in,
+           date_trunc('minute', least(greatest(j.created_at, j.scheduled_for), j.completed_at))
+               AS arrived_in
+    FROM pgjobs_job_queue AS j, bounds
+    WHERE j.status IN ('completed', 'cancelled') AND j.completed_at >= bounds.since
+    UNION ALL
+    -- Dead-lettered in the window (pgjobs_failed_at).
+    SELECT 'dead', date_trunc('minute', f.failed_at),
+           date_trunc('minute', least(f.original_created_at, f.failed_at))
+    FROM pgjobs_failed_jobs AS f, bounds WHERE f.failed_at >= bounds.since
+    UNION ALL
+    -- Still waiting and due, arrived in the window (pgjobs_job_created, pgjobs_job_next_due).
+    SELECT NULL, NULL, date_trunc('minute', greatest(j.created_at, j.scheduled_for))
+    FROM pgjobs_job_queue AS j, bounds
+    WHERE j.status = 'pending' AND j.scheduled_for <= now()
+      AND (j.created_at >= bounds.since OR j.scheduled_for >= bounds.since)
+    UNION ALL
+    -- Running (pgjobs_job_lease: as many rows as workers run at once).
+    SELECT NULL, NULL, date_trunc('minute', greatest(j.created_at, j.scheduled_for))
+    FROM pgjobs_job_queue AS j WHERE j.status = 'running'
 ),
-cancelled AS (
-    SELECT date_trunc('minute', completed_at) AS minute, count(*) AS n FROM pgjobs_job_queue
-    WHERE status = 'cancelled'
-      AND completed_at >= date_trunc('minute', now()) - make_interval(mins => %(window)s - 1)
-    GROUP BY 1
-),
-dead AS (
-    SELECT date_trunc('minute', failed_at) AS minute, count(*) AS n FROM pgjobs_failed_jobs
-    WHERE failed_at >= date_trunc('minute', now()) - make_interval(mins => %(window)s - 1)
-    GROUP BY 1
-),
--- Arrivals into the due queue: jobs created in the window that are due by now, counted in the
--- minute they became due (a job scheduled for later has not arrived yet).
-arrived AS (
-    SELECT date_trunc('minute', greatest(created_at, scheduled_for)) AS minute, count(*) AS n
-    FROM pgjobs_job_queue
-    WHERE created_at >= date_trunc('minute', now()) - make_interval(mins => %(window)s - 1)
-      AND scheduled_for <= now()
-    GROUP BY 1
+-- One pass: departures per (kind, minute) and arrivals per minute.
+counted AS (
+    SELECT coalesce(kind, 'arrived') AS kind, coalesce(left_in, arrived_in) AS minute,
+           count(*) AS n
+    FROM events
+    GROUP BY GROUPING SETS ((kind, left_in), (arrived_in))
+    HAVING grouping(kind) = 1 OR kind IS NOT NULL
 )
-SELECT m.minute, coalesce(done.n, 0), coalesce(dead.n, 0), coalesce(arrived.n, 0),
-       coalesce(cancelled.n, 0)
-FROM minutes AS m
-LEFT JOIN done ON done.minute = m.minute
-LEFT JOIN cancelled ON cancelled.minute = m.minute
-LEFT JOIN dead ON dead.minute = m.minute
-LEFT JOIN arrived ON arrived.minute = m.minute
+SELECT m.minute,
+       coalesce(sum(c.n) FILTER (WHERE c.kind = 'completed'), 0),
+       coalesce(sum(c.n) FILTER (WHERE c.kind = 'dead'), 0),
+       coalesce(sum(c.n) FILTER (WHERE c.kind = 'arrived'), 0),
+       coalesce(sum(c.n) FILTER (WHERE c.kind = 'cancelled'), 0)
+FROM bounds, generate_series(bounds.since, date_trunc('minute', now()), interval '1 minute')
+     AS m(minute)
+LEFT JOIN counted AS c ON c.minute = m.minute
+GROUP BY m.minute
 ORDER BY m.minute
 """
 
@@ -130,9 +170,7 @@ _HEADLINES = """
 SELECT now(),
        (SELECT count(*) FROM (SELECT 1 FROM pgjobs_failed_jobs LIMIT %(cap)s) AS d),
        (SELECT count(*) FROM pgjobs_workers
-        WHERE last_heartbeat_at >= now() - make_interval(secs => %(silent)s)),
-       (SELECT extract(epoch FROM now() - min(scheduled_for))::float8 FROM pgjobs_job_queue
-        WHERE status = 'pending' AND scheduled_for <= now())
+        WHERE last_heartbeat_at >= now() - make_interval(secs => %(silent)s))
 """
 
 
@@ -155,17 +193,26 @@ def workflow_counts(*, using: str | None = None) -> dict[str, int]:
 
 
 def load_dashboard(*, using: str | None = None) -> Dashboard:
-    """Everything the page shows, in four bounded queries."""
+    """Everything the page shows about jobs, in five statements however many queues there are."""
     alias = using or conf.DATABASE
     silent = max(conf.LEASE_SECONDS, 3 * conf.HEARTBEAT_SECONDS)
-    with connections[alias].cursor() as cur:
+    connection = connections[alias]
+    outermost = not connection.in_atomic_block
+    with transaction.atomic(using=alias), connection.cursor() as cur:
+        if outermost:  # (inside a caller's transaction its isolation level stands)
+            cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         cur.execute(_HEADLINES, {"cap": COUNT_CAP, "silent": silent})
-        now, dead_letters, live_workers, lag = cur.fetchone()
+        now, dead_letters, live_workers = cur.fetchone()
         board = Dashboard(now=now, dead_letters=dead_letters, live_workers=live_workers)
-        board.oldest_due_age = lag
-        queues = _active_queues(cur)
-        cur.execute(_COUNTS, {"queues": queues, "cap": COUNT_CAP})
-        board.queues = [QueueRow(*row) for row in cur.fetchall()]
+        cur.execute(_QUEUE_TABLE, {"shown": QUEUES_SHOWN})
+        rows = cur.fetchall()
+        board.queues = [QueueRow(*row[:5]) for row in rows]
+        if rows:
+            (
+                board.queue_count, board.total_due, board.total_scheduled, board.total_running,
+                board.oldest_due_age,
+            ) = rows[0][5:]  # fmt: skip
+        board.unhandled = unhandled_due_jobs(cur)
         cur.execute(_PER_MINUTE, {"window": WINDOW_MINUTES})
         rows = cur.fetchall()
     board.minutes = [r[0] for r in rows]
@@ -173,18 +220,18 @@ def load_dashboard(*, using: str | None = None) -> Dashboard:
     board.dead = [int(r[2]) for r in rows]
     # Depth at the end of each minute, walked back from now: before a minute, the queue held
     # what it holds now, plus what left during that minute, minus what arrived. Approximate:
-    # retries and pruning inside the window are not visible in timestamps. Not drawn from a
-    # capped total, which would be wrong by an unknown amount.
+    # a retry's wait between attempts, a dead letter's scheduled start and jobs pruned inside
+    # the window are not in the timestamps; every departure has its arrival, so none of these
+    # shifts earlier minutes.
+    depth = board.total_due + board.total_running
     board.depth = []
-    if all(q.due < COUNT_CAP for q in board.queues):
-        depth = board.total_due + board.total_running
-        for done, dead, arrived, cancelled in zip(
-            reversed(board.completed), reversed(board.dead), reversed([int(r[3]) for r in rows]),
-            reversed([int(r[4]) for r in rows]), strict=True,
-        ):  # fmt: skip
-            board.depth.append(max(depth, 0))
-            depth += done + dead + cancelled - arrived
-        board.depth.reverse()
+    for done, dead, arrived, cancelled in zip(
+        reversed(board.completed), reversed(board.dead), reversed([int(r[3]) for r in rows]),
+        reversed([int(r[4]) for r in rows]), strict=True,
+    ):  # fmt: skip
+        board.depth.append(max(depth, 0))
+        depth += done + dead + cancelled - arrived
+    board.depth.reverse()
     return board
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 from django.db import connections
 from django.db.models.functions import Now
@@ -14,6 +15,10 @@ from django.db.models.functions import Now
 from django_pgjobs.conf import conf
 from django_pgjobs.jobs.registry import registry
 from django_pgjobs.models import FailedJob, Worker
+from django_pgjobs.queries.base import WORKFLOW_JOB_PREFIX
+
+# How many workflow ids ``pgjobs status`` names for a code version no worker here runs.
+STRANDED_SHOWN = 10
 
 
 @dataclass
@@ -37,6 +42,9 @@ class QueueStatus:
     unhandled: dict[str, int] = field(default_factory=dict)
     # Workflows by status (pending, running, completed, failed, cancelled, dead).
     workflows: dict[str, int] = field(default_factory=dict)
+    # For each unhandled workflow job name (a code version no worker here runs): the ids of
+    # the first workflows pinned to it, oldest first.
+    stranded_workflows: dict[str, list[str]] = field(default_factory=dict)
 
 
 def queue_status(*, using: str | None = None) -> QueueStatus:
@@ -61,13 +69,16 @@ def queue_status(*, using: str | None = None) -> QueueStatus:
         )
         row = cur.fetchone()
         status.oldest_due_age = None if row is None or row[0] is None else float(row[0])
-        cur.execute(
-            "SELECT job_name, count(*) FROM pgjobs_job_queue "
-            "WHERE status = 'pending' AND scheduled_for <= now() AND job_name <> ALL(%s) "
-            "GROUP BY job_name ORDER BY 2 DESC LIMIT 20",
-            [registry.names()],
-        )
-        status.unhandled = dict(cur.fetchall())
+        status.unhandled = {found.job_name: found.count for found in unhandled_due_jobs(cur)}
+        stranded = [name for name in status.unhandled if name.startswith(WORKFLOW_JOB_PREFIX)]
+        if stranded:
+            cur.execute(
+                "SELECT job_name, (array_agg(payload ->> 'workflow_id' ORDER BY created_at))[1:%s] "
+                "FROM pgjobs_job_queue WHERE status = 'pending' AND scheduled_for <= now() "
+                "AND job_name = ANY(%s) GROUP BY job_name",
+                [STRANDED_SHOWN, stranded],
+            )
+            status.stranded_workflows = {name: list(ids) for name, ids in cur.fetchall()}
         cur.execute("SELECT status, count(*) FROM pgjobs_workflow_executions GROUP BY status")
         status.workflows = dict(cur.fetchall())
     status.dead_letters = FailedJob.objects.using(alias).count()
@@ -76,3 +87,32 @@ def queue_status(*, using: str | None = None) -> QueueStatus:
         Worker.objects.using(alias).filter(last_heartbeat_at__gte=Now() - silent)
     )
     return status
+
+
+@dataclass
+class UnhandledJobs:
+    """Due jobs of one name that no handler of this deployment claims."""
+
+    job_name: str
+    count: int
+    # Seconds since the oldest of them became due.
+    oldest_due_age: float
+
+
+# Due jobs whose name is not in the registry, worst first: a scan of the due jobs (nothing indexes
+# job_name), so its cost follows the backlog. Status and the dashboard show UNHANDLED_SHOWN names.
+UNHANDLED_SHOWN = 20
+_UNHANDLED = """
+SELECT job_name, count(*), extract(epoch FROM now() - min(scheduled_for))::float8
+FROM pgjobs_job_queue
+WHERE status = 'pending' AND scheduled_for <= now() AND job_name <> ALL(%(handled)s)
+GROUP BY job_name ORDER BY 2 DESC, 1 LIMIT %(shown)s
+"""
+
+
+def unhandled_due_jobs(cur: Any) -> list[UnhandledJobs]:
+    """Due jobs no handler of this codebase claims (a typo, code not deployed yet, or a workflow
+    pinned to a code version no longer deployed), by name; for ``pgjobs status`` and the
+    dashboard. ``cur`` is a cursor on the queue's database."""
+    cur.execute(_UNHANDLED, {"handled": registry.names(), "shown": UNHANDLED_SHOWN})
+    return [UnhandledJobs(name, int(count), float(age)) for name, count, age in cur.fetchall()]

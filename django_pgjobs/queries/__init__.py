@@ -18,7 +18,7 @@ migrations named)::
 
     pgjobs_job_queue (jobs)
       -> pending      enqueue.insert_job, enqueue.insert_jobs, schedules.fire_tick,
-                      operator.requeue_dead_letter, workflow_runs.start / .resume / .fork;
+                      operator.requeue_dead_letter(s), workflow_runs.start / .resume / .fork;
                       a plain INSERT (0001) or pgjobs_enqueue() (0009)
       pending -> pending   enqueue.upsert_pending_job (replaced in place), operator.retry_job
                       (due now), pgjobs_workflow_wake() (0008: a waiting workflow's job due now)
@@ -34,15 +34,17 @@ migrations named)::
                       workflow_runs.resume (re-pointed to another code version; a pending
                       job is re-pointed the same way)
       running -> dead letter  outcomes.fail_job, rescue.rescue_expired_leases (last attempt: the row
-                      moves to pgjobs_failed_jobs in the same statement)
+                      moves to pgjobs_failed_jobs in the same statement), outcomes.bury_job
+                      (attempts left, but its payload cannot be decoded)
       pending, running -> cancelled  operator.cancel_job, workflow_runs.cancel (pending only)
       cancelled -> pending  operator.retry_job (a fresh attempt budget)
       completed, cancelled -> deleted  upkeep.prune_finished_jobs
       every insert: NOTIFY pgjobs, one per queue per statement (trigger, 0002)
 
     pgjobs_failed_jobs (dead letters)
-      -> dead         outcomes.fail_job, rescue.rescue_expired_leases
+      -> dead         outcomes.fail_job, outcomes.bury_job, rescue.rescue_expired_leases
       dead -> deleted operator.requeue_dead_letter (back to the queue as a new job),
+                      operator.requeue_dead_letters (many at once: one statement),
                       workflow_runs.resume (a dead workflow's job); the admin's delete action
                       (the ORM: an operator discarding a dead letter)
       a workflow's job buried: its workflow -> dead (trigger pgjobs_failed_workflow, 0008)
@@ -96,8 +98,21 @@ from django_pgjobs.queries.lease import (
     release_lost_claims,
     report_progress,
 )
-from django_pgjobs.queries.operator import cancel_job, requeue_dead_letter, retry_job
-from django_pgjobs.queries.outcomes import FailOutcome, complete_jobs, fail_job
+from django_pgjobs.queries.operator import (
+    Requeued,
+    cancel_job,
+    requeue_dead_letter,
+    requeue_dead_letters,
+    retry_job,
+)
+from django_pgjobs.queries.outcomes import (
+    FailOutcome,
+    JobState,
+    bury_job,
+    complete_jobs,
+    fail_job,
+    find_job_state,
+)
 from django_pgjobs.queries.rescue import rescue_expired_leases
 from django_pgjobs.queries.schedules import (
     SCHEDULES_CHANNEL,
@@ -124,7 +139,10 @@ __all__ = [
     "ClaimedJob",
     "Cursor",
     "FailOutcome",
+    "JobState",
+    "Requeued",
     "Token",
+    "bury_job",
     "cancel_job",
     "claim_jobs",
     "complete_and_claim",
@@ -135,6 +153,7 @@ __all__ = [
     "due_schedules",
     "fail_job",
     "find_active_job_by_key",
+    "find_job_state",
     "find_worker",
     "fire_tick",
     "heartbeat",
@@ -148,6 +167,7 @@ __all__ = [
     "release_lost_claims",
     "report_progress",
     "requeue_dead_letter",
+    "requeue_dead_letters",
     "rescue_expired_leases",
     "retry_job",
     "seconds_until_next_due",

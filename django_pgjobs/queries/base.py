@@ -12,9 +12,14 @@ from typing import Any, Protocol
 
 NOTIFY_CHANNEL = "pgjobs"
 
-# A workflow runs as the job ``pgjobs.workflow:<app version>`` with the key ``workflow:<id>``.
+# A workflow runs as the job ``pgjobs.workflow:<app version>`` with the key
+# ``pgjobs.workflow:<id>``; a schedule's tick is keyed ``pgjobs.cron:<name>:<fire time>``. Job
+# names and keys starting with ``pgjobs.`` are the library's own: no user job or key may take one
+# (jobs.validation.RESERVED_PREFIX, and pgjobs_enqueue() since migration 0010), so a client's key
+# can neither swallow a tick nor block a workflow id.
 WORKFLOW_JOB_PREFIX = "pgjobs.workflow:"
-WORKFLOW_KEY_PREFIX = "workflow:"
+WORKFLOW_KEY_PREFIX = "pgjobs.workflow:"
+CRON_KEY_PREFIX = "pgjobs.cron:"
 
 # (job id, lease token): what a worker presents to prove it still holds an attempt.
 Token = tuple[uuid.UUID, uuid.UUID]
@@ -80,6 +85,16 @@ def notify_queues(rows: str, where: str = "") -> str:
 def workflow_key(workflow_id: str) -> str:
     """SQL for the key of the job running the workflow ``workflow_id`` (an SQL expression)."""
     return f"'{WORKFLOW_KEY_PREFIX}' || {workflow_id}"
+
+
+def holds_workflow_job(workflow_id: str) -> str:
+    """SQL: this attempt (params from lease_params) holds the job keyed for the workflow
+    ``workflow_id`` (an SQL expression): its own job, not a stray row under a workflow's name
+    (a plain INSERT), which must never run the workflow beside its own job."""
+    return (
+        f"EXISTS (SELECT 1 FROM pgjobs_job_queue WHERE {FENCE} "
+        f"AND key = {workflow_key(workflow_id)})"
+    )
 
 
 def workflow_job_name(app_version: str) -> str:

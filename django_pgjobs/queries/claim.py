@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -17,6 +16,7 @@ from django_pgjobs.queries.base import (
     token_params,
 )
 from django_pgjobs.queries.outcomes import COMPLETED_CTE
+from django_pgjobs.stored_json import decode_json
 
 # The claim as two CTEs, ``due`` and ``claimed``: the claim statement selects from ``claimed``,
 # and complete_and_claim() puts a completion beside them in the same statement.
@@ -104,7 +104,9 @@ def _claimed_jobs(rows: Sequence[Any]) -> list[ClaimedJob]:
         ClaimedJob(
             id=as_uuid(r[0]),
             job_name=r[1],
-            payload=json.loads(r[2]),
+            # Never raises: a payload Python cannot decode comes back as an UndecodableJSON
+            # (the claim has committed; the worker buries that job and runs the others).
+            payload=decode_json(r[2]),
             queue=r[3],
             priority=r[4],
             attempt=r[5],

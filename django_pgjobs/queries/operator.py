@@ -1,8 +1,12 @@
-"""Operator actions on one job: cold paths, but still one statement per state change."""
+"""Operator actions on jobs and dead letters: cold paths, but still one statement per state
+change."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from django_pgjobs.queries.base import (
     CLEAR_LEASE,
@@ -53,24 +57,59 @@ def cancel_job(cur: Cursor, *, job_id: uuid.UUID) -> bool:
     return cur.fetchone() is not None
 
 
+# A dead letter's row back in the queue: the same name, payload, queue, priority and
+# max_attempts and a fresh attempt counter; the insert trigger wakes workers at commit. Dead
+# letters do not keep a key, but a workflow's job gets its key back: wake-ups find the workflow
+# by it.
+_REQUEUE_DEAD = f"""
+    INSERT INTO pgjobs_job_queue (job_name, payload, queue, priority, max_attempts, key)
+    SELECT job_name, payload, queue, priority, max_attempts,
+           CASE WHEN {is_workflow_job()} THEN {workflow_key("(payload ->> 'workflow_id')")} END
+    FROM dead
+"""
+
+
 def requeue_dead_letter(cur: Cursor, *, job_id: uuid.UUID) -> uuid.UUID | None:
     """Move a dead letter back to the queue as a new job, in one statement (so, atomically).
-
-    The new job has the same name, payload, queue, priority and max_attempts and a fresh attempt
-    counter; the insert trigger wakes workers at commit. Returns None if there is no such id.
-    """
+    Locks the dead-letter row (primary key). Returns None if there is no such id."""
     cur.execute(
         f"""
         WITH dead AS (DELETE FROM pgjobs_failed_jobs WHERE id = %s RETURNING *)
-        INSERT INTO pgjobs_job_queue (job_name, payload, queue, priority, max_attempts, key)
-        SELECT job_name, payload, queue, priority, max_attempts,
-               -- A workflow's job gets its key back: wake-ups find the workflow by it.
-               CASE WHEN {is_workflow_job()}
-                    THEN {workflow_key("(payload ->> 'workflow_id')")} END
-        FROM dead
+        {_REQUEUE_DEAD}
         RETURNING id
         """,
         [job_id],
     )
     row = cur.fetchone()
     return None if row is None else as_uuid(row[0])
+
+
+@dataclass(frozen=True)
+class Requeued:
+    count: int
+    job_ids: list[uuid.UUID]  # the first few new jobs' ids (all of them for a few)
+
+
+def requeue_dead_letters(
+    cur: Cursor, *, selected: str, params: Sequence[Any], show: int = 5
+) -> Requeued:
+    """Move every dead letter whose id the query ``selected`` returns back to the queue as new
+    jobs, in one statement, however many: each row is in one table or the other, never both.
+
+    Locks the dead-letter rows it deletes (a concurrent requeue of one of them waits, then finds
+    it gone: no row is requeued twice). Index: what ``selected`` uses (the primary key for a list
+    of ids; filters by name, queue or error scan the dead letters, a cold table). A crash before
+    the commit leaves every dead letter where it was. ``selected`` is SQL the ORM compiled (the
+    caller's filters), its values in ``params``. A workflow's job whose workflow already has an
+    active job raises IntegrityError (its key): nothing is moved.
+    """
+    cur.execute(
+        f"""
+        WITH dead AS (DELETE FROM pgjobs_failed_jobs WHERE id IN ({selected}) RETURNING *),
+        added AS ({_REQUEUE_DEAD} RETURNING id)
+        SELECT (SELECT count(*) FROM added), ARRAY(SELECT id FROM added LIMIT %s)
+        """,
+        [*params, show],
+    )
+    count, ids = cur.fetchone()
+    return Requeued(count=count, job_ids=[as_uuid(i) for i in ids])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 from django_pgjobs.queries.base import (
@@ -126,3 +127,57 @@ def fail_job(
 
 # The rows fail_job sent back to pending (a relation for notify_queues).
 _DUE_AGAIN = "(SELECT queue, delay FROM retried UNION ALL SELECT queue, delay FROM spared) AS r"
+
+
+# Burying an attempt's job whatever attempts it has left (see bury_job); the same move to the
+# dead letters as RETRY_OR_BURY's, for one fenced row.
+_BURY_NOW = f"""
+WITH buried AS (
+    DELETE FROM pgjobs_job_queue AS j
+    WHERE {FENCE}
+    RETURNING j.id, j.job_name, j.payload, j.queue, j.priority, j.attempt, j.max_attempts,
+              %(error)s::text, j.created_at
+),
+dead AS (
+    INSERT INTO pgjobs_failed_jobs (id, job_name, payload, queue, priority, attempt,
+                                    max_attempts, error, original_created_at)
+    SELECT * FROM buried
+    RETURNING id
+)
+SELECT count(*) FROM dead
+"""
+
+
+def bury_job(cur: Cursor, *, token: Token, error: str) -> Literal["buried", "lost"]:
+    """Record a failed attempt that no retry can cure (its payload cannot be decoded): the job
+    moves to the dead letters now, attempts left or not.
+
+    One statement, fenced like :func:`fail_job`; "lost" when this attempt no longer owns the
+    job. Locks: the job row. A crash before commit leaves it running until its lease is rescued.
+    """
+    cur.execute(_BURY_NOW, {**lease_params(token), "error": error})
+    (buried,) = cur.fetchone()
+    return "buried" if buried else "lost"
+
+
+@dataclass(frozen=True)
+class JobState:
+    status: str  # a job's status, or "dead" for a dead letter
+    attempt: int
+    error: str | None
+
+
+def find_job_state(cur: Cursor, *, job_id: uuid.UUID) -> JobState | None:
+    """Where a job is now, queue or dead letters: how a worker whose write of an outcome lost its
+    reply tells whether that write committed. Reads by primary key; locks nothing. None when the
+    job is in neither (pruned, or deleted by an operator)."""
+    cur.execute(
+        """
+        SELECT status, attempt, error FROM pgjobs_job_queue WHERE id = %(id)s
+        UNION ALL
+        SELECT 'dead', attempt, error FROM pgjobs_failed_jobs WHERE id = %(id)s
+        """,
+        {"id": job_id},
+    )
+    row = cur.fetchone()
+    return None if row is None else JobState(str(row[0]), int(row[1]), row[2])

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from django_pgjobs.queries.base import KEY_CONFLICT, Cursor, as_uuid
+from django_pgjobs.queries.base import CRON_KEY_PREFIX, KEY_CONFLICT, Cursor, as_uuid
 
 SCHEDULES_CHANNEL = "pgjobs_schedules"
 
@@ -155,6 +155,12 @@ def set_next_run(cur: Cursor, *, row: dict[str, Any], next_run_at: datetime | No
     return bool(getattr(cur, "rowcount", 0))
 
 
+def tick_key(name: str, fire_time: str) -> str:
+    """The key of a tick's job: one active job per schedule and fire time, in the library's own
+    key space (a user's key cannot take it first and swallow the tick)."""
+    return f"{CRON_KEY_PREFIX}{name}:{fire_time}"
+
+
 @dataclass(frozen=True)
 class FiredTick:
     advanced: bool  # False: another scheduler fired it first, or the schedule changed; no jobs
@@ -178,7 +184,7 @@ def fire_tick(
     ``advanced`` is False when another scheduler got there first (or the schedule was edited or
     disabled since it was read): nothing was written. With
     no fire times (missed ticks skipped) it only advances. Locks the schedule row; the job keys
-    ``cron:<name>:<fire time>`` make a duplicate tick impossible even by hand.
+    (:func:`tick_key`) make a duplicate tick impossible even by hand.
     """
     cur.execute(
         f"""

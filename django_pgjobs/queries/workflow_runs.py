@@ -1,9 +1,9 @@
 """A workflow's own row through its life: start, load for a run, suspend, finish, cancel,
-resume, fork; and reading its result.
+resume, fork. Reads that lock nothing are in :mod:`.workflow_reads`.
 
-A workflow runs as a job (key ``workflow:<id>``), so the job's lease token fences its writes as it
-fences a job's outcome: every statement a running workflow makes checks ``(job id, lease token)``
-and does nothing when another worker has taken over (``HOLDS_LEASE``).
+A workflow runs as a job (key ``pgjobs.workflow:<id>``), so the job's lease token fences its
+writes as it fences a job's outcome: every statement a running workflow makes checks ``(job id,
+lease token)`` and does nothing when another worker has taken over (``HOLDS_LEASE``).
 
 Lock order, to stay free of deadlocks: a workflow row before its job row, everywhere.
 
@@ -26,12 +26,14 @@ from django_pgjobs.queries.base import (
     UNDO_CLAIM,
     Cursor,
     Token,
+    holds_workflow_job,
     is_workflow_job,
     lease_params,
     notify_queues,
     workflow_job_name,
     workflow_key,
 )
+from django_pgjobs.stored_json import UndecodableJSON, decode_json
 
 # Outside waiters (WorkflowHandle.get_result, get_event) LISTEN here for wake-up keys.
 NOTIFY_CHANNEL = "pgjobs_workflow"
@@ -83,10 +85,19 @@ def start(cur: Cursor, row: dict[str, Any]) -> Started:
     return Started(created=bool(created), name=name)
 
 
-def existing_name(cur: Cursor, workflow_id: str) -> str | None:
-    cur.execute("SELECT name FROM pgjobs_workflow_executions WHERE workflow_id = %s", [workflow_id])
-    found = cur.fetchone()
-    return None if found is None else str(found[0])
+def refuse_stray_job(cur: Cursor, *, workflow_id: str | None, token: Token) -> bool:
+    """True when the job this attempt holds is not the workflow's own (not keyed for it): then
+    this attempt is made its last, so the runner's failure buries it at once. Asked only when
+    :func:`load` found nothing to run. Locks the job row."""
+    cur.execute(
+        f"""
+        UPDATE pgjobs_job_queue SET max_attempts = attempt
+        WHERE {FENCE} AND NOT coalesce(key = {workflow_key("%(workflow_id)s::text")}, false)
+        RETURNING id
+        """,
+        {"workflow_id": workflow_id, **lease_params(token)},
+    )
+    return cur.fetchone() is not None
 
 
 @dataclass(frozen=True)
@@ -106,12 +117,27 @@ class LoadedWorkflow:
     wake_seq: int
     checkpoints: dict[int, Checkpoint]
 
+    def undecodable(self) -> str | None:
+        """What of it Python cannot decode (SQL stored JSON past its limits), if anything: the
+        workflow cannot run, and fails saying so."""
+        if isinstance(self.input, UndecodableJSON):
+            return f"the workflow's input cannot be decoded: {self.input.error}"
+        for c in self.checkpoints.values():
+            for what, value in (("output", c.output), ("error", c.error)):
+                if isinstance(value, UndecodableJSON):
+                    return (
+                        f"the recorded {what} of step {c.index} ({c.name!r}) cannot be decoded: "
+                        f"{value.error}"
+                    )
+        return None
+
 
 def load(cur: Cursor, *, workflow_id: str, token: Token) -> LoadedWorkflow | None:
     """Mark the workflow running and read its input and every checkpoint; one round trip.
 
-    Returns None when there is nothing to run: the workflow finished, was cancelled, or this
-    attempt no longer holds its job. A dead workflow whose job an operator requeued runs again.
+    Returns None when there is nothing to run: the workflow finished, was cancelled, this
+    attempt no longer holds its job, or the job is not the workflow's own (see
+    :func:`refuse_stray_job`). A dead workflow whose job an operator requeued runs again.
     Locks: the workflow row.
     """
     cur.execute(
@@ -120,11 +146,11 @@ def load(cur: Cursor, *, workflow_id: str, token: Token) -> LoadedWorkflow | Non
         SET status = 'running', started_at = coalesce(w.started_at, now()), updated_at = now(),
             completed_at = NULL
         WHERE w.workflow_id = %(workflow_id)s AND w.status IN ('pending', 'running', 'dead')
-          AND {HOLDS_LEASE}
+          AND {holds_workflow_job("w.workflow_id")}
         RETURNING w.name, w.input::text, w.wake_seq, (
             SELECT coalesce(json_agg(json_build_object(
-                'i', s.step_index, 'n', s.step_name, 's', s.status, 'o', s.output,
-                'e', s.error, 'w', s.wake_at) ORDER BY s.step_index), '[]')
+                'i', s.step_index, 'n', s.step_name, 's', s.status, 'o', s.output::text,
+                'e', s.error::text, 'w', s.wake_at) ORDER BY s.step_index), '[]')
             FROM pgjobs_workflow_steps AS s WHERE s.workflow_id = w.workflow_id
         )::text
         """,
@@ -134,18 +160,13 @@ def load(cur: Cursor, *, workflow_id: str, token: Token) -> LoadedWorkflow | Non
     if found is None:
         return None
     checkpoints = {}
+    # Outputs and errors come as text and are decoded one by one: a value SQL stored that
+    # Python cannot decode spoils only its own checkpoint (see LoadedWorkflow.undecodable).
     for c in json.loads(found[3]):
         wake_at = None if c["w"] is None else datetime.fromisoformat(c["w"])
-        checkpoints[c["i"]] = Checkpoint(c["i"], c["n"], c["s"], c["o"], c["e"], wake_at)
-    return LoadedWorkflow(found[0], json.loads(found[1]), int(found[2]), checkpoints)
-
-
-def status_of(cur: Cursor, workflow_id: str) -> str | None:
-    cur.execute(
-        "SELECT status FROM pgjobs_workflow_executions WHERE workflow_id = %s", [workflow_id]
-    )
-    found = cur.fetchone()
-    return None if found is None else str(found[0])
+        output, error = (None if v is None else decode_json(v) for v in (c["o"], c["e"]))
+        checkpoints[c["i"]] = Checkpoint(c["i"], c["n"], c["s"], output, error, wake_at)
+    return LoadedWorkflow(found[0], decode_json(found[1]), int(found[2]), checkpoints)
 
 
 @dataclass(frozen=True)
@@ -376,29 +397,3 @@ def fork(cur: Cursor, row: dict[str, Any]) -> Forked:
     )
     source, created = cur.fetchone()
     return Forked(source_found=bool(source), created=bool(created))
-
-
-@dataclass(frozen=True)
-class WorkflowResult:
-    status: str
-    output: Any
-    error: Any
-
-
-def read_result(cur: Cursor, workflow_id: str) -> WorkflowResult | None:
-    """A workflow's status, output and error; None if there is no such workflow."""
-    cur.execute(
-        """
-        SELECT status, output::text, error::text FROM pgjobs_workflow_executions
-        WHERE workflow_id = %s
-        """,
-        [workflow_id],
-    )
-    found = cur.fetchone()
-    if found is None:
-        return None
-    return WorkflowResult(
-        status=str(found[0]),
-        output=None if found[1] is None else json.loads(found[1]),
-        error=None if found[2] is None else json.loads(found[2]),
-    )

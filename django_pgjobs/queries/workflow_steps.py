@@ -10,12 +10,13 @@ statement saw it, so a cancel is noticed at the next step at no extra round trip
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from django_pgjobs.exceptions import PayloadNotDecodable
 from django_pgjobs.queries.base import FENCE, Cursor, Token, lease_params
+from django_pgjobs.stored_json import UndecodableJSON, decode_json
 
 # The attempt that holds the workflow's job, as a relation; FOR SHARE so a rescue waits for us.
 LEASE = f"lease AS (SELECT id FROM pgjobs_job_queue WHERE {FENCE} FOR SHARE)"
@@ -81,7 +82,7 @@ def record_step(cur: Cursor, *, token: Token, step: dict[str, Any]) -> Recorded:
     found = cur.fetchone()
     if found is None:
         return Recorded(held=False)
-    output = None if found[1] is None else json.loads(found[1])
+    output = None if found[1] is None else decode_json(found[1])
     return Recorded(held=True, workflow_status=str(found[0]), output=output)
 
 
@@ -288,7 +289,11 @@ def finish_wait(cur: Cursor, kind: str, *, token: Token, params: dict[str, Any])
     held, done, text, status = cur.fetchone()
     if not held:
         return WaitChecked(held=False)
-    output = None if text is None else json.loads(text)
+    output = None if text is None else decode_json(text)
+    if isinstance(output, UndecodableJSON):
+        # Stored by SQL (a message, an event): the wait is over, but the workflow cannot see
+        # what it waited for. It fails here, as its replay would (LoadedWorkflow.undecodable).
+        raise PayloadNotDecodable(f"what {kind} received cannot be decoded: {output.error}")
     return WaitChecked(held=True, workflow_status=str(status), done=bool(done), output=output)
 
 
@@ -305,4 +310,4 @@ def read_event(cur: Cursor, *, workflow_id: str, key: str) -> EventValue:
         [workflow_id, key],
     )
     found = cur.fetchone()
-    return EventValue(False) if found is None else EventValue(True, json.loads(found[0]))
+    return EventValue(False) if found is None else EventValue(True, decode_json(found[0]))

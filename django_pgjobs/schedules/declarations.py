@@ -22,6 +22,7 @@ from django_pgjobs.conf import conf
 from django_pgjobs.jobs.registry import JobHandler
 from django_pgjobs.models import CatchUp, ScheduleSource
 from django_pgjobs.schedules.validation import (
+    catch_up_limit_problem,
     declaration_problems,
     default_timezone,
     option_problems,
@@ -57,13 +58,18 @@ class Declaration:
         )
         if self.catch_up not in CatchUp.values:
             found["catch_up"] = f"catch_up must be one of {', '.join(CatchUp.values)}."
-        if (
-            isinstance(self.catch_up_limit, bool)
-            or not isinstance(self.catch_up_limit, int)
-            or self.catch_up_limit < 1
-        ):
-            found["catch_up_limit"] = "catch_up_limit must be an int >= 1."
+        limit_problem = catch_up_limit_problem(self.catch_up_limit)
+        if limit_problem is not None:
+            found["catch_up_limit"] = limit_problem
         return found
+
+    def option_name(self, field_name: str) -> str:
+        """The name this declaration's source gives a field (``start``, not ``start_at``): what
+        a check's hint must say."""
+        names = {"start_at": "start", "end_at": "end"}
+        if self.source == ScheduleSource.SETTINGS:
+            names["job_name"] = "job"
+        return names.get(field_name, field_name)
 
 
 _declared: dict[str, Declaration] = {}
@@ -127,6 +133,21 @@ def cron(
     return decorate
 
 
+# The keys of a PGJOBS["SCHEDULES"] entry ("cron" and "job" required), in the documented order.
+SETTINGS_KEYS = (
+    "cron",
+    "job",
+    "payload",
+    "queue",
+    "priority",
+    "timezone",
+    "start",
+    "end",
+    "catch_up",
+    "catch_up_limit",
+)
+
+
 def settings_declarations() -> tuple[list[Declaration], list[str]]:
     """Declarations from ``PGJOBS["SCHEDULES"]``, and messages for entries that are malformed."""
     raw = conf.get("SCHEDULES")
@@ -134,25 +155,16 @@ def settings_declarations() -> tuple[list[Declaration], list[str]]:
         return [], ['PGJOBS["SCHEDULES"] must be a dict of name -> {"cron": ..., "job": ...}.']
     found: list[Declaration] = []
     errors: list[str] = []
-    allowed = {
-        "cron",
-        "job",
-        "payload",
-        "queue",
-        "priority",
-        "timezone",
-        "start",
-        "end",
-        "catch_up",
-        "catch_up_limit",
-    }
     for name, entry in raw.items():
         if not isinstance(entry, Mapping) or "cron" not in entry or "job" not in entry:
             errors.append(f"Schedule {name!r} needs at least 'cron' and 'job'.")
             continue
-        unknown = sorted(set(entry) - allowed)
+        unknown = sorted(set(entry) - set(SETTINGS_KEYS), key=str)
         if unknown:
-            errors.append(f"Schedule {name!r} has unknown key(s): {', '.join(unknown)}.")
+            errors.append(
+                f"Schedule {name!r} has unknown key(s): {', '.join(map(str, unknown))}; the "
+                f"allowed keys are {', '.join(SETTINGS_KEYS)}."
+            )
             continue
         found.append(
             Declaration(

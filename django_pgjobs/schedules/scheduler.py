@@ -23,14 +23,17 @@ import psycopg
 from django_pgjobs import queries
 from django_pgjobs.conf import conf
 from django_pgjobs.database import connect
-from django_pgjobs.exceptions import JobNotFound
+from django_pgjobs.exceptions import InvalidJobError, JobNotFound
 from django_pgjobs.jobs.options import resolve_options
 from django_pgjobs.jobs.producer import enqueue
 from django_pgjobs.jobs.registry import registry
 from django_pgjobs.models import CatchUp, Schedule
+from django_pgjobs.observability.display import local_time
+from django_pgjobs.queries.schedules import tick_key
 from django_pgjobs.schedules.crontab import InvalidScheduleError, Spec, parse
 from django_pgjobs.schedules.declarations import sync_schedules
 from django_pgjobs.schedules.validation import FIRE_TIME_KEY
+from django_pgjobs.stored_json import UndecodableJSON, decode_json
 from django_pgjobs.worker.wakeup import Wakeup
 
 logger = logging.getLogger("django_pgjobs.scheduler")
@@ -213,7 +216,10 @@ class Scheduler:
             start=row["start_at"],
             end=row["end_at"],
         )
-        payload = json.loads(row["payload"])
+        payload = decode_json(row["payload"])
+        if isinstance(payload, UndecodableJSON):
+            self._quarantine(row, f"its payload cannot be decoded: {payload.error}")
+            return
         if not isinstance(payload, dict):
             self._quarantine(row, "its payload is not a JSON object")
             return
@@ -231,7 +237,7 @@ class Scheduler:
             job={"job_name": handler.name, **vars(options)},
             fire_times=ticks,
             payloads=[json.dumps({**payload, FIRE_TIME_KEY: stamp}) for stamp in stamps],
-            keys=[f"cron:{name}:{stamp}" for stamp in stamps],
+            keys=[tick_key(name, stamp) for stamp in stamps],
         )
         if not fired.advanced:
             report.lost_races += 1
@@ -240,7 +246,9 @@ class Scheduler:
         report.enqueued += len(ids)
         report.skipped += skipped
         if ids:
-            logger.info("Schedule %r fired %s tick(s), latest %s", name, len(ids), ticks[-1])
+            logger.info(
+                "Schedule %r fired %s tick(s), latest %s", name, len(ids), local_time(ticks[-1])
+            )
         if skipped:
             logger.warning(
                 "Schedule %r skipped missed ticks (catch-up policy %r)", name, row["catch_up"]
@@ -260,5 +268,7 @@ def run_schedule_now(name: str, *, using: str | None = None) -> Any:
         row = Schedule.objects.using(alias).get(name=name)
     except Schedule.DoesNotExist:
         raise JobNotFound(f"No schedule named {name!r}.") from None
+    if not isinstance(row.payload, dict):  # a row written by SQL; the scheduler quarantines it
+        raise InvalidJobError(f"Schedule {name!r} cannot run: its payload is not a JSON object.")
     payload = {**row.payload, FIRE_TIME_KEY: timezone.now().isoformat(), "manual": True}
     return enqueue(row.job_name, payload, queue=row.queue, priority=row.priority, using=alias)

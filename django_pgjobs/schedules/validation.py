@@ -3,20 +3,22 @@ check ``pgjobs.E010`` and the declarations all ask it, and it imports none of th
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any
 
 from django.conf import settings
 from django.utils import timezone as django_timezone
 
-from django_pgjobs.exceptions import InvalidJobError
+from django_pgjobs.exceptions import InvalidJobError, PayloadNotSerializable
 from django_pgjobs.jobs import validation
 from django_pgjobs.jobs.registry import registry
 from django_pgjobs.schedules.crontab import InvalidScheduleError, parse
 
 # The key under which a tick's job receives its scheduled fire time (ISO 8601, UTC).
 FIRE_TIME_KEY = "fire_time"
+# The most missed ticks one catch-up fires: each is a job, all inserted in one statement (and
+# computed in memory first), so the bound keeps a long outage from becoming one huge insert.
+MAX_CATCH_UP_LIMIT = 1000
 
 
 def default_timezone() -> str:
@@ -65,18 +67,44 @@ def declaration_problems(
     for moment, name in ((start, "start_at"), (end, "end_at")):
         if moment is not None and django_timezone.is_naive(moment):
             problems[name] = "Use an aware datetime."
-    if registry.get(job_name) is None:
-        known = ", ".join(registry.names()) or "none"
-        problems["job_name"] = (
-            f"No job handler is registered as {job_name!r} (registered: {known})."
-        )
+        elif moment is not None:
+            # 9999-12-31 is stored happily, then breaks every page and command that shows it.
+            try:
+                validation.check_time_range(moment, "This time")
+            except InvalidJobError as exc:
+                problems[name] = f"{exc} Leave it empty for no bound."
+    try:
+        validation.check_job_name(job_name)
+    except InvalidJobError as exc:
+        problems["job_name"] = str(exc)
+    else:
+        if registry.get(job_name) is None:
+            known = ", ".join(
+                n for n in registry.names() if not n.startswith(validation.RESERVED_PREFIX)
+            )
+            problems["job_name"] = (
+                f"No job handler is registered as {job_name!r} (registered: {known or 'none'})."
+            )
     if not isinstance(payload, dict):
         problems["payload"] = "A schedule's payload must be a JSON object."
     elif FIRE_TIME_KEY in payload:
         problems["payload"] = f"{FIRE_TIME_KEY!r} is set by the scheduler on every tick; rename it."
     else:
+        # What enqueue checks (JSON, NUL, surrogates, MAX_PAYLOAD_BYTES): every tick enqueues it.
         try:
-            json.dumps(payload, allow_nan=False)
-        except (TypeError, ValueError) as exc:
-            problems["payload"] = f"The payload is not JSON serialisable: {exc}."
+            validation.dump_payload(payload)
+        except PayloadNotSerializable as exc:
+            problems["payload"] = str(exc)
     return problems
+
+
+def catch_up_limit_problem(value: object) -> str | None:
+    """What is wrong with a ``catch_up_limit``, if anything."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        return f"catch_up_limit must be an int from 1 to {MAX_CATCH_UP_LIMIT}; got {value!r}."
+    if not 1 <= value <= MAX_CATCH_UP_LIMIT:
+        return (
+            f"catch_up_limit must be from 1 to {MAX_CATCH_UP_LIMIT} (each missed tick run is a "
+            f"job, all enqueued at once); got {value}."
+        )
+    return None

@@ -12,10 +12,12 @@ from typing import Any
 from asgiref.sync import async_to_sync
 
 from django_pgjobs.database import connection_lost
+from django_pgjobs.exceptions import PayloadNotDecodable
 from django_pgjobs.jobs.context import JobHandedBack, ProgressReporter, ProgressSink, current_job
-from django_pgjobs.jobs.error_text import describe_error
+from django_pgjobs.jobs.error_text import UNDESCRIBED_ERROR, describe_error, log_exception
 from django_pgjobs.jobs.registry import JobHandler
 from django_pgjobs.queries import ClaimedJob
+from django_pgjobs.stored_json import UndecodableJSON
 from django_pgjobs.worker import handler_connections as connections
 
 logger = logging.getLogger("django_pgjobs.worker")
@@ -33,26 +35,34 @@ def run_attempt(
     handler: JobHandler | None, job: ClaimedJob, progress: ProgressSink
 ) -> AttemptResult:
     """Run ``job`` with ``handler`` and say how it went. Never raises: SystemExit and
-    KeyboardInterrupt raised by a handler fail that job, not the worker."""
+    KeyboardInterrupt raised by a handler fail that job, not the worker, and an error that
+    cannot be described is still recorded as a failure (with a fallback description)."""
     started = time.monotonic()
     error: str | None = None
     handed_back: float | None = None
     lost = False
     try:
-        connections.before_job()
-        if handler is None:
-            raise LookupError(f"No handler is registered for job name {job.job_name!r}.")
-        call_handler(handler, job, ProgressReporter(job, progress))
-    except JobHandedBack as back:
-        handed_back = back.delay
-    except BaseException as exc:
-        error = describe_error(exc)
-        lost = connection_lost(exc)
+        try:
+            connections.before_job()
+            if isinstance(job.payload, UndecodableJSON):
+                # Never given to the handler; the completer buries the job at once.
+                raise PayloadNotDecodable(f"payload cannot be decoded: {job.payload.error}")
+            if handler is None:
+                raise LookupError(f"No handler is registered for job name {job.job_name!r}.")
+            call_handler(handler, job, ProgressReporter(job, progress))
+        except JobHandedBack as back:
+            handed_back = back.delay
+        except BaseException as exc:
+            error = describe_error(exc)
+            lost = connection_lost(exc)
+    except BaseException:
+        # describe_error never raises; this is for what can strike anywhere (a MemoryError).
+        error, handed_back, lost = UNDESCRIBED_ERROR, None, False
     took = time.monotonic() - started
     try:
         connections.after_job()
-    except Exception:
-        logger.exception("Checking the handler thread's database connections failed")
+    except BaseException:
+        log_exception(logger, "Checking the handler thread's database connections failed")
     return AttemptResult(took=took, error=error, handed_back=handed_back, connection_lost=lost)
 
 

@@ -7,6 +7,10 @@ when no handler is busy, and a busy worker's claim carries them in its own state
 (``complete_and_claim``: one round trip and one commit instead of two). Failures and progress
 are written at once, one statement each. Anything not yet written stays buffered across a
 database error and is written after the reconnect; fencing drops it if the job moved on.
+
+A write whose connection broke may have committed with only its reply lost: written again, it
+matches nothing (its first write ended the lease). Those outcomes are checked against the rows
+before being called lost.
 """
 
 from __future__ import annotations
@@ -17,17 +21,20 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from queue import Empty, SimpleQueue
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 
 from django_pgjobs import queries
 from django_pgjobs.jobs.retry import retry_delay
+from django_pgjobs.stored_json import UndecodableJSON
 
 logger = logging.getLogger("django_pgjobs.worker")
 
 FLUSH_BATCH = 200
 FLUSH_DELAY = 0.01
+
+T = TypeVar("T")
 
 
 class Outcome(enum.Enum):
@@ -48,6 +55,8 @@ class Written:
     outcome: Outcome
     error: str | None = None
     delay: float = 0.0  # until the job is due again, when it was retried or handed back
+    # LOST only: a write of this outcome lost its reply, and the rows show another outcome.
+    in_doubt: bool = False
 
 
 @dataclass(frozen=True)
@@ -78,6 +87,9 @@ class Completer:
         self._done: list[_Done] = []
         self._progress: dict[Any, _Progress] = {}  # latest per attempt (job id, lease token)
         self._signalled = False  # an outcome arrived that the loop has not collected yet
+        # Attempts (job id, lease token) whose outcome was being written when the connection
+        # broke: the rows say what became of them.
+        self._in_doubt: set[queries.Token] = set()
 
     # Called from handler threads.
 
@@ -126,14 +138,21 @@ class Completer:
         self._settle_handed_back()
         successes = [d.job for d in self._done if d.error is None]
         if successes:
-            completed = queries.complete_jobs(conn.cursor(), tokens=[j.token for j in successes])
+            tokens = [j.token for j in successes]
+            completed = self._guarded(
+                conn, successes, lambda: queries.complete_jobs(conn.cursor(), tokens=tokens)
+            )
             self._done = [d for d in self._done if d.error is not None]
-            self._completed(successes, completed)
+            self._completed(conn, successes, completed)
         while self._done:
             done = self._done[0]
             assert done.error is not None
-            delay = retry_delay(done.job.job_name, done.job.attempt)
-            self.fail(conn, done.job, done.error, delay=delay, spare=done.spare)
+            if isinstance(done.job.payload, UndecodableJSON):
+                # No retry can decode it: to the dead letters now, attempts left or not.
+                self.bury(conn, done.job, done.error)
+            else:
+                delay = retry_delay(done.job.job_name, done.job.attempt)
+                self.fail(conn, done.job, done.error, delay=delay, spare=done.spare)
             self._done.pop(0)
 
     def claim(self, conn: psycopg.Connection[Any], **claim: Any) -> list[queries.ClaimedJob]:
@@ -146,9 +165,13 @@ class Completer:
             return queries.claim_jobs(conn.cursor(), **claim)
         tokens = [job.token for job in successes]
         # On a database error nothing was written: the successes stay buffered.
-        completed, jobs = queries.complete_and_claim(conn.cursor(), tokens=tokens, **claim)
+        completed, jobs = self._guarded(
+            conn,
+            successes,
+            lambda: queries.complete_and_claim(conn.cursor(), tokens=tokens, **claim),
+        )
         self._done = [d for d in self._done if d.error is not None]
-        self._completed(successes, completed)
+        self._completed(conn, successes, completed)
         return jobs
 
     def fail(
@@ -162,16 +185,70 @@ class Completer:
     ) -> None:
         """Record one failed attempt now: retried after ``delay``, buried, or lost (fenced).
         ``spare``: it failed because a database connection was lost (see fail_job)."""
-        result = queries.fail_job(
-            conn.cursor(), token=job.token, error=error, delay=delay, spare=spare
+        result = self._guarded(
+            conn,
+            [job],
+            lambda: queries.fail_job(
+                conn.cursor(), token=job.token, error=error, delay=delay, spare=spare
+            ),
         )
-        self._on_written(Written(job, Outcome(result), error=error, delay=delay))
+        self._record(conn, Written(job, Outcome(result), error=error, delay=delay))
 
-    def _completed(self, jobs: Sequence[queries.ClaimedJob], completed_ids: Sequence[Any]) -> None:
+    def bury(self, conn: psycopg.Connection[Any], job: queries.ClaimedJob, error: str) -> None:
+        """Record one failed attempt that no retry can cure: buried now, or lost (fenced)."""
+        result = self._guarded(
+            conn, [job], lambda: queries.bury_job(conn.cursor(), token=job.token, error=error)
+        )
+        self._record(conn, Written(job, Outcome(result), error=error))
+
+    def _completed(
+        self,
+        conn: psycopg.Connection[Any],
+        jobs: Sequence[queries.ClaimedJob],
+        completed_ids: Sequence[Any],
+    ) -> None:
         completed = set(completed_ids)
         for job in jobs:
             outcome = Outcome.COMPLETED if job.id in completed else Outcome.LOST
-            self._on_written(Written(job, outcome))
+            self._record(conn, Written(job, outcome))
+
+    def _guarded(
+        self,
+        conn: psycopg.Connection[Any],
+        jobs: Sequence[queries.ClaimedJob],
+        write: Callable[[], T],
+    ) -> T:
+        """Run a statement writing the outcomes of ``jobs``. If the connection breaks, it may
+        have committed all the same (only the reply was lost): those outcomes are in doubt."""
+        try:
+            return write()
+        except psycopg.Error:
+            if conn.closed or conn.broken:
+                self._in_doubt.update(job.token for job in jobs)
+            raise
+
+    def _record(self, conn: psycopg.Connection[Any], written: Written) -> None:
+        """Hand a written outcome on; a LOST one whose earlier write lost its reply is checked
+        against the rows first: that write may be why this one matched nothing."""
+        job = written.job
+        if job.token in self._in_doubt:
+            self._in_doubt.discard(job.token)
+            if written.outcome is Outcome.LOST:
+                written = self._confirmed(conn, written)
+        self._on_written(written)
+
+    def _confirmed(self, conn: psycopg.Connection[Any], written: Written) -> Written:
+        job, error = written.job, written.error
+        found = queries.find_job_state(conn.cursor(), job_id=job.id)
+        if found is not None and found.attempt == job.attempt:
+            # The attempt number and, for a failure, the exact error text written: what this
+            # worker's write left behind, not a later attempt's.
+            if error is None and found.status == "completed":
+                return Written(job, Outcome.COMPLETED)
+            if error is not None and found.error == error and found.status in ("pending", "dead"):
+                outcome = Outcome.RETRIED if found.status == "pending" else Outcome.BURIED
+                return Written(job, outcome, error=error, delay=written.delay)
+        return Written(job, Outcome.LOST, error=error, delay=written.delay, in_doubt=True)
 
     def _settle_handed_back(self) -> None:
         """Attempts the handler gave back were written by the handler: only the worker's
@@ -223,10 +300,21 @@ def log_outcome(written: Written, took: float) -> None:
         )  # fmt: skip
     elif outcome is Outcome.HANDED_BACK:
         logger.info("%s %s waits; due again in %.1fs", job.job_name, job.id, written.delay)
+    elif outcome is Outcome.BURIED and job.attempt < job.max_attempts:
+        logger.error(
+            "Job %s %s moved to the dead letters after attempt %s/%s: no retry can succeed: %s",
+            job.job_name, job.id, job.attempt, job.max_attempts, error,
+        )  # fmt: skip
     elif outcome is Outcome.BURIED:
         logger.error(
             "Job %s %s failed its last attempt (%s/%s) and moved to the dead letters: %s",
             job.job_name, job.id, job.attempt, job.max_attempts, error,
+        )  # fmt: skip
+    elif written.in_doubt:
+        logger.warning(
+            "Outcome of %s %s (attempt %s) unknown: the connection dropped while it was written, "
+            "and the job has moved on since (rescued, cancelled or run again)",
+            job.job_name, job.id, job.attempt,
         )  # fmt: skip
     else:
         logger.warning(

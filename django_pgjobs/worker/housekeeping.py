@@ -52,8 +52,7 @@ class HousekeepingReport:
         return self.rescued + self.rescued_buried + self.rescued_unstarted
 
     def log(self) -> None:
-        for job_id in self.lost:
-            logger.warning("Job %s is no longer ours (rescued or cancelled)", job_id)
+        """Rescues and pruning; the jobs no longer ours are the loop's to log (once each)."""
         if self.rescued_total:
             logger.warning(
                 "Rescued %s jobs of dead workers (%s of them dead-lettered, %s never started)",

@@ -23,7 +23,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -31,29 +30,20 @@ from django.db import connections
 
 from django_pgjobs import queries
 from django_pgjobs.conf import conf
-from django_pgjobs.jobs.registry import JobHandler, registry
+from django_pgjobs.jobs.registry import registry
 from django_pgjobs.schedules.scheduler import Scheduler
 from django_pgjobs.worker.attempt import AttemptResult, run_attempt
 from django_pgjobs.worker.completer import Completer, Outcome, Written, log_outcome
 from django_pgjobs.worker.connection import LoopConnection, pause
 from django_pgjobs.worker.housekeeping import Housekeeper
+from django_pgjobs.worker.inflight import InFlight, warn_no_longer_ours
 from django_pgjobs.worker.pacing import Pacing
-from django_pgjobs.worker.pool import HandlerPool, Task
+from django_pgjobs.worker.pool import HandlerPool
 from django_pgjobs.worker.process import SchedulerThread, StopSignals
 from django_pgjobs.worker.stats import WorkerStats
 from django_pgjobs.worker.wakeup import Wakeup, Woken
 
 logger = logging.getLogger("django_pgjobs.worker")
-
-
-@dataclass
-class _InFlight:
-    job: queries.ClaimedJob
-    handler: JobHandler | None
-    started_at: float
-    task: Task | None = None
-    started: bool = False  # set by the handler thread as it begins
-    began: float = 0.0  # when it began (monotonic), set with ``started``
 
 
 def default_worker_id() -> str:
@@ -100,7 +90,7 @@ class Worker:
             alias=self.alias, worker_id=self.worker_id, queues=self.queues, listen=self.listen
         )
         self._pool: HandlerPool | None = None
-        self._inflight: dict[queries.Token, _InFlight] = {}  # by (job id, lease token)
+        self._inflight: dict[queries.Token, InFlight] = {}  # by (job id, lease token)
         self._wakeup = Wakeup()
         self._pacing = Pacing(concurrency=self.concurrency, poll_interval=self.poll_interval)
         self._completer = Completer(wake=self._wakeup.ring, on_written=self._written)
@@ -140,6 +130,8 @@ class Worker:
                     ))  # fmt: skip
                 except psycopg.Error as exc:
                     self._on_database_error(exc)
+            if scheduling is not None:
+                scheduling.stop()  # first: no schedule tick fires during the shutdown grace
             self._shutdown()
         finally:
             if scheduling is not None:
@@ -335,28 +327,36 @@ class Worker:
 
     def _dispatch(self, job: queries.ClaimedJob) -> None:
         assert self._pool is not None
-        entry = _InFlight(job=job, handler=registry.get(job.job_name), started_at=time.monotonic())
+        entry = InFlight(job=job, handler=registry.get(job.job_name), started_at=time.monotonic())
         self._inflight[job.token] = entry
         logger.debug("Claimed %s %s (attempt %s)", job.job_name, job.id, job.attempt)
         self._count_busy(+1)
-        entry.task = self._pool.submit(functools.partial(self._execute, entry))
+        entry.task = self._pool.submit(
+            functools.partial(self._execute, entry),
+            on_failure=functools.partial(self._execute_failed, entry),
+        )
 
-    def _execute(self, entry: _InFlight) -> None:
-        """Runs in a handler thread. Always reports an outcome, whatever happens."""
+    def _execute(self, entry: InFlight) -> None:
+        """Runs in a handler thread. Always reports an outcome, whatever happens: if anything
+        here raises, the pool calls :meth:`_execute_failed` in the same thread."""
         entry.began = time.monotonic()
         entry.started = True
-        try:
-            result = run_attempt(entry.handler, entry.job, self._completer.progressed)
-        except BaseException:
-            # run_attempt catches whatever a handler raises; this is a failure of our own. Still
-            # report an outcome, or the job would stay ours, its lease renewed, for ever.
-            logger.exception("Running job %s failed inside the worker", entry.job.id)
-            result = AttemptResult(took=0.0, error="WorkerError: the attempt could not be run.")
-        self._pacing.record_run(result.took)
+        self._report(entry, run_attempt(entry.handler, entry.job, self._completer.progressed))
+
+    def _execute_failed(self, entry: InFlight, exc: BaseException) -> None:
+        """run_attempt catches whatever a handler raises; this is a failure of our own. Still
+        report an outcome, or the job would stay ours, its lease renewed, for ever."""
+        if not entry.reported:
+            error = "WorkerError: the attempt could not be run."
+            self._report(entry, AttemptResult(took=0.0, error=error))
+
+    def _report(self, entry: InFlight, result: AttemptResult) -> None:
         first = self._completer.finished(
             entry.job, result.error, handed_back=result.handed_back, spare=result.connection_lost
         )
+        entry.reported = True
         busy = self._count_busy(-1)
+        self._pacing.record_run(result.took)
         # Wake the loop when it has something to do: a thread is free to fill, a failure to
         # write now, or the first of a batch of outcomes (it starts the batch's clock).
         if first or busy < self.concurrency or result.error is not None:
@@ -385,6 +385,7 @@ class Worker:
         started = [(e.job.token, now - e.began) for e in self._inflight.values() if e.started]
         report = self._housekeeper.run_due(conn, self._held_tokens(), started=started, force=force)
         report.log()
+        warn_no_longer_ours(self._inflight.values(), report.lost)
         self.stats.rescued += report.rescued_total
         if report.rescued or report.rescued_unstarted:
             self._pacing.maybe_work = True

@@ -4,6 +4,10 @@ Lighter than ``concurrent.futures`` (no Future, Condition and Semaphore per job,
 were a tenth of a worker's CPU when draining short jobs) and shaped to what the worker needs:
 cancelling work that has not started, waiting until every task is done, and running a clean-up
 in each thread as it exits (Django's connections belong to the thread that opened them).
+
+A task that raises never takes its thread with it: its submitter hears of it (``on_failure``: the
+worker hands the job back) and the thread goes on. A thread that ends anyway, short of a
+shutdown, is replaced, so the pool never shrinks while jobs are still given to it.
 """
 
 from __future__ import annotations
@@ -13,16 +17,21 @@ import threading
 from collections.abc import Callable
 from queue import SimpleQueue
 
+from django_pgjobs.jobs.error_text import log_exception
+
 logger = logging.getLogger("django_pgjobs.worker")
 
 
 class Task:
     """One submitted call. ``started`` and ``cancelled`` change under the pool's lock."""
 
-    __slots__ = ("call", "cancelled", "started")
+    __slots__ = ("call", "cancelled", "on_failure", "started")
 
-    def __init__(self, call: Callable[[], None]) -> None:
+    def __init__(
+        self, call: Callable[[], None], on_failure: Callable[[BaseException], None] | None
+    ) -> None:
         self.call = call
+        self.on_failure = on_failure
         self.started = False
         self.cancelled = False
 
@@ -37,9 +46,15 @@ class HandlerPool:
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._unfinished = 0  # submitted, neither finished nor cancelled
+        self._started = 0  # threads started so far, for their names
+        self._shutting_down = False
 
-    def submit(self, call: Callable[[], None]) -> Task:
-        task = Task(call)
+    def submit(
+        self, call: Callable[[], None], *, on_failure: Callable[[BaseException], None] | None = None
+    ) -> Task:
+        """Run ``call`` in a thread; if it raises, ``on_failure`` gets the exception (in that
+        thread) and the thread carries on."""
+        task = Task(call, on_failure)
         with self._lock:
             self._unfinished += 1
             if len(self._threads) < self._size:
@@ -65,17 +80,22 @@ class HandlerPool:
     def shutdown(self, *, wait: bool) -> None:
         """Let the threads finish their current task and exit. Queued tasks still run unless
         cancelled first; ``wait=False`` returns at once (the threads are daemons)."""
-        for _ in self._threads:
+        with self._lock:
+            self._shutting_down = True
+            threads = list(self._threads)
+        for _ in threads:
             self._queue.put(None)
         if wait:
-            for thread in self._threads:
+            for thread in threads:
                 thread.join()
         self._threads = []
 
     def _start_thread(self) -> None:
+        # Called with the lock held.
         thread = threading.Thread(
-            target=self._loop, name=f"{self._name}-{len(self._threads)}", daemon=True
+            target=self._loop, name=f"{self._name}-{self._started}", daemon=True
         )
+        self._started += 1
         self._threads.append(thread)
         thread.start()
 
@@ -86,6 +106,7 @@ class HandlerPool:
             self._idle.notify_all()
 
     def _loop(self) -> None:
+        stopped = False
         try:
             while (task := self._queue.get()) is not None:
                 with self._lock:
@@ -93,13 +114,38 @@ class HandlerPool:
                         continue
                     task.started = True
                 try:
-                    task.call()
-                except BaseException:
-                    # The worker's calls report their own errors; this is a last resort that
-                    # keeps the thread alive.
-                    logger.exception("A task of %s raised", self._name)
+                    self._run(task)
                 finally:
                     with self._lock:
                         self._finished()
+            stopped = True
         finally:
+            self._exited(replace=not stopped)
+
+    def _run(self, task: Task) -> None:
+        try:
+            task.call()
+        except BaseException as exc:
+            # The worker's calls report their own errors; this is the last resort. The
+            # submitter hears first (a log line could fail: see log_exception).
+            if task.on_failure is not None:
+                try:
+                    task.on_failure(exc)
+                except BaseException:
+                    log_exception(logger, "The failure handler of a task of %s raised", self._name)
+            log_exception(logger, "A task of %s raised", self._name)
+
+    def _exited(self, *, replace: bool) -> None:
+        """A thread ends: it closes what it kept open and, if it ended before a shutdown asked
+        it to (an error got past every guard), a new thread takes its place."""
+        try:
             self._on_thread_exit()
+        except BaseException:
+            log_exception(logger, "Cleaning up a thread of %s failed", self._name)
+        with self._lock:
+            thread = threading.current_thread()
+            if thread in self._threads:
+                self._threads.remove(thread)
+            if replace and not self._shutting_down:
+                logger.error("A thread of %s ended unexpectedly; starting another", self._name)
+                self._start_thread()

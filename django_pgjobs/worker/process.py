@@ -9,8 +9,10 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
-from types import FrameType
+from datetime import UTC, datetime
+from types import FrameType, TracebackType
 
+from django_pgjobs.observability.display import local_time, printable
 from django_pgjobs.schedules.scheduler import Scheduler
 
 
@@ -56,13 +58,35 @@ class SchedulerThread:
         self._thread.join(timeout=10)  # a daemon thread: never hold the exit for it
 
 
+class LogFormatter(logging.Formatter):
+    """The worker's log line: the time in ``TIME_ZONE`` with its offset, like every time pgjobs
+    prints, and stored text escaped (tracebacks keep their line breaks, nothing else)."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        return local_time(datetime.fromtimestamp(record.created, UTC))
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return printable(super().formatMessage(record))
+
+    def formatException(
+        self,
+        ei: tuple[type[BaseException], BaseException, TracebackType | None]
+        | tuple[None, None, None],
+    ) -> str:
+        return "\n".join(map(printable, super().formatException(ei).split("\n")))
+
+
 def configure_logging(verbosity: int) -> None:
-    """Log to stderr unless the project configured logging: -v 0 warnings and errors only,
-    -v 1 (the default) one line per job, -v 2 debug."""
+    """Log to stderr with :class:`LogFormatter` unless the project configured logging: -v 0
+    warnings and errors only, -v 1 (the default) one line per job, -v 2 debug. (Stored text is
+    escaped in every pgjobs record whoever formats it: the app adds the filter at start-up.)"""
     logger = logging.getLogger("django_pgjobs")
     if logger.handlers or logging.getLogger().handlers:
         return
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(LogFormatter())
     logger.addHandler(handler)
     logger.setLevel({0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG))

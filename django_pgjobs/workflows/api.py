@@ -23,6 +23,7 @@ from django_pgjobs.exceptions import (
 )
 from django_pgjobs.jobs import validation
 from django_pgjobs.models import WorkflowExecution, WorkflowStatus, WorkflowStep
+from django_pgjobs.queries import workflow_reads as reads
 from django_pgjobs.queries import workflow_runs as runs
 from django_pgjobs.queries import workflow_steps as steps
 from django_pgjobs.workflows import codec, runtime, waits
@@ -119,7 +120,7 @@ def _start(
         name = started.name
         if not started.created and name is None:
             # Started concurrently by a transaction that committed after this statement began.
-            name = runs.existing_name(cur, workflow_id)
+            name = reads.existing_name(cur, workflow_id)
     if not started.created and name != definition.name:
         raise WorkflowConflict(
             f"Workflow id {workflow_id!r} is already used by workflow {name!r}; "
@@ -332,7 +333,7 @@ def get_event(workflow_id: str, key: str, timeout: float | None = 60) -> Any:
     def check() -> tuple[bool, Any] | None:
         with runtime.cursor() as cur:
             event = steps.read_event(cur, workflow_id=workflow_id, key=key)
-            if not event.found and runs.status_of(cur, workflow_id) is None:
+            if not event.found and reads.status_of(cur, workflow_id) is None:
                 raise WorkflowNotFound(f"No workflow has the id {workflow_id!r}.")
         return (True, event.value) if event.found else None
 

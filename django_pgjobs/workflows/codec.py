@@ -15,8 +15,8 @@ from typing import Any
 
 from django.core.serializers.json import DjangoJSONEncoder
 
-from django_pgjobs.exceptions import RecordedError, WorkflowSerializationError
-from django_pgjobs.jobs.error_text import clean_text, describe_error
+from django_pgjobs.exceptions import RecordedError, WorkflowFailed, WorkflowSerializationError
+from django_pgjobs.jobs.error_text import clean_text, describe_error, safe_str
 
 
 def encode(value: Any, what: str) -> str:
@@ -29,6 +29,10 @@ def encode(value: Any, what: str) -> str:
             f"{what} must be JSON serialisable (dicts, lists, str, numbers, bool, None; dates, "
             f"decimals and UUIDs become strings): {exc}"
         ) from exc
+    except RecursionError:
+        raise WorkflowSerializationError(
+            f"{what} is nested too deeply to serialise; pass a flatter structure."
+        ) from None
     if "\\u0000" in text:
         raise WorkflowSerializationError(f"{what} contains a NUL character; jsonb cannot store it.")
     return text
@@ -37,7 +41,7 @@ def encode(value: Any, what: str) -> str:
 def describe(exc: BaseException) -> dict[str, Any]:
     """An exception as JSON: enough to raise it again, and its traceback for people."""
     cls = type(exc)
-    message = clean_text(str(exc))  # NUL and lone surrogates: jsonb could not store them
+    message = clean_text(safe_str(exc))  # NUL and lone surrogates: jsonb could not store them
     args: Any = list(exc.args)
     try:
         encode(args, "args")
@@ -63,6 +67,9 @@ def rebuild(error: dict[str, Any]) -> BaseException:
     """The recorded exception, as its own class (with its args and JSON-able attributes) when
     that class is loaded in this process; otherwise :class:`RecordedError`. Never imports a
     module: the type name comes from the database."""
+    if not isinstance(error, dict):
+        # Not what describe() records: written by SQL, or JSON Python cannot decode.
+        return RecordedError("Exception", str(error))
     type_name = str(error.get("type", "Exception"))
     message = str(error.get("message", ""))
     traceback = error.get("traceback")
@@ -87,6 +94,23 @@ def rebuild(error: dict[str, Any]) -> BaseException:
     if traceback and not isinstance(exc, RecordedError):
         exc.add_note(f"Recorded by django-pgjobs; the original traceback:\n{traceback}")
     return exc
+
+
+def rebuild_for_caller(error: dict[str, Any]) -> Exception:
+    """The recorded error as the caller of ``get_result()`` should see it: rebuilt, except a
+    ``BaseException`` that is not an ``Exception`` (``SystemExit``, ``KeyboardInterrupt``), which
+    a view or a job would not catch and which would stop whatever runs it: that becomes
+    :class:`WorkflowFailed`, naming the original class. (A replayed step raises what it raised
+    the first time, so the workflow's own code sees the same either way.)"""
+    exc = rebuild(error)
+    if isinstance(exc, Exception):
+        return exc
+    cls = type(exc)
+    return WorkflowFailed(
+        f"{cls.__module__}.{cls.__qualname__}",
+        str(error.get("message", "")),
+        error.get("traceback"),
+    )
 
 
 def _loaded_class(type_name: str) -> type[BaseException] | None:

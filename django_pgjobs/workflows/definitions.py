@@ -128,10 +128,12 @@ def workflow(
     if (
         isinstance(max_recovery_attempts, bool)
         or not isinstance(max_recovery_attempts, int)
-        or max_recovery_attempts < 0
+        # Its job gets max_recovery_attempts + 1 attempts, an integer column.
+        or not 0 <= max_recovery_attempts < validation.MAX_INT
     ):
         raise InvalidJobError(
-            f"max_recovery_attempts must be an int >= 0; got {max_recovery_attempts!r}."
+            f"max_recovery_attempts must be an int from 0 to {validation.MAX_INT - 1}; "
+            f"got {max_recovery_attempts!r}."
         )
 
     def decorate(func: Func) -> WorkflowDefinition:
@@ -247,8 +249,8 @@ def install() -> None:
     Called once the apps are ready and every ``workflows`` and ``jobs`` module is imported, so
     the derived version covers them all. A worker claims only workflows of its own version.
     """
-    from django_pgjobs.jobs.registry import register, registry
+    from django_pgjobs.jobs.registry import register_library_job, registry
 
     name = runner_job_name()
     if registry.get(name) is None:
-        register(name, runtime.run_workflow_job)
+        register_library_job(name, runtime.run_workflow_job)

@@ -20,6 +20,7 @@ from django_pgjobs.exceptions import (
     WorkflowTimeout,
 )
 from django_pgjobs.models import WorkflowExecution
+from django_pgjobs.queries import workflow_reads as reads
 from django_pgjobs.queries import workflow_runs as runs
 from django_pgjobs.workflows import codec, runtime, waits
 
@@ -96,8 +97,10 @@ class WorkflowHandle:
         return get_workflow(self.workflow_id)
 
     def get_result(self, timeout: float | None = None) -> Any:
-        """The workflow's return value once it finishes; raises its error if it failed,
-        :class:`WorkflowCancelled` / :class:`WorkflowDead`, or :class:`WorkflowTimeout`."""
+        """The workflow's return value once it finishes; raises its error if it failed (a
+        ``SystemExit`` or ``KeyboardInterrupt`` as :class:`WorkflowFailed`, an ordinary
+        exception), :class:`WorkflowCancelled` / :class:`WorkflowDead`, or
+        :class:`WorkflowTimeout`."""
         seconds = waits.check_timeout(timeout, "timeout")
         if runtime.in_workflow_body():
             found = waits.result_in_workflow(self.workflow_id, seconds)
@@ -123,7 +126,7 @@ def get_workflow(workflow_id: str, *, using: str | None = None) -> WorkflowInfo:
 
 def _final_result(workflow_id: str) -> dict[str, Any] | None:
     with runtime.cursor() as cur:
-        found = runs.read_result(cur, workflow_id)
+        found = reads.read_result(cur, workflow_id)
     if found is None:
         raise WorkflowNotFound(f"No workflow has the id {workflow_id!r}.")
     if found.status in ("pending", "running"):
@@ -144,7 +147,7 @@ def _outcome(workflow_id: str, found: dict[str, Any]) -> Any:
         raise WorkflowDead(
             f"Workflow {workflow_id!r} is dead: {error.get('message', 'it kept crashing')}"
         )
-    raise codec.rebuild(found.get("error") or {"type": "Exception", "message": "failed"})
+    raise codec.rebuild_for_caller(found.get("error") or {"type": "Exception", "message": "failed"})
 
 
 def wait_outside(key: str, check: Any, timeout: float | None) -> Any:

@@ -28,13 +28,15 @@ from django_pgjobs.conf import conf
 from django_pgjobs.database import connection_lost, statement_cursor
 from django_pgjobs.exceptions import (
     NotInWorkflow,
+    PayloadNotDecodable,
     WorkflowError,
     WorkflowNonDeterminism,
     WorkflowSerializationError,
 )
 from django_pgjobs.jobs.context import JobHandedBack, current_job
 from django_pgjobs.jobs.retry import backoff_delay
-from django_pgjobs.queries import Token
+from django_pgjobs.queries import ClaimedJob, Token
+from django_pgjobs.queries import workflow_reads as reads
 from django_pgjobs.queries import workflow_runs as runs
 from django_pgjobs.queries import workflow_steps as steps
 from django_pgjobs.workflows import codec
@@ -182,7 +184,7 @@ class WorkflowContext:
                 wake_at=wake_at,
             )
             if not suspension.held:
-                if runs.status_of(cur, self.workflow_id) == "cancelled":
+                if reads.status_of(cur, self.workflow_id) == "cancelled":
                     self.halt(_Cancelled())
                 self.halt(_LeaseLost())
         self.halt(_Suspended(suspension.due_in))
@@ -203,7 +205,12 @@ def in_workflow_body() -> bool:
 def require_context(what: str) -> WorkflowContext:
     ctx = _current.get()
     if ctx is None:
-        raise NotInWorkflow(f"{what}() can only be called inside a workflow.")
+        raise NotInWorkflow(
+            f"{what}() can only be called inside a workflow: in the body of a @workflow "
+            "function, started with start_workflow() and run by a worker. From other code, "
+            "reach a workflow by its id: send(workflow_id, ...), get_event(workflow_id, key), "
+            "WorkflowHandle(workflow_id).get_result()."
+        )
     if ctx.in_step:
         raise NotInWorkflow(f"{what}() cannot be called inside a step; call it from the workflow.")
     ctx.check_running()
@@ -337,20 +344,39 @@ def _attempt_step(
     )  # fmt: skip
 
 
+def _load_own_workflow(payload: Any, job: ClaimedJob) -> tuple[str, runs.LoadedWorkflow | None]:
+    """The workflow this job runs, loaded; None when there is nothing to run. Raises for a job
+    that is not the workflow's own (a stray row under a workflow's name, written by SQL): it
+    fails at once, before any step runs, and goes to the dead letters."""
+    found = payload.get("workflow_id") if isinstance(payload, dict) else None
+    workflow_id = found if isinstance(found, str) else None
+    with cursor() as cur:
+        loaded = None
+        if workflow_id is not None:
+            loaded = runs.load(cur, workflow_id=workflow_id, token=job.token)
+        if loaded is None and runs.refuse_stray_job(cur, workflow_id=workflow_id, token=job.token):
+            raise WorkflowError(
+                f"Job {job.id} ({job.job_name}) is not the job of workflow {workflow_id!r}: only "
+                "the job keyed 'pgjobs.workflow:<id>' runs a workflow. It was refused without "
+                "running a step and goes to the dead letters."
+            )
+        if loaded is None or workflow_id is None:
+            logger.info(
+                "Workflow %s has nothing to run (status %s)",
+                workflow_id, reads.status_of(cur, str(workflow_id)),
+            )  # fmt: skip
+            return str(workflow_id), None
+    return workflow_id, loaded
+
+
 def run_workflow_job(payload: Any) -> None:
     """The handler of ``pgjobs.workflow:<version>`` jobs: run (or resume) one workflow."""
     job = current_job.get()
     if job is None:
         raise WorkflowError("Workflow jobs can only be run by a worker.")
-    workflow_id = str(payload["workflow_id"])
-    with cursor() as cur:
-        loaded = runs.load(cur, workflow_id=workflow_id, token=job.token)
-        if loaded is None:
-            logger.info(
-                "Workflow %s has nothing to run (status %s)",
-                workflow_id, runs.status_of(cur, workflow_id),
-            )  # fmt: skip
-            return
+    workflow_id, loaded = _load_own_workflow(payload, job)
+    if loaded is None:
+        return
     definition = workflows.get(loaded.name)
     if definition is None:
         # The job is retried and, if this never changes, the workflow ends dead.
@@ -360,6 +386,8 @@ def run_workflow_job(payload: Any) -> None:
     reset = _current.set(ctx)
     try:
         try:
+            if (undecodable := loaded.undecodable()) is not None:
+                raise PayloadNotDecodable(undecodable)
             result = definition.func(
                 *loaded.input.get("args", []), **loaded.input.get("kwargs", {})
             )

@@ -25,6 +25,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "django_admin_listfilter_dropdown",  # the admin's filters (a django-pgjobs dependency)
     "django_pgjobs",
     "shop",
 ]

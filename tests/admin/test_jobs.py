@@ -144,3 +144,16 @@ def test_detail_pages_are_view_only_even_for_a_superuser(admin_client_: Client) 
     assert 'name="_save"' not in page
     assert admin_client_.post(url, {}).status_code == 403
     assert 'value="delete_selected"' not in admin_client_.get(changelist("job")).content.decode()
+
+
+def test_filters_are_select_boxes_from_the_dropdown_package(admin_client_: Client) -> None:
+    """django-admin-list-filter-dropdown renders a filter with more than four choices as a
+    select box whose options carry the filter's query string."""
+    wanted = enqueue("test.record", queue="mail")
+    other = enqueue("test.fail", queue="mail")
+    page = admin_client_.get(changelist("job")).content.decode()
+    assert page.count('onchange="go_from_select(') >= 1
+    job_names = page.split("By job name")[1].split("</ul>")[0]
+    assert "<select" in job_names and 'value="?job_name=test.record"' in job_names
+    filtered = admin_client_.get(changelist("job"), {"job_name": "test.record"}).content.decode()
+    assert str(wanted)[:8] in filtered and str(other)[:8] not in filtered

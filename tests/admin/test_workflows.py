@@ -84,12 +84,12 @@ def test_detail_shows_inputs_output_steps_and_jobs(
     steps = page.split('id="pgjobs-workflow-steps"')[1]
     assert "<code>tests.testapp.workflows.note</code>" in steps
     assert ">completed</span>" in steps and "<td>&quot;hello ada&quot;</td>" in steps
-    job = Job.objects.get(key="workflow:greet/ada")
+    job = Job.objects.get(key="pgjobs.workflow:greet/ada")
     assert reverse("admin:pgjobs_job_change", args=[job.id]) in page
     jobs_link = page.split("all its jobs in the jobs admin")[0].rsplit('href="', 1)[1]
     jobs_page = admin_client_.get(jobs_link.split('"')[0].replace("&amp;", "&"))
     assert jobs_page.status_code == 200 and str(job.id)[:8] in jobs_page.content.decode()
-    other_job = Job.objects.get(key=f"workflow:{other.workflow_id}")
+    other_job = Job.objects.get(key=f"pgjobs.workflow:{other.workflow_id}")
     assert str(other_job.id)[:8] not in jobs_page.content.decode()
 
 
@@ -150,13 +150,17 @@ def test_cancel_and_resume_report_successes_and_refusals(
 def test_resume_on_the_deployed_code_version(admin_client_: Client) -> None:
     handle = start_workflow(wf.greet, "old code")
     WorkflowExecution.objects.filter(workflow_id=handle.workflow_id).update(app_version="v0")
-    Job.objects.filter(key=f"workflow:{handle.workflow_id}").update(job_name=runner_job_name("v0"))
+    Job.objects.filter(key=f"pgjobs.workflow:{handle.workflow_id}").update(
+        job_name=runner_job_name("v0")
+    )
     listing = admin_client_.get(LIST).content.decode()
     assert f"(deployed: {app_version()})" in listing  # a pending workflow no worker will claim
     page = act(admin_client_, "resume_on_deployed_version", [handle.workflow_id])
     assert f"1 workflow(s) queued to resume on version {app_version()}." in page
     assert get_workflow(handle.workflow_id).app_version == app_version()
-    assert Job.objects.get(key=f"workflow:{handle.workflow_id}").job_name == runner_job_name()
+    assert (
+        Job.objects.get(key=f"pgjobs.workflow:{handle.workflow_id}").job_name == runner_job_name()
+    )
 
 
 def test_fork_from_the_start_links_the_new_workflow(

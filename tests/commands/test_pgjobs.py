@@ -60,7 +60,9 @@ def test_status_names_due_jobs_no_handler_will_run() -> None:
 def test_status_counts_workflows_and_names_stranded_versions() -> None:
     handle = start_workflow(wf.greet, "stranded")
     WorkflowExecution.objects.filter(workflow_id=handle.workflow_id).update(app_version="v0")
-    Job.objects.filter(key=f"workflow:{handle.workflow_id}").update(job_name="pgjobs.workflow:v0")
+    Job.objects.filter(key=f"pgjobs.workflow:{handle.workflow_id}").update(
+        job_name="pgjobs.workflow:v0"
+    )
     out = StringIO()
     call_command("pgjobs", "status", stdout=out)
     text = out.getvalue()
@@ -116,8 +118,15 @@ def test_enqueue_command() -> None:
     job = get_job(out.strip())
     assert (job.payload, job.queue, job.priority) == ({"label": "cli"}, "q", 5)
     assert job.scheduled_for > timezone.now() + timedelta(seconds=50)
-    with pytest.raises(CommandError, match="not valid JSON"):
+    with pytest.raises(CommandError, match="not JSON Python can read"):
         pgjobs("enqueue", "test.record", "--payload", "{nope")
+    # Valid JSON Python still cannot read: a number past the digit limit, nesting past the
+    # recursion limit. An error, not a traceback, and nothing enqueued.
+    before = Job.objects.count()
+    for unreadable in ("1" * 5000, "[" * 100_000 + "]" * 100_000):
+        with pytest.raises(CommandError, match="not JSON Python can read"):
+            pgjobs("enqueue", "test.record", "--payload", unreadable)
+    assert Job.objects.count() == before
     with pytest.raises(CommandError, match="between -100 and 100"):
         pgjobs("enqueue", "test.record", "--priority", "500")
 
@@ -140,7 +149,8 @@ def test_schedules_command_lists_next_five_fire_times_and_run_schedule_is_manual
     text = out.getvalue()
     assert "nightly  [0 2 * * *] Europe/Paris  -> test.record" in text
     next_line = next(line for line in text.splitlines() if "next:" in line)
-    assert next_line.count("02:00:00+0") == 5
+    # 02:00 in Paris, shown like every time in TIME_ZONE (UTC here) with its offset.
+    assert next_line.count("01:00:00+0000") == 5
     before = Schedule.objects.values_list("last_run_at", "next_run_at").get()
     call_command("pgjobs", "run-schedule", "nightly", stdout=StringIO())
     manual = Job.objects.get()

@@ -23,6 +23,21 @@ def test_worker_command_burst() -> None:
     assert Job.objects.get().status == "completed"
 
 
+def test_the_banner_and_check_e010_name_workflows_not_their_internal_runner_jobs() -> None:
+    from django_pgjobs.schedules.validation import declaration_problems
+
+    out = StringIO()
+    call_command("pgjobs_worker", "--burst", stdout=out)
+    banner = out.getvalue().splitlines()[0]
+    assert "pgjobs.workflow:" not in banner
+    assert "test.record" in banner and "workflows=" in banner and "test.greet" in banner
+    problems = declaration_problems(
+        cron="* * * * *", timezone="UTC", start=None, end=None, job_name="nope", payload={}
+    )
+    assert "test.record" in problems["job_name"]
+    assert "pgjobs.workflow:" not in problems["job_name"]
+
+
 def test_the_worker_command_does_not_keep_its_start_up_connection() -> None:
     """The migrations check opens the main thread's Django connection; the worker never uses
     it, so it must not sit idle for the life of the process (max_connections is finite)."""

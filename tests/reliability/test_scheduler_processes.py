@@ -34,7 +34,7 @@ def test_three_schedulers_fire_each_tick_exactly_once(
     )
 
     def fired() -> int:
-        return Job.objects.filter(key__startswith="cron:every-second:").count()
+        return Job.objects.filter(key__startswith="pgjobs.cron:every-second:").count()
 
     wait_for(lambda: fired() >= 6, timeout=30, what="six ticks")
     for proc in processes:
@@ -43,7 +43,7 @@ def test_three_schedulers_fire_each_tick_exactly_once(
         assert proc.wait(timeout=30) == 0, log.read_text()
 
     ticks = list(
-        Job.objects.filter(key__startswith="cron:every-second:").values_list(
+        Job.objects.filter(key__startswith="pgjobs.cron:every-second:").values_list(
             "scheduled_for", flat=True
         )
     )

@@ -42,7 +42,7 @@ def test_a_tick_is_fired_once_even_when_two_schedulers_race_for_it(scheduler: Sc
                     },
                     fire_times=[tick],
                     payloads=["{}"],
-                    keys=[f"cron:race:{tick.isoformat()}"],
+                    keys=[f"pgjobs.cron:race:{tick.isoformat()}"],
                 )
             )
     assert [fired.advanced for fired in outcomes] == [True, False]

@@ -24,7 +24,7 @@ def test_a_running_scheduler_picks_up_a_new_schedule_at_once() -> None:
         wait_for(lambda: running._synced, what="scheduler started")
         add_schedule("every-second", "* * * * * *")
         wait_for(
-            lambda: Job.objects.filter(key__startswith="cron:every-second:").exists(),
+            lambda: Job.objects.filter(key__startswith="pgjobs.cron:every-second:").exists(),
             what="first tick",
         )
     finally:
@@ -56,7 +56,7 @@ def test_a_broken_row_never_stops_the_scheduler_or_starves_others() -> None:
         with connection.cursor() as cur:
             cur.execute("UPDATE pgjobs_schedules SET payload = '[1, 2]' WHERE name = 'aaa-broken'")
         wait_for(
-            lambda: Job.objects.filter(key__startswith="cron:zzz-healthy:").count() >= 3,
+            lambda: Job.objects.filter(key__startswith="pgjobs.cron:zzz-healthy:").count() >= 3,
             what="the healthy schedule keeps firing",
         )
         assert thread.is_alive()
@@ -77,7 +77,7 @@ def test_worker_runs_the_scheduler_thread(make_worker: Any) -> None:
     try:
         wait_for(
             lambda: Job.objects.filter(
-                key__startswith="cron:every-second:", status="completed"
+                key__startswith="pgjobs.cron:every-second:", status="completed"
             ).exists(),
             what="a tick fired by the worker's scheduler and run by the worker",
         )

@@ -8,7 +8,7 @@ from datetime import UTC, timedelta
 import pytest
 from django.db import connection
 
-from django_pgjobs import queries
+from django_pgjobs import enqueue, queries
 from django_pgjobs.models import Job, Schedule
 from django_pgjobs.schedules.scheduler import Scheduler
 from tests.helpers import add_schedule, db_now, make_schedule_due
@@ -33,13 +33,29 @@ def test_a_due_tick_enqueues_one_job_with_its_fire_time_and_key(scheduler: Sched
     assert report.enqueued == 1
     job_row = Job.objects.get()
     assert job_row.payload == {"kind": "hourly", "fire_time": tick.astimezone(UTC).isoformat()}
-    assert job_row.key == f"cron:report:{tick.astimezone(UTC).isoformat()}"
+    assert job_row.key == f"pgjobs.cron:report:{tick.astimezone(UTC).isoformat()}"
     assert (job_row.job_name, job_row.queue, job_row.priority) == ("test.record", "reports", 5)
     assert job_row.scheduled_for == tick
     row = Schedule.objects.get()
     assert row.last_run_at == tick
     assert row.next_run_at == tick + timedelta(hours=1)
     assert scheduler.run_once().enqueued == 0  # nothing more is due
+
+
+def test_a_user_key_shaped_like_a_tick_key_does_not_swallow_the_tick(
+    scheduler: Scheduler,
+) -> None:
+    """Before: a pending user job holding 'cron:<name>:<fire time>' (a client-chosen key) made
+    the tick insert nothing while the schedule recorded it as fired."""
+    add_schedule("report", "0 * * * *")
+    scheduler.run_once()
+    tick = make_schedule_due("report", at=db_now().replace(minute=0, second=0, microsecond=0))
+    stamp = tick.astimezone(UTC).isoformat()
+    squatter = enqueue("test.record", {"by": "a client"}, key=f"cron:report:{stamp}")
+    assert scheduler.run_once(now=tick + timedelta(seconds=1)).enqueued == 1
+    fired = Job.objects.exclude(id=squatter).get()
+    assert fired.key == f"pgjobs.cron:report:{stamp}"
+    assert fired.payload["fire_time"] == stamp
 
 
 @pytest.mark.parametrize(

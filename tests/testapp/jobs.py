@@ -68,6 +68,8 @@ def block(payload: dict[str, Any]) -> None:
     Run.objects.create(job_id="00000000-0000-0000-0000-000000000000", label=f"{label}:started")
     release = Path(payload["release"])
     deadline = time.monotonic() + payload.get("timeout", 30)
+    # Polls the milestone itself: the test that creates the file often runs in another process,
+    # so no in-process event can carry it. Bounded, so a failed test cannot hang a worker.
     while not release.exists() and time.monotonic() < deadline:
         time.sleep(0.02)
     Run.objects.create(job_id="00000000-0000-0000-0000-000000000000", label=f"{label}:finished")
@@ -97,3 +99,16 @@ def query_after_wait(payload: dict[str, Any]) -> None:
     while not release.exists() and time.monotonic() < deadline:
         time.sleep(0.02)
     Run.objects.create(job_id="00000000-0000-0000-0000-000000000000", label="finished")
+
+
+class Undescribable(Exception):
+    """An error ``traceback`` cannot format: reading its notes raises."""
+
+    @property
+    def __notes__(self) -> Any:  # type: ignore[override]
+        raise RuntimeError("notes unreadable")
+
+
+@job("test.undescribable")
+def undescribable(payload: dict[str, Any]) -> None:
+    raise Undescribable(payload.get("message", "undescribable"))

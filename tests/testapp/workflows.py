@@ -43,9 +43,12 @@ def reserve(label: str) -> int:
 
 @step
 def gate(label: str, flag: str) -> str:
-    """Blocks while the file ``flag`` exists: the test kills the worker here."""
+    """Blocks while the file ``flag`` exists (at most a minute): the test kills the worker here."""
     Run.objects.create(job_id=ZERO, label=label)
-    while Path(flag).exists():
+    # Polls the milestone itself: the test removing the file may be another process. Bounded,
+    # so a test that failed before removing it cannot hang a worker thread for ever.
+    deadline = time.monotonic() + 60
+    while Path(flag).exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     return "passed"
 

@@ -69,6 +69,8 @@ def test_a_different_function_under_a_taken_name_is_refused(
         ({"max_attempts": 0}, "between 1 and"),
         ({"priority": 1000}, "between -100 and 100"),
         ({"retry_delay": -1}, "retry_delay"),
+        ({"retry_delay": float("nan")}, "finite number"),
+        ({"retry_delay": float("inf")}, "finite number"),
         ({"queue": ""}, "queue name"),
     ],
 )
@@ -82,3 +84,56 @@ def test_bad_options_fail_at_registration(
 def test_a_handler_must_take_the_payload(register_handler: Callable[..., Any]) -> None:
     with pytest.raises(InvalidJobError, match="must accept the payload"):
         register_handler("t.no-args", lambda: None)
+
+
+@pytest.mark.parametrize("option", ["max_attempts", "priority", "retry_delay", "queue"])
+def test_an_option_error_names_the_job(register_handler: Callable[..., Any], option: str) -> None:
+    bad = {"max_attempts": 0, "priority": 1000, "retry_delay": -1, "queue": ""}[option]
+    with pytest.raises(InvalidJobError, match=r"^Job 't\.named': "):
+        register_handler("t.named", lambda payload: None, **{option: bad})
+
+
+def test_the_job_decorator_names_the_job_in_an_option_error() -> None:
+    with pytest.raises(InvalidJobError, match=r"Job 't\.decorated-bad': max_attempts must be"):
+
+        @job("t.decorated-bad", max_attempts=0)
+        def handler(payload: Any) -> None: ...
+
+    assert registry.get("t.decorated-bad") is None
+
+
+def needs_three(payload: Any, report: Any, extra: Any) -> None: ...
+
+
+def needs_a_keyword(payload: Any, *, user: Any) -> None: ...
+
+
+@pytest.mark.parametrize(
+    ("func", "shown"),
+    [(needs_three, "(payload, report, extra)"), (needs_a_keyword, "(payload, *, user)")],
+)
+def test_a_handler_needing_more_than_the_worker_passes_is_refused(
+    register_handler: Callable[..., Any], func: Callable[..., Any], shown: str
+) -> None:
+    with pytest.raises(InvalidJobError) as raised:
+        register_handler("t.greedy", func)
+    assert f"The handler of 't.greedy' needs {shown}" in str(raised.value)
+    assert "give the other parameters defaults" in str(raised.value)
+    assert registry.get("t.greedy") is None
+
+
+def test_parameters_with_defaults_are_fine(register_handler: Callable[..., Any]) -> None:
+    def handler(payload: Any, report: Any = None, extra: int = 1, *, user: Any = None) -> None: ...
+
+    assert register_handler("t.defaults", handler).wants_progress
+
+
+@pytest.mark.parametrize("name", ["pgjobs.workflow:abc", "pgjobs.cleanup", "pgjobs."])
+def test_names_in_the_reserved_prefix_are_refused(
+    register_handler: Callable[..., Any], name: str
+) -> None:
+    with pytest.raises(InvalidJobError, match="reserved for django-pgjobs's own jobs"):
+        register_handler(name, lambda payload: None)
+    with pytest.raises(InvalidJobError, match="reserved"):
+        job(name)(lambda payload: None)
+    assert registry.get(name) is None

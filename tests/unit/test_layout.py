@@ -169,3 +169,19 @@ def test_a_name_that_lives_in_a_sub_package_says_where_to_import_it_from() -> No
         django_pgjobs.JobNotFound  # noqa: B018
     with pytest.raises(AttributeError, match=r"has no attribute 'nothing_like_it'$"):
         django_pgjobs.nothing_like_it  # noqa: B018
+
+
+def test_a_from_import_of_a_name_that_lives_elsewhere_is_an_import_error() -> None:
+    """Python replaces the module's AttributeError (and its hint) with its own ImportError for
+    ``from X import Y``; the API reference documents this. If a Python version starts keeping
+    the message, this test fails: then say where in this message too."""
+    with pytest.raises(ImportError, match="cannot import name 'list_jobs'") as raised:
+        exec("from django_pgjobs import list_jobs")  # noqa: S102
+    assert "django_pgjobs.jobs" not in str(raised.value)
+
+
+def test_progress_reporter_is_exported_from_the_top_level() -> None:
+    from django_pgjobs import ProgressReporter
+    from django_pgjobs.jobs.context import ProgressReporter as defined
+
+    assert ProgressReporter is defined

@@ -177,9 +177,13 @@ def test_cancel_job_cancels_a_requeued_dead_workflows_job(make_worker: type[Work
 
 
 def sql_job(job_name: str, payload: str) -> uuid.UUID:
-    """A job written by SQL, a first-class producer."""
+    """A job written by SQL, a first-class producer (a plain INSERT: pgjobs_enqueue() refuses
+    the reserved names these tests use)."""
     with connection.cursor() as cur:
-        cur.execute("SELECT pgjobs_enqueue(%s, %s::jsonb)", [job_name, payload])
+        cur.execute(
+            "INSERT INTO pgjobs_job_queue (job_name, payload) VALUES (%s, %s::jsonb) RETURNING id",
+            [job_name, payload],
+        )
         return cur.fetchone()[0]  # type: ignore[no-any-return]
 
 

@@ -77,8 +77,11 @@ def test_send_to_an_unknown_workflow_and_recv_outside_a_workflow_are_errors() ->
         send("nobody", "hi")
     with pytest.raises(NotInWorkflow, match=r"recv\(\) can only be called inside a workflow"):
         recv()
-    with pytest.raises(NotInWorkflow):
+    with pytest.raises(NotInWorkflow) as raised:
         set_event("k", 1)
+    # The message says what to do instead.
+    assert "in the body of a @workflow function" in str(raised.value)
+    assert "send(workflow_id, ...), get_event(workflow_id, key)" in str(raised.value)
     with pytest.raises(WorkflowSerializationError):
         send("nobody", {1, 2})
     # Waiting for an event of a workflow that does not exist would wait for nothing.

@@ -10,8 +10,13 @@ from typing import Any
 
 import pytest
 
-from django_pgjobs import get_workflow, start_workflow, workflow
-from django_pgjobs.exceptions import RecordedError, WorkflowNotFound, WorkflowTimeout
+from django_pgjobs import get_workflow, run_workflow, start_workflow, step, workflow
+from django_pgjobs.exceptions import (
+    RecordedError,
+    WorkflowFailed,
+    WorkflowNotFound,
+    WorkflowTimeout,
+)
 from django_pgjobs.worker import Worker
 from django_pgjobs.workflows import WorkflowHandle
 from tests.helpers import drain, workflow_job
@@ -98,3 +103,63 @@ def test_get_result_of_an_unknown_workflow_inside_a_workflow_raises(
     assert get_workflow(handle.workflow_id).status == "failed"
     with pytest.raises(WorkflowNotFound):
         handle.get_result(0)
+
+
+@step
+def exits(code: int) -> None:
+    raise SystemExit(code)  # argparse rejecting input inside a step
+
+
+@step
+def interrupted() -> None:
+    raise KeyboardInterrupt
+
+
+@workflow("test.exits")
+def exits_workflow(code: int) -> None:
+    exits(code)
+
+
+@workflow("test.interrupted")
+def interrupted_workflow() -> None:
+    interrupted()
+
+
+@workflow("test.awaits_an_exit")
+def awaits_an_exit(child_id: str) -> str:
+    try:
+        WorkflowHandle(child_id).get_result()
+    except Exception as exc:  # a SystemExit would fly past this
+        return f"caught {type(exc).__name__}"
+    return "no error"
+
+
+@pytest.mark.parametrize(
+    ("definition", "args", "original"),
+    [
+        (exits_workflow, (2,), "builtins.SystemExit: 2"),
+        (interrupted_workflow, (), "builtins.KeyboardInterrupt"),
+    ],
+)
+def test_a_workflow_that_failed_with_a_base_exception_raises_an_ordinary_one(
+    make_worker: type[Worker], definition: Any, args: tuple[Any, ...], original: str
+) -> None:
+    handle = start_workflow(definition, *args, workflow_id=f"exit-{definition.name}")
+    drain(make_worker())
+    assert handle.get_status() == "failed"
+    with pytest.raises(WorkflowFailed) as raised:
+        handle.get_result(1)
+    assert isinstance(raised.value, Exception)
+    assert str(raised.value).startswith(f"The workflow failed with {original}")
+    assert raised.value.type_name == original.split(":")[0]
+    assert raised.value.traceback is not None and "raise" in raised.value.traceback
+    # run_workflow() waits through the same path (this id exists: it only waits).
+    with pytest.raises(WorkflowFailed):
+        run_workflow(definition, *args, workflow_id=f"exit-{definition.name}")
+
+
+def test_a_parent_awaiting_a_child_that_exited_can_catch_it(make_worker: type[Worker]) -> None:
+    child = start_workflow(exits_workflow, 3)
+    parent = start_workflow(awaits_an_exit, child.workflow_id)
+    drain(make_worker())
+    assert parent.get_result(1) == "caught WorkflowFailed"

@@ -6,7 +6,10 @@ Crash recovery with real processes and SIGKILL is in tests/reliability/test_work
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
+from django.db import transaction
 
 from django_pgjobs import get_workflow, start_workflow, step, workflow
 from django_pgjobs.exceptions import InvalidJobError, WorkflowConflict, WorkflowSerializationError
@@ -16,6 +19,7 @@ from django_pgjobs.workflows import list_workflow_steps
 from django_pgjobs.workflows.definitions import app_version, runner_job_name
 from tests.helpers import drain, workflow_job
 from tests.testapp import workflows as wf
+from tests.testapp.models import Order
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -44,7 +48,7 @@ def test_starting_an_existing_id_returns_it_and_runs_nothing_twice(
     first = start_workflow(wf.greet, "bob", workflow_id="order-1")
     again = start_workflow(wf.greet, "someone else", workflow_id="order-1")
     assert again == first
-    assert Job.objects.filter(key="workflow:order-1").count() == 1
+    assert Job.objects.filter(key="pgjobs.workflow:order-1").count() == 1
     drain(make_worker())
     assert start_workflow(wf.greet, "bob", workflow_id="order-1").get_result(1) == "hello bob!"
     assert wf.runs("hello bob") == 1
@@ -80,9 +84,41 @@ def test_bad_input_is_refused_at_the_call_and_writes_nothing() -> None:
 def test_decorator_options_are_validated() -> None:
     with pytest.raises(InvalidJobError, match="max_recovery_attempts"):
         workflow(max_recovery_attempts=-1)
+    # Its job gets one attempt more, in an integer column: refused here, not by a DataError that
+    # would abort the transaction of whoever starts it.
+    with pytest.raises(InvalidJobError, match="from 0 to 2147483646"):
+        workflow(max_recovery_attempts=2**31 - 1)
     with pytest.raises(InvalidJobError, match="max_attempts"):
         step(max_attempts=0)
     with pytest.raises(InvalidJobError, match="async"):
 
         @workflow("test.async_wf")
         async def nope() -> None: ...
+
+
+@pytest.mark.parametrize(
+    ("call", "error"),
+    [
+        (lambda: start_workflow(wf.greet, "x", workflow_id="caf\udce9"), InvalidJobError),
+        (lambda: start_workflow(wf.greet, "x", queue="q\ud800"), InvalidJobError),
+        (lambda: start_workflow(wf.greet, "x", priority=2**15), InvalidJobError),
+        (lambda: start_workflow(wf.greet, "caf\udce9"), WorkflowSerializationError),
+        (lambda: start_workflow(wf.greet, nested(5000)), WorkflowSerializationError),
+    ],
+    ids=["id-surrogate", "queue-surrogate", "priority", "arg-surrogate", "arg-nesting"],
+)
+def test_bad_input_to_start_workflow_keeps_the_callers_transaction_usable(
+    call: Any, error: type[Exception]
+) -> None:
+    with transaction.atomic():
+        with pytest.raises(error):
+            call()
+        Order.objects.create(reference="still usable")
+    assert not WorkflowExecution.objects.exists() and not Job.objects.exists()
+
+
+def nested(depth: int) -> Any:
+    value: Any = 1
+    for _ in range(depth):
+        value = [value]
+    return value

@@ -22,7 +22,7 @@ def test_start_joins_the_callers_transaction() -> None:
         start_workflow(wf.greet, "rolled back", workflow_id="rb")
         raise RuntimeError("abort")
     assert not WorkflowExecution.objects.filter(workflow_id="rb").exists()
-    assert not Job.objects.filter(key="workflow:rb").exists()
+    assert not Job.objects.filter(key="pgjobs.workflow:rb").exists()
 
 
 def test_an_atomic_steps_writes_commit_with_its_checkpoint(make_worker: type[Worker]) -> None:
@@ -33,7 +33,7 @@ def test_an_atomic_steps_writes_commit_with_its_checkpoint(make_worker: type[Wor
         Run.objects.create(job_id=wf.ZERO, label=label)
         calls.append(label)
         # Another worker takes the job over before the checkpoint is written.
-        Job.objects.filter(key__startswith="workflow:atomic-").update(lease_token=None)
+        Job.objects.filter(key__startswith="pgjobs.workflow:atomic-").update(lease_token=None)
         return label
 
     @workflow("test.atomic_lost")

@@ -20,7 +20,9 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def test_a_workflow_version_other_than_ours_is_not_claimed(make_worker: type[Worker]) -> None:
     handle = start_workflow(wf.greet, "old code")
     WorkflowExecution.objects.filter(workflow_id=handle.workflow_id).update(app_version="v0")
-    Job.objects.filter(key=f"workflow:{handle.workflow_id}").update(job_name=runner_job_name("v0"))
+    Job.objects.filter(key=f"pgjobs.workflow:{handle.workflow_id}").update(
+        job_name=runner_job_name("v0")
+    )
     drain(make_worker())
     assert handle.get_status() == "pending"
     # The operator moves it to the deployed code.

@@ -1,27 +1,32 @@
-"""``manage.py pgjobs <status|list|retry|cancel|prune|enqueue>``: thin wrappers over the API."""
+"""``manage.py pgjobs ACTION``: status, list, retry, requeue-dead, cancel, prune, enqueue,
+schedules and run-schedule, thin wrappers over the API.
+
+Every line goes through :func:`~django_pgjobs.observability.display.printable` (stored text is
+shown escaped, never as control characters) and every time through
+:func:`~django_pgjobs.observability.display.local_time` (``TIME_ZONE``, offset shown).
+"""
 
 from __future__ import annotations
 
 import json
 from argparse import ArgumentParser
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
-from django.utils import timezone
 
-from django_pgjobs.conf import conf
 from django_pgjobs.database import command_database
 from django_pgjobs.exceptions import JobNotFound, PgJobsError
 from django_pgjobs.jobs import operations as jobs
 from django_pgjobs.jobs import producer as enqueueing
-from django_pgjobs.models import JobStatus, Schedule
+from django_pgjobs.jobs.registry import registry
+from django_pgjobs.models import JobStatus
+from django_pgjobs.observability.display import local_time, printable
+from django_pgjobs.observability.schedules import schedule_views
 from django_pgjobs.observability.status import QueueCounts, queue_status
 from django_pgjobs.queries.base import WORKFLOW_JOB_PREFIX as JOB_PREFIX
-from django_pgjobs.schedules import crontab
 from django_pgjobs.schedules.scheduler import run_schedule_now
-
-_WHEN = "%Y-%m-%d %H:%M:%S"
 
 
 class Command(BaseCommand):
@@ -37,11 +42,30 @@ class Command(BaseCommand):
         listing.add_argument("--status", choices=[*JobStatus.values, "dead"], default=None)
         listing.add_argument("--queue", default=None)
         listing.add_argument("--job-name", default=None)
+        listing.add_argument(
+            "--exception",
+            default=None,
+            help="Dead letters whose error is this class (--status dead).",
+        )
         listing.add_argument("--limit", type=int, default=50)
         retry = sub.add_parser(
             "retry", help="Run a pending, cancelled or dead-lettered job again now."
         )
         retry.add_argument("job_id")
+        requeue = sub.add_parser(
+            "requeue-dead", help="Requeue every matching dead letter as a new job, in one go."
+        )
+        requeue.add_argument("--job-name", default=None)
+        requeue.add_argument("--queue", default=None)
+        requeue.add_argument(
+            "--exception", default=None, help="Error class, e.g. ValueError or shop.PaymentError."
+        )
+        requeue.add_argument(
+            "--all", action="store_true", help="Requeue every dead letter (no filter given)."
+        )
+        requeue.add_argument(
+            "--dry-run", action="store_true", help="Only say how many would be requeued."
+        )
         cancel = sub.add_parser("cancel", help="Cancel a pending or running job.")
         cancel.add_argument("job_id")
         prune = sub.add_parser("prune", help="Delete finished jobs older than RETENTION now.")
@@ -68,77 +92,83 @@ class Command(BaseCommand):
                 raise CommandError(
                     f"--{option.replace('_', '-')} must be a number of seconds >= 0."
                 )
+        if options.get("exception") and options["action"] == "list" and options["status"] != "dead":
+            raise CommandError("--exception filters dead letters: add --status dead.")
         try:
             command_database(options["database"])
             getattr(self, f"do_{options['action'].replace('-', '_')}")(options, options["database"])
         except PgJobsError as exc:
-            raise CommandError(str(exc)) from exc
+            raise CommandError(printable(exc)) from exc
+
+    def say(self, line: str, style: Callable[[str], str] | None = None) -> None:
+        """Write one line of output; stored text in it is shown escaped."""
+        shown = printable(line).rstrip()
+        self.stdout.write(shown if style is None else style(shown))
 
     def do_status(self, options: dict[str, Any], using: str | None) -> None:
         status = queue_status(using=using)
         columns = ("due", "scheduled", "running", "completed", "cancelled")
-        self.stdout.write(f"{'queue':<20}" + "".join(f"{c:>11}" for c in columns))
+        self.say(f"{'queue':<20}" + "".join(f"{c:>11}" for c in columns))
         for queue, counts in sorted(status.queues.items()):
-            self.stdout.write(
-                f"{queue:<20}" + "".join(f"{getattr(counts, c):>11}" for c in columns)
-            )
+            self.say(f"{queue:<20}" + "".join(f"{getattr(counts, c):>11}" for c in columns))
         if not status.queues:
-            self.stdout.write("(no jobs)")
+            self.say("(no jobs)")
         total = QueueCounts(
             **{c: sum(getattr(q, c) for q in status.queues.values()) for c in columns}
         )
-        self.stdout.write(f"{'total':<20}" + "".join(f"{getattr(total, c):>11}" for c in columns))
-        self.stdout.write(f"dead letters: {status.dead_letters}")
-        self.stdout.write(f"live workers: {len(status.live_workers)}")
+        self.say(f"{'total':<20}" + "".join(f"{getattr(total, c):>11}" for c in columns))
+        self.say(f"dead letters: {status.dead_letters}")
+        self.say(f"live workers: {len(status.live_workers)}")
         for worker in status.live_workers:
-            self.stdout.write(
+            self.say(
                 f"  {worker.id} host={worker.hostname} pid={worker.pid} "
-                f"queues={','.join(worker.queues) or 'all'} concurrency={worker.concurrency}"
+                f"queues={','.join(map(str, worker.queues)) or 'all'} "
+                f"concurrency={worker.concurrency}"
             )
         lag = status.oldest_due_age
-        self.stdout.write(
+        self.say(
             "oldest due job: " + ("none" if lag is None else f"{timedelta(seconds=round(lag))} ago")
         )
         if status.workflows:
-            self.stdout.write(
+            self.say(
                 "workflows: "
                 + ", ".join(f"{state} {count}" for state, count in sorted(status.workflows.items()))
             )
         for name, count in status.unhandled.items():
             if name.startswith(JOB_PREFIX):
                 version = name.removeprefix(JOB_PREFIX)
-                self.stdout.write(
-                    self.style.WARNING(
-                        f"{count} workflow(s) pinned to code version {version!r}, which no worker "
-                        "of this deployment runs: deploy that version, or move them with "
-                        "`manage.py pgjobs_workflows resume ID --deployed`"
-                    )
+                ids = status.stranded_workflows.get(name, [])
+                more = "" if len(ids) >= count else f" and {count - len(ids)} more"
+                self.say(
+                    f"{count} workflow(s) pinned to code version {version!r}, which no worker "
+                    f"of this deployment runs ({', '.join(ids)}{more}): deploy that version, or "
+                    "move them with `manage.py pgjobs_workflows resume ID --deployed`",
+                    self.style.WARNING,
                 )
                 continue
-            self.stdout.write(
-                self.style.WARNING(f"due but no handler is registered for {name!r}: {count} job(s)")
+            self.say(
+                f"due but no handler is registered for {name!r}: {count} job(s)",
+                self.style.WARNING,
             )
 
     def do_list(self, options: dict[str, Any], using: str | None) -> None:
+        header = f"{'id':<36}  {'state':<10} {'job':<30} {'queue':<12} {'tries':<7}"
         if options["status"] == "dead":
-            self.stdout.write(
-                f"{'id':<36}  {'state':<10} {'job':<30} {'queue':<12} tries  failed at  error"
-            )
+            self.say(f"{header} {'failed at':<24}  error")
             for dead in jobs.list_dead_letter_jobs(
                 queue=options["queue"],
                 job_name=options["job_name"],
+                exception=options["exception"],
                 limit=options["limit"],
                 using=using,
             ):
-                error = (dead.error or "").split("\n", 1)[0]
-                self.stdout.write(
-                    f"{dead.id}  dead       {dead.job_name:<30} {dead.queue:<12} "
-                    f"{dead.attempt}/{dead.max_attempts}  {dead.failed_at:{_WHEN}}  {error}"
+                tries = f"{dead.attempt}/{dead.max_attempts}"
+                self.say(
+                    f"{dead.id}  {'dead':<10} {dead.job_name:<30} {dead.queue:<12} {tries:<7} "
+                    f"{local_time(dead.failed_at):<24}  {_first_line(dead.error)}"
                 )
             return
-        self.stdout.write(
-            f"{'id':<36}  {'state':<10} {'job':<30} {'queue':<12} tries  due at  error"
-        )
+        self.say(f"{header} {'progress':<8}  {'due at':<24}  error")
         for job in jobs.list_jobs(
             status=options["status"],
             queue=options["queue"],
@@ -146,67 +176,76 @@ class Command(BaseCommand):
             limit=options["limit"],
             using=using,
         ):
-            error = (job.error or "").split("\n", 1)[0]
-            progress = "" if job.progress is None else f" {job.progress}%"
-            self.stdout.write(
-                f"{job.id}  {job.status:<10} {job.job_name:<30} {job.queue:<12} "
-                f"{job.attempt}/{job.max_attempts}{progress}  {job.scheduled_for:{_WHEN}}  {error}"
+            tries = f"{job.attempt}/{job.max_attempts}"
+            progress = "" if job.progress is None else f"{job.progress}%"
+            self.say(
+                f"{job.id}  {job.status:<10} {job.job_name:<30} {job.queue:<12} {tries:<7} "
+                f"{progress:<8}  {local_time(job.scheduled_for):<24}  {_first_line(job.error)}"
             )
 
     def do_retry(self, options: dict[str, Any], using: str | None) -> None:
         try:
             jobs.retry_job(options["job_id"], using=using)
-            self.stdout.write(f"Job {options['job_id']} will run again now.")
+            self.say(f"Job {options['job_id']} will run again now.")
         except JobNotFound as exc:
             if not exc.dead_lettered:
                 raise
             new_id = jobs.retry_dead_letter_job(options["job_id"], using=using)
-            self.stdout.write(f"Dead letter {options['job_id']} re-queued as job {new_id}.")
+            self.say(f"Dead letter {options['job_id']} re-queued as job {new_id}.")
+
+    def do_requeue_dead(self, options: dict[str, Any], using: str | None) -> None:
+        filters = {k: options[k] for k in ("job_name", "queue", "exception")}
+        if not any(filters.values()) and not options["all"]:
+            raise CommandError(
+                "Name what to requeue (--job-name, --queue, --exception), or pass --all to "
+                "requeue every dead letter."
+            )
+        done = jobs.requeue_dead_letter_jobs(**filters, dry_run=options["dry_run"], using=using)
+        shown = ", ".join(map(str, done.job_ids))
+        if options["dry_run"]:
+            self.say(f"{done.count} dead letter(s) would be requeued (dry run: nothing changed).")
+        elif done.count == len(done.job_ids):
+            self.say(f"Requeued {done.count} dead letter(s) as new jobs: {shown or 'none'}.")
+        else:
+            self.say(f"Requeued {done.count} dead letter(s) as new jobs; the first: {shown}.")
 
     def do_cancel(self, options: dict[str, Any], using: str | None) -> None:
         jobs.cancel_job(options["job_id"], using=using)
-        self.stdout.write(f"Job {options['job_id']} cancelled.")
+        self.say(f"Job {options['job_id']} cancelled.")
 
     def do_prune(self, options: dict[str, Any], using: str | None) -> None:
         deleted = jobs.prune_jobs(retention=options["older_than"], using=using)
-        self.stdout.write(f"Pruned {deleted} finished jobs.")
+        self.say(f"Pruned {deleted} finished jobs.")
 
     def do_schedules(self, options: dict[str, Any], using: str | None) -> None:
-        schedules = list(Schedule.objects.using(using or conf.DATABASE).order_by("name"))
-        if not schedules:
-            self.stdout.write("(no schedules; a scheduler syncs code and settings ones at start)")
-        now = timezone.now()
-        for row in schedules:
-            state = "enabled" if row.enabled else "disabled"
-            if row.orphaned:
-                state = f"not firing: its declaration was removed from {row.source}"
-            self.stdout.write(f"{row.name}  [{row.cron}] {row.timezone}  -> {row.job_name}")
-            self.stdout.write(f"    {state}; declared in {row.source}")
-            last = "never" if row.last_run_at is None else f"{row.last_run_at:{_WHEN}%z}"
-            self.stdout.write(f"    last tick: {last}")
-            try:
-                spec = crontab.parse(row.cron, timezone=row.timezone, start=row.start_at)
-            except crontab.InvalidScheduleError as exc:
-                self.stdout.write(f"    invalid: {exc}")
+        views = schedule_views(using=using)
+        if not views:
+            self.say("(no schedules)")
+        for view in views:
+            self.say(f"{view.name}  [{view.cron}] {view.timezone}  -> {view.job_name}")
+            self.say(f"    {_SCHEDULE_STATES[view.state].format(source=view.source)}")
+            last = "never" if view.last_run_at is None else local_time(view.last_run_at)
+            self.say(f"    last tick: {last}")
+            if view.state == "orphaned":
                 continue
-            after = max(now, row.start_at) if row.start_at else now
-            upcoming = crontab.upcoming(spec, after, 5, end=row.end_at)
-            tz = crontab.get_timezone(row.timezone)
-            times = (
-                ", ".join(f"{t.astimezone(tz):{_WHEN}%z}" for t in upcoming)
-                or "none (window closed)"
-            )
-            self.stdout.write(f"    next: {times}")
+            if view.problem is not None:
+                self.say(f"    invalid: {view.problem}")
+                continue
+            label = "next (if enabled)" if view.state == "disabled" else "next"
+            times = ", ".join(map(local_time, view.upcoming)) or "none (window closed)"
+            self.say(f"    {label}: {times}")
 
     def do_run_schedule(self, options: dict[str, Any], using: str | None) -> None:
         job_id = run_schedule_now(options["name"], using=using)
-        self.stdout.write(f"Schedule {options['name']} enqueued job {job_id} (manual run).")
+        self.say(f"Schedule {options['name']} enqueued job {job_id} (manual run).")
 
     def do_enqueue(self, options: dict[str, Any], using: str | None) -> None:
         try:
             payload = json.loads(options["payload"])
-        except json.JSONDecodeError as exc:
-            raise CommandError(f"--payload is not valid JSON: {exc}") from exc
+        except (ValueError, RecursionError) as exc:
+            # ValueError covers JSONDecodeError and an integer past Python's digit limit;
+            # RecursionError, nesting deeper than the interpreter's limit.
+            raise CommandError(f"--payload is not JSON Python can read: {exc}") from exc
         job_id = enqueueing.enqueue(
             options["job_name"],
             payload,
@@ -217,4 +256,29 @@ class Command(BaseCommand):
             key=options["key"],
             using=using,
         )
-        self.stdout.write(str(job_id))
+        if registry.get(options["job_name"]) is None:
+            # Still enqueued: the handler may live in code deployed elsewhere (another service's
+            # workers). But a typo would wait forever, so say so.
+            self.stderr.write(
+                printable(
+                    f"Warning: no handler is registered for {options['job_name']!r} in this "
+                    "code base; the job waits until a worker that has one claims it."
+                ),
+                self.style.WARNING,
+            )
+        self.say(str(job_id))
+
+
+_SCHEDULE_STATES = {
+    "enabled": "enabled; declared in {source}",
+    "disabled": "disabled; declared in {source}",
+    "orphaned": "not firing: its declaration was removed from {source}",
+    "unsynced": (
+        "declared in {source}, not synced yet: a worker's scheduler (or pgjobs_scheduler) "
+        "adds it when it starts"
+    ),
+}
+
+
+def _first_line(error: str | None) -> str:
+    return (error or "").split("\n", 1)[0]

@@ -14,8 +14,10 @@ from django_pgjobs.conf import conf
 from django_pgjobs.database import command_database, require_migrated
 from django_pgjobs.exceptions import PgJobsError, WorkerIdInUse
 from django_pgjobs.jobs.registry import registry
+from django_pgjobs.queries.base import WORKFLOW_JOB_PREFIX
 from django_pgjobs.worker.loop import Worker
 from django_pgjobs.worker.process import configure_logging
+from django_pgjobs.workflows.registry import workflows
 
 
 def _queues(value: str) -> list[str]:
@@ -87,10 +89,14 @@ class Command(BaseCommand):
             # A burst drains the queue and exits: no place to wait for schedule ticks.
             scheduler=not options["no_scheduler"] and not options["burst"],
         )
-        names = registry.names()
+        # A workflow's runner is registered as a job too (pgjobs.workflow:<version>): name the
+        # workflows instead of that internal name.
+        names = [name for name in registry.names() if not name.startswith(WORKFLOW_JOB_PREFIX)]
+        flows = [definition.name for definition in workflows.all()]
         self.stdout.write(
             f"pgjobs worker {worker.worker_id}: queues={','.join(worker.queues) or 'all'} "
             f"concurrency={worker.concurrency} handlers={len(names)} ({', '.join(names) or 'none'})"
+            f" workflows={len(flows)} ({', '.join(flows) or 'none'})"
         )
         # The start-up checks (pending migrations) opened this thread's Django connection; the
         # worker never uses it, so it would sit idle as long as the process lives.

@@ -1,4 +1,7 @@
-"""``manage.py pgjobs_workflows <list|show|cancel|resume|fork>``: thin wrappers over the API."""
+"""``manage.py pgjobs_workflows <list|show|cancel|resume|fork>``: thin wrappers over the API.
+
+Output follows ``pgjobs``'s rules: stored text escaped, times in ``TIME_ZONE`` with the offset.
+"""
 
 from __future__ import annotations
 
@@ -12,9 +15,8 @@ from django_pgjobs import workflows
 from django_pgjobs.database import command_database
 from django_pgjobs.exceptions import PgJobsError
 from django_pgjobs.models import WorkflowStatus
+from django_pgjobs.observability.display import local_time, printable
 from django_pgjobs.workflows.definitions import app_version
-
-_WHEN = "%Y-%m-%d %H:%M:%S"
 
 
 class Command(BaseCommand):
@@ -54,7 +56,11 @@ class Command(BaseCommand):
             command_database(options["database"])
             getattr(self, f"do_{options['action']}")(options)
         except PgJobsError as exc:
-            raise CommandError(str(exc)) from exc
+            raise CommandError(printable(exc)) from exc
+
+    def say(self, line: str) -> None:
+        """Write one line of output; stored text in it is shown escaped."""
+        self.stdout.write(printable(line))
 
     def do_list(self, options: dict[str, Any]) -> None:
         found = workflows.list_workflows(
@@ -63,42 +69,38 @@ class Command(BaseCommand):
             limit=options["limit"],
             using=options["database"],
         )
-        self.stdout.write(f"{'workflow id':<38} {'name':<30} {'status':<10} {'created':<19}")
+        self.say(f"{'workflow id':<38} {'name':<30} {'status':<10} created")
         for info in found:
-            self.stdout.write(
+            self.say(
                 f"{info.workflow_id:<38} {info.name:<30} {info.status:<10} "
-                f"{info.created_at.strftime(_WHEN)}"
+                f"{local_time(info.created_at)}"
             )
 
     def do_show(self, options: dict[str, Any]) -> None:
         info = workflows.get_workflow(options["workflow_id"], using=options["database"])
-        self.stdout.write(f"{info.workflow_id}  {info.name}  {info.status}")
-        self.stdout.write(f"  app version  {info.app_version}   queue {info.queue}")
-        self.stdout.write(
-            f"  input        {json.dumps({'args': info.args, 'kwargs': info.kwargs})}"
-        )
+        self.say(f"{info.workflow_id}  {info.name}  {info.status}")
+        self.say(f"  app version  {info.app_version}   queue {info.queue}")
+        self.say(f"  input        {json.dumps({'args': info.args, 'kwargs': info.kwargs})}")
         if info.status == "completed":
-            self.stdout.write(f"  output       {json.dumps(info.output)}")
+            self.say(f"  output       {json.dumps(info.output)}")
         if info.error:
-            self.stdout.write(
-                f"  error        {info.error.get('type')}: {info.error.get('message')}"
-            )
+            self.say(f"  error        {info.error.get('type')}: {info.error.get('message')}")
         for step in workflows.list_workflow_steps(info.workflow_id, using=options["database"]):
             detail = json.dumps(step.output) if step.error is None else step.error.get("message")
             if step.status == "waiting":
-                detail = f"until {step.wake_at.strftime(_WHEN) if step.wake_at else 'woken'}"
-            self.stdout.write(f"  {step.index:>4} {step.name:<40} {step.status:<10} {detail}")
+                detail = f"until {local_time(step.wake_at) if step.wake_at else 'woken'}"
+            self.say(f"  {step.index:>4} {step.name:<40} {step.status:<10} {detail}")
 
     def do_cancel(self, options: dict[str, Any]) -> None:
         workflows.cancel_workflow(options["workflow_id"], using=options["database"])
-        self.stdout.write(f"Cancelled workflow {options['workflow_id']}.")
+        self.say(f"Cancelled workflow {options['workflow_id']}.")
 
     def do_resume(self, options: dict[str, Any]) -> None:
         version = app_version() if options["deployed"] else options["app_version"]
         workflows.resume_workflow(
             options["workflow_id"], app_version=version, using=options["database"]
         )
-        self.stdout.write(f"Resumed workflow {options['workflow_id']}.")
+        self.say(f"Resumed workflow {options['workflow_id']}.")
 
     def do_fork(self, options: dict[str, Any]) -> None:
         if options["from_step"] < 0:
@@ -109,4 +111,4 @@ class Command(BaseCommand):
             new_workflow_id=options["new_id"],
             using=options["database"],
         )
-        self.stdout.write(f"Forked workflow {options['workflow_id']} as {handle.workflow_id}.")
+        self.say(f"Forked workflow {options['workflow_id']} as {handle.workflow_id}.")

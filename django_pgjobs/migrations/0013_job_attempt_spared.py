@@ -7,7 +7,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("pgjobs", "0009_sql_enqueue_default_attempts"),
+        ("pgjobs", "0012_reserved_names_and_keys"),
     ]
 
     operations = [

@@ -1,0 +1,72 @@
+"""How pgjobs shows stored values to people: on a terminal (the commands) and in log lines.
+
+Text: job names, queues, error lines, host names, schedule names and workflow ids come from the
+database, and any producer (Python, SQL, another language) can write any character there. Printed
+raw, a newline forges a log line, a carriage return or an ANSI escape rewrites what the operator
+sees. :func:`printable` escapes them; every command's output and the worker's log records go
+through it.
+
+Times: one rule everywhere, the project's ``TIME_ZONE`` with the UTC offset shown
+(:func:`local_time`), so a line never leaves its reader guessing which zone it is in.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from datetime import datetime
+
+from django.utils import timezone
+
+# C0 and C1 controls, DEL, the Unicode line and paragraph separators (line breaks to some
+# viewers) and the bidirectional overrides and isolates (they reorder what is shown).
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+# Every logger the package logs to (a test checks the list against the code). Filters do not
+# propagate to child loggers, so each gets its own.
+LOGGERS = (
+    "django_pgjobs",
+    "django_pgjobs.worker",
+    "django_pgjobs.scheduler",
+    "django_pgjobs.workflows",
+)
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match.group()
+    return _NAMED.get(char) or (
+        f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}"
+    )
+
+
+def printable(text: object) -> str:
+    """``str(text)`` with every control character escaped as Python would write it (``\\n``,
+    ``\\x1b``, ``\\u2028``): one line, shown as stored, that cannot move the cursor."""
+    value = str(text)
+    return _UNSAFE.sub(_escape, value) if _UNSAFE.search(value) else value
+
+
+def local_time(moment: datetime) -> str:
+    """An aware datetime in the project's ``TIME_ZONE``, offset shown: 2026-12-03 15:04:05+0100."""
+    return f"{timezone.localtime(moment):%Y-%m-%d %H:%M:%S%z}"
+
+
+class EscapeStoredText(logging.Filter):
+    """A logger filter: a record whose message would carry a control character is rewritten to
+    its escaped form, so a job name or an error with a newline stays on its own log line. Other
+    records are left as they are (message template and arguments intact for log aggregators)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if _UNSAFE.search(message):
+            record.msg, record.args = printable(message), None
+        return True
+
+
+def escape_stored_text_in_logs() -> None:
+    """Add :class:`EscapeStoredText` to every pgjobs logger, once. The app does at start-up, so
+    worker, scheduler and web processes all log stored text escaped, whatever ``LOGGING`` says."""
+    for name in LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, EscapeStoredText) for f in logger.filters):
+            logger.addFilter(EscapeStoredText())

@@ -1,0 +1,116 @@
+"""A workflow whose stored JSON (input, a step's checkpoint) was rewritten by SQL into something
+Python cannot decode fails clearly, once; the worker runs on. Its results can still be read."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import connection
+
+from django_pgjobs import get_workflow, start_workflow
+from django_pgjobs.exceptions import PayloadNotDecodable, RecordedError
+from django_pgjobs.stored_json import UndecodableJSON
+from django_pgjobs.worker import Worker
+from tests.helpers import drain, make_workflow_due, workflow_job
+from tests.testapp import workflows as wf
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+NUMBER = "1e5000"  # jsonb keeps all 5,001 digits; Python's int stops at 4,300
+
+
+def sql(statement: str, *params: str) -> None:
+    with connection.cursor() as cur:
+        cur.execute(statement, params)
+
+
+def test_a_workflow_whose_input_cannot_be_decoded_fails_saying_so(
+    make_worker: type[Worker],
+) -> None:
+    handle = start_workflow(wf.greet, "x")
+    sql(
+        f"""UPDATE pgjobs_workflow_executions SET input = '{{"args": [{NUMBER}]}}'::jsonb
+        WHERE workflow_id = %s""",
+        handle.workflow_id,
+    )
+    worker = make_worker()
+    drain(worker)
+    info = get_workflow(handle.workflow_id)
+    assert info.status == "failed"
+    assert info.error is not None
+    assert info.error["type"] == "django_pgjobs.exceptions.PayloadNotDecodable"
+    assert info.error["message"].startswith(
+        "the workflow's input cannot be decoded: ValueError: Exceeds the limit (4300 digits)"
+    )
+    with pytest.raises(PayloadNotDecodable, match="input cannot be decoded"):
+        handle.get_result(timeout=1)
+    # Failed once: its job completed, nothing was retried.
+    job = workflow_job(handle.workflow_id)
+    assert (job.status, job.attempt) == ("completed", 1)
+    # The worker runs on.
+    other = start_workflow(wf.greet, "y")
+    drain(worker)
+    assert other.get_result(timeout=1) == "hello y!"
+
+
+def test_a_workflow_whose_step_checkpoint_cannot_be_decoded_fails_naming_the_step(
+    make_worker: type[Worker],
+) -> None:
+    handle = start_workflow(wf.sleeper, "poison", 3600)
+    worker = make_worker()
+    drain(worker)  # the first step ran; the workflow sleeps
+    sql(
+        "UPDATE pgjobs_workflow_steps SET output = (repeat('[', 3000) || repeat(']', 3000))::jsonb "
+        "WHERE workflow_id = %s AND step_index = 0",
+        handle.workflow_id,
+    )
+    make_workflow_due(handle.workflow_id)
+    drain(worker)
+    info = get_workflow(handle.workflow_id)
+    assert info.status == "failed", info
+    assert info.error is not None
+    assert info.error["message"].startswith(
+        "the recorded output of step 0 ('tests.testapp.workflows.note') cannot be decoded: "
+        "RecursionError"
+    ), info.error["message"]
+
+
+def test_a_result_or_error_stored_by_sql_that_cannot_be_decoded_is_still_readable(
+    make_worker: type[Worker],
+) -> None:
+    done = start_workflow(wf.greet, "x")
+    failed = start_workflow(wf.fails, "no")
+    drain(make_worker())
+    sql(
+        f"UPDATE pgjobs_workflow_executions SET output = '{NUMBER}'::jsonb WHERE workflow_id = %s",
+        done.workflow_id,
+    )
+    sql(
+        f"UPDATE pgjobs_workflow_executions SET error = '[{NUMBER}]'::jsonb WHERE workflow_id = %s",
+        failed.workflow_id,
+    )
+    result = done.get_result(timeout=1)
+    assert isinstance(result, UndecodableJSON) and result.error.startswith("ValueError")
+    assert isinstance(get_workflow(done.workflow_id).output, UndecodableJSON)
+    with pytest.raises(RecordedError, match="cannot be decoded"):
+        failed.get_result(timeout=1)
+
+
+def test_a_message_sql_sent_that_cannot_be_decoded_fails_the_receiving_workflow(
+    make_worker: type[Worker],
+) -> None:
+    handle = start_workflow(wf.receiver, None, 3600)
+    worker = make_worker()
+    drain(worker)  # waiting in recv()
+    sql(
+        f"""INSERT INTO pgjobs_workflow_messages (workflow_id, topic, message)
+        VALUES (%s, '', '[{NUMBER}]'::jsonb)""",
+        handle.workflow_id,
+    )
+    make_workflow_due(handle.workflow_id)
+    drain(worker)
+    info = get_workflow(handle.workflow_id)
+    assert info.status == "failed", info
+    assert info.error is not None
+    assert info.error["message"].startswith(
+        "what recv received cannot be decoded: ValueError: Exceeds the limit"
+    ), info.error["message"]
