@@ -1,84 +1,34 @@
-"""The admin in a real browser: headless Chromium driven by Selenium.
-
-Skipped only where Chromium is missing; CI installs it and sets PGJOBS_REQUIRE_BROWSER=1, which
-turns that skip into a failure.
-"""
+"""The admin in a real browser: headless Chromium driven by Selenium (the ``browser`` fixture is
+conftest's: skipped where Chromium is missing, a failure under PGJOBS_REQUIRE_BROWSER=1)."""
 
 from __future__ import annotations
 
-import os
-import shutil
-from collections.abc import Iterator
+from collections.abc import Callable
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
-from django.contrib.auth.models import User
 
 from django_pgjobs import enqueue, enqueue_many, get_job
 from django_pgjobs.worker import Worker
 from tests.helpers import ROOT
 
 try:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select, WebDriverWait
-except ImportError:
-    SELENIUM = False
-else:
-    SELENIUM = True
-
-ARTIFACTS = ROOT / "test-artifacts"
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
-
-if not (CHROMIUM and CHROMEDRIVER):
-    if os.environ.get("PGJOBS_REQUIRE_BROWSER"):
-        raise RuntimeError("PGJOBS_REQUIRE_BROWSER is set but chromium/chromedriver are missing")
-    pytest.skip(
-        "needs chromium and chromedriver (apt-get install chromium chromium-driver)",
-        allow_module_level=True,
-    )
-if not SELENIUM:
-    if os.environ.get("PGJOBS_REQUIRE_BROWSER"):  # in CI a missing selenium is a failure
-        raise RuntimeError("PGJOBS_REQUIRE_BROWSER is set but selenium is not installed")
-    pytest.skip("needs selenium (pip install -e '.[test]')", allow_module_level=True)
+except ImportError:  # the browser fixture (conftest) skips, or fails under PGJOBS_REQUIRE_BROWSER
+    pass
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
-
-
-@pytest.fixture
-def browser(tmp_path: Path) -> Iterator[Any]:
-    assert CHROMIUM and CHROMEDRIVER  # (the module skipped or failed above otherwise)
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in (
-        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-        "--no-first-run", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,1400",
-    ):  # fmt: skip
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    driver.implicitly_wait(10)
-    yield driver
-    driver.quit()
+ARTIFACTS = ROOT / "test-artifacts"
 
 
 def test_retry_a_failed_job_and_see_the_dashboard(
-    browser: Any, live_server: Any, make_worker: type[Worker]
+    browser: Any, live_server: Any, log_in: Callable[[], None], make_worker: type[Worker]
 ) -> None:
-    User.objects.create_superuser("admin", "admin@example.com", "admin")
     job_id = enqueue("test.flaky", {"label": "browser", "succeed_on": 2})
     make_worker().run_once()  # the first attempt fails: the job awaits its retry
-
-    browser.get(f"{live_server.url}/admin/login/")
-    browser.find_element(By.NAME, "username").send_keys("admin")
-    browser.find_element(By.NAME, "password").send_keys("admin")
-    browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
-    # The login POST must have landed before we navigate, or the list redirects to the login.
-    WebDriverWait(browser, 20).until(lambda d: "/admin/login/" not in d.current_url)
+    log_in()
 
     browser.get(f"{live_server.url}/admin/pgjobs/job/")
     row = WebDriverWait(browser, 20).until(
@@ -147,17 +97,8 @@ def _over(top: tuple[float, float, float, float], under: tuple[float, ...]) -> t
     return tuple(alpha * t + (1 - alpha) * u for t, u in zip(top[:3], under[:3], strict=True))
 
 
-def _login(browser: Any, live_server: Any) -> None:
-    User.objects.create_superuser("admin", "admin@example.com", "admin")
-    browser.get(f"{live_server.url}/admin/login/")
-    browser.find_element(By.NAME, "username").send_keys("admin")
-    browser.find_element(By.NAME, "password").send_keys("admin")
-    browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
-    WebDriverWait(browser, 20).until(lambda d: "/admin/login/" not in d.current_url)
-
-
 def test_lists_fit_1400_px_and_progress_labels_read_in_light_and_dark_mode(
-    browser: Any, live_server: Any, make_worker: type[Worker]
+    browser: Any, live_server: Any, log_in: Callable[[], None], make_worker: type[Worker]
 ) -> None:
     from django_pgjobs import start_workflow
     from django_pgjobs.models import Job, Schedule
@@ -187,7 +128,7 @@ def test_lists_fit_1400_px_and_progress_labels_read_in_light_and_dark_mode(
         pid=4242, queues=["default", "mail", "reports", "nightly-reconciliation-eu-west"],
     )  # fmt: skip
     start_workflow(wf.greet, "ada", workflow_id="order-2026-12-03-000123")
-    _login(browser, live_server)
+    log_in()
     browser.set_window_size(1400, 1000)
 
     for model in ("job", "failedjob", "schedule", "worker", "workflowexecution"):
