@@ -30,6 +30,7 @@ from django_pgjobs import queries
 from django_pgjobs.conf import conf
 from django_pgjobs.exceptions import WorkerIdInUse
 from django_pgjobs.jobs.operations import prune_finished
+from django_pgjobs.observability.display import printable
 from django_pgjobs.worker.connection import ERROR_BACKOFF
 
 logger = logging.getLogger("django_pgjobs.worker")
@@ -109,7 +110,7 @@ class Housekeeper:
             return
         holder = queries.find_worker(conn.cursor(), worker_id=self.worker_id) or holder
         where = (
-            f" (host {holder.hostname}, pid {holder.pid}, last heartbeat "
+            f" (host {printable(holder.hostname)}, pid {holder.pid}, last heartbeat "
             f"{holder.silent_for:.1f}s ago)"
             if holder
             else ""

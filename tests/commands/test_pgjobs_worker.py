@@ -79,3 +79,21 @@ def test_commands_say_to_migrate_instead_of_retrying_a_missing_table(command: li
         CommandError, match=r"not in database 'default': run `python manage.py migra"
     ):
         call_command(*command, stdout=StringIO())
+
+
+def test_the_id_in_use_error_shows_the_stored_hostname_escaped() -> None:
+    """Any producer can write a worker row: its hostname reaches the operator's terminal only
+    with its control characters escaped, so it cannot clear the screen or forge a line."""
+    from django.db import connection
+
+    with connection.cursor() as cur:
+        cur.execute(
+            "INSERT INTO pgjobs_workers (id, hostname, pid, queues) "
+            "VALUES ('dup', E'evil\\x1b[2J\\nERROR forged line', 1, '[]')"
+        )
+    with pytest.raises(CommandError) as raised:
+        call_command("pgjobs_worker", "--burst", "--worker-id", "dup", stdout=StringIO())
+    message = str(raised.value)
+    assert "belongs to a live worker" in message
+    assert "host evil\\x1b[2J\\nERROR forged line," in message
+    assert "\x1b" not in message and "\n" not in message

@@ -11,6 +11,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from django_pgjobs.database import command_database, require_migrated
 from django_pgjobs.exceptions import PgJobsError
+from django_pgjobs.observability.display import printable
 from django_pgjobs.schedules.scheduler import Scheduler
 
 
@@ -33,7 +34,7 @@ class Command(BaseCommand):
             # missing table or column, and the loop would retry it for ever.
             require_migrated(command_database(options["database"]))
         except PgJobsError as exc:
-            raise CommandError(str(exc)) from exc
+            raise CommandError(printable(exc)) from exc
         scheduler = Scheduler(using=options["database"], poll_interval=options["poll_interval"])
         if options["once"]:
             report = scheduler.run_once()

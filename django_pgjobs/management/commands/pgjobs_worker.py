@@ -14,6 +14,7 @@ from django_pgjobs.conf import conf
 from django_pgjobs.database import command_database, require_migrated
 from django_pgjobs.exceptions import PgJobsError, WorkerIdInUse
 from django_pgjobs.jobs.registry import registry
+from django_pgjobs.observability.display import printable
 from django_pgjobs.queries.base import WORKFLOW_JOB_PREFIX
 from django_pgjobs.worker.loop import Worker
 from django_pgjobs.worker.process import configure_logging
@@ -77,7 +78,7 @@ class Command(BaseCommand):
             # missing table or column, and the loop would retry it for ever.
             require_migrated(command_database(options["database"]))
         except PgJobsError as exc:
-            raise CommandError(str(exc)) from exc
+            raise CommandError(printable(exc)) from exc
         configure_logging(options["verbosity"])
         worker = Worker(
             queues=options["queues"],
@@ -105,7 +106,7 @@ class Command(BaseCommand):
         try:
             stats = worker.run(burst=options["burst"])
         except WorkerIdInUse as exc:
-            raise CommandError(str(exc)) from exc
+            raise CommandError(printable(exc)) from exc
         finally:
             restore_signals()
         self.stdout.write(
