@@ -113,4 +113,5 @@ class PayloadNotDecodable(PgJobsError, ValueError):
     """A stored payload (or workflow input, or step checkpoint) is JSON PostgreSQL accepted but
     Python's ``json`` cannot decode: a number past Python's int digit limit (``1e5000``), or
     nesting deeper than its recursion limit. Recorded as the failure of the job (dead-lettered at
-    once: no retry can succeed) or of the workflow; never raised to a caller."""
+    once: no retry can succeed) or of the workflow; raised to a caller who asks for the value
+    (``get_result()``, ``get_event()``), never handed out as if it were the value."""

@@ -17,6 +17,7 @@ from django.utils import timezone
 from django_pgjobs.conf import conf
 from django_pgjobs.exceptions import (
     InvalidJobError,
+    PayloadNotDecodable,
     WorkflowConflict,
     WorkflowNotFound,
     WorkflowStateError,
@@ -26,6 +27,7 @@ from django_pgjobs.models import WorkflowExecution, WorkflowStatus, WorkflowStep
 from django_pgjobs.queries import workflow_reads as reads
 from django_pgjobs.queries import workflow_runs as runs
 from django_pgjobs.queries import workflow_steps as steps
+from django_pgjobs.stored_json import UndecodableJSON
 from django_pgjobs.workflows import codec, runtime, waits
 from django_pgjobs.workflows.definitions import WorkflowDefinition
 from django_pgjobs.workflows.definitions import app_version as current_app_version
@@ -338,6 +340,12 @@ def get_event(workflow_id: str, key: str, timeout: float | None = 60) -> Any:
         return (True, event.value) if event.found else None
 
     got = wait_outside(f"event:{workflow_id}:{key}", check, seconds)
+    if got is not None and isinstance(got[1], UndecodableJSON):
+        # Set by SQL: the caller must not take the stand-in for the value (a workflow waiting
+        # on this event fails the same way: queries.finish_wait).
+        raise PayloadNotDecodable(
+            f"The event {key!r} of workflow {workflow_id!r} cannot be decoded: {got[1].error}"
+        )
     return None if got is None else got[1]
 
 

@@ -14,6 +14,7 @@ import psycopg
 from django_pgjobs.conf import conf
 from django_pgjobs.database import connect
 from django_pgjobs.exceptions import (
+    PayloadNotDecodable,
     WorkflowCancelled,
     WorkflowDead,
     WorkflowNotFound,
@@ -22,6 +23,7 @@ from django_pgjobs.exceptions import (
 from django_pgjobs.models import WorkflowExecution
 from django_pgjobs.queries import workflow_reads as reads
 from django_pgjobs.queries import workflow_runs as runs
+from django_pgjobs.stored_json import UndecodableJSON
 from django_pgjobs.workflows import codec, runtime, waits
 
 # An outside wait re-reads the state this often even without a notification (PgBouncer in
@@ -139,7 +141,14 @@ def _outcome(workflow_id: str, found: dict[str, Any]) -> Any:
     if status == "missing":
         raise WorkflowNotFound(f"No workflow has the id {workflow_id!r}.")
     if status == "completed":
-        return found.get("output")
+        output = found.get("output")
+        if isinstance(output, UndecodableJSON):
+            # Stored by SQL: never hand the stand-in out as if it were the value (a workflow
+            # waiting on this result fails the same way: queries.finish_wait).
+            raise PayloadNotDecodable(
+                f"The result of workflow {workflow_id!r} cannot be decoded: {output.error}"
+            )
+        return output
     if status == "cancelled":
         raise WorkflowCancelled(f"Workflow {workflow_id!r} was cancelled.")
     if status == "dead":

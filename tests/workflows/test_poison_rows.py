@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from django.db import connection
 
-from django_pgjobs import get_workflow, start_workflow
+from django_pgjobs import get_event, get_workflow, start_workflow
 from django_pgjobs.exceptions import PayloadNotDecodable, RecordedError
 from django_pgjobs.stored_json import UndecodableJSON
 from django_pgjobs.worker import Worker
@@ -74,7 +74,7 @@ def test_a_workflow_whose_step_checkpoint_cannot_be_decoded_fails_naming_the_ste
     ), info.error["message"]
 
 
-def test_a_result_or_error_stored_by_sql_that_cannot_be_decoded_is_still_readable(
+def test_a_result_or_error_stored_by_sql_that_cannot_be_decoded_raises_saying_so(
     make_worker: type[Worker],
 ) -> None:
     done = start_workflow(wf.greet, "x")
@@ -88,8 +88,10 @@ def test_a_result_or_error_stored_by_sql_that_cannot_be_decoded_is_still_readabl
         f"UPDATE pgjobs_workflow_executions SET error = '[{NUMBER}]'::jsonb WHERE workflow_id = %s",
         failed.workflow_id,
     )
-    result = done.get_result(timeout=1)
-    assert isinstance(result, UndecodableJSON) and result.error.startswith("ValueError")
+    # The caller never gets the stand-in as if it were the value: get_result() raises, as a
+    # workflow waiting on that result does. get_workflow(), a snapshot for inspection, shows it.
+    with pytest.raises(PayloadNotDecodable, match=r"result of workflow .* cannot be decoded: Val"):
+        done.get_result(timeout=1)
     assert isinstance(get_workflow(done.workflow_id).output, UndecodableJSON)
     with pytest.raises(RecordedError, match="cannot be decoded"):
         failed.get_result(timeout=1)
@@ -114,3 +116,14 @@ def test_a_message_sql_sent_that_cannot_be_decoded_fails_the_receiving_workflow(
     assert info.error["message"].startswith(
         "what recv received cannot be decoded: ValueError: Exceeds the limit"
     ), info.error["message"]
+
+
+def test_an_event_stored_by_sql_that_cannot_be_decoded_raises_saying_so() -> None:
+    handle = start_workflow(wf.greet, "x")
+    sql(
+        f"""INSERT INTO pgjobs_workflow_events (workflow_id, key, value)
+        VALUES (%s, 'progress', '{{"a": {NUMBER}}}'::jsonb)""",
+        handle.workflow_id,
+    )
+    with pytest.raises(PayloadNotDecodable, match=r"event 'progress' of workflow .* cannot be"):
+        get_event(handle.workflow_id, "progress", timeout=0)
