@@ -21,7 +21,7 @@ class Rescued:
     unstarted: int = 0  # claimed ahead and never started: back to pending, attempt not counted
 
 
-def rescue_expired_leases(cur: Cursor, *, limit: int = 500) -> Rescued:
+def rescue_expired_leases(cur: Cursor, *, limit: int = 500, server_up_for: float = 0.0) -> Rescued:
     """Hand back running jobs whose worker stopped renewing its lease.
 
     An attempt that started counts: it was added by the claim, so a job that keeps killing its
@@ -32,6 +32,10 @@ def rescue_expired_leases(cur: Cursor, *, limit: int = 500) -> Rescued:
     its start could be recorded is spared once, not for ever. Rescued jobs are due at once: the
     lease already waited. Locks: up to ``limit`` expired rows via pgjobs_job_lease, skipping
     rows another rescuer holds, so any number of workers can sweep at once.
+
+    Nothing is rescued until the server has been up for ``server_up_for`` seconds (the
+    rescuer's hold, database time): after a restart, every lease ran out during the downtime
+    through no fault of its worker, which needs that long to reconnect and renew it.
     """
     cur.execute(
         f"""
@@ -42,6 +46,7 @@ def rescue_expired_leases(cur: Cursor, *, limit: int = 500) -> Rescued:
                    0::float8 AS delay
             FROM pgjobs_job_queue
             WHERE status = 'running' AND lease_expires_at < now()
+              AND pg_postmaster_start_time() < now() - make_interval(secs => %(server_up_for)s)
             ORDER BY lease_expires_at
             LIMIT %(limit)s
             FOR UPDATE SKIP LOCKED
@@ -59,7 +64,7 @@ def rescue_expired_leases(cur: Cursor, *, limit: int = 500) -> Rescued:
                (SELECT count(*) FROM unstarted),
                {notify_queues(_BACK_TO_PENDING)}
         """,
-        {"limit": limit},
+        {"limit": limit, "server_up_for": server_up_for},
     )
     retried, buried, unstarted, _ = cur.fetchone()
     return Rescued(retried=int(retried), buried=int(buried), unstarted=int(unstarted))

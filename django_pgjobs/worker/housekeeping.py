@@ -2,8 +2,8 @@
 
 - heartbeat: renew this worker's row and the leases of the attempts it holds;
 - rescue: hand back running jobs whose worker stopped heartbeating, and forget such workers
-  (held back for a while after this worker was cut off from the database: see
-  :meth:`Housekeeper.back_from_outage`);
+  (held back for a while after this worker starts, after it was cut off from the database, and
+  after the database server restarted: see :meth:`Housekeeper.hold_rescue`);
 - prune: delete finished jobs past RETENTION and finished workflows past WORKFLOW_RETENTION,
   a few batches at a time.
 
@@ -76,7 +76,7 @@ class Housekeeper:
             "concurrency": concurrency,
         }
         self.registered = False
-        self._rescue_from = 0.0  # no rescue before this (monotonic): see back_from_outage
+        self._rescue_from = 0.0  # no rescue before this (monotonic): see hold_rescue
         self._next_heartbeat = 0.0
         self._next_prune = 0.0  # prune once at start, then every PRUNE_INTERVAL
 
@@ -125,15 +125,30 @@ class Housekeeper:
         """Renew at the next opportunity (after a reconnect, the lease may be running out)."""
         self._next_heartbeat = 0.0
 
-    def back_from_outage(self) -> None:
-        """This worker was cut off from the database and is back: so, perhaps, are the others,
-        whose leases ran out meanwhile through no fault of theirs. Rescue nothing until they had
-        the time to come back and renew: a lease's length, and at least their longest pause
-        between reconnects plus a heartbeat (the first worker back used to rescue live
-        workers' jobs 25-80 ms before they reconnected, and those jobs ran twice)."""
-        hold = max(conf.LEASE_SECONDS, ERROR_BACKOFF[-1] + conf.HEARTBEAT_SECONDS)
-        self._rescue_from = time.monotonic() + hold
+    @property
+    def hold_seconds(self) -> float:
+        """How long a worker that may have been cut off needs to come back and renew: a lease's
+        length, and at least its longest pause between reconnects plus a heartbeat."""
+        return max(conf.LEASE_SECONDS, ERROR_BACKOFF[-1] + conf.HEARTBEAT_SECONDS)
+
+    def hold_rescue(self) -> None:
+        """Rescue nothing for :attr:`hold_seconds` from now.
+
+        The worker loop calls this when it starts (a supervisor restarting a worker that exited
+        during an outage: the others, cut off too, are reconnecting) and when it is back from
+        being cut off (the first worker back used to rescue live workers' jobs 25-80 ms before
+        they reconnected, and those jobs ran twice). Their leases ran out meanwhile through no
+        fault of theirs. A restart of the database server holds every rescuer, however long it
+        has run, the same time in database time (``queries.rescue_expired_leases``). A burst
+        worker, which exits once the queue is drained, does not hold: it rescues what expired
+        while the server was up, and leaves the rest to long-running workers.
+        """
+        self._rescue_from = time.monotonic() + self.hold_seconds
         self.heartbeat_soon()
+
+    def back_from_outage(self) -> None:
+        """This worker was cut off from the database and is back: so, perhaps, are the others."""
+        self.hold_rescue()
 
     def seconds_until_due(self) -> float:
         now = time.monotonic()
@@ -160,7 +175,9 @@ class Housekeeper:
                 started=started,
             )
             if now >= self._rescue_from:
-                rescued = queries.rescue_expired_leases(conn.cursor())
+                rescued = queries.rescue_expired_leases(
+                    conn.cursor(), server_up_for=self.hold_seconds
+                )
                 report.rescued, report.rescued_buried = rescued.retried, rescued.buried
                 report.rescued_unstarted = rescued.unstarted
                 queries.delete_stale_workers(conn.cursor(), silent_seconds=self.silent_seconds)

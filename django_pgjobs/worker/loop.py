@@ -107,6 +107,9 @@ class Worker:
     def run(self, *, burst: bool = False) -> WorkerStats:
         """Process jobs until stopped; with ``burst``, exit once nothing due is left."""
         self._open()
+        if not burst:
+            # Started perhaps just after an outage: others may be reconnecting (hold_rescue).
+            self._housekeeper.hold_rescue()
         scheduling = None
         if self.scheduler is not None:
             scheduling = SchedulerThread(self.scheduler, name=f"pgjobs-scheduler-{self.worker_id}")

@@ -119,3 +119,36 @@ def test_an_attempt_that_lost_its_database_connection_does_not_count(
     assert job.error is not None and "OperationalError" in job.error
     assert Run.objects.filter(label__startswith="started:").count() == 2
     assert Run.objects.filter(label="finished").count() == 1
+
+
+def test_a_freshly_started_worker_gives_live_workers_the_time_to_renew_before_it_rescues(
+    processes: list[subprocess.Popen[bytes]], tmp_path: Path
+) -> None:
+    """A worker that exited during an outage and was restarted by its supervisor does not know
+    that the others were cut off too: a lease that ran out just before it started is not
+    rescued until its worker had the time to reconnect and renew; then, if it did not, it is."""
+    from datetime import timedelta
+
+    from django.db import connection
+    from django.utils import timezone
+
+    from django_pgjobs import queries
+
+    job_id = enqueue("test.record", {"label": "live's"})
+    with connection.cursor() as cur:
+        queries.claim_jobs(
+            cur, worker_id="live", limit=1, lease_seconds=30, queues=None, job_names=None,
+            start_now=1,
+        )  # fmt: skip
+    # Its worker was cut off: the lease ran out a moment ago; it reconnects any time now.
+    Job.objects.filter(id=job_id).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    log = tmp_path / "fresh.log"
+    processes.append(start_worker("--no-scheduler", settings=FAST, log=log))
+    marker = enqueue("test.record", {"label": "marker"})
+    wait_for(lambda: get_job(marker).status == "completed", what=f"a first cycle; log:\n{log}")
+    job = get_job(job_id)
+    assert (job.status, job.attempt, job.locked_by) == ("running", 1, "live"), log.read_text()
+    # The live worker never came back: after the hold its job is rescued and runs again.
+    wait_for(lambda: get_job(job_id).status == "completed", what=f"the rescue; log:\n{log}")
+    job = get_job(job_id)
+    assert (job.attempt, job.locked_by) == (2, None)

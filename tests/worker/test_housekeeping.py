@@ -45,3 +45,28 @@ def test_worker_prunes_old_finished_jobs_and_forgets_dead_workers(
     make_worker().run(burst=True)
     assert not Job.objects.filter(id=old).exists()
     assert not WorkerRow.objects.exists()
+
+
+def test_no_rescue_until_the_database_server_has_been_up_for_a_hold(
+    make_worker: type[Worker],
+) -> None:
+    """After a restart of PostgreSQL every lease ran out during the downtime through no fault of
+    its worker: a worker started then (even a burst one) rescues nothing until the server has
+    been up for a hold, database time. A hold longer than the server's uptime stands in for a
+    restart that just happened."""
+    job_id = enqueue("test.record", {"label": "live's"})
+    with connection.cursor() as cur:
+        queries.claim_jobs(
+            cur, worker_id="live", limit=1, lease_seconds=30, queues=None, job_names=None
+        )
+        cur.execute("SELECT extract(epoch FROM now() - pg_postmaster_start_time())::float8")
+        uptime = cur.fetchone()[0]
+    Job.objects.update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    with override_settings(PGJOBS={"LEASE_SECONDS": uptime + 60}):
+        assert make_worker().run_once().rescued == 0
+    job = get_job(job_id)
+    assert (job.status, job.attempt, job.locked_by) == ("running", 1, "live")
+    # The server has been up for longer than the usual hold: rescued as ever.
+    assert make_worker().run_once().rescued == 1
+    job = get_job(job_id)
+    assert (job.status, job.attempt) == ("completed", 2)
