@@ -204,6 +204,10 @@ class Worker(models.Model):
     concurrency = models.IntegerField(db_default=Value(1))
     started_at = models.DateTimeField(db_default=Now())
     last_heartbeat_at = models.DateTimeField(db_default=Now())
+    # Made at random by the process that holds the row: its heartbeat and deregistration touch
+    # only the row with its own token (host and pid cannot tell containers apart). NULL: a row
+    # written before migration 0015, taken over only once silent.
+    instance_token = models.UUIDField(null=True, blank=True, editable=False)
 
     class Meta:
         db_table = "pgjobs_workers"

@@ -91,11 +91,12 @@ def heartbeat(
     cur.execute(
         f"""
         WITH me AS (
-            INSERT INTO pgjobs_workers (id, hostname, pid, queues, concurrency)
-            VALUES (%(id)s, %(hostname)s, %(pid)s, %(queues)s::jsonb, %(concurrency)s)
+            INSERT INTO pgjobs_workers (id, hostname, pid, queues, concurrency, instance_token)
+            VALUES (%(id)s, %(hostname)s, %(pid)s, %(queues)s::jsonb, %(concurrency)s,
+                    %(instance_token)s)
             ON CONFLICT (id) DO UPDATE SET last_heartbeat_at = now()
             -- Never renew another process's row under the same id (see register_worker).
-            WHERE pgjobs_workers.hostname = EXCLUDED.hostname AND pgjobs_workers.pid = EXCLUDED.pid
+            WHERE pgjobs_workers.instance_token = EXCLUDED.instance_token
         ),
         held AS (SELECT * FROM {HELD}),
         began AS (

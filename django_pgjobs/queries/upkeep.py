@@ -47,39 +47,39 @@ def find_worker(cur: Cursor, *, worker_id: str) -> WorkerRow | None:
     return None if row is None else WorkerRow(str(row[0]), int(row[1]), float(row[2]))
 
 
-def register_worker(
-    cur: Cursor, *, worker: dict[str, Any], silent_seconds: float, replaces_pid: int | None
-) -> bool:
+def register_worker(cur: Cursor, *, worker: dict[str, Any], silent_seconds: float) -> bool:
     """Take the worker id ``worker["id"]`` for this process; False if a live worker holds it.
 
     The id is free when nobody has it, when its holder has been silent longer than
-    ``silent_seconds`` (it is dead; delete_stale_workers would forget it), or when it is the
-    row of ``replaces_pid`` on this host (the caller found that process gone: a restart under
-    a fixed id). One statement, so two processes starting under one id cannot both win: the
-    loser's ON CONFLICT sees the winner's fresh row. Locks the worker's row.
+    ``silent_seconds`` (it is dead; delete_stale_workers would forget it), or when the row
+    carries this process's own ``instance_token``. Never by host name and pid: two containers
+    with one host name and both pid 1 are two processes. One statement, so two processes
+    starting under one id cannot both win: the loser's ON CONFLICT sees the winner's fresh row.
+    Locks the worker's row.
     """
     cur.execute(
         """
-        INSERT INTO pgjobs_workers (id, hostname, pid, queues, concurrency)
-        VALUES (%(id)s, %(hostname)s, %(pid)s, %(queues)s::jsonb, %(concurrency)s)
+        INSERT INTO pgjobs_workers (id, hostname, pid, queues, concurrency, instance_token)
+        VALUES (%(id)s, %(hostname)s, %(pid)s, %(queues)s::jsonb, %(concurrency)s,
+                %(instance_token)s)
         ON CONFLICT (id) DO UPDATE
         SET hostname = EXCLUDED.hostname, pid = EXCLUDED.pid, queues = EXCLUDED.queues,
-            concurrency = EXCLUDED.concurrency, started_at = now(), last_heartbeat_at = now()
+            concurrency = EXCLUDED.concurrency, instance_token = EXCLUDED.instance_token,
+            started_at = now(), last_heartbeat_at = now()
         WHERE pgjobs_workers.last_heartbeat_at < now() - make_interval(secs => %(silent)s)
-           OR (pgjobs_workers.hostname = EXCLUDED.hostname
-               AND pgjobs_workers.pid = %(replaces_pid)s)
+           OR pgjobs_workers.instance_token = EXCLUDED.instance_token
         RETURNING true
         """,
-        {**worker, "silent": silent_seconds, "replaces_pid": replaces_pid},
+        {**worker, "silent": silent_seconds},
     )
     return cur.fetchone() is not None
 
 
-def deregister_worker(cur: Cursor, *, worker_id: str, hostname: str, pid: int) -> None:
+def deregister_worker(cur: Cursor, *, worker_id: str, instance_token: str) -> None:
     """Remove this process's worker row (never another process's row under the same id)."""
     cur.execute(
-        "DELETE FROM pgjobs_workers WHERE id = %s AND hostname = %s AND pid = %s",
-        [worker_id, hostname, pid],
+        "DELETE FROM pgjobs_workers WHERE id = %s AND instance_token = %s",
+        [worker_id, instance_token],
     )
 
 

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import socket
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -107,17 +105,17 @@ class LoopConnection:
             self.conn = None
         return ERROR_BACKOFF[min(self._consecutive_errors, len(ERROR_BACKOFF)) - 1]
 
-    def close(self, *, deregister: bool = True) -> None:
-        """Deregister the worker (unless told not to: it never registered) and close."""
+    def close(self, *, deregister_instance: str | None) -> None:
+        """Deregister the worker row of ``deregister_instance`` (None: it never registered) and
+        close."""
         if self.conn is None:
             return
-        if deregister:
+        if deregister_instance is not None:
             with contextlib.suppress(psycopg.Error):
                 queries.deregister_worker(
                     self.conn.cursor(),
                     worker_id=self.worker_id,
-                    hostname=socket.gethostname(),
-                    pid=os.getpid(),
+                    instance_token=deregister_instance,
                 )
         with contextlib.suppress(psycopg.Error):
             self.conn.close()

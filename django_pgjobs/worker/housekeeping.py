@@ -74,6 +74,8 @@ class Housekeeper:
             "pid": os.getpid(),
             "queues": json.dumps(list(queues)),
             "concurrency": concurrency,
+            # Tells this process's row from another's under the same id: see register.
+            "instance_token": str(uuid.uuid4()),
         }
         self.registered = False
         self._rescue_from = 0.0  # no rescue before this (monotonic): see hold_rescue
@@ -89,26 +91,17 @@ class Housekeeper:
         """Take this worker's id, or raise :class:`WorkerIdInUse` if a live worker has it.
 
         Two processes under one id would renew each other's row and, after a reconnect, could
-        not tell their claims apart. A row of a process of this host that is gone (a restart
-        under a fixed ``--worker-id``) or of a silent worker is taken over.
+        not tell their claims apart. Only the row of a silent worker is taken over (a restart
+        under a fixed ``--worker-id`` after a crash waits until the dead process's row is
+        silent; a clean stop deletes it at once). The process is known by its random instance
+        token, never by host name and pid, which two containers can share.
         """
-        holder = queries.find_worker(conn.cursor(), worker_id=self.worker_id)
-        replaces = None
-        if (
-            holder is not None
-            and holder.hostname == self._row["hostname"]
-            and (holder.pid == self._row["pid"] or not _process_exists(holder.pid))
-        ):
-            replaces = holder.pid
         if queries.register_worker(
-            conn.cursor(),
-            worker=self._row,
-            silent_seconds=self.silent_seconds,
-            replaces_pid=replaces,
+            conn.cursor(), worker=self._row, silent_seconds=self.silent_seconds
         ):
             self.registered = True
             return
-        holder = queries.find_worker(conn.cursor(), worker_id=self.worker_id) or holder
+        holder = queries.find_worker(conn.cursor(), worker_id=self.worker_id)
         where = (
             f" (host {printable(holder.hostname)}, pid {holder.pid}, last heartbeat "
             f"{holder.silent_for:.1f}s ago)"
@@ -120,6 +113,10 @@ class Housekeeper:
             "its own --worker-id, or omit it for a unique one; a worker that died frees its id "
             f"after {self.silent_seconds:g}s without a heartbeat."
         )
+
+    @property
+    def instance_token(self) -> str:
+        return str(self._row["instance_token"])
 
     def heartbeat_soon(self) -> None:
         """Renew at the next opportunity (after a reconnect, the lease may be running out)."""
@@ -196,16 +193,3 @@ class Housekeeper:
             interval = 0.0 if more else conf.PRUNE_INTERVAL * random.uniform(0.9, 1.1)
             self._next_prune = now + interval
         return report
-
-
-def _process_exists(pid: int) -> bool:
-    """Is a process with this pid alive on this host? (Signal 0 checks without sending.)"""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # alive, under another user
-    except OSError:
-        return False
-    return True

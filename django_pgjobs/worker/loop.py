@@ -186,7 +186,11 @@ class Worker:
             )
 
     def _close(self) -> None:
-        self._link.close(deregister=self._housekeeper.registered)
+        self._link.close(
+            deregister_instance=(
+                self._housekeeper.instance_token if self._housekeeper.registered else None
+            )
+        )
         self._housekeeper.registered = False
         if self._pool is not None:
             for entry in self._inflight.values():

@@ -24,7 +24,14 @@ def test_heartbeat_renews_leases_and_the_worker_row(make_worker: type[Worker]) -
         before = get_job(job_id).lease_expires_at
         lost = queries.heartbeat(
             cur,
-            worker={"id": "w1", "hostname": "h", "pid": 1, "queues": "[]", "concurrency": 1},
+            worker={
+                "id": "w1",
+                "hostname": "h",
+                "pid": 1,
+                "queues": "[]",
+                "concurrency": 1,
+                "instance_token": None,
+            },
             tokens=[claimed.token, (uuid.uuid4(), uuid.uuid4())],
             lease_seconds=60,
         )

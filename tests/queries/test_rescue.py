@@ -14,7 +14,14 @@ from django_pgjobs.models import FailedJob, Job
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-WORKER = {"id": "w", "hostname": "h", "pid": 1, "queues": "[]", "concurrency": 1}
+WORKER = {
+    "id": "w",
+    "hostname": "h",
+    "pid": 1,
+    "queues": "[]",
+    "concurrency": 1,
+    "instance_token": None,
+}
 
 
 def claim(limit: int, start_now: int | None) -> list[queries.ClaimedJob]:

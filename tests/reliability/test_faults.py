@@ -112,7 +112,14 @@ def test_heartbeat_does_not_wait_for_a_row_an_application_transaction_holds(
         cur.execute("SET lock_timeout = '1s'")  # waiting would now raise instead of hanging
         lost = queries.heartbeat(
             cur,
-            worker={"id": "w", "hostname": "h", "pid": 1, "queues": "[]", "concurrency": 1},
+            worker={
+                "id": "w",
+                "hostname": "h",
+                "pid": 1,
+                "queues": "[]",
+                "concurrency": 1,
+                "instance_token": None,
+            },
             tokens=[claimed.token],
             lease_seconds=30,
         )

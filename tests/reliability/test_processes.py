@@ -225,7 +225,7 @@ def test_a_reconnect_never_gives_back_another_process_s_job_under_the_same_id(
         link.conn.execute("SELECT 1")
     link.conn = None
     assert link.open() == 1  # the reconnect gives back what the lost claim took, only that
-    link.close(deregister=False)
+    link.close(deregister_instance=None)
     assert (get_job(lost_job).status, get_job(lost_job).attempt) == ("pending", 0)
     job = get_job(job_id)
     assert (job.status, job.locked_by) == ("running", "twin")
