@@ -29,13 +29,15 @@ _VERSIONS = (
 )
 
 
-# A password in a key=value conninfo: password=secret, password = 'se cret', password='it\'s'.
-_KEYWORD_PASSWORD = re.compile(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+# A password in a key=value conninfo: password=secret, password = 'se cret', password='it\'s',
+# and every other key naming one (sslpassword=, the client key's).
+_KEYWORD_PASSWORD = re.compile(r"(\b\w*password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
 
 
 def masked(dsn: str) -> str:
-    """``dsn`` (a URL or a key=value conninfo) with every password replaced by ``***``, for
-    printing: CI logs are read by more people than the database's owners."""
+    """``dsn`` (a URL or a key=value conninfo) with every password (every key that names one,
+    ``sslpassword`` too) replaced by ``***``, for printing: CI logs are read by more people
+    than the database's owners."""
     if "://" not in dsn:
         return _KEYWORD_PASSWORD.sub(r"\1***", dsn)
     parts = urlsplit(dsn)
@@ -46,8 +48,8 @@ def masked(dsn: str) -> str:
     query = parts.query
     if query:
         pairs = parse_qsl(query, keep_blank_values=True)
-        if any(key.lower() == "password" for key, _ in pairs):
-            pairs = [(k, "***" if k.lower() == "password" else v) for k, v in pairs]
+        if any("password" in key.lower() for key, _ in pairs):
+            pairs = [(k, "***" if "password" in k.lower() else v) for k, v in pairs]
             query = urlencode(pairs, safe="/*")
     # Not urlunsplit: it drops the "//" of an empty host (postgresql:///db?host=/socket).
     return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")

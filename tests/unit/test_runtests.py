@@ -26,6 +26,15 @@ from runtests import database_line, masked
             "host=db dbname=shop user=app password=*** sslmode=require",
         ),
         ("host=db password = 'it\\'s s3cret' dbname=shop", "host=db password = *** dbname=shop"),
+        # Every key naming a password: the client key's (sslpassword), in either form.
+        (
+            "host=db sslcert=c.pem sslpassword=k3y password=s3cret",
+            "host=db sslcert=c.pem sslpassword=*** password=***",
+        ),
+        (
+            "postgresql://app@db/shop?sslkey=k.pem&sslpassword=k3y",
+            "postgresql://app@db/shop?sslkey=k.pem&sslpassword=***",
+        ),
         # Nothing to hide: printed as it is (the embedded server's URLs have an empty password).
         (
             "postgresql://postgres:@/postgres?host=/tmp/x",
