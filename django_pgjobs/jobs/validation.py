@@ -192,10 +192,18 @@ def dump_payload(payload: Any, what: str = "The payload") -> str:
     # jsonb cannot hold NUL; catching it here keeps the caller's transaction usable.
     if "\\u0000" in text:
         raise PayloadNotSerializable(f"{what} contains a NUL character, which jsonb cannot store.")
+    check_payload_size(size, what)
+    return text
+
+
+def check_payload_size(
+    size: int, what: str, error: type[PayloadNotSerializable] = PayloadNotSerializable
+) -> None:
+    """Raise ``error`` if ``size`` bytes of JSON exceed ``MAX_PAYLOAD_BYTES``: a job's payload,
+    a workflow's arguments, a message sent to a workflow."""
     limit = conf.MAX_PAYLOAD_BYTES
     if limit is not None and size > limit:
-        raise PayloadNotSerializable(
+        raise error(
             f"{what} is {size:,} bytes of JSON; the limit is {limit:,} (PGJOBS"
             '["MAX_PAYLOAD_BYTES"]). Store large data in a table or a file and pass its id.'
         )
-    return text

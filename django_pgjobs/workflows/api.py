@@ -20,6 +20,7 @@ from django_pgjobs.exceptions import (
     PayloadNotDecodable,
     WorkflowConflict,
     WorkflowNotFound,
+    WorkflowSerializationError,
     WorkflowStateError,
 )
 from django_pgjobs.jobs import validation
@@ -107,8 +108,11 @@ def _start(
     row = {
         "workflow_id": workflow_id,
         "name": definition.name,
-        "input": codec.encode(
-            {"args": list(args), "kwargs": kwargs},
+        "input": _limited(
+            codec.encode(
+                {"args": list(args), "kwargs": kwargs},
+                f"The arguments of workflow {definition.name!r}",
+            ),
             f"The arguments of workflow {definition.name!r}",
         ),
         "app_version": current_app_version(),
@@ -277,7 +281,7 @@ def send(workflow_id: str, message: Any, topic: str | None = None) -> None:
     """
     destination = validation.check_name(workflow_id, "workflow id")
     topic = waits.topic_of(topic)
-    text = codec.encode(message, "The message")
+    text = _limited(codec.encode(message, "The message"), "The message")
     ctx = runtime.current()
     if ctx is None or ctx.in_step:
         with runtime.cursor() as cur:
@@ -286,6 +290,13 @@ def send(workflow_id: str, message: Any, topic: str | None = None) -> None:
         sent = _send_from_workflow(ctx, destination, topic, text)
     if not sent:
         raise WorkflowNotFound(f"Cannot send to {destination!r}: no workflow has that id.")
+
+
+def _limited(text: str, what: str) -> str:
+    """``text``, unless it is more than ``MAX_PAYLOAD_BYTES`` of JSON: a workflow's arguments
+    and its messages are read whole by every replay, like a job's payload by every claim."""
+    validation.check_payload_size(len(text.encode("utf-8")), what, WorkflowSerializationError)
+    return text
 
 
 def _send_from_workflow(

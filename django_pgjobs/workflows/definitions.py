@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import inspect
+import math
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, overload
@@ -177,7 +178,8 @@ def step(
     and replayed on re-execution instead of running again.
 
     With ``retries_allowed`` a failing step is retried in place up to ``max_attempts`` times,
-    waiting ``interval_seconds * backoff_rate ** (attempt - 1)`` in between. ``atomic=True``
+    waiting ``interval_seconds * backoff_rate ** (attempt - 1)`` in between, at most
+    ``RETRY_DELAY_MAX`` (the wait holds a handler thread, like a job's own). ``atomic=True``
     runs the step in ``transaction.atomic()`` together with its checkpoint, so its database
     writes happen exactly once.
     """
@@ -185,8 +187,13 @@ def step(
         return step()(name)
     validation.check_max_attempts(max_attempts)
     for label, value in (("interval_seconds", interval_seconds), ("backoff_rate", backoff_rate)):
-        if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
-            raise InvalidJobError(f"{label} must be a number >= 0; got {value!r}.")
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+            or not value >= 0
+        ):
+            raise InvalidJobError(f"{label} must be a finite number >= 0; got {value!r}.")
 
     def decorate(func: Func) -> StepDefinition:
         _check_plain_function(func, "@step")

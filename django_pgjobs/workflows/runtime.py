@@ -283,8 +283,12 @@ def call_step(definition: StepDefinition, args: tuple[Any, ...], kwargs: dict[st
                 # now, on a new connection, would fail the workflow for good.
                 raise _stop_for(exc) from exc
             if definition.retries_allowed and attempt < definition.max_attempts:
+                # Capped like a job's retry delay: the wait holds this handler thread.
                 delay = backoff_delay(
-                    attempt, base=definition.interval_seconds, rate=definition.backoff_rate
+                    attempt,
+                    base=definition.interval_seconds,
+                    rate=definition.backoff_rate,
+                    cap=conf.RETRY_DELAY_MAX,
                 )
                 logger.warning(
                     "Step %s of workflow %s failed (attempt %s/%s, %s); retrying in %.1fs",

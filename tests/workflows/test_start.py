@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 from django.db import transaction
+from django.test import override_settings
 
-from django_pgjobs import get_workflow, start_workflow, step, workflow
+from django_pgjobs import get_workflow, send, start_workflow, step, workflow
 from django_pgjobs.exceptions import InvalidJobError, WorkflowConflict, WorkflowSerializationError
 from django_pgjobs.models import Job, WorkflowExecution
 from django_pgjobs.worker import Worker
@@ -90,6 +91,12 @@ def test_decorator_options_are_validated() -> None:
         workflow(max_recovery_attempts=2**31 - 1)
     with pytest.raises(InvalidJobError, match="max_attempts"):
         step(max_attempts=0)
+    # A step's retry wait holds a handler thread: it must be a finite number of seconds.
+    for bad in (float("inf"), float("nan"), -1.0):
+        with pytest.raises(InvalidJobError, match="interval_seconds must be a finite number"):
+            step(retries_allowed=True, interval_seconds=bad)
+        with pytest.raises(InvalidJobError, match="backoff_rate must be a finite number"):
+            step(retries_allowed=True, backoff_rate=bad)
     with pytest.raises(InvalidJobError, match="async"):
 
         @workflow("test.async_wf")
@@ -122,3 +129,18 @@ def nested(depth: int) -> Any:
     for _ in range(depth):
         value = [value]
     return value
+
+
+@override_settings(PGJOBS={"MAX_PAYLOAD_BYTES": 1000})
+def test_workflow_arguments_and_messages_are_held_to_max_payload_bytes() -> None:
+    """Read whole by every replay, like a job's payload by every claim: the same limit, the same
+    clear error, before anything is written (the caller's transaction stays usable)."""
+    with transaction.atomic():
+        with pytest.raises(WorkflowSerializationError, match=r"arguments of workflow 'test.gr"):
+            start_workflow(wf.greet, "x" * 1000)
+        assert not WorkflowExecution.objects.exists()
+        handle = start_workflow(wf.greet, "x" * 900)
+        with pytest.raises(WorkflowSerializationError, match=r"The message is 1,\d{3} bytes"):
+            send(handle.workflow_id, "y" * 1000)
+        send(handle.workflow_id, "y" * 900)
+    assert WorkflowExecution.objects.count() == 1

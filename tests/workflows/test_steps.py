@@ -3,11 +3,13 @@ one statement of overhead each."""
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
 import pytest
 from django.db import connection
+from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 
 from django_pgjobs import queries, start_workflow
@@ -40,6 +42,20 @@ def test_step_retries_with_backoff(make_worker: type[Worker]) -> None:
     [checkpoint] = list_workflow_steps(failing.workflow_id)
     assert (checkpoint.status, checkpoint.attempts) == ("failed", 3)
     assert wf.runs("flaky-never") == 3
+
+
+@override_settings(PGJOBS={"RETRY_DELAY_MAX": 0.01})
+def test_a_step_s_retry_wait_is_capped_at_retry_delay_max(
+    make_worker: type[Worker], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The wait holds a handler thread: however large interval_seconds and the attempt number
+    grow, it is capped like a job's retry delay (0.2 s and 0.4 s here, uncapped)."""
+    handle = start_workflow(wf.flaky, "flaky-capped", 3)
+    with caplog.at_level(logging.WARNING, logger="django_pgjobs.workflows"):
+        drain(make_worker())
+    assert handle.get_result(1) == 3
+    waits = [r.args[-1] for r in caplog.records if "retrying in" in r.msg]  # type: ignore[index]
+    assert waits == [0.01, 0.01]
 
 
 def test_a_non_json_step_output_is_a_clear_error_recorded_as_the_steps_failure(
