@@ -298,14 +298,20 @@ def cancel(cur: Cursor, workflow_id: str) -> str | None:
 class Resumed:
     before: str | None  # the status it had (None: no such workflow; nothing was written)
     app_version: str | None  # the version it is pinned to now, when it was resumed
+    # Not resumed: its job is still running under a live lease (a cancelled run that has not
+    # stopped yet: resuming now would run its current step a second time beside it).
+    busy: bool = False
 
 
 def resume(cur: Cursor, *, workflow_id: str, app_version: str | None) -> Resumed:
     """Queue a cancelled, dead or stuck-pending workflow again.
 
     With ``app_version`` the workflow is re-pinned to that version (an operator moving it to
-    the deployed code). Its job is re-pointed (a running attempt fenced out), or a new one
-    queued; a dead workflow's dead letter is removed. Locks: the workflow row, then its job.
+    the deployed code). Its job is re-pointed (an attempt whose lease ran out fenced out), or a
+    new one queued; a dead workflow's dead letter is removed. Nothing is written while its job
+    is running under a live lease (``busy``): a cancelled run stops at its next step, and the
+    step it is in would otherwise run again beside it in the resumed run. Locks: the workflow
+    row, then its job.
     """
     cur.execute(
         f"""
@@ -314,6 +320,11 @@ def resume(cur: Cursor, *, workflow_id: str, app_version: str | None) -> Resumed
             WHERE workflow_id = %(workflow_id)s
             FOR UPDATE
         ),
+        busy AS (
+            SELECT 1 FROM pgjobs_job_queue AS j
+            WHERE j.key = {workflow_key("%(workflow_id)s::text")} AND j.status = 'running'
+              AND j.lease_expires_at > now()
+        ),
         resumed AS (
             UPDATE pgjobs_workflow_executions AS w
             SET status = 'pending', completed_at = NULL, updated_at = now(),
@@ -321,6 +332,7 @@ def resume(cur: Cursor, *, workflow_id: str, app_version: str | None) -> Resumed
                 app_version = coalesce(%(app_version)s, w.app_version)
             FROM before WHERE w.workflow_id = before.workflow_id
               AND before.status IN ('cancelled', 'dead', 'pending')
+              AND NOT EXISTS (SELECT 1 FROM busy)
             RETURNING w.workflow_id, w.app_version, w.queue, w.priority, w.max_recovery_attempts
         ),
         moved AS (
@@ -344,13 +356,16 @@ def resume(cur: Cursor, *, workflow_id: str, app_version: str | None) -> Resumed
             DELETE FROM pgjobs_failed_jobs AS f USING resumed AS r
             WHERE {is_workflow_job("f.job_name")} AND f.payload ->> 'workflow_id' = r.workflow_id
         )
-        SELECT before.status, (SELECT app_version FROM resumed), {notify_queues("moved")}
+        SELECT before.status, (SELECT app_version FROM resumed), {notify_queues("moved")},
+               EXISTS (SELECT 1 FROM busy)
         FROM before
         """,
         {"workflow_id": workflow_id, "app_version": app_version},
     )
     found = cur.fetchone()
-    return Resumed(None, None) if found is None else Resumed(str(found[0]), found[1])
+    if found is None:
+        return Resumed(None, None)
+    return Resumed(str(found[0]), found[1], busy=bool(found[3]))
 
 
 @dataclass(frozen=True)

@@ -219,19 +219,29 @@ def resume_workflow(
 ) -> WorkflowHandle:
     """Run a cancelled or dead workflow again from its last checkpoint.
 
+    Refused (:class:`WorkflowStateError`) while a cancelled run is still in a step: wait until
+    it stops.
+
     ``app_version`` re-pins it (and a pending workflow no worker of its version is left to run)
     to that code version, e.g. ``django_pgjobs.workflows.app_version()`` for the deployed code.
     """
     if app_version is not None:
         _check_version(app_version)
     with runtime.cursor(using) as cur:
-        before = runs.resume(cur, workflow_id=workflow_id, app_version=app_version).before
+        resumed = runs.resume(cur, workflow_id=workflow_id, app_version=app_version)
+    before = resumed.before
     if before is None:
         raise WorkflowNotFound(f"No workflow has the id {workflow_id!r}.")
     if before not in ("cancelled", "dead", "pending"):
         raise WorkflowStateError(
             f"Workflow {workflow_id!r} is {before}; only cancelled, dead or pending workflows can "
             "be resumed (fork a failed or completed one instead)."
+        )
+    if resumed.busy:
+        raise WorkflowStateError(
+            f"Workflow {workflow_id!r} is {before}, but its last run is still running (a run "
+            "stops at its next step, a step is never interrupted): wait until the cancelled run "
+            "stops, then resume it. Resuming now would run that step a second time beside it."
         )
     return WorkflowHandle(workflow_id)
 

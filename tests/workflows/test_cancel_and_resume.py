@@ -132,9 +132,12 @@ def cancel_resume(tag: str, flag1: str, flag2: str) -> str:
     return "finished"
 
 
-def test_resume_right_after_cancel_runs_the_workflow_to_the_end(
+def test_resume_is_refused_until_the_cancelled_run_stops_then_runs_to_the_end(
     make_worker: type[Worker], tmp_path: Path
 ) -> None:
+    """A cancelled run stops at its next step; a step is never interrupted. Resumed while the
+    old run is inside a step, the new run would replay up to that step, find no checkpoint and
+    run it again beside the old one: so resume waits for the cancelled run to stop."""
     flag1, flag2 = tmp_path / "one", tmp_path / "two"
     flag1.touch()
     flag2.touch()
@@ -143,15 +146,19 @@ def test_resume_right_after_cancel_runs_the_workflow_to_the_end(
     thread = in_thread(worker.run_once)
     wait_for(lambda: wf.runs("cr:1") == 1)
     cancel_workflow(handle.workflow_id)
+    with pytest.raises(WorkflowStateError, match="wait until the cancelled run stops"):
+        resume_workflow(handle.workflow_id)  # the old run is inside step 1
     flag1.unlink()
     wait_for(lambda: WorkflowStep.objects.filter(workflow_id=handle.workflow_id).exists())
-    resume_workflow(handle.workflow_id)  # the old runner is still running its job
+    with pytest.raises(WorkflowStateError, match="still running"):
+        resume_workflow(handle.workflow_id)  # between two steps: still running
+    assert (handle.get_status(), workflow_job(handle.workflow_id).attempt) == ("cancelled", 1)
     flag2.unlink()
     thread.join(10)
+    resume_workflow(handle.workflow_id)
     drain(worker)
-    # Resumed: it must run to the end, not sit "pending" with no job left to run it (the resume
-    # sees the old runner's job still running and queues none; that runner then stops).
     assert handle.get_result(timeout=2) == "finished"
+    assert wf.runs("cr:1") == 1  # the step in flight ran once
 
 
 def test_cancelling_a_workflows_job_cancels_the_workflow() -> None:
