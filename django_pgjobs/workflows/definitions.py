@@ -14,6 +14,7 @@ from django_pgjobs.conf import conf
 from django_pgjobs.exceptions import InvalidJobError
 from django_pgjobs.jobs import validation
 from django_pgjobs.jobs.registry import qualname
+from django_pgjobs.jobs.retry import backoff_delay
 from django_pgjobs.workflows import runtime
 from django_pgjobs.workflows.registry import JOB_PREFIX, workflows
 
@@ -95,6 +96,13 @@ class StepDefinition:
 
     def __repr__(self) -> str:
         return f"<step {self.name}>"
+
+    def retry_delay(self, attempt: int) -> float:
+        """Seconds to wait before retrying failed ``attempt`` in place: capped at
+        ``RETRY_DELAY_MAX`` like a job's retry delay, since the wait holds a handler thread."""
+        return backoff_delay(
+            attempt, base=self.interval_seconds, rate=self.backoff_rate, cap=conf.RETRY_DELAY_MAX
+        )
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return runtime.call_step(self, args, kwargs)

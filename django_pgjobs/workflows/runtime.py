@@ -34,7 +34,6 @@ from django_pgjobs.exceptions import (
     WorkflowSerializationError,
 )
 from django_pgjobs.jobs.context import JobHandedBack, current_job
-from django_pgjobs.jobs.retry import backoff_delay
 from django_pgjobs.queries import ClaimedJob, Token
 from django_pgjobs.queries import workflow_reads as reads
 from django_pgjobs.queries import workflow_runs as runs
@@ -283,13 +282,7 @@ def call_step(definition: StepDefinition, args: tuple[Any, ...], kwargs: dict[st
                 # now, on a new connection, would fail the workflow for good.
                 raise _stop_for(exc) from exc
             if definition.retries_allowed and attempt < definition.max_attempts:
-                # Capped like a job's retry delay: the wait holds this handler thread.
-                delay = backoff_delay(
-                    attempt,
-                    base=definition.interval_seconds,
-                    rate=definition.backoff_rate,
-                    cap=conf.RETRY_DELAY_MAX,
-                )
+                delay = definition.retry_delay(attempt)
                 logger.warning(
                     "Step %s of workflow %s failed (attempt %s/%s, %s); retrying in %.1fs",
                     definition.name, ctx.workflow_id, attempt, definition.max_attempts,
