@@ -74,3 +74,17 @@ def test_a_suspended_workflow_runs_no_step_on_its_way_out(make_worker: type[Work
     # holding the lease, the job being already back in the queue; its fenced checkpoint would
     # then raise _LeaseLost over _Suspended, and the worker count the attempt as "lost".)
     assert wf.runs("fin:cleanup") == 0
+
+
+def test_a_wait_that_would_end_after_the_storable_times_fails_at_the_call(
+    make_worker: type[Worker],
+) -> None:
+    """1e12 s is year 33,000: PostgreSQL stores it, Python could never read it back; the
+    wait's deadline CHECK (migration 0014) would refuse it mid-bookkeeping."""
+    handle = start_workflow(wf.sleeper, "forever", 1e12)
+    drain(make_worker())
+    run = get_workflow(handle.workflow_id)
+    assert run.status == "failed"
+    assert "would end after 9000-01-01" in str(run.error)
+    # Nothing of the wait was written: only the step before it.
+    assert [s.status for s in list_workflow_steps(handle.workflow_id)] == ["completed"]
