@@ -1,12 +1,15 @@
 from __future__ import annotations
 
+import importlib
 import json
 from collections.abc import Iterator
 from io import StringIO
+from typing import Any
 
 import pytest
 from django.core.management import call_command
 from django.db import connection
+from django.db.migrations.loader import MigrationLoader
 
 from django_pgjobs import enqueue, get_job
 
@@ -207,3 +210,32 @@ def test_0014_resumes_after_a_run_that_stopped_between_its_steps(at_0013: None) 
     assert len(checks) == 24 and all(checks.values())
     call_command("migrate", "pgjobs", "0013", verbosity=0)
     assert _range_checks() == {}
+
+
+def _0014_steps() -> tuple[Any, Any]:
+    """Migration 0014's module and the models as they are before it, to run its steps one by
+    one."""
+    module = importlib.import_module("django_pgjobs.migrations.0014_times_in_range")
+    state = MigrationLoader(connection).project_state(("pgjobs", "0013_job_attempt_spared"))
+    return module, state.apps
+
+
+def test_0014_adds_its_checks_not_valid_then_validates_them(at_0013: None) -> None:
+    """NOT VALID: the table is not scanned under ACCESS EXCLUSIVE; the scan is VALIDATE's."""
+    module, before = _0014_steps()
+    with connection.schema_editor(atomic=False) as editor:
+        module.add_not_valid(before, editor)
+        checks = _range_checks()
+        assert len(checks) == 24 and not any(checks.values())
+        module.validate(before, editor)
+    assert all(_range_checks().values())
+
+
+def test_0014_names_a_row_written_between_its_read_and_its_checks(at_0013: None) -> None:
+    module, before = _0014_steps()
+    with connection.cursor() as cur:
+        cur.execute("INSERT INTO pgjobs_workers (id, started_at) VALUES ('late', '-infinity')")
+    with connection.schema_editor(atomic=False) as editor:
+        module.add_not_valid(before, editor)  # an existing row passes NOT VALID
+        with pytest.raises(RuntimeError, match="id late: started_at = -infinity"):
+            module.validate(before, editor)
