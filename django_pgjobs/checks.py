@@ -30,6 +30,11 @@ _POSITIVE_SECONDS = (
     "RETENTION",
     "WORKFLOW_RETENTION",
 )
+# Settings a stored time is computed from (a lease's end, a retry's due time): that time must
+# stay before jobs.validation.LATEST_TIME, which the tables' range CHECKs enforce (migration
+# 0014). A century is far beyond any sensible value and leaves thousands of years of room.
+_STORED_SECONDS = ("RETRY_DELAY_MAX", "LEASE_SECONDS")
+MAX_STORED_SECONDS = 100 * 365 * 24 * 3600
 
 
 def _is_number(value: Any) -> bool:
@@ -45,6 +50,11 @@ def _value_errors(config: dict[str, Any]) -> list[str]:
         if not _is_number(value) or _seconds(value) <= 0:
             problems.append(
                 f"{name} must be a positive number of seconds (or a timedelta); got {value!r}."
+            )
+        elif name in _STORED_SECONDS and _seconds(value) > MAX_STORED_SECONDS:
+            problems.append(
+                f"{name} must be at most {MAX_STORED_SECONDS} seconds (100 years): the time "
+                f"computed from it is stored, and must stay before 9000-01-01; got {value!r}."
             )
     delay = config.get("RETRY_DELAY", DEFAULTS["RETRY_DELAY"])
     if not _is_number(delay) or _seconds(delay) < 0:

@@ -81,6 +81,9 @@ def test_e007_suggests_the_closest_known_setting() -> None:
         {"MAX_PAYLOAD_BYTES": "1MB"},
         {"MAX_PAYLOAD_BYTES": True},
         {"MAX_PAYLOAD_BYTES": 1.5},
+        # A lease's end or a retry's due time would lie beyond the stored range (0014).
+        {"LEASE_SECONDS": 1e12},
+        {"RETRY_DELAY_MAX": 1e12},
     ],
 )
 def test_e004_bad_values(bad: dict[str, Any]) -> None:
