@@ -18,7 +18,7 @@ def times_in_range(prefix: str, *fields: str) -> tuple[models.CheckConstraint, .
     PostgreSQL stores ``infinity`` and years up to 294276, Python's ``datetime`` ends at 9999:
     one such row written by SQL broke the worker's claim (after it committed), the dashboard,
     the admin, the CLI and the scheduler (issue 13). Refused where it is written, so no reader
-    needs to guard. A comparison of two constants per column: nothing on the insert path.
+    needs to guard. Two comparisons with constants per column: cheap on the insert path.
     Added by migration 0014 (``NOT VALID``, then validated); named ``<prefix>_<column>_range``.
     """
     return tuple(
