@@ -143,11 +143,14 @@ def _apply(
 
 def _reason(exc: PgJobsError, pk: Any) -> str:
     """The refusal with the row's id taken out, so one reason groups many rows. A quoted id
-    (workflow ids are free text: 'a' must not mangle "already") is replaced as a whole."""
+    (workflow ids and schedule names are free text: 'a' must not mangle "already") is replaced
+    as a whole; a bare one only where it stands as a word of its own (id 5 must not touch
+    "500")."""
     text = str(exc)
     if isinstance(pk, str) and repr(pk) in text:
         return text.replace(repr(pk), "'{id}'")
-    return text.replace(str(pk), "{id}")
+    # Not inside a longer word or number: no word character, '-' or '.digit' beside it.
+    return re.sub(rf"(?<![\w-])(?<!\w\.){re.escape(str(pk))}(?![\w-]|\.\w)", "{id}", text)
 
 
 class _QueueDatabaseMixin:
