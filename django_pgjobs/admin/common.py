@@ -126,18 +126,23 @@ def _apply(
         )
         return False
     succeeded = 0
-    refusals: dict[str, int] = {}
+    # One message per reason: the first refusal as it was said, and the ids it applies to.
+    refusals: dict[str, tuple[str, list[Any]]] = {}
     for pk in selected:
         try:
             operation(pk)
             succeeded += 1
         except PgJobsError as exc:
-            reason = _reason(exc, pk)
-            refusals[reason] = refusals.get(reason, 0) + 1
+            refusals.setdefault(_reason(exc, pk), (str(exc), []))[1].append(pk)
     if succeeded:
         modeladmin.message_user(request, f"{succeeded} {done}.", messages.SUCCESS)
-    for reason, count in refusals.items():
-        modeladmin.message_user(request, f"{count} {noun}: {reason}", messages.WARNING)
+    for first, pks in refusals.values():
+        if len(pks) == 1:
+            message = first
+        else:
+            shown = ", ".join(map(str, pks[:5])) + (", …" if len(pks) > 5 else "")
+            message = f"{len(pks)} {noun} refused ({shown}), for example: {first}"
+        modeladmin.message_user(request, message, messages.WARNING)
     return True
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from django.db import models
 
-from django_pgjobs.stored_json import UndecodableJSON
+from django_pgjobs.stored_json import UndecodableJSON, why_undecodable
 
 
 class StoredJSONField(models.JSONField):
@@ -22,7 +22,7 @@ class StoredJSONField(models.JSONField):
         try:
             return super().from_db_value(value, expression, connection)
         except (ValueError, RecursionError) as exc:
-            return UndecodableJSON(value, f"{type(exc).__name__}: {exc}")
+            return UndecodableJSON(value, why_undecodable(exc))
 
     def get_prep_value(self, value: Any) -> Any:
         if isinstance(value, UndecodableJSON):

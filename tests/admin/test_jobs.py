@@ -89,7 +89,8 @@ def test_actions_cap_the_selection_and_group_refusals(
     Job.objects.filter(id__in=done).update(status="completed")
     grouped = act(admin_client_, "job", "cancel", done).content.decode()
     assert grouped.count("only a pending or running job can be cancelled") == 1
-    assert "3 job(s): Job {id} is completed" in grouped
+    assert "3 job(s) refused (" in grouped and "), for example: Job " in grouped
+    assert all(str(job_id) in grouped for job_id in done)
     monkeypatch.setattr(pgjobs_admin, "ACTION_LIMIT", 2)
     pending = [enqueue("test.record") for _ in range(3)]
     refused = act(admin_client_, "job", "cancel", pending).content.decode()
