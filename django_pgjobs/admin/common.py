@@ -111,10 +111,12 @@ def _apply(
     done: str,
     *,
     noun: str = "job(s)",
+    results: str | None = None,
 ) -> bool:
     """Run one library operation per selected row; report successes, and refusals grouped by
     reason. A selection above ACTION_LIMIT rows is refused (False): one request must stay
-    short. A queryset ("select all N") is read only up to ACTION_LIMIT + 1 rows to decide."""
+    short. A queryset ("select all N") is read only up to ACTION_LIMIT + 1 rows to decide.
+    ``results`` names what the operation returns (e.g. "as job(s)"): the message lists them."""
     selected = list(ids[: ACTION_LIMIT + 1] if isinstance(ids, QuerySet) else ids)
     if len(selected) > ACTION_LIMIT:
         modeladmin.message_user(
@@ -126,16 +128,22 @@ def _apply(
         )
         return False
     succeeded = 0
+    made: list[Any] = []
     # One message per reason: the first refusal as it was said, and the ids it applies to.
     refusals: dict[str, tuple[str, list[Any]]] = {}
     for pk in selected:
         try:
-            operation(pk)
+            made.append(operation(pk))
             succeeded += 1
         except PgJobsError as exc:
             refusals.setdefault(_reason(exc, pk), (str(exc), []))[1].append(pk)
     if succeeded:
-        modeladmin.message_user(request, f"{succeeded} {done}.", messages.SUCCESS)
+        said = f"{succeeded} {done}"
+        if results is not None:
+            said += (
+                f" {results} " + ", ".join(map(str, made[:5])) + (", …" if len(made) > 5 else "")
+            )
+        modeladmin.message_user(request, f"{said}.", messages.SUCCESS)
     for first, pks in refusals.values():
         if len(pks) == 1:
             message = first

@@ -105,9 +105,13 @@ def test_dead_letters_grouped_by_job_and_error_and_requeued(
     page = admin_client_.get(changelist("failedjob")).content.decode()
     assert "Dead letters by job and error" in page
     assert "<code>ValueError</code>" in page and ">3<" in page.replace(" ", "")
-    act(admin_client_, "failedjob", "requeue", ids[:2])
+    page = act(admin_client_, "failedjob", "requeue", ids[:2]).content.decode()
     assert FailedJob.objects.count() == 1
-    assert Job.objects.filter(job_name="test.fail", status="pending").count() == 2
+    requeued = Job.objects.filter(job_name="test.fail", status="pending")
+    assert requeued.count() == 2
+    # The message names the new jobs.
+    assert "2 dead letter(s) requeued as job(s) " in page
+    assert all(str(job.id) in page for job in requeued)
 
 
 def test_a_view_only_user_sees_everything_and_changes_nothing(
