@@ -81,14 +81,17 @@ class ScheduleAdmin(LargeValuesMixin, _QueueDatabaseMixin, ModelAdmin[Schedule])
 
     @admin.display(description="next fire times")
     def next_fire_times(self, obj: Schedule) -> str:
+        now = timezone.now()
         try:
             spec = crontab.parse(obj.cron, timezone=obj.timezone, start=obj.start_at)
+            after = max(now, obj.start_at) if obj.start_at else now
+            times = crontab.upcoming(spec, after, 3, end=obj.end_at)
         except crontab.InvalidScheduleError as exc:
             return f"invalid: {exc}"
-        now = timezone.now()
-        after = max(now, obj.start_at) if obj.start_at else now
+        except (OverflowError, ValueError):
+            # A start near the end of the calendar (the form refuses it, and re-shows it here).
+            return "invalid: its window starts beyond the calendar"
         tz = crontab.get_timezone(obj.timezone)
-        times = crontab.upcoming(spec, after, 3, end=obj.end_at)
         if not times:
             return "none"
         # One per line, date and time free to wrap apart: a 1,400 px window fits the list.
