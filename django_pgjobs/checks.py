@@ -211,6 +211,25 @@ def check_database(
     return []
 
 
+@register()
+def check_time_zone_support(
+    *, app_configs: Sequence[AppConfig] | None, **kwargs: Any
+) -> list[CheckMessage]:
+    """Every time the queue stores is a point in time (timestamptz), compared with PostgreSQL's
+    clock and with aware datetimes from the worker's own connection. Under USE_TZ = False Django
+    hands out naive datetimes for the same columns, and the admin and the commands could not show
+    them in TIME_ZONE: one clear error instead of pages that fail."""
+    if settings.USE_TZ:
+        return []
+    return [
+        Error(
+            "django-pgjobs needs USE_TZ = True (Django's default since 5.0).",
+            hint="Set USE_TZ = True: times are then stored in UTC and shown in TIME_ZONE.",
+            id="pgjobs.E021",
+        )
+    ]
+
+
 @register(Tags.database)
 def check_migrations_applied(
     *, app_configs: Sequence[AppConfig] | None, databases: Sequence[str] | None, **kwargs: Any

@@ -140,3 +140,11 @@ def test_e020_the_admin_needs_the_dropdown_filter_app() -> None:
         assert ids(check_admin_filters(app_configs=None)) == ["pgjobs.E020"]
         with modify_settings(INSTALLED_APPS={"remove": ["django.contrib.admin"]}):
             assert check_admin_filters(app_configs=None) == []
+
+
+def test_e021_the_queue_needs_time_zone_support() -> None:
+    from django_pgjobs.checks import check_time_zone_support
+
+    assert check_time_zone_support(app_configs=None) == []
+    with override_settings(USE_TZ=False):
+        assert ids(check_time_zone_support(app_configs=None)) == ["pgjobs.E021"]

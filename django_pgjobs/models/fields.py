@@ -9,7 +9,7 @@ from django.db import models
 from django.db.models import Q
 
 from django_pgjobs.jobs.validation import EARLIEST_TIME, LATEST_TIME
-from django_pgjobs.stored_json import UndecodableJSON
+from django_pgjobs.stored_json import UndecodableJSON, why_undecodable
 
 
 def times_in_range(prefix: str, *fields: str) -> tuple[models.CheckConstraint, ...]:
@@ -43,7 +43,7 @@ class StoredJSONField(models.JSONField):
         try:
             return super().from_db_value(value, expression, connection)
         except (ValueError, RecursionError) as exc:
-            return UndecodableJSON(value, f"{type(exc).__name__}: {exc}")
+            return UndecodableJSON(value, why_undecodable(exc))
 
     def get_prep_value(self, value: Any) -> Any:
         if isinstance(value, UndecodableJSON):
