@@ -30,6 +30,11 @@ _POSITIVE_SECONDS = (
     "RETENTION",
     "WORKFLOW_RETENTION",
 )
+# Settings a stored time is computed from (a lease's end, a retry's due time): that time must
+# stay before jobs.validation.LATEST_TIME, which the tables' range CHECKs enforce (migration
+# 0014). A century is far beyond any sensible value and leaves thousands of years of room.
+_STORED_SECONDS = ("RETRY_DELAY_MAX", "LEASE_SECONDS")
+MAX_STORED_SECONDS = 100 * 365 * 24 * 3600
 
 
 def _is_number(value: Any) -> bool:
@@ -45,6 +50,11 @@ def _value_errors(config: dict[str, Any]) -> list[str]:
         if not _is_number(value) or _seconds(value) <= 0:
             problems.append(
                 f"{name} must be a positive number of seconds (or a timedelta); got {value!r}."
+            )
+        elif name in _STORED_SECONDS and _seconds(value) > MAX_STORED_SECONDS:
+            problems.append(
+                f"{name} must be at most {MAX_STORED_SECONDS} seconds (100 years): the time "
+                f"computed from it is stored, and must stay before 9000-01-01; got {value!r}."
             )
     delay = config.get("RETRY_DELAY", DEFAULTS["RETRY_DELAY"])
     if not _is_number(delay) or _seconds(delay) < 0:
@@ -199,6 +209,25 @@ def check_database(
             )
         ]
     return []
+
+
+@register()
+def check_time_zone_support(
+    *, app_configs: Sequence[AppConfig] | None, **kwargs: Any
+) -> list[CheckMessage]:
+    """Every time the queue stores is a point in time (timestamptz), compared with PostgreSQL's
+    clock and with aware datetimes from the worker's own connection. Under USE_TZ = False Django
+    hands out naive datetimes for the same columns, and the admin and the commands could not show
+    them in TIME_ZONE: one clear error instead of pages that fail."""
+    if settings.USE_TZ:
+        return []
+    return [
+        Error(
+            "django-pgjobs needs USE_TZ = True (Django's default since 5.0).",
+            hint="Set USE_TZ = True: times are then stored in UTC and shown in TIME_ZONE.",
+            id="pgjobs.E021",
+        )
+    ]
 
 
 @register(Tags.database)

@@ -12,6 +12,7 @@ one is dead-lettered at once; the admin shows the text).
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
 
 # How much of the stored text an UndecodableJSON keeps: enough to recognise the row, never the
@@ -53,4 +54,17 @@ def decode_json(text: str) -> Any:
     except (ValueError, RecursionError) as exc:
         # ValueError: an int past sys.get_int_max_str_digits() (JSONDecodeError cannot happen:
         # PostgreSQL only hands out valid JSON). RecursionError: nesting past the limit.
-        return UndecodableJSON(text, f"{type(exc).__name__}: {exc}")
+        return UndecodableJSON(text, why_undecodable(exc))
+
+
+def why_undecodable(exc: ValueError | RecursionError) -> str:
+    """The reason in our words: Python's own message for the digit limit advises raising it
+    with sys.set_int_max_str_digits(), which is not the fix here (correct the row, then requeue)."""
+    if isinstance(exc, RecursionError):
+        return "RecursionError: nested deeper than Python's recursion limit"
+    if "int_max_str_digits" in str(exc) or "Exceeds the limit" in str(exc):
+        return (
+            "ValueError: a number has more digits than Python converts "
+            f"({sys.get_int_max_str_digits():,})"
+        )
+    return f"{type(exc).__name__}: {exc}"

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import psycopg
 from django.db import connection, connections
+from django.db.models.functions import Now
 from django.utils import timezone
 from psycopg.conninfo import make_conninfo
 
@@ -133,6 +134,39 @@ def make_workflow_due(workflow_id: str) -> None:
     Job.objects.filter(key=f"pgjobs.workflow:{workflow_id}", status="pending").update(
         scheduled_for=timezone.now()
     )
+
+
+def end_workflow_wait(workflow_id: str) -> timedelta:
+    """Stand-in for waiting out a durable wait (sleep, or a recv/get_event timeout): the waiting
+    step's recorded wake time moves to the database's now, and the workflow's job becomes due.
+
+    Making the job due is not enough: the replay compares the recorded wake time with the
+    database's clock again and would suspend anew. A wait without a wake time (no timeout) is
+    not touched and the helper fails, as does a workflow with no waiting step. Returns how long
+    the wait still had to go, for the test to check the deadline it recorded.
+    """
+    from django_pgjobs.models import Job
+
+    with connection.cursor() as cur:
+        cur.execute(
+            """
+            WITH waiting AS (
+                SELECT step_index, wake_at FROM pgjobs_workflow_steps
+                WHERE workflow_id = %s AND status = 'waiting' AND wake_at IS NOT NULL
+                FOR UPDATE
+            )
+            UPDATE pgjobs_workflow_steps AS s SET wake_at = least(s.wake_at, now())
+            FROM waiting WHERE s.workflow_id = %s AND s.step_index = waiting.step_index
+            RETURNING waiting.wake_at - now()
+            """,
+            [workflow_id, workflow_id],
+        )
+        moved = cur.fetchall()
+    assert len(moved) == 1, f"workflow {workflow_id} has {len(moved)} waits with a wake time"
+    Job.objects.filter(key=f"pgjobs.workflow:{workflow_id}", status="pending").update(
+        scheduled_for=Now()
+    )
+    return moved[0][0]  # type: ignore[no-any-return]
 
 
 def bury_workflow(workflow_id: str) -> FailedJob:

@@ -81,6 +81,9 @@ def test_e007_suggests_the_closest_known_setting() -> None:
         {"MAX_PAYLOAD_BYTES": "1MB"},
         {"MAX_PAYLOAD_BYTES": True},
         {"MAX_PAYLOAD_BYTES": 1.5},
+        # A lease's end or a retry's due time would lie beyond the stored range (0014).
+        {"LEASE_SECONDS": 1e12},
+        {"RETRY_DELAY_MAX": 1e12},
     ],
 )
 def test_e004_bad_values(bad: dict[str, Any]) -> None:
@@ -137,3 +140,11 @@ def test_e020_the_admin_needs_the_dropdown_filter_app() -> None:
         assert ids(check_admin_filters(app_configs=None)) == ["pgjobs.E020"]
         with modify_settings(INSTALLED_APPS={"remove": ["django.contrib.admin"]}):
             assert check_admin_filters(app_configs=None) == []
+
+
+def test_e021_the_queue_needs_time_zone_support() -> None:
+    from django_pgjobs.checks import check_time_zone_support
+
+    assert check_time_zone_support(app_configs=None) == []
+    with override_settings(USE_TZ=False):
+        assert ids(check_time_zone_support(app_configs=None)) == ["pgjobs.E021"]

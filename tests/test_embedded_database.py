@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -107,3 +108,26 @@ def test_without_database_url_the_lines_start_an_embedded_server(tmp_path: Path)
     # The server stops when the last process using it exits, and the data stays for next time.
     wait_for(lambda: not (data / "postmaster.pid").exists(), timeout=30, what="server stopped")
     assert use_it()["jobs"] == 2
+
+
+@pytest.mark.slow
+def test_a_process_stopped_with_sigterm_lets_go_of_the_embedded_server(tmp_path: Path) -> None:
+    """Before: SIGTERM skipped atexit, so the server outlived e.g. `runserver --noreload`."""
+    (tmp_path / "devsettings.py").write_text(SETTINGS + documented_lines())
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env.update(DJANGO_SETTINGS_MODULE="devsettings", PYTHONPATH=f"{tmp_path}:{ROOT}")
+    ready = tmp_path / "ready"
+    # Settings read (the server started), then wait for a signal, as a server process would.
+    serve = f"import django, pathlib, signal; django.setup(); pathlib.Path({str(ready)!r}).touch()"
+    serve += "; signal.pause()"
+    proc = subprocess.Popen([sys.executable, "-c", serve], cwd=tmp_path, env=env)
+    try:
+        wait_for(ready.exists, timeout=120, what="the embedded server started")
+        data = tmp_path / ".pgdata"
+        assert (data / "postmaster.pid").exists()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+        wait_for(lambda: not (data / "postmaster.pid").exists(), timeout=30, what="server stopped")
+    finally:
+        proc.kill()
+        proc.wait()

@@ -1,12 +1,15 @@
 from __future__ import annotations
 
+import importlib
 import json
 from collections.abc import Iterator
 from io import StringIO
+from typing import Any
 
 import pytest
 from django.core.management import call_command
 from django.db import connection
+from django.db.migrations.loader import MigrationLoader
 
 from django_pgjobs import enqueue, get_job
 
@@ -140,3 +143,99 @@ def test_0012_lowers_a_catch_up_limit_over_the_new_bound(before_reserved_names: 
     with connection.cursor() as cur:
         cur.execute("SELECT catch_up_limit FROM pgjobs_schedules WHERE name = 'many'")
         assert cur.fetchone()[0] == 1000
+
+
+@pytest.fixture
+def at_0013(transactional_db: None) -> Iterator[None]:
+    """The database before 0014 (times in range); migrated back to the latest afterwards."""
+    call_command("migrate", "pgjobs", "0013", verbosity=0)
+    yield
+    with connection.cursor() as cur:
+        cur.execute("DELETE FROM pgjobs_job_queue")
+        cur.execute("DELETE FROM pgjobs_workers")
+    call_command("migrate", "pgjobs", verbosity=0)
+
+
+def _range_checks() -> dict[str, bool]:
+    with connection.cursor() as cur:
+        cur.execute(
+            "SELECT conname, convalidated FROM pg_constraint WHERE conname LIKE 'pgjobs%%_range' "
+            "AND conname NOT IN ('pgjobs_job_priority_range', 'pgjobs_job_progress_range', "
+            "'pgjobs_schedule_priority_range')"
+        )
+        return dict(cur.fetchall())
+
+
+def test_0014_names_the_rows_whose_times_python_cannot_read_and_changes_nothing(
+    at_0013: None,
+) -> None:
+    with connection.cursor() as cur:
+        cur.execute(
+            "INSERT INTO pgjobs_job_queue (job_name, scheduled_for) "
+            "VALUES ('test.record', 'infinity') RETURNING id"
+        )
+        job_id = cur.fetchone()[0]
+        cur.execute("INSERT INTO pgjobs_job_queue (job_name) VALUES ('test.record')")
+        cur.execute(
+            "INSERT INTO pgjobs_workers (id, last_heartbeat_at) VALUES ('w1', '10000-01-01')"
+        )
+    with pytest.raises(RuntimeError) as refused:
+        call_command("migrate", "pgjobs", "0014", verbosity=0)
+    message = str(refused.value)
+    assert f"pgjobs_job_queue (1 row(s)): id {job_id}: scheduled_for = infinity" in message
+    assert "pgjobs_workers (1 row(s)): id w1: last_heartbeat_at = 10000-01-01" in message
+    assert "docs/howto/upgrade.md" in message and "Nothing was changed" in message
+    assert _range_checks() == {}
+    with connection.cursor() as cur:
+        cur.execute("SELECT pg_get_functiondef('pgjobs_enqueue'::regproc) LIKE '%%9000-01-01%%'")
+        assert cur.fetchone()[0] is False
+        cur.execute("UPDATE pgjobs_job_queue SET scheduled_for = now()")
+        cur.execute("DELETE FROM pgjobs_workers")
+    call_command("migrate", "pgjobs", "0014", verbosity=0)
+    checks = _range_checks()
+    assert len(checks) == 24 and all(checks.values())
+
+
+def test_0014_resumes_after_a_run_that_stopped_between_its_steps(at_0013: None) -> None:
+    """Adding NOT VALID and validating commit separately: a run stopped in between leaves
+    some checks, which the next run keeps and validates."""
+    with connection.cursor() as cur:
+        cur.execute(
+            "ALTER TABLE pgjobs_job_queue ADD CONSTRAINT pgjobs_job_scheduled_for_range "
+            "CHECK (scheduled_for >= '0002-01-01 00:00:00+00' "
+            "AND scheduled_for < '9000-01-01 00:00:00+00') NOT VALID"
+        )
+    call_command("migrate", "pgjobs", "0014", verbosity=0)
+    checks = _range_checks()
+    assert len(checks) == 24 and all(checks.values())
+    call_command("migrate", "pgjobs", "0013", verbosity=0)
+    assert _range_checks() == {}
+
+
+def _0014_steps() -> tuple[Any, Any]:
+    """Migration 0014's module and the models as they are before it, to run its steps one by
+    one."""
+    module = importlib.import_module("django_pgjobs.migrations.0014_times_in_range")
+    state = MigrationLoader(connection).project_state(("pgjobs", "0013_job_attempt_spared"))
+    return module, state.apps
+
+
+def test_0014_adds_its_checks_not_valid_then_validates_them(at_0013: None) -> None:
+    """NOT VALID: the table is not scanned under ACCESS EXCLUSIVE; the scan is VALIDATE's."""
+    module, before = _0014_steps()
+    with connection.schema_editor(atomic=False) as editor:
+        module.add_not_valid(before, editor)
+        checks = _range_checks()
+        assert len(checks) == 24 and not any(checks.values())
+        module.validate(before, editor)
+    assert all(_range_checks().values())
+
+
+def test_0014_names_a_row_written_between_its_read_and_its_checks(at_0013: None) -> None:
+    module, before = _0014_steps()
+    with connection.cursor() as cur:
+        cur.execute("INSERT INTO pgjobs_workers (id, started_at) VALUES ('late', '-infinity')")
+    with connection.schema_editor(atomic=False) as editor:
+        module.add_not_valid(before, editor)  # an existing row passes NOT VALID
+        with pytest.raises(RuntimeError, match="id late: started_at = -infinity"):
+            module.validate(before, editor)

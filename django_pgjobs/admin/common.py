@@ -111,10 +111,12 @@ def _apply(
     done: str,
     *,
     noun: str = "job(s)",
+    results: str | None = None,
 ) -> bool:
     """Run one library operation per selected row; report successes, and refusals grouped by
     reason. A selection above ACTION_LIMIT rows is refused (False): one request must stay
-    short. A queryset ("select all N") is read only up to ACTION_LIMIT + 1 rows to decide."""
+    short. A queryset ("select all N") is read only up to ACTION_LIMIT + 1 rows to decide.
+    ``results`` names what the operation returns (e.g. "as job(s)"): the message lists them."""
     selected = list(ids[: ACTION_LIMIT + 1] if isinstance(ids, QuerySet) else ids)
     if len(selected) > ACTION_LIMIT:
         modeladmin.message_user(
@@ -126,28 +128,42 @@ def _apply(
         )
         return False
     succeeded = 0
-    refusals: dict[str, int] = {}
+    made: list[Any] = []
+    # One message per reason: the first refusal as it was said, and the ids it applies to.
+    refusals: dict[str, tuple[str, list[Any]]] = {}
     for pk in selected:
         try:
-            operation(pk)
+            made.append(operation(pk))
             succeeded += 1
         except PgJobsError as exc:
-            reason = _reason(exc, pk)
-            refusals[reason] = refusals.get(reason, 0) + 1
+            refusals.setdefault(_reason(exc, pk), (str(exc), []))[1].append(pk)
     if succeeded:
-        modeladmin.message_user(request, f"{succeeded} {done}.", messages.SUCCESS)
-    for reason, count in refusals.items():
-        modeladmin.message_user(request, f"{count} {noun}: {reason}", messages.WARNING)
+        said = f"{succeeded} {done}"
+        if results is not None:
+            said += (
+                f" {results} " + ", ".join(map(str, made[:5])) + (", …" if len(made) > 5 else "")
+            )
+        modeladmin.message_user(request, f"{said}.", messages.SUCCESS)
+    for first, pks in refusals.values():
+        if len(pks) == 1:
+            message = first
+        else:
+            shown = ", ".join(map(str, pks[:5])) + (", …" if len(pks) > 5 else "")
+            message = f"{len(pks)} {noun} refused ({shown}), for example: {first}"
+        modeladmin.message_user(request, message, messages.WARNING)
     return True
 
 
 def _reason(exc: PgJobsError, pk: Any) -> str:
     """The refusal with the row's id taken out, so one reason groups many rows. A quoted id
-    (workflow ids are free text: 'a' must not mangle "already") is replaced as a whole."""
+    (workflow ids and schedule names are free text: 'a' must not mangle "already") is replaced
+    as a whole; a bare one only where it stands as a word of its own (id 5 must not touch
+    "500")."""
     text = str(exc)
     if isinstance(pk, str) and repr(pk) in text:
         return text.replace(repr(pk), "'{id}'")
-    return text.replace(str(pk), "{id}")
+    # Not inside a longer word or number: no word character, '-' or '.digit' beside it.
+    return re.sub(rf"(?<![\w-])(?<!\w\.){re.escape(str(pk))}(?![\w-]|\.\w)", "{id}", text)
 
 
 class _QueueDatabaseMixin:

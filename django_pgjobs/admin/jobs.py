@@ -203,6 +203,7 @@ class FailedJobAdmin(JobColumns, _ReadOnlyFieldsMixin, ModelAdmin[FailedJob]):
             ids,
             lambda pk: jobs.retry_dead_letter_job(pk, using=conf.DATABASE),
             "dead letter(s) requeued",
+            results="as job(s)",
         )
 
     def changelist_view(

@@ -23,12 +23,17 @@ from django_pgjobs.models import (
 )
 from django_pgjobs.schedules import crontab
 from django_pgjobs.schedules.scheduler import run_schedule_now
+from django_pgjobs.stored_json import UndecodableJSON, decode_json
 
 
-def _too_large(obj: Schedule) -> bool:
-    """The payload does not fit the change page's preview (see previews.whole_or_head)."""
+def _not_editable(obj: Schedule) -> bool:
+    """The payload does not fit the change page's preview (see previews.whole_or_head), or it is
+    JSON Python cannot decode (written by SQL): the form could only mangle it. Shown read-only,
+    and left as it is when the operator saves (disabling the schedule, say)."""
     head = getattr(obj, "payload_head", None) or ""
-    return int(getattr(obj, "payload_size", 0) or 0) > len(head.encode())
+    if int(getattr(obj, "payload_size", 0) or 0) > len(head.encode()):
+        return True
+    return isinstance(decode_json(head), UndecodableJSON)
 
 
 @admin.register(Schedule)
@@ -59,13 +64,13 @@ class ScheduleAdmin(LargeValuesMixin, _QueueDatabaseMixin, ModelAdmin[Schedule])
                 if f.name not in editable | set(fields) | {"payload"}
             ]
             fields.append("payload_preview")
-        elif obj is not None and _too_large(obj):
+        elif obj is not None and _not_editable(obj):
             fields.append("payload_preview")
         return fields
 
     def get_exclude(self, request: HttpRequest, obj: Schedule | None = None) -> list[str]:
         excluded = list(super().get_exclude(request, obj) or [])
-        if obj is not None and (obj.source != "database" or _too_large(obj)):
+        if obj is not None and (obj.source != "database" or _not_editable(obj)):
             excluded.append("payload")  # shown by payload_preview instead
         return excluded
 
@@ -76,14 +81,17 @@ class ScheduleAdmin(LargeValuesMixin, _QueueDatabaseMixin, ModelAdmin[Schedule])
 
     @admin.display(description="next fire times")
     def next_fire_times(self, obj: Schedule) -> str:
+        now = timezone.now()
         try:
             spec = crontab.parse(obj.cron, timezone=obj.timezone, start=obj.start_at)
+            after = max(now, obj.start_at) if obj.start_at else now
+            times = crontab.upcoming(spec, after, 3, end=obj.end_at)
         except crontab.InvalidScheduleError as exc:
             return f"invalid: {exc}"
-        now = timezone.now()
-        after = max(now, obj.start_at) if obj.start_at else now
+        except (OverflowError, ValueError):
+            # A start near the end of the calendar (the form refuses it, and re-shows it here).
+            return "invalid: its window starts beyond the calendar"
         tz = crontab.get_timezone(obj.timezone)
-        times = crontab.upcoming(spec, after, 3, end=obj.end_at)
         if not times:
             return "none"
         # One per line, date and time free to wrap apart: a 1,400 px window fits the list.
@@ -106,4 +114,11 @@ class ScheduleAdmin(LargeValuesMixin, _QueueDatabaseMixin, ModelAdmin[Schedule])
     @admin.action(description="Run now (a manual run, not a tick)", permissions=["change"])
     def run_now(self, request: HttpRequest, queryset: QuerySet[Schedule]) -> None:
         names = queryset.values_list("name", flat=True)
-        _apply(self, request, names, lambda name: run_schedule_now(name), "schedule(s) run")
+        _apply(
+            self,
+            request,
+            names,
+            lambda name: run_schedule_now(name),
+            "schedule(s) run",
+            noun="schedule(s)",
+        )

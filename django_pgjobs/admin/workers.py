@@ -70,8 +70,15 @@ class WorkerAdmin(_ReadOnlyFieldsMixin, ModelAdmin[Worker]):
             return False
         return bool(super().has_delete_permission(request, obj))
 
-    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
-        actions = super().get_actions(request)
+    def get_actions(self, request: HttpRequest, action_location: Any = None) -> dict[str, Any]:
+        # action_location: Django 6.1 passes where the actions are shown (its deprecation warns
+        # about an override without it); 5.2 calls this with the request alone.
+        base: Any = super().get_actions
+        actions: dict[str, Any] = (
+            base(request)
+            if action_location is None
+            else base(request, action_location=action_location)
+        )
         actions.pop("delete_selected", None)  # it would delete live workers too
         return actions
 

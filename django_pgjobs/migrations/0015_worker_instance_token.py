@@ -8,7 +8,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("pgjobs", "0013_job_attempt_spared"),
+        ("pgjobs", "0014_times_in_range"),
     ]
 
     operations = [

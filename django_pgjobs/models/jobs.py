@@ -17,7 +17,7 @@ from django.db.models import Q, Value
 from django.db.models.functions import Now
 
 from django_pgjobs.jobs.validation import MAX_NAME_LENGTH, MAX_PRIORITY, MIN_PRIORITY
-from django_pgjobs.models.fields import StoredJSONField
+from django_pgjobs.models.fields import StoredJSONField, times_in_range
 
 
 class JobStatus(models.TextChoices):
@@ -107,6 +107,14 @@ class Job(models.Model):
                 condition=Q(key__isnull=False, status__in=("pending", "running")),
                 name="pgjobs_job_key_active",
             ),
+            *times_in_range(
+                "pgjobs_job",
+                "created_at",
+                "scheduled_for",
+                "completed_at",
+                "locked_at",
+                "lease_expires_at",
+            ),
         )
         indexes = (
             # Serves the claim: walk due jobs in (priority DESC, scheduled_for, id) order and stop
@@ -186,6 +194,7 @@ class FailedJob(models.Model):
         # dead letter, whatever its table is called.
         verbose_name = "dead letter"
         verbose_name_plural = "dead letters"
+        constraints = times_in_range("pgjobs_failed_job", "original_created_at", "failed_at")
         indexes = (models.Index(fields=("-failed_at",), name="pgjobs_failed_at"),)
 
     def __str__(self) -> str:
@@ -212,6 +221,7 @@ class Worker(models.Model):
     class Meta:
         db_table = "pgjobs_workers"
         ordering = ("started_at",)
+        constraints = times_in_range("pgjobs_worker", "started_at", "last_heartbeat_at")
 
     def __str__(self) -> str:
         return self.id

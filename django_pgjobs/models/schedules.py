@@ -15,7 +15,7 @@ from django_pgjobs.jobs.validation import (
     MIN_PRIORITY,
     RESERVED_PREFIX,
 )
-from django_pgjobs.models.fields import StoredJSONField
+from django_pgjobs.models.fields import StoredJSONField, times_in_range
 from django_pgjobs.models.jobs import empty_object
 from django_pgjobs.schedules.validation import (
     MAX_CATCH_UP_LIMIT,
@@ -106,6 +106,15 @@ class Schedule(models.Model):
                 condition=Q(priority__isnull=True)
                 | Q(priority__gte=MIN_PRIORITY, priority__lte=MAX_PRIORITY),
                 name="pgjobs_schedule_priority_range",
+            ),
+            *times_in_range(
+                "pgjobs_schedule",
+                "start_at",
+                "end_at",
+                "last_run_at",
+                "next_run_at",
+                "created_at",
+                "updated_at",
             ),
         )
         indexes = (

@@ -7,7 +7,7 @@ from django.db.models import Q, Value
 from django.db.models.functions import Now
 
 from django_pgjobs.jobs.validation import MAX_NAME_LENGTH
-from django_pgjobs.models.fields import StoredJSONField
+from django_pgjobs.models.fields import StoredJSONField, times_in_range
 from django_pgjobs.models.jobs import empty_object
 
 
@@ -63,6 +63,9 @@ class WorkflowExecution(models.Model):
             models.CheckConstraint(
                 condition=Q(max_recovery_attempts__gte=0),
                 name="pgjobs_workflow_max_recovery_attempts",
+            ),
+            *times_in_range(
+                "pgjobs_workflow", "created_at", "started_at", "updated_at", "completed_at"
             ),
         )
         indexes = (
@@ -128,6 +131,7 @@ class WorkflowStep(models.Model):
                 condition=Q(status__in=WorkflowStepStatus.values),
                 name="pgjobs_workflow_step_status_valid",
             ),
+            *times_in_range("pgjobs_workflow_step", "wake_at", "started_at", "completed_at"),
         )
         indexes = (
             # Serves the wake-up of waiting workflows by what they wait for.
@@ -153,6 +157,7 @@ class WorkflowMessage(models.Model):
 
     class Meta:
         db_table = "pgjobs_workflow_messages"
+        constraints = times_in_range("pgjobs_workflow_message", "created_at")
         indexes = (models.Index(fields=("workflow", "topic", "id"), name="pgjobs_message_inbox"),)
 
     def __str__(self) -> str:
@@ -174,6 +179,7 @@ class WorkflowEvent(models.Model):
         db_table = "pgjobs_workflow_events"
         constraints = (
             models.UniqueConstraint(fields=("workflow", "key"), name="pgjobs_workflow_event_key"),
+            *times_in_range("pgjobs_workflow_event", "updated_at"),
         )
 
     def __str__(self) -> str:

@@ -104,6 +104,9 @@ def due_schedules(
     """The database's clock, and enabled schedules that are due or need a first fire time.
 
     Reads pgjobs_schedule_due; takes no locks (the tick's compare-and-set settles races).
+    Every row reads back in Python, so one row cannot break the read of the others: its times
+    are CHECKed into Python's range (migration 0014) and its payload is read as text, decoded
+    per row by the scheduler, which quarantines a row that cannot run.
     """
     cur.execute(
         f"""

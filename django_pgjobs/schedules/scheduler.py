@@ -268,7 +268,12 @@ def run_schedule_now(name: str, *, using: str | None = None) -> Any:
         row = Schedule.objects.using(alias).get(name=name)
     except Schedule.DoesNotExist:
         raise JobNotFound(f"No schedule named {name!r}.") from None
-    if not isinstance(row.payload, dict):  # a row written by SQL; the scheduler quarantines it
+    # A row written by SQL; the scheduler quarantines it the same way.
+    if isinstance(row.payload, UndecodableJSON):
+        raise InvalidJobError(
+            f"Schedule {name!r} cannot run: its payload cannot be decoded ({row.payload.error})."
+        )
+    if not isinstance(row.payload, dict):
         raise InvalidJobError(f"Schedule {name!r} cannot run: its payload is not a JSON object.")
     payload = {**row.payload, FIRE_TIME_KEY: timezone.now().isoformat(), "manual": True}
     return enqueue(row.job_name, payload, queue=row.queue, priority=row.priority, using=alias)

@@ -111,13 +111,14 @@ class Worker:
             # Started perhaps just after an outage: others may be reconnecting (hold_rescue).
             self._housekeeper.hold_rescue()
         scheduling = None
-        if self.scheduler is not None:
-            scheduling = SchedulerThread(self.scheduler, name=f"pgjobs-scheduler-{self.worker_id}")
-            scheduling.start()
         try:
             while not self._stopping.is_set():
                 try:
-                    self._ensure_connected()
+                    self._ensure_connected()  # registers: WorkerIdInUse before anything runs
+                    if scheduling is None and self.scheduler is not None:
+                        name = f"pgjobs-scheduler-{self.worker_id}"
+                        scheduling = SchedulerThread(self.scheduler, name=name)
+                        scheduling.start()
                     # Heartbeat first: a write that keeps failing must not starve the leases.
                     self._housekeep()
                     self._flush()

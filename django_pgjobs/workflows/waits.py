@@ -10,7 +10,7 @@ sends the message, sets the event or finishes the workflow makes it due at once
 from __future__ import annotations
 
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.utils import timezone
@@ -38,6 +38,22 @@ def check_timeout(timeout: float | None, what: str) -> float | None:
     return float(timeout)
 
 
+def check_deadline(timeout: float | None, what: str) -> None:
+    """A durable wait's deadline is stored (``wake_at``) and read back by Python: it must fall
+    before :data:`~django_pgjobs.jobs.validation.LATEST_TIME`, as every stored time does."""
+    if timeout is None:
+        return
+    try:
+        deadline: datetime | None = timezone.now() + timedelta(seconds=timeout)
+    except OverflowError:  # infinity, or beyond Python's datetime
+        deadline = None
+    if deadline is None or deadline >= validation.LATEST_TIME:
+        raise ValueError(
+            f"{what} of {timeout!r} seconds would end after {validation.LATEST_TIME.date()}, "
+            "the latest time django-pgjobs stores; wait for less."
+        )
+
+
 def topic_of(topic: str | None) -> str:
     if topic is None:
         return DEFAULT_TOPIC
@@ -63,6 +79,7 @@ def durable_wait(
     check_autocommit(f"{name}()")
     step = ctx.step_row(index, name)
     if recorded is None:
+        check_deadline(timeout, f"{name}()'s timeout")
         with bookkeeping() as cur:
             started = steps.register_wait(
                 cur,

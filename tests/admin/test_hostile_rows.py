@@ -82,3 +82,13 @@ def test_run_now_on_a_schedule_whose_payload_is_a_list_is_refused_clearly(
     assert response.status_code == 200
     assert "its payload is not a JSON object" in response.content.decode()
     assert not Job.objects.exists()
+
+
+def test_a_refusal_message_names_schedules_and_keeps_numbers_that_merely_contain_the_id() -> None:
+    from django_pgjobs.admin.common import _reason
+    from django_pgjobs.exceptions import PgJobsError
+
+    refusal = PgJobsError("Job 5 cannot run: 15 of 500 slots; job 5.")
+    assert _reason(refusal, 5) == "Job {id} cannot run: 15 of 500 slots; job {id}."
+    named = PgJobsError("Schedule 'e' cannot run: its payload is not a JSON object.")
+    assert _reason(named, "e") == "Schedule '{id}' cannot run: its payload is not a JSON object."

@@ -89,7 +89,8 @@ def test_actions_cap_the_selection_and_group_refusals(
     Job.objects.filter(id__in=done).update(status="completed")
     grouped = act(admin_client_, "job", "cancel", done).content.decode()
     assert grouped.count("only a pending or running job can be cancelled") == 1
-    assert "3 job(s): Job {id} is completed" in grouped
+    assert "3 job(s) refused (" in grouped and "), for example: Job " in grouped
+    assert all(str(job_id) in grouped for job_id in done)
     monkeypatch.setattr(pgjobs_admin, "ACTION_LIMIT", 2)
     pending = [enqueue("test.record") for _ in range(3)]
     refused = act(admin_client_, "job", "cancel", pending).content.decode()
@@ -104,9 +105,13 @@ def test_dead_letters_grouped_by_job_and_error_and_requeued(
     page = admin_client_.get(changelist("failedjob")).content.decode()
     assert "Dead letters by job and error" in page
     assert "<code>ValueError</code>" in page and ">3<" in page.replace(" ", "")
-    act(admin_client_, "failedjob", "requeue", ids[:2])
+    page = act(admin_client_, "failedjob", "requeue", ids[:2]).content.decode()
     assert FailedJob.objects.count() == 1
-    assert Job.objects.filter(job_name="test.fail", status="pending").count() == 2
+    requeued = Job.objects.filter(job_name="test.fail", status="pending")
+    assert requeued.count() == 2
+    # The message names the new jobs.
+    assert "2 dead letter(s) requeued as job(s) " in page
+    assert all(str(job.id) in page for job in requeued)
 
 
 def test_a_view_only_user_sees_everything_and_changes_nothing(

@@ -96,3 +96,17 @@ def test_schedule_list_and_page_show_a_payload_that_cannot_be_decoded(
     page = admin_client_.get(reverse("admin:pgjobs_schedule_change", args=[schedule.pk]))
     assert page.status_code == 200
     assert "cannot be decoded: ValueError" in page.content.decode()
+    # Shown, not put in the form: saving the page (to disable the schedule) keeps the payload.
+    assert 'name="payload"' not in page.content.decode()
+    form = {
+        "name": "poison", "cron": "0 * * * *", "job_name": "test.record", "timezone": "UTC",
+        "catch_up": "skip", "catch_up_limit": "10",
+    }  # fmt: skip
+    url = reverse("admin:pgjobs_schedule_change", args=[schedule.pk])
+    assert admin_client_.post(url, form).status_code == 302
+    with connection.cursor() as cur:
+        cur.execute(
+            f"SELECT enabled, payload = {NUMBER} FROM pgjobs_schedules WHERE id = %s",
+            [schedule.pk],
+        )
+        assert cur.fetchone() == (False, True)

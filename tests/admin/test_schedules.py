@@ -54,3 +54,20 @@ def test_pausing_a_declared_schedule_through_its_form(admin_client_: Client) -> 
     )
     assert response.status_code == 302
     assert not Schedule.objects.get().enabled
+
+
+@pytest.mark.parametrize("cron", ["@daily", "*/5 * * * *", "every 1 hours"])
+def test_adding_a_schedule_that_starts_at_the_end_of_the_calendar_is_a_form_error(
+    admin_client_: Client, cron: str
+) -> None:
+    """Before: with @daily, the refused form re-rendered its fire times from the invalid
+    instance, and croniter's OverflowError made the page a 500."""
+    form = {
+        "name": "far", "cron": cron, "job_name": "test.record", "timezone": "UTC",
+        "payload": "{}", "start_at_0": "9999-12-31", "start_at_1": "00:00:00",
+        "catch_up": "skip", "catch_up_limit": "10",
+    }  # fmt: skip
+    page = admin_client_.post(reverse("admin:pgjobs_schedule_add"), form)
+    assert page.status_code == 200
+    assert "outside the supported range" in page.content.decode()
+    assert not Schedule.objects.exists()

@@ -138,8 +138,8 @@ def test_cancel_and_resume_report_successes_and_refusals(
     drain(worker)
     page = act(admin_client_, "cancel", [waiting, done])
     assert "1 workflow(s) cancelled." in page
-    # The id is taken out of the reason whole: a short id like 'a' leaves the text intact.
-    assert "1 workflow(s): Workflow &#x27;{id}&#x27; already ended (completed)." in page
+    # One refusal is said as it was; the short id 'a' of the other leaves its text intact.
+    assert "Workflow &#x27;done-1&#x27; already ended (completed)." in page
     assert status(waiting) == "cancelled"
     page = act(admin_client_, "resume", [waiting, done])
     assert "1 workflow(s) queued to resume." in page

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from django_pgjobs import enqueue, enqueue_many, get_job, queries
 from django_pgjobs.models import FailedJob, Job
 from django_pgjobs.models import Worker as WorkerRow
 from django_pgjobs.worker.connection import LoopConnection
-from tests.helpers import start_worker, wait_for
+from tests.helpers import add_schedule, make_schedule_due, start_worker, wait_for
 from tests.testapp.models import Run
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -189,13 +190,20 @@ def test_a_worker_refuses_the_id_of_a_live_worker(
 ) -> None:
     release = tmp_path / "release"
     job_id = enqueue("test.block", {"release": str(release)})
-    first = worker_inside_a_handler(processes, tmp_path / "a.log", "--worker-id", "twin")
+    first = worker_inside_a_handler(
+        processes, tmp_path / "a.log", "--worker-id", "twin", "--no-scheduler"
+    )
     token = get_job(job_id).lease_token
+    # A schedule due now: the refused worker must not fire it (before, its scheduler thread
+    # started before the refusal and fired the missed ticks).
+    add_schedule("due", "* * * * *", catch_up="all", catch_up_limit=5)
+    make_schedule_due("due", ago=timedelta(minutes=3))
     log = tmp_path / "b.log"
     second = start_worker("--worker-id", "twin", log=log)
     processes.append(second)
     assert exit_code(second, log) == 1, log.read_text()
     assert "Worker id 'twin' belongs to a live worker" in log.read_text()
+    assert not Job.objects.filter(job_name="test.record").exists()
     # The live worker keeps its row, its job and its lease, and finishes the job once.
     assert WorkerRow.objects.get(id="twin").pid == first.pid
     assert get_job(job_id).lease_token == token

@@ -179,7 +179,8 @@ def hold_transaction(label: str, flag: str) -> int:
     exists: the test terminates this step's database session here."""
     Run.objects.create(job_id=ZERO, label=label)
     Path(f"{flag}.started").touch()
-    while Path(flag).exists():
+    deadline = time.monotonic() + 60  # bounded, as gate() is
+    while Path(flag).exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     return runs(label)  # the first statement after the session ended
 

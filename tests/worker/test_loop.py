@@ -3,9 +3,8 @@ spinning in between."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,6 +13,7 @@ from django_pgjobs import enqueue, enqueue_many
 from django_pgjobs.models import Job
 from django_pgjobs.models import Worker as WorkerRow
 from django_pgjobs.worker import Worker
+from django_pgjobs.worker.wakeup import Woken
 from tests.testapp.models import Run
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -35,24 +35,32 @@ def test_max_jobs_stops_after_that_many(make_worker: type[Worker]) -> None:
     assert Job.objects.filter(status="pending").count() == 6
 
 
-def test_the_loop_sleeps_while_it_may_not_claim(
-    make_worker: type[Worker], register_handler: Callable[..., Any]
-) -> None:
+def test_the_loop_sleeps_while_it_may_not_claim(make_worker: type[Worker], tmp_path: Path) -> None:
     """At --max-jobs, a worker waits for its last handler instead of spinning on a claim it may
     not make."""
-    register_handler("test.slow", lambda payload: time.sleep(0.5))
-    enqueue("test.slow")
+    release = tmp_path / "release"
+    enqueue("test.block", {"release": str(release), "timeout": 10})
     enqueue_many("test.record", [{}] * 5)
-    worker = make_worker(concurrency=2, max_jobs=1)
+    worker = make_worker(concurrency=2, max_jobs=1, poll_interval=0.05)
+    woken_while_held: list[Woken] = []
     waits = 0
     wait = worker._wakeup.wait
 
-    def counting(*args: Any, **kwargs: Any) -> Any:
+    def counting(timeout: float, **kwargs: Any) -> Woken:
         nonlocal waits
         waits += 1
-        return wait(*args, **kwargs)
+        woken = wait(timeout, **kwargs)
+        if not release.exists():
+            # The handler cannot finish before the release, and no job is enqueued meanwhile:
+            # only the poll timeout may end this wait. A loop that thinks it may claim returns
+            # at once (RUNG) instead, and again, thousands of times a second.
+            woken_while_held.append(woken)
+            release.touch()
+        return woken
 
     worker._wakeup.wait = counting  # type: ignore[method-assign]
     worker.run()
     assert worker.stats.claimed == 1
+    assert woken_while_held == [Woken.TIMEOUT]
+    assert Run.objects.filter(label="block:finished").exists()
     assert waits < 20, waits

@@ -13,6 +13,7 @@ from django.test import override_settings
 from django_pgjobs import enqueue_many, queries
 from django_pgjobs.models import Job
 from django_pgjobs.worker import Worker
+from django_pgjobs.worker.pacing import PREFETCH_HORIZON
 from tests.testapp.models import Run
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -50,9 +51,12 @@ def test_long_jobs_are_not_prefetched(
     monkeypatch: pytest.MonkeyPatch,
     register_handler: Callable[..., Any],
 ) -> None:
-    """Jobs of 0.2 s: claiming ahead would hold work another worker could start now."""
+    """Jobs longer than the prefetch horizon: claiming ahead would hold work another worker
+    could start now."""
     limits = _record_claim_limits(monkeypatch)
-    register_handler("test.slow", lambda payload: time.sleep(0.2))
+    # The sleep is the work, not a wait: how long a job runs is what decides prefetch (the
+    # worker measures it), so the handler must take that long. Twice the horizon: 0.1 s.
+    register_handler("test.slow", lambda payload: time.sleep(2 * PREFETCH_HORIZON))
     ids = enqueue_many("test.slow", [{}] * 4)
     make_worker(concurrency=1).run(burst=True)
     assert Job.objects.filter(id__in=ids, status="completed").count() == 4

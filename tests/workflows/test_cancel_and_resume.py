@@ -71,10 +71,7 @@ def test_cancelling_a_running_workflow_takes_effect_at_its_next_step(
     worker = make_worker()
     running = threading.Thread(target=worker.run_once)  # returns when the handler does
     running.start()
-    deadline = time.monotonic() + 10
-    while not wf.runs("cancel:3"):
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    wait_for(lambda: wf.runs("cancel:3"), timeout=10, what="step 3 to start")
     cancel_workflow(handle.workflow_id)
     flag.unlink()
     running.join(10)
@@ -115,19 +112,25 @@ def test_cancel_during_a_wait_stops_the_workflow_before_its_next_step(
     assert wf.runs("cc:charge") == 0
 
 
+def wait_while_exists(flag: str) -> None:
+    """Block while the file ``flag`` exists: the test removes it at a milestone. Bounded (a
+    minute), so a test that failed before removing it cannot hang a worker thread for ever."""
+    deadline = time.monotonic() + 60
+    while Path(flag).exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
 @step
 def hold(label: str, flag: str) -> str:
     Run.objects.create(job_id=wf.ZERO, label=label)
-    while Path(flag).exists():
-        time.sleep(0.02)
+    wait_while_exists(flag)
     return label
 
 
 @workflow("test.cancel_resume")
 def cancel_resume(tag: str, flag1: str, flag2: str) -> str:
     hold(f"{tag}:1", flag1)  # the cancel arrives while this runs; its checkpoint sees it
-    while Path(flag2).exists():  # ordinary workflow code between two steps
-        time.sleep(0.02)
+    wait_while_exists(flag2)  # ordinary workflow code between two steps
     wf.note(f"{tag}:2")
     return "finished"
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-import time
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -13,7 +13,7 @@ from django_pgjobs import get_event, recv, send, set_event, start_workflow
 from django_pgjobs.exceptions import NotInWorkflow, WorkflowNotFound, WorkflowSerializationError
 from django_pgjobs.worker import Worker
 from django_pgjobs.workflows import list_workflow_steps
-from tests.helpers import drain, in_thread
+from tests.helpers import drain, end_workflow_wait, in_thread, wait_for
 from tests.testapp import workflows as wf
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -38,7 +38,8 @@ def test_send_and_recv_with_topics_and_timeout(make_worker: type[Worker]) -> Non
     assert worker.run_once().handed_back == 1
     send(timed_out.workflow_id, "only one")
     drain(worker)
-    time.sleep(0.6)
+    # The second recv waits out its 0.5 s timeout (its recorded deadline, moved to now).
+    assert end_workflow_wait(timed_out.workflow_id) <= timedelta(seconds=0.5)
     drain(worker)
     assert timed_out.get_result(1) == ["only one", None]
 
@@ -65,11 +66,31 @@ def test_a_send_committing_during_registration_is_not_lost(
         cur.execute("SELECT pgjobs_workflow_wake(%s)", [f"message:{handle.workflow_id}:"])
     worker = make_worker()
     thread = in_thread(worker.run_once)
-    time.sleep(0.5)
+    # The worker registers its wait while the send is uncommitted: it queues behind the send's
+    # lock on the wait key, and the send commits meanwhile.
+    wait_for(lambda: blocked_by(other_connection.info.backend_pid), what="the worker to block")
     other_connection.commit()
     thread.join(10)
     steps = list_workflow_steps(handle.workflow_id)
     assert (steps[0].status, steps[0].output) == ("completed", "held")
+
+
+def blocked_by(pid: int) -> bool:
+    """Some session waits for a lock that the session ``pid`` holds."""
+    with connection.cursor() as cur:
+        cur.execute("SELECT 1 FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))", [pid])
+        return cur.fetchone() is not None
+
+
+def outside_waiter_listening() -> bool:
+    """A waiter outside workflows (get_event, get_result) has run its LISTEN: it waits for a
+    wake-up now, after a first look that found nothing."""
+    with connection.cursor() as cur:
+        cur.execute(
+            "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() "
+            "AND application_name = 'pgjobs wait' AND state = 'idle' AND query LIKE 'LISTEN %%'"
+        )
+        return cur.fetchone() is not None
 
 
 def test_send_to_an_unknown_workflow_and_recv_outside_a_workflow_are_errors() -> None:
@@ -121,7 +142,7 @@ def test_get_event_from_outside_waits_for_the_value(make_worker: type[Worker]) -
 
     reader = threading.Thread(target=read)
     reader.start()
-    time.sleep(0.2)
+    wait_for(outside_waiter_listening, what="the reader to listen")  # it found no value yet
     drain(make_worker())
     reader.join(10)
     assert got and got[0] in ("started", "done")

@@ -3,7 +3,6 @@ the same values and errors as on its first run."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import pytest
@@ -13,7 +12,7 @@ from django_pgjobs import sleep, start_workflow, step, workflow
 from django_pgjobs.exceptions import WorkflowNonDeterminism
 from django_pgjobs.models import Job, WorkflowExecution
 from django_pgjobs.worker import Worker
-from tests.helpers import drain, workflow_job
+from tests.helpers import drain, end_workflow_wait, workflow_job
 from tests.testapp import workflows as wf
 from tests.testapp.models import Run
 
@@ -79,7 +78,7 @@ def key_order() -> list[Any]:
     first_key = next(iter(mapping))
     big_type = type(mapping["big"]).__name__
     recorded = echo([first_key, big_type])
-    sleep(1.2)  # suspends: the return below runs in a replay
+    sleep(30)  # suspends: the return below runs in a replay
     return [[first_key, big_type], recorded]
 
 
@@ -89,7 +88,7 @@ def test_a_step_value_is_the_same_on_the_first_run_and_on_replay(
     handle = start_workflow(key_order)
     worker = make_worker()
     assert worker.run_once().handed_back == 1
-    time.sleep(1.3)
+    end_workflow_wait(handle.workflow_id)
     drain(worker)
     now, first_run = handle.get_result(1)
     # The codec promises "a value is returned to the workflow as JSON gives it back, the first
@@ -116,7 +115,7 @@ def declined_workflow() -> str:
         outcome = "charged"
     except Declined:
         outcome = "declined"
-    sleep(1.2)  # suspends: the rest runs in a replay
+    sleep(30)  # suspends: the rest runs in a replay
     return outcome
 
 
@@ -126,7 +125,7 @@ def test_a_handled_step_error_is_handled_the_same_way_on_replay(
     handle = start_workflow(declined_workflow)
     worker = make_worker()
     assert worker.run_once().handed_back == 1  # the first run caught Declined
-    time.sleep(1.3)
+    end_workflow_wait(handle.workflow_id)
     drain(worker)
     # On replay the recorded error is rebuilt as Declined, so `except Declined` catches it.
     assert handle.get_result(1) == "declined"

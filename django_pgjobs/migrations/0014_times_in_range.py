@@ -1,0 +1,256 @@
+"""Every stored time stays inside the range Python reads back (issue 13, items 1, 6, 8).
+
+PostgreSQL stores ``infinity``, ``-infinity`` and years from 4713 BC to 294276 AD; Python's
+``datetime`` ends at year 9999 and has no infinity. One row written by SQL with such a time
+broke every reader: the worker's claim raised after it committed (the poison job and its
+batch stayed running, and ``-infinity`` sorted first so it was claimed again after each
+rescue), the dashboard, ``pgjobs status``/``list``/``schedules``, the admin lists, and the
+scheduler (one schedule with ``end_at = 'infinity'`` stopped every schedule). Python refuses
+such times already (``jobs.validation.check_time_range``: year 2 to year 9000); now the database
+refuses them from SQL too, so no reader needs to guard:
+
+- ``pgjobs_enqueue()`` refuses a ``scheduled_for`` outside the range with SQLSTATE 22023
+  (``invalid_parameter_value``) and a message naming the value.
+- A CHECK on every time column of every table (``<prefix>_<column>_range``, declared in the
+  models' ``Meta.constraints`` with :func:`django_pgjobs.models.fields.times_in_range`) refuses
+  a plain ``INSERT`` or ``UPDATE`` with SQLSTATE 23514 (``check_violation``). NULL passes.
+
+How the CHECKs are added, so a large table stays usable (this migration is not atomic):
+
+1. Existing rows are checked first, with plain reads (no lock that blocks writers). If any time
+   is out of range the migration stops before changing anything and names the rows (up to ten
+   per table): change or delete them (docs/howto/upgrade.md) and run ``migrate`` again. It does
+   not repair them: an infinite ``scheduled_for`` may mean "never", and only the operator knows.
+2. Each CHECK is added ``NOT VALID``: that takes the table's ACCESS EXCLUSIVE lock only for a
+   catalog update, without reading the table, and refuses new bad rows from then on.
+3. Each CHECK is validated (``VALIDATE CONSTRAINT``) in its own transaction: that reads the whole
+   table under a SHARE UPDATE EXCLUSIVE lock, which lets inserts, updates and the claim go on.
+   A plain ``ADD CONSTRAINT ... CHECK`` would have done that scan under ACCESS EXCLUSIVE,
+   stopping every worker and producer for as long as the scan of the job queue takes.
+
+A bad row written between steps 1 and 2 makes step 3 fail; the message then names it, as in
+step 1. Steps 2 and 3 skip what is already done, so ``migrate`` can simply be run again.
+
+The bounds are written out here, as a migration must be frozen; tests/test_times_in_range.py
+checks that they are ``EARLIEST_TIME`` and ``LATEST_TIME`` of ``jobs.validation``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from django.db import IntegrityError, migrations, models
+from django.db.backends.base.schema import BaseDatabaseSchemaEditor
+from django.db.migrations.state import StateApps
+
+_0002 = importlib.import_module("django_pgjobs.migrations.0002_sql_enqueue_and_notify")
+_0009 = importlib.import_module("django_pgjobs.migrations.0009_sql_enqueue_default_attempts")
+_0012 = importlib.import_module("django_pgjobs.migrations.0012_reserved_names_and_keys")
+
+EARLIEST_TIME = datetime(2, 1, 1, tzinfo=UTC)
+LATEST_TIME = datetime(9000, 1, 1, tzinfo=UTC)
+_EARLIEST_SQL = "'0002-01-01 00:00:00+00'::timestamptz"
+_LATEST_SQL = "'9000-01-01 00:00:00+00'::timestamptz"
+_RANGE = "0002-01-01 to 9000-01-01 (UTC)"
+
+# model name: (table, constraint prefix, SQL naming a row, time columns)
+TIMES: dict[str, tuple[str, str, str, tuple[str, ...]]] = {
+    "job": (
+        "pgjobs_job_queue",
+        "pgjobs_job",
+        "'id ' || id",
+        ("created_at", "scheduled_for", "completed_at", "locked_at", "lease_expires_at"),
+    ),
+    "failedjob": (
+        "pgjobs_failed_jobs",
+        "pgjobs_failed_job",
+        "'id ' || id",
+        ("original_created_at", "failed_at"),
+    ),
+    "worker": (
+        "pgjobs_workers",
+        "pgjobs_worker",
+        "'id ' || id",
+        ("started_at", "last_heartbeat_at"),
+    ),
+    "schedule": (
+        "pgjobs_schedules",
+        "pgjobs_schedule",
+        "'name ' || quote_literal(name)",
+        ("start_at", "end_at", "last_run_at", "next_run_at", "created_at", "updated_at"),
+    ),
+    "workflowexecution": (
+        "pgjobs_workflow_executions",
+        "pgjobs_workflow",
+        "'workflow_id ' || quote_literal(workflow_id)",
+        ("created_at", "started_at", "updated_at", "completed_at"),
+    ),
+    "workflowstep": (
+        "pgjobs_workflow_steps",
+        "pgjobs_workflow_step",
+        "'workflow_id ' || quote_literal(workflow_id) || ' step ' || step_index",
+        ("wake_at", "started_at", "completed_at"),
+    ),
+    "workflowmessage": (
+        "pgjobs_workflow_messages",
+        "pgjobs_workflow_message",
+        "'id ' || id",
+        ("created_at",),
+    ),
+    "workflowevent": (
+        "pgjobs_workflow_events",
+        "pgjobs_workflow_event",
+        "'id ' || id",
+        ("updated_at",),
+    ),
+}
+
+
+def _constraint(prefix: str, column: str) -> models.CheckConstraint:
+    return models.CheckConstraint(
+        condition=models.Q((f"{column}__gte", EARLIEST_TIME), (f"{column}__lt", LATEST_TIME)),
+        name=f"{prefix}_{column}_range",
+    )
+
+
+CONSTRAINTS = [
+    (model, _constraint(prefix, column))
+    for model, (_table, prefix, _row, columns) in TIMES.items()
+    for column in columns
+]
+
+_TABLE_OF = {constraint.name: TIMES[model][0] for model, constraint in CONSTRAINTS}
+
+
+def _out_of_range(column: str) -> str:
+    return f"NOT ({column} >= {_EARLIEST_SQL} AND {column} < {_LATEST_SQL})"
+
+
+def rows_out_of_range(schema_editor: BaseDatabaseSchemaEditor) -> list[str]:
+    """One line per table holding a time outside the range: its count and up to ten rows."""
+    found: list[str] = []
+    with schema_editor.connection.cursor() as cur:
+        for table, _prefix, row, columns in TIMES.values():
+            shown = ", ".join(
+                f"CASE WHEN {_out_of_range(c)} THEN '{c} = ' || {c}::text END" for c in columns
+            )
+            cur.execute(
+                f"SELECT {row}, concat_ws(', ', {shown}), count(*) OVER () FROM {table} "
+                f"WHERE {' OR '.join(_out_of_range(c) for c in columns)} LIMIT 10"
+            )
+            rows = cur.fetchall()
+            if rows:
+                listed = "; ".join(f"{name}: {times}" for name, times, _ in rows)
+                found.append(f"{table} ({rows[0][2]} row(s)): {listed}")
+    return found
+
+
+def refuse_rows_out_of_range(apps: StateApps, schema_editor: BaseDatabaseSchemaEditor) -> None:
+    found = rows_out_of_range(schema_editor)
+    if found:
+        raise RuntimeError(
+            f"Migration pgjobs 0014 cannot add its checks: these rows hold times outside "
+            f"{_RANGE}, which Python cannot read back (they break the worker's claim, the "
+            "admin and the pgjobs command):\n  "
+            + "\n  ".join(found)
+            + "\nChange or delete them with SQL (docs/howto/upgrade.md, 'Times in range'), "
+            "then run migrate again. Nothing was changed."
+        )
+
+
+def _existing(schema_editor: BaseDatabaseSchemaEditor) -> dict[str, bool]:
+    """The range CHECKs already present (name -> validated): a failed run is resumed."""
+    names = [c.name for _, c in CONSTRAINTS]
+    tables = sorted(set(_TABLE_OF.values()))
+    with schema_editor.connection.cursor() as cur:
+        # On our tables as the search_path finds them, as the ALTER TABLEs do.
+        cur.execute(
+            "SELECT conname, convalidated FROM pg_constraint WHERE conname = ANY(%s) "
+            "AND conrelid IN (SELECT to_regclass(t) FROM unnest(%s::text[]) AS t)",
+            [names, tables],
+        )
+        return dict(cur.fetchall())
+
+
+def add_not_valid(apps: StateApps, schema_editor: BaseDatabaseSchemaEditor) -> None:
+    existing = _existing(schema_editor)
+    for model_name, constraint in CONSTRAINTS:
+        if constraint.name in existing:
+            continue
+        model = apps.get_model("pgjobs", model_name)
+        sql = constraint.create_sql(model, schema_editor)
+        # Each ALTER commits on its own: the lock is held for a catalog update, not a scan.
+        schema_editor.execute(f"{sql} NOT VALID", params=None)
+
+
+def validate(apps: StateApps, schema_editor: BaseDatabaseSchemaEditor) -> None:
+    quote = schema_editor.quote_name
+    for name, validated in _existing(schema_editor).items():
+        if validated:
+            continue
+        table = quote(_TABLE_OF[name])
+        try:
+            schema_editor.execute(
+                f"ALTER TABLE {table} VALIDATE CONSTRAINT {quote(name)}", params=None
+            )
+        except IntegrityError:
+            # Written between the check of step 1 and the NOT VALID check of step 2.
+            refuse_rows_out_of_range(apps, schema_editor)
+            raise
+
+
+def drop(apps: StateApps, schema_editor: BaseDatabaseSchemaEditor) -> None:
+    quote = schema_editor.quote_name
+    for name, table in _TABLE_OF.items():
+        schema_editor.execute(
+            f"ALTER TABLE {quote(table)} DROP CONSTRAINT IF EXISTS {quote(name)}", params=None
+        )
+
+
+_AFTER_RESERVED = "    END IF;\n    LOOP\n"
+_REFUSE_TIME = f"""    END IF;
+    -- A time Python cannot read back would break every reader of the row (migration 0014).
+    IF $5 IS NOT NULL AND NOT ($5 >= {_EARLIEST_SQL} AND $5 < {_LATEST_SQL}) THEN
+        RAISE EXCEPTION 'scheduled_for % is outside the supported range {_RANGE}.', $5
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Pass a finite time in that range, or NULL for now.';
+    END IF;
+    LOOP
+"""
+assert _0012.ENQUEUE_FUNCTION.count(_AFTER_RESERVED) == 1
+ENQUEUE_FUNCTION = _0012.ENQUEUE_FUNCTION.replace(_AFTER_RESERVED, _REFUSE_TIME)
+
+
+def _create_function(text: str, schema_editor: BaseDatabaseSchemaEditor) -> None:
+    schema = _0002._schema(schema_editor)
+    signature = _0009.SIGNATURE.format(schema=schema)
+    # params=None: no client-side interpolation, so the % in the SQL stays as written.
+    schema_editor.execute(text.format(schema=schema, signature=signature), params=None)
+
+
+def create_function(apps: StateApps, schema_editor: BaseDatabaseSchemaEditor) -> None:
+    _create_function(ENQUEUE_FUNCTION, schema_editor)
+
+
+def restore_function(apps: StateApps, schema_editor: BaseDatabaseSchemaEditor) -> None:
+    _create_function(_0012.ENQUEUE_FUNCTION, schema_editor)
+
+
+class Migration(migrations.Migration):
+    # Not atomic: each CHECK is added, then validated, in transactions of its own (see above).
+    atomic = False
+    dependencies: ClassVar[list[Any]] = [("pgjobs", "0013_job_attempt_spared")]
+    operations: ClassVar[list[Any]] = [
+        migrations.RunPython(refuse_rows_out_of_range, migrations.RunPython.noop, atomic=True),
+        migrations.SeparateDatabaseAndState(
+            state_operations=[
+                migrations.AddConstraint(model_name=model, constraint=constraint)
+                for model, constraint in CONSTRAINTS
+            ],
+            database_operations=[migrations.RunPython(add_not_valid, drop)],
+        ),
+        migrations.RunPython(validate, migrations.RunPython.noop, atomic=False),
+        migrations.RunPython(create_function, restore_function, atomic=True),
+    ]
