@@ -144,3 +144,13 @@ def _with_column(insert: str, column: str) -> str:
     """``INSERT INTO t (a, b) VALUES (x, y)`` with ``column`` set to the first parameter."""
     head, values = insert.split(") VALUES (", 1)
     return f"{head}, {column}) VALUES ({values[:-1]}, %s::timestamptz)"
+
+
+def test_the_refusal_shows_the_time_in_utc_whatever_the_session_time_zone() -> None:
+    sql("SET TIME ZONE 'Asia/Tokyo'")
+    try:
+        with pytest.raises(DataError) as caught, transaction.atomic():
+            enqueue_at("9000-01-01 00:00:00+00")
+    finally:
+        sql("RESET TIME ZONE")
+    assert "scheduled_for 9000-01-01 00:00:00 (UTC) is outside" in str(caught.value)

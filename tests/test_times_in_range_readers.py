@@ -105,18 +105,19 @@ def test_one_schedule_cannot_stop_every_schedule(column: str, when: str) -> None
     assert "good" in pgjobs("schedules")
 
 
-def test_a_schedule_whose_write_fails_is_quarantined_and_the_others_fire() -> None:
-    """Per-row isolation for a failure at write time: the first tick of this schedule lies at
-    9000-01-01, which the next_run_at CHECK refuses."""
+def test_a_schedule_whose_first_tick_no_table_stores_is_over_and_the_others_fire() -> None:
+    """The first tick of this schedule lies at 9000-01-01, which the next_run_at CHECK would
+    refuse: the schedule is over, as past its window's end (once it was quarantined and logged
+    as an ERROR every minute; tests/schedules/test_last_tick.py)."""
     add_schedule("new-year-9000", "0 0 1 1 *", start_at="8999-12-31T23:59:59+00:00")
     add_schedule("zzz-good", "* * * * *")
     running = Scheduler(poll_interval=3600)
     try:
         assert running.run_once().initialised == 1
         far = Schedule.objects.get(name="new-year-9000")
-        assert far.next_run_at is None and far.id in running._quarantined
+        assert far.next_run_at is None and far.id not in running._quarantined
         tick = make_schedule_due("zzz-good", at=db_now().replace(second=0, microsecond=0))
-        # The connection is still good, and the quarantined row is left alone meanwhile.
+        # The connection is still good, and the ended row fires nothing.
         assert running.run_once(now=tick + timedelta(seconds=1)).enqueued == 1
     finally:
         running.close()

@@ -39,6 +39,10 @@ RESERVED_PREFIX = "pgjobs."
 EARLIEST_TIME = datetime(2, 1, 1, tzinfo=UTC)
 LATEST_TIME = datetime(9000, 1, 1, tzinfo=UTC)
 _RANGE = f"outside the supported range {EARLIEST_TIME.date()} to {LATEST_TIME.date()} (UTC)"
+# A delay or timeout is added to now twice: here on this clock, then in SQL on the database's
+# clock at float precision. One ending within this margin of LATEST_TIME is refused here, so the
+# database's CHECK never refuses what Python accepted (which would abort the caller's transaction).
+DELAY_MARGIN = timedelta(days=1)
 
 
 def check_name(value: object, what: str = "job name") -> str:
@@ -124,9 +128,10 @@ def check_scheduled_for(value: object) -> datetime | timedelta | None:
             when: datetime | None = datetime.now(UTC) + value
         except OverflowError:
             when = None
-        if when is None or not EARLIEST_TIME <= when < LATEST_TIME:
+        if when is None or not EARLIEST_TIME <= when < LATEST_TIME - DELAY_MARGIN:
             raise InvalidJobError(
-                f"scheduled_for is a delay of {value}, which runs the job {_RANGE}."
+                f"scheduled_for is a delay of {value}, which runs the job {_RANGE} or within "
+                f"{DELAY_MARGIN.days} day of its end (the database adds it to its own clock)."
             )
         return value
     if not isinstance(value, datetime):

@@ -22,7 +22,13 @@ How the CHECKs are added, so a large table stays usable (this migration is not a
    per table): change or delete them (docs/howto/upgrade.md) and run ``migrate`` again. It does
    not repair them: an infinite ``scheduled_for`` may mean "never", and only the operator knows.
 2. Each CHECK is added ``NOT VALID``: that takes the table's ACCESS EXCLUSIVE lock only for a
-   catalog update, without reading the table, and refuses new bad rows from then on.
+   catalog update, without reading the table, and refuses new bad rows from then on. One
+   ``ALTER TABLE`` per table adds all of its CHECKs (one lock, not one per column), under
+   ``lock_timeout`` (``LOCK_TIMEOUT``): a transaction holding the table (a producer's open
+   ``atomic()`` that enqueued) makes the ALTER give up after that wait, so the enqueues, claims
+   and heartbeats queued behind it go on; it is tried again after a pause, and after
+   ``LOCK_TRIES`` the migration stops naming the sessions that hold the table. The reverse
+   (dropping the CHECKs) is done the same way.
 3. Each CHECK is validated (``VALIDATE CONSTRAINT``) in its own transaction: that reads the whole
    table under a SHARE UPDATE EXCLUSIVE lock, which lets inserts, updates and the claim go on.
    A plain ``ADD CONSTRAINT ... CHECK`` would have done that scan under ACCESS EXCLUSIVE,
@@ -38,10 +44,11 @@ checks that they are ``EARLIEST_TIME`` and ``LATEST_TIME`` of ``jobs.validation`
 from __future__ import annotations
 
 import importlib
+import time
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from django.db import IntegrityError, migrations, models
+from django.db import IntegrityError, OperationalError, migrations, models, transaction
 from django.db.backends.base.schema import BaseDatabaseSchemaEditor
 from django.db.migrations.state import StateApps
 
@@ -150,13 +157,20 @@ def rows_out_of_range(schema_editor: BaseDatabaseSchemaEditor) -> list[str]:
 def refuse_rows_out_of_range(apps: StateApps, schema_editor: BaseDatabaseSchemaEditor) -> None:
     found = rows_out_of_range(schema_editor)
     if found:
+        kept = len(_existing(schema_editor))
+        changed = (
+            f"The {kept} check(s) a previous run added NOT VALID are kept (they refuse new "
+            "such rows); nothing else was changed."
+            if kept
+            else "Nothing was changed."
+        )
         raise RuntimeError(
             f"Migration pgjobs 0014 cannot add its checks: these rows hold times outside "
             f"{_RANGE}, which Python cannot read back (they break the worker's claim, the "
             "admin and the pgjobs command):\n  "
             + "\n  ".join(found)
             + "\nChange or delete them with SQL (docs/howto/upgrade.md, 'Times in range'), "
-            "then run migrate again. Nothing was changed."
+            f"then run migrate again. {changed}"
         )
 
 
@@ -174,15 +188,80 @@ def _existing(schema_editor: BaseDatabaseSchemaEditor) -> dict[str, bool]:
         return dict(cur.fetchall())
 
 
+# Each table's ALTER waits at most this long for its ACCESS EXCLUSIVE lock, and is tried this
+# many times, a pause between tries that doubles from the first. While the ALTER waits, every
+# statement on the table (enqueue, claim, heartbeat) queues behind it: a short wait, given up,
+# lets them go on; an unbounded one stops the queue for as long as the blocking transaction lasts.
+LOCK_TIMEOUT = "2s"
+LOCK_TRIES = 5
+FIRST_PAUSE_SECONDS = 1.0
+
+
+def _holders(schema_editor: BaseDatabaseSchemaEditor, table: str) -> str:
+    """The other sessions holding a lock on ``table``: the ones the ALTER waited for."""
+    with schema_editor.connection.cursor() as cur:
+        cur.execute(
+            "SELECT DISTINCT a.pid, a.state, a.xact_start, left(a.query, 60) "
+            "FROM pg_locks l JOIN pg_stat_activity a USING (pid) "
+            "WHERE l.relation = to_regclass(%s) AND l.granted AND l.pid <> pg_backend_pid() "
+            "ORDER BY a.pid",
+            [table],
+        )
+        rows = cur.fetchall()
+    return (
+        "; ".join(
+            f"pid {pid} ({state}, transaction since {since}, last query {query!r})"
+            for pid, state, since, query in rows
+        )
+        or "none left by now"
+    )
+
+
+def _alter(schema_editor: BaseDatabaseSchemaEditor, table: str, clauses: list[str]) -> None:
+    """One ``ALTER TABLE`` for all of ``table``'s clauses: one lock, under ``lock_timeout``.
+
+    The lock is ACCESS EXCLUSIVE but held only for a catalog update (NOT VALID, or a drop). A
+    transaction holding any lock on the table (a producer that enqueued inside ``atomic()``
+    and has not committed) makes it wait: it gives up after ``LOCK_TIMEOUT``, so the statements
+    queued behind it go on, pauses, and tries again; after ``LOCK_TRIES`` it stops and names
+    the sessions holding the table.
+    """
+    connection = schema_editor.connection
+    statement = f"ALTER TABLE {schema_editor.quote_name(table)} {', '.join(clauses)}"
+    pause = FIRST_PAUSE_SECONDS
+    for attempt in range(1, LOCK_TRIES + 1):
+        try:
+            with transaction.atomic(using=connection.alias), connection.cursor() as cur:
+                cur.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
+                cur.execute(statement)
+            return
+        except OperationalError as error:
+            if getattr(error.__cause__, "sqlstate", None) != "55P03":  # lock_not_available
+                raise
+            if attempt == LOCK_TRIES:
+                raise RuntimeError(
+                    f"Migration pgjobs 0014 could not lock table {table} to change its checks: "
+                    f"{LOCK_TRIES} tries waited {LOCK_TIMEOUT} each (never longer, so workers "
+                    f"and producers went on). Sessions holding the table: "
+                    f"{_holders(schema_editor, table)}. Commit or end these transactions "
+                    "(pg_terminate_backend(pid) ends one), or run migrate when the queue is "
+                    "quieter; then run migrate again: what is done already is kept."
+                ) from error
+        time.sleep(pause)
+        pause *= 2
+
+
 def add_not_valid(apps: StateApps, schema_editor: BaseDatabaseSchemaEditor) -> None:
     existing = _existing(schema_editor)
+    clauses: dict[str, list[str]] = {}
     for model_name, constraint in CONSTRAINTS:
         if constraint.name in existing:
             continue
         model = apps.get_model("pgjobs", model_name)
-        sql = constraint.create_sql(model, schema_editor)
-        # Each ALTER commits on its own: the lock is held for a catalog update, not a scan.
-        schema_editor.execute(f"{sql} NOT VALID", params=None)
+        check = constraint.constraint_sql(model, schema_editor)
+        clauses.setdefault(_TABLE_OF[constraint.name], []).append(f"ADD {check} NOT VALID")
+    for table, added in clauses.items():
+        _alter(schema_editor, table, added)
 
 
 def validate(apps: StateApps, schema_editor: BaseDatabaseSchemaEditor) -> None:
@@ -203,17 +282,19 @@ def validate(apps: StateApps, schema_editor: BaseDatabaseSchemaEditor) -> None:
 
 def drop(apps: StateApps, schema_editor: BaseDatabaseSchemaEditor) -> None:
     quote = schema_editor.quote_name
+    clauses: dict[str, list[str]] = {}
     for name, table in _TABLE_OF.items():
-        schema_editor.execute(
-            f"ALTER TABLE {quote(table)} DROP CONSTRAINT IF EXISTS {quote(name)}", params=None
-        )
+        clauses.setdefault(table, []).append(f"DROP CONSTRAINT IF EXISTS {quote(name)}")
+    for table, dropped in clauses.items():
+        _alter(schema_editor, table, dropped)
 
 
 _AFTER_RESERVED = "    END IF;\n    LOOP\n"
 _REFUSE_TIME = f"""    END IF;
     -- A time Python cannot read back would break every reader of the row (migration 0014).
     IF $5 IS NOT NULL AND NOT ($5 >= {_EARLIEST_SQL} AND $5 < {_LATEST_SQL}) THEN
-        RAISE EXCEPTION 'scheduled_for % is outside the supported range {_RANGE}.', $5
+        RAISE EXCEPTION 'scheduled_for % (UTC) is outside the supported range {_RANGE}.',
+            $5 AT TIME ZONE 'UTC'
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Pass a finite time in that range, or NULL for now.';
     END IF;

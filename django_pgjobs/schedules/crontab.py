@@ -23,6 +23,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from croniter import CroniterBadCronError, CroniterBadDateError, croniter
 
 from django_pgjobs.exceptions import InvalidJobError
+from django_pgjobs.jobs.validation import LATEST_TIME
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Offsets change by at most a few hours at a transition; candidates are searched this far around.
@@ -187,15 +188,29 @@ def parse(expression: str, *, timezone: str = "UTC", start: datetime | None = No
     return spec
 
 
+def next_tick(spec: Spec, after: datetime, *, end: datetime | None = None) -> datetime | None:
+    """The fire time after ``after``, or None when the schedule is over: past the window's
+    ``end``, or at or after ``LATEST_TIME`` (no table can store it: migration 0014's CHECKs),
+    which ends every schedule as an end would."""
+    try:
+        moment = spec.next_after(after)
+    except (OverflowError, CroniterBadDateError):  # past year 9999
+        return None
+    if moment >= LATEST_TIME or (end is not None and moment > end):
+        return None
+    return moment
+
+
 def upcoming(
     spec: Spec, after: datetime, count: int, *, end: datetime | None = None
 ) -> list[datetime]:
-    """The next ``count`` fire times after ``after`` (fewer if the window ``end`` closes)."""
+    """The next ``count`` fire times after ``after`` (fewer if the schedule ends before)."""
     times: list[datetime] = []
     moment = after
     while len(times) < count:
-        moment = spec.next_after(moment)
-        if end is not None and moment > end:
+        following = next_tick(spec, moment, end=end)
+        if following is None:
             break
-        times.append(moment)
+        times.append(following)
+        moment = following
     return times

@@ -30,7 +30,7 @@ from django_pgjobs.jobs.registry import registry
 from django_pgjobs.models import CatchUp, Schedule
 from django_pgjobs.observability.display import local_time
 from django_pgjobs.queries.schedules import tick_key
-from django_pgjobs.schedules.crontab import InvalidScheduleError, Spec, parse
+from django_pgjobs.schedules.crontab import InvalidScheduleError, Spec, next_tick, parse
 from django_pgjobs.schedules.declarations import sync_schedules
 from django_pgjobs.schedules.validation import FIRE_TIME_KEY
 from django_pgjobs.stored_json import UndecodableJSON, decode_json
@@ -83,15 +83,18 @@ def missed_ticks(
             skipped += 1
             break
         keep.append(moment)
-        moment = spec.latest_at_or_before(moment - _ONE_TICK_BACK)
+        try:
+            moment = spec.latest_at_or_before(moment - _ONE_TICK_BACK)
+        except OverflowError:  # the tick before is before year 1: there is none
+            break
     return sorted(keep), skipped
 
 
 def first_fire(
     spec: Spec, *, now: datetime, start: datetime | None, end: datetime | None
 ) -> datetime | None:
-    moment = spec.next_after(max(now, start - _ONE_TICK_BACK) if start else now)
-    return None if end is not None and moment > end else moment
+    # None when the schedule is over (past its end, or past the last time stored: next_tick).
+    return next_tick(spec, max(now, start - _ONE_TICK_BACK) if start else now, end=end)
 
 
 class Scheduler:

@@ -3,7 +3,7 @@ check ``pgjobs.E010`` and the declarations all ask it, and it imports none of th
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -12,7 +12,7 @@ from django.utils import timezone as django_timezone
 from django_pgjobs.exceptions import InvalidJobError, PayloadNotSerializable
 from django_pgjobs.jobs import validation
 from django_pgjobs.jobs.registry import registry
-from django_pgjobs.schedules.crontab import InvalidScheduleError, parse
+from django_pgjobs.schedules.crontab import InvalidScheduleError, next_tick, parse
 
 # The key under which a tick's job receives its scheduled fire time (ISO 8601, UTC).
 FIRE_TIME_KEY = "fire_time"
@@ -59,9 +59,22 @@ def declaration_problems(
     if problems:
         return problems
     try:
-        parse(cron, timezone=timezone, start=start)
+        spec = parse(cron, timezone=timezone, start=start)
     except InvalidScheduleError as exc:
         problems["timezone" if "timezone" in str(exc) else "cron"] = str(exc)
+    else:
+        # A first tick no table can store: the schedule would be over before it began.
+        after = start or django_timezone.now()
+        if (
+            django_timezone.is_aware(after)
+            and validation.EARLIEST_TIME < after < validation.LATEST_TIME
+            and next_tick(spec, after - timedelta(microseconds=1)) is None
+        ):
+            problems["cron"] = (
+                f"{cron!r} would first fire at or after {validation.LATEST_TIME:%Y-%m-%d} (UTC), "
+                "past the latest time pgjobs stores: it would never run. Use a shorter interval "
+                "or an earlier start_at."
+            )
     if start is not None and end is not None and end <= start:
         problems["end_at"] = "The window's end must be after its start."
     for moment, name in ((start, "start_at"), (end, "end_at")):

@@ -47,10 +47,12 @@ def check_deadline(timeout: float | None, what: str) -> None:
         deadline: datetime | None = timezone.now() + timedelta(seconds=timeout)
     except OverflowError:  # infinity, or beyond Python's datetime
         deadline = None
-    if deadline is None or deadline >= validation.LATEST_TIME:
+    # The margin: the database adds the timeout to its own clock (validation.DELAY_MARGIN).
+    if deadline is None or deadline >= validation.LATEST_TIME - validation.DELAY_MARGIN:
         raise ValueError(
             f"{what} of {timeout!r} seconds would end after {validation.LATEST_TIME.date()}, "
-            "the latest time django-pgjobs stores; wait for less."
+            f"the latest time django-pgjobs stores, or within {validation.DELAY_MARGIN.days} "
+            "day of it; wait for less."
         )
 
 

@@ -1,0 +1,173 @@
+"""How migration 0014 (times in range) meets a live queue and an operator (issue 13, review).
+
+Its ``ALTER TABLE``s wait for the table's ACCESS EXCLUSIVE lock under ``lock_timeout`` so a
+producer's open transaction cannot stop the queue behind them; the repair the upgrade guide
+documents lets it apply; its refusal says what it kept.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from django.core.management import call_command
+from django.db import connection
+
+from tests.helpers import in_thread, second_connection, wait_for
+
+_0014 = importlib.import_module("django_pgjobs.migrations.0014_times_in_range")
+UPGRADE = Path(__file__).resolve().parent.parent / "docs" / "howto" / "upgrade.md"
+
+
+@pytest.fixture
+def at_0013(transactional_db: None) -> Iterator[None]:
+    """The database before 0014; migrated back to the latest afterwards."""
+    call_command("migrate", "pgjobs", "0013", verbosity=0)
+    yield
+    with connection.cursor() as cur:
+        for table in (
+            "pgjobs_job_queue",
+            "pgjobs_failed_jobs",
+            "pgjobs_workers",
+            "pgjobs_schedules",
+        ):
+            cur.execute(f"DELETE FROM {table}")
+    call_command("migrate", "pgjobs", verbosity=0)
+
+
+@pytest.fixture
+def short_waits(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_0014, "LOCK_TIMEOUT", "300ms")
+    monkeypatch.setattr(_0014, "FIRST_PAUSE_SECONDS", 0.05)
+
+
+def range_checks() -> dict[str, bool]:
+    with connection.cursor() as cur:
+        cur.execute(
+            "SELECT conname, convalidated FROM pg_constraint WHERE conname LIKE 'pgjobs%%_range' "
+            "AND conname NOT IN ('pgjobs_job_priority_range', 'pgjobs_job_progress_range', "
+            "'pgjobs_schedule_priority_range')"
+        )
+        return dict(cur.fetchall())
+
+
+def alter_waiting() -> bool:
+    with second_connection() as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+            "AND query LIKE 'ALTER TABLE%%' AND datname = current_database()"
+        ).fetchone()
+    return bool(row and row[0])
+
+
+def test_0014_waits_for_an_open_transaction_without_stopping_the_queue(
+    at_0013: None, short_waits: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_0014, "LOCK_TRIES", 50)
+    blocker = second_connection(autocommit=False)  # a producer inside atomic(), not committed
+    blocker.execute("SELECT pgjobs_enqueue('test.record')")
+    producer = second_connection()
+    producer.execute("SET statement_timeout = '10s'")  # without lock_timeout it waited forever
+    errors: list[BaseException] = []
+
+    def migrate() -> None:
+        try:
+            call_command("migrate", "pgjobs", "0014", verbosity=0)
+        except BaseException as error:
+            errors.append(error)
+            raise
+
+    thread = in_thread(migrate)
+    try:
+        for _ in range(3):
+            wait_for(alter_waiting, what="the ALTER waiting for the open transaction")
+            started = time.monotonic()
+            producer.execute("SELECT pgjobs_enqueue('test.record')")
+            assert time.monotonic() - started < 2.0  # lock_timeout 0.3 s, with room for a slow CI
+    finally:
+        blocker.commit()
+        thread.join(60)
+        blocker.close()
+        producer.close()
+    assert not thread.is_alive() and errors == []
+    checks = range_checks()
+    assert len(checks) == 24 and all(checks.values())
+
+
+def test_0014_stops_naming_the_session_it_waited_for(
+    transactional_db: None, short_waits: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Migrating back waits the same way; after its tries it names who holds the table."""
+    monkeypatch.setattr(_0014, "LOCK_TRIES", 3)
+    blocker = second_connection(autocommit=False)
+    blocker.execute("SELECT pgjobs_enqueue('test.record')")
+    pid = blocker.info.backend_pid
+    with connection.cursor() as cur:
+        cur.execute("SET statement_timeout = '20s'")  # without lock_timeout it waited forever
+    try:
+        with pytest.raises(RuntimeError) as refused:
+            call_command("migrate", "pgjobs", "0013", verbosity=0)
+    finally:
+        blocker.rollback()
+        with connection.cursor() as cur:
+            cur.execute("RESET statement_timeout")
+        blocker.close()
+    message = str(refused.value)
+    assert "could not lock table pgjobs_job_queue" in message and "3 tries waited 300ms" in message
+    assert f"pid {pid} (idle in transaction" in message
+    assert "pg_terminate_backend" in message and "run migrate again" in message
+    checks = range_checks()
+    assert len(checks) == 24 and all(checks.values())  # nothing dropped, the queue went on
+
+
+def documented_repair() -> str:
+    """The SQL the upgrade guide gives for rows out of range, exactly as written there."""
+    section = UPGRADE.read_text().split("## Times in range", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```sql\n(.*?)```", section, re.DOTALL)
+    assert len(blocks) == 1, "the section should hold one SQL block"
+    return str(blocks[0])
+
+
+def test_the_documented_repair_lets_0014_apply(at_0013: None) -> None:
+    with connection.cursor() as cur:
+        cur.execute(
+            "INSERT INTO pgjobs_job_queue (job_name, scheduled_for) "
+            "VALUES ('test.record', 'infinity') RETURNING id"
+        )
+        job_id = cur.fetchone()[0]
+        cur.execute(
+            "INSERT INTO pgjobs_failed_jobs (job_name, failed_at) VALUES ('x', '-infinity')"
+        )
+        cur.execute("INSERT INTO pgjobs_workers (id, last_heartbeat_at) VALUES ('w', 'infinity')")
+        cur.execute(
+            "INSERT INTO pgjobs_schedules (name, cron, job_name, start_at, end_at) "
+            "VALUES ('s', '* * * * *', 'test.record', '-infinity', 'infinity')"
+        )
+    with pytest.raises(RuntimeError, match="Nothing was changed"):
+        call_command("migrate", "pgjobs", "0014", verbosity=0)
+    with connection.cursor() as cur:
+        cur.execute(documented_repair())
+    call_command("migrate", "pgjobs", "0014", verbosity=0)
+    with connection.cursor() as cur:
+        cur.execute("SELECT status FROM pgjobs_job_queue WHERE id = %s", [job_id])
+        assert cur.fetchone() == ("cancelled",)
+    assert all(range_checks().values())
+
+
+def test_a_rerun_that_finds_bad_rows_says_it_kept_the_checks_added(at_0013: None) -> None:
+    with connection.cursor() as cur:
+        cur.execute(
+            "ALTER TABLE pgjobs_workers ADD CONSTRAINT pgjobs_worker_started_at_range "
+            "CHECK (started_at >= '0002-01-01 00:00:00+00' "
+            "AND started_at < '9000-01-01 00:00:00+00') NOT VALID"
+        )
+        cur.execute("INSERT INTO pgjobs_job_queue (job_name, created_at) VALUES ('x', 'infinity')")
+    with pytest.raises(RuntimeError) as refused:
+        call_command("migrate", "pgjobs", "0014", verbosity=0)
+    message = str(refused.value)
+    assert "Nothing was changed" not in message
+    assert "The 1 check(s) a previous run added NOT VALID are kept" in message
