@@ -21,6 +21,7 @@ from django_pgjobs.admin.previews import PREVIEW_CHARS, LargeValuesMixin, whole_
 from django_pgjobs.models import (
     Schedule,
 )
+from django_pgjobs.observability.schedules import fire_times
 from django_pgjobs.schedules import crontab
 from django_pgjobs.schedules.scheduler import run_schedule_now
 from django_pgjobs.stored_json import UndecodableJSON, decode_json
@@ -81,16 +82,11 @@ class ScheduleAdmin(LargeValuesMixin, _QueueDatabaseMixin, ModelAdmin[Schedule])
 
     @admin.display(description="next fire times")
     def next_fire_times(self, obj: Schedule) -> str:
-        now = timezone.now()
-        try:
-            spec = crontab.parse(obj.cron, timezone=obj.timezone, start=obj.start_at)
-            after = max(now, obj.start_at) if obj.start_at else now
-            times = crontab.upcoming(spec, after, 3, end=obj.end_at)
-        except crontab.InvalidScheduleError as exc:
-            return f"invalid: {exc}"
-        except (OverflowError, ValueError):
-            # A start near the end of the calendar (the form refuses it, and re-shows it here).
-            return "invalid: its window starts beyond the calendar"
+        times, problem = fire_times(
+            obj.cron, obj.timezone, start=obj.start_at, end=obj.end_at, now=timezone.now(), count=3
+        )
+        if problem is not None:
+            return f"invalid: {problem}"
         tz = crontab.get_timezone(obj.timezone)
         if not times:
             return "none"

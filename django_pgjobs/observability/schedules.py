@@ -74,12 +74,29 @@ def _view(
     view = ScheduleView(name, cron, zone, job_name, source, state, last_run_at)
     if state == "orphaned":
         return view  # it will not fire: no fire times to show
+    upcoming, problem = fire_times(cron, zone, start=start, end=end, now=now, count=UPCOMING)
+    if problem is not None:
+        return ScheduleView(**{**vars(view), "problem": problem})
+    return ScheduleView(**{**vars(view), "upcoming": upcoming})
+
+
+def fire_times(
+    cron: str,
+    zone: str,
+    *,
+    start: datetime | None,
+    end: datetime | None,
+    now: datetime,
+    count: int,
+) -> tuple[list[datetime], str | None]:
+    """The next ``count`` fire times of a stored schedule, or why there are none to show: an
+    invalid expression, or a window near the end of the calendar (a row written by SQL, or a
+    form the admin refused and shows again). For ``pgjobs schedules`` and the admin."""
     try:
         spec = crontab.parse(cron, timezone=zone, start=start)
         after = max(now, start) if start else now
-        upcoming = crontab.upcoming(spec, after, UPCOMING, end=end)
+        return crontab.upcoming(spec, after, count, end=end), None
     except crontab.InvalidScheduleError as exc:
-        return ScheduleView(**{**vars(view), "problem": str(exc)})
+        return [], str(exc)
     except (OverflowError, ValueError):
-        return ScheduleView(**{**vars(view), "problem": "its window starts beyond the calendar"})
-    return ScheduleView(**{**vars(view), "upcoming": upcoming})
+        return [], "its window starts beyond the calendar"
