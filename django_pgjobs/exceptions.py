@@ -115,3 +115,19 @@ class PayloadNotDecodable(PgJobsError, ValueError):
     nesting deeper than its recursion limit. Recorded as the failure of the job (dead-lettered at
     once: no retry can succeed) or of the workflow; raised to a caller who asks for the value
     (``get_result()``, ``get_event()``), never handed out as if it were the value."""
+
+
+class LeaseExpired(PgJobsError):
+    """What a job's failure history records for an attempt whose worker stopped renewing its
+    lease (it died, froze or lost the database) and was rescued. Never raised: it names the
+    failure (a task's ``TaskError.exception_class``)."""
+
+
+class ResultNotStorable(PgJobsError, TypeError):
+    """A handler that keeps its return value (a Django task) returned something that cannot be
+    stored as JSON; the attempt fails with this error, which says why."""
+
+
+class WorkerShutdown(PgJobsError):
+    """What a job's failure history records for an attempt still running when its worker's
+    shutdown grace period ended (the job was handed back, due at once). Never raised."""

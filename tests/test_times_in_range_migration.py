@@ -98,11 +98,22 @@ def test_0014_waits_for_an_open_transaction_without_stopping_the_queue(
     assert len(checks) == 24 and all(checks.values())
 
 
-def test_0014_stops_naming_the_session_it_waited_for(
-    transactional_db: None, short_waits: None, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("before", "migration", "checks_kept"), [("0015", "0014", 24), (None, "0016", 26)]
+)
+def test_a_migration_back_stops_naming_the_session_it_waited_for(
+    transactional_db: None,
+    short_waits: None,
+    monkeypatch: pytest.MonkeyPatch,
+    before: str | None,
+    migration: str,
+    checks_kept: int,
 ) -> None:
-    """Migrating back waits the same way; after its tries it names who holds the table."""
+    """Migrating back waits the same way (0014 dropping its checks, 0016 its columns); after its
+    tries it names who holds the table."""
     monkeypatch.setattr(_0014, "LOCK_TRIES", 3)
+    if before is not None:
+        call_command("migrate", "pgjobs", before, verbosity=0)
     blocker = second_connection(autocommit=False)
     blocker.execute("SELECT pgjobs_enqueue('test.record')")
     pid = blocker.info.backend_pid
@@ -117,11 +128,13 @@ def test_0014_stops_naming_the_session_it_waited_for(
             cur.execute("RESET statement_timeout")
         blocker.close()
     message = str(refused.value)
-    assert "could not lock table pgjobs_job_queue" in message and "3 tries waited 300ms" in message
+    assert f"Migration pgjobs {migration} could not lock table pgjobs_job_queue" in message
+    assert "3 tries waited 300ms" in message
     assert f"pid {pid} (idle in transaction" in message
     assert "pg_terminate_backend" in message and "run migrate again" in message
     checks = range_checks()
-    assert len(checks) == 24 and all(checks.values())  # nothing dropped, the queue went on
+    assert len(checks) == checks_kept and all(checks.values())  # nothing dropped, the queue went on
+    call_command("migrate", "pgjobs", verbosity=0)
 
 
 def documented_repair() -> str:

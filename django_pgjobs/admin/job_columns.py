@@ -54,8 +54,8 @@ class JobColumns(LargeValuesMixin):
 
     # Large columns: lists read 200 characters of the error, detail pages a bounded preview
     # of each, and <id>/raw/<field>/ the whole value (see previews.py).
-    raw_fields: ClassVar[dict[str, bool]] = {"payload": True, "error": False}
-    list_defer: tuple[str, ...] = ("payload", "error")
+    raw_fields: ClassVar[dict[str, bool]] = {"payload": True, "error": False, "metadata": True}
+    list_defer: tuple[str, ...] = ("payload", "error", "metadata", "error_history")
 
     def list_heads(self) -> dict[str, Any]:
         return bounded("error", "error", LIST_CHARS) | {"runner_of": runner_of()}
@@ -107,6 +107,10 @@ class JobColumns(LargeValuesMixin):
     def full_error(self, obj: Job | FailedJob) -> str:
         return self._preview(obj, "error", json_value=False)
 
+    @admin.display(description="metadata")
+    def pretty_metadata(self, obj: Job | FailedJob) -> str:
+        return self._preview(obj, "metadata", json_value=True)
+
     def _preview(self, obj: Job | FailedJob, field: str, *, json_value: bool) -> str:
         url = self.raw_url(obj, field)
         return whole_or_head(obj, field, json_value=json_value, raw_url=url, limit=PREVIEW_CHARS)
@@ -115,6 +119,7 @@ class JobColumns(LargeValuesMixin):
     due = timestamp("scheduled_for", "due")
     started = timestamp("locked_at", "last attempt started")
     finished = timestamp("completed_at", "finished")
+    first_started = timestamp("started_at", "first attempt started")
     lease_expires = timestamp("lease_expires_at", "lease expires")
     failed = timestamp("failed_at", "dead-lettered")
     first_created = timestamp("original_created_at", "created")
@@ -127,8 +132,12 @@ class JobOnlyColumns(JobColumns):
         "payload": True,
         "error": False,
         "progress_message": False,
+        "metadata": True,
+        "result": True,
     }
-    list_defer: tuple[str, ...] = ("payload", "error", "progress_message")
+    list_defer: tuple[str, ...] = (
+        "payload", "error", "progress_message", "metadata", "error_history", "result",
+    )  # fmt: skip
 
     def list_heads(self) -> dict[str, Any]:
         return super().list_heads() | bounded("progress_message", "progress_message", LIST_CHARS)
@@ -147,6 +156,10 @@ class JobOnlyColumns(JobColumns):
         return progress_bar(
             obj.progress, _excerpt(message, LIST_CHARS), excerpt=_excerpt(message, 40)
         )
+
+    @admin.display(description="result (kept by tasks)")
+    def pretty_result(self, obj: Job) -> str:
+        return self._preview(obj, "result", json_value=True)
 
     @admin.display(description="progress")
     def progress_detail(self, obj: Job) -> str:

@@ -15,6 +15,7 @@ from django.urls import URLPattern, path
 from django.views.decorators.http import require_POST
 
 from django_pgjobs.admin import common
+from django_pgjobs.admin.attempt_history import AttemptHistoryColumns
 from django_pgjobs.admin.common import (
     ModelAdmin,
     _apply,
@@ -41,7 +42,7 @@ from django_pgjobs.models import (
 
 
 @admin.register(Job)
-class JobAdmin(JobOnlyColumns, _ReadOnlyFieldsMixin, ModelAdmin[Job]):
+class JobAdmin(JobOnlyColumns, AttemptHistoryColumns, _ReadOnlyFieldsMixin, ModelAdmin[Job]):
     list_display = (
         "short_id", "job_label", "queue", "status_badge", "attempts", "progress_bar",
         "created_and_due", "error_excerpt",
@@ -66,14 +67,18 @@ class JobAdmin(JobOnlyColumns, _ReadOnlyFieldsMixin, ModelAdmin[Job]):
 
     readonly_fields = (
         "job_label", "status_badge", "pretty_payload", "full_error", "timings",
-        "progress_detail", "created", "due", "started", "finished", "lease_expires",
+        "progress_detail", "created", "due", "first_started", "started", "finished",
+        "lease_expires", "attempt_history", "pretty_result", "pretty_metadata",
     )  # fmt: skip
     fieldsets = (
         (None, {"fields": ("id", "job_label", "queue", "priority", "status_badge", "key")}),
-        ("Attempts", {"fields": ("attempt", "max_attempts", "full_error")}),
+        ("Attempts", {"fields": ("attempt", "max_attempts", "full_error", "attempt_history")}),
         ("Progress", {"fields": ("progress_detail",)}),
-        ("Payload", {"fields": ("pretty_payload",)}),
-        ("Timing", {"fields": ("timings", "created", "due", "started", "finished")}),
+        ("Payload", {"fields": ("pretty_payload", "pretty_metadata", "pretty_result")}),
+        (
+            "Timing",
+            {"fields": ("timings", "created", "due", "first_started", "started", "finished")},
+        ),
         ("Lease", {"fields": ("locked_by", "lease_expires"), "classes": ("collapse",)}),
     )
 
@@ -174,7 +179,9 @@ class JobAdmin(JobOnlyColumns, _ReadOnlyFieldsMixin, ModelAdmin[Job]):
 
 
 @admin.register(FailedJob)
-class FailedJobAdmin(JobColumns, _ReadOnlyFieldsMixin, ModelAdmin[FailedJob]):
+class FailedJobAdmin(
+    JobColumns, AttemptHistoryColumns, _ReadOnlyFieldsMixin, ModelAdmin[FailedJob]
+):
     list_display = ("short_id", "job_label", "queue", "attempts", "failed", "error_excerpt")
     list_filter = (JobNameFilter, QueueFilter)
     search_fields = ("job_name",)
@@ -187,10 +194,14 @@ class FailedJobAdmin(JobColumns, _ReadOnlyFieldsMixin, ModelAdmin[FailedJob]):
         return search_by_id_or_name(queryset, search_term.strip()), False
 
     actions = ("requeue", requeue_all_selected)
-    readonly_fields = ("job_label", "pretty_payload", "full_error", "first_created", "failed")
+    readonly_fields = (
+        "job_label", "pretty_payload", "full_error", "first_created", "failed", "first_started",
+        "attempt_history", "pretty_metadata",
+    )  # fmt: skip
     fields = (
         "id", "job_label", "queue", "priority", "attempt", "max_attempts", "pretty_payload",
-        "full_error", "first_created", "failed",
+        "pretty_metadata", "full_error", "attempt_history", "first_created", "first_started",
+        "failed",
     )  # fmt: skip
     change_list_template = "admin/pgjobs/failedjob/change_list.html"
 

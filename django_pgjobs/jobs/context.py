@@ -11,6 +11,7 @@ import logging
 import math
 from collections.abc import Callable
 from contextvars import ContextVar
+from dataclasses import dataclass
 
 from django_pgjobs.jobs.error_text import clean_text
 from django_pgjobs.queries import ClaimedJob
@@ -19,6 +20,28 @@ logger = logging.getLogger("django_pgjobs.worker")
 
 # The attempt a handler thread is running, for code that needs its lease (the workflow runner).
 current_job: ContextVar[ClaimedJob | None] = ContextVar("pgjobs_current_job", default=None)
+
+
+@dataclass
+class AttemptNotes:
+    """What a running handler tells the worker about its attempt beyond returning or raising
+    (the Django Tasks runner uses it; a plain ``@job`` handler never needs to). Each attempt
+    gets a fresh one in :data:`current_notes`."""
+
+    # The return value to keep on the job (``result``), as JSON text; None: keep nothing.
+    result: str | None = None
+    # On failure: due again after this many seconds (the handler's own backoff) instead of
+    # the retry policy's delay.
+    retry_in: float | None = None
+    # On failure: no retry whatever attempts are left; to the dead letters now.
+    give_up: bool = False
+    # Called once the attempt's outcome is committed, with the outcome's name ("completed",
+    # "retried", "buried"; never for one dropped by fencing), in a thread of the worker's
+    # own, never the loop's: receivers may be slow.
+    on_written: Callable[[str], None] | None = None
+
+
+current_notes: ContextVar[AttemptNotes | None] = ContextVar("pgjobs_attempt_notes", default=None)
 
 
 class JobHandedBack(BaseException):

@@ -47,13 +47,22 @@ def _prepare(
 
 
 def _prepare_one(
-    job_name: str, payload: Any, key: str | None, *, replace: bool, **options: Any
+    job_name: str,
+    payload: Any,
+    key: str | None,
+    *,
+    replace: bool,
+    metadata: dict[str, Any] | None = None,
+    **options: Any,
 ) -> dict[str, Any]:
     if replace and key is None:
         raise InvalidJobError("replace=True needs a key: it replaces the job holding that key.")
     row = _prepare(job_name, **options)
     row.update(
-        id=uuid.uuid4(), payload=validation.dump_payload(payload), key=validation.check_key(key)
+        id=uuid.uuid4(),
+        payload=validation.dump_payload(payload),
+        key=validation.check_key(key),
+        metadata=None if metadata is None else validation.dump_metadata(metadata),
     )
     return row
 
@@ -94,6 +103,7 @@ def enqueue(
     key: str | None = None,
     replace: bool = False,
     using: str | None = None,
+    metadata: dict[str, Any] | None = None,
 ) -> uuid.UUID:
     """Add a job and return its id.
 
@@ -104,12 +114,15 @@ def enqueue(
     With ``key``, at most one pending-or-running job holds it: if one does, its id is returned
     and nothing is written. With ``replace=True`` a still-pending holder is updated in place
     (new payload and options, attempts reset); a running holder gives the key up to a new job.
+    ``metadata`` is a JSON object kept on the job beside the payload (see the job's
+    ``metadata``; Django tasks read and write it).
     """
     row = _prepare_one(
         job_name,
         payload,
         key,
         replace=replace,
+        metadata=metadata,
         scheduled_for=scheduled_for,
         max_attempts=max_attempts,
         queue=queue,
@@ -130,6 +143,7 @@ def enqueue_on_commit(
     replace: bool = False,
     using: str | None = None,
     commit_of: str | None = None,
+    metadata: dict[str, Any] | None = None,
 ) -> uuid.UUID:
     """Like :func:`enqueue`, but insert only once the current transaction commits.
 
@@ -146,6 +160,7 @@ def enqueue_on_commit(
         payload,
         key,
         replace=replace,
+        metadata=metadata,
         scheduled_for=scheduled_for,
         max_attempts=max_attempts,
         queue=queue,

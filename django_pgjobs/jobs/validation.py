@@ -203,6 +203,15 @@ def dump_payload(payload: Any, what: str = "The payload") -> str:
     return text
 
 
+def dump_metadata(metadata: Any, what: str = "metadata") -> str:
+    """Serialise a job's metadata (a JSON object) as :func:`dump_payload` does a payload."""
+    if not isinstance(metadata, dict):
+        raise InvalidJobError(
+            f"{what} must be a dict (a JSON object), not {type(metadata).__name__}."
+        )
+    return dump_payload(metadata, f"The {what}")
+
+
 def check_payload_size(
     size: int, what: str, error: type[PayloadNotSerializable] = PayloadNotSerializable
 ) -> None:

@@ -217,7 +217,13 @@ def _holders(schema_editor: BaseDatabaseSchemaEditor, table: str) -> str:
     )
 
 
-def _alter(schema_editor: BaseDatabaseSchemaEditor, table: str, clauses: list[str]) -> None:
+def _alter(
+    schema_editor: BaseDatabaseSchemaEditor,
+    table: str,
+    clauses: list[str],
+    *,
+    migration: str = "0014",
+) -> None:
     """One ``ALTER TABLE`` for all of ``table``'s clauses: one lock, under ``lock_timeout``.
 
     The lock is ACCESS EXCLUSIVE but held only for a catalog update (NOT VALID, or a drop). A
@@ -240,7 +246,7 @@ def _alter(schema_editor: BaseDatabaseSchemaEditor, table: str, clauses: list[st
                 raise
             if attempt == LOCK_TRIES:
                 raise RuntimeError(
-                    f"Migration pgjobs 0014 could not lock table {table} to change its checks: "
+                    f"Migration pgjobs {migration} could not lock table {table} to change it: "
                     f"{LOCK_TRIES} tries waited {LOCK_TIMEOUT} each (never longer, so workers "
                     f"and producers went on). Sessions holding the table: "
                     f"{_holders(schema_editor, table)}. Commit or end these transactions "

@@ -31,6 +31,10 @@ def empty_object() -> Value:
     return Value({}, output_field=models.JSONField())
 
 
+def empty_array() -> Value:
+    return Value([], output_field=models.JSONField())
+
+
 class JobQuerySet(models.QuerySet["Job"]):
     def due(self) -> JobQuerySet:
         return self.filter(status=JobStatus.PENDING, scheduled_for__lte=Now())
@@ -77,6 +81,16 @@ class Job(models.Model):
     # heartbeat or report progress on the attempt it holds. Unlike ``attempt`` it never repeats,
     # even when an operator resets the attempt budget.
     lease_token = models.UUIDField(null=True, blank=True, editable=False)
+    # When the first attempt started; ``locked_at`` is the start of the latest one.
+    started_at = models.DateTimeField(null=True, blank=True)
+    # The handler's return value, for handlers that keep it (Django tasks); NULL: none kept.
+    result = StoredJSONField(null=True, blank=True)
+    # Free-form JSON the producer and the running handler attach (Django Tasks' metadata).
+    metadata = StoredJSONField(db_default=empty_object())
+    # The failed attempts, oldest first, the newest ERROR_HISTORY_LIMIT of them (see
+    # queries.base.append_failure): attempt, worker, started_at, failed_at, exception, error.
+    # ``error`` keeps the full text of the latest failure.
+    error_history = StoredJSONField(db_default=empty_array())
 
     objects = JobQuerySet.as_manager()
 
@@ -114,6 +128,7 @@ class Job(models.Model):
                 "completed_at",
                 "locked_at",
                 "lease_expires_at",
+                "started_at",
             ),
         )
         indexes = (
@@ -186,6 +201,10 @@ class FailedJob(models.Model):
     error = models.TextField(null=True, blank=True)  # noqa: DJ001 - copied from the job as is
     original_created_at = models.DateTimeField(db_default=Now())
     failed_at = models.DateTimeField(db_default=Now())
+    # Carried over from the job (see Job).
+    started_at = models.DateTimeField(null=True, blank=True)
+    metadata = StoredJSONField(db_default=empty_object())
+    error_history = StoredJSONField(db_default=empty_array())
 
     class Meta:
         db_table = "pgjobs_failed_jobs"
@@ -194,7 +213,9 @@ class FailedJob(models.Model):
         # dead letter, whatever its table is called.
         verbose_name = "dead letter"
         verbose_name_plural = "dead letters"
-        constraints = times_in_range("pgjobs_failed_job", "original_created_at", "failed_at")
+        constraints = times_in_range(
+            "pgjobs_failed_job", "original_created_at", "failed_at", "started_at"
+        )
         indexes = (models.Index(fields=("-failed_at",), name="pgjobs_failed_at"),)
 
     def __str__(self) -> str:
@@ -209,7 +230,7 @@ class Worker(models.Model):
     pid = models.IntegerField(db_default=Value(0))
     # A JSON array of queue names; empty means "every queue". (jsonb, not ArrayField, so the
     # app does not require django.contrib.postgres in INSTALLED_APPS.)
-    queues = StoredJSONField(db_default=Value([], output_field=models.JSONField()))
+    queues = StoredJSONField(db_default=empty_array())
     concurrency = models.IntegerField(db_default=Value(1))
     started_at = models.DateTimeField(db_default=Now())
     last_heartbeat_at = models.DateTimeField(db_default=Now())

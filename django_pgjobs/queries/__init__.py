@@ -24,7 +24,7 @@ migrations named)::
                       (due now), pgjobs_workflow_wake() (0008: a waiting workflow's job due now)
       pending -> running   claim.claim_jobs, claim.complete_and_claim
       running -> running   lease.heartbeat (lease renewed; a job claimed ahead: its start
-                      recorded), lease.report_progress,
+                      recorded), lease.report_progress, lease.save_metadata (a task's),
                       enqueue.detach_key_from_running_job (key given up)
       running -> completed outcomes.complete_jobs, claim.complete_and_claim
       running -> pending   outcomes.fail_job (a retry; lost connection: attempt undone, once),
@@ -97,6 +97,7 @@ from django_pgjobs.queries.lease import (
     release_jobs,
     release_lost_claims,
     report_progress,
+    save_metadata,
 )
 from django_pgjobs.queries.operator import (
     Requeued,
@@ -170,6 +171,7 @@ __all__ = [
     "requeue_dead_letters",
     "rescue_expired_leases",
     "retry_job",
+    "save_metadata",
     "seconds_until_next_due",
     "seconds_until_next_schedule",
     "set_next_run",

@@ -29,6 +29,10 @@ ACTIVE = "('pending', 'running')"
 KEY_CONFLICT = f"ON CONFLICT (key) WHERE key IS NOT NULL AND status IN {ACTIVE}"
 # The (id, lease token) pairs a statement is given, as a relation.
 HELD = "unnest(%(ids)s::uuid[], %(tokens)s::uuid[]) AS held(id, token)"
+# The same with how long each attempt ran, for the statements that end attempts.
+FINISHED = (
+    "unnest(%(ids)s::uuid[], %(tokens)s::uuid[], %(took)s::float8[]) AS held(id, token, took)"
+)
 
 
 class Cursor(Protocol):
@@ -65,11 +69,53 @@ HELD_FENCE = "j.id = held.id AND j.lease_token = held.token AND j.status = 'runn
 HOLDS_LEASE = f"EXISTS (SELECT 1 FROM pgjobs_job_queue WHERE {FENCE})"
 
 # The SET list that ends an attempt's hold on its row: whoever presents the old token afterwards
-# matches nothing. locked_at stays: it tells when the attempt started.
-CLEAR_LEASE = "locked_by = NULL, lease_expires_at = NULL, lease_token = NULL"
+# matches nothing. locked_at and locked_by stay: when the latest attempt started and which
+# worker ran it (a task's last_attempted_at and worker_ids).
+CLEAR_LEASE = "lease_expires_at = NULL, lease_token = NULL"
 # Undoing a claim (its handler never started, or a workflow gave its job back to wait): the
-# attempt does not count. For rows aliased ``j``.
-UNDO_CLAIM = f"status = 'pending', attempt = j.attempt - 1, locked_at = NULL, {CLEAR_LEASE}"
+# attempt does not count, and leaves no trace of it. For rows aliased ``j``.
+UNDO_CLAIM = (
+    f"status = 'pending', attempt = j.attempt - 1, locked_at = NULL, locked_by = NULL, "
+    f"{CLEAR_LEASE}"
+)
+
+# A job keeps the newest ERROR_HISTORY_LIMIT failed attempts in ``error_history``, each error's
+# text cut to HISTORY_ERROR_LENGTH characters (head and tail): a job retried for days must not
+# grow a row every claim rewrites. ``error`` keeps the latest failure in full.
+ERROR_HISTORY_LIMIT = 20
+HISTORY_ERROR_LENGTH = 8000
+
+
+def started(took: str) -> str:
+    """SQL: when the attempt of row ``j`` started. A job claimed ahead whose start the worker
+    had not yet recorded (``locked_at`` NULL) started ``took`` seconds (an SQL expression) ago."""
+    return f"coalesce(j.locked_at, now() - make_interval(secs => coalesce({took}, 0)))"
+
+
+def append_failure(*, error: str, exception: str, took: str) -> str:
+    """SQL: row ``j``'s ``error_history`` with its current attempt's failure appended (the
+    oldest entry dropped at the limit). ``error``, ``exception`` (the exception's class path)
+    and ``took`` are SQL expressions. A history that is not an array (written by SQL) restarts,
+    so no stored value can make a failure unwritable."""
+    half = HISTORY_ERROR_LENGTH // 2
+    return f"""(
+        CASE WHEN jsonb_typeof(j.error_history) IS DISTINCT FROM 'array' THEN '[]'::jsonb
+             WHEN jsonb_array_length(j.error_history) >= {ERROR_HISTORY_LIMIT}
+             THEN j.error_history - 0
+             ELSE j.error_history END
+        || jsonb_build_array(jsonb_build_object(
+            'attempt', j.attempt, 'worker', j.locked_by, 'started_at', {started(took)},
+            'failed_at', now(), 'exception', {exception},
+            'error', CASE WHEN length({error}) > {HISTORY_ERROR_LENGTH}
+                          THEN left({error}, {half}) || E'\n...\n' || right({error}, {half})
+                          ELSE {error} END)))"""
+
+
+# What ending an attempt records of its start, beside its outcome: the first attempt's start
+# (started_at) and this one's (locked_at, when it ran claimed ahead and the heartbeat had not
+# recorded it yet). For rows aliased ``j``; ``took`` as in :func:`started`.
+def record_start(took: str) -> str:
+    return f"started_at = coalesce(j.started_at, {started(took)}), locked_at = {started(took)}"
 
 
 def notify_queues(rows: str, where: str = "") -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from django_pgjobs.queries.base import (
@@ -13,9 +13,8 @@ from django_pgjobs.queries.base import (
     as_uuid,
     filter_params,
     filters,
-    token_params,
 )
-from django_pgjobs.queries.outcomes import COMPLETED_CTE
+from django_pgjobs.queries.outcomes import COMPLETED_CTE, finished_params
 from django_pgjobs.stored_json import decode_json
 
 # The claim as two CTEs, ``due`` and ``claimed``: the claim statement selects from ``claimed``,
@@ -172,9 +171,12 @@ def complete_and_claim(
     job_names: Sequence[str] | None,
     lease_token: uuid.UUID | None = None,
     start_now: int | None = None,
+    took: Sequence[float | None] | None = None,
+    results: Mapping[uuid.UUID, str] | None = None,
 ) -> tuple[list[uuid.UUID], list[ClaimedJob]]:
     """:func:`complete_jobs` and :func:`claim_jobs` in one statement: one round trip and one
     commit where a busy worker would otherwise pay two. Returns (completed ids, claimed jobs).
+    ``took`` and ``results`` are those of :func:`complete_jobs`.
 
     The two touch disjoint rows (running ones completed, pending ones claimed). Locks and crash
     behaviour are those of the two statements; a crash before commit leaves the completions to
@@ -198,7 +200,7 @@ def complete_and_claim(
                 lease_token=lease_token,
                 start_now=start_now,
             ),
-            **token_params(tokens),
+            **finished_params(tokens, took, results),
         },
     )
     rows = cur.fetchall()

@@ -14,10 +14,13 @@ from django_pgjobs.queries.base import (
     uuid_array,
 )
 
-_INSERT_COLUMNS = "id, job_name, payload, queue, priority, max_attempts, scheduled_for, key"
+_INSERT_COLUMNS = (
+    "id, job_name, payload, queue, priority, max_attempts, scheduled_for, key, metadata"
+)
 _INSERT_VALUES = """(
     %(id)s, %(job_name)s, %(payload)s::jsonb, %(queue)s, %(priority)s, %(max_attempts)s,
-    COALESCE(%(at)s::timestamptz, now()) + make_interval(secs => %(delay)s), %(key)s
+    COALESCE(%(at)s::timestamptz, now()) + make_interval(secs => %(delay)s), %(key)s,
+    COALESCE(%(metadata)s::jsonb, '{}')
 )"""
 
 
@@ -54,8 +57,9 @@ def upsert_pending_job(cur: Cursor, row: dict[str, Any]) -> uuid.UUID | None:
             {KEY_CONFLICT} DO UPDATE SET
                 job_name = EXCLUDED.job_name, payload = EXCLUDED.payload, queue = EXCLUDED.queue,
                 priority = EXCLUDED.priority, max_attempts = EXCLUDED.max_attempts,
-                scheduled_for = EXCLUDED.scheduled_for, attempt = 0, error = NULL,
-                progress = NULL, progress_message = NULL
+                scheduled_for = EXCLUDED.scheduled_for, metadata = EXCLUDED.metadata,
+                attempt = 0, error = NULL, error_history = '[]', progress = NULL,
+                progress_message = NULL
             WHERE pgjobs_job_queue.status = 'pending'
             RETURNING id, queue
         )

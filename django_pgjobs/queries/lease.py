@@ -141,3 +141,14 @@ def report_progress(
         """,
         {**lease_params(token), "progress": progress, "message": message},
     )
+
+
+def save_metadata(cur: Cursor, *, token: Token, metadata: str) -> bool:
+    """Replace a running attempt's job metadata (a task's ``context.save_metadata()``). Fenced:
+    False when the attempt no longer holds its job. Locks the job row briefly; a crash before
+    commit leaves the previous metadata."""
+    cur.execute(
+        f"UPDATE pgjobs_job_queue SET metadata = %(metadata)s::jsonb WHERE {FENCE} RETURNING id",
+        {**lease_params(token), "metadata": metadata},
+    )
+    return cur.fetchone() is not None

@@ -57,13 +57,13 @@ def cancel_job(cur: Cursor, *, job_id: uuid.UUID) -> bool:
     return cur.fetchone() is not None
 
 
-# A dead letter's row back in the queue: the same name, payload, queue, priority and
-# max_attempts and a fresh attempt counter; the insert trigger wakes workers at commit. Dead
-# letters do not keep a key, but a workflow's job gets its key back: wake-ups find the workflow
-# by it.
+# A dead letter's row back in the queue: the same name, payload, queue, priority, max_attempts
+# and metadata, a fresh attempt counter and no history; the insert trigger wakes workers at
+# commit. Dead letters do not keep a key, but a workflow's job gets its key back: wake-ups find
+# the workflow by it.
 _REQUEUE_DEAD = f"""
-    INSERT INTO pgjobs_job_queue (job_name, payload, queue, priority, max_attempts, key)
-    SELECT job_name, payload, queue, priority, max_attempts,
+    INSERT INTO pgjobs_job_queue (job_name, payload, queue, priority, max_attempts, metadata, key)
+    SELECT job_name, payload, queue, priority, max_attempts, metadata,
            CASE WHEN {is_workflow_job()} THEN {workflow_key("(payload ->> 'workflow_id')")} END
     FROM dead
 """

@@ -7,69 +7,118 @@ whose job was rescued or cancelled meanwhile matches nothing, and its outcome is
 
 from __future__ import annotations
 
+import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from django_pgjobs.queries.base import (
     CLEAR_LEASE,
     FENCE,
-    HELD,
+    FINISHED,
     HELD_FENCE,
     UNDO_CLAIM,
     Cursor,
     Token,
+    append_failure,
     as_uuid,
     lease_params,
     notify_queues,
+    record_start,
     token_params,
 )
 
-# Completing finished attempts, fenced on their lease tokens (see complete_jobs).
-
+# Completing finished attempts, fenced on their lease tokens (see complete_jobs). ``results``
+# maps a job id (text) to the return value its handler kept; ``-> id`` is NULL for the others.
 COMPLETED_CTE = f"""done AS (
     UPDATE pgjobs_job_queue AS j
-    SET status = 'completed', completed_at = now(), {CLEAR_LEASE}
-    FROM {HELD}
+    SET status = 'completed', completed_at = now(), result = %(results)s::jsonb -> j.id::text,
+        {record_start("held.took")}, {CLEAR_LEASE}
+    FROM {FINISHED}
     WHERE {HELD_FENCE}
     RETURNING j.id
 )"""
 
 
-def complete_jobs(cur: Cursor, *, tokens: Sequence[Token]) -> list[uuid.UUID]:
+def finished_params(
+    tokens: Sequence[Token],
+    took: Sequence[float | None] | None = None,
+    results: Mapping[uuid.UUID, str] | None = None,
+) -> dict[str, Any]:
+    """The parameters of COMPLETED_CTE: the attempts' tokens, how long each ran (seconds, in
+    the same order; None: unknown) and the results kept, as JSON texts by job id."""
+    return {
+        **token_params(tokens),
+        "took": list(took) if took is not None else [None] * len(tokens),
+        # One jsonb object, id -> result: the texts are JSON already, so joining them is
+        # cheaper than a jsonb[] parameter, and NULL when no job of the batch kept one.
+        "results": (
+            "{" + ",".join(f"{json.dumps(str(k))}:{v}" for k, v in results.items()) + "}"
+            if results
+            else None
+        ),
+    }
+
+
+def complete_jobs(
+    cur: Cursor,
+    *,
+    tokens: Sequence[Token],
+    took: Sequence[float | None] | None = None,
+    results: Mapping[uuid.UUID, str] | None = None,
+) -> list[uuid.UUID]:
     """Mark many finished attempts completed in one statement; returns the ids it completed.
 
-    Fenced on (id, lease_token, running): an attempt whose job was rescued or cancelled meanwhile
-    matches nothing and its outcome is dropped. Locks: those rows, briefly. A crash before this
-    commits leaves the jobs running; they are rescued and run again (at-least-once).
+    ``took`` and ``results`` as in :func:`finished_params`. Fenced on (id, lease_token,
+    running): an attempt whose job was rescued or cancelled meanwhile matches nothing and its
+    outcome is dropped. Locks: those rows, briefly. A crash before this commits leaves the jobs
+    running; they are rescued and run again (at-least-once).
     """
     if not tokens:
         return []
-    cur.execute(f"WITH {COMPLETED_CTE} SELECT id FROM done", token_params(tokens))
+    cur.execute(f"WITH {COMPLETED_CTE} SELECT id FROM done", finished_params(tokens, took, results))
     return [as_uuid(r[0]) for r in cur.fetchall()]
 
 
+# A failing attempt's row ``j`` with its failure ``f`` (error, exception, took) in the history.
+_FAILURE_RECORDED = append_failure(error="f.error", exception="f.exception", took="f.took")
+
+# The dead letter's columns, in pgjobs_failed_jobs' order below, from a job row ``j`` that is
+# being deleted with its failure ``f``.
+DEAD_LETTER_COLUMNS = (
+    "id, job_name, payload, queue, priority, attempt, max_attempts, error, original_created_at, "
+    "started_at, metadata, error_history"
+)
+
+
+def dead_letter_values(error: str, history: str) -> str:
+    """The RETURNING list that moves row ``j`` to the dead letters (DEAD_LETTER_COLUMNS)."""
+    return (
+        "j.id, j.job_name, j.payload, j.queue, j.priority, j.attempt, j.max_attempts, "
+        f"{error}, j.created_at, coalesce(j.started_at, j.locked_at), j.metadata, {history}"
+    )
+
+
 # Shared by fail and rescue: given the rows in CTE ``failing`` (already locked, each with its
-# error and delay), bury those out of attempts and send the rest back to pending, in one
-# statement. The two branches test opposite conditions, so no row is touched twice.
-# RETRY_OR_BURY_CTES are the CTEs alone, for a statement that adds its own (the rescue).
+# error, exception class, how long it ran and delay), bury those out of attempts and send the
+# rest back to pending, in one statement. The two branches test opposite conditions, so no row
+# is touched twice. RETRY_OR_BURY_CTES are the CTEs alone, for a statement that adds its own.
 RETRY_OR_BURY_CTES = f"""
 buried AS (
     DELETE FROM pgjobs_job_queue AS j USING failing AS f
     WHERE j.id = f.id AND j.attempt >= j.max_attempts
-    RETURNING j.id, j.job_name, j.payload, j.queue, j.priority, j.attempt, j.max_attempts,
-              f.error, j.created_at
+    RETURNING {dead_letter_values("f.error", _FAILURE_RECORDED)}
 ),
 dead AS (
-    INSERT INTO pgjobs_failed_jobs (id, job_name, payload, queue, priority, attempt,
-                                    max_attempts, error, original_created_at)
+    INSERT INTO pgjobs_failed_jobs ({DEAD_LETTER_COLUMNS})
     SELECT * FROM buried
     RETURNING id
 ),
 retried AS (
     UPDATE pgjobs_job_queue AS j
-    SET status = 'pending', error = f.error, {CLEAR_LEASE},
+    SET status = 'pending', error = f.error, error_history = {_FAILURE_RECORDED},
+        {record_start("f.took")}, {CLEAR_LEASE},
         scheduled_for = now() + make_interval(secs => f.delay)
     FROM failing AS f
     WHERE j.id = f.id AND j.attempt < j.max_attempts
@@ -86,7 +135,14 @@ FailOutcome = Literal["retried", "buried", "lost"]
 
 
 def fail_job(
-    cur: Cursor, *, token: Token, error: str, delay: float, spare: bool = False
+    cur: Cursor,
+    *,
+    token: Token,
+    error: str,
+    delay: float,
+    spare: bool = False,
+    exception: str | None = None,
+    took: float | None = None,
 ) -> FailOutcome:
     """Record a failed attempt: back to pending after ``delay`` seconds, or dead-lettered.
 
@@ -94,13 +150,16 @@ def fail_job(
     Fenced like :func:`complete_jobs`; returns "lost" when this attempt no longer owns the job.
     ``spare``: the attempt failed because its database connection was lost (an outage, not the
     job's fault), so it is not counted, once per job (``attempt_spared``): a job whose every
-    attempt loses its connection still ends in the dead letters. Locks: the job row. A crash
-    before commit leaves it running until its lease is rescued.
+    attempt loses its connection still ends in the dead letters. The failure joins the job's
+    ``error_history`` with ``exception`` (the class path of what was raised) and when the
+    attempt started (``took`` seconds ago when its start was not recorded). Locks: the job row.
+    A crash before commit leaves it running until its lease is rescued.
     """
     cur.execute(
         f"""
         WITH failing AS (
-            SELECT id, %(error)s::text AS error, %(delay)s::float8 AS delay
+            SELECT id, %(error)s::text AS error, %(delay)s::float8 AS delay,
+                   %(exception)s::text AS exception, %(took)s::float8 AS took
             FROM pgjobs_job_queue
             WHERE {FENCE} AND NOT (%(spare)s AND NOT attempt_spared)
             FOR UPDATE
@@ -108,6 +167,7 @@ def fail_job(
         spared AS (
             UPDATE pgjobs_job_queue AS j
             SET {UNDO_CLAIM}, attempt_spared = true, error = %(error)s,
+                error_history = {_GIVEN_FAILURE_RECORDED},
                 scheduled_for = now() + make_interval(secs => %(delay)s)
             WHERE {FENCE} AND %(spare)s AND NOT j.attempt_spared
             RETURNING j.queue, %(delay)s::float8 AS delay
@@ -117,13 +177,26 @@ def fail_job(
                (SELECT count(*) FROM dead),
                {notify_queues(_DUE_AGAIN, "WHERE delay <= 0")}
         """,
-        {**lease_params(token), "error": error, "delay": delay, "spare": spare},
+        {
+            **lease_params(token),
+            "error": error,
+            "delay": delay,
+            "spare": spare,
+            "exception": exception,
+            "took": took,
+        },
     )
     retried, buried, _ = cur.fetchone()
     if buried:
         return "buried"
     return "retried" if retried else "lost"
 
+
+# A failure given as parameters joins the history: a spared attempt's (it ran and failed,
+# though it does not count) and one buried at once.
+_GIVEN_FAILURE_RECORDED = append_failure(
+    error="%(error)s::text", exception="%(exception)s::text", took="%(took)s::float8"
+)
 
 # The rows fail_job sent back to pending (a relation for notify_queues).
 _DUE_AGAIN = "(SELECT queue, delay FROM retried UNION ALL SELECT queue, delay FROM spared) AS r"
@@ -135,12 +208,10 @@ _BURY_NOW = f"""
 WITH buried AS (
     DELETE FROM pgjobs_job_queue AS j
     WHERE {FENCE}
-    RETURNING j.id, j.job_name, j.payload, j.queue, j.priority, j.attempt, j.max_attempts,
-              %(error)s::text, j.created_at
+    RETURNING {dead_letter_values("%(error)s::text", _GIVEN_FAILURE_RECORDED)}
 ),
 dead AS (
-    INSERT INTO pgjobs_failed_jobs (id, job_name, payload, queue, priority, attempt,
-                                    max_attempts, error, original_created_at)
+    INSERT INTO pgjobs_failed_jobs ({DEAD_LETTER_COLUMNS})
     SELECT * FROM buried
     RETURNING id
 )
@@ -148,14 +219,25 @@ SELECT count(*) FROM dead
 """
 
 
-def bury_job(cur: Cursor, *, token: Token, error: str) -> Literal["buried", "lost"]:
-    """Record a failed attempt that no retry can cure (its payload cannot be decoded): the job
-    moves to the dead letters now, attempts left or not.
+def bury_job(
+    cur: Cursor,
+    *,
+    token: Token,
+    error: str,
+    exception: str | None = None,
+    took: float | None = None,
+) -> Literal["buried", "lost"]:
+    """Record a failed attempt that no retry can cure (its payload cannot be decoded, or the
+    handler said not to retry): the job moves to the dead letters now, attempts left or not.
 
-    One statement, fenced like :func:`fail_job`; "lost" when this attempt no longer owns the
-    job. Locks: the job row. A crash before commit leaves it running until its lease is rescued.
+    One statement, fenced like :func:`fail_job` (``exception`` and ``took`` as there); "lost"
+    when this attempt no longer owns the job. Locks: the job row. A crash before commit leaves
+    it running until its lease is rescued.
     """
-    cur.execute(_BURY_NOW, {**lease_params(token), "error": error})
+    cur.execute(
+        _BURY_NOW,
+        {**lease_params(token), "error": error, "exception": exception, "took": took},
+    )
     (buried,) = cur.fetchone()
     return "buried" if buried else "lost"
 

@@ -43,7 +43,8 @@ def rescue_expired_leases(cur: Cursor, *, limit: int = 500, server_up_for: float
             SELECT id, locked_at IS NOT NULL AS started,
                    format('Lease expired: worker %%s stopped heartbeating during attempt %%s '
                           '(started at %%s).', locked_by, attempt, locked_at) AS error,
-                   0::float8 AS delay
+                   0::float8 AS delay, 'django_pgjobs.exceptions.LeaseExpired' AS exception,
+                   NULL::float8 AS took
             FROM pgjobs_job_queue
             WHERE status = 'running' AND lease_expires_at < now()
               AND pg_postmaster_start_time() < now() - make_interval(secs => %(server_up_for)s)
@@ -58,7 +59,7 @@ def rescue_expired_leases(cur: Cursor, *, limit: int = 500, server_up_for: float
             WHERE j.id = e.id AND NOT e.started
             RETURNING j.queue
         ),
-        failing AS (SELECT id, error, delay FROM expired WHERE started),
+        failing AS (SELECT id, error, delay, exception, took FROM expired WHERE started),
         {RETRY_OR_BURY_CTES}
         SELECT (SELECT count(*) FROM retried), (SELECT count(*) FROM dead),
                (SELECT count(*) FROM unstarted),

@@ -340,7 +340,8 @@ def resume(cur: Cursor, *, workflow_id: str, app_version: str | None) -> Resumed
             -- and its job queued afresh: it stops at its next write, the new attempt resumes.
             UPDATE pgjobs_job_queue AS j
             SET status = 'pending', job_name = {workflow_job_name("r.app_version")},
-                scheduled_for = now(), attempt = 0, locked_at = NULL, {CLEAR_LEASE}
+                scheduled_for = now(), attempt = 0, locked_at = NULL, locked_by = NULL,
+                {CLEAR_LEASE}
             FROM resumed AS r
             WHERE j.key = {workflow_key("r.workflow_id")} AND j.status IN {ACTIVE}
             RETURNING j.queue

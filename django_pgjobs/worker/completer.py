@@ -26,8 +26,10 @@ from typing import Any, TypeVar
 import psycopg
 
 from django_pgjobs import queries
+from django_pgjobs.jobs.context import AttemptNotes
 from django_pgjobs.jobs.retry import retry_delay
 from django_pgjobs.stored_json import UndecodableJSON
+from django_pgjobs.worker.attempt import AttemptResult
 
 logger = logging.getLogger("django_pgjobs.worker")
 
@@ -62,11 +64,20 @@ class Written:
 @dataclass(frozen=True)
 class _Done:
     job: queries.ClaimedJob
-    error: str | None
-    # Set when the handler gave the job back itself (JobHandedBack): due again in this long.
-    handed_back: float | None = None
-    spare: bool = False  # it failed because a database connection was lost: see fail_job
+    attempt: AttemptResult
     arrived: float = field(default_factory=time.monotonic)
+
+    @property
+    def error(self) -> str | None:
+        return self.attempt.error
+
+    @property
+    def handed_back(self) -> float | None:
+        return self.attempt.handed_back
+
+    @property
+    def notes(self) -> AttemptNotes:
+        return self.attempt.notes or AttemptNotes()
 
 
 @dataclass(frozen=True)
@@ -93,17 +104,10 @@ class Completer:
 
     # Called from handler threads.
 
-    def finished(
-        self,
-        job: queries.ClaimedJob,
-        error: str | None,
-        *,
-        handed_back: float | None = None,
-        spare: bool = False,
-    ) -> bool:
+    def finished(self, job: queries.ClaimedJob, attempt: AttemptResult) -> bool:
         """Queue an attempt's outcome; True if it is the first since the loop last looked (the
         loop then needs waking to start its batching clock)."""
-        self._events.put(_Done(job, error, handed_back, spare))
+        self._events.put(_Done(job, attempt))
         first = not self._signalled
         self._signalled = True
         return first
@@ -136,23 +140,39 @@ class Completer:
         self._collect()
         self._write_progress(conn)
         self._settle_handed_back()
-        successes = [d.job for d in self._done if d.error is None]
-        if successes:
-            tokens = [j.token for j in successes]
+        done_ok = [d for d in self._done if d.error is None]
+        if done_ok:
+            successes = [d.job for d in done_ok]
             completed = self._guarded(
-                conn, successes, lambda: queries.complete_jobs(conn.cursor(), tokens=tokens)
+                conn,
+                successes,
+                lambda: queries.complete_jobs(conn.cursor(), **_completion(done_ok)),
             )
             self._done = [d for d in self._done if d.error is not None]
             self._completed(conn, successes, completed)
         while self._done:
             done = self._done[0]
             assert done.error is not None
-            if isinstance(done.job.payload, UndecodableJSON):
-                # No retry can decode it: to the dead letters now, attempts left or not.
-                self.bury(conn, done.job, done.error)
+            attempt = done.attempt
+            if isinstance(done.job.payload, UndecodableJSON) or done.notes.give_up:
+                # No retry can decode it, or the handler said none may: to the dead letters
+                # now, attempts left or not.
+                self.bury(
+                    conn, done.job, done.error, exception=attempt.exception, took=attempt.took
+                )
             else:
-                delay = retry_delay(done.job.job_name, done.job.attempt)
-                self.fail(conn, done.job, done.error, delay=delay, spare=done.spare)
+                delay = done.notes.retry_in
+                if delay is None:
+                    delay = retry_delay(done.job.job_name, done.job.attempt)
+                self.fail(
+                    conn,
+                    done.job,
+                    done.error,
+                    delay=delay,
+                    spare=attempt.connection_lost,
+                    exception=attempt.exception,
+                    took=attempt.took,
+                )
             self._done.pop(0)
 
     def claim(self, conn: psycopg.Connection[Any], **claim: Any) -> list[queries.ClaimedJob]:
@@ -160,15 +180,15 @@ class Completer:
         write ride along in the same statement."""
         self._collect()
         self._settle_handed_back()
-        successes = [d.job for d in self._done if d.error is None]
-        if not successes:
+        done_ok = [d for d in self._done if d.error is None]
+        if not done_ok:
             return queries.claim_jobs(conn.cursor(), **claim)
-        tokens = [job.token for job in successes]
+        successes = [d.job for d in done_ok]
         # On a database error nothing was written: the successes stay buffered.
         completed, jobs = self._guarded(
             conn,
             successes,
-            lambda: queries.complete_and_claim(conn.cursor(), tokens=tokens, **claim),
+            lambda: queries.complete_and_claim(conn.cursor(), **_completion(done_ok), **claim),
         )
         self._done = [d for d in self._done if d.error is not None]
         self._completed(conn, successes, completed)
@@ -182,6 +202,8 @@ class Completer:
         *,
         delay: float,
         spare: bool = False,
+        exception: str | None = None,
+        took: float | None = None,
     ) -> None:
         """Record one failed attempt now: retried after ``delay``, buried, or lost (fenced).
         ``spare``: it failed because a database connection was lost (see fail_job)."""
@@ -189,15 +211,33 @@ class Completer:
             conn,
             [job],
             lambda: queries.fail_job(
-                conn.cursor(), token=job.token, error=error, delay=delay, spare=spare
+                conn.cursor(),
+                token=job.token,
+                error=error,
+                delay=delay,
+                spare=spare,
+                exception=exception,
+                took=took,
             ),
         )
         self._record(conn, Written(job, Outcome(result), error=error, delay=delay))
 
-    def bury(self, conn: psycopg.Connection[Any], job: queries.ClaimedJob, error: str) -> None:
+    def bury(
+        self,
+        conn: psycopg.Connection[Any],
+        job: queries.ClaimedJob,
+        error: str,
+        *,
+        exception: str | None = None,
+        took: float | None = None,
+    ) -> None:
         """Record one failed attempt that no retry can cure: buried now, or lost (fenced)."""
         result = self._guarded(
-            conn, [job], lambda: queries.bury_job(conn.cursor(), token=job.token, error=error)
+            conn,
+            [job],
+            lambda: queries.bury_job(
+                conn.cursor(), token=job.token, error=error, exception=exception, took=took
+            ),
         )
         self._record(conn, Written(job, Outcome(result), error=error))
 
@@ -286,6 +326,16 @@ class Completer:
                 self._progress[event.job.token] = event
             else:
                 self._done.append(event)
+
+
+def _completion(done: Sequence[_Done]) -> dict[str, Any]:
+    """complete_jobs' arguments for these successful attempts: tokens, run times, results."""
+    results = {d.job.id: d.notes.result for d in done if d.notes.result is not None}
+    return {
+        "tokens": [d.job.token for d in done],
+        "took": [d.attempt.took for d in done],
+        "results": results or None,
+    }
 
 
 def log_outcome(written: Written, took: float) -> None:

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
+
+import psycopg
 
 from django_pgjobs import queries
+from django_pgjobs.conf import conf
+from django_pgjobs.jobs.context import AttemptNotes
 from django_pgjobs.jobs.registry import JobHandler
+from django_pgjobs.worker.completer import Completer
 from django_pgjobs.worker.pool import Task
 
 logger = logging.getLogger("django_pgjobs.worker")
@@ -24,6 +31,7 @@ class InFlight:
     began: float = 0.0  # when it began (monotonic), set with ``started``
     reported: bool = False  # its outcome was handed to the completer
     lost_logged: bool = False  # the heartbeat found it no longer ours, and said so
+    notes: AttemptNotes | None = None  # what the handler said about its attempt
 
 
 def warn_no_longer_ours(held: Iterable[InFlight], lost: Iterable[uuid.UUID]) -> None:
@@ -35,3 +43,35 @@ def warn_no_longer_ours(held: Iterable[InFlight], lost: Iterable[uuid.UUID]) -> 
         if entry.job.id in lost_ids and not entry.reported and not entry.lost_logged:
             entry.lost_logged = True
             logger.warning("Job %s is no longer ours (rescued or cancelled)", entry.job.id)
+
+
+def hand_back_running(
+    held: Iterable[InFlight],
+    completer: Completer,
+    conn: psycopg.Connection[Any] | None,
+    *,
+    worker_id: str,
+) -> list[uuid.UUID]:
+    """At the end of the shutdown grace period: write each attempt whose handler is still
+    running as failed (``WorkerShutdown``), due again at once. Returns their job ids. With no
+    connection (the database is unreachable), their leases expire and do the same."""
+    abandoned = []
+    for entry in list(held):
+        if entry.task is not None and not entry.started:
+            continue  # cancelled before it started; its lease recovers it
+        abandoned.append(entry.job.id)
+        logger.error(
+            "Job %s (%s) still running after the %ss grace period; handing it back.",
+            entry.job.id, entry.job.job_name, conf.SHUTDOWN_GRACE,
+        )  # fmt: skip
+        if conn is None:
+            continue
+        error = (
+            f"WorkerShutdown: worker {worker_id} stopped before the handler finished (grace "
+            f"period {conf.SHUTDOWN_GRACE}s)."
+        )
+        with contextlib.suppress(psycopg.Error):
+            completer.fail(
+                conn, entry.job, error, delay=0, exception="django_pgjobs.exceptions.WorkerShutdown"
+            )
+    return abandoned

@@ -13,7 +13,6 @@ same worker as a new attempt while a stale one is still finishing.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 import os
@@ -32,11 +31,12 @@ from django_pgjobs import queries
 from django_pgjobs.conf import conf
 from django_pgjobs.jobs.registry import registry
 from django_pgjobs.schedules.scheduler import Scheduler
+from django_pgjobs.worker.after_write import AfterWrite
 from django_pgjobs.worker.attempt import AttemptResult, run_attempt
 from django_pgjobs.worker.completer import Completer, Outcome, Written, log_outcome
 from django_pgjobs.worker.connection import LoopConnection, pause
 from django_pgjobs.worker.housekeeping import Housekeeper
-from django_pgjobs.worker.inflight import InFlight, warn_no_longer_ours
+from django_pgjobs.worker.inflight import InFlight, hand_back_running, warn_no_longer_ours
 from django_pgjobs.worker.pacing import Pacing
 from django_pgjobs.worker.pool import HandlerPool
 from django_pgjobs.worker.process import SchedulerThread, StopSignals
@@ -90,6 +90,7 @@ class Worker:
             alias=self.alias, worker_id=self.worker_id, queues=self.queues, listen=self.listen
         )
         self._pool: HandlerPool | None = None
+        self._after_write = AfterWrite(name=f"pgjobs-after-{self.worker_id}")
         self._inflight: dict[queries.Token, InFlight] = {}  # by (job id, lease token)
         self._wakeup = Wakeup()
         self._pacing = Pacing(concurrency=self.concurrency, poll_interval=self.poll_interval)
@@ -155,6 +156,7 @@ class Worker:
         assert self._pool is not None
         self._pool.wait_idle()
         self._flush(force=True)
+        self._after_write.wait_idle()
         return self.stats - before
 
     def close(self) -> None:
@@ -200,6 +202,7 @@ class Worker:
             # Handlers that outlived the grace period were handed back: do not wait for them.
             self._pool.shutdown(wait=not self.abandoned)
             self._pool = None
+        self._after_write.close(wait=not self.abandoned)
 
     def _ensure_connected(self) -> psycopg.Connection[Any]:
         if not self._link.is_open:
@@ -264,24 +267,9 @@ class Worker:
     def _abandon_running(self) -> None:
         """After the grace period: hand back each still-running job as a failed attempt, due at
         once. If the database is unreachable, their leases will expire and do the same."""
-        for entry in list(self._inflight.values()):
-            if entry.task is not None and not entry.started:
-                continue  # cancelled before it started; its lease recovers it
-            self.abandoned.append(entry.job.id)
-            logger.error(
-                "Job %s (%s) still running after the %ss grace period; handing it back.",
-                entry.job.id,
-                entry.job.job_name,
-                conf.SHUTDOWN_GRACE,
-            )
-            if self._link.conn is None:
-                continue  # the database is unreachable; the job's lease will expire instead
-            with contextlib.suppress(psycopg.Error):
-                error = (
-                    f"WorkerShutdown: worker {self.worker_id} stopped before the handler "
-                    f"finished (grace period {conf.SHUTDOWN_GRACE}s)."
-                )
-                self._completer.fail(self._link.conn, entry.job, error, delay=0)
+        self.abandoned += hand_back_running(
+            self._inflight.values(), self._completer, self._link.conn, worker_id=self.worker_id
+        )
         self._inflight.clear()
 
     def _held_tokens(self) -> list[queries.Token]:
@@ -359,9 +347,8 @@ class Worker:
             self._report(entry, AttemptResult(took=0.0, error=error))
 
     def _report(self, entry: InFlight, result: AttemptResult) -> None:
-        first = self._completer.finished(
-            entry.job, result.error, handed_back=result.handed_back, spare=result.connection_lost
-        )
+        entry.notes = result.notes
+        first = self._completer.finished(entry.job, result)
         entry.reported = True
         busy = self._count_busy(-1)
         self._pacing.record_run(result.took)
@@ -386,6 +373,8 @@ class Worker:
         if outcome in (Outcome.RETRIED, Outcome.HANDED_BACK):
             self._pacing.requeued(written.delay, now=time.monotonic())
         log_outcome(written, took)
+        if entry is not None:
+            self._after_write.written(entry.notes, outcome)
 
     def _housekeep(self, *, force: bool = False) -> None:
         conn = self._ensure_connected()

@@ -21,14 +21,19 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 def test_run_once_runs_due_jobs_and_marks_them_completed(make_worker: type[Worker]) -> None:
     ids = [enqueue("test.record", {"label": f"job {n}"}) for n in range(3)]
-    stats = make_worker(concurrency=4).run_once()
+    worker = make_worker(concurrency=4)
+    stats = worker.run_once()
     assert (stats.claimed, stats.completed) == (3, 3)
     assert Run.objects.count() == 3
     for job_id in ids:
         job = get_job(job_id)
         assert job.status == "completed"
         assert job.completed_at is not None and job.attempt == 1
-        assert job.locked_by is None and job.lease_expires_at is None
+        assert job.lease_expires_at is None and job.lease_token is None
+        # Who ran the attempt and when it started stay on the row (a task's worker_ids).
+        assert job.locked_by == worker.worker_id
+        assert job.started_at == job.locked_at and job.started_at is not None
+        assert job.result is None and job.error_history == []
 
 
 def test_failure_records_error_and_backs_off_exponentially(make_worker: type[Worker]) -> None:
