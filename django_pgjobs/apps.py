@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django.apps import AppConfig
+from django.conf import settings
 from django.db.models.signals import post_migrate
 from django.utils.module_loading import autodiscover_modules
 
@@ -27,9 +30,24 @@ class PgJobsConfig(AppConfig):
         # run them.
         autodiscover_modules("jobs")
         autodiscover_modules("workflows")
+        if _uses_pgjobs_backend():
+            # Django tasks live in each app's ``tasks`` module by convention; a worker runs
+            # only tasks whose module it imported.
+            autodiscover_modules("tasks")
 
         from django_pgjobs.workflows import definitions
 
         # After every module that may define a workflow is imported: the version digest covers
         # them all.
         definitions.install()
+
+
+def _uses_pgjobs_backend() -> bool:
+    """TASKS names PgJobsBackend (or a subclass's dotted path under django_pgjobs)."""
+    tasks: Any = getattr(settings, "TASKS", None)
+    if not isinstance(tasks, dict):
+        return False
+    return any(
+        isinstance(options, dict) and str(options.get("BACKEND", "")).startswith("django_pgjobs.")
+        for options in tasks.values()
+    )

@@ -94,8 +94,10 @@ def ensure_installed(python: Path) -> None:
     wanted = hashlib.sha256((REPO / "pyproject.toml").read_bytes()).hexdigest()
     if INSTALL_STAMP.exists() and INSTALL_STAMP.read_text().strip() == wanted:
         return
-    say(f"installing django-pgjobs[embedded] (editable) into {VENV}; this takes a minute ...")
-    run_setup_step([str(python), "-m", "pip", "install", "--quiet", "-e", f"{REPO}[embedded]"])
+    say(f"installing django-pgjobs[embedded,tasks] (editable) into {VENV}; this takes a minute ...")
+    run_setup_step(
+        [str(python), "-m", "pip", "install", "--quiet", "-e", f"{REPO}[embedded,tasks]"]
+    )
     INSTALL_STAMP.write_text(wanted + "\n")
 
 
@@ -268,6 +270,15 @@ def check_outcomes(seed: DemoSeed, signup_email: str) -> None:
             sync.is_awaiting_retry and "CrmUnavailable" in (sync.error or ""),
             f"sync-crm {sync.id} failed and awaits its retry {state(sync)}",
         )
+    from shop.tasks import tally_signups
+
+    tally = tally_signups.get_result(seed.tally_task)
+    returned = tally.return_value if tally.status == "SUCCESSFUL" else None
+    expect(
+        returned is not None and returned["signups"] >= 1,
+        f"the Django task shop.tasks.tally_signups {tally.id} ran: {tally.status}, "
+        f"returned {returned}",
+    )
 
 
 # -- 4. worker and web server -------------------------------------------------------------------

@@ -28,6 +28,19 @@ INSTALLED_APPS = [
     "tests.testapp",
 ]
 
+# Django's Tasks framework: built in on Django 6, the django-tasks backport on Django 5.2.
+try:
+    import django.tasks  # noqa: F401
+except ImportError:
+    INSTALLED_APPS.append("django_tasks")
+
+TASKS = {
+    "default": {
+        "BACKEND": "django_pgjobs.backend.PgJobsBackend",
+        "QUEUES": ["default", "emails", "low"],
+    },
+}
+
 _URL = database_url(BASE_DIR / ".pgdata-test")
 DATABASES = {
     # Worker subprocesses get a DATABASE_URL naming this database (see tests/helpers.py).

@@ -29,6 +29,7 @@ LOGGERS = (
     "django_pgjobs.worker",
     "django_pgjobs.scheduler",
     "django_pgjobs.workflows",
+    "django_pgjobs.tasks",
 )
 
 

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypedDict, Unpack
+from typing import Any, TypedDict, TypeVar, Unpack
 
 import psycopg
 
@@ -29,6 +29,9 @@ from django_pgjobs.schedules.validation import (
 )
 
 logger = logging.getLogger("django_pgjobs.scheduler")
+
+# What @cron decorates: a @job handler or a Django task (any object with a module_path).
+Scheduled = TypeVar("Scheduled")
 
 
 @dataclass(frozen=True)
@@ -117,17 +120,27 @@ def redeclared() -> dict[str, list[Declaration]]:
 
 def cron(
     expression: str, *, name: str | None = None, **options: Unpack[ScheduleOptions]
-) -> Callable[[JobHandler], JobHandler]:
-    """Run the ``@job`` below on a schedule: ``@cron("*/5 * * * *")`` stacked on ``@job(...)``.
+) -> Callable[[Scheduled], Scheduled]:
+    """Run the ``@job`` (or Django ``@task``) below on a schedule: ``@cron("*/5 * * * *")``
+    stacked on ``@job(...)`` or ``@task(...)``.
 
-    The schedule is named after the job unless ``name`` is given; stack several ``@cron`` with
-    different names for several schedules. Options as for :func:`schedule`.
+    The schedule is named after the job (a task's module path) unless ``name`` is given; stack
+    several ``@cron`` with different names for several schedules. Options as for
+    :func:`schedule`; a task's ``payload`` is ``{"args": [...], "kwargs": {...}}`` (default: no
+    arguments).
     """
 
-    def decorate(handler: JobHandler) -> JobHandler:
-        if not isinstance(handler, JobHandler):
-            raise TypeError("@cron goes above @job: it schedules a registered job handler.")
-        schedule(name or handler.name, cron=expression, job_name=handler.name, **options)
+    def decorate(handler: Scheduled) -> Scheduled:
+        module_path = getattr(handler, "module_path", None)
+        if isinstance(handler, JobHandler):
+            job_name = handler.name
+        elif isinstance(module_path, str) and callable(getattr(handler, "enqueue", None)):
+            job_name = module_path  # a Django task: its jobs are named so
+        else:
+            raise TypeError(
+                "@cron goes above @job or @task: it schedules a registered job handler or task."
+            )
+        schedule(name or job_name, cron=expression, job_name=job_name, **options)
         return handler
 
     return decorate

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from types import FrameType, TracebackType
 
+from django.conf import settings
+
 from django_pgjobs.observability.display import local_time, printable
 from django_pgjobs.schedules.scheduler import Scheduler
 
@@ -82,11 +84,26 @@ class LogFormatter(logging.Formatter):
 def configure_logging(verbosity: int) -> None:
     """Log to stderr with :class:`LogFormatter` unless the project configured logging: -v 0
     warnings and errors only, -v 1 (the default) one line per job, -v 2 debug. (Stored text is
-    escaped in every pgjobs record whoever formats it: the app adds the filter at start-up.)"""
-    logger = logging.getLogger("django_pgjobs")
-    if logger.handlers or logging.getLogger().handlers:
+    escaped in every pgjobs record whoever formats it: the app adds the filter at start-up.)
+
+    The same for the Tasks framework's own lines (``Task id=... state=...``) when tasks are in
+    use, except while ``DEBUG`` is on: Django's default logging shows them itself then."""
+    if logging.getLogger().handlers:
         return
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(LogFormatter())
-    logger.addHandler(handler)
-    logger.setLevel({0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG))
+    level = {0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG)
+    for logger in (logging.getLogger("django_pgjobs"), _tasks_framework_logger()):
+        if logger is None or logger.handlers:
+            continue
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(LogFormatter())
+        if logger.name != "django_pgjobs":
+            handler.addFilter(lambda record: not settings.DEBUG)
+        logger.addHandler(handler)
+        logger.setLevel(level)
+
+
+def _tasks_framework_logger() -> logging.Logger | None:
+    """The logger of the Tasks framework in use, if the app loaded it (TASKS names our
+    backend: see PgJobsConfig.ready)."""
+    framework = sys.modules.get("django_pgjobs.tasks.framework")
+    return None if framework is None else framework.signals.logger

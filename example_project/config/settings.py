@@ -30,6 +30,14 @@ INSTALLED_APPS = [
     "shop",
 ]
 
+# Django's Tasks framework runs on django-pgjobs (shop/tasks.py). Django 6 has it built in; on
+# Django 5.2 it is the django-tasks backport (pip install 'django-pgjobs[tasks]').
+try:
+    import django.tasks  # noqa: F401
+except ImportError:
+    INSTALLED_APPS.append("django_tasks")
+TASKS = {"default": {"BACKEND": "django_pgjobs.backend.PgJobsBackend"}}
+
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",

@@ -10,12 +10,14 @@ import uuid
 from dataclasses import dataclass
 
 from django.db import transaction
+from django.utils import timezone
 
 from django_pgjobs import get_job, start_workflow
 from django_pgjobs.exceptions import JobNotFound
 from shop.jobs import import_rows, sync_customer_to_crm
 from shop.models import Customer, ImportBatch, Order, Product
 from shop.signup import sign_up
+from shop.tasks import tally_signups
 from shop.workflows import checkout
 
 DEMO_IMPORT_ROWS = 500
@@ -36,6 +38,7 @@ class DemoSeed:
     sync_job: uuid.UUID
     order: Order
     checkout_workflow: str
+    tally_task: str  # the id of a Django task's result
 
     def summary(self) -> str:
         try:
@@ -88,6 +91,8 @@ def seed_demo() -> DemoSeed:
         checkout_workflow = start_workflow(
             checkout, order.pk, workflow_id=f"checkout-{order.pk}"
         ).workflow_id
+    # A Django task (django.tasks), enqueued like any job: its return value is kept.
+    tally_task = tally_signups.enqueue(timezone.localdate().isoformat()).id
     return DemoSeed(
         customer=customer,
         welcome_job=welcome_job,
@@ -97,4 +102,5 @@ def seed_demo() -> DemoSeed:
         sync_job=sync_job,
         order=order,
         checkout_workflow=checkout_workflow,
+        tally_task=tally_task,
     )

@@ -74,4 +74,4 @@ def test_code_and_settings_schedules_are_synced_and_removed_ones_disabled(
 
 def test_cron_must_sit_above_job() -> None:
     with pytest.raises(TypeError, match="above @job"):
-        cron("* * * * *")(lambda payload: None)  # type: ignore[arg-type]
+        cron("* * * * *")(lambda payload: None)

@@ -135,7 +135,9 @@ def test_every_setting_is_documented() -> None:
 
 
 def test_every_system_check_is_documented_and_every_documented_one_exists() -> None:
+    # The app's checks, and the Tasks backend's (which Django's Tasks framework runs).
     in_code = set(CHECK_ID.findall((PACKAGE / "checks.py").read_text()))
+    in_code |= set(CHECK_ID.findall((PACKAGE / "tasks" / "checks.py").read_text()))
     in_docs = set(CHECK_ID.findall(SETTINGS_DOC.read_text()))
     assert in_code, "found no check ids in django_pgjobs/checks.py"
     missing = sorted(in_code - in_docs)

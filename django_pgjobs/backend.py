@@ -1,0 +1,192 @@
+"""The Django Tasks backend: ``@task`` functions run as django-pgjobs jobs.
+
+    TASKS = {
+        "default": {
+            "BACKEND": "django_pgjobs.backend.PgJobsBackend",
+            "QUEUES": ["default", "emails"],   # optional; [] allows any queue name
+            "OPTIONS": {"MAX_ATTEMPTS": 3, "BACKOFF": 5},
+        }
+    }
+
+A task is an ordinary job row named after the task's module path, with payload ``{"args":
+[...], "kwargs": {...}}`` and the job's id as the result id. Enqueueing inserts it on Django's
+connection, so inside ``transaction.atomic()`` the task exists only if the transaction commits.
+The worker runs it (:mod:`django_pgjobs.tasks.runner`); retries, leases and rescue, dead
+letters, the admin and the CLI apply as to any job. Importing this module, building the backend
+and ``manage.py check`` never touch the database or the models.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from django.core import checks
+from django.db import transaction
+from django.utils import timezone
+from django.utils.module_loading import import_string
+
+from django_pgjobs.conf import conf
+from django_pgjobs.exceptions import InvalidJobError
+from django_pgjobs.tasks import framework
+from django_pgjobs.tasks.definitions import PgJobsTask, PgJobsTaskResult
+from django_pgjobs.tasks.framework import TaskResultStatus
+from django_pgjobs.tasks.results import read_result
+from django_pgjobs.tasks.runner import register_task, send_signal
+
+
+class PgJobsBackend(framework.BaseTaskBackend):
+    task_class = PgJobsTask
+
+    supports_defer = True
+    supports_async_task = True
+    supports_get_result = True
+    supports_priority = True
+    supports_metadata = True
+
+    def __init__(self, alias: str, params: dict[str, Any]) -> None:
+        framework.BaseTaskBackend.__init__(self, alias, params)
+        # Read, not checked: a bad option is reported by check() (pgjobs.E030), never by an
+        # import of a module that declares a task.
+        self.options = dict(self.options)
+
+    @property
+    def database(self) -> str:
+        """The database alias the backend's jobs live in: ``OPTIONS["DATABASE"]``, else
+        ``PGJOBS["DATABASE"]``."""
+        return str(self.options.get("DATABASE") or conf.DATABASE)
+
+    @property
+    def max_attempts(self) -> int | None:
+        value = self.options.get("MAX_ATTEMPTS")
+        return None if value is None else int(value)
+
+    @property
+    def backoff(self) -> Any:
+        """``OPTIONS["BACKOFF"]``: seconds, a timedelta, a callable, or a callable's dotted path."""
+        value = self.options.get("BACKOFF")
+        return import_string(value) if isinstance(value, str) else value
+
+    # Validation
+
+    def validate_task(self, task: Any) -> None:
+        """Django's checks, plus: ``run_after`` may be a delay (a ``timedelta``); times, queue
+        names, ``max_attempts``, ``backoff`` and ``metadata`` as the queue accepts them."""
+        framework.BaseTaskBackend.validate_task(self, _WithoutDelay(task))  # type: ignore[arg-type]
+        try:
+            _check_options(task)
+        except InvalidJobError as exc:
+            raise framework.InvalidTask(str(exc).replace("scheduled_for", "run_after")) from None
+        register_task(task)  # valid: a worker in this process can run it
+
+    # Enqueueing
+
+    def enqueue(self, task: Any, args: Any, kwargs: Any) -> PgJobsTaskResult:
+        from django_pgjobs.jobs.producer import enqueue
+
+        self.validate_task(task)
+        job_id = enqueue(task.module_path, **self._job(task, args, kwargs))
+        result = self._enqueued(task, str(job_id), args, kwargs)
+        _send_enqueued(self, result)
+        return result
+
+    def enqueue_on_commit(self, task: Any, args: Any, kwargs: Any) -> PgJobsTaskResult:
+        """See :meth:`PgJobsTask.enqueue_on_commit`; ``task_enqueued`` is sent after the insert."""
+        from django_pgjobs.jobs.producer import enqueue_on_commit
+
+        self.validate_task(task)
+        job_id = enqueue_on_commit(task.module_path, **self._job(task, args, kwargs))
+        result = self._enqueued(task, str(job_id), args, kwargs)
+        transaction.on_commit(lambda: _send_enqueued(self, result), using=self.database)
+        return result
+
+    def _job(self, task: Any, args: Any, kwargs: Any) -> dict[str, Any]:
+        """enqueue()'s arguments for a task."""
+        max_attempts = getattr(task, "max_attempts", None) or self.max_attempts
+        payload = {
+            "args": framework.normalize_json(list(args)),
+            "kwargs": framework.normalize_json(dict(kwargs)),
+        }
+        return {
+            "payload": payload,
+            "scheduled_for": task.run_after,
+            "max_attempts": max_attempts,
+            "queue": task.queue_name,
+            "priority": int(task.priority),
+            "using": self.database,
+            "metadata": getattr(task, "metadata", None),
+        }
+
+    def _enqueued(self, task: Any, job_id: str, args: Any, kwargs: Any) -> PgJobsTaskResult:
+        return PgJobsTaskResult(
+            task=task,
+            id=job_id,
+            status=TaskResultStatus.READY,
+            enqueued_at=timezone.now(),
+            started_at=None,
+            last_attempted_at=None,
+            finished_at=None,
+            args=list(args),
+            kwargs=dict(kwargs),
+            backend=self.alias,
+            errors=[],
+            worker_ids=[],
+            metadata=dict(getattr(task, "metadata", None) or {}),
+            attempt_count=0,
+        )
+
+    # Results
+
+    def get_result(self, result_id: str) -> PgJobsTaskResult:
+        return read_result(result_id, backend=self.alias, using=self.database)
+
+    def running_result(self, task: Any, job: Any) -> PgJobsTaskResult:
+        """The state a worker's attempt starts from: as stored, with this attempt's start when
+        the claim did not record it (the job was claimed ahead)."""
+        result = self.get_result(str(job.id))
+        now = timezone.now()
+        object.__setattr__(result, "status", TaskResultStatus.RUNNING)
+        object.__setattr__(result, "started_at", result.started_at or now)
+        object.__setattr__(result, "last_attempted_at", result.last_attempted_at or now)
+        object.__setattr__(result, "attempt_count", job.attempt)
+        return result
+
+    # System checks
+
+    def check(self, **kwargs: Any) -> list[checks.CheckMessage]:
+        from django_pgjobs.tasks.checks import check_backend
+
+        return check_backend(self)
+
+
+class _WithoutDelay:
+    """The task as Django's base validation sees it when ``run_after`` is a delay: that check
+    (an aware datetime) cannot apply to a ``timedelta``, which ``_check_options`` checked."""
+
+    def __init__(self, task: Any) -> None:
+        self._task = task
+        self.run_after = None if isinstance(task.run_after, timedelta) else task.run_after
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._task, name)
+
+
+def _check_options(task: Any) -> None:
+    """What the queue accepts beyond Django's checks; raises InvalidJobError."""
+    from django_pgjobs.jobs import validation
+
+    validation.check_job_name(task.module_path)
+    validation.check_name(task.queue_name, "queue name")
+    if task.run_after is not None:
+        validation.check_scheduled_for(task.run_after)
+    if getattr(task, "max_attempts", None) is not None:
+        validation.check_max_attempts(task.max_attempts)
+    backoff = getattr(task, "backoff", None)
+    if backoff is not None and not callable(backoff):
+        validation.check_retry_delay(backoff)
+    if getattr(task, "metadata", None) is not None:
+        validation.dump_metadata(task.metadata, "task metadata")
+
+
+def _send_enqueued(backend: PgJobsBackend, result: PgJobsTaskResult) -> None:
+    send_signal(framework.signals.task_enqueued, backend, result)

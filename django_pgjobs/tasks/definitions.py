@@ -1,0 +1,170 @@
+"""The task, result and context classes of :class:`~django_pgjobs.backend.PgJobsBackend`: the
+framework's own, with what Django's open proposals add (retries: django/new-features#142,
+metadata: #141, ``enqueue_on_commit``: #161) under their proposed names.
+
+They are the framework's dataclasses (frozen, slotted), so everything written for Django's
+types works on them. (Slotted dataclasses cannot use ``super()`` without arguments: the
+methods call their base class by name.)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from asgiref.sync import sync_to_async
+from django.db import connections
+
+from django_pgjobs.jobs import validation
+from django_pgjobs.queries import lease
+from django_pgjobs.tasks import framework
+from django_pgjobs.tasks.framework import TaskContext, TaskResult
+
+if TYPE_CHECKING:
+    from django_pgjobs.queries import Token
+
+    _Task = framework.Task[Any, Any]
+    _TaskResult = TaskResult[Any, Any]
+    _TaskContext = TaskContext[Any, Any]
+else:
+    _Task, _TaskResult, _TaskContext = framework.Task, TaskResult, TaskContext
+
+# ``backoff``: seconds or a timedelta (the base of an exponential backoff), or a callable
+# ``(exception, task_result) -> seconds | timedelta | None`` (None: do not retry).
+Backoff = float | timedelta | Callable[[BaseException, Any], "float | timedelta | None"]
+
+# What result.refresh() reloads: Django's list, and ours.
+REFRESHED = (
+    "errors",
+    "_return_value",
+    "finished_at",
+    "started_at",
+    "last_attempted_at",
+    "status",
+    "enqueued_at",
+    "worker_ids",
+    "metadata",
+    "attempt_count",
+)
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class PgJobsTask(_Task):
+    """A task run by django-pgjobs: ``@task(max_attempts=5, backoff=10)`` on Django 6.1 and the
+    backport (they pass extra ``@task`` arguments to the backend's task class), or
+    ``task.using(max_attempts=..., metadata=...)`` anywhere.
+
+    ``max_attempts`` and ``backoff`` default to the backend's ``OPTIONS`` (``MAX_ATTEMPTS``,
+    ``BACKOFF``), then to ``PGJOBS`` settings. ``metadata`` is stored on the job at enqueue.
+    """
+
+    max_attempts: int | None = None
+    backoff: Backoff | None = None
+    metadata: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        # The backend validates the task and, if it is valid, registers it with the workers.
+        framework.Task.__post_init__(self)
+
+    def using(
+        self,
+        *,
+        priority: int | None = None,
+        queue_name: str | None = None,
+        run_after: datetime | timedelta | None = None,
+        backend: str | None = None,
+        max_attempts: int | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> PgJobsTask:
+        """A copy with other defaults for one enqueue; ``run_after`` may be a delay."""
+        changes: dict[str, Any] = {}
+        for name, value in (
+            ("priority", priority),
+            ("queue_name", queue_name),
+            ("run_after", run_after),
+            ("backend", backend),
+            ("max_attempts", max_attempts),
+            ("metadata", metadata),
+        ):
+            if value is not None:
+                changes[name] = value
+        return dataclasses.replace(self, **changes)
+
+    def enqueue_on_commit(self, *args: Any, **kwargs: Any) -> PgJobsTaskResult:
+        """Enqueue once the current transaction on the queue's database commits (nothing if it
+        rolls back), validated now. The result's id is the job's; it exists after the commit."""
+        enqueue_on_commit = getattr(self.get_backend(), "enqueue_on_commit", None)
+        if enqueue_on_commit is None:
+            raise framework.InvalidTask(
+                f"Task backend {self.backend!r} is not PgJobsBackend: it has no enqueue_on_commit."
+            )
+        result: PgJobsTaskResult = enqueue_on_commit(self, list(args), kwargs)
+        return result
+
+    async def aenqueue_on_commit(self, *args: Any, **kwargs: Any) -> PgJobsTaskResult:
+        return await sync_to_async(self.enqueue_on_commit, thread_sensitive=True)(*args, **kwargs)
+
+
+# Frozen at run time, like the framework's; its stubs declare it unfrozen.
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class PgJobsTaskResult(_TaskResult):  # type: ignore[misc]
+    """A task's state, read from its job. Beside Django's fields: ``metadata`` (the job's, with
+    the progress it reported as ``progress`` / ``progress_message``) and ``attempt_count``
+    (the attempts started, which ``attempts`` returns: ``worker_ids`` keeps the newest
+    workers only, as the job's error history does)."""
+
+    metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
+    attempt_count: int | None = None
+
+    @property
+    def attempts(self) -> int:
+        if self.attempt_count is not None:
+            return self.attempt_count
+        return len(self.worker_ids)
+
+    def refresh(self) -> None:
+        self._refresh_from(self.task.get_backend().get_result(self.id))
+
+    async def arefresh(self) -> None:
+        self._refresh_from(await self.task.get_backend().aget_result(self.id))
+
+    def _refresh_from(self, fresh: Any) -> None:
+        for attr in REFRESHED:
+            if hasattr(fresh, attr):
+                object.__setattr__(self, attr, getattr(fresh, attr))
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class PgJobsTaskContext(_TaskContext):  # type: ignore[misc]
+    """What a ``takes_context=True`` task gets: Django's context (``task_result``, ``attempt``:
+    the attempt running now, 1 for the first) plus ``metadata``, a dict to change while running
+    and save with :meth:`save_metadata`, and :meth:`report_progress`."""
+
+    lease: Token | None = None
+    database: str = "default"
+    progress: Callable[[float, str | None], None] | None = None
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        metadata: dict[str, Any] = self.task_result.metadata  # type: ignore[attr-defined]
+        return metadata
+
+    def save_metadata(self) -> bool:
+        """Write ``metadata`` to the job now, fenced to this attempt; False (and nothing
+        written) once the attempt no longer holds its job (it was cancelled or rescued)."""
+        if self.lease is None:
+            return False
+        text = validation.dump_metadata(self.metadata, "task metadata")
+        with connections[self.database].cursor() as cur:
+            return lease.save_metadata(cur, token=self.lease, metadata=text)
+
+    async def asave_metadata(self) -> bool:
+        return await sync_to_async(self.save_metadata, thread_sensitive=True)()
+
+    def report_progress(self, progress: float, message: str | None = None) -> None:
+        """The job's progress, 0..100, shown in the admin and as ``metadata["progress"]`` of
+        the task's result; best effort (never raises), written by the worker shortly after."""
+        if self.progress is not None:
+            self.progress(progress, message)
