@@ -54,7 +54,8 @@ def enqueued(
     (priority, then due time). ``job`` is a job name, a ``@job`` handler or a Django task (None:
     any); ``payload`` must equal the job's whole payload; ``args`` and ``kwargs`` a task's
     (sequences compare as lists, as JSON stores them)."""
-    return [row for row in _pending(using) if _matches(row, job, payload, args, kwargs, queue)]
+    name = None if job is None else job_name_of(job)
+    return [row for row in _pending(using) if _matches(row, name, payload, args, kwargs, queue)]
 
 
 def assert_enqueued(
@@ -107,8 +108,10 @@ def _pending(using: str | None) -> list[Job]:
     )
 
 
-def _matches(row: Job, job: Any, payload: Any, args: Any, kwargs: Any, queue: str | None) -> bool:
-    if job is not None and row.job_name != job_name_of(job):
+def _matches(
+    row: Job, name: str | None, payload: Any, args: Any, kwargs: Any, queue: str | None
+) -> bool:
+    if name is not None and row.job_name != name:
         return False
     if queue is not None and row.queue != queue:
         return False
