@@ -227,3 +227,17 @@ def connection_lost(exc: BaseException) -> bool:
             return state.startswith("08") or state in _SESSION_ENDED
         current = current.__cause__ or current.__context__
     return False
+
+
+def in_callers_transaction(alias: str) -> bool:
+    """Is code on ``alias`` running inside a ``transaction.atomic()`` block of its caller's?
+
+    Blocks a test opened around the code under test do not count: Django's ``TestCase`` marks
+    its own (``_from_testcase``: Django lets ``atomic(durable=True)`` run inside them for the
+    same reason) and :func:`django_pgjobs.testing.drain` marks the savepoint of each attempt.
+    Code inside only those runs as it would at the top level of a worker, in autocommit.
+    """
+    conn = connections[alias]
+    return conn.in_atomic_block and not all(
+        getattr(block, "_from_testcase", False) for block in conn.atomic_blocks
+    )

@@ -60,11 +60,15 @@ def cancel_job(cur: Cursor, *, job_id: uuid.UUID) -> bool:
 # A dead letter's row back in the queue: the same name, payload, queue, priority, max_attempts
 # and metadata, a fresh attempt counter and no history; the insert trigger wakes workers at
 # commit. Dead letters do not keep a key, but a workflow's job gets its key back: wake-ups find
-# the workflow by it.
+# the workflow by it. Due at now(), the claim's clock, not at the column default's
+# statement_timestamp(): inside a longer transaction (a test's) that is later than now(), and
+# never due in it.
 _REQUEUE_DEAD = f"""
-    INSERT INTO pgjobs_job_queue (job_name, payload, queue, priority, max_attempts, metadata, key)
+    INSERT INTO pgjobs_job_queue (job_name, payload, queue, priority, max_attempts, metadata, key,
+                                  scheduled_for)
     SELECT job_name, payload, queue, priority, max_attempts, metadata,
-           CASE WHEN {is_workflow_job()} THEN {workflow_key("(payload ->> 'workflow_id')")} END
+           CASE WHEN {is_workflow_job()} THEN {workflow_key("(payload ->> 'workflow_id')")} END,
+           now()
     FROM dead
 """
 

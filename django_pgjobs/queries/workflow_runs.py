@@ -43,12 +43,15 @@ def _queue_job(source: str) -> str:
     """The INSERT of the job that runs each workflow of ``source`` (a relation with workflow_id,
     app_version, queue, priority, max_recovery_attempts). Its key is how wake-ups, cancels and
     resumes find it; the first attempt plus every recovery attempt may crash before it is
-    buried (and the workflow declared dead)."""
+    buried (and the workflow declared dead). Due at now(), the claim's clock, not at the column
+    default's statement_timestamp(): inside a longer transaction (a test's) that is later than
+    now(), and never due in it."""
     return f"""
-        INSERT INTO pgjobs_job_queue (job_name, payload, queue, priority, max_attempts, key)
+        INSERT INTO pgjobs_job_queue (job_name, payload, queue, priority, max_attempts, key,
+                                      scheduled_for)
         SELECT {workflow_job_name("s.app_version")},
                jsonb_build_object('workflow_id', s.workflow_id), s.queue, s.priority,
-               s.max_recovery_attempts + 1, {workflow_key("s.workflow_id")}
+               s.max_recovery_attempts + 1, {workflow_key("s.workflow_id")}, now()
         FROM {source} AS s"""
 
 

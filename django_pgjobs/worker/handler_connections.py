@@ -17,6 +17,8 @@ What a kept connection must never carry into the next job is checked twice:
   ``SELECT 1`` before the job's first query, so it costs a reconnect, not a failed attempt.
   Looking costs a ``poll()`` of the socket, no round trip; a connection nobody wrote to is
   used as it is (or checked anyway, if the alias sets ``CONN_HEALTH_CHECKS``).
+
+Neither applies on a thread whose connections belong to its caller (:func:`owned_by_caller`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from __future__ import annotations
 import select
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg
@@ -47,8 +51,24 @@ def _opened(sender: Any, connection: Any, **kwargs: Any) -> None:
 connection_created.connect(_opened, dispatch_uid="django_pgjobs.worker.handler_connections")
 
 
+@contextmanager
+def owned_by_caller() -> Iterator[None]:
+    """Attempts run meanwhile on this thread use connections its caller owns: a test's own
+    thread and connection, inside the test's transaction (``django_pgjobs.testing.drain``).
+    :func:`before_job` and :func:`after_job` leave them alone: closing a connection left in a
+    transaction would end the test's."""
+    previous = getattr(_local, "caller_owned", False)
+    _local.caller_owned = True
+    try:
+        yield
+    finally:
+        _local.caller_owned = previous
+
+
 def after_job() -> None:
     """Close what must not be kept (see the module docstring); remember the rest."""
+    if getattr(_local, "caller_owned", False):
+        return
     candidates = {**getattr(_local, "kept", {}), **getattr(_local, "opened", {})}
     # Until the loop below finishes, every candidate stays on the list, so a failure halfway
     # (a pool's putconn raising in close(), say) leaves them all to be checked next time.
@@ -75,6 +95,8 @@ def after_job() -> None:
 def before_job() -> None:
     """Close a kept connection that aged out while the thread waited; have one the server
     spoke on health-checked by Django before the job's first query."""
+    if getattr(_local, "caller_owned", False):
+        return
     for conn in getattr(_local, "kept", {}).values():
         raw = conn.connection
         if raw is None or raw.closed:

@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from django.db import DatabaseError, connections, transaction
+from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from django_pgjobs.conf import conf
-from django_pgjobs.database import connection_lost, statement_cursor
+from django_pgjobs.database import connection_lost, in_callers_transaction, statement_cursor
 from django_pgjobs.exceptions import (
     NotInWorkflow,
     PayloadNotDecodable,
@@ -245,7 +245,7 @@ def _stop_for(exc: Exception) -> _BookkeepingFailed:
 
 
 def check_autocommit(what: str) -> None:
-    if connections[conf.DATABASE].in_atomic_block:
+    if in_callers_transaction(conf.DATABASE):
         raise WorkflowError(
             f"{what} was called inside transaction.atomic() in a workflow: its checkpoint would "
             "only be durable when that transaction commits. Use @step(atomic=True) for a step "

@@ -13,8 +13,10 @@ import time
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.db import connections
 from django.utils import timezone
 
+from django_pgjobs.conf import conf
 from django_pgjobs.jobs import validation
 from django_pgjobs.queries import workflow_steps as steps
 from django_pgjobs.workflows import codec
@@ -102,8 +104,13 @@ def durable_wait(
         if checked.done:
             return checked.output
         remaining = _seconds_until(deadline)
-        if kind == "sleep" and remaining is not None and remaining <= IN_PROCESS_SLEEP:
-            time.sleep(max(remaining, 0.01))
+        # Inside a test's transaction (drain() in a TestCase) the database's now() is the
+        # transaction's start and never moves, so an in-process wait would never end: suspend
+        # instead, and the test moves the clock (django_pgjobs.testing.advance).
+        frozen = connections[conf.DATABASE].in_atomic_block
+        soon = kind == "sleep" and remaining is not None and remaining <= IN_PROCESS_SLEEP
+        if soon and not frozen:
+            time.sleep(max(remaining or 0.0, 0.01))
             continue
         ctx.suspend(deadline)
 

@@ -17,6 +17,7 @@ EXPORTING = [
     "django_pgjobs.schedules",
     "django_pgjobs.workflows",
     "django_pgjobs.worker",
+    "django_pgjobs.testing",
 ]
 # Import circles kept on purpose, each through imports made when called: a handle with verbs
 # (JobHandler.enqueue, WorkflowDefinition.start), as Django's Task.enqueue is. JobHandler.enqueue
