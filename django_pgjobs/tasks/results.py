@@ -190,9 +190,10 @@ def _task_error(entry: dict[str, Any]) -> TaskError:
 def traceback_of(error: str) -> str:
     """The traceback part of a stored error (``summary`` + blank line + traceback, see
     ``describe_error``), as Django's ``TaskError.traceback`` holds it; the whole text when it
-    has no traceback (a rescue's "Lease expired ...")."""
+    has no traceback (a rescue's "Lease expired ..."). A traceback ends with its newline, as
+    Python formats it (and Django's backends keep it); the stored text is stripped."""
     _, blank, rest = error.partition("\n\n")
-    return rest if blank and rest.startswith("Traceback") else error
+    return rest + "\n" if blank and rest.startswith("Traceback") else error
 
 
 def _time(value: Any) -> datetime | None:
