@@ -31,7 +31,7 @@ from django_pgjobs.exceptions import InvalidJobError
 from django_pgjobs.tasks import framework
 from django_pgjobs.tasks.definitions import PgJobsTask, PgJobsTaskResult
 from django_pgjobs.tasks.framework import TaskResultStatus
-from django_pgjobs.tasks.results import read_result
+from django_pgjobs.tasks.results import enqueued_at, read_result
 from django_pgjobs.tasks.runner import register_task, send_signal
 
 
@@ -87,6 +87,9 @@ class PgJobsBackend(framework.BaseTaskBackend):
         self.validate_task(task)
         job_id = enqueue(task.module_path, **self._job(task, args, kwargs))
         result = self._enqueued(task, str(job_id), args, kwargs)
+        # The stored time (the row's created_at: its transaction's start), not this process's
+        # clock, so that get_result(result.id) equals the result returned here.
+        object.__setattr__(result, "enqueued_at", enqueued_at(job_id, using=self.database))
         _send_enqueued(self, result)
         return result
 

@@ -64,6 +64,15 @@ def read_result(result_id: object, *, backend: str, using: str) -> PgJobsTaskRes
     raise TaskResultDoesNotExist(f"No task result with id {result_id}.")
 
 
+def enqueued_at(job_id: uuid.UUID, *, using: str) -> datetime:
+    """When the job ``job_id``, just inserted on ``using`` (perhaps in a transaction not yet
+    committed), was enqueued: its ``created_at``."""
+    from django_pgjobs.models import Job
+
+    created: datetime = Job.objects.using(using).values_list("created_at", flat=True).get(id=job_id)
+    return created
+
+
 def find_task(job_name: str) -> Any:
     """The task of jobs named ``job_name`` (its module path), or None if it names no task.
 
@@ -181,9 +190,10 @@ def _task_error(entry: dict[str, Any]) -> TaskError:
 def traceback_of(error: str) -> str:
     """The traceback part of a stored error (``summary`` + blank line + traceback, see
     ``describe_error``), as Django's ``TaskError.traceback`` holds it; the whole text when it
-    has no traceback (a rescue's "Lease expired ...")."""
+    has no traceback (a rescue's "Lease expired ..."). A traceback ends with its newline, as
+    Python formats it (and Django's backends keep it); the stored text is stripped."""
     _, blank, rest = error.partition("\n\n")
-    return rest if blank and rest.startswith("Traceback") else error
+    return rest + "\n" if blank and rest.startswith("Traceback") else error
 
 
 def _time(value: Any) -> datetime | None:

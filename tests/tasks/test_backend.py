@@ -57,6 +57,16 @@ def test_get_result_reads_the_job_back_and_refresh_follows_it() -> None:
 
 
 @pytest.mark.django_db
+def test_the_result_enqueue_returns_is_the_one_get_result_reads() -> None:
+    with transaction.atomic():
+        result = tasks.add.enqueue(2, 3)
+        # Django's contract (its tests/tasks/): every field, the enqueue time included, which is
+        # the transaction's start as stored, not the clock when enqueue() returned.
+        assert tasks.add.get_result(result.id) == result
+    assert result.enqueued_at == Job.objects.get(id=result.id).created_at
+
+
+@pytest.mark.django_db
 @pytest.mark.parametrize("result_id", ["123", "", "not-a-uuid", str(uuid.uuid4())])
 def test_an_unknown_or_malformed_id_is_task_result_does_not_exist(result_id: str) -> None:
     with pytest.raises(TaskResultDoesNotExist):
