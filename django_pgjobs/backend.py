@@ -18,7 +18,7 @@ and ``manage.py check`` never touch the database or the models.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.core import checks
@@ -31,7 +31,7 @@ from django_pgjobs.exceptions import InvalidJobError
 from django_pgjobs.tasks import framework
 from django_pgjobs.tasks.definitions import PgJobsTask, PgJobsTaskResult
 from django_pgjobs.tasks.framework import TaskResultStatus
-from django_pgjobs.tasks.results import enqueued_at, read_result
+from django_pgjobs.tasks.results import read_result
 from django_pgjobs.tasks.runner import register_task, send_signal
 
 
@@ -82,14 +82,13 @@ class PgJobsBackend(framework.BaseTaskBackend):
     # Enqueueing
 
     def enqueue(self, task: Any, args: Any, kwargs: Any) -> PgJobsTaskResult:
-        from django_pgjobs.jobs.producer import enqueue
+        from django_pgjobs.jobs.producer import enqueue_stamped
 
         self.validate_task(task)
-        job_id = enqueue(task.module_path, **self._job(task, args, kwargs))
-        result = self._enqueued(task, str(job_id), args, kwargs)
-        # The stored time (the row's created_at: its transaction's start), not this process's
-        # clock, so that get_result(result.id) equals the result returned here.
-        object.__setattr__(result, "enqueued_at", enqueued_at(job_id, using=self.database))
+        # enqueued_at is the stored time (the row's created_at: its transaction's start), not
+        # this process's clock, so get_result(result.id) reads back what this returns.
+        job_id, enqueued_at = enqueue_stamped(task.module_path, **self._job(task, args, kwargs))
+        result = self._enqueued(task, str(job_id), args, kwargs, enqueued_at=enqueued_at)
         _send_enqueued(self, result)
         return result
 
@@ -99,7 +98,8 @@ class PgJobsBackend(framework.BaseTaskBackend):
 
         self.validate_task(task)
         job_id = enqueue_on_commit(task.module_path, **self._job(task, args, kwargs))
-        result = self._enqueued(task, str(job_id), args, kwargs)
+        # Not inserted yet: the time is known once it is (refresh() reads it).
+        result = self._enqueued(task, str(job_id), args, kwargs, enqueued_at=None)
         transaction.on_commit(lambda: _send_enqueued(self, result), using=self.database)
         return result
 
@@ -120,12 +120,14 @@ class PgJobsBackend(framework.BaseTaskBackend):
             "metadata": getattr(task, "metadata", None),
         }
 
-    def _enqueued(self, task: Any, job_id: str, args: Any, kwargs: Any) -> PgJobsTaskResult:
+    def _enqueued(
+        self, task: Any, job_id: str, args: Any, kwargs: Any, *, enqueued_at: datetime | None
+    ) -> PgJobsTaskResult:
         return PgJobsTaskResult(
             task=task,
             id=job_id,
             status=TaskResultStatus.READY,
-            enqueued_at=timezone.now(),
+            enqueued_at=enqueued_at,
             started_at=None,
             last_attempted_at=None,
             finished_at=None,

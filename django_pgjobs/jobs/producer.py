@@ -131,6 +131,35 @@ def enqueue(
     return _write(row, replace=replace, using=using or conf.DATABASE)
 
 
+def enqueue_stamped(
+    job_name: str,
+    payload: Any = None,
+    *,
+    scheduled_for: datetime | timedelta | None = None,
+    max_attempts: int | None = None,
+    queue: str | None = None,
+    priority: int | None = None,
+    using: str | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> tuple[uuid.UUID, datetime]:
+    """:func:`enqueue` without a key, returning the job's id and the time the queue recorded
+    for it (its ``created_at``), read back by the insert itself: what a Django task's
+    ``enqueued_at`` says, equal to what any process reads later."""
+    row = _prepare_one(
+        job_name,
+        payload,
+        None,
+        replace=False,
+        metadata=metadata,
+        scheduled_for=scheduled_for,
+        max_attempts=max_attempts,
+        queue=queue,
+        priority=priority,
+    )
+    with statement_cursor(using or conf.DATABASE) as cur:
+        return row["id"], queries.insert_job_stamped(cur, row)
+
+
 def enqueue_on_commit(
     job_name: str,
     payload: Any = None,

@@ -17,8 +17,9 @@ The writers of every state, by table (``module.function``; SQL functions and tri
 migrations named)::
 
     pgjobs_job_queue (jobs)
-      -> pending      enqueue.insert_job, enqueue.insert_jobs, schedules.fire_tick,
-                      operator.requeue_dead_letter(s), workflow_runs.start / .resume / .fork;
+      -> pending      enqueue.insert_job, enqueue.insert_job_stamped, enqueue.insert_jobs,
+                      schedules.fire_tick, operator.requeue_dead_letter(s),
+                      workflow_runs.start / .resume / .fork;
                       a plain INSERT (0001) or pgjobs_enqueue() (0009)
       pending -> pending   enqueue.upsert_pending_job (replaced in place), operator.retry_job
                       (due now), pgjobs_workflow_wake() (0008: a waiting workflow's job due now)
@@ -89,6 +90,7 @@ from django_pgjobs.queries.enqueue import (
     detach_key_from_running_job,
     find_active_job_by_key,
     insert_job,
+    insert_job_stamped,
     insert_jobs,
     upsert_pending_job,
 )
@@ -159,6 +161,7 @@ __all__ = [
     "fire_tick",
     "heartbeat",
     "insert_job",
+    "insert_job_stamped",
     "insert_jobs",
     "orphan_undeclared_schedules",
     "prune_finished_jobs",

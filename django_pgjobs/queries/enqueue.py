@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any
 
 from django_pgjobs.queries.base import (
@@ -41,6 +42,19 @@ def insert_job(cur: Cursor, row: dict[str, Any], *, returning: bool = True) -> u
     cur.execute(sql + " RETURNING id", row)
     found = cur.fetchone()
     return None if found is None else as_uuid(found[0])
+
+
+def insert_job_stamped(cur: Cursor, row: dict[str, Any]) -> datetime:
+    """Insert one job without a key and return the time the queue recorded for it
+    (``created_at``: its transaction's start), in the same round trip. Locks and wake-up as
+    :func:`insert_job`."""
+    cur.execute(
+        f"INSERT INTO pgjobs_job_queue ({_INSERT_COLUMNS}) VALUES {_INSERT_VALUES} "
+        "RETURNING created_at",
+        row,
+    )
+    created: datetime = cur.fetchone()[0]
+    return created
 
 
 def upsert_pending_job(cur: Cursor, row: dict[str, Any]) -> uuid.UUID | None:

@@ -64,15 +64,6 @@ def read_result(result_id: object, *, backend: str, using: str) -> PgJobsTaskRes
     raise TaskResultDoesNotExist(f"No task result with id {result_id}.")
 
 
-def enqueued_at(job_id: uuid.UUID, *, using: str) -> datetime:
-    """When the job ``job_id``, just inserted on ``using`` (perhaps in a transaction not yet
-    committed), was enqueued: its ``created_at``."""
-    from django_pgjobs.models import Job
-
-    created: datetime = Job.objects.using(using).values_list("created_at", flat=True).get(id=job_id)
-    return created
-
-
 def find_task(job_name: str) -> Any:
     """The task of jobs named ``job_name`` (its module path), or None if it names no task.
 
