@@ -5,7 +5,7 @@ from typing import Any
 from django.apps import AppConfig
 from django.conf import settings
 from django.db.models.signals import post_migrate
-from django.utils.module_loading import autodiscover_modules
+from django.utils.module_loading import autodiscover_modules, import_string
 
 
 class PgJobsConfig(AppConfig):
@@ -43,11 +43,23 @@ class PgJobsConfig(AppConfig):
 
 
 def _uses_pgjobs_backend() -> bool:
-    """TASKS names PgJobsBackend (or a subclass's dotted path under django_pgjobs)."""
+    """TASKS names PgJobsBackend or a subclass of it (a backend that cannot be imported is the
+    Tasks framework's error to report, not ours)."""
     tasks: Any = getattr(settings, "TASKS", None)
     if not isinstance(tasks, dict):
         return False
-    return any(
-        isinstance(options, dict) and str(options.get("BACKEND", "")).startswith("django_pgjobs.")
-        for options in tasks.values()
-    )
+    for options in tasks.values():
+        path = options.get("BACKEND") if isinstance(options, dict) else None
+        if not isinstance(path, str):
+            continue
+        if path == "django_pgjobs.backend.PgJobsBackend":
+            return True
+        try:
+            backend = import_string(path)
+        except Exception:  # noqa: S112 - the framework reports it
+            continue
+        from django_pgjobs.backend import PgJobsBackend
+
+        if isinstance(backend, type) and issubclass(backend, PgJobsBackend):
+            return True
+    return False

@@ -18,6 +18,7 @@ and ``manage.py check`` never touch the database or the models.
 
 from __future__ import annotations
 
+import copy
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -72,6 +73,13 @@ class PgJobsBackend(framework.BaseTaskBackend):
     def validate_task(self, task: Any) -> None:
         """Django's checks, plus: ``run_after`` may be a delay (a ``timedelta``); times, queue
         names, ``max_attempts``, ``backoff`` and ``metadata`` as the queue accepts them."""
+        priority = task.priority
+        if isinstance(priority, bool) or not isinstance(priority, int | float):
+            # Django's own check would compare it first, and raise a bare TypeError.
+            raise framework.InvalidTask(
+                f"priority must be a whole number between {framework.TASK_MIN_PRIORITY} and "
+                f"{framework.TASK_MAX_PRIORITY}, not {type(priority).__name__}."
+            )
         framework.BaseTaskBackend.validate_task(self, _WithoutDelay(task))  # type: ignore[arg-type]
         try:
             _check_options(task)
@@ -109,6 +117,9 @@ class PgJobsBackend(framework.BaseTaskBackend):
         payload = {
             "args": framework.normalize_json(list(args)),
             "kwargs": framework.normalize_json(dict(kwargs)),
+            # Which backend the worker runs it with (its database, its BACKOFF): the task's
+            # declaration may name another (task.using(backend=...)).
+            "backend": self.alias,
         }
         return {
             "payload": payload,
@@ -136,7 +147,8 @@ class PgJobsBackend(framework.BaseTaskBackend):
             backend=self.alias,
             errors=[],
             worker_ids=[],
-            metadata=dict(getattr(task, "metadata", None) or {}),
+            # A copy: the task's (perhaps module-level) metadata must not change with it.
+            metadata=copy.deepcopy(getattr(task, "metadata", None) or {}),
             attempt_count=0,
         )
 
@@ -146,9 +158,10 @@ class PgJobsBackend(framework.BaseTaskBackend):
         return read_result(result_id, backend=self.alias, using=self.database)
 
     def running_result(self, task: Any, job: Any) -> PgJobsTaskResult:
-        """The state a worker's attempt starts from: as stored, with this attempt's start when
-        the claim did not record it (the job was claimed ahead)."""
-        result = self.get_result(str(job.id))
+        """The state a worker's attempt starts from: as stored (its metadata without the
+        progress shown beside it, so saving it stores only what the task wrote), with this
+        attempt's start when the claim did not record it (the job was claimed ahead)."""
+        result = read_result(str(job.id), backend=self.alias, using=self.database, progress=False)
         now = timezone.now()
         object.__setattr__(result, "status", TaskResultStatus.RUNNING)
         object.__setattr__(result, "started_at", result.started_at or now)

@@ -15,6 +15,7 @@ from django.utils.html import format_html, format_html_join
 
 from django_pgjobs.admin.columns import format_time
 from django_pgjobs.admin.common import _excerpt
+from django_pgjobs.jobs.validation import EARLIEST_TIME, LATEST_TIME
 from django_pgjobs.models import FailedJob, Job
 from django_pgjobs.queries.base import ERROR_HISTORY_LIMIT
 from django_pgjobs.stored_json import UndecodableJSON
@@ -87,4 +88,8 @@ def _time(value: Any) -> datetime | None:
         found = datetime.fromisoformat(value)
     except ValueError:
         return None
-    return found if found.tzinfo is not None else None
+    # Only what the queue itself writes shows as a time: any other (SQL can write year 1 or
+    # 9999, which local time cannot hold) shows as a dash.
+    if found.tzinfo is None or not EARLIEST_TIME <= found < LATEST_TIME:
+        return None
+    return found

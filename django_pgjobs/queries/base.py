@@ -92,16 +92,21 @@ def started(took: str) -> str:
     return f"coalesce(j.locked_at, now() - make_interval(secs => coalesce({took}, 0)))"
 
 
+# A jsonpath for the newest ERROR_HISTORY_LIMIT - 1 entries of an array that has at least that.
+_NEWEST_KEPT = f"'$[last - {ERROR_HISTORY_LIMIT - 2} to last]'"
+
+
 def append_failure(*, error: str, exception: str, took: str) -> str:
     """SQL: row ``j``'s ``error_history`` with its current attempt's failure appended (the
-    oldest entry dropped at the limit). ``error``, ``exception`` (the exception's class path)
+    oldest entries dropped at the limit). ``error``, ``exception`` (the exception's class path)
     and ``took`` are SQL expressions. A history that is not an array (written by SQL) restarts,
     so no stored value can make a failure unwritable."""
     half = HISTORY_ERROR_LENGTH // 2
     return f"""(
         CASE WHEN jsonb_typeof(j.error_history) IS DISTINCT FROM 'array' THEN '[]'::jsonb
              WHEN jsonb_array_length(j.error_history) >= {ERROR_HISTORY_LIMIT}
-             THEN j.error_history - 0
+             -- the newest LIMIT - 1 entries: also shrinks a longer history written by SQL
+             THEN jsonb_path_query_array(j.error_history, {_NEWEST_KEPT})
              ELSE j.error_history END
         || jsonb_build_array(jsonb_build_object(
             'attempt', j.attempt, 'worker', j.locked_by, 'started_at', {started(took)},

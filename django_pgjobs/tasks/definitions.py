@@ -17,8 +17,10 @@ from typing import TYPE_CHECKING, Any
 from asgiref.sync import sync_to_async
 from django.db import connections
 
+from django_pgjobs.exceptions import PayloadNotDecodable
 from django_pgjobs.jobs import validation
 from django_pgjobs.queries import lease
+from django_pgjobs.stored_json import UndecodableJSON
 from django_pgjobs.tasks import framework
 from django_pgjobs.tasks.framework import TaskContext, TaskResult
 
@@ -123,6 +125,15 @@ class PgJobsTaskResult(_TaskResult):  # type: ignore[misc]
         if self.attempt_count is not None:
             return self.attempt_count
         return len(self.worker_ids)
+
+    @property
+    def return_value(self) -> Any:
+        """Django's, except that a stored value Python cannot decode (``1e5000``, deep nesting:
+        SQL can write one) raises ``PayloadNotDecodable`` instead of being handed out."""
+        value = framework.TaskResult.return_value.fget(self)  # type: ignore[attr-defined]
+        if isinstance(value, UndecodableJSON):
+            raise PayloadNotDecodable(f"The task's stored return value: {value.error}")
+        return value
 
     def refresh(self) -> None:
         self._refresh_from(self.task.get_backend().get_result(self.id))

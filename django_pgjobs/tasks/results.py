@@ -13,11 +13,11 @@ task states, in one place.
 
 from __future__ import annotations
 
+import copy
+import sys
 import uuid
 from datetime import datetime
 from typing import Any
-
-from django.utils.module_loading import import_string
 
 from django_pgjobs.jobs.registry import registry
 from django_pgjobs.schedules.validation import FIRE_TIME_KEY
@@ -44,10 +44,13 @@ _DEAD_FIELDS = (
 )  # fmt: skip
 
 
-def read_result(result_id: object, *, backend: str, using: str) -> PgJobsTaskResult:
+def read_result(
+    result_id: object, *, backend: str, using: str, progress: bool = True
+) -> PgJobsTaskResult:
     """The state of the task whose job has id ``result_id``; raises the framework's
     ``TaskResultDoesNotExist`` for an id that is malformed, unknown, pruned, or a job that is
-    not a task."""
+    not a task. ``progress``: show the job's progress in ``metadata`` (``progress``,
+    ``progress_message``); a running attempt's context gets the stored metadata alone."""
     # Here, not at import: the backend is built before the app registry may be ready.
     from django_pgjobs.models import FailedJob, Job
 
@@ -57,7 +60,7 @@ def read_result(result_id: object, *, backend: str, using: str) -> PgJobsTaskRes
         raise TaskResultDoesNotExist(f"{result_id!r} is not a task result id.") from None
     row = Job.objects.using(using).filter(id=pk).values(*_JOB_FIELDS).first()
     if row is not None:
-        return _from_job(row, backend=backend)
+        return _from_job(row, backend=backend, progress=progress)
     dead = FailedJob.objects.using(using).filter(id=pk).values(*_DEAD_FIELDS).first()
     if dead is not None:
         return _from_dead_letter(dead, backend=backend)
@@ -67,25 +70,30 @@ def read_result(result_id: object, *, backend: str, using: str) -> PgJobsTaskRes
 def find_task(job_name: str) -> Any:
     """The task of jobs named ``job_name`` (its module path), or None if it names no task.
 
-    A task registers when its module is imported; a module not imported yet is imported here
-    (the worker and a web process may import different modules)."""
+    A task registers when its module is imported (the app imports every app's ``tasks``). A
+    task whose module this process imported by another way is found there too; a row never
+    makes this process import anything (its name is anyone's to write)."""
     handler = registry.get(job_name)
     if handler is not None:
         # A task's handler is a runner.TaskRunner, which holds the task.
         task = getattr(handler.func, "task", None)
         return task if isinstance(task, framework.Task) else None
-    try:
-        found = import_string(job_name)
-    except (ImportError, ValueError):
-        return None
+    module_name, _, attribute = job_name.rpartition(".")
+    found = getattr(sys.modules.get(module_name), attribute, None) if module_name else None
     return found if isinstance(found, framework.Task) else None
 
 
+# The keys of a task job's payload: its arguments, the backend alias that enqueued it, and the
+# fire time a schedule's tick adds (which the function does not get).
+PAYLOAD_KEYS = frozenset({"args", "kwargs", "backend", FIRE_TIME_KEY})
+
+
 def task_arguments(payload: Any) -> tuple[list[Any], dict[str, Any]] | None:
-    """A task job's (args, kwargs) from its payload ``{"args": [...], "kwargs": {...}}``; either
-    key may be missing. A schedule's tick adds ``fire_time``, which the function does not get.
-    None when the payload has another shape."""
-    if not isinstance(payload, dict) or set(payload) - {"args", "kwargs", FIRE_TIME_KEY}:
+    """A task job's (args, kwargs) from its payload ``{"args": [...], "kwargs": {...},
+    "backend": alias}``; any key may be missing. None when the payload has another shape."""
+    if not isinstance(payload, dict) or set(payload) - PAYLOAD_KEYS:
+        return None
+    if not isinstance(payload.get("backend", ""), str):
         return None
     args, kwargs = payload.get("args", []), payload.get("kwargs", {})
     if not isinstance(args, list) or not isinstance(kwargs, dict):
@@ -97,33 +105,33 @@ def _common(row: dict[str, Any], *, backend: str) -> dict[str, Any]:
     task = find_task(row["job_name"])
     if task is None:
         raise TaskResultDoesNotExist(
-            f"Job {row['id']} ({row['job_name']}) is not a task this process knows: not a "
-            "task's module path, or its module cannot be imported."
+            f"Job {row['id']} is not a task this process knows (not a task's job, or its "
+            "module was not imported here)."
         )
     arguments = task_arguments(row["payload"]) or ([], {})
     history = _history(row["error_history"])
     metadata = row["metadata"] if isinstance(row["metadata"], dict) else {}
     return {
-        "task": _as_enqueued(task, queue=row["queue"], priority=row["priority"]),
+        "task": _as_enqueued(task, queue=row["queue"], priority=row["priority"], backend=backend),
         "id": str(row["id"]),
         "args": arguments[0],
         "kwargs": arguments[1],
         "backend": backend,
         "errors": [_task_error(entry) for entry in history],
         "worker_ids": [str(e["worker"]) for e in history if e.get("worker")],
-        "metadata": dict(metadata),
+        "metadata": copy.deepcopy(metadata),
         "attempt_count": row["attempt"],
     }
 
 
-def _from_job(row: dict[str, Any], *, backend: str) -> PgJobsTaskResult:
+def _from_job(row: dict[str, Any], *, backend: str, progress: bool) -> PgJobsTaskResult:
     fields = _common(row, backend=backend)
     history = _history(row["error_history"])
     status = row["status"]
     last_in_history = bool(history) and history[-1].get("attempt") == row["attempt"]
     if row["locked_by"] and status != "pending" and not last_in_history:
         fields["worker_ids"].append(row["locked_by"])  # the running or last attempt's
-    if row["progress"] is not None:
+    if progress and row["progress"] is not None:
         fields["metadata"].update(
             progress=row["progress"], progress_message=row["progress_message"]
         )
@@ -153,13 +161,14 @@ def _from_dead_letter(row: dict[str, Any], *, backend: str) -> PgJobsTaskResult:
     )
 
 
-def _as_enqueued(task: Any, *, queue: str, priority: int) -> Any:
-    """The task as its job was enqueued (queue and priority may differ from the declaration's),
-    or as declared if the backend refuses those now (an operator moved the job, say)."""
-    if (task.queue_name, task.priority) == (queue, priority):
+def _as_enqueued(task: Any, *, queue: str, priority: int, backend: str) -> Any:
+    """The task as its job was enqueued (queue, priority and backend may differ from the
+    declaration's), or as declared if the backend refuses those now (an operator moved the job,
+    say)."""
+    if (task.queue_name, task.priority, task.backend) == (queue, priority, backend):
         return task
     try:
-        return task.using(queue_name=queue, priority=priority)
+        return task.using(queue_name=queue, priority=priority, backend=backend)
     except framework.InvalidTask:
         return task
 

@@ -55,7 +55,7 @@ class TaskRunner:
         job, notes = current_job.get(), current_notes.get()
         if job is None or notes is None:
             raise RuntimeError("A task's job handler runs only in a worker.")
-        backend = _backend(self.task)
+        backend = _backend(self.task, payload)
         running = backend.running_result(self.task, job)
         try:
             args, kwargs = _arguments(self.task, payload, notes)
@@ -101,16 +101,20 @@ def register_task(task: Any) -> None:
     )
 
 
-def _backend(task: Any) -> PgJobsBackend:
-    backend = task.get_backend()
+def _backend(task: Any, payload: Any) -> PgJobsBackend:
+    """The backend that enqueued the job (its payload names it), else the task's own."""
+    alias = payload.get("backend") if isinstance(payload, dict) else None
+    if not isinstance(alias, str):
+        alias = task.backend
+    backend: Any = framework.task_backends[alias]
     if not hasattr(backend, "running_result"):
         raise framework.InvalidTask(
-            f"Task {task.module_path} has a job in django-pgjobs, but its backend "
-            f"{task.backend!r} here is {type(backend).__name__}: TASKS must name PgJobsBackend "
-            "in the worker as where it was enqueued."
+            f"Task {task.module_path} has a job in django-pgjobs, but its backend {alias!r} "
+            f"here is {type(backend).__name__}: TASKS must name PgJobsBackend in the worker as "
+            "where it was enqueued."
         )
-    result: PgJobsBackend = backend
-    return result
+    found: PgJobsBackend = backend
+    return found
 
 
 def _arguments(task: Any, payload: Any, notes: AttemptNotes) -> tuple[list[Any], dict[str, Any]]:

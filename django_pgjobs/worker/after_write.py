@@ -25,11 +25,17 @@ logger = logging.getLogger("django_pgjobs.worker")
 # dropped by fencing (the job moved on without it); a HANDED_BACK one is not an outcome.
 _REPORTED = (Outcome.COMPLETED, Outcome.RETRIED, Outcome.BURIED)
 
+# Callbacks waiting at most: each holds its attempt's result and exception (with its
+# traceback's frames), and receivers slower than the jobs must not grow the worker without end.
+# Past it, new ones are dropped (their outcomes are committed all the same) and a warning says so.
+MAX_WAITING = 1000
+
 
 class AfterWrite:
     def __init__(self, *, name: str) -> None:
         self._name = name
         self._pool: HandlerPool | None = None
+        self._dropping = False  # warned that callbacks are being dropped
 
     def written(self, notes: AttemptNotes | None, outcome: Outcome) -> None:
         """Run the attempt's ``on_written`` for this outcome, if it has one, in the thread."""
@@ -37,16 +43,37 @@ class AfterWrite:
             return
         if self._pool is None:
             self._pool = HandlerPool(1, name=self._name, on_thread_exit=connections.close_all)
+        if self._pool.unfinished >= MAX_WAITING:
+            if not self._dropping:
+                logger.warning(
+                    "%s callbacks after written outcomes (task_finished receivers) are waiting: "
+                    "dropping new ones until they catch up. A receiver is too slow.",
+                    MAX_WAITING,
+                )
+            self._dropping = True
+            return
+        self._dropping = False
         self._pool.submit(functools.partial(call_after_write, notes, outcome))
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         return True if self._pool is None else self._pool.wait_idle(timeout)
 
-    def close(self, *, wait: bool) -> None:
-        """Stop the thread after the callbacks already queued (``wait``: for them to end)."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=wait)
-            self._pool = None
+    def close(self, *, timeout: float) -> None:
+        """Let the callbacks already queued run for ``timeout`` seconds at most (0: none), then
+        stop the thread; what is left is dropped, and a warning says so."""
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        left = pool.unfinished
+        if left and not pool.shutdown(wait=timeout > 0, timeout=timeout):
+            logger.warning(
+                "Stopped without waiting longer for %s callbacks after written outcomes "
+                "(task_finished receivers): their outcomes are committed, their signals not "
+                "all sent.",
+                pool.unfinished or left,
+            )
+        elif not left:
+            pool.shutdown(wait=False)
 
 
 def call_after_write(notes: AttemptNotes | None, outcome: Outcome) -> None:

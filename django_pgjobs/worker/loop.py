@@ -156,7 +156,7 @@ class Worker:
         assert self._pool is not None
         self._pool.wait_idle()
         self._flush(force=True)
-        self._after_write.wait_idle()
+        self._after_write.wait_idle(conf.SHUTDOWN_GRACE)
         return self.stats - before
 
     def close(self) -> None:
@@ -202,7 +202,8 @@ class Worker:
             # Handlers that outlived the grace period were handed back: do not wait for them.
             self._pool.shutdown(wait=not self.abandoned)
             self._pool = None
-        self._after_write.close(wait=not self.abandoned)
+        # Receivers get a grace period of their own, and none if handlers were abandoned.
+        self._after_write.close(timeout=0 if self.abandoned else conf.SHUTDOWN_GRACE)
 
     def _ensure_connected(self) -> psycopg.Connection[Any]:
         if not self._link.is_open:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from queue import SimpleQueue
 
@@ -77,18 +78,26 @@ class HandlerPool:
         with self._idle:
             return self._idle.wait_for(lambda: self._unfinished == 0, timeout)
 
-    def shutdown(self, *, wait: bool) -> None:
+    @property
+    def unfinished(self) -> int:
+        """Tasks submitted and neither finished nor cancelled."""
+        return self._unfinished
+
+    def shutdown(self, *, wait: bool, timeout: float | None = None) -> bool:
         """Let the threads finish their current task and exit. Queued tasks still run unless
-        cancelled first; ``wait=False`` returns at once (the threads are daemons)."""
+        cancelled first; ``wait=False`` returns at once (the threads are daemons), ``timeout``
+        waits that long at most. True if every thread has exited."""
         with self._lock:
             self._shutting_down = True
             threads = list(self._threads)
         for _ in threads:
             self._queue.put(None)
         if wait:
+            deadline = None if timeout is None else time.monotonic() + timeout
             for thread in threads:
-                thread.join()
+                thread.join(None if deadline is None else max(deadline - time.monotonic(), 0))
         self._threads = []
+        return wait and not any(thread.is_alive() for thread in threads)
 
     def _start_thread(self) -> None:
         # Called with the lock held.

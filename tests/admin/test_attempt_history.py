@@ -52,6 +52,8 @@ def test_a_task_shows_its_result_and_metadata(
         '"not a list"',
         '[1, null, {"attempt": "x", "started_at": "yesterday", "error": 5}]',
         '[{"failed_at": "2026-01-01T00:00:00", "worker": "<script>alert(1)</script>"}]',
+        # Times local time cannot hold (year 1 east of UTC, 9999 west of it).
+        '[{"started_at": "0001-01-01T00:30:00+01:00", "failed_at": "9999-12-31T23:30:00-01:00"}]',
     ],
 )
 def test_a_hostile_history_renders_without_error(admin_client_: Client, history: str) -> None:

@@ -36,7 +36,7 @@ def test_enqueue_writes_an_ordinary_job_named_after_the_task() -> None:
     result = tasks.record_task.enqueue("hello", attempt_seen=3)
     job = Job.objects.get(id=result.id)
     assert job.job_name == "tests.testapp.tasks.record_task"
-    assert job.payload == {"args": ["hello"], "kwargs": {"attempt_seen": 3}}
+    assert job.payload == {"args": ["hello"], "kwargs": {"attempt_seen": 3}, "backend": "default"}
     assert (job.queue, job.priority, job.status) == ("emails", 5, "pending")
     assert result.status == TaskResultStatus.READY
     assert (result.args, result.kwargs) == (["hello"], {"attempt_seen": 3})
@@ -147,3 +147,21 @@ def test_check_reports_every_bad_option_without_touching_the_database() -> None:
 
 def test_check_passes_for_the_suites_settings() -> None:
     assert [m for m in run_checks() if m.id and m.id.startswith("pgjobs.E03")] == []
+
+
+@pytest.mark.parametrize(
+    ("backend", "imports_tasks_modules"),
+    [
+        ("django_pgjobs.backend.PgJobsBackend", True),
+        ("tests.contract.backends.RunNowBackend", True),  # a subclass of it, elsewhere
+        (f"{framework.NAME}.backends.immediate.ImmediateBackend", False),
+        ("no.such.Backend", False),
+    ],
+)
+def test_apps_tasks_modules_are_imported_when_tasks_names_the_backend_or_a_subclass(
+    backend: str, imports_tasks_modules: bool
+) -> None:
+    from django_pgjobs.apps import _uses_pgjobs_backend
+
+    with override_settings(TASKS={"default": {"BACKEND": backend}}):
+        assert _uses_pgjobs_backend() is imports_tasks_modules

@@ -74,3 +74,14 @@ def wait_for_file(path: str, label: str) -> str:
 def fail_plain(message: str) -> None:
     """Sets no max_attempts or backoff: the backend's OPTIONS decide."""
     raise ValueError(message)
+
+
+@task(takes_context=True, max_attempts=3, backoff=0)  # type: ignore[call-overload, untyped-decorator]
+def progress_then_note(context: PgJobsTaskContext) -> str:
+    """Attempt 1 reports progress and fails; attempt 2 only saves a note in its metadata."""
+    if context.attempt == 1:
+        context.report_progress(50, "half way")
+        raise RuntimeError("attempt 1 fails")
+    context.metadata["note"] = "attempt 2"
+    context.save_metadata()
+    return "ok"

@@ -104,3 +104,20 @@ def test_a_claim_undone_leaves_no_worker_behind() -> None:
         assert queries.release_jobs(cur, tokens=[claimed.token]) == 1
     job = get_job(job_id)
     assert (job.locked_by, job.locked_at, job.attempt, job.error_history) == (None, None, 0, [])
+
+
+def test_a_longer_history_written_by_sql_is_cut_to_the_limit_at_the_next_failure(
+    make_worker: type[Worker],
+) -> None:
+    job_id = enqueue("test.fail", max_attempts=3)
+    with connection.cursor() as cur:
+        cur.execute(
+            "UPDATE pgjobs_job_queue SET error_history = "
+            "(SELECT jsonb_agg(jsonb_build_object('attempt', -n)) FROM generate_series(1, 500) n) "
+            "WHERE id = %s",
+            [job_id],
+        )
+    assert make_worker().run_once().retried == 1
+    history = get_job(job_id).error_history
+    assert len(history) == ERROR_HISTORY_LIMIT and history[-1]["attempt"] == 1
+    assert history[0]["attempt"] == -(500 - ERROR_HISTORY_LIMIT + 2)
