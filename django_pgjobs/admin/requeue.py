@@ -39,5 +39,5 @@ def requeue_all_selected(
     elif done.count == len(done.job_ids):
         message = f"{done.count} dead letters requeued as jobs {ids}."
     else:
-        message = f"{done.count} dead letters requeued as new jobs; the first: {ids}."
+        message = f"{done.count} dead letters requeued; the first: {ids}."
     modeladmin.message_user(request, message, messages.SUCCESS)

@@ -136,8 +136,8 @@ def requeue_dead_letter_jobs(
     using: str | None = None,
 ) -> queries.Requeued:
     """Move the dead letters that match (see :func:`dead_letters`; no filter: all of them) back
-    to the queue as new jobs, however many, in one statement. Returns how many moved and the
-    first few new ids; with ``dry_run``, how many would move (and no ids)."""
+    to the queue (each under its own id), however many, in one statement. Returns how many moved
+    and the first few ids; with ``dry_run``, how many would move (and no ids)."""
     rows = dead_letters(queue=queue, job_name=job_name, exception=exception, using=using)
     if dry_run:
         return queries.Requeued(count=rows.count(), job_ids=[])
@@ -146,7 +146,7 @@ def requeue_dead_letter_jobs(
 
 def requeue_dead_letters_in(rows: QuerySet[FailedJob]) -> queries.Requeued:
     """Move the dead letters of a queryset (an admin change list's selection, with its filters)
-    back to the queue as new jobs in one statement, without reading their ids first."""
+    back to the queue in one statement, without reading their ids first."""
     selected, params = rows.values("id").order_by().query.get_compiler(using=rows.db).as_sql()
     try:
         # The savepoint keeps a caller's transaction usable if a workflow's key is taken.
@@ -161,7 +161,7 @@ def requeue_dead_letters_in(rows: QuerySet[FailedJob]) -> queries.Requeued:
 
 
 def retry_dead_letter_job(job_id: uuid.UUID | str, *, using: str | None = None) -> uuid.UUID:
-    """Move a dead letter back to the queue as a new job and return the new job's id.
+    """Move a dead letter back to the queue, under its own id, and return it.
 
     The delete and the insert are one statement, so either both happen or neither. Dead letters
     do not keep the job's ``key``: the replayed job has none.
@@ -169,10 +169,10 @@ def retry_dead_letter_job(job_id: uuid.UUID | str, *, using: str | None = None) 
     alias = _alias(using)
     pk = _as_uuid(job_id)
     with connections[alias].cursor() as cur:
-        new_id = queries.requeue_dead_letter(cur, job_id=pk)
-    if new_id is None:
+        requeued = queries.requeue_dead_letter(cur, job_id=pk)
+    if requeued is None:
         raise JobNotFound(f"No dead-lettered job with id {pk}.")
-    return new_id
+    return requeued
 
 
 def retry_job(job_id: uuid.UUID | str, *, using: str | None = None) -> None:

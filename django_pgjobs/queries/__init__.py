@@ -44,7 +44,7 @@ migrations named)::
 
     pgjobs_failed_jobs (dead letters)
       -> dead         outcomes.fail_job, outcomes.bury_job, rescue.rescue_expired_leases
-      dead -> deleted operator.requeue_dead_letter (back to the queue as a new job),
+      dead -> deleted operator.requeue_dead_letter (back to the queue, same id),
                       operator.requeue_dead_letters (many at once: one statement),
                       workflow_runs.resume (a dead workflow's job); the admin's delete action
                       (the ORM: an operator discarding a dead letter)

@@ -57,16 +57,18 @@ def cancel_job(cur: Cursor, *, job_id: uuid.UUID) -> bool:
     return cur.fetchone() is not None
 
 
-# A dead letter's row back in the queue: the same name, payload, queue, priority, max_attempts
-# and metadata, a fresh attempt counter and no history; the insert trigger wakes workers at
-# commit. Dead letters do not keep a key, but a workflow's job gets its key back: wake-ups find
-# the workflow by it. Due at now(), the claim's clock, not at the column default's
-# statement_timestamp(): inside a longer transaction (a test's) that is later than now(), and
-# never due in it.
+# A dead letter's row back in the queue under its own id (a task's result id, the admin's
+# link, a log line's id keep pointing at it): the same name, payload, queue, priority,
+# max_attempts, metadata, failure history and first start, a fresh attempt counter; the insert
+# trigger wakes workers at commit. Dead letters do not keep a key, but a workflow's job gets its
+# key back: wake-ups find the workflow by it. Due at now(), the claim's clock, not at the column
+# default's statement_timestamp(): inside a longer transaction (a test's) that is later than
+# now(), and never due in it.
 _REQUEUE_DEAD = f"""
-    INSERT INTO pgjobs_job_queue (job_name, payload, queue, priority, max_attempts, metadata, key,
-                                  scheduled_for)
-    SELECT job_name, payload, queue, priority, max_attempts, metadata,
+    INSERT INTO pgjobs_job_queue (id, job_name, payload, queue, priority, max_attempts, metadata,
+                                  error_history, started_at, key, scheduled_for)
+    SELECT id, job_name, payload, queue, priority, max_attempts, metadata, error_history,
+           started_at,
            CASE WHEN {is_workflow_job()} THEN {workflow_key("(payload ->> 'workflow_id')")} END,
            now()
     FROM dead
@@ -74,8 +76,9 @@ _REQUEUE_DEAD = f"""
 
 
 def requeue_dead_letter(cur: Cursor, *, job_id: uuid.UUID) -> uuid.UUID | None:
-    """Move a dead letter back to the queue as a new job, in one statement (so, atomically).
-    Locks the dead-letter row (primary key). Returns None if there is no such id."""
+    """Move a dead letter back to the queue, under its own id, in one statement (so,
+    atomically). Locks the dead-letter row (primary key). Returns the job's id (the dead
+    letter's), or None if there is no such id."""
     cur.execute(
         f"""
         WITH dead AS (DELETE FROM pgjobs_failed_jobs WHERE id = %s RETURNING *)
@@ -91,14 +94,15 @@ def requeue_dead_letter(cur: Cursor, *, job_id: uuid.UUID) -> uuid.UUID | None:
 @dataclass(frozen=True)
 class Requeued:
     count: int
-    job_ids: list[uuid.UUID]  # the first few new jobs' ids (all of them for a few)
+    job_ids: list[uuid.UUID]  # the first few jobs' ids (their dead letters'; all for a few)
 
 
 def requeue_dead_letters(
     cur: Cursor, *, selected: str, params: Sequence[Any], show: int = 5
 ) -> Requeued:
-    """Move every dead letter whose id the query ``selected`` returns back to the queue as new
-    jobs, in one statement, however many: each row is in one table or the other, never both.
+    """Move every dead letter whose id the query ``selected`` returns back to the queue (each
+    under its own id), in one statement, however many: each row is in one table or the other,
+    never both.
 
     Locks the dead-letter rows it deletes (a concurrent requeue of one of them waits, then finds
     it gone: no row is requeued twice). Index: what ``selected`` uses (the primary key for a list

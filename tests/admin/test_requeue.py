@@ -1,5 +1,5 @@
 """The dead letters' bulk requeue action: one statement on the selection or on everything a
-filtered change list selects, no row limit, and a message naming the new job(s)."""
+filtered change list selects, no row limit, and a message naming the job(s)."""
 
 from __future__ import annotations
 

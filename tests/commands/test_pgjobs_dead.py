@@ -45,7 +45,7 @@ def test_requeue_dead_counts_first_then_moves_only_what_matches() -> None:
     )
     assert FailedJob.objects.count() == 4
     out = pgjobs("requeue-dead", "--job-name", "test.fail", "--exception", "TimeoutError")
-    assert "Requeued 3 dead letter(s) as new jobs" in out
+    assert "Requeued 3 dead letter(s) as jobs" in out
     for job_id in Job.objects.values_list("id", flat=True):
         assert str(job_id) in out
     assert list(FailedJob.objects.values_list("id", flat=True)) == [kept]

@@ -62,18 +62,19 @@ def test_dead_letters_newest_first(make_worker: type[Worker]) -> None:
     assert [d.id for d in list_dead_letter_jobs(limit=1)] == [newer]
 
 
-def test_retry_dead_letter_job_moves_it_back_as_a_fresh_job(make_worker: type[Worker]) -> None:
+def test_retry_dead_letter_job_moves_it_back_under_its_own_id(make_worker: type[Worker]) -> None:
     dead_id = bury(make_worker, "card declined")
-    new_id = retry_dead_letter_job(dead_id)
-    assert new_id != dead_id
+    assert retry_dead_letter_job(dead_id) == dead_id
     assert not FailedJob.objects.filter(id=dead_id).exists()
-    job = get_job(new_id)
+    job = get_job(dead_id)
     assert (job.job_name, job.payload, job.max_attempts) == (
         "test.fail",
         {"message": "card declined"},
         1,
     )
     assert (job.status, job.attempt, job.error) == ("pending", 0, None)
+    # What happened before stays with it: the failed attempt and when the first one started.
+    assert [e["attempt"] for e in job.error_history] == [1] and job.started_at is not None
     with pytest.raises(JobNotFound):
         retry_dead_letter_job(dead_id)
 

@@ -185,3 +185,14 @@ def uuid_of(result: Any) -> Any:
     import uuid
 
     return uuid.UUID(result.id)
+
+
+def test_a_requeued_dead_task_keeps_its_result_id(make_worker: type[Worker]) -> None:
+    from django_pgjobs.jobs import retry_dead_letter_job
+
+    result = tasks.fail_plain.using(max_attempts=1).enqueue("down")  # type: ignore[attr-defined]
+    assert make_worker().run_once().buried == 1
+    retry_dead_letter_job(result.id)
+    result.refresh()
+    assert result.status == TaskResultStatus.READY and result.attempts == 0
+    assert len(result.errors) == 1  # the dead letter's failure is still there

@@ -53,7 +53,7 @@ class Command(BaseCommand):
         )
         retry.add_argument("job_id")
         requeue = sub.add_parser(
-            "requeue-dead", help="Requeue every matching dead letter as a new job, in one go."
+            "requeue-dead", help="Requeue every matching dead letter (under its own id), in one go."
         )
         requeue.add_argument("--job-name", default=None)
         requeue.add_argument("--queue", default=None)
@@ -190,8 +190,8 @@ class Command(BaseCommand):
         except JobNotFound as exc:
             if not exc.dead_lettered:
                 raise
-            new_id = jobs.retry_dead_letter_job(options["job_id"], using=using)
-            self.say(f"Dead letter {options['job_id']} re-queued as job {new_id}.")
+            job_id = jobs.retry_dead_letter_job(options["job_id"], using=using)
+            self.say(f"Dead letter {options['job_id']} re-queued as job {job_id}.")
 
     def do_requeue_dead(self, options: dict[str, Any], using: str | None) -> None:
         filters = {k: options[k] for k in ("job_name", "queue", "exception")}
@@ -205,9 +205,9 @@ class Command(BaseCommand):
         if options["dry_run"]:
             self.say(f"{done.count} dead letter(s) would be requeued (dry run: nothing changed).")
         elif done.count == len(done.job_ids):
-            self.say(f"Requeued {done.count} dead letter(s) as new jobs: {shown or 'none'}.")
+            self.say(f"Requeued {done.count} dead letter(s) as jobs: {shown or 'none'}.")
         else:
-            self.say(f"Requeued {done.count} dead letter(s) as new jobs; the first: {shown}.")
+            self.say(f"Requeued {done.count} dead letter(s) as jobs; the first: {shown}.")
 
     def do_cancel(self, options: dict[str, Any], using: str | None) -> None:
         jobs.cancel_job(options["job_id"], using=using)
