@@ -28,7 +28,7 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from django_pgjobs.conf import conf
-from django_pgjobs.exceptions import InvalidJobError
+from django_pgjobs.exceptions import InvalidJobError, PayloadNotSerializable
 from django_pgjobs.tasks import framework
 from django_pgjobs.tasks.definitions import PgJobsTask, PgJobsTaskResult
 from django_pgjobs.tasks.framework import TaskResultStatus
@@ -83,9 +83,12 @@ class PgJobsBackend(framework.BaseTaskBackend):
         framework.BaseTaskBackend.validate_task(self, _WithoutDelay(task))  # type: ignore[arg-type]
         try:
             _check_options(task)
-        except InvalidJobError as exc:
-            raise framework.InvalidTask(str(exc).replace("scheduled_for", "run_after")) from None
-        register_task(task)  # valid: a worker in this process can run it
+        except (InvalidJobError, PayloadNotSerializable) as exc:
+            message = (
+                str(exc).replace("scheduled_for", "run_after").replace("retry_delay", "backoff")
+            )
+            raise framework.InvalidTask(message) from None
+        register_task(task, max_attempts=self.max_attempts)  # valid: a worker here can run it
 
     # Enqueueing
 
@@ -112,11 +115,19 @@ class PgJobsBackend(framework.BaseTaskBackend):
         return result
 
     def _job(self, task: Any, args: Any, kwargs: Any) -> dict[str, Any]:
-        """enqueue()'s arguments for a task."""
+        """enqueue()'s arguments for a task; arguments JSON cannot hold are refused here,
+        naming the task (Django's own check names neither the task nor the argument)."""
+        try:
+            arguments = framework.normalize_json(list(args)), framework.normalize_json(dict(kwargs))
+        except (TypeError, ValueError) as exc:
+            raise PayloadNotSerializable(
+                f"The arguments of task {task.module_path} are not JSON: {exc}. Pass plain "
+                "dicts, lists, str, int, float, bool and None (a model instance by its pk)."
+            ) from exc
         max_attempts = getattr(task, "max_attempts", None) or self.max_attempts
         payload = {
-            "args": framework.normalize_json(list(args)),
-            "kwargs": framework.normalize_json(dict(kwargs)),
+            "args": arguments[0],
+            "kwargs": arguments[1],
             # Which backend the worker runs it with (its database, its BACKOFF): the task's
             # declaration may name another (task.using(backend=...)).
             "backend": self.alias,

@@ -9,6 +9,7 @@ import psycopg
 import pytest
 
 from django_pgjobs.jobs.registry import JobHandler, register, registry
+from django_pgjobs.schedules.declarations import forget
 from django_pgjobs.schedules.scheduler import Scheduler
 from django_pgjobs.worker import Worker
 from tests.helpers import second_connection
@@ -56,3 +57,12 @@ def register_handler() -> Iterator[Callable[..., JobHandler]]:
     yield add
     for name in names:
         registry.remove(name)
+
+
+@pytest.fixture
+def declared() -> Iterator[list[str]]:
+    """Names of code schedules a test declares; forgotten afterwards."""
+    names: list[str] = []
+    yield names
+    for name in names:
+        forget(name)

@@ -19,6 +19,7 @@ from django_pgjobs.database import statement_cursor
 from django_pgjobs.exceptions import InvalidJobError, PgJobsError
 from django_pgjobs.jobs import validation
 from django_pgjobs.jobs.options import resolve_options
+from django_pgjobs.jobs.registry import registry
 
 # A key can be freed by a finishing job between our insert and our look-up; a few fresh
 # statements (each with a new snapshot) always see one side or the other.
@@ -46,6 +47,12 @@ def _prepare(
     }
 
 
+def _check_payload(job_name: str, payload: Any) -> None:
+    handler = registry.get(job_name)
+    if handler is not None:
+        handler.check_payload(payload)
+
+
 def _prepare_one(
     job_name: str,
     payload: Any,
@@ -58,6 +65,7 @@ def _prepare_one(
     if replace and key is None:
         raise InvalidJobError("replace=True needs a key: it replaces the job holding that key.")
     row = _prepare(job_name, **options)
+    _check_payload(job_name, payload)
     row.update(
         id=uuid.uuid4(),
         payload=validation.dump_payload(payload),
@@ -226,6 +234,8 @@ def enqueue_many(
         queue=queue,
         priority=priority,
     )
+    for payload in payloads:
+        _check_payload(job_name, payload)
     texts = [
         validation.dump_payload(p, f"The payload at index {i}") for i, p in enumerate(payloads)
     ]

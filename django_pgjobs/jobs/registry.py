@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import threading
@@ -26,6 +27,15 @@ class JobHandler:
     retry_delay: float | None = None
     queue: str | None = None
     priority: int | None = None
+    # What is wrong with a payload for this handler (None: nothing), asked before one is
+    # enqueued or scheduled: a Django task's job takes {"args", "kwargs"} only.
+    payload_problem: Callable[[Any], str | None] | None = None
+
+    def check_payload(self, payload: Any) -> None:
+        """Raise InvalidJobError if this handler can never run ``payload``."""
+        problem = None if self.payload_problem is None else self.payload_problem(payload)
+        if problem is not None:
+            raise InvalidJobError(f"Job {self.name!r}: {problem}")
 
     # Cached: asked for every job a worker runs, and inspect.signature is not cheap.
     @functools.cached_property
@@ -111,6 +121,7 @@ def register(
     retry_delay: float | None = None,
     queue: str | None = None,
     priority: int | None = None,
+    payload_problem: Callable[[Any], str | None] | None = None,
 ) -> JobHandler:
     """Register ``func`` as the handler of jobs named ``name``.
 
@@ -119,16 +130,17 @@ def register(
     Names starting with ``pgjobs.`` are the library's own.
     """
     validation.check_job_name(name)
-    return registry.add(
-        _handler(
-            name,
-            func,
-            max_attempts=max_attempts,
-            retry_delay=retry_delay,
-            queue=queue,
-            priority=priority,
-        )
+    handler = _handler(
+        name,
+        func,
+        max_attempts=max_attempts,
+        retry_delay=retry_delay,
+        queue=queue,
+        priority=priority,
     )
+    if payload_problem is not None:
+        handler = dataclasses.replace(handler, payload_problem=payload_problem)
+    return registry.add(handler)
 
 
 def register_library_job(name: str, func: HandlerFunc) -> JobHandler:

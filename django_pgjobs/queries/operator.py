@@ -48,7 +48,8 @@ def cancel_job(cur: Cursor, *, job_id: uuid.UUID) -> bool:
     cur.execute(
         f"""
         UPDATE pgjobs_job_queue
-        SET status = 'cancelled', completed_at = now(), {CLEAR_LEASE}
+        SET status = 'cancelled', completed_at = now(),
+            started_at = coalesce(started_at, locked_at), {CLEAR_LEASE}
         WHERE id = %s AND status IN ('pending', 'running')
         RETURNING id
         """,

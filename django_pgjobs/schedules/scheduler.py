@@ -31,7 +31,7 @@ from django_pgjobs.models import CatchUp, Schedule
 from django_pgjobs.observability.display import local_time
 from django_pgjobs.queries.schedules import tick_key
 from django_pgjobs.schedules.crontab import InvalidScheduleError, Spec, next_tick, parse
-from django_pgjobs.schedules.declarations import sync_schedules
+from django_pgjobs.schedules.declarations import declarations, sync_schedules
 from django_pgjobs.schedules.validation import FIRE_TIME_KEY
 from django_pgjobs.stored_json import UndecodableJSON, decode_json
 from django_pgjobs.worker.wakeup import Wakeup
@@ -262,21 +262,28 @@ def run_schedule_now(name: str, *, using: str | None = None) -> Any:
     """Enqueue a schedule's job now, outside its timing: a manual run, not a tick.
 
     The job's payload carries the current time as its fire time and ``"manual": true``;
-    ``last_run_at`` and ``next_run_at`` are not touched.
+    ``last_run_at`` and ``next_run_at`` are not touched. A schedule declared in code or settings
+    that no scheduler has written to the table yet (a test's database) runs from its
+    declaration.
     """
     from django.utils import timezone
 
     alias = using or conf.DATABASE
-    try:
-        row = Schedule.objects.using(alias).get(name=name)
-    except Schedule.DoesNotExist:
-        raise JobNotFound(f"No schedule named {name!r}.") from None
+    row = Schedule.objects.using(alias).filter(name=name).first()
+    if row is not None:
+        job_name, payload, queue, priority = row.job_name, row.payload, row.queue, row.priority
+    else:
+        declared = next((d for d in declarations() if d.name == name), None)
+        if declared is None:
+            raise JobNotFound(f"No schedule named {name!r}.")
+        job_name, payload = declared.job_name, declared.payload
+        queue, priority = declared.queue, declared.priority
     # A row written by SQL; the scheduler quarantines it the same way.
-    if isinstance(row.payload, UndecodableJSON):
+    if isinstance(payload, UndecodableJSON):
         raise InvalidJobError(
-            f"Schedule {name!r} cannot run: its payload cannot be decoded ({row.payload.error})."
+            f"Schedule {name!r} cannot run: its payload cannot be decoded ({payload.error})."
         )
-    if not isinstance(row.payload, dict):
+    if not isinstance(payload, dict):
         raise InvalidJobError(f"Schedule {name!r} cannot run: its payload is not a JSON object.")
-    payload = {**row.payload, FIRE_TIME_KEY: timezone.now().isoformat(), "manual": True}
-    return enqueue(row.job_name, payload, queue=row.queue, priority=row.priority, using=alias)
+    payload = {**payload, FIRE_TIME_KEY: timezone.now().isoformat(), "manual": True}
+    return enqueue(job_name, payload, queue=queue or None, priority=priority, using=alias)

@@ -106,7 +106,10 @@ def declaration_problems(
         # What enqueue checks (JSON, NUL, surrogates, MAX_PAYLOAD_BYTES): every tick enqueues it.
         try:
             validation.dump_payload(payload)
-        except PayloadNotSerializable as exc:
+            handler = registry.get(job_name)
+            if handler is not None:
+                handler.check_payload(payload)  # a task's: {"args": [...], "kwargs": {...}}
+        except (PayloadNotSerializable, InvalidJobError) as exc:
             problems["payload"] = str(exc)
     return problems
 

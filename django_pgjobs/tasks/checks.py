@@ -4,6 +4,7 @@ never the database."""
 
 from __future__ import annotations
 
+import difflib
 from typing import TYPE_CHECKING, Any
 
 from django.apps import apps
@@ -32,9 +33,14 @@ def check_backend(backend: PgJobsBackend) -> list[CheckMessage]:
         )
     unknown = sorted(str(k) for k in backend.options if k not in _OPTIONS)
     if unknown:
+        guesses = [
+            f"{key} (did you mean {close[0]}?)" if close else key
+            for key in unknown
+            for close in [difflib.get_close_matches(key.upper(), _OPTIONS, n=1)]
+        ]
         errors.append(
             Error(
-                f"{where}['OPTIONS'] has unknown keys: {', '.join(unknown)}.",
+                f"{where}['OPTIONS'] has unknown keys: {', '.join(guesses)}.",
                 hint=f"PgJobsBackend takes {', '.join(_OPTIONS)}.",
                 id="pgjobs.E030",
             )
@@ -94,5 +100,5 @@ def _backoff_error(value: Any) -> str | None:
     try:
         validation.check_retry_delay(value)
     except InvalidJobError as exc:
-        return str(exc)
+        return str(exc).replace("retry_delay", "BACKOFF")
     return None

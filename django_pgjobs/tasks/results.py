@@ -83,9 +83,9 @@ def find_task(job_name: str) -> Any:
     return found if isinstance(found, framework.Task) else None
 
 
-# The keys of a task job's payload: its arguments, the backend alias that enqueued it, and the
-# fire time a schedule's tick adds (which the function does not get).
-PAYLOAD_KEYS = frozenset({"args", "kwargs", "backend", FIRE_TIME_KEY})
+# The keys of a task job's payload: its arguments, the backend alias that enqueued it, and what
+# a schedule's tick or manual run adds (which the function does not get).
+PAYLOAD_KEYS = frozenset({"args", "kwargs", "backend", FIRE_TIME_KEY, "manual"})
 
 
 def task_arguments(payload: Any) -> tuple[list[Any], dict[str, Any]] | None:

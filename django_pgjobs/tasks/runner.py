@@ -51,6 +51,16 @@ class TaskRunner:
         self.__module__ = task.func.__module__
         self.__qualname__ = task.func.__qualname__
 
+    def payload_problem(self, payload: Any) -> str | None:
+        """Why a job of this task could never run ``payload`` (one enqueued by name, from the
+        command line or a schedule), or None."""
+        if task_arguments(payload) is not None:
+            return None
+        return (
+            f'a task\'s payload is {{"args": [...], "kwargs": {{...}}}} (either may be left '
+            f"out), not {payload!r:.200}."
+        )
+
     def __call__(self, payload: Any, report_progress: ProgressReporter) -> None:
         job, notes = current_job.get(), current_notes.get()
         if job is None or notes is None:
@@ -83,21 +93,24 @@ class TaskRunner:
         notes.on_written = functools.partial(_finished, backend, running, value=value)
 
 
-def register_task(task: Any) -> None:
+def register_task(task: Any, *, max_attempts: int | None = None) -> None:
     """Make ``task`` runnable by workers: the handler of jobs named ``task.module_path``. The
-    first registration of a path wins (copies made by ``using()`` share it); its options are
-    the defaults of a schedule or ``enqueue()`` naming the task."""
+    first registration of a path wins (copies made by ``using()`` share it); its options (the
+    task's ``max_attempts``, else the backend's ``MAX_ATTEMPTS`` given here) are the defaults of
+    a schedule or ``enqueue()`` naming the task."""
     name = task.module_path
     existing = jobs_registry.registry.get(name)
     runner = None if existing is None else existing.func
     if isinstance(runner, TaskRunner) and runner.task.func is task.func:
         return
+    runner = TaskRunner(task)
     jobs_registry.register(
         name,
-        TaskRunner(task),
-        max_attempts=getattr(task, "max_attempts", None),
+        runner,
+        max_attempts=getattr(task, "max_attempts", None) or max_attempts,
         queue=task.queue_name,
         priority=task.priority,
+        payload_problem=runner.payload_problem,
     )
 
 
@@ -171,7 +184,11 @@ def _decide_retry(
         try:
             seconds = validation.check_retry_delay(answer)
         except InvalidJobError as error:
-            logger.error("The backoff of task %s: %s; using the default", task.module_path, error)
+            logger.error(
+                "The backoff of task %s returned %r, not seconds >= 0, a timedelta or None (%s); "
+                "the default retry delay applies",
+                task.module_path, answer, str(error).replace("retry_delay", "backoff"),
+            )  # fmt: skip
             return
         notes.retry_in = backoff_delay(
             1, base=seconds, cap=conf.RETRY_DELAY_MAX, jitter=conf.RETRY_JITTER

@@ -190,9 +190,18 @@ def uuid_of(result: Any) -> Any:
 def test_a_requeued_dead_task_keeps_its_result_id(make_worker: type[Worker]) -> None:
     from django_pgjobs.jobs import retry_dead_letter_job
 
-    result = tasks.fail_plain.using(max_attempts=1).enqueue("down")  # type: ignore[attr-defined]
+    result = tasks.fail_plain.using(max_attempts=1).enqueue("down")  # type: ignore[call-arg]
     assert make_worker().run_once().buried == 1
     retry_dead_letter_job(result.id)
     result.refresh()
     assert result.status == TaskResultStatus.READY and result.attempts == 0
     assert len(result.errors) == 1  # the dead letter's failure is still there
+
+
+def test_an_async_task_saves_its_metadata(make_worker: type[Worker]) -> None:
+    result = tasks.note_async.enqueue("from a coroutine")
+    assert make_worker().run_once().completed == 1
+    result.refresh()
+    saved: Any = result.return_value
+    assert saved is True
+    assert cast(PgJobsTaskResult, result).metadata == {"note": "from a coroutine"}

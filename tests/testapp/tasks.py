@@ -85,3 +85,10 @@ def progress_then_note(context: PgJobsTaskContext) -> str:
     context.metadata["note"] = "attempt 2"
     context.save_metadata()
     return "ok"
+
+
+@task(takes_context=True)  # type: ignore[arg-type]
+async def note_async(context: PgJobsTaskContext, note: str) -> bool:
+    """An async task saving its metadata with asave_metadata()."""
+    context.metadata["note"] = note
+    return await context.asave_metadata()
