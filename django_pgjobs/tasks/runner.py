@@ -80,7 +80,7 @@ class TaskRunner:
                 value = self.task.call(context, *args, **kwargs)
             else:
                 value = self.task.call(*args, **kwargs)
-            notes.result = _stored(self.task, value)
+            notes.result = _stored(self.task, value, notes)
         except BaseException as exc:
             error = TaskError(
                 exception_class_path=class_path(exc) or "builtins.BaseException",
@@ -141,16 +141,14 @@ def _arguments(task: Any, payload: Any, notes: AttemptNotes) -> tuple[list[Any],
     return arguments
 
 
-def _stored(task: Any, value: Any) -> str | None:
+def _stored(task: Any, value: Any, notes: AttemptNotes) -> str | None:
     """The return value as the JSON text kept on the job (None for None)."""
     what = f"The return value of task {task.module_path}"
     try:
         normal = framework.normalize_json(value)
         return None if normal is None else validation.dump_payload(normal, what)
     except (TypeError, ValueError, PayloadNotSerializable, RecursionError) as exc:
-        current = current_notes.get()
-        if current is not None:
-            current.give_up = True  # the same code returns the same value: no retry helps
+        notes.give_up = True  # the same code returns the same value: no retry helps
         raise ResultNotStorable(f"{what} cannot be stored as JSON: {exc}") from exc
 
 
