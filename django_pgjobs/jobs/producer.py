@@ -33,11 +33,16 @@ def _prepare(
     max_attempts: int | None,
     queue: str | None,
     priority: int | None,
+    timeout: float | timedelta | None = None,
+    partition_key: str | None = None,
 ) -> dict[str, Any]:
-    """The row's checked columns (see :func:`resolve_options` for the defaults)."""
+    """The row's checked columns (see :func:`resolve_options` for the defaults). A handler's
+    timeout is not copied into the row: the worker applies the handler's current one."""
     options = resolve_options(job_name, queue=queue, priority=priority, max_attempts=max_attempts)
     when = validation.check_scheduled_for(scheduled_for)
     return {
+        "timeout": None if timeout is None else validation.check_timeout(timeout),
+        "partition_key": validation.check_partition_key(partition_key),
         "job_name": job_name,
         "queue": options.queue,
         "priority": options.priority,
@@ -108,6 +113,8 @@ def enqueue(
     max_attempts: int | None = None,
     queue: str | None = None,
     priority: int | None = None,
+    timeout: float | timedelta | None = None,
+    partition_key: str | None = None,
     key: str | None = None,
     replace: bool = False,
     using: str | None = None,
@@ -135,6 +142,8 @@ def enqueue(
         max_attempts=max_attempts,
         queue=queue,
         priority=priority,
+        timeout=timeout,
+        partition_key=partition_key,
     )
     return _write(row, replace=replace, using=using or conf.DATABASE)
 
@@ -147,6 +156,8 @@ def enqueue_stamped(
     max_attempts: int | None = None,
     queue: str | None = None,
     priority: int | None = None,
+    timeout: float | timedelta | None = None,
+    partition_key: str | None = None,
     using: str | None = None,
     metadata: dict[str, Any] | None = None,
 ) -> tuple[uuid.UUID, datetime]:
@@ -163,6 +174,8 @@ def enqueue_stamped(
         max_attempts=max_attempts,
         queue=queue,
         priority=priority,
+        timeout=timeout,
+        partition_key=partition_key,
     )
     with statement_cursor(using or conf.DATABASE) as cur:
         return row["id"], queries.insert_job_stamped(cur, row)
@@ -176,6 +189,8 @@ def enqueue_on_commit(
     max_attempts: int | None = None,
     queue: str | None = None,
     priority: int | None = None,
+    timeout: float | timedelta | None = None,
+    partition_key: str | None = None,
     key: str | None = None,
     replace: bool = False,
     using: str | None = None,
@@ -202,6 +217,8 @@ def enqueue_on_commit(
         max_attempts=max_attempts,
         queue=queue,
         priority=priority,
+        timeout=timeout,
+        partition_key=partition_key,
     )
     transaction.on_commit(
         lambda: _write(row, replace=replace, using=alias), using=commit_of or alias
@@ -217,6 +234,8 @@ def enqueue_many(
     max_attempts: int | None = None,
     queue: str | None = None,
     priority: int | None = None,
+    timeout: float | timedelta | None = None,
+    partition_key: str | None = None,
     using: str | None = None,
 ) -> list[uuid.UUID]:
     """Add one job per payload in a single statement; ids come back in payload order.
@@ -233,6 +252,8 @@ def enqueue_many(
         max_attempts=max_attempts,
         queue=queue,
         priority=priority,
+        timeout=timeout,
+        partition_key=partition_key,
     )
     for payload in payloads:
         _check_payload(job_name, payload)

@@ -9,6 +9,7 @@ import threading
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, overload
 
 from django_pgjobs.exceptions import HandlerAlreadyRegistered, InvalidJobError
@@ -27,6 +28,9 @@ class JobHandler:
     retry_delay: float | None = None
     queue: str | None = None
     priority: int | None = None
+    # Seconds an attempt may run before it fails with a timeout (None: the queue's, then
+    # PGJOBS["TIMEOUT"]); an enqueue's own timeout comes first.
+    timeout: float | None = None
     # What is wrong with a payload for this handler (None: nothing), asked before one is
     # enqueued or scheduled: a Django task's job takes {"args", "kwargs"} only.
     payload_problem: Callable[[Any], str | None] | None = None
@@ -121,6 +125,7 @@ def register(
     retry_delay: float | None = None,
     queue: str | None = None,
     priority: int | None = None,
+    timeout: float | timedelta | None = None,
     payload_problem: Callable[[Any], str | None] | None = None,
 ) -> JobHandler:
     """Register ``func`` as the handler of jobs named ``name``.
@@ -137,6 +142,7 @@ def register(
         retry_delay=retry_delay,
         queue=queue,
         priority=priority,
+        timeout=timeout,
     )
     if payload_problem is not None:
         handler = dataclasses.replace(handler, payload_problem=payload_problem)
@@ -161,6 +167,7 @@ def _handler(name: str, func: HandlerFunc, **options: Any) -> JobHandler:
         "retry_delay": validation.check_retry_delay,
         "queue": lambda v: validation.check_name(v, "queue name"),
         "priority": validation.check_priority,
+        "timeout": validation.check_timeout,
     }
     checked: dict[str, Any] = {}
     for option, value in options.items():
@@ -204,6 +211,7 @@ def job(
     retry_delay: float | None = None,
     queue: str | None = None,
     priority: int | None = None,
+    timeout: float | timedelta | None = None,
 ) -> Callable[[HandlerFunc], JobHandler]: ...
 def job(
     name: str | HandlerFunc | None = None,
@@ -213,6 +221,7 @@ def job(
     retry_delay: float | None = None,
     queue: str | None = None,
     priority: int | None = None,
+    timeout: float | timedelta | None = None,
 ) -> JobHandler | Callable[[HandlerFunc], JobHandler]:
     """Register the decorated function as a job handler.
 
@@ -231,6 +240,7 @@ def job(
             retry_delay=retry_delay,
             queue=queue,
             priority=priority,
+            timeout=timeout,
         )
 
     return decorate

@@ -119,6 +119,41 @@ def check_retry_delay(value: object) -> float:
     return float(value)
 
 
+# A job timeout's upper bound: a year is far past any job that should still count as running.
+MAX_TIMEOUT = timedelta(days=366).total_seconds()
+
+
+def check_timeout(value: object, what: str = "timeout") -> float:
+    """Seconds a job may run: a number or a timedelta, > 0 and at most a year."""
+    seconds = value.total_seconds() if isinstance(value, timedelta) else value
+    if (
+        isinstance(seconds, bool)
+        or not isinstance(seconds, int | float)
+        or not math.isfinite(seconds)
+        or not 0 < seconds <= MAX_TIMEOUT
+    ):
+        raise InvalidJobError(
+            f"{what} must be a number of seconds or a timedelta, > 0 and at most "
+            f"{MAX_TIMEOUT:.0f} (a year); got {value!r}."
+        )
+    return float(seconds)
+
+
+def check_partition_key(value: object) -> str | None:
+    """A job's partition key: text an index entry can hold, or None (no partition)."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or "\x00" in value:
+        raise InvalidJobError(f"partition_key must be a str without NUL, or None; got {value!r}.")
+    check_encodable(value, "partition_key")
+    if len(value) > MAX_KEY_LENGTH:
+        raise InvalidJobError(
+            f"partition_key is {len(value)} characters long; the limit is {MAX_KEY_LENGTH} "
+            "(hash a longer natural key)."
+        )
+    return value
+
+
 def check_scheduled_for(value: object) -> datetime | timedelta | None:
     """An aware datetime, a delay from now, or None for "now"; before :data:`LATEST_TIME`."""
     if value is None:

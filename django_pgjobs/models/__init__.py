@@ -10,6 +10,7 @@ Job states (the statements that move them are listed in :mod:`django_pgjobs.quer
 """
 
 from django_pgjobs.models.jobs import Dashboard, FailedJob, Job, JobQuerySet, JobStatus, Worker
+from django_pgjobs.models.queues import LIMIT_FIELDS, Queue, QueueQuerySet
 from django_pgjobs.models.schedules import CatchUp, Schedule, ScheduleSource
 from django_pgjobs.models.workflows import (
     WORKFLOW_FINAL_STATUSES,
@@ -22,6 +23,7 @@ from django_pgjobs.models.workflows import (
 )
 
 __all__ = [
+    "LIMIT_FIELDS",
     "WORKFLOW_FINAL_STATUSES",
     "CatchUp",
     "Dashboard",
@@ -29,6 +31,8 @@ __all__ = [
     "Job",
     "JobQuerySet",
     "JobStatus",
+    "Queue",
+    "QueueQuerySet",
     "Schedule",
     "ScheduleSource",
     "Worker",

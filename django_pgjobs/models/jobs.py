@@ -9,6 +9,7 @@ the cold paths (admin, listing, pruning by hand).
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from django.contrib.postgres.functions import RandomUUID
@@ -33,6 +34,20 @@ def empty_object() -> Value:
 
 def empty_array() -> Value:
     return Value([], output_field=models.JSONField())
+
+
+class NextJobSeq(models.Func):
+    """``nextval`` of the job sequence: the order jobs were enqueued in, even within one
+    transaction (whose rows share ``created_at`` and ``scheduled_for``)."""
+
+    template = "nextval('pgjobs_job_seq'::regclass)"
+    output_field = models.BigIntegerField()
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    def deconstruct(self) -> tuple[str, tuple[object, ...], dict[str, object]]:
+        return ("django_pgjobs.models.jobs.NextJobSeq", (), {})
 
 
 class JobQuerySet(models.QuerySet["Job"]):
@@ -91,6 +106,15 @@ class Job(models.Model):
     # queries.base.append_failure): attempt, worker, started_at, failed_at, exception, error.
     # ``error`` keeps the full text of the latest failure.
     error_history = StoredJSONField(db_default=empty_array())
+    # Jobs of one key run in claim order, at most the queue's partition_concurrency at once
+    # (see models.queues.Queue); NULL: the job belongs to no partition.
+    partition_key = models.TextField(null=True, blank=True)  # noqa: DJ001 - NULL means "no partition"; '' is a key
+    # Longer than this running and the attempt fails with a timeout; NULL: the handler's, the
+    # queue's or PGJOBS["TIMEOUT"].
+    timeout = models.DurationField(null=True, blank=True)
+    # Enqueue order (NULL for jobs enqueued before migration 0017): ties on scheduled_for within
+    # a partition key are broken by it, so one transaction's jobs of a key run in order.
+    seq = models.BigIntegerField(null=True, blank=True, db_default=NextJobSeq(), editable=False)
 
     objects = JobQuerySet.as_manager()
 
@@ -115,6 +139,10 @@ class Job(models.Model):
             models.CheckConstraint(
                 condition=Q(progress__isnull=True) | Q(progress__gte=0, progress__lte=100),
                 name="pgjobs_job_progress_range",
+            ),
+            models.CheckConstraint(
+                condition=Q(timeout__isnull=True) | Q(timeout__gt=timedelta(0)),
+                name="pgjobs_job_timeout_positive",
             ),
             models.UniqueConstraint(
                 fields=("key",),
@@ -159,6 +187,23 @@ class Job(models.Model):
                 fields=("lease_expires_at",),
                 condition=Q(status="running"),
                 name="pgjobs_job_lease",
+            ),
+            # Serves the flow-controlled claim (queries.flow): jobs running per queue and per
+            # partition key, counted after the queue's claim lock is taken.
+            models.Index(
+                "queue", "partition_key", condition=Q(status="running"), name="pgjobs_job_running"
+            ),
+            # Serves the claim of a partitioned queue: its keys (a skip scan), then each key's
+            # due jobs in claim order; jobs without a key (NULL, sorted last) are one more
+            # partition, found by the same index.
+            models.Index(
+                "queue",
+                "partition_key",
+                models.F("priority").desc(),
+                "scheduled_for",
+                models.F("seq").asc(nulls_first=True),
+                condition=Q(status="pending"),
+                name="pgjobs_job_partition_claim",
             ),
             # Serves the admin's newest-first list and the dashboard's arrivals per minute.
             models.Index(fields=("created_at",), name="pgjobs_job_created"),

@@ -54,6 +54,12 @@ class ClaimedJob:
     max_attempts: int
     scheduled_for: datetime
     lease_token: uuid.UUID
+    partition_key: str | None = None
+    # Seconds this attempt may run: the job's own timeout, and its queue's (None: not set).
+    # The handler's and PGJOBS["TIMEOUT"] come between them (jobs.timeouts).
+    timeout: float | None = None
+    queue_timeout: float | None = None
+    seq: int | None = None  # enqueue order (None: enqueued before migration 0017)
 
     @property
     def token(self) -> Token:

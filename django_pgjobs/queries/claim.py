@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from django_pgjobs.queries import flow
 from django_pgjobs.queries.base import (
     ClaimedJob,
     Cursor,
@@ -17,15 +18,31 @@ from django_pgjobs.queries.base import (
 from django_pgjobs.queries.outcomes import COMPLETED_CTE, finished_params
 from django_pgjobs.stored_json import decode_json
 
-# The claim as two CTEs, ``due`` and ``claimed``: the claim statement selects from ``claimed``,
-# and complete_and_claim() puts a completion beside them in the same statement.
+# The claim's CTEs, ending in ``due`` (the chosen ids, best first) and ``claimed``: the claim
+# statement selects from ``claimed``, and complete_and_claim() puts a completion beside them in
+# the same statement. ``due_plain`` is the claim of a worker whose queues have no flow control
+# (``rules`` empty: the one-time filter skips it otherwise); ``due_flow`` the other (queries.flow).
 _CLAIM_CTES = """
-due AS (
+{rules},
+due_plain AS (
     SELECT id FROM pgjobs_job_queue
     WHERE status = 'pending' AND scheduled_for <= now() {filters}
+      AND NOT EXISTS (SELECT 1 FROM rules)
     ORDER BY priority DESC, scheduled_for, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
+),
+{flow},
+due AS (
+    SELECT id FROM due_plain
+    UNION ALL
+    (SELECT id FROM due_flow
+     ORDER BY turn, priority DESC, scheduled_for, seq NULLS FIRST, id
+     LIMIT %(limit)s)
+),
+timeouts AS MATERIALIZED (
+    SELECT name, extract(epoch FROM timeout)::float8 AS seconds
+    FROM pgjobs_queues WHERE timeout IS NOT NULL
 ),
 claimed AS (
     -- An array, not a join with ``due``: the planner costs a join for LIMIT rows and often
@@ -43,12 +60,30 @@ claimed AS (
         lease_token = %(lease_token)s
     WHERE j.id = ANY(ARRAY(SELECT id FROM due))
     RETURNING j.id, j.job_name, j.payload::text AS payload, j.queue, j.priority, j.attempt,
-              j.max_attempts, j.scheduled_for, j.lease_token
+              j.max_attempts, j.scheduled_for, j.lease_token, j.partition_key,
+              extract(epoch FROM j.timeout)::float8 AS timeout,
+              (SELECT t.seconds FROM timeouts AS t WHERE t.name = j.queue) AS queue_timeout,
+              j.seq,
+              -- NULL: no flow control (the plain order); else whether its queue takes turns.
+              (SELECT bool_or(r.fair AND r.name = j.queue) FROM rules AS r) AS fair
 )"""
 
 _CLAIMED_COLUMNS = (
-    "id, job_name, payload, queue, priority, attempt, max_attempts, scheduled_for, lease_token"
+    "id, job_name, payload, queue, priority, attempt, max_attempts, scheduled_for, lease_token, "
+    "partition_key, timeout, queue_timeout, seq, fair"
 )
+_NO_CLAIM = ", ".join(["NULL"] * (len(_CLAIMED_COLUMNS.split(",")) - 1))
+
+
+def _ctes(queues: Sequence[str] | None, job_names: Sequence[str] | None) -> str:
+    return (
+        _CLAIM_CTES.format(
+            rules=flow.rules_cte(queues),
+            filters=filters(queues, job_names),
+            flow=flow.flow_ctes(queues, job_names),
+        )
+        + f",\n{flow.STARTS_CTE}"
+    )
 
 
 def _claim_params(
@@ -84,8 +119,7 @@ def claim_statement(
     start_now: int | None = None,
 ) -> tuple[str, dict[str, Any]]:
     """The claim's SQL and parameters (tests EXPLAIN exactly what the worker runs)."""
-    ctes = _CLAIM_CTES.format(filters=filters(queues, job_names))
-    sql = f"WITH {ctes}\nSELECT {_CLAIMED_COLUMNS} FROM claimed"
+    sql = f"WITH RECURSIVE {_ctes(queues, job_names)}\nSELECT {_CLAIMED_COLUMNS} FROM claimed"
     params = _claim_params(
         worker_id=worker_id,
         limit=limit,
@@ -112,12 +146,37 @@ def _claimed_jobs(rows: Sequence[Any]) -> list[ClaimedJob]:
             max_attempts=r[6],
             scheduled_for=r[7],
             lease_token=as_uuid(r[8]),
+            partition_key=r[9],
+            timeout=r[10],
+            queue_timeout=r[11],
+            seq=r[12],
         )
         for r in rows
     ]
-    # UPDATE ... RETURNING gives no order; run in the order the claim chose.
-    jobs.sort(key=lambda j: (-j.priority, j.scheduled_for, j.id))
-    return jobs
+    # UPDATE ... RETURNING gives no order: run in the order the claim chose (``start_now``
+    # marked the first jobs of that order started).
+    fair = {r[3] for r in rows if r[13]}
+    if not rows or rows[0][13] is None:
+        jobs.sort(key=lambda j: (-j.priority, j.scheduled_for, j.id))
+        return jobs
+    return sorted(jobs, key=_flow_order(jobs, fair))
+
+
+def _flow_order(jobs: Sequence[ClaimedJob], fair: set[str]) -> Callable[[ClaimedJob], Any]:
+    """The order of queries.flow's merge: turn (a fair queue's jobs take turns between keys),
+    priority, due time, enqueue order, id."""
+    turn: dict[uuid.UUID, int] = {}
+    seen: dict[tuple[str, str | None], int] = {}
+    for job in sorted(jobs, key=lambda j: (-j.priority, j.scheduled_for, _seq(j))):
+        if job.queue in fair:
+            group = (job.queue, job.partition_key)
+            seen[group] = seen.get(group, 0) + 1
+            turn[job.id] = seen[group]
+    return lambda j: (turn.get(j.id, 1), -j.priority, j.scheduled_for, _seq(j), j.id)
+
+
+def _seq(job: ClaimedJob) -> int:
+    return -1 if job.seq is None else job.seq
 
 
 def claim_jobs(
@@ -182,13 +241,12 @@ def complete_and_claim(
     behaviour are those of the two statements; a crash before commit leaves the completions to
     be redone (at-least-once) and claims nothing.
     """
-    ctes = _CLAIM_CTES.format(filters=filters(queues, job_names))
     cur.execute(
         f"""
-        WITH {COMPLETED_CTE}, {ctes}
+        WITH RECURSIVE {COMPLETED_CTE}, {_ctes(queues, job_names)}
         SELECT true, {_CLAIMED_COLUMNS} FROM claimed
         UNION ALL
-        SELECT false, id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM done
+        SELECT false, id, {_NO_CLAIM} FROM done
         """,
         {
             **_claim_params(

@@ -16,12 +16,14 @@ from django_pgjobs.queries.base import (
 )
 
 _INSERT_COLUMNS = (
-    "id, job_name, payload, queue, priority, max_attempts, scheduled_for, key, metadata"
+    "id, job_name, payload, queue, priority, max_attempts, scheduled_for, key, metadata, "
+    "partition_key, timeout"
 )
 _INSERT_VALUES = """(
     %(id)s, %(job_name)s, %(payload)s::jsonb, %(queue)s, %(priority)s, %(max_attempts)s,
     COALESCE(%(at)s::timestamptz, now()) + make_interval(secs => %(delay)s), %(key)s,
-    COALESCE(%(metadata)s::jsonb, '{}')
+    COALESCE(%(metadata)s::jsonb, '{}'), %(partition_key)s,
+    make_interval(secs => %(timeout)s::float8)
 )"""
 
 
@@ -72,6 +74,7 @@ def upsert_pending_job(cur: Cursor, row: dict[str, Any]) -> uuid.UUID | None:
                 job_name = EXCLUDED.job_name, payload = EXCLUDED.payload, queue = EXCLUDED.queue,
                 priority = EXCLUDED.priority, max_attempts = EXCLUDED.max_attempts,
                 scheduled_for = EXCLUDED.scheduled_for, metadata = EXCLUDED.metadata,
+                partition_key = EXCLUDED.partition_key, timeout = EXCLUDED.timeout,
                 attempt = 0, error = NULL, error_history = '[]', progress = NULL,
                 progress_message = NULL
             WHERE pgjobs_job_queue.status = 'pending'
@@ -116,9 +119,10 @@ def insert_jobs(cur: Cursor, rows: dict[str, Any]) -> None:
     cur.execute(
         """
         INSERT INTO pgjobs_job_queue (id, job_name, payload, queue, priority, max_attempts,
-                                      scheduled_for)
+                                      scheduled_for, partition_key, timeout)
         SELECT u.id, %(job_name)s, u.payload, %(queue)s, %(priority)s, %(max_attempts)s,
-               COALESCE(%(at)s::timestamptz, now()) + make_interval(secs => %(delay)s)
+               COALESCE(%(at)s::timestamptz, now()) + make_interval(secs => %(delay)s),
+               %(partition_key)s, make_interval(secs => %(timeout)s::float8)
         FROM ROWS FROM (unnest(%(ids)s::uuid[]), jsonb_array_elements(%(payloads)s::jsonb))
              AS u(id, payload)
         """,

@@ -1,0 +1,421 @@
+"""Flow control (issue 15): queues with limits, partition keys, job timeouts.
+
+- ``pgjobs_queues``: one row per queue that has limits or is paused (models.queues.Queue).
+- ``pgjobs_job_queue``: ``partition_key``, ``timeout`` and ``seq`` (enqueue order, from the
+  sequence ``pgjobs_job_seq``), and two indexes for the flow-controlled claim.
+- ``pgjobs_queue_starts``: the rate limits' ledger, one row per claim of a rate-limited queue
+  (and key), read over the queue's sliding window. Not a model: only the claim and the prune
+  sweep touch it.
+- ``pgjobs_queue_load()``: jobs running per queue and key, and starts within the rate window,
+  counted with a snapshot of its own (see queries.flow for why).
+- ``pgjobs_pause(queue)`` / ``pgjobs_resume(queue)``; a trigger wakes idle workers of a queue
+  whose row changed, so a resume or a raised limit starts jobs at once.
+
+Like 0016, the job table is changed without stopping a busy queue (this migration is not
+atomic): columns are added without a rewrite (the sequence default is set in a second step, so
+existing rows keep NULL) under ``lock_timeout`` with retries (0014's ``_alter``), the CHECK is
+added ``NOT VALID`` and validated afterwards, and the indexes are built ``CONCURRENTLY``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import importlib
+from typing import Any, ClassVar
+
+import django.db.models.functions.datetime
+from django.contrib.postgres.operations import AddIndexConcurrently
+from django.db import migrations, models
+from django.db.backends.base.schema import BaseDatabaseSchemaEditor
+from django.db.migrations.state import StateApps
+
+import django_pgjobs.models.fields
+import django_pgjobs.models.jobs
+
+_0002 = importlib.import_module("django_pgjobs.migrations.0002_sql_enqueue_and_notify")
+_0014 = importlib.import_module("django_pgjobs.migrations.0014_times_in_range")
+
+_TIMEOUT_CHECK = "pgjobs_job_timeout_positive"
+
+FUNCTIONS = """
+CREATE TABLE IF NOT EXISTS {schema}.pgjobs_queue_starts (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    queue text NOT NULL,
+    partition_key text NULL,
+    started_at timestamptz NOT NULL DEFAULT now(),
+    jobs integer NOT NULL CHECK (jobs > 0)
+);
+-- Serves the rate window (pgjobs_queue_load) and its pruning.
+CREATE INDEX IF NOT EXISTS pgjobs_queue_starts_window
+    ON {schema}.pgjobs_queue_starts (queue, started_at);
+
+CREATE OR REPLACE FUNCTION {schema}.pgjobs_queue_load(queues text[], worker text)
+RETURNS TABLE (queue text, partition_key text, running bigint, running_here bigint,
+               recent_starts bigint)
+-- VOLATILE and SQL: never inlined, so its query runs with a snapshot of its own, taken when
+-- it is called. The claim calls it after taking its queues' locks: it then counts every job
+-- that claims of those queues committed while this one waited (the claim's own snapshot,
+-- taken before the wait, would miss them).
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT t.queue, t.partition_key, sum(t.running)::bigint, sum(t.here)::bigint,
+           sum(t.starts)::bigint
+    FROM (
+        SELECT j.queue, j.partition_key, count(*) AS running,
+               count(*) FILTER (WHERE j.locked_by = $2) AS here, 0 AS starts
+        FROM {schema}.pgjobs_job_queue AS j
+        WHERE j.status = 'running' AND j.queue = ANY($1)
+        GROUP BY j.queue, j.partition_key
+        UNION ALL
+        SELECT s.queue, s.partition_key, 0, 0, sum(s.jobs)
+        FROM {schema}.pgjobs_queue_starts AS s
+        JOIN {schema}.pgjobs_queues AS q ON q.name = s.queue
+        WHERE s.queue = ANY($1) AND s.started_at > now() - q.rate_period
+        GROUP BY s.queue, s.partition_key
+    ) AS t
+    GROUP BY t.queue, t.partition_key
+$$;
+
+COMMENT ON FUNCTION {schema}.pgjobs_queue_load(text[], text)
+IS 'django-pgjobs: jobs running and recent starts per queue and partition key (the claim''s).';
+
+CREATE OR REPLACE FUNCTION {schema}.pgjobs_pause(queue text) RETURNS void
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    INSERT INTO {schema}.pgjobs_queues AS q (name, paused, paused_at, updated_at)
+    VALUES ($1, true, now(), now())
+    ON CONFLICT (name) DO UPDATE SET paused = true,
+        paused_at = CASE WHEN q.paused THEN q.paused_at ELSE now() END, updated_at = now()
+$$;
+
+COMMENT ON FUNCTION {schema}.pgjobs_pause(text)
+IS 'django-pgjobs: the queue accepts jobs and starts none until pgjobs_resume().';
+
+CREATE OR REPLACE FUNCTION {schema}.pgjobs_resume(queue text) RETURNS void
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    UPDATE {schema}.pgjobs_queues SET paused = false, paused_at = NULL, updated_at = now()
+    WHERE name = $1 AND paused
+$$;
+
+COMMENT ON FUNCTION {schema}.pgjobs_resume(text)
+IS 'django-pgjobs: the paused queue starts jobs again.';
+
+CREATE OR REPLACE FUNCTION {schema}.pgjobs_queue_changed() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    -- A resumed queue or a raised limit may have due jobs that idle workers are not polling
+    -- for: wake them (delivered at commit, never on rollback).
+    PERFORM pg_notify('pgjobs', NEW.name);
+    RETURN NULL;
+END;
+$$;
+
+DROP TRIGGER IF EXISTS pgjobs_queue_changed ON {schema}.pgjobs_queues;
+CREATE TRIGGER pgjobs_queue_changed
+    AFTER INSERT OR UPDATE ON {schema}.pgjobs_queues
+    FOR EACH ROW EXECUTE FUNCTION {schema}.pgjobs_queue_changed();
+"""
+
+DROP_FUNCTIONS = """
+DROP TRIGGER IF EXISTS pgjobs_queue_changed ON {schema}.pgjobs_queues;
+DROP FUNCTION IF EXISTS {schema}.pgjobs_queue_changed();
+DROP FUNCTION IF EXISTS {schema}.pgjobs_resume(text);
+DROP FUNCTION IF EXISTS {schema}.pgjobs_pause(text);
+DROP FUNCTION IF EXISTS {schema}.pgjobs_queue_load(text[], text);
+DROP TABLE IF EXISTS {schema}.pgjobs_queue_starts;
+"""
+
+
+def _timeout_check(schema_editor: BaseDatabaseSchemaEditor) -> bool | None:
+    """Whether the timeout CHECK is validated (None: not there yet)."""
+    with schema_editor.connection.cursor() as cur:
+        cur.execute(
+            "SELECT convalidated FROM pg_constraint WHERE conname = %s "
+            "AND conrelid = to_regclass('pgjobs_job_queue')",
+            [_TIMEOUT_CHECK],
+        )
+        row = cur.fetchone()
+        return None if row is None else bool(row[0])
+
+
+def add_columns(apps: StateApps, schema_editor: BaseDatabaseSchemaEditor) -> None:
+    schema_editor.execute("CREATE SEQUENCE IF NOT EXISTS pgjobs_job_seq", params=None)
+    clauses = [
+        "ADD COLUMN IF NOT EXISTS partition_key text NULL",
+        "ADD COLUMN IF NOT EXISTS timeout interval NULL",
+        # No default here: a volatile default would rewrite every existing row.
+        "ADD COLUMN IF NOT EXISTS seq bigint NULL",
+    ]
+    if _timeout_check(schema_editor) is None:
+        clauses.append(
+            f"ADD CONSTRAINT {_TIMEOUT_CHECK} CHECK (timeout IS NULL OR timeout > interval '0') "
+            "NOT VALID"
+        )
+    _0014._alter(schema_editor, "pgjobs_job_queue", clauses, migration="0017")
+    _0014._alter(
+        schema_editor,
+        "pgjobs_job_queue",
+        ["ALTER COLUMN seq SET DEFAULT nextval('pgjobs_job_seq'::regclass)"],
+        migration="0017",
+    )
+    schema_editor.execute("ALTER SEQUENCE pgjobs_job_seq OWNED BY pgjobs_job_queue.seq", None)
+
+
+def drop_columns(apps: StateApps, schema_editor: BaseDatabaseSchemaEditor) -> None:
+    _0014._alter(
+        schema_editor,
+        "pgjobs_job_queue",
+        [
+            f"DROP CONSTRAINT IF EXISTS {_TIMEOUT_CHECK}",
+            "DROP COLUMN IF EXISTS partition_key",
+            "DROP COLUMN IF EXISTS timeout",
+            "DROP COLUMN IF EXISTS seq",  # drops the sequence it owns
+        ],
+        migration="0017",
+    )
+
+
+def validate(apps: StateApps, schema_editor: BaseDatabaseSchemaEditor) -> None:
+    if _timeout_check(schema_editor) is False:
+        schema_editor.execute(
+            f"ALTER TABLE pgjobs_job_queue VALIDATE CONSTRAINT {_TIMEOUT_CHECK}", params=None
+        )
+
+
+def create_functions(apps: StateApps, schema_editor: BaseDatabaseSchemaEditor) -> None:
+    schema_editor.execute(FUNCTIONS.format(schema=_0002._schema(schema_editor)), params=None)
+
+
+def drop_functions(apps: StateApps, schema_editor: BaseDatabaseSchemaEditor) -> None:
+    schema_editor.execute(DROP_FUNCTIONS.format(schema=_0002._schema(schema_editor)), params=None)
+
+
+def _positive(field: str) -> models.Q:
+    return models.Q((f"{field}__isnull", True), (f"{field}__gte", 1), _connector="OR")
+
+
+def _in_range(field: str) -> models.Q:
+    return models.Q(
+        (f"{field}__gte", datetime.datetime(2, 1, 1, 0, 0, tzinfo=datetime.UTC)),
+        (f"{field}__lt", datetime.datetime(9000, 1, 1, 0, 0, tzinfo=datetime.UTC)),
+    )
+
+
+class Migration(migrations.Migration):
+    # Not atomic: the ALTERs wait under lock_timeout in transactions of their own, and the
+    # indexes are built CONCURRENTLY (see above).
+    atomic = False
+    dependencies: ClassVar[list[Any]] = [("pgjobs", "0016_attempt_history")]
+    operations: ClassVar[list[Any]] = [
+        migrations.CreateModel(
+            name="Queue",
+            fields=[
+                ("name", models.CharField(max_length=200, primary_key=True, serialize=False)),
+                (
+                    "paused",
+                    models.BooleanField(
+                        db_default=models.Value(False),
+                        default=False,
+                        help_text="Accepts jobs, starts none.",
+                    ),
+                ),
+                (
+                    "concurrency",
+                    models.IntegerField(
+                        blank=True,
+                        help_text="At most this many running at once, across all workers.",
+                        null=True,
+                    ),
+                ),
+                (
+                    "worker_concurrency",
+                    models.IntegerField(
+                        blank=True,
+                        help_text="At most this many running at once in one worker process.",
+                        null=True,
+                    ),
+                ),
+                (
+                    "rate_limit",
+                    models.IntegerField(
+                        blank=True,
+                        help_text="At most this many starts in any window of rate period.",
+                        null=True,
+                    ),
+                ),
+                (
+                    "rate_period",
+                    models.DurationField(
+                        db_default=models.Value(datetime.timedelta(seconds=1)),
+                        default=datetime.timedelta(seconds=1),
+                        help_text="The sliding window of the rate limits.",
+                    ),
+                ),
+                (
+                    "partition_concurrency",
+                    models.IntegerField(
+                        blank=True,
+                        help_text="At most this many running at once per partition key (1: "
+                        "one at a time, in order).",
+                        null=True,
+                    ),
+                ),
+                (
+                    "partition_rate_limit",
+                    models.IntegerField(
+                        blank=True,
+                        help_text="At most this many starts per partition key in any window "
+                        "of rate period.",
+                        null=True,
+                    ),
+                ),
+                (
+                    "fair",
+                    models.BooleanField(
+                        db_default=models.Value(False),
+                        default=False,
+                        help_text="Take turns between partition keys instead of oldest first.",
+                    ),
+                ),
+                (
+                    "timeout",
+                    models.DurationField(
+                        blank=True,
+                        help_text="A job running longer fails with a timeout (unless the job "
+                        "or its handler says otherwise).",
+                        null=True,
+                    ),
+                ),
+                (
+                    "declared",
+                    django_pgjobs.models.fields.StoredJSONField(
+                        blank=True, editable=False, null=True
+                    ),
+                ),
+                (
+                    "overridden",
+                    models.BooleanField(
+                        db_default=models.Value(False), default=False, editable=False
+                    ),
+                ),
+                ("paused_at", models.DateTimeField(blank=True, editable=False, null=True)),
+                (
+                    "updated_at",
+                    models.DateTimeField(
+                        db_default=django.db.models.functions.datetime.Now(), editable=False
+                    ),
+                ),
+            ],
+            options={"db_table": "pgjobs_queues", "ordering": ("name",)},
+        ),
+        migrations.AddConstraint(
+            model_name="queue",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    _positive("concurrency"),
+                    _positive("worker_concurrency"),
+                    _positive("rate_limit"),
+                    _positive("partition_concurrency"),
+                    _positive("partition_rate_limit"),
+                ),
+                name="pgjobs_queue_limits_positive",
+            ),
+        ),
+        migrations.AddConstraint(
+            model_name="queue",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("rate_period__gt", datetime.timedelta(0)),
+                    models.Q(
+                        ("timeout__isnull", True),
+                        ("timeout__gt", datetime.timedelta(0)),
+                        _connector="OR",
+                    ),
+                ),
+                name="pgjobs_queue_durations_positive",
+            ),
+        ),
+        migrations.AddConstraint(
+            model_name="queue",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("name", ""), _negated=True), name="pgjobs_queue_name_not_empty"
+            ),
+        ),
+        migrations.AddConstraint(
+            model_name="queue",
+            constraint=models.CheckConstraint(
+                condition=_in_range("paused_at"), name="pgjobs_queue_paused_at_range"
+            ),
+        ),
+        migrations.AddConstraint(
+            model_name="queue",
+            constraint=models.CheckConstraint(
+                condition=_in_range("updated_at"), name="pgjobs_queue_updated_at_range"
+            ),
+        ),
+        migrations.SeparateDatabaseAndState(
+            state_operations=[
+                migrations.AddField(
+                    model_name="job",
+                    name="partition_key",
+                    field=models.TextField(blank=True, null=True),
+                ),
+                migrations.AddField(
+                    model_name="job",
+                    name="seq",
+                    field=models.BigIntegerField(
+                        blank=True,
+                        db_default=django_pgjobs.models.jobs.NextJobSeq(),
+                        editable=False,
+                        null=True,
+                    ),
+                ),
+                migrations.AddField(
+                    model_name="job",
+                    name="timeout",
+                    field=models.DurationField(blank=True, null=True),
+                ),
+                migrations.AddConstraint(
+                    model_name="job",
+                    constraint=models.CheckConstraint(
+                        condition=models.Q(
+                            ("timeout__isnull", True),
+                            ("timeout__gt", datetime.timedelta(0)),
+                            _connector="OR",
+                        ),
+                        name=_TIMEOUT_CHECK,
+                    ),
+                ),
+            ],
+            database_operations=[migrations.RunPython(add_columns, drop_columns)],
+        ),
+        migrations.RunPython(validate, migrations.RunPython.noop),
+        AddIndexConcurrently(
+            model_name="job",
+            index=models.Index(
+                models.F("queue"),
+                models.F("partition_key"),
+                condition=models.Q(("status", "running")),
+                name="pgjobs_job_running",
+            ),
+        ),
+        AddIndexConcurrently(
+            model_name="job",
+            index=models.Index(
+                models.F("queue"),
+                models.F("partition_key"),
+                models.OrderBy(models.F("priority"), descending=True),
+                models.F("scheduled_for"),
+                models.OrderBy(models.F("seq"), nulls_first=True),
+                condition=models.Q(("status", "pending")),
+                name="pgjobs_job_partition_claim",
+            ),
+        ),
+        migrations.RunPython(create_functions, drop_functions),
+    ]

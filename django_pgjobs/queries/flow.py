@@ -1,0 +1,256 @@
+"""Flow control inside the claim: paused queues, limits across workers, partition keys, turns.
+
+The claim (:mod:`.claim`) is one statement with two ways to choose its jobs. When no queue the
+worker serves has a row in ``pgjobs_queues`` that restricts it (``rules`` is empty), it walks the
+due jobs of all its queues in one index scan, as it always did (``due_plain``). Otherwise
+(``due_flow``) it takes each queue on its own: paused queues are left alone, open queues are
+walked as before, and each limited queue gets a ``room`` (how many of its jobs may start now)
+computed from counts that are exact across workers:
+
+- Claims of a limited queue take turns: each takes a transaction-level advisory lock per limited
+  queue, in name order (so two claims never deadlock), held until its commit a few milliseconds
+  later. Claims of other queues never wait for them.
+- After the locks, ``pgjobs_queue_load()`` counts the queue's running jobs and recent starts. It
+  is a VOLATILE SQL function, which PostgreSQL never inlines and runs with a snapshot of its own
+  taken when it is called: it sees every claim that committed while this one waited for the
+  lock, which the statement's own snapshot (taken before the wait) would not. Jobs that those
+  claims took are still in this statement's view as pending, but ``FOR UPDATE`` re-checks each
+  row it locks and skips one that is no longer pending. So a claim never counts less than is
+  running, and never takes a job another claim took: the limit holds however many workers claim
+  at once. Running counts come from the job rows themselves, so nothing else has to keep them:
+  a completion, a failure, a cancel, or the rescue of a dead worker's jobs frees the slot by
+  changing the row's status, as it always did.
+- Starts are counted in ``pgjobs_queue_starts``, a ledger the claim appends to (one row per
+  claim and, with a per-key rate, per key), read over the sliding window ``rate_period``: at
+  most ``rate_limit`` starts in any window of that length. A token bucket would allow a burst of
+  twice the limit across a window's edge; a ledger costs one small insert per claim, not per job.
+- Partitioned queues (a per-key limit, or ``fair``) find their keys with a skip scan of
+  ``pgjobs_job_partition_claim`` (one index probe per key with pending jobs), give each key its
+  own room, and read each key's jobs in claim order (``seq`` breaks ties, so one transaction's
+  jobs of a key run in the order they were enqueued). Jobs without a key are one more partition.
+  ``fair`` orders the candidates by their turn within their key first, so each key gets one job
+  before any key gets a second.
+
+Jobs claimed ahead (prefetched) count as running: a limit counts what workers hold, not only
+what their threads run. Limits are read by each claim, so a change applies to the next one; a
+claim that began before a change committed may still use the old values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+# The advisory lock class of a limited queue's claims ('pgjq'); the queue's name is the key
+# (hashtext: two queues sharing a hash only take turns with each other, which is harmless).
+LOCK_CLASS = 0x70676A71
+
+# Anything that makes a queue's claims need flow control.
+_LIMITED = (
+    "concurrency IS NOT NULL OR worker_concurrency IS NOT NULL OR rate_limit IS NOT NULL "
+    "OR partition_concurrency IS NOT NULL OR partition_rate_limit IS NOT NULL OR fair"
+)
+_PARTITIONED = "partition_concurrency IS NOT NULL OR partition_rate_limit IS NOT NULL OR fair"
+
+# The due rows of queue ``{queue}`` (an SQL expression), best first. For rows aliased ``j``.
+_DUE = "j.status = 'pending' AND j.scheduled_for <= now() AND j.queue = {queue}"
+_CLAIM_ORDER = "j.priority DESC, j.scheduled_for, j.id"
+# A partition's order. partition_key leads, though one partition has one value, because only an
+# equality pins an index column: after ``partition_key IS NULL`` the planner would otherwise
+# sort the queue's unkeyed jobs instead of reading pgjobs_job_partition_claim in order.
+_KEY_ORDER = "j.partition_key, j.priority DESC, j.scheduled_for, j.seq NULLS FIRST"
+# The columns every candidate carries, for the merge's order.
+_CANDIDATE = "j.id, j.queue, j.partition_key, j.priority, j.scheduled_for, j.seq"
+
+
+def _names(job_names: Sequence[str] | None) -> str:
+    return "" if job_names is None else " AND j.job_name = ANY(%(job_names)s)"
+
+
+def _served(queues: Sequence[str] | None, column: str) -> str:
+    if queues and len(queues) == 1:
+        return f" AND {column} = %(queue)s"
+    if queues:
+        return f" AND {column} = ANY(%(queues)s)"
+    return ""
+
+
+def _key_jobs(partition: str, names: str) -> str:
+    """The due jobs of one partition (rows of ``shares`` aliased ``s``) in order, numbered.
+    The inner LIMIT is the claim's, a value the planner knows (it plans an ordered index scan
+    for that many rows, and the window needs no sort); the outer one, the key's room, stops
+    the scan sooner."""
+    return f"""(SELECT c.*, row_number() OVER w AS turn,
+                bool_and(c.runnable) OVER w AS runnable_so_far
+         FROM (SELECT {_CANDIDATE}, (true{names}) AS runnable FROM pgjobs_job_queue AS j
+               WHERE {_DUE.format(queue="s.queue")} AND {partition}
+               ORDER BY {_KEY_ORDER}
+               LIMIT %(limit)s) AS c
+         WINDOW w AS (ORDER BY {_KEY_ORDER.replace("j.", "c.")} ROWS UNBOUNDED PRECEDING)
+         LIMIT s.room)"""
+
+
+def rules_cte(queues: Sequence[str] | None) -> str:
+    """``rules``: the rows of ``pgjobs_queues`` that shape this worker's claims (a handful of
+    rows of a small table); empty for most deployments, which then claim as they always did."""
+    return f"""rules AS MATERIALIZED (
+    SELECT name, paused, concurrency, worker_concurrency, rate_limit, partition_concurrency,
+           partition_rate_limit, fair, ({_LIMITED}) AS limited, ({_PARTITIONED}) AS partitioned
+    FROM pgjobs_queues
+    WHERE (paused OR {_LIMITED}) {_served(queues, "name")}
+)"""
+
+
+def _open_queues(queues: Sequence[str] | None) -> str:
+    """The queues this worker serves that no rule restricts. A worker of every queue finds
+    them with a skip scan of pgjobs_job_queue_claim: one probe per queue with pending jobs."""
+    if queues:
+        source = "unnest(%(queues)s::text[]) AS q(queue)"
+        seen = ""
+    else:
+        source = "seen_queues AS q"
+        seen = """seen_queues(queue) AS (
+    (SELECT queue FROM pgjobs_job_queue WHERE status = 'pending' ORDER BY queue LIMIT 1)
+    UNION ALL
+    SELECT (SELECT j.queue FROM pgjobs_job_queue AS j
+            WHERE j.status = 'pending' AND j.queue > s.queue ORDER BY j.queue LIMIT 1)
+    FROM seen_queues AS s WHERE s.queue IS NOT NULL
+),
+"""
+    return f"""{seen}open_queues AS (
+    SELECT q.queue FROM {source}
+    WHERE q.queue IS NOT NULL AND EXISTS (SELECT 1 FROM rules)
+      AND q.queue NOT IN (SELECT name FROM rules)
+)"""
+
+
+def flow_ctes(queues: Sequence[str] | None, job_names: Sequence[str] | None) -> str:
+    """The CTEs that choose a flow-controlled claim's jobs, ending in ``due_flow`` (id, turn,
+    priority, scheduled_for, seq). Empty unless ``rules`` has rows. Parameters: worker_id,
+    limit, queue/queues, job_names."""
+    names = _names(job_names)
+    return f"""held AS MATERIALIZED (
+    SELECT r.*, pg_advisory_xact_lock({LOCK_CLASS}, hashtext(r.name)) IS NULL AS waited
+    FROM (SELECT * FROM rules WHERE limited AND NOT paused ORDER BY name OFFSET 0) AS r
+),
+load AS MATERIALIZED (
+    SELECT * FROM pgjobs_queue_load(ARRAY(SELECT name FROM held), %(worker_id)s)
+),
+budget AS MATERIALIZED (
+    SELECT h.name, h.partitioned, h.fair, h.partition_concurrency, h.partition_rate_limit,
+           greatest(least(
+               %(limit)s,
+               h.concurrency - (SELECT coalesce(sum(l.running), 0) FROM load AS l
+                                WHERE l.queue = h.name),
+               h.worker_concurrency - (SELECT coalesce(sum(l.running_here), 0) FROM load AS l
+                                       WHERE l.queue = h.name),
+               h.rate_limit - (SELECT coalesce(sum(l.recent_starts), 0) FROM load AS l
+                               WHERE l.queue = h.name)
+           ), 0)::int AS room
+    FROM held AS h
+),
+{_open_queues(queues)},
+due_open AS (
+    SELECT d.*, 1::bigint AS turn FROM open_queues AS o, LATERAL (
+        SELECT {_CANDIDATE} FROM pgjobs_job_queue AS j
+        WHERE {_DUE.format(queue="o.queue")}{names}
+        ORDER BY {_CLAIM_ORDER}
+        LIMIT %(limit)s
+        FOR UPDATE SKIP LOCKED
+    ) AS d
+),
+due_limited AS (
+    -- The inner LIMIT is the claim's, a value the planner knows (it plans an ordered index
+    -- scan for that many rows); the outer one, the queue's room, stops the scan sooner.
+    SELECT d.*, 1::bigint AS turn FROM budget AS b, LATERAL (
+        SELECT * FROM (
+            SELECT {_CANDIDATE} FROM pgjobs_job_queue AS j
+            WHERE {_DUE.format(queue="b.name")}{names}
+            ORDER BY {_CLAIM_ORDER}
+            LIMIT %(limit)s
+            FOR UPDATE SKIP LOCKED
+        ) AS d LIMIT b.room
+    ) AS d
+    WHERE b.room > 0 AND NOT b.partitioned
+),
+keys(queue, partition_key) AS (
+    SELECT b.name, (SELECT j.partition_key FROM pgjobs_job_queue AS j
+                    WHERE j.status = 'pending' AND j.queue = b.name
+                      AND j.partition_key IS NOT NULL
+                    ORDER BY j.partition_key LIMIT 1)
+    FROM budget AS b WHERE b.partitioned AND b.room > 0
+    UNION ALL
+    SELECT k.queue, (SELECT j.partition_key FROM pgjobs_job_queue AS j
+                     WHERE j.status = 'pending' AND j.queue = k.queue
+                       AND j.partition_key > k.partition_key
+                     ORDER BY j.partition_key LIMIT 1)
+    FROM keys AS k WHERE k.partition_key IS NOT NULL
+),
+partitions AS (
+    SELECT queue, partition_key, false AS unkeyed FROM keys WHERE partition_key IS NOT NULL
+    UNION ALL
+    SELECT name, NULL, true FROM budget WHERE partitioned AND room > 0
+),
+shares AS (
+    SELECT p.queue, p.partition_key, p.unkeyed, b.fair, greatest(least(
+        b.room,
+        b.partition_concurrency - coalesce(l.running, 0),
+        b.partition_rate_limit - coalesce(l.recent_starts, 0),
+        -- Taking turns: each key offers about its share of the room, so the candidates read
+        -- stay near the room, not the room times the keys.
+        CASE WHEN b.fair
+             THEN ceil(b.room::numeric / count(*) OVER (PARTITION BY p.queue))::int END
+    ), 0)::int AS room
+    FROM partitions AS p
+    JOIN budget AS b ON b.name = p.queue
+    LEFT JOIN load AS l ON l.queue = p.queue
+        AND l.partition_key IS NOT DISTINCT FROM p.partition_key
+),
+due_keyed AS (
+    -- A key's jobs in order, up to its room, and only up to the first whose handler this
+    -- worker lacks: the jobs of a key never overtake one another.
+    SELECT d.id, d.queue, d.priority, d.scheduled_for, d.seq,
+           CASE WHEN s.fair THEN d.turn ELSE 1 END AS turn
+    FROM shares AS s, LATERAL (
+        {_key_jobs("NOT s.unkeyed AND j.partition_key = s.partition_key", names)}
+        UNION ALL
+        {_key_jobs("s.unkeyed AND j.partition_key IS NULL", names)}
+    ) AS d
+    WHERE s.room > 0 AND d.runnable_so_far
+),
+keyed_picks AS (
+    SELECT c.* FROM (
+        SELECT c.*, row_number() OVER (
+            PARTITION BY c.queue
+            ORDER BY c.turn, c.priority DESC, c.scheduled_for, c.seq NULLS FIRST, c.id) AS n
+        FROM due_keyed AS c
+    ) AS c
+    JOIN budget AS b ON b.name = c.queue
+    WHERE c.n <= b.room
+),
+keyed_locked AS (
+    -- Read without locks above (the queue's claims take turns); locked now, each row checked
+    -- again as it is locked.
+    SELECT j.id FROM pgjobs_job_queue AS j
+    WHERE j.id = ANY(ARRAY(SELECT id FROM keyed_picks)) AND j.status = 'pending'
+      AND j.scheduled_for <= now()
+    FOR UPDATE SKIP LOCKED
+),
+due_flow AS (
+    SELECT id, turn, priority, scheduled_for, seq FROM due_open
+    UNION ALL
+    SELECT id, turn, priority, scheduled_for, seq FROM due_limited
+    UNION ALL
+    SELECT p.id, p.turn, p.priority, p.scheduled_for, p.seq FROM keyed_picks AS p
+    WHERE p.id IN (SELECT id FROM keyed_locked)
+)"""
+
+
+# After the claim: the starts of rate-limited queues, in the ledger the next claim reads.
+STARTS_CTE = """started AS (
+    INSERT INTO pgjobs_queue_starts (queue, partition_key, jobs)
+    SELECT c.queue, CASE WHEN h.partition_rate_limit IS NOT NULL THEN c.partition_key END,
+           count(*)
+    FROM claimed AS c JOIN held AS h ON h.name = c.queue
+    WHERE h.rate_limit IS NOT NULL OR h.partition_rate_limit IS NOT NULL
+    GROUP BY 1, 2
+)"""
