@@ -55,6 +55,7 @@ __getattr__ = lazy_exports(
     _EXPORTS,
     elsewhere=(
         "django_pgjobs.jobs",
+        "django_pgjobs.queues",
         "django_pgjobs.schedules",
         "django_pgjobs.workflows",
         "django_pgjobs.worker",

@@ -173,6 +173,26 @@ def check_schedules(
 
 
 @register()
+def check_queues(
+    *, app_configs: Sequence[AppConfig] | None, databases: Sequence[str] | None, **kwargs: Any
+) -> list[CheckMessage]:
+    """PGJOBS["QUEUES"] must be valid: a worker syncs only the valid queues into the database."""
+    from django_pgjobs.queues.declarations import declared_queues
+
+    config = getattr(settings, "PGJOBS", {})
+    if not isinstance(config, dict):
+        return []  # pgjobs.E003 already says so
+    return [
+        Error(
+            message,
+            hint="Workers leave this queue's limits as they are until it is fixed.",
+            id="pgjobs.E013",
+        )
+        for message in declared_queues()[1]
+    ]
+
+
+@register()
 def check_database(
     *, app_configs: Sequence[AppConfig] | None, databases: Sequence[str] | None, **kwargs: Any
 ) -> list[CheckMessage]:

@@ -56,6 +56,9 @@ DEFAULTS: Final[dict[str, Any]] = {
     "APP_VERSION": None,
     # Schedules declared in settings: {"name": {"cron": "0 2 * * *", "job": "report", ...}}.
     "SCHEDULES": {},
+    # Queues' flow control: {"mail": {"concurrency": 5, "rate_limit": 100, "rate_period": 60}}.
+    # Defaults an operator can override in the admin or the CLI (see docs/howto/queues.md).
+    "QUEUES": {},
 }
 
 

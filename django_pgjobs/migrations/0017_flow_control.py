@@ -80,25 +80,32 @@ $$;
 COMMENT ON FUNCTION {schema}.pgjobs_queue_load(text[], text)
 IS 'django-pgjobs: jobs running and recent starts per queue and partition key (the claim''s).';
 
-CREATE OR REPLACE FUNCTION {schema}.pgjobs_pause(queue text) RETURNS void
+CREATE OR REPLACE FUNCTION {schema}.pgjobs_pause(queue text) RETURNS boolean
 LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
+    -- True if this paused it (false: it was paused already).
     INSERT INTO {schema}.pgjobs_queues AS q (name, paused, paused_at, updated_at)
     VALUES ($1, true, now(), now())
-    ON CONFLICT (name) DO UPDATE SET paused = true,
-        paused_at = CASE WHEN q.paused THEN q.paused_at ELSE now() END, updated_at = now()
+    ON CONFLICT (name) DO UPDATE SET paused = true, paused_at = now(), updated_at = now()
+    WHERE NOT q.paused
+    RETURNING true
 $$;
 
 COMMENT ON FUNCTION {schema}.pgjobs_pause(text)
 IS 'django-pgjobs: the queue accepts jobs and starts none until pgjobs_resume().';
 
-CREATE OR REPLACE FUNCTION {schema}.pgjobs_resume(queue text) RETURNS void
+CREATE OR REPLACE FUNCTION {schema}.pgjobs_resume(queue text) RETURNS boolean
 LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    UPDATE {schema}.pgjobs_queues SET paused = false, paused_at = NULL, updated_at = now()
-    WHERE name = $1 AND paused
+    -- True if this resumed it (false: it was not paused).
+    WITH resumed AS (
+        UPDATE {schema}.pgjobs_queues SET paused = false, paused_at = NULL, updated_at = now()
+        WHERE name = $1 AND paused
+        RETURNING 1
+    )
+    SELECT count(*) > 0 FROM resumed
 $$;
 
 COMMENT ON FUNCTION {schema}.pgjobs_resume(text)

@@ -77,6 +77,13 @@ migrations named)::
                       with the tick's jobs); cleared by trigger pgjobs_schedule_changed (0003)
                       when the timing changes; an operator's edits go through the model (admin)
 
+    pgjobs_queues     queues.sync_declared_queues (PGJOBS["QUEUES"], at worker start),
+                      queues.set_queue_limits / .reset_queue_limits (an operator's override),
+                      queues.pause_queue / .resume_queue = pgjobs_pause() / pgjobs_resume()
+                      (0017); the admin's queue form (the ORM). Read by every claim (flow).
+    pgjobs_queue_starts  claim.claim_jobs / .complete_and_claim append (rate-limited queues);
+                      upkeep.prune_queue_starts deletes rows past their window
+
     pgjobs_workers    upkeep: upkeep.register_worker (a live worker's id is refused),
                       lease.heartbeat (upsert, own row only), upkeep.deregister_worker,
                       upkeep.delete_stale_workers
@@ -116,6 +123,13 @@ from django_pgjobs.queries.outcomes import (
     fail_job,
     find_job_state,
 )
+from django_pgjobs.queries.queues import (
+    pause_queue,
+    reset_queue_limits,
+    resume_queue,
+    set_queue_limits,
+    sync_declared_queues,
+)
 from django_pgjobs.queries.rescue import rescue_expired_leases
 from django_pgjobs.queries.schedules import (
     SCHEDULES_CHANNEL,
@@ -132,6 +146,7 @@ from django_pgjobs.queries.upkeep import (
     find_worker,
     prune_finished_jobs,
     prune_finished_workflows,
+    prune_queue_starts,
     register_worker,
     seconds_until_next_due,
 )
@@ -164,8 +179,10 @@ __all__ = [
     "insert_job_stamped",
     "insert_jobs",
     "orphan_undeclared_schedules",
+    "pause_queue",
     "prune_finished_jobs",
     "prune_finished_workflows",
+    "prune_queue_starts",
     "register_worker",
     "release_jobs",
     "release_lost_claims",
@@ -173,11 +190,15 @@ __all__ = [
     "requeue_dead_letter",
     "requeue_dead_letters",
     "rescue_expired_leases",
+    "reset_queue_limits",
+    "resume_queue",
     "retry_job",
     "save_metadata",
     "seconds_until_next_due",
     "seconds_until_next_schedule",
     "set_next_run",
+    "set_queue_limits",
+    "sync_declared_queues",
     "upsert_declared_schedule",
     "upsert_pending_job",
 ]

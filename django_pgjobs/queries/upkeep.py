@@ -115,6 +115,21 @@ def prune_finished_jobs(cur: Cursor, *, older_than_seconds: float, batch: int = 
     return int(getattr(cur, "rowcount", 0))
 
 
+def prune_queue_starts(cur: Cursor) -> int:
+    """Delete the rate ledger's rows that no window reads any more (older than their queue's
+    rate_period, or of a queue without a row). Uses pgjobs_queue_starts_window; locks only the
+    ledger rows it deletes (a claim appending meanwhile is not blocked)."""
+    cur.execute(
+        """
+        DELETE FROM pgjobs_queue_starts AS s
+        WHERE s.started_at <= now() - coalesce(
+            (SELECT q.rate_period FROM pgjobs_queues AS q WHERE q.name = s.queue),
+            interval '0')
+        """
+    )
+    return int(getattr(cur, "rowcount", 0))
+
+
 def prune_finished_workflows(cur: Cursor, *, older_than_seconds: float, batch: int = 1000) -> int:
     """Delete one batch of workflows that ended before the retention window, with their steps,
     messages and events, in one statement (the foreign keys are checked at its end).

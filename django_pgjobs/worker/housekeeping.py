@@ -31,6 +31,7 @@ from django_pgjobs.conf import conf
 from django_pgjobs.exceptions import WorkerIdInUse
 from django_pgjobs.jobs.operations import prune_finished
 from django_pgjobs.observability.display import printable
+from django_pgjobs.queues.declarations import declared_queues
 from django_pgjobs.worker.connection import ERROR_BACKOFF
 
 logger = logging.getLogger("django_pgjobs.worker")
@@ -63,6 +64,17 @@ class HousekeepingReport:
             )
         if self.pruned:
             logger.info("Pruned %s finished jobs past the retention window", self.pruned)
+
+
+def sync_queues(conn: psycopg.Connection[Any]) -> None:
+    """Write PGJOBS["QUEUES"] into pgjobs_queues as the worker starts: every claim reads the
+    limits from there (an invalid declaration is left out: pgjobs.E013 reports it)."""
+    declared, errors = declared_queues()
+    for message in errors:
+        logger.error("%s (left out; see the system check pgjobs.E013)", message)
+    changed = queries.sync_declared_queues(conn.cursor(), declared)
+    if changed:
+        logger.info("Synced %s queue(s) from PGJOBS['QUEUES']", changed)
 
 
 class Housekeeper:
@@ -100,6 +112,7 @@ class Housekeeper:
             conn.cursor(), worker=self._row, silent_seconds=self.silent_seconds
         ):
             self.registered = True
+            sync_queues(conn)
             return
         holder = queries.find_worker(conn.cursor(), worker_id=self.worker_id)
         where = (
@@ -186,6 +199,7 @@ class Housekeeper:
             workflows = queries.prune_finished_workflows(
                 conn.cursor(), older_than_seconds=conf.WORKFLOW_RETENTION
             )
+            queries.prune_queue_starts(conn.cursor())
             report.pruned = pruned.deleted + workflows
             more = pruned.more or workflows >= WORKFLOW_PRUNE_BATCH
             # More left: continue at the next pass. Else wait an interval; the jitter keeps a

@@ -14,6 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "django_pgjobs"
 EXPORTING = [
     "django_pgjobs",
     "django_pgjobs.jobs",
+    "django_pgjobs.queues",
     "django_pgjobs.schedules",
     "django_pgjobs.workflows",
     "django_pgjobs.worker",

@@ -1,5 +1,5 @@
 """``manage.py pgjobs ACTION``: status, list, retry, requeue-dead, cancel, prune, enqueue,
-schedules and run-schedule, thin wrappers over the API.
+schedules, run-schedule, queues, pause, resume and queue-limits, thin wrappers over the API.
 
 Every line goes through :func:`~django_pgjobs.observability.display.printable` (stored text is
 shown escaped, never as control characters) and every time through
@@ -23,9 +23,17 @@ from django_pgjobs.jobs import producer as enqueueing
 from django_pgjobs.jobs.registry import registry
 from django_pgjobs.models import JobStatus
 from django_pgjobs.observability.display import local_time, printable
+from django_pgjobs.observability.queues import (
+    LIMIT_OPTIONS,
+    current_limits,
+    describe_limits,
+    parse_limit,
+    queue_views,
+)
 from django_pgjobs.observability.schedules import schedule_views
 from django_pgjobs.observability.status import QueueCounts, queue_status
 from django_pgjobs.queries.base import WORKFLOW_JOB_PREFIX as JOB_PREFIX
+from django_pgjobs.queues import control as queue_control
 from django_pgjobs.schedules.scheduler import run_schedule_now
 
 
@@ -77,6 +85,22 @@ class Command(BaseCommand):
             "run-schedule", help="Enqueue a schedule's job now (manual run)."
         )
         run_schedule.add_argument("name")
+        sub.add_parser("queues", help="Queues: paused or not, limits, running and due jobs.")
+        pause = sub.add_parser("pause", help="Pause a queue: it accepts jobs and starts none.")
+        pause.add_argument("queue")
+        resume = sub.add_parser("resume", help="Resume a paused queue.")
+        resume.add_argument("queue")
+        limits = sub.add_parser(
+            "queue-limits",
+            help="Change a queue's limits (those given; 'none' removes one), overriding "
+            "PGJOBS['QUEUES'] until --reset.",
+        )
+        limits.add_argument("queue")
+        for option, kind in LIMIT_OPTIONS.items():
+            limits.add_argument(f"--{option.replace('_', '-')}", metavar=kind, default=None)
+        limits.add_argument(
+            "--reset", action="store_true", help="Back to PGJOBS['QUEUES'] (no limits if absent)."
+        )
         add = sub.add_parser("enqueue", help="Add a job.")
         add.add_argument("job_name")
         add.add_argument("--payload", default="{}", help="JSON payload (default {}).")
@@ -85,6 +109,8 @@ class Command(BaseCommand):
         add.add_argument("--max-attempts", type=int, default=None)
         add.add_argument("--delay", type=float, default=None, metavar="SECONDS")
         add.add_argument("--key", default=None)
+        add.add_argument("--partition-key", default=None)
+        add.add_argument("--timeout", type=float, default=None, metavar="SECONDS")
 
     def handle(self, *args: Any, **options: Any) -> None:
         for option in ("older_than", "delay"):
@@ -239,6 +265,43 @@ class Command(BaseCommand):
         job_id = run_schedule_now(options["name"], using=using)
         self.say(f"Schedule {options['name']} enqueued job {job_id} (manual run).")
 
+    def do_queues(self, options: dict[str, Any], using: str | None) -> None:
+        views = queue_views(using=using)
+        if not views:
+            self.say("(no queues)")
+        for view in views:
+            state = "PAUSED" if view.paused else "active"
+            self.say(
+                f"{view.name}  {state}  running={view.running} due={view.due}"
+                f"{'  (limits changed by an operator)' if view.overridden else ''}"
+            )
+            self.say(f"    {view.limits or 'no limits'}")
+
+    def do_pause(self, options: dict[str, Any], using: str | None) -> None:
+        changed = queue_control.pause_queue(options["queue"], using=using)
+        self.say(f"Queue {options['queue']} {'paused' if changed else 'was paused already'}.")
+
+    def do_resume(self, options: dict[str, Any], using: str | None) -> None:
+        changed = queue_control.resume_queue(options["queue"], using=using)
+        self.say(f"Queue {options['queue']} {'resumed' if changed else 'was not paused'}.")
+
+    def do_queue_limits(self, options: dict[str, Any], using: str | None) -> None:
+        name = options["queue"]
+        given = {o: options[o] for o in LIMIT_OPTIONS if options[o] is not None}
+        if options["reset"]:
+            if given:
+                raise CommandError("--reset takes no other option.")
+            if not queue_control.reset_queue_limits(name, using=using):
+                raise CommandError(f"Queue {name!r} has no limits to reset.")
+            self.say(f"Queue {name}: back to PGJOBS['QUEUES'].")
+            return
+        if not given:
+            raise CommandError("Give at least one limit (see --help), or --reset.")
+        limits = current_limits(name, using=using)
+        limits.update({option: parse_limit(option, text) for option, text in given.items()})
+        queue_control.set_queue_limits(name, using=using, **limits)
+        self.say(f"Queue {name}: {describe_limits(limits) or 'no limits'}.")
+
     def do_enqueue(self, options: dict[str, Any], using: str | None) -> None:
         try:
             payload = json.loads(options["payload"])
@@ -254,6 +317,8 @@ class Command(BaseCommand):
             max_attempts=options["max_attempts"],
             scheduled_for=None if options["delay"] is None else timedelta(seconds=options["delay"]),
             key=options["key"],
+            partition_key=options["partition_key"],
+            timeout=options["timeout"],
             using=using,
         )
         if registry.get(options["job_name"]) is None:

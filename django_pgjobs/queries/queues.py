@@ -1,0 +1,142 @@
+"""Writing ``pgjobs_queues``: settings synced in, pause and resume, an operator's limits.
+
+The claim reads these rows (queries.flow); nothing here touches a job. Every write fires the
+trigger ``pgjobs_queue_changed`` (migration 0017), which wakes the queue's idle workers at commit.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from django_pgjobs.queries.base import Cursor
+
+# The limit columns, as SQL casts from a JSON object's text values (seconds for durations).
+_LIMIT_COLUMNS = {
+    "concurrency": "({v})::int",
+    "worker_concurrency": "({v})::int",
+    "rate_limit": "({v})::int",
+    "rate_period": "coalesce(make_interval(secs => ({v})::float8), interval '1 second')",
+    "partition_concurrency": "({v})::int",
+    "partition_rate_limit": "({v})::int",
+    "fair": "coalesce(({v})::boolean, false)",
+    "timeout": "make_interval(secs => ({v})::float8)",
+}
+
+
+def _from_json(source: str) -> str:
+    """The limit columns read from the JSON object ``source`` (an SQL expression)."""
+    return ", ".join(
+        cast.format(v=f"{source} ->> '{column}'") for column, cast in _LIMIT_COLUMNS.items()
+    )
+
+
+_COLUMNS = ", ".join(_LIMIT_COLUMNS)
+# SET lists: keep an operator's override, else take the new value; restore the declared values.
+_KEEP_OVERRIDDEN = ", ".join(
+    f"{c} = CASE WHEN q.overridden THEN q.{c} ELSE EXCLUDED.{c} END" for c in _LIMIT_COLUMNS
+)
+_CHANGED = " OR ".join(f"q.{c} IS DISTINCT FROM EXCLUDED.{c}" for c in _LIMIT_COLUMNS)
+_TAKE_NEW = ", ".join(f"{c} = EXCLUDED.{c}" for c in _LIMIT_COLUMNS)
+
+
+def _default(column: str) -> str:
+    return {"rate_period": "interval '1 second'", "fair": "false"}.get(column, "NULL")
+
+
+_KEEP_OR_CLEAR = ", ".join(
+    f"{c} = CASE WHEN q.overridden THEN q.{c} ELSE {_default(c)} END" for c in _LIMIT_COLUMNS
+)
+_RESTORE_DECLARED = ", ".join(
+    f"{c} = " + cast.format(v=f"q.declared ->> '{c}'") for c, cast in _LIMIT_COLUMNS.items()
+)
+
+
+def sync_declared_queues(cur: Cursor, declared: Mapping[str, Mapping[str, Any]]) -> int:
+    """Make the rows match ``PGJOBS["QUEUES"]`` (name -> limits, durations in seconds), and
+    forget declarations that were removed. Returns how many rows changed.
+
+    A row an operator overrode keeps its limits (its ``declared`` is still refreshed, so the
+    admin can show and restore the settings' values); ``paused`` is never touched. Locks the
+    rows it changes; many workers starting at once write the same values (last one wins).
+    """
+    cur.execute(
+        f"""
+        WITH wanted AS (
+            SELECT d.key AS name, d.value AS limits FROM jsonb_each(%(declared)s::jsonb) AS d
+        ),
+        upserted AS (
+            INSERT INTO pgjobs_queues AS q (name, declared, {_COLUMNS})
+            SELECT w.name, w.limits, {_from_json("w.limits")} FROM wanted AS w
+            ON CONFLICT (name) DO UPDATE SET
+                declared = EXCLUDED.declared, updated_at = now(),
+                {
+            ", ".join(
+                f"{c} = CASE WHEN q.overridden THEN q.{c} ELSE EXCLUDED.{c} END"
+                for c in _LIMIT_COLUMNS
+            )
+        }
+            WHERE q.declared IS DISTINCT FROM EXCLUDED.declared
+               OR (NOT q.overridden AND ({
+            " OR ".join(f"q.{c} IS DISTINCT FROM EXCLUDED.{c}" for c in _LIMIT_COLUMNS)
+        }))
+            RETURNING 1
+        ),
+        forgotten AS (
+            -- Removed from settings: the settings' limits go with it, an operator's stay.
+            UPDATE pgjobs_queues AS q SET declared = NULL, updated_at = now(),
+                {
+            ", ".join(
+                f"{c} = CASE WHEN q.overridden THEN q.{c} ELSE {_default(c)} END"
+                for c in _LIMIT_COLUMNS
+            )
+        }
+            WHERE q.declared IS NOT NULL AND q.name NOT IN (SELECT name FROM wanted)
+            RETURNING 1
+        )
+        SELECT (SELECT count(*) FROM upserted) + (SELECT count(*) FROM forgotten)
+        """,
+        {"declared": json.dumps(declared)},
+    )
+    return int(cur.fetchone()[0])
+
+
+def set_queue_limits(cur: Cursor, name: str, limits: Mapping[str, Any]) -> None:
+    """An operator's limits for queue ``name`` (every limit column; durations in seconds),
+    overriding the settings' until :func:`reset_queue_limits`. Creates the row if needed."""
+    cur.execute(
+        f"""
+        INSERT INTO pgjobs_queues AS q (name, overridden, {_COLUMNS})
+        SELECT %(name)s, true, {_from_json("%(limits)s::jsonb")}
+        ON CONFLICT (name) DO UPDATE SET overridden = true, updated_at = now(), {_TAKE_NEW}
+        """,
+        {"name": name, "limits": json.dumps(dict(limits))},
+    )
+
+
+def reset_queue_limits(cur: Cursor, name: str) -> bool:
+    """Drop an operator's override: the settings' limits (none if not declared) apply again.
+    Returns False if the queue has no row."""
+    cur.execute(
+        f"""
+        UPDATE pgjobs_queues AS q SET overridden = false, updated_at = now(), {_RESTORE_DECLARED}
+        WHERE name = %(name)s
+        """,
+        {"name": name},
+    )
+    return bool(getattr(cur, "rowcount", 0))
+
+
+def pause_queue(cur: Cursor, name: str) -> bool:
+    """``pgjobs_pause()`` (migration 0017): the queue accepts jobs and starts none; jobs already
+    running finish. Creates the row if needed. Returns False if it was paused already."""
+    cur.execute("SELECT coalesce(pgjobs_pause(%s), false)", [name])
+    return bool(cur.fetchone()[0])
+
+
+def resume_queue(cur: Cursor, name: str) -> bool:
+    """``pgjobs_resume()``: the paused queue starts jobs again (its idle workers are woken at
+    commit). Returns False if it was not paused."""
+    cur.execute("SELECT pgjobs_resume(%s)", [name])
+    return bool(cur.fetchone()[0])

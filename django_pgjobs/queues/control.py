@@ -1,0 +1,54 @@
+"""What an operator does to a queue from Python: pause it, resume it, set or reset its limits.
+
+The admin's actions and the ``pgjobs`` command call these; each is one statement of
+:mod:`django_pgjobs.queries.queues` on the caller's connection (so it joins the caller's
+transaction, and takes effect for every worker's next claim once committed).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import connections
+
+from django_pgjobs import queries
+from django_pgjobs.conf import conf
+from django_pgjobs.exceptions import InvalidJobError
+from django_pgjobs.jobs import validation
+from django_pgjobs.queues.declarations import limit_problems, normalised
+
+
+def _queue(name: object) -> str:
+    return validation.check_name(name, "queue name")
+
+
+def pause_queue(name: str, *, using: str | None = None) -> bool:
+    """Pause queue ``name``: it accepts jobs and starts none until :func:`resume_queue`; jobs
+    already running finish. Returns False if it was paused already."""
+    with connections[using or conf.DATABASE].cursor() as cur:
+        return queries.pause_queue(cur, _queue(name))
+
+
+def resume_queue(name: str, *, using: str | None = None) -> bool:
+    """Resume queue ``name``: its idle workers are woken when this commits. Returns False if it
+    was not paused."""
+    with connections[using or conf.DATABASE].cursor() as cur:
+        return queries.resume_queue(cur, _queue(name))
+
+
+def set_queue_limits(name: str, *, using: str | None = None, **limits: Any) -> None:
+    """Set queue ``name``'s limits (the options of ``PGJOBS["QUEUES"]``; one left out is
+    unlimited), overriding the settings' until :func:`reset_queue_limits`. Raises
+    InvalidJobError, naming the option, before anything is written."""
+    problems = limit_problems(limits)
+    if problems:
+        raise InvalidJobError("; ".join(problems.values()) + ".")
+    with connections[using or conf.DATABASE].cursor() as cur:
+        queries.set_queue_limits(cur, _queue(name), normalised(limits))
+
+
+def reset_queue_limits(name: str, *, using: str | None = None) -> bool:
+    """Drop an operator's limits for ``name``: ``PGJOBS["QUEUES"]`` applies again (as of the
+    last worker start). Returns False if the queue has no row."""
+    with connections[using or conf.DATABASE].cursor() as cur:
+        return queries.reset_queue_limits(cur, _queue(name))
