@@ -1,5 +1,6 @@
 """Flow control (issue 15): queues with limits, partition keys, job timeouts.
 
+- ``pgjobs_schedules.partition_key``: the partition key of a schedule's jobs.
 - ``pgjobs_queues``: one row per queue that has limits or is paused (models.queues.Queue).
 - ``pgjobs_job_queue``: ``partition_key``, ``timeout`` and ``seq`` (enqueue order, from the
   sequence ``pgjobs_job_seq``), and two indexes for the flow-controlled claim.
@@ -423,6 +424,11 @@ class Migration(migrations.Migration):
                 condition=models.Q(("status", "pending")),
                 name="pgjobs_job_partition_claim",
             ),
+        ),
+        migrations.AddField(
+            model_name="schedule",
+            name="partition_key",
+            field=models.TextField(blank=True, null=True),
         ),
         migrations.RunPython(create_functions, drop_functions),
     ]

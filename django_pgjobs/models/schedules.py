@@ -56,6 +56,8 @@ class Schedule(models.Model):
     payload = StoredJSONField(db_default=empty_object(), default=dict, blank=True)
     queue = models.CharField(max_length=MAX_NAME_LENGTH, null=True, blank=True)  # noqa: DJ001 - NULL: the job's default
     priority = models.SmallIntegerField(null=True, blank=True)
+    # The partition key of the tick's job (see models.queues.Queue); NULL: the job's default.
+    partition_key = models.TextField(null=True, blank=True)  # noqa: DJ001 - NULL means "none"; '' is a key
     timezone = models.CharField(max_length=64, db_default=Value("UTC"), default="UTC")
     start_at = models.DateTimeField(null=True, blank=True)
     end_at = models.DateTimeField(null=True, blank=True)
