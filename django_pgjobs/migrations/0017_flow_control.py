@@ -5,8 +5,7 @@
 - ``pgjobs_job_queue``: ``partition_key``, ``timeout`` and ``seq`` (enqueue order, from the
   sequence ``pgjobs_job_seq``), and two indexes for the flow-controlled claim.
 - ``pgjobs_queue_starts``: the rate limits' ledger, one row per claim of a rate-limited queue
-  (and key), read over the queue's sliding window. Not a model: only the claim and the prune
-  sweep touch it.
+  (and key), read over the queue's sliding window (models.queues.QueueStart).
 - ``pgjobs_queue_load()``: jobs running per queue and key, and starts within the rate window,
   counted with a snapshot of its own (see queries.flow for why).
 - ``pgjobs_pause(queue)`` / ``pgjobs_resume(queue)``; a trigger wakes idle workers of a queue
@@ -39,17 +38,6 @@ _0014 = importlib.import_module("django_pgjobs.migrations.0014_times_in_range")
 _TIMEOUT_CHECK = "pgjobs_job_timeout_positive"
 
 FUNCTIONS = """
-CREATE TABLE IF NOT EXISTS {schema}.pgjobs_queue_starts (
-    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    queue text NOT NULL,
-    partition_key text NULL,
-    started_at timestamptz NOT NULL DEFAULT now(),
-    jobs integer NOT NULL CHECK (jobs > 0)
-);
--- Serves the rate window (pgjobs_queue_load) and its pruning.
-CREATE INDEX IF NOT EXISTS pgjobs_queue_starts_window
-    ON {schema}.pgjobs_queue_starts (queue, started_at);
-
 CREATE OR REPLACE FUNCTION {schema}.pgjobs_queue_load(queues text[], worker text)
 RETURNS TABLE (queue text, partition_key text, running bigint, running_here bigint,
                recent_starts bigint)
@@ -136,7 +124,6 @@ DROP FUNCTION IF EXISTS {schema}.pgjobs_queue_changed();
 DROP FUNCTION IF EXISTS {schema}.pgjobs_resume(text);
 DROP FUNCTION IF EXISTS {schema}.pgjobs_pause(text);
 DROP FUNCTION IF EXISTS {schema}.pgjobs_queue_load(text[], text);
-DROP TABLE IF EXISTS {schema}.pgjobs_queue_starts;
 """
 
 
@@ -424,6 +411,30 @@ class Migration(migrations.Migration):
                 condition=models.Q(("status", "pending")),
                 name="pgjobs_job_partition_claim",
             ),
+        ),
+        migrations.CreateModel(
+            name="QueueStart",
+            fields=[
+                ("id", models.BigAutoField(primary_key=True, serialize=False)),
+                ("queue", models.TextField()),
+                ("partition_key", models.TextField(blank=True, null=True)),
+                (
+                    "started_at",
+                    models.DateTimeField(db_default=django.db.models.functions.datetime.Now()),
+                ),
+                ("jobs", models.IntegerField()),
+            ],
+            options={
+                "db_table": "pgjobs_queue_starts",
+                "indexes": [
+                    models.Index(fields=["queue", "started_at"], name="pgjobs_queue_starts_window")
+                ],
+                "constraints": [
+                    models.CheckConstraint(
+                        condition=models.Q(("jobs__gt", 0)), name="pgjobs_start_jobs"
+                    )
+                ],
+            },
         ),
         migrations.AddField(
             model_name="schedule",

@@ -10,7 +10,7 @@ Job states (the statements that move them are listed in :mod:`django_pgjobs.quer
 """
 
 from django_pgjobs.models.jobs import Dashboard, FailedJob, Job, JobQuerySet, JobStatus, Worker
-from django_pgjobs.models.queues import LIMIT_FIELDS, Queue, QueueQuerySet
+from django_pgjobs.models.queues import LIMIT_FIELDS, Queue, QueueQuerySet, QueueStart
 from django_pgjobs.models.schedules import CatchUp, Schedule, ScheduleSource
 from django_pgjobs.models.workflows import (
     WORKFLOW_FINAL_STATUSES,
@@ -33,6 +33,7 @@ __all__ = [
     "JobStatus",
     "Queue",
     "QueueQuerySet",
+    "QueueStart",
     "Schedule",
     "ScheduleSource",
     "Worker",

@@ -131,3 +131,27 @@ class Queue(models.Model):
                 "partition_rate_limit",
             )
         ) or bool(self.fair)
+
+
+class QueueStart(models.Model):
+    """The rate limits' ledger: how many jobs one claim started in a rate-limited queue (and,
+    with a per-key rate, key). Appended by the claim, read over the queue's sliding window by
+    the next claims, pruned with finished jobs. A table of the ORM's only so Django's test
+    flush empties it with the rest."""
+
+    id = models.BigAutoField(primary_key=True)
+    queue = models.TextField()
+    partition_key = models.TextField(null=True, blank=True)  # noqa: DJ001 - NULL: the queue's rate
+    started_at = models.DateTimeField(db_default=Now())
+    jobs = models.IntegerField()
+
+    class Meta:
+        db_table = "pgjobs_queue_starts"
+        constraints = (models.CheckConstraint(condition=Q(jobs__gt=0), name="pgjobs_start_jobs"),)
+        indexes = (
+            # Serves the rate window (pgjobs_queue_load) and its pruning.
+            models.Index(fields=("queue", "started_at"), name="pgjobs_queue_starts_window"),
+        )
+
+    def __str__(self) -> str:
+        return f"{self.queue} {self.partition_key or ''} {self.jobs} at {self.started_at}"

@@ -188,17 +188,23 @@ keys(queue, partition_key) AS (
 partitions AS (
     SELECT queue, partition_key, false AS unkeyed FROM keys WHERE partition_key IS NOT NULL
     UNION ALL
-    SELECT name, NULL, true FROM budget WHERE partitioned AND room > 0
+    SELECT b.name, NULL, true FROM budget AS b
+    -- A scalar subquery, not EXISTS, which the planner may turn into a join over the table.
+    WHERE b.partitioned AND b.room > 0 AND (
+        SELECT 1 FROM pgjobs_job_queue AS j
+        WHERE j.status = 'pending' AND j.queue = b.name AND j.partition_key IS NULL
+        LIMIT 1) IS NOT NULL
 ),
 shares AS (
     SELECT p.queue, p.partition_key, p.unkeyed, b.fair, greatest(least(
         b.room,
         b.partition_concurrency - coalesce(l.running, 0),
         b.partition_rate_limit - coalesce(l.recent_starts, 0),
-        -- Taking turns: each key offers about its share of the room, so the candidates read
-        -- stay near the room, not the room times the keys.
+        -- Taking turns: each key offers twice its share of the room (a key with fewer jobs
+        -- leaves room to the others), so the candidates read stay near the room, not the
+        -- room times the keys.
         CASE WHEN b.fair
-             THEN ceil(b.room::numeric / count(*) OVER (PARTITION BY p.queue))::int END
+             THEN ceil(2 * b.room::numeric / count(*) OVER (PARTITION BY p.queue))::int END
     ), 0)::int AS room
     FROM partitions AS p
     JOIN budget AS b ON b.name = p.queue

@@ -9,18 +9,29 @@ from typing import Any
 from django_pgjobs.queries.base import Cursor, filter_params, filters, workflow_key
 
 
+# How many of the earliest pending jobs the look-up reads past paused queues' jobs. A paused
+# queue's backlog sits at the head of the index (it is all due); past this many, the worker
+# waits for a notification or its next poll instead of reading the whole backlog.
+NEXT_DUE_SCAN = 1000
+
+
 def seconds_until_next_due(
     cur: Cursor, *, queues: Sequence[str] | None, job_names: Sequence[str] | None
 ) -> float | None:
     """How long an idle worker may sleep before a pending job it could run becomes due.
 
-    Reads the head of pgjobs_job_next_due; None when no pending job exists.
+    Reads the head of pgjobs_job_next_due, passing over jobs of paused queues (at most
+    NEXT_DUE_SCAN rows); None when no pending job it could start is found. A job due now but
+    held back by a limit is due (0): the worker looks again shortly (pacing.LOCKED_ROW_RECHECK).
     """
     cur.execute(
         f"""
-        SELECT extract(epoch FROM scheduled_for - now())::float8 FROM pgjobs_job_queue
-        WHERE status = 'pending' {filters(queues, job_names)}
-        ORDER BY scheduled_for LIMIT 1
+        SELECT extract(epoch FROM head.scheduled_for - now())::float8
+        FROM (SELECT queue, scheduled_for FROM pgjobs_job_queue
+              WHERE status = 'pending' {filters(queues, job_names)}
+              ORDER BY scheduled_for LIMIT {NEXT_DUE_SCAN}) AS head
+        WHERE head.queue NOT IN (SELECT name FROM pgjobs_queues WHERE paused)
+        ORDER BY head.scheduled_for LIMIT 1
         """,
         filter_params(queues, job_names),
     )

@@ -29,6 +29,9 @@ class Pacing:
     next_due: float | None = None
     # Moving average of handler run time, for sizing prefetch (None until a job ran).
     average_run: float | None = None
+    # A job is due now that the last claim did not take: held back by a queue's limit, or
+    # row-locked by another transaction. Burst mode waits for it (drained() is False).
+    held_back: bool = False
 
     def record_run(self, seconds: float) -> None:
         average = self.average_run
@@ -61,6 +64,7 @@ class Pacing:
         """The next pending job is due in ``seconds`` (None: there is none). A job due already
         that the claim skipped is locked by another transaction: look again shortly rather
         than spin on it."""
+        self.held_back = seconds is not None and seconds <= 0
         if seconds is None:
             self.next_due = None
             return
@@ -93,6 +97,6 @@ class Pacing:
 
     def drained(self, *, now: float) -> bool:
         """Nothing is known to be claimable now (burst mode's exit, with nothing running)."""
-        if self.maybe_work:
+        if self.maybe_work or self.held_back:
             return False
         return self.next_due is None or self.next_due > now

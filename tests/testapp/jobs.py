@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,24 @@ def block(payload: dict[str, Any]) -> None:
     while not release.exists() and time.monotonic() < deadline:
         time.sleep(0.02)
     Run.objects.create(job_id="00000000-0000-0000-0000-000000000000", label=f"{label}:finished")
+
+
+@job("test.span", retry_delay=0)
+def span(payload: dict[str, Any]) -> None:
+    """Writes when it started and ended, by the database's clock, to the table flow_ledger (a
+    test creates it): the flow-control tests measure concurrency and rates from these rows,
+    never from the library's own counters."""
+    with connection.cursor() as cur:
+        cur.execute(
+            "INSERT INTO flow_ledger (label, pid, started_at) VALUES (%s, %s, clock_timestamp())",
+            [payload["label"], os.getpid()],
+        )
+        time.sleep(payload.get("sleep", 0))
+        cur.execute(
+            "UPDATE flow_ledger SET ended_at = clock_timestamp() WHERE label = %s "
+            "AND ended_at IS NULL",
+            [payload["label"]],
+        )
 
 
 @job("test.wait", retry_delay=0)

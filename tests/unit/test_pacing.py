@@ -100,6 +100,14 @@ def test_a_poll_forgets_a_due_time_that_passed() -> None:
     assert p.next_due is None
 
 
+def test_a_job_held_back_by_a_limit_keeps_burst_mode_waiting_for_it() -> None:
+    p = pacing(maybe_work=False)
+    p.due_in(0.0, now=100.0)  # due now, but the claim did not take it
+    assert not p.drained(now=100.1)
+    p.due_in(5.0, now=100.0)  # only a later job is left
+    assert p.drained(now=100.1)
+
+
 def test_drained_only_when_nothing_is_claimable_now() -> None:
     assert not pacing().drained(now=0.0)
     assert pacing(maybe_work=False).drained(now=0.0)
