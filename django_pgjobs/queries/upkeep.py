@@ -8,7 +8,6 @@ from typing import Any
 
 from django_pgjobs.queries.base import Cursor, filter_params, filters, workflow_key
 
-
 # How many of the earliest pending jobs the look-up reads past paused queues' jobs. A paused
 # queue's backlog sits at the head of the index (it is all due); past this many, the worker
 # waits for a notification or its next poll instead of reading the whole backlog.
