@@ -93,7 +93,7 @@ class Bench:
         self.raw.execute(
             "TRUNCATE pgjobs_job_queue, pgjobs_failed_jobs, pgjobs_workers, bench_latency, "
             "pgjobs_workflow_executions, pgjobs_workflow_steps, pgjobs_workflow_messages, "
-            "pgjobs_workflow_events"
+            "pgjobs_workflow_events, pgjobs_queues, pgjobs_queue_starts"
         )
 
     def copy_jobs(self, count: int, *, priority: int = 0, queue: str = "default") -> None:
@@ -439,6 +439,10 @@ class Bench:
             # Compared with the empty-table rate of this run, measured here if drain was skipped.
             one = one or self.drain(1)
             results.append(self.backlog(one["library"]["median"]))
+        if "flow" in only:
+            from benchmarks.flow import flow_control
+
+            results += flow_control(self)
         return results
 
     def pair(
@@ -459,7 +463,7 @@ class Bench:
         return result
 
 
-WORKLOADS = ("enqueue", "drain", "latency", "workflows", "backlog")
+WORKLOADS = ("enqueue", "drain", "latency", "workflows", "backlog", "flow")
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -514,6 +518,9 @@ def print_table(results: list[dict[str, Any]]) -> None:
                 )
             continue
         lib = r["library"]["median"]
+        if r["unit"] == "ratio":
+            print(f"{r['name']:<62} {lib:>12.3f} {'(limit)':>12} {lib:>7.3f}")
+            continue
         base = r.get("baseline", {}).get("median")
         ratio = r.get("ratio") or r.get("ratio_to_empty_table")
         base_text = f"{base:>12,.0f}" if base else f"{'(vs empty)':>12}"

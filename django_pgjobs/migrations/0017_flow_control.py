@@ -38,7 +38,9 @@ _0014 = importlib.import_module("django_pgjobs.migrations.0014_times_in_range")
 _TIMEOUT_CHECK = "pgjobs_job_timeout_positive"
 
 FUNCTIONS = """
-CREATE OR REPLACE FUNCTION {schema}.pgjobs_queue_load(queues text[], worker text)
+CREATE OR REPLACE FUNCTION {schema}.pgjobs_queue_load(
+    queues text[], worker text, finishing_ids uuid[], finishing_tokens uuid[]
+)
 RETURNS TABLE (queue text, partition_key text, running bigint, running_here bigint,
                recent_starts bigint)
 -- VOLATILE and SQL: never inlined, so its query runs with a snapshot of its own, taken when
@@ -55,6 +57,10 @@ AS $$
                count(*) FILTER (WHERE j.locked_by = $2) AS here, 0 AS starts
         FROM {schema}.pgjobs_job_queue AS j
         WHERE j.status = 'running' AND j.queue = ANY($1)
+          -- Attempts the same statement completes (complete_and_claim): their slots are free
+          -- once it commits, and it commits with the claim. Matched with their lease tokens,
+          -- so a job another attempt holds now is still counted.
+          AND (j.id, j.lease_token) NOT IN (SELECT * FROM unnest($3, $4))
         GROUP BY j.queue, j.partition_key
         UNION ALL
         SELECT s.queue, s.partition_key, 0, 0, sum(s.jobs)
@@ -66,7 +72,7 @@ AS $$
     GROUP BY t.queue, t.partition_key
 $$;
 
-COMMENT ON FUNCTION {schema}.pgjobs_queue_load(text[], text)
+COMMENT ON FUNCTION {schema}.pgjobs_queue_load(text[], text, uuid[], uuid[])
 IS 'django-pgjobs: jobs running and recent starts per queue and partition key (the claim''s).';
 
 CREATE OR REPLACE FUNCTION {schema}.pgjobs_pause(queue text) RETURNS boolean
@@ -123,7 +129,7 @@ DROP TRIGGER IF EXISTS pgjobs_queue_changed ON {schema}.pgjobs_queues;
 DROP FUNCTION IF EXISTS {schema}.pgjobs_queue_changed();
 DROP FUNCTION IF EXISTS {schema}.pgjobs_resume(text);
 DROP FUNCTION IF EXISTS {schema}.pgjobs_pause(text);
-DROP FUNCTION IF EXISTS {schema}.pgjobs_queue_load(text[], text);
+DROP FUNCTION IF EXISTS {schema}.pgjobs_queue_load(text[], text, uuid[], uuid[]);
 """
 
 

@@ -149,6 +149,7 @@ from django_pgjobs.queries.upkeep import (
     prune_queue_starts,
     register_worker,
     seconds_until_next_due,
+    seconds_until_rate_room,
 )
 
 __all__ = [
@@ -196,6 +197,7 @@ __all__ = [
     "save_metadata",
     "seconds_until_next_due",
     "seconds_until_next_schedule",
+    "seconds_until_rate_room",
     "set_next_run",
     "set_queue_limits",
     "sync_declared_queues",

@@ -14,6 +14,7 @@ from django_pgjobs.queries.base import (
     as_uuid,
     filter_params,
     filters,
+    token_params,
 )
 from django_pgjobs.queries.outcomes import COMPLETED_CTE, finished_params
 from django_pgjobs.stored_json import decode_json
@@ -105,6 +106,8 @@ def _claim_params(
         # so it can give back exactly what that claim took (lease.release_lost_claims).
         "lease_token": lease_token or uuid.uuid4(),
         **filter_params(queues, job_names),
+        # No attempts completed alongside (complete_and_claim passes its own).
+        **token_params([]),
     }
 
 

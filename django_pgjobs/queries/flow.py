@@ -126,14 +126,16 @@ def _open_queues(queues: Sequence[str] | None) -> str:
 def flow_ctes(queues: Sequence[str] | None, job_names: Sequence[str] | None) -> str:
     """The CTEs that choose a flow-controlled claim's jobs, ending in ``due_flow`` (id, turn,
     priority, scheduled_for, seq). Empty unless ``rules`` has rows. Parameters: worker_id,
-    limit, queue/queues, job_names."""
+    limit, queue/queues, job_names, and ids/tokens: the attempts the same statement completes
+    (complete_and_claim; empty arrays otherwise), whose slots it may hand on."""
     names = _names(job_names)
     return f"""held AS MATERIALIZED (
     SELECT r.*, pg_advisory_xact_lock({LOCK_CLASS}, hashtext(r.name)) IS NULL AS waited
     FROM (SELECT * FROM rules WHERE limited AND NOT paused ORDER BY name OFFSET 0) AS r
 ),
 load AS MATERIALIZED (
-    SELECT * FROM pgjobs_queue_load(ARRAY(SELECT name FROM held), %(worker_id)s)
+    SELECT * FROM pgjobs_queue_load(
+        ARRAY(SELECT name FROM held), %(worker_id)s, %(ids)s::uuid[], %(tokens)s::uuid[])
 ),
 budget AS MATERIALIZED (
     SELECT h.name, h.partitioned, h.fair, h.partition_concurrency, h.partition_rate_limit,

@@ -38,6 +38,26 @@ def seconds_until_next_due(
     return None if row is None else max(float(row[0]), 0.0)
 
 
+def seconds_until_rate_room(cur: Cursor, *, queues: Sequence[str] | None) -> float | None:
+    """When the earliest start recorded in a rate window leaves it, freeing room for another
+    (None: no window holds a start). For a worker whose due jobs a rate limit holds back, so
+    it claims again the moment the limit allows rather than at its next recheck. Reads
+    pgjobs_queue_starts through pgjobs_queue_starts_window."""
+    where = ""
+    if queues:
+        where = "AND s.queue = ANY(%(queues)s)"
+    cur.execute(
+        f"""
+        SELECT extract(epoch FROM min(s.started_at + q.rate_period) - now())::float8
+        FROM pgjobs_queue_starts AS s JOIN pgjobs_queues AS q ON q.name = s.queue
+        WHERE s.started_at > now() - q.rate_period AND NOT q.paused {where}
+        """,
+        {"queues": list(queues or ())},
+    )
+    row = cur.fetchone()
+    return None if row is None or row[0] is None else max(float(row[0]), 0.0)
+
+
 @dataclass(frozen=True)
 class WorkerRow:
     """Who holds a worker id: where it runs, and how long since its last heartbeat."""

@@ -316,7 +316,10 @@ class Worker:
             seconds = queries.seconds_until_next_due(
                 conn.cursor(), queues=self.queues, job_names=registry.names()
             )
-            self._pacing.due_in(seconds, now=time.monotonic())
+            room_in = None
+            if seconds == 0:  # due now, yet not claimed: perhaps a rate limit holds it back
+                room_in = queries.seconds_until_rate_room(conn.cursor(), queues=self.queues)
+            self._pacing.due_in(seconds, now=time.monotonic(), room_in=room_in)
         self.stats.claimed += len(jobs)
         for job in jobs:
             self._dispatch(job)

@@ -14,8 +14,12 @@ from dataclasses import dataclass
 # recent jobs took (at most PGJOBS["PREFETCH"] jobs): many short jobs per claim, no hoarding of
 # long ones that another worker could start now.
 PREFETCH_HORIZON = 0.05
-# A due job the claim skipped is row-locked by another transaction: look again after this.
+# A due job the claim skipped is held back (a limit, or a row lock of another transaction):
+# look again after this.
 LOCKED_ROW_RECHECK = 0.25
+# Claim this long after a rate window frees room: the database's clock and ours differ by the
+# round trip, and a claim a little early finds no room and waits another recheck.
+RATE_ROOM_MARGIN = 0.002
 
 
 @dataclass
@@ -60,15 +64,19 @@ class Pacing:
         self.maybe_work = got == asked
         return not self.maybe_work
 
-    def due_in(self, seconds: float | None, *, now: float) -> None:
+    def due_in(self, seconds: float | None, *, now: float, room_in: float | None = None) -> None:
         """The next pending job is due in ``seconds`` (None: there is none). A job due already
-        that the claim skipped is locked by another transaction: look again shortly rather
-        than spin on it."""
+        that the claim did not take is held back (a queue's limit, or a row lock of another
+        transaction): look again shortly rather than spin on it, or as soon as a rate window
+        has room (``room_in`` seconds), if that is sooner."""
         self.held_back = seconds is not None and seconds <= 0
         if seconds is None:
             self.next_due = None
             return
-        self.next_due = now + max(seconds, min(LOCKED_ROW_RECHECK, self.poll_interval))
+        recheck = min(LOCKED_ROW_RECHECK, self.poll_interval)
+        if self.held_back and room_in is not None:
+            recheck = min(recheck, room_in + RATE_ROOM_MARGIN)
+        self.next_due = now + max(seconds, recheck)
 
     def requeued(self, delay: float, *, now: float) -> None:
         """One of our jobs went back to pending (a retry, a workflow waiting) due in ``delay``."""

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from django_pgjobs.worker.pacing import LOCKED_ROW_RECHECK, PREFETCH_HORIZON, Pacing
+from django_pgjobs.worker.pacing import (
+    LOCKED_ROW_RECHECK,
+    PREFETCH_HORIZON,
+    RATE_ROOM_MARGIN,
+    Pacing,
+)
 
 
 def pacing(**fields: object) -> Pacing:
@@ -106,6 +111,14 @@ def test_a_job_held_back_by_a_limit_keeps_burst_mode_waiting_for_it() -> None:
     assert not p.drained(now=100.1)
     p.due_in(5.0, now=100.0)  # only a later job is left
     assert p.drained(now=100.1)
+
+
+def test_a_rate_window_with_room_soon_is_claimed_then_not_at_the_next_recheck() -> None:
+    p = pacing()
+    p.due_in(0.0, now=100.0, room_in=0.05)
+    assert p.next_due == pytest.approx(100.05 + RATE_ROOM_MARGIN)
+    p.due_in(0.0, now=100.0, room_in=3.0)  # later than a recheck: the recheck comes first
+    assert p.next_due == 100.0 + LOCKED_ROW_RECHECK
 
 
 def test_drained_only_when_nothing_is_claimable_now() -> None:
