@@ -92,7 +92,7 @@ migrations named)::
 from __future__ import annotations
 
 from django_pgjobs.queries.base import NOTIFY_CHANNEL, ClaimedJob, Cursor, Token
-from django_pgjobs.queries.claim import claim_jobs, complete_and_claim
+from django_pgjobs.queries.claim import FlowHint, claim_jobs, complete_and_claim
 from django_pgjobs.queries.enqueue import (
     detach_key_from_running_job,
     find_active_job_by_key,
@@ -158,6 +158,7 @@ __all__ = [
     "ClaimedJob",
     "Cursor",
     "FailOutcome",
+    "FlowHint",
     "JobState",
     "Requeued",
     "Token",

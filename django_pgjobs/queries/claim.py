@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from django_pgjobs.queries import flow
+from django_pgjobs.queries import flow as flow_sql
 from django_pgjobs.queries.base import (
     ClaimedJob,
     Cursor,
@@ -19,20 +20,20 @@ from django_pgjobs.queries.base import (
 from django_pgjobs.queries.outcomes import COMPLETED_CTE, finished_params
 from django_pgjobs.stored_json import decode_json
 
-# The claim's CTEs, ending in ``due`` (the chosen ids, best first) and ``claimed``: the claim
-# statement selects from ``claimed``, and complete_and_claim() puts a completion beside them in
-# the same statement. ``due_plain`` is the claim of a worker whose queues have no flow control
-# (``rules`` empty: the one-time filter skips it otherwise); ``due_flow`` the other (queries.flow).
-_CLAIM_CTES = """
-{rules},
-due_plain AS (
+# The due jobs of a worker whose queues have no flow control (``rules`` empty), in one walk of
+# pgjobs_job_claim (pgjobs_job_queue_claim for one queue): the claim as it always was. When
+# ``rules`` has rows the one-time filter makes it take nothing; the flow-controlled statement
+# (queries.flow) then chooses instead.
+_PLAIN_DUE = """due{suffix} AS (
     SELECT id FROM pgjobs_job_queue
     WHERE status = 'pending' AND scheduled_for <= now() {filters}
       AND NOT EXISTS (SELECT 1 FROM rules)
     ORDER BY priority DESC, scheduled_for, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
-),
+)"""
+
+_FLOW_DUE = """{plain},
 {flow},
 due AS (
     SELECT id FROM due_plain
@@ -40,8 +41,10 @@ due AS (
     (SELECT id FROM due_flow
      ORDER BY turn, priority DESC, scheduled_for, seq NULLS FIRST, id
      LIMIT %(limit)s)
-),
-timeouts AS MATERIALIZED (
+)"""
+
+# Taking the rows chosen in ``due``; the statements select from ``claimed``.
+_CLAIMED = """timeouts AS MATERIALIZED (
     SELECT name, extract(epoch FROM timeout)::float8 AS seconds
     FROM pgjobs_queues WHERE timeout IS NOT NULL
 ),
@@ -64,26 +67,43 @@ claimed AS (
               j.max_attempts, j.scheduled_for, j.lease_token, j.partition_key,
               extract(epoch FROM j.timeout)::float8 AS timeout,
               (SELECT t.seconds FROM timeouts AS t WHERE t.name = j.queue) AS queue_timeout,
-              j.seq,
-              -- NULL: no flow control (the plain order); else whether its queue takes turns.
-              (SELECT bool_or(r.fair AND r.name = j.queue) FROM rules AS r) AS fair
+              j.seq, {fair} AS fair
 )"""
+# NULL: the plain order; else (flow control) whether the job's queue takes turns.
+_FAIR = "(SELECT bool_or(r.fair AND r.name = j.queue) FROM rules AS r)"
 
 _CLAIMED_COLUMNS = (
     "id, job_name, payload, queue, priority, attempt, max_attempts, scheduled_for, lease_token, "
     "partition_key, timeout, queue_timeout, seq, fair"
 )
 _NO_CLAIM = ", ".join(["NULL"] * (len(_CLAIMED_COLUMNS.split(",")) - 1))
+# Every statement's rows: ('claimed', job...), ('done', id) for complete_and_claim, and one
+# ('rules', ...) when flow control applies to the worker's queues.
+_RULES_ROW = f"SELECT 'rules', {_NO_CLAIM}, NULL WHERE EXISTS (SELECT 1 FROM rules)"
 
 
-def _ctes(queues: Sequence[str] | None, job_names: Sequence[str] | None) -> str:
+@dataclass
+class FlowHint:
+    """What a worker learnt at its last claim: whether flow control applies to its queues. It
+    then starts with the flow-controlled statement (whose planning costs a few milliseconds
+    more) instead of finding out with the plain one first. Never trusted for correctness: each
+    statement reads ``pgjobs_queues`` itself."""
+
+    restricted: bool = False
+
+
+def _ctes(queues: Sequence[str] | None, job_names: Sequence[str] | None, *, flow: bool) -> str:
+    found = filters(queues, job_names)
+    if not flow:
+        due = _PLAIN_DUE.format(suffix="", filters=found)
+        return f"{flow_sql.rules_cte(queues)},\n{due},\n{_CLAIMED.format(fair='NULL::boolean')}"
+    due = _FLOW_DUE.format(
+        plain=_PLAIN_DUE.format(suffix="_plain", filters=found),
+        flow=flow_sql.flow_ctes(queues, job_names),
+    )
     return (
-        _CLAIM_CTES.format(
-            rules=flow.rules_cte(queues),
-            filters=filters(queues, job_names),
-            flow=flow.flow_ctes(queues, job_names),
-        )
-        + f",\n{flow.STARTS_CTE}"
+        f"{flow_sql.rules_cte(queues)},\n{due},\n{_CLAIMED.format(fair=_FAIR)},\n"
+        f"{flow_sql.STARTS_CTE}"
     )
 
 
@@ -120,9 +140,14 @@ def claim_statement(
     job_names: Sequence[str] | None,
     lease_token: uuid.UUID | None = None,
     start_now: int | None = None,
+    flow: bool = False,
 ) -> tuple[str, dict[str, Any]]:
-    """The claim's SQL and parameters (tests EXPLAIN exactly what the worker runs)."""
-    sql = f"WITH RECURSIVE {_ctes(queues, job_names)}\nSELECT {_CLAIMED_COLUMNS} FROM claimed"
+    """The claim's SQL and parameters (tests EXPLAIN exactly what the worker runs): the plain
+    statement, or with ``flow`` the flow-controlled one."""
+    sql = (
+        f"WITH RECURSIVE {_ctes(queues, job_names, flow=flow)}\n"
+        f"SELECT 'claimed', {_CLAIMED_COLUMNS} FROM claimed\nUNION ALL {_RULES_ROW}"
+    )
     params = _claim_params(
         worker_id=worker_id,
         limit=limit,
@@ -133,6 +158,14 @@ def claim_statement(
         start_now=start_now,
     )
     return sql, params
+
+
+def _read(cur: Cursor) -> tuple[list[ClaimedJob], list[uuid.UUID], bool]:
+    """A claim statement's rows: (claimed jobs, completed ids, whether flow control applies)."""
+    rows = cur.fetchall()
+    claimed = _claimed_jobs([r[1:] for r in rows if r[0] == "claimed"])
+    completed = [as_uuid(r[1]) for r in rows if r[0] == "done"]
+    return claimed, completed, any(r[0] == "rules" for r in rows)
 
 
 def _claimed_jobs(rows: Sequence[Any]) -> list[ClaimedJob]:
@@ -192,8 +225,10 @@ def claim_jobs(
     job_names: Sequence[str] | None,
     lease_token: uuid.UUID | None = None,
     start_now: int | None = None,
+    hint: FlowHint | None = None,
 ) -> list[ClaimedJob]:
-    """Take up to ``limit`` due jobs, best priority first, in one round trip.
+    """Take up to ``limit`` due jobs, best priority first, in one round trip (two when flow
+    control first applies to the worker's queues, then one again: see FlowHint).
 
     Locks: the chosen rows, only for this autocommit statement; rows another worker is claiming
     (or an application transaction holds) are skipped, never waited for. Walks pgjobs_job_claim,
@@ -207,19 +242,29 @@ def claim_jobs(
     the claim took even when the reply is lost. ``start_now`` says how many of the jobs (in the
     claim's order) free threads start at once (None: all); the others are claimed ahead, and
     their attempt counts only once the worker records that they started.
+
+    Queues with flow control (a row in pgjobs_queues) are claimed as queries.flow says: paused
+    ones not at all, limited ones within their limits, exactly, across all workers.
     """
-    cur.execute(
-        *claim_statement(
-            worker_id=worker_id,
-            limit=limit,
-            lease_seconds=lease_seconds,
-            queues=queues,
-            job_names=job_names,
-            lease_token=lease_token,
-            start_now=start_now,
-        )
-    )
-    return _claimed_jobs(cur.fetchall())
+    claim: dict[str, Any] = {
+        "worker_id": worker_id,
+        "limit": limit,
+        "lease_seconds": lease_seconds,
+        "queues": queues,
+        "job_names": job_names,
+        "lease_token": lease_token,
+        "start_now": start_now,
+    }
+    flow = hint is not None and hint.restricted
+    cur.execute(*claim_statement(**claim, flow=flow))
+    jobs, _, restricted = _read(cur)
+    if restricted and not flow:
+        # The plain statement took nothing: flow control applies. Claim with it now.
+        cur.execute(*claim_statement(**claim, flow=True))
+        jobs, _, restricted = _read(cur)
+    if hint is not None:
+        hint.restricted = restricted
+    return jobs
 
 
 def complete_and_claim(
@@ -235,6 +280,7 @@ def complete_and_claim(
     start_now: int | None = None,
     took: Sequence[float | None] | None = None,
     results: Mapping[uuid.UUID, str] | None = None,
+    hint: FlowHint | None = None,
 ) -> tuple[list[uuid.UUID], list[ClaimedJob]]:
     """:func:`complete_jobs` and :func:`claim_jobs` in one statement: one round trip and one
     commit where a busy worker would otherwise pay two. Returns (completed ids, claimed jobs).
@@ -244,12 +290,14 @@ def complete_and_claim(
     behaviour are those of the two statements; a crash before commit leaves the completions to
     be redone (at-least-once) and claims nothing.
     """
+    flow = hint is not None and hint.restricted
     cur.execute(
         f"""
-        WITH RECURSIVE {COMPLETED_CTE}, {_ctes(queues, job_names)}
-        SELECT true, {_CLAIMED_COLUMNS} FROM claimed
+        WITH RECURSIVE {COMPLETED_CTE}, {_ctes(queues, job_names, flow=flow)}
+        SELECT 'claimed', {_CLAIMED_COLUMNS} FROM claimed
         UNION ALL
-        SELECT false, id, {_NO_CLAIM} FROM done
+        SELECT 'done', id, {_NO_CLAIM} FROM done
+        UNION ALL {_RULES_ROW}
         """,
         {
             **_claim_params(
@@ -264,6 +312,9 @@ def complete_and_claim(
             **finished_params(tokens, took, results),
         },
     )
-    rows = cur.fetchall()
-    completed = [as_uuid(r[1]) for r in rows if not r[0]]
-    return completed, _claimed_jobs([r[1:] for r in rows if r[0]])
+    jobs, completed, restricted = _read(cur)
+    if hint is not None:
+        # If the plain statement found flow control, it claimed nothing: the worker claims
+        # again shortly (a short claim), with the flow-controlled statement.
+        hint.restricted = restricted
+    return completed, jobs

@@ -94,6 +94,7 @@ class Worker:
         self._inflight: dict[queries.Token, InFlight] = {}  # by (job id, lease token)
         self._wakeup = Wakeup()
         self._pacing = Pacing(concurrency=self.concurrency, poll_interval=self.poll_interval)
+        self._flow = queries.FlowHint()  # whether its queues had flow control at the last claim
         self._completer = Completer(wake=self._wakeup.ring, on_written=self._written)
         self._housekeeper = Housekeeper(
             worker_id=self.worker_id, queues=self.queues, concurrency=self.concurrency
@@ -311,6 +312,7 @@ class Worker:
                 job_names=registry.names(),
                 lease_token=lease_token,
                 start_now=start_now,
+                hint=self._flow,
             )
         if self._pacing.claimed(asked=limit, got=len(jobs)):
             seconds = queries.seconds_until_next_due(

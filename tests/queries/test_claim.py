@@ -42,7 +42,7 @@ def test_the_claim_walks_its_index_in_order(queues: list[str] | None, index: str
             worker_id="w", limit=10, lease_seconds=30, queues=queues, job_names=["test.record"]
         )
         cur.execute("EXPLAIN " + sql, params)
-        plan = cte_plan("\n".join(r[0] for r in cur.fetchall()), "due_plain")
+        plan = cte_plan("\n".join(r[0] for r in cur.fetchall()), "due")
     assert index in plan, plan
     assert "Sort" not in plan, plan
 
@@ -67,5 +67,5 @@ def test_the_claim_updates_its_rows_by_key_however_large_the_batch(limit: int) -
     claimed = cte_plan(plan, "claimed")
     assert "pgjobs_job_queue_pkey" in claimed, plan
     # Nor the rows chosen (the flow-controlled part, unused here, has its own test).
-    for part in (claimed, cte_plan(plan, "due_plain")):
+    for part in (claimed, cte_plan(plan, "due")):
         assert "Seq Scan on pgjobs_job_queue" not in part, plan

@@ -141,13 +141,35 @@ def test_the_flow_claim_reads_its_indexes_not_the_table(queues: list[str] | None
         )
         cur.execute("ANALYZE pgjobs_job_queue")
         sql, params = claim_statement(
-            worker_id="w", limit=50, lease_seconds=30, queues=queues, job_names=["test.record"]
+            worker_id="w",
+            limit=50,
+            lease_seconds=30,
+            queues=queues,
+            job_names=["test.record"],
+            flow=True,
         )
         cur.execute("EXPLAIN " + sql, params)
         plan = "\n".join(r[0] for r in cur.fetchall())
     assert "Seq Scan on pgjobs_job_queue" not in plan, plan
     assert "pgjobs_job_partition_claim" in plan, plan  # the keys and each key's jobs
     assert "pgjobs_job_queue_claim" in plan, plan  # the open queue's jobs
+
+
+def test_a_worker_learns_that_flow_control_applies_and_that_it_no_longer_does() -> None:
+    """The plain statement never claims from restricted queues; its hint sends the worker's
+    next claims to the flow-controlled statement, and back once the rows are gone."""
+    from django_pgjobs.models import Queue
+    from django_pgjobs.queries import FlowHint
+
+    hint = FlowHint()
+    enqueue_many("test.record", [{}] * 4, queue="q")
+    set_queue_limits("q", concurrency=1)
+    with connection.cursor() as cur:
+        assert len(claim(cur, hint=hint)) == 1  # found out, and claimed within the limit
+        assert hint.restricted
+        Queue.objects.all().delete()
+        assert len(claim(cur, hint=hint)) == 3
+        assert not hint.restricted
 
 
 def test_claimed_jobs_carry_their_timeouts_and_key() -> None:
