@@ -87,4 +87,7 @@ PGJOBS = {
     "RETENTION": timedelta(hours=1),
     # Ctrl-C in demo.py gives a running import this long to finish before it is handed back.
     "SHUTDOWN_GRACE": 10.0,
+    # Flow control (docs/howto/queues.md): at most two imports at once across every worker.
+    # `manage.py pgjobs queues` shows it; the admin's queues page changes or pauses it.
+    "QUEUES": {"imports": {"concurrency": 2}},
 }
