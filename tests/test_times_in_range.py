@@ -88,6 +88,8 @@ ROWS = {
     "pgjobs_workflow_messages": "INSERT INTO pgjobs_workflow_messages (workflow_id) VALUES ('wf1')",
     "pgjobs_workflow_events": "INSERT INTO pgjobs_workflow_events (workflow_id, key) "
     "VALUES ('wf1', 'k')",
+    "pgjobs_queues": "INSERT INTO pgjobs_queues (name) VALUES ('q1')",
+    "pgjobs_queue_starts": "INSERT INTO pgjobs_queue_starts (queue, jobs) VALUES ('q1', 1)",
 }
 
 
@@ -112,7 +114,7 @@ def test_every_time_column_has_a_validated_range_check() -> None:
         )
     }
     columns = time_columns()
-    assert len(columns) == 26  # a new time column needs its CHECK (models.fields.times_in_range)
+    assert len(columns) == 29  # a new time column needs its CHECK (models.fields.times_in_range)
     for table, column in columns:
         named = [(v, d) for (t, n), (v, d) in checks.items() if t == table and column in d]
         assert named, f"{table}.{column} has no range CHECK"

@@ -99,7 +99,8 @@ def test_0014_waits_for_an_open_transaction_without_stopping_the_queue(
 
 
 @pytest.mark.parametrize(
-    ("before", "migration", "checks_kept"), [("0015", "0014", 24), (None, "0016", 26)]
+    ("before", "migration", "checks_kept"),
+    [("0015", "0014", 24), ("0016", "0016", 26), (None, "0017", 29)],
 )
 def test_a_migration_back_stops_naming_the_session_it_waited_for(
     transactional_db: None,
@@ -109,8 +110,8 @@ def test_a_migration_back_stops_naming_the_session_it_waited_for(
     migration: str,
     checks_kept: int,
 ) -> None:
-    """Migrating back waits the same way (0014 dropping its checks, 0016 its columns); after its
-    tries it names who holds the table."""
+    """Migrating back waits the same way (0014 dropping its checks, 0016 its columns, 0017 its
+    indexes); after its tries it names who holds the table."""
     monkeypatch.setattr(_0014, "LOCK_TRIES", 3)
     if before is not None:
         call_command("migrate", "pgjobs", before, verbosity=0)

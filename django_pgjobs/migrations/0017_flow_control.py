@@ -19,13 +19,14 @@ added ``NOT VALID`` and validated afterwards, and the indexes are built ``CONCUR
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import importlib
+import time
 from typing import Any, ClassVar
 
 import django.db.models.functions.datetime
-from django.contrib.postgres.operations import AddIndexConcurrently
-from django.db import migrations, models
+from django.db import OperationalError, migrations, models
 from django.db.backends.base.schema import BaseDatabaseSchemaEditor
 from django.db.migrations.state import StateApps
 
@@ -189,6 +190,76 @@ def validate(apps: StateApps, schema_editor: BaseDatabaseSchemaEditor) -> None:
         )
 
 
+# The two indexes: built and dropped CONCURRENTLY, so writes go on meanwhile.
+_INDEXES = {
+    "pgjobs_job_running": "(queue, partition_key) WHERE status = 'running'",
+    "pgjobs_job_partition_claim": (
+        "(queue, partition_key, priority DESC, scheduled_for, seq NULLS FIRST) "
+        "WHERE status = 'pending'"
+    ),
+}
+
+
+def _concurrently(schema_editor: BaseDatabaseSchemaEditor, statement: str) -> None:
+    """Run ``statement`` (an index built or dropped CONCURRENTLY) as 0014's ``_alter`` runs an
+    ALTER: it waits for transactions that hold the table (a producer's open ``atomic()``) at
+    most ``LOCK_TIMEOUT`` a try, pauses, tries again, and after ``LOCK_TRIES`` names them."""
+    connection = schema_editor.connection
+    pause = _0014.FIRST_PAUSE_SECONDS
+    for attempt in range(1, _0014.LOCK_TRIES + 1):
+        with connection.cursor() as cur:
+            cur.execute("SELECT current_setting('lock_timeout')")
+            previous = cur.fetchone()[0]
+            cur.execute("SELECT set_config('lock_timeout', %s, false)", [_0014.LOCK_TIMEOUT])
+            try:
+                cur.execute(statement)
+                return
+            except OperationalError as error:
+                if getattr(error.__cause__, "sqlstate", None) != "55P03":  # lock_not_available
+                    raise
+                if attempt == _0014.LOCK_TRIES:
+                    raise RuntimeError(
+                        f"Migration pgjobs 0017 could not lock table pgjobs_job_queue to change "
+                        f"it: {_0014.LOCK_TRIES} tries waited {_0014.LOCK_TIMEOUT} each (never "
+                        "longer, so workers and producers went on). Sessions holding the table: "
+                        f"{_0014._holders(schema_editor, 'pgjobs_job_queue')}. Commit or end "
+                        "these transactions (pg_terminate_backend(pid) ends one), or run migrate "
+                        "when the queue is quieter; then run migrate again: what is done already "
+                        "is kept."
+                    ) from error
+                # A build that gave up leaves an invalid index, which IF NOT EXISTS would keep.
+                with contextlib.suppress(OperationalError):
+                    _drop_invalid_indexes(schema_editor)
+            finally:
+                cur.execute("SELECT set_config('lock_timeout', %s, false)", [previous])
+        time.sleep(pause)
+        pause *= 2
+
+
+def _drop_invalid_indexes(schema_editor: BaseDatabaseSchemaEditor) -> None:
+    with schema_editor.connection.cursor() as cur:
+        cur.execute(
+            "SELECT c.relname FROM pg_index AS i JOIN pg_class AS c ON c.oid = i.indexrelid "
+            "WHERE NOT i.indisvalid AND c.relname = ANY(%s)",
+            [list(_INDEXES)],
+        )
+        for (name,) in cur.fetchall():
+            cur.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
+
+
+def create_indexes(apps: StateApps, schema_editor: BaseDatabaseSchemaEditor) -> None:
+    for name, definition in _INDEXES.items():
+        _concurrently(
+            schema_editor,
+            f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} ON pgjobs_job_queue {definition}",
+        )
+
+
+def drop_indexes(apps: StateApps, schema_editor: BaseDatabaseSchemaEditor) -> None:
+    for name in _INDEXES:
+        _concurrently(schema_editor, f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
+
+
 def create_functions(apps: StateApps, schema_editor: BaseDatabaseSchemaEditor) -> None:
     schema_editor.execute(FUNCTIONS.format(schema=_0002._schema(schema_editor)), params=None)
 
@@ -210,7 +281,9 @@ def _in_range(field: str) -> models.Q:
 
 class Migration(migrations.Migration):
     # Not atomic: the ALTERs wait under lock_timeout in transactions of their own, and the
-    # indexes are built CONCURRENTLY (see above).
+    # indexes are built CONCURRENTLY (see above). The steps that wait for the job table come
+    # last, so migrating back meets them first: if one gives up, nothing else was undone and
+    # migrate can simply be run again (each of them skips what is done).
     atomic = False
     dependencies: ClassVar[list[Any]] = [("pgjobs", "0016_attempt_history")]
     operations: ClassVar[list[Any]] = [
@@ -360,6 +433,39 @@ class Migration(migrations.Migration):
                 condition=_in_range("updated_at"), name="pgjobs_queue_updated_at_range"
             ),
         ),
+        migrations.CreateModel(
+            name="QueueStart",
+            fields=[
+                ("id", models.BigAutoField(primary_key=True, serialize=False)),
+                ("queue", models.TextField()),
+                ("partition_key", models.TextField(blank=True, null=True)),
+                (
+                    "started_at",
+                    models.DateTimeField(db_default=django.db.models.functions.datetime.Now()),
+                ),
+                ("jobs", models.IntegerField()),
+            ],
+            options={
+                "db_table": "pgjobs_queue_starts",
+                "indexes": [
+                    models.Index(fields=["queue", "started_at"], name="pgjobs_queue_starts_window")
+                ],
+                "constraints": [
+                    models.CheckConstraint(
+                        condition=models.Q(("jobs__gt", 0)), name="pgjobs_start_jobs"
+                    ),
+                    models.CheckConstraint(
+                        condition=_in_range("started_at"),
+                        name="pgjobs_queue_start_started_at_range",
+                    ),
+                ],
+            },
+        ),
+        migrations.AddField(
+            model_name="schedule",
+            name="partition_key",
+            field=models.TextField(blank=True, null=True),
+        ),
         migrations.SeparateDatabaseAndState(
             state_operations=[
                 migrations.AddField(
@@ -397,55 +503,31 @@ class Migration(migrations.Migration):
             database_operations=[migrations.RunPython(add_columns, drop_columns)],
         ),
         migrations.RunPython(validate, migrations.RunPython.noop),
-        AddIndexConcurrently(
-            model_name="job",
-            index=models.Index(
-                models.F("queue"),
-                models.F("partition_key"),
-                condition=models.Q(("status", "running")),
-                name="pgjobs_job_running",
-            ),
-        ),
-        AddIndexConcurrently(
-            model_name="job",
-            index=models.Index(
-                models.F("queue"),
-                models.F("partition_key"),
-                models.OrderBy(models.F("priority"), descending=True),
-                models.F("scheduled_for"),
-                models.OrderBy(models.F("seq"), nulls_first=True),
-                condition=models.Q(("status", "pending")),
-                name="pgjobs_job_partition_claim",
-            ),
-        ),
-        migrations.CreateModel(
-            name="QueueStart",
-            fields=[
-                ("id", models.BigAutoField(primary_key=True, serialize=False)),
-                ("queue", models.TextField()),
-                ("partition_key", models.TextField(blank=True, null=True)),
-                (
-                    "started_at",
-                    models.DateTimeField(db_default=django.db.models.functions.datetime.Now()),
-                ),
-                ("jobs", models.IntegerField()),
-            ],
-            options={
-                "db_table": "pgjobs_queue_starts",
-                "indexes": [
-                    models.Index(fields=["queue", "started_at"], name="pgjobs_queue_starts_window")
-                ],
-                "constraints": [
-                    models.CheckConstraint(
-                        condition=models.Q(("jobs__gt", 0)), name="pgjobs_start_jobs"
-                    )
-                ],
-            },
-        ),
-        migrations.AddField(
-            model_name="schedule",
-            name="partition_key",
-            field=models.TextField(blank=True, null=True),
-        ),
         migrations.RunPython(create_functions, drop_functions),
+        migrations.SeparateDatabaseAndState(
+            state_operations=[
+                migrations.AddIndex(
+                    model_name="job",
+                    index=models.Index(
+                        models.F("queue"),
+                        models.F("partition_key"),
+                        condition=models.Q(("status", "running")),
+                        name="pgjobs_job_running",
+                    ),
+                ),
+                migrations.AddIndex(
+                    model_name="job",
+                    index=models.Index(
+                        models.F("queue"),
+                        models.F("partition_key"),
+                        models.OrderBy(models.F("priority"), descending=True),
+                        models.F("scheduled_for"),
+                        models.OrderBy(models.F("seq"), nulls_first=True),
+                        condition=models.Q(("status", "pending")),
+                        name="pgjobs_job_partition_claim",
+                    ),
+                ),
+            ],
+            database_operations=[migrations.RunPython(create_indexes, drop_indexes)],
+        ),
     ]

@@ -147,7 +147,10 @@ class QueueStart(models.Model):
 
     class Meta:
         db_table = "pgjobs_queue_starts"
-        constraints = (models.CheckConstraint(condition=Q(jobs__gt=0), name="pgjobs_start_jobs"),)
+        constraints = (
+            models.CheckConstraint(condition=Q(jobs__gt=0), name="pgjobs_start_jobs"),
+            *times_in_range("pgjobs_queue_start", "started_at"),
+        )
         indexes = (
             # Serves the rate window (pgjobs_queue_load) and its pruning.
             models.Index(fields=("queue", "started_at"), name="pgjobs_queue_starts_window"),
