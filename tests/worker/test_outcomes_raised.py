@@ -4,6 +4,7 @@ each run by a real worker; and fencing, which drops them all once the attempt lo
 
 from __future__ import annotations
 
+import logging
 import threading
 import uuid
 from collections.abc import Callable
@@ -57,12 +58,16 @@ def due_in(job_id: uuid.UUID) -> float:
 
 
 def test_snooze_runs_the_job_again_later_without_using_an_attempt(
-    make_worker: type[Worker], register_handler: Register
+    make_worker: type[Worker], register_handler: Register, caplog: pytest.LogCaptureFixture
 ) -> None:
     register_handler("test.snooze", raising(Snooze(timedelta(seconds=30)), None))
     job_id = enqueue("test.snooze", max_attempts=1)
     worker = make_worker()
-    stats = worker.run_once()
+    with caplog.at_level(logging.INFO, logger="django_pgjobs.worker"):
+        stats = worker.run_once()
+    assert f"test.snooze {job_id} snoozed; due again in 30.0s (attempt 1 not counted)" in (
+        caplog.messages
+    )
     assert (stats.claimed, stats.snoozed, stats.retried, stats.lost) == (1, 1, 0, 0)
     job = get_job(job_id)
     assert (job.status, job.attempt, job.error, job.error_history) == ("pending", 0, None, [])
@@ -179,12 +184,17 @@ def test_discard_moves_the_job_to_the_dead_letters_with_attempts_left(
 
 
 def test_cancel_ends_the_job_cancelled_and_it_is_never_retried(
-    make_worker: type[Worker], register_handler: Register
+    make_worker: type[Worker], register_handler: Register, caplog: pytest.LogCaptureFixture
 ) -> None:
     register_handler("test.cancel", raising(Cancel("order withdrawn"), None))
     job_id = enqueue("test.cancel", max_attempts=5)
     worker = make_worker()
-    assert worker.run_once().cancelled == 1
+    with caplog.at_level(logging.INFO, logger="django_pgjobs.worker"):
+        assert worker.run_once().cancelled == 1
+    assert (
+        f"Job test.cancel {job_id} cancelled by its handler (attempt 1/5): "
+        "django_pgjobs.exceptions.Cancel: order withdrawn"
+    ) in caplog.messages
     job = get_job(job_id)
     assert (job.status, job.attempt, job.lease_token) == ("cancelled", 1, None)
     assert job.completed_at is not None and job.started_at is not None
