@@ -37,7 +37,8 @@ migrations named)::
                       job is re-pointed the same way)
       running -> dead letter  outcomes.fail_job, rescue.rescue_expired_leases (last attempt: the row
                       moves to pgjobs_failed_jobs in the same statement), outcomes.bury_job
-                      (attempts left, but its payload cannot be decoded)
+                      (attempts left, but its payload cannot be decoded, or the handler
+                      raised Discard or a task's backoff said no more)
       pending, running -> cancelled  operator.cancel_job (NOTIFY pgjobs_cancel for a running
                       one), workflow_runs.cancel (pending only)
       running -> cancelled  outcomes.cancel_held_job (the handler raised Cancel)
