@@ -29,6 +29,11 @@ _EXPORTS = {
     "enqueue_many": "django_pgjobs.jobs.producer",
     "enqueue_on_commit": "django_pgjobs.jobs.producer",
     "ProgressReporter": "django_pgjobs.jobs.context",
+    "current_attempt": "django_pgjobs.jobs.context",
+    "Snooze": "django_pgjobs.exceptions",
+    "Retry": "django_pgjobs.exceptions",
+    "Discard": "django_pgjobs.exceptions",
+    "Cancel": "django_pgjobs.exceptions",
     "get_job": "django_pgjobs.jobs.operations",
     "retry_job": "django_pgjobs.jobs.operations",
     "cancel_job": "django_pgjobs.jobs.operations",
@@ -64,8 +69,13 @@ __getattr__ = lazy_exports(
 )
 
 if TYPE_CHECKING:
+    from django_pgjobs.exceptions import Cancel as Cancel
+    from django_pgjobs.exceptions import Discard as Discard
     from django_pgjobs.exceptions import PgJobsError as PgJobsError
+    from django_pgjobs.exceptions import Retry as Retry
+    from django_pgjobs.exceptions import Snooze as Snooze
     from django_pgjobs.jobs.context import ProgressReporter as ProgressReporter
+    from django_pgjobs.jobs.context import current_attempt as current_attempt
     from django_pgjobs.jobs.operations import cancel_job as cancel_job
     from django_pgjobs.jobs.operations import get_job as get_job
     from django_pgjobs.jobs.operations import retry_job as retry_job

@@ -1,10 +1,14 @@
 """Every error django-pgjobs raises derives from :class:`PgJobsError`.
 
 The input errors also derive from the builtin a caller would naturally catch (``ValueError``,
-``TypeError``, ``LookupError``), so generic handling keeps working.
+``TypeError``, ``LookupError``), so generic handling keeps working. :class:`JobControl` and its
+subclasses are not errors: a handler raises them to choose its attempt's outcome.
 """
 
 from __future__ import annotations
+
+import math
+from datetime import timedelta
 
 
 class PgJobsError(Exception):
@@ -131,3 +135,81 @@ class ResultNotStorable(PgJobsError, TypeError):
 class WorkerShutdown(PgJobsError):
     """What a job's failure history records for an attempt still running when its worker's
     shutdown grace period ended (the job was handed back, due at once). Never raised."""
+
+
+# The longest delay a handler may ask for (Snooze, Retry): a year is past any reset time or
+# backoff worth waiting for, and keeps the due time far inside PostgreSQL's range.
+MAX_DELAY = 366 * 24 * 3600.0
+
+
+def _seconds(value: object, what: str) -> float:
+    seconds = value.total_seconds() if isinstance(value, timedelta) else value
+    if (
+        isinstance(seconds, bool)
+        or not isinstance(seconds, int | float)
+        or not math.isfinite(seconds)
+        or not 0 <= seconds <= MAX_DELAY
+    ):
+        raise InvalidJobError(
+            f"{what} must be a number of seconds or a timedelta, from 0 to {MAX_DELAY:.0f} (a "
+            f"year); got {value!r}."
+        )
+    return float(seconds)
+
+
+class JobControl(PgJobsError):
+    """Raised by a handler to choose what becomes of its attempt: :class:`Snooze`,
+    :class:`Retry`, :class:`Discard`, :class:`Cancel`.
+
+    The worker (and a Django task's runner) acts on them; a handler called directly, outside a
+    worker, simply raises them. Their ``args`` are what the constructor was given, so they
+    pickle, and a workflow's recorded error rebuilds as the same class.
+    """
+
+
+class Snooze(JobControl):
+    """Run the job again after ``seconds`` (a number or a timedelta, 0 to a year) as if this
+    attempt had never started: no attempt is used, the error and its history are untouched.
+
+    For an HTTP 429 with a reset time, or to hand the job back when the worker is stopping
+    (``raise Snooze(0)``). ``max_attempts`` does not bound snoozes: a handler that always
+    snoozes runs for ever; bound it with a deadline of its own (in the payload, say).
+    """
+
+    def __init__(self, seconds: float | timedelta) -> None:
+        self.seconds = _seconds(seconds, "Snooze(seconds)")
+        super().__init__(self.seconds)
+
+    def __str__(self) -> str:
+        return f"snoozed for {self.seconds:g}s"
+
+
+class Retry(JobControl):
+    """Fail this attempt and retry after ``delay`` (a number or a timedelta, 0 to a year; None:
+    the job's usual backoff). The attempt counts: after the last one the job moves to the dead
+    letters as usual. The error recorded is this exception (with its ``reason`` and, when
+    raised ``from`` another, that one's traceback too)."""
+
+    def __init__(self, reason: str = "", *, delay: float | timedelta | None = None) -> None:
+        self.reason = reason
+        self.delay = None if delay is None else _seconds(delay, "Retry(delay=...)")
+        super().__init__(reason)
+
+
+class Discard(JobControl):
+    """Fail this attempt and move the job to the dead letters at once, attempts left or not
+    (a payload no retry can fix). The error recorded is this exception, with ``reason``."""
+
+    def __init__(self, reason: str = "") -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+class Cancel(JobControl):
+    """End the job as ``cancelled``: never retried (``retry_job`` can still run it afresh). The
+    error recorded is this exception, with ``reason``, and the attempt joins the job's error
+    history (a task's ``errors``)."""
+
+    def __init__(self, reason: str = "") -> None:
+        self.reason = reason
+        super().__init__(reason)

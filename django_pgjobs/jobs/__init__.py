@@ -13,6 +13,8 @@ _EXPORTS = {
     "register": "django_pgjobs.jobs.registry",
     "JobHandler": "django_pgjobs.jobs.registry",
     "ProgressReporter": "django_pgjobs.jobs.context",
+    "RunningAttempt": "django_pgjobs.jobs.context",
+    "current_attempt": "django_pgjobs.jobs.context",
     "enqueue": "django_pgjobs.jobs.producer",
     "enqueue_many": "django_pgjobs.jobs.producer",
     "enqueue_on_commit": "django_pgjobs.jobs.producer",
@@ -30,6 +32,8 @@ __getattr__ = lazy_exports(__name__, _EXPORTS)
 
 if TYPE_CHECKING:
     from django_pgjobs.jobs.context import ProgressReporter as ProgressReporter
+    from django_pgjobs.jobs.context import RunningAttempt as RunningAttempt
+    from django_pgjobs.jobs.context import current_attempt as current_attempt
     from django_pgjobs.jobs.operations import cancel_job as cancel_job
     from django_pgjobs.jobs.operations import get_job as get_job
     from django_pgjobs.jobs.operations import list_dead_letter_jobs as list_dead_letter_jobs

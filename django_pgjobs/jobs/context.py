@@ -1,5 +1,6 @@
-"""What a running handler may rely on: the attempt it runs, its progress reporter, and a way to
-hand its job back to the queue itself.
+"""What a running handler may rely on: the attempt it runs (and whether it still owns its job, and
+whether its worker is stopping), its progress reporter, and a way to hand its job back to the
+queue itself.
 
 These are the contract between the worker and the code it runs (handlers, the workflow runner):
 the worker sets them up, the handler uses them, and neither reaches into the other's internals.
@@ -9,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
+import uuid
 from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -22,6 +25,64 @@ logger = logging.getLogger("django_pgjobs.worker")
 current_job: ContextVar[ClaimedJob | None] = ContextVar("pgjobs_current_job", default=None)
 
 
+class RunningAttempt:
+    """What a running handler can ask about its attempt (:func:`current_attempt`, or its
+    ``report_progress``): whether it still owns its job, and whether its worker is stopping.
+
+    Both are flags the worker sets; reading them costs nothing, so a long handler can check
+    them between units of work and stop early: return (its job completes), ``raise Cancel``, or
+    ``raise Snooze(0)`` to hand the job back without using an attempt.
+    """
+
+    def __init__(self, job: ClaimedJob, *, stopping: threading.Event | None = None) -> None:
+        self.job = job
+        self._stopping = stopping if stopping is not None else threading.Event()
+        self._lost = threading.Event()
+
+    @property
+    def job_id(self) -> uuid.UUID:
+        return self.job.id
+
+    @property
+    def attempt(self) -> int:
+        """This attempt's number, 1 for the first."""
+        return self.job.attempt
+
+    def is_cancelled(self) -> bool:
+        """True once the worker knows this attempt no longer owns its job: it was cancelled (seen
+        within milliseconds through a NOTIFY, or at the next heartbeat when the worker does not
+        listen), or its lease expired and it was rescued, perhaps taken over by another worker
+        (seen at the next heartbeat). It does not tell which: either way whatever the attempt
+        still does is not recorded (its outcome, its progress, a task's metadata), so it may as
+        well stop. Never turns back to False."""
+        return self._lost.is_set()
+
+    @property
+    def stopping(self) -> bool:
+        """True once the worker was asked to stop (SIGTERM, SIGINT, ``request_stop()``): it
+        waits for running handlers up to ``SHUTDOWN_GRACE`` seconds, then fails what still
+        runs. A handler that stops early can ``raise Snooze(0)``: its job is due again at once,
+        for another worker, and the attempt is not counted."""
+        return self._stopping.is_set()
+
+    def no_longer_ours(self) -> None:
+        """The worker found that this attempt no longer owns its job (see :meth:`is_cancelled`)."""
+        self._lost.set()
+
+
+# The attempt a handler thread is running, as its handler sees it (current_attempt()).
+running_attempt: ContextVar[RunningAttempt | None] = ContextVar(
+    "pgjobs_running_attempt", default=None
+)
+
+
+def current_attempt() -> RunningAttempt | None:
+    """The attempt the calling handler runs, for code that has no ``report_progress`` at hand
+    (``current_attempt().is_cancelled()``, ``.stopping``); None outside a handler run by a worker
+    (or ``testing.drain()``), such as a handler called directly in a test."""
+    return running_attempt.get()
+
+
 @dataclass
 class AttemptNotes:
     """What a running handler tells the worker about its attempt beyond returning or raising
@@ -30,14 +91,14 @@ class AttemptNotes:
 
     # The return value to keep on the job (``result``), as JSON text; None: keep nothing.
     result: str | None = None
-    # On failure: due again after this many seconds (the handler's own backoff) instead of
-    # the retry policy's delay.
+    # On failure: due again after this many seconds (the handler's own backoff, or what its
+    # Retry asked for) instead of the retry policy's delay.
     retry_in: float | None = None
-    # On failure: no retry whatever attempts are left; to the dead letters now.
+    # On failure: no retry whatever attempts are left (a Discard); to the dead letters now.
     give_up: bool = False
     # Called once the attempt's outcome is committed, with the outcome's name ("completed",
-    # "retried", "buried"; never for one dropped by fencing), in a thread of the worker's
-    # own, never the loop's: receivers may be slow.
+    # "retried", "buried", "cancelled"; never for one dropped by fencing, nor for a snooze),
+    # in a thread of the worker's own, never the loop's: receivers may be slow.
     on_written: Callable[[str], None] | None = None
 
 
@@ -62,14 +123,22 @@ class ProgressReporter:
     argument (annotate it with this class).
 
     Best effort by contract: it clamps to 0..100, hands the value to the worker's loop (which
-    writes the latest value, fenced to this attempt) and never raises into the handler.
+    writes the latest value, fenced to this attempt) and never raises into the handler. It
+    returns False once the attempt no longer owns its job (cancelled, or taken over: see
+    :meth:`RunningAttempt.is_cancelled`), and then writes nothing; True otherwise (a bad value
+    is logged and dropped). ``is_cancelled()`` and ``stopping`` are the attempt's.
     """
 
-    def __init__(self, job: ClaimedJob, sink: ProgressSink) -> None:
+    def __init__(
+        self, job: ClaimedJob, sink: ProgressSink, attempt: RunningAttempt | None = None
+    ) -> None:
         self._job = job
         self._sink = sink
+        self.attempt = attempt if attempt is not None else RunningAttempt(job)
 
-    def __call__(self, progress: float, message: str | None = None) -> None:
+    def __call__(self, progress: float, message: str | None = None) -> bool:
+        if self.attempt.is_cancelled():
+            return False
         try:
             value = float(progress)
             if math.isnan(value):
@@ -79,3 +148,11 @@ class ProgressReporter:
             self._sink(self._job, clamped, text)
         except Exception:
             logger.warning("Ignored a bad progress report from job %s", self._job.id, exc_info=True)
+        return True
+
+    def is_cancelled(self) -> bool:
+        return self.attempt.is_cancelled()
+
+    @property
+    def stopping(self) -> bool:
+        return self.attempt.stopping

@@ -31,13 +31,17 @@ migrations named)::
       running -> pending   outcomes.fail_job (a retry; lost connection: attempt undone, once),
                       rescue.rescue_expired_leases (expired; never started: attempt undone),
                       lease.release_jobs / .release_lost_claims (never started: attempt
-                      undone), workflow_runs.suspend (a workflow waits: attempt undone),
+                      undone), lease.snooze_job (the handler snoozed: attempt undone),
+                      workflow_runs.suspend (a workflow waits: attempt undone),
                       workflow_runs.resume (re-pointed to another code version; a pending
                       job is re-pointed the same way)
       running -> dead letter  outcomes.fail_job, rescue.rescue_expired_leases (last attempt: the row
                       moves to pgjobs_failed_jobs in the same statement), outcomes.bury_job
-                      (attempts left, but its payload cannot be decoded)
-      pending, running -> cancelled  operator.cancel_job, workflow_runs.cancel (pending only)
+                      (attempts left, but its payload cannot be decoded, or the handler
+                      raised Discard or a task's backoff said no more)
+      pending, running -> cancelled  operator.cancel_job (NOTIFY pgjobs_cancel for a running
+                      one), workflow_runs.cancel (pending only)
+      running -> cancelled  outcomes.cancel_held_job (the handler raised Cancel)
       cancelled -> pending  operator.retry_job (a fresh attempt budget)
       completed, cancelled -> deleted  upkeep.prune_finished_jobs
       every insert: NOTIFY pgjobs, one per queue per statement (trigger, 0002)
@@ -91,7 +95,7 @@ migrations named)::
 
 from __future__ import annotations
 
-from django_pgjobs.queries.base import NOTIFY_CHANNEL, ClaimedJob, Cursor, Token
+from django_pgjobs.queries.base import CANCEL_CHANNEL, NOTIFY_CHANNEL, ClaimedJob, Cursor, Token
 from django_pgjobs.queries.claim import FlowHint, claim_jobs, complete_and_claim
 from django_pgjobs.queries.enqueue import (
     detach_key_from_running_job,
@@ -107,6 +111,7 @@ from django_pgjobs.queries.lease import (
     release_lost_claims,
     report_progress,
     save_metadata,
+    snooze_job,
 )
 from django_pgjobs.queries.operator import (
     Requeued,
@@ -119,6 +124,7 @@ from django_pgjobs.queries.outcomes import (
     FailOutcome,
     JobState,
     bury_job,
+    cancel_held_job,
     complete_jobs,
     fail_job,
     find_job_state,
@@ -153,6 +159,7 @@ from django_pgjobs.queries.upkeep import (
 )
 
 __all__ = [
+    "CANCEL_CHANNEL",
     "NOTIFY_CHANNEL",
     "SCHEDULES_CHANNEL",
     "ClaimedJob",
@@ -163,6 +170,7 @@ __all__ = [
     "Requeued",
     "Token",
     "bury_job",
+    "cancel_held_job",
     "cancel_job",
     "claim_jobs",
     "complete_and_claim",
@@ -201,6 +209,7 @@ __all__ = [
     "seconds_until_rate_room",
     "set_next_run",
     "set_queue_limits",
+    "snooze_job",
     "sync_declared_queues",
     "upsert_declared_schedule",
     "upsert_pending_job",

@@ -11,6 +11,10 @@ from datetime import datetime
 from typing import Any, Protocol
 
 NOTIFY_CHANNEL = "pgjobs"
+# A running job was cancelled: the payload is '<job id>:<lease token>' of the attempt that lost
+# it, so its worker can tell that attempt (see RunningAttempt.is_cancelled) within
+# milliseconds instead of at its next heartbeat.
+CANCEL_CHANNEL = "pgjobs_cancel"
 
 # A workflow runs as the job ``pgjobs.workflow:<app version>`` with the key
 # ``pgjobs.workflow:<id>``; a schedule's tick is keyed ``pgjobs.cron:<name>:<fire time>``. Job

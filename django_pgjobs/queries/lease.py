@@ -1,5 +1,6 @@
-"""Leases: renewed by the heartbeat, released when the attempt never started, and the progress a
-running attempt reports. (An expired lease is rescued by :mod:`.rescue`.)
+"""Leases: renewed by the heartbeat, released when the attempt never started or its handler
+snoozed, and the progress a running attempt reports. (An expired lease is rescued by
+:mod:`.rescue`.)
 
 Every write here is fenced on the attempt's lease token (see the package docstring).
 """
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 from django_pgjobs.queries.base import (
     FENCE,
@@ -70,6 +71,31 @@ def release_lost_claims(cur: Cursor, *, lease_tokens: Sequence[uuid.UUID]) -> in
     return int(row[0]) if row else 0
 
 
+def snooze_job(cur: Cursor, *, token: Token, delay: float) -> Literal["snoozed", "lost"]:
+    """A handler raised ``Snooze``: release its job due again in ``delay`` seconds, the attempt
+    undone as for a job that never started (its count, start and worker; the error and its
+    history are left as they were). "lost" when this attempt no longer owns the job (fenced).
+
+    Locks the job row (primary key). Wakes idle workers at commit when it is due at once (a
+    handler handing its job back at shutdown). A crash before commit leaves it running until its
+    lease is rescued, and that attempt then counts.
+    """
+    cur.execute(
+        f"""
+        WITH snoozed AS (
+            UPDATE pgjobs_job_queue AS j
+            SET {UNDO_CLAIM}, scheduled_for = now() + make_interval(secs => %(delay)s)
+            WHERE {FENCE}
+            RETURNING j.queue, %(delay)s::float8 AS delay
+        )
+        SELECT (SELECT count(*) FROM snoozed), {notify_queues("snoozed", "WHERE delay <= 0")}
+        """,
+        {**lease_params(token), "delay": delay},
+    )
+    (snoozed, _) = cur.fetchone()
+    return "snoozed" if snoozed else "lost"
+
+
 def heartbeat(
     cur: Cursor,
     *,
@@ -77,7 +103,7 @@ def heartbeat(
     tokens: Sequence[Token],
     lease_seconds: float,
     started: Sequence[tuple[Token, float]] = (),
-) -> list[uuid.UUID]:
+) -> list[Token]:
     """Renew this worker's row and the leases of the attempts it holds; one round trip.
 
     Upserts the worker row so a worker that was presumed dead (and swept) reappears. Rows an
@@ -85,8 +111,9 @@ def heartbeat(
     for, so one slow transaction never stalls the worker's heartbeat. ``started`` pairs held
     attempts whose handler has begun with how many seconds ago: a job claimed ahead gets its
     start (``locked_at``) recorded here, so from now on a rescue counts its attempt. Returns the
-    ids of held jobs this attempt no longer owns (rescued or cancelled): their outcome will be
-    dropped.
+    held attempts, (id, lease token), that no longer own their jobs (rescued or cancelled):
+    their outcome will be dropped. By token, not id: a worker can hold a stale attempt and a
+    new one of the same job.
     """
     cur.execute(
         f"""
@@ -115,7 +142,7 @@ def heartbeat(
                     WHERE began.id = j.id AND began.token = j.lease_token))
             FROM renewable WHERE j.id = renewable.id
         )
-        SELECT held.id FROM held
+        SELECT held.id, held.token FROM held
         WHERE NOT EXISTS (SELECT 1 FROM pgjobs_job_queue AS j WHERE {HELD_FENCE})
         """,
         {
@@ -127,7 +154,7 @@ def heartbeat(
             "lease_seconds": lease_seconds,
         },
     )
-    return [as_uuid(r[0]) for r in cur.fetchall()]
+    return [(as_uuid(r[0]), as_uuid(r[1])) for r in cur.fetchall()]
 
 
 def report_progress(

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django_pgjobs.queries.base import (
+    CANCEL_CHANNEL,
     CLEAR_LEASE,
     Cursor,
     as_uuid,
@@ -44,18 +45,31 @@ def retry_job(cur: Cursor, *, job_id: uuid.UUID) -> bool:
 
 def cancel_job(cur: Cursor, *, job_id: uuid.UUID) -> bool:
     """Cancel a pending or running job. A running handler is not interrupted, but its outcome
-    is fenced out (its lease token is cleared). Locks the job row."""
+    is fenced out (its lease token is cleared), and its worker hears of it at commit through a
+    NOTIFY on CANCEL_CHANNEL naming the attempt (``RunningAttempt.is_cancelled``). Locks the job
+    row (primary key); the old token is read under that lock, so it is the attempt cancelled."""
     cur.execute(
         f"""
-        UPDATE pgjobs_job_queue
-        SET status = 'cancelled', completed_at = now(),
-            started_at = coalesce(started_at, locked_at), {CLEAR_LEASE}
-        WHERE id = %s AND status IN ('pending', 'running')
-        RETURNING id
+        WITH target AS (
+            SELECT id, status, lease_token FROM pgjobs_job_queue
+            WHERE id = %s AND status IN ('pending', 'running')
+            FOR UPDATE
+        ),
+        cancelled AS (
+            UPDATE pgjobs_job_queue AS j
+            SET status = 'cancelled', completed_at = now(),
+                started_at = coalesce(j.started_at, j.locked_at), {CLEAR_LEASE}
+            FROM target WHERE j.id = target.id
+            RETURNING j.id
+        )
+        SELECT (SELECT count(*) FROM cancelled),
+               (SELECT count(pg_notify('{CANCEL_CHANNEL}', id::text || ':' || lease_token::text))
+                FROM target WHERE status = 'running' AND lease_token IS NOT NULL)
         """,
         [job_id],
     )
-    return cur.fetchone() is not None
+    (cancelled, _) = cur.fetchone()
+    return bool(cancelled)
 
 
 # A dead letter's row back in the queue under its own id (a task's result id, the admin's

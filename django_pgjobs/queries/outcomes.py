@@ -1,5 +1,5 @@
 """What became of an attempt: completed, or failed and then retried or buried (moved to the
-dead letters). The worker's completer is the only caller.
+dead letters), or cancelled by its own handler. The worker's completer is the only caller.
 
 Every write here is fenced on the attempt's lease token (see the package docstring): an attempt
 whose job was rescued or cancelled meanwhile matches nothing, and its outcome is dropped.
@@ -243,6 +243,35 @@ def bury_job(
     )
     (buried,) = cur.fetchone()
     return "buried" if buried else "lost"
+
+
+def cancel_held_job(
+    cur: Cursor,
+    *,
+    token: Token,
+    error: str,
+    exception: str | None = None,
+    took: float | None = None,
+) -> Literal["cancelled", "lost"]:
+    """A handler raised ``Cancel``: its job ends ``cancelled`` now, never retried, with
+    ``error`` (the reason) recorded and the attempt in ``error_history`` (``exception`` and
+    ``took`` as in :func:`fail_job`). "lost" when this attempt no longer owns the job (fenced).
+
+    Locks the job row (primary key). A crash before commit leaves it running until its lease is
+    rescued; the attempt then counts and the job runs again.
+    """
+    cur.execute(
+        f"""
+        UPDATE pgjobs_job_queue AS j
+        SET status = 'cancelled', completed_at = now(), error = %(error)s,
+            error_history = {_GIVEN_FAILURE_RECORDED}, {record_start("%(took)s::float8")},
+            {CLEAR_LEASE}
+        WHERE {FENCE}
+        RETURNING j.id
+        """,
+        {**lease_params(token), "error": error, "exception": exception, "took": took},
+    )
+    return "cancelled" if cur.fetchone() is not None else "lost"
 
 
 @dataclass(frozen=True)

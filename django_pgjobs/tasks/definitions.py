@@ -19,6 +19,7 @@ from django.db import connections
 
 from django_pgjobs.exceptions import PayloadNotDecodable
 from django_pgjobs.jobs import validation
+from django_pgjobs.jobs.context import ProgressReporter
 from django_pgjobs.queries import lease
 from django_pgjobs.stored_json import UndecodableJSON
 from django_pgjobs.tasks import framework
@@ -151,11 +152,12 @@ class PgJobsTaskResult(_TaskResult):  # type: ignore[misc]
 class PgJobsTaskContext(_TaskContext):  # type: ignore[misc]
     """What a ``takes_context=True`` task gets: Django's context (``task_result``, ``attempt``:
     the attempt running now, 1 for the first) plus ``metadata``, a dict to change while running
-    and save with :meth:`save_metadata`, and :meth:`report_progress`."""
+    and save with :meth:`save_metadata`, :meth:`report_progress`, and whether to stop early:
+    :meth:`is_cancelled` and :attr:`stopping`."""
 
     lease: Token | None = None
     database: str = "default"
-    progress: Callable[[float, str | None], None] | None = None
+    progress: ProgressReporter | None = None
 
     @property
     def metadata(self) -> dict[str, Any]:
@@ -174,8 +176,21 @@ class PgJobsTaskContext(_TaskContext):  # type: ignore[misc]
     async def asave_metadata(self) -> bool:
         return await sync_to_async(self.save_metadata, thread_sensitive=True)()
 
-    def report_progress(self, progress: float, message: str | None = None) -> None:
+    def report_progress(self, progress: float, message: str | None = None) -> bool:
         """The job's progress, 0..100, shown in the admin and as ``metadata["progress"]`` of
-        the task's result; best effort (never raises), written by the worker shortly after."""
-        if self.progress is not None:
-            self.progress(progress, message)
+        the task's result; best effort (never raises), written by the worker shortly after.
+        False (and nothing written) once the attempt no longer owns its job."""
+        if self.progress is None:
+            return True
+        return self.progress(progress, message)
+
+    def is_cancelled(self) -> bool:
+        """True once this attempt no longer owns its job: the task was cancelled, or its lease
+        expired and it was taken over (``django_pgjobs.current_attempt()`` says the same)."""
+        return self.progress is not None and self.progress.is_cancelled()
+
+    @property
+    def stopping(self) -> bool:
+        """True once the worker was asked to stop (SIGTERM): ``raise Snooze(0)`` hands the task
+        back to run again at once elsewhere, its attempt not counted."""
+        return self.progress is not None and self.progress.stopping

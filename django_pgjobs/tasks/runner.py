@@ -18,7 +18,15 @@ from typing import TYPE_CHECKING, Any
 from django.utils import timezone
 
 from django_pgjobs.conf import conf
-from django_pgjobs.exceptions import InvalidJobError, PayloadNotSerializable, ResultNotStorable
+from django_pgjobs.exceptions import (
+    Cancel,
+    Discard,
+    InvalidJobError,
+    PayloadNotSerializable,
+    ResultNotStorable,
+    Retry,
+    Snooze,
+)
 from django_pgjobs.jobs import registry as jobs_registry
 from django_pgjobs.jobs import validation
 from django_pgjobs.jobs.context import AttemptNotes, ProgressReporter, current_job, current_notes
@@ -81,6 +89,8 @@ class TaskRunner:
             else:
                 value = self.task.call(*args, **kwargs)
             notes.result = _stored(self.task, value, notes)
+        except Snooze:
+            raise  # no outcome: the task runs again later as if this attempt had not started
         except BaseException as exc:
             error = TaskError(
                 exception_class_path=class_path(exc) or "builtins.BaseException",
@@ -162,8 +172,9 @@ def _decide_retry(
 ) -> None:
     """Set the attempt's retry: the task's ``backoff`` (or the backend's ``BACKOFF``) as the
     base of an exponential backoff, or a callable's answer; None from it: no retry. Without
-    either, the worker's retry policy. Jittered by ``RETRY_JITTER`` and capped either way."""
-    if notes.give_up or job.attempt >= job.max_attempts:
+    either, the worker's retry policy. Jittered by ``RETRY_JITTER`` and capped either way. A
+    task that raised Discard or Cancel, or Retry with a delay, has decided already."""
+    if notes.give_up or job.attempt >= job.max_attempts or _decided(exc):
         return
     backoff = getattr(task, "backoff", None)
     if backoff is None:
@@ -200,10 +211,15 @@ def _decide_retry(
     )
 
 
+def _decided(exc: BaseException) -> bool:
+    return isinstance(exc, Discard | Cancel) or (isinstance(exc, Retry) and exc.delay is not None)
+
+
 _FINISHED_STATUS = {
     "completed": TaskResultStatus.SUCCESSFUL,
     "retried": TaskResultStatus.READY,
     "buried": TaskResultStatus.FAILED,
+    "cancelled": TaskResultStatus.FAILED,  # the task raised Cancel
 }
 
 
@@ -215,8 +231,9 @@ def _finished(
     exc: BaseException | None = None,
     value: Any = None,
 ) -> None:
-    """Send ``task_finished`` for a committed outcome: SUCCESSFUL, FAILED (no attempts left, or
-    no retry wanted) or READY (it will be retried), in the after-write thread."""
+    """Send ``task_finished`` for a committed outcome: SUCCESSFUL, FAILED (no attempts left, no
+    retry wanted, or cancelled by the task) or READY (it will be retried), in the after-write
+    thread."""
     status = _FINISHED_STATUS[outcome]
     final = dataclasses.replace(
         result,

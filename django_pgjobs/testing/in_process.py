@@ -30,7 +30,8 @@ from django_pgjobs.jobs.registry import registry
 from django_pgjobs.worker import handler_connections
 from django_pgjobs.worker.after_write import call_after_write
 from django_pgjobs.worker.attempt import AttemptResult, run_attempt
-from django_pgjobs.worker.completer import Completer, Written, log_outcome
+from django_pgjobs.worker.completer import Completer
+from django_pgjobs.worker.outcomes import Written, log_outcome
 
 logger = logging.getLogger("django_pgjobs")
 # Shown as the jobs' locked_by while they run (the admin, `pgjobs list`).
@@ -50,6 +51,8 @@ class DrainResult:
     retried: int = 0  # failed, and due again after the retry delay
     buried: int = 0  # failed their last attempt (or cannot be decoded): in the dead letters
     handed_back: int = 0  # workflows that suspended (a sleep, recv, event or child result)
+    snoozed: int = 0  # handlers that raised Snooze: due again later, the attempt not counted
+    cancelled: int = 0  # handlers that raised Cancel
     lost: int = 0  # the job moved on meanwhile (cancelled by the handler itself, say)
     errors: list[str] = field(default_factory=list)
 

@@ -16,14 +16,15 @@ from django.db import connections
 
 from django_pgjobs.jobs.context import AttemptNotes
 from django_pgjobs.jobs.error_text import log_exception
-from django_pgjobs.worker.completer import Outcome
+from django_pgjobs.worker.outcomes import Outcome
 from django_pgjobs.worker.pool import HandlerPool
 
 logger = logging.getLogger("django_pgjobs.worker")
 
 # What the callbacks hear about: an outcome the attempt's handler can act on. A LOST one was
-# dropped by fencing (the job moved on without it); a HANDED_BACK one is not an outcome.
-_REPORTED = (Outcome.COMPLETED, Outcome.RETRIED, Outcome.BURIED)
+# dropped by fencing (the job moved on without it); HANDED_BACK and SNOOZED ones are not
+# outcomes: the job runs again as if this attempt had not started.
+_REPORTED = (Outcome.COMPLETED, Outcome.RETRIED, Outcome.BURIED, Outcome.CANCELLED)
 
 # Callbacks waiting at most: each holds its attempt's result and exception (with its
 # traceback's frames), and receivers slower than the jobs must not grow the worker without end.

@@ -1,11 +1,13 @@
-"""The only writer of attempts' outcomes: completed, retried, buried, or lost to fencing.
+"""The only writer of attempts' outcomes: completed, retried, buried, snoozed, cancelled, or lost
+to fencing.
 
 Handler threads only report (:meth:`Completer.finished`, :meth:`Completer.progressed`) into an
 in-memory queue; the loop thread writes. Successes are batched (River's completer does the
 same): written when ``FLUSH_BATCH`` are waiting, when the oldest has waited ``FLUSH_DELAY``, or
 when no handler is busy, and a busy worker's claim carries them in its own statement
 (``complete_and_claim``: one round trip and one commit instead of two). Failures and progress
-are written at once, one statement each. Anything not yet written stays buffered across a
+are written at once, one statement each, and so are the outcomes a handler chose by raising
+(snoozed, cancelled). Anything not yet written stays buffered across a
 database error and is written after the reconnect; fencing drops it if the job moved on.
 
 A write whose connection broke may have committed with only its reply lost: written again, it
@@ -15,11 +17,10 @@ before being called lost.
 
 from __future__ import annotations
 
-import enum
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from queue import Empty, SimpleQueue
 from typing import Any, TypeVar
 
@@ -30,6 +31,7 @@ from django_pgjobs.jobs.context import AttemptNotes
 from django_pgjobs.jobs.retry import retry_delay
 from django_pgjobs.stored_json import UndecodableJSON
 from django_pgjobs.worker.attempt import AttemptResult
+from django_pgjobs.worker.outcomes import Outcome, Written
 
 logger = logging.getLogger("django_pgjobs.worker")
 
@@ -39,37 +41,20 @@ FLUSH_DELAY = 0.01
 T = TypeVar("T")
 
 
-class Outcome(enum.Enum):
-    """What became of an attempt; the values are the names of :class:`WorkerStats` counters."""
-
-    COMPLETED = "completed"
-    RETRIED = "retried"
-    BURIED = "buried"  # moved to the dead letters: that was its last attempt
-    LOST = "lost"  # fenced out: rescued or cancelled meanwhile, so nothing was written
-    HANDED_BACK = "handed_back"  # the handler gave the job back itself (a workflow waiting)
-
-
-@dataclass(frozen=True)
-class Written:
-    """One attempt's outcome, now in the database."""
-
-    job: queries.ClaimedJob
-    outcome: Outcome
-    error: str | None = None
-    delay: float = 0.0  # until the job is due again, when it was retried or handed back
-    # LOST only: a write of this outcome lost its reply, and the rows show another outcome.
-    in_doubt: bool = False
-
-
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class _Done:
     job: queries.ClaimedJob
     attempt: AttemptResult
-    arrived: float = field(default_factory=time.monotonic)
+    arrived: float = dataclasses.field(default_factory=time.monotonic)
 
     @property
     def error(self) -> str | None:
         return self.attempt.error
+
+    @property
+    def succeeded(self) -> bool:
+        """Completed: not failed, snoozed or cancelled (nor handed back: settled first)."""
+        return self.attempt.error is None and self.attempt.snoozed is None
 
     @property
     def handed_back(self) -> float | None:
@@ -80,7 +65,7 @@ class _Done:
         return self.attempt.notes or AttemptNotes()
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class _Progress:
     job: queries.ClaimedJob
     progress: int
@@ -128,7 +113,7 @@ class Completer:
         self._collect()
         if not self._done and not self._progress:
             return None
-        if self._progress or any(d.error is not None for d in self._done):
+        if self._progress or not all(d.succeeded for d in self._done):
             return 0.0
         if len(self._done) >= FLUSH_BATCH or busy == 0:
             return 0.0
@@ -140,7 +125,7 @@ class Completer:
         self._collect()
         self._write_progress(conn)
         self._settle_handed_back()
-        done_ok = [d for d in self._done if d.error is None]
+        done_ok = [d for d in self._done if d.succeeded]
         if done_ok:
             successes = [d.job for d in done_ok]
             completed = self._guarded(
@@ -148,39 +133,45 @@ class Completer:
                 successes,
                 lambda: queries.complete_jobs(conn.cursor(), **_completion(done_ok)),
             )
-            self._done = [d for d in self._done if d.error is not None]
+            self._done = [d for d in self._done if not d.succeeded]
             self._completed(conn, successes, completed)
         while self._done:
-            done = self._done[0]
-            assert done.error is not None
-            attempt = done.attempt
-            if isinstance(done.job.payload, UndecodableJSON) or done.notes.give_up:
-                # No retry can decode it, or the handler said none may: to the dead letters
-                # now, attempts left or not.
-                self.bury(
-                    conn, done.job, done.error, exception=attempt.exception, took=attempt.took
-                )
-            else:
-                delay = done.notes.retry_in
-                if delay is None:
-                    delay = retry_delay(done.job.job_name, done.job.attempt)
-                self.fail(
-                    conn,
-                    done.job,
-                    done.error,
-                    delay=delay,
-                    spare=attempt.connection_lost,
-                    exception=attempt.exception,
-                    took=attempt.took,
-                )
+            self._write_one(conn, self._done[0])
             self._done.pop(0)
+
+    def _write_one(self, conn: psycopg.Connection[Any], done: _Done) -> None:
+        """Write an attempt that did not simply succeed: snoozed, cancelled or failed."""
+        attempt, job, error = done.attempt, done.job, done.error
+        if attempt.snoozed is not None:
+            self.snooze(conn, job, delay=attempt.snoozed)
+            return
+        assert error is not None
+        if attempt.cancelled:
+            self.cancel(conn, job, error, exception=attempt.exception, took=attempt.took)
+        elif isinstance(job.payload, UndecodableJSON) or done.notes.give_up:
+            # No retry can decode it, or the handler said none may: to the dead letters now,
+            # attempts left or not.
+            self.bury(conn, job, error, exception=attempt.exception, took=attempt.took)
+        else:
+            delay = done.notes.retry_in
+            if delay is None:
+                delay = retry_delay(job.job_name, job.attempt)
+            self.fail(
+                conn,
+                job,
+                error,
+                delay=delay,
+                spare=attempt.connection_lost,
+                exception=attempt.exception,
+                took=attempt.took,
+            )
 
     def claim(self, conn: psycopg.Connection[Any], **claim: Any) -> list[queries.ClaimedJob]:
         """Claim jobs (see ``queries.claim_jobs``); the successes waiting for their batched
         write ride along in the same statement."""
         self._collect()
         self._settle_handed_back()
-        done_ok = [d for d in self._done if d.error is None]
+        done_ok = [d for d in self._done if d.succeeded]
         if not done_ok:
             return queries.claim_jobs(conn.cursor(), **claim)
         successes = [d.job for d in done_ok]
@@ -190,7 +181,7 @@ class Completer:
             successes,
             lambda: queries.complete_and_claim(conn.cursor(), **_completion(done_ok), **claim),
         )
-        self._done = [d for d in self._done if d.error is not None]
+        self._done = [d for d in self._done if not d.succeeded]
         self._completed(conn, successes, completed)
         return jobs
 
@@ -241,6 +232,34 @@ class Completer:
         )
         self._record(conn, Written(job, Outcome(result), error=error))
 
+    def snooze(
+        self, conn: psycopg.Connection[Any], job: queries.ClaimedJob, *, delay: float
+    ) -> None:
+        """Record a snoozed attempt now: undone and due again after ``delay``, or lost (fenced)."""
+        result = self._guarded(
+            conn, [job], lambda: queries.snooze_job(conn.cursor(), token=job.token, delay=delay)
+        )
+        self._record(conn, Written(job, Outcome(result), delay=delay), traceable=False)
+
+    def cancel(
+        self,
+        conn: psycopg.Connection[Any],
+        job: queries.ClaimedJob,
+        error: str,
+        *,
+        exception: str | None = None,
+        took: float | None = None,
+    ) -> None:
+        """Record an attempt whose handler cancelled its job: cancelled now, or lost (fenced)."""
+        result = self._guarded(
+            conn,
+            [job],
+            lambda: queries.cancel_held_job(
+                conn.cursor(), token=job.token, error=error, exception=exception, took=took
+            ),
+        )
+        self._record(conn, Written(job, Outcome(result), error=error))
+
     def _completed(
         self,
         conn: psycopg.Connection[Any],
@@ -267,14 +286,20 @@ class Completer:
                 self._in_doubt.update(job.token for job in jobs)
             raise
 
-    def _record(self, conn: psycopg.Connection[Any], written: Written) -> None:
+    def _record(
+        self, conn: psycopg.Connection[Any], written: Written, *, traceable: bool = True
+    ) -> None:
         """Hand a written outcome on; a LOST one whose earlier write lost its reply is checked
-        against the rows first: that write may be why this one matched nothing."""
+        against the rows first: that write may be why this one matched nothing. One that is not
+        ``traceable`` (a snooze undoes the attempt, leaving nothing to tell it from a later
+        attempt's) stays in doubt."""
         job = written.job
         if job.token in self._in_doubt:
             self._in_doubt.discard(job.token)
-            if written.outcome is Outcome.LOST:
+            if written.outcome is Outcome.LOST and traceable:
                 written = self._confirmed(conn, written)
+            elif written.outcome is Outcome.LOST:
+                written = dataclasses.replace(written, in_doubt=True)
         self._on_written(written)
 
     def _confirmed(self, conn: psycopg.Connection[Any], written: Written) -> Written:
@@ -285,8 +310,8 @@ class Completer:
             # worker's write left behind, not a later attempt's.
             if error is None and found.status == "completed":
                 return Written(job, Outcome.COMPLETED)
-            if error is not None and found.error == error and found.status in ("pending", "dead"):
-                outcome = Outcome.RETRIED if found.status == "pending" else Outcome.BURIED
+            outcome = _FAILURE_LEFT.get(found.status)
+            if error is not None and found.error == error and outcome is not None:
                 return Written(job, outcome, error=error, delay=written.delay)
         return Written(job, Outcome.LOST, error=error, delay=written.delay, in_doubt=True)
 
@@ -328,6 +353,10 @@ class Completer:
                 self._done.append(event)
 
 
+# What a failed attempt's write left its job as, by the status it shows (see _confirmed).
+_FAILURE_LEFT = {"pending": Outcome.RETRIED, "dead": Outcome.BURIED, "cancelled": Outcome.CANCELLED}
+
+
 def _completion(done: Sequence[_Done]) -> dict[str, Any]:
     """complete_jobs' arguments for these successful attempts: tokens, run times, results."""
     results = {d.job.id: d.notes.result for d in done if d.notes.result is not None}
@@ -336,38 +365,3 @@ def _completion(done: Sequence[_Done]) -> dict[str, Any]:
         "took": [d.attempt.took for d in done],
         "results": results or None,
     }
-
-
-def log_outcome(written: Written, took: float) -> None:
-    job, outcome = written.job, written.outcome
-    error = (written.error or "").split("\n", 1)[0]
-    if outcome is Outcome.COMPLETED:
-        logger.info("Completed %s %s in %.3fs", job.job_name, job.id, took)
-    elif outcome is Outcome.RETRIED:
-        logger.warning(
-            "Attempt %s/%s of %s %s failed (%s); retrying in %.1fs",
-            job.attempt, job.max_attempts, job.job_name, job.id, error, written.delay,
-        )  # fmt: skip
-    elif outcome is Outcome.HANDED_BACK:
-        logger.info("%s %s waits; due again in %.1fs", job.job_name, job.id, written.delay)
-    elif outcome is Outcome.BURIED and job.attempt < job.max_attempts:
-        logger.error(
-            "Job %s %s moved to the dead letters after attempt %s/%s: no retry can succeed: %s",
-            job.job_name, job.id, job.attempt, job.max_attempts, error,
-        )  # fmt: skip
-    elif outcome is Outcome.BURIED:
-        logger.error(
-            "Job %s %s failed its last attempt (%s/%s) and moved to the dead letters: %s",
-            job.job_name, job.id, job.attempt, job.max_attempts, error,
-        )  # fmt: skip
-    elif written.in_doubt:
-        logger.warning(
-            "Outcome of %s %s (attempt %s) unknown: the connection dropped while it was written, "
-            "and the job has moved on since (rescued, cancelled or run again)",
-            job.job_name, job.id, job.attempt,
-        )  # fmt: skip
-    else:
-        logger.warning(
-            "Outcome of %s %s (attempt %s) dropped: the job was rescued or cancelled meanwhile",
-            job.job_name, job.id, job.attempt,
-        )  # fmt: skip

@@ -1,9 +1,9 @@
 """The worker loop's own connection: opened, kept, and re-opened after it drops.
 
-Autocommit (see :func:`django_pgjobs.database.connect`), listening for new jobs, with a short
-``lock_timeout`` so an application transaction holding a job row stalls one statement for at
-most that long, never the heartbeat behind it. A reconnect gives back the jobs whose claim
-committed while its reply was lost with the old connection.
+Autocommit (see :func:`django_pgjobs.database.connect`), listening for new jobs and for cancels
+of running ones, with a short ``lock_timeout`` so an application transaction holding a job row
+stalls one statement for at most that long, never the heartbeat behind it. A reconnect gives
+back the jobs whose claim committed while its reply was lost with the old connection.
 """
 
 from __future__ import annotations
@@ -57,6 +57,7 @@ class LoopConnection:
             # Session settings are unsafe behind PgBouncer in transaction mode (POLL_ONLY).
             conn.execute(f"SET lock_timeout = '{LOCK_TIMEOUT}'")
             conn.execute(f"LISTEN {queries.NOTIFY_CHANNEL}")
+            conn.execute(f"LISTEN {queries.CANCEL_CHANNEL}")
         released = 0
         if self.lost_claims:
             released = queries.release_lost_claims(conn.cursor(), lease_tokens=self.lost_claims)

@@ -43,7 +43,8 @@ WORKFLOW_PRUNE_BATCH = 1000
 
 @dataclass
 class HousekeepingReport:
-    lost: list[uuid.UUID] = field(default_factory=list)  # held jobs that are no longer ours
+    # held attempts whose jobs are no longer theirs (rescued or cancelled)
+    lost: list[queries.Token] = field(default_factory=list)
     rescued: int = 0  # jobs of dead workers handed back to pending
     rescued_buried: int = 0  # ... or to the dead letters (that was their last attempt)
     rescued_unstarted: int = 0  # claimed ahead and never started: back, attempt not counted

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
+import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -13,7 +15,7 @@ import psycopg
 
 from django_pgjobs import queries
 from django_pgjobs.conf import conf
-from django_pgjobs.jobs.context import AttemptNotes
+from django_pgjobs.jobs.context import AttemptNotes, RunningAttempt
 from django_pgjobs.jobs.registry import JobHandler
 from django_pgjobs.worker.completer import Completer
 from django_pgjobs.worker.pool import Task
@@ -26,6 +28,7 @@ class InFlight:
     job: queries.ClaimedJob
     handler: JobHandler | None
     started_at: float
+    attempt: RunningAttempt  # what its handler can ask: cancelled? stopping?
     task: Task | None = None
     started: bool = False  # set by the handler thread as it begins
     began: float = 0.0  # when it began (monotonic), set with ``started``
@@ -33,14 +36,28 @@ class InFlight:
     lost_logged: bool = False  # the heartbeat found it no longer ours, and said so
     notes: AttemptNotes | None = None  # what the handler said about its attempt
 
+    @classmethod
+    def of(
+        cls, job: queries.ClaimedJob, handler: JobHandler | None, *, stopping: threading.Event
+    ) -> InFlight:
+        """A job just claimed; ``stopping`` is set when its worker is asked to stop."""
+        attempt = RunningAttempt(job, stopping=stopping)
+        return cls(job=job, handler=handler, started_at=time.monotonic(), attempt=attempt)
 
-def warn_no_longer_ours(held: Iterable[InFlight], lost: Iterable[uuid.UUID]) -> None:
-    """Say once per attempt that the heartbeat found it taken (rescued or cancelled), and only
-    while its handler runs: a finished one's outcome is being written, and the completer says
-    what became of it. (Every heartbeat finds it again until the handler ends.)"""
-    lost_ids = set(lost)
+
+def mark_no_longer_ours(held: Iterable[InFlight], lost: Iterable[queries.Token]) -> None:
+    """Flag the attempts found to no longer own their jobs (the heartbeat's lost tokens, a
+    cancel's NOTIFY), so their handlers' ``is_cancelled()`` says so, and warn once per attempt,
+    only while its handler runs: a finished one's outcome is being written, and the completer
+    says what became of it. (Every heartbeat finds it again until the handler ends.)"""
+    lost_tokens = set(lost)
+    if not lost_tokens:
+        return
     for entry in held:
-        if entry.job.id in lost_ids and not entry.reported and not entry.lost_logged:
+        if entry.job.token not in lost_tokens:
+            continue
+        entry.attempt.no_longer_ours()
+        if not entry.reported and not entry.lost_logged:
             entry.lost_logged = True
             logger.warning("Job %s is no longer ours (rescued or cancelled)", entry.job.id)
 

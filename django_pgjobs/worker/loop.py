@@ -33,10 +33,11 @@ from django_pgjobs.jobs.registry import registry
 from django_pgjobs.schedules.scheduler import Scheduler
 from django_pgjobs.worker.after_write import AfterWrite
 from django_pgjobs.worker.attempt import AttemptResult, run_attempt
-from django_pgjobs.worker.completer import Completer, Outcome, Written, log_outcome
+from django_pgjobs.worker.completer import Completer
 from django_pgjobs.worker.connection import LoopConnection, pause
 from django_pgjobs.worker.housekeeping import Housekeeper
-from django_pgjobs.worker.inflight import InFlight, hand_back_running, warn_no_longer_ours
+from django_pgjobs.worker.inflight import InFlight, hand_back_running, mark_no_longer_ours
+from django_pgjobs.worker.outcomes import Outcome, Written, log_outcome
 from django_pgjobs.worker.pacing import Pacing
 from django_pgjobs.worker.pool import HandlerPool
 from django_pgjobs.worker.process import SchedulerThread, StopSignals
@@ -329,7 +330,7 @@ class Worker:
 
     def _dispatch(self, job: queries.ClaimedJob) -> None:
         assert self._pool is not None
-        entry = InFlight(job=job, handler=registry.get(job.job_name), started_at=time.monotonic())
+        entry = InFlight.of(job, registry.get(job.job_name), stopping=self._stopping)
         self._inflight[job.token] = entry
         logger.debug("Claimed %s %s (attempt %s)", job.job_name, job.id, job.attempt)
         self._count_busy(+1)
@@ -343,7 +344,8 @@ class Worker:
         here raises, the pool calls :meth:`_execute_failed` in the same thread."""
         entry.began = time.monotonic()
         entry.started = True
-        self._report(entry, run_attempt(entry.handler, entry.job, self._completer.progressed))
+        result = run_attempt(entry.handler, entry.job, self._completer.progressed, entry.attempt)
+        self._report(entry, result)
 
     def _execute_failed(self, entry: InFlight, exc: BaseException) -> None:
         """run_attempt catches whatever a handler raises; this is a failure of our own. Still
@@ -376,7 +378,7 @@ class Worker:
         entry = self._inflight.pop(written.job.token, None)
         took = time.monotonic() - entry.started_at if entry else 0.0
         self.stats.count(outcome)
-        if outcome in (Outcome.RETRIED, Outcome.HANDED_BACK):
+        if outcome in (Outcome.RETRIED, Outcome.HANDED_BACK, Outcome.SNOOZED):
             self._pacing.requeued(written.delay, now=time.monotonic())
         log_outcome(written, took)
         if entry is not None:
@@ -388,7 +390,7 @@ class Worker:
         started = [(e.job.token, now - e.began) for e in self._inflight.values() if e.started]
         report = self._housekeeper.run_due(conn, self._held_tokens(), started=started, force=force)
         report.log()
-        warn_no_longer_ours(self._inflight.values(), report.lost)
+        mark_no_longer_ours(self._inflight.values(), report.lost)
         self.stats.rescued += report.rescued_total
         if report.rescued or report.rescued_unstarted:
             self._pacing.maybe_work = True
@@ -403,6 +405,8 @@ class Worker:
             queues=self.queues,
             due_in=self._work_due_in,
         )
+        # A cancel's NOTIFY names the attempt: its handler can tell now, not at a heartbeat.
+        mark_no_longer_ours(self._inflight.values(), self._wakeup.take_cancelled())
         if woken is Woken.NOTIFIED:
             self._pacing.notified()
         elif woken is Woken.TIMEOUT:

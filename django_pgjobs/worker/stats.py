@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from django_pgjobs.worker.completer import Outcome
+from django_pgjobs.worker.outcomes import Outcome
 
 
 @dataclass
@@ -17,6 +17,8 @@ class WorkerStats:
     buried: int = 0
     lost: int = 0
     handed_back: int = 0  # workflows that suspended themselves (sleep, recv, a child's result)
+    snoozed: int = 0  # handlers that raised Snooze (the attempt not counted)
+    cancelled: int = 0  # handlers that raised Cancel
     rescued: int = 0
     released: int = 0
     db_errors: int = 0

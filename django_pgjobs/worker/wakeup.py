@@ -1,5 +1,5 @@
 """How an idle worker sleeps: until a handler reports, a stop is requested, a NOTIFY for one of
-its queues arrives, or a timeout passes."""
+its queues (or a cancel of a running job) arrives, or a timeout passes."""
 
 from __future__ import annotations
 
@@ -7,14 +7,17 @@ import contextlib
 import enum
 import os
 import select
+import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import psycopg
 
+from django_pgjobs import queries
+
 
 class Woken(enum.Enum):
-    RUNG = "rung"  # a handler finished or reported progress, or a stop was requested
+    RUNG = "rung"  # a handler finished or reported progress, a stop was requested, or a cancel
     NOTIFIED = "notified"  # new work in one of our queues
     TIMEOUT = "timeout"
 
@@ -35,6 +38,8 @@ class Wakeup:
         self._poll.register(self._read, select.POLLIN)
         self._conn_fd: int | None = None
         self._armed = False
+        # Attempts (job id, lease token) a cancel's NOTIFY named, until the loop takes them.
+        self._cancelled: list[queries.Token] = []
 
     def ring(self, *, force: bool = False) -> None:
         """Wake the waiting loop. Unless ``force``, only if it is waiting: a busy worker's
@@ -66,12 +71,19 @@ class Wakeup:
         finally:
             self._armed = False
 
+    def take_cancelled(self) -> list[queries.Token]:
+        """The attempts whose running jobs were cancelled, as NOTIFYs said since the last call."""
+        cancelled, self._cancelled = self._cancelled, []
+        return cancelled
+
     def _wait(
         self, timeout: float, *, conn: psycopg.Connection[Any] | None, queues: Sequence[str]
     ) -> Woken:
         # psycopg buffers notifications that arrived during other statements: check them first.
-        if conn is not None and _take_notifications(conn, queues):
+        if conn is not None and self._take_notifications(conn, queues):
             return Woken.NOTIFIED
+        if self._cancelled:
+            return Woken.RUNG
         fd = None if conn is None else conn.fileno()
         if fd != self._conn_fd:
             if self._conn_fd is not None:
@@ -86,8 +98,19 @@ class Wakeup:
             return Woken.RUNG
         if conn is not None and ready:
             # Traffic on the socket may be a NOTIFY for another queue: that is not our work.
-            return Woken.NOTIFIED if _take_notifications(conn, queues) else Woken.RUNG
+            return Woken.NOTIFIED if self._take_notifications(conn, queues) else Woken.RUNG
         return Woken.TIMEOUT
+
+    def _take_notifications(self, conn: psycopg.Connection[Any], queues: Sequence[str]) -> bool:
+        """Consume pending notifications; True if any was for one of ``queues`` (or all
+        queues). Cancels are kept for :meth:`take_cancelled`."""
+        relevant = False
+        for note in conn.notifies(timeout=0):
+            if note.channel == queries.CANCEL_CHANNEL:
+                self._cancelled.extend(_cancelled_attempt(note.payload))
+            elif not queues or note.payload in queues:
+                relevant = True
+        return relevant
 
     def _drain(self) -> None:
         with contextlib.suppress(BlockingIOError):
@@ -99,10 +122,11 @@ class Wakeup:
         os.close(self._write)
 
 
-def _take_notifications(conn: psycopg.Connection[Any], queues: Sequence[str]) -> bool:
-    """Consume pending notifications; True if any was for one of ``queues`` (or all queues)."""
-    relevant = False
-    for note in conn.notifies(timeout=0):
-        if not queues or note.payload in queues:
-            relevant = True
-    return relevant
+def _cancelled_attempt(payload: str) -> list[queries.Token]:
+    """The attempt a cancel's payload names ('<job id>:<lease token>'); none if malformed (a
+    NOTIFY anyone may send: it must not break the loop)."""
+    job_id, _, token = payload.partition(":")
+    try:
+        return [(uuid.UUID(job_id), uuid.UUID(token))]
+    except ValueError:
+        return []

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, overload
 
 from django_pgjobs.conf import conf
-from django_pgjobs.exceptions import InvalidJobError
+from django_pgjobs.exceptions import Discard, InvalidJobError, Retry
 from django_pgjobs.jobs import validation
 from django_pgjobs.jobs.registry import qualname
 from django_pgjobs.jobs.retry import backoff_delay
@@ -103,6 +103,16 @@ class StepDefinition:
         return backoff_delay(
             attempt, base=self.interval_seconds, rate=self.backoff_rate, cap=conf.RETRY_DELAY_MAX
         )
+
+    def retry_in(self, attempt: int, exc: BaseException) -> float | None:
+        """Seconds to wait before retrying failed ``attempt`` in place, None for no retry
+        (retries not allowed, attempts spent, or the step raised ``Discard``). A ``Retry`` with
+        a delay chooses it, capped the same way."""
+        if not self.retries_allowed or attempt >= self.max_attempts or isinstance(exc, Discard):
+            return None
+        if isinstance(exc, Retry) and exc.delay is not None:
+            return min(exc.delay, conf.RETRY_DELAY_MAX)
+        return self.retry_delay(attempt)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return runtime.call_step(self, args, kwargs)

@@ -281,8 +281,8 @@ def call_step(definition: StepDefinition, args: tuple[Any, ...], kwargs: dict[st
                 # atomic step's transaction died with the connection), so recording a failure
                 # now, on a new connection, would fail the workflow for good.
                 raise _stop_for(exc) from exc
-            if definition.retries_allowed and attempt < definition.max_attempts:
-                delay = definition.retry_delay(attempt)
+            delay = definition.retry_in(attempt, exc)
+            if delay is not None:
                 logger.warning(
                     "Step %s of workflow %s failed (attempt %s/%s, %s); retrying in %.1fs",
                     definition.name, ctx.workflow_id, attempt, definition.max_attempts,

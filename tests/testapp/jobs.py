@@ -10,7 +10,7 @@ from typing import Any
 
 from django.db import connection
 
-from django_pgjobs import job
+from django_pgjobs import Snooze, current_attempt, job
 from django_pgjobs.jobs import ProgressReporter
 from tests.testapp.models import Run
 
@@ -92,6 +92,31 @@ def span(payload: dict[str, Any]) -> None:
             "AND ended_at IS NULL",
             [payload["label"]],
         )
+
+
+@job("test.cooperative", retry_delay=0)
+def cooperative(payload: dict[str, Any]) -> None:
+    """Records 'cooperative:started', then works until ``release`` (a path) exists, checking
+    between units of work whether to stop: on a worker's shutdown it records 'handed back' and
+    gives its job back (``Snooze(0)``), when cancelled it records 'cancelled' and returns."""
+    attempt = current_attempt()
+    assert attempt is not None
+
+    def mark(label: str) -> None:
+        Run.objects.create(job_id=attempt.job_id, label=label, attempt_seen=attempt.attempt)
+
+    mark("cooperative:started")
+    release = Path(payload["release"])
+    deadline = time.monotonic() + payload.get("timeout", 30)
+    while not release.exists() and time.monotonic() < deadline:
+        if attempt.stopping:
+            mark("cooperative:handed back")
+            raise Snooze(0)
+        if attempt.is_cancelled():
+            mark("cooperative:cancelled")
+            return
+        time.sleep(0.02)
+    mark("cooperative:finished")
 
 
 @job("test.wait", retry_delay=0)

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from django_pgjobs import Cancel, Discard, Retry, Snooze
 from django_pgjobs.tasks.definitions import PgJobsTaskContext
 from django_pgjobs.tasks.framework import task
 from tests.testapp.models import Run
@@ -92,3 +93,31 @@ async def note_async(context: PgJobsTaskContext, note: str) -> bool:
     """An async task saving its metadata with asave_metadata()."""
     context.metadata["note"] = note
     return await context.asave_metadata()
+
+
+@task(takes_context=True, max_attempts=3, backoff=3600)  # type: ignore[call-overload, untyped-decorator]
+def controlled(context: PgJobsTaskContext, outcome: str) -> str:
+    """Raises the outcome named: snooze, retry (in 5 s, not the task's hour), discard, cancel.
+    'watch' works until it is cancelled or its worker stops and records which (and what
+    report_progress said then); stopping, it hands itself back."""
+    if outcome == "snooze":
+        raise Snooze(60)
+    if outcome == "retry":
+        raise Retry("rate limited", delay=5)
+    if outcome == "discard":
+        raise Discard("unknown customer")
+    if outcome == "cancel":
+        raise Cancel("order withdrawn")
+    context.report_progress(5, "watching")
+    Run.objects.create(job_id=context.task_result.id, label="watch:started")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if context.is_cancelled() or context.stopping:
+            break
+        time.sleep(0.01)
+    label = "cancelled" if context.is_cancelled() else "stopping" if context.stopping else "neither"
+    progress = context.report_progress(50, "still here?")
+    Run.objects.create(job_id=context.task_result.id, label=f"watch:{label}:{progress}")
+    if context.stopping:
+        raise Snooze(0)
+    return label

@@ -8,6 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from django_pgjobs import (
+    Cancel,
+    Discard,
+    Retry,
+    Snooze,
     get_event,
     recv,
     send,
@@ -188,3 +192,24 @@ def hold_transaction(label: str, flag: str) -> int:
 @workflow("test.atomic_step_loses_its_connection", max_recovery_attempts=3)
 def atomic_step_loses_its_connection(tag: str, flag: str) -> list[Any]:
     return [note(f"{tag}:0"), hold_transaction(f"{tag}:1", flag), note(f"{tag}:2")]
+
+
+@step(retries_allowed=True, max_attempts=3, interval_seconds=3600)
+def controlled_step(label: str, outcome: str) -> int:
+    """Raises the outcome named until its third run: 'retry' is Retry(delay=0), not the hour its
+    interval says; 'discard' is Discard, which no retry may follow."""
+    Run.objects.create(job_id=ZERO, label=label)
+    if runs(label) < 3:
+        raise Retry(delay=0) if outcome == "retry" else Discard("no use")
+    return runs(label)
+
+
+@workflow("test.controlled")
+def controlled(label: str, outcome: str) -> int:
+    """A body that raises Snooze or Cancel ('snooze', 'cancel'), else calls controlled_step."""
+    if outcome == "snooze":
+        raise Snooze(30)
+    if outcome == "cancel":
+        raise Cancel("not needed")
+    steps: int = controlled_step(label, outcome)
+    return steps

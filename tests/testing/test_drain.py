@@ -10,7 +10,7 @@ import psycopg
 import pytest
 from django.db import connection, transaction
 
-from django_pgjobs import enqueue, enqueue_on_commit
+from django_pgjobs import Cancel, Snooze, current_attempt, enqueue, enqueue_on_commit
 from django_pgjobs.jobs.registry import JobHandler
 from django_pgjobs.models import FailedJob, Job
 from django_pgjobs.testing import advance, drain, run_on_commit_callbacks
@@ -186,3 +186,28 @@ def test_enqueue_on_commit_in_a_testcase_needs_the_callbacks_run() -> None:
 def test_enqueue_on_commit_in_a_transaction_test_needs_nothing() -> None:
     enqueue_on_commit("test.record", {"label": "committed"})
     assert drain().completed == 1
+
+
+@BOTH_KINDS
+def test_outcomes_a_handler_raises_are_written_and_counted(
+    kind: str, register_handler: Register
+) -> None:
+    seen: list[Any] = []
+
+    def snooze_once(payload: Any) -> None:
+        attempt = current_attempt()
+        seen.append(None if attempt is None else (attempt.attempt, attempt.is_cancelled()))
+        if len(seen) == 1:
+            raise Snooze(0)
+
+    register_handler("testing.snooze_once", snooze_once)
+    register_handler("testing.cancel", lambda p: (_ for _ in ()).throw(Cancel("enough")))
+    snoozed, cancelled = enqueue("testing.snooze_once"), enqueue("testing.cancel")
+    result = drain()
+    # Snoozed for no time: due again at once, run again, its attempt not used by the snooze.
+    assert (result.claimed, result.snoozed, result.completed, result.cancelled) == (3, 1, 1, 1)
+    assert seen == [(1, False), (1, False)]
+    assert Job.objects.get(id=snoozed).attempt == 1
+    assert Job.objects.get(id=cancelled).status == "cancelled"
+    cancel = "django_pgjobs.exceptions.Cancel: enough"
+    assert result.errors == [f"testing.cancel {cancelled} attempt 1: {cancel}"]
