@@ -584,8 +584,9 @@ def main() -> None:
         connections.close_all()
         drop_database(server_url, url)
     print_table(results)
-    if "backlog" in only:
-        print("\nclaim plan behind the backlog:\n  " + "\n  ".join(results[-1]["claim_plan"]))
+    plans = [r["claim_plan"] for r in results if "claim_plan" in r]
+    if plans:
+        print("\nclaim plan behind the backlog:\n  " + "\n  ".join(plans[0]))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2, default=str))
         print(f"\nwrote {args.json}")
