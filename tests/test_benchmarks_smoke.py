@@ -46,9 +46,11 @@ def test_benchmark_runs_at_a_tiny_scale(tmp_path: Path) -> None:
         assert flow["baseline"]["steps_per_s"] > 0
     [statements] = [r for r in report["results"] if "handler_statements" in r]
     assert statements["checkpoint_statements"] == statements["steps"]
-    backlog = report["results"][-1]
-    assert "backlog" in backlog["name"] and backlog["claim_plan"]
+    [backlog] = [r for r in report["results"] if "backlog" in r["name"]]
+    assert backlog["claim_plan"]
     assert any("pgjobs_job_claim" in line for line in backlog["claim_plan"])
+    flow = [r for r in report["results"] if "limit" in r["name"] or "partition" in r["name"]]
+    assert len(flow) == 3 and all(r["ratio"] > 0 for r in flow)
     for result in report["results"]:
         if "library" in result:
             assert result["library"]["median"] > 0
