@@ -131,3 +131,10 @@ class ResultNotStorable(PgJobsError, TypeError):
 class WorkerShutdown(PgJobsError):
     """What a job's failure history records for an attempt still running when its worker's
     shutdown grace period ended (the job was handed back, due at once). Never raised."""
+
+
+class JobTimeout(PgJobsError):
+    """What a job's failure history records for an attempt that ran past its timeout (the job's,
+    its handler's, its queue's or ``PGJOBS["TIMEOUT"]``): it was failed, retried or
+    dead-lettered as usual, and its handler's thread abandoned or its process killed. Never
+    raised."""

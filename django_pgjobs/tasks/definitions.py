@@ -58,13 +58,16 @@ class PgJobsTask(_Task):
     backport (they pass extra ``@task`` arguments to the backend's task class), or
     ``task.using(max_attempts=..., metadata=...)`` anywhere.
 
-    ``max_attempts`` and ``backoff`` default to the backend's ``OPTIONS`` (``MAX_ATTEMPTS``,
-    ``BACKOFF``), then to ``PGJOBS`` settings. ``metadata`` is stored on the job at enqueue.
+    ``max_attempts``, ``backoff`` and ``timeout`` default to the backend's ``OPTIONS``
+    (``MAX_ATTEMPTS``, ``BACKOFF``, ``TIMEOUT``), then to ``PGJOBS`` settings (a timeout: to the
+    queue's first). ``metadata`` and ``timeout`` are stored on the job at enqueue.
     """
 
     max_attempts: int | None = None
     backoff: Backoff | None = None
     metadata: dict[str, Any] | None = None
+    # Seconds (or a timedelta) an attempt may run before it fails with JobTimeout.
+    timeout: float | timedelta | None = None
 
     def __post_init__(self) -> None:
         # The backend validates the task and, if it is valid, registers it with the workers.
@@ -79,6 +82,7 @@ class PgJobsTask(_Task):
         backend: str | None = None,
         max_attempts: int | None = None,
         metadata: dict[str, Any] | None = None,
+        timeout: float | timedelta | None = None,
     ) -> PgJobsTask:
         """A copy with other defaults for one enqueue; ``run_after`` may be a delay."""
         changes: dict[str, Any] = {}
@@ -89,6 +93,7 @@ class PgJobsTask(_Task):
             ("backend", backend),
             ("max_attempts", max_attempts),
             ("metadata", metadata),
+            ("timeout", timeout),
         ):
             if value is not None:
                 changes[name] = value

@@ -113,9 +113,16 @@ class Command(BaseCommand):
             f"pgjobs worker {worker.worker_id} stopped: {stats.completed} completed, "
             f"{stats.retried} retried, {stats.buried} dead-lettered, {stats.released} released"
         )
-        if worker.abandoned:
-            # Handler threads that outlived the grace period cannot be joined; their jobs are
-            # already handed back, so leave without waiting for them.
+        status = 0
+        if worker.stop_reason is not None:
+            # It stopped by itself: exit non-zero, so a supervisor starts a fresh process.
+            self.stderr.write(f"pgjobs worker {worker.worker_id}: {worker.stop_reason}")
+            status = 1
+        if worker.abandoned or worker.abandoned_threads:
+            # Handler threads that outlived the grace period or their timeout cannot be joined;
+            # their jobs are already handed back or failed, so leave without waiting for them.
             sys.stdout.flush()
             sys.stderr.flush()
-            os._exit(0)
+            os._exit(status)
+        if status:
+            sys.exit(status)
