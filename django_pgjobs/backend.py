@@ -51,6 +51,11 @@ class PgJobsBackend(framework.BaseTaskBackend):
         # import of a module that declares a task.
         self.options = dict(self.options)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled as its alias: the process that unpickles it uses its own backend of that name
+        (a handler's child process sends a task's result back to the worker this way)."""
+        return (_backend_named, (self.alias,))
+
     @property
     def database(self) -> str:
         """The database alias the backend's jobs live in: ``OPTIONS["DATABASE"]``, else
@@ -227,6 +232,10 @@ def _check_options(task: Any) -> None:
         validation.dump_metadata(task.metadata, "task metadata")
     if getattr(task, "timeout", None) is not None:
         validation.check_timeout(task.timeout)
+
+
+def _backend_named(alias: str) -> Any:
+    return framework.task_backends[alias]
 
 
 def _send_enqueued(backend: PgJobsBackend, result: PgJobsTaskResult) -> None:

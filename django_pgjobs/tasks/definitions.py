@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import sync_to_async
 from django.db import connections
+from django.utils.module_loading import import_string
 
 from django_pgjobs.exceptions import PayloadNotDecodable
 from django_pgjobs.jobs import validation
@@ -73,6 +74,14 @@ class PgJobsTask(_Task):
         # The backend validates the task and, if it is valid, registers it with the workers.
         framework.Task.__post_init__(self)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled by its module path and its options: its function cannot be pickled (its
+        module's attribute of that name is the task). A handler's child process (``--pool
+        process``) sends the task's result back to the worker this way, for task_finished."""
+        options = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        del options["func"]
+        return (_task_at, (self.module_path, options))
+
     def using(
         self,
         *,
@@ -112,6 +121,11 @@ class PgJobsTask(_Task):
 
     async def aenqueue_on_commit(self, *args: Any, **kwargs: Any) -> PgJobsTaskResult:
         return await sync_to_async(self.enqueue_on_commit, thread_sensitive=True)(*args, **kwargs)
+
+
+def _task_at(module_path: str, options: dict[str, Any]) -> PgJobsTask:
+    task: PgJobsTask = import_string(module_path)
+    return dataclasses.replace(task, **options)
 
 
 # Frozen at run time, like the framework's; its stubs declare it unfrozen.

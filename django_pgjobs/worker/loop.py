@@ -32,17 +32,22 @@ from django_pgjobs.jobs.registry import registry
 from django_pgjobs.schedules.scheduler import Scheduler
 from django_pgjobs.worker.after_write import AfterWrite
 from django_pgjobs.worker.attempt import AttemptResult, run_attempt
+from django_pgjobs.worker.children import ChildRunner
 from django_pgjobs.worker.completer import Completer, Outcome, Written, log_outcome
 from django_pgjobs.worker.connection import LoopConnection, pause
 from django_pgjobs.worker.housekeeping import Housekeeper
 from django_pgjobs.worker.inflight import InFlight, hand_back_running, warn_no_longer_ours
 from django_pgjobs.worker.pacing import Pacing
 from django_pgjobs.worker.process import SchedulerThread, StopSignals
-from django_pgjobs.worker.slots import Slots
+from django_pgjobs.worker.slots import InThread, Runner, Slots
 from django_pgjobs.worker.stats import WorkerStats
 from django_pgjobs.worker.wakeup import Wakeup, Woken
 
 logger = logging.getLogger("django_pgjobs.worker")
+
+
+# Where handlers run: a thread of the worker, or a child process per thread (a hard timeout).
+POOLS = ("thread", "process")
 
 
 def default_worker_id() -> str:
@@ -54,7 +59,9 @@ class Worker:
 
     ``run()`` loops until stopped (or, with ``burst``, until nothing is due); ``run_once()``
     does one claim-and-run cycle and returns what it did, for tests and embedding. With
-    ``scheduler=True`` a thread fires due schedule ticks while ``run()`` runs.
+    ``scheduler=True`` a thread fires due schedule ticks while ``run()`` runs. With
+    ``pool="process"`` each handler thread runs its attempts in a child process of its own,
+    killed at a timeout (:mod:`.children`).
     """
 
     def __init__(
@@ -68,7 +75,11 @@ class Worker:
         using: str | None = None,
         listen: bool | None = None,
         scheduler: bool = False,
+        pool: str = "thread",
     ) -> None:
+        if pool not in POOLS:
+            raise ValueError(f"pool must be one of {', '.join(POOLS)}; got {pool!r}")
+        self.pool = pool
         self.queues = sorted(set(queues or ()))
         self.concurrency = concurrency if concurrency is not None else conf.CONCURRENCY
         if self.concurrency < 1:
@@ -100,7 +111,7 @@ class Worker:
             completer=self._completer,
             pacing=self._pacing,
             wake=self._wakeup.ring,
-            runner=self._run_in_thread,
+            runner=self._runner(),
         )
         self._inflight = self._slots.inflight  # by (job id, lease token)
         self._housekeeper = Housekeeper(
@@ -307,6 +318,12 @@ class Worker:
     def _dispatch(self, job: queries.ClaimedJob) -> None:
         logger.debug("Claimed %s %s (attempt %s)", job.job_name, job.id, job.attempt)
         self._slots.dispatch(job)
+
+    def _runner(self) -> Runner:
+        if self.pool == "process":
+            name, progressed = f"pgjobs-{self.worker_id}", self._completer.progressed
+            return ChildRunner(name=name, progressed=progressed)
+        return InThread(self._run_in_thread)
 
     def _run_in_thread(self, entry: InFlight) -> AttemptResult:
         return run_attempt(entry.handler, entry.job, self._completer.progressed)

@@ -20,6 +20,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 from django.db import connections
 
@@ -35,13 +36,44 @@ from django_pgjobs.worker.pool import HandlerPool
 
 logger = logging.getLogger("django_pgjobs.worker")
 
-# Runs one attempt in the slot's thread and says how it went (never raises).
-Runner = Callable[[InFlight], AttemptResult]
+
+class Runner(Protocol):
+    """Runs attempts for the slots' threads: in the thread itself, or in a child process."""
+
+    # It enforces timeouts itself, by killing what runs the handler: the slots must not
+    # abandon the thread.
+    kills_on_timeout: bool
+
+    def __call__(self, entry: InFlight) -> AttemptResult:
+        """Run one attempt in the calling slot thread and say how it went; never raises."""
+
+    def thread_exit(self) -> None:
+        """A slot thread is ending: release what it kept."""
+
+    def close(self) -> None:
+        """The worker is closing: stop whatever still runs, at once."""
+
+
+class InThread:
+    """Runs each attempt in the slot's own thread (the default ``--pool thread``)."""
+
+    kills_on_timeout = False
+
+    def __init__(self, run: Callable[[InFlight], AttemptResult]) -> None:
+        self._run = run
+
+    def __call__(self, entry: InFlight) -> AttemptResult:
+        return self._run(entry)
+
+    def thread_exit(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 class Slots:
-    """``runner`` runs an attempt; ``kills_on_timeout``: it enforces the timeout itself, by
-    killing what runs the handler (the loop must not abandon the thread)."""
+    """``runner`` runs the attempts (see :class:`Runner`)."""
 
     def __init__(
         self,
@@ -52,7 +84,6 @@ class Slots:
         pacing: Pacing,
         wake: Callable[[], None],
         runner: Runner,
-        kills_on_timeout: bool = False,
     ) -> None:
         self.concurrency = concurrency
         # Every attempt held, by (job id, lease token), until its outcome is written.
@@ -64,7 +95,6 @@ class Slots:
         self._pacing = pacing
         self._wake = wake
         self._runner = runner
-        self._kills_on_timeout = kills_on_timeout
         self._lock = threading.Lock()
         self._pool: HandlerPool | None = None
         self._closed_pool: HandlerPool | None = None  # the last one, with its abandoned threads
@@ -75,9 +105,7 @@ class Slots:
             self._pool = HandlerPool(
                 self.concurrency,
                 name=self._name,
-                # Handler threads keep their connections between jobs; each closes its own
-                # (Django connections are per thread) as it exits.
-                on_thread_exit=connections.close_all,
+                on_thread_exit=self._thread_exit,
             )
 
     def dispatch(self, job: queries.ClaimedJob) -> None:
@@ -85,7 +113,8 @@ class Slots:
         handler, now = registry.get(job.job_name), time.monotonic()
         entry = InFlight(job, handler, now, timeout=attempt_timeout(job, handler))
         self.inflight[job.token] = entry
-        self._deadlines.dispatched(entry, now=now)
+        if not self._runner.kills_on_timeout:  # else nothing here looks: see enforce_timeouts
+            self._deadlines.dispatched(entry, now=now)
         self._count_busy(+1)
         entry.task = self._pool.submit(
             functools.partial(self._execute, entry),
@@ -114,6 +143,8 @@ class Slots:
         for entry in self.inflight.values():
             if entry.task is not None:
                 self._pool.cancel(entry.task)
+        if not wait:
+            self._runner.close()  # children running handed-back attempts are killed
         self._pool.shutdown(wait=wait)
         self._closed_pool, self._pool = self._pool, None
 
@@ -138,8 +169,8 @@ class Slots:
 
     def enforce_timeouts(self) -> None:
         """Fail each attempt past its timeout and free its slot (see :mod:`.deadlines`)."""
-        if self._kills_on_timeout:
-            return  # each slot's thread kills its own child at the deadline
+        if self._runner.kills_on_timeout:
+            return  # each slot's thread kills what runs its handler at the deadline
         for entry in self._deadlines.expired(self.inflight.values(), now=time.monotonic()):
             with self._lock:
                 if entry.settling:
@@ -155,6 +186,14 @@ class Slots:
             result = AttemptResult(took=took, error=error, exception=TIMEOUT_EXCEPTION)
             self._completer.finished(entry.job, result)
             log_timed_out(entry, abandoned=self._pool.abandoned_threads)
+
+    def _thread_exit(self) -> None:
+        # Handler threads keep their connections between jobs; each closes its own (Django
+        # connections are per thread) as it exits.
+        try:
+            self._runner.thread_exit()
+        finally:
+            connections.close_all()
 
     def _count_busy(self, change: int) -> int:
         with self._lock:
