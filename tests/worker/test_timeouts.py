@@ -4,6 +4,7 @@ is abandoned and replaced, and whatever the handler does afterwards is discarded
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 from django.db import connection
 from django.test import override_settings
+from django.utils import timezone
 
 from django_pgjobs import enqueue, get_job
 from django_pgjobs.jobs.registry import JobHandler
@@ -219,3 +221,43 @@ def test_an_abandoned_thread_is_replaced_at_once_and_exits_when_its_call_returns
     finally:
         release.set()
         assert pool.shutdown(wait=True, timeout=10)
+
+
+def test_slots_look_for_deadlines_only_when_the_runner_leaves_timeouts_to_them(
+    register_handler: Callable[..., JobHandler],
+) -> None:
+    """A process runner kills its own children at the deadline: were the slots to track the
+    deadline too, the loop would find a check due and never made, and spin."""
+    from django_pgjobs.queries import ClaimedJob
+    from django_pgjobs.worker.attempt import AttemptResult
+    from django_pgjobs.worker.completer import Completer
+    from django_pgjobs.worker.inflight import InFlight
+    from django_pgjobs.worker.pacing import Pacing
+    from django_pgjobs.worker.slots import InThread, Slots
+
+    register_handler("t.noop", lambda payload: None)
+
+    class Killing(InThread):
+        kills_on_timeout = True
+
+    def ran(entry: InFlight) -> AttemptResult:
+        return AttemptResult(took=0.0)
+
+    def slots(runner: InThread) -> Slots:
+        made = Slots(
+            concurrency=1, name="t", completer=Completer(wake=lambda: None, on_written=print),
+            pacing=Pacing(concurrency=1, poll_interval=1), wake=lambda: None, runner=runner,
+        )  # fmt: skip
+        made.open()
+        job = ClaimedJob(
+            id=uuid.uuid4(), job_name="t.noop", payload={}, queue="default", priority=0,
+            attempt=1, max_attempts=1, scheduled_for=timezone.now(), lease_token=uuid.uuid4(),
+            timeout=60,
+        )  # fmt: skip
+        made.dispatch(job)
+        made.wait_idle()
+        made.close(wait=True)
+        return made
+
+    assert 0 < (slots(InThread(ran)).seconds_until_check() or 0) <= 60
+    assert slots(Killing(ran)).seconds_until_check() is None
