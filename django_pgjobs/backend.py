@@ -4,7 +4,7 @@
         "default": {
             "BACKEND": "django_pgjobs.backend.PgJobsBackend",
             "QUEUES": ["default", "emails"],   # optional; [] allows any queue name
-            "OPTIONS": {"MAX_ATTEMPTS": 3, "BACKOFF": 5},
+            "OPTIONS": {"MAX_ATTEMPTS": 3, "BACKOFF": 5, "TIMEOUT": 600},
         }
     }
 
@@ -27,7 +27,7 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
-from django_pgjobs.conf import conf
+from django_pgjobs.conf import conf, seconds
 from django_pgjobs.exceptions import InvalidJobError, PayloadNotSerializable
 from django_pgjobs.tasks import framework
 from django_pgjobs.tasks.definitions import PgJobsTask, PgJobsTaskResult
@@ -51,6 +51,11 @@ class PgJobsBackend(framework.BaseTaskBackend):
         # import of a module that declares a task.
         self.options = dict(self.options)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled as its alias: the process that unpickles it uses its own backend of that name
+        (a handler's child process sends a task's result back to the worker this way)."""
+        return (_backend_named, (self.alias,))
+
     @property
     def database(self) -> str:
         """The database alias the backend's jobs live in: ``OPTIONS["DATABASE"]``, else
@@ -61,6 +66,12 @@ class PgJobsBackend(framework.BaseTaskBackend):
     def max_attempts(self) -> int | None:
         value = self.options.get("MAX_ATTEMPTS")
         return None if value is None else int(value)
+
+    @property
+    def timeout(self) -> float | None:
+        """``OPTIONS["TIMEOUT"]``: seconds a task's attempt may run when the task sets none."""
+        value = self.options.get("TIMEOUT")
+        return None if value is None else seconds(value)
 
     @property
     def backoff(self) -> Any:
@@ -88,7 +99,10 @@ class PgJobsBackend(framework.BaseTaskBackend):
                 str(exc).replace("scheduled_for", "run_after").replace("retry_delay", "backoff")
             )
             raise framework.InvalidTask(message) from None
-        register_task(task, max_attempts=self.max_attempts)  # valid: a worker here can run it
+        # Valid: a worker here can run it.
+        register_task(
+            task, max_attempts=self.max_attempts, timeout=self.timeout, backoff=self.backoff
+        )
 
     # Enqueueing
 
@@ -140,6 +154,7 @@ class PgJobsBackend(framework.BaseTaskBackend):
             "priority": int(task.priority),
             "using": self.database,
             "metadata": getattr(task, "metadata", None),
+            "timeout": getattr(task, "timeout", None) or self.timeout,
         }
 
     def _enqueued(
@@ -215,6 +230,12 @@ def _check_options(task: Any) -> None:
         validation.check_retry_delay(backoff)
     if getattr(task, "metadata", None) is not None:
         validation.dump_metadata(task.metadata, "task metadata")
+    if getattr(task, "timeout", None) is not None:
+        validation.check_timeout(task.timeout)
+
+
+def _backend_named(alias: str) -> Any:
+    return framework.task_backends[alias]
 
 
 def _send_enqueued(backend: PgJobsBackend, result: PgJobsTaskResult) -> None:

@@ -16,7 +16,7 @@ from django.db import DatabaseError
 
 from django_pgjobs.conf import DEFAULTS
 from django_pgjobs.conf import seconds as _seconds
-from django_pgjobs.jobs.validation import MAX_INT
+from django_pgjobs.jobs.validation import MAX_INT, MAX_TIMEOUT
 
 # Where the docs say how to get a PostgreSQL for development (the embedded server helpers).
 POSTGRESQL_FOR_DEVELOPMENT = "docs/howto/install.md#a-postgresql-for-development"
@@ -120,6 +120,7 @@ def check_settings(
             )
         )
     errors += [Error(p, id="pgjobs.E004") for p in _value_errors(config)]
+    errors += _timeout_errors(config)
     lease = config.get("LEASE_SECONDS", DEFAULTS["LEASE_SECONDS"])
     beat = config.get("HEARTBEAT_SECONDS", DEFAULTS["HEARTBEAT_SECONDS"])
     if _is_number(lease) and _is_number(beat) and _seconds(beat) * 2 > _seconds(lease):
@@ -131,6 +132,23 @@ def check_settings(
             )
         )
     return errors
+
+
+def _timeout_errors(config: dict[str, Any]) -> list[CheckMessage]:
+    """TIMEOUT: None (no limit) or what ``enqueue(timeout=...)`` accepts. Its own id: a wrong
+    value here is found by no test of the caller's, since only a hung handler ever reaches it."""
+    timeout = config.get("TIMEOUT", DEFAULTS["TIMEOUT"])
+    if timeout is None or (_is_number(timeout) and 0 < _seconds(timeout) <= MAX_TIMEOUT):
+        return []
+    return [
+        Error(
+            f"TIMEOUT must be None (no limit) or a number of seconds (or a timedelta) above 0 "
+            f"and at most {MAX_TIMEOUT:.0f} (a year); got {timeout!r}.",
+            hint="It is how long an attempt may run when neither the job, its handler nor its "
+            "queue sets a timeout; past it the attempt fails with JobTimeout.",
+            id="pgjobs.E008",
+        )
+    ]
 
 
 @register()

@@ -49,6 +49,13 @@ DEFAULTS: Final[dict[str, Any]] = {
     "PREFETCH": 500,
     # On SIGTERM, how long running handlers get to finish before their jobs are handed back.
     "SHUTDOWN_GRACE": 30.0,
+    # Seconds an attempt may run when neither the job, its handler nor its queue sets a timeout;
+    # past it the attempt fails with JobTimeout (retried or dead-lettered as usual). Finite by
+    # default: the heartbeat renews a running attempt's lease for as long as its handler runs,
+    # so without a limit one hung handler (a socket read with no timeout) holds its job and its
+    # thread for ever, unseen by the rescue. An hour is far past what a web-triggered job takes,
+    # and long jobs say so with timeout=. None: no limit.
+    "TIMEOUT": 3600.0,
     # The database alias the queue tables live in.
     "DATABASE": "default",
     # The code version new workflows are pinned to (a release id, a git SHA). None: a digest of
@@ -139,6 +146,11 @@ class PgJobsSettings:
     @property
     def SHUTDOWN_GRACE(self) -> float:
         return seconds(self.get("SHUTDOWN_GRACE"))
+
+    @property
+    def TIMEOUT(self) -> float | None:
+        value = self.get("TIMEOUT")
+        return None if value is None else seconds(value)
 
     @property
     def DATABASE(self) -> str:

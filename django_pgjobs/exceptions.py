@@ -213,3 +213,10 @@ class Cancel(JobControl):
     def __init__(self, reason: str = "") -> None:
         self.reason = reason
         super().__init__(reason)
+
+
+class JobTimeout(PgJobsError):
+    """What a job's failure history records for an attempt that ran past its timeout (the job's,
+    its handler's, its queue's or ``PGJOBS["TIMEOUT"]``): it was failed, retried or
+    dead-lettered as usual, and its handler's thread abandoned or its process killed. Never
+    raised."""

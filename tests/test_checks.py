@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import warnings
+from datetime import timedelta
 from typing import Any
 from unittest import mock
 
@@ -100,6 +101,20 @@ def test_max_payload_bytes_may_be_none_or_a_size(value: int | None) -> None:
 def test_e005_heartbeat_must_fit_twice_in_the_lease() -> None:
     with override_settings(PGJOBS={"LEASE_SECONDS": 10, "HEARTBEAT_SECONDS": 6}):
         assert run_settings_check() == ["pgjobs.E005"]
+
+
+@pytest.mark.parametrize(
+    "value", [0, -1, "1h", True, float("inf"), float("nan"), 366 * 86400 + 1, timedelta(0)]
+)
+def test_e008_timeout_must_be_none_or_positive_seconds_up_to_a_year(value: Any) -> None:
+    with override_settings(PGJOBS={"TIMEOUT": value}):
+        assert run_settings_check() == ["pgjobs.E008"]
+
+
+@pytest.mark.parametrize("value", [None, 0.5, 7200, timedelta(hours=2), 366 * 86400])
+def test_timeout_may_be_none_for_no_limit_or_seconds(value: Any) -> None:
+    with override_settings(PGJOBS={"TIMEOUT": value}):
+        assert run_settings_check() == []
 
 
 def test_e006_unknown_database_alias() -> None:

@@ -17,7 +17,7 @@ from django_pgjobs.jobs import validation
 if TYPE_CHECKING:
     from django_pgjobs.backend import PgJobsBackend
 
-_OPTIONS = ("DATABASE", "MAX_ATTEMPTS", "BACKOFF")
+_OPTIONS = ("DATABASE", "MAX_ATTEMPTS", "BACKOFF", "TIMEOUT")
 
 
 def check_backend(backend: PgJobsBackend) -> list[CheckMessage]:
@@ -75,6 +75,11 @@ def _option_errors(backend: PgJobsBackend, where: str) -> list[CheckMessage]:
                     id="pgjobs.E032",
                 )
             )
+    if options.get("TIMEOUT") is not None:
+        try:
+            validation.check_timeout(options["TIMEOUT"], "TIMEOUT")
+        except InvalidJobError as exc:
+            errors.append(Error(f"{where}['OPTIONS']['TIMEOUT']: {exc}", id="pgjobs.E036"))
     database = options.get("DATABASE")
     if database is not None and database not in settings.DATABASES:
         errors.append(

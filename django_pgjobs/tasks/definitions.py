@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import sync_to_async
 from django.db import connections
+from django.utils.module_loading import import_string
 
 from django_pgjobs.exceptions import PayloadNotDecodable
 from django_pgjobs.jobs import validation
@@ -59,17 +60,28 @@ class PgJobsTask(_Task):
     backport (they pass extra ``@task`` arguments to the backend's task class), or
     ``task.using(max_attempts=..., metadata=...)`` anywhere.
 
-    ``max_attempts`` and ``backoff`` default to the backend's ``OPTIONS`` (``MAX_ATTEMPTS``,
-    ``BACKOFF``), then to ``PGJOBS`` settings. ``metadata`` is stored on the job at enqueue.
+    ``max_attempts``, ``backoff`` and ``timeout`` default to the backend's ``OPTIONS``
+    (``MAX_ATTEMPTS``, ``BACKOFF``, ``TIMEOUT``), then to ``PGJOBS`` settings (a timeout: to the
+    queue's first). ``metadata`` and ``timeout`` are stored on the job at enqueue.
     """
 
     max_attempts: int | None = None
     backoff: Backoff | None = None
     metadata: dict[str, Any] | None = None
+    # Seconds (or a timedelta) an attempt may run before it fails with JobTimeout.
+    timeout: float | timedelta | None = None
 
     def __post_init__(self) -> None:
         # The backend validates the task and, if it is valid, registers it with the workers.
         framework.Task.__post_init__(self)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled by its module path and its options: its function cannot be pickled (its
+        module's attribute of that name is the task). A handler's child process (``--pool
+        process``) sends the task's result back to the worker this way, for task_finished."""
+        options = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        del options["func"]
+        return (_task_at, (self.module_path, options))
 
     def using(
         self,
@@ -80,6 +92,7 @@ class PgJobsTask(_Task):
         backend: str | None = None,
         max_attempts: int | None = None,
         metadata: dict[str, Any] | None = None,
+        timeout: float | timedelta | None = None,
     ) -> PgJobsTask:
         """A copy with other defaults for one enqueue; ``run_after`` may be a delay."""
         changes: dict[str, Any] = {}
@@ -90,6 +103,7 @@ class PgJobsTask(_Task):
             ("backend", backend),
             ("max_attempts", max_attempts),
             ("metadata", metadata),
+            ("timeout", timeout),
         ):
             if value is not None:
                 changes[name] = value
@@ -108,6 +122,11 @@ class PgJobsTask(_Task):
 
     async def aenqueue_on_commit(self, *args: Any, **kwargs: Any) -> PgJobsTaskResult:
         return await sync_to_async(self.enqueue_on_commit, thread_sensitive=True)(*args, **kwargs)
+
+
+def _task_at(module_path: str, options: dict[str, Any]) -> PgJobsTask:
+    task: PgJobsTask = import_string(module_path)
+    return dataclasses.replace(task, **options)
 
 
 # Frozen at run time, like the framework's; its stubs declare it unfrozen.

@@ -103,23 +103,37 @@ class TaskRunner:
         notes.on_written = functools.partial(_finished, backend, running, value=value)
 
 
-def register_task(task: Any, *, max_attempts: int | None = None) -> None:
+def register_task(
+    task: Any,
+    *,
+    max_attempts: int | None = None,
+    timeout: float | None = None,
+    backoff: Any = None,
+) -> None:
     """Make ``task`` runnable by workers: the handler of jobs named ``task.module_path``. The
     first registration of a path wins (copies made by ``using()`` share it); its options (the
-    task's ``max_attempts``, else the backend's ``MAX_ATTEMPTS`` given here) are the defaults of
-    a schedule or ``enqueue()`` naming the task."""
+    task's ``max_attempts`` and ``timeout``, else the backend's ``MAX_ATTEMPTS`` and ``TIMEOUT``
+    given here) are the defaults of a schedule or ``enqueue()`` naming the task.
+
+    A backoff in seconds (the task's, else the backend's ``BACKOFF`` given here) is also the
+    handler's ``retry_delay``: the worker retries an attempt that timed out by it, since no
+    task code runs to decide (a callable backoff cannot be asked: the worker's policy applies)."""
     name = task.module_path
     existing = jobs_registry.registry.get(name)
     runner = None if existing is None else existing.func
     if isinstance(runner, TaskRunner) and runner.task.func is task.func:
         return
     runner = TaskRunner(task)
+    if getattr(task, "backoff", None) is not None:
+        backoff = task.backoff
     jobs_registry.register(
         name,
         runner,
         max_attempts=getattr(task, "max_attempts", None) or max_attempts,
         queue=task.queue_name,
         priority=task.priority,
+        timeout=getattr(task, "timeout", None) or timeout,
+        retry_delay=None if backoff is None or callable(backoff) else backoff,
         payload_problem=runner.payload_problem,
     )
 

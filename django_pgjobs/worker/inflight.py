@@ -17,6 +17,7 @@ from django_pgjobs import queries
 from django_pgjobs.conf import conf
 from django_pgjobs.jobs.context import AttemptNotes, RunningAttempt
 from django_pgjobs.jobs.registry import JobHandler
+from django_pgjobs.jobs.timeouts import AttemptTimeout
 from django_pgjobs.worker.completer import Completer
 from django_pgjobs.worker.pool import Task
 
@@ -29,20 +30,37 @@ class InFlight:
     handler: JobHandler | None
     started_at: float
     attempt: RunningAttempt  # what its handler can ask: cancelled? stopping?
+    timeout: AttemptTimeout | None = None  # how long its handler may run (None: for ever)
     task: Task | None = None
     started: bool = False  # set by the handler thread as it begins
     began: float = 0.0  # when it began (monotonic), set with ``started``
+    deadline: float | None = None  # began + timeout, set before ``started``
     reported: bool = False  # its outcome was handed to the completer
+    # The handler returned and its outcome is being reported: too late to time it out. Set, or
+    # ``timed_out`` checked, under the worker's lock, so an attempt is never both.
+    settling: bool = False
+    timed_out: bool = False  # failed for running past its timeout; its late outcome is dropped
     lost_logged: bool = False  # the heartbeat found it no longer ours, and said so
     notes: AttemptNotes | None = None  # what the handler said about its attempt
 
     @classmethod
     def of(
-        cls, job: queries.ClaimedJob, handler: JobHandler | None, *, stopping: threading.Event
+        cls,
+        job: queries.ClaimedJob,
+        handler: JobHandler | None,
+        *,
+        stopping: threading.Event,
+        timeout: AttemptTimeout | None = None,
     ) -> InFlight:
         """A job just claimed; ``stopping`` is set when its worker is asked to stop."""
         attempt = RunningAttempt(job, stopping=stopping)
-        return cls(job=job, handler=handler, started_at=time.monotonic(), attempt=attempt)
+        return cls(
+            job=job,
+            handler=handler,
+            started_at=time.monotonic(),
+            attempt=attempt,
+            timeout=timeout,
+        )
 
 
 def mark_no_longer_ours(held: Iterable[InFlight], lost: Iterable[queries.Token]) -> None:
@@ -76,6 +94,8 @@ def hand_back_running(
     for entry in list(held):
         if entry.task is not None and not entry.started:
             continue  # cancelled before it started; its lease recovers it
+        if entry.timed_out:
+            continue  # its failure is written or, with the database away, its lease expires
         abandoned.append(entry.job.id)
         logger.error(
             "Job %s (%s) still running after the %ss grace period; handing it back.",
@@ -92,3 +112,15 @@ def hand_back_running(
                 conn, entry.job, error, delay=0, exception="django_pgjobs.exceptions.WorkerShutdown"
             )
     return abandoned
+
+
+def log_timed_out(entry: InFlight, *, abandoned: int) -> None:
+    """An attempt ran past its timeout and its handler thread was abandoned."""
+    assert entry.timeout is not None
+    logger.error(
+        "Job %s %s (attempt %s/%s) ran past its timeout of %s: failed with JobTimeout. Its "
+        "handler thread cannot be stopped: it is abandoned, its outcome will be discarded, and a "
+        "new thread takes its place (%s abandoned threads still running).",
+        entry.job.job_name, entry.job.id, entry.job.attempt, entry.job.max_attempts,
+        entry.timeout.describe(), abandoned,
+    )  # fmt: skip

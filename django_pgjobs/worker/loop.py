@@ -6,14 +6,14 @@ of outcomes. So all SQL lives in :mod:`django_pgjobs.queries`, completions are w
 batches, and a handler can never hold, break or join the connection that holds the leases.
 
 The loop's decisions (whether to claim, how many, how long to sleep) are :mod:`.pacing`'s; its
-background duties (heartbeat, rescue, prune) :mod:`.housekeeping`'s. Every attempt the worker
+background duties (heartbeat, rescue, prune) :mod:`.housekeeping`'s; running attempts in handler
+threads, and their timeouts, :mod:`.slots`'. Every attempt the worker
 holds is tracked by its lease token, never by job id alone: the same job can come back to the
 same worker as a new attempt while a stale one is still finishing.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import signal
@@ -25,7 +25,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import psycopg
-from django.db import connections
 
 from django_pgjobs import queries
 from django_pgjobs.conf import conf
@@ -33,18 +32,23 @@ from django_pgjobs.jobs.registry import registry
 from django_pgjobs.schedules.scheduler import Scheduler
 from django_pgjobs.worker.after_write import AfterWrite
 from django_pgjobs.worker.attempt import AttemptResult, run_attempt
+from django_pgjobs.worker.children import ChildRunner
 from django_pgjobs.worker.completer import Completer
 from django_pgjobs.worker.connection import LoopConnection, pause
 from django_pgjobs.worker.housekeeping import Housekeeper
 from django_pgjobs.worker.inflight import InFlight, hand_back_running, mark_no_longer_ours
 from django_pgjobs.worker.outcomes import Outcome, Written, log_outcome
 from django_pgjobs.worker.pacing import Pacing
-from django_pgjobs.worker.pool import HandlerPool
 from django_pgjobs.worker.process import SchedulerThread, StopSignals
+from django_pgjobs.worker.slots import InThread, Runner, Slots
 from django_pgjobs.worker.stats import WorkerStats
 from django_pgjobs.worker.wakeup import Wakeup, Woken
 
 logger = logging.getLogger("django_pgjobs.worker")
+
+
+# Where handlers run: a thread of the worker, or a child process per thread (a hard timeout).
+POOLS = ("thread", "process")
 
 
 def default_worker_id() -> str:
@@ -56,7 +60,9 @@ class Worker:
 
     ``run()`` loops until stopped (or, with ``burst``, until nothing is due); ``run_once()``
     does one claim-and-run cycle and returns what it did, for tests and embedding. With
-    ``scheduler=True`` a thread fires due schedule ticks while ``run()`` runs.
+    ``scheduler=True`` a thread fires due schedule ticks while ``run()`` runs. With
+    ``pool="process"`` each handler thread runs its attempts in a child process of its own,
+    killed at a timeout (:mod:`.children`).
     """
 
     def __init__(
@@ -70,7 +76,11 @@ class Worker:
         using: str | None = None,
         listen: bool | None = None,
         scheduler: bool = False,
+        pool: str = "thread",
     ) -> None:
+        if pool not in POOLS:
+            raise ValueError(f"pool must be one of {', '.join(POOLS)}; got {pool!r}")
+        self.pool = pool
         self.queues = sorted(set(queues or ()))
         self.concurrency = concurrency if concurrency is not None else conf.CONCURRENCY
         if self.concurrency < 1:
@@ -86,26 +96,33 @@ class Worker:
         )
         # Job ids whose handlers were still running when the shutdown grace period ended.
         self.abandoned: list[uuid.UUID] = []
+        # Why the worker stopped by itself (None: it was asked to, or drained in burst mode).
+        self.stop_reason: str | None = None
 
         self._link = LoopConnection(
             alias=self.alias, worker_id=self.worker_id, queues=self.queues, listen=self.listen
         )
-        self._pool: HandlerPool | None = None
         self._after_write = AfterWrite(name=f"pgjobs-after-{self.worker_id}")
-        self._inflight: dict[queries.Token, InFlight] = {}  # by (job id, lease token)
         self._wakeup = Wakeup()
         self._pacing = Pacing(concurrency=self.concurrency, poll_interval=self.poll_interval)
         self._flow = queries.FlowHint()  # whether its queues had flow control at the last claim
         self._completer = Completer(wake=self._wakeup.ring, on_written=self._written)
+        self._stopping = threading.Event()
+        self._slots = Slots(
+            concurrency=self.concurrency,
+            name=f"pgjobs-{self.worker_id}",
+            completer=self._completer,
+            pacing=self._pacing,
+            wake=self._wakeup.ring,
+            runner=self._runner(),
+            stopping=self._stopping,
+        )
+        self._inflight = self._slots.inflight  # by (job id, lease token)
         self._housekeeper = Housekeeper(
             worker_id=self.worker_id, queues=self.queues, concurrency=self.concurrency
         )
         self._signals = StopSignals(self.request_stop)
-        self._stopping = threading.Event()
         self._closed = False
-        # Jobs handed to handler threads whose handler has not returned (or been cancelled).
-        self._busy = 0
-        self._busy_lock = threading.Lock()
 
     def run(self, *, burst: bool = False) -> WorkerStats:
         """Process jobs until stopped; with ``burst``, exit once nothing due is left."""
@@ -124,6 +141,7 @@ class Worker:
                         scheduling.start()
                     # Heartbeat first: a write that keeps failing must not starve the leases.
                     self._housekeep()
+                    self._enforce_timeouts()
                     self._flush()
                     self._link.succeeded()
                     if self._stopping.is_set() or (self._max_jobs_reached() and not self._inflight):
@@ -132,9 +150,9 @@ class Worker:
                         continue
                     if burst and self._drained():
                         break
-                    self._wait(self._pacing.idle_timeout(
-                        now=time.monotonic(), duties_in=self._housekeeper.seconds_until_due()
-                    ))  # fmt: skip
+                    self._wait(
+                        self._pacing.idle_timeout(now=time.monotonic(), duties_in=self._duties_in())
+                    )
                 except psycopg.Error as exc:
                     self._on_database_error(exc)
             if scheduling is not None:
@@ -155,8 +173,7 @@ class Worker:
         self._housekeep(force=True)
         self._pacing.maybe_work = True
         self._fill_slots(prefetch=False)
-        assert self._pool is not None
-        self._pool.wait_idle()
+        self._slots.wait_idle()
         self._flush(force=True)
         self._after_write.wait_idle(conf.SHUTDOWN_GRACE)
         return self.stats - before
@@ -181,14 +198,7 @@ class Worker:
         return self._signals.install()
 
     def _open(self) -> None:
-        if self._pool is None:
-            self._pool = HandlerPool(
-                self.concurrency,
-                name=f"pgjobs-{self.worker_id}",
-                # Handler threads keep their connections between jobs; each closes its own
-                # (Django connections are per thread) as it exits.
-                on_thread_exit=connections.close_all,
-            )
+        self._slots.open()
 
     def _close(self) -> None:
         self._link.close(
@@ -197,13 +207,8 @@ class Worker:
             )
         )
         self._housekeeper.registered = False
-        if self._pool is not None:
-            for entry in self._inflight.values():
-                if entry.task is not None:
-                    self._pool.cancel(entry.task)
-            # Handlers that outlived the grace period were handed back: do not wait for them.
-            self._pool.shutdown(wait=not self.abandoned)
-            self._pool = None
+        # Handlers that outlived the grace period were handed back: do not wait for them.
+        self._slots.close(wait=not self.abandoned)
         # Receivers get a grace period of their own, and none if handlers were abandoned.
         self._after_write.close(timeout=0 if self.abandoned else conf.SHUTDOWN_GRACE)
 
@@ -241,9 +246,7 @@ class Worker:
                 signal.Signals(self._signals.received).name,
                 conf.SHUTDOWN_GRACE,
             )
-        pool = self._pool
-        unstarted = [e for e in self._inflight.values() if pool and e.task and pool.cancel(e.task)]
-        self._count_busy(-len(unstarted))
+        unstarted = self._slots.cancel_unstarted()
         grace_ends = time.monotonic() + conf.SHUTDOWN_GRACE
         while self._inflight or self._completer.pending():
             try:
@@ -255,12 +258,11 @@ class Worker:
                         self._inflight.pop(entry.job.token, None)
                     unstarted = []
                 self._housekeep()
+                self._enforce_timeouts()
                 self._flush(force=True)
                 if not self._inflight or time.monotonic() >= grace_ends:
                     break
-                self._wait(
-                    min(grace_ends - time.monotonic(), self._housekeeper.seconds_until_due())
-                )
+                self._wait(min(grace_ends - time.monotonic(), self._duties_in()))
             except psycopg.Error as exc:
                 if time.monotonic() >= grace_ends:
                     break
@@ -275,9 +277,6 @@ class Worker:
         )
         self._inflight.clear()
 
-    def _held_tokens(self) -> list[queries.Token]:
-        return [e.job.token for e in self._inflight.values()]
-
     def _max_jobs_reached(self) -> bool:
         return self.max_jobs is not None and self.stats.claimed >= self.max_jobs
 
@@ -287,21 +286,16 @@ class Worker:
             return False
         return self._pacing.drained(now=time.monotonic())
 
-    def _count_busy(self, change: int) -> int:
-        with self._busy_lock:
-            self._busy += change
-            return self._busy
-
     def _fill_slots(self, *, prefetch: bool = True) -> int:
         limit = self._pacing.claim_size(
-            busy=self._busy,
+            busy=self._slots.busy,
             prefetch_limit=conf.PREFETCH if prefetch else 0,
             left=None if self.max_jobs is None else self.max_jobs - self.stats.claimed,
         )
         if limit <= 0:
             return 0
         # Jobs past the free threads are claimed ahead: their attempt counts once they start.
-        start_now = min(limit, max(self.concurrency - self._busy, 0))
+        start_now = min(limit, max(self.concurrency - self._slots.busy, 0))
         conn = self._ensure_connected()
         with self._link.claim_token() as lease_token:
             jobs = self._completer.claim(
@@ -329,46 +323,22 @@ class Worker:
         return len(jobs)
 
     def _dispatch(self, job: queries.ClaimedJob) -> None:
-        assert self._pool is not None
-        entry = InFlight.of(job, registry.get(job.job_name), stopping=self._stopping)
-        self._inflight[job.token] = entry
         logger.debug("Claimed %s %s (attempt %s)", job.job_name, job.id, job.attempt)
-        self._count_busy(+1)
-        entry.task = self._pool.submit(
-            functools.partial(self._execute, entry),
-            on_failure=functools.partial(self._execute_failed, entry),
-        )
+        self._slots.dispatch(job)
 
-    def _execute(self, entry: InFlight) -> None:
-        """Runs in a handler thread. Always reports an outcome, whatever happens: if anything
-        here raises, the pool calls :meth:`_execute_failed` in the same thread."""
-        entry.began = time.monotonic()
-        entry.started = True
-        result = run_attempt(entry.handler, entry.job, self._completer.progressed, entry.attempt)
-        self._report(entry, result)
+    def _runner(self) -> Runner:
+        if self.pool == "process":
+            name, progressed = f"pgjobs-{self.worker_id}", self._completer.progressed
+            return ChildRunner(name=name, progressed=progressed)
+        return InThread(self._run_in_thread)
 
-    def _execute_failed(self, entry: InFlight, exc: BaseException) -> None:
-        """run_attempt catches whatever a handler raises; this is a failure of our own. Still
-        report an outcome, or the job would stay ours, its lease renewed, for ever."""
-        if not entry.reported:
-            error = "WorkerError: the attempt could not be run."
-            self._report(entry, AttemptResult(took=0.0, error=error))
-
-    def _report(self, entry: InFlight, result: AttemptResult) -> None:
-        entry.notes = result.notes
-        first = self._completer.finished(entry.job, result)
-        entry.reported = True
-        busy = self._count_busy(-1)
-        self._pacing.record_run(result.took)
-        # Wake the loop when it has something to do: a thread is free to fill, a failure to
-        # write now, or the first of a batch of outcomes (it starts the batch's clock).
-        if first or busy < self.concurrency or result.error is not None:
-            self._wakeup.ring()
+    def _run_in_thread(self, entry: InFlight) -> AttemptResult:
+        return run_attempt(entry.handler, entry.job, self._completer.progressed, entry.attempt)
 
     def _flush(self, *, force: bool = False) -> None:
         if not self._completer.pending():
             return
-        due = self._completer.due_in(busy=self._busy, now=time.monotonic())
+        due = self._completer.due_in(busy=self._slots.busy, now=time.monotonic())
         if force or due == 0:
             self._completer.write(self._ensure_connected())
 
@@ -384,11 +354,35 @@ class Worker:
         if entry is not None:
             self._after_write.written(entry.notes, outcome)
 
+    def _enforce_timeouts(self) -> None:
+        """Fail the attempts past their timeout (:mod:`.slots`). A worker left with as many
+        abandoned threads as its concurrency stops: only a new process gets rid of them."""
+        self._slots.enforce_timeouts()
+        abandoned = self._slots.abandoned_threads
+        if abandoned >= self.concurrency and not self._stopping.is_set():
+            self.stop_reason = (
+                f"{abandoned} handler threads abandoned after a timeout are still running (as "
+                "many as its concurrency): stopping so that a new process takes its place"
+            )
+            logger.error("Worker %s: %s", self.worker_id, self.stop_reason)
+            self.request_stop()
+
+    @property
+    def abandoned_threads(self) -> int:
+        """Handler threads abandoned after a timeout that have not returned yet."""
+        return self._slots.abandoned_threads
+
+    def _duties_in(self) -> float:
+        """Seconds until the next background duty: a heartbeat, a prune, a timeout check."""
+        check = self._slots.seconds_until_check()
+        duties = self._housekeeper.seconds_until_due()
+        return duties if check is None else min(duties, check)
+
     def _housekeep(self, *, force: bool = False) -> None:
         conn = self._ensure_connected()
-        now = time.monotonic()
-        started = [(e.job.token, now - e.began) for e in self._inflight.values() if e.started]
-        report = self._housekeeper.run_due(conn, self._held_tokens(), started=started, force=force)
+        started = self._slots.started(time.monotonic())
+        held = self._slots.held_tokens()
+        report = self._housekeeper.run_due(conn, held, started=started, force=force)
         report.log()
         mark_no_longer_ours(self._inflight.values(), report.lost)
         self.stats.rescued += report.rescued_total
@@ -418,6 +412,6 @@ class Worker:
         claimable = (
             self._pacing.maybe_work and not self._stopping.is_set() and not self._max_jobs_reached()
         )
-        if claimable and self._busy < self.concurrency:
+        if claimable and self._slots.busy < self.concurrency:
             return 0.0
-        return self._completer.due_in(busy=self._busy, now=time.monotonic())
+        return self._completer.due_in(busy=self._slots.busy, now=time.monotonic())

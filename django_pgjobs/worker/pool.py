@@ -8,6 +8,10 @@ in each thread as it exits (Django's connections belong to the thread that opene
 A task that raises never takes its thread with it: its submitter hears of it (``on_failure``: the
 worker hands the job back) and the thread goes on. A thread that ends anyway, short of a
 shutdown, is replaced, so the pool never shrinks while jobs are still given to it.
+
+A task whose call does not return (a handler past its timeout) can be abandoned: Python cannot
+stop a thread, so its thread is left to finish on its own, no longer counted, and a new thread
+takes its place at once. When the abandoned call returns at last, its thread exits.
 """
 
 from __future__ import annotations
@@ -24,9 +28,9 @@ logger = logging.getLogger("django_pgjobs.worker")
 
 
 class Task:
-    """One submitted call. ``started`` and ``cancelled`` change under the pool's lock."""
+    """One submitted call. Its flags and ``thread`` change under the pool's lock."""
 
-    __slots__ = ("call", "cancelled", "on_failure", "started")
+    __slots__ = ("abandoned", "call", "cancelled", "done", "on_failure", "started", "thread")
 
     def __init__(
         self, call: Callable[[], None], on_failure: Callable[[BaseException], None] | None
@@ -35,6 +39,9 @@ class Task:
         self.on_failure = on_failure
         self.started = False
         self.cancelled = False
+        self.done = False
+        self.abandoned = False
+        self.thread: threading.Thread | None = None  # the thread running it, once started
 
 
 class HandlerPool:
@@ -44,6 +51,7 @@ class HandlerPool:
         self._on_thread_exit = on_thread_exit
         self._queue: SimpleQueue[Task | None] = SimpleQueue()
         self._threads: list[threading.Thread] = []
+        self._abandoned: set[threading.Thread] = set()  # running an abandoned task still
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._unfinished = 0  # submitted, neither finished nor cancelled
@@ -72,6 +80,28 @@ class HandlerPool:
                 task.cancelled = True
                 self._finished()
             return True
+
+    def abandon(self, task: Task) -> bool:
+        """Stop waiting for a started ``task`` whose call has not returned: it counts as
+        finished, its thread is left to finish it alone (then exits) and a new thread takes its
+        place. False if it has not started or has finished."""
+        with self._lock:
+            thread = task.thread
+            if not task.started or task.done or task.abandoned or thread is None:
+                return False
+            task.abandoned = True
+            if thread in self._threads:
+                self._threads.remove(thread)
+            self._abandoned.add(thread)
+            self._finished()
+            if not self._shutting_down and len(self._threads) < self._size:
+                self._start_thread()
+            return True
+
+    @property
+    def abandoned_threads(self) -> int:
+        """Threads still running a task that was abandoned."""
+        return len(self._abandoned)
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Block until every submitted task has finished or been cancelled."""
@@ -122,11 +152,16 @@ class HandlerPool:
                     if task.cancelled:
                         continue
                     task.started = True
+                    task.thread = threading.current_thread()
                 try:
                     self._run(task)
                 finally:
                     with self._lock:
-                        self._finished()
+                        task.done = True
+                        if not task.abandoned:
+                            self._finished()
+                if task.abandoned:
+                    break  # another thread has its place already
             stopped = True
         finally:
             self._exited(replace=not stopped)
@@ -153,6 +188,7 @@ class HandlerPool:
             log_exception(logger, "Cleaning up a thread of %s failed", self._name)
         with self._lock:
             thread = threading.current_thread()
+            self._abandoned.discard(thread)
             if thread in self._threads:
                 self._threads.remove(thread)
             if replace and not self._shutting_down:

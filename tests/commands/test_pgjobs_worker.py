@@ -53,6 +53,14 @@ def test_the_worker_command_does_not_keep_its_start_up_connection() -> None:
 def test_worker_command_rejects_bad_options() -> None:
     with pytest.raises(CommandError, match="--concurrency"):
         call_command("pgjobs_worker", "--concurrency", "0")
+    with pytest.raises(CommandError, match="invalid choice: 'fork'"):
+        call_command("pgjobs_worker", "--pool", "fork")
+
+
+def test_the_banner_names_the_pool() -> None:
+    out = StringIO()
+    call_command("pgjobs_worker", "--burst", "--pool", "thread", stdout=out)
+    assert " pool=thread " in out.getvalue().splitlines()[0]
 
 
 @pytest.fixture

@@ -136,13 +136,16 @@ def test_a_payload_that_is_not_json_is_refused_before_anything_is_written() -> N
                 "BACKOFF": "no.such.function",
                 "DATABASE": "nowhere",
                 "RETRIES": 3,
+                "TIMEOUT": 0,
             },
         }
     }
 )
 def test_check_reports_every_bad_option_without_touching_the_database() -> None:
     ids = {m.id for m in run_checks() if m.id and m.id.startswith("pgjobs.E03")}
-    assert ids == {"pgjobs.E030", "pgjobs.E031", "pgjobs.E032", "pgjobs.E033", "pgjobs.E035"}
+    assert ids == {
+        "pgjobs.E030", "pgjobs.E031", "pgjobs.E032", "pgjobs.E033", "pgjobs.E035", "pgjobs.E036"
+    }  # fmt: skip
 
 
 def test_check_passes_for_the_suites_settings() -> None:

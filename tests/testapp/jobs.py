@@ -156,3 +156,26 @@ class Undescribable(Exception):
 @job("test.undescribable")
 def undescribable(payload: dict[str, Any]) -> None:
     raise Undescribable(payload.get("message", "undescribable"))
+
+
+@job("test.pid_block", retry_delay=0)
+def pid_block(payload: dict[str, Any], report_progress: ProgressReporter) -> str:
+    """Records '<label>:<pid>' (the process running it) and reports progress, then waits like
+    test.block; returns its pid. Process-pool tests use it to find, and outlive, a child."""
+    label = payload.get("label", "pid")
+    Run.objects.create(
+        job_id="00000000-0000-0000-0000-000000000000", label=f"{label}:{os.getpid()}"
+    )
+    report_progress(50, f"in {os.getpid()}")
+    release = Path(payload["release"])
+    deadline = time.monotonic() + payload.get("timeout", 30)
+    while not release.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return str(os.getpid())
+
+
+@job("test.exit_process", max_attempts=1)
+def exit_process(payload: dict[str, Any]) -> None:
+    """Ends the process running it at once, as a crash in C code would (process pool only: in a
+    handler thread it would end the worker)."""
+    os._exit(payload.get("status", 7))

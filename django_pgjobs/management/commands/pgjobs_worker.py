@@ -16,7 +16,7 @@ from django_pgjobs.exceptions import PgJobsError, WorkerIdInUse
 from django_pgjobs.jobs.registry import registry
 from django_pgjobs.observability.display import printable
 from django_pgjobs.queries.base import WORKFLOW_JOB_PREFIX
-from django_pgjobs.worker.loop import Worker
+from django_pgjobs.worker.loop import POOLS, Worker
 from django_pgjobs.worker.process import configure_logging
 from django_pgjobs.workflows.registry import workflows
 
@@ -61,6 +61,13 @@ class Command(BaseCommand):
         parser.add_argument(
             "--no-scheduler", action="store_true", help="Do not fire schedules from this worker."
         )
+        parser.add_argument(
+            "--pool",
+            choices=POOLS,
+            default="thread",
+            help="Where handlers run: in the worker's threads (default), or each thread's in a "
+            "child process of its own, killed at a timeout.",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["concurrency"] is not None and options["concurrency"] < 1:
@@ -89,6 +96,7 @@ class Command(BaseCommand):
             using=options["database"],
             # A burst drains the queue and exits: no place to wait for schedule ticks.
             scheduler=not options["no_scheduler"] and not options["burst"],
+            pool=options["pool"],
         )
         # A workflow's runner is registered as a job too (pgjobs.workflow:<version>): name the
         # workflows instead of that internal name.
@@ -96,8 +104,8 @@ class Command(BaseCommand):
         flows = [definition.name for definition in workflows.all()]
         self.stdout.write(
             f"pgjobs worker {worker.worker_id}: queues={','.join(worker.queues) or 'all'} "
-            f"concurrency={worker.concurrency} handlers={len(names)} ({', '.join(names) or 'none'})"
-            f" workflows={len(flows)} ({', '.join(flows) or 'none'})"
+            f"concurrency={worker.concurrency} pool={worker.pool} handlers={len(names)} "
+            f"({', '.join(names) or 'none'}) workflows={len(flows)} ({', '.join(flows) or 'none'})"
         )
         # The start-up checks (pending migrations) opened this thread's Django connection; the
         # worker never uses it, so it would sit idle as long as the process lives.
@@ -113,9 +121,16 @@ class Command(BaseCommand):
             f"pgjobs worker {worker.worker_id} stopped: {stats.completed} completed, "
             f"{stats.retried} retried, {stats.buried} dead-lettered, {stats.released} released"
         )
-        if worker.abandoned:
-            # Handler threads that outlived the grace period cannot be joined; their jobs are
-            # already handed back, so leave without waiting for them.
+        status = 0
+        if worker.stop_reason is not None:
+            # It stopped by itself: exit non-zero, so a supervisor starts a fresh process.
+            self.stderr.write(f"pgjobs worker {worker.worker_id}: {worker.stop_reason}")
+            status = 1
+        if worker.abandoned or worker.abandoned_threads:
+            # Handler threads that outlived the grace period or their timeout cannot be joined;
+            # their jobs are already handed back or failed, so leave without waiting for them.
             sys.stdout.flush()
             sys.stderr.flush()
-            os._exit(0)
+            os._exit(status)
+        if status:
+            sys.exit(status)

@@ -1,0 +1,220 @@
+"""Handlers in child processes (``pgjobs_worker --pool process``): a hard timeout.
+
+Each handler slot (a pool thread) owns one long-lived child process and hands it its attempts
+over a pipe, one at a time; progress reports and the outcome come back the same way. At the
+attempt's deadline the slot's thread kills the child (SIGTERM, then SIGKILL after
+:data:`KILL_GRACE` seconds) and reports the timeout itself; its next attempt starts a new child.
+A child that dies on its own (a segfault, ``os._exit``, the kernel's OOM killer) fails its
+attempt instead of the worker.
+
+Children come from a forkserver that has set Django up once (:mod:`.child_setup`): a new child
+is a fork of a process with no threads and no connections, ready in about 10 ms where a spawned
+interpreter pays a whole ``django.setup()`` (0.6 s for the test project, seconds for a large
+one). Forking the worker itself would be cheaper still, but the worker has threads and an open
+connection at any moment, and a fork copies a lock held by another thread for ever. Where there
+is no forkserver (Windows), children are spawned.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import pickle
+import signal
+import threading
+import time
+from multiprocessing.connection import wait
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+from django_pgjobs.jobs.context import ProgressSink
+from django_pgjobs.jobs.timeouts import TIMEOUT_EXCEPTION, timeout_error
+from django_pgjobs.stored_json import UndecodableJSON
+from django_pgjobs.worker import child
+from django_pgjobs.worker.attempt import AttemptResult, run_attempt
+from django_pgjobs.worker.inflight import InFlight
+
+logger = logging.getLogger("django_pgjobs.worker")
+
+# Seconds a child gets between SIGTERM and SIGKILL: enough for a handler's own SIGTERM handler
+# to clean up, short because the slot stays busy meanwhile.
+KILL_GRACE = 5.0
+# Seconds a child that was asked to stop gets to finish before it is killed.
+STOP_GRACE = 5.0
+
+
+def _context() -> Any:
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["django_pgjobs.worker.child_setup"])
+    return context
+
+
+class ChildProcess:
+    """One child and the pipe to it, used by one slot thread at a time."""
+
+    def __init__(self, context: Any, name: str) -> None:
+        self.conn, theirs = context.Pipe()
+        # Not daemonic: a daemonic process may not start processes of its own, and a handler may.
+        self.process: BaseProcess = context.Process(
+            target=child.serve, args=(theirs,), name=name, daemon=False
+        )
+        self.process.start()
+        theirs.close()
+        self.killed_for: str | None = None  # why kill() was called: "timeout", "shutdown"
+
+    def run(
+        self, job: Any, module: str | None, deadline: float | None, progressed: ProgressSink
+    ) -> AttemptResult | None:
+        """Run ``job`` in the child until it reports; None if the child is gone first: it died,
+        or ran past ``deadline`` and was killed (``killed_for``)."""
+        try:
+            self.conn.send(("run", job, module))
+        except OSError:
+            self.process.join(STOP_GRACE)
+            return None
+        while True:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                self.kill("timeout")
+                return None
+            ready = wait([self.conn, self.process.sentinel], left)
+            if not ready:
+                continue
+            # A child that exits right after reporting has both ready: read the pipe first.
+            if self.conn not in ready and not self.conn.poll(0):
+                self.process.join(STOP_GRACE)
+                return None
+            try:
+                message = self.conn.recv()
+            except (EOFError, OSError):
+                self.process.join(STOP_GRACE)
+                return None
+            if message[0] == "progress":
+                progressed(job, message[1], message[2])
+                continue
+            result: AttemptResult = message[1]
+            return _with_callback(result, message[2])
+
+    @property
+    def alive(self) -> bool:
+        return self.process.is_alive()
+
+    def kill(self, why: str) -> None:
+        """SIGTERM, then SIGKILL after :data:`KILL_GRACE`: gone either way. Safe from another
+        thread than the slot's (the pipe is the slot thread's to close)."""
+        self.killed_for = why
+        self.process.terminate()
+        self.process.join(KILL_GRACE)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
+
+    def stop(self) -> None:
+        """Ask the child to exit between attempts; kill it if it does not."""
+        with contextlib.suppress(OSError):
+            self.conn.send(("stop",))
+        self.process.join(STOP_GRACE)
+        if self.process.is_alive():
+            self.kill("stop")
+        self.conn.close()
+
+    def death(self) -> str:
+        code = self.process.exitcode
+        if code is not None and code < 0:
+            return f"killed by {signal.Signals(-code).name}"
+        return f"exit status {code}"
+
+
+def _with_callback(result: AttemptResult, callback: bytes | None) -> AttemptResult:
+    """The child's result with its ``on_written`` callback back in its notes, if any."""
+    if callback is None or result.notes is None:
+        return result
+    try:
+        result.notes.on_written = pickle.loads(callback)  # noqa: S301 - our own child wrote it
+    except Exception as exc:
+        logger.warning(
+            "The callback after the outcome of an attempt (a Django task's task_finished) sent "
+            "by its child process cannot be read here, and will not run: %s",
+            exc,
+        )
+    return result
+
+
+class ChildRunner:
+    """Runs each attempt in its slot's child process, killing it at the attempt's deadline."""
+
+    kills_on_timeout = True
+
+    def __init__(self, *, name: str, progressed: ProgressSink) -> None:
+        self._name = name
+        self._progressed = progressed
+        self._context = _context()
+        self._local = threading.local()  # each slot thread's child
+        self._children: set[ChildProcess] = set()
+        self._lock = threading.Lock()
+        self._count = 0
+
+    def __call__(self, entry: InFlight) -> AttemptResult:
+        job, handler = entry.job, entry.handler
+        if handler is None or isinstance(job.payload, UndecodableJSON):
+            # No handler code runs for it: it fails here, without a child.
+            return run_attempt(handler, job, self._progressed)
+        process = self._child()
+        module = getattr(handler.func, "__module__", None)
+        result = process.run(job, module, entry.deadline, self._progressed)
+        if result is not None:
+            return result
+        self._forget(process)
+        process.conn.close()
+        took = time.monotonic() - entry.began
+        if process.killed_for == "shutdown":
+            return AttemptResult(took=took, error="WorkerShutdown: its process was killed.")
+        if process.killed_for == "timeout" and entry.timeout is not None:
+            error = timeout_error(entry.timeout, hard=True)
+            logger.error(
+                "Job %s %s (attempt %s/%s) ran past its timeout of %s: its process was killed",
+                job.job_name, job.id, job.attempt, job.max_attempts, entry.timeout.describe(),
+            )  # fmt: skip
+            return AttemptResult(took=took, error=error, exception=TIMEOUT_EXCEPTION)
+        error = (
+            f"WorkerError: the handler's process died ({process.death()}) before it finished "
+            "the attempt."
+        )
+        logger.error("Job %s %s: %s", job.job_name, job.id, error)
+        return AttemptResult(took=took, error=error)
+
+    def thread_exit(self) -> None:
+        """A slot thread ends: its child goes with it."""
+        process = getattr(self._local, "child", None)
+        if process is not None:
+            self._forget(process)
+            process.stop()
+
+    def close(self) -> None:
+        """Kill every child still there (a shutdown: their attempts were handed back)."""
+        with self._lock:
+            left, self._children = list(self._children), set()
+        for process in left:
+            if process.alive:
+                process.kill("shutdown")
+
+    def _child(self) -> ChildProcess:
+        process: ChildProcess | None = getattr(self._local, "child", None)
+        if process is None or not process.alive:
+            with self._lock:
+                self._count += 1
+                name = f"{self._name}-child-{self._count}"
+            process = ChildProcess(self._context, name)
+            with self._lock:
+                self._children.add(process)
+            self._local.child = process
+        return process
+
+    def _forget(self, process: ChildProcess) -> None:
+        with self._lock:
+            self._children.discard(process)
+        if getattr(self._local, "child", None) is process:
+            self._local.child = None

@@ -1,0 +1,243 @@
+"""The worker's handler slots: each claimed attempt handed to a pool thread, its outcome reported
+back to the completer, its timeout enforced, and the count of busy slots the loop claims by.
+
+An attempt is reported once, by whichever comes first under the slots' lock: its handler
+returning (``settling``) or its timeout (``timed_out``). A timed-out attempt is failed with
+``JobTimeout`` through the completer like any failure (retried or dead-lettered, fenced by its
+lease token); its slot is free at once. How its handler is stopped depends on where it runs:
+
+- in a thread (the default), it cannot be: the thread is abandoned to finish on its own, a new
+  thread takes its place (so the worker keeps its concurrency), and whatever the handler does
+  later is discarded (the lease token would fence it out anyway);
+- in a child process (``--pool process``: :mod:`.children`), the slot's thread kills the child
+  at the deadline and reports the timeout itself.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from django.db import connections
+
+from django_pgjobs import queries
+from django_pgjobs.jobs.registry import registry
+from django_pgjobs.jobs.timeouts import TIMEOUT_EXCEPTION, attempt_timeout, timeout_error
+from django_pgjobs.worker.attempt import AttemptResult
+from django_pgjobs.worker.completer import Completer
+from django_pgjobs.worker.deadlines import Deadlines
+from django_pgjobs.worker.inflight import InFlight, log_timed_out
+from django_pgjobs.worker.pacing import Pacing
+from django_pgjobs.worker.pool import HandlerPool
+
+logger = logging.getLogger("django_pgjobs.worker")
+
+
+class Runner(Protocol):
+    """Runs attempts for the slots' threads: in the thread itself, or in a child process."""
+
+    # It enforces timeouts itself, by killing what runs the handler: the slots must not
+    # abandon the thread.
+    kills_on_timeout: bool
+
+    def __call__(self, entry: InFlight) -> AttemptResult:
+        """Run one attempt in the calling slot thread and say how it went; never raises."""
+
+    def thread_exit(self) -> None:
+        """A slot thread is ending: release what it kept."""
+
+    def close(self) -> None:
+        """The worker is closing: stop whatever still runs, at once."""
+
+
+class InThread:
+    """Runs each attempt in the slot's own thread (the default ``--pool thread``)."""
+
+    kills_on_timeout = False
+
+    def __init__(self, run: Callable[[InFlight], AttemptResult]) -> None:
+        self._run = run
+
+    def __call__(self, entry: InFlight) -> AttemptResult:
+        return self._run(entry)
+
+    def thread_exit(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class Slots:
+    """``runner`` runs the attempts (see :class:`Runner`)."""
+
+    def __init__(
+        self,
+        *,
+        concurrency: int,
+        name: str,
+        completer: Completer,
+        pacing: Pacing,
+        wake: Callable[[], None],
+        runner: Runner,
+        stopping: threading.Event,
+    ) -> None:
+        self.concurrency = concurrency
+        # Every attempt held, by (job id, lease token), until its outcome is written.
+        self.inflight: dict[queries.Token, InFlight] = {}
+        # Attempts handed to the pool whose slot is not free yet.
+        self.busy = 0
+        self._name = name
+        self._completer = completer
+        self._pacing = pacing
+        self._wake = wake
+        self._runner = runner
+        self._stopping = stopping  # set when the worker is asked to stop (handlers may ask)
+        self._lock = threading.Lock()
+        self._pool: HandlerPool | None = None
+        self._closed_pool: HandlerPool | None = None  # the last one, with its abandoned threads
+        self._deadlines = Deadlines()
+
+    def open(self) -> None:
+        if self._pool is None:
+            self._pool = HandlerPool(
+                self.concurrency,
+                name=self._name,
+                on_thread_exit=self._thread_exit,
+            )
+
+    def dispatch(self, job: queries.ClaimedJob) -> None:
+        assert self._pool is not None
+        handler, now = registry.get(job.job_name), time.monotonic()
+        entry = InFlight.of(
+            job, handler, stopping=self._stopping, timeout=attempt_timeout(job, handler)
+        )
+        self.inflight[job.token] = entry
+        if not self._runner.kills_on_timeout:  # else nothing here looks: see enforce_timeouts
+            self._deadlines.dispatched(entry, now=now)
+        self._count_busy(+1)
+        entry.task = self._pool.submit(
+            functools.partial(self._execute, entry),
+            on_failure=functools.partial(self._execute_failed, entry),
+        )
+
+    def cancel_unstarted(self) -> list[InFlight]:
+        """Take back every attempt whose handler has not started (a shutdown): their slots are
+        free; they stay held until the caller gives them back."""
+        pool = self._pool
+        unstarted = [e for e in self.inflight.values() if pool and e.task and pool.cancel(e.task)]
+        self._count_busy(-len(unstarted))
+        return unstarted
+
+    def wait_idle(self) -> None:
+        """Until every handler has returned or timed out (``run_once``)."""
+        assert self._pool is not None
+        while not self._pool.wait_idle(self.seconds_until_check()):
+            self.enforce_timeouts()  # a hung handler must not hang run_once() for ever
+
+    def close(self, *, wait: bool) -> None:
+        """Cancel what has not started and stop the threads; ``wait`` for running handlers.
+        Threads abandoned after a timeout are never waited for."""
+        if self._pool is None:
+            return
+        for entry in self.inflight.values():
+            if entry.task is not None:
+                self._pool.cancel(entry.task)
+        if not wait:
+            self._runner.close()  # children running handed-back attempts are killed
+        self._pool.shutdown(wait=wait)
+        self._closed_pool, self._pool = self._pool, None
+
+    @property
+    def abandoned_threads(self) -> int:
+        """Handler threads abandoned after a timeout that have not returned yet."""
+        pools = (self._pool, self._closed_pool)
+        return sum(pool.abandoned_threads for pool in pools if pool is not None)
+
+    def held_tokens(self) -> list[queries.Token]:
+        """The attempts whose leases the heartbeat renews: never one that timed out."""
+        return [e.job.token for e in self.inflight.values() if not e.timed_out]
+
+    def started(self, now: float) -> list[tuple[queries.Token, float]]:
+        """Renewed attempts whose handler has begun, with how many seconds ago."""
+        held = self.inflight.values()
+        return [(e.job.token, now - e.began) for e in held if e.started and not e.timed_out]
+
+    def seconds_until_check(self) -> float | None:
+        """Seconds until an attempt may time out (0: now); None if none can."""
+        return self._deadlines.seconds_until_check(now=time.monotonic())
+
+    def enforce_timeouts(self) -> None:
+        """Fail each attempt past its timeout and free its slot (see :mod:`.deadlines`)."""
+        if self._runner.kills_on_timeout:
+            return  # each slot's thread kills what runs its handler at the deadline
+        for entry in self._deadlines.expired(self.inflight.values(), now=time.monotonic()):
+            with self._lock:
+                if entry.settling:
+                    continue  # it returned just now: its own outcome stands
+                entry.timed_out = True
+                self.busy -= 1
+            assert self._pool is not None
+            assert entry.task is not None
+            assert entry.timeout is not None
+            self._pool.abandon(entry.task)
+            entry.attempt.no_longer_ours()  # a handler that asks is_cancelled() may stop now
+            error = timeout_error(entry.timeout, hard=False)
+            took = time.monotonic() - entry.began
+            result = AttemptResult(took=took, error=error, exception=TIMEOUT_EXCEPTION)
+            self._completer.finished(entry.job, result)
+            log_timed_out(entry, abandoned=self._pool.abandoned_threads)
+
+    def _thread_exit(self) -> None:
+        # Handler threads keep their connections between jobs; each closes its own (Django
+        # connections are per thread) as it exits.
+        try:
+            self._runner.thread_exit()
+        finally:
+            connections.close_all()
+
+    def _count_busy(self, change: int) -> int:
+        with self._lock:
+            self.busy += change
+            return self.busy
+
+    def _execute(self, entry: InFlight) -> None:
+        """Runs in a handler thread. Always reports an outcome, whatever happens: if anything
+        here raises, the pool calls :meth:`_execute_failed` in the same thread."""
+        entry.began = time.monotonic()
+        if entry.timeout is not None:
+            entry.deadline = entry.began + entry.timeout.seconds
+        entry.started = True  # last: the loop reads ``deadline`` once it sees this
+        self._report(entry, self._runner(entry))
+
+    def _execute_failed(self, entry: InFlight, exc: BaseException) -> None:
+        """The runner catches whatever a handler raises; this is a failure of our own. Still
+        report an outcome, or the job would stay ours, its lease renewed, for ever."""
+        if not entry.reported:
+            error = "WorkerError: the attempt could not be run."
+            self._report(entry, AttemptResult(took=0.0, error=error))
+
+    def _report(self, entry: InFlight, result: AttemptResult) -> None:
+        with self._lock:
+            entry.settling = not entry.timed_out
+        if not entry.settling:
+            # Its failure is written and its slot given to another thread. The lease token
+            # would fence this outcome out anyway; it is not even offered.
+            logger.warning(
+                "The abandoned handler of %s %s returned after %.1fs; its outcome is discarded",
+                entry.job.job_name, entry.job.id, result.took,
+            )  # fmt: skip
+            return
+        entry.notes = result.notes
+        first = self._completer.finished(entry.job, result)
+        entry.reported = True
+        busy = self._count_busy(-1)
+        self._pacing.record_run(result.took)
+        # Wake the loop when it has something to do: a thread is free to fill, a failure to
+        # write now, or the first of a batch of outcomes (it starts the batch's clock).
+        if first or busy < self.concurrency or result.error is not None:
+            self._wake()

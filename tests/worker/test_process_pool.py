@@ -1,0 +1,154 @@
+"""``pgjobs_worker --pool process``: each handler slot runs its attempts in a child process, which
+is killed at a timeout. Real worker processes, real children, real signals."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from django_pgjobs import enqueue, get_job
+from django_pgjobs.models import FailedJob
+from django_pgjobs.tasks.definitions import PgJobsTask
+from tests.helpers import start_worker, stop, wait_for
+from tests.testapp import tasks
+from tests.testapp.models import Run
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+
+@pytest.fixture
+def workers() -> Iterator[list[subprocess.Popen[bytes]]]:
+    started: list[subprocess.Popen[bytes]] = []
+    yield started
+    for proc in started:
+        stop(proc)
+
+
+def run_burst(
+    workers: list[subprocess.Popen[bytes]], log: Path, *args: str, **settings: Any
+) -> None:
+    proc = start_worker(
+        "--pool", "process", "--burst", "--no-scheduler", *args, settings=settings, log=log
+    )
+    workers.append(proc)
+    try:
+        assert proc.wait(timeout=60) == 0, log.read_text()
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"worker did not exit; its log:\n{log.read_text()}") from None
+
+
+def pid_of(label: str) -> int:
+    [run] = Run.objects.filter(label__startswith=f"{label}:")
+    return int(run.label.rsplit(":", 1)[1])
+
+
+def alive(pid: int) -> bool:
+    """Running: not gone, and not a zombie nobody has reaped yet (a container's init may not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return not Path("/proc/self").exists()  # gone meanwhile, or no /proc to ask
+    return state != "Z"
+
+
+def test_a_hung_child_is_killed_at_its_timeout_and_the_next_job_runs_in_a_new_one(
+    workers: list[subprocess.Popen[bytes]], tmp_path: Path
+) -> None:
+    done = tmp_path / "done"
+    done.touch()
+    hung = enqueue(
+        "test.pid_block",
+        {"label": "hung", "release": str(tmp_path / "never"), "timeout": 120},
+        timeout=1,
+        max_attempts=1,
+        priority=10,
+    )
+    after = enqueue("test.pid_block", {"label": "after", "release": str(done)})
+    log = tmp_path / "worker.log"
+    run_burst(workers, log, "--concurrency", "1")
+
+    error = str(FailedJob.objects.get(id=hung).error)
+    assert error == (
+        "JobTimeout: the attempt ran longer than its timeout of 1s (the job's timeout); "
+        "its process was killed."
+    )
+    assert get_job(after).status == "completed"
+    first, second = pid_of("hung"), pid_of("after")
+    assert len({first, second, workers[0].pid}) == 3  # two children, neither the worker
+    wait_for(lambda: not alive(first), what="the killed child to be gone")
+    # Progress went from the child to the worker, which wrote it.
+    job = get_job(after)
+    assert (job.progress, job.progress_message) == (50, f"in {second}")
+    assert "its process was killed" in log.read_text()
+
+
+def test_a_child_that_dies_fails_its_attempt_and_the_worker_runs_on(
+    workers: list[subprocess.Popen[bytes]], tmp_path: Path
+) -> None:
+    dying = enqueue("test.exit_process", {"status": 7}, priority=10)
+    after = enqueue("test.record", {"label": "after"})
+    run_burst(workers, tmp_path / "worker.log", "--concurrency", "1")
+    assert str(FailedJob.objects.get(id=dying).error) == (
+        "WorkerError: the handler's process died (exit status 7) before it finished the attempt."
+    )
+    assert get_job(after).status == "completed"
+
+
+def test_a_task_in_a_child_keeps_its_result_and_the_worker_sends_task_finished(
+    workers: list[subprocess.Popen[bytes]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PGJOBS_TEST_RECORD_FINISHED", "1")
+    add: PgJobsTask = tasks.add  # type: ignore[assignment]
+    result = add.enqueue(2, 3)
+    run_burst(workers, tmp_path / "worker.log")
+    assert add.get_result(result.id).return_value == 5
+    [finished] = Run.objects.filter(label__startswith="finished:")
+    assert finished.label == f"finished:SUCCESSFUL:{workers[0].pid}"
+
+
+def test_sigterm_kills_a_child_still_running_after_the_grace_period(
+    workers: list[subprocess.Popen[bytes]], tmp_path: Path
+) -> None:
+    job_id = enqueue(
+        "test.pid_block", {"label": "slow", "release": str(tmp_path / "never"), "timeout": 120}
+    )
+    log = tmp_path / "worker.log"
+    proc = start_worker("--pool", "process", settings={"SHUTDOWN_GRACE": 0.5}, log=log)
+    workers.append(proc)
+    wait_for(lambda: Run.objects.filter(label__startswith="slow:").exists(), what="the child")
+    child = pid_of("slow")
+    proc.send_signal(signal.SIGTERM)
+    try:
+        assert proc.wait(timeout=20) == 0, log.read_text()
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"worker did not exit; its log:\n{log.read_text()}") from None
+    job = get_job(job_id)
+    assert (job.status, str(job.error).startswith("WorkerShutdown")) == ("pending", True)
+    wait_for(lambda: not alive(child), what="the child to be killed")
+
+
+def test_a_child_does_not_outlive_a_killed_worker(
+    workers: list[subprocess.Popen[bytes]], tmp_path: Path
+) -> None:
+    """SIGKILL: the worker says nothing, and the child's parent is the forkserver, which lives
+    on while any child does. The child sees the worker's end of its pipe close."""
+    enqueue(
+        "test.pid_block", {"label": "orphan", "release": str(tmp_path / "never"), "timeout": 120}
+    )
+    proc = start_worker("--pool", "process", log=tmp_path / "worker.log")
+    workers.append(proc)
+    wait_for(lambda: Run.objects.filter(label__startswith="orphan:").exists(), what="the child")
+    child = pid_of("orphan")
+    proc.kill()
+    proc.wait(timeout=10)
+    wait_for(lambda: not alive(child), what="the orphaned child to exit")
