@@ -97,7 +97,7 @@ def register_task(task: Any, *, max_attempts: int | None = None) -> None:
     """Make ``task`` runnable by workers: the handler of jobs named ``task.module_path``. The
     first registration of a path wins (copies made by ``using()`` share it); its options (the
     task's ``max_attempts``, else the backend's ``MAX_ATTEMPTS`` given here) are the defaults of
-    a schedule or ``enqueue()`` naming the task."""
+    a schedule or ``enqueue()`` naming the task, and so is its ``partition_key``."""
     name = task.module_path
     existing = jobs_registry.registry.get(name)
     runner = None if existing is None else existing.func
@@ -110,8 +110,25 @@ def register_task(task: Any, *, max_attempts: int | None = None) -> None:
         max_attempts=getattr(task, "max_attempts", None) or max_attempts,
         queue=task.queue_name,
         priority=task.priority,
+        partition_key=_payload_partition_key(getattr(task, "partition_key", None)),
         payload_problem=runner.payload_problem,
     )
+
+
+def _payload_partition_key(key: Any) -> Any:
+    """The task's partition key as a job handler's: a callable over the task's arguments becomes
+    one over the job's payload ({"args", "kwargs"}), for a schedule's ticks and an
+    ``enqueue()`` by the task's name. (The backend asks the task's own callable itself.)"""
+    if not callable(key):
+        return key
+
+    def from_payload(payload: Any) -> Any:
+        arguments = task_arguments(payload)
+        if arguments is None:
+            raise ValueError('the payload is not {"args": [...], "kwargs": {...}}')
+        return key(*arguments[0], **arguments[1])
+
+    return from_payload
 
 
 def _backend(task: Any, payload: Any) -> PgJobsBackend:

@@ -92,3 +92,18 @@ async def note_async(context: PgJobsTaskContext, note: str) -> bool:
     """An async task saving its metadata with asave_metadata()."""
     context.metadata["note"] = note
     return await context.asave_metadata()
+
+
+def _account_key(account: int, *args: Any, **kwargs: Any) -> str | None:
+    """A partition_key callable: the task's arguments, as the task gets them."""
+    return None if account == 0 else f"account:{account}"
+
+
+@task(partition_key=_account_key)  # type: ignore[call-overload, untyped-decorator]
+def post_entry(account: int, amount: int = 0) -> int:
+    return amount
+
+
+@task(partition_key="reports")  # type: ignore[call-overload, untyped-decorator]
+def build_report(title: str = "") -> str:
+    return title
