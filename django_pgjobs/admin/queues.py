@@ -82,7 +82,7 @@ class QueueForm(forms.ModelForm):  # type: ignore[type-arg]
             if name in self.fields and name not in self.errors
         }
         for name, message in limit_problems(limits).items():
-            self.add_error(name, message[0].upper() + message[1:] + ".")
+            self.add_error(name, message[0].upper() + message[1:].rstrip(".") + ".")
         # A new row that neither pauses nor limits changes nothing, and would override the
         # settings' limits with none.
         if (
