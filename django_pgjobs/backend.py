@@ -83,7 +83,8 @@ class PgJobsBackend(framework.BaseTaskBackend):
 
     def validate_task(self, task: Any) -> None:
         """Django's checks, plus: ``run_after`` may be a delay (a ``timedelta``); times, queue
-        names, ``max_attempts``, ``backoff`` and ``metadata`` as the queue accepts them."""
+        names, ``max_attempts``, ``backoff``, ``metadata`` and a ``partition_key`` str as the
+        queue accepts them (a callable is asked at enqueue)."""
         priority = task.priority
         if isinstance(priority, bool) or not isinstance(priority, int | float):
             # Django's own check would compare it first, and raise a bare TypeError.
@@ -139,6 +140,9 @@ class PgJobsBackend(framework.BaseTaskBackend):
                 "dicts, lists, str, int, float, bool and None (a model instance by its pk)."
             ) from exc
         max_attempts = getattr(task, "max_attempts", None) or self.max_attempts
+        # From the arguments as the worker will pass them (JSON's): the same key a schedule's
+        # tick of the task gets from its payload.
+        partition_key = _partition_key(task, *arguments)
         payload = {
             "args": arguments[0],
             "kwargs": arguments[1],
@@ -155,6 +159,7 @@ class PgJobsBackend(framework.BaseTaskBackend):
             "using": self.database,
             "metadata": getattr(task, "metadata", None),
             "timeout": getattr(task, "timeout", None) or self.timeout,
+            "partition_key": partition_key,
         }
 
     def _enqueued(
@@ -232,10 +237,36 @@ def _check_options(task: Any) -> None:
         validation.dump_metadata(task.metadata, "task metadata")
     if getattr(task, "timeout", None) is not None:
         validation.check_timeout(task.timeout)
+    key = getattr(task, "partition_key", None)
+    if key is not None and not callable(key):
+        validation.check_partition_key(key)
 
 
 def _backend_named(alias: str) -> Any:
     return framework.task_backends[alias]
+
+
+def _partition_key(task: Any, args: Any, kwargs: Any) -> str | None:
+    """The task's partition key for these arguments: its str, or what its callable answers
+    when given them as the task function is. Raises InvalidTask naming the task, before
+    anything is written, when the callable raises or answers no str. (When it answers None,
+    the enqueue asks the task's job handler, which asks the same callable again: it should be
+    a pure function of the arguments.)"""
+    from django_pgjobs.jobs import validation
+
+    key = getattr(task, "partition_key", None)
+    if callable(key):
+        try:
+            key = key(*args, **kwargs)
+        except Exception as exc:
+            raise framework.InvalidTask(
+                f"Task {task.module_path}: its partition_key callable raised "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+    try:
+        return validation.check_partition_key(key)
+    except InvalidJobError as exc:
+        raise framework.InvalidTask(f"Task {task.module_path}: {exc}") from None
 
 
 def _send_enqueued(backend: PgJobsBackend, result: PgJobsTaskResult) -> None:

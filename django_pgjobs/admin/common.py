@@ -62,6 +62,19 @@ def related_count(rows: QuerySet[Any], group_by: str) -> Coalesce:
     return Coalesce(Subquery(counted, output_field=IntegerField()), 0)
 
 
+class _CappedCount(Subquery):
+    template = "(SELECT count(*) FROM (%(subquery)s) AS capped)"
+
+
+def capped_count(rows: QuerySet[Any]) -> Subquery:
+    """How many of ``rows`` (filtered on an ``OuterRef``) there are per outer row, reading at
+    most ``COUNT_CAP`` of them (shown as "10,000+" by ``dashboard.capped``): a count column
+    whose cost per row stays bounded however many jobs a queue holds."""
+    return _CappedCount(
+        rows.order_by().values("pk")[: dashboard.COUNT_CAP], output_field=IntegerField()
+    )
+
+
 def search_by_id_or_name(queryset: QuerySet[Any], term: str) -> QuerySet[Any]:
     """A full id, an id's first characters (as shown in the list: an index range scan), or a
     job name."""

@@ -66,6 +66,7 @@ class DashboardAdmin(ModelAdmin[Dashboard]):
 
             raise PermissionDenied
         board = load_dashboard()
+        paused = {p.queue for p in board.paused}
         context = {
             **self.admin_site.each_context(request),
             "title": "Jobs dashboard",
@@ -83,9 +84,15 @@ class DashboardAdmin(ModelAdmin[Dashboard]):
                     "scheduled": f"{q.scheduled:,}",
                     "running": f"{q.running:,}",
                     "lag": _age(q.oldest_due_age),
+                    "paused": q.queue in paused,
                 }
                 for q in board.queues
             ],
+            # The queues page, for those who may see it (the dashboard needs only view_job).
+            "queues_page": request.user.has_perm("pgjobs.view_queue"),
+            "paused_queues": board.paused,
+            "paused_count": f"{board.paused_count:,}",
+            "more_paused": board.paused_count - len(board.paused),
             "more_queues": f"{board.queues_not_shown:,}",
             "unhandled": [_unhandled_row(found) for found in board.unhandled],
             "completed_chart": bar_chart(

@@ -82,6 +82,15 @@ class JobAdmin(JobOnlyColumns, AttemptHistoryColumns, _ReadOnlyFieldsMixin, Mode
         ("Lease", {"fields": ("locked_by", "lease_expires"), "classes": ("collapse",)}),
     )
 
+    def get_fieldsets(self, request: HttpRequest, obj: Job | None = None) -> Any:
+        if obj is None or obj.partition_key is None:
+            return self.fieldsets
+        # Shown beside the queue where a job has one (most jobs have none).
+        (name, first), *rest = self.fieldsets
+        fields = list(first["fields"])
+        fields.insert(fields.index("queue") + 1, "partition_key")
+        return ((name, {**first, "fields": tuple(fields)}), *rest)
+
     def get_urls(self) -> list[URLPattern]:
         buttons = [
             path(

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
+from django import forms
 from django.contrib import admin, messages
-from django.db.models import QuerySet
+from django.db.models import Field, QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.html import format_html_join
@@ -18,6 +19,7 @@ from django_pgjobs.admin.common import (
     _QueueDatabaseMixin,
 )
 from django_pgjobs.admin.previews import PREVIEW_CHARS, LargeValuesMixin, whole_or_head
+from django_pgjobs.jobs.validation import MAX_KEY_LENGTH
 from django_pgjobs.models import (
     Schedule,
 )
@@ -52,6 +54,22 @@ class ScheduleAdmin(LargeValuesMixin, _QueueDatabaseMixin, ModelAdmin[Schedule])
     # written by SQL may be megabytes) and edits it only when it fits the preview.
     raw_fields: ClassVar[dict[str, bool]] = {"payload": True}
     list_defer = ("payload",)
+
+    def formfield_for_dbfield(
+        self, db_field: Field[Any, Any], request: HttpRequest, **kwargs: Any
+    ) -> Any:
+        if db_field.name == "partition_key":
+            # One line, and empty means NULL (the job's own key): '' is a key of its own, which
+            # a TextField's form field would save.
+            return forms.CharField(
+                required=False,
+                empty_value=None,
+                max_length=MAX_KEY_LENGTH,
+                label="Partition key",
+                help_text="The partition key of the schedule's jobs (see the queues how-to); "
+                "empty: the job's own (@job(partition_key=...)), if any.",
+            )
+        return super().formfield_for_dbfield(db_field, request, **kwargs)
 
     def get_readonly_fields(self, request: HttpRequest, obj: Schedule | None = None) -> list[str]:
         fields = list(super().get_readonly_fields(request, obj))

@@ -58,6 +58,28 @@ def resolve_options(
     )
 
 
+def resolve_partition_key(
+    job_name: str, payload: Any, partition_key: str | None = None
+) -> str | None:
+    """A job's partition key: the explicit one, else its handler's (a str, or what the
+    handler's callable answers for ``payload``). Raises InvalidJobError, naming the job, before
+    anything is written."""
+    if partition_key is not None:
+        return validation.check_partition_key(partition_key)
+    handler = registry.get(job_name)
+    return None if handler is None else handler.partition_key_for(payload)
+
+
+def shared_partition_key(job_name: str, partition_key: str | None = None) -> tuple[bool, Any]:
+    """(True, key) when every job of one enqueue_many gets the same key (an explicit one, or a
+    handler's str, or none), so the payloads need not be asked one by one; (False, None) when
+    the handler computes each job's."""
+    handler = registry.get(job_name)
+    if partition_key is not None or handler is None or not callable(handler.partition_key):
+        return True, resolve_partition_key(job_name, None, partition_key)
+    return False, None
+
+
 # The column default as PostgreSQL stores it (a plain integer literal, as we set it).
 _CURRENT_DEFAULT = """
 SELECT pg_get_expr(d.adbin, d.adrelid)

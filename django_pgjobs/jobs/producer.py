@@ -18,7 +18,11 @@ from django_pgjobs.conf import conf
 from django_pgjobs.database import statement_cursor
 from django_pgjobs.exceptions import InvalidJobError, PgJobsError
 from django_pgjobs.jobs import validation
-from django_pgjobs.jobs.options import resolve_options
+from django_pgjobs.jobs.options import (
+    resolve_options,
+    resolve_partition_key,
+    shared_partition_key,
+)
 from django_pgjobs.jobs.registry import registry
 
 # A key can be freed by a finishing job between our insert and our look-up; a few fresh
@@ -34,15 +38,14 @@ def _prepare(
     queue: str | None,
     priority: int | None,
     timeout: float | timedelta | None = None,
-    partition_key: str | None = None,
 ) -> dict[str, Any]:
-    """The row's checked columns (see :func:`resolve_options` for the defaults). A handler's
-    timeout is not copied into the row: the worker applies the handler's current one."""
+    """The row's checked columns but the payload's and the partition key (see
+    :func:`resolve_options` for the defaults). A handler's timeout is not copied into the row:
+    the worker applies the handler's current one."""
     options = resolve_options(job_name, queue=queue, priority=priority, max_attempts=max_attempts)
     when = validation.check_scheduled_for(scheduled_for)
     return {
         "timeout": None if timeout is None else validation.check_timeout(timeout),
-        "partition_key": validation.check_partition_key(partition_key),
         "job_name": job_name,
         "queue": options.queue,
         "priority": options.priority,
@@ -65,6 +68,7 @@ def _prepare_one(
     *,
     replace: bool,
     metadata: dict[str, Any] | None = None,
+    partition_key: str | None = None,
     **options: Any,
 ) -> dict[str, Any]:
     if replace and key is None:
@@ -72,6 +76,7 @@ def _prepare_one(
     row = _prepare(job_name, **options)
     _check_payload(job_name, payload)
     row.update(
+        partition_key=resolve_partition_key(job_name, payload, partition_key),
         id=uuid.uuid4(),
         payload=validation.dump_payload(payload),
         key=validation.check_key(key),
@@ -124,7 +129,9 @@ def enqueue(
 
     Runs on Django's connection ``using`` (default ``PGJOBS["DATABASE"]``), so it joins the
     caller's transaction. ``scheduled_for`` is an aware datetime or a delay. Options left as None
-    come from the ``@job`` registration, then from settings.
+    come from the ``@job`` registration, then from settings. ``partition_key`` puts the job in
+    a partition of its queue (see docs/howto/queues.md); without one, the handler's
+    ``@job(partition_key=...)`` applies (a callable is asked with ``payload``).
 
     With ``key``, at most one pending-or-running job holds it: if one does, its id is returned
     and nothing is written. With ``replace=True`` a still-pending holder is updated in place
@@ -240,7 +247,8 @@ def enqueue_many(
 ) -> list[uuid.UUID]:
     """Add one job per payload in a single statement; ids come back in payload order.
 
-    Every payload is serialised before anything is sent, so one bad payload writes nothing.
+    Every payload is serialised (and, with a handler's ``partition_key`` callable, given its
+    key) before anything is sent, so one bad payload writes nothing.
     """
     if isinstance(payloads, dict | str | bytes) or not isinstance(payloads, Sequence):
         raise InvalidJobError(
@@ -253,10 +261,12 @@ def enqueue_many(
         queue=queue,
         priority=priority,
         timeout=timeout,
-        partition_key=partition_key,
     )
     for payload in payloads:
         _check_payload(job_name, payload)
+    shared, key = shared_partition_key(job_name, partition_key)
+    # A handler's callable is asked once per payload, before anything is sent.
+    keys = None if shared else [resolve_partition_key(job_name, p) for p in payloads]
     texts = [
         validation.dump_payload(p, f"The payload at index {i}") for i, p in enumerate(payloads)
     ]
@@ -264,5 +274,8 @@ def enqueue_many(
         return []
     ids = [uuid.uuid4() for _ in texts]
     with statement_cursor(using or conf.DATABASE) as cur:
-        queries.insert_jobs(cur, {**rows, "ids": ids, "payloads": texts})
+        queries.insert_jobs(
+            cur,
+            {**rows, "partition_key": key, "partition_keys": keys, "ids": ids, "payloads": texts},
+        )
     return ids

@@ -16,6 +16,9 @@ from django_pgjobs.exceptions import HandlerAlreadyRegistered, InvalidJobError
 from django_pgjobs.jobs import validation
 
 HandlerFunc = Callable[..., Any]
+# A handler's partition key: one for all its jobs, or computed from each job's payload at
+# enqueue (None from it: that job has no partition).
+PartitionKey = str | Callable[[Any], "str | None"]
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,8 @@ class JobHandler:
     # Seconds an attempt may run before it fails with a timeout (None: the queue's, then
     # PGJOBS["TIMEOUT"]); an enqueue's own timeout comes first.
     timeout: float | None = None
+    # The partition key of the handler's jobs when the enqueue gives none (see PartitionKey).
+    partition_key: PartitionKey | None = None
     # What is wrong with a payload for this handler (None: nothing), asked before one is
     # enqueued or scheduled: a Django task's job takes {"args", "kwargs"} only.
     payload_problem: Callable[[Any], str | None] | None = None
@@ -40,6 +45,24 @@ class JobHandler:
         problem = None if self.payload_problem is None else self.payload_problem(payload)
         if problem is not None:
             raise InvalidJobError(f"Job {self.name!r}: {problem}")
+
+    def partition_key_for(self, payload: Any) -> str | None:
+        """The partition key of a job of ``payload``: the handler's str, or its callable's
+        answer. Raises InvalidJobError naming the job when the callable raises or answers
+        something other than a str or None (the caller then writes nothing)."""
+        key: Any = self.partition_key
+        if callable(key):
+            try:
+                key = key(payload)
+            except Exception as exc:
+                raise InvalidJobError(
+                    f"Job {self.name!r}: its partition_key callable raised "
+                    f"{type(exc).__name__}: {exc}"
+                ) from exc
+        try:
+            return validation.check_partition_key(key)
+        except InvalidJobError as exc:
+            raise InvalidJobError(f"Job {self.name!r}: {exc}") from None
 
     # Cached: asked for every job a worker runs, and inspect.signature is not cheap.
     @functools.cached_property
@@ -126,13 +149,15 @@ def register(
     queue: str | None = None,
     priority: int | None = None,
     timeout: float | timedelta | None = None,
+    partition_key: PartitionKey | None = None,
     payload_problem: Callable[[Any], str | None] | None = None,
 ) -> JobHandler:
     """Register ``func`` as the handler of jobs named ``name``.
 
     The options become the defaults of ``enqueue(name, ...)``; ``retry_delay`` is the base of this
-    job's backoff. Invalid options raise :class:`InvalidJobError` at import time, not at run time.
-    Names starting with ``pgjobs.`` are the library's own.
+    job's backoff. ``partition_key`` is a str, or a callable ``payload -> str | None`` asked at
+    each enqueue that gives no key. Invalid options raise :class:`InvalidJobError` at import
+    time, not at run time. Names starting with ``pgjobs.`` are the library's own.
     """
     validation.check_job_name(name)
     handler = _handler(
@@ -143,6 +168,7 @@ def register(
         queue=queue,
         priority=priority,
         timeout=timeout,
+        partition_key=partition_key,
     )
     if payload_problem is not None:
         handler = dataclasses.replace(handler, payload_problem=payload_problem)
@@ -168,6 +194,7 @@ def _handler(name: str, func: HandlerFunc, **options: Any) -> JobHandler:
         "queue": lambda v: validation.check_name(v, "queue name"),
         "priority": validation.check_priority,
         "timeout": validation.check_timeout,
+        "partition_key": _check_partition_key_option,
     }
     checked: dict[str, Any] = {}
     for option, value in options.items():
@@ -176,6 +203,13 @@ def _handler(name: str, func: HandlerFunc, **options: Any) -> JobHandler:
         except InvalidJobError as exc:
             raise InvalidJobError(f"Job {name!r}: {exc}") from None
     return JobHandler(name=name, func=func, **checked)
+
+
+def _check_partition_key_option(value: object) -> PartitionKey | None:
+    """A callable is asked at each enqueue (JobHandler.partition_key_for); a str is checked now."""
+    if callable(value):
+        return value
+    return validation.check_partition_key(value)
 
 
 def _check_signature(name: str, func: HandlerFunc) -> None:
@@ -212,6 +246,7 @@ def job(
     queue: str | None = None,
     priority: int | None = None,
     timeout: float | timedelta | None = None,
+    partition_key: PartitionKey | None = None,
 ) -> Callable[[HandlerFunc], JobHandler]: ...
 def job(
     name: str | HandlerFunc | None = None,
@@ -222,12 +257,15 @@ def job(
     queue: str | None = None,
     priority: int | None = None,
     timeout: float | timedelta | None = None,
+    partition_key: PartitionKey | None = None,
 ) -> JobHandler | Callable[[HandlerFunc], JobHandler]:
     """Register the decorated function as a job handler.
 
     ``@job("send-welcome-email", max_attempts=5)``; bare ``@job`` names the job after the
-    function's dotted path. The result is a :class:`JobHandler`: call it like the function, or
-    ``.enqueue(payload)`` it.
+    function's dotted path. ``partition_key`` puts every job of the handler in one partition
+    (a str) or computes each job's from its payload (``lambda p: f"account:{p['account']}"``).
+    The result is a :class:`JobHandler`: call it like the function, or ``.enqueue(payload)``
+    it.
     """
     if callable(name):
         return register(qualname(name), name)
@@ -241,6 +279,7 @@ def job(
             queue=queue,
             priority=priority,
             timeout=timeout,
+            partition_key=partition_key,
         )
 
     return decorate

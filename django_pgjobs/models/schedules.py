@@ -151,19 +151,29 @@ class Schedule(models.Model):
             # Declared in code or settings: checked there (pgjobs.E010); here only the
             # operator's `enabled` can change, and that needs no validation.
             return
-        problems = option_problems(name=self.name, queue=self.queue, priority=self.priority)
+        problems = option_problems(
+            name=self.name,
+            queue=self.queue,
+            priority=self.priority,
+            partition_key=self.partition_key,
+        )
         # A payload the form never read (the admin defers one too large to edit) is not being
         # changed: re-checking it would load megabytes, and would stop an operator disabling a
         # schedule SQL wrote with a payload over MAX_PAYLOAD_BYTES.
         unread = "payload" in self.get_deferred_fields()
-        problems |= declaration_problems(
+        found = declaration_problems(
             cron=self.cron,
             timezone=self.timezone,
             start=self.start_at,
             end=self.end_at,
             job_name=self.job_name,
             payload={} if unread else self.payload,
+            partition_key=self.partition_key,
         )
+        if unread:
+            # The handler's partition key callable was asked with {}, not the real payload.
+            found.pop("partition_key", None)
+        problems |= found
         limit_problem = catch_up_limit_problem(self.catch_up_limit)
         if limit_problem is not None:
             problems["catch_up_limit"] = limit_problem

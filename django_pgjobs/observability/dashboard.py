@@ -27,6 +27,8 @@ COUNT_CAP = 10_000
 WINDOW_MINUTES = 60
 # Queues listed on the page, busiest first; the rest are summed up as "and N more".
 QUEUES_SHOWN = 25
+# Paused queues named on the page; a deployment pausing more is told how many.
+PAUSED_SHOWN = 50
 
 
 @dataclass
@@ -37,6 +39,12 @@ class QueueRow:
     running: int
     # Seconds since this queue's oldest due job became due; None when nothing is due.
     oldest_due_age: float | None = None
+
+
+@dataclass
+class PausedQueue:
+    queue: str
+    paused_at: datetime | None
 
 
 @dataclass
@@ -51,6 +59,9 @@ class Dashboard:
     dead_letters: int = 0
     live_workers: int = 0
     oldest_due_age: float | None = None
+    # Paused queues (pgjobs_queues), the first PAUSED_SHOWN by name, and how many there are.
+    paused: list[PausedQueue] = field(default_factory=list)
+    paused_count: int = 0
     # Due jobs whose name no handler of this deployment claims (see observability.status).
     unhandled: list[UnhandledJobs] = field(default_factory=list)
     minutes: list[datetime] = field(default_factory=list)
@@ -170,7 +181,11 @@ _HEADLINES = """
 SELECT now(),
        (SELECT count(*) FROM (SELECT 1 FROM pgjobs_failed_jobs LIMIT %(cap)s) AS d),
        (SELECT count(*) FROM pgjobs_workers
-        WHERE last_heartbeat_at >= now() - make_interval(secs => %(silent)s))
+        WHERE last_heartbeat_at >= now() - make_interval(secs => %(silent)s)),
+       -- pgjobs_queues has a row per limited or paused queue: a small table, read whole.
+       (SELECT count(*) FROM pgjobs_queues WHERE paused),
+       array(SELECT name FROM pgjobs_queues WHERE paused ORDER BY name LIMIT %(paused)s),
+       array(SELECT paused_at FROM pgjobs_queues WHERE paused ORDER BY name LIMIT %(paused)s)
 """
 
 
@@ -201,9 +216,15 @@ def load_dashboard(*, using: str | None = None) -> Dashboard:
     with transaction.atomic(using=alias), connection.cursor() as cur:
         if outermost:  # (inside a caller's transaction its isolation level stands)
             cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        cur.execute(_HEADLINES, {"cap": COUNT_CAP, "silent": silent})
-        now, dead_letters, live_workers = cur.fetchone()
-        board = Dashboard(now=now, dead_letters=dead_letters, live_workers=live_workers)
+        cur.execute(_HEADLINES, {"cap": COUNT_CAP, "silent": silent, "paused": PAUSED_SHOWN})
+        now, dead_letters, live_workers, paused_count, paused, paused_at = cur.fetchone()
+        board = Dashboard(
+            now=now,
+            dead_letters=dead_letters,
+            live_workers=live_workers,
+            paused=[PausedQueue(*row) for row in zip(paused, paused_at, strict=True)],
+            paused_count=paused_count,
+        )
         cur.execute(_QUEUE_TABLE, {"shown": QUEUES_SHOWN})
         rows = cur.fetchall()
         board.queues = [QueueRow(*row[:5]) for row in rows]

@@ -25,8 +25,8 @@ _LIVE = (
 )
 
 _COLUMNS = (
-    "name, cron, job_name, payload, queue, priority, timezone, start_at, end_at, catch_up, "
-    "catch_up_limit, source"
+    "name, cron, job_name, payload, queue, priority, partition_key, timezone, start_at, end_at, "
+    "catch_up, catch_up_limit, source"
 )
 
 
@@ -40,23 +40,25 @@ def upsert_declared_schedule(cur: Cursor, row: dict[str, Any]) -> int:
         f"""
         INSERT INTO pgjobs_schedules ({_COLUMNS})
         VALUES (%(name)s, %(cron)s, %(job_name)s, %(payload)s::jsonb, %(queue)s,
-                %(priority)s, %(timezone)s, %(start_at)s, %(end_at)s, %(catch_up)s,
-                %(catch_up_limit)s, %(source)s)
+                %(priority)s, %(partition_key)s, %(timezone)s, %(start_at)s, %(end_at)s,
+                %(catch_up)s, %(catch_up_limit)s, %(source)s)
         ON CONFLICT (name) DO UPDATE SET
             cron = EXCLUDED.cron, job_name = EXCLUDED.job_name, payload = EXCLUDED.payload,
             queue = EXCLUDED.queue, priority = EXCLUDED.priority,
+            partition_key = EXCLUDED.partition_key,
             timezone = EXCLUDED.timezone, start_at = EXCLUDED.start_at,
             end_at = EXCLUDED.end_at, catch_up = EXCLUDED.catch_up,
             catch_up_limit = EXCLUDED.catch_up_limit, source = EXCLUDED.source,
             orphaned = false
         WHERE (pgjobs_schedules.name, pgjobs_schedules.cron, pgjobs_schedules.job_name,
                pgjobs_schedules.payload, pgjobs_schedules.queue, pgjobs_schedules.priority,
+               pgjobs_schedules.partition_key,
                pgjobs_schedules.timezone, pgjobs_schedules.start_at, pgjobs_schedules.end_at,
                pgjobs_schedules.catch_up, pgjobs_schedules.catch_up_limit,
                pgjobs_schedules.source, pgjobs_schedules.orphaned) IS DISTINCT FROM
               (EXCLUDED.name, EXCLUDED.cron, EXCLUDED.job_name, EXCLUDED.payload,
-               EXCLUDED.queue, EXCLUDED.priority, EXCLUDED.timezone, EXCLUDED.start_at,
-               EXCLUDED.end_at, EXCLUDED.catch_up, EXCLUDED.catch_up_limit,
+               EXCLUDED.queue, EXCLUDED.priority, EXCLUDED.partition_key, EXCLUDED.timezone,
+               EXCLUDED.start_at, EXCLUDED.end_at, EXCLUDED.catch_up, EXCLUDED.catch_up_limit,
                EXCLUDED.source, false)
         RETURNING id
         """,
@@ -88,6 +90,7 @@ _DUE_COLUMNS = [
     "payload",
     "queue",
     "priority",
+    "partition_key",
     "timezone",
     "start_at",
     "end_at",
@@ -110,8 +113,8 @@ def due_schedules(
     """
     cur.execute(
         f"""
-        SELECT now(), id, name, cron, job_name, payload::text, queue, priority, timezone,
-               start_at, end_at, catch_up, catch_up_limit, last_run_at, next_run_at
+        SELECT now(), id, name, cron, job_name, payload::text, queue, priority, partition_key,
+               timezone, start_at, end_at, catch_up, catch_up_limit, last_run_at, next_run_at
         FROM pgjobs_schedules
         WHERE {_LIVE} AND (next_run_at IS NULL OR next_run_at <= now())
           AND (next_run_at IS NOT NULL OR end_at IS NULL OR end_at > now())
@@ -181,13 +184,15 @@ def fire_tick(
     fire_times: Sequence[datetime],
     payloads: Sequence[str],
     keys: Sequence[str],
+    partition_keys: Sequence[str | None] | None = None,
 ) -> FiredTick:
     """Advance the schedule from ``expected_next_run_at`` and enqueue its ticks, atomically.
 
     ``advanced`` is False when another scheduler got there first (or the schedule was edited or
     disabled since it was read): nothing was written. With
     no fire times (missed ticks skipped) it only advances. Locks the schedule row; the job keys
-    (:func:`tick_key`) make a duplicate tick impossible even by hand.
+    (:func:`tick_key`) make a duplicate tick impossible even by hand. ``partition_keys``, one
+    per fire time (None: no partition), are the ticks' jobs' partition keys.
     """
     cur.execute(
         f"""
@@ -199,12 +204,14 @@ def fire_tick(
         ),
         inserted AS (
             INSERT INTO pgjobs_job_queue
-                (job_name, payload, queue, priority, max_attempts, key, scheduled_for)
+                (job_name, payload, queue, priority, max_attempts, key, scheduled_for,
+                 partition_key)
             SELECT %(job_name)s, t.payload::jsonb, %(queue)s, %(priority)s, %(max_attempts)s,
-                   t.key, t.fire_time
+                   t.key, t.fire_time, t.partition_key
             FROM advanced,
-                 unnest(%(fire_times)s::timestamptz[], %(payloads)s::text[], %(keys)s::text[])
-                     AS t(fire_time, payload, key)
+                 unnest(%(fire_times)s::timestamptz[], %(payloads)s::text[], %(keys)s::text[],
+                        %(partition_keys)s::text[])
+                     AS t(fire_time, payload, key, partition_key)
             {KEY_CONFLICT} DO NOTHING
             RETURNING id
         )
@@ -218,6 +225,8 @@ def fire_tick(
             "fire_times": list(fire_times),
             "payloads": list(payloads),
             "keys": list(keys),
+            # Shorter than the others (empty): unnest pads it with NULLs.
+            "partition_keys": list(partition_keys or []),
             **job,
         },
     )

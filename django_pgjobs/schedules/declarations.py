@@ -42,6 +42,7 @@ class Declaration:
     payload: dict[str, Any] = field(default_factory=dict)
     queue: str | None = None
     priority: int | None = None
+    partition_key: str | None = None
     timezone: str | None = None
     start: datetime | None = None
     end: datetime | None = None
@@ -50,7 +51,12 @@ class Declaration:
     source: str = ScheduleSource.CODE
 
     def problems(self) -> dict[str, str]:
-        found = option_problems(name=self.name, queue=self.queue, priority=self.priority)
+        found = option_problems(
+            name=self.name,
+            queue=self.queue,
+            priority=self.priority,
+            partition_key=self.partition_key,
+        )
         found |= declaration_problems(
             cron=self.cron,
             timezone=self.timezone or default_timezone(),
@@ -58,6 +64,7 @@ class Declaration:
             end=self.end,
             job_name=self.job_name,
             payload=self.payload,
+            partition_key=self.partition_key,
         )
         if self.catch_up not in CatchUp.values:
             found["catch_up"] = f"catch_up must be one of {', '.join(CatchUp.values)}."
@@ -85,6 +92,7 @@ class ScheduleOptions(TypedDict, total=False):
     payload: Mapping[str, Any] | None
     queue: str | None
     priority: int | None
+    partition_key: str | None
     timezone: str | None
     start: datetime | None
     end: datetime | None
@@ -98,9 +106,11 @@ def schedule(
     """Declare a schedule in code: run ``job_name`` on ``cron`` (see
     :mod:`django_pgjobs.schedules.crontab`).
 
-    ``timezone`` defaults to ``settings.TIME_ZONE``. ``catch_up`` decides what happens to ticks
-    missed while no scheduler ran: ``"skip"`` them, run the ``"latest"`` once, or run ``"all"``
-    (at most ``catch_up_limit``, the most recent). ``start``/``end`` bound the series.
+    ``partition_key`` is the partition key of the schedule's jobs (default: the handler's,
+    see ``@job(partition_key=...)``). ``timezone`` defaults to ``settings.TIME_ZONE``.
+    ``catch_up`` decides what happens to ticks missed while no scheduler ran: ``"skip"`` them,
+    run the ``"latest"`` once, or run ``"all"`` (at most ``catch_up_limit``, the most recent).
+    ``start``/``end`` bound the series.
     """
     fields: dict[str, Any] = {**options, "payload": dict(options.get("payload") or {})}
     declaration = Declaration(name=name, cron=cron, job_name=job_name, **fields)
@@ -153,6 +163,7 @@ SETTINGS_KEYS = (
     "payload",
     "queue",
     "priority",
+    "partition_key",
     "timezone",
     "start",
     "end",
@@ -187,6 +198,7 @@ def settings_declarations() -> tuple[list[Declaration], list[str]]:
                 payload=entry.get("payload", {}),
                 queue=entry.get("queue"),
                 priority=entry.get("priority"),
+                partition_key=entry.get("partition_key"),
                 timezone=entry.get("timezone"),
                 start=entry.get("start"),
                 end=entry.get("end"),
@@ -227,6 +239,7 @@ def sync_schedules(cur: queries.Cursor) -> tuple[int, int]:
             "payload": json.dumps(d.payload),
             "queue": d.queue,
             "priority": d.priority,
+            "partition_key": d.partition_key,
             "timezone": d.timezone or default_timezone(),
             "start_at": d.start,
             "end_at": d.end,

@@ -24,7 +24,7 @@ from django_pgjobs import queries
 from django_pgjobs.conf import conf
 from django_pgjobs.database import connect
 from django_pgjobs.exceptions import InvalidJobError, JobNotFound
-from django_pgjobs.jobs.options import resolve_options
+from django_pgjobs.jobs.options import resolve_options, resolve_partition_key
 from django_pgjobs.jobs.producer import enqueue
 from django_pgjobs.jobs.registry import registry
 from django_pgjobs.models import CatchUp, Schedule
@@ -32,7 +32,7 @@ from django_pgjobs.observability.display import local_time
 from django_pgjobs.queries.schedules import tick_key
 from django_pgjobs.schedules.crontab import InvalidScheduleError, Spec, next_tick, parse
 from django_pgjobs.schedules.declarations import declarations, sync_schedules
-from django_pgjobs.schedules.validation import FIRE_TIME_KEY
+from django_pgjobs.schedules.validation import FIRE_TIME_KEY, tick_payload
 from django_pgjobs.stored_json import UndecodableJSON, decode_json
 from django_pgjobs.worker.wakeup import Wakeup
 
@@ -231,6 +231,15 @@ class Scheduler:
             handler.name, queue=row["queue"] or None, priority=row["priority"]
         )
         stamps = [t.astimezone(UTC).isoformat() for t in ticks]
+        payloads = [tick_payload(payload, stamp) for stamp in stamps]
+        try:
+            # The schedule's own key, else the handler's (a callable asked per tick).
+            partition_keys = [
+                resolve_partition_key(handler.name, p, row["partition_key"]) for p in payloads
+            ]
+        except InvalidJobError as exc:
+            self._quarantine(row, f"its jobs' partition key: {exc}")
+            return
         fired = queries.fire_tick(
             conn.cursor(),
             schedule_id=row["id"],
@@ -239,8 +248,9 @@ class Scheduler:
             last_run_at=ticks[-1] if ticks else None,
             job={"job_name": handler.name, **vars(options)},
             fire_times=ticks,
-            payloads=[json.dumps({**payload, FIRE_TIME_KEY: stamp}) for stamp in stamps],
+            payloads=[json.dumps(p) for p in payloads],
             keys=[tick_key(name, stamp) for stamp in stamps],
+            partition_keys=partition_keys,
         )
         if not fired.advanced:
             report.lost_races += 1
@@ -272,12 +282,14 @@ def run_schedule_now(name: str, *, using: str | None = None) -> Any:
     row = Schedule.objects.using(alias).filter(name=name).first()
     if row is not None:
         job_name, payload, queue, priority = row.job_name, row.payload, row.queue, row.priority
+        partition_key = row.partition_key
     else:
         declared = next((d for d in declarations() if d.name == name), None)
         if declared is None:
             raise JobNotFound(f"No schedule named {name!r}.")
         job_name, payload = declared.job_name, declared.payload
         queue, priority = declared.queue, declared.priority
+        partition_key = declared.partition_key
     # A row written by SQL; the scheduler quarantines it the same way.
     if isinstance(payload, UndecodableJSON):
         raise InvalidJobError(
@@ -286,4 +298,11 @@ def run_schedule_now(name: str, *, using: str | None = None) -> Any:
     if not isinstance(payload, dict):
         raise InvalidJobError(f"Schedule {name!r} cannot run: its payload is not a JSON object.")
     payload = {**payload, FIRE_TIME_KEY: timezone.now().isoformat(), "manual": True}
-    return enqueue(job_name, payload, queue=queue or None, priority=priority, using=alias)
+    return enqueue(
+        job_name,
+        payload,
+        queue=queue or None,
+        priority=priority,
+        partition_key=partition_key,
+        using=alias,
+    )

@@ -25,13 +25,16 @@ def default_timezone() -> str:
     return str(getattr(settings, "TIME_ZONE", None) or "UTC")
 
 
-def option_problems(*, name: object, queue: object, priority: object) -> dict[str, str]:
+def option_problems(
+    *, name: object, queue: object, priority: object, partition_key: object = None
+) -> dict[str, str]:
     """The checks enqueue applies to the same values: a tick must never fail its insert."""
     problems: dict[str, str] = {}
     for label, value, check in (
         ("name", name, lambda v: validation.check_name(v, "schedule name")),
         ("queue", queue, lambda v: validation.check_name(v, "queue name")),
         ("priority", priority, validation.check_priority),
+        ("partition_key", partition_key, validation.check_partition_key),
     ):
         if value is None and label != "name":
             continue
@@ -50,8 +53,11 @@ def declaration_problems(
     end: datetime | None,
     job_name: str,
     payload: Any,
+    partition_key: str | None = None,
 ) -> dict[str, str]:
-    """What is wrong with a schedule, by field; empty when it can run."""
+    """What is wrong with a schedule, by field; empty when it can run. Without a
+    ``partition_key`` of its own, a tick's job gets its handler's: a handler's callable is
+    asked here with the payload a tick sends."""
     problems: dict[str, str] = {}
     for moment, label in ((start, "start_at"), (end, "end_at")):
         if moment is not None and not isinstance(moment, datetime):
@@ -111,7 +117,31 @@ def declaration_problems(
                 handler.check_payload(payload)  # a task's: {"args": [...], "kwargs": {...}}
         except (PayloadNotSerializable, InvalidJobError) as exc:
             problems["payload"] = str(exc)
+        else:
+            problem = _handler_partition_key_problem(job_name, payload, partition_key)
+            if problem is not None:
+                problems["partition_key"] = problem
     return problems
+
+
+def tick_payload(payload: dict[str, Any], fire_time: str) -> dict[str, Any]:
+    """What a tick's job receives: the schedule's payload and its fire time (ISO 8601)."""
+    return {**payload, FIRE_TIME_KEY: fire_time}
+
+
+def _handler_partition_key_problem(
+    job_name: str, payload: dict[str, Any], partition_key: str | None
+) -> str | None:
+    """Whether the handler's partition key callable can key a tick of ``payload`` (asked with
+    the payload a tick would send now); None when the schedule has a key of its own."""
+    handler = registry.get(job_name)
+    if partition_key is not None or handler is None or not callable(handler.partition_key):
+        return None
+    try:
+        handler.partition_key_for(tick_payload(payload, django_timezone.now().isoformat()))
+    except InvalidJobError as exc:
+        return f"{exc} (asked with this schedule's payload; give the schedule a partition key)"
+    return None
 
 
 def catch_up_limit_problem(value: object) -> str | None:

@@ -39,6 +39,10 @@ else:
 # ``(exception, task_result) -> seconds | timedelta | None`` (None: do not retry).
 Backoff = float | timedelta | Callable[[BaseException, Any], "float | timedelta | None"]
 
+# ``partition_key``: a str, or a callable given the task's arguments (``(*args, **kwargs)``, as
+# the task function is) that answers a str or None (no partition).
+PartitionKey = str | Callable[..., "str | None"]
+
 # What result.refresh() reloads: Django's list, and ours.
 REFRESHED = (
     "errors",
@@ -63,6 +67,9 @@ class PgJobsTask(_Task):
     ``max_attempts``, ``backoff`` and ``timeout`` default to the backend's ``OPTIONS``
     (``MAX_ATTEMPTS``, ``BACKOFF``, ``TIMEOUT``), then to ``PGJOBS`` settings (a timeout: to the
     queue's first). ``metadata`` and ``timeout`` are stored on the job at enqueue.
+    ``partition_key`` puts the task's jobs in a partition of their queue: a str, or a callable
+    asked at each enqueue with the task's arguments (``lambda account_id, **kw:
+    f"account:{account_id}"``).
     """
 
     max_attempts: int | None = None
@@ -70,6 +77,7 @@ class PgJobsTask(_Task):
     metadata: dict[str, Any] | None = None
     # Seconds (or a timedelta) an attempt may run before it fails with JobTimeout.
     timeout: float | timedelta | None = None
+    partition_key: PartitionKey | None = None
 
     def __post_init__(self) -> None:
         # The backend validates the task and, if it is valid, registers it with the workers.
@@ -93,8 +101,17 @@ class PgJobsTask(_Task):
         max_attempts: int | None = None,
         metadata: dict[str, Any] | None = None,
         timeout: float | timedelta | None = None,
+        partition_key: str | None = None,
     ) -> PgJobsTask:
-        """A copy with other defaults for one enqueue; ``run_after`` may be a delay."""
+        """A copy with other defaults for one enqueue; ``run_after`` may be a delay, and
+        ``partition_key`` is that enqueue's key (a str)."""
+        if callable(partition_key):
+            # The task's callable is also its job handler's (for schedules); another one here
+            # could disagree with it.
+            raise framework.InvalidTask(
+                "using(partition_key=...) takes one enqueue's key, a str; declare a callable "
+                "on @task(partition_key=...)."
+            )
         changes: dict[str, Any] = {}
         for name, value in (
             ("priority", priority),
@@ -104,6 +121,7 @@ class PgJobsTask(_Task):
             ("max_attempts", max_attempts),
             ("metadata", metadata),
             ("timeout", timeout),
+            ("partition_key", partition_key),
         ):
             if value is not None:
                 changes[name] = value

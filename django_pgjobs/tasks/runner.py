@@ -113,7 +113,8 @@ def register_task(
     """Make ``task`` runnable by workers: the handler of jobs named ``task.module_path``. The
     first registration of a path wins (copies made by ``using()`` share it); its options (the
     task's ``max_attempts`` and ``timeout``, else the backend's ``MAX_ATTEMPTS`` and ``TIMEOUT``
-    given here) are the defaults of a schedule or ``enqueue()`` naming the task.
+    given here) are the defaults of a schedule or ``enqueue()`` naming the task, and so is its
+    ``partition_key``.
 
     A backoff in seconds (the task's, else the backend's ``BACKOFF`` given here) is also the
     handler's ``retry_delay``: the worker retries an attempt that timed out by it, since no
@@ -134,8 +135,25 @@ def register_task(
         priority=task.priority,
         timeout=getattr(task, "timeout", None) or timeout,
         retry_delay=None if backoff is None or callable(backoff) else backoff,
+        partition_key=_payload_partition_key(getattr(task, "partition_key", None)),
         payload_problem=runner.payload_problem,
     )
+
+
+def _payload_partition_key(key: Any) -> Any:
+    """The task's partition key as a job handler's: a callable over the task's arguments becomes
+    one over the job's payload ({"args", "kwargs"}), for a schedule's ticks and an
+    ``enqueue()`` by the task's name. (The backend asks the task's own callable itself.)"""
+    if not callable(key):
+        return key
+
+    def from_payload(payload: Any) -> Any:
+        arguments = task_arguments(payload)
+        if arguments is None:
+            raise ValueError('the payload is not {"args": [...], "kwargs": {...}}')
+        return key(*arguments[0], **arguments[1])
+
+    return from_payload
 
 
 def _backend(task: Any, payload: Any) -> PgJobsBackend:

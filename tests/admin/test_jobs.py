@@ -162,3 +162,15 @@ def test_filters_are_select_boxes_from_the_dropdown_package(admin_client_: Clien
     assert "<select" in job_names and 'value="?job_name=test.record"' in job_names
     filtered = admin_client_.get(changelist("job"), {"job_name": "test.record"}).content.decode()
     assert str(wanted)[:8] in filtered and str(other)[:8] not in filtered
+
+
+def test_a_jobs_partition_key_is_shown_beside_its_queue_when_it_has_one(
+    admin_client_: Client,
+) -> None:
+    keyed = enqueue("test.record", queue="ledger", partition_key="account:<42>")
+    plain = enqueue("test.record")
+    page = admin_client_.get(reverse("admin:pgjobs_job_change", args=[keyed])).content.decode()
+    assert "Partition key" in page and "account:&lt;42&gt;" in page  # escaped, as stored
+    assert page.index("field-queue") < page.index("field-partition_key")
+    page = admin_client_.get(reverse("admin:pgjobs_job_change", args=[plain])).content.decode()
+    assert "field-partition_key" not in page

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
+from django.core.exceptions import ValidationError
 from django.test import Client
 from django.urls import reverse
 
+from django_pgjobs.jobs.registry import JobHandler
 from django_pgjobs.models import Job, Schedule
 from tests.admin.changelists import act, changelist
 
@@ -71,3 +75,24 @@ def test_adding_a_schedule_that_starts_at_the_end_of_the_calendar_is_a_form_erro
     assert page.status_code == 200
     assert "outside the supported range" in page.content.decode()
     assert not Schedule.objects.exists()
+
+
+def test_the_admin_form_sets_a_key_and_an_empty_field_means_none(
+    admin_client_: Client, register_handler: Callable[..., JobHandler]
+) -> None:
+    form = {
+        "name": "keyed", "cron": "*/5 * * * *", "job_name": "test.record", "payload": "{}",
+        "timezone": "UTC", "enabled": "on", "catch_up": "skip", "catch_up_limit": "10",
+    }  # fmt: skip
+    add = reverse("admin:pgjobs_schedule_add")
+    assert admin_client_.post(add, {**form, "partition_key": "acct:1"}).status_code == 302
+    assert Schedule.objects.get(name="keyed").partition_key == "acct:1"
+    assert admin_client_.post(add, {**form, "name": "plain"}).status_code == 302
+    assert Schedule.objects.get(name="plain").partition_key is None  # not ''
+    register_handler("ledger.keyed", lambda payload: None, partition_key=lambda p: p["account"])
+    refused = admin_client_.post(add, {**form, "name": "bad", "job_name": "ledger.keyed"})
+    assert "raised KeyError" in refused.content.decode()
+    with pytest.raises(ValidationError, match="partition_key"):
+        Schedule(
+            name="nul", cron="* * * * *", job_name="test.record", partition_key="a\x00"
+        ).clean()

@@ -80,6 +80,17 @@ def test_times_are_in_time_zone_with_the_offset_and_progress_has_its_own_column(
     assert f"{timezone.localtime(due):%Y-%m-%d %H:%M:%S}+0100" in row
 
 
+def test_list_shows_a_partition_key_on_a_line_of_its_own_escaped() -> None:
+    keyed = enqueue("test.record", partition_key=HOSTILE)
+    enqueue("test.record")
+    listed = pgjobs("list")
+    assert_escaped(listed, 4)  # the header, two jobs, one partition key
+    lines = listed.splitlines()
+    (at,) = [n for n, row in enumerate(lines) if "partition key:" in row]
+    assert lines[at - 1].startswith(str(keyed))  # under its job's row
+    assert lines[at].split("partition key: ")[1] == "evil\\x1b[2J\\r\\nforged line\\x07"
+
+
 @pytest.fixture
 def declared_in_code() -> Iterator[str]:
     schedule("declared-only", cron="30 4 * * *", job_name="test.record")

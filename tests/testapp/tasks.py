@@ -121,3 +121,18 @@ def controlled(context: PgJobsTaskContext, outcome: str) -> str:
     if context.stopping:
         raise Snooze(0)
     return label
+
+
+def _account_key(account: int, *args: Any, **kwargs: Any) -> str | None:
+    """A partition_key callable: the task's arguments, as the task gets them."""
+    return None if account == 0 else f"account:{account}"
+
+
+@task(partition_key=_account_key)  # type: ignore[call-overload, untyped-decorator]
+def post_entry(account: int, amount: int = 0) -> int:
+    return amount
+
+
+@task(partition_key="reports")  # type: ignore[call-overload, untyped-decorator]
+def build_report(title: str = "") -> str:
+    return title

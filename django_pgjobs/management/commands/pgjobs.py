@@ -208,6 +208,9 @@ class Command(BaseCommand):
                 f"{job.id}  {job.status:<10} {job.job_name:<30} {job.queue:<12} {tries:<7} "
                 f"{progress:<8}  {local_time(job.scheduled_for):<24}  {_first_line(job.error)}"
             )
+            if job.partition_key is not None:
+                # A line of its own: the columns above stay as scripts read them.
+                self.say(f"{'':<38}partition key: {job.partition_key}")
 
     def do_retry(self, options: dict[str, Any], using: str | None) -> None:
         try:

@@ -128,10 +128,17 @@ def test_lists_fit_1400_px_and_progress_labels_read_in_light_and_dark_mode(
         pid=4242, queues=["default", "mail", "reports", "nightly-reconciliation-eu-west"],
     )  # fmt: skip
     start_workflow(wf.greet, "ada", workflow_id="order-2026-12-03-000123")
+    from django_pgjobs.queues import pause_queue, set_queue_limits
+
+    set_queue_limits(
+        "nightly-reconciliation-eu-west", concurrency=4, worker_concurrency=2, rate_limit=100,
+        rate_period=60, partition_concurrency=1, partition_rate_limit=10, fair=True, timeout=900,
+    )  # fmt: skip
+    pause_queue("nightly-reconciliation-eu-west")
     log_in()
     browser.set_window_size(1400, 1000)
 
-    for model in ("job", "failedjob", "schedule", "worker", "workflowexecution"):
+    for model in ("job", "failedjob", "queue", "schedule", "worker", "workflowexecution"):
         browser.get(f"{live_server.url}/admin/pgjobs/{model}/")
         WebDriverWait(browser, 10).until(lambda d: d.find_elements(By.ID, "result_list"))
         # The admin wraps the table in a box that scrolls sideways on its own (.results): the
