@@ -223,14 +223,7 @@ class Completer:
         took: float | None = None,
     ) -> None:
         """Record one failed attempt that no retry can cure: buried now, or lost (fenced)."""
-        result = self._guarded(
-            conn,
-            [job],
-            lambda: queries.bury_job(
-                conn.cursor(), token=job.token, error=error, exception=exception, took=took
-            ),
-        )
-        self._record(conn, Written(job, Outcome(result), error=error))
+        self._end(conn, job, error, queries.bury_job, exception=exception, took=took)
 
     def snooze(
         self, conn: psycopg.Connection[Any], job: queries.ClaimedJob, *, delay: float
@@ -251,10 +244,23 @@ class Completer:
         took: float | None = None,
     ) -> None:
         """Record an attempt whose handler cancelled its job: cancelled now, or lost (fenced)."""
+        self._end(conn, job, error, queries.cancel_held_job, exception=exception, took=took)
+
+    def _end(
+        self,
+        conn: psycopg.Connection[Any],
+        job: queries.ClaimedJob,
+        error: str,
+        statement: Callable[..., str],
+        *,
+        exception: str | None,
+        took: float | None,
+    ) -> None:
+        """Write an attempt's end with ``statement`` (bury_job, cancel_held_job), fenced."""
         result = self._guarded(
             conn,
             [job],
-            lambda: queries.cancel_held_job(
+            lambda: statement(
                 conn.cursor(), token=job.token, error=error, exception=exception, took=took
             ),
         )
