@@ -32,8 +32,9 @@ computed from counts that are exact across workers:
   before any key gets a second.
 
 Jobs claimed ahead (prefetched) count as running: a limit counts what workers hold, not only
-what their threads run. Limits are read by each claim, so a change applies to the next one; a
-claim that began before a change committed may still use the old values.
+what their threads run. Rate-limited queues are never claimed ahead: a start is counted when it
+is claimed, and the job starts then. Limits are read by each claim, so a change applies to the
+next one; a claim that began before a change committed may still use the old values.
 """
 
 from __future__ import annotations
@@ -141,6 +142,10 @@ budget AS MATERIALIZED (
     SELECT h.name, h.partitioned, h.fair, h.partition_concurrency, h.partition_rate_limit,
            greatest(least(
                %(limit)s,
+               -- A rate counts starts as they are claimed, so a rate-limited queue's jobs are
+               -- never claimed ahead of a free thread: each starts when its claim counted it.
+               CASE WHEN h.rate_limit IS NOT NULL OR h.partition_rate_limit IS NOT NULL
+                    THEN coalesce(%(start_now)s, %(limit)s) END,
                h.concurrency - (SELECT coalesce(sum(l.running), 0) FROM load AS l
                                 WHERE l.queue = h.name),
                h.worker_concurrency - (SELECT coalesce(sum(l.running_here), 0) FROM load AS l

@@ -348,6 +348,10 @@ class Worker:
         entry = self._inflight.pop(written.job.token, None)
         took = time.monotonic() - entry.started_at if entry else 0.0
         self.stats.count(outcome)
+        if self._flow.restricted:
+            # Under flow control a claim stops at a queue's room, not at its end: an attempt of
+            # ours that ended may be the room the next claim needs. Claim again now.
+            self._pacing.maybe_work = True
         if outcome in (Outcome.RETRIED, Outcome.HANDED_BACK, Outcome.SNOOZED):
             self._pacing.requeued(written.delay, now=time.monotonic())
         log_outcome(written, took)
