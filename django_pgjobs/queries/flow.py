@@ -75,6 +75,17 @@ def _served(queues: Sequence[str] | None, column: str) -> str:
     return ""
 
 
+def _key_head(queue: str, after: str, names: str) -> str:
+    """The first due job of the next key of ``queue`` (both SQL expressions) that satisfies
+    ``after``, with whether this worker can run it."""
+    return f"""SELECT j.partition_key, j.id, j.priority, j.scheduled_for, j.seq,
+               (true{names}) AS runnable
+        FROM pgjobs_job_queue AS j
+        WHERE {_DUE.format(queue=queue)} AND {after}
+        ORDER BY {_KEY_ORDER}
+        LIMIT 1"""
+
+
 def _key_jobs(partition: str, names: str) -> str:
     """The due jobs of one partition (rows of ``shares`` aliased ``s``) in order, numbered.
     The inner LIMIT is the claim's, a value the planner knows (it plans an ordered index scan
@@ -179,23 +190,24 @@ due_limited AS (
     ) AS d
     WHERE b.room > 0 AND NOT b.partitioned
 ),
-keys(queue, partition_key) AS (
-    SELECT b.name, (SELECT j.partition_key FROM pgjobs_job_queue AS j
-                    WHERE j.status = 'pending' AND j.queue = b.name
-                      AND j.partition_key IS NOT NULL
-                    ORDER BY j.partition_key LIMIT 1)
-    FROM budget AS b WHERE b.partitioned AND b.room > 0
+keys(queue, partition_key, id, priority, scheduled_for, seq, runnable) AS (
+    -- Each key with due jobs and its first due job (its head, in claim order): a skip scan,
+    -- one probe of pgjobs_job_partition_claim per key.
+    SELECT b.name, h.* FROM budget AS b, LATERAL (
+        {_key_head("b.name", "j.partition_key IS NOT NULL", names)}
+    ) AS h
+    WHERE b.partitioned AND b.room > 0
     UNION ALL
-    SELECT k.queue, (SELECT j.partition_key FROM pgjobs_job_queue AS j
-                     WHERE j.status = 'pending' AND j.queue = k.queue
-                       AND j.partition_key > k.partition_key
-                     ORDER BY j.partition_key LIMIT 1)
-    FROM keys AS k WHERE k.partition_key IS NOT NULL
+    SELECT k.queue, h.* FROM keys AS k, LATERAL (
+        {_key_head("k.queue", "j.partition_key > k.partition_key", names)}
+    ) AS h
 ),
 partitions AS (
-    SELECT queue, partition_key, false AS unkeyed FROM keys WHERE partition_key IS NOT NULL
+    SELECT queue, partition_key, false AS unkeyed, id, priority, scheduled_for, seq, runnable
+    FROM keys
     UNION ALL
-    SELECT b.name, NULL, true FROM budget AS b
+    SELECT b.name, NULL, true, NULL::uuid, NULL::smallint, NULL::timestamptz, NULL::bigint, NULL
+    FROM budget AS b
     -- A scalar subquery, not EXISTS, which the planner may turn into a join over the table.
     WHERE b.partitioned AND b.room > 0 AND (
         SELECT 1 FROM pgjobs_job_queue AS j
@@ -203,7 +215,7 @@ partitions AS (
         LIMIT 1) IS NOT NULL
 ),
 shares AS (
-    SELECT p.queue, p.partition_key, p.unkeyed, b.fair, greatest(least(
+    SELECT p.*, b.fair, greatest(least(
         b.room,
         b.partition_concurrency - coalesce(l.running, 0),
         b.partition_rate_limit - coalesce(l.recent_starts, 0),
@@ -220,15 +232,19 @@ shares AS (
 ),
 due_keyed AS (
     -- A key's jobs in order, up to its room, and only up to the first whose handler this
-    -- worker lacks: the jobs of a key never overtake one another.
+    -- worker lacks: the jobs of a key never overtake one another. A key with room for one
+    -- (one job per key at a time, or its turn) takes the head the skip scan found.
+    SELECT s.id, s.queue, s.priority, s.scheduled_for, s.seq, 1::bigint AS turn
+    FROM shares AS s WHERE s.room = 1 AND NOT s.unkeyed AND s.runnable
+    UNION ALL
     SELECT d.id, d.queue, d.priority, d.scheduled_for, d.seq,
-           CASE WHEN s.fair THEN d.turn ELSE 1 END AS turn
+           CASE WHEN s.fair THEN d.turn ELSE 1 END
     FROM shares AS s, LATERAL (
         {_key_jobs("NOT s.unkeyed AND j.partition_key = s.partition_key", names)}
         UNION ALL
         {_key_jobs("s.unkeyed AND j.partition_key IS NULL", names)}
     ) AS d
-    WHERE s.room > 0 AND d.runnable_so_far
+    WHERE (s.room > 1 OR (s.unkeyed AND s.room > 0)) AND d.runnable_so_far
 ),
 keyed_picks AS (
     SELECT c.* FROM (
