@@ -40,7 +40,7 @@ _TIMEOUT_CHECK = "pgjobs_job_timeout_positive"
 
 FUNCTIONS = """
 CREATE OR REPLACE FUNCTION {schema}.pgjobs_queue_load(
-    queues text[], worker text, finishing_ids uuid[], finishing_tokens uuid[]
+    queues text[], worker text, finishing_ids uuid[], finishing_tokens uuid[], at timestamptz
 )
 RETURNS TABLE (queue text, partition_key text, running bigint, running_here bigint,
                recent_starts bigint)
@@ -67,13 +67,15 @@ AS $$
         SELECT s.queue, s.partition_key, 0, 0, sum(s.jobs)
         FROM {schema}.pgjobs_queue_starts AS s
         JOIN {schema}.pgjobs_queues AS q ON q.name = s.queue
-        WHERE s.queue = ANY($1) AND s.started_at > now() - q.rate_period
+        -- The window ends at ``at``: when the claim got its locks, the time its starts are
+        -- stamped with, not its transaction's start (which may be long before the wait).
+        WHERE s.queue = ANY($1) AND s.started_at > $5 - q.rate_period
         GROUP BY s.queue, s.partition_key
     ) AS t
     GROUP BY t.queue, t.partition_key
 $$;
 
-COMMENT ON FUNCTION {schema}.pgjobs_queue_load(text[], text, uuid[], uuid[])
+COMMENT ON FUNCTION {schema}.pgjobs_queue_load(text[], text, uuid[], uuid[], timestamptz)
 IS 'django-pgjobs: jobs running and recent starts per queue and partition key (the claim''s).';
 
 CREATE OR REPLACE FUNCTION {schema}.pgjobs_pause(queue text) RETURNS boolean
@@ -130,7 +132,7 @@ DROP TRIGGER IF EXISTS pgjobs_queue_changed ON {schema}.pgjobs_queues;
 DROP FUNCTION IF EXISTS {schema}.pgjobs_queue_changed();
 DROP FUNCTION IF EXISTS {schema}.pgjobs_resume(text);
 DROP FUNCTION IF EXISTS {schema}.pgjobs_pause(text);
-DROP FUNCTION IF EXISTS {schema}.pgjobs_queue_load(text[], text, uuid[], uuid[]);
+DROP FUNCTION IF EXISTS {schema}.pgjobs_queue_load(text[], text, uuid[], uuid[], timestamptz);
 """
 
 
@@ -156,8 +158,8 @@ def add_columns(apps: StateApps, schema_editor: BaseDatabaseSchemaEditor) -> Non
     ]
     if _timeout_check(schema_editor) is None:
         clauses.append(
-            f"ADD CONSTRAINT {_TIMEOUT_CHECK} CHECK (timeout IS NULL OR timeout > interval '0') "
-            "NOT VALID"
+            f"ADD CONSTRAINT {_TIMEOUT_CHECK} CHECK (timeout IS NULL OR "
+            "(timeout > interval '0' AND timeout <= interval '366 days')) NOT VALID"
         )
     _0014._alter(schema_editor, "pgjobs_job_queue", clauses, migration="0017")
     _0014._alter(
@@ -406,9 +408,13 @@ class Migration(migrations.Migration):
             constraint=models.CheckConstraint(
                 condition=models.Q(
                     ("rate_period__gt", datetime.timedelta(0)),
+                    ("rate_period__lte", datetime.timedelta(days=1)),
                     models.Q(
                         ("timeout__isnull", True),
-                        ("timeout__gt", datetime.timedelta(0)),
+                        models.Q(
+                            ("timeout__gt", datetime.timedelta(0)),
+                            ("timeout__lte", datetime.timedelta(days=366)),
+                        ),
                         _connector="OR",
                     ),
                 ),
@@ -493,7 +499,10 @@ class Migration(migrations.Migration):
                     constraint=models.CheckConstraint(
                         condition=models.Q(
                             ("timeout__isnull", True),
-                            ("timeout__gt", datetime.timedelta(0)),
+                            models.Q(
+                                ("timeout__gt", datetime.timedelta(0)),
+                                ("timeout__lte", datetime.timedelta(days=366)),
+                            ),
                             _connector="OR",
                         ),
                         name=_TIMEOUT_CHECK,

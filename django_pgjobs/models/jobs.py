@@ -141,7 +141,8 @@ class Job(models.Model):
                 name="pgjobs_job_progress_range",
             ),
             models.CheckConstraint(
-                condition=Q(timeout__isnull=True) | Q(timeout__gt=timedelta(0)),
+                condition=Q(timeout__isnull=True)
+                | Q(timeout__gt=timedelta(0), timeout__lte=timedelta(days=366)),
                 name="pgjobs_job_timeout_positive",
             ),
             models.UniqueConstraint(

@@ -107,8 +107,13 @@ class Queue(models.Model):
                 name="pgjobs_queue_limits_positive",
             ),
             models.CheckConstraint(
-                condition=Q(rate_period__gt=timedelta(0))
-                & (Q(timeout__isnull=True) | Q(timeout__gt=timedelta(0))),
+                # Upper bounds too: SQL can write a row, and a window of 300,000 years would
+                # overflow the claim's time arithmetic for every queue it serves.
+                condition=Q(rate_period__gt=timedelta(0), rate_period__lte=timedelta(days=1))
+                & (
+                    Q(timeout__isnull=True)
+                    | Q(timeout__gt=timedelta(0), timeout__lte=timedelta(days=366))
+                ),
                 name="pgjobs_queue_durations_positive",
             ),
             models.CheckConstraint(condition=~Q(name=""), name="pgjobs_queue_name_not_empty"),

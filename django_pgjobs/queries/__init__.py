@@ -107,6 +107,7 @@ from django_pgjobs.queries.enqueue import (
 )
 from django_pgjobs.queries.lease import (
     heartbeat,
+    no_longer_held,
     release_jobs,
     release_lost_claims,
     report_progress,
@@ -188,6 +189,7 @@ __all__ = [
     "insert_job",
     "insert_job_stamped",
     "insert_jobs",
+    "no_longer_held",
     "orphan_undeclared_schedules",
     "pause_queue",
     "prune_finished_jobs",

@@ -142,12 +142,28 @@ def flow_ctes(queues: Sequence[str] | None, job_names: Sequence[str] | None) -> 
     (complete_and_claim; empty arrays otherwise), whose slots it may hand on."""
     names = _names(job_names)
     return f"""held AS MATERIALIZED (
+    -- Only queues with a due job: a claim takes no lock (and no slot of PostgreSQL's shared
+    -- lock table) for the many limited queues that have nothing to run.
     SELECT r.*, pg_advisory_xact_lock({LOCK_CLASS}, hashtext(r.name)) IS NULL AS waited
-    FROM (SELECT * FROM rules WHERE limited AND NOT paused ORDER BY name OFFSET 0) AS r
+    FROM (SELECT * FROM rules
+          WHERE limited AND NOT paused
+            -- In claim order, so it reads pgjobs_job_queue_claim from the queue's head.
+            AND (SELECT 1 FROM pgjobs_job_queue AS j
+                 WHERE j.status = 'pending' AND j.queue = rules.name
+                   AND j.scheduled_for <= now()
+                 ORDER BY j.priority DESC, j.scheduled_for, j.id LIMIT 1) IS NOT NULL
+          ORDER BY name OFFSET 0) AS r
+),
+stamp AS MATERIALIZED (
+    -- Read after every lock is held (the aggregate reads all of ``held`` first): the time the
+    -- rate windows end at and the starts are stamped with. now() is the transaction's start,
+    -- before the wait: stamps from it would fall out of the next claim's window too early.
+    SELECT clock_timestamp() AS at, count(*) AS locks FROM held
 ),
 load AS MATERIALIZED (
     SELECT * FROM pgjobs_queue_load(
-        ARRAY(SELECT name FROM held), %(worker_id)s, %(ids)s::uuid[], %(tokens)s::uuid[])
+        ARRAY(SELECT name FROM held), %(worker_id)s, %(ids)s::uuid[], %(tokens)s::uuid[],
+        (SELECT at FROM stamp))
 ),
 budget AS MATERIALIZED (
     SELECT h.name, h.partitioned, h.fair, h.partition_concurrency, h.partition_rate_limit,
@@ -276,9 +292,9 @@ due_flow AS (
 
 # After the claim: the starts of rate-limited queues, in the ledger the next claim reads.
 STARTS_CTE = """started AS (
-    INSERT INTO pgjobs_queue_starts (queue, partition_key, jobs)
+    INSERT INTO pgjobs_queue_starts (queue, partition_key, started_at, jobs)
     SELECT c.queue, CASE WHEN h.partition_rate_limit IS NOT NULL THEN c.partition_key END,
-           count(*)
+           (SELECT at FROM stamp), count(*)
     FROM claimed AS c JOIN held AS h ON h.name = c.queue
     WHERE h.rate_limit IS NOT NULL OR h.partition_rate_limit IS NOT NULL
     GROUP BY 1, 2

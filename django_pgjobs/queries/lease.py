@@ -157,6 +157,24 @@ def heartbeat(
     return [(as_uuid(r[0]), as_uuid(r[1])) for r in cur.fetchall()]
 
 
+def no_longer_held(cur: Cursor, *, tokens: Sequence[Token]) -> list[Token]:
+    """Of these attempts, those whose job has moved on (cancelled, rescued, claimed again): a
+    cancel's NOTIFY names an attempt, and anyone who can connect can send one, so the worker
+    believes the rows, not the message. Reads by primary key; locks nothing."""
+    if not tokens:
+        return []
+    cur.execute(
+        f"""
+        SELECT held.id, held.token FROM {HELD}
+        WHERE NOT EXISTS (
+            SELECT 1 FROM pgjobs_job_queue AS j WHERE {HELD_FENCE}
+        )
+        """,
+        token_params(tokens),
+    )
+    return [(as_uuid(r[0]), as_uuid(r[1])) for r in cur.fetchall()]
+
+
 def report_progress(
     cur: Cursor, *, token: Token, progress: int | None, message: str | None
 ) -> None:

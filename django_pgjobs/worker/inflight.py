@@ -80,6 +80,21 @@ def mark_no_longer_ours(held: Iterable[InFlight], lost: Iterable[queries.Token])
             logger.warning("Job %s is no longer ours (rescued or cancelled)", entry.job.id)
 
 
+def mark_cancelled(
+    held: dict[queries.Token, InFlight],
+    named: Iterable[queries.Token],
+    conn: psycopg.Connection[Any] | None,
+) -> None:
+    """Mark the attempts a cancel's NOTIFY named as no longer ours, once their rows confirm it:
+    anyone who can connect can send such a NOTIFY, so the rows are believed, not the message.
+    With no connection, the next heartbeat finds them all the same."""
+    ours = [token for token in named if token in held]
+    if not ours or conn is None or conn.closed:
+        return
+    with contextlib.suppress(psycopg.Error):
+        mark_no_longer_ours(held.values(), queries.no_longer_held(conn.cursor(), tokens=ours))
+
+
 def hand_back_running(
     held: Iterable[InFlight],
     completer: Completer,

@@ -36,7 +36,12 @@ from django_pgjobs.worker.children import ChildRunner
 from django_pgjobs.worker.completer import Completer
 from django_pgjobs.worker.connection import LoopConnection, pause
 from django_pgjobs.worker.housekeeping import Housekeeper
-from django_pgjobs.worker.inflight import InFlight, hand_back_running, mark_no_longer_ours
+from django_pgjobs.worker.inflight import (
+    InFlight,
+    hand_back_running,
+    mark_cancelled,
+    mark_no_longer_ours,
+)
 from django_pgjobs.worker.outcomes import Outcome, Written, log_outcome
 from django_pgjobs.worker.pacing import Pacing
 from django_pgjobs.worker.process import SchedulerThread, StopSignals
@@ -348,10 +353,9 @@ class Worker:
         entry = self._inflight.pop(written.job.token, None)
         took = time.monotonic() - entry.started_at if entry else 0.0
         self.stats.count(outcome)
-        if self._flow.restricted:
-            # Under flow control a claim stops at a queue's room, not at its end: an attempt of
-            # ours that ended may be the room the next claim needs. Claim again now.
-            self._pacing.maybe_work = True
+        # Under flow control a claim stops at a queue's room, not at its end: an attempt of ours
+        # that ended may be the room the next claim needs, so claim again now.
+        self._pacing.maybe_work = self._pacing.maybe_work or self._flow.restricted
         if outcome in (Outcome.RETRIED, Outcome.HANDED_BACK, Outcome.SNOOZED):
             self._pacing.requeued(written.delay, now=time.monotonic())
         log_outcome(written, took)
@@ -404,7 +408,7 @@ class Worker:
             due_in=self._work_due_in,
         )
         # A cancel's NOTIFY names the attempt: its handler can tell now, not at a heartbeat.
-        mark_no_longer_ours(self._inflight.values(), self._wakeup.take_cancelled())
+        mark_cancelled(self._inflight, self._wakeup.take_cancelled(), conn)
         if woken is Woken.NOTIFIED:
             self._pacing.notified()
         elif woken is Woken.TIMEOUT:

@@ -10,11 +10,12 @@ from typing import Any
 
 import psycopg
 import pytest
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 
 from django_pgjobs import enqueue, enqueue_many
 from django_pgjobs.queries.base import ClaimedJob
 from django_pgjobs.queries.claim import claim_jobs, claim_statement
+from django_pgjobs.queries.flow import LOCK_CLASS
 from django_pgjobs.queues import pause_queue, set_queue_limits
 from tests.helpers import second_connection
 
@@ -179,3 +180,65 @@ def test_claimed_jobs_carry_their_timeouts_and_key() -> None:
         (job,) = claim(cur)
     assert (job.id, job.partition_key, job.timeout, job.queue_timeout) == (job_id, "p", 3.0, 7.0)
     assert isinstance(job.id, uuid.UUID) and isinstance(psycopg.__version__, str)
+
+
+def test_a_claim_that_waited_for_the_lock_stamps_its_starts_when_it_got_it() -> None:
+    """A claim's transaction starts before it waits for the queue's lock: stamped with that
+    start, its starts would leave the next claim's window early (the review's repro)."""
+    set_queue_limits("q", rate_limit=1, rate_period=1)
+    enqueue_many("test.record", [{}] * 5, queue="q")
+    blocker = second_connection(autocommit=False)  # stands in for a slow claim of the queue
+    first, second = second_connection(), second_connection()
+    try:
+        blocker.execute("SELECT pg_advisory_xact_lock(%s, hashtext('q'))", [LOCK_CLASS])
+        got: list[list[ClaimedJob]] = []
+        waiting = threading.Thread(target=lambda: got.append(claim(first.cursor(), limit=10)))
+        waiting.start()
+        time.sleep(0.9)  # the claim waits; its transaction's start stays behind
+        blocker.commit()
+        waiting.join(timeout=10)
+        assert len(got[0]) == 1
+        time.sleep(0.2)
+        assert claim(second.cursor(), limit=10) == []  # 1 a second: the window still holds it
+    finally:
+        for conn in (blocker, first, second):
+            conn.close()
+
+
+def test_many_limited_queues_without_jobs_take_no_locks() -> None:
+    """A lock per limited queue with due jobs, not per row: 20,000 per-tenant rows would fill
+    PostgreSQL's shared lock table (64 x 100 slots by default) and fail every claim."""
+    with connection.cursor() as cur:
+        cur.execute(
+            "INSERT INTO pgjobs_queues (name, concurrency) "
+            "SELECT 'tenant-' || g, 5 FROM generate_series(1, 20000) AS g"
+        )
+    enqueue_many("test.record", [{}] * 3, queue="tenant-1")
+    with connection.cursor() as cur:
+        assert len(claim(cur, limit=10)) == 3
+
+
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [("rate_period", "300000 years"), ("rate_period", "2 days"), ("timeout", "400 days")],
+)
+def test_sql_cannot_write_a_queue_duration_the_claim_cannot_add(column: str, value: str) -> None:
+    set_queue_limits("q", rate_limit=5)
+    with (
+        pytest.raises(IntegrityError, match="pgjobs_queue_durations_positive"),
+        connection.cursor() as cur,
+    ):
+        cur.execute(f"UPDATE pgjobs_queues SET {column} = %s::interval WHERE name = 'q'", [value])
+    enqueue_many("test.record", [{}] * 3, queue="other")
+    with connection.cursor() as cur:
+        assert len(claim(cur)) == 3
+
+
+def test_a_forged_cancel_notify_marks_nothing_the_rows_do_not_confirm() -> None:
+    from django_pgjobs.queries import no_longer_held
+
+    enqueue_many("test.record", [{}] * 2)
+    with connection.cursor() as cur:
+        held = [job.token for job in claim(cur)]
+        cur.execute("UPDATE pgjobs_job_queue SET status = 'cancelled' WHERE id = %s", [held[0][0]])
+        assert no_longer_held(cur, tokens=held) == [held[0]]
