@@ -27,7 +27,7 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
-from django_pgjobs.conf import conf, seconds
+from django_pgjobs.conf import conf
 from django_pgjobs.exceptions import InvalidJobError, PayloadNotSerializable
 from django_pgjobs.tasks import framework
 from django_pgjobs.tasks.definitions import PgJobsTask, PgJobsTaskResult
@@ -62,22 +62,33 @@ class PgJobsBackend(framework.BaseTaskBackend):
         ``PGJOBS["DATABASE"]``."""
         return str(self.options.get("DATABASE") or conf.DATABASE)
 
+    # The options as task handlers take them. A malformed value counts as not given here:
+    # importing tasks must not fail every manage.py command before the system checks
+    # (pgjobs.E031, E032, E036) can say what is wrong.
+
     @property
     def max_attempts(self) -> int | None:
         value = self.options.get("MAX_ATTEMPTS")
-        return None if value is None else int(value)
+        return None if value is None else _valid("check_max_attempts", value)
 
     @property
     def timeout(self) -> float | None:
         """``OPTIONS["TIMEOUT"]``: seconds a task's attempt may run when the task sets none."""
         value = self.options.get("TIMEOUT")
-        return None if value is None else seconds(value)
+        return None if value is None else _valid("check_timeout", value)
 
     @property
     def backoff(self) -> Any:
         """``OPTIONS["BACKOFF"]``: seconds, a timedelta, a callable, or a callable's dotted path."""
         value = self.options.get("BACKOFF")
-        return import_string(value) if isinstance(value, str) else value
+        if isinstance(value, str):
+            try:
+                return import_string(value)
+            except ImportError:
+                return None
+        if value is None or callable(value):
+            return value
+        return _valid("check_retry_delay", value)
 
     # Validation
 
@@ -240,6 +251,16 @@ def _check_options(task: Any) -> None:
     key = getattr(task, "partition_key", None)
     if key is not None and not callable(key):
         validation.check_partition_key(key)
+
+
+def _valid(check: str, value: Any) -> Any:
+    """``validation.<check>(value)``, or None if it refuses the value."""
+    from django_pgjobs.jobs import validation
+
+    try:
+        return getattr(validation, check)(value)
+    except (InvalidJobError, TypeError, ValueError):
+        return None
 
 
 def _backend_named(alias: str) -> Any:

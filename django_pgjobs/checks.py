@@ -203,7 +203,7 @@ def check_queues(
     return [
         Error(
             message,
-            hint="Workers leave this queue's limits as they are until it is fixed.",
+            hint="Workers leave the limits of a malformed entry as they are until it is fixed.",
             id="pgjobs.E013",
         )
         for message in declared_queues()[1]

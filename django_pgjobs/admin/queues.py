@@ -68,8 +68,15 @@ class QueueForm(forms.ModelForm):  # type: ignore[type-arg]
             "(unless the job or its handler says otherwise).",
         }
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if "rate_period" in self.fields:  # blank: the default window, as the CLI's "none"
+            self.fields["rate_period"].required = False
+
     def clean(self) -> dict[str, Any]:
         cleaned: dict[str, Any] = super().clean() or {}
+        if "rate_period" in cleaned and cleaned["rate_period"] is None:
+            cleaned["rate_period"] = Queue._meta.get_field("rate_period").get_default()
         if "name" in self.fields and cleaned.get("name") is not None:
             try:
                 validation.check_name(cleaned["name"], "queue name")
@@ -82,7 +89,9 @@ class QueueForm(forms.ModelForm):  # type: ignore[type-arg]
             if name in self.fields and name not in self.errors
         }
         for name, message in limit_problems(limits).items():
-            self.add_error(name, message[0].upper() + message[1:].rstrip(".") + ".")
+            # The form names its fields as the page does ("Rate period", not rate_period).
+            label = str(self.fields[name].label) if name in self.fields else name
+            self.add_error(name, message.replace(name, label, 1).rstrip(".") + ".")
         # A new row that neither pauses nor limits changes nothing, and would override the
         # settings' limits with none.
         if (

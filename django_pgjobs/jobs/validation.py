@@ -143,8 +143,10 @@ def check_partition_key(value: object) -> str | None:
     """A job's partition key: text an index entry can hold, or None (no partition)."""
     if value is None:
         return None
-    if not isinstance(value, str) or "\x00" in value:
-        raise InvalidJobError(f"partition_key must be a str without NUL, or None; got {value!r}.")
+    if not isinstance(value, str) or not value or "\x00" in value:
+        raise InvalidJobError(
+            f"partition_key must be a non-empty str without NUL, or None; got {value!r}."
+        )
     check_encodable(value, "partition_key")
     if len(value) > MAX_KEY_LENGTH:
         raise InvalidJobError(

@@ -83,11 +83,14 @@ LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
     -- True if this paused it (false: it was paused already).
-    INSERT INTO {schema}.pgjobs_queues AS q (name, paused, paused_at, updated_at)
-    VALUES ($1, true, now(), now())
-    ON CONFLICT (name) DO UPDATE SET paused = true, paused_at = now(), updated_at = now()
-    WHERE NOT q.paused
-    RETURNING true
+    WITH paused AS (
+        INSERT INTO {schema}.pgjobs_queues AS q (name, paused, paused_at, updated_at)
+        VALUES ($1, true, now(), now())
+        ON CONFLICT (name) DO UPDATE SET paused = true, paused_at = now(), updated_at = now()
+        WHERE NOT q.paused
+        RETURNING 1
+    )
+    SELECT count(*) > 0 FROM paused
 $$;
 
 COMMENT ON FUNCTION {schema}.pgjobs_pause(text)

@@ -131,7 +131,7 @@ def reset_queue_limits(cur: Cursor, name: str) -> bool:
 def pause_queue(cur: Cursor, name: str) -> bool:
     """``pgjobs_pause()`` (migration 0017): the queue accepts jobs and starts none; jobs already
     running finish. Creates the row if needed. Returns False if it was paused already."""
-    cur.execute("SELECT coalesce(pgjobs_pause(%s), false)", [name])
+    cur.execute("SELECT pgjobs_pause(%s)", [name])
     return bool(cur.fetchone()[0])
 
 

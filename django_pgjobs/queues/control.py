@@ -42,7 +42,7 @@ def set_queue_limits(name: str, *, using: str | None = None, **limits: Any) -> N
     InvalidJobError, naming the option, before anything is written."""
     problems = limit_problems(limits)
     if problems:
-        raise InvalidJobError("; ".join(problems.values()) + ".")
+        raise InvalidJobError("; ".join(p.rstrip(".") for p in problems.values()) + ".")
     with connections[using or conf.DATABASE].cursor() as cur:
         queries.set_queue_limits(cur, _queue(name), normalised(limits))
 

@@ -39,7 +39,9 @@ def limit_problems(limits: Mapping[str, Any]) -> dict[str, str]:
         if value is None:
             continue
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 2**31 - 1:
-            problems[name] = f"{name} must be a whole number >= 1, or None; got {value!r}"
+            problems[name] = (
+                f"{name} must be a whole number from 1 to 2147483647, or None; got {value!r}"
+            )
     period = limits.get("rate_period")
     if period is not None:
         seconds = period.total_seconds() if isinstance(period, timedelta) else period
@@ -60,7 +62,7 @@ def limit_problems(limits: Mapping[str, Any]) -> dict[str, str]:
         try:
             validation.check_timeout(timeout)
         except InvalidJobError as exc:
-            problems["timeout"] = str(exc)
+            problems["timeout"] = str(exc).rstrip(".")
     return problems
 
 
@@ -94,7 +96,7 @@ def declared_queues() -> tuple[dict[str, dict[str, Any]], list[str]]:
             continue
         problems = limit_problems(limits)
         if problems:
-            errors.extend(f"{where}: {message}." for message in problems.values())
+            errors.extend(f"{where}: {message.rstrip('.')}." for message in problems.values())
             continue
         valid[name] = normalised(limits)
     return valid, errors

@@ -70,6 +70,7 @@ def serve(conn: Connection) -> None:
                 except Exception:
                     logger.exception("Importing %s for job %s failed", module, job.job_name)
                 handler = registry.get(job.job_name)  # None: the attempt fails saying so
+            send(("started",))  # the attempt's clock starts now, not before a slow set-up
             result = run_attempt(
                 handler, job, lambda _job, value, text: send(("progress", value, text))
             )

@@ -66,15 +66,18 @@ class ChildProcess:
         self.killed_for: str | None = None  # why kill() was called: "timeout", "shutdown"
 
     def run(
-        self, job: Any, module: str | None, deadline: float | None, progressed: ProgressSink
+        self, job: Any, module: str | None, timeout: float | None, progressed: ProgressSink
     ) -> AttemptResult | None:
         """Run ``job`` in the child until it reports; None if the child is gone first: it died,
-        or ran past ``deadline`` and was killed (``killed_for``)."""
+        or ran ``timeout`` seconds past the handler's start and was killed (``killed_for``).
+        The clock starts when the child says the handler starts: a new child's set-up (the
+        forkserver's ``django.setup()``, seconds in a large project) is not the job's time."""
         try:
             self.conn.send(("run", job, module))
         except OSError:
             self.process.join(STOP_GRACE)
             return None
+        deadline: float | None = None
         while True:
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
@@ -92,6 +95,9 @@ class ChildProcess:
             except (EOFError, OSError):
                 self.process.join(STOP_GRACE)
                 return None
+            if message[0] == "started":
+                deadline = None if timeout is None else time.monotonic() + timeout
+                continue
             if message[0] == "progress":
                 progressed(job, message[1], message[2])
                 continue
@@ -164,7 +170,8 @@ class ChildRunner:
             return run_attempt(handler, job, self._progressed)
         process = self._child()
         module = getattr(handler.func, "__module__", None)
-        result = process.run(job, module, entry.deadline, self._progressed)
+        timeout = None if entry.timeout is None else entry.timeout.seconds
+        result = process.run(job, module, timeout, self._progressed)
         if result is not None:
             return result
         self._forget(process)

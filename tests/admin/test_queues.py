@@ -156,7 +156,7 @@ def test_adding_a_paused_queue_without_limits_leaves_the_settings_in_charge(
         ({"name": "mail", **limits_form(concurrency=0)}, "Concurrency must be a whole number"),
         (
             {"name": "mail", **limits_form(rate_limit=5, rate_period="2 00:00:00")},
-            "Rate_period must be seconds or a timedelta from 1 ms to a day",
+            "Rate period must be seconds or a timedelta from 1 ms to a day",
         ),
         ({"name": "mail", **limits_form(timeout="400 00:00:00")}, "at most 31622400 (a year)"),
         ({"name": "   ", **limits_form(concurrency=1)}, "This field is required"),
@@ -202,7 +202,7 @@ def test_changing_limits_overrides_the_settings_and_shows_them_beside(
     assert Queue.objects.get(name="mail").concurrency == 2
 
     refused = admin_client_.post(change("mail"), limits_form(partition_rate_limit=-1))
-    assert "Partition_rate_limit must be a whole number" in refused.content.decode()
+    assert "Partition rate limit must be a whole number" in refused.content.decode()
     assert Queue.objects.get(name="mail").concurrency == 2
 
     page = admin_client_.get(change("mail")).content.decode()

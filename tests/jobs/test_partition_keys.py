@@ -90,12 +90,7 @@ def test_a_bad_input_keeps_the_callers_transaction(register_handler: Register) -
 
 @pytest.mark.parametrize("key", [42, "", "k" * 501, "nul\x00"])
 def test_a_bad_handler_key_is_refused_at_registration(key: Any) -> None:
-    if key == "":
-        # '' is a key like any other (NULL is "none"): accepted.
-        handler = job("ledger.empty", partition_key=key)(lambda payload: None)
-        registry.remove("ledger.empty")
-        assert handler.partition_key == ""
-        return
+    # '' too: it would print as nothing, and read as "no key" when it is one.
     with pytest.raises(InvalidJobError, match=r"Job 'ledger\.bad': partition_key"):
         job("ledger.bad", partition_key=key)(lambda payload: None)
     assert registry.get("ledger.bad") is None

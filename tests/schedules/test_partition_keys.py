@@ -119,7 +119,7 @@ def test_a_cron_on_a_task_keys_its_ticks_from_the_tasks_arguments(scheduler: Sch
 @pytest.mark.parametrize(
     ("options", "problem"),
     [
-        ({"partition_key": 5}, "partition_key must be a str"),
+        ({"partition_key": 5}, "partition_key must be a non-empty str"),
         ({"partition_key": "k" * 501}, "501 characters long"),
         ({"job_name": "ledger.keyed", "payload": {}}, "raised KeyError"),
     ],

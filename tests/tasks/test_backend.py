@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta
+from typing import Any
 
 import pytest
 from django.core.checks import run_checks
@@ -146,6 +147,23 @@ def test_check_reports_every_bad_option_without_touching_the_database() -> None:
     assert ids == {
         "pgjobs.E030", "pgjobs.E031", "pgjobs.E032", "pgjobs.E033", "pgjobs.E035", "pgjobs.E036"
     }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"TIMEOUT": 0}, {"TIMEOUT": "abc"}, {"MAX_ATTEMPTS": 0}, {"BACKOFF": "nope"}],
+    ids=["timeout 0", "timeout text", "max_attempts 0", "backoff path"],
+)
+def test_a_bad_option_leaves_tasks_declarable_for_the_check_to_report(
+    options: dict[str, Any],
+) -> None:
+    """Declaring (importing) a task asks the backend's options: a malformed one must not raise
+    there, or every manage.py command would fail before the check could say what is wrong."""
+    from django_pgjobs.backend import PgJobsBackend
+
+    backend = PgJobsBackend("bad", {"OPTIONS": options})
+    backend.validate_task(tasks.add)  # what importing a module of tasks does
+    assert (backend.max_attempts, backend.timeout, backend.backoff) == (None, None, None)
 
 
 def test_check_passes_for_the_suites_settings() -> None:

@@ -67,7 +67,7 @@ def test_a_callable_that_raises_names_the_task_and_writes_nothing() -> None:
 
 
 def test_a_callable_answering_no_str_is_refused_even_on_commit() -> None:
-    with pytest.raises(InvalidTask, match=r"numbered: partition_key must be a str"):
+    with pytest.raises(InvalidTask, match=r"numbered: partition_key must be a non-empty str"):
         numbered.enqueue(5)
     with pytest.raises(InvalidTask, match="partition_key"), transaction.atomic():
         numbered.enqueue_on_commit(6)  # asked now, not at the commit
@@ -77,5 +77,5 @@ def test_a_callable_answering_no_str_is_refused_even_on_commit() -> None:
 
 
 def test_a_bad_str_is_refused_when_the_task_is_declared() -> None:
-    with pytest.raises(InvalidTask, match="partition_key must be a str without NUL"):
+    with pytest.raises(InvalidTask, match="partition_key must be a non-empty str without NUL"):
         task(partition_key="nul\x00")(unchecked)  # type: ignore[call-overload]
