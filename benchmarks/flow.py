@@ -70,8 +70,8 @@ def _achieved_rate(bench: Bench) -> float:
     starts at least ``rate_period`` after the job RATE places before it, so the mean of those
     gaps, against the period, is the share of the limit used (1.0 at most, up to a start's
     few milliseconds of dispatch)."""
-    starts = [
-        row[0]
+    starts: list[float] = [
+        float(row[0])
         for row in bench.raw.execute(
             "SELECT extract(epoch FROM locked_at)::float8 FROM pgjobs_job_queue "
             "WHERE status = 'completed' ORDER BY locked_at"
