@@ -233,6 +233,15 @@ def enqueue_on_commit(
     return row["id"]  # type: ignore[no-any-return]
 
 
+def _key_at(job_name: str, payload: Any, index: int) -> str | None:
+    """The handler's partition key for the payload at ``index`` of an enqueue_many, its
+    error naming that payload as the payload checks do."""
+    try:
+        return resolve_partition_key(job_name, payload)
+    except InvalidJobError as exc:
+        raise InvalidJobError(f"The payload at index {index}: {exc}") from exc.__cause__
+
+
 def enqueue_many(
     job_name: str,
     payloads: Sequence[Any],
@@ -266,7 +275,7 @@ def enqueue_many(
         _check_payload(job_name, payload)
     shared, key = shared_partition_key(job_name, partition_key)
     # A handler's callable is asked once per payload, before anything is sent.
-    keys = None if shared else [resolve_partition_key(job_name, p) for p in payloads]
+    keys = None if shared else [_key_at(job_name, p, i) for i, p in enumerate(payloads)]
     texts = [
         validation.dump_payload(p, f"The payload at index {i}") for i, p in enumerate(payloads)
     ]

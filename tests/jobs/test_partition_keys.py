@@ -101,3 +101,13 @@ def test_replace_keeps_the_new_jobs_partition(register_handler: Register) -> Non
     first = enqueue("ledger.apply", {"account": 1}, key="k")
     again = enqueue("ledger.apply", {"account": 2}, key="k", replace=True)
     assert again == first and key_of(first) == "account:2"
+
+
+def test_enqueue_many_names_the_payload_whose_key_cannot_be_made(
+    register_handler: Register,
+) -> None:
+    register_handler("ledger.strict", lambda payload: None, partition_key=lambda p: p["account"])
+    with pytest.raises(InvalidJobError, match=r"payload at index 1: .*KeyError") as refused:
+        enqueue_many("ledger.strict", [{"account": "a"}, {}])
+    assert isinstance(refused.value.__cause__, KeyError)
+    assert not Job.objects.exists()  # nothing written
