@@ -126,7 +126,10 @@ $$;
 
 DROP TRIGGER IF EXISTS pgjobs_queue_changed ON {schema}.pgjobs_queues;
 CREATE TRIGGER pgjobs_queue_changed
-    AFTER INSERT OR UPDATE ON {schema}.pgjobs_queues
+    -- Not for key_cursor, which every claim of a partitioned queue moves.
+    AFTER INSERT OR UPDATE OF name, paused, concurrency, worker_concurrency, rate_limit,
+        rate_period, partition_concurrency, partition_rate_limit, fair, timeout
+    ON {schema}.pgjobs_queues
     FOR EACH ROW EXECUTE FUNCTION {schema}.pgjobs_queue_changed();
 """
 
@@ -384,6 +387,7 @@ class Migration(migrations.Migration):
                     ),
                 ),
                 ("paused_at", models.DateTimeField(blank=True, editable=False, null=True)),
+                ("key_cursor", models.TextField(blank=True, editable=False, null=True)),
                 (
                     "updated_at",
                     models.DateTimeField(

@@ -90,6 +90,9 @@ class Queue(models.Model):
     # An operator changed the limits: syncing settings no longer touches them.
     overridden = models.BooleanField(db_default=Value(False), default=False, editable=False)
     paused_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # A partitioned queue's claims walk a bounded number of its keys, starting after the last
+    # key the previous claim walked (queries.flow): every key gets its turn however many.
+    key_cursor = models.TextField(null=True, blank=True, editable=False)  # noqa: DJ001 - NULL: from the first key
     updated_at = models.DateTimeField(db_default=Now(), editable=False)
 
     objects = QueueQuerySet.as_manager()

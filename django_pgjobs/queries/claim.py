@@ -128,6 +128,7 @@ def _claim_params(
         **filter_params(queues, job_names),
         # No attempts completed alongside (complete_and_claim passes its own).
         **token_params([]),
+        "key_walk": max(flow_sql.MIN_KEY_WALK, 4 * limit),
     }
 
 

@@ -41,6 +41,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+# A claim walks at most this many keys of a partitioned queue, or four times its batch if more.
+MIN_KEY_WALK = 500
+
 # The advisory lock class of a limited queue's claims ('pgjq'); the queue's name is the key
 # (hashtext: two queues sharing a hash only take turns with each other, which is harmless).
 LOCK_CLASS = 0x70676A71
@@ -106,7 +109,8 @@ def rules_cte(queues: Sequence[str] | None) -> str:
     rows of a small table); empty for most deployments, which then claim as they always did."""
     return f"""rules AS MATERIALIZED (
     SELECT name, paused, concurrency, worker_concurrency, rate_limit, partition_concurrency,
-           partition_rate_limit, fair, ({_LIMITED}) AS limited, ({_PARTITIONED}) AS partitioned
+           partition_rate_limit, fair, key_cursor, ({_LIMITED}) AS limited,
+           ({_PARTITIONED}) AS partitioned
     FROM pgjobs_queues
     WHERE (paused OR {_LIMITED}) {_served(queues, "name")}
 )"""
@@ -167,6 +171,7 @@ load AS MATERIALIZED (
 ),
 budget AS MATERIALIZED (
     SELECT h.name, h.partitioned, h.fair, h.partition_concurrency, h.partition_rate_limit,
+           h.key_cursor,
            greatest(least(
                %(limit)s,
                -- A rate counts starts as they are claimed, so a rate-limited queue's jobs are
@@ -206,17 +211,31 @@ due_limited AS (
     ) AS d
     WHERE b.room > 0 AND NOT b.partitioned
 ),
-keys(queue, partition_key, id, priority, scheduled_for, seq, runnable) AS (
-    -- Each key with due jobs and its first due job (its head, in claim order): a skip scan,
-    -- one probe of pgjobs_job_partition_claim per key.
-    SELECT b.name, h.* FROM budget AS b, LATERAL (
-        {_key_head("b.name", "j.partition_key IS NOT NULL", names)}
+keys(queue, partition_key, id, priority, scheduled_for, seq, runnable, depth) AS (
+    -- Each key with due jobs and its first due job (its head, in claim order): a skip scan of
+    -- pgjobs_job_partition_claim, one probe per key, at most %(key_walk)s keys from the key
+    -- after the queue's cursor (from the first key when none is left after it): a claim's
+    -- cost stays bounded however many keys a queue has, and the keys take turns in windows.
+    SELECT b.name, h.*, 1 FROM budget AS b, LATERAL (
+        SELECT * FROM (
+            ({_key_head("b.name", "j.partition_key > b.key_cursor", names)})
+            UNION ALL
+            ({_key_head("b.name", "j.partition_key IS NOT NULL", names)})
+        ) AS first LIMIT 1
     ) AS h
     WHERE b.partitioned AND b.room > 0
     UNION ALL
-    SELECT k.queue, h.* FROM keys AS k, LATERAL (
+    SELECT k.queue, h.*, k.depth + 1 FROM keys AS k, LATERAL (
         {_key_head("k.queue", "j.partition_key > k.partition_key", names)}
     ) AS h
+    WHERE k.depth < %(key_walk)s
+),
+cursor_moved AS (
+    -- Under the queue's lock: the next claim walks on from the last key this one walked.
+    UPDATE pgjobs_queues AS q SET key_cursor = last.partition_key
+    FROM (SELECT DISTINCT ON (queue) queue, partition_key FROM keys
+          ORDER BY queue, depth DESC) AS last
+    WHERE q.name = last.queue
 ),
 partitions AS (
     SELECT queue, partition_key, false AS unkeyed, id, priority, scheduled_for, seq, runnable

@@ -242,3 +242,28 @@ def test_a_forged_cancel_notify_marks_nothing_the_rows_do_not_confirm() -> None:
         held = [job.token for job in claim(cur)]
         cur.execute("UPDATE pgjobs_job_queue SET status = 'cancelled' WHERE id = %s", [held[0][0]])
         assert no_longer_held(cur, tokens=held) == [held[0]]
+
+
+def test_a_claim_walks_a_bounded_number_of_keys_and_the_next_walks_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A partitioned queue's claim reads at most MIN_KEY_WALK keys (or four times its batch),
+    from after the key the last claim stopped at, round again: its cost stays bounded however
+    many keys a producer makes, and every key gets its turn (the review's 100,000 keys)."""
+    from django_pgjobs.queries import flow
+
+    monkeypatch.setattr(flow, "MIN_KEY_WALK", 4)
+    set_queue_limits("q", partition_concurrency=1)
+    with transaction.atomic():
+        for n in range(10):
+            enqueue("test.record", {}, queue="q", partition_key=f"k{n}")
+    seen: list[str | None] = []
+    with connection.cursor() as cur:
+        for _ in range(3):
+            jobs = claim(cur, limit=1)
+            assert len(jobs) == 1
+            seen += [job.partition_key for job in jobs]
+            cur.execute("UPDATE pgjobs_job_queue SET status = 'completed', completed_at = now() "
+                        "WHERE status = 'running'")  # fmt: skip
+    # Keys in text order, four a claim: k0-k3 (k0 oldest), k4-k7 (k4), k8-k9 (k8), then round.
+    assert seen == ["k0", "k4", "k8"]
