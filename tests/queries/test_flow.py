@@ -17,7 +17,7 @@ from django_pgjobs.queries.base import ClaimedJob
 from django_pgjobs.queries.claim import claim_jobs, claim_statement
 from django_pgjobs.queries.flow import LOCK_CLASS
 from django_pgjobs.queues import pause_queue, set_queue_limits
-from tests.helpers import second_connection
+from tests.helpers import second_connection, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -27,6 +27,13 @@ def claim(cur: Any, limit: int = 100, worker: str = "w", **kw: Any) -> list[Clai
         cur, worker_id=worker, limit=limit, lease_seconds=60, queues=kw.pop("queues", None),
         job_names=kw.pop("job_names", None), **kw,
     )  # fmt: skip
+
+
+def waiting_on_a_lock(pid: int) -> bool:
+    with connection.cursor() as cur:
+        cur.execute("SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = %s", [pid])
+        row = cur.fetchone()
+    return bool(row and row[0])
 
 
 def test_two_claims_at_once_never_take_more_than_the_limit() -> None:
@@ -41,7 +48,9 @@ def test_two_claims_at_once_never_take_more_than_the_limit() -> None:
         got: list[list[ClaimedJob]] = []
         waiting = threading.Thread(target=lambda: got.append(claim(second.cursor(), limit=10)))
         waiting.start()
-        time.sleep(0.3)  # let it reach the lock; the assertion below holds whatever the timing
+        # The second claim is waiting for the queue's lock (the assertion holds either way).
+        pid = second.info.backend_pid
+        wait_for(lambda: waiting_on_a_lock(pid), what="the second claim to wait for the lock")
         first.commit()
         waiting.join(timeout=10)
         assert len(taken_first) == 3
