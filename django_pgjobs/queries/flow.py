@@ -25,9 +25,11 @@ computed from counts that are exact across workers:
   most ``rate_limit`` starts in any window of that length. A token bucket would allow a burst of
   twice the limit across a window's edge; a ledger costs one small insert per claim, not per job.
 - Partitioned queues (a per-key limit, or ``fair``) find their keys with a skip scan of
-  ``pgjobs_job_partition_claim`` (one index probe per key with pending jobs), give each key its
-  own room, and read each key's jobs in claim order (``seq`` breaks ties, so one transaction's
-  jobs of a key run in the order they were enqueued). Jobs without a key are one more partition.
+  ``pgjobs_job_partition_claim`` (one index probe per key with pending jobs), from where the
+  previous claim stopped, until they have twice the claim's room in keys that can start a job
+  (or have walked a bound), give each key its own room, and read each key's jobs in claim order
+  (``seq`` breaks ties, so one transaction's jobs of a key run in the order they were
+  enqueued). Jobs without a key are one more partition.
   ``fair`` orders the candidates by their turn within their key first, so each key gets one job
   before any key gets a second.
 
@@ -89,6 +91,13 @@ def _key_head(queue: str, after: str, names: str) -> str:
         LIMIT 1"""
 
 
+# Whether the key of head ``h`` (a _key_head row of queue ``b``, a budget row) can start a job
+# now: its head is runnable here and the key is not in ``full``. NOT IN over a subquery that
+# refers to nothing outside becomes one hash table, built once: a key costs a probe, not a scan.
+_USABLE = """(h.runnable AND (b.name, h.partition_key) NOT IN (
+        SELECT f.queue, f.partition_key FROM full_keys AS f))::int"""
+
+
 def _key_jobs(partition: str, names: str) -> str:
     """The due jobs of one partition (rows of ``shares`` aliased ``s``) in order, numbered.
     The inner LIMIT is the claim's, a value the planner knows (it plans an ordered index scan
@@ -145,6 +154,7 @@ def flow_ctes(queues: Sequence[str] | None, job_names: Sequence[str] | None) -> 
     limit, queue/queues, job_names, and ids/tokens: the attempts the same statement completes
     (complete_and_claim; empty arrays otherwise), whose slots it may hand on."""
     names = _names(job_names)
+    usable = _USABLE
     return f"""held AS MATERIALIZED (
     -- Only queues with a due job: a claim takes no lock (and no slot of PostgreSQL's shared
     -- lock table) for the many limited queues that have nothing to run.
@@ -211,12 +221,19 @@ due_limited AS (
     ) AS d
     WHERE b.room > 0 AND NOT b.partitioned
 ),
-keys(queue, partition_key, id, priority, scheduled_for, seq, runnable, depth) AS (
+full_keys AS MATERIALIZED (
+    -- The keys at their own limits (never NULL: NOT IN below would then match nothing).
+    SELECT l.queue, l.partition_key FROM load AS l JOIN budget AS b ON b.name = l.queue
+    WHERE l.partition_key IS NOT NULL
+      AND (l.running >= b.partition_concurrency OR l.recent_starts >= b.partition_rate_limit)
+),
+keys(queue, partition_key, id, priority, scheduled_for, seq, runnable, depth, found) AS (
     -- Each key with due jobs and its first due job (its head, in claim order): a skip scan of
-    -- pgjobs_job_partition_claim, one probe per key, at most %(key_walk)s keys from the key
-    -- after the queue's cursor (from the first key when none is left after it): a claim's
-    -- cost stays bounded however many keys a queue has, and the keys take turns in windows.
-    SELECT b.name, h.*, 1 FROM budget AS b, LATERAL (
+    -- pgjobs_job_partition_claim, one probe per key, from the key after the queue's cursor
+    -- (from the first key when none is left after it), until it has found twice the queue's
+    -- room in keys that can start a job now (or walked %(key_walk)s keys): a claim's cost
+    -- follows its batch, not the number of keys, and the keys take turns in windows.
+    SELECT b.name, h.*, 1, {usable} FROM budget AS b, LATERAL (
         SELECT * FROM (
             ({_key_head("b.name", "j.partition_key > b.key_cursor", names)})
             UNION ALL
@@ -225,10 +242,11 @@ keys(queue, partition_key, id, priority, scheduled_for, seq, runnable, depth) AS
     ) AS h
     WHERE b.partitioned AND b.room > 0
     UNION ALL
-    SELECT k.queue, h.*, k.depth + 1 FROM keys AS k, LATERAL (
+    SELECT k.queue, h.*, k.depth + 1, k.found + {usable}
+    FROM keys AS k JOIN budget AS b ON b.name = k.queue, LATERAL (
         {_key_head("k.queue", "j.partition_key > k.partition_key", names)}
     ) AS h
-    WHERE k.depth < %(key_walk)s
+    WHERE k.depth < %(key_walk)s AND k.found < 2 * b.room
 ),
 cursor_moved AS (
     -- Under the queue's lock: the next claim walks on from the last key this one walked.
@@ -262,8 +280,10 @@ shares AS (
     ), 0)::int AS room
     FROM partitions AS p
     JOIN budget AS b ON b.name = p.queue
-    LEFT JOIN load AS l ON l.queue = p.queue
-        AND l.partition_key IS NOT DISTINCT FROM p.partition_key
+    -- Equalities only, so the planner can hash the join (IS NOT DISTINCT FROM cannot be
+    -- hashed: it compared every key with every running key, 50 ms at 500 of each).
+    LEFT JOIN load AS l ON l.queue = p.queue AND (l.partition_key IS NULL) = p.unkeyed
+        AND coalesce(l.partition_key, '') = coalesce(p.partition_key, '')
 ),
 due_keyed AS (
     -- A key's jobs in order, up to its room, and only up to the first whose handler this

@@ -253,15 +253,10 @@ def test_a_forged_cancel_notify_marks_nothing_the_rows_do_not_confirm() -> None:
         assert no_longer_held(cur, tokens=held) == [held[0]]
 
 
-def test_a_claim_walks_a_bounded_number_of_keys_and_the_next_walks_on(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """A partitioned queue's claim reads at most MIN_KEY_WALK keys (or four times its batch),
-    from after the key the last claim stopped at, round again: its cost stays bounded however
-    many keys a producer makes, and every key gets its turn (the review's 100,000 keys)."""
-    from django_pgjobs.queries import flow
-
-    monkeypatch.setattr(flow, "MIN_KEY_WALK", 4)
+def test_a_claim_walks_keys_until_it_has_twice_its_room_and_the_next_walks_on() -> None:
+    """A partitioned queue's claim stops walking once it has found twice its room in keys that
+    can start a job, and the next claim walks on from after the last key it read: its cost
+    follows its batch, not the queue's number of keys, and every key gets its turn."""
     set_queue_limits("q", partition_concurrency=1)
     with transaction.atomic():
         for n in range(10):
@@ -274,5 +269,29 @@ def test_a_claim_walks_a_bounded_number_of_keys_and_the_next_walks_on(
             seen += [job.partition_key for job in jobs]
             cur.execute("UPDATE pgjobs_job_queue SET status = 'completed', completed_at = now() "
                         "WHERE status = 'running'")  # fmt: skip
-    # Keys in text order, four a claim: k0-k3 (k0 oldest), k4-k7 (k4), k8-k9 (k8), then round.
-    assert seen == ["k0", "k4", "k8"]
+    # Keys in text order, two a claim (room 1): k0-k1 (k0 oldest), k2-k3, k4-k5.
+    assert seen == ["k0", "k2", "k4"]
+
+
+def test_a_claim_walks_a_bounded_number_of_keys_that_cannot_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Keys at their limit do not count towards what the walk looks for, but the walk still
+    stops after MIN_KEY_WALK keys (or four times its batch): a claim's cost stays bounded
+    when thousands of keys are busy (the review's 100,000 keys), and the next one walks on."""
+    from django_pgjobs.queries import flow
+
+    set_queue_limits("q", partition_concurrency=1)
+    with transaction.atomic():
+        for n in range(8):
+            enqueue("test.record", {}, queue="q", partition_key=f"k{n}")
+    with connection.cursor() as cur:
+        assert len(claim(cur, limit=8, worker="busy")) == 8  # k0-k7 each run one job
+        with transaction.atomic():
+            for n in range(10):
+                enqueue("test.record", {}, queue="q", partition_key=f"k{n}")
+        cur.execute("UPDATE pgjobs_queues SET key_cursor = NULL WHERE name = 'q'")
+        monkeypatch.setattr(flow, "MIN_KEY_WALK", 4)
+        seen = [[job.partition_key for job in claim(cur, limit=1)] for _ in range(4)]
+    # k0-k3 busy, k4-k7 busy, then k8 (k8-k9), then round again: k0-k3 busy.
+    assert seen == [[], [], ["k8"], []]
