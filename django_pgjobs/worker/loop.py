@@ -5,11 +5,11 @@ threads only run user code and report back to the :class:`~.completer.Completer`
 of outcomes. So all SQL lives in :mod:`django_pgjobs.queries`, completions are written in
 batches, and a handler can never hold, break or join the connection that holds the leases.
 
-The loop's decisions (whether to claim, how many, how long to sleep) are :mod:`.pacing`'s; its
-background duties (heartbeat, rescue, prune) :mod:`.housekeeping`'s; running attempts in handler
-threads, and their timeouts, :mod:`.slots`'. Every attempt the worker
-holds is tracked by its lease token, never by job id alone: the same job can come back to the
-same worker as a new attempt while a stale one is still finishing.
+The loop's decisions (whether to claim, how many, how long to sleep) are :mod:`.pacing`'s, the
+claims themselves :mod:`.claims`'; its background duties (heartbeat, rescue, prune)
+:mod:`.housekeeping`'s; running attempts in handler threads, and their timeouts, :mod:`.slots`'.
+Every attempt the worker holds is tracked by its lease token, never by job id alone: the same
+job can come back to the same worker as a new attempt while a stale one is still finishing.
 """
 
 from __future__ import annotations
@@ -28,11 +28,11 @@ import psycopg
 
 from django_pgjobs import queries
 from django_pgjobs.conf import conf
-from django_pgjobs.jobs.registry import registry
 from django_pgjobs.schedules.scheduler import Scheduler
 from django_pgjobs.worker.after_write import AfterWrite
 from django_pgjobs.worker.attempt import AttemptResult, run_attempt
 from django_pgjobs.worker.children import ChildRunner
+from django_pgjobs.worker.claims import Claims
 from django_pgjobs.worker.completer import Completer
 from django_pgjobs.worker.connection import LoopConnection, pause
 from django_pgjobs.worker.housekeeping import Housekeeper
@@ -110,8 +110,14 @@ class Worker:
         self._after_write = AfterWrite(name=f"pgjobs-after-{self.worker_id}")
         self._wakeup = Wakeup()
         self._pacing = Pacing(concurrency=self.concurrency, poll_interval=self.poll_interval)
-        self._flow = queries.FlowHint()  # whether its queues had flow control at the last claim
         self._completer = Completer(wake=self._wakeup.ring, on_written=self._written)
+        self._claims = Claims(
+            worker_id=self.worker_id,
+            queues=self.queues,
+            link=self._link,
+            completer=self._completer,
+            pacing=self._pacing,
+        )
         self._stopping = threading.Event()
         self._slots = Slots(
             concurrency=self.concurrency,
@@ -299,29 +305,8 @@ class Worker:
         )
         if limit <= 0:
             return 0
-        # Jobs past the free threads are claimed ahead: their attempt counts once they start.
         start_now = min(limit, max(self.concurrency - self._slots.busy, 0))
-        conn = self._ensure_connected()
-        with self._link.claim_token() as lease_token:
-            jobs = self._completer.claim(
-                conn,
-                worker_id=self.worker_id,
-                limit=limit,
-                lease_seconds=conf.LEASE_SECONDS,
-                queues=self.queues,
-                job_names=registry.names(),
-                lease_token=lease_token,
-                start_now=start_now,
-                hint=self._flow,
-            )
-        if self._pacing.claimed(asked=limit, got=len(jobs)):
-            seconds = queries.seconds_until_next_due(
-                conn.cursor(), queues=self.queues, job_names=registry.names()
-            )
-            room_in = None
-            if seconds == 0:  # due now, yet not claimed: perhaps a rate limit holds it back
-                room_in = queries.seconds_until_rate_room(conn.cursor(), queues=self.queues)
-            self._pacing.due_in(seconds, now=time.monotonic(), room_in=room_in)
+        jobs = self._claims.take(self._ensure_connected(), limit=limit, start_now=start_now)
         self.stats.claimed += len(jobs)
         for job in jobs:
             self._dispatch(job)
@@ -353,9 +338,8 @@ class Worker:
         entry = self._inflight.pop(written.job.token, None)
         took = time.monotonic() - entry.started_at if entry else 0.0
         self.stats.count(outcome)
-        # Under flow control a claim stops at a queue's room, not at its end: an attempt of ours
-        # that ended may be the room the next claim needs, so claim again now.
-        self._pacing.maybe_work = self._pacing.maybe_work or self._flow.restricted
+        # Under flow control an attempt of ours that ended may be the room the next claim needs.
+        self._pacing.maybe_work = self._pacing.maybe_work or self._claims.restricted
         if outcome in (Outcome.RETRIED, Outcome.HANDED_BACK, Outcome.SNOOZED):
             self._pacing.requeued(written.delay, now=time.monotonic())
         log_outcome(written, took)

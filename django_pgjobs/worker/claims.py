@@ -1,0 +1,74 @@
+"""What the loop claims, and what a claim tells it about when to claim next.
+
+A claim asks for the free threads plus the prefetch (:mod:`.pacing` says how many) and carries
+the completions waiting for their batched write (:class:`~.completer.Completer`). A claim that
+came back short also says when more is due: the next due time, or, when due jobs are held back
+by a rate limit, when its window has room.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg
+
+from django_pgjobs import queries
+from django_pgjobs.conf import conf
+from django_pgjobs.jobs.registry import registry
+from django_pgjobs.worker.completer import Completer
+from django_pgjobs.worker.connection import LoopConnection
+from django_pgjobs.worker.pacing import Pacing
+
+
+class Claims:
+    def __init__(
+        self,
+        *,
+        worker_id: str,
+        queues: Sequence[str],
+        link: LoopConnection,
+        completer: Completer,
+        pacing: Pacing,
+    ) -> None:
+        self.worker_id = worker_id
+        self.queues = queues
+        self._link = link
+        self._completer = completer
+        self._pacing = pacing
+        # Whether the worker's queues had flow control at the last claim (which statement to use).
+        self._flow = queries.FlowHint()
+
+    @property
+    def restricted(self) -> bool:
+        """Flow control applied at the last claim: a claim stops at a queue's room, not at its
+        end, so an attempt that ends may be the room the next one needs."""
+        return self._flow.restricted
+
+    def take(
+        self, conn: psycopg.Connection[Any], *, limit: int, start_now: int
+    ) -> list[queries.ClaimedJob]:
+        """Claim up to ``limit`` jobs, the first ``start_now`` of them to start at once (the
+        rest are claimed ahead: their attempt counts once they start)."""
+        with self._link.claim_token() as lease_token:
+            jobs = self._completer.claim(
+                conn,
+                worker_id=self.worker_id,
+                limit=limit,
+                lease_seconds=conf.LEASE_SECONDS,
+                queues=self.queues,
+                job_names=registry.names(),
+                lease_token=lease_token,
+                start_now=start_now,
+                hint=self._flow,
+            )
+        if self._pacing.claimed(asked=limit, got=len(jobs)):
+            seconds = queries.seconds_until_next_due(
+                conn.cursor(), queues=self.queues, job_names=registry.names()
+            )
+            room_in = None
+            if seconds == 0:  # due now, yet not claimed: perhaps a rate limit holds it back
+                room_in = queries.seconds_until_rate_room(conn.cursor(), queues=self.queues)
+            self._pacing.due_in(seconds, now=time.monotonic(), room_in=room_in)
+        return jobs
