@@ -197,7 +197,9 @@ def retry_job(job_id: uuid.UUID | str, *, using: str | None = None) -> None:
 def cancel_job(job_id: uuid.UUID | str, *, using: str | None = None) -> None:
     """Cancel a pending or running job.
 
-    A running handler is not interrupted; when it finishes, its outcome is discarded.
+    A running handler is not interrupted: its ``is_cancelled()`` turns true (within
+    milliseconds through a NOTIFY, else at its worker's next heartbeat), and whatever it does
+    next is discarded, its outcome included.
     """
     alias = _alias(using)
     pk = _as_uuid(job_id)

@@ -28,12 +28,15 @@ from dataclasses import replace
 from multiprocessing.connection import Connection
 from typing import Any
 
+from django_pgjobs.jobs.context import RunningAttempt
+
 logger = logging.getLogger("django_pgjobs.worker")
 
 
-def serve(conn: Connection) -> None:
+def serve(conn: Connection, flags: Any = None) -> None:
     """The child's main function: set up, then run each ``("run", job, module)`` it receives
-    until ``("stop",)`` or the pipe closes."""
+    until ``("stop",)`` or the pipe closes. ``flags``: shared memory the worker keeps the
+    running attempt's [cancelled, stopping] in (see :class:`MirroredAttempt`)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.setpgid(0, 0)
     _exit_with_the_worker(conn)
@@ -72,11 +75,33 @@ def serve(conn: Connection) -> None:
                 handler = registry.get(job.job_name)  # None: the attempt fails saying so
             send(("started",))  # the attempt's clock starts now, not before a slow set-up
             result = run_attempt(
-                handler, job, lambda _job, value, text: send(("progress", value, text))
+                handler,
+                job,
+                lambda _job, value, text: send(("progress", value, text)),
+                None if flags is None else MirroredAttempt(job, flags),
             )
             send(("done", *_without_callback(result)))
     finally:
         connections.close_all()
+
+
+class MirroredAttempt(RunningAttempt):
+    """The running attempt as the child's handler sees it: its flags are the worker's, copied
+    into shared memory by the slot thread waiting for this child (every
+    ``children.MIRROR_INTERVAL`` seconds while the handler runs)."""
+
+    __slots__ = ("_flags",)
+
+    def __init__(self, job: Any, flags: Any) -> None:
+        super().__init__(job)
+        self._flags = flags
+
+    def is_cancelled(self) -> bool:
+        return bool(self._flags[0])
+
+    @property
+    def stopping(self) -> bool:
+        return bool(self._flags[1])
 
 
 def _without_callback(result: Any) -> tuple[Any, bytes | None]:

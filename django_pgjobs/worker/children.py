@@ -28,7 +28,7 @@ from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from django_pgjobs.jobs.context import ProgressSink
+from django_pgjobs.jobs.context import ProgressSink, RunningAttempt
 from django_pgjobs.jobs.timeouts import TIMEOUT_EXCEPTION, timeout_error
 from django_pgjobs.stored_json import UndecodableJSON
 from django_pgjobs.worker import child
@@ -42,6 +42,9 @@ logger = logging.getLogger("django_pgjobs.worker")
 KILL_GRACE = 5.0
 # Seconds a child that was asked to stop gets to finish before it is killed.
 STOP_GRACE = 5.0
+# Seconds between copies of a running attempt's flags (cancelled, stopping) into its child's
+# shared memory, where the handler's is_cancelled() and stopping read them.
+MIRROR_INTERVAL = 0.1
 
 
 def _context() -> Any:
@@ -57,21 +60,30 @@ class ChildProcess:
 
     def __init__(self, context: Any, name: str) -> None:
         self.conn, theirs = context.Pipe()
+        # The running attempt's flags as the child's handler reads them: [cancelled, stopping].
+        self.flags = context.RawArray("b", 2)
         # Not daemonic: a daemonic process may not start processes of its own, and a handler may.
         self.process: BaseProcess = context.Process(
-            target=child.serve, args=(theirs,), name=name, daemon=False
+            target=child.serve, args=(theirs, self.flags), name=name, daemon=False
         )
         self.process.start()
         theirs.close()
         self.killed_for: str | None = None  # why kill() was called: "timeout", "shutdown"
 
     def run(
-        self, job: Any, module: str | None, timeout: float | None, progressed: ProgressSink
+        self,
+        job: Any,
+        module: str | None,
+        timeout: float | None,
+        progressed: ProgressSink,
+        attempt: RunningAttempt | None = None,
     ) -> AttemptResult | None:
         """Run ``job`` in the child until it reports; None if the child is gone first: it died,
         or ran ``timeout`` seconds past the handler's start and was killed (``killed_for``).
         The clock starts when the child says the handler starts: a new child's set-up (the
-        forkserver's ``django.setup()``, seconds in a large project) is not the job's time."""
+        forkserver's ``django.setup()``, seconds in a large project) is not the job's time.
+        ``attempt``'s flags reach the handler within :data:`MIRROR_INTERVAL` seconds."""
+        self._mirror(attempt)
         try:
             self.conn.send(("run", job, module))
         except OSError:
@@ -83,6 +95,8 @@ class ChildProcess:
             if left is not None and left <= 0:
                 self.kill("timeout")
                 return None
+            if self._mirror(attempt):
+                left = MIRROR_INTERVAL if left is None else min(left, MIRROR_INTERVAL)
             ready = wait([self.conn, self.process.sentinel], left)
             if not ready:
                 continue
@@ -103,6 +117,15 @@ class ChildProcess:
                 continue
             result: AttemptResult = message[1]
             return _with_callback(result, message[2])
+
+    def _mirror(self, attempt: RunningAttempt | None) -> bool:
+        """Copy the attempt's flags to the child; True while one may still turn (both only
+        ever turn true)."""
+        if attempt is None:
+            self.flags[0] = self.flags[1] = 0
+            return False
+        self.flags[0], self.flags[1] = attempt.is_cancelled(), attempt.stopping
+        return not (self.flags[0] and self.flags[1])
 
     @property
     def alive(self) -> bool:
@@ -171,7 +194,7 @@ class ChildRunner:
         process = self._child()
         module = getattr(handler.func, "__module__", None)
         timeout = None if entry.timeout is None else entry.timeout.seconds
-        result = process.run(job, module, timeout, self._progressed)
+        result = process.run(job, module, timeout, self._progressed, entry.attempt)
         if result is not None:
             return result
         self._forget(process)

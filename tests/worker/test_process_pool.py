@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from django_pgjobs import enqueue, get_job
+from django_pgjobs import cancel_job, enqueue, get_job
 from django_pgjobs.models import FailedJob
 from django_pgjobs.tasks.definitions import PgJobsTask
 from tests.helpers import start_worker, stop, wait_for
@@ -152,3 +152,42 @@ def test_a_child_does_not_outlive_a_killed_worker(
     proc.kill()
     proc.wait(timeout=10)
     wait_for(lambda: not alive(child), what="the orphaned child to exit")
+
+
+def test_a_handler_in_a_child_sees_its_job_cancelled_and_stops(
+    workers: list[subprocess.Popen[bytes]], tmp_path: Path
+) -> None:
+    """is_cancelled() in the child: the worker copies its attempt's flags into the child's
+    shared memory while the handler runs."""
+    job_id = enqueue("test.cooperative", {"release": str(tmp_path / "never"), "timeout": 60})
+    log = tmp_path / "worker.log"
+    proc = start_worker("--pool", "process", "--concurrency", "1", log=log)
+    workers.append(proc)
+    wait_for(lambda: Run.objects.filter(label="cooperative:started").exists(), what="the start")
+    cancel_job(job_id)
+    wait_for(
+        lambda: Run.objects.filter(label="cooperative:cancelled").exists(),
+        what=f"the handler to see the cancel; the worker's log:\n{log.read_text()}",
+    )
+    assert get_job(job_id).status == "cancelled"
+    assert not Run.objects.filter(label="cooperative:finished").exists()
+
+
+def test_sigterm_tells_a_handler_in_a_child_which_hands_its_job_back_unspent(
+    workers: list[subprocess.Popen[bytes]], tmp_path: Path
+) -> None:
+    """stopping in the child: the handler raises Snooze(0) and its attempt is undone, long
+    before the grace period would have ended and its process been killed."""
+    job_id = enqueue("test.cooperative", {"release": str(tmp_path / "never")}, max_attempts=1)
+    log = tmp_path / "worker.log"
+    proc = start_worker("--pool", "process", settings={"SHUTDOWN_GRACE": 60}, log=log)
+    workers.append(proc)
+    wait_for(lambda: Run.objects.filter(label="cooperative:started").exists(), what="the start")
+    proc.send_signal(signal.SIGTERM)
+    try:
+        assert proc.wait(timeout=30) == 0, log.read_text()
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"worker did not exit; its log:\n{log.read_text()}") from None
+    assert Run.objects.filter(label="cooperative:handed back", attempt_seen=1).exists()
+    job = get_job(job_id)
+    assert (job.status, job.attempt, job.error) == ("pending", 0, None)
