@@ -65,9 +65,11 @@ def start_worker(
     log: Path | None = None,
     command: str = "pgjobs_worker",
     user: str | None = None,
+    pipes: bool = False,
 ) -> subprocess.Popen[bytes]:
     """Start ``manage.py pgjobs_worker`` (or another command) as a real process on the test
-    database (as the role ``user``, if given)."""
+    database (as the role ``user``, if given); with ``pipes``, its stdout and stderr are pipes
+    to read."""
     conninfo = database_conninfo()
     env = {
         **os.environ,
@@ -77,6 +79,10 @@ def start_worker(
         "PYTHONPATH": str(ROOT),
     }
     argv = [sys.executable, "-m", "django", command, *args]
+    if pipes:
+        return subprocess.Popen(
+            argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
     if log is None:
         return subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
     with open(log, "wb") as out:  # the child keeps its own copy of the descriptor

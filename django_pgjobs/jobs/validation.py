@@ -123,6 +123,14 @@ def check_retry_delay(value: object) -> float:
 MAX_TIMEOUT = timedelta(days=366).total_seconds()
 
 
+def shown_duration(value: object) -> str:
+    """A duration as an error message shows what it got: a timedelta as people write one (the
+    admin's form gives one for what was typed), anything else as its repr."""
+    if isinstance(value, timedelta):
+        return f"{value} ({value.total_seconds():.10g} s)"
+    return repr(value)
+
+
 def check_timeout(value: object, what: str = "timeout") -> float:
     """Seconds a job may run: a number or a timedelta, > 0 and at most a year."""
     seconds = value.total_seconds() if isinstance(value, timedelta) else value
@@ -134,7 +142,7 @@ def check_timeout(value: object, what: str = "timeout") -> float:
     ):
         raise InvalidJobError(
             f"{what} must be a number of seconds or a timedelta, > 0 and at most "
-            f"{MAX_TIMEOUT:.0f} (a year); got {value!r}."
+            f"{MAX_TIMEOUT:.0f} (a year); got {shown_duration(value)}."
         )
     return float(seconds)
 

@@ -52,7 +52,8 @@ def limit_problems(limits: Mapping[str, Any]) -> dict[str, str]:
             or not 0.001 <= seconds <= MAX_RATE_PERIOD
         ):
             problems["rate_period"] = (
-                f"rate_period must be seconds or a timedelta from 1 ms to a day; got {period!r}"
+                "rate_period must be seconds or a timedelta from 1 ms to a day; got "
+                f"{validation.shown_duration(period)}"
             )
     fair = limits.get("fair")
     if fair is not None and not isinstance(fair, bool):

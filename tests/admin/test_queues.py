@@ -156,9 +156,13 @@ def test_adding_a_paused_queue_without_limits_leaves_the_settings_in_charge(
         ({"name": "mail", **limits_form(concurrency=0)}, "Concurrency must be a whole number"),
         (
             {"name": "mail", **limits_form(rate_limit=5, rate_period="2 00:00:00")},
-            "Rate period must be seconds or a timedelta from 1 ms to a day",
+            "Rate period must be seconds or a timedelta from 1 ms to a day; got 2 days, 0:00:00 "
+            "(172800 s).",
         ),
-        ({"name": "mail", **limits_form(timeout="400 00:00:00")}, "at most 31622400 (a year)"),
+        (
+            {"name": "mail", **limits_form(timeout="400 00:00:00")},
+            "at most 31622400 (a year); got 400 days, 0:00:00 (34560000 s).",
+        ),
         ({"name": "   ", **limits_form(concurrency=1)}, "This field is required"),
         ({"name": "q" * 201, **limits_form(concurrency=1)}, "at most 200 characters"),
     ],

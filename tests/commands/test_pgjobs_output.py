@@ -12,13 +12,13 @@ from django.core.management import call_command
 from django.test import override_settings
 from django.utils import timezone
 
-from django_pgjobs import enqueue, start_workflow
+from django_pgjobs import enqueue, enqueue_many, start_workflow
 from django_pgjobs.models import FailedJob, Job, Schedule, Worker, WorkflowExecution
 from django_pgjobs.queries.base import WORKFLOW_KEY_PREFIX
 from django_pgjobs.schedules import declarations
 from django_pgjobs.schedules.declarations import schedule
 from django_pgjobs.schedules.scheduler import Scheduler
-from tests.helpers import add_schedule
+from tests.helpers import add_schedule, start_worker
 from tests.testapp import workflows as wf
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -131,3 +131,16 @@ def test_enqueue_of_a_name_no_handler_takes_warns_and_still_enqueues() -> None:
     assert "no handler is registered for 'send-welcom-email'" in err
     out, err = run("pgjobs", "enqueue", "test.record")
     assert err == ""
+
+
+def test_a_reader_that_stops_reading_ends_the_listing_quietly() -> None:
+    """``pgjobs list | head -1``: the pipe closes under the command, which stops without a
+    traceback (exit status 1, as Unix tools that are cut off)."""
+    enqueue_many("test.record", [{}] * 3000)
+    proc = start_worker("list", "--limit", "3000", command="pgjobs", pipes=True)
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.readline().split()[:2] == [b"id", b"state"]
+    proc.stdout.close()
+    with proc.stderr:
+        assert proc.wait(timeout=30) == 1
+        assert proc.stderr.read() == b""

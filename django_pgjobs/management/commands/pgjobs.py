@@ -21,6 +21,7 @@ from django_pgjobs.exceptions import JobNotFound, PgJobsError
 from django_pgjobs.jobs import operations as jobs
 from django_pgjobs.jobs import producer as enqueueing
 from django_pgjobs.jobs.registry import registry
+from django_pgjobs.management.output import reader_may_leave
 from django_pgjobs.models import JobStatus
 from django_pgjobs.observability.display import local_time, printable
 from django_pgjobs.observability.queues import (
@@ -122,7 +123,9 @@ class Command(BaseCommand):
             raise CommandError("--exception filters dead letters: add --status dead.")
         try:
             command_database(options["database"])
-            getattr(self, f"do_{options['action'].replace('-', '_')}")(options, options["database"])
+            with reader_may_leave():
+                action = getattr(self, f"do_{options['action'].replace('-', '_')}")
+                action(options, options["database"])
         except PgJobsError as exc:
             raise CommandError(printable(exc)) from exc
 

@@ -14,6 +14,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django_pgjobs import workflows
 from django_pgjobs.database import command_database
 from django_pgjobs.exceptions import PgJobsError
+from django_pgjobs.management.output import reader_may_leave
 from django_pgjobs.models import WorkflowStatus
 from django_pgjobs.observability.display import local_time, printable
 from django_pgjobs.workflows.definitions import app_version
@@ -54,7 +55,8 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         try:
             command_database(options["database"])
-            getattr(self, f"do_{options['action']}")(options)
+            with reader_may_leave():
+                getattr(self, f"do_{options['action']}")(options)
         except PgJobsError as exc:
             raise CommandError(printable(exc)) from exc
 
