@@ -164,38 +164,39 @@ def claim_statement(
 def _read(cur: Cursor) -> tuple[list[ClaimedJob], list[uuid.UUID], bool]:
     """A claim statement's rows: (claimed jobs, completed ids, whether flow control applies)."""
     rows = cur.fetchall()
-    claimed = _claimed_jobs([r[1:] for r in rows if r[0] == "claimed"])
+    claimed = _claimed_jobs([r for r in rows if r[0] == "claimed"])
     completed = [as_uuid(r[1]) for r in rows if r[0] == "done"]
     return claimed, completed, any(r[0] == "rules" for r in rows)
 
 
 def _claimed_jobs(rows: Sequence[Any]) -> list[ClaimedJob]:
+    """The jobs of a claim's 'claimed' rows (the tag first, then _CLAIMED_COLUMNS)."""
     jobs = [
         ClaimedJob(
-            id=as_uuid(r[0]),
-            job_name=r[1],
+            id=as_uuid(r[1]),
+            job_name=r[2],
             # Never raises: a payload Python cannot decode comes back as an UndecodableJSON
             # (the claim has committed; the worker buries that job and runs the others).
-            payload=decode_json(r[2]),
-            queue=r[3],
-            priority=r[4],
-            attempt=r[5],
-            max_attempts=r[6],
-            scheduled_for=r[7],
-            lease_token=as_uuid(r[8]),
-            partition_key=r[9],
-            timeout=r[10],
-            queue_timeout=r[11],
-            seq=r[12],
+            payload=decode_json(r[3]),
+            queue=r[4],
+            priority=r[5],
+            attempt=r[6],
+            max_attempts=r[7],
+            scheduled_for=r[8],
+            lease_token=as_uuid(r[9]),
+            partition_key=r[10],
+            timeout=r[11],
+            queue_timeout=r[12],
+            seq=r[13],
         )
         for r in rows
     ]
     # UPDATE ... RETURNING gives no order: run in the order the claim chose (``start_now``
     # marked the first jobs of that order started).
-    fair = {r[3] for r in rows if r[13]}
-    if not rows or rows[0][13] is None:
+    if not rows or rows[0][14] is None:
         jobs.sort(key=lambda j: (-j.priority, j.scheduled_for, j.id))
         return jobs
+    fair = {r[4] for r in rows if r[14]}
     return sorted(jobs, key=_flow_order(jobs, fair))
 
 

@@ -308,13 +308,8 @@ class Worker:
         start_now = min(limit, max(self.concurrency - self._slots.busy, 0))
         jobs = self._claims.take(self._ensure_connected(), limit=limit, start_now=start_now)
         self.stats.claimed += len(jobs)
-        for job in jobs:
-            self._dispatch(job)
+        self._slots.dispatch(jobs)
         return len(jobs)
-
-    def _dispatch(self, job: queries.ClaimedJob) -> None:
-        logger.debug("Claimed %s %s (attempt %s)", job.job_name, job.id, job.attempt)
-        self._slots.dispatch(job)
 
     def _runner(self) -> Runner:
         if self.pool == "process":

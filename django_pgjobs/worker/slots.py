@@ -19,12 +19,13 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from django.db import connections
 
 from django_pgjobs import queries
+from django_pgjobs.conf import conf
 from django_pgjobs.jobs.registry import registry
 from django_pgjobs.jobs.timeouts import TIMEOUT_EXCEPTION, attempt_timeout, timeout_error
 from django_pgjobs.worker.attempt import AttemptResult
@@ -110,20 +111,23 @@ class Slots:
                 on_thread_exit=self._thread_exit,
             )
 
-    def dispatch(self, job: queries.ClaimedJob) -> None:
+    def dispatch(self, jobs: Sequence[queries.ClaimedJob]) -> None:
+        """Hand the claimed jobs to the pool, in order."""
         assert self._pool is not None
-        handler, now = registry.get(job.job_name), time.monotonic()
-        entry = InFlight.of(
-            job, handler, stopping=self._stopping, timeout=attempt_timeout(job, handler)
-        )
-        self.inflight[job.token] = entry
-        if not self._runner.kills_on_timeout:  # else nothing here looks: see enforce_timeouts
-            self._deadlines.dispatched(entry, now=now)
-        self._count_busy(+1)
-        entry.task = self._pool.submit(
-            functools.partial(self._execute, entry),
-            on_failure=functools.partial(self._execute_failed, entry),
-        )
+        setting, now = conf.TIMEOUT, time.monotonic()  # once per claim, not per job
+        for job in jobs:
+            logger.debug("Claimed %s %s (attempt %s)", job.job_name, job.id, job.attempt)
+            handler = registry.get(job.job_name)
+            timeout = attempt_timeout(job, handler, setting=setting)
+            entry = InFlight.of(job, handler, stopping=self._stopping, timeout=timeout)
+            self.inflight[job.token] = entry
+            if not self._runner.kills_on_timeout:  # else nothing here looks: enforce_timeouts
+                self._deadlines.dispatched(entry, now=now)
+            self._count_busy(+1)
+            entry.task = self._pool.submit(
+                functools.partial(self._execute, entry),
+                on_failure=functools.partial(self._execute_failed, entry),
+            )
 
     def cancel_unstarted(self) -> list[InFlight]:
         """Take back every attempt whose handler has not started (a shutdown): their slots are

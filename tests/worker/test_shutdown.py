@@ -27,11 +27,11 @@ def test_stopping_releases_claimed_jobs_whose_handlers_never_started(
     worker = make_worker(concurrency=1)
     worker._open()
     conn = worker._ensure_connected()
-    for claimed in queries.claim_jobs(
+    claimed = queries.claim_jobs(
         conn.cursor(), worker_id=worker.worker_id, limit=2, lease_seconds=30, queues=None,
         job_names=None,
-    ):  # fmt: skip
-        worker._dispatch(claimed)  # two jobs, one thread: the second waits in the executor
+    )  # fmt: skip
+    worker._slots.dispatch(claimed)  # two jobs, one thread: the second waits in the executor
     wait_for(lambda: Run.objects.filter(label="block:started").exists(), what="first handler")
     worker.request_stop()
 

@@ -257,7 +257,7 @@ def test_slots_look_for_deadlines_only_when_the_runner_leaves_timeouts_to_them(
             attempt=1, max_attempts=1, scheduled_for=timezone.now(), lease_token=uuid.uuid4(),
             timeout=60,
         )  # fmt: skip
-        made.dispatch(job)
+        made.dispatch([job])
         made.wait_idle()
         made.close(wait=True)
         return made
