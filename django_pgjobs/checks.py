@@ -16,7 +16,7 @@ from django.db import DatabaseError
 
 from django_pgjobs.conf import DEFAULTS
 from django_pgjobs.conf import seconds as _seconds
-from django_pgjobs.jobs.validation import MAX_INT, MAX_TIMEOUT
+from django_pgjobs.jobs.validation import MAX_INT, MAX_TIMEOUT, shown_duration
 
 # Where the docs say how to get a PostgreSQL for development (the embedded server helpers).
 POSTGRESQL_FOR_DEVELOPMENT = "docs/howto/install.md#a-postgresql-for-development"
@@ -49,7 +49,8 @@ def _value_errors(config: dict[str, Any]) -> list[str]:
         value = config.get(name, DEFAULTS[name])
         if not _is_number(value) or _seconds(value) <= 0:
             problems.append(
-                f"{name} must be a positive number of seconds (or a timedelta); got {value!r}."
+                f"{name} must be a positive number of seconds (or a timedelta); got "
+                f"{shown_duration(value)}."
             )
         elif name in _STORED_SECONDS and _seconds(value) > MAX_STORED_SECONDS:
             problems.append(
@@ -143,7 +144,7 @@ def _timeout_errors(config: dict[str, Any]) -> list[CheckMessage]:
     return [
         Error(
             f"TIMEOUT must be None (no limit) or a number of seconds (or a timedelta) above 0 "
-            f"and at most {MAX_TIMEOUT:.0f} (a year); got {timeout!r}.",
+            f"and at most {MAX_TIMEOUT:.0f} (a year); got {shown_duration(timeout)}.",
             hint="It is how long an attempt may run when neither the job, its handler nor its "
             "queue sets a timeout; past it the attempt fails with JobTimeout.",
             id="pgjobs.E008",

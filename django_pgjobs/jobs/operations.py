@@ -15,12 +15,13 @@ from typing import Any
 from django.db import IntegrityError, connections, transaction
 from django.db.models import Func, Q, QuerySet, TextField, Value
 
-from django_pgjobs import queries
+from django_pgjobs import queries, signals
 from django_pgjobs.conf import conf
 from django_pgjobs.exceptions import JobNotFound, JobStateError
 from django_pgjobs.models import FailedJob, Job, JobStatus
 from django_pgjobs.queries import workflow_runs
 from django_pgjobs.queries.base import WORKFLOW_JOB_PREFIX, WORKFLOW_KEY_PREFIX
+from django_pgjobs.workflows import lifecycle
 
 _PRUNE_BATCH = 5000
 
@@ -209,12 +210,21 @@ def cancel_job(job_id: uuid.UUID | str, *, using: str | None = None) -> None:
         # stops at its next step), rather than leave a workflow whose job is gone. One that
         # already ended (a requeued dead letter) or was pruned has nothing to cancel but the job.
         with connections[alias].cursor() as cur:
-            if workflow_runs.cancel(cur, workflow_id) in ("pending", "running", "cancelled"):
+            found = workflow_runs.cancel(cur, workflow_id)
+        if found is not None:
+            lifecycle.cancelled(workflow_id, found[1], found[0])
+            if found[0] in ("pending", "running", "cancelled"):
                 return
     with connections[alias].cursor() as cur:
         cancelled = queries.cancel_job(cur, job_id=pk)
-    if not cancelled:
+    if cancelled is None:
         _raise_state(pk, alias, "cancelled", "pending or running")
+        return
+    job_name, queue = cancelled
+    signals.send(
+        signals.job_cancelled, Job, job_id=pk, job_name=job_name, queue=queue, reason=None,
+        worker_id=None,
+    )  # fmt: skip
 
 
 def _workflow_run_by(pk: uuid.UUID, alias: str) -> str | None:

@@ -13,7 +13,7 @@ from typing import Any
 
 from django.db import transaction
 
-from django_pgjobs import queries
+from django_pgjobs import queries, signals
 from django_pgjobs.conf import conf
 from django_pgjobs.database import statement_cursor
 from django_pgjobs.exceptions import InvalidJobError, PgJobsError
@@ -85,19 +85,28 @@ def _prepare_one(
     return row
 
 
-def _write(row: dict[str, Any], *, replace: bool, using: str) -> uuid.UUID:
+def _write(row: dict[str, Any], *, replace: bool, using: str, payload: Any) -> uuid.UUID:
+    """Insert the job (or, with ``replace``, update the pending holder of its key) and send
+    ``job_enqueued``; a key held already writes nothing and returns the holder's id."""
+    job_id, written = _written_row(row, replace=replace, using=using)
+    if written:
+        _enqueued(row, job_id, payload, using)
+    return job_id
+
+
+def _written_row(row: dict[str, Any], *, replace: bool, using: str) -> tuple[uuid.UUID, bool]:
     with statement_cursor(using) as cur:
         if row["key"] is None:
             queries.insert_job(cur, row, returning=False)
-            return row["id"]  # type: ignore[no-any-return]
+            return row["id"], True
         if not replace:
             for _ in range(_KEY_RACE_ATTEMPTS):
                 inserted = queries.insert_job(cur, row)
                 if inserted is not None:
-                    return inserted
+                    return inserted, True
                 existing = queries.find_active_job_by_key(cur, row["key"])
                 if existing is not None:
-                    return existing
+                    return existing, False
         else:
             # Detaching the key and inserting must be one unit, or a crash between them would
             # leave the old job without its key and no new job.
@@ -105,9 +114,24 @@ def _write(row: dict[str, Any], *, replace: bool, using: str) -> uuid.UUID:
                 for _ in range(_KEY_RACE_ATTEMPTS):
                     upserted = queries.upsert_pending_job(cur, row)
                     if upserted is not None:
-                        return upserted
+                        return upserted, True
                     queries.detach_key_from_running_job(cur, row["key"])
     raise PgJobsError(f"Could not settle the job key {row['key']!r}: it kept changing hands.")
+
+
+def _enqueued(row: dict[str, Any], job_id: uuid.UUID, payload: Any, using: str) -> None:
+    if signals.job_enqueued.has_listeners():
+        signals.send(
+            signals.job_enqueued,
+            signals.job_model(),
+            job_id=job_id,
+            job_name=row["job_name"],
+            queue=row["queue"],
+            payload=payload,
+            priority=row["priority"],
+            partition_key=row["partition_key"],
+            using=using,
+        )
 
 
 def enqueue(
@@ -152,7 +176,7 @@ def enqueue(
         timeout=timeout,
         partition_key=partition_key,
     )
-    return _write(row, replace=replace, using=using or conf.DATABASE)
+    return _write(row, replace=replace, using=using or conf.DATABASE, payload=payload)
 
 
 def enqueue_stamped(
@@ -184,8 +208,11 @@ def enqueue_stamped(
         timeout=timeout,
         partition_key=partition_key,
     )
-    with statement_cursor(using or conf.DATABASE) as cur:
-        return row["id"], queries.insert_job_stamped(cur, row)
+    alias = using or conf.DATABASE
+    with statement_cursor(alias) as cur:
+        stamped = queries.insert_job_stamped(cur, row)
+    _enqueued(row, row["id"], payload, alias)
+    return row["id"], stamped
 
 
 def enqueue_on_commit(
@@ -228,7 +255,8 @@ def enqueue_on_commit(
         partition_key=partition_key,
     )
     transaction.on_commit(
-        lambda: _write(row, replace=replace, using=alias), using=commit_of or alias
+        lambda: _write(row, replace=replace, using=alias, payload=payload),
+        using=commit_of or alias,
     )
     return row["id"]  # type: ignore[no-any-return]
 
@@ -282,9 +310,14 @@ def enqueue_many(
     if not texts:
         return []
     ids = [uuid.uuid4() for _ in texts]
-    with statement_cursor(using or conf.DATABASE) as cur:
+    alias = using or conf.DATABASE
+    with statement_cursor(alias) as cur:
         queries.insert_jobs(
             cur,
             {**rows, "partition_key": key, "partition_keys": keys, "ids": ids, "payloads": texts},
         )
+    if signals.job_enqueued.has_listeners():
+        for index, (job_id, payload) in enumerate(zip(ids, payloads, strict=True)):
+            row = {**rows, "partition_key": key if keys is None else keys[index]}
+            _enqueued(row, job_id, payload, alias)
     return ids

@@ -27,6 +27,8 @@ _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 LOGGERS = (
     "django_pgjobs",
     "django_pgjobs.worker",
+    "django_pgjobs.jobs",
+    "django_pgjobs.signals",
     "django_pgjobs.scheduler",
     "django_pgjobs.workflows",
     "django_pgjobs.tasks",

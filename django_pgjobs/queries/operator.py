@@ -43,11 +43,12 @@ def retry_job(cur: Cursor, *, job_id: uuid.UUID) -> bool:
     return cur.fetchone() is not None
 
 
-def cancel_job(cur: Cursor, *, job_id: uuid.UUID) -> bool:
-    """Cancel a pending or running job. A running handler is not interrupted, but its outcome
-    is fenced out (its lease token is cleared), and its worker hears of it at commit through a
-    NOTIFY on CANCEL_CHANNEL naming the attempt (``RunningAttempt.is_cancelled``). Locks the job
-    row (primary key); the old token is read under that lock, so it is the attempt cancelled."""
+def cancel_job(cur: Cursor, *, job_id: uuid.UUID) -> tuple[str, str] | None:
+    """Cancel a pending or running job; its (job name, queue), or None if it was neither. A
+    running handler is not interrupted, but its outcome is fenced out (its lease token is
+    cleared), and its worker hears of it at commit through a NOTIFY on CANCEL_CHANNEL naming the
+    attempt (``RunningAttempt.is_cancelled``). Locks the job row (primary key); the old token is
+    read under that lock, so it is the attempt cancelled."""
     cur.execute(
         f"""
         WITH target AS (
@@ -60,16 +61,16 @@ def cancel_job(cur: Cursor, *, job_id: uuid.UUID) -> bool:
             SET status = 'cancelled', completed_at = now(),
                 started_at = coalesce(j.started_at, j.locked_at), {CLEAR_LEASE}
             FROM target WHERE j.id = target.id
-            RETURNING j.id
+            RETURNING j.job_name, j.queue
         )
-        SELECT (SELECT count(*) FROM cancelled),
+        SELECT (SELECT job_name FROM cancelled), (SELECT queue FROM cancelled),
                (SELECT count(pg_notify('{CANCEL_CHANNEL}', id::text || ':' || lease_token::text))
                 FROM target WHERE status = 'running' AND lease_token IS NOT NULL)
         """,
         [job_id],
     )
-    (cancelled, _) = cur.fetchone()
-    return bool(cancelled)
+    (job_name, queue, _) = cur.fetchone()
+    return None if job_name is None else (job_name, queue)
 
 
 # A dead letter's row back in the queue under its own id (a task's result id, the admin's

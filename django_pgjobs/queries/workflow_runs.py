@@ -261,8 +261,9 @@ def finish(
     return cur.fetchone() is not None
 
 
-def cancel(cur: Cursor, workflow_id: str) -> str | None:
-    """Cancel a pending or running workflow; returns its status before, None if not found.
+def cancel(cur: Cursor, workflow_id: str) -> tuple[str, str] | None:
+    """Cancel a pending or running workflow; returns its status before and its name, None if
+    not found.
 
     A waiting or queued workflow's job is cancelled with it; a running one stops at its next
     step (its checkpoint write sees the status). Locks: the workflow row, then its job.
@@ -270,7 +271,7 @@ def cancel(cur: Cursor, workflow_id: str) -> str | None:
     cur.execute(
         f"""
         WITH before AS (
-            SELECT workflow_id, status FROM pgjobs_workflow_executions
+            SELECT workflow_id, status, name FROM pgjobs_workflow_executions
             WHERE workflow_id = %(workflow_id)s
             FOR UPDATE
         ),
@@ -287,14 +288,14 @@ def cancel(cur: Cursor, workflow_id: str) -> str | None:
             FROM cancelled
             WHERE j.key = {workflow_key("cancelled.workflow_id")} AND j.status = 'pending'
         )
-        SELECT before.status,
+        SELECT before.status, before.name,
                (SELECT pgjobs_workflow_wake('result:' || workflow_id) FROM cancelled)
         FROM before
         """,
         {"workflow_id": workflow_id},
     )
     found = cur.fetchone()
-    return None if found is None else str(found[0])
+    return None if found is None else (str(found[0]), str(found[1]))
 
 
 @dataclass(frozen=True)
@@ -319,7 +320,7 @@ def resume(cur: Cursor, *, workflow_id: str, app_version: str | None) -> Resumed
     cur.execute(
         f"""
         WITH before AS (
-            SELECT workflow_id, status FROM pgjobs_workflow_executions
+            SELECT workflow_id, status, name FROM pgjobs_workflow_executions
             WHERE workflow_id = %(workflow_id)s
             FOR UPDATE
         ),

@@ -28,9 +28,10 @@ from django_pgjobs.conf import conf
 from django_pgjobs.jobs.context import AttemptNotes
 from django_pgjobs.jobs.registry import registry
 from django_pgjobs.worker import handler_connections
-from django_pgjobs.worker.after_write import call_after_write
+from django_pgjobs.worker.after_write import after_written
 from django_pgjobs.worker.attempt import AttemptResult, run_attempt
 from django_pgjobs.worker.completer import Completer
+from django_pgjobs.worker.job_signals import send_started
 from django_pgjobs.worker.outcomes import Written, log_outcome
 
 logger = logging.getLogger("django_pgjobs")
@@ -101,10 +102,11 @@ def drain(
 
     def written(outcome: Written) -> None:
         result._count(outcome)
-        log_outcome(outcome, took.pop(outcome.job.token, 0.0))  # the worker's log lines
+        ran = took.pop(outcome.job.token, 0.0)
+        log_outcome(outcome, ran)  # the worker's log lines
         # What the handler asked for once its outcome is written (a task's task_finished), here
         # in the test's thread: another thread could not see the test's transaction.
-        call_after_write(notes.pop(outcome.job.token, None), outcome.outcome)
+        after_written(notes.pop(outcome.job.token, None), outcome, ran, None)
 
     completer = Completer(wake=lambda: None, on_written=written)
     which = {"queues": sorted(set(queues or ())), "job_names": registry.names()}
@@ -123,6 +125,7 @@ def drain(
                 break
             result.claimed += 1
             job = jobs[0]
+            send_started(job, None)
             attempt = _run(alias, job, completer)
             took[job.token] = attempt.took
             notes[job.token] = attempt.notes

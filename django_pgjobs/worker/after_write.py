@@ -1,22 +1,27 @@
-"""Callbacks a handler asked for once its attempt's outcome is committed (``AttemptNotes.
-on_written``: the Django Tasks backend sends ``task_finished`` from one).
+"""What runs once an attempt's outcome is committed, and the signals of a worker's attempts:
+the callback a handler asked for (``AttemptNotes.on_written``: the Django Tasks backend sends
+``task_finished`` from one) and :mod:`django_pgjobs.signals` (:mod:`.job_signals`).
 
-The completer writes outcomes on the loop thread; the callbacks run user code (signal
-receivers) that may be slow or may raise, so they run in a thread of their own, one at a time
-in the order the outcomes were written, never on the loop. The thread keeps its own database
-connections, closed as it exits, as handler threads do.
+The completer writes outcomes on the loop thread; these run user code (signal receivers) that
+may be slow or may raise, so they run in a thread of their own, one at a time in the order
+things happened (a ``job_started`` before its job's outcome), never on the loop nor on a
+handler's thread. The thread keeps its own database connections, closed as it exits, as
+handler threads do. Nothing is queued when nothing would run: no callback, no receiver.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Callable
 
 from django.db import connections
 
+from django_pgjobs import queries, signals
 from django_pgjobs.jobs.context import AttemptNotes
 from django_pgjobs.jobs.error_text import log_exception
-from django_pgjobs.worker.outcomes import Outcome
+from django_pgjobs.worker import job_signals
+from django_pgjobs.worker.outcomes import Outcome, Written
 from django_pgjobs.worker.pool import HandlerPool
 
 logger = logging.getLogger("django_pgjobs.worker")
@@ -26,9 +31,10 @@ logger = logging.getLogger("django_pgjobs.worker")
 # outcomes: the job runs again as if this attempt had not started.
 _REPORTED = (Outcome.COMPLETED, Outcome.RETRIED, Outcome.BURIED, Outcome.CANCELLED)
 
-# Callbacks waiting at most: each holds its attempt's result and exception (with its
-# traceback's frames), and receivers slower than the jobs must not grow the worker without end.
-# Past it, new ones are dropped (their outcomes are committed all the same) and a warning says so.
+# Callbacks and signals waiting at most: each holds its attempt's result and exception (with
+# its traceback's frames), and receivers slower than the jobs must not grow the worker without
+# end. Past it, new ones are dropped (their outcomes are committed all the same) and a warning
+# says so.
 MAX_WAITING = 1000
 
 
@@ -38,23 +44,37 @@ class AfterWrite:
         self._pool: HandlerPool | None = None
         self._dropping = False  # warned that callbacks are being dropped
 
-    def written(self, notes: AttemptNotes | None, outcome: Outcome) -> None:
-        """Run the attempt's ``on_written`` for this outcome, if it has one, in the thread."""
-        if notes is None or notes.on_written is None or outcome not in _REPORTED:
+    def started(self, job: queries.ClaimedJob, worker_id: str) -> None:
+        """A handler begins (called on its thread): ``job_started``, if anyone listens."""
+        if signals.job_started.has_listeners():
+            self._submit(functools.partial(job_signals.send_started, job, worker_id))
+
+    def written(
+        self, notes: AttemptNotes | None, written: Written, took: float, worker_id: str
+    ) -> None:
+        """The attempt's ``on_written`` for this outcome, if it has one, and the outcome's
+        signals, if anyone listens; ``took``: seconds its handler ran."""
+        callback = notes is not None and notes.on_written is not None
+        if not (callback and written.outcome in _REPORTED) and not job_signals.wanted(
+            written.outcome
+        ):
             return
+        self._submit(functools.partial(after_written, notes, written, took, worker_id))
+
+    def _submit(self, call: Callable[[], None]) -> None:
         if self._pool is None:
             self._pool = HandlerPool(1, name=self._name, on_thread_exit=connections.close_all)
         if self._pool.unfinished >= MAX_WAITING:
             if not self._dropping:
                 logger.warning(
-                    "%s callbacks after written outcomes (task_finished receivers) are waiting: "
-                    "dropping new ones until they catch up. A receiver is too slow.",
+                    "%s callbacks after written outcomes (signal receivers, task_finished) are "
+                    "waiting: dropping new ones until they catch up. A receiver is too slow.",
                     MAX_WAITING,
                 )
             self._dropping = True
             return
         self._dropping = False
-        self._pool.submit(functools.partial(call_after_write, notes, outcome))
+        self._pool.submit(call)
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         return True if self._pool is None else self._pool.wait_idle(timeout)
@@ -75,6 +95,18 @@ class AfterWrite:
             )
         elif not left:
             pool.shutdown(wait=False)
+
+
+def after_written(
+    notes: AttemptNotes | None, written: Written, took: float, worker_id: str | None
+) -> None:
+    """Everything that follows a committed outcome, here and now: the handler's callback, then
+    the signals (what the thread runs; ``testing.drain()`` calls it in the test's thread)."""
+    call_after_write(notes, written.outcome)
+    try:
+        job_signals.send_written(written, took, worker_id)
+    except Exception:
+        log_exception(logger, "Sending the signals of a %s outcome failed", written.outcome.value)
 
 
 def call_after_write(notes: AttemptNotes | None, outcome: Outcome) -> None:

@@ -211,7 +211,8 @@ class Completer:
                 took=took,
             ),
         )
-        self._record(conn, Written(job, Outcome(result), error=error, delay=delay))
+        written = Written(job, Outcome(result), error=error, delay=delay, exception=exception)
+        self._record(conn, written)
 
     def bury(
         self,
@@ -264,7 +265,7 @@ class Completer:
                 conn.cursor(), token=job.token, error=error, exception=exception, took=took
             ),
         )
-        self._record(conn, Written(job, Outcome(result), error=error))
+        self._record(conn, Written(job, Outcome(result), error=error, exception=exception))
 
     def _completed(
         self,

@@ -42,6 +42,7 @@ class InFlight:
     timed_out: bool = False  # failed for running past its timeout; its late outcome is dropped
     lost_logged: bool = False  # the heartbeat found it no longer ours, and said so
     notes: AttemptNotes | None = None  # what the handler said about its attempt
+    took: float | None = None  # seconds its handler ran, once reported (or timed out)
 
     @classmethod
     def of(

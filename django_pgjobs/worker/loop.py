@@ -46,7 +46,7 @@ from django_pgjobs.worker.outcomes import Outcome, Written, log_outcome
 from django_pgjobs.worker.pacing import Pacing
 from django_pgjobs.worker.process import SchedulerThread, StopSignals
 from django_pgjobs.worker.slots import InThread, Runner, Slots
-from django_pgjobs.worker.stats import WorkerStats
+from django_pgjobs.worker.stats import Summary, WorkerStats
 from django_pgjobs.worker.wakeup import Wakeup, Woken
 
 logger = logging.getLogger("django_pgjobs.worker")
@@ -127,6 +127,7 @@ class Worker:
             wake=self._wakeup.ring,
             runner=self._runner(),
             stopping=self._stopping,
+            on_start=lambda job: self._after_write.started(job, self.worker_id),
         )
         self._inflight = self._slots.inflight  # by (job id, lease token)
         self._housekeeper = Housekeeper(
@@ -142,6 +143,7 @@ class Worker:
             # Started perhaps just after an outage: others may be reconnecting (hold_rescue).
             self._housekeeper.hold_rescue()
         scheduling = None
+        summary = Summary(self.worker_id, now=time.monotonic())
         try:
             while not self._stopping.is_set():
                 try:
@@ -152,6 +154,7 @@ class Worker:
                         scheduling.start()
                     # Heartbeat first: a write that keeps failing must not starve the leases.
                     self._housekeep()
+                    summary.maybe_log(self.stats, now=time.monotonic())
                     self._enforce_timeouts()
                     self._flush()
                     self._link.succeeded()
@@ -331,15 +334,15 @@ class Worker:
         """The completer wrote an outcome: count it, pace by it, log it."""
         outcome = written.outcome
         entry = self._inflight.pop(written.job.token, None)
-        took = time.monotonic() - entry.started_at if entry else 0.0
+        took = _handler_time(entry)
         self.stats.count(outcome)
         # Under flow control an attempt of ours that ended may be the room the next claim needs.
         self._pacing.maybe_work = self._pacing.maybe_work or self._claims.restricted
         if outcome in (Outcome.RETRIED, Outcome.HANDED_BACK, Outcome.SNOOZED):
             self._pacing.requeued(written.delay, now=time.monotonic())
         log_outcome(written, took)
-        if entry is not None:
-            self._after_write.written(entry.notes, outcome)
+        notes = entry.notes if entry is not None else None
+        self._after_write.written(notes, written, took, self.worker_id)
 
     def _enforce_timeouts(self) -> None:
         """Fail the attempts past their timeout (:mod:`.slots`). A worker left with as many
@@ -402,3 +405,10 @@ class Worker:
         if claimable and self._slots.busy < self.concurrency:
             return 0.0
         return self._completer.due_in(busy=self._slots.busy, now=time.monotonic())
+
+
+def _handler_time(entry: InFlight | None) -> float:
+    """Seconds the attempt's handler ran (since it was claimed, if it never reported)."""
+    if entry is None:
+        return 0.0
+    return entry.took if entry.took is not None else time.monotonic() - entry.started_at

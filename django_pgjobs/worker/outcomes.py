@@ -7,10 +7,13 @@ from __future__ import annotations
 import enum
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from django_pgjobs import queries
 
-logger = logging.getLogger("django_pgjobs.worker")
+# One line per state change of a job (the worker's own life is django_pgjobs.worker's): its
+# own name, so that the per-job lines can be turned off or up on their own.
+jobs_logger = logging.getLogger("django_pgjobs.jobs")
 
 
 class Outcome(enum.Enum):
@@ -33,50 +36,84 @@ class Written:
     outcome: Outcome
     error: str | None = None
     delay: float = 0.0  # until the job is due again, when it was retried, snoozed or handed back
+    exception: str | None = None  # a failure's exception class path, when one was raised
     # LOST only: a write of this outcome lost its reply, and the rows show another outcome.
     in_doubt: bool = False
 
 
+def job_fields(job: queries.ClaimedJob, **more: Any) -> dict[str, Any]:
+    """A job's line's ``extra``: fields a JSON formatter picks up (``record.job_id``, ...)."""
+    return {
+        "job_id": str(job.id),
+        "job_name": job.job_name,
+        "queue": job.queue,
+        "attempt": job.attempt,
+        **more,
+    }
+
+
 def log_outcome(written: Written, took: float) -> None:
+    """One line per outcome on ``django_pgjobs.jobs``: a completion at INFO, a snooze or a
+    workflow waiting at INFO, a retry, a cancel or a dropped outcome at WARNING, a dead letter
+    at ERROR. Each carries the job's fields, ``outcome``, ``duration`` (seconds its handler ran)
+    and, when it is due again, ``delay``."""
     job, outcome = written.job, written.outcome
+    level = _LEVELS[outcome]
+    if not jobs_logger.isEnabledFor(level):
+        return  # the common case at the worker's default verbosity: a completion, unlogged
     error = (written.error or "").split("\n", 1)[0]
+    extra = job_fields(job, outcome=outcome.value, duration=took, delay=written.delay)
     if outcome is Outcome.COMPLETED:
-        logger.info("Completed %s %s in %.3fs", job.job_name, job.id, took)
+        jobs_logger.info("Completed %s %s in %.3fs", job.job_name, job.id, took, extra=extra)
     elif outcome is Outcome.RETRIED:
-        logger.warning(
+        jobs_logger.warning(
             "Attempt %s/%s of %s %s failed (%s); retrying in %.1fs",
             job.attempt, job.max_attempts, job.job_name, job.id, error, written.delay,
+            extra=extra,
         )  # fmt: skip
     elif outcome is Outcome.HANDED_BACK:
-        logger.info("%s %s waits; due again in %.1fs", job.job_name, job.id, written.delay)
+        jobs_logger.info(
+            "%s %s waits; due again in %.1fs", job.job_name, job.id, written.delay, extra=extra
+        )
     elif outcome is Outcome.SNOOZED:
-        logger.info(
+        jobs_logger.info(
             "%s %s snoozed; due again in %.1fs (attempt %s not counted)",
-            job.job_name, job.id, written.delay, job.attempt,
+            job.job_name, job.id, written.delay, job.attempt, extra=extra,
         )  # fmt: skip
     elif outcome is Outcome.CANCELLED:
-        logger.warning(
+        jobs_logger.warning(
             "Job %s %s cancelled by its handler (attempt %s/%s): %s",
-            job.job_name, job.id, job.attempt, job.max_attempts, error,
+            job.job_name, job.id, job.attempt, job.max_attempts, error, extra=extra,
         )  # fmt: skip
     elif outcome is Outcome.BURIED and job.attempt < job.max_attempts:
-        logger.error(
+        jobs_logger.error(
             "Job %s %s moved to the dead letters after attempt %s/%s: no retry can succeed: %s",
-            job.job_name, job.id, job.attempt, job.max_attempts, error,
+            job.job_name, job.id, job.attempt, job.max_attempts, error, extra=extra,
         )  # fmt: skip
     elif outcome is Outcome.BURIED:
-        logger.error(
+        jobs_logger.error(
             "Job %s %s failed its last attempt (%s/%s) and moved to the dead letters: %s",
-            job.job_name, job.id, job.attempt, job.max_attempts, error,
+            job.job_name, job.id, job.attempt, job.max_attempts, error, extra=extra,
         )  # fmt: skip
     elif written.in_doubt:
-        logger.warning(
+        jobs_logger.warning(
             "Outcome of %s %s (attempt %s) unknown: the connection dropped while it was written, "
             "and the job has moved on since (rescued, cancelled or run again)",
-            job.job_name, job.id, job.attempt,
+            job.job_name, job.id, job.attempt, extra=extra,
         )  # fmt: skip
     else:
-        logger.warning(
+        jobs_logger.warning(
             "Outcome of %s %s (attempt %s) dropped: the job was rescued or cancelled meanwhile",
-            job.job_name, job.id, job.attempt,
+            job.job_name, job.id, job.attempt, extra=extra,
         )  # fmt: skip
+
+
+_LEVELS = {
+    Outcome.COMPLETED: logging.INFO,
+    Outcome.RETRIED: logging.WARNING,
+    Outcome.BURIED: logging.ERROR,
+    Outcome.LOST: logging.WARNING,
+    Outcome.HANDED_BACK: logging.INFO,
+    Outcome.SNOOZED: logging.INFO,
+    Outcome.CANCELLED: logging.WARNING,
+}

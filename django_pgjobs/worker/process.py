@@ -82,15 +82,24 @@ class LogFormatter(logging.Formatter):
 
 
 def configure_logging(verbosity: int) -> None:
-    """Log to stderr with :class:`LogFormatter` unless the project configured logging: -v 0
-    warnings and errors only, -v 1 (the default) one line per job, -v 2 debug. (Stored text is
-    escaped in every pgjobs record whoever formats it: the app adds the filter at start-up.)
+    """Log to stderr with :class:`LogFormatter` unless the project configured logging:
 
-    The same for the Tasks framework's own lines (``Task id=... state=...``) when tasks are in
-    use, except while ``DEBUG`` is on: Django's default logging shows them itself then."""
+    - ``-v 0``: warnings and errors only;
+    - ``-v 1`` (the default): also the worker's own life (start, stop, rescues, outages) and a
+      summary of what it did every minute (:class:`~.stats.Summary`), but not a line per job
+      that went well: at thousands of jobs a second that line cost a drain a sixth of its rate
+      (``django_pgjobs.jobs`` and the Tasks framework's logger at WARNING);
+    - ``-v 2``: a line per job too (completions, snoozes, a task's state changes);
+    - ``-v 3``: debug lines as well (each claim).
+
+    (Stored text is escaped in every pgjobs record whoever formats it: the app adds the filter
+    at start-up.) The Tasks framework's own lines (``Task id=... state=...``) are handled the same
+    way when tasks are in use, except while ``DEBUG`` is on: Django's default logging shows them
+    itself then."""
     if logging.getLogger().handlers:
         return
-    level = {0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG)
+    level = {0: logging.WARNING, 1: logging.INFO, 2: logging.INFO}.get(verbosity, logging.DEBUG)
+    per_job = logging.WARNING if verbosity <= 1 else level
     for logger in (logging.getLogger("django_pgjobs"), _tasks_framework_logger()):
         if logger is None or logger.handlers:
             continue
@@ -99,7 +108,10 @@ def configure_logging(verbosity: int) -> None:
         if logger.name != "django_pgjobs":
             handler.addFilter(lambda record: not settings.DEBUG)
         logger.addHandler(handler)
-        logger.setLevel(level)
+        logger.setLevel(level if logger.name == "django_pgjobs" else per_job)
+    jobs = logging.getLogger("django_pgjobs.jobs")
+    if jobs.level == logging.NOTSET:
+        jobs.setLevel(per_job)
 
 
 def _tasks_framework_logger() -> logging.Logger | None:

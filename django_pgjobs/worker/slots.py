@@ -32,6 +32,7 @@ from django_pgjobs.worker.attempt import AttemptResult
 from django_pgjobs.worker.completer import Completer
 from django_pgjobs.worker.deadlines import Deadlines
 from django_pgjobs.worker.inflight import InFlight, log_timed_out
+from django_pgjobs.worker.outcomes import job_fields, jobs_logger
 from django_pgjobs.worker.pacing import Pacing
 from django_pgjobs.worker.pool import HandlerPool
 
@@ -86,6 +87,7 @@ class Slots:
         wake: Callable[[], None],
         runner: Runner,
         stopping: threading.Event,
+        on_start: Callable[[queries.ClaimedJob], None] | None = None,
     ) -> None:
         self.concurrency = concurrency
         # Every attempt held, by (job id, lease token), until its outcome is written.
@@ -98,6 +100,7 @@ class Slots:
         self._wake = wake
         self._runner = runner
         self._stopping = stopping  # set when the worker is asked to stop (handlers may ask)
+        self._on_start = on_start  # called on the handler's thread as it begins
         self._lock = threading.Lock()
         self._pool: HandlerPool | None = None
         self._closed_pool: HandlerPool | None = None  # the last one, with its abandoned threads
@@ -116,7 +119,11 @@ class Slots:
         assert self._pool is not None
         setting, now = conf.TIMEOUT, time.monotonic()  # once per claim, not per job
         for job in jobs:
-            logger.debug("Claimed %s %s (attempt %s)", job.job_name, job.id, job.attempt)
+            if jobs_logger.isEnabledFor(logging.DEBUG):
+                jobs_logger.debug(
+                    "Claimed %s %s (attempt %s)", job.job_name, job.id, job.attempt,
+                    extra=job_fields(job),
+                )  # fmt: skip
             handler = registry.get(job.job_name)
             timeout = attempt_timeout(job, handler, setting=setting)
             entry = InFlight.of(job, handler, stopping=self._stopping, timeout=timeout)
@@ -191,7 +198,7 @@ class Slots:
             self._pool.abandon(entry.task)
             entry.attempt.no_longer_ours()  # a handler that asks is_cancelled() may stop now
             error = timeout_error(entry.timeout, hard=False)
-            took = time.monotonic() - entry.began
+            took = entry.took = time.monotonic() - entry.began
             result = AttemptResult(took=took, error=error, exception=TIMEOUT_EXCEPTION)
             self._completer.finished(entry.job, result)
             log_timed_out(entry, abandoned=self._pool.abandoned_threads)
@@ -216,6 +223,8 @@ class Slots:
         if entry.timeout is not None:
             entry.deadline = entry.began + entry.timeout.seconds
         entry.started = True  # last: the loop reads ``deadline`` once it sees this
+        if self._on_start is not None:
+            self._on_start(entry.job)
         self._report(entry, self._runner(entry))
 
     def _execute_failed(self, entry: InFlight, exc: BaseException) -> None:
@@ -236,7 +245,7 @@ class Slots:
                 entry.job.job_name, entry.job.id, result.took,
             )  # fmt: skip
             return
-        entry.notes = result.notes
+        entry.notes, entry.took = result.notes, result.took
         first = self._completer.finished(entry.job, result)
         entry.reported = True
         busy = self._count_busy(-1)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from django_pgjobs.worker.outcomes import Outcome
+
+logger = logging.getLogger("django_pgjobs.worker")
 
 
 @dataclass
@@ -28,3 +31,50 @@ class WorkerStats:
 
     def count(self, outcome: Outcome) -> None:
         setattr(self, outcome.value, getattr(self, outcome.value) + 1)
+
+
+# Seconds between two summary lines of a busy worker.
+SUMMARY_INTERVAL = 60.0
+
+_SUMMED = ("completed", "retried", "buried", "cancelled", "snoozed", "lost", "rescued")
+
+
+class Summary:
+    """One INFO line at most every :data:`SUMMARY_INTERVAL` seconds saying what the worker did
+    since the previous one, where a line per job would cost a busy worker (see
+    ``process.configure_logging``). Nothing when nothing happened."""
+
+    def __init__(self, worker_id: str, *, now: float, interval: float = SUMMARY_INTERVAL) -> None:
+        self._worker_id = worker_id
+        self._interval = interval
+        self._since = now
+        self._last = WorkerStats()
+
+    def maybe_log(self, stats: WorkerStats, *, now: float) -> None:
+        if now - self._since < self._interval:
+            return
+        done = stats - self._last
+        self._last, elapsed, self._since = WorkerStats(**vars(stats)), now - self._since, now
+        counts = {name: getattr(done, name) for name in _SUMMED}
+        if not any(counts.values()):
+            return
+        ended = sum(counts[name] for name in ("completed", "retried", "buried", "cancelled"))
+        logger.info(
+            "Worker %s, the last %.0fs: %s (%.1f attempts/s)",
+            self._worker_id,
+            elapsed,
+            ", ".join(f"{n:,} {_WORDS[name]}" for name, n in counts.items() if n),
+            ended / elapsed,
+            extra={"worker_id": self._worker_id, "seconds": elapsed, **counts},
+        )
+
+
+_WORDS = {
+    "completed": "completed",
+    "retried": "retried",
+    "buried": "dead-lettered",
+    "cancelled": "cancelled",
+    "snoozed": "snoozed",
+    "lost": "dropped",
+    "rescued": "rescued",
+}

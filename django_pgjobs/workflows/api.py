@@ -29,7 +29,7 @@ from django_pgjobs.queries import workflow_reads as reads
 from django_pgjobs.queries import workflow_runs as runs
 from django_pgjobs.queries import workflow_steps as steps
 from django_pgjobs.stored_json import UndecodableJSON
-from django_pgjobs.workflows import codec, runtime, waits
+from django_pgjobs.workflows import codec, lifecycle, runtime, waits
 from django_pgjobs.workflows.definitions import WorkflowDefinition
 from django_pgjobs.workflows.definitions import app_version as current_app_version
 from django_pgjobs.workflows.handles import (
@@ -132,6 +132,8 @@ def _start(
             f"Workflow id {workflow_id!r} is already used by workflow {name!r}; "
             f"cannot start {definition.name!r} with it."
         )
+    if started.created:
+        lifecycle.started(workflow_id, definition.name, conf.DATABASE)
     return WorkflowHandle(workflow_id)
 
 
@@ -207,9 +209,11 @@ def list_workflow_steps(workflow_id: str, *, using: str | None = None) -> list[S
 def cancel_workflow(workflow_id: str, *, using: str | None = None) -> None:
     """Cancel a workflow. A queued or waiting one stops now; a running one at its next step."""
     with runtime.cursor(using) as cur:
-        before = runs.cancel(cur, workflow_id)
-    if before is None:
+        found = runs.cancel(cur, workflow_id)
+    if found is None:
         raise WorkflowNotFound(f"No workflow has the id {workflow_id!r}.")
+    before, name = found
+    lifecycle.cancelled(workflow_id, name, before)
     if before in ("completed", "failed", "dead"):
         raise WorkflowStateError(f"Workflow {workflow_id!r} already ended ({before}).")
 

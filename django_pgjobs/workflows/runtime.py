@@ -38,7 +38,7 @@ from django_pgjobs.queries import ClaimedJob, Token
 from django_pgjobs.queries import workflow_reads as reads
 from django_pgjobs.queries import workflow_runs as runs
 from django_pgjobs.queries import workflow_steps as steps
-from django_pgjobs.workflows import codec
+from django_pgjobs.workflows import codec, lifecycle
 from django_pgjobs.workflows.registry import workflows
 
 if TYPE_CHECKING:
@@ -380,6 +380,7 @@ def run_workflow_job(payload: Any) -> None:
         raise LookupError(f"No workflow named {loaded.name!r} is registered in this process.")
     ctx = WorkflowContext(workflow_id, job.token, loaded.wake_seq, loaded.checkpoints)
     status, output, error = "completed", None, None
+    why: str | None = None  # the failure, for workflow_finished
     reset = _current.set(ctx)
     try:
         try:
@@ -410,6 +411,7 @@ def run_workflow_job(payload: Any) -> None:
             raise  # the workflow's own code lost its connection: retry the job, as above
         failure = ctx.fatal or exc
         status, error = "failed", codec.encode(codec.describe(failure), "error")
+        why = f"{type(failure).__name__}: {failure}"
         logger.info("Workflow %s failed: %s", workflow_id, type(failure).__name__)
     finally:
         _current.reset(reset)
@@ -419,3 +421,5 @@ def run_workflow_job(payload: Any) -> None:
             error=error,
         ):  # fmt: skip
             logger.warning("Result of workflow %s dropped: taken over or cancelled", workflow_id)
+            return
+    lifecycle.finish_after_write(workflow_id, loaded.name, status, why)

@@ -144,3 +144,13 @@ def test_a_reader_that_stops_reading_ends_the_listing_quietly() -> None:
     with proc.stderr:
         assert proc.wait(timeout=30) == 1
         assert proc.stderr.read() == b""
+
+
+def test_a_broken_stream_handed_to_call_command_is_the_callers_error() -> None:
+    class Gone(StringIO):
+        def write(self, text: str) -> int:
+            raise BrokenPipeError
+
+    enqueue("test.record", {})
+    with pytest.raises(BrokenPipeError):
+        call_command("pgjobs", "list", stdout=Gone())

@@ -1,9 +1,16 @@
 from __future__ import annotations
 
 import os
+import threading
+from collections.abc import Callable
 from typing import Any
 
 from django.apps import AppConfig
+
+RECORDED_SIGNALS = (
+    "job_started", "job_succeeded", "job_failed", "job_dead_lettered", "job_cancelled",
+    "job_snoozed", "workflow_started", "workflow_finished",
+)  # fmt: skip
 
 
 class TestAppConfig(AppConfig):
@@ -18,6 +25,12 @@ class TestAppConfig(AppConfig):
             from django_pgjobs.tasks.framework import signals
 
             signals.task_finished.connect(_record_finished, dispatch_uid="testapp.finished")
+        # ... and each django_pgjobs signal they send, with the process and thread sending it.
+        if os.environ.get("PGJOBS_TEST_RECORD_SIGNALS"):
+            from django_pgjobs import signals as ours
+
+            for name in RECORDED_SIGNALS:
+                getattr(ours, name).connect(_recorder(name), weak=False, dispatch_uid=name)
 
 
 def _record_finished(sender: Any, task_result: Any, **kwargs: Any) -> None:
@@ -25,3 +38,16 @@ def _record_finished(sender: Any, task_result: Any, **kwargs: Any) -> None:
 
     label = f"finished:{task_result.status}:{os.getpid()}"
     Run.objects.create(job_id=task_result.id, label=label[:100])
+
+
+def _recorder(signal_name: str) -> Callable[..., None]:
+    def record(sender: Any, **kwargs: Any) -> None:
+        from tests.testapp.models import Run
+
+        subject = kwargs.get("job_id") or "00000000-0000-0000-0000-000000000000"
+        detail = kwargs.get("status") or kwargs.get("attempt") or ""
+        label = f"{signal_name}:{detail}:{os.getpid()}:{threading.current_thread().name}"
+        attempt = kwargs.get("attempt", 0)
+        Run.objects.create(job_id=subject, label=label[:100], attempt_seen=attempt)
+
+    return record

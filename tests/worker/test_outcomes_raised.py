@@ -63,7 +63,7 @@ def test_snooze_runs_the_job_again_later_without_using_an_attempt(
     register_handler("test.snooze", raising(Snooze(timedelta(seconds=30)), None))
     job_id = enqueue("test.snooze", max_attempts=1)
     worker = make_worker()
-    with caplog.at_level(logging.INFO, logger="django_pgjobs.worker"):
+    with caplog.at_level(logging.INFO, logger="django_pgjobs.jobs"):
         stats = worker.run_once()
     assert f"test.snooze {job_id} snoozed; due again in 30.0s (attempt 1 not counted)" in (
         caplog.messages
@@ -189,7 +189,7 @@ def test_cancel_ends_the_job_cancelled_and_it_is_never_retried(
     register_handler("test.cancel", raising(Cancel("order withdrawn"), None))
     job_id = enqueue("test.cancel", max_attempts=5)
     worker = make_worker()
-    with caplog.at_level(logging.INFO, logger="django_pgjobs.worker"):
+    with caplog.at_level(logging.INFO, logger="django_pgjobs.jobs"):
         assert worker.run_once().cancelled == 1
     assert (
         f"Job test.cancel {job_id} cancelled by its handler (attempt 1/5): "

@@ -123,7 +123,7 @@ class Command(BaseCommand):
             raise CommandError("--exception filters dead letters: add --status dead.")
         try:
             command_database(options["database"])
-            with reader_may_leave():
+            with reader_may_leave(self.stdout._out):
                 action = getattr(self, f"do_{options['action'].replace('-', '_')}")
                 action(options, options["database"])
         except PgJobsError as exc:

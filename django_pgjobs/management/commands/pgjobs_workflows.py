@@ -55,7 +55,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         try:
             command_database(options["database"])
-            with reader_may_leave():
+            with reader_may_leave(self.stdout._out):
                 getattr(self, f"do_{options['action']}")(options)
         except PgJobsError as exc:
             raise CommandError(printable(exc)) from exc

@@ -1,0 +1,57 @@
+"""The signals of a workflow's life (:mod:`django_pgjobs.signals`): ``workflow_started`` when
+``start_workflow()`` creates it, ``workflow_finished`` when it ends.
+
+A run that completes or fails sends ``workflow_finished`` once its job's outcome is committed,
+from where the worker sends every signal of its attempts (the attempt's ``on_written``: a thread
+of the worker's own; with ``--pool process`` the callback is pickled back to the worker, so it
+is a module-level function and plain values). A cancel sends it from ``cancel_workflow()``.
+"""
+
+from __future__ import annotations
+
+import functools
+
+from django_pgjobs import signals
+from django_pgjobs.jobs.context import current_notes
+from django_pgjobs.queries.base import ACTIVE
+
+
+def started(workflow_id: str, name: str, using: str) -> None:
+    if signals.workflow_started.has_listeners():
+        signals.send(
+            signals.workflow_started,
+            signals.workflow_model(),
+            workflow_id=workflow_id,
+            name=name,
+            using=using,
+        )
+
+
+def cancelled(workflow_id: str, name: str, before: str) -> None:
+    """``cancel_workflow()`` found it in state ``before``: it ended now if it was active."""
+    if f"'{before}'" in ACTIVE:
+        _send_finished(workflow_id, name, "cancelled", None, "completed")
+
+
+def finish_after_write(workflow_id: str, name: str, status: str, error: str | None) -> None:
+    """The running workflow ended with ``status``: announce it once its job's outcome is
+    committed (a job retried after a lost connection runs the workflow again)."""
+    notes = current_notes.get()
+    if notes is None or not signals.workflow_finished.has_listeners():
+        return
+    notes.on_written = functools.partial(_send_finished, workflow_id, name, status, error)
+
+
+def _send_finished(
+    workflow_id: str, name: str, status: str, error: str | None, outcome: str
+) -> None:
+    if outcome != "completed":
+        return  # the job did not complete after all: the workflow runs again
+    signals.send(
+        signals.workflow_finished,
+        signals.workflow_model(),
+        workflow_id=workflow_id,
+        name=name,
+        status=status,
+        error=error,
+    )
