@@ -80,6 +80,11 @@ def _served(queues: Sequence[str] | None, column: str) -> str:
     return ""
 
 
+# The next key of a walk (rows ``k`` of ``keys``): after the last one, and once the walk has gone
+# round past the last key, before the key it started at.
+_ONWARD = "j.partition_key > k.partition_key AND (NOT k.wrapped OR j.partition_key < k.start)"
+
+
 def _key_head(queue: str, after: str, names: str) -> str:
     """The first due job of the next key of ``queue`` (both SQL expressions) that satisfies
     ``after``, with whether this worker can run it."""
@@ -227,13 +232,16 @@ full_keys AS MATERIALIZED (
     WHERE l.partition_key IS NOT NULL
       AND (l.running >= b.partition_concurrency OR l.recent_starts >= b.partition_rate_limit)
 ),
-keys(queue, partition_key, id, priority, scheduled_for, seq, runnable, depth, found) AS (
+keys(queue, partition_key, id, priority, scheduled_for, seq, runnable, depth, found, start,
+     wrapped) AS (
     -- Each key with due jobs and its first due job (its head, in claim order): a skip scan of
-    -- pgjobs_job_partition_claim, one probe per key, from the key after the queue's cursor
-    -- (from the first key when none is left after it), until it has found twice the queue's
-    -- room in keys that can start a job now (or walked %(key_walk)s keys): a claim's cost
-    -- follows its batch, not the number of keys, and the keys take turns in windows.
-    SELECT b.name, h.*, 1, {usable} FROM budget AS b, LATERAL (
+    -- pgjobs_job_partition_claim, one probe per key, from the key after the queue's cursor,
+    -- round from the first key after the last, up to the key it started at, until it has found
+    -- twice the queue's room in keys that can start a job now (or walked %(key_walk)s keys): a
+    -- claim's cost follows its batch, and the keys take turns in windows.
+    SELECT b.name, h.partition_key, h.id, h.priority, h.scheduled_for, h.seq, h.runnable, 1,
+           {usable}, h.partition_key, false
+    FROM budget AS b, LATERAL (
         SELECT * FROM (
             ({_key_head("b.name", "j.partition_key > b.key_cursor", names)})
             UNION ALL
@@ -242,24 +250,36 @@ keys(queue, partition_key, id, priority, scheduled_for, seq, runnable, depth, fo
     ) AS h
     WHERE b.partitioned AND b.room > 0
     UNION ALL
-    SELECT k.queue, h.*, k.depth + 1, k.found + {usable}
+    SELECT k.queue, h.partition_key, h.id, h.priority, h.scheduled_for, h.seq, h.runnable,
+           k.depth + 1, k.found + {usable}, k.start, h.wrapped
     FROM keys AS k JOIN budget AS b ON b.name = k.queue, LATERAL (
-        {_key_head("k.queue", "j.partition_key > k.partition_key", names)}
+        SELECT * FROM (
+            (SELECT n.*, k.wrapped AS wrapped FROM ({_key_head("k.queue", _ONWARD, names)}) AS n)
+            UNION ALL
+            (SELECT n.*, true FROM ({
+        _key_head("k.queue", "NOT k.wrapped AND j.partition_key < k.start", names)
+    }) AS n)
+        ) AS next LIMIT 1
     ) AS h
     WHERE k.depth < %(key_walk)s AND k.found < 2 * b.room
 ),
 cursor_moved AS (
-    -- Under the queue's lock: the next claim walks on from the last key this one walked.
+    -- Under the queue's lock: the next claim walks on from the last key this one took (a queue
+    -- that takes turns: keys it walked past without taking one are next), or walked.
     UPDATE pgjobs_queues AS q SET key_cursor = last.partition_key
-    FROM (SELECT DISTINCT ON (queue) queue, partition_key FROM keys
-          ORDER BY queue, depth DESC) AS last
+    FROM (SELECT DISTINCT ON (k.queue) k.queue, k.partition_key
+          FROM keys AS k JOIN budget AS b ON b.name = k.queue
+          ORDER BY k.queue, (NOT b.fair OR k.id IN (SELECT id FROM keyed_picks)) DESC,
+                   k.depth DESC) AS last
     WHERE q.name = last.queue
 ),
 partitions AS (
-    SELECT queue, partition_key, false AS unkeyed, id, priority, scheduled_for, seq, runnable
+    SELECT queue, partition_key, false AS unkeyed, id, priority, scheduled_for, seq, runnable,
+           depth
     FROM keys
     UNION ALL
-    SELECT b.name, NULL, true, NULL::uuid, NULL::smallint, NULL::timestamptz, NULL::bigint, NULL
+    SELECT b.name, NULL, true, NULL::uuid, NULL::smallint, NULL::timestamptz, NULL::bigint, NULL,
+           NULL::int
     FROM budget AS b
     -- A scalar subquery, not EXISTS, which the planner may turn into a join over the table.
     WHERE b.partitioned AND b.room > 0 AND (
@@ -289,11 +309,14 @@ due_keyed AS (
     -- A key's jobs in order, up to its room, and only up to the first whose handler this
     -- worker lacks: the jobs of a key never overtake one another. A key with room for one
     -- (one job per key at a time, or its turn) takes the head the skip scan found.
-    SELECT s.id, s.queue, s.priority, s.scheduled_for, s.seq, 1::bigint AS turn
+    -- ``place``: a turn-taking queue's keys take their turns in the order they were walked
+    -- (from the cursor: round robin), the unkeyed partition first; NULL without turns.
+    SELECT s.id, s.queue, s.priority, s.scheduled_for, s.seq, 1::bigint AS turn,
+           CASE WHEN s.fair THEN coalesce(s.depth, 0) END AS place
     FROM shares AS s WHERE s.room = 1 AND NOT s.unkeyed AND s.runnable
     UNION ALL
     SELECT d.id, d.queue, d.priority, d.scheduled_for, d.seq,
-           CASE WHEN s.fair THEN d.turn ELSE 1 END
+           CASE WHEN s.fair THEN d.turn ELSE 1 END, CASE WHEN s.fair THEN coalesce(s.depth, 0) END
     FROM shares AS s, LATERAL (
         {_key_jobs("NOT s.unkeyed AND j.partition_key = s.partition_key", names)}
         UNION ALL
@@ -305,7 +328,8 @@ keyed_picks AS (
     SELECT c.* FROM (
         SELECT c.*, row_number() OVER (
             PARTITION BY c.queue
-            ORDER BY c.turn, c.priority DESC, c.scheduled_for, c.seq NULLS FIRST, c.id) AS n
+            ORDER BY c.turn, c.place, c.priority DESC, c.scheduled_for, c.seq NULLS FIRST,
+                     c.id) AS n
         FROM due_keyed AS c
     ) AS c
     JOIN budget AS b ON b.name = c.queue

@@ -295,3 +295,40 @@ def test_a_claim_walks_a_bounded_number_of_keys_that_cannot_start(
         seen = [[job.partition_key for job in claim(cur, limit=1)] for _ in range(4)]
     # k0-k3 busy, k4-k7 busy, then k8 (k8-k9), then round again: k0-k3 busy.
     assert seen == [[], [], ["k8"], []]
+
+
+def test_a_claim_walks_round_past_the_last_key_to_fill_its_batch() -> None:
+    set_queue_limits("q", partition_concurrency=1)
+    with transaction.atomic():
+        for key in ("k0", "k1", "k2", "k9"):
+            enqueue("test.record", {}, queue="q", partition_key=key)
+    with connection.cursor() as cur:
+        cur.execute("UPDATE pgjobs_queues SET key_cursor = 'k8' WHERE name = 'q'")
+        # k9, then round: k0, k1, k2 (not k9 alone, then a short claim).
+        taken = sorted(job.partition_key or "" for job in claim(cur, limit=4))
+    assert taken == ["k0", "k1", "k2", "k9"]
+
+
+def test_a_fair_queue_gives_a_late_tenant_its_turn_in_the_first_round() -> None:
+    """Keys take turns round robin, in key order from where the last claim took its last:
+    a tenant that enqueues behind 20 tenants' backlogs starts in the round that gives each of
+    them its first start (claims of 4: the window walked is larger than what each takes)."""
+    set_queue_limits("q", fair=True)
+    with transaction.atomic():
+        for n in range(20):
+            for _ in range(2):
+                enqueue("test.record", {}, queue="q", partition_key=f"k{n:02d}")
+    enqueue_many("test.record", [{}] * 2, queue="q", partition_key="late")
+    claims: list[list[str | None]] = []
+    with connection.cursor() as cur:
+        for _ in range(11):
+            claims.append([job.partition_key for job in claim(cur, limit=4)])
+            cur.execute("UPDATE pgjobs_job_queue SET status = 'completed', completed_at = now() "
+                        "WHERE status = 'running'")  # fmt: skip
+    seen: list[str | None] = []
+    for number, keys in enumerate(claims):
+        if "late" in keys:
+            break
+        assert not set(keys) & set(seen), f"claim {number} started a second job before 'late'"
+        seen += keys
+    assert len(seen) == 20  # k00-k19 in the five claims before, then late
