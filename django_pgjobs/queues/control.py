@@ -15,7 +15,7 @@ from django_pgjobs import queries
 from django_pgjobs.conf import conf
 from django_pgjobs.exceptions import InvalidJobError
 from django_pgjobs.jobs import validation
-from django_pgjobs.queues.declarations import limit_problems, normalised
+from django_pgjobs.queues.declarations import declared_queues, limit_problems, normalised
 
 
 def _queue(name: object) -> str:
@@ -43,12 +43,30 @@ def set_queue_limits(name: str, *, using: str | None = None, **limits: Any) -> N
     problems = limit_problems(limits)
     if problems:
         raise InvalidJobError("; ".join(p.rstrip(".") for p in problems.values()) + ".")
+    queue = _queue(name)
     with connections[using or conf.DATABASE].cursor() as cur:
-        queries.set_queue_limits(cur, _queue(name), normalised(limits))
+        _sync(cur)
+        queries.set_queue_limits(cur, queue, normalised(limits))
 
 
 def reset_queue_limits(name: str, *, using: str | None = None) -> bool:
-    """Drop an operator's limits for ``name``: ``PGJOBS["QUEUES"]`` applies again (as of the
-    last worker start). Returns False if the queue has no row."""
+    """Drop an operator's limits for ``name``: ``PGJOBS["QUEUES"]`` (this process's settings)
+    applies again. Returns False if the queue has no row."""
+    queue = _queue(name)
     with connections[using or conf.DATABASE].cursor() as cur:
-        return queries.reset_queue_limits(cur, _queue(name))
+        _sync(cur)
+        return queries.reset_queue_limits(cur, queue)
+
+
+def sync_declared_queues(*, using: str | None = None) -> int:
+    """Write this process's ``PGJOBS["QUEUES"]`` into the queue rows, as a worker does when it
+    starts (an operator's overrides stay). The CLI does before it shows or changes limits, so
+    settings deployed before any worker restarted are what it shows and what ``--reset``
+    restores. Returns how many rows changed."""
+    with connections[using or conf.DATABASE].cursor() as cur:
+        return _sync(cur)
+
+
+def _sync(cur: Any) -> int:
+    declared, _ = declared_queues()  # an invalid declaration is left out (pgjobs.E013)
+    return queries.sync_declared_queues(cur, declared)

@@ -3,12 +3,14 @@ with counts that stay bounded however many jobs a queue holds."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.conf import settings
 from django.db import connection
-from django.test import Client
+from django.test import Client, override_settings
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
@@ -27,8 +29,21 @@ def change(name: str) -> str:
     return reverse("admin:pgjobs_queue_change", args=[name])
 
 
+_declared: list[override_settings] = []
+
+
+@pytest.fixture(autouse=True)
+def _forget_declared() -> Iterator[None]:
+    yield
+    while _declared:
+        _declared.pop().disable()
+
+
 def declare(**queues: dict[str, Any]) -> None:
-    """What a worker's start does with PGJOBS["QUEUES"]."""
+    """PGJOBS["QUEUES"] for the rest of the test, written as a worker's start writes it."""
+    override = override_settings(PGJOBS={**settings.PGJOBS, "QUEUES": queues})
+    override.enable()
+    _declared.append(override)
     with connection.cursor() as cur:
         queries.sync_declared_queues(cur, {n: normalised(q) for n, q in queues.items()})
 

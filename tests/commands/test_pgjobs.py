@@ -177,3 +177,20 @@ def test_command_line_mistakes_are_command_errors(
 ) -> None:
     with pytest.raises(CommandError, match=message):
         call_command(command, *args)
+
+
+def test_queue_commands_start_from_settings_no_worker_has_written_yet() -> None:
+    """Limits deployed in PGJOBS["QUEUES"] before any worker restarted: the CLI shows them,
+    changes one option on top of them, and --reset restores them."""
+    from django.test import override_settings
+
+    from django_pgjobs.models import Queue
+
+    with override_settings(PGJOBS={"QUEUES": {"newdecl": {"concurrency": 2}}}):
+        assert "at most 2 running" in pgjobs("queues")
+        pgjobs("queue-limits", "newdecl", "--worker-concurrency", "1")
+        row = Queue.objects.get(name="newdecl")
+        assert (row.concurrency, row.worker_concurrency, row.overridden) == (2, 1, True)
+        pgjobs("queue-limits", "newdecl", "--reset")
+        row = Queue.objects.get(name="newdecl")
+        assert (row.concurrency, row.worker_concurrency, row.overridden) == (2, None, False)

@@ -272,6 +272,7 @@ class Command(BaseCommand):
         self.say(f"Schedule {options['name']} enqueued job {job_id} (manual run).")
 
     def do_queues(self, options: dict[str, Any], using: str | None) -> None:
+        queue_control.sync_declared_queues(using=using)  # settings deployed since workers started
         views = queue_views(using=using)
         if not views:
             self.say("(no queues)")
@@ -303,6 +304,8 @@ class Command(BaseCommand):
             return
         if not given:
             raise CommandError("Give at least one limit (see --help), or --reset.")
+        # The settings' limits are the base, even before a worker has written them.
+        queue_control.sync_declared_queues(using=using)
         limits = current_limits(name, using=using)
         limits.update({option: parse_limit(option, text) for option, text in given.items()})
         queue_control.set_queue_limits(name, using=using, **limits)
