@@ -188,9 +188,14 @@ class ChildRunner:
 
     def __call__(self, entry: InFlight) -> AttemptResult:
         job, handler = entry.job, entry.handler
-        if handler is None or isinstance(job.payload, UndecodableJSON):
-            # No handler code runs for it: it fails here, without a child.
-            return run_attempt(handler, job, self._progressed)
+        if (
+            handler is None
+            or isinstance(job.payload, UndecodableJSON)
+            or entry.attempt.is_cancelled()
+        ):
+            # No handler code runs for it: it fails (or, cancelled while claimed ahead, is
+            # given back) here, without starting a child for it.
+            return run_attempt(handler, job, self._progressed, entry.attempt)
         process = self._child()
         module = getattr(handler.func, "__module__", None)
         timeout = None if entry.timeout is None else entry.timeout.seconds
