@@ -3,13 +3,14 @@ options."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from io import StringIO
+from typing import Any
 
 import pytest
 from django.core.management import CommandError, call_command
 
-from django_pgjobs import enqueue
+from django_pgjobs import Cancel, Snooze, enqueue
 from django_pgjobs.models import Job
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -21,6 +22,30 @@ def test_worker_command_burst() -> None:
     call_command("pgjobs_worker", "--burst", "--concurrency", "2", stdout=out)
     assert "1 completed" in out.getvalue()
     assert Job.objects.get().status == "completed"
+
+
+def test_the_stop_line_counts_snoozes_and_cancels_when_there_were_any(
+    register_handler: Callable[..., Any],
+) -> None:
+    def snoozes(payload: Any) -> None:
+        raise Snooze(3600)
+
+    def cancels(payload: Any) -> None:
+        raise Cancel("no")
+
+    register_handler("t.snooze", snoozes)
+    register_handler("t.cancel", cancels)
+    enqueue("t.snooze", {})
+    enqueue("t.cancel", {})
+    out = StringIO()
+    call_command("pgjobs_worker", "--burst", stdout=out)
+    assert (
+        out.getvalue()
+        .rstrip()
+        .endswith(
+            "stopped: 0 completed, 0 retried, 0 dead-lettered, 0 released, 1 cancelled, 1 snoozed"
+        )
+    )
 
 
 def test_the_banner_and_check_e010_name_workflows_not_their_internal_runner_jobs() -> None:

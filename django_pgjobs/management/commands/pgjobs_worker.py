@@ -117,10 +117,13 @@ class Command(BaseCommand):
             raise CommandError(printable(exc)) from exc
         finally:
             restore_signals()
-        self.stdout.write(
-            f"pgjobs worker {worker.worker_id} stopped: {stats.completed} completed, "
-            f"{stats.retried} retried, {stats.buried} dead-lettered, {stats.released} released"
-        )
+        # What ended, then what went back to the queue (the last two only when there were any).
+        said = [
+            f"{stats.completed} completed", f"{stats.retried} retried",
+            f"{stats.buried} dead-lettered", f"{stats.released} released",
+        ] + [f"{n} {word}" for n, word in ((stats.cancelled, "cancelled"),
+                                          (stats.snoozed, "snoozed")) if n]  # fmt: skip
+        self.stdout.write(f"pgjobs worker {worker.worker_id} stopped: {', '.join(said)}")
         status = 0
         if worker.stop_reason is not None:
             # It stopped by itself: exit non-zero, so a supervisor starts a fresh process.
