@@ -61,20 +61,24 @@ workflow_started = Signal()
 workflow_finished = Signal()
 
 
-def job_model() -> Any:
-    """The jobs' sender (:class:`~django_pgjobs.models.Job`), looked up by name: senders import
-    no models (the producer is imported while models load)."""
-    return apps.get_model("pgjobs", "Job")
+def send_job(signal: Signal, **kwargs: Any) -> None:
+    """:func:`send` a job signal, its sender :class:`~django_pgjobs.models.Job`."""
+    if signal.has_listeners():
+        send(signal, apps.get_model("pgjobs", "Job"), **kwargs)
 
 
-def workflow_model() -> Any:
-    """The workflows' sender (:class:`~django_pgjobs.models.WorkflowExecution`)."""
-    return apps.get_model("pgjobs", "WorkflowExecution")
+def send_workflow(signal: Signal, **kwargs: Any) -> None:
+    """:func:`send` a workflow signal, its sender
+    :class:`~django_pgjobs.models.WorkflowExecution`."""
+    if signal.has_listeners():
+        send(signal, apps.get_model("pgjobs", "WorkflowExecution"), **kwargs)
 
 
 def send(signal: Signal, sender: Any, **kwargs: Any) -> None:
     """Send ``signal`` to every receiver; one that raises is logged by Django
-    (``django.dispatch``, with its traceback), never propagated."""
+    (``django.dispatch``, with its traceback), never propagated. (The senders are looked up by
+    name in :func:`send_job` and :func:`send_workflow`: the producer, which sends, is imported
+    while the models load.)"""
     if not signal.has_listeners(sender):
         return
     try:

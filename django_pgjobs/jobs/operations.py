@@ -211,10 +211,10 @@ def cancel_job(job_id: uuid.UUID | str, *, using: str | None = None) -> None:
         # already ended (a requeued dead letter) or was pruned has nothing to cancel but the job.
         with connections[alias].cursor() as cur:
             found = workflow_runs.cancel(cur, workflow_id)
-        if found is not None:
-            lifecycle.cancelled(workflow_id, found[1], found[0])
-            if found[0] in ("pending", "running", "cancelled"):
-                return
+        if found is not None and found.ended:
+            lifecycle.cancelled(workflow_id, found.name)
+        if found is not None and found.before in ("pending", "running", "cancelled"):
+            return
     with connections[alias].cursor() as cur:
         cancelled = queries.cancel_job(cur, job_id=pk)
     if cancelled is None:

@@ -120,18 +120,16 @@ def _written_row(row: dict[str, Any], *, replace: bool, using: str) -> tuple[uui
 
 
 def _enqueued(row: dict[str, Any], job_id: uuid.UUID, payload: Any, using: str) -> None:
-    if signals.job_enqueued.has_listeners():
-        signals.send(
-            signals.job_enqueued,
-            signals.job_model(),
-            job_id=job_id,
-            job_name=row["job_name"],
-            queue=row["queue"],
-            payload=payload,
-            priority=row["priority"],
-            partition_key=row["partition_key"],
-            using=using,
-        )
+    signals.send_job(
+        signals.job_enqueued,
+        job_id=job_id,
+        job_name=row["job_name"],
+        queue=row["queue"],
+        payload=payload,
+        priority=row["priority"],
+        partition_key=row["partition_key"],
+        using=using,
+    )
 
 
 def enqueue(

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from django_pgjobs.queries.base import (
     ACTIVE,
@@ -261,9 +261,14 @@ def finish(
     return cur.fetchone() is not None
 
 
-def cancel(cur: Cursor, workflow_id: str) -> tuple[str, str] | None:
-    """Cancel a pending or running workflow; returns its status before and its name, None if
-    not found.
+class Cancelled(NamedTuple):
+    before: str  # its status before
+    name: str
+    ended: bool  # this cancelled it (it was pending or running)
+
+
+def cancel(cur: Cursor, workflow_id: str) -> Cancelled | None:
+    """Cancel a pending or running workflow; None if not found.
 
     A waiting or queued workflow's job is cancelled with it; a running one stops at its next
     step (its checkpoint write sees the status). Locks: the workflow row, then its job.
@@ -288,14 +293,14 @@ def cancel(cur: Cursor, workflow_id: str) -> tuple[str, str] | None:
             FROM cancelled
             WHERE j.key = {workflow_key("cancelled.workflow_id")} AND j.status = 'pending'
         )
-        SELECT before.status, before.name,
+        SELECT before.status, before.name, EXISTS (SELECT 1 FROM cancelled),
                (SELECT pgjobs_workflow_wake('result:' || workflow_id) FROM cancelled)
         FROM before
         """,
         {"workflow_id": workflow_id},
     )
     found = cur.fetchone()
-    return None if found is None else (str(found[0]), str(found[1]))
+    return None if found is None else Cancelled(str(found[0]), str(found[1]), bool(found[2]))
 
 
 @dataclass(frozen=True)

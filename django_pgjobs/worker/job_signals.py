@@ -8,6 +8,8 @@ the worker's own threads, so that a worker nobody listens to does nothing more p
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.dispatch import Signal
 
 from django_pgjobs import queries, signals
@@ -30,41 +32,20 @@ def wanted(outcome: Outcome) -> bool:
 
 
 def send_started(job: queries.ClaimedJob, worker_id: str | None) -> None:
-    job_model = signals.job_model()
-
-    signals.send(
-        signals.job_started,
-        job_model,
-        job_id=job.id,
-        job_name=job.job_name,
-        queue=job.queue,
-        attempt=job.attempt,
-        max_attempts=job.max_attempts,
-        worker_id=worker_id,
-    )
+    _send(signals.job_started, job, worker_id, attempt=job.attempt, max_attempts=job.max_attempts)
 
 
 def send_written(written: Written, took: float, worker_id: str | None) -> None:
     """The signals of a committed outcome; ``took``: seconds its handler ran."""
-    job_model = signals.job_model()
-
     job, outcome = written.job, written.outcome
-    common = {"job_id": job.id, "job_name": job.job_name, "queue": job.queue}
     if outcome is Outcome.COMPLETED:
-        signals.send(
-            signals.job_succeeded,
-            job_model,
-            **common,
-            attempt=job.attempt,
-            duration=took,
-            worker_id=worker_id,
-        )
+        _send(signals.job_succeeded, job, worker_id, attempt=job.attempt, duration=took)
     elif outcome in (Outcome.RETRIED, Outcome.BURIED):
         retried = outcome is Outcome.RETRIED
-        signals.send(
+        _send(
             signals.job_failed,
-            job_model,
-            **common,
+            job,
+            worker_id,
             attempt=job.attempt,
             max_attempts=job.max_attempts,
             error=written.error,
@@ -72,34 +53,26 @@ def send_written(written: Written, took: float, worker_id: str | None) -> None:
             will_retry=retried,
             delay=written.delay if retried else 0.0,
             duration=took,
-            worker_id=worker_id,
         )
         if not retried:
-            signals.send(
-                signals.job_dead_lettered,
-                job_model,
-                **common,
-                attempt=job.attempt,
-                error=written.error,
-                worker_id=worker_id,
+            _send(
+                signals.job_dead_lettered, job, worker_id, attempt=job.attempt, error=written.error
             )
     elif outcome is Outcome.CANCELLED:
-        signals.send(
-            signals.job_cancelled,
-            job_model,
-            **common,
-            reason=_reason(written.error),
-            worker_id=worker_id,
-        )
+        _send(signals.job_cancelled, job, worker_id, reason=_reason(written.error))
     elif outcome is Outcome.SNOOZED:
-        signals.send(
-            signals.job_snoozed,
-            job_model,
-            **common,
-            attempt=job.attempt,
-            delay=written.delay,
-            worker_id=worker_id,
-        )
+        _send(signals.job_snoozed, job, worker_id, attempt=job.attempt, delay=written.delay)
+
+
+def _send(signal: Signal, job: queries.ClaimedJob, worker_id: str | None, **kwargs: Any) -> None:
+    signals.send_job(
+        signal,
+        job_id=job.id,
+        job_name=job.job_name,
+        queue=job.queue,
+        **kwargs,
+        worker_id=worker_id,
+    )
 
 
 _CANCEL = "django_pgjobs.exceptions.Cancel: "

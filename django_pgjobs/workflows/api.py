@@ -212,8 +212,9 @@ def cancel_workflow(workflow_id: str, *, using: str | None = None) -> None:
         found = runs.cancel(cur, workflow_id)
     if found is None:
         raise WorkflowNotFound(f"No workflow has the id {workflow_id!r}.")
-    before, name = found
-    lifecycle.cancelled(workflow_id, name, before)
+    if found.ended:
+        lifecycle.cancelled(workflow_id, found.name)
+    before = found.before
     if before in ("completed", "failed", "dead"):
         raise WorkflowStateError(f"Workflow {workflow_id!r} already ended ({before}).")
 

@@ -13,24 +13,15 @@ import functools
 
 from django_pgjobs import signals
 from django_pgjobs.jobs.context import current_notes
-from django_pgjobs.queries.base import ACTIVE
 
 
 def started(workflow_id: str, name: str, using: str) -> None:
-    if signals.workflow_started.has_listeners():
-        signals.send(
-            signals.workflow_started,
-            signals.workflow_model(),
-            workflow_id=workflow_id,
-            name=name,
-            using=using,
-        )
+    signals.send_workflow(signals.workflow_started, workflow_id=workflow_id, name=name, using=using)
 
 
-def cancelled(workflow_id: str, name: str, before: str) -> None:
-    """``cancel_workflow()`` found it in state ``before``: it ended now if it was active."""
-    if f"'{before}'" in ACTIVE:
-        _send_finished(workflow_id, name, "cancelled", None, "completed")
+def cancelled(workflow_id: str, name: str) -> None:
+    """``cancel_workflow()`` (or ``cancel_job()`` on its job) ended it."""
+    _send_finished(workflow_id, name, "cancelled", None, "completed")
 
 
 def finish_after_write(workflow_id: str, name: str, status: str, error: str | None) -> None:
@@ -47,9 +38,8 @@ def _send_finished(
 ) -> None:
     if outcome != "completed":
         return  # the job did not complete after all: the workflow runs again
-    signals.send(
+    signals.send_workflow(
         signals.workflow_finished,
-        signals.workflow_model(),
         workflow_id=workflow_id,
         name=name,
         status=status,
