@@ -7,6 +7,7 @@ transaction, and takes effect for every worker's next claim once committed).
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from django.db import connections
@@ -16,6 +17,8 @@ from django_pgjobs.conf import conf
 from django_pgjobs.exceptions import InvalidJobError
 from django_pgjobs.jobs import validation
 from django_pgjobs.queues.declarations import declared_queues, limit_problems, normalised
+
+logger = logging.getLogger("django_pgjobs")
 
 
 def _queue(name: object) -> str:
@@ -45,7 +48,7 @@ def set_queue_limits(name: str, *, using: str | None = None, **limits: Any) -> N
         raise InvalidJobError("; ".join(p.rstrip(".") for p in problems.values()) + ".")
     queue = _queue(name)
     with connections[using or conf.DATABASE].cursor() as cur:
-        _sync(cur)
+        write_declared(cur)
         queries.set_queue_limits(cur, queue, normalised(limits))
 
 
@@ -54,7 +57,7 @@ def reset_queue_limits(name: str, *, using: str | None = None) -> bool:
     applies again. Returns False if the queue has no row."""
     queue = _queue(name)
     with connections[using or conf.DATABASE].cursor() as cur:
-        _sync(cur)
+        write_declared(cur)
         return queries.reset_queue_limits(cur, queue)
 
 
@@ -64,9 +67,13 @@ def sync_declared_queues(*, using: str | None = None) -> int:
     settings deployed before any worker restarted are what it shows and what ``--reset``
     restores. Returns how many rows changed."""
     with connections[using or conf.DATABASE].cursor() as cur:
-        return _sync(cur)
+        return write_declared(cur)
 
 
-def _sync(cur: Any) -> int:
-    declared, _ = declared_queues()  # an invalid declaration is left out (pgjobs.E013)
+def write_declared(cur: Any) -> int:
+    """Write this process's declarations on ``cur`` (a worker's own connection too); an invalid
+    one is left out, and logged (the system check pgjobs.E013 reports it as well)."""
+    declared, errors = declared_queues()
+    for message in errors:
+        logger.error("%s (left out; see the system check pgjobs.E013)", message)
     return queries.sync_declared_queues(cur, declared)

@@ -31,7 +31,7 @@ from django_pgjobs.conf import conf
 from django_pgjobs.exceptions import WorkerIdInUse
 from django_pgjobs.jobs.operations import prune_finished
 from django_pgjobs.observability.display import printable
-from django_pgjobs.queues.declarations import declared_queues
+from django_pgjobs.queues.control import write_declared
 from django_pgjobs.worker.connection import ERROR_BACKOFF
 
 logger = logging.getLogger("django_pgjobs.worker")
@@ -70,10 +70,7 @@ class HousekeepingReport:
 def sync_queues(conn: psycopg.Connection[Any]) -> None:
     """Write PGJOBS["QUEUES"] into pgjobs_queues as the worker starts: every claim reads the
     limits from there (an invalid declaration is left out: pgjobs.E013 reports it)."""
-    declared, errors = declared_queues()
-    for message in errors:
-        logger.error("%s (left out; see the system check pgjobs.E013)", message)
-    changed = queries.sync_declared_queues(conn.cursor(), declared)
+    changed = write_declared(conn.cursor())
     if changed:
         logger.info("Synced %s queue(s) from PGJOBS['QUEUES']", changed)
 
