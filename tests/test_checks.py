@@ -163,3 +163,24 @@ def test_e021_the_queue_needs_time_zone_support() -> None:
     assert check_time_zone_support(app_configs=None) == []
     with override_settings(USE_TZ=False):
         assert ids(check_time_zone_support(app_configs=None)) == ["pgjobs.E021"]
+
+
+def test_e013_a_malformed_queue_is_named_and_told_in_python_values() -> None:
+    from django_pgjobs.checks import check_queues
+
+    queues = {"mail": {"concurrency": 0, "rate_period": timedelta(days=2)}, "ok": {"fair": True}}
+    with override_settings(PGJOBS={"QUEUES": queues}):
+        errors = check_queues(app_configs=None, databases=None)
+    assert [(e.id, e.msg) for e in errors] == [
+        (
+            "pgjobs.E013",
+            "PGJOBS[\"QUEUES\"]['mail']: concurrency must be a whole number from 1 to "
+            "2147483647, or None for no limit; got 0.",
+        ),
+        (
+            "pgjobs.E013",
+            "PGJOBS[\"QUEUES\"]['mail']: rate_period must be seconds from 0.001 to 86400 (a "
+            "day), as a number or a timedelta, or None for the default (1 second); got 2 days, "
+            "0:00:00 (172800 s).",
+        ),
+    ]

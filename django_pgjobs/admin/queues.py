@@ -8,6 +8,7 @@ the queue's idle workers at commit). A plain ORM save would do neither.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any, ClassVar
 
 from django import forms
@@ -30,7 +31,7 @@ from django_pgjobs.models import LIMIT_FIELDS, Job, JobStatus, Queue
 from django_pgjobs.observability.dashboard import active_queues, capped
 from django_pgjobs.observability.queues import describe_limits, row_limits
 from django_pgjobs.queues import control
-from django_pgjobs.queues.declarations import limit_problems
+from django_pgjobs.queues.declarations import LEFT_OUT, TAKES, limit_problems
 
 # Queues with jobs and no row, named above the list (each with links to create its row).
 UNLISTED_SHOWN = 50
@@ -48,12 +49,30 @@ def _form_limits(cleaned: dict[str, Any]) -> dict[str, Any]:
 
 
 def _declared_value(declared: dict[str, Any], name: str) -> str:
+    """A limit of ``PGJOBS["QUEUES"]`` as the field beside it shows it: in seconds, and one left
+    out as what it means ("the default (1 second)" for the rate period the field then holds)."""
     value = declared.get(name)
-    if value is None:
-        return "none"
     if name == "fair":
         return "yes" if value else "no"
-    return f"{value:g} s" if name in _DURATIONS else str(value)
+    if value is None:
+        return LEFT_OUT[name]
+    return f"{_seconds(value)} s" if name in _DURATIONS else str(value)
+
+
+def _seconds(value: float | timedelta) -> str:
+    """Seconds as an operator types them: 60, 0.5, 31622400 (every digit a timedelta has)."""
+    seconds = value.total_seconds() if isinstance(value, timedelta) else value
+    return f"{seconds:.15g}"
+
+
+class SecondsField(forms.DurationField):
+    """A duration shown and typed in seconds (60, 0.5), as ``PGJOBS["QUEUES"]`` and the CLI take
+    it; Django's own field shows 00:01:00. HH:MM:SS is still understood."""
+
+    default_error_messages = {"invalid": "Enter a number of seconds, e.g. 60."}  # noqa: RUF012
+
+    def prepare_value(self, value: Any) -> Any:
+        return _seconds(value) if isinstance(value, timedelta) else value
 
 
 class QueueForm(forms.ModelForm):  # type: ignore[type-arg]
@@ -62,10 +81,15 @@ class QueueForm(forms.ModelForm):  # type: ignore[type-arg]
     class Meta:
         model = Queue
         fields = ("name", "paused", *LIMIT_FIELDS)
+        field_classes: ClassVar[dict[str, type[forms.Field]]] = {
+            "rate_period": SecondsField,
+            "timeout": SecondsField,
+        }
         help_texts: ClassVar[dict[str, str]] = {
-            "rate_period": "The sliding window of the rate limits: seconds, or HH:MM:SS.",
-            "timeout": "Seconds, or HH:MM:SS. A job running longer fails with a timeout "
-            "(unless the job or its handler says otherwise).",
+            "rate_period": "Seconds, e.g. 60: the sliding window of the rate limits. Empty: "
+            "the default, 1 second.",
+            "timeout": "Seconds, e.g. 60: a job running longer fails with a timeout (unless the "
+            "job or its handler says otherwise). Empty: no timeout.",
         }
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -88,10 +112,8 @@ class QueueForm(forms.ModelForm):  # type: ignore[type-arg]
             for name, value in _form_limits(cleaned).items()
             if name in self.fields and name not in self.errors
         }
-        for name, message in limit_problems(limits).items():
-            # The form names its fields as the page does ("Rate period", not rate_period).
-            label = str(self.fields[name].label) if name in self.fields else name
-            self.add_error(name, message.replace(name, label, 1).rstrip(".") + ".")
+        for name, message in limit_problems(limits, self._says).items():
+            self.add_error(name, message)
         # A new row that neither pauses nor limits changes nothing, and would override the
         # settings' limits with none.
         if (
@@ -104,6 +126,12 @@ class QueueForm(forms.ModelForm):  # type: ignore[type-arg]
                 "Pause the queue or set a limit: a queue without either needs no row."
             )
         return cleaned
+
+    def _says(self, option: str, value: Any) -> str:
+        """What a field takes, as the form says it: by the field's label ("Rate period", not
+        rate_period), and empty for no limit. (The field still shows what was typed.)"""
+        label = self.fields[option].label
+        return f"{label} must be {TAKES[option]}; leave it empty for {LEFT_OUT[option]}."
 
 
 @admin.register(Queue)

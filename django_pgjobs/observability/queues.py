@@ -14,6 +14,7 @@ from django.core.management.base import CommandError
 from django_pgjobs.conf import conf
 from django_pgjobs.models.queues import LIMIT_FIELDS, Queue
 from django_pgjobs.observability.status import queue_status
+from django_pgjobs.queues.declarations import LEFT_OUT, TAKES, Wording, limit_problems
 
 # The CLI's options: what each takes.
 LIMIT_OPTIONS = {
@@ -95,15 +96,38 @@ def current_limits(name: str, *, using: str | None = None) -> dict[str, Any]:
 
 
 def parse_limit(option: str, text: str) -> Any:
-    """A CLI value: 'none' removes the limit; counts are whole numbers, durations seconds."""
-    flag = f"--{option.replace('_', '-')}"
+    """A CLI value, checked: 'none' removes the limit (``rate_period``: back to the default);
+    counts are whole numbers, durations seconds. Raises CommandError saying what to type."""
+    try:
+        value = _parsed(option, text)
+    except ValueError:
+        raise CommandError(in_cli(text)(option, text)) from None
+    problems = limit_problems({option: value}, in_cli(text))
+    if problems:
+        raise CommandError(problems[option])
+    return value
+
+
+def _parsed(option: str, text: str) -> Any:
     if option == "fair":
         if text.lower() not in ("yes", "no", "true", "false"):
-            raise CommandError(f"{flag} takes yes or no; got {text!r}.")
+            raise ValueError(text)
         return text.lower() in ("yes", "true")
     if text.lower() == "none":
         return None
-    try:
-        return float(text) if LIMIT_OPTIONS[option] == "SECONDS" else int(text)
-    except ValueError:
-        raise CommandError(f"{flag} takes {LIMIT_OPTIONS[option]} or none; got {text!r}.") from None
+    return float(text) if LIMIT_OPTIONS[option] == "SECONDS" else int(text)
+
+
+def in_cli(text: str) -> Wording:
+    """How ``pgjobs queue-limits`` says what an option takes: its flag, ``none``, and the
+    ``text`` typed."""
+
+    def wording(option: str, value: Any) -> str:
+        flag = f"--{option.replace('_', '-')}"
+        if option == "fair":
+            return f"{flag} takes yes or no; got {text!r}."
+        example = ", e.g. 60" if option in ("rate_period", "timeout") else ""
+        without = LEFT_OUT[option]
+        return f"{flag} takes {TAKES[option]}{example}, or none for {without}; got {text!r}."
+
+    return wording

@@ -7,16 +7,17 @@ CLI, which use :func:`limit_problems` too); a worker syncs only valid declaratio
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any
 
 from django_pgjobs.conf import conf
 from django_pgjobs.exceptions import InvalidJobError
 from django_pgjobs.jobs import validation
+from django_pgjobs.jobs.validation import MAX_INT
 from django_pgjobs.models.queues import LIMIT_FIELDS
 
-_COUNTS = (
+COUNTS = (
     "concurrency",
     "worker_concurrency",
     "rate_limit",
@@ -26,45 +27,76 @@ _COUNTS = (
 # A rate window longer than a day would keep a day of ledger rows per queue for no use anyone
 # has asked for; a count past this is no limit at all.
 MAX_RATE_PERIOD = timedelta(days=1).total_seconds()
+MIN_RATE_PERIOD = 0.001
+
+# What each option takes and what leaving it out means, in words shared by every place that
+# takes limits. Each place says them its own way (a :data:`Wording`): how it names the option,
+# how "leave it out" is written there (None in Python, an empty field in the admin, ``none`` in
+# the CLI), and what it got.
+TAKES = {
+    **dict.fromkeys(COUNTS, f"a whole number from 1 to {MAX_INT}"),
+    "rate_period": f"seconds from {MIN_RATE_PERIOD:g} to {MAX_RATE_PERIOD:.0f} (a day)",
+    "timeout": f"seconds above 0 and at most {validation.MAX_TIMEOUT:.0f} (a year)",
+}
+LEFT_OUT = {
+    **dict.fromkeys(COUNTS, "no limit"),
+    "rate_period": "the default (1 second)",
+    "timeout": "no timeout",
+}
 
 
-def limit_problems(limits: Mapping[str, Any]) -> dict[str, str]:
-    """What is wrong with a queue's limits (field -> message); empty when nothing is."""
-    problems: dict[str, str] = {}
-    for name in limits:
-        if name not in LIMIT_FIELDS:
-            problems[name] = f"unknown option {name!r}; the options are {', '.join(LIMIT_FIELDS)}"
-    for name in _COUNTS:
+# (option, the value refused) -> the message saying what the option takes where it was given.
+Wording = Callable[[str, Any], str]
+
+
+def in_python(option: str, value: Any) -> str:
+    """The message for ``PGJOBS["QUEUES"]`` and :func:`~django_pgjobs.queues.set_queue_limits`:
+    their values are Python's (None, a timedelta, True)."""
+    if option in COUNTS:
+        return f"{option} must be {TAKES[option]}, or None for {LEFT_OUT[option]}; got {value!r}"
+    if option in ("rate_period", "timeout"):
+        return (
+            f"{option} must be {TAKES[option]}, as a number or a timedelta, or None for "
+            f"{LEFT_OUT[option]}; got {validation.shown_duration(value)}"
+        )
+    if option == "fair":
+        return f"fair must be True or False; got {value!r}"
+    return f"unknown option {option!r}; the options are {', '.join(LIMIT_FIELDS)}"
+
+
+def limit_problems(limits: Mapping[str, Any], wording: Wording = in_python) -> dict[str, str]:
+    """What is wrong with a queue's limits (option -> message, phrased by ``wording`` for the
+    place they were given); empty when nothing is."""
+    refused = [name for name in limits if name not in LIMIT_FIELDS]
+    for name in COUNTS:
         value = limits.get(name)
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 2**31 - 1:
-            problems[name] = (
-                f"{name} must be a whole number from 1 to 2147483647, or None; got {value!r}"
-            )
-    period = limits.get("rate_period")
-    if period is not None:
-        seconds = period.total_seconds() if isinstance(period, timedelta) else period
-        if (
-            isinstance(seconds, bool)
-            or not isinstance(seconds, int | float)
-            or not math.isfinite(seconds)
-            or not 0.001 <= seconds <= MAX_RATE_PERIOD
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_INT
         ):
-            problems["rate_period"] = (
-                "rate_period must be seconds or a timedelta from 1 ms to a day; got "
-                f"{validation.shown_duration(period)}"
-            )
+            refused.append(name)
+    period = limits.get("rate_period")
+    if period is not None and not _seconds_within(period, MIN_RATE_PERIOD, MAX_RATE_PERIOD):
+        refused.append("rate_period")
     fair = limits.get("fair")
     if fair is not None and not isinstance(fair, bool):
-        problems["fair"] = f"fair must be True or False; got {fair!r}"
+        refused.append("fair")
     timeout = limits.get("timeout")
     if timeout is not None:
         try:
             validation.check_timeout(timeout)
-        except InvalidJobError as exc:
-            problems["timeout"] = str(exc).rstrip(".")
-    return problems
+        except InvalidJobError:
+            refused.append("timeout")
+    return {name: wording(name, limits.get(name)) for name in refused}
+
+
+def _seconds_within(value: object, low: float, high: float) -> bool:
+    seconds = value.total_seconds() if isinstance(value, timedelta) else value
+    return (
+        not isinstance(seconds, bool)
+        and isinstance(seconds, int | float)
+        and math.isfinite(seconds)
+        and low <= seconds <= high
+    )
 
 
 def normalised(limits: Mapping[str, Any]) -> dict[str, Any]:

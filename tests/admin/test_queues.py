@@ -168,26 +168,35 @@ def test_adding_a_paused_queue_without_limits_leaves_the_settings_in_charge(
     ("form", "said"),
     [
         ({"name": "mail", **limits_form()}, "Pause the queue or set a limit"),
-        ({"name": "mail", **limits_form(concurrency=0)}, "Concurrency must be a whole number"),
         (
-            {"name": "mail", **limits_form(rate_limit=5, rate_period="2 00:00:00")},
-            "Rate period must be seconds or a timedelta from 1 ms to a day; got 2 days, 0:00:00 "
-            "(172800 s).",
+            {"name": "mail", **limits_form(concurrency=0)},
+            "Concurrency must be a whole number from 1 to 2147483647; leave it empty for no limit.",
+        ),
+        (
+            {"name": "mail", **limits_form(rate_limit=5, rate_period=172800)},
+            "Rate period must be seconds from 0.001 to 86400 (a day); leave it empty for the "
+            "default (1 second).",
         ),
         (
             {"name": "mail", **limits_form(timeout="400 00:00:00")},
-            "at most 31622400 (a year); got 400 days, 0:00:00 (34560000 s).",
+            "Timeout must be seconds above 0 and at most 31622400 (a year); leave it empty for "
+            "no timeout.",
         ),
+        ({"name": "mail", **limits_form(timeout="1 min")}, "Enter a number of seconds, e.g. 60."),
         ({"name": "   ", **limits_form(concurrency=1)}, "This field is required"),
         ({"name": "q" * 201, **limits_form(concurrency=1)}, "at most 200 characters"),
     ],
 )
-def test_the_add_form_refuses_what_the_settings_check_refuses(
+def test_the_add_form_refuses_what_the_settings_check_refuses_saying_what_to_type(
     admin_client_: Client, form: dict[str, Any], said: str
 ) -> None:
     response = admin_client_.post(ADD, form)
     assert response.status_code == 200
-    assert said in response.content.decode()
+    page = response.content.decode()
+    assert said in page
+    # An operator types in a form: no Python words.
+    errors = " ".join(part.split("</ul>")[0] for part in page.split('class="errorlist')[1:])
+    assert "None" not in errors and "timedelta" not in errors, errors
     assert not Queue.objects.exists()
 
 
@@ -204,7 +213,8 @@ def test_changing_limits_overrides_the_settings_and_shows_them_beside(
     declare(mail={"concurrency": 5, "rate_limit": 100, "rate_period": 60})
     page = admin_client_.get(change("mail")).content.decode()
     assert "PGJOBS['QUEUES']: 5." in page and "PGJOBS['QUEUES']: 60 s." in page
-    assert "PGJOBS['QUEUES']: none." in page  # worker_concurrency
+    assert "PGJOBS['QUEUES']: no limit." in page  # worker_concurrency
+    assert "PGJOBS['QUEUES']: no timeout." in page
     assert 'name="name"' not in page  # the key: shown, not edited
     assert ">Reset to settings</button>" not in page  # nothing to reset yet
 
@@ -229,6 +239,26 @@ def test_changing_limits_overrides_the_settings_and_shows_them_beside(
     admin_client_.post(reverse("admin:pgjobs_queue_reset", args=["mail"]))
     row = Queue.objects.get(name="mail")
     assert row.concurrency == 5 and not row.overridden
+
+
+def test_durations_are_shown_in_seconds_and_agree_with_the_settings_beside_them(
+    admin_client_: Client,
+) -> None:
+    """A rate period the settings leave out is the default window, 1 s: the field holds it and
+    the settings' value beside it says so, in the seconds the field is typed in."""
+    declare(mail={"rate_limit": 5, "timeout": 90})
+    page = admin_client_.get(change("mail")).content.decode()
+    assert 'name="rate_period" value="1"' in page
+    assert "PGJOBS['QUEUES']: the default (1 second)." in page
+    assert 'name="timeout" value="90"' in page and "PGJOBS['QUEUES']: 90 s." in page
+    # Typed in seconds, fractions too; left empty, the default window.
+    saved = limits_form(rate_limit=5, rate_period="0.5", timeout="90")
+    assert admin_client_.post(change("mail"), saved).status_code == 302
+    assert Queue.objects.get(name="mail").rate_period == timedelta(milliseconds=500)
+    assert 'name="rate_period" value="0.5"' in admin_client_.get(change("mail")).content.decode()
+    saved = limits_form(rate_limit=5, rate_period="", timeout="90")
+    assert admin_client_.post(change("mail"), saved).status_code == 302
+    assert Queue.objects.get(name="mail").rate_period == timedelta(seconds=1)
 
 
 def test_the_change_page_pauses_and_resumes(admin_client_: Client) -> None:

@@ -194,3 +194,52 @@ def test_queue_commands_start_from_settings_no_worker_has_written_yet() -> None:
         pgjobs("queue-limits", "newdecl", "--reset")
         row = Queue.objects.get(name="newdecl")
         assert (row.concurrency, row.worker_concurrency, row.overridden) == (2, None, False)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--concurrency", "0"],
+            "--concurrency takes a whole number from 1 to 2147483647, or none for no limit; "
+            "got '0'.",
+        ),
+        (
+            ["--rate-limit", "1.5"],
+            "--rate-limit takes a whole number from 1 to 2147483647, or none for no limit; "
+            "got '1.5'.",
+        ),
+        (
+            ["--rate-period", "2d"],
+            "--rate-period takes seconds from 0.001 to 86400 (a day), e.g. 60, or none for the "
+            "default (1 second); got '2d'.",
+        ),
+        (
+            ["--rate-period", "172800"],
+            "--rate-period takes seconds from 0.001 to 86400 (a day), e.g. 60, or none for the "
+            "default (1 second); got '172800'.",
+        ),
+        (
+            ["--timeout", "-1"],
+            "--timeout takes seconds above 0 and at most 31622400 (a year), e.g. 60, or none "
+            "for no timeout; got '-1'.",
+        ),
+        (["--fair", "maybe"], "--fair takes yes or no; got 'maybe'."),
+    ],
+)
+def test_queue_limits_says_what_to_type_and_writes_nothing(args: list[str], message: str) -> None:
+    from django_pgjobs.models import Queue
+
+    with pytest.raises(CommandError) as refused:
+        pgjobs("queue-limits", "mail", "--worker-concurrency", "2", *args)
+    assert str(refused.value) == message
+    assert not Queue.objects.exists()
+
+
+def test_enqueue_says_what_a_timeout_takes() -> None:
+    with pytest.raises(CommandError) as refused:
+        pgjobs("enqueue", "test.record", "--timeout", "0")
+    assert str(refused.value) == (
+        "--timeout takes seconds above 0 and at most 31622400 (a year), e.g. 60; got 0."
+    )
+    assert not Job.objects.exists()

@@ -21,6 +21,7 @@ from django_pgjobs.exceptions import JobNotFound, PgJobsError
 from django_pgjobs.jobs import operations as jobs
 from django_pgjobs.jobs import producer as enqueueing
 from django_pgjobs.jobs.registry import registry
+from django_pgjobs.jobs.validation import MAX_TIMEOUT
 from django_pgjobs.management.output import reader_may_leave
 from django_pgjobs.models import JobStatus
 from django_pgjobs.observability.display import local_time, printable
@@ -35,6 +36,7 @@ from django_pgjobs.observability.schedules import schedule_views
 from django_pgjobs.observability.status import QueueCounts, queue_status
 from django_pgjobs.queries.base import WORKFLOW_JOB_PREFIX as JOB_PREFIX
 from django_pgjobs.queues import control as queue_control
+from django_pgjobs.queues.declarations import TAKES
 from django_pgjobs.schedules.scheduler import run_schedule_now
 
 
@@ -119,6 +121,9 @@ class Command(BaseCommand):
                 raise CommandError(
                     f"--{option.replace('_', '-')} must be a number of seconds >= 0."
                 )
+        timeout = options.get("timeout") if options["action"] == "enqueue" else None
+        if timeout is not None and not 0 < timeout <= MAX_TIMEOUT:
+            raise CommandError(f"--timeout takes {TAKES['timeout']}, e.g. 60; got {timeout:g}.")
         if options.get("exception") and options["action"] == "list" and options["status"] != "dead":
             raise CommandError("--exception filters dead letters: add --status dead.")
         try:
