@@ -1,13 +1,15 @@
 """Queues in the admin: pause, resume, and an operator's limits over the settings'.
 
 Every change goes through :mod:`django_pgjobs.queues.control`, as the CLI's does: a form save
-calls ``set_queue_limits`` (which marks the row ``overridden``, so a worker's start no longer
-syncs ``PGJOBS["QUEUES"]`` over it) and ``pause_queue`` / ``resume_queue`` (whose trigger wakes
-the queue's idle workers at commit). A plain ORM save would do neither.
+calls ``set_queue_limits`` (which, when a limit changes, marks the row ``overridden``, so a
+worker's start no longer syncs ``PGJOBS["QUEUES"]`` over it) and ``pause_queue`` /
+``resume_queue`` (whose trigger wakes the queue's idle workers at commit). A plain ORM save
+would do neither.
 """
 
 from __future__ import annotations
 
+import weakref
 from datetime import timedelta
 from typing import Any, ClassVar
 
@@ -36,6 +38,8 @@ from django_pgjobs.queues.declarations import LEFT_OUT, TAKES, limit_problems
 # Queues with jobs and no row, named above the list (each with links to create its row).
 UNLISTED_SHOWN = 50
 _DURATIONS = ("rate_period", "timeout")
+# Change-form saves that changed no limit (save_model to response_change, one request).
+_UNCHANGED: weakref.WeakSet[HttpRequest] = weakref.WeakSet()
 
 
 def _no_limits() -> dict[str, Any]:
@@ -210,9 +214,24 @@ class QueueAdmin(_QueueDatabaseMixin, ModelAdmin[Queue]):
                 control.set_queue_limits(obj.name, using=using, **limits)
             if form.cleaned_data.get("paused"):
                 control.pause_queue(obj.name, using=using)
-        elif set(form.changed_data) & set(LIMIT_FIELDS):
-            # Every limit, as the form shows them: the operator's values replace the settings'.
-            control.set_queue_limits(obj.name, using=using, **limits)
+        # Every limit, as the form shows them: the operator's values replace the settings',
+        # unless they are the same (set_queue_limits then marks no override).
+        elif not (
+            set(form.changed_data) & set(LIMIT_FIELDS)
+            and control.set_queue_limits(obj.name, using=using, **limits)
+        ):
+            _UNCHANGED.add(request)
+
+    def response_change(self, request: HttpRequest, obj: Queue) -> HttpResponse:
+        if request not in _UNCHANGED:
+            return super().response_change(request, obj)
+        # Django would say "changed successfully": say that nothing was, and where the limits
+        # still come from.
+        said = f"Queue {obj.name}: nothing changed (limits from: {self.limits_from(obj)})."
+        self.message_user(request, said, messages.INFO)
+        if "_continue" in request.POST:
+            return redirect(request.get_full_path())
+        return self.response_post_save_change(request, obj)
 
     def get_urls(self) -> list[URLPattern]:
         # The change page's buttons: the actions' functions, with the same permission.

@@ -45,6 +45,14 @@ def _default(column: str) -> str:
     return {"rate_period": "interval '1 second'", "fair": "false"}.get(column, "NULL")
 
 
+# set_queue_limits: the new limits as named columns, what a row without limits holds, and the
+# two rows to compare.
+_NAMED_FROM_JSON = ", ".join(
+    cast.format(v=f"%(limits)s::jsonb ->> '{c}'") + f" AS {c}" for c, cast in _LIMIT_COLUMNS.items()
+)
+_DEFAULTS = ", ".join(_default(c) for c in _LIMIT_COLUMNS)
+_COLUMNS_OF_Q = ", ".join(f"q.{c}" for c in _LIMIT_COLUMNS)
+_COLUMNS_OF_EXCLUDED = ", ".join(f"EXCLUDED.{c}" for c in _LIMIT_COLUMNS)
 _KEEP_OR_CLEAR = ", ".join(
     f"{c} = CASE WHEN q.overridden THEN q.{c} ELSE {_default(c)} END" for c in _LIMIT_COLUMNS
 )
@@ -102,17 +110,30 @@ def sync_declared_queues(cur: Cursor, declared: Mapping[str, Mapping[str, Any]])
     return int(cur.fetchone()[0])
 
 
-def set_queue_limits(cur: Cursor, name: str, limits: Mapping[str, Any]) -> None:
+def set_queue_limits(cur: Cursor, name: str, limits: Mapping[str, Any]) -> bool:
     """An operator's limits for queue ``name`` (every limit column; durations in seconds),
-    overriding the settings' until :func:`reset_queue_limits`. Creates the row if needed."""
+    overriding the settings' until :func:`reset_queue_limits`. Creates the row if needed.
+
+    Returns False, and writes nothing, when nothing would change: the row already has these
+    limits, or there is no row and they are no limits. An unchanged limit is no override: the
+    row stays the settings' (a worker's start goes on syncing them) and fires no wake-up.
+    Locks the row it changes (or finds unchanged). Two operators creating the same queue's row
+    at once: one inserts, the other updates or, setting no limits, leaves the row as it is.
+    """
     cur.execute(
         f"""
+        WITH wanted AS (SELECT {_NAMED_FROM_JSON})
         INSERT INTO pgjobs_queues AS q (name, overridden, {_COLUMNS})
-        SELECT %(name)s, true, {_from_json("%(limits)s::jsonb")}
+        SELECT %(name)s, true, {_COLUMNS} FROM wanted
+        WHERE ({_COLUMNS}) IS DISTINCT FROM ({_DEFAULTS})
+           OR EXISTS (SELECT 1 FROM pgjobs_queues WHERE name = %(name)s)
         ON CONFLICT (name) DO UPDATE SET overridden = true, updated_at = now(), {_TAKE_NEW}
+        WHERE ({_COLUMNS_OF_Q}) IS DISTINCT FROM ({_COLUMNS_OF_EXCLUDED})
+        RETURNING 1
         """,
         {"name": name, "limits": json.dumps(dict(limits))},
     )
+    return cur.fetchone() is not None
 
 
 def reset_queue_limits(cur: Cursor, name: str) -> bool:

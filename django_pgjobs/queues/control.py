@@ -39,17 +39,19 @@ def resume_queue(name: str, *, using: str | None = None) -> bool:
         return queries.resume_queue(cur, _queue(name))
 
 
-def set_queue_limits(name: str, *, using: str | None = None, **limits: Any) -> None:
+def set_queue_limits(name: str, *, using: str | None = None, **limits: Any) -> bool:
     """Set queue ``name``'s limits (the options of ``PGJOBS["QUEUES"]``; one left out is
-    unlimited), overriding the settings' until :func:`reset_queue_limits`. Raises
-    InvalidJobError, naming the option, before anything is written."""
+    unlimited), overriding the settings' until :func:`reset_queue_limits`. Returns False when
+    nothing changed (the queue already had these limits, the settings' included): the queue is
+    then not marked overridden, and the settings go on deciding. Raises InvalidJobError, naming
+    the option, before anything is written."""
     problems = limit_problems(limits)
     if problems:
         raise InvalidJobError("; ".join(p.rstrip(".") for p in problems.values()) + ".")
     queue = _queue(name)
     with connections[using or conf.DATABASE].cursor() as cur:
         write_declared(cur)
-        queries.set_queue_limits(cur, queue, normalised(limits))
+        return queries.set_queue_limits(cur, queue, normalised(limits))
 
 
 def reset_queue_limits(name: str, *, using: str | None = None) -> bool:

@@ -218,9 +218,11 @@ def test_changing_limits_overrides_the_settings_and_shows_them_beside(
     assert 'name="name"' not in page  # the key: shown, not edited
     assert ">Reset to settings</button>" not in page  # nothing to reset yet
 
-    # Saved unchanged: still the settings' limits.
+    # Saved unchanged: still the settings' limits, and the page says nothing changed.
     unchanged = limits_form(concurrency=5, rate_limit=100, rate_period=60)
-    assert admin_client_.post(change("mail"), unchanged).status_code == 302
+    saved = admin_client_.post(change("mail"), unchanged, follow=True).content.decode()
+    assert "Queue mail: nothing changed (limits from: PGJOBS[&#x27;QUEUES&#x27;])." in saved
+    assert "changed successfully" not in saved
     assert not Queue.objects.get(name="mail").overridden
 
     lowered = limits_form(concurrency=2, rate_limit=100, rate_period=60)

@@ -243,3 +243,18 @@ def test_enqueue_says_what_a_timeout_takes() -> None:
         "--timeout takes seconds above 0 and at most 31622400 (a year), e.g. 60; got 0."
     )
     assert not Job.objects.exists()
+
+
+def test_queue_limits_that_change_nothing_say_so_and_override_nothing() -> None:
+    from django.test import override_settings
+
+    from django_pgjobs.models import Queue
+
+    with override_settings(PGJOBS={"QUEUES": {"mail": {"concurrency": 2}}}):
+        said = pgjobs("queue-limits", "mail", "--timeout", "none", "--concurrency", "2")
+        assert said == "Queue mail: nothing changed (at most 2 running).\n"
+        assert not Queue.objects.get(name="mail").overridden
+        assert "changed by an operator" not in pgjobs("queues")
+        said = pgjobs("queue-limits", "other", "--timeout", "none")
+        assert said == "Queue other: nothing changed (no limits).\n"
+        assert not Queue.objects.filter(name="other").exists()

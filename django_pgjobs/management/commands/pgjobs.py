@@ -313,8 +313,12 @@ class Command(BaseCommand):
         queue_control.sync_declared_queues(using=using)
         limits = current_limits(name, using=using)
         limits.update({option: parse_limit(option, text) for option, text in given.items()})
-        queue_control.set_queue_limits(name, using=using, **limits)
-        self.say(f"Queue {name}: {describe_limits(limits) or 'no limits'}.")
+        described = describe_limits(limits) or "no limits"
+        if not queue_control.set_queue_limits(name, using=using, **limits):
+            # Not an override: the settings (or no limits) go on deciding.
+            self.say(f"Queue {name}: nothing changed ({described}).")
+            return
+        self.say(f"Queue {name}: {described}.")
 
     def do_enqueue(self, options: dict[str, Any], using: str | None) -> None:
         try:

@@ -1,0 +1,97 @@
+"""An operator's controls from Python (``django_pgjobs.queues``), which the admin and the CLI call:
+a change that changes nothing is no override, and mistakes are told in Python's values."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import psycopg
+import pytest
+from django.conf import settings
+from django.test import override_settings
+
+from django_pgjobs.exceptions import InvalidJobError
+from django_pgjobs.models import Queue
+from django_pgjobs.queues import pause_queue, set_queue_limits
+from django_pgjobs.queues.control import sync_declared_queues
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def declared() -> Iterator[None]:
+    """PGJOBS["QUEUES"] names mail, written as a worker's start writes it."""
+    with override_settings(PGJOBS={**settings.PGJOBS, "QUEUES": {"mail": {"concurrency": 5}}}):
+        sync_declared_queues()
+        yield
+
+
+@pytest.fixture
+def listener(other_connection: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
+    other_connection.execute("LISTEN pgjobs")
+    return other_connection
+
+
+def woken(listener: psycopg.Connection[Any]) -> list[str]:
+    """The queues whose workers were woken since the last call (delivered at commit)."""
+    listener.execute("SELECT 1")
+    return [n.payload for n in listener.notifies(timeout=0)]
+
+
+@pytest.mark.usefixtures("declared")
+def test_setting_the_limits_a_queue_already_has_is_no_override(
+    listener: psycopg.Connection[Any],
+) -> None:
+    before = Queue.objects.get(name="mail").updated_at
+    woken(listener)
+    assert set_queue_limits("mail", concurrency=5) is False
+    row = Queue.objects.get(name="mail")
+    assert (row.concurrency, row.overridden, row.updated_at) == (5, False, before)
+    assert woken(listener) == []
+    # Still the settings': a deploy that changes them applies at the next worker start.
+    with override_settings(PGJOBS={**settings.PGJOBS, "QUEUES": {"mail": {"concurrency": 9}}}):
+        sync_declared_queues()
+    assert Queue.objects.get(name="mail").concurrency == 9
+
+
+@pytest.mark.usefixtures("declared")
+def test_a_change_overrides_and_the_same_change_again_changes_nothing(
+    listener: psycopg.Connection[Any],
+) -> None:
+    woken(listener)
+    assert set_queue_limits("mail", concurrency=2) is True
+    assert woken(listener) == ["mail"]
+    updated = Queue.objects.get(name="mail").updated_at
+    assert set_queue_limits("mail", concurrency=2) is False
+    row = Queue.objects.get(name="mail")
+    assert (row.concurrency, row.overridden, row.updated_at) == (2, True, updated)
+    assert woken(listener) == []
+
+
+@pytest.mark.usefixtures("declared")
+def test_removing_every_limit_of_a_declared_queue_is_a_change() -> None:
+    assert set_queue_limits("mail") is True
+    row = Queue.objects.get(name="mail")
+    assert (row.concurrency, row.overridden) == (None, True)
+
+
+def test_no_limits_for_a_queue_without_a_row_writes_no_row() -> None:
+    assert set_queue_limits("fresh", timeout=None, rate_period=None) is False
+    assert not Queue.objects.filter(name="fresh").exists()
+    # A paused queue's row without limits: setting none changes nothing either.
+    pause_queue("fresh")
+    assert set_queue_limits("fresh") is False
+    assert not Queue.objects.get(name="fresh").overridden
+
+
+def test_python_callers_are_told_in_python_values() -> None:
+    with pytest.raises(InvalidJobError) as refused:
+        set_queue_limits("mail", concurrency=0, timeout=timedelta(0))
+    assert str(refused.value) == (
+        "concurrency must be a whole number from 1 to 2147483647, or None for no limit; got 0; "
+        "timeout must be seconds above 0 and at most 31622400 (a year), as a number or a "
+        "timedelta, or None for no timeout; got 0:00:00 (0 s)."
+    )
+    assert not Queue.objects.exists()
