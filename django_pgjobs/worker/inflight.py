@@ -19,6 +19,7 @@ from django_pgjobs.jobs.context import AttemptNotes, RunningAttempt
 from django_pgjobs.jobs.registry import JobHandler
 from django_pgjobs.jobs.timeouts import AttemptTimeout
 from django_pgjobs.worker.completer import Completer
+from django_pgjobs.worker.outcomes import log_no_longer_ours
 from django_pgjobs.worker.pool import Task
 
 logger = logging.getLogger("django_pgjobs.worker")
@@ -66,9 +67,11 @@ class InFlight:
 
 def mark_no_longer_ours(held: Iterable[InFlight], lost: Iterable[queries.Token]) -> None:
     """Flag the attempts found to no longer own their jobs (the heartbeat's lost tokens, a
-    cancel's NOTIFY), so their handlers' ``is_cancelled()`` says so, and warn once per attempt,
-    only while its handler runs: a finished one's outcome is being written, and the completer
-    says what became of it. (Every heartbeat finds it again until the handler ends.)"""
+    cancel's NOTIFY), so their handlers' ``is_cancelled()`` says so, and log it once per
+    attempt, only while its handler runs: that line is the job's one line for it (the outcome
+    dropped later is not logged again, see :func:`~.outcomes.log_outcome`). A finished
+    handler's outcome is being written, and the completer says what became of it. (Every
+    heartbeat finds the attempt again until the handler ends.)"""
     lost_tokens = set(lost)
     if not lost_tokens:
         return
@@ -78,7 +81,7 @@ def mark_no_longer_ours(held: Iterable[InFlight], lost: Iterable[queries.Token])
         entry.attempt.no_longer_ours()
         if not entry.reported and not entry.lost_logged:
             entry.lost_logged = True
-            logger.warning("Job %s is no longer ours (rescued or cancelled)", entry.job.id)
+            log_no_longer_ours(entry.job)
 
 
 def mark_cancelled(

@@ -340,7 +340,7 @@ class Worker:
         self._pacing.maybe_work = self._pacing.maybe_work or self._claims.restricted
         if outcome in (Outcome.RETRIED, Outcome.HANDED_BACK, Outcome.SNOOZED):
             self._pacing.requeued(written.delay, now=time.monotonic())
-        log_outcome(written, took)
+        log_outcome(written, took, said_lost=entry is not None and entry.lost_logged)
         notes = entry.notes if entry is not None else None
         self._after_write.written(notes, written, took, self.worker_id)
 

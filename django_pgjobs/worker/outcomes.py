@@ -52,14 +52,29 @@ def job_fields(job: queries.ClaimedJob, **more: Any) -> dict[str, Any]:
     }
 
 
-def log_outcome(written: Written, took: float) -> None:
+def log_no_longer_ours(job: queries.ClaimedJob) -> None:
+    """The worker learnt, while the attempt's handler runs, that the job is not the attempt's
+    any more: cancelled (an operator's ``cancel_job``), or rescued after its lease expired. The
+    job's one line for it, at WARNING as a dropped outcome: what the handler still does is
+    dropped, and its outcome is not logged again."""
+    jobs_logger.warning(
+        "%s %s (attempt %s/%s) was cancelled or taken over while its handler ran: the handler "
+        "is told (is_cancelled()), and what it still does is dropped",
+        job.job_name, job.id, job.attempt, job.max_attempts,
+        extra=job_fields(job, outcome=Outcome.LOST.value),
+    )  # fmt: skip
+
+
+def log_outcome(written: Written, took: float, *, said_lost: bool = False) -> None:
     """One line per outcome on ``django_pgjobs.jobs``: a completion at INFO, a snooze or a
     workflow waiting at INFO, a retry, a cancel or a dropped outcome at WARNING, a dead letter
     at ERROR. Each carries the job's fields, ``outcome``, ``duration`` (seconds its handler ran)
-    and, when it is due again, ``delay``."""
+    and, when it is due again, ``delay``. ``said_lost``: :func:`log_no_longer_ours` already said
+    this attempt lost its job, so its dropped outcome is not a second line (nor is one in
+    doubt: the attempt had lost its job before the write, so the write was dropped)."""
     job, outcome = written.job, written.outcome
     level = _LEVELS[outcome]
-    if not jobs_logger.isEnabledFor(level):
+    if not jobs_logger.isEnabledFor(level) or (outcome is Outcome.LOST and said_lost):
         return  # the common case at the worker's default verbosity: a completion, unlogged
     error = (written.error or "").split("\n", 1)[0]
     extra = job_fields(job, outcome=outcome.value, duration=took, delay=written.delay)
