@@ -34,7 +34,7 @@ class RunningAttempt:
     ``raise Snooze(0)`` to hand the job back without using an attempt.
     """
 
-    __slots__ = ("_lost", "_stopping", "job")
+    __slots__ = ("_lost", "_stopping", "_tell", "job")
 
     def __init__(self, job: ClaimedJob, *, stopping: threading.Event | None = None) -> None:
         self.job = job
@@ -42,6 +42,7 @@ class RunningAttempt:
         # A plain flag, not an Event: one is made per job on the loop thread, nothing waits on
         # it, and an attribute store is atomic (an Event and its Condition cost 5% of a drain).
         self._lost = False
+        self._tell: Callable[[], None] | None = None
 
     @property
     def job_id(self) -> uuid.UUID:
@@ -72,6 +73,17 @@ class RunningAttempt:
     def no_longer_ours(self) -> None:
         """The worker found that this attempt no longer owns its job (see :meth:`is_cancelled`)."""
         self._lost = True
+        tell = self._tell  # read after the flag is set: see tell_when_lost
+        if tell is not None:
+            tell()
+
+    def tell_when_lost(self, tell: Callable[[], None]) -> None:
+        """For a handler that runs elsewhere (``--pool process``): call ``tell`` on the thread
+        that finds this attempt no longer owns its job, or now if it already does. ``tell`` may
+        be called twice (set here just as the flag turns): it must only ever say so again."""
+        self._tell = tell  # set before the flag is read, as no_longer_ours sets it before this
+        if self._lost:
+            tell()
 
 
 # The attempt a handler thread is running, as its handler sees it (current_attempt()).

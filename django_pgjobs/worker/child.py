@@ -33,10 +33,11 @@ from django_pgjobs.jobs.context import RunningAttempt
 logger = logging.getLogger("django_pgjobs.worker")
 
 
-def serve(conn: Connection, flags: Any = None) -> None:
+def serve(conn: Connection, cancelled: Any = None, stopping: Any = None) -> None:
     """The child's main function: set up, then run each ``("run", job, module)`` it receives
-    until ``("stop",)`` or the pipe closes. ``flags``: shared memory the worker keeps the
-    running attempt's [cancelled, stopping] in (see :class:`MirroredAttempt`)."""
+    until ``("stop",)`` or the pipe closes. ``cancelled`` and ``stopping``: shared memory the
+    worker sets when the running attempt loses its job and when it is asked to stop (see
+    :class:`SharedAttempt`)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.setpgid(0, 0)
     _exit_with_the_worker(conn)
@@ -78,30 +79,31 @@ def serve(conn: Connection, flags: Any = None) -> None:
                 handler,
                 job,
                 lambda _job, value, text: send(("progress", value, text)),
-                None if flags is None else MirroredAttempt(job, flags),
+                None if cancelled is None else SharedAttempt(job, cancelled, stopping),
             )
             send(("done", *_without_callback(result)))
     finally:
         connections.close_all()
 
 
-class MirroredAttempt(RunningAttempt):
-    """The running attempt as the child's handler sees it: its flags are the worker's, copied
-    into shared memory by the slot thread waiting for this child (every
-    ``children.MIRROR_INTERVAL`` seconds while the handler runs)."""
+class SharedAttempt(RunningAttempt):
+    """The running attempt as the child's handler sees it: its flags are the worker's, in
+    shared memory the worker writes as soon as it learns of a cancel or a stop
+    (:class:`~.children.ChildProcess`). Reading one is a load from memory, as in a thread."""
 
-    __slots__ = ("_flags",)
+    __slots__ = ("_cancelled", "_stopped")
 
-    def __init__(self, job: Any, flags: Any) -> None:
+    def __init__(self, job: Any, cancelled: Any, stopping: Any) -> None:
         super().__init__(job)
-        self._flags = flags
+        self._cancelled = cancelled
+        self._stopped = stopping
 
     def is_cancelled(self) -> bool:
-        return bool(self._flags[0])
+        return bool(self._cancelled.value)
 
     @property
     def stopping(self) -> bool:
-        return bool(self._flags[1])
+        return self._stopped is not None and bool(self._stopped.value)
 
 
 def _without_callback(result: Any) -> tuple[Any, bytes | None]:

@@ -18,6 +18,7 @@ is no forkserver (Windows), children are spawned.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import multiprocessing
 import pickle
@@ -42,9 +43,6 @@ logger = logging.getLogger("django_pgjobs.worker")
 KILL_GRACE = 5.0
 # Seconds a child that was asked to stop gets to finish before it is killed.
 STOP_GRACE = 5.0
-# Seconds between copies of a running attempt's flags (cancelled, stopping) into its child's
-# shared memory, where the handler's is_cancelled() and stopping read them.
-MIRROR_INTERVAL = 0.1
 
 
 def _context() -> Any:
@@ -56,15 +54,27 @@ def _context() -> Any:
 
 
 class ChildProcess:
-    """One child and the pipe to it, used by one slot thread at a time."""
+    """One child and the pipe to it, used by one slot thread at a time.
 
-    def __init__(self, context: Any, name: str) -> None:
+    What the handler's ``is_cancelled()`` and ``stopping`` read is shared memory the worker
+    writes when it learns of a cancel or a stop, from the thread that learns it (the loop's, a
+    signal handler): a read costs the handler nothing, and no thread copies flags to the child
+    while it runs. ``stopping`` is the runner's, one for all its children; ``cancelled`` is
+    this child's, set only for the attempt it runs now.
+    """
+
+    def __init__(self, context: Any, name: str, stopping: Any) -> None:
         self.conn, theirs = context.Pipe()
-        # The running attempt's flags as the child's handler reads them: [cancelled, stopping].
-        self.flags = context.RawArray("b", 2)
+        self.cancelled = context.RawValue("b", 0)
+        # The attempt the child runs now: a cancel of an earlier one must not reach it.
+        self._running: RunningAttempt | None = None
+        self._lock = threading.Lock()  # the loop's cancel and the slot thread's next attempt
         # Not daemonic: a daemonic process may not start processes of its own, and a handler may.
         self.process: BaseProcess = context.Process(
-            target=child.serve, args=(theirs, self.flags), name=name, daemon=False
+            target=child.serve,
+            args=(theirs, self.cancelled, stopping),
+            name=name,
+            daemon=False,
         )
         self.process.start()
         theirs.close()
@@ -82,8 +92,16 @@ class ChildProcess:
         or ran ``timeout`` seconds past the handler's start and was killed (``killed_for``).
         The clock starts when the child says the handler starts: a new child's set-up (the
         forkserver's ``django.setup()``, seconds in a large project) is not the job's time.
-        ``attempt``'s flags reach the handler within :data:`MIRROR_INTERVAL` seconds."""
-        self._mirror(attempt)
+        ``attempt`` turning lost reaches the handler as the worker learns it."""
+        self._attach(attempt)
+        try:
+            return self._run(job, module, timeout, progressed)
+        finally:
+            self._attach(None)
+
+    def _run(
+        self, job: Any, module: str | None, timeout: float | None, progressed: ProgressSink
+    ) -> AttemptResult | None:
         try:
             self.conn.send(("run", job, module))
         except OSError:
@@ -95,8 +113,6 @@ class ChildProcess:
             if left is not None and left <= 0:
                 self.kill("timeout")
                 return None
-            if self._mirror(attempt):
-                left = MIRROR_INTERVAL if left is None else min(left, MIRROR_INTERVAL)
             ready = wait([self.conn, self.process.sentinel], left)
             if not ready:
                 continue
@@ -118,14 +134,20 @@ class ChildProcess:
             result: AttemptResult = message[1]
             return _with_callback(result, message[2])
 
-    def _mirror(self, attempt: RunningAttempt | None) -> bool:
-        """Copy the attempt's flags to the child; True while one may still turn (both only
-        ever turn true)."""
-        if attempt is None:
-            self.flags[0] = self.flags[1] = 0
-            return False
-        self.flags[0], self.flags[1] = attempt.is_cancelled(), attempt.stopping
-        return not (self.flags[0] and self.flags[1])
+    def _attach(self, attempt: RunningAttempt | None) -> None:
+        """The attempt the child runs from now on (None: none), its cancel flag cleared; the
+        attempt tells it when lost (at once if it is already)."""
+        with self._lock:
+            self._running = attempt
+            self.cancelled.value = 0
+        if attempt is not None:
+            attempt.tell_when_lost(functools.partial(self._cancel, attempt))
+
+    def _cancel(self, attempt: RunningAttempt) -> None:
+        """``attempt`` lost its job: its handler is told, if the child still runs it."""
+        with self._lock:
+            if self._running is attempt:
+                self.cancelled.value = 1
 
     @property
     def alive(self) -> bool:
@@ -181,6 +203,8 @@ class ChildRunner:
         self._name = name
         self._progressed = progressed
         self._context = _context()
+        # What every child's handler reads as ``stopping``: set once, by worker_stopping().
+        self._stopping = self._context.RawValue("b", 0)
         self._local = threading.local()  # each slot thread's child
         self._children: set[ChildProcess] = set()
         self._lock = threading.Lock()
@@ -221,6 +245,11 @@ class ChildRunner:
         logger.error("Job %s %s: %s", job.job_name, job.id, error)
         return AttemptResult(took=took, error=error)
 
+    def worker_stopping(self) -> None:
+        """The worker was asked to stop: every child's handler reads ``stopping`` true from now
+        on. A store to shared memory, no lock: safe from a signal handler."""
+        self._stopping.value = 1
+
     def thread_exit(self) -> None:
         """A slot thread ends: its child goes with it."""
         process = getattr(self._local, "child", None)
@@ -242,7 +271,7 @@ class ChildRunner:
             with self._lock:
                 self._count += 1
                 name = f"{self._name}-child-{self._count}"
-            process = ChildProcess(self._context, name)
+            process = ChildProcess(self._context, name, self._stopping)
             with self._lock:
                 self._children.add(process)
             self._local.child = process

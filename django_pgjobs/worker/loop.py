@@ -202,6 +202,7 @@ class Worker:
     def request_stop(self) -> None:
         """Stop claiming and shut down gracefully. Safe from a signal handler or another thread."""
         self._stopping.set()
+        self._slots.worker_stopping()  # handlers in child processes read it from shared memory
         self._wakeup.ring(force=True)
 
     def install_signal_handlers(self) -> Callable[[], None]:

@@ -49,6 +49,10 @@ class Runner(Protocol):
     def __call__(self, entry: InFlight) -> AttemptResult:
         """Run one attempt in the calling slot thread and say how it went; never raises."""
 
+    def worker_stopping(self) -> None:
+        """The worker was asked to stop: tell handlers that read ``stopping`` elsewhere than in
+        the worker's event. Called from a signal handler too: takes no lock."""
+
     def thread_exit(self) -> None:
         """A slot thread is ending: release what it kept."""
 
@@ -66,6 +70,9 @@ class InThread:
 
     def __call__(self, entry: InFlight) -> AttemptResult:
         return self._run(entry)
+
+    def worker_stopping(self) -> None:
+        pass  # a handler thread reads the worker's own event
 
     def thread_exit(self) -> None:
         pass
@@ -135,6 +142,11 @@ class Slots:
                 functools.partial(self._execute, entry),
                 on_failure=functools.partial(self._execute_failed, entry),
             )
+
+    def worker_stopping(self) -> None:
+        """The worker's ``stopping`` event is set: handlers the runner runs elsewhere learn it
+        now (:meth:`Runner.worker_stopping`)."""
+        self._runner.worker_stopping()
 
     def cancel_unstarted(self) -> list[InFlight]:
         """Take back every attempt whose handler has not started (a shutdown): their slots are

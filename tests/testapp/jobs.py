@@ -10,7 +10,7 @@ from typing import Any
 
 from django.db import connection
 
-from django_pgjobs import Snooze, current_attempt, job
+from django_pgjobs import Cancel, Snooze, current_attempt, job
 from django_pgjobs.jobs import ProgressReporter
 from tests.testapp.models import Run
 
@@ -117,6 +117,23 @@ def cooperative(payload: dict[str, Any]) -> None:
             return
         time.sleep(0.02)
     mark("cooperative:finished")
+
+
+@job("test.until_told", max_attempts=1)
+def until_told(payload: dict[str, Any], report_progress: ProgressReporter) -> None:
+    """Reports progress 1 (it runs, in this pid), then waits until its attempt is cancelled (Cancel)
+    or its worker stops (raises Snooze(0)), for ``timeout`` seconds at most (then returns).
+    Touches no database: tests run it in a child process of their own."""
+    attempt = current_attempt()
+    assert attempt is not None
+    report_progress(1, f"in {os.getpid()}")
+    deadline = time.monotonic() + payload.get("timeout", 30)
+    while time.monotonic() < deadline:
+        if attempt.is_cancelled():
+            raise Cancel("told it was cancelled")
+        if attempt.stopping:
+            raise Snooze(0)
+        time.sleep(0.005)
 
 
 @job("test.wait", retry_delay=0)

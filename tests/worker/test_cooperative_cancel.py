@@ -230,6 +230,25 @@ def test_a_job_lost_before_its_handler_started_never_starts() -> None:
     assert (result.error, result.snoozed) == (None, 0.0)
 
 
+def test_an_attempt_tells_who_asked_when_it_is_lost_or_at_once_if_it_already_is() -> None:
+    """How a handler in a child process learns of a cancel (``--pool process``): told by the
+    thread that finds the attempt lost, or at once when it was lost before anyone asked."""
+    job = ClaimedJob(
+        id=uuid.uuid4(), job_name="test.record", payload={}, queue="default", priority=0,
+        attempt=1, max_attempts=3, scheduled_for=datetime.now(UTC), lease_token=uuid.uuid4(),
+    )  # fmt: skip
+    told: list[str] = []
+    later = RunningAttempt(job)
+    later.tell_when_lost(lambda: told.append("later"))
+    assert told == []
+    later.no_longer_ours()
+    assert told == ["later"]
+    already = RunningAttempt(job)
+    already.no_longer_ours()
+    already.tell_when_lost(lambda: told.append("already"))
+    assert told == ["later", "already"]
+
+
 def test_sigterm_lets_a_cooperative_handler_hand_its_job_back_without_using_an_attempt(
     tmp_path: Path,
 ) -> None:

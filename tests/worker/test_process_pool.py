@@ -4,17 +4,27 @@ is killed at a timeout. Real worker processes, real children, real signals."""
 from __future__ import annotations
 
 import os
+import queue
 import signal
 import subprocess
+import threading
+import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any
 
 import pytest
+from django.utils import timezone
 
 from django_pgjobs import cancel_job, enqueue, get_job
+from django_pgjobs.jobs.registry import registry
 from django_pgjobs.models import FailedJob
+from django_pgjobs.queries import ClaimedJob
 from django_pgjobs.tasks.definitions import PgJobsTask
+from django_pgjobs.worker import children
+from django_pgjobs.worker.inflight import InFlight
 from tests.helpers import start_worker, stop, wait_for
 from tests.testapp import tasks
 from tests.testapp.models import Run
@@ -157,8 +167,8 @@ def test_a_child_does_not_outlive_a_killed_worker(
 def test_a_handler_in_a_child_sees_its_job_cancelled_and_stops(
     workers: list[subprocess.Popen[bytes]], tmp_path: Path
 ) -> None:
-    """is_cancelled() in the child: the worker copies its attempt's flags into the child's
-    shared memory while the handler runs."""
+    """is_cancelled() in the child: the worker writes the cancel into the child's shared
+    memory when its NOTIFY arrives."""
     job_id = enqueue("test.cooperative", {"release": str(tmp_path / "never"), "timeout": 60})
     log = tmp_path / "worker.log"
     proc = start_worker("--pool", "process", "--concurrency", "1", log=log)
@@ -191,3 +201,49 @@ def test_sigterm_tells_a_handler_in_a_child_which_hands_its_job_back_unspent(
     assert Run.objects.filter(label="cooperative:handed back", attempt_seen=1).exists()
     job = get_job(job_id)
     assert (job.status, job.attempt, job.error) == ("pending", 0, None)
+
+
+def test_a_cancel_and_a_stop_reach_the_child_as_the_worker_learns_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The worker writes them into the child's shared memory from the thread that learns them;
+    the slot thread waiting for the child wakes only for the child's messages. One child runs
+    two attempts: the first is cancelled, the second is not (the flag was the first's) and sees
+    the worker stop."""
+    monkeypatch.setattr(children, "wait", lambda ready, timeout=None: wait(ready, None))
+    said: queue.Queue[tuple[uuid.UUID, str | None]] = queue.Queue()
+    runner = children.ChildRunner(
+        name="pgjobs-test", progressed=lambda job, value, text: said.put((job.id, text))
+    )
+    stopping = threading.Event()
+
+    def attempt() -> InFlight:
+        job = ClaimedJob(
+            id=uuid.uuid4(), job_name="test.until_told", payload={"timeout": 20},
+            queue="default", priority=0, attempt=1, max_attempts=1,
+            scheduled_for=timezone.now(), lease_token=uuid.uuid4(),
+        )  # fmt: skip
+        return InFlight.of(job, registry.get(job.job_name), stopping=stopping)
+
+    with ThreadPoolExecutor(1) as slot:  # one slot thread: one child for both attempts
+        try:
+            first = attempt()
+            ran = slot.submit(runner, first)
+            job_id, first_child = said.get(timeout=30)
+            assert job_id == first.job.id
+            first.attempt.no_longer_ours()  # as a cancel's NOTIFY, on the loop's thread
+            result = ran.result(timeout=30)
+            assert result.cancelled, result.error
+            assert str(result.error).startswith("django_pgjobs.exceptions.Cancel: told it was")
+
+            second = attempt()
+            ran = slot.submit(runner, second)
+            job_id, second_child = said.get(timeout=30)
+            assert (job_id, second_child) == (second.job.id, first_child)
+            stopping.set()  # as Worker.request_stop does
+            runner.worker_stopping()
+            result = ran.result(timeout=30)
+            assert (result.snoozed, result.cancelled, result.error) == (0, False, None)
+        finally:
+            slot.submit(runner.thread_exit).result(timeout=30)
+            runner.close()
