@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import re
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.utils import timezone
 
@@ -73,3 +73,18 @@ def escape_stored_text_in_logs() -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(f, EscapeStoredText) for f in logger.filters):
             logger.addFilter(EscapeStoredText())
+
+
+def elapsed(seconds: float) -> str:
+    """A duration as ``H:MM:SS`` (``2 days, 3:04:05`` past a day), to the second."""
+    return str(timedelta(seconds=round(seconds)))
+
+
+def byte_size(count: float) -> str:
+    """Bytes as ``pg_size_pretty`` shows them, in binary units: 8,192 bytes, 97 MiB, 1,536 MiB."""
+    unit = "bytes"
+    for larger in ("KiB", "MiB", "GiB", "TiB"):
+        if count < 10 * 1024:
+            break
+        count, unit = count / 1024, larger
+    return f"{count:,.0f} {unit}"
