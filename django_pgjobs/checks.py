@@ -14,7 +14,7 @@ from django.core.checks import CheckMessage, Error, Tags, register
 from django.core.checks import Warning as CheckWarning
 from django.db import DatabaseError
 
-from django_pgjobs.conf import DEFAULTS
+from django_pgjobs.conf import DEFAULTS, HEALTH_DEFAULTS
 from django_pgjobs.conf import seconds as _seconds
 from django_pgjobs.jobs.validation import MAX_INT, MAX_TIMEOUT, shown_duration
 
@@ -122,6 +122,10 @@ def check_settings(
         )
     errors += [Error(p, id="pgjobs.E004") for p in _value_errors(config)]
     errors += _timeout_errors(config)
+    errors += [
+        Error(p, hint="See PostgreSQL health in docs/howto/observability.md.", id="pgjobs.E040")
+        for p in _health_errors(config.get("HEALTH", {}))
+    ]
     lease = config.get("LEASE_SECONDS", DEFAULTS["LEASE_SECONDS"])
     beat = config.get("HEARTBEAT_SECONDS", DEFAULTS["HEARTBEAT_SECONDS"])
     if _is_number(lease) and _is_number(beat) and _seconds(beat) * 2 > _seconds(lease):
@@ -150,6 +154,39 @@ def _timeout_errors(config: dict[str, Any]) -> list[CheckMessage]:
             id="pgjobs.E008",
         )
     ]
+
+
+_HEALTH_RATIOS = ("DEAD_RATIO", "BLOAT_RATIO")
+_HEALTH_COUNTS = ("DEAD_ROWS", "BLOAT_BYTES", "XMIN_AGE_TRANSACTIONS", "XID_AGE")
+
+
+def _health_errors(health: Any) -> list[str]:
+    """PGJOBS["HEALTH"]: a dict of known thresholds, each a number in its range. A wrong one
+    would stop ``pgjobs health``, so it is an error here."""
+    if not isinstance(health, dict):
+        return [f"HEALTH must be a dict of thresholds; got {health!r}."]
+    problems = []
+    unknown = sorted(set(health) - set(HEALTH_DEFAULTS), key=str)
+    if unknown:
+        problems.append(
+            f"HEALTH has unknown key(s) {', '.join(map(repr, unknown))}; it takes "
+            f"{', '.join(HEALTH_DEFAULTS)}."
+        )
+    for name in _HEALTH_RATIOS:
+        value = health.get(name, HEALTH_DEFAULTS[name])
+        if isinstance(value, timedelta) or not _is_number(value) or not 0 <= value <= 1:
+            problems.append(f"HEALTH[{name!r}] must be a fraction from 0 to 1; got {value!r}.")
+    for name in _HEALTH_COUNTS:
+        value = health.get(name, HEALTH_DEFAULTS[name])
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            problems.append(f"HEALTH[{name!r}] must be an int >= 0; got {value!r}.")
+    age = health.get("XMIN_AGE_SECONDS", HEALTH_DEFAULTS["XMIN_AGE_SECONDS"])
+    if not _is_number(age) or _seconds(age) < 0:
+        problems.append(
+            "HEALTH['XMIN_AGE_SECONDS'] must be a number of seconds >= 0 (or a timedelta); "
+            f"got {shown_duration(age)}."
+        )
+    return problems
 
 
 @register()

@@ -12,6 +12,31 @@ from typing import Any, Final
 
 from django.conf import settings
 
+# Thresholds of the warnings of ``pgjobs health`` and ``database_health()``
+# (docs/howto/observability.md, "PostgreSQL health"). ``PGJOBS["HEALTH"]`` is merged over these,
+# so a project sets only those it changes.
+HEALTH_DEFAULTS: Final[dict[str, Any]] = {
+    # A table warns when this fraction of its rows is dead (autovacuum starts at 20% of the live
+    # rows, a sixth of all; well past that, it is not keeping up or cannot remove them) ...
+    "DEAD_RATIO": 0.3,
+    # ... and at least this many are dead: a ratio of a small table says nothing.
+    "DEAD_ROWS": 10_000,
+    # A table warns when this fraction of its heap is estimated to hold no live row ...
+    "BLOAT_RATIO": 0.5,
+    # ... and that space is at least this many bytes (1 GiB).
+    "BLOAT_BYTES": 1024**3,
+    # A session or prepared transaction holding back vacuum this long warns: at thousands of
+    # jobs a second, five minutes of a queue's dead rows is already millions ...
+    "XMIN_AGE_SECONDS": 300.0,
+    # ... and any holder this many transactions behind: the measure for those whose start
+    # PostgreSQL does not show (replication slots, other roles' sessions).
+    "XMIN_AGE_TRANSACTIONS": 1_000_000,
+    # The database's or a table's age in transaction IDs (and in multixacts) that warns: 2.5
+    # times autovacuum_freeze_max_age's default, where freezing has fallen behind; PostgreSQL
+    # stops assigning IDs at about 2,100 million.
+    "XID_AGE": 500_000_000,
+}
+
 DEFAULTS: Final[dict[str, Any]] = {
     # Attempts a job gets before it moves to the dead-letter table (the seed's maxRetries).
     "MAX_ATTEMPTS": 3,
@@ -66,6 +91,8 @@ DEFAULTS: Final[dict[str, Any]] = {
     # Queues' flow control: {"mail": {"concurrency": 5, "rate_limit": 100, "rate_period": 60}}.
     # Defaults an operator can override in the admin or the CLI (see docs/howto/queues.md).
     "QUEUES": {},
+    # Thresholds of the PostgreSQL health warnings: {"XMIN_AGE_SECONDS": 600, ...}.
+    "HEALTH": HEALTH_DEFAULTS,
 }
 
 
@@ -160,6 +187,12 @@ class PgJobsSettings:
     def APP_VERSION(self) -> str | None:
         value = self.get("APP_VERSION")
         return None if value is None else str(value)
+
+    @property
+    def HEALTH(self) -> dict[str, Any]:
+        """The health thresholds: the given ones over :data:`HEALTH_DEFAULTS`."""
+        value = self.get("HEALTH")
+        return {**HEALTH_DEFAULTS, **(value if isinstance(value, dict) else {})}
 
 
 conf = PgJobsSettings()

@@ -46,6 +46,17 @@ def other_connection() -> Iterator[psycopg.Connection[Any]]:
 
 
 @pytest.fixture
+def holder() -> Iterator[psycopg.Connection[Any]]:
+    """A session idle in a transaction that took a transaction ID: it holds the xmin horizon
+    (vacuum keeps every row deleted after it) until it ends."""
+    conn = second_connection(autocommit=False)
+    conn.execute("SET application_name = 'health-test'")
+    conn.execute("SELECT txid_current()")
+    yield conn
+    conn.close()
+
+
+@pytest.fixture
 def register_handler() -> Iterator[Callable[..., JobHandler]]:
     """Register a handler for one test only."""
     names: list[str] = []

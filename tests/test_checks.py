@@ -184,3 +184,36 @@ def test_e013_a_malformed_queue_is_named_and_told_in_python_values() -> None:
             "0:00:00 (172800 s).",
         ),
     ]
+
+
+@pytest.mark.parametrize(
+    "health",
+    [
+        "strict",
+        {"DEAD_RATO": 0.5},
+        {"DEAD_RATIO": 1.5},
+        {"DEAD_RATIO": "30%"},
+        {"BLOAT_RATIO": -0.1},
+        {"DEAD_ROWS": 1.5},
+        {"XID_AGE": True},
+        {"BLOAT_BYTES": -1},
+        {"XMIN_AGE_TRANSACTIONS": "1M"},
+        {"XMIN_AGE_SECONDS": -1},
+        {"XMIN_AGE_SECONDS": float("inf")},
+    ],
+)
+def test_e040_health_thresholds_must_be_known_numbers_in_range(health: Any) -> None:
+    with override_settings(PGJOBS={"HEALTH": health}):
+        assert run_settings_check() == ["pgjobs.E040"]
+
+
+@pytest.mark.parametrize(
+    "health",
+    [{}, {"DEAD_RATIO": 0, "XMIN_AGE_SECONDS": timedelta(minutes=10)}, {"XID_AGE": 10**9}],
+)
+def test_health_thresholds_given_in_part_are_merged_over_the_defaults(health: Any) -> None:
+    from django_pgjobs.conf import HEALTH_DEFAULTS, conf
+
+    with override_settings(PGJOBS={"HEALTH": health}):
+        assert run_settings_check() == []
+        assert {**HEALTH_DEFAULTS, **health} == conf.HEALTH

@@ -1,12 +1,23 @@
-"""The health figures that need no database: the estimate of a table's free space, and sizes
-and durations as they are shown."""
+"""The health figures that need no database: the estimate of a table's free space, sizes and
+durations as they are shown, and the warnings each threshold gives for given figures."""
 
 from __future__ import annotations
+
+from datetime import UTC, datetime
 
 import pytest
 
 from django_pgjobs.observability.bloat import estimated_bloat_bytes, expected_pages
 from django_pgjobs.observability.display import byte_size, elapsed
+from django_pgjobs.observability.health import Health, TableHealth
+from django_pgjobs.observability.health_warnings import HealthThresholds, health_warnings
+from django_pgjobs.observability.horizon import HorizonHolder
+
+NOW = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
+THRESHOLDS = HealthThresholds(
+    dead_ratio=0.3, dead_rows=10_000, bloat_ratio=0.5, bloat_bytes=1024**3,
+    xmin_age_seconds=300, xmin_age_transactions=1_000_000, xid_age=500_000_000,
+)  # fmt: skip
 
 
 def test_expected_pages_match_what_postgresql_wrote() -> None:
@@ -61,3 +72,104 @@ def test_sizes_are_shown_as_pg_size_pretty_shows_them(count: int, shown: str) ->
 def test_durations_are_shown_to_the_second() -> None:
     assert elapsed(7380.4) == "2:03:00"
     assert elapsed(90061) == "1 day, 1:01:01"
+
+
+def figures(**changes: object) -> Health:
+    fields: dict[str, object] = {
+        "checked_at": NOW, "database": "shop", "server_version": "18.1", "tables": [],
+        "holders": [], "xid_age": 1000, "multixact_age": 10, "oldest_database": "shop",
+        "oldest_xid_age": 1000, "freeze_max_age": 200_000_000, "autovacuum": True,
+        "sees_all_sessions": True,
+    }  # fmt: skip
+    return Health(**{**fields, **changes})  # type: ignore[arg-type]
+
+
+def job_table(**changes: object) -> TableHealth:
+    fields: dict[str, object] = {
+        "name": "pgjobs_job_queue", "live_rows": 1000, "dead_rows": 0, "table_bytes": 8192,
+        "index_bytes": 8192, "heap_bytes": 8192, "bloat_bytes": 0, "last_vacuum": None,
+        "last_autovacuum": None, "last_analyze": None, "last_autoanalyze": None, "xid_age": 1000,
+        "multixact_age": 10,
+    }  # fmt: skip
+    return TableHealth(**{**fields, **changes})  # type: ignore[arg-type]
+
+
+def kinds(health: Health) -> list[tuple[str, str]]:
+    return [(w.kind, w.subject) for w in health_warnings(health, THRESHOLDS)]
+
+
+def test_healthy_figures_give_no_warning() -> None:
+    assert kinds(figures(tables=[job_table()])) == []
+
+
+def test_bloat_warns_past_both_its_ratio_and_its_size() -> None:
+    gib = 1024**3
+    big = job_table(heap_bytes=3 * gib, bloat_bytes=2 * gib)
+    assert kinds(figures(tables=[big])) == [("bloat", "pgjobs_job_queue")]
+    (warning,) = health_warnings(figures(tables=[big]), THRESHOLDS)
+    assert warning.message == (
+        "pgjobs_job_queue: about 2,048 MiB of its 3,072 MiB heap holds no live row (67%, estimated)"
+    )
+    assert "VACUUM FULL pgjobs_job_queue (which locks the table" in warning.action
+    small = job_table(heap_bytes=gib, bloat_bytes=gib - 1)  # 100% but under 1 GiB
+    assert kinds(figures(tables=[small])) == []
+    roomy = job_table(heap_bytes=10 * gib, bloat_bytes=2 * gib)  # 2 GiB but 20%
+    assert kinds(figures(tables=[roomy])) == []
+
+
+def test_transaction_id_age_warns_for_the_database_the_server_and_a_table() -> None:
+    old = figures(
+        xid_age=600_000_000, oldest_database="legacy", oldest_xid_age=700_000_000,
+        multixact_age=500_000_000, tables=[job_table(xid_age=600_000_000)],
+    )  # fmt: skip
+    assert kinds(old) == [
+        ("xid_age", "pgjobs_job_queue"),
+        ("xid_age", "database 'shop'"),
+        ("xid_age", "database 'legacy'"),
+        ("multixact_age", "database 'shop'"),
+    ]
+    table, shop, legacy, _ = health_warnings(old, THRESHOLDS)
+    assert table.action == "freeze it: VACUUM (FREEZE, VERBOSE) pgjobs_job_queue"
+    assert "PostgreSQL stops the whole server at about 2,144,483,648" in shop.message
+    assert "ORDER BY 2 DESC LIMIT 10" in shop.action and ", in database 'legacy'" in legacy.action
+
+
+def test_an_inactive_slot_far_behind_warns_with_the_statement_that_drops_it() -> None:
+    slot = HorizonHolder(
+        "replication slot", xmin_age=2_000_000, name="old_standby", backend_type="physical",
+        active=False,
+    )  # fmt: skip
+    (warning,) = health_warnings(figures(holders=[slot]), THRESHOLDS)
+    assert warning.message == (
+        "inactive physical replication slot 'old_standby' holds back vacuum, "
+        "2,000,000 transactions behind"
+    )
+    assert warning.action.endswith("SELECT pg_drop_replication_slot('old_standby')")
+    recent = HorizonHolder("replication slot", xmin_age=10, name="standby", active=True)
+    assert health_warnings(figures(holders=[recent]), THRESHOLDS) == []
+
+
+def test_a_logical_slot_holds_back_the_catalogs_not_our_tables() -> None:
+    slot = HorizonHolder(
+        "replication slot", xmin_age=2_000_000, name="cdc", backend_type="logical", active=True,
+        catalogs_only=True,
+    )  # fmt: skip
+    health = figures(holders=[slot], tables=[job_table(dead_rows=50_000, live_rows=1)])
+    assert health.horizon is None
+    slot_warning, dead = health_warnings(health, THRESHOLDS)
+    assert "holds back vacuum of the system catalogs" in slot_warning.message
+    assert "cdc" not in dead.action  # not blamed for our tables' dead rows
+    assert dead.action.startswith("normal for a minute after a burst")
+
+
+def test_an_active_query_is_cancelled_rather_than_its_session_ended_first() -> None:
+    query = HorizonHolder(
+        "session", xmin_age=5, seconds=3600, pid=42, user="app", application="report",
+        state="active", backend_type="client backend",
+    )  # fmt: skip
+    (warning,) = health_warnings(figures(holders=[query]), THRESHOLDS)
+    assert warning.message == (
+        "a transaction running for 1:00:00 in pid 42 (user 'app', app 'report', active) holds "
+        "back vacuum, 5 transactions behind"
+    )
+    assert warning.action.startswith("if it may be stopped, cancel its query (SELECT pg_cancel")

@@ -1,5 +1,5 @@
 """``manage.py pgjobs ACTION``: status, list, retry, requeue-dead, cancel, prune, enqueue,
-schedules, run-schedule, queues, pause, resume and queue-limits, thin wrappers over the API.
+schedules, run-schedule, queues, pause, resume, queue-limits and health, thin wrappers over the API.
 
 Every line goes through :func:`~django_pgjobs.observability.display.printable` (stored text is
 shown escaped, never as control characters) and every time through
@@ -25,6 +25,8 @@ from django_pgjobs.jobs.validation import MAX_TIMEOUT
 from django_pgjobs.management.output import reader_may_leave
 from django_pgjobs.models import JobStatus
 from django_pgjobs.observability.display import local_time, printable
+from django_pgjobs.observability.health import database_health
+from django_pgjobs.observability.health_report import health_report
 from django_pgjobs.observability.queues import (
     LIMIT_OPTIONS,
     current_limits,
@@ -103,6 +105,11 @@ class Command(BaseCommand):
             limits.add_argument(f"--{option.replace('_', '-')}", metavar=kind, default=None)
         limits.add_argument(
             "--reset", action="store_true", help="Back to PGJOBS['QUEUES'] (no limits if absent)."
+        )
+        sub.add_parser(
+            "health",
+            help="PostgreSQL health of the queue's tables: dead rows, bloat, vacuum held back, "
+            "XID age; exits 1 when something warns.",
         )
         add = sub.add_parser("enqueue", help="Add a job.")
         add.add_argument("job_name")
@@ -319,6 +326,14 @@ class Command(BaseCommand):
             self.say(f"Queue {name}: nothing changed ({described}).")
             return
         self.say(f"Queue {name}: {described}.")
+
+    def do_health(self, options: dict[str, Any], using: str | None) -> None:
+        health = database_health(using=using)
+        for line, warns in health_report(health):
+            self.say(line, self.style.WARNING if warns else None)
+        if health.warnings:
+            # For cron and monitoring checks: a non-zero status when anything warns.
+            raise CommandError(f"{len(health.warnings)} health warning(s).", returncode=1)
 
     def do_enqueue(self, options: dict[str, Any], using: str | None) -> None:
         try:

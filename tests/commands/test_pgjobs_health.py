@@ -1,0 +1,76 @@
+"""``manage.py pgjobs health``: the figures and warnings of observability.health, stored text
+escaped, and an exit status a cron job or a monitor can act on."""
+
+from __future__ import annotations
+
+from io import StringIO
+from typing import Any
+
+import psycopg
+import pytest
+from django.core.management import CommandError, call_command
+from django.test import override_settings
+
+from django_pgjobs.observability.health import pgjobs_tables
+from tests.helpers import start_worker
+
+pytestmark = pytest.mark.django_db(transaction=True)
+WARN_AT_ONCE = {"HEALTH": {"XMIN_AGE_SECONDS": 0}}
+
+
+def health() -> str:
+    out = StringIO()
+    call_command("pgjobs", "health", stdout=out)
+    return out.getvalue()
+
+
+def test_health_lists_every_table_and_says_when_nothing_warns() -> None:
+    lines = health().splitlines()
+    assert lines[0].startswith("PostgreSQL ") and "database 'test_" in lines[0]
+    header = lines[2].split()
+    assert header[:6] == ["table", "live", "dead", "dead", "size", "indexes"]
+    assert [line.split()[0] for line in lines[3 : 3 + len(pgjobs_tables())]] == pgjobs_tables()
+    assert "xmin horizon: nothing holds back vacuum of these tables" in lines
+    assert lines[-1] == "No warnings."
+
+
+def test_a_warning_is_printed_with_what_to_do_and_is_a_command_error(
+    holder: psycopg.Connection[Any],
+) -> None:
+    pid = holder.info.backend_pid
+    out = StringIO()
+    with override_settings(PGJOBS=WARN_AT_ONCE), pytest.raises(CommandError) as raised:
+        call_command("pgjobs", "health", stdout=out)
+    assert raised.value.returncode == 1
+    assert str(raised.value) == "1 health warning(s)."
+    lines = out.getvalue().splitlines()
+    assert any(
+        line.startswith(f"xmin horizon: held by session pid {pid} (user ")
+        and ", app 'health-test', idle in transaction), transaction open 0:00:" in line
+        for line in lines
+    )
+    assert "    query: SELECT txid_current()" in lines
+    (warning,) = [line for line in lines if line.startswith("WARNING: ")]
+    assert warning.endswith(f"end it (SELECT pg_terminate_backend({pid})) and set "
+                            "idle_in_transaction_session_timeout so that a forgotten transaction "
+                            "ends by itself")  # fmt: skip
+
+
+def test_a_holders_query_is_printed_on_one_line_with_control_characters_escaped(
+    holder: psycopg.Connection[Any],
+) -> None:
+    holder.execute("SELECT 'evil\x1b[2J',\r\n  'forged line'")
+    out = health()
+    assert "\x1b" not in out and "\r" not in out
+    assert "    query: SELECT 'evil\\x1b[2J', 'forged line'" in out.splitlines()
+
+
+@pytest.mark.parametrize(("settings", "status"), [({}, 0), (WARN_AT_ONCE, 1)])
+def test_the_process_exits_1_when_something_warns(
+    holder: psycopg.Connection[Any], settings: dict[str, Any], status: int
+) -> None:
+    proc = start_worker("health", command="pgjobs", settings=settings, pipes=True)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == status, err.decode()
+    assert b"xmin horizon: held by session pid" in out
+    assert (b"CommandError: 1 health warning(s)." in err) == bool(status)
