@@ -162,7 +162,7 @@ _HEALTH_COUNTS = ("DEAD_ROWS", "BLOAT_BYTES", "XMIN_AGE_TRANSACTIONS", "XID_AGE"
 
 def _health_errors(health: Any) -> list[str]:
     """PGJOBS["HEALTH"]: a dict of known thresholds, each a number in its range. A wrong one
-    would stop ``pgjobs health``, so it is an error here."""
+    would stop ``pgjobs health`` and the dashboard's health section, so it is an error here."""
     if not isinstance(health, dict):
         return [f"HEALTH must be a dict of thresholds; got {health!r}."]
     problems = []

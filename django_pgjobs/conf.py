@@ -12,7 +12,7 @@ from typing import Any, Final
 
 from django.conf import settings
 
-# Thresholds of the warnings of ``pgjobs health`` and ``database_health()``
+# Thresholds of ``pgjobs health``, the dashboard's health section and the metrics' warnings
 # (docs/howto/observability.md, "PostgreSQL health"). ``PGJOBS["HEALTH"]`` is merged over these,
 # so a project sets only those it changes.
 HEALTH_DEFAULTS: Final[dict[str, Any]] = {

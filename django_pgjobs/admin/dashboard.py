@@ -14,11 +14,13 @@ from django_pgjobs.admin.common import (
     _WORKFLOW_COLOURS,
     ModelAdmin,
 )
+from django_pgjobs.admin.health import health_context
 from django_pgjobs.models import (
     Dashboard,
 )
 from django_pgjobs.observability import dashboard
 from django_pgjobs.observability.dashboard import capped, load_dashboard
+from django_pgjobs.observability.health import database_health
 from django_pgjobs.observability.status import UnhandledJobs
 from django_pgjobs.queries.base import WORKFLOW_JOB_PREFIX
 
@@ -105,6 +107,7 @@ class DashboardAdmin(ModelAdmin[Dashboard]):
                 "Queue depth (due + running)", board.depth, board.minutes, tone="depth"
             ),
             "workflows": self._workflow_tiles(request),
+            "health": health_context(database_health()),
             **(extra_context or {}),
         }
         template = (

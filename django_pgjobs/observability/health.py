@@ -1,8 +1,8 @@
 """PostgreSQL health that a busy queue suffers from: dead rows and bloat in our tables, vacuum held
 back by an old transaction (the xmin horizon), and transaction ID wraparound.
 
-Shared by ``manage.py pgjobs health`` and the metrics: :func:`database_health` returns plain
-numbers, each one a gauge. Warnings, and the line saying what to do about each,
+Shared by ``manage.py pgjobs health``, the admin dashboard and the metrics: :func:`database_health`
+returns plain numbers, each one a gauge. Warnings, and the line saying what to do about each,
 come from :mod:`django_pgjobs.observability.health_warnings`.
 
 What it reads: the cumulative statistics (``pg_stat_all_tables``, ``pg_stat_activity``), the

@@ -1,4 +1,4 @@
-"""The health figures as people read them: ``pgjobs health``'s lines."""
+"""The health figures as people read them: ``pgjobs health``'s lines and the dashboard's cells."""
 
 from __future__ import annotations
 
