@@ -20,7 +20,7 @@ a second and when it goes idle, so a figure can lag the last second of writes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -200,8 +200,8 @@ def database_health(
         autovacuum=autovacuum,
         sees_all_sessions=sees_all,
     )
-    health.warnings.extend(health_warnings(health, thresholds or HealthThresholds.from_settings()))
-    return health
+    judged = thresholds or HealthThresholds.from_settings()
+    return replace(health, warnings=health_warnings(health, judged))
 
 
 def _table(row: tuple[Any, ...], block_size: int) -> TableHealth:

@@ -65,8 +65,9 @@ class HorizonHolder:
 # One statement, three sources, the oldest holder first (holders of our tables before those of
 # the catalogs only). pg_stat_activity: a session of this database with a snapshot or an XID
 # (not this one, not autovacuum, not a walsender of logical decoding nor a parallel worker,
-# which shares its leader's), or a walsender of no database (a standby's feedback); a hidden
-# session's backend_type is NULL, so it is kept. age() reads the next XID without taking one.
+# which shares its leader's), or a walsender of no database (a standby's feedback). A hidden
+# session's backend_type is NULL, so it is kept: of this database, it is a session; of none,
+# with an xmin, a standby's walsender. age() reads the next XID without taking one.
 _HOLDERS = """
 SELECT 'session' AS kind, greatest(age(a.backend_xmin), age(a.backend_xid)) AS xmin_age,
        extract(epoch FROM now() - a.xact_start)::float8, a.pid, NULL::text, a.usename::text,
@@ -75,7 +76,7 @@ SELECT 'session' AS kind, greatest(age(a.backend_xmin), age(a.backend_xid)) AS x
 FROM pg_stat_activity AS a
 WHERE a.pid <> pg_backend_pid()
   AND (a.backend_xmin IS NOT NULL OR a.backend_xid IS NOT NULL)
-  AND CASE WHEN a.datid IS NULL THEN a.backend_type = 'walsender'
+  AND CASE WHEN a.datid IS NULL THEN coalesce(a.backend_type, 'walsender') = 'walsender'
            ELSE a.datname = current_database()
                 AND a.backend_type IS DISTINCT FROM 'autovacuum worker'
                 AND a.backend_type IS DISTINCT FROM 'walsender'

@@ -173,3 +173,16 @@ def test_an_active_query_is_cancelled_rather_than_its_session_ended_first() -> N
         "back vacuum, 5 transactions behind"
     )
     assert warning.action.startswith("if it may be stopped, cancel its query (SELECT pg_cancel")
+
+
+def test_a_standbys_feedback_is_told_apart_from_a_session() -> None:
+    walsender = HorizonHolder(
+        "session", xmin_age=2_000_000, pid=7, user="replicator", application="walreceiver",
+        state="streaming", backend_type="walsender",
+    )  # fmt: skip
+    (warning,) = health_warnings(figures(holders=[walsender]), THRESHOLDS)
+    assert warning.message == (
+        "the standby streaming from walsender pid 7 (user 'replicator', app 'walreceiver') holds "
+        "back vacuum through hot_standby_feedback, 2,000,000 transactions behind"
+    )
+    assert warning.action.startswith("a long query on that standby holds it")
