@@ -40,7 +40,7 @@ def holder_shown(holder: HorizonHolder) -> str:
         scope = ", system catalogs only" if holder.catalogs_only else ""
         state = "active" if holder.active else "inactive"
         return f"{state} {holder.backend_type} replication slot {holder.name!r}, {behind}{scope}"
-    who = f"pid {holder.pid} (user {holder.user!r}, app {holder.application!r}"
+    who = holder.who
     if holder.hidden:
         return f"session {who}, state hidden from this role), {behind}"
     if holder.seconds is None:  # a walsender: no transaction of its own

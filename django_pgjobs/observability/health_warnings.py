@@ -126,7 +126,9 @@ def _holder_warning(holder: HorizonHolder) -> HealthWarning:
             + f"; if the slot's consumer is gone for good, drop it: "
             f"SELECT pg_drop_replication_slot('{name}')",
         )
-    who = f"pid {holder.pid} (user {holder.user!r}, app {holder.application!r}"
+    who = holder.who
+    if holder.elsewhere:  # PostgreSQL ignores it here, but every snapshot here counts it running
+        what = "vacuum here too (every snapshot taken here counts its transaction as running)"
     if holder.hidden:
         return HealthWarning(
             "xmin_horizon",

@@ -6,9 +6,12 @@ stay, however often vacuum runs, and a queue table that churns thousands of rows
 with them (and so does its claim index). PostgreSQL computes the horizon of a database from:
 
 - sessions *of this database* with a snapshot (``backend_xmin``) or a transaction ID
-  (``backend_xid``): an open transaction, a long query. Sessions of other databases hold back
-  only the shared catalogs, and autovacuum workers and logical decoding are left out, as
-  PostgreSQL leaves them out;
+  (``backend_xid``): an open transaction, a long query. Autovacuum workers and logical decoding
+  are left out, as PostgreSQL leaves them out;
+- a session of *another* database only through its transaction ID: PostgreSQL leaves such
+  sessions out, but every snapshot taken here counts that ID as running, so the xmin of a
+  session here is that ID and holds back vacuum until the other transaction ends. It is listed
+  when it is what a session here is held at (``elsewhere``), so the cause comes with its effect;
 - walsenders of standbys with ``hot_standby_feedback`` (they belong to no database);
 - prepared transactions of this database (``PREPARE TRANSACTION`` never committed);
 - replication slots: a slot's ``xmin`` (a standby's feedback) holds back every table; a logical
@@ -55,6 +58,15 @@ class HorizonHolder:
     query: str | None = None  # the session's query (cut), None when hidden
     active: bool | None = None  # a slot: whether a consumer is connected
     catalogs_only: bool = False  # a slot's catalog_xmin: holds back the system catalogs only
+    # A session of another database whose transaction ID is the xmin of a session here.
+    elsewhere: bool = False
+
+    @property
+    def who(self) -> str:
+        """A session as the warnings and ``pgjobs health`` name it: pid, database (when not this
+        one), role and application, in parentheses left open for more."""
+        where = f"database {self.database!r}, " if self.elsewhere else ""
+        return f"pid {self.pid} ({where}user {self.user!r}, app {self.application!r}"
 
     @property
     def hidden(self) -> bool:
@@ -63,37 +75,45 @@ class HorizonHolder:
 
 
 # One statement, three sources, the oldest holder first (holders of our tables before those of
-# the catalogs only). pg_stat_activity: a session of this database with a snapshot or an XID
-# (not this one, not autovacuum, not a walsender of logical decoding nor a parallel worker,
-# which shares its leader's), or a walsender of no database (a standby's feedback). A hidden
-# session's backend_type is NULL, so it is kept: of this database, it is a session; of none,
-# with an xmin, a standby's walsender. age() reads the next XID without taking one.
+# the catalogs only; at equal age, a session elsewhere before the sessions here it holds back).
+# pg_stat_activity: a session of this database with a snapshot or an XID (not this one, not
+# autovacuum, not a walsender of logical decoding nor a parallel worker, which shares its
+# leader's); a walsender of no database (a standby's feedback); a session of another database
+# whose XID is some session here's xmin. A hidden session's backend_type is NULL, so it is kept:
+# of no database, with an xmin, it is a standby's walsender. age() reads the next XID without
+# taking one.
 _HOLDERS = """
-SELECT 'session' AS kind, greatest(age(a.backend_xmin), age(a.backend_xid)) AS xmin_age,
+SELECT 'session' AS kind,
+       CASE WHEN a.datname = current_database()
+            THEN greatest(age(a.backend_xmin), age(a.backend_xid))
+            ELSE coalesce(age(a.backend_xid), age(a.backend_xmin)) END AS xmin_age,
        extract(epoch FROM now() - a.xact_start)::float8, a.pid, NULL::text, a.usename::text,
        a.application_name, a.datname::text, a.state, a.backend_type,
-       nullif(left(a.query, %(chars)s), %(hidden)s), NULL::bool, false AS catalogs_only
+       nullif(left(a.query, %(chars)s), %(hidden)s), NULL::bool, false AS catalogs_only,
+       coalesce(a.datname <> current_database(), false) AS elsewhere
 FROM pg_stat_activity AS a
 WHERE a.pid <> pg_backend_pid()
   AND (a.backend_xmin IS NOT NULL OR a.backend_xid IS NOT NULL)
   AND CASE WHEN a.datid IS NULL THEN coalesce(a.backend_type, 'walsender') = 'walsender'
-           ELSE a.datname = current_database()
-                AND a.backend_type IS DISTINCT FROM 'autovacuum worker'
-                AND a.backend_type IS DISTINCT FROM 'walsender'
-                AND a.backend_type IS DISTINCT FROM 'parallel worker'
+           WHEN a.backend_type IN ('autovacuum worker', 'walsender', 'parallel worker')
+           THEN false
+           WHEN a.datname = current_database() THEN true
+           ELSE EXISTS (SELECT FROM pg_stat_activity AS h
+                        WHERE h.datname = current_database() AND h.pid <> pg_backend_pid()
+                          AND h.backend_xmin = a.backend_xid)
       END
 UNION ALL
 SELECT 'prepared transaction', age(p.transaction), extract(epoch FROM now() - p.prepared)::float8,
-       NULL, p.gid, p.owner::text, NULL, p.database::text, NULL, NULL, NULL, NULL, false
+       NULL, p.gid, p.owner::text, NULL, p.database::text, NULL, NULL, NULL, NULL, false, false
 FROM pg_prepared_xacts AS p
 WHERE p.database = current_database()
 UNION ALL
 SELECT 'replication slot', coalesce(age(s.xmin), age(s.catalog_xmin)), NULL, s.active_pid,
        s.slot_name::text, NULL, NULL, s.database::text, NULL, s.slot_type, NULL, s.active,
-       s.xmin IS NULL
+       s.xmin IS NULL, false
 FROM pg_replication_slots AS s
 WHERE s.xmin IS NOT NULL OR s.catalog_xmin IS NOT NULL
-ORDER BY catalogs_only, xmin_age DESC
+ORDER BY catalogs_only, xmin_age DESC, elsewhere DESC
 LIMIT %(shown)s
 """
 
