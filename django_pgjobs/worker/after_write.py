@@ -1,12 +1,17 @@
 """What runs once an attempt's outcome is committed, and the signals of a worker's attempts:
 the callback a handler asked for (``AttemptNotes.on_written``: the Django Tasks backend sends
-``task_finished`` from one) and :mod:`django_pgjobs.signals` (:mod:`.job_signals`).
+``task_finished`` from one), :mod:`django_pgjobs.signals` (:mod:`.job_signals`), and the
+worker's metrics (:class:`Measured`) when it has an exporter.
 
 The completer writes outcomes on the loop thread; these run user code (signal receivers) that
 may be slow or may raise, so they run in a thread of their own, one at a time in the order
 things happened (a ``job_started`` before its job's outcome), never on the loop nor on a
 handler's thread. The thread keeps its own database connections, closed as it exits, as
 handler threads do. Nothing is queued when nothing would run: no callback, no receiver.
+
+Metrics are cheaper still: the loop and handler threads only note each event (an append), and
+one task on this thread applies everything noted since the last (:meth:`Measured.drain`). That
+task is never dropped for a backlog of slow receivers; a scrape drains what is noted too.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable
+from typing import Protocol
 
 from django.db import connections
 
@@ -21,6 +27,7 @@ from django_pgjobs import queries, signals
 from django_pgjobs.jobs.context import AttemptNotes
 from django_pgjobs.jobs.error_text import log_exception
 from django_pgjobs.worker import job_signals
+from django_pgjobs.worker.housekeeping import HousekeepingReport
 from django_pgjobs.worker.outcomes import Outcome, Written
 from django_pgjobs.worker.pool import HandlerPool
 
@@ -38,14 +45,31 @@ _REPORTED = (Outcome.COMPLETED, Outcome.RETRIED, Outcome.BURIED, Outcome.CANCELL
 MAX_WAITING = 1000
 
 
+class Measured(Protocol):
+    """What a worker's metrics hear (:class:`django_pgjobs.metrics.worker.WorkerMetrics`). Each
+    of the first three only notes its event, on the caller's thread, and says whether a
+    :meth:`drain` must be run for it (none is pending yet); :meth:`drain` applies them."""
+
+    def started(self, job: queries.ClaimedJob) -> bool: ...
+
+    def written(self, written: Written, took: float) -> bool: ...
+
+    def rescued(self, *, retried: int, buried: int, unstarted: int) -> bool: ...
+
+    def drain(self) -> None: ...
+
+
 class AfterWrite:
-    def __init__(self, *, name: str) -> None:
+    def __init__(self, *, name: str, metrics: Measured | None = None) -> None:
         self._name = name
+        self._metrics = metrics
         self._pool: HandlerPool | None = None
         self._dropping = False  # warned that callbacks are being dropped
 
     def started(self, job: queries.ClaimedJob, worker_id: str) -> None:
         """A handler begins (called on its thread): ``job_started``, if anyone listens."""
+        if self._metrics is not None and self._metrics.started(job):
+            self._submit(self._metrics.drain, always=True)
         if signals.job_started.has_listeners():
             self._submit(functools.partial(job_signals.send_started, job, worker_id))
 
@@ -54,6 +78,8 @@ class AfterWrite:
     ) -> None:
         """The attempt's ``on_written`` for this outcome, if it has one, and the outcome's
         signals, if anyone listens; ``took``: seconds its handler ran."""
+        if self._metrics is not None and self._metrics.written(written, took):
+            self._submit(self._metrics.drain, always=True)
         callback = notes is not None and notes.on_written is not None
         if not (callback and written.outcome in _REPORTED) and not job_signals.wanted(
             written.outcome
@@ -61,9 +87,23 @@ class AfterWrite:
             return
         self._submit(functools.partial(after_written, notes, written, took, worker_id))
 
-    def _submit(self, call: Callable[[], None]) -> None:
+    def rescued(self, report: HousekeepingReport) -> None:
+        """What this worker's rescue sweep took back from silent workers, for the metrics."""
+        if self._metrics is None or not report.rescued_total:
+            return
+        if self._metrics.rescued(
+            retried=report.rescued, buried=report.rescued_buried, unstarted=report.rescued_unstarted
+        ):
+            self._submit(self._metrics.drain, always=True)
+
+    def _submit(self, call: Callable[[], None], *, always: bool = False) -> None:
+        """Queue ``call`` for the thread; past MAX_WAITING it is dropped unless ``always`` (a
+        metrics drain: one at a time, and what it applies is bounded where it is noted)."""
         if self._pool is None:
             self._pool = HandlerPool(1, name=self._name, on_thread_exit=connections.close_all)
+        if always:
+            self._pool.submit(call)
+            return
         if self._pool.unfinished >= MAX_WAITING:
             if not self._dropping:
                 logger.warning(

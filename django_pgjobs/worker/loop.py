@@ -29,7 +29,7 @@ import psycopg
 from django_pgjobs import queries
 from django_pgjobs.conf import conf
 from django_pgjobs.schedules.scheduler import Scheduler
-from django_pgjobs.worker.after_write import AfterWrite
+from django_pgjobs.worker.after_write import AfterWrite, Measured
 from django_pgjobs.worker.attempt import AttemptResult, run_attempt
 from django_pgjobs.worker.children import ChildRunner
 from django_pgjobs.worker.claims import Claims
@@ -67,7 +67,8 @@ class Worker:
     does one claim-and-run cycle and returns what it did, for tests and embedding. With
     ``scheduler=True`` a thread fires due schedule ticks while ``run()`` runs. With
     ``pool="process"`` each handler thread runs its attempts in a child process of its own,
-    killed at a timeout (:mod:`.children`).
+    killed at a timeout (:mod:`.children`). ``metrics`` (an exporter's) hears of each start,
+    outcome and rescue, on the threads of :mod:`.after_write`.
     """
 
     def __init__(
@@ -82,6 +83,7 @@ class Worker:
         listen: bool | None = None,
         scheduler: bool = False,
         pool: str = "thread",
+        metrics: Measured | None = None,
     ) -> None:
         if pool not in POOLS:
             raise ValueError(f"pool must be one of {', '.join(POOLS)}; got {pool!r}")
@@ -107,7 +109,7 @@ class Worker:
         self._link = LoopConnection(
             alias=self.alias, worker_id=self.worker_id, queues=self.queues, listen=self.listen
         )
-        self._after_write = AfterWrite(name=f"pgjobs-after-{self.worker_id}")
+        self._after_write = AfterWrite(name=f"pgjobs-after-{self.worker_id}", metrics=metrics)
         self._wakeup = Wakeup()
         self._pacing = Pacing(concurrency=self.concurrency, poll_interval=self.poll_interval)
         self._completer = Completer(wake=self._wakeup.ring, on_written=self._written)
@@ -359,6 +361,11 @@ class Worker:
             self.request_stop()
 
     @property
+    def busy_slots(self) -> int:
+        """Handler threads running or about to run an attempt (the exporter's gauge)."""
+        return self._slots.busy
+
+    @property
     def abandoned_threads(self) -> int:
         """Handler threads abandoned after a timeout that have not returned yet."""
         return self._slots.abandoned_threads
@@ -377,6 +384,7 @@ class Worker:
         report.log()
         mark_no_longer_ours(self._inflight.values(), report.lost)
         self.stats.rescued += report.rescued_total
+        self._after_write.rescued(report)
         if report.rescued or report.rescued_unstarted:
             self._pacing.maybe_work = True
 
