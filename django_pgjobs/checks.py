@@ -94,6 +94,35 @@ def _value_errors(config: dict[str, Any]) -> list[str]:
             f"APP_VERSION must be None or a non-empty str of at most 64 characters; "
             f"got {version!r}."
         )
+    problems += _metrics_errors(config)
+    return problems
+
+
+# A token shorter than this could be guessed by a scraper trying tokens; 16 characters of a
+# random token (secrets.token_urlsafe()) are far beyond that.
+MIN_METRICS_TOKEN = 16
+
+
+def _metrics_errors(config: dict[str, Any]) -> list[str]:
+    problems = []
+    cache = config.get("METRICS_CACHE_SECONDS", DEFAULTS["METRICS_CACHE_SECONDS"])
+    if not _is_number(cache) or _seconds(cache) < 0:
+        problems.append(
+            f"METRICS_CACHE_SECONDS must be a number of seconds >= 0 (or a timedelta); got "
+            f"{shown_duration(cache)}."
+        )
+    token = config.get("METRICS_TOKEN")
+    if token is not None and (
+        not isinstance(token, str) or len(token) < MIN_METRICS_TOKEN or token != token.strip()
+    ):
+        # Never the value itself: a check's message ends up in logs and CI output.
+        got = type(token).__name__
+        if isinstance(token, str):
+            got = f"a str of {len(token)} characters"
+        problems.append(
+            f"METRICS_TOKEN must be None or a str of at least {MIN_METRICS_TOKEN} characters "
+            f"without surrounding spaces (secrets.token_urlsafe() makes one); got {got}."
+        )
     return problems
 
 

@@ -93,6 +93,14 @@ DEFAULTS: Final[dict[str, Any]] = {
     "QUEUES": {},
     # Thresholds of the PostgreSQL health warnings: {"XMIN_AGE_SECONDS": 600, ...}.
     "HEALTH": HEALTH_DEFAULTS,
+    # Seconds the database figures of the metrics (manage.py pgjobs metrics, the view, a
+    # worker's exporter) are reused before they are read again; every scraper of a process
+    # shares them. 10 s: a scrape every 15 s reads the database at most once per scrape, and
+    # several scrapers at once (two Prometheus servers, a reload) add nothing. 0: read each time.
+    "METRICS_CACHE_SECONDS": 10.0,
+    # The bearer token that opens the metrics view (Authorization: Bearer <token>) to a scraper
+    # without a staff login. None: staff users only.
+    "METRICS_TOKEN": None,
 }
 
 
@@ -193,6 +201,15 @@ class PgJobsSettings:
         """The health thresholds: the given ones over :data:`HEALTH_DEFAULTS`."""
         value = self.get("HEALTH")
         return {**HEALTH_DEFAULTS, **(value if isinstance(value, dict) else {})}
+
+    @property
+    def METRICS_CACHE_SECONDS(self) -> float:
+        return seconds(self.get("METRICS_CACHE_SECONDS"))
+
+    @property
+    def METRICS_TOKEN(self) -> str | None:
+        value = self.get("METRICS_TOKEN")
+        return None if value is None else str(value)
 
 
 conf = PgJobsSettings()

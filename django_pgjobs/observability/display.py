@@ -32,6 +32,7 @@ LOGGERS = (
     "django_pgjobs.scheduler",
     "django_pgjobs.workflows",
     "django_pgjobs.tasks",
+    "django_pgjobs.metrics",
 )
 
 

@@ -1,5 +1,6 @@
 """``manage.py pgjobs ACTION``: status, list, retry, requeue-dead, cancel, prune, enqueue,
-schedules, run-schedule, queues, pause, resume, queue-limits and health, thin wrappers over the API.
+schedules, run-schedule, queues, pause, resume, queue-limits, health and metrics, thin wrappers
+over the API.
 
 Every line goes through :func:`~django_pgjobs.observability.display.printable` (stored text is
 shown escaped, never as control characters) and every time through
@@ -14,6 +15,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
 
 from django_pgjobs.database import command_database
@@ -23,6 +25,7 @@ from django_pgjobs.jobs import producer as enqueueing
 from django_pgjobs.jobs.registry import registry
 from django_pgjobs.jobs.validation import MAX_TIMEOUT
 from django_pgjobs.management.output import reader_may_leave
+from django_pgjobs.metrics import database_text
 from django_pgjobs.models import JobStatus
 from django_pgjobs.observability.display import local_time, printable
 from django_pgjobs.observability.health import database_health
@@ -110,6 +113,9 @@ class Command(BaseCommand):
             "health",
             help="PostgreSQL health of the queue's tables: dead rows, bloat, vacuum held back, "
             "XID age; exits 1 when something warns.",
+        )
+        sub.add_parser(
+            "metrics", help="The database gauges in Prometheus' text format (the metrics extra)."
         )
         add = sub.add_parser("enqueue", help="Add a job.")
         add.add_argument("job_name")
@@ -334,6 +340,14 @@ class Command(BaseCommand):
         if health.warnings:
             # For cron and monitoring checks: a non-zero status when anything warns.
             raise CommandError(f"{len(health.warnings)} health warning(s).", returncode=1)
+
+    def do_metrics(self, options: dict[str, Any], using: str | None) -> None:
+        try:
+            text = database_text(using=using)
+        except ImproperlyConfigured as exc:
+            raise CommandError(str(exc)) from exc
+        for line in text.splitlines():
+            self.say(line)
 
     def do_enqueue(self, options: dict[str, Any], using: str | None) -> None:
         try:
