@@ -1,10 +1,15 @@
 """Prometheus metrics, through ``prometheus_client`` (the ``metrics`` extra).
 
-The database gauges (:mod:`.collector`, read by :mod:`.readings`): jobs by queue and state, dead
-letters, the oldest due job's age, live workers and busy slots, schedules, workflows, queue
-limits. Computed at scrape time by bounded statements and reused for
-``PGJOBS["METRICS_CACHE_SECONDS"]``: the same from any process, so served by ``manage.py pgjobs
-metrics`` and the view (:mod:`.views`) alike. docs/howto/observability.md#metrics lists them.
+Two kinds, served in three places (docs/howto/observability.md#metrics lists every metric):
+
+- **Database gauges** (:mod:`.collector`, read by :mod:`.readings`): jobs by queue and state,
+  dead letters, the oldest due job's age, live workers and busy slots, schedules, workflows,
+  queue limits. Computed at scrape time by bounded statements and reused for
+  ``PGJOBS["METRICS_CACHE_SECONDS"]``: the same from any process, so served by
+  ``manage.py pgjobs metrics``, the view (:mod:`.views`) and a worker's exporter alike.
+- **Worker counters and histograms** (:mod:`.worker`): runs by outcome, failures, retries,
+  rescues, run durations, start latency, this worker's slots. Only a process that runs jobs has
+  them, so only a worker's exporter (``pgjobs_worker --metrics-port``) serves them.
 
 Nothing here imports ``prometheus_client`` until asked: ``import django_pgjobs`` never needs it.
 """

@@ -1,5 +1,5 @@
 """Without prometheus_client (the metrics extra not installed): django_pgjobs imports and runs;
-the command and the view say how to install it."""
+the command and the view say how to install it; the worker's flag refuses to start."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
 from django.test import Client
 
+from django_pgjobs import enqueue, get_job
 from django_pgjobs.metrics import MISSING
+from django_pgjobs.models import Worker as WorkerRow
 from tests.helpers import ROOT
 
 
@@ -39,6 +41,17 @@ def test_the_view_says_how_to_install_it_to_staff(client: Client) -> None:
     response = client.get("/pgjobs/metrics")
     assert response.status_code == 501
     assert response.content.decode() == MISSING
+
+
+@pytest.mark.django_db
+@pytest.mark.usefixtures("no_prometheus_client")
+def test_the_worker_flag_refuses_to_start() -> None:
+    job_id = enqueue("test.record")
+    with pytest.raises(CommandError, match=r"pip install django-pgjobs\[metrics\]"):
+        call_command("pgjobs_worker", "--metrics-port", "0", "--burst")
+    # Refused before anything ran: no worker registered, the job still waiting.
+    assert not WorkerRow.objects.exists()
+    assert get_job(job_id).status == "pending"
 
 
 def test_importing_the_package_and_its_worker_never_needs_it() -> None:

@@ -7,6 +7,7 @@ import sys
 from argparse import ArgumentParser
 from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connections
 
@@ -14,6 +15,7 @@ from django_pgjobs.conf import conf
 from django_pgjobs.database import command_database, require_migrated
 from django_pgjobs.exceptions import PgJobsError, WorkerIdInUse
 from django_pgjobs.jobs.registry import registry
+from django_pgjobs.metrics import require_prometheus_client
 from django_pgjobs.observability.display import printable
 from django_pgjobs.queries.base import WORKFLOW_JOB_PREFIX
 from django_pgjobs.worker.loop import POOLS, Worker
@@ -68,6 +70,20 @@ class Command(BaseCommand):
             help="Where handlers run: in the worker's threads (default), or each thread's in a "
             "child process of its own, killed at a timeout.",
         )
+        parser.add_argument(
+            "--metrics-port",
+            type=int,
+            default=None,
+            metavar="PORT",
+            help="Serve Prometheus metrics on this port: the worker's counters and histograms "
+            "and the database gauges (0: any free port; needs the metrics extra).",
+        )
+        parser.add_argument(
+            "--metrics-address",
+            default=None,
+            metavar="ADDRESS",
+            help="Address the metrics port listens on (default 127.0.0.1: this host only).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["concurrency"] is not None and options["concurrency"] < 1:
@@ -80,6 +96,7 @@ class Command(BaseCommand):
             raise CommandError(
                 "--queues was given but names no queue; omit it to serve all queues."
             )
+        metrics = self._metrics(options["metrics_port"], options["metrics_address"])
         try:
             # Refuse a database `migrate` has not fully upgraded: every claim would fail on a
             # missing table or column, and the loop would retry it for ever.
@@ -97,7 +114,9 @@ class Command(BaseCommand):
             # A burst drains the queue and exits: no place to wait for schedule ticks.
             scheduler=not options["no_scheduler"] and not options["burst"],
             pool=options["pool"],
+            metrics=metrics,
         )
+        exporter = self._start_exporter(worker, metrics, options)
         # A workflow's runner is registered as a job too (pgjobs.workflow:<version>): name the
         # workflows instead of that internal name.
         names = [name for name in registry.names() if not name.startswith(WORKFLOW_JOB_PREFIX)]
@@ -106,7 +125,9 @@ class Command(BaseCommand):
             f"pgjobs worker {worker.worker_id}: queues={','.join(worker.queues) or 'all'} "
             f"concurrency={worker.concurrency} pool={worker.pool} handlers={len(names)} "
             f"({', '.join(names) or 'none'}) workflows={len(flows)} ({', '.join(flows) or 'none'})"
+            + ("" if exporter is None else f" metrics={exporter.url}")
         )
+        self.stdout.flush()  # a supervisor (or a test) reading a pipe learns the port now
         # The start-up checks (pending migrations) opened this thread's Django connection; the
         # worker never uses it, so it would sit idle as long as the process lives.
         connections.close_all()
@@ -117,6 +138,8 @@ class Command(BaseCommand):
             raise CommandError(printable(exc)) from exc
         finally:
             restore_signals()
+            if exporter is not None:
+                exporter.close()
         # What ended, then what went back to the queue (the last two only when there were any).
         said = [
             f"{stats.completed} completed", f"{stats.retried} retried",
@@ -137,3 +160,32 @@ class Command(BaseCommand):
             os._exit(status)
         if status:
             sys.exit(status)
+
+    def _metrics(self, port: int | None, address: str | None) -> Any:
+        """The worker's metrics, if --metrics-port asks for them; refused before anything runs
+        when prometheus_client is missing."""
+        if port is None:
+            if address is not None:
+                raise CommandError("--metrics-address needs --metrics-port.")
+            return None
+        if not 0 <= port <= 65535:
+            raise CommandError(f"--metrics-port must be a port number (0 to 65535); got {port}.")
+        try:
+            require_prometheus_client()
+        except ImproperlyConfigured as exc:
+            raise CommandError(str(exc)) from exc
+        from django_pgjobs.metrics.worker import WorkerMetrics
+
+        return WorkerMetrics()
+
+    def _start_exporter(self, worker: Worker, metrics: Any, options: dict[str, Any]) -> Any:
+        if metrics is None:
+            return None
+        from django_pgjobs.metrics.exporter import DEFAULT_ADDRESS, start_exporter
+
+        metrics.watch(slots=worker.concurrency, busy=lambda: worker.busy_slots)
+        port, address = options["metrics_port"], options["metrics_address"] or DEFAULT_ADDRESS
+        try:
+            return start_exporter(metrics, port=port, address=address, using=worker.alias)
+        except OSError as exc:
+            raise CommandError(f"Cannot serve metrics on {address} port {port}: {exc}") from exc
