@@ -50,7 +50,7 @@ FAMILIES: dict[str, tuple[str, tuple[str, ...]]] = {
         (),
     ),
     "pgjobs_schedule_enabled": (
-        "1 if the schedule fires, 0 if disabled or orphaned.",
+        "1 if the schedule is enabled and still declared, 0 if disabled or orphaned.",
         ("schedule",),
     ),
     "pgjobs_schedule_last_fire_timestamp_seconds": (

@@ -174,7 +174,8 @@ FROM pgjobs_queues ORDER BY name LIMIT %(series)s
 """
 
 _SCHEDULES = """
-SELECT name, enabled AND NOT orphaned, last_run_at, next_run_at, cron, timezone, start_at, end_at
+SELECT name, enabled AND NOT orphaned, last_run_at, next_run_at, cron, timezone, start_at, end_at,
+       updated_at
 FROM pgjobs_schedules ORDER BY name LIMIT %(series)s
 """
 
@@ -233,13 +234,17 @@ def _schedule(
     zone: str,
     start: datetime | None,
     end: datetime | None,
+    updated_at: datetime | None,
 ) -> ScheduleReading:
     next_fire: Any = next_run_at
-    if not enabled:
-        next_fire = None
+    if not enabled or (end is not None and next_fire is not None and next_fire > end):
+        next_fire = None  # no scheduler fires it (queries.schedules: its window has closed)
     elif next_fire is None:
-        # Cleared by an edit until a scheduler recomputes it: what it will compute. A row
-        # written by SQL with an expression no scheduler can read has none.
-        upcoming, _ = fire_times(cron, zone, start=start, end=end, now=now, count=1)
+        # Cleared by an edit (or a new row) until a scheduler computes it, from its clock when
+        # it sees the row, which a NOTIFY makes at once. So the first fire after the row last
+        # changed: what a running scheduler stores; with none running, a time that passes and
+        # shows it. A row written by SQL with an expression no scheduler can read has none.
+        since = now if updated_at is None else min(updated_at, now)
+        upcoming, _ = fire_times(cron, zone, start=start, end=end, now=since, count=1)
         next_fire = upcoming[0] if upcoming else None
     return ScheduleReading(name, bool(enabled), last_run_at, next_fire)

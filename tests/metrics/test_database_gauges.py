@@ -160,16 +160,30 @@ def test_schedules_last_and_next_fire() -> None:
     Schedule.objects.create(name="off", cron="* * * * *", job_name="test.record", enabled=False)
     Schedule.objects.create(name="removed", cron="* * * * *", job_name="test.record")
     Schedule.objects.filter(name="removed").update(orphaned=True, next_run_at=upcoming)
+    # Its window closed before the tick a scheduler stored: that tick never fires.
+    Schedule.objects.create(
+        name="ended", cron="0 * * * *", job_name="test.record", end_at=upcoming - timedelta(hours=1)
+    )
+    Schedule.objects.filter(name="ended").update(next_run_at=upcoming)
+    # Added an hour ago and never seen by a scheduler: its first tick is overdue, which is
+    # what says that no scheduler runs.
+    sql(
+        "INSERT INTO pgjobs_schedules (name, cron, job_name, timezone, enabled, catch_up, "
+        "catch_up_limit, source, orphaned, payload, updated_at) VALUES ('unseen', "
+        "'0 * * * *', 'test.record', 'UTC', true, 'skip', 1, 'database', false, '{}', "
+        "now() - interval '61 minutes')"
+    )
 
     scrape = scrape_command()
     assert scrape.by("pgjobs_schedule_enabled", "schedule") == {
-        "nightly": 1, "new-year": 1, "off": 0, "removed": 0,
+        "nightly": 1, "new-year": 1, "off": 0, "removed": 0, "ended": 1, "unseen": 1,
     }  # fmt: skip
     assert scrape.by("pgjobs_schedule_last_fire_timestamp_seconds", "schedule") == {
         "nightly": last.timestamp()
     }
     next_fire = scrape.by("pgjobs_schedule_next_fire_timestamp_seconds", "schedule")
-    assert next_fire.keys() == {"nightly", "new-year"}  # the others will not fire
+    assert next_fire.keys() == {"nightly", "new-year", "unseen"}  # the others will not fire
+    assert next_fire["unseen"] < timezone.now().timestamp()
     assert next_fire["nightly"] == pytest.approx(upcoming.timestamp(), abs=1e-3)
     new_year = datetime.fromtimestamp(next_fire["new-year"], UTC)
     assert (new_year.month, new_year.day, new_year.hour, new_year.minute) == (1, 1, 0, 0)
