@@ -117,13 +117,16 @@ _LIMITS = {
 _lock = threading.Lock()
 # alias: (time.monotonic() of the read, its families)
 _cache: dict[str, tuple[float, list[Metric]]] = {}
+# alias: time.monotonic() of the last read that failed
+_failed: dict[str, float] = {}
 
 
 class DatabaseCollector:
     """The database gauges of ``using``'s queue. ``close_connection``: close this thread's
     connection after a read (the exporter's threads are not Django's, and each scrape may come
-    on a new one). ``quiet``: a database error is logged and the gauges are left out of that
-    scrape, instead of failing it (a worker's exporter keeps serving its counters)."""
+    on a new one). ``quiet``: a database error is logged and the gauges are left out of the
+    scrapes of that window, instead of failing them (a worker's exporter keeps serving its
+    counters)."""
 
     def __init__(
         self, *, using: str | None = None, close_connection: bool = False, quiet: bool = False
@@ -138,13 +141,20 @@ class DatabaseCollector:
 
     def collect(self) -> Iterable[Metric]:
         alias = self.using or conf.DATABASE
+        window = conf.METRICS_CACHE_SECONDS
         with _lock:
             cached = _cache.get(alias)
-            if cached is not None and time.monotonic() - cached[0] < conf.METRICS_CACHE_SECONDS:
+            if cached is not None and time.monotonic() - cached[0] < window:
                 return cached[1]
+            failed = _failed.get(alias)
+            if self.quiet and failed is not None and time.monotonic() - failed < window:
+                # The database failed a read this window: try again after it, not on every
+                # scrape (each would wait for a connection that is not coming, under the lock).
+                return []
             try:
                 families = database_families(read_figures(using=alias)) + health_families(alias)
             except DatabaseError:
+                _failed[alias] = time.monotonic()
                 if not self.quiet:
                     raise
                 logger.warning("Reading the metrics' database figures failed", exc_info=True)
@@ -152,14 +162,16 @@ class DatabaseCollector:
             finally:
                 if self.close_connection:
                     connections[alias].close()
+            _failed.pop(alias, None)
             _cache[alias] = (time.monotonic(), families)
             return families
 
 
 def forget_cached() -> None:
-    """Drop every process's cached figures: the next scrape reads the database."""
+    """Drop the process's cached figures (and failures): the next scrape reads the database."""
     with _lock:
         _cache.clear()
+        _failed.clear()
 
 
 def database_registry(*, using: str | None = None) -> CollectorRegistry:

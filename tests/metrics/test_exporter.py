@@ -101,6 +101,10 @@ def test_a_database_that_is_down_leaves_the_gauges_out_of_a_workers_scrape(
     quiet = DatabaseCollector(using="unreachable", quiet=True, close_connection=True)
     assert list(quiet.collect()) == []
     assert "Reading the metrics' database figures failed" in caplog.text
+    # Not tried again within the window: the next scrapes are answered at once.
+    caplog.clear()
+    assert list(quiet.collect()) == []
+    assert caplog.text == ""
     # The command and the view fail instead: Prometheus marks the target down.
     with pytest.raises(Exception, match="connection"):
         list(DatabaseCollector(using="unreachable").collect())
