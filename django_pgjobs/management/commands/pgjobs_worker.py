@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from argparse import ArgumentParser
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
@@ -21,6 +21,10 @@ from django_pgjobs.queries.base import WORKFLOW_JOB_PREFIX
 from django_pgjobs.worker.loop import POOLS, Worker
 from django_pgjobs.worker.process import configure_logging
 from django_pgjobs.workflows.registry import workflows
+
+if TYPE_CHECKING:
+    from django_pgjobs.metrics.exporter import Exporter
+    from django_pgjobs.metrics.worker import WorkerMetrics
 
 
 def _queues(value: str) -> list[str]:
@@ -161,7 +165,7 @@ class Command(BaseCommand):
         if status:
             sys.exit(status)
 
-    def _metrics(self, port: int | None, address: str | None) -> Any:
+    def _metrics(self, port: int | None, address: str | None) -> WorkerMetrics | None:
         """The worker's metrics, if --metrics-port asks for them; refused before anything runs
         when prometheus_client is missing."""
         if port is None:
@@ -178,7 +182,9 @@ class Command(BaseCommand):
 
         return WorkerMetrics()
 
-    def _start_exporter(self, worker: Worker, metrics: Any, options: dict[str, Any]) -> Any:
+    def _start_exporter(
+        self, worker: Worker, metrics: WorkerMetrics | None, options: dict[str, Any]
+    ) -> Exporter | None:
         if metrics is None:
             return None
         from django_pgjobs.metrics.exporter import DEFAULT_ADDRESS, start_exporter
@@ -188,4 +194,5 @@ class Command(BaseCommand):
         try:
             return start_exporter(metrics, port=port, address=address, using=worker.alias)
         except OSError as exc:
+            worker.close()  # its wake-up pipe, for a caller that goes on (call_command)
             raise CommandError(f"Cannot serve metrics on {address} port {port}: {exc}") from exc
