@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
 from django_pgjobs.conf import conf
+from django_pgjobs.metrics import health
 from django_pgjobs.metrics.readings import Readings, read_figures
 
 logger = logging.getLogger("django_pgjobs.metrics")
@@ -137,7 +138,7 @@ class DatabaseCollector:
 
     def describe(self) -> list[Metric]:
         # The names only: a registry checks them for clashes without reading the database.
-        return [_family(name) for name in FAMILIES]
+        return [_family(name) for name in FAMILIES] + health.described()
 
     def collect(self) -> Iterable[Metric]:
         alias = self.using or conf.DATABASE
@@ -152,7 +153,9 @@ class DatabaseCollector:
                 # scrape (each would wait for a connection that is not coming, under the lock).
                 return []
             try:
-                families = database_families(read_figures(using=alias)) + health_families(alias)
+                families = database_families(read_figures(using=alias)) + health.health_families(
+                    alias
+                )
             except DatabaseError:
                 _failed[alias] = time.monotonic()
                 if not self.quiet:
@@ -220,13 +223,6 @@ def database_families(readings: Readings) -> list[Metric]:
     add("pgjobs_metrics_read_timestamp_seconds", [], readings.now.timestamp())
     add("pgjobs_metrics_read_duration_seconds", [], readings.seconds)
     return list(families.values())
-
-
-def health_families(alias: str) -> list[Metric]:
-    """The PostgreSQL health gauges (dead tuples, vacuum, the xmin horizon, XID age) of
-    :mod:`django_pgjobs.observability.health`, read with the figures above and cached with
-    them. None yet: the health work adds them here."""
-    return []
 
 
 def _family(name: str) -> GaugeMetricFamily:

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     from django_pgjobs.observability.health import Health, TableHealth
     from django_pgjobs.observability.horizon import HorizonHolder
 
+# Every HealthWarning.kind, in the order the warnings come (the metrics export each, 0 or not).
+WARNING_KINDS = ("xmin_horizon", "dead_rows", "bloat", "xid_age", "multixact_age")
 # Where PostgreSQL stops assigning transaction IDs (2^31 less its 3-million safety margin).
 XID_STOP = 2**31 - 3_000_000
 _OLDEST_TABLES = (
@@ -56,7 +58,7 @@ class HealthThresholds:
 class HealthWarning:
     """Something wrong, with its figures, and what to do about it."""
 
-    # dead_rows, bloat, xmin_horizon, xid_age or multixact_age: a label for the metrics.
+    # One of WARNING_KINDS: a label for the metrics.
     kind: str
     # The table, database, or holder (session pid, prepared transaction, slot) it is about.
     subject: str
