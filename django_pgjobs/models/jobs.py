@@ -284,6 +284,11 @@ class Worker(models.Model):
     # only the row with its own token (host and pid cannot tell containers apart). NULL: a row
     # written before migration 0015, taken over only once silent.
     instance_token = models.UUIDField(null=True, blank=True, editable=False)
+    # A JSON array of the job names the worker claims (its handlers; a workflow's runner is
+    # ``pgjobs.workflow:<code version>``), written when it registers. NULL: not known (a worker
+    # started before migration 0019, or a row written by SQL). Read by explain_job and the
+    # dashboard: "no live worker has its handler".
+    handlers = StoredJSONField(null=True, blank=True, editable=False)
 
     class Meta:
         db_table = "pgjobs_workers"

@@ -118,9 +118,11 @@ def heartbeat(
     cur.execute(
         f"""
         WITH me AS (
-            INSERT INTO pgjobs_workers (id, hostname, pid, queues, concurrency, instance_token)
+            -- A row swept while this worker was presumed dead comes back whole, handlers too.
+            INSERT INTO pgjobs_workers (id, hostname, pid, queues, concurrency, instance_token,
+                                        handlers)
             VALUES (%(id)s, %(hostname)s, %(pid)s, %(queues)s::jsonb, %(concurrency)s,
-                    %(instance_token)s)
+                    %(instance_token)s, %(handlers)s::jsonb)
             ON CONFLICT (id) DO UPDATE SET last_heartbeat_at = now()
             -- Never renew another process's row under the same id (see register_worker).
             WHERE pgjobs_workers.instance_token = EXCLUDED.instance_token
@@ -146,6 +148,7 @@ def heartbeat(
         WHERE NOT EXISTS (SELECT 1 FROM pgjobs_job_queue AS j WHERE {HELD_FENCE})
         """,
         {
+            "handlers": None,
             **worker,
             **token_params(tokens),
             "began_ids": uuid_array(token[0] for token, _ in started),

@@ -85,22 +85,24 @@ def register_worker(cur: Cursor, *, worker: dict[str, Any], silent_seconds: floa
     carries this process's own ``instance_token``. Never by host name and pid: two containers
     with one host name and both pid 1 are two processes. One statement, so two processes
     starting under one id cannot both win: the loser's ON CONFLICT sees the winner's fresh row.
-    Locks the worker's row.
+    Locks the worker's row. ``worker["handlers"]``: a JSON array of the job names it claims
+    (absent or None: not known, stored as NULL).
     """
     cur.execute(
         """
-        INSERT INTO pgjobs_workers (id, hostname, pid, queues, concurrency, instance_token)
+        INSERT INTO pgjobs_workers (id, hostname, pid, queues, concurrency, instance_token,
+                                    handlers)
         VALUES (%(id)s, %(hostname)s, %(pid)s, %(queues)s::jsonb, %(concurrency)s,
-                %(instance_token)s)
+                %(instance_token)s, %(handlers)s::jsonb)
         ON CONFLICT (id) DO UPDATE
         SET hostname = EXCLUDED.hostname, pid = EXCLUDED.pid, queues = EXCLUDED.queues,
             concurrency = EXCLUDED.concurrency, instance_token = EXCLUDED.instance_token,
-            started_at = now(), last_heartbeat_at = now()
+            handlers = EXCLUDED.handlers, started_at = now(), last_heartbeat_at = now()
         WHERE pgjobs_workers.last_heartbeat_at < now() - make_interval(secs => %(silent)s)
            OR pgjobs_workers.instance_token = EXCLUDED.instance_token
         RETURNING true
         """,
-        {**worker, "silent": silent_seconds},
+        {"handlers": None, **worker, "silent": silent_seconds},
     )
     return cur.fetchone() is not None
 

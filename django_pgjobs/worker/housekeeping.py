@@ -30,6 +30,7 @@ from django_pgjobs import queries
 from django_pgjobs.conf import conf
 from django_pgjobs.exceptions import WorkerIdInUse
 from django_pgjobs.jobs.operations import prune_finished
+from django_pgjobs.jobs.registry import registry
 from django_pgjobs.observability.display import printable
 from django_pgjobs.queues.control import write_declared
 from django_pgjobs.worker.connection import ERROR_BACKOFF
@@ -106,6 +107,9 @@ class Housekeeper:
         silent; a clean stop deletes it at once). The process is known by its random instance
         token, never by host name and pid, which two containers can share.
         """
+        # The job names it claims, as its claims name them (explain_job reads them): taken
+        # now, once the apps have registered every handler and workflow runner.
+        self._row["handlers"] = json.dumps(registry.names())
         if queries.register_worker(
             conn.cursor(), worker=self._row, silent_seconds=self.silent_seconds
         ):

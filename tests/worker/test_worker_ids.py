@@ -77,3 +77,26 @@ def test_a_silent_worker_s_id_is_taken_over_even_from_a_row_without_a_token() ->
         token = str(uuid.uuid4())
         assert queries.register_worker(cur, worker=row(token), silent_seconds=60)
     assert str(WorkerRow.objects.get(id="twin").instance_token) == token
+
+
+def test_a_worker_records_the_job_names_it_claims_and_a_swept_row_comes_back_with_them(
+    make_worker: type[Worker],
+) -> None:
+    """explain_job reads them: "no live worker has its handler" (migration 0019)."""
+    from django_pgjobs.jobs.registry import registry
+
+    worker = make_worker(worker_id="lister")
+    worker.run_once()  # registers
+    assert WorkerRow.objects.get(id="lister").handlers == registry.names()
+    assert "test.record" in registry.names()
+    WorkerRow.objects.filter(id="lister").delete()  # presumed dead and forgotten
+    conn = worker._link.conn
+    assert conn is not None
+    worker._housekeeper.run_due(conn, [], force=True)  # its next heartbeat
+    assert WorkerRow.objects.get(id="lister").handlers == registry.names()
+
+
+def test_a_row_without_handlers_stores_null_not_known() -> None:
+    with connection.cursor() as cur:
+        assert queries.register_worker(cur, worker=row(str(uuid.uuid4())), silent_seconds=60)
+    assert WorkerRow.objects.get(id="twin").handlers is None
