@@ -37,6 +37,7 @@ _EXPORTS = {
     "get_job": "django_pgjobs.jobs.operations",
     "retry_job": "django_pgjobs.jobs.operations",
     "cancel_job": "django_pgjobs.jobs.operations",
+    "explain_job": "django_pgjobs.observability.explain",
     "cron": "django_pgjobs.schedules.declarations",
     "schedule": "django_pgjobs.schedules.declarations",
     "workflow": "django_pgjobs.workflows.definitions",
@@ -83,6 +84,7 @@ if TYPE_CHECKING:
     from django_pgjobs.jobs.producer import enqueue_many as enqueue_many
     from django_pgjobs.jobs.producer import enqueue_on_commit as enqueue_on_commit
     from django_pgjobs.jobs.registry import job as job
+    from django_pgjobs.observability.explain import explain_job as explain_job
     from django_pgjobs.schedules.declarations import cron as cron
     from django_pgjobs.schedules.declarations import schedule as schedule
     from django_pgjobs.workflows.api import cancel_workflow as cancel_workflow

@@ -1,0 +1,70 @@
+"""Why is this job not running? :func:`explain_job` names what holds a job back, in words and
+in fields a program can read; ``manage.py pgjobs explain``, the admin's job page and the
+dashboard show what it says.
+
+A due job is judged by the classification in :mod:`django_pgjobs.queries.explain`, which reads
+what the claim reads, so the answer is the claim's: "claimable" means the next claim of a live
+worker that has its handler may take it, and every other answer names a reason the claim passes
+it over. Everything is read in one snapshot, with the database's clock.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db import connections, transaction
+
+from django_pgjobs.conf import conf
+from django_pgjobs.exceptions import JobNotFound, JobStateError
+from django_pgjobs.observability import explain_messages as say
+from django_pgjobs.observability.explanation import (
+    COUNT_CAP,
+    Blocker,
+    Explanation,
+    silent_seconds,
+)
+from django_pgjobs.queries import explain as sql
+
+__all__ = ["Blocker", "Explanation", "explain_job"]
+
+
+def explain_job(job_id: uuid.UUID | str, *, using: str | None = None) -> Explanation:
+    """Why the job (or dead letter) ``job_id`` is not running; raises :class:`JobNotFound` for
+    an id that is neither (or not a UUID). Read-only: a handful of small reads in one
+    ``REPEATABLE READ`` snapshot."""
+    pk = _as_uuid(job_id)
+    alias = using or conf.DATABASE
+    connection = connections[alias]
+    outermost = not connection.in_atomic_block
+    with transaction.atomic(using=alias), connection.cursor() as cur:
+        if outermost:  # (inside a caller's transaction its isolation level stands)
+            cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        # One snapshot sees the job due in both reads; a caller's READ COMMITTED transaction
+        # may see a claim take it in between: then the job is read again.
+        for _ in range(3):
+            job = sql.find_job(cur, job_id=pk)
+            if job is None:
+                dead = sql.find_dead_letter(cur, job_id=pk)
+                if dead is None:
+                    raise JobNotFound(f"No job or dead letter has the id {pk}.")
+                return say.dead_letter(pk, dead)
+            if job.status in ("completed", "cancelled"):
+                return say.finished(pk, job)
+            if job.status == "running":
+                count, _ = sql.live_workers(cur, silent_seconds=silent_seconds(), limit=0)
+                return say.running(pk, job, silent=silent_seconds(), live_workers=count)
+            if job.scheduled_for > job.now:
+                return say.not_due(pk, job)
+            facts = sql.classify_job(cur, job_id=pk, silent_seconds=silent_seconds(), cap=COUNT_CAP)
+            if facts is not None:
+                return say.due(cur, pk, job, facts)
+    raise JobStateError(f"Job {pk} kept changing while it was being explained; ask again.")
+
+
+def _as_uuid(job_id: uuid.UUID | str) -> uuid.UUID:
+    if isinstance(job_id, uuid.UUID):
+        return job_id
+    try:
+        return uuid.UUID(str(job_id).strip())
+    except ValueError:
+        raise JobNotFound(f"{job_id!r} is not a job id (a UUID).") from None

@@ -1,0 +1,321 @@
+"""The sentences of :func:`~django_pgjobs.observability.explain.explain_job`, one function per
+kind of answer, each building the :class:`Explanation` with the data behind its words.
+
+Times are shown in the project's ``TIME_ZONE`` with their offset (``local_time``) and as a
+distance from the database's clock; stored text (job names, keys, errors) goes in as stored:
+whoever prints it escapes it (the commands' ``say``, the admin's templates).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+
+from django_pgjobs.conf import conf
+from django_pgjobs.observability.display import local_time
+from django_pgjobs.observability.explanation import (
+    COUNT_CAP,
+    NAMED,
+    Blocker,
+    Explanation,
+    silent_seconds,
+)
+from django_pgjobs.queries import explain as sql
+from django_pgjobs.queries.base import WORKFLOW_JOB_PREFIX, WORKFLOW_KEY_PREFIX, Cursor
+from django_pgjobs.queries.explain import DeadLetterRow, DueJobFacts, JobRow
+
+
+def _span(delta: timedelta) -> str:
+    return str(timedelta(seconds=max(round(delta.total_seconds()), 0)))
+
+
+def _at(moment: datetime, now: datetime) -> str:
+    """A time and how far it is from now: '2026-12-03 15:04:05+0100 (in 0:00:12)'."""
+    if moment >= now:
+        return f"{local_time(moment)} (in {_span(moment - now)})"
+    return f"{local_time(moment)} ({_span(now - moment)} ago)"
+
+
+def _capped(count: int) -> str:
+    return f"{COUNT_CAP:,}+" if count >= COUNT_CAP else f"{count:,}"
+
+
+def _ids(pairs: list[tuple[uuid.UUID, str | None]]) -> str:
+    return ", ".join(f"{job_id} on {worker or 'no worker'}" for job_id, worker in pairs)
+
+
+def _key(job: JobRow) -> str:
+    if job.partition_key is None:
+        return "the jobs without a partition key"
+    return f"partition key {job.partition_key!r}"
+
+
+def dead_letter(job_id: uuid.UUID, dead: DeadLetterRow) -> Explanation:
+    error = f" ({dead.error_line})" if dead.error_line else ""
+    message = (
+        f"Dead-lettered: moved to the dead letters at {local_time(dead.failed_at)} after "
+        f"attempt {dead.attempt} of {dead.max_attempts} failed{error}. Nothing holds it back, "
+        "and nothing will run it again until it is retried: "
+        f"`manage.py pgjobs retry {job_id}`, retry_dead_letter_job(), or Requeue on the "
+        "admin's dead letters page."
+    )
+    return Explanation(
+        job_id, Blocker.FINISHED, message, "dead", dead.job_name, dead.queue, until=None
+    )
+
+
+def finished(job_id: uuid.UUID, job: JobRow) -> Explanation:
+    when = "" if job.completed_at is None else f" at {local_time(job.completed_at)}"
+    if job.status == "completed":
+        message = f"Completed{when}: it has run, nothing holds it back."
+    else:
+        message = (
+            f"Cancelled{when}: nothing holds it back, and it will not run "
+            f"unless it is retried (`manage.py pgjobs retry {job_id}`, retry_job())."
+        )
+    return _made(job_id, job, Blocker.FINISHED, message)
+
+
+def running(job_id: uuid.UUID, job: JobRow, *, silent: float, live_workers: int) -> Explanation:
+    worker = job.locked_by or "(no worker recorded)"
+    now = job.now
+    attempt = f"attempt {job.attempt} of {job.max_attempts}"
+    if job.locked_at is None:
+        started = (
+            f"Claimed ahead by worker {worker} ({attempt}), which starts it when a thread is free."
+        )
+    else:
+        started = f"Running on worker {worker} ({attempt}, started {_at(job.locked_at, now)})."
+    lease = job.lease_expires_at
+    heartbeat = job.worker_heartbeat_at
+    alive = heartbeat is not None and heartbeat >= now - timedelta(seconds=silent)
+    if lease is None:
+        held = (
+            "It has no lease expiry (a row written by SQL?), so no rescue will hand it back: "
+            f"cancel it or retry it (`manage.py pgjobs cancel {job_id}`)."
+        )
+    elif alive and lease > now:
+        assert heartbeat is not None
+        held = (
+            f"The worker is alive (last heartbeat {_span(now - heartbeat)} ago) and renews the "
+            f"lease, which runs to {local_time(lease)}."
+        )
+    else:
+        if heartbeat is None:
+            state = "has no worker row (it stopped, or was presumed dead and forgotten)"
+        elif alive:
+            state = (
+                f"is alive (last heartbeat {_span(now - heartbeat)} ago) but let this lease lapse"
+            )
+        else:
+            state = f"has been silent since {_at(heartbeat, now)}"
+        end = "the dead letters" if job.attempt >= job.max_attempts else "the queue, due at once"
+        if lease > now:
+            when = f"Its lease expires at {_at(lease, now)}; then"
+        else:
+            when = f"Its lease expired at {_at(lease, now)}:"
+        if live_workers:
+            rescue = (
+                f"{when} the rescue sweep of a live worker (every {conf.HEARTBEAT_SECONDS:g}s) "
+                f"hands it back to {end}."
+            )
+        else:
+            rescue = (
+                f"{when} the rescue sweep hands it back to {end}, but no worker is live to run "
+                "it: the first worker to start does, after its start-up hold."
+            )
+        held = f"Worker {worker} {state}. {rescue}"
+    message = f"{started} {held}"
+    return _made(job_id, job, Blocker.RUNNING, message, until=lease, worker_id=job.locked_by)
+
+
+def not_due(job_id: uuid.UUID, job: JobRow) -> Explanation:
+    due = _at(job.scheduled_for, job.now)
+    if job.failed and job.attempt > 0:
+        error = f" ({job.error_line})" if job.error_line else ""
+        message = (
+            f"Awaiting retry: attempt {job.attempt} of {job.max_attempts} "
+            f"failed{error}, and the next attempt is due at {due}."
+        )
+        return _made(job_id, job, Blocker.AWAITING_RETRY, message, until=job.scheduled_for)
+    message = f"Scheduled for later: due at {due}. (`manage.py pgjobs retry {job_id}` runs it now.)"
+    return _made(job_id, job, Blocker.SCHEDULED, message, until=job.scheduled_for)
+
+
+def due(cur: Cursor, job_id: uuid.UUID, job: JobRow, facts: DueJobFacts) -> Explanation:
+    """A pending job that is due: what the classification found, in words."""
+    blocker = Blocker(facts.blocker)
+    queue = job.queue
+    blocking: list[uuid.UUID] = []
+    until: datetime | None = None
+    ahead: int | None = None
+    if blocker is Blocker.PAUSED:
+        message = (
+            f"Queue {queue} is paused: it accepts jobs and starts none until it is resumed "
+            f"(`manage.py pgjobs resume {queue}`, resume_queue(), or the admin's queues page)."
+        )
+    elif blocker in (Blocker.QUEUE_CONCURRENCY, Blocker.WORKER_CONCURRENCY):
+        held = sql.running_jobs(cur, queue=queue, partition_key=None, keyed=False, limit=NAMED)
+        blocking = [running_id for running_id, _ in held]
+        if blocker is Blocker.QUEUE_CONCURRENCY:
+            message = (
+                f"Queue {queue} is at its concurrency limit: {facts.running} of "
+                f"{facts.concurrency} jobs running across all workers ({_ids(held)}). It "
+                "starts when one of them ends."
+            )
+        else:
+            message = (
+                f"Each of the {facts.capable} live worker(s) that can run it holds "
+                f"{facts.worker_concurrency} or more jobs of queue {queue}, the queue's "
+                f"worker_concurrency ({_ids(held)}). It starts when one of them ends."
+            )
+    elif blocker is Blocker.PARTITION_CONCURRENCY:
+        held = sql.running_jobs(
+            cur, queue=queue, partition_key=job.partition_key, keyed=True, limit=NAMED
+        )
+        blocking = [running_id for running_id, _ in held]
+        message = (
+            f"In queue {queue}, {_key(job)} is at its partition_concurrency: "
+            f"{facts.key_running} of {facts.partition_concurrency} running ({_ids(held)}). It "
+            "starts when one of them ends."
+        )
+    elif blocker is Blocker.KEY_ORDER:
+        blocking = sql.earlier_in_key(cur, job_id=job_id, limit=NAMED)
+        message = (
+            f"In queue {queue}, {_capped(facts.ahead_in_key)} due job(s) of {_key(job)} come "
+            f"before it in the key's order (priority, due time, enqueue order) and take the "
+            f"room the key has now ({facts.key_room} start(s)): "
+            f"{', '.join(map(str, blocking))}. A key's jobs start in that order."
+        )
+    elif blocker is Blocker.RATE_LIMITED:
+        message, until = _rate_limited(cur, job, facts)
+    elif blocker is Blocker.NO_WORKER:
+        message = _no_worker(cur, queue)
+    elif blocker is Blocker.NO_HANDLER:
+        message = _no_handler(cur, job)
+    else:
+        message, ahead = _claimable(cur, job_id, job, facts)
+    return _made(
+        job_id, job, blocker, message, until=until, blocking=blocking, ahead=ahead, facts=facts
+    )
+
+
+def _no_worker(cur: Cursor, queue: str) -> str:
+    count, ids = sql.live_workers(cur, silent_seconds=silent_seconds(), limit=NAMED)
+    others = (
+        f"the {count} live worker(s) ({', '.join(ids)}{', ...' if count > len(ids) else ''}) "
+        "serve other queues"
+        if count
+        else f"no worker has sent a heartbeat in the last {silent_seconds():g}s"
+    )
+    return (
+        f"No live worker serves queue {queue}: {others}. Start one that does "
+        f"(`manage.py pgjobs_worker`, or with `--queues {queue}`)."
+    )
+
+
+def _rate_limited(cur: Cursor, job: JobRow, facts: DueJobFacts) -> tuple[str, datetime | None]:
+    period = _span(facts.rate_period) if facts.rate_period is not None else "?"
+    said: list[str] = []
+    until: list[datetime] = []
+    for keyed, starts, limit, whose, option in (
+        (False, facts.starts, facts.rate_limit, f"queue {job.queue}", "rate_limit"),
+        (
+            True,
+            facts.key_starts,
+            facts.partition_rate_limit,
+            f"its {_key(job)}",
+            "partition_rate_limit",
+        ),
+    ):
+        if limit is None or starts < limit:
+            continue
+        room = sql.rate_room_at(
+            cur, queue=job.queue, partition_key=job.partition_key, keyed=keyed, limit=limit
+        )
+        at = f"room for the next start at {_at(room, job.now)}" if room else "room again now"
+        said.append(
+            f"{whose} started {starts} job(s) in the last {period} (its {option} is {limit}); {at}."
+        )
+        if room is not None:
+            until.append(room)
+    return "Rate limited: " + " ".join(said), max(until, default=None)
+
+
+def _no_handler(cur: Cursor, job: JobRow) -> str:
+    workers = sql.serving_workers(
+        cur, queue=job.queue, silent_seconds=silent_seconds(), limit=NAMED
+    )
+    names = ", ".join(worker for worker, _ in workers)
+    if not job.job_name.startswith(WORKFLOW_JOB_PREFIX):
+        return (
+            f"The live worker(s) serving queue {job.queue} ({names}) have no handler for "
+            f"{job.job_name!r}. Deploy code that registers it to a worker of that queue (a "
+            "job name no code registers waits for ever)."
+        )
+    version = job.job_name.removeprefix(WORKFLOW_JOB_PREFIX)
+    running = sorted(
+        {
+            name.removeprefix(WORKFLOW_JOB_PREFIX)
+            for _, handlers in workers
+            for name in handlers or ()
+            if name.startswith(WORKFLOW_JOB_PREFIX)
+        }
+    )
+    workflow = (job.key or "").removeprefix(WORKFLOW_KEY_PREFIX) or "ID"
+    return (
+        f"Its workflow ({workflow}) is pinned to code version {version!r}, which none of the "
+        f"live worker(s) serving queue {job.queue} ({names}) runs (they run: "
+        f"{', '.join(running) or 'none'}). Deploy that version, or move the workflow to the "
+        f"deployed one: `manage.py pgjobs_workflows resume {workflow} --deployed`."
+    )
+
+
+def _claimable(cur: Cursor, job_id: uuid.UUID, job: JobRow, facts: DueJobFacts) -> tuple[str, int]:
+    ahead = sql.ahead_in_queue(cur, job_id=job_id, cap=COUNT_CAP)
+    parts = [
+        f"Due and claimable now: the next claim of a live worker with its "
+        f"handler may take it. {_capped(ahead)} due job(s) come before it in queue "
+        f"{job.queue} (priority, then due time)."
+    ]
+    if facts.fair:
+        parts.append(f"Queue {job.queue} takes turns between partition keys.")
+    busy = facts.held >= facts.threads
+    parts.append(
+        f"{facts.capable} live worker(s) can run it, holding {facts.held} job(s) on "
+        f"{facts.threads} thread(s){': all busy, so it starts when one is free' if busy else ''}."
+    )
+    if facts.unknown:
+        parts.append(
+            f"{facts.unknown} of them did not record their handlers (started before migration "
+            "0019), so whether they have this one is not known."
+        )
+    return " ".join(parts), ahead
+
+
+def _made(
+    job_id: uuid.UUID,
+    job: JobRow,
+    blocker: Blocker,
+    message: str,
+    *,
+    until: datetime | None = None,
+    blocking: list[uuid.UUID] | None = None,
+    worker_id: str | None = None,
+    ahead: int | None = None,
+    facts: DueJobFacts | None = None,
+) -> Explanation:
+    return Explanation(
+        job_id=job_id,
+        blocker=blocker,
+        message=message,
+        status=job.status,
+        job_name=job.job_name,
+        queue=job.queue,
+        partition_key=job.partition_key,
+        until=until,
+        blocking_job_ids=tuple(blocking or ()),
+        worker_id=worker_id,
+        ahead=ahead,
+        facts=facts,
+    )

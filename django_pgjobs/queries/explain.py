@@ -1,0 +1,401 @@
+"""Why a due job waits: the read-only statements behind ``explain_job`` and the dashboard's
+counts of due jobs by what holds them back.
+
+One classification decides, for each due job, the first thing that keeps the claim from taking
+it, in the order :class:`~django_pgjobs.observability.explain.Blocker` lists, from the facts
+the claim itself reads (:mod:`.flow`): the queue's row in ``pgjobs_queues``; the claim's own
+``pgjobs_queue_load()`` for the jobs running and the starts in the rate window, per queue and per
+partition key; the job's place among its key's due jobs, in the claim's key order. Live workers
+(``pgjobs_workers``, a heartbeat within the silence limit) add whether one serves the queue and
+has the job's handler. It runs over one job (:func:`classify_job`) or over the first due jobs of
+each queue in claim order (:func:`blocked_counts`), so the page and ``explain`` never disagree.
+
+Nothing here writes or locks a row: plain reads of committed rows. A claim that commits a moment
+later can change the answer: it describes now, it promises nothing.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django_pgjobs.queries.base import Cursor
+
+# What holds a due job back, as the classification names it (Blocker's values), in its order.
+PAUSED = "paused"
+QUEUE_CONCURRENCY = "queue_concurrency"
+WORKER_CONCURRENCY = "worker_concurrency"
+PARTITION_CONCURRENCY = "partition_concurrency"
+KEY_ORDER = "key_order"
+RATE_LIMITED = "rate_limited"
+NO_WORKER = "no_worker"
+NO_HANDLER = "no_handler"
+CLAIMABLE = "claimable"
+
+
+@dataclass(frozen=True)
+class DueJobFacts:
+    """What holds one due job back, with the counts behind the answer."""
+
+    blocker: str
+    paused: bool
+    concurrency: int | None
+    worker_concurrency: int | None
+    rate_limit: int | None
+    rate_period: timedelta | None
+    partition_concurrency: int | None
+    partition_rate_limit: int | None
+    fair: bool
+    running: int  # the queue's running jobs (claimed ahead included)
+    starts: int  # the queue's starts in its rate window
+    key_running: int  # ... of the job's key (or of the jobs without a key)
+    key_starts: int
+    key_room: int | None
+    ahead_in_key: int  # due jobs of its key before it in key order (up to the cap)
+    serving: int  # live workers serving its queue
+    capable: int  # ... of them with its handler, or whose handlers are not recorded
+    unknown: int  # ... of those, the ones whose handlers are not recorded
+    with_room: int  # ... capable ones under the queue's worker_concurrency
+    threads: int  # the capable workers' threads
+    held: int  # the jobs they hold (claimed ahead included)
+
+
+def _serves(worker: str, queue: str) -> str:
+    """SQL: worker row ``worker`` serves ``queue`` (an SQL expression). An empty list is every
+    queue, and so is none at all (a row written by SQL)."""
+    return (
+        f"(coalesce({worker}.queues, '[]') IN ('[]'::jsonb, 'null'::jsonb) "
+        f"OR {worker}.queues ? {queue})"
+    )
+
+
+# The live workers: a heartbeat within %(silent)s seconds, the limit `pgjobs status`, the
+# dashboard and the admin use (past it, a worker's jobs are the rescue's).
+_LIVE = """live AS MATERIALIZED (
+    SELECT w.id, w.queues, w.handlers, w.concurrency,
+           (w.handlers IS NULL OR w.handlers = 'null'::jsonb) AS unknown
+    FROM pgjobs_workers AS w
+    WHERE w.last_heartbeat_at >= now() - make_interval(secs => %(silent)s)
+)"""
+
+# The classification over ``subject`` (id, queue, partition_key, job_name, ahead_in_key: how many
+# due jobs of its key come before it in the key order of queries.flow, the claim's).
+_CLASSIFIED = f"""queues AS (SELECT DISTINCT queue FROM subject),
+rules AS MATERIALIZED (
+    SELECT r.* FROM pgjobs_queues AS r WHERE r.name IN (SELECT queue FROM queues)
+),
+load AS MATERIALIZED (
+    -- The claim's counts, from the claim's function: running jobs per queue and key (claimed
+    -- ahead included), and starts in each rate window ending now.
+    SELECT * FROM pgjobs_queue_load(
+        ARRAY(SELECT queue FROM queues), NULL, '{{}}'::uuid[], '{{}}'::uuid[], now())
+),
+per_queue AS (
+    SELECT queue, sum(running)::bigint AS running, sum(recent_starts)::bigint AS starts
+    FROM load GROUP BY queue
+),
+{_LIVE},
+here AS MATERIALIZED (
+    -- The jobs each live worker holds, per queue (what worker_concurrency counts).
+    SELECT j.locked_by AS worker, j.queue, count(*) AS running
+    FROM pgjobs_job_queue AS j
+    WHERE j.status = 'running' AND j.locked_by IN (SELECT id FROM live)
+    GROUP BY 1, 2
+),
+kinds AS (SELECT DISTINCT queue, job_name FROM subject),
+reach AS MATERIALIZED (
+    -- Per queue and job name, the live workers that serve the queue; those that have the
+    -- handler or may have it (handlers not recorded); those with room under the queue's
+    -- worker_concurrency; and their threads and the jobs they hold.
+    SELECT k.queue, k.job_name, count(w.id) AS serving,
+           count(w.id) FILTER (WHERE w.can) AS capable,
+           count(w.id) FILTER (WHERE w.can AND w.unknown) AS unknown,
+           count(w.id) FILTER (WHERE w.can AND coalesce(h.running, 0) < r.worker_concurrency)
+               AS with_room,
+           coalesce(sum(w.concurrency) FILTER (WHERE w.can), 0)::bigint AS threads,
+           coalesce(sum(t.held) FILTER (WHERE w.can), 0)::bigint AS held
+    FROM kinds AS k
+    LEFT JOIN rules AS r ON r.name = k.queue
+    LEFT JOIN LATERAL (
+        SELECT l.*, (l.unknown OR l.handlers ? k.job_name) AS can
+        FROM live AS l WHERE {_serves("l", "k.queue")}
+    ) AS w ON true
+    LEFT JOIN here AS h ON h.worker = w.id AND h.queue = k.queue
+    LEFT JOIN (SELECT worker, sum(running) AS held FROM here GROUP BY worker) AS t
+        ON t.worker = w.id
+    GROUP BY k.queue, k.job_name
+),
+facts AS (
+    SELECT s.id, s.queue, s.partition_key, s.ahead_in_key,
+           coalesce(r.paused, false) AS paused, r.concurrency, r.worker_concurrency,
+           r.rate_limit, r.rate_period, r.partition_concurrency, r.partition_rate_limit,
+           coalesce(r.fair, false) AS fair,
+           coalesce(q.running, 0) AS running, coalesce(q.starts, 0) AS starts,
+           coalesce(l.running, 0) AS key_running, coalesce(l.recent_starts, 0) AS key_starts,
+           -- How many of the key's due jobs may start now, as the claim's ``shares`` counts
+           -- (NULL: the queue limits no key).
+           least(r.partition_concurrency - coalesce(l.running, 0),
+                 r.partition_rate_limit - coalesce(l.recent_starts, 0)) AS key_room,
+           x.serving, x.capable, x.unknown, x.with_room, x.threads, x.held
+    FROM subject AS s
+    LEFT JOIN rules AS r ON r.name = s.queue
+    LEFT JOIN per_queue AS q ON q.queue = s.queue
+    -- Equalities only, as in the claim's ``shares`` (jobs without a key: one more partition).
+    LEFT JOIN load AS l ON l.queue = s.queue
+        AND (l.partition_key IS NULL) = (s.partition_key IS NULL)
+        AND coalesce(l.partition_key, '') = coalesce(s.partition_key, '')
+    JOIN reach AS x ON x.queue = s.queue AND x.job_name = s.job_name
+),
+classified AS (
+    -- The first that applies; a comparison with a limit that is not set (NULL) never does.
+    SELECT f.*, CASE
+        WHEN f.paused THEN '{PAUSED}'
+        WHEN f.running >= f.concurrency THEN '{QUEUE_CONCURRENCY}'
+        WHEN f.capable > 0 AND f.with_room = 0 AND f.worker_concurrency IS NOT NULL
+            THEN '{WORKER_CONCURRENCY}'
+        WHEN f.key_running >= f.partition_concurrency THEN '{PARTITION_CONCURRENCY}'
+        WHEN f.key_room > 0 AND f.ahead_in_key >= f.key_room THEN '{KEY_ORDER}'
+        WHEN f.starts >= f.rate_limit OR f.key_starts >= f.partition_rate_limit
+            THEN '{RATE_LIMITED}'
+        WHEN f.serving = 0 THEN '{NO_WORKER}'
+        WHEN f.capable = 0 THEN '{NO_HANDLER}'
+        ELSE '{CLAIMABLE}' END AS blocker
+    FROM facts AS f
+)"""
+
+# A due job of the same queue and key that the claim's key order (priority, due time, enqueue
+# order) puts before row ``j``: queries.flow's _KEY_ORDER, spelled as a comparison.
+_BEFORE_IN_KEY = """k.queue = j.queue AND k.partition_key IS NOT DISTINCT FROM j.partition_key
+    AND (k.priority > j.priority OR (k.priority = j.priority AND (
+         k.scheduled_for < j.scheduled_for OR (k.scheduled_for = j.scheduled_for AND (
+             (k.seq IS NULL AND j.seq IS NOT NULL) OR k.seq < j.seq)))))"""
+
+_FACTS = ", ".join(DueJobFacts.__dataclass_fields__)
+
+_ONE = f"""WITH subject AS (
+    SELECT j.id, j.queue, j.partition_key, j.job_name,
+           (SELECT count(*) FROM (
+                SELECT 1 FROM pgjobs_job_queue AS k
+                WHERE k.status = 'pending' AND k.scheduled_for <= now() AND {_BEFORE_IN_KEY}
+                LIMIT %(cap)s) AS a) AS ahead_in_key
+    FROM pgjobs_job_queue AS j
+    WHERE j.id = %(id)s AND j.status = 'pending' AND j.scheduled_for <= now()
+),
+{_CLASSIFIED}
+SELECT {_FACTS} FROM classified"""
+
+_PER_QUEUE = f"""WITH subject AS (
+    -- The first %(cap)s due jobs of each queue, in claim order (pgjobs_job_queue_claim); rank()
+    -- counts the jobs strictly before each in its key's order, as _BEFORE_IN_KEY does.
+    SELECT d.id, d.queue, d.partition_key, d.job_name,
+           rank() OVER (PARTITION BY d.queue, d.partition_key
+                        ORDER BY d.priority DESC, d.scheduled_for, d.seq NULLS FIRST) - 1
+               AS ahead_in_key
+    FROM unnest(%(queues)s::text[]) AS q(queue), LATERAL (
+        SELECT j.id, j.queue, j.partition_key, j.job_name, j.priority, j.scheduled_for, j.seq
+        FROM pgjobs_job_queue AS j
+        WHERE j.status = 'pending' AND j.scheduled_for <= now() AND j.queue = q.queue
+        ORDER BY j.priority DESC, j.scheduled_for, j.id
+        LIMIT %(cap)s
+    ) AS d
+),
+{_CLASSIFIED}
+SELECT queue, blocker, count(*) FROM classified GROUP BY queue, blocker"""
+
+
+def classify_job(
+    cur: Cursor, *, job_id: uuid.UUID, silent_seconds: float, cap: int
+) -> DueJobFacts | None:
+    """What holds the due job ``job_id`` back (None: it is not pending and due).
+
+    Reads its row by primary key, its key's earlier due jobs (pgjobs_job_partition_claim, at
+    most ``cap``), the queue's row and running jobs (pgjobs_job_running) and rate ledger
+    (pgjobs_queue_starts_window), and the worker rows. Locks nothing."""
+    cur.execute(_ONE, {"id": job_id, "silent": silent_seconds, "cap": cap})
+    row = cur.fetchone()
+    return None if row is None else DueJobFacts(*row)
+
+
+def blocked_counts(
+    cur: Cursor, *, queues: Sequence[str], silent_seconds: float, cap: int
+) -> dict[str, dict[str, int]]:
+    """Queue -> blocker -> how many of the queue's first ``cap`` due jobs (in claim order) it
+    holds back (``claimable``: none does). Each queue's jobs are read through
+    pgjobs_job_queue_claim up to ``cap``, so the cost follows ``cap`` times the queues asked
+    for, not the backlog. Locks nothing."""
+    counts: dict[str, dict[str, int]] = {}
+    if not queues:
+        return counts
+    cur.execute(_PER_QUEUE, {"queues": list(queues), "silent": silent_seconds, "cap": cap})
+    for queue, blocker, count in cur.fetchall():
+        counts.setdefault(queue, {})[blocker] = int(count)
+    return counts
+
+
+@dataclass(frozen=True)
+class JobRow:
+    """A job's state as explain_job reads it, with the database's clock and the heartbeat of
+    the worker named in ``locked_by`` (None: no such row)."""
+
+    status: str
+    job_name: str
+    queue: str
+    partition_key: str | None
+    key: str | None
+    attempt: int
+    max_attempts: int
+    scheduled_for: datetime
+    failed: bool  # ``error`` is set: an attempt failed
+    error_line: str | None  # the first line of ``error``
+    locked_by: str | None
+    locked_at: datetime | None
+    lease_expires_at: datetime | None
+    completed_at: datetime | None
+    now: datetime
+    worker_heartbeat_at: datetime | None
+
+
+def find_job(cur: Cursor, *, job_id: uuid.UUID) -> JobRow | None:
+    """The job's row (primary key) and its worker's (primary key). Locks nothing."""
+    cur.execute(
+        """
+        SELECT j.status, j.job_name, j.queue, j.partition_key, j.key, j.attempt,
+               j.max_attempts, j.scheduled_for, j.error IS NOT NULL,
+               split_part(j.error, chr(10), 1), j.locked_by, j.locked_at, j.lease_expires_at,
+               j.completed_at, now(), w.last_heartbeat_at
+        FROM pgjobs_job_queue AS j LEFT JOIN pgjobs_workers AS w ON w.id = j.locked_by
+        WHERE j.id = %s
+        """,
+        [job_id],
+    )
+    row = cur.fetchone()
+    return None if row is None else JobRow(*row)
+
+
+@dataclass(frozen=True)
+class DeadLetterRow:
+    job_name: str
+    queue: str
+    attempt: int
+    max_attempts: int
+    failed_at: datetime
+    error_line: str | None
+
+
+def find_dead_letter(cur: Cursor, *, job_id: uuid.UUID) -> DeadLetterRow | None:
+    """The dead letter with this id (primary key of pgjobs_failed_jobs). Locks nothing."""
+    cur.execute(
+        "SELECT job_name, queue, attempt, max_attempts, failed_at, split_part(error, chr(10), 1) "
+        "FROM pgjobs_failed_jobs WHERE id = %s",
+        [job_id],
+    )
+    row = cur.fetchone()
+    return None if row is None else DeadLetterRow(*row)
+
+
+def running_jobs(
+    cur: Cursor, *, queue: str, partition_key: str | None, keyed: bool, limit: int
+) -> list[tuple[uuid.UUID, str | None]]:
+    """The first ``limit`` running jobs of ``queue`` (with ``keyed``, of its ``partition_key``;
+    None: the jobs without a key), longest running first, with the worker holding each.
+    Through pgjobs_job_running; locks nothing."""
+    key = " AND partition_key IS NOT DISTINCT FROM %(key)s" if keyed else ""
+    cur.execute(
+        f"""
+        SELECT id, locked_by FROM pgjobs_job_queue
+        WHERE status = 'running' AND queue = %(queue)s{key}
+        ORDER BY locked_at NULLS LAST, id LIMIT %(limit)s
+        """,
+        {"queue": queue, "key": partition_key, "limit": limit},
+    )
+    return [(row[0], row[1]) for row in cur.fetchall()]
+
+
+def earlier_in_key(cur: Cursor, *, job_id: uuid.UUID, limit: int) -> list[uuid.UUID]:
+    """The first ``limit`` due jobs of the job's queue and key that the claim's key order puts
+    before it. Through pgjobs_job_partition_claim; locks nothing."""
+    cur.execute(
+        f"""
+        SELECT k.id FROM pgjobs_job_queue AS j, pgjobs_job_queue AS k
+        WHERE j.id = %(id)s AND k.status = 'pending' AND k.scheduled_for <= now()
+          AND {_BEFORE_IN_KEY}
+        ORDER BY k.priority DESC, k.scheduled_for, k.seq NULLS FIRST LIMIT %(limit)s
+        """,
+        {"id": job_id, "limit": limit},
+    )
+    return [row[0] for row in cur.fetchall()]
+
+
+def ahead_in_queue(cur: Cursor, *, job_id: uuid.UUID, cap: int) -> int:
+    """How many due jobs of the job's queue the claim order (priority, due time, id) puts
+    before it, counted up to ``cap``. Through pgjobs_job_queue_claim; locks nothing."""
+    cur.execute(
+        """
+        SELECT count(*) FROM (
+            SELECT 1 FROM pgjobs_job_queue AS j, pgjobs_job_queue AS k
+            WHERE j.id = %(id)s AND k.status = 'pending' AND k.scheduled_for <= now()
+              AND k.queue = j.queue
+              AND (k.priority > j.priority OR (k.priority = j.priority AND (
+                   k.scheduled_for < j.scheduled_for
+                   OR (k.scheduled_for = j.scheduled_for AND k.id < j.id))))
+            LIMIT %(cap)s) AS ahead
+        """,
+        {"id": job_id, "cap": cap},
+    )
+    return int(cur.fetchone()[0])
+
+
+def rate_room_at(
+    cur: Cursor, *, queue: str, partition_key: str | None, keyed: bool, limit: int
+) -> datetime | None:
+    """When the starts in the queue's rate window (with ``keyed``, those of ``partition_key``)
+    next number fewer than ``limit``: the ledger's starts drop out of the window one claim at a
+    time, oldest first (None: they already do). The window is pgjobs_queue_load()'s, read
+    through pgjobs_queue_starts_window; locks nothing."""
+    key = " AND s.partition_key IS NOT DISTINCT FROM %(key)s" if keyed else ""
+    cur.execute(
+        f"""
+        SELECT min(w.started_at + w.rate_period) FROM (
+            SELECT s.started_at, q.rate_period,
+                   sum(s.jobs) OVER () - sum(s.jobs) OVER (
+                       ORDER BY s.started_at, s.id ROWS UNBOUNDED PRECEDING) AS left_after
+            FROM pgjobs_queue_starts AS s JOIN pgjobs_queues AS q ON q.name = s.queue
+            WHERE s.queue = %(queue)s AND s.started_at > now() - q.rate_period{key}
+        ) AS w
+        WHERE w.left_after < %(limit)s
+        """,
+        {"queue": queue, "key": partition_key, "limit": limit},
+    )
+    row = cur.fetchone()
+    return None if row is None else row[0]
+
+
+def serving_workers(
+    cur: Cursor, *, queue: str, silent_seconds: float, limit: int
+) -> list[tuple[str, list[str] | None]]:
+    """The first ``limit`` live workers (by id) that serve ``queue``, with the job names they
+    recorded (None: not recorded), as the classification counts them. Locks nothing."""
+    cur.execute(
+        f"""
+        WITH {_LIVE}
+        SELECT l.id, CASE WHEN jsonb_typeof(l.handlers) = 'array' THEN ARRAY(
+                   SELECT jsonb_array_elements_text(l.handlers)) END
+        FROM live AS l WHERE {_serves("l", "%(queue)s")}
+        ORDER BY l.id LIMIT %(limit)s
+        """,
+        {"queue": queue, "silent": silent_seconds, "limit": limit},
+    )
+    return [(row[0], None if row[1] is None else list(row[1])) for row in cur.fetchall()]
+
+
+def live_workers(cur: Cursor, *, silent_seconds: float, limit: int) -> tuple[int, list[str]]:
+    """How many workers are live, and the ids of the first ``limit``. Locks nothing."""
+    cur.execute(
+        f"WITH {_LIVE} SELECT (SELECT count(*) FROM live), "
+        "ARRAY(SELECT id FROM live ORDER BY id LIMIT %(limit)s)",
+        {"silent": silent_seconds, "limit": limit},
+    )
+    count, ids = cur.fetchone()
+    return int(count), list(ids)

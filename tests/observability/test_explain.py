@@ -1,0 +1,400 @@
+"""explain_job: each answer constructed with real rows, and checked against the claim itself
+(a job said to be claimable is taken by the next claim; a blocked one is not)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import timedelta
+
+import pytest
+from django.db import connection, transaction
+from django.db.models import F
+
+from django_pgjobs import cancel_job, enqueue, explain_job, start_workflow
+from django_pgjobs.exceptions import JobNotFound
+from django_pgjobs.models import Job, QueueStart
+from django_pgjobs.observability.explain import Blocker
+from django_pgjobs.queries.claim import claim_jobs
+from django_pgjobs.queues import pause_queue, set_queue_limits
+from django_pgjobs.worker import Worker
+from django_pgjobs.workflows.definitions import runner_job_name
+from tests.testapp import workflows as wf
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+HANDLERS = ("test.record",)
+
+
+def live_worker(
+    worker_id: str = "w1",
+    *,
+    queues: Sequence[str] = (),
+    handlers: Sequence[str] | None = HANDLERS,
+    concurrency: int = 4,
+    silent_for: float = 0.0,
+) -> None:
+    """A worker row as a worker writes it, its last heartbeat ``silent_for`` seconds ago."""
+    with connection.cursor() as cur:
+        cur.execute(
+            "INSERT INTO pgjobs_workers (id, queues, handlers, concurrency, last_heartbeat_at) "
+            "VALUES (%s, %s::jsonb, %s::jsonb, %s, now() - make_interval(secs => %s))",
+            [
+                worker_id,
+                _json(queues),
+                None if handlers is None else _json(handlers),
+                concurrency,
+                silent_for,
+            ],
+        )
+
+
+def _json(names: Sequence[str]) -> str:
+    import json
+
+    return json.dumps(list(names))
+
+
+def claim(worker: str = "w1", limit: int = 100, **kw: object) -> list[uuid.UUID]:
+    """What the worker's next claim takes (its handlers: HANDLERS unless given)."""
+    with connection.cursor() as cur:
+        jobs = claim_jobs(
+            cur, worker_id=worker, limit=limit, lease_seconds=60, queues=None,
+            job_names=kw.pop("job_names", list(HANDLERS)), **kw,  # type: ignore[arg-type]
+        )  # fmt: skip
+    return [job.id for job in jobs]
+
+
+def test_an_unknown_id_and_a_malformed_one_are_clear_errors() -> None:
+    missing = uuid.uuid4()
+    with pytest.raises(JobNotFound, match=f"No job or dead letter has the id {missing}"):
+        explain_job(missing)
+    with pytest.raises(JobNotFound, match="'nope' is not a job id"):
+        explain_job("nope")
+
+
+def test_a_dead_letter_is_finished_and_says_how_to_retry_it() -> None:
+    with connection.cursor() as cur:
+        cur.execute(
+            "INSERT INTO pgjobs_failed_jobs (job_name, queue, attempt, max_attempts, error) "
+            "VALUES ('test.record', 'mail', 3, 3, E'ValueError: boom\\ntraceback') RETURNING id"
+        )
+        dead_id = cur.fetchone()[0]
+    said = explain_job(dead_id)
+    assert (said.blocker, said.status, said.queue) == (Blocker.FINISHED, "dead", "mail")
+    assert (
+        "Dead-lettered: moved to the dead letters" in said.message
+        and "attempt 3 of 3 failed (ValueError: boom)" in (said.message)
+    )
+    assert f"manage.py pgjobs retry {dead_id}" in said.message
+
+
+def test_completed_and_cancelled_jobs_are_finished() -> None:
+    done, cancelled = enqueue("test.record"), enqueue("test.record")
+    Job.objects.filter(id=done).update(status="completed")
+    cancel_job(cancelled)
+    assert explain_job(done).blocker is Blocker.FINISHED
+    assert "Completed" in explain_job(done).message
+    said = explain_job(str(cancelled))
+    assert (said.blocker, said.status) == (Blocker.FINISHED, "cancelled")
+    assert "Cancelled at" in said.message
+
+
+def test_a_job_due_later_is_scheduled_until_its_due_time() -> None:
+    live_worker()
+    job_id = enqueue("test.record", scheduled_for=timedelta(hours=1))
+    said = explain_job(job_id)
+    assert said.blocker is Blocker.SCHEDULED
+    assert said.until == Job.objects.get(id=job_id).scheduled_for
+    assert "Scheduled for later: due at" in said.message
+
+
+def test_a_failed_attempt_awaits_its_retry(make_worker: type[Worker]) -> None:
+    job_id = enqueue("test.fail")
+    make_worker().run_once()  # a real attempt fails; the retry waits for its backoff
+    # A longer backoff than the handler's second, so the job cannot come due meanwhile.
+    Job.objects.filter(id=job_id).update(scheduled_for=F("scheduled_for") + timedelta(hours=1))
+    job = Job.objects.get(id=job_id)
+    assert job.status == "pending" and job.attempt == 1
+    said = explain_job(job_id)
+    assert (said.blocker, said.until) == (Blocker.AWAITING_RETRY, job.scheduled_for)
+    assert "attempt 1 of 2 failed (" in said.message
+
+
+def test_a_paused_queue() -> None:
+    live_worker()
+    pause_queue("q")
+    job_id = enqueue("test.record", queue="q")
+    said = explain_job(job_id)
+    assert said.blocker is Blocker.PAUSED
+    assert "pgjobs resume q" in said.message
+    assert claim() == []
+
+
+def test_queue_concurrency_names_the_running_jobs() -> None:
+    live_worker()
+    set_queue_limits("q", concurrency=1)
+    with transaction.atomic():
+        first = enqueue("test.record", queue="q", priority=1)
+        second = enqueue("test.record", queue="q")
+    assert explain_job(second).blocker is Blocker.CLAIMABLE
+    assert explain_job(second).ahead == 1
+    assert claim(limit=1) == [first]
+    said = explain_job(second)
+    assert said.blocker is Blocker.QUEUE_CONCURRENCY
+    assert said.blocking_job_ids == (first,)
+    assert f"1 of 1 jobs running across all workers ({first} on w1)" in said.message
+    assert claim() == []
+
+
+def test_worker_concurrency_when_every_worker_that_can_run_it_is_full() -> None:
+    live_worker("w1")
+    live_worker("w2")
+    set_queue_limits("q", worker_concurrency=1)
+    ids = [enqueue("test.record", queue="q") for _ in range(3)]
+    taken = claim("w1") + claim("w2")
+    assert len(taken) == 2
+    (waiting,) = set(ids) - set(taken)
+    said = explain_job(waiting)
+    assert said.blocker is Blocker.WORKER_CONCURRENCY
+    assert set(said.blocking_job_ids) == set(taken)
+    assert claim("w1") == [] and claim("w2") == []
+    live_worker("w3")  # a worker with room: the job can go
+    assert explain_job(waiting).blocker is Blocker.CLAIMABLE
+    assert claim("w3") == [waiting]
+
+
+def test_partition_concurrency_names_the_running_jobs_of_the_key() -> None:
+    live_worker()
+    set_queue_limits("q", partition_concurrency=1)
+    with transaction.atomic():
+        first = enqueue("test.record", queue="q", partition_key="acct:1")
+        second = enqueue("test.record", queue="q", partition_key="acct:1")
+        other = enqueue("test.record", queue="q", partition_key="acct:2")
+    assert set(claim()) == {first, other}
+    said = explain_job(second)
+    assert said.blocker is Blocker.PARTITION_CONCURRENCY
+    assert said.blocking_job_ids == (first,)
+    assert "partition key 'acct:1' is at its partition_concurrency: 1 of 1" in said.message
+    assert claim() == []
+
+
+def test_a_key_s_later_job_waits_for_its_earlier_ones() -> None:
+    live_worker()
+    set_queue_limits("q", partition_concurrency=1)
+    with transaction.atomic():  # one transaction: the same due time, enqueue order decides
+        first = enqueue("test.record", queue="q", partition_key="acct:1")
+        second = enqueue("test.record", queue="q", partition_key="acct:1")
+    assert explain_job(first).blocker is Blocker.CLAIMABLE
+    said = explain_job(second)
+    assert said.blocker is Blocker.KEY_ORDER
+    assert said.blocking_job_ids == (first,)
+    assert claim() == [first]
+
+
+def test_the_jobs_without_a_key_are_one_more_partition() -> None:
+    live_worker()
+    set_queue_limits("q", partition_concurrency=1)
+    with transaction.atomic():
+        first = enqueue("test.record", queue="q")
+        second = enqueue("test.record", queue="q")
+    assert claim() == [first]
+    said = explain_job(second)
+    assert said.blocker is Blocker.PARTITION_CONCURRENCY
+    assert "the jobs without a partition key" in said.message
+
+
+def test_a_queue_rate_limit_says_when_the_window_has_room() -> None:
+    live_worker()
+    set_queue_limits("q", rate_limit=1, rate_period=60)
+    first, second = enqueue("test.record", queue="q"), enqueue("test.record", queue="q")
+    assert claim() == [first]
+    said = explain_job(second)
+    assert said.blocker is Blocker.RATE_LIMITED
+    start = QueueStart.objects.get(queue="q")
+    assert said.until == start.started_at + timedelta(seconds=60)
+    assert (
+        "Rate limited: queue q started 1 job(s) in the last 0:01:00 (its rate_limit is 1)"
+        in said.message
+    )
+    assert claim() == []
+
+
+def test_the_window_has_room_once_enough_starts_have_left_it() -> None:
+    """Three starts of 1, 2 and 1 jobs against a limit of 4: the first leaving makes room."""
+    live_worker()
+    set_queue_limits("q", rate_limit=4, rate_period=60)
+    job_id = enqueue("test.record", queue="q")
+    with connection.cursor() as cur:
+        cur.execute(
+            "INSERT INTO pgjobs_queue_starts (queue, started_at, jobs) VALUES "
+            "('q', now() - interval '30 seconds', 1), ('q', now() - interval '20 seconds', 2), "
+            "('q', now() - interval '10 seconds', 1)"
+        )
+    said = explain_job(job_id)
+    assert said.blocker is Blocker.RATE_LIMITED
+    oldest = QueueStart.objects.filter(queue="q").earliest("started_at").started_at
+    assert said.until == oldest + timedelta(seconds=60)
+
+
+def test_a_key_s_rate_limit() -> None:
+    live_worker()
+    set_queue_limits("q", partition_rate_limit=1, rate_period=60)
+    first = enqueue("test.record", queue="q", partition_key="k")
+    second = enqueue("test.record", queue="q", partition_key="k")
+    assert claim() == [first]
+    Job.objects.filter(id=first).update(status="completed")  # a start counts all the same
+    said = explain_job(second)
+    assert said.blocker is Blocker.RATE_LIMITED
+    assert "its partition key 'k' started 1 job(s)" in said.message
+    assert said.until is not None
+    assert claim() == []
+
+
+def test_no_live_worker_serves_the_queue() -> None:
+    job_id = enqueue("test.record", queue="q")
+    said = explain_job(job_id)
+    assert said.blocker is Blocker.NO_WORKER
+    assert "no worker has sent a heartbeat" in said.message
+    live_worker("elsewhere", queues=["other"])
+    live_worker("gone", silent_for=3600)  # serves every queue, but is silent: not live
+    said = explain_job(job_id)
+    assert said.blocker is Blocker.NO_WORKER
+    assert "the 1 live worker(s) (elsewhere) serve other queues" in said.message
+    live_worker("mine", queues=["q"])
+    assert explain_job(job_id).blocker is Blocker.CLAIMABLE
+
+
+def test_no_live_worker_has_the_handler() -> None:
+    live_worker("w1", handlers=["other.job"])
+    job_id = enqueue("test.record")
+    said = explain_job(job_id)
+    assert said.blocker is Blocker.NO_HANDLER
+    assert "(w1) have no handler for 'test.record'" in said.message
+    assert claim(job_names=["other.job"]) == []
+
+
+def test_a_worker_that_did_not_record_its_handlers_may_have_it() -> None:
+    live_worker("old", handlers=None)
+    said = explain_job(enqueue("test.record"))
+    assert said.blocker is Blocker.CLAIMABLE
+    assert "whether they have this one is not known" in said.message
+
+
+def test_a_workflow_pinned_to_a_code_version_no_live_worker_runs() -> None:
+    handle = start_workflow(wf.greet, "ada", workflow_id="pinned")
+    job = Job.objects.get(key=f"pgjobs.workflow:{handle.workflow_id}")
+    Job.objects.filter(id=job.id).update(job_name="pgjobs.workflow:old-release")
+    live_worker("w1", handlers=["test.record", runner_job_name()])
+    said = explain_job(job.id)
+    assert said.blocker is Blocker.NO_HANDLER
+    assert "pinned to code version 'old-release'" in said.message
+    assert "pgjobs_workflows resume pinned --deployed" in said.message
+    Job.objects.filter(id=job.id).update(job_name=runner_job_name())
+    assert explain_job(job.id).blocker is Blocker.CLAIMABLE
+
+
+def test_a_real_worker_records_its_handlers_when_it_registers(
+    make_worker: type[Worker],
+) -> None:
+    worker = make_worker(queues=["q"])
+    worker.run_once()  # registers
+    unknown = enqueue("nobody.has.this", queue="q")
+    said = explain_job(unknown)
+    assert said.blocker is Blocker.NO_HANDLER
+    assert f"({worker.worker_id}) have no handler for 'nobody.has.this'" in said.message
+    assert explain_job(enqueue("test.record", queue="q")).blocker is Blocker.CLAIMABLE
+
+
+def test_a_running_job_is_held_by_its_worker_s_lease() -> None:
+    live_worker("w1")
+    job_id = enqueue("test.record")
+    assert claim("w1") == [job_id]
+    said = explain_job(job_id)
+    job = Job.objects.get(id=job_id)
+    assert (said.blocker, said.worker_id, said.until) == (
+        Blocker.RUNNING,
+        "w1",
+        job.lease_expires_at,
+    )
+    assert "Running on worker w1" in said.message and "The worker is alive" in said.message
+    with connection.cursor() as cur:
+        cur.execute(
+            "UPDATE pgjobs_workers SET last_heartbeat_at = now() - interval '1 hour' "
+            "WHERE id = 'w1'"
+        )
+    said = explain_job(job_id)
+    assert "has been silent since" in said.message
+    assert "no worker is live to run it" in said.message
+    live_worker("rescuer")
+    Job.objects.filter(id=job_id).update(lease_expires_at=job.locked_at)
+    said = explain_job(job_id)
+    assert "Its lease expired at" in said.message
+    assert "the rescue sweep of a live worker" in said.message
+    with connection.cursor() as cur:
+        cur.execute("DELETE FROM pgjobs_workers WHERE id = 'w1'")
+    assert "has no worker row" in explain_job(job_id).message
+
+
+def test_a_job_claimed_ahead_waits_for_a_free_thread() -> None:
+    live_worker("w1")
+    job_id = enqueue("test.record")
+    assert claim("w1", start_now=0) == [job_id]
+    said = explain_job(job_id)
+    assert said.blocker is Blocker.RUNNING
+    assert "Claimed ahead by worker w1" in said.message
+
+
+def test_a_claimable_job_says_how_many_come_before_it() -> None:
+    live_worker("w1", concurrency=2)
+    with transaction.atomic():
+        ids = [enqueue("test.record", priority=p) for p in (5, 3, 1)]
+    said = explain_job(ids[2])
+    assert (said.blocker, said.ahead) == (Blocker.CLAIMABLE, 2)
+    assert "2 due job(s) come before it in queue default" in said.message
+    assert "1 live worker(s) can run it, holding 0 job(s) on 2 thread(s)." in said.message
+    assert claim(limit=3) == ids
+
+
+@pytest.mark.parametrize(
+    "insert",
+    [
+        "SELECT pgjobs_enqueue('test.record', queue => 'q', partition_key => 'k')",
+        # As a row written before migration 0017 would be: no enqueue order.
+        "INSERT INTO pgjobs_job_queue (job_name, queue, partition_key, seq) "
+        "VALUES ('test.record', 'q', 'k', NULL) RETURNING id",
+    ],
+)
+def test_a_job_written_by_sql_is_explained(insert: str) -> None:
+    live_worker()
+    set_queue_limits("q", partition_concurrency=1)
+    first = enqueue("test.record", queue="q", partition_key="k")
+    with connection.cursor() as cur:
+        cur.execute(insert)
+        job_id = cur.fetchone()[0]
+    said = explain_job(job_id)
+    assert said.blocker is Blocker.KEY_ORDER
+    assert said.blocking_job_ids == (first,)
+    assert claim() == [first]
+    assert explain_job(job_id).blocker is Blocker.PARTITION_CONCURRENCY
+
+
+@pytest.mark.parametrize(
+    ("queues", "handlers", "blocker"),
+    [
+        ('"q"', '"test.record"', Blocker.CLAIMABLE),  # a str: read as a list of one
+        ("null", "null", Blocker.CLAIMABLE),  # every queue; handlers not known
+        ('{"q": 1}', "[1, {}]", Blocker.NO_HANDLER),
+        ("[1]", "[]", Blocker.NO_WORKER),
+    ],
+)
+def test_worker_rows_written_by_sql_in_any_shape_are_read_not_failed_on(
+    queues: str, handlers: str, blocker: Blocker
+) -> None:
+    with connection.cursor() as cur:
+        cur.execute(
+            "INSERT INTO pgjobs_workers (id, queues, handlers) "
+            "VALUES ('odd', %s::jsonb, %s::jsonb)",
+            [queues, handlers],
+        )
+    assert explain_job(enqueue("test.record", queue="q")).blocker is blocker
