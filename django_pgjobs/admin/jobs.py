@@ -11,7 +11,7 @@ from django.db.models import Count, QuerySet, TextField
 from django.db.models.functions import Cast, Coalesce, Now
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
-from django.urls import URLPattern, path
+from django.urls import URLPattern, path, reverse
 from django.views.decorators.http import require_POST
 
 from django_pgjobs.admin import common
@@ -32,13 +32,14 @@ from django_pgjobs.admin.filters import (
 from django_pgjobs.admin.job_columns import JobColumns, JobOnlyColumns
 from django_pgjobs.admin.requeue import requeue_all_selected
 from django_pgjobs.conf import conf
-from django_pgjobs.exceptions import PgJobsError
+from django_pgjobs.exceptions import JobNotFound, PgJobsError
 from django_pgjobs.jobs import operations as jobs
 from django_pgjobs.models import (
     FailedJob,
     Job,
     JobStatus,
 )
+from django_pgjobs.observability.explain import explain_job
 
 
 @admin.register(Job)
@@ -116,6 +117,8 @@ class JobAdmin(JobOnlyColumns, AttemptHistoryColumns, _ReadOnlyFieldsMixin, Mode
         status = obj.status if obj is not None else None
         context["pgjobs_can_retry"] = allowed and status in (JobStatus.PENDING, "cancelled")
         context["pgjobs_can_cancel"] = allowed and status in (JobStatus.PENDING, "running")
+        if obj is not None:
+            context["pgjobs_explanation"] = explanation_panel(obj)
         return super().render_change_form(request, context, add, change, form_url, obj)
 
     def retry_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
@@ -243,6 +246,31 @@ class FailedJobAdmin(
         )
         context = {"dead_letter_groups": list(groups), **(extra_context or {})}
         return super().changelist_view(request, extra_context=context)
+
+
+def explanation_panel(obj: Job) -> dict[str, Any] | None:
+    """What the job page's panel shows: explain_job's answer, with the jobs in its way and the
+    worker holding it linked (None: the job is gone, as a page opened before a prune finds)."""
+    try:
+        said = explain_job(obj.id, using=conf.DATABASE)
+    except JobNotFound:
+        return None
+    return {
+        "said": said,
+        "heading": (
+            "Why is this job not running?" if said.status == "pending" else "Where this job stands"
+        ),
+        "until": said.until,
+        "blocking": [
+            {"id": str(pk), "url": reverse("admin:pgjobs_job_change", args=[pk])}
+            for pk in said.blocking_job_ids
+        ],
+        "worker_url": (
+            None
+            if said.worker_id is None
+            else reverse("admin:pgjobs_worker_change", args=[said.worker_id])
+        ),
+    }
 
 
 def error_class_expression() -> Any:

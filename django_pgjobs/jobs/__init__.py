@@ -1,6 +1,7 @@
 """Jobs: handlers and their registry, what a running handler may rely on, putting jobs in the
 queue (:mod:`.producer`), a job's options, checking input, the
-backoff policy, and the operator's functions on one job."""
+backoff policy, and the operator's functions on one job, ``explain_job`` among them (defined
+with the other read-outs, in :mod:`django_pgjobs.observability`)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,9 @@ _EXPORTS = {
     "list_dead_letter_jobs": "django_pgjobs.jobs.operations",
     "retry_dead_letter_job": "django_pgjobs.jobs.operations",
     "requeue_dead_letter_jobs": "django_pgjobs.jobs.operations",
+    "explain_job": "django_pgjobs.observability.explain",
+    "Explanation": "django_pgjobs.observability.explanation",
+    "Blocker": "django_pgjobs.observability.explanation",
 }
 __all__ = list(_EXPORTS)
 __getattr__ = lazy_exports(__name__, _EXPORTS)
@@ -48,3 +52,6 @@ if TYPE_CHECKING:
     from django_pgjobs.jobs.registry import JobHandler as JobHandler
     from django_pgjobs.jobs.registry import job as job
     from django_pgjobs.jobs.registry import register as register
+    from django_pgjobs.observability.explain import explain_job as explain_job
+    from django_pgjobs.observability.explanation import Blocker as Blocker
+    from django_pgjobs.observability.explanation import Explanation as Explanation

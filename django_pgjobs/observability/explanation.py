@@ -50,7 +50,7 @@ _LABELS = {
     Blocker.QUEUE_CONCURRENCY: "queue concurrency full",
     Blocker.WORKER_CONCURRENCY: "worker concurrency full",
     Blocker.PARTITION_CONCURRENCY: "partition concurrency full",
-    Blocker.KEY_ORDER: "waits for its key's earlier jobs",
+    Blocker.KEY_ORDER: "waits for earlier jobs of its key",
     Blocker.RATE_LIMITED: "rate limited",
     Blocker.NO_WORKER: "no live worker serves the queue",
     Blocker.NO_HANDLER: "no live worker has the handler",

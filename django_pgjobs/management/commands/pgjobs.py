@@ -1,6 +1,6 @@
-"""``manage.py pgjobs ACTION``: status, list, retry, requeue-dead, cancel, prune, enqueue,
-schedules, run-schedule, queues, pause, resume, queue-limits, health and metrics, thin wrappers
-over the API.
+"""``manage.py pgjobs ACTION``: status, list, explain, retry, requeue-dead, cancel, prune,
+enqueue, schedules, run-schedule, queues, pause, resume, queue-limits, health and metrics, thin
+wrappers over the API.
 
 Every line goes through :func:`~django_pgjobs.observability.display.printable` (stored text is
 shown escaped, never as control characters) and every time through
@@ -30,6 +30,7 @@ from django_pgjobs.models import JobStatus
 from django_pgjobs.observability.display import local_time, printable
 from django_pgjobs.observability.health import database_health
 from django_pgjobs.observability.health_report import health_report
+from django_pgjobs.observability.explain import explain_job
 from django_pgjobs.observability.queues import (
     LIMIT_OPTIONS,
     current_limits,
@@ -64,6 +65,10 @@ class Command(BaseCommand):
             help="Dead letters whose error is this class (--status dead).",
         )
         listing.add_argument("--limit", type=int, default=50)
+        explain = sub.add_parser(
+            "explain", help="Why a job (or dead letter) is not running: what holds it back."
+        )
+        explain.add_argument("job_id")
         retry = sub.add_parser(
             "retry", help="Run a pending, cancelled or dead-lettered job again now."
         )
@@ -232,6 +237,18 @@ class Command(BaseCommand):
             if job.partition_key is not None:
                 # A line of its own: the columns above stay as scripts read them.
                 self.say(f"{'':<38}partition key: {job.partition_key}")
+
+    def do_explain(self, options: dict[str, Any], using: str | None) -> None:
+        said = explain_job(options["job_id"], using=using)
+        key = "" if said.partition_key is None else f", partition key {said.partition_key}"
+        self.say(f"Job {said.job_id} ({said.job_name}, queue {said.queue}{key}): {said.status}")
+        self.say(f"  {said.blocker.label}: {said.message}")
+        if said.until is not None:
+            self.say(f"  until: {local_time(said.until)}")
+        if said.blocking_job_ids:
+            self.say(f"  in its way: {', '.join(map(str, said.blocking_job_ids))}")
+        if said.worker_id is not None:
+            self.say(f"  worker: {said.worker_id}")
 
     def do_retry(self, options: dict[str, Any], using: str | None) -> None:
         try:
