@@ -21,6 +21,7 @@ from django_pgjobs.models import (
 from django_pgjobs.observability import dashboard
 from django_pgjobs.observability.dashboard import capped, load_dashboard
 from django_pgjobs.observability.health import database_health
+from django_pgjobs.observability.explanation import Blocker
 from django_pgjobs.observability.status import UnhandledJobs
 from django_pgjobs.queries.base import WORKFLOW_JOB_PREFIX
 
@@ -75,6 +76,7 @@ class DashboardAdmin(ModelAdmin[Dashboard]):
             "board": board,
             "refresh_seconds": str(REFRESH_SECONDS),
             "count_cap": f"{dashboard.COUNT_CAP:,}",
+            "blocked_cap": f"{board.blocked_cap:,}",
             "due": f"{board.total_due:,}",
             "running": f"{board.total_running:,}",
             "dead_letters": capped(board.dead_letters),
@@ -87,6 +89,8 @@ class DashboardAdmin(ModelAdmin[Dashboard]):
                     "running": f"{q.running:,}",
                     "lag": _age(q.oldest_due_age),
                     "paused": q.queue in paused,
+                    "blocked": _blocked(q.blocked),
+                    "capped": sum(q.blocked.values()) >= board.blocked_cap,
                 }
                 for q in board.queues
             ],
@@ -116,6 +120,15 @@ class DashboardAdmin(ModelAdmin[Dashboard]):
             else "admin/pgjobs/dashboard.html"
         )
         return TemplateResponse(request, template, context)
+
+
+def _blocked(counts: dict[str, int]) -> list[dict[str, str]]:
+    """A queue's due jobs by what holds them back, in explain_job's order, claimable last."""
+    return [
+        {"blocker": blocker.value, "label": blocker.label, "count": f"{counts[blocker]:,}"}
+        for blocker in Blocker
+        if counts.get(blocker)
+    ]
 
 
 def _age(seconds: float | None) -> str:

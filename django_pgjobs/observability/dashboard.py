@@ -4,7 +4,10 @@ One transaction (``REPEATABLE READ``, read only) so every figure comes from one 
 queue table, the totals and the depth curve agree. The queue table is one ``GROUP BY queue``
 over pending and running jobs (index-only on pgjobs_job_queue_claim for pending jobs, the small
 pgjobs_job_lease index for running ones), sorted busiest first and cut at ``QUEUES_SHOWN`` rows
-(the page says "and N more"); its cost follows the jobs waiting, not the number of queues. The
+(the page says "and N more"); its cost follows the jobs waiting, not the number of queues. Why
+the due jobs of those queues wait is counted by explain_job's classification
+(:func:`~django_pgjobs.queries.explain.blocked_counts`) over ``BLOCKED_CAP`` due jobs shared out
+between them, each queue's next in claim order: a cost bounded by the cap, not the backlog. The
 charts read only the last hour through the completed_at / failed_at / created_at indexes; dead
 letters and workflows per status are counted up to ``COUNT_CAP``. The charts drawn from them are
 in :mod:`django_pgjobs.admin.charts`.
@@ -21,6 +24,7 @@ from django.db import connections, transaction
 from django_pgjobs.conf import conf
 from django_pgjobs.models import WorkflowStatus
 from django_pgjobs.observability.status import UnhandledJobs, unhandled_due_jobs
+from django_pgjobs.queries.explain import blocked_counts
 
 # Counts above this show as "10,000+": an exact count of a huge table is a full index scan.
 COUNT_CAP = 10_000
@@ -29,6 +33,9 @@ WINDOW_MINUTES = 60
 QUEUES_SHOWN = 25
 # Paused queues named on the page; a deployment pausing more is told how many.
 PAUSED_SHOWN = 50
+# Due jobs judged by explain_job's classification per page, shared out between the queues shown
+# (the next of each to be claimed): 25 queues get 400 each. Judging costs about 10 us a job.
+BLOCKED_CAP = COUNT_CAP
 
 
 @dataclass
@@ -39,6 +46,9 @@ class QueueRow:
     running: int
     # Seconds since this queue's oldest due job became due; None when nothing is due.
     oldest_due_age: float | None = None
+    # Of its first Dashboard.blocked_cap due jobs in claim order, how many each blocker holds
+    # back (explain_job's categories; "claimable": none does).
+    blocked: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -62,6 +72,8 @@ class Dashboard:
     # Paused queues (pgjobs_queues), the first PAUSED_SHOWN by name, and how many there are.
     paused: list[PausedQueue] = field(default_factory=list)
     paused_count: int = 0
+    # How many due jobs of each shown queue QueueRow.blocked judges (BLOCKED_CAP shared out).
+    blocked_cap: int = BLOCKED_CAP
     # Due jobs whose name no handler of this deployment claims (see observability.status).
     unhandled: list[UnhandledJobs] = field(default_factory=list)
     minutes: list[datetime] = field(default_factory=list)
@@ -208,7 +220,7 @@ def workflow_counts(*, using: str | None = None) -> dict[str, int]:
 
 
 def load_dashboard(*, using: str | None = None) -> Dashboard:
-    """Everything the page shows about jobs, in five statements however many queues there are."""
+    """Everything the page shows about jobs, in six statements however many queues there are."""
     alias = using or conf.DATABASE
     silent = max(conf.LEASE_SECONDS, 3 * conf.HEARTBEAT_SECONDS)
     connection = connections[alias]
@@ -233,6 +245,11 @@ def load_dashboard(*, using: str | None = None) -> Dashboard:
                 board.queue_count, board.total_due, board.total_scheduled, board.total_running,
                 board.oldest_due_age,
             ) = rows[0][5:]  # fmt: skip
+        due = [q.queue for q in board.queues if q.due]
+        board.blocked_cap = -(-BLOCKED_CAP // max(len(due), 1))
+        blocked = blocked_counts(cur, queues=due, silent_seconds=silent, cap=board.blocked_cap)
+        for q in board.queues:
+            q.blocked = blocked.get(q.queue, {})
         board.unhandled = unhandled_due_jobs(cur)
         cur.execute(_PER_MINUTE, {"window": WINDOW_MINUTES})
         rows = cur.fetchall()
