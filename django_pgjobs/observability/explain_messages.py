@@ -180,7 +180,9 @@ def due(cur: Cursor, job_id: uuid.UUID, job: JobRow, facts: DueJobFacts) -> Expl
             "starts when one of them ends."
         )
     elif blocker is Blocker.KEY_ORDER:
-        blocking = sql.earlier_in_key(cur, job_id=job_id, limit=NAMED)
+        blocking = sql.earlier_in_key(
+            cur, job_id=job_id, keyed=job.partition_key is not None, limit=NAMED
+        )
         message = (
             f"In queue {queue}, {_capped(facts.ahead_in_key)} due job(s) of {_key(job)} come "
             f"before it in the key's order (priority, due time, enqueue order) and take the "

@@ -76,7 +76,7 @@ class Explanation:
     until: datetime | None = None
     # The jobs in its way: those running in its queue or key, or its key's earlier jobs.
     blocking_job_ids: tuple[uuid.UUID, ...] = ()
-    # The worker holding it (RUNNING), or the one whose lease it was.
+    # RUNNING: the worker holding it (its lease).
     worker_id: str | None = None
     # CLAIMABLE: due jobs its queue's claim order puts before it (counted up to 10,000).
     ahead: int | None = None

@@ -165,21 +165,36 @@ classified AS (
     FROM facts AS f
 )"""
 
-# A due job of the same queue and key that the claim's key order (priority, due time, enqueue
-# order) puts before row ``j``: queries.flow's _KEY_ORDER, spelled as a comparison.
-_BEFORE_IN_KEY = """k.queue = j.queue AND k.partition_key IS NOT DISTINCT FROM j.partition_key
-    AND (k.priority > j.priority OR (k.priority = j.priority AND (
+
+def _before_in_key(*, keyed: bool) -> str:
+    """SQL: row ``k`` is a due job of the queue and key of row ``j`` (with ``keyed``, ``j`` has a
+    key; else the jobs without one) that the claim's key order (priority, due time, enqueue
+    order: queries.flow's _KEY_ORDER) puts before ``j``. An equality or IS NULL on the key, not
+    IS NOT DISTINCT FROM, so pgjobs_job_partition_claim serves it."""
+    key = "k.partition_key = j.partition_key" if keyed else "k.partition_key IS NULL"
+    return f"""k.status = 'pending' AND k.scheduled_for <= now() AND k.queue = j.queue
+    AND {key} AND (k.priority > j.priority OR (k.priority = j.priority AND (
          k.scheduled_for < j.scheduled_for OR (k.scheduled_for = j.scheduled_for AND (
              (k.seq IS NULL AND j.seq IS NOT NULL) OR k.seq < j.seq)))))"""
+
+
+def _count_before_in_key(keyed: bool) -> str:
+    return f"""(SELECT count(*) FROM (
+                SELECT 1 FROM pgjobs_job_queue AS k WHERE {_before_in_key(keyed=keyed)}
+                LIMIT %(cap)s) AS a)"""
+
 
 _FACTS = ", ".join(DueJobFacts.__dataclass_fields__)
 
 _ONE = f"""WITH subject AS (
     SELECT j.id, j.queue, j.partition_key, j.job_name,
-           (SELECT count(*) FROM (
-                SELECT 1 FROM pgjobs_job_queue AS k
-                WHERE k.status = 'pending' AND k.scheduled_for <= now() AND {_BEFORE_IN_KEY}
-                LIMIT %(cap)s) AS a) AS ahead_in_key
+           -- Counted only where the queue limits its keys (else nothing reads it).
+           CASE WHEN NOT EXISTS (
+                    SELECT 1 FROM pgjobs_queues AS r WHERE r.name = j.queue
+                      AND (r.partition_concurrency IS NOT NULL
+                           OR r.partition_rate_limit IS NOT NULL)) THEN 0
+                WHEN j.partition_key IS NULL THEN {_count_before_in_key(False)}
+                ELSE {_count_before_in_key(True)} END AS ahead_in_key
     FROM pgjobs_job_queue AS j
     WHERE j.id = %(id)s AND j.status = 'pending' AND j.scheduled_for <= now()
 ),
@@ -188,7 +203,7 @@ SELECT {_FACTS} FROM classified"""
 
 _PER_QUEUE = f"""WITH subject AS (
     -- The first %(cap)s due jobs of each queue, in claim order (pgjobs_job_queue_claim); rank()
-    -- counts the jobs strictly before each in its key's order, as _BEFORE_IN_KEY does.
+    -- counts the jobs strictly before each in its key's order, as _before_in_key does.
     SELECT d.id, d.queue, d.partition_key, d.job_name,
            rank() OVER (PARTITION BY d.queue, d.partition_key
                         ORDER BY d.priority DESC, d.scheduled_for, d.seq NULLS FIRST) - 1
@@ -312,14 +327,14 @@ def running_jobs(
     return [(row[0], row[1]) for row in cur.fetchall()]
 
 
-def earlier_in_key(cur: Cursor, *, job_id: uuid.UUID, limit: int) -> list[uuid.UUID]:
-    """The first ``limit`` due jobs of the job's queue and key that the claim's key order puts
-    before it. Through pgjobs_job_partition_claim; locks nothing."""
+def earlier_in_key(cur: Cursor, *, job_id: uuid.UUID, keyed: bool, limit: int) -> list[uuid.UUID]:
+    """The first ``limit`` due jobs of the job's queue and key (``keyed``: the job has one)
+    that the claim's key order puts before it. Through pgjobs_job_partition_claim; locks
+    nothing."""
     cur.execute(
         f"""
         SELECT k.id FROM pgjobs_job_queue AS j, pgjobs_job_queue AS k
-        WHERE j.id = %(id)s AND k.status = 'pending' AND k.scheduled_for <= now()
-          AND {_BEFORE_IN_KEY}
+        WHERE j.id = %(id)s AND {_before_in_key(keyed=keyed)}
         ORDER BY k.priority DESC, k.scheduled_for, k.seq NULLS FIRST LIMIT %(limit)s
         """,
         {"id": job_id, "limit": limit},

@@ -398,3 +398,23 @@ def test_worker_rows_written_by_sql_in_any_shape_are_read_not_failed_on(
             [queues, handlers],
         )
     assert explain_job(enqueue("test.record", queue="q")).blocker is blocker
+
+
+def test_the_count_of_a_key_s_earlier_jobs_reads_the_partition_index() -> None:
+    """Not the queue's whole backlog: explain_job stays cheap on a big queue."""
+    from django_pgjobs.queries import explain as sql
+
+    set_queue_limits("q", partition_concurrency=1)
+    with connection.cursor() as cur:
+        cur.execute(
+            "INSERT INTO pgjobs_job_queue (job_name, queue, partition_key) "
+            "SELECT 'test.record', 'q', 'k' || (n % 200) FROM generate_series(1, 20000) AS n"
+        )
+        cur.execute("ANALYZE pgjobs_job_queue")
+        cur.execute("SELECT id FROM pgjobs_job_queue WHERE partition_key = 'k7' LIMIT 1")
+        job_id = cur.fetchone()[0]
+        cur.execute(f"EXPLAIN {sql._ONE}", {"id": job_id, "silent": 60, "cap": 10_000})
+        plan = "\n".join(row[0] for row in cur.fetchall())
+    # The key is in the index condition: only the job's own key is read.
+    assert "(partition_key = j.partition_key)" in plan, plan
+    assert "Seq Scan on pgjobs_job_queue" not in plan, plan
