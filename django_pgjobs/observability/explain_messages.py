@@ -94,8 +94,7 @@ def running(job_id: uuid.UUID, job: JobRow, *, silent: float, live_workers: int)
             "It has no lease expiry (a row written by SQL?), so no rescue will hand it back: "
             f"cancel it or retry it (`manage.py pgjobs cancel {job_id}`)."
         )
-    elif alive and lease > now:
-        assert heartbeat is not None
+    elif heartbeat is not None and alive and lease > now:
         held = (
             f"The worker is alive (last heartbeat {_span(now - heartbeat)} ago) and renews the "
             f"lease, which runs to {local_time(lease)}."
@@ -109,7 +108,14 @@ def running(job_id: uuid.UUID, job: JobRow, *, silent: float, live_workers: int)
             )
         else:
             state = f"has been silent since {_at(heartbeat, now)}"
-        end = "the dead letters" if job.attempt >= job.max_attempts else "the queue, due at once"
+        # As rescue_expired_leases decides: an attempt never started is undone; one that
+        # started counts, and the last one buries the job.
+        if job.locked_at is None:
+            end = "the queue, this attempt not counted"
+        elif job.attempt >= job.max_attempts:
+            end = "the dead letters (that was its last attempt)"
+        else:
+            end = "the queue, due at once"
         if lease > now:
             when = f"Its lease expires at {_at(lease, now)}; then"
         else:
@@ -121,8 +127,8 @@ def running(job_id: uuid.UUID, job: JobRow, *, silent: float, live_workers: int)
             )
         else:
             rescue = (
-                f"{when} the rescue sweep hands it back to {end}, but no worker is live to run "
-                "it: the first worker to start does, after its start-up hold."
+                f"{when} the rescue sweep hands it back to {end}, but no worker is live to "
+                "sweep: the first worker to start does, after its start-up hold."
             )
         held = f"Worker {worker} {state}. {rescue}"
     message = f"{started} {held}"

@@ -325,7 +325,7 @@ def test_a_running_job_is_held_by_its_worker_s_lease() -> None:
         )
     said = explain_job(job_id)
     assert "has been silent since" in said.message
-    assert "no worker is live to run it" in said.message
+    assert "no worker is live to sweep" in said.message
     live_worker("rescuer")
     Job.objects.filter(id=job_id).update(lease_expires_at=job.locked_at)
     said = explain_job(job_id)
@@ -343,6 +343,9 @@ def test_a_job_claimed_ahead_waits_for_a_free_thread() -> None:
     said = explain_job(job_id)
     assert said.blocker is Blocker.RUNNING
     assert "Claimed ahead by worker w1" in said.message
+    with connection.cursor() as cur:  # its worker dies before it starts the job
+        cur.execute("DELETE FROM pgjobs_workers WHERE id = 'w1'")
+    assert "hands it back to the queue, this attempt not counted" in explain_job(job_id).message
 
 
 def test_a_claimable_job_says_how_many_come_before_it() -> None:

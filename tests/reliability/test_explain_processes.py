@@ -61,5 +61,5 @@ def explained_alive_then_silent(processes: list[subprocess.Popen[bytes]], tmp_pa
     silent = wait_for(once_silent, what="the killed worker to fall silent")
     assert silent is not None
     assert silent.blocker is Blocker.RUNNING
-    assert "no worker is live to run it" in silent.message
+    assert "no worker is live to sweep" in silent.message
     release.touch()
