@@ -20,8 +20,8 @@ from django_pgjobs.models import (
 )
 from django_pgjobs.observability import dashboard
 from django_pgjobs.observability.dashboard import capped, load_dashboard
-from django_pgjobs.observability.health import database_health
 from django_pgjobs.observability.explanation import Blocker
+from django_pgjobs.observability.health import database_health
 from django_pgjobs.observability.status import UnhandledJobs
 from django_pgjobs.queries.base import WORKFLOW_JOB_PREFIX
 

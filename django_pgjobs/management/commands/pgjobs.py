@@ -28,9 +28,9 @@ from django_pgjobs.management.output import reader_may_leave
 from django_pgjobs.metrics import database_text
 from django_pgjobs.models import JobStatus
 from django_pgjobs.observability.display import local_time, printable
+from django_pgjobs.observability.explain import explain_job
 from django_pgjobs.observability.health import database_health
 from django_pgjobs.observability.health_report import health_report
-from django_pgjobs.observability.explain import explain_job
 from django_pgjobs.observability.queues import (
     LIMIT_OPTIONS,
     current_limits,
