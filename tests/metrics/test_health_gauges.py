@@ -3,10 +3,12 @@ xmin horizon, and the warnings in force, parsed with prometheus_client's parser.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import psycopg
 import pytest
+from django.db import connection
 from django.test import override_settings
 
 from django_pgjobs import enqueue_many
@@ -31,7 +33,6 @@ def test_a_tables_rows_sizes_and_dead_rows_warning(quiet_table: str) -> None:
     assert scrape("pgjobs_table_dead_rows", table=quiet_table) == 200
     assert (scrape("pgjobs_table_size_bytes", table=quiet_table) or 0) > 0
     assert (scrape("pgjobs_table_index_size_bytes", table=quiet_table) or 0) > 0
-    assert scrape("pgjobs_table_last_vacuum_timestamp_seconds", table=quiet_table) is None
     assert (scrape("pgjobs_table_xid_age", table=quiet_table) or 0) > 0
     assert scrape.by("pgjobs_health_warnings", "kind") == {
         kind: (1 if kind == "dead_rows" else 0) for kind in WARNING_KINDS
@@ -39,6 +40,16 @@ def test_a_tables_rows_sizes_and_dead_rows_warning(quiet_table: str) -> None:
     assert (scrape("pgjobs_database_xid_age") or 0) >= (scrape("pgjobs_table_xid_age",
             table=quiet_table) or 0)  # fmt: skip
     assert scrape("pgjobs_server_oldest_xid_age") is not None
+
+    before = time.time()
+    with connection.cursor() as cur:
+        cur.execute(f"VACUUM {quiet_table}")
+    vacuumed = scrape_command()
+    assert (vacuumed("pgjobs_table_last_vacuum_timestamp_seconds", table=quiet_table) or 0) >= (
+        before - 1
+    )
+    assert vacuumed("pgjobs_table_dead_rows", table=quiet_table) == 0
+    assert vacuumed("pgjobs_health_warnings", kind="dead_rows") == 0
 
 
 @override_settings(PGJOBS={"METRICS_CACHE_SECONDS": 0, "HEALTH": {"XMIN_AGE_SECONDS": 3600}})
