@@ -24,6 +24,7 @@ from django_pgjobs.jobs.options import (
     shared_partition_key,
 )
 from django_pgjobs.jobs.registry import registry
+from django_pgjobs.tracing import jobs as tracing
 
 # A key can be freed by a finishing job between our insert and our look-up; a few fresh
 # statements (each with a new snapshot) always see one side or the other.
@@ -88,7 +89,9 @@ def _prepare_one(
 def _write(row: dict[str, Any], *, replace: bool, using: str, payload: Any) -> uuid.UUID:
     """Insert the job (or, with ``replace``, update the pending holder of its key) and send
     ``job_enqueued``; a key held already writes nothing and returns the holder's id."""
-    job_id, written = _written_row(row, replace=replace, using=using)
+    with tracing.enqueue_span(row) as span:
+        job_id, written = _written_row(row, replace=replace, using=using)
+        tracing.enqueued(span, job_id, written=written)
     if written:
         _enqueued(row, job_id, payload, using)
     return job_id
@@ -207,8 +210,9 @@ def enqueue_stamped(
         partition_key=partition_key,
     )
     alias = using or conf.DATABASE
-    with statement_cursor(alias) as cur:
+    with tracing.enqueue_span(row) as span, statement_cursor(alias) as cur:
         stamped = queries.insert_job_stamped(cur, row)
+        tracing.enqueued(span, row["id"])
     _enqueued(row, row["id"], payload, alias)
     return row["id"], stamped
 
@@ -309,7 +313,7 @@ def enqueue_many(
         return []
     ids = [uuid.uuid4() for _ in texts]
     alias = using or conf.DATABASE
-    with statement_cursor(alias) as cur:
+    with tracing.enqueue_span(rows, count=len(ids)), statement_cursor(alias) as cur:
         queries.insert_jobs(
             cur,
             {**rows, "partition_key": key, "partition_keys": keys, "ids": ids, "payloads": texts},

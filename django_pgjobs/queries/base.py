@@ -64,6 +64,8 @@ class ClaimedJob:
     timeout: float | None = None
     queue_timeout: float | None = None
     seq: int | None = None  # enqueue order (None: enqueued before migration 0017)
+    # The enqueuing span's carrier, as JSON text (None: enqueued outside a span, or by SQL).
+    trace_context: str | None = None
 
     @property
     def token(self) -> Token:

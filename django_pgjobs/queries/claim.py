@@ -67,14 +67,14 @@ claimed AS (
               j.max_attempts, j.scheduled_for, j.lease_token, j.partition_key,
               extract(epoch FROM j.timeout)::float8 AS timeout,
               (SELECT t.seconds FROM timeouts AS t WHERE t.name = j.queue) AS queue_timeout,
-              j.seq, {fair} AS fair
+              j.seq, {fair} AS fair, j.trace_context::text AS trace_context
 )"""
 # NULL: the plain order; else (flow control) whether the job's queue takes turns.
 _FAIR = "(SELECT bool_or(r.fair AND r.name = j.queue) FROM rules AS r)"
 
 _CLAIMED_COLUMNS = (
     "id, job_name, payload, queue, priority, attempt, max_attempts, scheduled_for, lease_token, "
-    "partition_key, timeout, queue_timeout, seq, fair"
+    "partition_key, timeout, queue_timeout, seq, fair, trace_context"
 )
 _NO_CLAIM = ", ".join(["NULL"] * (len(_CLAIMED_COLUMNS.split(",")) - 1))
 # Every statement's rows: ('claimed', job...), ('done', id) for complete_and_claim, and one
@@ -188,6 +188,8 @@ def _claimed_jobs(rows: Sequence[Any]) -> list[ClaimedJob]:
             timeout=r[11],
             queue_timeout=r[12],
             seq=r[13],
+            # As text: decoded only by a worker that traces (django_pgjobs.tracing).
+            trace_context=r[15],
         )
         for r in rows
     ]

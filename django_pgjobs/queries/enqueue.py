@@ -16,15 +16,16 @@ from django_pgjobs.queries.base import (
     uuid_array,
 )
 
+# ``trace_context``: the enqueuing span's carrier (django_pgjobs.tracing), JSON text or None.
 _INSERT_COLUMNS = (
     "id, job_name, payload, queue, priority, max_attempts, scheduled_for, key, metadata, "
-    "partition_key, timeout"
+    "partition_key, timeout, trace_context"
 )
 _INSERT_VALUES = """(
     %(id)s, %(job_name)s, %(payload)s::jsonb, %(queue)s, %(priority)s, %(max_attempts)s,
     COALESCE(%(at)s::timestamptz, now()) + make_interval(secs => %(delay)s), %(key)s,
     COALESCE(%(metadata)s::jsonb, '{}'), %(partition_key)s,
-    make_interval(secs => %(timeout)s::float8)
+    make_interval(secs => %(timeout)s::float8), %(trace_context)s::jsonb
 )"""
 
 
@@ -63,9 +64,10 @@ def insert_job_stamped(cur: Cursor, row: dict[str, Any]) -> datetime:
 def upsert_pending_job(cur: Cursor, row: dict[str, Any]) -> uuid.UUID | None:
     """Insert, or replace the still-pending job holding ``row["key"]`` (pgpm's upsert).
 
-    The replaced job keeps its id and starts afresh (attempt 0, no error). Returns None when the
-    key is held by a running job, which this statement leaves alone. Locks: the conflicting row,
-    even a running one, until the caller's transaction ends.
+    The replaced job keeps its id and starts afresh (attempt 0, no error; the trace context of
+    the enqueue that replaced it). Returns None when the key is held by a running job, which
+    this statement leaves alone. Locks: the conflicting row, even a running one, until the
+    caller's transaction ends.
     """
     cur.execute(
         f"""
@@ -76,8 +78,8 @@ def upsert_pending_job(cur: Cursor, row: dict[str, Any]) -> uuid.UUID | None:
                 priority = EXCLUDED.priority, max_attempts = EXCLUDED.max_attempts,
                 scheduled_for = EXCLUDED.scheduled_for, metadata = EXCLUDED.metadata,
                 partition_key = EXCLUDED.partition_key, timeout = EXCLUDED.timeout,
-                attempt = 0, error = NULL, error_history = '[]', progress = NULL,
-                progress_message = NULL
+                trace_context = EXCLUDED.trace_context, attempt = 0, error = NULL,
+                error_history = '[]', progress = NULL, progress_message = NULL
             WHERE pgjobs_job_queue.status = 'pending'
             RETURNING id, queue
         )
@@ -113,7 +115,8 @@ def insert_jobs(cur: Cursor, rows: dict[str, Any]) -> None:
 
     ``rows["ids"]`` (UUIDs) and ``rows["payloads"]`` (JSON texts) are parallel, and so is
     ``rows["partition_keys"]`` (str or None each) when a handler computes each job's key; the
-    other options are shared (``rows["partition_key"]`` when the key is). They travel as a
+    other options are shared (``rows["partition_key"]`` when the key is, and
+    ``rows["trace_context"]``: the jobs of one call share its enqueue span). They travel as a
     uuid[] literal and JSON arrays, zipped back together by ROWS FROM (which pads an empty
     keys array with NULLs): psycopg's list dumper, a Python call (and a regex) per element, took
     a third of the time of a 50,000-job enqueue_many. The statement-level trigger sends one
@@ -123,11 +126,11 @@ def insert_jobs(cur: Cursor, rows: dict[str, Any]) -> None:
     cur.execute(
         """
         INSERT INTO pgjobs_job_queue (id, job_name, payload, queue, priority, max_attempts,
-                                      scheduled_for, partition_key, timeout)
+                                      scheduled_for, partition_key, timeout, trace_context)
         SELECT u.id, %(job_name)s, u.payload, %(queue)s, %(priority)s, %(max_attempts)s,
                COALESCE(%(at)s::timestamptz, now()) + make_interval(secs => %(delay)s),
                COALESCE(u.partition_key, %(partition_key)s),
-               make_interval(secs => %(timeout)s::float8)
+               make_interval(secs => %(timeout)s::float8), %(trace_context)s::jsonb
         FROM ROWS FROM (unnest(%(ids)s::uuid[]), jsonb_array_elements(%(payloads)s::jsonb),
                         jsonb_array_elements_text(%(partition_keys)s::jsonb))
              AS u(id, payload, partition_key)

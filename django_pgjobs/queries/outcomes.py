@@ -91,7 +91,7 @@ _FAILURE_RECORDED = append_failure(error="f.error", exception="f.exception", too
 # being deleted with its failure ``f``.
 DEAD_LETTER_COLUMNS = (
     "id, job_name, payload, queue, priority, attempt, max_attempts, error, original_created_at, "
-    "started_at, metadata, error_history"
+    "started_at, metadata, error_history, trace_context"
 )
 
 
@@ -99,7 +99,8 @@ def dead_letter_values(error: str, history: str) -> str:
     """The RETURNING list that moves row ``j`` to the dead letters (DEAD_LETTER_COLUMNS)."""
     return (
         "j.id, j.job_name, j.payload, j.queue, j.priority, j.attempt, j.max_attempts, "
-        f"{error}, j.created_at, coalesce(j.started_at, j.locked_at), j.metadata, {history}"
+        f"{error}, j.created_at, coalesce(j.started_at, j.locked_at), j.metadata, {history}, "
+        "j.trace_context"
     )
 
 

@@ -28,6 +28,7 @@ from django_pgjobs.jobs.error_text import UNDESCRIBED_ERROR, describe_error, log
 from django_pgjobs.jobs.registry import JobHandler
 from django_pgjobs.queries import ClaimedJob
 from django_pgjobs.stored_json import UndecodableJSON
+from django_pgjobs.tracing import jobs as tracing
 from django_pgjobs.worker import handler_connections as connections
 
 logger = logging.getLogger("django_pgjobs.worker")
@@ -65,11 +66,29 @@ def run_attempt(
     """Run ``job`` with ``handler`` and say how it went. Never raises: SystemExit and
     KeyboardInterrupt raised by a handler fail that job, not the worker, and an error that
     cannot be described is still recorded as a failure (with a fallback description).
-    ``attempt``: the flags the worker sets for this attempt (cancelled, stopping)."""
+    ``attempt``: the flags the worker sets for this attempt (cancelled, stopping).
+
+    Traced (see :mod:`django_pgjobs.tracing.jobs`): the attempt is a span, current on this
+    thread while the handler runs."""
     if attempt is not None and attempt.is_cancelled():
         # Claimed ahead, then cancelled or rescued before a thread was free: never started.
         # Its write (a snooze: undone, as if never claimed) is fenced out like any lost one's.
         return AttemptResult(took=0.0, snoozed=0.0)
+    traced = tracing.run_span(job)
+    if traced is None:
+        return _run(handler, job, progress, attempt)
+    with traced as span:
+        result = _run(handler, job, progress, attempt)
+        tracing.ran(span, result)
+    return result
+
+
+def _run(
+    handler: JobHandler | None,
+    job: ClaimedJob,
+    progress: ProgressSink,
+    attempt: RunningAttempt | None,
+) -> AttemptResult:
     started = time.monotonic()
     error: str | None = None
     exception: str | None = None
@@ -96,6 +115,7 @@ def run_attempt(
             exception = class_path(exc)
             lost = connection_lost(exc)
             cancelled = _chosen(exc, notes)
+            tracing.handler_raised(exc)
     except BaseException:
         # describe_error never raises; this is for what can strike anywhere (a MemoryError).
         error, exception, handed_back, lost = UNDESCRIBED_ERROR, None, None, False

@@ -49,6 +49,7 @@ def serve(conn: Connection, cancelled: Any = None, stopping: Any = None) -> None
     from django.db import connections
 
     from django_pgjobs.jobs.registry import registry
+    from django_pgjobs.tracing import otel
     from django_pgjobs.worker.attempt import run_attempt
 
     sending = threading.Lock()  # progress may come from another thread (an async handler's)
@@ -84,6 +85,9 @@ def serve(conn: Connection, cancelled: Any = None, stopping: Any = None) -> None
             send(("done", *_without_callback(result)))
     finally:
         connections.close_all()
+        # A child ends without running atexit hooks (multiprocessing's os._exit), so an SDK's
+        # batch of spans would be lost with it.
+        otel.flush()
 
 
 class SharedAttempt(RunningAttempt):
