@@ -39,19 +39,19 @@ from django_pgjobs.stored_json import UndecodableJSON, decode_json
 NOTIFY_CHANNEL = "pgjobs_workflow"
 
 
-def _queue_job(source: str) -> str:
+def _queue_job(source: str, trace: str = "NULL") -> str:
     """The INSERT of the job that runs each workflow of ``source`` (a relation with workflow_id,
-    app_version, queue, priority, max_recovery_attempts). Its key is how wake-ups, cancels and
-    resumes find it; the first attempt plus every recovery attempt may crash before it is
-    buried (and the workflow declared dead). Due at now(), the claim's clock, not at the column
-    default's statement_timestamp(): inside a longer transaction (a test's) that is later than
-    now(), and never due in it."""
+    app_version, queue, priority, max_recovery_attempts), ``trace`` its trace_context (SQL; a start
+    passes its span's). Its key is how wake-ups, cancels and resumes find it; the first attempt plus
+    every recovery attempt may crash before it is buried (and the workflow declared dead). Due at
+    now(), the claim's clock, not at the column default's statement_timestamp(): inside a longer
+    transaction (a test's) that is later than now(), and never due in it."""
     return f"""
         INSERT INTO pgjobs_job_queue (job_name, payload, queue, priority, max_attempts, key,
-                                      scheduled_for)
+                                      scheduled_for, trace_context)
         SELECT {workflow_job_name("s.app_version")},
                jsonb_build_object('workflow_id', s.workflow_id), s.queue, s.priority,
-               s.max_recovery_attempts + 1, {workflow_key("s.workflow_id")}, now()
+               s.max_recovery_attempts + 1, {workflow_key("s.workflow_id")}, now(), {trace}
         FROM {source} AS s"""
 
 
@@ -78,7 +78,7 @@ def start(cur: Cursor, row: dict[str, Any]) -> Started:
             ON CONFLICT (workflow_id) DO NOTHING
             RETURNING workflow_id, app_version, queue, priority, max_recovery_attempts
         ),
-        queued AS ({_queue_job("created")} RETURNING id)
+        queued AS ({_queue_job("created", "%(trace_context)s::jsonb")} RETURNING id)
         SELECT (SELECT count(*) FROM queued),
                (SELECT name FROM pgjobs_workflow_executions WHERE workflow_id = %(workflow_id)s)
         """,

@@ -29,6 +29,7 @@ from django_pgjobs.queries import workflow_reads as reads
 from django_pgjobs.queries import workflow_runs as runs
 from django_pgjobs.queries import workflow_steps as steps
 from django_pgjobs.stored_json import UndecodableJSON
+from django_pgjobs.tracing import workflows as tracing
 from django_pgjobs.workflows import codec, lifecycle, runtime, waits
 from django_pgjobs.workflows.definitions import WorkflowDefinition
 from django_pgjobs.workflows.definitions import app_version as current_app_version
@@ -121,7 +122,7 @@ def _start(
         "max_recovery_attempts": definition.max_recovery_attempts,
         "parent": parent,
     }
-    with runtime.cursor() as cur:
+    with tracing.start_span(row), runtime.cursor() as cur:
         started = runs.start(cur, row)
         name = started.name
         if not started.created and name is None:

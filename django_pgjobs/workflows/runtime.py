@@ -38,6 +38,7 @@ from django_pgjobs.queries import ClaimedJob, Token
 from django_pgjobs.queries import workflow_reads as reads
 from django_pgjobs.queries import workflow_runs as runs
 from django_pgjobs.queries import workflow_steps as steps
+from django_pgjobs.tracing import workflows as tracing
 from django_pgjobs.workflows import codec, lifecycle
 from django_pgjobs.workflows.registry import workflows
 
@@ -238,8 +239,7 @@ def _stop_for(exc: Exception) -> _BookkeepingFailed:
     """What stops the workflow when the database failed under it: not its failure (see
     :class:`_BookkeepingFailed`); every step or wait its code still reaches stops too."""
     failed = _BookkeepingFailed(exc)
-    ctx = _current.get()
-    if ctx is not None:
+    if (ctx := _current.get()) is not None:
         ctx.stopped = failed
     return failed
 
@@ -267,38 +267,38 @@ def call_step(definition: StepDefinition, args: tuple[Any, ...], kwargs: dict[st
         return recorded.output
     check_autocommit(f"Step {definition.name!r}")
     codec.encode({"args": list(args), "kwargs": kwargs}, f"The inputs of step {definition.name!r}")
-    started_at = timezone.now()
-    attempt = 0
-    while True:
-        attempt += 1
-        try:
-            return _attempt_step(ctx, definition, index, args, kwargs, started_at, attempt)
-        except (_ControlFlow, WorkflowSerializationError):
-            raise
-        except Exception as exc:
-            if connection_lost(exc):
-                # The worker's problem, not the step's: nothing the step did committed (an
-                # atomic step's transaction died with the connection), so recording a failure
-                # now, on a new connection, would fail the workflow for good.
-                raise _stop_for(exc) from exc
-            delay = definition.retry_in(attempt, exc)
-            if delay is not None:
-                logger.warning(
-                    "Step %s of workflow %s failed (attempt %s/%s, %s); retrying in %.1fs",
-                    definition.name, ctx.workflow_id, attempt, definition.max_attempts,
-                    type(exc).__name__, delay,
-                )  # fmt: skip
-                time.sleep(delay)
-                continue
-            ctx.record(
-                index,
-                definition.name,
-                status="failed",
-                started_at=started_at,
-                attempts=attempt,
-                error=codec.describe(exc),
-            )
-            raise
+    started_at, attempt = timezone.now(), 0
+    with tracing.step_span(ctx.workflow_id, index, definition.name):
+        while True:
+            attempt += 1
+            try:
+                return _attempt_step(ctx, definition, index, args, kwargs, started_at, attempt)
+            except (_ControlFlow, WorkflowSerializationError):
+                raise
+            except Exception as exc:
+                if connection_lost(exc):
+                    # The worker's problem, not the step's: nothing the step did committed (an
+                    # atomic step's transaction died with the connection), so recording a
+                    # failure now, on a new connection, would fail the workflow for good.
+                    raise _stop_for(exc) from exc
+                delay = definition.retry_in(attempt, exc)
+                if delay is not None:
+                    logger.warning(
+                        "Step %s of workflow %s failed (attempt %s/%s, %s); retrying in %.1fs",
+                        definition.name, ctx.workflow_id, attempt, definition.max_attempts,
+                        type(exc).__name__, delay,
+                    )  # fmt: skip
+                    time.sleep(delay)
+                    continue
+                ctx.record(
+                    index,
+                    definition.name,
+                    status="failed",
+                    started_at=started_at,
+                    attempts=attempt,
+                    error=codec.describe(exc),
+                )
+                raise
 
 
 def _attempt_step(
@@ -368,8 +368,7 @@ def _load_own_workflow(payload: Any, job: ClaimedJob) -> tuple[str, runs.LoadedW
 
 def run_workflow_job(payload: Any) -> None:
     """The handler of ``pgjobs.workflow:<version>`` jobs: run (or resume) one workflow."""
-    job = current_job.get()
-    if job is None:
+    if (job := current_job.get()) is None:
         raise WorkflowError("Workflow jobs can only be run by a worker.")
     workflow_id, loaded = _load_own_workflow(payload, job)
     if loaded is None:
@@ -383,19 +382,20 @@ def run_workflow_job(payload: Any) -> None:
     why: str | None = None  # the failure, for workflow_finished
     reset = _current.set(ctx)
     try:
-        try:
-            if (undecodable := loaded.undecodable()) is not None:
-                raise PayloadNotDecodable(undecodable)
-            result = definition.func(
-                *loaded.input.get("args", []), **loaded.input.get("kwargs", {})
-            )
-        finally:
-            # The workflow's code may have swallowed how it had to stop; it still stops so.
-            if ctx.stopped is not None:
-                raise ctx.stopped
-        if ctx.fatal is not None:
-            raise ctx.fatal
-        output = codec.encode(result, f"The return value of workflow {loaded.name!r}")
+        with tracing.workflow_span(workflow_id, loaded.name):
+            try:
+                if (undecodable := loaded.undecodable()) is not None:
+                    raise PayloadNotDecodable(undecodable)
+                result = definition.func(
+                    *loaded.input.get("args", []), **loaded.input.get("kwargs", {})
+                )
+            finally:
+                # The workflow's code may have swallowed how it had to stop; it still stops so.
+                if ctx.stopped is not None:
+                    raise ctx.stopped
+            if ctx.fatal is not None:
+                raise ctx.fatal
+            output = codec.encode(result, f"The return value of workflow {loaded.name!r}")
     except _Suspended as suspended:
         raise JobHandedBack(suspended.delay) from None
     except _Cancelled:
