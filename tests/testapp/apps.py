@@ -31,6 +31,9 @@ class TestAppConfig(AppConfig):
 
             for name in RECORDED_SIGNALS:
                 getattr(ours, name).connect(_recorder(name), weak=False, dispatch_uid=name)
+        # ... and export every span they end to this file, one JSON object a line.
+        if os.environ.get("PGJOBS_TEST_TRACE_FILE"):
+            _export_spans_to(os.environ["PGJOBS_TEST_TRACE_FILE"])
 
 
 def _record_finished(sender: Any, task_result: Any, **kwargs: Any) -> None:
@@ -38,6 +41,25 @@ def _record_finished(sender: Any, task_result: Any, **kwargs: Any) -> None:
 
     label = f"finished:{task_result.status}:{os.getpid()}"
     Run.objects.create(job_id=task_result.id, label=label[:100])
+
+
+def _export_spans_to(path: str) -> None:
+    """An SDK provider, as an application sets one up, exporting each span as it ends (a
+    ``--pool process`` child forked after this inherits it) with the pid of the process that
+    ended it."""
+    import json
+
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+    from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProcessor
+
+    def line(span: ReadableSpan) -> str:
+        return json.dumps({**json.loads(span.to_json()), "pid": os.getpid()}) + "\n"
+
+    out = open(path, "a", encoding="utf-8")  # noqa: SIM115 - written until the process ends
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter(out=out, formatter=line)))
+    trace.set_tracer_provider(provider)
 
 
 def _recorder(signal_name: str) -> Callable[..., None]:
