@@ -29,19 +29,19 @@ _TABLES = ("pgjobs_job_queue", "pgjobs_failed_jobs")
 def add(apps: StateApps, schema_editor: BaseDatabaseSchemaEditor) -> None:
     for table in _TABLES:
         clauses = ["ADD COLUMN IF NOT EXISTS trace_context jsonb NULL"]
-        _0014._alter(schema_editor, table, clauses, migration="0019")
+        _0014._alter(schema_editor, table, clauses, migration="0020")
 
 
 def drop(apps: StateApps, schema_editor: BaseDatabaseSchemaEditor) -> None:
     for table in _TABLES:
         clauses = ["DROP COLUMN IF EXISTS trace_context"]
-        _0014._alter(schema_editor, table, clauses, migration="0019")
+        _0014._alter(schema_editor, table, clauses, migration="0020")
 
 
 class Migration(migrations.Migration):
     # Not atomic: the ALTERs wait under lock_timeout in transactions of their own (see above).
     atomic = False
-    dependencies: ClassVar[list[Any]] = [("pgjobs", "0018_sql_enqueue_partition_key_and_timeout")]
+    dependencies: ClassVar[list[Any]] = [("pgjobs", "0019_worker_handlers")]
     operations: ClassVar[list[Any]] = [
         migrations.SeparateDatabaseAndState(
             state_operations=[
