@@ -208,8 +208,10 @@ class PgJobsSettings:
 
     @property
     def METRICS_TOKEN(self) -> str | None:
+        """None for any falsy value: an empty token (``os.environ.get(...,"")`` of a variable
+        not set) must close the view's token door, never open it to an empty token."""
         value = self.get("METRICS_TOKEN")
-        return None if value is None else str(value)
+        return str(value) if value else None
 
 
 conf = PgJobsSettings()

@@ -1,5 +1,5 @@
-"""The metrics view: the database gauges in Prometheus' text format, for staff users or a
-scraper holding ``PGJOBS["METRICS_TOKEN"]``; never open to anyone else.
+"""The metrics view: the database gauges in Prometheus' text format, for staff users allowed to
+see jobs or a scraper holding ``PGJOBS["METRICS_TOKEN"]``; never open to anyone else.
 
 Add it to your URLs (``path("pgjobs/metrics", metrics_view)``) and point Prometheus at it with
 ``authorization: {credentials: <the token>}`` (a bearer token). Importing this module needs no
@@ -7,25 +7,39 @@ Add it to your URLs (``path("pgjobs/metrics", metrics_view)``) and point Prometh
 says how to install it.
 
 - ``Authorization: Bearer <token>`` matching the setting (compared in constant time): 200;
-  any other token, or one while the setting is None: 401.
-- No token: 200 for an active staff user (Django's authentication middleware); 401 when a token
-  is configured (``WWW-Authenticate: Bearer`` tells a scraper what it lacks); 403 otherwise.
+  any other token, an empty one, or one while the setting is unset (None or empty): 401.
+- No token: 200 for an active staff user with the ``pgjobs.view_job`` permission (the
+  dashboard's; superusers have it), by Django's authentication middleware; 401 when a token is
+  configured (``WWW-Authenticate: Bearer`` tells a scraper what it lacks); 403 otherwise.
+- GET and HEAD only, anything else 405: it changes nothing, so it is exempt from CSRF (a POST
+  would otherwise be refused by the middleware with a 403 that says nothing about the method).
+- Outside ``ATOMIC_REQUESTS``' transaction: inside one the read would join the request's
+  transaction, without the read-only snapshot and statement timeout it sets for its own.
 """
 
 from __future__ import annotations
 
 import hmac
 
+from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.cache import never_cache
+from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_safe
 
 from django_pgjobs.conf import conf
 from django_pgjobs.metrics import MISSING
 
-_BEARER = "bearer "
+_BEARER = "bearer"
+# What the staff need besides is_staff: the permission that shows them the dashboard.
+PERMISSION = "pgjobs.view_job"
+# Around a header's value HTTP allows only spaces and tabs (RFC 9110 5.5); anything else is part
+# of the token, so it must match.
+_OWS = " \t"
 
 
+@transaction.non_atomic_requests
+@csrf_exempt
 @never_cache
 @require_safe
 def metrics_view(request: HttpRequest) -> HttpResponse:
@@ -45,21 +59,26 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
 
 def _refused(request: HttpRequest) -> HttpResponse | None:
     """The response that refuses ``request``, or None if it may see the metrics."""
-    header = request.headers.get("Authorization", "")
-    if header[: len(_BEARER)].lower() == _BEARER:
-        expected = conf.METRICS_TOKEN
-        given = header[len(_BEARER) :].strip()
+    scheme, _, given = request.headers.get("Authorization", "").strip(_OWS).partition(" ")
+    if scheme.lower() == _BEARER:
+        expected = conf.METRICS_TOKEN  # None when unset or empty: no token opens the view
+        given = given.strip(_OWS)
         # compare_digest on bytes: any str (a non-ASCII token too), in time that does not
-        # depend on where the two first differ.
-        if expected is not None and hmac.compare_digest(given.encode(), expected.encode()):
+        # depend on where the two first differ. An empty token never matches, whatever the
+        # setting says.
+        if given and expected and hmac.compare_digest(given.encode(), expected.encode()):
             return None
         return _unauthorized("invalid_token")
     user = getattr(request, "user", None)  # None: no authentication middleware
-    if user is not None and user.is_active and user.is_staff:
+    if user is not None and user.is_active and user.is_staff and user.has_perm(PERMISSION):
         return None
     if conf.METRICS_TOKEN is not None:
         return _unauthorized(None)
-    return HttpResponse("Staff only.", status=403, content_type="text/plain; charset=utf-8")
+    return HttpResponse(
+        f"Staff with the {PERMISSION} permission only.",
+        status=403,
+        content_type="text/plain; charset=utf-8",
+    )
 
 
 def _unauthorized(error: str | None) -> HttpResponse:

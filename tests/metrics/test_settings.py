@@ -41,8 +41,16 @@ def test_the_cache_defaults_to_ten_seconds_and_the_token_to_none() -> None:
 
 @pytest.mark.parametrize(
     "token",
-    ["short-token", "", " padded-token-of-enough-length ", 1234567890123456789, b"x" * 32],
-    ids=["short", "empty", "padded", "int", "bytes"],
+    [
+        "short-token",
+        "",
+        " padded-token-of-enough-length ",
+        " " * 32,
+        "\t" * 20,
+        1234567890123456789,
+        b"x" * 32,
+    ],
+    ids=["short", "empty", "padded", "spaces", "tabs", "int", "bytes"],
 )
 def test_a_token_that_is_not_a_long_enough_str_is_e004_and_never_shown(token: Any) -> None:
     with override_settings(PGJOBS={"METRICS_TOKEN": token}):
@@ -50,6 +58,13 @@ def test_a_token_that_is_not_a_long_enough_str_is_e004_and_never_shown(token: An
     assert error.id == "pgjobs.E004"
     assert "METRICS_TOKEN" in error.msg
     assert str(token) not in error.msg or not str(token)
+
+
+@pytest.mark.parametrize("token", ["", 0, False], ids=repr)
+def test_an_empty_token_reads_as_none(token: Any) -> None:
+    # What the view compares against: an empty token is no token (the view is the staff's).
+    with override_settings(PGJOBS={"METRICS_TOKEN": token}):
+        assert conf.METRICS_TOKEN is None
 
 
 def test_a_long_token_is_accepted() -> None:

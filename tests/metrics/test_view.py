@@ -1,12 +1,17 @@
-"""The metrics view: staff users and holders of PGJOBS["METRICS_TOKEN"] only (compared in
-constant time); never open by default; the database gauges in the format the scraper asks for."""
+"""The metrics view: staff users with pgjobs.view_job and holders of PGJOBS["METRICS_TOKEN"]
+only (compared in constant time); never open by default, nor by an empty token; GET and HEAD
+only, outside ATOMIC_REQUESTS' transaction; the database gauges in the format the scraper asks
+for."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
-from django.contrib.auth.models import User
+from django.conf import settings
+from django.contrib.auth.models import Permission, User
+from django.db import connection, connections
 from django.test import Client, override_settings
 
 from django_pgjobs import enqueue
@@ -44,15 +49,41 @@ def test_a_user_who_is_not_staff_is_refused(client: Client) -> None:
 
 
 def test_an_inactive_staff_user_is_refused(client: Client) -> None:
-    user = User.objects.create_user("former", is_staff=True)
+    user = staff()
     client.force_login(user)
     User.objects.filter(pk=user.pk).update(is_active=False)
     assert client.get(URL).status_code == 403
 
 
+def staff() -> User:
+    """An active staff user allowed to see jobs (the permission the view asks for)."""
+    user = User.objects.create_user("ops", is_staff=True)
+    user.user_permissions.add(Permission.objects.get(codename="view_job"))
+    return user
+
+
+def test_staff_without_the_view_job_permission_are_refused(client: Client) -> None:
+    client.force_login(User.objects.create_user("ops", is_staff=True))
+    response = client.get(URL)
+    assert response.status_code == 403
+    assert b"pgjobs.view_job" in response.content
+
+
+def test_the_view_job_permission_without_staff_is_refused(client: Client) -> None:
+    user = User.objects.create_user("viewer")
+    user.user_permissions.add(Permission.objects.get(codename="view_job"))
+    client.force_login(user)
+    assert client.get(URL).status_code == 403
+
+
+def test_a_superuser_sees_the_gauges(client: Client) -> None:
+    client.force_login(User.objects.create_superuser("root"))
+    assert client.get(URL).status_code == 200
+
+
 def test_staff_see_the_database_gauges(client: Client) -> None:
     enqueue("test.record", queue="mail")
-    client.force_login(User.objects.create_user("ops", is_staff=True))
+    client.force_login(staff())
     response = client.get(URL)
     assert response.status_code == 200
     assert response["Content-Type"].startswith("text/plain; version=0.0.4")
@@ -74,9 +105,15 @@ def test_the_token_opens_the_view(client: Client) -> None:
 @pytest.mark.usefixtures("with_token")
 @pytest.mark.parametrize(
     "header",
-    [f"Bearer {TOKEN}x", f"Bearer {TOKEN[:-1]}", "Bearer ", "Bearer ünïcode-token-of-length"],
-    ids=["longer", "shorter", "empty", "non-ascii"],
-)
+    [
+        f"Bearer {TOKEN}x", f"Bearer {TOKEN[:-1]}", "Bearer ", "Bearer", "Bearer \t ",
+        "Bearer ünïcode-token-of-length", f"Bearer {TOKEN}\x0b", f"Bearer \xa0{TOKEN}",
+    ],
+    ids=[
+        "longer", "shorter", "empty", "no-token", "blank", "non-ascii", "vertical-tab",
+        "no-break-space",
+    ],
+)  # fmt: skip
 def test_a_wrong_token_is_401(client: Client, header: str) -> None:
     response = client.get(URL, headers={"Authorization": header})
     assert response.status_code == 401
@@ -86,7 +123,7 @@ def test_a_wrong_token_is_401(client: Client, header: str) -> None:
 
 @pytest.mark.usefixtures("with_token")
 def test_a_wrong_token_is_refused_even_to_a_staff_session(client: Client) -> None:
-    client.force_login(User.objects.create_user("ops", is_staff=True))
+    client.force_login(staff())
     assert client.get(URL, headers={"Authorization": "Bearer wrong"}).status_code == 401
 
 
@@ -114,8 +151,58 @@ def test_openmetrics_when_the_scraper_asks_for_it(client: Client) -> None:
     assert response.content.endswith(b"# EOF\n")
 
 
+@pytest.mark.parametrize("setting", ["", None, 0, False], ids=repr)
+@pytest.mark.parametrize("header", ["Bearer ", "Bearer", "Bearer \t", "bearer  "])
+def test_an_empty_token_setting_opens_nothing(client: Client, setting: Any, header: str) -> None:
+    # As os.environ.get("PGJOBS_METRICS_TOKEN", "") gives where the variable is not set: the
+    # token door stays shut (401) and the view is the staff's, as with None (pgjobs.E004 says so
+    # at start-up, but a server need not run the checks).
+    with override_settings(PGJOBS={"METRICS_TOKEN": setting}):
+        response = client.get(URL, headers={"Authorization": header})
+        assert response.status_code == 401
+        assert b"pgjobs_jobs" not in response.content
+        assert client.get(URL).status_code == 403  # no token configured: staff only
+        client.force_login(staff())
+        assert client.get(URL).status_code == 200
+
+
 @pytest.mark.usefixtures("with_token")
-def test_only_get_and_head(client: Client) -> None:
+def test_spaces_and_tabs_around_the_header_are_not_part_of_the_token(client: Client) -> None:
+    for header in (f"Bearer {TOKEN} ", f" Bearer  {TOKEN}\t", f"\tbearer {TOKEN} \t"):
+        assert client.get(URL, headers={"Authorization": header}).status_code == 200, header
+
+
+@pytest.mark.usefixtures("with_token")
+@pytest.mark.parametrize("method", ["post", "put", "patch", "delete", "options"])
+def test_only_get_and_head_the_rest_405_even_under_csrf_protection(method: str) -> None:
     auth = {"Authorization": f"Bearer {TOKEN}"}
-    assert client.head(URL, headers=auth).status_code == 200
-    assert client.post(URL, headers=auth).status_code == 405
+    middleware = [*settings.MIDDLEWARE, "django.middleware.csrf.CsrfViewMiddleware"]
+    with override_settings(MIDDLEWARE=middleware):
+        client = Client(enforce_csrf_checks=True)
+        assert client.head(URL, headers=auth).status_code == 200
+        response = getattr(client, method)(URL, headers=auth)
+        assert response.status_code == 405
+        assert sorted(response["Allow"].split(", ")) == ["GET", "HEAD"]
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("with_token")
+def test_the_read_runs_in_its_own_read_only_snapshot_under_atomic_requests(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The connection's settings dict is the one Django's handler consults for each request.
+    monkeypatch.setitem(connections.settings["default"], "ATOMIC_REQUESTS", True)
+    assert connection.settings_dict["ATOMIC_REQUESTS"] is True
+    enqueue("test.record", queue="mail")
+    executed: list[str] = []
+
+    def record(execute: Callable[..., Any], sql: str, *args: Any) -> Any:
+        executed.append(sql)
+        return execute(sql, *args)
+
+    with connection.execute_wrapper(record):
+        response = client.get(URL, headers={"Authorization": f"Bearer {TOKEN}"})
+    assert response.status_code == 200
+    assert Scrape(response.content.decode())("pgjobs_jobs", queue="mail", state="due") == 1
+    # Inside the request's transaction the read could not set these (they must come first).
+    assert "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY" in executed
