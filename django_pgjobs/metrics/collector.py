@@ -20,7 +20,12 @@ from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
 from django_pgjobs.conf import conf
 from django_pgjobs.metrics import health
-from django_pgjobs.metrics.readings import Readings, read_figures
+from django_pgjobs.metrics.readings import (
+    QUEUE_FAMILIES,
+    SCHEDULE_FAMILIES,
+    Readings,
+    read_figures,
+)
 
 logger = logging.getLogger("django_pgjobs.metrics")
 
@@ -102,6 +107,12 @@ FAMILIES: dict[str, tuple[str, tuple[str, ...]]] = {
         (),
     ),
     "pgjobs_metrics_read_duration_seconds": ("How long reading these figures took.", ()),
+    "pgjobs_metrics_truncated": (
+        "1 if the metric's series were cut to bound the read: queues past the first 1000 by "
+        'name summed into queue="_other" (their limits left out), schedules past the first '
+        "1000 left out, or a queue's many priorities counted from their first 10000 jobs.",
+        ("metric",),
+    ),
 }
 
 # The limits of a pgjobs_queues row, by the gauge that shows each; a limit not set is absent.
@@ -222,6 +233,8 @@ def database_families(readings: Readings) -> list[Metric]:
         add("pgjobs_workflows", [status], count)
     add("pgjobs_metrics_read_timestamp_seconds", [], readings.now.timestamp())
     add("pgjobs_metrics_read_duration_seconds", [], readings.seconds)
+    for name in QUEUE_FAMILIES + SCHEDULE_FAMILIES:
+        add("pgjobs_metrics_truncated", [name], 1 if name in readings.truncated else 0)
     return list(families.values())
 
 

@@ -3,18 +3,24 @@
 One ``REPEATABLE READ, READ ONLY`` transaction (as the dashboard's), so the figures agree with
 each other, and every statement bounded whatever the tables hold:
 
-- jobs by queue and state: a skip scan of ``pgjobs_job_queue_claim`` finds each (queue,
-  priority) that has pending jobs (one index descent each, never the jobs between them); within
-  one queue and priority the due jobs are one range of that index and the scheduled ones the
-  next, so each is counted reading at most ``COUNT_CAP`` entries, and its oldest job is the
-  range's first entry. Running jobs, as many as workers run, through ``pgjobs_job_lease``;
+- jobs by queue and state: a skip scan of ``pgjobs_job_queue_claim`` finds the queues that
+  have pending jobs, then each one's priorities (one index descent each, never the jobs between
+  them), bounded by queues first: every one of the first ``MAX_SERIES`` queues is counted, with
+  its share of ``MAX_PAIRS`` priorities. Within one queue and priority the due jobs are one range
+  of that index and the scheduled ones the next, so each is counted reading at most
+  ``COUNT_CAP`` entries, and its oldest job is the range's first entry; a queue's priorities
+  past its share, and the queues past ``MAX_SERIES`` (summed as ``OTHER``), are one range each,
+  read up to ``COUNT_CAP`` entries. Running jobs, as many as workers run, through
+  ``pgjobs_job_lease``;
 - dead letters: the newest ``COUNT_CAP`` (``pgjobs_failed_at``), by queue;
 - workflows per status: the dashboard's capped counts;
 - queue rows, schedules: small tables, the first ``MAX_SERIES`` rows by name;
 - live workers: ``pgjobs_workers`` holds a row per running worker process.
 
 So a queue of ten million jobs costs what one of ten thousand does; counts stop at
-``COUNT_CAP`` (the admin's "10,000+") and the gauge then reads 10,000. No prometheus_client
+``COUNT_CAP`` (the admin's "10,000+") and the gauge then reads 10,000. Where a bound cuts
+series, ``Readings.truncated`` names the metric (``pgjobs_metrics_truncated``): no queue ever
+vanishes without it. No prometheus_client
 here: :mod:`.collector` turns these into metric families.
 """
 
@@ -33,10 +39,30 @@ from django_pgjobs.observability.schedules import fire_times
 
 # Queues and schedules exported at most, the first by name: each is a label value, and a
 # scrape of tens of thousands of series per metric would cost Prometheus more than it tells.
+# The queues past them are summed into one series labelled OTHER; the schedules past them are
+# left out. Either way the family's pgjobs_metrics_truncated series says so.
 MAX_SERIES = 1000
-# (queue, priority) pairs of pending jobs read at most: a few priorities per queue. Each pair
-# costs two capped counts, so this bounds the whole read.
+OTHER = "_other"
+# (queue, priority) pairs of pending jobs counted at most, shared equally by the queues and at
+# least PRIORITIES_PER_QUEUE each: each pair costs two capped counts, so this bounds the read.
+# A queue's priorities past its share are read together, up to COUNT_CAP jobs.
 MAX_PAIRS = 5 * MAX_SERIES
+PRIORITIES_PER_QUEUE = 5
+
+# The families whose series the bounds above can cut, each with a pgjobs_metrics_truncated
+# series; those of queues, cut by MAX_SERIES, or by a queue's priorities past its share holding
+# more than COUNT_CAP jobs (those jobs' split into due and scheduled is then a lower bound).
+QUEUE_FAMILIES = (
+    "pgjobs_jobs", "pgjobs_oldest_due_job_age_seconds", "pgjobs_dead_letters",
+    "pgjobs_queue_paused", "pgjobs_queue_concurrency_limit",
+    "pgjobs_queue_worker_concurrency_limit", "pgjobs_queue_rate_limit",
+    "pgjobs_queue_rate_period_seconds", "pgjobs_queue_partition_concurrency_limit",
+    "pgjobs_queue_partition_rate_limit", "pgjobs_queue_timeout_seconds",
+)  # fmt: skip
+SCHEDULE_FAMILIES = (
+    "pgjobs_schedule_enabled", "pgjobs_schedule_last_fire_timestamp_seconds",
+    "pgjobs_schedule_next_fire_timestamp_seconds",
+)  # fmt: skip
 # A statement of these that runs longer is cancelled: a scrape must never load the database
 # (the plans above take milliseconds; this only stops one gone wrong).
 STATEMENT_TIMEOUT_MS = 5000
@@ -89,31 +115,45 @@ class Readings:
     schedules: list[ScheduleReading] = field(default_factory=list)
     workflows: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0  # how long reading took
+    # Families of QUEUE_FAMILIES and SCHEDULE_FAMILIES whose series the bounds cut.
+    truncated: set[str] = field(default_factory=set)
 
 
-# Each (queue, priority) of pending jobs, by a skip scan of pgjobs_job_queue_claim (queue,
-# priority DESC, scheduled_for, id): from one pair, the next lower priority of the same queue,
-# else the first pair of the next queue; one index descent each. Then, per pair, the due and
-# the scheduled jobs are each one range of that index (counted up to the cap), and its oldest
-# pending job is the first entry. Summed per queue; the sums stop at the cap too.
+# Jobs by queue, bounded by queues first, so that no queue vanishes: a skip scan of
+# pgjobs_job_queue_claim (queue, priority DESC, scheduled_for, id) lists the queues of pending
+# jobs, one index descent each, the first %(series)s by name (one more says there are others).
+# Each listed queue gets an equal share of %(pairs)s (at least %(priorities)s) of its
+# priorities, highest first, another descent each; within one (queue, priority) the due and the
+# scheduled jobs are each one range of that index (counted up to the cap), whose first entry is
+# its oldest. A queue's priorities past its share are one range too, whose first %(cap)s
+# entries are read; so are the pending jobs of the queues past the listed ones, returned as the
+# row whose queue is NULL. "sampled": such a read stopped at the cap, so its split into due and
+# scheduled, and its oldest, are those of the entries read only.
 _PENDING = """
-WITH RECURSIVE pairs(queue, priority) AS (
-    (SELECT queue, priority FROM pgjobs_job_queue WHERE status = 'pending'
-     ORDER BY queue, priority DESC LIMIT 1)
+WITH RECURSIVE queues(queue) AS (
+    (SELECT queue FROM pgjobs_job_queue WHERE status = 'pending' ORDER BY queue LIMIT 1)
     UNION ALL
-    SELECT coalesce(same.queue, later.queue), coalesce(same.priority, later.priority)
-    FROM pairs AS p
-    LEFT JOIN LATERAL (
-        SELECT j.queue, j.priority FROM pgjobs_job_queue AS j
-        WHERE j.status = 'pending' AND j.queue = p.queue AND j.priority < p.priority
-        ORDER BY j.priority DESC LIMIT 1
-    ) AS same ON true
-    LEFT JOIN LATERAL (
-        SELECT j.queue, j.priority FROM pgjobs_job_queue AS j
-        WHERE same.queue IS NULL AND j.status = 'pending' AND j.queue > p.queue
-        ORDER BY j.queue, j.priority DESC LIMIT 1
-    ) AS later ON true
-    WHERE p.queue IS NOT NULL
+    SELECT (SELECT j.queue FROM pgjobs_job_queue AS j
+            WHERE j.status = 'pending' AND j.queue > q.queue ORDER BY j.queue LIMIT 1)
+    FROM queues AS q WHERE q.queue IS NOT NULL
+),
+listed AS (SELECT queue FROM queues WHERE queue IS NOT NULL LIMIT %(series)s + 1),
+counted_queues AS (SELECT queue FROM listed ORDER BY queue LIMIT %(series)s),
+share AS (
+    SELECT greatest(%(priorities)s, %(pairs)s / greatest(count(*), 1)) AS priorities
+    FROM counted_queues
+),
+pairs(queue, priority, n) AS (
+    SELECT c.queue, (SELECT j.priority FROM pgjobs_job_queue AS j
+                     WHERE j.status = 'pending' AND j.queue = c.queue
+                     ORDER BY j.priority DESC LIMIT 1), 1
+    FROM counted_queues AS c
+    UNION ALL
+    SELECT p.queue, (SELECT j.priority FROM pgjobs_job_queue AS j
+                     WHERE j.status = 'pending' AND j.queue = p.queue AND j.priority < p.priority
+                     ORDER BY j.priority DESC LIMIT 1), p.n + 1
+    FROM pairs AS p, share
+    WHERE p.priority IS NOT NULL AND p.n < share.priorities
 ),
 counted AS (
     SELECT p.queue,
@@ -129,11 +169,38 @@ counted AS (
                 LIMIT %(cap)s) AS c) AS scheduled,
            (SELECT j.scheduled_for FROM pgjobs_job_queue AS j
             WHERE j.status = 'pending' AND j.queue = p.queue AND j.priority = p.priority
-            ORDER BY j.scheduled_for LIMIT 1) AS oldest
-    FROM (SELECT * FROM pairs WHERE queue IS NOT NULL LIMIT %(pairs)s) AS p
+            ORDER BY j.scheduled_for LIMIT 1) AS oldest,
+           false AS sampled
+    FROM pairs AS p WHERE p.priority IS NOT NULL
+    UNION ALL
+    SELECT p.queue, t.due, t.scheduled, t.oldest, t.seen >= %(cap)s
+    FROM pairs AS p JOIN share ON p.n = share.priorities,
+    LATERAL (
+        SELECT count(*) FILTER (WHERE s.scheduled_for <= now()) AS due,
+               count(*) FILTER (WHERE s.scheduled_for > now()) AS scheduled,
+               min(s.scheduled_for) FILTER (WHERE s.scheduled_for <= now()) AS oldest,
+               count(*) AS seen
+        FROM (SELECT j.scheduled_for FROM pgjobs_job_queue AS j
+              WHERE j.status = 'pending' AND j.queue = p.queue AND j.priority < p.priority
+              ORDER BY j.priority DESC, j.scheduled_for LIMIT %(cap)s) AS s
+    ) AS t
+    WHERE p.priority IS NOT NULL
+    UNION ALL
+    SELECT NULL, t.due, t.scheduled, t.oldest, true
+    FROM (
+        SELECT count(*) FILTER (WHERE s.scheduled_for <= now()) AS due,
+               count(*) FILTER (WHERE s.scheduled_for > now()) AS scheduled,
+               min(s.scheduled_for) FILTER (WHERE s.scheduled_for <= now()) AS oldest
+        FROM (SELECT j.scheduled_for FROM pgjobs_job_queue AS j
+              WHERE j.status = 'pending'
+                AND j.queue > (SELECT max(queue) FROM counted_queues)
+              ORDER BY j.queue, j.priority DESC, j.scheduled_for LIMIT %(cap)s) AS s
+    ) AS t
+    WHERE (SELECT count(*) FROM listed) > %(series)s
 )
 SELECT queue, least(sum(due), %(cap)s)::int, least(sum(scheduled), %(cap)s)::int,
-       coalesce(extract(epoch FROM now() - min(oldest) FILTER (WHERE oldest <= now())), 0)::float8
+       coalesce(extract(epoch FROM now() - min(oldest) FILTER (WHERE oldest <= now())), 0)::float8,
+       bool_or(sampled)
 FROM counted GROUP BY queue
 """
 
@@ -202,9 +269,22 @@ def read_figures(*, using: str | None = None) -> Readings:
         now, live, slots, busy = cur.fetchone()
         readings = Readings(now=now, live_workers=live, slots=int(slots), busy_slots=busy)
         queues = readings.queues
-        cur.execute(_PENDING, {"cap": COUNT_CAP, "pairs": MAX_PAIRS})
-        for name, due, scheduled, age in cur.fetchall():
-            queues[name] = QueueReading(due=due, scheduled=scheduled, oldest_due_age=age)
+        cur.execute(
+            _PENDING,
+            {
+                "cap": COUNT_CAP, "series": MAX_SERIES, "pairs": MAX_PAIRS,
+                "priorities": PRIORITIES_PER_QUEUE,
+            },
+        )  # fmt: skip
+        rest = None  # the queues past the first MAX_SERIES, summed (the NULL row)
+        for name, due, scheduled, age, sampled in cur.fetchall():
+            reading = QueueReading(due=due, scheduled=scheduled, oldest_due_age=age)
+            if name is None:
+                rest = reading
+            else:
+                queues[name] = reading
+            if sampled:
+                readings.truncated.update(("pgjobs_jobs", "pgjobs_oldest_due_job_age_seconds"))
         cur.execute(_RUNNING, {"cap": COUNT_CAP})
         for name, running in cur.fetchall():
             queues.setdefault(name, QueueReading()).running = running
@@ -212,16 +292,42 @@ def read_figures(*, using: str | None = None) -> Readings:
         for name, dead in cur.fetchall():
             queues.setdefault(name, QueueReading()).dead_letters = dead
             readings.dead_letters += dead
-        cur.execute(_QUEUE_ROWS, {"series": MAX_SERIES})
+        # One row more than exported: it says there are others.
+        cur.execute(_QUEUE_ROWS, {"series": MAX_SERIES + 1})
         for name, *limits in cur.fetchall():
             queues.setdefault(name, QueueReading()).limits = QueueLimits(*limits)
-        cur.execute(_SCHEDULES, {"series": MAX_SERIES})
-        readings.schedules = [_schedule(now, *row) for row in cur.fetchall()]
+        cur.execute(_SCHEDULES, {"series": MAX_SERIES + 1})
+        rows = cur.fetchall()
+        readings.schedules = [_schedule(now, *row) for row in rows[:MAX_SERIES]]
+        if len(rows) > MAX_SERIES:
+            readings.truncated.update(SCHEDULE_FAMILIES)
         readings.workflows = workflow_counts(using=alias)
-    if len(queues) > MAX_SERIES:
-        readings.queues = {name: queues[name] for name in sorted(queues)[:MAX_SERIES]}
+    _fold_queues(readings, rest)
     readings.seconds = time.monotonic() - started
     return readings
+
+
+def _fold_queues(readings: Readings, rest: QueueReading | None) -> None:
+    """Keep the first MAX_SERIES queues by name; sum the others' jobs, and ``rest`` (the pending
+    jobs of queues the read did not list), into OTHER, whose limits mean nothing summed and are
+    left out. A queue really named OTHER joins the sum then."""
+    queues = readings.queues
+    names = sorted(queues)
+    if len(names) <= MAX_SERIES and rest is None:
+        return
+    other = rest or QueueReading()
+    folded_names = names[MAX_SERIES:]
+    if OTHER in names[:MAX_SERIES]:
+        folded_names.append(OTHER)
+    for name in folded_names:
+        folded = queues.pop(name)
+        other.due = min(other.due + folded.due, COUNT_CAP)
+        other.scheduled = min(other.scheduled + folded.scheduled, COUNT_CAP)
+        other.running = min(other.running + folded.running, COUNT_CAP)
+        other.dead_letters = min(other.dead_letters + folded.dead_letters, COUNT_CAP)
+        other.oldest_due_age = max(other.oldest_due_age, folded.oldest_due_age)
+    queues[OTHER] = other
+    readings.truncated.update(QUEUE_FAMILIES)
 
 
 def _schedule(
