@@ -9,6 +9,10 @@ sees every event noted before it.
 At most ``MAX_NOTED`` events wait; past that (an after-write thread stuck in a slow signal
 receiver, and nobody scraping) new ones are dropped and counted in
 ``pgjobs_worker_metric_events_dropped_total``.
+
+Queue and job names come from rows, which plain SQL may write with any names: each metric
+takes at most ``MAX_LABEL_VALUES`` of each, the first seen, and counts the others as ``OTHER``,
+so that neither the process's memory nor a scrape grows without end.
 """
 
 from __future__ import annotations
@@ -32,6 +36,12 @@ BUCKETS = (
 # A few seconds of a busy worker's events: enough for any pause of the after-write thread a
 # scrape does not catch, bounded when neither runs.
 MAX_NOTED = 100_000
+# Distinct queue names, and job names, one metric of this process takes; a project with more
+# handlers than this has bigger dashboards to worry about, a stream of made-up names would
+# otherwise add series (and memory) for ever.
+MAX_LABEL_VALUES = 200
+OTHER = "_other"
+_FREE_LABELS = frozenset(("queue", "job_name"))
 
 _STARTED, _WRITTEN, _RESCUED = 0, 1, 2
 _FAILED = (Outcome.RETRIED, Outcome.BURIED)
@@ -45,11 +55,18 @@ class WorkerMetrics:
     is given."""
 
     def __init__(self) -> None:
+        # Each labelled metric's label names, in order, for _bounded.
+        self._label_names: dict[Any, tuple[str, ...]] = {}
+
         def counter(name: str, documentation: str, labels: tuple[str, ...]) -> Counter:
-            return Counter(name, documentation, labels, registry=None)
+            metric = Counter(name, documentation, labels, registry=None)
+            self._label_names[metric] = labels
+            return metric
 
         def histogram(name: str, documentation: str, labels: tuple[str, ...]) -> Histogram:
-            return Histogram(name, documentation, labels, registry=None, buckets=BUCKETS)
+            metric = Histogram(name, documentation, labels, registry=None, buckets=BUCKETS)
+            self._label_names[metric] = labels
+            return metric
 
         self.runs = counter(
             "pgjobs_job_runs",
@@ -98,6 +115,8 @@ class WorkerMetrics:
         )  # fmt: skip
         self._noted: deque[tuple[Any, ...]] = deque()
         self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
+        # (metric, label name): the values of a free label it has taken, up to the bound.
+        self._taken: dict[tuple[Any, str], set[str]] = {}
         self._drain_pending = False
         self.dropped = 0
 
@@ -167,8 +186,28 @@ class WorkerMetrics:
         key = (metric, labels)
         child = self._children.get(key)
         if child is None:
-            child = self._children[key] = metric.labels(*labels)
+            # Kept under the labels it is shown with: a name folded into OTHER adds no entry,
+            # and comes this way each time (a set lookup more).
+            key = (metric, self._bounded(metric, labels))
+            child = self._children.get(key)
+            if child is None:
+                child = self._children[key] = metric.labels(*key[1])
         return child
+
+    def _bounded(self, metric: Any, labels: tuple[str, ...]) -> tuple[str, ...]:
+        """``labels`` with each queue or job name past the metric's ``MAX_LABEL_VALUES`` as
+        ``OTHER``."""
+        bounded = []
+        for name, value in zip(self._label_names[metric], labels, strict=True):
+            if name in _FREE_LABELS:
+                taken = self._taken.setdefault((metric, name), set())
+                if value not in taken:
+                    if len(taken) >= MAX_LABEL_VALUES:
+                        value = OTHER
+                    else:
+                        taken.add(value)
+            bounded.append(value)
+        return tuple(bounded)
 
     # A prometheus_client collector.
 

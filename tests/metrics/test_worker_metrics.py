@@ -142,3 +142,39 @@ def test_events_past_the_bound_are_dropped_and_counted(monkeypatch: pytest.Monke
     # Applied: room again, and the next note asks for a drain of its own once one has run.
     metrics.drain()
     assert metrics.written(Written(job, Outcome.COMPLETED), 0.1) is True
+
+
+def test_queue_and_job_names_past_the_bound_are_counted_as_other(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Rows written by plain SQL may carry any names: each metric takes the first few of each.
+    monkeypatch.setattr(worker_metrics, "MAX_LABEL_VALUES", 2)
+    metrics = WorkerMetrics()
+
+    def job(queue: str, job_name: str) -> queries.ClaimedJob:
+        return queries.ClaimedJob(
+            id=uuid.uuid4(), job_name=job_name, payload={}, queue=queue, priority=0, attempt=1,
+            max_attempts=3, scheduled_for=timezone.now(), lease_token=uuid.uuid4(),
+        )  # fmt: skip
+
+    for queue, job_name in [("q1", "a"), ("q2", "b"), ("q3", "c"), ("q1", "d"), ("q4", "a")]:
+        claimed = job(queue, job_name)
+        metrics.started(claimed)
+        metrics.written(Written(claimed, Outcome.RETRIED), 0.1)
+    got = scrape(metrics)
+    runs = {
+        (s.labels["queue"], s.labels["job_name"]): s.value
+        for s in got.samples
+        if s.name == "pgjobs_job_runs_total"
+    }
+    assert runs == {
+        ("q1", "a"): 1, ("q2", "b"): 1, ("_other", "_other"): 1, ("q1", "_other"): 1,
+        ("_other", "a"): 1,
+    }  # fmt: skip
+    assert got.by("pgjobs_job_duration_seconds_count", "job_name") == {"a": 2, "b": 1, "_other": 2}
+    assert got.by("pgjobs_job_start_latency_seconds_count", "queue") == {
+        "q1": 2, "q2": 1, "_other": 2,
+    }  # fmt: skip
+    assert got.by("pgjobs_job_retries_total", "queue", job_name="_other") == {"_other": 1, "q1": 1}
+    # Nothing is lost: every attempt is counted once, under its own names or _other's.
+    assert sum(runs.values()) == 5
