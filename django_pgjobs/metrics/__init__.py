@@ -9,7 +9,8 @@ Two kinds, served in three places (docs/howto/observability.md#metrics lists eve
   ``manage.py pgjobs metrics``, the view (:mod:`.views`) and a worker's exporter alike.
 - **Worker counters and histograms** (:mod:`.worker`): runs by outcome, failures, retries,
   rescues, run durations, start latency, this worker's slots. Only a process that runs jobs has
-  them, so only a worker's exporter (``pgjobs_worker --metrics-port``) serves them.
+  them, so only a worker's exporter (``pgjobs_worker --metrics-port``) serves them; with
+  ``--metrics-scope worker`` it serves only them (and the process's), without the gauges.
 
 Nothing here imports ``prometheus_client`` until asked: ``import django_pgjobs`` never needs it.
 """
@@ -19,6 +20,9 @@ from __future__ import annotations
 from django.core.exceptions import ImproperlyConfigured
 
 MISSING = "prometheus_client is not installed: pip install django-pgjobs[metrics]"
+# What a worker's port serves (``pgjobs_worker --metrics-scope``): everything (the default), or
+# the process's own metrics without the database gauges (no read of the database per scrape).
+EXPORTER_SCOPES = ("all", "worker")
 
 
 def require_prometheus_client() -> None:

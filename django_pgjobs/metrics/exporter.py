@@ -7,6 +7,10 @@ import): a worker's port shows all of it. To it the exporter adds the worker's c
 histograms (:class:`~.worker.WorkerMetrics`) and the database gauges (:mod:`.collector`), and
 takes them away again when closed.
 
+With ``database=False`` (``--metrics-scope worker``) the port serves the process's metrics
+only: the database gauges are the same from every process, and each worker reading them for its
+own scrapes multiplies a read that can take a second on a large table by the number of workers.
+
 Each scrape is served on a new thread of the server's; the database gauges close that thread's
 connection after reading (nothing else would), and a database error leaves them out of that
 scrape, logged, while the worker's own metrics are still served.
@@ -58,14 +62,18 @@ def start_exporter(
     port: int,
     address: str = DEFAULT_ADDRESS,
     using: str | None = None,
+    database: bool = True,
     registry: CollectorRegistry = REGISTRY,
 ) -> Exporter:
-    """Serve ``metrics`` and the database gauges of ``using`` on ``address:port`` (0: a free
-    port, see :attr:`Exporter.url`). Raises OSError when it cannot listen there."""
-    database = DatabaseCollector(using=using, close_connection=True, quiet=True)
+    """Serve ``metrics``, and unless ``database`` is False the database gauges of ``using``, on
+    ``address:port`` (0: a free port, see :attr:`Exporter.url`). Raises OSError when it cannot
+    listen there."""
+    collectors: list[Any] = [metrics]
+    if database:
+        collectors.append(DatabaseCollector(using=using, close_connection=True, quiet=True))
     added: list[Any] = []
     try:
-        for collector in (metrics, database):
+        for collector in collectors:
             registry.register(collector)
             added.append(collector)
         server, thread = start_http_server(port, addr=address, registry=registry)

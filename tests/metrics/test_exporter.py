@@ -52,6 +52,24 @@ def test_the_port_serves_the_workers_metrics_and_the_database_gauges(exporter: E
     assert "pgjobs_job_runs" in got.names() and "pgjobs_worker_slots" in got.names()
 
 
+@pytest.mark.django_db(transaction=True, databases=["default", "unreachable"])
+def test_the_worker_scope_serves_the_process_metrics_without_reading_the_database(
+    registry: CollectorRegistry, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A database that cannot be reached: a read would be logged (and leave the gauges out).
+    started = start_exporter(
+        WorkerMetrics(), port=0, registry=registry, using="unreachable", database=False
+    )
+    try:
+        got = fetch(started.url)
+    finally:
+        started.close()
+    assert "pgjobs_job_runs" in got.names() and "pgjobs_worker_slots" in got.names()
+    assert not {"pgjobs_jobs", "pgjobs_metrics_read_timestamp_seconds"} & got.names()
+    assert "Reading the metrics' database figures failed" not in caplog.text
+    assert list(registry.collect()) == []  # closing unregistered what it added
+
+
 def test_closing_stops_the_server_and_unregisters(registry: CollectorRegistry) -> None:
     started = start_exporter(WorkerMetrics(), port=0, registry=registry)
     url = started.url
@@ -87,6 +105,8 @@ def test_the_worker_command_says_when_it_cannot_listen() -> None:
         (["--metrics-port", "70000"], "must be a port number"),
         (["--metrics-port", "-1"], "must be a port number"),
         (["--metrics-address", "0.0.0.0"], "--metrics-address needs --metrics-port"),  # noqa: S104
+        (["--metrics-scope", "worker"], "--metrics-scope needs --metrics-port"),
+        (["--metrics-port", "0", "--metrics-scope", "database"], "invalid choice: 'database'"),
     ],
 )
 def test_bad_metrics_options_are_refused(args: list[str], message: str) -> None:
@@ -164,3 +184,35 @@ def test_a_worker_process_serves_its_counters_and_histograms_over_http() -> None
     assert FailedJob.objects.filter(id=failing).exists()
     with pytest.raises(OSError, match="Connection refused"):
         fetch(url)
+
+
+@pytest.mark.slow
+def test_a_worker_with_the_worker_scope_serves_its_own_metrics_only() -> None:
+    enqueue("test.record", queue="mail")
+    proc = start_worker(
+        "--metrics-port", "0", "--metrics-scope", "worker", "--queues", "mail", "-v", "0",
+        settings={"METRICS_CACHE_SECONDS": 0}, pipes=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().decode()
+        found = re.search(r" metrics=(http://127\.0\.0\.1:\d+/metrics)$", line.strip())
+        assert found, line
+        url = found.group(1)
+
+        def ran() -> Scrape | None:
+            got = fetch(url)
+            return got if got("pgjobs_job_runs_total", queue="mail", job_name="test.record",
+                              outcome="completed") == 1 else None  # fmt: skip
+
+        got = wait_for(ran, timeout=60, what="the job's outcome in the worker's metrics")
+        assert got is not None
+        assert "process_cpu_seconds" in got.names()
+        assert not {"pgjobs_jobs", "pgjobs_live_workers", "pgjobs_table_live_rows"} & got.names()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        stop(proc)
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()

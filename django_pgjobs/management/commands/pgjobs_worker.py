@@ -15,7 +15,7 @@ from django_pgjobs.conf import conf
 from django_pgjobs.database import command_database, require_migrated
 from django_pgjobs.exceptions import PgJobsError, WorkerIdInUse
 from django_pgjobs.jobs.registry import registry
-from django_pgjobs.metrics import require_prometheus_client
+from django_pgjobs.metrics import EXPORTER_SCOPES, require_prometheus_client
 from django_pgjobs.observability.display import printable
 from django_pgjobs.queries.base import WORKFLOW_JOB_PREFIX
 from django_pgjobs.worker.loop import POOLS, Worker
@@ -88,6 +88,14 @@ class Command(BaseCommand):
             metavar="ADDRESS",
             help="Address the metrics port listens on (default 127.0.0.1: this host only).",
         )
+        parser.add_argument(
+            "--metrics-scope",
+            choices=EXPORTER_SCOPES,
+            default=None,
+            help="What the metrics port serves: 'all' (default), this worker's metrics and the "
+            "database gauges; 'worker', this process's metrics only, no database read per "
+            "scrape (with many workers, scrape the database gauges from one place instead).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["concurrency"] is not None and options["concurrency"] < 1:
@@ -100,7 +108,9 @@ class Command(BaseCommand):
             raise CommandError(
                 "--queues was given but names no queue; omit it to serve all queues."
             )
-        metrics = self._metrics(options["metrics_port"], options["metrics_address"])
+        metrics = self._metrics(
+            options["metrics_port"], options["metrics_address"], options["metrics_scope"]
+        )
         try:
             # Refuse a database `migrate` has not fully upgraded: every claim would fail on a
             # missing table or column, and the loop would retry it for ever.
@@ -165,12 +175,16 @@ class Command(BaseCommand):
         if status:
             sys.exit(status)
 
-    def _metrics(self, port: int | None, address: str | None) -> WorkerMetrics | None:
+    def _metrics(
+        self, port: int | None, address: str | None, scope: str | None
+    ) -> WorkerMetrics | None:
         """The worker's metrics, if --metrics-port asks for them; refused before anything runs
         when prometheus_client is missing."""
         if port is None:
             if address is not None:
                 raise CommandError("--metrics-address needs --metrics-port.")
+            if scope is not None:
+                raise CommandError("--metrics-scope needs --metrics-port.")
             return None
         if not 0 <= port <= 65535:
             raise CommandError(f"--metrics-port must be a port number (0 to 65535); got {port}.")
@@ -192,7 +206,13 @@ class Command(BaseCommand):
         metrics.watch(slots=worker.concurrency, busy=lambda: worker.busy_slots)
         port, address = options["metrics_port"], options["metrics_address"] or DEFAULT_ADDRESS
         try:
-            return start_exporter(metrics, port=port, address=address, using=worker.alias)
+            return start_exporter(
+                metrics,
+                port=port,
+                address=address,
+                using=worker.alias,
+                database=options["metrics_scope"] != "worker",
+            )
         except OSError as exc:
             worker.close()  # its wake-up pipe, for a caller that goes on (call_command)
             raise CommandError(f"Cannot serve metrics on {address} port {port}: {exc}") from exc
