@@ -115,8 +115,8 @@ class Job(models.Model):
     # Enqueue order (NULL for jobs enqueued before migration 0017): ties on scheduled_for within
     # a partition key are broken by it, so one transaction's jobs of a key run in order.
     seq = models.BigIntegerField(null=True, blank=True, db_default=NextJobSeq(), editable=False)
-    # The trace the job was enqueued in, as OpenTelemetry's propagator wrote it (a W3C
-    # ``traceparent`` and ``tracestate`` by default); its runs are spans of that trace. NULL:
+    # The trace the job was enqueued in, as OpenTelemetry's W3C propagator wrote it
+    # (``traceparent`` and ``tracestate``, never baggage); its runs are spans of that trace. NULL:
     # enqueued outside a span, without OpenTelemetry, or by SQL (see django_pgjobs.tracing).
     trace_context = StoredJSONField(null=True, blank=True)
 

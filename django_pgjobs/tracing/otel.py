@@ -1,9 +1,10 @@
 """The one place django-pgjobs imports OpenTelemetry: whether the API is installed, the
 library's tracer, spans opened and closed the same way everywhere, and the carrier a job keeps.
 
-Only ``opentelemetry-api`` is needed (the ``otel`` extra); the SDK, exporters and propagators
-are the application's to set up. Without the API, :data:`INSTALLED` is False and every function
-here returns at once: the rest of the package never touches OpenTelemetry itself.
+Only ``opentelemetry-api`` is needed (the ``otel`` extra); the SDK and exporters are the
+application's to set up. A job carries the W3C trace context only, whatever propagators the
+application configured (see :func:`carrier`). Without the API, :data:`INSTALLED` is False and
+every function here returns at once: the rest of the package never touches OpenTelemetry itself.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from django_pgjobs import __version__
 
 try:
     from opentelemetry import context as otel_context
-    from opentelemetry import propagate, trace
+    from opentelemetry import trace
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 except ImportError:  # the `otel` extra is not installed: nothing is traced
     INSTALLED = False
 else:
@@ -74,17 +76,22 @@ def _the_tracer() -> Tracer:
 
 
 def carrier() -> str | None:
-    """The current context as the global propagator writes it (W3C ``traceparent`` and
-    ``tracestate``, and ``baggage``, by default), as JSON text; None when it writes nothing."""
+    """The current span's W3C ``traceparent`` and ``tracestate``, as JSON text; None when
+    there is none. Written by the W3C propagator itself, not the global one: the global one
+    also writes ``baggage`` (by default), which may carry user data (an e-mail, a tenant) that
+    would then sit in the jobs table, readable by whoever reads it, and that no span needs to
+    link a run to its enqueue."""
     written: dict[str, str] = {}
-    propagate.inject(written)
+    _W3C.inject(written)
     return json.dumps(written, separators=(",", ":")) if written else None
 
 
 def _extracted(text: str | None) -> Context:
     """The context a job's ``trace_context`` carries, on an empty context (never the running
-    thread's: a job's run belongs to the trace that enqueued it, or starts one). Anything that
-    is not a JSON object of strings (a row written by SQL) carries nothing."""
+    thread's: a job's run belongs to the trace that enqueued it, or starts one). Read by the
+    W3C propagator only, as :func:`carrier` writes: a ``baggage`` key written by SQL (or by an
+    older version) is not attached to the run. Anything that is not a JSON object of strings
+    carries nothing."""
     empty = otel_context.Context()
     if text is None:
         return empty
@@ -96,7 +103,7 @@ def _extracted(text: str | None) -> Context:
         return empty
     strings = {k: v for k, v in found.items() if isinstance(v, str)}
     try:
-        return propagate.extract(strings, context=empty)
+        return _W3C.extract(strings, context=empty)
     except Exception:  # a propagator that chokes on what SQL wrote: the run starts a trace
         return empty
 
@@ -177,6 +184,7 @@ _NOT_KEPT = object()
 _PROVIDER_IN_ENVIRONMENT = "OTEL_PYTHON_TRACER_PROVIDER" in os.environ
 
 if INSTALLED:
+    _W3C = TraceContextTextMapPropagator()
     _DEFAULT_PROVIDERS = (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
     _KINDS = {
         "producer": trace.SpanKind.PRODUCER,
