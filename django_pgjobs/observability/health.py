@@ -109,6 +109,14 @@ class Health:
     # Whether this role sees other roles' sessions whole (superuser or pg_read_all_stats).
     sees_all_sessions: bool
     warnings: list[HealthWarning] = field(default_factory=list)
+    # What the figures were judged against; None until judged.
+    thresholds: HealthThresholds | None = None
+
+    def small(self, table: TableHealth) -> bool:
+        """Too few of ``table``'s rows are dead for its dead share to mean anything (fewer than
+        ``PGJOBS["HEALTH"]["DEAD_ROWS"]``): 3 dead of 4 rows is 75%, and nothing to act on."""
+        minimum = 0 if self.thresholds is None else self.thresholds.dead_rows
+        return table.dead_rows < minimum
 
     @property
     def horizon(self) -> HorizonHolder | None:
@@ -201,7 +209,7 @@ def database_health(
         sees_all_sessions=sees_all,
     )
     judged = thresholds or HealthThresholds.from_settings()
-    return replace(health, warnings=health_warnings(health, judged))
+    return replace(health, warnings=health_warnings(health, judged), thresholds=judged)
 
 
 def _table(row: tuple[Any, ...], block_size: int) -> TableHealth:

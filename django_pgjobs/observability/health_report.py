@@ -28,6 +28,23 @@ def bloat_shown(table: TableHealth) -> str:
     return f"{byte_size(table.bloat_bytes)} ({table.bloat_ratio:.0%})"
 
 
+def dead_share_shown(health: Health, table: TableHealth) -> str:
+    """The dead rows' share of ``table``, or ``-`` below the dead-row count a warning needs
+    (a small table's share says nothing: 3 dead of 4 rows is 75%)."""
+    return "-" if health.small(table) else f"{table.dead_ratio:.0%}"
+
+
+def small_tables_note(health: Health) -> str | None:
+    """Why some tables show no dead share, when some do."""
+    if health.thresholds is None or not any(health.small(t) for t in health.tables):
+        return None
+    return (
+        f"dead %: shown from {health.thresholds.dead_rows:,} dead rows "
+        '(PGJOBS["HEALTH"]["DEAD_ROWS"]); "-": a small table, whose share says nothing and '
+        "never warns"
+    )
+
+
 def holder_shown(holder: HorizonHolder) -> str:
     """Who holds the horizon, and for how long, in one line."""
     behind = f"{holder.xmin_age:,} transactions behind"
@@ -59,12 +76,15 @@ def health_report(health: Health) -> Iterator[tuple[str, bool]]:
     yield _COLUMNS, False
     for t in health.tables:
         yield (
-            f"{t.name:<28}{t.live_rows:>12,}{t.dead_rows:>12,}{t.dead_ratio:>6.0%}"
+            f"{t.name:<28}{t.live_rows:>12,}{t.dead_rows:>12,}{dead_share_shown(health, t):>6}"
             f"{byte_size(t.table_bytes):>13}{byte_size(t.index_bytes):>13}{bloat_shown(t):>17}  "
             f"{since(t.vacuumed_at, health.checked_at):<16}"
             f"{since(t.analyzed_at, health.checked_at):<16}{t.xid_age:>13,}",
             False,
         )
+    note = small_tables_note(health)
+    if note is not None:
+        yield note, False
     yield "", False
     horizon = health.horizon
     if horizon is None:

@@ -73,9 +73,11 @@ def health_warnings(health: Health, thresholds: HealthThresholds) -> list[Health
     """Every warning ``health`` deserves, those about the horizon first: they cause the others."""
     over = [h for h in health.holders if _holds_too_long(h, thresholds)]
     found = [_holder_warning(h) for h in over]
-    # What the advice about dead rows points at: the oldest holder of our tables' horizon. For
-    # freezing, only one as old as the warning's threshold: vacuum freezes up to the horizon.
-    blocker = next((_subject(h) for h in over if not h.catalogs_only), None)
+    # What the advice about dead rows points at: the oldest holder of our tables' horizon, of
+    # any age (one younger than the horizon's thresholds still keeps every row deleted after it,
+    # and then no autovacuum setting is the cause). For freezing, only one as old as the
+    # warning's threshold: vacuum freezes up to the horizon.
+    blocker = health.horizon
     freeze_blocker = next(
         (_subject(h) for h in over if not h.catalogs_only and h.xmin_age >= thresholds.xid_age),
         None,
@@ -173,7 +175,7 @@ def _table_warnings(
     health: Health,
     table: TableHealth,
     thresholds: HealthThresholds,
-    blocker: str | None,
+    blocker: HorizonHolder | None,
     freeze_blocker: str | None,
 ) -> Iterator[HealthWarning]:
     dead, ratio = table.dead_rows, table.dead_ratio
@@ -182,7 +184,7 @@ def _table_warnings(
             "dead_rows",
             table.name,
             f"{table.name} has {dead:,} dead rows ({ratio:.0%} of its rows)",
-            _blocked(blocker) if blocker else _dead_rows_action(health, table),
+            _held_back(blocker) if blocker else _dead_rows_action(health, table),
         )
     free, share = table.bloat_bytes, table.bloat_ratio
     if free is not None and share is not None and _bloated(free, share, thresholds):
@@ -210,6 +212,39 @@ def _table_warnings(
 
 def _bloated(free: int, share: float, thresholds: HealthThresholds) -> bool:
     return free >= thresholds.bloat_bytes and share >= thresholds.bloat_ratio
+
+
+def _held_back(holder: HorizonHolder) -> str:
+    """The dead rows' advice when something holds the horizon: vacuum (auto or not) cannot
+    remove a row deleted after the holder's snapshot, so the holder is the cause to end."""
+    return (
+        f"vacuum cannot remove rows deleted after the xmin horizon, held back by "
+        f"{holder_named(holder)}, {holder.xmin_age:,} transactions behind: "
+        + _holder_warning(holder).action
+    )
+
+
+def holder_named(holder: HorizonHolder) -> str:
+    """A holder as the dead rows' advice names it: a session by pid, state, how long its
+    transaction has been open and when its query started (never the query: the dashboard
+    shows the warnings to whoever may view jobs)."""
+    if holder.kind == "prepared transaction":
+        return (
+            f"prepared transaction {holder.name!r} (owner {holder.user!r}, prepared "
+            f"{held_for(holder.seconds)} ago)"
+        )
+    if holder.kind == "replication slot":
+        state = "active" if holder.active else "inactive"
+        return f"{state} {holder.backend_type} replication slot {holder.name!r}"
+    if holder.hidden:
+        return f"the session {holder.who}; state and start hidden from this role)"
+    if holder.backend_type == "walsender":
+        return f"the standby streaming from walsender {holder.who}, hot_standby_feedback)"
+    started = "?" if holder.query_start is None else local_time(holder.query_start)
+    return (
+        f"the session {holder.who}, {holder.state}, transaction open "
+        f"{held_for(holder.seconds)}, query started {started})"
+    )
 
 
 def _dead_rows_action(health: Health, table: TableHealth) -> str:

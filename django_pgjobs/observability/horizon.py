@@ -25,6 +25,7 @@ alone.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 # Holders listed, the oldest first: the first few are what an operator acts on.
@@ -60,6 +61,8 @@ class HorizonHolder:
     catalogs_only: bool = False  # a slot's catalog_xmin: holds back the system catalogs only
     # A session of another database whose transaction ID is the xmin of a session here.
     elsewhere: bool = False
+    # When a session's current (or, idle, last) query started; None when hidden or not a session.
+    query_start: datetime | None = None
 
     @property
     def who(self) -> str:
@@ -90,7 +93,7 @@ SELECT 'session' AS kind,
        extract(epoch FROM now() - a.xact_start)::float8, a.pid, NULL::text, a.usename::text,
        a.application_name, a.datname::text, a.state, a.backend_type,
        nullif(left(a.query, %(chars)s), %(hidden)s), NULL::bool, false AS catalogs_only,
-       coalesce(a.datname <> current_database(), false) AS elsewhere
+       coalesce(a.datname <> current_database(), false) AS elsewhere, a.query_start
 FROM pg_stat_activity AS a
 WHERE a.pid <> pg_backend_pid()
   AND (a.backend_xmin IS NOT NULL OR a.backend_xid IS NOT NULL)
@@ -104,13 +107,14 @@ WHERE a.pid <> pg_backend_pid()
       END
 UNION ALL
 SELECT 'prepared transaction', age(p.transaction), extract(epoch FROM now() - p.prepared)::float8,
-       NULL, p.gid, p.owner::text, NULL, p.database::text, NULL, NULL, NULL, NULL, false, false
+       NULL, p.gid, p.owner::text, NULL, p.database::text, NULL, NULL, NULL, NULL, false, false,
+       NULL
 FROM pg_prepared_xacts AS p
 WHERE p.database = current_database()
 UNION ALL
 SELECT 'replication slot', coalesce(age(s.xmin), age(s.catalog_xmin)), NULL, s.active_pid,
        s.slot_name::text, NULL, NULL, s.database::text, NULL, s.slot_type, NULL, s.active,
-       s.xmin IS NULL, false
+       s.xmin IS NULL, false, NULL
 FROM pg_replication_slots AS s
 WHERE s.xmin IS NOT NULL OR s.catalog_xmin IS NOT NULL
 ORDER BY catalogs_only, xmin_age DESC, elsewhere DESC

@@ -140,10 +140,13 @@ def test_dead_rows_held_by_the_horizon_point_at_the_holder(
     with override_settings(PGJOBS={"HEALTH": thresholds}):
         warnings = database_health().warnings
     assert [w.kind for w in warnings] == ["xmin_horizon", "dead_rows"]
-    assert warnings[1].action == (
-        f"vacuum cannot clear this while pid {holder.info.backend_pid} holds back the xmin "
-        "horizon: end that first"
+    pid = holder.info.backend_pid
+    assert warnings[1].action.startswith(
+        f"vacuum cannot remove rows deleted after the xmin horizon, held back by the session "
+        f"pid {pid} (user {current_user()!r}, app 'health-test', idle in transaction, "
+        "transaction open 0:00:"
     )
+    assert f"end it (SELECT pg_terminate_backend({pid}))" in warnings[1].action
 
 
 def test_without_pg_read_all_stats_a_holder_comes_with_its_pid_and_age_only(

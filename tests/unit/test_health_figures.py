@@ -186,3 +186,26 @@ def test_a_standbys_feedback_is_told_apart_from_a_session() -> None:
         "back vacuum through hot_standby_feedback, 2,000,000 transactions behind"
     )
     assert warning.action.startswith("a long query on that standby holds it")
+
+
+def test_a_young_holder_of_any_kind_is_named_in_the_dead_rows_advice_instead_of_autovacuum() -> (
+    None
+):
+    slot = HorizonHolder(
+        "replication slot", xmin_age=10, name="standby", backend_type="physical", active=True
+    )
+    prepared = HorizonHolder(
+        "prepared transaction", xmin_age=10, seconds=5, name="tx1", user="app", database="shop"
+    )
+    for holder, named in (
+        (slot, "active physical replication slot 'standby'"),
+        (prepared, "prepared transaction 'tx1' (owner 'app', prepared 0:00:05 ago)"),
+    ):
+        health = figures(holders=[holder], tables=[job_table(dead_rows=50_000, live_rows=1)])
+        (dead,) = health_warnings(health, THRESHOLDS)  # the holder itself is too young to warn
+        assert dead.kind == "dead_rows"
+        assert dead.action.startswith(
+            f"vacuum cannot remove rows deleted after the xmin horizon, held back by {named}, "
+            "10 transactions behind: "
+        )
+        assert "autovacuum" not in dead.action
