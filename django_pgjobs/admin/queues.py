@@ -10,7 +10,6 @@ would do neither.
 from __future__ import annotations
 
 import weakref
-from datetime import timedelta
 from typing import Any, ClassVar
 
 from django import forms
@@ -26,14 +25,23 @@ from django.views.decorators.http import require_POST
 
 from django_pgjobs.admin.columns import format_time, timestamp
 from django_pgjobs.admin.common import ModelAdmin, _apply, _QueueDatabaseMixin, capped_count
+from django_pgjobs.admin.queue_fields import RatePeriodField, TimeoutField, seconds_typed
 from django_pgjobs.conf import conf
 from django_pgjobs.exceptions import InvalidJobError, PgJobsError
 from django_pgjobs.jobs import validation
+from django_pgjobs.jobs.validation import MAX_INT
 from django_pgjobs.models import LIMIT_FIELDS, Job, JobStatus, Queue
 from django_pgjobs.observability.dashboard import active_queues, capped
-from django_pgjobs.observability.queues import describe_limits, row_limits
+from django_pgjobs.observability.queues import describe_limits, limits_overridden, row_limits
 from django_pgjobs.queues import control
-from django_pgjobs.queues.declarations import LEFT_OUT, TAKES, limit_problems
+from django_pgjobs.queues.declarations import (
+    COUNTS,
+    LEFT_OUT,
+    MAXIMUM,
+    TAKES,
+    limit_problems,
+    too_large,
+)
 
 # Queues with jobs and no row, named above the list (each with links to create its row).
 UNLISTED_SHOWN = 50
@@ -60,23 +68,7 @@ def _declared_value(declared: dict[str, Any], name: str) -> str:
         return "yes" if value else "no"
     if value is None:
         return LEFT_OUT[name]
-    return f"{_seconds(value)} s" if name in _DURATIONS else str(value)
-
-
-def _seconds(value: float | timedelta) -> str:
-    """Seconds as an operator types them: 60, 0.5, 31622400 (every digit a timedelta has)."""
-    seconds = value.total_seconds() if isinstance(value, timedelta) else value
-    return f"{seconds:.15g}"
-
-
-class SecondsField(forms.DurationField):
-    """A duration shown and typed in seconds (60, 0.5), as ``PGJOBS["QUEUES"]`` and the CLI take
-    it; Django's own field shows 00:01:00. HH:MM:SS is still understood."""
-
-    default_error_messages = {"invalid": "Enter a number of seconds, e.g. 60."}  # noqa: RUF012
-
-    def prepare_value(self, value: Any) -> Any:
-        return _seconds(value) if isinstance(value, timedelta) else value
+    return f"{seconds_typed(value)} s" if name in _DURATIONS else str(value)
 
 
 class QueueForm(forms.ModelForm):  # type: ignore[type-arg]
@@ -86,8 +78,8 @@ class QueueForm(forms.ModelForm):  # type: ignore[type-arg]
         model = Queue
         fields = ("name", "paused", *LIMIT_FIELDS)
         field_classes: ClassVar[dict[str, type[forms.Field]]] = {
-            "rate_period": SecondsField,
-            "timeout": SecondsField,
+            "rate_period": RatePeriodField,
+            "timeout": TimeoutField,
         }
         help_texts: ClassVar[dict[str, str]] = {
             "rate_period": "Seconds, e.g. 60: the sliding window of the rate limits. Empty: "
@@ -98,6 +90,12 @@ class QueueForm(forms.ModelForm):  # type: ignore[type-arg]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        for name in COUNTS:
+            if name in self.fields:  # "none", "1.5": say what to type, not just "a number"
+                self.fields[name].error_messages.update(
+                    invalid=f"Enter a positive whole number (1 to {MAX_INT}), or leave it empty "
+                    f"for {LEFT_OUT[name]}."
+                )
         if "rate_period" in self.fields:  # blank: the default window, as the CLI's "none"
             self.fields["rate_period"].required = False
 
@@ -135,6 +133,9 @@ class QueueForm(forms.ModelForm):  # type: ignore[type-arg]
         """What a field takes, as the form says it: by the field's label ("Rate period", not
         rate_period), and empty for no limit. (The field still shows what was typed.)"""
         label = self.fields[option].label
+        if too_large(option, value):
+            largest, instead = MAXIMUM[option][1], LEFT_OUT[option]
+            return f"{label} is too large: at most {largest}; leave it empty for {instead}."
         return f"{label} must be {TAKES[option]}; leave it empty for {LEFT_OUT[option]}."
 
 
@@ -215,12 +216,15 @@ class QueueAdmin(_QueueDatabaseMixin, ModelAdmin[Queue]):
             if form.cleaned_data.get("paused"):
                 control.pause_queue(obj.name, using=using)
         # Every limit, as the form shows them: the operator's values replace the settings',
-        # unless they are the same (set_queue_limits then marks no override).
+        # unless they are the same (set_queue_limits then marks no override, and ends one).
         elif not (
             set(form.changed_data) & set(LIMIT_FIELDS)
             and control.set_queue_limits(obj.name, using=using, **limits)
         ):
             _UNCHANGED.add(request)
+        elif obj.declared is not None and not limits_overridden(obj.name, using=using):
+            said = f"Queue {obj.name}: these are PGJOBS['QUEUES']'s limits: override ended."
+            self.message_user(request, said, messages.INFO)
 
     def response_change(self, request: HttpRequest, obj: Queue) -> HttpResponse:
         if request not in _UNCHANGED:

@@ -5,6 +5,7 @@ Shared by ``manage.py pgjobs queues`` / ``queue-limits`` and the admin.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -14,7 +15,14 @@ from django.core.management.base import CommandError
 from django_pgjobs.conf import conf
 from django_pgjobs.models.queues import LIMIT_FIELDS, Queue
 from django_pgjobs.observability.status import queue_status
-from django_pgjobs.queues.declarations import LEFT_OUT, TAKES, Wording, limit_problems
+from django_pgjobs.queues.declarations import (
+    LEFT_OUT,
+    MAXIMUM,
+    TAKES,
+    Wording,
+    limit_problems,
+    too_large,
+)
 
 # The CLI's options: what each takes.
 LIMIT_OPTIONS = {
@@ -95,6 +103,12 @@ def current_limits(name: str, *, using: str | None = None) -> dict[str, Any]:
     return row_limits(row) if row else {}
 
 
+def limits_overridden(name: str, *, using: str | None = None) -> bool:
+    """Whether queue ``name``'s limits are an operator's (False for a queue without a row)."""
+    rows = Queue.objects.using(using or conf.DATABASE).filter(name=name, overridden=True)
+    return rows.exists()
+
+
 def parse_limit(option: str, text: str) -> Any:
     """A CLI value, checked: 'none' removes the limit (``rate_period``: back to the default);
     counts are whole numbers, durations seconds. Raises CommandError saying what to type."""
@@ -108,14 +122,28 @@ def parse_limit(option: str, text: str) -> Any:
     return value
 
 
+# What the CLI and the admin take, exactly: a number of seconds (a fraction or an exponent,
+# 1e3, allowed; not Python's "nan", "inf" or "1_000", nor a duration like "1:00" or "P1D"),
+# and a whole number. A sign is taken so that the range check says what a negative should be.
+SECONDS_TEXT = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+WHOLE_TEXT = re.compile(r"[+-]?\d+")
+
+
 def _parsed(option: str, text: str) -> Any:
+    typed = text.strip()  # " 60 ", as a shell quote or a paste leaves it
     if option == "fair":
-        if text.lower() not in ("yes", "no", "true", "false"):
+        if typed.lower() not in ("yes", "no", "true", "false"):
             raise ValueError(text)
-        return text.lower() in ("yes", "true")
-    if text.lower() == "none":
+        return typed.lower() in ("yes", "true")
+    if typed.lower() == "none":
         return None
-    return float(text) if LIMIT_OPTIONS[option] == "SECONDS" else int(text)
+    if LIMIT_OPTIONS[option] == "SECONDS":
+        if not SECONDS_TEXT.fullmatch(typed):
+            raise ValueError(text)
+        return float(typed)
+    if not WHOLE_TEXT.fullmatch(typed):
+        raise ValueError(text)
+    return int(typed)
 
 
 def in_cli(text: str) -> Wording:
@@ -126,6 +154,8 @@ def in_cli(text: str) -> Wording:
         flag = f"--{option.replace('_', '-')}"
         if option == "fair":
             return f"{flag} takes yes or no; got {text!r}."
+        if too_large(option, value):
+            return f"{flag} is too large: at most {MAXIMUM[option][1]}; got {text!r}."
         example = ", e.g. 60" if option in ("rate_period", "timeout") else ""
         without = LEFT_OUT[option]
         return f"{flag} takes {TAKES[option]}{example}, or none for {without}; got {text!r}."

@@ -110,15 +110,22 @@ def sync_declared_queues(cur: Cursor, declared: Mapping[str, Mapping[str, Any]])
     return int(cur.fetchone()[0])
 
 
+# The settings' limits of the row q, as reset_queue_limits restores them (none if undeclared).
+_DECLARED_OF_Q = _from_json("q.declared")
+
+
 def set_queue_limits(cur: Cursor, name: str, limits: Mapping[str, Any]) -> bool:
     """An operator's limits for queue ``name`` (every limit column; durations in seconds),
     overriding the settings' until :func:`reset_queue_limits`. Creates the row if needed.
 
-    Returns False, and writes nothing, when nothing would change: the row already has these
-    limits, or there is no row and they are no limits. An unchanged limit is no override: the
-    row stays the settings' (a worker's start goes on syncing them) and fires no wake-up.
-    Locks the row it changes (or finds unchanged). Two operators creating the same queue's row
-    at once: one inserts, the other updates or, setting no limits, leaves the row as it is.
+    Limits equal to the settings' (the row's ``declared``; no limits for an undeclared queue)
+    are no override: an override in force ends, as :func:`reset_queue_limits` would end it, and
+    a worker's start goes on syncing the settings. Returns False, and writes nothing, when
+    nothing would change: the row already has these limits and the same override state, or
+    there is no row and they are no limits; an unchanged row fires no wake-up. Locks the row it
+    changes (or finds unchanged), found through its primary key. Two operators creating the same
+    queue's row at once: one inserts, the other updates or, setting no limits, leaves the row as
+    it is. One statement: a crash leaves the row as it was or as asked.
     """
     cur.execute(
         f"""
@@ -127,8 +134,11 @@ def set_queue_limits(cur: Cursor, name: str, limits: Mapping[str, Any]) -> bool:
         SELECT %(name)s, true, {_COLUMNS} FROM wanted
         WHERE ({_COLUMNS}) IS DISTINCT FROM ({_DEFAULTS})
            OR EXISTS (SELECT 1 FROM pgjobs_queues WHERE name = %(name)s)
-        ON CONFLICT (name) DO UPDATE SET overridden = true, updated_at = now(), {_TAKE_NEW}
+        ON CONFLICT (name) DO UPDATE SET updated_at = now(), {_TAKE_NEW},
+            overridden = ({_COLUMNS_OF_EXCLUDED}) IS DISTINCT FROM ({_DECLARED_OF_Q})
         WHERE ({_COLUMNS_OF_Q}) IS DISTINCT FROM ({_COLUMNS_OF_EXCLUDED})
+           OR q.overridden IS DISTINCT FROM
+              (({_COLUMNS_OF_EXCLUDED}) IS DISTINCT FROM ({_DECLARED_OF_Q}))
         RETURNING 1
         """,
         {"name": name, "limits": json.dumps(dict(limits))},

@@ -41,10 +41,12 @@ def resume_queue(name: str, *, using: str | None = None) -> bool:
 
 def set_queue_limits(name: str, *, using: str | None = None, **limits: Any) -> bool:
     """Set queue ``name``'s limits (the options of ``PGJOBS["QUEUES"]``; one left out is
-    unlimited), overriding the settings' until :func:`reset_queue_limits`. Returns False when
-    nothing changed (the queue already had these limits, the settings' included): the queue is
-    then not marked overridden, and the settings go on deciding. Raises InvalidJobError, naming
-    the option, before anything is written."""
+    unlimited), overriding the settings' until :func:`reset_queue_limits`. Limits equal to
+    the settings' (this process's ``PGJOBS["QUEUES"]``; none for a queue not declared there)
+    are no override: the queue is not marked overridden, and one that was is reset, as
+    :func:`reset_queue_limits` does. Returns False when nothing changed (the queue already had
+    these limits and that state). Raises InvalidJobError, naming the option, before anything is
+    written."""
     problems = limit_problems(limits)
     if problems:
         raise InvalidJobError("; ".join(p.rstrip(".") for p in problems.values()) + ".")

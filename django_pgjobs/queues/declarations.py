@@ -44,6 +44,21 @@ LEFT_OUT = {
     "timeout": "no timeout",
 }
 
+# The largest value of each numeric option, and how messages say it ("too large: at most ...").
+MAXIMUM = {
+    **{name: (float(MAX_INT), f"{MAX_INT}") for name in COUNTS},
+    "rate_period": (MAX_RATE_PERIOD, f"{MAX_RATE_PERIOD:.0f} seconds (a day)"),
+    "timeout": (validation.MAX_TIMEOUT, f"{validation.MAX_TIMEOUT:.0f} seconds (a year)"),
+}
+
+
+def too_large(option: str, value: object) -> bool:
+    """``value`` is a number (or timedelta) past ``option``'s largest: a message says so first."""
+    seconds = value.total_seconds() if isinstance(value, timedelta) else value
+    if option not in MAXIMUM or isinstance(seconds, bool):
+        return False
+    return isinstance(seconds, int | float) and seconds > MAXIMUM[option][0]
+
 
 # (option, the value refused) -> the message saying what the option takes where it was given.
 Wording = Callable[[str, Any], str]

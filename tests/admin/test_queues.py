@@ -173,16 +173,44 @@ def test_adding_a_paused_queue_without_limits_leaves_the_settings_in_charge(
             "Concurrency must be a whole number from 1 to 2147483647; leave it empty for no limit.",
         ),
         (
-            {"name": "mail", **limits_form(rate_limit=5, rate_period=172800)},
+            {"name": "mail", **limits_form(rate_limit=5, rate_period=0.0001)},
             "Rate period must be seconds from 0.001 to 86400 (a day); leave it empty for the "
             "default (1 second).",
         ),
         (
-            {"name": "mail", **limits_form(timeout="400 00:00:00")},
+            {"name": "mail", **limits_form(rate_limit=5, rate_period=172800)},
+            "Too large: at most 86400 seconds (a day).",
+        ),
+        (
+            {"name": "mail", **limits_form(timeout="0")},
             "Timeout must be seconds above 0 and at most 31622400 (a year); leave it empty for "
             "no timeout.",
         ),
-        ({"name": "mail", **limits_form(timeout="1 min")}, "Enter a number of seconds, e.g. 60."),
+        (
+            {"name": "mail", **limits_form(timeout="1e9")},
+            "Too large: at most 31622400 seconds (a year).",
+        ),
+        (
+            {"name": "mail", **limits_form(timeout="1e400")},
+            "Too large: at most 31622400 seconds (a year).",
+        ),
+        # Only seconds, as the help text says: not Django's other duration formats, which
+        # would mean something else than an operator may think ("1:00" is a minute).
+        *(
+            (
+                {"name": "mail", **limits_form(timeout=typed)},
+                "Enter a number of seconds, e.g. 60 (not 1:00 nor P1D).",
+            )
+            for typed in ("1 min", "1:00", "P1D", "400 00:00:00", "nan", "inf", "60s")
+        ),
+        (
+            {"name": "mail", **limits_form(concurrency="none")},
+            "Enter a positive whole number (1 to 2147483647), or leave it empty for no limit.",
+        ),
+        (
+            {"name": "mail", **limits_form(concurrency="99999999999")},
+            "Concurrency is too large: at most 2147483647; leave it empty for no limit.",
+        ),
         ({"name": "   ", **limits_form(concurrency=1)}, "This field is required"),
         ({"name": "q" * 201, **limits_form(concurrency=1)}, "at most 200 characters"),
     ],
@@ -308,3 +336,22 @@ def test_the_dashboard_says_nothing_of_pauses_when_none(admin_client_: Client) -
     set_queue_limits("mail", concurrency=1)
     page = admin_client_.get("/admin/pgjobs/dashboard/").content.decode()
     assert 'id="pgjobs-paused"' not in page and 'id="pgjobs-paused-count"><a' in page
+
+
+def test_spaces_around_a_number_are_taken_and_the_settings_limits_again_end_the_override(
+    admin_client_: Client,
+) -> None:
+    declare(mail={"concurrency": 5, "timeout": 60})
+    typed = limits_form(concurrency=" 3 ", timeout=" 90 ")
+    assert admin_client_.post(change("mail"), typed).status_code == 302
+    row = Queue.objects.get(name="mail")
+    assert (row.concurrency, row.timeout, row.overridden) == (3, timedelta(seconds=90), True)
+
+    back = limits_form(concurrency=5, timeout=60)
+    saved = admin_client_.post(change("mail"), back, follow=True).content.decode()
+    assert (
+        "Queue mail: these are PGJOBS[&#x27;QUEUES&#x27;]&#x27;s limits: override ended." in saved
+    )
+    row = Queue.objects.get(name="mail")
+    assert (row.concurrency, row.timeout, row.overridden) == (5, timedelta(seconds=60), False)
+    assert ">Reset to settings</button>" not in admin_client_.get(change("mail")).content.decode()

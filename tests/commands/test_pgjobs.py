@@ -216,8 +216,32 @@ def test_queue_commands_start_from_settings_no_worker_has_written_yet() -> None:
         ),
         (
             ["--rate-period", "172800"],
-            "--rate-period takes seconds from 0.001 to 86400 (a day), e.g. 60, or none for the "
-            "default (1 second); got '172800'.",
+            "--rate-period is too large: at most 86400 seconds (a day); got '172800'.",
+        ),
+        (
+            ["--timeout", "1e9"],
+            "--timeout is too large: at most 31622400 seconds (a year); got '1e9'.",
+        ),
+        (
+            ["--timeout", "1e400"],
+            "--timeout is too large: at most 31622400 seconds (a year); got '1e400'.",
+        ),
+        (
+            ["--concurrency", "99999999999"],
+            "--concurrency is too large: at most 2147483647; got '99999999999'.",
+        ),
+        *(
+            (
+                ["--timeout", typed],
+                "--timeout takes seconds above 0 and at most 31622400 (a year), e.g. 60, or none "
+                f"for no timeout; got {typed!r}.",
+            )
+            for typed in ("1:00", "P1D", "nan", "inf", "1_000", "60s")
+        ),
+        (
+            ["--concurrency", "1_000"],
+            "--concurrency takes a whole number from 1 to 2147483647, or none for no limit; "
+            "got '1_000'.",
         ),
         (
             ["--timeout", "-1"],
@@ -258,3 +282,20 @@ def test_queue_limits_that_change_nothing_say_so_and_override_nothing() -> None:
         said = pgjobs("queue-limits", "other", "--timeout", "none")
         assert said == "Queue other: nothing changed (no limits).\n"
         assert not Queue.objects.filter(name="other").exists()
+
+
+def test_queue_limits_back_to_the_settings_end_the_override_and_spaces_are_taken() -> None:
+    from django.test import override_settings
+
+    from django_pgjobs.models import Queue
+
+    with override_settings(PGJOBS={"QUEUES": {"mail": {"concurrency": 2, "timeout": 60}}}):
+        said = pgjobs("queue-limits", "mail", "--concurrency", " 3 ", "--timeout", " 90 ")
+        assert said == "Queue mail: at most 3 running, timeout 90s.\n"
+        assert Queue.objects.get(name="mail").overridden
+        said = pgjobs("queue-limits", "mail", "--concurrency", "2", "--timeout", "60")
+        assert said == (
+            "Queue mail: at most 2 running, timeout 60s, as PGJOBS['QUEUES'] says: "
+            "override ended.\n"
+        )
+        assert not Queue.objects.get(name="mail").overridden

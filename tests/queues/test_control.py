@@ -95,3 +95,39 @@ def test_python_callers_are_told_in_python_values() -> None:
         "timedelta, or None for no timeout; got 0:00:00 (0 s)."
     )
     assert not Queue.objects.exists()
+
+
+@pytest.mark.usefixtures("declared")
+def test_setting_the_settings_limits_again_ends_the_override(
+    listener: psycopg.Connection[Any],
+) -> None:
+    assert set_queue_limits("mail", concurrency=2) is True
+    assert Queue.objects.get(name="mail").overridden
+    woken(listener)
+    # Back to exactly PGJOBS["QUEUES"]: as if reset, and the workers are woken to the change.
+    assert set_queue_limits("mail", concurrency=5) is True
+    row = Queue.objects.get(name="mail")
+    assert (row.concurrency, row.overridden) == (5, False)
+    assert woken(listener) == ["mail"]
+    assert set_queue_limits("mail", concurrency=5) is False
+    # The settings decide again: a deploy that changes them applies at the next worker start.
+    with override_settings(PGJOBS={**settings.PGJOBS, "QUEUES": {"mail": {"concurrency": 9}}}):
+        sync_declared_queues()
+    assert Queue.objects.get(name="mail").concurrency == 9
+
+
+@pytest.mark.usefixtures("declared")
+def test_settings_deployed_equal_to_an_override_end_it_at_the_next_same_setting() -> None:
+    assert set_queue_limits("mail", concurrency=2) is True
+    with override_settings(PGJOBS={**settings.PGJOBS, "QUEUES": {"mail": {"concurrency": 2}}}):
+        # The limits do not change; the override does: it ends.
+        assert set_queue_limits("mail", concurrency=2) is True
+    assert not Queue.objects.get(name="mail").overridden
+
+
+def test_an_undeclared_queue_set_back_to_no_limits_is_no_longer_overridden() -> None:
+    assert set_queue_limits("fresh", concurrency=3, timeout=timedelta(minutes=1)) is True
+    assert Queue.objects.get(name="fresh").overridden
+    assert set_queue_limits("fresh") is True
+    row = Queue.objects.get(name="fresh")
+    assert (row.concurrency, row.timeout, row.overridden) == (None, None, False)

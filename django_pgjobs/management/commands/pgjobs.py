@@ -35,6 +35,7 @@ from django_pgjobs.observability.queues import (
     LIMIT_OPTIONS,
     current_limits,
     describe_limits,
+    limits_overridden,
     parse_limit,
     queue_views,
 )
@@ -347,6 +348,10 @@ class Command(BaseCommand):
         if not queue_control.set_queue_limits(name, using=using, **limits):
             # Not an override: the settings (or no limits) go on deciding.
             self.say(f"Queue {name}: nothing changed ({described}).")
+            return
+        if not limits_overridden(name, using=using):
+            # The settings' limits again: the override ended, as --reset ends it.
+            self.say(f"Queue {name}: {described}, as PGJOBS['QUEUES'] says: override ended.")
             return
         self.say(f"Queue {name}: {described}.")
 
