@@ -24,27 +24,30 @@ from django_pgjobs.observability.explanation import (
     silent_seconds,
 )
 from django_pgjobs.queries import explain as sql
+from django_pgjobs.queries import explain_rows as rows
+from django_pgjobs.queries.base import Cursor
 
 __all__ = ["Blocker", "Explanation", "explain_job"]
 
 
 def explain_job(job_id: uuid.UUID | str, *, using: str | None = None) -> Explanation:
     """Why the job (or dead letter) ``job_id`` is not running; raises :class:`JobNotFound` for
-    an id that is neither (or not a UUID). Read-only: a handful of small reads in one
-    ``REPEATABLE READ`` snapshot."""
-    pk = _as_uuid(job_id)
+    an id that is neither. ``job_id`` may be a unique prefix of one (the 8-character short id
+    the admin and ``pgjobs`` show): an ambiguous or unknown one raises :class:`JobNotFound`.
+    Read-only: a handful of small reads in one ``REPEATABLE READ`` snapshot."""
     alias = using or conf.DATABASE
     connection = connections[alias]
     outermost = not connection.in_atomic_block
     with transaction.atomic(using=alias), connection.cursor() as cur:
         if outermost:  # (inside a caller's transaction its isolation level stands)
             cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        pk = _resolve(cur, job_id)
         # One snapshot sees the job due in both reads; a caller's READ COMMITTED transaction
         # may see a claim take it in between: then the job is read again.
         for _ in range(3):
-            job = sql.find_job(cur, job_id=pk)
+            job = rows.find_job(cur, job_id=pk)
             if job is None:
-                dead = sql.find_dead_letter(cur, job_id=pk)
+                dead = rows.find_dead_letter(cur, job_id=pk)
                 if dead is None:
                     raise JobNotFound(f"No job or dead letter has the id {pk}.")
                 return say.dead_letter(pk, dead)
@@ -61,10 +64,36 @@ def explain_job(job_id: uuid.UUID | str, *, using: str | None = None) -> Explana
     raise JobStateError(f"Job {pk} kept changing while it was being explained; ask again.")
 
 
-def _as_uuid(job_id: uuid.UUID | str) -> uuid.UUID:
+# The shortest prefix looked up: shorter ones name too many jobs to be worth a range read.
+MIN_PREFIX = 4
+
+
+def _resolve(cur: Cursor, job_id: uuid.UUID | str) -> uuid.UUID:
+    """The id ``job_id`` names: a UUID, or a unique prefix of a job's or dead letter's id."""
     if isinstance(job_id, uuid.UUID):
         return job_id
+    text = str(job_id).strip().lower()
     try:
-        return uuid.UUID(str(job_id).strip())
+        return uuid.UUID(text)
     except ValueError:
-        raise JobNotFound(f"{job_id!r} is not a job id (a UUID).") from None
+        pass
+    digits = text.replace("-", "")
+    if not (MIN_PREFIX <= len(digits) < 32 and all(c in "0123456789abcdef" for c in digits)):
+        raise JobNotFound(
+            f"{job_id!r} is not a job id: give the UUID, or at least {MIN_PREFIX} of its "
+            "first hex digits (the short id the admin and `pgjobs` show)."
+        )
+    found = rows.ids_with_prefix(
+        cur,
+        low=uuid.UUID(digits.ljust(32, "0")),
+        high=uuid.UUID(digits.ljust(32, "f")),
+    )
+    if not found:
+        raise JobNotFound(f"No job or dead letter has an id starting with {text!r}.")
+    if len(found) > 1:
+        raise JobNotFound(
+            f"More than one job or dead letter has an id starting with {text!r} "
+            f"({found[0]} and {found[1]}, at least): "
+            "give more of the id."
+        )
+    return found[0]

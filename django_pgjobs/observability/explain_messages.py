@@ -22,7 +22,8 @@ from django_pgjobs.observability.explanation import (
 )
 from django_pgjobs.queries import explain as sql
 from django_pgjobs.queries.base import WORKFLOW_JOB_PREFIX, WORKFLOW_KEY_PREFIX, Cursor
-from django_pgjobs.queries.explain import DeadLetterRow, DueJobFacts, JobRow
+from django_pgjobs.queries.explain import DueJobFacts
+from django_pgjobs.queries.explain_rows import DeadLetterRow, JobRow
 
 
 def _span(delta: timedelta) -> str:
@@ -201,6 +202,8 @@ def due(cur: Cursor, job_id: uuid.UUID, job: JobRow, facts: DueJobFacts) -> Expl
         message = _no_worker(cur, queue)
     elif blocker is Blocker.NO_HANDLER:
         message = _no_handler(cur, job)
+    elif blocker is Blocker.KEY_HEAD:
+        message, blocking = _key_head(cur, job_id, job)
     else:
         message, ahead = _claimable(cur, job_id, job, facts)
     return _made(
@@ -277,6 +280,30 @@ def _no_handler(cur: Cursor, job: JobRow) -> str:
         f"{', '.join(running) or 'none'}). Deploy that version, or move the workflow to the "
         f"deployed one: `manage.py pgjobs_workflows resume {workflow} --deployed`."
     )
+
+
+def _key_head(cur: Cursor, job_id: uuid.UUID, job: JobRow) -> tuple[str, list[uuid.UUID]]:
+    keyed = job.partition_key is not None
+    found = sql.unreachable_in_key(
+        cur, job_id=job_id, keyed=keyed, silent_seconds=silent_seconds(), limit=NAMED
+    )
+    if found:
+        named = ", ".join(f"{pk} ({name!r})" for pk, name in found)
+        which = f"no live worker that has its handler also has the handler of {named}"
+    else:  # each earlier job has a worker, but none has them all
+        found = [
+            (pk, "") for pk in sql.earlier_in_key(cur, job_id=job_id, keyed=keyed, limit=NAMED)
+        ]
+        which = (
+            "no live worker that has its handler has the handlers of all the jobs before it: "
+            + ", ".join(str(pk) for pk, _ in found)
+        )
+    message = (
+        f"Queue {job.queue} claims {_key(job)} in order (priority, due time, enqueue order), "
+        f"and a claim stops at the first job of a key it cannot run: {which}. It waits until "
+        "they run (deploy their handlers to a worker of this queue) or are cancelled."
+    )
+    return message, [pk for pk, _ in found]
 
 
 def _claimable(cur: Cursor, job_id: uuid.UUID, job: JobRow, facts: DueJobFacts) -> tuple[str, int]:

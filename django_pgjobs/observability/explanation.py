@@ -33,6 +33,7 @@ class Blocker(StrEnum):
     RATE_LIMITED = sql.RATE_LIMITED
     NO_WORKER = sql.NO_WORKER
     NO_HANDLER = sql.NO_HANDLER
+    KEY_HEAD = sql.KEY_HEAD
     CLAIMABLE = sql.CLAIMABLE
 
     @property
@@ -54,6 +55,7 @@ _LABELS = {
     Blocker.RATE_LIMITED: "rate limited",
     Blocker.NO_WORKER: "no live worker serves the queue",
     Blocker.NO_HANDLER: "no live worker has the handler",
+    Blocker.KEY_HEAD: "behind an earlier job of its key no worker can run",
     Blocker.CLAIMABLE: "claimable now",
 }
 

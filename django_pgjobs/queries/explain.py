@@ -23,12 +23,16 @@ from datetime import datetime, timedelta
 
 from django_pgjobs.queries.base import Cursor
 
+# The claim's own test of a partitioned queue, so the two cannot drift apart.
+from django_pgjobs.queries.flow import _PARTITIONED
+
 # What holds a due job back, as the classification names it (Blocker's values), in its order.
 PAUSED = "paused"
 QUEUE_CONCURRENCY = "queue_concurrency"
 WORKER_CONCURRENCY = "worker_concurrency"
 PARTITION_CONCURRENCY = "partition_concurrency"
 KEY_ORDER = "key_order"
+KEY_HEAD = "key_head"
 RATE_LIMITED = "rate_limited"
 NO_WORKER = "no_worker"
 NO_HANDLER = "no_handler"
@@ -60,6 +64,12 @@ class DueJobFacts:
     with_room: int  # ... capable ones under the queue's worker_concurrency
     threads: int  # the capable workers' threads
     held: int  # the jobs they hold (claimed ahead included)
+    # A partitioned queue (per-key limits, or fair): its claims read each key's jobs in key
+    # order and stop at the first whose handler the claiming worker lacks.
+    partitioned: bool
+    # Live workers serving its queue with its handler and that of every due job before it in
+    # its key (or whose handlers are not recorded): those whose claims can reach it.
+    reach_in_key: int
 
 
 def _serves(worker: str, queue: str) -> str:
@@ -138,7 +148,12 @@ facts AS (
            -- (NULL: the queue limits no key).
            least(r.partition_concurrency - coalesce(l.running, 0),
                  r.partition_rate_limit - coalesce(l.recent_starts, 0)) AS key_room,
-           x.serving, x.capable, x.unknown, x.with_room, x.threads, x.held
+           x.serving, x.capable, x.unknown, x.with_room, x.threads, x.held,
+           coalesce(r.partition_concurrency IS NOT NULL OR r.partition_rate_limit IS NOT NULL
+                    OR r.fair, false) AS partitioned,
+           (SELECT count(*) FROM live AS l
+            WHERE {_serves("l", "s.queue")} AND (l.unknown OR (
+                l.handlers ? s.job_name AND l.handlers ?& s.earlier_names))) AS reach_in_key
     FROM subject AS s
     LEFT JOIN rules AS r ON r.name = s.queue
     LEFT JOIN per_queue AS q ON q.queue = s.queue
@@ -161,6 +176,7 @@ classified AS (
             THEN '{RATE_LIMITED}'
         WHEN f.serving = 0 THEN '{NO_WORKER}'
         WHEN f.capable = 0 THEN '{NO_HANDLER}'
+        WHEN f.partitioned AND f.reach_in_key = 0 THEN '{KEY_HEAD}'
         ELSE '{CLAIMABLE}' END AS blocker
     FROM facts AS f
 )"""
@@ -184,6 +200,12 @@ def _count_before_in_key(keyed: bool) -> str:
                 LIMIT %(cap)s) AS a)"""
 
 
+def _names_before_in_key(keyed: bool) -> str:
+    return f"""ARRAY(SELECT DISTINCT a.job_name FROM (
+                SELECT k.job_name FROM pgjobs_job_queue AS k WHERE {_before_in_key(keyed=keyed)}
+                LIMIT %(cap)s) AS a)"""
+
+
 _FACTS = ", ".join(DueJobFacts.__dataclass_fields__)
 
 _ONE = f"""WITH subject AS (
@@ -194,14 +216,21 @@ _ONE = f"""WITH subject AS (
                       AND (r.partition_concurrency IS NOT NULL
                            OR r.partition_rate_limit IS NOT NULL)) THEN 0
                 WHEN j.partition_key IS NULL THEN {_count_before_in_key(False)}
-                ELSE {_count_before_in_key(True)} END AS ahead_in_key
+                ELSE {_count_before_in_key(True)} END AS ahead_in_key,
+           -- The job names before it in its key, where the queue is partitioned (the claim
+           -- walks a key's jobs in order and stops at one it cannot run).
+           CASE WHEN NOT EXISTS (
+                    SELECT 1 FROM pgjobs_queues AS r WHERE r.name = j.queue
+                      AND ({_PARTITIONED})) THEN '{{}}'::text[]
+                WHEN j.partition_key IS NULL THEN {_names_before_in_key(False)}
+                ELSE {_names_before_in_key(True)} END AS earlier_names
     FROM pgjobs_job_queue AS j
     WHERE j.id = %(id)s AND j.status = 'pending' AND j.scheduled_for <= now()
 ),
 {_CLASSIFIED}
 SELECT {_FACTS} FROM classified"""
 
-_PER_QUEUE = f"""WITH subject AS (
+_PER_QUEUE = f"""WITH ranked AS (
     -- The first %(cap)s due jobs of each queue, in claim order (pgjobs_job_queue_claim); rank()
     -- counts the jobs strictly before each in its key's order, as _before_in_key does.
     SELECT d.id, d.queue, d.partition_key, d.job_name,
@@ -215,6 +244,22 @@ _PER_QUEUE = f"""WITH subject AS (
         ORDER BY j.priority DESC, j.scheduled_for, j.id
         LIMIT %(cap)s
     ) AS d
+),
+firsts AS (
+    -- Where each job name first comes in each key's order: the names before a job are those
+    -- that come first before it (a hash join, not a list per job).
+    SELECT queue, partition_key, job_name, min(ahead_in_key) AS first
+    FROM ranked GROUP BY 1, 2, 3
+),
+subject AS (
+    SELECT r.id, r.queue, r.partition_key, r.job_name, r.ahead_in_key,
+           coalesce(array_agg(f.job_name) FILTER (WHERE f.job_name IS NOT NULL), '{{}}')
+               AS earlier_names
+    FROM ranked AS r
+    LEFT JOIN firsts AS f ON f.queue = r.queue AND f.first < r.ahead_in_key
+        AND (f.partition_key IS NULL) = (r.partition_key IS NULL)
+        AND coalesce(f.partition_key, '') = coalesce(r.partition_key, '')
+    GROUP BY r.id, r.queue, r.partition_key, r.job_name, r.ahead_in_key
 ),
 {_CLASSIFIED}
 SELECT queue, blocker, count(*) FROM classified GROUP BY queue, blocker"""
@@ -248,67 +293,6 @@ def blocked_counts(
     return counts
 
 
-@dataclass(frozen=True)
-class JobRow:
-    """A job's state as explain_job reads it, with the database's clock and the heartbeat of
-    the worker named in ``locked_by`` (None: no such row)."""
-
-    status: str
-    job_name: str
-    queue: str
-    partition_key: str | None
-    key: str | None
-    attempt: int
-    max_attempts: int
-    scheduled_for: datetime
-    failed: bool  # ``error`` is set: an attempt failed
-    error_line: str | None  # the first line of ``error``
-    locked_by: str | None
-    locked_at: datetime | None
-    lease_expires_at: datetime | None
-    completed_at: datetime | None
-    now: datetime
-    worker_heartbeat_at: datetime | None
-
-
-def find_job(cur: Cursor, *, job_id: uuid.UUID) -> JobRow | None:
-    """The job's row (primary key) and its worker's (primary key). Locks nothing."""
-    cur.execute(
-        """
-        SELECT j.status, j.job_name, j.queue, j.partition_key, j.key, j.attempt,
-               j.max_attempts, j.scheduled_for, j.error IS NOT NULL,
-               split_part(j.error, chr(10), 1), j.locked_by, j.locked_at, j.lease_expires_at,
-               j.completed_at, now(), w.last_heartbeat_at
-        FROM pgjobs_job_queue AS j LEFT JOIN pgjobs_workers AS w ON w.id = j.locked_by
-        WHERE j.id = %s
-        """,
-        [job_id],
-    )
-    row = cur.fetchone()
-    return None if row is None else JobRow(*row)
-
-
-@dataclass(frozen=True)
-class DeadLetterRow:
-    job_name: str
-    queue: str
-    attempt: int
-    max_attempts: int
-    failed_at: datetime
-    error_line: str | None
-
-
-def find_dead_letter(cur: Cursor, *, job_id: uuid.UUID) -> DeadLetterRow | None:
-    """The dead letter with this id (primary key of pgjobs_failed_jobs). Locks nothing."""
-    cur.execute(
-        "SELECT job_name, queue, attempt, max_attempts, failed_at, split_part(error, chr(10), 1) "
-        "FROM pgjobs_failed_jobs WHERE id = %s",
-        [job_id],
-    )
-    row = cur.fetchone()
-    return None if row is None else DeadLetterRow(*row)
-
-
 def running_jobs(
     cur: Cursor, *, queue: str, partition_key: str | None, keyed: bool, limit: int
 ) -> list[tuple[uuid.UUID, str | None]]:
@@ -340,6 +324,26 @@ def earlier_in_key(cur: Cursor, *, job_id: uuid.UUID, keyed: bool, limit: int) -
         {"id": job_id, "limit": limit},
     )
     return [row[0] for row in cur.fetchall()]
+
+
+def unreachable_in_key(
+    cur: Cursor, *, job_id: uuid.UUID, keyed: bool, silent_seconds: float, limit: int
+) -> list[tuple[uuid.UUID, str]]:
+    """The first ``limit`` due jobs before the job in its key's order whose handler no live
+    worker serving the queue with the job's own handler has (a claim stops there), with
+    their job names. Through pgjobs_job_partition_claim; locks nothing."""
+    cur.execute(
+        f"""
+        WITH {_LIVE}
+        SELECT k.id, k.job_name FROM pgjobs_job_queue AS j, pgjobs_job_queue AS k
+        WHERE j.id = %(id)s AND {_before_in_key(keyed=keyed)} AND NOT EXISTS (
+            SELECT 1 FROM live AS l WHERE {_serves("l", "j.queue")} AND (l.unknown OR (
+                l.handlers ? j.job_name AND l.handlers ? k.job_name)))
+        ORDER BY k.priority DESC, k.scheduled_for, k.seq NULLS FIRST LIMIT %(limit)s
+        """,
+        {"id": job_id, "limit": limit, "silent": silent_seconds},
+    )
+    return [(row[0], row[1]) for row in cur.fetchall()]
 
 
 def ahead_in_queue(cur: Cursor, *, job_id: uuid.UUID, cap: int) -> int:
