@@ -21,6 +21,7 @@ from django_pgjobs.observability.explanation import (
     COUNT_CAP,
     Blocker,
     Explanation,
+    rescue_hold_seconds,
     silent_seconds,
 )
 from django_pgjobs.queries import explain as sql
@@ -55,7 +56,12 @@ def explain_job(job_id: uuid.UUID | str, *, using: str | None = None) -> Explana
                 return say.finished(pk, job)
             if job.status == "running":
                 count, _ = sql.live_workers(cur, silent_seconds=silent_seconds(), limit=0)
-                return say.running(pk, job, silent=silent_seconds(), live_workers=count)
+                rescue = rows.rescue_from(
+                    cur, silent_seconds=silent_seconds(), hold_seconds=rescue_hold_seconds()
+                )
+                return say.running(
+                    pk, job, silent=silent_seconds(), live_workers=count, rescue_from=rescue
+                )
             if job.scheduled_for > job.now:
                 return say.not_due(pk, job)
             facts = sql.classify_job(cur, job_id=pk, silent_seconds=silent_seconds(), cap=COUNT_CAP)

@@ -18,6 +18,7 @@ from django_pgjobs.observability.explanation import (
     NAMED,
     Blocker,
     Explanation,
+    rescue_hold_seconds,
     silent_seconds,
 )
 from django_pgjobs.queries import explain as sql
@@ -54,9 +55,8 @@ def _key(job: JobRow) -> str:
 def dead_letter(job_id: uuid.UUID, dead: DeadLetterRow) -> Explanation:
     error = f" ({dead.error_line})" if dead.error_line else ""
     message = (
-        f"Dead-lettered: moved to the dead letters at {local_time(dead.failed_at)} after "
-        f"attempt {dead.attempt} of {dead.max_attempts} failed{error}. Nothing holds it back, "
-        "and nothing will run it again until it is retried: "
+        f"Dead-lettered at {_at(dead.failed_at, dead.now)}: attempt {dead.attempt} of "
+        f"{dead.max_attempts} failed{error}. Nothing runs it again until it is retried: "
         f"`manage.py pgjobs retry {job_id}`, retry_dead_letter_job(), or Requeue on the "
         "admin's dead letters page."
     )
@@ -68,16 +68,26 @@ def dead_letter(job_id: uuid.UUID, dead: DeadLetterRow) -> Explanation:
 def finished(job_id: uuid.UUID, job: JobRow) -> Explanation:
     when = "" if job.completed_at is None else f" at {local_time(job.completed_at)}"
     if job.status == "completed":
-        message = f"Completed{when}: it has run, nothing holds it back."
+        message = f"Completed{when}: it has run."
     else:
         message = (
-            f"Cancelled{when}: nothing holds it back, and it will not run "
-            f"unless it is retried (`manage.py pgjobs retry {job_id}`, retry_job())."
+            f"Cancelled{when}: it will not run unless it is retried "
+            f"(`manage.py pgjobs retry {job_id}`, retry_job())."
         )
     return _made(job_id, job, Blocker.FINISHED, message)
 
 
-def running(job_id: uuid.UUID, job: JobRow, *, silent: float, live_workers: int) -> Explanation:
+def running(
+    job_id: uuid.UUID,
+    job: JobRow,
+    *,
+    silent: float,
+    live_workers: int,
+    rescue_from: datetime | None,
+) -> Explanation:
+    """A job a worker holds. Whether that worker's process still lives is not known here (a
+    killed one stays "live" until its silence passes the limit): the answer gives the last
+    heartbeat and the lease, and says what happens when the lease runs out."""
     worker = job.locked_by or "(no worker recorded)"
     now = job.now
     attempt = f"attempt {job.attempt} of {job.max_attempts}"
@@ -86,53 +96,51 @@ def running(job_id: uuid.UUID, job: JobRow, *, silent: float, live_workers: int)
             f"Claimed ahead by worker {worker} ({attempt}), which starts it when a thread is free."
         )
     else:
-        started = f"Running on worker {worker} ({attempt}, started {_at(job.locked_at, now)})."
+        started = f"Held by worker {worker} ({attempt}, started {_at(job.locked_at, now)})."
     lease = job.lease_expires_at
     heartbeat = job.worker_heartbeat_at
-    alive = heartbeat is not None and heartbeat >= now - timedelta(seconds=silent)
     if lease is None:
-        held = (
-            "It has no lease expiry (a row written by SQL?), so no rescue will hand it back: "
-            f"cancel it or retry it (`manage.py pgjobs cancel {job_id}`)."
+        message = (
+            f"{started} It has no lease expiry (a row written by SQL?), so no rescue will hand "
+            f"it back: cancel it or retry it (`manage.py pgjobs cancel {job_id}`)."
         )
-    elif heartbeat is not None and alive and lease > now:
+        return _made(job_id, job, Blocker.RUNNING, message, worker_id=job.locked_by)
+    if heartbeat is None:
+        beat = "It has no worker row (it stopped, or was presumed dead and forgotten)."
+    elif heartbeat >= now - timedelta(seconds=silent):
+        beat = f"Last heartbeat {_span(now - heartbeat)} ago."
+    else:
+        beat = f"Silent since {_at(heartbeat, now)}."
+    # As rescue_expired_leases decides: an attempt never started is undone; one that
+    # started counts, and the last one buries the job.
+    if job.locked_at is None:
+        end = "the queue, this attempt not counted"
+    elif job.attempt >= job.max_attempts:
+        end = "the dead letters (that was its last attempt)"
+    else:
+        end = "the queue, due at once"
+    if lease > now:
         held = (
-            f"The worker is alive (last heartbeat {_span(now - heartbeat)} ago) and renews the "
-            f"lease, which runs to {local_time(lease)}."
+            f"Its lease expires at {_at(lease, now)}: a worker that runs renews it; if the "
+            f"worker is gone, the rescue then hands the job back to {end}"
         )
     else:
-        if heartbeat is None:
-            state = "has no worker row (it stopped, or was presumed dead and forgotten)"
-        elif alive:
-            state = (
-                f"is alive (last heartbeat {_span(now - heartbeat)} ago) but let this lease lapse"
-            )
-        else:
-            state = f"has been silent since {_at(heartbeat, now)}"
-        # As rescue_expired_leases decides: an attempt never started is undone; one that
-        # started counts, and the last one buries the job.
-        if job.locked_at is None:
-            end = "the queue, this attempt not counted"
-        elif job.attempt >= job.max_attempts:
-            end = "the dead letters (that was its last attempt)"
-        else:
-            end = "the queue, due at once"
-        if lease > now:
-            when = f"Its lease expires at {_at(lease, now)}; then"
-        else:
-            when = f"Its lease expired at {_at(lease, now)}:"
-        if live_workers:
-            rescue = (
-                f"{when} the rescue sweep of a live worker (every {conf.HEARTBEAT_SECONDS:g}s) "
-                f"hands it back to {end}."
-            )
-        else:
-            rescue = (
-                f"{when} the rescue sweep hands it back to {end}, but no worker is live to "
-                "sweep: the first worker to start does, after its start-up hold."
-            )
-        held = f"Worker {worker} {state}. {rescue}"
-    message = f"{started} {held}"
+        held = f"Its lease expired at {_at(lease, now)}: the rescue hands the job back to {end}"
+    hold = f"{rescue_hold_seconds():g}s"
+    if not live_workers:
+        rescue = (
+            f", but no worker is live to sweep: the first worker to start does, after its "
+            f"start-up hold ({hold})."
+        )
+    elif rescue_from is not None and rescue_from > max(lease, now):
+        rescue = (
+            f", but not before {_at(rescue_from, now)}: a worker rescues nothing for {hold} after "
+            "it starts, or after the database server restarts, so that workers cut off by an "
+            "outage renew their leases first."
+        )
+    else:
+        rescue = f" (a live worker's rescue sweep runs every {conf.HEARTBEAT_SECONDS:g}s)."
+    message = f"{started} {beat} {held}{rescue}"
     return _made(job_id, job, Blocker.RUNNING, message, until=lease, worker_id=job.locked_by)
 
 
@@ -141,11 +149,10 @@ def not_due(job_id: uuid.UUID, job: JobRow) -> Explanation:
     if job.failed and job.attempt > 0:
         error = f" ({job.error_line})" if job.error_line else ""
         message = (
-            f"Awaiting retry: attempt {job.attempt} of {job.max_attempts} "
-            f"failed{error}, and the next attempt is due at {due}."
+            f"Attempt {job.attempt} of {job.max_attempts} failed{error}; the next is due at {due}."
         )
         return _made(job_id, job, Blocker.AWAITING_RETRY, message, until=job.scheduled_for)
-    message = f"Scheduled for later: due at {due}. (`manage.py pgjobs retry {job_id}` runs it now.)"
+    message = f"Due at {due}. (`manage.py pgjobs retry {job_id}` runs it now.)"
     return _made(job_id, job, Blocker.SCHEDULED, message, until=job.scheduled_for)
 
 
@@ -246,11 +253,12 @@ def _rate_limited(cur: Cursor, job: JobRow, facts: DueJobFacts) -> tuple[str, da
         )
         at = f"room for the next start at {_at(room, job.now)}" if room else "room again now"
         said.append(
-            f"{whose} started {starts} job(s) in the last {period} (its {option} is {limit}); {at}."
+            f"{whose[0].upper()}{whose[1:]} started {starts} job(s) in the last {period} "
+            f"(its {option} is {limit}); {at}."
         )
         if room is not None:
             until.append(room)
-    return "Rate limited: " + " ".join(said), max(until, default=None)
+    return " ".join(said), max(until, default=None)
 
 
 def _no_handler(cur: Cursor, job: JobRow) -> str:
@@ -309,9 +317,8 @@ def _key_head(cur: Cursor, job_id: uuid.UUID, job: JobRow) -> tuple[str, list[uu
 def _claimable(cur: Cursor, job_id: uuid.UUID, job: JobRow, facts: DueJobFacts) -> tuple[str, int]:
     ahead = sql.ahead_in_queue(cur, job_id=job_id, cap=COUNT_CAP)
     parts = [
-        f"Due and claimable now: the next claim of a live worker with its "
-        f"handler may take it. {_capped(ahead)} due job(s) come before it in queue "
-        f"{job.queue} (priority, then due time)."
+        f"The next claim of a live worker with its handler may take it. {_capped(ahead)} due "
+        f"job(s) come before it in queue {job.queue} (priority, then due time)."
     ]
     if facts.fair:
         parts.append(f"Queue {job.queue} takes turns between partition keys.")

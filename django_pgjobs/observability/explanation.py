@@ -11,6 +11,7 @@ from enum import StrEnum
 from django_pgjobs.conf import conf
 from django_pgjobs.queries import explain as sql
 from django_pgjobs.queries.explain import DueJobFacts
+from django_pgjobs.worker.connection import ERROR_BACKOFF
 
 # Counting stops here (due jobs ahead of a job, in its queue or key): the admin's cap.
 COUNT_CAP = 10_000
@@ -93,3 +94,10 @@ def silent_seconds() -> float:
     """How long a worker may go without a heartbeat and still count as live: the lease, or
     three heartbeats if longer (as ``pgjobs status``, the dashboard and the admin count)."""
     return max(conf.LEASE_SECONDS, 3 * conf.HEARTBEAT_SECONDS)
+
+
+def rescue_hold_seconds() -> float:
+    """How long a worker rescues nothing after it starts (and after the database server
+    restarts): a lease, and at least the longest pause between reconnects plus a heartbeat, so
+    workers cut off by an outage renew first. The worker's Housekeeper.hold_seconds is this."""
+    return max(conf.LEASE_SECONDS, ERROR_BACKOFF[-1] + conf.HEARTBEAT_SECONDS)

@@ -1,5 +1,6 @@
 """The rows ``explain_job`` reads by id: the job (with its worker's heartbeat) or its dead
-letter, and the id a short prefix names. Primary-key reads; nothing here writes or locks a row."""
+letter, and the id a short prefix names; and when the rescue may next hand a job back. Small
+reads; nothing here writes or locks a row."""
 
 from __future__ import annotations
 
@@ -58,12 +59,14 @@ class DeadLetterRow:
     max_attempts: int
     failed_at: datetime
     error_line: str | None
+    now: datetime
 
 
 def find_dead_letter(cur: Cursor, *, job_id: uuid.UUID) -> DeadLetterRow | None:
     """The dead letter with this id (primary key of pgjobs_failed_jobs). Locks nothing."""
     cur.execute(
-        "SELECT job_name, queue, attempt, max_attempts, failed_at, split_part(error, chr(10), 1) "
+        "SELECT job_name, queue, attempt, max_attempts, failed_at, split_part(error, chr(10), 1), "
+        "now() "
         "FROM pgjobs_failed_jobs WHERE id = %s",
         [job_id],
     )
@@ -86,3 +89,22 @@ def ids_with_prefix(cur: Cursor, *, low: uuid.UUID, high: uuid.UUID) -> list[uui
         {"low": low, "high": high},
     )
     return [row[0] for row in cur.fetchall()]
+
+
+def rescue_from(cur: Cursor, *, silent_seconds: float, hold_seconds: float) -> datetime | None:
+    """The earliest database time a live worker (a heartbeat within ``silent_seconds``) may
+    rescue: each holds its rescue for ``hold_seconds`` after it started, and every one for as
+    long after the server started (rescue_expired_leases). None: no live worker. A worker back
+    from an outage holds again, which no row records. Reads the worker rows; locks nothing."""
+    cur.execute(
+        """
+        SELECT greatest(min(w.started_at), pg_postmaster_start_time())
+               + make_interval(secs => %(hold)s)
+        FROM pgjobs_workers AS w
+        WHERE w.last_heartbeat_at >= now() - make_interval(secs => %(silent)s)
+        HAVING count(*) > 0
+        """,
+        {"silent": silent_seconds, "hold": hold_seconds},
+    )
+    row = cur.fetchone()
+    return None if row is None else row[0]

@@ -32,8 +32,8 @@ from django_pgjobs.exceptions import WorkerIdInUse
 from django_pgjobs.jobs.operations import prune_finished
 from django_pgjobs.jobs.registry import registry
 from django_pgjobs.observability.display import printable
+from django_pgjobs.observability.explanation import rescue_hold_seconds
 from django_pgjobs.queues.control import write_declared
-from django_pgjobs.worker.connection import ERROR_BACKOFF
 
 logger = logging.getLogger("django_pgjobs.worker")
 
@@ -141,7 +141,7 @@ class Housekeeper:
     def hold_seconds(self) -> float:
         """How long a worker that may have been cut off needs to come back and renew: a lease's
         length, and at least its longest pause between reconnects plus a heartbeat."""
-        return max(conf.LEASE_SECONDS, ERROR_BACKOFF[-1] + conf.HEARTBEAT_SECONDS)
+        return rescue_hold_seconds()  # explain_job tells of the same hold
 
     def hold_rescue(self) -> None:
         """Rescue nothing for :attr:`hold_seconds` from now.

@@ -97,3 +97,17 @@ def test_an_unknown_id_exits_non_zero_and_a_known_one_zero() -> None:
     found = run(known)
     assert found.returncode == 0, found.stderr
     assert f"Job {known} (test.record, queue default): pending" in found.stdout
+
+
+def test_the_short_id_shown_elsewhere_is_enough() -> None:
+    with connection.cursor() as cur:
+        cur.execute(
+            "INSERT INTO pgjobs_failed_jobs (id, job_name) VALUES "
+            "('abcdef01-0000-4000-8000-000000000001', 'test.record'), "
+            "('abcdef01-1000-4000-8000-000000000002', 'test.record')"
+        )
+    out = explain("abcdef01-0")
+    assert "Job abcdef01-0000-4000-8000-000000000001 (test.record, queue default): dead" in out
+    assert "  finished: Dead-lettered at " in out
+    with pytest.raises(CommandError, match="More than one job or dead letter has an id starting"):
+        explain("abcdef01")

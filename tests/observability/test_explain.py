@@ -82,9 +82,8 @@ def test_a_dead_letter_is_finished_and_says_how_to_retry_it() -> None:
         dead_id = cur.fetchone()[0]
     said = explain_job(dead_id)
     assert (said.blocker, said.status, said.queue) == (Blocker.FINISHED, "dead", "mail")
-    assert (
-        "Dead-lettered: moved to the dead letters" in said.message
-        and "attempt 3 of 3 failed (ValueError: boom)" in (said.message)
+    assert "Dead-lettered at " in said.message and "attempt 3 of 3 failed (ValueError: boom)" in (
+        said.message
     )
     assert f"manage.py pgjobs retry {dead_id}" in said.message
 
@@ -106,7 +105,7 @@ def test_a_job_due_later_is_scheduled_until_its_due_time() -> None:
     said = explain_job(job_id)
     assert said.blocker is Blocker.SCHEDULED
     assert said.until == Job.objects.get(id=job_id).scheduled_for
-    assert "Scheduled for later: due at" in said.message
+    assert said.message.startswith("Due at ")
 
 
 def test_a_failed_attempt_awaits_its_retry(make_worker: type[Worker]) -> None:
@@ -118,7 +117,7 @@ def test_a_failed_attempt_awaits_its_retry(make_worker: type[Worker]) -> None:
     assert job.status == "pending" and job.attempt == 1
     said = explain_job(job_id)
     assert (said.blocker, said.until) == (Blocker.AWAITING_RETRY, job.scheduled_for)
-    assert "attempt 1 of 2 failed (" in said.message
+    assert "Attempt 1 of 2 failed (" in said.message
 
 
 def test_a_paused_queue() -> None:
@@ -213,10 +212,7 @@ def test_a_queue_rate_limit_says_when_the_window_has_room() -> None:
     assert said.blocker is Blocker.RATE_LIMITED
     start = QueueStart.objects.get(queue="q")
     assert said.until == start.started_at + timedelta(seconds=60)
-    assert (
-        "Rate limited: queue q started 1 job(s) in the last 0:01:00 (its rate_limit is 1)"
-        in said.message
-    )
+    assert "Queue q started 1 job(s) in the last 0:01:00 (its rate_limit is 1)" in said.message
     assert claim() == []
 
 
@@ -246,7 +242,7 @@ def test_a_key_s_rate_limit() -> None:
     Job.objects.filter(id=first).update(status="completed")  # a start counts all the same
     said = explain_job(second)
     assert said.blocker is Blocker.RATE_LIMITED
-    assert "its partition key 'k' started 1 job(s)" in said.message
+    assert "Its partition key 'k' started 1 job(s)" in said.message
     assert said.until is not None
     assert claim() == []
 
@@ -306,36 +302,6 @@ def test_a_real_worker_records_its_handlers_when_it_registers(
     assert explain_job(enqueue("test.record", queue="q")).blocker is Blocker.CLAIMABLE
 
 
-def test_a_running_job_is_held_by_its_worker_s_lease() -> None:
-    live_worker("w1")
-    job_id = enqueue("test.record")
-    assert claim("w1") == [job_id]
-    said = explain_job(job_id)
-    job = Job.objects.get(id=job_id)
-    assert (said.blocker, said.worker_id, said.until) == (
-        Blocker.RUNNING,
-        "w1",
-        job.lease_expires_at,
-    )
-    assert "Running on worker w1" in said.message and "The worker is alive" in said.message
-    with connection.cursor() as cur:
-        cur.execute(
-            "UPDATE pgjobs_workers SET last_heartbeat_at = now() - interval '1 hour' "
-            "WHERE id = 'w1'"
-        )
-    said = explain_job(job_id)
-    assert "has been silent since" in said.message
-    assert "no worker is live to sweep" in said.message
-    live_worker("rescuer")
-    Job.objects.filter(id=job_id).update(lease_expires_at=job.locked_at)
-    said = explain_job(job_id)
-    assert "Its lease expired at" in said.message
-    assert "the rescue sweep of a live worker" in said.message
-    with connection.cursor() as cur:
-        cur.execute("DELETE FROM pgjobs_workers WHERE id = 'w1'")
-    assert "has no worker row" in explain_job(job_id).message
-
-
 def test_a_job_claimed_ahead_waits_for_a_free_thread() -> None:
     live_worker("w1")
     job_id = enqueue("test.record")
@@ -345,7 +311,9 @@ def test_a_job_claimed_ahead_waits_for_a_free_thread() -> None:
     assert "Claimed ahead by worker w1" in said.message
     with connection.cursor() as cur:  # its worker dies before it starts the job
         cur.execute("DELETE FROM pgjobs_workers WHERE id = 'w1'")
-    assert "hands it back to the queue, this attempt not counted" in explain_job(job_id).message
+    assert "hands the job back to the queue, this attempt not counted" in (
+        explain_job(job_id).message
+    )
 
 
 def test_a_claimable_job_says_how_many_come_before_it() -> None:
