@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 from typing import Any
 
@@ -11,7 +12,7 @@ from django.db.models import Count, QuerySet, TextField
 from django.db.models.functions import Cast, Coalesce, Now
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
-from django.urls import URLPattern, path, reverse
+from django.urls import URLPattern, path
 from django.views.decorators.http import require_POST
 
 from django_pgjobs.admin import common
@@ -22,6 +23,7 @@ from django_pgjobs.admin.common import (
     _ReadOnlyFieldsMixin,
     search_by_id_or_name,
 )
+from django_pgjobs.admin.explain_panel import explanation_panel
 from django_pgjobs.admin.filters import (
     ChoicesDropdown,
     HandlerFilter,
@@ -32,14 +34,13 @@ from django_pgjobs.admin.filters import (
 from django_pgjobs.admin.job_columns import JobColumns, JobOnlyColumns
 from django_pgjobs.admin.requeue import requeue_all_selected
 from django_pgjobs.conf import conf
-from django_pgjobs.exceptions import JobNotFound, PgJobsError
+from django_pgjobs.exceptions import PgJobsError
 from django_pgjobs.jobs import operations as jobs
 from django_pgjobs.models import (
     FailedJob,
     Job,
     JobStatus,
 )
-from django_pgjobs.observability.explain import explain_job
 
 
 @admin.register(Job)
@@ -118,8 +119,29 @@ class JobAdmin(JobOnlyColumns, AttemptHistoryColumns, _ReadOnlyFieldsMixin, Mode
         context["pgjobs_can_retry"] = allowed and status in (JobStatus.PENDING, "cancelled")
         context["pgjobs_can_cancel"] = allowed and status in (JobStatus.PENDING, "running")
         if obj is not None:
-            context["pgjobs_explanation"] = explanation_panel(obj)
+            context["pgjobs_explanation"] = explanation_panel(obj.id)
         return super().render_change_form(request, context, add, change, form_url, obj)
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        # A job that failed its last attempt moved to the dead letters under the same id: a
+        # link or bookmark to it opens the dead letter, not "doesn't exist".
+        dead_id = _uuid_or_none(object_id)
+        if (
+            dead_id is not None
+            and self.get_object(request, object_id) is None
+            and FailedJob.objects.using(conf.DATABASE).filter(pk=dead_id).exists()
+        ):
+            self.message_user(
+                request, f"Job {object_id} was dead-lettered: this is its dead letter."
+            )
+            return redirect("admin:pgjobs_failedjob_change", object_id)
+        return super().change_view(request, object_id, form_url, extra_context)
 
     def retry_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         return self._button(request, object_id, jobs.retry_job, "will run again now")
@@ -229,6 +251,19 @@ class FailedJobAdmin(
             results="as job(s)",
         )
 
+    def render_change_form(
+        self,
+        request: HttpRequest,
+        context: dict[str, Any],
+        add: bool = False,
+        change: bool = False,
+        form_url: str = "",
+        obj: FailedJob | None = None,
+    ) -> HttpResponse:
+        if obj is not None:  # when and why it was dead-lettered, and how to retry it
+            context["pgjobs_explanation"] = explanation_panel(obj.id)
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
     def changelist_view(
         self, request: HttpRequest, extra_context: dict[str, Any] | None = None
     ) -> Any:
@@ -248,31 +283,6 @@ class FailedJobAdmin(
         return super().changelist_view(request, extra_context=context)
 
 
-def explanation_panel(obj: Job) -> dict[str, Any] | None:
-    """What the job page's panel shows: explain_job's answer, with the jobs in its way and the
-    worker holding it linked (None: the job is gone, as a page opened before a prune finds)."""
-    try:
-        said = explain_job(obj.id, using=conf.DATABASE)
-    except JobNotFound:
-        return None
-    return {
-        "said": said,
-        "heading": (
-            "Why is this job not running?" if said.status == "pending" else "Where this job stands"
-        ),
-        "until": said.until,
-        "blocking": [
-            {"id": str(pk), "url": reverse("admin:pgjobs_job_change", args=[pk])}
-            for pk in said.blocking_job_ids
-        ],
-        "worker_url": (
-            None
-            if said.worker_id is None
-            else reverse("admin:pgjobs_worker_change", args=[said.worker_id])
-        ),
-    }
-
-
 def error_class_expression() -> Any:
     """The exception class of a stored error: the text before the first ':' of its first line."""
     from django.db.models import Func, Value
@@ -285,3 +295,10 @@ def error_class_expression() -> Any:
         Value("(no error)"),
         output_field=TextField(),
     )
+
+
+def _uuid_or_none(text: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        return None
