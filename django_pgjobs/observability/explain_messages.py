@@ -88,15 +88,14 @@ def running(
     """A job a worker holds. Whether that worker's process still lives is not known here (a
     killed one stays "live" until its silence passes the limit): the answer gives the last
     heartbeat and the lease, and says what happens when the lease runs out."""
-    worker = job.locked_by or "(no worker recorded)"
+    # A row written by SQL may name no worker, or '': no id to give.
+    worker = f"worker {job.locked_by}" if job.locked_by else "no recorded worker"
     now = job.now
     attempt = f"attempt {job.attempt} of {job.max_attempts}"
     if job.locked_at is None:
-        started = (
-            f"Claimed ahead by worker {worker} ({attempt}), which starts it when a thread is free."
-        )
+        started = f"Claimed ahead by {worker} ({attempt}), which starts it when a thread is free."
     else:
-        started = f"Held by worker {worker} ({attempt}, started {_at(job.locked_at, now)})."
+        started = f"Held by {worker} ({attempt}, started {_at(job.locked_at, now)})."
     lease = job.lease_expires_at
     heartbeat = job.worker_heartbeat_at
     if lease is None:

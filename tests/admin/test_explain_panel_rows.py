@@ -30,6 +30,7 @@ def test_a_running_job_whose_worker_id_is_empty_opens(admin_client_: Client) -> 
     html = page(admin_client_, job_id)
     assert 'data-blocker="running"' in html
     assert "Worker: <a" not in html
+    assert "Held by no recorded worker (attempt 1 of 3, started " in html
 
 
 def dead_letter(job_id: uuid.UUID | None = None) -> uuid.UUID:

@@ -1,4 +1,4 @@
-"""explain_job about a real worker process: the worker it names is alive while it runs the job,
+"""explain_job about a real worker process: the worker it names heartbeats while it runs the job,
 has no handler for a name it never registered, serves only its own queues, and, once killed, is
 silent since its last heartbeat."""
 
@@ -42,7 +42,7 @@ def explained_alive_then_silent(processes: list[subprocess.Popen[bytes]], tmp_pa
     worker_id = Job.objects.get(id=job_id).locked_by
     said = explain_job(job_id)
     assert (said.blocker, said.worker_id) == (Blocker.RUNNING, worker_id)
-    assert "The worker is alive" in said.message
+    assert f"Held by worker {worker_id} " in said.message and "Last heartbeat " in said.message
 
     unknown = explain_job(enqueue("nobody.has.this", queue="q"))
     assert unknown.blocker is Blocker.NO_HANDLER
@@ -56,7 +56,7 @@ def explained_alive_then_silent(processes: list[subprocess.Popen[bytes]], tmp_pa
 
     def once_silent() -> Explanation | None:
         said = explain_job(job_id)
-        return said if "has been silent since" in said.message else None
+        return said if "Silent since" in said.message else None
 
     silent = wait_for(once_silent, what="the killed worker to fall silent")
     assert silent is not None
