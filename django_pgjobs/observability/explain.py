@@ -25,6 +25,7 @@ from django_pgjobs.observability.explanation import (
     silent_seconds,
 )
 from django_pgjobs.queries import explain as sql
+from django_pgjobs.queries import explain_details as details
 from django_pgjobs.queries import explain_rows as rows
 from django_pgjobs.queries.base import Cursor
 
@@ -55,7 +56,7 @@ def explain_job(job_id: uuid.UUID | str, *, using: str | None = None) -> Explana
             if job.status in ("completed", "cancelled"):
                 return say.finished(pk, job)
             if job.status == "running":
-                count, _ = sql.live_workers(cur, silent_seconds=silent_seconds(), limit=0)
+                count, _ = details.live_workers(cur, silent_seconds=silent_seconds(), limit=0)
                 rescue = rows.rescue_from(
                     cur, silent_seconds=silent_seconds(), hold_seconds=rescue_hold_seconds()
                 )

@@ -21,7 +21,7 @@ from django_pgjobs.observability.explanation import (
     rescue_hold_seconds,
     silent_seconds,
 )
-from django_pgjobs.queries import explain as sql
+from django_pgjobs.queries import explain_details as details
 from django_pgjobs.queries.base import WORKFLOW_JOB_PREFIX, WORKFLOW_KEY_PREFIX, Cursor
 from django_pgjobs.queries.explain import DueJobFacts
 from django_pgjobs.queries.explain_rows import DeadLetterRow, JobRow
@@ -168,7 +168,7 @@ def due(cur: Cursor, job_id: uuid.UUID, job: JobRow, facts: DueJobFacts) -> Expl
             f"(`manage.py pgjobs resume {queue}`, resume_queue(), or the admin's queues page)."
         )
     elif blocker in (Blocker.QUEUE_CONCURRENCY, Blocker.WORKER_CONCURRENCY):
-        held = sql.running_jobs(cur, queue=queue, partition_key=None, keyed=False, limit=NAMED)
+        held = details.running_jobs(cur, queue=queue, partition_key=None, keyed=False, limit=NAMED)
         blocking = [running_id for running_id, _ in held]
         if blocker is Blocker.QUEUE_CONCURRENCY:
             message = (
@@ -183,7 +183,7 @@ def due(cur: Cursor, job_id: uuid.UUID, job: JobRow, facts: DueJobFacts) -> Expl
                 f"worker_concurrency ({_ids(held)}). It starts when one of them ends."
             )
     elif blocker is Blocker.PARTITION_CONCURRENCY:
-        held = sql.running_jobs(
+        held = details.running_jobs(
             cur, queue=queue, partition_key=job.partition_key, keyed=True, limit=NAMED
         )
         blocking = [running_id for running_id, _ in held]
@@ -193,7 +193,7 @@ def due(cur: Cursor, job_id: uuid.UUID, job: JobRow, facts: DueJobFacts) -> Expl
             "starts when one of them ends."
         )
     elif blocker is Blocker.KEY_ORDER:
-        blocking = sql.earlier_in_key(
+        blocking = details.earlier_in_key(
             cur, job_id=job_id, keyed=job.partition_key is not None, limit=NAMED
         )
         message = (
@@ -218,7 +218,7 @@ def due(cur: Cursor, job_id: uuid.UUID, job: JobRow, facts: DueJobFacts) -> Expl
 
 
 def _no_worker(cur: Cursor, queue: str) -> str:
-    count, ids = sql.live_workers(cur, silent_seconds=silent_seconds(), limit=NAMED)
+    count, ids = details.live_workers(cur, silent_seconds=silent_seconds(), limit=NAMED)
     others = (
         f"the {count} live worker(s) ({', '.join(ids)}{', ...' if count > len(ids) else ''}) "
         "serve other queues"
@@ -247,7 +247,7 @@ def _rate_limited(cur: Cursor, job: JobRow, facts: DueJobFacts) -> tuple[str, da
     ):
         if limit is None or starts < limit:
             continue
-        room = sql.rate_room_at(
+        room = details.rate_room_at(
             cur, queue=job.queue, partition_key=job.partition_key, keyed=keyed, limit=limit
         )
         at = f"room for the next start at {_at(room, job.now)}" if room else "room again now"
@@ -261,7 +261,7 @@ def _rate_limited(cur: Cursor, job: JobRow, facts: DueJobFacts) -> tuple[str, da
 
 
 def _no_handler(cur: Cursor, job: JobRow) -> str:
-    workers = sql.serving_workers(
+    workers = details.serving_workers(
         cur, queue=job.queue, silent_seconds=silent_seconds(), limit=NAMED
     )
     names = ", ".join(worker for worker, _ in workers)
@@ -291,7 +291,7 @@ def _no_handler(cur: Cursor, job: JobRow) -> str:
 
 def _key_head(cur: Cursor, job_id: uuid.UUID, job: JobRow) -> tuple[str, list[uuid.UUID]]:
     keyed = job.partition_key is not None
-    found = sql.unreachable_in_key(
+    found = details.unreachable_in_key(
         cur, job_id=job_id, keyed=keyed, silent_seconds=silent_seconds(), limit=NAMED
     )
     if found:
@@ -299,7 +299,7 @@ def _key_head(cur: Cursor, job_id: uuid.UUID, job: JobRow) -> tuple[str, list[uu
         which = f"no live worker that has its handler also has the handler of {named}"
     else:  # each earlier job has a worker, but none has them all
         found = [
-            (pk, "") for pk in sql.earlier_in_key(cur, job_id=job_id, keyed=keyed, limit=NAMED)
+            (pk, "") for pk in details.earlier_in_key(cur, job_id=job_id, keyed=keyed, limit=NAMED)
         ]
         which = (
             "no live worker that has its handler has the handlers of all the jobs before it: "
@@ -314,7 +314,7 @@ def _key_head(cur: Cursor, job_id: uuid.UUID, job: JobRow) -> tuple[str, list[uu
 
 
 def _claimable(cur: Cursor, job_id: uuid.UUID, job: JobRow, facts: DueJobFacts) -> tuple[str, int]:
-    ahead = sql.ahead_in_queue(cur, job_id=job_id, cap=COUNT_CAP)
+    ahead = details.ahead_in_queue(cur, job_id=job_id, cap=COUNT_CAP)
     parts = [
         f"The next claim of a live worker with its handler may take it. {_capped(ahead)} due "
         f"job(s) come before it in queue {job.queue} (priority, then due time)."
