@@ -210,6 +210,13 @@ def due(cur: Cursor, job_id: uuid.UUID, job: JobRow, facts: DueJobFacts) -> Expl
         message = _no_handler(cur, job)
     elif blocker is Blocker.KEY_HEAD:
         message, blocking = _key_head(cur, job_id, job)
+    elif blocker is Blocker.QUEUE_ORDER:
+        ahead = facts.ahead_in_queue
+        message = (
+            f"Queue {queue} has room for {facts.queue_room} more start(s) now (its "
+            f"concurrency or rate_limit), and {_capped(ahead)} due job(s) come before it in "
+            "its claim order (priority, then due time): they take that room first."
+        )
     else:
         message, ahead = _claimable(cur, job_id, job, facts)
     return _made(

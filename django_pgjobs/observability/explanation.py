@@ -35,6 +35,7 @@ class Blocker(StrEnum):
     NO_WORKER = sql.NO_WORKER
     NO_HANDLER = sql.NO_HANDLER
     KEY_HEAD = sql.KEY_HEAD
+    QUEUE_ORDER = sql.QUEUE_ORDER
     CLAIMABLE = sql.CLAIMABLE
 
     @property
@@ -57,6 +58,7 @@ _LABELS = {
     Blocker.NO_WORKER: "no live worker serves the queue",
     Blocker.NO_HANDLER: "no live worker has the handler",
     Blocker.KEY_HEAD: "behind an earlier job of its key no worker can run",
+    Blocker.QUEUE_ORDER: "waits for earlier jobs of its queue",
     Blocker.CLAIMABLE: "claimable now",
 }
 

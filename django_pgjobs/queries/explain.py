@@ -34,6 +34,7 @@ WORKER_CONCURRENCY = "worker_concurrency"
 PARTITION_CONCURRENCY = "partition_concurrency"
 KEY_ORDER = "key_order"
 KEY_HEAD = "key_head"
+QUEUE_ORDER = "queue_order"
 RATE_LIMITED = "rate_limited"
 NO_WORKER = "no_worker"
 NO_HANDLER = "no_handler"
@@ -71,6 +72,10 @@ class DueJobFacts:
     # Live workers serving its queue with its handler and that of every due job before it in
     # its key (or whose handlers are not recorded): those whose claims can reach it.
     reach_in_key: int
+    # A queue limited as a whole (concurrency, rate_limit) and not partitioned: how many starts
+    # it has room for now, and its due jobs before this one in claim order (up to the cap).
+    queue_room: int | None
+    ahead_in_queue: int
 
 
 def _serves(worker: str, queue: str) -> str:
@@ -154,7 +159,10 @@ facts AS (
                     OR r.fair, false) AS partitioned,
            (SELECT count(*) FROM live AS l
             WHERE {_serves("l", "s.queue")} AND (l.unknown OR (
-                l.handlers ? s.job_name AND l.handlers ?& s.earlier_names))) AS reach_in_key
+                l.handlers ? s.job_name AND l.handlers ?& s.earlier_names))) AS reach_in_key,
+           least(r.concurrency - coalesce(q.running, 0), r.rate_limit - coalesce(q.starts, 0))
+               AS queue_room,
+           s.ahead_in_queue
     FROM subject AS s
     LEFT JOIN rules AS r ON r.name = s.queue
     LEFT JOIN per_queue AS q ON q.queue = s.queue
@@ -178,6 +186,9 @@ classified AS (
         WHEN f.serving = 0 THEN '{NO_WORKER}'
         WHEN f.capable = 0 THEN '{NO_HANDLER}'
         WHEN f.partitioned AND f.reach_in_key = 0 THEN '{KEY_HEAD}'
+        -- A limited queue's claim takes its room's worth of jobs in claim order.
+        WHEN NOT f.partitioned AND f.queue_room > 0 AND f.ahead_in_queue >= f.queue_room
+            THEN '{QUEUE_ORDER}'
         ELSE '{CLAIMABLE}' END AS blocker
     FROM facts AS f
 )"""
@@ -224,7 +235,21 @@ _ONE = f"""WITH subject AS (
                     SELECT 1 FROM pgjobs_queues AS r WHERE r.name = j.queue
                       AND ({_PARTITIONED})) THEN '{{}}'::text[]
                 WHEN j.partition_key IS NULL THEN {_names_before_in_key(False)}
-                ELSE {_names_before_in_key(True)} END AS earlier_names
+                ELSE {_names_before_in_key(True)} END AS earlier_names,
+           -- Its place in its queue's claim order, where the queue limits its starts as a whole.
+           CASE WHEN NOT EXISTS (
+                    SELECT 1 FROM pgjobs_queues AS r WHERE r.name = j.queue
+                      AND (r.concurrency IS NOT NULL OR r.rate_limit IS NOT NULL)) THEN 0
+                ELSE (SELECT count(*) FROM (
+                    SELECT 1 FROM pgjobs_job_queue AS k
+                    WHERE k.status = 'pending' AND k.scheduled_for <= now() AND k.queue = j.queue
+                      -- (the redundant bound and the order keep it on pgjobs_job_queue_claim)
+                      AND k.priority >= j.priority
+                      AND (k.priority > j.priority OR (k.priority = j.priority AND (
+                           k.scheduled_for < j.scheduled_for
+                           OR (k.scheduled_for = j.scheduled_for AND k.id < j.id))))
+                    ORDER BY k.priority DESC, k.scheduled_for, k.id
+                    LIMIT %(cap)s) AS a) END AS ahead_in_queue
     FROM pgjobs_job_queue AS j
     WHERE j.id = %(id)s AND j.status = 'pending' AND j.scheduled_for <= now()
 ),
@@ -237,7 +262,10 @@ _PER_QUEUE = f"""WITH ranked AS (
     SELECT d.id, d.queue, d.partition_key, d.job_name,
            rank() OVER (PARTITION BY d.queue, d.partition_key
                         ORDER BY d.priority DESC, d.scheduled_for, d.seq NULLS FIRST) - 1
-               AS ahead_in_key
+               AS ahead_in_key,
+           row_number() OVER (PARTITION BY d.queue
+                              ORDER BY d.priority DESC, d.scheduled_for, d.id) - 1
+               AS ahead_in_queue
     FROM unnest(%(queues)s::text[]) AS q(queue), LATERAL (
         SELECT j.id, j.queue, j.partition_key, j.job_name, j.priority, j.scheduled_for, j.seq
         FROM pgjobs_job_queue AS j
@@ -253,14 +281,14 @@ firsts AS (
     FROM ranked GROUP BY 1, 2, 3
 ),
 subject AS (
-    SELECT r.id, r.queue, r.partition_key, r.job_name, r.ahead_in_key,
+    SELECT r.id, r.queue, r.partition_key, r.job_name, r.ahead_in_key, r.ahead_in_queue,
            coalesce(array_agg(f.job_name) FILTER (WHERE f.job_name IS NOT NULL), '{{}}')
                AS earlier_names
     FROM ranked AS r
     LEFT JOIN firsts AS f ON f.queue = r.queue AND f.first < r.ahead_in_key
         AND (f.partition_key IS NULL) = (r.partition_key IS NULL)
         AND coalesce(f.partition_key, '') = coalesce(r.partition_key, '')
-    GROUP BY r.id, r.queue, r.partition_key, r.job_name, r.ahead_in_key
+    GROUP BY r.id, r.queue, r.partition_key, r.job_name, r.ahead_in_key, r.ahead_in_queue
 ),
 {_CLASSIFIED}
 SELECT queue, blocker, count(*) FROM classified GROUP BY queue, blocker"""

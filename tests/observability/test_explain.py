@@ -136,8 +136,9 @@ def test_queue_concurrency_names_the_running_jobs() -> None:
     with transaction.atomic():
         first = enqueue("test.record", queue="q", priority=1)
         second = enqueue("test.record", queue="q")
-    assert explain_job(second).blocker is Blocker.CLAIMABLE
-    assert explain_job(second).ahead == 1
+    said = explain_job(second)  # the one start the queue has room for is the first job's
+    assert (said.blocker, said.facts and said.facts.ahead_in_queue) == (Blocker.QUEUE_ORDER, 1)
+    assert "Queue q has room for 1 more start(s) now" in said.message
     assert claim(limit=1) == [first]
     said = explain_job(second)
     assert said.blocker is Blocker.QUEUE_CONCURRENCY

@@ -134,6 +134,17 @@ def _head_not_due_yet() -> uuid.UUID:
     return enqueue(RUNS, queue="q", partition_key="a")
 
 
+def _behind_in_a_limited_queue(**limits: Any) -> Callable[[], uuid.UUID]:
+    def build() -> uuid.UUID:
+        live_worker("w1", handlers=[RUNS])
+        set_queue_limits("q", **limits)
+        with transaction.atomic():
+            enqueue(RUNS, queue="q", priority=5)
+            return enqueue(RUNS, queue="q")
+
+    return build
+
+
 def _key_order() -> uuid.UUID:
     live_worker("w1", handlers=[RUNS])
     set_queue_limits("q", partition_concurrency=1)
@@ -188,6 +199,18 @@ SITUATIONS: dict[str, tuple[Callable[[], uuid.UUID], Blocker]] = {
     "a head no worker runs in another key": (_head_of_another_key, Blocker.CLAIMABLE),
     "the job heads its key": (_job_heads_its_key, Blocker.CLAIMABLE),
     "the head no worker runs is not due yet": (_head_not_due_yet, Blocker.CLAIMABLE),
+    "concurrency 1, a job before it": (
+        _behind_in_a_limited_queue(concurrency=1),
+        Blocker.QUEUE_ORDER,
+    ),
+    "rate limit 1, a job before it": (
+        _behind_in_a_limited_queue(rate_limit=1, rate_period=60),
+        Blocker.QUEUE_ORDER,
+    ),
+    "concurrency 2, a job before it": (
+        _behind_in_a_limited_queue(concurrency=2),
+        Blocker.CLAIMABLE,
+    ),
     "a key's second job with room for one": (_key_order, Blocker.KEY_ORDER),
     "paused": (_paused, Blocker.PAUSED),
     "no handler": (_no_handler, Blocker.NO_HANDLER),
