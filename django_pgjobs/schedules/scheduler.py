@@ -260,7 +260,11 @@ class Scheduler:
         report.skipped += skipped
         if ids:
             logger.info(
-                "Schedule %r fired %s tick(s), latest %s", name, len(ids), local_time(ticks[-1])
+                "Schedule %r fired %s tick%s, latest %s",
+                name,
+                len(ids),
+                "" if len(ids) == 1 else "s",
+                local_time(ticks[-1]),
             )
         if skipped:
             logger.warning(

@@ -30,6 +30,7 @@ from django_pgjobs.worker import job_signals
 from django_pgjobs.worker.housekeeping import HousekeepingReport
 from django_pgjobs.worker.outcomes import Outcome, Written
 from django_pgjobs.worker.pool import HandlerPool
+from django_pgjobs.worker.stats import counted
 
 logger = logging.getLogger("django_pgjobs.worker")
 
@@ -128,10 +129,10 @@ class AfterWrite:
         left = pool.unfinished
         if left and not pool.shutdown(wait=timeout > 0, timeout=timeout):
             logger.warning(
-                "Stopped without waiting longer for %s callbacks after written outcomes "
+                "Stopped without waiting longer for %s after written outcomes "
                 "(task_finished receivers): their outcomes are committed, their signals not "
                 "all sent.",
-                pool.unfinished or left,
+                counted(pool.unfinished or left, "callback"),
             )
         elif not left:
             pool.shutdown(wait=False)

@@ -19,6 +19,7 @@ import psycopg
 
 from django_pgjobs import queries
 from django_pgjobs.database import connect
+from django_pgjobs.worker.stats import counted
 
 logger = logging.getLogger("django_pgjobs.worker")
 
@@ -63,9 +64,13 @@ class LoopConnection:
             released = queries.release_lost_claims(conn.cursor(), lease_tokens=self.lost_claims)
             self.lost_claims = []
             if released:
-                logger.warning("Gave back %s jobs claimed while the connection dropped", released)
+                logger.warning(
+                    "Gave back %s claimed while the connection dropped", counted(released, "job")
+                )
         self.conn = conn
-        logger.info("Worker %s connected (queues: %s)", self.worker_id, self.queues or "all")
+        logger.info(
+            "Worker %s connected (queues: %s)", self.worker_id, ", ".join(self.queues) or "all"
+        )
         return released
 
     @contextlib.contextmanager

@@ -34,6 +34,7 @@ from django_pgjobs.jobs.registry import registry
 from django_pgjobs.observability.display import printable
 from django_pgjobs.observability.explanation import rescue_hold_seconds
 from django_pgjobs.queues.control import write_declared
+from django_pgjobs.worker.stats import counted
 
 logger = logging.getLogger("django_pgjobs.worker")
 
@@ -59,13 +60,13 @@ class HousekeepingReport:
         """Rescues and pruning; the jobs no longer ours are the loop's to log (once each)."""
         if self.rescued_total:
             logger.warning(
-                "Rescued %s jobs of dead workers (%s of them dead-lettered, %s never started)",
-                self.rescued_total,
+                "Rescued %s of dead workers (%s of them dead-lettered, %s never started)",
+                counted(self.rescued_total, "job"),
                 self.rescued_buried,
                 self.rescued_unstarted,
             )
         if self.pruned:
-            logger.info("Pruned %s finished jobs past the retention window", self.pruned)
+            logger.info("Pruned %s past the retention window", counted(self.pruned, "finished job"))
 
 
 def sync_queues(conn: psycopg.Connection[Any]) -> None:
@@ -73,7 +74,7 @@ def sync_queues(conn: psycopg.Connection[Any]) -> None:
     limits from there (an invalid declaration is left out: pgjobs.E013 reports it)."""
     changed = write_declared(conn.cursor())
     if changed:
-        logger.info("Synced %s queue(s) from PGJOBS['QUEUES']", changed)
+        logger.info("Synced %s from PGJOBS['QUEUES']", counted(changed, "queue"))
 
 
 class Housekeeper:

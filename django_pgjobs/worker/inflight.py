@@ -21,6 +21,7 @@ from django_pgjobs.jobs.timeouts import AttemptTimeout
 from django_pgjobs.worker.completer import Completer
 from django_pgjobs.worker.outcomes import log_no_longer_ours
 from django_pgjobs.worker.pool import Task
+from django_pgjobs.worker.stats import counted
 
 logger = logging.getLogger("django_pgjobs.worker")
 
@@ -139,7 +140,7 @@ def log_timed_out(entry: InFlight, *, abandoned: int) -> None:
     logger.error(
         "Job %s %s (attempt %s/%s) ran past its timeout of %s: failed with JobTimeout. Its "
         "handler thread cannot be stopped: it is abandoned, its outcome will be discarded, and a "
-        "new thread takes its place (%s abandoned threads still running).",
+        "new thread takes its place (%s still running).",
         entry.job.job_name, entry.job.id, entry.job.attempt, entry.job.max_attempts,
-        entry.timeout.describe(), abandoned,
+        entry.timeout.describe(), counted(abandoned, "abandoned thread"),
     )  # fmt: skip

@@ -69,15 +69,20 @@ def log_outcome(written: Written, took: float, *, said_lost: bool = False) -> No
     """One line per outcome on ``django_pgjobs.jobs``: a completion at INFO, a snooze or a
     workflow waiting at INFO, a retry, a cancel or a dropped outcome at WARNING, a dead letter
     at ERROR. Each carries the job's fields, ``outcome``, ``duration`` (seconds its handler ran)
-    and, when it is due again, ``delay``. ``said_lost``: :func:`log_no_longer_ours` already said
-    this attempt lost its job, so its dropped outcome is not a second line (nor is one in
-    doubt: the attempt had lost its job before the write, so the write was dropped)."""
+    and, only when it is due again (retried, snoozed, handed back), ``delay``. ``said_lost``:
+    :func:`log_no_longer_ours` already said this attempt lost its job, so its dropped outcome is
+    not a second line (nor is one in doubt: the attempt had lost its job before the write, so
+    the write was dropped)."""
     job, outcome = written.job, written.outcome
     level = _LEVELS[outcome]
     if not jobs_logger.isEnabledFor(level) or (outcome is Outcome.LOST and said_lost):
         return  # the common case at the worker's default verbosity: a completion, unlogged
     error = (written.error or "").split("\n", 1)[0]
-    extra = job_fields(job, outcome=outcome.value, duration=took, delay=written.delay)
+    extra = job_fields(job, outcome=outcome.value, duration=took)
+    if outcome in _DUE_AGAIN:
+        # Only a job that will run again has a delay: a dead letter's failed write was given
+        # the retry delay it would have had, which no retry will ever wait.
+        extra["delay"] = written.delay
     if outcome is Outcome.COMPLETED:
         jobs_logger.info("Completed %s %s in %.3fs", job.job_name, job.id, took, extra=extra)
     elif outcome is Outcome.RETRIED:
@@ -132,3 +137,5 @@ _LEVELS = {
     Outcome.SNOOZED: logging.INFO,
     Outcome.CANCELLED: logging.WARNING,
 }
+# The outcomes after which the job runs again: the only ones whose line carries ``delay``.
+_DUE_AGAIN = frozenset({Outcome.RETRIED, Outcome.SNOOZED, Outcome.HANDED_BACK})

@@ -55,3 +55,37 @@ def test_an_error_line_cannot_move_the_cursor_or_rewrite_the_line(
     [line] = [line for line in worker_log.getvalue().splitlines() if "dead letters" in line]
     assert "\x1b" not in line and "\r" not in line
     assert line.endswith("moved to the dead letters: ValueError: \\x1b[2K\\rall good")
+
+
+def test_a_dead_lettered_job_has_no_delay_and_its_line_promises_no_retry(
+    make_worker: type[Worker],
+    register_handler: Callable[..., JobHandler],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Its failed write was given the retry delay it would have had (an hour here); nothing will
+    wait it, so the line neither carries it nor talks of retrying. A retry's line does."""
+
+    def fail(payload: object) -> None:
+        raise ValueError("always")
+
+    register_handler("test.fail_slowly", fail, retry_delay=3600)
+    retried = enqueue("test.fail_slowly", max_attempts=2)
+    buried = enqueue("test.fail_slowly", max_attempts=1)
+    with caplog.at_level(logging.INFO, logger="django_pgjobs"):
+        make_worker(concurrency=1).run(burst=True)
+    lines = {r.__dict__["job_id"]: r for r in caplog.records if r.name == "django_pgjobs.jobs"}
+    dead, again = lines[str(buried)], lines[str(retried)]
+    assert dead.__dict__["outcome"] == "buried" and "delay" not in dead.__dict__
+    assert "retr" not in dead.getMessage().lower(), dead.getMessage()
+    assert dead.getMessage().endswith("moved to the dead letters: ValueError: always")
+    assert again.__dict__["outcome"] == "retried" and again.__dict__["delay"] == 3600
+    assert "retrying in 3600.0s" in again.getMessage()
+
+
+def test_the_connected_line_names_the_queues_plainly(
+    make_worker: type[Worker], caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="django_pgjobs.worker"):
+        worker = make_worker(queues=["mail", "default"])
+        worker.run_once()
+    assert f"Worker {worker.worker_id} connected (queues: default, mail)" in caplog.messages
