@@ -66,10 +66,11 @@ def start_worker(
     command: str = "pgjobs_worker",
     user: str | None = None,
     pipes: bool = False,
+    logging: dict[str, Any] | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start ``manage.py pgjobs_worker`` (or another command) as a real process on the test
     database (as the role ``user``, if given); with ``pipes``, its stdout and stderr are pipes
-    to read."""
+    to read; with ``logging``, that is its ``LOGGING`` setting."""
     conninfo = database_conninfo()
     env = {
         **os.environ,
@@ -78,6 +79,8 @@ def start_worker(
         "PGJOBS_TEST_SETTINGS": json.dumps(settings or {}),
         "PYTHONPATH": str(ROOT),
     }
+    if logging is not None:
+        env["PGJOBS_TEST_LOGGING"] = json.dumps(logging)
     argv = [sys.executable, "-m", "django", command, *args]
     if pipes:
         return subprocess.Popen(

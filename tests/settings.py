@@ -87,3 +87,6 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "loggers": {"django_pgjobs": {"handlers": ["console"], "level": "WARNING"}},
 }
+# A worker process started with its own LOGGING (tests.helpers.start_worker(logging=...)).
+if "PGJOBS_TEST_LOGGING" in os.environ:
+    LOGGING = json.loads(os.environ["PGJOBS_TEST_LOGGING"])

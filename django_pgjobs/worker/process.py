@@ -82,36 +82,62 @@ class LogFormatter(logging.Formatter):
 
 
 def configure_logging(verbosity: int) -> None:
-    """Log to stderr with :class:`LogFormatter` unless the project configured logging:
+    """Log to stderr with :class:`LogFormatter`, filling in only what the project's logging left
+    unconfigured:
 
-    - ``-v 0``: warnings and errors only;
-    - ``-v 1`` (the default): also the worker's own life (start, stop, rescues, outages) and a
-      summary of what it did every minute (:class:`~.stats.Summary`), but not a line per job
-      that went well: at thousands of jobs a second that line cost a drain a sixth of its rate
-      (``django_pgjobs.jobs`` and the Tasks framework's logger at WARNING);
-    - ``-v 2``: a line per job too (completions, snoozes, a task's state changes);
-    - ``-v 3``: debug lines as well (each claim).
+    - the root logger has a handler: the project logs somewhere; nothing is configured;
+    - a logger the project configured is the project's: one named in ``LOGGING["loggers"]``,
+      itself or a logger above it (``django_pgjobs`` for ``django_pgjobs.jobs``, ``django``
+      for the Tasks framework's ``django.tasks``), or one with a handler or level of its own.
+      It gets no handler and no level from the worker, and neither do the loggers below it;
+    - the others get a stderr handler (``django_pgjobs``, ``django.tasks``) and a level by
+      verbosity: ``-v 0`` warnings and errors only; ``-v 1`` (the default) also the worker's
+      own life (start, stop, rescues, outages) and a summary of what it did every minute
+      (:class:`~.stats.Summary`), but not a line per job that went well
+      (``django_pgjobs.jobs`` and ``django.tasks`` at WARNING: at thousands of jobs a second
+      that line cost a drain a sixth of its rate); ``-v 2`` a line per job too; ``-v 3`` debug
+      lines as well (each claim).
 
     (Stored text is escaped in every pgjobs record whoever formats it: the app adds the filter
-    at start-up.) The Tasks framework's own lines (``Task id=... state=...``) are handled the same
-    way when tasks are in use, except while ``DEBUG`` is on: Django's default logging shows them
-    itself then."""
+    at start-up.) The Tasks framework's lines (``Task id=... state=...``) are left out of the
+    worker's handler while ``DEBUG`` is on: Django's default logging shows them itself then."""
     if logging.getLogger().handlers:
         return
     level = {0: logging.WARNING, 1: logging.INFO, 2: logging.INFO}.get(verbosity, logging.DEBUG)
     per_job = logging.WARNING if verbosity <= 1 else level
-    for logger in (logging.getLogger("django_pgjobs"), _tasks_framework_logger()):
-        if logger is None or logger.handlers:
-            continue
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(LogFormatter())
-        if logger.name != "django_pgjobs":
-            handler.addFilter(lambda record: not settings.DEBUG)
-        logger.addHandler(handler)
-        logger.setLevel(level if logger.name == "django_pgjobs" else per_job)
-    jobs = logging.getLogger("django_pgjobs.jobs")
-    if jobs.level == logging.NOTSET:
-        jobs.setLevel(per_job)
+    named = _named_in_settings()
+    package = logging.getLogger("django_pgjobs")
+    if _fill_in(package, level, named):
+        # Only under a package logger the worker configured: below the project's, the project's
+        # level (or its absence) is what it asked for.
+        _fill_in(logging.getLogger("django_pgjobs.jobs"), per_job, named, handler=False)
+    tasks = _tasks_framework_logger()
+    if tasks is not None and _fill_in(tasks, per_job, named):
+        tasks.handlers[-1].addFilter(lambda record: not settings.DEBUG)
+
+
+def _named_in_settings() -> set[str]:
+    """The loggers the project's ``LOGGING`` names (when Django applied it)."""
+    config = getattr(settings, "LOGGING", None)
+    if getattr(settings, "LOGGING_CONFIG", None) is None or not isinstance(config, dict):
+        return set()
+    loggers = config.get("loggers")
+    return set(loggers) if isinstance(loggers, dict) else set()
+
+
+def _fill_in(logger: logging.Logger, level: int, named: set[str], *, handler: bool = True) -> bool:
+    """Give ``logger`` the worker's level (and a stderr handler) unless the project configured
+    it (see :func:`configure_logging`); whether it did."""
+    parts = logger.name.split(".")
+    above = {".".join(parts[:n]) for n in range(1, len(parts) + 1)}
+    if above & named or logger.handlers or logger.level != logging.NOTSET:
+        return False
+    if handler:
+        stream = logging.StreamHandler(sys.stderr)
+        stream.setFormatter(LogFormatter())
+        logger.addHandler(stream)
+    logger.setLevel(level)
+    return True
 
 
 def _tasks_framework_logger() -> logging.Logger | None:

@@ -24,6 +24,19 @@ def test_worker_command_burst() -> None:
     assert Job.objects.get().status == "completed"
 
 
+def test_minus_v_0_is_quiet_and_the_default_says_when_it_starts_and_stops() -> None:
+    """-v 0: warnings and errors only, as in Django's other commands; no start or stop line."""
+    enqueue("test.record", {"label": "quiet"})
+    quiet, default = StringIO(), StringIO()
+    call_command("pgjobs_worker", "--burst", verbosity=0, stdout=quiet)
+    assert quiet.getvalue() == ""
+    assert Job.objects.get().status == "completed"
+    call_command("pgjobs_worker", "--burst", stdout=default)
+    started, stopped = default.getvalue().splitlines()
+    assert started.startswith("pgjobs worker ") and " queues=all " in started
+    assert stopped.endswith(" stopped: 0 completed, 0 retried, 0 dead-lettered, 0 released")
+
+
 def test_the_stop_line_counts_snoozes_and_cancels_when_there_were_any(
     register_handler: Callable[..., Any],
 ) -> None:

@@ -7,6 +7,7 @@ import logging
 from collections.abc import Iterator
 
 import pytest
+from django.test import override_settings
 
 from django_pgjobs.worker.process import configure_logging
 from django_pgjobs.worker.stats import Summary, WorkerStats
@@ -57,7 +58,8 @@ def test_verbosity_keeps_a_line_per_job_for_minus_v_2(
     root = logging.getLogger()
     capture, root.handlers = root.handlers, []  # pytest's, added for the test's call
     try:
-        configure_logging(verbosity)
+        with override_settings(LOGGING={"version": 1}):  # a project whose LOGGING names none
+            configure_logging(verbosity)
     finally:
         root.handlers = capture
     assert logging.getLogger("django_pgjobs.worker").isEnabledFor(logging.INFO) is worker

@@ -135,13 +135,18 @@ class Command(BaseCommand):
         # workflows instead of that internal name.
         names = [name for name in registry.names() if not name.startswith(WORKFLOW_JOB_PREFIX)]
         flows = [definition.name for definition in workflows.all()]
-        self.stdout.write(
-            f"pgjobs worker {worker.worker_id}: queues={','.join(worker.queues) or 'all'} "
-            f"concurrency={worker.concurrency} pool={worker.pool} handlers={len(names)} "
-            f"({', '.join(names) or 'none'}) workflows={len(flows)} ({', '.join(flows) or 'none'})"
-            + ("" if exporter is None else f" metrics={exporter.url}")
-        )
-        self.stdout.flush()  # a supervisor (or a test) reading a pipe learns the port now
+        # -v 0 is quiet: warnings and errors only. Except the port --metrics-port 0 chose,
+        # which nothing else says.
+        quiet = options["verbosity"] < 1
+        if not quiet or options["metrics_port"] == 0:
+            self.stdout.write(
+                f"pgjobs worker {worker.worker_id}: queues={','.join(worker.queues) or 'all'} "
+                f"concurrency={worker.concurrency} pool={worker.pool} handlers={len(names)} "
+                f"({', '.join(names) or 'none'}) workflows={len(flows)} "
+                f"({', '.join(flows) or 'none'})"
+                + ("" if exporter is None else f" metrics={exporter.url}")
+            )
+            self.stdout.flush()  # a supervisor (or a test) reading a pipe learns the port now
         # The start-up checks (pending migrations) opened this thread's Django connection; the
         # worker never uses it, so it would sit idle as long as the process lives.
         connections.close_all()
@@ -160,7 +165,8 @@ class Command(BaseCommand):
             f"{stats.buried} dead-lettered", f"{stats.released} released",
         ] + [f"{n} {word}" for n, word in ((stats.cancelled, "cancelled"),
                                           (stats.snoozed, "snoozed")) if n]  # fmt: skip
-        self.stdout.write(f"pgjobs worker {worker.worker_id} stopped: {', '.join(said)}")
+        if not quiet:
+            self.stdout.write(f"pgjobs worker {worker.worker_id} stopped: {', '.join(said)}")
         status = 0
         if worker.stop_reason is not None:
             # It stopped by itself: exit non-zero, so a supervisor starts a fresh process.
