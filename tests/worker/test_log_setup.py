@@ -8,12 +8,12 @@ from __future__ import annotations
 import logging
 import logging.config
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from django.test import override_settings
+from django.conf import settings
 
 from django_pgjobs import enqueue
 from django_pgjobs.worker.process import LogFormatter, configure_logging
@@ -41,16 +41,22 @@ def fresh_logging() -> Iterator[None]:
     logging.Logger.manager._clear_cache()  # type: ignore[attr-defined]
 
 
-def set_up(config: dict[str, Any], verbosity: int = 1) -> None:
-    """What Django then the worker do: apply LOGGING, then configure_logging."""
-    root = logging.getLogger()
-    capture, root.handlers = root.handlers, []  # pytest's, added for the test's call
-    try:
-        with override_settings(LOGGING=config):
+@pytest.fixture
+def set_up(fresh_logging: None, monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
+    """What Django then the worker do: apply LOGGING, then configure_logging. (The setting is
+    patched, not overridden: Django 6.1 re-applies LOGGING when override_settings ends.)"""
+
+    def apply(config: dict[str, Any], verbosity: int = 1) -> None:
+        monkeypatch.setattr(settings, "LOGGING", config)
+        root = logging.getLogger()
+        capture, root.handlers = root.handlers, []  # pytest's, added for the test's call
+        try:
             logging.config.dictConfig(config)
             configure_logging(verbosity)
-    finally:
-        root.handlers = capture  # what dictConfig put on the root has been looked at
+        finally:
+            root.handlers = capture  # what dictConfig put on the root has been looked at
+
+    return apply
 
 
 def console(**loggers: Any) -> dict[str, Any]:
@@ -66,7 +72,9 @@ def ours(name: str) -> list[logging.Handler]:
     return [h for h in logging.getLogger(name).handlers if isinstance(h.formatter, LogFormatter)]
 
 
-def test_a_projects_pgjobs_logger_at_info_keeps_its_per_job_lines(fresh_logging: None) -> None:
+def test_a_projects_pgjobs_logger_at_info_keeps_its_per_job_lines(
+    set_up: Callable[..., None],
+) -> None:
     set_up(console(django_pgjobs={"handlers": ["console"], "level": "INFO"}))
     package, jobs = logging.getLogger("django_pgjobs"), logging.getLogger("django_pgjobs.jobs")
     assert jobs.level == logging.NOTSET and jobs.isEnabledFor(logging.INFO)
@@ -75,21 +83,21 @@ def test_a_projects_pgjobs_logger_at_info_keeps_its_per_job_lines(fresh_logging:
 
 
 def test_a_projects_pgjobs_logger_at_warning_is_not_raised_by_minus_v_2(
-    fresh_logging: None,
+    set_up: Callable[..., None],
 ) -> None:
     set_up(console(django_pgjobs={"handlers": ["console"], "level": "WARNING"}), verbosity=2)
     assert not logging.getLogger("django_pgjobs.jobs").isEnabledFor(logging.INFO)
     assert not logging.getLogger("django_pgjobs.worker").isEnabledFor(logging.INFO)
 
 
-def test_with_nothing_configured_the_worker_logs_by_verbosity(fresh_logging: None) -> None:
+def test_with_nothing_configured_the_worker_logs_by_verbosity(set_up: Callable[..., None]) -> None:
     set_up({"version": 1, "disable_existing_loggers": False})
     assert len(ours("django_pgjobs")) == 1
     assert logging.getLogger("django_pgjobs.worker").isEnabledFor(logging.INFO)
     assert logging.getLogger("django_pgjobs.jobs").level == logging.WARNING
 
 
-def test_only_the_loggers_the_project_left_out_are_filled_in(fresh_logging: None) -> None:
+def test_only_the_loggers_the_project_left_out_are_filled_in(set_up: Callable[..., None]) -> None:
     """The project configures the per-job lines alone: the worker's handler and level go on the
     package logger, and the project's level on django_pgjobs.jobs stays."""
     set_up(console(**{"django_pgjobs.jobs": {"handlers": ["console"], "level": "INFO"}}))
@@ -98,7 +106,9 @@ def test_only_the_loggers_the_project_left_out_are_filled_in(fresh_logging: None
     assert logging.getLogger("django_pgjobs.jobs").level == logging.INFO
 
 
-def test_a_projects_django_logger_keeps_the_task_lines_to_itself(fresh_logging: None) -> None:
+def test_a_projects_django_logger_keeps_the_task_lines_to_itself(
+    set_up: Callable[..., None],
+) -> None:
     """The Tasks framework logs to django.tasks: a project that configures ``django`` gets
     those lines where and at the level it said, not a second copy on stderr at WARNING."""
     pytest.importorskip("django.tasks")
@@ -111,7 +121,7 @@ def test_a_projects_django_logger_keeps_the_task_lines_to_itself(fresh_logging: 
     assert not tasks.handlers and tasks.level == logging.NOTSET
 
 
-def test_a_root_handler_means_the_worker_configures_nothing(fresh_logging: None) -> None:
+def test_a_root_handler_means_the_worker_configures_nothing(set_up: Callable[..., None]) -> None:
     set_up({"version": 1, "handlers": {"h": {"class": "logging.NullHandler"}},
             "root": {"handlers": ["h"]}, "disable_existing_loggers": False})  # fmt: skip
     assert not logging.getLogger("django_pgjobs").handlers
