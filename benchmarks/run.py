@@ -443,6 +443,10 @@ class Bench:
             from benchmarks.flow import flow_control
 
             results += flow_control(self)
+        if "logs" in only:
+            from benchmarks.log_cost import log_cost
+
+            results += log_cost(self)
         return results
 
     def pair(
@@ -463,7 +467,7 @@ class Bench:
         return result
 
 
-WORKLOADS = ("enqueue", "drain", "latency", "workflows", "backlog", "flow")
+WORKLOADS = ("enqueue", "drain", "latency", "workflows", "backlog", "flow", "logs")
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -525,6 +529,11 @@ def print_table(results: list[dict[str, Any]]) -> None:
         ratio = r.get("ratio") or r.get("ratio_to_empty_table")
         base_text = f"{base:>12,.0f}" if base else f"{'(vs empty)':>12}"
         print(f"{r['name']:<62} {lib:>12,.0f} {base_text} {ratio or 0:>7.2f}")
+        if "lines_written" in r["library"]:
+            print(
+                f"{'  lines the worker wrote, this / -v 0':<62} "
+                f"{r['library']['lines_written']:>12,.0f} {r['baseline']['lines_written']:>12,.0f}"
+            )
         if "steps" in r:
             lib_steps, base_steps = r["library"]["steps_per_s"], r["baseline"]["steps_per_s"]
             print(f"{'  the same, in steps/s':<62} {lib_steps:>12,.0f} {base_steps:>12,.0f}")

@@ -51,6 +51,13 @@ def test_benchmark_runs_at_a_tiny_scale(tmp_path: Path) -> None:
     assert any("pgjobs_job_claim" in line for line in backlog["claim_plan"])
     flow = [r for r in report["results"] if "limit" in r["name"] or "partition" in r["name"]]
     assert len(flow) == 3 and all(r["ratio"] > 0 for r in flow)
+    logs = {r["name"].split(", ")[-1]: r for r in report["results"] if r["name"].endswith("-v 0")}
+    assert set(logs) == {"default verbosity / -v 0", "-v 2 / -v 0"}
+    per_job = logs["-v 2 / -v 0"]
+    # -v 2 writes a line per job; -v 0 nothing at all; the default a few about the worker.
+    assert per_job["library"]["lines_written"] >= per_job["n"]
+    assert per_job["baseline"]["lines_written"] == 0
+    assert 0 < logs["default verbosity / -v 0"]["library"]["lines_written"] < 10
     for result in report["results"]:
         if "library" in result:
             assert result["library"]["median"] > 0
