@@ -534,6 +534,8 @@ def print_table(results: list[dict[str, Any]]) -> None:
                 f"{'  lines the worker wrote, this / -v 0':<62} "
                 f"{r['library']['lines_written']:>12,.0f} {r['baseline']['lines_written']:>12,.0f}"
             )
+            paired = "  median of each repeat's ratio to its -v 0 run"
+            print(f"{paired:<62} {'':>25} {r['paired_ratio']:>7.2f}")
         if "steps" in r:
             lib_steps, base_steps = r["library"]["steps_per_s"], r["baseline"]["steps_per_s"]
             print(f"{'  the same, in steps/s':<62} {lib_steps:>12,.0f} {base_steps:>12,.0f}")
