@@ -208,10 +208,19 @@ _INDEXES = {
 }
 
 
-def _concurrently(schema_editor: BaseDatabaseSchemaEditor, statement: str) -> None:
-    """Run ``statement`` (an index built or dropped CONCURRENTLY) as 0014's ``_alter`` runs an
-    ALTER: it waits for transactions that hold the table (a producer's open ``atomic()``) at
-    most ``LOCK_TIMEOUT`` a try, pauses, tries again, and after ``LOCK_TRIES`` names them."""
+def _concurrently(
+    schema_editor: BaseDatabaseSchemaEditor,
+    statement: str,
+    *,
+    migration: str = "0017",
+    table: str = "pgjobs_job_queue",
+    indexes: tuple[str, ...] = tuple(_INDEXES),
+) -> None:
+    """Run ``statement`` (an index of ``table`` built or dropped CONCURRENTLY) as 0014's
+    ``_alter`` runs an ALTER: it waits for transactions that hold the table (a producer's open
+    ``atomic()``) at most ``LOCK_TIMEOUT`` a try, pauses, tries again, and after ``LOCK_TRIES``
+    names them. A build that gave up leaves an invalid index: those of ``indexes`` are dropped
+    before the next try. (Migration 0021 uses it too.)"""
     connection = schema_editor.connection
     pause = _0014.FIRST_PAUSE_SECONDS
     for attempt in range(1, _0014.LOCK_TRIES + 1):
@@ -227,29 +236,29 @@ def _concurrently(schema_editor: BaseDatabaseSchemaEditor, statement: str) -> No
                     raise
                 if attempt == _0014.LOCK_TRIES:
                     raise RuntimeError(
-                        f"Migration pgjobs 0017 could not lock table pgjobs_job_queue to change "
+                        f"Migration pgjobs {migration} could not lock table {table} to change "
                         f"it: {_0014.LOCK_TRIES} tries waited {_0014.LOCK_TIMEOUT} each (never "
                         "longer, so workers and producers went on). Sessions holding the table: "
-                        f"{_0014._holders(schema_editor, 'pgjobs_job_queue')}. Commit or end "
+                        f"{_0014._holders(schema_editor, table)}. Commit or end "
                         "these transactions (pg_terminate_backend(pid) ends one), or run migrate "
                         "when the queue is quieter; then run migrate again: what is done already "
                         "is kept."
                     ) from error
                 # A build that gave up leaves an invalid index, which IF NOT EXISTS would keep.
                 with contextlib.suppress(OperationalError):
-                    _drop_invalid_indexes(schema_editor)
+                    _drop_invalid_indexes(schema_editor, indexes)
             finally:
                 cur.execute("SELECT set_config('lock_timeout', %s, false)", [previous])
         time.sleep(pause)
         pause *= 2
 
 
-def _drop_invalid_indexes(schema_editor: BaseDatabaseSchemaEditor) -> None:
+def _drop_invalid_indexes(schema_editor: BaseDatabaseSchemaEditor, names: tuple[str, ...]) -> None:
     with schema_editor.connection.cursor() as cur:
         cur.execute(
             "SELECT c.relname FROM pg_index AS i JOIN pg_class AS c ON c.oid = i.indexrelid "
             "WHERE NOT i.indisvalid AND c.relname = ANY(%s)",
-            [list(_INDEXES)],
+            [list(names)],
         )
         for (name,) in cur.fetchall():
             cur.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")

@@ -198,6 +198,14 @@ class Job(models.Model):
             models.Index(
                 "queue", "partition_key", condition=Q(status="running"), name="pgjobs_job_running"
             ),
+            # Serves worker_concurrency (pgjobs_queue_counts): one worker's running jobs of a
+            # queue, not all the queue's running jobs.
+            models.Index(
+                "locked_by",
+                "queue",
+                condition=Q(status="running"),
+                name="pgjobs_job_running_worker",
+            ),
             # Serves the claim of a partitioned queue: its keys (a skip scan), then each key's
             # due jobs in claim order; jobs without a key (NULL, sorted last) are one more
             # partition, found by the same index.

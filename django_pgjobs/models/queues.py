@@ -160,8 +160,13 @@ class QueueStart(models.Model):
             *times_in_range("pgjobs_queue_start", "started_at"),
         )
         indexes = (
-            # Serves the rate window (pgjobs_queue_load) and its pruning.
+            # Serves the rate window (pgjobs_queue_counts, pgjobs_queue_load) and its pruning.
             models.Index(fields=("queue", "started_at"), name="pgjobs_queue_starts_window"),
+            # Serves one key's rate window (pgjobs_key_counts): the claim reads the keys it
+            # walks, not every key started in the window.
+            models.Index(
+                fields=("queue", "partition_key", "started_at"), name="pgjobs_queue_starts_key"
+            ),
         )
 
     def __str__(self) -> str:

@@ -10,16 +10,20 @@ computed from counts that are exact across workers:
 - Claims of a limited queue take turns: each takes a transaction-level advisory lock per limited
   queue, in name order (so two claims never deadlock), held until its commit a few milliseconds
   later. Claims of other queues never wait for them.
-- After the locks, ``pgjobs_queue_load()`` counts the queue's running jobs and recent starts. It
-  is a VOLATILE SQL function, which PostgreSQL never inlines and runs with a snapshot of its own
-  taken when it is called: it sees every claim that committed while this one waited for the
-  lock, which the statement's own snapshot (taken before the wait) would not. Jobs that those
-  claims took are still in this statement's view as pending, but ``FOR UPDATE`` re-checks each
-  row it locks and skips one that is no longer pending. So a claim never counts less than is
-  running, and never takes a job another claim took: the limit holds however many workers claim
-  at once. Running counts come from the job rows themselves, so nothing else has to keep them:
-  a completion, a failure, a cancel, or the rescue of a dead worker's jobs frees the slot by
-  changing the row's status, as it always did.
+- After the locks, ``pgjobs_queue_counts()`` counts the queue's running jobs (all, and this
+  worker's) and recent starts, and ``pgjobs_key_counts()`` the same for each partition key the
+  key walk (below) reaches: only the counts the queue's limits need, each read only up to its
+  limit (a count at the limit leaves no room, as a larger one would), so a claim reads neither
+  every running job of a queue nor the starts of every key in its rate window (migration 0021).
+  Both are VOLATILE SQL functions, which PostgreSQL never inlines and runs with a snapshot of
+  their own taken when each is called: every call sees each claim that committed while this one
+  waited for the lock, which the statement's own snapshot (taken before the wait) would not.
+  Jobs that those claims took are still in this statement's view as pending, but ``FOR UPDATE``
+  re-checks each row it locks and skips one that is no longer pending. So a claim never counts
+  less than is running, and never takes a job another claim took: the limit holds however many
+  workers claim at once. Running counts come from the job rows themselves, so nothing else has
+  to keep them: a completion, a failure, a cancel, or the rescue of a dead worker's jobs frees
+  the slot by changing the row's status, as it always did.
 - Starts are counted in ``pgjobs_queue_starts``, a ledger the claim appends to (one row per
   claim and, with a per-key rate, per key), read over the sliding window ``rate_period``: at
   most ``rate_limit`` starts in any window of that length. A token bucket would allow a burst of
@@ -96,11 +100,17 @@ def _key_head(queue: str, after: str, names: str) -> str:
         LIMIT 1"""
 
 
-# Whether the key of head ``h`` (a _key_head row of queue ``b``, a budget row) can start a job
-# now: its head is runnable here and the key is not in ``full``. NOT IN over a subquery that
-# refers to nothing outside becomes one hash table, built once: a key costs a probe, not a scan.
-_USABLE = """(h.runnable AND (b.name, h.partition_key) NOT IN (
-        SELECT f.queue, f.partition_key FROM full_keys AS f))::int"""
+# The counts of one partition of queue ``b`` (a budget row; ``{key}``: the partition's key, NULL
+# for jobs without one), each up to the key's limit: a lateral call per key the walk reaches.
+_KEY_COUNTS = """pgjobs_key_counts(
+        b.name, {key}, %(ids)s::uuid[], %(tokens)s::uuid[], b.at, b.partition_concurrency,
+        b.partition_rate_limit) AS c"""
+
+# Whether the key of head ``h`` (a _key_head row of queue ``b``, a budget row, with the key's
+# counts ``c``) can start a job now: its head is runnable here and the key is below its limits.
+_USABLE = """(h.runnable AND NOT coalesce(
+        c.running >= b.partition_concurrency OR c.recent_starts >= b.partition_rate_limit,
+        false))::int"""
 
 
 def _key_jobs(partition: str, names: str) -> str:
@@ -160,6 +170,8 @@ def flow_ctes(queues: Sequence[str] | None, job_names: Sequence[str] | None) -> 
     (complete_and_claim; empty arrays otherwise), whose slots it may hand on."""
     names = _names(job_names)
     usable = _USABLE
+    key_counts = _KEY_COUNTS.format(key="h.partition_key")
+    unkeyed_counts = _KEY_COUNTS.format(key="NULL")
     return f"""held AS MATERIALIZED (
     -- Only queues with a due job: a claim takes no lock (and no slot of PostgreSQL's shared
     -- lock table) for the many limited queues that have nothing to run.
@@ -179,28 +191,24 @@ stamp AS MATERIALIZED (
     -- before the wait: stamps from it would fall out of the next claim's window too early.
     SELECT clock_timestamp() AS at, count(*) AS locks FROM held
 ),
-load AS MATERIALIZED (
-    SELECT * FROM pgjobs_queue_load(
-        ARRAY(SELECT name FROM held), %(worker_id)s, %(ids)s::uuid[], %(tokens)s::uuid[],
-        (SELECT at FROM stamp))
-),
 budget AS MATERIALIZED (
+    -- The queue's counts (pgjobs_queue_counts), called once all the locks are held (``stamp``
+    -- has read all of ``held``): only those its limits need, each up to its limit.
     SELECT h.name, h.partitioned, h.fair, h.partition_concurrency, h.partition_rate_limit,
-           h.key_cursor,
+           h.key_cursor, s.at,
            greatest(least(
                %(limit)s,
                -- A rate counts starts as they are claimed, so a rate-limited queue's jobs are
                -- never claimed ahead of a free thread: each starts when its claim counted it.
                CASE WHEN h.rate_limit IS NOT NULL OR h.partition_rate_limit IS NOT NULL
                     THEN coalesce(%(start_now)s, %(limit)s) END,
-               h.concurrency - (SELECT coalesce(sum(l.running), 0) FROM load AS l
-                                WHERE l.queue = h.name),
-               h.worker_concurrency - (SELECT coalesce(sum(l.running_here), 0) FROM load AS l
-                                       WHERE l.queue = h.name),
-               h.rate_limit - (SELECT coalesce(sum(l.recent_starts), 0) FROM load AS l
-                               WHERE l.queue = h.name)
+               h.concurrency - t.running,
+               h.worker_concurrency - t.running_here,
+               h.rate_limit - t.recent_starts
            ), 0)::int AS room
-    FROM held AS h
+    FROM held AS h CROSS JOIN stamp AS s, LATERAL pgjobs_queue_counts(
+        h.name, %(worker_id)s, %(ids)s::uuid[], %(tokens)s::uuid[], s.at, h.concurrency,
+        h.worker_concurrency, h.rate_limit) AS t
 ),
 {_open_queues(queues)},
 due_open AS (
@@ -226,32 +234,28 @@ due_limited AS (
     ) AS d
     WHERE b.room > 0 AND NOT b.partitioned
 ),
-full_keys AS MATERIALIZED (
-    -- The keys at their own limits (never NULL: NOT IN below would then match nothing).
-    SELECT l.queue, l.partition_key FROM load AS l JOIN budget AS b ON b.name = l.queue
-    WHERE l.partition_key IS NOT NULL
-      AND (l.running >= b.partition_concurrency OR l.recent_starts >= b.partition_rate_limit)
-),
 keys(queue, partition_key, id, priority, scheduled_for, seq, runnable, depth, found, start,
-     wrapped) AS (
+     wrapped, running, recent_starts) AS (
     -- Each key with due jobs and its first due job (its head, in claim order): a skip scan of
     -- pgjobs_job_partition_claim, one probe per key, from the key after the queue's cursor,
     -- round from the first key after the last, up to the key it started at, until it has found
     -- twice the queue's room in keys that can start a job now (or walked %(key_walk)s keys): a
-    -- claim's cost follows its batch, and the keys take turns in windows.
+    -- claim's cost follows its batch, and the keys take turns in windows. Each key reached is
+    -- counted (pgjobs_key_counts), and only those: the keys' counts cost what the walk does,
+    -- however many other keys have jobs running or starts in the window.
     SELECT b.name, h.partition_key, h.id, h.priority, h.scheduled_for, h.seq, h.runnable, 1,
-           {usable}, h.partition_key, false
+           {usable}, h.partition_key, false, c.running, c.recent_starts
     FROM budget AS b, LATERAL (
         SELECT * FROM (
             ({_key_head("b.name", "j.partition_key > b.key_cursor", names)})
             UNION ALL
             ({_key_head("b.name", "j.partition_key IS NOT NULL", names)})
         ) AS first LIMIT 1
-    ) AS h
+    ) AS h, LATERAL {key_counts}
     WHERE b.partitioned AND b.room > 0
     UNION ALL
     SELECT k.queue, h.partition_key, h.id, h.priority, h.scheduled_for, h.seq, h.runnable,
-           k.depth + 1, k.found + {usable}, k.start, h.wrapped
+           k.depth + 1, k.found + {usable}, k.start, h.wrapped, c.running, c.recent_starts
     FROM keys AS k JOIN budget AS b ON b.name = k.queue, LATERAL (
         SELECT * FROM (
             (SELECT n.*, k.wrapped AS wrapped FROM ({_key_head("k.queue", _ONWARD, names)}) AS n)
@@ -260,7 +264,7 @@ keys(queue, partition_key, id, priority, scheduled_for, seq, runnable, depth, fo
         _key_head("k.queue", "NOT k.wrapped AND j.partition_key < k.start", names)
     }) AS n)
         ) AS next LIMIT 1
-    ) AS h
+    ) AS h, LATERAL {key_counts}
     WHERE k.depth < %(key_walk)s AND k.found < 2 * b.room
 ),
 cursor_moved AS (
@@ -275,12 +279,12 @@ cursor_moved AS (
 ),
 partitions AS (
     SELECT queue, partition_key, false AS unkeyed, id, priority, scheduled_for, seq, runnable,
-           depth
+           depth, running, recent_starts
     FROM keys
     UNION ALL
     SELECT b.name, NULL, true, NULL::uuid, NULL::smallint, NULL::timestamptz, NULL::bigint, NULL,
-           NULL::int
-    FROM budget AS b
+           NULL::int, c.running, c.recent_starts
+    FROM budget AS b, LATERAL {unkeyed_counts}
     -- A scalar subquery, not EXISTS, which the planner may turn into a join over the table.
     WHERE b.partitioned AND b.room > 0 AND (
         SELECT 1 FROM pgjobs_job_queue AS j
@@ -290,8 +294,8 @@ partitions AS (
 shares AS (
     SELECT p.*, b.fair, greatest(least(
         b.room,
-        b.partition_concurrency - coalesce(l.running, 0),
-        b.partition_rate_limit - coalesce(l.recent_starts, 0),
+        b.partition_concurrency - p.running,
+        b.partition_rate_limit - p.recent_starts,
         -- Taking turns: each key offers twice its share of the room (a key with fewer jobs
         -- leaves room to the others), so the candidates read stay near the room, not the
         -- room times the keys.
@@ -300,10 +304,6 @@ shares AS (
     ), 0)::int AS room
     FROM partitions AS p
     JOIN budget AS b ON b.name = p.queue
-    -- Equalities only, so the planner can hash the join (IS NOT DISTINCT FROM cannot be
-    -- hashed: it compared every key with every running key, 50 ms at 500 of each).
-    LEFT JOIN load AS l ON l.queue = p.queue AND (l.partition_key IS NULL) = p.unkeyed
-        AND coalesce(l.partition_key, '') = coalesce(p.partition_key, '')
 ),
 due_keyed AS (
     -- A key's jobs in order, up to its room, and only up to the first whose handler this
