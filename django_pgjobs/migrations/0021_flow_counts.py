@@ -10,9 +10,11 @@ at once passed the worker's 2 s ``lock_timeout``. The claim now calls:
 - ``pgjobs_key_counts()``: the same per partition key, for each key the claim's bounded key walk
   reaches (and the queue's jobs without a key), up to the key's limits.
 
-Both are VOLATILE SQL functions like ``pgjobs_queue_load()`` (kept: "why is this job not
-running?" reads it): each call runs with a snapshot of its own, taken after the claim holds its
-queues' locks, so the counts stay exact (see queries.flow). Two indexes serve them:
+Both are VOLATILE like ``pgjobs_queue_load()`` (kept: "why is this job not running?" reads it):
+each of their statements runs with a snapshot of its own, taken after the claim holds its queues'
+locks, so the counts stay exact (see queries.flow). PL/pgSQL, where 0017's is SQL: the key walk
+calls ``pgjobs_key_counts()`` once a key, and PL/pgSQL keeps its plans for the session where an
+SQL function plans its body again in every claim (a third of the cost per key, measured). Two indexes serve them:
 ``pgjobs_queue_starts_key`` (queue, partition_key, started_at) reads one key's window, and
 ``pgjobs_job_running_worker`` (locked_by, queue) of running jobs reads one worker's jobs of a
 queue (``worker_concurrency``) instead of all the queue's running jobs.
@@ -37,10 +39,22 @@ _0017 = importlib.import_module("django_pgjobs.migrations.0017_flow_control")
 
 # Running jobs of the queue (and key), less the attempts the same statement completes
 # (complete_and_claim: their slots are free once it commits, and it commits with the claim;
-# matched with their lease tokens, so a job another attempt holds now is still counted).
-_RUNNING = """SELECT 1 FROM {schema}.pgjobs_job_queue AS j
-         WHERE j.status = 'running' AND j.queue = $1 AND {which}
-           AND (j.id, j.lease_token) NOT IN (SELECT * FROM unnest($3, $4))"""
+# matched with their lease tokens, so a job another attempt holds now is still counted), up to
+# ``{upto}``.
+_RUNNING = """SELECT count(*) INTO {into} FROM (
+            SELECT 1 FROM {{schema}}.pgjobs_job_queue AS j
+            WHERE j.status = 'running' AND j.queue = $1{which}
+              AND (j.id, j.lease_token) NOT IN (SELECT * FROM unnest($3, $4))
+            LIMIT {upto}) AS r;"""
+
+# Starts in the window ending at ``at`` ($5): when the claim got its locks, the time its starts
+# are stamped with, not its transaction's start (which may be long before the wait). A start row
+# holds at least one job (CHECK pgjobs_start_jobs): ``{upto}`` rows sum to the limit or more.
+_STARTS = """SELECT coalesce(sum(s.jobs), 0) INTO recent_starts FROM (
+            SELECT s.jobs FROM {{schema}}.pgjobs_queue_starts AS s
+            WHERE s.queue = $1{which} AND s.started_at > $5 - (
+                SELECT q.rate_period FROM {{schema}}.pgjobs_queues AS q WHERE q.name = $1)
+            LIMIT {upto}) AS s;"""
 
 FUNCTIONS = f"""
 CREATE OR REPLACE FUNCTION {{schema}}.pgjobs_queue_counts(
@@ -51,29 +65,31 @@ RETURNS TABLE (running bigint, running_here bigint, recent_starts bigint)
 -- One row, always: ROWS tells the planner so (its default, 1,000, multiplied through the
 -- claim's key walk made the plan's cost pass jit_above_cost, and JIT compiling took seconds).
 ROWS 1
--- VOLATILE and SQL: never inlined, so its query runs with a snapshot of its own, taken when it
--- is called (after the claim holds the queue's lock: it sees the claims that committed while
--- this one waited). Each count stops at its *_upto rows (NULL: the queue has no such limit, and
--- nothing is read): a count at the limit leaves no room, as a larger one would. A start row
--- holds at least one job (CHECK pgjobs_start_jobs), so ``starts_upto`` rows sum to the limit
--- or more. Index: pgjobs_job_running, pgjobs_job_running_worker, pgjobs_queue_starts_window.
-LANGUAGE sql VOLATILE
+-- VOLATILE: never inlined, and each statement runs with a snapshot of its own, taken when it
+-- starts (after the claim holds the queue's lock: it sees the claims that committed while this
+-- one waited). PL/pgSQL, not SQL: its plans are kept for the session, where an SQL function's
+-- are made again at each claim, and a count the queue has no limit for is not even started.
+-- Each count stops at its *_upto rows (NULL: no such limit, nothing read): a count at the limit
+-- leaves no room, as a larger one would. Index: pgjobs_job_running,
+-- pgjobs_job_running_worker, pgjobs_queue_starts_window.
+LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT
-        (SELECT count(*) FROM (
-            {_RUNNING.format(schema="{schema}", which="true")}
-            LIMIT coalesce($6, 0)) AS r),
-        (SELECT count(*) FROM (
-            {_RUNNING.format(schema="{schema}", which="j.locked_by = $2")}
-            LIMIT coalesce($7, 0)) AS r),
-        (SELECT coalesce(sum(s.jobs), 0)::bigint FROM (
-            SELECT s.jobs FROM {{schema}}.pgjobs_queue_starts AS s
-            -- The window ends at ``at``: when the claim got its locks, the time its starts are
-            -- stamped with, not its transaction's start (which may be long before the wait).
-            WHERE s.queue = $1 AND s.started_at > $5 - (
-                SELECT q.rate_period FROM {{schema}}.pgjobs_queues AS q WHERE q.name = $1)
-            LIMIT coalesce($8, 0)) AS s)
+BEGIN
+    running := 0;
+    running_here := 0;
+    recent_starts := 0;
+    IF running_upto IS NOT NULL THEN
+        {_RUNNING.format(into="running", which="", upto="running_upto")}
+    END IF;
+    IF here_upto IS NOT NULL THEN
+        {_RUNNING.format(into="running_here", which=" AND j.locked_by = $2", upto="here_upto")}
+    END IF;
+    IF starts_upto IS NOT NULL THEN
+        {_STARTS.format(which="", upto="starts_upto")}
+    END IF;
+    RETURN NEXT;
+END;
 $$;
 
 COMMENT ON FUNCTION {{schema}}.pgjobs_queue_counts(
@@ -87,28 +103,27 @@ CREATE OR REPLACE FUNCTION {{schema}}.pgjobs_key_counts(
 )
 RETURNS TABLE (running bigint, recent_starts bigint)
 ROWS 1
--- As pgjobs_queue_counts(), for one partition key of the queue (NULL: its jobs without a key).
--- Each branch's one-time filter ($2 IS NULL or not) leaves one of them unread. Index:
--- pgjobs_job_running and pgjobs_queue_starts_key, one key's rows.
-LANGUAGE sql VOLATILE
+-- As pgjobs_queue_counts(), for one partition key of the queue (NULL: its jobs without a key),
+-- called for each key the claim's walk reaches. Index: pgjobs_job_running and
+-- pgjobs_queue_starts_key, one key's rows.
+LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT
-        (SELECT count(*) FROM (
-            {_RUNNING.format(schema="{schema}", which="j.partition_key = $2")}
-            UNION ALL
-            {_RUNNING.format(schema="{schema}", which="$2 IS NULL AND j.partition_key IS NULL")}
-            LIMIT coalesce($6, 0)) AS r),
-        (SELECT coalesce(sum(s.jobs), 0)::bigint FROM (
-            SELECT s.jobs FROM {{schema}}.pgjobs_queue_starts AS s
-            WHERE s.queue = $1 AND s.partition_key = $2 AND s.started_at > $5 - (
-                SELECT q.rate_period FROM {{schema}}.pgjobs_queues AS q WHERE q.name = $1)
-            UNION ALL
-            SELECT s.jobs FROM {{schema}}.pgjobs_queue_starts AS s
-            WHERE $2 IS NULL AND s.queue = $1 AND s.partition_key IS NULL
-              AND s.started_at > $5 - (
-                  SELECT q.rate_period FROM {{schema}}.pgjobs_queues AS q WHERE q.name = $1)
-            LIMIT coalesce($7, 0)) AS s)
+BEGIN
+    running := 0;
+    recent_starts := 0;
+    IF running_upto IS NOT NULL AND partition_key IS NOT NULL THEN
+        {_RUNNING.format(into="running", which=" AND j.partition_key = $2", upto="running_upto")}
+    ELSIF running_upto IS NOT NULL THEN
+        {_RUNNING.format(into="running", which=" AND j.partition_key IS NULL", upto="running_upto")}
+    END IF;
+    IF starts_upto IS NOT NULL AND partition_key IS NOT NULL THEN
+        {_STARTS.format(which=" AND s.partition_key = $2", upto="starts_upto")}
+    ELSIF starts_upto IS NOT NULL THEN
+        {_STARTS.format(which=" AND s.partition_key IS NULL", upto="starts_upto")}
+    END IF;
+    RETURN NEXT;
+END;
 $$;
 
 COMMENT ON FUNCTION {{schema}}.pgjobs_key_counts(

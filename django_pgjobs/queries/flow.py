@@ -15,9 +15,10 @@ computed from counts that are exact across workers:
   key walk (below) reaches: only the counts the queue's limits need, each read only up to its
   limit (a count at the limit leaves no room, as a larger one would), so a claim reads neither
   every running job of a queue nor the starts of every key in its rate window (migration 0021).
-  Both are VOLATILE SQL functions, which PostgreSQL never inlines and runs with a snapshot of
-  their own taken when each is called: every call sees each claim that committed while this one
-  waited for the lock, which the statement's own snapshot (taken before the wait) would not.
+  Both are VOLATILE functions, which PostgreSQL never inlines, and each of their statements
+  runs with a snapshot of its own, taken when it starts: every count sees each claim that
+  committed while this one waited for the lock, which the statement's own snapshot (taken
+  before the wait) would not.
   Jobs that those claims took are still in this statement's view as pending, but ``FOR UPDATE``
   re-checks each row it locks and skips one that is no longer pending. So a claim never counts
   less than is running, and never takes a job another claim took: the limit holds however many
