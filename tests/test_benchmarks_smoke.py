@@ -93,3 +93,14 @@ def test_soak_runs_for_a_few_seconds(tmp_path: Path) -> None:
     assert len(report["samples"]) >= 3
     # The worker ran beside the producer: jobs were completed while it enqueued.
     assert report["samples"][-1]["completed"] > 0
+
+
+def test_flow_claim_measures_each_case(tmp_path: Path) -> None:
+    out = tmp_path / "claim.json"
+    proc = run_script("flow_claim.py", "--keys", "300", "--repeat", "2", "--json", str(out))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    results = json.loads(out.read_text())["results"]
+    assert [r["case"] for r in results] == ["started", "started, due", "running"]
+    # The free keys' jobs start, past keys at their limit (300 busy keys are within the walk).
+    assert all(r["claimed"] == 10 and r["claim_ms"] > 0 for r in results), results
+    assert PASSWORD not in proc.stdout + proc.stderr
