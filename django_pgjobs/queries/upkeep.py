@@ -41,16 +41,22 @@ def seconds_until_next_due(
 def seconds_until_rate_room(cur: Cursor, *, queues: Sequence[str] | None) -> float | None:
     """When the earliest start recorded in a rate window leaves it, freeing room for another
     (None: no window holds a start). For a worker whose due jobs a rate limit holds back, so
-    it claims again the moment the limit allows rather than at its next recheck. Reads
-    pgjobs_queue_starts through pgjobs_queue_starts_window."""
+    it claims again the moment the limit allows rather than at its next recheck. Reads the
+    first entry of pgjobs_queue_starts_window in each rate-limited queue's window, not the
+    window's every start (100,000 with a per-key rate and a day's period)."""
     where = ""
     if queues:
-        where = "AND s.queue = ANY(%(queues)s)"
+        where = "AND q.name = ANY(%(queues)s)"
     cur.execute(
         f"""
-        SELECT extract(epoch FROM min(s.started_at + q.rate_period) - now())::float8
-        FROM pgjobs_queue_starts AS s JOIN pgjobs_queues AS q ON q.name = s.queue
-        WHERE s.started_at > now() - q.rate_period AND NOT q.paused {where}
+        SELECT extract(epoch FROM min(f.started_at + q.rate_period) - now())::float8
+        FROM pgjobs_queues AS q CROSS JOIN LATERAL (
+            SELECT s.started_at FROM pgjobs_queue_starts AS s
+            WHERE s.queue = q.name AND s.started_at > now() - q.rate_period
+            ORDER BY s.started_at LIMIT 1
+        ) AS f
+        WHERE NOT q.paused AND (q.rate_limit IS NOT NULL OR q.partition_rate_limit IS NOT NULL)
+          {where}
         """,
         {"queues": list(queues or ())},
     )

@@ -197,3 +197,31 @@ def test_the_counts_read_the_walked_keys_through_their_indexes(
     # The starts read: the queue's own window (up to its rate limit, which it has none of) and
     # a, b and c's, none of the 5,000 other keys' rows.
     assert read is not None and read[0] == 0 and read[1] == 0, read
+
+
+def test_the_next_rate_room_reads_the_first_start_of_each_window() -> None:
+    """A worker whose due jobs a rate holds back asks when the earliest start leaves its
+    window: the first entry of the window's index, not the 5,000 starts in it."""
+    from django_pgjobs.queries import seconds_until_rate_room
+
+    set_queue_limits("q", partition_rate_limit=1, rate_period=3600)
+    set_queue_limits("other", concurrency=5)  # no rate: a leftover start holds nothing back
+    with connection.cursor() as cur:
+        cur.execute(
+            "INSERT INTO pgjobs_queue_starts (queue, partition_key, started_at, jobs) "
+            "SELECT 'q', 'z' || g, now() - interval '10 minutes' + g * interval '1 ms', 1 "
+            "FROM generate_series(1, %s) AS g",
+            [BUSY],
+        )
+        cur.execute(
+            "INSERT INTO pgjobs_queue_starts (queue, started_at, jobs) VALUES ('other', now(), 1)"
+        )
+        cur.execute("ANALYZE pgjobs_queue_starts")
+    with second_connection(autocommit=False) as conn:
+        seconds = seconds_until_rate_room(conn.cursor(), queues=None)
+        read = conn.execute(
+            "SELECT seq_scan, idx_tup_fetch FROM pg_stat_xact_user_tables "
+            "WHERE relname = 'pgjobs_queue_starts'"
+        ).fetchone()
+    assert seconds is not None and 2990 < seconds <= 3000  # the first start, 50 minutes on
+    assert read is not None and read[0] == 0 and read[1] <= 1, read
