@@ -18,9 +18,9 @@ computed from counts that are exact across workers:
   Both are VOLATILE functions, which PostgreSQL never inlines, and each of their statements
   runs with a snapshot of its own, taken when it starts: every count sees each claim that
   committed while this one waited for the lock, which the statement's own snapshot (taken
-  before the wait) would not.
-  Jobs that those claims took are still in this statement's view as pending, but ``FOR UPDATE``
-  re-checks each row it locks and skips one that is no longer pending. So a claim never counts
+  before the wait) would not. Jobs that those claims took are still in this statement's view as
+  pending, but ``FOR UPDATE`` re-checks each row it locks and skips one that is no longer
+  pending. So a claim never counts
   less than is running, and never takes a job another claim took: the limit holds however many
   workers claim at once. Running counts come from the job rows themselves, so nothing else has
   to keep them: a completion, a failure, a cancel, or the rescue of a dead worker's jobs frees
