@@ -259,7 +259,8 @@ def _rate_limited(cur: Cursor, job: JobRow, facts: DueJobFacts) -> tuple[str, da
         )
         at = f"room for the next start at {_at(room, job.now)}" if room else "room again now"
         said.append(
-            f"{whose[0].upper()}{whose[1:]} started {starts} job(s) in the last {period} "
+            f"{whose[0].upper()}{whose[1:]} started {starts} job{'' if starts == 1 else 's'} "
+            f"in the last {period} "
             f"(its {option} is {limit}); {at}."
         )
         if room is not None:

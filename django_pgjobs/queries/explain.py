@@ -1,15 +1,16 @@
-"""Why a due job waits: the read-only statements behind ``explain_job`` and the dashboard's
-counts of due jobs by what holds them back (the reads behind each answer's sentences are in
+"""Why a due job waits: the read-only statements behind ``explain_job`` and the dashboard's counts
+of due jobs by what holds them back (the reads behind each answer's sentences are in
 :mod:`.explain_details`).
 
 One classification decides, for each due job, the first thing that keeps the claim from taking
-it, in the order :class:`~django_pgjobs.observability.explain.Blocker` lists, from the facts
-the claim itself reads (:mod:`.flow`): the queue's row in ``pgjobs_queues``; the claim's own
-``pgjobs_queue_load()`` for the jobs running and the starts in the rate window, per queue and per
-partition key; the job's place among its key's due jobs, in the claim's key order. Live workers
-(``pgjobs_workers``, a heartbeat within the silence limit) add whether one serves the queue and
-has the job's handler. It runs over one job (:func:`classify_job`) or over the first due jobs of
-each queue in claim order (:func:`blocked_counts`), so the page and ``explain`` never disagree.
+it, in the order :class:`~django_pgjobs.observability.explain.Blocker` lists, from the facts the
+claim itself reads (:mod:`.flow`): the queue's row in ``pgjobs_queues``; the claim's own
+``pgjobs_queue_counts()`` and ``pgjobs_key_counts()`` for the jobs running and the starts in the
+rate window, per queue and for the keys of the jobs asked about; the job's place among its key's
+due jobs, in the claim's key order. Live workers (``pgjobs_workers``, a heartbeat within the
+silence limit) add whether one serves the queue and has the job's handler. It runs over one job
+(:func:`classify_job`) or over the first due jobs of each queue in claim order
+(:func:`blocked_counts`), so the page and ``explain`` never disagree.
 
 Nothing here writes or locks a row: plain reads of committed rows. A claim that commits a moment
 later can change the answer: it describes now, it promises nothing.
@@ -96,21 +97,37 @@ _LIVE = """live AS MATERIALIZED (
     WHERE w.last_heartbeat_at >= now() - make_interval(secs => %(silent)s)
 )"""
 
+
+def _upto(limit: str) -> str:
+    """SQL: how far the count functions read for ``limit``: nothing where it is not set (NULL;
+    greatest() alone would ignore it), else the limit or %(cap)s rows, whichever is more, so a
+    count past a lowered limit still reads true up to the cap."""
+    return f"CASE WHEN {limit} IS NOT NULL THEN greatest({limit}, %(cap)s::integer) END"
+
+
 # The classification over ``subject`` (id, queue, partition_key, job_name, ahead_in_key: how many
 # due jobs of its key come before it in the key order of queries.flow, the claim's).
 _CLASSIFIED = f"""queues AS (SELECT DISTINCT queue FROM subject),
 rules AS MATERIALIZED (
     SELECT r.* FROM pgjobs_queues AS r WHERE r.name IN (SELECT queue FROM queues)
 ),
-load AS MATERIALIZED (
-    -- The claim's counts, from the claim's function: running jobs per queue and key (claimed
-    -- ahead included), and starts in each rate window ending now.
-    SELECT * FROM pgjobs_queue_load(
-        ARRAY(SELECT queue FROM queues), NULL, '{{}}'::uuid[], '{{}}'::uuid[], now())
+per_queue AS MATERIALIZED (
+    -- The claim's own counts (pgjobs_queue_counts): the queue's running jobs (claimed ahead
+    -- included) and its starts in the rate window ending now, each read only where the queue
+    -- has that limit, and up to the limit or %(cap)s rows, whichever is more.
+    SELECT r.name AS queue, c.running, c.recent_starts AS starts
+    FROM rules AS r, LATERAL pgjobs_queue_counts(
+        r.name, NULL, '{{}}'::uuid[], '{{}}'::uuid[], now(),
+        {_upto("r.concurrency")}, NULL, {_upto("r.rate_limit")}) AS c
 ),
-per_queue AS (
-    SELECT queue, sum(running)::bigint AS running, sum(recent_starts)::bigint AS starts
-    FROM load GROUP BY queue
+load AS MATERIALIZED (
+    -- The same per partition key (pgjobs_key_counts; NULL: the jobs without a key), for the
+    -- keys of the jobs asked about only, as the claim counts only the keys its walk reaches.
+    SELECT k.queue, k.partition_key, c.running, c.recent_starts
+    FROM (SELECT DISTINCT queue, partition_key FROM subject) AS k
+    JOIN rules AS r ON r.name = k.queue, LATERAL pgjobs_key_counts(
+        k.queue, k.partition_key, '{{}}'::uuid[], '{{}}'::uuid[], now(),
+        {_upto("r.partition_concurrency")}, {_upto("r.partition_rate_limit")}) AS c
 ),
 {_LIVE},
 here AS MATERIALIZED (

@@ -88,9 +88,14 @@ def rate_room_at(
 ) -> datetime | None:
     """When the starts in the queue's rate window (with ``keyed``, those of ``partition_key``)
     next number fewer than ``limit``: the ledger's starts drop out of the window one claim at a
-    time, oldest first (None: they already do). The window is pgjobs_queue_load()'s, read
-    through pgjobs_queue_starts_window; locks nothing."""
-    key = " AND s.partition_key IS NOT DISTINCT FROM %(key)s" if keyed else ""
+    time, oldest first (None: they already do). The window is the claim's, read through
+    pgjobs_queue_starts_window (a key's: pgjobs_queue_starts_key); locks nothing."""
+    # An equality or IS NULL, so pgjobs_queue_starts_key reads one key's window.
+    key = (
+        ""
+        if not keyed
+        else " AND s.partition_key " + ("IS NULL" if partition_key is None else "= %(key)s")
+    )
     cur.execute(
         f"""
         SELECT min(w.started_at + w.rate_period) FROM (

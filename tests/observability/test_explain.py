@@ -213,7 +213,7 @@ def test_a_queue_rate_limit_says_when_the_window_has_room() -> None:
     assert said.blocker is Blocker.RATE_LIMITED
     start = QueueStart.objects.get(queue="q")
     assert said.until == start.started_at + timedelta(seconds=60)
-    assert "Queue q started 1 job(s) in the last 0:01:00 (its rate_limit is 1)" in said.message
+    assert "Queue q started 1 job in the last 0:01:00 (its rate_limit is 1)" in said.message
     assert claim() == []
 
 
@@ -243,7 +243,7 @@ def test_a_key_s_rate_limit() -> None:
     Job.objects.filter(id=first).update(status="completed")  # a start counts all the same
     said = explain_job(second)
     assert said.blocker is Blocker.RATE_LIMITED
-    assert "Its partition key 'k' started 1 job(s)" in said.message
+    assert "Its partition key 'k' started 1 job" in said.message
     assert said.until is not None
     assert claim() == []
 
