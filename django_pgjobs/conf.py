@@ -19,7 +19,7 @@ HEALTH_DEFAULTS: Final[dict[str, Any]] = {
     # A table warns when this fraction of its rows is dead (autovacuum starts at 20% of the live
     # rows, a sixth of all; well past that, it is not keeping up or cannot remove them) ...
     "DEAD_RATIO": 0.3,
-    # ... and at least this many are dead: a ratio of a small table says nothing.
+    # ... and at least this many are dead: 3 dead of 4 rows is 75%, and nothing to act on.
     "DEAD_ROWS": 10_000,
     # A table warns when this fraction of its heap is estimated to hold no live row ...
     "BLOAT_RATIO": 0.5,

@@ -13,9 +13,9 @@ from django_pgjobs.observability.health import Health
 from django_pgjobs.observability.health_report import (
     bloat_shown,
     dead_share_shown,
+    few_rows_note,
     holder_shown,
     since,
-    small_tables_note,
 )
 
 
@@ -27,7 +27,7 @@ def health_context(health: Health) -> dict[str, Any]:
                 "name": t.name,
                 "live": f"{t.live_rows:,}",
                 "dead": f"{t.dead_rows:,}",
-                "dead_ratio": dead_share_shown(health, t),
+                "dead_ratio": dead_share_shown(t),
                 "size": byte_size(t.table_bytes),
                 "indexes": byte_size(t.index_bytes),
                 "bloat": bloat_shown(t),
@@ -40,7 +40,7 @@ def health_context(health: Health) -> dict[str, Any]:
         ],
         "horizon": None if health.horizon is None else holder_shown(health.horizon),
         "other_holders": [holder_shown(h) for h in health.holders if h is not health.horizon],
-        "small_tables_note": small_tables_note(health),
+        "few_rows_note": few_rows_note(health),
         "sees_all_sessions": health.sees_all_sessions,
         "xid_age": f"{health.xid_age:,}",
         "multixact_age": f"{health.multixact_age:,}",

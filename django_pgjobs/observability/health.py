@@ -36,6 +36,9 @@ from django_pgjobs.observability.health_warnings import (
 )
 from django_pgjobs.observability.horizon import HorizonHolder, read_holders
 
+# A table's dead share is shown from this many rows (live and dead).
+SHARE_MIN_ROWS = 1_000
+
 
 @dataclass(frozen=True)
 class TableHealth:
@@ -67,6 +70,12 @@ class TableHealth:
         """Dead rows as a fraction of all rows (0 for an empty table)."""
         total = self.live_rows + self.dead_rows
         return self.dead_rows / total if total else 0.0
+
+    @property
+    def too_few_rows_for_a_share(self) -> bool:
+        """Fewer than SHARE_MIN_ROWS rows, live and dead: its dead share says nothing (3 dead of
+        4 rows is 75%), so it is not shown. Whether it warns is DEAD_ROWS's business."""
+        return self.live_rows + self.dead_rows < SHARE_MIN_ROWS
 
     @property
     def bloat_ratio(self) -> float | None:
@@ -112,16 +121,12 @@ class Health:
     # What the figures were judged against; None until judged.
     thresholds: HealthThresholds | None = None
 
-    def small(self, table: TableHealth) -> bool:
-        """Too few of ``table``'s rows are dead for its dead share to mean anything (fewer than
-        ``PGJOBS["HEALTH"]["DEAD_ROWS"]``): 3 dead of 4 rows is 75%, and nothing to act on."""
-        minimum = 0 if self.thresholds is None else self.thresholds.dead_rows
-        return table.dead_rows < minimum
-
     @property
     def horizon(self) -> HorizonHolder | None:
-        """What holds back vacuum of our tables the furthest, if anything does."""
-        return next((h for h in self.holders if not h.catalogs_only), None)
+        """What holds back vacuum of our tables the furthest, if anything does: a session or
+        prepared transaction of this database, a standby's feedback or a slot. Never a session
+        of another database (``elsewhere``): PostgreSQL leaves it out of our horizon."""
+        return next((h for h in self.holders if not (h.catalogs_only or h.elsewhere)), None)
 
 
 def pgjobs_tables() -> list[str]:

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from datetime import datetime
 
 from django_pgjobs.observability.display import byte_size, elapsed, local_time
-from django_pgjobs.observability.health import Health, TableHealth
+from django_pgjobs.observability.health import SHARE_MIN_ROWS, Health, TableHealth
 from django_pgjobs.observability.health_warnings import held_for
 from django_pgjobs.observability.horizon import HorizonHolder
 
@@ -28,20 +28,20 @@ def bloat_shown(table: TableHealth) -> str:
     return f"{byte_size(table.bloat_bytes)} ({table.bloat_ratio:.0%})"
 
 
-def dead_share_shown(health: Health, table: TableHealth) -> str:
-    """The dead rows' share of ``table``, or ``-`` below the dead-row count a warning needs
-    (a small table's share says nothing: 3 dead of 4 rows is 75%)."""
-    return "-" if health.small(table) else f"{table.dead_ratio:.0%}"
+def dead_share_shown(table: TableHealth) -> str:
+    """The dead rows' share of ``table``, or ``-`` for a table too small for it to mean anything
+    (3 dead of 4 rows is 75%)."""
+    return "-" if table.too_few_rows_for_a_share else f"{table.dead_ratio:.0%}"
 
 
-def small_tables_note(health: Health) -> str | None:
+def few_rows_note(health: Health) -> str | None:
     """Why some tables show no dead share, when some do."""
-    if health.thresholds is None or not any(health.small(t) for t in health.tables):
+    if health.thresholds is None or not any(t.too_few_rows_for_a_share for t in health.tables):
         return None
     return (
-        f"dead %: shown from {health.thresholds.dead_rows:,} dead rows "
-        '(PGJOBS["HEALTH"]["DEAD_ROWS"]); "-": a small table, whose share says nothing and '
-        "never warns"
+        f'dead %: "-" for a table of fewer than {SHARE_MIN_ROWS:,} rows (live and dead), whose '
+        f"share says nothing; a table warns from {health.thresholds.dead_rows:,} dead rows "
+        '(PGJOBS["HEALTH"]["DEAD_ROWS"]), whatever its size'
     )
 
 
@@ -58,6 +58,11 @@ def holder_shown(holder: HorizonHolder) -> str:
         state = "active" if holder.active else "inactive"
         return f"{state} {holder.backend_type} replication slot {holder.name!r}, {behind}{scope}"
     who = holder.who
+    if holder.elsewhere:
+        behind += (
+            "; no holder of this database's horizon, but snapshots taken here while its "
+            "transaction runs count it as running"
+        )
     if holder.hidden:
         return f"session {who}, state hidden from this role), {behind}"
     if holder.seconds is None:  # a walsender: no transaction of its own
@@ -76,13 +81,13 @@ def health_report(health: Health) -> Iterator[tuple[str, bool]]:
     yield _COLUMNS, False
     for t in health.tables:
         yield (
-            f"{t.name:<28}{t.live_rows:>12,}{t.dead_rows:>12,}{dead_share_shown(health, t):>6}"
+            f"{t.name:<28}{t.live_rows:>12,}{t.dead_rows:>12,}{dead_share_shown(t):>6}"
             f"{byte_size(t.table_bytes):>13}{byte_size(t.index_bytes):>13}{bloat_shown(t):>17}  "
             f"{since(t.vacuumed_at, health.checked_at):<16}"
             f"{since(t.analyzed_at, health.checked_at):<16}{t.xid_age:>13,}",
             False,
         )
-    note = small_tables_note(health)
+    note = few_rows_note(health)
     if note is not None:
         yield note, False
     yield "", False
@@ -91,6 +96,8 @@ def health_report(health: Health) -> Iterator[tuple[str, bool]]:
         yield "xmin horizon: nothing holds back vacuum of these tables", False
     for holder in health.holders:
         label = "xmin horizon: held by " if holder is horizon else "  also held by "
+        if holder.elsewhere:
+            label = "  another database's "
         yield label + holder_shown(holder), False
         if holder.query:
             yield f"    query: {' '.join(holder.query.split())}", False

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from django_pgjobs.conf import conf, seconds
@@ -73,13 +74,17 @@ def health_warnings(health: Health, thresholds: HealthThresholds) -> list[Health
     """Every warning ``health`` deserves, those about the horizon first: they cause the others."""
     over = [h for h in health.holders if _holds_too_long(h, thresholds)]
     found = [_holder_warning(h) for h in over]
-    # What the advice about dead rows points at: the oldest holder of our tables' horizon, of
-    # any age (one younger than the horizon's thresholds still keeps every row deleted after it,
-    # and then no autovacuum setting is the cause). For freezing, only one as old as the
-    # warning's threshold: vacuum freezes up to the horizon.
+    # What the advice about dead rows may point at: the oldest holder of our tables' horizon
+    # (of this database, or a slot or standby: never a session of another database), of any
+    # age; _dead_rows_action decides whether it is shown to be the cause. For freezing, only one
+    # as old as the warning's threshold: vacuum freezes up to the horizon.
     blocker = health.horizon
     freeze_blocker = next(
-        (_subject(h) for h in over if not h.catalogs_only and h.xmin_age >= thresholds.xid_age),
+        (
+            _subject(h)
+            for h in over
+            if not (h.catalogs_only or h.elsewhere) and h.xmin_age >= thresholds.xid_age
+        ),
         None,
     )
     for table in health.tables:
@@ -132,7 +137,15 @@ def _holder_warning(holder: HorizonHolder) -> HealthWarning:
         )
     who = holder.who
     if holder.elsewhere:  # PostgreSQL ignores it here, but every snapshot here counts it running
-        what = "vacuum here too (every snapshot taken here counts its transaction as running)"
+        return HealthWarning(
+            "xmin_horizon",
+            _subject(holder),
+            f"a transaction of another database, open for {held_for(holder.seconds)} in {who}, "
+            f"{holder.state or 'state hidden'}), counts as running in the snapshots of sessions "
+            f"here, which hold back vacuum at it, {behind}",
+            "it is another database's, perhaps another application's: ask whose it is rather "
+            "than end it from here; the sessions here that hold the horizon are listed too",
+        )
     if holder.hidden:
         return HealthWarning(
             "xmin_horizon",
@@ -184,7 +197,7 @@ def _table_warnings(
             "dead_rows",
             table.name,
             f"{table.name} has {dead:,} dead rows ({ratio:.0%} of its rows)",
-            _held_back(blocker) if blocker else _dead_rows_action(health, table),
+            _dead_rows_action(health, table, blocker),
         )
     free, share = table.bloat_bytes, table.bloat_ratio
     if free is not None and share is not None and _bloated(free, share, thresholds):
@@ -214,16 +227,6 @@ def _bloated(free: int, share: float, thresholds: HealthThresholds) -> bool:
     return free >= thresholds.bloat_bytes and share >= thresholds.bloat_ratio
 
 
-def _held_back(holder: HorizonHolder) -> str:
-    """The dead rows' advice when something holds the horizon: vacuum (auto or not) cannot
-    remove a row deleted after the holder's snapshot, so the holder is the cause to end."""
-    return (
-        f"vacuum cannot remove rows deleted after the xmin horizon, held back by "
-        f"{holder_named(holder)}, {holder.xmin_age:,} transactions behind: "
-        + _holder_warning(holder).action
-    )
-
-
 def holder_named(holder: HorizonHolder) -> str:
     """A holder as the dead rows' advice names it: a session by pid, state, how long its
     transaction has been open and when its query started (never the query: the dashboard
@@ -247,7 +250,52 @@ def holder_named(holder: HorizonHolder) -> str:
     )
 
 
-def _dead_rows_action(health: Health, table: TableHealth) -> str:
+def _dead_rows_action(health: Health, table: TableHealth, holder: HorizonHolder | None) -> str:
+    """What to do about ``table``'s dead rows. A holder is named as their cause only on
+    evidence: the table's last vacuum finished after the holder certainly held the horizon
+    (from a session's last query start, a transaction's PREPARE), and left these rows; a
+    vacuum that began before the holder and ended after it is the rare false positive. Without
+    that evidence (no vacuum since, or a holder whose start PostgreSQL does not show) the holder
+    may hold none of them (it may have begun after they died), so the line says what is true,
+    after the autovacuum advice, which is never left out where it applies."""
+    autovacuum = _autovacuum_off(health, table)
+    if holder is None:
+        return autovacuum or (
+            f"{_autovacuum_behind(table)}; if it persists, run VACUUM (VERBOSE) {table.name}: dead "
+            "rows 'not yet removable' mean something holds back the xmin horizon"
+        )
+    since = holding_since(holder, health)
+    vacuumed = table.vacuumed_at
+    if since is not None and vacuumed is not None and vacuumed > since:
+        held = (
+            f"vacuum at {local_time(vacuumed)} left them: it ran after {holder_named(holder)} "
+            f"began, {holder.xmin_age:,} transactions behind, and no row deleted after that "
+            f"goes until it ends: {_holder_warning(holder).action}"
+        )
+        return held if autovacuum is None else f"{held}; {autovacuum}"
+    began = (
+        f"vacuum has not run since {holder_named(holder)} began"
+        if since is not None
+        else f"{holder_named(holder)} holds back the xmin horizon (since when, PostgreSQL does "
+        "not say)"
+    )
+    why = f"{began}: if vacuum runs and rows remain, {_subject(holder)} is why"
+    return f"{autovacuum or _autovacuum_behind(table)}; {why}"
+
+
+def holding_since(holder: HorizonHolder, health: Health) -> datetime | None:
+    """A moment from which ``holder`` certainly held the horizon: a session's current (or, idle
+    in a transaction, last) query's start, by which it had its snapshot or transaction ID; a
+    prepared transaction's PREPARE. None where PostgreSQL does not say (a slot, a standby's
+    feedback, another role's session)."""
+    if holder.kind == "prepared transaction" and holder.seconds is not None:
+        return health.checked_at - timedelta(seconds=holder.seconds)
+    if holder.kind == "session" and holder.backend_type != "walsender":
+        return holder.query_start
+    return None
+
+
+def _autovacuum_off(health: Health, table: TableHealth) -> str | None:
     if not health.autovacuum:
         return f"autovacuum is off on this server: turn it on, and until then VACUUM {table.name}"
     if not table.autovacuum_enabled:
@@ -255,11 +303,14 @@ def _dead_rows_action(health: Health, table: TableHealth) -> str:
             f"autovacuum is off for this table: ALTER TABLE {table.name} RESET "
             f"(autovacuum_enabled), and VACUUM {table.name} now"
         )
+    return None
+
+
+def _autovacuum_behind(table: TableHealth) -> str:
     last = "never" if table.vacuumed_at is None else f"at {local_time(table.vacuumed_at)}"
     return (
-        f"normal for a minute after a burst, until autovacuum's next round (it last vacuumed the "
-        f"table {last}); if it persists, run VACUUM (VERBOSE) {table.name}: dead rows 'not yet "
-        "removable' mean something holds back the xmin horizon"
+        "normal for a minute after a burst, until autovacuum's next round (it last vacuumed the "
+        f"table {last})"
     )
 
 

@@ -8,10 +8,12 @@ with them (and so does its claim index). PostgreSQL computes the horizon of a da
 - sessions *of this database* with a snapshot (``backend_xmin``) or a transaction ID
   (``backend_xid``): an open transaction, a long query. Autovacuum workers and logical decoding
   are left out, as PostgreSQL leaves them out;
-- a session of *another* database only through its transaction ID: PostgreSQL leaves such
-  sessions out, but every snapshot taken here counts that ID as running, so the xmin of a
-  session here is that ID and holds back vacuum until the other transaction ends. It is listed
-  when it is what a session here is held at (``elsewhere``), so the cause comes with its effect;
+- not sessions of *another* database: since PostgreSQL 14 they count for shared catalogs
+  only, whatever their snapshot (tests/observability/test_health_advice.py shows a VACUUM here
+  removing rows while one is open). Their transaction ID still reaches us indirectly: every
+  snapshot taken here counts it as running, so a session here may be held at it. Such a
+  transaction is listed (``elsewhere``) when a session here is held at it, after that session:
+  the session here is the holder, the other database's transaction only why its xmin is old;
 - walsenders of standbys with ``hot_standby_feedback`` (they belong to no database);
 - prepared transactions of this database (``PREPARE TRANSACTION`` never committed);
 - replication slots: a slot's ``xmin`` (a standby's feedback) holds back every table; a logical
@@ -59,7 +61,9 @@ class HorizonHolder:
     query: str | None = None  # the session's query (cut), None when hidden
     active: bool | None = None  # a slot: whether a consumer is connected
     catalogs_only: bool = False  # a slot's catalog_xmin: holds back the system catalogs only
-    # A session of another database whose transaction ID is the xmin of a session here.
+    # A session of another database whose transaction ID is the xmin of a session here: not a
+    # holder of this database's horizon itself (Health.horizon leaves it out), only the reason
+    # that session's xmin is old.
     elsewhere: bool = False
     # When a session's current (or, idle, last) query started; None when hidden or not a session.
     query_start: datetime | None = None
@@ -78,7 +82,8 @@ class HorizonHolder:
 
 
 # One statement, three sources, the oldest holder first (holders of our tables before those of
-# the catalogs only; at equal age, a session elsewhere before the sessions here it holds back).
+# the catalogs only; at equal age, the sessions here before a transaction elsewhere they are
+# held at, which is no holder of ours).
 # pg_stat_activity: a session of this database with a snapshot or an XID (not this one, not
 # autovacuum, not a walsender of logical decoding nor a parallel worker, which shares its
 # leader's); a walsender of no database (a standby's feedback); a session of another database
@@ -117,7 +122,7 @@ SELECT 'replication slot', coalesce(age(s.xmin), age(s.catalog_xmin)), NULL, s.a
        s.xmin IS NULL, false, NULL
 FROM pg_replication_slots AS s
 WHERE s.xmin IS NOT NULL OR s.catalog_xmin IS NOT NULL
-ORDER BY catalogs_only, xmin_age DESC, elsewhere DESC
+ORDER BY catalogs_only, xmin_age DESC, elsewhere
 LIMIT %(shown)s
 """
 

@@ -3,13 +3,15 @@ durations as they are shown, and the warnings each threshold gives for given fig
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from django_pgjobs.observability.bloat import estimated_bloat_bytes, expected_pages
 from django_pgjobs.observability.display import byte_size, elapsed
 from django_pgjobs.observability.health import Health, TableHealth
+from django_pgjobs.observability.health_report import dead_share_shown, few_rows_note
 from django_pgjobs.observability.health_warnings import HealthThresholds, health_warnings
 from django_pgjobs.observability.horizon import HorizonHolder
 
@@ -188,24 +190,130 @@ def test_a_standbys_feedback_is_told_apart_from_a_session() -> None:
     assert warning.action.startswith("a long query on that standby holds it")
 
 
-def test_a_young_holder_of_any_kind_is_named_in_the_dead_rows_advice_instead_of_autovacuum() -> (
-    None
-):
+def session(**changes: object) -> HorizonHolder:
+    fields: dict[str, object] = {
+        "kind": "session", "xmin_age": 10, "seconds": 60, "pid": 42, "user": "app",
+        "application": "report", "database": "shop", "state": "idle in transaction",
+        "backend_type": "client backend", "query_start": NOW - timedelta(seconds=60),
+    }  # fmt: skip
+    return HorizonHolder(**{**fields, **changes})  # type: ignore[arg-type]
+
+
+def dead_rows_action(*holders: HorizonHolder, **table: object) -> str:
+    health = figures(holders=list(holders), tables=[job_table(dead_rows=50_000, **table)])
+    (dead,) = [w for w in health_warnings(health, THRESHOLDS) if w.kind == "dead_rows"]
+    return dead.action
+
+
+def test_a_holder_is_the_cause_when_a_vacuum_since_it_began_left_the_rows() -> None:
+    after = NOW - timedelta(seconds=30)  # the holder's query started 60 s ago
+    action = dead_rows_action(session(), last_autovacuum=after)
+    assert action.startswith("vacuum at 2026-12-03 11:59:30+0000 left them: it ran after the ")
+    assert "pid 42 (user 'app', app 'report', idle in transaction, transaction open 0:01:00" in (
+        action
+    )
+    assert action.endswith(
+        "no row deleted after that goes until it ends: end it (SELECT pg_terminate_backend(42)) "
+        "and set idle_in_transaction_session_timeout so that a forgotten transaction ends by "
+        "itself"
+    )
+    # Autovacuum off for the table is said as well, not dropped for the holder.
+    both = dead_rows_action(session(), last_vacuum=after, autovacuum_enabled=False)
+    assert "pg_terminate_backend(42)" in both
+    assert both.endswith("autovacuum is off for this table: ALTER TABLE pgjobs_job_queue RESET "
+                         "(autovacuum_enabled), and VACUUM pgjobs_job_queue now")  # fmt: skip
+
+
+def test_a_holder_vacuum_has_not_run_since_is_not_blamed_and_autovacuum_is_advised() -> None:
+    # The rows may have died before the holder began (it then holds none of them): say what
+    # is known, after the autovacuum advice.
+    before = NOW - timedelta(seconds=90)
+    for table in ({}, {"last_autovacuum": before}):
+        action = dead_rows_action(session(), **table)
+        assert action.startswith("normal for a minute after a burst, until autovacuum's next ")
+        assert "pg_terminate_backend" not in action
+        assert action.endswith(
+            "; vacuum has not run since the session pid 42 (user 'app', app 'report', idle in "
+            "transaction, transaction open 0:01:00, query started 2026-12-03 11:59:00+0000) "
+            "began: if vacuum runs and rows remain, pid 42 is why"
+        )
+    off = dead_rows_action(session(), autovacuum_enabled=False)
+    assert off.startswith("autovacuum is off for this table: ALTER TABLE pgjobs_job_queue RESET")
+    assert off.endswith("if vacuum runs and rows remain, pid 42 is why")
+
+
+def test_a_holder_whose_start_postgresql_does_not_show_is_never_blamed() -> None:
     slot = HorizonHolder(
         "replication slot", xmin_age=10, name="standby", backend_type="physical", active=True
     )
+    hidden = session(state=None, backend_type=None, seconds=None, query_start=None)
+    for holder, named, subject in (
+        (slot, "active physical replication slot 'standby'", "replication slot 'standby'"),
+        (hidden, "the session pid 42 (user 'app', app 'report'; state and start hidden from "
+                 "this role)", "pid 42"),
+    ):  # fmt: skip
+        action = dead_rows_action(holder, last_autovacuum=NOW)
+        assert action.endswith(
+            f"; {named} holds back the xmin horizon (since when, PostgreSQL does not say): if "
+            f"vacuum runs and rows remain, {subject} is why"
+        )
+        assert action.startswith("normal for a minute after a burst")
+
+
+def test_a_prepared_transaction_is_blamed_from_its_prepare() -> None:
     prepared = HorizonHolder(
         "prepared transaction", xmin_age=10, seconds=5, name="tx1", user="app", database="shop"
     )
-    for holder, named in (
-        (slot, "active physical replication slot 'standby'"),
-        (prepared, "prepared transaction 'tx1' (owner 'app', prepared 0:00:05 ago)"),
-    ):
-        health = figures(holders=[holder], tables=[job_table(dead_rows=50_000, live_rows=1)])
-        (dead,) = health_warnings(health, THRESHOLDS)  # the holder itself is too young to warn
-        assert dead.kind == "dead_rows"
-        assert dead.action.startswith(
-            f"vacuum cannot remove rows deleted after the xmin horizon, held back by {named}, "
-            "10 transactions behind: "
+    action = dead_rows_action(prepared, last_vacuum=NOW - timedelta(seconds=1))
+    assert action.startswith(
+        "vacuum at 2026-12-03 11:59:59+0000 left them: it ran after prepared transaction 'tx1' "
+        "(owner 'app', prepared 0:00:05 ago) began, 10 transactions behind"
+    )
+    assert action.endswith("COMMIT PREPARED 'tx1' or ROLLBACK PREPARED 'tx1'")
+    assert dead_rows_action(prepared, last_vacuum=NOW - timedelta(seconds=6)).startswith(
+        "normal for a minute"
+    )
+
+
+def test_a_session_of_another_database_is_never_named_for_our_dead_rows() -> None:
+    # Its XID is the xmin of a session here (equal ages): the session here holds our horizon;
+    # the one elsewhere is another application's, listed and labelled, never to be ended from
+    # the advice about our rows.
+    elsewhere = session(pid=7, database="other", elsewhere=True, state="active")
+    here = session()
+    health = figures(holders=[elsewhere, here], tables=[job_table(dead_rows=50_000)])
+    assert health.horizon == here
+    action = dead_rows_action(elsewhere, here, last_autovacuum=NOW)
+    assert "pid 7" not in action and "pid 42" in action
+    # Alone (nothing here held at it any more), it is no holder of ours at all.
+    assert figures(holders=[elsewhere]).horizon is None
+    alone = dead_rows_action(elsewhere)
+    assert "pid 7" not in alone and alone.startswith("normal for a minute after a burst")
+    over = THRESHOLDS.__class__(**{**THRESHOLDS.__dict__, "xmin_age_seconds": 0})
+    warnings = health_warnings(figures(holders=[elsewhere, here]), over)
+    assert [w.subject for w in warnings] == ["pid 7", "pid 42"]
+    assert "in pid 7 (database 'other', user 'app'" in warnings[0].message
+    assert "pg_terminate_backend" not in warnings[0].action
+    assert "ask whose it is" in warnings[0].action
+
+
+@pytest.mark.parametrize(
+    ("live", "dead", "shown"),
+    [(1, 3, "-"), (990, 9, "-"), (991, 9, "1%"), (10_000_000, 9_999, "0%"), (0, 1_000, "100%")],
+)
+def test_the_dead_share_is_shown_for_a_table_of_a_thousand_rows_or_more(
+    live: int, dead: int, shown: str
+) -> None:
+    table = job_table(live_rows=live, dead_rows=dead)
+    assert dead_share_shown(table) == shown
+    health = replace(figures(tables=[table]), thresholds=THRESHOLDS)
+    note = few_rows_note(health)
+    if shown == "-":
+        assert note == (
+            'dead %: "-" for a table of fewer than 1,000 rows (live and dead), whose share says '
+            'nothing; a table warns from 10,000 dead rows (PGJOBS["HEALTH"]["DEAD_ROWS"]), '
+            "whatever its size"
         )
-        assert "autovacuum" not in dead.action
+    else:
+        assert note is None
+    assert kinds(health) == []  # under DEAD_ROWS dead rows: never a warning
