@@ -13,14 +13,17 @@ says how to install it.
   configured (``WWW-Authenticate: Bearer`` tells a scraper what it lacks); 403 otherwise.
 - GET and HEAD only, anything else 405: it changes nothing, so it is exempt from CSRF (a POST
   would otherwise be refused by the middleware with a 403 that says nothing about the method).
-- Outside ``ATOMIC_REQUESTS``' transaction: inside one the read would join the request's
-  transaction, without the read-only snapshot and statement timeout it sets for its own.
+- Outside ``ATOMIC_REQUESTS``' transaction, of every database: inside one the read would join
+  the request's transaction, without the read-only snapshot and statement timeout it sets for
+  its own. Every alias, not only ``default``: the read uses ``PGJOBS["DATABASE"]``, a setting
+  read live, and the view reads nothing else.
 """
 
 from __future__ import annotations
 
 import hmac
 
+from django.conf import settings
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.cache import never_cache
@@ -38,7 +41,6 @@ PERMISSION = "pgjobs.view_job"
 _OWS = " \t"
 
 
-@transaction.non_atomic_requests
 @csrf_exempt
 @never_cache
 @require_safe
@@ -55,6 +57,11 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
         return HttpResponse(MISSING, status=501, content_type="text/plain; charset=utf-8")
     encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
     return HttpResponse(encoder(database_registry()), content_type=content_type)
+
+
+# Bare, non_atomic_requests exempts only "default"; the read's alias may be any of them.
+for _alias in settings.DATABASES:
+    transaction.non_atomic_requests(using=_alias)(metrics_view)  # marks the view in place
 
 
 def _refused(request: HttpRequest) -> HttpResponse | None:

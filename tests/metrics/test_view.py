@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from django.conf import settings
 from django.contrib.auth.models import Permission, User
-from django.db import connection, connections
+from django.db import connections
 from django.test import Client, override_settings
 
 from django_pgjobs import enqueue
@@ -185,14 +185,16 @@ def test_only_get_and_head_the_rest_405_even_under_csrf_protection(method: str) 
         assert sorted(response["Allow"].split(", ")) == ["GET", "HEAD"]
 
 
-@pytest.mark.django_db(transaction=True)
-@pytest.mark.usefixtures("with_token")
+@pytest.mark.django_db(transaction=True, databases=["default", "other"])
+@pytest.mark.parametrize("alias", ["default", "other"])
 def test_the_read_runs_in_its_own_read_only_snapshot_under_atomic_requests(
-    client: Client, monkeypatch: pytest.MonkeyPatch
+    client: Client, monkeypatch: pytest.MonkeyPatch, alias: str
 ) -> None:
     # The connection's settings dict is the one Django's handler consults for each request.
-    monkeypatch.setitem(connections.settings["default"], "ATOMIC_REQUESTS", True)
-    assert connection.settings_dict["ATOMIC_REQUESTS"] is True
+    # "other": PGJOBS["DATABASE"] names a database other than default, whose requests are
+    # atomic too (a bare non_atomic_requests exempted default only).
+    monkeypatch.setitem(connections.settings[alias], "ATOMIC_REQUESTS", True)
+    assert connections[alias].settings_dict["ATOMIC_REQUESTS"] is True
     enqueue("test.record", queue="mail")
     executed: list[str] = []
 
@@ -200,7 +202,10 @@ def test_the_read_runs_in_its_own_read_only_snapshot_under_atomic_requests(
         executed.append(sql)
         return execute(sql, *args)
 
-    with connection.execute_wrapper(record):
+    with (
+        override_settings(PGJOBS={"METRICS_TOKEN": TOKEN, "DATABASE": alias}),
+        connections[alias].execute_wrapper(record),
+    ):
         response = client.get(URL, headers={"Authorization": f"Bearer {TOKEN}"})
     assert response.status_code == 200
     assert Scrape(response.content.decode())("pgjobs_jobs", queue="mail", state="due") == 1
