@@ -200,7 +200,8 @@ counted AS (
 )
 SELECT queue, least(sum(due), %(cap)s)::int, least(sum(scheduled), %(cap)s)::int,
        coalesce(extract(epoch FROM now() - min(oldest) FILTER (WHERE oldest <= now())), 0)::float8,
-       bool_or(sampled)
+       bool_or(sampled),
+       CASE WHEN queue IS NULL THEN (SELECT max(queue) FROM counted_queues) END
 FROM counted GROUP BY queue
 """
 
@@ -233,17 +234,32 @@ SELECT now(), (SELECT count(*) FROM live)::int,
             WHERE j.status = 'running' LIMIT %(cap)s) AS b)::int
 """
 
+# By name in code-point order (COLLATE "C", a sort of a small table), Python's, which picks the
+# queues exported.
 _QUEUE_ROWS = """
 SELECT name, paused, concurrency, worker_concurrency, rate_limit,
        extract(epoch FROM rate_period)::float8, partition_concurrency, partition_rate_limit,
        extract(epoch FROM timeout)::float8
-FROM pgjobs_queues ORDER BY name LIMIT %(series)s
+FROM pgjobs_queues ORDER BY name COLLATE "C" LIMIT %(series)s
+"""
+
+# Of ``names``, those after %(past)s, the last queue _PENDING counted before it summed the
+# others' pending jobs, in the order the skip scan walked: the collation of pgjobs_job_queue's
+# queue column (in a UNION its implicit collation, unless the default, wins over the array's
+# default one). Their pending jobs are in that sum, so they are folded into it, never exported
+# with due=0: Python's order (code points) may differ from the column's (en_US: 'a' < 'Z').
+_SUMMED = """
+SELECT name FROM (
+    SELECT queue AS name FROM pgjobs_job_queue WHERE false
+    UNION ALL
+    SELECT unnest(%(names)s::text[])
+) AS n WHERE name > %(past)s
 """
 
 _SCHEDULES = """
 SELECT name, enabled AND NOT orphaned, last_run_at, next_run_at, cron, timezone, start_at, end_at,
        updated_at
-FROM pgjobs_schedules ORDER BY name LIMIT %(series)s
+FROM pgjobs_schedules ORDER BY name COLLATE "C" LIMIT %(series)s
 """
 
 
@@ -277,10 +293,11 @@ def read_figures(*, using: str | None = None) -> Readings:
             },
         )  # fmt: skip
         rest = None  # the queues past the first MAX_SERIES, summed (the NULL row)
-        for name, due, scheduled, age, sampled in cur.fetchall():
+        past = None  # the last queue counted before them (the database's collation)
+        for name, due, scheduled, age, sampled, last in cur.fetchall():
             reading = QueueReading(due=due, scheduled=scheduled, oldest_due_age=age)
             if name is None:
-                rest = reading
+                rest, past = reading, last
             else:
                 queues[name] = reading
             if sampled:
@@ -296,27 +313,32 @@ def read_figures(*, using: str | None = None) -> Readings:
         cur.execute(_QUEUE_ROWS, {"series": MAX_SERIES + 1})
         for name, *limits in cur.fetchall():
             queues.setdefault(name, QueueReading()).limits = QueueLimits(*limits)
+        summed: set[str] = set()  # queues whose pending jobs are in rest
+        if past is not None:
+            cur.execute(_SUMMED, {"names": list(queues), "past": past})
+            summed.update(name for (name,) in cur.fetchall())
         cur.execute(_SCHEDULES, {"series": MAX_SERIES + 1})
         rows = cur.fetchall()
         readings.schedules = [_schedule(now, *row) for row in rows[:MAX_SERIES]]
         if len(rows) > MAX_SERIES:
             readings.truncated.update(SCHEDULE_FAMILIES)
         readings.workflows = workflow_counts(using=alias)
-    _fold_queues(readings, rest)
+    _fold_queues(readings, rest, summed)
     readings.seconds = time.monotonic() - started
     return readings
 
 
-def _fold_queues(readings: Readings, rest: QueueReading | None) -> None:
-    """Keep the first MAX_SERIES queues by name; sum the others' jobs, and ``rest`` (the pending
-    jobs of queues the read did not list), into OTHER, whose limits mean nothing summed and are
-    left out. A queue really named OTHER joins the sum then."""
+def _fold_queues(readings: Readings, rest: QueueReading | None, summed: set[str]) -> None:
+    """Keep the first MAX_SERIES queues by name, but never one of ``summed``, whose pending
+    jobs are in ``rest``; sum the others' jobs, and ``rest`` (the pending jobs of queues the
+    read did not list), into OTHER, whose limits mean nothing summed and are left out. A queue
+    really named OTHER joins the sum then."""
     queues = readings.queues
-    names = sorted(queues)
+    names = sorted(set(queues) - summed)
     if len(names) <= MAX_SERIES and rest is None:
         return
     other = rest or QueueReading()
-    folded_names = names[MAX_SERIES:]
+    folded_names = names[MAX_SERIES:] + sorted(summed)
     if OTHER in names[:MAX_SERIES]:
         folded_names.append(OTHER)
     for name in folded_names:
