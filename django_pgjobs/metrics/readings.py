@@ -7,11 +7,12 @@ each other, and every statement bounded whatever the tables hold:
   have pending jobs, then each one's priorities (one index descent each, never the jobs between
   them), bounded by queues first: every one of the first ``MAX_SERIES`` queues is counted, with
   its share of ``MAX_PAIRS`` priorities. Within one queue and priority the due jobs are one range
-  of that index and the scheduled ones the next, so each is counted reading at most
-  ``COUNT_CAP`` entries, and its oldest job is the range's first entry; a queue's priorities
-  past its share, and the queues past ``MAX_SERIES`` (summed as ``OTHER``), are one range each,
-  read up to ``COUNT_CAP`` entries. Running jobs, as many as workers run, through
-  ``pgjobs_job_lease``;
+  of that index and the scheduled ones the next, and its oldest job is the range's first entry;
+  a queue's due jobs are counted reading at most ``COUNT_CAP`` entries over all its priorities,
+  its scheduled ones too (a priority reached once the count is full reads none). A queue's
+  priorities past its share are one range, read up to what that leaves; the queues past
+  ``MAX_SERIES`` (summed as ``OTHER``) one range, read up to ``COUNT_CAP`` entries. Running
+  jobs, as many as workers run, through ``pgjobs_job_lease``;
 - dead letters: the newest ``COUNT_CAP`` (``pgjobs_failed_at``), by queue;
 - workflows per status: the dashboard's capped counts;
 - queue rows, schedules: small tables, the first ``MAX_SERIES`` rows by name;
@@ -124,10 +125,14 @@ class Readings:
 # jobs, one index descent each, the first %(series)s by name (one more says there are others).
 # Each listed queue gets an equal share of %(pairs)s (at least %(priorities)s) of its
 # priorities, highest first, another descent each; within one (queue, priority) the due and the
-# scheduled jobs are each one range of that index (counted up to the cap), whose first entry is
-# its oldest. A queue's priorities past its share are one range too, whose first %(cap)s
-# entries are read; so are the pending jobs of the queues past the listed ones, returned as the
-# row whose queue is NULL. "sampled": such a read stopped at the cap, so its split into due and
+# scheduled jobs are each one range of that index, whose first entry is its oldest, counted up
+# to what is left of the queue's %(cap)s due and %(cap)s scheduled entries: the queue's totals
+# stop at the cap, so counting each priority up to it read the cap times the priorities (800,000
+# entries for 100 priorities) for a figure that stops at 10,000. Two budgets, not one, so that
+# scheduled jobs at high priorities never hide a due one at a low priority. A queue's priorities
+# past its share are one range too, read up to what the budgets leave; the pending jobs of the
+# queues past the listed ones are one range of %(cap)s entries, returned as the row whose queue
+# is NULL. "sampled": such a read stopped short of the range's end, so its split into due and
 # scheduled, and its oldest, are those of the entries read only.
 _PENDING = """
 WITH RECURSIVE queues(queue) AS (
@@ -143,46 +148,57 @@ share AS (
     SELECT greatest(%(priorities)s, %(pairs)s / greatest(count(*), 1)) AS priorities
     FROM counted_queues
 ),
-pairs(queue, priority, n) AS (
-    SELECT c.queue, (SELECT j.priority FROM pgjobs_job_queue AS j
-                     WHERE j.status = 'pending' AND j.queue = c.queue
-                     ORDER BY j.priority DESC LIMIT 1), 1
+-- Each step: the next priority (one descent), then its due and its scheduled jobs counted up to
+-- what the queue's budget leaves (COUNT_CAP each in all: the totals stop there anyway, so a
+-- queue's later priorities read nothing once its count is full; LIMIT 0 reads no entry), and
+-- its oldest (one entry); due_total and scheduled_total are the queue's so far. OFFSET 0 keeps
+-- each LATERAL subquery whole: flattened, its scalar subqueries ran once per use of a column.
+pairs(queue, priority, n, due_total, scheduled_total, due, scheduled, oldest) AS (
+    SELECT c.queue, f.priority, 1, k.due, k.scheduled, k.due, k.scheduled, k.oldest
     FROM counted_queues AS c
+    CROSS JOIN LATERAL (
+        SELECT (SELECT j.priority FROM pgjobs_job_queue AS j
+                WHERE j.status = 'pending' AND j.queue = c.queue
+                ORDER BY j.priority DESC LIMIT 1) AS priority
+        OFFSET 0
+    ) AS f
+    CROSS JOIN LATERAL (SELECT c.queue, %(cap)s AS due, %(cap)s AS scheduled) AS b
+    CROSS JOIN LATERAL (/*count*/) AS k
     UNION ALL
-    SELECT p.queue, (SELECT j.priority FROM pgjobs_job_queue AS j
-                     WHERE j.status = 'pending' AND j.queue = p.queue AND j.priority < p.priority
-                     ORDER BY j.priority DESC LIMIT 1), p.n + 1
-    FROM pairs AS p, share
+    SELECT p.queue, f.priority, p.n + 1, p.due_total + k.due, p.scheduled_total + k.scheduled,
+           k.due, k.scheduled, k.oldest
+    FROM pairs AS p
+    CROSS JOIN share
+    CROSS JOIN LATERAL (
+        SELECT (SELECT j.priority FROM pgjobs_job_queue AS j
+                WHERE j.status = 'pending' AND j.queue = p.queue AND j.priority < p.priority
+                ORDER BY j.priority DESC LIMIT 1) AS priority
+        OFFSET 0
+    ) AS f
+    CROSS JOIN LATERAL (
+        SELECT p.queue, %(cap)s - p.due_total AS due, %(cap)s - p.scheduled_total AS scheduled
+    ) AS b
+    CROSS JOIN LATERAL (/*count*/) AS k
     WHERE p.priority IS NOT NULL AND p.n < share.priorities
 ),
 counted AS (
-    SELECT p.queue,
-           (SELECT count(*) FROM (
-                SELECT 1 FROM pgjobs_job_queue AS j
-                WHERE j.status = 'pending' AND j.queue = p.queue AND j.priority = p.priority
-                  AND j.scheduled_for <= now()
-                LIMIT %(cap)s) AS c) AS due,
-           (SELECT count(*) FROM (
-                SELECT 1 FROM pgjobs_job_queue AS j
-                WHERE j.status = 'pending' AND j.queue = p.queue AND j.priority = p.priority
-                  AND j.scheduled_for > now()
-                LIMIT %(cap)s) AS c) AS scheduled,
-           (SELECT j.scheduled_for FROM pgjobs_job_queue AS j
-            WHERE j.status = 'pending' AND j.queue = p.queue AND j.priority = p.priority
-            ORDER BY j.scheduled_for LIMIT 1) AS oldest,
-           false AS sampled
+    SELECT p.queue, p.due, p.scheduled, p.oldest, false AS sampled
     FROM pairs AS p WHERE p.priority IS NOT NULL
     UNION ALL
-    SELECT p.queue, t.due, t.scheduled, t.oldest, t.seen >= %(cap)s
+    -- The priorities past the share: one range, read up to what the budget leaves (one entry
+    -- more says whether it holds more).
+    SELECT p.queue, t.due, t.scheduled, t.oldest, t.seen > t.budget
     FROM pairs AS p JOIN share ON p.n = share.priorities,
     LATERAL (
         SELECT count(*) FILTER (WHERE s.scheduled_for <= now()) AS due,
                count(*) FILTER (WHERE s.scheduled_for > now()) AS scheduled,
                min(s.scheduled_for) FILTER (WHERE s.scheduled_for <= now()) AS oldest,
-               count(*) AS seen
-        FROM (SELECT j.scheduled_for FROM pgjobs_job_queue AS j
-              WHERE j.status = 'pending' AND j.queue = p.queue AND j.priority < p.priority
-              ORDER BY j.priority DESC, j.scheduled_for LIMIT %(cap)s) AS s
+               count(*) AS seen, b.budget
+        FROM (SELECT %(cap)s - greatest(p.due_total, p.scheduled_total) AS budget) AS b,
+        LATERAL (SELECT j.scheduled_for FROM pgjobs_job_queue AS j
+                 WHERE j.status = 'pending' AND j.queue = p.queue AND j.priority < p.priority
+                 ORDER BY j.priority DESC, j.scheduled_for LIMIT b.budget + 1) AS s
+        GROUP BY b.budget
     ) AS t
     WHERE p.priority IS NOT NULL
     UNION ALL
@@ -203,7 +219,28 @@ SELECT queue, least(sum(due), %(cap)s)::int, least(sum(scheduled), %(cap)s)::int
        bool_or(sampled),
        CASE WHEN queue IS NULL THEN (SELECT max(queue) FROM counted_queues) END
 FROM counted GROUP BY queue
-"""
+""".replace(
+    # One priority's figures, within the budget b leaves the queue b.queue: its due and its
+    # scheduled jobs are each one range of pgjobs_job_queue_claim, its oldest that range's
+    # first entry.
+    "/*count*/",
+    """
+    SELECT (SELECT count(*) FROM (
+                SELECT 1 FROM pgjobs_job_queue AS j
+                WHERE j.status = 'pending' AND j.queue = b.queue AND j.priority = f.priority
+                  AND j.scheduled_for <= now()
+                LIMIT b.due) AS c) AS due,
+           (SELECT count(*) FROM (
+                SELECT 1 FROM pgjobs_job_queue AS j
+                WHERE j.status = 'pending' AND j.queue = b.queue AND j.priority = f.priority
+                  AND j.scheduled_for > now()
+                LIMIT b.scheduled) AS c) AS scheduled,
+           (SELECT j.scheduled_for FROM pgjobs_job_queue AS j
+            WHERE j.status = 'pending' AND j.queue = b.queue AND j.priority = f.priority
+            ORDER BY j.scheduled_for LIMIT 1) AS oldest
+    OFFSET 0
+    """,
+)
 
 # Running jobs per queue: pgjobs_job_lease holds only running jobs, as many as the workers'
 # slots (plus those of dead workers awaiting rescue).

@@ -1,0 +1,88 @@
+"""What a read of the database gauges costs, in index entries of pgjobs_job_queue (as
+EXPLAIN ANALYZE counts them), never in time: a queue's count reads at most COUNT_CAP due and
+COUNT_CAP scheduled entries however its jobs spread over priorities, plus one descent per
+priority for the walk and for its oldest job."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from django.db import connection
+
+from django_pgjobs.metrics import readings
+from tests.metrics.scrapes import scrape_command
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+CAP = 50
+PRIORITIES = 100
+
+
+def pending(queue: str, *, priorities: int, each: int, later: bool = False) -> None:
+    with connection.cursor() as cur:
+        cur.execute(
+            "INSERT INTO pgjobs_job_queue (job_name, queue, priority, scheduled_for) "
+            "SELECT 'test.record', %s, (i %% %s - 50)::smallint, now() + %s * interval '1 hour' "
+            "FROM generate_series(0, %s - 1) AS i",
+            [queue, priorities, 1 if later else 0, priorities * each],
+        )
+
+
+def claim_index_entries_read() -> int:
+    """Index entries of pgjobs_job_queue that _PENDING's scans returned, summed (the planner
+    reads the claim's index or the partition claim's, which leads with the same columns)."""
+    params = {
+        "cap": CAP, "series": readings.MAX_SERIES, "pairs": readings.MAX_PAIRS,
+        "priorities": readings.PRIORITIES_PER_QUEUE,
+    }  # fmt: skip
+    with connection.cursor() as cur:
+        cur.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + readings._PENDING, params)
+        (plan,) = cur.fetchone()
+    plan = json.loads(plan) if isinstance(plan, str) else plan
+
+    def entries(node: dict[str, Any]) -> int:
+        own = 0
+        if node.get("Relation Name") == "pgjobs_job_queue":
+            own = round(node["Actual Rows"] * node["Actual Loops"])
+        return own + sum(entries(child) for child in node.get("Plans", []))
+
+    return entries(plan[0]["Plan"])
+
+
+@pytest.fixture
+def small_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(readings, "COUNT_CAP", CAP)
+
+
+@pytest.mark.usefixtures("small_cap")
+def test_a_queue_over_many_priorities_reads_the_cap_not_the_cap_per_priority() -> None:
+    # 100 priorities of 50 due and 50 scheduled jobs each: counted one priority at a time up to
+    # the cap each, that was 10,000 entries for a count that stops at 50.
+    pending("wide", priorities=PRIORITIES, each=CAP)
+    pending("wide", priorities=PRIORITIES, each=CAP, later=True)
+    read = claim_index_entries_read()
+    # The due and the scheduled budget, then per priority: the walk's descent, its oldest, and
+    # for the first ones the count that fills the budget stopping on one entry of the next.
+    assert read <= 2 * CAP + 3 * PRIORITIES, read
+    scrape = scrape_command()
+    assert scrape("pgjobs_jobs", queue="wide", state="due") == CAP
+    assert scrape("pgjobs_jobs", queue="wide", state="scheduled") == CAP
+    assert scrape("pgjobs_oldest_due_job_age_seconds", queue="wide") is not None
+
+
+@pytest.mark.usefixtures("small_cap")
+def test_a_due_job_at_the_lowest_priority_is_counted_behind_a_full_scheduled_count() -> None:
+    # The budget of due jobs is not spent by scheduled ones: the queue's only due job, at its
+    # lowest priority, is counted and its age read.
+    pending("late", priorities=PRIORITIES, each=CAP, later=True)
+    with connection.cursor() as cur:
+        cur.execute(
+            "INSERT INTO pgjobs_job_queue (job_name, queue, priority, scheduled_for) "
+            "VALUES ('test.record', 'late', -100, now() - interval '1 hour')"
+        )
+    scrape = scrape_command()
+    assert scrape("pgjobs_jobs", queue="late", state="due") == 1
+    assert scrape("pgjobs_jobs", queue="late", state="scheduled") == CAP
+    assert scrape("pgjobs_oldest_due_job_age_seconds", queue="late") >= 3600  # type: ignore[operator]
