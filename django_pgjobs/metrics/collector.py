@@ -108,9 +108,10 @@ FAMILIES: dict[str, tuple[str, tuple[str, ...]]] = {
     ),
     "pgjobs_metrics_read_duration_seconds": ("How long reading these figures took.", ()),
     "pgjobs_metrics_truncated": (
-        "1 if the metric's series were cut to bound the read: queues past the first 1000 by "
-        'name summed into queue="_other" (their limits left out), schedules past the first '
-        "1000 left out, or a queue's many priorities counted from their first 10000 jobs.",
+        "1 if the metric's series were cut to bound the read: queues past the first 1000 "
+        '(declared ones first, then by name) summed into queue="" (their limits left out), '
+        "schedules past the first 1000 left out, or a queue's many priorities counted from "
+        "their first 10000 jobs.",
         ("metric",),
     ),
 }

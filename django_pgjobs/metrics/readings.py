@@ -35,15 +35,16 @@ from typing import Any
 from django.db import connections, transaction
 
 from django_pgjobs.conf import conf
+from django_pgjobs.metrics import OTHER
 from django_pgjobs.observability.dashboard import COUNT_CAP, workflow_counts
 from django_pgjobs.observability.schedules import fire_times
+from django_pgjobs.queues.declarations import declared_queues
 
 # Queues and schedules exported at most, the first by name: each is a label value, and a
 # scrape of tens of thousands of series per metric would cost Prometheus more than it tells.
 # The queues past them are summed into one series labelled OTHER; the schedules past them are
 # left out. Either way the family's pgjobs_metrics_truncated series says so.
 MAX_SERIES = 1000
-OTHER = "_other"
 # (queue, priority) pairs of pending jobs counted at most, shared equally by the queues and at
 # least PRIORITIES_PER_QUEUE each: each pair costs two capped counts, so this bounds the read.
 # A queue's priorities past its share are read together, up to COUNT_CAP jobs.
@@ -366,12 +367,20 @@ def read_figures(*, using: str | None = None) -> Readings:
 
 
 def _fold_queues(readings: Readings, rest: QueueReading | None, summed: set[str]) -> None:
-    """Keep the first MAX_SERIES queues by name, but never one of ``summed``, whose pending
-    jobs are in ``rest``; sum the others' jobs, and ``rest`` (the pending jobs of queues the
-    read did not list), into OTHER, whose limits mean nothing summed and are left out. A queue
-    really named OTHER joins the sum then."""
+    """Keep MAX_SERIES queues, the declared ones first (in ``PGJOBS["QUEUES"]`` or with a row in
+    pgjobs_queues: the queues an operator named, whose series should not come and go with the
+    names of others), then by name; never one of ``summed``, whose pending jobs are in ``rest``.
+    Sum the others' jobs, and ``rest`` (the pending jobs of queues the read did not list), into
+    OTHER, whose limits mean nothing summed and are left out. No queue can be named OTHER (an
+    empty name); were one written so by SQL, it would join the sum."""
     queues = readings.queues
-    names = sorted(set(queues) - summed)
+    settings_queues = set(declared_queues()[0])
+
+    def order(name: str) -> tuple[bool, str]:
+        declared = name in settings_queues or queues[name].limits is not None
+        return (not declared, name)
+
+    names = sorted(set(queues) - summed, key=order)
     if len(names) <= MAX_SERIES and rest is None:
         return
     other = rest or QueueReading()

@@ -10,9 +10,11 @@ At most ``MAX_NOTED`` events wait; past that (an after-write thread stuck in a s
 receiver, and nobody scraping) new ones are dropped and counted in
 ``pgjobs_worker_metric_events_dropped_total``.
 
-Queue and job names come from rows, which plain SQL may write with any names: each metric
-takes at most ``MAX_LABEL_VALUES`` of each, the first seen, and counts the others as ``OTHER``,
-so that neither the process's memory nor a scrape grows without end.
+Queue names come from rows, which plain SQL may write with any names: the process takes at
+most ``MAX_LABEL_VALUES`` of them, the first seen, for all its metrics alike (a queue is never
+its own series in one and summed in another), and counts the others' jobs as ``OTHER``, so that
+neither the process's memory nor a scrape grows without end. Job names need no bound: a worker
+claims only jobs whose name it has a handler for, so they are as many as the code registers.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.metrics_core import CounterMetricFamily, Metric
 
 from django_pgjobs import queries
+from django_pgjobs.metrics import OTHER
 from django_pgjobs.worker.outcomes import Outcome, Written
 
 # From a no-op job to the default TIMEOUT of an hour.
@@ -36,12 +39,11 @@ BUCKETS = (
 # A few seconds of a busy worker's events: enough for any pause of the after-write thread a
 # scrape does not catch, bounded when neither runs.
 MAX_NOTED = 100_000
-# Distinct queue names, and job names, one metric of this process takes; a project with more
-# handlers than this has bigger dashboards to worry about, a stream of made-up names would
-# otherwise add series (and memory) for ever.
+# Distinct queue names this process's metrics take; a project with more queues than this has
+# bigger dashboards to worry about, a stream of made-up names written by SQL would otherwise add
+# series (and memory) for ever. A metric's series are then at most this many queues plus one,
+# times the registered job names, times its outcomes.
 MAX_LABEL_VALUES = 200
-OTHER = "_other"
-_FREE_LABELS = frozenset(("queue", "job_name"))
 
 _STARTED, _WRITTEN, _RESCUED = 0, 1, 2
 _FAILED = (Outcome.RETRIED, Outcome.BURIED)
@@ -115,8 +117,8 @@ class WorkerMetrics:
         )  # fmt: skip
         self._noted: deque[tuple[Any, ...]] = deque()
         self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
-        # (metric, label name): the values of a free label it has taken, up to the bound.
-        self._taken: dict[tuple[Any, str], set[str]] = {}
+        # The queue names every metric shows as such, up to the bound: the first seen.
+        self._queues: set[str] = set()
         self._drain_pending = False
         self.dropped = 0
 
@@ -195,17 +197,14 @@ class WorkerMetrics:
         return child
 
     def _bounded(self, metric: Any, labels: tuple[str, ...]) -> tuple[str, ...]:
-        """``labels`` with each queue or job name past the metric's ``MAX_LABEL_VALUES`` as
-        ``OTHER``."""
+        """``labels`` with a queue name past the process's ``MAX_LABEL_VALUES`` as ``OTHER``."""
         bounded = []
         for name, value in zip(self._label_names[metric], labels, strict=True):
-            if name in _FREE_LABELS:
-                taken = self._taken.setdefault((metric, name), set())
-                if value not in taken:
-                    if len(taken) >= MAX_LABEL_VALUES:
-                        value = OTHER
-                    else:
-                        taken.add(value)
+            if name == "queue" and value not in self._queues:
+                if len(self._queues) >= MAX_LABEL_VALUES:
+                    value = OTHER
+                else:
+                    self._queues.add(value)
             bounded.append(value)
         return tuple(bounded)
 

@@ -1,7 +1,8 @@
 """The database gauges' bounds never drop a queue silently: queues are bounded first (the first
-MAX_SERIES by name, each counted whatever its priorities), the rest summed into queue="_other",
-and pgjobs_metrics_truncated says which metric was cut. The bounds are made small here so that a
-handful of rows reaches them; the statements are the real ones."""
+MAX_SERIES, declared ones first then by name, each counted whatever its priorities), the rest
+summed into queue="" (a name no queue can have), and pgjobs_metrics_truncated says which metric
+was cut. The bounds are made small here so that a handful of rows reaches them; the statements
+are the real ones."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ from typing import Any
 
 import pytest
 from django.db import connection
+from django.test import override_settings
 
 from django_pgjobs import enqueue
-from django_pgjobs.metrics import readings
+from django_pgjobs.exceptions import InvalidJobError
+from django_pgjobs.metrics import OTHER, readings
 from django_pgjobs.models import Schedule
 from django_pgjobs.queues import set_queue_limits
 from tests.metrics.scrapes import Scrape, scrape_command
@@ -82,10 +85,10 @@ def test_the_queues_past_the_bound_are_summed_into_other() -> None:
 
     scrape = scrape_command()
     due = scrape.by("pgjobs_jobs", "queue", state="due")
-    assert due == {"a": 1, "a0": 0, "b": 1, "_other": 3}  # c, d and e
-    assert scrape("pgjobs_jobs", queue="_other", state="scheduled") == 4
-    assert scrape.by("pgjobs_dead_letters", "queue") == {"a": 1, "a0": 0, "b": 0, "_other": 2}
-    assert scrape("pgjobs_oldest_due_job_age_seconds", queue="_other") >= 3600  # type: ignore[operator]
+    assert due == {"a": 1, "a0": 0, "b": 1, "": 3}  # c, d and e
+    assert scrape("pgjobs_jobs", queue="", state="scheduled") == 4
+    assert scrape.by("pgjobs_dead_letters", "queue") == {"a": 1, "a0": 0, "b": 0, "": 2}
+    assert scrape("pgjobs_oldest_due_job_age_seconds", queue="") >= 3600  # type: ignore[operator]
     # Limits of the summed queues mean nothing added up: left out, and said to be.
     assert scrape.by("pgjobs_queue_concurrency_limit", "queue") == {"a0": 2}
     assert truncated(scrape) == set(readings.QUEUE_FAMILIES)
@@ -131,9 +134,33 @@ def english_queue_names() -> Iterator[None]:
 def test_a_queue_the_read_summed_is_never_exported_as_empty_whatever_the_collation() -> None:
     # The skip scan counts the first queues in the column's collation (a, b, c) and sums Z's
     # pending job; Z's dead letter lists it too, and in Python's order it came first: it was
-    # exported on its own with due=0, its due job hidden in "_other".
+    # exported on its own with due=0, its due job hidden in the sum.
     for queue in ("Z", "a", "b", "c"):
         pending(queue)
     sql("INSERT INTO pgjobs_failed_jobs (job_name, queue) VALUES ('test.fail', 'Z')")
     scrape = scrape_command()
-    assert scrape.by("pgjobs_jobs", "queue", state="due") == {"a": 1, "b": 1, "c": 1, "_other": 1}
+    assert scrape.by("pgjobs_jobs", "queue", state="due") == {"a": 1, "b": 1, "c": 1, "": 1}
+
+
+@pytest.mark.usefixtures("three_queues")
+def test_the_sum_can_never_be_taken_for_a_queue() -> None:
+    # "_other" was the sum's label, and a queue could be named so: now it is a queue like any.
+    with pytest.raises(InvalidJobError):
+        enqueue("test.record", queue=OTHER)
+    for queue in ("_other", "a", "b", "c"):
+        pending(queue)
+    scrape = scrape_command()
+    assert scrape.by("pgjobs_jobs", "queue", state="due") == {"_other": 1, "a": 1, "b": 1, "": 1}
+
+
+@pytest.mark.usefixtures("three_queues")
+def test_declared_queues_get_their_own_series_before_the_names_that_come_first() -> None:
+    # "zz" in the settings and "yy" with a row: named by an operator, never the ones summed.
+    set_queue_limits("yy", concurrency=3)
+    sql("INSERT INTO pgjobs_failed_jobs (job_name, queue) VALUES ('test.fail', 'zz')")
+    for queue in ("a", "b", "c"):
+        pending(queue)
+    with override_settings(PGJOBS={"QUEUES": {"zz": {"concurrency": 2}}}):
+        scrape = scrape_command()
+    assert scrape.by("pgjobs_jobs", "queue", state="due") == {"a": 1, "yy": 0, "zz": 0, "": 2}
+    assert scrape.by("pgjobs_dead_letters", "queue") == {"a": 0, "yy": 0, "zz": 1, "": 0}
