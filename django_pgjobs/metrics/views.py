@@ -1,5 +1,5 @@
 """The metrics view: the database gauges in Prometheus' text format, for staff users allowed to
-see jobs or a scraper holding ``PGJOBS["METRICS_TOKEN"]``; never open to anyone else.
+see what they show or a scraper holding ``PGJOBS["METRICS_TOKEN"]``; never open to anyone else.
 
 Add it to your URLs (``path("pgjobs/metrics", metrics_view)``) and point Prometheus at it with
 ``authorization: {credentials: <the token>}`` (a bearer token). Importing this module needs no
@@ -8,9 +8,10 @@ says how to install it.
 
 - ``Authorization: Bearer <token>`` matching the setting (compared in constant time): 200;
   any other token, an empty one, or one while the setting is unset (None or empty): 401.
-- No token: 200 for an active staff user with the ``pgjobs.view_job`` permission (the
-  dashboard's; superusers have it), by Django's authentication middleware; 401 when a token is
-  configured (``WWW-Authenticate: Bearer`` tells a scraper what it lacks); 403 otherwise.
+- No token: 200 for an active staff user with the view permission of each thing the gauges
+  show (``PERMISSIONS``: jobs, queues, schedules, workflows, as the admin gates each; superusers
+  have them all), by Django's authentication middleware; 401 when a token is configured
+  (``WWW-Authenticate: Bearer`` tells a scraper what it lacks); 403 otherwise.
 - GET and HEAD only, anything else 405: it changes nothing, so it is exempt from CSRF (a POST
   would otherwise be refused by the middleware with a 403 that says nothing about the method).
 - Outside ``ATOMIC_REQUESTS``' transaction, of every database: inside one the read would join
@@ -34,8 +35,13 @@ from django_pgjobs.conf import conf
 from django_pgjobs.metrics import MISSING
 
 _BEARER = "bearer"
-# What the staff need besides is_staff: the permission that shows them the dashboard.
-PERMISSION = "pgjobs.view_job"
+# What the staff need besides is_staff: the admin's view permission of each thing the gauges
+# show. view_job: jobs, dead letters, workers and health (what the dashboard shows with it);
+# the others: queue limits, schedules, workflow counts, each behind its own in the admin.
+PERMISSIONS = (
+    "pgjobs.view_job", "pgjobs.view_queue", "pgjobs.view_schedule",
+    "pgjobs.view_workflowexecution",
+)  # fmt: skip
 # Around a header's value HTTP allows only spaces and tabs (RFC 9110 5.5); anything else is part
 # of the token, so it must match.
 _OWS = " \t"
@@ -77,12 +83,12 @@ def _refused(request: HttpRequest) -> HttpResponse | None:
             return None
         return _unauthorized("invalid_token")
     user = getattr(request, "user", None)  # None: no authentication middleware
-    if user is not None and user.is_active and user.is_staff and user.has_perm(PERMISSION):
+    if user is not None and user.is_active and user.is_staff and user.has_perms(PERMISSIONS):
         return None
     if conf.METRICS_TOKEN is not None:
         return _unauthorized(None)
     return HttpResponse(
-        f"Staff with the {PERMISSION} permission only.",
+        f"Staff with the permissions {', '.join(PERMISSIONS)} only.",
         status=403,
         content_type="text/plain; charset=utf-8",
     )

@@ -51,7 +51,7 @@ def test_with_no_window_every_scrape_reads() -> None:
 def test_the_command_and_the_view_share_the_figures(client: Client) -> None:
     enqueue("test.record", queue="mail")
     scrape_command()
-    client.force_login(User.objects.create_superuser("ops"))  # staff, with view_job
+    client.force_login(User.objects.create_superuser("ops"))  # staff, with every view permission
     with CaptureQueriesContext(connection) as view:
         response = client.get("/pgjobs/metrics")
     # The session and the user were read; the queue was not.

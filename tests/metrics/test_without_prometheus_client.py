@@ -37,7 +37,7 @@ def test_the_command_says_how_to_install_it() -> None:
 @pytest.mark.usefixtures("no_prometheus_client")
 def test_the_view_says_how_to_install_it_to_staff(client: Client) -> None:
     assert client.get("/pgjobs/metrics").status_code == 403  # refused before anything else
-    client.force_login(User.objects.create_superuser("ops"))  # staff, with view_job
+    client.force_login(User.objects.create_superuser("ops"))  # staff, with every view permission
     response = client.get("/pgjobs/metrics")
     assert response.status_code == 501
     assert response.content.decode() == MISSING
