@@ -112,16 +112,22 @@ def _metrics_errors(config: dict[str, Any]) -> list[str]:
             f"{shown_duration(cache)}."
         )
     token = config.get("METRICS_TOKEN")
+    # Printable ASCII: a WSGI server decodes the Authorization header as latin-1, so a token of
+    # other characters could never match the one a scraper sends.
     if token is not None and (
-        not isinstance(token, str) or len(token) < MIN_METRICS_TOKEN or token != token.strip()
+        not isinstance(token, str)
+        or len(token) < MIN_METRICS_TOKEN
+        or token != token.strip()
+        or not (token.isascii() and token.isprintable())
     ):
         # Never the value itself: a check's message ends up in logs and CI output.
         got = type(token).__name__
         if isinstance(token, str):
             got = f"a str of {len(token)} characters"
         problems.append(
-            f"METRICS_TOKEN must be None or a str of at least {MIN_METRICS_TOKEN} characters "
-            f"without surrounding spaces (secrets.token_urlsafe() makes one); got {got}."
+            f"METRICS_TOKEN must be None or a str of at least {MIN_METRICS_TOKEN} printable "
+            "ASCII characters without surrounding spaces (secrets.token_urlsafe() makes one); "
+            f"got {got}."
         )
     return problems
 

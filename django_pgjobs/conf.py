@@ -208,10 +208,11 @@ class PgJobsSettings:
 
     @property
     def METRICS_TOKEN(self) -> str | None:
-        """None for any falsy value: an empty token (``os.environ.get(...,"")`` of a variable
-        not set) must close the view's token door, never open it to an empty token."""
+        """None for anything but a non-empty str: an empty token (``os.environ.get(...,"")`` of
+        a variable not set) must close the view's token door, never open it to an empty token,
+        and ``True`` or ``1`` must not open it to "True" or "1" (pgjobs.E004 reports them)."""
         value = self.get("METRICS_TOKEN")
-        return str(value) if value else None
+        return value if isinstance(value, str) and value else None
 
 
 conf = PgJobsSettings()

@@ -76,9 +76,10 @@ def _refused(request: HttpRequest) -> HttpResponse | None:
     if scheme.lower() == _BEARER:
         expected = conf.METRICS_TOKEN  # None when unset or empty: no token opens the view
         given = given.strip(_OWS)
-        # compare_digest on bytes: any str (a non-ASCII token too), in time that does not
-        # depend on where the two first differ. An empty token never matches, whatever the
-        # setting says.
+        # compare_digest on bytes, as it takes any str the header holds, in time that does not
+        # depend on where the two first differ. Only an ASCII token can match (pgjobs.E004
+        # refuses others): under WSGI the header arrives decoded as latin-1. An empty token
+        # never matches, whatever the setting says.
         if given and expected and hmac.compare_digest(given.encode(), expected.encode()):
             return None
         return _unauthorized("invalid_token")

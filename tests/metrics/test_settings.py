@@ -49,8 +49,22 @@ def test_the_cache_defaults_to_ten_seconds_and_the_token_to_none() -> None:
         "\t" * 20,
         1234567890123456789,
         b"x" * 32,
+        True,
+        "ünïcode-token-of-enough-length",
+        "token-of-enough-length\x0b-inside",
     ],
-    ids=["short", "empty", "padded", "spaces", "tabs", "int", "bytes"],
+    ids=[
+        "short",
+        "empty",
+        "padded",
+        "spaces",
+        "tabs",
+        "int",
+        "bytes",
+        "true",
+        "non-ascii",
+        "control",
+    ],
 )
 def test_a_token_that_is_not_a_long_enough_str_is_e004_and_never_shown(token: Any) -> None:
     with override_settings(PGJOBS={"METRICS_TOKEN": token}):
@@ -60,9 +74,10 @@ def test_a_token_that_is_not_a_long_enough_str_is_e004_and_never_shown(token: An
     assert str(token) not in error.msg or not str(token)
 
 
-@pytest.mark.parametrize("token", ["", 0, False], ids=repr)
-def test_an_empty_token_reads_as_none(token: Any) -> None:
-    # What the view compares against: an empty token is no token (the view is the staff's).
+@pytest.mark.parametrize("token", ["", 0, False, True, 1, 1234567890123456789], ids=repr)
+def test_an_empty_token_or_one_not_a_str_reads_as_none(token: Any) -> None:
+    # What the view compares against: an empty token is no token (the view is the staff's),
+    # and True was the token "True".
     with override_settings(PGJOBS={"METRICS_TOKEN": token}):
         assert conf.METRICS_TOKEN is None
 

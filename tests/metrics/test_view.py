@@ -184,6 +184,15 @@ def test_an_empty_token_setting_opens_nothing(client: Client, setting: Any, head
         assert client.get(URL).status_code == 200
 
 
+@pytest.mark.parametrize("setting", [True, 1], ids=repr)
+def test_a_token_setting_not_a_str_opens_nothing(client: Client, setting: Any) -> None:
+    # It was str()-ed: METRICS_TOKEN = True opened the view to "Bearer True".
+    with override_settings(PGJOBS={"METRICS_TOKEN": setting}):
+        response = client.get(URL, headers={"Authorization": f"Bearer {setting}"})
+        assert response.status_code == 401
+        assert b"pgjobs_jobs" not in response.content
+
+
 @pytest.mark.usefixtures("with_token")
 def test_spaces_and_tabs_around_the_header_are_not_part_of_the_token(client: Client) -> None:
     for header in (f"Bearer {TOKEN} ", f" Bearer  {TOKEN}\t", f"\tbearer {TOKEN} \t"):
