@@ -23,11 +23,6 @@ MISSING = "prometheus_client is not installed: pip install django-pgjobs[metrics
 # What a worker's port serves (``pgjobs_worker --metrics-scope``): everything (the default), or
 # the process's own metrics without the database gauges (no read of the database per scrape).
 EXPORTER_SCOPES = ("all", "worker")
-# The queue label of the series that sums the queues past a bound (the database gauges' first
-# 1,000, a worker's first 200). Empty: no queue can be named that (check_name refuses a blank
-# name, and the tables' pgjobs_*_names_not_empty constraints an empty one), so it never means a
-# real queue; Prometheus stores it as the label left out, selected by {queue=""}.
-OTHER = ""
 
 
 def require_prometheus_client() -> None:

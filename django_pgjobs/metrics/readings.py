@@ -35,7 +35,6 @@ from typing import Any
 from django.db import connections, transaction
 
 from django_pgjobs.conf import conf
-from django_pgjobs.metrics import OTHER
 from django_pgjobs.observability.dashboard import COUNT_CAP, workflow_counts
 from django_pgjobs.observability.schedules import fire_times
 from django_pgjobs.queues.declarations import declared_queues
@@ -45,6 +44,9 @@ from django_pgjobs.queues.declarations import declared_queues
 # The queues past them are summed into one series labelled OTHER; the schedules past them are
 # left out. Either way the family's pgjobs_metrics_truncated series says so.
 MAX_SERIES = 1000
+# The queue label of the sum of the queues past a bound (here and a worker's): no queue can be
+# named so (check_name, pgjobs_job_names_not_empty). Prometheus reads it as no label, {queue=""}.
+OTHER = ""
 # (queue, priority) pairs of pending jobs counted at most, shared equally by the queues and at
 # least PRIORITIES_PER_QUEUE each: each pair costs two capped counts, so this bounds the read.
 # A queue's priorities past its share are read together, up to COUNT_CAP jobs.
@@ -127,14 +129,13 @@ class Readings:
 # Each listed queue gets an equal share of %(pairs)s (at least %(priorities)s) of its
 # priorities, highest first, another descent each; within one (queue, priority) the due and the
 # scheduled jobs are each one range of that index, whose first entry is its oldest, counted up
-# to what is left of the queue's %(cap)s due and %(cap)s scheduled entries: the queue's totals
-# stop at the cap, so counting each priority up to it read the cap times the priorities (800,000
-# entries for 100 priorities) for a figure that stops at 10,000. Two budgets, not one, so that
-# scheduled jobs at high priorities never hide a due one at a low priority. A queue's priorities
-# past its share are one range too, read up to what the budgets leave; the pending jobs of the
-# queues past the listed ones are one range of %(cap)s entries, returned as the row whose queue
-# is NULL. "sampled": such a read stopped short of the range's end, so its split into due and
-# scheduled, and its oldest, are those of the entries read only.
+# to what is left of the queue's %(cap)s due and %(cap)s scheduled entries (its totals stop at
+# the cap: each priority counted up to it read 800,000 entries for 100 priorities). Two budgets,
+# so that scheduled jobs at high priorities never hide a due one at a low priority. A queue's
+# priorities past its share are one range too, read up to what the budgets leave; the pending
+# jobs of the queues past the listed ones are one range of %(cap)s entries, returned as the row
+# whose queue is NULL. "sampled": such a read stopped short of the range's end, so its split
+# into due and scheduled, and its oldest, are those of the entries read only.
 _PENDING = """
 WITH RECURSIVE queues(queue) AS (
     (SELECT queue FROM pgjobs_job_queue WHERE status = 'pending' ORDER BY queue LIMIT 1)
@@ -282,10 +283,9 @@ FROM pgjobs_queues ORDER BY name COLLATE "C" LIMIT %(series)s
 """
 
 # Of ``names``, those after %(past)s, the last queue _PENDING counted before it summed the
-# others' pending jobs, in the order the skip scan walked: the collation of pgjobs_job_queue's
-# queue column (in a UNION its implicit collation, unless the default, wins over the array's
-# default one). Their pending jobs are in that sum, so they are folded into it, never exported
-# with due=0: Python's order (code points) may differ from the column's (en_US: 'a' < 'Z').
+# others' pending jobs, in the skip scan's order: the collation of pgjobs_job_queue.queue (in a
+# UNION a column's implicit collation wins over the default). Their pending jobs are in that
+# sum, so they join it, never exported with due=0 as Python's order (en_US: 'a' < 'Z') kept.
 _SUMMED = """
 SELECT name FROM (
     SELECT queue AS name FROM pgjobs_job_queue WHERE false

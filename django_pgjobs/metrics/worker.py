@@ -28,7 +28,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.metrics_core import CounterMetricFamily, Metric
 
 from django_pgjobs import queries
-from django_pgjobs.metrics import OTHER
+from django_pgjobs.metrics.readings import OTHER
 from django_pgjobs.worker.outcomes import Outcome, Written
 
 # From a no-op job to the default TIMEOUT of an hour.

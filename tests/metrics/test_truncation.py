@@ -16,7 +16,8 @@ from django.test import override_settings
 
 from django_pgjobs import enqueue
 from django_pgjobs.exceptions import InvalidJobError
-from django_pgjobs.metrics import OTHER, readings
+from django_pgjobs.metrics import readings
+from django_pgjobs.metrics.readings import OTHER
 from django_pgjobs.models import Schedule
 from django_pgjobs.queues import set_queue_limits
 from tests.metrics.scrapes import Scrape, scrape_command

@@ -15,8 +15,8 @@ from django.utils import timezone
 from prometheus_client import CollectorRegistry, generate_latest
 
 from django_pgjobs import Snooze, enqueue, queries
-from django_pgjobs.metrics import OTHER
 from django_pgjobs.metrics import worker as worker_metrics
+from django_pgjobs.metrics.readings import OTHER
 from django_pgjobs.metrics.worker import WorkerMetrics
 from django_pgjobs.models import Job
 from django_pgjobs.worker import Worker
