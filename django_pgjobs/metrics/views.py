@@ -10,8 +10,9 @@ says how to install it.
   any other token, an empty one, or one while the setting is unset (None or empty): 401.
 - No token: 200 for an active staff user with the view permission of each thing the gauges
   show (``PERMISSIONS``: jobs, queues, schedules, workflows, as the admin gates each; superusers
-  have them all), by Django's authentication middleware; 401 when a token is configured
-  (``WWW-Authenticate: Bearer`` tells a scraper what it lacks); 403 otherwise.
+  have them all), by Django's authentication middleware. Otherwise 401 when a token is
+  configured and no one is signed in (``WWW-Authenticate: Bearer`` tells a scraper what it
+  lacks); 403 with what is missing otherwise (a signed-in user learns which permission).
 - GET and HEAD only, anything else 405: it changes nothing, so it is exempt from CSRF (a POST
   would otherwise be refused by the middleware with a 403 that says nothing about the method).
 - Outside ``ATOMIC_REQUESTS``' transaction, of every database: inside one the read would join
@@ -84,12 +85,23 @@ def _refused(request: HttpRequest) -> HttpResponse | None:
             return None
         return _unauthorized("invalid_token")
     user = getattr(request, "user", None)  # None: no authentication middleware
-    if user is not None and user.is_active and user.is_staff and user.has_perms(PERMISSIONS):
+    signed_in = user is not None and user.is_authenticated
+    if signed_in and user.is_active and user.is_staff and user.has_perms(PERMISSIONS):
         return None
-    if conf.METRICS_TOKEN is not None:
+    if conf.METRICS_TOKEN is not None and not signed_in:
         return _unauthorized(None)
+    # A signed-in user is told what they lack (a browser has no token to offer); anyone else
+    # what the view asks for.
+    if signed_in and user.is_active and user.is_staff:
+        missing = [perm for perm in PERMISSIONS if not user.has_perm(perm)]
+        reason = f"Your account lacks the permission(s) {', '.join(missing)}."
+    elif signed_in:
+        reason = "Your account is not a staff account."
+    else:
+        reason = "Sign in to the admin as staff."
     return HttpResponse(
-        f"Staff with the permissions {', '.join(PERMISSIONS)} only.",
+        f"{reason} The metrics are for staff with the permissions {', '.join(PERMISSIONS)}"
+        " (superusers have them), or for a scraper holding PGJOBS['METRICS_TOKEN'].",
         status=403,
         content_type="text/plain; charset=utf-8",
     )

@@ -86,6 +86,21 @@ def test_staff_who_may_not_see_queues_schedules_or_workflows_are_refused(
     assert b"pgjobs_jobs" not in response.content
 
 
+@pytest.mark.usefixtures("with_token")
+def test_a_signed_in_user_is_told_the_missing_permission_even_when_a_token_is_configured(
+    client: Client,
+) -> None:
+    # A browser has no token to offer: "a bearer token is required" would hide the real reason.
+    client.force_login(staff("view_job", "view_queue", "view_schedule"))
+    response = client.get(URL)
+    assert response.status_code == 403
+    assert b"lacks the permission(s) pgjobs.view_workflowexecution." in response.content
+    client.force_login(User.objects.create_user("someone"))
+    response = client.get(URL)
+    assert response.status_code == 403
+    assert b"not a staff account" in response.content
+
+
 def test_the_view_permissions_without_staff_are_refused(client: Client) -> None:
     user = User.objects.create_user("viewer")
     for codename in VIEWS:
