@@ -165,6 +165,20 @@ def test_e021_the_queue_needs_time_zone_support() -> None:
         assert ids(check_time_zone_support(app_configs=None)) == ["pgjobs.E021"]
 
 
+def test_e013_a_timeout_postgresql_would_store_as_zero_is_malformed() -> None:
+    from django_pgjobs.checks import check_queues
+
+    with override_settings(PGJOBS={"QUEUES": {"q": {"timeout": 1e-7}}}):
+        errors = check_queues(app_configs=None, databases=None)
+    assert [(e.id, e.msg) for e in errors] == [
+        (
+            "pgjobs.E013",
+            "PGJOBS[\"QUEUES\"]['q']: timeout must be seconds from 0.001 to 31622400 (a year), as "
+            "a number or a timedelta, or None for no timeout; got 1e-07.",
+        )
+    ]
+
+
 def test_e013_a_malformed_queue_is_named_and_told_in_python_values() -> None:
     from django_pgjobs.checks import check_queues
 

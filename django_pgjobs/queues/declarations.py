@@ -28,6 +28,11 @@ COUNTS = (
 # has asked for; a count past this is no limit at all.
 MAX_RATE_PERIOD = timedelta(days=1).total_seconds()
 MIN_RATE_PERIOD = 0.001
+# PostgreSQL keeps intervals to the microsecond and rounds below it: a queue timeout under half
+# a microsecond would be stored as 0 and refused by the CHECK pgjobs_queue_durations_positive
+# (an IntegrityError, not a message). A millisecond, as for the rate period, is the least any
+# timeout can mean to a worker that polls and claims in milliseconds.
+MIN_TIMEOUT = 0.001
 
 # What each option takes and what leaving it out means, in words shared by every place that
 # takes limits. Each place says them its own way (a :data:`Wording`): how it names the option,
@@ -36,7 +41,7 @@ MIN_RATE_PERIOD = 0.001
 TAKES = {
     **dict.fromkeys(COUNTS, f"a whole number from 1 to {MAX_INT}"),
     "rate_period": f"seconds from {MIN_RATE_PERIOD:g} to {MAX_RATE_PERIOD:.0f} (a day)",
-    "timeout": f"seconds above 0 and at most {validation.MAX_TIMEOUT:.0f} (a year)",
+    "timeout": f"seconds from {MIN_TIMEOUT:g} to {validation.MAX_TIMEOUT:.0f} (a year)",
 }
 LEFT_OUT = {
     **dict.fromkeys(COUNTS, "no limit"),
@@ -96,11 +101,8 @@ def limit_problems(limits: Mapping[str, Any], wording: Wording = in_python) -> d
     if fair is not None and not isinstance(fair, bool):
         refused.append("fair")
     timeout = limits.get("timeout")
-    if timeout is not None:
-        try:
-            validation.check_timeout(timeout)
-        except InvalidJobError:
-            refused.append("timeout")
+    if timeout is not None and not _seconds_within(timeout, MIN_TIMEOUT, validation.MAX_TIMEOUT):
+        refused.append("timeout")
     return {name: wording(name, limits.get(name)) for name in refused}
 
 

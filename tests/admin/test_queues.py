@@ -183,7 +183,12 @@ def test_adding_a_paused_queue_without_limits_leaves_the_settings_in_charge(
         ),
         (
             {"name": "mail", **limits_form(timeout="0")},
-            "Timeout must be seconds above 0 and at most 31622400 (a year); leave it empty for "
+            "Timeout must be seconds from 0.001 to 31622400 (a year); leave it empty for "
+            "no timeout.",
+        ),
+        (
+            {"name": "mail", **limits_form(timeout="1e-7")},
+            "Timeout must be seconds from 0.001 to 31622400 (a year); leave it empty for "
             "no timeout.",
         ),
         (

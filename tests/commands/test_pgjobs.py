@@ -233,7 +233,7 @@ def test_queue_commands_start_from_settings_no_worker_has_written_yet() -> None:
         *(
             (
                 ["--timeout", typed],
-                "--timeout takes seconds above 0 and at most 31622400 (a year), e.g. 60, or none "
+                "--timeout takes seconds from 0.001 to 31622400 (a year), e.g. 60, or none "
                 f"for no timeout; got {typed!r}.",
             )
             for typed in ("1:00", "P1D", "nan", "inf", "1_000", "60s")
@@ -245,10 +245,21 @@ def test_queue_commands_start_from_settings_no_worker_has_written_yet() -> None:
         ),
         (
             ["--timeout", "-1"],
-            "--timeout takes seconds above 0 and at most 31622400 (a year), e.g. 60, or none "
+            "--timeout takes seconds from 0.001 to 31622400 (a year), e.g. 60, or none "
             "for no timeout; got '-1'.",
         ),
         (["--fair", "maybe"], "--fair takes yes or no; got 'maybe'."),
+        # PostgreSQL would round these to 0 s, which the table's CHECK refuses.
+        (
+            ["--timeout", "1e-7"],
+            "--timeout takes seconds from 0.001 to 31622400 (a year), e.g. 60, or none for no "
+            "timeout; got '1e-7'.",
+        ),
+        (
+            ["--rate-limit", "5", "--rate-period", "0.0000004"],
+            "--rate-period takes seconds from 0.001 to 86400 (a day), e.g. 60, or none for the "
+            "default (1 second); got '0.0000004'.",
+        ),
     ],
 )
 def test_queue_limits_says_what_to_type_and_writes_nothing(args: list[str], message: str) -> None:

@@ -3,6 +3,7 @@ a change that changes nothing is no override, and mistakes are told in Python's 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import psycopg
 import pytest
 from django.conf import settings
+from django.db import transaction
 from django.test import override_settings
 
 from django_pgjobs.exceptions import InvalidJobError
@@ -91,7 +93,7 @@ def test_python_callers_are_told_in_python_values() -> None:
         set_queue_limits("mail", concurrency=0, timeout=timedelta(0))
     assert str(refused.value) == (
         "concurrency must be a whole number from 1 to 2147483647, or None for no limit; got 0; "
-        "timeout must be seconds above 0 and at most 31622400 (a year), as a number or a "
+        "timeout must be seconds from 0.001 to 31622400 (a year), as a number or a "
         "timedelta, or None for no timeout; got 0:00:00 (0 s)."
     )
     assert not Queue.objects.exists()
@@ -131,3 +133,31 @@ def test_an_undeclared_queue_set_back_to_no_limits_is_no_longer_overridden() -> 
     assert set_queue_limits("fresh") is True
     row = Queue.objects.get(name="fresh")
     assert (row.concurrency, row.timeout, row.overridden) == (None, None, False)
+
+
+@pytest.mark.parametrize(
+    ("limits", "told"),
+    [
+        ({"timeout": 1e-7}, "timeout must be seconds from 0.001 to 31622400 (a year)"),
+        ({"timeout": timedelta(microseconds=1)}, "timeout must be seconds from 0.001"),
+        ({"rate_limit": 5, "rate_period": 0.0000004}, "rate_period must be seconds from 0.001"),
+    ],
+)
+def test_a_duration_postgresql_would_round_to_nothing_is_refused_before_the_write(
+    limits: dict[str, Any], told: str
+) -> None:
+    with transaction.atomic():
+        with pytest.raises(InvalidJobError, match=rf"^{re.escape(told)}"):
+            set_queue_limits("mail", **limits)
+        # Refused in Python, not by the table's CHECK: the caller's transaction goes on.
+        assert set_queue_limits("mail", concurrency=1) is True
+    assert Queue.objects.get(name="mail").concurrency == 1
+
+
+def test_settings_with_a_sub_millisecond_timeout_leave_that_queue_out_and_sync_the_rest() -> None:
+    queues = {"tiny": {"timeout": 1e-7}, "mail": {"concurrency": 5}}
+    with override_settings(PGJOBS={**settings.PGJOBS, "QUEUES": queues}):
+        assert sync_declared_queues() == 1
+        # Every limit edit syncs first: the bad entry does not stop it either.
+        assert set_queue_limits("mail", concurrency=2) is True
+    assert list(Queue.objects.values_list("name", flat=True)) == ["mail"]

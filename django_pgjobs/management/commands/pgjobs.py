@@ -43,7 +43,6 @@ from django_pgjobs.observability.schedules import schedule_views
 from django_pgjobs.observability.status import QueueCounts, queue_status
 from django_pgjobs.queries.base import WORKFLOW_JOB_PREFIX as JOB_PREFIX
 from django_pgjobs.queues import control as queue_control
-from django_pgjobs.queues.declarations import TAKES
 from django_pgjobs.schedules.scheduler import run_schedule_now
 
 
@@ -142,7 +141,10 @@ class Command(BaseCommand):
                 )
         timeout = options.get("timeout") if options["action"] == "enqueue" else None
         if timeout is not None and not 0 < timeout <= MAX_TIMEOUT:
-            raise CommandError(f"--timeout takes {TAKES['timeout']}, e.g. 60; got {timeout:g}.")
+            raise CommandError(
+                f"--timeout takes seconds above 0 and at most {MAX_TIMEOUT:.0f} (a year), e.g. 60;"
+                f" got {timeout:g}."
+            )
         if options.get("exception") and options["action"] == "list" and options["status"] != "dead":
             raise CommandError("--exception filters dead letters: add --status dead.")
         try:
