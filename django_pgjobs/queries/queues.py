@@ -50,14 +50,14 @@ def _default(column: str) -> str:
 _NAMED_FROM_JSON = ", ".join(
     cast.format(v=f"%(limits)s::jsonb ->> '{c}'") + f" AS {c}" for c, cast in _LIMIT_COLUMNS.items()
 )
-_DEFAULTS = ", ".join(_default(c) for c in _LIMIT_COLUMNS)
 _COLUMNS_OF_Q = ", ".join(f"q.{c}" for c in _LIMIT_COLUMNS)
 _COLUMNS_OF_EXCLUDED = ", ".join(f"EXCLUDED.{c}" for c in _LIMIT_COLUMNS)
 _KEEP_OR_CLEAR = ", ".join(
     f"{c} = CASE WHEN q.overridden THEN q.{c} ELSE {_default(c)} END" for c in _LIMIT_COLUMNS
 )
 _RESTORE_DECLARED = ", ".join(
-    f"{c} = " + cast.format(v=f"q.declared ->> '{c}'") for c, cast in _LIMIT_COLUMNS.items()
+    f"{c} = " + cast.format(v=f"%(declared)s::jsonb ->> '{c}'")
+    for c, cast in _LIMIT_COLUMNS.items()
 )
 
 
@@ -110,51 +110,67 @@ def sync_declared_queues(cur: Cursor, declared: Mapping[str, Mapping[str, Any]])
     return int(cur.fetchone()[0])
 
 
-# The settings' limits of the row q, as reset_queue_limits restores them (none if undeclared).
-_DECLARED_OF_Q = _from_json("q.declared")
+# The caller's settings' limits for the queue (none if it does not declare it), as columns.
+_DECLARED_GIVEN = _from_json("%(declared)s::jsonb")
 
 
-def set_queue_limits(cur: Cursor, name: str, limits: Mapping[str, Any]) -> bool:
+def set_queue_limits(
+    cur: Cursor, name: str, limits: Mapping[str, Any], declared: Mapping[str, Any] | None
+) -> bool:
     """An operator's limits for queue ``name`` (every limit column; durations in seconds),
     overriding the settings' until :func:`reset_queue_limits`. Creates the row if needed.
 
-    Limits equal to the settings' (the row's ``declared``; no limits for an undeclared queue)
-    are no override: an override in force ends, as :func:`reset_queue_limits` would end it, and
-    a worker's start goes on syncing the settings. Returns False, and writes nothing, when
-    nothing would change: the row already has these limits and the same override state, or
-    there is no row and they are no limits; an unchanged row fires no wake-up. Locks the row it
-    changes (or finds unchanged), found through its primary key. Two operators creating the same
-    queue's row at once: one inserts, the other updates or, setting no limits, leaves the row as
-    it is. One statement: a crash leaves the row as it was or as asked.
+    ``declared`` is the queue's limits in the caller's ``PGJOBS["QUEUES"]`` (None if it does not
+    name the queue), compared in this statement and written as the row's ``declared``: not the
+    row's ``declared``, which is whoever synced last (a worker of the previous deploy, still
+    starting, may have written its settings between the caller's sync and this). Limits equal
+    to them are no override: an override in force ends, as :func:`reset_queue_limits` would
+    end it, and a worker's start goes on syncing the settings. Returns False, and writes
+    nothing, when nothing would change: the row already has these limits and the same override
+    state, or there is no row and they are the settings' (a worker's sync writes those); an
+    unchanged row fires no wake-up. Locks the row it changes (or finds unchanged), found through
+    its primary key. Two operators creating the same queue's row at once: one inserts, the
+    other updates or, setting the settings' limits, leaves the row as it is. One statement: a
+    crash leaves the row as it was or as asked.
     """
     cur.execute(
         f"""
         WITH wanted AS (SELECT {_NAMED_FROM_JSON})
-        INSERT INTO pgjobs_queues AS q (name, overridden, {_COLUMNS})
-        SELECT %(name)s, true, {_COLUMNS} FROM wanted
-        WHERE ({_COLUMNS}) IS DISTINCT FROM ({_DEFAULTS})
+        INSERT INTO pgjobs_queues AS q (name, declared, overridden, {_COLUMNS})
+        SELECT %(name)s, %(declared)s::jsonb,
+               ({_COLUMNS}) IS DISTINCT FROM ({_DECLARED_GIVEN}), {_COLUMNS}
+        FROM wanted
+        WHERE ({_COLUMNS}) IS DISTINCT FROM ({_DECLARED_GIVEN})
            OR EXISTS (SELECT 1 FROM pgjobs_queues WHERE name = %(name)s)
         ON CONFLICT (name) DO UPDATE SET updated_at = now(), {_TAKE_NEW},
-            overridden = ({_COLUMNS_OF_EXCLUDED}) IS DISTINCT FROM ({_DECLARED_OF_Q})
+            declared = EXCLUDED.declared, overridden = EXCLUDED.overridden
         WHERE ({_COLUMNS_OF_Q}) IS DISTINCT FROM ({_COLUMNS_OF_EXCLUDED})
-           OR q.overridden IS DISTINCT FROM
-              (({_COLUMNS_OF_EXCLUDED}) IS DISTINCT FROM ({_DECLARED_OF_Q}))
+           OR q.overridden IS DISTINCT FROM EXCLUDED.overridden
         RETURNING 1
         """,
-        {"name": name, "limits": json.dumps(dict(limits))},
+        {
+            "name": name,
+            "limits": json.dumps(dict(limits)),
+            "declared": None if declared is None else json.dumps(dict(declared)),
+        },
     )
     return cur.fetchone() is not None
 
 
-def reset_queue_limits(cur: Cursor, name: str) -> bool:
-    """Drop an operator's override: the settings' limits (none if not declared) apply again.
-    Returns False if the queue has no row."""
+def reset_queue_limits(cur: Cursor, name: str, declared: Mapping[str, Any] | None) -> bool:
+    """Drop an operator's override: ``declared`` (the queue's limits in the caller's
+    ``PGJOBS["QUEUES"]``; None if it does not name it: no limits) apply again, and are written
+    as the row's ``declared``, in this one statement (not read from the row, which whoever
+    synced last wrote). Locks the row through its primary key. Returns False if the queue has
+    no row."""
     cur.execute(
         f"""
-        UPDATE pgjobs_queues AS q SET overridden = false, updated_at = now(), {_RESTORE_DECLARED}
+        UPDATE pgjobs_queues AS q
+        SET overridden = false, updated_at = now(), declared = %(declared)s::jsonb,
+            {_RESTORE_DECLARED}
         WHERE name = %(name)s
         """,
-        {"name": name},
+        {"name": name, "declared": None if declared is None else json.dumps(dict(declared))},
     )
     return bool(getattr(cur, "rowcount", 0))
 

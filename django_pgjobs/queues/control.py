@@ -44,25 +44,32 @@ def set_queue_limits(name: str, *, using: str | None = None, **limits: Any) -> b
     unlimited), overriding the settings' until :func:`reset_queue_limits`. Limits equal to
     the settings' (this process's ``PGJOBS["QUEUES"]``; none for a queue not declared there)
     are no override: the queue is not marked overridden, and one that was is reset, as
-    :func:`reset_queue_limits` does. Returns False when nothing changed (the queue already had
-    these limits and that state). Raises InvalidJobError, naming the option, before anything is
-    written."""
+    :func:`reset_queue_limits` does. This process's settings are compared, and written as the
+    row's, in the statement that writes the limits: a worker of another deploy syncing its own
+    settings meanwhile cannot change the outcome. Returns False when nothing changed (the queue
+    already had these limits and that state). Raises InvalidJobError, naming the option, before
+    anything is written."""
     problems = limit_problems(limits)
     if problems:
         raise InvalidJobError("; ".join(p.rstrip(".") for p in problems.values()) + ".")
     queue = _queue(name)
     with connections[using or conf.DATABASE].cursor() as cur:
-        write_declared(cur)
-        return queries.set_queue_limits(cur, queue, normalised(limits))
+        return queries.set_queue_limits(cur, queue, normalised(limits), declared_limits(queue))
 
 
 def reset_queue_limits(name: str, *, using: str | None = None) -> bool:
-    """Drop an operator's limits for ``name``: ``PGJOBS["QUEUES"]`` (this process's settings)
-    applies again. Returns False if the queue has no row."""
+    """Drop an operator's limits for ``name``: ``PGJOBS["QUEUES"]`` (this process's settings,
+    given to the one statement that writes them) applies again. Returns False if the queue has
+    no row."""
     queue = _queue(name)
     with connections[using or conf.DATABASE].cursor() as cur:
-        write_declared(cur)
-        return queries.reset_queue_limits(cur, queue)
+        return queries.reset_queue_limits(cur, queue, declared_limits(queue))
+
+
+def declared_limits(name: str) -> dict[str, Any] | None:
+    """Queue ``name``'s limits in this process's ``PGJOBS["QUEUES"]`` (normalised), or None if
+    the settings do not name it (or name it with a mistake, which pgjobs.E013 reports)."""
+    return declared_queues()[0].get(name)
 
 
 def sync_declared_queues(*, using: str | None = None) -> int:

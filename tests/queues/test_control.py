@@ -14,10 +14,12 @@ from django.conf import settings
 from django.db import transaction
 from django.test import override_settings
 
+from django_pgjobs import queries
 from django_pgjobs.exceptions import InvalidJobError
 from django_pgjobs.models import Queue
-from django_pgjobs.queues import pause_queue, set_queue_limits
+from django_pgjobs.queues import pause_queue, reset_queue_limits, set_queue_limits
 from django_pgjobs.queues.control import sync_declared_queues
+from django_pgjobs.queues.declarations import normalised
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -161,3 +163,39 @@ def test_settings_with_a_sub_millisecond_timeout_leave_that_queue_out_and_sync_t
         # Every limit edit syncs first: the bad entry does not stop it either.
         assert set_queue_limits("mail", concurrency=2) is True
     assert list(Queue.objects.values_list("name", flat=True)) == ["mail"]
+
+
+def old_deploy_syncs(other: psycopg.Connection[Any], concurrency: int) -> None:
+    """A worker of the previous deploy starting: it syncs its own PGJOBS["QUEUES"] on its own
+    connection (committed), between this process's sync and its limit edit."""
+    with other.cursor() as cur:
+        queries.sync_declared_queues(cur, {"mail": normalised({"concurrency": concurrency})})
+
+
+@pytest.mark.usefixtures("declared")
+def test_the_settings_an_edit_compares_with_are_this_process_s_not_the_last_syncers(
+    other_connection: psycopg.Connection[Any],
+) -> None:
+    assert set_queue_limits("mail", concurrency=2) is True
+    old_deploy_syncs(other_connection, concurrency=3)
+    assert Queue.objects.get(name="mail").declared["concurrency"] == 3
+    # This process's settings say 5: back to them is the end of the override, not an override
+    # of the old deploy's 3.
+    assert set_queue_limits("mail", concurrency=5) is True
+    row = Queue.objects.get(name="mail")
+    assert (row.concurrency, row.overridden, row.declared["concurrency"]) == (5, False, 5)
+    # So the next deploy's settings reach the queue.
+    with override_settings(PGJOBS={**settings.PGJOBS, "QUEUES": {"mail": {"concurrency": 9}}}):
+        sync_declared_queues()
+    assert Queue.objects.get(name="mail").concurrency == 9
+
+
+@pytest.mark.usefixtures("declared")
+def test_a_reset_restores_this_process_s_settings_not_the_last_syncers(
+    other_connection: psycopg.Connection[Any],
+) -> None:
+    assert set_queue_limits("mail", concurrency=2) is True
+    old_deploy_syncs(other_connection, concurrency=3)
+    assert reset_queue_limits("mail") is True
+    row = Queue.objects.get(name="mail")
+    assert (row.concurrency, row.overridden, row.declared["concurrency"]) == (5, False, 5)
