@@ -310,3 +310,21 @@ def test_queue_limits_back_to_the_settings_end_the_override_and_spaces_are_taken
             "override ended.\n"
         )
         assert not Queue.objects.get(name="mail").overridden
+
+
+def test_queue_limits_back_to_no_limits_for_a_queue_the_settings_do_not_name_says_so() -> None:
+    from django.test import override_settings
+
+    from django_pgjobs.models import Queue
+
+    with override_settings(PGJOBS={"QUEUES": {"mail": {"concurrency": 2}}}):
+        assert pgjobs("queue-limits", "other", "--concurrency", "3") == (
+            "Queue other: at most 3 running.\n"
+        )
+        said = pgjobs("queue-limits", "other", "--concurrency", "none")
+        # Not "as PGJOBS['QUEUES'] says": the settings say nothing of this queue.
+        assert said == (
+            "Queue other: no limits, as for a queue PGJOBS['QUEUES'] does not name: "
+            "override ended.\n"
+        )
+        assert not Queue.objects.get(name="other").overridden

@@ -347,13 +347,18 @@ class Command(BaseCommand):
         limits = current_limits(name, using=using)
         limits.update({option: parse_limit(option, text) for option, text in given.items()})
         described = describe_limits(limits) or "no limits"
+        was_overridden = limits_overridden(name, using=using)
         if not queue_control.set_queue_limits(name, using=using, **limits):
             # Not an override: the settings (or no limits) go on deciding.
             self.say(f"Queue {name}: nothing changed ({described}).")
             return
         if not limits_overridden(name, using=using):
-            # The settings' limits again: the override ended, as --reset ends it.
-            self.say(f"Queue {name}: {described}, as PGJOBS['QUEUES'] says: override ended.")
+            # The settings' limits again (none, for a queue they do not name): no override.
+            source = "as PGJOBS['QUEUES'] says"
+            if queue_control.declared_limits(name) is None:
+                source = "as for a queue PGJOBS['QUEUES'] does not name"
+            ended = "override ended" if was_overridden else "no override"
+            self.say(f"Queue {name}: {described}, {source}: {ended}.")
             return
         self.say(f"Queue {name}: {described}.")
 
