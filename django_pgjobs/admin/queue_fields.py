@@ -1,8 +1,9 @@
-"""The queue form's duration fields: typed and shown in seconds, as ``PGJOBS["QUEUES"]``, the
-CLI and the fields' help text say, and nothing else.
+"""The queue form's limit fields: durations typed and shown in seconds, counts as whole
+numbers, as ``PGJOBS["QUEUES"]``, the CLI and the fields' help text say, and nothing else.
 
 Django's ``DurationField`` would also take "1:00" (a minute, read as MM:SS, where an operator
 may mean an hour) and ISO 8601 "P1D", silently: a surprising limit is worse than a refusal.
+Its ``IntegerField`` takes "5.0" and "٦٠", which the CLI refuses: both read what the CLI reads.
 """
 
 from __future__ import annotations
@@ -12,8 +13,13 @@ from typing import Any, ClassVar
 
 from django import forms
 
-from django_pgjobs.observability.queues import SECONDS_TEXT
-from django_pgjobs.queues.declarations import MAXIMUM
+from django_pgjobs.observability.queues import (
+    ASCII_SPACES,
+    SECONDS_TEXT,
+    WHOLE_TEXT,
+    whole_number,
+)
+from django_pgjobs.queues.declarations import LEFT_OUT, MAXIMUM, too_large_said
 
 
 def seconds_typed(value: float | timedelta) -> str:
@@ -30,7 +36,6 @@ class SecondsField(forms.DurationField):
     option: ClassVar[str]
     default_error_messages = {  # noqa: RUF012
         "invalid": "Enter a number of seconds, e.g. 60 (not 1:00 nor P1D).",
-        "too_large": "Too large: at most %(maximum)s.",
     }
 
     def prepare_value(self, value: Any) -> Any:
@@ -39,17 +44,17 @@ class SecondsField(forms.DurationField):
     def to_python(self, value: Any) -> timedelta | None:
         if isinstance(value, timedelta):
             return value
-        text = "" if value is None else str(value).strip()
+        text = "" if value is None else str(value).strip(ASCII_SPACES)
         if text in self.empty_values:
             return None
         if not SECONDS_TEXT.fullmatch(text):
             raise forms.ValidationError(self.error_messages["invalid"], code="invalid")
         seconds = float(text)
-        largest, said = MAXIMUM[self.option]
-        if seconds > largest:
-            raise forms.ValidationError(
-                self.error_messages["too_large"], code="too_large", params={"maximum": said}
-            )
+        if seconds > MAXIMUM[self.option][0]:
+            # Worded as the form words a count too large (QueueForm._says).
+            named = self.label or self.option
+            said = f"{too_large_said(named, self.option)}; leave it empty for "
+            raise forms.ValidationError(said + LEFT_OUT[self.option] + ".", code="too_large")
         return timedelta(seconds=seconds)
 
 
@@ -59,3 +64,22 @@ class RatePeriodField(SecondsField):
 
 class TimeoutField(SecondsField):
     option = "timeout"
+
+
+class WholeField(forms.Field):
+    """A count typed as the CLI takes it: ASCII digits, with a sign at most. A number too long
+    to be any count comes back as a float, which the form's check calls too large (rather than
+    "not a whole number")."""
+
+    widget = forms.NumberInput
+    default_error_messages = {"invalid": "Enter a whole number."}  # noqa: RUF012
+
+    def to_python(self, value: Any) -> int | float | None:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        text = "" if value is None else str(value).strip(ASCII_SPACES)
+        if text in self.empty_values:
+            return None
+        if not WHOLE_TEXT.fullmatch(text):
+            raise forms.ValidationError(self.error_messages["invalid"], code="invalid")
+        return whole_number(text)

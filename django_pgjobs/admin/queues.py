@@ -25,7 +25,12 @@ from django.views.decorators.http import require_POST
 
 from django_pgjobs.admin.columns import format_time, timestamp
 from django_pgjobs.admin.common import ModelAdmin, _apply, _QueueDatabaseMixin, capped_count
-from django_pgjobs.admin.queue_fields import RatePeriodField, TimeoutField, seconds_typed
+from django_pgjobs.admin.queue_fields import (
+    RatePeriodField,
+    TimeoutField,
+    WholeField,
+    seconds_typed,
+)
 from django_pgjobs.conf import conf
 from django_pgjobs.exceptions import InvalidJobError, PgJobsError
 from django_pgjobs.jobs import validation
@@ -37,10 +42,10 @@ from django_pgjobs.queues import control
 from django_pgjobs.queues.declarations import (
     COUNTS,
     LEFT_OUT,
-    MAXIMUM,
     TAKES,
     limit_problems,
     too_large,
+    too_large_said,
 )
 
 # Queues with jobs and no row, named above the list (each with links to create its row).
@@ -78,6 +83,7 @@ class QueueForm(forms.ModelForm):  # type: ignore[type-arg]
         model = Queue
         fields = ("name", "paused", *LIMIT_FIELDS)
         field_classes: ClassVar[dict[str, type[forms.Field]]] = {
+            **dict.fromkeys(COUNTS, WholeField),
             "rate_period": RatePeriodField,
             "timeout": TimeoutField,
         }
@@ -134,8 +140,8 @@ class QueueForm(forms.ModelForm):  # type: ignore[type-arg]
         rate_period), and empty for no limit. (The field still shows what was typed.)"""
         label = self.fields[option].label
         if too_large(option, value):
-            largest, instead = MAXIMUM[option][1], LEFT_OUT[option]
-            return f"{label} is too large: at most {largest}; leave it empty for {instead}."
+            said = too_large_said(label or option, option)
+            return f"{said}; leave it empty for {LEFT_OUT[option]}."
         return f"{label} must be {TAKES[option]}; leave it empty for {LEFT_OUT[option]}."
 
 

@@ -17,11 +17,11 @@ from django_pgjobs.models.queues import LIMIT_FIELDS, Queue
 from django_pgjobs.observability.status import queue_status
 from django_pgjobs.queues.declarations import (
     LEFT_OUT,
-    MAXIMUM,
     TAKES,
     Wording,
     limit_problems,
     too_large,
+    too_large_said,
 )
 
 # The CLI's options: what each takes.
@@ -124,13 +124,35 @@ def parse_limit(option: str, text: str) -> Any:
 
 # What the CLI and the admin take, exactly: a number of seconds (a fraction or an exponent,
 # 1e3, allowed; not Python's "nan", "inf" or "1_000", nor a duration like "1:00" or "P1D"),
-# and a whole number. A sign is taken so that the range check says what a negative should be.
-SECONDS_TEXT = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
-WHOLE_TEXT = re.compile(r"[+-]?\d+")
+# and a whole number ("5", not "5.0"). A sign is taken so that the range check says what a
+# negative should be. ASCII digits only: Python's \d and int() also take Arabic-Indic or
+# full-width digits ("\u0666\u0660", "\uff16\uff10").
+SECONDS_TEXT = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
+WHOLE_TEXT = re.compile(r"[+-]?\d+", re.ASCII)
+# Spaces around a value, as a shell quote or a paste leaves them; str.strip() would also take
+# a thin or no-break space, which no one types on purpose.
+ASCII_SPACES = " \t\n\r\f\v"
+# A whole number this long is past any count's largest (2147483647); int() refuses past 4,300
+# digits, so a longer one is read as the float it is (inf), which the range check calls too
+# large.
+_DIGITS_READ = 20
+
+
+def whole_number(text: str) -> int | float:
+    """``text`` that :data:`WHOLE_TEXT` matched, as a number: an int, or for a number too long
+    to be any count, a float (inf) that the range check refuses as too large."""
+    return int(text) if len(text) <= _DIGITS_READ else float(text)
+
+
+def shown_typed(text: str) -> str:
+    """What was typed, as a message echoes it: quoted, and cut short past 40 characters."""
+    if len(text) <= 40:
+        return repr(text)
+    return f"{text[:20]!r}... ({len(text)} characters)"
 
 
 def _parsed(option: str, text: str) -> Any:
-    typed = text.strip()  # " 60 ", as a shell quote or a paste leaves it
+    typed = text.strip(ASCII_SPACES)
     if option == "fair":
         if typed.lower() not in ("yes", "no", "true", "false"):
             raise ValueError(text)
@@ -143,7 +165,7 @@ def _parsed(option: str, text: str) -> Any:
         return float(typed)
     if not WHOLE_TEXT.fullmatch(typed):
         raise ValueError(text)
-    return int(typed)
+    return whole_number(typed)
 
 
 def in_cli(text: str) -> Wording:
@@ -151,13 +173,13 @@ def in_cli(text: str) -> Wording:
     ``text`` typed."""
 
     def wording(option: str, value: Any) -> str:
-        flag = f"--{option.replace('_', '-')}"
+        flag, got = f"--{option.replace('_', '-')}", shown_typed(text)
         if option == "fair":
-            return f"{flag} takes yes or no; got {text!r}."
+            return f"{flag} takes yes or no; got {got}."
         if too_large(option, value):
-            return f"{flag} is too large: at most {MAXIMUM[option][1]}; got {text!r}."
+            return f"{too_large_said(flag, option)}; got {got}."
         example = ", e.g. 60" if option in ("rate_period", "timeout") else ""
         without = LEFT_OUT[option]
-        return f"{flag} takes {TAKES[option]}{example}, or none for {without}; got {text!r}."
+        return f"{flag} takes {TAKES[option]}{example}, or none for {without}; got {got}."
 
     return wording

@@ -57,6 +57,12 @@ MAXIMUM = {
 }
 
 
+def too_large_said(named: object, option: str) -> str:
+    """How the CLI and the admin say a value is past ``option``'s largest; ``named`` is how
+    the place names it (``--timeout``, "Timeout")."""
+    return f"{named} is too large: at most {MAXIMUM[option][1]}"
+
+
 def too_large(option: str, value: object) -> bool:
     """``value`` is a number (or timedelta) past ``option``'s largest: a message says so first."""
     seconds = value.total_seconds() if isinstance(value, timedelta) else value

@@ -179,7 +179,8 @@ def test_adding_a_paused_queue_without_limits_leaves_the_settings_in_charge(
         ),
         (
             {"name": "mail", **limits_form(rate_limit=5, rate_period=172800)},
-            "Too large: at most 86400 seconds (a day).",
+            "Rate period is too large: at most 86400 seconds (a day); leave it empty for the "
+            "default (1 second).",
         ),
         (
             {"name": "mail", **limits_form(timeout="0")},
@@ -193,11 +194,13 @@ def test_adding_a_paused_queue_without_limits_leaves_the_settings_in_charge(
         ),
         (
             {"name": "mail", **limits_form(timeout="1e9")},
-            "Too large: at most 31622400 seconds (a year).",
+            "Timeout is too large: at most 31622400 seconds (a year); leave it empty for no "
+            "timeout.",
         ),
         (
             {"name": "mail", **limits_form(timeout="1e400")},
-            "Too large: at most 31622400 seconds (a year).",
+            "Timeout is too large: at most 31622400 seconds (a year); leave it empty for no "
+            "timeout.",
         ),
         # Only seconds, as the help text says: not Django's other duration formats, which
         # would mean something else than an operator may think ("1:00" is a minute).
@@ -215,6 +218,26 @@ def test_adding_a_paused_queue_without_limits_leaves_the_settings_in_charge(
         (
             {"name": "mail", **limits_form(concurrency="99999999999")},
             "Concurrency is too large: at most 2147483647; leave it empty for no limit.",
+        ),
+        # Past the 4,300 digits Python's int() reads: still "too large".
+        (
+            {"name": "mail", **limits_form(concurrency="9" * 5000)},
+            "Concurrency is too large: at most 2147483647; leave it empty for no limit.",
+        ),
+        # What the CLI refuses, the form refuses: "5.0", digits of other scripts, thin spaces.
+        *(
+            (
+                {"name": "mail", **limits_form(concurrency=typed)},
+                "Enter a positive whole number (1 to 2147483647), or leave it empty for no limit.",
+            )
+            for typed in ("5.0", "\u0666\u0660", "\uff16\uff10", "\u200960")
+        ),
+        *(
+            (
+                {"name": "mail", **limits_form(timeout=typed)},
+                "Enter a number of seconds, e.g. 60 (not 1:00 nor P1D).",
+            )
+            for typed in ("\u0666\u0660", "\uff16\uff10", "60\u2009")
         ),
         ({"name": "   ", **limits_form(concurrency=1)}, "This field is required"),
         ({"name": "q" * 201, **limits_form(concurrency=1)}, "at most 200 characters"),

@@ -249,6 +249,27 @@ def test_queue_commands_start_from_settings_no_worker_has_written_yet() -> None:
             "for no timeout; got '-1'.",
         ),
         (["--fair", "maybe"], "--fair takes yes or no; got 'maybe'."),
+        # Only ASCII digits and spaces, as the admin takes: no other script's digits nor a thin
+        # space.
+        *(
+            (
+                ["--timeout", typed],
+                "--timeout takes seconds from 0.001 to 31622400 (a year), e.g. 60, or none for "
+                f"no timeout; got {typed!r}.",
+            )
+            for typed in ("\u0666\u0660", "\uff16\uff10", "60\u2009")
+        ),
+        (
+            ["--concurrency", "\uff15"],
+            "--concurrency takes a whole number from 1 to 2147483647, or none for no limit; "
+            "got '\uff15'.",
+        ),
+        # Too large, however long (past the 4,300 digits int() reads), and not echoed whole.
+        (
+            ["--concurrency", "9" * 5000],
+            "--concurrency is too large: at most 2147483647; got '99999999999999999999'... "
+            "(5000 characters).",
+        ),
         # PostgreSQL would round these to 0 s, which the table's CHECK refuses.
         (
             ["--timeout", "1e-7"],
