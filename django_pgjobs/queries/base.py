@@ -135,6 +135,20 @@ def record_start(took: str) -> str:
     return f"started_at = coalesce(j.started_at, {started(took)}), locked_at = {started(took)}"
 
 
+def w3c_trace(trace_context: str) -> str:
+    """The SQL of ``trace_context`` (a job's jsonb column) as a copy carries it forward: its
+    ``traceparent`` and ``tracestate`` only, or NULL without either. Rows written before the
+    enqueue stopped storing baggage (or by SQL) may hold a ``baggage`` key, often user data;
+    a dead letter and the job requeued from it need only the trace. A value that is not an
+    object (which the run ignores) is kept as it is."""
+    return (
+        f"CASE WHEN jsonb_typeof({trace_context}) = 'object' THEN nullif(jsonb_strip_nulls("
+        f"jsonb_build_object('traceparent', {trace_context} -> 'traceparent', "
+        f"'tracestate', {trace_context} -> 'tracestate')), '{{}}'::jsonb) "
+        f"ELSE {trace_context} END"
+    )
+
+
 def notify_queues(rows: str, where: str = "") -> str:
     """A scalar subquery that wakes idle workers of each queue in ``rows`` (a relation with a
     ``queue`` column): one NOTIFY per queue, delivered at commit, never on rollback. Evaluates to

@@ -15,6 +15,7 @@ from django_pgjobs.queries.base import (
     as_uuid,
     is_workflow_job,
     notify_queues,
+    w3c_trace,
     workflow_key,
 )
 
@@ -76,16 +77,16 @@ def cancel_job(cur: Cursor, *, job_id: uuid.UUID) -> tuple[str, str] | None:
 # A dead letter's row back in the queue under its own id (a task's result id, the admin's
 # link, a log line's id keep pointing at it): the same name, payload, queue, priority,
 # max_attempts, metadata, failure history, first start and trace context (its next run is
-# still a span of the trace that enqueued it), a fresh attempt counter; the insert
-# trigger wakes workers at commit. Dead letters do not keep a key, but a workflow's job gets its
-# key back: wake-ups find the workflow by it. Due at now(), the claim's clock, not at the column
-# default's statement_timestamp(): inside a longer transaction (a test's) that is later than
-# now(), and never due in it.
+# still a span of the trace that enqueued it; the trace only, as w3c_trace says), a fresh
+# attempt counter; the insert trigger wakes workers at commit. Dead letters do not keep a key,
+# but a workflow's job gets its key back: wake-ups find the workflow by it. Due at now(), the
+# claim's clock, not at the column default's statement_timestamp(): inside a longer transaction
+# (a test's) that is later than now(), and never due in it.
 _REQUEUE_DEAD = f"""
     INSERT INTO pgjobs_job_queue (id, job_name, payload, queue, priority, max_attempts, metadata,
                                   error_history, started_at, trace_context, key, scheduled_for)
     SELECT id, job_name, payload, queue, priority, max_attempts, metadata, error_history,
-           started_at, trace_context,
+           started_at, {w3c_trace("trace_context")},
            CASE WHEN {is_workflow_job()} THEN {workflow_key("(payload ->> 'workflow_id')")} END,
            now()
     FROM dead

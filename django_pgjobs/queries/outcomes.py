@@ -27,6 +27,7 @@ from django_pgjobs.queries.base import (
     notify_queues,
     record_start,
     token_params,
+    w3c_trace,
 )
 
 # Completing finished attempts, fenced on their lease tokens (see complete_jobs). ``results``
@@ -96,11 +97,12 @@ DEAD_LETTER_COLUMNS = (
 
 
 def dead_letter_values(error: str, history: str) -> str:
-    """The RETURNING list that moves row ``j`` to the dead letters (DEAD_LETTER_COLUMNS)."""
+    """The RETURNING list that moves row ``j`` to the dead letters (DEAD_LETTER_COLUMNS); its
+    trace context without anything but the trace (:func:`w3c_trace`)."""
     return (
         "j.id, j.job_name, j.payload, j.queue, j.priority, j.attempt, j.max_attempts, "
         f"{error}, j.created_at, coalesce(j.started_at, j.locked_at), j.metadata, {history}, "
-        "j.trace_context"
+        f"{w3c_trace('j.trace_context')}"
     )
 
 

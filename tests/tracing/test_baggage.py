@@ -16,7 +16,8 @@ from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from django_pgjobs import enqueue, start_workflow
-from django_pgjobs.models import Job
+from django_pgjobs.jobs.operations import retry_dead_letter_job
+from django_pgjobs.models import FailedJob, Job
 from django_pgjobs.worker import Worker
 from tests.helpers import workflow_job
 from tests.testapp import workflows as wf
@@ -92,3 +93,41 @@ def test_baggage_written_into_trace_context_by_sql_is_not_attached_to_the_run(
     assert seen == [{}]
     ran = spans.one("pgjobs run test.baggage")
     assert ran.parent is not None and f"{ran.parent.span_id:016x}" == parent.split("-")[2]
+
+
+PARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+# A row written before the enqueue stopped storing baggage (or by SQL): the trace and user data.
+OLD_CONTEXT = f"""{{"traceparent": "{PARENT}", "tracestate": "vendor=1",
+                   "baggage": "user.email=ann%40example.com"}}"""
+
+
+def test_a_dead_letter_and_its_requeue_keep_only_the_trace_of_an_old_row(
+    make_worker: type[Worker],
+) -> None:
+    with connection.cursor() as cur:
+        cur.execute(
+            "INSERT INTO pgjobs_job_queue (job_name, payload, max_attempts, trace_context) "
+            "VALUES ('test.fail', '{\"message\": \"down\"}', 1, %s) RETURNING id",
+            [OLD_CONTEXT],
+        )
+        [job_id] = cur.fetchone()
+    assert make_worker().run_once().buried == 1
+    kept = {"traceparent": PARENT, "tracestate": "vendor=1"}
+    assert FailedJob.objects.get(id=job_id).trace_context == kept
+    retry_dead_letter_job(job_id)
+    assert Job.objects.get(id=job_id).trace_context == kept
+
+
+def test_a_dead_letter_written_before_the_upgrade_is_requeued_without_its_baggage() -> None:
+    with connection.cursor() as cur:
+        cur.execute(
+            "INSERT INTO pgjobs_failed_jobs (job_name, trace_context) VALUES ('test.fail', %s) "
+            "RETURNING id",
+            [OLD_CONTEXT],
+        )
+        [dead_id] = cur.fetchone()
+    retry_dead_letter_job(dead_id)
+    assert Job.objects.get(id=dead_id).trace_context == {
+        "traceparent": PARENT,
+        "tracestate": "vendor=1",
+    }
