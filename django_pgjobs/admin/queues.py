@@ -228,7 +228,11 @@ class QueueAdmin(_QueueDatabaseMixin, ModelAdmin[Queue]):
             and control.set_queue_limits(obj.name, using=using, **limits)
         ):
             _UNCHANGED.add(request)
-        elif obj.declared is not None and not limits_overridden(obj.name, using=using):
+        elif control.declared_limits(obj.name) is not None and not limits_overridden(
+            obj.name, using=using
+        ):
+            # This process's settings, as set_queue_limits compared with (the row's may be
+            # another deploy's).
             said = f"Queue {obj.name}: these are PGJOBS['QUEUES']'s limits: override ended."
             self.message_user(request, said, messages.INFO)
 

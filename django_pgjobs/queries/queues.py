@@ -50,6 +50,7 @@ def _default(column: str) -> str:
 _NAMED_FROM_JSON = ", ".join(
     cast.format(v=f"%(limits)s::jsonb ->> '{c}'") + f" AS {c}" for c, cast in _LIMIT_COLUMNS.items()
 )
+_DEFAULTS = ", ".join(_default(c) for c in _LIMIT_COLUMNS)
 _COLUMNS_OF_Q = ", ".join(f"q.{c}" for c in _LIMIT_COLUMNS)
 _COLUMNS_OF_EXCLUDED = ", ".join(f"EXCLUDED.{c}" for c in _LIMIT_COLUMNS)
 _KEEP_OR_CLEAR = ", ".join(
@@ -127,10 +128,10 @@ def set_queue_limits(
     to them are no override: an override in force ends, as :func:`reset_queue_limits` would
     end it, and a worker's start goes on syncing the settings. Returns False, and writes
     nothing, when nothing would change: the row already has these limits and the same override
-    state, or there is no row and they are the settings' (a worker's sync writes those); an
-    unchanged row fires no wake-up. Locks the row it changes (or finds unchanged), found through
+    state, or there is no row and they are no limits, as the settings' are; an unchanged row
+    fires no wake-up. Locks the row it changes (or finds unchanged), found through
     its primary key. Two operators creating the same queue's row at once: one inserts, the
-    other updates or, setting the settings' limits, leaves the row as it is. One statement: a
+    other updates or, setting no limits, leaves the row as it is. One statement: a
     crash leaves the row as it was or as asked.
     """
     cur.execute(
@@ -140,7 +141,8 @@ def set_queue_limits(
         SELECT %(name)s, %(declared)s::jsonb,
                ({_COLUMNS}) IS DISTINCT FROM ({_DECLARED_GIVEN}), {_COLUMNS}
         FROM wanted
-        WHERE ({_COLUMNS}) IS DISTINCT FROM ({_DECLARED_GIVEN})
+        WHERE ({_COLUMNS}) IS DISTINCT FROM ({_DEFAULTS})
+           OR ({_COLUMNS}) IS DISTINCT FROM ({_DECLARED_GIVEN})
            OR EXISTS (SELECT 1 FROM pgjobs_queues WHERE name = %(name)s)
         ON CONFLICT (name) DO UPDATE SET updated_at = now(), {_TAKE_NEW},
             declared = EXCLUDED.declared, overridden = EXCLUDED.overridden

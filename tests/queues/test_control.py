@@ -199,3 +199,11 @@ def test_a_reset_restores_this_process_s_settings_not_the_last_syncers(
     assert reset_queue_limits("mail") is True
     row = Queue.objects.get(name="mail")
     assert (row.concurrency, row.overridden, row.declared["concurrency"]) == (5, False, 5)
+
+
+def test_the_settings_limits_for_a_declared_queue_without_a_row_write_one_not_overridden() -> None:
+    # No worker has synced yet: the admin adding the queue with the settings' limits gets a row.
+    with override_settings(PGJOBS={**settings.PGJOBS, "QUEUES": {"mail": {"concurrency": 5}}}):
+        assert set_queue_limits("mail", concurrency=5) is True
+    row = Queue.objects.get(name="mail")
+    assert (row.concurrency, row.overridden, row.declared["concurrency"]) == (5, False, 5)
