@@ -16,7 +16,7 @@ from django.db import DatabaseError
 
 from django_pgjobs.conf import DEFAULTS, HEALTH_DEFAULTS
 from django_pgjobs.conf import seconds as _seconds
-from django_pgjobs.jobs.validation import MAX_INT, MAX_TIMEOUT, shown_duration
+from django_pgjobs.jobs.validation import MAX_INT, MAX_TIMEOUT, MIN_TIMEOUT, shown_duration
 
 # Where the docs say how to get a PostgreSQL for development (the embedded server helpers).
 POSTGRESQL_FOR_DEVELOPMENT = "docs/howto/install.md#a-postgresql-for-development"
@@ -178,12 +178,12 @@ def _timeout_errors(config: dict[str, Any]) -> list[CheckMessage]:
     """TIMEOUT: None (no limit) or what ``enqueue(timeout=...)`` accepts. Its own id: a wrong
     value here is found by no test of the caller's, since only a hung handler ever reaches it."""
     timeout = config.get("TIMEOUT", DEFAULTS["TIMEOUT"])
-    if timeout is None or (_is_number(timeout) and 0 < _seconds(timeout) <= MAX_TIMEOUT):
+    if timeout is None or (_is_number(timeout) and MIN_TIMEOUT <= _seconds(timeout) <= MAX_TIMEOUT):
         return []
     return [
         Error(
-            f"TIMEOUT must be None (no limit) or a number of seconds (or a timedelta) above 0 "
-            f"and at most {MAX_TIMEOUT:.0f} (a year); got {shown_duration(timeout)}.",
+            f"TIMEOUT must be None (no limit) or a number of seconds (or a timedelta) from "
+            f"{MIN_TIMEOUT} to {MAX_TIMEOUT:.0f} (a year); got {shown_duration(timeout)}.",
             hint="It is how long an attempt may run when neither the job, its handler nor its "
             "queue sets a timeout; past it the attempt fails with JobTimeout.",
             id="pgjobs.E008",

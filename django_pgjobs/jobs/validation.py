@@ -121,6 +121,11 @@ def check_retry_delay(value: object) -> float:
 
 # A job timeout's upper bound: a year is far past any job that should still count as running.
 MAX_TIMEOUT = timedelta(days=366).total_seconds()
+# PostgreSQL keeps intervals to the microsecond and rounds below it: a timeout under half a
+# microsecond would be stored as 0 and refused by a CHECK (an IntegrityError, not a message).
+# A millisecond is the least a timeout can mean to a worker that polls and claims in
+# milliseconds; queue timeouts and rate periods have the same floor.
+MIN_TIMEOUT = 0.001
 
 
 def shown_duration(value: object) -> str:
@@ -132,16 +137,16 @@ def shown_duration(value: object) -> str:
 
 
 def check_timeout(value: object, what: str = "timeout") -> float:
-    """Seconds a job may run: a number or a timedelta, > 0 and at most a year."""
+    """Seconds a job may run: a number or a timedelta, from a millisecond to a year."""
     seconds = value.total_seconds() if isinstance(value, timedelta) else value
     if (
         isinstance(seconds, bool)
         or not isinstance(seconds, int | float)
         or not math.isfinite(seconds)
-        or not 0 < seconds <= MAX_TIMEOUT
+        or not MIN_TIMEOUT <= seconds <= MAX_TIMEOUT
     ):
         raise InvalidJobError(
-            f"{what} must be a number of seconds or a timedelta, > 0 and at most "
+            f"{what} must be a number of seconds or a timedelta, from {MIN_TIMEOUT} to "
             f"{MAX_TIMEOUT:.0f} (a year); got {shown_duration(value)}."
         )
     return float(seconds)

@@ -85,20 +85,19 @@ def _refused(request: HttpRequest) -> HttpResponse | None:
             return None
         return _unauthorized("invalid_token")
     user = getattr(request, "user", None)  # None: no authentication middleware
-    signed_in = user is not None and user.is_authenticated
-    if signed_in and user.is_active and user.is_staff and user.has_perms(PERMISSIONS):
-        return None
-    if conf.METRICS_TOKEN is not None and not signed_in:
-        return _unauthorized(None)
     # A signed-in user is told what they lack (a browser has no token to offer); anyone else
-    # what the view asks for.
-    if signed_in and user.is_active and user.is_staff:
+    # is asked for the token when one is configured, else told what the view asks for.
+    if user is None or not user.is_authenticated:
+        if conf.METRICS_TOKEN is not None:
+            return _unauthorized(None)
+        reason = "Sign in to the admin as staff."
+    elif user.is_active and user.is_staff:
+        if user.has_perms(PERMISSIONS):
+            return None
         missing = [perm for perm in PERMISSIONS if not user.has_perm(perm)]
         reason = f"Your account lacks the permission(s) {', '.join(missing)}."
-    elif signed_in:
-        reason = "Your account is not a staff account."
     else:
-        reason = "Sign in to the admin as staff."
+        reason = "Your account is not an active staff account."
     return HttpResponse(
         f"{reason} The metrics are for staff with the permissions {', '.join(PERMISSIONS)}"
         " (superusers have them), or for a scraper holding PGJOBS['METRICS_TOKEN'].",

@@ -28,11 +28,8 @@ COUNTS = (
 # has asked for; a count past this is no limit at all.
 MAX_RATE_PERIOD = timedelta(days=1).total_seconds()
 MIN_RATE_PERIOD = 0.001
-# PostgreSQL keeps intervals to the microsecond and rounds below it: a queue timeout under half
-# a microsecond would be stored as 0 and refused by the CHECK pgjobs_queue_durations_positive
-# (an IntegrityError, not a message). A millisecond, as for the rate period, is the least any
-# timeout can mean to a worker that polls and claims in milliseconds.
-MIN_TIMEOUT = 0.001
+# As a job's (the CHECK here: pgjobs_queue_durations_positive).
+MIN_TIMEOUT = validation.MIN_TIMEOUT
 
 # What each option takes and what leaving it out means, in words shared by every place that
 # takes limits. Each place says them its own way (a :data:`Wording`): how it names the option,

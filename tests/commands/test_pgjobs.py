@@ -292,11 +292,12 @@ def test_queue_limits_says_what_to_type_and_writes_nothing(args: list[str], mess
     assert not Queue.objects.exists()
 
 
-def test_enqueue_says_what_a_timeout_takes() -> None:
+@pytest.mark.parametrize(("given", "shown"), [("0", "0"), ("1e-7", "1e-07")])
+def test_enqueue_says_what_a_timeout_takes(given: str, shown: str) -> None:
     with pytest.raises(CommandError) as refused:
-        pgjobs("enqueue", "test.record", "--timeout", "0")
+        pgjobs("enqueue", "test.record", "--timeout", given)
     assert str(refused.value) == (
-        "--timeout takes seconds above 0 and at most 31622400 (a year), e.g. 60; got 0."
+        f"--timeout takes seconds from 0.001 to 31622400 (a year), e.g. 60; got {shown}."
     )
     assert not Job.objects.exists()
 

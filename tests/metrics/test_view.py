@@ -98,7 +98,7 @@ def test_a_signed_in_user_is_told_the_missing_permission_even_when_a_token_is_co
     client.force_login(User.objects.create_user("someone"))
     response = client.get(URL)
     assert response.status_code == 403
-    assert b"not a staff account" in response.content
+    assert b"not an active staff account" in response.content
 
 
 def test_the_view_permissions_without_staff_are_refused(client: Client) -> None:

@@ -23,7 +23,7 @@ from django_pgjobs.exceptions import JobNotFound, PgJobsError
 from django_pgjobs.jobs import operations as jobs
 from django_pgjobs.jobs import producer as enqueueing
 from django_pgjobs.jobs.registry import registry
-from django_pgjobs.jobs.validation import MAX_TIMEOUT
+from django_pgjobs.jobs.validation import MAX_TIMEOUT, MIN_TIMEOUT
 from django_pgjobs.management.output import reader_may_leave
 from django_pgjobs.metrics import database_text
 from django_pgjobs.models import JobStatus
@@ -140,10 +140,10 @@ class Command(BaseCommand):
                     f"--{option.replace('_', '-')} must be a number of seconds >= 0."
                 )
         timeout = options.get("timeout") if options["action"] == "enqueue" else None
-        if timeout is not None and not 0 < timeout <= MAX_TIMEOUT:
+        if timeout is not None and not MIN_TIMEOUT <= timeout <= MAX_TIMEOUT:
             raise CommandError(
-                f"--timeout takes seconds above 0 and at most {MAX_TIMEOUT:.0f} (a year), e.g. 60;"
-                f" got {timeout:g}."
+                f"--timeout takes seconds from {MIN_TIMEOUT} to {MAX_TIMEOUT:.0f} (a year), "
+                f"e.g. 60; got {timeout:g}."
             )
         if options.get("exception") and options["action"] == "list" and options["status"] != "dead":
             raise CommandError("--exception filters dead letters: add --status dead.")
