@@ -15,6 +15,7 @@ from django.core.management.base import CommandError
 from django_pgjobs.conf import conf
 from django_pgjobs.models.queues import LIMIT_FIELDS, Queue
 from django_pgjobs.observability.status import queue_status
+from django_pgjobs.queues import control
 from django_pgjobs.queues.declarations import (
     LEFT_OUT,
     TAKES,
@@ -183,3 +184,41 @@ def in_cli(text: str) -> Wording:
         return f"{flag} takes {TAKES[option]}{example}, or none for {without}; got {got}."
 
     return wording
+
+
+def queue_limits_said(
+    name: str, given: dict[str, str], *, reset: bool, using: str | None = None
+) -> str:
+    """What ``pgjobs queue-limits`` does to queue ``name`` and the line it prints: with nothing
+    ``given``, the queue's limits; with ``reset``, the settings' again; else ``given`` (option ->
+    the text typed) over the current limits. A bad value raises CommandError before anything is
+    written."""
+    if reset and given:
+        raise CommandError("--reset takes no other option.")
+    # The settings' limits are the base, even before a worker has written them.
+    control.sync_declared_queues(using=using)
+    source = "as PGJOBS['QUEUES'] says"
+    if control.declared_limits(name) is None:
+        source = "as for a queue PGJOBS['QUEUES'] does not name"
+    was_overridden = limits_overridden(name, using=using)
+    if reset:
+        if not control.reset_queue_limits(name, using=using):
+            raise CommandError(f"Queue {name!r} has no limits to reset.")
+        described = describe_limits(current_limits(name, using=using)) or "no limits"
+        ended = "override ended" if was_overridden else "nothing to reset"
+        return f"Queue {name}: {described}, {source}: {ended}."
+    limits = current_limits(name, using=using)
+    if not given:
+        whose = "changed by an operator" if was_overridden else source
+        return f"Queue {name}: {describe_limits(limits) or 'no limits'} ({whose})."
+    limits.update({option: parse_limit(option, text) for option, text in given.items()})
+    described = describe_limits(limits) or "no limits"
+    if not control.set_queue_limits(name, using=using, **limits):
+        # Not an override: the settings (or no limits) go on deciding.
+        return f"Queue {name}: nothing changed ({described})."
+    if not limits_overridden(name, using=using):
+        # The settings' limits again (none, for a queue they do not name): no override.
+        return f"Queue {name}: {described}, {source}: " + (
+            "override ended." if was_overridden else "no override."
+        )
+    return f"Queue {name}: {described}."

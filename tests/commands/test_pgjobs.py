@@ -196,6 +196,29 @@ def test_queue_commands_start_from_settings_no_worker_has_written_yet() -> None:
         assert (row.concurrency, row.worker_concurrency, row.overridden) == (2, None, False)
 
 
+def test_queue_limits_without_options_shows_them_and_a_second_reset_says_nothing_to_reset() -> None:
+    from django.test import override_settings
+
+    with override_settings(PGJOBS={"QUEUES": {"shown": {"concurrency": 2}}}):
+        assert pgjobs("queue-limits", "shown").strip() == (
+            "Queue shown: at most 2 running (as PGJOBS['QUEUES'] says)."
+        )
+        pgjobs("queue-limits", "shown", "--concurrency", "3")
+        assert pgjobs("queue-limits", "shown").strip() == (
+            "Queue shown: at most 3 running (changed by an operator)."
+        )
+        assert pgjobs("queue-limits", "shown", "--reset").strip() == (
+            "Queue shown: at most 2 running, as PGJOBS['QUEUES'] says: override ended."
+        )
+        assert pgjobs("queue-limits", "shown", "--reset").strip() == (
+            "Queue shown: at most 2 running, as PGJOBS['QUEUES'] says: nothing to reset."
+        )
+        pgjobs("queue-limits", "other", "--concurrency", "1")
+        assert pgjobs("queue-limits", "other", "--reset").strip() == (
+            "Queue other: no limits, as for a queue PGJOBS['QUEUES'] does not name: override ended."
+        )
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -31,14 +31,7 @@ from django_pgjobs.observability.display import local_time, printable
 from django_pgjobs.observability.explain import explain_job
 from django_pgjobs.observability.health import database_health
 from django_pgjobs.observability.health_report import health_report
-from django_pgjobs.observability.queues import (
-    LIMIT_OPTIONS,
-    current_limits,
-    describe_limits,
-    limits_overridden,
-    parse_limit,
-    queue_views,
-)
+from django_pgjobs.observability.queues import LIMIT_OPTIONS, queue_limits_said, queue_views
 from django_pgjobs.observability.schedules import schedule_views
 from django_pgjobs.observability.status import QueueCounts, queue_status
 from django_pgjobs.queries.base import WORKFLOW_JOB_PREFIX as JOB_PREFIX
@@ -331,36 +324,8 @@ class Command(BaseCommand):
         self.say(f"Queue {options['queue']} {'resumed' if changed else 'was not paused'}.")
 
     def do_queue_limits(self, options: dict[str, Any], using: str | None) -> None:
-        name = options["queue"]
         given = {o: options[o] for o in LIMIT_OPTIONS if options[o] is not None}
-        if options["reset"]:
-            if given:
-                raise CommandError("--reset takes no other option.")
-            if not queue_control.reset_queue_limits(name, using=using):
-                raise CommandError(f"Queue {name!r} has no limits to reset.")
-            self.say(f"Queue {name}: back to PGJOBS['QUEUES'].")
-            return
-        if not given:
-            raise CommandError("Give at least one limit (see --help), or --reset.")
-        # The settings' limits are the base, even before a worker has written them.
-        queue_control.sync_declared_queues(using=using)
-        limits = current_limits(name, using=using)
-        limits.update({option: parse_limit(option, text) for option, text in given.items()})
-        described = describe_limits(limits) or "no limits"
-        was_overridden = limits_overridden(name, using=using)
-        if not queue_control.set_queue_limits(name, using=using, **limits):
-            # Not an override: the settings (or no limits) go on deciding.
-            self.say(f"Queue {name}: nothing changed ({described}).")
-            return
-        if not limits_overridden(name, using=using):
-            # The settings' limits again (none, for a queue they do not name): no override.
-            source = "as PGJOBS['QUEUES'] says"
-            if queue_control.declared_limits(name) is None:
-                source = "as for a queue PGJOBS['QUEUES'] does not name"
-            ended = "override ended" if was_overridden else "no override"
-            self.say(f"Queue {name}: {described}, {source}: {ended}.")
-            return
-        self.say(f"Queue {name}: {described}.")
+        self.say(queue_limits_said(options["queue"], given, reset=options["reset"], using=using))
 
     def do_health(self, options: dict[str, Any], using: str | None) -> None:
         health = database_health(using=using)
