@@ -279,7 +279,7 @@ class QueueAdmin(_QueueDatabaseMixin, ModelAdmin[Queue]):
         return super().render_change_form(request, context, add, change, form_url, obj)
 
     def pause_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        return self._button(request, object_id, control.pause_queue, "paused", "was paused")
+        return self._button(request, object_id, control.pause_queue, "paused", "was paused already")
 
     def resume_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         return self._button(request, object_id, control.resume_queue, "resumed", "was not paused")

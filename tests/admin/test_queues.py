@@ -127,6 +127,16 @@ def test_pause_resume_and_reset_actions_call_the_library(admin_client_: Client) 
     assert row.concurrency == 5 and not row.overridden
 
 
+def test_the_pause_and_resume_buttons_say_when_nothing_changed(admin_client_: Client) -> None:
+    pause_queue("mail")
+    pause = reverse("admin:pgjobs_queue_pause", args=["mail"])
+    page = admin_client_.post(pause, follow=True).content.decode()
+    assert "Queue mail was paused already." in page
+    resume = reverse("admin:pgjobs_queue_resume", args=["mail"])
+    assert "Queue mail resumed." in admin_client_.post(resume, follow=True).content.decode()
+    assert "Queue mail was not paused." in admin_client_.post(resume, follow=True).content.decode()
+
+
 def test_a_view_only_user_sees_queues_and_changes_nothing(viewer_client: Client) -> None:
     pause_queue("mail")
     page = viewer_client.get(changelist("queue")).content.decode()
