@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import threading
@@ -38,7 +37,7 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.run import drop_database, masked, setup_database  # noqa: E402
+from benchmarks.run import drop_database, migrated_database  # noqa: E402
 
 FREE_KEYS = 100
 AT_ONCE = 8
@@ -165,17 +164,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None, help="Write the results here.")
     args = parser.parse_args()
 
-    from django_pgjobs.contrib.embedded import database_url
-
-    server_url = os.environ.get("DATABASE_URL") or database_url(ROOT / ".pgdata-bench")
-    url = setup_database(server_url)
-    print(f"benchmark database: {masked(url)}", flush=True)
-    os.environ.update(BENCH_DATABASE_URL=url, DJANGO_SETTINGS_MODULE="benchmarks.settings")
-    import django
-    from django.core.management import call_command
-
-    django.setup()
-    call_command("migrate", verbosity=0)
+    server_url, url = migrated_database()
     try:
         results = measure(url, args.keys, args.repeat)
     finally:

@@ -70,6 +70,23 @@ def setup_database(server_url: str) -> str:
     return make_conninfo(**params)
 
 
+def migrated_database() -> tuple[str, str]:
+    """A fresh benchmark database on DATABASE_URL's server (else an embedded one), migrated, with
+    Django set up on it: (the server's URL, the database's)."""
+    from django_pgjobs.contrib.embedded import database_url
+
+    server_url = os.environ.get("DATABASE_URL") or database_url(ROOT / ".pgdata-bench")
+    url = setup_database(server_url)
+    print(f"benchmark database: {masked(url)}", flush=True)
+    os.environ.update(BENCH_DATABASE_URL=url, DJANGO_SETTINGS_MODULE="benchmarks.settings")
+    import django
+    from django.core.management import call_command
+
+    django.setup()
+    call_command("migrate", verbosity=0)
+    return server_url, url
+
+
 def drop_database(server_url: str, url: str) -> None:
     name = conninfo_to_dict(url)["dbname"]
     with psycopg.connect(server_url, autocommit=True) as conn:
@@ -566,17 +583,7 @@ def main() -> None:
             f"unknown workload(s) {', '.join(unknown)}; choose from {', '.join(WORKLOADS)}"
         )
 
-    from django_pgjobs.contrib.embedded import database_url
-
-    server_url = os.environ.get("DATABASE_URL") or database_url(ROOT / ".pgdata-bench")
-    url = setup_database(server_url)
-    print(f"benchmark database: {masked(url)}", flush=True)
-    os.environ.update(BENCH_DATABASE_URL=url, DJANGO_SETTINGS_MODULE="benchmarks.settings")
-    import django
-    from django.core.management import call_command
-
-    django.setup()
-    call_command("migrate", verbosity=0)
+    server_url, url = migrated_database()
     bench = Bench(url, args.scale, args.repeat)
     bench.raw.execute("CREATE TABLE bench_latency (n int, started float8)")
     try:

@@ -27,6 +27,15 @@ from tests.metrics.scrapes import Scrape
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
+def metrics_url(proc: subprocess.Popen[bytes]) -> str:
+    """The URL a worker started with --metrics-port 0 gives in its start line (even at -v 0)."""
+    assert proc.stdout is not None
+    line = proc.stdout.readline().decode()
+    found = re.search(r" metrics=(http://127\.0\.0\.1:\d+/metrics)$", line.strip())
+    assert found, line
+    return found.group(1)
+
+
 def fetch(url: str) -> Scrape:
     with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 - our own http URL
         return Scrape(response.read().decode())
@@ -139,11 +148,7 @@ def test_a_worker_process_serves_its_counters_and_histograms_over_http() -> None
         settings={"RETRY_DELAY": 0, "METRICS_CACHE_SECONDS": 0}, pipes=True,
     )  # fmt: skip
     try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline().decode()
-        found = re.search(r" metrics=(http://127\.0\.0\.1:\d+/metrics)$", line.strip())
-        assert found, line
-        url = found.group(1)
+        url = metrics_url(proc)
 
         def all_written() -> Scrape | None:
             got = fetch(url)
@@ -194,11 +199,7 @@ def test_a_worker_with_the_worker_scope_serves_its_own_metrics_only() -> None:
         settings={"METRICS_CACHE_SECONDS": 0}, pipes=True,
     )  # fmt: skip
     try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline().decode()
-        found = re.search(r" metrics=(http://127\.0\.0\.1:\d+/metrics)$", line.strip())
-        assert found, line
-        url = found.group(1)
+        url = metrics_url(proc)
 
         def ran() -> Scrape | None:
             got = fetch(url)
