@@ -126,12 +126,16 @@ def running(
     else:
         held = f"Its lease expired at {_at(lease, now)}: the rescue hands the job back to {end}"
     hold = f"{rescue_hold_seconds():g}s"
+    # The blocker lifts when the rescue may act: at the lease's expiry, or at the end of the
+    # live workers' start-up hold when that comes later (a lease already past is no answer).
+    until = lease
     if not live_workers:
         rescue = (
             f", but no worker is live to sweep: the first worker to start does, after its "
             f"start-up hold ({hold})."
         )
     elif rescue_from is not None and rescue_from > max(lease, now):
+        until = rescue_from
         rescue = (
             f", but not before {_at(rescue_from, now)}: a worker rescues nothing for {hold} after "
             "it starts, or after the database server restarts, so that workers cut off by an "
@@ -140,7 +144,7 @@ def running(
     else:
         rescue = f" (a live worker's rescue sweep runs every {conf.HEARTBEAT_SECONDS:g}s)."
     message = f"{started} {beat} {held}{rescue}"
-    return _made(job_id, job, Blocker.RUNNING, message, until=lease, worker_id=job.locked_by)
+    return _made(job_id, job, Blocker.RUNNING, message, until=until, worker_id=job.locked_by)
 
 
 def not_due(job_id: uuid.UUID, job: JobRow) -> Explanation:

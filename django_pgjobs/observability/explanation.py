@@ -77,7 +77,8 @@ class Explanation:
     queue: str
     partition_key: str | None = None
     # When the blocker lifts by itself, where it is known: the due time, the rate window's
-    # room, the lease's expiry (database time, aware).
+    # room, the lease's expiry, or the end of the rescuers' start-up hold when a lease has run
+    # out and that hold still holds the rescue back (database time, aware).
     until: datetime | None = None
     # The jobs in its way: those running in its queue or key, or its key's earlier jobs.
     blocking_job_ids: tuple[uuid.UUID, ...] = ()

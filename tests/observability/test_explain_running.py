@@ -87,8 +87,12 @@ def test_a_worker_that_just_started_holds_its_rescue() -> None:
         )
         hold_ends = cur.fetchone()[0]
     assert f"but not before {local_time(hold_ends)}" in said.message
+    # The lease is past: the blocker lifts when the hold ends, and until says so.
+    assert said.until == hold_ends
     assert f"a worker rescues nothing for {rescue_hold_seconds():g}s after it starts" in (
         said.message
     )
     started_long_ago("fresh")
-    assert "but not before" not in explain_job(job_id).message
+    said = explain_job(job_id)
+    assert "but not before" not in said.message
+    assert said.until == job.locked_at
