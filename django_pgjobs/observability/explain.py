@@ -34,8 +34,9 @@ __all__ = ["Blocker", "Explanation", "explain_job"]
 
 def explain_job(job_id: uuid.UUID | str, *, using: str | None = None) -> Explanation:
     """Why the job (or dead letter) ``job_id`` is not running; raises :class:`JobNotFound` for
-    an id that is neither. ``job_id`` may be a unique prefix of one (the 8-character short id
-    the admin and ``pgjobs`` show): an ambiguous or unknown one raises :class:`JobNotFound`.
+    an id that is neither. ``job_id`` may be a unique prefix of one, at least 4 hex digits
+    (the admin's 8-character short id, or the start of a UUID ``pgjobs list`` prints): an
+    ambiguous or unknown one raises :class:`JobNotFound`.
     Read-only: a handful of small reads in one ``REPEATABLE READ`` snapshot."""
     alias = using or conf.DATABASE
     connection = connections[alias]
@@ -88,7 +89,7 @@ def _resolve(cur: Cursor, job_id: uuid.UUID | str) -> uuid.UUID:
     if not (MIN_PREFIX <= len(digits) < 32 and all(c in "0123456789abcdef" for c in digits)):
         raise JobNotFound(
             f"{job_id!r} is not a job id: give the UUID, or at least {MIN_PREFIX} of its "
-            "first hex digits (the short id the admin and `pgjobs` show)."
+            "first hex digits (the admin shows the first 8)."
         )
     found = rows.ids_with_prefix(
         cur,

@@ -99,6 +99,22 @@ def test_an_unknown_id_exits_non_zero_and_a_known_one_zero() -> None:
     assert f"Job {known} (test.record, queue default): pending" in found.stdout
 
 
+def test_a_prefix_is_answered_with_whole_uuids() -> None:
+    """As the docs' sample shows: the admin's 8-character short id in, whole UUIDs out (the
+    job's and those in its way)."""
+    set_queue_limits("ledger", partition_concurrency=1)
+    first = enqueue("test.record", queue="ledger", partition_key="account:42")
+    second = enqueue("test.record", queue="ledger", partition_key="account:42")
+    with connection.cursor() as cur:
+        claim_jobs(cur, worker_id="w1", limit=1, lease_seconds=60, queues=None, job_names=None)
+    lines = explain(str(second)[:8]).splitlines()
+    assert lines[0] == (
+        f"Job {second} (test.record, queue ledger, partition key account:42): pending"
+    )
+    assert f"1 of 1 running ({first} on w1)" in lines[1]
+    assert lines[2] == f"  in its way: {first}"
+
+
 def test_the_short_id_shown_elsewhere_is_enough() -> None:
     with connection.cursor() as cur:
         cur.execute(

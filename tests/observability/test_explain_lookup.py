@@ -1,4 +1,5 @@
-"""explain_job by a short id (the 8 characters the admin and `pgjobs` show) or a dead letter's."""
+"""explain_job by a short id (the 8 characters the admin shows, or any unique prefix of at least
+4 hex digits) or a dead letter's."""
 
 from __future__ import annotations
 
@@ -30,6 +31,13 @@ def test_a_short_id_names_its_job() -> None:
     said = explain_job(str(job_id)[:8])
     assert said.job_id == job_id
     assert explain_job(str(job_id)[:8].upper()).job_id == job_id
+
+
+def test_four_hex_digits_are_the_shortest_prefix_looked_up() -> None:
+    job_id = job_with_id("9a8b7c6d-0000-4000-8000-000000000001")
+    assert explain_job("9a8b").job_id == job_id
+    with pytest.raises(JobNotFound, match="at least 4 of its first hex digits"):
+        explain_job("9a8")
 
 
 def test_a_short_id_names_a_dead_letter_too() -> None:
