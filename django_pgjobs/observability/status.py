@@ -1,6 +1,8 @@
-"""The queue at a glance: counts, dead letters, live workers and queue lag.
+"""The queue at a glance: counts, dead letters, live workers, paused and limited queues, and
+queue lag.
 
-Shared by ``manage.py pgjobs status`` and the admin dashboard.
+Shared by ``manage.py pgjobs status`` (its lines: :mod:`~django_pgjobs.observability.status_report`)
+and the admin dashboard.
 """
 
 from __future__ import annotations
@@ -14,11 +16,20 @@ from django.db.models.functions import Now
 
 from django_pgjobs.conf import conf
 from django_pgjobs.jobs.registry import registry
-from django_pgjobs.models import FailedJob, Worker
+from django_pgjobs.models import FailedJob, Queue, Worker
 from django_pgjobs.queries.base import WORKFLOW_JOB_PREFIX
 
 # How many workflow ids ``pgjobs status`` names for a code version no worker here runs.
 STRANDED_SHOWN = 10
+# The limits that can hold a due job back (rate_period alone limits nothing; timeout ends
+# attempts, it does not delay starts).
+HOLDING_LIMITS = (
+    "concurrency",
+    "worker_concurrency",
+    "rate_limit",
+    "partition_concurrency",
+    "partition_rate_limit",
+)
 
 
 @dataclass
@@ -35,8 +46,15 @@ class QueueStatus:
     queues: dict[str, QueueCounts] = field(default_factory=dict)
     dead_letters: int = 0
     live_workers: list[Worker] = field(default_factory=list)
-    # Seconds since the oldest due job became due: how far behind the workers are.
+    # Queues paused (their jobs wait on purpose), and queues with a limit that can hold due
+    # jobs back (HOLDING_LIMITS), by name; either may have no jobs.
+    paused: list[str] = field(default_factory=list)
+    limited: list[str] = field(default_factory=list)
+    # Seconds since the oldest due job of a queue not paused became due: how far behind the
+    # workers are. A paused queue's jobs wait on purpose, so they are left out of it...
     oldest_due_age: float | None = None
+    # ... and counted here: the oldest due job of the paused queues.
+    oldest_paused_due_age: float | None = None
     # Due jobs whose name has no handler in this codebase (a typo, or code not deployed yet):
     # no worker running this code will ever claim them.
     unhandled: dict[str, int] = field(default_factory=dict)
@@ -50,25 +68,33 @@ class QueueStatus:
 def queue_status(*, using: str | None = None) -> QueueStatus:
     alias = using or conf.DATABASE
     status = QueueStatus()
+    queues = Queue.objects.using(alias).order_by("name")
+    for row in queues.only("name", "paused", *HOLDING_LIMITS):
+        if row.paused:
+            status.paused.append(row.name)
+        if any(getattr(row, name) is not None for name in HOLDING_LIMITS):
+            status.limited.append(row.name)
+    paused = set(status.paused)
     with connections[alias].cursor() as cur:
+        # The same scan counts the states and finds each queue's oldest due job (the due
+        # state's oldest scheduled_for).
         cur.execute(
             """
             SELECT queue,
                    CASE WHEN status <> 'pending' THEN status
                         WHEN scheduled_for <= now() THEN 'due' ELSE 'scheduled' END,
-                   count(*)
+                   count(*),
+                   extract(epoch FROM now() - min(scheduled_for))::float8
             FROM pgjobs_job_queue GROUP BY 1, 2 ORDER BY 1
             """
         )
-        for queue, state, count in cur.fetchall():
+        ages: dict[bool, list[float]] = {True: [], False: []}
+        for queue, state, count, age in cur.fetchall():
             setattr(status.queues.setdefault(queue, QueueCounts()), state, count)
-        # The head of pgjobs_job_next_due, not a scan.
-        cur.execute(
-            "SELECT extract(epoch FROM now() - min(scheduled_for))::float8 FROM pgjobs_job_queue "
-            "WHERE status = 'pending' AND scheduled_for <= now()"
-        )
-        row = cur.fetchone()
-        status.oldest_due_age = None if row is None or row[0] is None else float(row[0])
+            if state == "due":
+                ages[queue in paused].append(float(age))
+        status.oldest_due_age = max(ages[False], default=None)
+        status.oldest_paused_due_age = max(ages[True], default=None)
         status.unhandled = {found.job_name: found.count for found in unhandled_due_jobs(cur)}
         stranded = [name for name in status.unhandled if name.startswith(WORKFLOW_JOB_PREFIX)]
         if stranded:

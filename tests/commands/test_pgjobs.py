@@ -13,6 +13,8 @@ from django.utils import timezone
 
 from django_pgjobs import enqueue, get_job, start_workflow
 from django_pgjobs.models import FailedJob, Job, Schedule, WorkflowExecution
+from django_pgjobs.observability.status import queue_status
+from django_pgjobs.queues import pause_queue, set_queue_limits
 from django_pgjobs.schedules.scheduler import Scheduler
 from django_pgjobs.worker import Worker
 from tests.helpers import add_schedule
@@ -45,6 +47,30 @@ def test_status_shows_counts_dead_letters_workers_and_lag(make_worker: type[Work
     assert "dead letters: 1" in out
     assert "live workers: 1" in out and worker.worker_id in out
     assert "oldest due job: 0:02:0" in out
+
+
+def test_status_marks_paused_and_limited_queues_and_leaves_paused_ones_out_of_the_lag() -> None:
+    now = timezone.now()
+    enqueue("test.record", queue="mail", scheduled_for=now - timedelta(hours=1))
+    enqueue("test.record", queue="bulk", scheduled_for=now - timedelta(minutes=2))
+    enqueue("test.record", queue="plain", scheduled_for=now - timedelta(minutes=1))
+    pause_queue("mail")
+    pause_queue("idle")  # paused, no jobs: listed all the same
+    set_queue_limits("bulk", concurrency=2)
+    set_queue_limits("quiet", rate_limit=5)  # limited, no jobs: not listed
+    lines = pgjobs("status").splitlines()
+    rows = {line.split()[0]: line.split()[6:] for line in lines[1:5]}
+    assert rows == {"bulk": ["limited"], "idle": ["paused"], "mail": ["paused"], "plain": []}
+    assert not any(line.startswith("quiet") for line in lines)
+    assert "(paused: starts none until `pgjobs resume QUEUE`; limited: " in "\n".join(lines)
+    # The workers are 2 minutes behind; the paused queue's hour-old job waits on purpose.
+    lag = next(line for line in lines if line.startswith("oldest due job: "))
+    assert lag.startswith("oldest due job: 0:02:0")
+    assert "(queues not paused; paused queues: 1:00:0" in lag
+    status = queue_status()
+    assert (status.paused, status.limited) == (["idle", "mail"], ["bulk", "quiet"])
+    assert status.oldest_due_age is not None and status.oldest_due_age < 3600
+    assert status.oldest_paused_due_age is not None and status.oldest_paused_due_age >= 3600
 
 
 def test_status_on_an_empty_queue() -> None:

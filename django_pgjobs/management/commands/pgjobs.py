@@ -33,8 +33,8 @@ from django_pgjobs.observability.health import database_health
 from django_pgjobs.observability.health_report import health_report
 from django_pgjobs.observability.queues import LIMIT_OPTIONS, queue_limits_said, queue_views
 from django_pgjobs.observability.schedules import schedule_views
-from django_pgjobs.observability.status import QueueCounts, queue_status
-from django_pgjobs.queries.base import WORKFLOW_JOB_PREFIX as JOB_PREFIX
+from django_pgjobs.observability.status import queue_status
+from django_pgjobs.observability.status_report import status_report
 from django_pgjobs.queues import control as queue_control
 from django_pgjobs.schedules.scheduler import run_schedule_now
 
@@ -154,50 +154,8 @@ class Command(BaseCommand):
         self.stdout.write(shown if style is None else style(shown))
 
     def do_status(self, options: dict[str, Any], using: str | None) -> None:
-        status = queue_status(using=using)
-        columns = ("due", "scheduled", "running", "completed", "cancelled")
-        self.say(f"{'queue':<20}" + "".join(f"{c:>11}" for c in columns))
-        for queue, counts in sorted(status.queues.items()):
-            self.say(f"{queue:<20}" + "".join(f"{getattr(counts, c):>11}" for c in columns))
-        if not status.queues:
-            self.say("(no jobs)")
-        total = QueueCounts(
-            **{c: sum(getattr(q, c) for q in status.queues.values()) for c in columns}
-        )
-        self.say(f"{'total':<20}" + "".join(f"{getattr(total, c):>11}" for c in columns))
-        self.say(f"dead letters: {status.dead_letters}")
-        self.say(f"live workers: {len(status.live_workers)}")
-        for worker in status.live_workers:
-            self.say(
-                f"  {worker.id} host={worker.hostname} pid={worker.pid} "
-                f"queues={','.join(map(str, worker.queues)) or 'all'} "
-                f"concurrency={worker.concurrency}"
-            )
-        lag = status.oldest_due_age
-        self.say(
-            "oldest due job: " + ("none" if lag is None else f"{timedelta(seconds=round(lag))} ago")
-        )
-        if status.workflows:
-            self.say(
-                "workflows: "
-                + ", ".join(f"{state} {count}" for state, count in sorted(status.workflows.items()))
-            )
-        for name, count in status.unhandled.items():
-            if name.startswith(JOB_PREFIX):
-                version = name.removeprefix(JOB_PREFIX)
-                ids = status.stranded_workflows.get(name, [])
-                more = "" if len(ids) >= count else f" and {count - len(ids)} more"
-                self.say(
-                    f"{count} workflow(s) pinned to code version {version!r}, which no worker "
-                    f"of this deployment runs ({', '.join(ids)}{more}): deploy that version, or "
-                    "move them with `manage.py pgjobs_workflows resume ID --deployed`",
-                    self.style.WARNING,
-                )
-                continue
-            self.say(
-                f"due but no handler is registered for {name!r}: {count} job(s)",
-                self.style.WARNING,
-            )
+        for line, warns in status_report(queue_status(using=using)):
+            self.say(line, self.style.WARNING if warns else None)
 
     def do_list(self, options: dict[str, Any], using: str | None) -> None:
         header = f"{'id':<36}  {'state':<10} {'job':<30} {'queue':<12} {'tries':<7}"
