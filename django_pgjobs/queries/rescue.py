@@ -5,6 +5,7 @@ sweeps; no leader is needed.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 
 from django_pgjobs.queries.base import UNDO_CLAIM, Cursor, notify_queues
@@ -19,6 +20,19 @@ class Rescued:
     retried: int  # back to pending, due at once
     buried: int  # that was their last attempt: moved to the dead letters
     unstarted: int = 0  # claimed ahead and never started: back to pending, attempt not counted
+    # For the worker's log line: the first NAMED of the jobs rescued and of the dead workers
+    # that held them (by id), and how many dead workers there were in all.
+    job_ids: tuple[uuid.UUID, ...] = ()
+    worker_ids: tuple[str, ...] = ()
+    workers: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.retried + self.buried + self.unstarted
+
+
+# Jobs and dead workers a rescue names (the rest are counted): a sweep takes up to 500.
+NAMED = 5
 
 
 def rescue_expired_leases(cur: Cursor, *, limit: int = 500, server_up_for: float = 0.0) -> Rescued:
@@ -40,7 +54,7 @@ def rescue_expired_leases(cur: Cursor, *, limit: int = 500, server_up_for: float
     cur.execute(
         f"""
         WITH expired AS (
-            SELECT id, locked_at IS NOT NULL AS started,
+            SELECT id, locked_by, locked_at IS NOT NULL AS started,
                    format('Lease expired: worker %%s stopped heartbeating during attempt %%s '
                           '(started at %%s).', locked_by, attempt, locked_at) AS error,
                    0::float8 AS delay, 'django_pgjobs.exceptions.LeaseExpired' AS exception,
@@ -63,9 +77,20 @@ def rescue_expired_leases(cur: Cursor, *, limit: int = 500, server_up_for: float
         {RETRY_OR_BURY_CTES}
         SELECT (SELECT count(*) FROM retried), (SELECT count(*) FROM dead),
                (SELECT count(*) FROM unstarted),
-               {notify_queues(_BACK_TO_PENDING)}
+               {notify_queues(_BACK_TO_PENDING)},
+               array(SELECT id FROM expired ORDER BY id LIMIT %(named)s),
+               array(SELECT DISTINCT coalesce(nullif(locked_by, ''), '?') FROM expired
+                     ORDER BY 1 LIMIT %(named)s),
+               (SELECT count(DISTINCT coalesce(nullif(locked_by, ''), '?')) FROM expired)
         """,
-        {"limit": limit, "server_up_for": server_up_for},
+        {"limit": limit, "server_up_for": server_up_for, "named": NAMED},
     )
-    retried, buried, unstarted, _ = cur.fetchone()
-    return Rescued(retried=int(retried), buried=int(buried), unstarted=int(unstarted))
+    retried, buried, unstarted, _, job_ids, worker_ids, workers = cur.fetchone()
+    return Rescued(
+        retried=int(retried),
+        buried=int(buried),
+        unstarted=int(unstarted),
+        job_ids=tuple(job_ids),
+        worker_ids=tuple(worker_ids),
+        workers=int(workers),
+    )

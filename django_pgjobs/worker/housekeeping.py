@@ -50,6 +50,11 @@ class HousekeepingReport:
     rescued: int = 0  # jobs of dead workers handed back to pending
     rescued_buried: int = 0  # ... or to the dead letters (that was their last attempt)
     rescued_unstarted: int = 0  # claimed ahead and never started: back, attempt not counted
+    # The first few of the rescued jobs and of the dead workers that held them (NAMED of each),
+    # and how many dead workers held them in all.
+    rescued_job_ids: tuple[uuid.UUID, ...] = ()
+    dead_worker_ids: tuple[str, ...] = ()
+    dead_workers: int = 0
     pruned: int = 0
 
     @property
@@ -59,14 +64,38 @@ class HousekeepingReport:
     def log(self) -> None:
         """Rescues and pruning; the jobs no longer ours are the loop's to log (once each)."""
         if self.rescued_total:
+            held = "dead workers"
+            if self.dead_worker_ids:
+                held = counted(self.dead_workers, "dead worker") + (
+                    f" ({_first(self.dead_worker_ids, self.dead_workers)})"
+                )
+            jobs = counted(self.rescued_total, "job")
+            if self.rescued_job_ids:
+                ids = [str(job_id) for job_id in self.rescued_job_ids]
+                jobs += f" ({_first(ids, self.rescued_total)})"
             logger.warning(
-                "Rescued %s of dead workers (%s of them dead-lettered, %s never started)",
-                counted(self.rescued_total, "job"),
+                "Rescued %s of %s: %s dead-lettered, %s never started",
+                jobs,
+                held,
                 self.rescued_buried,
                 self.rescued_unstarted,
+                extra={
+                    "rescued": self.rescued_total,
+                    "dead_lettered": self.rescued_buried,
+                    "never_started": self.rescued_unstarted,
+                    "job_ids": [str(job_id) for job_id in self.rescued_job_ids],
+                    "dead_worker_ids": list(self.dead_worker_ids),
+                    "dead_workers": self.dead_workers,
+                },
             )
         if self.pruned:
             logger.info("Pruned %s past the retention window", counted(self.pruned, "finished job"))
+
+
+def _first(names: Sequence[str], total: int) -> str:
+    """``a, b, c and 4 more``: the names given, and how many of ``total`` they leave out."""
+    more = total - len(names)
+    return ", ".join(names) + (f" and {more} more" if more > 0 else "")
 
 
 def sync_queues(conn: psycopg.Connection[Any]) -> None:
@@ -193,6 +222,8 @@ class Housekeeper:
                 )
                 report.rescued, report.rescued_buried = rescued.retried, rescued.buried
                 report.rescued_unstarted = rescued.unstarted
+                report.rescued_job_ids, report.dead_worker_ids = rescued.job_ids, rescued.worker_ids
+                report.dead_workers = rescued.workers
                 queries.delete_stale_workers(conn.cursor(), silent_seconds=self.silent_seconds)
             self._next_heartbeat = now + conf.HEARTBEAT_SECONDS
         if now >= self._next_prune:

@@ -256,8 +256,8 @@ class Worker:
     def _shutdown(self) -> None:
         """Give back what never started, let running handlers finish within the grace period,
         hand back whatever is still running after it."""
-        if self._signals.received is not None:
-            logger.warning(
+        if self._signals.received is not None:  # a normal stop (a deploy): INFO, not WARNING
+            logger.info(
                 "Received %s: finishing running jobs (up to %ss), then exiting. "
                 "Send it again to exit at once.",
                 signal.Signals(self._signals.received).name,

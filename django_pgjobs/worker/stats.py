@@ -64,14 +64,22 @@ class Summary:
         counts = {name: getattr(done, name) for name in _SUMMED}
         if not any(counts.values()):
             return
+        # This worker's attempts that ended (rescues end other workers' attempts), as a rate
+        # only where it says something: "0.0 a second" for one dead letter in a minute does not.
         ended = sum(counts[name] for name in ("completed", "retried", "buried", "cancelled"))
+        rate = ended / elapsed
         logger.info(
-            "Worker %s, the last %.0fs: %s (%.1f attempts/s)",
+            "Worker %s, the last %.0fs: %s%s",
             self._worker_id,
             elapsed,
             ", ".join(f"{n:,} {_WORDS[name]}" for name, n in counts.items() if n),
-            ended / elapsed,
-            extra={"worker_id": self._worker_id, "seconds": elapsed, **counts},
+            f" ({rate:,.1f} attempts ended a second)" if rate >= 0.05 else "",
+            extra={
+                "worker_id": self._worker_id,
+                "seconds": elapsed,
+                "attempts_per_second": rate,
+                **counts,
+            },
         )
 
 
@@ -82,5 +90,5 @@ _WORDS = {
     "cancelled": "cancelled",
     "snoozed": "snoozed",
     "lost": "dropped",
-    "rescued": "rescued",
+    "rescued": "rescued from dead workers",
 }

@@ -39,14 +39,24 @@ def started(label: str = "block") -> Callable[[], bool]:
     return lambda: Run.objects.filter(label=f"{label}:started").exists()
 
 
+# The worker's own life at INFO (a stop signal is logged there: a normal stop), to wait on.
+WORKER_AT_INFO = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {"django_pgjobs.worker": {"handlers": ["console"], "level": "INFO"}},
+}
+
+
 def worker_inside_a_handler(
     processes: list[subprocess.Popen[bytes]],
     log: Path,
     *args: str,
     settings: dict[str, Any] | None = None,
+    logging: dict[str, Any] | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start a worker process and return once it is inside the test.block handler."""
-    proc = start_worker(*args, settings=settings, log=log)
+    proc = start_worker(*args, settings=settings, log=log, logging=logging)
     processes.append(proc)
     wait_for(started(), what=f"handler start; worker log:\n{log}")
     return proc
@@ -72,7 +82,7 @@ def test_sigterm_lets_the_running_handler_finish_then_exits_0(
     release = tmp_path / "release"
     job_id = enqueue("test.block", {"release": str(release)})
     log = tmp_path / "worker.log"
-    proc = worker_inside_a_handler(processes, log, "--concurrency", "2")
+    proc = worker_inside_a_handler(processes, log, "--concurrency", "2", logging=WORKER_AT_INFO)
     proc.send_signal(signal.SIGTERM)
     wait_for(lambda: b"Received SIGTERM" in log.read_bytes(), what="signal logged")
     assert proc.poll() is None  # still draining
@@ -105,7 +115,7 @@ def test_a_second_signal_exits_at_once(
 ) -> None:
     job_id = enqueue("test.block", {"release": str(tmp_path / "never"), "timeout": 60})
     log = tmp_path / "worker.log"
-    proc = worker_inside_a_handler(processes, log)
+    proc = worker_inside_a_handler(processes, log, logging=WORKER_AT_INFO)
     proc.send_signal(signal.SIGINT)
     wait_for(lambda: b"Received SIGINT" in log.read_bytes(), what="first signal handled")
     proc.send_signal(signal.SIGINT)

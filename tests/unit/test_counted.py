@@ -24,8 +24,8 @@ def test_the_rescue_and_prune_lines_say_one_job_for_one(caplog: pytest.LogCaptur
         HousekeepingReport(rescued=1, pruned=1).log()
         HousekeepingReport(rescued=1, rescued_buried=1, pruned=3).log()
     assert caplog.messages == [
-        "Rescued 1 job of dead workers (0 of them dead-lettered, 0 never started)",
+        "Rescued 1 job of dead workers: 0 dead-lettered, 0 never started",
         "Pruned 1 finished job past the retention window",
-        "Rescued 2 jobs of dead workers (1 of them dead-lettered, 0 never started)",
+        "Rescued 2 jobs of dead workers: 1 dead-lettered, 0 never started",
         "Pruned 3 finished jobs past the retention window",
     ]

@@ -22,16 +22,21 @@ def test_one_line_per_interval_saying_what_changed(caplog: pytest.LogCaptureFixt
         assert not caplog.records
         summary.maybe_log(stats, now=60.0)
         [line] = caplog.records
-        said = "Worker w1, the last 60s: 117 completed, 3 retried (2.0 attempts/s)"
+        said = "Worker w1, the last 60s: 117 completed, 3 retried (2.0 attempts ended a second)"
         assert line.getMessage() == said
         assert (line.completed, line.retried) == (117, 3)  # type: ignore[attr-defined]
         summary.maybe_log(stats, now=200.0)  # nothing new: no line
         stats.buried = 1
         summary.maybe_log(stats, now=260.0)
+        # One attempt in a minute: no rate ("0.0 a second" would say nothing).
+        assert caplog.records[-1].getMessage() == "Worker w1, the last 60s: 1 dead-lettered"
+        # Rescues end other workers' attempts: said as such, and no rate of this worker's.
+        stats.rescued = 1
+        summary.maybe_log(stats, now=320.0)
         assert caplog.records[-1].getMessage() == (
-            "Worker w1, the last 60s: 1 dead-lettered (0.0 attempts/s)"
+            "Worker w1, the last 60s: 1 rescued from dead workers"
         )
-        assert len(caplog.records) == 2
+        assert len(caplog.records) == 3
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@ dead workers."""
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 
 import pytest
@@ -31,6 +32,33 @@ def test_rescue_retries_or_buries_expired_leases(make_worker: type[Worker]) -> N
     assert FailedJob.objects.get(id=bury_me).error.startswith("Lease expired: worker dead")  # type: ignore[union-attr]
     job = get_job(retry_me)
     assert (job.status, job.attempt) == ("completed", 2)
+
+
+def test_the_rescue_line_names_the_dead_workers_and_the_first_jobs(
+    make_worker: type[Worker], caplog: pytest.LogCaptureFixture
+) -> None:
+    job_ids = [enqueue("test.record", max_attempts=1 if n == 0 else 3) for n in range(7)]
+    with connection.cursor() as cur:
+        for worker_id, limit in (("dead-a", 4), ("dead-b", 3)):
+            queries.claim_jobs(
+                cur, worker_id=worker_id, limit=limit, lease_seconds=30, queues=None,
+                job_names=None, start_now=limit,
+            )  # fmt: skip
+    Job.objects.update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    with caplog.at_level(logging.WARNING, logger="django_pgjobs.worker"):
+        assert make_worker().run_once().rescued == 7
+    (record,) = [r for r in caplog.records if r.getMessage().startswith("Rescued")]
+    first = sorted(map(str, job_ids))[:5]
+    assert record.getMessage() == (
+        f"Rescued 7 jobs ({', '.join(first)} and 2 more) of 2 dead workers (dead-a, dead-b): "
+        "1 dead-lettered, 0 never started"
+    )
+    assert (record.job_ids, record.dead_worker_ids, record.dead_workers) == (  # type: ignore[attr-defined]
+        first,
+        ["dead-a", "dead-b"],
+        2,
+    )
+    assert (record.rescued, record.dead_lettered) == (7, 1)  # type: ignore[attr-defined]
 
 
 @override_settings(PGJOBS={"RETENTION": 60})

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import signal
 import threading
 from pathlib import Path
 
@@ -58,3 +61,20 @@ def test_stopping_releases_claimed_jobs_whose_handlers_never_started(
     job = get_job(waiting)
     assert (job.status, job.attempt, job.locked_by) == ("pending", 0, None)
     assert not Run.objects.filter(label="never started").exists()
+
+
+def test_a_graceful_stop_signal_is_logged_at_info_a_normal_stop(
+    make_worker: type[Worker], caplog: pytest.LogCaptureFixture
+) -> None:
+    """SIGTERM is how a deploy stops a worker: its line is INFO, so `-v 0` (warnings and
+    errors only) stays quiet about it."""
+    worker = make_worker()
+    restore = worker.install_signal_handlers()
+    try:
+        with caplog.at_level(logging.INFO, logger="django_pgjobs.worker"):
+            os.kill(os.getpid(), signal.SIGTERM)  # handled at once: the run stops
+            worker.run()
+    finally:
+        restore()
+    (record,) = [r for r in caplog.records if r.getMessage().startswith("Received SIGTERM")]
+    assert record.levelno == logging.INFO
