@@ -15,20 +15,33 @@ from django_pgjobs.conf import conf
 from django_pgjobs.exceptions import JobNotFound
 from django_pgjobs.observability.display import local_time
 from django_pgjobs.observability.explain import explain_job
+from django_pgjobs.observability.explain_messages import REQUEUE_IN_ADMIN
+
+# On the dead letter's own page, the admin's way to requeue it as seen from there.
+REQUEUE_FROM_HERE = (
+    "Requeue (the action of the dead letters list this page belongs to, with this one selected)"
+)
 
 # A command or name the message quotes in backticks (as the command line prints it).
 _QUOTED = re.compile(r"`([^`]+)`")
 
 
-def explanation_panel(job_id: uuid.UUID) -> dict[str, Any] | None:
-    """What the panel shows (None: the job is gone, as a page opened before a prune finds)."""
+def explanation_panel(
+    job_id: uuid.UUID, *, dead_letter_page: bool = False
+) -> dict[str, Any] | None:
+    """What the panel shows (None: the job is gone, as a page opened before a prune finds).
+    ``dead_letter_page``: shown on the dead letter's own page, which names the way to requeue
+    it from there rather than sending the reader to the page they are on."""
     try:
         said = explain_job(job_id, using=conf.DATABASE)
     except JobNotFound:
         return None
+    message = said.message
+    if dead_letter_page and said.status == "dead":
+        message = message.replace(REQUEUE_IN_ADMIN, REQUEUE_FROM_HERE)
     return {
         "said": said,
-        "message": as_html(said.message),
+        "message": as_html(message),
         "heading": (
             "Why is this job not running?" if said.status == "pending" else "Where this job stands"
         ),

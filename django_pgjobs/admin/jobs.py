@@ -261,7 +261,7 @@ class FailedJobAdmin(
         obj: FailedJob | None = None,
     ) -> HttpResponse:
         if obj is not None:  # when and why it was dead-lettered, and how to retry it
-            context["pgjobs_explanation"] = explanation_panel(obj.id)
+            context["pgjobs_explanation"] = explanation_panel(obj.id, dead_letter_page=True)
         return super().render_change_form(request, context, add, change, form_url, obj)
 
     def changelist_view(

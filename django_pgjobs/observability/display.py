@@ -76,6 +76,12 @@ def escape_stored_text_in_logs() -> None:
             logger.addFilter(EscapeStoredText())
 
 
+def counted(n: int, noun: str) -> str:
+    """``1 job``, ``2 jobs``: a count with its noun in the right number, in log lines and
+    explain's sentences (the nouns counted all take an s)."""
+    return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"
+
+
 def elapsed(seconds: float) -> str:
     """A duration as ``H:MM:SS`` (``2 days, 3:04:05`` past a day), to the second."""
     return str(timedelta(seconds=round(seconds)))

@@ -12,7 +12,7 @@ import uuid
 from datetime import datetime, timedelta
 
 from django_pgjobs.conf import conf
-from django_pgjobs.observability.display import local_time
+from django_pgjobs.observability.display import counted, local_time
 from django_pgjobs.observability.explanation import (
     COUNT_CAP,
     NAMED,
@@ -42,6 +42,18 @@ def _capped(count: int) -> str:
     return f"{COUNT_CAP:,}+" if count >= COUNT_CAP else f"{count:,}"
 
 
+def _capped_jobs(count: int, come: str = "come") -> str:
+    """``1 due job comes``, ``3 due jobs come``, ``10,000+ due jobs come``."""
+    if count == 1:
+        return f"1 due job {come}s"
+    return f"{_capped(count)} due jobs {come}"
+
+
+# How the dead letter's message names the admin's way to requeue it; the dead letter's own
+# admin page names it as seen from there (admin.explain_panel).
+REQUEUE_IN_ADMIN = "the Requeue action of the admin's dead letters list"
+
+
 def _ids(pairs: list[tuple[uuid.UUID, str | None]]) -> str:
     return ", ".join(f"{job_id} on {worker or 'no worker'}" for job_id, worker in pairs)
 
@@ -57,8 +69,7 @@ def dead_letter(job_id: uuid.UUID, dead: DeadLetterRow) -> Explanation:
     message = (
         f"Dead-lettered at {_at(dead.failed_at, dead.now)}: attempt {dead.attempt} of "
         f"{dead.max_attempts} failed{error}. Nothing runs it again until it is retried: "
-        f"`manage.py pgjobs retry {job_id}`, retry_dead_letter_job(), or Requeue on the "
-        "admin's dead letters page."
+        f"`manage.py pgjobs retry {job_id}`, retry_dead_letter_job(), or {REQUEUE_IN_ADMIN}."
     )
     return Explanation(
         job_id, Blocker.FINISHED, message, "dead", dead.job_name, dead.queue, until=None
@@ -104,27 +115,32 @@ def running(
             f"it back: cancel it or retry it (`manage.py pgjobs cancel {job_id}`)."
         )
         return _made(job_id, job, Blocker.RUNNING, message, worker_id=job.locked_by)
+    # The interval lets a reader see a heartbeat overdue; whether the process lives is not known.
+    every = f"workers heartbeat every {conf.HEARTBEAT_SECONDS:g}s"
     if heartbeat is None:
         beat = "It has no worker row (it stopped, or was presumed dead and forgotten)."
     elif heartbeat >= now - timedelta(seconds=silent):
-        beat = f"Last heartbeat {_span(now - heartbeat)} ago."
+        beat = (
+            f"Last heartbeat {_span(now - heartbeat)} ago ({every}, and count as live until "
+            f"silent for {silent:g}s)."
+        )
     else:
-        beat = f"Silent since {_at(heartbeat, now)}."
+        beat = f"Silent since {_at(heartbeat, now)} ({every})."
     # As rescue_expired_leases decides: an attempt never started is undone; one that
     # started counts, and the last one buries the job.
     if job.locked_at is None:
-        end = "the queue, this attempt not counted"
+        end = "hands the job back to the queue, this attempt not counted"
     elif job.attempt >= job.max_attempts:
-        end = "the dead letters (that was its last attempt)"
+        end = "moves the job to the dead letters (that was its last attempt)"
     else:
-        end = "the queue, due at once"
+        end = "hands the job back to the queue, due at once"
     if lease > now:
         held = (
             f"Its lease expires at {_at(lease, now)}: a worker that runs renews it; if the "
-            f"worker is gone, the rescue then hands the job back to {end}"
+            f"worker is gone, the rescue then {end}"
         )
     else:
-        held = f"Its lease expired at {_at(lease, now)}: the rescue hands the job back to {end}"
+        held = f"Its lease expired at {_at(lease, now)}: the rescue {end}"
     hold = f"{rescue_hold_seconds():g}s"
     # The blocker lifts when the rescue may act: at the lease's expiry, or at the end of the
     # live workers' start-up hold when that comes later (a lease already past is no answer).
@@ -182,7 +198,7 @@ def due(cur: Cursor, job_id: uuid.UUID, job: JobRow, facts: DueJobFacts) -> Expl
             )
         else:
             message = (
-                f"Each of the {facts.capable} live worker(s) that can run it holds "
+                f"{_each(facts.capable)} that can run it holds "
                 f"{facts.worker_concurrency} or more jobs of queue {queue}, the queue's "
                 f"worker_concurrency ({_ids(held)}). It starts when one of them ends."
             )
@@ -201,9 +217,9 @@ def due(cur: Cursor, job_id: uuid.UUID, job: JobRow, facts: DueJobFacts) -> Expl
             cur, job_id=job_id, keyed=job.partition_key is not None, limit=NAMED
         )
         message = (
-            f"In queue {queue}, {_capped(facts.ahead_in_key)} due job(s) of {_key(job)} come "
+            f"In queue {queue}, {_capped_jobs(facts.ahead_in_key)} of {_key(job)} "
             f"before it in the key's order (priority, due time, enqueue order) and take the "
-            f"room the key has now ({facts.key_room} start(s)): "
+            f"room the key has now ({counted(facts.key_room or 0, 'start')}): "  # set: above 0
             f"{', '.join(map(str, blocking))}. A key's jobs start in that order."
         )
     elif blocker is Blocker.RATE_LIMITED:
@@ -216,10 +232,12 @@ def due(cur: Cursor, job_id: uuid.UUID, job: JobRow, facts: DueJobFacts) -> Expl
         message, blocking = _key_head(cur, job_id, job)
     elif blocker is Blocker.QUEUE_ORDER:
         ahead = facts.ahead_in_queue
+        # (queue_room is set: the classification says QUEUE_ORDER only when it is above 0)
         message = (
-            f"Queue {queue} has room for {facts.queue_room} more start(s) now (its "
-            f"concurrency or rate_limit), and {_capped(ahead)} due job(s) come before it in "
-            "its claim order (priority, then due time): they take that room first."
+            f"Queue {queue} has room for {counted(facts.queue_room or 0, 'more start')} now (its "
+            f"concurrency or rate_limit), and {_capped_jobs(ahead)} before it in its claim "
+            f"order (priority, then due time): {'it takes' if ahead == 1 else 'they take'} "
+            "that room first."
         )
     else:
         message, ahead = _claimable(cur, job_id, job, facts)
@@ -228,11 +246,19 @@ def due(cur: Cursor, job_id: uuid.UUID, job: JobRow, facts: DueJobFacts) -> Expl
     )
 
 
+def _each(count: int) -> str:
+    return "The one live worker" if count == 1 else f"Each of the {count:,} live workers"
+
+
+def _serving(workers: list[tuple[str, list[str] | None]], queue: str) -> str:
+    return f"The live worker{'' if len(workers) == 1 else 's'} serving queue {queue}"
+
+
 def _no_worker(cur: Cursor, queue: str) -> str:
     count, ids = details.live_workers(cur, silent_seconds=silent_seconds(), limit=NAMED)
     others = (
-        f"the {count} live worker(s) ({', '.join(ids)}{', ...' if count > len(ids) else ''}) "
-        "serve other queues"
+        f"the {counted(count, 'live worker')} ({', '.join(ids)}"
+        f"{', ...' if count > len(ids) else ''}) {'serves' if count == 1 else 'serve'} other queues"
         if count
         else f"no worker has sent a heartbeat in the last {silent_seconds():g}s"
     )
@@ -279,7 +305,8 @@ def _no_handler(cur: Cursor, job: JobRow) -> str:
     names = ", ".join(worker for worker, _ in workers)
     if not job.job_name.startswith(WORKFLOW_JOB_PREFIX):
         return (
-            f"The live worker(s) serving queue {job.queue} ({names}) have no handler for "
+            f"{_serving(workers, job.queue)} ({names}) {'has' if len(workers) == 1 else 'have'} "
+            "no handler for "
             f"{job.job_name!r}. Deploy code that registers it to a worker of that queue (a "
             "job name no code registers waits for ever)."
         )
@@ -293,9 +320,14 @@ def _no_handler(cur: Cursor, job: JobRow) -> str:
         }
     )
     workflow = (job.key or "").removeprefix(WORKFLOW_KEY_PREFIX) or "ID"
+    serving = f"live worker{'' if len(workers) == 1 else 's'} serving queue {job.queue} ({names})"
+    which = (
+        f"the {serving} does not run (it runs: "
+        if len(workers) == 1
+        else f"none of the {serving} runs (they run: "
+    )
     return (
-        f"Its workflow ({workflow}) is pinned to code version {version!r}, which none of the "
-        f"live worker(s) serving queue {job.queue} ({names}) runs (they run: "
+        f"Its workflow ({workflow}) is pinned to code version {version!r}, which {which}"
         f"{', '.join(running) or 'none'}). Deploy that version, or move the workflow to the "
         f"deployed one: `manage.py pgjobs_workflows resume {workflow} --deployed`."
     )
@@ -328,15 +360,17 @@ def _key_head(cur: Cursor, job_id: uuid.UUID, job: JobRow) -> tuple[str, list[uu
 def _claimable(cur: Cursor, job_id: uuid.UUID, job: JobRow, facts: DueJobFacts) -> tuple[str, int]:
     ahead = details.ahead_in_queue(cur, job_id=job_id, cap=COUNT_CAP)
     parts = [
-        f"The next claim of a live worker with its handler may take it. {_capped(ahead)} due "
-        f"job(s) come before it in queue {job.queue} (priority, then due time)."
+        "The next claim of a live worker with its handler may take it. "
+        f"{_capped_jobs(ahead).capitalize()} before it in queue {job.queue} (priority, then due "
+        "time)."
     ]
     if facts.fair:
         parts.append(f"Queue {job.queue} takes turns between partition keys.")
     busy = facts.held >= facts.threads
     parts.append(
-        f"{facts.capable} live worker(s) can run it, holding {facts.held} job(s) on "
-        f"{facts.threads} thread(s){': all busy, so it starts when one is free' if busy else ''}."
+        f"{counted(facts.capable, 'live worker')} can run it, holding "
+        f"{counted(facts.held, 'job')} on {counted(facts.threads, 'thread')}"
+        f"{': all busy, so it starts when one is free' if busy else ''}."
     )
     if facts.unknown:
         parts.append(

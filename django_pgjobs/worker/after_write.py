@@ -26,11 +26,11 @@ from django.db import connections
 from django_pgjobs import queries, signals
 from django_pgjobs.jobs.context import AttemptNotes
 from django_pgjobs.jobs.error_text import log_exception
+from django_pgjobs.observability.display import counted
 from django_pgjobs.worker import job_signals
 from django_pgjobs.worker.housekeeping import HousekeepingReport
 from django_pgjobs.worker.outcomes import Outcome, Written
 from django_pgjobs.worker.pool import HandlerPool
-from django_pgjobs.worker.stats import counted
 
 logger = logging.getLogger("django_pgjobs.worker")
 

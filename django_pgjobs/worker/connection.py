@@ -19,7 +19,7 @@ import psycopg
 
 from django_pgjobs import queries
 from django_pgjobs.database import connect
-from django_pgjobs.worker.stats import counted
+from django_pgjobs.observability.display import counted
 
 logger = logging.getLogger("django_pgjobs.worker")
 

@@ -31,10 +31,9 @@ from django_pgjobs.conf import conf
 from django_pgjobs.exceptions import WorkerIdInUse
 from django_pgjobs.jobs.operations import prune_finished
 from django_pgjobs.jobs.registry import registry
-from django_pgjobs.observability.display import printable
+from django_pgjobs.observability.display import counted, printable
 from django_pgjobs.observability.explanation import rescue_hold_seconds
 from django_pgjobs.queues.control import write_declared
-from django_pgjobs.worker.stats import counted
 
 logger = logging.getLogger("django_pgjobs.worker")
 

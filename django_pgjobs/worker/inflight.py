@@ -18,10 +18,10 @@ from django_pgjobs.conf import conf
 from django_pgjobs.jobs.context import AttemptNotes, RunningAttempt
 from django_pgjobs.jobs.registry import JobHandler
 from django_pgjobs.jobs.timeouts import AttemptTimeout
+from django_pgjobs.observability.display import counted
 from django_pgjobs.worker.completer import Completer
 from django_pgjobs.worker.outcomes import log_no_longer_ours
 from django_pgjobs.worker.pool import Task
-from django_pgjobs.worker.stats import counted
 
 logger = logging.getLogger("django_pgjobs.worker")
 

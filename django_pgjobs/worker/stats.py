@@ -33,12 +33,6 @@ class WorkerStats:
         setattr(self, outcome.value, getattr(self, outcome.value) + 1)
 
 
-def counted(n: int, noun: str) -> str:
-    """``1 job``, ``2 jobs``: a count in a log line, its noun in the right number (the nouns
-    the worker counts all take an s)."""
-    return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"
-
-
 # Seconds between two summary lines of a busy worker.
 SUMMARY_INTERVAL = 60.0
 

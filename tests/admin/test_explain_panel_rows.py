@@ -53,6 +53,11 @@ def test_a_job_since_dead_lettered_opens_its_dead_letter(admin_client_: Client) 
     assert f"Job {dead_id} was dead-lettered: this is its dead letter." in html
     assert 'id="pgjobs-explain" data-blocker="finished"' in html
     assert "Dead-lettered at " in html and "attempt 3 of 3 failed (ValueError: boom)" in html
+    # On the dead letters' own page, not sent to "the admin's dead letters list" as elsewhere.
+    assert "or Requeue (the action of the dead letters list this page belongs to, with this " in (
+        html
+    )
+    assert "the admin&#x27;s dead letters list" not in html
     # An id that is neither still says so.
     missing = admin_client_.get(reverse("admin:pgjobs_job_change", args=[uuid.uuid4()]))
     assert missing.status_code == 302

@@ -86,6 +86,7 @@ def test_a_dead_letter_is_finished_and_says_how_to_retry_it() -> None:
         said.message
     )
     assert f"manage.py pgjobs retry {dead_id}" in said.message
+    assert "or the Requeue action of the admin's dead letters list." in said.message
 
 
 def test_completed_and_cancelled_jobs_are_finished() -> None:
@@ -138,7 +139,9 @@ def test_queue_concurrency_names_the_running_jobs() -> None:
         second = enqueue("test.record", queue="q")
     said = explain_job(second)  # the one start the queue has room for is the first job's
     assert (said.blocker, said.facts and said.facts.ahead_in_queue) == (Blocker.QUEUE_ORDER, 1)
-    assert "Queue q has room for 1 more start(s) now" in said.message
+    assert "Queue q has room for 1 more start now" in said.message
+    assert "and 1 due job comes before it in its claim order" in said.message
+    assert "it takes that room first" in said.message
     assert claim(limit=1) == [first]
     said = explain_job(second)
     assert said.blocker is Blocker.QUEUE_CONCURRENCY
@@ -257,7 +260,7 @@ def test_no_live_worker_serves_the_queue() -> None:
     live_worker("gone", silent_for=3600)  # serves every queue, but is silent: not live
     said = explain_job(job_id)
     assert said.blocker is Blocker.NO_WORKER
-    assert "the 1 live worker(s) (elsewhere) serve other queues" in said.message
+    assert "the 1 live worker (elsewhere) serves other queues" in said.message
     live_worker("mine", queues=["q"])
     assert explain_job(job_id).blocker is Blocker.CLAIMABLE
 
@@ -267,7 +270,7 @@ def test_no_live_worker_has_the_handler() -> None:
     job_id = enqueue("test.record")
     said = explain_job(job_id)
     assert said.blocker is Blocker.NO_HANDLER
-    assert "(w1) have no handler for 'test.record'" in said.message
+    assert "(w1) has no handler for 'test.record'" in said.message
     assert claim(job_names=["other.job"]) == []
 
 
@@ -285,7 +288,10 @@ def test_a_workflow_pinned_to_a_code_version_no_live_worker_runs() -> None:
     live_worker("w1", handlers=["test.record", runner_job_name()])
     said = explain_job(job.id)
     assert said.blocker is Blocker.NO_HANDLER
-    assert "pinned to code version 'old-release'" in said.message
+    assert "pinned to code version 'old-release', which the live worker serving queue " in (
+        said.message
+    )
+    assert "default (w1) does not run (it runs: " in said.message
     assert "pgjobs_workflows resume pinned --deployed" in said.message
     Job.objects.filter(id=job.id).update(job_name=runner_job_name())
     assert explain_job(job.id).blocker is Blocker.CLAIMABLE
@@ -299,7 +305,7 @@ def test_a_real_worker_records_its_handlers_when_it_registers(
     unknown = enqueue("nobody.has.this", queue="q")
     said = explain_job(unknown)
     assert said.blocker is Blocker.NO_HANDLER
-    assert f"({worker.worker_id}) have no handler for 'nobody.has.this'" in said.message
+    assert f"({worker.worker_id}) has no handler for 'nobody.has.this'" in said.message
     assert explain_job(enqueue("test.record", queue="q")).blocker is Blocker.CLAIMABLE
 
 
@@ -323,8 +329,9 @@ def test_a_claimable_job_says_how_many_come_before_it() -> None:
         ids = [enqueue("test.record", priority=p) for p in (5, 3, 1)]
     said = explain_job(ids[2])
     assert (said.blocker, said.ahead) == (Blocker.CLAIMABLE, 2)
-    assert "2 due job(s) come before it in queue default" in said.message
-    assert "1 live worker(s) can run it, holding 0 job(s) on 2 thread(s)." in said.message
+    assert "2 due jobs come before it in queue default" in said.message
+    assert "1 live worker can run it, holding 0 jobs on 2 threads." in said.message
+    assert "(s)" not in said.message
     assert claim(limit=3) == ids
 
 

@@ -7,10 +7,11 @@ import pytest
 from django.db import connection
 
 from django_pgjobs import enqueue, explain_job
+from django_pgjobs.conf import conf
 from django_pgjobs.models import Job
 from django_pgjobs.observability.display import local_time
 from django_pgjobs.observability.explain import Blocker
-from django_pgjobs.observability.explanation import rescue_hold_seconds
+from django_pgjobs.observability.explanation import rescue_hold_seconds, silent_seconds
 from tests.observability.test_explain import claim, live_worker
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -39,7 +40,11 @@ def test_a_held_job_gives_the_heartbeat_and_the_lease_not_a_verdict_on_the_proce
     )
     # Its process may have died a moment ago: nothing here can tell, so nothing says "alive".
     assert said.message.startswith("Held by worker w1 (attempt 1 of 3, started ")
-    assert "Last heartbeat 0:00:00 ago." in said.message
+    # The interval, so a reader can see a heartbeat overdue.
+    every = f"workers heartbeat every {conf.HEARTBEAT_SECONDS:g}s, and count as live until"
+    assert f"Last heartbeat 0:00:00 ago ({every} silent for {silent_seconds():g}s)." in (
+        said.message
+    )
     assert f"Its lease expires at {local_time(job.lease_expires_at)}" in said.message
     assert "if the worker is gone, the rescue then hands the job back to the queue" in (
         said.message
@@ -58,6 +63,7 @@ def test_a_silent_worker_s_job_and_the_rescue_sweep() -> None:
         )
     said = explain_job(job_id)
     assert "Silent since" in said.message and "no worker is live to sweep" in said.message
+    assert f"(workers heartbeat every {conf.HEARTBEAT_SECONDS:g}s)" in said.message
     live_worker("rescuer")
     started_long_ago("rescuer")
     job = Job.objects.get(id=job_id)
@@ -68,6 +74,18 @@ def test_a_silent_worker_s_job_and_the_rescue_sweep() -> None:
     with connection.cursor() as cur:
         cur.execute("DELETE FROM pgjobs_workers WHERE id = 'w1'")
     assert "It has no worker row" in explain_job(job_id).message
+
+
+def test_a_last_attempt_s_rescue_moves_the_job_to_the_dead_letters() -> None:
+    live_worker("w1")
+    job_id = enqueue("test.record", max_attempts=1)
+    assert claim("w1") == [job_id]
+    said = explain_job(job_id).message
+    assert (
+        "if the worker is gone, the rescue then moves the job to the dead letters (that was "
+        in (said)
+    )
+    assert "hands the job back to the dead letters" not in said
 
 
 def test_a_worker_that_just_started_holds_its_rescue() -> None:

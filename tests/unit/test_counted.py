@@ -6,8 +6,8 @@ import logging
 
 import pytest
 
+from django_pgjobs.observability.display import counted
 from django_pgjobs.worker.housekeeping import HousekeepingReport
-from django_pgjobs.worker.stats import counted
 
 
 def test_a_count_takes_its_noun_in_the_right_number() -> None:
