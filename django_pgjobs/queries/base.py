@@ -159,6 +159,21 @@ def notify_queues(rows: str, where: str = "") -> str:
     )
 
 
+def local_time_text(moment: str) -> str:
+    """SQL: the timestamptz ``moment`` (an SQL expression) as ``display.local_time`` writes it,
+    ``2026-12-03 15:04:05+0100``, in the zone the ``%(time_zone)s`` parameter names, for text
+    written by SQL that people read (a rescue's error). Not ``moment::text``: that is the
+    session's zone with microseconds, ``13:11:57.648235+00``. The offset is the zone's at that
+    moment, daylight saving included."""
+    local = f"({moment} AT TIME ZONE %(time_zone)s)"
+    offset = f"({local} - ({moment} AT TIME ZONE 'UTC'))"
+    return (
+        f"to_char({local}, 'YYYY-MM-DD HH24:MI:SS') "
+        f"|| CASE WHEN {offset} < interval '0' THEN '-' ELSE '+' END "
+        f"|| to_char(greatest({offset}, -{offset}), 'HH24MI')"
+    )
+
+
 def workflow_key(workflow_id: str) -> str:
     """SQL for the key of the job running the workflow ``workflow_id`` (an SQL expression)."""
     return f"'{WORKFLOW_KEY_PREFIX}' || {workflow_id}"

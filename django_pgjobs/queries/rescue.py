@@ -8,7 +8,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-from django_pgjobs.queries.base import UNDO_CLAIM, Cursor, notify_queues
+from django_pgjobs.queries.base import UNDO_CLAIM, Cursor, local_time_text, notify_queues
 from django_pgjobs.queries.outcomes import RETRY_OR_BURY_CTES
 
 # The rows the rescue made due again (a relation for notify_queues).
@@ -35,7 +35,9 @@ class Rescued:
 NAMED = 5
 
 
-def rescue_expired_leases(cur: Cursor, *, limit: int = 500, server_up_for: float = 0.0) -> Rescued:
+def rescue_expired_leases(
+    cur: Cursor, *, limit: int = 500, server_up_for: float = 0.0, time_zone: str = "UTC"
+) -> Rescued:
     """Hand back running jobs whose worker stopped renewing its lease.
 
     An attempt that started counts: it was added by the claim, so a job that keeps killing its
@@ -50,13 +52,17 @@ def rescue_expired_leases(cur: Cursor, *, limit: int = 500, server_up_for: float
     Nothing is rescued until the server has been up for ``server_up_for`` seconds (the
     rescuer's hold, database time): after a restart, every lease ran out during the downtime
     through no fault of its worker, which needs that long to reconnect and renew it.
+
+    The error each rescued attempt records says when it started in ``time_zone`` (the
+    project's ``TIME_ZONE``, as the worker passes it), offset shown, as pgjobs shows times.
     """
     cur.execute(
         f"""
         WITH expired AS (
             SELECT id, locked_by, locked_at IS NOT NULL AS started,
                    format('Lease expired: worker %%s stopped heartbeating during attempt %%s '
-                          '(started at %%s).', locked_by, attempt, locked_at) AS error,
+                          '(started at %%s).', locked_by, attempt,
+                          {local_time_text("locked_at")}) AS error,
                    0::float8 AS delay, 'django_pgjobs.exceptions.LeaseExpired' AS exception,
                    NULL::float8 AS took
             FROM pgjobs_job_queue
@@ -83,7 +89,12 @@ def rescue_expired_leases(cur: Cursor, *, limit: int = 500, server_up_for: float
                      ORDER BY 1 LIMIT %(named)s),
                (SELECT count(DISTINCT coalesce(nullif(locked_by, ''), '?')) FROM expired)
         """,
-        {"limit": limit, "server_up_for": server_up_for, "named": NAMED},
+        {
+            "limit": limit,
+            "server_up_for": server_up_for,
+            "named": NAMED,
+            "time_zone": time_zone,
+        },
     )
     retried, buried, unstarted, _, job_ids, worker_ids, workers = cur.fetchone()
     return Rescued(

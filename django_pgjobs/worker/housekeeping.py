@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
+from django.utils import timezone
 
 from django_pgjobs import queries
 from django_pgjobs.conf import conf
@@ -217,7 +218,9 @@ class Housekeeper:
             )
             if now >= self._rescue_from:
                 rescued = queries.rescue_expired_leases(
-                    conn.cursor(), server_up_for=self.hold_seconds
+                    conn.cursor(),
+                    server_up_for=self.hold_seconds,
+                    time_zone=timezone.get_current_timezone_name(),
                 )
                 report.rescued, report.rescued_buried = rescued.retried, rescued.buried
                 report.rescued_unstarted = rescued.unstarted

@@ -14,6 +14,7 @@ from django.utils import timezone
 from django_pgjobs import enqueue, get_job, queries
 from django_pgjobs.models import FailedJob, Job
 from django_pgjobs.models import Worker as WorkerRow
+from django_pgjobs.observability.display import local_time
 from django_pgjobs.worker import Worker
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -59,6 +60,29 @@ def test_the_rescue_line_names_the_dead_workers_and_the_first_jobs(
         2,
     )
     assert (record.rescued, record.dead_lettered) == (7, 1)  # type: ignore[attr-defined]
+
+
+@override_settings(TIME_ZONE="Europe/Paris")
+def test_a_rescued_attempt_s_error_gives_its_start_as_every_pgjobs_time(
+    make_worker: type[Worker],
+) -> None:
+    """In TIME_ZONE with the offset, to the second (display.local_time), not PostgreSQL's
+    text of a timestamptz (``13:11:57.648235+00``)."""
+    job_id = enqueue("test.record")
+    with connection.cursor() as cur:
+        queries.claim_jobs(
+            cur, worker_id="dead", limit=1, lease_seconds=30, queues=None, job_names=None
+        )
+    started = Job.objects.get(id=job_id).locked_at
+    assert started is not None
+    Job.objects.update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    worker = make_worker(queues=["nothing-here"])  # rescues, runs nothing
+    assert worker.run_once().rescued == 1
+    assert Job.objects.get(id=job_id).error == (
+        "Lease expired: worker dead stopped heartbeating during attempt 1 "
+        f"(started at {local_time(started)})."
+    )
+    assert local_time(started).endswith(("+0100", "+0200"))
 
 
 @override_settings(PGJOBS={"RETENTION": 60})
