@@ -22,6 +22,7 @@ from django_pgjobs.models import (
     JobStatus,
 )
 from django_pgjobs.observability import dashboard
+from django_pgjobs.observability.display import in_number
 
 if TYPE_CHECKING:
     from django.contrib.admin import ModelAdmin as ModelAdmin
@@ -151,10 +152,12 @@ def _apply(
         except PgJobsError as exc:
             refusals.setdefault(_reason(exc, pk), (str(exc), []))[1].append(pk)
     if succeeded:
-        said = f"{succeeded} {done}"
+        said = f"{succeeded} {in_number(done, succeeded)}"
         if results is not None:
             said += (
-                f" {results} " + ", ".join(map(str, made[:5])) + (", …" if len(made) > 5 else "")
+                f" {in_number(results, len(made))} "
+                + ", ".join(map(str, made[:5]))
+                + (", …" if len(made) > 5 else "")
             )
         modeladmin.message_user(request, f"{said}.", messages.SUCCESS)
     for first, pks in refusals.values():
@@ -162,7 +165,9 @@ def _apply(
             message = first
         else:
             shown = ", ".join(map(str, pks[:5])) + (", …" if len(pks) > 5 else "")
-            message = f"{len(pks)} {noun} refused ({shown}), for example: {first}"
+            message = (
+                f"{len(pks)} {in_number(noun, len(pks))} refused ({shown}), for example: {first}"
+            )
         modeladmin.message_user(request, message, messages.WARNING)
     return True
 

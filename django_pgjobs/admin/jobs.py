@@ -41,6 +41,7 @@ from django_pgjobs.models import (
     Job,
     JobStatus,
 )
+from django_pgjobs.observability.display import in_number
 
 
 @admin.register(Job)
@@ -197,7 +198,8 @@ class JobAdmin(JobOnlyColumns, AttemptHistoryColumns, _ReadOnlyFieldsMixin, Mode
         skipped = queryset.exclude(status=JobStatus.PENDING)[: common.ACTION_LIMIT + 1].count()
         if done and skipped:
             shown = f"More than {common.ACTION_LIMIT}" if skipped > common.ACTION_LIMIT else skipped
-            message = f"{shown} job(s) skipped: only pending jobs can run now."
+            noun = in_number("job(s)", skipped)
+            message = f"{shown} {noun} skipped: only pending jobs can run now."
             self.message_user(request, message, messages.WARNING)
 
     @admin.action(description="Cancel", permissions=["change"])

@@ -23,6 +23,7 @@ from django_pgjobs.jobs.validation import MAX_KEY_LENGTH
 from django_pgjobs.models import (
     Schedule,
 )
+from django_pgjobs.observability.display import in_number
 from django_pgjobs.observability.schedules import fire_times
 from django_pgjobs.schedules import crontab
 from django_pgjobs.schedules.scheduler import run_schedule_now
@@ -118,12 +119,16 @@ class ScheduleAdmin(LargeValuesMixin, _QueueDatabaseMixin, ModelAdmin[Schedule])
     @admin.action(description="Enable", permissions=["change"])
     def enable(self, request: HttpRequest, queryset: QuerySet[Schedule]) -> None:
         count = queryset.update(enabled=True)
-        self.message_user(request, f"{count} schedule(s) enabled.", messages.SUCCESS)
+        self.message_user(
+            request, f"{count} {in_number('schedule(s)', count)} enabled.", messages.SUCCESS
+        )
 
     @admin.action(description="Disable", permissions=["change"])
     def disable(self, request: HttpRequest, queryset: QuerySet[Schedule]) -> None:
         count = queryset.update(enabled=False)
-        self.message_user(request, f"{count} schedule(s) disabled.", messages.SUCCESS)
+        self.message_user(
+            request, f"{count} {in_number('schedule(s)', count)} disabled.", messages.SUCCESS
+        )
 
     @admin.action(description="Run now (a manual run, not a tick)", permissions=["change"])
     def run_now(self, request: HttpRequest, queryset: QuerySet[Schedule]) -> None:

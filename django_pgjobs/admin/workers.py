@@ -27,6 +27,7 @@ from django_pgjobs.models import (
     JobStatus,
     Worker,
 )
+from django_pgjobs.observability.display import in_number
 
 
 def silence() -> timedelta:
@@ -90,12 +91,15 @@ class WorkerAdmin(_ReadOnlyFieldsMixin, ModelAdmin[Worker]):
         statement that checks the age itself (a worker that just beat stays)."""
         stale = queryset.filter(last_heartbeat_at__lt=Now() - silence())
         deleted, _ = stale.delete()
-        self.message_user(request, f"{deleted} stale worker(s) deleted.", messages.SUCCESS)
+        self.message_user(
+            request, f"{deleted} stale {in_number('worker(s)', deleted)} deleted.", messages.SUCCESS
+        )
         live = queryset.filter(last_heartbeat_at__gte=Now() - silence())[: ACTION_LIMIT + 1].count()
         if live:
             self.message_user(
                 request,
-                f"{live} live worker(s) kept: only stale workers can be deleted.",
+                f"{live} live {in_number('worker(s)', live)} kept: only stale workers can be "
+                "deleted.",
                 messages.WARNING,
             )
 

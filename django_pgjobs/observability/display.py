@@ -82,6 +82,13 @@ def counted(n: int, noun: str) -> str:
     return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"
 
 
+def in_number(text: str, n: int) -> str:
+    """``text`` with each ``(s)`` made right for ``n`` things: ``in_number("job(s) cancelled",
+    1)`` is ``job cancelled``, with 2 ``jobs cancelled``. For messages whose noun comes from
+    their caller."""
+    return text.replace("(s)", "" if n == 1 else "s")
+
+
 def elapsed(seconds: float) -> str:
     """A duration as ``H:MM:SS`` (``2 days, 3:04:05`` past a day), to the second."""
     return str(timedelta(seconds=round(seconds)))

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from django_pgjobs.observability.display import elapsed
+from django_pgjobs.observability.display import elapsed, in_number
 from django_pgjobs.observability.status import QueueCounts, QueueStatus
 from django_pgjobs.queries.base import WORKFLOW_JOB_PREFIX
 
@@ -53,13 +53,16 @@ def status_report(status: QueueStatus) -> Iterator[tuple[str, bool]]:
             ids = status.stranded_workflows.get(name, [])
             more = "" if len(ids) >= count else f" and {count - len(ids)} more"
             said = (
-                f"{count} workflow(s) pinned to code version {version!r}, which no worker "
-                f"of this deployment runs ({', '.join(ids)}{more}): deploy that version, or "
-                "move them with `manage.py pgjobs_workflows resume ID --deployed`"
+                f"{count} {in_number('workflow(s)', count)} pinned to code version {version!r}, "
+                f"which no worker of this deployment runs ({', '.join(ids)}{more}): deploy that "
+                "version, or move them with `manage.py pgjobs_workflows resume ID --deployed`"
             )
             yield said, True
             continue
-        yield f"due but no handler is registered for {name!r}: {count} job(s)", True
+        yield (
+            f"due but no handler is registered for {name!r}: {count} {in_number('job(s)', count)}",
+            True,
+        )
 
 
 def _ago(age: float | None) -> str:

@@ -61,7 +61,7 @@ def test_cancel_on_a_workflow_job_whose_payload_is_not_an_object(admin_client_: 
         shown, {"action": "cancel", "_selected_action": [str(pk) for pk in odd]}, follow=True
     )
     assert response.status_code == 200
-    assert "2 job(s) cancelled." in response.content.decode()
+    assert "2 jobs cancelled." in response.content.decode()
     assert [get_job(pk).status for pk in odd] == ["cancelled", "cancelled"]
     assert get_job(job.id).status == "pending"  # the real workflow's job is untouched
     for pk in odd:

@@ -62,7 +62,7 @@ def test_job_actions_call_the_library(admin_client_: Client, make_worker: type[W
     act(admin_client_, "job", "retry_now", [waiting])
     act(admin_client_, "job", "run_now", [later])
     response = act(admin_client_, "job", "cancel", [doomed])
-    assert "1 job(s) cancelled." in response.content.decode()
+    assert "1 job cancelled." in response.content.decode()
     now = timezone.now()
     assert get_job(waiting).scheduled_for <= now
     assert get_job(later).scheduled_for <= now
@@ -76,8 +76,8 @@ def test_run_now_says_what_it_skipped(admin_client_: Client) -> None:
     cancelled = enqueue("test.record")
     Job.objects.filter(id=cancelled).update(status="cancelled")
     page = act(admin_client_, "job", "run_now", [later, cancelled]).content.decode()
-    assert "1 job(s) skipped: only pending jobs can run now." in page
-    assert "1 job(s) due now." in page
+    assert "1 job skipped: only pending jobs can run now." in page
+    assert "1 job due now." in page
 
 
 def test_actions_cap_the_selection_and_group_refusals(
@@ -89,7 +89,7 @@ def test_actions_cap_the_selection_and_group_refusals(
     Job.objects.filter(id__in=done).update(status="completed")
     grouped = act(admin_client_, "job", "cancel", done).content.decode()
     assert grouped.count("only a pending or running job can be cancelled") == 1
-    assert "3 job(s) refused (" in grouped and "), for example: Job " in grouped
+    assert "3 jobs refused (" in grouped and "), for example: Job " in grouped
     assert all(str(job_id) in grouped for job_id in done)
     monkeypatch.setattr(pgjobs_admin, "ACTION_LIMIT", 2)
     pending = [enqueue("test.record") for _ in range(3)]
@@ -110,7 +110,7 @@ def test_dead_letters_grouped_by_job_and_error_and_requeued(
     requeued = Job.objects.filter(job_name="test.fail", status="pending")
     assert requeued.count() == 2
     # The message names the new jobs.
-    assert "2 dead letter(s) requeued as job(s) " in page
+    assert "2 dead letters requeued as jobs " in page
     assert all(str(job.id) in page for job in requeued)
 
 

@@ -161,6 +161,6 @@ def test_live_workers_cannot_be_deleted_stale_ones_can(admin_client_: Client) ->
     stale = admin_client_.get(reverse("admin:pgjobs_worker_change", args=["stale-1"]))
     assert reverse("admin:pgjobs_worker_delete", args=["stale-1"]) in stale.content.decode()
     done = act(admin_client_, "worker", "delete_stale", ["live-1", "stale-1"]).content.decode()
-    assert "1 stale worker(s) deleted." in done and "1 live worker(s) kept" in done
+    assert "1 stale worker deleted." in done and "1 live worker kept" in done
     assert list(WorkerRow.objects.values_list("id", flat=True)) == ["live-1"]
     assert TO_THE_SECOND.search(admin_client_.get(changelist("worker")).content.decode())

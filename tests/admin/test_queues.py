@@ -114,7 +114,7 @@ def test_pause_resume_and_reset_actions_call_the_library(admin_client_: Client) 
     declare(mail={"concurrency": 5})
     set_queue_limits("mail", concurrency=1)
     page = act(admin_client_, "queue", "pause", ["mail"]).content.decode()
-    assert "1 queue(s) paused." in page
+    assert "1 queue paused." in page
     row = Queue.objects.get(name="mail")
     assert row.paused and row.paused_at is not None
 

@@ -137,12 +137,12 @@ def test_cancel_and_resume_report_successes_and_refusals(
     done = start_workflow(wf.greet, "x", workflow_id="done-1").workflow_id
     drain(worker)
     page = act(admin_client_, "cancel", [waiting, done])
-    assert "1 workflow(s) cancelled." in page
+    assert "1 workflow cancelled." in page
     # One refusal is said as it was; the short id 'a' of the other leaves its text intact.
     assert "Workflow &#x27;done-1&#x27; already ended (completed)." in page
     assert status(waiting) == "cancelled"
     page = act(admin_client_, "resume", [waiting, done])
-    assert "1 workflow(s) queued to resume." in page
+    assert "1 workflow queued to resume." in page
     assert "fork a failed or completed one instead" in page
     assert status(waiting) == "pending"
 
@@ -156,7 +156,7 @@ def test_resume_on_the_deployed_code_version(admin_client_: Client) -> None:
     listing = admin_client_.get(LIST).content.decode()
     assert f"(deployed: {app_version()})" in listing  # a pending workflow no worker will claim
     page = act(admin_client_, "resume_on_deployed_version", [handle.workflow_id])
-    assert f"1 workflow(s) queued to resume on version {app_version()}." in page
+    assert f"1 workflow queued to resume on version {app_version()}." in page
     assert get_workflow(handle.workflow_id).app_version == app_version()
     assert (
         Job.objects.get(key=f"pgjobs.workflow:{handle.workflow_id}").job_name == runner_job_name()
@@ -170,7 +170,7 @@ def test_fork_from_the_start_links_the_new_workflow(
     drain(make_worker())
     page = act(admin_client_, "fork_from_start", [source])
     fork = WorkflowExecution.objects.get(forked_from=source)
-    assert "1 workflow(s) forked." in page and detail(fork.workflow_id) in page
+    assert "1 workflow forked." in page and detail(fork.workflow_id) in page
     assert fork.app_version == app_version()
     drain(make_worker())
     assert get_workflow(fork.workflow_id).output == "hello again!"

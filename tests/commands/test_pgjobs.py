@@ -80,7 +80,7 @@ def test_status_on_an_empty_queue() -> None:
 
 def test_status_names_due_jobs_no_handler_will_run() -> None:
     enqueue("send-welcom-email")  # a typo: nobody handles it
-    assert "no handler is registered for 'send-welcom-email': 1 job(s)" in pgjobs("status")
+    assert "no handler is registered for 'send-welcom-email': 1 job" in pgjobs("status")
 
 
 def test_status_counts_workflows_and_names_stranded_versions() -> None:
@@ -93,7 +93,7 @@ def test_status_counts_workflows_and_names_stranded_versions() -> None:
     call_command("pgjobs", "status", stdout=out)
     text = out.getvalue()
     assert "workflows: pending 1" in text
-    assert "1 workflow(s) pinned to code version 'v0'" in text
+    assert "1 workflow pinned to code version 'v0'" in text
     assert "--deployed" in text
 
 

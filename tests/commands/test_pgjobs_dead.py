@@ -40,12 +40,12 @@ def test_list_dead_honours_job_name_queue_and_exception() -> None:
 def test_requeue_dead_counts_first_then_moves_only_what_matches() -> None:
     matching = [dead(error="TimeoutError: crm") for _ in range(3)]
     kept = dead(error="KeyError: 'id'")
-    assert "3 dead letter(s) would be requeued" in pgjobs(
+    assert "3 dead letters would be requeued" in pgjobs(
         "requeue-dead", "--exception", "TimeoutError", "--dry-run"
     )
     assert FailedJob.objects.count() == 4
     out = pgjobs("requeue-dead", "--job-name", "test.fail", "--exception", "TimeoutError")
-    assert "Requeued 3 dead letter(s) as jobs" in out
+    assert "Requeued 3 dead letters as jobs" in out
     for job_id in Job.objects.values_list("id", flat=True):
         assert str(job_id) in out
     assert list(FailedJob.objects.values_list("id", flat=True)) == [kept]
@@ -57,5 +57,5 @@ def test_requeue_dead_without_a_filter_needs_all() -> None:
     with pytest.raises(CommandError, match="--all"):
         pgjobs("requeue-dead")
     assert FailedJob.objects.count() == 1
-    assert "Requeued 1 dead letter(s)" in pgjobs("requeue-dead", "--all")
+    assert "Requeued 1 dead letter" in pgjobs("requeue-dead", "--all")
     assert not FailedJob.objects.exists() and Job.objects.count() == 1

@@ -42,7 +42,7 @@ def test_a_warning_is_printed_with_what_to_do_and_is_a_command_error(
     with override_settings(PGJOBS=WARN_AT_ONCE), pytest.raises(CommandError) as raised:
         call_command("pgjobs", "health", stdout=out)
     assert raised.value.returncode == 1
-    assert str(raised.value) == "1 health warning(s)."
+    assert str(raised.value) == "1 health warning."
     lines = out.getvalue().splitlines()
     assert any(
         line.startswith(f"xmin horizon: held by session pid {pid} (user ")
@@ -73,4 +73,4 @@ def test_the_process_exits_1_when_something_warns(
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == status, err.decode()
     assert b"xmin horizon: held by session pid" in out
-    assert (b"CommandError: 1 health warning(s)." in err) == bool(status)
+    assert (b"CommandError: 1 health warning." in err) == bool(status)

@@ -27,7 +27,7 @@ from django_pgjobs.jobs.validation import MAX_TIMEOUT, MIN_TIMEOUT
 from django_pgjobs.management.output import reader_may_leave
 from django_pgjobs.metrics import database_text
 from django_pgjobs.models import JobStatus
-from django_pgjobs.observability.display import local_time, printable
+from django_pgjobs.observability.display import counted, in_number, local_time, printable
 from django_pgjobs.observability.explain import explain_job
 from django_pgjobs.observability.health import database_health
 from django_pgjobs.observability.health_report import health_report
@@ -223,12 +223,13 @@ class Command(BaseCommand):
             )
         done = jobs.requeue_dead_letter_jobs(**filters, dry_run=options["dry_run"], using=using)
         shown = ", ".join(map(str, done.job_ids))
+        letters = f"{done.count} {in_number('dead letter(s)', done.count)}"
         if options["dry_run"]:
-            self.say(f"{done.count} dead letter(s) would be requeued (dry run: nothing changed).")
+            self.say(f"{letters} would be requeued (dry run: nothing changed).")
         elif done.count == len(done.job_ids):
-            self.say(f"Requeued {done.count} dead letter(s) as jobs: {shown or 'none'}.")
+            self.say(f"Requeued {letters} as {in_number('job(s)', done.count)}: {shown or 'none'}.")
         else:
-            self.say(f"Requeued {done.count} dead letter(s) as jobs; the first: {shown}.")
+            self.say(f"Requeued {letters} as jobs; the first: {shown}.")
 
     def do_cancel(self, options: dict[str, Any], using: str | None) -> None:
         jobs.cancel_job(options["job_id"], using=using)
@@ -291,7 +292,7 @@ class Command(BaseCommand):
             self.say(line, self.style.WARNING if warns else None)
         if health.warnings:
             # For cron and monitoring checks: a non-zero status when anything warns.
-            raise CommandError(f"{len(health.warnings)} health warning(s).", returncode=1)
+            raise CommandError(f"{counted(len(health.warnings), 'health warning')}.", returncode=1)
 
     def do_metrics(self, options: dict[str, Any], using: str | None) -> None:
         try:

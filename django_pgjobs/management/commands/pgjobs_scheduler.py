@@ -11,7 +11,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from django_pgjobs.database import command_database, require_migrated
 from django_pgjobs.exceptions import PgJobsError
-from django_pgjobs.observability.display import printable
+from django_pgjobs.observability.display import counted, printable
 from django_pgjobs.schedules.scheduler import Scheduler
 
 
@@ -40,7 +40,8 @@ class Command(BaseCommand):
             report = scheduler.run_once()
             scheduler.close()
             self.stdout.write(
-                f"Enqueued {report.enqueued} job(s); skipped {report.skipped} missed tick(s)."
+                f"Enqueued {counted(report.enqueued, 'job')}; skipped "
+                f"{counted(report.skipped, 'missed tick')}."
             )
             return
 
