@@ -46,10 +46,10 @@ def explained_alive_then_silent(processes: list[subprocess.Popen[bytes]], tmp_pa
 
     unknown = explain_job(enqueue("nobody.has.this", queue="q"))
     assert unknown.blocker is Blocker.NO_HANDLER
-    assert f"({worker_id}) have no handler for 'nobody.has.this'" in unknown.message
+    assert f"({worker_id}) has no handler for 'nobody.has.this'" in unknown.message
     elsewhere = explain_job(enqueue("test.record", queue="elsewhere"))
     assert elsewhere.blocker is Blocker.NO_WORKER
-    assert f"({worker_id}) serve other queues" in elsewhere.message
+    assert f"({worker_id}) serves other queues" in elsewhere.message
 
     proc.kill()
     proc.wait(timeout=10)
