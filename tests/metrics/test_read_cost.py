@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from django.db import connection
 
-from django_pgjobs.metrics import readings
+from django_pgjobs.metrics import readings, statements
 from tests.metrics.scrapes import scrape_command
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -38,7 +38,7 @@ def claim_index_entries_read() -> int:
         "priorities": readings.PRIORITIES_PER_QUEUE,
     }  # fmt: skip
     with connection.cursor() as cur:
-        cur.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + readings._PENDING, params)
+        cur.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + statements.PENDING, params)
         (plan,) = cur.fetchone()
     plan = json.loads(plan) if isinstance(plan, str) else plan
 
