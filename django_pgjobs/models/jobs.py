@@ -302,6 +302,10 @@ class Worker(models.Model):
     # started before migration 0019, or a row written by SQL). Read by explain_job and the
     # dashboard: "no live worker has its handler".
     handlers = StoredJSONField(null=True, blank=True, editable=False)
+    # A JSON array of the lease tokens of attempts this worker holds whose rows its last
+    # heartbeat could not renew: another transaction held them. The rescue leaves those to the
+    # worker while its heartbeat is recent (queries.rescue_expired_leases).
+    unrenewed = StoredJSONField(db_default=empty_array(), editable=False)
 
     class Meta:
         db_table = "pgjobs_workers"

@@ -79,6 +79,19 @@ HELD_FENCE = "j.id = held.id AND j.lease_token = held.token AND j.status = 'runn
 # This attempt still holds the job: the fence of every write a running attempt makes outside the
 # worker's batches (a workflow's statements).
 HOLDS_LEASE = f"EXISTS (SELECT 1 FROM pgjobs_job_queue WHERE {FENCE})"
+# The worker's writes of an attempt's end never wait for a row an application transaction holds
+# (a SELECT ... FOR UPDATE around the job, an admin's edit): waiting would stall the worker's
+# loop, its claims and heartbeats behind it, for as long as that transaction lasts, and behind
+# PgBouncer in transaction mode no session lock_timeout can bound the wait. ``mine`` locks the
+# attempt's row unless another transaction holds it; the write then touches only ``mine``'s rows.
+# A row skipped is written as nothing: the caller tells it from a lost attempt with
+# lease.no_longer_held (the attempt still holds it) and writes the outcome again later.
+MINE = f"mine AS (SELECT id FROM pgjobs_job_queue WHERE {FENCE} FOR UPDATE SKIP LOCKED)"
+# The same for a batch of attempts (HELD or FINISHED as ``held``).
+MINE_HELD = f"""mine AS (
+    SELECT j.id FROM pgjobs_job_queue AS j JOIN {{held}} ON {HELD_FENCE}
+    FOR UPDATE OF j SKIP LOCKED
+)"""
 
 # The SET list that ends an attempt's hold on its row: whoever presents the old token afterwards
 # matches nothing. locked_at and locked_by stay: when the latest attempt started and which

@@ -15,6 +15,7 @@ from django_pgjobs.queries.base import (
     FENCE,
     HELD,
     HELD_FENCE,
+    MINE,
     UNDO_CLAIM,
     Cursor,
     Token,
@@ -25,11 +26,17 @@ from django_pgjobs.queries.base import (
     uuid_array,
 )
 
+# A row another transaction holds is skipped (base.MINE), not waited for: it stays running,
+# and the rescue gives it back once its lease runs out, the attempt not counted.
 _RELEASE = f"""
-WITH released AS (
+WITH mine AS (
+    SELECT j.id FROM pgjobs_job_queue AS j WHERE j.status = 'running' AND {{which}}
+    FOR UPDATE SKIP LOCKED
+),
+released AS (
     UPDATE pgjobs_job_queue AS j
     SET {UNDO_CLAIM}
-    WHERE j.status = 'running' AND {{which}}
+    WHERE j.id IN (SELECT id FROM mine)
     RETURNING j.queue
 )
 SELECT (SELECT count(*) FROM released), {notify_queues("released")}
@@ -74,7 +81,8 @@ def release_lost_claims(cur: Cursor, *, lease_tokens: Sequence[uuid.UUID]) -> in
 def snooze_job(cur: Cursor, *, token: Token, delay: float) -> Literal["snoozed", "lost"]:
     """A handler raised ``Snooze``: release its job due again in ``delay`` seconds, the attempt
     undone as for a job that never started (its count, start and worker; the error and its
-    history are left as they were). "lost" when this attempt no longer owns the job (fenced).
+    history are left as they were). "lost" when this attempt no longer owns the job (fenced) or
+    another transaction holds its row (base.MINE).
 
     Locks the job row (primary key). Wakes idle workers at commit when it is due at once (a
     handler handing its job back at shutdown). A crash before commit leaves it running until its
@@ -82,10 +90,11 @@ def snooze_job(cur: Cursor, *, token: Token, delay: float) -> Literal["snoozed",
     """
     cur.execute(
         f"""
-        WITH snoozed AS (
+        WITH {MINE},
+        snoozed AS (
             UPDATE pgjobs_job_queue AS j
             SET {UNDO_CLAIM}, scheduled_for = now() + make_interval(secs => %(delay)s)
-            WHERE {FENCE}
+            WHERE j.id IN (SELECT id FROM mine)
             RETURNING j.queue, %(delay)s::float8 AS delay
         )
         SELECT (SELECT count(*) FROM snoozed), {notify_queues("snoozed", "WHERE delay <= 0")}
@@ -108,7 +117,9 @@ def heartbeat(
 
     Upserts the worker row so a worker that was presumed dead (and swept) reappears. Rows an
     application transaction has locked (a cancel in progress, say) are skipped rather than waited
-    for, so one slow transaction never stalls the worker's heartbeat. ``started`` pairs held
+    for, so one slow transaction never stalls the worker's heartbeat; the worker row lists their
+    tokens (``unrenewed``), and while the worker is alive the rescue leaves them alone however
+    long that transaction holds the row (their leases run out meanwhile). ``started`` pairs held
     attempts whose handler has begun with how many seconds ago: a job claimed ahead gets its
     start (``locked_at``) recorded here, so from now on a rescue counts its attempt. Returns the
     held attempts, (id, lease token), that no longer own their jobs (rescued or cancelled):
@@ -117,17 +128,7 @@ def heartbeat(
     """
     cur.execute(
         f"""
-        WITH me AS (
-            -- A row swept while this worker was presumed dead comes back whole, handlers too.
-            INSERT INTO pgjobs_workers (id, hostname, pid, queues, concurrency, instance_token,
-                                        handlers)
-            VALUES (%(id)s, %(hostname)s, %(pid)s, %(queues)s::jsonb, %(concurrency)s,
-                    %(instance_token)s, %(handlers)s::jsonb)
-            ON CONFLICT (id) DO UPDATE SET last_heartbeat_at = now()
-            -- Never renew another process's row under the same id (see register_worker).
-            WHERE pgjobs_workers.instance_token = EXCLUDED.instance_token
-        ),
-        held AS (SELECT * FROM {HELD}),
+        WITH held AS (SELECT * FROM {HELD}),
         began AS (
             SELECT * FROM unnest(%(began_ids)s::uuid[], %(began_tokens)s::uuid[],
                                  %(began_ago)s::float8[]) AS began(id, token, ago)
@@ -143,6 +144,24 @@ def heartbeat(
                     SELECT now() - make_interval(secs => began.ago) FROM began
                     WHERE began.id = j.id AND began.token = j.lease_token))
             FROM renewable WHERE j.id = renewable.id
+        ),
+        me AS (
+            -- A row swept while this worker was presumed dead comes back whole, handlers too.
+            INSERT INTO pgjobs_workers (id, hostname, pid, queues, concurrency, instance_token,
+                                        handlers, unrenewed)
+            VALUES (%(id)s, %(hostname)s, %(pid)s, %(queues)s::jsonb, %(concurrency)s,
+                    %(instance_token)s, %(handlers)s::jsonb,
+                    -- Attempts still holding their job whose row another transaction holds:
+                    -- their leases are not renewed, and the rescue leaves them to this worker
+                    -- while it is alive (rescue_expired_leases).
+                    to_jsonb(array(
+                        SELECT held.token::text FROM held
+                        WHERE held.id NOT IN (SELECT id FROM renewable)
+                          AND EXISTS (SELECT 1 FROM pgjobs_job_queue AS j WHERE {HELD_FENCE}))))
+            ON CONFLICT (id) DO UPDATE
+            SET last_heartbeat_at = now(), unrenewed = EXCLUDED.unrenewed
+            -- Never renew another process's row under the same id (see register_worker).
+            WHERE pgjobs_workers.instance_token = EXCLUDED.instance_token
         )
         SELECT held.id, held.token FROM held
         WHERE NOT EXISTS (SELECT 1 FROM pgjobs_job_queue AS j WHERE {HELD_FENCE})

@@ -15,9 +15,10 @@ from typing import Any, Literal
 
 from django_pgjobs.queries.base import (
     CLEAR_LEASE,
-    FENCE,
     FINISHED,
     HELD_FENCE,
+    MINE,
+    MINE_HELD,
     UNDO_CLAIM,
     Cursor,
     Token,
@@ -30,14 +31,16 @@ from django_pgjobs.queries.base import (
     w3c_trace,
 )
 
-# Completing finished attempts, fenced on their lease tokens (see complete_jobs). ``results``
-# maps a job id (text) to the return value its handler kept; ``-> id`` is NULL for the others.
-COMPLETED_CTE = f"""done AS (
+# Completing finished attempts, fenced on their lease tokens (see complete_jobs), skipping rows
+# another transaction holds (MINE_HELD). ``results`` maps a job id (text) to the return value
+# its handler kept; ``-> id`` is NULL for the others.
+COMPLETED_CTE = f"""{MINE_HELD.format(held=FINISHED)},
+done AS (
     UPDATE pgjobs_job_queue AS j
     SET status = 'completed', completed_at = now(), result = %(results)s::jsonb -> j.id::text,
         {record_start("held.took")}, {CLEAR_LEASE}
     FROM {FINISHED}
-    WHERE {HELD_FENCE}
+    WHERE {HELD_FENCE} AND j.id IN (SELECT id FROM mine)
     RETURNING j.id
 )"""
 
@@ -76,8 +79,10 @@ def complete_jobs(
 
     ``took`` and ``results`` as in :func:`finished_params`. Fenced on (id, lease_token,
     running): an attempt whose job was rescued or cancelled meanwhile matches nothing and its
-    outcome is dropped. Locks: those rows, briefly. A crash before this commits leaves the jobs
-    running; they are rescued and run again (at-least-once).
+    outcome is dropped. Locks: those rows, briefly; a row another transaction holds is skipped,
+    not waited for (base.MINE: the attempt still holds it, and the worker writes it again).
+    A crash before this commits leaves the jobs running; they are rescued and run again
+    (at-least-once).
     """
     if not tokens:
         return []
@@ -158,24 +163,25 @@ def fail_job(
     job's fault), so it is not counted, once per job (``attempt_spared``): a job whose every
     attempt loses its connection still ends in the dead letters. The failure joins the job's
     ``error_history`` with ``exception`` (the class path of what was raised) and when the
-    attempt started (``took`` seconds ago when its start was not recorded). Locks: the job row.
-    A crash before commit leaves it running until its lease is rescued.
+    attempt started (``took`` seconds ago when its start was not recorded). Locks: the job row,
+    unless another transaction holds it ("lost" then too: base.MINE). A crash before commit
+    leaves it running until its lease is rescued.
     """
     cur.execute(
         f"""
-        WITH failing AS (
+        WITH {MINE},
+        failing AS (
             SELECT id, %(error)s::text AS error, %(delay)s::float8 AS delay,
                    %(exception)s::text AS exception, %(took)s::float8 AS took
             FROM pgjobs_job_queue
-            WHERE {FENCE} AND NOT (%(spare)s AND NOT attempt_spared)
-            FOR UPDATE
+            WHERE id IN (SELECT id FROM mine) AND NOT (%(spare)s AND NOT attempt_spared)
         ),
         spared AS (
             UPDATE pgjobs_job_queue AS j
             SET {UNDO_CLAIM}, attempt_spared = true, error = %(error)s,
                 error_history = {_GIVEN_FAILURE_RECORDED},
                 scheduled_for = now() + make_interval(secs => %(delay)s)
-            WHERE {FENCE} AND %(spare)s AND NOT j.attempt_spared
+            WHERE j.id IN (SELECT id FROM mine) AND %(spare)s AND NOT j.attempt_spared
             RETURNING j.queue, %(delay)s::float8 AS delay
         ),
         {RETRY_OR_BURY_CTES}
@@ -211,9 +217,10 @@ _DUE_AGAIN = "(SELECT queue, delay FROM retried UNION ALL SELECT queue, delay FR
 # Burying an attempt's job whatever attempts it has left (see bury_job); the same move to the
 # dead letters as RETRY_OR_BURY's, for one fenced row.
 _BURY_NOW = f"""
-WITH buried AS (
+WITH {MINE},
+buried AS (
     DELETE FROM pgjobs_job_queue AS j
-    WHERE {FENCE}
+    WHERE j.id IN (SELECT id FROM mine)
     RETURNING {dead_letter_values("%(error)s::text", _GIVEN_FAILURE_RECORDED)}
 ),
 dead AS (
@@ -237,8 +244,8 @@ def bury_job(
     handler said not to retry): the job moves to the dead letters now, attempts left or not.
 
     One statement, fenced like :func:`fail_job` (``exception`` and ``took`` as there); "lost"
-    when this attempt no longer owns the job. Locks: the job row. A crash before commit leaves
-    it running until its lease is rescued.
+    when this attempt no longer owns the job or another transaction holds its row (base.MINE).
+    Locks: the job row. A crash before commit leaves it running until its lease is rescued.
     """
     cur.execute(
         _BURY_NOW,
@@ -258,18 +265,20 @@ def cancel_held_job(
 ) -> Literal["cancelled", "lost"]:
     """A handler raised ``Cancel``: its job ends ``cancelled`` now, never retried, with
     ``error`` (the reason) recorded and the attempt in ``error_history`` (``exception`` and
-    ``took`` as in :func:`fail_job`). "lost" when this attempt no longer owns the job (fenced).
+    ``took`` as in :func:`fail_job`). "lost" when this attempt no longer owns the job (fenced)
+    or another transaction holds its row (base.MINE).
 
     Locks the job row (primary key). A crash before commit leaves it running until its lease is
     rescued; the attempt then counts and the job runs again.
     """
     cur.execute(
         f"""
+        WITH {MINE}
         UPDATE pgjobs_job_queue AS j
         SET status = 'cancelled', completed_at = now(), error = %(error)s,
             error_history = {_GIVEN_FAILURE_RECORDED}, {record_start("%(took)s::float8")},
             {CLEAR_LEASE}
-        WHERE {FENCE}
+        WHERE j.id IN (SELECT id FROM mine)
         RETURNING j.id
         """,
         {**lease_params(token), "error": error, "exception": exception, "took": took},

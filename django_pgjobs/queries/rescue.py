@@ -36,7 +36,12 @@ NAMED = 5
 
 
 def rescue_expired_leases(
-    cur: Cursor, *, limit: int = 500, server_up_for: float = 0.0, time_zone: str = "UTC"
+    cur: Cursor,
+    *,
+    limit: int = 500,
+    server_up_for: float = 0.0,
+    time_zone: str = "UTC",
+    silent_seconds: float = 60.0,
 ) -> Rescued:
     """Hand back running jobs whose worker stopped renewing its lease.
 
@@ -53,6 +58,12 @@ def rescue_expired_leases(
     rescuer's hold, database time): after a restart, every lease ran out during the downtime
     through no fault of its worker, which needs that long to reconnect and renew it.
 
+    A lease that ran out because another transaction held the job's row (its worker's
+    heartbeat skips such rows, and lists their tokens in ``pgjobs_workers.unrenewed``) is not
+    rescued while that worker is alive, a heartbeat within ``silent_seconds`` (the worker
+    passes the same silence it counts workers dead by): the job is running, and taking it over
+    once the row is free would run it twice.
+
     The error each rescued attempt records says when it started in ``time_zone`` (the
     project's ``TIME_ZONE``, as the worker passes it), offset shown, as pgjobs shows times.
     """
@@ -68,6 +79,11 @@ def rescue_expired_leases(
             FROM pgjobs_job_queue
             WHERE status = 'running' AND lease_expires_at < now()
               AND pg_postmaster_start_time() < now() - make_interval(secs => %(server_up_for)s)
+              AND NOT EXISTS (
+                  SELECT 1 FROM pgjobs_workers AS w
+                  WHERE w.id = pgjobs_job_queue.locked_by
+                    AND w.last_heartbeat_at >= now() - make_interval(secs => %(silent)s)
+                    AND w.unrenewed @> jsonb_build_array(pgjobs_job_queue.lease_token::text))
             ORDER BY lease_expires_at
             LIMIT %(limit)s
             FOR UPDATE SKIP LOCKED
@@ -94,6 +110,7 @@ def rescue_expired_leases(
             "server_up_for": server_up_for,
             "named": NAMED,
             "time_zone": time_zone,
+            "silent": silent_seconds,
         },
     )
     retried, buried, unstarted, _, job_ids, worker_ids, workers = cur.fetchone()

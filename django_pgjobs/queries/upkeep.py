@@ -103,7 +103,8 @@ def register_worker(cur: Cursor, *, worker: dict[str, Any], silent_seconds: floa
         ON CONFLICT (id) DO UPDATE
         SET hostname = EXCLUDED.hostname, pid = EXCLUDED.pid, queues = EXCLUDED.queues,
             concurrency = EXCLUDED.concurrency, instance_token = EXCLUDED.instance_token,
-            handlers = EXCLUDED.handlers, started_at = now(), last_heartbeat_at = now()
+            handlers = EXCLUDED.handlers, started_at = now(), last_heartbeat_at = now(),
+            unrenewed = '[]'::jsonb
         WHERE pgjobs_workers.last_heartbeat_at < now() - make_interval(secs => %(silent)s)
            OR pgjobs_workers.instance_token = EXCLUDED.instance_token
         RETURNING true

@@ -13,6 +13,11 @@ database error and is written after the reconnect; fencing drops it if the job m
 A write whose connection broke may have committed with only its reply lost: written again, it
 matches nothing (its first write ended the lease). Those outcomes are checked against the rows
 before being called lost.
+
+A write never waits for a job row another transaction holds (queries.base.MINE): it skips the
+row, and an outcome that matched nothing whose attempt still holds its job is kept and written
+again every ``HELD_ROW_RETRY`` seconds until that transaction lets go. Meanwhile the loop goes on
+claiming, starting and heartbeating, and the rescue leaves the job to this worker.
 """
 
 from __future__ import annotations
@@ -37,6 +42,8 @@ logger = logging.getLogger("django_pgjobs.worker")
 
 FLUSH_BATCH = 200
 FLUSH_DELAY = 0.01
+# How often an outcome whose job row another transaction holds is written again.
+HELD_ROW_RETRY = 0.5
 
 T = TypeVar("T")
 
@@ -46,6 +53,8 @@ class _Done:
     job: queries.ClaimedJob
     attempt: AttemptResult
     arrived: float = dataclasses.field(default_factory=time.monotonic)
+    # Not before this (monotonic): its row was held by another transaction at the last write.
+    retry_at: float = 0.0
 
     @property
     def error(self) -> str | None:
@@ -111,13 +120,19 @@ class Completer:
 
         Progress reports and failures are due at once: they are rare and worth seeing."""
         self._collect()
-        if not self._done and not self._progress:
-            return None
-        if self._progress or not all(d.succeeded for d in self._done):
+        ready = self._ready(now)
+        if not ready and not self._progress:
+            held = [d.retry_at for d in self._done]
+            return max(min(held) - now, 0.0) if held else None
+        if self._progress or not all(d.succeeded for d in ready):
             return 0.0
-        if len(self._done) >= FLUSH_BATCH or busy == 0:
+        if len(ready) >= FLUSH_BATCH or busy == 0:
             return 0.0
-        return max(FLUSH_DELAY - (now - self._done[0].arrived), 0.0)
+        return max(FLUSH_DELAY - (now - ready[0].arrived), 0.0)
+
+    def _ready(self, now: float) -> list[_Done]:
+        """The outcomes to write now: all but those waiting for a row another transaction held."""
+        return [d for d in self._done if d.retry_at <= now]
 
     def write(self, conn: psycopg.Connection[Any]) -> None:
         """Write everything reported so far. A database error leaves the rest buffered for the
@@ -125,64 +140,76 @@ class Completer:
         self._collect()
         self._write_progress(conn)
         self._settle_handed_back()
-        done_ok = [d for d in self._done if d.succeeded]
+        done_ok = [d for d in self._ready(time.monotonic()) if d.succeeded]
         if done_ok:
-            successes = [d.job for d in done_ok]
             completed = self._guarded(
                 conn,
-                successes,
+                [d.job for d in done_ok],
                 lambda: queries.complete_jobs(conn.cursor(), **_completion(done_ok)),
             )
-            self._done = [d for d in self._done if not d.succeeded]
-            self._completed(conn, successes, completed)
-        while self._done:
-            self._write_one(conn, self._done[0])
-            self._done.pop(0)
+            self._completed(conn, done_ok, completed)
+        for done in self._ready(time.monotonic()):
+            self._done.remove(done)
+            if not self._write_one(conn, done):
+                self._hold(done)
 
-    def _write_one(self, conn: psycopg.Connection[Any], done: _Done) -> None:
-        """Write an attempt that did not simply succeed: snoozed, cancelled or failed."""
+    def _write_one(self, conn: psycopg.Connection[Any], done: _Done) -> bool:
+        """Write an attempt that did not simply succeed: snoozed, cancelled or failed. False
+        when another transaction held its row (nothing written)."""
         attempt, job, error = done.attempt, done.job, done.error
         if attempt.snoozed is not None:
-            self.snooze(conn, job, delay=attempt.snoozed)
-            return
+            return self.snooze(conn, job, delay=attempt.snoozed)
         assert error is not None
         if attempt.cancelled:
-            self.cancel(conn, job, error, exception=attempt.exception, took=attempt.took)
-        elif isinstance(job.payload, UndecodableJSON) or done.notes.give_up:
+            return self.cancel(conn, job, error, exception=attempt.exception, took=attempt.took)
+        if isinstance(job.payload, UndecodableJSON) or done.notes.give_up:
             # No retry can decode it, or the handler said none may: to the dead letters now,
             # attempts left or not.
-            self.bury(conn, job, error, exception=attempt.exception, took=attempt.took)
-        else:
-            delay = done.notes.retry_in
-            if delay is None:
-                delay = retry_delay(job.job_name, job.attempt)
-            self.fail(
-                conn,
-                job,
-                error,
-                delay=delay,
-                spare=attempt.connection_lost,
-                exception=attempt.exception,
-                took=attempt.took,
+            return self.bury(conn, job, error, exception=attempt.exception, took=attempt.took)
+        delay = done.notes.retry_in
+        if delay is None:
+            delay = retry_delay(job.job_name, job.attempt)
+        return self.fail(
+            conn,
+            job,
+            error,
+            delay=delay,
+            spare=attempt.connection_lost,
+            exception=attempt.exception,
+            took=attempt.took,
+        )
+
+    def _hold(self, done: _Done) -> None:
+        """Keep an outcome whose row another transaction held, to write it again shortly."""
+        if not done.retry_at:
+            logger.info(
+                "Job %s finished, but another transaction holds its row: its outcome is written "
+                "once that transaction ends",
+                done.job.id,
+                extra={"job_id": str(done.job.id), "job_name": done.job.job_name},
             )
+        self._done.append(dataclasses.replace(done, retry_at=time.monotonic() + HELD_ROW_RETRY))
+
+    def _row_held(self, conn: psycopg.Connection[Any], job: queries.ClaimedJob) -> bool:
+        """Did a write that matched nothing skip a row another transaction holds, the attempt
+        still holding its job? (Else the attempt lost its job: fenced.)"""
+        return not queries.no_longer_held(conn.cursor(), tokens=[job.token])
 
     def claim(self, conn: psycopg.Connection[Any], **claim: Any) -> list[queries.ClaimedJob]:
         """Claim jobs (see ``queries.claim_jobs``); the successes waiting for their batched
         write ride along in the same statement."""
         self._collect()
         self._settle_handed_back()
-        done_ok = [d for d in self._done if d.succeeded]
+        done_ok = [d for d in self._ready(time.monotonic()) if d.succeeded]
         if not done_ok:
             return queries.claim_jobs(conn.cursor(), **claim)
-        successes = [d.job for d in done_ok]
         # On a database error nothing was written: the successes stay buffered.
         completed, jobs = self._guarded(
             conn,
-            successes,
+            [d.job for d in done_ok],
             lambda: queries.complete_and_claim(conn.cursor(), **_completion(done_ok), **claim),
         )
-        self._done = [d for d in self._done if not d.succeeded]
-        self._completed(conn, successes, completed)
+        self._completed(conn, done_ok, completed)
         return jobs
 
     def fail(
@@ -195,9 +222,10 @@ class Completer:
         spare: bool = False,
         exception: str | None = None,
         took: float | None = None,
-    ) -> None:
+    ) -> bool:
         """Record one failed attempt now: retried after ``delay``, buried, or lost (fenced).
-        ``spare``: it failed because a database connection was lost (see fail_job)."""
+        ``spare``: it failed because a database connection was lost (see fail_job). False when
+        another transaction held its row: nothing was written."""
         result = self._guarded(
             conn,
             [job],
@@ -212,7 +240,7 @@ class Completer:
             ),
         )
         written = Written(job, Outcome(result), error=error, delay=delay, exception=exception)
-        self._record(conn, written)
+        return self._record(conn, written)
 
     def bury(
         self,
@@ -222,18 +250,18 @@ class Completer:
         *,
         exception: str | None = None,
         took: float | None = None,
-    ) -> None:
+    ) -> bool:
         """Record one failed attempt that no retry can cure: buried now, or lost (fenced)."""
-        self._end(conn, job, error, queries.bury_job, exception=exception, took=took)
+        return self._end(conn, job, error, queries.bury_job, exception=exception, took=took)
 
     def snooze(
         self, conn: psycopg.Connection[Any], job: queries.ClaimedJob, *, delay: float
-    ) -> None:
+    ) -> bool:
         """Record a snoozed attempt now: undone and due again after ``delay``, or lost (fenced)."""
         result = self._guarded(
             conn, [job], lambda: queries.snooze_job(conn.cursor(), token=job.token, delay=delay)
         )
-        self._record(conn, Written(job, Outcome(result), delay=delay), traceable=False)
+        return self._record(conn, Written(job, Outcome(result), delay=delay), traceable=False)
 
     def cancel(
         self,
@@ -243,9 +271,9 @@ class Completer:
         *,
         exception: str | None = None,
         took: float | None = None,
-    ) -> None:
+    ) -> bool:
         """Record an attempt whose handler cancelled its job: cancelled now, or lost (fenced)."""
-        self._end(conn, job, error, queries.cancel_held_job, exception=exception, took=took)
+        return self._end(conn, job, error, queries.cancel_held_job, exception=exception, took=took)
 
     def _end(
         self,
@@ -256,7 +284,7 @@ class Completer:
         *,
         exception: str | None,
         took: float | None,
-    ) -> None:
+    ) -> bool:
         """Write an attempt's end with ``statement`` (bury_job, cancel_held_job), fenced."""
         result = self._guarded(
             conn,
@@ -265,18 +293,19 @@ class Completer:
                 conn.cursor(), token=job.token, error=error, exception=exception, took=took
             ),
         )
-        self._record(conn, Written(job, Outcome(result), error=error, exception=exception))
+        return self._record(conn, Written(job, Outcome(result), error=error, exception=exception))
 
     def _completed(
-        self,
-        conn: psycopg.Connection[Any],
-        jobs: Sequence[queries.ClaimedJob],
-        completed_ids: Sequence[Any],
+        self, conn: psycopg.Connection[Any], done: Sequence[_Done], completed_ids: Sequence[Any]
     ) -> None:
+        """The successes ``done`` were written: those completed leave the buffer, and those
+        that matched nothing too unless another transaction held their row."""
         completed = set(completed_ids)
-        for job in jobs:
-            outcome = Outcome.COMPLETED if job.id in completed else Outcome.LOST
-            self._record(conn, Written(job, outcome))
+        for entry in done:
+            self._done.remove(entry)
+            outcome = Outcome.COMPLETED if entry.job.id in completed else Outcome.LOST
+            if not self._record(conn, Written(entry.job, outcome)):
+                self._hold(entry)
 
     def _guarded(
         self,
@@ -295,11 +324,12 @@ class Completer:
 
     def _record(
         self, conn: psycopg.Connection[Any], written: Written, *, traceable: bool = True
-    ) -> None:
+    ) -> bool:
         """Hand a written outcome on; a LOST one whose earlier write lost its reply is checked
         against the rows first: that write may be why this one matched nothing. One that is not
         ``traceable`` (a snooze undoes the attempt, leaving nothing to tell it from a later
-        attempt's) stays in doubt."""
+        attempt's) stays in doubt. A LOST one whose attempt still holds its job was not written
+        (another transaction held the row): False, and nothing is handed on."""
         job = written.job
         if job.token in self._in_doubt:
             self._in_doubt.discard(job.token)
@@ -307,7 +337,10 @@ class Completer:
                 written = self._confirmed(conn, written)
             elif written.outcome is Outcome.LOST:
                 written = dataclasses.replace(written, in_doubt=True)
+        elif written.outcome is Outcome.LOST and self._row_held(conn, job):
+            return False
         self._on_written(written)
+        return True
 
     def _confirmed(self, conn: psycopg.Connection[Any], written: Written) -> Written:
         job, error = written.job, written.error

@@ -1,9 +1,11 @@
 """The worker loop's own connection: opened, kept, and re-opened after it drops.
 
 Autocommit (see :func:`django_pgjobs.database.connect`), listening for new jobs and for cancels
-of running ones, with a short ``lock_timeout`` so an application transaction holding a job row
-stalls one statement for at most that long, never the heartbeat behind it. A reconnect gives
-back the jobs whose claim committed while its reply was lost with the old connection.
+of running ones. It sets nothing for the session, which a pooler in transaction mode would
+leave on a server connection for other clients: no statement of the loop waits for a job row
+an application transaction holds (they skip it: queries.base.MINE), so no ``lock_timeout`` is
+needed to keep the loop going. A reconnect gives back the jobs whose claim committed while its
+reply was lost with the old connection.
 """
 
 from __future__ import annotations
@@ -26,9 +28,6 @@ logger = logging.getLogger("django_pgjobs.worker")
 # Pauses after consecutive failed statements (and failed connects): a worker cut off from the
 # database tries again at least every ERROR_BACKOFF[-1] seconds.
 ERROR_BACKOFF = (0.2, 0.5, 1.0, 2.0, 5.0)
-# The worker's statements wait at most this long for a row an application transaction holds,
-# then give up and retry later instead of stalling heartbeats behind it.
-LOCK_TIMEOUT = "2s"
 
 
 class LoopConnection:
@@ -55,8 +54,6 @@ class LoopConnection:
         tokens only, never by this worker's id (``queries.release_lost_claims``)."""
         conn = connect(self.alias, application_name=f"pgjobs worker {self.worker_id}")
         if self.listen:
-            # Session settings are unsafe behind PgBouncer in transaction mode (POLL_ONLY).
-            conn.execute(f"SET lock_timeout = '{LOCK_TIMEOUT}'")
             conn.execute(f"LISTEN {queries.NOTIFY_CHANNEL}")
             conn.execute(f"LISTEN {queries.CANCEL_CHANNEL}")
         released = 0

@@ -221,6 +221,7 @@ class Housekeeper:
                     conn.cursor(),
                     server_up_for=self.hold_seconds,
                     time_zone=timezone.get_current_timezone_name(),
+                    silent_seconds=self.silent_seconds,
                 )
                 report.rescued, report.rescued_buried = rescued.retried, rescued.buried
                 report.rescued_unstarted = rescued.unstarted

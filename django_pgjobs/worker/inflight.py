@@ -116,6 +116,10 @@ def hand_back_running(
             continue  # cancelled before it started; its lease recovers it
         if entry.timed_out:
             continue  # its failure is written or, with the database away, its lease expires
+        if entry.took is not None:
+            # Finished: its outcome waits for a row another transaction holds (the completer
+            # keeps it); unwritten at exit, the job's lease runs out and the rescue runs it again.
+            continue
         abandoned.append(entry.job.id)
         logger.error(
             "Job %s (%s) still running after the %ss grace period; handing it back.",
