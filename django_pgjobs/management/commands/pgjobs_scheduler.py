@@ -8,6 +8,7 @@ from types import FrameType
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
+from django.db import connections
 
 from django_pgjobs.database import command_database, require_migrated
 from django_pgjobs.exceptions import PgJobsError
@@ -35,6 +36,9 @@ class Command(BaseCommand):
             require_migrated(command_database(options["database"]))
         except PgJobsError as exc:
             raise CommandError(printable(exc)) from exc
+        # The start-up checks opened this thread's Django connection; the scheduler uses its own,
+        # so it would sit idle as long as the process lives.
+        connections.close_all()
         scheduler = Scheduler(using=options["database"], poll_interval=options["poll_interval"])
         if options["once"]:
             report = scheduler.run_once()
