@@ -5,6 +5,11 @@ and for the queue's statements. Every statement is its own transaction, so no ro
 the statement that took it, and handler code (which uses Django's per-thread connections) can
 never join or break it.
 
+**What each connection says it is**: ``application_name`` in ``pg_stat_activity`` names the
+role of every connection we open (the names below). Ours carry it as a connection parameter;
+the Django connections of a worker or scheduler process get it from libpq's ``PGAPPNAME``
+(:func:`name_process_connections`), so an ``application_name`` the project sets wins.
+
 **Our statements on Django's connection** (:func:`statement_cursor`: enqueue and workflows), so
 they join the caller's transaction. Django binds parameters on the client and never prepares:
 every statement is sent as new text and parsed and planned again. For the statements an
@@ -32,6 +37,7 @@ transaction fails once and the next statement after its rollback starts afresh.
 
 from __future__ import annotations
 
+import os
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -51,6 +57,18 @@ from django_pgjobs.exceptions import PgJobsError
 _DJANGO_ONLY = ("cursor_factory", "context", "server_side_binding", "pool", "assume_role")
 
 
+# The application_name of each role, a prefix to which a worker's id is added (the worker's loop,
+# its handler threads' Django connections, the scheduler thread of a worker), or whole (a
+# pgjobs_scheduler process, a get_result()/get_event() waiting outside a workflow).
+LOOP_NAME = "pgjobs worker"
+HANDLER_NAME = "pgjobs handler"
+SCHEDULER_NAME = "pgjobs scheduler"
+WAIT_NAME = "pgjobs wait"
+# pg_stat_activity shows this much of an application_name (NAMEDATALEN - 1 bytes); the role's
+# prefix always fits, so a long worker id never hides what a connection is.
+_NAME_LENGTH = 63
+
+
 def connection_params(alias: str) -> dict[str, Any]:
     params = dict(connections[alias].get_connection_params())
     for name in _DJANGO_ONLY:
@@ -68,9 +86,32 @@ def connect(alias: str, *, application_name: str) -> psycopg.Connection[Any]:
     next to the hundreds of jobs it handles.
     """
     params = connection_params(alias)
-    params["application_name"] = application_name[:63]
+    params["application_name"] = application_name[:_NAME_LENGTH]
     params["prepare_threshold"] = None
     return psycopg.connect(**params, autocommit=True)
+
+
+@contextmanager
+def process_connections_named(name: str) -> Iterator[None]:
+    """Meanwhile, every connection this process opens without naming itself is named ``name``:
+    Django's (a worker's handler threads, its signal receivers' thread, its metrics port's
+    reads, its ``--pool process`` children) and any a handler opens with libpq.
+
+    Through libpq's ``PGAPPNAME``, which a connection uses only when nothing else names it: an
+    ``application_name`` in ``DATABASES[...]["OPTIONS"]`` or a service file wins, and so does a
+    ``PGAPPNAME`` the environment already has. It costs no round trip, where a ``SET`` on each
+    new connection would cost one, and leaves ``DATABASES`` as the project's code reads it. It
+    names the whole process, so only the commands that run a worker or a scheduler use it, before
+    their threads start; the name goes at the end, for a caller that goes on (``call_command``).
+    """
+    ours = "PGAPPNAME" not in os.environ
+    if ours:
+        os.environ["PGAPPNAME"] = name[:_NAME_LENGTH]
+    try:
+        yield
+    finally:
+        if ours:
+            os.environ.pop("PGAPPNAME", None)
 
 
 # psycopg's own default threshold (see the module docstring).

@@ -67,12 +67,14 @@ def start_worker(
     user: str | None = None,
     pipes: bool = False,
     logging: dict[str, Any] | None = None,
+    env: dict[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start ``manage.py pgjobs_worker`` (or another command) as a real process on the test
     database (as the role ``user``, if given); with ``pipes``, its stdout and stderr are pipes
-    to read; with ``logging``, that is its ``LOGGING`` setting."""
+    to read; with ``logging``, that is its ``LOGGING`` setting; ``env`` adds to (or replaces)
+    its environment variables."""
     conninfo = database_conninfo()
-    env = {
+    variables = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "tests.settings",
         "DATABASE_URL": conninfo if user is None else make_conninfo(conninfo, user=user),
@@ -80,16 +82,17 @@ def start_worker(
         "PYTHONPATH": str(ROOT),
     }
     if logging is not None:
-        env["PGJOBS_TEST_LOGGING"] = json.dumps(logging)
+        variables["PGJOBS_TEST_LOGGING"] = json.dumps(logging)
+    variables.update(env or {})
     argv = [sys.executable, "-m", "django", command, *args]
     if pipes:
         return subprocess.Popen(
-            argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            argv, cwd=ROOT, env=variables, stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
     if log is None:
-        return subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
+        return subprocess.Popen(argv, cwd=ROOT, env=variables, stdout=subprocess.DEVNULL)
     with open(log, "wb") as out:  # the child keeps its own copy of the descriptor
-        return subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        return subprocess.Popen(argv, cwd=ROOT, env=variables, stdout=out, stderr=subprocess.STDOUT)
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:

@@ -22,7 +22,7 @@ import psycopg
 
 from django_pgjobs import queries
 from django_pgjobs.conf import conf
-from django_pgjobs.database import connect
+from django_pgjobs.database import SCHEDULER_NAME, connect
 from django_pgjobs.exceptions import InvalidJobError, JobNotFound
 from django_pgjobs.jobs.options import resolve_options, resolve_partition_key
 from django_pgjobs.jobs.producer import enqueue
@@ -98,8 +98,16 @@ def first_fire(
 
 
 class Scheduler:
-    def __init__(self, *, using: str | None = None, poll_interval: float | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        using: str | None = None,
+        poll_interval: float | None = None,
+        worker_id: str | None = None,
+    ) -> None:
         self.alias = using or conf.DATABASE
+        # What its connection says in pg_stat_activity: a worker's scheduler names the worker.
+        self.application_name = f"{SCHEDULER_NAME} {worker_id}" if worker_id else SCHEDULER_NAME
         self.poll_interval = poll_interval if poll_interval is not None else conf.POLL_INTERVAL
         self._stop = threading.Event()
         self._wakeup = Wakeup()
@@ -181,7 +189,7 @@ class Scheduler:
 
     def _ensure_connected(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed:
-            self._conn = connect(self.alias, application_name="pgjobs scheduler")
+            self._conn = connect(self.alias, application_name=self.application_name)
             if not conf.POLL_ONLY:
                 self._conn.execute(f"LISTEN {queries.SCHEDULES_CHANNEL}")
         return self._conn

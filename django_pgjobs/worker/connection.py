@@ -20,7 +20,7 @@ from typing import Any
 import psycopg
 
 from django_pgjobs import queries
-from django_pgjobs.database import connect
+from django_pgjobs.database import LOOP_NAME, connect
 from django_pgjobs.observability.display import counted
 
 logger = logging.getLogger("django_pgjobs.worker")
@@ -52,7 +52,7 @@ class LoopConnection:
         """Connect; returns how many jobs the reconnect gave back: what claims whose reply never
         came took, if they committed (see :meth:`claim_token`). Matched by those claims' lease
         tokens only, never by this worker's id (``queries.release_lost_claims``)."""
-        conn = connect(self.alias, application_name=f"pgjobs worker {self.worker_id}")
+        conn = connect(self.alias, application_name=f"{LOOP_NAME} {self.worker_id}")
         if self.listen:
             conn.execute(f"LISTEN {queries.NOTIFY_CHANNEL}")
             conn.execute(f"LISTEN {queries.CANCEL_CHANNEL}")

@@ -99,7 +99,9 @@ class Worker:
         self.listen = (not conf.POLL_ONLY) if listen is None else listen
         self.stats = WorkerStats()
         self.scheduler = (
-            Scheduler(using=self.alias, poll_interval=self.poll_interval) if scheduler else None
+            Scheduler(using=self.alias, poll_interval=self.poll_interval, worker_id=self.worker_id)
+            if scheduler
+            else None
         )
         # Job ids whose handlers were still running when the shutdown grace period ended.
         self.abandoned: list[uuid.UUID] = []

@@ -12,7 +12,7 @@ from typing import Any
 import psycopg
 
 from django_pgjobs.conf import conf
-from django_pgjobs.database import connect
+from django_pgjobs.database import WAIT_NAME, connect
 from django_pgjobs.exceptions import (
     PayloadNotDecodable,
     WorkflowCancelled,
@@ -168,7 +168,7 @@ def wait_outside(key: str, check: Any, timeout: float | None) -> Any:
     deadline = None if timeout is None else time.monotonic() + timeout
     listener: psycopg.Connection[Any] | None = None
     if not conf.POLL_ONLY:
-        listener = connect(conf.DATABASE, application_name="pgjobs wait")
+        listener = connect(conf.DATABASE, application_name=WAIT_NAME)
         listener.execute(f"LISTEN {runs.NOTIFY_CHANNEL}")
     try:
         while True:

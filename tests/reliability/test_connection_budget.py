@@ -1,4 +1,5 @@
-"""The connections real scheduler processes hold, counted in pg_stat_activity.
+"""The connections real worker and scheduler processes hold, counted in pg_stat_activity, each
+naming its role and its worker.
 
 Only this test's processes use the test database, so every client connection on it other than
 the test's own Django connection (which polls) is one of theirs. A backend leaves
@@ -16,8 +17,11 @@ from pathlib import Path
 
 import pytest
 from django.db import connection
+from psycopg.conninfo import make_conninfo
 
-from tests.helpers import start_worker, wait_for
+from django_pgjobs import enqueue
+from tests.helpers import database_conninfo, start_worker, wait_for
+from tests.testapp.models import Run
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -47,11 +51,84 @@ def alone(transactional_db: None) -> None:
     settle_on({}, "no connection but this test's")
 
 
+def block(release: Path, count: int, *, queue: str = "default") -> None:
+    """Jobs whose handlers write a row (so each thread has connected) and wait for ``release``."""
+    for n in range(count):
+        enqueue("test.block", {"label": f"b{n}", "release": str(release)}, queue=queue)
+
+
+def running(count: int) -> bool:
+    return Run.objects.filter(label__endswith=":started").count() == count
+
+
 def stopped(processes: list[subprocess.Popen[bytes]], logs: list[Path]) -> None:
     for proc in processes:
         proc.send_signal(signal.SIGTERM)
     for proc, log in zip(processes, logs, strict=True):
         assert proc.wait(timeout=30) == 0, log.read_text()
+
+
+def test_a_worker_holds_its_concurrency_plus_two_connections_each_naming_it(
+    processes: list[subprocess.Popen[bytes]], tmp_path: Path
+) -> None:
+    """Its loop, its scheduler thread, and one Django connection per busy handler thread: the
+    start-up checks' connection is closed."""
+    release, log = tmp_path / "release", tmp_path / "worker.log"
+    block(release, 3)
+    processes.append(
+        start_worker("--concurrency", "3", "--worker-id", "w1", settings=FAST, log=log)
+    )
+    wait_for(lambda: running(3), what="three handlers running")
+    budget = {"pgjobs worker w1": 1, "pgjobs scheduler w1": 1, "pgjobs handler w1": 3}
+    settle_on(budget, "concurrency + 2")
+    release.touch()
+    stopped(processes, [log])
+    settle_on({}, "every connection closed")
+
+
+def test_a_burst_worker_has_no_scheduler_and_connects_handlers_as_jobs_need_them(
+    processes: list[subprocess.Popen[bytes]], tmp_path: Path
+) -> None:
+    release, log = tmp_path / "release", tmp_path / "worker.log"
+    block(release, 1)
+    processes.append(
+        start_worker("--burst", "--concurrency", "3", "--worker-id", "b1", settings=FAST, log=log)
+    )
+    wait_for(lambda: running(1), what="the handler running")
+    settle_on({"pgjobs worker b1": 1, "pgjobs handler b1": 1}, "the loop and one handler")
+    release.touch()
+    assert processes[0].wait(timeout=30) == 0, log.read_text()
+
+
+def test_handlers_in_child_processes_hold_the_same_and_the_forkserver_none(
+    processes: list[subprocess.Popen[bytes]], tmp_path: Path
+) -> None:
+    release, log = tmp_path / "release", tmp_path / "worker.log"
+    block(release, 2)
+    args = ("--pool", "process", "--concurrency", "2", "--worker-id", "p1")
+    processes.append(start_worker(*args, settings=FAST, log=log))
+    wait_for(lambda: running(2), what="two handlers running")
+    budget = {"pgjobs worker p1": 1, "pgjobs scheduler p1": 1, "pgjobs handler p1": 2}
+    settle_on(budget, "concurrency + 2")
+    release.touch()
+    stopped(processes, [log])
+
+
+def test_signal_receivers_that_use_the_database_take_one_connection_more(
+    processes: list[subprocess.Popen[bytes]], tmp_path: Path
+) -> None:
+    """Receivers run in a thread of the worker's own, which keeps its connection like a
+    handler thread (the test app's receivers write a row for each signal)."""
+    release, log = tmp_path / "release", tmp_path / "worker.log"
+    block(release, 2)
+    receivers = {"PGJOBS_TEST_RECORD_SIGNALS": "1"}
+    args = ("--concurrency", "2", "--worker-id", "s1")
+    processes.append(start_worker(*args, settings=FAST, log=log, env=receivers))
+    wait_for(lambda: Run.objects.filter(label__startswith="job_started:").count() == 2)
+    budget = {"pgjobs worker s1": 1, "pgjobs scheduler s1": 1, "pgjobs handler s1": 3}
+    settle_on(budget, "concurrency + 3")
+    release.touch()
+    stopped(processes, [log])
 
 
 def test_the_scheduler_process_keeps_only_its_own_connection(
@@ -62,4 +139,27 @@ def test_the_scheduler_process_keeps_only_its_own_connection(
     log = tmp_path / "scheduler.log"
     processes.append(start_worker(command="pgjobs_scheduler", settings=FAST, log=log))
     settle_on({"pgjobs scheduler": 1}, "the scheduler's one connection")
+    stopped(processes, [log])
+
+
+@pytest.mark.parametrize("given_by", ["PGAPPNAME", "OPTIONS"])
+def test_an_application_name_the_project_gives_its_connections_is_kept(
+    processes: list[subprocess.Popen[bytes]], tmp_path: Path, given_by: str
+) -> None:
+    """The handlers' Django connections are the project's: a name given them in the
+    environment or in DATABASES OPTIONS wins; the worker's own connections still say what
+    they are."""
+    named = (
+        {"PGAPPNAME": "shop"}
+        if given_by == "PGAPPNAME"
+        else {"DATABASE_URL": make_conninfo(database_conninfo(), application_name="shop")}
+    )
+    release, log = tmp_path / "release", tmp_path / "worker.log"
+    block(release, 2)
+    processes.append(
+        start_worker("--concurrency", "2", "--worker-id", "w1", settings=FAST, log=log, env=named)
+    )
+    wait_for(lambda: running(2), what="two handlers running")
+    settle_on({"pgjobs worker w1": 1, "pgjobs scheduler w1": 1, "shop": 2}, "the project's name")
+    release.touch()
     stopped(processes, [log])

@@ -10,7 +10,12 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connections
 
-from django_pgjobs.database import command_database, require_migrated
+from django_pgjobs.database import (
+    SCHEDULER_NAME,
+    command_database,
+    process_connections_named,
+    require_migrated,
+)
 from django_pgjobs.exceptions import PgJobsError
 from django_pgjobs.observability.display import counted, printable
 from django_pgjobs.schedules.scheduler import Scheduler
@@ -37,10 +42,15 @@ class Command(BaseCommand):
         except PgJobsError as exc:
             raise CommandError(printable(exc)) from exc
         # The start-up checks opened this thread's Django connection; the scheduler uses its own,
-        # so it would sit idle as long as the process lives.
+        # so it would sit idle as long as the process lives. One opened later (a handler's
+        # partition key read from the database) says whose it is.
         connections.close_all()
         scheduler = Scheduler(using=options["database"], poll_interval=options["poll_interval"])
-        if options["once"]:
+        with process_connections_named(SCHEDULER_NAME):
+            self._serve(scheduler, once=options["once"])
+
+    def _serve(self, scheduler: Scheduler, *, once: bool) -> None:
+        if once:
             report = scheduler.run_once()
             scheduler.close()
             self.stdout.write(

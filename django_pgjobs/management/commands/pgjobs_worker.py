@@ -12,7 +12,12 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import connections
 
 from django_pgjobs.conf import conf
-from django_pgjobs.database import command_database, require_migrated
+from django_pgjobs.database import (
+    HANDLER_NAME,
+    command_database,
+    process_connections_named,
+    require_migrated,
+)
 from django_pgjobs.exceptions import PgJobsError, WorkerIdInUse
 from django_pgjobs.jobs.registry import registry
 from django_pgjobs.metrics import EXPORTER_SCOPES, require_prometheus_client
@@ -130,6 +135,14 @@ class Command(BaseCommand):
             pool=options["pool"],
             metrics=metrics,
         )
+        # Before any handler connects: the process's Django connections name the worker too.
+        with process_connections_named(f"{HANDLER_NAME} {worker.worker_id}"):
+            self._serve(worker, metrics, options)
+
+    def _serve(
+        self, worker: Worker, metrics: WorkerMetrics | None, options: dict[str, Any]
+    ) -> None:
+        """Start the metrics port if asked, run the worker until it stops, say what it did."""
         exporter = self._start_exporter(worker, metrics, options)
         # A workflow's runner is registered as a job too (pgjobs.workflow:<version>): name the
         # workflows instead of that internal name.
