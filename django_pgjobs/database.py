@@ -6,7 +6,8 @@ the statement that took it, and handler code (which uses Django's per-thread con
 never join or break it.
 
 **What each connection says it is**: ``application_name`` in ``pg_stat_activity`` names the
-role of every connection we open (the names below). Ours carry it as a connection parameter;
+role of every connection we open (the names below), and ``pgjobs status`` counts connections by
+them (:mod:`django_pgjobs.observability.connections`). Ours carry it as a connection parameter;
 the Django connections of a worker or scheduler process get it from libpq's ``PGAPPNAME``
 (:func:`name_process_connections`), so an ``application_name`` the project sets wins.
 

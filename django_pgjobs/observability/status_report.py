@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from django_pgjobs.observability.display import elapsed, in_number
+from django_pgjobs.observability.connections import ConnectionCounts
+from django_pgjobs.observability.display import counted, elapsed, in_number
 from django_pgjobs.observability.status import QueueCounts, QueueStatus
 from django_pgjobs.queries.base import WORKFLOW_JOB_PREFIX
 
@@ -17,7 +18,9 @@ LEGEND = (
 )
 
 
-def status_report(status: QueueStatus) -> Iterator[tuple[str, bool]]:
+def status_report(
+    status: QueueStatus, connections: ConnectionCounts | None = None
+) -> Iterator[tuple[str, bool]]:
     """The lines of ``pgjobs status`` and whether each warns. A queue's line is marked
     ``paused`` or ``limited`` (a limit that can hold its due jobs back); a paused queue is
     listed even without jobs, since its pause outlives them."""
@@ -43,6 +46,8 @@ def status_report(status: QueueStatus) -> Iterator[tuple[str, bool]]:
         queues = ",".join(map(str, worker.queues)) or "all"
         where = f"host={worker.hostname} pid={worker.pid}"
         yield f"  {worker.id} {where} queues={queues} concurrency={worker.concurrency}", False
+    if connections is not None:
+        yield from _connections(connections, status)
     yield _oldest_due(status), False
     if status.workflows:
         states = ", ".join(f"{state} {count}" for state, count in sorted(status.workflows.items()))
@@ -61,6 +66,30 @@ def status_report(status: QueueStatus) -> Iterator[tuple[str, bool]]:
             continue
         yield (
             f"due but no handler is registered for {name!r}: {count} {in_number('job(s)', count)}",
+            True,
+        )
+
+
+def _connections(counts: ConnectionCounts, status: QueueStatus) -> Iterator[tuple[str, bool]]:
+    """Connections by role, and what the server has left; a warning when it has fewer left than
+    one more worker like the largest live one would take (its concurrency + 2: its handler
+    threads, its loop and its scheduler)."""
+    roles = (
+        f"worker loops {counts.loops}, worker handlers {counts.handlers}, "
+        f"schedulers {counts.schedulers}, outside waits {counts.waits}, other {counts.other}"
+    )
+    yield f"connections on database {counts.database} (not this command's): {roles}", False
+    yield (
+        f"connections on the server: {counts.server} of max_connections "
+        f"{counts.max_connections}, {counts.left} left ({counts.reserved} reserved for "
+        "superusers)",
+        False,
+    )
+    largest = max((worker.concurrency for worker in status.live_workers), default=None)
+    if largest is not None and counts.left < largest + 2:
+        yield (
+            f"{counted(counts.left, 'connection')} left on the server: one "
+            f"more worker of concurrency {largest} would need {largest + 2}",
             True,
         )
 

@@ -1,5 +1,5 @@
 """The connections real worker and scheduler processes hold, counted in pg_stat_activity, each
-naming its role and its worker.
+naming its role and its worker; and ``pgjobs status`` counting them by role.
 
 Only this test's processes use the test database, so every client connection on it other than
 the test's own Django connection (which polls) is one of theirs. A backend leaves
@@ -13,14 +13,19 @@ from __future__ import annotations
 import signal
 import subprocess
 from collections import Counter
+from io import StringIO
 from pathlib import Path
+from typing import Any
 
 import pytest
+from django.core.management import call_command
 from django.db import connection
 from psycopg.conninfo import make_conninfo
 
-from django_pgjobs import enqueue
-from tests.helpers import database_conninfo, start_worker, wait_for
+from django_pgjobs import cancel_workflow, enqueue, start_workflow
+from django_pgjobs.exceptions import WorkflowCancelled
+from tests.helpers import database_conninfo, in_thread, start_worker, wait_for
+from tests.testapp import workflows as wf
 from tests.testapp.models import Run
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -163,3 +168,49 @@ def test_an_application_name_the_project_gives_its_connections_is_kept(
     settle_on({"pgjobs worker w1": 1, "pgjobs scheduler w1": 1, "shop": 2}, "the project's name")
     release.touch()
     stopped(processes, [log])
+
+
+def status_connections() -> str:
+    """What ``pgjobs status`` says of the connections on the test database, by role."""
+    out = StringIO()
+    call_command("pgjobs", "status", stdout=out)
+    database = connection.settings_dict["NAME"]
+    heading = f"connections on database {database} (not this command's): "
+    [line] = [line for line in out.getvalue().splitlines() if line.startswith(heading)]
+    return line.removeprefix(heading)
+
+
+def test_status_counts_connections_by_role(
+    processes: list[subprocess.Popen[bytes]], tmp_path: Path
+) -> None:
+    """A worker (concurrency 2, its scheduler), a scheduler process, and a get_result() waiting
+    outside a workflow in a thread of this process: its listener is a wait, and the thread's
+    own Django connection, which a web request has anyway, is the application's."""
+    release = tmp_path / "release"
+    logs = [tmp_path / "worker.log", tmp_path / "scheduler.log"]
+    block(release, 2, queue="mail")
+    processes.append(
+        start_worker("--concurrency", "2", "--queues", "mail", settings=FAST, log=logs[0])
+    )
+    processes.append(start_worker(command="pgjobs_scheduler", settings=FAST, log=logs[1]))
+    handle = start_workflow(wf.greet, "nobody runs it")  # the default queue: no worker serves it
+    seen: list[Any] = []
+
+    def wait_for_result() -> None:
+        try:
+            handle.get_result(timeout=60)
+        except WorkflowCancelled as exc:
+            seen.append(exc)
+
+    waiter = in_thread(wait_for_result)
+    wait_for(lambda: running(2), what="two handlers running")
+    wait_for(lambda: others()["pgjobs wait"] == 1, what="the outside wait listening")
+    said = "worker loops 1, worker handlers 2, schedulers 2, outside waits 1, other 1"
+    wait_for(lambda: status_connections() == said, what=said)
+    cancel_workflow(handle.workflow_id)
+    waiter.join(timeout=30)
+    assert len(seen) == 1
+    release.touch()
+    stopped(processes, logs)
+    none = "worker loops 0, worker handlers 0, schedulers 0, outside waits 0, other 0"
+    wait_for(lambda: status_connections() == none, what=none)

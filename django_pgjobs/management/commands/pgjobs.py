@@ -27,6 +27,7 @@ from django_pgjobs.jobs.validation import MAX_TIMEOUT, MIN_TIMEOUT
 from django_pgjobs.management.output import reader_may_leave
 from django_pgjobs.metrics import database_text
 from django_pgjobs.models import JobStatus
+from django_pgjobs.observability.connections import connection_counts
 from django_pgjobs.observability.display import counted, in_number, local_time, printable
 from django_pgjobs.observability.explain import explain_job
 from django_pgjobs.observability.health import database_health
@@ -154,7 +155,8 @@ class Command(BaseCommand):
         self.stdout.write(shown if style is None else style(shown))
 
     def do_status(self, options: dict[str, Any], using: str | None) -> None:
-        for line, warns in status_report(queue_status(using=using)):
+        report = status_report(queue_status(using=using), connection_counts(using=using))
+        for line, warns in report:
             self.say(line, self.style.WARNING if warns else None)
 
     def do_list(self, options: dict[str, Any], using: str | None) -> None:
