@@ -54,13 +54,18 @@ claimed AS (
     -- rows, more as the queue grows); = ANY(ARRAY(...)) always looks the ids up in the key.
     -- locked_at (the attempt started) only for the first start_now jobs, which free handler
     -- threads start at once; the rest are claimed ahead and the worker records their start
-    -- later (lease.heartbeat). A rescue does not count an attempt that never started.
+    -- later (lease.heartbeat). A rescue does not count an attempt that never started. Those
+    -- claimed ahead get the short ahead_lease_seconds: if the worker dies they come back within
+    -- seconds, not a lease later (the worker records their start well before it runs out).
     UPDATE pgjobs_job_queue AS j
     SET status = 'running', attempt = j.attempt + 1, locked_by = %(worker_id)s,
         locked_at = CASE WHEN j.attempt_spared
                            OR j.id = ANY(ARRAY(SELECT id FROM due LIMIT %(start_now)s))
                          THEN now() END,
-        lease_expires_at = now() + make_interval(secs => %(lease_seconds)s),
+        lease_expires_at = now() + make_interval(secs => CASE
+            WHEN j.attempt_spared OR j.id = ANY(ARRAY(SELECT id FROM due LIMIT %(start_now)s))
+            THEN %(lease_seconds)s
+            ELSE coalesce(%(ahead_lease_seconds)s::float8, %(lease_seconds)s) END),
         lease_token = %(lease_token)s
     WHERE j.id = ANY(ARRAY(SELECT id FROM due))
     RETURNING j.id, j.job_name, j.payload::text AS payload, j.queue, j.priority, j.attempt,
@@ -116,12 +121,14 @@ def _claim_params(
     job_names: Sequence[str] | None,
     lease_token: uuid.UUID | None,
     start_now: int | None,
+    ahead_lease_seconds: float | None = None,
 ) -> dict[str, Any]:
     return {
         "worker_id": worker_id,
         "limit": limit,
         "start_now": start_now,  # None: all of them (LIMIT NULL)
         "lease_seconds": lease_seconds,
+        "ahead_lease_seconds": ahead_lease_seconds,  # None: lease_seconds
         # The claim's lease token, made here: a worker that loses the reply still knows it,
         # so it can give back exactly what that claim took (lease.release_lost_claims).
         "lease_token": lease_token or uuid.uuid4(),
@@ -142,6 +149,7 @@ def claim_statement(
     lease_token: uuid.UUID | None = None,
     start_now: int | None = None,
     flow: bool = False,
+    ahead_lease_seconds: float | None = None,
 ) -> tuple[str, dict[str, Any]]:
     """The claim's SQL and parameters (tests EXPLAIN exactly what the worker runs): the plain
     statement, or with ``flow`` the flow-controlled one."""
@@ -157,6 +165,7 @@ def claim_statement(
         job_names=job_names,
         lease_token=lease_token,
         start_now=start_now,
+        ahead_lease_seconds=ahead_lease_seconds,
     )
     return sql, params
 
@@ -230,6 +239,7 @@ def claim_jobs(
     lease_token: uuid.UUID | None = None,
     start_now: int | None = None,
     hint: FlowHint | None = None,
+    ahead_lease_seconds: float | None = None,
 ) -> list[ClaimedJob]:
     """Take up to ``limit`` due jobs, best priority first, in one round trip (two when flow
     control first applies to the worker's queues, then one again: see FlowHint).
@@ -245,7 +255,8 @@ def claim_jobs(
     here): the fence is the pair (id, token), and a worker that passes its own token knows what
     the claim took even when the reply is lost. ``start_now`` says how many of the jobs (in the
     claim's order) free threads start at once (None: all); the others are claimed ahead, and
-    their attempt counts only once the worker records that they started.
+    their attempt counts only once the worker records that they started. Their lease is
+    ``ahead_lease_seconds`` (None: ``lease_seconds``) until then.
 
     Queues with flow control (a row in pgjobs_queues) are claimed as queries.flow says: paused
     ones not at all, limited ones within their limits, exactly, across all workers.
@@ -258,6 +269,7 @@ def claim_jobs(
         "job_names": job_names,
         "lease_token": lease_token,
         "start_now": start_now,
+        "ahead_lease_seconds": ahead_lease_seconds,
     }
     flow = hint is not None and hint.restricted
     cur.execute(*claim_statement(**claim, flow=flow))
@@ -285,6 +297,7 @@ def complete_and_claim(
     took: Sequence[float | None] | None = None,
     results: Mapping[uuid.UUID, str] | None = None,
     hint: FlowHint | None = None,
+    ahead_lease_seconds: float | None = None,
 ) -> tuple[list[uuid.UUID], list[ClaimedJob]]:
     """:func:`complete_jobs` and :func:`claim_jobs` in one statement: one round trip and one
     commit where a busy worker would otherwise pay two. Returns (completed ids, claimed jobs).
@@ -312,6 +325,7 @@ def complete_and_claim(
                 job_names=job_names,
                 lease_token=lease_token,
                 start_now=start_now,
+                ahead_lease_seconds=ahead_lease_seconds,
             ),
             **finished_params(tokens, took, results),
         },

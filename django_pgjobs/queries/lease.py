@@ -112,6 +112,7 @@ def heartbeat(
     tokens: Sequence[Token],
     lease_seconds: float,
     started: Sequence[tuple[Token, float]] = (),
+    ahead_lease_seconds: float | None = None,
 ) -> list[Token]:
     """Renew this worker's row and the leases of the attempts it holds; one round trip.
 
@@ -121,10 +122,11 @@ def heartbeat(
     tokens (``unrenewed``), and while the worker is alive the rescue leaves them alone however
     long that transaction holds the row (their leases run out meanwhile). ``started`` pairs held
     attempts whose handler has begun with how many seconds ago: a job claimed ahead gets its
-    start (``locked_at``) recorded here, so from now on a rescue counts its attempt. Returns the
-    held attempts, (id, lease token), that no longer own their jobs (rescued or cancelled):
-    their outcome will be dropped. By token, not id: a worker can hold a stale attempt and a
-    new one of the same job.
+    start (``locked_at``) recorded here, so from now on a rescue counts its attempt; one whose
+    handler has not begun keeps the short ``ahead_lease_seconds`` (None: ``lease_seconds``).
+    Returns the held attempts, (id, lease token), that no longer own their jobs (rescued or
+    cancelled): their outcome will be dropped. By token, not id: a worker can hold a stale
+    attempt and a new one of the same job.
     """
     cur.execute(
         f"""
@@ -138,8 +140,13 @@ def heartbeat(
             FOR UPDATE OF j SKIP LOCKED
         ),
         renewed AS (
+            -- A job claimed ahead whose handler has not begun keeps the short lease.
             UPDATE pgjobs_job_queue AS j
-            SET lease_expires_at = now() + make_interval(secs => %(lease_seconds)s),
+            SET lease_expires_at = now() + make_interval(secs => CASE
+                    WHEN j.locked_at IS NULL AND NOT EXISTS (
+                        SELECT 1 FROM began WHERE began.id = j.id AND began.token = j.lease_token)
+                    THEN coalesce(%(ahead_lease_seconds)s::float8, %(lease_seconds)s)
+                    ELSE %(lease_seconds)s END),
                 locked_at = coalesce(j.locked_at, (
                     SELECT now() - make_interval(secs => began.ago) FROM began
                     WHERE began.id = j.id AND began.token = j.lease_token))
@@ -174,6 +181,7 @@ def heartbeat(
             "began_tokens": uuid_array(token[1] for token, _ in started),
             "began_ago": [max(ago, 0.0) for _, ago in started],
             "lease_seconds": lease_seconds,
+            "ahead_lease_seconds": ahead_lease_seconds,
         },
     )
     return [(as_uuid(r[0]), as_uuid(r[1])) for r in cur.fetchall()]

@@ -17,6 +17,7 @@ import psycopg
 from django_pgjobs import queries
 from django_pgjobs.conf import conf
 from django_pgjobs.jobs.registry import registry
+from django_pgjobs.worker.ahead import ahead_lease
 from django_pgjobs.worker.completer import Completer
 from django_pgjobs.worker.connection import LoopConnection
 from django_pgjobs.worker.pacing import Pacing
@@ -57,6 +58,7 @@ class Claims:
                 worker_id=self.worker_id,
                 limit=limit,
                 lease_seconds=conf.LEASE_SECONDS,
+                ahead_lease_seconds=ahead_lease(),
                 queues=self.queues,
                 job_names=registry.names(),
                 lease_token=lease_token,

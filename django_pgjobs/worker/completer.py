@@ -149,8 +149,9 @@ class Completer:
             )
             self._completed(conn, done_ok, completed)
         for done in self._ready(time.monotonic()):
+            written = self._write_one(conn, done)  # a database error leaves it buffered
             self._done.remove(done)
-            if not self._write_one(conn, done):
+            if not written:
                 self._hold(done)
 
     def _write_one(self, conn: psycopg.Connection[Any], done: _Done) -> bool:
@@ -301,10 +302,12 @@ class Completer:
         """The successes ``done`` were written: those completed leave the buffer, and those
         that matched nothing too unless another transaction held their row."""
         completed = set(completed_ids)
-        for entry in done:
-            self._done.remove(entry)
+        # The completed first: only a LOST one's check reads the database, and may fail.
+        for entry in sorted(done, key=lambda d: d.job.id not in completed):
             outcome = Outcome.COMPLETED if entry.job.id in completed else Outcome.LOST
-            if not self._record(conn, Written(entry.job, outcome)):
+            recorded = self._record(conn, Written(entry.job, outcome))  # raises: stays buffered
+            self._done.remove(entry)
+            if not recorded:
                 self._hold(entry)
 
     def _guarded(

@@ -35,6 +35,7 @@ from django_pgjobs.jobs.registry import registry
 from django_pgjobs.observability.display import counted, printable
 from django_pgjobs.observability.explanation import rescue_hold_seconds
 from django_pgjobs.queues.control import write_declared
+from django_pgjobs.worker.ahead import ahead_lease
 
 logger = logging.getLogger("django_pgjobs.worker")
 
@@ -56,6 +57,9 @@ class HousekeepingReport:
     dead_worker_ids: tuple[str, ...] = ()
     dead_workers: int = 0
     pruned: int = 0
+    # When the heartbeat that renewed the held leases was sent (monotonic); None: none ran.
+    renewed_at: float | None = None
+    given_back: int = 0  # jobs claimed ahead that waited too long, given back (slots.housekeep)
 
     @property
     def rescued_total(self) -> int:
@@ -192,9 +196,16 @@ class Housekeeper:
         """This worker was cut off from the database and is back: so, perhaps, are the others."""
         self.hold_rescue()
 
-    def seconds_until_due(self) -> float:
+    def seconds_until_due(self, *, renew_by: float | None = None) -> float:
+        """Seconds until a duty is due; ``renew_by``: when held leases need renewing early
+        (monotonic: a job claimed ahead has a short one, see :mod:`.ahead`)."""
         now = time.monotonic()
-        return max(min(self._next_heartbeat, self._next_prune) - now, 0.0)
+        due = min(self._next_heartbeat, self._next_prune)
+        return max(min(due, renew_by if renew_by is not None else due) - now, 0.0)
+
+    def heartbeat_due(self, *, renew_by: float | None = None) -> bool:
+        now = time.monotonic()
+        return now >= self._next_heartbeat or (renew_by is not None and now >= renew_by)
 
     def run_due(
         self,
@@ -203,18 +214,22 @@ class Housekeeper:
         *,
         started: Sequence[tuple[queries.Token, float]] = (),
         force: bool = False,
+        renew_by: float | None = None,
     ) -> HousekeepingReport:
         """Run whichever duties are due (all of heartbeat and rescue with ``force``).
-        ``started``: held attempts whose handler has begun, with how many seconds ago."""
+        ``started``: held attempts whose handler has begun, with how many seconds ago;
+        ``renew_by``: as for :meth:`seconds_until_due`."""
         report = HousekeepingReport()
         now = time.monotonic()
-        if force or now >= self._next_heartbeat:
+        if force or self.heartbeat_due(renew_by=renew_by):
+            report.renewed_at = now
             report.lost = queries.heartbeat(
                 conn.cursor(),
                 worker=self._row,
                 tokens=held,
                 lease_seconds=conf.LEASE_SECONDS,
                 started=started,
+                ahead_lease_seconds=ahead_lease(),
             )
             if now >= self._rescue_from:
                 rescued = queries.rescue_expired_leases(

@@ -45,6 +45,11 @@ class InFlight:
     lost_logged: bool = False  # the heartbeat found it no longer ours, and said so
     notes: AttemptNotes | None = None  # what the handler said about its attempt
     took: float | None = None  # seconds its handler ran, once reported (or timed out)
+    # Until when its lease surely holds (monotonic, counted from before the statement that
+    # granted it was sent), and how long that lease was: a job claimed ahead has a short one
+    # (lease.AHEAD_LEASE) until the heartbeat records its start.
+    lease_until: float = float("inf")
+    lease_granted: float = 0.0
 
     @classmethod
     def of(

@@ -314,9 +314,10 @@ class Worker:
         if limit <= 0:
             return 0
         start_now = min(limit, max(self.concurrency - self._slots.busy, 0))
+        sent_at = time.monotonic()
         jobs = self._claims.take(self._ensure_connected(), limit=limit, start_now=start_now)
         self.stats.claimed += len(jobs)
-        self._slots.dispatch(jobs)
+        self._slots.dispatch(jobs, sent_at=sent_at)
         return len(jobs)
 
     def _runner(self) -> Runner:
@@ -375,14 +376,12 @@ class Worker:
     def _duties_in(self) -> float:
         """Seconds until the next background duty: a heartbeat, a prune, a timeout check."""
         check = self._slots.seconds_until_check()
-        duties = self._housekeeper.seconds_until_due()
+        duties = self._housekeeper.seconds_until_due(renew_by=self._slots.renew_by())
         return duties if check is None else min(duties, check)
 
     def _housekeep(self, *, force: bool = False) -> None:
-        conn = self._ensure_connected()
-        started = self._slots.started(time.monotonic())
-        held = self._slots.held_tokens()
-        report = self._housekeeper.run_due(conn, held, started=started, force=force)
+        report = self._slots.housekeep(self._housekeeper, self._ensure_connected(), force=force)
+        self.stats.released += report.given_back
         report.log()
         mark_no_longer_ours(self._inflight.values(), report.lost)
         self.stats.rescued += report.rescued_total

@@ -20,17 +20,21 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
+import psycopg
 from django.db import connections
 
 from django_pgjobs import queries
 from django_pgjobs.conf import conf
 from django_pgjobs.jobs.registry import registry
 from django_pgjobs.jobs.timeouts import TIMEOUT_EXCEPTION, attempt_timeout, timeout_error
+from django_pgjobs.observability.display import counted
+from django_pgjobs.worker import ahead
 from django_pgjobs.worker.attempt import AttemptResult
 from django_pgjobs.worker.completer import Completer
 from django_pgjobs.worker.deadlines import Deadlines
+from django_pgjobs.worker.housekeeping import Housekeeper, HousekeepingReport
 from django_pgjobs.worker.inflight import InFlight, log_timed_out
 from django_pgjobs.worker.outcomes import job_fields, jobs_logger
 from django_pgjobs.worker.pacing import Pacing
@@ -121,10 +125,13 @@ class Slots:
                 on_thread_exit=self._thread_exit,
             )
 
-    def dispatch(self, jobs: Sequence[queries.ClaimedJob]) -> None:
-        """Hand the claimed jobs to the pool, in order."""
+    def dispatch(self, jobs: Sequence[queries.ClaimedJob], *, sent_at: float | None = None) -> None:
+        """Hand the claimed jobs to the pool, in order. ``sent_at``: when the claim was sent
+        (monotonic; default now), from which their leases count: the short one of a job
+        claimed ahead for all of them, until the heartbeat renews (see :mod:`.ahead`)."""
         assert self._pool is not None
         setting, now = conf.TIMEOUT, time.monotonic()  # once per claim, not per job
+        since = now if sent_at is None else sent_at
         for job in jobs:
             if jobs_logger.isEnabledFor(logging.DEBUG):
                 jobs_logger.debug(
@@ -134,6 +141,7 @@ class Slots:
             handler = registry.get(job.job_name)
             timeout = attempt_timeout(job, handler, setting=setting)
             entry = InFlight.of(job, handler, stopping=self._stopping, timeout=timeout)
+            ahead.granted(entry, since=since, started=False)
             self.inflight[job.token] = entry
             if not self._runner.kills_on_timeout:  # else nothing here looks: enforce_timeouts
                 self._deadlines.dispatched(entry, now=now)
@@ -148,13 +156,70 @@ class Slots:
         now (:meth:`Runner.worker_stopping`)."""
         self._runner.worker_stopping()
 
-    def cancel_unstarted(self) -> list[InFlight]:
-        """Take back every attempt whose handler has not started (a shutdown): their slots are
-        free; they stay held until the caller gives them back."""
+    def cancel_unstarted(
+        self, which: Callable[[InFlight], bool] = lambda _: True
+    ) -> list[InFlight]:
+        """Take back the attempts ``which`` picks (all: a shutdown) whose handler has not
+        started: their slots are free; they stay held until the caller gives them back."""
         pool = self._pool
-        unstarted = [e for e in self.inflight.values() if pool and e.task and pool.cancel(e.task)]
+        unstarted = [
+            e
+            for e in self.inflight.values()
+            if pool and e.task and not e.started and which(e) and pool.cancel(e.task)
+        ]
         self._count_busy(-len(unstarted))
         return unstarted
+
+    def housekeep(
+        self, housekeeper: Housekeeper, conn: psycopg.Connection[Any], *, force: bool = False
+    ) -> HousekeepingReport:
+        """The housekeeper's duties with what the slots hold: when a heartbeat is due, first
+        give back the jobs claimed ahead that waited too long, then renew the rest."""
+        renew_by = self.renew_by()
+        given_back = 0
+        if force or housekeeper.heartbeat_due(renew_by=renew_by):
+            given_back = self.give_back_waiting(conn)
+        started = self.started(time.monotonic())
+        held = self.held_tokens()
+        report = housekeeper.run_due(conn, held, started=started, force=force, renew_by=renew_by)
+        report.given_back = given_back
+        self.renewed(report, held=held, started=started)
+        return report
+
+    def renew_by(self) -> float | None:
+        """When the held leases need renewing (see :func:`.ahead.renew_by`)."""
+        return ahead.renew_by(self.inflight.values())
+
+    def give_back_waiting(self, conn: psycopg.Connection[Any]) -> int:
+        """Give back the jobs claimed ahead that no thread has taken for half their short lease
+        (see :mod:`.ahead`): another worker may start them now. Returns how many went back."""
+        now = time.monotonic()
+        waiting = self.cancel_unstarted(lambda e: ahead.waited_too_long(e, now=now))
+        if not waiting:
+            return 0
+        tokens = [e.job.token for e in waiting]
+        released = queries.release_jobs(conn.cursor(), tokens=tokens)
+        for token in tokens:
+            self.inflight.pop(token, None)
+        logger.debug("Gave back %s claimed ahead and not started", counted(released, "job"))
+        return released
+
+    def renewed(
+        self,
+        report: HousekeepingReport,
+        *,
+        held: Sequence[queries.Token],
+        started: Sequence[tuple[queries.Token, float]],
+    ) -> None:
+        """After housekeeping: if its heartbeat ran, the ``held`` attempts it did not find lost
+        have leases counted from when it was sent, whole for those ``started``."""
+        if report.renewed_at is None:
+            return
+        lost, began = set(report.lost), {token for token, _ in started}
+        for token in held:
+            entry = self.inflight.get(token)
+            if entry is not None and token not in lost:
+                ahead.granted(entry, since=report.renewed_at, started=token in began)
 
     def wait_idle(self) -> None:
         """Until every handler has returned or timed out (``run_once``)."""
@@ -231,6 +296,16 @@ class Slots:
     def _execute(self, entry: InFlight) -> None:
         """Runs in a handler thread. Always reports an outcome, whatever happens: if anything
         here raises, the pool calls :meth:`_execute_failed` in the same thread."""
+        if time.monotonic() >= entry.lease_until:
+            # Claimed ahead, and its short lease may have run out before a thread was free
+            # (the loop could not renew it): the rescue may have given it to another worker.
+            # Not run; the rescue gives it back if it is still ours, its attempt not counted.
+            logger.warning(
+                "Job %s %s was not started: its lease may have run out while it waited",
+                entry.job.job_name, entry.job.id, extra=job_fields(entry.job),
+            )  # fmt: skip
+            self._report(entry, AttemptResult(took=0.0, handed_back=0.0))
+            return
         entry.began = time.monotonic()
         if entry.timeout is not None:
             entry.deadline = entry.began + entry.timeout.seconds

@@ -1,0 +1,48 @@
+"""Jobs claimed ahead (prefetch): a short lease until they start, given back when they wait.
+
+A worker claims more jobs than it has free threads when recent jobs were short, so each claim
+carries many. Such a job has not started, and two things keep it from being stranded:
+
+- its lease is short (:func:`ahead_lease`, 5 s) until the heartbeat records its start, so when its
+  worker dies it comes back within seconds, not after a whole lease; the worker renews before
+  that lease is half gone (:func:`renew_by`);
+- one still waiting for a thread after half that lease is given back (:func:`waited_too_long`):
+  the jobs were longer than the recent ones the prefetch was sized by, and another worker may be
+  idle. Its attempt is undone, as at shutdown.
+
+A job whose short lease may have run out before a thread took it (the loop stalled past its
+renewal) is not started: another worker may have been given it by the rescue.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from django_pgjobs.conf import conf
+from django_pgjobs.worker.inflight import InFlight
+
+# The lease of a job claimed ahead, until its start is recorded (never longer than the lease).
+AHEAD_LEASE = 5.0
+
+
+def ahead_lease() -> float:
+    return min(AHEAD_LEASE, conf.LEASE_SECONDS)
+
+
+def granted(entry: InFlight, *, since: float, started: bool) -> None:
+    """``entry``'s lease was granted or renewed by a statement sent at ``since`` (monotonic):
+    the whole lease if its handler had begun, else the short one."""
+    entry.lease_granted = conf.LEASE_SECONDS if started else ahead_lease()
+    entry.lease_until = since + entry.lease_granted
+
+
+def renew_by(held: Iterable[InFlight]) -> float | None:
+    """When the heartbeat must renew (monotonic): once any held attempt's lease is half gone.
+    None when nothing is held."""
+    times = [e.lease_until - e.lease_granted / 2 for e in held if not e.timed_out]
+    return min(times) if times else None
+
+
+def waited_too_long(entry: InFlight, *, now: float) -> bool:
+    """A job claimed ahead that no thread has taken for half its short lease."""
+    return not entry.started and now - entry.started_at >= ahead_lease() / 2

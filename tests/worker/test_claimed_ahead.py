@@ -1,0 +1,130 @@
+"""Jobs claimed ahead (prefetch) hold a short lease until they start, are given back when no
+thread takes them soon, and are never started once that lease may have run out."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from django.db import connection
+
+from django_pgjobs import enqueue, enqueue_many, get_job, queries
+from django_pgjobs.models import Job
+from django_pgjobs.worker import Worker, ahead
+from tests.helpers import db_now, wait_for
+from tests.testapp.models import Run
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+CLAIM: dict[str, Any] = {"worker_id": "w", "lease_seconds": 60, "queues": None, "job_names": None}
+WORKER = {"id": "w", "hostname": "h", "pid": 1, "queues": "[]", "concurrency": 1,
+          "instance_token": "6a1f0d4e-8d57-4d0c-9a8e-5d1c8a0b7f11"}  # fmt: skip
+
+
+def lease_left(job_id: Any) -> timedelta:
+    expires = get_job(job_id).lease_expires_at
+    assert expires is not None
+    return expires - db_now()
+
+
+def test_a_job_claimed_ahead_holds_the_short_lease_until_its_start_is_recorded() -> None:
+    ids = enqueue_many("test.record", [{}] * 3)
+    with connection.cursor() as cur:
+        jobs = queries.claim_jobs(cur, **CLAIM, limit=3, start_now=1, ahead_lease_seconds=5)
+    now, later = jobs[0], jobs[1:]
+    assert lease_left(now.id) > timedelta(seconds=50)
+    assert all(lease_left(job.id) < timedelta(seconds=6) for job in later)
+    assert {job.id for job in jobs} == set(ids)
+    # The heartbeat records the start of one of them: whole lease; the other keeps the short one.
+    started, waiting = later
+    with connection.cursor() as cur:
+        queries.heartbeat(
+            cur,
+            worker=WORKER,
+            tokens=[job.token for job in jobs],
+            lease_seconds=60,
+            started=[(started.token, 0.5)],
+            ahead_lease_seconds=5,
+        )
+    assert lease_left(started.id) > timedelta(seconds=50)
+    assert get_job(started.id).locked_at is not None
+    assert lease_left(waiting.id) < timedelta(seconds=6)
+    assert get_job(waiting.id).locked_at is None
+
+
+def test_jobs_no_thread_takes_for_half_the_short_lease_are_given_back(
+    make_worker: type[Worker], register_handler: Callable[..., Any]
+) -> None:
+    release = {"go": False}
+
+    def hold(payload: dict[str, Any]) -> None:
+        # The work the other jobs wait behind: it ends when the test says.
+        deadline = time.monotonic() + 30
+        while not release["go"] and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    register_handler("test.hold", hold)
+    first = enqueue("test.hold")
+    behind = enqueue_many("test.record", [{"label": str(n)} for n in range(3)])
+    worker = make_worker(concurrency=1)
+    worker._open()
+    try:
+        conn = worker._ensure_connected()
+        with connection.cursor() as cur:
+            jobs = queries.claim_jobs(cur, **CLAIM, limit=4, start_now=1, ahead_lease_seconds=5)
+        assert jobs[0].id == first
+        # Claimed as if the claim had gone out long ago: the three behind the first have
+        # waited for a thread for more than half the short lease.
+        worker._slots.dispatch(jobs, sent_at=time.monotonic())
+        for entry in worker._inflight.values():
+            entry.started_at -= ahead.ahead_lease()
+        head = worker._inflight[jobs[0].token]
+        wait_for(lambda: head.started, what="the first job's handler to start")
+        given_back = worker._slots.give_back_waiting(conn)
+        assert given_back == 3
+        for job_id in behind:
+            job = get_job(job_id)
+            assert (job.status, job.attempt, job.locked_by) == ("pending", 0, None)
+        assert get_job(first).status == "running"
+    finally:
+        release["go"] = True
+        worker.close()
+
+
+def test_a_job_whose_short_lease_may_have_run_out_is_not_started(make_worker: type[Worker]) -> None:
+    job_id = enqueue("test.record", {"label": "late"})
+    worker = make_worker(concurrency=1)
+    worker._open()
+    try:
+        with connection.cursor() as cur:
+            jobs = queries.claim_jobs(cur, **CLAIM, limit=1, start_now=0, ahead_lease_seconds=5)
+        # Its claim went out longer ago than the short lease: the rescue may have handed it on.
+        worker._slots.dispatch(jobs, sent_at=time.monotonic() - 2 * ahead.ahead_lease())
+        wait_for(lambda: worker._slots.busy == 0, what="the slot to be free again")
+    finally:
+        worker.close()
+    assert not Run.objects.filter(label="late").exists()
+    # Still claimed, never started: the rescue gives it back without counting an attempt.
+    job = get_job(job_id)
+    assert job.status == "running" and job.locked_at is None
+
+
+def test_unit_renewal_comes_before_half_of_any_held_lease_is_gone() -> None:
+    held: list[Any] = [
+        SimpleNamespace(lease_until=until, lease_granted=granted, timed_out=False)
+        for until, granted in ((100.0, 60.0), (10.0, 5.0))
+    ]
+    assert ahead.renew_by(held) == 7.5
+    assert ahead.renew_by([]) is None
+
+
+def test_a_worker_claims_ahead_and_completes_everything(make_worker: type[Worker]) -> None:
+    """The whole path, prefetch on: every job runs once and its start is recorded."""
+    ids = enqueue_many("test.record", [{"label": str(n)} for n in range(200)])
+    make_worker(concurrency=2).run(burst=True)
+    assert Run.objects.count() == 200
+    assert Job.objects.filter(id__in=ids, status="completed", attempt=1).count() == 200
