@@ -14,10 +14,9 @@ A write whose connection broke may have committed with only its reply lost: writ
 matches nothing (its first write ended the lease). Those outcomes are checked against the rows
 before being called lost.
 
-A write never waits for a job row another transaction holds (queries.base.MINE): it skips the
-row, and an outcome that matched nothing whose attempt still holds its job is kept and written
-again every ``HELD_ROW_RETRY`` seconds until that transaction lets go. Meanwhile the loop goes on
-claiming, starting and heartbeating, and the rescue leaves the job to this worker.
+A write never waits for a job row another transaction holds (queries.base.MINE): an outcome
+that matched nothing whose attempt still holds its job is kept and written again (:meth:`_hold`),
+while the loop goes on claiming and heartbeating and the rescue leaves the job to this worker.
 """
 
 from __future__ import annotations
@@ -42,7 +41,10 @@ logger = logging.getLogger("django_pgjobs.worker")
 
 FLUSH_BATCH = 200
 FLUSH_DELAY = 0.01
-# How often an outcome whose job row another transaction holds is written again.
+# An outcome whose row another transaction holds is written again after HELD_ROW_FIRST s, then
+# doubling up to HELD_ROW_RETRY: most such locks last a statement (a workflow's send() holds its
+# target's row FOR SHARE), a few as long as an application's transaction.
+HELD_ROW_FIRST = 0.01
 HELD_ROW_RETRY = 0.5
 
 T = TypeVar("T")
@@ -53,8 +55,10 @@ class _Done:
     job: queries.ClaimedJob
     attempt: AttemptResult
     arrived: float = dataclasses.field(default_factory=time.monotonic)
-    # Not before this (monotonic): its row was held by another transaction at the last write.
+    # Not before this (monotonic): its row was held by another transaction at the last write;
+    # how many writes found it so.
     retry_at: float = 0.0
+    holds: int = 0
 
     @property
     def error(self) -> str | None:
@@ -135,12 +139,12 @@ class Completer:
         return [d for d in self._done if d.retry_at <= now]
 
     def write(self, conn: psycopg.Connection[Any]) -> None:
-        """Write everything reported so far. A database error leaves the rest buffered for the
-        next call."""
+        """Write everything reported so far; a database error leaves the rest buffered."""
         self._collect()
         self._write_progress(conn)
         self._settle_handed_back()
-        done_ok = [d for d in self._ready(time.monotonic()) if d.succeeded]
+        ready = self._ready(time.monotonic())
+        done_ok = [d for d in ready if d.succeeded]
         if done_ok:
             completed = self._guarded(
                 conn,
@@ -148,7 +152,7 @@ class Completer:
                 lambda: queries.complete_jobs(conn.cursor(), **_completion(done_ok)),
             )
             self._completed(conn, done_ok, completed)
-        for done in self._ready(time.monotonic()):
+        for done in [d for d in ready if not d.succeeded]:
             written = self._write_one(conn, done)  # a database error leaves it buffered
             self._done.remove(done)
             if not written:
@@ -182,18 +186,19 @@ class Completer:
 
     def _hold(self, done: _Done) -> None:
         """Keep an outcome whose row another transaction held, to write it again shortly."""
-        if not done.retry_at:
+        delay = min(HELD_ROW_FIRST * 2**done.holds, HELD_ROW_RETRY)
+        if HELD_ROW_FIRST * 2 ** (done.holds - 1) < HELD_ROW_RETRY == delay:  # once, not briefly
             logger.info(
                 "Job %s finished, but another transaction holds its row: its outcome is written "
                 "once that transaction ends",
                 done.job.id,
                 extra={"job_id": str(done.job.id), "job_name": done.job.job_name},
             )
-        self._done.append(dataclasses.replace(done, retry_at=time.monotonic() + HELD_ROW_RETRY))
+        held = dataclasses.replace(done, retry_at=time.monotonic() + delay, holds=done.holds + 1)
+        self._done.append(held)
 
     def _row_held(self, conn: psycopg.Connection[Any], job: queries.ClaimedJob) -> bool:
-        """Did a write that matched nothing skip a row another transaction holds, the attempt
-        still holding its job? (Else the attempt lost its job: fenced.)"""
+        """Did a write that matched nothing skip a row another transaction held (else: fenced)?"""
         return not queries.no_longer_held(conn.cursor(), tokens=[job.token])
 
     def claim(self, conn: psycopg.Connection[Any], **claim: Any) -> list[queries.ClaimedJob]:
@@ -299,16 +304,20 @@ class Completer:
     def _completed(
         self, conn: psycopg.Connection[Any], done: Sequence[_Done], completed_ids: Sequence[Any]
     ) -> None:
-        """The successes ``done`` were written: those completed leave the buffer, and those
-        that matched nothing too unless another transaction held their row."""
+        """The successes ``done`` were written: they leave the buffer, unless their row was held."""
         completed = set(completed_ids)
-        # The completed first: only a LOST one's check reads the database, and may fail.
-        for entry in sorted(done, key=lambda d: d.job.id not in completed):
-            outcome = Outcome.COMPLETED if entry.job.id in completed else Outcome.LOST
-            recorded = self._record(conn, Written(entry.job, outcome))  # raises: stays buffered
+        unmatched = [d.job.token for d in done if d.job.id not in completed]
+        checked = [t for t in unmatched if t not in self._in_doubt]
+        # One read for all of them; a database error leaves them all buffered.
+        lost = set(queries.no_longer_held(conn.cursor(), tokens=checked)) if checked else set()
+        for entry in done:
+            token = entry.job.token
             self._done.remove(entry)
-            if not recorded:
-                self._hold(entry)
+            if token in checked and token not in lost:
+                self._hold(entry)  # its row was held, not taken from it
+                continue
+            outcome = Outcome.COMPLETED if entry.job.id in completed else Outcome.LOST
+            self._record(conn, Written(entry.job, outcome), checked=True)
 
     def _guarded(
         self,
@@ -326,13 +335,19 @@ class Completer:
             raise
 
     def _record(
-        self, conn: psycopg.Connection[Any], written: Written, *, traceable: bool = True
+        self,
+        conn: psycopg.Connection[Any],
+        written: Written,
+        *,
+        traceable: bool = True,
+        checked: bool = False,
     ) -> bool:
         """Hand a written outcome on; a LOST one whose earlier write lost its reply is checked
         against the rows first: that write may be why this one matched nothing. One that is not
         ``traceable`` (a snooze undoes the attempt, leaving nothing to tell it from a later
         attempt's) stays in doubt. A LOST one whose attempt still holds its job was not written
-        (another transaction held the row): False, and nothing is handed on."""
+        (another transaction held the row): False, and nothing is handed on (unless ``checked``:
+        the caller found it no longer held)."""
         job = written.job
         if job.token in self._in_doubt:
             self._in_doubt.discard(job.token)
@@ -340,7 +355,7 @@ class Completer:
                 written = self._confirmed(conn, written)
             elif written.outcome is Outcome.LOST:
                 written = dataclasses.replace(written, in_doubt=True)
-        elif written.outcome is Outcome.LOST and self._row_held(conn, job):
+        elif written.outcome is Outcome.LOST and not checked and self._row_held(conn, job):
             return False
         self._on_written(written)
         return True
@@ -359,8 +374,7 @@ class Completer:
         return Written(job, Outcome.LOST, error=error, delay=written.delay, in_doubt=True)
 
     def _settle_handed_back(self) -> None:
-        """Attempts the handler gave back were written by the handler: only the worker's
-        bookkeeping is left."""
+        """Attempts their handler gave back (and wrote): only the worker's bookkeeping is left."""
         for done in [d for d in self._done if d.handed_back is not None]:
             self._on_written(Written(done.job, Outcome.HANDED_BACK, delay=done.handed_back or 0.0))
         self._done = [d for d in self._done if d.handed_back is None]
