@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -68,12 +68,15 @@ def start_worker(
     pipes: bool = False,
     logging: dict[str, Any] | None = None,
     env: dict[str, str] | None = None,
+    conninfo: str | None = None,
+    via: Sequence[str] = (),
 ) -> subprocess.Popen[bytes]:
     """Start ``manage.py pgjobs_worker`` (or another command) as a real process on the test
     database (as the role ``user``, if given); with ``pipes``, its stdout and stderr are pipes
     to read; with ``logging``, that is its ``LOGGING`` setting; ``env`` adds to (or replaces)
-    its environment variables."""
-    conninfo = database_conninfo()
+    its environment variables. ``conninfo`` reaches the test database another way (through a
+    relay), ``via`` is a command that runs it elsewhere (``ip netns exec <host>``)."""
+    conninfo = conninfo or database_conninfo()
     variables = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "tests.settings",
@@ -84,7 +87,7 @@ def start_worker(
     if logging is not None:
         variables["PGJOBS_TEST_LOGGING"] = json.dumps(logging)
     variables.update(env or {})
-    argv = [sys.executable, "-m", "django", command, *args]
+    argv = [*via, sys.executable, "-m", "django", command, *args]
     if pipes:
         return subprocess.Popen(
             argv, cwd=ROOT, env=variables, stdout=subprocess.PIPE, stderr=subprocess.PIPE
