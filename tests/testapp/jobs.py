@@ -196,3 +196,42 @@ def exit_process(payload: dict[str, Any]) -> None:
     """Ends the process running it at once, as a crash in C code would (process pool only: in a
     handler thread it would end the worker)."""
     os._exit(payload.get("status", 7))
+
+
+def _host() -> str:
+    """The host (tests/hosts: a network namespace) whose worker runs this handler."""
+    return os.environ.get("PGJOBS_TEST_HOST", "here")
+
+
+@job("test.on_host", retry_delay=0)
+def on_host(payload: dict[str, Any]) -> None:
+    """Records '<host>:started', works ``seconds`` (sleeps), records '<host>:finished', each
+    row under its job's id and attempt: a test across hosts counts from these rows how often
+    each job really ran, and where."""
+    attempt = current_attempt()
+    assert attempt is not None
+    Run.objects.create(
+        job_id=attempt.job_id, label=f"{_host()}:started", attempt_seen=attempt.attempt
+    )
+    time.sleep(payload.get("seconds", 0))
+    Run.objects.create(
+        job_id=attempt.job_id, label=f"{_host()}:finished", attempt_seen=attempt.attempt
+    )
+
+
+@job("test.held_on_host", retry_delay=0)
+def held_on_host(payload: dict[str, Any]) -> None:
+    """Records '<host>:started', then waits until the file ``<dir>/release-<attempt>`` exists
+    without touching the database again (its host may be cut off from it meanwhile), touches
+    ``<dir>/returned-<attempt>`` and returns: what it leaves in the database after its start is
+    only its worker's write of its outcome."""
+    attempt = current_attempt()
+    assert attempt is not None
+    Run.objects.create(
+        job_id=attempt.job_id, label=f"{_host()}:started", attempt_seen=attempt.attempt
+    )
+    folder = Path(payload["dir"])
+    deadline = time.monotonic() + payload.get("timeout", 30)
+    while not (folder / f"release-{attempt.attempt}").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    (folder / f"returned-{attempt.attempt}").touch()
