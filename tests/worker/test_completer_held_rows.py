@@ -1,0 +1,68 @@
+"""The completer and a job row another transaction holds: a success whose write skipped the row
+is written again later, and never taken for a failure."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from types import SimpleNamespace
+from typing import Any
+
+import psycopg
+import pytest
+
+from django_pgjobs import enqueue_many, get_job, queries
+from django_pgjobs.worker import completer as completer_module
+from django_pgjobs.worker.attempt import AttemptResult
+from django_pgjobs.worker.completer import HELD_ROW_FIRST, Completer
+from django_pgjobs.worker.outcomes import Outcome, Written
+from tests.helpers import second_connection
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The completer's monotonic clock, set by the test (``clock[0]``)."""
+    now = [1000.0]
+    monkeypatch.setattr(completer_module, "time", SimpleNamespace(monotonic=lambda: now[0]))
+    return now
+
+
+@pytest.fixture
+def conn() -> Iterator[psycopg.Connection[Any]]:
+    made = second_connection()
+    yield made
+    made.close()
+
+
+def test_a_held_success_that_comes_due_during_a_write_waits_for_the_next_one(
+    clock: list[float], conn: psycopg.Connection[Any], other_connection: psycopg.Connection[Any]
+) -> None:
+    """A success held back (its row was locked) whose retry time passed while the write of other
+    successes ran was handed to the writer of failures, whose ``assert error is not None``
+    ended the worker (seen with three workers on one queue, tests/hosts)."""
+    enqueue_many("test.record", [{}, {}])
+    first, second = queries.claim_jobs(
+        conn.cursor(), worker_id="w", limit=2, lease_seconds=60, queues=None, job_names=None
+    )
+    written: list[Written] = []
+
+    def on_written(outcome: Written) -> None:
+        written.append(outcome)
+        clock[0] += HELD_ROW_FIRST * 2  # the write took long: the held success is due again now
+
+    completer = Completer(wake=lambda: None, on_written=on_written)
+    with other_connection.transaction():
+        lock = "SELECT 1 FROM pgjobs_job_queue WHERE id = %s FOR UPDATE"
+        other_connection.execute(lock, [second.id])
+        completer.finished(second, AttemptResult(took=0.0))
+        completer.write(conn)  # skipped: held back, due again after HELD_ROW_FIRST
+    assert get_job(second.id).status == "running"
+
+    clock[0] += HELD_ROW_FIRST / 2  # not yet due
+    completer.finished(first, AttemptResult(took=0.0))
+    completer.write(conn)
+    assert [(w.job.id, w.outcome) for w in written] == [(first.id, Outcome.COMPLETED)]
+    completer.write(conn)
+    assert written[-1].job.id == second.id and written[-1].outcome is Outcome.COMPLETED
+    assert get_job(second.id).status == "completed"
