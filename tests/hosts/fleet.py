@@ -19,14 +19,8 @@ from tests.hosts.network import Host
 T = TypeVar("T")
 
 # Short leases, so that a dead or cut-off host's jobs come back within seconds; the rescue's
-# other waits follow from these two (see test_host_loss.py).
-LEASE_SECONDS = 2.0
-HEARTBEAT_SECONDS = 0.5
-FAST: dict[str, Any] = {
-    "LEASE_SECONDS": LEASE_SECONDS,
-    "HEARTBEAT_SECONDS": HEARTBEAT_SECONDS,
-    "POLL_INTERVAL": 0.5,
-}
+# other waits follow from these (see test_host_loss.py).
+FAST: dict[str, Any] = {"LEASE_SECONDS": 2.0, "HEARTBEAT_SECONDS": 0.5, "POLL_INTERVAL": 0.5}
 CONCURRENCY = 4
 
 
@@ -34,16 +28,18 @@ def worker_id(host: Host) -> str:
     return f"{host.label}-worker"
 
 
-def start_workers(hosts: Sequence[Host], tmp_path: Path) -> None:
+def start_workers(
+    hosts: Sequence[Host], tmp_path: Path, settings: dict[str, Any] | None = None
+) -> None:
     """A worker on each host (``CONCURRENCY`` threads, its scheduler thread on), serving the
     default queue and one of its host's own (named as the host: for a job only that host may
     run); returns once every one has registered, so that none starts late in the race for
-    jobs."""
+    jobs. ``settings``: their PGJOBS (FAST if not given)."""
     for host in hosts:
         host.start(
             "--worker-id", worker_id(host), "--concurrency", str(CONCURRENCY),
             "--queues", f"default,{host.label}",
-            log=tmp_path / f"{host.label}-worker.log", settings=FAST,
+            log=tmp_path / f"{host.label}-worker.log", settings=settings or FAST,
         )  # fmt: skip
     ids = [worker_id(host) for host in hosts]
     wait_on_hosts(
@@ -54,11 +50,11 @@ def start_workers(hosts: Sequence[Host], tmp_path: Path) -> None:
     )
 
 
-def wait_until_rescuing(tmp_path: Path) -> None:
+def wait_until_rescuing(tmp_path: Path, settings: dict[str, Any] | None = None) -> None:
     """Return once every worker has run longer than its rescue hold: a worker rescues nothing
     for that long after it starts (Housekeeper.hold_rescue: others may be reconnecting after an
     outage), so before then a dead host's jobs would wait for the hold, not for their leases."""
-    with override_settings(PGJOBS=FAST):
+    with override_settings(PGJOBS=settings or FAST):
         hold = rescue_hold_seconds()
     wait_on_hosts(
         tmp_path,
