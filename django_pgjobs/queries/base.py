@@ -86,11 +86,15 @@ HOLDS_LEASE = f"EXISTS (SELECT 1 FROM pgjobs_job_queue WHERE {FENCE})"
 # attempt's row unless another transaction holds it; the write then touches only ``mine``'s rows.
 # A row skipped is written as nothing: the caller tells it from a lost attempt with
 # lease.no_longer_held (the attempt still holds it) and writes the outcome again later.
-MINE = f"mine AS (SELECT id FROM pgjobs_job_queue WHERE {FENCE} FOR UPDATE SKIP LOCKED)"
-# The same for a batch of attempts (HELD or FINISHED as ``held``).
-MINE_HELD = f"""mine AS (
-    SELECT j.id FROM pgjobs_job_queue AS j JOIN {{held}} ON {HELD_FENCE}
-    FOR UPDATE OF j SKIP LOCKED
+# FOR NO KEY UPDATE, the lock an UPDATE takes: an application inserting a row that references
+# the job (a foreign key's FOR KEY SHARE) does not make it skip. A DELETE (burying) needs
+# FOR UPDATE (MINE_TO_DELETE).
+MINE = f"mine AS (SELECT id FROM pgjobs_job_queue WHERE {FENCE} FOR NO KEY UPDATE SKIP LOCKED)"
+MINE_TO_DELETE = f"mine AS (SELECT id FROM pgjobs_job_queue WHERE {FENCE} FOR UPDATE SKIP LOCKED)"
+# The same for a batch of finished attempts (FINISHED), with how long each ran.
+MINE_FINISHED = f"""mine AS (
+    SELECT j.id, held.took FROM pgjobs_job_queue AS j JOIN {FINISHED} ON {HELD_FENCE}
+    FOR NO KEY UPDATE OF j SKIP LOCKED
 )"""
 
 # The SET list that ends an attempt's hold on its row: whoever presents the old token afterwards

@@ -31,7 +31,7 @@ from django_pgjobs.queries.base import (
 _RELEASE = f"""
 WITH mine AS (
     SELECT j.id FROM pgjobs_job_queue AS j WHERE j.status = 'running' AND {{which}}
-    FOR UPDATE SKIP LOCKED
+    FOR NO KEY UPDATE SKIP LOCKED
 ),
 released AS (
     UPDATE pgjobs_job_queue AS j
@@ -137,7 +137,7 @@ def heartbeat(
         ),
         renewable AS (
             SELECT j.id FROM pgjobs_job_queue AS j JOIN held ON {HELD_FENCE}
-            FOR UPDATE OF j SKIP LOCKED
+            FOR NO KEY UPDATE OF j SKIP LOCKED
         ),
         renewed AS (
             -- A job claimed ahead whose handler has not begun keeps the short lease.

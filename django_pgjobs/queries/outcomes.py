@@ -15,10 +15,9 @@ from typing import Any, Literal
 
 from django_pgjobs.queries.base import (
     CLEAR_LEASE,
-    FINISHED,
-    HELD_FENCE,
     MINE,
-    MINE_HELD,
+    MINE_FINISHED,
+    MINE_TO_DELETE,
     UNDO_CLAIM,
     Cursor,
     Token,
@@ -32,15 +31,14 @@ from django_pgjobs.queries.base import (
 )
 
 # Completing finished attempts, fenced on their lease tokens (see complete_jobs), skipping rows
-# another transaction holds (MINE_HELD). ``results`` maps a job id (text) to the return value
+# another transaction holds (MINE_FINISHED). ``results`` maps a job id (text) to the return value
 # its handler kept; ``-> id`` is NULL for the others.
-COMPLETED_CTE = f"""{MINE_HELD.format(held=FINISHED)},
+COMPLETED_CTE = f"""{MINE_FINISHED},
 done AS (
     UPDATE pgjobs_job_queue AS j
     SET status = 'completed', completed_at = now(), result = %(results)s::jsonb -> j.id::text,
-        {record_start("held.took")}, {CLEAR_LEASE}
-    FROM {FINISHED}
-    WHERE {HELD_FENCE} AND j.id IN (SELECT id FROM mine)
+        {record_start("mine.took")}, {CLEAR_LEASE}
+    FROM mine WHERE j.id = mine.id
     RETURNING j.id
 )"""
 
@@ -217,7 +215,7 @@ _DUE_AGAIN = "(SELECT queue, delay FROM retried UNION ALL SELECT queue, delay FR
 # Burying an attempt's job whatever attempts it has left (see bury_job); the same move to the
 # dead letters as RETRY_OR_BURY's, for one fenced row.
 _BURY_NOW = f"""
-WITH {MINE},
+WITH {MINE_TO_DELETE},
 buried AS (
     DELETE FROM pgjobs_job_queue AS j
     WHERE j.id IN (SELECT id FROM mine)

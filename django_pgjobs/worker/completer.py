@@ -34,8 +34,9 @@ from django_pgjobs import queries
 from django_pgjobs.jobs.context import AttemptNotes
 from django_pgjobs.jobs.retry import retry_delay
 from django_pgjobs.stored_json import UndecodableJSON
+from django_pgjobs.worker import lock_waits
 from django_pgjobs.worker.attempt import AttemptResult
-from django_pgjobs.worker.outcomes import Outcome, Written
+from django_pgjobs.worker.outcomes import Outcome, Written, confirmed
 
 logger = logging.getLogger("django_pgjobs.worker")
 
@@ -150,6 +151,7 @@ class Completer:
                 conn,
                 [d.job for d in done_ok],
                 lambda: queries.complete_jobs(conn.cursor(), **_completion(done_ok)),
+                bounded=False,  # no trigger waits on a completion
             )
             self._completed(conn, done_ok, completed)
         for done in [d for d in ready if not d.succeeded]:
@@ -214,6 +216,7 @@ class Completer:
             conn,
             [d.job for d in done_ok],
             lambda: queries.complete_and_claim(conn.cursor(), **_completion(done_ok), **claim),
+            bounded=False,
         )
         self._completed(conn, done_ok, completed)
         return jobs
@@ -317,17 +320,24 @@ class Completer:
                 self._hold(entry)  # its row was held, not taken from it
                 continue
             outcome = Outcome.COMPLETED if entry.job.id in completed else Outcome.LOST
-            self._record(conn, Written(entry.job, outcome), checked=True)
+            if not self._record(conn, Written(entry.job, outcome), checked=True):
+                self._hold(entry)  # in doubt, and still ours: that write did not commit
 
     def _guarded(
         self,
         conn: psycopg.Connection[Any],
         jobs: Sequence[queries.ClaimedJob],
         write: Callable[[], T],
+        *,
+        bounded: bool = True,
     ) -> T:
-        """Run a statement writing the outcomes of ``jobs``. If the connection breaks, it may
+        """Run a statement writing the outcomes of ``jobs`` (with ``bounded``, in a transaction
+        whose lock waits are bounded: see :mod:`.lock_waits`). If the connection breaks, it may
         have committed all the same (only the reply was lost): those outcomes are in doubt."""
         try:
+            if bounded:
+                with lock_waits.bounded(conn):
+                    return write()
             return write()
         except psycopg.Error:
             if conn.closed or conn.broken:
@@ -351,27 +361,16 @@ class Completer:
         job = written.job
         if job.token in self._in_doubt:
             self._in_doubt.discard(job.token)
+            if written.outcome is Outcome.LOST and self._row_held(conn, job):
+                return False  # the lost write did not commit: the attempt still holds its job
             if written.outcome is Outcome.LOST and traceable:
-                written = self._confirmed(conn, written)
+                written = confirmed(conn.cursor(), written)
             elif written.outcome is Outcome.LOST:
                 written = dataclasses.replace(written, in_doubt=True)
         elif written.outcome is Outcome.LOST and not checked and self._row_held(conn, job):
             return False
         self._on_written(written)
         return True
-
-    def _confirmed(self, conn: psycopg.Connection[Any], written: Written) -> Written:
-        job, error = written.job, written.error
-        found = queries.find_job_state(conn.cursor(), job_id=job.id)
-        if found is not None and found.attempt == job.attempt:
-            # The attempt number and, for a failure, the exact error text written: what this
-            # worker's write left behind, not a later attempt's.
-            if error is None and found.status == "completed":
-                return Written(job, Outcome.COMPLETED)
-            outcome = _FAILURE_LEFT.get(found.status)
-            if error is not None and found.error == error and outcome is not None:
-                return Written(job, outcome, error=error, delay=written.delay)
-        return Written(job, Outcome.LOST, error=error, delay=written.delay, in_doubt=True)
 
     def _settle_handed_back(self) -> None:
         """Attempts their handler gave back (and wrote): only the worker's bookkeeping is left."""
@@ -408,10 +407,6 @@ class Completer:
                 self._progress[event.job.token] = event
             else:
                 self._done.append(event)
-
-
-# What a failed attempt's write left its job as, by the status it shows (see _confirmed).
-_FAILURE_LEFT = {"pending": Outcome.RETRIED, "dead": Outcome.BURIED, "cancelled": Outcome.CANCELLED}
 
 
 def _completion(done: Sequence[_Done]) -> dict[str, Any]:

@@ -35,6 +35,7 @@ from django_pgjobs.jobs.registry import registry
 from django_pgjobs.observability.display import counted, printable
 from django_pgjobs.observability.explanation import rescue_hold_seconds
 from django_pgjobs.queues.control import write_declared
+from django_pgjobs.worker import lock_waits
 from django_pgjobs.worker.ahead import ahead_lease
 
 logger = logging.getLogger("django_pgjobs.worker")
@@ -232,12 +233,13 @@ class Housekeeper:
                 ahead_lease_seconds=ahead_lease(),
             )
             if now >= self._rescue_from:
-                rescued = queries.rescue_expired_leases(
-                    conn.cursor(),
-                    server_up_for=self.hold_seconds,
-                    time_zone=timezone.get_current_timezone_name(),
-                    silent_seconds=self.silent_seconds,
-                )
+                with lock_waits.bounded(conn):  # burying a workflow's job fires a trigger
+                    rescued = queries.rescue_expired_leases(
+                        conn.cursor(),
+                        server_up_for=self.hold_seconds,
+                        time_zone=timezone.get_current_timezone_name(),
+                        silent_seconds=self.silent_seconds,
+                    )
                 report.rescued, report.rescued_buried = rescued.retried, rescued.buried
                 report.rescued_unstarted = rescued.unstarted
                 report.rescued_job_ids, report.dead_worker_ids = rescued.job_ids, rescued.worker_ids

@@ -139,3 +139,23 @@ _LEVELS = {
 }
 # The outcomes after which the job runs again: the only ones whose line carries ``delay``.
 _DUE_AGAIN = frozenset({Outcome.RETRIED, Outcome.SNOOZED, Outcome.HANDED_BACK})
+
+
+# What a failed attempt's write left its job as, by the status it shows (see confirmed).
+_FAILURE_LEFT = {"pending": Outcome.RETRIED, "dead": Outcome.BURIED, "cancelled": Outcome.CANCELLED}
+
+
+def confirmed(cur: queries.Cursor, written: Written) -> Written:
+    """A LOST outcome whose earlier write lost its reply, as the rows show it: that write may
+    have committed (and be why this one matched nothing), or not (in doubt)."""
+    job, error = written.job, written.error
+    found = queries.find_job_state(cur, job_id=job.id)
+    if found is not None and found.attempt == job.attempt:
+        # The attempt number and, for a failure, the exact error text written: what this
+        # worker's write left behind, not a later attempt's.
+        if error is None and found.status == "completed":
+            return Written(job, Outcome.COMPLETED)
+        outcome = _FAILURE_LEFT.get(found.status)
+        if error is not None and found.error == error and outcome is not None:
+            return Written(job, outcome, error=error, delay=written.delay)
+    return Written(job, Outcome.LOST, error=error, delay=written.delay, in_doubt=True)

@@ -141,6 +141,7 @@ class Slots:
             handler = registry.get(job.job_name)
             timeout = attempt_timeout(job, handler, setting=setting)
             entry = InFlight.of(job, handler, stopping=self._stopping, timeout=timeout)
+            entry.started_at = since  # claimed then: the give-back counts from the claim
             ahead.granted(entry, since=since, started=False)
             self.inflight[job.token] = entry
             if not self._runner.kills_on_timeout:  # else nothing here looks: enforce_timeouts
@@ -198,9 +199,11 @@ class Slots:
         if not waiting:
             return 0
         tokens = [e.job.token for e in waiting]
-        released = queries.release_jobs(conn.cursor(), tokens=tokens)
         for token in tokens:
+            # Forgotten first: if the release fails, their short leases run out and the rescue
+            # gives them back, attempt not counted.
             self.inflight.pop(token, None)
+        released = queries.release_jobs(conn.cursor(), tokens=tokens)
         logger.debug("Gave back %s claimed ahead and not started", counted(released, "job"))
         return released
 
@@ -296,10 +299,11 @@ class Slots:
     def _execute(self, entry: InFlight) -> None:
         """Runs in a handler thread. Always reports an outcome, whatever happens: if anything
         here raises, the pool calls :meth:`_execute_failed` in the same thread."""
-        if time.monotonic() >= entry.lease_until:
-            # Claimed ahead, and its short lease may have run out before a thread was free
-            # (the loop could not renew it): the rescue may have given it to another worker.
-            # Not run; the rescue gives it back if it is still ours, its attempt not counted.
+        if time.monotonic() >= entry.lease_until - entry.lease_granted / 4:
+            # Claimed ahead, and its short lease has run out, or nearly, before a thread was
+            # free (the loop is late renewing it): the rescue may give it to another worker
+            # before its start is recorded. Not run; the rescue gives it back if it is still
+            # ours, its attempt not counted.
             logger.warning(
                 "Job %s %s was not started: its lease may have run out while it waited",
                 entry.job.job_name, entry.job.id, extra=job_fields(entry.job),
@@ -336,7 +340,8 @@ class Slots:
         first = self._completer.finished(entry.job, result)
         entry.reported = True
         busy = self._count_busy(-1)
-        self._pacing.record_run(result.took)
+        if entry.started:  # one refused at its start ran for no time: not a pace to judge by
+            self._pacing.record_run(result.took)
         # Wake the loop when it has something to do: a thread is free to fill, a failure to
         # write now, or the first of a batch of outcomes (it starts the batch's clock).
         if first or busy < self.concurrency or result.error is not None:

@@ -1,0 +1,32 @@
+"""Bounded lock waits for the worker's writes that can meet an application's locks.
+
+The loop's writes skip a job row another transaction holds (queries.base.MINE), but burying an
+attempt of a workflow fires a trigger that marks the workflow failed and wakes its waiters: it
+updates ``pgjobs_workflow_executions`` and other jobs' rows, and a transaction holding one of
+those (a ``WorkflowHandle.cancel()`` inside ``atomic()``) would make the loop wait for as long as
+that transaction lasts, its heartbeats stalled behind it. Such writes run in a transaction of
+their own with ``lock_timeout`` set for that transaction only (``set_config(..., true)``: nothing
+outlives it, behind a pooler in transaction mode too); past it the write fails, its outcome stays
+buffered and is written again after the loop's pause.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+
+# How long one of those writes may wait for a lock before it gives up and is tried again.
+LOCK_TIMEOUT = "2s"
+
+
+@contextlib.contextmanager
+def bounded(conn: psycopg.Connection[Any]) -> Iterator[None]:
+    """A transaction on the loop's autocommit ``conn`` whose lock waits end after LOCK_TIMEOUT
+    (raising ``psycopg.errors.LockNotAvailable``). Three more statements than the write alone:
+    for failures and rescues, never for the completions of a busy worker."""
+    with conn.transaction():
+        conn.execute("SELECT set_config('lock_timeout', %s, true)", [LOCK_TIMEOUT])
+        yield

@@ -1,0 +1,89 @@
+"""The completer against an application's locks: a failure whose burial meets a lock on its
+workflow gives up after lock_waits.LOCK_TIMEOUT (nothing session-wide set) and stays buffered,
+and an outcome in doubt whose row is held is kept, not dropped as lost."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+
+from django_pgjobs import enqueue, get_job, queries, start_workflow
+from django_pgjobs.models import FailedJob, Job
+from django_pgjobs.worker.attempt import AttemptResult
+from django_pgjobs.worker.completer import Completer
+from django_pgjobs.worker.outcomes import Outcome, Written
+from tests.helpers import second_connection, workflow_job
+from tests.testapp import workflows as wf
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+CLAIM: dict[str, Any] = {"worker_id": "w", "limit": 1, "lease_seconds": 60, "queues": None,
+                         "job_names": None}  # fmt: skip
+
+
+@pytest.fixture
+def loop() -> Iterator[psycopg.Connection[Any]]:
+    """The worker loop's connection: autocommit, no session settings."""
+    made = second_connection()
+    yield made
+    made.close()
+
+
+@pytest.fixture
+def app() -> Iterator[psycopg.Connection[Any]]:
+    made = second_connection(autocommit=False)
+    yield made
+    made.close()
+
+
+def test_a_burial_that_meets_a_lock_on_its_workflow_gives_up_and_stays_buffered(
+    loop: psycopg.Connection[Any], app: psycopg.Connection[Any]
+) -> None:
+    handle = start_workflow(wf.greet, "x")
+    Job.objects.filter(id=workflow_job(handle.workflow_id).id).update(max_attempts=1)
+    (job,) = queries.claim_jobs(loop.cursor(), **CLAIM)
+    written: list[Written] = []
+    completer = Completer(wake=lambda: None, on_written=written.append)
+    completer.finished(job, AttemptResult(took=0.1, error="boom"))
+    # WorkflowHandle.cancel() in an application's atomic() locks the workflow's row.
+    app.execute(
+        "SELECT 1 FROM pgjobs_workflow_executions WHERE workflow_id = %s FOR UPDATE",
+        [handle.workflow_id],
+    )
+    # A wait for the application's transaction would end here, failing the test.
+    loop.execute("SET statement_timeout = '20s'")
+    with pytest.raises(psycopg.errors.LockNotAvailable):
+        completer.write(loop)
+    assert completer.pending() and written == []
+    assert get_job(job.id).status == "running"
+    assert loop.execute("SELECT current_setting('lock_timeout')").fetchone() == ("0",)
+    app.rollback()
+    completer.write(loop)
+    assert [w.outcome for w in written] == [Outcome.BURIED]
+    assert FailedJob.objects.filter(id=job.id).exists()
+
+
+@pytest.mark.parametrize("succeeded", [True, False], ids=["success", "failure"])
+def test_an_outcome_in_doubt_whose_row_is_held_is_kept_not_lost(
+    loop: psycopg.Connection[Any], app: psycopg.Connection[Any], succeeded: bool
+) -> None:
+    enqueue("test.record")
+    (job,) = queries.claim_jobs(loop.cursor(), **CLAIM)
+    written: list[Written] = []
+    completer = Completer(wake=lambda: None, on_written=written.append)
+    # As after a write whose connection broke: it may or may not have committed.
+    completer._in_doubt.add(job.token)
+    result = AttemptResult(took=0.0) if succeeded else AttemptResult(took=0.0, error="boom")
+    completer.finished(job, result)
+    app.execute("SELECT 1 FROM pgjobs_job_queue WHERE id = %s FOR UPDATE", [job.id])
+    completer.write(loop)
+    assert written == [] and completer.pending()  # still ours: kept to be written again
+    assert get_job(job.id).status == "running"
+    app.rollback()
+    for done in completer._done:  # its retry is due now, not after the backoff
+        object.__setattr__(done, "retry_at", 0.0)
+    completer.write(loop)
+    assert [w.outcome for w in written] == [Outcome.COMPLETED if succeeded else Outcome.RETRIED]
