@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from pathlib import Path
 
 from django_pgjobs.contrib.embedded import database_settings, database_url
@@ -55,6 +56,23 @@ DATABASES = {
     "unreachable": database_settings(
         "postgresql://postgres@127.0.0.1:1/nowhere?connect_timeout=1", TEST={"MIRROR": "default"}
     ),
+}
+
+
+def _free_port() -> str:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return str(probe.getsockname()[1])
+
+
+# PgBouncer in transaction mode in front of the test database, on a port chosen here once and
+# passed on in the environment, so worker subprocesses (which import these settings again) use
+# the same one. Started by tests/pooled's fixture; nothing listens there otherwise.
+POOLER_PORT = os.environ.setdefault("PGJOBS_TEST_POOLER_PORT", _free_port())
+DATABASES["pooled"] = {
+    **database_settings(_URL, TEST={"MIRROR": "default"}),
+    "HOST": "127.0.0.1",
+    "PORT": POOLER_PORT,
 }
 
 # Subprocess workers get short leases through this variable so crash tests finish quickly.

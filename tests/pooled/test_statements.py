@@ -1,0 +1,62 @@
+"""Our statements through PgBouncer in transaction mode, where consecutive transactions of one
+client run on different server sessions: nothing prepared on one may be looked for on another."""
+
+from __future__ import annotations
+
+import functools
+import threading
+
+import pytest
+from django.db import connections, transaction
+
+from django_pgjobs import enqueue, enqueue_many
+from django_pgjobs.database import through_pooler
+from django_pgjobs.models import Job
+from tests.helpers import in_thread
+
+pytestmark = [
+    pytest.mark.django_db(transaction=True, databases=["default", "pooled"]),
+    pytest.mark.usefixtures("pgbouncer"),
+]
+
+CLIENTS = 8  # twice the pool's server connections
+ENQUEUES = 60  # each: far past the sixth run, where a statement would be prepared
+
+
+def raw(alias: str) -> object:
+    connections[alias].ensure_connection()
+    return connections[alias].connection
+
+
+def test_a_connection_through_the_pooler_is_told_apart_from_a_direct_one() -> None:
+    assert through_pooler(raw("pooled"))  # type: ignore[arg-type]
+    assert not through_pooler(raw("default"))  # type: ignore[arg-type]
+
+
+def test_many_clients_enqueue_through_the_pooler_without_a_prepared_statement_error() -> None:
+    """Measured before: 84 of 800 enqueues failed ("prepared statement "_pg3_0" does not
+    exist") or ran another client's statement. Each client here keeps its connection."""
+    failures: list[BaseException] = []
+    start = threading.Barrier(CLIENTS)
+
+    def client(n: int) -> None:
+        start.wait()  # all at once: the pooler hands each transaction any free session
+        try:
+            for i in range(ENQUEUES):
+                if i % 10 == 9:  # inside a transaction too, where no retry can hide it
+                    with transaction.atomic(using="pooled"):
+                        enqueue_many("test.record", [{"c": n, "i": i}], using="pooled")
+                else:
+                    enqueue("test.record", {"c": n, "i": i}, using="pooled")
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [in_thread(functools.partial(client, n)) for n in range(CLIENTS)]
+    for thread in threads:
+        thread.join(60)
+    assert failures == []
+    assert Job.objects.count() == CLIENTS * ENQUEUES
+    rows = Job.objects.values_list("payload", flat=True)
+    assert {(p["c"], p["i"]) for p in rows} == {
+        (c, i) for c in range(CLIENTS) for i in range(ENQUEUES)
+    }
