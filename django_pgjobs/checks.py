@@ -83,6 +83,11 @@ def _value_errors(config: dict[str, Any]) -> list[str]:
         problems.append(f"POLL_ONLY must be True or False; got {config['POLL_ONLY']!r}.")
     if not isinstance(config.get("DATABASE", "default"), str):
         problems.append(f"DATABASE must be a database alias (str); got {config['DATABASE']!r}.")
+    if not isinstance(config.get("LISTEN_DATABASE", ""), str):
+        problems.append(
+            "LISTEN_DATABASE must be None or a database alias (str); got "
+            f"{config['LISTEN_DATABASE']!r}."
+        )
     version = config.get("APP_VERSION")
     if version is not None and not (
         isinstance(version, str)
@@ -161,6 +166,10 @@ def check_settings(
         Error(p, hint="See PostgreSQL health in docs/howto/observability.md.", id="pgjobs.E040")
         for p in _health_errors(config.get("HEALTH", {}))
     ]
+    if config.get("LISTEN_DATABASE") is not None and config.get("POLL_ONLY") is True:
+        message = "LISTEN_DATABASE is set but POLL_ONLY is True, so nothing listens there."
+        hint = "Remove POLL_ONLY: statements still go through DATABASE, wake-ups come faster."
+        errors.append(CheckWarning(message, hint=hint, id="pgjobs.W002"))
     lease = config.get("LEASE_SECONDS", DEFAULTS["LEASE_SECONDS"])
     beat = config.get("HEARTBEAT_SECONDS", DEFAULTS["HEARTBEAT_SECONDS"])
     if _is_number(lease) and _is_number(beat) and _seconds(beat) * 2 > _seconds(lease):
@@ -288,27 +297,12 @@ def check_database(
     *, app_configs: Sequence[AppConfig] | None, databases: Sequence[str] | None, **kwargs: Any
 ) -> list[CheckMessage]:
     config = getattr(settings, "PGJOBS", {})
-    alias = config.get("DATABASE", "default") if isinstance(config, dict) else "default"
-    if alias not in settings.DATABASES:
-        return [
-            Error(
-                f"PGJOBS['DATABASE'] is {alias!r}, which is not in settings.DATABASES.",
-                id="pgjobs.E006",
-            )
-        ]
-    engine = settings.DATABASES[alias].get("ENGINE", "")
-    if engine != "django.db.backends.postgresql" and not engine.endswith(".postgresql"):
-        return [
-            Error(
-                f"django-pgjobs needs PostgreSQL, but database {alias!r} uses {engine!r}.",
-                hint=(
-                    "Set ENGINE to 'django.db.backends.postgresql' (PostgreSQL 13 or newer). No "
-                    "server for development? pip install 'django-pgjobs[embedded]' and two lines "
-                    f"of settings start one: see {POSTGRESQL_FOR_DEVELOPMENT} in django-pgjobs."
-                ),
-                id="pgjobs.E001",
-            )
-        ]
+    config = config if isinstance(config, dict) else {}
+    errors = _alias_errors("DATABASE", config.get("DATABASE", "default"), "pgjobs.E006")
+    if isinstance(listen := config.get("LISTEN_DATABASE"), str):
+        errors += _alias_errors("LISTEN_DATABASE", listen, "pgjobs.E009")
+    if errors:
+        return errors
     from django.db.backends.postgresql.psycopg_any import is_psycopg3
 
     if not is_psycopg3:
@@ -320,6 +314,31 @@ def check_database(
             )
         ]
     return []
+
+
+def _alias_errors(setting: str, alias: Any, missing: str) -> list[CheckMessage]:
+    """PGJOBS[setting] names a PostgreSQL database of DATABASES; ``missing`` is the id for one
+    that does not (and for a LISTEN_DATABASE that is not PostgreSQL; a DATABASE gets E001)."""
+    if alias not in settings.DATABASES:
+        message = f"PGJOBS[{setting!r}] is {alias!r}, which is not in settings.DATABASES."
+        return [Error(message, id=missing)]
+    engine = settings.DATABASES[alias].get("ENGINE", "")
+    if engine == "django.db.backends.postgresql" or engine.endswith(".postgresql"):
+        return []
+    if setting != "DATABASE":
+        message = f"PGJOBS[{setting!r}] is {alias!r}, which uses {engine!r}, not PostgreSQL."
+        return [Error(message, id=missing)]
+    return [
+        Error(
+            f"django-pgjobs needs PostgreSQL, but database {alias!r} uses {engine!r}.",
+            hint=(
+                "Set ENGINE to 'django.db.backends.postgresql' (PostgreSQL 13 or newer). No "
+                "server for development? pip install 'django-pgjobs[embedded]' and two lines "
+                f"of settings start one: see {POSTGRESQL_FOR_DEVELOPMENT} in django-pgjobs."
+            ),
+            id="pgjobs.E001",
+        )
+    ]
 
 
 @register()

@@ -83,6 +83,10 @@ DEFAULTS: Final[dict[str, Any]] = {
     "TIMEOUT": 3600.0,
     # The database alias the queue tables live in.
     "DATABASE": "default",
+    # The alias workers, schedulers and waits LISTEN on, when DATABASE goes through a pooler in
+    # transaction mode (PgBouncer): one that connects straight to the same PostgreSQL database.
+    # None: DATABASE itself (nowhere under POLL_ONLY).
+    "LISTEN_DATABASE": None,
     # The code version new workflows are pinned to (a release id, a git SHA). None: a digest of
     # the source of the modules that define workflows. Workers only resume their own version.
     "APP_VERSION": None,
@@ -190,6 +194,11 @@ class PgJobsSettings:
     @property
     def DATABASE(self) -> str:
         return str(self.get("DATABASE"))
+
+    @property
+    def LISTEN_DATABASE(self) -> str | None:
+        value = self.get("LISTEN_DATABASE")
+        return None if value is None else str(value)
 
     @property
     def APP_VERSION(self) -> str | None:

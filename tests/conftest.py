@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -12,7 +13,7 @@ from django_pgjobs.jobs.registry import JobHandler, register, registry
 from django_pgjobs.schedules.declarations import forget
 from django_pgjobs.schedules.scheduler import Scheduler
 from django_pgjobs.worker import Worker
-from tests.helpers import second_connection
+from tests.helpers import second_connection, stop
 
 
 @pytest.fixture
@@ -29,6 +30,15 @@ def make_worker() -> Iterator[type[Worker]]:
     yield ClosingWorker
     for worker in made:
         worker.close()
+
+
+@pytest.fixture
+def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Worker subprocesses a test starts are killed on teardown, pass or fail."""
+    started: list[subprocess.Popen[bytes]] = []
+    yield started
+    for proc in started:
+        stop(proc)
 
 
 @pytest.fixture

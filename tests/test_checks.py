@@ -6,6 +6,7 @@ from typing import Any
 from unittest import mock
 
 import pytest
+from django.conf import settings
 from django.test import override_settings
 
 from django_pgjobs.checks import check_database, check_settings
@@ -72,6 +73,8 @@ def test_e007_suggests_the_closest_known_setting() -> None:
         {"CONCURRENCY": 0},
         {"RETRY_JITTER": 2},
         {"POLL_ONLY": "yes"},
+        {"LISTEN_DATABASE": 1},
+        {"LISTEN_DATABASE": ["default"]},
         {"SHUTDOWN_GRACE": -5},
         {"APP_VERSION": ""},
         {"PREFETCH": -1},
@@ -120,6 +123,33 @@ def test_timeout_may_be_none_for_no_limit_or_seconds(value: Any) -> None:
 def test_e006_unknown_database_alias() -> None:
     with override_settings(PGJOBS={"DATABASE": "jobs"}):
         assert run_database_check() == ["pgjobs.E006"]
+
+
+def test_e009_listen_database_must_be_a_postgresql_alias() -> None:
+    with override_settings(PGJOBS={"LISTEN_DATABASE": "direct"}):
+        [error] = check_database(app_configs=None, databases=None)
+    assert (error.id, error.msg) == (
+        "pgjobs.E009",
+        "PGJOBS['LISTEN_DATABASE'] is 'direct', which is not in settings.DATABASES.",
+    )
+    sqlite = {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Overriding setting DATABASES")
+        with override_settings(
+            DATABASES={**settings.DATABASES, "direct": sqlite},
+            PGJOBS={"LISTEN_DATABASE": "direct"},
+        ):
+            assert run_database_check() == ["pgjobs.E009"]
+    with override_settings(PGJOBS={"LISTEN_DATABASE": "other"}):
+        assert run_database_check() == []
+        assert run_settings_check() == []
+
+
+def test_w002_listen_database_does_nothing_under_poll_only() -> None:
+    with override_settings(PGJOBS={"LISTEN_DATABASE": "other", "POLL_ONLY": True}):
+        [warning] = check_settings(app_configs=None, databases=None)
+    assert warning.id == "pgjobs.W002"
+    assert warning.msg == "LISTEN_DATABASE is set but POLL_ONLY is True, so nothing listens there."
 
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf")])

@@ -27,6 +27,7 @@ from django_pgjobs.exceptions import InvalidJobError, JobNotFound
 from django_pgjobs.jobs.options import resolve_options, resolve_partition_key
 from django_pgjobs.jobs.producer import enqueue
 from django_pgjobs.jobs.registry import registry
+from django_pgjobs.listening import Listening
 from django_pgjobs.models import CatchUp, Schedule
 from django_pgjobs.observability.display import local_time
 from django_pgjobs.queries.schedules import tick_key
@@ -112,6 +113,14 @@ class Scheduler:
         self._stop = threading.Event()
         self._wakeup = Wakeup()
         self._conn: psycopg.Connection[Any] | None = None
+        # On the statement connection, or on one to LISTEN_DATABASE (django_pgjobs.listening).
+        self._listening = Listening(
+            self.alias,
+            channels=(queries.SCHEDULES_CHANNEL,),
+            application_name="pgjobs scheduler listen",
+            who="The scheduler",
+            log=logger,
+        )
         self._synced = False
         self._quarantined: dict[int, float] = {}  # schedule id -> monotonic time to retry
 
@@ -166,7 +175,7 @@ class Scheduler:
                     timeout = (
                         self.poll_interval if until is None else min(until, self.poll_interval)
                     )
-                    listening = None if conf.POLL_ONLY else self._conn
+                    listening = None if conf.POLL_ONLY else self._listening.connection()
                     self._wakeup.wait(timeout, conn=listening, queues=())
                 except psycopg.Error as exc:
                     errors += 1
@@ -182,6 +191,7 @@ class Scheduler:
         self._wakeup.ring()
 
     def close(self) -> None:
+        self._listening.close()
         if self._conn is not None:
             with contextlib.suppress(psycopg.Error):
                 self._conn.close()
@@ -189,12 +199,18 @@ class Scheduler:
 
     def _ensure_connected(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed:
-            self._conn = connect(self.alias, application_name=self.application_name)
+            conn = connect(self.alias, application_name=self.application_name)
             if not conf.POLL_ONLY:
-                self._conn.execute(f"LISTEN {queries.SCHEDULES_CHANNEL}")
+                try:
+                    self._listening.attach(conn)
+                except psycopg.Error:
+                    conn.close()
+                    raise
+            self._conn = conn
         return self._conn
 
     def _drop_connection_if_broken(self) -> None:
+        self._listening.dropped()
         if self._conn is not None and (self._conn.closed or self._conn.broken):
             self.close()
 

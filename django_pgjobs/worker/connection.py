@@ -21,6 +21,7 @@ import psycopg
 
 from django_pgjobs import queries
 from django_pgjobs.database import LOOP_NAME, connect
+from django_pgjobs.listening import Listening
 from django_pgjobs.observability.display import counted
 
 logger = logging.getLogger("django_pgjobs.worker")
@@ -37,6 +38,19 @@ class LoopConnection:
         self.worker_id = worker_id
         self.listen = listen
         self.conn: psycopg.Connection[Any] | None = None
+        # LISTEN happens on this connection, or on one to LISTEN_DATABASE (a pooler's clients
+        # cannot LISTEN): see django_pgjobs.listening.
+        self.listening = (
+            Listening(
+                alias,
+                channels=(queries.NOTIFY_CHANNEL, queries.CANCEL_CHANNEL),
+                application_name=f"pgjobs worker {worker_id} listen",
+                who=f"Worker {worker_id}",
+                log=logger,
+            )
+            if listen
+            else None
+        )
         # Set when the connection broke or could not be made: the worker was cut off from
         # the database, and so, perhaps, were the others (see Housekeeper.back_from_outage).
         self.cut_off = False
@@ -53,9 +67,12 @@ class LoopConnection:
         came took, if they committed (see :meth:`claim_token`). Matched by those claims' lease
         tokens only, never by this worker's id (``queries.release_lost_claims``)."""
         conn = connect(self.alias, application_name=f"{LOOP_NAME} {self.worker_id}")
-        if self.listen:
-            conn.execute(f"LISTEN {queries.NOTIFY_CHANNEL}")
-            conn.execute(f"LISTEN {queries.CANCEL_CHANNEL}")
+        if self.listening is not None:
+            try:
+                self.listening.attach(conn)
+            except psycopg.Error:
+                conn.close()
+                raise
         released = 0
         if self.lost_claims:
             released = queries.release_lost_claims(conn.cursor(), lease_tokens=self.lost_claims)
@@ -69,6 +86,10 @@ class LoopConnection:
             "Worker %s connected (queues: %s)", self.worker_id, ", ".join(self.queues) or "all"
         )
         return released
+
+    def listener(self) -> psycopg.Connection[Any] | None:
+        """The connection to wait on for notifications now; None to poll."""
+        return None if self.listening is None else self.listening.connection()
 
     @contextlib.contextmanager
     def claim_token(self) -> Iterator[uuid.UUID]:
@@ -100,6 +121,8 @@ class LoopConnection:
             "reconnecting" if broken else "will retry",
             exc,
         )
+        if self.listening is not None:
+            self.listening.dropped()
         if broken:
             self.cut_off = True
         if broken and self.conn is not None:
@@ -111,6 +134,8 @@ class LoopConnection:
     def close(self, *, deregister_instance: str | None) -> None:
         """Deregister the worker row of ``deregister_instance`` (None: it never registered) and
         close."""
+        if self.listening is not None:
+            self.listening.close()
         if self.conn is None:
             return
         if deregister_instance is not None:

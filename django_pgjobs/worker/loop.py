@@ -391,16 +391,11 @@ class Worker:
 
     def _wait(self, timeout: float) -> None:
         """Sleep until a NOTIFY for our queues, a handler event, a stop request or ``timeout``."""
-        conn = self._link.conn
-        listening = self.listen and conn is not None and not conn.closed
         woken = self._wakeup.wait(
-            timeout,
-            conn=conn if listening else None,
-            queues=self.queues,
-            due_in=self._work_due_in,
+            timeout, conn=self._link.listener(), queues=self.queues, due_in=self._work_due_in
         )
         # A cancel's NOTIFY names the attempt: its handler can tell now, not at a heartbeat.
-        mark_cancelled(self._inflight, self._wakeup.take_cancelled(), conn)
+        mark_cancelled(self._inflight, self._wakeup.take_cancelled(), self._link.conn)
         if woken is Woken.NOTIFIED:
             self._pacing.notified()
         elif woken is Woken.TIMEOUT:

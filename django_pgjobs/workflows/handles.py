@@ -4,6 +4,7 @@ finishing statement sends; from inside a workflow it is a durable, checkpointed 
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -12,7 +13,7 @@ from typing import Any
 import psycopg
 
 from django_pgjobs.conf import conf
-from django_pgjobs.database import WAIT_NAME, connect
+from django_pgjobs.database import WAIT_NAME, connect, through_pooler
 from django_pgjobs.exceptions import (
     PayloadNotDecodable,
     WorkflowCancelled,
@@ -20,15 +21,20 @@ from django_pgjobs.exceptions import (
     WorkflowNotFound,
     WorkflowTimeout,
 )
+from django_pgjobs.listening import listen_alias
 from django_pgjobs.models import WorkflowExecution
 from django_pgjobs.queries import workflow_reads as reads
 from django_pgjobs.queries import workflow_runs as runs
 from django_pgjobs.stored_json import UndecodableJSON
 from django_pgjobs.workflows import codec, runtime, waits
 
-# An outside wait re-reads the state this often even without a notification (PgBouncer in
-# transaction mode drops LISTEN; see POLL_ONLY).
-_RECHECK = 1.0
+logger = logging.getLogger("django_pgjobs.workflows")
+
+# An outside wait that listens straight to PostgreSQL is woken by the NOTIFY of the commit that
+# ends its wait, which PostgreSQL does not lose: it re-reads the state this often only in case
+# the connection itself went silent. One that polls (POLL_ONLY, a listener behind a pooler, a
+# listener that failed) re-reads every POLL_INTERVAL.
+SAFETY_RECHECK = 30.0
 
 
 @dataclass(frozen=True)
@@ -166,25 +172,64 @@ def wait_outside(key: str, check: Any, timeout: float | None) -> Any:
     if found is not None or timeout == 0:
         return found
     deadline = None if timeout is None else time.monotonic() + timeout
-    listener: psycopg.Connection[Any] | None = None
-    if not conf.POLL_ONLY:
-        listener = connect(conf.DATABASE, application_name=WAIT_NAME)
-        listener.execute(f"LISTEN {runs.NOTIFY_CHANNEL}")
+    listener, recheck = _listener()
     try:
         while True:
             # Checked after LISTEN: a wake-up from here on is heard.
             found = check()
             if found is not None:
                 return found
-            left = _RECHECK if deadline is None else min(_RECHECK, deadline - time.monotonic())
+            left = recheck if deadline is None else min(recheck, deadline - time.monotonic())
             if left <= 0:
                 return None
             if listener is None:
                 time.sleep(left)
                 continue
-            for notice in listener.notifies(timeout=left):
-                if notice.payload == key:
-                    break
+            try:
+                for notice in listener.notifies(timeout=left):
+                    if notice.payload == key:
+                        break
+            except psycopg.OperationalError as exc:  # the listening connection broke: poll
+                logger.warning("A workflow wait lost its listening connection (%s)", exc)
+                listener.close()
+                listener, recheck = None, conf.POLL_INTERVAL
     finally:
         if listener is not None:
             listener.close()
+
+
+def _listener() -> tuple[psycopg.Connection[Any] | None, float]:
+    """The connection an outside wait listens on (LISTEN_DATABASE, else DATABASE; none under
+    POLL_ONLY or behind a pooler), and how often the wait re-reads the state."""
+    if conf.POLL_ONLY:
+        return None, conf.POLL_INTERVAL
+    alias = listen_alias(conf.DATABASE)
+    try:
+        listener = connect(alias, application_name=WAIT_NAME)
+    except psycopg.OperationalError as exc:
+        logger.warning("A workflow wait cannot listen on database %r (%s); polling", alias, exc)
+        return None, conf.POLL_INTERVAL
+    try:
+        # Through a pooler the LISTEN would land on a pooled session, and be heard by others.
+        if not through_pooler(listener):
+            listener.execute(f"LISTEN {runs.NOTIFY_CHANNEL}")
+            return listener, SAFETY_RECHECK
+    except BaseException:
+        listener.close()
+        raise
+    listener.close()
+    if alias not in _warned:
+        _warned.add(alias)  # once a process: every get_result() would say it again
+        logger.warning(
+            "Workflow waits (get_result, get_event) cannot listen on database %r: it goes "
+            "through a connection pooler, so they see a result only when they re-read it "
+            "(every %ss). Set PGJOBS['LISTEN_DATABASE'] to an alias that connects straight to "
+            "the same PostgreSQL database.",
+            alias,
+            conf.POLL_INTERVAL,
+        )
+    return None, conf.POLL_INTERVAL
+
+
+# Aliases the warning above was given for.
+_warned: set[str] = set()

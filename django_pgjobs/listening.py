@@ -1,0 +1,218 @@
+"""Where a long-lived process hears of new work: the connection it LISTENs on, and proof that
+notifications reach it.
+
+PostgreSQL delivers a NOTIFY, at its sender's commit, to every session of the same database
+that LISTENs on its channel. A transaction pooler (PgBouncer in transaction mode) keeps no
+session for a client: a LISTEN lands on whichever server connection ran it, which goes back to
+the pool and on to other clients, and what is sent to it never reaches the client that asked
+(through PgBouncer 1.18, every notification was lost). So behind such a pooler a worker,
+a scheduler and a waiting ``get_result()`` LISTEN on ``PGJOBS["LISTEN_DATABASE"]``, an alias
+that goes straight to PostgreSQL (one connection each), while their statements, and the NOTIFYs
+those send at commit, go through the pooler.
+
+A worker or scheduler does not take that on trust. When its statements go through a pooler, or
+it listens on a connection of its own, it sends a NOTIFY on one connection and waits for it on
+the other (:func:`hears`). One that would not hear says so in a warning that names what to set,
+does not LISTEN where it cannot hear (a LISTEN left on a pooled server session would go to other
+clients), and finds new work by polling every ``POLL_INTERVAL``, as it does anyway when nothing
+wakes it: slower, never stuck. Behind a pooler it also warns if the alias's ``OPTIONS`` make
+psycopg prepare statements (see :mod:`django_pgjobs.database`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg
+from django.db import connections
+
+from django_pgjobs.conf import conf
+from django_pgjobs.database import connect, through_pooler
+
+# The channel of the probe, which nothing else LISTENs on: no worker wakes for it.
+PROBE_CHANNEL = "pgjobs_probe"
+# How long a probe's NOTIFY may take to arrive. On a healthy server it takes about a
+# millisecond; one later than this means notifications are not heard in time to matter.
+PROBE_SECONDS = 2.0
+# A dedicated listening connection that broke, or could not be made, is tried again this often
+# (the process polls meanwhile).
+RETRY_SECONDS = 5.0
+
+
+def listen_alias(alias: str) -> str:
+    """The alias to LISTEN on for notifications sent by statements on ``alias``."""
+    return conf.LISTEN_DATABASE or alias
+
+
+def hears(listener: psycopg.Connection[Any], sender: psycopg.Connection[Any]) -> bool:
+    """Does a NOTIFY that ``sender`` commits reach ``listener`` within PROBE_SECONDS?
+
+    Both are autocommit connections, and ``listener`` LISTENs on nothing else yet (the wait
+    consumes what arrives)."""
+    token = uuid.uuid4().hex
+    listener.execute(f"LISTEN {PROBE_CHANNEL}")
+    try:
+        sender.execute("SELECT pg_notify(%s, %s)", [PROBE_CHANNEL, token], prepare=False)
+        deadline = time.monotonic() + PROBE_SECONDS
+        while (left := deadline - time.monotonic()) > 0:
+            for note in listener.notifies(timeout=left):
+                if note.channel == PROBE_CHANNEL and note.payload == token:
+                    return True
+        return False
+    finally:
+        listener.execute(f"UNLISTEN {PROBE_CHANNEL}")
+
+
+def prepares(alias: str) -> bool:
+    """Does Django's connection ``alias`` prepare statements (its ``OPTIONS`` ask psycopg to)?"""
+    options = connections[alias].settings_dict.get("OPTIONS") or {}
+    return options.get("prepare_threshold") is not None
+
+
+class Listening:
+    """The connection a worker's loop or a scheduler waits on for ``channels``, next to the
+    connection its statements go through (``alias``): that one itself, or a dedicated one to
+    ``LISTEN_DATABASE``, reopened after it breaks. Used by one thread."""
+
+    def __init__(
+        self,
+        alias: str,
+        *,
+        channels: Sequence[str],
+        application_name: str,
+        who: str,
+        log: logging.Logger,
+    ) -> None:
+        self.alias = alias
+        self.target = alias  # where to LISTEN: read from the settings at each attach()
+        self.channels = channels
+        self.application_name = application_name
+        self.who = who
+        self.log = log
+        self.conn: psycopg.Connection[Any] | None = None
+        self._statements: psycopg.Connection[Any] | None = None
+        self._retry_at = 0.0
+        self._given_up = False
+
+    @property
+    def dedicated(self) -> bool:
+        return self.target != self.alias
+
+    def attach(self, statements: psycopg.Connection[Any]) -> None:
+        """The statement connection (re)connected: listen on it, or on a dedicated connection
+        (made now), once notifications are known to arrive there."""
+        self.close()
+        self.target = listen_alias(self.alias)
+        self._statements, self._given_up = statements, False
+        pooled = through_pooler(statements)
+        if pooled and prepares(self.alias):
+            self.log.warning(
+                "%s: database %r goes through a connection pooler and its OPTIONS set "
+                "prepare_threshold, so psycopg prepares statements that a transaction pooler "
+                'runs on other server connections ("prepared statement ... does not exist", '
+                "or another client's statement run instead). Set "
+                "DATABASES[%r]['OPTIONS']['prepare_threshold'] = None.",
+                self.who,
+                self.alias,
+                self.alias,
+            )
+        if self.dedicated:
+            self._open_dedicated()
+        elif not pooled or self._heard_through_pool(statements):
+            self._listen(statements)
+        else:
+            self._given_up = True
+            self.log.warning(
+                "%s does not hear notifications: database %r goes through a connection pooler "
+                "in transaction mode (PgBouncer?), which drops LISTEN, so new work waits for "
+                "the next poll (every %ss). Set PGJOBS['LISTEN_DATABASE'] to a DATABASES alias "
+                "that connects straight to the same PostgreSQL database (one connection per "
+                "worker and scheduler), or PGJOBS['POLL_ONLY'] = True to poll without "
+                "listening (docs/howto/worker.md, Behind PgBouncer).",
+                self.who,
+                self.alias,
+                conf.POLL_INTERVAL,
+            )
+
+    def connection(self) -> psycopg.Connection[Any] | None:
+        """The connection to wait on now; None to poll. A dedicated one that broke is reopened
+        here, at most every RETRY_SECONDS."""
+        if self.conn is not None and (self.conn.closed or self.conn.broken):
+            self.dropped()
+        if self.conn is None and self.dedicated and not self._given_up:
+            self._open_dedicated()
+        return self.conn
+
+    def dropped(self) -> None:
+        """After a database error: let go of a listening connection that broke."""
+        conn = self.conn
+        if conn is None or not (conn.closed or conn.broken):
+            return
+        if self.dedicated:
+            self.log.warning("%s lost its listening connection; polling until it is back", self.who)
+            self._retry_at = time.monotonic() + RETRY_SECONDS
+        self.close()
+
+    def close(self) -> None:
+        if self.conn is not None and self.dedicated:
+            with contextlib.suppress(psycopg.Error):
+                self.conn.close()
+        self.conn = None
+
+    def _heard_through_pool(self, statements: psycopg.Connection[Any]) -> bool:
+        """Behind a pooler: a session pooler keeps LISTEN, a transaction pooler does not."""
+        with connect(self.alias, application_name=f"{self.application_name} probe") as sender:
+            return hears(statements, sender)
+
+    def _open_dedicated(self) -> None:
+        statements = self._statements
+        if statements is None or statements.closed or time.monotonic() < self._retry_at:
+            return
+        listener = None
+        try:
+            listener = connect(self.target, application_name=self.application_name)
+            heard = hears(listener, statements)
+            pooled = not heard and through_pooler(listener)
+        except psycopg.Error as exc:
+            if listener is not None:
+                listener.close()
+            if statements.broken:
+                raise  # the statement connection's own failure: the caller reconnects
+            self._retry_at = time.monotonic() + RETRY_SECONDS
+            self.log.warning(
+                "%s cannot listen on LISTEN_DATABASE %r (%s); polling meanwhile, every %ss",
+                self.who,
+                self.target,
+                str(exc).strip(),
+                conf.POLL_INTERVAL,
+            )
+            return
+        if not heard:
+            self.log.warning(
+                "%s does not hear notifications on LISTEN_DATABASE %r: a NOTIFY sent through "
+                "database %r did not arrive within %ss. %s New work waits for the next poll "
+                "(every %ss).",
+                self.who,
+                self.target,
+                self.alias,
+                PROBE_SECONDS,
+                "It goes through a connection pooler too: point it straight at PostgreSQL."
+                if pooled
+                else "Point it at the same PostgreSQL database as DATABASE.",
+                conf.POLL_INTERVAL,
+            )
+            if pooled:  # a LISTEN left on a pooled session would go to other clients
+                self._given_up = True
+                listener.close()
+                return
+        self._listen(listener)
+
+    def _listen(self, conn: psycopg.Connection[Any]) -> None:
+        for channel in self.channels:
+            conn.execute(f"LISTEN {channel}")
+        self.conn = conn
