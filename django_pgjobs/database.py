@@ -71,6 +71,9 @@ LOOP_NAME = "pgjobs worker"
 HANDLER_NAME = "pgjobs handler"
 SCHEDULER_NAME = "pgjobs scheduler"
 WAIT_NAME = "pgjobs wait"
+# With LISTEN_DATABASE, the connections that LISTEN straight to PostgreSQL: a worker's loop's
+# (the worker's id follows), a scheduler's ("scheduler", and a worker's id if in one).
+LISTEN_NAME = "pgjobs listen"
 # pg_stat_activity shows this much of an application_name (NAMEDATALEN - 1 bytes); the role's
 # prefix always fits, so a long worker id never hides what a connection is.
 _NAME_LENGTH = 63

@@ -5,7 +5,9 @@ Every connection django-pgjobs opens names its role in ``application_name``
 (:mod:`django_pgjobs.database`): a worker's loop ``pgjobs worker <id>``, the Django connections of
 a worker process (its handler threads, its signal receivers' thread, its metrics port's reads)
 ``pgjobs handler <id>``, a scheduler ``pgjobs scheduler`` (``pgjobs scheduler <id>`` in a worker),
-a ``get_result()``/``get_event()`` waiting outside a workflow ``pgjobs wait``. Everything else
+a ``get_result()``/``get_event()`` waiting outside a workflow ``pgjobs wait``; with
+``LISTEN_DATABASE``, the connections that LISTEN straight to PostgreSQL ``pgjobs listen ...``
+(a worker's loop's, a scheduler's). Everything else
 (web processes, shells, other programs) is ``other``. The counts are what PostgreSQL sees: behind
 PgBouncer, server connections that its clients share, each named by the client that set its
 ``application_name`` last.
@@ -22,7 +24,13 @@ from dataclasses import dataclass
 from django.db import connections
 
 from django_pgjobs.conf import conf
-from django_pgjobs.database import HANDLER_NAME, LOOP_NAME, SCHEDULER_NAME, WAIT_NAME
+from django_pgjobs.database import (
+    HANDLER_NAME,
+    LISTEN_NAME,
+    LOOP_NAME,
+    SCHEDULER_NAME,
+    WAIT_NAME,
+)
 
 # Client connections only, as max_connections counts them: a session has a database and a user
 # (background processes lack one or both). Another role's session shows backend_type NULL to a
@@ -37,6 +45,7 @@ WITH client AS (
                 WHEN application_name = %(scheduler)s
                      OR starts_with(application_name, %(scheduler)s || ' ') THEN 'schedulers'
                 WHEN application_name = %(wait)s THEN 'waits'
+                WHEN starts_with(application_name, %(listen)s) THEN 'listeners'
                 ELSE 'other' END AS role
     FROM pg_stat_activity
     WHERE pid <> pg_backend_pid() AND datid IS NOT NULL AND usesysid IS NOT NULL
@@ -47,6 +56,7 @@ SELECT current_database(),
        count(*) FILTER (WHERE here AND role = 'handlers'),
        count(*) FILTER (WHERE here AND role = 'schedulers'),
        count(*) FILTER (WHERE here AND role = 'waits'),
+       count(*) FILTER (WHERE here AND role = 'listeners'),
        count(*) FILTER (WHERE here AND role = 'other'),
        count(*),
        current_setting('max_connections')::int,
@@ -66,6 +76,7 @@ class ConnectionCounts:
     handlers: int
     schedulers: int
     waits: int
+    listeners: int
     other: int
     # Every database's, the roles' above included.
     server: int
@@ -86,6 +97,7 @@ def connection_counts(*, using: str | None = None) -> ConnectionCounts:
         "handler": f"{HANDLER_NAME} ",
         "scheduler": SCHEDULER_NAME,
         "wait": WAIT_NAME,
+        "listen": f"{LISTEN_NAME} ",
     }
     with connections[using or conf.DATABASE].cursor() as cur:
         cur.execute(_COUNTS, names)

@@ -74,9 +74,12 @@ def _connections(counts: ConnectionCounts, status: QueueStatus) -> Iterator[tupl
     """Connections by role, and what the server has left; a warning when it has fewer left than
     one more worker like the largest live one would take (its concurrency + 2: its handler
     threads, its loop and its scheduler)."""
+    # Listeners only where there are some: with LISTEN_DATABASE (behind PgBouncer).
+    listeners = f"direct listeners {counts.listeners}, " if counts.listeners else ""
     roles = (
         f"worker loops {counts.loops}, worker handlers {counts.handlers}, "
-        f"schedulers {counts.schedulers}, outside waits {counts.waits}, other {counts.other}"
+        f"schedulers {counts.schedulers}, outside waits {counts.waits}, {listeners}"
+        f"other {counts.other}"
     )
     yield f"connections on database {counts.database} (not this command's): {roles}", False
     yield (

@@ -22,7 +22,7 @@ import psycopg
 
 from django_pgjobs import queries
 from django_pgjobs.conf import conf
-from django_pgjobs.database import SCHEDULER_NAME, connect
+from django_pgjobs.database import LISTEN_NAME, SCHEDULER_NAME, connect
 from django_pgjobs.exceptions import InvalidJobError, JobNotFound
 from django_pgjobs.jobs.options import resolve_options, resolve_partition_key
 from django_pgjobs.jobs.producer import enqueue
@@ -117,7 +117,7 @@ class Scheduler:
         self._listening = Listening(
             self.alias,
             channels=(queries.SCHEDULES_CHANNEL,),
-            application_name="pgjobs scheduler listen",
+            application_name=f"{LISTEN_NAME} scheduler {worker_id or ''}".rstrip(),
             who="The scheduler",
             log=logger,
         )

@@ -20,7 +20,7 @@ from typing import Any
 import psycopg
 
 from django_pgjobs import queries
-from django_pgjobs.database import LOOP_NAME, connect
+from django_pgjobs.database import LISTEN_NAME, LOOP_NAME, connect
 from django_pgjobs.listening import Listening
 from django_pgjobs.observability.display import counted
 
@@ -44,7 +44,7 @@ class LoopConnection:
             Listening(
                 alias,
                 channels=(queries.NOTIFY_CHANNEL, queries.CANCEL_CHANNEL),
-                application_name=f"pgjobs worker {worker_id} listen",
+                application_name=f"{LISTEN_NAME} {worker_id}",
                 who=f"Worker {worker_id}",
                 log=logger,
             )

@@ -24,13 +24,17 @@ NAMES = {
     "pgjobs scheduler": "schedulers",
     "pgjobs scheduler w1": "schedulers",
     "pgjobs wait": "waits",
+    "pgjobs listen w1": "listeners",
+    "pgjobs listen scheduler w1": "listeners",
+    "pgjobs listen scheduler": "listeners",
+    "pgjobs listener": "other",
     "pgjobs workers": "other",
     "pgjobs schedulerx": "other",
     "pgjobs waiting": "other",
     "": "other",
     "psql": "other",
 }
-ROLES = ("loops", "handlers", "schedulers", "waits", "other")
+ROLES = ("loops", "handlers", "schedulers", "waits", "listeners", "other")
 
 
 @pytest.fixture

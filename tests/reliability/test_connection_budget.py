@@ -91,6 +91,27 @@ def test_a_worker_holds_its_concurrency_plus_two_connections_each_naming_it(
     settle_on({}, "every connection closed")
 
 
+def test_with_listen_database_the_loop_and_the_scheduler_each_listen_on_one_more(
+    processes: list[subprocess.Popen[bytes]], tmp_path: Path
+) -> None:
+    """Behind PgBouncer their statements go through it and these two straight to PostgreSQL
+    ("other" is a second alias of the test database)."""
+    release, log = tmp_path / "release", tmp_path / "worker.log"
+    block(release, 1)
+    settings = {**FAST, "LISTEN_DATABASE": "other"}
+    processes.append(
+        start_worker("--concurrency", "2", "--worker-id", "l1", settings=settings, log=log)
+    )
+    wait_for(lambda: running(1), what="the handler running")
+    budget = {
+        **{"pgjobs worker l1": 1, "pgjobs scheduler l1": 1, "pgjobs handler l1": 1},
+        **{"pgjobs listen l1": 1, "pgjobs listen scheduler l1": 1},
+    }
+    settle_on(budget, "the worker's and its scheduler's listeners too")
+    release.touch()
+    stopped(processes, [log])
+
+
 def test_a_burst_worker_has_no_scheduler_and_connects_handlers_as_jobs_need_them(
     processes: list[subprocess.Popen[bytes]], tmp_path: Path
 ) -> None:

@@ -26,7 +26,7 @@ BOUND = 15.0
 
 def listeners(conn: psycopg.Connection[Any]) -> list[int]:
     rows = conn.execute(
-        "SELECT pid FROM pg_stat_activity WHERE application_name LIKE 'pgjobs worker % listen' "
+        "SELECT pid FROM pg_stat_activity WHERE application_name LIKE 'pgjobs listen %' "
         "AND datname = current_database() AND query LIKE 'LISTEN%'"
     ).fetchall()
     return [pid for (pid,) in rows]

@@ -11,10 +11,12 @@ from django_pgjobs.observability.status import QueueStatus
 from django_pgjobs.observability.status_report import status_report
 
 
-def counts(*, server: int, max_connections: int = 100, reserved: int = 3) -> ConnectionCounts:
+def counts(
+    *, server: int, max_connections: int = 100, reserved: int = 3, listeners: int = 0
+) -> ConnectionCounts:
     return ConnectionCounts(
-        database="shop", loops=2, handlers=9, schedulers=3, waits=1, other=4,
-        server=server, max_connections=max_connections, reserved=reserved,
+        database="shop", loops=2, handlers=9, schedulers=3, waits=1, listeners=listeners,
+        other=4, server=server, max_connections=max_connections, reserved=reserved,
     )  # fmt: skip
 
 
@@ -43,6 +45,16 @@ def test_connections_by_role_and_what_the_server_has_left() -> None:
             False,
         ),
     ]
+
+
+def test_direct_listeners_are_counted_where_there_are_some() -> None:
+    """With LISTEN_DATABASE (behind PgBouncer) workers and schedulers listen on connections of
+    their own, straight to PostgreSQL."""
+    [roles, _] = lines(QueueStatus(), counts(server=30, listeners=3))
+    assert roles[0] == (
+        "connections on database shop (not this command's): worker loops 2, worker handlers "
+        "9, schedulers 3, outside waits 1, direct listeners 3, other 4"
+    )
 
 
 @pytest.mark.parametrize(("server", "warns"), [(87, False), (88, True), (120, True)])
