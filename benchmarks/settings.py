@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 from django_pgjobs.contrib.embedded import database_settings
@@ -29,4 +30,14 @@ PGJOBS = {
     "PRUNE_INTERVAL": float(os.environ.get("BENCH_PRUNE_INTERVAL", "3600")),
     "RETENTION": float(os.environ.get("BENCH_RETENTION", "86400")),
 }
+# benchmarks/pooled.py: PgBouncer on this port in front of the same database, and the settings
+# of the setup it measures.
+if "BENCH_POOLER_PORT" in os.environ:
+    DATABASES["pooled"] = {
+        **DATABASES["default"],
+        "OPTIONS": dict(DATABASES["default"]["OPTIONS"]),
+        "HOST": "127.0.0.1",
+        "PORT": os.environ["BENCH_POOLER_PORT"],
+    }
+PGJOBS.update(json.loads(os.environ.get("BENCH_PGJOBS", "{}")))
 LOGGING = {"version": 1, "disable_existing_loggers": False, "root": {"level": "WARNING"}}

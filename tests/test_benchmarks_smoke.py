@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -103,4 +104,20 @@ def test_flow_claim_measures_each_case(tmp_path: Path) -> None:
     assert [r["case"] for r in results] == ["started", "started, due", "running"]
     # The free keys' jobs start, past keys at their limit (300 busy keys are within the walk).
     assert all(r["claimed"] == 10 and r["claim_ms"] > 0 for r in results), results
+    assert PASSWORD not in proc.stdout + proc.stderr
+
+
+def test_pooled_measures_each_setup_through_a_real_pgbouncer(tmp_path: Path) -> None:
+    if shutil.which("pgbouncer") is None and shutil.which("pgbouncer", path="/usr/sbin") is None:
+        why = "needs pgbouncer (apt-get install pgbouncer)"
+        if os.environ.get("PGJOBS_REQUIRE_PGBOUNCER"):
+            pytest.fail(f"PGJOBS_REQUIRE_PGBOUNCER is set but {why}")
+        pytest.skip(why)
+    out = tmp_path / "pooled.json"
+    proc = run_script("pooled.py", "--repeat", "1", "--count", "5", "--rounds", "2",
+                      "--idle-seconds", "0", "--json", str(out))  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    results = json.loads(out.read_text())
+    assert len(results) == 3
+    assert all(r["start_p50_ms"] > 0 and r["send_to_result_p50_ms"] > 0 for r in results.values())
     assert PASSWORD not in proc.stdout + proc.stderr

@@ -1,8 +1,9 @@
-"""Benchmark workflow: three no-op steps, so what is measured is the checkpointing itself."""
+"""Benchmark workflows: three no-op steps, so what is measured is the checkpointing itself; one
+that waits for a message."""
 
 from __future__ import annotations
 
-from django_pgjobs import step, workflow
+from django_pgjobs import recv, step, workflow
 
 
 @step("bench.noop_step")
@@ -14,3 +15,9 @@ def noop_step(value: int) -> int:
 def three_steps(n: int) -> int:
     result: int = noop_step(noop_step(noop_step(n)))
     return result
+
+
+@workflow("bench.receive_one")
+def receive_one() -> object:
+    """Waits for one message (benchmarks/pooled.py times send() to get_result())."""
+    return recv("go", timeout=60)
