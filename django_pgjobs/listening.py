@@ -130,13 +130,12 @@ class Listening:
             self.log.warning(
                 "%s does not hear notifications: database %r goes through a connection pooler "
                 "in transaction mode (PgBouncer?), which drops LISTEN, so new work waits for "
-                "the next poll (every %ss). Set PGJOBS['LISTEN_DATABASE'] to a DATABASES alias "
+                "the next poll (POLL_INTERVAL). Set PGJOBS['LISTEN_DATABASE'] to a DATABASES alias "
                 "that connects straight to the same PostgreSQL database (one connection per "
                 "worker and scheduler), or PGJOBS['POLL_ONLY'] = True to poll without "
                 "listening (docs/howto/worker.md, Behind PgBouncer).",
                 self.who,
                 self.alias,
-                conf.POLL_INTERVAL,
             )
 
     def connection(self) -> psycopg.Connection[Any] | None:
@@ -185,18 +184,17 @@ class Listening:
                 raise  # the statement connection's own failure: the caller reconnects
             self._retry_at = time.monotonic() + RETRY_SECONDS
             self.log.warning(
-                "%s cannot listen on LISTEN_DATABASE %r (%s); polling meanwhile, every %ss",
+                "%s cannot listen on LISTEN_DATABASE %r (%s); polling meanwhile",
                 self.who,
                 self.target,
                 str(exc).strip(),
-                conf.POLL_INTERVAL,
             )
             return
         if not heard:
             self.log.warning(
                 "%s does not hear notifications on LISTEN_DATABASE %r: a NOTIFY sent through "
                 "database %r did not arrive within %ss. %s New work waits for the next poll "
-                "(every %ss).",
+                "(POLL_INTERVAL).",
                 self.who,
                 self.target,
                 self.alias,
@@ -204,7 +202,6 @@ class Listening:
                 "It goes through a connection pooler too: point it straight at PostgreSQL."
                 if pooled
                 else "Point it at the same PostgreSQL database as DATABASE.",
-                conf.POLL_INTERVAL,
             )
             if pooled:  # a LISTEN left on a pooled session would go to other clients
                 self._given_up = True
