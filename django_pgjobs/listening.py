@@ -123,16 +123,20 @@ class Listening:
             )
         if self.dedicated:
             self._open_dedicated()
-        elif not pooled or self._heard_through_pool(statements):
+        elif not pooled:
             self._listen(statements)
         else:
+            # Never LISTEN through a pooler to find out whether it keeps sessions: in
+            # transaction mode the LISTEN and the UNLISTEN after it can run on two server
+            # connections, and the first would go on listening for other clients.
             self._given_up = True
             self.log.warning(
-                "%s does not hear notifications: database %r goes through a connection pooler "
-                "in transaction mode (PgBouncer?), which drops LISTEN, so new work waits for "
-                "the next poll (POLL_INTERVAL). Set PGJOBS['LISTEN_DATABASE'] to a DATABASES alias "
-                "that connects straight to the same PostgreSQL database (one connection per "
-                "worker and scheduler), or PGJOBS['POLL_ONLY'] = True to poll without "
+                "%s does not listen for notifications: database %r goes through a connection "
+                "pooler (PgBouncer?), where LISTEN is dropped or left on a server connection "
+                "other clients get, so new work waits for the next poll (POLL_INTERVAL). Set "
+                "PGJOBS['LISTEN_DATABASE'] to a DATABASES alias that connects straight to the "
+                "same PostgreSQL database (or through a pooler in session mode; one connection "
+                "per worker and scheduler), or PGJOBS['POLL_ONLY'] = True to poll without "
                 "listening (docs/howto/worker.md, Behind PgBouncer).",
                 self.who,
                 self.alias,
@@ -162,11 +166,6 @@ class Listening:
             with contextlib.suppress(psycopg.Error):
                 self.conn.close()
         self.conn = None
-
-    def _heard_through_pool(self, statements: psycopg.Connection[Any]) -> bool:
-        """Behind a pooler: a session pooler keeps LISTEN, a transaction pooler does not."""
-        with connect(self.alias, application_name=f"{self.application_name} probe") as sender:
-            return hears(statements, sender)
 
     def _open_dedicated(self) -> None:
         statements = self._statements

@@ -33,10 +33,10 @@ def test_a_worker_listening_through_the_pooler_says_what_to_set_and_polls(
     settings = {"DATABASE": "pooled", "POLL_INTERVAL": 0.2}
     processes.append(start_worker(settings=settings, log=log))
     warning: str = wait_for(
-        lambda: next((x for x in log.read_text().splitlines() if "does not hear" in x), ""),
+        lambda: next((x for x in log.read_text().splitlines() if "does not listen" in x), ""),
         what="the warning",
     )
-    assert "database 'pooled' goes through a connection pooler in transaction mode" in warning
+    assert "database 'pooled' goes through a connection pooler (PgBouncer?)" in warning
     assert "Set PGJOBS['LISTEN_DATABASE'] to a DATABASES alias" in warning
     assert "PGJOBS['POLL_ONLY'] = True" in warning
     with override_settings(PGJOBS=settings):
