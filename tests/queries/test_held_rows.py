@@ -41,6 +41,20 @@ def hold(app: psycopg.Connection[Any], job: queries.ClaimedJob) -> None:
     app.execute("SELECT 1 FROM pgjobs_job_queue WHERE id = %s FOR UPDATE", [job.id])
 
 
+def held_through_a_heartbeat(app: psycopg.Connection[Any]) -> queries.ClaimedJob:
+    """A job claimed by registered worker "w", whose heartbeat found its row held by ``app``
+    (listed as unrenewed); the application has let go since."""
+    enqueue("test.record")
+    with connection.cursor() as cur:
+        job = claim(cur)
+        queries.register_worker(cur, worker=WORKER, silent_seconds=60)
+    hold(app, job)
+    with connection.cursor() as cur:
+        queries.heartbeat(cur, worker=WORKER, tokens=[job.token], lease_seconds=30)
+    app.rollback()
+    return job
+
+
 def expire(job: queries.ClaimedJob) -> None:
     with connection.cursor() as cur:
         cur.execute(
@@ -99,15 +113,8 @@ def test_the_heartbeat_lists_a_held_row_as_unrenewed_until_it_is_free(
 def test_the_rescue_leaves_a_live_workers_unrenewed_attempt_and_takes_a_silent_ones(
     app: psycopg.Connection[Any],
 ) -> None:
-    enqueue("test.record")
-    with connection.cursor() as cur:
-        job = claim(cur)
-        queries.register_worker(cur, worker=WORKER, silent_seconds=60)
-    hold(app, job)
-    with connection.cursor() as cur:
-        queries.heartbeat(cur, worker=WORKER, tokens=[job.token], lease_seconds=30)
-    app.rollback()  # the application let go; the lease had run out meanwhile
-    expire(job)
+    job = held_through_a_heartbeat(app)
+    expire(job)  # the application let go; the lease had run out meanwhile
     with connection.cursor() as cur:
         assert queries.rescue_expired_leases(cur, silent_seconds=60).total == 0
     assert get_job(job.id).lease_token == job.lease_token
@@ -133,14 +140,7 @@ def test_an_expired_lease_the_worker_did_not_list_is_rescued_though_the_worker_i
 def test_a_worker_that_takes_over_a_silent_id_starts_with_no_unrenewed_attempts(
     app: psycopg.Connection[Any],
 ) -> None:
-    enqueue("test.record")
-    with connection.cursor() as cur:
-        job = claim(cur)
-        queries.register_worker(cur, worker=WORKER, silent_seconds=60)
-    hold(app, job)
-    with connection.cursor() as cur:
-        queries.heartbeat(cur, worker=WORKER, tokens=[job.token], lease_seconds=30)
-    app.rollback()
+    job = held_through_a_heartbeat(app)
     WorkerRow.objects.filter(id="w").update(last_heartbeat_at="2000-01-01T00:00:00Z")
     successor = {**WORKER, "instance_token": "0b7e4a1c-3f1d-4f3e-8a51-2f6c9b1d7e22"}
     with connection.cursor() as cur:
