@@ -86,13 +86,19 @@ HOLDS_LEASE = f"EXISTS (SELECT 1 FROM pgjobs_job_queue WHERE {FENCE})"
 # attempt's row unless another transaction holds it; the write then touches only ``mine``'s rows.
 # A row skipped is written as nothing: the caller tells it from a lost attempt with
 # lease.no_longer_held (the attempt still holds it) and writes the outcome again later.
+# MATERIALIZED: inlined into the write (a CTE used once may be), its rows were found through the
+# write's own scan of the table, which waited for the held row (PostgreSQL 18).
 # FOR NO KEY UPDATE, the lock an UPDATE takes: an application inserting a row that references
 # the job (a foreign key's FOR KEY SHARE) does not make it skip. A DELETE (burying) needs
 # FOR UPDATE (MINE_TO_DELETE).
-MINE = f"mine AS (SELECT id FROM pgjobs_job_queue WHERE {FENCE} FOR NO KEY UPDATE SKIP LOCKED)"
-MINE_TO_DELETE = f"mine AS (SELECT id FROM pgjobs_job_queue WHERE {FENCE} FOR UPDATE SKIP LOCKED)"
+MINE = f"""mine AS MATERIALIZED (
+    SELECT id FROM pgjobs_job_queue WHERE {FENCE} FOR NO KEY UPDATE SKIP LOCKED
+)"""
+MINE_TO_DELETE = f"""mine AS MATERIALIZED (
+    SELECT id FROM pgjobs_job_queue WHERE {FENCE} FOR UPDATE SKIP LOCKED
+)"""
 # The same for a batch of finished attempts (FINISHED), with how long each ran.
-MINE_FINISHED = f"""mine AS (
+MINE_FINISHED = f"""mine AS MATERIALIZED (
     SELECT j.id, held.took FROM pgjobs_job_queue AS j JOIN {FINISHED} ON {HELD_FENCE}
     FOR NO KEY UPDATE OF j SKIP LOCKED
 )"""

@@ -29,7 +29,7 @@ from django_pgjobs.queries.base import (
 # A row another transaction holds is skipped (base.MINE), not waited for: it stays running,
 # and the rescue gives it back once its lease runs out, the attempt not counted.
 _RELEASE = f"""
-WITH mine AS (
+WITH mine AS MATERIALIZED (
     SELECT j.id FROM pgjobs_job_queue AS j WHERE j.status = 'running' AND {{which}}
     FOR NO KEY UPDATE SKIP LOCKED
 ),
@@ -135,7 +135,7 @@ def heartbeat(
             SELECT * FROM unnest(%(began_ids)s::uuid[], %(began_tokens)s::uuid[],
                                  %(began_ago)s::float8[]) AS began(id, token, ago)
         ),
-        renewable AS (
+        renewable AS MATERIALIZED (
             SELECT j.id FROM pgjobs_job_queue AS j JOIN held ON {HELD_FENCE}
             FOR NO KEY UPDATE OF j SKIP LOCKED
         ),
