@@ -29,16 +29,18 @@ def ahead_lease() -> float:
     return min(AHEAD_LEASE, conf.LEASE_SECONDS)
 
 
-def granted(entry: InFlight, *, since: float, started: bool) -> None:
-    """``entry``'s lease was granted or renewed by a statement sent at ``since`` (monotonic):
-    the whole lease if its handler had begun, else the short one."""
-    entry.lease_granted = conf.LEASE_SECONDS if started else ahead_lease()
-    entry.lease_until = since + entry.lease_granted
+def granted(entry: InFlight, *, since: float, seconds: float) -> None:
+    """``entry``'s lease of ``seconds`` was granted or renewed by a statement sent at ``since``
+    (monotonic): the whole lease if its handler had begun, else the short one (read once per
+    claim or heartbeat by the caller: a setting's lookup costs more than this)."""
+    entry.lease_granted = seconds
+    entry.lease_until = since + seconds
 
 
 def renew_by(held: Iterable[InFlight]) -> float | None:
     """When the heartbeat must renew (monotonic): once any held attempt's lease is half gone.
-    None when nothing is held."""
+    None when nothing is held. It reads every attempt held: the slots keep its result between
+    heartbeats (Slots.renew_by), never computing it per turn of the loop."""
     times = [e.lease_until - e.lease_granted / 2 for e in held if not e.timed_out]
     return min(times) if times else None
 

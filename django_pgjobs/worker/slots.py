@@ -116,6 +116,7 @@ class Slots:
         self._pool: HandlerPool | None = None
         self._closed_pool: HandlerPool | None = None  # the last one, with its abandoned threads
         self._deadlines = Deadlines()
+        self._renew_by: float | None = None  # see renew_by()
 
     def open(self) -> None:
         if self._pool is None:
@@ -131,7 +132,11 @@ class Slots:
         claimed ahead for all of them, until the heartbeat renews (see :mod:`.ahead`)."""
         assert self._pool is not None
         setting, now = conf.TIMEOUT, time.monotonic()  # once per claim, not per job
-        since = now if sent_at is None else sent_at
+        since, short = now if sent_at is None else sent_at, ahead.ahead_lease()
+        if jobs:
+            # Every job of the claim holds the short lease until a heartbeat says otherwise.
+            due = since + short / 2
+            self._renew_by = due if self._renew_by is None else min(self._renew_by, due)
         for job in jobs:
             if jobs_logger.isEnabledFor(logging.DEBUG):
                 jobs_logger.debug(
@@ -142,7 +147,7 @@ class Slots:
             timeout = attempt_timeout(job, handler, setting=setting)
             entry = InFlight.of(job, handler, stopping=self._stopping, timeout=timeout)
             entry.started_at = since  # claimed then: the give-back counts from the claim
-            ahead.granted(entry, since=since, started=False)
+            ahead.granted(entry, since=since, seconds=short)
             self.inflight[job.token] = entry
             if not self._runner.kills_on_timeout:  # else nothing here looks: enforce_timeouts
                 self._deadlines.dispatched(entry, now=now)
@@ -188,8 +193,10 @@ class Slots:
         return report
 
     def renew_by(self) -> float | None:
-        """When the held leases need renewing (see :func:`.ahead.renew_by`)."""
-        return ahead.renew_by(self.inflight.values())
+        """When the held leases need renewing (see :func:`.ahead.renew_by`), as of the last
+        heartbeat and the claims since: attempts that ended since may make it early, never
+        late (an early heartbeat computes it afresh)."""
+        return self._renew_by
 
     def give_back_waiting(self, conn: psycopg.Connection[Any]) -> int:
         """Give back the jobs claimed ahead that no thread has taken for half their short lease
@@ -219,10 +226,13 @@ class Slots:
         if report.renewed_at is None:
             return
         lost, began = set(report.lost), {token for token, _ in started}
+        whole, short = conf.LEASE_SECONDS, ahead.ahead_lease()
         for token in held:
             entry = self.inflight.get(token)
             if entry is not None and token not in lost:
-                ahead.granted(entry, since=report.renewed_at, started=token in began)
+                seconds = whole if token in began else short
+                ahead.granted(entry, since=report.renewed_at, seconds=seconds)
+        self._renew_by = ahead.renew_by(self.inflight.values())
 
     def wait_idle(self) -> None:
         """Until every handler has returned or timed out (``run_once``)."""
