@@ -43,7 +43,8 @@ def test_a_cut_listening_connection_is_opened_again(
     tmp_path: Path,
 ) -> None:
     log = tmp_path / "worker.log"
-    processes.append(start_worker(settings=SETTINGS, log=log))
+    # No scheduler thread: its listening connection would be a second one to tell apart.
+    processes.append(start_worker("--no-scheduler", settings=SETTINGS, log=log))
     [first] = wait_for(lambda: listeners(other_connection), what="the worker to listen")
     woken("before the cut")
     other_connection.execute("SELECT pg_terminate_backend(%s)", [first])
