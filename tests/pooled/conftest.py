@@ -11,7 +11,6 @@ import os
 import pwd
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn
@@ -22,6 +21,7 @@ from django.conf import settings
 from django.db import connections
 
 from django_pgjobs.database import connection_params
+from tests.helpers import wait_for
 
 PGBOUNCER = shutil.which("pgbouncer") or shutil.which("pgbouncer", path="/usr/sbin")
 # Fewer server connections than the clients a test makes: sessions really are shared, as a
@@ -101,15 +101,15 @@ def pgbouncer(
 def _wait_until_up(proc: subprocess.Popen[bytes], log: Path) -> None:
     """Until a query through it succeeds; a clear failure, with its log, if it never does."""
     conninfo = {**connection_params("pooled"), "connect_timeout": 2}
-    deadline = time.monotonic() + 15
-    while True:
+
+    def answers() -> bool:
         if proc.poll() is not None:
             pytest.fail(f"pgbouncer exited ({proc.returncode}):\n{log.read_text()}")
         try:
             with psycopg.connect(**conninfo) as conn:
                 conn.execute("SELECT 1")
-            return
         except psycopg.OperationalError:
-            if time.monotonic() > deadline:
-                pytest.fail(f"pgbouncer did not answer within 15 s:\n{log.read_text()}")
-            time.sleep(0.05)
+            return False
+        return True
+
+    wait_for(answers, timeout=15, what=f"pgbouncer to answer (its log: {log})")

@@ -3,6 +3,7 @@ thread takes them soon, and are never started once that lease may have run out."
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -59,13 +60,10 @@ def test_a_job_claimed_ahead_holds_the_short_lease_until_its_start_is_recorded()
 def test_jobs_no_thread_takes_for_half_the_short_lease_are_given_back(
     make_worker: type[Worker], register_handler: Callable[..., Any]
 ) -> None:
-    release = {"go": False}
+    release = threading.Event()
 
     def hold(payload: dict[str, Any]) -> None:
-        # The work the other jobs wait behind: it ends when the test says.
-        deadline = time.monotonic() + 30
-        while not release["go"] and time.monotonic() < deadline:
-            time.sleep(0.01)
+        release.wait(30)  # the work the other jobs wait behind: it ends when the test says
 
     register_handler("test.hold", hold)
     first = enqueue("test.hold")
@@ -91,7 +89,7 @@ def test_jobs_no_thread_takes_for_half_the_short_lease_are_given_back(
             assert (job.status, job.attempt, job.locked_by) == ("pending", 0, None)
         assert get_job(first).status == "running"
     finally:
-        release["go"] = True
+        release.set()
         worker.close()
 
 
