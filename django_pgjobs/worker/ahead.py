@@ -10,8 +10,11 @@ carries many. Such a job has not started, and two things keep it from being stra
   the jobs were longer than the recent ones the prefetch was sized by, and another worker may be
   idle. Its attempt is undone, as at shutdown.
 
-A job whose short lease may have run out before a thread took it (the loop stalled past its
-renewal) is not started: another worker may have been given it by the rescue.
+A job with less than half its short lease left when a thread takes it is not started
+(:func:`too_late_to_start`): the loop is late renewing (it stalled), and the rescue could hand
+the job to another worker before its start is recorded. A job that does start has at least half
+that lease left, and the heartbeat that records its start is due at once (:func:`renew_by`): its
+loop would have to stall for that half (2.5 s) on top for another worker to take it over.
 """
 
 from __future__ import annotations
@@ -48,3 +51,8 @@ def renew_by(held: Iterable[InFlight]) -> float | None:
 def waited_too_long(entry: InFlight, *, now: float) -> bool:
     """A job claimed ahead that no thread has taken for half its short lease."""
     return not entry.started and now - entry.started_at >= ahead_lease() / 2
+
+
+def too_late_to_start(entry: InFlight, *, now: float) -> bool:
+    """Half of ``entry``'s lease is gone before its handler began (see the module's note)."""
+    return now >= entry.lease_until - entry.lease_granted / 2

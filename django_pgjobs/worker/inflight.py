@@ -42,6 +42,9 @@ class InFlight:
     # ``timed_out`` checked, under the worker's lock, so an attempt is never both.
     settling: bool = False
     timed_out: bool = False  # failed for running past its timeout; its late outcome is dropped
+    # Not started: half its short lease was gone when a thread took it (ahead.too_late_to_start).
+    # Its thread is free; the loop gives it back with the jobs that waited too long.
+    refused: bool = False
     lost_logged: bool = False  # the heartbeat found it no longer ours, and said so
     notes: AttemptNotes | None = None  # what the handler said about its attempt
     took: float | None = None  # seconds its handler ran, once reported (or timed out)

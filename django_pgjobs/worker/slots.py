@@ -166,14 +166,18 @@ class Slots:
         self, which: Callable[[InFlight], bool] = lambda _: True
     ) -> list[InFlight]:
         """Take back the attempts ``which`` picks (all: a shutdown) whose handler has not
-        started: their slots are free; they stay held until the caller gives them back."""
+        started, and those refused at their start: their slots are free; they stay held until
+        the caller gives them back."""
         pool = self._pool
-        unstarted = [
-            e
-            for e in self.inflight.values()
-            if pool and e.task and not e.started and which(e) and pool.cancel(e.task)
-        ]
-        self._count_busy(-len(unstarted))
+        with self._lock:  # a refusal sets ``refused`` and frees its slot under the lock
+            unstarted = [
+                e
+                for e in self.inflight.values()
+                if not e.started
+                and which(e)
+                and (e.refused or (pool and e.task and pool.cancel(e.task)))
+            ]
+            self.busy -= sum(1 for e in unstarted if not e.refused)
         return unstarted
 
     def housekeep(
@@ -199,10 +203,11 @@ class Slots:
         return self._renew_by
 
     def give_back_waiting(self, conn: psycopg.Connection[Any]) -> int:
-        """Give back the jobs claimed ahead that no thread has taken for half their short lease
-        (see :mod:`.ahead`): another worker may start them now. Returns how many went back."""
+        """Give back the jobs claimed ahead that no thread has taken for half their short lease,
+        or that a thread refused to start (see :mod:`.ahead`): another worker may start them
+        now. Returns how many went back."""
         now = time.monotonic()
-        waiting = self.cancel_unstarted(lambda e: ahead.waited_too_long(e, now=now))
+        waiting = self.cancel_unstarted(lambda e: e.refused or ahead.waited_too_long(e, now=now))
         if not waiting:
             return 0
         tokens = [e.job.token for e in waiting]
@@ -309,16 +314,19 @@ class Slots:
     def _execute(self, entry: InFlight) -> None:
         """Runs in a handler thread. Always reports an outcome, whatever happens: if anything
         here raises, the pool calls :meth:`_execute_failed` in the same thread."""
-        if time.monotonic() >= entry.lease_until - entry.lease_granted / 4:
-            # Claimed ahead, and its short lease has run out, or nearly, before a thread was
-            # free (the loop is late renewing it): the rescue may give it to another worker
-            # before its start is recorded. Not run; the rescue gives it back if it is still
-            # ours, its attempt not counted.
+        if ahead.too_late_to_start(entry, now=time.monotonic()):
+            # Claimed ahead, and half its short lease is gone before a thread was free (the
+            # loop is late renewing it): the rescue could give it to another worker before its
+            # start is recorded. Not run: the loop gives it back, its attempt not counted.
             logger.warning(
-                "Job %s %s was not started: its lease may have run out while it waited",
+                "Job %s %s was not started: half its short lease was gone while it waited "
+                "(the worker's loop was late); it goes back to the queue",
                 entry.job.job_name, entry.job.id, extra=job_fields(entry.job),
             )  # fmt: skip
-            self._report(entry, AttemptResult(took=0.0, handed_back=0.0))
+            with self._lock:
+                entry.refused = True
+                self.busy -= 1
+            self._wake()
             return
         entry.began = time.monotonic()
         if entry.timeout is not None:
@@ -350,7 +358,7 @@ class Slots:
         first = self._completer.finished(entry.job, result)
         entry.reported = True
         busy = self._count_busy(-1)
-        if entry.started:  # one refused at its start ran for no time: not a pace to judge by
+        if entry.started:  # one that failed before its start ran for no time: no pace to judge by
             self._pacing.record_run(result.took)
         # Wake the loop when it has something to do: a thread is free to fill, a failure to
         # write now, or the first of a batch of outcomes (it starts the batch's clock).

@@ -94,6 +94,38 @@ def test_a_write_skips_a_held_row_at_once_and_the_attempt_still_holds_its_job(
         assert queries.complete_jobs(cur, tokens=[job.token]) == [job.id]
 
 
+@pytest.mark.parametrize(
+    ("write", "status"),
+    [
+        (lambda cur, job: queries.complete_jobs(cur, tokens=[job.token]) == [job.id], "completed"),
+        (lambda cur, job: queries.fail_job(cur, token=job.token, error="e", delay=60) == "retried",
+         "pending"),
+        (lambda cur, job: queries.cancel_held_job(cur, token=job.token, error="e") == "cancelled",
+         "cancelled"),
+        (lambda cur, job: queries.snooze_job(cur, token=job.token, delay=60) == "snoozed",
+         "pending"),
+        (lambda cur, job: queries.release_jobs(cur, tokens=[job.token]) == 1, "pending"),
+    ],
+    ids=["complete", "fail", "cancel", "snooze", "release"],
+)  # fmt: skip
+def test_a_foreign_keys_share_lock_does_not_hold_the_writes_that_keep_the_row(
+    app: psycopg.Connection[Any], write: Any, status: str
+) -> None:
+    """An application inserting a row that references the job (a foreign key's check takes FOR
+    KEY SHARE on it) does not make the attempt's end skip the job: those writes take FOR NO KEY
+    UPDATE, which does not conflict (only bury, which deletes the row, must wait its turn)."""
+    enqueue("test.record")
+    with connection.cursor() as cur:
+        job = claim(cur)
+    app.execute("SELECT 1 FROM pgjobs_job_queue WHERE id = %s FOR KEY SHARE", [job.id])
+    with second_connection() as worker_conn:
+        worker_conn.execute("SET lock_timeout = '5s'")
+        assert queries.bury_job(worker_conn.cursor(), token=job.token, error="e") == "lost"
+        assert write(worker_conn.cursor(), job)
+    app.rollback()
+    assert get_job(job.id).status == status
+
+
 def test_the_heartbeat_lists_a_held_row_as_unrenewed_until_it_is_free(
     app: psycopg.Connection[Any],
 ) -> None:

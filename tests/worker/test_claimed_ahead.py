@@ -10,6 +10,7 @@ from datetime import timedelta
 from types import SimpleNamespace
 from typing import Any
 
+import psycopg
 import pytest
 from django.db import connection
 
@@ -93,22 +94,65 @@ def test_jobs_no_thread_takes_for_half_the_short_lease_are_given_back(
         worker.close()
 
 
-def test_a_job_whose_short_lease_may_have_run_out_is_not_started(make_worker: type[Worker]) -> None:
-    job_id = enqueue("test.record", {"label": "late"})
+def test_jobs_refused_at_their_start_go_back_at_once_and_teach_the_pace_nothing(
+    make_worker: type[Worker],
+) -> None:
+    """Claimed more than half a short lease ago (the loop was late): no thread starts them, the
+    slot is free again at once, and the loop's next give-back returns them, counted from the
+    claim (not from when they reached the pool), their attempts undone."""
+    ids = enqueue_many("test.record", [{"label": "late"}] * 3)
     worker = make_worker(concurrency=1)
     worker._open()
     try:
+        conn = worker._ensure_connected()
         with connection.cursor() as cur:
-            jobs = queries.claim_jobs(cur, **CLAIM, limit=1, start_now=0, ahead_lease_seconds=5)
-        # Its claim went out longer ago than the short lease: the rescue may have handed it on.
-        worker._slots.dispatch(jobs, sent_at=time.monotonic() - 2 * ahead.ahead_lease())
-        wait_for(lambda: worker._slots.busy == 0, what="the slot to be free again")
+            jobs = queries.claim_jobs(cur, **CLAIM, limit=3, start_now=0, ahead_lease_seconds=5)
+        sent_at = time.monotonic() - ahead.ahead_lease() / 2 - 0.1
+        worker._slots.dispatch(jobs, sent_at=sent_at)
+        entries = list(worker._inflight.values())
+        wait_for(lambda: all(e.refused for e in entries), what="every start to be refused")
+        assert worker._slots.busy == 0
+        # Claimed ahead and still held: not yet back, and never started.
+        assert all(get_job(job_id).status == "running" for job_id in ids)
+        assert worker._slots.give_back_waiting(conn) == 3
+        assert worker._slots.busy == 0 and not worker._inflight
+        assert worker._pacing.average_run is None  # a refusal is no run to size prefetch by
     finally:
         worker.close()
     assert not Run.objects.filter(label="late").exists()
-    # Still claimed, never started: the rescue gives it back without counting an attempt.
-    job = get_job(job_id)
-    assert job.status == "running" and job.locked_at is None
+    for job_id in ids:
+        job = get_job(job_id)
+        assert (job.status, job.attempt, job.locked_by) == ("pending", 0, None)
+
+
+def test_a_give_back_that_fails_forgets_its_jobs_once(
+    make_worker: type[Worker], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The release fails (the connection broke): the jobs are forgotten anyway, so their short
+    leases run out and the rescue returns them; a later give-back neither finds them again nor
+    counts their slots free a second time."""
+    enqueue_many("test.record", [{"label": "late"}] * 2)
+    worker = make_worker(concurrency=1)
+    worker._open()
+    try:
+        conn = worker._ensure_connected()
+        with connection.cursor() as cur:
+            jobs = queries.claim_jobs(cur, **CLAIM, limit=2, start_now=0, ahead_lease_seconds=5)
+        worker._slots.dispatch(jobs, sent_at=time.monotonic() - ahead.ahead_lease())
+        wait_for(lambda: worker._slots.busy == 0, what="the starts to be refused")
+
+        def broken(*args: Any, **kwargs: Any) -> int:
+            raise psycopg.OperationalError("the connection broke")
+
+        monkeypatch.setattr(queries, "release_jobs", broken)
+        with pytest.raises(psycopg.OperationalError):
+            worker._slots.give_back_waiting(conn)
+        monkeypatch.undo()
+        assert not worker._inflight
+        assert worker._slots.give_back_waiting(conn) == 0
+        assert worker._slots.busy == 0
+    finally:
+        worker.close()
 
 
 def test_unit_renewal_comes_before_half_of_any_held_lease_is_gone() -> None:
