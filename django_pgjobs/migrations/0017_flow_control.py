@@ -220,8 +220,18 @@ def _concurrently(
     ``_alter`` runs an ALTER: it waits for transactions that hold the table (a producer's open
     ``atomic()``) at most ``LOCK_TIMEOUT`` a try, pauses, tries again, and after ``LOCK_TRIES``
     names them. A build that gave up leaves an invalid index: those of ``indexes`` are dropped
-    before the next try. (Migration 0021 uses it too.)"""
+    before the next try. (Migration 0021 uses it too.)
+
+    ``CONCURRENTLY`` cannot run in a transaction, so ``lock_timeout`` is a session setting
+    here. Through a connection pooler (its backend pid is not the one the client was told) the
+    setting could stay on a server session another client gets next: there the statement runs
+    without it, waiting as long as it must (a concurrent build blocks no reads or writes)."""
     connection = schema_editor.connection
+    with connection.cursor() as cur:
+        cur.execute("SELECT pg_backend_pid()")
+        if cur.fetchone()[0] != connection.connection.info.backend_pid:
+            cur.execute(statement)
+            return
     pause = _0014.FIRST_PAUSE_SECONDS
     for attempt in range(1, _0014.LOCK_TRIES + 1):
         with connection.cursor() as cur:
