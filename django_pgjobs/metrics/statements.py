@@ -3,6 +3,8 @@ tables hold (the bounds are parameters: ``%(series)s``, ``%(pairs)s``, ``%(cap)s
 of committed rows; none locks anything.
 """
 
+from django_pgjobs.queries.base import PENDING_QUEUES
+
 # Jobs by queue, bounded by queues first, so that no queue vanishes: a skip scan of
 # pgjobs_job_queue_claim (queue, priority DESC, scheduled_for, id) lists the queues of pending
 # jobs, one index descent each, the first %(series)s by name (one more says there are others).
@@ -16,14 +18,8 @@ of committed rows; none locks anything.
 # jobs of the queues past the listed ones are one range of %(cap)s entries, returned as the row
 # whose queue is NULL. "sampled": such a read stopped short of the range's end, so its split
 # into due and scheduled, and its oldest, are those of the entries read only.
-PENDING = """
-WITH RECURSIVE queues(queue) AS (
-    (SELECT queue FROM pgjobs_job_queue WHERE status = 'pending' ORDER BY queue LIMIT 1)
-    UNION ALL
-    SELECT (SELECT j.queue FROM pgjobs_job_queue AS j
-            WHERE j.status = 'pending' AND j.queue > q.queue ORDER BY j.queue LIMIT 1)
-    FROM queues AS q WHERE q.queue IS NOT NULL
-),
+PENDING = f"""
+WITH RECURSIVE {PENDING_QUEUES},
 listed AS (SELECT queue FROM queues WHERE queue IS NOT NULL LIMIT %(series)s + 1),
 counted_queues AS (SELECT queue FROM listed ORDER BY queue LIMIT %(series)s),
 share AS (

@@ -259,3 +259,16 @@ def filter_params(queues: Sequence[str] | None, job_names: Sequence[str] | None)
 
 def as_uuid(value: Any) -> uuid.UUID:
     return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+
+
+# The queues of pending jobs, in name order, without reading every row: a recursive CTE
+# ``queues(queue)`` whose each step jumps to the next queue in pgjobs_job_queue_claim (a "skip
+# scan", one index descent per queue); its last row is NULL. Used as
+# ``WITH RECURSIVE {PENDING_QUEUES}, ...`` by the dashboard and the metrics.
+PENDING_QUEUES = """queues(queue) AS (
+    (SELECT queue FROM pgjobs_job_queue WHERE status = 'pending' ORDER BY queue LIMIT 1)
+    UNION ALL
+    SELECT (SELECT j.queue FROM pgjobs_job_queue AS j
+            WHERE j.status = 'pending' AND j.queue > q.queue ORDER BY j.queue LIMIT 1)
+    FROM queues AS q WHERE q.queue IS NOT NULL
+)"""
