@@ -3,7 +3,7 @@ tables hold (the bounds are parameters: ``%(series)s``, ``%(pairs)s``, ``%(cap)s
 of committed rows; none locks anything.
 """
 
-from django_pgjobs.queries.base import PENDING_QUEUES
+from django_pgjobs.queries.base import pending_queues
 
 # Jobs by queue, bounded by queues first, so that no queue vanishes: a skip scan of
 # pgjobs_job_queue_claim (queue, priority DESC, scheduled_for, id) lists the queues of pending
@@ -19,7 +19,7 @@ from django_pgjobs.queries.base import PENDING_QUEUES
 # whose queue is NULL. "sampled": such a read stopped short of the range's end, so its split
 # into due and scheduled, and its oldest, are those of the entries read only.
 PENDING = f"""
-WITH RECURSIVE {PENDING_QUEUES},
+WITH RECURSIVE {pending_queues()},
 listed AS (SELECT queue FROM queues WHERE queue IS NOT NULL LIMIT %(series)s + 1),
 counted_queues AS (SELECT queue FROM listed ORDER BY queue LIMIT %(series)s),
 share AS (

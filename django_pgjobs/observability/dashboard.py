@@ -24,7 +24,7 @@ from django.db import connections, transaction
 from django_pgjobs.conf import conf
 from django_pgjobs.models import WorkflowStatus
 from django_pgjobs.observability.status import UnhandledJobs, unhandled_due_jobs
-from django_pgjobs.queries.base import PENDING_QUEUES
+from django_pgjobs.queries.base import pending_queues
 from django_pgjobs.queries.explain import blocked_counts
 
 # Counts above this show as "10,000+": an exact count of a huge table is a full index scan.
@@ -94,7 +94,7 @@ def capped(value: int) -> str:
 # Distinct queues of pending or running jobs without reading every row: each step jumps to the
 # next queue in the index (a "loose index scan"). Serves the job list's queue filter.
 _QUEUES = f"""
-WITH RECURSIVE {PENDING_QUEUES}
+WITH RECURSIVE {pending_queues()}
 SELECT queue FROM queues WHERE queue IS NOT NULL
 UNION
 SELECT DISTINCT queue FROM pgjobs_job_queue WHERE status = 'running'

@@ -262,13 +262,14 @@ def as_uuid(value: Any) -> uuid.UUID:
 
 
 # The queues of pending jobs, in name order, without reading every row: a recursive CTE
-# ``queues(queue)`` whose each step jumps to the next queue in pgjobs_job_queue_claim (a "skip
-# scan", one index descent per queue); its last row is NULL. Used as
-# ``WITH RECURSIVE {PENDING_QUEUES}, ...`` by the dashboard and the metrics.
-PENDING_QUEUES = """queues(queue) AS (
+# ``name(queue)`` whose each step jumps to the next queue in pgjobs_job_queue_claim (a "skip
+# scan", one index descent per queue); its last row is NULL. Used after ``WITH RECURSIVE`` by
+# the claim, the dashboard and the metrics.
+def pending_queues(name: str = "queues") -> str:
+    return f"""{name}(queue) AS (
     (SELECT queue FROM pgjobs_job_queue WHERE status = 'pending' ORDER BY queue LIMIT 1)
     UNION ALL
     SELECT (SELECT j.queue FROM pgjobs_job_queue AS j
             WHERE j.status = 'pending' AND j.queue > q.queue ORDER BY j.queue LIMIT 1)
-    FROM queues AS q WHERE q.queue IS NOT NULL
+    FROM {name} AS q WHERE q.queue IS NOT NULL
 )"""

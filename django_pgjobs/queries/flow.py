@@ -48,6 +48,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from django_pgjobs.queries.base import pending_queues
+
 # A claim walks at most this many keys of a partitioned queue, or four times its batch if more.
 MIN_KEY_WALK = 500
 
@@ -149,14 +151,7 @@ def _open_queues(queues: Sequence[str] | None) -> str:
         seen = ""
     else:
         source = "seen_queues AS q"
-        seen = """seen_queues(queue) AS (
-    (SELECT queue FROM pgjobs_job_queue WHERE status = 'pending' ORDER BY queue LIMIT 1)
-    UNION ALL
-    SELECT (SELECT j.queue FROM pgjobs_job_queue AS j
-            WHERE j.status = 'pending' AND j.queue > s.queue ORDER BY j.queue LIMIT 1)
-    FROM seen_queues AS s WHERE s.queue IS NOT NULL
-),
-"""
+        seen = f"{pending_queues('seen_queues')},\n"
     return f"""{seen}open_queues AS (
     SELECT q.queue FROM {source}
     WHERE q.queue IS NOT NULL AND EXISTS (SELECT 1 FROM rules)

@@ -3,9 +3,10 @@ thread takes them soon, and are never started once that lease may have run out."
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from types import SimpleNamespace
 from typing import Any
@@ -31,6 +32,25 @@ def lease_left(job_id: Any) -> timedelta:
     expires = get_job(job_id).lease_expires_at
     assert expires is not None
     return expires - db_now()
+
+
+@contextlib.contextmanager
+def claimed(
+    make_worker: type[Worker], *, limit: int, start_now: int
+) -> Iterator[tuple[Worker, psycopg.Connection[Any], list[queries.ClaimedJob]]]:
+    """A worker of one thread, opened but not looping, and a claim of ``limit`` jobs for it, of
+    which ``start_now`` start at once and the rest are claimed ahead."""
+    worker = make_worker(concurrency=1)
+    worker._open()
+    try:
+        conn = worker._ensure_connected()
+        with connection.cursor() as cur:
+            jobs = queries.claim_jobs(
+                cur, **CLAIM, limit=limit, start_now=start_now, ahead_lease_seconds=5
+            )
+        yield worker, conn, jobs
+    finally:
+        worker.close()
 
 
 def test_a_job_claimed_ahead_holds_the_short_lease_until_its_start_is_recorded() -> None:
@@ -69,29 +89,23 @@ def test_jobs_no_thread_takes_for_half_the_short_lease_are_given_back(
     register_handler("test.hold", hold)
     first = enqueue("test.hold")
     behind = enqueue_many("test.record", [{"label": str(n)} for n in range(3)])
-    worker = make_worker(concurrency=1)
-    worker._open()
-    try:
-        conn = worker._ensure_connected()
-        with connection.cursor() as cur:
-            jobs = queries.claim_jobs(cur, **CLAIM, limit=4, start_now=1, ahead_lease_seconds=5)
-        assert jobs[0].id == first
-        # Claimed as if the claim had gone out long ago: the three behind the first have
-        # waited for a thread for more than half the short lease.
-        worker._slots.dispatch(jobs, sent_at=time.monotonic())
-        for entry in worker._inflight.values():
-            entry.started_at -= ahead.ahead_lease()
-        head = worker._inflight[jobs[0].token]
-        wait_for(lambda: head.started, what="the first job's handler to start")
-        given_back = worker._slots.give_back_waiting(conn)
-        assert given_back == 3
-        for job_id in behind:
-            job = get_job(job_id)
-            assert (job.status, job.attempt, job.locked_by) == ("pending", 0, None)
-        assert get_job(first).status == "running"
-    finally:
-        release.set()
-        worker.close()
+    with claimed(make_worker, limit=4, start_now=1) as (worker, conn, jobs):
+        try:
+            assert jobs[0].id == first
+            # Claimed as if the claim had gone out long ago: the three behind the first have
+            # waited for a thread for more than half the short lease.
+            worker._slots.dispatch(jobs, sent_at=time.monotonic())
+            for entry in worker._inflight.values():
+                entry.started_at -= ahead.ahead_lease()
+            head = worker._inflight[jobs[0].token]
+            wait_for(lambda: head.started, what="the first job's handler to start")
+            assert worker._slots.give_back_waiting(conn) == 3
+            assert get_job(first).status == "running"
+        finally:
+            release.set()
+    for job_id in behind:
+        job = get_job(job_id)
+        assert (job.status, job.attempt, job.locked_by) == ("pending", 0, None)
 
 
 def test_jobs_refused_at_their_start_go_back_at_once_and_teach_the_pace_nothing(
@@ -101,12 +115,7 @@ def test_jobs_refused_at_their_start_go_back_at_once_and_teach_the_pace_nothing(
     slot is free again at once, and the loop's next give-back returns them, counted from the
     claim (not from when they reached the pool), their attempts undone."""
     ids = enqueue_many("test.record", [{"label": "late"}] * 3)
-    worker = make_worker(concurrency=1)
-    worker._open()
-    try:
-        conn = worker._ensure_connected()
-        with connection.cursor() as cur:
-            jobs = queries.claim_jobs(cur, **CLAIM, limit=3, start_now=0, ahead_lease_seconds=5)
+    with claimed(make_worker, limit=3, start_now=0) as (worker, conn, jobs):
         sent_at = time.monotonic() - ahead.ahead_lease() / 2 - 0.1
         worker._slots.dispatch(jobs, sent_at=sent_at)
         entries = list(worker._inflight.values())
@@ -117,8 +126,6 @@ def test_jobs_refused_at_their_start_go_back_at_once_and_teach_the_pace_nothing(
         assert worker._slots.give_back_waiting(conn) == 3
         assert worker._slots.busy == 0 and not worker._inflight
         assert worker._pacing.average_run is None  # a refusal is no run to size prefetch by
-    finally:
-        worker.close()
     assert not Run.objects.filter(label="late").exists()
     for job_id in ids:
         job = get_job(job_id)
@@ -132,12 +139,7 @@ def test_a_give_back_that_fails_forgets_its_jobs_once(
     leases run out and the rescue returns them; a later give-back neither finds them again nor
     counts their slots free a second time."""
     enqueue_many("test.record", [{"label": "late"}] * 2)
-    worker = make_worker(concurrency=1)
-    worker._open()
-    try:
-        conn = worker._ensure_connected()
-        with connection.cursor() as cur:
-            jobs = queries.claim_jobs(cur, **CLAIM, limit=2, start_now=0, ahead_lease_seconds=5)
+    with claimed(make_worker, limit=2, start_now=0) as (worker, conn, jobs):
         worker._slots.dispatch(jobs, sent_at=time.monotonic() - ahead.ahead_lease())
         wait_for(lambda: worker._slots.busy == 0, what="the starts to be refused")
 
@@ -151,8 +153,6 @@ def test_a_give_back_that_fails_forgets_its_jobs_once(
         assert not worker._inflight
         assert worker._slots.give_back_waiting(conn) == 0
         assert worker._slots.busy == 0
-    finally:
-        worker.close()
 
 
 def test_unit_renewal_comes_before_half_of_any_held_lease_is_gone() -> None:
