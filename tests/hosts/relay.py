@@ -5,7 +5,10 @@ network namespace cannot reach. Each host gets a relay in the test process, list
 root namespace's end of that host's veth pair and forwarding every connection to the server.
 That makes the relay the host's network link: :meth:`Relay.cut` drops it (every connection
 closed, new ones refused, as when a host falls off the network), :meth:`Relay.restore` brings it
-back on the same address and port.
+back on the same address and port. :meth:`Relay.silence` is the other kind of partition, where
+packets go nowhere and nobody is told: connections stay open and nothing passes either way
+until :meth:`Relay.resume`, when what was held back arrives, as TCP delivers it once a link
+that dropped packets heals.
 
 It also tells when the host's server sessions have ended. A host whose processes died closes
 its connections; the relay passes each close on as a half-close (``shutdown(SHUT_WR)``) and
@@ -70,6 +73,10 @@ class Relay:
     _links: list[_Link] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _threads: list[threading.Thread] = field(default_factory=list)
+    _passing: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        self._passing.set()
 
     def start(self) -> None:
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -91,7 +98,17 @@ class Relay:
             links, self._links = self._links, []
         for link in links:
             link.close()
+        self._passing.set()  # a silenced link's threads wake to find their sockets closed
         self._join()
+
+    def silence(self) -> None:
+        """Nothing passes, either way, and nobody is told: connections stay open, new ones are
+        accepted and hang, what is sent waits (a silent partition, packets dropped)."""
+        self._passing.clear()
+
+    def resume(self) -> None:
+        """What was held back goes on, in order, and the link passes traffic again."""
+        self._passing.set()
 
     def restore(self) -> None:
         """The host is back on the network, at the same address and port."""
@@ -140,6 +157,7 @@ class Relay:
         half-close; the connection ends when both directions have."""
         try:
             while data := source.recv(65536):
+                self._passing.wait()
                 target.sendall(data)
         except OSError:
             pass  # reset, or closed by cut(): the same end of this direction

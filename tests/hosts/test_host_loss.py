@@ -155,9 +155,12 @@ def test_the_other_hosts_take_over_a_killed_host_s_jobs_and_each_completes_once(
     assert all(mark.at < dead for mark in ends_on_victim)
 
 
+@pytest.mark.parametrize("partition", ["closed", "silent"])
 def test_a_cut_off_host_s_late_result_is_fenced_out_and_it_comes_back(
-    hosts: Sequence[Host], tmp_path: Path
+    hosts: Sequence[Host], tmp_path: Path, partition: str
 ) -> None:
+    """``closed``: the host's connections are closed and new ones refused; ``silent``: they
+    stay open and nothing passes (its worker waits in mid-statement), then all of it arrives."""
     start_workers(hosts, tmp_path)
     wait_until_rescuing(tmp_path)
     job_id = enqueue("test.held_on_host", {"dir": str(tmp_path)})
@@ -168,7 +171,7 @@ def test_a_cut_off_host_s_late_result_is_fenced_out_and_it_comes_back(
     )
     assert first is not None
     [cut_off] = [host for host in hosts if host.label == first.label.partition(":")[0]]
-    cut_off.relay.cut()
+    cut_off.relay.cut() if partition == "closed" else cut_off.relay.silence()
 
     # Its lease runs out, another host rescues the job and runs it again, to its end.
     second = wait_on_hosts(
@@ -193,7 +196,7 @@ def test_a_cut_off_host_s_late_result_is_fenced_out_and_it_comes_back(
     wait_on_hosts(
         tmp_path, lambda: (tmp_path / "returned-1").exists(), what="the first attempt's end"
     )
-    cut_off.relay.restore()
+    cut_off.relay.restore() if partition == "closed" else cut_off.relay.resume()
     log = tmp_path / f"{cut_off.label}-worker.log"
     # Its worker tells of the attempt's dropped outcome, in whichever of its two lines fits
     # what it learnt first: its heartbeat found the job taken over, or its write matched nothing.
