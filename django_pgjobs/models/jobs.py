@@ -183,10 +183,6 @@ class Job(models.Model):
                 condition=Q(status="pending"),
                 name="pgjobs_job_queue_claim",
             ),
-            # Serves "when is the next job due?" for an idle worker and queue lag for `status`.
-            models.Index(
-                fields=("scheduled_for",), condition=Q(status="pending"), name="pgjobs_job_next_due"
-            ),
             # Serves the rescue sweep: running jobs whose lease ran out.
             models.Index(
                 fields=("lease_expires_at",),

@@ -24,7 +24,7 @@ from django.db import connections, transaction
 from django_pgjobs.conf import conf
 from django_pgjobs.models import WorkflowStatus
 from django_pgjobs.observability.status import UnhandledJobs, unhandled_due_jobs
-from django_pgjobs.queries.base import pending_queues
+from django_pgjobs.queries.base import PENDING_PRIORITIES, pending_queues
 from django_pgjobs.queries.explain import blocked_counts
 
 # Counts above this show as "10,000+": an exact count of a huge table is a full index scan.
@@ -137,8 +137,9 @@ LIMIT %(shown)s
 # nothing to any minute. Every job that left in the window yields its arrival too: a departure
 # without its arrival would add a phantom job to every earlier minute. Dead letters keep no
 # scheduled_for: they arrive when created.
-_PER_MINUTE = """
-WITH bounds AS (
+_PER_MINUTE = f"""
+WITH RECURSIVE {PENDING_PRIORITIES},
+bounds AS (
     SELECT date_trunc('minute', now()) - make_interval(mins => %(window)s - 1) AS since
 ),
 events AS (
@@ -154,11 +155,20 @@ events AS (
            date_trunc('minute', least(f.original_created_at, f.failed_at))
     FROM pgjobs_failed_jobs AS f, bounds WHERE f.failed_at >= bounds.since
     UNION ALL
-    -- Still waiting and due, arrived in the window (pgjobs_job_created, pgjobs_job_next_due).
+    -- Still waiting and due, arrived in the window: due in it (a range of pgjobs_job_claim per
+    -- priority) or, due before it, created in it (pgjobs_job_created).
+    SELECT NULL, NULL, date_trunc('minute', greatest(j.created_at, j.scheduled_for))
+    FROM bounds, pending_priorities AS p, LATERAL (
+        SELECT j.created_at, j.scheduled_for FROM pgjobs_job_queue AS j
+        WHERE j.status = 'pending' AND j.priority = p.priority
+          AND j.scheduled_for >= bounds.since AND j.scheduled_for <= now()
+    ) AS j
+    WHERE p.priority IS NOT NULL
+    UNION ALL
     SELECT NULL, NULL, date_trunc('minute', greatest(j.created_at, j.scheduled_for))
     FROM pgjobs_job_queue AS j, bounds
-    WHERE j.status = 'pending' AND j.scheduled_for <= now()
-      AND (j.created_at >= bounds.since OR j.scheduled_for >= bounds.since)
+    WHERE j.status = 'pending' AND j.created_at >= bounds.since
+      AND j.scheduled_for < bounds.since
     UNION ALL
     -- Running (pgjobs_job_lease: as many rows as workers run at once).
     SELECT NULL, NULL, date_trunc('minute', greatest(j.created_at, j.scheduled_for))

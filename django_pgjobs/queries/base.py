@@ -273,3 +273,19 @@ def pending_queues(name: str = "queues") -> str:
             WHERE j.status = 'pending' AND j.queue > q.queue ORDER BY j.queue LIMIT 1)
     FROM {name} AS q WHERE q.queue IS NOT NULL
 )"""
+
+
+# The priorities of pending jobs, highest first, without reading every row: a recursive CTE
+# ``pending_priorities(priority)``, each step one descent of pgjobs_job_claim (priority DESC,
+# scheduled_for, id); its last row is NULL. Within one priority that index is in due order, so
+# "the earliest pending jobs" is one range of it per priority, whatever the table's statistics
+# say (an index on scheduled_for alone was dropped for that: migration 0023).
+PENDING_PRIORITIES = """pending_priorities(priority) AS (
+    (SELECT priority FROM pgjobs_job_queue WHERE status = 'pending'
+     ORDER BY priority DESC LIMIT 1)
+    UNION ALL
+    SELECT (SELECT j.priority FROM pgjobs_job_queue AS j
+            WHERE j.status = 'pending' AND j.priority < p.priority
+            ORDER BY j.priority DESC LIMIT 1)
+    FROM pending_priorities AS p WHERE p.priority IS NOT NULL
+)"""

@@ -6,7 +6,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from django_pgjobs.queries.base import Cursor, filter_params, filters, workflow_key
+from django_pgjobs.queries.base import (
+    PENDING_PRIORITIES,
+    Cursor,
+    filter_params,
+    filters,
+    workflow_key,
+)
 
 # How many of the earliest pending jobs the look-up reads past paused queues' jobs. A paused
 # queue's backlog sits at the head of the index (it is all due); past this many, the worker
@@ -19,23 +25,28 @@ def seconds_until_next_due(
 ) -> float | None:
     """How long an idle worker may sleep before a pending job it could run becomes due.
 
-    Reads the head of pgjobs_job_next_due, passing over jobs of paused queues (at most
-    NEXT_DUE_SCAN rows); None when no pending job it could start is found. A job due now but
-    held back by a limit is due (0): the worker looks again shortly (pacing.LOCKED_ROW_RECHECK).
+    Reads the head of each priority's range of pgjobs_job_claim (in due order), passing over
+    jobs of paused queues (at most NEXT_DUE_SCAN rows a priority); None when no pending job it
+    could start is found. A job due now but held back by a limit is due (0): the worker looks
+    again shortly (pacing.LOCKED_ROW_RECHECK).
     """
     cur.execute(
         f"""
-        SELECT extract(epoch FROM head.scheduled_for - now())::float8
-        FROM (SELECT queue, scheduled_for FROM pgjobs_job_queue
-              WHERE status = 'pending' {filters(queues, job_names)}
-              ORDER BY scheduled_for LIMIT {NEXT_DUE_SCAN}) AS head
-        WHERE head.queue NOT IN (SELECT name FROM pgjobs_queues WHERE paused)
-        ORDER BY head.scheduled_for LIMIT 1
+        WITH RECURSIVE {PENDING_PRIORITIES}
+        SELECT extract(epoch FROM min(head.scheduled_for) - now())::float8
+        FROM pending_priorities AS p, LATERAL (
+            SELECT j.queue, j.scheduled_for FROM pgjobs_job_queue AS j
+            WHERE j.status = 'pending' AND j.priority = p.priority
+              {filters(queues, job_names)}
+            ORDER BY j.scheduled_for LIMIT {NEXT_DUE_SCAN}
+        ) AS head
+        WHERE p.priority IS NOT NULL
+          AND head.queue NOT IN (SELECT name FROM pgjobs_queues WHERE paused)
         """,
         filter_params(queues, job_names),
     )
     row = cur.fetchone()
-    return None if row is None else max(float(row[0]), 0.0)
+    return None if row is None or row[0] is None else max(float(row[0]), 0.0)
 
 
 def seconds_until_rate_room(cur: Cursor, *, queues: Sequence[str] | None) -> float | None:
