@@ -207,15 +207,25 @@ def no_longer_held(cur: Cursor, *, tokens: Sequence[Token]) -> list[Token]:
 
 def report_progress(
     cur: Cursor, *, token: Token, progress: int | None, message: str | None
-) -> None:
-    """Write a running attempt's progress columns. Fenced; locks the job row briefly."""
+) -> Literal["written", "held", "lost"]:
+    """Write a running attempt's progress columns. Fenced, and never waits: a row another
+    transaction holds is skipped (base.MINE) and reported "held", the attempt still holding
+    its job; "lost" when it no longer does. Locks the job row briefly."""
     cur.execute(
         f"""
-        UPDATE pgjobs_job_queue SET progress = %(progress)s, progress_message = %(message)s
-        WHERE {FENCE}
+        WITH {MINE},
+        written AS (
+            UPDATE pgjobs_job_queue SET progress = %(progress)s, progress_message = %(message)s
+            WHERE id IN (SELECT id FROM mine)
+            RETURNING id
+        )
+        SELECT EXISTS (SELECT 1 FROM written),
+               EXISTS (SELECT 1 FROM pgjobs_job_queue WHERE {FENCE})
         """,
         {**lease_params(token), "progress": progress, "message": message},
     )
+    written, ours = cur.fetchone()
+    return "written" if written else "held" if ours else "lost"
 
 
 def save_metadata(cur: Cursor, *, token: Token, metadata: str) -> bool:

@@ -37,6 +37,7 @@ from django_pgjobs.stored_json import UndecodableJSON
 from django_pgjobs.worker import lock_waits
 from django_pgjobs.worker.attempt import AttemptResult
 from django_pgjobs.worker.outcomes import Outcome, Written, confirmed
+from django_pgjobs.worker.progress_reports import Progress, ProgressReports
 
 logger = logging.getLogger("django_pgjobs.worker")
 
@@ -79,13 +80,6 @@ class _Done:
         return self.attempt.notes or AttemptNotes()
 
 
-@dataclasses.dataclass(frozen=True)
-class _Progress:
-    job: queries.ClaimedJob
-    progress: int
-    message: str | None
-
-
 class Completer:
     """``on_written`` hears about each outcome as soon as it is committed; ``wake`` rings the
     loop when a progress report arrives."""
@@ -93,9 +87,9 @@ class Completer:
     def __init__(self, *, wake: Callable[[], None], on_written: Callable[[Written], None]) -> None:
         self._wake = wake
         self._on_written = on_written
-        self._events: SimpleQueue[_Done | _Progress] = SimpleQueue()
+        self._events: SimpleQueue[_Done | Progress] = SimpleQueue()
         self._done: list[_Done] = []
-        self._progress: dict[Any, _Progress] = {}  # latest per attempt (job id, lease token)
+        self._progress = ProgressReports()
         self._signalled = False  # an outcome arrived that the loop has not collected yet
         # Attempts (job id, lease token) whose outcome was being written when the connection
         # broke: the rows say what became of them.
@@ -112,7 +106,7 @@ class Completer:
         return first
 
     def progressed(self, job: queries.ClaimedJob, progress: int, message: str | None) -> None:
-        self._events.put(_Progress(job, progress, message))
+        self._events.put(Progress(job, progress, message))
         self._wake()
 
     # Called from the loop thread.
@@ -126,11 +120,12 @@ class Completer:
         Progress reports and failures are due at once: they are rare and worth seeing."""
         self._collect()
         ready = self._ready(now)
-        if not ready and not self._progress:
-            held = [d.retry_at for d in self._done]
-            return max(min(held) - now, 0.0) if held else None
-        if self._progress or not all(d.succeeded for d in ready):
+        progress = self._progress.due_at()
+        if (progress is not None and progress <= now) or not all(d.succeeded for d in ready):
             return 0.0
+        if not ready:  # only outcomes and reports whose rows another transaction held
+            held = [d.retry_at for d in self._done] + ([] if progress is None else [progress])
+            return max(min(held) - now, 0.0) if held else None
         if len(ready) >= FLUSH_BATCH or busy == 0:
             return 0.0
         return max(FLUSH_DELAY - (now - ready[0].arrived), 0.0)
@@ -142,7 +137,7 @@ class Completer:
     def write(self, conn: psycopg.Connection[Any]) -> None:
         """Write everything reported so far; a database error leaves the rest buffered."""
         self._collect()
-        self._write_progress(conn)
+        self._progress.write(conn, now=time.monotonic())
         self._settle_handed_back()
         ready = self._ready(time.monotonic())
         done_ok = [d for d in ready if d.succeeded]
@@ -378,24 +373,6 @@ class Completer:
             self._on_written(Written(done.job, Outcome.HANDED_BACK, delay=done.handed_back or 0.0))
         self._done = [d for d in self._done if d.handed_back is None]
 
-    def _write_progress(self, conn: psycopg.Connection[Any]) -> None:
-        for token, progress in list(self._progress.items()):
-            try:
-                queries.report_progress(
-                    conn.cursor(),
-                    token=progress.job.token,
-                    progress=progress.progress,
-                    message=progress.message,
-                )
-            except psycopg.Error:
-                if conn.broken or conn.closed:
-                    raise
-                # Progress is best effort: never let one report block the outcomes behind it.
-                logger.warning(
-                    "Dropped a progress report of job %s", progress.job.id, exc_info=True
-                )
-            del self._progress[token]
-
     def _collect(self) -> None:
         self._signalled = False
         while True:
@@ -403,8 +380,8 @@ class Completer:
                 event = self._events.get_nowait()
             except Empty:
                 return
-            if isinstance(event, _Progress):
-                self._progress[event.job.token] = event
+            if isinstance(event, Progress):
+                self._progress.add(event)
             else:
                 self._done.append(event)
 

@@ -73,8 +73,11 @@ def expire(job: queries.ClaimedJob) -> None:
         lambda cur, job: queries.cancel_held_job(cur, token=job.token, error="e") == "lost",
         lambda cur, job: queries.snooze_job(cur, token=job.token, delay=1) == "lost",
         lambda cur, job: queries.release_jobs(cur, tokens=[job.token]) == 0,
+        lambda cur, job: (
+            queries.report_progress(cur, token=job.token, progress=5, message=None) == "held"
+        ),
     ],
-    ids=["complete", "fail", "bury", "cancel", "snooze", "release"],
+    ids=["complete", "fail", "bury", "cancel", "snooze", "release", "progress"],
 )
 def test_a_write_skips_a_held_row_at_once_and_the_attempt_still_holds_its_job(
     app: psycopg.Connection[Any], write: Any

@@ -15,6 +15,7 @@ from django_pgjobs.worker import completer as completer_module
 from django_pgjobs.worker.attempt import AttemptResult
 from django_pgjobs.worker.completer import HELD_ROW_FIRST, Completer
 from django_pgjobs.worker.outcomes import Outcome, Written
+from django_pgjobs.worker.progress_reports import HELD_RETRY
 from tests.helpers import second_connection
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -66,3 +67,32 @@ def test_a_held_success_that_comes_due_during_a_write_waits_for_the_next_one(
     completer.write(conn)
     assert written[-1].job.id == second.id and written[-1].outcome is Outcome.COMPLETED
     assert get_job(second.id).status == "completed"
+
+
+def test_a_progress_report_on_a_held_row_is_kept_without_waiting_for_it(
+    clock: list[float], conn: psycopg.Connection[Any], other_connection: psycopg.Connection[Any]
+) -> None:
+    """The loop writes progress on its own connection: waiting there for an application's lock
+    stopped its heartbeats (and a job of the worker ran twice, as reviewed). The report is
+    kept and written once the row is free; a newer one replaces it meanwhile."""
+    enqueue_many("test.record", [{}])
+    (job,) = queries.claim_jobs(
+        conn.cursor(), worker_id="w", limit=1, lease_seconds=60, queues=None, job_names=None
+    )
+    conn.execute("SET lock_timeout = '5s'")  # a wait would end in an error, and be seen
+    completer = Completer(wake=lambda: None, on_written=lambda _: None)
+    with other_connection.transaction():
+        lock = "SELECT 1 FROM pgjobs_job_queue WHERE id = %s FOR UPDATE"
+        other_connection.execute(lock, [job.id])
+        completer.progressed(job, 40, "first")
+        completer.progressed(job, 50, "latest")
+        assert completer.due_in(busy=1, now=clock[0]) == 0.0
+        completer.write(conn)
+        assert completer.due_in(busy=1, now=clock[0]) == pytest.approx(HELD_RETRY)
+    assert get_job(job.id).progress is None
+    clock[0] += HELD_RETRY
+    assert completer.due_in(busy=1, now=clock[0]) == 0.0
+    completer.write(conn)
+    reported = get_job(job.id)
+    assert (reported.progress, reported.progress_message) == (50, "latest")
+    assert not completer.pending()
