@@ -263,6 +263,13 @@ keys(queue, partition_key, id, priority, scheduled_for, seq, runnable, depth, fo
     ) AS h, LATERAL {key_counts}
     WHERE k.depth < %(key_walk)s AND k.found < 2 * b.room
 ),
+cursor_free AS MATERIALIZED (
+    -- The queue rows whose cursor this claim may move: one an application holds (pause_queue()
+    -- or set_queue_limits() in an open transaction) is skipped, never waited for; its cursor
+    -- stays where it was, and the next claim walks from there again.
+    SELECT name FROM pgjobs_queues WHERE name IN (SELECT queue FROM keys)
+    FOR NO KEY UPDATE SKIP LOCKED
+),
 cursor_moved AS (
     -- Under the queue's lock: the next claim walks on from the last key this one took (a queue
     -- that takes turns: keys it walked past without taking one are next), or walked.
@@ -271,7 +278,7 @@ cursor_moved AS (
           FROM keys AS k JOIN budget AS b ON b.name = k.queue
           ORDER BY k.queue, (NOT b.fair OR k.id IN (SELECT id FROM keyed_picks)) DESC,
                    k.depth DESC) AS last
-    WHERE q.name = last.queue
+    WHERE q.name = last.queue AND q.name IN (SELECT name FROM cursor_free)
 ),
 partitions AS (
     SELECT queue, partition_key, false AS unkeyed, id, priority, scheduled_for, seq, runnable,

@@ -12,7 +12,7 @@ import psycopg
 import pytest
 from django.db import IntegrityError, connection, transaction
 
-from django_pgjobs import enqueue, enqueue_many
+from django_pgjobs import enqueue, enqueue_many, queries
 from django_pgjobs.queries.base import ClaimedJob
 from django_pgjobs.queries.claim import claim_jobs, claim_statement
 from django_pgjobs.queries.flow import LOCK_CLASS
@@ -332,3 +332,25 @@ def test_a_fair_queue_gives_a_late_tenant_its_turn_in_the_first_round() -> None:
         assert not set(keys) & set(seen), f"claim {number} started a second job before 'late'"
         seen += keys
     assert len(seen) == 20  # k00-k19 in the five claims before, then late
+
+
+def test_a_claim_never_waits_for_a_queue_row_an_application_holds() -> None:
+    """pause_queue() in an application's open transaction holds the queue's row: a claim of the
+    queue skips moving its key cursor instead of waiting (it waited without end, the loop's
+    heartbeats stopped and another worker ran its jobs again, as reviewed)."""
+    set_queue_limits("keyed", partition_concurrency=1)
+    for key in ("k1", "k2"):
+        enqueue("test.record", queue="keyed", partition_key=key)
+    app = second_connection(autocommit=False)
+    try:
+        queries.pause_queue(app.cursor(), "keyed")  # not committed: the claim sees it open
+        with second_connection() as worker_conn:
+            worker_conn.execute("SET lock_timeout = '5s'")  # a wait would end in an error
+            jobs = claim(worker_conn.cursor(), queues=["keyed"])
+        assert sorted(job.partition_key or "" for job in jobs) == ["k1", "k2"]
+    finally:
+        app.rollback()
+        app.close()
+    with connection.cursor() as cur:
+        cur.execute("SELECT key_cursor FROM pgjobs_queues WHERE name = 'keyed'")
+        assert cur.fetchone() == (None,)  # skipped, not moved
