@@ -43,8 +43,14 @@ def granted(entry: InFlight, *, since: float, seconds: float) -> None:
 def renew_by(held: Iterable[InFlight]) -> float | None:
     """When the heartbeat must renew (monotonic): once any held attempt's lease is half gone.
     None when nothing is held. It reads every attempt held: the slots keep its result between
-    heartbeats (Slots.renew_by), never computing it per turn of the loop."""
-    times = [e.lease_until - e.lease_granted / 2 for e in held if not e.timed_out]
+    heartbeats (Slots.renew_by), never computing it per turn of the loop. An attempt that timed
+    out, or that no longer holds its job (cancelled, taken over), has no lease to renew: its
+    lease time, never renewed again, would make every turn of the loop a heartbeat."""
+    times = [
+        e.lease_until - e.lease_granted / 2
+        for e in held
+        if not e.timed_out and not e.attempt.is_cancelled()
+    ]
     return min(times) if times else None
 
 

@@ -237,7 +237,9 @@ class Slots:
             if entry is not None and token not in lost:
                 seconds = whole if token in began else short
                 ahead.granted(entry, since=report.renewed_at, seconds=seconds)
-        self._renew_by = ahead.renew_by(self.inflight.values())
+        # The lost are marked after this (Worker._housekeep): left out here already.
+        renewing = (e for e in self.inflight.values() if e.job.token not in lost)
+        self._renew_by = ahead.renew_by(renewing)
 
     def wait_idle(self) -> None:
         """Until every handler has returned or timed out (``run_once``)."""

@@ -156,12 +156,18 @@ def test_a_give_back_that_fails_forgets_its_jobs_once(
 
 
 def test_unit_renewal_comes_before_half_of_any_held_lease_is_gone() -> None:
-    held: list[Any] = [
-        SimpleNamespace(lease_until=until, lease_granted=granted, timed_out=False)
-        for until, granted in ((100.0, 60.0), (10.0, 5.0))
-    ]
-    assert ahead.renew_by(held) == 7.5
+    def held(until: float, granted: float, *, timed_out: bool = False, lost: bool = False) -> Any:
+        attempt = SimpleNamespace(is_cancelled=lambda: lost)
+        return SimpleNamespace(
+            lease_until=until, lease_granted=granted, timed_out=timed_out, attempt=attempt
+        )
+
+    assert ahead.renew_by([held(100.0, 60.0), held(10.0, 5.0)]) == 7.5
     assert ahead.renew_by([]) is None
+    # Nothing to renew for an attempt that timed out or no longer holds its job (cancelled,
+    # taken over): its lease time, never renewed again, made every turn a heartbeat.
+    gone = [held(1.0, 5.0, timed_out=True), held(2.0, 5.0, lost=True)]
+    assert ahead.renew_by([held(100.0, 60.0), *gone]) == 70.0
 
 
 def test_a_worker_claims_ahead_and_completes_everything(make_worker: type[Worker]) -> None:
