@@ -152,6 +152,7 @@ def fail_job(
     spare: bool = False,
     exception: str | None = None,
     took: float | None = None,
+    last: bool = False,
 ) -> FailOutcome:
     """Record a failed attempt: back to pending after ``delay`` seconds, or dead-lettered.
 
@@ -162,12 +163,15 @@ def fail_job(
     attempt loses its connection still ends in the dead letters. The failure joins the job's
     ``error_history`` with ``exception`` (the class path of what was raised) and when the
     attempt started (``took`` seconds ago when its start was not recorded). Locks: the job row,
-    unless another transaction holds it ("lost" then too: base.MINE). A crash before commit
-    leaves it running until its lease is rescued.
+    unless another transaction holds it ("lost" then too: base.MINE). ``last``: the caller
+    expects the attempt to be the job's last (it moves the row to the dead letters), so the row
+    is locked as for a delete (base.MINE_TO_DELETE): a lock a foreign key's check holds on it
+    then makes it skip the row, where upgrading a weaker lock to delete it would wait. A crash
+    before commit leaves it running until its lease is rescued.
     """
     cur.execute(
         f"""
-        WITH {MINE},
+        WITH {MINE_TO_DELETE if last else MINE},
         failing AS (
             SELECT id, %(error)s::text AS error, %(delay)s::float8 AS delay,
                    %(exception)s::text AS exception, %(took)s::float8 AS took

@@ -42,6 +42,7 @@ def rescue_expired_leases(
     server_up_for: float = 0.0,
     time_zone: str = "UTC",
     silent_seconds: float = 60.0,
+    pass_dying_workflows: bool = False,
 ) -> Rescued:
     """Hand back running jobs whose worker stopped renewing its lease.
 
@@ -64,6 +65,11 @@ def rescue_expired_leases(
     passes the same silence it counts workers dead by): the job is running, and taking it over
     once the row is free would run it twice.
 
+    Burying a workflow's job fires a trigger that marks its workflow dead, which waits for a
+    transaction holding that workflow's row. A caller whose sweep gave up on such a wait can
+    sweep again with ``pass_dying_workflows``: every other expired lease is rescued, and the
+    workflow jobs that would be buried wait for a later sweep.
+
     The error each rescued attempt records says when it started in ``time_zone`` (the
     project's ``TIME_ZONE``, as the worker passes it), offset shown, as pgjobs shows times.
     """
@@ -84,6 +90,8 @@ def rescue_expired_leases(
                   WHERE w.id = pgjobs_job_queue.locked_by
                     AND w.last_heartbeat_at >= now() - make_interval(secs => %(silent)s)
                     AND w.unrenewed @> jsonb_build_array(pgjobs_job_queue.lease_token::text))
+              AND NOT (%(pass_dying)s AND job_name LIKE 'pgjobs.workflow:%%'
+                       AND locked_at IS NOT NULL AND attempt >= max_attempts)
             ORDER BY lease_expires_at
             LIMIT %(limit)s
             FOR UPDATE SKIP LOCKED
@@ -111,6 +119,7 @@ def rescue_expired_leases(
             "named": NAMED,
             "time_zone": time_zone,
             "silent": silent_seconds,
+            "pass_dying": pass_dying_workflows,
         },
     )
     retried, buried, unstarted, _, job_ids, worker_ids, workers = cur.fetchone()

@@ -48,6 +48,9 @@ FLUSH_DELAY = 0.01
 # target's row FOR SHARE), a few as long as an application's transaction.
 HELD_ROW_FIRST = 0.01
 HELD_ROW_RETRY = 0.5
+# One that waited lock_waits.LOCK_TIMEOUT for a lock and gave up is tried again after this: each
+# try holds the loop for that long, so not often.
+LOCK_WAIT_RETRY = 5.0
 
 T = TypeVar("T")
 
@@ -61,6 +64,7 @@ class _Done:
     # how many writes found it so.
     retry_at: float = 0.0
     holds: int = 0
+    told: bool = False  # that its outcome waits for another transaction was logged
 
     @property
     def error(self) -> str | None:
@@ -150,7 +154,14 @@ class Completer:
             )
             self._completed(conn, done_ok, completed)
         for done in [d for d in ready if not d.succeeded]:
-            written = self._write_one(conn, done)  # a database error leaves it buffered
+            try:
+                written = self._write_one(conn, done)  # a database error leaves it buffered
+            except psycopg.errors.LockNotAvailable:
+                # It waited lock_waits.LOCK_TIMEOUT for an application's lock (a workflow's
+                # row, for the trigger of a bury): kept, and the loop goes on with its turn.
+                self._done.remove(done)
+                self._hold(done, delay=LOCK_WAIT_RETRY)
+                continue
             self._done.remove(done)
             if not written:
                 self._hold(done)
@@ -181,17 +192,21 @@ class Completer:
             took=attempt.took,
         )
 
-    def _hold(self, done: _Done) -> None:
-        """Keep an outcome whose row another transaction held, to write it again shortly."""
-        delay = min(HELD_ROW_FIRST * 2**done.holds, HELD_ROW_RETRY)
-        if HELD_ROW_FIRST * 2 ** (done.holds - 1) < HELD_ROW_RETRY == delay:  # once, not briefly
+    def _hold(self, done: _Done, *, delay: float | None = None) -> None:
+        """Keep an outcome whose row another transaction held, to write it again shortly (after
+        ``delay``, else backing off from HELD_ROW_FIRST to HELD_ROW_RETRY)."""
+        if delay is None:
+            delay = min(HELD_ROW_FIRST * 2**done.holds, HELD_ROW_RETRY)
+        told = done.told or delay >= HELD_ROW_RETRY  # once, and not for a lock held briefly
+        if told and not done.told:
             logger.info(
                 "Job %s finished, but another transaction holds its row: its outcome is written "
                 "once that transaction ends",
                 done.job.id,
                 extra={"job_id": str(done.job.id), "job_name": done.job.job_name},
             )
-        held = dataclasses.replace(done, retry_at=time.monotonic() + delay, holds=done.holds + 1)
+        retry_at = time.monotonic() + delay
+        held = dataclasses.replace(done, retry_at=retry_at, holds=done.holds + 1, told=told)
         self._done.append(held)
 
     def _row_held(self, conn: psycopg.Connection[Any], job: queries.ClaimedJob) -> bool:
@@ -241,6 +256,7 @@ class Completer:
                 spare=spare,
                 exception=exception,
                 took=took,
+                last=job.attempt >= job.max_attempts and not spare,
             ),
         )
         written = Written(job, Outcome(result), error=error, delay=delay, exception=exception)

@@ -13,6 +13,7 @@ can run them at once and the work is shared without a leader.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -34,6 +35,7 @@ from django_pgjobs.jobs.operations import prune_finished
 from django_pgjobs.jobs.registry import registry
 from django_pgjobs.observability.display import counted, printable
 from django_pgjobs.observability.explanation import rescue_hold_seconds
+from django_pgjobs.queries.rescue import Rescued
 from django_pgjobs.queues.control import write_declared
 from django_pgjobs.worker import lock_waits
 from django_pgjobs.worker.ahead import ahead_lease
@@ -208,6 +210,29 @@ class Housekeeper:
         now = time.monotonic()
         return now >= self._next_heartbeat or (renew_by is not None and now >= renew_by)
 
+    def _rescue(self, conn: psycopg.Connection[Any]) -> Rescued:
+        """The rescue sweep, its lock waits bounded: burying a dead worker's workflow job fires
+        a trigger that can wait for an application's lock on the workflow. Past the bound the
+        sweep runs again without those jobs, so every other dead worker's jobs still come
+        back, and the loop goes on with its turn; they wait for a later sweep."""
+        sweep = functools.partial(
+            queries.rescue_expired_leases,
+            server_up_for=self.hold_seconds,
+            time_zone=timezone.get_current_timezone_name(),
+            silent_seconds=self.silent_seconds,
+        )
+        try:
+            with lock_waits.bounded(conn):
+                return sweep(conn.cursor())
+        except psycopg.errors.LockNotAvailable:
+            logger.warning(
+                "The rescue waited %s for a lock another transaction holds on a workflow whose "
+                "job it moves to the dead letters; rescuing the rest now, that job later",
+                lock_waits.LOCK_TIMEOUT,
+            )
+        with lock_waits.bounded(conn):
+            return sweep(conn.cursor(), pass_dying_workflows=True)
+
     def run_due(
         self,
         conn: psycopg.Connection[Any],
@@ -233,13 +258,7 @@ class Housekeeper:
                 ahead_lease_seconds=ahead_lease(),
             )
             if now >= self._rescue_from:
-                with lock_waits.bounded(conn):  # burying a workflow's job fires a trigger
-                    rescued = queries.rescue_expired_leases(
-                        conn.cursor(),
-                        server_up_for=self.hold_seconds,
-                        time_zone=timezone.get_current_timezone_name(),
-                        silent_seconds=self.silent_seconds,
-                    )
+                rescued = self._rescue(conn)
                 report.rescued, report.rescued_buried = rescued.retried, rescued.buried
                 report.rescued_unstarted = rescued.unstarted
                 report.rescued_job_ids, report.dead_worker_ids = rescued.job_ids, rescued.worker_ids

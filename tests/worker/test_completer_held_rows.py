@@ -4,14 +4,12 @@ is written again later, and never taken for a failure."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from types import SimpleNamespace
 from typing import Any
 
 import psycopg
 import pytest
 
 from django_pgjobs import enqueue_many, get_job, queries
-from django_pgjobs.worker import completer as completer_module
 from django_pgjobs.worker.attempt import AttemptResult
 from django_pgjobs.worker.completer import HELD_ROW_FIRST, Completer
 from django_pgjobs.worker.outcomes import Outcome, Written
@@ -19,14 +17,6 @@ from django_pgjobs.worker.progress_reports import HELD_RETRY
 from tests.helpers import second_connection
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """The completer's monotonic clock, set by the test (``clock[0]``)."""
-    now = [1000.0]
-    monkeypatch.setattr(completer_module, "time", SimpleNamespace(monotonic=lambda: now[0]))
-    return now
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import pytest
 from django_pgjobs import enqueue, get_job, queries, start_workflow
 from django_pgjobs.models import FailedJob, Job
 from django_pgjobs.worker.attempt import AttemptResult
-from django_pgjobs.worker.completer import Completer
+from django_pgjobs.worker.completer import HELD_ROW_FIRST, LOCK_WAIT_RETRY, Completer
 from django_pgjobs.worker.outcomes import Outcome, Written
 from tests.helpers import second_connection, workflow_job
 from tests.testapp import workflows as wf
@@ -39,15 +39,21 @@ def app() -> Iterator[psycopg.Connection[Any]]:
     made.close()
 
 
-def test_a_burial_that_meets_a_lock_on_its_workflow_gives_up_and_stays_buffered(
-    loop: psycopg.Connection[Any], app: psycopg.Connection[Any]
+def test_a_burial_that_meets_a_lock_on_its_workflow_gives_up_and_the_loop_goes_on(
+    loop: psycopg.Connection[Any], app: psycopg.Connection[Any], clock: list[float]
 ) -> None:
+    """It stays buffered and is tried again after LOCK_WAIT_RETRY; the outcomes beside it are
+    written (the loop's turn ended with the error before, nothing claimed or completed while
+    the lock was held, as reviewed)."""
     handle = start_workflow(wf.greet, "x")
     Job.objects.filter(id=workflow_job(handle.workflow_id).id).update(max_attempts=1)
     (job,) = queries.claim_jobs(loop.cursor(), **CLAIM)
+    enqueue("test.record")
+    (other,) = queries.claim_jobs(loop.cursor(), **CLAIM)
     written: list[Written] = []
     completer = Completer(wake=lambda: None, on_written=written.append)
     completer.finished(job, AttemptResult(took=0.1, error="boom"))
+    completer.finished(other, AttemptResult(took=0.1))
     # WorkflowHandle.cancel() in an application's atomic() locks the workflow's row.
     app.execute(
         "SELECT 1 FROM pgjobs_workflow_executions WHERE workflow_id = %s FOR UPDATE",
@@ -55,14 +61,35 @@ def test_a_burial_that_meets_a_lock_on_its_workflow_gives_up_and_stays_buffered(
     )
     # A wait for the application's transaction would end here, failing the test.
     loop.execute("SET statement_timeout = '20s'")
-    with pytest.raises(psycopg.errors.LockNotAvailable):
-        completer.write(loop)
-    assert completer.pending() and written == []
+    completer.write(loop)
+    assert [(w.job.id, w.outcome) for w in written] == [(other.id, Outcome.COMPLETED)]
+    assert completer.due_in(busy=0, now=clock[0]) == pytest.approx(LOCK_WAIT_RETRY)
     assert get_job(job.id).status == "running"
     assert loop.execute("SELECT current_setting('lock_timeout')").fetchone() == ("0",)
     app.rollback()
+    clock[0] += LOCK_WAIT_RETRY
     completer.write(loop)
-    assert [w.outcome for w in written] == [Outcome.BURIED]
+    assert written[-1].outcome is Outcome.BURIED
+    assert FailedJob.objects.filter(id=job.id).exists()
+
+
+def test_a_last_failure_skips_a_row_a_foreign_key_shares_instead_of_waiting(
+    loop: psycopg.Connection[Any], app: psycopg.Connection[Any], clock: list[float]
+) -> None:
+    """Its row is locked as for the delete that moves it to the dead letters: a foreign key's
+    FOR KEY SHARE makes it skip the row and try again shortly, where taking a weaker lock and
+    upgrading it to delete waited lock_waits.LOCK_TIMEOUT on every try (as reviewed)."""
+    enqueue("test.record", max_attempts=1)
+    (job,) = queries.claim_jobs(loop.cursor(), **CLAIM)
+    completer = Completer(wake=lambda: None, on_written=lambda _: None)
+    completer.finished(job, AttemptResult(took=0.1, error="boom"))
+    app.execute("SELECT 1 FROM pgjobs_job_queue WHERE id = %s FOR KEY SHARE", [job.id])
+    completer.write(loop)
+    assert completer.due_in(busy=0, now=clock[0]) == pytest.approx(HELD_ROW_FIRST)
+    assert get_job(job.id).status == "running"
+    app.rollback()
+    clock[0] += HELD_ROW_FIRST
+    completer.write(loop)
     assert FailedJob.objects.filter(id=job.id).exists()
 
 

@@ -1,0 +1,57 @@
+"""The rescue sweep against an application's lock on a workflow: burying a dead worker's
+workflow job fires a trigger that waits for the workflow's row. The sweep gives up after
+lock_waits.LOCK_TIMEOUT, rescues every other expired lease without that job, and the loop's turn
+goes on; the job is buried at a later sweep, once the row is free."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from django_pgjobs import enqueue, get_job, start_workflow
+from django_pgjobs.models import FailedJob, Job
+from django_pgjobs.worker import Worker
+from tests.helpers import second_connection, workflow_job
+from tests.testapp import workflows as wf
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def died_holding(job_id: uuid.UUID, *, max_attempts: int) -> None:
+    """As if a worker died during the job's attempt: its lease ran out a second ago."""
+    Job.objects.filter(id=job_id).update(
+        max_attempts=max_attempts, status="running", attempt=1, locked_at=timezone.now(),
+        locked_by="dead-worker", lease_token=uuid.uuid4(),
+        lease_expires_at=timezone.now() - timedelta(seconds=1),
+    )  # fmt: skip
+
+
+def test_a_rescue_that_meets_a_lock_on_a_workflow_rescues_the_rest_and_goes_on(
+    make_worker: type[Worker],
+) -> None:
+    handle = start_workflow(wf.greet, "its worker died")
+    dying = workflow_job(handle.workflow_id).id
+    died_holding(dying, max_attempts=1)  # its last attempt: the rescue buries it
+    other = enqueue("test.record")
+    died_holding(other, max_attempts=3)
+    worker = make_worker()
+    worker._open()
+    app = second_connection(autocommit=False)
+    try:
+        # WorkflowHandle.cancel() in an application's atomic() locks the workflow's row.
+        app.execute(
+            "SELECT 1 FROM pgjobs_workflow_executions WHERE workflow_id = %s FOR UPDATE",
+            [handle.workflow_id],
+        )
+        worker._housekeep(force=True)  # the turn goes on: no error
+        assert get_job(other).status == "pending"  # rescued, to be retried
+        assert get_job(dying).status == "running"  # left for a later sweep
+    finally:
+        app.rollback()
+        app.close()
+    worker._housekeep(force=True)
+    assert FailedJob.objects.filter(id=dying).exists()
+    assert handle.get_status() == "dead"
