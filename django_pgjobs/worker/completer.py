@@ -228,7 +228,12 @@ class Completer:
             lambda: queries.complete_and_claim(conn.cursor(), **_completion(done_ok), **claim),
             bounded=False,
         )
-        self._completed(conn, done_ok, completed)
+        try:
+            self._completed(conn, done_ok, completed)
+        except psycopg.Error:
+            # The claim committed: its jobs are ours and must start (a job claimed to start at
+            # once has an attempt counted). The successes it did not match stay buffered.
+            logger.warning("Could not check the completions a claim did not match", exc_info=True)
         return jobs
 
     def fail(
@@ -318,20 +323,24 @@ class Completer:
     def _completed(
         self, conn: psycopg.Connection[Any], done: Sequence[_Done], completed_ids: Sequence[Any]
     ) -> None:
-        """The successes ``done`` were written: they leave the buffer, unless their row was held."""
+        """The successes ``done`` were written: they leave the buffer, unless their row was held.
+        Those written are handed on first, reading nothing: if the read about the others fails,
+        only those stay buffered (a written one would be written again, and said lost)."""
         completed = set(completed_ids)
-        unmatched = [d.job.token for d in done if d.job.id not in completed]
-        checked = [t for t in unmatched if t not in self._in_doubt]
+        for entry in [d for d in done if d.job.id in completed]:
+            self._done.remove(entry)
+            self._record(conn, Written(entry.job, Outcome.COMPLETED))
+        unmatched = [d for d in done if d.job.id not in completed]
+        checked = [d.job.token for d in unmatched if d.job.token not in self._in_doubt]
         # One read for all of them; a database error leaves them all buffered.
         lost = set(queries.no_longer_held(conn.cursor(), tokens=checked)) if checked else set()
-        for entry in done:
+        for entry in unmatched:
             token = entry.job.token
             self._done.remove(entry)
             if token in checked and token not in lost:
                 self._hold(entry)  # its row was held, not taken from it
                 continue
-            outcome = Outcome.COMPLETED if entry.job.id in completed else Outcome.LOST
-            if not self._record(conn, Written(entry.job, outcome), checked=True):
+            if not self._record(conn, Written(entry.job, Outcome.LOST), checked=True):
                 self._hold(entry)  # in doubt, and still ours: that write did not commit
 
     def _guarded(

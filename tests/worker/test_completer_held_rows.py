@@ -86,3 +86,38 @@ def test_a_progress_report_on_a_held_row_is_kept_without_waiting_for_it(
     reported = get_job(job.id)
     assert (reported.progress, reported.progress_message) == (50, "latest")
     assert not completer.pending()
+
+
+def test_a_claim_whose_check_of_unmatched_successes_fails_still_hands_out_its_jobs(
+    clock: list[float],
+    conn: psycopg.Connection[Any],
+    other_connection: psycopg.Connection[Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The claim that carried the completions committed: its jobs are handed out and the
+    written success is handed on once, though the read about the unmatched one failed (the
+    claimed jobs were dropped, and the written success was written again and said lost)."""
+    enqueue_many("test.record", [{}, {}, {}])
+    done, held = queries.claim_jobs(
+        conn.cursor(), worker_id="w", limit=2, lease_seconds=60, queues=None, job_names=None
+    )
+    written: list[Written] = []
+    completer = Completer(wake=lambda: None, on_written=written.append)
+    completer.finished(done, AttemptResult(took=0.0))
+    completer.finished(held, AttemptResult(took=0.0))
+
+    def broken(*args: Any, **kwargs: Any) -> list[Any]:
+        raise psycopg.errors.QueryCanceled("canceling statement due to user request")
+
+    with other_connection.transaction():
+        lock = "SELECT 1 FROM pgjobs_job_queue WHERE id = %s FOR UPDATE"
+        other_connection.execute(lock, [held.id])
+        monkeypatch.setattr(queries, "no_longer_held", broken)
+        jobs = completer.claim(
+            conn, worker_id="w", limit=5, lease_seconds=60, queues=None, job_names=None
+        )
+        monkeypatch.undo()
+    assert len(jobs) == 1
+    assert [(w.job.id, w.outcome) for w in written] == [(done.id, Outcome.COMPLETED)]
+    completer.write(conn)  # the held one, its row free now
+    assert [(w.job.id, w.outcome) for w in written][1:] == [(held.id, Outcome.COMPLETED)]
