@@ -34,7 +34,7 @@ class RunningAttempt:
     ``raise Snooze(0)`` to hand the job back without using an attempt.
     """
 
-    __slots__ = ("_lost", "_stopping", "_tell", "job")
+    __slots__ = ("_lost", "_stopping", "_tell", "job", "timed_out")
 
     def __init__(self, job: ClaimedJob, *, stopping: threading.Event | None = None) -> None:
         self.job = job
@@ -42,6 +42,9 @@ class RunningAttempt:
         # A plain flag, not an Event: one is made per job on the loop thread, nothing waits on
         # it, and an attribute store is atomic (an Event and its Condition cost 5% of a drain).
         self._lost = False
+        # Why: the worker failed it for running past its timeout (its outcome then is not the
+        # handler's), rather than a cancel or a takeover.
+        self.timed_out = False
         self._tell: Callable[[], None] | None = None
 
     @property
@@ -70,8 +73,10 @@ class RunningAttempt:
         for another worker, and the attempt is not counted."""
         return self._stopping is not None and self._stopping.is_set()
 
-    def no_longer_ours(self) -> None:
-        """The worker found that this attempt no longer owns its job (see :meth:`is_cancelled`)."""
+    def no_longer_ours(self, *, timed_out: bool = False) -> None:
+        """The worker found that this attempt no longer owns its job (see :meth:`is_cancelled`);
+        ``timed_out``: because the worker failed it for running past its timeout."""
+        self.timed_out = self.timed_out or timed_out
         self._lost = True
         tell = self._tell  # read after the flag is set: see tell_when_lost
         if tell is not None:

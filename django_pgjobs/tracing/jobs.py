@@ -19,11 +19,13 @@ from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING, Any
 
 from django_pgjobs.exceptions import Cancel
+from django_pgjobs.jobs.timeouts import TIMEOUT_EXCEPTION
 from django_pgjobs.tracing import otel
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span
 
+    from django_pgjobs.jobs.context import RunningAttempt
     from django_pgjobs.queries.base import ClaimedJob
     from django_pgjobs.worker.attempt import AttemptResult
 
@@ -92,12 +94,19 @@ def handler_raised(exc: BaseException) -> None:
         otel.record(span, exc)
 
 
-def ran(span: Span, result: AttemptResult) -> None:
+def ran(span: Span, result: AttemptResult, attempt: RunningAttempt | None = None) -> None:
     """Close the run span's account: ``pgjobs.job.outcome`` as the handler left it
     (``completed``, ``failed``, ``cancelled``, ``snoozed``, ``handed_back``; whether a failure
     is retried or buried is the worker's decision after the span), and status ERROR on a
-    failure, described by the error's first line."""
-    if result.cancelled:
+    failure, described by the error's first line. An attempt the worker no longer held when
+    its handler returned did not end that way, whatever the handler did: ``timed_out`` (status
+    ERROR, ``error.type`` JobTimeout: the worker failed it at its timeout) or ``lost`` (it was
+    cancelled or taken over meanwhile; its outcome was not recorded)."""
+    if attempt is not None and attempt.is_cancelled():
+        outcome = "timed_out" if attempt.timed_out else "lost"
+        if attempt.timed_out:
+            otel.failed(span, "The attempt ran past its timeout.", TIMEOUT_EXCEPTION)
+    elif result.cancelled:
         outcome = "cancelled"
     elif result.error is not None:
         outcome = "failed"

@@ -79,7 +79,7 @@ def run_attempt(
         return _run(handler, job, progress, attempt)
     with traced as span:
         result = _run(handler, job, progress, attempt)
-        tracing.ran(span, result)
+        tracing.ran(span, result, attempt)
     return result
 
 

@@ -293,7 +293,7 @@ class Slots:
             assert entry.task is not None
             assert entry.timeout is not None
             self._pool.abandon(entry.task)
-            entry.attempt.no_longer_ours()  # a handler that asks is_cancelled() may stop now
+            entry.attempt.no_longer_ours(timed_out=True)  # is_cancelled() says so to its handler
             error = timeout_error(entry.timeout, hard=False)
             took = entry.took = time.monotonic() - entry.began
             result = AttemptResult(took=took, error=error, exception=TIMEOUT_EXCEPTION)

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
+from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -15,11 +18,14 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode
 
 from django_pgjobs import enqueue, enqueue_many, enqueue_on_commit, get_job
+from django_pgjobs.jobs.context import RunningAttempt
 from django_pgjobs.jobs.operations import retry_dead_letter_job
 from django_pgjobs.models import FailedJob, Job
 from django_pgjobs.testing import drain
+from django_pgjobs.tracing import jobs as tracing
 from django_pgjobs.worker import Worker
-from tests.helpers import make_due_now
+from django_pgjobs.worker.attempt import AttemptResult
+from tests.helpers import make_due_now, wait_for
 from tests.tracing.conftest import Spans
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -237,3 +243,33 @@ def test_a_django_task_enqueued_in_a_trace_runs_in_it(spans: Spans, tracer: trac
     assert child_of(spans.one(f"pgjobs run {name}"), spans.one(f"pgjobs enqueue {name}"))
     result.refresh()
     assert result.return_value == 42
+
+
+def test_a_run_the_worker_failed_at_its_timeout_says_so_whatever_its_handler_did_later(
+    spans: Spans, make_worker: type[Worker], register_handler: Callable[..., Any]
+) -> None:
+    """The abandoned handler returns normally long after: its span ended as completed, with
+    the job in the dead letters for JobTimeout (as a new user's trial saw)."""
+    release = threading.Event()
+    register_handler("t.overrun", lambda payload: release.wait(30))
+    job_id = enqueue("t.overrun", {}, timeout=0.5, max_attempts=1)
+    worker = make_worker(concurrency=1)
+    assert worker.run_once().buried == 1
+    release.set()
+    wait_for(lambda: worker.abandoned_threads == 0, what="the abandoned handler to return")
+    ran = spans.one("pgjobs run t.overrun")
+    assert ran.attributes is not None
+    assert ran.attributes["pgjobs.job.outcome"] == "timed_out"
+    assert ran.attributes["error.type"] == "django_pgjobs.exceptions.JobTimeout"
+    assert ran.status.status_code == StatusCode.ERROR
+    assert FailedJob.objects.filter(id=job_id).exists()
+
+
+def test_a_run_cancelled_or_taken_over_meanwhile_is_lost_whatever_its_handler_did(
+    spans: Spans, tracer: trace.Tracer
+) -> None:
+    attempt = RunningAttempt(SimpleNamespace(id=None, attempt=1))  # type: ignore[arg-type]
+    with tracer.start_as_current_span("run") as span:
+        attempt.no_longer_ours()  # an operator's cancel, seen while the handler ran
+        tracing.ran(span, AttemptResult(took=1.0), attempt)  # it returned normally
+    assert spans.one("run").attributes == {"pgjobs.job.outcome": "lost"}
