@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from django_pgjobs.observability.horizon import HorizonHolder
 
 # Every HealthWarning.kind, in the order the warnings come (the metrics export each, 0 or not).
-WARNING_KINDS = ("xmin_horizon", "dead_rows", "bloat", "xid_age", "multixact_age")
+WARNING_KINDS = ("xmin_horizon", "dead_rows", "bloat", "xid_age", "multixact_age", "autovacuum_off")
 # Where PostgreSQL stops assigning transaction IDs (2^31 less its 3-million safety margin).
 XID_STOP = 2**31 - 3_000_000
 _OLDEST_TABLES = (
@@ -191,6 +191,13 @@ def _table_warnings(
     blocker: HorizonHolder | None,
     freeze_blocker: str | None,
 ) -> Iterator[HealthWarning]:
+    if health.autovacuum and not table.autovacuum_enabled:  # the server's: one warning for all
+        yield HealthWarning(
+            "autovacuum_off",
+            table.name,
+            f"autovacuum is off for {table.name}: its dead rows stay until a VACUUM by hand",
+            f"ALTER TABLE {table.name} RESET (autovacuum_enabled)",
+        )
     dead, ratio = table.dead_rows, table.dead_ratio
     if dead > 0 and dead >= thresholds.dead_rows and ratio >= thresholds.dead_ratio:
         yield HealthWarning(
@@ -317,6 +324,14 @@ def _autovacuum_behind(table: TableHealth) -> str:
 def _database_warnings(
     health: Health, thresholds: HealthThresholds, blocker: str | None
 ) -> Iterator[HealthWarning]:
+    if not health.autovacuum:
+        yield HealthWarning(
+            "autovacuum_off",
+            f"database {health.database!r}",
+            "autovacuum is off on this server: a busy queue's dead rows are never removed and "
+            "its transaction IDs never frozen",
+            "turn it on (autovacuum = on in postgresql.conf, then SELECT pg_reload_conf())",
+        )
     ages = [("xid_age", health.database, health.xid_age)]
     if health.oldest_xid_age > health.xid_age:  # another database, older than this one
         ages.append(("xid_age", health.oldest_database, health.oldest_xid_age))

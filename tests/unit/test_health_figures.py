@@ -104,6 +104,19 @@ def test_healthy_figures_give_no_warning() -> None:
     assert kinds(figures(tables=[job_table()])) == []
 
 
+def test_autovacuum_off_is_a_warning_of_its_own_before_any_dead_row() -> None:
+    """pgjobs health said "autovacuum: OFF", then "No warnings." (a new user's trial)."""
+    assert kinds(figures(tables=[job_table()], autovacuum=False)) == [
+        ("autovacuum_off", "database 'shop'")
+    ]
+    table_off = job_table(autovacuum_enabled=False)
+    assert kinds(figures(tables=[table_off])) == [("autovacuum_off", "pgjobs_job_queue")]
+    # Off on the server: said once, not again for each table.
+    assert kinds(figures(tables=[table_off], autovacuum=False)) == [
+        ("autovacuum_off", "database 'shop'")
+    ]
+
+
 def test_bloat_warns_past_both_its_ratio_and_its_size() -> None:
     gib = 1024**3
     big = job_table(heap_bytes=3 * gib, bloat_bytes=2 * gib)
