@@ -53,7 +53,10 @@ def hears(listener: psycopg.Connection[Any], sender: psycopg.Connection[Any]) ->
     """Does a NOTIFY that ``sender`` commits reach ``listener`` within PROBE_SECONDS?
 
     Both are autocommit connections, and ``listener`` LISTENs on nothing else yet (the wait
-    consumes what arrives)."""
+    consumes what arrives). ``listener`` must reach PostgreSQL directly (the caller asks
+    :func:`through_pooler` first): through a transaction pooler this LISTEN and the UNLISTEN
+    after it can run on two server connections, and the first goes on listening for whichever
+    client gets it next."""
     token = uuid.uuid4().hex
     listener.execute(f"LISTEN {PROBE_CHANNEL}")
     try:
@@ -174,8 +177,10 @@ class Listening:
         listener = None
         try:
             listener = connect(self.target, application_name=self.application_name)
-            heard = hears(listener, statements)
-            pooled = not heard and through_pooler(listener)
+            # Asked before any LISTEN: one through a transaction pooler, even the probe's, can
+            # stay on a server connection that other clients get.
+            pooled = through_pooler(listener)
+            heard = not pooled and hears(listener, statements)
         except psycopg.Error as exc:
             if listener is not None:
                 listener.close()
@@ -189,23 +194,28 @@ class Listening:
                 str(exc).strip(),
             )
             return
+        if pooled:
+            self._given_up = True  # until the statement connection is made again (attach)
+            listener.close()
+            self.log.warning(
+                "%s does not listen on LISTEN_DATABASE %r: it goes through a connection pooler "
+                "too (PgBouncer?), where LISTEN is dropped or left on a server connection other "
+                "clients get. Point it straight at PostgreSQL. New work waits for the next poll "
+                "(POLL_INTERVAL).",
+                self.who,
+                self.target,
+            )
+            return
         if not heard:
             self.log.warning(
                 "%s does not hear notifications on LISTEN_DATABASE %r: a NOTIFY sent through "
-                "database %r did not arrive within %ss. %s New work waits for the next poll "
-                "(POLL_INTERVAL).",
+                "database %r did not arrive within %ss. Point it at the same PostgreSQL "
+                "database as DATABASE. New work waits for the next poll (POLL_INTERVAL).",
                 self.who,
                 self.target,
                 self.alias,
                 PROBE_SECONDS,
-                "It goes through a connection pooler too: point it straight at PostgreSQL."
-                if pooled
-                else "Point it at the same PostgreSQL database as DATABASE.",
             )
-            if pooled:  # a LISTEN left on a pooled session would go to other clients
-                self._given_up = True
-                listener.close()
-                return
         self._listen(listener)
 
     def _listen(self, conn: psycopg.Connection[Any]) -> None:
