@@ -17,15 +17,21 @@ does not LISTEN where it cannot hear (a LISTEN left on a pooled server session w
 clients), and finds new work by polling every ``POLL_INTERVAL``, as it does anyway when nothing
 wakes it: slower, never stuck. Behind a pooler it also warns if the alias's ``OPTIONS`` make
 psycopg prepare statements (see :mod:`django_pgjobs.database`).
+
+A listening connection is a convenience, never a dependency: one that cannot be had costs the
+process its wake-ups, not its work. Its connect is bounded (LISTEN_CONNECT_TIMEOUT), tries after
+a failure are spaced further and further apart (:func:`retry_delay`), and an outside wait gives
+up on it at its own deadline (:func:`open_within`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import psycopg
@@ -39,9 +45,25 @@ PROBE_CHANNEL = "pgjobs_probe"
 # How long a probe's NOTIFY may take to arrive. On a healthy server it takes about a
 # millisecond; one later than this means notifications are not heard in time to matter.
 PROBE_SECONDS = 2.0
-# A dedicated listening connection that broke, or could not be made, is tried again this often
-# (the process polls meanwhile).
+# A listening connection's connect is given up after this many seconds (libpq's
+# connect_timeout, for each address of the host; an alias's OPTIONS may set less). A worker's
+# loop and a scheduler open theirs between their statements, so a path that accepts the
+# connection and never answers (a silent partition, a load balancer whose server is gone) holds
+# them this long per try, where psycopg alone waits 130 s. A healthy server, over TLS too,
+# answers in milliseconds; libpq counts whole seconds, 2 at least.
+LISTEN_CONNECT_TIMEOUT = 3
+# A dedicated listening connection that broke, or could not be made, is tried again after
+# RETRY_SECONDS, then twice as long after each failed try in a row, up to RETRY_MAX_SECONDS (the
+# process polls meanwhile): a dead path holds the loop for LISTEN_CONNECT_TIMEOUT once a minute.
 RETRY_SECONDS = 5.0
+RETRY_MAX_SECONDS = 60.0
+
+
+def retry_delay(failures: int) -> float:
+    """Seconds until the next try at a listening connection after ``failures`` (1 or more)
+    failed tries in a row: the one that broke counts as the first."""
+    doublings = min(max(failures - 1, 0), 16)  # 5 s * 2**16 is far past the cap
+    return min(RETRY_SECONDS * float(2**doublings), RETRY_MAX_SECONDS)
 
 
 def listen_alias(alias: str) -> str:
@@ -53,7 +75,10 @@ def hears(listener: psycopg.Connection[Any], sender: psycopg.Connection[Any]) ->
     """Does a NOTIFY that ``sender`` commits reach ``listener`` within PROBE_SECONDS?
 
     Both are autocommit connections, and ``listener`` LISTENs on nothing else yet (the wait
-    consumes what arrives)."""
+    consumes what arrives). ``listener`` must reach PostgreSQL directly (the caller asks
+    :func:`through_pooler` first): through a transaction pooler this LISTEN and the UNLISTEN
+    after it can run on two server connections, and the first goes on listening for whichever
+    client gets it next."""
     token = uuid.uuid4().hex
     listener.execute(f"LISTEN {PROBE_CHANNEL}")
     try:
@@ -97,6 +122,7 @@ class Listening:
         self.conn: psycopg.Connection[Any] | None = None
         self._statements: psycopg.Connection[Any] | None = None
         self._retry_at = 0.0
+        self._failures = 0  # failed tries at a dedicated connection in a row
         self._given_up = False
 
     @property
@@ -144,7 +170,7 @@ class Listening:
 
     def connection(self) -> psycopg.Connection[Any] | None:
         """The connection to wait on now; None to poll. A dedicated one that broke is reopened
-        here, at most every RETRY_SECONDS."""
+        here, once its pause (:func:`retry_delay`) is over."""
         if self.conn is not None and (self.conn.closed or self.conn.broken):
             self.dropped()
         if self.conn is None and self.dedicated and not self._given_up:
@@ -158,7 +184,7 @@ class Listening:
             return
         if self.dedicated:
             self.log.warning("%s lost its listening connection; polling until it is back", self.who)
-            self._retry_at = time.monotonic() + RETRY_SECONDS
+            self._back_off()
         self.close()
 
     def close(self) -> None:
@@ -167,48 +193,118 @@ class Listening:
                 self.conn.close()
         self.conn = None
 
+    def _back_off(self) -> float:
+        self._failures += 1
+        delay = retry_delay(self._failures)
+        self._retry_at = time.monotonic() + delay
+        return delay
+
     def _open_dedicated(self) -> None:
+        """One try at the LISTEN_DATABASE connection, between the caller's statements: it holds
+        the caller for LISTEN_CONNECT_TIMEOUT at most if the path is dead, PROBE_SECONDS if
+        notifications do not arrive, milliseconds otherwise."""
         statements = self._statements
         if statements is None or statements.closed or time.monotonic() < self._retry_at:
             return
         listener = None
         try:
-            listener = connect(self.target, application_name=self.application_name)
-            heard = hears(listener, statements)
-            pooled = not heard and through_pooler(listener)
+            listener = connect(
+                self.target,
+                application_name=self.application_name,
+                connect_timeout=LISTEN_CONNECT_TIMEOUT,
+            )
+            # Asked before any LISTEN: one through a transaction pooler, even the probe's, can
+            # stay on a server connection that other clients get.
+            pooled = through_pooler(listener)
+            if not pooled:
+                heard = hears(listener, statements)
+                self._listen(listener)
         except psycopg.Error as exc:
             if listener is not None:
                 listener.close()
             if statements.broken:
                 raise  # the statement connection's own failure: the caller reconnects
-            self._retry_at = time.monotonic() + RETRY_SECONDS
             self.log.warning(
-                "%s cannot listen on LISTEN_DATABASE %r (%s); polling meanwhile",
+                "%s cannot listen on LISTEN_DATABASE %r (%s); polling, and trying again in %ss",
                 self.who,
                 self.target,
                 str(exc).strip(),
+                f"{self._back_off():g}",
             )
             return
+        if pooled:
+            self._given_up = True  # until the statement connection is made again (attach)
+            listener.close()
+            self.log.warning(
+                "%s does not listen on LISTEN_DATABASE %r: it goes through a connection pooler "
+                "too (PgBouncer?), where LISTEN is dropped or left on a server connection other "
+                "clients get. Point it straight at PostgreSQL. New work waits for the next poll "
+                "(POLL_INTERVAL).",
+                self.who,
+                self.target,
+            )
+            return
+        self._failures = 0
         if not heard:
             self.log.warning(
                 "%s does not hear notifications on LISTEN_DATABASE %r: a NOTIFY sent through "
-                "database %r did not arrive within %ss. %s New work waits for the next poll "
-                "(POLL_INTERVAL).",
+                "database %r did not arrive within %ss. Point it at the same PostgreSQL "
+                "database as DATABASE. New work waits for the next poll (POLL_INTERVAL).",
                 self.who,
                 self.target,
                 self.alias,
                 PROBE_SECONDS,
-                "It goes through a connection pooler too: point it straight at PostgreSQL."
-                if pooled
-                else "Point it at the same PostgreSQL database as DATABASE.",
             )
-            if pooled:  # a LISTEN left on a pooled session would go to other clients
-                self._given_up = True
-                listener.close()
-                return
-        self._listen(listener)
 
     def _listen(self, conn: psycopg.Connection[Any]) -> None:
         for channel in self.channels:
             conn.execute(f"LISTEN {channel}")
         self.conn = conn
+
+
+def open_within(
+    open_listener: Callable[[], psycopg.Connection[Any] | None], seconds: float | None
+) -> psycopg.Connection[Any] | None:
+    """What ``open_listener()`` (a connect, then a LISTEN) returns, or raises; TimeoutError if
+    it has not returned within ``seconds`` (None: no limit but its own connect timeout's).
+
+    For a wait with a deadline of its own (``get_result(timeout=1)``): libpq's connect_timeout
+    counts whole seconds, 2 at least, and bounds the connect only, not the LISTEN after it. So
+    the opening runs in a thread of its own, and a connection it makes after the caller gave up
+    is closed there."""
+    opening = _Opening(open_listener)
+    return opening.result(seconds)
+
+
+class _Opening:
+    def __init__(self, open_listener: Callable[[], psycopg.Connection[Any] | None]) -> None:
+        self._open_listener = open_listener
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        self._abandoned = False
+        self._outcome: psycopg.Connection[Any] | BaseException | None = None
+        threading.Thread(target=self._run, name="pgjobs listener opening", daemon=True).start()
+
+    def result(self, seconds: float | None) -> psycopg.Connection[Any] | None:
+        self._done.wait(seconds)
+        with self._lock:
+            if not self._done.is_set():
+                self._abandoned = True
+                raise TimeoutError("the listening connection took too long to open")
+        if isinstance(self._outcome, BaseException):
+            raise self._outcome
+        return self._outcome
+
+    def _run(self) -> None:
+        outcome: psycopg.Connection[Any] | BaseException | None
+        try:
+            outcome = self._open_listener()
+        except BaseException as exc:  # raised in the caller's thread
+            outcome = exc
+        with self._lock:
+            if self._abandoned:
+                if isinstance(outcome, psycopg.Connection):
+                    outcome.close()
+            else:
+                self._outcome = outcome
+                self._done.set()

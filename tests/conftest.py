@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 import subprocess
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg
 import pytest
+from django.db import connections
 
+from django_pgjobs.database import connection_params
 from django_pgjobs.jobs.registry import JobHandler, register, registry
 from django_pgjobs.schedules.declarations import forget
 from django_pgjobs.schedules.scheduler import Scheduler
 from django_pgjobs.worker import Worker
 from tests.helpers import second_connection, stop
+from tests.hosts.relay import Relay, Upstream
+
+# How long unanswering_database answers nothing before it closes every connection: far past
+# any bound the code under test sets itself, so a connect without one fails its test (by the
+# time it took) instead of hanging it for psycopg's 130 s.
+UNANSWERING_FOR = 20.0
 
 
 @pytest.fixture
@@ -87,3 +96,25 @@ def declared() -> Iterator[list[str]]:
     yield names
     for name in names:
         forget(name)
+
+
+@pytest.fixture
+def unanswering_database(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """The alias of a database that accepts connections and never answers on them, as a silent
+    partition or a load balancer whose server is gone: ``pooled``, pointed at a silenced relay
+    (no PgBouncer runs outside tests/pooled)."""
+    server = connection_params("default")
+    relay = Relay(
+        "127.0.0.1",
+        Upstream(str(server.get("host") or "127.0.0.1"), int(server.get("port") or 5432)),
+    )
+    relay.start()
+    relay.silence()
+    monkeypatch.setitem(connections["pooled"].settings_dict, "PORT", str(relay.port))
+    ends = threading.Timer(UNANSWERING_FOR, relay.cut)
+    ends.start()
+    try:
+        yield "pooled"
+    finally:
+        ends.cancel()
+        relay.close()

@@ -21,7 +21,7 @@ from django_pgjobs.exceptions import (
     WorkflowNotFound,
     WorkflowTimeout,
 )
-from django_pgjobs.listening import listen_alias
+from django_pgjobs.listening import LISTEN_CONNECT_TIMEOUT, listen_alias, open_within
 from django_pgjobs.models import WorkflowExecution
 from django_pgjobs.queries import workflow_reads as reads
 from django_pgjobs.queries import workflow_runs as runs
@@ -172,7 +172,7 @@ def wait_outside(key: str, check: Any, timeout: float | None) -> Any:
     if found is not None or timeout == 0:
         return found
     deadline = None if timeout is None else time.monotonic() + timeout
-    listener, recheck = _listener()
+    listener, recheck = _listener(deadline)
     try:
         while True:
             # Checked after LISTEN: a wake-up from here on is heard.
@@ -198,26 +198,24 @@ def wait_outside(key: str, check: Any, timeout: float | None) -> Any:
             listener.close()
 
 
-def _listener() -> tuple[psycopg.Connection[Any] | None, float]:
+def _listener(deadline: float | None) -> tuple[psycopg.Connection[Any] | None, float]:
     """The connection an outside wait listens on (LISTEN_DATABASE, else DATABASE; none under
-    POLL_ONLY or behind a pooler), and how often the wait re-reads the state."""
+    POLL_ONLY or behind a pooler), and how often the wait re-reads the state. Given up at
+    ``deadline`` (a monotonic time): the wait then takes its last look."""
     if conf.POLL_ONLY:
         return None, conf.POLL_INTERVAL
     alias = listen_alias(conf.DATABASE)
     try:
-        listener = connect(alias, application_name=WAIT_NAME)
+        listener = open_within(
+            lambda: _listen(alias), None if deadline is None else deadline - time.monotonic()
+        )
+    except TimeoutError:
+        return None, conf.POLL_INTERVAL  # not a fault: a short wait, or a slow path to it
     except psycopg.OperationalError as exc:
         logger.warning("A workflow wait cannot listen on database %r (%s); polling", alias, exc)
         return None, conf.POLL_INTERVAL
-    try:
-        # Through a pooler the LISTEN would land on a pooled session, and be heard by others.
-        if not through_pooler(listener):
-            listener.execute(f"LISTEN {runs.NOTIFY_CHANNEL}")
-            return listener, SAFETY_RECHECK
-    except BaseException:
-        listener.close()
-        raise
-    listener.close()
+    if listener is not None:
+        return listener, SAFETY_RECHECK
     if alias not in _warned:
         _warned.add(alias)  # once a process: every get_result() would say it again
         logger.warning(
@@ -229,6 +227,21 @@ def _listener() -> tuple[psycopg.Connection[Any] | None, float]:
             conf.POLL_INTERVAL,
         )
     return None, conf.POLL_INTERVAL
+
+
+def _listen(alias: str) -> psycopg.Connection[Any] | None:
+    """A connection to ``alias`` that LISTENs for the workflows' wake-ups; None if it goes
+    through a pooler, where the LISTEN would land on a pooled session, and be heard by others."""
+    listener = connect(alias, application_name=WAIT_NAME, connect_timeout=LISTEN_CONNECT_TIMEOUT)
+    try:
+        if through_pooler(listener):
+            listener.close()
+            return None
+        listener.execute(f"LISTEN {runs.NOTIFY_CHANNEL}")
+    except BaseException:
+        listener.close()
+        raise
+    return listener
 
 
 # Aliases the warning above was given for.

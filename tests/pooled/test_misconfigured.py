@@ -6,12 +6,15 @@ from __future__ import annotations
 import logging
 import subprocess
 from pathlib import Path
+from typing import Any
 
+import psycopg
 import pytest
 from django.db import connections
 from django.test import override_settings
 
-from django_pgjobs import enqueue
+from django_pgjobs import database, enqueue, listening
+from django_pgjobs.database import connection_params
 from django_pgjobs.schedules.scheduler import Scheduler
 from django_pgjobs.worker import Worker
 from django_pgjobs.workflows import handles
@@ -52,11 +55,54 @@ def test_a_listen_database_through_the_pooler_is_refused_with_a_warning(
         worker.run_once()
     [warning] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert warning.startswith(
-        "Worker listens-through-pooler does not hear notifications on LISTEN_DATABASE 'pooled'"
+        "Worker listens-through-pooler does not listen on LISTEN_DATABASE 'pooled': it goes "
+        "through a connection pooler too"
     )
-    assert "It goes through a connection pooler too: point it straight at PostgreSQL." in warning
-    # Nothing left listening on a pooled session, where other clients would hear it.
+    assert "Point it straight at PostgreSQL." in warning
     assert worker._link.listener() is None
+
+
+def test_a_listen_database_through_the_pooler_is_never_listened_on_not_even_to_probe_it(
+    make_worker: type[Worker], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In transaction mode a LISTEN lands on a server connection that goes back to the pool,
+    and the UNLISTEN after it perhaps on another: the first would go on listening for other
+    clients. Here another client begins a transaction right after the worker's first LISTEN, on
+    the server connection the pooler got back last."""
+    other = psycopg.connect(**connection_params("pooled"), autocommit=True)
+    sent: list[str] = []
+    seen: list[Any] = []
+
+    class Watched:
+        def __init__(self, conn: psycopg.Connection[Any]) -> None:
+            self._conn = conn
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._conn, name)
+
+        def execute(self, sql: Any, *args: Any, **kwargs: Any) -> Any:
+            result = self._conn.execute(sql, *args, **kwargs)
+            sent.append(str(sql))
+            if str(sql).startswith("LISTEN") and not seen:
+                other.execute("BEGIN")
+                seen.extend(other.execute("SELECT pg_listening_channels()").fetchall())
+                other.execute("COMMIT")
+            return result
+
+    real_connect = database.connect
+    monkeypatch.setattr(listening, "connect", lambda *a, **k: Watched(real_connect(*a, **k)))
+    try:
+        with override_settings(PGJOBS={"LISTEN_DATABASE": "pooled"}):
+            worker = make_worker(worker_id="never-listens-through-pooler")
+            worker.run_once()
+        other.execute("BEGIN")
+        left = other.execute("SELECT pg_listening_channels()").fetchall()
+        other.execute("COMMIT")
+    finally:
+        other.close()
+    assert [sql for sql in sent if "LISTEN" in sql] == []
+    assert seen == left == []
+    assert worker._link.listener() is None  # it polls
 
 
 def test_a_pooled_alias_that_prepares_statements_is_named(

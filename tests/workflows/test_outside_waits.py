@@ -1,15 +1,18 @@
 """How often get_result() and get_event() re-read from ordinary code: woken by the NOTIFY of the
 commit that ends the wait, they re-read only as a safety net; without LISTEN, every
-POLL_INTERVAL (it was once a second, whatever the settings said)."""
+POLL_INTERVAL (it was once a second, whatever the settings said). A listening connection that
+cannot be had in time never makes a wait outlast its timeout."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import pytest
 from django.db import connection
 from django.test import override_settings
 
+from django_pgjobs.listening import LISTEN_CONNECT_TIMEOUT
 from django_pgjobs.workflows.handles import wait_outside
 from tests.helpers import in_thread, wait_for
 
@@ -53,6 +56,32 @@ def test_a_listening_wait_is_woken_by_its_key() -> None:
         )
     waiter.join(10)  # its deadline is a minute away, its safety re-read 30 s
     assert results == ["done"]
+
+
+def test_a_wait_whose_listening_path_never_answers_ends_at_its_timeout(
+    unanswering_database: str,
+) -> None:
+    looks, check = counting()
+    with override_settings(PGJOBS={"LISTEN_DATABASE": unanswering_database}):
+        began = time.monotonic()
+        assert wait_outside("never", check, timeout=1.0) is None
+        assert time.monotonic() - began < 1.5
+    assert len(looks) == 2  # at its start and at its deadline
+
+
+def test_a_wait_without_a_timeout_polls_once_its_listening_path_fails_to_answer(
+    unanswering_database: str,
+) -> None:
+    looks: list[int] = []
+
+    def check() -> str | None:
+        looks.append(1)
+        return "done" if len(looks) == 3 else None
+
+    with override_settings(PGJOBS={"LISTEN_DATABASE": unanswering_database, "POLL_INTERVAL": 0.05}):
+        began = time.monotonic()
+        assert wait_outside("k", check, timeout=None) == "done"
+        assert time.monotonic() - began < LISTEN_CONNECT_TIMEOUT + 2
 
 
 def listening_waits() -> int:
