@@ -209,6 +209,23 @@ def test_e013_a_timeout_postgresql_would_store_as_zero_is_malformed() -> None:
     ]
 
 
+def test_e013_paused_is_an_option_of_the_settings_and_takes_a_bool() -> None:
+    from django_pgjobs.checks import check_queues
+
+    queues = {"held": {"paused": True}, "bad": {"paused": "yes"}, "typo": {"pause": True}}
+    with override_settings(PGJOBS={"QUEUES": queues}):
+        errors = check_queues(app_configs=None, databases=None)
+    assert [(e.id, e.msg) for e in errors] == [
+        ("pgjobs.E013", "PGJOBS[\"QUEUES\"]['bad']: paused must be True or False; got 'yes'."),
+        (
+            "pgjobs.E013",
+            "PGJOBS[\"QUEUES\"]['typo']: unknown option 'pause'; the options are concurrency, "
+            "worker_concurrency, rate_limit, rate_period, partition_concurrency, "
+            "partition_rate_limit, fair, timeout, paused.",
+        ),
+    ]
+
+
 def test_e013_a_malformed_queue_is_named_and_told_in_python_values() -> None:
     from django_pgjobs.checks import check_queues
 

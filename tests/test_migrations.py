@@ -239,3 +239,31 @@ def test_0014_names_a_row_written_between_its_read_and_its_checks(at_0013: None)
         module.add_not_valid(before, editor)  # an existing row passes NOT VALID
         with pytest.raises(RuntimeError, match="id late: started_at = -infinity"):
             module.validate(before, editor)
+
+
+@pytest.fixture
+def at_0023(transactional_db: None) -> Iterator[None]:
+    """The database before 0024 (overridden kept by a trigger); migrated to the latest after."""
+    call_command("migrate", "pgjobs", "0023", verbosity=0)
+    yield
+    call_command("migrate", "pgjobs", verbosity=0)
+
+
+def test_0024_marks_rows_an_operators_sql_changed_before_it_as_overridden(at_0023: None) -> None:
+    with connection.cursor() as cur:
+        # Synced from {"concurrency": 5}, then changed with plain SQL (left not overridden).
+        cur.execute(
+            "INSERT INTO pgjobs_queues (name, declared, concurrency) VALUES "
+            "('changed', '{\"concurrency\": 5}', 2), ('synced', '{\"concurrency\": 5}', 5)"
+        )
+    call_command("migrate", "pgjobs", "0024", verbosity=0)
+    with connection.cursor() as cur:
+        cur.execute("SELECT name, overridden FROM pgjobs_queues ORDER BY name")
+        assert cur.fetchall() == [("changed", True), ("synced", False)]
+        cur.execute("UPDATE pgjobs_queues SET concurrency = 3 WHERE name = 'synced'")
+        cur.execute("SELECT overridden FROM pgjobs_queues WHERE name = 'synced'")
+        assert cur.fetchone() == (True,)
+    call_command("migrate", "pgjobs", "0023", verbosity=0)  # and back: the trigger is gone
+    with connection.cursor() as cur:
+        cur.execute("SELECT count(*) FROM pg_trigger WHERE tgname = 'pgjobs_queue_overridden'")
+        assert cur.fetchone() == (0,)

@@ -1,10 +1,10 @@
 """Queues in the admin: pause, resume, and an operator's limits over the settings'.
 
 Every change goes through :mod:`django_pgjobs.queues.control`, as the CLI's does: a form save
-calls ``set_queue_limits`` (which, when a limit changes, marks the row ``overridden``, so a
-worker's start no longer syncs ``PGJOBS["QUEUES"]`` over it) and ``pause_queue`` /
-``resume_queue`` (whose trigger wakes the queue's idle workers at commit). A plain ORM save
-would do neither.
+calls ``set_queue_limits`` (which compares with this process's ``PGJOBS["QUEUES"]``, not the
+row's last sync) and ``pause_queue`` / ``resume_queue``. The row's triggers mark it
+``overridden`` when an option differs from the settings (so a worker's start keeps that option)
+and wake the queue's idle workers at commit.
 """
 
 from __future__ import annotations
@@ -181,7 +181,10 @@ class QueueAdmin(_QueueDatabaseMixin, ModelAdmin[Queue]):
                 "settings decide (synced when a worker starts)."
             )
             return ((None, {"fields": head}), ("Limits", {"fields": limits, "description": said}))
-        said = "Saving changed limits overrides PGJOBS['QUEUES'] until Reset to settings."
+        said = (
+            "Saving changed limits overrides PGJOBS['QUEUES'] until Reset to settings; so does "
+            "a Pause or Resume the settings do not declare."
+        )
         where = ("limits_from", "settings_limits")
         return (
             (None, {"fields": head}),
@@ -369,7 +372,7 @@ class QueueAdmin(_QueueDatabaseMixin, ModelAdmin[Queue]):
             self, request, names, _using(control.resume_queue), "queue(s) resumed", noun="queue(s)"
         )
 
-    @admin.action(description="Reset limits to PGJOBS['QUEUES']", permissions=["change"])
+    @admin.action(description="Reset limits and pause to PGJOBS['QUEUES']", permissions=["change"])
     def reset_limits(self, request: HttpRequest, queryset: QuerySet[Queue]) -> None:
         names = queryset.filter(overridden=True).values_list("name", flat=True)
         _apply(

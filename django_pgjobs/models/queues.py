@@ -5,9 +5,10 @@ the CLI, ``pause_queue()`` or SQL) adds flow control, read by each claim in the 
 that takes the jobs (:mod:`django_pgjobs.queries.flow`), so a change applies to the next claim of
 every worker without a restart.
 
-Settings values are synced into the row when a worker starts (``declared`` keeps them); an
-operator's edit in the admin or the CLI overrides them (``overridden``) until it is reset, as a
-schedule's ``enabled`` does.
+Settings values (the limits, and ``paused``) are synced into the row when a worker starts
+(``declared`` keeps them); an operator's change, in the admin, the CLI, Python or SQL, overrides
+an option until it is reset: ``overridden`` is true while an option differs from ``declared``,
+kept so by a trigger (migration 0024) whoever writes the row.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from django_pgjobs.jobs.validation import MAX_NAME_LENGTH
 from django_pgjobs.models.fields import StoredJSONField, times_in_range
 
 # The limits a queue row can carry: settings keys, model fields and CLI options all use these
-# names. (``paused`` is runtime state, never a setting.)
+# names. (``paused`` can be declared in the settings too, but is changed with pause and resume.)
 LIMIT_FIELDS = (
     "concurrency",
     "worker_concurrency",
@@ -87,7 +88,8 @@ class Queue(models.Model):
     )
     # The values PGJOBS["QUEUES"] declares for this queue, as last synced (None: not declared).
     declared = StoredJSONField(null=True, blank=True, editable=False)
-    # An operator changed the limits: syncing settings no longer touches them.
+    # An option (paused, a limit) differs from ``declared``: an operator's, which a worker's
+    # start keeps. Derived from the row by the trigger pgjobs_queue_overridden (0024).
     overridden = models.BooleanField(db_default=Value(False), default=False, editable=False)
     paused_at = models.DateTimeField(null=True, blank=True, editable=False)
     # A partitioned queue's claims walk a bounded number of its keys, starting after the last

@@ -58,7 +58,8 @@ def row_limits(row: Queue) -> dict[str, Any]:
 
 
 def describe_limits(limits: dict[str, Any]) -> str:
-    parts = []
+    """``limits`` in words; with ``paused`` among them (a declaration), "paused" first."""
+    parts = ["paused"] if limits.get("paused") else []
     if limits.get("concurrency") is not None:
         parts.append(f"at most {limits['concurrency']} running")
     if limits.get("worker_concurrency") is not None:
@@ -105,9 +106,30 @@ def current_limits(name: str, *, using: str | None = None) -> dict[str, Any]:
 
 
 def limits_overridden(name: str, *, using: str | None = None) -> bool:
-    """Whether queue ``name``'s limits are an operator's (False for a queue without a row)."""
+    """Whether queue ``name``'s options (its limits or its pause) are an operator's (False for a
+    queue without a row)."""
     rows = Queue.objects.using(using or conf.DATABASE).filter(name=name, overridden=True)
     return rows.exists()
+
+
+def queue_paused(name: str, *, using: str | None = None) -> bool:
+    return Queue.objects.using(using or conf.DATABASE).filter(name=name, paused=True).exists()
+
+
+def pause_said(name: str, *, paused: bool, changed: bool, using: str | None = None) -> str:
+    """What ``pgjobs pause`` / ``resume`` printed for queue ``name`` (``changed``: it was not
+    already so); a change against a pause ``PGJOBS["QUEUES"]`` declares says it overrides."""
+    if not changed:
+        return f"Queue {name} {'was paused already' if paused else 'was not paused'}."
+    said = f"Queue {name} {'paused' if paused else 'resumed'}."
+    declared = control.declared_limits(name)
+    if declared is not None and declared["paused"] != paused:
+        verb = "pauses" if declared["paused"] else "does not pause"
+        said += (
+            f" PGJOBS['QUEUES'] {verb} it: this overrides the settings until "
+            f"`pgjobs queue-limits {name} --reset`."
+        )
+    return said
 
 
 def parse_limit(option: str, text: str) -> Any:
@@ -201,16 +223,21 @@ def queue_limits_said(
     if control.declared_limits(name) is None:
         source = "as for a queue PGJOBS['QUEUES'] does not name"
     was_overridden = limits_overridden(name, using=using)
+    was_paused = queue_paused(name, using=using)
     if reset:
         if not control.reset_queue_limits(name, using=using):
             raise CommandError(f"Queue {name!r} has no limits to reset.")
-        described = describe_limits(current_limits(name, using=using)) or "no limits"
+        paused = queue_paused(name, using=using)
+        limits = {**current_limits(name, using=using), "paused": paused}
         ended = "override ended" if was_overridden else "nothing to reset"
-        return f"Queue {name}: {described}, {source}: {ended}."
+        if was_paused != paused:
+            ended += f" ({'paused' if paused else 'resumed'})"
+        return f"Queue {name}: {describe_limits(limits) or 'no limits'}, {source}: {ended}."
     limits = current_limits(name, using=using)
     if not given:
         whose = "changed by an operator" if was_overridden else source
-        return f"Queue {name}: {describe_limits(limits) or 'no limits'} ({whose})."
+        shown = {**limits, "paused": was_paused}
+        return f"Queue {name}: {describe_limits(shown) or 'no limits'} ({whose})."
     limits.update({option: parse_limit(option, text) for option, text in given.items()})
     described = describe_limits(limits) or "no limits"
     if not control.set_queue_limits(name, using=using, **limits):

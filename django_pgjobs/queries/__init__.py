@@ -84,7 +84,9 @@ migrations named)::
     pgjobs_queues     queues.sync_declared_queues (PGJOBS["QUEUES"], at worker start),
                       queues.set_queue_limits / .reset_queue_limits (an operator's override),
                       queues.pause_queue / .resume_queue = pgjobs_pause() / pgjobs_resume()
-                      (0017); the admin's queue form (the ORM). Read by every claim (flow).
+                      (0017); the admin's queue form (the ORM); an operator's SQL.
+                      overridden, paused_at: trigger pgjobs_queue_overridden (0024), for
+                      every writer. Read by every claim (flow).
     pgjobs_queue_starts  claim.claim_jobs / .complete_and_claim append (rate-limited queues);
                       upkeep.prune_queue_starts deletes rows past their window
 

@@ -27,14 +27,17 @@ def _queue(name: object) -> str:
 
 def pause_queue(name: str, *, using: str | None = None) -> bool:
     """Pause queue ``name``: it accepts jobs and starts none until :func:`resume_queue`; jobs
-    already running finish. Returns False if it was paused already."""
+    already running finish. Unless ``PGJOBS["QUEUES"]`` declares the queue paused, this
+    overrides the settings until :func:`resume_queue` or :func:`reset_queue_limits`. Returns
+    False if it was paused already."""
     with connections[using or conf.DATABASE].cursor() as cur:
         return queries.pause_queue(cur, _queue(name))
 
 
 def resume_queue(name: str, *, using: str | None = None) -> bool:
-    """Resume queue ``name``: its idle workers are woken when this commits. Returns False if it
-    was not paused."""
+    """Resume queue ``name``: its idle workers are woken when this commits. A queue
+    ``PGJOBS["QUEUES"]`` declares paused stays resumed (an override) until
+    :func:`reset_queue_limits` or :func:`pause_queue`. Returns False if it was not paused."""
     with connections[using or conf.DATABASE].cursor() as cur:
         return queries.resume_queue(cur, _queue(name))
 
@@ -58,25 +61,26 @@ def set_queue_limits(name: str, *, using: str | None = None, **limits: Any) -> b
 
 
 def reset_queue_limits(name: str, *, using: str | None = None) -> bool:
-    """Drop an operator's limits for ``name``: ``PGJOBS["QUEUES"]`` (this process's settings,
-    given to the one statement that writes them) applies again. Returns False if the queue has
-    no row."""
+    """Drop an operator's limits and pause or resume for ``name``: ``PGJOBS["QUEUES"]`` (this
+    process's settings, given to the one statement that writes them) applies again, paused or
+    not as it says. Returns False if the queue has no row."""
     queue = _queue(name)
     with connections[using or conf.DATABASE].cursor() as cur:
         return queries.reset_queue_limits(cur, queue, declared_limits(queue))
 
 
 def declared_limits(name: str) -> dict[str, Any] | None:
-    """Queue ``name``'s limits in this process's ``PGJOBS["QUEUES"]`` (normalised), or None if
-    the settings do not name it (or name it with a mistake, which pgjobs.E013 reports)."""
+    """Queue ``name``'s options in this process's ``PGJOBS["QUEUES"]`` (normalised: every limit,
+    and ``paused``), or None if the settings do not name it (or name it with a mistake, which
+    pgjobs.E013 reports)."""
     return declared_queues()[0].get(name)
 
 
 def sync_declared_queues(*, using: str | None = None) -> int:
     """Write this process's ``PGJOBS["QUEUES"]`` into the queue rows, as a worker does when it
-    starts (an operator's overrides stay). The CLI does before it shows or changes limits, so
-    settings deployed before any worker restarted are what it shows and what ``--reset``
-    restores. Returns how many rows changed."""
+    starts (an operator's overrides stay). The CLI does before it shows or changes limits, or
+    pauses, so settings deployed before any worker restarted are what it shows, builds on and
+    what ``--reset`` restores. Returns how many rows changed."""
     with connections[using or conf.DATABASE].cursor() as cur:
         return write_declared(cur)
 

@@ -1,4 +1,5 @@
-"""``PGJOBS["QUEUES"]``: each queue's limits as settings declare them, checked and normalised.
+"""``PGJOBS["QUEUES"]``: each queue's options as settings declare them (its limits, and whether
+it starts ``paused``), checked and normalised.
 
 Mistakes are reported by the system check ``pgjobs.E013`` (and refused by the admin form and the
 CLI, which use :func:`limit_problems` too); a worker syncs only valid declarations.
@@ -17,6 +18,9 @@ from django_pgjobs.jobs import validation
 from django_pgjobs.jobs.validation import MAX_INT
 from django_pgjobs.models.queues import LIMIT_FIELDS
 
+# What settings declare: the limits, and ``paused`` (an operator pauses and resumes with
+# pause_queue() / resume_queue(), not with the limits).
+DECLARED_OPTIONS = (*LIMIT_FIELDS, "paused")
 COUNTS = (
     "concurrency",
     "worker_concurrency",
@@ -130,8 +134,28 @@ def normalised(limits: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def in_settings(option: str, value: Any) -> str:
+    """The message for ``PGJOBS["QUEUES"]``: :func:`in_python`'s, where ``paused`` is an option
+    too."""
+    if option == "paused":
+        return f"paused must be True or False; got {value!r}"
+    if option not in DECLARED_OPTIONS:
+        return f"unknown option {option!r}; the options are {', '.join(DECLARED_OPTIONS)}"
+    return in_python(option, value)
+
+
+def declaration_problems(options: Mapping[str, Any]) -> dict[str, str]:
+    """What is wrong with a queue's entry in ``PGJOBS["QUEUES"]`` (option -> message)."""
+    limits = {name: value for name, value in options.items() if name != "paused"}
+    problems = limit_problems(limits, in_settings)
+    if not isinstance(options.get("paused", False), bool):
+        problems["paused"] = in_settings("paused", options["paused"])
+    return problems
+
+
 def declared_queues() -> tuple[dict[str, dict[str, Any]], list[str]]:
-    """The valid queues of ``PGJOBS["QUEUES"]`` (normalised), and messages for the others."""
+    """The valid queues of ``PGJOBS["QUEUES"]`` (normalised: every limit, and ``paused``), and
+    messages for the others."""
     raw = conf.get("QUEUES")
     if not isinstance(raw, Mapping):
         return {}, ['PGJOBS["QUEUES"] must be a dict of queue name -> {"concurrency": ...}.']
@@ -147,9 +171,9 @@ def declared_queues() -> tuple[dict[str, dict[str, Any]], list[str]]:
         if not isinstance(limits, Mapping):
             errors.append(f"{where} must be a dict of options, not {type(limits).__name__}.")
             continue
-        problems = limit_problems(limits)
+        problems = declaration_problems(limits)
         if problems:
             errors.extend(f"{where}: {message.rstrip('.')}." for message in problems.values())
             continue
-        valid[name] = normalised(limits)
+        valid[name] = {**normalised(limits), "paused": limits.get("paused", False)}
     return valid, errors

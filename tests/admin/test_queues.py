@@ -18,7 +18,7 @@ from django_pgjobs import enqueue, enqueue_many, queries
 from django_pgjobs.models import Job, Queue
 from django_pgjobs.observability import dashboard
 from django_pgjobs.queues import pause_queue, set_queue_limits
-from django_pgjobs.queues.declarations import normalised
+from django_pgjobs.queues.declarations import declared_queues
 from tests.admin.changelists import act, changelist
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -45,7 +45,7 @@ def declare(**queues: dict[str, Any]) -> None:
     override.enable()
     _declared.append(override)
     with connection.cursor() as cur:
-        queries.sync_declared_queues(cur, {n: normalised(q) for n, q in queues.items()})
+        queries.sync_declared_queues(cur, declared_queues()[0])
 
 
 def limits_form(**values: Any) -> dict[str, Any]:
@@ -169,9 +169,11 @@ def test_adding_a_paused_queue_without_limits_leaves_the_settings_in_charge(
         == 302
     )
     row = Queue.objects.get(name="mail")
-    assert row.paused and not row.overridden
+    # The pause is the operator's (the settings do not pause it); the limits stay the settings'.
+    assert row.paused and row.overridden
     declare(mail={"concurrency": 9})
-    assert Queue.objects.get(name="mail").concurrency == 9
+    row = Queue.objects.get(name="mail")
+    assert (row.concurrency, row.paused) == (9, True)
 
 
 @pytest.mark.parametrize(
@@ -393,3 +395,20 @@ def test_spaces_around_a_number_are_taken_and_the_settings_limits_again_end_the_
     row = Queue.objects.get(name="mail")
     assert (row.concurrency, row.timeout, row.overridden) == (5, timedelta(seconds=60), False)
     assert ">Reset to settings</button>" not in admin_client_.get(change("mail")).content.decode()
+
+
+def test_a_queue_the_settings_pause_shows_it_and_a_resume_is_an_override_reset_undoes(
+    admin_client_: Client,
+) -> None:
+    declare(mail={"paused": True, "concurrency": 5})
+    page = admin_client_.get(change("mail")).content.decode()
+    assert "paused, at most 5 running" in page  # in settings
+    assert ">Reset to settings</button>" not in page
+    admin_client_.post(reverse("admin:pgjobs_queue_resume", args=["mail"]))
+    row = Queue.objects.get(name="mail")
+    assert (row.paused, row.overridden) == (False, True)
+    page = admin_client_.get(change("mail")).content.decode()
+    assert ">Reset to settings</button>" in page
+    admin_client_.post(reverse("admin:pgjobs_queue_reset", args=["mail"]))
+    row = Queue.objects.get(name="mail")
+    assert (row.paused, row.overridden, row.concurrency) == (True, False, 5)

@@ -84,10 +84,13 @@ def test_removing_every_limit_of_a_declared_queue_is_a_change() -> None:
 def test_no_limits_for_a_queue_without_a_row_writes_no_row() -> None:
     assert set_queue_limits("fresh", timeout=None, rate_period=None) is False
     assert not Queue.objects.filter(name="fresh").exists()
-    # A paused queue's row without limits: setting none changes nothing either.
+    # A paused queue's row without limits: setting none changes nothing either (the row is
+    # overridden by the pause, which the settings do not declare, and stays so).
     pause_queue("fresh")
+    updated = Queue.objects.get(name="fresh").updated_at
     assert set_queue_limits("fresh") is False
-    assert not Queue.objects.get(name="fresh").overridden
+    row = Queue.objects.get(name="fresh")
+    assert (row.paused, row.overridden, row.updated_at) == (True, True, updated)
 
 
 def test_python_callers_are_told_in_python_values() -> None:

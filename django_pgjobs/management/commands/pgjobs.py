@@ -32,7 +32,12 @@ from django_pgjobs.observability.display import counted, in_number, local_time, 
 from django_pgjobs.observability.explain import explain_job
 from django_pgjobs.observability.health import database_health
 from django_pgjobs.observability.health_report import health_report
-from django_pgjobs.observability.queues import LIMIT_OPTIONS, queue_limits_said, queue_views
+from django_pgjobs.observability.queues import (
+    LIMIT_OPTIONS,
+    pause_said,
+    queue_limits_said,
+    queue_views,
+)
 from django_pgjobs.observability.schedules import schedule_views
 from django_pgjobs.observability.status import queue_status
 from django_pgjobs.observability.status_report import status_report
@@ -272,17 +277,19 @@ class Command(BaseCommand):
             state = "PAUSED" if view.paused else "active"
             self.say(
                 f"{view.name}  {state}  running={view.running} due={view.due}"
-                f"{'  (limits changed by an operator)' if view.overridden else ''}"
+                f"{'  (changed by an operator)' if view.overridden else ''}"
             )
             self.say(f"    {view.limits or 'no limits'}")
 
     def do_pause(self, options: dict[str, Any], using: str | None) -> None:
+        queue_control.sync_declared_queues(using=using)  # a pause the settings declare counts
         changed = queue_control.pause_queue(options["queue"], using=using)
-        self.say(f"Queue {options['queue']} {'paused' if changed else 'was paused already'}.")
+        self.say(pause_said(options["queue"], paused=True, changed=changed, using=using))
 
     def do_resume(self, options: dict[str, Any], using: str | None) -> None:
+        queue_control.sync_declared_queues(using=using)
         changed = queue_control.resume_queue(options["queue"], using=using)
-        self.say(f"Queue {options['queue']} {'resumed' if changed else 'was not paused'}.")
+        self.say(pause_said(options["queue"], paused=False, changed=changed, using=using))
 
     def do_queue_limits(self, options: dict[str, Any], using: str | None) -> None:
         given = {o: options[o] for o in LIMIT_OPTIONS if options[o] is not None}
