@@ -18,6 +18,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,7 +30,14 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.report import environment, percentile, print_table  # noqa: E402
+from benchmarks.peers.orchestra import SPECS, Peers, peers_python  # noqa: E402
+from benchmarks.report import (  # noqa: E402
+    comparison,
+    environment,
+    percentile,
+    print_comparison,
+    print_table,
+)
 
 
 def masked(conninfo: str) -> str:
@@ -54,6 +62,12 @@ def child_environment(url: str) -> dict[str, str]:
 def worker_command(*options: str) -> list[str]:
     """A library worker (``pgjobs_worker``) on the benchmark database."""
     return [sys.executable, "-m", "django", "pgjobs_worker", "-v", "0", *options]
+
+
+def defaults_command(*options: str) -> list[str]:
+    """The worker as a user types it (``manage.py pgjobs_worker``, here through ``django-admin``'s
+    ``-m django`` with the settings in the environment): nothing but ``options``."""
+    return [sys.executable, "-m", "django", "pgjobs_worker", *options]
 
 
 def baseline_command(mode: str, number: int) -> list[str]:
@@ -103,6 +117,13 @@ class Bench:
         self.env = child_environment(url)
         # Every child command line, once each, for the report: what exactly was measured.
         self.commands: list[list[str]] = []
+        # pgqueuer, procrastinate, DBOS (benchmarks/peers/), when run.py is asked for them.
+        self.peers: Peers | None = None
+
+    def peer_figures(self, workload: str, count: int, processes: int = 1) -> dict[str, Any]:
+        if self.peers is None:
+            return {}
+        return self.peers.figures(workload, count, self.repeat, processes)
 
     def n(self, base: int) -> int:
         return max(int(base * self.scale), 10)
@@ -110,6 +131,7 @@ class Bench:
     def reset(self) -> None:
         self.raw.execute(
             "TRUNCATE pgjobs_job_queue, pgjobs_failed_jobs, pgjobs_workers, bench_latency, "
+            "bench_drain, "
             "pgjobs_workflow_executions, pgjobs_workflow_steps, pgjobs_workflow_messages, "
             "pgjobs_workflow_events, pgjobs_queues, pgjobs_queue_starts"
         )
@@ -157,7 +179,9 @@ class Bench:
             conn.close()
             return count / elapsed
 
-        return self.pair("enqueue, one job per transaction", "jobs/s", library, baseline, count)
+        result = self.pair("enqueue, one job per transaction", "jobs/s", library, baseline, count)
+        result.update(key="enqueue", peers=self.peer_figures("enqueue", count))
+        return result
 
     def enqueue_bulk(self) -> dict[str, Any]:
         from django_pgjobs import enqueue_many
@@ -190,16 +214,34 @@ class Bench:
         done, seconds = row
         return float(done) / max(float(seconds or 0), 1e-6)
 
-    def spawn(self, command: list[str]) -> subprocess.Popen[bytes]:
-        if command not in self.commands:
-            self.commands.append(command)
-        return subprocess.Popen(command, cwd=ROOT, env=self.env)  # noqa: S603
+    def spawn(self, command: list[str], *, defaults: bool = False) -> subprocess.Popen[bytes]:
+        """A child process. ``defaults``: the library as it comes (no PGJOBS setting, see
+        settings.py) writing its output to a file, as under a process manager that keeps a log."""
+        listed = ["BENCH_LIBRARY_DEFAULTS=1", *command] if defaults else command
+        if listed not in self.commands:
+            self.commands.append(listed)
+        if not defaults:
+            return subprocess.Popen(command, cwd=ROOT, env=self.env)  # noqa: S603
+        env = {**self.env, "BENCH_LIBRARY_DEFAULTS": "1"}
+        with tempfile.TemporaryFile() as log:  # the child keeps its own descriptor open
+            return subprocess.Popen(  # noqa: S603 (our own command line)
+                command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+            )
 
-    def run_processes(self, commands: list[list[str]]) -> None:
-        procs = [self.spawn(c) for c in commands]
+    def run_processes(self, commands: list[list[str]], *, defaults: bool = False) -> None:
+        procs = [self.spawn(c, defaults=defaults) for c in commands]
         for proc in procs:
             if proc.wait(timeout=600) != 0:
                 raise SystemExit(f"benchmark process failed: {proc.args!r}")
+
+    def delete_rate(self) -> float:
+        """Jobs/s of ``baseline.py drain-delete`` processes, from what they noted (their rows
+        are gone): all their jobs over the first claim to the last completion of any."""
+        row = self.raw.execute(
+            "SELECT sum(jobs), max(last_completion) - min(first_claim) FROM bench_drain"
+        ).fetchone()
+        assert row is not None
+        return float(row[0] or 0) / max(float(row[1] or 0), 1e-6)
 
     def drain(self, processes: int, *, backlog: int = 0) -> dict[str, Any]:
         count = self.n(20_000)
@@ -231,7 +273,22 @@ class Bench:
         if backlog:
             label += f", behind a backlog of {backlog:,}"
             return self.pair(label, "jobs/s", library, library_only=True, count=count)
-        return self.pair(label, "jobs/s", library, baseline, count)
+        result = self.pair(label, "jobs/s", library, baseline, count)
+
+        def at_defaults() -> float:
+            prepare()
+            self.run_processes([defaults_command("--burst")] * processes, defaults=True)
+            return self.drain_rate()
+
+        def deleting() -> float:
+            prepare()
+            self.run_processes([baseline_command("drain-delete", 100)] * processes)
+            return self.delete_rate()
+
+        result["library_defaults"] = self.median(at_defaults)
+        result["baseline_delete"] = self.median(deleting)
+        result.update(key=f"drain-{processes}", peers=self.peer_figures("drain", count, processes))
+        return result
 
     # -- 3. latency ------------------------------------------------------------------------------
 
@@ -242,9 +299,9 @@ class Bench:
 
         count = self.n(300)
 
-        def measure(command: list[str]) -> dict[str, float]:
+        def measure(command: list[str], defaults: bool = False) -> dict[str, float]:
             self.reset()
-            proc = self.spawn(command)
+            proc = self.spawn(command, defaults=defaults)
             try:
                 self.wait_until_listening()
                 committed: dict[int, float] = {}
@@ -271,12 +328,17 @@ class Bench:
         raw = baseline_command("listen", count)
         library = [measure(worker) for _ in range(self.repeat)]
         baseline = [measure(raw) for _ in range(self.repeat)]
+        # As a user starts it: its default poll (5 s), threads and scheduler; woken by NOTIFY.
+        defaults = [measure(defaults_command(), defaults=True) for _ in range(self.repeat)]
         result: dict[str, Any] = {
-            "name": f"latency, commit to handler start ({count} jobs, 20 ms apart)"
+            "name": f"latency, commit to handler start ({count} jobs, 20 ms apart)",
+            "key": "latency",
         }
         for key in ("p50", "p95", "p99"):
             result[f"library_{key}_ms"] = statistics.median(r[key] for r in library)
             result[f"baseline_{key}_ms"] = statistics.median(r[key] for r in baseline)
+            result[f"library_defaults_{key}_ms"] = statistics.median(r[key] for r in defaults)
+        result["peers"] = self.peer_figures("latency", count)
         return result
 
     def wait_until_listening(self) -> None:
@@ -336,12 +398,12 @@ class Bench:
         count = self.n(1000)
         worker = worker_command("--burst", "--concurrency", "8")
         raw = baseline_command("workflows", self.STEPS)
-        per_step: dict[str, list[float]] = {"library": [], "baseline": []}
+        per_step: dict[str, list[float]] = {"library": [], "baseline": [], "library_defaults": []}
 
         def measure(which: str, command: list[str]) -> float:
             self.start_workflows(count)
             before = self.transactions()
-            self.run_processes([command] * processes)
+            self.run_processes([command] * processes, defaults=which == "library_defaults")
             # Exiting backends send their statistics as they go: give them a moment.
             time.sleep(1.0)
             per_step[which].append((self.transactions() - before) / (count * self.STEPS))
@@ -355,10 +417,16 @@ class Bench:
             lambda: measure("baseline", raw),
             count,
         )
+        result["library_defaults"] = self.median(
+            lambda: measure("library_defaults", defaults_command("--burst"))
+        )
         result["steps"] = self.STEPS
-        for which in ("library", "baseline"):
+        for which in ("library", "baseline", "library_defaults"):
             result[which]["steps_per_s"] = result[which]["median"] * self.STEPS
             result[which]["transactions_per_step"] = statistics.median(per_step[which])
+        result.update(
+            key=f"workflows-{processes}", peers=self.peer_figures("workflows", count, processes)
+        )
         return result
 
     def workflow_statements(self) -> dict[str, Any]:
@@ -500,6 +568,18 @@ def main() -> None:
         default=",".join(WORKLOADS),
         help=f"Comma-separated workloads to run (default all: {','.join(WORKLOADS)}).",
     )
+    parser.add_argument(
+        "--peers",
+        default=",".join(SPECS),
+        help=f"Comma-separated peers to run beside the library, or 'none' (default all: "
+        f"{','.join(SPECS)}); each is skipped with a note if its package is not importable.",
+    )
+    parser.add_argument(
+        "--peers-python",
+        default=None,
+        help="The interpreter the peers run with, in a virtualenv of their own (default: "
+        "BENCH_PEERS_PYTHON, else this one).",
+    )
     args = parser.parse_args()
     only = [name.strip() for name in args.only.split(",") if name.strip()]
     unknown = sorted(set(only) - set(WORKLOADS))
@@ -507,17 +587,33 @@ def main() -> None:
         parser.error(
             f"unknown workload(s) {', '.join(unknown)}; choose from {', '.join(WORKLOADS)}"
         )
+    peer_names = [name.strip() for name in args.peers.split(",") if name.strip()]
+    peer_names = [] if peer_names == ["none"] else peer_names
+    if sorted(set(peer_names) - set(SPECS)):
+        parser.error(f"unknown peer(s) in {args.peers!r}; choose from {', '.join(SPECS)}, none")
+    # The peers take part in these workloads only.
+    if not set(only) & {"enqueue", "drain", "latency", "workflows"}:
+        peer_names = []
 
     server_url, url = migrated_database()
     bench = Bench(url, args.scale, args.repeat)
     bench.raw.execute("CREATE TABLE bench_latency (n int, started float8)")
+    bench.raw.execute(
+        "CREATE TABLE bench_drain (first_claim float8, last_completion float8, jobs int)"
+    )
     try:
+        if peer_names:
+            bench.peers = Peers(
+                server_url, peers_python(args.peers_python), peer_names, bench.commands
+            )
         results = bench.run(only)
         report = {
             "scale": args.scale,
             "repeat": args.repeat,
             **environment(bench.raw),
+            "peers": bench.peers.describe() if bench.peers else {},
             "results": results,
+            "comparison": comparison(results),
             "commands": bench.commands,
         }
     finally:
@@ -526,7 +622,10 @@ def main() -> None:
 
         connections.close_all()
         drop_database(server_url, url)
+        if bench.peers:
+            bench.peers.close()
     print_table(results)
+    print_comparison(report["comparison"], report["peers"])
     plans = [r["claim_plan"] for r in results if "claim_plan" in r]
     if plans:
         print("\nclaim plan behind the backlog:\n  " + "\n  ".join(plans[0]))
