@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -34,7 +33,6 @@ from benchmarks.peers.orchestra import SPECS, Peers, peers_python  # noqa: E402
 from benchmarks.report import (  # noqa: E402
     comparison,
     environment,
-    percentile,
     print_comparison,
     print_table,
 )
@@ -290,189 +288,6 @@ class Bench:
         result.update(key=f"drain-{processes}", peers=self.peer_figures("drain", count, processes))
         return result
 
-    # -- 3. latency ------------------------------------------------------------------------------
-
-    def latency(self) -> dict[str, Any]:
-        from django.db import transaction
-
-        from django_pgjobs import enqueue
-
-        count = self.n(300)
-
-        def measure(command: list[str], defaults: bool = False) -> dict[str, float]:
-            self.reset()
-            proc = self.spawn(command, defaults=defaults)
-            try:
-                self.wait_until_listening()
-                committed: dict[int, float] = {}
-                for n in range(count):
-                    with transaction.atomic():
-                        enqueue("bench.latency", {"n": n})
-                    committed[n] = time.time()
-                    time.sleep(0.02)
-                deadline = time.monotonic() + 60
-                while self.count_latency() < count and time.monotonic() < deadline:
-                    time.sleep(0.05)
-                rows = self.raw.execute("SELECT n, started FROM bench_latency").fetchall()
-            finally:
-                proc.send_signal(signal.SIGTERM)
-                proc.wait(timeout=60)
-            waits = sorted((started - committed[n]) * 1000 for n, started in rows)
-            return {
-                "p50": percentile(waits, 50),
-                "p95": percentile(waits, 95),
-                "p99": percentile(waits, 99),
-            }
-
-        worker = worker_command("--concurrency", "4", "--poll-interval", "60", "--no-scheduler")
-        raw = baseline_command("listen", count)
-        library = [measure(worker) for _ in range(self.repeat)]
-        baseline = [measure(raw) for _ in range(self.repeat)]
-        # As a user starts it: its default poll (5 s), threads and scheduler; woken by NOTIFY.
-        defaults = [measure(defaults_command(), defaults=True) for _ in range(self.repeat)]
-        result: dict[str, Any] = {
-            "name": f"latency, commit to handler start ({count} jobs, 20 ms apart)",
-            "key": "latency",
-        }
-        for key in ("p50", "p95", "p99"):
-            result[f"library_{key}_ms"] = statistics.median(r[key] for r in library)
-            result[f"baseline_{key}_ms"] = statistics.median(r[key] for r in baseline)
-            result[f"library_defaults_{key}_ms"] = statistics.median(r[key] for r in defaults)
-        result["peers"] = self.peer_figures("latency", count)
-        return result
-
-    def wait_until_listening(self) -> None:
-        """Until the library worker has registered or the baseline listener has connected."""
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            row = self.raw.execute(
-                "SELECT (SELECT count(*) FROM pgjobs_workers) + (SELECT count(*) "
-                "FROM pg_stat_activity WHERE application_name = 'pgjobs-baseline')"
-            ).fetchone()
-            if row and row[0]:
-                time.sleep(0.2)  # let it reach its wait
-                return
-            time.sleep(0.05)
-        raise SystemExit("the listener never started")
-
-    def count_latency(self) -> int:
-        row = self.raw.execute("SELECT count(*) FROM bench_latency").fetchone()
-        return int(row[0]) if row else 0
-
-    # -- 4. workflows ----------------------------------------------------------------------------
-
-    STEPS = 3  # the no-op steps of bench.three_steps (benchmarks/bench/workflows.py)
-
-    def start_workflows(self, count: int) -> None:
-        from django.db import transaction
-
-        from benchmarks.bench.workflows import three_steps
-        from django_pgjobs import start_workflow
-
-        with transaction.atomic():
-            for i in range(count):
-                start_workflow(three_steps, i)
-        self.raw.execute("VACUUM ANALYZE pgjobs_job_queue, pgjobs_workflow_executions")
-
-    def check_workflows(self, count: int) -> None:
-        row = self.raw.execute(
-            "SELECT count(*) FILTER (WHERE w.status = 'completed'), "
-            "(SELECT count(*) FROM pgjobs_workflow_steps) FROM pgjobs_workflow_executions AS w"
-        ).fetchone()
-        if row != (count, count * self.STEPS):
-            raise SystemExit(f"workflows not all completed: {row!r}, expected {count}")
-
-    def transactions(self) -> int:
-        """Transactions this database has committed or rolled back, as the statistics have them
-        (each autocommit statement is one)."""
-        self.raw.execute("SELECT pg_stat_force_next_flush()")
-        self.raw.execute("SELECT pg_stat_clear_snapshot()")
-        row = self.raw.execute(
-            "SELECT xact_commit + xact_rollback FROM pg_stat_database "
-            "WHERE datname = current_database()"
-        ).fetchone()
-        assert row is not None
-        return int(row[0])
-
-    def workflows(self, processes: int) -> dict[str, Any]:
-        count = self.n(1000)
-        worker = worker_command("--burst", "--concurrency", "8")
-        raw = baseline_command("workflows", self.STEPS)
-        per_step: dict[str, list[float]] = {"library": [], "baseline": [], "library_defaults": []}
-
-        def measure(which: str, command: list[str]) -> float:
-            self.start_workflows(count)
-            before = self.transactions()
-            self.run_processes([command] * processes, defaults=which == "library_defaults")
-            # Exiting backends send their statistics as they go: give them a moment.
-            time.sleep(1.0)
-            per_step[which].append((self.transactions() - before) / (count * self.STEPS))
-            self.check_workflows(count)
-            return self.drain_rate()
-
-        result = self.pair(
-            f"workflows: {count} x {self.STEPS} no-op steps, {processes} process(es)",
-            "workflows/s",
-            lambda: measure("library", worker),
-            lambda: measure("baseline", raw),
-            count,
-        )
-        result["library_defaults"] = self.median(
-            lambda: measure("library_defaults", defaults_command("--burst"))
-        )
-        result["steps"] = self.STEPS
-        for which in ("library", "baseline", "library_defaults"):
-            result[which]["steps_per_s"] = result[which]["median"] * self.STEPS
-            result[which]["transactions_per_step"] = statistics.median(per_step[which])
-        result.update(
-            key=f"workflows-{processes}", peers=self.peer_figures("workflows", count, processes)
-        )
-        return result
-
-    def workflow_statements(self) -> dict[str, Any]:
-        """Statements one workflow of bench.three_steps costs, counted by running its job in
-        this process under CaptureQueriesContext: the claim and completion of its job (which a
-        worker batches across jobs), and the handler's own (load, checkpoints, finish)."""
-        from django.db import connection
-        from django.test.utils import CaptureQueriesContext
-
-        from benchmarks.bench.workflows import three_steps
-        from django_pgjobs import start_workflow
-        from django_pgjobs.jobs.context import ProgressReporter
-        from django_pgjobs.jobs.registry import registry
-        from django_pgjobs.queries import claim_jobs, complete_jobs
-        from django_pgjobs.worker.attempt import call_handler
-
-        self.reset()
-        handle = start_workflow(three_steps, 7)
-        with CaptureQueriesContext(connection) as claimed, connection.cursor() as cur:
-            [job] = claim_jobs(
-                cur, worker_id="bench", limit=1, lease_seconds=60, queues=None, job_names=None
-            )
-        handler = registry.get(job.job_name)
-        assert handler is not None
-        with CaptureQueriesContext(connection) as ran:
-            call_handler(handler, job, ProgressReporter(job, lambda *args: None))
-        with CaptureQueriesContext(connection) as completed, connection.cursor() as cur:
-            complete_jobs(cur, tokens=[job.token])
-        if handle.get_result(5) != 7:
-            raise SystemExit("the counted workflow did not complete")
-        handler_sql = [q["sql"] for q in ran.captured_queries]
-        job_sql = len(claimed.captured_queries) + len(completed.captured_queries)
-        return {
-            "name": f"workflow statements, {self.STEPS} no-op steps (one workflow, in-process)",
-            "steps": self.STEPS,
-            "handler_statements": len(handler_sql),
-            "checkpoint_statements": sum(
-                "INSERT INTO pgjobs_workflow_steps" in sql for sql in handler_sql
-            ),
-            "job_statements": job_sql,
-            "handler_statements_per_step": len(handler_sql) / self.STEPS,
-            "statements_per_step_unbatched": (len(handler_sql) + job_sql) / self.STEPS,
-            "baseline_statements_per_step": (self.STEPS + 2) / self.STEPS,
-            "handler_sql": [" ".join(sql.split())[:120] for sql in handler_sql],
-        }
-
     # -- 5. backlog ------------------------------------------------------------------------------
 
     def backlog(self, empty_rate: float) -> dict[str, Any]:
@@ -518,9 +333,13 @@ class Bench:
             one = self.drain(1)
             results += [one, self.drain(2)]
         if "latency" in only:
-            results.append(self.latency())
+            from benchmarks.latency import latency
+
+            results.append(latency(self))
         if "workflows" in only:
-            results += [self.workflows(1), self.workflows(2), self.workflow_statements()]
+            from benchmarks.workflows_workload import workflow_statements, workflows
+
+            results += [workflows(self, 1), workflows(self, 2), workflow_statements(self)]
         if "backlog" in only:
             # Compared with the empty-table rate of this run, measured here if drain was skipped.
             one = one or self.drain(1)
