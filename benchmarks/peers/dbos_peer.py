@@ -15,7 +15,7 @@ Settings, from DBOS's documentation (benchmarks/README.md, "The peers", cites it
   tuned worker's ``--concurrency 8``;
 - ``polling_interval_sec`` 0.1 (default 1.0, a documented parameter): a worker dequeues only
   when it polls, so with a per-process limit each poll refills the free slots;
-- the system database on PostgreSQL (its production setting; SQLite is its default), with its
+- the system database on PostgreSQL (SQLite is its default when none is given), with its
   default ``use_listen_notify`` and pool.
 
 ``BENCH_DBOS_WORKER_CONCURRENCY`` (a number, or ``none``) and ``BENCH_DBOS_POLL`` override them.
