@@ -16,6 +16,7 @@ import os
 import statistics
 import subprocess
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,10 +42,10 @@ SPECS: dict[str, Spec] = {
 }
 
 
-def as_url(params: dict[str, str]) -> str:
+def as_url(conninfo: Mapping[str, object]) -> str:
     """A ``postgresql://`` URL of libpq's parameters: asyncpg and SQLAlchemy (DBOS) read only
     URLs, where psycopg and run.py's ``DATABASE_URL`` also take ``key=value`` strings."""
-    params = dict(params)
+    params = {key: str(value) for key, value in conninfo.items() if value is not None}
     user = quote(params.pop("user", ""), safe="")
     password = params.pop("password", None)
     if password is not None:
