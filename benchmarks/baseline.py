@@ -1,11 +1,13 @@
 """The raw-SQL baseline: the least a PostgreSQL queue worker can do, with psycopg and nothing else.
 
 One statement claims a batch with SKIP LOCKED, one statement completes it. ``drain`` empties the
-due jobs and exits; ``listen`` waits on LISTEN/NOTIFY and notes when each job's "handler" starts;
-``workflows`` runs started workflows of N no-op steps the least durable way: claim one, write one
-checkpoint row per step (one ``INSERT`` each, autocommit), mark it done. Run by run.py as separate
-processes, exactly like the library's workers: ``python benchmarks/baseline.py MODE N`` with the
-database in ``BENCH_DATABASE_URL``.
+due jobs and exits, keeping them as ``completed`` rows (an ``UPDATE``, as our worker does);
+``drain-delete`` is the same with a ``DELETE`` instead (as pgqueuer does), so the two together
+show what keeping finished rows costs on its own; ``listen`` waits on LISTEN/NOTIFY and notes
+when each job's "handler" starts; ``workflows`` runs started workflows of N no-op steps the
+least durable way: claim one, write one checkpoint row per step (one ``INSERT`` each,
+autocommit), mark it done. Run by run.py as separate processes, exactly like the library's
+workers: ``python benchmarks/baseline.py MODE N`` with the database in ``BENCH_DATABASE_URL``.
 """
 
 from __future__ import annotations
@@ -32,14 +34,27 @@ WHERE j.id = ANY(ARRAY(SELECT id FROM due)) RETURNING j.id, j.payload
 COMPLETE = (
     "UPDATE pgjobs_job_queue SET status = 'completed', completed_at = now() WHERE id = ANY(%s)"
 )
+DELETE = "DELETE FROM pgjobs_job_queue WHERE id = ANY(%s)"
 
 
-def drain(conn: psycopg.Connection[tuple[Any, ...]], batch: int) -> None:
+def drain(conn: psycopg.Connection[tuple[Any, ...]], batch: int, *, delete: bool = False) -> None:
+    """Claim and complete batches until none is due. Deleting leaves no row to read the rate
+    from, so that variant notes its own first claim and last completion in ``bench_drain``."""
+    first: float | None = None
+    done = 0
     while True:
+        started = time.time()
         rows = conn.execute(CLAIM, [batch]).fetchall()
         if not rows:
-            return
-        conn.execute(COMPLETE, [[r[0] for r in rows]])
+            break
+        first = first or started
+        conn.execute(DELETE if delete else COMPLETE, [[r[0] for r in rows]])
+        done += len(rows)
+    if delete and first is not None:
+        conn.execute(
+            "INSERT INTO bench_drain (first_claim, last_completion, jobs) VALUES (%s, %s, %s)",
+            [first, time.time(), done],
+        )
 
 
 CHECKPOINT = """
@@ -95,8 +110,8 @@ if __name__ == "__main__":
     url = os.environ["BENCH_DATABASE_URL"]
     mode, number = sys.argv[1], int(sys.argv[2])
     with psycopg.connect(url, autocommit=True, application_name="pgjobs-baseline") as connection:
-        if mode == "drain":
-            drain(connection, number)
+        if mode in ("drain", "drain-delete"):
+            drain(connection, number, delete=mode == "drain-delete")
         elif mode == "workflows":
             workflows(connection, number)
         else:

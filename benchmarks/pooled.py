@@ -38,11 +38,11 @@ from psycopg.conninfo import conninfo_to_dict
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.report import percentile
 from benchmarks.run import (
     child_environment,
     drop_database,
     migrated_database,
-    percentile,
     worker_command,
 )
 

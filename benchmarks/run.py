@@ -14,11 +14,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,6 +28,14 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from benchmarks.peers.orchestra import SPECS, Peers, peers_python  # noqa: E402
+from benchmarks.report import (  # noqa: E402
+    comparison,
+    environment,
+    print_comparison,
+    print_table,
+)
 
 
 def masked(conninfo: str) -> str:
@@ -53,6 +60,12 @@ def child_environment(url: str) -> dict[str, str]:
 def worker_command(*options: str) -> list[str]:
     """A library worker (``pgjobs_worker``) on the benchmark database."""
     return [sys.executable, "-m", "django", "pgjobs_worker", "-v", "0", *options]
+
+
+def defaults_command(*options: str) -> list[str]:
+    """The worker as a user types it (``manage.py pgjobs_worker``, here through ``django-admin``'s
+    ``-m django`` with the settings in the environment): nothing but ``options``."""
+    return [sys.executable, "-m", "django", "pgjobs_worker", *options]
 
 
 def baseline_command(mode: str, number: int) -> list[str]:
@@ -102,6 +115,13 @@ class Bench:
         self.env = child_environment(url)
         # Every child command line, once each, for the report: what exactly was measured.
         self.commands: list[list[str]] = []
+        # pgqueuer, procrastinate, DBOS (benchmarks/peers/), when run.py is asked for them.
+        self.peers: Peers | None = None
+
+    def peer_figures(self, workload: str, count: int, processes: int = 1) -> dict[str, Any]:
+        if self.peers is None:
+            return {}
+        return self.peers.figures(workload, count, self.repeat, processes)
 
     def n(self, base: int) -> int:
         return max(int(base * self.scale), 10)
@@ -109,6 +129,7 @@ class Bench:
     def reset(self) -> None:
         self.raw.execute(
             "TRUNCATE pgjobs_job_queue, pgjobs_failed_jobs, pgjobs_workers, bench_latency, "
+            "bench_drain, "
             "pgjobs_workflow_executions, pgjobs_workflow_steps, pgjobs_workflow_messages, "
             "pgjobs_workflow_events, pgjobs_queues, pgjobs_queue_starts"
         )
@@ -156,7 +177,9 @@ class Bench:
             conn.close()
             return count / elapsed
 
-        return self.pair("enqueue, one job per transaction", "jobs/s", library, baseline, count)
+        result = self.pair("enqueue, one job per transaction", "jobs/s", library, baseline, count)
+        result.update(key="enqueue", peers=self.peer_figures("enqueue", count))
+        return result
 
     def enqueue_bulk(self) -> dict[str, Any]:
         from django_pgjobs import enqueue_many
@@ -189,16 +212,34 @@ class Bench:
         done, seconds = row
         return float(done) / max(float(seconds or 0), 1e-6)
 
-    def spawn(self, command: list[str]) -> subprocess.Popen[bytes]:
-        if command not in self.commands:
-            self.commands.append(command)
-        return subprocess.Popen(command, cwd=ROOT, env=self.env)  # noqa: S603
+    def spawn(self, command: list[str], *, defaults: bool = False) -> subprocess.Popen[bytes]:
+        """A child process. ``defaults``: the library as it comes (no PGJOBS setting, see
+        settings.py) writing its output to a file, as under a process manager that keeps a log."""
+        listed = ["BENCH_LIBRARY_DEFAULTS=1", *command] if defaults else command
+        if listed not in self.commands:
+            self.commands.append(listed)
+        if not defaults:
+            return subprocess.Popen(command, cwd=ROOT, env=self.env)  # noqa: S603
+        env = {**self.env, "BENCH_LIBRARY_DEFAULTS": "1"}
+        with tempfile.TemporaryFile() as log:  # the child keeps its own descriptor open
+            return subprocess.Popen(  # noqa: S603 (our own command line)
+                command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+            )
 
-    def run_processes(self, commands: list[list[str]]) -> None:
-        procs = [self.spawn(c) for c in commands]
+    def run_processes(self, commands: list[list[str]], *, defaults: bool = False) -> None:
+        procs = [self.spawn(c, defaults=defaults) for c in commands]
         for proc in procs:
             if proc.wait(timeout=600) != 0:
                 raise SystemExit(f"benchmark process failed: {proc.args!r}")
+
+    def delete_rate(self) -> float:
+        """Jobs/s of ``baseline.py drain-delete`` processes, from what they noted (their rows
+        are gone): all their jobs over the first claim to the last completion of any."""
+        row = self.raw.execute(
+            "SELECT sum(jobs), max(last_completion) - min(first_claim) FROM bench_drain"
+        ).fetchone()
+        assert row is not None
+        return float(row[0] or 0) / max(float(row[1] or 0), 1e-6)
 
     def drain(self, processes: int, *, backlog: int = 0) -> dict[str, Any]:
         count = self.n(20_000)
@@ -230,179 +271,22 @@ class Bench:
         if backlog:
             label += f", behind a backlog of {backlog:,}"
             return self.pair(label, "jobs/s", library, library_only=True, count=count)
-        return self.pair(label, "jobs/s", library, baseline, count)
+        result = self.pair(label, "jobs/s", library, baseline, count)
 
-    # -- 3. latency ------------------------------------------------------------------------------
-
-    def latency(self) -> dict[str, Any]:
-        from django.db import transaction
-
-        from django_pgjobs import enqueue
-
-        count = self.n(300)
-
-        def measure(command: list[str]) -> dict[str, float]:
-            self.reset()
-            proc = self.spawn(command)
-            try:
-                self.wait_until_listening()
-                committed: dict[int, float] = {}
-                for n in range(count):
-                    with transaction.atomic():
-                        enqueue("bench.latency", {"n": n})
-                    committed[n] = time.time()
-                    time.sleep(0.02)
-                deadline = time.monotonic() + 60
-                while self.count_latency() < count and time.monotonic() < deadline:
-                    time.sleep(0.05)
-                rows = self.raw.execute("SELECT n, started FROM bench_latency").fetchall()
-            finally:
-                proc.send_signal(signal.SIGTERM)
-                proc.wait(timeout=60)
-            waits = sorted((started - committed[n]) * 1000 for n, started in rows)
-            return {
-                "p50": percentile(waits, 50),
-                "p95": percentile(waits, 95),
-                "p99": percentile(waits, 99),
-            }
-
-        worker = worker_command("--concurrency", "4", "--poll-interval", "60", "--no-scheduler")
-        raw = baseline_command("listen", count)
-        library = [measure(worker) for _ in range(self.repeat)]
-        baseline = [measure(raw) for _ in range(self.repeat)]
-        result: dict[str, Any] = {
-            "name": f"latency, commit to handler start ({count} jobs, 20 ms apart)"
-        }
-        for key in ("p50", "p95", "p99"):
-            result[f"library_{key}_ms"] = statistics.median(r[key] for r in library)
-            result[f"baseline_{key}_ms"] = statistics.median(r[key] for r in baseline)
-        return result
-
-    def wait_until_listening(self) -> None:
-        """Until the library worker has registered or the baseline listener has connected."""
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            row = self.raw.execute(
-                "SELECT (SELECT count(*) FROM pgjobs_workers) + (SELECT count(*) "
-                "FROM pg_stat_activity WHERE application_name = 'pgjobs-baseline')"
-            ).fetchone()
-            if row and row[0]:
-                time.sleep(0.2)  # let it reach its wait
-                return
-            time.sleep(0.05)
-        raise SystemExit("the listener never started")
-
-    def count_latency(self) -> int:
-        row = self.raw.execute("SELECT count(*) FROM bench_latency").fetchone()
-        return int(row[0]) if row else 0
-
-    # -- 4. workflows ----------------------------------------------------------------------------
-
-    STEPS = 3  # the no-op steps of bench.three_steps (benchmarks/bench/workflows.py)
-
-    def start_workflows(self, count: int) -> None:
-        from django.db import transaction
-
-        from benchmarks.bench.workflows import three_steps
-        from django_pgjobs import start_workflow
-
-        with transaction.atomic():
-            for i in range(count):
-                start_workflow(three_steps, i)
-        self.raw.execute("VACUUM ANALYZE pgjobs_job_queue, pgjobs_workflow_executions")
-
-    def check_workflows(self, count: int) -> None:
-        row = self.raw.execute(
-            "SELECT count(*) FILTER (WHERE w.status = 'completed'), "
-            "(SELECT count(*) FROM pgjobs_workflow_steps) FROM pgjobs_workflow_executions AS w"
-        ).fetchone()
-        if row != (count, count * self.STEPS):
-            raise SystemExit(f"workflows not all completed: {row!r}, expected {count}")
-
-    def transactions(self) -> int:
-        """Transactions this database has committed or rolled back, as the statistics have them
-        (each autocommit statement is one)."""
-        self.raw.execute("SELECT pg_stat_force_next_flush()")
-        self.raw.execute("SELECT pg_stat_clear_snapshot()")
-        row = self.raw.execute(
-            "SELECT xact_commit + xact_rollback FROM pg_stat_database "
-            "WHERE datname = current_database()"
-        ).fetchone()
-        assert row is not None
-        return int(row[0])
-
-    def workflows(self, processes: int) -> dict[str, Any]:
-        count = self.n(1000)
-        worker = worker_command("--burst", "--concurrency", "8")
-        raw = baseline_command("workflows", self.STEPS)
-        per_step: dict[str, list[float]] = {"library": [], "baseline": []}
-
-        def measure(which: str, command: list[str]) -> float:
-            self.start_workflows(count)
-            before = self.transactions()
-            self.run_processes([command] * processes)
-            # Exiting backends send their statistics as they go: give them a moment.
-            time.sleep(1.0)
-            per_step[which].append((self.transactions() - before) / (count * self.STEPS))
-            self.check_workflows(count)
+        def at_defaults() -> float:
+            prepare()
+            self.run_processes([defaults_command("--burst")] * processes, defaults=True)
             return self.drain_rate()
 
-        result = self.pair(
-            f"workflows: {count} x {self.STEPS} no-op steps, {processes} process(es)",
-            "workflows/s",
-            lambda: measure("library", worker),
-            lambda: measure("baseline", raw),
-            count,
-        )
-        result["steps"] = self.STEPS
-        for which in ("library", "baseline"):
-            result[which]["steps_per_s"] = result[which]["median"] * self.STEPS
-            result[which]["transactions_per_step"] = statistics.median(per_step[which])
+        def deleting() -> float:
+            prepare()
+            self.run_processes([baseline_command("drain-delete", 100)] * processes)
+            return self.delete_rate()
+
+        result["library_defaults"] = self.median(at_defaults)
+        result["baseline_delete"] = self.median(deleting)
+        result.update(key=f"drain-{processes}", peers=self.peer_figures("drain", count, processes))
         return result
-
-    def workflow_statements(self) -> dict[str, Any]:
-        """Statements one workflow of bench.three_steps costs, counted by running its job in
-        this process under CaptureQueriesContext: the claim and completion of its job (which a
-        worker batches across jobs), and the handler's own (load, checkpoints, finish)."""
-        from django.db import connection
-        from django.test.utils import CaptureQueriesContext
-
-        from benchmarks.bench.workflows import three_steps
-        from django_pgjobs import start_workflow
-        from django_pgjobs.jobs.context import ProgressReporter
-        from django_pgjobs.jobs.registry import registry
-        from django_pgjobs.queries import claim_jobs, complete_jobs
-        from django_pgjobs.worker.attempt import call_handler
-
-        self.reset()
-        handle = start_workflow(three_steps, 7)
-        with CaptureQueriesContext(connection) as claimed, connection.cursor() as cur:
-            [job] = claim_jobs(
-                cur, worker_id="bench", limit=1, lease_seconds=60, queues=None, job_names=None
-            )
-        handler = registry.get(job.job_name)
-        assert handler is not None
-        with CaptureQueriesContext(connection) as ran:
-            call_handler(handler, job, ProgressReporter(job, lambda *args: None))
-        with CaptureQueriesContext(connection) as completed, connection.cursor() as cur:
-            complete_jobs(cur, tokens=[job.token])
-        if handle.get_result(5) != 7:
-            raise SystemExit("the counted workflow did not complete")
-        handler_sql = [q["sql"] for q in ran.captured_queries]
-        job_sql = len(claimed.captured_queries) + len(completed.captured_queries)
-        return {
-            "name": f"workflow statements, {self.STEPS} no-op steps (one workflow, in-process)",
-            "steps": self.STEPS,
-            "handler_statements": len(handler_sql),
-            "checkpoint_statements": sum(
-                "INSERT INTO pgjobs_workflow_steps" in sql for sql in handler_sql
-            ),
-            "job_statements": job_sql,
-            "handler_statements_per_step": len(handler_sql) / self.STEPS,
-            "statements_per_step_unbatched": (len(handler_sql) + job_sql) / self.STEPS,
-            "baseline_statements_per_step": (self.STEPS + 2) / self.STEPS,
-            "handler_sql": [" ".join(sql.split())[:120] for sql in handler_sql],
-        }
 
     # -- 5. backlog ------------------------------------------------------------------------------
 
@@ -449,9 +333,13 @@ class Bench:
             one = self.drain(1)
             results += [one, self.drain(2)]
         if "latency" in only:
-            results.append(self.latency())
+            from benchmarks.latency import latency
+
+            results.append(latency(self))
         if "workflows" in only:
-            results += [self.workflows(1), self.workflows(2), self.workflow_statements()]
+            from benchmarks.workflows_workload import workflow_statements, workflows
+
+            results += [workflows(self, 1), workflows(self, 2), workflow_statements(self)]
         if "backlog" in only:
             # Compared with the empty-table rate of this run, measured here if drain was skipped.
             one = one or self.drain(1)
@@ -487,82 +375,6 @@ class Bench:
 WORKLOADS = ("enqueue", "drain", "latency", "workflows", "backlog", "flow", "logs")
 
 
-def percentile(values: list[float], p: float) -> float:
-    if not values:
-        return float("nan")
-    index = min(round(p / 100 * (len(values) - 1)), len(values) - 1)
-    return values[index]
-
-
-def environment(raw: psycopg.Connection[Any]) -> dict[str, Any]:
-    import django
-
-    settings = {
-        name: raw.execute(f"SHOW {name}").fetchone()[0]  # type: ignore[index]
-        for name in (
-            "server_version",
-            "shared_buffers",
-            "synchronous_commit",
-            "fsync",
-            "max_connections",
-            "autovacuum",
-            "autovacuum_naptime",
-            "plan_cache_mode",
-        )
-    }
-    return {
-        "machine": {
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-            "python": sys.version.split()[0],
-        },
-        "versions": {"django": django.get_version(), "psycopg": psycopg.__version__},
-        "postgresql": settings,
-    }
-
-
-def print_table(results: list[dict[str, Any]]) -> None:
-    print(f"\n{'workload':<62} {'library':>12} {'baseline':>12} {'ratio':>7}")
-    for r in results:
-        if "handler_statements" in r:
-            ours, theirs = r["statements_per_step_unbatched"], r["baseline_statements_per_step"]
-            label = "statements per step, one workflow with its job's claim/completion"
-            print(f"{label:<62} {ours:>12.2f} {theirs:>12.2f} {ours / theirs:>7.2f}")
-            label = "  of which the workflow handler's (load, checkpoints, finish)"
-            print(f"{label:<62} {r['handler_statements_per_step']:>12.2f}")
-            continue
-        if "library_p50_ms" in r:
-            for key in ("p50", "p95", "p99"):
-                lib, base = r[f"library_{key}_ms"], r[f"baseline_{key}_ms"]
-                print(
-                    f"{r['name'] + ' ' + key:<62} {lib:>10.1f}ms {base:>10.1f}ms {lib / base:>7.2f}"
-                )
-            continue
-        lib = r["library"]["median"]
-        if r["unit"] == "ratio":
-            print(f"{r['name']:<62} {lib:>12.3f} {'(limit)':>12} {lib:>7.3f}")
-            continue
-        base = r.get("baseline", {}).get("median")
-        ratio = r.get("ratio") or r.get("ratio_to_empty_table")
-        base_text = f"{base:>12,.0f}" if base else f"{'(vs empty)':>12}"
-        print(f"{r['name']:<62} {lib:>12,.0f} {base_text} {ratio or 0:>7.2f}")
-        if "lines_written" in r["library"]:
-            print(
-                f"{'  lines the worker wrote, this / -v 0':<62} "
-                f"{r['library']['lines_written']:>12,.0f} {r['baseline']['lines_written']:>12,.0f}"
-            )
-            paired = "  median of each repeat's ratio to its -v 0 run"
-            print(f"{paired:<62} {'':>25} {r['paired_ratio']:>7.2f}")
-        if "steps" in r:
-            lib_steps, base_steps = r["library"]["steps_per_s"], r["baseline"]["steps_per_s"]
-            print(f"{'  the same, in steps/s':<62} {lib_steps:>12,.0f} {base_steps:>12,.0f}")
-            print(
-                f"{'  transactions per step (pg_stat_database)':<62} "
-                f"{r['library']['transactions_per_step']:>12.2f} "
-                f"{r['baseline']['transactions_per_step']:>12.2f}"
-            )
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -575,6 +387,18 @@ def main() -> None:
         default=",".join(WORKLOADS),
         help=f"Comma-separated workloads to run (default all: {','.join(WORKLOADS)}).",
     )
+    parser.add_argument(
+        "--peers",
+        default=",".join(SPECS),
+        help=f"Comma-separated peers to run beside the library, or 'none' (default all: "
+        f"{','.join(SPECS)}); each is skipped with a note if its package is not importable.",
+    )
+    parser.add_argument(
+        "--peers-python",
+        default=None,
+        help="The interpreter the peers run with, in a virtualenv of their own (default: "
+        "BENCH_PEERS_PYTHON, else this one).",
+    )
     args = parser.parse_args()
     only = [name.strip() for name in args.only.split(",") if name.strip()]
     unknown = sorted(set(only) - set(WORKLOADS))
@@ -582,17 +406,33 @@ def main() -> None:
         parser.error(
             f"unknown workload(s) {', '.join(unknown)}; choose from {', '.join(WORKLOADS)}"
         )
+    peer_names = [name.strip() for name in args.peers.split(",") if name.strip()]
+    peer_names = [] if peer_names == ["none"] else peer_names
+    if sorted(set(peer_names) - set(SPECS)):
+        parser.error(f"unknown peer(s) in {args.peers!r}; choose from {', '.join(SPECS)}, none")
+    # The peers take part in these workloads only.
+    if not set(only) & {"enqueue", "drain", "latency", "workflows"}:
+        peer_names = []
 
     server_url, url = migrated_database()
     bench = Bench(url, args.scale, args.repeat)
     bench.raw.execute("CREATE TABLE bench_latency (n int, started float8)")
+    bench.raw.execute(
+        "CREATE TABLE bench_drain (first_claim float8, last_completion float8, jobs int)"
+    )
     try:
+        if peer_names:
+            bench.peers = Peers(
+                server_url, peers_python(args.peers_python), peer_names, bench.commands
+            )
         results = bench.run(only)
         report = {
             "scale": args.scale,
             "repeat": args.repeat,
             **environment(bench.raw),
+            "peers": bench.peers.describe() if bench.peers else {},
             "results": results,
+            "comparison": comparison(results),
             "commands": bench.commands,
         }
     finally:
@@ -601,7 +441,10 @@ def main() -> None:
 
         connections.close_all()
         drop_database(server_url, url)
+        if bench.peers:
+            bench.peers.close()
     print_table(results)
+    print_comparison(report["comparison"], report["peers"])
     plans = [r["claim_plan"] for r in results if "claim_plan" in r]
     if plans:
         print("\nclaim plan behind the backlog:\n  " + "\n  ".join(plans[0]))

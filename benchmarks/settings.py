@@ -40,4 +40,7 @@ if "BENCH_POOLER_PORT" in os.environ:
         "PORT": os.environ["BENCH_POOLER_PORT"],
     }
 PGJOBS.update(json.loads(os.environ.get("BENCH_PGJOBS", "{}")))
+# run.py's "at its defaults" figures: the library as a user gets it, with no PGJOBS setting.
+if os.environ.get("BENCH_LIBRARY_DEFAULTS"):
+    PGJOBS = {}
 LOGGING = {"version": 1, "disable_existing_loggers": False, "root": {"level": "WARNING"}}

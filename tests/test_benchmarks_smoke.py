@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from tests.helpers import ROOT, database_conninfo
@@ -22,13 +23,32 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 PASSWORD = "bench-s3cret"
 
 
-def run_script(script: str, *args: str) -> subprocess.CompletedProcess[str]:
+def run_script(script: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "DATABASE_URL": f"{database_conninfo()} password={PASSWORD}"}
     env.pop("DJANGO_SETTINGS_MODULE", None)
+    # The peers run with this interpreter unless a test names another.
+    env.pop("BENCH_PEERS_PYTHON", None)
     return subprocess.run(
         [sys.executable, f"benchmarks/{script}", *args],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False,
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False,
     )  # fmt: skip
+
+
+# The peers' packages (benchmarks/peers/), by peer. They are no test dependency of the project.
+PEER_PACKAGES = {"pgqueuer": "pgqueuer", "procrastinate": "procrastinate", "dbos": "dbos"}
+
+
+def importable(python: str, package: str) -> bool:
+    found = subprocess.run([python, "-c", f"import {package}"], capture_output=True, check=False)
+    return found.returncode == 0
+
+
+def leftover_peer_databases() -> list[str]:
+    with psycopg.connect(database_conninfo(), autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT datname FROM pg_database WHERE datname LIKE 'pgjobs\\_bench\\_peers\\_%'"
+        ).fetchall()
+    return [row[0] for row in rows]
 
 
 def test_benchmark_runs_at_a_tiny_scale(tmp_path: Path) -> None:
@@ -64,13 +84,76 @@ def test_benchmark_runs_at_a_tiny_scale(tmp_path: Path) -> None:
             assert result["library"]["median"] > 0
     assert report["postgresql"]["server_version"]
     assert report["postgresql"]["autovacuum"] in ("on", "off")
+    # Beside the tuned worker: the worker at its defaults, and the baseline that deletes.
+    for drain in (r for r in report["results"] if r.get("key", "").startswith("drain-")):
+        assert drain["library_defaults"]["median"] > 0
+        assert drain["baseline_delete"]["median"] > 0
+    [latency] = [r for r in report["results"] if r.get("key") == "latency"]
+    assert latency["library_defaults_p50_ms"] > 0
+    assert all(f["library_defaults"]["steps_per_s"] > 0 for f in flows)
+    rows = report["comparison"]["rows"]
+    assert set(rows["pgjobs, defaults"]) == {
+        "enqueue", "drain-1", "drain-2", "latency", "workflows-1", "workflows-2",
+    }  # fmt: skip
+    assert set(rows["raw SQL, deletes rows"]) == {"drain-1", "drain-2"}
+    assert report["comparison"]["ratios"]["pgjobs, defaults / raw SQL, deletes rows"]["drain-2"] > 0
+    # The peers this interpreter cannot import (the test venvs have none) are skipped, noted.
+    absent = [p for p, pkg in PEER_PACKAGES.items() if not importable(sys.executable, pkg)]
+    assert sorted(report["peers"]["skipped"]) == sorted(absent)
+    for peer in absent:
+        assert f"peer {peer}: skipped: {PEER_PACKAGES[peer]} is not importable" in proc.stdout
     # Every child process got the password-bearing database through its environment.
     commands = report["commands"]
     assert any("baseline.py" in " ".join(c) for c in commands)
     assert any("pgjobs_worker" in c for c in commands)
+    # The worker at its defaults is the command as a user types it.
+    assert [sys.executable, "-m", "django", "pgjobs_worker", "--burst"] in [
+        c[1:] for c in commands if c[0] == "BENCH_LIBRARY_DEFAULTS=1"
+    ]
     assert not [c for c in commands if any(PASSWORD in arg for arg in c)]
     assert "password=***" in proc.stdout
     assert PASSWORD not in proc.stdout + proc.stderr
+
+
+def test_benchmark_runs_beside_the_peers(tmp_path: Path) -> None:
+    """pgqueuer, procrastinate and DBOS in their own processes and databases, with the
+    interpreter BENCH_PEERS_PYTHON names (a virtualenv of their own), else this one."""
+    python = os.environ.get("BENCH_PEERS_PYTHON") or sys.executable
+    missing = [pkg for pkg in PEER_PACKAGES.values() if not importable(python, pkg)]
+    if missing:
+        pytest.skip(f"needs {', '.join(missing)} importable by {python} (BENCH_PEERS_PYTHON)")
+    out = tmp_path / "bench.json"
+    proc = run_script("run.py", "--scale", "0.005", "--repeat", "1", "--peers-python", python,
+                      "--only", "enqueue,drain,latency,workflows", "--json", str(out),
+                      timeout=900)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads(out.read_text())
+    assert sorted(report["peers"]["ran"]) == sorted(PEER_PACKAGES)
+    assert report["peers"]["skipped"] == {}
+    assert report["peers"]["failures"] == []
+    by_key = {r["key"]: r for r in report["results"] if "key" in r}
+    expected = {
+        "enqueue": {"pgqueuer", "procrastinate"},
+        "drain-1": {"pgqueuer", "procrastinate"},
+        "drain-2": {"pgqueuer", "procrastinate"},
+        "latency": {"pgqueuer", "procrastinate"},
+        "workflows-1": {"dbos"},
+        "workflows-2": {"dbos"},
+    }
+    for key, peers in expected.items():
+        assert set(by_key[key]["peers"]) == peers, key
+        for figures in by_key[key]["peers"].values():
+            assert figures["p50"] > 0 if key == "latency" else figures["median"] > 0
+    assert all(f["steps_per_s"] > 0 for f in (by_key["workflows-1"]["peers"]["dbos"],))
+    ratios = report["comparison"]["ratios"]
+    for peer, ran in report["peers"]["ran"].items():
+        assert ran["version"] and ran["settings"]
+        assert f"pgjobs, defaults / {peer} {ran['version']}" in ratios
+        assert f"pgjobs, tuned / {peer} {ran['version']}" in ratios
+    # Their databases too travel in the environment only, and are gone afterwards.
+    assert not [c for c in report["commands"] if any(PASSWORD in arg for arg in c)]
+    assert PASSWORD not in proc.stdout + proc.stderr
+    assert leftover_peer_databases() == []
 
 
 def test_only_runs_the_workloads_asked_for(tmp_path: Path) -> None:
