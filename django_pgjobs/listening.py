@@ -161,9 +161,9 @@ class Listening:
                 "pooler (PgBouncer?), where LISTEN is dropped or left on a server connection "
                 "other clients get, so new work waits for the next poll (POLL_INTERVAL). Set "
                 "PGJOBS['LISTEN_DATABASE'] to a DATABASES alias that connects straight to the "
-                "same PostgreSQL database (or through a pooler in session mode; one connection "
-                "per worker and scheduler), or PGJOBS['POLL_ONLY'] = True to poll without "
-                "listening (docs/howto/worker.md, Behind PgBouncer).",
+                "same PostgreSQL database (one connection per worker and scheduler), or "
+                "PGJOBS['POLL_ONLY'] = True to poll without listening (docs/howto/worker.md, "
+                "Behind PgBouncer).",
                 self.who,
                 self.alias,
             )
@@ -238,8 +238,9 @@ class Listening:
             self.log.warning(
                 "%s does not listen on LISTEN_DATABASE %r: it goes through a connection pooler "
                 "too (PgBouncer?), where LISTEN is dropped or left on a server connection other "
-                "clients get. Point it straight at PostgreSQL. New work waits for the next poll "
-                "(POLL_INTERVAL).",
+                "clients get (a pooler in session mode cannot be told apart from one in "
+                "transaction mode, so none is used). Point it straight at PostgreSQL. New work "
+                "waits for the next poll (POLL_INTERVAL).",
                 self.who,
                 self.target,
             )

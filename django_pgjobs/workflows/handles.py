@@ -222,7 +222,8 @@ def _listener(deadline: float | None) -> tuple[psycopg.Connection[Any] | None, f
             "Workflow waits (get_result, get_event) cannot listen on database %r: it goes "
             "through a connection pooler, so they see a result only when they re-read it "
             "(every %ss). Set PGJOBS['LISTEN_DATABASE'] to an alias that connects straight to "
-            "the same PostgreSQL database.",
+            "the same PostgreSQL database, or PGJOBS['POLL_ONLY'] = True to poll without this "
+            "warning (docs/howto/worker.md, Behind PgBouncer).",
             alias,
             conf.POLL_INTERVAL,
         )
