@@ -16,7 +16,9 @@ fail an enqueue or a job. Where each is sent, and in which thread:
   thread that claims and writes outcomes nor on a handler's thread: ``job_started`` (when the
   handler begins), and after each outcome is committed ``job_succeeded``, ``job_failed``,
   ``job_dead_lettered``, ``job_cancelled`` (the handler raised ``Cancel``), ``job_snoozed`` and
-  ``workflow_finished``. So a slow receiver delays other receivers, never jobs. At most
+  ``workflow_finished``; and ``job_dead_lettered`` for each job its rescue moved to the dead
+  letters (then ``workflow_finished`` for a workflow's job). So a slow receiver delays other
+  receivers, never jobs. At most
   ``after_write.MAX_WAITING`` wait to be sent; past that new ones are dropped, with a warning.
   When no receiver is connected, a worker does nothing per job for them.
 
@@ -29,13 +31,15 @@ Arguments (besides ``sender``):
 - ``job_failed``: ``attempt``, ``max_attempts``, ``error`` (the text stored on the job),
   ``exception`` (the class path, or None), ``will_retry``, ``delay`` (seconds until the retry;
   0 when it will not retry), ``duration``, ``worker_id``;
-- ``job_dead_lettered``: ``attempt``, ``error``, ``worker_id`` (after its ``job_failed``);
+- ``job_dead_lettered``: ``attempt``, ``error``, ``worker_id`` (after its ``job_failed``; a
+  rescue's has none, and its ``worker_id`` is the dead worker's);
 - ``job_cancelled``: ``reason`` (the handler's ``Cancel`` text, or None for ``cancel_job()``),
   ``worker_id`` (None for ``cancel_job()``);
 - ``job_snoozed``: ``attempt``, ``delay``, ``worker_id``;
 - ``workflow_started``: ``workflow_id``, ``name``, ``using``;
-- ``workflow_finished``: ``workflow_id``, ``name``, ``status`` ("succeeded", "failed" or
-  "cancelled"), ``error``.
+- ``workflow_finished``: ``workflow_id``, ``name``, ``status`` ("completed", "failed",
+  "cancelled" or "dead": its job moved to the dead letters), ``error`` (None, the failure's
+  ``Class: message``, or ``WorkflowDead: ...`` followed by the dead job's error).
 """
 
 from __future__ import annotations

@@ -139,7 +139,7 @@ from django_pgjobs.queries.queues import (
     set_queue_limits,
     sync_declared_queues,
 )
-from django_pgjobs.queries.rescue import rescue_expired_leases
+from django_pgjobs.queries.rescue import DeadLettered, rescue_expired_leases
 from django_pgjobs.queries.schedules import (
     SCHEDULES_CHANNEL,
     due_schedules,
@@ -167,6 +167,7 @@ __all__ = [
     "SCHEDULES_CHANNEL",
     "ClaimedJob",
     "Cursor",
+    "DeadLettered",
     "FailOutcome",
     "FlowHint",
     "JobState",

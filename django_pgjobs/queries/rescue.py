@@ -5,6 +5,7 @@ sweeps; no leader is needed.
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass
 
@@ -13,6 +14,18 @@ from django_pgjobs.queries.outcomes import RETRY_OR_BURY_CTES
 
 # The rows the rescue made due again (a relation for notify_queues).
 _BACK_TO_PENDING = "(SELECT queue FROM retried UNION ALL SELECT queue FROM unstarted) AS back"
+
+
+@dataclass(frozen=True)
+class DeadLettered:
+    """A job the rescue moved to the dead letters, as its ``job_dead_lettered`` tells of it."""
+
+    id: uuid.UUID
+    job_name: str
+    queue: str
+    attempt: int
+    error: str
+    worker_id: str  # the dead worker whose attempt it was
 
 
 @dataclass(frozen=True)
@@ -25,6 +38,7 @@ class Rescued:
     job_ids: tuple[uuid.UUID, ...] = ()
     worker_ids: tuple[str, ...] = ()
     workers: int = 0
+    dead_letters: tuple[DeadLettered, ...] = ()  # every job it buried (at most ``limit``)
 
     @property
     def total(self) -> int:
@@ -72,6 +86,7 @@ def rescue_expired_leases(
 
     The error each rescued attempt records says when it started in ``time_zone`` (the
     project's ``TIME_ZONE``, as the worker passes it), offset shown, as pgjobs shows times.
+    Every job buried is returned (``dead_letters``), for its ``job_dead_lettered`` signal.
     """
     cur.execute(
         f"""
@@ -111,7 +126,10 @@ def rescue_expired_leases(
                array(SELECT id FROM expired ORDER BY id LIMIT %(named)s),
                array(SELECT DISTINCT coalesce(nullif(locked_by, ''), '?') FROM expired
                      ORDER BY 1 LIMIT %(named)s),
-               (SELECT count(DISTINCT coalesce(nullif(locked_by, ''), '?')) FROM expired)
+               (SELECT count(DISTINCT coalesce(nullif(locked_by, ''), '?')) FROM expired),
+               (SELECT json_agg(json_build_array(b.id, b.job_name, b.queue, b.attempt, b.error,
+                                                 e.locked_by) ORDER BY b.id)
+                FROM buried AS b JOIN expired AS e ON e.id = b.id)::text
         """,
         {
             "limit": limit,
@@ -122,7 +140,7 @@ def rescue_expired_leases(
             "pass_dying": pass_dying_workflows,
         },
     )
-    retried, buried, unstarted, _, job_ids, worker_ids, workers = cur.fetchone()
+    retried, buried, unstarted, _, job_ids, worker_ids, workers, dead = cur.fetchone()
     return Rescued(
         retried=int(retried),
         buried=int(buried),
@@ -130,4 +148,8 @@ def rescue_expired_leases(
         job_ids=tuple(job_ids),
         worker_ids=tuple(worker_ids),
         workers=int(workers),
+        dead_letters=tuple(
+            DeadLettered(uuid.UUID(id_), name, queue, attempt, error or "", worker_id or "")
+            for id_, name, queue, attempt, error, worker_id in json.loads(dead or "[]")
+        ),
     )

@@ -3,10 +3,11 @@ it are in :mod:`.workflow_runs`)."""
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from django_pgjobs.queries.base import Cursor
+from django_pgjobs.queries.base import Cursor, is_workflow_job
 from django_pgjobs.stored_json import decode_json
 
 
@@ -48,3 +49,31 @@ def read_result(cur: Cursor, workflow_id: str) -> WorkflowResult | None:
         output=None if found[1] is None else decode_json(found[1]),
         error=None if found[2] is None else decode_json(found[2]),
     )
+
+
+@dataclass(frozen=True)
+class DeadWorkflow:
+    workflow_id: str
+    name: str
+    error: str  # "WorkflowDead: <its message>", then the dead letter's error
+
+
+def killed_by(cur: Cursor, dead_letter_ids: list[uuid.UUID]) -> list[DeadWorkflow]:
+    """The workflows these dead letters made dead: a workflow's job reaching the dead letters
+    marks it dead in the same transaction (trigger pgjobs_failed_workflow, 0008), so the
+    workflow's row and the dead letter were written by one transaction (the same ``xmin``). A
+    workflow that was dead already, or was written since (resumed), is not among them. Reads
+    by primary keys; locks nothing."""
+    cur.execute(
+        f"""
+        SELECT w.workflow_id, w.name, concat_ws(E'\\n',
+                   'WorkflowDead: ' || coalesce(w.error ->> 'message', 'dead'), f.error)
+        FROM pgjobs_failed_jobs AS f
+        JOIN pgjobs_workflow_executions AS w ON w.workflow_id = f.payload ->> 'workflow_id'
+        WHERE f.id = ANY(%s) AND {is_workflow_job("f.job_name")}
+          AND w.status = 'dead' AND w.xmin = f.xmin
+        ORDER BY f.failed_at, f.id
+        """,
+        [dead_letter_ids],
+    )
+    return [DeadWorkflow(str(id_), str(name), str(error)) for id_, name, error in cur.fetchall()]

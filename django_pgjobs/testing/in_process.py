@@ -106,7 +106,7 @@ def drain(
         log_outcome(outcome, ran)  # the worker's log lines
         # What the handler asked for once its outcome is written (a task's task_finished), here
         # in the test's thread: another thread could not see the test's transaction.
-        after_written(notes.pop(outcome.job.token, None), outcome, ran, None)
+        after_written(notes.pop(outcome.job.token, None), outcome, ran, None, alias)
 
     completer = Completer(wake=lambda: None, on_written=written)
     which = {"queues": sorted(set(queues or ())), "job_names": registry.names()}

@@ -61,8 +61,9 @@ class Measured(Protocol):
 
 
 class AfterWrite:
-    def __init__(self, *, name: str, metrics: Measured | None = None) -> None:
+    def __init__(self, *, name: str, using: str, metrics: Measured | None = None) -> None:
         self._name = name
+        self._using = using  # the worker's database alias
         self._metrics = metrics
         self._pool: HandlerPool | None = None
         self._dropping = False  # warned that callbacks are being dropped
@@ -82,20 +83,21 @@ class AfterWrite:
         if self._metrics is not None and self._metrics.written(written, took):
             self._submit(self._metrics.drain, always=True)
         callback = notes is not None and notes.on_written is not None
-        if not (callback and written.outcome in _REPORTED) and not job_signals.wanted(
-            written.outcome
-        ):
+        if not (callback and written.outcome in _REPORTED) and not job_signals.wanted(written):
             return
-        self._submit(functools.partial(after_written, notes, written, took, worker_id))
+        self._submit(functools.partial(after_written, notes, written, took, worker_id, self._using))
 
     def rescued(self, report: HousekeepingReport) -> None:
-        """What this worker's rescue sweep took back from silent workers, for the metrics."""
-        if self._metrics is None or not report.rescued_total:
+        """What this worker's rescue sweep took back from silent workers: for the metrics, and
+        the signals of the jobs it moved to the dead letters, if anyone listens."""
+        if not report.rescued_total:
             return
-        if self._metrics.rescued(
+        if self._metrics is not None and self._metrics.rescued(
             retried=report.rescued, buried=report.rescued_buried, unstarted=report.rescued_unstarted
         ):
             self._submit(self._metrics.drain, always=True)
+        if report.rescued_dead and job_signals.rescue_wanted():
+            self._submit(functools.partial(_send_rescued, report.rescued_dead, self._using))
 
     def _submit(self, call: Callable[[], None], *, always: bool = False) -> None:
         """Queue ``call`` for the thread; past MAX_WAITING it is dropped unless ``always`` (a
@@ -139,15 +141,22 @@ class AfterWrite:
 
 
 def after_written(
-    notes: AttemptNotes | None, written: Written, took: float, worker_id: str | None
+    notes: AttemptNotes | None, written: Written, took: float, worker_id: str | None, using: str
 ) -> None:
     """Everything that follows a committed outcome, here and now: the handler's callback, then
     the signals (what the thread runs; ``testing.drain()`` calls it in the test's thread)."""
     call_after_write(notes, written.outcome)
     try:
-        job_signals.send_written(written, took, worker_id)
+        job_signals.send_written(written, took, worker_id, using)
     except Exception:
         log_exception(logger, "Sending the signals of a %s outcome failed", written.outcome.value)
+
+
+def _send_rescued(dead: tuple[queries.DeadLettered, ...], using: str) -> None:
+    try:
+        job_signals.send_rescued(dead, using)
+    except Exception:
+        log_exception(logger, "Sending the signals of a rescue's dead letters failed")
 
 
 def call_after_write(notes: AttemptNotes | None, outcome: Outcome) -> None:

@@ -59,6 +59,7 @@ class HousekeepingReport:
     rescued_job_ids: tuple[uuid.UUID, ...] = ()
     dead_worker_ids: tuple[str, ...] = ()
     dead_workers: int = 0
+    rescued_dead: tuple[queries.DeadLettered, ...] = ()  # each job it buried, for the signals
     pruned: int = 0
     # When the heartbeat that renewed the held leases was sent (monotonic); None: none ran.
     renewed_at: float | None = None
@@ -263,6 +264,7 @@ class Housekeeper:
                 report.rescued_unstarted = rescued.unstarted
                 report.rescued_job_ids, report.dead_worker_ids = rescued.job_ids, rescued.worker_ids
                 report.dead_workers = rescued.workers
+                report.rescued_dead = rescued.dead_letters
                 queries.delete_stale_workers(conn.cursor(), silent_seconds=self.silent_seconds)
             self._next_heartbeat = now + conf.HEARTBEAT_SECONDS
         if now >= self._next_prune:

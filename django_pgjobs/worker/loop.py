@@ -111,7 +111,9 @@ class Worker:
         self._link = LoopConnection(
             alias=self.alias, worker_id=self.worker_id, queues=self.queues, listen=self.listen
         )
-        self._after_write = AfterWrite(name=f"pgjobs-after-{self.worker_id}", metrics=metrics)
+        self._after_write = AfterWrite(
+            name=f"pgjobs-after-{self.worker_id}", using=self.alias, metrics=metrics
+        )
         self._wakeup = Wakeup()
         self._pacing = Pacing(concurrency=self.concurrency, poll_interval=self.poll_interval)
         self._completer = Completer(wake=self._wakeup.ring, on_written=self._written)

@@ -4,7 +4,9 @@
 A run that completes or fails sends ``workflow_finished`` once its job's outcome is committed,
 from where the worker sends every signal of its attempts (the attempt's ``on_written``: a thread
 of the worker's own; with ``--pool process`` the callback is pickled back to the worker, so it
-is a module-level function and plain values). A cancel sends it from ``cancel_workflow()``.
+is a module-level function and plain values). A cancel sends it from ``cancel_workflow()``. A
+workflow whose job reached the dead letters (status "dead", trigger 0008) is announced by the
+worker that buried the job (:func:`django_pgjobs.worker.job_signals.send_workflows_dead`).
 """
 
 from __future__ import annotations

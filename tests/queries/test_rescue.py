@@ -9,8 +9,10 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from django_pgjobs import enqueue, get_job, queries
+from django_pgjobs import enqueue, get_job, queries, start_workflow
+from django_pgjobs.jobs import retry_dead_letter_job
 from django_pgjobs.models import FailedJob, Job
+from django_pgjobs.queries import workflow_reads
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -104,3 +106,29 @@ def test_an_attempt_that_lost_its_connection_is_spared_once() -> None:
             row = Job.objects.get(id=job_id)
             assert (row.status, row.attempt, row.attempt_spared) == ("pending", 0, True)
     assert FailedJob.objects.filter(id=job_id).exists()
+
+
+def test_the_rescue_returns_each_job_it_buries_and_the_workflows_they_killed_are_found() -> None:
+    """What the signals need: each dead letter with the dead worker that held it, and the
+    workflows a dead letter made dead (written by the same transaction), not one dead before."""
+    flow = start_workflow("test.greet", "Al").workflow_id
+    Job.objects.filter(key=f"pgjobs.workflow:{flow}").update(max_attempts=1)
+    [job] = claim(1, start_now=1)
+    [dead] = expire_and_rescue().dead_letters
+    assert (dead.id, dead.job_name, dead.queue, dead.attempt, dead.worker_id) == (
+        job.id, job.job_name, job.queue, 1, "w"
+    )  # fmt: skip
+    assert dead.error.startswith("Lease expired: worker w stopped heartbeating during attempt 1")
+    with connection.cursor() as cur:
+        [killed] = workflow_reads.killed_by(cur, [job.id])
+        assert (killed.workflow_id, killed.name) == (flow, "test.greet")
+        assert killed.error == (
+            "WorkflowDead: The workflow was moved to the dead letters after 1 attempts.\n"
+            + dead.error
+        )
+    # Requeued, and buried again before it ran: the workflow was dead already.
+    retry_dead_letter_job(job.id)
+    claim(1, start_now=1)
+    assert [d.id for d in expire_and_rescue().dead_letters] == [job.id]
+    with connection.cursor() as cur:
+        assert workflow_reads.killed_by(cur, [job.id]) == []

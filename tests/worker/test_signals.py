@@ -7,13 +7,16 @@ from __future__ import annotations
 import functools
 import subprocess
 import threading
+import uuid
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from django.db import transaction
 from django.dispatch import Signal
+from django.utils import timezone
 
 from django_pgjobs import (
     Cancel,
@@ -29,7 +32,7 @@ from django_pgjobs import (
 from django_pgjobs import signals as pgjobs_signals
 from django_pgjobs.models import Job, WorkflowExecution
 from django_pgjobs.worker import Worker
-from tests.helpers import in_thread, start_worker, stop, wait_for
+from tests.helpers import in_thread, start_worker, stop, wait_for, workflow_job
 from tests.testapp.models import Run
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -134,6 +137,7 @@ def test_a_worker_sends_each_outcome_in_its_own_thread_in_order(
 ) -> None:
     register_handler("t.ok", lambda payload: None)
     register_handler("t.boom", lambda payload: 1 / 0, max_attempts=2, retry_delay=0)
+    register_handler("t.later", lambda payload: 1 / 0, max_attempts=2, retry_delay=3600)
 
     def cancels(payload: Any) -> None:
         raise Cancel("not wanted")
@@ -151,9 +155,10 @@ def test_a_worker_sends_each_outcome_in_its_own_thread_in_order(
     boom = enqueue("t.boom", {}, priority=8)
     cancelled = enqueue("t.cancel", {}, priority=7)
     snoozed = enqueue("t.snooze", {}, priority=6)
+    later = enqueue("t.later", {}, priority=5)
 
     worker = make_worker(concurrency=1)
-    worker.run(burst=True)  # the failure is retried at once: two attempts
+    worker.run(burst=True)  # t.boom is retried at once: two attempts; t.later in an hour
 
     by_job = {
         job: [name for name, _, kwargs, _ in heard.calls if kwargs["job_id"] == job]
@@ -166,8 +171,11 @@ def test_a_worker_sends_each_outcome_in_its_own_thread_in_order(
     assert by_job[cancelled] == ["job_started", "job_cancelled"]
     assert by_job[snoozed] == ["job_started", "job_snoozed"]
 
-    retried, last = heard.of("job_failed")
+    retried, last = [c for c in heard.of("job_failed") if c["job_id"] == boom]
     assert (retried["will_retry"], retried["attempt"], retried["delay"]) == (True, 1, 0.0)
+    [in_an_hour] = [c for c in heard.of("job_failed") if c["job_id"] == later]
+    assert (in_an_hour["will_retry"], in_an_hour["delay"]) == (True, 3600)
+    assert get_job(later).scheduled_for - timezone.now() > timedelta(seconds=3500)
     assert retried["error"].startswith("ZeroDivisionError")
     assert retried["exception"] == "builtins.ZeroDivisionError"
     assert (last["will_retry"], last["attempt"], last["delay"]) == (False, 2, 0.0)
@@ -226,6 +234,9 @@ def test_cancel_job_and_workflows_send_theirs_and_drain_sends_like_a_worker(
     failing = start_workflow("test.fails", "no").workflow_id
     stopped = start_workflow("test.greet", "Bob").workflow_id
     assert [c["workflow_id"] for c in heard.of("workflow_started")] == [done, failing, stopped]
+    dying = start_workflow("test.greet", "Gus").workflow_id
+    Job.objects.filter(id=workflow_job(dying).id).update(max_attempts=1)
+    WorkflowExecution.objects.filter(workflow_id=dying).update(name="test.not_deployed")
     from django_pgjobs.workflows import cancel_workflow
 
     cancel_workflow(stopped)
@@ -235,6 +246,7 @@ def test_cancel_job_and_workflows_send_theirs_and_drain_sends_like_a_worker(
     assert finished[failing]["status"] == "failed"
     assert finished[failing]["error"] == "ValueError: no"
     assert finished[stopped]["status"] == "cancelled"
+    assert finished[dying]["status"] == "dead"
     assert finished[done]["name"] == "test.greet"
     assert {call[1] for call in heard.calls if call[0].startswith("workflow")} == {
         WorkflowExecution
@@ -242,11 +254,75 @@ def test_cancel_job_and_workflows_send_theirs_and_drain_sends_like_a_worker(
     assert heard.of("job_succeeded")  # drain() sends the worker's signals too
 
 
+def held_by_a_dead_worker(*job_ids: Any, max_attempts: int = 1) -> None:
+    """Each job in its first attempt, started by worker ``dead`` whose lease ran out."""
+    now = timezone.now()
+    Job.objects.filter(id__in=job_ids).update(
+        status="running", attempt=1, max_attempts=max_attempts, locked_by="dead", locked_at=now,
+        lease_token=uuid.uuid4(), lease_expires_at=now - timedelta(seconds=1),
+    )  # fmt: skip
+
+
+def test_a_workflow_whose_job_a_worker_dead_letters_finishes_dead(
+    heard: Heard, make_worker: type[Worker]
+) -> None:
+    """Its job's last attempt failed: the job's signals, then the workflow's (trigger 0008)."""
+    heard.listen("job_failed", "job_dead_lettered", "workflow_finished")
+    flow = start_workflow("test.greet", "Di").workflow_id
+    job = workflow_job(flow)
+    Job.objects.filter(id=job.id).update(max_attempts=1)
+    WorkflowExecution.objects.filter(workflow_id=flow).update(name="test.not_deployed")
+    worker = make_worker()
+    assert worker.run_once().buried == 1
+    assert heard.names() == ["job_failed", "job_dead_lettered", "workflow_finished"]
+    [finished] = heard.of("workflow_finished")
+    assert finished == {
+        "workflow_id": flow, "name": "test.not_deployed", "status": "dead",
+        "error": "WorkflowDead: The workflow was moved to the dead letters after 1 attempts.\n"
+        + heard.of("job_dead_lettered")[0]["error"],
+    }  # fmt: skip
+    assert "LookupError: No workflow named 'test.not_deployed'" in finished["error"]
+    assert {thread for *_, thread in heard.calls} == {f"pgjobs-after-{worker.worker_id}-0"}
+
+
+def test_the_rescue_sends_job_dead_lettered_for_each_job_it_buries_and_their_workflows_end(
+    heard: Heard, make_worker: type[Worker]
+) -> None:
+    """No job_failed: no worker saw the attempt fail. The dead worker is named; jobs the
+    rescue hands back to the queue send nothing."""
+    heard.listen("job_failed", "job_dead_lettered", "workflow_finished", "job_started")
+    buried = enqueue("test.record", {})
+    back = enqueue("test.record", {})
+    flow = start_workflow("test.greet", "Ed").workflow_id
+    flow_job = workflow_job(flow).id
+    held_by_a_dead_worker(buried, flow_job)
+    held_by_a_dead_worker(back, max_attempts=3)  # back to the queue
+    worker = make_worker(queues=["nothing-here"])  # rescues, runs nothing
+    assert worker.run_once().rescued == 3
+    assert sorted(c["job_id"] for c in heard.of("job_dead_lettered")) == sorted([buried, flow_job])
+    assert heard.names()[-1] == "workflow_finished"
+    dead = {c["job_id"]: c for c in heard.of("job_dead_lettered")}
+    assert dead[buried] == {
+        "job_id": buried, "job_name": "test.record", "queue": "default", "attempt": 1,
+        "error": dead[buried]["error"], "worker_id": "dead",
+    }  # fmt: skip
+    assert dead[buried]["error"].startswith("Lease expired: worker dead stopped heartbeating")
+    [finished] = heard.of("workflow_finished")
+    assert (finished["workflow_id"], finished["name"], finished["status"]) == (
+        flow, "test.greet", "dead"
+    )  # fmt: skip
+    assert finished["error"].endswith(dead[flow_job]["error"])
+    assert {thread for *_, thread in heard.calls} == {f"pgjobs-after-{worker.worker_id}-0"}
+
+
 def test_a_real_worker_process_sends_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PGJOBS_TEST_RECORD_SIGNALS", "1")
     ok = enqueue("test.record", {"label": "ran"})
     failed = enqueue("test.fail", {}, max_attempts=1)
     flow = start_workflow("test.greet", "Cy").workflow_id
+    rescued = enqueue("test.record", {})
+    doomed = start_workflow("test.greet", "Flo").workflow_id
+    held_by_a_dead_worker(rescued, workflow_job(doomed).id)
     log = tmp_path / "worker.log"
     proc = start_worker("--burst", "--concurrency", "2", log=log)
     try:
@@ -262,8 +338,12 @@ def test_a_real_worker_process_sends_them(tmp_path: Path, monkeypatch: pytest.Mo
 
     assert labels(ok) == ["job_started", "job_succeeded"]
     assert labels(failed) == ["job_started", "job_failed", "job_dead_lettered"]
-    finished = Run.objects.get(label__startswith="workflow_finished:")
-    assert finished.label.split(":")[1:3] == ["completed", str(proc.pid)]
+    assert labels(rescued) == ["job_dead_lettered"]
+    finished = Run.objects.filter(label__startswith="workflow_finished:")
+    assert sorted(r.label.split(":")[1:3] for r in finished) == [
+        ["completed", str(proc.pid)], ["dead", str(proc.pid)],
+    ]  # fmt: skip
     threads = {r.label.split(":")[3] for r in Run.objects.filter(label__contains=f":{proc.pid}:")}
     assert len(threads) == 1 and threads.pop().startswith("pgjobs-after-")
     assert get_job(ok).status == "completed" and flow
+    assert WorkflowExecution.objects.get(workflow_id=doomed).status == "dead"
