@@ -70,6 +70,10 @@ FAMILIES: dict[str, tuple[str, tuple[str, ...]]] = {
     ),
     "pgjobs_workflows": (f"Workflows by status. {_CAPPED}", ("status",)),
     "pgjobs_queue_paused": ("1 if the queue is paused (accepts jobs, starts none).", ("queue",)),
+    "pgjobs_queue_fair": (
+        "1 if the queue's claims take turns between partition keys (fair), 0 if oldest first.",
+        ("queue",),
+    ),
     "pgjobs_queue_concurrency_limit": (
         "At most this many of the queue's jobs run at once, across workers.",
         ("queue",),
@@ -209,6 +213,7 @@ def database_families(readings: Readings) -> list[Metric]:
         add("pgjobs_dead_letters", [queue], figures.dead_letters)
         limits = figures.limits
         add("pgjobs_queue_paused", [queue], 1 if limits is not None and limits.paused else 0)
+        add("pgjobs_queue_fair", [queue], 1 if limits is not None and limits.fair else 0)
         for name, limit in _LIMITS.items():
             value = None if limits is None else getattr(limits, limit)
             if value is not None:

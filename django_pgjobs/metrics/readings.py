@@ -59,7 +59,7 @@ PRIORITIES_PER_QUEUE = 5
 # more than COUNT_CAP jobs (those jobs' split into due and scheduled is then a lower bound).
 QUEUE_FAMILIES = (
     "pgjobs_jobs", "pgjobs_oldest_due_job_age_seconds", "pgjobs_dead_letters",
-    "pgjobs_queue_paused", "pgjobs_queue_concurrency_limit",
+    "pgjobs_queue_paused", "pgjobs_queue_fair", "pgjobs_queue_concurrency_limit",
     "pgjobs_queue_worker_concurrency_limit", "pgjobs_queue_rate_limit",
     "pgjobs_queue_rate_period_seconds", "pgjobs_queue_partition_concurrency_limit",
     "pgjobs_queue_partition_rate_limit", "pgjobs_queue_timeout_seconds",
@@ -78,6 +78,7 @@ class QueueLimits:
     """A ``pgjobs_queues`` row: the flow control in force (None: no such limit)."""
 
     paused: bool
+    fair: bool  # claims take turns between partition keys
     concurrency: int | None
     worker_concurrency: int | None
     rate_limit: int | None

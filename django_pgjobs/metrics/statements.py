@@ -152,7 +152,7 @@ SELECT now(), (SELECT count(*) FROM live)::int,
 # By name in code-point order (COLLATE "C", a sort of a small table), Python's, which picks the
 # queues exported.
 QUEUE_ROWS = """
-SELECT name, paused, concurrency, worker_concurrency, rate_limit,
+SELECT name, paused, fair, concurrency, worker_concurrency, rate_limit,
        extract(epoch FROM rate_period)::float8, partition_concurrency, partition_rate_limit,
        extract(epoch FROM timeout)::float8
 FROM pgjobs_queues ORDER BY name COLLATE "C" LIMIT %(series)s

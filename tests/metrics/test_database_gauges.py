@@ -126,12 +126,16 @@ def test_queue_limits_in_force_and_paused_queues() -> None:
         timeout=30,
     )
     set_queue_limits("api", rate_limit=10)
+    set_queue_limits("turns", fair=True, partition_concurrency=2)
     pause_queue("reports")
     enqueue("test.record", queue="free")
 
     scrape = scrape_command()
     assert scrape.by("pgjobs_queue_paused", "queue") == {
-        "mail": 0, "api": 0, "reports": 1, "free": 0,
+        "mail": 0, "api": 0, "turns": 0, "reports": 1, "free": 0,
+    }  # fmt: skip
+    assert scrape.by("pgjobs_queue_fair", "queue") == {
+        "mail": 0, "api": 0, "turns": 1, "reports": 0, "free": 0,
     }  # fmt: skip
     assert scrape("pgjobs_queue_concurrency_limit", queue="mail") == 5
     assert scrape("pgjobs_queue_worker_concurrency_limit", queue="mail") == 2
@@ -144,7 +148,7 @@ def test_queue_limits_in_force_and_paused_queues() -> None:
     assert scrape.by("pgjobs_queue_concurrency_limit", "queue") == {"mail": 5}
     assert scrape.by("pgjobs_queue_rate_limit", "queue") == {"mail": 100, "api": 10}
     assert scrape.by("pgjobs_queue_rate_period_seconds", "queue") == {
-        "mail": 60, "api": 1, "reports": 1,
+        "mail": 60, "api": 1, "turns": 1, "reports": 1,
     }  # fmt: skip
 
 
