@@ -25,6 +25,8 @@ def test_one_line_per_interval_saying_what_changed(caplog: pytest.LogCaptureFixt
         said = "Worker w1, the last 60s: 117 completed, 3 retried (2.0 attempts ended a second)"
         assert line.getMessage() == said
         assert (line.completed, line.retried) == (117, 3)  # type: ignore[attr-defined]
+        # The fields observability.md documents for a JSON formatter.
+        assert (line.worker_id, line.seconds, line.attempts_per_second) == ("w1", 60.0, 2.0)  # type: ignore[attr-defined]
         summary.maybe_log(stats, now=200.0)  # nothing new: no line
         stats.buried = 1
         summary.maybe_log(stats, now=260.0)

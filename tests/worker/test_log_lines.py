@@ -8,7 +8,7 @@ from io import StringIO
 
 import pytest
 
-from django_pgjobs import enqueue
+from django_pgjobs import Cancel, Snooze, enqueue
 from django_pgjobs.jobs.registry import JobHandler
 from django_pgjobs.worker import Worker
 
@@ -89,3 +89,43 @@ def test_the_connected_line_names_the_queues_plainly(
         worker = make_worker(queues=["mail", "default"])
         worker.run_once()
     assert f"Worker {worker.worker_id} connected (queues: default, mail)" in caplog.messages
+
+
+def test_each_outcome_s_line_carries_the_job_as_its_documented_extra_fields(
+    make_worker: type[Worker],
+    register_handler: Callable[..., JobHandler],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """job_id, job_name, queue, attempt, outcome, duration (what observability.md lists)."""
+
+    def cancels(payload: object) -> None:
+        raise Cancel("no")
+
+    def snoozes(payload: object) -> None:
+        raise Snooze(60)
+
+    def fails(payload: object) -> None:
+        raise ValueError("again")
+
+    register_handler("t.ok", lambda payload: None)
+    register_handler("t.cancel", cancels)
+    register_handler("t.snooze", snoozes)
+    register_handler("t.fail", fails, retry_delay=3600)
+    names = {
+        "completed": "t.ok", "cancelled": "t.cancel", "snoozed": "t.snooze", "retried": "t.fail",
+        "buried": "t.fail",
+    }  # fmt: skip
+    jobs = {
+        outcome: enqueue(name, queue="mail", max_attempts=1 if outcome == "buried" else 2)
+        for outcome, name in names.items()
+    }
+    with caplog.at_level(logging.INFO, logger="django_pgjobs"):
+        make_worker(queues=["mail"]).run(burst=True)
+    lines = {r.__dict__["outcome"]: r for r in caplog.records if r.name == "django_pgjobs.jobs"}
+    assert set(lines) == set(jobs)
+    for outcome, job_id in jobs.items():
+        fields = lines[outcome].__dict__
+        assert (fields["job_id"], fields["job_name"], fields["queue"], fields["attempt"]) == (
+            str(job_id), names[outcome], "mail", 1
+        )  # fmt: skip
+        assert isinstance(fields["duration"], float) and 0 <= fields["duration"] < 10
