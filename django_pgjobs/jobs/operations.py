@@ -18,6 +18,7 @@ from django.db.models import Func, Q, QuerySet, TextField, Value
 from django_pgjobs import queries, signals
 from django_pgjobs.conf import conf
 from django_pgjobs.exceptions import JobNotFound, JobStateError
+from django_pgjobs.jobs import job_log
 from django_pgjobs.models import FailedJob, Job, JobStatus
 from django_pgjobs.queries import workflow_runs
 from django_pgjobs.queries.base import WORKFLOW_JOB_PREFIX, WORKFLOW_KEY_PREFIX
@@ -152,13 +153,15 @@ def requeue_dead_letters_in(rows: QuerySet[FailedJob]) -> queries.Requeued:
     try:
         # The savepoint keeps a caller's transaction usable if a workflow's key is taken.
         with transaction.atomic(using=rows.db), connections[rows.db].cursor() as cur:
-            return queries.requeue_dead_letters(cur, selected=selected, params=params)
+            done = queries.requeue_dead_letters(cur, selected=selected, params=params)
     except IntegrityError:
         raise JobStateError(
             "Nothing was requeued: among these dead letters is the job of a workflow that "
             "already has an active job (requeue the others with a narrower filter, and resume "
             "that workflow with `pgjobs_workflows resume`)."
         ) from None
+    job_log.requeued_many(done)
+    return done
 
 
 def retry_dead_letter_job(job_id: uuid.UUID | str, *, using: str | None = None) -> uuid.UUID:
@@ -173,7 +176,8 @@ def retry_dead_letter_job(job_id: uuid.UUID | str, *, using: str | None = None) 
         requeued = queries.requeue_dead_letter(cur, job_id=pk)
     if requeued is None:
         raise JobNotFound(f"No dead-lettered job with id {pk}.")
-    return requeued
+    job_log.requeued(pk, requeued)
+    return pk
 
 
 def retry_job(job_id: uuid.UUID | str, *, using: str | None = None) -> None:
@@ -191,8 +195,10 @@ def retry_job(job_id: uuid.UUID | str, *, using: str | None = None) -> None:
         raise JobStateError(
             f"Job {pk} cannot run again: another active job now holds its key."
         ) from None
-    if not retried:
+    if retried is None:
         _raise_state(pk, alias, "retried", "pending or cancelled")
+        return
+    job_log.retried(pk, retried)
 
 
 def cancel_job(job_id: uuid.UUID | str, *, using: str | None = None) -> None:
@@ -212,7 +218,7 @@ def cancel_job(job_id: uuid.UUID | str, *, using: str | None = None) -> None:
         with connections[alias].cursor() as cur:
             found = workflow_runs.cancel(cur, workflow_id)
         if found is not None and found.ended:
-            lifecycle.cancelled(workflow_id, found.name)
+            lifecycle.cancelled(workflow_id, found.name, found.before)
         if found is not None and found.before in ("pending", "running", "cancelled"):
             return
     with connections[alias].cursor() as cur:
@@ -220,10 +226,10 @@ def cancel_job(job_id: uuid.UUID | str, *, using: str | None = None) -> None:
     if cancelled is None:
         _raise_state(pk, alias, "cancelled", "pending or running")
         return
-    job_name, queue = cancelled
+    job_log.cancelled(pk, cancelled)
     signals.send(
-        signals.job_cancelled, Job, job_id=pk, job_name=job_name, queue=queue, reason=None,
-        worker_id=None,
+        signals.job_cancelled, Job, job_id=pk, job_name=cancelled.job_name,
+        queue=cancelled.queue, reason=None, worker_id=None,
     )  # fmt: skip
 
 

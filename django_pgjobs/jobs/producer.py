@@ -17,7 +17,7 @@ from django_pgjobs import queries, signals
 from django_pgjobs.conf import conf
 from django_pgjobs.database import statement_cursor
 from django_pgjobs.exceptions import InvalidJobError, PgJobsError
-from django_pgjobs.jobs import validation
+from django_pgjobs.jobs import job_log, validation
 from django_pgjobs.jobs.options import (
     resolve_options,
     resolve_partition_key,
@@ -123,6 +123,9 @@ def _written_row(row: dict[str, Any], *, replace: bool, using: str) -> tuple[uui
 
 
 def _enqueued(row: dict[str, Any], job_id: uuid.UUID, payload: Any, using: str) -> None:
+    """The job was written: its DEBUG line, if logged, and ``job_enqueued``."""
+    if job_log.logs_enqueues():
+        job_log.enqueued(job_id, row["job_name"], row["queue"])
     signals.send_job(
         signals.job_enqueued,
         job_id=job_id,
@@ -318,7 +321,7 @@ def enqueue_many(
             cur,
             {**rows, "partition_key": key, "partition_keys": keys, "ids": ids, "payloads": texts},
         )
-    if signals.job_enqueued.has_listeners():
+    if signals.job_enqueued.has_listeners() or job_log.logs_enqueues():
         for index, (job_id, payload) in enumerate(zip(ids, payloads, strict=True)):
             row = {**rows, "partition_key": key if keys is None else keys[index]}
             _enqueued(row, job_id, payload, alias)

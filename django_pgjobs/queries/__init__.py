@@ -117,6 +117,7 @@ from django_pgjobs.queries.lease import (
     snooze_job,
 )
 from django_pgjobs.queries.operator import (
+    Changed,
     Requeued,
     cancel_job,
     requeue_dead_letter,
@@ -165,6 +166,7 @@ __all__ = [
     "CANCEL_CHANNEL",
     "NOTIFY_CHANNEL",
     "SCHEDULES_CHANNEL",
+    "Changed",
     "ClaimedJob",
     "Cursor",
     "DeadLettered",

@@ -20,36 +20,53 @@ from django_pgjobs.queries.base import (
 )
 
 
-def retry_job(cur: Cursor, *, job_id: uuid.UUID) -> bool:
+@dataclass(frozen=True)
+class Changed:
+    """A job an operator's statement changed, for its log line and signal."""
+
+    job_name: str
+    queue: str
+    attempt: int  # after the change
+    was: str  # its status before
+
+
+def retry_job(cur: Cursor, *, job_id: uuid.UUID) -> Changed | None:
     """Make a pending or cancelled job due now. A cancelled one starts afresh: attempt budget,
     error and progress reset (its lease token is gone, so a still-running cancelled handler can
-    never write over the new attempt). Locks the job row. False when not retryable or absent."""
+    never write over the new attempt). Locks the job row (primary key; its status before is
+    read under that lock). None when not retryable or absent."""
     cur.execute(
         f"""
-        WITH retried AS (
-            UPDATE pgjobs_job_queue
-            SET attempt = CASE WHEN status = 'cancelled' THEN 0 ELSE attempt END,
-                error = CASE WHEN status = 'cancelled' THEN NULL ELSE error END,
-                progress = CASE WHEN status = 'cancelled' THEN NULL ELSE progress END,
-                progress_message = CASE WHEN status = 'cancelled' THEN NULL
-                                        ELSE progress_message END,
-                status = 'pending', scheduled_for = now(), completed_at = NULL
+        WITH target AS (
+            SELECT id, status FROM pgjobs_job_queue
             WHERE id = %s AND status IN ('pending', 'cancelled')
-            RETURNING queue
+            FOR UPDATE
+        ),
+        retried AS (
+            UPDATE pgjobs_job_queue AS j
+            SET attempt = CASE WHEN t.status = 'cancelled' THEN 0 ELSE j.attempt END,
+                error = CASE WHEN t.status = 'cancelled' THEN NULL ELSE j.error END,
+                progress = CASE WHEN t.status = 'cancelled' THEN NULL ELSE j.progress END,
+                progress_message = CASE WHEN t.status = 'cancelled' THEN NULL
+                                        ELSE j.progress_message END,
+                status = 'pending', scheduled_for = now(), completed_at = NULL
+            FROM target AS t WHERE j.id = t.id
+            RETURNING j.job_name, j.queue, j.attempt, t.status
         )
-        SELECT {notify_queues("retried")} FROM retried
+        SELECT job_name, queue, attempt, status, {notify_queues("retried")} FROM retried
         """,
         [job_id],
     )
-    return cur.fetchone() is not None
+    found = cur.fetchone()
+    return None if found is None else Changed(*found[:4])
 
 
-def cancel_job(cur: Cursor, *, job_id: uuid.UUID) -> tuple[str, str] | None:
-    """Cancel a pending or running job; its (job name, queue), or None if it was neither. A
-    running handler is not interrupted, but its outcome is fenced out (its lease token is
-    cleared), and its worker hears of it at commit through a NOTIFY on CANCEL_CHANNEL naming the
-    attempt (``RunningAttempt.is_cancelled``). Locks the job row (primary key); the old token is
-    read under that lock, so it is the attempt cancelled."""
+def cancel_job(cur: Cursor, *, job_id: uuid.UUID) -> Changed | None:
+    """Cancel a pending or running job; None if it was neither. A running handler is not
+    interrupted, but its outcome is fenced out (its lease token is cleared), and its worker
+    hears of it at commit through a NOTIFY on CANCEL_CHANNEL naming the attempt
+    (``RunningAttempt.is_cancelled``). Locks the job row (primary key); the old token is read
+    under that lock, so it is the attempt cancelled."""
     cur.execute(
         f"""
         WITH target AS (
@@ -62,16 +79,17 @@ def cancel_job(cur: Cursor, *, job_id: uuid.UUID) -> tuple[str, str] | None:
             SET status = 'cancelled', completed_at = now(),
                 started_at = coalesce(j.started_at, j.locked_at), {CLEAR_LEASE}
             FROM target WHERE j.id = target.id
-            RETURNING j.job_name, j.queue
+            RETURNING j.job_name, j.queue, j.attempt, target.status
         )
-        SELECT (SELECT job_name FROM cancelled), (SELECT queue FROM cancelled),
+        SELECT job_name, queue, attempt, status,
                (SELECT count(pg_notify('{CANCEL_CHANNEL}', id::text || ':' || lease_token::text))
                 FROM target WHERE status = 'running' AND lease_token IS NOT NULL)
+        FROM cancelled
         """,
         [job_id],
     )
-    (job_name, queue, _) = cur.fetchone()
-    return None if job_name is None else (job_name, queue)
+    found = cur.fetchone()
+    return None if found is None else Changed(*found[:4])
 
 
 # A dead letter's row back in the queue under its own id (a task's result id, the admin's
@@ -93,20 +111,19 @@ _REQUEUE_DEAD = f"""
 """
 
 
-def requeue_dead_letter(cur: Cursor, *, job_id: uuid.UUID) -> uuid.UUID | None:
+def requeue_dead_letter(cur: Cursor, *, job_id: uuid.UUID) -> Changed | None:
     """Move a dead letter back to the queue, under its own id, in one statement (so,
-    atomically). Locks the dead-letter row (primary key). Returns the job's id (the dead
-    letter's), or None if there is no such id."""
+    atomically). Locks the dead-letter row (primary key). None if there is no such id."""
     cur.execute(
         f"""
         WITH dead AS (DELETE FROM pgjobs_failed_jobs WHERE id = %s RETURNING *)
         {_REQUEUE_DEAD}
-        RETURNING id
+        RETURNING job_name, queue, attempt, 'dead'
         """,
         [job_id],
     )
     row = cur.fetchone()
-    return None if row is None else as_uuid(row[0])
+    return None if row is None else Changed(*row)
 
 
 @dataclass(frozen=True)

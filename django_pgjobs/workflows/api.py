@@ -214,7 +214,7 @@ def cancel_workflow(workflow_id: str, *, using: str | None = None) -> None:
     if found is None:
         raise WorkflowNotFound(f"No workflow has the id {workflow_id!r}.")
     if found.ended:
-        lifecycle.cancelled(workflow_id, found.name)
+        lifecycle.cancelled(workflow_id, found.name, found.before)
     before = found.before
     if before in ("completed", "failed", "dead"):
         raise WorkflowStateError(f"Workflow {workflow_id!r} already ended ({before}).")

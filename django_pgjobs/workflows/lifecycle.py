@@ -12,17 +12,27 @@ worker that buried the job (:func:`django_pgjobs.worker.job_signals.send_workflo
 from __future__ import annotations
 
 import functools
+import logging
 
 from django_pgjobs import signals
 from django_pgjobs.jobs.context import current_notes
+
+logger = logging.getLogger("django_pgjobs.workflows")
 
 
 def started(workflow_id: str, name: str, using: str) -> None:
     signals.send_workflow(signals.workflow_started, workflow_id=workflow_id, name=name, using=using)
 
 
-def cancelled(workflow_id: str, name: str) -> None:
-    """``cancel_workflow()`` (or ``cancel_job()`` on its job) ended it."""
+def cancelled(workflow_id: str, name: str, was: str) -> None:
+    """``cancel_workflow()`` (or ``cancel_job()`` on its job) ended it; it ``was`` pending or
+    running."""
+    logger.info(
+        "Workflow %s (%s) cancelled (it was %s)%s",
+        workflow_id, name, was,
+        ": its job is cancelled too" if was == "pending" else ": it stops at its next step",
+        extra={"workflow_id": workflow_id, "workflow_name": name, "action": "cancel"},
+    )  # fmt: skip
     _send_finished(workflow_id, name, "cancelled", None, "completed")
 
 
