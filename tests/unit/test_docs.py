@@ -1,5 +1,6 @@
 """The docs agree with the code: every relative link resolves, and every setting, management
-command, subcommand, option and system check is documented. File checks only; no database."""
+command, subcommand, option, system check and logger is documented. File checks only; no
+database."""
 
 from __future__ import annotations
 
@@ -30,6 +31,9 @@ INLINE_CODE = re.compile(r"(`+)(.+?)\1")
 LINK = re.compile(r"!?\[(?:[^\[\]]|\[[^\[\]]*\])*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
 CHECK_ID = re.compile(r"pgjobs\.E\d{3}")
 SETTING_ROW = re.compile(r"^\|\s*`([A-Z][A-Z0-9_]*)`\s*\|", re.MULTILINE)
+OBSERVABILITY_DOC = DOCS / "howto" / "observability.md"
+LOGGER_NAME = re.compile(r"getLogger\(\s*\"(django_pgjobs[\w.]*)\"")
+LOGGER_ROW = re.compile(r"^\|\s*`(django_pgjobs[\w.]*)`\s*\|", re.MULTILINE)
 
 
 def markdown_files() -> list[Path]:
@@ -144,6 +148,18 @@ def test_every_system_check_is_documented_and_every_documented_one_exists() -> N
     assert not missing, f"system checks missing from {SETTINGS_DOC.name}: {missing}"
     gone = sorted(in_docs - in_code)
     assert not gone, f"{SETTINGS_DOC.name} documents checks checks.py does not have: {gone}"
+
+
+def test_every_logger_has_a_row_in_the_logs_table_and_every_row_is_a_logger() -> None:
+    in_code = {
+        name for path in PACKAGE.rglob("*.py") for name in LOGGER_NAME.findall(path.read_text())
+    }
+    in_docs = set(LOGGER_ROW.findall(OBSERVABILITY_DOC.read_text()))
+    assert "django_pgjobs" in in_code and "django_pgjobs.jobs" in in_code
+    missing = sorted(in_code - in_docs)
+    assert not missing, f"loggers missing from the table in {OBSERVABILITY_DOC.name}: {missing}"
+    gone = sorted(in_docs - in_code)
+    assert not gone, f"{OBSERVABILITY_DOC.name} has rows for loggers nothing uses: {gone}"
 
 
 def command_names() -> list[str]:
