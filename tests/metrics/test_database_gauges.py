@@ -5,6 +5,7 @@ written by plain SQL with values the Python API would refuse."""
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -240,7 +241,9 @@ def test_rows_written_by_sql_with_odd_values_never_break_a_scrape() -> None:
 
 
 def test_an_empty_database_still_describes_every_gauge() -> None:
+    started = time.monotonic()
     scrape = scrape_command()
+    took = time.monotonic() - started
     assert {
         "pgjobs_jobs",
         "pgjobs_oldest_due_job_age_seconds",
@@ -254,3 +257,6 @@ def test_an_empty_database_still_describes_every_gauge() -> None:
     assert scrape.by("pgjobs_jobs", "queue") == {}
     read_at = scrape("pgjobs_metrics_read_timestamp_seconds")
     assert read_at is not None and abs(read_at - timezone.now().timestamp()) < 60
+    # The read's own time: part of the command's, never nothing.
+    read_for = scrape("pgjobs_metrics_read_duration_seconds")
+    assert read_for is not None and 0 < read_for < took
