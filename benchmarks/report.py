@@ -67,6 +67,12 @@ def print_table(results: list[dict[str, Any]]) -> None:
                     print(f"{label:<62} {lib:>10.1f}ms {base:>10.1f}ms {lib / base:>7.2f}")
             continue
         lib = r["library"]["median"]
+        if r.get("scrape_alone"):
+            gauges = r["library"]["gauges_ms"]
+            print(f"{r['name']:<62} {lib:>10.1f}ms {'':>12}")
+            label = "  of which the database gauges (the rest: health, format)"
+            print(f"{label:<62} {gauges:>10.1f}ms")
+            continue
         if r["unit"] == "ratio":
             print(f"{r['name']:<62} {lib:>12.3f} {'(limit)':>12} {lib:>7.3f}")
             continue
@@ -81,6 +87,14 @@ def print_table(results: list[dict[str, Any]]) -> None:
             )
             paired = "  median of each repeat's ratio to its -v 0 run"
             print(f"{paired:<62} {'':>25} {r['paired_ratio']:>7.2f}")
+        if "scrapes_per_drain" in r["library"]:
+            ours = r["library"]
+            paired = "  median of each repeat's ratio to its unscraped run"
+            print(f"{paired:<62} {'':>25} {r['paired_ratio']:>7.2f}")
+            made = f"{ours['scrapes_per_drain']:,.0f} during each drain"
+            if ours["scrape_ms"] is not None:
+                made += f", {ours['scrape_ms']:.1f} ms each ({ours['gauges_ms']:.1f} ms gauges)"
+            print(f"{'  scrapes':<62} {made:>38}")
         if "library_defaults" in r and base:
             at_defaults = r["library_defaults"]["median"]
             label = "  the same, the worker at its defaults"

@@ -352,6 +352,10 @@ class Bench:
             from benchmarks.log_cost import log_cost
 
             results += log_cost(self)
+        if "metrics" in only:
+            from benchmarks.scrape_cost import scrape_cost
+
+            results += scrape_cost(self)
         return results
 
     def pair(
@@ -372,7 +376,7 @@ class Bench:
         return result
 
 
-WORKLOADS = ("enqueue", "drain", "latency", "workflows", "backlog", "flow", "logs")
+WORKLOADS = ("enqueue", "drain", "latency", "workflows", "backlog", "flow", "logs", "metrics")
 
 
 def main() -> None:

@@ -8,11 +8,13 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psycopg
 import pytest
 
+from benchmarks.scrape_cost import Scraper
 from tests.helpers import ROOT, database_conninfo
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -79,6 +81,11 @@ def test_benchmark_runs_at_a_tiny_scale(tmp_path: Path) -> None:
     assert per_job["library"]["lines_written"] >= per_job["n"]
     assert per_job["baseline"]["lines_written"] == 0
     assert 0 < logs["default verbosity / -v 0"]["library"]["lines_written"] < 10
+    scraped = {
+        r["name"].split(", ")[-1]: r for r in report["results"] if r["name"].endswith("none")
+    }
+    assert set(scraped) == {"a scrape every 15 s / none", "a scrape every 1 s / none"}
+    assert all(r["ratio"] > 0 and r["library"]["scrapes_per_drain"] >= 0 for r in scraped.values())
     for result in report["results"]:
         if "library" in result:
             assert result["library"]["median"] > 0
@@ -154,6 +161,17 @@ def test_benchmark_runs_beside_the_peers(tmp_path: Path) -> None:
     assert not [c for c in report["commands"] if any(PASSWORD in arg for arg in c)]
     assert PASSWORD not in proc.stdout + proc.stderr
     assert leftover_peer_databases() == []
+
+
+def test_the_scraper_reads_the_database_at_each_interval() -> None:
+    """Workload 8's scraper: each scrape reads the database (the cache dropped), its gauges'
+    read a part of its time."""
+    with Scraper(0.05) as scraper:
+        time.sleep(0.6)
+    assert len(scraper.scrapes) >= 3
+    starts = [started for started, _, _ in scraper.scrapes]
+    assert starts == sorted(starts)
+    assert all(0 < gauges <= took for _, took, gauges in scraper.scrapes)
 
 
 def test_only_runs_the_workloads_asked_for(tmp_path: Path) -> None:
