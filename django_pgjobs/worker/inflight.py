@@ -20,7 +20,7 @@ from django_pgjobs.jobs.registry import JobHandler
 from django_pgjobs.jobs.timeouts import AttemptTimeout
 from django_pgjobs.observability.display import counted
 from django_pgjobs.worker.completer import Completer
-from django_pgjobs.worker.outcomes import log_no_longer_ours
+from django_pgjobs.worker.outcomes import job_fields, log_no_longer_ours
 from django_pgjobs.worker.pool import Task
 
 logger = logging.getLogger("django_pgjobs.worker")
@@ -90,7 +90,8 @@ def mark_no_longer_ours(held: Iterable[InFlight], lost: Iterable[queries.Token])
         entry.attempt.no_longer_ours()
         if not entry.reported and not entry.lost_logged:
             entry.lost_logged = True
-            log_no_longer_ours(entry.job)
+            ran = time.monotonic() - entry.began if entry.started else 0.0
+            log_no_longer_ours(entry.job, ran=ran)
 
 
 def mark_cancelled(
@@ -155,4 +156,7 @@ def log_timed_out(entry: InFlight, *, abandoned: int) -> None:
         "new thread takes its place (%s still running).",
         entry.job.job_name, entry.job.id, entry.job.attempt, entry.job.max_attempts,
         entry.timeout.describe(), counted(abandoned, "abandoned thread"),
+        extra=job_fields(
+            entry.job, outcome="timed_out", duration=entry.took, timeout=entry.timeout.seconds
+        ),
     )  # fmt: skip

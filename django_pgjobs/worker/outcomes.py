@@ -52,16 +52,17 @@ def job_fields(job: queries.ClaimedJob, **more: Any) -> dict[str, Any]:
     }
 
 
-def log_no_longer_ours(job: queries.ClaimedJob) -> None:
+def log_no_longer_ours(job: queries.ClaimedJob, *, ran: float) -> None:
     """The worker learnt, while the attempt's handler runs, that the job is not the attempt's
     any more: cancelled (an operator's ``cancel_job``), or rescued after its lease expired. The
     job's one line for it, at WARNING as a dropped outcome: what the handler still does is
-    dropped, and its outcome is not logged again."""
+    dropped, and its outcome is not logged again. ``ran``: seconds its handler had run (its
+    ``duration``, so far)."""
     jobs_logger.warning(
         "%s %s (attempt %s/%s) was cancelled or taken over while its handler ran: the handler "
         "is told (is_cancelled()), and what it still does is dropped",
         job.job_name, job.id, job.attempt, job.max_attempts,
-        extra=job_fields(job, outcome=Outcome.LOST.value),
+        extra=job_fields(job, outcome=Outcome.LOST.value, duration=ran),
     )  # fmt: skip
 
 

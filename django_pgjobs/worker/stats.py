@@ -36,7 +36,16 @@ class WorkerStats:
 # Seconds between two summary lines of a busy worker.
 SUMMARY_INTERVAL = 60.0
 
-_SUMMED = ("completed", "retried", "buried", "cancelled", "snoozed", "lost", "rescued")
+_SUMMED = (
+    "completed",
+    "retried",
+    "buried",
+    "cancelled",
+    "snoozed",
+    "handed_back",
+    "lost",
+    "rescued",
+)
 
 
 class Summary:
@@ -83,6 +92,7 @@ _WORDS = {
     "buried": "dead-lettered",
     "cancelled": "cancelled",
     "snoozed": "snoozed",
+    "handed_back": "handed back (workflows waiting)",
     "lost": "dropped",
     "rescued": "rescued from dead workers",
 }

@@ -38,7 +38,14 @@ def test_one_line_per_interval_saying_what_changed(caplog: pytest.LogCaptureFixt
         assert caplog.records[-1].getMessage() == (
             "Worker w1, the last 60s: 1 rescued from dead workers"
         )
-        assert len(caplog.records) == 3
+        # Workflows waiting are counted too, so that a busy run of them is not a silent minute.
+        stats.handed_back = 4
+        summary.maybe_log(stats, now=380.0)
+        assert caplog.records[-1].getMessage() == (
+            "Worker w1, the last 60s: 4 handed back (workflows waiting)"
+        )
+        assert caplog.records[-1].handed_back == 4  # type: ignore[attr-defined]
+        assert len(caplog.records) == 4
 
 
 @pytest.fixture

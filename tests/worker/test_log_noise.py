@@ -58,6 +58,7 @@ def test_a_cancel_of_a_running_job_is_one_warning_not_one_a_heartbeat_nor_one_mo
     [line] = [r for r in caplog.records if r.levelno >= logging.WARNING]
     fields = (line.name, line.__dict__["job_id"], line.__dict__["outcome"])
     assert fields == ("django_pgjobs.jobs", str(job_id), "lost")
+    assert 0 < line.__dict__["duration"] < 30  # how long its handler had run by then
     assert worker.stats.lost == 1
     assert get_job(job_id).status == "cancelled"
 

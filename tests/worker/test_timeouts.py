@@ -3,6 +3,7 @@ is abandoned and replaced, and whatever the handler does afterwards is discarded
 
 from __future__ import annotations
 
+import logging
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -62,14 +63,21 @@ def quick(register_handler: Callable[..., JobHandler]) -> None:
 
 
 def test_an_attempt_past_its_timeout_fails_with_job_timeout_and_is_retried_then_buried(
-    make_worker: type[Worker], hang: Hang
+    make_worker: type[Worker], hang: Hang, caplog: pytest.LogCaptureFixture
 ) -> None:
     hang.handler("t.hang", retry_delay=0)
     job_id = enqueue("t.hang", {}, timeout=0.5, max_attempts=2)
     worker = make_worker(concurrency=1)
 
-    first = worker.run_once()  # returns although the handler never does
+    with caplog.at_level(logging.ERROR, logger="django_pgjobs.worker"):
+        first = worker.run_once()  # returns although the handler never does
     assert (first.retried, first.completed, first.lost) == (1, 0, 0)
+    # Its ERROR line carries the job as the outcome lines do, for a JSON formatter.
+    [line] = [r for r in caplog.records if "ran past its timeout" in r.getMessage()]
+    fields = {k: line.__dict__[k] for k in ("job_id", "job_name", "attempt", "outcome")}
+    assert fields == {"job_id": str(job_id), "job_name": "t.hang", "attempt": 1,
+                      "outcome": "timed_out"}  # fmt: skip
+    assert line.__dict__["timeout"] == 0.5 and line.__dict__["duration"] >= 0.5
     job = get_job(job_id)
     assert (job.status, job.attempt) == ("pending", 1)
     assert (job.error or "").startswith(
