@@ -27,7 +27,7 @@ from django_pgjobs import queries, signals
 from django_pgjobs.jobs.context import AttemptNotes
 from django_pgjobs.jobs.error_text import log_exception
 from django_pgjobs.observability.display import counted
-from django_pgjobs.worker import job_signals
+from django_pgjobs.worker import handler_connections, job_signals
 from django_pgjobs.worker.housekeeping import HousekeepingReport
 from django_pgjobs.worker.outcomes import Outcome, Written
 from django_pgjobs.worker.pool import HandlerPool
@@ -104,6 +104,7 @@ class AfterWrite:
         metrics drain: one at a time, and what it applies is bounded where it is noted)."""
         if self._pool is None:
             self._pool = HandlerPool(1, name=self._name, on_thread_exit=connections.close_all)
+        call = functools.partial(_with_connection_care, call)
         if always:
             self._pool.submit(call)
             return
@@ -168,3 +169,15 @@ def call_after_write(notes: AttemptNotes | None, outcome: Outcome) -> None:
         notes.on_written(outcome.value)
     except Exception:
         log_exception(logger, "A callback after a written outcome (%s) raised", outcome.value)
+
+
+def _with_connection_care(call: Callable[[], None]) -> None:
+    """Run ``call`` as a handler's attempt runs: this thread's Django connections get the same
+    care between calls (one the server closed is replaced, one left in a transaction by a
+    receiver is closed, CONN_MAX_AGE holds), or a connection lost once, or a receiver's open
+    transaction, would last as long as the worker."""
+    handler_connections.before_job()
+    try:
+        call()
+    finally:
+        handler_connections.after_job()
