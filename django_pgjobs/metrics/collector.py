@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Iterable
 
-from django.db import DatabaseError, connections
+from django.db import connections
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
@@ -172,7 +172,9 @@ class DatabaseCollector:
                 families = database_families(read_figures(using=alias)) + health.health_families(
                     alias
                 )
-            except DatabaseError:
+            except Exception:
+                # Quiet (a worker's port): whatever failed, a database error or a row no reader
+                # expected (plain SQL writes any), the worker's own metrics are still served.
                 _failed[alias] = time.monotonic()
                 if not self.quiet:
                     raise

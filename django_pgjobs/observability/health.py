@@ -25,7 +25,7 @@ from datetime import datetime
 from typing import Any
 
 from django.apps import apps
-from django.db import connections
+from django.db import connections, transaction
 
 from django_pgjobs.conf import conf
 from django_pgjobs.observability.bloat import estimated_bloat_bytes
@@ -183,11 +183,24 @@ ORDER BY o.name
 """
 
 
+# How long one statement of the health read may take (milliseconds) before it gives up.
+READ_TIMEOUT_MS = 5000
+
+
 def database_health(
     *, using: str | None = None, thresholds: HealthThresholds | None = None
 ) -> Health:
-    """Read the figures and judge them against ``thresholds`` (default ``PGJOBS["HEALTH"]``)."""
-    with connections[using or conf.DATABASE].cursor() as cur:
+    """Read the figures and judge them against ``thresholds`` (default ``PGJOBS["HEALTH"]``).
+
+    In a transaction of its own whose statements give up after READ_TIMEOUT_MS: a table's size
+    waits for its lock, and a VACUUM FULL or a migration holding one of ours would otherwise
+    hold a scrape, the dashboard or the command for as long as it runs. Inside a caller's
+    transaction, the caller's settings stand."""
+    connection = connections[using or conf.DATABASE]
+    outermost = not connection.in_atomic_block
+    with transaction.atomic(using=connection.alias), connection.cursor() as cur:
+        if outermost:
+            cur.execute("SELECT set_config('statement_timeout', %s, true)", [str(READ_TIMEOUT_MS)])
         # Statistics read earlier in a caller's transaction are cached until it ends: read
         # afresh (stats_fetch_consistency).
         cur.execute("SELECT pg_stat_clear_snapshot()")

@@ -55,7 +55,8 @@ def get_timezone(name: str) -> ZoneInfo:
         if not isinstance(name, str):
             raise TypeError(name)
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError, TypeError):
+    except (ZoneInfoNotFoundError, ValueError, TypeError, OSError):
+        # OSError: a name tzdata has as a directory ('Europe') or cannot read.
         raise InvalidScheduleError(
             f"Unknown timezone {name!r} (use an IANA name such as 'Europe/Paris')."
         ) from None
