@@ -197,7 +197,10 @@ classified AS (
         WHEN f.capable > 0 AND f.with_room = 0 AND f.worker_concurrency IS NOT NULL
             THEN '{WORKER_CONCURRENCY}'
         WHEN f.key_running >= f.partition_concurrency THEN '{PARTITION_CONCURRENCY}'
-        WHEN f.key_room > 0 AND f.ahead_in_key >= f.key_room THEN '{KEY_ORDER}'
+        -- Only when a live worker can reach it: one that stops at an earlier job of its key
+        -- it cannot run never starts them in that order (KEY_HEAD below, as the claim does).
+        WHEN f.key_room > 0 AND f.ahead_in_key >= f.key_room AND f.reach_in_key > 0
+            THEN '{KEY_ORDER}'
         WHEN f.starts >= f.rate_limit OR f.key_starts >= f.partition_rate_limit
             THEN '{RATE_LIMITED}'
         WHEN f.serving = 0 THEN '{NO_WORKER}'

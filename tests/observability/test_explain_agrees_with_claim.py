@@ -68,6 +68,15 @@ def _key_head_behind(**limits: Any) -> Callable[[], uuid.UUID]:
     return build
 
 
+def _behind_a_runnable_head_and_one_no_worker_runs() -> uuid.UUID:
+    live_worker("w1", handlers=[RUNS])
+    set_queue_limits("q", partition_concurrency=1)
+    with transaction.atomic():
+        enqueue(RUNS, queue="q", partition_key="a")
+        enqueue(OTHER, queue="q", partition_key="a")
+        return enqueue(RUNS, queue="q", partition_key="a")
+
+
 def _unkeyed_head_behind() -> uuid.UUID:
     live_worker("w1", handlers=[RUNS])
     set_queue_limits("q", partition_concurrency=2)
@@ -172,6 +181,16 @@ def _no_worker_of_the_queue() -> uuid.UUID:
 SITUATIONS: dict[str, tuple[Callable[[], uuid.UUID], Blocker]] = {
     "partitioned key behind a head no worker runs": (
         _key_head_behind(partition_concurrency=2),
+        Blocker.KEY_HEAD,
+    ),
+    # One job at a time per key: the key's room is one start and a job is before it, yet it
+    # was said to wait for its key's order (KEY_ORDER), as if that job would start first.
+    "one job per key, behind a head no worker runs": (
+        _key_head_behind(partition_concurrency=1),
+        Blocker.KEY_HEAD,
+    ),
+    "one job per key, behind a job no worker runs after the head": (
+        _behind_a_runnable_head_and_one_no_worker_runs,
         Blocker.KEY_HEAD,
     ),
     "key rate limit, key behind a head no worker runs": (
