@@ -230,6 +230,14 @@ def due(cur: Cursor, job_id: uuid.UUID, job: JobRow, facts: DueJobFacts) -> Expl
         message = _no_handler(cur, job)
     elif blocker is Blocker.KEY_HEAD:
         message, blocking = _key_head(cur, job_id, job)
+    elif blocker is Blocker.FAIR_TURN:
+        ahead = facts.ahead_in_turns
+        # (queue_room is set: the classification says FAIR_TURN only when it is above 0)
+        message = (
+            f"Queue {queue} takes turns between partition keys and has room for "
+            f"{counted(facts.queue_room or 0, 'more start')} now (its concurrency or "
+            f"rate_limit): {_turns_before(facts)}, and take that room first."
+        )
     elif blocker is Blocker.QUEUE_ORDER:
         ahead = facts.ahead_in_queue
         # (queue_room is set: the classification says QUEUE_ORDER only when it is above 0)
@@ -357,15 +365,30 @@ def _key_head(cur: Cursor, job_id: uuid.UUID, job: JobRow) -> tuple[str, list[uu
     return message, [pk for pk, _ in found]
 
 
+def _turns_before(facts: DueJobFacts) -> str:
+    """How many due jobs a fair queue's turns put before the job, and what a turn is."""
+    ahead = facts.ahead_in_turns
+    own = (
+        f", {facts.ahead_in_key:,} of them its own key's" if 0 < facts.ahead_in_key < ahead else ""
+    )
+    return (
+        f"{_capped_jobs(ahead)} before it in its queue's turns{own} (each key with due jobs "
+        "starts one a round, from the key after where the last claim stopped; jobs without a "
+        "key first)"
+    )
+
+
 def _claimable(cur: Cursor, job_id: uuid.UUID, job: JobRow, facts: DueJobFacts) -> tuple[str, int]:
-    ahead = details.ahead_in_queue(cur, job_id=job_id, cap=COUNT_CAP)
-    parts = [
-        "The next claim of a live worker with its handler may take it. "
-        f"{_capped_jobs(ahead).capitalize()} before it in queue {job.queue} (priority, then due "
-        "time)."
-    ]
     if facts.fair:
-        parts.append(f"Queue {job.queue} takes turns between partition keys.")
+        ahead = facts.ahead_in_turns
+        order = f"Queue {job.queue} takes turns between partition keys: {_turns_before(facts)}."
+    else:
+        ahead = details.ahead_in_queue(cur, job_id=job_id, cap=COUNT_CAP)
+        order = (
+            f"{_capped_jobs(ahead).capitalize()} before it in queue {job.queue} (priority, then "
+            "due time)."
+        )
+    parts = [f"The next claim of a live worker with its handler may take it. {order}"]
     busy = facts.held >= facts.threads
     parts.append(
         f"{counted(facts.capable, 'live worker')} can run it, holding "

@@ -26,7 +26,7 @@ from datetime import timedelta
 from django_pgjobs.queries.base import Cursor
 
 # The claim's own test of a partitioned queue, so the two cannot drift apart.
-from django_pgjobs.queries.flow import _PARTITIONED
+from django_pgjobs.queries.flow import _KEY_ORDER, _PARTITIONED
 
 # What holds a due job back, as the classification names it (Blocker's values), in its order.
 PAUSED = "paused"
@@ -35,6 +35,7 @@ WORKER_CONCURRENCY = "worker_concurrency"
 PARTITION_CONCURRENCY = "partition_concurrency"
 KEY_ORDER = "key_order"
 KEY_HEAD = "key_head"
+FAIR_TURN = "fair_turn"
 QUEUE_ORDER = "queue_order"
 RATE_LIMITED = "rate_limited"
 NO_WORKER = "no_worker"
@@ -77,6 +78,10 @@ class DueJobFacts:
     # it has room for now, and its due jobs before this one in claim order (up to the cap).
     queue_room: int | None
     ahead_in_queue: int
+    # A queue that takes turns (fair): the due jobs its claim's turns put before this one (one
+    # of each key a round, the jobs without a key first, the keys from the queue's cursor),
+    # leaving out those its key's limits keep from starting now (up to the cap).
+    ahead_in_turns: int
 
 
 def _serves(worker: str, queue: str) -> str:
@@ -179,7 +184,7 @@ facts AS (
                 l.handlers ? s.job_name AND l.handlers ?& s.earlier_names))) AS reach_in_key,
            least(r.concurrency - coalesce(q.running, 0), r.rate_limit - coalesce(q.starts, 0))
                AS queue_room,
-           s.ahead_in_queue
+           s.ahead_in_queue, s.ahead_in_turns AS turns_given, r.key_cursor
     FROM subject AS s
     LEFT JOIN rules AS r ON r.name = s.queue
     LEFT JOIN per_queue AS q ON q.queue = s.queue
@@ -188,6 +193,19 @@ facts AS (
         AND (l.partition_key IS NULL) = (s.partition_key IS NULL)
         AND coalesce(l.partition_key, '') = coalesce(s.partition_key, '')
     JOIN reach AS x ON x.queue = s.queue AND x.job_name = s.job_name
+),
+turns AS (
+    -- Where the subject did not count its place in its queue's turns (the dashboard's first
+    -- jobs of each queue), the jobs among them before it in the claim's turn order (its turn
+    -- in its key, then the key's place in the walk from the cursor, the jobs without a key
+    -- first) that their key's limits let start now.
+    SELECT f.*, coalesce(f.turns_given, count(*) FILTER (
+               WHERE f.key_room IS NULL OR f.ahead_in_key < f.key_room) OVER (
+               PARTITION BY f.queue
+               ORDER BY f.ahead_in_key, f.partition_key IS NOT NULL,
+                        NOT coalesce(f.partition_key > f.key_cursor, false), f.partition_key
+               ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS ahead_in_turns
+    FROM facts AS f
 ),
 classified AS (
     -- The first that applies; a comparison with a limit that is not set (NULL) never does.
@@ -206,12 +224,21 @@ classified AS (
         WHEN f.serving = 0 THEN '{NO_WORKER}'
         WHEN f.capable = 0 THEN '{NO_HANDLER}'
         WHEN f.partitioned AND f.reach_in_key = 0 THEN '{KEY_HEAD}'
+        -- A queue that takes turns, limited as a whole: its claim takes its room's worth of
+        -- jobs in turn order.
+        WHEN f.fair AND f.queue_room > 0 AND f.ahead_in_turns >= f.queue_room
+            THEN '{FAIR_TURN}'
         -- A limited queue's claim takes its room's worth of jobs in claim order.
         WHEN NOT f.partitioned AND f.queue_room > 0 AND f.ahead_in_queue >= f.queue_room
             THEN '{QUEUE_ORDER}'
         ELSE '{CLAIMABLE}' END AS blocker
-    FROM facts AS f
+    FROM turns AS f
 )"""
+
+
+def _due(queue: str) -> str:
+    """SQL: row ``j`` is a due job of ``queue`` (an SQL expression)."""
+    return f"j.status = 'pending' AND j.scheduled_for <= now() AND j.queue = {queue}"
 
 
 def _before_in_key(*, keyed: bool) -> str:
@@ -240,13 +267,14 @@ def _names_before_in_key(keyed: bool) -> str:
 
 _FACTS = ", ".join(DueJobFacts.__dataclass_fields__)
 
-_ONE = f"""WITH subject AS (
-    SELECT j.id, j.queue, j.partition_key, j.job_name,
-           -- Counted only where the queue limits its keys (else nothing reads it).
+_ONE = f"""WITH RECURSIVE one AS (
+    SELECT j.id, j.queue, j.partition_key, j.job_name, j.priority, j.scheduled_for, j.seq,
+           -- Counted only where the queue limits its keys or takes turns (else nothing reads
+           -- it).
            CASE WHEN NOT EXISTS (
                     SELECT 1 FROM pgjobs_queues AS r WHERE r.name = j.queue
                       AND (r.partition_concurrency IS NOT NULL
-                           OR r.partition_rate_limit IS NOT NULL)) THEN 0
+                           OR r.partition_rate_limit IS NOT NULL OR r.fair)) THEN 0
                 WHEN j.partition_key IS NULL THEN {_count_before_in_key(False)}
                 ELSE {_count_before_in_key(True)} END AS ahead_in_key,
            -- The job names before it in its key, where the queue is partitioned (the claim
@@ -272,6 +300,64 @@ _ONE = f"""WITH subject AS (
                     LIMIT %(cap)s) AS a) END AS ahead_in_queue
     FROM pgjobs_job_queue AS j
     WHERE j.id = %(id)s AND j.status = 'pending' AND j.scheduled_for <= now()
+),
+fair AS MATERIALIZED (
+    SELECT r.* FROM pgjobs_queues AS r WHERE r.fair AND r.name = (SELECT queue FROM one)
+),
+walk(partition_key, depth) AS (
+    -- A fair queue's keys with due jobs, one probe of pgjobs_job_partition_claim each (as the
+    -- claim walks them), up to %(cap)s keys.
+    SELECT h.partition_key, 1 FROM fair AS r, LATERAL (
+        SELECT j.partition_key FROM pgjobs_job_queue AS j
+        WHERE {_due("r.name")} AND j.partition_key IS NOT NULL
+        ORDER BY {_KEY_ORDER} LIMIT 1) AS h
+    UNION ALL
+    SELECT h.partition_key, w.depth + 1 FROM walk AS w, fair AS r, LATERAL (
+        SELECT j.partition_key FROM pgjobs_job_queue AS j
+        WHERE {_due("r.name")} AND j.partition_key > w.partition_key
+        ORDER BY {_KEY_ORDER} LIMIT 1) AS h
+    WHERE w.depth < %(cap)s
+),
+turned AS (
+    -- For each other partition (the jobs without a key too), how many of its first jobs the
+    -- claim's turns put before the subject: as many turns as the subject's earlier jobs of its
+    -- own key, and one more where the partition comes first in the walk (from the key after
+    -- the cursor, round to the first after the last; the jobs without a key before all
+    -- keys), and only as many as the key's limits let start now.
+    SELECT least(count(*), greatest(coalesce(least(
+               r.partition_concurrency - c.running, r.partition_rate_limit - c.recent_starts),
+               count(*)), 0)) AS offered
+    FROM one AS o, fair AS r,
+         (SELECT partition_key FROM walk UNION ALL SELECT NULL) AS p,
+         LATERAL pgjobs_key_counts(
+             r.name, p.partition_key, '{{}}'::uuid[], '{{}}'::uuid[], now(),
+             {_upto("r.partition_concurrency")}, {_upto("r.partition_rate_limit")}) AS c,
+         LATERAL (SELECT o.ahead_in_key + CASE
+             WHEN o.partition_key IS NULL THEN 0
+             WHEN p.partition_key IS NULL THEN 1
+             WHEN (NOT coalesce(p.partition_key > r.key_cursor, false), p.partition_key)
+                  < (NOT coalesce(o.partition_key > r.key_cursor, false), o.partition_key)
+             THEN 1 ELSE 0 END AS turns) AS t,
+         -- (an equality or IS NULL, each served by pgjobs_job_partition_claim)
+         LATERAL ((SELECT 1 FROM pgjobs_job_queue AS j
+                   WHERE {_due("r.name")} AND p.partition_key IS NOT NULL
+                     AND j.partition_key = p.partition_key
+                   ORDER BY {_KEY_ORDER} LIMIT t.turns)
+                  UNION ALL
+                  (SELECT 1 FROM pgjobs_job_queue AS j
+                   WHERE {_due("r.name")} AND p.partition_key IS NULL
+                     AND j.partition_key IS NULL
+                   ORDER BY {_KEY_ORDER} LIMIT t.turns)) AS k
+    WHERE p.partition_key IS DISTINCT FROM o.partition_key
+    GROUP BY p.partition_key, r.partition_concurrency, r.partition_rate_limit, c.running,
+             c.recent_starts
+),
+subject AS (
+    SELECT o.*, CASE WHEN EXISTS (SELECT 1 FROM fair)
+                     THEN least(o.ahead_in_key + (SELECT coalesce(sum(offered), 0) FROM turned),
+                                %(cap)s)
+                END AS ahead_in_turns
+    FROM one AS o
 ),
 {_CLASSIFIED}
 SELECT {_FACTS} FROM classified"""
@@ -302,6 +388,7 @@ firsts AS (
 ),
 subject AS (
     SELECT r.id, r.queue, r.partition_key, r.job_name, r.ahead_in_key, r.ahead_in_queue,
+           NULL::bigint AS ahead_in_turns,
            coalesce(array_agg(f.job_name) FILTER (WHERE f.job_name IS NOT NULL), '{{}}')
                AS earlier_names
     FROM ranked AS r
@@ -321,7 +408,9 @@ def classify_job(
 
     Reads its row by primary key, its key's earlier due jobs (pgjobs_job_partition_claim, at
     most ``cap``), the queue's row and running jobs (pgjobs_job_running) and rate ledger
-    (pgjobs_queue_starts_window), and the worker rows. Locks nothing."""
+    (pgjobs_queue_starts_window), and the worker rows; in a queue that takes turns, the first
+    due jobs of each key (as many as its turns before the job: pgjobs_job_partition_claim, one
+    probe per key, at most ``cap`` keys) and their keys' counts. Locks nothing."""
     cur.execute(_ONE, {"id": job_id, "silent": silent_seconds, "cap": cap})
     row = cur.fetchone()
     return None if row is None else DueJobFacts(*row)

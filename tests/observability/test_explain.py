@@ -335,6 +335,49 @@ def test_a_claimable_job_says_how_many_come_before_it() -> None:
     assert claim(limit=3) == ids
 
 
+def test_a_fair_queue_ranks_a_claimable_job_by_its_keys_turn() -> None:
+    """Keys A x3 and B x1 of a fair queue, the one worker busy: B's job comes after A's first,
+    not after all three (it was ranked "3 due jobs come before it (priority, then due time)",
+    as in a queue without turns, by the new-user trial)."""
+    live_worker("w1", concurrency=1)
+    enqueue("test.record", queue="busy")
+    assert len(claim(limit=1)) == 1  # its one thread is busy
+    set_queue_limits("fair", fair=True)
+    with transaction.atomic():
+        a = [enqueue("test.record", queue="fair", partition_key="A") for _ in range(3)]
+        b = enqueue("test.record", queue="fair", partition_key="B")
+    said = explain_job(b)
+    assert (said.blocker, said.ahead) == (Blocker.CLAIMABLE, 1)
+    assert (
+        "Queue fair takes turns between partition keys: 1 due job comes before it in its "
+        "queue's turns (each key with due jobs starts one a round" in said.message
+    )
+    assert "all busy, so it starts when one is free" in said.message
+    second = explain_job(a[1])
+    assert second.ahead == 2  # A's first and B's
+    assert "2 due jobs come before it in its queue's turns, 1 of them its own key's" in (
+        second.message
+    )
+    assert claim(limit=2) == [a[0], b]
+
+
+def test_a_fair_queue_with_room_for_fewer_starts_than_the_turns_before_a_job() -> None:
+    live_worker("w1")
+    set_queue_limits("fair", fair=True, concurrency=2)
+    with transaction.atomic():
+        a = [enqueue("test.record", queue="fair", partition_key="A") for _ in range(3)]
+        b = enqueue("test.record", queue="fair", partition_key="B")
+    said = explain_job(a[1])
+    assert (said.blocker, said.ahead) == (Blocker.FAIR_TURN, 2)
+    assert said.message.startswith(
+        "Queue fair takes turns between partition keys and has room for 2 more starts now "
+        "(its concurrency or rate_limit): 2 due jobs come before it in its queue's turns"
+    )
+    assert said.message.endswith("and take that room first.")
+    assert explain_job(b).blocker is Blocker.CLAIMABLE
+    assert sorted(claim()) == sorted([a[0], b])
+
+
 @pytest.mark.parametrize(
     "insert",
     [
