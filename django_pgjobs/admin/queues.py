@@ -42,8 +42,10 @@ from django_pgjobs.queues import control
 from django_pgjobs.queues.declarations import (
     COUNTS,
     LEFT_OUT,
+    RATE_PERIOD_ALONE,
     TAKES,
     limit_problems,
+    rate_period_alone,
     too_large,
     too_large_said,
 )
@@ -122,6 +124,9 @@ class QueueForm(forms.ModelForm):  # type: ignore[type-arg]
         }
         for name, message in limit_problems(limits, self._says).items():
             self.add_error(name, message)
+        rated = ("rate_period", "rate_limit", "partition_rate_limit")
+        if all(name in limits for name in rated) and rate_period_alone(limits):
+            self.add_error("rate_period", RATE_PERIOD_ALONE)
         # A new row that neither pauses nor limits changes nothing, and would override the
         # settings' limits with none.
         if (

@@ -18,9 +18,11 @@ from django_pgjobs.observability.status import queue_status
 from django_pgjobs.queues import control
 from django_pgjobs.queues.declarations import (
     LEFT_OUT,
+    RATE_PERIOD_ALONE,
     TAKES,
     Wording,
     limit_problems,
+    rate_period_alone,
     too_large,
     too_large_said,
 )
@@ -239,6 +241,11 @@ def queue_limits_said(
         shown = {**limits, "paused": was_paused}
         return f"Queue {name}: {describe_limits(shown) or 'no limits'} ({whose})."
     limits.update({option: parse_limit(option, text) for option, text in given.items()})
+    if "rate_period" not in given and rate_period_alone(limits):
+        # The last rate limit removed (none): its window goes back to the default with it.
+        limits["rate_period"] = None
+    if rate_period_alone(limits):
+        raise CommandError(RATE_PERIOD_ALONE)
     described = describe_limits(limits) or "no limits"
     if not control.set_queue_limits(name, using=using, **limits):
         # Not an override: the settings (or no limits) go on deciding.
