@@ -389,11 +389,27 @@ def _claimable(cur: Cursor, job_id: uuid.UUID, job: JobRow, facts: DueJobFacts) 
             "due time)."
         )
     parts = [f"The next claim of a live worker with its handler may take it. {order}"]
-    busy = facts.held >= facts.threads
+    # Free threads count per worker, and only those of workers under the queue's
+    # worker_concurrency: a free thread of a worker at that limit cannot take it.
+    limited = facts.worker_concurrency is not None and facts.with_room < facts.capable
+    busy = facts.free == 0
+    under = (
+        f", {facts.with_room:,} of them under the queue's worker_concurrency "
+        f"({facts.worker_concurrency})"
+        if limited
+        else ""
+    )
+    if busy:
+        then = (
+            ": those are all busy, so it starts when one of them is free"
+            if limited
+            else ": all busy, so it starts when one is free"
+        )
+    else:
+        then = f" ({counted(facts.free, 'free thread')} that can take it)" if limited else ""
     parts.append(
         f"{counted(facts.capable, 'live worker')} can run it, holding "
-        f"{counted(facts.held, 'job')} on {counted(facts.threads, 'thread')}"
-        f"{': all busy, so it starts when one is free' if busy else ''}."
+        f"{counted(facts.held, 'job')} on {counted(facts.threads, 'thread')}{under}{then}."
     )
     if facts.unknown:
         parts.append(

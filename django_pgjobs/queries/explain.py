@@ -68,6 +68,9 @@ class DueJobFacts:
     with_room: int  # ... capable ones under the queue's worker_concurrency
     threads: int  # the capable workers' threads
     held: int  # the jobs they hold (claimed ahead included)
+    # The free threads of the capable workers under the queue's worker_concurrency: each
+    # worker's own (its threads less the jobs it holds, none below 0), not the sum's.
+    free: int
     # A partitioned queue (per-key limits, or fair): its claims read each key's jobs in key
     # order and stop at the first whose handler the claiming worker lacks.
     partitioned: bool
@@ -153,7 +156,10 @@ reach AS MATERIALIZED (
            count(w.id) FILTER (WHERE w.can AND coalesce(h.running, 0) < r.worker_concurrency)
                AS with_room,
            coalesce(sum(w.concurrency) FILTER (WHERE w.can), 0)::bigint AS threads,
-           coalesce(sum(t.held) FILTER (WHERE w.can), 0)::bigint AS held
+           coalesce(sum(t.held) FILTER (WHERE w.can), 0)::bigint AS held,
+           coalesce(sum(greatest(w.concurrency - coalesce(t.held, 0), 0)) FILTER (
+               WHERE w.can AND coalesce(coalesce(h.running, 0) < r.worker_concurrency, true)),
+               0)::bigint AS free
     FROM kinds AS k
     LEFT JOIN rules AS r ON r.name = k.queue
     LEFT JOIN LATERAL (
@@ -176,7 +182,7 @@ facts AS (
            -- (NULL: the queue limits no key).
            least(r.partition_concurrency - coalesce(l.running, 0),
                  r.partition_rate_limit - coalesce(l.recent_starts, 0)) AS key_room,
-           x.serving, x.capable, x.unknown, x.with_room, x.threads, x.held,
+           x.serving, x.capable, x.unknown, x.with_room, x.threads, x.held, x.free,
            coalesce(r.partition_concurrency IS NOT NULL OR r.partition_rate_limit IS NOT NULL
                     OR r.fair, false) AS partitioned,
            (SELECT count(*) FROM live AS l

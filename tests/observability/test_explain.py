@@ -11,7 +11,7 @@ import pytest
 from django.db import connection, transaction
 from django.db.models import F
 
-from django_pgjobs import cancel_job, enqueue, explain_job, start_workflow
+from django_pgjobs import cancel_job, enqueue, enqueue_many, explain_job, start_workflow
 from django_pgjobs.exceptions import JobNotFound
 from django_pgjobs.models import Job, QueueStart
 from django_pgjobs.observability.explain import Blocker
@@ -165,6 +165,31 @@ def test_worker_concurrency_when_every_worker_that_can_run_it_is_full() -> None:
     live_worker("w3")  # a worker with room: the job can go
     assert explain_job(waiting).blocker is Blocker.CLAIMABLE
     assert claim("w3") == [waiting]
+
+
+def test_a_free_thread_of_a_worker_at_the_queues_worker_concurrency_is_not_room() -> None:
+    """w1 has room under worker_concurrency 1 but every thread busy; w2 has free threads but
+    holds the queue's one: no thread can take the job now (it was said claimable on "6 jobs on
+    8 threads", by the new-user trial)."""
+    live_worker("w1")
+    live_worker("w2")
+    enqueue_many("test.record", [{}] * 4, queue="other")
+    assert len(claim("w1", limit=4)) == 4
+    set_queue_limits("q", worker_concurrency=1)
+    with transaction.atomic():
+        enqueue("test.record", queue="q")
+        enqueue("test.record", queue="other")
+    assert len(claim("w2", limit=2)) == 2
+    waiting = enqueue("test.record", queue="q")
+    said = explain_job(waiting)
+    assert said.blocker is Blocker.CLAIMABLE  # w1's next claim takes it
+    assert said.facts is not None and said.facts.free == 0
+    assert (
+        "2 live workers can run it, holding 6 jobs on 8 threads, 1 of them under the queue's "
+        "worker_concurrency (1): those are all busy, so it starts when one of them is free."
+    ) in said.message
+    assert claim("w2") == []
+    assert claim("w1") == [waiting]
 
 
 def test_partition_concurrency_names_the_running_jobs_of_the_key() -> None:
