@@ -216,10 +216,12 @@ def due(cur: Cursor, job_id: uuid.UUID, job: JobRow, facts: DueJobFacts) -> Expl
         blocking = details.earlier_in_key(
             cur, job_id=job_id, keyed=job.partition_key is not None, limit=NAMED
         )
+        one = facts.ahead_in_key == 1
         message = (
-            f"In queue {queue}, {_capped_jobs(facts.ahead_in_key)} of {_key(job)} "
-            f"before it in the key's order (priority, due time, enqueue order) and take the "
-            f"room the key has now ({counted(facts.key_room or 0, 'start')}): "  # set: above 0
+            f"In queue {queue}, {_capped(facts.ahead_in_key)} due job{'' if one else 's'} of "
+            f"{_key(job)} {'comes' if one else 'come'} before it in the key's order (priority, "
+            f"due time, enqueue order) and {'takes' if one else 'take'} the room the key has "
+            f"now ({counted(facts.key_room or 0, 'start')}): "  # set: above 0
             f"{', '.join(map(str, blocking))}. A key's jobs start in that order."
         )
     elif blocker is Blocker.RATE_LIMITED:

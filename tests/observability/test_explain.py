@@ -217,6 +217,11 @@ def test_a_key_s_later_job_waits_for_its_earlier_ones() -> None:
     said = explain_job(second)
     assert said.blocker is Blocker.KEY_ORDER
     assert said.blocking_job_ids == (first,)
+    assert said.message == (  # (it said "1 due job comes of partition key ... and take")
+        "In queue q, 1 due job of partition key 'acct:1' comes before it in the key's order "
+        "(priority, due time, enqueue order) and takes the room the key has now (1 start): "
+        f"{first}. A key's jobs start in that order."
+    )
     assert claim() == [first]
 
 
