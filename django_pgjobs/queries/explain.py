@@ -26,7 +26,8 @@ from datetime import timedelta
 from django_pgjobs.queries.base import Cursor
 
 # The claim's own test of a partitioned queue, so the two cannot drift apart.
-from django_pgjobs.queries.flow import _KEY_ORDER, _PARTITIONED
+from django_pgjobs.queries.explain_turns import TURNS_CTES, upto
+from django_pgjobs.queries.flow import _PARTITIONED
 
 # What holds a due job back, as the classification names it (Blocker's values), in its order.
 PAUSED = "paused"
@@ -106,13 +107,6 @@ _LIVE = """live AS MATERIALIZED (
 )"""
 
 
-def _upto(limit: str) -> str:
-    """SQL: how far the count functions read for ``limit``: nothing where it is not set (NULL;
-    greatest() alone would ignore it), else the limit or %(cap)s rows, whichever is more, so a
-    count past a lowered limit still reads true up to the cap."""
-    return f"CASE WHEN {limit} IS NOT NULL THEN greatest({limit}, %(cap)s::integer) END"
-
-
 # The classification over ``subject`` (id, queue, partition_key, job_name, ahead_in_key: how many
 # due jobs of its key come before it in the key order of queries.flow, the claim's).
 _CLASSIFIED = f"""queues AS (SELECT DISTINCT queue FROM subject),
@@ -126,7 +120,7 @@ per_queue AS MATERIALIZED (
     SELECT r.name AS queue, c.running, c.recent_starts AS starts
     FROM rules AS r, LATERAL pgjobs_queue_counts(
         r.name, NULL, '{{}}'::uuid[], '{{}}'::uuid[], now(),
-        {_upto("r.concurrency")}, NULL, {_upto("r.rate_limit")}) AS c
+        {upto("r.concurrency")}, NULL, {upto("r.rate_limit")}) AS c
 ),
 load AS MATERIALIZED (
     -- The same per partition key (pgjobs_key_counts; NULL: the jobs without a key), for the
@@ -135,7 +129,7 @@ load AS MATERIALIZED (
     FROM (SELECT DISTINCT queue, partition_key FROM subject) AS k
     JOIN rules AS r ON r.name = k.queue, LATERAL pgjobs_key_counts(
         k.queue, k.partition_key, '{{}}'::uuid[], '{{}}'::uuid[], now(),
-        {_upto("r.partition_concurrency")}, {_upto("r.partition_rate_limit")}) AS c
+        {upto("r.partition_concurrency")}, {upto("r.partition_rate_limit")}) AS c
 ),
 {_LIVE},
 here AS MATERIALIZED (
@@ -242,11 +236,6 @@ classified AS (
 )"""
 
 
-def _due(queue: str) -> str:
-    """SQL: row ``j`` is a due job of ``queue`` (an SQL expression)."""
-    return f"j.status = 'pending' AND j.scheduled_for <= now() AND j.queue = {queue}"
-
-
 def _before_in_key(*, keyed: bool) -> str:
     """SQL: row ``k`` is a due job of the queue and key of row ``j`` (with ``keyed``, ``j`` has a
     key; else the jobs without one) that the claim's key order (priority, due time, enqueue
@@ -307,57 +296,7 @@ _ONE = f"""WITH RECURSIVE one AS (
     FROM pgjobs_job_queue AS j
     WHERE j.id = %(id)s AND j.status = 'pending' AND j.scheduled_for <= now()
 ),
-fair AS MATERIALIZED (
-    SELECT r.* FROM pgjobs_queues AS r WHERE r.fair AND r.name = (SELECT queue FROM one)
-),
-walk(partition_key, depth) AS (
-    -- A fair queue's keys with due jobs, one probe of pgjobs_job_partition_claim each (as the
-    -- claim walks them), up to %(cap)s keys.
-    SELECT h.partition_key, 1 FROM fair AS r, LATERAL (
-        SELECT j.partition_key FROM pgjobs_job_queue AS j
-        WHERE {_due("r.name")} AND j.partition_key IS NOT NULL
-        ORDER BY {_KEY_ORDER} LIMIT 1) AS h
-    UNION ALL
-    SELECT h.partition_key, w.depth + 1 FROM walk AS w, fair AS r, LATERAL (
-        SELECT j.partition_key FROM pgjobs_job_queue AS j
-        WHERE {_due("r.name")} AND j.partition_key > w.partition_key
-        ORDER BY {_KEY_ORDER} LIMIT 1) AS h
-    WHERE w.depth < %(cap)s
-),
-turned AS (
-    -- For each other partition (the jobs without a key too), how many of its first jobs the
-    -- claim's turns put before the subject: as many turns as the subject's earlier jobs of its
-    -- own key, and one more where the partition comes first in the walk (from the key after
-    -- the cursor, round to the first after the last; the jobs without a key before all
-    -- keys), and only as many as the key's limits let start now.
-    SELECT least(count(*), greatest(coalesce(least(
-               r.partition_concurrency - c.running, r.partition_rate_limit - c.recent_starts),
-               count(*)), 0)) AS offered
-    FROM one AS o, fair AS r,
-         (SELECT partition_key FROM walk UNION ALL SELECT NULL) AS p,
-         LATERAL pgjobs_key_counts(
-             r.name, p.partition_key, '{{}}'::uuid[], '{{}}'::uuid[], now(),
-             {_upto("r.partition_concurrency")}, {_upto("r.partition_rate_limit")}) AS c,
-         LATERAL (SELECT o.ahead_in_key + CASE
-             WHEN o.partition_key IS NULL THEN 0
-             WHEN p.partition_key IS NULL THEN 1
-             WHEN (NOT coalesce(p.partition_key > r.key_cursor, false), p.partition_key)
-                  < (NOT coalesce(o.partition_key > r.key_cursor, false), o.partition_key)
-             THEN 1 ELSE 0 END AS turns) AS t,
-         -- (an equality or IS NULL, each served by pgjobs_job_partition_claim)
-         LATERAL ((SELECT 1 FROM pgjobs_job_queue AS j
-                   WHERE {_due("r.name")} AND p.partition_key IS NOT NULL
-                     AND j.partition_key = p.partition_key
-                   ORDER BY {_KEY_ORDER} LIMIT t.turns)
-                  UNION ALL
-                  (SELECT 1 FROM pgjobs_job_queue AS j
-                   WHERE {_due("r.name")} AND p.partition_key IS NULL
-                     AND j.partition_key IS NULL
-                   ORDER BY {_KEY_ORDER} LIMIT t.turns)) AS k
-    WHERE p.partition_key IS DISTINCT FROM o.partition_key
-    GROUP BY p.partition_key, r.partition_concurrency, r.partition_rate_limit, c.running,
-             c.recent_starts
-),
+{TURNS_CTES}
 subject AS (
     SELECT o.*, CASE WHEN EXISTS (SELECT 1 FROM fair)
                      THEN least(o.ahead_in_key + (SELECT coalesce(sum(offered), 0) FROM turned),
