@@ -42,12 +42,16 @@ from django_pgjobs.queues import control
 from django_pgjobs.queues.declarations import (
     COUNTS,
     LEFT_OUT,
+    RATE_PERIOD_ALONE,
     TAKES,
     limit_problems,
+    rate_period_alone,
     too_large,
     too_large_said,
 )
 
+# Queues an action left as they were, named in its message (the rest counted).
+UNCHANGED_NAMED = 5
 # Queues with jobs and no row, named above the list (each with links to create its row).
 UNLISTED_SHOWN = 50
 _DURATIONS = ("rate_period", "timeout")
@@ -122,6 +126,9 @@ class QueueForm(forms.ModelForm):  # type: ignore[type-arg]
         }
         for name, message in limit_problems(limits, self._says).items():
             self.add_error(name, message)
+        rated = ("rate_period", "rate_limit", "partition_rate_limit")
+        if all(name in limits for name in rated) and rate_period_alone(limits):
+            self.add_error("rate_period", RATE_PERIOD_ALONE)
         # A new row that neither pauses nor limits changes nothing, and would override the
         # settings' limits with none.
         if (
@@ -361,28 +368,55 @@ class QueueAdmin(_QueueDatabaseMixin, ModelAdmin[Queue]):
     @admin.action(description="Pause (accept jobs, start none)", permissions=["change"])
     def pause(self, request: HttpRequest, queryset: QuerySet[Queue]) -> None:
         names = queryset.filter(paused=False).values_list("name", flat=True)
-        _apply(
+        already = _Unchanged(queryset.filter(paused=True), "paused already")
+        if _apply(
             self, request, names, _using(control.pause_queue), "queue(s) paused", noun="queue(s)"
-        )
+        ):
+            already.say(self, request)
 
     @admin.action(description="Resume", permissions=["change"])
     def resume(self, request: HttpRequest, queryset: QuerySet[Queue]) -> None:
         names = queryset.filter(paused=True).values_list("name", flat=True)
-        _apply(
+        already = _Unchanged(queryset.filter(paused=False), "not paused")
+        if _apply(
             self, request, names, _using(control.resume_queue), "queue(s) resumed", noun="queue(s)"
-        )
+        ):
+            already.say(self, request)
 
     @admin.action(description="Reset limits and pause to PGJOBS['QUEUES']", permissions=["change"])
     def reset_limits(self, request: HttpRequest, queryset: QuerySet[Queue]) -> None:
         names = queryset.filter(overridden=True).values_list("name", flat=True)
-        _apply(
+        already = _Unchanged(queryset.filter(overridden=False), "not overridden: nothing to reset")
+        if _apply(
             self,
             request,
             names,
             _using(control.reset_queue_limits),
             "queue(s) back to PGJOBS['QUEUES']",
             noun="queue(s)",
-        )
+        ):
+            already.say(self, request)
+
+
+class _Unchanged:
+    """The selected queues an action leaves as they are, read before it runs, and the message
+    that names them, as the CLI and the change page's buttons say it (the actions said
+    nothing of them: found by the new-user trial)."""
+
+    def __init__(self, rows: QuerySet[Queue], state: str) -> None:
+        first = list(rows.order_by("name").values_list("name", flat=True)[: UNCHANGED_NAMED + 1])
+        more = len(first) > UNCHANGED_NAMED
+        self.count = rows.count() if more else len(first)
+        self.shown = ", ".join(first[:UNCHANGED_NAMED]) + (", …" if more else "")
+        self.state = state
+
+    def say(self, modeladmin: QueueAdmin, request: HttpRequest) -> None:
+        if self.count == 1:
+            said = f"Queue {self.shown} was {self.state}."
+        else:
+            said = f"{self.count} queues were {self.state} ({self.shown})."
+        if self.count:
+            modeladmin.message_user(request, said, messages.INFO)
 
 
 def _using(operation: Any) -> Any:

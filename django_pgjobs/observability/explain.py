@@ -16,6 +16,7 @@ from django.db import connections, transaction
 
 from django_pgjobs.conf import conf
 from django_pgjobs.exceptions import JobNotFound, JobStateError
+from django_pgjobs.jobs.short_ids import find_job_id
 from django_pgjobs.observability import explain_messages as say
 from django_pgjobs.observability.explanation import (
     COUNT_CAP,
@@ -27,7 +28,6 @@ from django_pgjobs.observability.explanation import (
 from django_pgjobs.queries import explain as sql
 from django_pgjobs.queries import explain_details as details
 from django_pgjobs.queries import explain_rows as rows
-from django_pgjobs.queries.base import Cursor
 
 __all__ = ["Blocker", "Explanation", "explain_job"]
 
@@ -44,7 +44,7 @@ def explain_job(job_id: uuid.UUID | str, *, using: str | None = None) -> Explana
     with transaction.atomic(using=alias), connection.cursor() as cur:
         if outermost:  # (inside a caller's transaction its isolation level stands)
             cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        pk = _resolve(cur, job_id)
+        pk = find_job_id(cur, job_id)
         # One snapshot sees the job due in both reads; a caller's READ COMMITTED transaction
         # may see a claim take it in between: then the job is read again.
         for _ in range(3):
@@ -70,38 +70,3 @@ def explain_job(job_id: uuid.UUID | str, *, using: str | None = None) -> Explana
             if facts is not None:
                 return say.due(cur, pk, job, facts)
     raise JobStateError(f"Job {pk} kept changing while it was being explained; ask again.")
-
-
-# The shortest prefix looked up: shorter ones name too many jobs to be worth a range read.
-MIN_PREFIX = 4
-
-
-def _resolve(cur: Cursor, job_id: uuid.UUID | str) -> uuid.UUID:
-    """The id ``job_id`` names: a UUID, or a unique prefix of a job's or dead letter's id."""
-    if isinstance(job_id, uuid.UUID):
-        return job_id
-    text = str(job_id).strip().lower()
-    try:
-        return uuid.UUID(text)
-    except ValueError:
-        pass
-    digits = text.replace("-", "")
-    if not (MIN_PREFIX <= len(digits) < 32 and all(c in "0123456789abcdef" for c in digits)):
-        raise JobNotFound(
-            f"{job_id!r} is not a job id: give the UUID, or at least {MIN_PREFIX} of its "
-            "first hex digits (the admin shows the first 8)."
-        )
-    found = rows.ids_with_prefix(
-        cur,
-        low=uuid.UUID(digits.ljust(32, "0")),
-        high=uuid.UUID(digits.ljust(32, "f")),
-    )
-    if not found:
-        raise JobNotFound(f"No job or dead letter has an id starting with {text!r}.")
-    if len(found) > 1:
-        raise JobNotFound(
-            f"More than one job or dead letter has an id starting with {text!r} "
-            f"({found[0]} and {found[1]}, at least): "
-            "give more of the id."
-        )
-    return found[0]

@@ -13,8 +13,16 @@ from datetime import datetime, timedelta
 
 from django_pgjobs.conf import conf
 from django_pgjobs.observability.display import counted, local_time
+from django_pgjobs.observability.explain_workers import (
+    capped,
+    capped_jobs,
+    claimable,
+    each_worker,
+    no_handler,
+    no_worker,
+    turns_before,
+)
 from django_pgjobs.observability.explanation import (
-    COUNT_CAP,
     NAMED,
     Blocker,
     Explanation,
@@ -22,7 +30,7 @@ from django_pgjobs.observability.explanation import (
     silent_seconds,
 )
 from django_pgjobs.queries import explain_details as details
-from django_pgjobs.queries.base import WORKFLOW_JOB_PREFIX, WORKFLOW_KEY_PREFIX, Cursor
+from django_pgjobs.queries.base import Cursor
 from django_pgjobs.queries.explain import DueJobFacts
 from django_pgjobs.queries.explain_rows import DeadLetterRow, JobRow
 
@@ -38,19 +46,6 @@ def _at(moment: datetime, now: datetime) -> str:
     return f"{local_time(moment)} ({_span(now - moment)} ago)"
 
 
-def _capped(count: int) -> str:
-    return f"{COUNT_CAP:,}+" if count >= COUNT_CAP else f"{count:,}"
-
-
-def _capped_jobs(count: int, come: str = "come") -> str:
-    """``1 due job comes``, ``3 due jobs come``, ``10,000+ due jobs come``."""
-    if count == 1:
-        return f"1 due job {come}s"
-    return f"{_capped(count)} due jobs {come}"
-
-
-# How the dead letter's message names the admin's way to requeue it; the dead letter's own
-# admin page names it as seen from there (admin.explain_panel).
 REQUEUE_IN_ADMIN = "the Requeue action of the admin's dead letters list"
 
 
@@ -198,7 +193,7 @@ def due(cur: Cursor, job_id: uuid.UUID, job: JobRow, facts: DueJobFacts) -> Expl
             )
         else:
             message = (
-                f"{_each(facts.capable)} that can run it holds "
+                f"{each_worker(facts.capable)} that can run it holds "
                 f"{facts.worker_concurrency} or more jobs of queue {queue}, the queue's "
                 f"worker_concurrency ({_ids(held)}). It starts when one of them ends."
             )
@@ -216,55 +211,43 @@ def due(cur: Cursor, job_id: uuid.UUID, job: JobRow, facts: DueJobFacts) -> Expl
         blocking = details.earlier_in_key(
             cur, job_id=job_id, keyed=job.partition_key is not None, limit=NAMED
         )
+        one = facts.ahead_in_key == 1
         message = (
-            f"In queue {queue}, {_capped_jobs(facts.ahead_in_key)} of {_key(job)} "
-            f"before it in the key's order (priority, due time, enqueue order) and take the "
-            f"room the key has now ({counted(facts.key_room or 0, 'start')}): "  # set: above 0
+            f"In queue {queue}, {capped(facts.ahead_in_key)} due job{'' if one else 's'} of "
+            f"{_key(job)} {'comes' if one else 'come'} before it in the key's order (priority, "
+            f"due time, enqueue order) and {'takes' if one else 'take'} the room the key has "
+            f"now ({counted(facts.key_room or 0, 'start')}): "  # set: above 0
             f"{', '.join(map(str, blocking))}. A key's jobs start in that order."
         )
     elif blocker is Blocker.RATE_LIMITED:
         message, until = _rate_limited(cur, job, facts)
     elif blocker is Blocker.NO_WORKER:
-        message = _no_worker(cur, queue)
+        message = no_worker(cur, queue)
     elif blocker is Blocker.NO_HANDLER:
-        message = _no_handler(cur, job)
+        message = no_handler(cur, job)
     elif blocker is Blocker.KEY_HEAD:
         message, blocking = _key_head(cur, job_id, job)
+    elif blocker is Blocker.FAIR_TURN:
+        ahead = facts.ahead_in_turns
+        # (queue_room is set: the classification says FAIR_TURN only when it is above 0)
+        message = (
+            f"Queue {queue} takes turns between partition keys and has room for "
+            f"{counted(facts.queue_room or 0, 'more start')} now (its concurrency or "
+            f"rate_limit): {turns_before(facts)}, and take that room first."
+        )
     elif blocker is Blocker.QUEUE_ORDER:
         ahead = facts.ahead_in_queue
         # (queue_room is set: the classification says QUEUE_ORDER only when it is above 0)
         message = (
             f"Queue {queue} has room for {counted(facts.queue_room or 0, 'more start')} now (its "
-            f"concurrency or rate_limit), and {_capped_jobs(ahead)} before it in its claim "
+            f"concurrency or rate_limit), and {capped_jobs(ahead)} before it in its claim "
             f"order (priority, then due time): {'it takes' if ahead == 1 else 'they take'} "
             "that room first."
         )
     else:
-        message, ahead = _claimable(cur, job_id, job, facts)
+        message, ahead = claimable(cur, job_id, job, facts)
     return _made(
         job_id, job, blocker, message, until=until, blocking=blocking, ahead=ahead, facts=facts
-    )
-
-
-def _each(count: int) -> str:
-    return "The one live worker" if count == 1 else f"Each of the {count:,} live workers"
-
-
-def _serving(workers: list[tuple[str, list[str] | None]], queue: str) -> str:
-    return f"The live worker{'' if len(workers) == 1 else 's'} serving queue {queue}"
-
-
-def _no_worker(cur: Cursor, queue: str) -> str:
-    count, ids = details.live_workers(cur, silent_seconds=silent_seconds(), limit=NAMED)
-    others = (
-        f"the {counted(count, 'live worker')} ({', '.join(ids)}"
-        f"{', ...' if count > len(ids) else ''}) {'serves' if count == 1 else 'serve'} other queues"
-        if count
-        else f"no worker has sent a heartbeat in the last {silent_seconds():g}s"
-    )
-    return (
-        f"No live worker serves queue {queue}: {others}. Start one that does "
-        f"(`manage.py pgjobs_worker`, or with `--queues {queue}`)."
     )
 
 
@@ -298,41 +281,6 @@ def _rate_limited(cur: Cursor, job: JobRow, facts: DueJobFacts) -> tuple[str, da
     return " ".join(said), max(until, default=None)
 
 
-def _no_handler(cur: Cursor, job: JobRow) -> str:
-    workers = details.serving_workers(
-        cur, queue=job.queue, silent_seconds=silent_seconds(), limit=NAMED
-    )
-    names = ", ".join(worker for worker, _ in workers)
-    if not job.job_name.startswith(WORKFLOW_JOB_PREFIX):
-        return (
-            f"{_serving(workers, job.queue)} ({names}) {'has' if len(workers) == 1 else 'have'} "
-            "no handler for "
-            f"{job.job_name!r}. Deploy code that registers it to a worker of that queue (a "
-            "job name no code registers waits for ever)."
-        )
-    version = job.job_name.removeprefix(WORKFLOW_JOB_PREFIX)
-    running = sorted(
-        {
-            name.removeprefix(WORKFLOW_JOB_PREFIX)
-            for _, handlers in workers
-            for name in handlers or ()
-            if name.startswith(WORKFLOW_JOB_PREFIX)
-        }
-    )
-    workflow = (job.key or "").removeprefix(WORKFLOW_KEY_PREFIX) or "ID"
-    serving = f"live worker{'' if len(workers) == 1 else 's'} serving queue {job.queue} ({names})"
-    which = (
-        f"the {serving} does not run (it runs: "
-        if len(workers) == 1
-        else f"none of the {serving} runs (they run: "
-    )
-    return (
-        f"Its workflow ({workflow}) is pinned to code version {version!r}, which {which}"
-        f"{', '.join(running) or 'none'}). Deploy that version, or move the workflow to the "
-        f"deployed one: `manage.py pgjobs_workflows resume {workflow} --deployed`."
-    )
-
-
 def _key_head(cur: Cursor, job_id: uuid.UUID, job: JobRow) -> tuple[str, list[uuid.UUID]]:
     keyed = job.partition_key is not None
     found = details.unreachable_in_key(
@@ -355,29 +303,6 @@ def _key_head(cur: Cursor, job_id: uuid.UUID, job: JobRow) -> tuple[str, list[uu
         "they run (deploy their handlers to a worker of this queue) or are cancelled."
     )
     return message, [pk for pk, _ in found]
-
-
-def _claimable(cur: Cursor, job_id: uuid.UUID, job: JobRow, facts: DueJobFacts) -> tuple[str, int]:
-    ahead = details.ahead_in_queue(cur, job_id=job_id, cap=COUNT_CAP)
-    parts = [
-        "The next claim of a live worker with its handler may take it. "
-        f"{_capped_jobs(ahead).capitalize()} before it in queue {job.queue} (priority, then due "
-        "time)."
-    ]
-    if facts.fair:
-        parts.append(f"Queue {job.queue} takes turns between partition keys.")
-    busy = facts.held >= facts.threads
-    parts.append(
-        f"{counted(facts.capable, 'live worker')} can run it, holding "
-        f"{counted(facts.held, 'job')} on {counted(facts.threads, 'thread')}"
-        f"{': all busy, so it starts when one is free' if busy else ''}."
-    )
-    if facts.unknown:
-        parts.append(
-            f"{facts.unknown} of them did not record their handlers (started before migration "
-            "0019), so whether they have this one is not known."
-        )
-    return " ".join(parts), ahead
 
 
 def _made(

@@ -35,6 +35,7 @@ class Blocker(StrEnum):
     NO_WORKER = sql.NO_WORKER
     NO_HANDLER = sql.NO_HANDLER
     KEY_HEAD = sql.KEY_HEAD
+    FAIR_TURN = sql.FAIR_TURN
     QUEUE_ORDER = sql.QUEUE_ORDER
     CLAIMABLE = sql.CLAIMABLE
 
@@ -58,6 +59,7 @@ _LABELS = {
     Blocker.NO_WORKER: "no live worker serves the queue",
     Blocker.NO_HANDLER: "no live worker has the handler",
     Blocker.KEY_HEAD: "behind an earlier job of its key no worker can run",
+    Blocker.FAIR_TURN: "waits for its key's turn",
     Blocker.QUEUE_ORDER: "waits for earlier jobs of its queue",
     Blocker.CLAIMABLE: "claimable now",
 }
@@ -84,7 +86,8 @@ class Explanation:
     blocking_job_ids: tuple[uuid.UUID, ...] = ()
     # RUNNING: the worker holding it (its lease).
     worker_id: str | None = None
-    # CLAIMABLE: due jobs its queue's claim order puts before it (counted up to 10,000).
+    # CLAIMABLE: due jobs its queue's claim order puts before it (in a queue that takes turns,
+    # its turn order), counted up to 10,000.
     ahead: int | None = None
     # A due job's counts behind the answer (limits, running, starts, live workers).
     facts: DueJobFacts | None = None

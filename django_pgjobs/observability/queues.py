@@ -14,13 +14,16 @@ from django.core.management.base import CommandError
 
 from django_pgjobs.conf import conf
 from django_pgjobs.models.queues import LIMIT_FIELDS, Queue
+from django_pgjobs.observability.display import counted
 from django_pgjobs.observability.status import queue_status
 from django_pgjobs.queues import control
 from django_pgjobs.queues.declarations import (
     LEFT_OUT,
+    RATE_PERIOD_ALONE,
     TAKES,
     Wording,
     limit_problems,
+    rate_period_alone,
     too_large,
     too_large_said,
 )
@@ -66,11 +69,12 @@ def describe_limits(limits: dict[str, Any]) -> str:
         parts.append(f"at most {limits['worker_concurrency']} per worker")
     period = limits.get("rate_period") or 1.0
     if limits.get("rate_limit") is not None:
-        parts.append(f"at most {limits['rate_limit']} starts per {period:g}s")
+        parts.append(f"at most {counted(limits['rate_limit'], 'start')} per {period:g}s")
     if limits.get("partition_concurrency") is not None:
         parts.append(f"at most {limits['partition_concurrency']} running per partition key")
     if limits.get("partition_rate_limit") is not None:
-        parts.append(f"at most {limits['partition_rate_limit']} starts per key per {period:g}s")
+        starts = counted(limits["partition_rate_limit"], "start")
+        parts.append(f"at most {starts} per key per {period:g}s")
     if limits.get("fair"):
         parts.append("keys take turns")
     if limits.get("timeout") is not None:
@@ -239,6 +243,11 @@ def queue_limits_said(
         shown = {**limits, "paused": was_paused}
         return f"Queue {name}: {describe_limits(shown) or 'no limits'} ({whose})."
     limits.update({option: parse_limit(option, text) for option, text in given.items()})
+    if "rate_period" not in given and rate_period_alone(limits):
+        # The last rate limit removed (none): its window goes back to the default with it.
+        limits["rate_period"] = None
+    if rate_period_alone(limits):
+        raise CommandError(RATE_PERIOD_ALONE)
     described = describe_limits(limits) or "no limits"
     if not control.set_queue_limits(name, using=using, **limits):
         # Not an override: the settings (or no limits) go on deciding.

@@ -38,9 +38,7 @@ _FLOW_DUE = """{plain},
 due AS (
     SELECT id FROM due_plain
     UNION ALL
-    (SELECT id FROM due_flow
-     ORDER BY turn, priority DESC, scheduled_for, seq NULLS FIRST, id
-     LIMIT %(limit)s)
+    SELECT id FROM due_flow
 )"""
 
 # Taking the rows chosen in ``due``; the statements select from ``claimed``.

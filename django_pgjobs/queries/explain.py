@@ -26,6 +26,7 @@ from datetime import timedelta
 from django_pgjobs.queries.base import Cursor
 
 # The claim's own test of a partitioned queue, so the two cannot drift apart.
+from django_pgjobs.queries.explain_turns import TURNS_CTES, upto
 from django_pgjobs.queries.flow import _PARTITIONED
 
 # What holds a due job back, as the classification names it (Blocker's values), in its order.
@@ -35,6 +36,7 @@ WORKER_CONCURRENCY = "worker_concurrency"
 PARTITION_CONCURRENCY = "partition_concurrency"
 KEY_ORDER = "key_order"
 KEY_HEAD = "key_head"
+FAIR_TURN = "fair_turn"
 QUEUE_ORDER = "queue_order"
 RATE_LIMITED = "rate_limited"
 NO_WORKER = "no_worker"
@@ -67,6 +69,9 @@ class DueJobFacts:
     with_room: int  # ... capable ones under the queue's worker_concurrency
     threads: int  # the capable workers' threads
     held: int  # the jobs they hold (claimed ahead included)
+    # The free threads of the capable workers under the queue's worker_concurrency: each
+    # worker's own (its threads less the jobs it holds, none below 0), not the sum's.
+    free: int
     # A partitioned queue (per-key limits, or fair): its claims read each key's jobs in key
     # order and stop at the first whose handler the claiming worker lacks.
     partitioned: bool
@@ -77,6 +82,10 @@ class DueJobFacts:
     # it has room for now, and its due jobs before this one in claim order (up to the cap).
     queue_room: int | None
     ahead_in_queue: int
+    # A queue that takes turns (fair): the due jobs its claim's turns put before this one (one
+    # of each key a round, the jobs without a key first, the keys from the queue's cursor),
+    # leaving out those its key's limits keep from starting now (up to the cap).
+    ahead_in_turns: int
 
 
 def _serves(worker: str, queue: str) -> str:
@@ -98,13 +107,6 @@ _LIVE = """live AS MATERIALIZED (
 )"""
 
 
-def _upto(limit: str) -> str:
-    """SQL: how far the count functions read for ``limit``: nothing where it is not set (NULL;
-    greatest() alone would ignore it), else the limit or %(cap)s rows, whichever is more, so a
-    count past a lowered limit still reads true up to the cap."""
-    return f"CASE WHEN {limit} IS NOT NULL THEN greatest({limit}, %(cap)s::integer) END"
-
-
 # The classification over ``subject`` (id, queue, partition_key, job_name, ahead_in_key: how many
 # due jobs of its key come before it in the key order of queries.flow, the claim's).
 _CLASSIFIED = f"""queues AS (SELECT DISTINCT queue FROM subject),
@@ -118,7 +120,7 @@ per_queue AS MATERIALIZED (
     SELECT r.name AS queue, c.running, c.recent_starts AS starts
     FROM rules AS r, LATERAL pgjobs_queue_counts(
         r.name, NULL, '{{}}'::uuid[], '{{}}'::uuid[], now(),
-        {_upto("r.concurrency")}, NULL, {_upto("r.rate_limit")}) AS c
+        {upto("r.concurrency")}, NULL, {upto("r.rate_limit")}) AS c
 ),
 load AS MATERIALIZED (
     -- The same per partition key (pgjobs_key_counts; NULL: the jobs without a key), for the
@@ -127,7 +129,7 @@ load AS MATERIALIZED (
     FROM (SELECT DISTINCT queue, partition_key FROM subject) AS k
     JOIN rules AS r ON r.name = k.queue, LATERAL pgjobs_key_counts(
         k.queue, k.partition_key, '{{}}'::uuid[], '{{}}'::uuid[], now(),
-        {_upto("r.partition_concurrency")}, {_upto("r.partition_rate_limit")}) AS c
+        {upto("r.partition_concurrency")}, {upto("r.partition_rate_limit")}) AS c
 ),
 {_LIVE},
 here AS MATERIALIZED (
@@ -148,7 +150,10 @@ reach AS MATERIALIZED (
            count(w.id) FILTER (WHERE w.can AND coalesce(h.running, 0) < r.worker_concurrency)
                AS with_room,
            coalesce(sum(w.concurrency) FILTER (WHERE w.can), 0)::bigint AS threads,
-           coalesce(sum(t.held) FILTER (WHERE w.can), 0)::bigint AS held
+           coalesce(sum(t.held) FILTER (WHERE w.can), 0)::bigint AS held,
+           coalesce(sum(greatest(w.concurrency - coalesce(t.held, 0), 0)) FILTER (
+               WHERE w.can AND coalesce(coalesce(h.running, 0) < r.worker_concurrency, true)),
+               0)::bigint AS free
     FROM kinds AS k
     LEFT JOIN rules AS r ON r.name = k.queue
     LEFT JOIN LATERAL (
@@ -171,7 +176,7 @@ facts AS (
            -- (NULL: the queue limits no key).
            least(r.partition_concurrency - coalesce(l.running, 0),
                  r.partition_rate_limit - coalesce(l.recent_starts, 0)) AS key_room,
-           x.serving, x.capable, x.unknown, x.with_room, x.threads, x.held,
+           x.serving, x.capable, x.unknown, x.with_room, x.threads, x.held, x.free,
            coalesce(r.partition_concurrency IS NOT NULL OR r.partition_rate_limit IS NOT NULL
                     OR r.fair, false) AS partitioned,
            (SELECT count(*) FROM live AS l
@@ -179,7 +184,7 @@ facts AS (
                 l.handlers ? s.job_name AND l.handlers ?& s.earlier_names))) AS reach_in_key,
            least(r.concurrency - coalesce(q.running, 0), r.rate_limit - coalesce(q.starts, 0))
                AS queue_room,
-           s.ahead_in_queue
+           s.ahead_in_queue, s.ahead_in_turns AS turns_given, r.key_cursor
     FROM subject AS s
     LEFT JOIN rules AS r ON r.name = s.queue
     LEFT JOIN per_queue AS q ON q.queue = s.queue
@@ -189,6 +194,19 @@ facts AS (
         AND coalesce(l.partition_key, '') = coalesce(s.partition_key, '')
     JOIN reach AS x ON x.queue = s.queue AND x.job_name = s.job_name
 ),
+turns AS (
+    -- Where the subject did not count its place in its queue's turns (the dashboard's first
+    -- jobs of each queue), the jobs among them before it in the claim's turn order (its turn
+    -- in its key, then the key's place in the walk from the cursor, the jobs without a key
+    -- first) that their key's limits let start now.
+    SELECT f.*, coalesce(f.turns_given, count(*) FILTER (
+               WHERE f.key_room IS NULL OR f.ahead_in_key < f.key_room) OVER (
+               PARTITION BY f.queue
+               ORDER BY f.ahead_in_key, f.partition_key IS NOT NULL,
+                        NOT coalesce(f.partition_key > f.key_cursor, false), f.partition_key
+               ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS ahead_in_turns
+    FROM facts AS f
+),
 classified AS (
     -- The first that applies; a comparison with a limit that is not set (NULL) never does.
     SELECT f.*, CASE
@@ -197,17 +215,24 @@ classified AS (
         WHEN f.capable > 0 AND f.with_room = 0 AND f.worker_concurrency IS NOT NULL
             THEN '{WORKER_CONCURRENCY}'
         WHEN f.key_running >= f.partition_concurrency THEN '{PARTITION_CONCURRENCY}'
-        WHEN f.key_room > 0 AND f.ahead_in_key >= f.key_room THEN '{KEY_ORDER}'
+        -- Only when a live worker can reach it: one that stops at an earlier job of its key
+        -- it cannot run never starts them in that order (KEY_HEAD below, as the claim does).
+        WHEN f.key_room > 0 AND f.ahead_in_key >= f.key_room AND f.reach_in_key > 0
+            THEN '{KEY_ORDER}'
         WHEN f.starts >= f.rate_limit OR f.key_starts >= f.partition_rate_limit
             THEN '{RATE_LIMITED}'
         WHEN f.serving = 0 THEN '{NO_WORKER}'
         WHEN f.capable = 0 THEN '{NO_HANDLER}'
         WHEN f.partitioned AND f.reach_in_key = 0 THEN '{KEY_HEAD}'
+        -- A queue that takes turns, limited as a whole: its claim takes its room's worth of
+        -- jobs in turn order.
+        WHEN f.fair AND f.queue_room > 0 AND f.ahead_in_turns >= f.queue_room
+            THEN '{FAIR_TURN}'
         -- A limited queue's claim takes its room's worth of jobs in claim order.
         WHEN NOT f.partitioned AND f.queue_room > 0 AND f.ahead_in_queue >= f.queue_room
             THEN '{QUEUE_ORDER}'
         ELSE '{CLAIMABLE}' END AS blocker
-    FROM facts AS f
+    FROM turns AS f
 )"""
 
 
@@ -237,13 +262,14 @@ def _names_before_in_key(keyed: bool) -> str:
 
 _FACTS = ", ".join(DueJobFacts.__dataclass_fields__)
 
-_ONE = f"""WITH subject AS (
-    SELECT j.id, j.queue, j.partition_key, j.job_name,
-           -- Counted only where the queue limits its keys (else nothing reads it).
+_ONE = f"""WITH RECURSIVE one AS (
+    SELECT j.id, j.queue, j.partition_key, j.job_name, j.priority, j.scheduled_for, j.seq,
+           -- Counted only where the queue limits its keys or takes turns (else nothing reads
+           -- it).
            CASE WHEN NOT EXISTS (
                     SELECT 1 FROM pgjobs_queues AS r WHERE r.name = j.queue
                       AND (r.partition_concurrency IS NOT NULL
-                           OR r.partition_rate_limit IS NOT NULL)) THEN 0
+                           OR r.partition_rate_limit IS NOT NULL OR r.fair)) THEN 0
                 WHEN j.partition_key IS NULL THEN {_count_before_in_key(False)}
                 ELSE {_count_before_in_key(True)} END AS ahead_in_key,
            -- The job names before it in its key, where the queue is partitioned (the claim
@@ -269,6 +295,14 @@ _ONE = f"""WITH subject AS (
                     LIMIT %(cap)s) AS a) END AS ahead_in_queue
     FROM pgjobs_job_queue AS j
     WHERE j.id = %(id)s AND j.status = 'pending' AND j.scheduled_for <= now()
+),
+{TURNS_CTES}
+subject AS (
+    SELECT o.*, CASE WHEN EXISTS (SELECT 1 FROM fair)
+                     THEN least(o.ahead_in_key + (SELECT coalesce(sum(offered), 0) FROM turned),
+                                %(cap)s)
+                END AS ahead_in_turns
+    FROM one AS o
 ),
 {_CLASSIFIED}
 SELECT {_FACTS} FROM classified"""
@@ -299,6 +333,7 @@ firsts AS (
 ),
 subject AS (
     SELECT r.id, r.queue, r.partition_key, r.job_name, r.ahead_in_key, r.ahead_in_queue,
+           NULL::bigint AS ahead_in_turns,
            coalesce(array_agg(f.job_name) FILTER (WHERE f.job_name IS NOT NULL), '{{}}')
                AS earlier_names
     FROM ranked AS r
@@ -318,7 +353,9 @@ def classify_job(
 
     Reads its row by primary key, its key's earlier due jobs (pgjobs_job_partition_claim, at
     most ``cap``), the queue's row and running jobs (pgjobs_job_running) and rate ledger
-    (pgjobs_queue_starts_window), and the worker rows. Locks nothing."""
+    (pgjobs_queue_starts_window), and the worker rows; in a queue that takes turns, the first
+    due jobs of each key (as many as its turns before the job: pgjobs_job_partition_claim, one
+    probe per key, at most ``cap`` keys) and their keys' counts. Locks nothing."""
     cur.execute(_ONE, {"id": job_id, "silent": silent_seconds, "cap": cap})
     row = cur.fetchone()
     return None if row is None else DueJobFacts(*row)

@@ -36,7 +36,9 @@ computed from counts that are exact across workers:
   (``seq`` breaks ties, so one transaction's jobs of a key run in the order they were
   enqueued). Jobs without a key are one more partition.
   ``fair`` orders the candidates by their turn within their key first, so each key gets one job
-  before any key gets a second.
+  before any key gets a second, and when other queues' jobs leave room for only some of them
+  the claim takes those whose turn it is; the cursor moves only past keys the claim took or
+  could not start, so a key left out has the next turn.
 
 Jobs claimed ahead (prefetched) count as running: a limit counts what workers hold, not only
 what their threads run. Rate-limited queues are never claimed ahead: a start is counted when it
@@ -160,10 +162,10 @@ def _open_queues(queues: Sequence[str] | None) -> str:
 
 
 def flow_ctes(queues: Sequence[str] | None, job_names: Sequence[str] | None) -> str:
-    """The CTEs that choose a flow-controlled claim's jobs, ending in ``due_flow`` (id, turn,
-    priority, scheduled_for, seq). Empty unless ``rules`` has rows. Parameters: worker_id,
-    limit, queue/queues, job_names, and ids/tokens: the attempts the same statement completes
-    (complete_and_claim; empty arrays otherwise), whose slots it may hand on."""
+    """The CTEs that choose a flow-controlled claim's jobs, ending in ``due_flow`` (id, queue,
+    partition_key), at most ``limit`` of them. Empty unless ``rules`` has rows. Parameters:
+    worker_id, limit, queue/queues, job_names, and ids/tokens: the attempts the same statement
+    completes (complete_and_claim; empty arrays otherwise), whose slots it may hand on."""
     names = _names(job_names)
     usable = _USABLE
     key_counts = _KEY_COUNTS.format(key="h.partition_key")
@@ -231,7 +233,7 @@ due_limited AS (
     WHERE b.room > 0 AND NOT b.partitioned
 ),
 keys(queue, partition_key, id, priority, scheduled_for, seq, runnable, depth, found, start,
-     wrapped, running, recent_starts) AS (
+     wrapped, running, recent_starts, usable) AS (
     -- Each key with due jobs and its first due job (its head, in claim order): a skip scan of
     -- pgjobs_job_partition_claim, one probe per key, from the key after the queue's cursor,
     -- round from the first key after the last, up to the key it started at, until it has found
@@ -240,7 +242,7 @@ keys(queue, partition_key, id, priority, scheduled_for, seq, runnable, depth, fo
     -- counted (pgjobs_key_counts), and only those: the keys' counts cost what the walk does,
     -- however many other keys have jobs running or starts in the window.
     SELECT b.name, h.partition_key, h.id, h.priority, h.scheduled_for, h.seq, h.runnable, 1,
-           {usable}, h.partition_key, false, c.running, c.recent_starts
+           {usable}, h.partition_key, false, c.running, c.recent_starts, {usable}
     FROM budget AS b, LATERAL (
         SELECT * FROM (
             ({_key_head("b.name", "j.partition_key > b.key_cursor", names)})
@@ -251,7 +253,8 @@ keys(queue, partition_key, id, priority, scheduled_for, seq, runnable, depth, fo
     WHERE b.partitioned AND b.room > 0
     UNION ALL
     SELECT k.queue, h.partition_key, h.id, h.priority, h.scheduled_for, h.seq, h.runnable,
-           k.depth + 1, k.found + {usable}, k.start, h.wrapped, c.running, c.recent_starts
+           k.depth + 1, k.found + {usable}, k.start, h.wrapped, c.running, c.recent_starts,
+           {usable}
     FROM keys AS k JOIN budget AS b ON b.name = k.queue, LATERAL (
         SELECT * FROM (
             (SELECT n.*, k.wrapped AS wrapped FROM ({_key_head("k.queue", _ONWARD, names)}) AS n)
@@ -270,14 +273,25 @@ cursor_free AS MATERIALIZED (
     SELECT name FROM pgjobs_queues WHERE name IN (SELECT queue FROM keys)
     FOR NO KEY UPDATE SKIP LOCKED
 ),
+missed AS (
+    -- Per queue, the first key walked that could start a job and that the claim did not take:
+    -- beyond the queue's room, cut by the merge with other queues (due_flow), or locked.
+    SELECT m.queue, min(m.depth) AS depth FROM keys AS m
+    WHERE m.usable = 1 AND NOT EXISTS (
+        SELECT 1 FROM due_flow AS t
+        WHERE t.queue = m.queue AND t.partition_key = m.partition_key)
+    GROUP BY m.queue
+),
 cursor_moved AS (
-    -- Under the queue's lock: the next claim walks on from the last key this one took (a queue
-    -- that takes turns: keys it walked past without taking one are next), or walked.
+    -- Under the queue's lock: the next claim walks on from the last key this one walked, or
+    -- in a queue that takes turns, from the last before the first it missed: a key whose turn
+    -- this claim did not take (even one it offered) is next.
     UPDATE pgjobs_queues AS q SET key_cursor = last.partition_key
     FROM (SELECT DISTINCT ON (k.queue) k.queue, k.partition_key
           FROM keys AS k JOIN budget AS b ON b.name = k.queue
-          ORDER BY k.queue, (NOT b.fair OR k.id IN (SELECT id FROM keyed_picks)) DESC,
-                   k.depth DESC) AS last
+          LEFT JOIN missed AS m ON m.queue = k.queue
+          WHERE NOT b.fair OR m.depth IS NULL OR k.depth < m.depth
+          ORDER BY k.queue, k.depth DESC) AS last
     WHERE q.name = last.queue AND q.name IN (SELECT name FROM cursor_free)
 ),
 partitions AS (
@@ -314,11 +328,11 @@ due_keyed AS (
     -- (one job per key at a time, or its turn) takes the head the skip scan found.
     -- ``place``: a turn-taking queue's keys take their turns in the order they were walked
     -- (from the cursor: round robin), the unkeyed partition first; NULL without turns.
-    SELECT s.id, s.queue, s.priority, s.scheduled_for, s.seq, 1::bigint AS turn,
+    SELECT s.id, s.queue, s.partition_key, s.priority, s.scheduled_for, s.seq, 1::bigint AS turn,
            CASE WHEN s.fair THEN coalesce(s.depth, 0) END AS place
     FROM shares AS s WHERE s.room = 1 AND NOT s.unkeyed AND s.runnable
     UNION ALL
-    SELECT d.id, d.queue, d.priority, d.scheduled_for, d.seq,
+    SELECT d.id, d.queue, d.partition_key, d.priority, d.scheduled_for, d.seq,
            CASE WHEN s.fair THEN d.turn ELSE 1 END, CASE WHEN s.fair THEN coalesce(s.depth, 0) END
     FROM shares AS s, LATERAL (
         {_key_jobs("NOT s.unkeyed AND j.partition_key = s.partition_key", names)}
@@ -346,13 +360,38 @@ keyed_locked AS (
       AND j.scheduled_for <= now()
     FOR UPDATE SKIP LOCKED
 ),
-due_flow AS (
-    SELECT id, turn, priority, scheduled_for, seq FROM due_open
-    UNION ALL
-    SELECT id, turn, priority, scheduled_for, seq FROM due_limited
-    UNION ALL
-    SELECT p.id, p.turn, p.priority, p.scheduled_for, p.seq FROM keyed_picks AS p
+offers AS (
+    -- A partitioned queue's picks that it locked, numbered in the order its walk gave them
+    -- (turns, then round robin from the cursor) and in the merge's order.
+    SELECT p.id, p.queue, p.partition_key, p.turn, p.priority, p.scheduled_for, p.seq,
+           row_number() OVER (PARTITION BY p.queue ORDER BY p.n) AS walked,
+           row_number() OVER (
+               PARTITION BY p.queue
+               ORDER BY p.turn, p.priority DESC, p.scheduled_for, p.seq NULLS FIRST, p.id
+           ) AS ranked
+    FROM keyed_picks AS p
     WHERE p.id IN (SELECT id FROM keyed_locked)
+),
+due_flow AS (
+    -- The claim's jobs (id, queue, partition_key): the best of every queue's candidates, its
+    -- turns first. A partitioned queue's n-th pick in walk order is ranked as its n-th best,
+    -- so the merge decides how many of its picks the claim takes, never which: when other
+    -- queues' jobs leave room for only some, those are the keys whose turn it is, and the
+    -- cursor (cursor_moved) stops before the first left out.
+    SELECT c.id, c.queue, c.partition_key FROM (
+        SELECT d.id, d.queue, d.partition_key, d.turn, d.priority, d.scheduled_for, d.seq,
+               d.id AS tie
+        FROM due_open AS d
+        UNION ALL
+        SELECT d.id, d.queue, d.partition_key, d.turn, d.priority, d.scheduled_for, d.seq,
+               d.id
+        FROM due_limited AS d
+        UNION ALL
+        SELECT w.id, w.queue, w.partition_key, r.turn, r.priority, r.scheduled_for, r.seq, r.id
+        FROM offers AS w JOIN offers AS r ON r.queue = w.queue AND r.ranked = w.walked
+    ) AS c
+    ORDER BY c.turn, c.priority DESC, c.scheduled_for, c.seq NULLS FIRST, c.tie
+    LIMIT %(limit)s
 )"""
 
 

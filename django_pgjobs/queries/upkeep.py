@@ -51,10 +51,12 @@ def seconds_until_next_due(
 
 def seconds_until_rate_room(cur: Cursor, *, queues: Sequence[str] | None) -> float | None:
     """When the earliest start recorded in a rate window leaves it, freeing room for another
-    (None: no window holds a start). For a worker whose due jobs a rate limit holds back, so
-    it claims again the moment the limit allows rather than at its next recheck. Reads the
-    first entry of pgjobs_queue_starts_window in each rate-limited queue's window, not the
-    window's every start (100,000 with a per-key rate and a day's period)."""
+    (None: no window of a queue with a due job holds a start). For a worker whose due jobs a
+    rate limit holds back, so it claims again the moment the limit allows rather than at its
+    next recheck (and a burst worker waits for it). Reads the first entry of
+    pgjobs_queue_starts_window in each rate-limited queue's window, not the window's every
+    start (100,000 with a per-key rate and a day's period), and one entry of
+    pgjobs_job_queue_claim for whether the queue has a due job."""
     where = ""
     if queues:
         where = "AND q.name = ANY(%(queues)s)"
@@ -67,6 +69,10 @@ def seconds_until_rate_room(cur: Cursor, *, queues: Sequence[str] | None) -> flo
             ORDER BY s.started_at LIMIT 1
         ) AS f
         WHERE NOT q.paused AND (q.rate_limit IS NOT NULL OR q.partition_rate_limit IS NOT NULL)
+          -- A scalar subquery, not EXISTS, which the planner may turn into a join.
+          AND (SELECT 1 FROM pgjobs_job_queue AS j
+               WHERE j.status = 'pending' AND j.queue = q.name AND j.scheduled_for <= now()
+               ORDER BY j.priority DESC, j.scheduled_for, j.id LIMIT 1) IS NOT NULL
           {where}
         """,
         {"queues": list(queues or ())},

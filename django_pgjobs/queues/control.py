@@ -16,7 +16,13 @@ from django_pgjobs import queries
 from django_pgjobs.conf import conf
 from django_pgjobs.exceptions import InvalidJobError
 from django_pgjobs.jobs import validation
-from django_pgjobs.queues.declarations import declared_queues, limit_problems, normalised
+from django_pgjobs.queues.declarations import (
+    RATE_PERIOD_ALONE,
+    declared_queues,
+    limit_problems,
+    normalised,
+    rate_period_alone,
+)
 
 logger = logging.getLogger("django_pgjobs")
 
@@ -55,6 +61,8 @@ def set_queue_limits(name: str, *, using: str | None = None, **limits: Any) -> b
     problems = limit_problems(limits)
     if problems:
         raise InvalidJobError("; ".join(p.rstrip(".") for p in problems.values()) + ".")
+    if rate_period_alone(limits):
+        raise InvalidJobError(RATE_PERIOD_ALONE)
     queue = _queue(name)
     with connections[using or conf.DATABASE].cursor() as cur:
         return queries.set_queue_limits(cur, queue, normalised(limits), declared_limits(queue))

@@ -58,6 +58,28 @@ MAXIMUM = {
 }
 
 
+# A rate window without a rate to apply it to: the CLI, the admin and set_queue_limits() refuse
+# it in these words (it was stored, marked the queue overridden, and shown nowhere).
+DEFAULT_RATE_PERIOD = 1.0
+RATE_PERIOD_ALONE = (
+    "A rate period needs a rate limit (rate_limit or partition_rate_limit): alone it limits "
+    f"nothing. Set one, or leave the rate period at its default ({DEFAULT_RATE_PERIOD:g} second)."
+)
+
+
+def rate_period_alone(limits: Mapping[str, Any]) -> bool:
+    """``limits`` (every option; one left out is None) set a rate period other than the
+    default and neither rate limit: :data:`RATE_PERIOD_ALONE` says so."""
+    period = limits.get("rate_period")
+    seconds = period.total_seconds() if isinstance(period, timedelta) else period
+    return (
+        seconds is not None
+        and seconds != DEFAULT_RATE_PERIOD
+        and limits.get("rate_limit") is None
+        and limits.get("partition_rate_limit") is None
+    )
+
+
 def too_large_said(named: object, option: str) -> str:
     """How the CLI and the admin say a value is past ``option``'s largest; ``named`` is how
     the place names it (``--timeout``, "Timeout")."""

@@ -346,6 +346,7 @@ class Worker:
         self.stats.count(outcome)
         # Under flow control an attempt of ours that ended may be the room the next claim needs.
         self._pacing.maybe_work = self._pacing.maybe_work or self._claims.restricted
+        self._pacing.attempt_ended()
         if outcome in (Outcome.RETRIED, Outcome.HANDED_BACK, Outcome.SNOOZED):
             self._pacing.requeued(written.delay, now=time.monotonic())
         log_outcome(written, took, said_lost=entry is not None and entry.lost_logged)

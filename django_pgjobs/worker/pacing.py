@@ -15,8 +15,16 @@ from dataclasses import dataclass
 # long ones that another worker could start now.
 PREFETCH_HORIZON = 0.05
 # A due job the claim skipped is held back (a limit, or a row lock of another transaction):
-# look again after this.
+# look again after this, then after twice as long each time a recheck takes nothing, up to the
+# poll interval (a job no worker can run, such as a key's head without a handler, is otherwise
+# claimed for four times a second for ever). A claim that takes jobs, a NOTIFY or an attempt
+# of ours ending starts again from here.
 LOCKED_ROW_RECHECK = 0.25
+# A burst worker with nothing running exits once its held-back rechecks have taken nothing for
+# this long: what holds the job back (another worker's job at a limit, an application's lock,
+# a key's head no worker can run) may last for ever. Not while a rate window of a queue with
+# due jobs is known to open (a burst drains a rate-limited queue at its rate).
+BURST_HELD_BACK_EXIT = 5.0
 # Claim this long after a rate window frees room: the database's clock and ours differ by the
 # round trip, and a claim a little early finds no room and waits another recheck.
 RATE_ROOM_MARGIN = 0.002
@@ -34,8 +42,15 @@ class Pacing:
     # Moving average of handler run time, for sizing prefetch (None until a job ran).
     average_run: float | None = None
     # A job is due now that the last claim did not take: held back by a queue's limit, or
-    # row-locked by another transaction. Burst mode waits for it (drained() is False).
+    # row-locked by another transaction. Burst mode waits for it (drained() is False) until
+    # BURST_HELD_BACK_EXIT after held_back_since.
     held_back: bool = False
+    # When the rechecks of held-back jobs that took nothing began (None: the last claim took
+    # jobs, or a NOTIFY or an outcome of ours came since), and how long the next one waits.
+    held_back_since: float | None = None
+    recheck: float = LOCKED_ROW_RECHECK
+    # A rate window of a queue with due jobs has room at this time (None: none is known).
+    rate_room_at: float | None = None
 
     def record_run(self, seconds: float) -> None:
         average = self.average_run
@@ -62,21 +77,47 @@ class Pacing:
         """After a claim: a full batch means there may be more. Returns True when the batch was
         short, and the loop should look up when the next job is due (:meth:`due_in`)."""
         self.maybe_work = got == asked
+        if got:
+            self.recheck_soon()
         return not self.maybe_work
 
     def due_in(self, seconds: float | None, *, now: float, room_in: float | None = None) -> None:
-        """The next pending job is due in ``seconds`` (None: there is none). A job due already
-        that the claim did not take is held back (a queue's limit, or a row lock of another
-        transaction): look again shortly rather than spin on it, or as soon as a rate window
-        has room (``room_in`` seconds), if that is sooner."""
+        """After a short claim: the next pending job is due in ``seconds`` (None: there is
+        none). A job due already that the claim did not take is held back (a queue's limit, or
+        a row lock of another transaction): look again shortly rather than spin on it, later
+        each time a look takes nothing (up to the poll interval), or as soon as a rate window
+        of a queue with due jobs has room (``room_in`` seconds), if that is sooner."""
         self.held_back = seconds is not None and seconds <= 0
-        if seconds is None:
-            self.next_due = None
+        self.rate_room_at = None
+        if seconds is None or seconds > 0:
+            self.recheck_soon()
+            if seconds is None:
+                self.next_due = None
+            else:
+                self.next_due = now + max(seconds, min(self.recheck, self.poll_interval))
             return
-        recheck = min(LOCKED_ROW_RECHECK, self.poll_interval)
-        if self.held_back and room_in is not None:
-            recheck = min(recheck, room_in + RATE_ROOM_MARGIN)
-        self.next_due = now + max(seconds, recheck)
+        if self.held_back_since is None:
+            self.held_back_since = now
+        else:
+            self.recheck = min(2 * self.recheck, self.poll_interval)
+        wait = min(self.recheck, self.poll_interval)
+        if room_in is not None:
+            self.rate_room_at = now + room_in + RATE_ROOM_MARGIN
+            wait = min(wait, room_in + RATE_ROOM_MARGIN)
+        exit_in = self.held_back_since + BURST_HELD_BACK_EXIT - now
+        if exit_in > 0:
+            wait = min(wait, exit_in)  # a burst worker looks once more when it may exit
+        self.next_due = now + wait
+
+    def recheck_soon(self) -> None:
+        """Something may have freed a held-back job: its next recheck waits LOCKED_ROW_RECHECK
+        again, and burst mode's patience with it starts over."""
+        self.held_back_since = None
+        self.recheck = LOCKED_ROW_RECHECK
+
+    def attempt_ended(self) -> None:
+        """An attempt of ours ended: the room it held may be what a held-back job waits for."""
+        self.recheck_soon()
 
     def requeued(self, delay: float, *, now: float) -> None:
         """One of our jobs went back to pending (a retry, a workflow waiting) due in ``delay``."""
@@ -88,6 +129,7 @@ class Pacing:
 
     def notified(self) -> None:
         self.maybe_work = True
+        self.recheck_soon()
 
     def polled(self, *, now: float) -> None:
         """A wait timed out: poll (the fallback when NOTIFY is unavailable, or a job we know of
@@ -104,7 +146,15 @@ class Pacing:
         return max(timeout, 0.0)
 
     def drained(self, *, now: float) -> bool:
-        """Nothing is known to be claimable now (burst mode's exit, with nothing running)."""
-        if self.maybe_work or self.held_back:
+        """Nothing is known to be claimable now (burst mode's exit, with nothing running): no
+        job is due, or those due were held back through BURST_HELD_BACK_EXIT of rechecks that
+        took nothing, with no rate window about to open for them."""
+        if self.maybe_work:
             return False
+        if self.held_back:
+            return (
+                self.rate_room_at is None
+                and self.held_back_since is not None
+                and now - self.held_back_since >= BURST_HELD_BACK_EXIT
+            )
         return self.next_due is None or self.next_due > now

@@ -137,6 +137,25 @@ def test_the_pause_and_resume_buttons_say_when_nothing_changed(admin_client_: Cl
     assert "Queue mail was not paused." in admin_client_.post(resume, follow=True).content.decode()
 
 
+def test_the_list_actions_say_which_queues_were_already_so(admin_client_: Client) -> None:
+    """Pause, Resume and Reset on queues already in that state said nothing at all (found by
+    the new-user trial); they say so, as the CLI and the change page's buttons do."""
+    declare(mail={"concurrency": 5})
+    pause_queue("mail")
+    set_queue_limits("sms", concurrency=2)
+    page = act(admin_client_, "queue", "pause", ["mail"]).content.decode()
+    assert "Queue mail was paused already." in page
+    page = act(admin_client_, "queue", "pause", ["mail", "sms"]).content.decode()
+    assert "1 queue paused." in page and "Queue mail was paused already." in page
+    page = act(admin_client_, "queue", "resume", ["mail", "sms"]).content.decode()
+    assert "2 queues resumed." in page
+    page = act(admin_client_, "queue", "resume", ["mail", "sms"]).content.decode()
+    assert "2 queues were not paused (mail, sms)." in page
+    page = act(admin_client_, "queue", "reset_limits", ["mail", "sms"]).content.decode()
+    assert "1 queue back to PGJOBS" in page  # sms; mail, resumed, has the settings' limits
+    assert "Queue mail was not overridden: nothing to reset." in page
+
+
 def test_a_view_only_user_sees_queues_and_changes_nothing(viewer_client: Client) -> None:
     pause_queue("mail")
     page = viewer_client.get(changelist("queue")).content.decode()

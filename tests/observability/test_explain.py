@@ -11,7 +11,7 @@ import pytest
 from django.db import connection, transaction
 from django.db.models import F
 
-from django_pgjobs import cancel_job, enqueue, explain_job, start_workflow
+from django_pgjobs import cancel_job, enqueue, enqueue_many, explain_job, start_workflow
 from django_pgjobs.exceptions import JobNotFound
 from django_pgjobs.models import Job, QueueStart
 from django_pgjobs.observability.explain import Blocker
@@ -167,6 +167,31 @@ def test_worker_concurrency_when_every_worker_that_can_run_it_is_full() -> None:
     assert claim("w3") == [waiting]
 
 
+def test_a_free_thread_of_a_worker_at_the_queues_worker_concurrency_is_not_room() -> None:
+    """w1 has room under worker_concurrency 1 but every thread busy; w2 has free threads but
+    holds the queue's one: no thread can take the job now (it was said claimable on "6 jobs on
+    8 threads", by the new-user trial)."""
+    live_worker("w1")
+    live_worker("w2")
+    enqueue_many("test.record", [{}] * 4, queue="other")
+    assert len(claim("w1", limit=4)) == 4
+    set_queue_limits("q", worker_concurrency=1)
+    with transaction.atomic():
+        enqueue("test.record", queue="q")
+        enqueue("test.record", queue="other")
+    assert len(claim("w2", limit=2)) == 2
+    waiting = enqueue("test.record", queue="q")
+    said = explain_job(waiting)
+    assert said.blocker is Blocker.CLAIMABLE  # w1's next claim takes it
+    assert said.facts is not None and said.facts.free == 0
+    assert (
+        "2 live workers can run it, holding 6 jobs on 8 threads, 1 of them under the queue's "
+        "worker_concurrency (1): those are all busy, so it starts when one of them is free."
+    ) in said.message
+    assert claim("w2") == []
+    assert claim("w1") == [waiting]
+
+
 def test_partition_concurrency_names_the_running_jobs_of_the_key() -> None:
     live_worker()
     set_queue_limits("q", partition_concurrency=1)
@@ -192,6 +217,11 @@ def test_a_key_s_later_job_waits_for_its_earlier_ones() -> None:
     said = explain_job(second)
     assert said.blocker is Blocker.KEY_ORDER
     assert said.blocking_job_ids == (first,)
+    assert said.message == (  # (it said "1 due job comes of partition key ... and take")
+        "In queue q, 1 due job of partition key 'acct:1' comes before it in the key's order "
+        "(priority, due time, enqueue order) and takes the room the key has now (1 start): "
+        f"{first}. A key's jobs start in that order."
+    )
     assert claim() == [first]
 
 
@@ -333,6 +363,49 @@ def test_a_claimable_job_says_how_many_come_before_it() -> None:
     assert "1 live worker can run it, holding 0 jobs on 2 threads." in said.message
     assert "(s)" not in said.message
     assert claim(limit=3) == ids
+
+
+def test_a_fair_queue_ranks_a_claimable_job_by_its_keys_turn() -> None:
+    """Keys A x3 and B x1 of a fair queue, the one worker busy: B's job comes after A's first,
+    not after all three (it was ranked "3 due jobs come before it (priority, then due time)",
+    as in a queue without turns, by the new-user trial)."""
+    live_worker("w1", concurrency=1)
+    enqueue("test.record", queue="busy")
+    assert len(claim(limit=1)) == 1  # its one thread is busy
+    set_queue_limits("fair", fair=True)
+    with transaction.atomic():
+        a = [enqueue("test.record", queue="fair", partition_key="A") for _ in range(3)]
+        b = enqueue("test.record", queue="fair", partition_key="B")
+    said = explain_job(b)
+    assert (said.blocker, said.ahead) == (Blocker.CLAIMABLE, 1)
+    assert (
+        "Queue fair takes turns between partition keys: 1 due job comes before it in its "
+        "queue's turns (each key with due jobs starts one a round" in said.message
+    )
+    assert "all busy, so it starts when one is free" in said.message
+    second = explain_job(a[1])
+    assert second.ahead == 2  # A's first and B's
+    assert "2 due jobs come before it in its queue's turns, 1 of them its own key's" in (
+        second.message
+    )
+    assert claim(limit=2) == [a[0], b]
+
+
+def test_a_fair_queue_with_room_for_fewer_starts_than_the_turns_before_a_job() -> None:
+    live_worker("w1")
+    set_queue_limits("fair", fair=True, concurrency=2)
+    with transaction.atomic():
+        a = [enqueue("test.record", queue="fair", partition_key="A") for _ in range(3)]
+        b = enqueue("test.record", queue="fair", partition_key="B")
+    said = explain_job(a[1])
+    assert (said.blocker, said.ahead) == (Blocker.FAIR_TURN, 2)
+    assert said.message.startswith(
+        "Queue fair takes turns between partition keys and has room for 2 more starts now "
+        "(its concurrency or rate_limit): 2 due jobs come before it in its queue's turns"
+    )
+    assert said.message.endswith("and take that room first.")
+    assert explain_job(b).blocker is Blocker.CLAIMABLE
+    assert sorted(claim()) == sorted([a[0], b])
 
 
 @pytest.mark.parametrize(

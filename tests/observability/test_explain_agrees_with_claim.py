@@ -68,6 +68,15 @@ def _key_head_behind(**limits: Any) -> Callable[[], uuid.UUID]:
     return build
 
 
+def _behind_a_runnable_head_and_one_no_worker_runs() -> uuid.UUID:
+    live_worker("w1", handlers=[RUNS])
+    set_queue_limits("q", partition_concurrency=1)
+    with transaction.atomic():
+        enqueue(RUNS, queue="q", partition_key="a")
+        enqueue(OTHER, queue="q", partition_key="a")
+        return enqueue(RUNS, queue="q", partition_key="a")
+
+
 def _unkeyed_head_behind() -> uuid.UUID:
     live_worker("w1", handlers=[RUNS])
     set_queue_limits("q", partition_concurrency=2)
@@ -153,6 +162,25 @@ def _key_order() -> uuid.UUID:
         return enqueue(RUNS, queue="q", partition_key="a")
 
 
+def _in_turns(
+    subject: tuple[str, int], *, cursor: str | None = None, keys: str = "AAAB"
+) -> Callable[[], uuid.UUID]:
+    """A fair queue with room for two starts, a job for each letter of ``keys`` (its key), in
+    that order; the job ``subject`` names (its key, its number in the key)."""
+
+    def build() -> uuid.UUID:
+        live_worker("w1", handlers=[RUNS])
+        set_queue_limits("q", fair=True, concurrency=2)
+        with transaction.atomic():
+            jobs = {(key, keys[:n].count(key)): enqueue(RUNS, queue="q", partition_key=key)
+                    for n, key in enumerate(keys)}  # fmt: skip
+        with connection.cursor() as cur:
+            cur.execute("UPDATE pgjobs_queues SET key_cursor = %s WHERE name = 'q'", [cursor])
+        return jobs[subject]
+
+    return build
+
+
 def _paused() -> uuid.UUID:
     live_worker("w1", handlers=[RUNS])
     pause_queue("q")
@@ -172,6 +200,16 @@ def _no_worker_of_the_queue() -> uuid.UUID:
 SITUATIONS: dict[str, tuple[Callable[[], uuid.UUID], Blocker]] = {
     "partitioned key behind a head no worker runs": (
         _key_head_behind(partition_concurrency=2),
+        Blocker.KEY_HEAD,
+    ),
+    # One job at a time per key: the key's room is one start and a job is before it, yet it
+    # was said to wait for its key's order (KEY_ORDER), as if that job would start first.
+    "one job per key, behind a head no worker runs": (
+        _key_head_behind(partition_concurrency=1),
+        Blocker.KEY_HEAD,
+    ),
+    "one job per key, behind a job no worker runs after the head": (
+        _behind_a_runnable_head_and_one_no_worker_runs,
         Blocker.KEY_HEAD,
     ),
     "key rate limit, key behind a head no worker runs": (
@@ -212,6 +250,17 @@ SITUATIONS: dict[str, tuple[Callable[[], uuid.UUID], Blocker]] = {
         Blocker.CLAIMABLE,
     ),
     "a key's second job with room for one": (_key_order, Blocker.KEY_ORDER),
+    "fair, room for two: the first key's second job": (_in_turns(("A", 1)), Blocker.FAIR_TURN),
+    "fair, room for two: the second key's first job": (_in_turns(("B", 0)), Blocker.CLAIMABLE),
+    "fair, room for two, B's turn first: A's first job": (
+        _in_turns(("A", 0), cursor="A"),
+        Blocker.CLAIMABLE,
+    ),
+    "fair, room for two, B's turn first: A's second job": (
+        _in_turns(("A", 1), cursor="A"),
+        Blocker.FAIR_TURN,
+    ),
+    "fair, room for two: a third key's job": (_in_turns(("C", 0), keys="ABC"), Blocker.FAIR_TURN),
     "paused": (_paused, Blocker.PAUSED),
     "no handler": (_no_handler, Blocker.NO_HANDLER),
     "no worker of the queue": (_no_worker_of_the_queue, Blocker.NO_WORKER),

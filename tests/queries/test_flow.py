@@ -334,6 +334,45 @@ def test_a_fair_queue_gives_a_late_tenant_its_turn_in_the_first_round() -> None:
     assert len(seen) == 20  # k00-k19 in the five claims before, then late
 
 
+def test_a_fair_queue_keeps_its_turns_when_other_queues_fill_the_claim() -> None:
+    """A claim of one that another queue's better job fills takes none of the fair queue's
+    keys, so none loses its turn: the next claims give A, B, C one start each. The cursor moved
+    over every key the fair queue offered, taken or not, so keys whose offers the final cut
+    dropped were passed over (a new user saw C C B C A with four other queues)."""
+    set_queue_limits("fair", fair=True)
+    with transaction.atomic():
+        for key in ("A", "B", "C"):
+            enqueue_many("test.record", [{}] * 3, queue="fair", partition_key=key)
+    started: list[str | None] = []
+    with connection.cursor() as cur:
+        for _ in range(6):
+            # Two jobs of a plain queue come first (priority), each claim takes one.
+            enqueue_many("test.record", [{}] * 2, queue="other", priority=5)
+            for _ in range(2):
+                assert [job.queue for job in claim(cur, limit=1)] == ["other"]
+            started += [job.partition_key for job in claim(cur, limit=1)]
+    assert started == ["A", "B", "C", "A", "B", "C"]
+
+
+def test_a_fair_queue_cut_short_by_the_claim_keeps_its_walk_order() -> None:
+    """When other queues' jobs leave room for only some of a fair queue's offers, it gets
+    those its walk came to first (the next keys in turn), not those due first, and the next
+    claim goes on from there."""
+    set_queue_limits("fair", fair=True)
+    with transaction.atomic():
+        for key in ("A", "B", "C", "D"):
+            enqueue_many("test.record", [{}] * 2, queue="fair", partition_key=key)
+    with connection.cursor() as cur:
+        cur.execute("UPDATE pgjobs_queues SET key_cursor = 'B' WHERE name = 'fair'")
+        enqueue_many("test.record", [{}] * 2, queue="other", priority=5)
+        first = claim(cur, limit=4)
+        second = claim(cur, limit=2)
+    assert [(job.queue, job.partition_key) for job in first] == [
+        ("other", None), ("other", None), ("fair", "C"), ("fair", "D"),
+    ]  # fmt: skip
+    assert [job.partition_key for job in second] == ["A", "B"]
+
+
 def test_a_claim_never_waits_for_a_queue_row_an_application_holds() -> None:
     """pause_queue() in an application's open transaction holds the queue's row: a claim of the
     queue skips moving its key cursor instead of waiting (it waited without end, the loop's

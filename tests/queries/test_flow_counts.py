@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import psycopg
@@ -206,6 +207,9 @@ def test_the_next_rate_room_reads_the_first_start_of_each_window() -> None:
 
     set_queue_limits("q", partition_rate_limit=1, rate_period=3600)
     set_queue_limits("other", concurrency=5)  # no rate: a leftover start holds nothing back
+    set_queue_limits("idle", rate_limit=1, rate_period=60)  # no due job: nothing held back
+    enqueue("test.record", queue="q", partition_key="z1")
+    enqueue("test.record", queue="idle", scheduled_for=timedelta(hours=1))
     with connection.cursor() as cur:
         cur.execute(
             "INSERT INTO pgjobs_queue_starts (queue, partition_key, started_at, jobs) "
@@ -214,7 +218,8 @@ def test_the_next_rate_room_reads_the_first_start_of_each_window() -> None:
             [BUSY],
         )
         cur.execute(
-            "INSERT INTO pgjobs_queue_starts (queue, started_at, jobs) VALUES ('other', now(), 1)"
+            "INSERT INTO pgjobs_queue_starts (queue, started_at, jobs) "
+            "VALUES ('other', now(), 1), ('idle', now(), 1)"
         )
         cur.execute("ANALYZE pgjobs_queue_starts")
     with second_connection(autocommit=False) as conn:

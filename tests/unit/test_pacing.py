@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+from typing import Any
+
 import pytest
 
 from django_pgjobs.worker.pacing import (
+    BURST_HELD_BACK_EXIT,
     LOCKED_ROW_RECHECK,
     PREFETCH_HORIZON,
     RATE_ROOM_MARGIN,
@@ -117,8 +121,75 @@ def test_a_rate_window_with_room_soon_is_claimed_then_not_at_the_next_recheck() 
     p = pacing()
     p.due_in(0.0, now=100.0, room_in=0.05)
     assert p.next_due == pytest.approx(100.05 + RATE_ROOM_MARGIN)
+    p = pacing()
     p.due_in(0.0, now=100.0, room_in=3.0)  # later than a recheck: the recheck comes first
     assert p.next_due == 100.0 + LOCKED_ROW_RECHECK
+
+
+def held_back_rechecks(p: Pacing, *, now: float, until: float) -> list[float]:
+    """The times a loop rechecks held-back jobs that it never gets, from ``now``."""
+    times = []
+    while now < until:
+        times.append(now)
+        p.claimed(asked=4, got=0)
+        p.due_in(0.0, now=now)
+        assert p.next_due is not None
+        now = p.next_due
+    return times
+
+
+def test_rechecks_of_a_held_back_job_back_off_to_the_poll_interval() -> None:
+    """A job no worker can run (a key's head without a handler) was claimed at four times a
+    second for ever: each recheck that takes nothing waits twice as long, up to the poll."""
+    p = pacing()
+    times = held_back_rechecks(p, now=0.0, until=30.0)
+    waits = [b - a for a, b in pairwise(times)]
+    assert waits[:4] == [0.25, 0.5, 1.0, 2.0]
+    assert waits[4] == BURST_HELD_BACK_EXIT - 3.75  # one look when a burst worker may exit
+    assert set(waits[5:]) == {5.0}  # the poll interval
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        lambda p: p.claimed(asked=4, got=1),  # a claim that took jobs
+        lambda p: p.notified(),
+        lambda p: p.attempt_ended(),  # an outcome of ours: its room may be what is missing
+    ],
+)
+def test_the_backoff_starts_over_when_something_may_have_freed_the_job(event: Any) -> None:
+    p = pacing()
+    held_back_rechecks(p, now=0.0, until=10.0)
+    assert p.recheck == 5.0
+    event(p)
+    p.due_in(0.0, now=20.0)
+    assert p.next_due == 20.0 + LOCKED_ROW_RECHECK
+    assert not p.drained(now=20.0 + BURST_HELD_BACK_EXIT - 0.01)
+
+
+def test_burst_mode_gives_up_on_a_held_back_job_after_its_rechecks_took_nothing() -> None:
+    p = pacing()
+    held_back_rechecks(p, now=0.0, until=BURST_HELD_BACK_EXIT)
+    assert not p.drained(now=BURST_HELD_BACK_EXIT - 0.01)
+    assert p.next_due == BURST_HELD_BACK_EXIT  # the recheck when it may exit
+    p.claimed(asked=4, got=0)
+    p.due_in(0.0, now=BURST_HELD_BACK_EXIT)
+    assert p.drained(now=BURST_HELD_BACK_EXIT)
+
+
+def test_burst_mode_waits_for_a_rate_window_of_a_queue_with_due_jobs() -> None:
+    """A burst drains a rate-limited queue at its rate, however long its window: the wait is
+    for the window's room, not for a job that may never be claimable."""
+    p = pacing()
+    p.claimed(asked=4, got=0)
+    p.due_in(0.0, now=0.0)
+    p.claimed(asked=4, got=0)
+    p.due_in(0.0, now=10.0, room_in=50.0)
+    assert not p.drained(now=10.0)
+    assert p.next_due == 10.0 + 2 * LOCKED_ROW_RECHECK  # rechecked meanwhile, backing off
+    p.claimed(asked=4, got=0)
+    p.due_in(0.0, now=15.0)  # the window's queue has no due job left
+    assert p.drained(now=15.0)
 
 
 def test_drained_only_when_nothing_is_claimable_now() -> None:

@@ -23,6 +23,7 @@ from django_pgjobs.exceptions import JobNotFound, PgJobsError
 from django_pgjobs.jobs import operations as jobs
 from django_pgjobs.jobs import producer as enqueueing
 from django_pgjobs.jobs.registry import registry
+from django_pgjobs.jobs.short_ids import job_id_named
 from django_pgjobs.jobs.validation import MAX_TIMEOUT, MIN_TIMEOUT
 from django_pgjobs.management.output import reader_may_leave
 from django_pgjobs.metrics import database_text
@@ -212,14 +213,15 @@ class Command(BaseCommand):
             self.say(f"  worker: {said.worker_id}")
 
     def do_retry(self, options: dict[str, Any], using: str | None) -> None:
+        named = job_id_named(options["job_id"], using=using)  # a short id too, as explain's
         try:
-            jobs.retry_job(options["job_id"], using=using)
-            self.say(f"Job {options['job_id']} will run again now.")
+            jobs.retry_job(named, using=using)
+            self.say(f"Job {named} will run again now.")
         except JobNotFound as exc:
             if not exc.dead_lettered:
                 raise
-            job_id = jobs.retry_dead_letter_job(options["job_id"], using=using)
-            self.say(f"Dead letter {options['job_id']} re-queued as job {job_id}.")
+            job_id = jobs.retry_dead_letter_job(named, using=using)
+            self.say(f"Dead letter {named} re-queued as job {job_id}.")
 
     def do_requeue_dead(self, options: dict[str, Any], using: str | None) -> None:
         filters = {k: options[k] for k in ("job_name", "queue", "exception")}
@@ -239,8 +241,9 @@ class Command(BaseCommand):
             self.say(f"Requeued {letters} as jobs; the first: {shown}.")
 
     def do_cancel(self, options: dict[str, Any], using: str | None) -> None:
-        jobs.cancel_job(options["job_id"], using=using)
-        self.say(f"Job {options['job_id']} cancelled.")
+        named = job_id_named(options["job_id"], using=using)  # a short id too, as explain's
+        jobs.cancel_job(named, using=using)
+        self.say(f"Job {named} cancelled.")
 
     def do_prune(self, options: dict[str, Any], using: str | None) -> None:
         deleted = jobs.prune_jobs(retention=options["older_than"], using=using)

@@ -1,0 +1,57 @@
+"""A job named by a short id: a unique prefix of its UUID (or its dead letter's), as the admin
+shows the first 8 hex digits. ``explain_job`` and the CLI's ``explain``, ``retry`` and
+``cancel`` take one; the library's other functions take whole ids only."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db import connections
+
+from django_pgjobs.conf import conf
+from django_pgjobs.exceptions import JobNotFound
+from django_pgjobs.queries import explain_rows as rows
+from django_pgjobs.queries.base import Cursor
+
+# The shortest prefix looked up: shorter ones name too many jobs to be worth a range read.
+MIN_PREFIX = 4
+
+
+def find_job_id(cur: Cursor, job_id: uuid.UUID | str) -> uuid.UUID:
+    """The id ``job_id`` names: a UUID, or a unique prefix of a job's or dead letter's id of at
+    least MIN_PREFIX hex digits (dashes ignored). Raises JobNotFound for a malformed one, one
+    nothing has, or one more than one id starts with. Reads each primary key's range; locks
+    nothing."""
+    if isinstance(job_id, uuid.UUID):
+        return job_id
+    text = str(job_id).strip().lower()
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        pass
+    digits = text.replace("-", "")
+    if not (MIN_PREFIX <= len(digits) < 32 and all(c in "0123456789abcdef" for c in digits)):
+        raise JobNotFound(
+            f"{job_id!r} is not a job id: give the UUID, or at least {MIN_PREFIX} of its "
+            "first hex digits (the admin shows the first 8)."
+        )
+    found = rows.ids_with_prefix(
+        cur,
+        low=uuid.UUID(digits.ljust(32, "0")),
+        high=uuid.UUID(digits.ljust(32, "f")),
+    )
+    if not found:
+        raise JobNotFound(f"No job or dead letter has an id starting with {text!r}.")
+    if len(found) > 1:
+        raise JobNotFound(
+            f"More than one job or dead letter has an id starting with {text!r} "
+            f"({found[0]} and {found[1]}, at least): "
+            "give more of the id."
+        )
+    return found[0]
+
+
+def job_id_named(job_id: uuid.UUID | str, *, using: str | None = None) -> uuid.UUID:
+    """:func:`find_job_id` on a connection of its own (``using``: the jobs database)."""
+    with connections[using or conf.DATABASE].cursor() as cur:
+        return find_job_id(cur, job_id)

@@ -1,0 +1,140 @@
+"""The sentences of an ``explain_job`` answer about the live workers that could take a due job
+(:mod:`.explain_messages` has the others): none serves its queue, none has its handler, or those
+that can and how busy they are, with the due jobs its queue's order (or turns) puts first."""
+
+from __future__ import annotations
+
+import uuid
+
+from django_pgjobs.observability.display import counted
+from django_pgjobs.observability.explanation import COUNT_CAP, NAMED, silent_seconds
+from django_pgjobs.queries import explain_details as details
+from django_pgjobs.queries.base import WORKFLOW_JOB_PREFIX, WORKFLOW_KEY_PREFIX, Cursor
+from django_pgjobs.queries.explain import DueJobFacts
+from django_pgjobs.queries.explain_rows import JobRow
+
+
+def capped(count: int) -> str:
+    return f"{COUNT_CAP:,}+" if count >= COUNT_CAP else f"{count:,}"
+
+
+def capped_jobs(count: int, come: str = "come") -> str:
+    """``1 due job comes``, ``3 due jobs come``, ``10,000+ due jobs come``."""
+    if count == 1:
+        return f"1 due job {come}s"
+    return f"{capped(count)} due jobs {come}"
+
+
+# How the dead letter's message names the admin's way to requeue it; the dead letter's own
+# admin page names it as seen from there (admin.explain_panel).
+
+
+def each_worker(count: int) -> str:
+    return "The one live worker" if count == 1 else f"Each of the {count:,} live workers"
+
+
+def _serving(workers: list[tuple[str, list[str] | None]], queue: str) -> str:
+    return f"The live worker{'' if len(workers) == 1 else 's'} serving queue {queue}"
+
+
+def no_worker(cur: Cursor, queue: str) -> str:
+    count, ids = details.live_workers(cur, silent_seconds=silent_seconds(), limit=NAMED)
+    others = (
+        f"the {counted(count, 'live worker')} ({', '.join(ids)}"
+        f"{', ...' if count > len(ids) else ''}) {'serves' if count == 1 else 'serve'} other queues"
+        if count
+        else f"no worker has sent a heartbeat in the last {silent_seconds():g}s"
+    )
+    return (
+        f"No live worker serves queue {queue}: {others}. Start one that does "
+        f"(`manage.py pgjobs_worker`, or with `--queues {queue}`)."
+    )
+
+
+def no_handler(cur: Cursor, job: JobRow) -> str:
+    workers = details.serving_workers(
+        cur, queue=job.queue, silent_seconds=silent_seconds(), limit=NAMED
+    )
+    names = ", ".join(worker for worker, _ in workers)
+    if not job.job_name.startswith(WORKFLOW_JOB_PREFIX):
+        return (
+            f"{_serving(workers, job.queue)} ({names}) {'has' if len(workers) == 1 else 'have'} "
+            "no handler for "
+            f"{job.job_name!r}. Deploy code that registers it to a worker of that queue (a "
+            "job name no code registers waits for ever)."
+        )
+    version = job.job_name.removeprefix(WORKFLOW_JOB_PREFIX)
+    running = sorted(
+        {
+            name.removeprefix(WORKFLOW_JOB_PREFIX)
+            for _, handlers in workers
+            for name in handlers or ()
+            if name.startswith(WORKFLOW_JOB_PREFIX)
+        }
+    )
+    workflow = (job.key or "").removeprefix(WORKFLOW_KEY_PREFIX) or "ID"
+    serving = f"live worker{'' if len(workers) == 1 else 's'} serving queue {job.queue} ({names})"
+    which = (
+        f"the {serving} does not run (it runs: "
+        if len(workers) == 1
+        else f"none of the {serving} runs (they run: "
+    )
+    return (
+        f"Its workflow ({workflow}) is pinned to code version {version!r}, which {which}"
+        f"{', '.join(running) or 'none'}). Deploy that version, or move the workflow to the "
+        f"deployed one: `manage.py pgjobs_workflows resume {workflow} --deployed`."
+    )
+
+
+def turns_before(facts: DueJobFacts) -> str:
+    """How many due jobs a fair queue's turns put before the job, and what a turn is."""
+    ahead = facts.ahead_in_turns
+    own = (
+        f", {facts.ahead_in_key:,} of them its own key's" if 0 < facts.ahead_in_key < ahead else ""
+    )
+    return (
+        f"{capped_jobs(ahead)} before it in its queue's turns{own} (each key with due jobs "
+        "starts one a round, from the key after where the last claim stopped; jobs without a "
+        "key first)"
+    )
+
+
+def claimable(cur: Cursor, job_id: uuid.UUID, job: JobRow, facts: DueJobFacts) -> tuple[str, int]:
+    if facts.fair:
+        ahead = facts.ahead_in_turns
+        order = f"Queue {job.queue} takes turns between partition keys: {turns_before(facts)}."
+    else:
+        ahead = details.ahead_in_queue(cur, job_id=job_id, cap=COUNT_CAP)
+        order = (
+            f"{capped_jobs(ahead).capitalize()} before it in queue {job.queue} (priority, then "
+            "due time)."
+        )
+    parts = [f"The next claim of a live worker with its handler may take it. {order}"]
+    # Free threads count per worker, and only those of workers under the queue's
+    # worker_concurrency: a free thread of a worker at that limit cannot take it.
+    limited = facts.worker_concurrency is not None and facts.with_room < facts.capable
+    busy = facts.free == 0
+    under = (
+        f", {facts.with_room:,} of them under the queue's worker_concurrency "
+        f"({facts.worker_concurrency})"
+        if limited
+        else ""
+    )
+    if busy:
+        then = (
+            ": those are all busy, so it starts when one of them is free"
+            if limited
+            else ": all busy, so it starts when one is free"
+        )
+    else:
+        then = f" ({counted(facts.free, 'free thread')} that can take it)" if limited else ""
+    parts.append(
+        f"{counted(facts.capable, 'live worker')} can run it, holding "
+        f"{counted(facts.held, 'job')} on {counted(facts.threads, 'thread')}{under}{then}."
+    )
+    if facts.unknown:
+        parts.append(
+            f"{facts.unknown} of them did not record their handlers (started before migration "
+            "0019), so whether they have this one is not known."
+        )
+    return " ".join(parts), ahead

@@ -1,0 +1,32 @@
+"""The admin's queue form refuses a rate period without a rate limit, in the words of
+set_queue_limits() and the CLI (tests/queues/test_rate_period_alone.py)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+
+from django_pgjobs.models import Queue
+from django_pgjobs.queues.declarations import RATE_PERIOD_ALONE
+
+pytestmark = pytest.mark.django_db(transaction=True)
+ADD = reverse("admin:pgjobs_queue_add")
+
+
+def test_the_admin_form_refuses_a_rate_period_alone_in_the_same_words(
+    admin_client_: Client,
+) -> None:
+    form = {
+        "name": "conc", "concurrency": "2", "worker_concurrency": "", "rate_limit": "",
+        "rate_period": "10", "partition_concurrency": "", "partition_rate_limit": "",
+        "timeout": "",
+    }  # fmt: skip
+    page = admin_client_.post(ADD, form).content.decode()
+    assert RATE_PERIOD_ALONE in page
+    assert not Queue.objects.filter(name="conc").exists()
+    form["rate_limit"] = "5"
+    assert admin_client_.post(ADD, form).status_code == 302
+    assert Queue.objects.get(name="conc").rate_period == timedelta(seconds=10)
