@@ -48,6 +48,7 @@ import logging
 from typing import Any
 
 from django.apps import apps
+from django.db import DatabaseError, connections, transaction
 from django.dispatch import Signal
 
 from django_pgjobs.jobs.error_text import log_exception
@@ -78,15 +79,27 @@ def send_workflow(signal: Signal, **kwargs: Any) -> None:
         send(signal, apps.get_model("pgjobs", "WorkflowExecution"), **kwargs)
 
 
-def send(signal: Signal, sender: Any, **kwargs: Any) -> None:
+def send(signal: Signal, sender: Any, *, within: str | None = None, **kwargs: Any) -> None:
     """Send ``signal`` to every receiver; one that raises is logged by Django
     (``django.dispatch``, with its traceback), never propagated. (The senders are looked up by
     name in :func:`send_job` and :func:`send_workflow`: the producer, which sends, is imported
-    while the models load.)"""
+    while the models load.)
+
+    Sent from inside a transaction on database ``within`` (default: the ``using`` it sends),
+    the receivers run in a savepoint of it, rolled back if one of them failed in the database:
+    a receiver's failed statement would otherwise leave the caller's transaction aborted, the
+    job it just wrote lost with everything else at the caller's next statement."""
     if not signal.has_listeners(sender):
         return
+    alias = within if within is not None else kwargs.get("using")
     try:
-        signal.send_robust(sender, **kwargs)
+        if alias is None or not connections[alias].in_atomic_block:
+            signal.send_robust(sender, **kwargs)
+            return
+        with transaction.atomic(using=alias):
+            answers = signal.send_robust(sender, **kwargs)
+            if any(isinstance(answer, DatabaseError) for _, answer in answers):
+                transaction.set_rollback(True, using=alias)
     except Exception:
         # Django's own logging of a receiver's error can fail too (a functools.partial
         # receiver has no __qualname__ for its message): still never the caller's problem.

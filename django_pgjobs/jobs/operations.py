@@ -229,7 +229,7 @@ def cancel_job(job_id: uuid.UUID | str, *, using: str | None = None) -> None:
     job_log.cancelled(pk, cancelled)
     signals.send(
         signals.job_cancelled, Job, job_id=pk, job_name=cancelled.job_name,
-        queue=cancelled.queue, reason=None, worker_id=None,
+        queue=cancelled.queue, reason=None, worker_id=None, within=alias,
     )  # fmt: skip
 
 
