@@ -311,8 +311,10 @@ class Command(BaseCommand):
             text = database_text(using=using)
         except ImproperlyConfigured as exc:
             raise CommandError(str(exc)) from exc
-        for line in text.splitlines():
-            self.say(line)
+        # As prometheus_client wrote it, byte for byte: a collector parses it, and it escapes
+        # what the format requires (a label value may hold any other character, U+2028 or a
+        # tab among them, which a terminal-safe rewrite would break).
+        self.stdout.write(text, ending="")
 
     def do_enqueue(self, options: dict[str, Any], using: str | None) -> None:
         try:
