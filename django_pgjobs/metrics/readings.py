@@ -164,9 +164,11 @@ def read_figures(*, using: str | None = None) -> Readings:
                 queues[name] = reading
             if sampled:
                 readings.truncated.update(("pgjobs_jobs", "pgjobs_oldest_due_job_age_seconds"))
-        cur.execute(statements.RUNNING, {"cap": COUNT_CAP})
+        cur.execute(statements.RUNNING, {"cap": COUNT_CAP, "series": MAX_SERIES})
         for name, running in cur.fetchall():
             queues.setdefault(name, QueueReading()).running = running
+            if running >= COUNT_CAP:
+                readings.truncated.add("pgjobs_jobs")
         cur.execute(statements.DEAD_LETTERS, {"cap": COUNT_CAP})
         for name, dead in cur.fetchall():
             queues.setdefault(name, QueueReading()).dead_letters = dead

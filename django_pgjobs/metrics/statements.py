@@ -120,12 +120,23 @@ FROM counted GROUP BY queue
     """,
 )
 
-# Running jobs per queue: pgjobs_job_lease holds only running jobs, as many as the workers'
-# slots (plus those of dead workers awaiting rescue).
+# Running jobs per queue, each counted up to %(cap)s: the queues of running jobs by a skip scan
+# of pgjobs_job_running (queue, partition_key), the first %(series)s by name, then each queue's
+# range of it. Running jobs are as many as the workers' slots and the jobs they claimed ahead
+# (plus those of dead workers awaiting rescue). A cap over all queues at once counted the first
+# queues' jobs and cut the others short.
 RUNNING = """
-SELECT queue, count(*)::int FROM (
-    SELECT queue FROM pgjobs_job_queue WHERE status = 'running' LIMIT %(cap)s
-) AS r GROUP BY queue
+WITH RECURSIVE running_queues(queue) AS (
+    (SELECT queue FROM pgjobs_job_queue WHERE status = 'running' ORDER BY queue LIMIT 1)
+    UNION ALL
+    SELECT (SELECT j.queue FROM pgjobs_job_queue AS j
+            WHERE j.status = 'running' AND j.queue > r.queue ORDER BY j.queue LIMIT 1)
+    FROM running_queues AS r WHERE r.queue IS NOT NULL
+)
+SELECT q.queue, (SELECT count(*) FROM (
+           SELECT 1 FROM pgjobs_job_queue AS j
+           WHERE j.status = 'running' AND j.queue = q.queue LIMIT %(cap)s) AS c)::int
+FROM (SELECT queue FROM running_queues WHERE queue IS NOT NULL LIMIT %(series)s) AS q
 """
 
 # The newest dead letters (pgjobs_failed_at), by queue: exact while there are fewer than the cap.

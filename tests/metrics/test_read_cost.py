@@ -12,6 +12,7 @@ import pytest
 from django.db import connection
 
 from django_pgjobs.metrics import readings, statements
+from django_pgjobs.metrics.readings import read_figures
 from tests.metrics.scrapes import scrape_command
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -100,3 +101,24 @@ def test_a_due_job_at_the_lowest_priority_is_counted_behind_a_full_scheduled_cou
     assert scrape("pgjobs_jobs", queue="late", state="due") == 1
     assert scrape("pgjobs_jobs", queue="late", state="scheduled") == CAP
     assert scrape("pgjobs_oldest_due_job_age_seconds", queue="late") >= 3600  # type: ignore[operator]
+
+
+def running(queue: str, count: int) -> None:
+    with connection.cursor() as cur:
+        cur.execute(
+            "INSERT INTO pgjobs_job_queue (job_name, queue, status, attempt, locked_by, "
+            "lease_token, lease_expires_at) SELECT 'test.record', %s, 'running', 1, 'w1', "
+            "gen_random_uuid(), now() + interval '1 hour' FROM generate_series(1, %s)",
+            [queue, count],
+        )
+
+
+@pytest.mark.usefixtures("small_cap")
+def test_each_queues_running_count_stops_at_the_cap_of_its_own() -> None:
+    """A cap over every queue's running jobs at once counted the first queue's and cut the
+    others short (10,000 in all: 9,000 and 1,000 for 9,000 and 3,000, as reviewed)."""
+    running("a-big", 3 * CAP)
+    running("b-small", CAP // 2)
+    readings = read_figures()
+    assert {n: q.running for n, q in readings.queues.items()} == {"a-big": CAP, "b-small": CAP // 2}
+    assert "pgjobs_jobs" in readings.truncated  # a-big's count stopped at the cap
