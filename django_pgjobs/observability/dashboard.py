@@ -137,6 +137,9 @@ LIMIT %(shown)s
 # nothing to any minute. Every job that left in the window yields its arrival too: a departure
 # without its arrival would add a phantom job to every earlier minute. Dead letters keep no
 # scheduled_for: they arrive when created.
+# The window's first minute, as bounds.since below, written into each range that needs it: a
+# value read from a CTE bounds no index scan.
+_SINCE = "(date_trunc('minute', now()) - make_interval(mins => %(window)s - 1))"
 _PER_MINUTE = f"""
 WITH RECURSIVE {PENDING_PRIORITIES},
 bounds AS (
@@ -158,17 +161,26 @@ events AS (
     -- Still waiting and due, arrived in the window: due in it (a range of pgjobs_job_claim per
     -- priority) or, due before it, created in it (pgjobs_job_created).
     SELECT NULL, NULL, date_trunc('minute', greatest(j.created_at, j.scheduled_for))
-    FROM bounds, pending_priorities AS p, LATERAL (
+    FROM pending_priorities AS p, LATERAL (
         SELECT j.created_at, j.scheduled_for FROM pgjobs_job_queue AS j
         WHERE j.status = 'pending' AND j.priority = p.priority
-          AND j.scheduled_for >= bounds.since AND j.scheduled_for <= now()
+          AND j.scheduled_for >= {_SINCE} AND j.scheduled_for <= now()
+        -- In the claim index's order, and OFFSET 0 so that it stays a range of that index per
+        -- priority: flattened into a join, it read every pending job.
+        ORDER BY j.priority DESC, j.scheduled_for, j.id
+        OFFSET 0
     ) AS j
     WHERE p.priority IS NOT NULL
     UNION ALL
     SELECT NULL, NULL, date_trunc('minute', greatest(j.created_at, j.scheduled_for))
-    FROM pgjobs_job_queue AS j, bounds
-    WHERE j.status = 'pending' AND j.created_at >= bounds.since
-      AND j.scheduled_for < bounds.since
+    FROM (
+        -- Every job created in the window (pgjobs_job_created), then the pending ones: asked
+        -- for pending ones at once, with statistics from before a burst the planner walked a
+        -- whole index of pending jobs instead.
+        SELECT status, created_at, scheduled_for FROM pgjobs_job_queue
+        WHERE created_at >= {_SINCE} OFFSET 0
+    ) AS j
+    WHERE j.status = 'pending' AND j.scheduled_for < {_SINCE}
     UNION ALL
     -- Running (pgjobs_job_lease: as many rows as workers run at once).
     SELECT NULL, NULL, date_trunc('minute', greatest(j.created_at, j.scheduled_for))

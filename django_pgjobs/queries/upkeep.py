@@ -30,18 +30,25 @@ def seconds_until_next_due(
     could start is found. A job due now but held back by a limit is due (0): the worker looks
     again shortly (pacing.LOCKED_ROW_RECHECK).
     """
+    # Per priority, the first job not in a paused queue, read in the claim index's own order
+    # (so the scan is that index's, never a sort of the priority's jobs) and stopping there:
+    # one entry per priority unless paused queues' jobs come first.
     cur.execute(
         f"""
         WITH RECURSIVE {PENDING_PRIORITIES}
-        SELECT extract(epoch FROM min(head.scheduled_for) - now())::float8
+        SELECT extract(epoch FROM min(head.due) - now())::float8
         FROM pending_priorities AS p, LATERAL (
-            SELECT j.queue, j.scheduled_for FROM pgjobs_job_queue AS j
-            WHERE j.status = 'pending' AND j.priority = p.priority
-              {filters(queues, job_names)}
-            ORDER BY j.scheduled_for LIMIT {NEXT_DUE_SCAN}
+            SELECT h.scheduled_for AS due FROM (
+                SELECT j.queue, j.scheduled_for FROM pgjobs_job_queue AS j
+                WHERE j.status = 'pending' AND j.priority = p.priority
+                  {filters(queues, job_names)}
+                ORDER BY j.priority DESC, j.scheduled_for, j.id
+                LIMIT {NEXT_DUE_SCAN}
+            ) AS h
+            WHERE h.queue NOT IN (SELECT name FROM pgjobs_queues WHERE paused)
+            LIMIT 1
         ) AS head
         WHERE p.priority IS NOT NULL
-          AND head.queue NOT IN (SELECT name FROM pgjobs_queues WHERE paused)
         """,
         filter_params(queues, job_names),
     )
