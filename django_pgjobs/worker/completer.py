@@ -31,11 +31,11 @@ from typing import Any, TypeVar
 import psycopg
 
 from django_pgjobs import queries
-from django_pgjobs.jobs.context import AttemptNotes
 from django_pgjobs.jobs.retry import retry_delay
 from django_pgjobs.stored_json import UndecodableJSON
 from django_pgjobs.worker import lock_waits
 from django_pgjobs.worker.attempt import AttemptResult
+from django_pgjobs.worker.finished import Done, completion
 from django_pgjobs.worker.outcomes import Outcome, Written, confirmed
 from django_pgjobs.worker.progress_reports import Progress, ProgressReports
 
@@ -55,35 +55,6 @@ LOCK_WAIT_RETRY = 5.0
 T = TypeVar("T")
 
 
-@dataclasses.dataclass(frozen=True)
-class _Done:
-    job: queries.ClaimedJob
-    attempt: AttemptResult
-    arrived: float = dataclasses.field(default_factory=time.monotonic)
-    # Not before this (monotonic): its row was held by another transaction at the last write;
-    # how many writes found it so.
-    retry_at: float = 0.0
-    holds: int = 0
-    told: bool = False  # that its outcome waits for another transaction was logged
-
-    @property
-    def error(self) -> str | None:
-        return self.attempt.error
-
-    @property
-    def succeeded(self) -> bool:
-        """Completed: not failed, snoozed or cancelled (nor handed back: settled first)."""
-        return self.attempt.error is None and self.attempt.snoozed is None
-
-    @property
-    def handed_back(self) -> float | None:
-        return self.attempt.handed_back
-
-    @property
-    def notes(self) -> AttemptNotes:
-        return self.attempt.notes or AttemptNotes()
-
-
 class Completer:
     """``on_written`` hears about each outcome as soon as it is committed; ``wake`` rings the
     loop when a progress report arrives."""
@@ -91,8 +62,8 @@ class Completer:
     def __init__(self, *, wake: Callable[[], None], on_written: Callable[[Written], None]) -> None:
         self._wake = wake
         self._on_written = on_written
-        self._events: SimpleQueue[_Done | Progress] = SimpleQueue()
-        self._done: list[_Done] = []
+        self._events: SimpleQueue[Done | Progress] = SimpleQueue()
+        self._done: list[Done] = []
         self._progress = ProgressReports()
         self._signalled = False  # an outcome arrived that the loop has not collected yet
         # Attempts (job id, lease token) whose outcome was being written when the connection
@@ -104,7 +75,7 @@ class Completer:
     def finished(self, job: queries.ClaimedJob, attempt: AttemptResult) -> bool:
         """Queue an attempt's outcome; True if it is the first since the loop last looked (the
         loop then needs waking to start its batching clock)."""
-        self._events.put(_Done(job, attempt))
+        self._events.put(Done(job, attempt))
         first = not self._signalled
         self._signalled = True
         return first
@@ -134,7 +105,7 @@ class Completer:
             return 0.0
         return max(FLUSH_DELAY - (now - ready[0].arrived), 0.0)
 
-    def _ready(self, now: float) -> list[_Done]:
+    def _ready(self, now: float) -> list[Done]:
         """The outcomes to write now: all but those waiting for a row another transaction held."""
         return [d for d in self._done if d.retry_at <= now]
 
@@ -149,11 +120,14 @@ class Completer:
             completed = self._guarded(
                 conn,
                 [d.job for d in done_ok],
-                lambda: queries.complete_jobs(conn.cursor(), **_completion(done_ok)),
+                lambda: queries.complete_jobs(conn.cursor(), **completion(done_ok)),
                 bounded=False,  # no trigger waits on a completion
             )
             self._completed(conn, done_ok, completed)
+        waited = False
         for done in [d for d in ready if not d.succeeded]:
+            if waited:
+                break  # one lock wait a write at most: the rest go in the next one
             try:
                 written = self._write_one(conn, done)  # a database error leaves it buffered
             except psycopg.errors.LockNotAvailable:
@@ -161,12 +135,13 @@ class Completer:
                 # row, for the trigger of a bury): kept, and the loop goes on with its turn.
                 self._done.remove(done)
                 self._hold(done, delay=LOCK_WAIT_RETRY)
+                waited = True
                 continue
             self._done.remove(done)
             if not written:
                 self._hold(done)
 
-    def _write_one(self, conn: psycopg.Connection[Any], done: _Done) -> bool:
+    def _write_one(self, conn: psycopg.Connection[Any], done: Done) -> bool:
         """Write an attempt that did not simply succeed: snoozed, cancelled or failed. False
         when another transaction held its row (nothing written)."""
         attempt, job, error = done.attempt, done.job, done.error
@@ -192,7 +167,7 @@ class Completer:
             took=attempt.took,
         )
 
-    def _hold(self, done: _Done, *, delay: float | None = None) -> None:
+    def _hold(self, done: Done, *, delay: float | None = None) -> None:
         """Keep an outcome whose row another transaction held, to write it again shortly (after
         ``delay``, else backing off from HELD_ROW_FIRST to HELD_ROW_RETRY)."""
         if delay is None:
@@ -225,7 +200,7 @@ class Completer:
         completed, jobs = self._guarded(
             conn,
             [d.job for d in done_ok],
-            lambda: queries.complete_and_claim(conn.cursor(), **_completion(done_ok), **claim),
+            lambda: queries.complete_and_claim(conn.cursor(), **completion(done_ok), **claim),
             bounded=False,
         )
         try:
@@ -261,7 +236,7 @@ class Completer:
                 spare=spare,
                 exception=exception,
                 took=took,
-                last=job.attempt >= job.max_attempts and not spare,
+                last=job.attempt >= job.max_attempts,  # a spare used already buries it too
             ),
         )
         written = Written(job, Outcome(result), error=error, delay=delay, exception=exception)
@@ -321,7 +296,7 @@ class Completer:
         return self._record(conn, Written(job, Outcome(result), error=error, exception=exception))
 
     def _completed(
-        self, conn: psycopg.Connection[Any], done: Sequence[_Done], completed_ids: Sequence[Any]
+        self, conn: psycopg.Connection[Any], done: Sequence[Done], completed_ids: Sequence[Any]
     ) -> None:
         """The successes ``done`` were written: they leave the buffer, unless their row was held.
         Those written are handed on first, reading nothing: if the read about the others fails,
@@ -336,11 +311,15 @@ class Completer:
         lost = set(queries.no_longer_held(conn.cursor(), tokens=checked)) if checked else set()
         for entry in unmatched:
             token = entry.job.token
-            self._done.remove(entry)
             if token in checked and token not in lost:
+                self._done.remove(entry)
                 self._hold(entry)  # its row was held, not taken from it
                 continue
-            if not self._record(conn, Written(entry.job, Outcome.LOST), checked=True):
+            # Read first (an in-doubt one is checked against its row): if that read fails, the
+            # entry is still buffered, still in doubt.
+            recorded = self._record(conn, Written(entry.job, Outcome.LOST), checked=True)
+            self._done.remove(entry)
+            if not recorded:
                 self._hold(entry)  # in doubt, and still ours: that write did not commit
 
     def _guarded(
@@ -380,13 +359,15 @@ class Completer:
         the caller found it no longer held)."""
         job = written.job
         if job.token in self._in_doubt:
-            self._in_doubt.discard(job.token)
+            # Out of doubt only once the reads below have answered (one that fails leaves it).
             if written.outcome is Outcome.LOST and self._row_held(conn, job):
+                self._in_doubt.discard(job.token)
                 return False  # the lost write did not commit: the attempt still holds its job
             if written.outcome is Outcome.LOST and traceable:
                 written = confirmed(conn.cursor(), written)
             elif written.outcome is Outcome.LOST:
                 written = dataclasses.replace(written, in_doubt=True)
+            self._in_doubt.discard(job.token)
         elif written.outcome is Outcome.LOST and not checked and self._row_held(conn, job):
             return False
         self._on_written(written)
@@ -409,13 +390,3 @@ class Completer:
                 self._progress.add(event)
             else:
                 self._done.append(event)
-
-
-def _completion(done: Sequence[_Done]) -> dict[str, Any]:
-    """complete_jobs' arguments for these successful attempts: tokens, run times, results."""
-    results = {d.job.id: d.notes.result for d in done if d.notes.result is not None}
-    return {
-        "tokens": [d.job.token for d in done],
-        "took": [d.attempt.took for d in done],
-        "results": results or None,
-    }

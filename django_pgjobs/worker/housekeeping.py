@@ -42,6 +42,9 @@ from django_pgjobs.worker.ahead import ahead_lease
 
 logger = logging.getLogger("django_pgjobs.worker")
 
+# After a sweep gave up on a dying workflow's lock, sweeps leave such jobs for this long.
+DYING_HELD_RETRY = 30.0
+
 # Each prune pass deletes at most this many batches, so a huge backlog never delays heartbeats.
 PRUNE_BATCHES_PER_PASS = 10
 WORKFLOW_PRUNE_BATCH = 1000
@@ -128,6 +131,8 @@ class Housekeeper:
         }
         self.registered = False
         self._rescue_from = 0.0  # no rescue before this (monotonic): see hold_rescue
+        # Until then (monotonic), sweeps leave the jobs of dying workflows (see _rescue).
+        self._dying_held_until = 0.0
         self._next_heartbeat = 0.0
         self._next_prune = 0.0  # prune once at start, then every PRUNE_INTERVAL
 
@@ -222,15 +227,20 @@ class Housekeeper:
             time_zone=timezone.get_current_timezone_name(),
             silent_seconds=self.silent_seconds,
         )
-        try:
-            with lock_waits.bounded(conn):
-                return sweep(conn.cursor())
-        except psycopg.errors.LockNotAvailable:
-            logger.warning(
-                "The rescue waited %s for a lock another transaction holds on a workflow whose "
-                "job it moves to the dead letters; rescuing the rest now, that job later",
-                lock_waits.LOCK_TIMEOUT,
-            )
+        if time.monotonic() >= self._dying_held_until:
+            try:
+                with lock_waits.bounded(conn):
+                    return sweep(conn.cursor())
+            except psycopg.errors.LockNotAvailable:
+                # Not tried again at every heartbeat: each try holds the loop that long.
+                self._dying_held_until = time.monotonic() + DYING_HELD_RETRY
+                logger.warning(
+                    "The rescue waited %s for a lock another transaction holds on a workflow "
+                    "whose job it moves to the dead letters; rescuing the rest now, such jobs "
+                    "in %gs",
+                    lock_waits.LOCK_TIMEOUT,
+                    DYING_HELD_RETRY,
+                )
         with lock_waits.bounded(conn):
             return sweep(conn.cursor(), pass_dying_workflows=True)
 

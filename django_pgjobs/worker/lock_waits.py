@@ -18,8 +18,11 @@ from typing import Any
 
 import psycopg
 
-# How long one of those writes may wait for a lock before it gives up and is tried again.
-LOCK_TIMEOUT = "2s"
+# How long one of those writes may wait for a lock before it gives up and is tried again. Short:
+# the wait holds the worker's loop (its heartbeats, and the start of jobs claimed ahead, which
+# must be recorded within 2.5 s); the locks it meets are a statement's, or an application's
+# transaction, which a longer wait would not outlast either.
+LOCK_TIMEOUT = "200ms"
 
 
 @contextlib.contextmanager

@@ -9,7 +9,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from django_pgjobs import enqueue_many, get_job, queries
+from django_pgjobs import enqueue, enqueue_many, get_job, queries
 from django_pgjobs.worker.attempt import AttemptResult
 from django_pgjobs.worker.completer import HELD_ROW_FIRST, Completer
 from django_pgjobs.worker.outcomes import Outcome, Written
@@ -121,3 +121,39 @@ def test_a_claim_whose_check_of_unmatched_successes_fails_still_hands_out_its_jo
     assert [(w.job.id, w.outcome) for w in written] == [(done.id, Outcome.COMPLETED)]
     completer.write(conn)  # the held one, its row free now
     assert [(w.job.id, w.outcome) for w in written][1:] == [(held.id, Outcome.COMPLETED)]
+
+
+CLAIM: dict[str, Any] = {"worker_id": "w", "limit": 1, "lease_seconds": 60, "queues": None,
+                         "job_names": None}  # fmt: skip
+
+
+def test_an_unmatched_success_in_doubt_stays_buffered_when_its_read_fails(
+    conn: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its earlier write lost its reply and did not commit (an application held the row): if
+    the read that would tell fails, it stays buffered and in doubt; it was forgotten, the job's
+    lease renewed for ever (as re-reviewed)."""
+    enqueue("test.record")
+    (job,) = queries.claim_jobs(conn.cursor(), **CLAIM)
+    enqueue("test.record")  # what the next claim takes
+    written: list[Written] = []
+    completer = Completer(wake=lambda: None, on_written=written.append)
+    completer._in_doubt.add(job.token)  # its first write lost its reply (and did not commit)
+    completer.finished(job, AttemptResult(took=0.0))
+    app = second_connection(autocommit=False)
+    try:
+        app.execute("SELECT 1 FROM pgjobs_job_queue WHERE id = %s FOR UPDATE", [job.id])
+
+        def broken(*args: Any, **kwargs: Any) -> Any:
+            raise psycopg.OperationalError("server closed the connection unexpectedly")
+
+        # The read after the claim fails (the connection broke between the two statements).
+        monkeypatch.setattr(queries, "no_longer_held", broken)
+        claimed = completer.claim(conn, **CLAIM)
+        assert len(claimed) == 1  # the claim's jobs are kept
+        monkeypatch.undo()
+        assert get_job(job.id).status == "running"  # nothing was written
+        assert completer.pending(), "the success was forgotten: neither written nor buffered"
+    finally:
+        app.rollback()
+        app.close()

@@ -114,3 +114,40 @@ def test_an_outcome_in_doubt_whose_row_is_held_is_kept_not_lost(
         object.__setattr__(done, "retry_at", 0.0)
     completer.write(loop)
     assert [w.outcome for w in written] == [Outcome.COMPLETED if succeeded else Outcome.RETRIED]
+
+
+def test_one_write_waits_for_one_lock_at_most(
+    loop: psycopg.Connection[Any], app: psycopg.Connection[Any], clock: list[float]
+) -> None:
+    """Burials waited one after another in one write, 2 s each: three held workflows held the
+    loop 6 s, long enough for another worker to take its jobs (as re-reviewed). The first
+    that gives up ends the write's failures; the rest are written next time."""
+    handles = [start_workflow(wf.greet, name) for name in ("a", "b")]
+    for handle in handles:
+        Job.objects.filter(id=workflow_job(handle.workflow_id).id).update(max_attempts=1)
+    completer = Completer(wake=lambda: None, on_written=lambda _: None)
+    for job in queries.claim_jobs(loop.cursor(), **{**CLAIM, "limit": 2}):
+        completer.finished(job, AttemptResult(took=0.1, error="boom"))
+    for handle in handles:
+        lock = "SELECT 1 FROM pgjobs_workflow_executions WHERE workflow_id = %s FOR UPDATE"
+        app.execute(lock, [handle.workflow_id])
+    completer.write(loop)
+    assert completer.due_in(busy=0, now=clock[0]) == 0.0  # the other, not tried yet
+    completer.write(loop)
+    assert completer.due_in(busy=0, now=clock[0]) == pytest.approx(LOCK_WAIT_RETRY)
+
+
+def test_a_spared_last_failure_skips_a_row_a_foreign_key_shares(
+    loop: psycopg.Connection[Any], app: psycopg.Connection[Any], clock: list[float]
+) -> None:
+    """An attempt that lost its connection, on its last attempt with its spare used already, is
+    buried too: its row is locked as for that delete, skipped while a foreign key shares it."""
+    job_id = enqueue("test.record", max_attempts=1)
+    Job.objects.filter(id=job_id).update(attempt_spared=True)
+    (job,) = queries.claim_jobs(loop.cursor(), **CLAIM)
+    completer = Completer(wake=lambda: None, on_written=lambda _: None)
+    app.execute("SELECT 1 FROM pgjobs_job_queue WHERE id = %s FOR KEY SHARE", [job.id])
+    assert not completer.fail(loop, job, "the connection was lost", delay=0, spare=True)
+    app.rollback()
+    assert completer.fail(loop, job, "the connection was lost", delay=0, spare=True)
+    assert FailedJob.objects.filter(id=job_id).exists()

@@ -5,6 +5,7 @@ goes on; the job is buried at a later sweep, once the row is free."""
 
 from __future__ import annotations
 
+import logging
 import uuid
 from datetime import timedelta
 
@@ -13,7 +14,7 @@ from django.utils import timezone
 
 from django_pgjobs import enqueue, get_job, start_workflow
 from django_pgjobs.models import FailedJob, Job
-from django_pgjobs.worker import Worker
+from django_pgjobs.worker import Worker, housekeeping
 from tests.helpers import second_connection, workflow_job
 from tests.testapp import workflows as wf
 
@@ -30,8 +31,9 @@ def died_holding(job_id: uuid.UUID, *, max_attempts: int) -> None:
 
 
 def test_a_rescue_that_meets_a_lock_on_a_workflow_rescues_the_rest_and_goes_on(
-    make_worker: type[Worker],
+    make_worker: type[Worker], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(housekeeping, "DYING_HELD_RETRY", 0.0)  # the full sweep at once again
     handle = start_workflow(wf.greet, "its worker died")
     dying = workflow_job(handle.workflow_id).id
     died_holding(dying, max_attempts=1)  # its last attempt: the rescue buries it
@@ -55,3 +57,34 @@ def test_a_rescue_that_meets_a_lock_on_a_workflow_rescues_the_rest_and_goes_on(
     worker._housekeep(force=True)
     assert FailedJob.objects.filter(id=dying).exists()
     assert handle.get_status() == "dead"
+
+
+def test_sweeps_leave_a_held_dying_workflow_for_a_while_instead_of_waiting_each_time(
+    make_worker: type[Worker], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each try waits lock_waits.LOCK_TIMEOUT on the loop: tried at every heartbeat, the
+    loop spent most of its time waiting (as re-reviewed). The next sweeps leave such jobs for
+    DYING_HELD_RETRY and rescue the rest without a wait."""
+    handle = start_workflow(wf.greet, "its worker died")
+    dying = workflow_job(handle.workflow_id).id
+    died_holding(dying, max_attempts=1)
+    worker = make_worker()
+    worker._open()
+    app = second_connection(autocommit=False)
+    try:
+        app.execute(
+            "SELECT 1 FROM pgjobs_workflow_executions WHERE workflow_id = %s FOR UPDATE",
+            [handle.workflow_id],
+        )
+        with caplog.at_level(logging.WARNING, logger="django_pgjobs.worker"):
+            worker._housekeep(force=True)
+            later = enqueue("test.record")
+            died_holding(later, max_attempts=3)
+            worker._housekeep(force=True)
+        waits = [r for r in caplog.records if "The rescue waited" in r.getMessage()]
+        assert len(waits) == 1, caplog.text  # the second sweep did not try
+        assert get_job(later).status == "pending"  # rescued all the same
+        assert get_job(dying).status == "running"
+    finally:
+        app.rollback()
+        app.close()

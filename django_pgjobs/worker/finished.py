@@ -1,0 +1,51 @@
+"""A finished attempt waiting in the completer's buffer for its outcome to be written."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from django_pgjobs import queries
+from django_pgjobs.jobs.context import AttemptNotes
+from django_pgjobs.worker.attempt import AttemptResult
+
+
+@dataclasses.dataclass(frozen=True)
+class Done:
+    job: queries.ClaimedJob
+    attempt: AttemptResult
+    arrived: float = dataclasses.field(default_factory=time.monotonic)
+    # Not before this (monotonic): its row was held by another transaction at the last write;
+    # how many writes found it so.
+    retry_at: float = 0.0
+    holds: int = 0
+    told: bool = False  # that its outcome waits for another transaction was logged
+
+    @property
+    def error(self) -> str | None:
+        return self.attempt.error
+
+    @property
+    def succeeded(self) -> bool:
+        """Completed: not failed, snoozed or cancelled (nor handed back: settled first)."""
+        return self.attempt.error is None and self.attempt.snoozed is None
+
+    @property
+    def handed_back(self) -> float | None:
+        return self.attempt.handed_back
+
+    @property
+    def notes(self) -> AttemptNotes:
+        return self.attempt.notes or AttemptNotes()
+
+
+def completion(done: Sequence[Done]) -> dict[str, Any]:
+    """complete_jobs' arguments for these successful attempts: tokens, run times, results."""
+    results = {d.job.id: d.notes.result for d in done if d.notes.result is not None}
+    return {
+        "tokens": [d.job.token for d in done],
+        "took": [d.attempt.took for d in done],
+        "results": results or None,
+    }
