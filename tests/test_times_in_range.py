@@ -88,7 +88,8 @@ ROWS = {
     "pgjobs_workflow_messages": "INSERT INTO pgjobs_workflow_messages (workflow_id) VALUES ('wf1')",
     "pgjobs_workflow_events": "INSERT INTO pgjobs_workflow_events (workflow_id, key) "
     "VALUES ('wf1', 'k')",
-    "pgjobs_queues": "INSERT INTO pgjobs_queues (name) VALUES ('q1')",
+    # Paused: the row's trigger keeps paused_at only for a paused queue (migration 0024).
+    "pgjobs_queues": "INSERT INTO pgjobs_queues (name, paused) VALUES ('q1', true)",
     "pgjobs_queue_starts": "INSERT INTO pgjobs_queue_starts (queue, jobs) VALUES ('q1', 1)",
 }
 

@@ -243,6 +243,10 @@ def take_over(job_id: uuid.UUID) -> queries.ClaimedJob:
             "WHERE id = %s",
             [job_id],
         )
+        # A heartbeat of its worker that met this transaction's lock on the row listed the
+        # attempt as unrenewed, which the rescue leaves to a live worker (a rare flake):
+        # as if that heartbeat had not run.
+        cur.execute("UPDATE pgjobs_workers SET unrenewed = '[]'::jsonb")
         assert queries.rescue_expired_leases(cur).retried == 1
     with connection.cursor() as cur:
         (claimed,) = queries.claim_jobs(
