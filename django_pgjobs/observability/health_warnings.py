@@ -328,8 +328,8 @@ def _database_warnings(
         yield HealthWarning(
             "autovacuum_off",
             f"database {health.database!r}",
-            "autovacuum is off on this server: a busy queue's dead rows are never removed and "
-            "its transaction IDs never frozen",
+            "autovacuum is off on this server: a busy queue's dead rows are removed by nothing "
+            "but a VACUUM by hand (PostgreSQL still vacuums against wraparound, late)",
             "turn it on (autovacuum = on in postgresql.conf, then SELECT pg_reload_conf())",
         )
     ages = [("xid_age", health.database, health.xid_age)]
