@@ -97,7 +97,7 @@ def live_workers(
             cur.execute(
                 "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE %s "
                 "AND state = 'idle' AND query LIKE %s",
-                [f"{LOOP_NAME} %", "%epoch FROM %head.scheduled_for%"],
+                [f"{LOOP_NAME} %", "%epoch FROM min(head.due)%"],
             )
             return bool(cur.fetchone()[0] == count)
 
