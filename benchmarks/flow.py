@@ -18,6 +18,8 @@ import functools
 import json
 from typing import TYPE_CHECKING, Any
 
+from benchmarks.commands import worker_command
+
 if TYPE_CHECKING:
     from benchmarks.run import Bench
 
@@ -56,7 +58,6 @@ def _copy(bench: Bench, count: int, *, keys: int = 0) -> None:
 
 
 def _drain(bench: Bench, count: int, *, keys: int = 0, **limits: Any) -> float:
-    from benchmarks.run import worker_command
 
     _limits(bench, "flow", **limits)
     _copy(bench, count, keys=keys)
@@ -104,7 +105,6 @@ def flow_control(bench: Bench) -> list[dict[str, Any]]:
     def rate_ratio() -> float:
         _limits(bench, "flow", rate_limit=RATE, rate_period=1.0)
         _copy(bench, rated)
-        from benchmarks.run import worker_command
 
         worker = worker_command("--burst", "--concurrency", "8")
         bench.run_processes([worker, worker])

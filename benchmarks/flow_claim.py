@@ -37,7 +37,7 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.run import drop_database, migrated_database  # noqa: E402
+from benchmarks.commands import drop_database, migrated_database  # noqa: E402
 
 FREE_KEYS = 100
 AT_ONCE = 8

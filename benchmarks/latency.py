@@ -10,6 +10,7 @@ import statistics
 import time
 from typing import TYPE_CHECKING, Any
 
+from benchmarks.commands import baseline_command, defaults_command, worker_command
 from benchmarks.report import percentile
 
 if TYPE_CHECKING:
@@ -19,7 +20,6 @@ if TYPE_CHECKING:
 def latency(bench: Bench) -> dict[str, Any]:
     from django.db import transaction
 
-    from benchmarks.run import baseline_command, defaults_command, worker_command
     from django_pgjobs import enqueue
 
     count = bench.n(300)

@@ -23,6 +23,8 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from benchmarks.commands import ROOT
+
 if TYPE_CHECKING:
     from benchmarks.run import Bench
 
@@ -36,7 +38,6 @@ VERBOSITIES: tuple[tuple[str, tuple[str, ...]], ...] = (
 
 def _drain(bench: Bench, count: int, options: tuple[str, ...], log: Path) -> tuple[float, int]:
     """One drain; its rate (from the rows) and how many lines the worker wrote."""
-    from benchmarks.run import ROOT
 
     bench.copy_jobs(count)
     bench.raw.execute("VACUUM ANALYZE pgjobs_job_queue")

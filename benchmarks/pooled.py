@@ -38,13 +38,13 @@ from psycopg.conninfo import conninfo_to_dict
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.report import percentile
-from benchmarks.run import (
+from benchmarks.commands import (
     child_environment,
     drop_database,
     migrated_database,
     worker_command,
 )
+from benchmarks.report import percentile
 
 # The setups: the PGJOBS of the worker and of this process, and the worker's poll interval.
 SETUPS: dict[str, tuple[dict[str, Any], float]] = {

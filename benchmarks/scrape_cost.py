@@ -27,6 +27,8 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+from benchmarks.commands import worker_command
+
 if TYPE_CHECKING:
     from benchmarks.run import Bench
 
@@ -101,7 +103,6 @@ def _alone(bench: Bench, count: int) -> dict[str, Any]:
 
 def _drain(bench: Bench, count: int, interval: float | None) -> tuple[float, list[Any]]:
     """One drain; its rate (from the rows) and the scrapes made while it ran."""
-    from benchmarks.run import worker_command
 
     bench.copy_jobs(count)
     bench.raw.execute("VACUUM ANALYZE pgjobs_job_queue")

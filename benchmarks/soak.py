@@ -27,7 +27,7 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.run import (  # noqa: E402
+from benchmarks.commands import (  # noqa: E402
     child_environment,
     drop_database,
     setup_database,

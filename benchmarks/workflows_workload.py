@@ -9,6 +9,8 @@ import statistics
 import time
 from typing import TYPE_CHECKING, Any
 
+from benchmarks.commands import baseline_command, defaults_command, worker_command
+
 if TYPE_CHECKING:
     from benchmarks.run import Bench
 
@@ -51,7 +53,6 @@ def transactions(bench: Bench) -> int:
 
 
 def workflows(bench: Bench, processes: int) -> dict[str, Any]:
-    from benchmarks.run import baseline_command, defaults_command, worker_command
 
     count = bench.n(1000)
     worker = worker_command("--burst", "--concurrency", "8")

@@ -7,14 +7,14 @@ from __future__ import annotations
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
-from benchmarks.peers.orchestra import as_url
-from benchmarks.run import (
+from benchmarks.commands import (
     baseline_command,
     child_environment,
     defaults_command,
     masked,
     worker_command,
 )
+from benchmarks.peers.orchestra import as_url
 
 URL = "postgresql://bench:s3cret@db.internal:6432/pgjobs_bench_1?sslmode=require"
 
