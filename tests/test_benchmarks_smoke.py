@@ -8,14 +8,13 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import psycopg
 import pytest
 
 from benchmarks.scrape_cost import Scraper
-from tests.helpers import ROOT, database_conninfo
+from tests.helpers import ROOT, database_conninfo, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -167,7 +166,7 @@ def test_the_scraper_reads_the_database_at_each_interval() -> None:
     """Workload 8's scraper: each scrape reads the database (the cache dropped), its gauges'
     read a part of its time."""
     with Scraper(0.05) as scraper:
-        time.sleep(0.6)
+        wait_for(lambda: len(scraper.scrapes) >= 3, what="three scrapes")
     assert len(scraper.scrapes) >= 3
     starts = [started for started, _, _ in scraper.scrapes]
     assert starts == sorted(starts)

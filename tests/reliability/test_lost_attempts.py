@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import subprocess
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from django_pgjobs import enqueue
 from django_pgjobs.jobs.operations import cancel_job
-from tests.helpers import second_connection, start_worker, wait_for
+from tests.helpers import db_now, second_connection, start_worker, wait_for
 from tests.testapp.models import Run
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -45,8 +46,11 @@ def test_a_cancelled_attempt_still_running_does_not_make_the_loop_spin(
     processes.append(start_worker("--concurrency", "2", "--worker-id", "w1", settings=settings))
     try:
         wait_for(lambda: Run.objects.filter(label="ignores:started").exists(), what="the start")
+        cancelled_at = db_now()
         cancel_job(job_id)  # its handler does not ask, and goes on running
-        time.sleep(3.0)  # past half the lease the cancelled attempt was last given
+        # Past half the lease the cancelled attempt was last given, by the database's clock.
+        half = timedelta(seconds=settings["LEASE_SECONDS"] / 2 + 1)
+        wait_for(lambda: db_now() >= cancelled_at + half, what="half a lease after the cancel")
         # HEARTBEAT_SECONDS 1: about 3 heartbeats in 3 s, whatever the worker holds.
         assert heartbeats_in("w1", 3.0) <= 5
     finally:
