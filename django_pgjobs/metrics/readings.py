@@ -37,6 +37,7 @@ from django.db import connections, transaction
 from django_pgjobs.conf import conf
 from django_pgjobs.metrics import statements
 from django_pgjobs.observability.dashboard import COUNT_CAP, workflow_counts
+from django_pgjobs.observability.health import READ_TIMEOUT_MS
 from django_pgjobs.observability.schedules import fire_times
 from django_pgjobs.queues.declarations import declared_queues
 
@@ -69,8 +70,9 @@ SCHEDULE_FAMILIES = (
     "pgjobs_schedule_next_fire_timestamp_seconds",
 )  # fmt: skip
 # A statement of these that runs longer is cancelled: a scrape must never load the database
-# (the plans above take milliseconds; this only stops one gone wrong).
-STATEMENT_TIMEOUT_MS = 5000
+# (the plans above take milliseconds; this only stops one gone wrong). The health read's bound,
+# so that the two halves of a scrape give up alike.
+STATEMENT_TIMEOUT_MS = READ_TIMEOUT_MS
 
 
 @dataclass
