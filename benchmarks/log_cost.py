@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from benchmarks.commands import ROOT
+from benchmarks.report import interleaved
 
 if TYPE_CHECKING:
     from benchmarks.run import Bench
@@ -83,19 +84,9 @@ def log_cost(bench: Bench) -> list[dict[str, Any]]:
     for label in ("default verbosity", "-v 2"):
         ours = figures(label)
         results.append(
-            {
-                "name": f"drain {count} jobs, 1 process, {label} / -v 0",
-                "unit": "jobs/s",
-                "n": count,
-                "library": ours,
-                "baseline": floor,
-                "ratio": ours["median"] / floor["median"],
-                # Each repeat's ratio to the -v 0 run beside it, then their median: what drifts
-                # between repeats (a busy machine) cancels out of each pair.
-                "paired_ratio": statistics.median(
-                    a / b for a, b in zip(ours["runs"], floor["runs"], strict=True)
-                ),
-                "baseline_is": "the same worker at -v 0, interleaved",
-            }
-        )
+            interleaved(
+                f"drain {count} jobs, 1 process, {label} / -v 0", count, ours, floor,
+                "the same worker at -v 0, interleaved",
+            )
+        )  # fmt: skip
     return results

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import statistics
 import sys
 from typing import Any
 
@@ -41,6 +42,26 @@ def environment(raw: psycopg.Connection[Any]) -> dict[str, Any]:
         },
         "versions": {"django": django.get_version(), "psycopg": psycopg.__version__},
         "postgresql": settings,
+    }
+
+
+def interleaved(
+    name: str, count: int, ours: dict[str, Any], baseline: dict[str, Any], baseline_is: str
+) -> dict[str, Any]:
+    """A drain's figures against the same worker run beside it in other settings: the ratio of
+    the medians, and the median of each repeat's ratio to the run beside it (what drifts between
+    repeats, a busy machine, cancels out of each pair)."""
+    return {
+        "name": name,
+        "unit": "jobs/s",
+        "n": count,
+        "library": ours,
+        "baseline": baseline,
+        "ratio": ours["median"] / baseline["median"],
+        "paired_ratio": statistics.median(
+            a / b for a, b in zip(ours["runs"], baseline["runs"], strict=True)
+        ),
+        "baseline_is": baseline_is,
     }
 
 

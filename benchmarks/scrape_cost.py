@@ -28,6 +28,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from benchmarks.commands import worker_command
+from benchmarks.report import interleaved
 
 if TYPE_CHECKING:
     from benchmarks.run import Bench
@@ -158,17 +159,9 @@ def scrape_cost(bench: Bench) -> list[dict[str, Any]]:
     for label, _ in INTERVALS[1:]:
         ours = figures(label)
         results.append(
-            {
-                "name": f"drain {count} jobs, 1 process, {label} / none",
-                "unit": "jobs/s",
-                "n": count,
-                "library": ours,
-                "baseline": unscraped,
-                "ratio": ours["median"] / unscraped["median"],
-                "paired_ratio": statistics.median(
-                    a / b for a, b in zip(ours["runs"], unscraped["runs"], strict=True)
-                ),
-                "baseline_is": "the same worker, no scraper, interleaved",
-            }
-        )
+            interleaved(
+                f"drain {count} jobs, 1 process, {label} / none", count, ours, unscraped,
+                "the same worker, no scraper, interleaved",
+            )
+        )  # fmt: skip
     return results
