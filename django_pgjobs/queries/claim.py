@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from django_pgjobs.queries import flow as flow_sql
+from django_pgjobs.queries import rate_starts
 from django_pgjobs.queries.base import (
     ClaimedJob,
     Cursor,
@@ -70,16 +72,34 @@ claimed AS (
               j.max_attempts, j.scheduled_for, j.lease_token, j.partition_key,
               extract(epoch FROM j.timeout)::float8 AS timeout,
               (SELECT t.seconds FROM timeouts AS t WHERE t.name = j.queue) AS queue_timeout,
-              j.seq, {fair} AS fair, j.trace_context::text AS trace_context
+              j.seq, {fair} AS fair, j.trace_context::text AS trace_context,
+              {start_at} AS start_at
 )"""
 # NULL: the plain order; else (flow control) whether the job's queue takes turns.
 _FAIR = "(SELECT bool_or(r.fair AND r.name = j.queue) FROM rules AS r)"
 
-_CLAIMED_COLUMNS = (
-    "id, job_name, payload, queue, priority, attempt, max_attempts, scheduled_for, lease_token, "
-    "partition_key, timeout, queue_timeout, seq, fair, trace_context"
+_COLUMNS = (
+    "id",
+    "job_name",
+    "payload",
+    "queue",
+    "priority",
+    "attempt",
+    "max_attempts",
+    "scheduled_for",
+    "lease_token",
+    "partition_key",
+    "timeout",
+    "queue_timeout",
+    "seq",
+    "fair",
+    "trace_context",
+    # Seconds from now (the row's output, after the claim's work) until the handler may begin;
+    # NULL: at once. Relative, so the worker's clock need not agree with the database's.
+    "extract(epoch FROM start_at - clock_timestamp())::float8",
 )
-_NO_CLAIM = ", ".join(["NULL"] * (len(_CLAIMED_COLUMNS.split(",")) - 1))
+_CLAIMED_COLUMNS = ", ".join(_COLUMNS)
+_NO_CLAIM = ", ".join(["NULL"] * (len(_COLUMNS) - 1))
 # Every statement's rows: ('claimed', job...), ('done', id) for complete_and_claim, and one
 # ('rules', ...) when flow control applies to the worker's queues.
 _RULES_ROW = f"SELECT 'rules', {_NO_CLAIM}, NULL WHERE EXISTS (SELECT 1 FROM rules)"
@@ -99,14 +119,16 @@ def _ctes(queues: Sequence[str] | None, job_names: Sequence[str] | None, *, flow
     found = filters(queues, job_names)
     if not flow:
         due = _PLAIN_DUE.format(suffix="", filters=found)
-        return f"{flow_sql.rules_cte(queues)},\n{due},\n{_CLAIMED.format(fair='NULL::boolean')}"
+        claimed = _CLAIMED.format(fair="NULL::boolean", start_at="NULL::timestamptz")
+        return f"{flow_sql.rules_cte(queues)},\n{due},\n{claimed}"
     due = _FLOW_DUE.format(
         plain=_PLAIN_DUE.format(suffix="_plain", filters=found),
         flow=flow_sql.flow_ctes(queues, job_names),
     )
     return (
-        f"{flow_sql.rules_cte(queues)},\n{due},\n{_CLAIMED.format(fair=_FAIR)},\n"
-        f"{flow_sql.STARTS_CTE}"
+        f"{flow_sql.rules_cte(queues)},\n{due},\n"
+        f"{_CLAIMED.format(fair=_FAIR, start_at=rate_starts.RATE_START_AT)},\n"
+        f"{rate_starts.STARTS_CTE}"
     )
 
 
@@ -134,6 +156,7 @@ def _claim_params(
         # No attempts completed alongside (complete_and_claim passes its own).
         **token_params([]),
         "key_walk": max(flow_sql.MIN_KEY_WALK, 4 * limit),
+        "rate_start_delay": rate_starts.RATE_START_DELAY,
     }
 
 
@@ -178,6 +201,7 @@ def _read(cur: Cursor) -> tuple[list[ClaimedJob], list[uuid.UUID], bool]:
 
 def _claimed_jobs(rows: Sequence[Any]) -> list[ClaimedJob]:
     """The jobs of a claim's 'claimed' rows (the tag first, then _CLAIMED_COLUMNS)."""
+    received = time.monotonic()
     jobs = [
         ClaimedJob(
             id=as_uuid(r[1]),
@@ -197,6 +221,7 @@ def _claimed_jobs(rows: Sequence[Any]) -> list[ClaimedJob]:
             seq=r[13],
             # As text: decoded only by a worker that traces (django_pgjobs.tracing).
             trace_context=r[15],
+            start_at=None if r[16] is None else received + r[16],
         )
         for r in rows
     ]

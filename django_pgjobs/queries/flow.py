@@ -29,6 +29,7 @@ computed from counts that are exact across workers:
   claim and, with a per-key rate, per key), read over the sliding window ``rate_period``: at
   most ``rate_limit`` starts in any window of that length. A token bucket would allow a burst of
   twice the limit across a window's edge; a ledger costs one small insert per claim, not per job.
+  The limit holds where handlers begin, not only in the ledger: see :mod:`.rate_starts`.
 - Partitioned queues (a per-key limit, or ``fair``) find their keys with a skip scan of
   ``pgjobs_job_partition_claim`` (one index probe per key with pending jobs), from where the
   previous claim stopped, until they have twice the claim's room in keys that can start a job
@@ -42,8 +43,9 @@ computed from counts that are exact across workers:
 
 Jobs claimed ahead (prefetched) count as running: a limit counts what workers hold, not only
 what their threads run. Rate-limited queues are never claimed ahead: a start is counted when it
-is claimed, and the job starts then. Limits are read by each claim, so a change applies to the
-next one; a claim that began before a change committed may still use the old values.
+is claimed, and the job starts rate_starts.RATE_START_DELAY later. Limits are read by each
+claim, so a change applies to the next one; a claim that began before a change committed may
+still use the old values.
 """
 
 from __future__ import annotations
@@ -137,8 +139,8 @@ def rules_cte(queues: Sequence[str] | None) -> str:
     """``rules``: the rows of ``pgjobs_queues`` that shape this worker's claims (a handful of
     rows of a small table); empty for most deployments, which then claim as they always did."""
     return f"""rules AS MATERIALIZED (
-    SELECT name, paused, concurrency, worker_concurrency, rate_limit, partition_concurrency,
-           partition_rate_limit, fair, key_cursor, ({_LIMITED}) AS limited,
+    SELECT name, paused, concurrency, worker_concurrency, rate_limit, rate_period,
+           partition_concurrency, partition_rate_limit, fair, key_cursor, ({_LIMITED}) AS limited,
            ({_PARTITIONED}) AS partitioned
     FROM pgjobs_queues
     WHERE (paused OR {_LIMITED}) {_served(queues, "name")}
@@ -392,15 +394,4 @@ due_flow AS (
     ) AS c
     ORDER BY c.turn, c.priority DESC, c.scheduled_for, c.seq NULLS FIRST, c.tie
     LIMIT %(limit)s
-)"""
-
-
-# After the claim: the starts of rate-limited queues, in the ledger the next claim reads.
-STARTS_CTE = """started AS (
-    INSERT INTO pgjobs_queue_starts (queue, partition_key, started_at, jobs)
-    SELECT c.queue, CASE WHEN h.partition_rate_limit IS NOT NULL THEN c.partition_key END,
-           (SELECT at FROM stamp), count(*)
-    FROM claimed AS c JOIN held AS h ON h.name = c.queue
-    WHERE h.rate_limit IS NOT NULL OR h.partition_rate_limit IS NOT NULL
-    GROUP BY 1, 2
 )"""

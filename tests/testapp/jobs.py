@@ -78,19 +78,22 @@ def block(payload: dict[str, Any]) -> None:
 
 @job("test.span", retry_delay=0)
 def span(payload: dict[str, Any]) -> None:
-    """Writes when it started and ended, by the database's clock, to the table flow_ledger (a
-    test creates it): the flow-control tests measure concurrency and rates from these rows,
-    never from the library's own counters."""
+    """Writes when it started and ended to the table flow_ledger (a test creates it): the
+    flow-control tests measure concurrency and rates from these rows, never from the library's
+    own counters. The times are the handler's own (time.time() as it is called, not when its
+    write reached the database, which a thread's first connection delays by milliseconds); the
+    tests' server runs on the same machine, so its clock is this one."""
+    started = time.time()
     with connection.cursor() as cur:
         cur.execute(
-            "INSERT INTO flow_ledger (label, pid, started_at) VALUES (%s, %s, clock_timestamp())",
-            [payload["label"], os.getpid()],
+            "INSERT INTO flow_ledger (label, pid, started_at) VALUES (%s, %s, to_timestamp(%s))",
+            [payload["label"], os.getpid(), started],
         )
         time.sleep(payload.get("sleep", 0))
         cur.execute(
-            "UPDATE flow_ledger SET ended_at = clock_timestamp() WHERE label = %s "
+            "UPDATE flow_ledger SET ended_at = to_timestamp(%s) WHERE label = %s "
             "AND ended_at IS NULL",
-            [payload["label"]],
+            [time.time(), payload["label"]],
         )
 
 
