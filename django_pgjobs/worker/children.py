@@ -209,6 +209,7 @@ class ChildRunner:
         self._children: set[ChildProcess] = set()
         self._lock = threading.Lock()
         self._count = 0
+        self._spares: list[ChildProcess] = []  # see open()
 
     def __call__(self, entry: InFlight) -> AttemptResult:
         job, handler = entry.job, entry.handler
@@ -250,6 +251,15 @@ class ChildRunner:
         on. A store to shared memory, no lock: safe from a signal handler."""
         self._stopping.value = 1
 
+    def open(self, slots: int) -> None:
+        """One child per slot, started before the first claim, each taken by the first slot
+        thread that needs one: the first jobs never wait for the forkserver's django.setup(),
+        which would begin them up to seconds after their claim (a rate-limited job begins at a
+        time its claim fixed: queries.rate_starts). Blocks until the forkserver has forked them."""
+        spares = [self._new_child() for _ in range(slots)]
+        with self._lock:
+            self._spares.extend(spares)
+
     def thread_exit(self) -> None:
         """A slot thread ends: its child goes with it."""
         process = getattr(self._local, "child", None)
@@ -258,9 +268,10 @@ class ChildRunner:
             process.stop()
 
     def close(self) -> None:
-        """Kill every child still there (a shutdown: their attempts were handed back)."""
+        """Kill every child still there: those running attempts a shutdown handed back, and
+        those no slot thread took (started by open())."""
         with self._lock:
-            left, self._children = list(self._children), set()
+            left, self._children, self._spares = list(self._children), set(), []
         for process in left:
             if process.alive:
                 process.kill("shutdown")
@@ -268,13 +279,26 @@ class ChildRunner:
     def _child(self) -> ChildProcess:
         process: ChildProcess | None = getattr(self._local, "child", None)
         if process is None or not process.alive:
-            with self._lock:
-                self._count += 1
-                name = f"{self._name}-child-{self._count}"
-            process = ChildProcess(self._context, name, self._stopping)
-            with self._lock:
-                self._children.add(process)
+            process = self._spare() or self._new_child()
             self._local.child = process
+        return process
+
+    def _spare(self) -> ChildProcess | None:
+        with self._lock:
+            while self._spares:
+                process = self._spares.pop()
+                if process.alive:
+                    return process
+                self._children.discard(process)
+        return None
+
+    def _new_child(self) -> ChildProcess:
+        with self._lock:
+            self._count += 1
+            name = f"{self._name}-child-{self._count}"
+        process = ChildProcess(self._context, name, self._stopping)
+        with self._lock:
+            self._children.add(process)
         return process
 
     def _forget(self, process: ChildProcess) -> None:

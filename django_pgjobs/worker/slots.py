@@ -57,6 +57,9 @@ class Runner(Protocol):
         """The worker was asked to stop: tell handlers that read ``stopping`` elsewhere than in
         the worker's event. Called from a signal handler too: takes no lock."""
 
+    def open(self, slots: int) -> None:
+        """The slots open: get ready to run ``slots`` attempts at once."""
+
     def thread_exit(self) -> None:
         """A slot thread is ending: release what it kept."""
 
@@ -77,6 +80,9 @@ class InThread:
 
     def worker_stopping(self) -> None:
         pass  # a handler thread reads the worker's own event
+
+    def open(self, slots: int) -> None:
+        pass
 
     def thread_exit(self) -> None:
         pass
@@ -125,6 +131,7 @@ class Slots:
                 name=self._name,
                 on_thread_exit=self._thread_exit,
             )
+            self._runner.open(self.concurrency)
 
     def dispatch(self, jobs: Sequence[queries.ClaimedJob], *, sent_at: float | None = None) -> None:
         """Hand the claimed jobs to the pool, in order. ``sent_at``: when the claim was sent
@@ -258,6 +265,7 @@ class Slots:
         if not wait:
             self._runner.close()  # children running handed-back attempts are killed
         self._pool.shutdown(wait=wait)
+        self._runner.close()  # and what no thread took (a child started ahead of its slot)
         self._closed_pool, self._pool = self._pool, None
 
     @property

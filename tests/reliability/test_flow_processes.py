@@ -187,20 +187,23 @@ def test_one_job_per_partition_key_at_a_time_in_enqueue_order(
     assert most_at_once(rows) > 1  # different keys ran in parallel
 
 
-@pytest.mark.parametrize("live", [False, True], ids=["burst", "woken"])
+@pytest.mark.parametrize("mode", ["burst", "woken", "process pool"])
 def test_a_rate_limit_holds_in_every_window_across_processes_and_is_used(
-    processes: list[subprocess.Popen[bytes]], tmp_path: Path, ledger: None, live: bool
+    processes: list[subprocess.Popen[bytes]], tmp_path: Path, ledger: None, mode: str
 ) -> None:
     set_queue_limits("rated", rate_limit=5, rate_period=1.0)
     jobs = [{"label": str(n)} for n in range(20)]
     since = None
-    if live:  # idle until woken: by the enqueue, then by each window's room
+    if mode == "woken":  # idle until woken: by the enqueue, then by each window's room
         logs = live_workers(processes, tmp_path, 2, "--concurrency", "4")
         enqueue_many("test.span", jobs, queue="rated")
         since = ledger_now()
-    else:
+    else:  # handlers in threads, or in child processes (which wait for the start as threads do)
+        pool = ["--pool", "process"] if mode == "process pool" else []
         enqueue_many("test.span", jobs, queue="rated")
-        logs = workers(processes, tmp_path, 2, "--burst", "--concurrency", "4", settings=FAST)
+        logs = workers(
+            processes, tmp_path, 2, "--burst", "--concurrency", "4", *pool, settings=FAST
+        )
         finish(processes, logs)
     starts = [r[2] for r in ledger_rows(20, logs)]
     # Measured where the handlers begin, over windows of the configured period.
