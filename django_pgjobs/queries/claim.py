@@ -11,6 +11,7 @@ from typing import Any
 from django_pgjobs.queries import flow as flow_sql
 from django_pgjobs.queries import rate_starts
 from django_pgjobs.queries.base import (
+    PENDING_PRIORITIES,
     ClaimedJob,
     Cursor,
     Token,
@@ -22,17 +23,27 @@ from django_pgjobs.queries.base import (
 from django_pgjobs.queries.outcomes import COMPLETED_CTE, finished_params
 from django_pgjobs.stored_json import decode_json
 
-# The due jobs of a worker whose queues have no flow control (``rules`` empty), in one walk of
-# pgjobs_job_claim (pgjobs_job_queue_claim for one queue): the claim as it always was. When
-# ``rules`` has rows the one-time filter makes it take nothing; the flow-controlled statement
-# (queries.flow) then chooses instead.
+# The due jobs of a worker whose queues have no flow control (``rules`` empty): for each pending
+# priority, highest first (pending_priorities: one descent of pgjobs_job_claim each, computed only
+# while the claim still has room), one range of pgjobs_job_claim (pgjobs_job_queue_claim for one
+# queue) in due order, until LIMIT. The same rows, in the same order, as one walk of the index
+# would give; but an equality on priority leaves the planner one index that serves the range in
+# order, whatever the statistics say. With statistics taken before a burst (one pending row
+# expected), PostgreSQL 18 otherwise skip-scanned pgjobs_job_partition_claim for every due job
+# and sorted them all (tests/queries/test_claim_plan.py). Rows are locked as the walk returns them,
+# so no more than LIMIT. When ``rules`` has rows the one-time filter makes it take nothing; the
+# flow-controlled statement (queries.flow) then chooses instead.
 _PLAIN_DUE = """due{suffix} AS (
-    SELECT id FROM pgjobs_job_queue
-    WHERE status = 'pending' AND scheduled_for <= now() {filters}
-      AND NOT EXISTS (SELECT 1 FROM rules)
-    ORDER BY priority DESC, scheduled_for, id
+    SELECT d.id FROM pending_priorities AS p, LATERAL (
+        SELECT j.id FROM pgjobs_job_queue AS j
+        WHERE j.status = 'pending' AND j.priority = p.priority AND j.scheduled_for <= now()
+              {filters}
+        ORDER BY j.scheduled_for, j.id
+        LIMIT %(limit)s
+        FOR UPDATE SKIP LOCKED
+    ) AS d
+    WHERE p.priority IS NOT NULL AND NOT EXISTS (SELECT 1 FROM rules)
     LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED
 )"""
 
 _FLOW_DUE = """{plain},
@@ -120,13 +131,13 @@ def _ctes(queues: Sequence[str] | None, job_names: Sequence[str] | None, *, flow
     if not flow:
         due = _PLAIN_DUE.format(suffix="", filters=found)
         claimed = _CLAIMED.format(fair="NULL::boolean", start_at="NULL::timestamptz")
-        return f"{flow_sql.rules_cte(queues)},\n{due},\n{claimed}"
+        return f"{flow_sql.rules_cte(queues)},\n{PENDING_PRIORITIES},\n{due},\n{claimed}"
     due = _FLOW_DUE.format(
         plain=_PLAIN_DUE.format(suffix="_plain", filters=found),
         flow=flow_sql.flow_ctes(queues, job_names),
     )
     return (
-        f"{flow_sql.rules_cte(queues)},\n{due},\n"
+        f"{flow_sql.rules_cte(queues)},\n{PENDING_PRIORITIES},\n{due},\n"
         f"{_CLAIMED.format(fair=_FAIR, start_at=rate_starts.RATE_START_AT)},\n"
         f"{rate_starts.STARTS_CTE}"
     )

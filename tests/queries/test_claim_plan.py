@@ -57,22 +57,14 @@ def entries_read(sql: str, params: dict[str, Any]) -> int:
     return entries(plan[0]["Plan"])
 
 
-def server_version() -> int:
-    with connection.cursor() as cur:
-        cur.execute("SHOW server_version_num")
-        return int(cur.fetchone()[0])
-
-
 @pytest.mark.usefixtures("stale_statistics")
 @pytest.mark.parametrize("queues", [None, ["default"], ["default", "other"]])
 def test_a_claim_reads_what_it_takes_whatever_the_statistics_expect(
-    queues: list[str] | None, request: pytest.FixtureRequest
+    queues: list[str] | None,
 ) -> None:
-    if queues in (None, ["default"]) and server_version() >= 180000:
-        # Known, and left to issue 17: PostgreSQL 18, expecting one pending row, walks the
-        # whole of pgjobs_job_partition_claim and sorts (2,010 entries here) for a claim of
-        # every queue or of one. Strict: this fails once the claim no longer does so.
-        request.applymarker(pytest.mark.xfail(strict=True, reason="PostgreSQL 18's plan"))
+    """PostgreSQL 18 once skip-scanned pgjobs_job_partition_claim here and sorted every due
+    job (2,010 entries) for a claim of every queue or of one; an equality on the priority
+    (queries.claim: one range per pending priority) leaves it the claim's index."""
     sql, params = claim_statement(
         worker_id="w", limit=LIMIT, lease_seconds=60, queues=queues,
         job_names=["test.record"], lease_token=None, start_now=None, flow=False,
