@@ -66,9 +66,9 @@ class ClaimedJob:
     seq: int | None = None  # enqueue order (None: enqueued before migration 0017)
     # The enqueuing span's carrier, as JSON text (None: enqueued outside a span, or by SQL).
     trace_context: str | None = None
-    # A rate-limited queue's job: when (time.monotonic()) its handler may begin, the claim's
-    # stamp plus rate_starts.RATE_START_DELAY (None: at once). See worker.attempt.run_attempt.
-    start_at: float | None = None
+    # A rate-limited queue's job: seconds from the claim statement's start to its stamp, the
+    # time its start is counted at (None for other jobs). See queries.rate_starts.
+    stamp_after: float | None = None
 
     @property
     def token(self) -> Token:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -84,7 +83,7 @@ claimed AS (
               extract(epoch FROM j.timeout)::float8 AS timeout,
               (SELECT t.seconds FROM timeouts AS t WHERE t.name = j.queue) AS queue_timeout,
               j.seq, {fair} AS fair, j.trace_context::text AS trace_context,
-              {start_at} AS start_at
+              {stamp} AS rate_stamp
 )"""
 # NULL: the plain order; else (flow control) whether the job's queue takes turns.
 _FAIR = "(SELECT bool_or(r.fair AND r.name = j.queue) FROM rules AS r)"
@@ -105,9 +104,9 @@ _COLUMNS = (
     "seq",
     "fair",
     "trace_context",
-    # Seconds from now (the row's output, after the claim's work) until the handler may begin;
-    # NULL: at once. Relative, so the worker's clock need not agree with the database's.
-    "extract(epoch FROM start_at - clock_timestamp())::float8",
+    # A rate-limited job's: seconds from the statement's start to its claim's stamp (NULL for
+    # others), so that the worker can tell how long after the stamp its handler began.
+    "extract(epoch FROM rate_stamp - statement_timestamp())::float8",
 )
 _CLAIMED_COLUMNS = ", ".join(_COLUMNS)
 _NO_CLAIM = ", ".join(["NULL"] * (len(_COLUMNS) - 1))
@@ -130,7 +129,7 @@ def _ctes(queues: Sequence[str] | None, job_names: Sequence[str] | None, *, flow
     found = filters(queues, job_names)
     if not flow:
         due = _PLAIN_DUE.format(suffix="", filters=found)
-        claimed = _CLAIMED.format(fair="NULL::boolean", start_at="NULL::timestamptz")
+        claimed = _CLAIMED.format(fair="NULL::boolean", stamp="NULL::timestamptz")
         return f"{flow_sql.rules_cte(queues)},\n{PENDING_PRIORITIES},\n{due},\n{claimed}"
     due = _FLOW_DUE.format(
         plain=_PLAIN_DUE.format(suffix="_plain", filters=found),
@@ -138,7 +137,7 @@ def _ctes(queues: Sequence[str] | None, job_names: Sequence[str] | None, *, flow
     )
     return (
         f"{flow_sql.rules_cte(queues)},\n{PENDING_PRIORITIES},\n{due},\n"
-        f"{_CLAIMED.format(fair=_FAIR, start_at=rate_starts.RATE_START_AT)},\n"
+        f"{_CLAIMED.format(fair=_FAIR, stamp=rate_starts.RATE_STAMP)},\n"
         f"{rate_starts.STARTS_CTE}"
     )
 
@@ -153,6 +152,7 @@ def _claim_params(
     lease_token: uuid.UUID | None,
     start_now: int | None,
     ahead_lease_seconds: float | None = None,
+    start_margin: float | None = None,
 ) -> dict[str, Any]:
     return {
         "worker_id": worker_id,
@@ -167,7 +167,9 @@ def _claim_params(
         # No attempts completed alongside (complete_and_claim passes its own).
         **token_params([]),
         "key_walk": max(flow_sql.MIN_KEY_WALK, 4 * limit),
-        "rate_start_delay": rate_starts.RATE_START_DELAY,
+        # How much later than its stamp the ledger counts this claim's starts (see
+        # queries.rate_starts); None: the floor alone.
+        "start_margin": start_margin or 0.0,
     }
 
 
@@ -182,6 +184,7 @@ def claim_statement(
     start_now: int | None = None,
     flow: bool = False,
     ahead_lease_seconds: float | None = None,
+    start_margin: float | None = None,
 ) -> tuple[str, dict[str, Any]]:
     """The claim's SQL and parameters (tests EXPLAIN exactly what the worker runs): the plain
     statement, or with ``flow`` the flow-controlled one."""
@@ -198,6 +201,7 @@ def claim_statement(
         lease_token=lease_token,
         start_now=start_now,
         ahead_lease_seconds=ahead_lease_seconds,
+        start_margin=start_margin,
     )
     return sql, params
 
@@ -212,7 +216,6 @@ def _read(cur: Cursor) -> tuple[list[ClaimedJob], list[uuid.UUID], bool]:
 
 def _claimed_jobs(rows: Sequence[Any]) -> list[ClaimedJob]:
     """The jobs of a claim's 'claimed' rows (the tag first, then _CLAIMED_COLUMNS)."""
-    received = time.monotonic()
     jobs = [
         ClaimedJob(
             id=as_uuid(r[1]),
@@ -232,7 +235,7 @@ def _claimed_jobs(rows: Sequence[Any]) -> list[ClaimedJob]:
             seq=r[13],
             # As text: decoded only by a worker that traces (django_pgjobs.tracing).
             trace_context=r[15],
-            start_at=None if r[16] is None else received + r[16],
+            stamp_after=r[16],
         )
         for r in rows
     ]
@@ -274,6 +277,7 @@ def claim_jobs(
     start_now: int | None = None,
     hint: FlowHint | None = None,
     ahead_lease_seconds: float | None = None,
+    start_margin: float | None = None,
 ) -> list[ClaimedJob]:
     """Take up to ``limit`` due jobs, best priority first, in one round trip (two when flow
     control first applies to the worker's queues, then one again: see FlowHint).
@@ -304,6 +308,7 @@ def claim_jobs(
         "lease_token": lease_token,
         "start_now": start_now,
         "ahead_lease_seconds": ahead_lease_seconds,
+        "start_margin": start_margin,
     }
     flow = hint is not None and hint.restricted
     cur.execute(*claim_statement(**claim, flow=flow))
@@ -332,6 +337,7 @@ def complete_and_claim(
     results: Mapping[uuid.UUID, str] | None = None,
     hint: FlowHint | None = None,
     ahead_lease_seconds: float | None = None,
+    start_margin: float | None = None,
 ) -> tuple[list[uuid.UUID], list[ClaimedJob]]:
     """:func:`complete_jobs` and :func:`claim_jobs` in one statement: one round trip and one
     commit where a busy worker would otherwise pay two. Returns (completed ids, claimed jobs).
@@ -360,6 +366,7 @@ def complete_and_claim(
                 lease_token=lease_token,
                 start_now=start_now,
                 ahead_lease_seconds=ahead_lease_seconds,
+                start_margin=start_margin,
             ),
             **finished_params(tokens, took, results),
         },

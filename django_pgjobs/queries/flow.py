@@ -43,9 +43,9 @@ computed from counts that are exact across workers:
 
 Jobs claimed ahead (prefetched) count as running: a limit counts what workers hold, not only
 what their threads run. Rate-limited queues are never claimed ahead: a start is counted when it
-is claimed, and the job starts rate_starts.RATE_START_DELAY later. Limits are read by each
-claim, so a change applies to the next one; a claim that began before a change committed may
-still use the old values.
+is claimed, so a claim takes their jobs only among those free threads start at once (due_flow).
+Limits are read by each claim, so a change applies to the next one; a claim that began before a
+change committed may still use the old values.
 """
 
 from __future__ import annotations
@@ -71,6 +71,10 @@ _PARTITIONED = "partition_concurrency IS NOT NULL OR partition_rate_limit IS NOT
 # The due rows of queue ``{queue}`` (an SQL expression), best first. For rows aliased ``j``.
 _DUE = "j.status = 'pending' AND j.scheduled_for <= now() AND j.queue = {queue}"
 _CLAIM_ORDER = "j.priority DESC, j.scheduled_for, j.id"
+# The merge's order of every queue's candidates (``c``): turns first.
+_MERGE_ORDER = "c.turn, c.priority DESC, c.scheduled_for, c.seq NULLS FIRST, c.tie"
+# A queue (a ``rules`` / ``held`` row) whose claims append to the rate ledger.
+RATED = "rate_limit IS NOT NULL OR partition_rate_limit IS NOT NULL"
 # A partition's order. partition_key leads, though one partition has one value, because only an
 # equality pins an index column: after ``partition_key IS NULL`` the planner would otherwise
 # sort the queue's unkeyed jobs instead of reading pgjobs_job_partition_claim in order.
@@ -379,19 +383,28 @@ due_flow AS (
     -- turns first. A partitioned queue's n-th pick in walk order is ranked as its n-th best,
     -- so the merge decides how many of its picks the claim takes, never which: when other
     -- queues' jobs leave room for only some, those are the keys whose turn it is, and the
-    -- cursor (cursor_moved) stops before the first left out.
-    SELECT c.id, c.queue, c.partition_key FROM (
-        SELECT d.id, d.queue, d.partition_key, d.turn, d.priority, d.scheduled_for, d.seq,
-               d.id AS tie
-        FROM due_open AS d
-        UNION ALL
-        SELECT d.id, d.queue, d.partition_key, d.turn, d.priority, d.scheduled_for, d.seq,
-               d.id
-        FROM due_limited AS d
-        UNION ALL
-        SELECT w.id, w.queue, w.partition_key, r.turn, r.priority, r.scheduled_for, r.seq, r.id
-        FROM offers AS w JOIN offers AS r ON r.queue = w.queue AND r.ranked = w.walked
-    ) AS c
-    ORDER BY c.turn, c.priority DESC, c.scheduled_for, c.seq NULLS FIRST, c.tie
-    LIMIT %(limit)s
+    -- cursor (cursor_moved) stops before the first left out. A rate-limited queue's jobs
+    -- are kept only among the first ``start_now`` (the free threads the worker starts them on,
+    -- in this order: queries.claim._flow_order): never claimed ahead, behind other jobs, of a
+    -- start the ledger counts now (queries.rate_starts).
+    SELECT m.id, m.queue, m.partition_key FROM (
+        SELECT c.id, c.queue, c.partition_key, row_number() OVER (ORDER BY {_MERGE_ORDER}) AS n
+        FROM (
+            SELECT d.id, d.queue, d.partition_key, d.turn, d.priority, d.scheduled_for, d.seq,
+                   d.id AS tie
+            FROM due_open AS d
+            UNION ALL
+            SELECT d.id, d.queue, d.partition_key, d.turn, d.priority, d.scheduled_for, d.seq,
+                   d.id
+            FROM due_limited AS d
+            UNION ALL
+            SELECT w.id, w.queue, w.partition_key, r.turn, r.priority, r.scheduled_for, r.seq,
+                   r.id
+            FROM offers AS w JOIN offers AS r ON r.queue = w.queue AND r.ranked = w.walked
+        ) AS c
+        ORDER BY {_MERGE_ORDER}
+        LIMIT %(limit)s
+    ) AS m
+    WHERE m.n <= coalesce(%(start_now)s, %(limit)s)
+       OR m.queue NOT IN (SELECT name FROM held WHERE {RATED})
 )"""

@@ -1,39 +1,38 @@
-"""A rate-limited queue's starts: the ledger the claim appends to, and when the handlers begin.
+"""A rate-limited queue's starts: the ledger the claim appends to, stamped so that the limit holds
+where the handlers begin.
 
-The claim counts a start when it stamps it (``stamp`` in :mod:`.flow`: the database's clock once
-the claim holds the queue's lock), but a handler begins when the claim's reply has reached its
-worker and a thread has picked the job up: a delay that varies from claim to claim. Measured
+The claim counts its starts at its stamp (``stamp`` in :mod:`.flow`: the database's clock once
+the claim holds the queue's lock), but its handlers begin later: after the rest of the statement,
+its commit, the reply's way back, and a thread taking the job. That lag varies from claim to
+claim and from worker to worker (a worker further from the database, a busier one). Measured
 where handlers begin, one claim's jobs that began late and the next claim's that began early
-could then share a window, and a window would hold up to twice the limit. So:
+could share a window, which would then hold up to twice the limit.
 
-- every handler of a rate-limited job begins RATE_START_DELAY after its claim's stamp (the claim
-  returns how long that is from its reply, so the worker's clock need not agree with the
-  database's; the handler's thread waits: worker.attempt);
-- the ledger counts each start _START_MARGIN after the stamp, so a handler that begins up to
-  that late still falls in every window that a later claim counted it in.
-
-Starts in any window of ``rate_period`` measured where handlers begin then stay at or under the
-limit, unless a handler begins more than the margin late.
+So the ledger counts each claim's starts later than its stamp, by a margin at least as long as
+that claim's handlers take to begin: then every handler start falls in each window that a later
+claim counts it in, and at most ``rate_limit`` handlers begin in any window of ``rate_period``.
+The margin is the claiming worker's: it measures its own lag at every rate-limited start
+(worker.start_lag: the time from sending the claim to the handler's start, less the statement's
+time until its stamp, which the claim returns) and passes the largest of its recent ones, which
+the ledger uses if it exceeds the floor (2% of the period, at most 50 ms, for the jitter of a
+single start). Nothing waits: handlers begin as soon as they can, and a worker whose starts lag
+more pays for it in its own claims' share of the rate.
 """
 
 from __future__ import annotations
 
-# A rate-limited job's handler begins this long after its claim's stamp, whatever the claim's
-# remaining work, its commit and the worker's handoff took. Enough for a claim's statement after
-# its stamp on a busy machine; the cost is this much latency, for rate-limited queues only.
-RATE_START_DELAY = 0.05
+from django_pgjobs.queries.flow import RATED
 
-# The expression for a claimed job (``j``) of a rate-limited queue: when its handler may begin.
-RATE_START_AT = """(SELECT s.at + make_interval(secs => %(rate_start_delay)s)
-        FROM stamp AS s, held AS h
-        WHERE h.name = j.queue
-          AND (h.rate_limit IS NOT NULL OR h.partition_rate_limit IS NOT NULL))"""
+# The expression for a claimed job (``j``) of a rate-limited queue: its claim's stamp (NULL for
+# other jobs). The worker reads the seconds from the statement's start to it.
+RATE_STAMP = f"""(SELECT s.at FROM stamp AS s, held AS h
+        WHERE h.name = j.queue AND ({RATED}))"""
 
-# The ledger counts each start this much after its claim's stamp: a start late by up to this
-# (a thread that woke late, a claim whose handoff took longer than the next one's) still falls
-# in the windows the next claims count it in. 2% of the period (what the margin costs of the
-# rate the limit allows), at most 50 ms.
-_START_MARGIN = "least(h.rate_period * 0.02, interval '50 milliseconds')"
+# How much later than its claim's stamp the ledger counts a start: the claiming worker's lag
+# (``start_margin``, seconds) or the floor, whichever is longer.
+_START_MARGIN = """greatest(
+        make_interval(secs => %(start_margin)s),
+        least(h.rate_period * 0.02, interval '50 milliseconds'))"""
 
 # After the claim: the starts of rate-limited queues, in the ledger the next claim reads.
 STARTS_CTE = f"""started AS (
@@ -41,6 +40,6 @@ STARTS_CTE = f"""started AS (
     SELECT c.queue, CASE WHEN h.partition_rate_limit IS NOT NULL THEN c.partition_key END,
            (SELECT at FROM stamp) + {_START_MARGIN}, count(*)
     FROM claimed AS c JOIN held AS h ON h.name = c.queue
-    WHERE h.rate_limit IS NOT NULL OR h.partition_rate_limit IS NOT NULL
+    WHERE {RATED}
     GROUP BY 1, 2, h.rate_period
 )"""

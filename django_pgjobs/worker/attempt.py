@@ -27,7 +27,6 @@ from django_pgjobs.jobs.context import (
 from django_pgjobs.jobs.error_text import UNDESCRIBED_ERROR, describe_error, log_exception
 from django_pgjobs.jobs.registry import JobHandler
 from django_pgjobs.queries import ClaimedJob
-from django_pgjobs.queries.rate_starts import RATE_START_DELAY
 from django_pgjobs.stored_json import UndecodableJSON
 from django_pgjobs.tracing import jobs as tracing
 from django_pgjobs.worker import handler_connections as connections
@@ -75,11 +74,6 @@ def run_attempt(
         # Claimed ahead, then cancelled or rescued before a thread was free: never started.
         # Its write (a snooze: undone, as if never claimed) is fenced out like any lost one's.
         return AttemptResult(took=0.0, snoozed=0.0)
-    if job.start_at is not None:
-        # A rate-limited queue's job begins where its claim counted it (queries.rate_starts): at the
-        # claim's stamp plus RATE_START_DELAY, not whenever its claim's reply and this thread
-        # happened to get here. Bounded: never longer than the delay itself.
-        time.sleep(min(max(job.start_at - time.monotonic(), 0.0), RATE_START_DELAY))
     traced = tracing.run_span(job)
     if traced is None:
         return _run(handler, job, progress, attempt)

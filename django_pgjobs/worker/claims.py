@@ -21,6 +21,7 @@ from django_pgjobs.worker.ahead import ahead_lease
 from django_pgjobs.worker.completer import Completer
 from django_pgjobs.worker.connection import LoopConnection
 from django_pgjobs.worker.pacing import Pacing
+from django_pgjobs.worker.start_lag import StartLag
 
 
 class Claims:
@@ -40,6 +41,8 @@ class Claims:
         self._pacing = pacing
         # Whether the worker's queues had flow control at the last claim (which statement to use).
         self._flow = queries.FlowHint()
+        # How late its rate-limited handlers begin: the ledger's margin (queries.rate_starts).
+        self.start_lag = StartLag()
 
     @property
     def restricted(self) -> bool:
@@ -64,6 +67,7 @@ class Claims:
                 lease_token=lease_token,
                 start_now=start_now,
                 hint=self._flow,
+                start_margin=self.start_lag.margin(),
             )
         if self._pacing.claimed(asked=limit, got=len(jobs)):
             seconds = queries.seconds_until_next_due(

@@ -134,6 +134,7 @@ class Worker:
             runner=self._runner(),
             stopping=self._stopping,
             on_start=lambda job: self._after_write.started(job, self.worker_id),
+            start_lag=self._claims.start_lag,
         )
         self._inflight = self._slots.inflight  # by (job id, lease token)
         self._housekeeper = Housekeeper(

@@ -39,6 +39,7 @@ from django_pgjobs.worker.inflight import InFlight, log_timed_out
 from django_pgjobs.worker.outcomes import job_fields, jobs_logger
 from django_pgjobs.worker.pacing import Pacing
 from django_pgjobs.worker.pool import HandlerPool
+from django_pgjobs.worker.start_lag import StartLag
 
 logger = logging.getLogger("django_pgjobs.worker")
 
@@ -105,6 +106,7 @@ class Slots:
         runner: Runner,
         stopping: threading.Event,
         on_start: Callable[[queries.ClaimedJob], None] | None = None,
+        start_lag: StartLag | None = None,
     ) -> None:
         self.concurrency = concurrency
         # Every attempt held, by (job id, lease token), until its outcome is written.
@@ -118,6 +120,7 @@ class Slots:
         self._runner = runner
         self._stopping = stopping  # set when the worker is asked to stop (handlers may ask)
         self._on_start = on_start  # called on the handler's thread as it begins
+        self._start_lag = start_lag  # told how late each rate-limited handler began
         self._lock = threading.Lock()
         self._pool: HandlerPool | None = None
         self._closed_pool: HandlerPool | None = None  # the last one, with its abandoned threads
@@ -339,6 +342,11 @@ class Slots:
             self._wake()
             return
         entry.began = time.monotonic()
+        if entry.job.stamp_after is not None and self._start_lag is not None:
+            # started_at: when its claim was sent (dispatch).
+            self._start_lag.began(
+                sent_at=entry.started_at, stamp_after=entry.job.stamp_after, began=entry.began
+            )
         if entry.timeout is not None:
             entry.deadline = entry.began + entry.timeout.seconds
         entry.started = True  # last: the loop reads ``deadline`` once it sees this

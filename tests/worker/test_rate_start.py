@@ -1,10 +1,9 @@
-"""A rate-limited queue's handlers begin where the claim counted them: at the claim's stamp plus
-RATE_START_DELAY, with the ledger counting each start a small margin later
-(queries.rate_starts), so a window measured where handlers begin holds no more than the limit."""
+"""A rate-limited queue's starts are counted in the ledger no earlier than its handlers begin: the
+claim stamps them a margin after its stamp, the claiming worker's measured lag or a floor
+(queries.rate_starts, worker.start_lag); and they are never claimed ahead of a free thread."""
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -14,13 +13,11 @@ import pytest
 from django.db import connection
 
 from django_pgjobs import enqueue, enqueue_many
-from django_pgjobs.jobs.registry import registry
 from django_pgjobs.models import QueueStart
 from django_pgjobs.queries.claim import claim_jobs
-from django_pgjobs.queries.rate_starts import RATE_START_DELAY
 from django_pgjobs.queues import set_queue_limits
 from django_pgjobs.worker import Worker
-from django_pgjobs.worker import attempt as attempt_module
+from django_pgjobs.worker.start_lag import FIRST_MARGIN, HEADROOM, StartLag
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -31,19 +28,18 @@ def database_clock() -> Any:
         return cur.fetchone()[0]
 
 
-def claim(limit: int = 10) -> Any:
+def claim(limit: int = 10, **kw: Any) -> Any:
     with connection.cursor() as cur:
         return claim_jobs(
-            cur, worker_id="w", limit=limit, lease_seconds=60, queues=None, job_names=None
+            cur, worker_id="w", limit=limit, lease_seconds=60, queues=None, job_names=None, **kw
         )
 
 
-@pytest.mark.parametrize(("period", "margin"), [(1.0, 0.02), (60.0, 0.05)])
-def test_the_ledger_counts_a_claim_s_starts_a_margin_after_its_stamp(
-    period: float, margin: float
+@pytest.mark.parametrize(("period", "floor"), [(1.0, 0.02), (60.0, 0.05)])
+def test_without_a_measured_lag_the_ledger_counts_starts_the_floor_after_the_stamp(
+    period: float, floor: float
 ) -> None:
-    """2% of the period, at most 50 ms: a start that begins up to that late is still in the
-    windows the next claims count it in."""
+    """2% of the period, at most 50 ms."""
     set_queue_limits("rated", rate_limit=5, rate_period=period)
     enqueue_many("test.record", [{}] * 3, queue="rated")
     before = database_clock()
@@ -51,31 +47,71 @@ def test_the_ledger_counts_a_claim_s_starts_a_margin_after_its_stamp(
     after = database_clock()
     [start] = QueueStart.objects.filter(queue="rated")
     assert start.jobs == 3
-    shift = timedelta(seconds=margin)
+    shift = timedelta(seconds=floor)
     assert before + shift <= start.started_at <= after + shift
 
 
-def test_only_rate_limited_jobs_wait_for_their_start() -> None:
+def test_a_worker_s_lag_longer_than_the_floor_is_the_margin() -> None:
+    set_queue_limits("rated", rate_limit=5, rate_period=1.0)
+    enqueue("test.record", queue="rated")
+    before = database_clock()
+    assert len(claim(start_margin=0.3)) == 1
+    after = database_clock()
+    [start] = QueueStart.objects.filter(queue="rated")
+    shift = timedelta(seconds=0.3)
+    assert before + shift <= start.started_at <= after + shift
+
+
+def test_only_rate_limited_jobs_say_when_their_claim_counted_them() -> None:
     set_queue_limits("rated", rate_limit=5, rate_period=1.0)
     set_queue_limits("slots", concurrency=5)
     enqueue("test.record", queue="rated")
     enqueue("test.record", queue="slots")
     enqueue("test.record", queue="open")
-    before = time.monotonic()
+    sent = time.monotonic()
     jobs = {job.queue: job for job in claim()}
-    after = time.monotonic()
-    assert jobs["slots"].start_at is None
-    assert jobs["open"].start_at is None
-    # The claim's stamp plus the delay, read on the worker's clock: within the claim's span.
-    start_at = jobs["rated"].start_at
-    assert start_at is not None
-    assert before < start_at <= after + RATE_START_DELAY
+    took = time.monotonic() - sent
+    assert jobs["slots"].stamp_after is None
+    assert jobs["open"].stamp_after is None
+    stamp_after = jobs["rated"].stamp_after
+    assert stamp_after is not None
+    assert 0 <= stamp_after <= took
 
 
-def test_a_plain_claim_starts_its_jobs_at_once() -> None:
+def test_a_plain_claim_has_no_stamp() -> None:
     enqueue("test.record")
     [job] = claim()
-    assert job.start_at is None
+    assert job.stamp_after is None
+
+
+def test_a_rate_limited_job_is_never_claimed_ahead_behind_other_jobs() -> None:
+    """One free thread: the two better jobs of another queue come first in the claim, and the
+    rate-limited one, which would have waited behind them, is left for a later claim (its
+    start is never counted before a thread can begin it)."""
+    set_queue_limits("rated", rate_limit=5, rate_period=1.0)
+    enqueue_many("test.record", [{}] * 2, queue="open", priority=10)
+    rated = enqueue("test.record", queue="rated")
+    assert {job.queue for job in claim(limit=3, start_now=1)} == {"open"}
+    assert not QueueStart.objects.exists()
+    assert [job.id for job in claim(limit=3, start_now=1)] == [rated]
+
+
+def test_rate_limited_queues_share_the_free_threads() -> None:
+    set_queue_limits("a", rate_limit=5, rate_period=1.0)
+    set_queue_limits("b", rate_limit=5, rate_period=1.0)
+    enqueue_many("test.record", [{}] * 3, queue="a")
+    enqueue_many("test.record", [{}] * 3, queue="b")
+    assert len(claim(limit=6, start_now=2)) == 2
+    assert sum(s.jobs for s in QueueStart.objects.all()) == 2
+
+
+def test_the_lag_is_the_largest_recent_one_with_headroom() -> None:
+    lag = StartLag()
+    assert lag.margin() == FIRST_MARGIN  # nothing measured yet
+    lag.began(sent_at=10.0, stamp_after=0.004, began=10.010)
+    lag.began(sent_at=20.0, stamp_after=0.001, began=20.030)
+    lag.began(sent_at=30.0, stamp_after=0.002, began=30.004)
+    assert lag.margin() == pytest.approx(0.029 * HEADROOM)
 
 
 @pytest.fixture
@@ -90,34 +126,21 @@ def ledger() -> Iterator[None]:
         cur.execute("DROP TABLE flow_ledger")
 
 
-def test_the_handler_begins_the_delay_after_the_claim_counted_it(
+def test_the_worker_measures_its_lag_and_counts_starts_no_earlier_than_they_begin(
     make_worker: type[Worker], ledger: None
 ) -> None:
-    """The handler writes when it began by its own clock (test.span); the ledger's row is the
-    claim's stamp plus the margin (20 ms at a period of 1 s)."""
-    set_queue_limits("rated", rate_limit=5, rate_period=1.0)
+    """The handlers write when they began by their own clock (test.span; this machine's, the
+    server's too); each claim's ledger row is at or after the starts it counts."""
+    set_queue_limits("rated", rate_limit=3, rate_period=60.0)
     enqueue_many("test.span", [{"label": str(n)} for n in range(3)], queue="rated")
     worker = make_worker(concurrency=3, queues=["rated"])
     assert worker.run_once().completed == 3
     [start] = QueueStart.objects.filter(queue="rated")
-    stamp = start.started_at - timedelta(seconds=0.02)
     with connection.cursor() as cur:
-        cur.execute("SELECT started_at FROM flow_ledger")
-        began = [row[0] for row in cur.fetchall()]
-    assert len(began) == 3
-    assert all(at >= stamp + timedelta(seconds=RATE_START_DELAY) for at in began), (stamp, began)
-
-
-def test_the_wait_is_never_longer_than_the_delay(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A start time far ahead (a clock that jumped, a claim read long after) costs at most the
-    delay: the handler never waits on a wrong reading."""
-    set_queue_limits("rated", rate_limit=5, rate_period=1.0)
-    enqueue("test.record", {"label": "x"}, queue="rated")
-    [claimed] = claim()
-    assert claimed.start_at is not None
-    job = dataclasses.replace(claimed, start_at=claimed.start_at + 3600)
-    waits: list[float] = []
-    monkeypatch.setattr(time, "sleep", waits.append)
-    result = attempt_module.run_attempt(registry.get("test.record"), job, lambda *a: None)
-    assert result.error is None
-    assert waits == [RATE_START_DELAY]
+        cur.execute("SELECT max(started_at) FROM flow_ledger")
+        (last_began,) = cur.fetchone()
+    assert last_began <= start.started_at
+    # The worker measured its starts: the next claim passes that, not the first guess.
+    margin = worker._claims.start_lag.margin()
+    assert margin != FIRST_MARGIN
+    assert 0 < margin < 1

@@ -1,0 +1,47 @@
+"""How late this worker's rate-limited handlers begin after their claim counted them.
+
+A rate limit holds where handlers begin only if the ledger counts each claim's starts at least
+as late as they happen (:mod:`django_pgjobs.queries.rate_starts`). The database cannot see that
+lag and the worker's clock need not agree with the database's, so the worker measures it on its
+own clock, with what the claim returns: from sending the claim to the handler's start, less the
+statement's time until its stamp. That also counts the claim's way to the database, so it is a
+little more than the lag, never less. Each claim passes the largest lag of the recent ones.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+
+# Before any rate-limited start was measured: about what a busy worker on the database's own
+# machine takes (tens of milliseconds); a claim or two later the measure replaces it.
+FIRST_MARGIN = 0.05
+# The recent starts whose largest lag is the margin: enough to cover the occasional slow one
+# (a thread woken late, a commit waiting on the disk), few enough to follow a change.
+RECENT = 64
+# Headroom over the largest lag seen, for one a little larger than any recent one.
+HEADROOM = 1.25
+# Never more: a lag this long (a loop stalled for a second) would cost the queue much of its
+# rate for the next claims, and a start that late is beyond what a margin can honestly cover.
+MAX_MARGIN = 1.0
+
+
+class StartLag:
+    """Written by handler threads as rate-limited jobs begin, read by the loop as it claims."""
+
+    def __init__(self) -> None:
+        self._lags: deque[float] = deque(maxlen=RECENT)
+        self._lock = threading.Lock()
+
+    def began(self, *, sent_at: float, stamp_after: float, began: float) -> None:
+        """A rate-limited job's handler began at ``began``; its claim was sent at ``sent_at``
+        (both monotonic) and stamped ``stamp_after`` seconds after the statement started."""
+        with self._lock:
+            self._lags.append(max(began - sent_at - stamp_after, 0.0))
+
+    def margin(self) -> float:
+        """Seconds after its stamp the ledger should count this worker's next claim's starts."""
+        with self._lock:
+            if not self._lags:
+                return FIRST_MARGIN
+            return min(max(self._lags) * HEADROOM, MAX_MARGIN)
