@@ -285,7 +285,10 @@ def check_queues(
     return [
         Error(
             message,
-            hint="Workers leave the limits of a malformed entry as they are until it is fixed.",
+            hint=(
+                "Fix the entry: management commands, pgjobs_worker among them, refuse to run "
+                "until then."
+            ),
             id="pgjobs.E013",
         )
         for message in declared_queues()[1]

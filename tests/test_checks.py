@@ -247,6 +247,19 @@ def test_e013_a_malformed_queue_is_named_and_told_in_python_values() -> None:
     ]
 
 
+def test_e013_a_rate_period_without_a_rate_limit_is_malformed_as_everywhere_else() -> None:
+    from django_pgjobs.checks import check_queues
+    from django_pgjobs.queues.declarations import RATE_PERIOD_ALONE
+
+    queues = {"x": {"rate_period": 5}, "ok": {"rate_limit": 3, "rate_period": 5}}
+    with override_settings(PGJOBS={"QUEUES": queues}):
+        errors = check_queues(app_configs=None, databases=None)
+    assert [(e.id, e.msg) for e in errors] == [
+        ("pgjobs.E013", f"PGJOBS[\"QUEUES\"]['x']: {RATE_PERIOD_ALONE}")
+    ]
+    assert "refuse to run" in (errors[0].hint or "")
+
+
 @pytest.mark.parametrize(
     "health",
     [

@@ -172,6 +172,8 @@ def declaration_problems(options: Mapping[str, Any]) -> dict[str, str]:
     problems = limit_problems(limits, in_settings)
     if not isinstance(options.get("paused", False), bool):
         problems["paused"] = in_settings("paused", options["paused"])
+    if not problems and rate_period_alone(limits):
+        problems["rate_period"] = RATE_PERIOD_ALONE  # as set_queue_limits() and the CLI say
     return problems
 
 

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 @pytest.fixture
 def declared() -> Iterator[None]:
-    queues = {"mail": {"concurrency": 5, "rate_period": 0.25}}
+    queues = {"mail": {"concurrency": 5, "rate_limit": 100, "rate_period": 0.25}}
     with override_settings(PGJOBS={**settings.PGJOBS, "QUEUES": queues}):
         sync_declared_queues()  # a worker starts
         yield
