@@ -188,14 +188,14 @@ def due(cur: Cursor, job_id: uuid.UUID, job: JobRow, facts: DueJobFacts) -> Expl
         if blocker is Blocker.QUEUE_CONCURRENCY:
             message = (
                 f"Queue {queue} is at its concurrency limit: {facts.running} of "
-                f"{facts.concurrency} jobs running across all workers ({_ids(held)}). It "
-                "starts when one of them ends."
+                f"{facts.concurrency} jobs running across all workers ({_ids(held)}). "
+                f"{_when_one_ends(facts.ahead_in_queue)}"
             )
         else:
             message = (
                 f"{each_worker(facts.capable)} that can run it holds "
                 f"{facts.worker_concurrency} or more jobs of queue {queue}, the queue's "
-                f"worker_concurrency ({_ids(held)}). It starts when one of them ends."
+                f"worker_concurrency ({_ids(held)}). {_when_one_ends(facts.ahead_in_queue)}"
             )
     elif blocker is Blocker.PARTITION_CONCURRENCY:
         held = details.running_jobs(
@@ -204,8 +204,8 @@ def due(cur: Cursor, job_id: uuid.UUID, job: JobRow, facts: DueJobFacts) -> Expl
         blocking = [running_id for running_id, _ in held]
         message = (
             f"In queue {queue}, {_key(job)} is at its partition_concurrency: "
-            f"{facts.key_running} of {facts.partition_concurrency} running ({_ids(held)}). It "
-            "starts when one of them ends."
+            f"{facts.key_running} of {facts.partition_concurrency} running ({_ids(held)}). "
+            f"{_when_one_ends(facts.ahead_in_key)}"
         )
     elif blocker is Blocker.KEY_ORDER:
         blocking = details.earlier_in_key(
@@ -331,3 +331,11 @@ def _made(
         ahead=ahead,
         facts=facts,
     )
+
+
+def _when_one_ends(ahead: int) -> str:
+    """When a job held back by running jobs starts: ``ahead`` due jobs come before it."""
+    if ahead <= 0:
+        return "It starts when one of them ends."
+    jobs = f"{capped(ahead)} due job{'' if ahead == 1 else 's'}"
+    return f"{jobs} ahead of it start first, each when one of them ends; then it does."

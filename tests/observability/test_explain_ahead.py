@@ -1,0 +1,26 @@
+"""What "why is this job not running?" says to a job with others ahead of it at a full limit."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import transaction
+
+from django_pgjobs import enqueue, explain_job
+from django_pgjobs.observability.explain import Blocker
+from django_pgjobs.queues import set_queue_limits
+from tests.observability.test_explain import claim, live_worker
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_a_job_behind_others_at_a_full_limit_is_told_how_many_go_first() -> None:
+    """Trial: the 8th job of a key at its limit was told "It starts when one of them ends"."""
+    live_worker()
+    set_queue_limits("part", partition_concurrency=1)
+    with transaction.atomic():
+        ids = [enqueue("test.record", {"n": n}, queue="part", partition_key="c") for n in range(4)]
+    assert claim() == ids[:1]
+    said = explain_job(ids[3])
+    assert said.blocker is Blocker.PARTITION_CONCURRENCY
+    assert "2 due jobs ahead of it start first, each when one of them ends" in said.message
+    assert "It starts when one of them ends." in explain_job(ids[1]).message
