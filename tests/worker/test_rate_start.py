@@ -5,7 +5,6 @@ claim stamps them a margin after its stamp, the claiming worker's measured lag o
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -18,6 +17,7 @@ from django_pgjobs.queries.claim import claim_jobs
 from django_pgjobs.queues import set_queue_limits
 from django_pgjobs.worker import Worker
 from django_pgjobs.worker.start_lag import FIRST_MARGIN, HEADROOM, StartLag
+from tests.reliability.test_flow_processes import ledger  # noqa: F401 (the handlers' ledger)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -114,20 +114,9 @@ def test_the_lag_is_the_largest_recent_one_with_headroom() -> None:
     assert lag.margin() == pytest.approx(0.029 * HEADROOM)
 
 
-@pytest.fixture
-def ledger() -> Iterator[None]:
-    with connection.cursor() as cur:
-        cur.execute(
-            "CREATE TABLE flow_ledger (label text, pid int, started_at timestamptz, "
-            "ended_at timestamptz)"
-        )
-    yield
-    with connection.cursor() as cur:
-        cur.execute("DROP TABLE flow_ledger")
-
-
 def test_the_worker_measures_its_lag_and_counts_starts_no_earlier_than_they_begin(
-    make_worker: type[Worker], ledger: None
+    make_worker: type[Worker],
+    ledger: None,  # noqa: F811
 ) -> None:
     """The handlers write when they began by their own clock (test.span; this machine's, the
     server's too); each claim's ledger row is at or after the starts it counts."""
