@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,7 +50,7 @@ _FLOW_DUE = """{plain},
 due AS (
     SELECT id FROM due_plain
     UNION ALL
-    SELECT id FROM due_flow
+    (SELECT id FROM due_flow ORDER BY n)
 )"""
 
 # Taking the rows chosen in ``due``; the statements select from ``claimed``.
@@ -82,11 +82,11 @@ claimed AS (
               j.max_attempts, j.scheduled_for, j.lease_token, j.partition_key,
               extract(epoch FROM j.timeout)::float8 AS timeout,
               (SELECT t.seconds FROM timeouts AS t WHERE t.name = j.queue) AS queue_timeout,
-              j.seq, {fair} AS fair, j.trace_context::text AS trace_context,
+              j.seq, {place} AS place, j.trace_context::text AS trace_context,
               {stamp} AS rate_stamp
 )"""
-# NULL: the plain order; else (flow control) whether the job's queue takes turns.
-_FAIR = "(SELECT bool_or(r.fair AND r.name = j.queue) FROM rules AS r)"
+# NULL: the plain order; else (flow control) the job's place in the claim's order (due_flow).
+_PLACE = "array_position(ARRAY(SELECT id FROM due_flow ORDER BY n), j.id)"
 
 _COLUMNS = (
     "id",
@@ -102,7 +102,7 @@ _COLUMNS = (
     "timeout",
     "queue_timeout",
     "seq",
-    "fair",
+    "place",
     "trace_context",
     # A rate-limited job's: seconds from the statement's start to its claim's stamp (NULL for
     # others), so that the worker can tell how long after the stamp its handler began.
@@ -129,7 +129,7 @@ def _ctes(queues: Sequence[str] | None, job_names: Sequence[str] | None, *, flow
     found = filters(queues, job_names)
     if not flow:
         due = _PLAIN_DUE.format(suffix="", filters=found)
-        claimed = _CLAIMED.format(fair="NULL::boolean", stamp="NULL::timestamptz")
+        claimed = _CLAIMED.format(place="NULL::int", stamp="NULL::timestamptz")
         return f"{flow_sql.rules_cte(queues)},\n{PENDING_PRIORITIES},\n{due},\n{claimed}"
     due = _FLOW_DUE.format(
         plain=_PLAIN_DUE.format(suffix="_plain", filters=found),
@@ -137,7 +137,7 @@ def _ctes(queues: Sequence[str] | None, job_names: Sequence[str] | None, *, flow
     )
     return (
         f"{flow_sql.rules_cte(queues)},\n{PENDING_PRIORITIES},\n{due},\n"
-        f"{_CLAIMED.format(fair=_FAIR, stamp=rate_starts.RATE_STAMP)},\n"
+        f"{_CLAIMED.format(place=_PLACE, stamp=rate_starts.RATE_STAMP)},\n"
         f"{rate_starts.STARTS_CTE}"
     )
 
@@ -240,29 +240,13 @@ def _claimed_jobs(rows: Sequence[Any]) -> list[ClaimedJob]:
         for r in rows
     ]
     # UPDATE ... RETURNING gives no order: run in the order the claim chose (``start_now``
-    # marked the first jobs of that order started).
+    # marked the first jobs of that order started). The flow-controlled claim says each job's
+    # place in it (the merge's, where a fair queue's walk gives its picks their places).
     if not rows or rows[0][14] is None:
         jobs.sort(key=lambda j: (-j.priority, j.scheduled_for, j.id))
         return jobs
-    fair = {r[4] for r in rows if r[14]}
-    return sorted(jobs, key=_flow_order(jobs, fair))
-
-
-def _flow_order(jobs: Sequence[ClaimedJob], fair: set[str]) -> Callable[[ClaimedJob], Any]:
-    """The order of queries.flow's merge: turn (a fair queue's jobs take turns between keys),
-    priority, due time, enqueue order, id."""
-    turn: dict[uuid.UUID, int] = {}
-    seen: dict[tuple[str, str | None], int] = {}
-    for job in sorted(jobs, key=lambda j: (-j.priority, j.scheduled_for, _seq(j))):
-        if job.queue in fair:
-            group = (job.queue, job.partition_key)
-            seen[group] = seen.get(group, 0) + 1
-            turn[job.id] = seen[group]
-    return lambda j: (turn.get(j.id, 1), -j.priority, j.scheduled_for, _seq(j), j.id)
-
-
-def _seq(job: ClaimedJob) -> int:
-    return -1 if job.seq is None else job.seq
+    place = {job.id: r[14] for job, r in zip(jobs, rows, strict=True)}
+    return sorted(jobs, key=lambda j: place[j.id])
 
 
 def claim_jobs(

@@ -169,9 +169,10 @@ def _open_queues(queues: Sequence[str] | None) -> str:
 
 def flow_ctes(queues: Sequence[str] | None, job_names: Sequence[str] | None) -> str:
     """The CTEs that choose a flow-controlled claim's jobs, ending in ``due_flow`` (id, queue,
-    partition_key), at most ``limit`` of them. Empty unless ``rules`` has rows. Parameters:
-    worker_id, limit, queue/queues, job_names, and ids/tokens: the attempts the same statement
-    completes (complete_and_claim; empty arrays otherwise), whose slots it may hand on."""
+    partition_key, n: its place in the claim's order), at most ``limit`` of them. Empty unless
+    ``rules`` has rows. Parameters: worker_id, limit, start_now, queue/queues, job_names, and
+    ids/tokens: the attempts the same statement completes (complete_and_claim; empty arrays
+    otherwise), whose slots it may hand on."""
     names = _names(job_names)
     usable = _USABLE
     key_counts = _KEY_COUNTS.format(key="h.partition_key")
@@ -386,8 +387,9 @@ due_flow AS (
     -- cursor (cursor_moved) stops before the first left out. A rate-limited queue's jobs
     -- are kept only among the first ``start_now`` (the free threads the worker starts them on,
     -- in this order: queries.claim._flow_order): never claimed ahead, behind other jobs, of a
-    -- start the ledger counts now (queries.rate_starts).
-    SELECT m.id, m.queue, m.partition_key FROM (
+    -- start the ledger counts now (queries.rate_starts). The worker starts them in the order
+    -- of ``n`` (the claim returns it), the order these places were given in.
+    SELECT m.id, m.queue, m.partition_key, m.n FROM (
         SELECT c.id, c.queue, c.partition_key, row_number() OVER (ORDER BY {_MERGE_ORDER}) AS n
         FROM (
             SELECT d.id, d.queue, d.partition_key, d.turn, d.priority, d.scheduled_for, d.seq,

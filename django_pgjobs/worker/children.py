@@ -25,6 +25,7 @@ import pickle
 import signal
 import threading
 import time
+from collections.abc import Callable
 from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
 from typing import Any
@@ -35,6 +36,7 @@ from django_pgjobs.stored_json import UndecodableJSON
 from django_pgjobs.worker import child
 from django_pgjobs.worker.attempt import AttemptResult, run_attempt
 from django_pgjobs.worker.inflight import InFlight
+from django_pgjobs.worker.start_lag import StartLag
 
 logger = logging.getLogger("django_pgjobs.worker")
 
@@ -87,6 +89,7 @@ class ChildProcess:
         timeout: float | None,
         progressed: ProgressSink,
         attempt: RunningAttempt | None = None,
+        on_started: Callable[[], None] | None = None,
     ) -> AttemptResult | None:
         """Run ``job`` in the child until it reports; None if the child is gone first: it died,
         or ran ``timeout`` seconds past the handler's start and was killed (``killed_for``).
@@ -95,12 +98,17 @@ class ChildProcess:
         ``attempt`` turning lost reaches the handler as the worker learns it."""
         self._attach(attempt)
         try:
-            return self._run(job, module, timeout, progressed)
+            return self._run(job, module, timeout, progressed, on_started)
         finally:
             self._attach(None)
 
     def _run(
-        self, job: Any, module: str | None, timeout: float | None, progressed: ProgressSink
+        self,
+        job: Any,
+        module: str | None,
+        timeout: float | None,
+        progressed: ProgressSink,
+        on_started: Callable[[], None] | None,
     ) -> AttemptResult | None:
         try:
             self.conn.send(("run", job, module))
@@ -127,6 +135,8 @@ class ChildProcess:
                 return None
             if message[0] == "started":
                 deadline = None if timeout is None else time.monotonic() + timeout
+                if on_started is not None:
+                    on_started()
                 continue
             if message[0] == "progress":
                 progressed(job, message[1], message[2])
@@ -199,9 +209,14 @@ class ChildRunner:
 
     kills_on_timeout = True
 
-    def __init__(self, *, name: str, progressed: ProgressSink) -> None:
+    def __init__(
+        self, *, name: str, progressed: ProgressSink, start_lag: StartLag | None = None
+    ) -> None:
         self._name = name
         self._progressed = progressed
+        # Told when a rate-limited handler begins in its child, later than its slot thread took
+        # it (a new child's start, the pipe, an import): the lag that counts is the child's.
+        self._start_lag = start_lag
         self._context = _context()
         # What every child's handler reads as ``stopping``: set once, by worker_stopping().
         self._stopping = self._context.RawValue("b", 0)
@@ -224,7 +239,12 @@ class ChildRunner:
         process = self._child()
         module = getattr(handler.func, "__module__", None)
         timeout = None if entry.timeout is None else entry.timeout.seconds
-        result = process.run(job, module, timeout, self._progressed, entry.attempt)
+        began = None
+        if self._start_lag is not None and job.stamp_after is not None:
+            began = functools.partial(
+                self._start_lag.began_now, sent_at=entry.started_at, stamp_after=job.stamp_after
+            )
+        result = process.run(job, module, timeout, self._progressed, entry.attempt, began)
         if result is not None:
             return result
         self._forget(process)

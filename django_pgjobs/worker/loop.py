@@ -326,7 +326,7 @@ class Worker:
     def _runner(self) -> Runner:
         if self.pool == "process":
             name, progressed = f"pgjobs-{self.worker_id}", self._completer.progressed
-            return ChildRunner(name=name, progressed=progressed)
+            return ChildRunner(name=name, progressed=progressed, start_lag=self._claims.start_lag)
         return InThread(self._run_in_thread)
 
     def _run_in_thread(self, entry: InFlight) -> AttemptResult:

@@ -11,11 +11,9 @@ little more than the lag, never less. Each claim passes the largest lag of the r
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 
-# Before any rate-limited start was measured: about what a busy worker on the database's own
-# machine takes (tens of milliseconds); a claim or two later the measure replaces it.
-FIRST_MARGIN = 0.05
 # The recent starts whose largest lag is the margin: enough to cover the occasional slow one
 # (a thread woken late, a commit waiting on the disk), few enough to follow a change.
 RECENT = 64
@@ -24,6 +22,11 @@ HEADROOM = 1.25
 # Never more: a lag this long (a loop stalled for a second) would cost the queue much of its
 # rate for the next claims, and a start that late is beyond what a margin can honestly cover.
 MAX_MARGIN = 1.0
+# Before any rate-limited start was measured (a worker's first rate-limited claim): the longest
+# margin, not a guess: a worker far from the database (another zone, a proxy) may lag more than
+# one on the database's own machine by far. It costs that one claim's starts a second more in
+# the window; from the next claim on, the worker's own measure applies.
+FIRST_MARGIN = MAX_MARGIN
 
 
 class StartLag:
@@ -38,6 +41,9 @@ class StartLag:
         (both monotonic) and stamped ``stamp_after`` seconds after the statement started."""
         with self._lock:
             self._lags.append(max(began - sent_at - stamp_after, 0.0))
+
+    def began_now(self, *, sent_at: float, stamp_after: float) -> None:
+        self.began(sent_at=sent_at, stamp_after=stamp_after, began=time.monotonic())
 
     def margin(self) -> float:
         """Seconds after its stamp the ledger should count this worker's next claim's starts."""
