@@ -55,6 +55,7 @@ class Claims:
     ) -> list[queries.ClaimedJob]:
         """Claim up to ``limit`` jobs, the first ``start_now`` of them to start at once (the
         rest are claimed ahead: their attempt counts once they start)."""
+        self.start_lag.first_claim(conn)
         with self._link.claim_token() as lease_token:
             jobs = self._completer.claim(
                 conn,

@@ -13,6 +13,9 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from typing import Any
+
+import psycopg
 
 # The recent starts whose largest lag is the margin: enough to cover the occasional slow one
 # (a thread woken late, a commit waiting on the disk), few enough to follow a change.
@@ -22,11 +25,11 @@ HEADROOM = 1.25
 # Never more: a lag this long (a loop stalled for a second) would cost the queue much of its
 # rate for the next claims, and a start that late is beyond what a margin can honestly cover.
 MAX_MARGIN = 1.0
-# Before any rate-limited start was measured (a worker's first rate-limited claim): the longest
-# margin, not a guess: a worker far from the database (another zone, a proxy) may lag more than
-# one on the database's own machine by far. It costs that one claim's starts a second more in
-# the window; from the next claim on, the worker's own measure applies.
-FIRST_MARGIN = MAX_MARGIN
+# Before any rate-limited start was measured (a worker's first rate-limited claim): this plus
+# twice the connection's round trip, timed once (round_trip()): a worker far from the database
+# (another zone, a proxy) lags by about its round trip more than one beside it, and the rest
+# (a commit, a thread taking the job) is what a busy worker on the database's machine takes.
+FIRST_MARGIN = 0.05
 
 
 class StartLag:
@@ -35,6 +38,13 @@ class StartLag:
     def __init__(self) -> None:
         self._lags: deque[float] = deque(maxlen=RECENT)
         self._lock = threading.Lock()
+        self._round_trip: float | None = None  # seconds, once timed (see first_claim)
+
+    def first_claim(self, conn: psycopg.Connection[Any]) -> None:
+        """Before the worker's first claim: time the connection's round trip, for the margin
+        of claims before any start was measured. One statement per worker, never again."""
+        if self._round_trip is None:
+            self._round_trip = round_trip(conn)
 
     def began(self, *, sent_at: float, stamp_after: float, began: float) -> None:
         """A rate-limited job's handler began at ``began``; its claim was sent at ``sent_at``
@@ -49,5 +59,12 @@ class StartLag:
         """Seconds after its stamp the ledger should count this worker's next claim's starts."""
         with self._lock:
             if not self._lags:
-                return FIRST_MARGIN
+                return min(FIRST_MARGIN + 2 * (self._round_trip or 0.0), MAX_MARGIN)
             return min(max(self._lags) * HEADROOM, MAX_MARGIN)
+
+
+def round_trip(conn: psycopg.Connection[Any]) -> float:
+    """Seconds a trivial statement takes there and back on ``conn``."""
+    sent = time.monotonic()
+    conn.execute("SELECT 1").fetchone()
+    return time.monotonic() - sent

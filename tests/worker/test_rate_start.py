@@ -107,7 +107,7 @@ def test_rate_limited_queues_share_the_free_threads() -> None:
 
 def test_the_lag_is_the_largest_recent_one_with_headroom() -> None:
     lag = StartLag()
-    assert lag.margin() == FIRST_MARGIN  # nothing measured yet
+    assert lag.margin() == FIRST_MARGIN  # nothing measured yet (nor the round trip)
     lag.began(sent_at=10.0, stamp_after=0.004, began=10.010)
     lag.began(sent_at=20.0, stamp_after=0.001, began=20.030)
     lag.began(sent_at=30.0, stamp_after=0.002, began=30.004)
@@ -130,6 +130,7 @@ def test_the_worker_measures_its_lag_and_counts_starts_no_earlier_than_they_begi
         (last_began,) = cur.fetchone()
     assert last_began <= start.started_at
     # The worker measured its starts: the next claim passes that, not the first guess.
-    margin = worker._claims.start_lag.margin()
-    assert margin != FIRST_MARGIN
-    assert 0 < margin < 1
+    lag = worker._claims.start_lag
+    assert lag._round_trip is not None  # timed before the first claim
+    assert lag.margin() != FIRST_MARGIN + 2 * lag._round_trip
+    assert 0 < lag.margin() < 1

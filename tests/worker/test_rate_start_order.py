@@ -58,18 +58,24 @@ def test_a_fresh_worker_far_from_the_database_keeps_the_limit_from_its_first_cla
     ledger: None,  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Its claims' replies arrive 150 ms after their stamp (another zone, a proxy); it has
-    measured nothing yet when its first claim is counted, and a near worker claims next."""
+    """Every reply it gets takes 150 ms longer (another zone, a proxy): its claims' too, so
+    their handlers begin 150 ms after the stamp. It has measured no start yet when its first
+    claim is counted, and a near worker claims next."""
     from django_pgjobs.queries import claim as claim_module
+    from django_pgjobs.worker import start_lag
 
-    original = claim_module._claimed_jobs
+    read_claim, time_round_trip = claim_module._claimed_jobs, start_lag.round_trip
 
-    def far(rows: Any) -> Any:
-        if threading.current_thread().name == "far":
-            time.sleep(0.15)
-        return original(rows)
+    def far(call: Any) -> Any:
+        def delayed(*args: Any) -> Any:
+            if threading.current_thread().name == "far":
+                time.sleep(0.15)
+            return call(*args)
 
-    monkeypatch.setattr(claim_module, "_claimed_jobs", far)
+        return delayed
+
+    monkeypatch.setattr(claim_module, "_claimed_jobs", far(read_claim))
+    monkeypatch.setattr(start_lag, "round_trip", far(time_round_trip))
     set_queue_limits("rated", rate_limit=2, rate_period=1.0)
     enqueue_many("test.span", [{"label": f"r{i}"} for i in range(6)], queue="rated")
     made = [make_worker(concurrency=2, queues=["rated"]) for _ in range(2)]
