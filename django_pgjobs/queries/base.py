@@ -69,6 +69,8 @@ class ClaimedJob:
     # A rate-limited queue's job: seconds from the claim statement's start to its stamp, the
     # time its start is counted at (None for other jobs). See queries.rate_starts.
     stamp_after: float | None = None
+    # When the statement that claimed it was sent (time.monotonic()), for the same measure.
+    claim_sent: float | None = None
 
     @property
     def token(self) -> Token:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -206,15 +207,15 @@ def claim_statement(
     return sql, params
 
 
-def _read(cur: Cursor) -> tuple[list[ClaimedJob], list[uuid.UUID], bool]:
+def _read(cur: Cursor, sent: float) -> tuple[list[ClaimedJob], list[uuid.UUID], bool]:
     """A claim statement's rows: (claimed jobs, completed ids, whether flow control applies)."""
     rows = cur.fetchall()
-    claimed = _claimed_jobs([r for r in rows if r[0] == "claimed"])
+    claimed = _claimed_jobs([r for r in rows if r[0] == "claimed"], sent)
     completed = [as_uuid(r[1]) for r in rows if r[0] == "done"]
     return claimed, completed, any(r[0] == "rules" for r in rows)
 
 
-def _claimed_jobs(rows: Sequence[Any]) -> list[ClaimedJob]:
+def _claimed_jobs(rows: Sequence[Any], sent: float | None = None) -> list[ClaimedJob]:
     """The jobs of a claim's 'claimed' rows (the tag first, then _CLAIMED_COLUMNS)."""
     jobs = [
         ClaimedJob(
@@ -236,6 +237,7 @@ def _claimed_jobs(rows: Sequence[Any]) -> list[ClaimedJob]:
             # As text: decoded only by a worker that traces (django_pgjobs.tracing).
             trace_context=r[15],
             stamp_after=r[16],
+            claim_sent=sent,
         )
         for r in rows
     ]
@@ -295,12 +297,14 @@ def claim_jobs(
         "start_margin": start_margin,
     }
     flow = hint is not None and hint.restricted
+    sent = time.monotonic()  # when the statement that claims is sent (worker.start_lag)
     cur.execute(*claim_statement(**claim, flow=flow))
-    jobs, _, restricted = _read(cur)
+    jobs, _, restricted = _read(cur, sent)
     if restricted and not flow:
         # The plain statement took nothing: flow control applies. Claim with it now.
+        sent = time.monotonic()
         cur.execute(*claim_statement(**claim, flow=True))
-        jobs, _, restricted = _read(cur)
+        jobs, _, restricted = _read(cur, sent)
     if hint is not None:
         hint.restricted = restricted
     return jobs
@@ -332,6 +336,7 @@ def complete_and_claim(
     be redone (at-least-once) and claims nothing.
     """
     flow = hint is not None and hint.restricted
+    sent = time.monotonic()
     cur.execute(
         f"""
         WITH RECURSIVE {COMPLETED_CTE}, {_ctes(queues, job_names, flow=flow)}
@@ -355,7 +360,7 @@ def complete_and_claim(
             **finished_params(tokens, took, results),
         },
     )
-    jobs, completed, restricted = _read(cur)
+    jobs, completed, restricted = _read(cur, sent)
     if hint is not None:
         # If the plain statement found flow control, it claimed nothing: the worker claims
         # again shortly (a short claim), with the flow-controlled statement.

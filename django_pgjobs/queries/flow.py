@@ -385,10 +385,9 @@ due_flow AS (
     -- so the merge decides how many of its picks the claim takes, never which: when other
     -- queues' jobs leave room for only some, those are the keys whose turn it is, and the
     -- cursor (cursor_moved) stops before the first left out. A rate-limited queue's jobs
-    -- are kept only among the first ``start_now`` (the free threads the worker starts them on,
-    -- in this order: queries.claim._flow_order): never claimed ahead, behind other jobs, of a
-    -- start the ledger counts now (queries.rate_starts). The worker starts them in the order
-    -- of ``n`` (the claim returns it), the order these places were given in.
+    -- are kept only among the first ``start_now`` (those the worker starts on its free
+    -- threads: it runs a claim's jobs in the order of ``n``, which the claim returns): never
+    -- claimed ahead, behind other jobs, of a start the ledger counts now (queries.rate_starts).
     SELECT m.id, m.queue, m.partition_key, m.n FROM (
         SELECT c.id, c.queue, c.partition_key, row_number() OVER (ORDER BY {_MERGE_ORDER}) AS n
         FROM (

@@ -31,6 +31,7 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 from django_pgjobs.jobs.context import ProgressSink, RunningAttempt
+from django_pgjobs.jobs.error_text import log_exception
 from django_pgjobs.jobs.timeouts import TIMEOUT_EXCEPTION, timeout_error
 from django_pgjobs.stored_json import UndecodableJSON
 from django_pgjobs.worker import child
@@ -241,15 +242,15 @@ class ChildRunner:
         timeout = None if entry.timeout is None else entry.timeout.seconds
         began = None
         if self._start_lag is not None and job.stamp_after is not None:
-            began = functools.partial(
-                self._start_lag.began_now, sent_at=entry.started_at, stamp_after=job.stamp_after
-            )
+            began = functools.partial(self._start_lag.began_now, job)
         result = process.run(job, module, timeout, self._progressed, entry.attempt, began)
         if result is not None:
             return result
         self._forget(process)
         process.conn.close()
         took = time.monotonic() - entry.began
+        if process.killed_for != "shutdown":
+            self._replace()
         if process.killed_for == "shutdown":
             return AttemptResult(took=took, error="WorkerShutdown: its process was killed.")
         if process.killed_for == "timeout" and entry.timeout is not None:
@@ -302,6 +303,15 @@ class ChildRunner:
             process = self._spare() or self._new_child()
             self._local.child = process
         return process
+
+    def _replace(self) -> None:
+        """A new child for this slot now, before its slot is free again: its next job does not
+        wait for a child to start (a rate-limited one would begin later than its claim's
+        margin: queries.rate_starts)."""
+        try:
+            self._local.child = self._new_child()
+        except Exception:
+            log_exception(logger, "Starting a child process to replace one that ended failed")
 
     def _spare(self) -> ChildProcess | None:
         with self._lock:

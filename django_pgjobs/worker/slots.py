@@ -342,11 +342,8 @@ class Slots:
             self._wake()
             return
         entry.began = time.monotonic()
-        if entry.job.stamp_after is not None and self._start_lag is not None:
-            # started_at: when its claim was sent (dispatch).
-            self._start_lag.began(
-                sent_at=entry.started_at, stamp_after=entry.job.stamp_after, began=entry.began
-            )
+        if self._start_lag is not None:
+            self._start_lag.began(entry.job, began=entry.began)
         if entry.timeout is not None:
             entry.deadline = entry.began + entry.timeout.seconds
         entry.started = True  # last: the loop reads ``deadline`` once it sees this

@@ -17,6 +17,8 @@ from typing import Any
 
 import psycopg
 
+from django_pgjobs.queries import ClaimedJob
+
 # The recent starts whose largest lag is the margin: enough to cover the occasional slow one
 # (a thread woken late, a commit waiting on the disk), few enough to follow a change.
 RECENT = 64
@@ -41,19 +43,22 @@ class StartLag:
         self._round_trip: float | None = None  # seconds, once timed (see first_claim)
 
     def first_claim(self, conn: psycopg.Connection[Any]) -> None:
-        """Before the worker's first claim: time the connection's round trip, for the margin
-        of claims before any start was measured. One statement per worker, never again."""
+        """At the worker's first claim, before it: time the connection's round trip, for the
+        margin of claims before any start was measured. One statement per worker."""
         if self._round_trip is None:
             self._round_trip = round_trip(conn)
 
-    def began(self, *, sent_at: float, stamp_after: float, began: float) -> None:
-        """A rate-limited job's handler began at ``began``; its claim was sent at ``sent_at``
-        (both monotonic) and stamped ``stamp_after`` seconds after the statement started."""
+    def began(self, job: ClaimedJob, *, began: float) -> None:
+        """``job``'s handler began at ``began`` (monotonic). Only a rate-limited job's start is
+        measured: one whose claim said when it was stamped (``stamp_after``, seconds after its
+        statement started, which was sent at ``claim_sent``)."""
+        if job.stamp_after is None or job.claim_sent is None:
+            return
         with self._lock:
-            self._lags.append(max(began - sent_at - stamp_after, 0.0))
+            self._lags.append(max(began - job.claim_sent - job.stamp_after, 0.0))
 
-    def began_now(self, *, sent_at: float, stamp_after: float) -> None:
-        self.began(sent_at=sent_at, stamp_after=stamp_after, began=time.monotonic())
+    def began_now(self, job: ClaimedJob) -> None:
+        self.began(job, began=time.monotonic())
 
     def margin(self) -> float:
         """Seconds after its stamp the ledger should count this worker's next claim's starts."""

@@ -5,14 +5,17 @@ claim stamps them a margin after its stamp, the claiming worker's measured lag o
 from __future__ import annotations
 
 import time
+import uuid
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.db import connection
+from django.utils import timezone
 
 from django_pgjobs import enqueue, enqueue_many
 from django_pgjobs.models import QueueStart
+from django_pgjobs.queries.base import ClaimedJob
 from django_pgjobs.queries.claim import claim_jobs
 from django_pgjobs.queues import set_queue_limits
 from django_pgjobs.worker import Worker
@@ -105,12 +108,21 @@ def test_rate_limited_queues_share_the_free_threads() -> None:
     assert sum(s.jobs for s in QueueStart.objects.all()) == 2
 
 
+def claimed(*, sent: float | None, stamp_after: float | None) -> ClaimedJob:
+    return ClaimedJob(
+        id=uuid.uuid4(), job_name="test.record", payload={}, queue="rated", priority=0,
+        attempt=1, max_attempts=3, scheduled_for=timezone.now(), lease_token=uuid.uuid4(),
+        stamp_after=stamp_after, claim_sent=sent,
+    )  # fmt: skip
+
+
 def test_the_lag_is_the_largest_recent_one_with_headroom() -> None:
     lag = StartLag()
     assert lag.margin() == FIRST_MARGIN  # nothing measured yet (nor the round trip)
-    lag.began(sent_at=10.0, stamp_after=0.004, began=10.010)
-    lag.began(sent_at=20.0, stamp_after=0.001, began=20.030)
-    lag.began(sent_at=30.0, stamp_after=0.002, began=30.004)
+    lag.began(claimed(sent=10.0, stamp_after=0.004), began=10.010)
+    lag.began(claimed(sent=20.0, stamp_after=0.001), began=20.030)
+    lag.began(claimed(sent=30.0, stamp_after=0.002), began=30.004)
+    lag.began(claimed(sent=40.0, stamp_after=None), began=41.0)  # not rate-limited: not a lag
     assert lag.margin() == pytest.approx(0.029 * HEADROOM)
 
 

@@ -65,17 +65,23 @@ def test_a_fresh_worker_far_from_the_database_keeps_the_limit_from_its_first_cla
     from django_pgjobs.worker import start_lag
 
     read_claim, time_round_trip = claim_module._claimed_jobs, start_lag.round_trip
+    further = 0.15
 
-    def far(call: Any) -> Any:
-        def delayed(*args: Any) -> Any:
-            if threading.current_thread().name == "far":
-                time.sleep(0.15)
-            return call(*args)
+    def far() -> float:
+        is_far = threading.current_thread().name == "far"
+        if is_far:
+            time.sleep(further)
+        return further if is_far else 0.0
 
-        return delayed
+    def read_far_claim(*args: Any) -> Any:
+        far()  # the claim's reply arrives later
+        return read_claim(*args)
 
-    monkeypatch.setattr(claim_module, "_claimed_jobs", far(read_claim))
-    monkeypatch.setattr(start_lag, "round_trip", far(time_round_trip))
+    def far_round_trip(conn: Any) -> float:
+        return time_round_trip(conn) + far()  # and so does any other
+
+    monkeypatch.setattr(claim_module, "_claimed_jobs", read_far_claim)
+    monkeypatch.setattr(start_lag, "round_trip", far_round_trip)
     set_queue_limits("rated", rate_limit=2, rate_period=1.0)
     enqueue_many("test.span", [{"label": f"r{i}"} for i in range(6)], queue="rated")
     made = [make_worker(concurrency=2, queues=["rated"]) for _ in range(2)]
@@ -109,3 +115,32 @@ def test_a_child_process_s_start_is_measured_where_the_handler_begins(
     lags = list(worker._claims.start_lag._lags)
     assert len(lags) == 2  # the slot thread's, and the child's (later, so the larger)
     assert lags[1] >= lags[0]
+
+
+def test_a_child_that_died_is_replaced_before_its_slot_takes_another_job(
+    make_worker: type[Worker],
+) -> None:
+    """--pool process: the next job of the slot would otherwise wait for a new child to start,
+    and a rate-limited one would begin later than its claim's margin."""
+    enqueue("test.exit_process", {"code": 3})
+    worker = make_worker(concurrency=1, pool="process")
+    ran = worker.run_once()
+    assert ran.buried == 1  # its one attempt failed with its child
+    children = worker._slots._runner._children  # type: ignore[attr-defined]
+    assert len(children) == 1
+    assert all(child.alive for child in children)  # a new one, started at once
+
+
+def test_each_claimed_job_knows_when_its_claim_statement_was_sent() -> None:
+    """The measure of a start's lag counts from the statement that claimed it, not from
+    before the worker's other statements (its first claim's round trip, a plain claim that
+    found flow control and gave way to the flow-controlled one)."""
+    set_queue_limits("rated", rate_limit=5, rate_period=1.0)
+    enqueue("test.record", queue="rated")
+    before = time.monotonic()
+    with connection.cursor() as cur:
+        [job] = claim_jobs(
+            cur, worker_id="w", limit=1, lease_seconds=60, queues=None, job_names=None
+        )  # a plain statement first (no hint), then the flow-controlled one
+    assert job.claim_sent is not None and job.stamp_after is not None
+    assert before < job.claim_sent <= time.monotonic()
