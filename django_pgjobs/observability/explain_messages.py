@@ -39,6 +39,15 @@ def _span(delta: timedelta) -> str:
     return str(timedelta(seconds=max(round(delta.total_seconds()), 0)))
 
 
+def _period(delta: timedelta) -> str:
+    """A configured duration: H:MM:SS, or seconds under a minute that is not whole seconds (a
+    rate period of 0.25 s would read 0:00:00)."""
+    seconds = delta.total_seconds()
+    if seconds < 60 and round(seconds, 3) != round(seconds):
+        return f"{seconds:g} s"
+    return _span(delta)
+
+
 def _at(moment: datetime, now: datetime) -> str:
     """A time and how far it is from now: '2026-12-03 15:04:05+0100 (in 0:00:12)'."""
     if moment >= now:
@@ -252,7 +261,7 @@ def due(cur: Cursor, job_id: uuid.UUID, job: JobRow, facts: DueJobFacts) -> Expl
 
 
 def _rate_limited(cur: Cursor, job: JobRow, facts: DueJobFacts) -> tuple[str, datetime | None]:
-    period = _span(facts.rate_period) if facts.rate_period is not None else "?"
+    period = _period(facts.rate_period) if facts.rate_period is not None else "?"
     said: list[str] = []
     until: list[datetime] = []
     for keyed, starts, limit, whose, option in (

@@ -24,3 +24,14 @@ def test_a_job_behind_others_at_a_full_limit_is_told_how_many_go_first() -> None
     assert said.blocker is Blocker.PARTITION_CONCURRENCY
     assert "2 due jobs ahead of it start first, each when one of them ends" in said.message
     assert "It starts when one of them ends." in explain_job(ids[1]).message
+
+
+def test_a_short_rate_window_is_said_in_seconds_not_rounded_to_nothing() -> None:
+    """Trial: a period of 0.2 s read "in the last 0:00:00"."""
+    live_worker()
+    set_queue_limits("q", rate_limit=1, rate_period=0.25)
+    first, second = enqueue("test.record", queue="q"), enqueue("test.record", queue="q")
+    assert claim() == [first]
+    said = explain_job(second)
+    assert said.blocker is Blocker.RATE_LIMITED
+    assert "started 1 job in the last 0.25 s (its rate_limit is 1)" in said.message
