@@ -215,7 +215,7 @@ def _read(cur: Cursor, sent: float) -> tuple[list[ClaimedJob], list[uuid.UUID], 
     return claimed, completed, any(r[0] == "rules" for r in rows)
 
 
-def _claimed_jobs(rows: Sequence[Any], sent: float | None = None) -> list[ClaimedJob]:
+def _claimed_jobs(rows: Sequence[Any], sent: float) -> list[ClaimedJob]:
     """The jobs of a claim's 'claimed' rows (the tag first, then _CLAIMED_COLUMNS)."""
     jobs = [
         ClaimedJob(

@@ -240,19 +240,17 @@ class ChildRunner:
         process = self._child()
         module = getattr(handler.func, "__module__", None)
         timeout = None if entry.timeout is None else entry.timeout.seconds
-        began = None
-        if self._start_lag is not None and job.stamp_after is not None:
-            began = functools.partial(self._start_lag.began_now, job)
+        lag = self._start_lag
+        began = None if lag is None else functools.partial(lag.began_now, job)
         result = process.run(job, module, timeout, self._progressed, entry.attempt, began)
         if result is not None:
             return result
         self._forget(process)
         process.conn.close()
         took = time.monotonic() - entry.began
-        if process.killed_for != "shutdown":
-            self._replace()
         if process.killed_for == "shutdown":
             return AttemptResult(took=took, error="WorkerShutdown: its process was killed.")
+        self._replace()
         if process.killed_for == "timeout" and entry.timeout is not None:
             error = timeout_error(entry.timeout, hard=True)
             logger.error(
