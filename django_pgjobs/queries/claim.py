@@ -126,7 +126,15 @@ class FlowHint:
     restricted: bool = False
 
 
-def _ctes(queues: Sequence[str] | None, job_names: Sequence[str] | None, *, flow: bool) -> str:
+def _ctes(
+    queues: Sequence[str] | None,
+    job_names: Sequence[str] | None,
+    *,
+    flow: bool,
+    completing: bool = False,
+) -> str:
+    """The claim's CTEs; with ``completing``, those of complete_and_claim, whose completions
+    (``done``) run before the flow-controlled claim takes its locks."""
     found = filters(queues, job_names)
     if not flow:
         due = _PLAIN_DUE.format(suffix="", filters=found)
@@ -134,7 +142,7 @@ def _ctes(queues: Sequence[str] | None, job_names: Sequence[str] | None, *, flow
         return f"{flow_sql.rules_cte(queues)},\n{PENDING_PRIORITIES},\n{due},\n{claimed}"
     due = _FLOW_DUE.format(
         plain=_PLAIN_DUE.format(suffix="_plain", filters=found),
-        flow=flow_sql.flow_ctes(queues, job_names),
+        flow=flow_sql.flow_ctes(queues, job_names, first="done" if completing else None),
     )
     return (
         f"{flow_sql.rules_cte(queues)},\n{PENDING_PRIORITIES},\n{due},\n"
@@ -339,7 +347,7 @@ def complete_and_claim(
     sent = time.monotonic()
     cur.execute(
         f"""
-        WITH RECURSIVE {COMPLETED_CTE}, {_ctes(queues, job_names, flow=flow)}
+        WITH RECURSIVE {COMPLETED_CTE}, {_ctes(queues, job_names, flow=flow, completing=True)}
         SELECT 'claimed', {_CLAIMED_COLUMNS} FROM claimed
         UNION ALL
         SELECT 'done', id, {_NO_CLAIM} FROM done

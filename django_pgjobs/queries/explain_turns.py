@@ -4,7 +4,7 @@ them (:mod:`.flow`). Read-only; nothing here locks a row."""
 
 from __future__ import annotations
 
-from django_pgjobs.queries.flow import _KEY_ORDER
+from django_pgjobs.queries.flow_keys import KEY_ORDER as _KEY_ORDER
 
 
 def upto(limit: str) -> str:

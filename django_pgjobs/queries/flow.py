@@ -11,10 +11,12 @@ computed from counts that are exact across workers:
   queue, in name order (so two claims never deadlock), held until its commit a few milliseconds
   later. Claims of other queues never wait for them.
 - After the locks, ``pgjobs_queue_counts()`` counts the queue's running jobs (all, and this
-  worker's) and recent starts, and ``pgjobs_key_counts()`` the same for each partition key the
-  key walk (below) reaches: only the counts the queue's limits need, each read only up to its
-  limit (a count at the limit leaves no room, as a larger one would), so a claim reads neither
-  every running job of a queue nor the starts of every key in its rate window (migration 0021).
+  worker's) and recent starts, and a partitioned queue's keys are counted: all at once by
+  ``pgjobs_key_loads()`` when the queue has no more running jobs and starts than a key walk's
+  bound (migration 0025), else key by key by ``pgjobs_key_counts()`` for each key the walk
+  reached. Only the counts the queue's limits need, each read only up to its limit (a count at
+  the limit leaves no room, as a larger one would), so a claim reads neither every running job
+  of a queue nor the starts of every key in its rate window (migration 0021).
   Both are VOLATILE functions, which PostgreSQL never inlines, and each of their statements
   runs with a snapshot of its own, taken when it starts: every count sees each claim that
   committed while this one waited for the lock, which the statement's own snapshot (taken
@@ -32,10 +34,10 @@ computed from counts that are exact across workers:
   The limit holds where handlers begin, not only in the ledger: see :mod:`.rate_starts`.
 - Partitioned queues (a per-key limit, or ``fair``) find their keys with a skip scan of
   ``pgjobs_job_partition_claim`` (one index probe per key with pending jobs), from where the
-  previous claim stopped, until they have twice the claim's room in keys that can start a job
-  (or have walked a bound), give each key its own room, and read each key's jobs in claim order
-  (``seq`` breaks ties, so one transaction's jobs of a key run in the order they were
-  enqueued). Jobs without a key are one more partition.
+  previous claim stopped, until they have the claim's room in keys that can start a job (twice
+  that with ``fair``) or have walked a bound (:mod:`.flow_keys`), give each key its own room,
+  and read each key's jobs in claim order (``seq`` breaks ties, so one transaction's jobs of a
+  key run in the order they were enqueued). Jobs without a key are one more partition.
   ``fair`` orders the candidates by their turn within their key first, so each key gets one job
   before any key gets a second, and when other queues' jobs leave room for only some of them
   the claim takes those whose turn it is; the cursor moves only past keys the claim took or
@@ -53,6 +55,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from django_pgjobs.queries.base import pending_queues
+from django_pgjobs.queries.flow_keys import CANDIDATE, DUE, RATED, key_walk_ctes, names_filter
 
 # A claim walks at most this many keys of a partitioned queue, or four times its batch if more.
 MIN_KEY_WALK = 500
@@ -68,23 +71,9 @@ _LIMITED = (
 )
 _PARTITIONED = "partition_concurrency IS NOT NULL OR partition_rate_limit IS NOT NULL OR fair"
 
-# The due rows of queue ``{queue}`` (an SQL expression), best first. For rows aliased ``j``.
-_DUE = "j.status = 'pending' AND j.scheduled_for <= now() AND j.queue = {queue}"
 _CLAIM_ORDER = "j.priority DESC, j.scheduled_for, j.id"
 # The merge's order of every queue's candidates (``c``): turns first.
 _MERGE_ORDER = "c.turn, c.priority DESC, c.scheduled_for, c.seq NULLS FIRST, c.tie"
-# A queue (a ``rules`` / ``held`` row) whose claims append to the rate ledger.
-RATED = "rate_limit IS NOT NULL OR partition_rate_limit IS NOT NULL"
-# A partition's order. partition_key leads, though one partition has one value, because only an
-# equality pins an index column: after ``partition_key IS NULL`` the planner would otherwise
-# sort the queue's unkeyed jobs instead of reading pgjobs_job_partition_claim in order.
-_KEY_ORDER = "j.partition_key, j.priority DESC, j.scheduled_for, j.seq NULLS FIRST"
-# The columns every candidate carries, for the merge's order.
-_CANDIDATE = "j.id, j.queue, j.partition_key, j.priority, j.scheduled_for, j.seq"
-
-
-def _names(job_names: Sequence[str] | None) -> str:
-    return "" if job_names is None else " AND j.job_name = ANY(%(job_names)s)"
 
 
 def _served(queues: Sequence[str] | None, column: str) -> str:
@@ -93,50 +82,6 @@ def _served(queues: Sequence[str] | None, column: str) -> str:
     if queues:
         return f" AND {column} = ANY(%(queues)s)"
     return ""
-
-
-# The next key of a walk (rows ``k`` of ``keys``): after the last one, and once the walk has gone
-# round past the last key, before the key it started at.
-_ONWARD = "j.partition_key > k.partition_key AND (NOT k.wrapped OR j.partition_key < k.start)"
-
-
-def _key_head(queue: str, after: str, names: str) -> str:
-    """The first due job of the next key of ``queue`` (both SQL expressions) that satisfies
-    ``after``, with whether this worker can run it."""
-    return f"""SELECT j.partition_key, j.id, j.priority, j.scheduled_for, j.seq,
-               (true{names}) AS runnable
-        FROM pgjobs_job_queue AS j
-        WHERE {_DUE.format(queue=queue)} AND {after}
-        ORDER BY {_KEY_ORDER}
-        LIMIT 1"""
-
-
-# The counts of one partition of queue ``b`` (a budget row; ``{key}``: the partition's key, NULL
-# for jobs without one), each up to the key's limit: a lateral call per key the walk reaches.
-_KEY_COUNTS = """pgjobs_key_counts(
-        b.name, {key}, %(ids)s::uuid[], %(tokens)s::uuid[], b.at, b.partition_concurrency,
-        b.partition_rate_limit) AS c"""
-
-# Whether the key of head ``h`` (a _key_head row of queue ``b``, a budget row, with the key's
-# counts ``c``) can start a job now: its head is runnable here and the key is below its limits.
-_USABLE = """(h.runnable AND NOT coalesce(
-        c.running >= b.partition_concurrency OR c.recent_starts >= b.partition_rate_limit,
-        false))::int"""
-
-
-def _key_jobs(partition: str, names: str) -> str:
-    """The due jobs of one partition (rows of ``shares`` aliased ``s``) in order, numbered.
-    The inner LIMIT is the claim's, a value the planner knows (it plans an ordered index scan
-    for that many rows, and the window needs no sort); the outer one, the key's room, stops
-    the scan sooner."""
-    return f"""(SELECT c.*, row_number() OVER w AS turn,
-                bool_and(c.runnable) OVER w AS runnable_so_far
-         FROM (SELECT {_CANDIDATE}, (true{names}) AS runnable FROM pgjobs_job_queue AS j
-               WHERE {_DUE.format(queue="s.queue")} AND {partition}
-               ORDER BY {_KEY_ORDER}
-               LIMIT %(limit)s) AS c
-         WINDOW w AS (ORDER BY {_KEY_ORDER.replace("j.", "c.")} ROWS UNBOUNDED PRECEDING)
-         LIMIT s.room)"""
 
 
 def rules_cte(queues: Sequence[str] | None) -> str:
@@ -167,22 +112,24 @@ def _open_queues(queues: Sequence[str] | None) -> str:
 )"""
 
 
-def flow_ctes(queues: Sequence[str] | None, job_names: Sequence[str] | None) -> str:
+def flow_ctes(
+    queues: Sequence[str] | None, job_names: Sequence[str] | None, *, first: str | None = None
+) -> str:
     """The CTEs that choose a flow-controlled claim's jobs, ending in ``due_flow`` (id, queue,
     partition_key, n: its place in the claim's order), at most ``limit`` of them. Empty unless
     ``rules`` has rows. Parameters: worker_id, limit, start_now, queue/queues, job_names, and
     ids/tokens: the attempts the same statement completes (complete_and_claim; empty arrays
-    otherwise), whose slots it may hand on."""
-    names = _names(job_names)
-    usable = _USABLE
-    key_counts = _KEY_COUNTS.format(key="h.partition_key")
-    unkeyed_counts = _KEY_COUNTS.format(key="NULL")
+    otherwise), whose slots it may hand on. ``first``: a CTE of the statement to run to its end
+    before the first lock is taken (complete_and_claim's completions: they need no lock, and
+    the other workers' claims of the queue would wait for them)."""
+    names = names_filter(job_names)
+    before = f"(SELECT count(*) FROM {first}) >= 0 AND " if first else ""
     return f"""held AS MATERIALIZED (
     -- Only queues with a due job: a claim takes no lock (and no slot of PostgreSQL's shared
     -- lock table) for the many limited queues that have nothing to run.
     SELECT r.*, pg_advisory_xact_lock({LOCK_CLASS}, hashtext(r.name)) IS NULL AS waited
     FROM (SELECT * FROM rules
-          WHERE limited AND NOT paused
+          WHERE {before}limited AND NOT paused
             -- In claim order, so it reads pgjobs_job_queue_claim from the queue's head.
             AND (SELECT 1 FROM pgjobs_job_queue AS j
                  WHERE j.status = 'pending' AND j.queue = rules.name
@@ -210,7 +157,13 @@ budget AS MATERIALIZED (
                h.concurrency - t.running,
                h.worker_concurrency - t.running_here,
                h.rate_limit - t.recent_starts
-           ), 0)::int AS room
+           ), 0)::int AS room,
+           -- A partitioned queue's running jobs and starts by key, when they are no more than
+           -- the key walk's bound (else NULL, and the walk counts each key it reaches).
+           CASE WHEN h.partitioned THEN pgjobs_key_loads(
+               h.name, %(ids)s::uuid[], %(tokens)s::uuid[], s.at,
+               h.partition_concurrency IS NOT NULL, h.partition_rate_limit IS NOT NULL,
+               %(key_walk)s::int) END AS loads
     FROM held AS h CROSS JOIN stamp AS s, LATERAL pgjobs_queue_counts(
         h.name, %(worker_id)s, %(ids)s::uuid[], %(tokens)s::uuid[], s.at, h.concurrency,
         h.worker_concurrency, h.rate_limit) AS t
@@ -218,8 +171,8 @@ budget AS MATERIALIZED (
 {_open_queues(queues)},
 due_open AS (
     SELECT d.*, 1::bigint AS turn FROM open_queues AS o, LATERAL (
-        SELECT {_CANDIDATE} FROM pgjobs_job_queue AS j
-        WHERE {_DUE.format(queue="o.queue")}{names}
+        SELECT {CANDIDATE} FROM pgjobs_job_queue AS j
+        WHERE {DUE.format(queue="o.queue")}{names}
         ORDER BY {_CLAIM_ORDER}
         LIMIT %(limit)s
         FOR UPDATE SKIP LOCKED
@@ -230,8 +183,8 @@ due_limited AS (
     -- scan for that many rows); the outer one, the queue's room, stops the scan sooner.
     SELECT d.*, 1::bigint AS turn FROM budget AS b, LATERAL (
         SELECT * FROM (
-            SELECT {_CANDIDATE} FROM pgjobs_job_queue AS j
-            WHERE {_DUE.format(queue="b.name")}{names}
+            SELECT {CANDIDATE} FROM pgjobs_job_queue AS j
+            WHERE {DUE.format(queue="b.name")}{names}
             ORDER BY {_CLAIM_ORDER}
             LIMIT %(limit)s
             FOR UPDATE SKIP LOCKED
@@ -239,147 +192,7 @@ due_limited AS (
     ) AS d
     WHERE b.room > 0 AND NOT b.partitioned
 ),
-keys(queue, partition_key, id, priority, scheduled_for, seq, runnable, depth, found, start,
-     wrapped, running, recent_starts, usable) AS (
-    -- Each key with due jobs and its first due job (its head, in claim order): a skip scan of
-    -- pgjobs_job_partition_claim, one probe per key, from the key after the queue's cursor,
-    -- round from the first key after the last, up to the key it started at, until it has found
-    -- twice the queue's room in keys that can start a job now (or walked %(key_walk)s keys): a
-    -- claim's cost follows its batch, and the keys take turns in windows. Each key reached is
-    -- counted (pgjobs_key_counts), and only those: the keys' counts cost what the walk does,
-    -- however many other keys have jobs running or starts in the window.
-    SELECT b.name, h.partition_key, h.id, h.priority, h.scheduled_for, h.seq, h.runnable, 1,
-           {usable}, h.partition_key, false, c.running, c.recent_starts, {usable}
-    FROM budget AS b, LATERAL (
-        SELECT * FROM (
-            ({_key_head("b.name", "j.partition_key > b.key_cursor", names)})
-            UNION ALL
-            ({_key_head("b.name", "j.partition_key IS NOT NULL", names)})
-        ) AS first LIMIT 1
-    ) AS h, LATERAL {key_counts}
-    WHERE b.partitioned AND b.room > 0
-    UNION ALL
-    SELECT k.queue, h.partition_key, h.id, h.priority, h.scheduled_for, h.seq, h.runnable,
-           k.depth + 1, k.found + {usable}, k.start, h.wrapped, c.running, c.recent_starts,
-           {usable}
-    FROM keys AS k JOIN budget AS b ON b.name = k.queue, LATERAL (
-        SELECT * FROM (
-            (SELECT n.*, k.wrapped AS wrapped FROM ({_key_head("k.queue", _ONWARD, names)}) AS n)
-            UNION ALL
-            (SELECT n.*, true FROM ({
-        _key_head("k.queue", "NOT k.wrapped AND j.partition_key < k.start", names)
-    }) AS n)
-        ) AS next LIMIT 1
-    ) AS h, LATERAL {key_counts}
-    WHERE k.depth < %(key_walk)s AND k.found < 2 * b.room
-),
-cursor_free AS MATERIALIZED (
-    -- The queue rows whose cursor this claim may move: one an application holds (pause_queue()
-    -- or set_queue_limits() in an open transaction) is skipped, never waited for; its cursor
-    -- stays where it was, and the next claim walks from there again.
-    SELECT name FROM pgjobs_queues WHERE name IN (SELECT queue FROM keys)
-    FOR NO KEY UPDATE SKIP LOCKED
-),
-missed AS (
-    -- Per queue, the first key walked that could start a job and that the claim did not take:
-    -- beyond the queue's room, cut by the merge with other queues (due_flow), or locked.
-    SELECT m.queue, min(m.depth) AS depth FROM keys AS m
-    WHERE m.usable = 1 AND NOT EXISTS (
-        SELECT 1 FROM due_flow AS t
-        WHERE t.queue = m.queue AND t.partition_key = m.partition_key)
-    GROUP BY m.queue
-),
-cursor_moved AS (
-    -- Under the queue's lock: the next claim walks on from the last key this one walked, or
-    -- in a queue that takes turns, from the last before the first it missed: a key whose turn
-    -- this claim did not take (even one it offered) is next.
-    UPDATE pgjobs_queues AS q SET key_cursor = last.partition_key
-    FROM (SELECT DISTINCT ON (k.queue) k.queue, k.partition_key
-          FROM keys AS k JOIN budget AS b ON b.name = k.queue
-          LEFT JOIN missed AS m ON m.queue = k.queue
-          WHERE NOT b.fair OR m.depth IS NULL OR k.depth < m.depth
-          ORDER BY k.queue, k.depth DESC) AS last
-    WHERE q.name = last.queue AND q.name IN (SELECT name FROM cursor_free)
-),
-partitions AS (
-    SELECT queue, partition_key, false AS unkeyed, id, priority, scheduled_for, seq, runnable,
-           depth, running, recent_starts
-    FROM keys
-    UNION ALL
-    SELECT b.name, NULL, true, NULL::uuid, NULL::smallint, NULL::timestamptz, NULL::bigint, NULL,
-           NULL::int, c.running, c.recent_starts
-    FROM budget AS b, LATERAL {unkeyed_counts}
-    -- A scalar subquery, not EXISTS, which the planner may turn into a join over the table.
-    WHERE b.partitioned AND b.room > 0 AND (
-        SELECT 1 FROM pgjobs_job_queue AS j
-        WHERE j.status = 'pending' AND j.queue = b.name AND j.partition_key IS NULL
-        LIMIT 1) IS NOT NULL
-),
-shares AS (
-    SELECT p.*, b.fair, greatest(least(
-        b.room,
-        b.partition_concurrency - p.running,
-        b.partition_rate_limit - p.recent_starts,
-        -- Taking turns: each key offers twice its share of the room (a key with fewer jobs
-        -- leaves room to the others), so the candidates read stay near the room, not the
-        -- room times the keys.
-        CASE WHEN b.fair
-             THEN ceil(2 * b.room::numeric / count(*) OVER (PARTITION BY p.queue))::int END
-    ), 0)::int AS room
-    FROM partitions AS p
-    JOIN budget AS b ON b.name = p.queue
-),
-due_keyed AS (
-    -- A key's jobs in order, up to its room, and only up to the first whose handler this
-    -- worker lacks: the jobs of a key never overtake one another. A key with room for one
-    -- (one job per key at a time, or its turn) takes the head the skip scan found.
-    -- ``place``: a turn-taking queue's keys take their turns in the order they were walked
-    -- (from the cursor: round robin), the unkeyed partition first; NULL without turns.
-    SELECT s.id, s.queue, s.partition_key, s.priority, s.scheduled_for, s.seq, 1::bigint AS turn,
-           CASE WHEN s.fair THEN coalesce(s.depth, 0) END AS place
-    FROM shares AS s WHERE s.room = 1 AND NOT s.unkeyed AND s.runnable
-    UNION ALL
-    SELECT d.id, d.queue, d.partition_key, d.priority, d.scheduled_for, d.seq,
-           CASE WHEN s.fair THEN d.turn ELSE 1 END, CASE WHEN s.fair THEN coalesce(s.depth, 0) END
-    FROM shares AS s, LATERAL (
-        {_key_jobs("NOT s.unkeyed AND j.partition_key = s.partition_key", names)}
-        UNION ALL
-        {_key_jobs("s.unkeyed AND j.partition_key IS NULL", names)}
-    ) AS d
-    WHERE (s.room > 1 OR (s.unkeyed AND s.room > 0)) AND d.runnable_so_far
-),
-keyed_picks AS (
-    SELECT c.* FROM (
-        SELECT c.*, row_number() OVER (
-            PARTITION BY c.queue
-            ORDER BY c.turn, c.place, c.priority DESC, c.scheduled_for, c.seq NULLS FIRST,
-                     c.id) AS n
-        FROM due_keyed AS c
-    ) AS c
-    JOIN budget AS b ON b.name = c.queue
-    WHERE c.n <= b.room
-),
-keyed_locked AS (
-    -- Read without locks above (the queue's claims take turns); locked now, each row checked
-    -- again as it is locked.
-    SELECT j.id FROM pgjobs_job_queue AS j
-    WHERE j.id = ANY(ARRAY(SELECT id FROM keyed_picks)) AND j.status = 'pending'
-      AND j.scheduled_for <= now()
-    FOR UPDATE SKIP LOCKED
-),
-offers AS (
-    -- A partitioned queue's picks that it locked, numbered in the order its walk gave them
-    -- (turns, then round robin from the cursor) and in the merge's order.
-    SELECT p.id, p.queue, p.partition_key, p.turn, p.priority, p.scheduled_for, p.seq,
-           row_number() OVER (PARTITION BY p.queue ORDER BY p.n) AS walked,
-           row_number() OVER (
-               PARTITION BY p.queue
-               ORDER BY p.turn, p.priority DESC, p.scheduled_for, p.seq NULLS FIRST, p.id
-           ) AS ranked
-    FROM keyed_picks AS p
-    WHERE p.id IN (SELECT id FROM keyed_locked)
-),
-due_flow AS (
+{key_walk_ctes(job_names)}due_flow AS (
     -- The claim's jobs (id, queue, partition_key): the best of every queue's candidates, its
     -- turns first. A partitioned queue's n-th pick in walk order is ranked as its n-th best,
     -- so the merge decides how many of its picks the claim takes, never which: when other

@@ -21,7 +21,7 @@ more pays for it in its own claims' share of the rate.
 
 from __future__ import annotations
 
-from django_pgjobs.queries.flow import RATED
+from django_pgjobs.queries.flow_keys import RATED
 
 # The expression for a claimed job (``j``) of a rate-limited queue: its claim's stamp (NULL for
 # other jobs). The worker reads the seconds from the statement's start to it.

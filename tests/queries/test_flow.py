@@ -253,24 +253,42 @@ def test_a_forged_cancel_notify_marks_nothing_the_rows_do_not_confirm() -> None:
         assert no_longer_held(cur, tokens=held) == [held[0]]
 
 
-def test_a_claim_walks_keys_until_it_has_twice_its_room_and_the_next_walks_on() -> None:
-    """A partitioned queue's claim stops walking once it has found twice its room in keys that
-    can start a job, and the next claim walks on from after the last key it read: its cost
-    follows its batch, not the queue's number of keys, and every key gets its turn."""
+def test_a_claim_walks_keys_until_it_has_its_room_and_the_next_walks_on() -> None:
+    """A partitioned queue's claim stops walking once it has found its room in keys that can
+    start a job (one here), and the next claim walks on from after the last key it read: its
+    cost follows its batch, not the queue's number of keys, and every key gets its turn."""
     set_queue_limits("q", partition_concurrency=1)
     with transaction.atomic():
         for n in range(10):
             enqueue("test.record", {}, queue="q", partition_key=f"k{n}")
     seen: list[str | None] = []
+    walked: list[str | None] = []
     with connection.cursor() as cur:
         for _ in range(3):
             jobs = claim(cur, limit=1)
             assert len(jobs) == 1
             seen += [job.partition_key for job in jobs]
+            cur.execute("SELECT key_cursor FROM pgjobs_queues WHERE name = 'q'")
+            walked.append(cur.fetchone()[0])
             cur.execute("UPDATE pgjobs_job_queue SET status = 'completed', completed_at = now() "
                         "WHERE status = 'running'")  # fmt: skip
-    # Keys in text order, two a claim (room 1): k0-k1 (k0 oldest), k2-k3, k4-k5.
-    assert seen == ["k0", "k2", "k4"]
+    # Keys in text order, one a claim (room 1), and the cursor at the last key walked.
+    assert seen == ["k0", "k1", "k2"]
+    assert walked == ["k0", "k1", "k2"]
+
+
+def test_a_fair_claim_walks_keys_until_it_has_twice_its_room() -> None:
+    """A queue that takes turns walks twice its room in keys that can start a job (each key
+    offers a share), and stops there: the cursor is at the second key of a claim of one."""
+    set_queue_limits("q", fair=True)
+    with transaction.atomic():
+        for n in range(10):
+            enqueue("test.record", {}, queue="q", partition_key=f"k{n}")
+    with connection.cursor() as cur:
+        assert [job.partition_key for job in claim(cur, limit=1)] == ["k0"]
+        cur.execute("SELECT key_cursor FROM pgjobs_queues WHERE name = 'q'")
+        # k1 was offered and not taken: the next claim starts at it (its turn).
+        assert cur.fetchone()[0] == "k0"
 
 
 def test_a_claim_walks_a_bounded_number_of_keys_that_cannot_start(
@@ -293,8 +311,8 @@ def test_a_claim_walks_a_bounded_number_of_keys_that_cannot_start(
         cur.execute("UPDATE pgjobs_queues SET key_cursor = NULL WHERE name = 'q'")
         monkeypatch.setattr(flow, "MIN_KEY_WALK", 4)
         seen = [[job.partition_key for job in claim(cur, limit=1)] for _ in range(4)]
-    # k0-k3 busy, k4-k7 busy, then k8 (k8-k9), then round again: k0-k3 busy.
-    assert seen == [[], [], ["k8"], []]
+    # k0-k3 busy, k4-k7 busy, then k8 (its room found, the walk stops), then k9.
+    assert seen == [[], [], ["k8"], ["k9"]]
 
 
 def test_a_claim_walks_round_past_the_last_key_to_fill_its_batch() -> None:
