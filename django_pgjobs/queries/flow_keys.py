@@ -153,7 +153,8 @@ cursor_free AS MATERIALIZED (
     -- The queue rows whose cursor this claim may move: one an application holds (pause_queue()
     -- or set_queue_limits() in an open transaction) is skipped, never waited for; its cursor
     -- stays where it was, and the next claim walks from there again.
-    SELECT name FROM pgjobs_queues WHERE name IN (SELECT queue FROM keys)
+    SELECT name FROM pgjobs_queues
+    WHERE name IN (SELECT name FROM budget WHERE partitioned AND room > 0)
     FOR NO KEY UPDATE SKIP LOCKED
 ),
 missed AS (
@@ -172,12 +173,12 @@ cursor_moved AS (
     -- in a queue that takes turns, from the last before the first it missed: a key whose turn
     -- this claim did not take (even one it offered) is next.
     UPDATE pgjobs_queues AS q SET key_cursor = last.partition_key
-    FROM (SELECT DISTINCT ON (k.queue) k.queue, k.partition_key
-          FROM keys AS k JOIN budget AS b ON b.name = k.queue
-          LEFT JOIN missed AS m ON m.queue = k.queue
-          WHERE NOT b.fair OR m.depth IS NULL OR k.depth < m.depth
-          ORDER BY k.queue, k.depth DESC) AS last
-    WHERE q.name = last.queue AND q.name IN (SELECT name FROM cursor_free)
+    FROM cursor_free AS f JOIN budget AS b ON b.name = f.name, LATERAL (
+        SELECT k.partition_key FROM keys AS k
+        WHERE k.queue = f.name AND (k.depth < (SELECT m.depth FROM missed AS m
+                                               WHERE m.queue = f.name AND b.fair)) IS NOT FALSE
+        ORDER BY k.depth DESC LIMIT 1) AS last
+    WHERE q.name = f.name
 ),
 shares AS (
     SELECT p.*, b.fair, greatest(least(
@@ -187,11 +188,12 @@ shares AS (
         -- Taking turns: each key offers twice its share of the room (a key with fewer jobs
         -- leaves room to the others), so the candidates read stay near the room, not the
         -- room times the keys.
-        CASE WHEN b.fair
-             THEN ceil(2 * b.room::numeric / count(*) OVER (PARTITION BY p.queue))::int END
+        CASE WHEN b.fair THEN ceil(2 * b.room::numeric / t.keys)::int END
     ), 0)::int AS room
     FROM partitions AS p
     JOIN budget AS b ON b.name = p.queue
+    JOIN (SELECT queue, count(*) AS keys FROM partitions GROUP BY queue) AS t
+      ON t.queue = p.queue
 ),
 due_keyed AS (
     -- A key's jobs in order, up to its room, and only up to the first whose handler this
