@@ -121,7 +121,8 @@ def flow_ctes(
     ids/tokens: the attempts the same statement completes (complete_and_claim; empty arrays
     otherwise), whose slots it may hand on. ``first``: a CTE of the statement to run to its end
     before the first lock is taken (complete_and_claim's completions: they need no lock, and
-    the other workers' claims of the queue would wait for them)."""
+    the other workers' claims of the queue would wait for them); the counts then subtract
+    nothing, since they see what it wrote, and an attempt it skipped still runs."""
     names = names_filter(job_names)
     before = f"(SELECT count(*) FROM {first}) >= 0 AND " if first else ""
     sql = f"""held AS MATERIALIZED (

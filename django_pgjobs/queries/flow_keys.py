@@ -6,13 +6,15 @@ The walk finds the keys with due jobs by a skip scan of ``pgjobs_job_partition_c
 index probe per key), from where the previous claim stopped, until it has found the claim's room
 in keys that can start a job (twice that in a queue that takes turns, whose keys each offer a
 share), or walked a bound. Each key's counts come from the queue's loads, read once
-(``budget``: pgjobs_key_loads, migration 0025), or when the queue has more running jobs or
-starts than a walk's bound, from a count of that key alone (pgjobs_key_counts): a claim reads
-whichever is smaller.
+(``budget``: pgjobs_key_loads, migration 0025) when there are no more of them than 16 rows a key
+of room (at most the walk's bound), or else from a count of each key the walk reaches alone
+(pgjobs_key_counts): a row of loads costs a few microseconds, a key's own count about 20.
 
-The walk runs under the lock, though it is most of a partitioned claim's work: walked before it
-(tried), two workers' claims started from the same cursor, walked the same keys, and the second
-found them taken once it had the lock (its claim came back nearly empty).
+The walk runs under the lock and starts from the cursor as the claim before it left it, read
+after the lock (``cursor_free``): the statement's snapshot is older than the lock, and from its
+cursor a claim that waited would walk the keys the claim before it took (and find their heads
+taken). Walked before the lock (tried), two workers' claims started from the same cursor, walked
+the same keys, and the second found them taken once it had the lock.
 """
 
 from __future__ import annotations
@@ -35,6 +37,10 @@ def names_filter(job_names: Sequence[str] | None) -> str:
     """Only the jobs this worker has handlers for (rows aliased ``j``)."""
     return "" if job_names is None else " AND j.job_name = ANY(%(job_names)s)"
 
+
+# Where a queue's walk starts (a budget row ``b``, its cursor_free row ``f``): after the cursor the
+# claim before this one left, or the snapshot's cursor when the row was not locked.
+_CURSOR = "CASE WHEN f.name IS NULL THEN b.key_cursor ELSE f.key_cursor END"
 
 # The next key of a walk (rows ``k`` of ``keys``): after the last one, and once the walk has gone
 # round past the last key, before the key it started at.
@@ -112,9 +118,9 @@ def key_walk_ctes(job_names: Sequence[str] | None) -> str:
     -- follows its batch.
     SELECT b.name, h.partition_key, h.id, h.priority, h.scheduled_for, h.seq, h.runnable, 1,
            {usable}, h.partition_key, false, c.running, c.recent_starts, {usable}
-    FROM budget AS b, LATERAL (
+    FROM budget AS b LEFT JOIN cursor_free AS f ON f.name = b.name, LATERAL (
         SELECT * FROM (
-            ({_key_head("b.name", "j.partition_key > b.key_cursor", names)})
+            ({_key_head("b.name", "j.partition_key > " + _CURSOR, names)})
             UNION ALL
             ({_key_head("b.name", "j.partition_key IS NOT NULL", names)})
         ) AS first LIMIT 1
@@ -150,10 +156,14 @@ partitions AS (
         LIMIT 1) IS NOT NULL
 ),
 cursor_free AS MATERIALIZED (
-    -- The queue rows whose cursor this claim may move: one an application holds (pause_queue()
-    -- or set_queue_limits() in an open transaction) is skipped, never waited for; its cursor
-    -- stays where it was, and the next claim walks from there again.
-    SELECT name FROM pgjobs_queues
+    -- After the queue's lock, the queue rows whose cursor this claim may move, and their cursor
+    -- as the claim before this one left it: a locking read gives the row's newest version,
+    -- where the statement's snapshot (taken before the wait) gives the cursor of the claim
+    -- before that, and a claim that waited would walk the keys the last one took. A row an
+    -- application holds (pause_queue() or set_queue_limits() in an open transaction) is
+    -- skipped, never waited for: the walk starts from the snapshot's cursor, and the cursor
+    -- stays where it was.
+    SELECT name, key_cursor FROM pgjobs_queues
     WHERE name IN (SELECT name FROM budget WHERE partitioned AND room > 0)
     FOR NO KEY UPDATE SKIP LOCKED
 ),

@@ -188,3 +188,31 @@ def test_completions_are_written_before_the_claim_waits_for_its_queue() -> None:
 
 def flow_hint() -> FlowHint:
     return FlowHint(restricted=True)
+
+
+def test_a_claim_that_waited_walks_on_from_where_the_claim_before_it_stopped() -> None:
+    """The cursor is read after the queue's lock (the row's newest version): a claim that
+    waited walks the keys after those the claim before it took, not from the cursor its own
+    snapshot saw, whose heads that claim took (it would find them taken and get nothing)."""
+    set_queue_limits("q", partition_concurrency=2)
+    with transaction.atomic():
+        for key in ("k0", "k1", "k2"):
+            for _ in range(3):
+                enqueue("test.record", {}, queue="q", partition_key=key)
+    first = second_connection(autocommit=False)
+    second = second_connection()
+    try:
+        assert [j.partition_key for j in claim(first.cursor(), limit=1, worker="one")] == ["k0"]
+        got: list[list[ClaimedJob]] = []
+        waiting = threading.Thread(
+            target=lambda: got.append(claim(second.cursor(), limit=1, worker="two"))
+        )
+        waiting.start()
+        pid = second.info.backend_pid
+        wait_for(lambda: waiting_on_a_lock(pid), what="the second claim to wait for the lock")
+        first.commit()
+        waiting.join(timeout=10)
+        assert [j.partition_key for j in got[0]] == ["k1"]
+    finally:
+        first.close()
+        second.close()
