@@ -35,3 +35,6 @@ def test_a_short_rate_window_is_said_in_seconds_not_rounded_to_nothing() -> None
     said = explain_job(second)
     assert said.blocker is Blocker.RATE_LIMITED
     assert "started 1 job in the last 0.25 s (its rate_limit is 1)" in said.message
+    # The window's room is under a second away: said so, not "(in 0:00:00)".
+    assert "0:00:00" not in said.message
+    assert "(in under a second)" in said.message
