@@ -216,9 +216,9 @@ due_limited AS (
                    d.id
             FROM due_limited AS d
             UNION ALL
-            SELECT w.id, w.queue, w.partition_key, r.turn, r.priority, r.scheduled_for, r.seq,
-                   r.id
-            FROM offers AS w JOIN offers AS r ON r.queue = w.queue AND r.ranked = w.walked
+            SELECT o.id, o.queue, o.partition_key, o.turn, o.priority, o.scheduled_for, o.seq,
+                   o.tie
+            FROM offers AS o
         ) AS c
         ORDER BY {_MERGE_ORDER}
         LIMIT %(limit)s
