@@ -8,6 +8,7 @@ CLI, which use :func:`limit_problems` too); a worker syncs only valid declaratio
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any
@@ -98,11 +99,38 @@ def too_large(option: str, value: object) -> bool:
 Wording = Callable[[str, Any], str]
 
 
+# A rate written as other libraries take it ("10/m", "100 / hour"): the message shows our two
+# options for it.
+_RATE_TEXT = re.compile(r"^\s*(\d+)\s*/\s*(\d*)\s*([a-z]*)\s*$", re.IGNORECASE)
+_UNIT_SECONDS = {"": 1, "s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60,
+                 "h": 3600, "hour": 3600, "d": 86400, "day": 86400}  # fmt: skip
+
+
+def _rate_hint(option: str, value: Any) -> str:
+    """For a rate limit given as text such as "10/m": how to say it here."""
+    found = _RATE_TEXT.match(value) if isinstance(value, str) else None
+    if option not in ("rate_limit", "partition_rate_limit") or found is None:
+        return ""
+    count, times, unit = found.groups()
+    unit = unit.lower()
+    # "minutes", "secs"; but "ms" is not "m".
+    seconds = _UNIT_SECONDS.get(unit if len(unit) <= 2 else unit.removesuffix("s"))
+    if seconds is None or int(count) < 1:
+        return ""
+    period = seconds * int(times or 1)
+    if not MIN_RATE_PERIOD <= period <= MAX_RATE_PERIOD:
+        return ""
+    return f" (for {value.strip()}: {option}={int(count)}, rate_period={period})"
+
+
 def in_python(option: str, value: Any) -> str:
     """The message for ``PGJOBS["QUEUES"]`` and :func:`~django_pgjobs.queues.set_queue_limits`:
     their values are Python's (None, a timedelta, True)."""
     if option in COUNTS:
-        return f"{option} must be {TAKES[option]}, or None for {LEFT_OUT[option]}; got {value!r}"
+        return (
+            f"{option} must be {TAKES[option]}, or None for {LEFT_OUT[option]}; got {value!r}"
+            f"{_rate_hint(option, value)}"
+        )
     if option in ("rate_period", "timeout"):
         return (
             f"{option} must be {TAKES[option]}, as a number or a timedelta, or None for "

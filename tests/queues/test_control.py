@@ -104,6 +104,28 @@ def test_python_callers_are_told_in_python_values() -> None:
     assert not Queue.objects.exists()
 
 
+@pytest.mark.parametrize(
+    ("given", "said"),
+    [
+        ({"rate_limit": "10/m"}, "got '10/m' (for 10/m: rate_limit=10, rate_period=60)."),
+        (
+            {"partition_rate_limit": "100 / hours"},
+            "(for 100 / hours: partition_rate_limit=100, rate_period=3600).",
+        ),
+        ({"rate_limit": "5/10s"}, "(for 5/10s: rate_limit=5, rate_period=10)."),
+        ({"rate_limit": "5/ms"}, "got '5/ms'."),  # no such period: no hint
+        ({"rate_limit": "5/2d"}, "got '5/2d'."),  # past a day
+        ({"concurrency": "10/m"}, "got '10/m'."),  # not a rate
+    ],
+)
+def test_a_rate_written_as_text_is_told_how_to_say_it(given: dict[str, Any], said: str) -> None:
+    """Trial: "10/m", as other queues take a rate, was refused with no word of rate_period."""
+    with pytest.raises(InvalidJobError) as refused:
+        set_queue_limits("mail", **given)
+    assert str(refused.value).endswith(said)
+    assert not Queue.objects.exists()
+
+
 @pytest.mark.usefixtures("declared")
 def test_setting_the_settings_limits_again_ends_the_override(
     listener: psycopg.Connection[Any],
