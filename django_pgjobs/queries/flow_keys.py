@@ -38,6 +38,11 @@ def names_filter(job_names: Sequence[str] | None) -> str:
     return "" if job_names is None else " AND j.job_name = ANY(%(job_names)s)"
 
 
+# How many jobs the key of walked row ``k`` (of queue ``b``) may start by its own limits (NULL: no
+# per-key limit, only turns). Its room is this or the queue's, whichever is smaller; the walk
+# reaches a queue only when its room is at least 1.
+_KEY_ROOM = "least(b.partition_concurrency - k.running, b.partition_rate_limit - k.recent_starts)"
+
 # The merge's order of a partitioned queue's picks (``p``), as due_flow ranks every candidate.
 _RANK = "p.turn, p.priority DESC, p.scheduled_for, p.seq NULLS FIRST, p.id"
 
@@ -145,9 +150,14 @@ def key_walk_ctes(job_names: Sequence[str] | None) -> str:
     WHERE k.depth < %(key_walk)s AND k.found < CASE WHEN b.fair THEN 2 * b.room ELSE b.room END
 ),
 partitions AS (
-    SELECT queue, partition_key, false AS unkeyed, id, priority, scheduled_for, seq, runnable,
-           depth, running, recent_starts, usable
-    FROM keys
+    -- The partitions that need their room worked out: every key of a queue that takes turns
+    -- (each key's share follows their number), a key with room for more than one job, and the
+    -- jobs without a key. A key of any other queue has room for its head alone or for nothing
+    -- (due_keyed takes it from the walk), as most keys do: one job per key at a time.
+    SELECT k.queue, k.partition_key, false AS unkeyed, k.id, k.priority, k.scheduled_for, k.seq,
+           k.runnable, k.depth, k.running, k.recent_starts, k.usable
+    FROM keys AS k JOIN budget AS b ON b.name = k.queue
+    WHERE b.fair OR {_KEY_ROOM} > 1
     UNION ALL
     SELECT b.name, NULL, true, NULL::uuid, NULL::smallint, NULL::timestamptz, NULL::bigint, NULL,
            NULL::int, c.running, c.recent_starts, 0
@@ -211,11 +221,17 @@ shares AS (
 due_keyed AS (
     -- A key's jobs in order, up to its room, and only up to the first whose handler this
     -- worker lacks: the jobs of a key never overtake one another. A key with room for one
-    -- (one job per key at a time, or its turn) takes the head the skip scan found.
+    -- (one job per key at a time, or its turn) takes the head the skip scan found: straight
+    -- from the walk when its queue does not take turns.
     -- ``place``: a turn-taking queue's keys take their turns in the order they were walked
     -- (from the cursor: round robin), the unkeyed partition first; NULL without turns.
-    SELECT s.id, s.queue, s.partition_key, s.priority, s.scheduled_for, s.seq, 1::bigint AS turn,
-           CASE WHEN s.fair THEN coalesce(s.depth, 0) END AS place
+    SELECT k.id, k.queue, k.partition_key, k.priority, k.scheduled_for, k.seq, 1::bigint AS turn,
+           NULL::int AS place
+    FROM keys AS k JOIN budget AS b ON b.name = k.queue
+    WHERE k.usable = 1 AND NOT b.fair AND {_KEY_ROOM} = 1
+    UNION ALL
+    SELECT s.id, s.queue, s.partition_key, s.priority, s.scheduled_for, s.seq, 1::bigint,
+           CASE WHEN s.fair THEN coalesce(s.depth, 0) END
     FROM shares AS s WHERE s.room = 1 AND NOT s.unkeyed AND s.runnable
     UNION ALL
     SELECT d.id, d.queue, d.partition_key, d.priority, d.scheduled_for, d.seq,
