@@ -50,6 +50,11 @@ _RANK = "p.turn, p.priority DESC, p.scheduled_for, p.seq NULLS FIRST, p.id"
 # claim before this one left, or the snapshot's cursor when the row was not locked.
 _CURSOR = "CASE WHEN f.name IS NULL THEN b.key_cursor ELSE f.key_cursor END"
 
+# A walk that has found keys for every free thread stops after this many keys in a row that cannot
+# start a job (keys other workers' jobs hold), rather than walk the rest of them for jobs to claim
+# ahead. Not in a queue that takes turns: its walk decides whose turn is next.
+AHEAD_RUN = 32
+
 # The next key of a walk (rows ``k`` of ``keys``): after the last one, and once the walk has gone
 # round past the last key, before the key it started at.
 _ONWARD = "j.partition_key > k.partition_key AND (NOT k.wrapped OR j.partition_key < k.start)"
@@ -117,7 +122,7 @@ def key_walk_ctes(job_names: Sequence[str] | None) -> str:
     usable = _usable("h")
     key_counts = _counts("h.partition_key")
     return f"""keys(queue, partition_key, id, priority, scheduled_for, seq, runnable, depth,
-     found, start, wrapped, running, recent_starts, usable) AS (
+     found, start, wrapped, running, recent_starts, usable, passed) AS (
     -- Each key with due jobs and its first due job (its head, in claim order): a skip scan of
     -- pgjobs_job_partition_claim, one probe per key, from the key after the queue's cursor,
     -- round from the first key after the last, up to the key it started at, until it has found
@@ -125,7 +130,7 @@ def key_walk_ctes(job_names: Sequence[str] | None) -> str:
     -- turns, whose keys each offer a share), or walked %(key_walk)s keys: a claim's cost
     -- follows its batch.
     SELECT b.name, h.partition_key, h.id, h.priority, h.scheduled_for, h.seq, h.runnable, 1,
-           {usable}, h.partition_key, false, c.running, c.recent_starts, {usable}
+           {usable}, h.partition_key, false, c.running, c.recent_starts, {usable}, 1 - {usable}
     FROM budget AS b LEFT JOIN cursor_free AS f ON f.name = b.name, LATERAL (
         SELECT * FROM (
             ({_key_head("b.name", "j.partition_key > " + _CURSOR, names)})
@@ -137,7 +142,7 @@ def key_walk_ctes(job_names: Sequence[str] | None) -> str:
     UNION ALL
     SELECT k.queue, h.partition_key, h.id, h.priority, h.scheduled_for, h.seq, h.runnable,
            k.depth + 1, k.found + {usable}, k.start, h.wrapped, c.running, c.recent_starts,
-           {usable}
+           {usable}, (k.passed + 1) * (1 - {usable})
     FROM keys AS k JOIN budget AS b ON b.name = k.queue, LATERAL (
         SELECT * FROM (
             (SELECT n.*, k.wrapped AS wrapped FROM ({_key_head("k.queue", _ONWARD, names)}) AS n)
@@ -148,6 +153,10 @@ def key_walk_ctes(job_names: Sequence[str] | None) -> str:
         ) AS next LIMIT 1
     ) AS h, LATERAL {key_counts}
     WHERE k.depth < %(key_walk)s AND k.found < CASE WHEN b.fair THEN 2 * b.room ELSE b.room END
+      -- Once free threads have theirs, a walk for jobs to claim ahead stops at a run of keys
+      -- that cannot start one: those other workers' jobs hold, which a claim that follows
+      -- theirs (the cursor is where they stopped) meets in one stretch.
+      AND (b.fair OR k.found < coalesce(%(start_now)s, %(limit)s) OR k.passed < {AHEAD_RUN})
 ),
 partitions AS (
     -- The partitions that need their room worked out: every key of a queue that takes turns

@@ -315,6 +315,35 @@ def test_a_claim_walks_a_bounded_number_of_keys_that_cannot_start(
     assert seen == [[], [], ["k8"], ["k9"]]
 
 
+def test_a_walk_for_jobs_to_claim_ahead_stops_at_a_run_of_keys_it_cannot_use() -> None:
+    """Once free threads have theirs (start_now), the walk stops after AHEAD_RUN keys in a row
+    that cannot start a job (other workers' jobs hold them) instead of walking all of them for
+    jobs to claim ahead; the next claim walks on from there. Until then it walks past them."""
+    from django_pgjobs.queries import flow_keys
+
+    set_queue_limits("q", partition_concurrency=1)
+    busy = flow_keys.AHEAD_RUN + 8
+    keys = [f"k{n:03}" for n in range(busy + 11)]  # k000 free, then busy ones, then 10 free
+    with connection.cursor() as cur:
+        cur.execute(
+            "INSERT INTO pgjobs_job_queue (job_name, queue, partition_key, status, attempt, "
+            "locked_by, locked_at, lease_expires_at, lease_token) "
+            "SELECT 'test.record', 'q', k, 'running', 1, 'other', now(), "
+            "now() + interval '1 hour', gen_random_uuid() FROM unnest(%s::text[]) AS k",
+            [keys[1 : busy + 1]],
+        )
+    with transaction.atomic():
+        for key in keys:
+            enqueue("test.record", {}, queue="q", partition_key=key)
+    with connection.cursor() as cur:
+        first = claim(cur, limit=20, start_now=1)
+        second = claim(cur, limit=20, start_now=1)
+    # k000 for the free thread, then AHEAD_RUN busy keys: the walk stops.
+    assert [j.partition_key for j in first] == ["k000"]
+    # From there: the 8 busy keys left (no thread has a job yet), then the 10 free keys.
+    assert sorted(j.partition_key for j in second) == keys[busy + 1 :]
+
+
 def test_a_claim_walks_round_past_the_last_key_to_fill_its_batch() -> None:
     set_queue_limits("q", partition_concurrency=1)
     with transaction.atomic():
