@@ -3,7 +3,6 @@ per key only the keys its walk reaches; exact all the same, with real concurrent
 
 from __future__ import annotations
 
-import threading
 from collections import Counter
 from collections.abc import Iterator
 from datetime import timedelta
@@ -14,11 +13,10 @@ import pytest
 from django.db import connection, transaction
 
 from django_pgjobs import enqueue, enqueue_many
-from django_pgjobs.queries.base import ClaimedJob
 from django_pgjobs.queries.claim import claim_statement
 from django_pgjobs.queues import set_queue_limits
-from tests.helpers import second_connection, wait_for
-from tests.queries.test_flow import claim, waiting_on_a_lock
+from tests.helpers import second_connection
+from tests.queries.test_flow import claim
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -97,29 +95,6 @@ def test_the_unkeyed_partition_counts_its_own_running_jobs() -> None:
     with connection.cursor() as cur:
         assert Counter(j.partition_key for j in claim(cur)) == {None: 1, "a": 1}
         assert claim(cur) == []
-
-
-def test_a_claim_that_waited_counts_the_key_the_claim_before_it_took() -> None:
-    """The key's count is taken after the lock, with a snapshot of its own: the job the first
-    claim took (committed while the second waited) keeps the key full."""
-    set_queue_limits("q", partition_concurrency=1)
-    busy_keys(running=True, started=False)
-    enqueue_many("test.record", [{}] * 3, queue="q", partition_key="a")
-    first = second_connection(autocommit=False)
-    second = second_connection()
-    try:
-        assert len(claim(first.cursor(), worker="one")) == 1
-        got: list[list[ClaimedJob]] = []
-        waiting = threading.Thread(target=lambda: got.append(claim(second.cursor(), worker="two")))
-        waiting.start()
-        pid = second.info.backend_pid
-        wait_for(lambda: waiting_on_a_lock(pid), what="the second claim to wait for the lock")
-        first.commit()
-        waiting.join(timeout=10)
-        assert got == [[]]
-    finally:
-        first.close()
-        second.close()
 
 
 def test_worker_concurrency_counts_this_worker_among_many_running_jobs() -> None:

@@ -119,7 +119,8 @@ def test_both_ways_of_counting_keep_every_keys_limits(
 def test_a_claim_that_waited_counts_what_the_claim_before_it_took(busy: int) -> None:
     """The loads are read after the lock, with a snapshot of their own, as the key-by-key
     counts are: the job the first claim took (committed while the second waited) keeps the key
-    full (600 other running keys: past the walk's bound of 500, counted key by key)."""
+    full (600 other running keys: past the walk's bound of 500, counted key by key; the same
+    test once lived in test_flow_counts.py with 5,000)."""
     set_queue_limits("q", partition_concurrency=1)
     run_jobs("q", [f"z{n}" for n in range(busy)])
     enqueue_many("test.record", [{}] * 3, queue="q", partition_key="a")
