@@ -51,7 +51,7 @@ def _period(delta: timedelta) -> str:
 def _at(moment: datetime, now: datetime) -> str:
     """A time and how far it is from now: '2026-12-03 15:04:05+0100 (in 0:00:12)', or 'in under
     a second' where the seconds would round to 0:00:00 (a short rate window's room)."""
-    if abs(moment - now) < timedelta(seconds=0.5):
+    if abs(moment - now) <= timedelta(seconds=0.5):  # round(0.5) is 0: '0:00:00' too
         away = "in under a second" if moment >= now else "under a second ago"
         return f"{local_time(moment)} ({away})"
     if moment >= now:

@@ -5,10 +5,12 @@ the counts are exact).
 The walk finds the keys with due jobs by a skip scan of ``pgjobs_job_partition_claim`` (one
 index probe per key), from where the previous claim stopped, until it has found the claim's room
 in keys that can start a job (twice that in a queue that takes turns, whose keys each offer a
-share), or walked a bound. Each key's counts come from the queue's loads, read once
-(``budget``: pgjobs_key_loads, migration 0025) when there are no more of them than 16 rows a key
-of room (at most the walk's bound), or else from a count of each key the walk reaches alone
-(pgjobs_key_counts): a row of loads costs a few microseconds, a key's own count about 20.
+share), or walked a bound; or, outside a queue that takes turns, once it has as many as the
+worker has free threads, at a run of ``AHEAD_RUN`` keys that cannot start one. Each key's
+counts come from the queue's loads, read once (``budget``: pgjobs_key_loads, migration 0025)
+when there are no more of them than 16 rows a key of room (at most the walk's bound), or else
+from a count of each key the walk reaches alone (pgjobs_key_counts): a row of loads costs a few
+microseconds, a key's own count about 20.
 
 The walk runs under the lock and starts from the cursor as the claim before it left it, read
 after the lock (``cursor_free``): the statement's snapshot is older than the lock, and from its

@@ -115,7 +115,7 @@ def _rate_hint(option: str, value: Any) -> str:
     unit = unit.lower()
     # "minutes", "secs"; but "ms" is not "m".
     seconds = _UNIT_SECONDS.get(unit if len(unit) <= 2 else unit.removesuffix("s"))
-    if seconds is None or int(count) < 1:
+    if seconds is None or not 1 <= int(count) <= MAX_INT:
         return ""
     period = seconds * int(times or 1)
     if not MIN_RATE_PERIOD <= period <= MAX_RATE_PERIOD:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC
+
 import pytest
 from django.db import transaction
 
@@ -38,3 +40,15 @@ def test_a_short_rate_window_is_said_in_seconds_not_rounded_to_nothing() -> None
     # The window's room is under a second away: said so, not "(in 0:00:00)".
     assert "0:00:00" not in said.message
     assert "(in under a second)" in said.message
+
+
+def test_half_a_second_away_is_under_a_second_not_nothing() -> None:
+    """rev26: round(0.5) is 0, so half a second would read "(in 0:00:00)"."""
+    from datetime import datetime, timedelta
+
+    from django_pgjobs.observability.explain_messages import _at
+
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    assert "(in under a second)" in _at(now + timedelta(seconds=0.5), now)
+    assert "(under a second ago)" in _at(now - timedelta(seconds=0.5), now)
+    assert "(in 0:00:01)" in _at(now + timedelta(seconds=0.6), now)

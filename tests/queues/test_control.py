@@ -232,3 +232,10 @@ def test_the_settings_limits_for_a_declared_queue_without_a_row_write_one_not_ov
         assert set_queue_limits("mail", concurrency=5) is True
     row = Queue.objects.get(name="mail")
     assert (row.concurrency, row.overridden, row.declared["concurrency"]) == (5, False, 5)
+
+
+def test_a_rate_as_text_past_the_largest_count_gets_no_hint() -> None:
+    """rev26: the hint never suggests a count the same message refuses."""
+    with pytest.raises(InvalidJobError) as refused:
+        set_queue_limits("mail", rate_limit="99999999999/m")
+    assert str(refused.value).endswith("got '99999999999/m'.")
