@@ -112,6 +112,8 @@ def _rate_hint(option: str, value: Any) -> str:
     if option not in ("rate_limit", "partition_rate_limit") or found is None:
         return ""
     count, times, unit = found.groups()
+    if not (times or unit):
+        return ""  # "10/": a period is missing, not misspelled
     unit = unit.lower()
     # "minutes", "secs"; but "ms" is not "m".
     seconds = _UNIT_SECONDS.get(unit if len(unit) <= 2 else unit.removesuffix("s"))

@@ -116,6 +116,7 @@ def test_python_callers_are_told_in_python_values() -> None:
         ({"rate_limit": "5/ms"}, "got '5/ms'."),  # no such period: no hint
         ({"rate_limit": "5/2d"}, "got '5/2d'."),  # past a day
         ({"concurrency": "10/m"}, "got '10/m'."),  # not a rate
+        ({"rate_limit": "10/"}, "got '10/'."),  # no period to show
     ],
 )
 def test_a_rate_written_as_text_is_told_how_to_say_it(given: dict[str, Any], said: str) -> None:
