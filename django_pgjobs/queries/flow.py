@@ -12,8 +12,8 @@ computed from counts that are exact across workers:
   later. Claims of other queues never wait for them.
 - After the locks, ``pgjobs_queue_counts()`` counts the queue's running jobs (all, and this
   worker's) and recent starts, and a partitioned queue's keys are counted: all at once by
-  ``pgjobs_key_loads()`` when the queue has no more running jobs and starts than a key walk's
-  bound (migration 0025), else key by key by ``pgjobs_key_counts()`` for each key the walk
+  ``pgjobs_key_loads()`` when the queue has no more running jobs and starts than 16 a job of its
+  room (migration 0025), else key by key by ``pgjobs_key_counts()`` for each key the walk
   reached. Only the counts the queue's limits need, each read only up to its limit (a count at
   the limit leaves no room, as a larger one would), so a claim reads neither every running job
   of a queue nor the starts of every key in its rate window (migration 0021).
@@ -55,7 +55,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from django_pgjobs.queries.base import pending_queues
-from django_pgjobs.queries.flow_keys import CANDIDATE, DUE, RATED, key_walk_ctes, names_filter
+from django_pgjobs.queries.flow_keys import (
+    CANDIDATE,
+    DUE,
+    FINISHED_NONE,
+    FINISHED_PARAMS,
+    RATED,
+    key_walk_ctes,
+    names_filter,
+)
 
 # A claim walks at most this many keys of a partitioned queue, or four times its batch if more.
 MIN_KEY_WALK = 500
@@ -125,7 +133,12 @@ def flow_ctes(
     nothing, since they see what it wrote, and an attempt it skipped still runs."""
     names = names_filter(job_names)
     before = f"(SELECT count(*) FROM {first}) >= 0 AND " if first else ""
-    sql = f"""held AS MATERIALIZED (
+    # The attempts the counts leave out as finishing. After ``first`` (the completions), none:
+    # the counts' own snapshots see the rows it completed as completed, and an attempt it
+    # skipped (a claim of the queue whose older snapshot saw it pending holds its row, or an
+    # application transaction does) still runs and must be counted.
+    finishing = FINISHED_NONE if first else FINISHED_PARAMS
+    return f"""held AS MATERIALIZED (
     -- Only queues with a due job: a claim takes no lock (and no slot of PostgreSQL's shared
     -- lock table) for the many limited queues that have nothing to run.
     SELECT r.*, pg_advisory_xact_lock({LOCK_CLASS}, hashtext(r.name)) IS NULL AS waited
@@ -151,7 +164,7 @@ budget AS MATERIALIZED (
            -- Loads only when the walk will count keys, and only when they are fewer rows
            -- than a few times the keys it is likely to walk (a row ~3 us, a key ~20 us).
            CASE WHEN x.partitioned AND x.room > 0 THEN pgjobs_key_loads(
-               x.name, %(ids)s::uuid[], %(tokens)s::uuid[], x.at,
+               x.name, {finishing}, x.at,
                x.partition_concurrency IS NOT NULL, x.partition_rate_limit IS NOT NULL,
                least(%(key_walk)s::int, 16 * x.room)) END AS loads
     FROM (
@@ -168,7 +181,7 @@ budget AS MATERIALIZED (
                h.rate_limit - t.recent_starts
            ), 0)::int AS room
     FROM held AS h CROSS JOIN stamp AS s, LATERAL pgjobs_queue_counts(
-        h.name, %(worker_id)s, %(ids)s::uuid[], %(tokens)s::uuid[], s.at, h.concurrency,
+        h.name, %(worker_id)s, {finishing}, s.at, h.concurrency,
         h.worker_concurrency, h.rate_limit) AS t
     OFFSET 0) AS x
 ),
@@ -196,7 +209,7 @@ due_limited AS (
     ) AS d
     WHERE b.room > 0 AND NOT b.partitioned
 ),
-{key_walk_ctes(job_names)}due_flow AS (
+{key_walk_ctes(job_names, finishing)}due_flow AS (
     -- The claim's jobs (id, queue, partition_key): the best of every queue's candidates, its
     -- turns first. A partitioned queue's n-th pick in walk order is ranked as its n-th best,
     -- so the merge decides how many of its picks the claim takes, never which: when other
@@ -226,10 +239,3 @@ due_limited AS (
     WHERE m.n <= coalesce(%(start_now)s, %(limit)s)
        OR m.queue NOT IN (SELECT name FROM held WHERE {RATED})
 )"""
-    if first:
-        # ``first`` (the completions) ran before the locks, so the counts' own snapshots see
-        # the rows it completed as completed: nothing is subtracted. An attempt it skipped (a
-        # claim of the queue whose older snapshot saw it pending holds its row, or an
-        # application transaction does) is still running and must be counted.
-        sql = sql.replace("%(ids)s::uuid[], %(tokens)s::uuid[]", "'{}'::uuid[], '{}'::uuid[]")
-    return sql

@@ -73,30 +73,35 @@ def _key_head(queue: str, after: str, names: str) -> str:
         LIMIT 1"""
 
 
-# The counts of one partition of queue ``b`` (a budget row; ``{key}``: the
-# partition's key, NULL for jobs without one), each up to the key's limit.
-_KEY_COUNTS = """pgjobs_key_counts(
-        b.name, {key}, %(ids)s::uuid[], %(tokens)s::uuid[], b.at, b.partition_concurrency,
-        b.partition_rate_limit)"""
+# The attempts the counts leave out as finishing (their slots are free once the claim commits):
+# those the same statement completes (complete_and_claim's ids and lease tokens), or none.
+FINISHED_PARAMS = "%(ids)s::uuid[], %(tokens)s::uuid[]"
+FINISHED_NONE = "'{}'::uuid[], '{}'::uuid[]"
 
 
-def _counts(key: str) -> str:
-    """The counts of partition ``key`` (an SQL expression) of queue ``b``: looked up in the
-    queue's loads (``b.loads``, read once a claim) when it has no more than a walk's worth, else
-    counted for this key alone (pgjobs_key_counts). The one-time filters run one of the two."""
+def _key_counts(key: str, finishing: str) -> str:
+    """A call counting one partition of queue ``b`` (a budget row; ``key``: the partition's key,
+    NULL for jobs without one), each count up to the key's limit."""
+    return f"""pgjobs_key_counts(
+        b.name, {key}, {finishing}, b.at, b.partition_concurrency, b.partition_rate_limit)"""
+
+
+def _walked_counts(finishing: str) -> str:
+    """The counts of the key of head ``h`` in queue ``b``: looked up in the queue's loads
+    (``b.loads``, read once a claim) when there are few enough of them, else counted for this
+    key alone (pgjobs_key_counts). The one-time filters run one of the two."""
     return f"""(
-        SELECT coalesce((b.loads -> {key} ->> 0)::bigint, 0) AS running,
-               coalesce((b.loads -> {key} ->> 1)::bigint, 0) AS recent_starts
+        SELECT coalesce((b.loads -> h.partition_key ->> 0)::bigint, 0) AS running,
+               coalesce((b.loads -> h.partition_key ->> 1)::bigint, 0) AS recent_starts
         WHERE b.loads IS NOT NULL
         UNION ALL
-        SELECT * FROM {_KEY_COUNTS.format(key=key)} WHERE b.loads IS NULL
+        SELECT * FROM {_key_counts("h.partition_key", finishing)} WHERE b.loads IS NULL
     ) AS c"""
 
 
-def _usable(head: str) -> str:
-    """Whether the key of head ``head`` (an alias, with the key's counts ``c``, in queue ``b``)
-    can start a job now: its head is runnable here and the key is below its limits."""
-    return f"""({head}.runnable AND NOT coalesce(
+# Whether the key of head ``h`` (with the key's counts ``c``, in queue ``b``) can start a job
+# now: its head is runnable here and the key is below its limits.
+_USABLE = """(h.runnable AND NOT coalesce(
         c.running >= b.partition_concurrency OR c.recent_starts >= b.partition_rate_limit,
         false))::int"""
 
@@ -116,13 +121,13 @@ def _key_jobs(partition: str, names: str) -> str:
          LIMIT s.room)"""
 
 
-def key_walk_ctes(job_names: Sequence[str] | None) -> str:
+def key_walk_ctes(job_names: Sequence[str] | None, finishing: str) -> str:
     """The CTEs of the partitioned queues' part of a flow-controlled claim, ending in
     ``offers`` (their locked picks in walk order, each with its merge sort key) and
-    ``cursor_moved``."""
+    ``cursor_moved``. ``finishing``: FINISHED_PARAMS or FINISHED_NONE, as in ``budget``."""
     names = names_filter(job_names)
-    usable = _usable("h")
-    key_counts = _counts("h.partition_key")
+    usable = _USABLE
+    key_counts = _walked_counts(finishing)
     return f"""keys(queue, partition_key, id, priority, scheduled_for, seq, runnable, depth,
      found, start, wrapped, running, recent_starts, usable, passed) AS (
     -- Each key with due jobs and its first due job (its head, in claim order): a skip scan of
@@ -172,7 +177,7 @@ partitions AS (
     UNION ALL
     SELECT b.name, NULL, true, NULL::uuid, NULL::smallint, NULL::timestamptz, NULL::bigint, NULL,
            NULL::int, c.running, c.recent_starts, 0
-    FROM budget AS b, LATERAL {_KEY_COUNTS.format(key="NULL")} AS c
+    FROM budget AS b, LATERAL {_key_counts("NULL", finishing)} AS c
     -- A scalar subquery, not EXISTS, which the planner may turn into a join over the table.
     WHERE b.partitioned AND b.room > 0 AND (
         SELECT 1 FROM pgjobs_job_queue AS j
