@@ -241,6 +241,15 @@ class FailedJobAdmin(
     )  # fmt: skip
     change_list_template = "admin/pgjobs/failedjob/change_list.html"
 
+    def get_fields(self, request: HttpRequest, obj: FailedJob | None = None) -> Any:
+        # The job's partition key and timeout, which a requeue gives back, where it had them.
+        fields = list(self.fields)
+        if obj is not None and obj.partition_key is not None:
+            fields.insert(fields.index("queue") + 1, "partition_key")
+        if obj is not None and obj.timeout is not None:
+            fields.insert(fields.index("max_attempts") + 1, "timeout")
+        return fields
+
     @admin.action(description="Requeue (as a fresh job)", permissions=["change"])
     def requeue(self, request: HttpRequest, queryset: QuerySet[FailedJob]) -> None:
         ids = queryset.values_list("id", flat=True)

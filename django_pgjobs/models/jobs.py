@@ -260,6 +260,10 @@ class FailedJob(models.Model):
     metadata = StoredJSONField(db_default=empty_object())
     error_history = StoredJSONField(db_default=empty_array())
     trace_context = StoredJSONField(null=True, blank=True)
+    # The job's (migration 0026), given back by a requeue: it runs in its partition again,
+    # with its own timeout. NULL in dead letters written before it.
+    partition_key = models.TextField(null=True, blank=True)  # noqa: DJ001 - as the job's
+    timeout = models.DurationField(null=True, blank=True)
 
     class Meta:
         db_table = "pgjobs_failed_jobs"
@@ -268,8 +272,15 @@ class FailedJob(models.Model):
         # dead letter, whatever its table is called.
         verbose_name = "dead letter"
         verbose_name_plural = "dead letters"
-        constraints = times_in_range(
-            "pgjobs_failed_job", "original_created_at", "failed_at", "started_at"
+        constraints = (
+            *times_in_range("pgjobs_failed_job", "original_created_at", "failed_at", "started_at"),
+            # As the job's: a row written by SQL with a timeout no job may have is refused when
+            # it is written, not when it is requeued.
+            models.CheckConstraint(
+                condition=Q(timeout__isnull=True)
+                | Q(timeout__gt=timedelta(0), timeout__lte=timedelta(days=366)),
+                name="pgjobs_failed_job_timeout_positive",
+            ),
         )
         indexes = (models.Index(fields=("-failed_at",), name="pgjobs_failed_at"),)
 

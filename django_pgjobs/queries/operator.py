@@ -94,7 +94,9 @@ def cancel_job(cur: Cursor, *, job_id: uuid.UUID) -> Changed | None:
 
 # A dead letter's row back in the queue under its own id (a task's result id, the admin's
 # link, a log line's id keep pointing at it): the same name, payload, queue, priority,
-# max_attempts, metadata, failure history, first start and trace context (its next run is
+# max_attempts, metadata, failure history, first start, partition key and timeout (migration
+# 0026: it runs in its partition again, in claim order behind that key's jobs due before it),
+# and trace context (its next run is
 # still a span of the trace that enqueued it; the trace only, as w3c_trace says), a fresh
 # attempt counter; the insert trigger wakes workers at commit. Dead letters do not keep a key,
 # but a workflow's job gets its key back: wake-ups find the workflow by it. Due at now(), the
@@ -102,9 +104,10 @@ def cancel_job(cur: Cursor, *, job_id: uuid.UUID) -> Changed | None:
 # (a test's) that is later than now(), and never due in it.
 _REQUEUE_DEAD = f"""
     INSERT INTO pgjobs_job_queue (id, job_name, payload, queue, priority, max_attempts, metadata,
-                                  error_history, started_at, trace_context, key, scheduled_for)
+                                  error_history, started_at, trace_context, partition_key,
+                                  timeout, key, scheduled_for)
     SELECT id, job_name, payload, queue, priority, max_attempts, metadata, error_history,
-           started_at, {w3c_trace("trace_context")},
+           started_at, {w3c_trace("trace_context")}, partition_key, timeout,
            CASE WHEN {is_workflow_job()} THEN {workflow_key("(payload ->> 'workflow_id')")} END,
            now()
     FROM dead

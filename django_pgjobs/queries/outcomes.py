@@ -95,7 +95,7 @@ _FAILURE_RECORDED = append_failure(error="f.error", exception="f.exception", too
 # being deleted with its failure ``f``.
 DEAD_LETTER_COLUMNS = (
     "id, job_name, payload, queue, priority, attempt, max_attempts, error, original_created_at, "
-    "started_at, metadata, error_history, trace_context"
+    "started_at, metadata, error_history, trace_context, partition_key, timeout"
 )
 
 
@@ -105,7 +105,7 @@ def dead_letter_values(error: str, history: str) -> str:
     return (
         "j.id, j.job_name, j.payload, j.queue, j.priority, j.attempt, j.max_attempts, "
         f"{error}, j.created_at, coalesce(j.started_at, j.locked_at), j.metadata, {history}, "
-        f"{w3c_trace('j.trace_context')}"
+        f"{w3c_trace('j.trace_context')}, j.partition_key, j.timeout"
     )
 
 
