@@ -202,13 +202,13 @@ def due(cur: Cursor, job_id: uuid.UUID, job: JobRow, facts: DueJobFacts) -> Expl
             message = (
                 f"Queue {queue} is at its concurrency limit: {facts.running} of "
                 f"{facts.concurrency} jobs running across all workers ({_ids(held)}). "
-                f"{_when_one_ends(facts.ahead_in_queue)}"
+                f"{_when_the_queue_frees(facts)}"
             )
         else:
             message = (
                 f"{each_worker(facts.capable)} that can run it holds "
                 f"{facts.worker_concurrency} or more jobs of queue {queue}, the queue's "
-                f"worker_concurrency ({_ids(held)}). {_when_one_ends(facts.ahead_in_queue)}"
+                f"worker_concurrency ({_ids(held)}). {_when_the_queue_frees(facts)}"
             )
     elif blocker is Blocker.PARTITION_CONCURRENCY:
         held = details.running_jobs(
@@ -246,7 +246,8 @@ def due(cur: Cursor, job_id: uuid.UUID, job: JobRow, facts: DueJobFacts) -> Expl
         message = (
             f"Queue {queue} takes turns between partition keys and has room for "
             f"{counted(facts.queue_room or 0, 'more start')} now (its concurrency or "
-            f"rate_limit): {turns_before(facts)}, and take that room first."
+            f"rate_limit): {turns_before(facts)}; "
+            f"{'it takes' if ahead == 1 else 'they take'} that room first."
         )
     elif blocker is Blocker.QUEUE_ORDER:
         ahead = facts.ahead_in_queue
@@ -344,6 +345,27 @@ def _made(
         ahead=ahead,
         facts=facts,
     )
+
+
+def _when_the_queue_frees(facts: DueJobFacts) -> str:
+    """When a job held back by its queue's running jobs starts, in the order its queue's claims
+    take jobs: turns in a queue that takes them, the walk of the keys in another partitioned
+    queue, else claim order."""
+    if facts.fair:
+        ahead = facts.ahead_in_turns
+        if ahead <= 0:
+            return "It is next in its queue's turns: it starts when one of them ends."
+        return (
+            f"{capped_jobs(ahead)} before it in its queue's turns (each key with due jobs "
+            f"starts one a round): {'it starts' if ahead == 1 else 'they start'} first, as "
+            "running jobs end; then it does."
+        )
+    if facts.partitioned:
+        return (
+            "It starts when one of them ends and a claim's walk of the queue's partition keys "
+            "(on from where the last one stopped) reaches its key."
+        )
+    return _when_one_ends(facts.ahead_in_queue)
 
 
 def _when_one_ends(ahead: int) -> str:

@@ -403,7 +403,7 @@ def test_a_fair_queue_with_room_for_fewer_starts_than_the_turns_before_a_job() -
         "Queue fair takes turns between partition keys and has room for 2 more starts now "
         "(its concurrency or rate_limit): 2 due jobs come before it in its queue's turns"
     )
-    assert said.message.endswith("and take that room first.")
+    assert said.message.endswith("; they take that room first.")
     assert explain_job(b).blocker is Blocker.CLAIMABLE
     assert sorted(claim()) == sorted([a[0], b])
 

@@ -52,3 +52,32 @@ def test_half_a_second_away_is_under_a_second_not_nothing() -> None:
     assert "(in under a second)" in _at(now + timedelta(seconds=0.5), now)
     assert "(under a second ago)" in _at(now - timedelta(seconds=0.5), now)
     assert "(in 0:00:01)" in _at(now + timedelta(seconds=0.6), now)
+
+
+def test_a_fair_queue_at_its_concurrency_counts_the_jobs_its_turns_put_first() -> None:
+    """Trial15b: three jobs of key C, then one of D, in a fair queue at its concurrency of 1:
+    D's job was told "2 due jobs ahead of it" (claim order), yet it ran next (its turn)."""
+    live_worker()
+    set_queue_limits("fairq", fair=True, concurrency=1)
+    with transaction.atomic():
+        c = [enqueue("test.record", queue="fairq", partition_key="C") for _ in range(3)]
+        d = enqueue("test.record", queue="fairq", partition_key="D")
+    assert claim() == c[:1]
+    said = explain_job(d)
+    assert said.blocker is Blocker.QUEUE_CONCURRENCY
+    assert "It is next in its queue's turns: it starts when one of them ends." in said.message
+    said = explain_job(c[2])
+    assert "2 due jobs come before it in its queue's turns" in said.message
+    assert "they start first, as running jobs end; then it does." in said.message
+
+
+def test_a_partitioned_queue_at_its_concurrency_names_the_walk_not_a_count() -> None:
+    live_worker()
+    set_queue_limits("keyed", partition_concurrency=1, concurrency=1)
+    with transaction.atomic():
+        first = enqueue("test.record", queue="keyed", partition_key="A")
+        later = enqueue("test.record", queue="keyed", partition_key="B")
+    assert claim() == [first]
+    said = explain_job(later)
+    assert said.blocker is Blocker.QUEUE_CONCURRENCY
+    assert "a claim's walk of the queue's partition keys" in said.message
