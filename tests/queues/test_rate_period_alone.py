@@ -60,3 +60,60 @@ def test_removing_the_rate_limit_sets_the_period_back_to_its_default() -> None:
     # Removing the rate and giving a period anyway is refused.
     with pytest.raises(CommandError, match="A rate period needs a rate limit"):
         queue_limits("api", "--partition-rate-limit", "none", "--rate-period", "10")
+
+
+def sql(statement: str) -> None:
+    from django.db import connection
+
+    with connection.cursor() as cur:
+        cur.execute(statement)
+
+
+def test_sql_is_refused_a_rate_period_alone_too() -> None:
+    """Trial15b: ``UPDATE pgjobs_queues SET rate_period = '30 s'`` was stored, marked the queue
+    overridden and shown nowhere (the trigger refuses it since migration 0027)."""
+    from django.db import IntegrityError
+
+    set_queue_limits("tq", concurrency=2)
+    with pytest.raises(IntegrityError, match="a rate period needs a rate limit"):
+        sql("UPDATE pgjobs_queues SET rate_period = '30 s' WHERE name = 'tq'")
+    with pytest.raises(IntegrityError, match="a rate period needs a rate limit"):
+        sql("INSERT INTO pgjobs_queues (name, rate_period) VALUES ('new', '30 s')")
+    assert Queue.objects.get(name="tq").rate_period == timedelta(seconds=1)
+    # With a rate limit it is that limit's window; removing the limit takes it back with it.
+    sql("UPDATE pgjobs_queues SET rate_limit = 5, rate_period = '30 s' WHERE name = 'tq'")
+    sql("UPDATE pgjobs_queues SET rate_limit = NULL WHERE name = 'tq'")
+    assert Queue.objects.get(name="tq").rate_period == timedelta(seconds=1)
+
+
+def test_a_deploy_that_drops_the_rate_an_operators_period_was_for_takes_the_default() -> None:
+    """An operator changed only the period; the next settings drop the rate: the worker's start
+    keeps the operator's options, and a period with no rate goes back to the default rather
+    than fail the start."""
+    from django.conf import settings
+    from django.test import override_settings
+
+    from django_pgjobs.queues.control import sync_declared_queues
+
+    def deploy(options: dict[str, object]) -> None:
+        queues = {"mail": options}
+        with override_settings(PGJOBS={**settings.PGJOBS, "QUEUES": queues}):
+            sync_declared_queues()
+
+    deploy({"rate_limit": 5, "rate_period": 60})
+    sql("UPDATE pgjobs_queues SET rate_period = '30 s' WHERE name = 'mail'")
+    deploy({"concurrency": 3})
+    row = Queue.objects.get(name="mail")
+    assert (row.concurrency, row.rate_limit, row.rate_period) == (3, None, timedelta(seconds=1))
+
+
+def test_a_plain_sql_change_moves_updated_at() -> None:
+    """Trial15b: the admin's "Updated" stayed at the last change the library made."""
+    set_queue_limits("sqlq", concurrency=2)
+    sql("UPDATE pgjobs_queues SET updated_at = '2020-01-01' WHERE name = 'sqlq'")
+    sql("UPDATE pgjobs_queues SET concurrency = 5 WHERE name = 'sqlq'")
+    assert Queue.objects.get(name="sqlq").updated_at.year > 2020
+    # The claim's cursor is not a change an operator made.
+    sql("UPDATE pgjobs_queues SET updated_at = '2020-01-01' WHERE name = 'sqlq'")
+    sql("UPDATE pgjobs_queues SET key_cursor = 'k' WHERE name = 'sqlq'")
+    assert Queue.objects.get(name="sqlq").updated_at.year == 2020
