@@ -86,24 +86,60 @@ def _key_counts(key: str, finishing: str) -> str:
         b.name, {key}, {finishing}, b.at, b.partition_concurrency, b.partition_rate_limit)"""
 
 
+# The key of head ``h`` (with the key's counts ``c``, in queue ``b``) is below its limits.
+_BELOW = """NOT coalesce(
+        c.running >= b.partition_concurrency OR c.recent_starts >= b.partition_rate_limit, false)"""
+
+
 def _walked_counts(finishing: str) -> str:
     """The counts of the key of head ``h`` in queue ``b``: looked up in the queue's loads
     (``b.loads``, read once a claim) when there are few enough of them, else counted for this
-    key alone (pgjobs_key_counts). The one-time filters run one of the two."""
+    key alone (pgjobs_key_counts); the one-time filters run one of the two. With ``stale``:
+    one of the key's jobs left running since the statement's snapshot (_left_running), read
+    only for a key that could start its head here now. One subquery, kept whole (OFFSET 0):
+    split in two, the planner cached the counts by a key that holds the loads (a Memoize
+    hashing the whole jsonb for each key walked: 30 us a key)."""
     return f"""(
-        SELECT coalesce((b.loads -> h.partition_key ->> 0)::bigint, 0) AS running,
-               coalesce((b.loads -> h.partition_key ->> 1)::bigint, 0) AS recent_starts
-        WHERE b.loads IS NOT NULL
-        UNION ALL
-        SELECT * FROM {_key_counts("h.partition_key", finishing)} WHERE b.loads IS NULL
+        SELECT c.running, c.recent_starts,
+               CASE WHEN h.runnable AND {_BELOW}
+                    THEN {_left_running("r.partition_key = h.partition_key")}
+                    ELSE false END AS stale
+        FROM (
+            SELECT coalesce((b.loads -> h.partition_key ->> 0)::bigint, 0) AS running,
+                   coalesce((b.loads -> h.partition_key ->> 1)::bigint, 0) AS recent_starts
+            WHERE b.loads IS NOT NULL
+            UNION ALL
+            SELECT * FROM {_key_counts("h.partition_key", finishing)} WHERE b.loads IS NULL
+        ) AS c
+        OFFSET 0
     ) AS c"""
 
 
-# Whether the key of head ``h`` (with the key's counts ``c``, in queue ``b``) can start a job
-# now: its head is runnable here and the key is below its limits.
-_USABLE = """(h.runnable AND NOT coalesce(
-        c.running >= b.partition_concurrency OR c.recent_starts >= b.partition_rate_limit,
-        false))::int"""
+def _left_running(partition: str) -> str:
+    """SQL: a job of the partition (``partition``: a condition on rows ``r`` of queue ``b``) has
+    left ``running`` since the statement's snapshot was taken, as far as the counts (``c``,
+    each read with a snapshot of its own after the queue's lock) can tell: the statement's
+    snapshot sees more of its jobs running than they do, the attempts this statement completes
+    left out. One that left for ``pending`` keeping its place (handed back at a shutdown, or
+    claimed ahead and given back) is not in the snapshot's view of the key's due jobs, so the
+    walk would take the job behind it into the slot it freed: such a partition waits for the
+    next claim, whose snapshot has it. Read only where ``partition_concurrency`` makes the
+    counts count running jobs; one probe of pgjobs_job_running, stopped past the counts'."""
+    return f"""(b.partition_concurrency IS NOT NULL AND (
+        SELECT count(*) FROM (
+            SELECT 1 FROM pgjobs_job_queue AS r
+            WHERE r.status = 'running' AND r.queue = b.name AND {partition}
+              AND NOT coalesce((r.id, r.lease_token) IN (
+                  SELECT * FROM unnest(%(ids)s::uuid[], %(tokens)s::uuid[])), false)
+            LIMIT c.running + 1) AS r) > c.running)"""
+
+
+# Whether the key can start a job now: its head is runnable here, the key is below its limits,
+# and none of its jobs left running since the snapshot (its head may not be its head).
+_USABLE = f"(h.runnable AND {_BELOW} AND NOT c.stale)::int"
+# Its running jobs as the walk keeps them: a key one of whose jobs left running is as good as
+# full until the next claim (no partition's room, no share).
+_RUNNING = "CASE WHEN c.stale THEN b.partition_concurrency ELSE c.running END"
 
 
 def _key_jobs(partition: str, names: str) -> str:
@@ -137,7 +173,7 @@ def key_walk_ctes(job_names: Sequence[str] | None, finishing: str) -> str:
     -- turns, whose keys each offer a share), or walked %(key_walk)s keys: a claim's cost
     -- follows its batch.
     SELECT b.name, h.partition_key, h.id, h.priority, h.scheduled_for, h.seq, h.runnable, 1,
-           {usable}, h.partition_key, false, c.running, c.recent_starts, {usable}, 1 - {usable}
+           {usable}, h.partition_key, false, {_RUNNING}, c.recent_starts, {usable}, 1 - {usable}
     FROM budget AS b LEFT JOIN cursor_free AS f ON f.name = b.name, LATERAL (
         SELECT * FROM (
             ({_key_head("b.name", "j.partition_key > " + _CURSOR, names)})
@@ -148,7 +184,7 @@ def key_walk_ctes(job_names: Sequence[str] | None, finishing: str) -> str:
     WHERE b.partitioned AND b.room > 0
     UNION ALL
     SELECT k.queue, h.partition_key, h.id, h.priority, h.scheduled_for, h.seq, h.runnable,
-           k.depth + 1, k.found + {usable}, k.start, h.wrapped, c.running, c.recent_starts,
+           k.depth + 1, k.found + {usable}, k.start, h.wrapped, {_RUNNING}, c.recent_starts,
            {usable}, (k.passed + 1) * (1 - {usable})
     FROM keys AS k JOIN budget AS b ON b.name = k.queue, LATERAL (
         SELECT * FROM (
@@ -176,7 +212,11 @@ partitions AS (
     WHERE b.fair OR {_KEY_ROOM} > 1
     UNION ALL
     SELECT b.name, NULL, true, NULL::uuid, NULL::smallint, NULL::timestamptz, NULL::bigint, NULL,
-           NULL::int, c.running, c.recent_starts, 0
+           NULL::int,
+           -- One of them left running since the snapshot: no room until the next claim.
+           CASE WHEN {_left_running("r.partition_key IS NULL")} THEN b.partition_concurrency
+                ELSE c.running END,
+           c.recent_starts, 0
     FROM budget AS b, LATERAL {_key_counts("NULL", finishing)} AS c
     -- A scalar subquery, not EXISTS, which the planner may turn into a join over the table.
     WHERE b.partitioned AND b.room > 0 AND (
@@ -242,18 +282,20 @@ due_keyed AS (
     -- without, heads_locked takes its heads).
     -- ``place``: a turn-taking queue's keys take their turns in the order they were walked
     -- (from the cursor: round robin), the unkeyed partition first; NULL without turns.
+    -- ``rank``: the job's place among its partition's due jobs (1: its head).
     SELECT k.id, k.queue, k.partition_key, k.priority, k.scheduled_for, k.seq, 1::bigint AS turn,
-           NULL::int AS place
+           NULL::int AS place, 1::bigint AS rank
     FROM keys AS k JOIN budget AS b ON b.name = k.queue
     WHERE k.usable = 1 AND NOT b.fair AND {_KEY_ROOM} = 1
       AND k.queue IN (SELECT queue FROM partitions)
     UNION ALL
     SELECT s.id, s.queue, s.partition_key, s.priority, s.scheduled_for, s.seq, 1::bigint,
-           CASE WHEN s.fair THEN coalesce(s.depth, 0) END
+           CASE WHEN s.fair THEN coalesce(s.depth, 0) END, 1
     FROM shares AS s WHERE s.room = 1 AND NOT s.unkeyed AND s.runnable
     UNION ALL
     SELECT d.id, d.queue, d.partition_key, d.priority, d.scheduled_for, d.seq,
-           CASE WHEN s.fair THEN d.turn ELSE 1 END, CASE WHEN s.fair THEN coalesce(s.depth, 0) END
+           CASE WHEN s.fair THEN d.turn ELSE 1 END, CASE WHEN s.fair THEN coalesce(s.depth, 0) END,
+           d.turn
     FROM shares AS s, LATERAL (
         {_key_jobs("NOT s.unkeyed AND j.partition_key = s.partition_key", names)}
         UNION ALL
@@ -300,6 +342,17 @@ keyed_locked AS (
     WHERE j.status = 'pending' AND j.scheduled_for <= now()
     FOR UPDATE OF j SKIP LOCKED
 ),
+keyed_kept AS (
+    -- A partition's locked picks up to the first it could not lock (an application holds its
+    -- row, or another claim took it since the snapshot): the jobs behind a head that stays
+    -- pending never start before it.
+    SELECT l.* FROM (
+        SELECT l.*, row_number() OVER (
+            PARTITION BY l.queue, l.partition_key ORDER BY l.rank) AS got
+        FROM keyed_locked AS l
+    ) AS l
+    WHERE l.got = l.rank
+),
 offers AS (
     -- A partitioned queue's picks that it locked, each with its sort key for the merge. In a
     -- queue that takes turns: in the order its walk gave them (turns, then round robin from
@@ -316,14 +369,14 @@ offers AS (
                  array_agg(p.scheduled_for ORDER BY {_RANK}) AS times,
                  array_agg(p.seq ORDER BY {_RANK}) AS seqs,
                  array_agg(p.id ORDER BY {_RANK}) AS ties
-          FROM keyed_locked AS p WHERE p.fair GROUP BY p.queue) AS a,
+          FROM keyed_kept AS p WHERE p.fair GROUP BY p.queue) AS a,
          LATERAL unnest(a.ids, a.keys, a.turns, a.priorities, a.times, a.seqs, a.ties)
              AS z(id, partition_key, turn, priority, scheduled_for, seq, tie)
     UNION ALL
     -- A queue that does not take turns numbers its picks in the merge's order (keyed_picks'
     -- ``n``, with no turn or place), so the zip would give each pick its own sort key.
     SELECT p.queue, p.id, p.partition_key, p.turn, p.priority, p.scheduled_for, p.seq, p.id
-    FROM keyed_locked AS p WHERE NOT p.fair
+    FROM keyed_kept AS p WHERE NOT p.fair
     UNION ALL
     SELECT p.queue, p.id, p.partition_key, 1::bigint, p.priority, p.scheduled_for, p.seq, p.id
     FROM heads_locked AS p

@@ -1,0 +1,112 @@
+"""A key's jobs never overtake one another, whatever happened while a claim waited for the queue's
+lock or whatever an application holds (rev27):
+
+- a job handed back (keeping its place) after a claim's snapshot was taken but before its lock
+  was granted: the claim's counts see the key's slot free, its walk (the statement's snapshot)
+  still saw that job running, and took the job behind it;
+- a key with room for more than one job whose head an application transaction holds: the lock
+  skipped the head and kept the jobs behind it.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+from django.db import connection, transaction
+
+from django_pgjobs import enqueue, queries
+from django_pgjobs.queries.base import ClaimedJob
+from django_pgjobs.queries.claim import claim_jobs
+from django_pgjobs.queues import set_queue_limits
+from tests.helpers import second_connection, wait_for
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def claim(cur: Any, limit: int = 100, worker: str = "w") -> list[ClaimedJob]:
+    return claim_jobs(
+        cur, worker_id=worker, limit=limit, lease_seconds=60, queues=None, job_names=None
+    )
+
+
+def labels(jobs: list[ClaimedJob]) -> list[str]:
+    return [j.payload["label"] for j in jobs]
+
+
+def waiting_on_a_lock(pid: int) -> bool:
+    with connection.cursor() as cur:
+        cur.execute("SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = %s", [pid])
+        row = cur.fetchone()
+    return bool(row and row[0])
+
+
+@pytest.mark.parametrize("concurrency", [1, 2])
+@pytest.mark.parametrize("key", ["k", None], ids=["keyed", "unkeyed"])
+def test_a_job_handed_back_while_a_claim_waits_keeps_its_place(
+    concurrency: int, key: str | None
+) -> None:
+    set_queue_limits("q", partition_concurrency=concurrency)
+    with transaction.atomic():
+        for n in range(concurrency):
+            enqueue("test.record", {"label": f"first{n}"}, queue="q", partition_key=key)
+        enqueue("test.record", {"label": "second"}, queue="q", partition_key=key)
+        enqueue("test.record", {"label": "other"}, queue="q", partition_key="m")
+    with connection.cursor() as cur:
+        held = claim(cur, limit=concurrency, worker="x")  # the key's first jobs run on x
+    assert sorted(labels(held)) == [f"first{n}" for n in range(concurrency)]
+    holder = second_connection(autocommit=False)  # another claim holds the queue's lock
+    waiter = second_connection()
+    try:
+        assert labels(claim(holder.cursor(), limit=1, worker="a")) == ["other"]
+        got: list[list[ClaimedJob]] = []
+        thread = threading.Thread(
+            target=lambda: got.append(claim(waiter.cursor(), limit=10, worker="b"))
+        )
+        thread.start()
+        wait_for(lambda: waiting_on_a_lock(waiter.info.backend_pid), what="the claim to wait")
+        with connection.cursor() as cur:  # x hands its jobs back (a graceful shutdown)
+            assert queries.release_jobs(cur, tokens=[j.token for j in held]) == concurrency
+        holder.commit()
+        thread.join(10)
+        assert "second" not in labels(got[0])
+    finally:
+        holder.close()
+        waiter.close()
+    with connection.cursor() as cur:  # the next claim takes them in order
+        assert labels(claim(cur, limit=concurrency)) == [f"first{n}" for n in range(concurrency)]
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"partition_concurrency": 2},
+        {"partition_concurrency": 2, "fair": True},
+        {"fair": True},
+        {"partition_rate_limit": 5, "rate_period": 60},
+        {"partition_concurrency": 1},
+        {"partition_concurrency": 1, "fair": True},
+    ],
+    ids=["pc2", "pc2-fair", "fair", "prl5", "pc1", "pc1-fair"],
+)
+@pytest.mark.parametrize("key", ["k", None], ids=["keyed", "unkeyed"])
+def test_a_held_head_is_not_overtaken_by_its_keys_next_job(
+    options: dict[str, Any], key: str | None
+) -> None:
+    set_queue_limits("q", **options)
+    with transaction.atomic():
+        first = enqueue("test.record", {"label": "first"}, queue="q", partition_key=key)
+        enqueue("test.record", {"label": "second"}, queue="q", partition_key=key)
+        enqueue("test.record", {"label": "third"}, queue="q", partition_key=key)
+        enqueue("test.record", {"label": "other"}, queue="q", partition_key="m")
+    app = second_connection(autocommit=False)
+    try:
+        app.execute("SELECT 1 FROM pgjobs_job_queue WHERE id = %s FOR UPDATE", [first])
+        with connection.cursor() as cur:
+            got = labels(claim(cur, limit=10))
+        assert "other" in got  # other keys go on
+        assert "second" not in got and "third" not in got
+    finally:
+        app.rollback()
+        app.close()
