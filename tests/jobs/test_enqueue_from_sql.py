@@ -82,6 +82,7 @@ def test_calls_written_for_the_old_function_still_work() -> None:
     ("arguments", "message"),
     [
         ("partition_key => repeat('k', 501)", "partition_key is 501 characters long"),
+        ("partition_key => ''", "partition_key is empty"),  # rev27: as enqueue() refuses it
         ("timeout => interval '0'", "timeout 00:00:00 must be > 0"),
         ("timeout => interval '-5 minutes'", "must be > 0 and at most 366 days"),
         ("timeout => interval '367 days'", "must be > 0 and at most 366 days"),
