@@ -41,10 +41,19 @@ def _alias(using: str | None) -> str:
 
 
 def _missing(job_id: uuid.UUID, alias: str) -> JobNotFound:
-    if FailedJob.objects.using(alias).filter(id=job_id).exists():
+    dead = FailedJob.objects.using(alias).filter(id=job_id).values("attempt", "max_attempts")
+    for letter in dead:
+        # Attempts left: its handler sent it there (Discard), or its payload could not be read.
+        why = (
+            "it used up its attempts"
+            if letter["attempt"] >= letter["max_attempts"]
+            else f"it was moved there after attempt {letter['attempt']} of "
+            f"{letter['max_attempts']}, without its retries (its handler raised Discard, or its "
+            "payload could not be read)"
+        )
         return JobNotFound(
-            f"Job {job_id} is not in the queue: it used up its attempts and is in the dead "
-            "letters (see list_dead_letter_jobs / retry_dead_letter_job).",
+            f"Job {job_id} is not in the queue: {why} and is in the dead letters (see "
+            "list_dead_letter_jobs / retry_dead_letter_job).",
             dead_lettered=True,
         )
     return JobNotFound(f"No job with id {job_id}.")

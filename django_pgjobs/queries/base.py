@@ -112,11 +112,12 @@ MINE_FINISHED = f"""mine AS MATERIALIZED (
 # matches nothing. locked_at and locked_by stay: when the latest attempt started and which
 # worker ran it (a task's last_attempted_at and worker_ids).
 CLEAR_LEASE = "lease_expires_at = NULL, lease_token = NULL"
-# Undoing a claim (its handler never started, or a workflow gave its job back to wait): the
-# attempt does not count, and leaves no trace of it. For rows aliased ``j``.
+# Undoing a claim (its handler never started, a handler snoozed, or a workflow gave its job back
+# to wait): the attempt does not count, and leaves no trace of it, the progress it reported
+# included. For rows aliased ``j``.
 UNDO_CLAIM = (
     f"status = 'pending', attempt = j.attempt - 1, locked_at = NULL, locked_by = NULL, "
-    f"{CLEAR_LEASE}"
+    f"progress = NULL, progress_message = NULL, {CLEAR_LEASE}"
 )
 
 # A job keeps the newest ERROR_HISTORY_LIMIT failed attempts in ``error_history``, each error's

@@ -37,9 +37,22 @@ def test_unknown_ids_raise_job_not_found() -> None:
 
 def test_get_job_says_when_a_job_was_dead_lettered(make_worker: type[Worker]) -> None:
     job_id = bury(make_worker)
-    with pytest.raises(JobNotFound, match="dead letters") as raised:
+    with pytest.raises(
+        JobNotFound, match="used up its attempts and is in the dead letters"
+    ) as raised:
         get_job(job_id)
     assert raised.value.dead_lettered
+
+
+def test_get_job_does_not_say_a_discarded_job_used_up_its_attempts() -> None:
+    """Trial15b: a job its handler discarded on attempt 1 of 3 was said to have used them up."""
+    from django_pgjobs.models import FailedJob
+
+    letter = FailedJob.objects.create(job_name="x", attempt=1, max_attempts=3)
+    with pytest.raises(JobNotFound) as raised:
+        get_job(letter.id)
+    assert "moved there after attempt 1 of 3, without its retries" in str(raised.value)
+    assert "used up" not in str(raised.value) and raised.value.dead_lettered
 
 
 def test_list_jobs_filters_and_orders_newest_first() -> None:

@@ -288,3 +288,23 @@ def test_an_attempt_that_lost_its_job_changes_nothing_whatever_it_raises(
     assert (job.status, job.attempt, job.locked_by) == ("running", 2, "other")
     assert job.lease_token == theirs.lease_token
     assert not FailedJob.objects.filter(id=job_id).exists()
+
+
+def test_a_snooze_undoes_the_progress_its_attempt_reported(
+    make_worker: type[Worker], register_handler: Register
+) -> None:
+    """Trial15b: a job that reported progress and then snoozed (at a SIGTERM) still showed that
+    progress, though jobs.md says the attempt is undone, as if it never started."""
+    from django_pgjobs.jobs import ProgressReporter
+
+    def handler(payload: Any, report_progress: ProgressReporter) -> None:
+        assert report_progress(21, "step 221")
+        raise Snooze(0)
+
+    register_handler("test.progress-snooze", handler)
+    job_id = enqueue("test.progress-snooze")
+    assert make_worker().run_once().snoozed == 1
+    job = get_job(job_id)
+    assert (job.status, job.attempt, job.progress, job.progress_message) == (
+        "pending", 0, None, None,
+    )  # fmt: skip
