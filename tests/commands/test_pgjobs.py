@@ -399,3 +399,16 @@ def test_queue_limits_back_to_no_limits_for_a_queue_the_settings_do_not_name_say
             "override ended.\n"
         )
         assert not Queue.objects.get(name="other").overridden
+
+
+def test_queue_limits_takes_an_option_only_as_spelled_out() -> None:
+    """Trial15b: `--worker 3` was read as --worker-concurrency 3 (argparse's abbreviations)."""
+    from django.core.management import CommandError
+
+    from django_pgjobs.models import Queue
+
+    with pytest.raises(CommandError, match="--worker"):
+        pgjobs("queue-limits", "abbrev", "--worker", "3")
+    assert not Queue.objects.filter(name="abbrev").exists()
+    pgjobs("queue-limits", "abbrev", "--worker-concurrency", "3")
+    assert Queue.objects.get(name="abbrev").worker_concurrency == 3

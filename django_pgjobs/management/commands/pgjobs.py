@@ -132,6 +132,10 @@ class Command(BaseCommand):
         add.add_argument("--key", default=None)
         add.add_argument("--partition-key", default=None)
         add.add_argument("--timeout", type=float, default=None, metavar="SECONDS")
+        # An option is taken only as spelled: argparse would read `--worker 3` as
+        # --worker-concurrency, a limit the operator never named.
+        for action in sub.choices.values():
+            action.allow_abbrev = False
 
     def handle(self, *args: Any, **options: Any) -> None:
         for option in ("older_than", "delay"):
