@@ -86,32 +86,16 @@ def _key_counts(key: str, finishing: str) -> str:
         b.name, {key}, {finishing}, b.at, b.partition_concurrency, b.partition_rate_limit)"""
 
 
-# The key of head ``h`` (with the key's counts ``c``, in queue ``b``) is below its limits.
-_BELOW = """NOT coalesce(
-        c.running >= b.partition_concurrency OR c.recent_starts >= b.partition_rate_limit, false)"""
-
-
 def _walked_counts(finishing: str) -> str:
     """The counts of the key of head ``h`` in queue ``b``: looked up in the queue's loads
     (``b.loads``, read once a claim) when there are few enough of them, else counted for this
-    key alone (pgjobs_key_counts); the one-time filters run one of the two. With ``stale``:
-    one of the key's jobs left running since the statement's snapshot (_left_running), read
-    only for a key that could start its head here now. One subquery, kept whole (OFFSET 0):
-    split in two, the planner cached the counts by a key that holds the loads (a Memoize
-    hashing the whole jsonb for each key walked: 30 us a key)."""
+    key alone (pgjobs_key_counts). The one-time filters run one of the two."""
     return f"""(
-        SELECT c.running, c.recent_starts,
-               CASE WHEN h.runnable AND {_BELOW}
-                    THEN {_left_running("r.partition_key = h.partition_key")}
-                    ELSE false END AS stale
-        FROM (
-            SELECT coalesce((b.loads -> h.partition_key ->> 0)::bigint, 0) AS running,
-                   coalesce((b.loads -> h.partition_key ->> 1)::bigint, 0) AS recent_starts
-            WHERE b.loads IS NOT NULL
-            UNION ALL
-            SELECT * FROM {_key_counts("h.partition_key", finishing)} WHERE b.loads IS NULL
-        ) AS c
-        OFFSET 0
+        SELECT coalesce((b.loads -> h.partition_key ->> 0)::bigint, 0) AS running,
+               coalesce((b.loads -> h.partition_key ->> 1)::bigint, 0) AS recent_starts
+        WHERE b.loads IS NOT NULL
+        UNION ALL
+        SELECT * FROM {_key_counts("h.partition_key", finishing)} WHERE b.loads IS NULL
     ) AS c"""
 
 
@@ -120,11 +104,10 @@ def _left_running(partition: str) -> str:
     left ``running`` since the statement's snapshot was taken, as far as the counts (``c``,
     each read with a snapshot of its own after the queue's lock) can tell: the statement's
     snapshot sees more of its jobs running than they do, the attempts this statement completes
-    left out. One that left for ``pending`` keeping its place (handed back at a shutdown, or
-    claimed ahead and given back) is not in the snapshot's view of the key's due jobs, so the
-    walk would take the job behind it into the slot it freed: such a partition waits for the
-    next claim, whose snapshot has it. Read only where ``partition_concurrency`` makes the
-    counts count running jobs; one probe of pgjobs_job_running, stopped past the counts'."""
+    left out. Used for the jobs without a key, which then wait for the next claim whatever
+    that job became (the keys find out which: ``moved``). Read only where
+    ``partition_concurrency`` makes the counts count running jobs; one probe of
+    pgjobs_job_running, stopped past the counts'."""
     return f"""(b.partition_concurrency IS NOT NULL AND (
         SELECT count(*) FROM (
             SELECT 1 FROM pgjobs_job_queue AS r
@@ -134,12 +117,11 @@ def _left_running(partition: str) -> str:
             LIMIT c.running + 1) AS r) > c.running)"""
 
 
-# Whether the key can start a job now: its head is runnable here, the key is below its limits,
-# and none of its jobs left running since the snapshot (its head may not be its head).
-_USABLE = f"(h.runnable AND {_BELOW} AND NOT c.stale)::int"
-# Its running jobs as the walk keeps them: a key one of whose jobs left running is as good as
-# full until the next claim (no partition's room, no share).
-_RUNNING = "CASE WHEN c.stale THEN b.partition_concurrency ELSE c.running END"
+# Whether the key of head ``h`` (with the key's counts ``c``, in queue ``b``) can start a job
+# now: its head is runnable here and the key is below its limits.
+_USABLE = """(h.runnable AND NOT coalesce(
+        c.running >= b.partition_concurrency OR c.recent_starts >= b.partition_rate_limit,
+        false))::int"""
 
 
 def _key_jobs(partition: str, names: str) -> str:
@@ -173,7 +155,7 @@ def key_walk_ctes(job_names: Sequence[str] | None, finishing: str) -> str:
     -- turns, whose keys each offer a share), or walked %(key_walk)s keys: a claim's cost
     -- follows its batch.
     SELECT b.name, h.partition_key, h.id, h.priority, h.scheduled_for, h.seq, h.runnable, 1,
-           {usable}, h.partition_key, false, {_RUNNING}, c.recent_starts, {usable}, 1 - {usable}
+           {usable}, h.partition_key, false, c.running, c.recent_starts, {usable}, 1 - {usable}
     FROM budget AS b LEFT JOIN cursor_free AS f ON f.name = b.name, LATERAL (
         SELECT * FROM (
             ({_key_head("b.name", "j.partition_key > " + _CURSOR, names)})
@@ -184,7 +166,7 @@ def key_walk_ctes(job_names: Sequence[str] | None, finishing: str) -> str:
     WHERE b.partitioned AND b.room > 0
     UNION ALL
     SELECT k.queue, h.partition_key, h.id, h.priority, h.scheduled_for, h.seq, h.runnable,
-           k.depth + 1, k.found + {usable}, k.start, h.wrapped, {_RUNNING}, c.recent_starts,
+           k.depth + 1, k.found + {usable}, k.start, h.wrapped, c.running, c.recent_starts,
            {usable}, (k.passed + 1) * (1 - {usable})
     FROM keys AS k JOIN budget AS b ON b.name = k.queue, LATERAL (
         SELECT * FROM (
@@ -201,6 +183,46 @@ def key_walk_ctes(job_names: Sequence[str] | None, finishing: str) -> str:
       -- theirs (the cursor is where they stopped) meets in one stretch.
       AND (b.fair OR k.found < coalesce(%(start_now)s, %(limit)s) OR k.passed < {AHEAD_RUN})
 ),
+suspects AS (
+    -- The jobs a key that can start one now has running in the statement's snapshot, where
+    -- the counts (after the queue's lock, each with a snapshot of its own) found fewer: they
+    -- left ``running`` while this claim waited for the lock, the attempts this statement
+    -- completes left out. One probe of pgjobs_job_running per such key, stopped past the
+    -- counts'; only where partition_concurrency makes the counts count running jobs.
+    SELECT k.queue, k.partition_key, r.id
+    FROM keys AS k JOIN budget AS b ON b.name = k.queue, LATERAL (
+        SELECT r.id, count(*) OVER () AS seen FROM (
+            SELECT r.id FROM pgjobs_job_queue AS r
+            WHERE r.status = 'running' AND r.queue = k.queue
+              AND r.partition_key = k.partition_key
+              AND NOT coalesce((r.id, r.lease_token) IN (
+                  SELECT * FROM unnest(%(ids)s::uuid[], %(tokens)s::uuid[])), false)
+            LIMIT k.running + 1) AS r
+    ) AS r
+    WHERE k.usable = 1 AND b.partition_concurrency IS NOT NULL AND r.seen > k.running
+),
+settled AS (
+    -- Those whose newest version is not pending (completed, failed, cancelled, retried later:
+    -- none of them comes before the key's head). A locking read returns a row's newest version,
+    -- its conditions checked again on it, where the statement's snapshot gives an older one.
+    -- SHARE, not KEY SHARE: a KEY SHARE lock is compatible with the update that changed the
+    -- row (it changed no key), so PostgreSQL locks the old version and never looks further. A
+    -- row another transaction holds is skipped, never waited for: its key counts as moved. A
+    -- worker's own statement on a row held here skips it for these few milliseconds (as it
+    -- skips a row an application holds).
+    SELECT j.id FROM pgjobs_job_queue AS j
+    WHERE j.id = ANY(ARRAY(SELECT id FROM suspects)) AND j.status <> 'pending'
+    FOR SHARE OF j SKIP LOCKED
+),
+moved AS (
+    -- The keys a job of which went back to pending keeping its place (handed back at a
+    -- shutdown, or claimed ahead and given back) while this claim waited, or could not be
+    -- read: the statement's snapshot does not have it among the key's due jobs, and the walk
+    -- would start the job behind it in the slot it freed. Left to the next claim, whose
+    -- snapshot has it (a queue that takes turns gives the key its turn next: ``missed``).
+    SELECT DISTINCT s.queue, s.partition_key FROM suspects AS s
+    WHERE s.id NOT IN (SELECT id FROM settled)
+),
 partitions AS (
     -- The partitions that need their room worked out: every key of a queue that takes turns
     -- (each key's share follows their number), a key with room for more than one job, and the
@@ -209,7 +231,8 @@ partitions AS (
     SELECT k.queue, k.partition_key, false AS unkeyed, k.id, k.priority, k.scheduled_for, k.seq,
            k.runnable, k.depth, k.running, k.recent_starts, k.usable
     FROM keys AS k JOIN budget AS b ON b.name = k.queue
-    WHERE b.fair OR {_KEY_ROOM} > 1
+    WHERE (b.fair OR {_KEY_ROOM} > 1)
+      AND (k.queue, k.partition_key) NOT IN (SELECT queue, partition_key FROM moved)
     UNION ALL
     SELECT b.name, NULL, true, NULL::uuid, NULL::smallint, NULL::timestamptz, NULL::bigint, NULL,
            NULL::int,
@@ -288,6 +311,7 @@ due_keyed AS (
     FROM keys AS k JOIN budget AS b ON b.name = k.queue
     WHERE k.usable = 1 AND NOT b.fair AND {_KEY_ROOM} = 1
       AND k.queue IN (SELECT queue FROM partitions)
+      AND (k.queue, k.partition_key) NOT IN (SELECT queue, partition_key FROM moved)
     UNION ALL
     SELECT s.id, s.queue, s.partition_key, s.priority, s.scheduled_for, s.seq, 1::bigint,
            CASE WHEN s.fair THEN coalesce(s.depth, 0) END, 1
@@ -329,7 +353,8 @@ heads_locked AS (
     WHERE j.id = ANY(ARRAY(
         SELECT k.id FROM keys AS k JOIN budget AS b ON b.name = k.queue
         WHERE k.usable = 1 AND NOT b.fair AND {_KEY_ROOM} = 1
-          AND k.queue NOT IN (SELECT queue FROM partitions)))
+          AND k.queue NOT IN (SELECT queue FROM partitions)
+          AND (k.queue, k.partition_key) NOT IN (SELECT queue, partition_key FROM moved)))
       AND j.status = 'pending' AND j.scheduled_for <= now()
     FOR UPDATE OF j SKIP LOCKED
 ),

@@ -42,11 +42,9 @@ def waiting_on_a_lock(pid: int) -> bool:
     return bool(row and row[0])
 
 
-@pytest.mark.parametrize("concurrency", [1, 2])
-@pytest.mark.parametrize("key", ["k", None], ids=["keyed", "unkeyed"])
-def test_a_job_handed_back_while_a_claim_waits_keeps_its_place(
-    concurrency: int, key: str | None
-) -> None:
+def claim_while_x(concurrency: int, key: str | None, x_does: str) -> list[str]:
+    """A claim that waits for the queue's lock while worker x, running the key's first jobs,
+    hands them back (``release``) or completes them (``complete``): what it takes."""
     set_queue_limits("q", partition_concurrency=concurrency)
     with transaction.atomic():
         for n in range(concurrency):
@@ -66,14 +64,33 @@ def test_a_job_handed_back_while_a_claim_waits_keeps_its_place(
         )
         thread.start()
         wait_for(lambda: waiting_on_a_lock(waiter.info.backend_pid), what="the claim to wait")
-        with connection.cursor() as cur:  # x hands its jobs back (a graceful shutdown)
-            assert queries.release_jobs(cur, tokens=[j.token for j in held]) == concurrency
+        tokens = [j.token for j in held]
+        with connection.cursor() as cur:
+            if x_does == "release":  # a graceful shutdown
+                assert queries.release_jobs(cur, tokens=tokens) == concurrency
+            else:
+                assert len(queries.complete_jobs(cur, tokens=tokens)) == concurrency
         holder.commit()
         thread.join(10)
-        assert "second" not in labels(got[0])
+        return labels(got[0])
     finally:
         holder.close()
         waiter.close()
+
+
+@pytest.mark.parametrize("concurrency", [1, 2])
+def test_a_key_whose_job_completed_while_a_claim_waited_goes_on(concurrency: int) -> None:
+    """Only a job that went back to pending holds its key back: one that completed (or failed
+    into a later retry) while the claim waited leaves the key's next job its head."""
+    assert claim_while_x(concurrency, "k", "complete") == ["second"]
+
+
+@pytest.mark.parametrize("concurrency", [1, 2])
+@pytest.mark.parametrize("key", ["k", None], ids=["keyed", "unkeyed"])
+def test_a_job_handed_back_while_a_claim_waits_keeps_its_place(
+    concurrency: int, key: str | None
+) -> None:
+    assert "second" not in claim_while_x(concurrency, key, "release")
     with connection.cursor() as cur:  # the next claim takes them in order
         assert labels(claim(cur, limit=concurrency)) == [f"first{n}" for n in range(concurrency)]
 
