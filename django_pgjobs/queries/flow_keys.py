@@ -201,27 +201,19 @@ suspects AS (
     ) AS r
     WHERE k.usable = 1 AND b.partition_concurrency IS NOT NULL AND r.seen > k.running
 ),
-settled AS (
-    -- Those whose newest version is not pending (completed, failed, cancelled, retried later:
-    -- none of them comes before the key's head). A locking read returns a row's newest version,
-    -- its conditions checked again on it, where the statement's snapshot gives an older one.
-    -- SHARE, not KEY SHARE: a KEY SHARE lock is compatible with the update that changed the
-    -- row (it changed no key), so PostgreSQL locks the old version and never looks further. A
-    -- row another transaction holds is skipped, never waited for: its key counts as moved. A
-    -- worker's own statement on a row held here skips it for these few milliseconds (as it
-    -- skips a row an application holds).
-    SELECT j.id FROM pgjobs_job_queue AS j
-    WHERE j.id = ANY(ARRAY(SELECT id FROM suspects)) AND j.status <> 'pending'
-    FOR SHARE OF j SKIP LOCKED
-),
 moved AS (
     -- The keys a job of which went back to pending keeping its place (handed back at a
     -- shutdown, or claimed ahead and given back) while this claim waited, or could not be
     -- read: the statement's snapshot does not have it among the key's due jobs, and the walk
     -- would start the job behind it in the slot it freed. Left to the next claim, whose
     -- snapshot has it (a queue that takes turns gives the key its turn next: ``missed``).
-    SELECT DISTINCT s.queue, s.partition_key FROM suspects AS s
-    WHERE s.id NOT IN (SELECT id FROM settled)
+    -- pgjobs_pending_again() reads the rows' newest versions, with a snapshot of its own
+    -- (migration 0029): one call a claim, no lock (a locking read that follows a row's
+    -- updates would write a lock into each, most of them jobs the other worker completed).
+    SELECT DISTINCT s.queue, s.partition_key
+    FROM (SELECT pgjobs_pending_again(ARRAY(SELECT id FROM suspects)) AS ids OFFSET 0) AS a,
+         suspects AS s
+    WHERE s.id = ANY(a.ids)
 ),
 partitions AS (
     -- The partitions that need their room worked out: every key of a queue that takes turns
