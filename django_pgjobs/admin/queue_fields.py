@@ -19,7 +19,7 @@ from django_pgjobs.observability.queues import (
     WHOLE_TEXT,
     whole_number,
 )
-from django_pgjobs.queues.declarations import LEFT_OUT, MAXIMUM, too_large_said
+from django_pgjobs.queues.declarations import LEFT_OUT, MAXIMUM, rate_in_text, too_large_said
 
 
 def seconds_typed(value: float | timedelta) -> str:
@@ -83,3 +83,21 @@ class WholeField(forms.Field):
         if not WHOLE_TEXT.fullmatch(text):
             raise forms.ValidationError(self.error_messages["invalid"], code="invalid")
         return whole_number(text)
+
+
+class RateField(WholeField):
+    """A rate limit: a text such as "10/m" (as other queues write a rate) is refused with what
+    to type in its two fields."""
+
+    def to_python(self, value: Any) -> int | float | None:
+        try:
+            return super().to_python(value)
+        except forms.ValidationError:
+            read = rate_in_text("rate_limit", value)
+            if read is None:
+                raise
+            typed = str(value).strip(ASCII_SPACES)
+            raise forms.ValidationError(
+                f"Enter a whole number: for {typed}, {read[0]} here and {read[1]} in Rate period.",
+                code="invalid",
+            ) from None

@@ -26,6 +26,7 @@ from django.views.decorators.http import require_POST
 from django_pgjobs.admin.columns import format_time, timestamp
 from django_pgjobs.admin.common import ModelAdmin, _apply, _QueueDatabaseMixin, capped_count
 from django_pgjobs.admin.queue_fields import (
+    RateField,
     RatePeriodField,
     TimeoutField,
     WholeField,
@@ -88,6 +89,8 @@ class QueueForm(forms.ModelForm):  # type: ignore[type-arg]
         fields = ("name", "paused", *LIMIT_FIELDS)
         field_classes: ClassVar[dict[str, type[forms.Field]]] = {
             **dict.fromkeys(COUNTS, WholeField),
+            "rate_limit": RateField,
+            "partition_rate_limit": RateField,
             "rate_period": RatePeriodField,
             "timeout": TimeoutField,
         }

@@ -23,6 +23,7 @@ from django_pgjobs.queues.declarations import (
     TAKES,
     Wording,
     limit_problems,
+    rate_in_text,
     rate_period_alone,
     too_large,
     too_large_said,
@@ -207,7 +208,11 @@ def in_cli(text: str) -> Wording:
             return f"{too_large_said(flag, option)}; got {got}."
         example = ", e.g. 60" if option in ("rate_period", "timeout") else ""
         without = LEFT_OUT[option]
-        return f"{flag} takes {TAKES[option]}{example}, or none for {without}; got {got}."
+        said = f"{flag} takes {TAKES[option]}{example}, or none for {without}; got {got}."
+        read = rate_in_text(option, text)
+        if read is not None:  # "10/m", as other queues write a rate
+            said += f" For {text.strip()}: {flag} {read[0]} --rate-period {read[1]}."
+        return said
 
     return wording
 

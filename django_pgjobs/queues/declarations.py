@@ -106,23 +106,32 @@ _UNIT_SECONDS = {"": 1, "s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minu
                  "h": 3600, "hour": 3600, "d": 86400, "day": 86400}  # fmt: skip
 
 
-def _rate_hint(option: str, value: Any) -> str:
-    """For a rate limit given as text such as "10/m": how to say it here."""
+def rate_in_text(option: str, value: Any) -> tuple[int, int] | None:
+    """A rate limit given as text such as "10/m" (as other queues write it), read: the count
+    and the period in seconds, both in range; None for anything else."""
     found = _RATE_TEXT.match(value) if isinstance(value, str) else None
     if option not in ("rate_limit", "partition_rate_limit") or found is None:
-        return ""
+        return None
     count, times, unit = found.groups()
     if not (times or unit):
-        return ""  # "10/": a period is missing, not misspelled
+        return None  # "10/": a period is missing, not misspelled
     unit = unit.lower()
     # "minutes", "secs"; but "ms" is not "m".
     seconds = _UNIT_SECONDS.get(unit if len(unit) <= 2 else unit.removesuffix("s"))
     if seconds is None or not 1 <= int(count) <= MAX_INT:
-        return ""
+        return None
     period = seconds * int(times or 1)
     if not MIN_RATE_PERIOD <= period <= MAX_RATE_PERIOD:
+        return None
+    return int(count), period
+
+
+def _rate_hint(option: str, value: Any) -> str:
+    """For a rate limit given as text such as "10/m": how to say it here."""
+    read = rate_in_text(option, value)
+    if read is None:
         return ""
-    return f" (for {value.strip()}: {option}={int(count)}, rate_period={period})"
+    return f" (for {value.strip()}: {option}={read[0]}, rate_period={read[1]})"
 
 
 def in_python(option: str, value: Any) -> str:

@@ -30,3 +30,20 @@ def test_the_admin_form_refuses_a_rate_period_alone_in_the_same_words(
     form["rate_limit"] = "5"
     assert admin_client_.post(ADD, form).status_code == 302
     assert Queue.objects.get(name="conc").rate_period == timedelta(seconds=10)
+
+
+def test_a_rate_typed_as_text_is_refused_with_what_to_type(admin_client_: Client) -> None:
+    """A rate as other queues write it ("10/m"): the form says what goes in its two fields, as
+    set_queue_limits() and the CLI do."""
+    form = {
+        "name": "texted", "concurrency": "", "worker_concurrency": "", "rate_limit": "10/m",
+        "rate_period": "", "partition_concurrency": "", "partition_rate_limit": "100/h",
+        "timeout": "",
+    }  # fmt: skip
+    page = admin_client_.post(ADD, form).content.decode()
+    assert "Enter a whole number: for 10/m, 10 here and 60 in Rate period." in page
+    assert "Enter a whole number: for 100/h, 100 here and 3600 in Rate period." in page
+    assert not Queue.objects.filter(name="texted").exists()
+    form.update(rate_limit="ten", partition_rate_limit="")
+    page = admin_client_.post(ADD, form).content.decode()
+    assert "in Rate period" not in page and not Queue.objects.filter(name="texted").exists()

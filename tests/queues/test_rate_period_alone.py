@@ -117,3 +117,15 @@ def test_a_plain_sql_change_moves_updated_at() -> None:
     sql("UPDATE pgjobs_queues SET updated_at = '2020-01-01' WHERE name = 'sqlq'")
     sql("UPDATE pgjobs_queues SET key_cursor = 'k' WHERE name = 'sqlq'")
     assert Queue.objects.get(name="sqlq").updated_at.year == 2020
+
+
+def test_the_command_tells_a_rate_written_as_text_how_to_say_it() -> None:
+    with pytest.raises(CommandError) as refused:
+        queue_limits("mail", "--partition-rate-limit", " 100/h ")
+    assert str(refused.value).endswith(
+        "got ' 100/h '. For 100/h: --partition-rate-limit 100 --rate-period 3600."
+    )
+    with pytest.raises(CommandError) as refused:
+        queue_limits("mail", "--concurrency", "10/m")  # not a rate: no hint
+    assert "--rate-period" not in str(refused.value)
+    assert not Queue.objects.filter(name="mail").exists()
