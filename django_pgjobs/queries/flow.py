@@ -43,6 +43,14 @@ computed from counts that are exact across workers:
   the claim takes those whose turn it is; the cursor moves only past keys the claim took or
   could not start, so a key left out has the next turn.
 
+A partitioned queue's walk reads the statement's snapshot, its counts something newer. A job of a
+key that went back to ``pending`` keeping its place while the claim waited for the lock (handed
+back) is running in the one and free in the other, so the walk would give its slot to the job
+behind it: ``suspects`` and ``moved`` (:mod:`.flow_keys`) find such keys, a probe per key it
+could start a job of and one call of ``pgjobs_pending_again()`` a claim (migration 0029), and
+leave them to the next claim. A job the claim cannot lock (an application holds its row) stops
+its partition's picks there (``keyed_kept``): the jobs of a key never overtake one another.
+
 Jobs claimed ahead (prefetched) count as running: a limit counts what workers hold, not only
 what their threads run. Rate-limited queues are never claimed ahead: a start is counted when it
 is claimed, so a claim takes their jobs only among those free threads start at once (due_flow).
