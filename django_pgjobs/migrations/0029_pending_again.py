@@ -1,4 +1,4 @@
-"""``pgjobs_pending_again(ids)``: which of these jobs are pending now (issue 15).
+"""``pgjobs_pending_again(ids)``: which of these jobs are pending and due now (issue 15).
 
 A partitioned queue's claim walks its keys with the statement's snapshot, taken before it waited
 for the queue's lock, and counts their running jobs after it. A key whose job left ``running``
@@ -6,7 +6,9 @@ meanwhile has a free slot by the counts; if that job went back to ``pending`` ke
 (handed back at a shutdown, or claimed ahead and given back), the snapshot has it running, not
 among the key's due jobs, and the claim would start the job behind it. The claim asks this
 function, once, about the jobs that left ``running`` while it waited, and leaves the keys of
-those pending again to the next claim. VOLATILE, as 0021's functions: never inlined, and its
+those pending and due again to the next claim. Due: ``scheduled_for`` no later than the
+transaction's start; a job retried or snoozed meanwhile is due after it, behind the key's due
+jobs, and holds nothing back. VOLATILE, as 0021's functions: never inlined, and its
 statement runs with a snapshot of its own, taken when it starts (after the lock); no row is
 locked or written. Index: the primary key.
 """
@@ -34,13 +36,13 @@ BEGIN
     END IF;
     RETURN ARRAY(
         SELECT j.id FROM {schema}.pgjobs_job_queue AS j
-        WHERE j.id = ANY(ids) AND j.status = 'pending'
+        WHERE j.id = ANY(ids) AND j.status = 'pending' AND j.scheduled_for <= now()
     );
 END;
 $$;
 
 COMMENT ON FUNCTION {schema}.pgjobs_pending_again(uuid[])
-IS 'django-pgjobs: the jobs among ids that are pending now (a snapshot of its own).';
+IS 'django-pgjobs: the jobs among ids that are pending and due now (a snapshot of its own).';
 """
 
 DROP_FUNCTIONS = "DROP FUNCTION IF EXISTS {schema}.pgjobs_pending_again(uuid[]);"

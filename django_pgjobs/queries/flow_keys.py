@@ -185,10 +185,11 @@ def key_walk_ctes(job_names: Sequence[str] | None, finishing: str) -> str:
 ),
 suspects AS (
     -- The jobs a key that can start one now has running in the statement's snapshot, where
-    -- the counts (after the queue's lock, each with a snapshot of its own) found fewer: they
-    -- left ``running`` while this claim waited for the lock, the attempts this statement
-    -- completes left out. One probe of pgjobs_job_running per such key, stopped past the
-    -- counts'; only where partition_concurrency makes the counts count running jobs.
+    -- the counts (after the queue's lock, each with a snapshot of its own) found fewer: some of
+    -- them left ``running`` while this claim waited for the lock (which ones, the snapshot
+    -- cannot tell: all are asked about), the attempts this statement completes left out. One
+    -- probe of pgjobs_job_running per such key; only where partition_concurrency makes the
+    -- counts count running jobs.
     SELECT k.queue, k.partition_key, r.id
     FROM keys AS k JOIN budget AS b ON b.name = k.queue, LATERAL (
         SELECT r.id, count(*) OVER () AS seen FROM (
@@ -196,16 +197,16 @@ suspects AS (
             WHERE r.status = 'running' AND r.queue = k.queue
               AND r.partition_key = k.partition_key
               AND NOT coalesce((r.id, r.lease_token) IN (
-                  SELECT * FROM unnest(%(ids)s::uuid[], %(tokens)s::uuid[])), false)
-            LIMIT k.running + 1) AS r
+                  SELECT * FROM unnest(%(ids)s::uuid[], %(tokens)s::uuid[])), false)) AS r
     ) AS r
     WHERE k.usable = 1 AND b.partition_concurrency IS NOT NULL AND r.seen > k.running
 ),
 moved AS (
-    -- The keys a job of which went back to pending keeping its place (handed back at a
-    -- shutdown, or claimed ahead and given back) while this claim waited, or could not be
-    -- read: the statement's snapshot does not have it among the key's due jobs, and the walk
-    -- would start the job behind it in the slot it freed. Left to the next claim, whose
+    -- The keys a job of which went back to pending and is due (handed back at a shutdown, or
+    -- claimed ahead and given back: it keeps its place) while this claim waited: the
+    -- statement's snapshot does not have it among the key's due jobs, and the walk would start
+    -- the job behind it in the slot it freed. (A job retried or snoozed is due after this
+    -- claim's start, behind the key's due jobs.) Left to the next claim, whose
     -- snapshot has it (a queue that takes turns gives the key its turn next: ``missed``).
     -- pgjobs_pending_again() reads the rows' newest versions, with a snapshot of its own
     -- (migration 0029): one call a claim, no lock (a locking read that follows a row's

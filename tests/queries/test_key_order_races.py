@@ -42,9 +42,11 @@ def waiting_on_a_lock(pid: int) -> bool:
     return bool(row and row[0])
 
 
-def claim_while_x(concurrency: int, key: str | None, x_does: str) -> list[str]:
+def claim_while_x(concurrency: int, key: str | None, *does: str) -> list[str]:
     """A claim that waits for the queue's lock while worker x, running the key's first jobs,
-    hands them back (``release``) or completes them (``complete``): what it takes."""
+    does to each (in ``does``, one a job) what a worker does: hands it back (``release``),
+    completes it (``complete``) or fails it into a retry an hour later (``fail``). What the
+    claim takes."""
     set_queue_limits("q", partition_concurrency=concurrency)
     with transaction.atomic():
         for n in range(concurrency):
@@ -64,12 +66,17 @@ def claim_while_x(concurrency: int, key: str | None, x_does: str) -> list[str]:
         )
         thread.start()
         wait_for(lambda: waiting_on_a_lock(waiter.info.backend_pid), what="the claim to wait")
-        tokens = [j.token for j in held]
+        by_label = {job.payload["label"]: job for job in held}
         with connection.cursor() as cur:
-            if x_does == "release":  # a graceful shutdown
-                assert queries.release_jobs(cur, tokens=tokens) == concurrency
-            else:
-                assert len(queries.complete_jobs(cur, tokens=tokens)) == concurrency
+            for n, action in enumerate(does):
+                token = by_label[f"first{n}"].token
+                if action == "release":  # a graceful shutdown
+                    assert queries.release_jobs(cur, tokens=[token]) == 1
+                elif action == "complete":
+                    assert len(queries.complete_jobs(cur, tokens=[token])) == 1
+                else:
+                    outcome = queries.fail_job(cur, token=token, error="boom", delay=3600)
+                    assert outcome == "retried"
         holder.commit()
         thread.join(10)
         return labels(got[0])
@@ -82,7 +89,25 @@ def claim_while_x(concurrency: int, key: str | None, x_does: str) -> list[str]:
 def test_a_key_whose_job_completed_while_a_claim_waited_goes_on(concurrency: int) -> None:
     """Only a job that went back to pending holds its key back: one that completed (or failed
     into a later retry) while the claim waited leaves the key's next job its head."""
-    assert claim_while_x(concurrency, "k", "complete") == ["second"]
+    assert claim_while_x(concurrency, "k", *["complete"] * concurrency) == ["second"]
+
+
+def test_a_key_whose_job_failed_into_a_later_retry_while_a_claim_waited_goes_on() -> None:
+    """rev28: the retry is pending again, but due an hour later, behind the key's due jobs."""
+    assert claim_while_x(1, "k", "fail") == ["second"]
+
+
+@pytest.mark.parametrize(
+    "does",
+    [("complete", "release"), ("release", "complete"), ("complete", "complete", "release")],
+)
+def test_a_job_handed_back_beside_others_that_completed_keeps_its_place(
+    does: tuple[str, ...],
+) -> None:
+    """rev28: the probe read only one more of the key's jobs than the counts found running, so
+    with one completed and one handed back it could ask about the completed one alone."""
+    got = claim_while_x(len(does), "k", *does)
+    assert "second" not in got
 
 
 @pytest.mark.parametrize("concurrency", [1, 2])
@@ -90,7 +115,7 @@ def test_a_key_whose_job_completed_while_a_claim_waited_goes_on(concurrency: int
 def test_a_job_handed_back_while_a_claim_waits_keeps_its_place(
     concurrency: int, key: str | None
 ) -> None:
-    assert "second" not in claim_while_x(concurrency, key, "release")
+    assert "second" not in claim_while_x(concurrency, key, *["release"] * concurrency)
     with connection.cursor() as cur:  # the next claim takes them in order
         assert labels(claim(cur, limit=concurrency)) == [f"first{n}" for n in range(concurrency)]
 
