@@ -53,9 +53,11 @@ def prepare(conn: psycopg.Connection[Any], keys: int, case: dict[str, Any]) -> N
     """The queue's rows: ``keys`` busy keys (started in the window, or running), and FREE_KEYS
     keys with a due job that can start."""
     conn.execute("TRUNCATE pgjobs_job_queue, pgjobs_queues, pgjobs_queue_starts")
+    # A day's window for the per-key rate; a rate period alone is refused (migration 0027).
+    period = "interval '1 day'" if case["limit"] == "partition_rate_limit" else "interval '1 s'"
     conn.execute(
         f"INSERT INTO pgjobs_queues (name, {case['limit']}, rate_period) "
-        "VALUES ('flow', 1, interval '1 day')"
+        f"VALUES ('flow', 1, {period})"
     )
     if case["running"]:
         conn.execute(
