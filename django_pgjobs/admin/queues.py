@@ -89,8 +89,7 @@ class QueueForm(forms.ModelForm):  # type: ignore[type-arg]
         fields = ("name", "paused", *LIMIT_FIELDS)
         field_classes: ClassVar[dict[str, type[forms.Field]]] = {
             **dict.fromkeys(COUNTS, WholeField),
-            "rate_limit": RateField,
-            "partition_rate_limit": RateField,
+            **dict.fromkeys(("rate_limit", "partition_rate_limit"), RateField),
             "rate_period": RatePeriodField,
             "timeout": TimeoutField,
         }

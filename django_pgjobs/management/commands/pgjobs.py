@@ -132,8 +132,8 @@ class Command(BaseCommand):
         add.add_argument("--key", default=None)
         add.add_argument("--partition-key", default=None)
         add.add_argument("--timeout", type=float, default=None, metavar="SECONDS")
-        # An option is taken only as spelled: argparse would read `--worker 3` as
-        # --worker-concurrency, a limit the operator never named.
+        # An option is taken only as spelled: argparse would read `--worker 3` as the
+        # worker concurrency option, a limit the operator never named.
         for action in sub.choices.values():
             action.allow_abbrev = False
 
