@@ -41,8 +41,9 @@ def _alias(using: str | None) -> str:
 
 
 def _missing(job_id: uuid.UUID, alias: str) -> JobNotFound:
-    dead = FailedJob.objects.using(alias).filter(id=job_id).values("attempt", "max_attempts")
-    for letter in dead:
+    dead = FailedJob.objects.using(alias).filter(id=job_id)
+    letter = dead.values("attempt", "max_attempts").first()
+    if letter is not None:
         # Attempts left: its handler sent it there (Discard), or its payload could not be read.
         why = (
             "it used up its attempts"

@@ -355,11 +355,8 @@ def _when_the_queue_frees(facts: DueJobFacts) -> str:
         ahead = facts.ahead_in_turns
         if ahead <= 0:
             return "It is next in its queue's turns: it starts when one of them ends."
-        return (
-            f"{capped_jobs(ahead)} before it in its queue's turns (each key with due jobs "
-            f"starts one a round): {'it starts' if ahead == 1 else 'they start'} first, as "
-            "running jobs end; then it does."
-        )
+        they = "it starts" if ahead == 1 else "they start"
+        return f"{turns_before(facts)}: {they} first, as running jobs end; then it does."
     if facts.partitioned:
         return (
             "It starts when one of them ends and a claim's walk of the queue's partition keys "

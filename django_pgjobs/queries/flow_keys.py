@@ -99,6 +99,12 @@ def _walked_counts(finishing: str) -> str:
     ) AS c"""
 
 
+# Rows ``r`` running in the statement's snapshot that this statement does not complete (its
+# completions' ids and lease tokens; a row without a token is counted).
+_RUNNING_NOT_FINISHING = """r.status = 'running' AND NOT coalesce((r.id, r.lease_token) IN (
+                  SELECT * FROM unnest(%(ids)s::uuid[], %(tokens)s::uuid[])), false)"""
+
+
 def _left_running(partition: str) -> str:
     """SQL: a job of the partition (``partition``: a condition on rows ``r`` of queue ``b``) has
     left ``running`` since the statement's snapshot was taken, as far as the counts (``c``,
@@ -111,9 +117,7 @@ def _left_running(partition: str) -> str:
     return f"""(b.partition_concurrency IS NOT NULL AND (
         SELECT count(*) FROM (
             SELECT 1 FROM pgjobs_job_queue AS r
-            WHERE r.status = 'running' AND r.queue = b.name AND {partition}
-              AND NOT coalesce((r.id, r.lease_token) IN (
-                  SELECT * FROM unnest(%(ids)s::uuid[], %(tokens)s::uuid[])), false)
+            WHERE r.queue = b.name AND {partition} AND {_RUNNING_NOT_FINISHING}
             LIMIT c.running + 1) AS r) > c.running)"""
 
 
@@ -194,10 +198,8 @@ suspects AS (
     FROM keys AS k JOIN budget AS b ON b.name = k.queue, LATERAL (
         SELECT r.id, count(*) OVER () AS seen FROM (
             SELECT r.id FROM pgjobs_job_queue AS r
-            WHERE r.status = 'running' AND r.queue = k.queue
-              AND r.partition_key = k.partition_key
-              AND NOT coalesce((r.id, r.lease_token) IN (
-                  SELECT * FROM unnest(%(ids)s::uuid[], %(tokens)s::uuid[])), false)) AS r
+            WHERE r.queue = k.queue AND r.partition_key = k.partition_key
+              AND {_RUNNING_NOT_FINISHING}) AS r
     ) AS r
     WHERE k.usable = 1 AND b.partition_concurrency IS NOT NULL AND r.seen > k.running
 ),
@@ -215,6 +217,14 @@ moved AS (
     FROM (SELECT pgjobs_pending_again(ARRAY(SELECT id FROM suspects)) AS ids OFFSET 0) AS a,
          suspects AS s
     WHERE s.id = ANY(a.ids)
+),
+heads AS (
+    -- The keys whose head the walk found is their pick, straight: keys with room for one job
+    -- (or only their turn's) in a queue that does not take turns, none of whose jobs moved.
+    SELECT k.id, k.queue, k.partition_key, k.priority, k.scheduled_for, k.seq
+    FROM keys AS k JOIN budget AS b ON b.name = k.queue
+    WHERE k.usable = 1 AND NOT b.fair AND {_KEY_ROOM} = 1
+      AND (k.queue, k.partition_key) NOT IN (SELECT queue, partition_key FROM moved)
 ),
 partitions AS (
     -- The partitions that need their room worked out: every key of a queue that takes turns
@@ -299,12 +309,9 @@ due_keyed AS (
     -- ``place``: a turn-taking queue's keys take their turns in the order they were walked
     -- (from the cursor: round robin), the unkeyed partition first; NULL without turns.
     -- ``rank``: the job's place among its partition's due jobs (1: its head).
-    SELECT k.id, k.queue, k.partition_key, k.priority, k.scheduled_for, k.seq, 1::bigint AS turn,
+    SELECT h.id, h.queue, h.partition_key, h.priority, h.scheduled_for, h.seq, 1::bigint AS turn,
            NULL::int AS place, 1::bigint AS rank
-    FROM keys AS k JOIN budget AS b ON b.name = k.queue
-    WHERE k.usable = 1 AND NOT b.fair AND {_KEY_ROOM} = 1
-      AND k.queue IN (SELECT queue FROM partitions)
-      AND (k.queue, k.partition_key) NOT IN (SELECT queue, partition_key FROM moved)
+    FROM heads AS h WHERE h.queue IN (SELECT queue FROM partitions)
     UNION ALL
     SELECT s.id, s.queue, s.partition_key, s.priority, s.scheduled_for, s.seq, 1::bigint,
            CASE WHEN s.fair THEN coalesce(s.depth, 0) END, 1
@@ -344,10 +351,7 @@ heads_locked AS (
     -- less than keyed_locked's join for 500 heads.
     SELECT {CANDIDATE} FROM pgjobs_job_queue AS j
     WHERE j.id = ANY(ARRAY(
-        SELECT k.id FROM keys AS k JOIN budget AS b ON b.name = k.queue
-        WHERE k.usable = 1 AND NOT b.fair AND {_KEY_ROOM} = 1
-          AND k.queue NOT IN (SELECT queue FROM partitions)
-          AND (k.queue, k.partition_key) NOT IN (SELECT queue, partition_key FROM moved)))
+        SELECT h.id FROM heads AS h WHERE h.queue NOT IN (SELECT queue FROM partitions)))
       AND j.status = 'pending' AND j.scheduled_for <= now()
     FOR UPDATE OF j SKIP LOCKED
 ),

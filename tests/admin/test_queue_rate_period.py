@@ -14,16 +14,22 @@ from django_pgjobs.queues.declarations import RATE_PERIOD_ALONE
 
 pytestmark = pytest.mark.django_db(transaction=True)
 ADD = reverse("admin:pgjobs_queue_add")
+_EMPTY = dict.fromkeys(
+    ("concurrency", "worker_concurrency", "rate_limit", "rate_period", "partition_concurrency",
+     "partition_rate_limit", "timeout"),
+    "",
+)  # fmt: skip
+
+
+def queue_form(name: str, **fields: str) -> dict[str, str]:
+    """The add form's fields: ``fields`` given, the others empty."""
+    return {"name": name, **_EMPTY, **fields}
 
 
 def test_the_admin_form_refuses_a_rate_period_alone_in_the_same_words(
     admin_client_: Client,
 ) -> None:
-    form = {
-        "name": "conc", "concurrency": "2", "worker_concurrency": "", "rate_limit": "",
-        "rate_period": "10", "partition_concurrency": "", "partition_rate_limit": "",
-        "timeout": "",
-    }  # fmt: skip
+    form = queue_form("conc", concurrency="2", rate_period="10")
     page = admin_client_.post(ADD, form).content.decode()
     assert RATE_PERIOD_ALONE in page
     assert not Queue.objects.filter(name="conc").exists()
@@ -35,11 +41,7 @@ def test_the_admin_form_refuses_a_rate_period_alone_in_the_same_words(
 def test_a_rate_typed_as_text_is_refused_with_what_to_type(admin_client_: Client) -> None:
     """A rate as other queues write it ("10/m"): the form says what goes in its two fields, as
     set_queue_limits() and the CLI do."""
-    form = {
-        "name": "texted", "concurrency": "", "worker_concurrency": "", "rate_limit": "10/m",
-        "rate_period": "", "partition_concurrency": "", "partition_rate_limit": "100/h",
-        "timeout": "",
-    }  # fmt: skip
+    form = queue_form("texted", rate_limit="10/m", partition_rate_limit="100/h")
     page = admin_client_.post(ADD, form).content.decode()
     assert "Enter a whole number: for 10/m, 10 here and 60 in Rate period." in page
     assert "Enter a whole number: for 100/h, 100 here and 3600 in Rate period." in page
