@@ -253,7 +253,8 @@ def _claimed_jobs(rows: Sequence[Any], sent: float) -> list[ClaimedJob]:
     # marked the first jobs of that order started). The flow-controlled claim says each job's
     # place in it (the merge's, where a fair queue's walk gives its picks their places).
     if not rows or rows[0][14] is None:
-        jobs.sort(key=lambda j: (-j.priority, j.scheduled_for, j.id))
+        # UUIDs compare in Python (UUID.__lt__); their ints in C.
+        jobs.sort(key=lambda j: (-j.priority, j.scheduled_for, j.id.int))
         return jobs
     place = {job.id: r[14] for job, r in zip(jobs, rows, strict=True)}
     return sorted(jobs, key=lambda j: place[j.id])

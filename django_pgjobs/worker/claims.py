@@ -43,6 +43,8 @@ class Claims:
         self._flow = queries.FlowHint()
         # How late its rate-limited handlers begin: the ledger's margin (queries.rate_starts).
         self.start_lag = StartLag()
+        # The last claim came back short: look_ahead() has a question to ask.
+        self._short = False
 
     @property
     def restricted(self) -> bool:
@@ -54,7 +56,8 @@ class Claims:
         self, conn: psycopg.Connection[Any], *, limit: int, start_now: int
     ) -> list[queries.ClaimedJob]:
         """Claim up to ``limit`` jobs, the first ``start_now`` of them to start at once (the
-        rest are claimed ahead: their attempt counts once they start)."""
+        rest are claimed ahead: their attempt counts once they start). A short claim leaves
+        :meth:`look_ahead` to do: the caller hands the jobs to threads first."""
         self.start_lag.first_claim(conn)
         with self._link.claim_token() as lease_token:
             jobs = self._completer.claim(
@@ -70,12 +73,21 @@ class Claims:
                 hint=self._flow,
                 start_margin=self.start_lag.margin(),
             )
-        if self._pacing.claimed(asked=limit, got=len(jobs)):
-            seconds = queries.seconds_until_next_due(
-                conn.cursor(), queues=self.queues, job_names=registry.names()
-            )
-            room_in = None
-            if seconds == 0:  # due now, yet not claimed: perhaps a rate limit holds it back
-                room_in = queries.seconds_until_rate_room(conn.cursor(), queues=self.queues)
-            self._pacing.due_in(seconds, now=time.monotonic(), room_in=room_in)
+        self._short = self._pacing.claimed(asked=limit, got=len(jobs))
         return jobs
+
+    def look_ahead(self, conn: psycopg.Connection[Any]) -> None:
+        """After a short claim: when is more due (or, for due jobs a rate limit holds back,
+        when does its window have room)? Asked once the claimed jobs are in their threads' hands:
+        a round trip before that was the last job's wait for its start (0.7 ms of an idle
+        worker's 3.4 ms from commit to start, measured), and an error here loses nothing."""
+        if not self._short:
+            return
+        self._short = False
+        seconds = queries.seconds_until_next_due(
+            conn.cursor(), queues=self.queues, job_names=registry.names()
+        )
+        room_in = None
+        if seconds == 0:  # due now, yet not claimed: perhaps a rate limit holds it back
+            room_in = queries.seconds_until_rate_room(conn.cursor(), queues=self.queues)
+        self._pacing.due_in(seconds, now=time.monotonic(), room_in=room_in)

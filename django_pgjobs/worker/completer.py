@@ -65,7 +65,9 @@ class Completer:
         self._events: SimpleQueue[Done | Progress] = SimpleQueue()
         self._done: list[Done] = []
         self._progress = ProgressReports()
-        self._signalled = False  # an outcome arrived that the loop has not collected yet
+        # An outcome arrived since the loop last took outcomes to write: their batch's clock
+        # runs (due_in), so the ones after it need not wake the loop.
+        self._signalled = False
         # Attempts (job id, lease token) whose outcome was being written when the connection
         # broke: the rows say what became of them.
         self._in_doubt: set[queries.Token] = set()
@@ -73,8 +75,9 @@ class Completer:
     # Called from handler threads.
 
     def finished(self, job: queries.ClaimedJob, attempt: AttemptResult) -> bool:
-        """Queue an attempt's outcome; True if it is the first since the loop last looked (the
-        loop then needs waking to start its batching clock)."""
+        """Queue an attempt's outcome; True if it is the first since the loop last took
+        outcomes to write (the loop then needs waking to start the batch's clock; waking it for
+        every outcome of a busy worker was a wait and a wake-up per job)."""
         self._events.put(Done(job, attempt))
         first = not self._signalled
         self._signalled = True
@@ -111,7 +114,7 @@ class Completer:
 
     def write(self, conn: psycopg.Connection[Any]) -> None:
         """Write everything reported so far; a database error leaves the rest buffered."""
-        self._collect()
+        self._collect(to_write=True)
         self._progress.write(conn, now=time.monotonic())
         self._settle_handed_back()
         ready = self._ready(time.monotonic())
@@ -191,7 +194,7 @@ class Completer:
     def claim(self, conn: psycopg.Connection[Any], **claim: Any) -> list[queries.ClaimedJob]:
         """Claim jobs (see ``queries.claim_jobs``); the successes waiting for their batched
         write ride along in the same statement."""
-        self._collect()
+        self._collect(to_write=True)
         self._settle_handed_back()
         done_ok = [d for d in self._ready(time.monotonic()) if d.succeeded]
         if not done_ok:
@@ -302,8 +305,12 @@ class Completer:
         Those written are handed on first, reading nothing: if the read about the others fails,
         only those stay buffered (a written one would be written again, and said lost)."""
         completed = set(completed_ids)
-        for entry in [d for d in done if d.job.id in completed]:
-            self._done.remove(entry)
+        written = [d for d in done if d.job.id in completed]
+        # Out of the buffer in one pass (a remove() each compared dataclasses field by field
+        # whenever an outcome held back sat ahead of them).
+        gone = {id(d) for d in written}
+        self._done = [d for d in self._done if id(d) not in gone]
+        for entry in written:
             self._record(conn, Written(entry.job, Outcome.COMPLETED))
         unmatched = [d for d in done if d.job.id not in completed]
         checked = [d.job.token for d in unmatched if d.job.token not in self._in_doubt]
@@ -379,8 +386,11 @@ class Completer:
             self._on_written(Written(done.job, Outcome.HANDED_BACK, delay=done.handed_back or 0.0))
         self._done = [d for d in self._done if d.handed_back is None]
 
-    def _collect(self) -> None:
-        self._signalled = False
+    def _collect(self, *, to_write: bool = False) -> None:
+        """Move what handler threads reported into the buffer; ``to_write``: the loop is about
+        to write it, so the next outcome starts a new batch (see :meth:`finished`)."""
+        if to_write:
+            self._signalled = False
         while True:
             try:
                 event = self._events.get_nowait()

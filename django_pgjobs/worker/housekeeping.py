@@ -252,13 +252,17 @@ class Housekeeper:
         started: Sequence[tuple[queries.Token, float]] = (),
         force: bool = False,
         renew_by: float | None = None,
+        heartbeat: bool | None = None,
     ) -> HousekeepingReport:
         """Run whichever duties are due (all of heartbeat and rescue with ``force``).
         ``started``: held attempts whose handler has begun, with how many seconds ago;
-        ``renew_by``: as for :meth:`seconds_until_due`."""
+        ``renew_by``: as for :meth:`seconds_until_due`; ``heartbeat``: the caller has decided
+        whether the heartbeat is due (and read ``held`` and ``started`` only if so)."""
         report = HousekeepingReport()
         now = time.monotonic()
-        if force or self.heartbeat_due(renew_by=renew_by):
+        if heartbeat is None:
+            heartbeat = force or self.heartbeat_due(renew_by=renew_by)
+        if heartbeat:
             report.renewed_at = now
             report.lost = queries.heartbeat(
                 conn.cursor(),

@@ -318,9 +318,11 @@ class Worker:
             return 0
         start_now = min(limit, max(self.concurrency - self._slots.busy, 0))
         sent_at = time.monotonic()
-        jobs = self._claims.take(self._ensure_connected(), limit=limit, start_now=start_now)
+        conn = self._ensure_connected()
+        jobs = self._claims.take(conn, limit=limit, start_now=start_now)
         self.stats.claimed += len(jobs)
         self._slots.dispatch(jobs, sent_at=sent_at)
+        self._claims.look_ahead(conn)
         return len(jobs)
 
     def _runner(self) -> Runner:
@@ -411,7 +413,7 @@ class Worker:
         claimable = (
             self._pacing.maybe_work and not self._stopping.is_set() and not self._max_jobs_reached()
         )
-        if claimable and self._slots.busy < self.concurrency:
+        if claimable and self._slots.busy < self._pacing.refill_at:
             return 0.0
         return self._completer.due_in(busy=self._slots.busy, now=time.monotonic())
 

@@ -51,6 +51,12 @@ class Pacing:
     recheck: float = LOCKED_ROW_RECHECK
     # A rate window of a queue with due jobs has room at this time (None: none is known).
     rate_room_at: float | None = None
+    # Claim again once fewer attempts than this are held (claim_size; read by handler threads
+    # to know when to wake the loop). Without prefetch, as soon as a thread is free.
+    refill_at: int = 0
+
+    def __post_init__(self) -> None:
+        self.refill_at = self.concurrency
 
     def record_run(self, seconds: float) -> None:
         average = self.average_run
@@ -68,9 +74,16 @@ class Pacing:
         """How many jobs to claim now (0: do not claim). ``busy`` threads are running or have a
         job queued; ``prefetch_limit`` caps :meth:`prefetch` (0: none); ``left`` is what
         ``--max-jobs`` still allows (None: no limit)."""
-        if busy >= self.concurrency or not self.maybe_work:
+        ahead = self.prefetch(prefetch_limit)
+        # With jobs claimed ahead, the next claim goes out while half of them still wait for
+        # a thread: its round trip (and the completions riding in it) overlaps the handlers'
+        # work. Claiming only once every thread was free left the handlers idle for each
+        # claim and the database idle while they ran: a drain of no-op jobs kept each of the
+        # worker and its server process half busy.
+        self.refill_at = self.concurrency + ahead // 2
+        if busy >= self.refill_at or not self.maybe_work:
             return 0  # every thread busy: claim again when one frees, in a bigger batch
-        size = self.concurrency - busy + self.prefetch(prefetch_limit)
+        size = self.concurrency + ahead - busy
         return size if left is None else max(min(size, left), 0)
 
     def claimed(self, *, asked: int, got: int) -> bool:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from queue import SimpleQueue
 
 from django_pgjobs.jobs.error_text import log_exception
@@ -70,6 +70,21 @@ class HandlerPool:
                 self._start_thread()
         self._queue.put(task)
         return task
+
+    def submit_many(
+        self, calls: Sequence[tuple[Callable[[], None], Callable[[BaseException], None] | None]]
+    ) -> list[Task]:
+        """:meth:`submit` for each (call, on_failure), in order, under one lock."""
+        tasks = [Task(call, on_failure) for call, on_failure in calls]
+        if not tasks:
+            return tasks
+        with self._lock:
+            self._unfinished += len(tasks)
+            while len(self._threads) < self._size:
+                self._start_thread()
+        for task in tasks:
+            self._queue.put(task)
+        return tasks
 
     def cancel(self, task: Task) -> bool:
         """Stop ``task`` from starting; False if it already started."""

@@ -147,6 +147,7 @@ class Slots:
             # Every job of the claim holds the short lease until a heartbeat says otherwise.
             due = since + short / 2
             self._renew_by = due if self._renew_by is None else min(self._renew_by, due)
+        entries: list[InFlight] = []
         for job in jobs:
             if jobs_logger.isEnabledFor(logging.DEBUG):
                 jobs_logger.debug(
@@ -161,11 +162,18 @@ class Slots:
             self.inflight[job.token] = entry
             if not self._runner.kills_on_timeout:  # else nothing here looks: enforce_timeouts
                 self._deadlines.dispatched(entry, now=now)
-            self._count_busy(+1)
-            entry.task = self._pool.submit(
-                functools.partial(self._execute, entry),
-                on_failure=functools.partial(self._execute_failed, entry),
-            )
+            entries.append(entry)
+        # Busy before any can finish (a handler's report counts its slot free), and one lock
+        # for the claim's tasks: per job, both were a tenth of the loop thread's time.
+        self._count_busy(+len(entries))
+        tasks = self._pool.submit_many(
+            [
+                (functools.partial(self._execute, e), functools.partial(self._execute_failed, e))
+                for e in entries
+            ]
+        )
+        for entry, task in zip(entries, tasks, strict=True):
+            entry.task = task
 
     def worker_stopping(self) -> None:
         """The worker's ``stopping`` event is set: handlers the runner runs elsewhere learn it
@@ -197,11 +205,15 @@ class Slots:
         give back the jobs claimed ahead that waited too long, then renew the rest."""
         renew_by = self.renew_by()
         given_back = 0
-        if force or housekeeper.heartbeat_due(renew_by=renew_by):
+        # Every turn of a busy loop asks; only a due heartbeat reads every attempt held.
+        heartbeat = force or housekeeper.heartbeat_due(renew_by=renew_by)
+        held: list[queries.Token] = []
+        started: list[tuple[queries.Token, float]] = []
+        if heartbeat:
             given_back = self.give_back_waiting(conn)
-        started = self.started(time.monotonic())
-        held = self.held_tokens()
-        report = housekeeper.run_due(conn, held, started=started, force=force, renew_by=renew_by)
+            started = self.started(time.monotonic())
+            held = self.held_tokens()
+        report = housekeeper.run_due(conn, held, started=started, heartbeat=heartbeat)
         report.given_back = given_back
         self.renewed(report, held=held, started=started)
         return report
@@ -375,7 +387,8 @@ class Slots:
         busy = self._count_busy(-1)
         if entry.started:  # one that failed before its start ran for no time: no pace to judge by
             self._pacing.record_run(result.took)
-        # Wake the loop when it has something to do: a thread is free to fill, a failure to
-        # write now, or the first of a batch of outcomes (it starts the batch's clock).
-        if first or busy < self.concurrency or result.error is not None:
+        # Wake the loop when it has something to do: a claim to make (a thread free, or the
+        # jobs claimed ahead running low), a failure to write now, or the first of a batch of
+        # outcomes (it starts the batch's clock).
+        if first or busy < self._pacing.refill_at or result.error is not None:
             self._wake()

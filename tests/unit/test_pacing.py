@@ -23,11 +23,32 @@ def pacing(**fields: object) -> Pacing:
 def test_claims_for_free_threads_only_while_work_may_be_there() -> None:
     p = pacing()
     assert p.claim_size(busy=1, prefetch_limit=0, left=None) == 3
+    assert p.claim_size(busy=4, prefetch_limit=0, left=None) == 0  # every thread busy
+    assert p.refill_at == 4
     p.record_run(0.001)
-    assert p.claim_size(busy=4, prefetch_limit=10, left=None) == 0  # every thread busy
     assert p.claim_size(busy=3, prefetch_limit=10, left=None) == 1 + 10
     p.maybe_work = False
     assert p.claim_size(busy=0, prefetch_limit=0, left=None) == 0
+
+
+def test_with_jobs_claimed_ahead_the_next_claim_goes_out_while_half_still_wait() -> None:
+    """Its round trip then overlaps the handlers' work: claiming only once every thread was
+    free left them idle for it (1 ms jobs on 4 threads: 2,780 -> 3,100 jobs/s)."""
+    p = pacing()
+    assert p.refill_at == 4  # before any claim: as soon as a thread is free
+    p.record_run(0.001)
+    ahead = p.prefetch(100)
+    assert ahead == 100
+    assert p.claim_size(busy=4 + ahead // 2, prefetch_limit=100, left=None) == 0
+    assert p.refill_at == 4 + ahead // 2  # what handler threads wake the loop below
+    busy = 4 + ahead // 2 - 1
+    assert p.claim_size(busy=busy, prefetch_limit=100, left=None) == 4 + ahead - busy
+    # Long jobs are not claimed ahead: a claim only for free threads, as before.
+    p.record_run(10.0)
+    p.record_run(10.0)
+    assert p.prefetch(100) == 0
+    assert p.claim_size(busy=4, prefetch_limit=100, left=None) == 0
+    assert p.refill_at == 4
 
 
 def test_max_jobs_caps_the_claim() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -137,3 +138,28 @@ def test_a_worker_process_records_undescribable_errors_and_runs_every_job(
     assert (FailedJob.objects.get(id=bad).error or "").startswith(FALLBACK)
     assert set(Job.objects.filter(status="completed").values_list("id", flat=True)) == set(good)
     assert Run.objects.filter(label__startswith="good ").count() == 5
+
+
+def test_tasks_submitted_together_all_run_in_order_and_count_until_done() -> None:
+    """submit_many: a claim's jobs reach the threads under one lock, in the claim's order."""
+    ran: list[int] = []
+    release = threading.Event()
+
+    def task(n: int) -> Callable[[], None]:
+        def run() -> None:
+            release.wait(5)
+            ran.append(n)
+
+        return run
+
+    pool = pool_module.HandlerPool(1, name="test-pool", on_thread_exit=lambda: None)
+    try:
+        tasks = pool.submit_many([(task(n), None) for n in range(5)])
+        assert len(tasks) == 5 and pool.unfinished == 5
+        assert pool.cancel(tasks[4])  # not started: it never runs
+        release.set()
+        assert pool.wait_idle(5)
+        assert ran == [0, 1, 2, 3]
+        assert pool.submit_many([]) == []
+    finally:
+        pool.shutdown(wait=True, timeout=5)

@@ -7,10 +7,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import psycopg
 import pytest
 from django.test import override_settings
 
-from django_pgjobs import enqueue_many, queries
+from django_pgjobs import enqueue, enqueue_many, get_job, queries
 from django_pgjobs.models import Job
 from django_pgjobs.worker import Worker
 from django_pgjobs.worker.pacing import PREFETCH_HORIZON
@@ -72,3 +73,27 @@ def test_prefetch_zero_claims_only_free_slots(
         make_worker(concurrency=2).run(burst=True)
     assert Run.objects.count() == 20
     assert max(limits) <= 2  # never more than the free handler threads
+
+
+def test_a_short_claims_jobs_start_before_it_asks_when_more_is_due(
+    make_worker: type[Worker], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The look ahead (when is the next job due?) comes after the claimed jobs are in their
+    threads' hands: a round trip before that delayed an idle worker's every start, and its
+    failure left them claimed and never started (until their leases ran out)."""
+
+    def fails(*args: Any, **kwargs: Any) -> float | None:
+        raise psycopg.errors.QueryCanceled("canceling statement due to statement timeout")
+
+    monkeypatch.setattr(queries, "seconds_until_next_due", fails)
+    job_id = enqueue("test.record", {"label": "first"})
+    worker = make_worker(concurrency=2)
+    try:
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            worker.run_once()  # a claim of 1 where 2 were asked for: short
+        worker._slots.wait_idle()
+        worker._flush(force=True)
+    finally:
+        worker.close()
+    assert Run.objects.filter(label="first").exists()
+    assert get_job(job_id).status == "completed"
