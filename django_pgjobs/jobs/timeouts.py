@@ -9,6 +9,7 @@ reads the setting live.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from types import EllipsisType
 from typing import TYPE_CHECKING, Literal
@@ -58,8 +59,15 @@ def resolve_timeout(
     )
     for seconds, source in candidates:
         if seconds is not None:
-            return AttemptTimeout(float(seconds), source)
+            return _timeout(float(seconds), source)
     return None
+
+
+@functools.lru_cache(maxsize=256)
+def _timeout(seconds: float, source: Source) -> AttemptTimeout:
+    # Every attempt of a drain asks (the setting's hour, most of the time): one frozen object
+    # for each (seconds, source) rather than one per job.
+    return AttemptTimeout(seconds, source)
 
 
 def attempt_timeout(

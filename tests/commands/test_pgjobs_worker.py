@@ -3,8 +3,10 @@ options."""
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable, Iterator
 from io import StringIO
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,6 +14,8 @@ from django.core.management import CommandError, call_command
 
 from django_pgjobs import Cancel, Snooze, enqueue
 from django_pgjobs.models import Job
+from tests.helpers import start_worker
+from tests.testapp.models import Run
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -143,3 +147,19 @@ def test_the_id_in_use_error_shows_the_stored_hostname_escaped() -> None:
     assert "belongs to a live worker" in message
     assert "host evil\\x1b[2J\\nERROR forged line," in message
     assert "\x1b" not in message and "\n" not in message
+
+
+def test_the_worker_runs_with_what_it_loaded_frozen_out_of_the_garbage_collector(
+    tmp_path: Path,
+) -> None:
+    """The full collections a busy worker sets off then skip Django and the project (gc.freeze);
+    a caller of the command gets its collector back as it was."""
+    enqueue("test.gc-frozen", {"id": "00000000-0000-0000-0000-000000000000"})
+    proc = start_worker("--burst", log=tmp_path / "worker.log")
+    assert proc.wait(timeout=60) == 0, (tmp_path / "worker.log").read_text()
+    frozen = int(Run.objects.get().label.split()[1])
+    assert frozen > 10_000  # Django and the project, at least
+    enqueue("test.gc-frozen", {"id": "00000000-0000-0000-0000-000000000000"})
+    call_command("pgjobs_worker", "--burst", verbosity=0)
+    assert Run.objects.count() == 2
+    assert gc.get_freeze_count() == 0

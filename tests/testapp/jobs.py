@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import time
 from pathlib import Path
@@ -21,6 +22,12 @@ def record(payload: dict[str, Any]) -> None:
         job_id=payload.get("id", "00000000-0000-0000-0000-000000000000"),
         label=payload.get("label", "record"),
     )
+
+
+@job("test.gc-frozen")
+def gc_frozen(payload: dict[str, Any]) -> None:
+    """Records how many objects the worker's process froze out of the garbage collector."""
+    Run.objects.create(job_id=payload["id"], label=f"frozen {gc.get_freeze_count()}")
 
 
 @job("test.fail", max_attempts=2)

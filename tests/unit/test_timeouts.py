@@ -81,3 +81,13 @@ def test_the_error_names_the_timeout_where_it_was_set_and_what_became_of_the_han
         'JobTimeout: the attempt ran longer than its timeout of 3600s (PGJOBS["TIMEOUT"]); '
         "its process was killed."
     )
+
+
+def test_attempts_with_the_same_timeout_share_one_object() -> None:
+    """Asked for every attempt a worker claims: no new (frozen, so slow to make) object each."""
+    first = resolve_timeout(job=None, handler=None, queue=None, setting=3600)
+    assert first == AttemptTimeout(3600.0, "setting")
+    assert resolve_timeout(job=None, handler=None, queue=None, setting=3600.0) is first
+    assert resolve_timeout(job=2, handler=None, queue=None, setting=3600) == AttemptTimeout(
+        2.0, "job"
+    )
