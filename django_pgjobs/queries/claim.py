@@ -8,6 +8,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
+
 from django_pgjobs.queries import flow as flow_sql
 from django_pgjobs.queries import rate_starts
 from django_pgjobs.queries.base import (
@@ -114,6 +116,12 @@ _NO_CLAIM = ", ".join(["NULL"] * (len(_COLUMNS) - 1))
 # Every statement's rows: ('claimed', job...), ('done', id) for complete_and_claim, and one
 # ('rules', ...) when flow control applies to the worker's queues.
 _RULES_ROW = f"SELECT 'rules', {_NO_CLAIM}, NULL WHERE EXISTS (SELECT 1 FROM rules)"
+
+
+def _never_prepared(cur: Cursor) -> dict[str, Any]:
+    """execute()'s option that keeps a statement from ever being prepared, for a psycopg
+    cursor (a Django cursor prepares none of ours, and takes no such option)."""
+    return {"prepare": False} if isinstance(cur, psycopg.Cursor) else {}
 
 
 @dataclass
@@ -307,12 +315,15 @@ def claim_jobs(
     }
     flow = hint is not None and hint.restricted
     sent = time.monotonic()  # when the statement that claims is sent (worker.start_lag)
-    cur.execute(*claim_statement(**claim, flow=flow))
+    # The plain statement may be prepared (the worker's cursor prepares it: its parse and plan
+    # were most of an idle worker's claim); the flow-controlled one never: its walk's plan
+    # depends on how many keys and rows the parameters ask for.
+    cur.execute(*claim_statement(**claim, flow=flow), **_never_prepared(cur) if flow else {})
     jobs, _, restricted = _read(cur, sent)
     if restricted and not flow:
         # The plain statement took nothing: flow control applies. Claim with it now.
         sent = time.monotonic()
-        cur.execute(*claim_statement(**claim, flow=True))
+        cur.execute(*claim_statement(**claim, flow=True), **_never_prepared(cur))
         jobs, _, restricted = _read(cur, sent)
     if hint is not None:
         hint.restricted = restricted

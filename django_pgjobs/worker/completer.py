@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 import psycopg
 
 from django_pgjobs import queries
+from django_pgjobs.database import preparing_cursor
 from django_pgjobs.jobs.retry import retry_delay
 from django_pgjobs.stored_json import UndecodableJSON
 from django_pgjobs.worker import lock_waits
@@ -198,7 +199,7 @@ class Completer:
         self._settle_handed_back()
         done_ok = [d for d in self._ready(time.monotonic()) if d.succeeded]
         if not done_ok:
-            return queries.claim_jobs(conn.cursor(), **claim)
+            return queries.claim_jobs(preparing_cursor(conn), **claim)
         # On a database error nothing was written: the successes stay buffered.
         completed, jobs = self._guarded(
             conn,

@@ -9,12 +9,15 @@ pgjobs_job_queue, as EXPLAIN ANALYZE reports them, never in time."""
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
 from django.db import connection, transaction
+from psycopg import sql as psycopg_sql
 
 from django_pgjobs.queries.claim import claim_statement
+from tests.helpers import second_connection
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -72,3 +75,54 @@ def test_a_claim_reads_what_it_takes_whatever_the_statistics_expect(
     read = entries_read(sql, params)
     # The walk of the claim's index stops at LIMIT; the update looks each id up by its key.
     assert read <= 3 * LIMIT, read
+
+
+def generic_entries_read(sql: str, params: dict[str, Any]) -> int:
+    """entries_read() for the generic plan of ``sql``, as a prepared claim may run it: made
+    without the parameters' values (PREPARE, then plan_cache_mode forcing it)."""
+    names = list(dict.fromkeys(re.findall(r"%\((\w+)\)s", sql)))
+    numbered = re.sub(r"%\((\w+)\)s", lambda m: f"${names.index(m.group(1)) + 1}", sql)
+    conn = second_connection()
+    try:
+        with conn.transaction(force_rollback=True):
+            # A list goes as text[] (as psycopg sends it); the others' types PostgreSQL infers
+            # from the statement.
+            types = ", ".join(
+                "text[]" if isinstance(params[name], list) else "unknown" for name in names
+            )
+            conn.execute(f"PREPARE generic_claim ({types}) AS {numbered}")
+            conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+            values = psycopg_sql.SQL(", ").join(psycopg_sql.Literal(params[n]) for n in names)
+            explain = psycopg_sql.SQL("EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE generic_claim ({})")
+            row = conn.execute(explain.format(values)).fetchone()
+            assert row is not None
+            (plan,) = row
+            generic = (
+                "SELECT generic_plans FROM pg_prepared_statements WHERE name = 'generic_claim'"
+            )
+            assert conn.execute(generic).fetchone() == (1,)
+    finally:
+        conn.close()
+    plan = json.loads(plan) if isinstance(plan, str) else plan
+    return _entries(plan[0]["Plan"])
+
+
+def _entries(node: dict[str, Any]) -> int:
+    own = 0
+    if node.get("Relation Name") == "pgjobs_job_queue" and "Scan" in node["Node Type"]:
+        own = round(node["Actual Rows"] * node["Actual Loops"])
+    return own + sum(_entries(child) for child in node.get("Plans", []))
+
+
+@pytest.mark.usefixtures("stale_statistics")
+@pytest.mark.parametrize("limit", [1, LIMIT, 500])
+def test_the_plain_claims_generic_plan_reads_what_it_takes(limit: int) -> None:
+    """The worker prepares its plain claim (database.preparing_cursor); PostgreSQL may then
+    run a generic plan, made without the limit or the handlers' names: it still walks the
+    claim's index and stops at the limit."""
+    sql, params = claim_statement(
+        worker_id="w", limit=limit, lease_seconds=60, queues=None,
+        job_names=["test.record"], lease_token=None, start_now=None, flow=False,
+    )  # fmt: skip
+    read = generic_entries_read(sql, params)
+    assert read <= 3 * limit + 3, read
