@@ -321,7 +321,7 @@ def enqueue_many(
             cur,
             {**rows, "partition_key": key, "partition_keys": keys, "ids": ids, "payloads": texts},
         )
-    if signals.job_enqueued.has_listeners() or job_log.logs_enqueues():
+    if signals.listened(signals.job_enqueued) or job_log.logs_enqueues():
         for index, (job_id, payload) in enumerate(zip(ids, payloads, strict=True)):
             row = {**rows, "partition_key": key if keys is None else keys[index]}
             _enqueued(row, job_id, payload, alias)

@@ -72,7 +72,7 @@ class AfterWrite:
         """A handler begins (called on its thread): ``job_started``, if anyone listens."""
         if self._metrics is not None and self._metrics.started(job):
             self._submit(self._metrics.drain, always=True)
-        if signals.job_started.has_listeners():
+        if signals.listened(signals.job_started):
             self._submit(functools.partial(job_signals.send_started, job, worker_id))
 
     def written(

@@ -35,14 +35,12 @@ _SENT: dict[Outcome, tuple[Signal, ...]] = {
 
 def wanted(written: Written) -> bool:
     """Whether any receiver waits for what ``written`` sends."""
-    # ``receivers`` first: has_listeners() takes the signal's lock and walks its weak
-    # references, per outcome of a drain of thousands a second, to find the list empty.
-    if any(s.receivers and s.has_listeners() for s in _SENT.get(written.outcome, ())):
+    if any(signals.listened(signal) for signal in _SENT.get(written.outcome, ())):
         return True
     return (
         written.outcome is Outcome.BURIED
         and written.job.job_name.startswith(WORKFLOW_JOB_PREFIX)
-        and signals.workflow_finished.has_listeners()
+        and signals.listened(signals.workflow_finished)
     )
 
 
