@@ -169,9 +169,9 @@ class Command(BaseCommand):
         # collections the objects of thousands of jobs a second set off no longer walk all of
         # it each time (a default drain of no-op jobs: +6-8%, benchmarks/README.md). Collected
         # first: garbage frozen would stay; thawed after, for a caller that goes on.
+        restore_signals = worker.install_signal_handlers()
         gc.collect()
         gc.freeze()
-        restore_signals = worker.install_signal_handlers()
         try:
             stats = worker.run(burst=options["burst"])
         except WorkerIdInUse as exc:
