@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from types import SimpleNamespace
+from typing import Any
 
+import psycopg
 import pytest
 
 from django_pgjobs.worker import completer as completer_module
+from tests.helpers import second_connection
 
 
 @pytest.fixture
@@ -15,3 +19,11 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     now = [1000.0]
     monkeypatch.setattr(completer_module, "time", SimpleNamespace(monotonic=lambda: now[0]))
     return now
+
+
+@pytest.fixture
+def conn() -> Iterator[psycopg.Connection[Any]]:
+    """A connection of the test's own, not Django's (as the worker's loop has one)."""
+    made = second_connection()
+    yield made
+    made.close()

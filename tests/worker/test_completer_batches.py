@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -11,16 +10,8 @@ import pytest
 from django_pgjobs import enqueue_many, get_job, queries
 from django_pgjobs.worker.attempt import AttemptResult
 from django_pgjobs.worker.completer import Completer
-from tests.helpers import second_connection
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def conn() -> Iterator[psycopg.Connection[Any]]:
-    made = second_connection()
-    yield made
-    made.close()
 
 
 def test_only_the_first_outcome_of_a_batch_asks_for_the_loop(

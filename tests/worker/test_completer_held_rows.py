@@ -3,7 +3,6 @@ is written again later, and never taken for a failure."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -17,13 +16,6 @@ from django_pgjobs.worker.progress_reports import HELD_RETRY
 from tests.helpers import second_connection
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def conn() -> Iterator[psycopg.Connection[Any]]:
-    made = second_connection()
-    yield made
-    made.close()
 
 
 def test_a_held_success_that_comes_due_during_a_write_waits_for_the_next_one(
