@@ -130,5 +130,8 @@ def test_the_scheduler_fires_due_ticks_through_the_pooler() -> None:
             report = scheduler.run_once()
     finally:
         scheduler.close()
-    assert report.enqueued == 1
-    assert Job.objects.filter(job_name="test.record", key__startswith="pgjobs.cron:").count() == 1
+    # The tick a second ago, and the next one too if this ran a second later (a loaded
+    # machine): each enqueued once, through the pooler.
+    assert report.enqueued >= 1
+    fired = Job.objects.filter(job_name="test.record", key__startswith="pgjobs.cron:")
+    assert fired.count() == report.enqueued
