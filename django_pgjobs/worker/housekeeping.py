@@ -250,18 +250,14 @@ class Housekeeper:
         held: Sequence[queries.Token],
         *,
         started: Sequence[tuple[queries.Token, float]] = (),
-        force: bool = False,
-        renew_by: float | None = None,
-        heartbeat: bool | None = None,
+        heartbeat: bool,
     ) -> HousekeepingReport:
-        """Run whichever duties are due (all of heartbeat and rescue with ``force``).
-        ``started``: held attempts whose handler has begun, with how many seconds ago;
-        ``renew_by``: as for :meth:`seconds_until_due`; ``heartbeat``: the caller has decided
-        whether the heartbeat is due (and read ``held`` and ``started`` only if so)."""
+        """Run the duties that are due; the heartbeat (and the rescue after it) when the caller
+        found it due (:meth:`heartbeat_due`, which it asks before reading every held attempt for
+        ``held`` and ``started``), or forces it. ``started``: held attempts whose handler has
+        begun, with how many seconds ago."""
         report = HousekeepingReport()
         now = time.monotonic()
-        if heartbeat is None:
-            heartbeat = force or self.heartbeat_due(renew_by=renew_by)
         if heartbeat:
             report.renewed_at = now
             report.lost = queries.heartbeat(

@@ -63,24 +63,18 @@ class HandlerPool:
     ) -> Task:
         """Run ``call`` in a thread; if it raises, ``on_failure`` gets the exception (in that
         thread) and the thread carries on."""
-        task = Task(call, on_failure)
-        with self._lock:
-            self._unfinished += 1
-            if len(self._threads) < self._size:
-                self._start_thread()
-        self._queue.put(task)
+        (task,) = self.submit_many([(call, on_failure)])
         return task
 
     def submit_many(
         self, calls: Sequence[tuple[Callable[[], None], Callable[[BaseException], None] | None]]
     ) -> list[Task]:
-        """:meth:`submit` for each (call, on_failure), in order, under one lock."""
+        """:meth:`submit` for each (call, on_failure), in order, under one lock. A thread is
+        started per task until the pool has its size."""
         tasks = [Task(call, on_failure) for call, on_failure in calls]
-        if not tasks:
-            return tasks
         with self._lock:
             self._unfinished += len(tasks)
-            while len(self._threads) < self._size:
+            for _ in range(min(len(tasks), self._size - len(self._threads))):
                 self._start_thread()
         for task in tasks:
             self._queue.put(task)

@@ -50,14 +50,7 @@ def entries_read(sql: str, params: dict[str, Any]) -> int:
         (plan,) = cur.fetchone()
         transaction.set_rollback(True)
     plan = json.loads(plan) if isinstance(plan, str) else plan
-
-    def entries(node: dict[str, Any]) -> int:
-        own = 0
-        if node.get("Relation Name") == "pgjobs_job_queue" and "Scan" in node["Node Type"]:
-            own = round(node["Actual Rows"] * node["Actual Loops"])
-        return own + sum(entries(child) for child in node.get("Plans", []))
-
-    return entries(plan[0]["Plan"])
+    return _entries(plan[0]["Plan"])
 
 
 @pytest.mark.usefixtures("stale_statistics")
@@ -108,6 +101,7 @@ def generic_entries_read(sql: str, params: dict[str, Any]) -> int:
 
 
 def _entries(node: dict[str, Any]) -> int:
+    """Rows the scans of pgjobs_job_queue under ``node`` returned, summed over loops."""
     own = 0
     if node.get("Relation Name") == "pgjobs_job_queue" and "Scan" in node["Node Type"]:
         own = round(node["Actual Rows"] * node["Actual Loops"])

@@ -92,7 +92,7 @@ def test_a_worker_records_the_job_names_it_claims_and_a_swept_row_comes_back_wit
     WorkerRow.objects.filter(id="lister").delete()  # presumed dead and forgotten
     conn = worker._link.conn
     assert conn is not None
-    worker._housekeeper.run_due(conn, [], force=True)  # its next heartbeat
+    worker._housekeeper.run_due(conn, [], heartbeat=True)  # its next heartbeat
     assert WorkerRow.objects.get(id="lister").handlers == registry.names()
 
 
