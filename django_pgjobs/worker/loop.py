@@ -313,12 +313,12 @@ class Worker:
             busy=self._slots.busy,
             prefetch_limit=conf.PREFETCH if prefetch else 0,
             left=None if self.max_jobs is None else self.max_jobs - self.stats.claimed,
+            restricted=self._claims.restricted,
         )
         if limit <= 0:
             return 0
         start_now = min(limit, max(self.concurrency - self._slots.busy, 0))
-        sent_at = time.monotonic()
-        conn = self._ensure_connected()
+        sent_at, conn = time.monotonic(), self._ensure_connected()
         jobs = self._claims.take(conn, limit=limit, start_now=start_now)
         self.stats.claimed += len(jobs)
         self._slots.dispatch(jobs, sent_at=sent_at)

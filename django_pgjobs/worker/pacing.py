@@ -70,17 +70,22 @@ class Pacing:
         per_slot = PREFETCH_HORIZON / max(self.average_run, 1e-4)
         return min(limit, int(self.concurrency * per_slot))
 
-    def claim_size(self, *, busy: int, prefetch_limit: int, left: int | None) -> int:
+    def claim_size(
+        self, *, busy: int, prefetch_limit: int, left: int | None, restricted: bool = False
+    ) -> int:
         """How many jobs to claim now (0: do not claim). ``busy`` threads are running or have a
         job queued; ``prefetch_limit`` caps :meth:`prefetch` (0: none); ``left`` is what
-        ``--max-jobs`` still allows (None: no limit)."""
+        ``--max-jobs`` still allows (None: no limit); ``restricted``: flow control applied at
+        the last claim."""
         ahead = self.prefetch(prefetch_limit)
         # With jobs claimed ahead, the next claim goes out while half of them still wait for
         # a thread: its round trip (and the completions riding in it) overlaps the handlers'
         # work. Claiming only once every thread was free left the handlers idle for each
         # claim and the database idle while they ran: a drain of no-op jobs kept each of the
-        # worker and its server process half busy.
-        self.refill_at = self.concurrency + ahead // 2
+        # worker and its server process half busy. Not under flow control: a rate-limited job
+        # is claimed only for a free thread (queries.flow), so a claim while every thread was
+        # busy took only other queues' jobs, and the rate-limited ones waited for all of them.
+        self.refill_at = self.concurrency + (0 if restricted else ahead // 2)
         if busy >= self.refill_at or not self.maybe_work:
             return 0  # every thread busy: claim again when one frees, in a bigger batch
         size = self.concurrency + ahead - busy

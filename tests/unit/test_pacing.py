@@ -218,3 +218,13 @@ def test_drained_only_when_nothing_is_claimable_now() -> None:
     assert pacing(maybe_work=False).drained(now=0.0)
     assert pacing(maybe_work=False, next_due=10.0).drained(now=0.0)
     assert not pacing(maybe_work=False, next_due=10.0).drained(now=11.0)
+
+
+def test_under_flow_control_the_next_claim_waits_for_a_free_thread() -> None:
+    """A rate-limited job is claimed only for a free thread: a claim while every thread is
+    busy would take only other queues' jobs (tests/worker/test_rate_start.py)."""
+    p = pacing()
+    p.record_run(0.001)
+    assert p.claim_size(busy=4, prefetch_limit=100, left=None, restricted=True) == 0
+    assert p.refill_at == 4
+    assert p.claim_size(busy=3, prefetch_limit=100, left=None, restricted=True) == 1 + 100

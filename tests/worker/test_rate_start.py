@@ -4,6 +4,7 @@ claim stamps them a margin after its stamp, the claiming worker's measured lag o
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from datetime import timedelta
@@ -20,6 +21,7 @@ from django_pgjobs.queries.claim import claim_jobs
 from django_pgjobs.queues import set_queue_limits
 from django_pgjobs.worker import Worker
 from django_pgjobs.worker.start_lag import FIRST_MARGIN, HEADROOM, StartLag
+from tests.helpers import wait_for
 from tests.reliability.test_flow_processes import ledger  # noqa: F401 (the handlers' ledger)
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -146,3 +148,37 @@ def test_the_worker_measures_its_lag_and_counts_starts_no_earlier_than_they_begi
     assert lag._round_trip is not None  # timed before the first claim
     assert lag.margin() != FIRST_MARGIN + 2 * lag._round_trip
     assert 0 < lag.margin() < 1
+
+
+def test_a_rate_limited_queue_is_served_while_another_queue_has_a_backlog(
+    make_worker: type[Worker],
+    ledger: None,  # noqa: F811
+) -> None:
+    """A worker claims again while half the jobs it claimed ahead still wait for a thread; such
+    a claim has no free thread to start a rate-limited job on, so under flow control it waits
+    for one, as before: claiming while every thread was busy took only the other queue's
+    backlog, and the rate-limited jobs (of a higher priority, even) waited for all of it."""
+    set_queue_limits("rated", rate_limit=1000, rate_period=1.0)
+    enqueue_many("test.span", [{"label": f"plain {n:04d}"} for n in range(3000)], queue="plain")
+    worker = make_worker(concurrency=2, queues=["plain", "rated"])
+    runner = threading.Thread(target=worker.run, kwargs={"burst": True})
+    runner.start()
+    try:
+        wait_for(lambda: ledger_count() >= 100, what="the backlog under way")
+        jobs = [{"label": f"rated {n}"} for n in range(3)]
+        enqueue_many("test.span", jobs, queue="rated", priority=10)
+    finally:
+        runner.join(120)
+    assert not runner.is_alive()
+    with connection.cursor() as cur:
+        cur.execute("SELECT label FROM flow_ledger ORDER BY started_at")
+        labels = [row[0] for row in cur.fetchall()]
+    assert len(labels) == 3003
+    # Started behind what was claimed ahead (at most PREFETCH) of the backlog, not after it.
+    assert max(labels.index(f"rated {n}") for n in range(3)) < 1500, labels.index("rated 0")
+
+
+def ledger_count() -> int:
+    with connection.cursor() as cur:
+        cur.execute("SELECT count(*) FROM flow_ledger")
+        return int(cur.fetchone()[0])
