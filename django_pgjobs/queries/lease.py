@@ -14,7 +14,7 @@ from typing import Any, Literal
 from django_pgjobs.queries.base import (
     FENCE,
     HELD,
-    HELD_FENCE,
+    HELD_JOIN,
     MINE,
     UNDO_CLAIM,
     Cursor,
@@ -136,8 +136,12 @@ def heartbeat(
                                  %(began_ago)s::float8[]) AS began(id, token, ago)
         ),
         renewable AS MATERIALIZED (
-            SELECT j.id FROM pgjobs_job_queue AS j JOIN held ON {HELD_FENCE}
+            SELECT j.id FROM pgjobs_job_queue AS j JOIN held ON {HELD_JOIN}
             FOR NO KEY UPDATE OF j SKIP LOCKED
+        ),
+        holding AS MATERIALIZED (
+            -- The held attempts that still hold their job (locked or not), read once by key.
+            SELECT held.id, held.token FROM pgjobs_job_queue AS j JOIN held ON {HELD_JOIN}
         ),
         renewed AS (
             -- A job claimed ahead whose handler has not begun keeps the short lease.
@@ -164,14 +168,14 @@ def heartbeat(
                     to_jsonb(array(
                         SELECT held.token::text FROM held
                         WHERE held.id NOT IN (SELECT id FROM renewable)
-                          AND EXISTS (SELECT 1 FROM pgjobs_job_queue AS j WHERE {HELD_FENCE}))))
+                          AND (held.id, held.token) IN (SELECT * FROM holding))))
             ON CONFLICT (id) DO UPDATE
             SET last_heartbeat_at = now(), unrenewed = EXCLUDED.unrenewed
             -- Never renew another process's row under the same id (see register_worker).
             WHERE pgjobs_workers.instance_token = EXCLUDED.instance_token
         )
         SELECT held.id, held.token FROM held
-        WHERE NOT EXISTS (SELECT 1 FROM pgjobs_job_queue AS j WHERE {HELD_FENCE})
+        WHERE (held.id, held.token) NOT IN (SELECT * FROM holding)
         """,
         {
             "handlers": None,
@@ -196,8 +200,8 @@ def no_longer_held(cur: Cursor, *, tokens: Sequence[Token]) -> list[Token]:
     cur.execute(
         f"""
         SELECT held.id, held.token FROM {HELD}
-        WHERE NOT EXISTS (
-            SELECT 1 FROM pgjobs_job_queue AS j WHERE {HELD_FENCE}
+        WHERE (held.id, held.token) NOT IN (
+            SELECT j.id, j.lease_token FROM pgjobs_job_queue AS j JOIN {HELD} ON {HELD_JOIN}
         )
         """,
         token_params(tokens),
