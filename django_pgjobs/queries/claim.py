@@ -36,8 +36,8 @@ from django_pgjobs.stored_json import decode_json
 # so no more than LIMIT. When ``rules`` has rows the one-time filter makes it take nothing; the
 # flow-controlled statement (queries.flow) then chooses instead.
 _PLAIN_DUE = """due{suffix} AS (
-    SELECT d.id, d.tid FROM pending_priorities AS p, LATERAL (
-        SELECT j.id, j.ctid AS tid FROM pgjobs_job_queue AS j
+    SELECT d.id FROM pending_priorities AS p, LATERAL (
+        SELECT j.id FROM pgjobs_job_queue AS j
         WHERE j.status = 'pending' AND j.priority = p.priority AND j.scheduled_for <= now()
               {filters}
         ORDER BY j.scheduled_for, j.id
@@ -80,7 +80,7 @@ claimed AS (
             THEN %(lease_seconds)s
             ELSE coalesce(%(ahead_lease_seconds)s::float8, %(lease_seconds)s) END),
         lease_token = %(lease_token)s
-    WHERE {taken}
+    WHERE j.id = ANY(ARRAY(SELECT id FROM due))
     RETURNING j.id, j.job_name, j.payload::text AS payload, j.queue, j.priority, j.attempt,
               j.max_attempts, j.scheduled_for, j.lease_token, j.partition_key,
               extract(epoch FROM j.timeout)::float8 AS timeout,
@@ -88,15 +88,6 @@ claimed AS (
               j.seq, {place} AS place, j.trace_context::text AS trace_context,
               {stamp} AS rate_stamp
 )"""
-# The rows ``due`` chose, found again to update them. The plain claim's by the versions it locked
-# (a TID scan): by key, each was a descent of pgjobs_job_queue_pkey, whose entries every state
-# change multiplies (8 to 9 pages read a row, 5.6 ms of a claim of 500 once 80,000 of 100,000
-# jobs had run). A row updated and committed by another transaction between the statement's
-# snapshot and its lock is locked in its newest version, which the update, reading the
-# snapshot, does not see: left pending, for the next claim. The flow-controlled claim's rows
-# come by key (its walks carry ids).
-_BY_TID = "j.ctid = ANY(ARRAY(SELECT tid FROM due))"
-_BY_KEY = "j.id = ANY(ARRAY(SELECT id FROM due))"
 # NULL: the plain order; else (flow control) the job's place in the claim's order (due_flow).
 _PLACE = "array_position(ARRAY(SELECT id FROM due_flow ORDER BY n), j.id)"
 
@@ -155,7 +146,7 @@ def _ctes(
     found = filters(queues, job_names)
     if not flow:
         due = _PLAIN_DUE.format(suffix="", filters=found)
-        claimed = _CLAIMED.format(place="NULL::int", stamp="NULL::timestamptz", taken=_BY_TID)
+        claimed = _CLAIMED.format(place="NULL::int", stamp="NULL::timestamptz")
         return f"{flow_sql.rules_cte(queues)},\n{PENDING_PRIORITIES},\n{due},\n{claimed}"
     due = _FLOW_DUE.format(
         plain=_PLAIN_DUE.format(suffix="_plain", filters=found),
@@ -163,7 +154,7 @@ def _ctes(
     )
     return (
         f"{flow_sql.rules_cte(queues)},\n{PENDING_PRIORITIES},\n{due},\n"
-        f"{_CLAIMED.format(place=_PLACE, stamp=rate_starts.RATE_STAMP, taken=_BY_KEY)},\n"
+        f"{_CLAIMED.format(place=_PLACE, stamp=rate_starts.RATE_STAMP)},\n"
         f"{rate_starts.STARTS_CTE}"
     )
 
