@@ -200,9 +200,8 @@ def no_longer_held(cur: Cursor, *, tokens: Sequence[Token]) -> list[Token]:
     cur.execute(
         f"""
         SELECT held.id, held.token FROM {HELD}
-        WHERE (held.id, held.token) NOT IN (
-            SELECT j.id, j.lease_token FROM pgjobs_job_queue AS j JOIN {HELD} ON {HELD_JOIN}
-        )
+        LEFT JOIN pgjobs_job_queue AS j ON {HELD_JOIN}
+        WHERE j.id IS NULL
         """,
         token_params(tokens),
     )
