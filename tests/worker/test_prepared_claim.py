@@ -1,5 +1,5 @@
 """An idle worker's claim is prepared on its connection (parse and plan were most of its round
-trip); the flow-controlled claim and the batch statements never are."""
+trip), the flow-controlled one on its generic plan; the batch statements never are."""
 
 from __future__ import annotations
 
@@ -43,11 +43,26 @@ def test_the_plain_claim_is_prepared_and_runs_prepared(make_worker: type[Worker]
     assert all(get_job(job_id).status == "completed" for job_id in ids)
 
 
-def test_the_flow_controlled_claim_is_never_prepared(make_worker: type[Worker]) -> None:
+def test_the_flow_controlled_claim_runs_prepared_on_its_generic_plan(
+    make_worker: type[Worker],
+) -> None:
+    """Left to choose, PostgreSQL planned the prepared flow claim again at every run; it runs
+    on one generic plan (its reads: tests/queries/test_flow_plan.py), and the setting that
+    makes it so is the claim's alone: the batch statements after it are planned as before."""
     set_queue_limits("limited", concurrency=5)
     worker = make_worker(concurrency=1, queues=["limited"])
-    claims(worker, queue="limited")
-    assert not [s for s in prepared(worker) if "due_flow" in s]
+    ids = claims(worker, queue="limited")
+    conn = worker._link.conn
+    assert conn is not None
+    rows = conn.execute(
+        "SELECT generic_plans, custom_plans FROM pg_prepared_statements "
+        "WHERE statement LIKE '%%due_flow%%'",
+        prepare=False,
+    ).fetchall()
+    assert len(rows) == 1 and rows[0][0] >= 1 and rows[0][1] == 0, rows
+    settings = "SELECT current_setting('plan_cache_mode'), current_setting('jit')"
+    assert conn.execute(settings, prepare=False).fetchone() == ("auto", "off")
+    assert all(get_job(job_id).status == "completed" for job_id in ids)
 
 
 def test_a_prepared_claim_the_server_lost_is_made_again(make_worker: type[Worker]) -> None:
