@@ -215,7 +215,14 @@ def preparing_cursor(conn: psycopg.Connection[Any]) -> psycopg.Cursor[Any]:
     prepares from their sixth run, as :func:`statement_cursor`'s are, and never behind a
     pooler: for a statement with no batch in it that a worker runs over and over. An idle
     worker's claim (queries.claim_jobs) spent 1.1 ms of its 1.8 ms round trip being parsed and
-    planned again. A statement run through it with ``prepare=False`` is never prepared."""
+    planned again. A statement run through it with ``prepare=False`` is never prepared.
+
+    Our own connections live as long as their worker: whether one reaches PostgreSQL directly is
+    asked at once (one round trip), not at its sixth statement, so a statement run with
+    :func:`run_generic` is prepared from its first run."""
+    if conn not in _direct and conn.info.transaction_status == TransactionStatus.IDLE:
+        _direct[conn] = not through_pooler(conn)
+        _runs.pop(conn, None)
     return _PreparingCursor(conn)
 
 
@@ -243,7 +250,9 @@ def run_generic(cur: Any, query: Any, params: Any) -> None:
         prepare=False,
     )
     try:
-        cur.execute(query, params)
+        # Prepared at once, not from its sixth run: the connection is known to be direct, and
+        # this statement is run over and over.
+        cur.execute(query, params, prepare=True)
     finally:
         if not conn.broken and conn.info.transaction_status == TransactionStatus.IDLE:
             conn.execute("RESET plan_cache_mode", prepare=False)
