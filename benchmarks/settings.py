@@ -17,7 +17,7 @@ _MAX_AGE = os.environ.get("BENCH_CONN_MAX_AGE", "0")
 DATABASES["default"]["CONN_MAX_AGE"] = None if _MAX_AGE.lower() == "none" else int(_MAX_AGE)
 # OPTIONS["prepare_threshold"] for enqueue's and the workflows' statements on Django's
 # connections: a number, or "none" to prepare nothing; unset, they are prepared from their sixth
-# run (django_pgjobs/cursors.py). The worker's own connection never prepares (connection.py).
+# run (django_pgjobs/prepared.py). The worker's own connection prepares only its claims.
 _PREPARE = os.environ.get("BENCH_PREPARE_THRESHOLD")
 if _PREPARE is not None:
     DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = (

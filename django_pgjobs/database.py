@@ -1,4 +1,4 @@
-"""Our connections to PostgreSQL: the worker's own, and a cursor for our statements on Django's.
+"""Our connections to PostgreSQL: the worker's own, and the facts about Django's we act on.
 
 **The worker's own connection** (:func:`connect`): one autocommit psycopg connection for LISTEN
 and for the queue's statements. Every statement is its own transaction, so no row lock outlives
@@ -11,35 +11,7 @@ them (:mod:`django_pgjobs.observability.connections`). Ours carry it as a connec
 the Django connections of a worker or scheduler process get it from libpq's ``PGAPPNAME``
 (:func:`name_process_connections`), so an ``application_name`` the project sets wins.
 
-**Our statements on Django's connection** (:func:`statement_cursor`: enqueue and workflows), so
-they join the caller's transaction. Django binds parameters on the client and never prepares:
-every statement is sent as new text and parsed and planned again. For the statements an
-application runs over and over (enqueue's INSERT above all) that parse and plan is a large part
-of the cost: measured on PostgreSQL 15, the INSERT takes 270 us unprepared and 190 us prepared.
-:func:`statement_cursor` binds on the server and lets psycopg prepare a statement from its sixth
-run on a connection, so
-
-- a connection that enqueues once and goes away (Django's default ``CONN_MAX_AGE = 0``) never
-  pays the extra Parse round trip a prepared statement needs at first;
-- a long-lived one (a pool, ``CONN_MAX_AGE``, a worker's handler thread, a script) parses and
-  plans the statement once.
-
-Only our statements are counted and prepared: the connection's own setting (None, Django's
-default) is back in place before the cursor is handed out again. If the alias sets
-``OPTIONS["prepare_threshold"]`` itself, psycopg follows that, ``None`` included (nothing is
-prepared). With ``POLL_ONLY`` Django's plain cursor is used.
-
-Behind a transaction pooler (PgBouncer in transaction mode) nothing of ours is prepared: a
-statement prepared through one server connection is run, a transaction later, on another, which
-fails (``prepared statement "_pg3_0" does not exist``) or, worse, runs the statement another
-client prepared under that name there. Measured through PgBouncer 1.18, 84 of 800 enqueues failed
-so. Before a connection's first statement could be prepared (the run after our fifth on it)
-:func:`through_pooler` asks, once, whether it reaches PostgreSQL directly.
-
-A prepared statement the server lost (a ``DISCARD ALL`` through Django's cursor) or can no longer
-run (a migration changed a column it returns) is forgotten, and the statement run again when no
-transaction is open (the server refused it before running it); inside one, the caller's
-transaction fails once and the next statement after its rollback starts afresh.
+**Prepared statements**, on Django's connection and ours: :mod:`django_pgjobs.prepared`.
 """
 
 from __future__ import annotations
@@ -53,8 +25,6 @@ from typing import Any
 import psycopg
 from django.conf import settings
 from django.db import connections
-from psycopg import errors
-from psycopg.pq import TransactionStatus
 
 from django_pgjobs.conf import conf
 from django_pgjobs.exceptions import PgJobsError
@@ -92,11 +62,11 @@ def connect(
     """An autocommit connection for the worker, the scheduler or an outside wait.
 
     Its statements are not prepared on the server (Django's default too), but for those run
-    through :func:`preparing_cursor`. The hot ones work on batches given as arrays, and a
-    prepared statement's generic plan, made without the array sizes, can choose a nested loop
-    over them: measured, the completion of 500 jobs went from 14 ms to 50 ms and draining
-    20,000 jobs 40% slower. Parsing a batch statement costs little next to the hundreds of jobs
-    it handles.
+    through :func:`~django_pgjobs.prepared.preparing_cursor`. The hot ones work on batches given
+    as arrays, and a prepared statement's generic plan, made without the array sizes, can choose
+    a nested loop over them: measured, the completion of 500 jobs went from 14 ms to 50 ms and
+    draining 20,000 jobs 40% slower. Parsing a batch statement costs little next to the hundreds
+    of jobs it handles.
 
     ``connect_timeout`` (whole seconds; libpq counts no less than 2) bounds the connect, for
     each address the host resolves to, unless the alias's ``OPTIONS`` set a smaller one.
@@ -108,7 +78,18 @@ def connect(
     params["prepare_threshold"] = None
     if connect_timeout is not None:
         params["connect_timeout"] = _at_most(params.get("connect_timeout"), connect_timeout)
-    return psycopg.connect(**params, autocommit=True)
+    conn = psycopg.connect(**params, autocommit=True)
+    _own.add(conn)
+    return conn
+
+
+# The connections connect() made: ours for as long as they live, never an application's.
+_own: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
+
+
+def is_own(conn: psycopg.Connection[Any]) -> bool:
+    """Did :func:`connect` make ``conn`` (not Django, for an application or a test)?"""
+    return conn in _own
 
 
 def _at_most(own: Any, limit: int) -> int:
@@ -151,164 +132,6 @@ def through_pooler(conn: psycopg.Connection[Any]) -> bool:
     trip, never prepared; inside a caller's transaction it is one more read there."""
     row = conn.execute("SELECT pg_backend_pid()", prepare=False).fetchone()
     return row is None or row[0] != conn.info.backend_pid
-
-
-# psycopg's own default threshold (see the module docstring): it prepares a statement at its
-# sixth run, so before a connection's sixth statement of ours nothing of ours is prepared.
-_PREPARE_FROM_RUN = 5
-
-# Per connection, our statements run on it until the first that could be prepared, then the
-# verdict of through_pooler() (True: it is direct, ours may be prepared).
-_runs: weakref.WeakKeyDictionary[psycopg.Connection[Any], int] = weakref.WeakKeyDictionary()
-_direct: weakref.WeakKeyDictionary[psycopg.Connection[Any], bool] = weakref.WeakKeyDictionary()
-
-# Connections whose prepared statements may be gone from the server while psycopg still lists
-# them, noted while a failed transaction made it impossible to say so (see _forget_prepared).
-_stale: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
-
-
-class _PreparingCursor(psycopg.Cursor[Any]):
-    """A server-binding cursor whose statements count towards preparation while the
-    connection otherwise prepares nothing."""
-
-    def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
-        conn = self.connection
-        if conn.prepare_threshold is not None or not _may_prepare(conn):
-            return super().execute(query, params, **kwargs)
-        conn.prepare_threshold = _PREPARE_FROM_RUN
-        try:
-            if conn in _stale:
-                self._forget_prepared()
-            try:
-                return super().execute(query, params, **kwargs)
-            except (errors.InvalidSqlStatementName, errors.FeatureNotSupported) as exc:
-                if not _lost_prepared_statement(exc):
-                    raise
-                # Nothing ran: the server refused the statement before executing it.
-                self._forget_prepared()
-                if conn.info.transaction_status != TransactionStatus.IDLE:
-                    raise  # the caller's transaction failed; its rollback is theirs to do
-                return super().execute(query, params, **kwargs)
-        finally:
-            conn.prepare_threshold = None
-
-    def _forget_prepared(self) -> None:
-        """Make psycopg drop the prepared statements it thinks the server has.
-
-        psycopg notices DISCARD ALL, DEALLOCATE ALL or DDL only on statements it counts, and
-        with Django's threshold (None) it counts none of the application's: after a
-        ``DISCARD ALL`` through Django's cursor, or a migration that changed a column a prepared
-        statement returns, every later run of ours would fail. A ``DEALLOCATE ALL`` run here,
-        where psycopg counts it, clears both sides; in a failed transaction it must wait for the
-        next statement after the rollback.
-        """
-        conn = self.connection
-        if conn.info.transaction_status == TransactionStatus.INERROR:
-            _stale.add(conn)
-            return
-        super().execute("DEALLOCATE ALL")
-        _stale.discard(conn)
-
-
-def preparing_cursor(conn: psycopg.Connection[Any]) -> psycopg.Cursor[Any]:
-    """A cursor on one of our own connections (:func:`connect`) whose statements psycopg
-    prepares from their sixth run, as :func:`statement_cursor`'s are, and never behind a
-    pooler: for a statement with no batch in it that a worker runs over and over. An idle
-    worker's claim (queries.claim_jobs) spent 1.1 ms of its 1.8 ms round trip being parsed and
-    planned again. A statement run through it with ``prepare=False`` is never prepared.
-
-    Our own connections live as long as their worker: whether one reaches PostgreSQL directly is
-    asked at once (one round trip), not at its sixth statement, so a statement run with
-    :func:`run_generic` is prepared from its first run."""
-    if conn not in _direct and conn.info.transaction_status == TransactionStatus.IDLE:
-        _direct[conn] = not through_pooler(conn)
-        _runs.pop(conn, None)
-    return _PreparingCursor(conn)
-
-
-def run_generic(cur: Any, query: Any, params: Any) -> None:
-    """Run ``query`` through a :func:`preparing_cursor` planned once for all parameters: once
-    psycopg has prepared it, the server keeps one plan made without the values (its generic
-    plan), where by its own choice it would plan it again at every run. For a statement that
-    costs more to plan than to run and whose plan does not depend on the values (tested for
-    each one passed here: queries.claim's flow-controlled claim, 4.4 ms of planning a claim).
-
-    Only while it runs, only where statements are prepared (never behind a pooler, where the
-    setting would stay with a server connection other clients share): the batch statements
-    that follow on the same connection are planned for their values (the unnamed statement of
-    psycopg's protocol is planned generically too under the setting, and a batch of 500
-    completions then took 38 ms instead of 6). JIT compilation is switched off for the session
-    first: a generic plan's estimates are large, and compiling its expressions took 270 ms of a
-    15 ms claim."""
-    conn = cur.connection
-    if not isinstance(cur, _PreparingCursor) or _direct.get(conn) is not True:
-        cur.execute(query, params)
-        return
-    conn.execute(
-        "SELECT set_config('jit', 'off', false), "
-        "set_config('plan_cache_mode', 'force_generic_plan', false)",
-        prepare=False,
-    )
-    try:
-        # Prepared at once, not from its sixth run: the connection is known to be direct, and
-        # this statement is run over and over.
-        cur.execute(query, params, prepare=True)
-    finally:
-        if not conn.broken and conn.info.transaction_status == TransactionStatus.IDLE:
-            conn.execute("RESET plan_cache_mode", prepare=False)
-
-
-def _may_prepare(conn: psycopg.Connection[Any]) -> bool:
-    """May psycopg prepare our statements on ``conn``? Asked of the server once, at our sixth
-    statement on it: a connection used for a few (Django's default ``CONN_MAX_AGE = 0``) never
-    pays the round trip."""
-    verdict = _direct.get(conn)
-    if verdict is not None:
-        return verdict
-    runs = _runs.get(conn, 0)
-    if runs < _PREPARE_FROM_RUN:
-        _runs[conn] = runs + 1
-        return True
-    if conn.info.transaction_status == TransactionStatus.INERROR:
-        return False  # cannot ask now; this statement fails anyway, and the next one asks
-    _direct[conn] = verdict = not through_pooler(conn)
-    _runs.pop(conn, None)
-    return verdict
-
-
-def _lost_prepared_statement(exc: psycopg.Error) -> bool:
-    if isinstance(exc, errors.InvalidSqlStatementName):
-        return True
-    # A prepared statement whose result columns changed type under it.
-    return "cached plan must not change result type" in str(exc)
-
-
-@contextmanager
-def statement_cursor(using: str) -> Iterator[Any]:
-    """A cursor on Django's connection ``using`` for our own statements (see the module
-    docstring), wrapped as Django wraps its cursors so query logging, ``assertNumQueries`` and
-    ``execute_wrapper()`` instrumentation (APM agents) still see every statement."""
-    connection = connections[using]
-    if conf.POLL_ONLY:
-        with connection.cursor() as cur:
-            yield cur
-        return
-    connection.close_if_health_check_failed()
-    connection.ensure_connection()
-    raw = connection.connection
-    assert raw is not None
-    options = connection.settings_dict.get("OPTIONS") or {}
-    # An explicit prepare_threshold, even None, is the alias's choice to make.
-    server_side = (psycopg.Cursor if "prepare_threshold" in options else _PreparingCursor)(raw)
-    # (django-stubs types the argument as Django's wrapper; Django passes the driver's cursor.)
-    wrapped = (
-        connection.make_debug_cursor(server_side)  # type: ignore[arg-type]
-        if connection.queries_logged
-        else connection.make_cursor(server_side)  # type: ignore[arg-type]
-    )
-    connection.validate_thread_sharing()
-    with wrapped as cur:
-        yield cur
 
 
 def command_database(option: str | None) -> str:

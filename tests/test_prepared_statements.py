@@ -149,7 +149,7 @@ def test_a_reset_noticed_inside_a_failed_savepoint_is_repaired_after_it() -> Non
 def test_a_column_type_changed_under_a_prepared_statement_is_replanned() -> None:
     """A migration that changes a column a prepared statement returns makes PostgreSQL refuse
     it ("cached plan must not change result type") until it is prepared again."""
-    from django_pgjobs.database import statement_cursor
+    from django_pgjobs.prepared import statement_cursor
 
     with connection.cursor() as cur:
         cur.execute("CREATE TABLE pgjobs_test_prepared (label varchar(10))")

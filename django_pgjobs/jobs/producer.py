@@ -15,7 +15,6 @@ from django.db import transaction
 
 from django_pgjobs import queries, signals
 from django_pgjobs.conf import conf
-from django_pgjobs.database import statement_cursor
 from django_pgjobs.exceptions import InvalidJobError, PgJobsError
 from django_pgjobs.jobs import job_log, validation
 from django_pgjobs.jobs.options import (
@@ -24,6 +23,7 @@ from django_pgjobs.jobs.options import (
     shared_partition_key,
 )
 from django_pgjobs.jobs.registry import registry
+from django_pgjobs.prepared import statement_cursor
 from django_pgjobs.tracing import jobs as tracing
 
 # A key can be freed by a finishing job between our insert and our look-up; a few fresh

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from django_pgjobs.database import run_generic
+from django_pgjobs.prepared import run_generic
 from django_pgjobs.queries import flow as flow_sql
 from django_pgjobs.queries import rate_starts
 from django_pgjobs.queries.base import (
@@ -310,7 +310,7 @@ def claim_jobs(
     sent = time.monotonic()  # when the statement that claims is sent (worker.start_lag)
     # Both statements may be prepared (the worker's cursor prepares them: parse and plan were
     # most of an idle worker's claim). The flow-controlled one is run on its generic plan
-    # (database.run_generic): PostgreSQL, left to choose, planned it again at every claim
+    # (prepared.run_generic): PostgreSQL, left to choose, planned it again at every claim
     # (4.4 ms), and its plan reads the same rows whatever the values
     # (tests/queries/test_flow_plan.py).
     if flow:

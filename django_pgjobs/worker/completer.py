@@ -31,8 +31,8 @@ from typing import Any, TypeVar
 import psycopg
 
 from django_pgjobs import queries
-from django_pgjobs.database import preparing_cursor
 from django_pgjobs.jobs.retry import retry_delay
+from django_pgjobs.prepared import preparing_cursor
 from django_pgjobs.stored_json import UndecodableJSON
 from django_pgjobs.worker import lock_waits
 from django_pgjobs.worker.attempt import AttemptResult

@@ -25,7 +25,7 @@ from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from django_pgjobs.conf import conf
-from django_pgjobs.database import connection_lost, in_callers_transaction, statement_cursor
+from django_pgjobs.database import connection_lost, in_callers_transaction
 from django_pgjobs.exceptions import (
     NotInWorkflow,
     PayloadNotDecodable,
@@ -34,6 +34,7 @@ from django_pgjobs.exceptions import (
     WorkflowSerializationError,
 )
 from django_pgjobs.jobs.context import JobHandedBack, current_job
+from django_pgjobs.prepared import statement_cursor
 from django_pgjobs.queries import ClaimedJob, Token
 from django_pgjobs.queries import workflow_reads as reads
 from django_pgjobs.queries import workflow_runs as runs
@@ -218,9 +219,8 @@ def require_context(what: str) -> WorkflowContext:
 
 
 def cursor(using: str | None = None) -> Any:
-    """Our statements for workflows run on Django's connection (so an atomic step's checkpoint
-    commits with the step's writes), bound on the server and prepared on a kept connection:
-    a step's checkpoint is the same statement every time."""
+    """Our statements for workflows run on Django's connection (an atomic step's checkpoint
+    commits with its writes), prepared on a kept one: a checkpoint is the same statement."""
     return statement_cursor(using or conf.DATABASE)
 
 

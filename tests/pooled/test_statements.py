@@ -10,8 +10,9 @@ import pytest
 from django.db import connections, transaction
 
 from django_pgjobs import enqueue, enqueue_many
-from django_pgjobs.database import _may_prepare, through_pooler
+from django_pgjobs.database import through_pooler
 from django_pgjobs.models import Job
+from django_pgjobs.prepared import _may_prepare
 from django_pgjobs.worker import Worker
 from tests.helpers import in_thread
 
@@ -66,7 +67,7 @@ def test_many_clients_enqueue_through_the_pooler_without_a_prepared_statement_er
 def test_workers_claim_through_the_pooler_and_never_prepare_their_claim(
     make_worker: type[Worker],
 ) -> None:
-    """Straight to PostgreSQL a worker prepares its idle claim (database.preparing_cursor);
+    """Straight to PostgreSQL a worker prepares its idle claim (prepared.preparing_cursor);
     through the pooler it must not: the next claim would look for it on another session.
     Several workers, each far past the sixth claim, sharing the pool's sessions."""
     workers = [make_worker(concurrency=1, using="pooled", listen=False) for _ in range(CLIENTS)]

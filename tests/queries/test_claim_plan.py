@@ -111,7 +111,7 @@ def _entries(node: dict[str, Any]) -> int:
 @pytest.mark.usefixtures("stale_statistics")
 @pytest.mark.parametrize("limit", [1, LIMIT, 500])
 def test_the_plain_claims_generic_plan_reads_what_it_takes(limit: int) -> None:
-    """The worker prepares its plain claim (database.preparing_cursor); PostgreSQL may then
+    """The worker prepares its plain claim (prepared.preparing_cursor); PostgreSQL may then
     run a generic plan, made without the limit or the handlers' names: it still walks the
     claim's index and stops at the limit."""
     sql, params = claim_statement(

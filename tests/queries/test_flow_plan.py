@@ -1,7 +1,7 @@
 """The flow-controlled claim's generic plan reads what its plan for the values reads.
 
 The worker runs that claim prepared on one generic plan, made without the parameters' values
-(database.run_generic): planning it for each claim's values cost 4.4 ms a claim. That is safe
+(prepared.run_generic): planning it for each claim's values cost 4.4 ms a claim. That is safe
 only while the plan does not depend on them. Counted in rows and index entries of the job table
 that EXPLAIN ANALYZE reports, for each kind of limit, never in time."""
 
@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from django.db import connection
 
-from django_pgjobs.database import preparing_cursor, run_generic
+from django_pgjobs.prepared import preparing_cursor, run_generic
 from django_pgjobs.queries.claim import claim_jobs, claim_statement
 from django_pgjobs.queues import set_queue_limits
 from tests.helpers import second_connection

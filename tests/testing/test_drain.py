@@ -211,3 +211,23 @@ def test_outcomes_a_handler_raises_are_written_and_counted(
     assert Job.objects.get(id=cancelled).status == "cancelled"
     cancel = "django_pgjobs.exceptions.Cancel: enough"
     assert result.errors == [f"testing.cancel {cancelled} attempt 1: {cancel}"]
+
+
+@BOTH_KINDS
+def test_a_flow_controlled_drain_leaves_the_connection_settings_alone(kind: str) -> None:
+    """drain() claims on Django's connection, with the worker's statements: the flow-controlled
+    claim's generic plan (prepared.run_generic) is for the worker's own connection only, and
+    must leave an application's session (its pool, its test transaction) as it found it."""
+    from django_pgjobs.queues import set_queue_limits
+
+    set_queue_limits("limited", concurrency=5)
+    settings = "SELECT current_setting('plan_cache_mode'), current_setting('jit')"
+    with connection.cursor() as cur:
+        cur.execute(settings)
+        before = cur.fetchone()
+    for n in range(8):  # past the sixth run of a statement, where anything would be prepared
+        enqueue("test.record", {"label": f"limited {n}"}, queue="limited")
+        assert drain().completed == 1
+    with connection.cursor() as cur:
+        cur.execute(settings)
+        assert cur.fetchone() == before

@@ -25,7 +25,15 @@ def test_a_path_dead_for_days_is_still_tried_once_a_minute() -> None:
 def connected(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     """The parameters connect() hands psycopg, without connecting."""
     given: dict[str, Any] = {}
-    monkeypatch.setattr(psycopg, "connect", lambda **params: given.update(params))
+
+    class Unconnected:  # what connect() keeps a weak reference to, as to a connection
+        pass
+
+    def connect(**params: Any) -> Unconnected:
+        given.update(params)
+        return Unconnected()
+
+    monkeypatch.setattr(psycopg, "connect", connect)
     return given
 
 

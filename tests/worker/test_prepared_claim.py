@@ -10,6 +10,7 @@ import pytest
 from django_pgjobs import enqueue, get_job
 from django_pgjobs.queues import set_queue_limits
 from django_pgjobs.worker import Worker
+from tests.helpers import second_connection
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -59,9 +60,16 @@ def test_the_flow_controlled_claim_runs_prepared_on_its_generic_plan(
         "WHERE statement LIKE '%%due_flow%%'",
         prepare=False,
     ).fetchall()
-    assert len(rows) == 1 and rows[0][0] >= 1 and rows[0][1] == 0, rows
+    # Prepared from its first run (the connection is asked at once whether it is direct), so
+    # every claim but the first plain one ran on the generic plan.
+    assert len(rows) == 1 and rows[0][0] >= RUNS and rows[0][1] == 0, rows
     settings = "SELECT current_setting('plan_cache_mode'), current_setting('jit')"
-    assert conn.execute(settings, prepare=False).fetchone() == ("auto", "off")
+    fresh = second_connection()
+    try:
+        defaults = fresh.execute(settings).fetchone()
+    finally:
+        fresh.close()
+    assert conn.execute(settings, prepare=False).fetchone() == defaults
     assert all(get_job(job_id).status == "completed" for job_id in ids)
 
 
@@ -94,3 +102,20 @@ def test_a_claim_prepared_with_a_generic_plan_runs(make_worker: type[Worker]) ->
         prepare=False,
     ).fetchall()
     assert rows and rows[0][0] > 0, rows
+
+
+def test_a_flow_controlled_claim_the_server_lost_is_made_again(make_worker: type[Worker]) -> None:
+    set_queue_limits("limited", concurrency=5)
+    worker = make_worker(concurrency=1, queues=["limited"])
+    claims(worker, queue="limited")
+    conn = worker._link.conn
+    assert conn is not None
+    conn.execute("DEALLOCATE ALL", prepare=False)
+    job_id = enqueue("test.record", {"label": "after the server forgot"}, queue="limited")
+    assert worker.run_once().completed == 1
+    assert get_job(job_id).status == "completed"
+    rows = conn.execute(
+        "SELECT generic_plans FROM pg_prepared_statements WHERE statement LIKE '%%due_flow%%'",
+        prepare=False,
+    ).fetchall()
+    assert rows == [(1,)], rows
