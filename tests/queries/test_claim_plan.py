@@ -42,15 +42,15 @@ def stale_statistics() -> None:
         )
 
 
-def entries_read(sql: str, params: dict[str, Any]) -> int:
-    """Rows the plan's scans of pgjobs_job_queue returned, summed over loops; the claim runs
-    inside EXPLAIN ANALYZE and is rolled back."""
+def entries_read(sql: str, params: dict[str, Any], *, filtered: bool = False) -> int:
+    """Rows the plan's scans of pgjobs_job_queue returned (with ``filtered``, read), summed over
+    loops; the claim runs inside EXPLAIN ANALYZE and is rolled back."""
     with transaction.atomic(), connection.cursor() as cur:
         cur.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + sql, params)
         (plan,) = cur.fetchone()
         transaction.set_rollback(True)
     plan = json.loads(plan) if isinstance(plan, str) else plan
-    return _entries(plan[0]["Plan"])
+    return _entries(plan[0]["Plan"], filtered=filtered)
 
 
 @pytest.mark.usefixtures("stale_statistics")
@@ -70,7 +70,7 @@ def test_a_claim_reads_what_it_takes_whatever_the_statistics_expect(
     assert read <= 3 * LIMIT, read
 
 
-def generic_entries_read(sql: str, params: dict[str, Any]) -> int:
+def generic_entries_read(sql: str, params: dict[str, Any], *, filtered: bool = False) -> int:
     """entries_read() for the generic plan of ``sql``, as a prepared claim may run it: made
     without the parameters' values (PREPARE, then plan_cache_mode forcing it)."""
     names = list(dict.fromkeys(re.findall(r"%\((\w+)\)s", sql)))
@@ -97,15 +97,20 @@ def generic_entries_read(sql: str, params: dict[str, Any]) -> int:
     finally:
         conn.close()
     plan = json.loads(plan) if isinstance(plan, str) else plan
-    return _entries(plan[0]["Plan"])
+    return _entries(plan[0]["Plan"], filtered=filtered)
 
 
-def _entries(node: dict[str, Any]) -> int:
-    """Rows the scans of pgjobs_job_queue under ``node`` returned, summed over loops."""
+def _entries(node: dict[str, Any], *, filtered: bool = False) -> int:
+    """Rows the scans of pgjobs_job_queue under ``node`` returned, summed over loops; with
+    ``filtered``, also those they read and removed by a filter or a recheck."""
     own = 0
     if node.get("Relation Name") == "pgjobs_job_queue" and "Scan" in node["Node Type"]:
-        own = round(node["Actual Rows"] * node["Actual Loops"])
-    return own + sum(_entries(child) for child in node.get("Plans", []))
+        read = node["Actual Rows"]
+        if filtered:
+            read += node.get("Rows Removed by Filter", 0)
+            read += node.get("Rows Removed by Index Recheck", 0)
+        own = round(read * node["Actual Loops"])
+    return own + sum(_entries(child, filtered=filtered) for child in node.get("Plans", []))
 
 
 @pytest.mark.usefixtures("stale_statistics")
