@@ -25,6 +25,11 @@ client prepared under that name there. Measured through PgBouncer 1.18, 84 of 80
 so. Before a connection's first statement could be prepared (the run after our fifth on it)
 :func:`through_pooler` asks, once, whether it reaches PostgreSQL directly.
 
+**On the worker's own connection** (:func:`preparing_cursor`): its claims when no completions
+ride in them, asked at once whether the connection is direct; the flow-controlled one runs on
+its generic plan (:func:`run_generic`). The statements that carry batches are never prepared
+(:func:`django_pgjobs.database.connect` says why).
+
 A prepared statement the server lost (a ``DISCARD ALL`` through Django's cursor) or can no longer
 run (a migration changed a column it returns) is forgotten, and the statement run again when no
 transaction is open (the server refused it before running it); inside one, the caller's
