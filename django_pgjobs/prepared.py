@@ -39,9 +39,9 @@ transaction fails once and the next statement after its rollback starts afresh.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from django.db import connections
@@ -50,6 +50,8 @@ from psycopg.pq import TransactionStatus
 
 from django_pgjobs.conf import conf
 from django_pgjobs.database import is_own, through_pooler
+
+T = TypeVar("T")
 
 # psycopg's own default threshold (see the module docstring): it prepares a statement at its
 # sixth run, so before a connection's sixth statement of ours nothing of ours is prepared.
@@ -70,23 +72,30 @@ class _PreparingCursor(psycopg.Cursor[Any]):
     connection otherwise prepares nothing."""
 
     def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
-        conn = self.connection
-        if conn.prepare_threshold is not None or not _may_prepare(conn):
+        if self.connection.prepare_threshold is not None or not _may_prepare(self.connection):
             return super().execute(query, params, **kwargs)
+        return self._preparing(
+            lambda: super(_PreparingCursor, self).execute(query, params, **kwargs)
+        )
+
+    def _preparing(self, run: Callable[[], T]) -> T:
+        """``run`` (this cursor's statement) with psycopg counting it towards preparation; a
+        prepared statement the server lost is forgotten, and run again if no transaction was
+        open (the server refused it before running it)."""
+        conn = self.connection
         conn.prepare_threshold = _PREPARE_FROM_RUN
         try:
             if conn in _stale:
                 self._forget_prepared()
             try:
-                return super().execute(query, params, **kwargs)
+                return run()
             except (errors.InvalidSqlStatementName, errors.FeatureNotSupported) as exc:
                 if not _lost_prepared_statement(exc):
                     raise
-                # Nothing ran: the server refused the statement before executing it.
                 self._forget_prepared()
                 if conn.info.transaction_status != TransactionStatus.IDLE:
                     raise  # the caller's transaction failed; its rollback is theirs to do
-                return super().execute(query, params, **kwargs)
+                return run()
         finally:
             conn.prepare_threshold = None
 
@@ -158,20 +167,8 @@ def run_generic(cur: Any, query: Any, params: Any) -> None:
     ):
         cur.execute(query, params)
         return
-    conn.prepare_threshold = _PREPARE_FROM_RUN
-    try:
-        if conn in _stale:
-            cur._forget_prepared()
-        try:
-            _generic_pipeline(cur, query, params)
-        except (errors.InvalidSqlStatementName, errors.FeatureNotSupported) as exc:
-            if not _lost_prepared_statement(exc) or conn.broken:
-                raise
-            # Refused before it ran (the pipeline's transaction ended with the error).
-            cur._forget_prepared()
-            _generic_pipeline(cur, query, params)
-    finally:
-        conn.prepare_threshold = None
+    # A failed pipeline ends its implicit transaction: a lost statement is run again.
+    cur._preparing(lambda: _generic_pipeline(cur, query, params))
 
 
 def _generic_pipeline(cur: _PreparingCursor, query: Any, params: Any) -> None:
