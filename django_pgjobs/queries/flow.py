@@ -194,13 +194,50 @@ budget AS MATERIALIZED (
     OFFSET 0) AS x
 ),
 {_open_queues(queues)},
-due_open AS (
-    SELECT d.*, 1::bigint AS turn FROM open_queues AS o, LATERAL (
-        SELECT {CANDIDATE} FROM pgjobs_job_queue AS j
-        WHERE {DUE.format(queue="o.queue")}{names}
-        ORDER BY {_CLAIM_ORDER}
+open_quota AS MATERIALIZED (
+    -- How many of the claim's jobs each open queue can give: its share of the best ``limit``
+    -- of their due jobs, ranked as the merge (due_flow) ranks them, read without a lock.
+    -- Locking each queue's first ``limit`` instead, a worker of 60 open queues beside one
+    -- paused queue locked 30,000 rows (1.9 MB of WAL, 65 ms) to claim 500.
+    SELECT c.queue, count(*) AS quota FROM (
+        SELECT c.queue FROM open_queues AS o, LATERAL (
+            SELECT {CANDIDATE} FROM pgjobs_job_queue AS j
+            WHERE {DUE.format(queue="o.queue")}{names}
+            ORDER BY {_CLAIM_ORDER}
+            LIMIT %(limit)s
+        ) AS c
+        ORDER BY c.priority DESC, c.scheduled_for, c.seq NULLS FIRST, c.id
         LIMIT %(limit)s
-        FOR UPDATE SKIP LOCKED
+    ) AS c
+    GROUP BY c.queue
+),
+due_open AS MATERIALIZED (
+    -- Each queue locks its quota, walking on past rows another claim holds (SKIP LOCKED), as
+    -- due_limited does with a queue's room: the inner LIMIT plans the ordered index scan,
+    -- the outer one stops it, and the locks, at the quota.
+    SELECT d.*, 1::bigint AS turn FROM open_quota AS o, LATERAL (
+        SELECT * FROM (
+            SELECT {CANDIDATE} FROM pgjobs_job_queue AS j
+            WHERE {DUE.format(queue="o.queue")}{names}
+            ORDER BY {_CLAIM_ORDER}
+            LIMIT %(limit)s
+            FOR UPDATE SKIP LOCKED
+        ) AS d LIMIT o.quota
+    ) AS d
+),
+due_open_more AS (
+    -- A queue whose due jobs other claims hold gives fewer than its quota: then every open
+    -- queue offers as many more as are missing (none locked otherwise: LIMIT 0 reads no row),
+    -- and the merge takes the best of them, as it took the best of each queue's ``limit``.
+    SELECT d.*, 1::bigint AS turn FROM open_queues AS o, LATERAL (
+        SELECT * FROM (
+            SELECT {CANDIDATE} FROM pgjobs_job_queue AS j
+            WHERE {DUE.format(queue="o.queue")}{names}
+              AND j.id NOT IN (SELECT id FROM due_open)
+            ORDER BY {_CLAIM_ORDER}
+            LIMIT %(limit)s
+            FOR UPDATE SKIP LOCKED
+        ) AS d LIMIT greatest(%(limit)s - (SELECT count(*) FROM due_open), 0)
     ) AS d
 ),
 due_limited AS (
@@ -232,6 +269,10 @@ due_limited AS (
             SELECT d.id, d.queue, d.partition_key, d.turn, d.priority, d.scheduled_for, d.seq,
                    d.id AS tie
             FROM due_open AS d
+            UNION ALL
+            SELECT d.id, d.queue, d.partition_key, d.turn, d.priority, d.scheduled_for, d.seq,
+                   d.id
+            FROM due_open_more AS d
             UNION ALL
             SELECT d.id, d.queue, d.partition_key, d.turn, d.priority, d.scheduled_for, d.seq,
                    d.id
