@@ -17,6 +17,7 @@ from django_pgjobs.queries.base import (
     Cursor,
     Token,
     as_uuid,
+    claimed_job,
     filter_params,
     filters,
     token_params,
@@ -226,27 +227,24 @@ def _read(cur: Cursor, sent: float) -> tuple[list[ClaimedJob], list[uuid.UUID], 
 
 def _claimed_jobs(rows: Sequence[Any], sent: float) -> list[ClaimedJob]:
     """The jobs of a claim's 'claimed' rows (the tag first, then _CLAIMED_COLUMNS)."""
+    # Never raises: a payload Python cannot decode comes back as an UndecodableJSON (the
+    # claim has committed; the worker buries that job and runs the others). The trace context
+    # stays text, decoded only by a worker that traces (django_pgjobs.tracing). In the order
+    # ClaimedJob declares its fields.
     jobs = [
-        ClaimedJob(
-            id=as_uuid(r[1]),
-            job_name=r[2],
-            # Never raises: a payload Python cannot decode comes back as an UndecodableJSON
-            # (the claim has committed; the worker buries that job and runs the others).
-            payload=decode_json(r[3]),
-            queue=r[4],
-            priority=r[5],
-            attempt=r[6],
-            max_attempts=r[7],
-            scheduled_for=r[8],
-            lease_token=as_uuid(r[9]),
-            partition_key=r[10],
-            timeout=r[11],
-            queue_timeout=r[12],
-            seq=r[13],
-            # As text: decoded only by a worker that traces (django_pgjobs.tracing).
-            trace_context=r[15],
-            stamp_after=r[16],
-            claim_sent=sent,
+        claimed_job(
+            # id, job_name, payload, queue to scheduled_for, lease_token, partition_key to seq,
+            # trace_context, stamp_after (r[14] is the place, read below), claim_sent.
+            (
+                as_uuid(r[1]),
+                r[2],
+                decode_json(r[3]),
+                *r[4:9],
+                as_uuid(r[9]),
+                *r[10:14],
+                *r[15:17],
+                sent,
+            )
         )
         for r in rows
     ]
