@@ -88,6 +88,8 @@ _LIMITED = (
 _PARTITIONED = "partition_concurrency IS NOT NULL OR partition_rate_limit IS NOT NULL OR fair"
 
 _CLAIM_ORDER = "j.priority DESC, j.scheduled_for, j.id"
+# The merge's order of the open queues' candidates (``c``), whose turns are all 1.
+_OPEN_ORDER = "c.priority DESC, c.scheduled_for, c.seq NULLS FIRST, c.id"
 # The merge's order of every queue's candidates (``c``): turns first.
 _MERGE_ORDER = "c.turn, c.priority DESC, c.scheduled_for, c.seq NULLS FIRST, c.tie"
 
@@ -194,51 +196,46 @@ budget AS MATERIALIZED (
     OFFSET 0) AS x
 ),
 {_open_queues(queues)},
-open_quota AS MATERIALIZED (
-    -- How many of the claim's jobs each open queue can give: its share of the best ``limit``
-    -- of their due jobs, ranked as the merge (due_flow) ranks them, read without a lock.
-    -- Locking each queue's first ``limit`` instead, a worker of 60 open queues beside one
-    -- paused queue locked 30,000 rows (1.9 MB of WAL, 65 ms) to claim 500.
-    SELECT c.queue, count(*) AS quota FROM (
-        SELECT c.queue FROM open_queues AS o, LATERAL (
-            SELECT {CANDIDATE} FROM pgjobs_job_queue AS j
-            WHERE {DUE.format(queue="o.queue")}{names}
-            ORDER BY {_CLAIM_ORDER}
-            LIMIT %(limit)s
-        ) AS c
-        ORDER BY c.priority DESC, c.scheduled_for, c.seq NULLS FIRST, c.id
+open_ranked AS MATERIALIZED (
+    -- The best ``limit`` due jobs of the open queues, ranked as the merge (due_flow) ranks
+    -- them, read without a lock; only these are locked (due_open). Locking each queue's first
+    -- ``limit`` instead, a worker of 60 open queues beside one paused queue locked 30,000 rows
+    -- (1.9 MB of WAL, 65 ms) to claim 500.
+    SELECT c.id FROM open_queues AS o, LATERAL (
+        SELECT {CANDIDATE} FROM pgjobs_job_queue AS j
+        WHERE {DUE.format(queue="o.queue")}{names}
+        ORDER BY {_CLAIM_ORDER}
         LIMIT %(limit)s
     ) AS c
-    GROUP BY c.queue
+    ORDER BY {_OPEN_ORDER}
+    LIMIT %(limit)s
 ),
 due_open AS MATERIALIZED (
-    -- Each queue locks its quota, walking on past rows another claim holds (SKIP LOCKED), as
-    -- due_limited does with a queue's room: the inner LIMIT plans the ordered index scan,
-    -- the outer one stops it, and the locks, at the quota.
-    SELECT d.*, 1::bigint AS turn FROM open_quota AS o, LATERAL (
-        SELECT * FROM (
-            SELECT {CANDIDATE} FROM pgjobs_job_queue AS j
-            WHERE {DUE.format(queue="o.queue")}{names}
-            ORDER BY {_CLAIM_ORDER}
-            LIMIT %(limit)s
-            FOR UPDATE SKIP LOCKED
-        ) AS d LIMIT o.quota
-    ) AS d
+    -- Each row is checked again as it is locked: one another claim took since this
+    -- statement's snapshot is no longer pending, one it holds is skipped.
+    SELECT {CANDIDATE}, 1::bigint AS turn FROM pgjobs_job_queue AS j
+    WHERE j.id = ANY(ARRAY(SELECT id FROM open_ranked))
+      AND {DUE.format(queue="j.queue")}{names}
+    FOR UPDATE OF j SKIP LOCKED
+),
+open_reranked AS MATERIALIZED (
+    -- Rows other claims hold or took are made up for by the next best of every open queue,
+    -- ranked again without a lock, as many as were missing (none: LIMIT 0 reads no row).
+    SELECT c.id FROM open_queues AS o, LATERAL (
+        SELECT {CANDIDATE} FROM pgjobs_job_queue AS j
+        WHERE {DUE.format(queue="o.queue")}{names}
+          AND j.id NOT IN (SELECT id FROM open_ranked)
+        ORDER BY {_CLAIM_ORDER}
+        LIMIT %(limit)s
+    ) AS c
+    ORDER BY {_OPEN_ORDER}
+    LIMIT (SELECT count(*) FROM open_ranked) - (SELECT count(*) FROM due_open)
 ),
 due_open_more AS (
-    -- A queue whose due jobs other claims hold gives fewer than its quota: then every open
-    -- queue offers as many more as are missing (none locked otherwise: LIMIT 0 reads no row),
-    -- and the merge takes the best of them, as it took the best of each queue's ``limit``.
-    SELECT d.*, 1::bigint AS turn FROM open_queues AS o, LATERAL (
-        SELECT * FROM (
-            SELECT {CANDIDATE} FROM pgjobs_job_queue AS j
-            WHERE {DUE.format(queue="o.queue")}{names}
-              AND j.id NOT IN (SELECT id FROM due_open)
-            ORDER BY {_CLAIM_ORDER}
-            LIMIT %(limit)s
-            FOR UPDATE SKIP LOCKED
-        ) AS d LIMIT greatest(%(limit)s - (SELECT count(*) FROM due_open), 0)
-    ) AS d
+    SELECT {CANDIDATE}, 1::bigint AS turn FROM pgjobs_job_queue AS j
+    WHERE j.id = ANY(ARRAY(SELECT id FROM open_reranked))
+      AND {DUE.format(queue="j.queue")}{names}
+    FOR UPDATE OF j SKIP LOCKED
 ),
 due_limited AS (
     -- The inner LIMIT is the claim's, a value the planner knows (it plans an ordered index

@@ -97,10 +97,9 @@ def test_it_takes_the_best_jobs_of_all_open_queues_in_the_merges_order() -> None
 
 
 def test_rows_another_claim_holds_are_made_up_for_by_the_next_best_of_every_queue() -> None:
-    """The quota is read without locks: when rows another transaction holds leave a queue
-    short of it (q01 has 40 free jobs, and its quota is 60), every open queue offers as many
-    more as are missing, and the merge takes the best of them: the same jobs as when each
-    queue offered its first ``limit``, with 20 locked per other queue instead of 60."""
+    """The ranking is read without locks: rows another transaction holds (20 of q01's, all
+    of them chosen) are made up for by the next best of every open queue, ranked again, and
+    only those are locked: the jobs each queue's first ``limit``, all locked, gave."""
     _enqueue()
     holder = second_connection(autocommit=False)
     conn = second_connection()
@@ -119,5 +118,58 @@ def test_rows_another_claim_holds_are_made_up_for_by_the_next_best_of_every_queu
     assert len(claimed) == PER_QUEUE
     assert not {str(r[0]) for r in held} & {str(i) for i in claimed}
     assert taken == [("q01", PER_QUEUE - 20), ("q02", 20)]
-    # q01 has no more to offer; q02's 20 were taken; q03 to q12 offered 20 each, left locked.
-    assert locked_pending == 20 * (QUEUES - 2)
+    assert locked_pending == 0
+
+
+def test_a_better_job_of_another_queue_goes_before_a_worse_one_behind_held_rows() -> None:
+    """q1's two best jobs are held by another transaction: the claim of two takes q2's
+    priority 5 jobs, not the priority 0 jobs behind the held ones in q1 (a review's case)."""
+    with connection.cursor() as cur:
+        cur.execute(
+            "INSERT INTO pgjobs_job_queue (job_name, queue, priority) "
+            "SELECT 'test.record', q, p FROM (VALUES ('q1', 10, 2), ('q1', 0, 10), "
+            "('q2', 5, 10)) AS v(q, p, n), generate_series(1, v.n)"
+        )
+    pause_queue("held")
+    holder = second_connection(autocommit=False)
+    conn = second_connection()
+    try:
+        holder.execute(
+            "SELECT id FROM pgjobs_job_queue WHERE queue = 'q1' AND priority = 10 FOR UPDATE"
+        )
+        claimed, locked_pending = _claim_in_transaction(conn, 2)
+        rows = conn.execute(
+            "SELECT queue, priority FROM pgjobs_job_queue WHERE id = ANY(%s)",
+            [[uuid.UUID(str(i)) for i in claimed]],
+        ).fetchall()
+        conn.execute("ROLLBACK")
+    finally:
+        holder.rollback()
+        holder.close()
+        conn.close()
+    assert rows == [("q2", 5), ("q2", 5)]
+    assert locked_pending == 0
+
+
+def test_one_transactions_jobs_are_taken_in_the_order_they_were_enqueued() -> None:
+    """Equal priority and due time: enqueue order decides, within a queue as between queues
+    (the ids are random), as the merge ranks them (a review's case)."""
+    with connection.cursor() as cur:
+        cur.execute(
+            "INSERT INTO pgjobs_job_queue (job_name, queue) "
+            "SELECT 'test.record', q FROM unnest(ARRAY['q1', 'q2']) AS q, "
+            "generate_series(1, 20) AS n ORDER BY q, n"
+        )
+    pause_queue("held")
+    conn = second_connection()
+    try:
+        claimed, _ = _claim_in_transaction(conn, 25)
+        seqs = conn.execute(
+            "SELECT seq - (SELECT min(seq) FROM pgjobs_job_queue) + 1 FROM pgjobs_job_queue "
+            "WHERE id = ANY(%s) ORDER BY seq",
+            [[uuid.UUID(str(i)) for i in claimed]],
+        ).fetchall()
+        conn.execute("ROLLBACK")
+    finally:
+        conn.close()
+    assert [r[0] for r in seqs] == list(range(1, 26))
