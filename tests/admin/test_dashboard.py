@@ -317,3 +317,23 @@ def test_chart_bars_of_small_values_stay_visible_and_labels_are_html() -> None:
     assert 'class="pgjobs-chart pgjobs-chart-completed"' in chart and "<text" not in chart
     empty = line_chart("Queue depth", [0, 0, 0], minutes, tone="depth")
     assert '<span class="pgjobs-peak">0</span>' in empty and "nan" not in empty
+
+
+@pytest.mark.parametrize("in_callers_transaction", [False, True])
+def test_the_per_minute_statements_planner_setting_ends_with_it(
+    in_callers_transaction: bool,
+) -> None:
+    """The setting it runs with (dashboard.PER_MINUTE_SETTINGS) is rolled back with its
+    savepoint: neither the caller's transaction nor the connection keeps it."""
+    enqueue("test.record")
+    with connection.cursor() as cur:
+        if in_callers_transaction:
+            with transaction.atomic():
+                board = dashboard.load_dashboard()
+                cur.execute("SHOW enable_seqscan")
+                assert cur.fetchone() == ("on",)
+        else:
+            board = dashboard.load_dashboard()
+        cur.execute("SHOW enable_seqscan")
+        assert cur.fetchone() == ("on",)
+    assert sum(board.depth) > 0

@@ -42,10 +42,15 @@ def stale_statistics() -> None:
         )
 
 
-def entries_read(sql: str, params: dict[str, Any], *, filtered: bool = False) -> int:
+def entries_read(
+    sql: str, params: dict[str, Any], *, filtered: bool = False, settings: str | None = None
+) -> int:
     """Rows the plan's scans of pgjobs_job_queue returned (with ``filtered``, read), summed over
-    loops; the claim runs inside EXPLAIN ANALYZE and is rolled back."""
+    loops; the claim runs inside EXPLAIN ANALYZE and is rolled back, after ``settings`` (a
+    statement run in the same transaction first) if given."""
     with transaction.atomic(), connection.cursor() as cur:
+        if settings is not None:
+            cur.execute(settings)
         cur.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + sql, params)
         (plan,) = cur.fetchone()
         transaction.set_rollback(True)
