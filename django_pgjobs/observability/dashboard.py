@@ -247,7 +247,9 @@ def load_dashboard(*, using: str | None = None) -> Dashboard:
     alias = using or conf.DATABASE
     silent = max(conf.LEASE_SECONDS, 3 * conf.HEARTBEAT_SECONDS)
     connection = connections[alias]
-    outermost = not connection.in_atomic_block
+    # Ours alone: not inside a caller's atomic() nor a transaction it opened by turning
+    # autocommit off (there the atomic block below is a savepoint).
+    outermost = not connection.in_atomic_block and connection.get_autocommit()
     with transaction.atomic(using=alias), connection.cursor() as cur:
         if outermost:  # (inside a caller's transaction its isolation level stands)
             cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")

@@ -198,9 +198,10 @@ budget AS MATERIALIZED (
 {_open_queues(queues)},
 open_ranked AS MATERIALIZED (
     -- The best ``limit`` due jobs of the open queues, ranked as the merge (due_flow) ranks
-    -- them, read without a lock; only these are locked (due_open). Locking each queue's first
-    -- ``limit`` instead, a worker of 60 open queues beside one paused queue locked 30,000 rows
-    -- (1.9 MB of WAL, 65 ms) to claim 500.
+    -- them, read without a lock; these are locked (due_open), and only when some of them
+    -- cannot be, more (due_open_more). Locking each queue's first ``limit`` instead, a worker
+    -- of 60 open queues beside one paused queue locked 30,000 rows (1.9 MB of WAL, 65 ms) to
+    -- claim 500.
     SELECT c.id FROM open_queues AS o, LATERAL (
         SELECT {CANDIDATE} FROM pgjobs_job_queue AS j
         WHERE {DUE.format(queue="o.queue")}{names}
@@ -218,24 +219,22 @@ due_open AS MATERIALIZED (
       AND {DUE.format(queue="j.queue")}{names}
     FOR UPDATE OF j SKIP LOCKED
 ),
-open_reranked AS MATERIALIZED (
-    -- Rows other claims hold or took are made up for by the next best of every open queue,
-    -- ranked again without a lock, as many as were missing (none: LIMIT 0 reads no row).
-    SELECT c.id FROM open_queues AS o, LATERAL (
-        SELECT {CANDIDATE} FROM pgjobs_job_queue AS j
-        WHERE {DUE.format(queue="o.queue")}{names}
-          AND j.id NOT IN (SELECT id FROM open_ranked)
-        ORDER BY {_CLAIM_ORDER}
-        LIMIT %(limit)s
-    ) AS c
-    ORDER BY {_OPEN_ORDER}
-    LIMIT (SELECT count(*) FROM open_ranked) - (SELECT count(*) FROM due_open)
-),
 due_open_more AS (
-    SELECT {CANDIDATE}, 1::bigint AS turn FROM pgjobs_job_queue AS j
-    WHERE j.id = ANY(ARRAY(SELECT id FROM open_reranked))
-      AND {DUE.format(queue="j.queue")}{names}
-    FOR UPDATE OF j SKIP LOCKED
+    -- Rows of the ranking other claims hold or took: every open queue walks on, past rows
+    -- held, for as many more as are missing (none: LIMIT 0 reads nothing), and the merge takes
+    -- the best of them. The best rows a claim can lock, as when each open queue locked its
+    -- first ``limit``, which left all but the claim's jobs locked (a ranking again without
+    -- locks could be held again: three overlapping claims, the third took nothing).
+    SELECT d.*, 1::bigint AS turn FROM open_queues AS o, LATERAL (
+        SELECT * FROM (
+            SELECT {CANDIDATE} FROM pgjobs_job_queue AS j
+            WHERE {DUE.format(queue="o.queue")}{names}
+              AND j.id NOT IN (SELECT id FROM open_ranked)
+            ORDER BY {_CLAIM_ORDER}
+            LIMIT %(limit)s
+            FOR UPDATE SKIP LOCKED
+        ) AS d LIMIT (SELECT count(*) FROM open_ranked) - (SELECT count(*) FROM due_open)
+    ) AS d
 ),
 due_limited AS (
     -- The inner LIMIT is the claim's, a value the planner knows (it plans an ordered index

@@ -157,7 +157,9 @@ def test_listing_queues_skips_through_the_index() -> None:
         "Seq Scan on pgjobs_job_queue"
         not in plan.split("Recursive Union")[1].split("->  Unique")[0]
     ), plan
-    assert "pgjobs_job_queue_claim" in plan, plan
+    # A probe per queue of a partial index of pending jobs led by the queue (either of the two).
+    walk = plan.split("Recursive Union")[1].split("WorkTable Scan")[0]
+    assert "pgjobs_job_queue_claim" in walk or "pgjobs_job_partition_claim" in walk, plan
 
 
 def test_due_scheduled_lag_and_a_depth_curve_that_ignores_jobs_not_due_yet(staff: Client) -> None:
@@ -337,3 +339,17 @@ def test_the_per_minute_statements_planner_setting_ends_with_it(
         cur.execute("SHOW enable_seqscan")
         assert cur.fetchone() == ("on",)
     assert sum(board.depth) > 0
+
+
+def test_the_dashboard_loads_in_a_transaction_opened_by_turning_autocommit_off() -> None:
+    """Its isolation level is the caller's there (a review found SET TRANSACTION refused)."""
+    enqueue("test.record")
+    transaction.set_autocommit(False)
+    try:
+        with connection.cursor() as cur:
+            cur.execute("SELECT 1")  # the caller's transaction has begun
+        board = dashboard.load_dashboard()
+    finally:
+        transaction.rollback()
+        transaction.set_autocommit(True)
+    assert board.total_due == 1

@@ -98,8 +98,9 @@ def test_it_takes_the_best_jobs_of_all_open_queues_in_the_merges_order() -> None
 
 def test_rows_another_claim_holds_are_made_up_for_by_the_next_best_of_every_queue() -> None:
     """The ranking is read without locks: rows another transaction holds (20 of q01's, all
-    of them chosen) are made up for by the next best of every open queue, ranked again, and
-    only those are locked: the jobs each queue's first ``limit``, all locked, gave."""
+    of them chosen) are made up for by every open queue walking on past held rows for as many
+    more, the merge taking the best: the jobs each queue's first ``limit``, all locked, gave.
+    Only then is more locked than taken: as many as were missing, per open queue."""
     _enqueue()
     holder = second_connection(autocommit=False)
     conn = second_connection()
@@ -118,7 +119,8 @@ def test_rows_another_claim_holds_are_made_up_for_by_the_next_best_of_every_queu
     assert len(claimed) == PER_QUEUE
     assert not {str(r[0]) for r in held} & {str(i) for i in claimed}
     assert taken == [("q01", PER_QUEUE - 20), ("q02", 20)]
-    assert locked_pending == 0
+    # q01 has no more to offer; q02's 20 were taken; q03 to q12 offered 20 each, left locked.
+    assert locked_pending == 20 * (QUEUES - 2)
 
 
 def test_a_better_job_of_another_queue_goes_before_a_worse_one_behind_held_rows() -> None:
@@ -148,7 +150,7 @@ def test_a_better_job_of_another_queue_goes_before_a_worse_one_behind_held_rows(
         holder.close()
         conn.close()
     assert rows == [("q2", 5), ("q2", 5)]
-    assert locked_pending == 0
+    assert locked_pending == 2  # q1's next two, offered when both picks were held
 
 
 def test_one_transactions_jobs_are_taken_in_the_order_they_were_enqueued() -> None:
@@ -173,3 +175,51 @@ def test_one_transactions_jobs_are_taken_in_the_order_they_were_enqueued() -> No
     finally:
         conn.close()
     assert [r[0] for r in seqs] == list(range(1, 26))
+
+
+def _ranked(priorities: dict[str, list[int]]) -> None:
+    with connection.cursor() as cur:
+        for queue, levels in priorities.items():
+            cur.execute(
+                "INSERT INTO pgjobs_job_queue (job_name, queue, priority) "
+                "SELECT 'test.record', %s, p FROM unnest(%s::int[]) AS p",
+                [queue, levels],
+            )
+    pause_queue("held")
+
+
+def test_a_claim_walks_past_held_rows_its_second_look_finds_held_too() -> None:
+    """An application holds q1's two best jobs: the ranking's pick is held, and so is the
+    next best; the claim of one walks on to the third (a review's case: it took nothing)."""
+    _ranked({"q1": [10, 9, 8, 7]})
+    holder = second_connection(autocommit=False)
+    conn = second_connection()
+    try:
+        holder.execute(
+            "SELECT id FROM pgjobs_job_queue WHERE priority IN (10, 9) FOR UPDATE"
+        ).fetchall()
+        claimed, _ = _claim_in_transaction(conn, 1)
+        priorities = conn.execute(
+            "SELECT priority FROM pgjobs_job_queue WHERE id = ANY(%s)",
+            [[uuid.UUID(str(i)) for i in claimed]],
+        ).fetchall()
+        conn.execute("ROLLBACK")
+    finally:
+        holder.rollback()
+        holder.close()
+        conn.close()
+    assert priorities == [(8,)]
+
+
+def test_overlapping_claims_each_fill_their_batch() -> None:
+    """Three claims in flight at once, each holding what it took: each takes a full batch
+    (a review's case: the third, ranking what the first two held, took nothing)."""
+    _ranked({f"q{n}": [0] * 100 for n in range(3)})
+    conns = [second_connection() for _ in range(3)]
+    try:
+        got = [len(_claim_in_transaction(conn, 10)[0]) for conn in conns]
+    finally:
+        for conn in conns:
+            conn.execute("ROLLBACK")
+            conn.close()
+    assert got == [10, 10, 10]
