@@ -105,7 +105,8 @@ def test_0014_waits_for_an_open_transaction_without_stopping_the_queue(
         ("0016", "0016", 26),
         ("0019", "0017", 29),
         ("0020", "0020", 29),
-        (None, "0021", 29),
+        ("0029", "0021", 29),
+        (None, "0030", 29),
     ],
 )
 def test_a_migration_back_stops_naming_the_session_it_waited_for(
@@ -117,7 +118,8 @@ def test_a_migration_back_stops_naming_the_session_it_waited_for(
     checks_kept: int,
 ) -> None:
     """Migrating back waits the same way (0014 dropping its checks, 0016 its columns, 0017 its
-    indexes, 0020 its column, 0021 its index); after its tries it names who holds the table."""
+    indexes, 0020 its column, 0021 its index, 0030 its id default); after its tries it names who
+    holds the table."""
     monkeypatch.setattr(_0014, "LOCK_TRIES", 3)
     if before is not None:
         call_command("migrate", "pgjobs", before, verbosity=0)

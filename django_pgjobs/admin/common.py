@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin, messages
 from django.core.paginator import Paginator
-from django.db.models import Count, IntegerField, Q, QuerySet, Subquery
-from django.db.models.functions import Coalesce
+from django.db.models import Count, IntegerField, Q, QuerySet, Subquery, TextField, Value
+from django.db.models.functions import Cast, Coalesce, Replace
 from django.http import HttpRequest
 from django.utils.functional import cached_property
 from django.utils.html import format_html
@@ -77,8 +77,8 @@ def capped_count(rows: QuerySet[Any]) -> Subquery:
 
 
 def search_by_id_or_name(queryset: QuerySet[Any], term: str) -> QuerySet[Any]:
-    """A full id, an id's first characters (as shown in the list: an index range scan), or a
-    job name."""
+    """A full id, an id's first characters (an index range scan) or last ones (as the list
+    shows them: every id is read, as a name's search reads every name), or a job name."""
     if not term:
         return queryset
     if "-" in term and len(term) == 36:
@@ -91,7 +91,11 @@ def search_by_id_or_name(queryset: QuerySet[Any], term: str) -> QuerySet[Any]:
     if _HEX_PREFIX.match(term) and len(digits) <= 32:
         low = uuid.UUID(digits.ljust(32, "0"))
         high = uuid.UUID(digits.ljust(32, "f"))
-        return queryset.filter(Q(id__range=(low, high)) | by_name)
+        hex_id = Replace(Cast("id", TextField()), Value("-"), Value(""), output_field=TextField())
+        annotated: QuerySet[Any] = queryset.annotate(pgjobs_hex_id=hex_id)
+        return annotated.filter(
+            Q(id__range=(low, high)) | Q(pgjobs_hex_id__endswith=digits) | by_name
+        )
     return queryset.filter(by_name)
 
 

@@ -27,6 +27,7 @@ from django_pgjobs.admin.previews import (
     bounded,
     whole_or_head,
 )
+from django_pgjobs.jobs import short_ids
 from django_pgjobs.jobs.registry import registry
 from django_pgjobs.models import FailedJob, Job, JobStatus
 from django_pgjobs.queries.base import WORKFLOW_JOB_PREFIX
@@ -65,7 +66,7 @@ class JobColumns(LargeValuesMixin):
 
     @admin.display(description="id", ordering="id")
     def short_id(self, obj: Job | FailedJob) -> str:
-        return str(obj.id)[:8]
+        return short_ids.short_id(obj.id)
 
     @admin.display(description="job", ordering="job_name")
     def job_label(self, obj: Job | FailedJob) -> str:

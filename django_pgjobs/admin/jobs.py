@@ -55,8 +55,8 @@ class JobAdmin(JobOnlyColumns, AttemptHistoryColumns, _ReadOnlyFieldsMixin, Mode
     )  # fmt: skip
     search_fields = ("job_name",)
     search_help_text = (
-        "A job id (or its first characters), a job name, or payload:TEXT to search payloads "
-        "(a full scan: slow on large tables)."
+        "A job id (or its last or first characters), a job name, or payload:TEXT to search "
+        "payloads (a full scan: slow on large tables)."
     )
     ordering = ("-created_at",)
     list_per_page = 50
@@ -221,7 +221,7 @@ class FailedJobAdmin(
     list_display = ("short_id", "job_label", "queue", "attempts", "failed", "error_excerpt")
     list_filter = (JobNameFilter, QueueFilter)
     search_fields = ("job_name",)
-    search_help_text = "A dead letter's id (or its first characters) or a job name."
+    search_help_text = "A dead letter's id (or its last or first characters) or a job name."
     ordering = ("-failed_at",)
 
     def get_search_results(

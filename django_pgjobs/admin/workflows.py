@@ -34,6 +34,7 @@ from django_pgjobs.admin.previews import (
 )
 from django_pgjobs.admin.workflow_steps import error_summary, step_raw_response, steps_table
 from django_pgjobs.conf import conf
+from django_pgjobs.jobs import short_ids
 from django_pgjobs.models import (
     FailedJob,
     Job,
@@ -244,7 +245,7 @@ class WorkflowAdmin(LargeValuesMixin, _ReadOnlyFieldsMixin, ModelAdmin[WorkflowE
             format_html(
                 '<a href="{}">job {}</a> ({})',
                 reverse("admin:pgjobs_job_change", args=[job_id]),
-                str(job_id)[:8],
+                short_ids.short_id(job_id),
                 status,
             )
             for job_id, status in runs
@@ -257,7 +258,7 @@ class WorkflowAdmin(LargeValuesMixin, _ReadOnlyFieldsMixin, ModelAdmin[WorkflowE
                 format_html(
                     '<a href="{}">dead letter {}</a>',
                     reverse("admin:pgjobs_failedjob_change", args=[dead_id]),
-                    str(dead_id)[:8],
+                    short_ids.short_id(dead_id),
                 )
                 for dead_id in dead.values_list("id", flat=True)[:LINKS_SHOWN]
             ]

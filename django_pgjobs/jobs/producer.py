@@ -17,6 +17,7 @@ from django_pgjobs import queries, signals
 from django_pgjobs.conf import conf
 from django_pgjobs.exceptions import InvalidJobError, PgJobsError
 from django_pgjobs.jobs import job_log, validation
+from django_pgjobs.jobs.ids import new_job_id, new_job_ids
 from django_pgjobs.jobs.options import (
     resolve_options,
     resolve_partition_key,
@@ -78,7 +79,7 @@ def _prepare_one(
     _check_payload(job_name, payload)
     row.update(
         partition_key=resolve_partition_key(job_name, payload, partition_key),
-        id=uuid.uuid4(),
+        id=new_job_id(),
         payload=validation.dump_payload(payload),
         key=validation.check_key(key),
         metadata=None if metadata is None else validation.dump_metadata(metadata),
@@ -314,7 +315,7 @@ def enqueue_many(
     ]
     if not texts:
         return []
-    ids = [uuid.uuid4() for _ in texts]
+    ids = new_job_ids(len(texts))
     alias = using or conf.DATABASE
     with tracing.enqueue_span(rows, count=len(ids)), statement_cursor(alias) as cur:
         queries.insert_jobs(

@@ -1,6 +1,11 @@
-"""A job named by a short id: a unique prefix of its UUID (or its dead letter's), as the admin
-shows the first 8 hex digits. ``explain_job`` and the CLI's ``explain``, ``retry`` and
-``cancel`` take one; the library's other functions take whole ids only."""
+"""A job named by a short id: the end of its UUID (or its dead letter's), as the admin shows
+the last 8 hex digits, or its start; ``explain_job`` and the CLI's ``explain``, ``retry`` and
+``cancel`` take one; the library's other functions take whole ids only.
+
+Job ids begin with the time they were made (version 7: django_pgjobs.jobs.ids), so the jobs
+of one minute share their first digits, and their random end tells them apart. A prefix is
+looked up first (a range of each primary key), then, if no id starts with it, a suffix (every
+id read: a slower look-up on a large table, for an operator's command)."""
 
 from __future__ import annotations
 
@@ -13,15 +18,23 @@ from django_pgjobs.exceptions import JobNotFound
 from django_pgjobs.queries import explain_rows as rows
 from django_pgjobs.queries.base import Cursor
 
-# The shortest prefix looked up: shorter ones name too many jobs to be worth a range read.
+# The shortest prefix or suffix looked up: shorter ones name too many jobs to be worth a read.
 MIN_PREFIX = 4
+# The hex digits of a short id, as the admin shows them: the end of the UUID.
+SHORT_ID_LENGTH = 8
+
+
+def short_id(job_id: uuid.UUID) -> str:
+    """The id the admin's lists show for a job or dead letter: its last 8 hex digits."""
+    return job_id.hex[-SHORT_ID_LENGTH:]
 
 
 def find_job_id(cur: Cursor, job_id: uuid.UUID | str) -> uuid.UUID:
-    """The id ``job_id`` names: a UUID, or a unique prefix of a job's or dead letter's id of at
-    least MIN_PREFIX hex digits (dashes ignored). Raises JobNotFound for a malformed one, one
-    nothing has, or one more than one id starts with. Reads each primary key's range; locks
-    nothing."""
+    """The id ``job_id`` names: a UUID, or a unique prefix or suffix of a job's or dead
+    letter's id of at least MIN_PREFIX hex digits (dashes ignored); the prefix first, the
+    suffix if no id starts with those digits. Raises JobNotFound for a malformed one, one
+    nothing has, or one more than one id starts (or, failing that, ends) with. Reads each
+    primary key's range, then every id; locks nothing."""
     if isinstance(job_id, uuid.UUID):
         return job_id
     text = str(job_id).strip().lower()
@@ -33,18 +46,21 @@ def find_job_id(cur: Cursor, job_id: uuid.UUID | str) -> uuid.UUID:
     if not (MIN_PREFIX <= len(digits) < 32 and all(c in "0123456789abcdef" for c in digits)):
         raise JobNotFound(
             f"{job_id!r} is not a job id: give the UUID, or at least {MIN_PREFIX} of its "
-            "first hex digits (the admin shows the first 8)."
+            "first or last hex digits (the admin shows the last 8)."
         )
     found = rows.ids_with_prefix(
         cur,
         low=uuid.UUID(digits.ljust(32, "0")),
         high=uuid.UUID(digits.ljust(32, "f")),
     )
+    where = "starting"
     if not found:
-        raise JobNotFound(f"No job or dead letter has an id starting with {text!r}.")
+        found, where = rows.ids_with_suffix(cur, digits=digits), "ending"
+    if not found:
+        raise JobNotFound(f"No job or dead letter has an id starting or ending with {text!r}.")
     if len(found) > 1:
         raise JobNotFound(
-            f"More than one job or dead letter has an id starting with {text!r} "
+            f"More than one job or dead letter has an id {where} with {text!r} "
             f"({found[0]} and {found[1]}, at least): "
             "give more of the id."
         )

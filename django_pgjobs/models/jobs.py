@@ -36,6 +36,20 @@ def empty_array() -> Value:
     return Value([], output_field=models.JSONField())
 
 
+class NewJobId(models.Func):
+    """``pgjobs_uuid7()``: a new job id, a UUID of version 7 (time-ordered), for a row inserted
+    without one (migration 0030; the library's own ids: :mod:`django_pgjobs.jobs.ids`)."""
+
+    template = "pgjobs_uuid7()"
+    output_field = models.UUIDField()
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    def deconstruct(self) -> tuple[str, tuple[object, ...], dict[str, object]]:
+        return ("django_pgjobs.models.jobs.NewJobId", (), {})
+
+
 class NextJobSeq(models.Func):
     """``nextval`` of the job sequence: the order jobs were enqueued in, even within one
     transaction (whose rows share ``created_at`` and ``scheduled_for``)."""
@@ -62,7 +76,7 @@ class JobQuerySet(models.QuerySet["Job"]):
 
 
 class Job(models.Model):
-    id = models.UUIDField(primary_key=True, db_default=RandomUUID(), editable=False)
+    id = models.UUIDField(primary_key=True, db_default=NewJobId(), editable=False)
     job_name = models.CharField(max_length=MAX_NAME_LENGTH)
     payload = StoredJSONField(db_default=empty_object())
     status = models.CharField(

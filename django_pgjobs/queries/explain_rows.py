@@ -91,6 +91,25 @@ def ids_with_prefix(cur: Cursor, *, low: uuid.UUID, high: uuid.UUID) -> list[uui
     return [row[0] for row in cur.fetchall()]
 
 
+def ids_with_suffix(cur: Cursor, *, digits: str) -> list[uuid.UUID]:
+    """The ids of jobs and dead letters whose hex digits end with ``digits`` (lower case, no
+    dashes), at most two, as ids_with_prefix. No index holds an id's end: this reads every id
+    (each table's key, or the table itself), for an operator's look-up; locks nothing."""
+    cur.execute(
+        """
+        SELECT id FROM (
+            (SELECT id FROM pgjobs_job_queue
+             WHERE right(replace(id::text, '-', ''), %(n)s) = %(digits)s LIMIT 2)
+            UNION
+            (SELECT id FROM pgjobs_failed_jobs
+             WHERE right(replace(id::text, '-', ''), %(n)s) = %(digits)s LIMIT 2)
+        ) AS found ORDER BY id LIMIT 2
+        """,
+        {"n": len(digits), "digits": digits},
+    )
+    return [row[0] for row in cur.fetchall()]
+
+
 def rescue_from(cur: Cursor, *, silent_seconds: float, hold_seconds: float) -> datetime | None:
     """The earliest database time a live worker (a heartbeat within ``silent_seconds``) may
     rescue: each holds its rescue for ``hold_seconds`` after it started, and every one for as

@@ -9,6 +9,7 @@ from django.test import Client
 from django.urls import reverse
 
 from django_pgjobs import get_job, start_workflow
+from django_pgjobs.jobs.short_ids import short_id
 from django_pgjobs.models import Job, Schedule
 from django_pgjobs.queries.base import WORKFLOW_KEY_PREFIX
 from django_pgjobs.workflows.definitions import runner_job_name
@@ -56,7 +57,7 @@ def test_cancel_on_a_workflow_job_whose_payload_is_not_an_object(admin_client_: 
     # posted from that list keeps the filter.
     shown = changelist("job") + "?runner=shown"
     page = admin_client_.get(shown)
-    assert page.status_code == 200 and str(odd[0])[:8] in page.content.decode()
+    assert page.status_code == 200 and short_id(odd[0]) in page.content.decode()
     response = admin_client_.post(
         shown, {"action": "cancel", "_selected_action": [str(pk) for pk in odd]}, follow=True
     )

@@ -12,6 +12,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from django_pgjobs import enqueue, get_job
+from django_pgjobs.jobs.short_ids import short_id
 from django_pgjobs.models import FailedJob, Job, Schedule
 from django_pgjobs.worker import Worker
 from tests.admin.changelists import act, changelist
@@ -36,7 +37,7 @@ def test_job_changelist_and_detail_show_what_an_operator_needs(
     page = admin_client_.get(changelist("job")).content.decode()
     assert "awaiting retry" in page and "ValueError: smtp down" in page
     assert "width: 40%" in page and "importing rows" in page  # the progress bar and message
-    assert str(failing)[:8] in page and str(progressing)[:8] in page
+    assert short_id(failing) in page and short_id(progressing) in page
     detail = admin_client_.get(reverse("admin:pgjobs_job_change", args=[failing])).content.decode()
     assert "Traceback (most recent call last)" in detail
     assert "&quot;to&quot;: &quot;jane@example.com&quot;" in detail  # pretty-printed payload
@@ -46,11 +47,17 @@ def test_job_search_by_id_and_payload_text(admin_client_: Client) -> None:
     wanted = enqueue("test.record", {"customer": "ACME-42"})
     other = enqueue("test.record", {"customer": "Globex"})
     by_payload = admin_client_.get(changelist("job"), {"q": "payload:acme-42"}).content.decode()
-    assert str(wanted)[:8] in by_payload and str(other)[:8] not in by_payload
+    assert short_id(wanted) in by_payload and short_id(other) not in by_payload
     by_id = admin_client_.get(changelist("job"), {"q": str(other)}).content.decode()
-    assert str(other)[:8] in by_id and str(wanted)[:8] not in by_id
-    by_prefix = admin_client_.get(changelist("job"), {"q": str(other)[:8]}).content.decode()
-    assert str(other)[:8] in by_prefix and str(wanted)[:8] not in by_prefix
+    assert short_id(other) in by_id and short_id(wanted) not in by_id
+    # The short id the list shows is the id's end; its start is the time it was made, shared
+    # by the jobs of one minute: both are searched, and a start that tells them apart finds one.
+    by_end = admin_client_.get(changelist("job"), {"q": short_id(other)}).content.decode()
+    assert short_id(other) in by_end and short_id(wanted) not in by_end
+    minute = admin_client_.get(changelist("job"), {"q": str(other)[:8]}).content.decode()
+    assert short_id(other) in minute and short_id(wanted) in minute
+    by_start = admin_client_.get(changelist("job"), {"q": str(other)[:18]}).content.decode()
+    assert short_id(other) in by_start and short_id(wanted) not in by_start
 
 
 def test_job_actions_call_the_library(admin_client_: Client, make_worker: type[Worker]) -> None:
@@ -161,7 +168,7 @@ def test_filters_are_select_boxes_from_the_dropdown_package(admin_client_: Clien
     job_names = page.split("By job name")[1].split("</ul>")[0]
     assert "<select" in job_names and 'value="?job_name=test.record"' in job_names
     filtered = admin_client_.get(changelist("job"), {"job_name": "test.record"}).content.decode()
-    assert str(wanted)[:8] in filtered and str(other)[:8] not in filtered
+    assert short_id(wanted) in filtered and short_id(other) not in filtered
 
 
 def test_a_jobs_partition_key_is_shown_beside_its_queue_when_it_has_one(

@@ -11,6 +11,7 @@ from django.test import Client
 from django.urls import reverse
 
 from django_pgjobs import get_job, start_workflow
+from django_pgjobs.jobs.short_ids import short_id
 from django_pgjobs.models import FailedJob, Job
 from django_pgjobs.worker import Worker
 from tests.admin.changelists import act, changelist
@@ -38,7 +39,7 @@ def test_job_list_and_page_show_a_payload_that_cannot_be_decoded(
 ) -> None:
     job_id = insert("pgjobs_job_queue", payload_sql)
     listing = admin_client_.get(changelist("job"))
-    assert listing.status_code == 200 and str(job_id)[:8] in listing.content.decode()
+    assert listing.status_code == 200 and short_id(job_id) in listing.content.decode()
     page = admin_client_.get(reverse("admin:pgjobs_job_change", args=[job_id]))
     assert page.status_code == 200
     assert "(cannot be decoded: " in page.content.decode()
@@ -55,7 +56,7 @@ def test_cancel_and_retry_act_on_a_poison_job(admin_client_: Client) -> None:
 def test_dead_letter_list_page_and_requeue_of_a_poison_dead_letter(admin_client_: Client) -> None:
     dead_id = insert("pgjobs_failed_jobs", NESTING, extra=", error", values=", 'ValueError: x'")
     listing = admin_client_.get(changelist("failedjob"))
-    assert listing.status_code == 200 and str(dead_id)[:8] in listing.content.decode()
+    assert listing.status_code == 200 and short_id(dead_id) in listing.content.decode()
     page = admin_client_.get(reverse("admin:pgjobs_failedjob_change", args=[dead_id]))
     assert page.status_code == 200
     assert "(cannot be decoded: RecursionError" in page.content.decode()

@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from django_pgjobs import enqueue, get_job, start_workflow
 from django_pgjobs.admin.columns import humanise
+from django_pgjobs.jobs.short_ids import short_id
 from django_pgjobs.models import FailedJob, Job
 from django_pgjobs.models import Worker as WorkerRow
 from django_pgjobs.queries.base import WORKFLOW_KEY_PREFIX
@@ -124,25 +125,25 @@ def test_workflow_runner_jobs_are_hidden_and_link_to_their_workflow(admin_client
     mine = enqueue("test.record")
     runner = Job.objects.get(key=f"{WORKFLOW_KEY_PREFIX}order-77")
     page = admin_client_.get(changelist("job")).content.decode()
-    assert str(mine)[:8] in page and str(runner.id)[:8] not in page
+    assert short_id(mine) in page and short_id(runner.id) not in page
     assert runner_job_name() not in page.split("By job name")[1].split("</ul>")[0]
     shown = admin_client_.get(changelist("job"), {"runner": "shown"}).content.decode()
     link = reverse("admin:pgjobs_workflowexecution_change", args=[handle.workflow_id])
-    assert str(runner.id)[:8] in shown and f'<a href="{link}"' in shown
+    assert short_id(runner.id) in shown and f'<a href="{link}"' in shown
     assert ">workflow order-77</a>" in shown
     only = admin_client_.get(changelist("job"), {"runner": "only"}).content.decode()
-    assert str(runner.id)[:8] in only and str(mine)[:8] not in only
+    assert short_id(runner.id) in only and short_id(mine) not in only
 
 
 def test_jobs_no_handler_claims_are_marked_and_filtered(admin_client_: Client) -> None:
     orphan = enqueue("billing.gone", {})
     known = enqueue("test.record")
     page = admin_client_.get(changelist("job")).content.decode()
-    row = page.split(f">{str(orphan)[:8]}</a>")[1].split("</tr>")[0]
+    row = page.split(f">{short_id(orphan)}</a>")[1].split("</tr>")[0]
     assert "billing.gone" in row and "no handler</span>" in row
-    assert "no handler</span>" not in page.split(f">{str(known)[:8]}</a>")[1].split("</tr>")[0]
+    assert "no handler</span>" not in page.split(f">{short_id(known)}</a>")[1].split("</tr>")[0]
     none = admin_client_.get(changelist("job"), {"handler": "none"}).content.decode()
-    assert str(orphan)[:8] in none and str(known)[:8] not in none
+    assert short_id(orphan) in none and short_id(known) not in none
 
 
 def test_live_workers_cannot_be_deleted_stale_ones_can(admin_client_: Client) -> None:

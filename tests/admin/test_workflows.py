@@ -10,6 +10,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from django_pgjobs import cancel_workflow, get_workflow, start_workflow
+from django_pgjobs.jobs.short_ids import short_id
 from django_pgjobs.models import Job, WorkflowExecution
 from django_pgjobs.worker import Worker
 from django_pgjobs.workflows import app_version
@@ -88,9 +89,9 @@ def test_detail_shows_inputs_output_steps_and_jobs(
     assert reverse("admin:pgjobs_job_change", args=[job.id]) in page
     jobs_link = page.split("all its jobs in the jobs admin")[0].rsplit('href="', 1)[1]
     jobs_page = admin_client_.get(jobs_link.split('"')[0].replace("&amp;", "&"))
-    assert jobs_page.status_code == 200 and str(job.id)[:8] in jobs_page.content.decode()
+    assert jobs_page.status_code == 200 and short_id(job.id) in jobs_page.content.decode()
     other_job = Job.objects.get(key=f"pgjobs.workflow:{other.workflow_id}")
-    assert str(other_job.id)[:8] not in jobs_page.content.decode()
+    assert short_id(other_job.id) not in jobs_page.content.decode()
 
 
 def test_detail_of_a_failed_workflow_shows_the_traceback_and_the_failed_step(

@@ -14,6 +14,7 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 
 from django_pgjobs import enqueue
+from django_pgjobs.jobs.short_ids import short_id
 from django_pgjobs.queries.claim import claim_jobs
 from django_pgjobs.queues import pause_queue, set_queue_limits
 from tests.helpers import ROOT, database_conninfo
@@ -100,14 +101,14 @@ def test_an_unknown_id_exits_non_zero_and_a_known_one_zero() -> None:
 
 
 def test_a_prefix_is_answered_with_whole_uuids() -> None:
-    """As the docs' sample shows: the admin's 8-character short id in, whole UUIDs out (the
-    job's and those in its way)."""
+    """As the docs' sample shows: the admin's 8-character short id (the id's end) in, whole
+    UUIDs out (the job's and those in its way)."""
     set_queue_limits("ledger", partition_concurrency=1)
     first = enqueue("test.record", queue="ledger", partition_key="account:42")
     second = enqueue("test.record", queue="ledger", partition_key="account:42")
     with connection.cursor() as cur:
         claim_jobs(cur, worker_id="w1", limit=1, lease_seconds=60, queues=None, job_names=None)
-    lines = explain(str(second)[:8]).splitlines()
+    lines = explain(short_id(second)).splitlines()
     assert lines[0] == (
         f"Job {second} (test.record, queue ledger, partition key account:42): pending"
     )

@@ -10,6 +10,7 @@ from django.db import connection
 
 from django_pgjobs import enqueue, explain_job
 from django_pgjobs.exceptions import JobNotFound
+from django_pgjobs.jobs.short_ids import short_id
 from django_pgjobs.observability.explain import Blocker
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -28,15 +29,15 @@ def job_with_id(job_id: str, table: str = "pgjobs_job_queue") -> uuid.UUID:
 
 def test_a_short_id_names_its_job() -> None:
     job_id = enqueue("test.record")
-    said = explain_job(str(job_id)[:8])
+    said = explain_job(short_id(job_id))
     assert said.job_id == job_id
-    assert explain_job(str(job_id)[:8].upper()).job_id == job_id
+    assert explain_job(short_id(job_id).upper()).job_id == job_id
 
 
 def test_four_hex_digits_are_the_shortest_prefix_looked_up() -> None:
     job_id = job_with_id("9a8b7c6d-0000-4000-8000-000000000001")
     assert explain_job("9a8b").job_id == job_id
-    with pytest.raises(JobNotFound, match="at least 4 of its first hex digits"):
+    with pytest.raises(JobNotFound, match="at least 4 of its first or last hex digits"):
         explain_job("9a8")
 
 
@@ -58,7 +59,7 @@ def test_an_ambiguous_prefix_names_two_of_its_ids() -> None:
 @pytest.mark.parametrize(
     ("given", "error"),
     [
-        ("fedcba98", "No job or dead letter has an id starting with 'fedcba98'"),
+        ("fedcba98", "No job or dead letter has an id starting or ending with 'fedcba98'"),
         ("abc", "'abc' is not a job id: give the UUID, or at least 4"),
         ("nope-nope", "'nope-nope' is not a job id"),
     ],
@@ -67,3 +68,27 @@ def test_an_unknown_or_malformed_prefix_is_a_clear_error(given: str, error: str)
     job_with_id("12345678-0000-4000-8000-000000000001")
     with pytest.raises(JobNotFound, match=error):
         explain_job(given)
+
+
+def test_an_ids_end_names_its_job_when_no_id_starts_with_it() -> None:
+    """The admin shows a job id's end (its start is the time it was made: version 7)."""
+    job_id = job_with_id("01a24700-0000-7000-8000-00000000c0de")
+    assert explain_job("c0de").job_id == job_id
+    assert explain_job("0000-0000c0de").job_id == job_id  # dashes ignored, as in a prefix
+    dead = job_with_id("01a24700-0000-7000-8000-0000000dead1", "pgjobs_failed_jobs")
+    assert explain_job("dead1").job_id == dead
+
+
+def test_a_start_is_looked_up_before_an_end() -> None:
+    starting = job_with_id("beef0000-0000-4000-8000-000000000001")
+    job_with_id("01a24700-0000-7000-8000-00000000beef")
+    assert explain_job("beef").job_id == starting
+
+
+def test_an_end_more_than_one_id_has_is_ambiguous() -> None:
+    job_with_id("01a24700-0000-7000-8000-000000abc123")
+    job_with_id("01a24701-0000-7000-8000-000000abc123", "pgjobs_failed_jobs")
+    with pytest.raises(JobNotFound, match="More than one job or dead letter has an id ending"):
+        explain_job("abc123")
+    with pytest.raises(JobNotFound, match="No job or dead letter has an id starting or ending"):
+        explain_job("abc124")

@@ -11,6 +11,7 @@ from django.test import Client, override_settings
 from django.urls import reverse
 
 from django_pgjobs import enqueue, get_job
+from django_pgjobs.jobs.short_ids import short_id
 from django_pgjobs.worker import Worker
 from tests.admin.changelists import act, changelist
 
@@ -36,7 +37,7 @@ def test_the_admin_lists_acts_and_summarises_through_the_pooler(
     make_worker(using="pooled").run_once()
     page = operator.get(changelist("job")).content.decode()
     assert "ValueError: smtp down" in page
-    assert str(failed)[:8] in page and str(waiting)[:8] in page
+    assert short_id(failed) in page and short_id(waiting) in page
     detail = operator.get(reverse("admin:pgjobs_job_change", args=[failed]))
     assert detail.status_code == 200
     act(operator, "job", "cancel", [waiting])

@@ -60,6 +60,7 @@ def test_a_claim_reads_each_keys_jobs_up_to_its_room(limits: dict[str, Any]) -> 
         assert taken == LIMIT
         # The walk's probe per key (it walks as many keys as the claim's room), each walked
         # key's jobs up to its room (at most 5 here), the locks by key, and the counts of the
-        # running jobs of the claims before: 2,000 to 5,500. Read to each key's end, a key's 20
-        # jobs were read for every 2 or 5 it could start (11,500 to 13,000).
-        assert read <= 12 * LIMIT, read
+        # running jobs of the claims before: 2,000 to 5,500 on PostgreSQL 15, up to 6,000 on
+        # 18. Read to each key's end, a key's 20 jobs were read for every 2 or 5 it could
+        # start: 11,500 to 13,000.
+        assert read <= 16 * LIMIT, read

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from django_pgjobs import enqueue, enqueue_many, get_job
+from django_pgjobs.jobs.short_ids import short_id
 from django_pgjobs.worker import Worker
 from tests.helpers import ROOT
 
@@ -32,7 +33,7 @@ def test_retry_a_failed_job_and_see_the_dashboard(
 
     browser.get(f"{live_server.url}/admin/pgjobs/job/")
     row = WebDriverWait(browser, 20).until(
-        lambda d: d.find_element(By.XPATH, f"//tr[contains(., '{str(job_id)[:8]}')]")
+        lambda d: d.find_element(By.XPATH, f"//tr[contains(., '{short_id(job_id)}')]")
     )
     assert "awaiting retry" in row.text
     row.find_element(By.NAME, "_selected_action").click()
@@ -42,7 +43,7 @@ def test_retry_a_failed_job_and_see_the_dashboard(
 
     make_worker().run_once()  # the retried attempt succeeds
     browser.refresh()
-    row = browser.find_element(By.XPATH, f"//tr[contains(., '{str(job_id)[:8]}')]")
+    row = browser.find_element(By.XPATH, f"//tr[contains(., '{short_id(job_id)}')]")
     assert "completed" in row.text
     assert get_job(job_id).status == "completed"
 
@@ -54,7 +55,7 @@ def test_retry_a_failed_job_and_see_the_dashboard(
     )
     WebDriverWait(browser, 10).until(lambda d: "job_name=test.flaky" in d.current_url)
     rows = browser.find_element(By.ID, "result_list").text
-    assert str(job_id)[:8] in rows and str(other)[:8] not in rows
+    assert short_id(job_id) in rows and short_id(other) not in rows
 
     # Something to look at: a backlog in two queues, jobs scheduled for later, dead letters.
     enqueue_many("test.record", [{}] * 40, queue="mail")
@@ -176,7 +177,7 @@ def test_lists_fit_1400_px_and_progress_labels_read_in_light_and_dark_mode(
         assert (_luminance(page_bg) < 0.2) == (scheme == "dark")  # the theme really switched
         for job_id in (slow, almost):
             bar = browser.find_element(
-                By.XPATH, f"//tr[contains(., '{str(job_id)[:8]}')]//div[@class='pgjobs-progress']"
+                By.XPATH, f"//tr[contains(., '{short_id(job_id)}')]//div[@class='pgjobs-progress']"
             )
             label = bar.find_element(By.CLASS_NAME, "pgjobs-progress-label")
             fill = bar.find_element(By.CLASS_NAME, "pgjobs-progress-fill")
