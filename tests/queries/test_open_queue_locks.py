@@ -62,6 +62,28 @@ def _claim_in_transaction(conn: psycopg.Connection[Any], limit: int) -> tuple[li
     return claimed, int(locked[0])
 
 
+def _claim_beside_held(held: str, limit: int, columns: str) -> tuple[list[Any], int]:
+    """A claim of ``limit`` while another transaction holds the rows ``held`` (a condition)
+    selects: (``columns`` of the jobs it took, in the order the claim returned them, rows it
+    locked and left pending)."""
+    holder = second_connection(autocommit=False)
+    conn = second_connection()
+    try:
+        holder.execute(f"SELECT id FROM pgjobs_job_queue WHERE {held} FOR UPDATE").fetchall()
+        claimed, locked_pending = _claim_in_transaction(conn, limit)
+        rows = conn.execute(
+            f"SELECT {columns} FROM pgjobs_job_queue AS j "
+            "JOIN unnest(%s::uuid[]) WITH ORDINALITY AS c(id, n) ON c.id = j.id ORDER BY c.n",
+            [[uuid.UUID(str(i)) for i in claimed]],
+        ).fetchall()
+        conn.execute("ROLLBACK")
+    finally:
+        holder.rollback()
+        holder.close()
+        conn.close()
+    return rows, locked_pending
+
+
 def _queues_of(conn: psycopg.Connection[Any], ids: list[Any]) -> list[tuple[str, int]]:
     return conn.execute(
         "SELECT queue, count(*)::int FROM pgjobs_job_queue WHERE id = ANY(%s) GROUP BY queue "
@@ -133,29 +155,16 @@ def test_a_better_job_of_another_queue_goes_before_a_worse_one_behind_held_rows(
             "('q2', 5, 10)) AS v(q, p, n), generate_series(1, v.n)"
         )
     pause_queue("held")
-    holder = second_connection(autocommit=False)
-    conn = second_connection()
-    try:
-        holder.execute(
-            "SELECT id FROM pgjobs_job_queue WHERE queue = 'q1' AND priority = 10 FOR UPDATE"
-        )
-        claimed, locked_pending = _claim_in_transaction(conn, 2)
-        rows = conn.execute(
-            "SELECT queue, priority FROM pgjobs_job_queue WHERE id = ANY(%s)",
-            [[uuid.UUID(str(i)) for i in claimed]],
-        ).fetchall()
-        conn.execute("ROLLBACK")
-    finally:
-        holder.rollback()
-        holder.close()
-        conn.close()
+    rows, locked_pending = _claim_beside_held(
+        "queue = 'q1' AND priority = 10", 2, "queue, priority"
+    )
     assert rows == [("q2", 5), ("q2", 5)]
     assert locked_pending == 2  # q1's next two, offered when both picks were held
 
 
 def test_one_transactions_jobs_are_taken_in_the_order_they_were_enqueued() -> None:
-    """Equal priority and due time: enqueue order decides, within a queue as between queues
-    (the ids are random), as the merge ranks them (a review's case)."""
+    """Equal priority and due time: enqueue order decides, within a queue as between queues,
+    as the merge ranks them (a review's case, when ids were random)."""
     with connection.cursor() as cur:
         cur.execute(
             "INSERT INTO pgjobs_job_queue (job_name, queue) "
@@ -192,22 +201,7 @@ def test_a_claim_walks_past_held_rows_its_second_look_finds_held_too() -> None:
     """An application holds q1's two best jobs: the ranking's pick is held, and so is the
     next best; the claim of one walks on to the third (a review's case: it took nothing)."""
     _ranked({"q1": [10, 9, 8, 7]})
-    holder = second_connection(autocommit=False)
-    conn = second_connection()
-    try:
-        holder.execute(
-            "SELECT id FROM pgjobs_job_queue WHERE priority IN (10, 9) FOR UPDATE"
-        ).fetchall()
-        claimed, _ = _claim_in_transaction(conn, 1)
-        priorities = conn.execute(
-            "SELECT priority FROM pgjobs_job_queue WHERE id = ANY(%s)",
-            [[uuid.UUID(str(i)) for i in claimed]],
-        ).fetchall()
-        conn.execute("ROLLBACK")
-    finally:
-        holder.rollback()
-        holder.close()
-        conn.close()
+    priorities, _ = _claim_beside_held("priority IN (10, 9)", 1, "priority")
     assert priorities == [(8,)]
 
 
