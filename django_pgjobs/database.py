@@ -204,6 +204,15 @@ def connection_lost(exc: BaseException) -> bool:
     return False
 
 
+def opens_own_transaction(alias: str) -> bool:
+    """Does ``transaction.atomic(using=alias)`` begin a transaction of its own now, not a
+    savepoint inside a caller's ``atomic()`` block or inside a transaction the caller began by
+    turning autocommit off? Only in its own may a reader set the isolation level, or settings
+    that end with the transaction (``SET LOCAL``)."""
+    conn = connections[alias]
+    return not conn.in_atomic_block and conn.get_autocommit()
+
+
 def in_callers_transaction(alias: str) -> bool:
     """Is code on ``alias`` running inside a ``transaction.atomic()`` block of its caller's?
 

@@ -4,8 +4,10 @@ the last 8 hex digits, or its start; ``explain_job`` and the CLI's ``explain``, 
 
 Job ids begin with the time they were made (version 7: django_pgjobs.jobs.ids), so the jobs
 of one minute share their first digits, and their random end tells them apart. A prefix is
-looked up first (a range of each primary key), then, if no id starts with it, a suffix (every
-id read: a slower look-up on a large table, for an operator's command)."""
+looked up as both, a prefix (a range of each primary key) and a suffix (every id read: a slower
+look-up on a large table, for an operator's command): digits one id starts with and another
+ends with name neither, since the admin's short id of one job can be the start of another's
+(a job of the minute those digits spell, or one enqueued before ids were ordered by time)."""
 
 from __future__ import annotations
 
@@ -30,11 +32,10 @@ def short_id(job_id: uuid.UUID) -> str:
 
 
 def find_job_id(cur: Cursor, job_id: uuid.UUID | str) -> uuid.UUID:
-    """The id ``job_id`` names: a UUID, or a unique prefix or suffix of a job's or dead
-    letter's id of at least MIN_PREFIX hex digits (dashes ignored); the prefix first, the
-    suffix if no id starts with those digits. Raises JobNotFound for a malformed one, one
-    nothing has, or one more than one id starts (or, failing that, ends) with. Reads each
-    primary key's range, then every id; locks nothing."""
+    """The id ``job_id`` names: a UUID, or at least MIN_PREFIX hex digits (dashes ignored)
+    that exactly one job's or dead letter's id starts or ends with. Raises JobNotFound for a
+    malformed one, one nothing has, or one more than one id starts or ends with. Reads each
+    primary key's range and every id; locks nothing."""
     if isinstance(job_id, uuid.UUID):
         return job_id
     text = str(job_id).strip().lower()
@@ -53,14 +54,12 @@ def find_job_id(cur: Cursor, job_id: uuid.UUID | str) -> uuid.UUID:
         low=uuid.UUID(digits.ljust(32, "0")),
         high=uuid.UUID(digits.ljust(32, "f")),
     )
-    where = "starting"
-    if not found:
-        found, where = rows.ids_with_suffix(cur, digits=digits), "ending"
+    found = sorted({*found, *rows.ids_with_suffix(cur, digits=digits)})
     if not found:
         raise JobNotFound(f"No job or dead letter has an id starting or ending with {text!r}.")
     if len(found) > 1:
         raise JobNotFound(
-            f"More than one job or dead letter has an id {where} with {text!r} "
+            f"More than one job or dead letter has an id starting or ending with {text!r} "
             f"({found[0]} and {found[1]}, at least): "
             "give more of the id."
         )

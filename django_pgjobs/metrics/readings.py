@@ -35,6 +35,7 @@ from typing import Any
 from django.db import connections, transaction
 
 from django_pgjobs.conf import conf
+from django_pgjobs.database import opens_own_transaction
 from django_pgjobs.metrics import statements
 from django_pgjobs.observability.dashboard import COUNT_CAP, workflow_counts
 from django_pgjobs.observability.health import READ_TIMEOUT_MS
@@ -132,7 +133,7 @@ def read_figures(*, using: str | None = None) -> Readings:
     alias = using or conf.DATABASE
     started = time.monotonic()
     connection = connections[alias]
-    outermost = not connection.in_atomic_block
+    outermost = opens_own_transaction(alias)
     silent = max(conf.LEASE_SECONDS, 3 * conf.HEARTBEAT_SECONDS)
     with transaction.atomic(using=alias), connection.cursor() as cur:
         if outermost:

@@ -34,7 +34,7 @@ CREATE OR REPLACE FUNCTION {schema}.pgjobs_uuid7() RETURNS uuid
 LANGUAGE plpgsql VOLATILE PARALLEL SAFE
 AS $$
 DECLARE
-    -- Milliseconds since 1970 with their fraction (a double is exact to a tenth of a microsecond).
+    -- Milliseconds since 1970 with their fraction (a double, exact to a quarter of a microsecond).
     t double precision := pg_catalog.date_part('epoch', pg_catalog.clock_timestamp())
                           OPERATOR(pg_catalog.*) 1000;
     ms bigint := pg_catalog.floor(t);

@@ -22,6 +22,7 @@ from typing import Any
 from django.db import connections, transaction
 
 from django_pgjobs.conf import conf
+from django_pgjobs.database import opens_own_transaction
 from django_pgjobs.models import WorkflowStatus
 from django_pgjobs.observability.status import UnhandledJobs, unhandled_due_jobs
 from django_pgjobs.queries.base import PENDING_PRIORITIES, pending_queues
@@ -247,9 +248,7 @@ def load_dashboard(*, using: str | None = None) -> Dashboard:
     alias = using or conf.DATABASE
     silent = max(conf.LEASE_SECONDS, 3 * conf.HEARTBEAT_SECONDS)
     connection = connections[alias]
-    # Ours alone: not inside a caller's atomic() nor a transaction it opened by turning
-    # autocommit off (there the atomic block below is a savepoint).
-    outermost = not connection.in_atomic_block and connection.get_autocommit()
+    outermost = opens_own_transaction(alias)
     with transaction.atomic(using=alias), connection.cursor() as cur:
         if outermost:  # (inside a caller's transaction its isolation level stands)
             cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")

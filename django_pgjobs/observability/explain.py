@@ -15,6 +15,7 @@ import uuid
 from django.db import connections, transaction
 
 from django_pgjobs.conf import conf
+from django_pgjobs.database import opens_own_transaction
 from django_pgjobs.exceptions import JobNotFound, JobStateError
 from django_pgjobs.jobs.short_ids import find_job_id
 from django_pgjobs.observability import explain_messages as say
@@ -34,13 +35,13 @@ __all__ = ["Blocker", "Explanation", "explain_job"]
 
 def explain_job(job_id: uuid.UUID | str, *, using: str | None = None) -> Explanation:
     """Why the job (or dead letter) ``job_id`` is not running; raises :class:`JobNotFound` for
-    an id that is neither. ``job_id`` may be a unique prefix of one, at least 4 hex digits
-    (the admin's 8-character short id, or the start of a UUID ``pgjobs list`` prints): an
-    ambiguous or unknown one raises :class:`JobNotFound`.
+    an id that is neither. ``job_id`` may be at least 4 hex digits that exactly one
+    id starts or ends with (the admin's 8-character short id is the end; ``pgjobs list`` prints
+    whole UUIDs): an ambiguous or unknown one raises :class:`JobNotFound`.
     Read-only: a handful of small reads in one ``REPEATABLE READ`` snapshot."""
     alias = using or conf.DATABASE
     connection = connections[alias]
-    outermost = not connection.in_atomic_block
+    outermost = opens_own_transaction(alias)
     with transaction.atomic(using=alias), connection.cursor() as cur:
         if outermost:  # (inside a caller's transaction its isolation level stands)
             cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")

@@ -28,6 +28,7 @@ from django.apps import apps
 from django.db import connections, transaction
 
 from django_pgjobs.conf import conf
+from django_pgjobs.database import opens_own_transaction
 from django_pgjobs.observability.bloat import estimated_bloat_bytes
 from django_pgjobs.observability.health_warnings import (
     HealthThresholds,
@@ -197,7 +198,7 @@ def database_health(
     hold a scrape, the dashboard or the command for as long as it runs. Inside a caller's
     transaction, the caller's settings stand."""
     connection = connections[using or conf.DATABASE]
-    outermost = not connection.in_atomic_block
+    outermost = opens_own_transaction(connection.alias)
     with transaction.atomic(using=connection.alias), connection.cursor() as cur:
         if outermost:
             cur.execute("SELECT set_config('statement_timeout', %s, true)", [str(READ_TIMEOUT_MS)])

@@ -339,17 +339,3 @@ def test_the_per_minute_statements_planner_setting_ends_with_it(
         cur.execute("SHOW enable_seqscan")
         assert cur.fetchone() == ("on",)
     assert sum(board.depth) > 0
-
-
-def test_the_dashboard_loads_in_a_transaction_opened_by_turning_autocommit_off() -> None:
-    """Its isolation level is the caller's there (a review found SET TRANSACTION refused)."""
-    enqueue("test.record")
-    transaction.set_autocommit(False)
-    try:
-        with connection.cursor() as cur:
-            cur.execute("SELECT 1")  # the caller's transaction has begun
-        board = dashboard.load_dashboard()
-    finally:
-        transaction.rollback()
-        transaction.set_autocommit(True)
-    assert board.total_due == 1

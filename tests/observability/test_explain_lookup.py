@@ -79,16 +79,21 @@ def test_an_ids_end_names_its_job_when_no_id_starts_with_it() -> None:
     assert explain_job("dead1").job_id == dead
 
 
-def test_a_start_is_looked_up_before_an_end() -> None:
-    starting = job_with_id("beef0000-0000-4000-8000-000000000001")
+def test_digits_one_id_starts_with_and_another_ends_with_name_neither() -> None:
+    """The admin's short id of one job (its end) can be another's start (a job enqueued
+    before ids were ordered by time, or in the minute the digits spell): neither is chosen
+    (a review found `pgjobs cancel` acting on the other)."""
+    job_with_id("beef0000-0000-4000-8000-000000000001")
     job_with_id("01a24700-0000-7000-8000-00000000beef")
-    assert explain_job("beef").job_id == starting
+    with pytest.raises(JobNotFound, match="More than one job or dead letter has an id starting"):
+        explain_job("beef")
+    assert explain_job("beef0").job_id == uuid.UUID("beef0000-0000-4000-8000-000000000001")
 
 
 def test_an_end_more_than_one_id_has_is_ambiguous() -> None:
     job_with_id("01a24700-0000-7000-8000-000000abc123")
     job_with_id("01a24701-0000-7000-8000-000000abc123", "pgjobs_failed_jobs")
-    with pytest.raises(JobNotFound, match="More than one job or dead letter has an id ending"):
+    with pytest.raises(JobNotFound, match="More than one job or dead letter has an id start"):
         explain_job("abc123")
     with pytest.raises(JobNotFound, match="No job or dead letter has an id starting or ending"):
         explain_job("abc124")
