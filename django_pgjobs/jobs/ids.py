@@ -31,6 +31,16 @@ _lock = threading.Lock()
 _last = 0
 
 
+def _new_lock_after_fork() -> None:
+    """A child forked while another thread held the lock (a worker's child process, say) would
+    wait for it for ever: the child gets a lock of its own (its ids go on from the parent's)."""
+    global _lock  # the child's only thread replaces it before anything runs
+    _lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_new_lock_after_fork)
+
+
 def _stamp() -> int:
     """A timestamp greater than the one before: milliseconds, then 1/4096ths of one."""
     global _last  # the process's one clock of ids

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 import uuid
 
 import pytest
 
+from django_pgjobs.jobs import ids
 from django_pgjobs.jobs.ids import new_job_id, new_job_ids
 
 
@@ -46,3 +49,16 @@ def test_threads_share_one_order() -> None:
         thread.join()
     assert all(m == sorted(m) for m in made)
     assert len({i for m in made for i in m}) == 20_000
+
+
+def test_a_child_forked_while_the_lock_is_held_makes_ids() -> None:
+    """Forked while another thread of the parent held the lock, the child would have waited for
+    it for ever (a review's finding: a worker's child processes enqueue too)."""
+    before = new_job_id()
+    with ids._lock:
+        pid = os.fork()
+        if pid == 0:  # the child: exits 0 if it makes an id later than the parent's
+            signal.alarm(5)  # else SIGALRM ends it
+            os._exit(0 if new_job_id() > before else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
