@@ -3,10 +3,10 @@ the last 8 hex digits, or its start; ``explain_job`` and the CLI's ``explain``, 
 ``cancel`` take one; the library's other functions take whole ids only.
 
 Job ids begin with the time they were made (version 7: django_pgjobs.jobs.ids), so the jobs
-of one minute share their first digits, and their random end tells them apart. A prefix is
-looked up as both, a prefix (a range of each primary key) and a suffix (every id read: a slower
-look-up on a large table, for an operator's command): digits one id starts with and another
-ends with name neither, since the admin's short id of one job can be the start of another's
+of one minute share their first digits, and their random end tells them apart. Digits are
+looked up as both, an id's start (a range of each primary key) and its end (every id read: a
+slower look-up on a large table, for an operator's command): digits one id starts with and
+another ends with name neither, since the admin's short id of one job can be the start of another's
 (a job of the minute those digits spell, or one enqueued before ids were ordered by time)."""
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from django_pgjobs.exceptions import JobNotFound
 from django_pgjobs.queries import explain_rows as rows
 from django_pgjobs.queries.base import Cursor
 
-# The shortest prefix or suffix looked up: shorter ones name too many jobs to be worth a read.
-MIN_PREFIX = 4
+# The fewest digits looked up: fewer name too many jobs to be worth a read.
+MIN_DIGITS = 4
 # The hex digits of a short id, as the admin shows them: the end of the UUID.
 SHORT_ID_LENGTH = 8
 
@@ -32,7 +32,7 @@ def short_id(job_id: uuid.UUID) -> str:
 
 
 def find_job_id(cur: Cursor, job_id: uuid.UUID | str) -> uuid.UUID:
-    """The id ``job_id`` names: a UUID, or at least MIN_PREFIX hex digits (dashes ignored)
+    """The id ``job_id`` names: a UUID, or at least MIN_DIGITS hex digits (dashes ignored)
     that exactly one job's or dead letter's id starts or ends with. Raises JobNotFound for a
     malformed one, one nothing has, or one more than one id starts or ends with. Reads each
     primary key's range and every id; locks nothing."""
@@ -44,17 +44,12 @@ def find_job_id(cur: Cursor, job_id: uuid.UUID | str) -> uuid.UUID:
     except ValueError:
         pass
     digits = text.replace("-", "")
-    if not (MIN_PREFIX <= len(digits) < 32 and all(c in "0123456789abcdef" for c in digits)):
+    if not (MIN_DIGITS <= len(digits) < 32 and all(c in "0123456789abcdef" for c in digits)):
         raise JobNotFound(
-            f"{job_id!r} is not a job id: give the UUID, or at least {MIN_PREFIX} of its "
+            f"{job_id!r} is not a job id: give the UUID, or at least {MIN_DIGITS} of its "
             "first or last hex digits (the admin shows the last 8)."
         )
-    found = rows.ids_with_prefix(
-        cur,
-        low=uuid.UUID(digits.ljust(32, "0")),
-        high=uuid.UUID(digits.ljust(32, "f")),
-    )
-    found = sorted({*found, *rows.ids_with_suffix(cur, digits=digits)})
+    found = rows.ids_starting_or_ending(cur, digits=digits)
     if not found:
         raise JobNotFound(f"No job or dead letter has an id starting or ending with {text!r}.")
     if len(found) > 1:

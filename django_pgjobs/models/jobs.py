@@ -36,32 +36,31 @@ def empty_array() -> Value:
     return Value([], output_field=models.JSONField())
 
 
-class NewJobId(models.Func):
+class _ColumnDefault(models.Func):
+    """A column's database default written as SQL (``template``), with no arguments; its
+    migrations name the subclass by its path."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    def deconstruct(self) -> tuple[str, tuple[object, ...], dict[str, object]]:
+        return (f"{type(self).__module__}.{type(self).__qualname__}", (), {})
+
+
+class NewJobId(_ColumnDefault):
     """``pgjobs_uuid7()``: a new job id, a UUID of version 7 (time-ordered), for a row inserted
     without one (migration 0030; the library's own ids: :mod:`django_pgjobs.jobs.ids`)."""
 
     template = "pgjobs_uuid7()"
     output_field = models.UUIDField()
 
-    def __init__(self) -> None:
-        super().__init__()
 
-    def deconstruct(self) -> tuple[str, tuple[object, ...], dict[str, object]]:
-        return ("django_pgjobs.models.jobs.NewJobId", (), {})
-
-
-class NextJobSeq(models.Func):
+class NextJobSeq(_ColumnDefault):
     """``nextval`` of the job sequence: the order jobs were enqueued in, even within one
     transaction (whose rows share ``created_at`` and ``scheduled_for``)."""
 
     template = "nextval('pgjobs_job_seq'::regclass)"
     output_field = models.BigIntegerField()
-
-    def __init__(self) -> None:
-        super().__init__()
-
-    def deconstruct(self) -> tuple[str, tuple[object, ...], dict[str, object]]:
-        return ("django_pgjobs.models.jobs.NextJobSeq", (), {})
 
 
 class JobQuerySet(models.QuerySet["Job"]):

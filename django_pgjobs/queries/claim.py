@@ -230,11 +230,11 @@ def _claimed_jobs(rows: Sequence[Any], sent: float) -> list[ClaimedJob]:
     # Never raises: a payload Python cannot decode comes back as an UndecodableJSON (the
     # claim has committed; the worker buries that job and runs the others). The trace context
     # stays text, decoded only by a worker that traces (django_pgjobs.tracing). In the order
-    # ClaimedJob declares its fields.
+    # ClaimedJob declares its fields: id, job_name, payload, queue to scheduled_for,
+    # lease_token, partition_key to seq, trace_context, stamp_after (r[14] is the place, read
+    # below), claim_sent.
     jobs = [
         claimed_job(
-            # id, job_name, payload, queue to scheduled_for, lease_token, partition_key to seq,
-            # trace_context, stamp_after (r[14] is the place, read below), claim_sent.
             (
                 as_uuid(r[1]),
                 r[2],

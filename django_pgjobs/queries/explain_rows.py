@@ -74,38 +74,32 @@ def find_dead_letter(cur: Cursor, *, job_id: uuid.UUID) -> DeadLetterRow | None:
     return None if row is None else DeadLetterRow(*row)
 
 
-def ids_with_prefix(cur: Cursor, *, low: uuid.UUID, high: uuid.UUID) -> list[uuid.UUID]:
-    """The ids of jobs and dead letters between ``low`` and ``high`` (a short id's range: the
-    prefix padded with 0s and with fs), at most two: one is the answer, two is ambiguous. A
-    range over each primary key (uuid order is the order of the hex text); locks nothing."""
+def ids_starting_or_ending(cur: Cursor, *, digits: str) -> list[uuid.UUID]:
+    """The ids of jobs and dead letters whose hex digits (lower case, no dashes) start or end
+    with ``digits``, at most two: one is the answer, two is ambiguous. An id's start is a range
+    of each primary key (uuid order is the order of the hex text); no index holds its end, so
+    that reads every id (each table's key, or the table), for an operator's look-up. Locks
+    nothing."""
     cur.execute(
         """
         SELECT id FROM (
             (SELECT id FROM pgjobs_job_queue WHERE id BETWEEN %(low)s AND %(high)s LIMIT 2)
             UNION
-            (SELECT id FROM pgjobs_failed_jobs WHERE id BETWEEN %(low)s AND %(high)s LIMIT 2)
-        ) AS found ORDER BY id LIMIT 2
-        """,
-        {"low": low, "high": high},
-    )
-    return [row[0] for row in cur.fetchall()]
-
-
-def ids_with_suffix(cur: Cursor, *, digits: str) -> list[uuid.UUID]:
-    """The ids of jobs and dead letters whose hex digits end with ``digits`` (lower case, no
-    dashes), at most two, as ids_with_prefix. No index holds an id's end: this reads every id
-    (each table's key, or the table itself), for an operator's look-up; locks nothing."""
-    cur.execute(
-        """
-        SELECT id FROM (
             (SELECT id FROM pgjobs_job_queue
              WHERE right(replace(id::text, '-', ''), %(n)s) = %(digits)s LIMIT 2)
+            UNION
+            (SELECT id FROM pgjobs_failed_jobs WHERE id BETWEEN %(low)s AND %(high)s LIMIT 2)
             UNION
             (SELECT id FROM pgjobs_failed_jobs
              WHERE right(replace(id::text, '-', ''), %(n)s) = %(digits)s LIMIT 2)
         ) AS found ORDER BY id LIMIT 2
         """,
-        {"n": len(digits), "digits": digits},
+        {
+            "low": uuid.UUID(digits.ljust(32, "0")),
+            "high": uuid.UUID(digits.ljust(32, "f")),
+            "n": len(digits),
+            "digits": digits,
+        },
     )
     return [row[0] for row in cur.fetchall()]
 
