@@ -12,7 +12,7 @@ from django_pgjobs.jobs.context import AttemptNotes
 from django_pgjobs.worker.attempt import AttemptResult
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(slots=True)  # not frozen: see AttemptResult
 class Done:
     job: queries.ClaimedJob
     attempt: AttemptResult

@@ -33,19 +33,28 @@ from typing import Any
 import psycopg
 from django.db.backends.signals import connection_created
 
-# Per handler thread, by alias: ``kept``, the connections its last job left open, and
-# ``opened``, those made since (Django's connection_created signal runs in the thread that
-# connects; a thread has one wrapper per alias, so neither grows). Between them they are every
-# connection the thread has, without walking connections.all(), which costs more than a no-op
-# job.
-_local = threading.local()
+
+class _ThreadConnections(threading.local):
+    """Per handler thread, by alias: ``kept``, the connections its last job left open, and
+    ``opened``, those made since (Django's connection_created signal runs in the thread that
+    connects; a thread has one wrapper per alias, so neither grows). Between them they are
+    every connection the thread has, without walking connections.all(), which costs more than
+    a no-op job. Every attribute has its value from the thread's first look: a ``getattr`` with
+    a default that finds none raises and catches an AttributeError inside, 2 us each, four a
+    job."""
+
+    caller_owned = False
+
+    def __init__(self) -> None:
+        self.kept: dict[str, Any] = {}
+        self.opened: dict[str, Any] = {}
+
+
+_local = _ThreadConnections()
 
 
 def _opened(sender: Any, connection: Any, **kwargs: Any) -> None:
-    opened = getattr(_local, "opened", None)
-    if opened is None:
-        opened = _local.opened = {}
-    opened[connection.alias] = connection
+    _local.opened[connection.alias] = connection
 
 
 connection_created.connect(_opened, dispatch_uid="django_pgjobs.worker.handler_connections")
@@ -57,7 +66,7 @@ def owned_by_caller() -> Iterator[None]:
     thread and connection, inside the test's transaction (``django_pgjobs.testing.drain``).
     :func:`before_job` and :func:`after_job` leave them alone: closing a connection left in a
     transaction would end the test's."""
-    previous = getattr(_local, "caller_owned", False)
+    previous = _local.caller_owned
     _local.caller_owned = True
     try:
         yield
@@ -67,9 +76,11 @@ def owned_by_caller() -> Iterator[None]:
 
 def after_job() -> None:
     """Close what must not be kept (see the module docstring); remember the rest."""
-    if getattr(_local, "caller_owned", False):
+    if _local.caller_owned:
         return
-    candidates = {**getattr(_local, "kept", {}), **getattr(_local, "opened", {})}
+    if not (_local.kept or _local.opened):
+        return  # the thread has no connection: its handlers did not use the database
+    candidates = {**_local.kept, **_local.opened}
     # Until the loop below finishes, every candidate stays on the list, so a failure halfway
     # (a pool's putconn raising in close(), say) leaves them all to be checked next time.
     _local.kept, _local.opened = candidates, {}
@@ -95,9 +106,9 @@ def after_job() -> None:
 def before_job() -> None:
     """Close a kept connection that aged out while the thread waited; have one the server
     spoke on health-checked by Django before the job's first query."""
-    if getattr(_local, "caller_owned", False):
+    if _local.caller_owned:
         return
-    for conn in getattr(_local, "kept", {}).values():
+    for conn in _local.kept.values():
         raw = conn.connection
         if raw is None or raw.closed:
             continue

@@ -28,7 +28,7 @@ class Outcome(enum.Enum):
     CANCELLED = "cancelled"  # the handler raised Cancel: the job ended cancelled
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: see worker.attempt.AttemptResult
 class Written:
     """One attempt's outcome, now in the database."""
 
