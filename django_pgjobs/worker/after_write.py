@@ -87,6 +87,11 @@ class AfterWrite:
             return
         self._submit(functools.partial(after_written, notes, written, took, worker_id, self._using))
 
+    def hears_completions(self) -> bool:
+        """Whether anything but an attempt's own callback hears of a completion: the metrics,
+        or a receiver of ``job_succeeded``. Asked once for a batch of completions."""
+        return self._metrics is not None or job_signals.wanted_for(Outcome.COMPLETED)
+
     def rescued(self, report: HousekeepingReport) -> None:
         """What this worker's rescue sweep took back from silent workers: for the metrics, and
         the signals of the jobs it moved to the dead letters, if anyone listens."""

@@ -57,12 +57,20 @@ T = TypeVar("T")
 
 
 class Completer:
-    """``on_written`` hears about each outcome as soon as it is committed; ``wake`` rings the
-    loop when a progress report arrives."""
+    """``on_written`` hears about each outcome as soon as it is committed, but for the
+    completions a batch wrote, which ``on_completed`` hears of together (if given); ``wake``
+    rings the loop when a progress report arrives."""
 
-    def __init__(self, *, wake: Callable[[], None], on_written: Callable[[Written], None]) -> None:
+    def __init__(
+        self,
+        *,
+        wake: Callable[[], None],
+        on_written: Callable[[Written], None],
+        on_completed: Callable[[list[queries.ClaimedJob]], None] | None = None,
+    ) -> None:
         self._wake = wake
         self._on_written = on_written
+        self._on_completed = on_completed
         self._events: SimpleQueue[Done | Progress] = SimpleQueue()
         self._done: list[Done] = []
         self._progress = ProgressReports()
@@ -311,8 +319,7 @@ class Completer:
         # whenever an outcome held back sat ahead of them).
         gone = {id(d) for d in written}
         self._done = [d for d in self._done if id(d) not in gone]
-        for entry in written:
-            self._record(conn, Written(entry.job, Outcome.COMPLETED))
+        self._hand_on_completed([d.job for d in written])
         unmatched = [d for d in done if d.job.id not in completed]
         checked = [d.job.token for d in unmatched if d.job.token not in self._in_doubt]
         # One read for all of them; a database error leaves them all buffered.
@@ -329,6 +336,19 @@ class Completer:
             self._done.remove(entry)
             if not recorded:
                 self._hold(entry)  # in doubt, and still ours: that write did not commit
+
+    def _hand_on_completed(self, jobs: list[queries.ClaimedJob]) -> None:
+        """Hand on the jobs a completion matched (:meth:`_record` for each, in one call when
+        ``on_completed`` is given). One whose earlier write lost its reply is out of doubt: this
+        write matched its attempt, so that one had not committed."""
+        if self._in_doubt:
+            self._in_doubt.difference_update(job.token for job in jobs)
+        if self._on_completed is not None:
+            if jobs:
+                self._on_completed(jobs)
+            return
+        for job in jobs:
+            self._on_written(Written(job, Outcome.COMPLETED))
 
     def _guarded(
         self,

@@ -33,9 +33,14 @@ _SENT: dict[Outcome, tuple[Signal, ...]] = {
 }
 
 
+def wanted_for(outcome: Outcome) -> bool:
+    """Whether any receiver waits for a signal that every ``outcome`` sends."""
+    return any(signals.listened(signal) for signal in _SENT.get(outcome, ()))
+
+
 def wanted(written: Written) -> bool:
     """Whether any receiver waits for what ``written`` sends."""
-    if any(signals.listened(signal) for signal in _SENT.get(written.outcome, ())):
+    if wanted_for(written.outcome):
         return True
     return (
         written.outcome is Outcome.BURIED

@@ -7,7 +7,8 @@ batches, and a handler can never hold, break or join the connection that holds t
 
 The loop's decisions (whether to claim, how many, how long to sleep) are :mod:`.pacing`'s, the
 claims themselves :mod:`.claims`'; its background duties (heartbeat, rescue, prune)
-:mod:`.housekeeping`'s; running attempts in handler threads, and their timeouts, :mod:`.slots`'.
+:mod:`.housekeeping`'s; running attempts in handler threads, and their timeouts, :mod:`.slots`';
+what follows a written outcome (counts, pacing, the job's line, callbacks) :mod:`.bookkeeping`'s.
 Every attempt the worker holds is tracked by its lease token, never by job id alone: the same
 job can come back to the same worker as a new attempt while a stale one is still finishing.
 """
@@ -31,6 +32,7 @@ from django_pgjobs.conf import conf
 from django_pgjobs.schedules.scheduler import Scheduler
 from django_pgjobs.worker.after_write import AfterWrite, Measured
 from django_pgjobs.worker.attempt import AttemptResult, run_attempt
+from django_pgjobs.worker.bookkeeping import Bookkeeper
 from django_pgjobs.worker.children import ChildRunner
 from django_pgjobs.worker.claims import Claims
 from django_pgjobs.worker.completer import Completer
@@ -42,7 +44,6 @@ from django_pgjobs.worker.inflight import (
     mark_cancelled,
     mark_no_longer_ours,
 )
-from django_pgjobs.worker.outcomes import Outcome, Written, log_outcome
 from django_pgjobs.worker.pacing import Pacing
 from django_pgjobs.worker.process import SchedulerThread, StopSignals
 from django_pgjobs.worker.slots import InThread, Runner, Slots
@@ -116,7 +117,12 @@ class Worker:
         )
         self._wakeup = Wakeup()
         self._pacing = Pacing(concurrency=self.concurrency, poll_interval=self.poll_interval)
-        self._completer = Completer(wake=self._wakeup.ring, on_written=self._written)
+        # The completer hands written outcomes on to the bookkeeper, made below with the slots.
+        self._completer = Completer(
+            wake=self._wakeup.ring,
+            on_written=lambda written: self._books.written(written),
+            on_completed=lambda jobs: self._books.completed(jobs),
+        )
         self._claims = Claims(
             worker_id=self.worker_id,
             queues=self.queues,
@@ -137,6 +143,14 @@ class Worker:
             start_lag=self._claims.start_lag,
         )
         self._inflight = self._slots.inflight  # by (job id, lease token)
+        self._books = Bookkeeper(
+            worker_id=self.worker_id,
+            stats=self.stats,
+            pacing=self._pacing,
+            inflight=self._inflight,
+            after_write=self._after_write,
+            restricted=lambda: self._claims.restricted,
+        )
         self._housekeeper = Housekeeper(
             worker_id=self.worker_id, queues=self.queues, concurrency=self.concurrency
         )
@@ -341,21 +355,6 @@ class Worker:
         if force or due == 0:
             self._completer.write(self._ensure_connected())
 
-    def _written(self, written: Written) -> None:
-        """The completer wrote an outcome: count it, pace by it, log it."""
-        outcome = written.outcome
-        entry = self._inflight.pop(written.job.token, None)
-        took = _handler_time(entry)
-        self.stats.count(outcome)
-        # Under flow control an attempt of ours that ended may be the room the next claim needs.
-        self._pacing.maybe_work = self._pacing.maybe_work or self._claims.restricted
-        self._pacing.attempt_ended()
-        if outcome in (Outcome.RETRIED, Outcome.HANDED_BACK, Outcome.SNOOZED):
-            self._pacing.requeued(written.delay, now=time.monotonic())
-        log_outcome(written, took, said_lost=entry is not None and entry.lost_logged)
-        notes = entry.notes if entry is not None else None
-        self._after_write.written(notes, written, took, self.worker_id)
-
     def _enforce_timeouts(self) -> None:
         """Fail the attempts past their timeout (:mod:`.slots`). A worker left with as many
         abandoned threads as its concurrency stops: only a new process gets rid of them."""
@@ -416,10 +415,3 @@ class Worker:
         if claimable and self._slots.busy < self._pacing.refill_at:
             return 0.0
         return self._completer.due_in(busy=self._slots.busy, now=time.monotonic())
-
-
-def _handler_time(entry: InFlight | None) -> float:
-    """Seconds the attempt's handler ran (since it was claimed, if it never reported)."""
-    if entry is None:
-        return 0.0
-    return entry.took if entry.took is not None else time.monotonic() - entry.started_at
