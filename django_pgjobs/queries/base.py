@@ -125,9 +125,10 @@ MINE = f"""mine AS MATERIALIZED (
 MINE_TO_DELETE = f"""mine AS MATERIALIZED (
     SELECT id FROM pgjobs_job_queue WHERE {FENCE} FOR UPDATE SKIP LOCKED
 )"""
-# The same for a batch of finished attempts (FINISHED), with how long each ran.
+# The same for a batch of finished attempts (FINISHED), with each one's token and how long it
+# ran.
 MINE_FINISHED = f"""mine AS MATERIALIZED (
-    SELECT j.id, held.took FROM pgjobs_job_queue AS j JOIN {FINISHED} ON {HELD_JOIN}
+    SELECT j.id, held.token, held.took FROM pgjobs_job_queue AS j JOIN {FINISHED} ON {HELD_JOIN}
     FOR NO KEY UPDATE OF j SKIP LOCKED
 )"""
 

@@ -113,7 +113,11 @@ _COLUMNS = (
 )
 _CLAIMED_COLUMNS = ", ".join(_COLUMNS)
 _NO_CLAIM = ", ".join(["NULL"] * (len(_COLUMNS) - 1))
-# Every statement's rows: ('claimed', job...), ('done', id) for complete_and_claim, and one
+# A completed attempt's row: its job's id, and its lease token where a claimed job's is.
+_DONE_COLUMNS = ", ".join(
+    {"id": "id", "lease_token": "token"}.get(column, "NULL") for column in _COLUMNS
+)
+# Every statement's rows: ('claimed', job...), ('done', id, token) for complete_and_claim, and one
 # ('rules', ...) when flow control applies to the worker's queues.
 _RULES_ROW = f"SELECT 'rules', {_NO_CLAIM}, NULL WHERE EXISTS (SELECT 1 FROM rules)"
 
@@ -217,11 +221,12 @@ def claim_statement(
     return sql, params
 
 
-def _read(cur: Cursor, sent: float) -> tuple[list[ClaimedJob], list[uuid.UUID], bool]:
-    """A claim statement's rows: (claimed jobs, completed ids, whether flow control applies)."""
+def _read(cur: Cursor, sent: float) -> tuple[list[ClaimedJob], list[Token], bool]:
+    """A claim statement's rows: (claimed jobs, completed attempts, whether flow control
+    applies)."""
     rows = cur.fetchall()
     claimed = _claimed_jobs([r for r in rows if r[0] == "claimed"], sent)
-    completed = [as_uuid(r[1]) for r in rows if r[0] == "done"]
+    completed = [(as_uuid(r[1]), as_uuid(r[9])) for r in rows if r[0] == "done"]
     return claimed, completed, any(r[0] == "rules" for r in rows)
 
 
@@ -342,9 +347,10 @@ def complete_and_claim(
     hint: FlowHint | None = None,
     ahead_lease_seconds: float | None = None,
     start_margin: float | None = None,
-) -> tuple[list[uuid.UUID], list[ClaimedJob]]:
+) -> tuple[list[Token], list[ClaimedJob]]:
     """:func:`complete_jobs` and :func:`claim_jobs` in one statement: one round trip and one
-    commit where a busy worker would otherwise pay two. Returns (completed ids, claimed jobs).
+    commit where a busy worker would otherwise pay two. Returns (completed attempts, claimed
+    jobs).
     ``took`` and ``results`` are those of :func:`complete_jobs`.
 
     The two touch disjoint rows (running ones completed, pending ones claimed). Locks and crash
@@ -358,7 +364,7 @@ def complete_and_claim(
         WITH RECURSIVE {COMPLETED_CTE}, {_ctes(queues, job_names, flow=flow, completing=True)}
         SELECT 'claimed', {_CLAIMED_COLUMNS} FROM claimed
         UNION ALL
-        SELECT 'done', id, {_NO_CLAIM} FROM done
+        SELECT 'done', {_DONE_COLUMNS} FROM done
         UNION ALL {_RULES_ROW}
         """,
         {

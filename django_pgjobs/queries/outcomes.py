@@ -31,15 +31,17 @@ from django_pgjobs.queries.base import (
 )
 
 # Completing finished attempts, fenced on their lease tokens (see complete_jobs), skipping rows
-# another transaction holds (MINE_FINISHED). ``results`` maps a job id (text) to the return value
-# its handler kept; ``-> id`` is NULL for the others.
+# another transaction holds (MINE_FINISHED). ``done`` says which attempts it completed, by token:
+# a batch can hold two attempts of one job (a stale one, whose job was rescued and claimed again
+# by the same worker), of which only the one holding the row matches. ``results`` maps an
+# attempt's lease token (text) to the return value its handler kept; ``->`` is NULL for others.
 COMPLETED_CTE = f"""{MINE_FINISHED},
 done AS (
     UPDATE pgjobs_job_queue AS j
-    SET status = 'completed', completed_at = now(), result = %(results)s::jsonb -> j.id::text,
+    SET status = 'completed', completed_at = now(), result = %(results)s::jsonb -> mine.token::text,
         {record_start("mine.took")}, {CLEAR_LEASE}
     FROM mine WHERE j.id = mine.id
-    RETURNING j.id
+    RETURNING j.id, mine.token
 )"""
 
 
@@ -49,14 +51,14 @@ def finished_params(
     results: Mapping[uuid.UUID, str] | None = None,
 ) -> dict[str, Any]:
     """The parameters of COMPLETED_CTE: the attempts' tokens, how long each ran (seconds, in
-    the same order; None: unknown) and the results kept, as JSON texts by job id."""
+    the same order; None: unknown) and the results kept, as JSON texts by lease token."""
     return {
         **token_params(tokens),
         # A float8[] literal, as token_params sends the uuids: cheaper than the list dumper.
         "took": "{" + ",".join("NULL" if t is None else repr(float(t)) for t in took) + "}"
         if took is not None
         else None,
-        # One jsonb object, id -> result: the texts are JSON already, so joining them is
+        # One jsonb object, lease token -> result: the texts are JSON already, so joining them is
         # cheaper than a jsonb[] parameter, and NULL when no job of the batch kept one.
         "results": (
             "{" + ",".join(f"{json.dumps(str(k))}:{v}" for k, v in results.items()) + "}"
@@ -72,8 +74,9 @@ def complete_jobs(
     tokens: Sequence[Token],
     took: Sequence[float | None] | None = None,
     results: Mapping[uuid.UUID, str] | None = None,
-) -> list[uuid.UUID]:
-    """Mark many finished attempts completed in one statement; returns the ids it completed.
+) -> list[Token]:
+    """Mark many finished attempts completed in one statement; returns the attempts (job id,
+    lease token) it completed.
 
     ``took`` and ``results`` as in :func:`finished_params`. Fenced on (id, lease_token,
     running): an attempt whose job was rescued or cancelled meanwhile matches nothing and its
@@ -84,8 +87,10 @@ def complete_jobs(
     """
     if not tokens:
         return []
-    cur.execute(f"WITH {COMPLETED_CTE} SELECT id FROM done", finished_params(tokens, took, results))
-    return [as_uuid(r[0]) for r in cur.fetchall()]
+    cur.execute(
+        f"WITH {COMPLETED_CTE} SELECT id, token FROM done", finished_params(tokens, took, results)
+    )
+    return [(as_uuid(r[0]), as_uuid(r[1])) for r in cur.fetchall()]
 
 
 # A failing attempt's row ``j`` with its failure ``f`` (error, exception, took) in the history.

@@ -60,6 +60,8 @@ class Bookkeeper:
     def completed(self, jobs: list[queries.ClaimedJob]) -> None:
         """These successes were written: :meth:`written` for each, with what they share done
         once; one that no line, callback, signal or metric hears of costs a look-up."""
+        if not jobs:
+            return
         entries = [self._inflight.pop(job.token, None) for job in jobs]
         self._stats.completed += len(jobs)
         self._attempts_ended()

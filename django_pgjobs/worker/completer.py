@@ -308,19 +308,20 @@ class Completer:
         return self._record(conn, Written(job, Outcome(result), error=error, exception=exception))
 
     def _completed(
-        self, conn: psycopg.Connection[Any], done: Sequence[Done], completed_ids: Sequence[Any]
+        self, conn: psycopg.Connection[Any], done: Sequence[Done], tokens: Sequence[queries.Token]
     ) -> None:
-        """The successes ``done`` were written: they leave the buffer, unless their row was held.
-        Those written are handed on first, reading nothing: if the read about the others fails,
-        only those stay buffered (a written one would be written again, and said lost)."""
-        completed = set(completed_ids)
-        written = [d for d in done if d.job.id in completed]
+        """The successes ``done`` were written (the attempts ``tokens``: by token, as a batch may
+        hold a stale attempt of a job beside its new one): they leave the buffer, unless their
+        row was held. Those written are handed on first, reading nothing: if the read about the
+        others fails, only those stay buffered (one written would be written again, said lost)."""
+        completed = set(tokens)
+        written = [d for d in done if d.job.token in completed]
         # Out of the buffer in one pass (a remove() each compared dataclasses field by field
         # whenever an outcome held back sat ahead of them).
         gone = {id(d) for d in written}
         self._done = [d for d in self._done if id(d) not in gone]
         self._hand_on_completed([d.job for d in written])
-        unmatched = [d for d in done if d.job.id not in completed]
+        unmatched = [d for d in done if d.job.token not in completed]
         checked = [d.job.token for d in unmatched if d.job.token not in self._in_doubt]
         # One read for all of them; a database error leaves them all buffered.
         lost = set(queries.no_longer_held(conn.cursor(), tokens=checked)) if checked else set()

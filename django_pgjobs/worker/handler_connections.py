@@ -79,7 +79,7 @@ def after_job() -> None:
     if _local.caller_owned:
         return
     if not (_local.kept or _local.opened):
-        return  # the thread has no connection: its handlers did not use the database
+        return  # the thread holds no connection (none made, or all closed already)
     candidates = {**_local.kept, **_local.opened}
     # Until the loop below finishes, every candidate stays on the list, so a failure halfway
     # (a pool's putconn raising in close(), say) leaves them all to be checked next time.

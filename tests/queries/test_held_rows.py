@@ -94,13 +94,14 @@ def test_a_write_skips_a_held_row_at_once_and_the_attempt_still_holds_its_job(
     app.rollback()
     assert get_job(job.id).status == "running"
     with connection.cursor() as cur:
-        assert queries.complete_jobs(cur, tokens=[job.token]) == [job.id]
+        assert queries.complete_jobs(cur, tokens=[job.token]) == [job.token]
 
 
 @pytest.mark.parametrize(
     ("write", "status"),
     [
-        (lambda cur, job: queries.complete_jobs(cur, tokens=[job.token]) == [job.id], "completed"),
+        (lambda cur, job: queries.complete_jobs(cur, tokens=[job.token]) == [job.token],
+         "completed"),
         (lambda cur, job: queries.fail_job(cur, token=job.token, error="e", delay=60) == "retried",
          "pending"),
         (lambda cur, job: queries.cancel_held_job(cur, token=job.token, error="e") == "cancelled",

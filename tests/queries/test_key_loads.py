@@ -179,7 +179,7 @@ def test_completions_are_written_before_the_claim_waits_for_its_queue() -> None:
         holder.commit()
         waiting.join(timeout=10)
         completed, claimed = result[0]
-        assert completed == [done[0][0]]
+        assert completed == [done[0]]
         # The completed job's slot is free again: a's second job runs, and b's.
         assert sorted(j.partition_key for j in claimed) == ["a", "b"]
     finally:

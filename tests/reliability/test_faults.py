@@ -69,7 +69,7 @@ def test_a_stale_attempt_cannot_complete_the_job_after_cancel_and_retry() -> Non
     with connection.cursor() as cur:
         assert queries.complete_jobs(cur, tokens=[stale.token]) == []
         assert get_job(job_id).status == "running"
-        assert queries.complete_jobs(cur, tokens=[fresh.token]) == [job_id]
+        assert queries.complete_jobs(cur, tokens=[fresh.token]) == [fresh.token]
 
 
 def test_burst_runs_a_retry_that_is_due_at_once(

@@ -15,6 +15,7 @@ from django_pgjobs import enqueue_many, job
 from django_pgjobs import signals as pgjobs_signals
 from django_pgjobs.jobs.context import current_notes
 from django_pgjobs.worker import Worker
+from django_pgjobs.worker.bookkeeping import Bookkeeper
 from django_pgjobs.worker.outcomes import jobs_logger
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -47,6 +48,19 @@ def _quiet_jobs_log() -> Any:
     jobs_logger.setLevel(level)
 
 
+def _batched(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The sizes of the batches the bookkeeper was handed (so a test knows one held several)."""
+    sizes: list[int] = []
+    completed = Bookkeeper.completed
+
+    def noting(self: Bookkeeper, jobs: list[Any]) -> None:
+        sizes.append(len(jobs))
+        completed(self, jobs)
+
+    monkeypatch.setattr(Bookkeeper, "completed", noting)
+    return sizes
+
+
 def _drain(worker: Worker, count: int) -> int:
     completed = 0
     for _ in range(20):
@@ -56,13 +70,17 @@ def _drain(worker: Worker, count: int) -> int:
     return completed
 
 
-def test_callbacks_of_a_batch_are_run_when_nothing_else_listens(make_worker: type[Worker]) -> None:
+def test_callbacks_of_a_batch_are_run_when_nothing_else_listens(
+    make_worker: type[Worker], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sizes = _batched(monkeypatch)
     enqueue_many("test.bookkeeping.noted", [{"i": i} for i in range(12)])
     worker = make_worker(concurrency=4)
     assert _drain(worker, 12) == 12
+    assert sum(sizes) == 12 and max(sizes) > 1, sizes
     assert worker.stats.completed == 12
     assert not worker._inflight  # every attempt left the worker's books
-    worker._after_write.wait_idle(10)
+    assert worker._after_write.wait_idle(10)
     assert sorted(_heard) == [(i, "completed") for i in range(1, 12, 2)]
 
 
@@ -77,7 +95,7 @@ def test_a_receiver_hears_every_completion_of_a_batch(make_worker: type[Worker])
         ids = enqueue_many("test.bookkeeping.noted", [{"i": i} for i in range(10)])
         worker = make_worker(concurrency=4)
         assert _drain(worker, 10) == 10
-        worker._after_write.wait_idle(10)
+        assert worker._after_write.wait_idle(10)
     finally:
         pgjobs_signals.job_succeeded.disconnect(receiver)
     assert sorted(map(str, succeeded)) == sorted(map(str, ids))
