@@ -13,6 +13,7 @@ that the suite starts itself. Standard library only: this file runs before anyth
 from __future__ import annotations
 
 import argparse
+import fcntl
 import hashlib
 import os
 import re
@@ -88,10 +89,15 @@ def main() -> None:
     tag = hashlib.sha1(args.django.encode()).hexdigest()[:8] if args.django else "latest"  # noqa: S324
     venv = ROOT / ".venv-test" / f"py{version}-django-{tag}"
     python = venv / "bin" / "python"
-    if not python.exists():
-        run(args.python, "-m", "venv", venv)
-    run(python, "-m", "pip", "install", "--quiet", "--upgrade", "pip")
-    run(python, "-m", "pip", "install", "--quiet", "-e", ".[test]", f"Django{args.django}")
+    venv.parent.mkdir(exist_ok=True)
+    # Runs at once (.ci/run's legs) install one at a time: an editable install writes its
+    # metadata into this tree, and two at once can trip over each other's.
+    with (venv.parent / ".install.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not python.exists():
+            run(args.python, "-m", "venv", venv)
+        run(python, "-m", "pip", "install", "--quiet", "--upgrade", "pip")
+        run(python, "-m", "pip", "install", "--quiet", "-e", ".[test]", f"Django{args.django}")
     run(python, "-c", _VERSIONS)
 
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", "PYTHONPATH": str(ROOT)}
