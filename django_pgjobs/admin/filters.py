@@ -26,8 +26,9 @@ else:
         SimpleDropdownFilter,
     )
 
-# The queue filter reads the queues of this many newest jobs and dead letters (through their
-# created_at / failed_at indexes), besides every queue with pending or running jobs.
+# The queue filter reads the queues of this many newest jobs and dead letters (through the jobs'
+# key, their ids time-ordered, and the dead letters' failed_at index), besides every queue with
+# pending or running jobs.
 RECENT_ROWS = 10_000
 # Reserved for the library's own jobs (workflow runners): never a user's job name.
 RESERVED_PREFIX = "pgjobs."
@@ -69,7 +70,7 @@ class JobNameFilter(_ExactValueFilter):
 def queues_with_jobs() -> list[str]:
     """Every queue with pending or running jobs (a skip scan), and the queues of the newest
     RECENT_ROWS jobs and dead letters: bounded on any table size."""
-    recent_jobs = Job.objects.using(conf.DATABASE).order_by("-created_at")[:RECENT_ROWS]
+    recent_jobs = Job.objects.using(conf.DATABASE).order_by("-id")[:RECENT_ROWS]
     recent_dead = FailedJob.objects.using(conf.DATABASE).order_by("-failed_at")[:RECENT_ROWS]
     names = set(dashboard.active_queues())
     for recent in (recent_jobs, recent_dead):

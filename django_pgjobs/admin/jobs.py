@@ -58,7 +58,9 @@ class JobAdmin(JobOnlyColumns, AttemptHistoryColumns, _ReadOnlyFieldsMixin, Mode
         "A job id (or its last or first characters), a job name, or payload:TEXT to search "
         "payloads (a full scan: slow on large tables)."
     )
-    ordering = ("-created_at",)
+    # Newest first through the key (ids are time-ordered, django_pgjobs.jobs.ids); the created
+    # column still sorts by created_at when clicked, reading the whole table to sort it.
+    ordering = ("-id",)
     list_per_page = 50
     actions = ("retry_now", "run_now", "cancel")
     change_form_template = "admin/pgjobs/job/change_form.html"

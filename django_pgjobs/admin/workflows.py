@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any, ClassVar
 
 from django.contrib import admin, messages
@@ -34,7 +35,7 @@ from django_pgjobs.admin.previews import (
 )
 from django_pgjobs.admin.workflow_steps import error_summary, step_raw_response, steps_table
 from django_pgjobs.conf import conf
-from django_pgjobs.jobs import short_ids
+from django_pgjobs.jobs import ids, short_ids
 from django_pgjobs.models import (
     FailedJob,
     Job,
@@ -48,6 +49,9 @@ from django_pgjobs.workflows.api import cancel_workflow, fork_workflow, resume_w
 
 # Child workflows and jobs linked from a detail page.
 LINKS_SHOWN = 10
+# A workflow's jobs are looked up from this long before it was created (ids carry the clock of the
+# host that made them; see runs_as).
+ID_CLOCK_MARGIN = timedelta(hours=1)
 _LINE_BREAK = mark_safe("<br>")
 
 
@@ -233,12 +237,14 @@ class WorkflowAdmin(LargeValuesMixin, _ReadOnlyFieldsMixin, ModelAdmin[WorkflowE
     def runs_as(self, obj: WorkflowExecution) -> str:
         """The workflow's jobs (key ``pgjobs.workflow:<id>``), and its dead letter if it died."""
         key = f"pgjobs.workflow:{obj.workflow_id}"
-        # Its jobs are created with it or later (a resume queues a new one): the created_at
-        # index bounds the scan, as the key is indexed only for pending and running jobs.
+        # Its jobs are created with it or later (a resume queues a new one): a range of the key
+        # bounds the scan (ids are time-ordered; an hour earlier for the clocks of the hosts
+        # that made them), as the key is indexed only for pending and running jobs.
+        since = ids.earliest_id(obj.created_at - ID_CLOCK_MARGIN)
         runs = list(
             Job.objects.using(conf.DATABASE)
-            .filter(key=key, created_at__gte=obj.created_at)
-            .order_by("-created_at")
+            .filter(key=key, id__gte=since, created_at__gte=obj.created_at)
+            .order_by("-id")
             .values_list("id", "status")[:LINKS_SHOWN]
         )
         lines = [
@@ -263,7 +269,12 @@ class WorkflowAdmin(LargeValuesMixin, _ReadOnlyFieldsMixin, ModelAdmin[WorkflowE
                 for dead_id in dead.values_list("id", flat=True)[:LINKS_SHOWN]
             ]
         query = urlencode(
-            {"key": key, "created_at__gte": obj.created_at.isoformat(), "runner": "shown"}
+            {
+                "key": key,
+                "id__gte": str(since),
+                "created_at__gte": obj.created_at.isoformat(),
+                "runner": "shown",
+            }
         )
         lines.append(
             format_html(

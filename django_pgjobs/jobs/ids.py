@@ -17,10 +17,12 @@ and within one process each id is greater than the one before, even when the clo
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
 import uuid
+from datetime import datetime
 
 _VERSION = 0x7 << 76
 _VARIANT = 0b10 << 62
@@ -63,3 +65,11 @@ def new_job_id() -> uuid.UUID:
 def new_job_ids(count: int) -> list[uuid.UUID]:
     """``count`` new job ids, in increasing order (a batch's jobs run in the order given)."""
     return [new_job_id() for _ in range(count)]
+
+
+def earliest_id(at: datetime) -> uuid.UUID:
+    """The smallest id made at ``at`` or later (its millisecond, then zeros): the lower bound of
+    a range of the key that holds the jobs enqueued since then. Ids that are not time-ordered
+    (made before migration 0030, or given by an SQL producer) are in no such range."""
+    ms = math.floor(at.timestamp() * 1000)
+    return uuid.UUID(int=max(ms, 0) << 80 | _VERSION | _VARIANT)

@@ -78,7 +78,8 @@ def list_jobs(
     limit: int = 50,
     using: str | None = None,
 ) -> list[Job]:
-    """Newest first. ``status`` is one of pending, running, completed, cancelled."""
+    """Newest first (by id: ids are time-ordered, and the key serves the order). ``status`` is
+    one of pending, running, completed, cancelled."""
     if status is not None and status not in JobStatus.values:
         raise ValueError(
             f"Unknown status {status!r}; expected one of {', '.join(JobStatus.values)}."
@@ -90,7 +91,7 @@ def list_jobs(
         filters["queue"] = queue
     if job_name is not None:
         filters["job_name"] = job_name
-    return list(Job.objects.using(_alias(using)).filter(**filters).order_by("-created_at")[:limit])
+    return list(Job.objects.using(_alias(using)).filter(**filters).order_by("-id")[:limit])
 
 
 def list_dead_letter_jobs(

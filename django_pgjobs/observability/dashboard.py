@@ -8,9 +8,9 @@ pgjobs_job_lease index for running ones), sorted busiest first and cut at ``QUEU
 the due jobs of those queues wait is counted by explain_job's classification
 (:func:`~django_pgjobs.queries.explain.blocked_counts`) over ``BLOCKED_CAP`` due jobs shared out
 between them, each queue's next in claim order: a cost bounded by the cap, not the backlog. The
-charts read only the last hour through the completed_at / failed_at / created_at indexes; dead
-letters and workflows per status are counted up to ``COUNT_CAP``. The charts drawn from them are
-in :mod:`django_pgjobs.admin.charts`.
+charts read only the last hour through the completed_at / failed_at / pending jobs' created_at
+indexes; dead letters and workflows per status are counted up to ``COUNT_CAP``. The charts drawn
+from them are in :mod:`django_pgjobs.admin.charts`.
 """
 
 from __future__ import annotations
@@ -173,15 +173,14 @@ events AS (
     ) AS j
     WHERE p.priority IS NOT NULL
     UNION ALL
+    -- Still waiting, due before the window and created in it: a range of
+    -- pgjobs_job_pending_created, the pending jobs created in the window, not every pending job.
+    -- (Due before the window and created in it implies due before created: the index's
+    -- condition, written out so that the planner can use it.)
     SELECT NULL, NULL, date_trunc('minute', greatest(j.created_at, j.scheduled_for))
-    FROM (
-        -- Every job created in the window (pgjobs_job_created), then the pending ones: asked
-        -- for pending ones at once, with statistics from before a burst the planner walked a
-        -- whole index of pending jobs instead.
-        SELECT status, created_at, scheduled_for FROM pgjobs_job_queue
-        WHERE created_at >= {_SINCE} OFFSET 0
-    ) AS j
-    WHERE j.status = 'pending' AND j.scheduled_for < {_SINCE}
+    FROM pgjobs_job_queue AS j
+    WHERE j.status = 'pending' AND j.scheduled_for < j.created_at
+      AND j.created_at >= {_SINCE} AND j.scheduled_for < {_SINCE}
     UNION ALL
     -- Running (pgjobs_job_lease: as many rows as workers run at once).
     SELECT NULL, NULL, date_trunc('minute', greatest(j.created_at, j.scheduled_for))

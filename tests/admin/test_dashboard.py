@@ -230,6 +230,8 @@ def test_the_depth_curve_is_right_minute_by_minute_with_dead_letters_and_cancell
     queued(created=12, due=12, status="completed", finished=12)  # in and out in one minute
     queued(created=25, due=25, status="pending", finished=None)
     queued(created=3, due=-30, status="pending", finished=None)  # not due yet
+    # Due before the window but created in it (pgjobs_job_pending_created): from its creation.
+    queued(created=20, due=90, status="pending", finished=None)
 
     board = dashboard.load_dashboard()
     # The curve is the depth at the end of each minute: the jobs due by then and not yet gone.
@@ -238,7 +240,7 @@ def test_the_depth_curve_is_right_minute_by_minute_with_dead_letters_and_cancell
         end = minute + timedelta(minutes=1)
         wanted = sum(1 for due, left in expected if due < end and left >= end)
         assert depth == wanted, (minute, board.depth)
-    assert sum(board.depth) > 0 and board.depth[-1] == 1
+    assert sum(board.depth) > 0 and board.depth[-1] == 2
     by_minute = dict(zip(board.minutes, board.dead, strict=True))
     assert by_minute[base - timedelta(minutes=20)] == 1
     assert by_minute[base - timedelta(minutes=35)] == 1 and sum(board.dead) == 2

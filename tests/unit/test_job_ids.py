@@ -8,11 +8,12 @@ import threading
 import time
 import uuid
 import warnings
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from django_pgjobs.jobs import ids
-from django_pgjobs.jobs.ids import new_job_id, new_job_ids
+from django_pgjobs.jobs.ids import earliest_id, new_job_id, new_job_ids
 
 
 def test_an_id_is_a_version_7_uuid_of_now() -> None:
@@ -66,3 +67,18 @@ def test_a_child_forked_while_the_lock_is_held_makes_ids() -> None:
             os._exit(0 if new_job_id() > before else 1)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_the_earliest_id_of_a_time_bounds_the_ids_made_from_then_on() -> None:
+    at = datetime.now(UTC)
+    floor = earliest_id(at)
+    assert floor.version == 7 and floor.variant == uuid.RFC_4122
+    made = new_job_id()
+    assert floor <= made
+    # An id of the millisecond before is below it; one of the same millisecond is not.
+    ms = floor.int >> 80
+    assert earliest_id(at - timedelta(milliseconds=1)) < floor
+    assert uuid.UUID(int=(ms - 1) << 80 | (floor.int & ((1 << 80) - 1)) | 0xFFFF) < floor
+    assert earliest_id(datetime.fromtimestamp(ms / 1000, UTC)) == floor
+    # Before 1970 it is the smallest id of all.
+    assert earliest_id(datetime(1969, 1, 1, tzinfo=UTC)).int >> 80 == 0
