@@ -122,7 +122,7 @@ class PgJobsBackend(framework.BaseTaskBackend):
         from django_pgjobs.jobs.producer import enqueue_stamped
 
         self.validate_task(task)
-        # enqueued_at is the stored time (the row's created_at: its transaction's start), not
+        # enqueued_at is the stored time (the row's created_at: its statement's start), not
         # this process's clock, so get_result(result.id) reads back what this returns.
         job_id, enqueued_at = enqueue_stamped(task.module_path, **self._job(task, args, kwargs))
         result = self._enqueued(task, str(job_id), args, kwargs, enqueued_at=enqueued_at)

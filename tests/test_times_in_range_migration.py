@@ -105,7 +105,8 @@ def test_0014_waits_for_an_open_transaction_without_stopping_the_queue(
         ("0016", "0016", 26),
         ("0019", "0017", 29),
         ("0020", "0020", 29),
-        ("0029", "0021", 29),
+        ("0022", "0021", 29),
+        ("0029", "0023", 29),
         ("0030", "0030", 29),
         (None, "0031", 29),
     ],
@@ -119,8 +120,9 @@ def test_a_migration_back_stops_naming_the_session_it_waited_for(
     checks_kept: int,
 ) -> None:
     """Migrating back waits the same way (0014 dropping its checks, 0016 its columns, 0017 its
-    indexes, 0020 its column, 0021 its index, 0030 its id default, 0031 its index); after its
-    tries it names who holds the table."""
+    indexes, 0020 its column, 0021 its index, 0023 the index it dropped, 0030 its id default,
+    0031 its index); after its tries it names who holds the table. (An index build that gave up
+    left an invalid index, which the next try took as built: 0023's went on so, invalid.)"""
     monkeypatch.setattr(_0014, "LOCK_TRIES", 3)
     if before is not None:
         call_command("migrate", "pgjobs", before, verbosity=0)
@@ -139,8 +141,7 @@ def test_a_migration_back_stops_naming_the_session_it_waited_for(
         blocker.close()
     message = str(refused.value)
     assert f"Migration pgjobs {migration} could not lock table pgjobs_job_queue" in message
-    # 0031's build gives up as 0017's do, then finds its index left invalid and says so.
-    assert ("3 tries waited 300ms" if migration != "0031" else "waited 300ms a try") in message
+    assert "3 tries waited 300ms" in message
     assert f"pid {pid} (idle in transaction" in message
     assert "pg_terminate_backend" in message and "run migrate again" in message
     checks = range_checks()

@@ -19,7 +19,6 @@ added ``NOT VALID`` and validated afterwards, and the indexes are built ``CONCUR
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import importlib
 import time
@@ -239,6 +238,10 @@ def _concurrently(
             previous = cur.fetchone()[0]
             cur.execute("SELECT set_config('lock_timeout', %s, false)", [_0014.LOCK_TIMEOUT])
             try:
+                # A build that gave up (here or in an earlier run) leaves an invalid index, which
+                # IF NOT EXISTS would take as built: each try drops it first, under the same
+                # lock_timeout (its wait failing fails the try, as the statement's would).
+                _drop_invalid_indexes(schema_editor, indexes)
                 cur.execute(statement)
                 return
             except OperationalError as error:
@@ -254,9 +257,6 @@ def _concurrently(
                         "when the queue is quieter; then run migrate again: what is done already "
                         "is kept."
                     ) from error
-                # A build that gave up leaves an invalid index, which IF NOT EXISTS would keep.
-                with contextlib.suppress(OperationalError):
-                    _drop_invalid_indexes(schema_editor, indexes)
             finally:
                 cur.execute("SELECT set_config('lock_timeout', %s, false)", [previous])
         time.sleep(pause)
@@ -267,7 +267,11 @@ def _drop_invalid_indexes(schema_editor: BaseDatabaseSchemaEditor, names: tuple[
     with schema_editor.connection.cursor() as cur:
         cur.execute(
             "SELECT c.relname FROM pg_index AS i JOIN pg_class AS c ON c.oid = i.indexrelid "
-            "WHERE NOT i.indisvalid AND c.relname = ANY(%s)",
+            "WHERE NOT i.indisvalid AND c.relname = ANY(%s) "
+            # Not one another session is building now (a second migrate at the same time): its
+            # drop would wait for that build, then drop the index it made valid.
+            "AND NOT EXISTS (SELECT 1 FROM pg_stat_progress_create_index AS p "
+            "WHERE p.index_relid = i.indexrelid)",
             [list(names)],
         )
         for (name,) in cur.fetchall():

@@ -27,7 +27,6 @@ from django.db import migrations, models
 from django.db.backends.base.schema import BaseDatabaseSchemaEditor
 from django.db.migrations.state import StateApps
 
-_0014 = importlib.import_module("django_pgjobs.migrations.0014_times_in_range")
 _0017 = importlib.import_module("django_pgjobs.migrations.0017_flow_control")
 
 TABLE = "pgjobs_job_queue"
@@ -54,27 +53,18 @@ def _run(schema_editor: BaseDatabaseSchemaEditor, statement: str, name: str) -> 
 
 def _replace(schema_editor: BaseDatabaseSchemaEditor, *, build: str, drop: str) -> None:
     """Build ``build``, and drop ``drop`` only once ``build`` is there and valid: the dashboard
-    is never left without an index that serves it.
-
-    A build stopped midway (a cancel, a lost connection, a lock wait given up that could not
-    drop what it left) leaves an invalid index, which ``IF NOT EXISTS`` would take as built: it
-    is dropped first, and checked for after the build."""
-    if _valid(schema_editor, build) is False:
-        _run(schema_editor, f"DROP INDEX CONCURRENTLY IF EXISTS {build}", build)
+    is never left without an index that serves it. (An invalid leftover of a build stopped
+    midway, which ``IF NOT EXISTS`` would take as built, is dropped before each try: 0017.)"""
     _run(
         schema_editor,
         f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {build} ON {TABLE} {_DEFINITIONS[build]}",
         build,
     )
-    if not _valid(schema_editor, build):
+    if not _valid(schema_editor, build):  # another session's build, say, not finished yet
         raise RuntimeError(
-            f"Migration pgjobs 0031 could not lock table {TABLE} to build index {build}: its "
-            f"build waited {_0014.LOCK_TIMEOUT} a try (never longer, so workers and producers "
-            f"went on) and left it invalid; {drop} is kept. Sessions holding the table: "
-            f"{_0014._holders(schema_editor, TABLE)}. Commit or end these transactions "
-            "(pg_terminate_backend(pid) ends one), or run migrate when the queue is quieter; "
-            f"then run migrate again: what is done already is kept (or, to stay where you "
-            f"are, DROP INDEX CONCURRENTLY {build}, which writes would otherwise still keep up)."
+            f"Migration pgjobs 0031 found index {build} not valid after building it (a build "
+            f"that has not finished, perhaps another migrate's); {drop} is kept. Run migrate "
+            "again once no other migrate runs: what is done already is kept."
         )
     _run(schema_editor, f"DROP INDEX CONCURRENTLY IF EXISTS {drop}", drop)
 

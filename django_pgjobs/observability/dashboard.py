@@ -160,7 +160,7 @@ events AS (
     FROM pgjobs_failed_jobs AS f, bounds WHERE f.failed_at >= bounds.since
     UNION ALL
     -- Still waiting and due, arrived in the window: due in it (a range of pgjobs_job_claim per
-    -- priority) or, due before it, created in it (pgjobs_job_created).
+    -- priority) or, due before it, created in it (pgjobs_job_pending_created).
     SELECT NULL, NULL, date_trunc('minute', greatest(j.created_at, j.scheduled_for))
     FROM pending_priorities AS p, LATERAL (
         SELECT j.created_at, j.scheduled_for FROM pgjobs_job_queue AS j

@@ -50,7 +50,7 @@ def insert_job(cur: Cursor, row: dict[str, Any], *, returning: bool = True) -> u
 
 def insert_job_stamped(cur: Cursor, row: dict[str, Any]) -> datetime:
     """Insert one job without a key and return the time the queue recorded for it
-    (``created_at``: its transaction's start), in the same round trip. Locks and wake-up as
+    (``created_at``: its statement's start), in the same round trip. Locks and wake-up as
     :func:`insert_job`."""
     cur.execute(
         f"INSERT INTO pgjobs_job_queue ({_INSERT_COLUMNS}) VALUES {_INSERT_VALUES} "

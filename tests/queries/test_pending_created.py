@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import importlib
+import threading
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -15,8 +16,9 @@ from django_pgjobs import enqueue
 from django_pgjobs.jobs import list_jobs
 from django_pgjobs.models import Job
 from django_pgjobs.worker import Worker
-from tests.helpers import drain
+from tests.helpers import drain, second_connection
 
+_0014 = importlib.import_module("django_pgjobs.migrations.0014_times_in_range")
 _0031 = importlib.import_module("django_pgjobs.migrations.0031_created_index_pending_only")
 
 
@@ -69,6 +71,31 @@ def test_0031_replaces_an_invalid_index_left_by_a_stopped_build(at_0030: None) -
         ((name, valid, definition),) = cur.fetchall()
     assert (name, valid) == (_0031.NEW, True)
     assert "scheduled_for < created_at" in definition  # built again, not the planted one
+
+
+def test_0031_waits_out_a_transaction_that_holds_the_table_past_one_try(
+    at_0030: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A producer's transaction holds the table past the first try's wait: that build gives
+    up, leaving an invalid index, which the next try drops before building again. (Taken as
+    built instead, the migration stopped at its validity check, or went on with it invalid.)"""
+    monkeypatch.setattr(_0014, "LOCK_TIMEOUT", "300ms")
+    monkeypatch.setattr(_0014, "FIRST_PAUSE_SECONDS", 0.05)
+    blocker = second_connection(autocommit=False)
+    blocker.execute("SELECT pgjobs_enqueue('test.record')")
+    ends = threading.Timer(1.2, blocker.rollback)  # past the first try and its clean-up
+    ends.start()
+    try:
+        call_command("migrate", "pgjobs", "0031", verbosity=0)
+    finally:
+        ends.join()
+        blocker.close()
+    with connection.cursor() as cur:
+        cur.execute(
+            "SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass(%s)", [_0031.NEW]
+        )
+        assert cur.fetchall() == [(True,)]
+    assert list(job_indexes()) == [_0031.NEW]
 
 
 def in_the_index() -> set[str]:
@@ -124,7 +151,7 @@ def test_the_index_holds_pending_jobs_due_before_they_were_created(
     assert in_the_index() == {"in a transaction"}
     assert entries() == 1
     # Claimed and completed, a job leaves it, and neither writes an entry (an index of every row
-    # took one at each: 4 jobs, 2 changes each).
+    # held 3 entries before the drain and took 2 more for each job run).
     drain(make_worker())
     assert in_the_index() == set()
     assert entries() <= 1  # the enqueue's, or none once vacuumed
