@@ -81,6 +81,7 @@ def test_0031_waits_out_a_transaction_that_holds_the_table_past_one_try(
     built instead, the migration stopped at its validity check, or went on with it invalid.)"""
     monkeypatch.setattr(_0014, "LOCK_TIMEOUT", "300ms")
     monkeypatch.setattr(_0014, "FIRST_PAUSE_SECONDS", 0.05)
+    monkeypatch.setattr(_0014, "LOCK_TRIES", 8)  # seconds of patience for a late timer thread
     blocker = second_connection(autocommit=False)
     blocker.execute("SELECT pgjobs_enqueue('test.record')")
     ends = threading.Timer(1.2, blocker.rollback)  # past the first try and its clean-up
