@@ -38,13 +38,12 @@ _DEFINITIONS = {
 }
 
 
-def _valid(schema_editor: BaseDatabaseSchemaEditor, name: str) -> bool | None:
-    """Whether index ``name`` is valid (a build stopped midway leaves it invalid); None if it
-    does not exist."""
+def _valid(schema_editor: BaseDatabaseSchemaEditor, name: str) -> bool:
+    """Whether index ``name`` exists and is valid (a build stopped midway leaves it invalid)."""
     with schema_editor.connection.cursor() as cur:
         cur.execute("SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass(%s)", [name])
         row = cur.fetchone()
-    return None if row is None else bool(row[0])
+    return row is not None and bool(row[0])
 
 
 def _run(schema_editor: BaseDatabaseSchemaEditor, statement: str, name: str) -> None:
