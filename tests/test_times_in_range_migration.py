@@ -149,6 +149,42 @@ def test_a_migration_back_stops_naming_the_session_it_waited_for(
     call_command("migrate", "pgjobs", verbosity=0)
 
 
+def test_an_index_build_names_an_older_transaction_that_never_touched_the_table(
+    transactional_db: None, short_waits: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A build CONCURRENTLY (0017's helper: 0017, 0021, 0023, 0031) also waits for each older
+    transaction of the database, one that holds only a snapshot included; its refusal named
+    nobody then (review), and now names it apart from the sessions holding the table."""
+    _0017 = importlib.import_module("django_pgjobs.migrations.0017_flow_control")
+    monkeypatch.setattr(_0014, "LOCK_TRIES", 2)
+    report = second_connection(autocommit=False)  # a long report elsewhere in the database
+    report.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+    report.execute("SELECT count(*) FROM pg_class")
+    pid = report.info.backend_pid
+    index = "pgjobs_test_older_snapshot"
+    try:
+        with (
+            connection.schema_editor(atomic=False) as editor,
+            pytest.raises(RuntimeError) as refused,
+        ):
+            _0017._concurrently(
+                editor,
+                f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {index} ON pgjobs_job_queue (priority)",
+                migration="0017",
+                indexes=(index,),
+            )
+    finally:
+        report.rollback()
+        report.close()
+        with connection.cursor() as cur:
+            cur.execute(f"DROP INDEX IF EXISTS {index}")  # the last try's, left invalid
+    message = str(refused.value)
+    holding, older = message.split("Sessions holding the table: ", 1)[1].split(". Other ", 1)
+    assert holding == "none left by now"
+    assert f"pid {pid} (idle in transaction" in older
+    assert "CONCURRENTLY waits for even if they never touched the table" in older
+
+
 def documented_repair() -> str:
     """The SQL the upgrade guide gives for rows out of range, exactly as written there."""
     section = UPGRADE.read_text().split("## Times in range", 1)[1].split("\n## ", 1)[0]

@@ -197,15 +197,41 @@ LOCK_TRIES = 5
 FIRST_PAUSE_SECONDS = 1.0
 
 
+# A session holding a lock on table %s (a relation's oid is unique only within its database).
+_HOLDS_TABLE = (
+    "EXISTS (SELECT 1 FROM pg_locks AS l WHERE l.pid = a.pid AND l.granted "
+    "AND l.relation = to_regclass(%s) "
+    "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()))"
+)
+
+
 def _holders(schema_editor: BaseDatabaseSchemaEditor, table: str) -> str:
     """The other sessions holding a lock on ``table``: the ones the ALTER waited for."""
+    return _sessions(schema_editor, _HOLDS_TABLE, [table])
+
+
+def _older_transactions(
+    schema_editor: BaseDatabaseSchemaEditor, table: str, since: datetime
+) -> str:
+    """The other sessions of this database that hold no lock on ``table`` but a transaction
+    begun before ``since`` with a snapshot or a transaction id: an index build ``CONCURRENTLY``
+    waits for each of them to end, even one that never touched its table (a long report, a
+    session idle in a transaction), and :func:`_holders` cannot name them."""
+    return _sessions(
+        schema_editor,
+        "a.datname = current_database() AND a.xact_start < %s "
+        f"AND (a.backend_xmin IS NOT NULL OR a.backend_xid IS NOT NULL) AND NOT {_HOLDS_TABLE}",
+        [since, table],
+    )
+
+
+def _sessions(schema_editor: BaseDatabaseSchemaEditor, condition: str, params: list[Any]) -> str:
+    """The other sessions meeting ``condition`` (on ``pg_stat_activity AS a``), described."""
     with schema_editor.connection.cursor() as cur:
         cur.execute(
-            "SELECT DISTINCT a.pid, a.state, a.xact_start, left(a.query, 60) "
-            "FROM pg_locks l JOIN pg_stat_activity a USING (pid) "
-            "WHERE l.relation = to_regclass(%s) AND l.granted AND l.pid <> pg_backend_pid() "
-            "ORDER BY a.pid",
-            [table],
+            "SELECT a.pid, a.state, a.xact_start, left(a.query, 60) FROM pg_stat_activity AS a "
+            f"WHERE a.pid <> pg_backend_pid() AND {condition} ORDER BY a.pid",
+            params,
         )
         rows = cur.fetchall()
     return (

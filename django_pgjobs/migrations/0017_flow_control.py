@@ -236,7 +236,11 @@ def _concurrently(
         with connection.cursor() as cur:
             cur.execute("SELECT current_setting('lock_timeout')")
             previous = cur.fetchone()[0]
-            cur.execute("SELECT set_config('lock_timeout', %s, false)", [_0014.LOCK_TIMEOUT])
+            cur.execute(
+                "SELECT set_config('lock_timeout', %s, false), clock_timestamp()",
+                [_0014.LOCK_TIMEOUT],
+            )
+            tried_at = cur.fetchone()[1]
             try:
                 # A build that gave up (here or in an earlier run) leaves an invalid index, which
                 # IF NOT EXISTS would take as built: each try drops it first, under the same
@@ -252,8 +256,11 @@ def _concurrently(
                         f"Migration pgjobs {migration} could not lock table {table} to change "
                         f"it: {_0014.LOCK_TRIES} tries waited {_0014.LOCK_TIMEOUT} each (never "
                         "longer, so workers and producers went on). Sessions holding the table: "
-                        f"{_0014._holders(schema_editor, table)}. Commit or end "
-                        "these transactions (pg_terminate_backend(pid) ends one), or run migrate "
+                        f"{_0014._holders(schema_editor, table)}. Other transactions of this "
+                        "database older than the last try, which an index build CONCURRENTLY "
+                        "waits for even if they never touched the table: "
+                        f"{_0014._older_transactions(schema_editor, table, tried_at)}. Commit or "
+                        "end these transactions (pg_terminate_backend(pid) ends one), or run migrate "
                         "when the queue is quieter; then run migrate again: what is done already "
                         "is kept."
                     ) from error
