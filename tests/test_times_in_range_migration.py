@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -149,40 +149,132 @@ def test_a_migration_back_stops_naming_the_session_it_waited_for(
     call_command("migrate", "pgjobs", verbosity=0)
 
 
+_0017 = importlib.import_module("django_pgjobs.migrations.0017_flow_control")
+BUILD = "CREATE INDEX CONCURRENTLY IF NOT EXISTS {} ON pgjobs_job_queue (priority)"
+
+
+def build_waiting() -> bool:
+    with second_connection() as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+            "AND query LIKE 'CREATE INDEX CONCURRENTLY%%' AND datname = current_database()"
+        ).fetchone()
+    return bool(row and row[0])
+
+
+def refused_build(index: str) -> Callable[[], None]:
+    """A build of ``index`` by 0017's helper (0017, 0021, 0031, 0023 back): its refusal goes
+    into ``build.refusals``. The caller drops the invalid index it leaves once nothing holds
+    the table (:func:`drop_index`)."""
+
+    def build() -> None:
+        with connection.schema_editor(atomic=False) as editor:
+            try:
+                _0017._concurrently(editor, BUILD.format(index), indexes=(index,))
+            except RuntimeError as refusal:
+                refusals.append(str(refusal))
+
+    refusals: list[str] = []
+    build.refusals = refusals  # type: ignore[attr-defined]
+    return build
+
+
+def drop_index(index: str) -> None:
+    with connection.cursor() as cur:
+        cur.execute(f"DROP INDEX IF EXISTS {index}")
+
+
 def test_an_index_build_names_an_older_transaction_that_never_touched_the_table(
     transactional_db: None, short_waits: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A build CONCURRENTLY (0017's helper: 0017, 0021, 0023, 0031) also waits for each older
-    transaction of the database, one that holds only a snapshot included; its refusal named
-    nobody then (review), and now names it apart from the sessions holding the table."""
-    _0017 = importlib.import_module("django_pgjobs.migrations.0017_flow_control")
-    monkeypatch.setattr(_0014, "LOCK_TRIES", 2)
+    """Once built, a build CONCURRENTLY waits for each transaction of the database whose
+    snapshot is older, one that never touched the table included; its refusal named nobody then
+    (review). Named apart from the sessions holding the table: one whose snapshot is taken while
+    the build waits for a producer (so after the try began), and not a session with a
+    transaction id but no snapshot (READ COMMITTED between statements), which it never waits
+    for."""
+    monkeypatch.setattr(_0014, "LOCK_TRIES", 1)
+    monkeypatch.setattr(_0014, "LOCK_TIMEOUT", "2s")
+    producer = second_connection(autocommit=False)  # holds the table: the build waits for it
+    producer.execute("SELECT pgjobs_enqueue('test.record')")
+    idle = second_connection(autocommit=False)
+    idle.execute("SELECT txid_current()")  # a transaction id, and no snapshot between statements
     report = second_connection(autocommit=False)  # a long report elsewhere in the database
-    report.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-    report.execute("SELECT count(*) FROM pg_class")
-    pid = report.info.backend_pid
-    index = "pgjobs_test_older_snapshot"
+    pids = {"idle": idle.info.backend_pid, "report": report.info.backend_pid}
+    build = refused_build("pgjobs_test_older_snapshot")
+    thread = in_thread(build)
     try:
-        with (
-            connection.schema_editor(atomic=False) as editor,
-            pytest.raises(RuntimeError) as refused,
-        ):
-            _0017._concurrently(
-                editor,
-                f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {index} ON pgjobs_job_queue (priority)",
-                migration="0017",
-                indexes=(index,),
-            )
+        wait_for(build_waiting, what="the build waiting for the producer")
+        report.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        report.execute("SELECT count(*) FROM pg_class")
+        producer.commit()  # the build goes on, builds, then waits for the report's snapshot
+        thread.join(30)
     finally:
-        report.rollback()
-        report.close()
-        with connection.cursor() as cur:
-            cur.execute(f"DROP INDEX IF EXISTS {index}")  # the last try's, left invalid
-    message = str(refused.value)
+        for conn in (producer, idle, report):
+            conn.rollback()
+            conn.close()
+        drop_index("pgjobs_test_older_snapshot")
+    assert not thread.is_alive()
+    (message,) = build.refusals  # type: ignore[attr-defined]
     holding, older = message.split("Sessions holding the table: ", 1)[1].split(". Other ", 1)
     assert holding == "none left by now"
-    assert f"pid {pid} (idle in transaction" in older
-    assert "CONCURRENTLY waits for even if they never touched the table" in older
+    assert "a build CONCURRENTLY waits for, even if they never touched the table" in older
+    assert f"pid {pids['report']} (idle in transaction" in older
+    assert f"pid {pids['idle']} " not in message
+
+
+def test_a_role_without_pg_read_all_stats_still_learns_which_sessions(
+    transactional_db: None,
+) -> None:
+    """Migrating as a role that may not see other roles' activity: their sessions still come
+    with their pid and role (pg_stat_activity hides their state, start and type)."""
+    role = f"pgjobs_migrate_{connection.settings_dict['NAME']}"
+    report = second_connection(autocommit=False)
+    report.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+    report.execute("SELECT count(*) FROM pg_class")
+    pid, user = report.info.backend_pid, report.info.user
+    with connection.cursor() as cur:
+        cur.execute(f"DROP ROLE IF EXISTS {role}")
+        cur.execute(f"CREATE ROLE {role}")
+        cur.execute(f"SET ROLE {role}")
+    try:
+        with connection.schema_editor(atomic=False) as editor:
+            older = _0014._older_transactions(editor, "pgjobs_job_queue")
+    finally:
+        with connection.cursor() as cur:
+            cur.execute("RESET ROLE")
+            cur.execute(f"DROP ROLE {role}")
+        report.rollback()
+        report.close()
+    expected = f"(a session of {user!r}, whose activity needs pg_read_all_stats to see)"
+    assert f"pid {pid} {expected}" in older
+
+
+def test_a_refusal_names_a_prepared_transaction_holding_the_table(
+    transactional_db: None, short_waits: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A prepared transaction has no session (pg_terminate_backend cannot end it): named
+    apart, with what ends it."""
+    with connection.cursor() as cur:
+        cur.execute("SHOW max_prepared_transactions")
+        if int(cur.fetchone()[0]) == 0:
+            pytest.skip("the server allows no prepared transactions (max_prepared_transactions)")
+    monkeypatch.setattr(_0014, "LOCK_TRIES", 1)
+    with second_connection(autocommit=False) as preparing:
+        # A producer's lock (an enqueue's NOTIFY cannot be prepared).
+        preparing.execute("LOCK TABLE pgjobs_job_queue IN ROW EXCLUSIVE MODE")
+        preparing.execute("PREPARE TRANSACTION 'pgjobs-migration-test'")
+    build = refused_build("pgjobs_test_prepared")
+    try:
+        build()
+    finally:
+        with second_connection() as ending:
+            ending.execute("ROLLBACK PREPARED 'pgjobs-migration-test'")
+        drop_index("pgjobs_test_prepared")
+    (message,) = build.refusals  # type: ignore[attr-defined]
+    holding = message.split("Sessions holding the table: ", 1)[1].split(". Other ", 1)[0]
+    assert holding.startswith("prepared transaction 'pgjobs-migration-test' (prepared at ")
+    assert "end it with COMMIT PREPARED or ROLLBACK PREPARED" in holding
 
 
 def documented_repair() -> str:

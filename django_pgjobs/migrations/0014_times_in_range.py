@@ -197,49 +197,80 @@ LOCK_TRIES = 5
 FIRST_PAUSE_SECONDS = 1.0
 
 
-# A session holding a lock on table %s (a relation's oid is unique only within its database).
+# A lock ``l`` on table %s (a relation's oid is unique only within its database).
+_ON_TABLE = (
+    "l.relation = to_regclass(%s) "
+    "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+)
+# Session ``a`` holds a lock on table %s.
 _HOLDS_TABLE = (
-    "EXISTS (SELECT 1 FROM pg_locks AS l WHERE l.pid = a.pid AND l.granted "
-    "AND l.relation = to_regclass(%s) "
-    "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()))"
+    f"EXISTS (SELECT 1 FROM pg_locks AS l WHERE l.pid = a.pid AND l.granted AND {_ON_TABLE})"
 )
 
 
 def _holders(schema_editor: BaseDatabaseSchemaEditor, table: str) -> str:
-    """The other sessions holding a lock on ``table``: the ones the ALTER waited for."""
-    return _sessions(schema_editor, _HOLDS_TABLE, [table])
+    """The other sessions holding a lock on ``table``, and the prepared transactions holding
+    one (they have no session: ``pg_terminate_backend`` cannot end them): the ones the ALTER
+    waited for."""
+    sessions = _sessions(schema_editor, _HOLDS_TABLE, [table])
+    with schema_editor.connection.cursor() as cur:
+        cur.execute(
+            "SELECT p.gid, p.prepared, p.owner FROM pg_prepared_xacts AS p "
+            "WHERE p.database = current_database() AND EXISTS ("
+            # Its locks have no pid; they share a virtual transaction with its transaction id's.
+            "SELECT 1 FROM pg_locks AS l JOIN pg_locks AS x "
+            "ON x.virtualtransaction = l.virtualtransaction AND x.locktype = 'transactionid' "
+            "WHERE x.transactionid = p.transaction AND l.pid IS NULL AND l.granted "
+            f"AND {_ON_TABLE}) ORDER BY p.prepared",
+            [table],
+        )
+        prepared = [
+            f"prepared transaction {gid!r} (prepared at {at} by {owner!r}: end it with COMMIT "
+            "PREPARED or ROLLBACK PREPARED)"
+            for gid, at, owner in cur.fetchall()
+        ]
+    return "; ".join(([sessions] if sessions else []) + prepared) or "none left by now"
 
 
-def _older_transactions(
-    schema_editor: BaseDatabaseSchemaEditor, table: str, since: datetime
-) -> str:
-    """The other sessions of this database that hold no lock on ``table`` but a transaction
-    begun before ``since`` with a snapshot or a transaction id: an index build ``CONCURRENTLY``
-    waits for each of them to end, even one that never touched its table (a long report, a
-    session idle in a transaction), and :func:`_holders` cannot name them."""
-    return _sessions(
-        schema_editor,
-        "a.datname = current_database() AND a.xact_start < %s "
-        f"AND (a.backend_xmin IS NOT NULL OR a.backend_xid IS NOT NULL) AND NOT {_HOLDS_TABLE}",
-        [since, table],
+def _older_transactions(schema_editor: BaseDatabaseSchemaEditor, table: str) -> str:
+    """The other sessions of this database that hold a snapshot (a transaction under
+    ``REPEATABLE READ``, a query still running) but no lock on ``table``: an index build
+    ``CONCURRENTLY`` waits, once it has built the index, for each of them that began before
+    that moment, even one that never touched its table, and :func:`_holders` cannot name them.
+    Not VACUUM (the build does not wait for it), nor a parallel worker (its leader is named)."""
+    return (
+        _sessions(
+            schema_editor,
+            # Another role's session may hide its type from a role without pg_read_all_stats.
+            "a.datname = current_database() "
+            "AND coalesce(a.backend_type, 'client backend') = 'client backend' "
+            "AND a.backend_xmin IS NOT NULL "
+            "AND a.pid NOT IN (SELECT v.pid FROM pg_stat_progress_vacuum AS v) "
+            f"AND NOT {_HOLDS_TABLE}",
+            [table],
+        )
+        or "none left by now"
     )
 
 
 def _sessions(schema_editor: BaseDatabaseSchemaEditor, condition: str, params: list[Any]) -> str:
-    """The other sessions meeting ``condition`` (on ``pg_stat_activity AS a``), described."""
+    """The other sessions meeting ``condition`` (on ``pg_stat_activity AS a``), oldest
+    transaction first, described; "" when there are none. Another role's session shows its
+    state, start and query only to a role with ``pg_read_all_stats``."""
     with schema_editor.connection.cursor() as cur:
         cur.execute(
-            "SELECT a.pid, a.state, a.xact_start, left(a.query, 60) FROM pg_stat_activity AS a "
-            f"WHERE a.pid <> pg_backend_pid() AND {condition} ORDER BY a.pid",
+            "SELECT a.pid, a.state, a.xact_start, left(a.query, 60), a.usename "
+            "FROM pg_stat_activity AS a "
+            f"WHERE a.pid <> pg_backend_pid() AND {condition} "
+            "ORDER BY a.xact_start NULLS LAST, a.pid",
             params,
         )
         rows = cur.fetchall()
-    return (
-        "; ".join(
-            f"pid {pid} ({state}, transaction since {since}, last query {query!r})"
-            for pid, state, since, query in rows
-        )
-        or "none left by now"
+    return "; ".join(
+        f"pid {pid} ({state}, transaction since {since}, last query {query!r})"
+        if state is not None
+        else f"pid {pid} (a session of {user!r}, whose activity needs pg_read_all_stats to see)"
+        for pid, state, since, query, user in rows
     )
 
 

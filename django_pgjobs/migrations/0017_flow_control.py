@@ -236,11 +236,7 @@ def _concurrently(
         with connection.cursor() as cur:
             cur.execute("SELECT current_setting('lock_timeout')")
             previous = cur.fetchone()[0]
-            cur.execute(
-                "SELECT set_config('lock_timeout', %s, false), clock_timestamp()",
-                [_0014.LOCK_TIMEOUT],
-            )
-            tried_at = cur.fetchone()[1]
+            cur.execute("SELECT set_config('lock_timeout', %s, false)", [_0014.LOCK_TIMEOUT])
             try:
                 # A build that gave up (here or in an earlier run) leaves an invalid index, which
                 # IF NOT EXISTS would take as built: each try drops it first, under the same
@@ -252,17 +248,22 @@ def _concurrently(
                 if getattr(error.__cause__, "sqlstate", None) != "55P03":  # lock_not_available
                     raise
                 if attempt == _0014.LOCK_TRIES:
+                    # A build, once built, also waits for older snapshots (a drop does not).
+                    older = (
+                        ". Other transactions of this database that a build CONCURRENTLY waits "
+                        "for, even if they never touched the table: "
+                        f"{_0014._older_transactions(schema_editor, table)}"
+                        if statement.lstrip().upper().startswith("CREATE")
+                        else ""
+                    )
                     raise RuntimeError(
                         f"Migration pgjobs {migration} could not lock table {table} to change "
                         f"it: {_0014.LOCK_TRIES} tries waited {_0014.LOCK_TIMEOUT} each (never "
                         "longer, so workers and producers went on). Sessions holding the table: "
-                        f"{_0014._holders(schema_editor, table)}. Other transactions of this "
-                        "database older than the last try, which an index build CONCURRENTLY "
-                        "waits for even if they never touched the table: "
-                        f"{_0014._older_transactions(schema_editor, table, tried_at)}. Commit or "
-                        "end these transactions (pg_terminate_backend(pid) ends one), or run migrate "
-                        "when the queue is quieter; then run migrate again: what is done already "
-                        "is kept."
+                        f"{_0014._holders(schema_editor, table)}{older}. Commit or end these "
+                        "transactions (pg_terminate_backend(pid) ends one), or run migrate when "
+                        "the queue is quieter; then run migrate again: what is done already is "
+                        "kept."
                     ) from error
             finally:
                 cur.execute("SELECT set_config('lock_timeout', %s, false)", [previous])
