@@ -254,7 +254,7 @@ def test_a_refusal_names_a_prepared_transaction_holding_the_table(
     transactional_db: None, short_waits: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A prepared transaction has no session (pg_terminate_backend cannot end it): named
-    apart, with what ends it."""
+    apart, with the statements that end it."""
     with connection.cursor() as cur:
         cur.execute("SHOW max_prepared_transactions")
         if int(cur.fetchone()[0]) == 0:
@@ -263,18 +263,20 @@ def test_a_refusal_names_a_prepared_transaction_holding_the_table(
     with second_connection(autocommit=False) as preparing:
         # A producer's lock (an enqueue's NOTIFY cannot be prepared).
         preparing.execute("LOCK TABLE pgjobs_job_queue IN ROW EXCLUSIVE MODE")
-        preparing.execute("PREPARE TRANSACTION 'pgjobs-migration-test'")
+        preparing.execute("PREPARE TRANSACTION 'pgjobs-migration''s test'")
     build = refused_build("pgjobs_test_prepared")
     try:
         build()
     finally:
-        with second_connection() as ending:
-            ending.execute("ROLLBACK PREPARED 'pgjobs-migration-test'")
+        with second_connection() as conn:
+            conn.execute("ROLLBACK PREPARED 'pgjobs-migration''s test'")
         drop_index("pgjobs_test_prepared")
     (message,) = build.refusals  # type: ignore[attr-defined]
     holding = message.split("Sessions holding the table: ", 1)[1].split(". Other ", 1)[0]
-    assert holding.startswith("prepared transaction 'pgjobs-migration-test' (prepared at ")
-    assert "end it with COMMIT PREPARED or ROLLBACK PREPARED" in holding
+    assert holding.startswith('prepared transaction "pgjobs-migration\'s test" (prepared at ')
+    # The statements that end it, ready to paste (the gid quoted as SQL quotes it).
+    gid = "'pgjobs-migration''s test'"
+    assert f"end it with COMMIT PREPARED {gid} or ROLLBACK PREPARED {gid})" in holding
 
 
 def documented_repair() -> str:

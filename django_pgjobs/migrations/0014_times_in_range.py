@@ -215,7 +215,7 @@ def _holders(schema_editor: BaseDatabaseSchemaEditor, table: str) -> str:
     sessions = _sessions(schema_editor, _HOLDS_TABLE, [table])
     with schema_editor.connection.cursor() as cur:
         cur.execute(
-            "SELECT p.gid, p.prepared, p.owner FROM pg_prepared_xacts AS p "
+            "SELECT p.gid, quote_literal(p.gid), p.prepared, p.owner FROM pg_prepared_xacts AS p "
             "WHERE p.database = current_database() AND EXISTS ("
             # Its locks have no pid; they share a virtual transaction with its transaction id's.
             "SELECT 1 FROM pg_locks AS l JOIN pg_locks AS x "
@@ -224,26 +224,33 @@ def _holders(schema_editor: BaseDatabaseSchemaEditor, table: str) -> str:
             f"AND {_ON_TABLE}) ORDER BY p.prepared",
             [table],
         )
-        prepared = [
-            f"prepared transaction {gid!r} (prepared at {at} by {owner!r}: end it with COMMIT "
-            "PREPARED or ROLLBACK PREPARED)"
-            for gid, at, owner in cur.fetchall()
-        ]
+        prepared = [_prepared(*row) for row in cur.fetchall()]
     return "; ".join(([sessions] if sessions else []) + prepared) or "none left by now"
+
+
+def _prepared(gid: str, quoted: str, at: datetime, owner: str) -> str:
+    """A prepared transaction, with the statements that end it ready to paste (the gid as SQL
+    writes it, unless it holds characters a message should not carry)."""
+    literal = quoted if quoted.isprintable() else "<its gid>"
+    return (
+        f"prepared transaction {gid!r} (prepared at {at} by {owner!r}: end it with COMMIT "
+        f"PREPARED {literal} or ROLLBACK PREPARED {literal})"
+    )
 
 
 def _older_transactions(schema_editor: BaseDatabaseSchemaEditor, table: str) -> str:
     """The other sessions of this database that hold a snapshot (a transaction under
-    ``REPEATABLE READ``, a query still running) but no lock on ``table``: an index build
-    ``CONCURRENTLY`` waits, once it has built the index, for each of them that began before
-    that moment, even one that never touched its table, and :func:`_holders` cannot name them.
-    Not VACUUM (the build does not wait for it), nor a parallel worker (its leader is named)."""
+    ``REPEATABLE READ``, a query still running, a background worker such as a subscription's
+    initial copy) but no lock on ``table``: an index build ``CONCURRENTLY`` waits, once it has
+    built the index, for each of them that began before that moment, even one that never
+    touched its table, and :func:`_holders` cannot name them. As PostgreSQL, it leaves out the
+    processes of no role (autovacuum) and VACUUM; a parallel query is named by its leader
+    (another role's query shows its workers too, as nothing tells them apart then)."""
     return (
         _sessions(
             schema_editor,
-            # Another role's session may hide its type from a role without pg_read_all_stats.
-            "a.datname = current_database() "
-            "AND coalesce(a.backend_type, 'client backend') = 'client backend' "
+            "a.datname = current_database() AND a.usesysid IS NOT NULL "
+            "AND a.backend_type IS DISTINCT FROM 'parallel worker' "
             "AND a.backend_xmin IS NOT NULL "
             "AND a.pid NOT IN (SELECT v.pid FROM pg_stat_progress_vacuum AS v) "
             f"AND NOT {_HOLDS_TABLE}",
@@ -256,22 +263,26 @@ def _older_transactions(schema_editor: BaseDatabaseSchemaEditor, table: str) -> 
 def _sessions(schema_editor: BaseDatabaseSchemaEditor, condition: str, params: list[Any]) -> str:
     """The other sessions meeting ``condition`` (on ``pg_stat_activity AS a``), oldest
     transaction first, described; "" when there are none. Another role's session shows its
-    state, start and query only to a role with ``pg_read_all_stats``."""
+    type, state, start and query only to a role with ``pg_read_all_stats``."""
     with schema_editor.connection.cursor() as cur:
         cur.execute(
-            "SELECT a.pid, a.state, a.xact_start, left(a.query, 60), a.usename "
+            "SELECT a.pid, a.backend_type, a.state, a.xact_start, left(a.query, 60), a.usename "
             "FROM pg_stat_activity AS a "
             f"WHERE a.pid <> pg_backend_pid() AND {condition} "
             "ORDER BY a.xact_start NULLS LAST, a.pid",
             params,
         )
         rows = cur.fetchall()
-    return "; ".join(
-        f"pid {pid} ({state}, transaction since {since}, last query {query!r})"
-        if state is not None
-        else f"pid {pid} (a session of {user!r}, whose activity needs pg_read_all_stats to see)"
-        for pid, state, since, query, user in rows
-    )
+    return "; ".join(_session(*row) for row in rows)
+
+
+def _session(
+    pid: int, kind: str | None, state: str | None, since: Any, query: str, user: str
+) -> str:
+    if kind is None:  # only another role's session hides its type
+        return f"pid {pid} (a session of {user!r}, whose activity needs pg_read_all_stats to see)"
+    what = state if kind == "client backend" else f"a {kind}"
+    return f"pid {pid} ({what}, transaction since {since}, last query {query!r})"
 
 
 def _alter(
