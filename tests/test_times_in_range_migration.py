@@ -55,11 +55,14 @@ def range_checks() -> dict[str, bool]:
         return dict(cur.fetchall())
 
 
-def alter_waiting() -> bool:
+def waiting(statement: str) -> bool:
+    """A session of this database runs a statement starting with ``statement``, waiting for a
+    lock."""
     with second_connection() as conn:
         row = conn.execute(
             "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-            "AND query LIKE 'ALTER TABLE%%' AND datname = current_database()"
+            "AND starts_with(query, %s) AND datname = current_database()",
+            [statement],
         ).fetchone()
     return bool(row and row[0])
 
@@ -84,7 +87,9 @@ def test_0014_waits_for_an_open_transaction_without_stopping_the_queue(
     thread = in_thread(migrate)
     try:
         for _ in range(3):
-            wait_for(alter_waiting, what="the ALTER waiting for the open transaction")
+            wait_for(
+                lambda: waiting("ALTER TABLE"), what="the ALTER waiting for the open transaction"
+            )
             started = time.monotonic()
             producer.execute("SELECT pgjobs_enqueue('test.record')")
             assert time.monotonic() - started < 2.0  # lock_timeout 0.3 s, with room for a slow CI
@@ -153,15 +158,6 @@ _0017 = importlib.import_module("django_pgjobs.migrations.0017_flow_control")
 BUILD = "CREATE INDEX CONCURRENTLY IF NOT EXISTS {} ON pgjobs_job_queue (priority)"
 
 
-def build_waiting() -> bool:
-    with second_connection() as conn:
-        row = conn.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-            "AND query LIKE 'CREATE INDEX CONCURRENTLY%%' AND datname = current_database()"
-        ).fetchone()
-    return bool(row and row[0])
-
-
 def refused_build(index: str) -> Callable[[], None]:
     """A build of ``index`` by 0017's helper (0017, 0021, 0031, 0023 back): its refusal goes
     into ``build.refusals``. The caller drops the invalid index it leaves once nothing holds
@@ -204,7 +200,7 @@ def test_an_index_build_names_an_older_transaction_that_never_touched_the_table(
     build = refused_build("pgjobs_test_older_snapshot")
     thread = in_thread(build)
     try:
-        wait_for(build_waiting, what="the build waiting for the producer")
+        wait_for(lambda: waiting("CREATE INDEX"), what="the build waiting for the producer")
         report.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         report.execute("SELECT count(*) FROM pg_class")
         producer.commit()  # the build goes on, builds, then waits for the report's snapshot
