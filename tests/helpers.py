@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import psycopg
+import pytest
 from django.db import connection, connections
 from django.db.models.functions import Now
 from django.utils import timezone
@@ -41,6 +42,21 @@ def database_conninfo() -> str:
 def second_connection(*, autocommit: bool = True) -> psycopg.Connection[Any]:
     """A connection that is not Django's: it sees only what other sessions committed."""
     return psycopg.connect(database_conninfo(), autocommit=autocommit)
+
+
+def require_prepared_transactions() -> None:
+    """Skip a test that prepares a transaction on a server that allows none
+    (``max_prepared_transactions`` 0, PostgreSQL's default); with
+    ``PGJOBS_REQUIRE_PREPARED_TRANSACTIONS=1`` (CI's legs on its local server, which .ci/run
+    configures) fail instead."""
+    with connection.cursor() as cur:
+        cur.execute("SHOW max_prepared_transactions")
+        if int(cur.fetchone()[0]) > 0:
+            return
+    why = "the server allows no prepared transactions (max_prepared_transactions)"
+    if os.environ.get("PGJOBS_REQUIRE_PREPARED_TRANSACTIONS"):
+        pytest.fail(f"PGJOBS_REQUIRE_PREPARED_TRANSACTIONS is set but {why}")
+    pytest.skip(why)
 
 
 def wait_for(predicate: Callable[[], T], *, timeout: float = 15.0, what: str = "condition") -> T:

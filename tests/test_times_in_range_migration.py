@@ -17,7 +17,7 @@ import pytest
 from django.core.management import call_command
 from django.db import connection
 
-from tests.helpers import in_thread, second_connection, wait_for
+from tests.helpers import in_thread, require_prepared_transactions, second_connection, wait_for
 
 _0014 = importlib.import_module("django_pgjobs.migrations.0014_times_in_range")
 UPGRADE = Path(__file__).resolve().parent.parent / "docs" / "howto" / "upgrade.md"
@@ -251,10 +251,7 @@ def test_a_refusal_names_a_prepared_transaction_holding_the_table(
 ) -> None:
     """A prepared transaction has no session (pg_terminate_backend cannot end it): named
     apart, with the statements that end it."""
-    with connection.cursor() as cur:
-        cur.execute("SHOW max_prepared_transactions")
-        if int(cur.fetchone()[0]) == 0:
-            pytest.skip("the server allows no prepared transactions (max_prepared_transactions)")
+    require_prepared_transactions()
     monkeypatch.setattr(_0014, "LOCK_TRIES", 1)
     with second_connection(autocommit=False) as preparing:
         # A producer's lock (an enqueue's NOTIFY cannot be prepared).

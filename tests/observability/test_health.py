@@ -13,7 +13,7 @@ from django.test import override_settings
 from django_pgjobs import enqueue_many
 from django_pgjobs.models import Job
 from django_pgjobs.observability.health import Health, TableHealth, database_health, pgjobs_tables
-from tests.helpers import besides_autovacuum, second_connection
+from tests.helpers import besides_autovacuum, require_prepared_transactions, second_connection
 from tests.observability.conftest import flush_statistics
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -168,10 +168,7 @@ def test_without_pg_read_all_stats_a_holder_comes_with_its_pid_and_age_only(
 
 
 def test_a_prepared_transaction_holds_the_horizon() -> None:
-    with connection.cursor() as cur:
-        cur.execute("SHOW max_prepared_transactions")
-        if int(cur.fetchone()[0]) == 0:
-            pytest.skip("the server allows no prepared transactions (max_prepared_transactions)")
+    require_prepared_transactions()
     preparing = second_connection(autocommit=False)
     preparing.execute("SELECT txid_current()")
     preparing.execute("PREPARE TRANSACTION 'pgjobs-health-''test'")
