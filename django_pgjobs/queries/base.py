@@ -33,9 +33,12 @@ ACTIVE = "('pending', 'running')"
 KEY_CONFLICT = f"ON CONFLICT (key) WHERE key IS NOT NULL AND status IN {ACTIVE}"
 # The (id, lease token) pairs a statement is given, as a relation.
 HELD = "unnest(%(ids)s::uuid[], %(tokens)s::uuid[]) AS held(id, token)"
-# The same with how long each attempt ran, for the statements that end attempts.
+# The same with how long each attempt ran, for the statements that end attempts, and each pair's
+# place in the batch (from 1): a reply can name the attempts it matched by place, which the
+# caller maps back to its own without parsing two uuids a row.
 FINISHED = (
-    "unnest(%(ids)s::uuid[], %(tokens)s::uuid[], %(took)s::float8[]) AS held(id, token, took)"
+    "unnest(%(ids)s::uuid[], %(tokens)s::uuid[], %(took)s::float8[]) WITH ORDINALITY "
+    "AS held(id, token, took, place)"
 )
 
 
@@ -125,10 +128,11 @@ MINE = f"""mine AS MATERIALIZED (
 MINE_TO_DELETE = f"""mine AS MATERIALIZED (
     SELECT id FROM pgjobs_job_queue WHERE {FENCE} FOR UPDATE SKIP LOCKED
 )"""
-# The same for a batch of finished attempts (FINISHED), with each one's token and how long it
-# ran.
+# The same for a batch of finished attempts (FINISHED), with each one's token, how long it ran
+# and its place in the batch.
 MINE_FINISHED = f"""mine AS MATERIALIZED (
-    SELECT j.id, held.token, held.took FROM pgjobs_job_queue AS j JOIN {FINISHED} ON {HELD_JOIN}
+    SELECT j.id, held.token, held.took, held.place
+    FROM pgjobs_job_queue AS j JOIN {FINISHED} ON {HELD_JOIN}
     FOR NO KEY UPDATE OF j SKIP LOCKED
 )"""
 

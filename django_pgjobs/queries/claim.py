@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -343,7 +343,7 @@ def complete_and_claim(
     lease_token: uuid.UUID | None = None,
     start_now: int | None = None,
     took: Sequence[float | None] | None = None,
-    results: Mapping[uuid.UUID, str] | None = None,
+    results: Sequence[str | None] | None = None,
     hint: FlowHint | None = None,
     ahead_lease_seconds: float | None = None,
     start_margin: float | None = None,

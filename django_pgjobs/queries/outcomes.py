@@ -7,9 +7,8 @@ whose job was rescued or cancelled meanwhile matches nothing, and its outcome is
 
 from __future__ import annotations
 
-import json
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -22,7 +21,6 @@ from django_pgjobs.queries.base import (
     Cursor,
     Token,
     append_failure,
-    as_uuid,
     lease_params,
     notify_queues,
     record_start,
@@ -34,35 +32,38 @@ from django_pgjobs.queries.base import (
 # another transaction holds (MINE_FINISHED). ``done`` says which attempts it completed, by token:
 # a batch can hold two attempts of one job (a stale one, whose job was rescued and claimed again
 # by the same worker), of which only the one holding the row matches. ``results`` maps an
-# attempt's lease token (text) to the return value its handler kept; ``->`` is NULL for others.
+# attempt's place in the batch (text) to the return value its handler kept; ``->`` is NULL for
+# others. By place, not by lease token: every job of one claim has the same token, and keyed so,
+# the tasks of one claim completed in one batch all stored the same value.
 COMPLETED_CTE = f"""{MINE_FINISHED},
 done AS (
     UPDATE pgjobs_job_queue AS j
-    SET status = 'completed', completed_at = now(), result = %(results)s::jsonb -> mine.token::text,
+    SET status = 'completed', completed_at = now(), result = %(results)s::jsonb -> mine.place::text,
         {record_start("mine.took")}, {CLEAR_LEASE}
     FROM mine WHERE j.id = mine.id
-    RETURNING j.id, mine.token
+    RETURNING j.id, mine.token, mine.place
 )"""
 
 
 def finished_params(
     tokens: Sequence[Token],
     took: Sequence[float | None] | None = None,
-    results: Mapping[uuid.UUID, str] | None = None,
+    results: Sequence[str | None] | None = None,
 ) -> dict[str, Any]:
-    """The parameters of COMPLETED_CTE: the attempts' tokens, how long each ran (seconds, in
-    the same order; None: unknown) and the results kept, as JSON texts by lease token."""
+    """The parameters of COMPLETED_CTE: the attempts' tokens, how long each ran and the result
+    each kept (as JSON text), both in the same order (None: unknown, or none kept)."""
     return {
         **token_params(tokens),
         # A float8[] literal, as token_params sends the uuids: cheaper than the list dumper.
         "took": "{" + ",".join("NULL" if t is None else repr(float(t)) for t in took) + "}"
         if took is not None
         else None,
-        # One jsonb object, lease token -> result: the texts are JSON already, so joining them is
-        # cheaper than a jsonb[] parameter, and NULL when no job of the batch kept one.
+        # One jsonb object, place in the batch (from 1) -> result: the texts are JSON already, so
+        # joining them is cheaper than a jsonb[] parameter, and NULL when none of the batch kept
+        # one.
         "results": (
-            "{" + ",".join(f"{json.dumps(str(k))}:{v}" for k, v in results.items()) + "}"
-            if results
+            "{" + ",".join(f'"{i}":{v}' for i, v in enumerate(results, 1) if v is not None) + "}"
+            if results is not None and any(v is not None for v in results)
             else None
         ),
     }
@@ -73,7 +74,7 @@ def complete_jobs(
     *,
     tokens: Sequence[Token],
     took: Sequence[float | None] | None = None,
-    results: Mapping[uuid.UUID, str] | None = None,
+    results: Sequence[str | None] | None = None,
 ) -> list[Token]:
     """Mark many finished attempts completed in one statement; returns the attempts (job id,
     lease token) it completed.
@@ -88,9 +89,9 @@ def complete_jobs(
     if not tokens:
         return []
     cur.execute(
-        f"WITH {COMPLETED_CTE} SELECT id, token FROM done", finished_params(tokens, took, results)
+        f"WITH {COMPLETED_CTE} SELECT place FROM done", finished_params(tokens, took, results)
     )
-    return [(as_uuid(r[0]), as_uuid(r[1])) for r in cur.fetchall()]
+    return [tokens[place - 1] for (place,) in cur.fetchall()]
 
 
 # A failing attempt's row ``j`` with its failure ``f`` (error, exception, took) in the history.

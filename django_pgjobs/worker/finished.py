@@ -42,11 +42,11 @@ class Done:
 
 
 def completion(done: Sequence[Done]) -> dict[str, Any]:
-    """complete_jobs' arguments for these successful attempts: tokens, run times, results (by
-    lease token: two attempts of one job may be in a batch)."""
-    results = {d.job.lease_token: d.notes.result for d in done if d.notes.result is not None}
+    """complete_jobs' arguments for these successful attempts: tokens, run times, results, each
+    in the batch's order."""
+    results = [d.notes.result for d in done]
     return {
         "tokens": [d.job.token for d in done],
         "took": [d.attempt.took for d in done],
-        "results": results or None,
+        "results": results if any(r is not None for r in results) else None,
     }

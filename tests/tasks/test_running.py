@@ -61,6 +61,18 @@ def test_a_task_runs_and_its_return_value_is_stored(make_worker: type[Worker]) -
     assert result.last_attempted_at == result.started_at
 
 
+def test_tasks_claimed_and_completed_together_keep_their_own_return_values(
+    make_worker: type[Worker],
+) -> None:
+    """One claim's jobs share its lease token: results keyed by it gave every task of a batch
+    the same return value."""
+    results = [tasks.add.enqueue(i, 100) for i in range(4)]
+    assert make_worker(concurrency=4).run_once().completed == 4  # one claim, one batch
+    for result in results:
+        result.refresh()
+    assert [r.return_value for r in results] == [100, 101, 102, 103]
+
+
 def test_an_async_task_runs(make_worker: type[Worker]) -> None:
     result = tasks.add_async.enqueue(1, 2)
     make_worker().run_once()
