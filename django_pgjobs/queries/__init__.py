@@ -27,7 +27,8 @@ migrations named)::
       running -> running   lease.heartbeat (lease renewed; a job claimed ahead: its start
                       recorded), lease.report_progress, lease.save_metadata (a task's),
                       enqueue.detach_key_from_running_job (key given up)
-      running -> completed outcomes.complete_jobs, claim.complete_and_claim
+      running -> completed outcomes.complete_jobs (or sent without waiting: .send_completion),
+                      claim.complete_and_claim
       running -> pending   outcomes.fail_job (a retry; lost connection: attempt undone, once),
                       rescue.rescue_expired_leases (expired; never started: attempt undone),
                       lease.release_jobs / .release_lost_claims (never started: attempt
@@ -127,11 +128,13 @@ from django_pgjobs.queries.operator import (
 from django_pgjobs.queries.outcomes import (
     FailOutcome,
     JobState,
+    SentCompletion,
     bury_job,
     cancel_held_job,
     complete_jobs,
     fail_job,
     find_job_state,
+    send_completion,
 )
 from django_pgjobs.queries.queues import (
     pause_queue,
@@ -174,6 +177,7 @@ __all__ = [
     "FlowHint",
     "JobState",
     "Requeued",
+    "SentCompletion",
     "Token",
     "bury_job",
     "cancel_held_job",
@@ -214,6 +218,7 @@ __all__ = [
     "seconds_until_next_due",
     "seconds_until_next_schedule",
     "seconds_until_rate_room",
+    "send_completion",
     "set_next_run",
     "set_queue_limits",
     "snooze_job",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -221,10 +221,9 @@ def claim_statement(
     return sql, params
 
 
-def _read(cur: Cursor, sent: float) -> tuple[list[ClaimedJob], list[Token], bool]:
+def _read(rows: Sequence[Any], sent: float) -> tuple[list[ClaimedJob], list[Token], bool]:
     """A claim statement's rows: (claimed jobs, completed attempts, whether flow control
     applies)."""
-    rows = cur.fetchall()
     claimed = _claimed_jobs([r for r in rows if r[0] == "claimed"], sent)
     completed = [(as_uuid(r[1]), as_uuid(r[9])) for r in rows if r[0] == "done"]
     return claimed, completed, any(r[0] == "rules" for r in rows)
@@ -277,6 +276,7 @@ def claim_jobs(
     hint: FlowHint | None = None,
     ahead_lease_seconds: float | None = None,
     start_margin: float | None = None,
+    meanwhile: Callable[[], object] | None = None,
 ) -> list[ClaimedJob]:
     """Take up to ``limit`` due jobs, best priority first, in one round trip (two when flow
     control first applies to the worker's queues, then one again: see FlowHint).
@@ -297,6 +297,10 @@ def claim_jobs(
 
     Queues with flow control (a row in pgjobs_queues) are claimed as queries.flow says: paused
     ones not at all, limited ones within their limits, exactly, across all workers.
+
+    ``meanwhile`` runs once the claim has committed and its reply is in, before its rows are
+    made into jobs: the worker sends its next statement there (queries.sent), so the server
+    runs it while this thread reads the claim. Not run if the claim raised.
     """
     claim: dict[str, Any] = {
         "worker_id": worker_id,
@@ -320,12 +324,15 @@ def claim_jobs(
         run_generic(cur, *claim_statement(**claim, flow=True))
     else:
         cur.execute(*claim_statement(**claim))
-    jobs, _, restricted = _read(cur, sent)
-    if restricted and not flow:
+    rows = cur.fetchall()
+    if not flow and any(r[0] == "rules" for r in rows):
         # The plain statement took nothing: flow control applies. Claim with it now.
         sent = time.monotonic()
         run_generic(cur, *claim_statement(**claim, flow=True))
-        jobs, _, restricted = _read(cur, sent)
+        rows = cur.fetchall()
+    if meanwhile is not None:
+        meanwhile()
+    jobs, _, restricted = _read(rows, sent)
     if hint is not None:
         hint.restricted = restricted
     return jobs
@@ -382,7 +389,7 @@ def complete_and_claim(
             **finished_params(tokens, took, results),
         },
     )
-    jobs, completed, restricted = _read(cur, sent)
+    jobs, completed, restricted = _read(cur.fetchall(), sent)
     if hint is not None:
         # If the plain statement found flow control, it claimed nothing: the worker claims
         # again shortly (a short claim), with the flow-controlled statement.

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import psycopg
+
 from django_pgjobs.queries.base import (
     CLEAR_LEASE,
     MINE,
@@ -27,6 +29,7 @@ from django_pgjobs.queries.base import (
     token_params,
     w3c_trace,
 )
+from django_pgjobs.queries.sent import Sent, numbered
 
 # Completing finished attempts, fenced on their lease tokens (see complete_jobs), skipping rows
 # another transaction holds (MINE_FINISHED). ``done`` says which attempts it completed, by token:
@@ -43,6 +46,10 @@ done AS (
     FROM mine WHERE j.id = mine.id
     RETURNING j.id, mine.token, mine.place
 )"""
+# The parameters of COMPLETED_CTE (finished_params), in the order send_completion numbers them.
+_FINISHED_NAMES = ("ids", "tokens", "took", "results")
+# COMPLETED_CTE for send_completion: its reply names each attempt completed by its place.
+_SENT_COMPLETION = numbered(f"WITH {COMPLETED_CTE} SELECT place FROM done", _FINISHED_NAMES)
 
 
 def finished_params(
@@ -92,6 +99,35 @@ def complete_jobs(
         f"WITH {COMPLETED_CTE} SELECT place FROM done", finished_params(tokens, took, results)
     )
     return [tokens[place - 1] for (place,) in cur.fetchall()]
+
+
+class SentCompletion:
+    """:func:`complete_jobs` on its way (:func:`send_completion`): :meth:`reply` says which of
+    its attempts it completed."""
+
+    def __init__(self, sent: Sent, tokens: Sequence[Token]) -> None:
+        self._sent = sent
+        self._tokens = tokens
+
+    def reply(self) -> list[Token]:
+        """Wait for the write; the attempts it completed, as complete_jobs returns them."""
+        return [self._tokens[place - 1] for place in self._sent.reply()]
+
+
+def send_completion(
+    conn: psycopg.Connection[Any],
+    *,
+    tokens: Sequence[Token],
+    took: Sequence[float | None] | None = None,
+    results: Sequence[str | None] | None = None,
+) -> SentCompletion:
+    """:func:`complete_jobs` (the same statement, fenced and locking the same way) sent without
+    waiting for it (queries.sent): the caller reads :meth:`SentCompletion.reply` before its next
+    statement on ``conn``, which must be idle and in autocommit (the write commits on its own).
+    A crash before it commits leaves the jobs running, as complete_jobs says."""
+    params = finished_params(tokens, took, results)
+    sent = Sent(conn, _SENT_COMPLETION, [params[name] for name in _FINISHED_NAMES])
+    return SentCompletion(sent, tokens)
 
 
 # A failing attempt's row ``j`` with its failure ``f`` (error, exception, took) in the history.

@@ -119,7 +119,8 @@ def drain(
                 worker_id=DRAIN_WORKER_ID,
                 limit=1,
                 lease_seconds=conf.LEASE_SECONDS,
-                **which,
+                queues=which["queues"],
+                job_names=which["job_names"],
             )
             if not jobs:
                 break

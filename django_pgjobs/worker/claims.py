@@ -9,7 +9,7 @@ by a rate limit, when its window has room.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import psycopg
@@ -53,15 +53,23 @@ class Claims:
         return self._flow.restricted
 
     def take(
-        self, conn: psycopg.Connection[Any], *, limit: int, start_now: int
+        self,
+        conn: psycopg.Connection[Any],
+        *,
+        limit: int,
+        start_now: int,
+        then: Callable[[list[queries.ClaimedJob]], object] | None = None,
     ) -> list[queries.ClaimedJob]:
         """Claim up to ``limit`` jobs, the first ``start_now`` of them to start at once (the
-        rest are claimed ahead: their attempt counts once they start). A short claim leaves
-        :meth:`look_ahead` to do: the caller hands the jobs to threads first."""
+        rest are claimed ahead: their attempt counts once they start), and hand them to
+        ``then`` (the dispatch) while the completions sent behind the claim are written
+        (Completer.claim). A short claim leaves :meth:`look_ahead` to do: the jobs are in their
+        threads' hands first."""
         self.start_lag.first_claim(conn)
         with self._link.claim_token() as lease_token:
             jobs = self._completer.claim(
                 conn,
+                then=then,
                 worker_id=self.worker_id,
                 limit=limit,
                 lease_seconds=conf.LEASE_SECONDS,

@@ -4,15 +4,14 @@ to fencing.
 Handler threads only report (:meth:`Completer.finished`, :meth:`Completer.progressed`) into an
 in-memory queue; the loop thread writes. Successes are batched (River's completer does the
 same): written when ``FLUSH_BATCH`` are waiting, when the oldest has waited ``FLUSH_DELAY``, or
-when no handler is busy, and a busy worker's claim carries them in its own statement
-(``complete_and_claim``: one round trip and one commit instead of two). Failures and progress
+when no handler is busy, and a busy worker sends them right behind its claim, written while it
+hands the claimed jobs to threads (:meth:`Completer.claim`). Failures and progress
 are written at once, one statement each, and so are the outcomes a handler chose by raising
 (snoozed, cancelled). Anything not yet written stays buffered across a
 database error and is written after the reconnect; fencing drops it if the job moved on.
 
-A write whose connection broke may have committed with only its reply lost: written again, it
-matches nothing (its first write ended the lease). Those outcomes are checked against the rows
-before being called lost.
+A write whose connection broke may have committed with only its reply lost: those outcomes are
+checked against the rows before being called lost (:mod:`.in_doubt`).
 
 A write never waits for a job row another transaction holds (queries.base.MINE): an outcome
 that matched nothing whose attempt still holds its job is kept and written again (:meth:`_hold`),
@@ -26,7 +25,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from queue import Empty, SimpleQueue
-from typing import Any, TypeVar
+from typing import Any
 
 import psycopg
 
@@ -34,10 +33,11 @@ from django_pgjobs import queries
 from django_pgjobs.jobs.retry import retry_delay
 from django_pgjobs.prepared import preparing_cursor
 from django_pgjobs.stored_json import UndecodableJSON
-from django_pgjobs.worker import lock_waits
 from django_pgjobs.worker.attempt import AttemptResult
+from django_pgjobs.worker.behind import Behind
 from django_pgjobs.worker.finished import Done, completion
-from django_pgjobs.worker.outcomes import Outcome, Written, confirmed
+from django_pgjobs.worker.in_doubt import InDoubt
+from django_pgjobs.worker.outcomes import Outcome, Written
 from django_pgjobs.worker.progress_reports import Progress, ProgressReports
 
 logger = logging.getLogger("django_pgjobs.worker")
@@ -52,8 +52,6 @@ HELD_ROW_RETRY = 0.5
 # One that waited lock_waits.LOCK_TIMEOUT for a lock and gave up is tried again after this: each
 # try holds the loop for that long, so not often.
 LOCK_WAIT_RETRY = 5.0
-
-T = TypeVar("T")
 
 
 class Completer:
@@ -77,9 +75,9 @@ class Completer:
         # An outcome arrived since the loop last took outcomes to write: their batch's clock
         # runs (due_in), so the ones after it need not wake the loop.
         self._signalled = False
-        # Attempts (job id, lease token) whose outcome was being written when the connection
-        # broke: the rows say what became of them.
-        self._in_doubt: set[queries.Token] = set()
+        # Attempts whose outcome was being written when the connection broke: the rows say
+        # what became of them.
+        self._doubt = InDoubt(on_written)
 
     # Called from handler threads.
 
@@ -129,7 +127,7 @@ class Completer:
         ready = self._ready(time.monotonic())
         done_ok = [d for d in ready if d.succeeded]
         if done_ok:
-            completed = self._guarded(
+            completed = self._doubt.guarded(
                 conn,
                 [d.job for d in done_ok],
                 lambda: queries.complete_jobs(conn.cursor(), **completion(done_ok)),
@@ -196,20 +194,61 @@ class Completer:
         held = dataclasses.replace(done, retry_at=retry_at, holds=done.holds + 1, told=told)
         self._done.append(held)
 
-    def _row_held(self, conn: psycopg.Connection[Any], job: queries.ClaimedJob) -> bool:
-        """Did a write that matched nothing skip a row another transaction held (else: fenced)?"""
-        return not queries.no_longer_held(conn.cursor(), tokens=[job.token])
+    def claim(
+        self,
+        conn: psycopg.Connection[Any],
+        *,
+        then: Callable[[list[queries.ClaimedJob]], object] | None = None,
+        **claim: Any,
+    ) -> list[queries.ClaimedJob]:
+        """Claim jobs (see ``queries.claim_jobs``) and write the successes waiting for their
+        batched write; ``then`` (the worker's dispatch) gets the jobs before this returns.
 
-    def claim(self, conn: psycopg.Connection[Any], **claim: Any) -> list[queries.ClaimedJob]:
-        """Claim jobs (see ``queries.claim_jobs``); the successes waiting for their batched
-        write ride along in the same statement."""
+        The successes go right behind the claim (:mod:`.behind`): written while this thread
+        makes the claim's rows into jobs and ``then`` hands them out. Under flow control they
+        ride in the claim's own statement (``complete_and_claim``): the room they free counts
+        in that same claim."""
         self._collect(to_write=True)
         self._settle_handed_back()
-        done_ok = [d for d in self._ready(time.monotonic()) if d.succeeded]
+        hint = claim.get("hint")
+        if hint is not None and hint.restricted:
+            jobs = self._claim_carrying(conn, claim)
+            if then is not None:
+                then(jobs)
+            return jobs
+        behind = Behind(self._doubt)
+
+        def send() -> None:  # those that finished while the claim ran go too
+            behind.send(conn, self._successes(collect=True))
+
+        jobs = queries.claim_jobs(preparing_cursor(conn), **claim, meanwhile=send)
+        try:
+            if then is not None:
+                then(jobs)
+        finally:
+            behind.read(conn, self._completed)
+        return jobs
+
+    def only_successes(self) -> bool:
+        """Nothing but successes waits to be written: a claim can take them (failures, snoozes
+        and progress are written at once)."""
+        self._collect()
+        return not self._progress and all(d.succeeded for d in self._ready(time.monotonic()))
+
+    def _successes(self, *, collect: bool = False) -> list[Done]:
+        if collect:
+            self._collect(to_write=True)
+        return [d for d in self._ready(time.monotonic()) if d.succeeded]
+
+    def _claim_carrying(
+        self, conn: psycopg.Connection[Any], claim: dict[str, Any]
+    ) -> list[queries.ClaimedJob]:
+        """The claim with the waiting successes in its own statement (complete_and_claim)."""
+        done_ok = self._successes()
         if not done_ok:
             return queries.claim_jobs(preparing_cursor(conn), **claim)
         # On a database error nothing was written: the successes stay buffered.
-        completed, jobs = self._guarded(
+        completed, jobs = self._doubt.guarded(
             conn,
             [d.job for d in done_ok],
             lambda: queries.complete_and_claim(conn.cursor(), **completion(done_ok), **claim),
@@ -237,7 +276,7 @@ class Completer:
         """Record one failed attempt now: retried after ``delay``, buried, or lost (fenced).
         ``spare``: it failed because a database connection was lost (see fail_job). False when
         another transaction held its row: nothing was written."""
-        result = self._guarded(
+        result = self._doubt.guarded(
             conn,
             [job],
             lambda: queries.fail_job(
@@ -252,7 +291,7 @@ class Completer:
             ),
         )
         written = Written(job, Outcome(result), error=error, delay=delay, exception=exception)
-        return self._record(conn, written)
+        return self._doubt.record(conn, written)
 
     def bury(
         self,
@@ -270,10 +309,10 @@ class Completer:
         self, conn: psycopg.Connection[Any], job: queries.ClaimedJob, *, delay: float
     ) -> bool:
         """Record a snoozed attempt now: undone and due again after ``delay``, or lost (fenced)."""
-        result = self._guarded(
+        result = self._doubt.guarded(
             conn, [job], lambda: queries.snooze_job(conn.cursor(), token=job.token, delay=delay)
         )
-        return self._record(conn, Written(job, Outcome(result), delay=delay), traceable=False)
+        return self._doubt.record(conn, Written(job, Outcome(result), delay=delay), traceable=False)
 
     def cancel(
         self,
@@ -298,14 +337,16 @@ class Completer:
         took: float | None,
     ) -> bool:
         """Write an attempt's end with ``statement`` (bury_job, cancel_held_job), fenced."""
-        result = self._guarded(
+        result = self._doubt.guarded(
             conn,
             [job],
             lambda: statement(
                 conn.cursor(), token=job.token, error=error, exception=exception, took=took
             ),
         )
-        return self._record(conn, Written(job, Outcome(result), error=error, exception=exception))
+        return self._doubt.record(
+            conn, Written(job, Outcome(result), error=error, exception=exception)
+        )
 
     def _completed(
         self, conn: psycopg.Connection[Any], done: Sequence[Done], tokens: Sequence[queries.Token]
@@ -322,7 +363,7 @@ class Completer:
         self._done = [d for d in self._done if id(d) not in gone]
         self._hand_on_completed([d.job for d in written])
         unmatched = [d for d in done if d.job.token not in completed]
-        checked = [d.job.token for d in unmatched if d.job.token not in self._in_doubt]
+        checked = [d.job.token for d in unmatched if d.job.token not in self._doubt]
         # One read for all of them; a database error leaves them all buffered.
         lost = set(queries.no_longer_held(conn.cursor(), tokens=checked)) if checked else set()
         for entry in unmatched:
@@ -333,74 +374,22 @@ class Completer:
                 continue
             # Read first (an in-doubt one is checked against its row): if that read fails, the
             # entry is still buffered, still in doubt.
-            recorded = self._record(conn, Written(entry.job, Outcome.LOST), checked=True)
+            recorded = self._doubt.record(conn, Written(entry.job, Outcome.LOST), checked=True)
             self._done.remove(entry)
             if not recorded:
                 self._hold(entry)  # in doubt, and still ours: that write did not commit
 
     def _hand_on_completed(self, jobs: list[queries.ClaimedJob]) -> None:
-        """Hand on the jobs a completion matched (:meth:`_record` for each, in one call when
+        """Hand on the jobs a completion matched (recorded each, in one call when
         ``on_completed`` is given). One whose earlier write lost its reply is out of doubt: this
         write matched its attempt, so that one had not committed."""
-        if self._in_doubt:
-            self._in_doubt.difference_update(job.token for job in jobs)
+        self._doubt.cleared(jobs)
         if self._on_completed is not None:
             if jobs:
                 self._on_completed(jobs)
             return
         for job in jobs:
             self._on_written(Written(job, Outcome.COMPLETED))
-
-    def _guarded(
-        self,
-        conn: psycopg.Connection[Any],
-        jobs: Sequence[queries.ClaimedJob],
-        write: Callable[[], T],
-        *,
-        bounded: bool = True,
-    ) -> T:
-        """Run a statement writing the outcomes of ``jobs`` (with ``bounded``, in a transaction
-        whose lock waits are bounded: see :mod:`.lock_waits`). If the connection breaks, it may
-        have committed all the same (only the reply was lost): those outcomes are in doubt."""
-        try:
-            if bounded:
-                with lock_waits.bounded(conn):
-                    return write()
-            return write()
-        except psycopg.Error:
-            if conn.closed or conn.broken:
-                self._in_doubt.update(job.token for job in jobs)
-            raise
-
-    def _record(
-        self,
-        conn: psycopg.Connection[Any],
-        written: Written,
-        *,
-        traceable: bool = True,
-        checked: bool = False,
-    ) -> bool:
-        """Hand a written outcome on; a LOST one whose earlier write lost its reply is checked
-        against the rows first: that write may be why this one matched nothing. One that is not
-        ``traceable`` (a snooze undoes the attempt, leaving nothing to tell it from a later
-        attempt's) stays in doubt. A LOST one whose attempt still holds its job was not written
-        (another transaction held the row): False, and nothing is handed on (unless ``checked``:
-        the caller found it no longer held)."""
-        job = written.job
-        if job.token in self._in_doubt:
-            # Out of doubt only once the reads below have answered (one that fails leaves it).
-            if written.outcome is Outcome.LOST and self._row_held(conn, job):
-                self._in_doubt.discard(job.token)
-                return False  # the lost write did not commit: the attempt still holds its job
-            if written.outcome is Outcome.LOST and traceable:
-                written = confirmed(conn.cursor(), written)
-            elif written.outcome is Outcome.LOST:
-                written = dataclasses.replace(written, in_doubt=True)
-            self._in_doubt.discard(job.token)
-        elif written.outcome is Outcome.LOST and not checked and self._row_held(conn, job):
-            return False
-        self._on_written(written)
-        return True
 
     def _settle_handed_back(self) -> None:
         """Attempts their handler gave back (and wrote): only the worker's bookkeeping is left."""

@@ -15,6 +15,7 @@ job can come back to the same worker as a new attempt while a stale one is still
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import signal
@@ -322,20 +323,24 @@ class Worker:
             return False
         return self._pacing.drained(now=time.monotonic())
 
-    def _fill_slots(self, *, prefetch: bool = True) -> int:
-        limit = self._pacing.claim_size(
+    def _claim_limit(self, *, prefetch: bool = True) -> int:
+        return self._pacing.claim_size(
             busy=self._slots.busy,
             prefetch_limit=conf.PREFETCH if prefetch else 0,
             left=None if self.max_jobs is None else self.max_jobs - self.stats.claimed,
             restricted=self._claims.restricted,
         )
+
+    def _fill_slots(self, *, prefetch: bool = True) -> int:
+        limit = self._claim_limit(prefetch=prefetch)
         if limit <= 0:
             return 0
         start_now = min(limit, max(self.concurrency - self._slots.busy, 0))
         sent_at, conn = time.monotonic(), self._ensure_connected()
-        jobs = self._claims.take(conn, limit=limit, start_now=start_now)
+        # The jobs go to threads while the completions sent behind the claim are written.
+        dispatch = functools.partial(self._slots.dispatch, sent_at=sent_at)
+        jobs = self._claims.take(conn, limit=limit, start_now=start_now, then=dispatch)
         self.stats.claimed += len(jobs)
-        self._slots.dispatch(jobs, sent_at=sent_at)
         self._claims.look_ahead(conn)
         return len(jobs)
 
@@ -351,6 +356,8 @@ class Worker:
     def _flush(self, *, force: bool = False) -> None:
         if not self._completer.pending():
             return
+        if not force and self._completer.only_successes() and self._claim_limit() > 0:
+            return  # this turn claims: they go right behind its claim (worker.behind)
         due = self._completer.due_in(busy=self._slots.busy, now=time.monotonic())
         if force or due == 0:
             self._completer.write(self._ensure_connected())

@@ -84,8 +84,8 @@ def test_an_attempt_in_doubt_is_out_of_doubt_once_its_completion_matched(
     completer = Completer(
         wake=lambda: None, on_written=written.append, on_completed=completed.append
     )
-    completer._in_doubt.add(job.token)
+    completer._doubt._tokens.add(job.token)
     completer.finished(job, AttemptResult(took=0.0))
     completer.write(conn)
-    assert (completed, written, completer._in_doubt) == ([[job]], [], set())
+    assert (completed, written, completer._doubt._tokens) == ([[job]], [], set())
     assert get_job(job.id).status == "completed"

@@ -130,7 +130,7 @@ def test_an_unmatched_success_in_doubt_stays_buffered_when_its_read_fails(
     enqueue("test.record")  # what the next claim takes
     written: list[Written] = []
     completer = Completer(wake=lambda: None, on_written=written.append)
-    completer._in_doubt.add(job.token)  # its first write lost its reply (and did not commit)
+    completer._doubt._tokens.add(job.token)  # its first write lost its reply (and did not commit)
     completer.finished(job, AttemptResult(took=0.0))
     app = second_connection(autocommit=False)
     try:

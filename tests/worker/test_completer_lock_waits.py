@@ -102,7 +102,7 @@ def test_an_outcome_in_doubt_whose_row_is_held_is_kept_not_lost(
     written: list[Written] = []
     completer = Completer(wake=lambda: None, on_written=written.append)
     # As after a write whose connection broke: it may or may not have committed.
-    completer._in_doubt.add(job.token)
+    completer._doubt._tokens.add(job.token)
     result = AttemptResult(took=0.0) if succeeded else AttemptResult(took=0.0, error="boom")
     completer.finished(job, result)
     app.execute("SELECT 1 FROM pgjobs_job_queue WHERE id = %s FOR UPDATE", [job.id])

@@ -75,23 +75,52 @@ def lose_the_reply(
     real = {name: getattr(queries, name) for name in names}
     hit: list[str] = []
 
+    class LostReply:
+        """A completion sent behind a claim that commits, then its connection drops before the
+        worker reads the reply (closed on the worker's side: a reply already in its socket
+        would otherwise still be read)."""
+
+        def __init__(self, sent: Any, conn: psycopg.Connection[Any]) -> None:
+            self.sent, self.conn = sent, conn
+            pid = conn.info.backend_pid
+            wait_for(
+                lambda: (
+                    other.execute(
+                        "SELECT state = 'idle' FROM pg_stat_activity WHERE pid = %s", [pid]
+                    ).fetchone()
+                    == (True,)
+                ),
+                what="the completion sent to commit",
+            )
+            hit.append("send_completion")
+            if meanwhile is not None:
+                other.execute(meanwhile)
+
+        def reply(self) -> Any:
+            self.conn.pgconn.finish()
+            return self.sent.reply()  # raises: the connection is gone, reply and all
+
+    def terminate(pid: int) -> None:
+        if meanwhile is not None:
+            other.execute(meanwhile)
+        other.execute("SELECT pg_terminate_backend(%s)", [pid])
+        wait_for(
+            lambda: (
+                other.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", [pid]).fetchone()
+                is None
+            ),
+            what="the worker's backend to end",
+        )
+
     def commit_then_lose_the_reply(name: str) -> Callable[..., Any]:
         def run(cur: Any, **kwargs: Any) -> Any:
             for original, function in real.items():
                 monkeypatch.setattr(queries, original, function)
+            if name == "send_completion":  # sent unwaited: its reply is read later
+                return LostReply(real[name](cur, **kwargs), cur)
             real[name](cur, **kwargs)  # autocommit: committed
             hit.append(name)
-            if meanwhile is not None:
-                other.execute(meanwhile)
-            pid = cur.connection.info.backend_pid
-            other.execute("SELECT pg_terminate_backend(%s)", [pid])
-            wait_for(
-                lambda: (
-                    other.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", [pid]).fetchone()
-                    is None
-                ),
-                what="the worker's backend to end",
-            )
+            terminate(cur.connection.info.backend_pid)
             cur.execute("SELECT 1")  # raises: the connection is gone, reply and all
             raise AssertionError("the terminated connection answered")
 
@@ -125,7 +154,11 @@ def test_an_outcome_whose_reply_was_lost_is_counted_as_what_the_rows_show(
 
     register_handler("test.fail_later", fail, retry_delay=3600)
     job_id = enqueue(name, **options)
-    statements = ["complete_jobs", "complete_and_claim"] if outcome == "completed" else ["fail_job"]
+    statements = (
+        ["complete_jobs", "complete_and_claim", "send_completion"]
+        if outcome == "completed"
+        else ["fail_job"]
+    )
     hit = lose_the_reply(monkeypatch, other_connection, statements)
     with caplog.at_level(logging.INFO, logger="django_pgjobs"):
         stats = make_worker(concurrency=1).run(burst=True)
@@ -150,9 +183,8 @@ def test_an_outcome_in_doubt_that_the_rows_no_longer_show_is_worded_as_unknown(
     before the worker came back: it cannot tell, and says so."""
     enqueue("test.record")
     delete = "DELETE FROM pgjobs_job_queue"
-    hit = lose_the_reply(
-        monkeypatch, other_connection, ["complete_jobs", "complete_and_claim"], meanwhile=delete
-    )
+    completions = ["complete_jobs", "complete_and_claim", "send_completion"]
+    hit = lose_the_reply(monkeypatch, other_connection, completions, meanwhile=delete)
     with caplog.at_level(logging.INFO, logger="django_pgjobs"):
         stats = make_worker(concurrency=1).run(burst=True)
     assert hit

@@ -1,0 +1,85 @@
+"""A statement sent without waiting for its reply, which is read later.
+
+A worker's loop thread runs its statements one after another on one connection, and psycopg's
+``execute()`` returns only once the reply is in: while the server runs a statement the loop's
+Python waits, and while the loop's Python runs the server has nothing to do. Measured on a
+one-process drain of no-op jobs, the two took turns, each idle while the other worked. A
+statement sent here (libpq's asynchronous calls, through psycopg's public ``pq`` wrapper) runs
+on the server while the caller goes on; :meth:`Sent.reply` then waits for what is left of it.
+
+Between the two, nothing else may use the connection (libpq runs one statement at a time
+outside pipeline mode): the caller reads the reply before its next statement, whatever happens
+in between. The statement runs in an implicit transaction of its own (the protocol's Sync ends
+it), as an autocommit ``execute()`` would, and is never prepared, so a transaction pooler
+(PgBouncer in transaction mode) passes it like any other. Its parameters are texts and its reply
+one column of integers: what the worker's completions need (queries.outcomes.send_completion).
+"""
+
+from __future__ import annotations
+
+import re
+import select
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg
+from psycopg import pq
+
+_NAMED = re.compile(r"%\((\w+)\)s")
+
+
+def numbered(sql: str, names: Sequence[str]) -> bytes:
+    """``sql`` with psycopg's ``%(name)s`` placeholders as the protocol's ``$1, $2...``, in the
+    order of ``names`` (each must be one of them), so one text serves both ways of running it."""
+
+    def place(found: re.Match[str]) -> str:
+        return f"${names.index(found.group(1)) + 1}"
+
+    return _NAMED.sub(place, sql).encode()
+
+
+class Sent:
+    """A statement on its way. Raises psycopg's errors, as ``execute()`` would: at the send if
+    the connection is gone, at :meth:`reply` for anything the server answered with an error."""
+
+    def __init__(self, conn: psycopg.Connection[Any], sql: bytes, params: Sequence[str | None]):
+        self._conn = conn
+        pgconn = conn.pgconn
+        pgconn.send_query_params(sql, [None if p is None else p.encode() for p in params])
+        # flush() answers 1 while part of the message is still waiting for room in the socket.
+        while pgconn.flush():
+            _wait(pgconn.socket, writing=True)
+
+    def reply(self) -> list[int]:
+        """Wait for the statement's end; the first column of its rows, as integers."""
+        pgconn = self._conn.pgconn
+        results: list[pq.abc.PGresult] = []
+        while pgconn.status == pq.ConnStatus.OK:
+            while pgconn.is_busy():
+                _wait(pgconn.socket, writing=False)
+                pgconn.consume_input()
+            result = pgconn.get_result()
+            if result is None:
+                break
+            results.append(result)
+        # Notifications that came in with the reply are psycopg's to deliver, as they are when
+        # they arrive during its own statements (a worker's wait for work takes them first).
+        while pgconn.status == pq.ConnStatus.OK and (notified := pgconn.notifies()):
+            if pgconn.notify_handler is not None:
+                pgconn.notify_handler(notified)
+        for result in results:
+            if result.status != pq.ExecStatus.TUPLES_OK:  # the server's error (or its FATAL)
+                raise psycopg.errors.error_from_result(result, encoding=self._conn.info.encoding)
+        if not results or pgconn.status != pq.ConnStatus.OK:
+            # Gone before the statement's end came in (its commit is at the end, so it may or
+            # may not have committed); libpq answers nothing on a closed connection.
+            raise psycopg.OperationalError("the connection was lost before the reply was read")
+        return [int(r.get_value(i, 0) or 0) for r in results for i in range(r.ntuples)]
+
+
+def _wait(socket: int, *, writing: bool) -> None:
+    """Block, the GIL released, until ``socket`` can be written or read. poll(), not select():
+    a process with more than 1,024 open files can have a socket select() cannot watch."""
+    poll = select.poll()
+    poll.register(socket, select.POLLOUT if writing else select.POLLIN)
+    poll.poll()

@@ -1,0 +1,144 @@
+"""The successes a claim finds waiting are written right behind it: sent once the claim's reply
+is in, written while its jobs are made and handed to threads, their reply read before the claim
+returns (Completer.claim). Under flow control they ride in the claim's own statement instead,
+and a busy worker's loop leaves them to its claim rather than writing them first."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+import pytest
+
+from django_pgjobs import enqueue_many, get_job, queries
+from django_pgjobs.worker import Worker
+from django_pgjobs.worker.attempt import AttemptResult
+from django_pgjobs.worker.completer import Completer
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+CLAIM: dict[str, Any] = {
+    "worker_id": "w", "lease_seconds": 60, "queues": None, "job_names": None,
+}  # fmt: skip
+
+
+def statements(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the completion statements run from now on, in order."""
+    ran: list[str] = []
+    for name in ("send_completion", "complete_and_claim", "complete_jobs"):
+        real = getattr(queries, name)
+
+        def spy(*args: Any, _real: Any = real, _name: str = name, **kwargs: Any) -> Any:
+            ran.append(_name)
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(queries, name, spy)
+    return ran
+
+
+def finished(completer: Completer, jobs: list[queries.ClaimedJob]) -> None:
+    for job in jobs:
+        completer.finished(job, AttemptResult(took=0.01))
+
+
+def test_the_successes_go_behind_the_claim_and_are_written_when_it_returns(
+    conn: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    enqueue_many("test.record", [{}] * 5)
+    completer = Completer(wake=lambda: None, on_written=lambda written: None)
+    done = completer.claim(conn, limit=3, **CLAIM)
+    finished(completer, done)
+    ran = statements(monkeypatch)
+    handed: list[list[queries.ClaimedJob]] = []
+    jobs = completer.claim(conn, limit=2, then=handed.append, **CLAIM)
+    assert ran == ["send_completion"]
+    assert handed == [jobs] and len(jobs) == 2
+    assert [get_job(job.id).status for job in done] == ["completed"] * 3
+    assert [get_job(job.id).status for job in jobs] == ["running"] * 2
+    assert not completer.pending()
+
+
+def test_what_finishes_while_the_claim_runs_goes_behind_it_too(
+    conn: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    enqueue_many("test.record", [{}] * 3)
+    completer = Completer(wake=lambda: None, on_written=lambda written: None)
+    (running,) = completer.claim(conn, limit=1, **CLAIM)
+    real = queries.claim_jobs
+
+    def claim_while_it_finishes(*args: Any, **kwargs: Any) -> list[queries.ClaimedJob]:
+        finished(completer, [running])  # reported by its thread while the claim ran
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(queries, "claim_jobs", claim_while_it_finishes)
+    completer.claim(conn, limit=2, **CLAIM)
+    assert get_job(running.id).status == "completed"
+    assert not completer.pending()
+
+
+def test_under_flow_control_they_ride_in_the_claim_that_counts_their_room(
+    conn: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    enqueue_many("test.record", [{}] * 3)
+    completer = Completer(wake=lambda: None, on_written=lambda written: None)
+    hint = queries.FlowHint()
+    done = completer.claim(conn, limit=2, hint=hint, **CLAIM)
+    finished(completer, done)
+    hint.restricted = True  # as a claim that found a queue's rules leaves it
+    ran = statements(monkeypatch)
+    completer.claim(conn, limit=1, hint=hint, **CLAIM)
+    assert ran == ["complete_and_claim"]
+    assert [get_job(job.id).status for job in done] == ["completed"] * 2
+
+
+def test_a_send_that_fails_leaves_them_buffered_and_the_jobs_claimed_still_start(
+    conn: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    enqueue_many("test.record", [{}] * 3)
+    completer = Completer(wake=lambda: None, on_written=lambda written: None)
+    done = completer.claim(conn, limit=1, **CLAIM)
+    finished(completer, done)
+
+    def broken(conn: psycopg.Connection[Any], **kwargs: Any) -> Any:
+        conn.pgconn.finish()  # the connection drops as the completion goes out
+        raise psycopg.OperationalError("sending query failed")
+
+    monkeypatch.setattr(queries, "send_completion", broken)
+    handed: list[list[queries.ClaimedJob]] = []
+    jobs = completer.claim(conn, limit=2, then=handed.append, **CLAIM)
+    assert handed == [jobs] and len(jobs) == 2  # the claim committed: its jobs start
+    assert completer.pending()  # the success waits for the next write, in doubt
+    assert get_job(done[0].id).status == "running"
+
+
+def test_a_turn_that_claims_leaves_the_successes_to_the_claim(
+    make_worker: type[Worker], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Written first, the successes held the claim back until the threads had run out of jobs:
+    a turn that claims leaves them to it (failures are written at once all the same)."""
+    enqueue_many("test.record", [{}] * 4)
+    worker = make_worker(concurrency=2)
+    conn = worker._ensure_connected()
+    first = queries.claim_jobs(conn.cursor(), limit=1, **CLAIM)
+    finished(worker._completer, first)
+    ran = statements(monkeypatch)
+    worker._flush()  # jobs are due and threads are free: this turn claims
+    assert ran == []
+    worker.max_jobs = 0  # now it does not
+    worker._flush()
+    assert ran == ["complete_jobs"]
+    second = queries.claim_jobs(conn.cursor(), limit=1, **CLAIM)
+    worker._completer.finished(second[0], AttemptResult(took=0.01, error="it failed"))
+    worker.max_jobs = None
+    worker._flush()
+    assert get_job(second[0].id).status == "pending"  # the failure is written: a retry
+
+
+def test_a_drain_writes_its_successes_behind_its_claims(
+    make_worker: type[Worker], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    enqueue_many("test.record", [{}] * 60)
+    ran = statements(monkeypatch)
+    stats = make_worker(concurrency=2).run(burst=True)
+    assert stats.completed == 60
+    assert "send_completion" in ran
