@@ -17,9 +17,10 @@ one column of integers: what the worker's completions need (queries.outcomes.sen
 
 from __future__ import annotations
 
+import contextlib
 import re
 import select
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import psycopg
@@ -40,28 +41,40 @@ def numbered(sql: str, names: Sequence[str]) -> bytes:
 
 class Sent:
     """A statement on its way. Raises psycopg's errors, as ``execute()`` would: at the send if
-    the connection is gone, at :meth:`reply` for anything the server answered with an error."""
+    the connection is gone or a parameter cannot be encoded, at :meth:`reply` for anything the
+    server answered with an error. Interrupted while it waits (a BaseException), it closes the
+    connection: libpq would otherwise keep the statement in progress, refusing every other."""
 
     def __init__(self, conn: psycopg.Connection[Any], sql: bytes, params: Sequence[str | None]):
         self._conn = conn
         pgconn = conn.pgconn
-        pgconn.send_query_params(sql, [None if p is None else p.encode() for p in params])
-        # flush() answers 1 while part of the message is still waiting for room in the socket.
-        while pgconn.flush():
-            _wait(pgconn.socket, writing=True)
+        try:  # in the connection's encoding, as psycopg would send them
+            values = [None if p is None else p.encode(conn.info.encoding) for p in params]
+        except UnicodeEncodeError as exc:
+            raise psycopg.DataError(f"a parameter cannot be sent in this encoding: {exc}") from exc
+        pgconn.send_query_params(sql, values)
+        with self._closed_if_interrupted():
+            # flush() answers 1 while part of the message waits for room in the socket. The
+            # server may be blocked writing to us meanwhile (notifications for this connection's
+            # LISTEN): what it sends is read as it comes, or neither side would move (libpq's
+            # advice for PQflush, as psycopg does it).
+            while pgconn.flush():
+                if _wait(pgconn.socket, select.POLLIN | select.POLLOUT) & select.POLLIN:
+                    pgconn.consume_input()
 
     def reply(self) -> list[int]:
         """Wait for the statement's end; the first column of its rows, as integers."""
         pgconn = self._conn.pgconn
         results: list[pq.abc.PGresult] = []
-        while pgconn.status == pq.ConnStatus.OK:
-            while pgconn.is_busy():
-                _wait(pgconn.socket, writing=False)
-                pgconn.consume_input()
-            result = pgconn.get_result()
-            if result is None:
-                break
-            results.append(result)
+        with self._closed_if_interrupted():
+            while pgconn.status == pq.ConnStatus.OK:
+                while pgconn.is_busy():
+                    _wait(pgconn.socket, select.POLLIN)
+                    pgconn.consume_input()
+                result = pgconn.get_result()
+                if result is None:
+                    break
+                results.append(result)
         # Notifications that came in with the reply are psycopg's to deliver, as they are when
         # they arrive during its own statements (a worker's wait for work takes them first).
         while pgconn.status == pq.ConnStatus.OK and (notified := pgconn.notifies()):
@@ -76,10 +89,21 @@ class Sent:
             raise psycopg.OperationalError("the connection was lost before the reply was read")
         return [int(r.get_value(i, 0) or 0) for r in results for i in range(r.ntuples)]
 
+    @contextlib.contextmanager
+    def _closed_if_interrupted(self) -> Iterator[None]:
+        try:
+            yield
+        except psycopg.Error:
+            raise
+        except BaseException:
+            self._conn.close()
+            raise
 
-def _wait(socket: int, *, writing: bool) -> None:
-    """Block, the GIL released, until ``socket`` can be written or read. poll(), not select():
-    a process with more than 1,024 open files can have a socket select() cannot watch."""
+
+def _wait(socket: int, events: int) -> int:
+    """Block, the GIL released, until ``socket`` has one of ``events``; those it has. poll(), not
+    select(): a process with more than 1,024 open files can have a socket select() cannot
+    watch."""
     poll = select.poll()
-    poll.register(socket, select.POLLOUT if writing else select.POLLIN)
-    poll.poll()
+    poll.register(socket, events)
+    return int(poll.poll()[0][1])

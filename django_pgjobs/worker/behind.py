@@ -33,6 +33,7 @@ class Behind:
         self._doubt = doubt
         self._sent: queries.SentCompletion | None = None
         self._done: list[Done] = []
+        self._failed = False
 
     def send(self, conn: psycopg.Connection[Any], done: list[Done]) -> None:
         if not done:
@@ -42,6 +43,7 @@ class Behind:
         except psycopg.Error:
             self._doubt.if_broken(conn, [d.job for d in done])
             logger.warning("Could not send the completions behind a claim", exc_info=True)
+            self._failed = True
             return
         self._done = done
 
@@ -49,18 +51,19 @@ class Behind:
         self,
         conn: psycopg.Connection[Any],
         completed: Callable[[psycopg.Connection[Any], Sequence[Done], list[queries.Token]], None],
-    ) -> None:
+    ) -> bool:
         """Wait for the reply, then hand ``completed`` the successes sent and the attempts the
-        write matched (Completer._completed)."""
+        write matched (Completer._completed). False if the send or the write failed."""
         if self._sent is None:
-            return
+            return not self._failed
         try:
             matched = self._sent.reply()
         except psycopg.Error:
             self._doubt.if_broken(conn, [d.job for d in self._done])
             logger.warning("Could not write the completions behind a claim", exc_info=True)
-            return
+            return False
         try:
             completed(conn, self._done, matched)
         except psycopg.Error:
             logger.warning("Could not check the completions a claim did not match", exc_info=True)
+        return True

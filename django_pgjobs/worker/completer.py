@@ -75,6 +75,10 @@ class Completer:
         # An outcome arrived since the loop last took outcomes to write: their batch's clock
         # runs (due_in), so the ones after it need not wake the loop.
         self._signalled = False
+        # Whether the last claim and the write of the successes behind it went through: if
+        # not, the loop writes them on their own (a claim that keeps failing would hold them,
+        # a write behind claims that keeps failing would be tried at every claim, unpaced).
+        self._claims_took_them = True
         # Attempts whose outcome was being written when the connection broke: the rows say
         # what became of them.
         self._doubt = InDoubt(on_written)
@@ -211,33 +215,36 @@ class Completer:
         self._collect(to_write=True)
         self._settle_handed_back()
         hint = claim.get("hint")
+        self._claims_took_them = False  # until this claim and their write have gone through
         if hint is not None and hint.restricted:
             jobs = self._claim_carrying(conn, claim)
+            self._claims_took_them = True
             if then is not None:
                 then(jobs)
             return jobs
         behind = Behind(self._doubt)
 
         def send() -> None:  # those that finished while the claim ran go too
-            behind.send(conn, self._successes(collect=True))
+            self._collect(to_write=True)
+            self._settle_handed_back()  # a hand-back succeeded too, but is no completion
+            behind.send(conn, self._successes())
 
         jobs = queries.claim_jobs(preparing_cursor(conn), **claim, meanwhile=send)
         try:
             if then is not None:
                 then(jobs)
         finally:
-            behind.read(conn, self._completed)
+            self._claims_took_them = behind.read(conn, self._completed)
         return jobs
 
-    def only_successes(self) -> bool:
-        """Nothing but successes waits to be written: a claim can take them (failures, snoozes
-        and progress are written at once)."""
+    def rides_on_claims(self) -> bool:
+        """What waits to be written can wait for the next claim: successes only (failures,
+        snoozes and progress are written at once), and the last claim took those it found."""
         self._collect()
-        return not self._progress and all(d.succeeded for d in self._ready(time.monotonic()))
+        ready = self._ready(time.monotonic())
+        return self._claims_took_them and not self._progress and all(d.succeeded for d in ready)
 
-    def _successes(self, *, collect: bool = False) -> list[Done]:
-        if collect:
-            self._collect(to_write=True)
+    def _successes(self) -> list[Done]:
         return [d for d in self._ready(time.monotonic()) if d.succeeded]
 
     def _claim_carrying(

@@ -356,7 +356,7 @@ class Worker:
     def _flush(self, *, force: bool = False) -> None:
         if not self._completer.pending():
             return
-        if not force and self._completer.only_successes() and self._claim_limit() > 0:
+        if not force and self._completer.rides_on_claims() and self._claim_limit() > 0:
             return  # this turn claims: they go right behind its claim (worker.behind)
         due = self._completer.due_in(busy=self._slots.busy, now=time.monotonic())
         if force or due == 0:

@@ -5,6 +5,8 @@ the reply, and a notification that came in with the reply is still delivered."""
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -13,7 +15,7 @@ import psycopg
 import pytest
 
 from django_pgjobs import enqueue_many, get_job, queries
-from tests.helpers import second_connection
+from tests.helpers import database_conninfo, second_connection
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -95,3 +97,50 @@ def test_a_connection_lost_before_the_reply_is_an_error_not_an_empty_answer(
     conn.pgconn.finish()  # the reply is never read: it may or may not have committed
     with pytest.raises(psycopg.OperationalError, match="lost before the reply"):
         sent.reply()
+
+
+def test_a_big_send_reads_what_the_server_writes_meanwhile(conn: psycopg.Connection[Any]) -> None:
+    """The server, blocked writing notifications to this LISTENing connection, reads nothing
+    until they are read: a send that only waited to write never ended (libpq's advice for
+    PQflush: read what comes while writing)."""
+    conn.execute("LISTEN pgjobs_test_flood")
+    with second_connection() as other:
+        other.execute(
+            "SELECT pg_notify('pgjobs_test_flood', i || repeat('x', 7900)) "
+            "FROM generate_series(1, 3000) AS i"  # distinct: a transaction's repeats merge
+        )
+    time.sleep(0.5)  # the idle backend writes them until both sockets' buffers are full
+    big = '"' + "y" * (32 * 1024 * 1024) + '"'
+    done: list[Any] = []
+    sending = threading.Thread(
+        target=lambda: done.append(
+            queries.send_completion(
+                conn, tokens=[(uuid.uuid4(), uuid.uuid4())], results=[big]
+            ).reply()
+        ),
+        daemon=True,
+    )
+    sending.start()
+    sending.join(30)
+    if sending.is_alive():  # let both sides go so the test can end
+        with second_connection() as other:
+            other.execute("SELECT pg_terminate_backend(%s)", [conn.info.backend_pid])
+    assert done == [[]], "the send never ended"
+    # None lost on the way: those read during the send, and the rest as the server sends them.
+    assert len(list(conn.notifies(timeout=10, stop_after=3000))) == 3000
+
+
+def test_parameters_go_in_the_connections_encoding() -> None:
+    latin1 = psycopg.connect(database_conninfo(), autocommit=True, client_encoding="LATIN1")
+    try:
+        enqueue_many("test.record", [{}])
+        (job,) = claim(latin1, 1)
+        sent = queries.send_completion(latin1, tokens=[job.token], results=['"café"'])
+        assert sent.reply() == [job.token]
+        assert get_job(job.id).result == "café"
+        # One it cannot carry is refused before anything is sent: the connection goes on.
+        with pytest.raises(psycopg.DataError, match="encoding"):
+            queries.send_completion(latin1, tokens=[job.token], results=['"雪"'])
+        assert latin1.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        latin1.close()

@@ -11,9 +11,11 @@ import psycopg
 import pytest
 
 from django_pgjobs import enqueue_many, get_job, queries
+from django_pgjobs.queries.base import UNDO_CLAIM
 from django_pgjobs.worker import Worker
 from django_pgjobs.worker.attempt import AttemptResult
 from django_pgjobs.worker.completer import Completer
+from django_pgjobs.worker.outcomes import Outcome
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -142,3 +144,66 @@ def test_a_drain_writes_its_successes_behind_its_claims(
     stats = make_worker(concurrency=2).run(burst=True)
     assert stats.completed == 60
     assert "send_completion" in ran
+
+
+def test_a_hand_back_reported_while_the_claim_runs_is_settled_not_sent(
+    conn: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A workflow that waits hands its job back (and writes that itself): no error, no snooze,
+    yet no completion either. Sent as one, it matched nothing and was reported lost."""
+    enqueue_many("test.record", [{}] * 3)
+    outcomes: list[Outcome] = []
+    completer = Completer(wake=lambda: None, on_written=lambda w: outcomes.append(w.outcome))
+    (waiting,) = completer.claim(conn, limit=1, **CLAIM)
+    conn.execute(  # what its hand-back wrote (workflow_runs.suspend): the claim undone
+        f"UPDATE pgjobs_job_queue AS j SET {UNDO_CLAIM}, "
+        "scheduled_for = now() + interval '1 hour' WHERE id = %s",
+        [waiting.id],
+    )
+    real = queries.claim_jobs
+
+    def claim_while_it_hands_back(*args: Any, **kwargs: Any) -> list[queries.ClaimedJob]:
+        completer.finished(waiting, AttemptResult(took=0.01, handed_back=3600.0))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(queries, "claim_jobs", claim_while_it_hands_back)
+    completer.claim(conn, limit=1, **CLAIM)
+    assert outcomes == [Outcome.HANDED_BACK]
+
+
+def test_while_claims_fail_the_successes_are_written_on_their_own(
+    make_worker: type[Worker], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A claim that keeps failing (a statement timeout on a slow claim, say) must not hold the
+    successes that would have gone behind it, nor a write behind claims that keeps failing be
+    tried again at every claim: the loop writes them the usual way, which backs off."""
+    enqueue_many("test.record", [{}] * 50)  # more than any claim here takes
+    worker = make_worker(concurrency=2)
+    worker._open()
+    conn = worker._ensure_connected()
+    first = queries.claim_jobs(conn.cursor(), limit=1, **CLAIM)
+    finished(worker._completer, first)
+
+    def timed_out(*args: Any, **kwargs: Any) -> Any:
+        raise psycopg.errors.QueryCanceled("canceling statement due to statement timeout")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(queries, "claim_jobs", timed_out)
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            worker._fill_slots()
+    worker._flush()  # the next turn would claim again: it writes them first
+    assert get_job(first[0].id).status == "completed"
+
+    second = queries.claim_jobs(conn.cursor(), limit=1, **CLAIM)
+    finished(worker._completer, second)
+
+    def refused(conn: psycopg.Connection[Any], **kwargs: Any) -> Any:
+        raise psycopg.DataError("a parameter cannot be sent in this encoding")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(queries, "send_completion", refused)
+        assert worker._fill_slots()  # claimed; the write behind it failed
+    assert get_job(second[0].id).status == "running"
+    worker._slots.wait_idle()  # its jobs have run: their successes wait too, and jobs are due
+    worker._flush()
+    assert get_job(second[0].id).status == "completed"
