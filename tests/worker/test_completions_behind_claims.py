@@ -5,6 +5,7 @@ and a busy worker's loop leaves them to its claim rather than writing them first
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -38,6 +39,17 @@ def statements(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return ran
 
 
+def while_claiming(monkeypatch: pytest.MonkeyPatch, report: Callable[[], object]) -> None:
+    """``report`` (what a handler thread reports) runs while the next claim is on its way."""
+    real = queries.claim_jobs
+
+    def claim(*args: Any, **kwargs: Any) -> list[queries.ClaimedJob]:
+        report()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(queries, "claim_jobs", claim)
+
+
 def finished(completer: Completer, jobs: list[queries.ClaimedJob]) -> None:
     for job in jobs:
         completer.finished(job, AttemptResult(took=0.01))
@@ -66,13 +78,7 @@ def test_what_finishes_while_the_claim_runs_goes_behind_it_too(
     enqueue_many("test.record", [{}] * 3)
     completer = Completer(wake=lambda: None, on_written=lambda written: None)
     (running,) = completer.claim(conn, limit=1, **CLAIM)
-    real = queries.claim_jobs
-
-    def claim_while_it_finishes(*args: Any, **kwargs: Any) -> list[queries.ClaimedJob]:
-        finished(completer, [running])  # reported by its thread while the claim ran
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(queries, "claim_jobs", claim_while_it_finishes)
+    while_claiming(monkeypatch, lambda: finished(completer, [running]))
     completer.claim(conn, limit=2, **CLAIM)
     assert get_job(running.id).status == "completed"
     assert not completer.pending()
@@ -160,13 +166,8 @@ def test_a_hand_back_reported_while_the_claim_runs_is_settled_not_sent(
         "scheduled_for = now() + interval '1 hour' WHERE id = %s",
         [waiting.id],
     )
-    real = queries.claim_jobs
-
-    def claim_while_it_hands_back(*args: Any, **kwargs: Any) -> list[queries.ClaimedJob]:
-        completer.finished(waiting, AttemptResult(took=0.01, handed_back=3600.0))
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(queries, "claim_jobs", claim_while_it_hands_back)
+    handed_back = AttemptResult(took=0.01, handed_back=3600.0)
+    while_claiming(monkeypatch, lambda: completer.finished(waiting, handed_back))
     completer.claim(conn, limit=1, **CLAIM)
     assert outcomes == [Outcome.HANDED_BACK]
 
