@@ -7,7 +7,7 @@ same): written when ``FLUSH_BATCH`` are waiting, when the oldest has waited ``FL
 when no handler is busy, and a busy worker sends them right behind its claim, written while it
 hands the claimed jobs to threads (:meth:`Completer.claim`). Failures and progress
 are written at once, one statement each, and so are the outcomes a handler chose by raising
-(snoozed, cancelled). Anything not yet written stays buffered across a
+(snoozed, cancelled: :mod:`.single_outcomes`). Anything not yet written stays buffered across a
 database error and is written after the reconnect; fencing drops it if the job moved on.
 
 A write whose connection broke may have committed with only its reply lost: those outcomes are
@@ -30,15 +30,14 @@ from typing import Any
 import psycopg
 
 from django_pgjobs import queries
-from django_pgjobs.jobs.retry import retry_delay
 from django_pgjobs.prepared import preparing_cursor
-from django_pgjobs.stored_json import UndecodableJSON
 from django_pgjobs.worker.attempt import AttemptResult
 from django_pgjobs.worker.behind import Behind
 from django_pgjobs.worker.finished import Done, completion
 from django_pgjobs.worker.in_doubt import InDoubt
 from django_pgjobs.worker.outcomes import Outcome, Written
 from django_pgjobs.worker.progress_reports import Progress, ProgressReports
+from django_pgjobs.worker.single_outcomes import SingleOutcomes
 
 logger = logging.getLogger("django_pgjobs.worker")
 
@@ -82,6 +81,7 @@ class Completer:
         # Attempts whose outcome was being written when the connection broke: the rows say
         # what became of them.
         self._doubt = InDoubt(on_written)
+        self._single = SingleOutcomes(self._doubt)
 
     # Called from handler threads.
 
@@ -143,7 +143,7 @@ class Completer:
             if waited:
                 break  # one lock wait a write at most: the rest go in the next one
             try:
-                written = self._write_one(conn, done)  # a database error leaves it buffered
+                written = self._single.write(conn, done)  # a database error leaves it buffered
             except psycopg.errors.LockNotAvailable:
                 # It waited lock_waits.LOCK_TIMEOUT for an application's lock (a workflow's
                 # row, for the trigger of a bury): kept, and the loop goes on with its turn.
@@ -154,32 +154,6 @@ class Completer:
             self._done.remove(done)
             if not written:
                 self._hold(done)
-
-    def _write_one(self, conn: psycopg.Connection[Any], done: Done) -> bool:
-        """Write an attempt that did not simply succeed: snoozed, cancelled or failed. False
-        when another transaction held its row (nothing written)."""
-        attempt, job, error = done.attempt, done.job, done.error
-        if attempt.snoozed is not None:
-            return self.snooze(conn, job, delay=attempt.snoozed)
-        assert error is not None
-        if attempt.cancelled:
-            return self.cancel(conn, job, error, exception=attempt.exception, took=attempt.took)
-        if isinstance(job.payload, UndecodableJSON) or done.notes.give_up:
-            # No retry can decode it, or the handler said none may: to the dead letters now,
-            # attempts left or not.
-            return self.bury(conn, job, error, exception=attempt.exception, took=attempt.took)
-        delay = done.notes.retry_in
-        if delay is None:
-            delay = retry_delay(job.job_name, job.attempt)
-        return self.fail(
-            conn,
-            job,
-            error,
-            delay=delay,
-            spare=attempt.connection_lost,
-            exception=attempt.exception,
-            took=attempt.took,
-        )
 
     def _hold(self, done: Done, *, delay: float | None = None) -> None:
         """Keep an outcome whose row another transaction held, to write it again shortly (after
@@ -280,79 +254,9 @@ class Completer:
         exception: str | None = None,
         took: float | None = None,
     ) -> bool:
-        """Record one failed attempt now: retried after ``delay``, buried, or lost (fenced).
-        ``spare``: it failed because a database connection was lost (see fail_job). False when
-        another transaction held its row: nothing was written."""
-        result = self._doubt.guarded(
-            conn,
-            [job],
-            lambda: queries.fail_job(
-                conn.cursor(),
-                token=job.token,
-                error=error,
-                delay=delay,
-                spare=spare,
-                exception=exception,
-                took=took,
-                last=job.attempt >= job.max_attempts,  # a spare used already buries it too
-            ),
-        )
-        written = Written(job, Outcome(result), error=error, delay=delay, exception=exception)
-        return self._doubt.record(conn, written)
-
-    def bury(
-        self,
-        conn: psycopg.Connection[Any],
-        job: queries.ClaimedJob,
-        error: str,
-        *,
-        exception: str | None = None,
-        took: float | None = None,
-    ) -> bool:
-        """Record one failed attempt that no retry can cure: buried now, or lost (fenced)."""
-        return self._end(conn, job, error, queries.bury_job, exception=exception, took=took)
-
-    def snooze(
-        self, conn: psycopg.Connection[Any], job: queries.ClaimedJob, *, delay: float
-    ) -> bool:
-        """Record a snoozed attempt now: undone and due again after ``delay``, or lost (fenced)."""
-        result = self._doubt.guarded(
-            conn, [job], lambda: queries.snooze_job(conn.cursor(), token=job.token, delay=delay)
-        )
-        return self._doubt.record(conn, Written(job, Outcome(result), delay=delay), traceable=False)
-
-    def cancel(
-        self,
-        conn: psycopg.Connection[Any],
-        job: queries.ClaimedJob,
-        error: str,
-        *,
-        exception: str | None = None,
-        took: float | None = None,
-    ) -> bool:
-        """Record an attempt whose handler cancelled its job: cancelled now, or lost (fenced)."""
-        return self._end(conn, job, error, queries.cancel_held_job, exception=exception, took=took)
-
-    def _end(
-        self,
-        conn: psycopg.Connection[Any],
-        job: queries.ClaimedJob,
-        error: str,
-        statement: Callable[..., str],
-        *,
-        exception: str | None,
-        took: float | None,
-    ) -> bool:
-        """Write an attempt's end with ``statement`` (bury_job, cancel_held_job), fenced."""
-        result = self._doubt.guarded(
-            conn,
-            [job],
-            lambda: statement(
-                conn.cursor(), token=job.token, error=error, exception=exception, took=took
-            ),
-        )
-        return self._doubt.record(
-            conn, Written(job, Outcome(result), error=error, exception=exception)
+        """Record one failed attempt now (see :meth:`.SingleOutcomes.fail`)."""
+        return self._single.fail(
+            conn, job, error, delay=delay, spare=spare, exception=exception, took=took
         )
 
     def _completed(
