@@ -82,6 +82,8 @@ class Completer:
         # what became of them.
         self._doubt = InDoubt(on_written)
         self._single = SingleOutcomes(self._doubt)
+        # One failed attempt written now, outside a batch (a running job handed back).
+        self.fail = self._single.fail
 
     # Called from handler threads.
 
@@ -242,22 +244,6 @@ class Completer:
             # once has an attempt counted). The successes it did not match stay buffered.
             logger.warning("Could not check the completions a claim did not match", exc_info=True)
         return jobs
-
-    def fail(
-        self,
-        conn: psycopg.Connection[Any],
-        job: queries.ClaimedJob,
-        error: str,
-        *,
-        delay: float,
-        spare: bool = False,
-        exception: str | None = None,
-        took: float | None = None,
-    ) -> bool:
-        """Record one failed attempt now (see :meth:`.SingleOutcomes.fail`)."""
-        return self._single.fail(
-            conn, job, error, delay=delay, spare=spare, exception=exception, took=took
-        )
 
     def _completed(
         self, conn: psycopg.Connection[Any], done: Sequence[Done], tokens: Sequence[queries.Token]

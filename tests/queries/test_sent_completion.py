@@ -6,7 +6,6 @@ the reply, and a notification that came in with the reply is still delivered."""
 from __future__ import annotations
 
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -15,7 +14,7 @@ import psycopg
 import pytest
 
 from django_pgjobs import enqueue_many, get_job, queries
-from tests.helpers import database_conninfo, second_connection
+from tests.helpers import database_conninfo, second_connection, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -109,7 +108,18 @@ def test_a_big_send_reads_what_the_server_writes_meanwhile(conn: psycopg.Connect
             "SELECT pg_notify('pgjobs_test_flood', i || repeat('x', 7900)) "
             "FROM generate_series(1, 3000) AS i"  # distinct: a transaction's repeats merge
         )
-    time.sleep(0.5)  # the idle backend writes them until both sockets' buffers are full
+    # The idle backend writes them until both sockets' buffers are full, then waits on us.
+    pid = conn.info.backend_pid
+    with second_connection() as watcher:
+        wait_for(
+            lambda: (
+                watcher.execute(
+                    "SELECT wait_event = 'ClientWrite' FROM pg_stat_activity WHERE pid = %s", [pid]
+                ).fetchone()
+                == (True,)
+            ),
+            what="the server blocked writing notifications to the listener",
+        )
     big = '"' + "y" * (32 * 1024 * 1024) + '"'
     done: list[Any] = []
     sending = threading.Thread(
