@@ -25,9 +25,9 @@ client prepared under that name there. Measured through PgBouncer 1.18, 84 of 80
 so. Before a connection's first statement could be prepared (the run after our fifth on it)
 :func:`through_pooler` asks, once, whether it reaches PostgreSQL directly.
 
-**On the worker's own connection** (:func:`preparing_cursor`): its claims when no completions
-ride in them, asked at once whether the connection is direct; the flow-controlled one runs on
-its generic plan (:func:`run_generic`). The statements that carry batches are never prepared
+**On the worker's own connection** (:func:`preparing_cursor`): its claims, asked at once whether
+the connection is direct; the flow-controlled one runs on its generic plan (:func:`run_generic`).
+The statements that carry batches (completions) are never prepared
 (:func:`django_pgjobs.database.connect` says why).
 
 A prepared statement the server lost (a ``DISCARD ALL`` through Django's cursor) or can no longer

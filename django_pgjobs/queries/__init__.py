@@ -23,12 +23,11 @@ migrations named)::
                       a plain INSERT (0001) or pgjobs_enqueue() (0009)
       pending -> pending   enqueue.upsert_pending_job (replaced in place), operator.retry_job
                       (due now), pgjobs_workflow_wake() (0008: a waiting workflow's job due now)
-      pending -> running   claim.claim_jobs, claim.complete_and_claim
+      pending -> running   claim.claim_jobs
       running -> running   lease.heartbeat (lease renewed; a job claimed ahead: its start
                       recorded), lease.report_progress, lease.save_metadata (a task's),
                       enqueue.detach_key_from_running_job (key given up)
-      running -> completed outcomes.complete_jobs (or sent without waiting: .send_completion),
-                      claim.complete_and_claim
+      running -> completed outcomes.complete_jobs (or sent without waiting: .send_completion)
       running -> pending   outcomes.fail_job (a retry; lost connection: attempt undone, once),
                       rescue.rescue_expired_leases (expired; never started: attempt undone),
                       lease.release_jobs / .release_lost_claims (never started: attempt
@@ -88,7 +87,7 @@ migrations named)::
                       (0017); the admin's queue form (the ORM); an operator's SQL.
                       overridden, paused_at: trigger pgjobs_queue_overridden (0024), for
                       every writer. Read by every claim (flow).
-    pgjobs_queue_starts  claim.claim_jobs / .complete_and_claim append (rate-limited queues);
+    pgjobs_queue_starts  claim.claim_jobs appends (rate-limited queues);
                       upkeep.prune_queue_starts deletes rows past their window
 
     pgjobs_workers    upkeep: upkeep.register_worker (a live worker's id is refused),
@@ -99,7 +98,7 @@ migrations named)::
 from __future__ import annotations
 
 from django_pgjobs.queries.base import CANCEL_CHANNEL, NOTIFY_CHANNEL, ClaimedJob, Cursor, Token
-from django_pgjobs.queries.claim import FlowHint, claim_jobs, complete_and_claim
+from django_pgjobs.queries.claim import FlowHint, claim_jobs
 from django_pgjobs.queries.enqueue import (
     detach_key_from_running_job,
     find_active_job_by_key,
@@ -183,7 +182,6 @@ __all__ = [
     "cancel_held_job",
     "cancel_job",
     "claim_jobs",
-    "complete_and_claim",
     "complete_jobs",
     "delete_stale_workers",
     "deregister_worker",

@@ -1,4 +1,4 @@
-"""Claiming due jobs: the worker's one-round-trip claim, alone or with completions riding along."""
+"""Claiming due jobs: the worker's one-round-trip claim."""
 
 from __future__ import annotations
 
@@ -15,14 +15,11 @@ from django_pgjobs.queries.base import (
     PENDING_PRIORITIES,
     ClaimedJob,
     Cursor,
-    Token,
     as_uuid,
     claimed_job,
     filter_params,
     filters,
-    token_params,
 )
-from django_pgjobs.queries.outcomes import COMPLETED_CTE, finished_params
 from django_pgjobs.stored_json import decode_json
 
 # The due jobs of a worker whose queues have no flow control (``rules`` empty): for each pending
@@ -113,12 +110,8 @@ _COLUMNS = (
 )
 _CLAIMED_COLUMNS = ", ".join(_COLUMNS)
 _NO_CLAIM = ", ".join(["NULL"] * (len(_COLUMNS) - 1))
-# A completed attempt's row: its job's id, and its lease token where a claimed job's is.
-_DONE_COLUMNS = ", ".join(
-    {"id": "id", "lease_token": "token"}.get(column, "NULL") for column in _COLUMNS
-)
-# Every statement's rows: ('claimed', job...), ('done', id, token) for complete_and_claim, and one
-# ('rules', ...) when flow control applies to the worker's queues.
+# The statement's rows: ('claimed', job...), and one ('rules', ...) when flow control applies to
+# the worker's queues.
 _RULES_ROW = f"SELECT 'rules', {_NO_CLAIM}, NULL WHERE EXISTS (SELECT 1 FROM rules)"
 
 
@@ -132,15 +125,8 @@ class FlowHint:
     restricted: bool = False
 
 
-def _ctes(
-    queues: Sequence[str] | None,
-    job_names: Sequence[str] | None,
-    *,
-    flow: bool,
-    completing: bool = False,
-) -> str:
-    """The claim's CTEs; with ``completing``, those of complete_and_claim, whose completions
-    (``done``) run before the flow-controlled claim takes its locks."""
+def _ctes(queues: Sequence[str] | None, job_names: Sequence[str] | None, *, flow: bool) -> str:
+    """The claim's CTEs: the plain ones, or with ``flow`` those that apply flow control."""
     found = filters(queues, job_names)
     if not flow:
         due = _PLAIN_DUE.format(suffix="", filters=found)
@@ -148,7 +134,7 @@ def _ctes(
         return f"{flow_sql.rules_cte(queues)},\n{PENDING_PRIORITIES},\n{due},\n{claimed}"
     due = _FLOW_DUE.format(
         plain=_PLAIN_DUE.format(suffix="_plain", filters=found),
-        flow=flow_sql.flow_ctes(queues, job_names, first="done" if completing else None),
+        flow=flow_sql.flow_ctes(queues, job_names),
     )
     return (
         f"{flow_sql.rules_cte(queues)},\n{PENDING_PRIORITIES},\n{due},\n"
@@ -179,8 +165,6 @@ def _claim_params(
         # so it can give back exactly what that claim took (lease.release_lost_claims).
         "lease_token": lease_token or uuid.uuid4(),
         **filter_params(queues, job_names),
-        # No attempts completed alongside (complete_and_claim passes its own).
-        **token_params([]),
         "key_walk": max(flow_sql.MIN_KEY_WALK, 4 * limit),
         # How much later than its stamp the ledger counts this claim's starts (see
         # queries.rate_starts); None: the floor alone.
@@ -221,12 +205,10 @@ def claim_statement(
     return sql, params
 
 
-def _read(rows: Sequence[Any], sent: float) -> tuple[list[ClaimedJob], list[Token], bool]:
-    """A claim statement's rows: (claimed jobs, completed attempts, whether flow control
-    applies)."""
+def _read(rows: Sequence[Any], sent: float) -> tuple[list[ClaimedJob], bool]:
+    """A claim statement's rows: (claimed jobs, whether flow control applies)."""
     claimed = _claimed_jobs([r for r in rows if r[0] == "claimed"], sent)
-    completed = [(as_uuid(r[1]), as_uuid(r[9])) for r in rows if r[0] == "done"]
-    return claimed, completed, any(r[0] == "rules" for r in rows)
+    return claimed, any(r[0] == "rules" for r in rows)
 
 
 def _claimed_jobs(rows: Sequence[Any], sent: float) -> list[ClaimedJob]:
@@ -332,66 +314,7 @@ def claim_jobs(
         rows = cur.fetchall()
     if meanwhile is not None:
         meanwhile()
-    jobs, _, restricted = _read(rows, sent)
+    jobs, restricted = _read(rows, sent)
     if hint is not None:
         hint.restricted = restricted
     return jobs
-
-
-def complete_and_claim(
-    cur: Cursor,
-    *,
-    tokens: Sequence[Token],
-    worker_id: str,
-    limit: int,
-    lease_seconds: float,
-    queues: Sequence[str] | None,
-    job_names: Sequence[str] | None,
-    lease_token: uuid.UUID | None = None,
-    start_now: int | None = None,
-    took: Sequence[float | None] | None = None,
-    results: Sequence[str | None] | None = None,
-    hint: FlowHint | None = None,
-    ahead_lease_seconds: float | None = None,
-    start_margin: float | None = None,
-) -> tuple[list[Token], list[ClaimedJob]]:
-    """:func:`complete_jobs` and :func:`claim_jobs` in one statement: one round trip and one
-    commit where a busy worker would otherwise pay two. Returns (completed attempts, claimed
-    jobs).
-    ``took`` and ``results`` are those of :func:`complete_jobs`.
-
-    The two touch disjoint rows (running ones completed, pending ones claimed). Locks and crash
-    behaviour are those of the two statements; a crash before commit leaves the completions to
-    be redone (at-least-once) and claims nothing.
-    """
-    flow = hint is not None and hint.restricted
-    sent = time.monotonic()
-    cur.execute(
-        f"""
-        WITH RECURSIVE {COMPLETED_CTE}, {_ctes(queues, job_names, flow=flow, completing=True)}
-        SELECT 'claimed', {_CLAIMED_COLUMNS} FROM claimed
-        UNION ALL
-        SELECT 'done', {_DONE_COLUMNS} FROM done
-        UNION ALL {_RULES_ROW}
-        """,
-        {
-            **_claim_params(
-                worker_id=worker_id,
-                limit=limit,
-                lease_seconds=lease_seconds,
-                queues=queues,
-                job_names=job_names,
-                lease_token=lease_token,
-                start_now=start_now,
-                ahead_lease_seconds=ahead_lease_seconds,
-                start_margin=start_margin,
-            ),
-            **finished_params(tokens, took, results),
-        },
-    )
-    jobs, completed, restricted = _read(cur.fetchall(), sent)
-    if hint is not None:
-        # If the plain statement found flow control, it claimed nothing: the worker claims
-        # again shortly (a short claim), with the flow-controlled statement.
-        hint.restricted = restricted
-    return completed, jobs

@@ -67,7 +67,6 @@ from django_pgjobs.queries.flow_keys import (
     CANDIDATE,
     DUE,
     FINISHED_NONE,
-    FINISHED_PARAMS,
     RATED,
     key_walk_ctes,
     names_filter,
@@ -130,30 +129,24 @@ def _open_queues(queues: Sequence[str] | None) -> str:
 )"""
 
 
-def flow_ctes(
-    queues: Sequence[str] | None, job_names: Sequence[str] | None, *, first: str | None = None
-) -> str:
+def flow_ctes(queues: Sequence[str] | None, job_names: Sequence[str] | None) -> str:
     """The CTEs that choose a flow-controlled claim's jobs, ending in ``due_flow`` (id, queue,
     partition_key, n: its place in the claim's order), at most ``limit`` of them. Empty unless
-    ``rules`` has rows. Parameters: worker_id, limit, start_now, queue/queues, job_names, and
-    ids/tokens: the attempts the same statement completes (complete_and_claim; empty arrays
-    otherwise), whose slots it may hand on. ``first``: a CTE of the statement to run to its end
-    before the first lock is taken (complete_and_claim's completions: they need no lock, and
-    the other workers' claims of the queue would wait for them); the counts then subtract
-    nothing, since they see what it wrote, and an attempt it skipped still runs."""
+    ``rules`` has rows. Parameters: worker_id, limit, start_now, queue/queues, job_names,
+    key_walk, start_margin.
+
+    The worker writes the successes waiting for their batch before this claim (worker.completer),
+    in a transaction of their own: the counts' own snapshots see the rows it completed, and an
+    attempt it skipped (a claim of the queue whose older snapshot saw it pending held its row,
+    or an application transaction did) still runs and is counted. So the counts leave nothing
+    out as finishing (FINISHED_NONE)."""
     names = names_filter(job_names)
-    before = f"(SELECT count(*) FROM {first}) >= 0 AND " if first else ""
-    # The attempts the counts leave out as finishing. After ``first`` (the completions), none:
-    # the counts' own snapshots see the rows it completed as completed, and an attempt it
-    # skipped (a claim of the queue whose older snapshot saw it pending holds its row, or an
-    # application transaction does) still runs and must be counted.
-    finishing = FINISHED_NONE if first else FINISHED_PARAMS
     return f"""held AS MATERIALIZED (
     -- Only queues with a due job: a claim takes no lock (and no slot of PostgreSQL's shared
     -- lock table) for the many limited queues that have nothing to run.
     SELECT r.*, pg_advisory_xact_lock({LOCK_CLASS}, hashtext(r.name)) IS NULL AS waited
     FROM (SELECT * FROM rules
-          WHERE {before}limited AND NOT paused
+          WHERE limited AND NOT paused
             -- In claim order, so it reads pgjobs_job_queue_claim from the queue's head.
             AND (SELECT 1 FROM pgjobs_job_queue AS j
                  WHERE j.status = 'pending' AND j.queue = rules.name
@@ -174,7 +167,7 @@ budget AS MATERIALIZED (
            -- Loads only when the walk will count keys, and only when they are fewer rows
            -- than a few times the keys it is likely to walk (a row ~3 us, a key ~20 us).
            CASE WHEN x.partitioned AND x.room > 0 THEN pgjobs_key_loads(
-               x.name, {finishing}, x.at,
+               x.name, {FINISHED_NONE}, x.at,
                x.partition_concurrency IS NOT NULL, x.partition_rate_limit IS NOT NULL,
                least(%(key_walk)s::int, 16 * x.room)) END AS loads
     FROM (
@@ -191,7 +184,7 @@ budget AS MATERIALIZED (
                h.rate_limit - t.recent_starts
            ), 0)::int AS room
     FROM held AS h CROSS JOIN stamp AS s, LATERAL pgjobs_queue_counts(
-        h.name, %(worker_id)s, {finishing}, s.at, h.concurrency,
+        h.name, %(worker_id)s, {FINISHED_NONE}, s.at, h.concurrency,
         h.worker_concurrency, h.rate_limit) AS t
     OFFSET 0) AS x
 ),
@@ -250,7 +243,7 @@ due_limited AS (
     ) AS d
     WHERE b.room > 0 AND NOT b.partitioned
 ),
-{key_walk_ctes(job_names, finishing)}due_flow AS (
+{key_walk_ctes(job_names)}due_flow AS (
     -- The claim's jobs (id, queue, partition_key): the best of every queue's candidates, its
     -- turns first. A partitioned queue's n-th pick in walk order is ranked as its n-th best,
     -- so the merge decides how many of its picks the claim takes, never which: when other

@@ -73,20 +73,21 @@ def _key_head(queue: str, after: str, names: str) -> str:
         LIMIT 1"""
 
 
-# The attempts the counts leave out as finishing (their slots are free once the claim commits):
-# those the same statement completes (complete_and_claim's ids and lease tokens), or none.
-FINISHED_PARAMS = "%(ids)s::uuid[], %(tokens)s::uuid[]"
+# The attempts the counts (pgjobs_queue_counts, pgjobs_key_loads, pgjobs_key_counts) leave out
+# as finishing: none. The functions take them (ids and lease tokens) for a claim that completes
+# attempts in its own statement, which no claim does any more: the worker writes its successes
+# before a flow-controlled claim, in their own transaction, and the counts see them written.
 FINISHED_NONE = "'{}'::uuid[], '{}'::uuid[]"
 
 
-def _key_counts(key: str, finishing: str) -> str:
+def _key_counts(key: str) -> str:
     """A call counting one partition of queue ``b`` (a budget row; ``key``: the partition's key,
     NULL for jobs without one), each count up to the key's limit."""
     return f"""pgjobs_key_counts(
-        b.name, {key}, {finishing}, b.at, b.partition_concurrency, b.partition_rate_limit)"""
+        b.name, {key}, {FINISHED_NONE}, b.at, b.partition_concurrency, b.partition_rate_limit)"""
 
 
-def _walked_counts(finishing: str) -> str:
+def _walked_counts() -> str:
     """The counts of the key of head ``h`` in queue ``b``: looked up in the queue's loads
     (``b.loads``, read once a claim) when there are few enough of them, else counted for this
     key alone (pgjobs_key_counts). The one-time filters run one of the two."""
@@ -95,29 +96,22 @@ def _walked_counts(finishing: str) -> str:
                coalesce((b.loads -> h.partition_key ->> 1)::bigint, 0) AS recent_starts
         WHERE b.loads IS NOT NULL
         UNION ALL
-        SELECT * FROM {_key_counts("h.partition_key", finishing)} WHERE b.loads IS NULL
+        SELECT * FROM {_key_counts("h.partition_key")} WHERE b.loads IS NULL
     ) AS c"""
-
-
-# Rows ``r`` running in the statement's snapshot that this statement does not complete (its
-# completions' ids and lease tokens; a row without a token is counted).
-_RUNNING_NOT_FINISHING = """r.status = 'running' AND NOT coalesce((r.id, r.lease_token) IN (
-                  SELECT * FROM unnest(%(ids)s::uuid[], %(tokens)s::uuid[])), false)"""
 
 
 def _left_running(partition: str) -> str:
     """SQL: a job of the partition (``partition``: a condition on rows ``r`` of queue ``b``) has
     left ``running`` since the statement's snapshot was taken, as far as the counts (``c``,
     each read with a snapshot of its own after the queue's lock) can tell: the statement's
-    snapshot sees more of its jobs running than they do, the attempts this statement completes
-    left out. Used for the jobs without a key, which then wait for the next claim whatever
-    that job became (the keys find out which: ``moved``). Read only where
-    ``partition_concurrency`` makes the counts count running jobs; one probe of
+    snapshot sees more of its jobs running than they do. Used for the jobs without a key, which
+    then wait for the next claim whatever that job became (the keys find out which: ``moved``).
+    Read only where ``partition_concurrency`` makes the counts count running jobs; one probe of
     pgjobs_job_running, stopped past the counts'."""
     return f"""(b.partition_concurrency IS NOT NULL AND (
         SELECT count(*) FROM (
             SELECT 1 FROM pgjobs_job_queue AS r
-            WHERE r.queue = b.name AND {partition} AND {_RUNNING_NOT_FINISHING}
+            WHERE r.queue = b.name AND {partition} AND r.status = 'running'
             LIMIT c.running + 1) AS r) > c.running)"""
 
 
@@ -145,13 +139,13 @@ def _key_jobs(partition: str, names: str) -> str:
          WINDOW w AS (ORDER BY {KEY_ORDER.replace("j.", "c.")} ROWS UNBOUNDED PRECEDING))"""
 
 
-def key_walk_ctes(job_names: Sequence[str] | None, finishing: str) -> str:
+def key_walk_ctes(job_names: Sequence[str] | None) -> str:
     """The CTEs of the partitioned queues' part of a flow-controlled claim, ending in
     ``offers`` (their locked picks in walk order, each with its merge sort key) and
-    ``cursor_moved``. ``finishing``: FINISHED_PARAMS or FINISHED_NONE, as in ``budget``."""
+    ``cursor_moved``."""
     names = names_filter(job_names)
     usable = _USABLE
-    key_counts = _walked_counts(finishing)
+    key_counts = _walked_counts()
     return f"""keys(queue, partition_key, id, priority, scheduled_for, seq, runnable, depth,
      found, start, wrapped, running, recent_starts, usable, passed) AS (
     -- Each key with due jobs and its first due job (its head, in claim order): a skip scan of
@@ -193,15 +187,14 @@ suspects AS (
     -- The jobs a key that can start one now has running in the statement's snapshot, where
     -- the counts (after the queue's lock, each with a snapshot of its own) found fewer: some of
     -- them left ``running`` while this claim waited for the lock (which ones, the snapshot
-    -- cannot tell: all are asked about), the attempts this statement completes left out. One
-    -- probe of pgjobs_job_running per such key; only where partition_concurrency makes the
-    -- counts count running jobs.
+    -- cannot tell: all are asked about). One probe of pgjobs_job_running per such key; only
+    -- where partition_concurrency makes the counts count running jobs.
     SELECT k.queue, k.partition_key, r.id
     FROM keys AS k JOIN budget AS b ON b.name = k.queue, LATERAL (
         SELECT r.id, count(*) OVER () AS seen FROM (
             SELECT r.id FROM pgjobs_job_queue AS r
             WHERE r.queue = k.queue AND r.partition_key = k.partition_key
-              AND {_RUNNING_NOT_FINISHING}) AS r
+              AND r.status = 'running') AS r
     ) AS r
     WHERE k.usable = 1 AND b.partition_concurrency IS NOT NULL AND r.seen > k.running
 ),
@@ -245,7 +238,7 @@ partitions AS (
            CASE WHEN {_left_running("r.partition_key IS NULL")} THEN b.partition_concurrency
                 ELSE c.running END,
            c.recent_starts, 0
-    FROM budget AS b, LATERAL {_key_counts("NULL", finishing)} AS c
+    FROM budget AS b, LATERAL {_key_counts("NULL")} AS c
     -- A scalar subquery, not EXISTS, which the planner may turn into a join over the table.
     WHERE b.partitioned AND b.room > 0 AND (
         SELECT 1 FROM pgjobs_job_queue AS j

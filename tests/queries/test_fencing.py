@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import threading
-import uuid
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 from django.db import connection
@@ -56,28 +54,3 @@ class TestFencing:
         runner.join(10)
         assert worker.stats.lost == 1 and worker.stats.completed == 0
         assert get_job(job_id).status == "cancelled"
-
-
-def test_complete_and_claim_completes_only_attempts_still_held(other_connection: Any) -> None:
-    """The statement that completes a busy worker's finished jobs while claiming the next ones
-    is fenced like complete_jobs: an attempt that lost its job completes nothing."""
-    first, second = enqueue("test.record"), enqueue("test.record")
-    cur = other_connection.cursor()
-    claim: dict[str, Any] = {
-        "worker_id": "w",
-        "lease_seconds": 60,
-        "queues": None,
-        "job_names": None,
-    }
-    held = queries.claim_jobs(cur, limit=2, **claim)
-    assert {j.id for j in held} == {first, second}
-    # One attempt lost its job (rescued and claimed again elsewhere, say).
-    Job.objects.filter(id=second).update(lease_token=uuid.uuid4())
-    third = enqueue("test.record")
-    done, claimed = queries.complete_and_claim(
-        cur, tokens=[j.token for j in held], limit=5, **claim
-    )
-    assert done == [next(j.token for j in held if j.id == first)]
-    assert [j.id for j in claimed] == [third]
-    assert get_job(first).status == "completed"
-    assert get_job(second).status == "running"

@@ -1,5 +1,5 @@
 """A partitioned queue's key counts read once a claim (``pgjobs_key_loads``, migration 0025), or
-key by key past the walk's bound; and complete_and_claim's completions written before its lock."""
+key by key past the walk's bound."""
 
 from __future__ import annotations
 
@@ -14,9 +14,8 @@ import pytest
 from django.db import connection, transaction
 
 from django_pgjobs import enqueue, enqueue_many
-from django_pgjobs.queries import FlowHint, flow
+from django_pgjobs.queries import flow
 from django_pgjobs.queries.base import ClaimedJob
-from django_pgjobs.queries.claim import complete_and_claim
 from django_pgjobs.queues import set_queue_limits
 from tests.helpers import second_connection, wait_for
 from tests.queries.test_flow import claim, waiting_on_a_lock
@@ -139,56 +138,6 @@ def test_a_claim_that_waited_counts_what_the_claim_before_it_took(busy: int) -> 
     finally:
         first.close()
         second.close()
-
-
-def test_completions_are_written_before_the_claim_waits_for_its_queue() -> None:
-    """complete_and_claim writes its completions before it takes a limited queue's lock: the
-    other workers' claims of the queue never wait for them. Seen from outside: while it waits
-    for the lock, the rows it completes are already locked by its update."""
-    set_queue_limits("q", partition_concurrency=1)
-    enqueue_many("test.record", [{}] * 2, queue="q", partition_key="a")
-    enqueue("test.record", {}, queue="q", partition_key="b")
-    with connection.cursor() as cur:
-        done = [job.token for job in claim(cur, limit=1)]
-    holder = second_connection(autocommit=False)
-    completing = second_connection()
-    try:
-        holder.execute("SELECT pg_advisory_xact_lock(%s, hashtext('q'))", [flow.LOCK_CLASS])
-        result: list[Any] = []
-
-        def complete() -> None:
-            result.append(
-                complete_and_claim(
-                    completing.cursor(), tokens=done, worker_id="w", limit=10,
-                    lease_seconds=60, queues=None, job_names=None,
-                    hint=flow_hint(),
-                )
-            )  # fmt: skip
-
-        waiting = threading.Thread(target=complete)
-        waiting.start()
-        pid = completing.info.backend_pid
-        wait_for(lambda: waiting_on_a_lock(pid), what="the claim to wait for the queue's lock")
-        with connection.cursor() as cur:
-            cur.execute(
-                "SELECT count(*) FROM (SELECT 1 FROM pgjobs_job_queue WHERE id = %s "
-                "FOR UPDATE SKIP LOCKED) AS free",
-                [done[0][0]],
-            )
-            assert cur.fetchone()[0] == 0  # locked: the completion's update came first
-        holder.commit()
-        waiting.join(timeout=10)
-        completed, claimed = result[0]
-        assert completed == [done[0]]
-        # The completed job's slot is free again: a's second job runs, and b's.
-        assert sorted(j.partition_key for j in claimed) == ["a", "b"]
-    finally:
-        holder.close()
-        completing.close()
-
-
-def flow_hint() -> FlowHint:
-    return FlowHint(restricted=True)
 
 
 def test_a_claim_that_waited_walks_on_from_where_the_claim_before_it_stopped() -> None:

@@ -11,8 +11,9 @@ from typing import Any
 import psycopg
 import pytest
 
-from django_pgjobs import enqueue_many, get_job, queries
+from django_pgjobs import enqueue, enqueue_many, get_job, queries
 from django_pgjobs.queries.base import UNDO_CLAIM
+from django_pgjobs.queues import set_queue_limits
 from django_pgjobs.worker import Worker
 from django_pgjobs.worker.attempt import AttemptResult
 from django_pgjobs.worker.completer import Completer
@@ -25,10 +26,11 @@ CLAIM: dict[str, Any] = {
 }  # fmt: skip
 
 
-def statements(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The names of the completion statements run from now on, in order."""
+def statements(monkeypatch: pytest.MonkeyPatch, *, claims: bool = False) -> list[str]:
+    """The names of the completion statements (and with ``claims``, the claims) run from now
+    on, in order."""
     ran: list[str] = []
-    for name in ("send_completion", "complete_and_claim", "complete_jobs"):
+    for name in ("send_completion", "complete_jobs", *(["claim_jobs"] if claims else [])):
         real = getattr(queries, name)
 
         def spy(*args: Any, _real: Any = real, _name: str = name, **kwargs: Any) -> Any:
@@ -84,19 +86,31 @@ def test_what_finishes_while_the_claim_runs_goes_behind_it_too(
     assert not completer.pending()
 
 
-def test_under_flow_control_they_ride_in_the_claim_that_counts_their_room(
-    conn: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("limits", "keys"),
+    [({"concurrency": 2}, [None] * 3), ({"partition_concurrency": 1}, ["a", "b", "a"])],
+    ids=["concurrency", "partitions"],
+)
+def test_under_flow_control_they_are_written_first_and_free_their_room(
+    conn: psycopg.Connection[Any],
+    monkeypatch: pytest.MonkeyPatch,
+    limits: dict[str, Any],
+    keys: list[str | None],
 ) -> None:
-    enqueue_many("test.record", [{}] * 3)
+    set_queue_limits("default", **limits)
+    for key in keys:
+        enqueue("test.record", {}, partition_key=key)
     completer = Completer(wake=lambda: None, on_written=lambda written: None)
     hint = queries.FlowHint()
-    done = completer.claim(conn, limit=2, hint=hint, **CLAIM)
+    done = completer.claim(conn, limit=5, hint=hint, **CLAIM)
+    assert hint.restricted and len(done) == 2  # the limit binds
     finished(completer, done)
-    hint.restricted = True  # as a claim that found a queue's rules leaves it
-    ran = statements(monkeypatch)
-    completer.claim(conn, limit=1, hint=hint, **CLAIM)
-    assert ran == ["complete_and_claim"]
+    ran = statements(monkeypatch, claims=True)
+    jobs = completer.claim(conn, limit=5, hint=hint, **CLAIM)
+    assert ran == ["complete_jobs", "claim_jobs"]
     assert [get_job(job.id).status for job in done] == ["completed"] * 2
+    assert len(jobs) == 1  # the room they freed
+    assert not completer.pending()
 
 
 def test_a_send_that_fails_leaves_them_buffered_and_the_jobs_claimed_still_start(

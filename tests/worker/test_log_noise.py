@@ -154,11 +154,7 @@ def test_an_outcome_whose_reply_was_lost_is_counted_as_what_the_rows_show(
 
     register_handler("test.fail_later", fail, retry_delay=3600)
     job_id = enqueue(name, **options)
-    statements = (
-        ["complete_jobs", "complete_and_claim", "send_completion"]
-        if outcome == "completed"
-        else ["fail_job"]
-    )
+    statements = ["complete_jobs", "send_completion"] if outcome == "completed" else ["fail_job"]
     hit = lose_the_reply(monkeypatch, other_connection, statements)
     with caplog.at_level(logging.INFO, logger="django_pgjobs"):
         stats = make_worker(concurrency=1).run(burst=True)
@@ -183,7 +179,7 @@ def test_an_outcome_in_doubt_that_the_rows_no_longer_show_is_worded_as_unknown(
     before the worker came back: it cannot tell, and says so."""
     enqueue("test.record")
     delete = "DELETE FROM pgjobs_job_queue"
-    completions = ["complete_jobs", "complete_and_claim", "send_completion"]
+    completions = ["complete_jobs", "send_completion"]
     hit = lose_the_reply(monkeypatch, other_connection, completions, meanwhile=delete)
     with caplog.at_level(logging.INFO, logger="django_pgjobs"):
         stats = make_worker(concurrency=1).run(burst=True)

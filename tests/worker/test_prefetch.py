@@ -21,16 +21,15 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def _record_claim_limits(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """The limit of every claim the worker makes, alone or together with completions."""
+    """The limit of every claim the worker makes."""
     limits: list[int] = []
-    for name in ("claim_jobs", "complete_and_claim"):
-        original = getattr(queries, name)
+    original = queries.claim_jobs
 
-        def spy(*args: Any, _original: Any = original, **kwargs: Any) -> Any:
-            limits.append(kwargs["limit"])
-            return _original(*args, **kwargs)
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        limits.append(kwargs["limit"])
+        return original(*args, **kwargs)
 
-        monkeypatch.setattr(queries, name, spy)
+    monkeypatch.setattr(queries, "claim_jobs", spy)
     return limits
 
 
