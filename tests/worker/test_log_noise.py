@@ -15,7 +15,9 @@ from django.test import override_settings
 from django_pgjobs import cancel_job, enqueue, get_job, queries
 from django_pgjobs.models import FailedJob
 from django_pgjobs.models import Worker as WorkerRow
+from django_pgjobs.queues import set_queue_limits
 from django_pgjobs.worker import Worker
+from django_pgjobs.worker.completer import Completer
 from tests.helpers import in_thread, wait_for
 from tests.testapp.models import Run
 
@@ -167,6 +169,34 @@ def test_an_outcome_whose_reply_was_lost_is_counted_as_what_the_rows_show(
         assert FailedJob.objects.filter(id=job_id).exists()
     else:
         assert get_job(job_id).status == {"completed": "completed", "retried": "pending"}[outcome]
+
+
+def test_under_flow_control_a_completion_whose_reply_was_lost_before_the_claim_is_not_lost(
+    make_worker: type[Worker],
+    monkeypatch: pytest.MonkeyPatch,
+    other_connection: psycopg.Connection[Any],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A flow-controlled worker writes its successes just before it claims: a write that
+    committed and lost its reply is checked against the rows, counted once, never lost."""
+    set_queue_limits("default", concurrency=1)
+    for _ in range(4):
+        enqueue("test.record")
+    before_claims: list[bool] = []
+    real = Completer._claim_after_writing
+
+    def claim_after_writing(self: Completer, *args: Any, **kwargs: Any) -> Any:
+        before_claims.append(True)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Completer, "_claim_after_writing", claim_after_writing)
+    hit = lose_the_reply(monkeypatch, other_connection, ["complete_jobs"])
+    with caplog.at_level(logging.INFO, logger="django_pgjobs"):
+        stats = make_worker(concurrency=1).run(burst=True)
+    assert hit and before_claims
+    assert stats.db_errors == 1
+    assert (stats.lost, stats.completed) == (0, 4), stats
+    assert not messages(caplog, "dropped"), caplog.text
 
 
 def test_an_outcome_in_doubt_that_the_rows_no_longer_show_is_worded_as_unknown(
