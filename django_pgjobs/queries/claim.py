@@ -205,12 +205,6 @@ def claim_statement(
     return sql, params
 
 
-def _read(rows: Sequence[Any], sent: float) -> tuple[list[ClaimedJob], bool]:
-    """A claim statement's rows: (claimed jobs, whether flow control applies)."""
-    claimed = _claimed_jobs([r for r in rows if r[0] == "claimed"], sent)
-    return claimed, any(r[0] == "rules" for r in rows)
-
-
 def _claimed_jobs(rows: Sequence[Any], sent: float) -> list[ClaimedJob]:
     """The jobs of a claim's 'claimed' rows (the tag first, then _CLAIMED_COLUMNS)."""
     # Never raises: a payload Python cannot decode comes back as an UndecodableJSON (the
@@ -307,14 +301,15 @@ def claim_jobs(
     else:
         cur.execute(*claim_statement(**claim))
     rows = cur.fetchall()
-    if not flow and any(r[0] == "rules" for r in rows):
+    restricted = any(r[0] == "rules" for r in rows)  # one row says flow control applies
+    if restricted and not flow:
         # The plain statement took nothing: flow control applies. Claim with it now.
         sent = time.monotonic()
         run_generic(cur, *claim_statement(**claim, flow=True))
         rows = cur.fetchall()
+        restricted = any(r[0] == "rules" for r in rows)
     if meanwhile is not None:
         meanwhile()
-    jobs, restricted = _read(rows, sent)
     if hint is not None:
         hint.restricted = restricted
-    return jobs
+    return _claimed_jobs([r for r in rows if r[0] == "claimed"], sent)

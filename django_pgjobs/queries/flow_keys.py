@@ -87,11 +87,10 @@ def _key_counts(key: str) -> str:
         b.name, {key}, {FINISHED_NONE}, b.at, b.partition_concurrency, b.partition_rate_limit)"""
 
 
-def _walked_counts() -> str:
-    """The counts of the key of head ``h`` in queue ``b``: looked up in the queue's loads
-    (``b.loads``, read once a claim) when there are few enough of them, else counted for this
-    key alone (pgjobs_key_counts). The one-time filters run one of the two."""
-    return f"""(
+# The counts of the key of head ``h`` in queue ``b``: looked up in the queue's loads (``b.loads``,
+# read once a claim) when there are few enough of them, else counted for this key alone
+# (pgjobs_key_counts). The one-time filters run one of the two.
+_WALKED_COUNTS = f"""(
         SELECT coalesce((b.loads -> h.partition_key ->> 0)::bigint, 0) AS running,
                coalesce((b.loads -> h.partition_key ->> 1)::bigint, 0) AS recent_starts
         WHERE b.loads IS NOT NULL
@@ -145,7 +144,6 @@ def key_walk_ctes(job_names: Sequence[str] | None) -> str:
     ``cursor_moved``."""
     names = names_filter(job_names)
     usable = _USABLE
-    key_counts = _walked_counts()
     return f"""keys(queue, partition_key, id, priority, scheduled_for, seq, runnable, depth,
      found, start, wrapped, running, recent_starts, usable, passed) AS (
     -- Each key with due jobs and its first due job (its head, in claim order): a skip scan of
@@ -162,7 +160,7 @@ def key_walk_ctes(job_names: Sequence[str] | None) -> str:
             UNION ALL
             ({_key_head("b.name", "j.partition_key IS NOT NULL", names)})
         ) AS first LIMIT 1
-    ) AS h, LATERAL {key_counts}
+    ) AS h, LATERAL {_WALKED_COUNTS}
     WHERE b.partitioned AND b.room > 0
     UNION ALL
     SELECT k.queue, h.partition_key, h.id, h.priority, h.scheduled_for, h.seq, h.runnable,
@@ -176,7 +174,7 @@ def key_walk_ctes(job_names: Sequence[str] | None) -> str:
         _key_head("k.queue", "NOT k.wrapped AND j.partition_key < k.start", names)
     }) AS n)
         ) AS next LIMIT 1
-    ) AS h, LATERAL {key_counts}
+    ) AS h, LATERAL {_WALKED_COUNTS}
     WHERE k.depth < %(key_walk)s AND k.found < CASE WHEN b.fair THEN 2 * b.room ELSE b.room END
       -- Once free threads have theirs, a walk for jobs to claim ahead stops at a run of keys
       -- that cannot start one: those other workers' jobs hold, which a claim that follows
