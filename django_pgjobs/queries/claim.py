@@ -31,10 +31,11 @@ from django_pgjobs.stored_json import decode_json
 # expected), PostgreSQL 18 otherwise skip-scanned pgjobs_job_partition_claim for every due job
 # and sorted them all (tests/queries/test_claim_plan.py). Rows are locked as the walk returns them,
 # so no more than LIMIT. When ``rules`` has rows the one-time filter makes it take nothing; the
-# flow-controlled statement (queries.flow) then chooses instead.
+# flow-controlled statement (queries.flow) then chooses instead. Each row comes with its tuple id
+# (ctid), by which the update takes it (_BY_TUPLE).
 _PLAIN_DUE = """due{suffix} AS (
-    SELECT d.id FROM pending_priorities AS p, LATERAL (
-        SELECT j.id FROM pgjobs_job_queue AS j
+    SELECT d.id, d.ctid FROM pending_priorities AS p, LATERAL (
+        SELECT j.id, j.ctid FROM pgjobs_job_queue AS j
         WHERE j.status = 'pending' AND j.priority = p.priority AND j.scheduled_for <= now()
               {filters}
         ORDER BY j.scheduled_for, j.id
@@ -61,7 +62,8 @@ _CLAIMED = """timeouts AS MATERIALIZED (
 claimed AS (
     -- An array, not a join with ``due``: the planner costs a join for LIMIT rows and often
     -- prefers hashing them against a sequential scan of the whole table (2.5 ms at 20,000
-    -- rows, more as the queue grows); = ANY(ARRAY(...)) always looks the ids up in the key.
+    -- rows, more as the queue grows); = ANY(ARRAY(...)) always goes straight to the rows
+    -- (by tuple id in the plain claim, by key in the flow-controlled one).
     -- locked_at (the attempt started) only for the first start_now jobs, which free handler
     -- threads start at once; the rest are claimed ahead and the worker records their start
     -- later (lease.heartbeat). A rescue does not count an attempt that never started. Those
@@ -77,7 +79,7 @@ claimed AS (
             THEN %(lease_seconds)s
             ELSE coalesce(%(ahead_lease_seconds)s::float8, %(lease_seconds)s) END),
         lease_token = %(lease_token)s
-    WHERE j.id = ANY(ARRAY(SELECT id FROM due))
+    WHERE {match}
     RETURNING j.id, j.job_name, j.payload::text AS payload, j.queue, j.priority, j.attempt,
               j.max_attempts, j.scheduled_for, j.lease_token, j.partition_key,
               extract(epoch FROM j.timeout)::float8 AS timeout,
@@ -87,6 +89,16 @@ claimed AS (
 )"""
 # NULL: the plain order; else (flow control) the job's place in the claim's order (due_flow).
 _PLACE = "array_position(ARRAY(SELECT id FROM due_flow ORDER BY n), j.id)"
+# How the update finds the plain claim's rows: by the tuple ids ``due`` locked (a Tid Scan), not
+# by looking each id up in the key again, a descent of pgjobs_job_queue_pkey a job (a tenth of
+# the claim's time, benchmarks/README.md, the ninth round). The row cannot have moved: ``due``
+# holds its lock until the statement commits. A row another transaction updated and committed
+# after this statement's snapshot, which FOR UPDATE then locked in its newest version, is not
+# visible to the update by that version's tuple id: it is left pending, its lock gone at commit,
+# for the next claim. The flow-controlled statement's candidates come from several walks
+# (queries.flow), which give ids; it looks them up by key.
+_BY_TUPLE = "j.ctid = ANY(ARRAY(SELECT ctid FROM due))"
+_BY_KEY = "j.id = ANY(ARRAY(SELECT id FROM due))"
 
 _COLUMNS = (
     "id",
@@ -130,7 +142,7 @@ def _ctes(queues: Sequence[str] | None, job_names: Sequence[str] | None, *, flow
     found = filters(queues, job_names)
     if not flow:
         due = _PLAIN_DUE.format(suffix="", filters=found)
-        claimed = _CLAIMED.format(place="NULL::int", stamp="NULL::timestamptz")
+        claimed = _CLAIMED.format(place="NULL::int", stamp="NULL::timestamptz", match=_BY_TUPLE)
         return f"{flow_sql.rules_cte(queues)},\n{PENDING_PRIORITIES},\n{due},\n{claimed}"
     due = _FLOW_DUE.format(
         plain=_PLAIN_DUE.format(suffix="_plain", filters=found),
@@ -138,7 +150,7 @@ def _ctes(queues: Sequence[str] | None, job_names: Sequence[str] | None, *, flow
     )
     return (
         f"{flow_sql.rules_cte(queues)},\n{PENDING_PRIORITIES},\n{due},\n"
-        f"{_CLAIMED.format(place=_PLACE, stamp=rate_starts.RATE_STAMP)},\n"
+        f"{_CLAIMED.format(place=_PLACE, stamp=rate_starts.RATE_STAMP, match=_BY_KEY)},\n"
         f"{rate_starts.STARTS_CTE}"
     )
 

@@ -37,13 +37,19 @@ from django_pgjobs.queries.sent import Sent, numbered
 # by the same worker), of which only the one holding the row matches. ``results`` maps an
 # attempt's place in the batch (text) to the return value its handler kept; ``->`` is NULL for
 # others. By place, not by lease token: every job of one claim has the same token, and keyed so,
-# the tasks of one claim completed in one batch all stored the same value.
+# the tasks of one claim completed in one batch all stored the same value. The update takes each
+# row by the tuple id ``mine`` locked (a Tid Scan), where a join on the id looked every attempt
+# up in the key a second time (a tenth of the write's time: benchmarks/README.md, the ninth
+# round). ``mine``'s lock holds the row where it is until the statement commits; a row another
+# transaction updated and committed after this statement's snapshot, locked in its newest
+# version, is not visible to the update by that version's tuple id: the attempt is not in
+# ``done``, and the worker, finding it still held (lease.no_longer_held), writes it again.
 COMPLETED_CTE = f"""{MINE_FINISHED},
 done AS (
     UPDATE pgjobs_job_queue AS j
     SET status = 'completed', completed_at = now(), result = %(results)s::jsonb -> mine.place::text,
         {record_start("mine.took")}, {CLEAR_LEASE}
-    FROM mine WHERE j.id = mine.id
+    FROM mine WHERE j.ctid = mine.ctid
     RETURNING j.id, mine.token, mine.place
 )"""
 # The parameters of COMPLETED_CTE (finished_params), in the order send_completion numbers them.

@@ -48,9 +48,10 @@ def test_the_claim_walks_its_index_in_order(queues: list[str] | None, index: str
 
 
 @pytest.mark.parametrize("limit", [1, 50, 500])
-def test_the_claim_updates_its_rows_by_key_however_large_the_batch(limit: int) -> None:
-    """A prefetching worker claims hundreds of rows at once: each is found through the primary
-    key, never by hashing the batch against a sequential scan of the whole table."""
+def test_the_claim_updates_its_rows_by_tuple_id_however_large_the_batch(limit: int) -> None:
+    """A prefetching worker claims hundreds of rows at once: the update takes each by the tuple
+    id its lock found (a Tid Scan: no second descent of the primary key), never by hashing the
+    batch against a sequential scan of the whole table."""
     from django_pgjobs.queries.claim import claim_statement
 
     with connection.cursor() as cur:
@@ -65,7 +66,8 @@ def test_the_claim_updates_its_rows_by_key_however_large_the_batch(limit: int) -
         cur.execute("EXPLAIN " + sql, params)
         plan = "\n".join(r[0] for r in cur.fetchall())
     claimed = cte_plan(plan, "claimed")
-    assert "pgjobs_job_queue_pkey" in claimed, plan
+    assert "Tid Scan on pgjobs_job_queue" in claimed, plan
+    assert "pgjobs_job_queue_pkey" not in claimed, plan
     # Nor the rows chosen (the flow-controlled part, unused here, has its own test).
     for part in (claimed, cte_plan(plan, "due")):
         assert "Seq Scan on pgjobs_job_queue" not in part, plan

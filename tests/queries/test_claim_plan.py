@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -76,33 +77,49 @@ def test_a_claim_reads_what_it_takes_whatever_the_statistics_expect(
 
 
 def generic_entries_read(sql: str, params: dict[str, Any], *, filtered: bool = False) -> int:
-    """entries_read() for the generic plan of ``sql``, as a prepared claim may run it: made
-    without the parameters' values (PREPARE, then plan_cache_mode forcing it)."""
-    names = list(dict.fromkeys(re.findall(r"%\((\w+)\)s", sql)))
-    numbered = re.sub(r"%\((\w+)\)s", lambda m: f"${names.index(m.group(1)) + 1}", sql)
+    """entries_read() for the generic plan of ``sql``, as a prepared claim may run it."""
+    return _entries(claim_plan(sql, params, generic=True), filtered=filtered)
+
+
+def claim_plan(sql: str, params: dict[str, Any], *, generic: bool = False) -> dict[str, Any]:
+    """The plan of ``sql`` run under EXPLAIN ANALYZE and rolled back. ``generic``: its generic
+    plan, as a prepared claim may run it: made without the parameters' values (PREPARE, then
+    plan_cache_mode forcing it)."""
     conn = second_connection()
     try:
         with conn.transaction(force_rollback=True):
-            # A list goes as text[] (as psycopg sends it); the others' types PostgreSQL infers
-            # from the statement.
-            types = ", ".join(
-                "text[]" if isinstance(params[name], list) else "unknown" for name in names
-            )
-            conn.execute(f"PREPARE generic_claim ({types}) AS {numbered}")
-            conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
-            values = psycopg_sql.SQL(", ").join(psycopg_sql.Literal(params[n]) for n in names)
-            explain = psycopg_sql.SQL("EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE generic_claim ({})")
-            row = conn.execute(explain.format(values)).fetchone()
+            if not generic:
+                row = conn.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + sql, params).fetchone()
+            else:
+                row = _explain_generic(conn, sql, params)
             assert row is not None
             (plan,) = row
-            generic = (
-                "SELECT generic_plans FROM pg_prepared_statements WHERE name = 'generic_claim'"
-            )
-            assert conn.execute(generic).fetchone() == (1,)
     finally:
         conn.close()
     plan = json.loads(plan) if isinstance(plan, str) else plan
-    return _entries(plan[0]["Plan"], filtered=filtered)
+    return dict(plan[0]["Plan"])
+
+
+def _explain_generic(conn: Any, sql: str, params: dict[str, Any]) -> Any:
+    names = list(dict.fromkeys(re.findall(r"%\((\w+)\)s", sql)))
+    numbered = re.sub(r"%\((\w+)\)s", lambda m: f"${names.index(m.group(1)) + 1}", sql)
+    # A list goes as text[] (as psycopg sends it); the others' types PostgreSQL infers from
+    # the statement.
+    types = ", ".join("text[]" if isinstance(params[name], list) else "unknown" for name in names)
+    conn.execute(f"PREPARE generic_claim ({types}) AS {numbered}")
+    conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+    values = psycopg_sql.SQL(", ").join(psycopg_sql.Literal(params[n]) for n in names)
+    explain = psycopg_sql.SQL("EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE generic_claim ({})")
+    row = conn.execute(explain.format(values)).fetchone()
+    generic = "SELECT generic_plans FROM pg_prepared_statements WHERE name = 'generic_claim'"
+    assert conn.execute(generic).fetchone() == (1,)
+    return row
+
+
+def _plan_nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield node
+    for child in node.get("Plans", []):
+        yield from _plan_nodes(child)
 
 
 def _entries(node: dict[str, Any], *, filtered: bool = False) -> int:
@@ -130,3 +147,27 @@ def test_the_plain_claims_generic_plan_reads_what_it_takes(limit: int) -> None:
     )  # fmt: skip
     read = generic_entries_read(sql, params)
     assert read <= 3 * limit + 3, read
+
+
+@pytest.mark.parametrize("generic", [False, True])
+def test_the_plain_claim_takes_the_rows_it_locked_without_a_second_lookup(generic: bool) -> None:
+    """The update takes the rows ``due`` locked by their tuple ids (queries.claim, _BY_TUPLE):
+    the claim reads its index and never the table's key, where looking each id up again cost a
+    descent of pgjobs_job_queue_pkey a job. On the custom plan and on the generic one."""
+    with connection.cursor() as cur:
+        cur.execute(
+            "INSERT INTO pgjobs_job_queue (job_name) "
+            "SELECT 'test.record' FROM generate_series(1, %s)",
+            [DUE],
+        )
+        cur.execute("ANALYZE pgjobs_job_queue")
+    sql, params = claim_statement(
+        worker_id="w", limit=500, lease_seconds=60, queues=None,
+        job_names=["test.record"], lease_token=None, start_now=None, flow=False,
+    )  # fmt: skip
+    plan = claim_plan(sql, params, generic=generic)
+    scans = {(n["Node Type"], n.get("Index Name")) for n in _plan_nodes(plan)}
+    assert ("Tid Scan", None) in scans, scans
+    assert not any(index == "pgjobs_job_queue_pkey" for _, index in scans), scans
+    updated = [n for n in _plan_nodes(plan) if n["Node Type"] == "ModifyTable"]
+    assert [n["Actual Rows"] for n in updated] == [500]
