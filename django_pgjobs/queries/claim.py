@@ -95,9 +95,11 @@ _PLACE = "array_position(ARRAY(SELECT id FROM due_flow ORDER BY n), j.id)"
 # holds its lock until the statement commits. A row another transaction updated and committed
 # after this statement's snapshot, which FOR UPDATE then locked in its newest version, is not
 # visible to the update by that version's tuple id: it is left pending, its lock gone at commit,
-# for the next claim. The flow-controlled statement's candidates come from several walks
-# (queries.flow), which give ids; it looks them up by key.
-_BY_TUPLE = "j.ctid = ANY(ARRAY(SELECT ctid FROM due))"
+# for the next claim. The status is checked again on the row found (a filter; ``IS TRUE``, so
+# that no partial index's predicate matches it): a tuple id alone names a row only within one
+# table. The flow-controlled statement's candidates come from several walks (queries.flow),
+# which give ids; it looks them up by key.
+_BY_TUPLE = "j.ctid = ANY(ARRAY(SELECT ctid FROM due)) AND (j.status = 'pending') IS TRUE"
 _BY_KEY = "j.id = ANY(ARRAY(SELECT id FROM due))"
 
 _COLUMNS = (

@@ -43,13 +43,15 @@ from django_pgjobs.queries.sent import Sent, numbered
 # round). ``mine``'s lock holds the row where it is until the statement commits; a row another
 # transaction updated and committed after this statement's snapshot, locked in its newest
 # version, is not visible to the update by that version's tuple id: the attempt is not in
-# ``done``, and the worker, finding it still held (lease.no_longer_held), writes it again.
+# ``done``, and the worker, finding it still held (lease.no_longer_held), writes it again. The
+# id and token are checked again on the row the tuple id found (a filter, no lookup): a tuple id
+# alone names a row only within one table.
 COMPLETED_CTE = f"""{MINE_FINISHED},
 done AS (
     UPDATE pgjobs_job_queue AS j
     SET status = 'completed', completed_at = now(), result = %(results)s::jsonb -> mine.place::text,
         {record_start("mine.took")}, {CLEAR_LEASE}
-    FROM mine WHERE j.ctid = mine.ctid
+    FROM mine WHERE j.ctid = mine.ctid AND j.id = mine.id AND j.lease_token = mine.token
     RETURNING j.id, mine.token, mine.place
 )"""
 # The parameters of COMPLETED_CTE (finished_params), in the order send_completion numbers them.

@@ -156,8 +156,10 @@ def test_completing_a_batch_looks_each_attempt_up_in_the_key_once(batch: int) ->
     finally:
         conn.close()
     assert sorted(completed) == sorted(tokens)
-    # Two entries an attempt, its old version's and its new one's, found by the one lookup.
-    assert read <= 2 * batch, read
+    # Two entries an attempt, its old version's and its new one's, found by the one lookup
+    # (a second lookup would read 4 an attempt), and the few the planner of PostgreSQL 18 reads
+    # at the key's ends to estimate the join.
+    assert read <= 2 * batch + 5, read
 
 
 @pytest.mark.parametrize("batch", BATCHES)
