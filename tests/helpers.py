@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -258,3 +258,10 @@ def besides_autovacuum(warnings: Sequence[Any]) -> list[Any]:
     off = [w for w in warnings if w.kind == "autovacuum_off"]
     assert len([w for w in off if w.subject.startswith("database ")]) == autovacuum_off(), off
     return [w for w in warnings if w.kind != "autovacuum_off"]
+
+
+def plan_nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """``node`` of an ``EXPLAIN (FORMAT JSON)`` plan and every node under it."""
+    yield node
+    for child in node.get("Plans", []):
+        yield from plan_nodes(child)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -21,7 +21,7 @@ from django.db import connection
 from django_pgjobs.queries import complete_jobs, heartbeat, no_longer_held
 from django_pgjobs.queries.base import Token
 from django_pgjobs.queries.claim import claim_jobs
-from tests.helpers import second_connection
+from tests.helpers import plan_nodes, second_connection
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -97,12 +97,6 @@ class _Explaining:
         return (0, 0)
 
 
-def _nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    yield node
-    for child in node.get("Plans", []):
-        yield from _nodes(child)
-
-
 def repeated_scans(write: Callable[[Any], Any]) -> list[str]:
     """The scans of the batch (or bitmap scans of pgjobs_job_queue) in ``write``'s plan that ran
     more than once: a nested loop over a batch of hundreds, whose cost grows with its square (a
@@ -116,7 +110,7 @@ def repeated_scans(write: Callable[[Any], Any]) -> list[str]:
         conn.close()
     return [
         f"{n['Node Type']} {n.get('Alias') or n.get('Relation Name')} x{n['Actual Loops']}"
-        for n in _nodes(explaining.plan)
+        for n in plan_nodes(explaining.plan)
         if n["Actual Loops"] > 1
         and (n["Node Type"] == "Function Scan" or "Bitmap" in n["Node Type"])
     ]

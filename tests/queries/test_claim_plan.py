@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -18,7 +17,7 @@ from django.db import connection, transaction
 from psycopg import sql as psycopg_sql
 
 from django_pgjobs.queries.claim import claim_statement
-from tests.helpers import second_connection
+from tests.helpers import plan_nodes, second_connection
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -116,12 +115,6 @@ def _explain_generic(conn: Any, sql: str, params: dict[str, Any]) -> Any:
     return row
 
 
-def _plan_nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    yield node
-    for child in node.get("Plans", []):
-        yield from _plan_nodes(child)
-
-
 def _entries(node: dict[str, Any], *, filtered: bool = False) -> int:
     """Rows the scans of pgjobs_job_queue under ``node`` returned, summed over loops; with
     ``filtered``, also those they read and removed by a filter or a recheck."""
@@ -166,8 +159,8 @@ def test_the_plain_claim_takes_the_rows_it_locked_without_a_second_lookup(generi
         job_names=["test.record"], lease_token=None, start_now=None, flow=False,
     )  # fmt: skip
     plan = claim_plan(sql, params, generic=generic)
-    scans = {(n["Node Type"], n.get("Index Name")) for n in _plan_nodes(plan)}
+    scans = {(n["Node Type"], n.get("Index Name")) for n in plan_nodes(plan)}
     assert ("Tid Scan", None) in scans, scans
     assert not any(index == "pgjobs_job_queue_pkey" for _, index in scans), scans
-    updated = [n for n in _plan_nodes(plan) if n["Node Type"] == "ModifyTable"]
+    updated = [n for n in plan_nodes(plan) if n["Node Type"] == "ModifyTable"]
     assert [n["Actual Rows"] for n in updated] == [500]
