@@ -268,8 +268,17 @@ def token_params(tokens: Sequence[Token]) -> dict[str, str]:
 
 
 def uuid_array(values: Iterable[uuid.UUID]) -> str:
-    """A PostgreSQL uuid[] literal (sent as text, cast by ``::uuid[]`` in the statement)."""
-    return "{" + ",".join([v.hex for v in values]) + "}"
+    """A PostgreSQL uuid[] literal (sent as text, cast by ``::uuid[]`` in the statement). A
+    value that is the very object before it (the jobs of one claim share its lease token) is
+    written out once; ``%x`` of the integer, not ``UUID.hex``, saves a property call a value."""
+    texts: list[str] = []
+    last: uuid.UUID | None = None
+    text = ""
+    for value in values:
+        if value is not last:
+            last, text = value, "%032x" % value.int  # noqa: UP031 (the cheaper of the two)
+        texts.append(text)
+    return "{" + ",".join(texts) + "}"
 
 
 def filters(queues: Sequence[str] | None, job_names: Sequence[str] | None) -> str:

@@ -81,7 +81,7 @@ claimed AS (
         lease_token = %(lease_token)s
     WHERE {match}
     RETURNING j.id, j.job_name, j.payload::text AS payload, j.queue, j.priority, j.attempt,
-              j.max_attempts, j.scheduled_for, j.lease_token, j.partition_key,
+              j.max_attempts, j.scheduled_for, j.partition_key,
               extract(epoch FROM j.timeout)::float8 AS timeout,
               (SELECT t.seconds FROM timeouts AS t WHERE t.name = j.queue) AS queue_timeout,
               j.seq, {place} AS place, j.trace_context::text AS trace_context,
@@ -111,7 +111,6 @@ _COLUMNS = (
     "attempt",
     "max_attempts",
     "scheduled_for",
-    "lease_token",
     "partition_key",
     "timeout",
     "queue_timeout",
@@ -219,14 +218,16 @@ def claim_statement(
     return sql, params
 
 
-def _claimed_jobs(rows: Sequence[Any], sent: float) -> list[ClaimedJob]:
-    """The jobs of a claim's 'claimed' rows (the tag first, then _CLAIMED_COLUMNS)."""
+def _claimed_jobs(rows: Sequence[Any], sent: float, token: uuid.UUID) -> list[ClaimedJob]:
+    """The jobs of a claim's 'claimed' rows (the tag first, then _CLAIMED_COLUMNS), taken with
+    the lease ``token``."""
     # Never raises: a payload Python cannot decode comes back as an UndecodableJSON (the
     # claim has committed; the worker buries that job and runs the others). The trace context
     # stays text, decoded only by a worker that traces (django_pgjobs.tracing). In the order
     # ClaimedJob declares its fields: id, job_name, payload, queue to scheduled_for,
-    # lease_token, partition_key to seq, trace_context, stamp_after (r[14] is the place, read
-    # below), claim_sent.
+    # lease_token, partition_key to seq, trace_context, stamp_after (r[13] is the place, read
+    # below), claim_sent. The lease token is the one the claim set, not read back: one object
+    # for the whole claim, which the completion's parameters write once (queries.base.uuid_array).
     jobs = [
         claimed_job(
             (
@@ -234,9 +235,9 @@ def _claimed_jobs(rows: Sequence[Any], sent: float) -> list[ClaimedJob]:
                 r[2],
                 decode_json(r[3]),
                 *r[4:9],
-                as_uuid(r[9]),
-                *r[10:14],
-                *r[15:17],
+                token,
+                *r[9:13],
+                *r[14:16],
                 sent,
             )
         )
@@ -245,11 +246,11 @@ def _claimed_jobs(rows: Sequence[Any], sent: float) -> list[ClaimedJob]:
     # UPDATE ... RETURNING gives no order: run in the order the claim chose (``start_now``
     # marked the first jobs of that order started). The flow-controlled claim says each job's
     # place in it (the merge's, where a fair queue's walk gives its picks their places).
-    if not rows or rows[0][14] is None:
+    if not rows or rows[0][13] is None:
         # UUIDs compare in Python (UUID.__lt__); their ints in C.
         jobs.sort(key=lambda j: (-j.priority, j.scheduled_for, j.id.int))
         return jobs
-    place = {job.id: r[14] for job, r in zip(jobs, rows, strict=True)}
+    place = {job.id: r[13] for job, r in zip(jobs, rows, strict=True)}
     return sorted(jobs, key=lambda j: place[j.id])
 
 
@@ -289,8 +290,8 @@ def claim_jobs(
     ones not at all, limited ones within their limits, exactly, across all workers.
 
     ``meanwhile`` runs once the claim has committed and its reply is in, before its rows are
-    made into jobs: the worker sends its next statement there (queries.sent), so the server
-    runs it while this thread reads the claim. Not run if the claim raised.
+    read: the worker sends its next statement there (queries.sent), so the server runs it while
+    this thread makes the claim's rows into jobs. Not run if the claim raised.
     """
     claim: dict[str, Any] = {
         "worker_id": worker_id,
@@ -298,7 +299,8 @@ def claim_jobs(
         "lease_seconds": lease_seconds,
         "queues": queues,
         "job_names": job_names,
-        "lease_token": lease_token,
+        # Made here, not in the parameters: the jobs carry this very object (_claimed_jobs).
+        "lease_token": uuid.uuid4() if lease_token is None else as_uuid(lease_token),
         "start_now": start_now,
         "ahead_lease_seconds": ahead_lease_seconds,
         "start_margin": start_margin,
@@ -310,20 +312,24 @@ def claim_jobs(
     # (prepared.run_generic): PostgreSQL, left to choose, planned it again at every claim
     # (4.4 ms), and its plan reads the same rows whatever the values
     # (tests/queries/test_flow_plan.py).
+    if not flow:
+        cur.execute(*claim_statement(**claim))
+        if _only_rules(cur):
+            # The plain statement took nothing: flow control applies. Claim with it now.
+            sent, flow = time.monotonic(), True
     if flow:
         run_generic(cur, *claim_statement(**claim, flow=True))
-    else:
-        cur.execute(*claim_statement(**claim))
-    rows = cur.fetchall()
-    restricted = any(r[0] == "rules" for r in rows)  # one row says flow control applies
-    if restricted and not flow:
-        # The plain statement took nothing: flow control applies. Claim with it now.
-        sent = time.monotonic()
-        run_generic(cur, *claim_statement(**claim, flow=True))
-        rows = cur.fetchall()
-        restricted = any(r[0] == "rules" for r in rows)
     if meanwhile is not None:
-        meanwhile()
+        meanwhile()  # before the rows are read: the server runs it while they are
+    rows = cur.fetchall()
     if hint is not None:
-        hint.restricted = restricted
-    return _claimed_jobs([r for r in rows if r[0] == "claimed"], sent)
+        hint.restricted = flow and any(r[0] == "rules" for r in rows)
+    return _claimed_jobs([r for r in rows if r[0] == "claimed"], sent, claim["lease_token"])
+
+
+def _only_rules(cur: Any) -> bool:
+    """The plain claim's reply is its one 'rules' row (flow control applies to the worker's
+    queues, and then it takes nothing: ``_PLAIN_DUE``), read from the raw result: the rows are
+    made into Python values only after ``meanwhile`` has sent its statement."""
+    result = cur.pgresult
+    return result is not None and result.ntuples == 1 and result.get_value(0, 0) == b"rules"

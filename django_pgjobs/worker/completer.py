@@ -248,14 +248,19 @@ class Completer:
         hold a stale attempt of a job beside its new one): they leave the buffer, unless their
         row was held. Those written are handed on first, reading nothing: if the read about the
         others fails, only those stay buffered (one written would be written again, said lost)."""
-        completed = set(tokens)
-        written = [d for d in done if d.job.token in completed]
+        if len(tokens) == len(done):
+            # Each written attempt comes back once: all of them were written (the usual case,
+            # told apart without hashing a pair of UUIDs, a Python call each, per attempt).
+            written, unmatched = list(done), []
+        else:
+            completed = set(tokens)
+            written = [d for d in done if d.job.token in completed]
+            unmatched = [d for d in done if d.job.token not in completed]
         # Out of the buffer in one pass (a remove() each compared dataclasses field by field
         # whenever an outcome held back sat ahead of them).
         gone = {id(d) for d in written}
         self._done = [d for d in self._done if id(d) not in gone]
         self._hand_on_completed([d.job for d in written])
-        unmatched = [d for d in done if d.job.token not in completed]
         checked = [d.job.token for d in unmatched if d.job.token not in self._doubt]
         # One read for all of them; a database error leaves them all buffered.
         lost = set(queries.no_longer_held(conn.cursor(), tokens=checked)) if checked else set()

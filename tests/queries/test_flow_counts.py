@@ -158,7 +158,7 @@ def test_the_counts_read_the_walked_keys_through_their_indexes(
             "SELECT seq_scan, idx_tup_fetch FROM pg_stat_xact_user_tables "
             "WHERE relname = 'pgjobs_queue_starts'"
         ).fetchone()
-    assert sorted(r[10] for r in rows if r[0] == "claimed") == ["a", "b", "c"]
+    assert sorted(r[9] for r in rows if r[0] == "claimed") == ["a", "b", "c"]
     counts = [p for p in plans if "Query Text: SELECT count(*)" in p or "sum(s.jobs)" in p]
     key_starts = [p for p in counts if "s.partition_key = $2" in p]
     key_running = [p for p in counts if "j.partition_key = $2" in p]
