@@ -291,7 +291,9 @@ def claim_jobs(
 
     ``meanwhile`` runs once the claim has committed and its reply is in, before its rows are
     read: the worker sends its next statement there (queries.sent), so the server runs it while
-    this thread makes the claim's rows into jobs. Not run if the claim raised.
+    this thread makes the claim's rows into jobs. Not run if the claim's statement raised; run
+    if reading its rows then raises (a loader's error), whose caller must still read what it
+    sent (Completer.claim).
     """
     claim: dict[str, Any] = {
         "worker_id": worker_id,
@@ -312,24 +314,32 @@ def claim_jobs(
     # (prepared.run_generic): PostgreSQL, left to choose, planned it again at every claim
     # (4.4 ms), and its plan reads the same rows whatever the values
     # (tests/queries/test_flow_plan.py).
+    rows: list[Any] | None = None
     if not flow:
         cur.execute(*claim_statement(**claim))
-        if _only_rules(cur):
+        flow, rows = _only_rules(cur)
+        if flow:
             # The plain statement took nothing: flow control applies. Claim with it now.
-            sent, flow = time.monotonic(), True
+            sent, rows = time.monotonic(), None
     if flow:
         run_generic(cur, *claim_statement(**claim, flow=True))
     if meanwhile is not None:
         meanwhile()  # before the rows are read: the server runs it while they are
-    rows = cur.fetchall()
+    if rows is None:
+        rows = cur.fetchall()
     if hint is not None:
         hint.restricted = flow and any(r[0] == "rules" for r in rows)
     return _claimed_jobs([r for r in rows if r[0] == "claimed"], sent, claim["lease_token"])
 
 
-def _only_rules(cur: Any) -> bool:
-    """The plain claim's reply is its one 'rules' row (flow control applies to the worker's
-    queues, and then it takes nothing: ``_PLAIN_DUE``), read from the raw result: the rows are
-    made into Python values only after ``meanwhile`` has sent its statement."""
-    result = cur.pgresult
-    return result is not None and result.ntuples == 1 and result.get_value(0, 0) == b"rules"
+def _only_rules(cur: Any) -> tuple[bool, list[Any] | None]:
+    """Whether the plain claim's reply is its one 'rules' row (flow control applies to the
+    worker's queues, and then it takes nothing: ``_PLAIN_DUE``). Told from the raw result, so
+    that the rows are made into Python values only after ``meanwhile`` has sent its statement;
+    from the rows (returned too) when the cursor has no result yet: in a caller's pipeline
+    (``conn.pipeline()``) the reply is read at the fetch."""
+    result = getattr(cur, "pgresult", None)
+    if result is None:
+        rows = cur.fetchall()
+        return [r[0] for r in rows] == ["rules"], rows
+    return result.ntuples == 1 and result.get_value(0, 0) == b"rules", None

@@ -210,7 +210,14 @@ class Completer:
             self._settle_handed_back()  # a hand-back succeeded too, but is no completion
             behind.send(conn, self._successes())
 
-        jobs = queries.claim_jobs(preparing_cursor(conn), **claim, meanwhile=send)
+        try:
+            jobs = queries.claim_jobs(preparing_cursor(conn), **claim, meanwhile=send)
+        except BaseException:
+            # Reading the claim's rows failed after the successes were sent: their reply is
+            # read all the same, or libpq would keep refusing every statement ("another command
+            # is already in progress") on a connection that is not broken. Nothing if none went.
+            behind.read(conn, self._completed)
+            raise
         try:
             if then is not None:
                 then(jobs)

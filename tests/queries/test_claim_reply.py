@@ -77,6 +77,18 @@ def test_what_goes_behind_the_claim_is_sent_before_its_rows_are_read(
     assert calls == ["execute"] * (1 + flow) + ["meanwhile", "fetch"]
 
 
+def test_in_a_callers_pipeline_flow_control_is_told_from_the_rows(
+    conn: psycopg.Connection[Any],
+) -> None:
+    """In ``conn.pipeline()`` the reply is read only at the fetch: no raw result to look at."""
+    set_queue_limits("default", concurrency=5)
+    enqueue_many("test.record", [{}] * 3)
+    hint = queries.FlowHint()
+    with conn.pipeline():
+        jobs = queries.claim_jobs(preparing_cursor(conn), limit=10, hint=hint, **CLAIM)
+    assert len(jobs) == 3 and hint.restricted
+
+
 def test_a_claim_that_raises_sends_nothing_behind_it(conn: psycopg.Connection[Any]) -> None:
     enqueue_many("test.record", [{}])  # a due job: the claim's walk reads its LIMIT
     calls: list[str] = []

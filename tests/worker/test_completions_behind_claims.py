@@ -1,6 +1,6 @@
 """The successes a claim finds waiting are written right behind it: sent once the claim's reply
 is in, written while its jobs are made and handed to threads, their reply read before the claim
-returns (Completer.claim). Under flow control they ride in the claim's own statement instead,
+returns (Completer.claim). Under flow control they are written just before the claim instead,
 and a busy worker's loop leaves them to its claim rather than writing them first."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from django_pgjobs import enqueue, enqueue_many, get_job, queries
+from django_pgjobs import enqueue, enqueue_many, get_job, prepared, queries
 from django_pgjobs.queries.base import UNDO_CLAIM
 from django_pgjobs.queues import set_queue_limits
 from django_pgjobs.worker import Worker
@@ -131,6 +131,28 @@ def test_a_send_that_fails_leaves_them_buffered_and_the_jobs_claimed_still_start
     assert handed == [jobs] and len(jobs) == 2  # the claim committed: its jobs start
     assert completer.pending()  # the success waits for the next write, in doubt
     assert get_job(done[0].id).status == "running"
+
+
+def test_rows_that_cannot_be_read_still_leave_the_connection_free(
+    conn: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The claim committed and the successes went behind it, then reading its rows raised (a
+    loader's error): their reply is read all the same, so the next statement runs."""
+    enqueue_many("test.record", [{}] * 4)
+    completer = Completer(wake=lambda: None, on_written=lambda written: None)
+    done = completer.claim(conn, limit=2, **CLAIM)
+    finished(completer, done)
+
+    def unreadable(self: Any) -> Any:
+        raise psycopg.DataError("cannot load the rows")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(prepared._PreparingCursor, "fetchall", unreadable)
+        with pytest.raises(psycopg.DataError):
+            completer.claim(conn, limit=2, **CLAIM)
+    assert conn.execute("SELECT 1").fetchone() == (1,)
+    assert [get_job(job.id).status for job in done] == ["completed"] * 2
+    assert not completer.pending()
 
 
 def test_a_turn_that_claims_leaves_the_successes_to_the_claim(
