@@ -210,19 +210,18 @@ class Completer:
             self._settle_handed_back()  # a hand-back succeeded too, but is no completion
             behind.send(conn, self._successes())
 
+        claimed = False
         try:
             jobs = queries.claim_jobs(preparing_cursor(conn), **claim, meanwhile=send)
-        except BaseException:
-            # Reading the claim's rows failed after the successes were sent: their reply is
-            # read all the same, or libpq would keep refusing every statement ("another command
-            # is already in progress") on a connection that is not broken. Nothing if none went.
-            behind.read(conn, self._completed)
-            raise
-        try:
+            claimed = True
             if then is not None:
                 then(jobs)
         finally:
-            self._claims_took_them = behind.read(conn, self._completed)
+            # Read even when reading the claim's rows failed after the successes were sent: libpq
+            # would otherwise refuse every later statement ("another command is already in
+            # progress") on a connection that is not broken. At once if nothing was sent.
+            took = behind.read(conn, self._completed)
+            self._claims_took_them = claimed and took
         return jobs
 
     def rides_on_claims(self) -> bool:
