@@ -59,12 +59,13 @@ def release_jobs(cur: Cursor, *, tokens: Sequence[Token]) -> int:
 
 
 def release_lost_claims(cur: Cursor, *, lease_tokens: Sequence[uuid.UUID]) -> int:
-    """After a reconnect: give back what claims whose reply was lost took.
+    """Give back what claims whose reply was lost (or could not be read) took.
 
-    A claim can commit and its reply be lost with the connection; its rows are running with no
-    handler, and would burn an attempt waiting for their lease to expire. The worker made each
-    claim's lease token itself, so it knows the tokens of claims it never heard back from: undo
-    those attempts and make the jobs due again. Fenced on those tokens alone, never on the
+    A claim can commit and its reply be lost with the connection, or fail to be read on the
+    worker's side; its rows are running with no handler, and would burn an attempt waiting for
+    their lease to expire. The worker made each claim's lease token itself, so it knows the
+    tokens of claims whose jobs never reached it: undo those attempts and make the jobs due
+    again. Fenced on those tokens alone, never on the
     worker id, so another process that (wrongly) runs under the same id keeps its jobs.
     Scans running rows only; locks the rows it gives back.
     """

@@ -67,9 +67,15 @@ class Claims:
         threads' hands first."""
         self.start_lag.first_claim(conn)
         with self._link.claim_token() as lease_token:
+
+            def hand_out(jobs: list[queries.ClaimedJob]) -> None:
+                self._link.received(lease_token)  # theirs now: an error after this gives none back
+                if then is not None:
+                    then(jobs)
+
             jobs = self._completer.claim(
                 conn,
-                then=then,
+                then=hand_out,
                 worker_id=self.worker_id,
                 limit=limit,
                 lease_seconds=conf.LEASE_SECONDS,

@@ -54,7 +54,8 @@ class LoopConnection:
         # Set when the connection broke or could not be made: the worker was cut off from
         # the database, and so, perhaps, were the others (see Housekeeper.back_from_outage).
         self.cut_off = False
-        # Lease tokens of claims whose reply was lost with a broken connection.
+        # Lease tokens of claims whose jobs never reached the worker, though the claim may
+        # have committed: a reply lost with a broken connection, or unreadable (claim_token).
         self.lost_claims: list[uuid.UUID] = []
         self._consecutive_errors = 0
 
@@ -63,9 +64,8 @@ class LoopConnection:
         return self.conn is not None and not self.conn.closed
 
     def open(self) -> int:
-        """Connect; returns how many jobs the reconnect gave back: what claims whose reply never
-        came took, if they committed (see :meth:`claim_token`). Matched by those claims' lease
-        tokens only, never by this worker's id (``queries.release_lost_claims``)."""
+        """Connect; returns how many jobs the reconnect gave back: what claims whose jobs never
+        reached the worker took, if they committed (see :meth:`claim_token`)."""
         conn = connect(self.alias, application_name=f"{LOOP_NAME} {self.worker_id}")
         if self.listening is not None:
             try:
@@ -73,18 +73,31 @@ class LoopConnection:
             except psycopg.Error:
                 conn.close()
                 raise
-        released = 0
-        if self.lost_claims:
-            released = queries.release_lost_claims(conn.cursor(), lease_tokens=self.lost_claims)
-            self.lost_claims = []
-            if released:
-                logger.warning(
-                    "Gave back %s claimed while the connection dropped", counted(released, "job")
-                )
         self.conn = conn
+        try:
+            released = self.give_back_lost()
+        except psycopg.Error:
+            self.conn = None
+            conn.close()
+            raise
         logger.info(
             "Worker %s connected (queues: %s)", self.worker_id, ", ".join(self.queues) or "all"
         )
+        return released
+
+    def give_back_lost(self) -> int:
+        """Give back what the claims in :attr:`lost_claims` took, if they committed; returns how
+        many jobs. Matched by those claims' lease tokens only, never by this worker's id
+        (``queries.release_lost_claims``)."""
+        if not self.lost_claims or self.conn is None:
+            return 0
+        released = queries.release_lost_claims(self.conn.cursor(), lease_tokens=self.lost_claims)
+        self.lost_claims = []
+        if released:
+            logger.warning(
+                "Gave back %s taken by claims whose reply was lost or could not be read",
+                counted(released, "job"),
+            )
         return released
 
     def listener(self) -> psycopg.Connection[Any] | None:
@@ -93,18 +106,27 @@ class LoopConnection:
 
     @contextlib.contextmanager
     def claim_token(self) -> Iterator[uuid.UUID]:
-        """The lease token for one claim, made here and remembered until its reply arrives. If
-        the connection breaks first, the claim may have committed: the next :meth:`open` gives
-        back what it took. An error the server answered means nothing committed."""
+        """The lease token for one claim, remembered until its jobs are the worker's
+        (:meth:`received`). A claim that fails before then may have committed: what it took is
+        given back at the next reconnect, or before the next claim when the connection still
+        works (:meth:`give_back_lost`; an error on this side, reading the reply). Only an error
+        the server answered, on a connection that still works, means nothing committed."""
         token = uuid.uuid4()
         self.lost_claims.append(token)
         try:
             yield token
-        except psycopg.Error:
-            if self.is_open and not (self.conn is not None and self.conn.broken):
-                self.lost_claims.remove(token)
+        except psycopg.Error as exc:
+            broken = self.conn is None or self.conn.closed or self.conn.broken
+            if exc.sqlstate is not None and not broken:
+                self.received(token)
             raise
-        self.lost_claims.remove(token)
+        self.received(token)
+
+    def received(self, token: uuid.UUID) -> None:
+        """The claim of ``token`` came back and its jobs are the worker's: nothing to give back,
+        whatever goes wrong after."""
+        with contextlib.suppress(ValueError):
+            self.lost_claims.remove(token)
 
     def succeeded(self) -> None:
         self._consecutive_errors = 0
@@ -138,6 +160,8 @@ class LoopConnection:
             self.listening.close()
         if self.conn is None:
             return
+        with contextlib.suppress(psycopg.Error):
+            self.give_back_lost()  # a claim that raised on this side, then the worker stopped
         if deregister_instance is not None:
             with contextlib.suppress(psycopg.Error):
                 queries.deregister_worker(

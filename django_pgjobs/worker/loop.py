@@ -260,6 +260,8 @@ class Worker:
                 self._housekeeper.back_from_outage()
             self._housekeeper.heartbeat_soon()  # the leases may be running out
             self._pacing.maybe_work = True
+        elif self._link.lost_claims:  # a claim's reply could not be read (LoopConnection)
+            self.stats.released += self._link.give_back_lost()
         assert self._link.conn is not None
         return self._link.conn
 

@@ -1,0 +1,100 @@
+"""A claim that committed but whose rows the worker could not read (a loader's error, memory) has
+jobs running with no handler: the worker gives them back before its next claim, or when it
+stops, instead of leaving them to their lease. An error the server answered committed nothing:
+there is nothing to give back."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+import pytest
+
+from django_pgjobs import enqueue_many, get_job, prepared
+from django_pgjobs.worker import Worker
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def rows_unreadable(monkeypatch: pytest.MonkeyPatch, error: BaseException) -> None:
+    """The next claim commits, then reading its rows raises ``error`` (once)."""
+    real = prepared._PreparingCursor.fetchall
+
+    def fetchall(self: Any) -> Any:
+        monkeypatch.setattr(prepared._PreparingCursor, "fetchall", real)
+        raise error
+
+    monkeypatch.setattr(prepared._PreparingCursor, "fetchall", fetchall)
+
+
+def states(ids: list[Any]) -> list[tuple[str, int]]:
+    return [(job.status, job.attempt) for job in map(get_job, ids)]
+
+
+def test_the_jobs_of_a_claim_read_with_an_error_are_given_back_before_the_next_claim(
+    make_worker: type[Worker], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ids = enqueue_many("test.record", [{}] * 3)
+    worker = make_worker(concurrency=4)
+    worker._ensure_connected()
+    rows_unreadable(monkeypatch, psycopg.DataError("cannot load a column"))  # no sqlstate
+    with pytest.raises(psycopg.DataError):
+        worker._fill_slots()
+    assert states(ids) == [("running", 1)] * 3  # committed, and no thread has them
+    assert len(worker._link.lost_claims) == 1
+    worker._ensure_connected()  # what each turn of the loop does first
+    assert states(ids) == [("pending", 0)] * 3  # no attempt burnt
+    assert worker.stats.released == 3 and worker._link.lost_claims == []
+    worker.run(burst=True)
+    assert states(ids) == [("completed", 1)] * 3
+
+
+def test_a_worker_stopped_by_an_error_on_its_side_gives_the_claim_back_as_it_closes(
+    make_worker: type[Worker], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ids = enqueue_many("test.record", [{}] * 2)
+    worker = make_worker(concurrency=4)
+    rows_unreadable(monkeypatch, MemoryError())
+    with pytest.raises(MemoryError):  # the loop stops on anything but a database error
+        worker.run(burst=True)
+    assert states(ids) == [("pending", 0)] * 2
+
+
+def test_an_error_the_server_answered_leaves_nothing_to_give_back(
+    make_worker: type[Worker], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    enqueue_many("test.record", [{}] * 2)
+    worker = make_worker(concurrency=4)
+    conn = worker._ensure_connected()
+    real = prepared._PreparingCursor.execute
+
+    def refused(self: Any, *args: Any, **kwargs: Any) -> Any:
+        monkeypatch.setattr(prepared._PreparingCursor, "execute", real)
+        conn.execute("SELECT 1 / 0")  # a real refusal, before the claim runs
+
+    monkeypatch.setattr(prepared._PreparingCursor, "execute", refused)
+    with pytest.raises(psycopg.errors.DivisionByZero):
+        worker._fill_slots()
+    assert worker._link.lost_claims == []
+
+
+def test_an_error_after_the_jobs_reached_their_threads_gives_nothing_back(
+    make_worker: type[Worker], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once handed out, the jobs are the worker's: giving them back would run them twice."""
+    ids = enqueue_many("test.record", [{}] * 2)
+    worker = make_worker(concurrency=4)
+    worker._open()  # the handler threads
+    real = worker._slots.dispatch
+
+    def dispatch(*args: Any, **kwargs: Any) -> None:
+        real(*args, **kwargs)
+        raise RuntimeError("after the dispatch")
+
+    monkeypatch.setattr(worker._slots, "dispatch", dispatch)
+    with pytest.raises(RuntimeError):
+        worker._fill_slots()
+    assert worker._link.lost_claims == []
+    worker._slots.wait_idle()
+    worker._flush(force=True)
+    assert states(ids) == [("completed", 1)] * 2
