@@ -8,9 +8,10 @@ by a rate limit, when its window has room.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import psycopg
 
@@ -22,6 +23,15 @@ from django_pgjobs.worker.completer import Completer
 from django_pgjobs.worker.connection import LoopConnection
 from django_pgjobs.worker.pacing import Pacing
 from django_pgjobs.worker.start_lag import StartLag
+
+
+class Dispatch(Protocol):
+    """What hands a claim's jobs to threads (Slots.dispatch), calling ``taken`` once they are
+    the worker's: a claim whose dispatch raised before that is given back."""
+
+    def __call__(
+        self, jobs: list[queries.ClaimedJob], *, taken: Callable[[], object]
+    ) -> object: ...
 
 
 class Claims:
@@ -58,7 +68,7 @@ class Claims:
         *,
         limit: int,
         start_now: int,
-        then: Callable[[list[queries.ClaimedJob]], object] | None = None,
+        then: Dispatch | None = None,
     ) -> list[queries.ClaimedJob]:
         """Claim up to ``limit`` jobs, the first ``start_now`` of them to start at once (the
         rest are claimed ahead: their attempt counts once they start), and hand them to
@@ -69,9 +79,12 @@ class Claims:
         with self._link.claim_token() as lease_token:
 
             def hand_out(jobs: list[queries.ClaimedJob]) -> None:
-                self._link.received(lease_token)  # theirs now: an error after this gives none back
-                if then is not None:
-                    then(jobs)
+                # Once the jobs are the worker's, an error gives none of them back.
+                received = functools.partial(self._link.received, lease_token)
+                if then is None:
+                    received()
+                else:
+                    then(jobs, taken=received)
 
             jobs = self._completer.claim(
                 conn,

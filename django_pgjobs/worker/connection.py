@@ -108,9 +108,10 @@ class LoopConnection:
     def claim_token(self) -> Iterator[uuid.UUID]:
         """The lease token for one claim, remembered until its jobs are the worker's
         (:meth:`received`). A claim that fails before then may have committed: what it took is
-        given back at the next reconnect, or before the next claim when the connection still
-        works (:meth:`give_back_lost`; an error on this side, reading the reply). Only an error
-        the server answered, on a connection that still works, means nothing committed."""
+        given back at the next reconnect, or at the loop's next housekeeping when the connection
+        still works (:meth:`give_back_lost`; an error on this side, reading the reply or handing
+        out the jobs). Only an error the server answered, on a connection that still works,
+        means nothing committed."""
         token = uuid.uuid4()
         self.lost_claims.append(token)
         try:

@@ -260,8 +260,6 @@ class Worker:
                 self._housekeeper.back_from_outage()
             self._housekeeper.heartbeat_soon()  # the leases may be running out
             self._pacing.maybe_work = True
-        elif self._link.lost_claims:  # a claim's reply could not be read (LoopConnection)
-            self.stats.released += self._link.give_back_lost()
         assert self._link.conn is not None
         return self._link.conn
 
@@ -400,7 +398,11 @@ class Worker:
         mark_no_longer_ours(self._inflight.values(), report.lost)
         self.stats.rescued += report.rescued_total
         self._after_write.rescued(report)
-        if report.rescued or report.rescued_unstarted:
+        # A claim whose jobs never reached a thread (LoopConnection.claim_token): after the
+        # heartbeat, which a give-back that keeps failing must not hold up.
+        given_back = self._link.give_back_lost()
+        self.stats.released += given_back
+        if report.rescued or report.rescued_unstarted or given_back:
             self._pacing.maybe_work = True
 
     def _wait(self, timeout: float) -> None:

@@ -145,10 +145,18 @@ class Slots:
             )
             self._runner.open(self.concurrency)
 
-    def dispatch(self, jobs: Sequence[queries.ClaimedJob], *, sent_at: float | None = None) -> None:
+    def dispatch(
+        self,
+        jobs: Sequence[queries.ClaimedJob],
+        *,
+        sent_at: float | None = None,
+        taken: Callable[[], object] | None = None,
+    ) -> None:
         """Hand the claimed jobs to the pool, in order. ``sent_at``: when the claim was sent
         (monotonic; default now), from which their leases count: the short one of a job
-        claimed ahead for all of them, until the heartbeat renews (see :mod:`.ahead`)."""
+        claimed ahead for all of them, until the heartbeat renews (see :mod:`.ahead`).
+        ``taken`` is called once the jobs are this worker's, just before they go to the pool:
+        an error before that leaves none of them held here (Claims.take gives them back)."""
         assert self._pool is not None
         setting, now = conf.TIMEOUT, time.monotonic()  # once per claim, not per job
         since, short = now if sent_at is None else sent_at, ahead.ahead_lease()
@@ -161,25 +169,33 @@ class Slots:
         # A claim's jobs are mostly of a few kinds: each kind's handler and timeout are looked
         # up once (per job, they were a tenth of the loop thread's time per job).
         kinds: dict[tuple[str, float | None, float | None], _Kind] = {}
-        for job in jobs:
-            if debug:
-                jobs_logger.debug(
-                    "Claimed %s %s (attempt %s)", job.job_name, job.id, job.attempt,
-                    extra=job_fields(job),
-                )  # fmt: skip
-            kind = (job.job_name, job.timeout, job.queue_timeout)
-            found = kinds.get(kind)
-            if found is None:
-                handler = registry.get(job.job_name)
-                found = kinds[kind] = (handler, attempt_timeout(job, handler, setting=setting))
-            handler, timeout = found
-            entry = InFlight.of(job, handler, stopping=self._stopping, timeout=timeout)
-            entry.started_at = since  # claimed then: the give-back counts from the claim
-            ahead.granted(entry, since=since, seconds=short)
-            self.inflight[job.token] = entry
-            if not self._runner.kills_on_timeout:  # else nothing here looks: enforce_timeouts
-                self._deadlines.dispatched(entry, now=now)
-            entries.append(entry)
+        try:
+            for job in jobs:
+                if debug:
+                    jobs_logger.debug(
+                        "Claimed %s %s (attempt %s)", job.job_name, job.id, job.attempt,
+                        extra=job_fields(job),
+                    )  # fmt: skip
+                kind = (job.job_name, job.timeout, job.queue_timeout)
+                found = kinds.get(kind)
+                if found is None:
+                    handler = registry.get(job.job_name)
+                    timeout = attempt_timeout(job, handler, setting=setting)
+                    found = kinds[kind] = (handler, timeout)
+                handler, timeout = found
+                entry = InFlight.of(job, handler, stopping=self._stopping, timeout=timeout)
+                entry.started_at = since  # claimed then: the give-back counts from the claim
+                ahead.granted(entry, since=since, seconds=short)
+                self.inflight[job.token] = entry
+                entries.append(entry)
+                if not self._runner.kills_on_timeout:  # else nothing here looks: enforce_timeouts
+                    self._deadlines.dispatched(entry, now=now)
+        except BaseException:
+            for entry in entries:  # none of them reaches a thread
+                self.inflight.pop(entry.job.token, None)
+            raise
+        if taken is not None:
+            taken()
         # Busy before any can finish (a handler's report counts its slot free), and one lock
         # for the claim's tasks: per job, both were a tenth of the loop thread's time.
         self._count_busy(+len(entries))

@@ -1,7 +1,8 @@
-"""A claim that committed but whose rows the worker could not read (a loader's error, memory) has
-jobs running with no handler: the worker gives them back before its next claim, or when it
-stops, instead of leaving them to their lease. An error the server answered committed nothing:
-there is nothing to give back."""
+"""A claim that committed but whose jobs never reached a thread (its rows could not be read: a
+loader's error, memory; or handing them out failed) has jobs running with no handler: the worker
+gives them back at its next housekeeping, after the heartbeat, or when it stops, instead of
+leaving them to their lease. An error the server answered committed nothing: there is nothing to
+give back."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from typing import Any
 import psycopg
 import pytest
 
-from django_pgjobs import enqueue_many, get_job, prepared
+from django_pgjobs import enqueue_many, get_job, prepared, queries
 from django_pgjobs.worker import Worker
+from django_pgjobs.worker.inflight import InFlight
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -42,7 +44,7 @@ def test_the_jobs_of_a_claim_read_with_an_error_are_given_back_before_the_next_c
         worker._fill_slots()
     assert states(ids) == [("running", 1)] * 3  # committed, and no thread has them
     assert len(worker._link.lost_claims) == 1
-    worker._ensure_connected()  # what each turn of the loop does first
+    worker._housekeep()  # what each turn of the loop does, after connecting
     assert states(ids) == [("pending", 0)] * 3  # no attempt burnt
     assert worker.stats.released == 3 and worker._link.lost_claims == []
     worker.run(burst=True)
@@ -98,3 +100,59 @@ def test_an_error_after_the_jobs_reached_their_threads_gives_nothing_back(
     worker._slots.wait_idle()
     worker._flush(force=True)
     assert states(ids) == [("completed", 1)] * 2
+
+
+def test_a_give_back_that_fails_does_not_hold_up_the_heartbeat(
+    make_worker: type[Worker], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The leases of the jobs in the worker's threads are renewed first: a give-back that kept
+    failing before the heartbeat would let them expire, and another worker run them again."""
+    ids = enqueue_many("test.record", [{}] * 2)
+    worker = make_worker(concurrency=4)
+    worker._ensure_connected()
+    rows_unreadable(monkeypatch, psycopg.DataError("cannot load a column"))
+    with pytest.raises(psycopg.DataError):
+        worker._fill_slots()
+    heartbeats: list[object] = []
+    real_heartbeat = queries.heartbeat
+
+    def heartbeat(*args: Any, **kwargs: Any) -> Any:
+        heartbeats.append(None)
+        return real_heartbeat(*args, **kwargs)
+
+    def refused(cur: Any, *, lease_tokens: Any) -> int:
+        cur.execute("SELECT 1 / 0")  # a real refusal, each time
+        return 0
+
+    monkeypatch.setattr(queries, "heartbeat", heartbeat)
+    monkeypatch.setattr(queries, "release_lost_claims", refused)
+    with pytest.raises(psycopg.errors.DivisionByZero):
+        worker._housekeep(force=True)
+    assert len(heartbeats) == 1 and len(worker._link.lost_claims) == 1  # kept for the next try
+    monkeypatch.undo()
+    worker._housekeep()
+    assert states(ids) == [("pending", 0)] * 2
+
+
+def test_a_dispatch_that_raises_part_way_gives_the_whole_claim_back(
+    make_worker: type[Worker], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No job of the claim reached a thread: none stays held by the worker, all go back."""
+    ids = enqueue_many("test.record", [{}] * 3)
+    worker = make_worker(concurrency=4)
+    worker._open()
+    real = InFlight.of
+    made: list[object] = []
+
+    def of(*args: Any, **kwargs: Any) -> Any:
+        if made:
+            raise RuntimeError("part-way through the dispatch")
+        made.append(None)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(InFlight, "of", of)
+    with pytest.raises(RuntimeError):
+        worker._fill_slots()
+    assert worker._inflight == {} and len(worker._link.lost_claims) == 1
+    worker.close()
+    assert states(ids) == [("pending", 0)] * 3
