@@ -32,30 +32,24 @@ from django_pgjobs import queries
 from django_pgjobs.conf import conf
 from django_pgjobs.schedules.scheduler import Scheduler
 from django_pgjobs.worker.after_write import AfterWrite, Measured
-from django_pgjobs.worker.attempt import AttemptResult, run_attempt
 from django_pgjobs.worker.bookkeeping import Bookkeeper
-from django_pgjobs.worker.children import ChildRunner
 from django_pgjobs.worker.claims import Claims
 from django_pgjobs.worker.completer import Completer
 from django_pgjobs.worker.connection import LoopConnection, pause
 from django_pgjobs.worker.housekeeping import Housekeeper
 from django_pgjobs.worker.inflight import (
-    InFlight,
     hand_back_running,
     mark_cancelled,
     mark_no_longer_ours,
 )
 from django_pgjobs.worker.pacing import Pacing
 from django_pgjobs.worker.process import SchedulerThread, StopSignals
-from django_pgjobs.worker.slots import InThread, Runner, Slots
+from django_pgjobs.worker.runners import POOLS, runner_for
+from django_pgjobs.worker.slots import Slots
 from django_pgjobs.worker.stats import Summary, WorkerStats
 from django_pgjobs.worker.wakeup import Wakeup, Woken
 
 logger = logging.getLogger("django_pgjobs.worker")
-
-
-# Where handlers run: a thread of the worker, or a child process per thread (a hard timeout).
-POOLS = ("thread", "process")
 
 
 def default_worker_id() -> str:
@@ -138,7 +132,12 @@ class Worker:
             completer=self._completer,
             pacing=self._pacing,
             wake=self._wakeup.ring,
-            runner=self._runner(),
+            runner=runner_for(
+                pool,
+                name=f"pgjobs-{self.worker_id}",
+                progressed=self._completer.progressed,
+                start_lag=self._claims.start_lag,
+            ),
             stopping=self._stopping,
             on_start=lambda job: self._after_write.started(job, self.worker_id),
             start_lag=self._claims.start_lag,
@@ -343,15 +342,6 @@ class Worker:
         self.stats.claimed += len(jobs)
         self._claims.look_ahead(conn)
         return len(jobs)
-
-    def _runner(self) -> Runner:
-        if self.pool == "process":
-            name, progressed = f"pgjobs-{self.worker_id}", self._completer.progressed
-            return ChildRunner(name=name, progressed=progressed, start_lag=self._claims.start_lag)
-        return InThread(self._run_in_thread)
-
-    def _run_in_thread(self, entry: InFlight) -> AttemptResult:
-        return run_attempt(entry.handler, entry.job, self._completer.progressed, entry.attempt)
 
     def _flush(self, *, force: bool = False) -> None:
         if not self._completer.pending():

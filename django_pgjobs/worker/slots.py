@@ -20,7 +20,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import psycopg
 from django.db import connections
@@ -44,6 +44,7 @@ from django_pgjobs.worker.inflight import InFlight, log_timed_out
 from django_pgjobs.worker.outcomes import job_fields, jobs_logger
 from django_pgjobs.worker.pacing import Pacing
 from django_pgjobs.worker.pool import HandlerPool
+from django_pgjobs.worker.runners import Runner
 from django_pgjobs.worker.start_lag import StartLag
 
 logger = logging.getLogger("django_pgjobs.worker")
@@ -53,56 +54,8 @@ logger = logging.getLogger("django_pgjobs.worker")
 _Kind = tuple[JobHandler | None, AttemptTimeout | None]
 
 
-class Runner(Protocol):
-    """Runs attempts for the slots' threads: in the thread itself, or in a child process."""
-
-    # It enforces timeouts itself, by killing what runs the handler: the slots must not
-    # abandon the thread.
-    kills_on_timeout: bool
-
-    def __call__(self, entry: InFlight) -> AttemptResult:
-        """Run one attempt in the calling slot thread and say how it went; never raises."""
-
-    def worker_stopping(self) -> None:
-        """The worker was asked to stop: tell handlers that read ``stopping`` elsewhere than in
-        the worker's event. Called from a signal handler too: takes no lock."""
-
-    def open(self, slots: int) -> None:
-        """The slots open: get ready to run ``slots`` attempts at once."""
-
-    def thread_exit(self) -> None:
-        """A slot thread is ending: release what it kept."""
-
-    def close(self) -> None:
-        """The worker is closing: stop whatever still runs, at once."""
-
-
-class InThread:
-    """Runs each attempt in the slot's own thread (the default ``--pool thread``)."""
-
-    kills_on_timeout = False
-
-    def __init__(self, run: Callable[[InFlight], AttemptResult]) -> None:
-        self._run = run
-
-    def __call__(self, entry: InFlight) -> AttemptResult:
-        return self._run(entry)
-
-    def worker_stopping(self) -> None:
-        pass  # a handler thread reads the worker's own event
-
-    def open(self, slots: int) -> None:
-        pass
-
-    def thread_exit(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
 class Slots:
-    """``runner`` runs the attempts (see :class:`Runner`)."""
+    """``runner`` runs the attempts (see :class:`~.runners.Runner`)."""
 
     def __init__(
         self,
@@ -210,7 +163,7 @@ class Slots:
 
     def worker_stopping(self) -> None:
         """The worker's ``stopping`` event is set: handlers the runner runs elsewhere learn it
-        now (:meth:`Runner.worker_stopping`)."""
+        now (:meth:`~.runners.Runner.worker_stopping`)."""
         self._runner.worker_stopping()
 
     def cancel_unstarted(

@@ -48,14 +48,14 @@ def test_a_failure_of_the_worker_that_cannot_be_logged_still_hands_the_job_back(
 ) -> None:
     """Fault injection: the worker's own code around the handler raises an error whose
     traceback cannot be formatted, so logging it fails too."""
-    from django_pgjobs.worker import loop
+    from django_pgjobs.worker import runners
 
     def broken(*args: Any) -> Any:
         raise Undescribable("injected")
 
     job_id = enqueue("test.record", {"label": "x"})
     worker = make_worker(concurrency=1)
-    monkeypatch.setattr(loop, "run_attempt", broken)
+    monkeypatch.setattr(runners, "run_attempt", broken)
     assert worker.run_once().retried == 1
     job = get_job(job_id)
     assert (job.status, job.error) == ("pending", "WorkerError: the attempt could not be run.")

@@ -141,14 +141,14 @@ def test_a_failure_inside_the_worker_still_records_an_outcome(
 ) -> None:
     """Fault injection: the code that runs an attempt (not the handler) raises. The job must not
     stay leased to this worker for ever: the attempt is recorded as failed."""
-    from django_pgjobs.worker import loop
+    from django_pgjobs.worker import runners
 
     def broken(*args: Any) -> Any:
         raise RuntimeError("injected")
 
     job_id = enqueue("test.record", {"label": "x"})
     worker = make_worker()
-    monkeypatch.setattr(loop, "run_attempt", broken)
+    monkeypatch.setattr(runners, "run_attempt", broken)
     assert worker.run_once().retried == 1
     job = get_job(job_id)
     assert (job.status, job.error) == ("pending", "WorkerError: the attempt could not be run.")

@@ -243,7 +243,8 @@ def test_slots_look_for_deadlines_only_when_the_runner_leaves_timeouts_to_them(
     from django_pgjobs.worker.completer import Completer
     from django_pgjobs.worker.inflight import InFlight
     from django_pgjobs.worker.pacing import Pacing
-    from django_pgjobs.worker.slots import InThread, Slots
+    from django_pgjobs.worker.runners import InThread
+    from django_pgjobs.worker.slots import Slots
 
     register_handler("t.noop", lambda payload: None)
 

@@ -24,8 +24,9 @@ from django_pgjobs.jobs.registry import registry
 from django_pgjobs.metrics import EXPORTER_SCOPES, require_prometheus_client
 from django_pgjobs.observability.display import printable
 from django_pgjobs.queries.base import WORKFLOW_JOB_PREFIX
-from django_pgjobs.worker.loop import POOLS, Worker
+from django_pgjobs.worker.loop import Worker
 from django_pgjobs.worker.process import configure_logging
+from django_pgjobs.worker.runners import POOLS
 from django_pgjobs.workflows.registry import workflows
 
 if TYPE_CHECKING:
