@@ -68,7 +68,7 @@ class Claims:
         *,
         limit: int,
         start_now: int,
-        then: Dispatch | None = None,
+        then: Dispatch,
     ) -> list[queries.ClaimedJob]:
         """Claim up to ``limit`` jobs, the first ``start_now`` of them to start at once (the
         rest are claimed ahead: their attempt counts once they start), and hand them to
@@ -77,18 +77,11 @@ class Claims:
         threads' hands first."""
         self.start_lag.first_claim(conn)
         with self._link.claim_token() as lease_token:
-
-            def hand_out(jobs: list[queries.ClaimedJob]) -> None:
-                # Once the jobs are the worker's, an error gives none of them back.
-                received = functools.partial(self._link.received, lease_token)
-                if then is None:
-                    received()
-                else:
-                    then(jobs, taken=received)
-
+            # Once the jobs are the worker's, an error gives none of them back.
+            received = functools.partial(self._link.received, lease_token)
             jobs = self._completer.claim(
                 conn,
-                then=hand_out,
+                then=lambda jobs: then(jobs, taken=received),
                 worker_id=self.worker_id,
                 limit=limit,
                 lease_seconds=conf.LEASE_SECONDS,

@@ -63,6 +63,11 @@ class LoopConnection:
     def is_open(self) -> bool:
         return self.conn is not None and not self.conn.closed
 
+    @property
+    def broken(self) -> bool:
+        """No connection, or one that can run nothing more (closed, or lost mid-statement)."""
+        return self.conn is None or self.conn.closed or self.conn.broken
+
     def open(self) -> int:
         """Connect; returns how many jobs the reconnect gave back: what claims whose jobs never
         reached the worker took, if they committed (see :meth:`claim_token`)."""
@@ -117,8 +122,7 @@ class LoopConnection:
         try:
             yield token
         except psycopg.Error as exc:
-            broken = self.conn is None or self.conn.closed or self.conn.broken
-            if exc.sqlstate is not None and not broken:
+            if exc.sqlstate is not None and not self.broken:
                 self.received(token)
             raise
         self.received(token)
@@ -137,7 +141,7 @@ class LoopConnection:
         failures and the like leave the connection usable; only a broken one is dropped (the
         next :meth:`open` reconnects)."""
         self._consecutive_errors += 1
-        broken = self.conn is None or self.conn.closed or self.conn.broken
+        broken = self.broken
         logger.error(
             "Database error in worker %s (%s): %s",
             self.worker_id,

@@ -33,15 +33,24 @@ def states(ids: list[Any]) -> list[tuple[str, int]]:
     return [(job.status, job.attempt) for job in map(get_job, ids)]
 
 
+def unread_claim(
+    make_worker: type[Worker], monkeypatch: pytest.MonkeyPatch, jobs: int
+) -> tuple[Worker, list[Any]]:
+    """A worker whose claim of ``jobs`` jobs committed, then reading its rows raised (a
+    loader's error: no sqlstate); and the jobs' ids."""
+    ids = enqueue_many("test.record", [{}] * jobs)
+    worker = make_worker(concurrency=4)
+    worker._ensure_connected()
+    rows_unreadable(monkeypatch, psycopg.DataError("cannot load a column"))
+    with pytest.raises(psycopg.DataError):
+        worker._fill_slots()
+    return worker, ids
+
+
 def test_the_jobs_of_a_claim_read_with_an_error_are_given_back_before_the_next_claim(
     make_worker: type[Worker], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    ids = enqueue_many("test.record", [{}] * 3)
-    worker = make_worker(concurrency=4)
-    worker._ensure_connected()
-    rows_unreadable(monkeypatch, psycopg.DataError("cannot load a column"))  # no sqlstate
-    with pytest.raises(psycopg.DataError):
-        worker._fill_slots()
+    worker, ids = unread_claim(make_worker, monkeypatch, 3)
     assert states(ids) == [("running", 1)] * 3  # committed, and no thread has them
     assert len(worker._link.lost_claims) == 1
     worker._housekeep()  # what each turn of the loop does, after connecting
@@ -107,12 +116,7 @@ def test_a_give_back_that_fails_does_not_hold_up_the_heartbeat(
 ) -> None:
     """The leases of the jobs in the worker's threads are renewed first: a give-back that kept
     failing before the heartbeat would let them expire, and another worker run them again."""
-    ids = enqueue_many("test.record", [{}] * 2)
-    worker = make_worker(concurrency=4)
-    worker._ensure_connected()
-    rows_unreadable(monkeypatch, psycopg.DataError("cannot load a column"))
-    with pytest.raises(psycopg.DataError):
-        worker._fill_slots()
+    worker, ids = unread_claim(make_worker, monkeypatch, 2)
     heartbeats: list[object] = []
     real_heartbeat = queries.heartbeat
 
