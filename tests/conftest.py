@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -13,6 +14,7 @@ from django.db import connections
 
 from django_pgjobs.database import connection_params
 from django_pgjobs.jobs.registry import JobHandler, register, registry
+from django_pgjobs.observability.explanation import rescue_hold_seconds
 from django_pgjobs.schedules.declarations import forget
 from django_pgjobs.schedules.scheduler import Scheduler
 from django_pgjobs.worker import Worker
@@ -39,6 +41,21 @@ def make_worker() -> Iterator[type[Worker]]:
     yield ClosingWorker
     for worker in made:
         worker.close()
+
+
+@pytest.fixture
+def rescuable() -> None:
+    """The database server has been up for a worker's rescue hold (rescue_hold_seconds, a
+    lease: 60 s), so a worker's sweep rescues expired leases (queries.rescue_expired_leases
+    holds every rescuer that long after the server starts). The embedded server starts with
+    the test session: a test that expects a rescue, run alone, would otherwise fail. Waits on
+    the server's own uptime, once a session at most."""
+    hold = rescue_hold_seconds()
+    with connections["default"].cursor() as cur:
+        cur.execute("SELECT extract(epoch FROM now() - pg_postmaster_start_time())::float8")
+        (uptime,) = cur.fetchone()
+    if uptime < hold:
+        time.sleep(hold - uptime + 0.5)
 
 
 @pytest.fixture

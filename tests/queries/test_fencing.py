@@ -16,7 +16,8 @@ from django_pgjobs.worker import Worker
 from tests.helpers import wait_for
 from tests.testapp.models import Run
 
-pytestmark = pytest.mark.django_db(transaction=True)
+# Their workers' sweeps rescue expired leases: the server must have been up for the hold.
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("rescuable")]
 
 
 class TestFencing:

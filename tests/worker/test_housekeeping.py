@@ -17,7 +17,8 @@ from django_pgjobs.models import Worker as WorkerRow
 from django_pgjobs.observability.display import local_time
 from django_pgjobs.worker import Worker
 
-pytestmark = pytest.mark.django_db(transaction=True)
+# Their workers' sweeps rescue expired leases: the server must have been up for the hold.
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("rescuable")]
 
 
 def test_rescue_retries_or_buries_expired_leases(make_worker: type[Worker]) -> None:

@@ -23,7 +23,8 @@ from django_pgjobs.workflows import WorkflowHandle
 from tests.helpers import second_connection, workflow_job
 from tests.testapp import workflows as wf
 
-pytestmark = pytest.mark.django_db(transaction=True)
+# Their workers' sweeps rescue expired leases: the server must have been up for the hold.
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("rescuable")]
 
 
 def died_holding(job_id: uuid.UUID, *, max_attempts: int) -> None:

@@ -35,7 +35,8 @@ from django_pgjobs.worker import Worker
 from tests.helpers import in_thread, start_worker, stop, wait_for, workflow_job
 from tests.testapp.models import Run
 
-pytestmark = pytest.mark.django_db(transaction=True)
+# Their workers' sweeps rescue expired leases: the server must have been up for the hold.
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("rescuable")]
 
 Register = Callable[..., Any]
 
