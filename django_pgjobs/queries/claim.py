@@ -49,9 +49,9 @@ _PLAIN_DUE = """due{suffix} AS (
 _FLOW_DUE = """{plain},
 {flow},
 due AS (
-    SELECT ctid FROM due_plain
+    SELECT id FROM due_plain
     UNION ALL
-    (SELECT ctid FROM due_flow ORDER BY n)
+    (SELECT id FROM due_flow ORDER BY n)
 )"""
 
 # Taking the rows chosen in ``due``; the statements select from ``claimed``.
@@ -71,12 +71,15 @@ claimed AS (
     -- seconds, not a lease later (the worker records their start well before it runs out).
     UPDATE pgjobs_job_queue AS j
     SET status = 'running', attempt = j.attempt + 1, locked_by = %(worker_id)s,
-        locked_at = CASE WHEN j.attempt_spared OR {starts} THEN now() END,
+        locked_at = CASE WHEN j.attempt_spared
+                           OR j.id = ANY(ARRAY(SELECT id FROM due LIMIT %(start_now)s))
+                         THEN now() END,
         lease_expires_at = now() + make_interval(secs => CASE
-            WHEN j.attempt_spared OR {starts} THEN %(lease_seconds)s
+            WHEN j.attempt_spared OR j.id = ANY(ARRAY(SELECT id FROM due LIMIT %(start_now)s))
+            THEN %(lease_seconds)s
             ELSE coalesce(%(ahead_lease_seconds)s::float8, %(lease_seconds)s) END),
         lease_token = %(lease_token)s
-    {source}WHERE {match}
+    WHERE {match}
     RETURNING j.id, j.job_name, j.payload::text AS payload, j.queue, j.priority, j.attempt,
               j.max_attempts, j.scheduled_for, j.partition_key,
               extract(epoch FROM j.timeout)::float8 AS timeout,
@@ -84,14 +87,8 @@ claimed AS (
               j.seq, {place} AS place, j.trace_context::text AS trace_context,
               {stamp} AS rate_stamp
 )"""
-# The plain claim: its jobs' order is the claim order (NULL place), the first start_now rows of
-# ``due`` start now, and the update finds the rows by the tuple ids ``due`` locked.
-_PLAIN_CLAIMED = {
-    "place": "NULL::int",
-    "stamp": "NULL::timestamptz",
-    "starts": "j.id = ANY(ARRAY(SELECT id FROM due LIMIT %(start_now)s))",
-    "source": "",
-}
+# NULL: the plain order; else (flow control) the job's place in the claim's order (due_flow).
+_PLACE = "array_position(ARRAY(SELECT id FROM due_flow ORDER BY n), j.id)"
 # How the update finds the plain claim's rows: by the tuple ids ``due`` locked (a Tid Scan), not
 # by looking each id up in the key again, a descent of pgjobs_job_queue_pkey a job (a tenth of
 # the claim's time, benchmarks/README.md, the ninth round). The row cannot have moved: ``due``
@@ -100,20 +97,10 @@ _PLAIN_CLAIMED = {
 # visible to the update by that version's tuple id: it is left pending, its lock gone at commit,
 # for the next claim. The status is checked again on the row found (a filter; ``IS TRUE``, so
 # that no partial index's predicate matches it): a tuple id alone names a row only within one
-# table. The flow-controlled statement takes its rows the same way (_FLOW_CLAIMED, _BY_PLACE).
+# table. The flow-controlled statement's candidates come from several walks (queries.flow),
+# which give ids; it looks them up by key.
 _BY_TUPLE = "j.ctid = ANY(ARRAY(SELECT ctid FROM due)) AND (j.status = 'pending') IS TRUE"
-# The flow-controlled claim: its candidates come from several walks (queries.flow), each with
-# the tuple id of the version it locked, in the claim's order (due_flow's ``n``). The update
-# joins their tuple ids numbered in that order: a Tid Scan a job (the planner's estimate for
-# unnest() is small, so never a hash of the whole table), and the number is the job's place,
-# where ``array_position`` over the claim's ids cost a scan of them a job (0.5 ms for 480).
-_FLOW_CLAIMED = {
-    "place": "d.place",
-    "stamp": rate_starts.RATE_STAMP,
-    "starts": "d.place <= coalesce(%(start_now)s, %(limit)s)",
-    "source": "FROM unnest(ARRAY(SELECT ctid FROM due)) WITH ORDINALITY AS d(ctid, place)\n    ",
-}
-_BY_PLACE = "j.ctid = d.ctid AND (j.status = 'pending') IS TRUE"
+_BY_KEY = "j.id = ANY(ARRAY(SELECT id FROM due))"
 
 _COLUMNS = (
     "id",
@@ -156,7 +143,7 @@ def _ctes(queues: Sequence[str] | None, job_names: Sequence[str] | None, *, flow
     found = filters(queues, job_names)
     if not flow:
         due = _PLAIN_DUE.format(suffix="", filters=found)
-        claimed = _CLAIMED.format(**_PLAIN_CLAIMED, match=_BY_TUPLE)
+        claimed = _CLAIMED.format(place="NULL::int", stamp="NULL::timestamptz", match=_BY_TUPLE)
         return f"{flow_sql.rules_cte(queues)},\n{PENDING_PRIORITIES},\n{due},\n{claimed}"
     due = _FLOW_DUE.format(
         plain=_PLAIN_DUE.format(suffix="_plain", filters=found),
@@ -164,7 +151,7 @@ def _ctes(queues: Sequence[str] | None, job_names: Sequence[str] | None, *, flow
     )
     return (
         f"{flow_sql.rules_cte(queues)},\n{PENDING_PRIORITIES},\n{due},\n"
-        f"{_CLAIMED.format(**_FLOW_CLAIMED, match=_BY_PLACE)},\n"
+        f"{_CLAIMED.format(place=_PLACE, stamp=rate_starts.RATE_STAMP, match=_BY_KEY)},\n"
         f"{rate_starts.STARTS_CTE}"
     )
 

@@ -67,7 +67,6 @@ from django_pgjobs.queries.flow_keys import (
     CANDIDATE,
     DUE,
     FINISHED_NONE,
-    LOCKED,
     RATED,
     key_walk_ctes,
     names_filter,
@@ -208,7 +207,7 @@ open_ranked AS MATERIALIZED (
 due_open AS MATERIALIZED (
     -- Each row is checked again as it is locked: one another claim took since this
     -- statement's snapshot is no longer pending, one it holds is skipped.
-    SELECT {LOCKED}, 1::bigint AS turn FROM pgjobs_job_queue AS j
+    SELECT {CANDIDATE}, 1::bigint AS turn FROM pgjobs_job_queue AS j
     WHERE j.id = ANY(ARRAY(SELECT id FROM open_ranked))
       AND {DUE.format(queue="j.queue")}{names}
     FOR UPDATE OF j SKIP LOCKED
@@ -221,7 +220,7 @@ due_open_more AS (
     -- locks could be held again: three overlapping claims, the third took nothing).
     SELECT d.*, 1::bigint AS turn FROM open_queues AS o, LATERAL (
         SELECT * FROM (
-            SELECT {LOCKED} FROM pgjobs_job_queue AS j
+            SELECT {CANDIDATE} FROM pgjobs_job_queue AS j
             WHERE {DUE.format(queue="o.queue")}{names}
               AND j.id NOT IN (SELECT id FROM open_ranked)
             ORDER BY {_CLAIM_ORDER}
@@ -235,7 +234,7 @@ due_limited AS (
     -- scan for that many rows); the outer one, the queue's room, stops the scan sooner.
     SELECT d.*, 1::bigint AS turn FROM budget AS b, LATERAL (
         SELECT * FROM (
-            SELECT {LOCKED} FROM pgjobs_job_queue AS j
+            SELECT {CANDIDATE} FROM pgjobs_job_queue AS j
             WHERE {DUE.format(queue="b.name")}{names}
             ORDER BY {_CLAIM_ORDER}
             LIMIT %(limit)s
@@ -253,24 +252,23 @@ due_limited AS (
     -- are kept only among the first ``start_now`` (those the worker starts on its free
     -- threads: it runs a claim's jobs in the order of ``n``, which the claim returns): never
     -- claimed ahead, behind other jobs, of a start the ledger counts now (queries.rate_starts).
-    SELECT m.id, m.ctid, m.queue, m.partition_key, m.n FROM (
-        SELECT c.id, c.ctid, c.queue, c.partition_key,
-               row_number() OVER (ORDER BY {_MERGE_ORDER}) AS n
+    SELECT m.id, m.queue, m.partition_key, m.n FROM (
+        SELECT c.id, c.queue, c.partition_key, row_number() OVER (ORDER BY {_MERGE_ORDER}) AS n
         FROM (
-            SELECT d.id, d.ctid, d.queue, d.partition_key, d.turn, d.priority, d.scheduled_for,
-                   d.seq, d.id AS tie
+            SELECT d.id, d.queue, d.partition_key, d.turn, d.priority, d.scheduled_for, d.seq,
+                   d.id AS tie
             FROM due_open AS d
             UNION ALL
-            SELECT d.id, d.ctid, d.queue, d.partition_key, d.turn, d.priority, d.scheduled_for,
-                   d.seq, d.id
+            SELECT d.id, d.queue, d.partition_key, d.turn, d.priority, d.scheduled_for, d.seq,
+                   d.id
             FROM due_open_more AS d
             UNION ALL
-            SELECT d.id, d.ctid, d.queue, d.partition_key, d.turn, d.priority, d.scheduled_for,
-                   d.seq, d.id
+            SELECT d.id, d.queue, d.partition_key, d.turn, d.priority, d.scheduled_for, d.seq,
+                   d.id
             FROM due_limited AS d
             UNION ALL
-            SELECT o.id, o.ctid, o.queue, o.partition_key, o.turn, o.priority, o.scheduled_for,
-                   o.seq, o.tie
+            SELECT o.id, o.queue, o.partition_key, o.turn, o.priority, o.scheduled_for, o.seq,
+                   o.tie
             FROM offers AS o
         ) AS c
         ORDER BY {_MERGE_ORDER}

@@ -31,9 +31,6 @@ DUE = "j.status = 'pending' AND j.scheduled_for <= now() AND j.queue = {queue}"
 KEY_ORDER = "j.partition_key, j.priority DESC, j.scheduled_for, j.seq NULLS FIRST"
 # The columns every candidate carries, for the merge's order.
 CANDIDATE = "j.id, j.queue, j.partition_key, j.priority, j.scheduled_for, j.seq"
-# A candidate as a locking read returns it: with the tuple id of the version it locked, by which
-# the claim's update takes it (queries.claim: a Tid Scan, not a descent of the primary key a job).
-LOCKED = f"{CANDIDATE}, j.ctid"
 # A queue (a ``rules`` / ``held`` row) whose claims append to the rate ledger.
 RATED = "rate_limit IS NOT NULL OR partition_rate_limit IS NOT NULL"
 
@@ -68,7 +65,7 @@ _ONWARD = "j.partition_key > k.partition_key AND (NOT k.wrapped OR j.partition_k
 def _key_head(queue: str, after: str, names: str) -> str:
     """The first due job of the next key of ``queue`` (both SQL expressions) that satisfies
     ``after``, with whether this worker can run it."""
-    return f"""SELECT j.partition_key, j.id, j.ctid, j.priority, j.scheduled_for, j.seq,
+    return f"""SELECT j.partition_key, j.id, j.priority, j.scheduled_for, j.seq,
                (true{names}) AS runnable
         FROM pgjobs_job_queue AS j
         WHERE {DUE.format(queue=queue)} AND {after}
@@ -147,7 +144,7 @@ def key_walk_ctes(job_names: Sequence[str] | None) -> str:
     ``cursor_moved``."""
     names = names_filter(job_names)
     usable = _USABLE
-    return f"""keys(queue, partition_key, id, ctid, priority, scheduled_for, seq, runnable, depth,
+    return f"""keys(queue, partition_key, id, priority, scheduled_for, seq, runnable, depth,
      found, start, wrapped, running, recent_starts, usable, passed) AS (
     -- Each key with due jobs and its first due job (its head, in claim order): a skip scan of
     -- pgjobs_job_partition_claim, one probe per key, from the key after the queue's cursor,
@@ -155,7 +152,7 @@ def key_walk_ctes(job_names: Sequence[str] | None) -> str:
     -- the queue's room in keys that can start a job now (twice that in a queue that takes
     -- turns, whose keys each offer a share), or walked %(key_walk)s keys: a claim's cost
     -- follows its batch.
-    SELECT b.name, h.partition_key, h.id, h.ctid, h.priority, h.scheduled_for, h.seq, h.runnable, 1,
+    SELECT b.name, h.partition_key, h.id, h.priority, h.scheduled_for, h.seq, h.runnable, 1,
            {usable}, h.partition_key, false, c.running, c.recent_starts, {usable}, 1 - {usable}
     FROM budget AS b LEFT JOIN cursor_free AS f ON f.name = b.name, LATERAL (
         SELECT * FROM (
@@ -166,7 +163,7 @@ def key_walk_ctes(job_names: Sequence[str] | None) -> str:
     ) AS h, LATERAL {_WALKED_COUNTS}
     WHERE b.partitioned AND b.room > 0
     UNION ALL
-    SELECT k.queue, h.partition_key, h.id, h.ctid, h.priority, h.scheduled_for, h.seq, h.runnable,
+    SELECT k.queue, h.partition_key, h.id, h.priority, h.scheduled_for, h.seq, h.runnable,
            k.depth + 1, k.found + {usable}, k.start, h.wrapped, c.running, c.recent_starts,
            {usable}, (k.passed + 1) * (1 - {usable})
     FROM keys AS k JOIN budget AS b ON b.name = k.queue, LATERAL (
@@ -217,7 +214,7 @@ moved AS (
 heads AS (
     -- The keys whose head the walk found is their pick, straight: keys with room for one job
     -- (or only their turn's) in a queue that does not take turns, none of whose jobs moved.
-    SELECT k.id, k.ctid, k.queue, k.partition_key, k.priority, k.scheduled_for, k.seq
+    SELECT k.id, k.queue, k.partition_key, k.priority, k.scheduled_for, k.seq
     FROM keys AS k JOIN budget AS b ON b.name = k.queue
     WHERE k.usable = 1 AND NOT b.fair AND {_KEY_ROOM} = 1
       AND (k.queue, k.partition_key) NOT IN (SELECT queue, partition_key FROM moved)
@@ -343,13 +340,11 @@ heads_locked AS (
     -- key it walked has room for one job, or none, as with partition_concurrency 1): the heads
     -- the walk found, locked as they are, with no numbering or cut. The walk stops once it has
     -- the queue's room in such keys, so there are never more of them than the room. Found by
-    -- the tuple ids the walk read (a Tid Scan), not by a join (0.8 ms more for 500 heads) nor
-    -- by key (a descent of pgjobs_job_queue_pkey a head). A head updated since the statement's
-    -- snapshot is locked in its newest version if that is still due, and left pending by
-    -- ``claimed``, which cannot see that version (as the plain claim leaves such a row).
-    SELECT {LOCKED} FROM pgjobs_job_queue AS j
-    WHERE j.ctid = ANY(ARRAY(
-        SELECT h.ctid FROM heads AS h WHERE h.queue NOT IN (SELECT queue FROM partitions)))
+    -- key (a bitmap scan of the ids, as ``claimed`` finds its rows), not by a join: 0.8 ms
+    -- less than keyed_locked's join for 500 heads.
+    SELECT {CANDIDATE} FROM pgjobs_job_queue AS j
+    WHERE j.id = ANY(ARRAY(
+        SELECT h.id FROM heads AS h WHERE h.queue NOT IN (SELECT queue FROM partitions)))
       AND j.status = 'pending' AND j.scheduled_for <= now()
     FOR UPDATE OF j SKIP LOCKED
 ),
@@ -358,7 +353,7 @@ keyed_locked AS (
     -- again as it is locked. The picks' columns come along: a join of the picks with the
     -- locked ids afterwards was planned as a nested loop (the planner expects a row or two
     -- from a CTE), a scan of one for each row of the other: 18 ms for a claim of 500.
-    SELECT p.*, j.ctid FROM keyed_picks AS p JOIN pgjobs_job_queue AS j ON j.id = p.id
+    SELECT p.* FROM keyed_picks AS p JOIN pgjobs_job_queue AS j ON j.id = p.id
     WHERE j.status = 'pending' AND j.scheduled_for <= now()
     FOR UPDATE OF j SKIP LOCKED
 ),
@@ -383,7 +378,6 @@ offers AS (
     SELECT a.queue, z.*
     FROM (SELECT p.queue,
                  array_agg(p.id ORDER BY p.n) AS ids,
-                 array_agg(p.ctid ORDER BY p.n) AS ctids,
                  array_agg(p.partition_key ORDER BY p.n) AS keys,
                  array_agg(p.turn ORDER BY {_RANK}) AS turns,
                  array_agg(p.priority ORDER BY {_RANK}) AS priorities,
@@ -391,17 +385,15 @@ offers AS (
                  array_agg(p.seq ORDER BY {_RANK}) AS seqs,
                  array_agg(p.id ORDER BY {_RANK}) AS ties
           FROM keyed_kept AS p WHERE p.fair GROUP BY p.queue) AS a,
-         LATERAL unnest(a.ids, a.ctids, a.keys, a.turns, a.priorities, a.times, a.seqs, a.ties)
-             AS z(id, ctid, partition_key, turn, priority, scheduled_for, seq, tie)
+         LATERAL unnest(a.ids, a.keys, a.turns, a.priorities, a.times, a.seqs, a.ties)
+             AS z(id, partition_key, turn, priority, scheduled_for, seq, tie)
     UNION ALL
     -- A queue that does not take turns numbers its picks in the merge's order (keyed_picks'
     -- ``n``, with no turn or place), so the zip would give each pick its own sort key.
-    SELECT p.queue, p.id, p.ctid, p.partition_key, p.turn, p.priority, p.scheduled_for, p.seq,
-           p.id
+    SELECT p.queue, p.id, p.partition_key, p.turn, p.priority, p.scheduled_for, p.seq, p.id
     FROM keyed_kept AS p WHERE NOT p.fair
     UNION ALL
-    SELECT p.queue, p.id, p.ctid, p.partition_key, 1::bigint, p.priority, p.scheduled_for, p.seq,
-           p.id
+    SELECT p.queue, p.id, p.partition_key, 1::bigint, p.priority, p.scheduled_for, p.seq, p.id
     FROM heads_locked AS p
 ),
 """

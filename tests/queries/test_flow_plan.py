@@ -20,8 +20,8 @@ from django_pgjobs.database import connect
 from django_pgjobs.prepared import preparing_cursor, run_generic
 from django_pgjobs.queries.claim import claim_jobs, claim_statement
 from django_pgjobs.queues import set_queue_limits
-from tests.helpers import plan_nodes, second_connection
-from tests.queries.test_claim_plan import claim_plan, entries_read, generic_entries_read
+from tests.helpers import second_connection
+from tests.queries.test_claim_plan import entries_read, generic_entries_read
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -89,38 +89,3 @@ def test_the_generic_settings_end_with_the_statement_even_when_it_fails() -> Non
         conn.close()
     assert after == defaults
     assert plans == [(1, 0)]
-
-
-@pytest.mark.parametrize("generic", [False, True])
-@pytest.mark.parametrize("kind", ["partition_concurrency", "concurrency", "fair"])
-def test_the_flow_claim_takes_the_rows_it_locked_by_their_tuple_ids(
-    kind: str, generic: bool
-) -> None:
-    """The update joins the tuple ids its walks locked, numbered in the claim's order
-    (queries.claim, _FLOW_CLAIMED): a Tid Scan a job, never a hash of the whole table, and
-    the heads a per-key walk found are locked by the tuple ids it read. Only a queue that takes
-    turns still looks its picks up by key (keyed_locked's join)."""
-    set_queue_limits("q", **LIMITS[kind])
-    with connection.cursor() as cur:
-        cur.execute(
-            "INSERT INTO pgjobs_job_queue (job_name, queue, partition_key) "
-            "SELECT 'test.record', 'q', 'k' || (n % 1000) FROM generate_series(1, 5000) AS n"
-        )
-        cur.execute("ANALYZE pgjobs_job_queue")
-    sql, params = claim_statement(
-        worker_id="w", limit=200, lease_seconds=60, queues=None, job_names=["test.record"],
-        flow=True, start_now=8,
-    )  # fmt: skip
-    plan = claim_plan(sql, params, generic=generic)
-    (update,) = [n for n in plan_nodes(plan) if n["Node Type"] == "ModifyTable"
-                 and n["Relation Name"] == "pgjobs_job_queue"]  # fmt: skip
-    assert update["Actual Rows"] == min(200, LIMITS[kind].get("concurrency", 200))
-    scans = [
-        n for n in plan_nodes(update)
-        if n is not update and n.get("Relation Name") == "pgjobs_job_queue"
-    ]  # fmt: skip
-    assert [n["Node Type"] for n in scans] == ["Tid Scan"], scans
-    if kind != "fair":
-        # (due_open looks up the open queues' ranking by key: none here, so it finds none.)
-        names = {n.get("Index Name") for n in plan_nodes(plan) if n["Actual Rows"]}
-        assert "pgjobs_job_queue_pkey" not in names, names
