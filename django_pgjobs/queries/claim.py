@@ -62,8 +62,9 @@ _CLAIMED = """timeouts AS MATERIALIZED (
 claimed AS (
     -- An array, not a join with ``due``: the planner costs a join for LIMIT rows and often
     -- prefers hashing them against a sequential scan of the whole table (2.5 ms at 20,000
-    -- rows, more as the queue grows); = ANY(ARRAY(...)) always goes straight to the rows
-    -- (by tuple id in the plain claim, by key in the flow-controlled one).
+    -- rows, more as the queue grows); = ANY(ARRAY(...)) always goes straight to the rows (by
+    -- tuple id in the plain claim), as does a join with unnest(ARRAY(...)), whose rows the
+    -- planner expects to be few (by key in the flow-controlled one).
     -- locked_at (the attempt started) only for the first start_now jobs, which free handler
     -- threads start at once; the rest are claimed ahead and the worker records their start
     -- later (lease.heartbeat). A rescue does not count an attempt that never started. Those
@@ -71,15 +72,12 @@ claimed AS (
     -- seconds, not a lease later (the worker records their start well before it runs out).
     UPDATE pgjobs_job_queue AS j
     SET status = 'running', attempt = j.attempt + 1, locked_by = %(worker_id)s,
-        locked_at = CASE WHEN j.attempt_spared
-                           OR j.id = ANY(ARRAY(SELECT id FROM due LIMIT %(start_now)s))
-                         THEN now() END,
+        locked_at = CASE WHEN j.attempt_spared OR {starts} THEN now() END,
         lease_expires_at = now() + make_interval(secs => CASE
-            WHEN j.attempt_spared OR j.id = ANY(ARRAY(SELECT id FROM due LIMIT %(start_now)s))
-            THEN %(lease_seconds)s
+            WHEN j.attempt_spared OR {starts} THEN %(lease_seconds)s
             ELSE coalesce(%(ahead_lease_seconds)s::float8, %(lease_seconds)s) END),
         lease_token = %(lease_token)s
-    WHERE {match}
+    {source}WHERE {match}
     RETURNING j.id, j.job_name, j.payload::text AS payload, j.queue, j.priority, j.attempt,
               j.max_attempts, j.scheduled_for, j.partition_key,
               extract(epoch FROM j.timeout)::float8 AS timeout,
@@ -87,8 +85,14 @@ claimed AS (
               j.seq, {place} AS place, j.trace_context::text AS trace_context,
               {stamp} AS rate_stamp
 )"""
-# NULL: the plain order; else (flow control) the job's place in the claim's order (due_flow).
-_PLACE = "array_position(ARRAY(SELECT id FROM due_flow ORDER BY n), j.id)"
+# The plain claim: its jobs' order is the claim order (NULL place), and the first start_now rows
+# of ``due`` start now.
+_PLAIN_CLAIMED = {
+    "place": "NULL::int",
+    "stamp": "NULL::timestamptz",
+    "starts": "j.id = ANY(ARRAY(SELECT id FROM due LIMIT %(start_now)s))",
+    "source": "",
+}
 # How the update finds the plain claim's rows: by the tuple ids ``due`` locked (a Tid Scan), not
 # by looking each id up in the key again, a descent of pgjobs_job_queue_pkey a job (a tenth of
 # the claim's time, benchmarks/README.md, the ninth round). The row cannot have moved: ``due``
@@ -98,9 +102,23 @@ _PLACE = "array_position(ARRAY(SELECT id FROM due_flow ORDER BY n), j.id)"
 # for the next claim. The status is checked again on the row found (a filter; ``IS TRUE``, so
 # that no partial index's predicate matches it): a tuple id alone names a row only within one
 # table. The flow-controlled statement's candidates come from several walks (queries.flow),
-# which give ids; it looks them up by key.
+# which give ids; it looks them up by key (_FLOW_CLAIMED says why).
 _BY_TUPLE = "j.ctid = ANY(ARRAY(SELECT ctid FROM due)) AND (j.status = 'pending') IS TRUE"
-_BY_KEY = "j.id = ANY(ARRAY(SELECT id FROM due))"
+# The flow-controlled claim: the claim's ids numbered in its order (due_flow's ``n``), joined by
+# key. The number is each job's place, where array_position() over the claim's ids was a scan of
+# them a job (0.5 ms for 480), and the first start_now places start now. By key, not by the
+# tuple ids its walks locked (tried twice, benchmarks/README's fifth and twelfth rounds): a row
+# updated and committed after the statement's snapshot is locked in its newest version, which
+# the snapshot cannot see at that tuple id; the update by key follows the row there, so a key's
+# head is never left behind while the jobs after it start. The planner's estimate for unnest()
+# is small: a descent of pgjobs_job_queue_pkey a job (a nested loop), as ``= ANY`` was.
+_FLOW_CLAIMED = {
+    "place": "d.place",
+    "stamp": rate_starts.RATE_STAMP,
+    "starts": "d.place <= coalesce(%(start_now)s, %(limit)s)",
+    "source": "FROM unnest(ARRAY(SELECT id FROM due)) WITH ORDINALITY AS d(id, place)\n    ",
+}
+_BY_KEY = "j.id = d.id"
 
 _COLUMNS = (
     "id",
@@ -143,7 +161,7 @@ def _ctes(queues: Sequence[str] | None, job_names: Sequence[str] | None, *, flow
     found = filters(queues, job_names)
     if not flow:
         due = _PLAIN_DUE.format(suffix="", filters=found)
-        claimed = _CLAIMED.format(place="NULL::int", stamp="NULL::timestamptz", match=_BY_TUPLE)
+        claimed = _CLAIMED.format(**_PLAIN_CLAIMED, match=_BY_TUPLE)
         return f"{flow_sql.rules_cte(queues)},\n{PENDING_PRIORITIES},\n{due},\n{claimed}"
     due = _FLOW_DUE.format(
         plain=_PLAIN_DUE.format(suffix="_plain", filters=found),
@@ -151,7 +169,7 @@ def _ctes(queues: Sequence[str] | None, job_names: Sequence[str] | None, *, flow
     )
     return (
         f"{flow_sql.rules_cte(queues)},\n{PENDING_PRIORITIES},\n{due},\n"
-        f"{_CLAIMED.format(place=_PLACE, stamp=rate_starts.RATE_STAMP, match=_BY_KEY)},\n"
+        f"{_CLAIMED.format(**_FLOW_CLAIMED, match=_BY_KEY)},\n"
         f"{rate_starts.STARTS_CTE}"
     )
 

@@ -17,6 +17,7 @@ import pytest
 from django.db import connection, transaction
 
 from django_pgjobs import enqueue, queries
+from django_pgjobs.queries import flow
 from django_pgjobs.queries.base import ClaimedJob
 from django_pgjobs.queries.claim import claim_jobs
 from django_pgjobs.queues import set_queue_limits
@@ -152,3 +153,58 @@ def test_a_held_head_is_not_overtaken_by_its_keys_next_job(
     finally:
         app.rollback()
         app.close()
+
+
+@pytest.mark.parametrize(
+    "limits",
+    [{"partition_concurrency": 3}, {"partition_concurrency": 3, "fair": True}, {"concurrency": 5}],
+    ids=["per key", "fair", "concurrency"],
+)
+def test_a_pending_job_updated_while_a_claim_waits_is_claimed_in_its_place(
+    limits: dict[str, Any],
+) -> None:
+    """An application's update of a pending, due job (a deduplication key's upsert, any edit)
+    commits after a claim's snapshot was taken, while the claim waits for the queue's lock: the
+    claim's lock takes the row's newest version, and the update (by key, queries.claim
+    _FLOW_CLAIMED) follows it there. Updated by the tuple id its lock returned, which the
+    snapshot cannot see, the head stayed pending while the key's next jobs started (405a81f,
+    reverted), and it used up one of the claim's start-now marks."""
+    set_queue_limits("q", **limits)
+    with transaction.atomic():
+        for label in ("first", "second", "third"):
+            enqueue("test.record", {"label": label}, queue="q", partition_key="k")
+    holder = second_connection(autocommit=False)  # another claim holds the queue's lock
+    waiter = second_connection()
+    try:
+        holder.execute("SELECT pg_advisory_xact_lock(%s, hashtext('q'))", [flow.LOCK_CLASS])
+        got: list[list[ClaimedJob]] = []
+        claim_two_now = {
+            "worker_id": "b", "limit": 10, "lease_seconds": 60, "queues": None,
+            "job_names": None, "start_now": 2, "hint": queries.FlowHint(restricted=True),
+        }  # fmt: skip
+        thread = threading.Thread(
+            target=lambda: got.append(claim_jobs(waiter.cursor(), **claim_two_now))  # type: ignore[arg-type]
+        )
+        thread.start()
+        wait_for(lambda: waiting_on_a_lock(waiter.info.backend_pid), what="the claim to wait")
+        with connection.cursor() as cur:
+            cur.execute(
+                "UPDATE pgjobs_job_queue SET payload = payload || '{\"edited\": true}' "
+                "WHERE payload->>'label' = 'first'"
+            )
+        holder.commit()
+        thread.join(10)
+    finally:
+        holder.close()
+        waiter.close()
+    assert labels(got[0]) == ["first", "second", "third"]
+    with connection.cursor() as cur:
+        cur.execute(
+            "SELECT payload->>'label', status, locked_at IS NOT NULL FROM pgjobs_job_queue "
+            "ORDER BY seq"
+        )
+        assert cur.fetchall() == [
+            ("first", "running", True),
+            ("second", "running", True),
+            ("third", "running", False),  # claimed ahead: two start now
+        ]
