@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import threading
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -18,7 +17,7 @@ from django_pgjobs.observability.explanation import rescue_hold_seconds
 from django_pgjobs.schedules.declarations import forget
 from django_pgjobs.schedules.scheduler import Scheduler
 from django_pgjobs.worker import Worker
-from tests.helpers import second_connection, stop
+from tests.helpers import second_connection, stop, wait_for
 from tests.hosts.relay import Relay, Upstream
 
 # How long unanswering_database answers nothing before it closes every connection: far past
@@ -49,13 +48,19 @@ def rescuable() -> None:
     lease: 60 s), so a worker's sweep rescues expired leases (queries.rescue_expired_leases
     holds every rescuer that long after the server starts). The embedded server starts with
     the test session: a test that expects a rescue, run alone, would otherwise fail. Waits on
-    the server's own uptime, once a session at most."""
+    the server's own clock, for the rest of the hold at most, once a session at most."""
     hold = rescue_hold_seconds()
-    with connections["default"].cursor() as cur:
-        cur.execute("SELECT extract(epoch FROM now() - pg_postmaster_start_time())::float8")
-        (uptime,) = cur.fetchone()
-    if uptime < hold:
-        time.sleep(hold - uptime + 0.5)
+
+    def up_for_the_hold() -> bool:
+        with connections["default"].cursor() as cur:
+            cur.execute(
+                "SELECT clock_timestamp() - pg_postmaster_start_time() "
+                ">= make_interval(secs => %s)",
+                [hold],
+            )
+            return bool(cur.fetchone()[0])
+
+    wait_for(up_for_the_hold, timeout=hold + 5, what="the server to have been up for the hold")
 
 
 @pytest.fixture
