@@ -11,6 +11,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from benchmarks.commands import baseline_command, defaults_command, worker_command
+from benchmarks.peers.orchestra import PEER
 from benchmarks.report import percentile
 
 if TYPE_CHECKING:
@@ -51,19 +52,24 @@ def latency(bench: Bench) -> dict[str, Any]:
 
     worker = worker_command("--concurrency", "4", "--poll-interval", "60", "--no-scheduler")
     raw = baseline_command("listen", count)
-    library = [measure(worker) for _ in range(bench.repeat)]
-    baseline = [measure(raw) for _ in range(bench.repeat)]
-    # As a user starts it: its default poll (5 s), threads and scheduler; woken by NOTIFY.
-    defaults = [measure(defaults_command(), defaults=True) for _ in range(bench.repeat)]
+    theirs = bench.peers.contenders("latency", count) if bench.peers is not None else {}
+    runs = bench.rounds(
+        {
+            "library": lambda: measure(worker),
+            "baseline": lambda: measure(raw),
+            # As a user starts it: its default poll (5 s), threads and scheduler; woken by NOTIFY.
+            "library_defaults": lambda: measure(defaults_command(), defaults=True),
+            **{PEER + name: run for name, run in theirs.items()},
+        }
+    )
     result: dict[str, Any] = {
         "name": f"latency, commit to handler start ({count} jobs, 20 ms apart)",
         "key": "latency",
     }
-    for key in ("p50", "p95", "p99"):
-        result[f"library_{key}_ms"] = statistics.median(r[key] for r in library)
-        result[f"baseline_{key}_ms"] = statistics.median(r[key] for r in baseline)
-        result[f"library_defaults_{key}_ms"] = statistics.median(r[key] for r in defaults)
-    result["peers"] = bench.peer_figures("latency", count)
+    for which in ("library", "baseline", "library_defaults"):
+        for key in ("p50", "p95", "p99"):
+            result[f"{which}_{key}_ms"] = statistics.median(r[key] for r in runs[which])
+    result["peers"] = bench.peer_figures({name: runs[PEER + name] for name in theirs})
     return result
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -35,13 +34,14 @@ from benchmarks.commands import (  # noqa: E402
     migrated_database,
     worker_command,
 )
-from benchmarks.peers.orchestra import SPECS, Peers, peers_python  # noqa: E402
+from benchmarks.peers.orchestra import PEER, SPECS, Peers, peers_python  # noqa: E402
 from benchmarks.report import (  # noqa: E402
     comparison,
     environment,
     print_comparison,
     print_table,
 )
+from benchmarks.rounds import interleaved, spread  # noqa: E402
 
 
 class Bench:
@@ -55,11 +55,6 @@ class Bench:
         self.commands: list[list[str]] = []
         # pgqueuer, procrastinate, DBOS (benchmarks/peers/), when run.py is asked for them.
         self.peers: Peers | None = None
-
-    def peer_figures(self, workload: str, count: int, processes: int = 1) -> dict[str, Any]:
-        if self.peers is None:
-            return {}
-        return self.peers.figures(workload, count, self.repeat, processes)
 
     def n(self, base: int) -> int:
         return max(int(base * self.scale), 10)
@@ -79,12 +74,45 @@ class Bench:
             for i in range(count):
                 copy.write_row(("bench.noop", json.dumps({"i": i}), priority, queue))
 
-    def median(self, run: Callable[[], float]) -> dict[str, float]:
-        figures = []
-        for _ in range(self.repeat):
-            self.reset()
-            figures.append(run())
-        return {"median": statistics.median(figures), "min": min(figures), "max": max(figures)}
+    def rounds(self, contenders: dict[str, Callable[[], Any]]) -> dict[str, list[Any]]:
+        """Each contender's ``repeat`` runs, interleaved (benchmarks.rounds), each from an
+        empty queue."""
+        return interleaved(contenders, self.repeat, before=self.reset)
+
+    def pair(
+        self,
+        name: str,
+        unit: str,
+        library: Callable[[], float],
+        baseline: Callable[[], float] | None = None,
+        count: int = 0,
+        *,
+        library_only: bool = False,
+        also: dict[str, Callable[[], float]] | None = None,
+        peers: tuple[str, int] | None = None,
+    ) -> dict[str, Any]:
+        """The library's figure beside the baseline's (and their ratio), ``also``'s figures
+        under their own keys, and with ``peers`` (a workload and a number of processes) the
+        peers' figures: all from the same interleaved rounds (:meth:`rounds`)."""
+        ours: dict[str, Callable[[], float]] = {"library": library}
+        if baseline is not None and not library_only:
+            ours["baseline"] = baseline
+        ours.update(also or {})
+        theirs = {}
+        if peers is not None and self.peers is not None:
+            theirs = self.peers.contenders(peers[0], count, peers[1])
+        runs = self.rounds({**ours, **{PEER + n: run for n, run in theirs.items()}})
+        result: dict[str, Any] = {"name": name, "unit": unit, "n": count}
+        result.update({key: spread(runs[key]) for key in ours})
+        if "baseline" in result:
+            result["ratio"] = result["library"]["median"] / result["baseline"]["median"]
+        if peers is not None:
+            result["peers"] = self.peer_figures({n: runs[PEER + n] for n in theirs})
+        return result
+
+    def peer_figures(self, runs: dict[str, list[Any]]) -> dict[str, Any]:
+        """The peers' figures of their runs in :meth:`rounds` (none without peers)."""
+        return {} if self.peers is None else self.peers.figures(runs)
 
     # -- 1. enqueue ------------------------------------------------------------------------------
 
@@ -115,8 +143,9 @@ class Bench:
             conn.close()
             return count / elapsed
 
-        result = self.pair("enqueue, one job per transaction", "jobs/s", library, baseline, count)
-        result.update(key="enqueue", peers=self.peer_figures("enqueue", count))
+        name = "enqueue, one job per transaction"
+        result = self.pair(name, "jobs/s", library, baseline, count, peers=("enqueue", 1))
+        result["key"] = "enqueue"
         return result
 
     def enqueue_bulk(self) -> dict[str, Any]:
@@ -205,12 +234,6 @@ class Bench:
             self.run_processes([raw] * processes)
             return self.drain_rate()
 
-        label = f"drain {count} jobs, {processes} process(es)"
-        if backlog:
-            label += f", behind a backlog of {backlog:,}"
-            return self.pair(label, "jobs/s", library, library_only=True, count=count)
-        result = self.pair(label, "jobs/s", library, baseline, count)
-
         def at_defaults() -> float:
             prepare()
             self.run_processes([defaults_command("--burst")] * processes, defaults=True)
@@ -221,42 +244,20 @@ class Bench:
             self.run_processes([baseline_command("drain-delete", 100)] * processes)
             return self.delete_rate()
 
-        result["library_defaults"] = self.median(at_defaults)
-        result["baseline_delete"] = self.median(deleting)
-        result.update(key=f"drain-{processes}", peers=self.peer_figures("drain", count, processes))
-        return result
-
-    # -- 5. backlog ------------------------------------------------------------------------------
-
-    def backlog(self, empty_rate: float) -> dict[str, Any]:
-        from django_pgjobs.queries.claim import claim_statement
-
-        size = self.n(1_000_000)
-        # Copying a million rows dominates the run: one pass is enough for a flat-or-not answer.
-        repeat, self.repeat = self.repeat, 1
-        try:
-            result = self.drain(1, backlog=size)
-        finally:
-            self.repeat = repeat
-        rate = result["library"]["median"]
-        result["ratio_to_empty_table"] = rate / empty_rate if empty_rate else None
-        sql, params = claim_statement(
-            worker_id="explain", limit=10, lease_seconds=60, queues=None, job_names=["bench.noop"]
+        label = f"drain {count} jobs, {processes} process(es)"
+        if backlog:
+            label += f", behind a backlog of {backlog:,}"
+            return self.pair(label, "jobs/s", library, library_only=True, count=count)
+        result = self.pair(
+            label,
+            "jobs/s",
+            library,
+            baseline,
+            count,
+            also={"library_defaults": at_defaults, "baseline_delete": deleting},
+            peers=("drain", processes),
         )
-        plan = self.raw.execute("EXPLAIN " + sql, params).fetchall()
-        result["claim_plan"] = [r[0] for r in plan]
-        self.raw.execute("DELETE FROM pgjobs_job_queue WHERE status = 'completed'")
-        self.raw.execute("SELECT pg_stat_force_next_flush()")
-        row = self.raw.execute(
-            "SELECT pg_total_relation_size('pgjobs_job_queue'), n_dead_tup, n_live_tup "
-            "FROM pg_stat_user_tables WHERE relname = 'pgjobs_job_queue'"
-        ).fetchone()
-        assert row is not None
-        result["after_pruning"] = {
-            "total_bytes": row[0],
-            "dead_tuples": row[1],
-            "live_tuples": row[2],
-        }
+        result["key"] = f"drain-{processes}"
         return result
 
     # -- reporting -------------------------------------------------------------------------------
@@ -281,7 +282,9 @@ class Bench:
         if "backlog" in only:
             # Compared with the empty-table rate of this run, measured here if drain was skipped.
             one = one or self.drain(1)
-            results.append(self.backlog(one["library"]["median"]))
+            from benchmarks.backlog import backlog
+
+            results.append(backlog(self, one["library"]["median"]))
         if "flow" in only:
             from benchmarks.flow import flow_control
 
@@ -295,23 +298,6 @@ class Bench:
 
             results += scrape_cost(self)
         return results
-
-    def pair(
-        self,
-        name: str,
-        unit: str,
-        library: Callable[[], float],
-        baseline: Callable[[], float] | None = None,
-        count: int = 0,
-        *,
-        library_only: bool = False,
-    ) -> dict[str, Any]:
-        result: dict[str, Any] = {"name": name, "unit": unit, "n": count}
-        result["library"] = self.median(library)
-        if baseline is not None and not library_only:
-            result["baseline"] = self.median(baseline)
-            result["ratio"] = result["library"]["median"] / result["baseline"]["median"]
-        return result
 
 
 WORKLOADS = ("enqueue", "drain", "latency", "workflows", "backlog", "flow", "logs", "metrics")

@@ -75,17 +75,14 @@ def workflows(bench: Bench, processes: int) -> dict[str, Any]:
         lambda: measure("library", worker),
         lambda: measure("baseline", raw),
         count,
-    )
-    result["library_defaults"] = bench.median(
-        lambda: measure("library_defaults", defaults_command("--burst"))
+        also={"library_defaults": lambda: measure("library_defaults", defaults_command("--burst"))},
+        peers=("workflows", processes),
     )
     result["steps"] = STEPS
     for which in ("library", "baseline", "library_defaults"):
         result[which]["steps_per_s"] = result[which]["median"] * STEPS
         result[which]["transactions_per_step"] = statistics.median(per_step[which])
-    result.update(
-        key=f"workflows-{processes}", peers=bench.peer_figures("workflows", count, processes)
-    )
+    result["key"] = f"workflows-{processes}"
     return result
 
 

@@ -16,7 +16,7 @@ import os
 import statistics
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,10 @@ class Spec:
     module: str  # benchmarks.peers.<module>
     workloads: tuple[str, ...]
 
+
+# A peer's runs among a round's contenders (run.py's Bench.rounds): its name after this, so that
+# no peer's name can be taken for one of ours.
+PEER = "peer:"
 
 SPECS: dict[str, Spec] = {
     "pgqueuer": Spec("pgqueuer", "pgqueuer_peer", ("enqueue", "drain", "latency")),
@@ -149,28 +153,51 @@ class Peers:
         answer: dict[str, Any] = json.loads(lines[-1])
         return answer
 
+    def contenders(
+        self, workload: str, count: int, processes: int = 1
+    ) -> dict[str, Callable[[], dict[str, Any] | None]]:
+        """One run of ``workload`` for each ready peer that has it, by peer, for the rounds that
+        interleave them with the library's runs (run.py's ``Bench.rounds``). A peer that fails
+        is noted and answers None from then on, without running again."""
+        failed: set[str] = set()
+
+        def once(name: str, peer: Peer) -> Callable[[], dict[str, Any] | None]:
+            def run() -> dict[str, Any] | None:
+                if name in failed:
+                    return None
+                try:
+                    return self.run(peer, workload, count, processes)
+                except RuntimeError as error:
+                    message = f"peer {name}: {workload} ({processes} process(es)) failed: {error}"
+                    print(message, flush=True)
+                    self.failures.append(message)
+                    failed.add(name)
+                    return None
+
+            return run
+
+        return {
+            name: once(name, peer)
+            for name, peer in self.ready.items()
+            if workload in peer.spec.workloads
+        }
+
     def figures(
-        self, workload: str, count: int, repeat: int, processes: int = 1
+        self, runs: Mapping[str, Sequence[dict[str, Any] | None]]
     ) -> dict[str, dict[str, Any]]:
-        """Each ready peer's medians of ``repeat`` runs of ``workload`` (min and max beside),
-        keyed by peer; a peer that fails is left out, with a note, and the run goes on."""
+        """Each peer's medians of its ``runs`` (their JSON answers; min and max beside the
+        rate's), keyed by peer; a peer with a failed run is left out (it was noted)."""
         results: dict[str, dict[str, Any]] = {}
-        for name, peer in self.ready.items():
-            if workload not in peer.spec.workloads:
+        for name, answers in runs.items():
+            done = [answer for answer in answers if answer is not None]
+            if not done or len(done) < len(answers):
                 continue
-            try:
-                runs = [self.run(peer, workload, count, processes) for _ in range(repeat)]
-            except RuntimeError as failed:
-                message = f"peer {name}: {workload} ({processes} process(es)) failed: {failed}"
-                print(message, flush=True)
-                self.failures.append(message)
-                continue
-            results[name] = {"version": peer.version, "runs": runs}
-            for key in runs[0]:
-                values = [float(run[key]) for run in runs]
+            results[name] = {"version": self.ready[name].version, "runs": done}
+            for key in done[0]:
+                values = [float(run[key]) for run in done]
                 results[name][key] = statistics.median(values)
-            if "rate" in runs[0]:
-                rates = [float(run["rate"]) for run in runs]
+            if "rate" in done[0]:
+                rates = [float(run["rate"]) for run in done]
                 results[name].update(median=statistics.median(rates), min=min(rates))
                 results[name]["max"] = max(rates)
         return results
