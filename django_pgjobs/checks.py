@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import difflib
-import math
 from collections.abc import Sequence
-from datetime import timedelta
 from typing import Any
 
 from django.apps import AppConfig
@@ -14,127 +12,13 @@ from django.core.checks import CheckMessage, Error, Tags, register
 from django.core.checks import Warning as CheckWarning
 from django.db import DatabaseError
 
-from django_pgjobs.conf import DEFAULTS, HEALTH_DEFAULTS
+from django_pgjobs.conf import DEFAULTS
 from django_pgjobs.conf import seconds as _seconds
-from django_pgjobs.jobs.validation import MAX_INT, MAX_TIMEOUT, MIN_TIMEOUT, shown_duration
+from django_pgjobs.jobs.validation import MAX_TIMEOUT, MIN_TIMEOUT, shown_duration
+from django_pgjobs.setting_errors import health_errors, is_number, value_errors
 
 # Where the docs say how to get a PostgreSQL for development (the embedded server helpers).
 POSTGRESQL_FOR_DEVELOPMENT = "docs/howto/install.md#a-postgresql-for-development"
-
-_POSITIVE_SECONDS = (
-    "RETRY_DELAY_MAX",
-    "POLL_INTERVAL",
-    "LEASE_SECONDS",
-    "HEARTBEAT_SECONDS",
-    "PRUNE_INTERVAL",
-    "RETENTION",
-    "WORKFLOW_RETENTION",
-)
-# Settings a stored time is computed from (a lease's end, a retry's due time): that time must
-# stay before jobs.validation.LATEST_TIME, which the tables' range CHECKs enforce (migration
-# 0014). A century is far beyond any sensible value and leaves thousands of years of room.
-_STORED_SECONDS = ("RETRY_DELAY_MAX", "LEASE_SECONDS")
-MAX_STORED_SECONDS = 100 * 365 * 24 * 3600
-
-
-def _is_number(value: Any) -> bool:
-    if isinstance(value, bool) or not isinstance(value, int | float | timedelta):
-        return False
-    return math.isfinite(_seconds(value))
-
-
-def _value_errors(config: dict[str, Any]) -> list[str]:
-    problems: list[str] = []
-    for name in _POSITIVE_SECONDS:
-        value = config.get(name, DEFAULTS[name])
-        if not _is_number(value) or _seconds(value) <= 0:
-            problems.append(
-                f"{name} must be a positive number of seconds (or a timedelta); got "
-                f"{shown_duration(value)}."
-            )
-        elif name in _STORED_SECONDS and _seconds(value) > MAX_STORED_SECONDS:
-            problems.append(
-                f"{name} must be at most {MAX_STORED_SECONDS} seconds (100 years): the time "
-                f"computed from it is stored, and must stay before 9000-01-01; got {value!r}."
-            )
-    delay = config.get("RETRY_DELAY", DEFAULTS["RETRY_DELAY"])
-    if not _is_number(delay) or _seconds(delay) < 0:
-        problems.append(f"RETRY_DELAY must be a number of seconds >= 0; got {delay!r}.")
-    for name in ("MAX_ATTEMPTS", "CONCURRENCY"):
-        value = config.get(name, DEFAULTS[name])
-        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_INT:
-            problems.append(f"{name} must be an int from 1 to {MAX_INT}; got {value!r}.")
-    prefetch = config.get("PREFETCH", DEFAULTS["PREFETCH"])
-    if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 0:
-        problems.append(f"PREFETCH must be an int >= 0; got {prefetch!r}.")
-    jitter = config.get("RETRY_JITTER", DEFAULTS["RETRY_JITTER"])
-    if not _is_number(jitter) or not 0 <= float(jitter) <= 1:
-        problems.append(f"RETRY_JITTER must be a fraction between 0 and 1; got {jitter!r}.")
-    grace = config.get("SHUTDOWN_GRACE", DEFAULTS["SHUTDOWN_GRACE"])
-    if not _is_number(grace) or _seconds(grace) < 0:
-        problems.append(f"SHUTDOWN_GRACE must be a number of seconds >= 0; got {grace!r}.")
-    limit = config.get("MAX_PAYLOAD_BYTES", DEFAULTS["MAX_PAYLOAD_BYTES"])
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 2):
-        problems.append(
-            f"MAX_PAYLOAD_BYTES must be None (no limit) or an int of at least 2 bytes (the "
-            f"empty payload {{}}); got {limit!r}."
-        )
-    if not isinstance(config.get("POLL_ONLY", False), bool):
-        problems.append(f"POLL_ONLY must be True or False; got {config['POLL_ONLY']!r}.")
-    if not isinstance(config.get("DATABASE", "default"), str):
-        problems.append(f"DATABASE must be a database alias (str); got {config['DATABASE']!r}.")
-    if not isinstance(config.get("LISTEN_DATABASE", ""), str):
-        problems.append(
-            "LISTEN_DATABASE must be None or a database alias (str); got "
-            f"{config['LISTEN_DATABASE']!r}."
-        )
-    version = config.get("APP_VERSION")
-    if version is not None and not (
-        isinstance(version, str)
-        and version.strip()
-        and len(version) <= 64
-        and "\x00" not in version
-    ):
-        problems.append(
-            f"APP_VERSION must be None or a non-empty str of at most 64 characters; "
-            f"got {version!r}."
-        )
-    problems += _metrics_errors(config)
-    return problems
-
-
-# A token shorter than this could be guessed by a scraper trying tokens; 16 characters of a
-# random token (secrets.token_urlsafe()) are far beyond that.
-MIN_METRICS_TOKEN = 16
-
-
-def _metrics_errors(config: dict[str, Any]) -> list[str]:
-    problems = []
-    cache = config.get("METRICS_CACHE_SECONDS", DEFAULTS["METRICS_CACHE_SECONDS"])
-    if not _is_number(cache) or _seconds(cache) < 0:
-        problems.append(
-            f"METRICS_CACHE_SECONDS must be a number of seconds >= 0 (or a timedelta); got "
-            f"{shown_duration(cache)}."
-        )
-    token = config.get("METRICS_TOKEN")
-    # Printable ASCII: a WSGI server decodes the Authorization header as latin-1, so a token of
-    # other characters could never match the one a scraper sends.
-    if token is not None and (
-        not isinstance(token, str)
-        or len(token) < MIN_METRICS_TOKEN
-        or token != token.strip()
-        or not (token.isascii() and token.isprintable())
-    ):
-        # Never the value itself: a check's message ends up in logs and CI output.
-        got = type(token).__name__
-        if isinstance(token, str):
-            got = f"a str of {len(token)} characters"
-        problems.append(
-            f"METRICS_TOKEN must be None or a str of at least {MIN_METRICS_TOKEN} printable "
-            "ASCII characters without surrounding spaces (secrets.token_urlsafe() makes one); "
-            f"got {got}."
-        )
-    return problems
 
 
 @register()
@@ -160,11 +44,11 @@ def check_settings(
                 id="pgjobs.E007",
             )
         )
-    errors += [Error(p, id="pgjobs.E004") for p in _value_errors(config)]
+    errors += [Error(p, id="pgjobs.E004") for p in value_errors(config)]
     errors += _timeout_errors(config)
     errors += [
         Error(p, hint="See PostgreSQL health in docs/howto/observability.md.", id="pgjobs.E040")
-        for p in _health_errors(config.get("HEALTH", {}))
+        for p in health_errors(config.get("HEALTH", {}))
     ]
     if config.get("LISTEN_DATABASE") is not None and config.get("POLL_ONLY") is True:
         message = "LISTEN_DATABASE is set but POLL_ONLY is True, so nothing listens there."
@@ -172,7 +56,7 @@ def check_settings(
         errors.append(CheckWarning(message, hint=hint, id="pgjobs.W002"))
     lease = config.get("LEASE_SECONDS", DEFAULTS["LEASE_SECONDS"])
     beat = config.get("HEARTBEAT_SECONDS", DEFAULTS["HEARTBEAT_SECONDS"])
-    if _is_number(lease) and _is_number(beat) and _seconds(beat) * 2 > _seconds(lease):
+    if is_number(lease) and is_number(beat) and _seconds(beat) * 2 > _seconds(lease):
         errors.append(
             Error(
                 f"HEARTBEAT_SECONDS ({_seconds(beat)}) must be at most half of LEASE_SECONDS "
@@ -187,7 +71,7 @@ def _timeout_errors(config: dict[str, Any]) -> list[CheckMessage]:
     """TIMEOUT: None (no limit) or what ``enqueue(timeout=...)`` accepts. Its own id: a wrong
     value here is found by no test of the caller's, since only a hung handler ever reaches it."""
     timeout = config.get("TIMEOUT", DEFAULTS["TIMEOUT"])
-    if timeout is None or (_is_number(timeout) and MIN_TIMEOUT <= _seconds(timeout) <= MAX_TIMEOUT):
+    if timeout is None or (is_number(timeout) and MIN_TIMEOUT <= _seconds(timeout) <= MAX_TIMEOUT):
         return []
     return [
         Error(
@@ -198,39 +82,6 @@ def _timeout_errors(config: dict[str, Any]) -> list[CheckMessage]:
             id="pgjobs.E008",
         )
     ]
-
-
-_HEALTH_RATIOS = ("DEAD_RATIO", "BLOAT_RATIO")
-_HEALTH_COUNTS = ("DEAD_ROWS", "BLOAT_BYTES", "XMIN_AGE_TRANSACTIONS", "XID_AGE")
-
-
-def _health_errors(health: Any) -> list[str]:
-    """PGJOBS["HEALTH"]: a dict of known thresholds, each a number in its range. A wrong one
-    would stop ``pgjobs health`` and the dashboard's health section, so it is an error here."""
-    if not isinstance(health, dict):
-        return [f"HEALTH must be a dict of thresholds; got {health!r}."]
-    problems = []
-    unknown = sorted(set(health) - set(HEALTH_DEFAULTS), key=str)
-    if unknown:
-        problems.append(
-            f"HEALTH has unknown key(s) {', '.join(map(repr, unknown))}; it takes "
-            f"{', '.join(HEALTH_DEFAULTS)}."
-        )
-    for name in _HEALTH_RATIOS:
-        value = health.get(name, HEALTH_DEFAULTS[name])
-        if isinstance(value, timedelta) or not _is_number(value) or not 0 <= value <= 1:
-            problems.append(f"HEALTH[{name!r}] must be a fraction from 0 to 1; got {value!r}.")
-    for name in _HEALTH_COUNTS:
-        value = health.get(name, HEALTH_DEFAULTS[name])
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            problems.append(f"HEALTH[{name!r}] must be an int >= 0; got {value!r}.")
-    age = health.get("XMIN_AGE_SECONDS", HEALTH_DEFAULTS["XMIN_AGE_SECONDS"])
-    if not _is_number(age) or _seconds(age) < 0:
-        problems.append(
-            "HEALTH['XMIN_AGE_SECONDS'] must be a number of seconds >= 0 (or a timedelta); "
-            f"got {shown_duration(age)}."
-        )
-    return problems
 
 
 @register()
