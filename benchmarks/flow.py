@@ -114,7 +114,6 @@ def flow_control(bench: Bench) -> list[dict[str, Any]]:
         f"{rated} jobs at a rate limit of {RATE}/s, 2 processes: achieved / limit",
         "ratio",
         rate_ratio,
-        library_only=True,
         count=rated,
     )
     result["ratio"] = result["library"]["median"]

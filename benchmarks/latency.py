@@ -11,7 +11,6 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from benchmarks.commands import baseline_command, defaults_command, worker_command
-from benchmarks.peers.orchestra import PEER
 from benchmarks.report import percentile
 
 if TYPE_CHECKING:
@@ -52,15 +51,14 @@ def latency(bench: Bench) -> dict[str, Any]:
 
     worker = worker_command("--concurrency", "4", "--poll-interval", "60", "--no-scheduler")
     raw = baseline_command("listen", count)
-    theirs = bench.peers.contenders("latency", count) if bench.peers is not None else {}
-    runs = bench.rounds(
+    runs, peers = bench.rounds(
         {
             "library": lambda: measure(worker),
             "baseline": lambda: measure(raw),
             # As a user starts it: its default poll (5 s), threads and scheduler; woken by NOTIFY.
             "library_defaults": lambda: measure(defaults_command(), defaults=True),
-            **{PEER + name: run for name, run in theirs.items()},
-        }
+        },
+        peers=("latency", count, 1),
     )
     result: dict[str, Any] = {
         "name": f"latency, commit to handler start ({count} jobs, 20 ms apart)",
@@ -69,7 +67,7 @@ def latency(bench: Bench) -> dict[str, Any]:
     for which in ("library", "baseline", "library_defaults"):
         for key in ("p50", "p95", "p99"):
             result[f"{which}_{key}_ms"] = statistics.median(r[key] for r in runs[which])
-    result["peers"] = bench.peer_figures({name: runs[PEER + name] for name in theirs})
+    result["peers"] = peers
     return result
 
 

@@ -34,7 +34,7 @@ from benchmarks.commands import (  # noqa: E402
     migrated_database,
     worker_command,
 )
-from benchmarks.peers.orchestra import PEER, SPECS, Peers, peers_python  # noqa: E402
+from benchmarks.peers.orchestra import SPECS, Peers, peers_python  # noqa: E402
 from benchmarks.report import (  # noqa: E402
     comparison,
     environment,
@@ -42,6 +42,10 @@ from benchmarks.report import (  # noqa: E402
     print_table,
 )
 from benchmarks.rounds import interleaved, spread  # noqa: E402
+
+# A peer's runs among a round's contenders: its name after this, so that no peer's name can be
+# taken for one of ours.
+_PEER = "peer:"
 
 
 class Bench:
@@ -74,10 +78,25 @@ class Bench:
             for i in range(count):
                 copy.write_row(("bench.noop", json.dumps({"i": i}), priority, queue))
 
-    def rounds(self, contenders: dict[str, Callable[[], Any]]) -> dict[str, list[Any]]:
-        """Each contender's ``repeat`` runs, interleaved (benchmarks.rounds), each from an
-        empty queue."""
-        return interleaved(contenders, self.repeat, before=self.reset)
+    def rounds(
+        self,
+        ours: dict[str, Callable[[], Any]],
+        peers: tuple[str, int, int] | None = None,
+    ) -> tuple[dict[str, list[Any]], dict[str, Any]]:
+        """Each of ``ours``' ``repeat`` runs by name, and with ``peers`` (a workload, its count,
+        its processes) the peers' figures, all from the same interleaved rounds
+        (benchmarks.rounds), each run from an empty queue."""
+        theirs = {}
+        if peers is not None and self.peers is not None:
+            theirs = self.peers.contenders(*peers)
+        runs = interleaved(
+            {**ours, **{_PEER + name: run for name, run in theirs.items()}},
+            self.repeat,
+            before=self.reset,
+        )
+        peer_runs = {name: runs[_PEER + name] for name in theirs}
+        figures = {} if self.peers is None else self.peers.figures(peer_runs)
+        return {name: runs[name] for name in ours}, figures
 
     def pair(
         self,
@@ -87,7 +106,6 @@ class Bench:
         baseline: Callable[[], float] | None = None,
         count: int = 0,
         *,
-        library_only: bool = False,
         also: dict[str, Callable[[], float]] | None = None,
         peers: tuple[str, int] | None = None,
     ) -> dict[str, Any]:
@@ -95,24 +113,17 @@ class Bench:
         under their own keys, and with ``peers`` (a workload and a number of processes) the
         peers' figures: all from the same interleaved rounds (:meth:`rounds`)."""
         ours: dict[str, Callable[[], float]] = {"library": library}
-        if baseline is not None and not library_only:
+        if baseline is not None:
             ours["baseline"] = baseline
         ours.update(also or {})
-        theirs = {}
-        if peers is not None and self.peers is not None:
-            theirs = self.peers.contenders(peers[0], count, peers[1])
-        runs = self.rounds({**ours, **{PEER + n: run for n, run in theirs.items()}})
+        runs, figures = self.rounds(ours, None if peers is None else (peers[0], count, peers[1]))
         result: dict[str, Any] = {"name": name, "unit": unit, "n": count}
-        result.update({key: spread(runs[key]) for key in ours})
+        result.update({key: spread(values) for key, values in runs.items()})
         if "baseline" in result:
             result["ratio"] = result["library"]["median"] / result["baseline"]["median"]
         if peers is not None:
-            result["peers"] = self.peer_figures({n: runs[PEER + n] for n in theirs})
+            result["peers"] = figures
         return result
-
-    def peer_figures(self, runs: dict[str, list[Any]]) -> dict[str, Any]:
-        """The peers' figures of their runs in :meth:`rounds` (none without peers)."""
-        return {} if self.peers is None else self.peers.figures(runs)
 
     # -- 1. enqueue ------------------------------------------------------------------------------
 
@@ -247,7 +258,7 @@ class Bench:
         label = f"drain {count} jobs, {processes} process(es)"
         if backlog:
             label += f", behind a backlog of {backlog:,}"
-            return self.pair(label, "jobs/s", library, library_only=True, count=count)
+            return self.pair(label, "jobs/s", library, count=count)
         result = self.pair(
             label,
             "jobs/s",

@@ -19,7 +19,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote, urlencode
 
 import psycopg
@@ -34,10 +34,6 @@ class Spec:
     module: str  # benchmarks.peers.<module>
     workloads: tuple[str, ...]
 
-
-# A peer's runs among a round's contenders (run.py's Bench.rounds): its name after this, so that
-# no peer's name can be taken for one of ours.
-PEER = "peer:"
 
 SPECS: dict[str, Spec] = {
     "pgqueuer": Spec("pgqueuer", "pgqueuer_peer", ("enqueue", "drain", "latency")),
@@ -189,9 +185,9 @@ class Peers:
         rate's), keyed by peer; a peer with a failed run is left out (it was noted)."""
         results: dict[str, dict[str, Any]] = {}
         for name, answers in runs.items():
-            done = [answer for answer in answers if answer is not None]
-            if not done or len(done) < len(answers):
-                continue
+            if not answers or None in answers:
+                continue  # it failed in a round (noted then)
+            done = cast(list[dict[str, Any]], list(answers))
             results[name] = {"version": self.ready[name].version, "runs": done}
             for key in done[0]:
                 values = [float(run[key]) for run in done]
