@@ -74,6 +74,11 @@ class ClaimedJob:
     stamp_after: float | None = None
     # When the statement that claimed it was sent (time.monotonic()), for the same measure.
     claim_sent: float | None = None
+    # A rate-limited job's: the time.monotonic() its handler must begin by, or not at all (the
+    # ledger counts its start then: queries.rate_starts). None for other jobs.
+    begin_by: float | None = None
+    # ... and that time, the ledger's: a job given back unstarted is taken out of it there.
+    counted_at: datetime | None = None
 
     @property
     def token(self) -> Token:

@@ -83,13 +83,14 @@ claimed AS (
               extract(epoch FROM j.timeout)::float8 AS timeout,
               (SELECT t.seconds FROM timeouts AS t WHERE t.name = j.queue) AS queue_timeout,
               j.seq, {place} AS place, j.trace_context::text AS trace_context,
-              {stamp} AS rate_stamp
+              {stamp} AS rate_stamp, {counted} AS rate_counted
 )"""
 # The plain claim: its jobs' order is the claim order (NULL place), and the first start_now rows
 # of ``due`` start now.
 _PLAIN_CLAIMED = {
     "place": "NULL::int",
     "stamp": "NULL::timestamptz",
+    "counted": "NULL::timestamptz",
     "starts": "j.id = ANY(ARRAY(SELECT id FROM due LIMIT %(start_now)s))",
     "source": "",
 }
@@ -115,6 +116,7 @@ _BY_TUPLE = "j.ctid = ANY(ARRAY(SELECT ctid FROM due)) AND (j.status = 'pending'
 _FLOW_CLAIMED = {
     "place": "d.place",
     "stamp": rate_starts.RATE_STAMP,
+    "counted": rate_starts.RATE_COUNTED,
     "starts": "d.place <= coalesce(%(start_now)s, %(limit)s)",
     "source": "FROM unnest(ARRAY(SELECT id FROM due)) WITH ORDINALITY AS d(id, place)\n    ",
 }
@@ -138,6 +140,10 @@ _COLUMNS = (
     # A rate-limited job's: seconds from the statement's start to its claim's stamp (NULL for
     # others), so that the worker can tell how long after the stamp its handler began.
     "extract(epoch FROM rate_stamp - statement_timestamp())::float8",
+    # ... and to the time the ledger counts its start at, which its handler must begin by;
+    # and that time itself, by which a start that did not happen is taken out of the ledger.
+    "extract(epoch FROM rate_counted - statement_timestamp())::float8",
+    "rate_counted",
 )
 _CLAIMED_COLUMNS = ", ".join(_COLUMNS)
 _NO_CLAIM = ", ".join(["NULL"] * (len(_COLUMNS) - 1))
@@ -244,8 +250,10 @@ def _claimed_jobs(rows: Sequence[Any], sent: float, token: uuid.UUID) -> list[Cl
     # stays text, decoded only by a worker that traces (django_pgjobs.tracing). In the order
     # ClaimedJob declares its fields: id, job_name, payload, queue to scheduled_for,
     # lease_token, partition_key to seq, trace_context, stamp_after (r[13] is the place, read
-    # below), claim_sent. The lease token is the one the claim set, not read back: one object
-    # for the whole claim, which the completion's parameters write once (queries.base.uuid_array).
+    # below), claim_sent, begin_by (a rate-limited job's: the counted start on this clock, as
+    # early as it can be: the statement started after it was sent), counted_at. The lease
+    # token is the one the claim set, not read back: one object for the whole claim, which the
+    # completion's parameters write once (queries.base.uuid_array).
     jobs = [
         claimed_job(
             (
@@ -257,6 +265,8 @@ def _claimed_jobs(rows: Sequence[Any], sent: float, token: uuid.UUID) -> list[Cl
                 *r[9:13],
                 *r[14:16],
                 sent,
+                None if r[16] is None else sent + r[16],
+                r[17],
             )
         )
         for r in rows

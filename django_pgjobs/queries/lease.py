@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any, Literal
 
 from django_pgjobs.queries.base import (
@@ -25,6 +26,7 @@ from django_pgjobs.queries.base import (
     token_params,
     uuid_array,
 )
+from django_pgjobs.queries.rate_starts import UNCOUNT_CTES
 
 # A row another transaction holds is skipped (base.MINE), not waited for: it stays running,
 # and the rescue gives it back once its lease runs out, the attempt not counted.
@@ -43,17 +45,43 @@ SELECT (SELECT count(*) FROM released), {notify_queues("released")}
 """
 
 
-def release_jobs(cur: Cursor, *, tokens: Sequence[Token]) -> int:
-    """Give back claimed jobs whose handlers never started (shutdown): the attempt is undone.
+# The same, also taking the starts their claims counted out of the rate limits' ledger.
+_RELEASE_UNCOUNTED = f"""
+WITH mine AS MATERIALIZED (
+    SELECT j.id FROM pgjobs_job_queue AS j WHERE j.status = 'running' AND {{which}}
+    FOR NO KEY UPDATE SKIP LOCKED
+),
+released AS (
+    UPDATE pgjobs_job_queue AS j
+    SET {UNDO_CLAIM}
+    WHERE j.id IN (SELECT id FROM mine)
+    RETURNING j.id, j.queue, j.partition_key
+),
+{UNCOUNT_CTES}
+SELECT (SELECT count(*) FROM released), {notify_queues("released")}
+"""
 
-    Locks: those rows. A crash before commit leaves them to the rescue sweep instead.
+
+def release_jobs(
+    cur: Cursor, *, tokens: Sequence[Token], counted: Sequence[datetime | None] = ()
+) -> int:
+    """Give back claimed jobs whose handlers never started (shutdown): the attempt is undone.
+    ``counted``: for each token, when a rate limit's ledger counted its start (the job's
+    ``counted_at``; None, or none at all, for jobs of no rate-limited queue): a start that did
+    not happen is taken out of the ledger (rate_starts.UNCOUNT_CTES).
+
+    Locks: those rows (and the ledger rows of their starts). A crash before commit leaves them to
+    the rescue sweep instead.
     """
     if not tokens:
         return 0
-    cur.execute(
-        _RELEASE.format(which=f"(j.id, j.lease_token) IN (SELECT id, token FROM {HELD})"),
-        token_params(tokens),
-    )
+    which = f"(j.id, j.lease_token) IN (SELECT id, token FROM {HELD})"
+    params: dict[str, Any] = token_params(tokens)
+    if any(at is not None for at in counted):
+        params["counted"] = list(counted)
+        cur.execute(_RELEASE_UNCOUNTED.format(which=which), params)
+    else:
+        cur.execute(_RELEASE.format(which=which), params)
     row = cur.fetchone()
     return int(row[0]) if row else 0
 

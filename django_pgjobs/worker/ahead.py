@@ -19,10 +19,15 @@ loop would have to stall for that half (2.5 s) on top for another worker to take
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 
+from django_pgjobs import queries
 from django_pgjobs.conf import conf
 from django_pgjobs.worker.inflight import InFlight
+from django_pgjobs.worker.outcomes import job_fields
+
+logger = logging.getLogger("django_pgjobs.worker")
 
 # The lease of a job claimed ahead, until its start is recorded (never longer than the lease).
 AHEAD_LEASE = 5.0
@@ -62,3 +67,12 @@ def waited_too_long(entry: InFlight, *, now: float) -> bool:
 def too_late_to_start(entry: InFlight, *, now: float) -> bool:
     """Half of ``entry``'s lease is gone before its handler began (see the module's note)."""
     return now >= entry.lease_until - entry.lease_granted / 2
+
+
+def log_too_late(job: queries.ClaimedJob) -> None:
+    """``job`` was claimed ahead and, by :func:`too_late_to_start`, is not started."""
+    logger.warning(
+        "Job %s %s was not started: half its short lease was gone while it waited (the "
+        "worker's loop was late); it goes back to the queue",
+        job.job_name, job.id, extra=job_fields(job),
+    )  # fmt: skip

@@ -47,6 +47,9 @@ class AttemptResult:
     exception: str | None = None  # the class path of what the handler raised
     # What the handler said about its attempt (its result, its own backoff), if anything.
     notes: AttemptNotes | None = None
+    # Not begun: it would have at this time.monotonic(), past its job's begin_by (a child
+    # process's start came too late for the rate limit: worker.start_lag). The job goes back.
+    too_late: float | None = None
 
 
 def class_path(exc: BaseException) -> str | None:

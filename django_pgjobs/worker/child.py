@@ -6,6 +6,11 @@ process does: in the ``jobs``, ``tasks`` and ``workflows`` modules its apps impo
 or in the module the worker names with the attempt. It has its own Django connections, and runs
 every handler in its main thread, exactly as a handler thread would (:func:`run_attempt`).
 
+It says ``("ready",)`` once set up (the worker's first claim waits for that), then for each
+attempt ``("started", t)`` as the handler begins at ``t`` (time.monotonic(), the same clock in
+every process of the machine), or ``("late", t)`` instead for a rate-limited job it would begin
+later than its claim counted it (worker.start_lag), which it does not run.
+
 Signals: SIGINT is ignored and the child has a process group of its own, so a Ctrl-C in a
 terminal (sent to the whole foreground group) stops the worker gracefully instead of failing the
 running attempts; SIGTERM keeps its default action, so the worker's kill at a timeout works.
@@ -24,6 +29,7 @@ import pickle
 import select
 import signal
 import threading
+import time
 from dataclasses import replace
 from multiprocessing.connection import Connection
 from typing import Any
@@ -51,6 +57,7 @@ def serve(conn: Connection, cancelled: Any = None, stopping: Any = None) -> None
     from django_pgjobs.jobs.registry import registry
     from django_pgjobs.tracing import otel
     from django_pgjobs.worker.attempt import run_attempt
+    from django_pgjobs.worker.start_lag import begins_too_late
 
     sending = threading.Lock()  # progress may come from another thread (an async handler's)
 
@@ -58,6 +65,7 @@ def serve(conn: Connection, cancelled: Any = None, stopping: Any = None) -> None
         with sending:
             conn.send(message)
 
+    send(("ready",))  # the worker waits for this before its first claim (ChildRunner.open)
     try:
         while True:
             try:
@@ -75,7 +83,11 @@ def serve(conn: Connection, cancelled: Any = None, stopping: Any = None) -> None
                 except Exception:
                     logger.exception("Importing %s for job %s failed", module, job.job_name)
                 handler = registry.get(job.job_name)  # None: the attempt fails saying so
-            send(("started",))  # the attempt's clock starts now, not before a slow set-up
+            now = time.monotonic()
+            if begins_too_late(job, now):
+                send(("late", now))  # the worker gives the job back
+                continue
+            send(("started", now))  # the attempt's clock starts now, not before a slow set-up
             result = run_attempt(
                 handler,
                 job,

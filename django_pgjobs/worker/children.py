@@ -37,15 +37,20 @@ from django_pgjobs.stored_json import UndecodableJSON
 from django_pgjobs.worker import child
 from django_pgjobs.worker.attempt import AttemptResult, run_attempt
 from django_pgjobs.worker.inflight import InFlight
-from django_pgjobs.worker.start_lag import StartLag
 
 logger = logging.getLogger("django_pgjobs.worker")
+
+# Told as a handler begins, with the time.monotonic() it began at (CLOCK_MONOTONIC: the same
+# clock in every process of the machine).
+Began = Callable[[float], None]
 
 # Seconds a child gets between SIGTERM and SIGKILL: enough for a handler's own SIGTERM handler
 # to clean up, short because the slot stays busy meanwhile.
 KILL_GRACE = 5.0
 # Seconds a child that was asked to stop gets to finish before it is killed.
 STOP_GRACE = 5.0
+# Seconds open() waits for its children to be set up before the worker claims anyway.
+READY_WAIT = 30.0
 
 
 def _context() -> Any:
@@ -82,6 +87,7 @@ class ChildProcess:
         self.process.start()
         theirs.close()
         self.killed_for: str | None = None  # why kill() was called: "timeout", "shutdown"
+        self.name = name
 
     def run(
         self,
@@ -90,13 +96,14 @@ class ChildProcess:
         timeout: float | None,
         progressed: ProgressSink,
         attempt: RunningAttempt | None = None,
-        on_started: Callable[[], None] | None = None,
+        on_started: Began | None = None,
     ) -> AttemptResult | None:
         """Run ``job`` in the child until it reports; None if the child is gone first: it died,
         or ran ``timeout`` seconds past the handler's start and was killed (``killed_for``).
         The clock starts when the child says the handler starts: a new child's set-up (the
         forkserver's ``django.setup()``, seconds in a large project) is not the job's time.
-        ``attempt`` turning lost reaches the handler as the worker learns it."""
+        A rate-limited job the child would begin too late is not begun: the result says so
+        (``too_late``). ``attempt`` turning lost reaches the handler as the worker learns it."""
         self._attach(attempt)
         try:
             return self._run(job, module, timeout, progressed, on_started)
@@ -109,7 +116,7 @@ class ChildProcess:
         module: str | None,
         timeout: float | None,
         progressed: ProgressSink,
-        on_started: Callable[[], None] | None,
+        on_started: Began | None,
     ) -> AttemptResult | None:
         try:
             self.conn.send(("run", job, module))
@@ -137,8 +144,12 @@ class ChildProcess:
             if message[0] == "started":
                 deadline = None if timeout is None else time.monotonic() + timeout
                 if on_started is not None:
-                    on_started()
+                    on_started(message[1])
                 continue
+            if message[0] == "late":
+                return AttemptResult(took=0.0, too_late=message[1])
+            if message[0] == "ready":
+                continue  # a new child's set-up done: open() may not have waited for it
             if message[0] == "progress":
                 progressed(job, message[1], message[2])
                 continue
@@ -159,6 +170,17 @@ class ChildProcess:
         with self._lock:
             if self._running is attempt:
                 self.cancelled.value = 1
+
+    def wait_ready(self, until: float) -> bool:
+        """Wait until the child says it is set up (or dies), at most until ``until``
+        (monotonic); False if it did not say so in time."""
+        ready = wait([self.conn, self.process.sentinel], max(until - time.monotonic(), 0.0))
+        if self.conn not in ready:
+            return False
+        try:
+            return bool(self.conn.recv() == ("ready",))
+        except (EOFError, OSError):
+            return False
 
     @property
     def alive(self) -> bool:
@@ -210,14 +232,9 @@ class ChildRunner:
 
     kills_on_timeout = True
 
-    def __init__(
-        self, *, name: str, progressed: ProgressSink, start_lag: StartLag | None = None
-    ) -> None:
+    def __init__(self, *, name: str, progressed: ProgressSink) -> None:
         self._name = name
         self._progressed = progressed
-        # Told when a rate-limited handler begins in its child, later than its slot thread took
-        # it (a new child's start, the pipe, an import): the lag that counts is the child's.
-        self._start_lag = start_lag
         self._context = _context()
         # What every child's handler reads as ``stopping``: set once, by worker_stopping().
         self._stopping = self._context.RawValue("b", 0)
@@ -227,7 +244,7 @@ class ChildRunner:
         self._count = 0
         self._spares: list[ChildProcess] = []  # see open()
 
-    def __call__(self, entry: InFlight) -> AttemptResult:
+    def __call__(self, entry: InFlight, began: Began) -> AttemptResult:
         job, handler = entry.job, entry.handler
         if (
             handler is None
@@ -236,12 +253,13 @@ class ChildRunner:
         ):
             # No handler code runs for it: it fails (or, cancelled while claimed ahead, is
             # given back) here, without starting a child for it.
+            began(entry.began)
             return run_attempt(handler, job, self._progressed, entry.attempt)
         process = self._child()
         module = getattr(handler.func, "__module__", None)
         timeout = None if entry.timeout is None else entry.timeout.seconds
-        lag = self._start_lag
-        began = None if lag is None else functools.partial(lag.began_now, job)
+        # Told when the handler begins in the child: later than this thread took the job (the
+        # pipe, the child's own start), and the lag that counts for a rate limit is the child's.
         result = process.run(job, module, timeout, self._progressed, entry.attempt, began)
         if result is not None:
             return result
@@ -274,8 +292,16 @@ class ChildRunner:
         """One child per slot, started before the first claim, each taken by the first slot
         thread that needs one: the first jobs never wait for the forkserver's django.setup(),
         which would begin them up to seconds after their claim (a rate-limited job begins at a
-        time its claim fixed: queries.rate_starts). Blocks until the forkserver has forked them."""
+        time its claim fixed: queries.rate_starts). Blocks until each has set itself up (its
+        imports, its signal handlers), at most :data:`READY_WAIT` seconds."""
         spares = [self._new_child() for _ in range(slots)]
+        until = time.monotonic() + READY_WAIT
+        slow = [process.name for process in spares if not process.wait_ready(until)]
+        if slow:
+            logger.warning(
+                "%s not set up within %ss of their start; the worker claims anyway",
+                ", ".join(slow), READY_WAIT,
+            )  # fmt: skip
         with self._lock:
             self._spares.extend(spares)
 

@@ -136,7 +136,6 @@ class Worker:
                 pool,
                 name=f"pgjobs-{self.worker_id}",
                 progressed=self._completer.progressed,
-                start_lag=self._claims.start_lag,
             ),
             stopping=self._stopping,
             on_start=lambda job: self._after_write.started(job, self.worker_id),
@@ -289,7 +288,9 @@ class Worker:
                 conn = self._ensure_connected()
                 if unstarted:
                     tokens = [e.job.token for e in unstarted]
-                    self.stats.released += queries.release_jobs(conn.cursor(), tokens=tokens)
+                    counted = [e.job.counted_at for e in unstarted]
+                    released = queries.release_jobs(conn.cursor(), tokens=tokens, counted=counted)
+                    self.stats.released += released
                     for entry in unstarted:
                         self._inflight.pop(entry.job.token, None)
                     unstarted = []

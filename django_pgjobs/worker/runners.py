@@ -8,9 +8,8 @@ from typing import Protocol
 
 from django_pgjobs.jobs.context import ProgressSink
 from django_pgjobs.worker.attempt import AttemptResult, run_attempt
-from django_pgjobs.worker.children import ChildRunner
+from django_pgjobs.worker.children import Began, ChildRunner
 from django_pgjobs.worker.inflight import InFlight
-from django_pgjobs.worker.start_lag import StartLag
 
 # Where handlers run: a thread of the worker, or a child process per thread (a hard timeout).
 POOLS = ("thread", "process")
@@ -23,8 +22,9 @@ class Runner(Protocol):
     # abandon the thread.
     kills_on_timeout: bool
 
-    def __call__(self, entry: InFlight) -> AttemptResult:
-        """Run one attempt in the calling slot thread and say how it went; never raises."""
+    def __call__(self, entry: InFlight, began: Began) -> AttemptResult:
+        """Run one attempt in the calling slot thread and say how it went; never raises.
+        ``began`` is called as the handler begins, with the time.monotonic() it began at."""
 
     def worker_stopping(self) -> None:
         """The worker was asked to stop: tell handlers that read ``stopping`` elsewhere than in
@@ -48,7 +48,8 @@ class InThread:
     def __init__(self, run: Callable[[InFlight], AttemptResult]) -> None:
         self._run = run
 
-    def __call__(self, entry: InFlight) -> AttemptResult:
+    def __call__(self, entry: InFlight, began: Began) -> AttemptResult:
+        began(entry.began)
         return self._run(entry)
 
     def worker_stopping(self) -> None:
@@ -64,9 +65,9 @@ class InThread:
         pass
 
 
-def runner_for(pool: str, *, name: str, progressed: ProgressSink, start_lag: StartLag) -> Runner:
+def runner_for(pool: str, *, name: str, progressed: ProgressSink) -> Runner:
     """The runner of ``pool`` (one of :data:`POOLS`); ``progressed`` hears the handlers'
     progress reports (Completer.progressed)."""
     if pool == "process":
-        return ChildRunner(name=name, progressed=progressed, start_lag=start_lag)
+        return ChildRunner(name=name, progressed=progressed)
     return InThread(lambda entry: run_attempt(entry.handler, entry.job, progressed, entry.attempt))

@@ -6,10 +6,15 @@ lag and the worker's clock need not agree with the database's, so the worker mea
 own clock, with what the claim returns: from sending the claim to the handler's start, less the
 statement's time until its stamp. That also counts the claim's way to the database, so it is a
 little more than the lag, never less. Each claim passes the largest lag of the recent ones.
+
+That margin follows the recent lags, so one start can still be later (:func:`begins_too_late`):
+such a handler does not begin, its job goes back, and its lag is measured all the same, so the
+next claims' margin covers it.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
@@ -18,6 +23,9 @@ from typing import Any
 import psycopg
 
 from django_pgjobs.queries import ClaimedJob
+from django_pgjobs.worker.outcomes import job_fields
+
+logger = logging.getLogger("django_pgjobs.worker")
 
 # The recent starts whose largest lag is the margin: enough to cover the occasional slow one
 # (a thread woken late, a commit waiting on the disk), few enough to follow a change.
@@ -30,8 +38,11 @@ MAX_MARGIN = 1.0
 # Before any rate-limited start was measured (a worker's first rate-limited claim): this plus
 # twice the connection's round trip, timed once (round_trip()): a worker far from the database
 # (another zone, a proxy) lags by about its round trip more than one beside it, and the rest
-# (a commit, a thread taking the job) is what a busy worker on the database's machine takes.
-FIRST_MARGIN = 0.05
+# (a commit, a thread taking the job) is what a busy worker on the database's machine takes:
+# up to 60 ms measured with the machine's two cores loaded twice over (handler threads, and
+# child processes woken at once). A start later than the margin is not begun (begins_too_late),
+# so a guess short of it costs those jobs a claim; a long one costs the first window as long.
+FIRST_MARGIN = 0.1
 
 
 class StartLag:
@@ -57,15 +68,33 @@ class StartLag:
         with self._lock:
             self._lags.append(max(began - job.claim_sent - job.stamp_after, 0.0))
 
-    def began_now(self, job: ClaimedJob) -> None:
-        self.began(job, began=time.monotonic())
-
     def margin(self) -> float:
         """Seconds after its stamp the ledger should count this worker's next claim's starts."""
         with self._lock:
             if not self._lags:
                 return min(FIRST_MARGIN + 2 * (self._round_trip or 0.0), MAX_MARGIN)
             return min(max(self._lags) * HEADROOM, MAX_MARGIN)
+
+
+def begins_too_late(job: ClaimedJob, now: float) -> bool:
+    """A rate-limited ``job`` whose handler would begin at ``now`` (monotonic), later than the
+    ledger counted its start: beginning it could put one start too many in a window."""
+    return job.begin_by is not None and now > job.begin_by
+
+
+def log_begun_too_late(job: ClaimedJob, *, at: float) -> None:
+    """``job`` was not begun at ``at``: :func:`begins_too_late`."""
+    begin_by = job.begin_by or at
+    late = at - begin_by
+    # What its claim allowed, from the statement being sent to the counted start.
+    allowed = begin_by - (job.claim_sent or begin_by)
+    logger.warning(
+        "Job %s %s was not started: it would have begun %.3fs after the time its queue's rate "
+        "limit counted its start (%.3fs after its claim was sent), which could put one start "
+        "too many in a window; it goes back to the queue (attempt not counted), and this "
+        "worker's later claims allow for that lag",
+        job.job_name, job.id, late, allowed, extra=job_fields(job, late=late),
+    )  # fmt: skip
 
 
 def round_trip(conn: psycopg.Connection[Any]) -> float:

@@ -14,6 +14,7 @@ VALUES = (
     uuid.uuid4(), "app.send", {"to": "a@example.com"}, "mail", 5, 2, 3,
     datetime(2026, 12, 5, tzinfo=UTC), uuid.uuid4(), "customer-7", 30.0, 60.0, 41,
     '{"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}', 0.002, 17.5,
+    17.56, datetime(2026, 12, 5, 0, 0, 0, 56000, tzinfo=UTC),
 )  # fmt: skip
 
 

@@ -103,7 +103,8 @@ def test_a_child_process_s_start_is_measured_where_the_handler_begins(
     make_worker: type[Worker],
 ) -> None:
     """--pool process: the handler begins in the child, after the pipe (and a new child's
-    start, or an import); the lag is measured there as well as in the slot's thread."""
+    start, or an import); the lag is measured there, once, by the time the child says it
+    began (the slot's thread takes the job earlier: its time would understate the lag)."""
     set_queue_limits("rated", rate_limit=5, rate_period=60.0)
     enqueue("test.record", {"label": "x"}, queue="rated")
     worker = make_worker(concurrency=1, queues=["rated"], pool="process")
@@ -111,9 +112,8 @@ def test_a_child_process_s_start_is_measured_where_the_handler_begins(
     # whatever the handler's outcome, its start is what is measured here.
     ran = worker.run_once()
     assert ran.completed + ran.retried == 1
-    lags = list(worker._claims.start_lag._lags)
-    assert len(lags) == 2  # the slot thread's, and the child's (later, so the larger)
-    assert lags[1] >= lags[0]
+    [lag] = worker._claims.start_lag._lags
+    assert 0 < lag < 1
 
 
 def test_a_child_that_died_is_replaced_before_its_slot_takes_another_job(
