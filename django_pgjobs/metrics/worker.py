@@ -74,7 +74,8 @@ class WorkerMetrics:
             "pgjobs_job_runs",
             "Attempts whose outcome this worker wrote, by outcome: completed, retried, buried "
             "(to the dead letters), cancelled (by its handler), snoozed, handed_back (a workflow "
-            "waiting), lost (the job was rescued or cancelled meanwhile).",
+            "waiting), released (given back unstarted: too late for its rate limit), lost (the "
+            "job was rescued or cancelled meanwhile).",
             ("queue", "job_name", "outcome"),
         )
         self.failures = counter(
@@ -172,8 +173,8 @@ class WorkerMetrics:
                     labelled(self.failures, queue, job_name).inc()
                     if outcome is Outcome.RETRIED:
                         labelled(self.retries, queue, job_name).inc()
-                if outcome is not Outcome.LOST:
-                    labelled(self.duration, job_name).observe(took)
+                if outcome is not Outcome.LOST and outcome is not Outcome.RELEASED:
+                    labelled(self.duration, job_name).observe(took)  # it ran
             elif event[0] == _STARTED:
                 _, queue, at, due = event
                 labelled(self.latency, queue).observe(max(at - due.timestamp(), 0.0))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import inspect
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,8 +48,8 @@ class AttemptResult:
     exception: str | None = None  # the class path of what the handler raised
     # What the handler said about its attempt (its result, its own backoff), if anything.
     notes: AttemptNotes | None = None
-    # Not begun: it would have at this time.monotonic(), past its job's begin_by (a child
-    # process's start came too late for the rate limit: worker.start_lag). The job goes back.
+    # Not begun: it would have at this time.monotonic(), too late for its rate limit (the
+    # ``begin`` of run_attempt said so). The job goes back, its attempt undone.
     too_late: float | None = None
 
 
@@ -67,11 +68,14 @@ def run_attempt(
     job: ClaimedJob,
     progress: ProgressSink,
     attempt: RunningAttempt | None = None,
+    begin: Callable[[float], bool] | None = None,
 ) -> AttemptResult:
     """Run ``job`` with ``handler`` and say how it went. Never raises: SystemExit and
     KeyboardInterrupt raised by a handler fail that job, not the worker, and an error that
     cannot be described is still recorded as a failure (with a fallback description).
-    ``attempt``: the flags the worker sets for this attempt (cancelled, stopping).
+    ``attempt``: the flags the worker sets for this attempt (cancelled, stopping). ``begin``
+    is asked, with the time, as the last thing before the attempt begins: False, and it does
+    not (``too_late``: a rate-limited job whose start was counted earlier, worker.start_lag).
 
     Traced (see :mod:`django_pgjobs.tracing.jobs`): the attempt is a span, current on this
     thread while the handler runs."""
@@ -79,6 +83,10 @@ def run_attempt(
         # Claimed ahead, then cancelled or rescued before a thread was free: never started.
         # Its write (a snooze: undone, as if never claimed) is fenced out like any lost one's.
         return AttemptResult(took=0.0, snoozed=0.0)
+    if begin is not None:
+        now = time.monotonic()
+        if not begin(now):
+            return AttemptResult(took=0.0, too_late=now)
     traced = tracing.run_span(job)
     if traced is None:
         return _run(handler, job, progress, attempt)

@@ -20,7 +20,7 @@ from django_pgjobs.worker.pacing import Pacing
 from django_pgjobs.worker.stats import WorkerStats
 
 # Outcomes after which the job is pending again, due after the outcome's delay.
-_REQUEUED = (Outcome.RETRIED, Outcome.HANDED_BACK, Outcome.SNOOZED)
+_REQUEUED = (Outcome.RETRIED, Outcome.HANDED_BACK, Outcome.SNOOZED, Outcome.RELEASED)
 
 
 class Bookkeeper:

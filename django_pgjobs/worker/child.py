@@ -8,8 +8,8 @@ every handler in its main thread, exactly as a handler thread would (:func:`run_
 
 It says ``("ready",)`` once set up (the worker's first claim waits for that), then for each
 attempt ``("started", t)`` as the handler begins at ``t`` (time.monotonic(), the same clock in
-every process of the machine), or ``("late", t)`` instead for a rate-limited job it would begin
-later than its claim counted it (worker.start_lag), which it does not run.
+every process of the machine), unless it is a rate-limited job it would begin later than its
+claim counted it (worker.start_lag): that one it does not run, and its result says so.
 
 Signals: SIGINT is ignored and the child has a process group of its own, so a Ctrl-C in a
 terminal (sent to the whole foreground group) stops the worker gracefully instead of failing the
@@ -29,7 +29,6 @@ import pickle
 import select
 import signal
 import threading
-import time
 from dataclasses import replace
 from multiprocessing.connection import Connection
 from typing import Any
@@ -83,16 +82,19 @@ def serve(conn: Connection, cancelled: Any = None, stopping: Any = None) -> None
                 except Exception:
                     logger.exception("Importing %s for job %s failed", module, job.job_name)
                 handler = registry.get(job.job_name)  # None: the attempt fails saying so
-            now = time.monotonic()
-            if begins_too_late(job, now):
-                send(("late", now))  # the worker gives the job back
-                continue
-            send(("started", now))  # the attempt's clock starts now, not before a slow set-up
+
+            def begin(now: float, job: Any = job) -> bool:
+                if begins_too_late(job, now):
+                    return False  # not begun: the result says so, and the worker gives it back
+                send(("started", now))  # the attempt's clock starts now, not at a slow set-up
+                return True
+
             result = run_attempt(
                 handler,
                 job,
                 lambda _job, value, text: send(("progress", value, text)),
                 None if cancelled is None else SharedAttempt(job, cancelled, stopping),
+                begin,
             )
             send(("done", *_without_callback(result)))
     finally:

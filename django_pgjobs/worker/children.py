@@ -102,8 +102,8 @@ class ChildProcess:
         or ran ``timeout`` seconds past the handler's start and was killed (``killed_for``).
         The clock starts when the child says the handler starts: a new child's set-up (the
         forkserver's ``django.setup()``, seconds in a large project) is not the job's time.
-        A rate-limited job the child would begin too late is not begun: the result says so
-        (``too_late``). ``attempt`` turning lost reaches the handler as the worker learns it."""
+        A rate-limited job the child would begin too late is not begun (its result says so).
+        ``attempt`` turning lost reaches the handler as the worker learns it."""
         self._attach(attempt)
         try:
             return self._run(job, module, timeout, progressed, on_started)
@@ -144,10 +144,11 @@ class ChildProcess:
             if message[0] == "started":
                 deadline = None if timeout is None else time.monotonic() + timeout
                 if on_started is not None:
-                    on_started(message[1])
+                    try:  # the child runs the handler meanwhile: this thread must wait for it
+                        on_started(message[1])
+                    except Exception:
+                        log_exception(logger, "Telling of a handler's start in its child failed")
                 continue
-            if message[0] == "late":
-                return AttemptResult(took=0.0, too_late=message[1])
             if message[0] == "ready":
                 continue  # a new child's set-up done: open() may not have waited for it
             if message[0] == "progress":
@@ -296,12 +297,16 @@ class ChildRunner:
         imports, its signal handlers), at most :data:`READY_WAIT` seconds."""
         spares = [self._new_child() for _ in range(slots)]
         until = time.monotonic() + READY_WAIT
-        slow = [process.name for process in spares if not process.wait_ready(until)]
-        if slow:
-            logger.warning(
-                "%s not set up within %ss of their start; the worker claims anyway",
-                ", ".join(slow), READY_WAIT,
-            )  # fmt: skip
+        for process in spares:
+            if process.wait_ready(until):
+                continue
+            if process.alive:
+                logger.warning(
+                    "%s is not set up %ss after its start; the worker claims anyway",
+                    process.name, READY_WAIT,
+                )  # fmt: skip
+            else:  # its slot starts another when it needs one
+                logger.warning("%s ended during its set-up (%s)", process.name, process.death())
         with self._lock:
             self._spares.extend(spares)
 

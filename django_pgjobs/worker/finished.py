@@ -29,8 +29,10 @@ class Done:
 
     @property
     def succeeded(self) -> bool:
-        """Completed: not failed, snoozed or cancelled (nor handed back: settled first)."""
-        return self.attempt.error is None and self.attempt.snoozed is None
+        """Completed: not failed, snoozed, cancelled or never begun (nor handed back: settled
+        first)."""
+        attempt = self.attempt
+        return attempt.error is None and attempt.snoozed is None and attempt.too_late is None
 
     @property
     def handed_back(self) -> float | None:

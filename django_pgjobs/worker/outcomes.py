@@ -26,6 +26,9 @@ class Outcome(enum.Enum):
     HANDED_BACK = "handed_back"  # the handler gave the job back itself (a workflow waiting)
     SNOOZED = "snoozed"  # the handler raised Snooze: due again later, the attempt undone
     CANCELLED = "cancelled"  # the handler raised Cancel: the job ended cancelled
+    # Its handler never began (too late for its rate limit: worker.start_lag): given back, due
+    # again at once, the attempt undone. Counted with the jobs given back unstarted.
+    RELEASED = "released"
 
 
 @dataclass(slots=True)  # not frozen: see worker.attempt.AttemptResult
@@ -101,6 +104,11 @@ def log_outcome(written: Written, took: float, *, said_lost: bool = False) -> No
             "%s %s snoozed; due again in %.1fs (attempt %s not counted)",
             job.job_name, job.id, written.delay, job.attempt, extra=extra,
         )  # fmt: skip
+    elif outcome is Outcome.RELEASED:
+        jobs_logger.debug(
+            "%s %s given back, not started (attempt %s not counted)",
+            job.job_name, job.id, job.attempt, extra=extra,
+        )  # fmt: skip
     elif outcome is Outcome.CANCELLED:
         jobs_logger.warning(
             "Job %s %s cancelled by its handler (attempt %s/%s): %s",
@@ -137,9 +145,11 @@ _LEVELS = {
     Outcome.HANDED_BACK: logging.INFO,
     Outcome.SNOOZED: logging.INFO,
     Outcome.CANCELLED: logging.WARNING,
+    # Said as it happened (start_lag.log_begun_too_late, on django_pgjobs.worker).
+    Outcome.RELEASED: logging.DEBUG,
 }
 # The outcomes after which the job runs again: the only ones whose line carries ``delay``.
-_DUE_AGAIN = frozenset({Outcome.RETRIED, Outcome.SNOOZED, Outcome.HANDED_BACK})
+_DUE_AGAIN = frozenset({Outcome.RETRIED, Outcome.SNOOZED, Outcome.HANDED_BACK, Outcome.RELEASED})
 
 
 # What a failed attempt's write left its job as, by the status it shows (see confirmed).

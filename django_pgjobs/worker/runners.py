@@ -3,13 +3,13 @@ the default ``--pool thread``), or in a child process (:mod:`.children`, ``--poo
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Protocol
 
 from django_pgjobs.jobs.context import ProgressSink
 from django_pgjobs.worker.attempt import AttemptResult, run_attempt
 from django_pgjobs.worker.children import Began, ChildRunner
 from django_pgjobs.worker.inflight import InFlight
+from django_pgjobs.worker.start_lag import begins_too_late
 
 # Where handlers run: a thread of the worker, or a child process per thread (a hard timeout).
 POOLS = ("thread", "process")
@@ -45,12 +45,19 @@ class InThread:
 
     kills_on_timeout = False
 
-    def __init__(self, run: Callable[[InFlight], AttemptResult]) -> None:
-        self._run = run
+    def __init__(self, progressed: ProgressSink) -> None:
+        self._progressed = progressed
 
     def __call__(self, entry: InFlight, began: Began) -> AttemptResult:
-        began(entry.began)
-        return self._run(entry)
+        job = entry.job
+
+        def begin(now: float) -> bool:
+            if begins_too_late(job, now):
+                return False
+            began(now)
+            return True
+
+        return run_attempt(entry.handler, job, self._progressed, entry.attempt, begin)
 
     def worker_stopping(self) -> None:
         pass  # a handler thread reads the worker's own event
@@ -70,4 +77,4 @@ def runner_for(pool: str, *, name: str, progressed: ProgressSink) -> Runner:
     progress reports (Completer.progressed)."""
     if pool == "process":
         return ChildRunner(name=name, progressed=progressed)
-    return InThread(lambda entry: run_attempt(entry.handler, entry.job, progressed, entry.attempt))
+    return InThread(progressed)

@@ -1,7 +1,8 @@
 """The outcomes of attempts that did not simply succeed, written one statement each: failed
-(then retried or buried), buried at once, snoozed, or cancelled by their handler; or lost, when
-fencing drops them (the job moved on). The completer writes them at once (Completer.write);
-its in-doubt bookkeeping (:mod:`.in_doubt`) says what became of one whose reply was lost.
+(then retried or buried), buried at once, snoozed, or cancelled by their handler, or given back
+unstarted (too late for a rate limit); or lost, when fencing drops them (the job moved on). The
+completer writes them at once (Completer.write); its in-doubt bookkeeping (:mod:`.in_doubt`)
+says what became of one whose reply was lost.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ class SingleOutcomes:
         attempt, job, error = done.attempt, done.job, done.error
         if attempt.snoozed is not None:
             return self.snooze(conn, job, delay=attempt.snoozed)
+        if attempt.too_late is not None:
+            return self.give_back(conn, job)
         assert error is not None
         if attempt.cancelled:
             return self.cancel(conn, job, error, exception=attempt.exception, took=attempt.took)
@@ -102,6 +105,19 @@ class SingleOutcomes:
             conn, [job], lambda: queries.snooze_job(conn.cursor(), token=job.token, delay=delay)
         )
         return self._doubt.record(conn, Written(job, Outcome(result), delay=delay), traceable=False)
+
+    def give_back(self, conn: psycopg.Connection[Any], job: queries.ClaimedJob) -> bool:
+        """Record an attempt whose handler never began (too late for its rate limit): undone,
+        due again at once, its start out of the rate limit's ledger; or lost (fenced)."""
+        result = self._doubt.guarded(
+            conn,
+            [job],
+            lambda: queries.release_jobs(
+                conn.cursor(), tokens=[job.token], counted=[job.counted_at]
+            ),
+        )
+        outcome = Outcome.RELEASED if result else Outcome.LOST
+        return self._doubt.record(conn, Written(job, outcome), traceable=False)
 
     def cancel(
         self,

@@ -45,7 +45,7 @@ from django_pgjobs.worker.outcomes import job_fields, jobs_logger
 from django_pgjobs.worker.pacing import Pacing
 from django_pgjobs.worker.pool import HandlerPool
 from django_pgjobs.worker.runners import Runner
-from django_pgjobs.worker.start_lag import StartLag, begins_too_late, log_begun_too_late
+from django_pgjobs.worker.start_lag import StartLag, log_begun_too_late
 
 logger = logging.getLogger("django_pgjobs.worker")
 
@@ -88,7 +88,6 @@ class Slots:
         self._closed_pool: HandlerPool | None = None  # the last one, with its abandoned threads
         self._deadlines = Deadlines()
         self._renew_by: float | None = None  # see renew_by()
-        self._refusals = False  # a handler thread refused its job since the last give-back
 
     def open(self) -> None:
         if self._pool is None:
@@ -183,7 +182,6 @@ class Slots:
                 and (e.refused or (pool and e.task and pool.cancel(e.task)))
             ]
             self.busy -= sum(1 for e in unstarted if not e.refused)
-            self._refusals = False
         return unstarted
 
     def housekeep(
@@ -197,7 +195,7 @@ class Slots:
         heartbeat = force or housekeeper.heartbeat_due(renew_by=renew_by)
         held: list[queries.Token] = []
         started: list[tuple[queries.Token, float]] = []
-        if heartbeat or self._refusals:
+        if heartbeat:
             given_back = self.give_back_waiting(conn)
             started = self.started(time.monotonic())
             held = self.held_tokens()
@@ -330,20 +328,27 @@ class Slots:
         here raises, the pool calls :meth:`_execute_failed` in the same thread."""
         now = time.monotonic()
         if ahead.too_late_to_start(entry, now=now):
+            # Claimed ahead, and half its short lease is gone before a thread was free (the
+            # loop is late renewing it): the rescue could give it to another worker before its
+            # start is recorded. Not run: the loop gives it back, its attempt not counted.
             ahead.log_too_late(entry.job)
-            self._refuse(entry)
-            return
-        if begins_too_late(entry.job, now):
-            self._refuse_late(entry, at=now)
+            with self._lock:
+                entry.refused = True
+                self.busy -= 1
+            self._wake()
             return
         entry.began = now
         if entry.timeout is not None:
             entry.deadline = entry.began + entry.timeout.seconds
         entry.started = True  # last: the loop reads ``deadline`` once it sees this
         result = self._runner(entry, functools.partial(self._began, entry))
-        if result.too_late is not None:  # its child process began it too late: it did not
-            self._refuse_late(entry, at=result.too_late)
-            return
+        if result.too_late is not None:
+            # Not begun: too late for its rate limit (start_lag.begins_too_late). Its lag is
+            # measured all the same, so that the next claims' margin covers it; the completer
+            # gives the job back.
+            if self._start_lag is not None:
+                self._start_lag.began(entry.job, began=result.too_late)
+            log_begun_too_late(entry.job, at=result.too_late)
         self._report(entry, result)
 
     def _began(self, entry: InFlight, at: float) -> None:
@@ -352,25 +357,6 @@ class Slots:
             self._start_lag.began(entry.job, began=at)
         if self._on_start is not None:
             self._on_start(entry.job)
-
-    def _refuse_late(self, entry: InFlight, *, at: float) -> None:
-        """A rate-limited job whose handler would have begun at ``at``, after the ledger counted
-        its start: not run. Its lag is measured all the same, so the next claims' margin covers
-        it (worker.start_lag)."""
-        if self._start_lag is not None:
-            self._start_lag.began(entry.job, began=at)
-        log_begun_too_late(entry.job, at=at)
-        self._refuse(entry)
-
-    def _refuse(self, entry: InFlight) -> None:
-        """``entry``'s handler does not begin: its slot is free, and the loop gives its job back
-        at its next turn (:meth:`give_back_waiting`), its attempt not counted."""
-        with self._lock:
-            entry.refused = True
-            entry.started = False
-            self.busy -= 1
-            self._refusals = True
-        self._wake()
 
     def _execute_failed(self, entry: InFlight, exc: BaseException) -> None:
         """The runner catches whatever a handler raises; this is a failure of our own. Still
@@ -394,7 +380,7 @@ class Slots:
         first = self._completer.finished(entry.job, result)
         entry.reported = True
         busy = self._count_busy(-1)
-        if entry.started:  # one that failed before its start ran for no time: no pace to judge by
+        if entry.started and result.too_late is None:  # one that never ran sets no pace
             self._pacing.record_run(result.took)
         # Wake the loop when it has something to do: a claim to make (a thread free, or the
         # jobs claimed ahead running low), a failure to write now, or the first of a batch of

@@ -14,6 +14,7 @@ next claims' margin covers it.
 
 from __future__ import annotations
 
+import heapq
 import logging
 import threading
 import time
@@ -32,8 +33,11 @@ logger = logging.getLogger("django_pgjobs.worker")
 RECENT = 64
 # Headroom over the largest lag seen, for one a little larger than any recent one.
 HEADROOM = 1.25
-# Never more: a lag this long (a loop stalled for a second) would cost the queue much of its
-# rate for the next claims, and a start that late is beyond what a margin can honestly cover.
+# No more for one lag this long (a loop stalled for a second, a slow import): it would cost the
+# queue much of its rate for the next RECENT claims, while a start that late is not begun
+# (begins_too_late) and costs only its own claim. Two such lags are the worker's pace, not a
+# stall: the margin then covers them, or each of its rate-limited jobs would be given back for
+# ever (a worker far from its database, say).
 MAX_MARGIN = 1.0
 # Before any rate-limited start was measured (a worker's first rate-limited claim): this plus
 # twice the connection's round trip, timed once (round_trip()): a worker far from the database
@@ -73,7 +77,8 @@ class StartLag:
         with self._lock:
             if not self._lags:
                 return min(FIRST_MARGIN + 2 * (self._round_trip or 0.0), MAX_MARGIN)
-            return min(max(self._lags) * HEADROOM, MAX_MARGIN)
+            largest, second, *_ = [*heapq.nlargest(2, self._lags), 0.0]
+        return min(largest * HEADROOM, max(MAX_MARGIN, second * HEADROOM))
 
 
 def begins_too_late(job: ClaimedJob, now: float) -> bool:

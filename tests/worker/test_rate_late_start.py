@@ -77,17 +77,19 @@ def test_a_handler_thread_that_would_begin_too_late_does_not_and_its_job_runs_la
     monkeypatch.setattr(Slots, "_execute", late_thread)
     worker = make_worker(concurrency=1, queues=["rated"])
     first = worker.run_once()
-    assert (first.completed, spans()) == (0, [])  # its handler did not begin
+    assert (first.completed, first.released, spans()) == (0, 1, [])  # it did not begin
     assert "it would have begun" in caplog.text
-    [refused] = QueueStart.objects.all()
+    job = get_job(job_id)
+    assert (job.status, job.attempt) == ("pending", 0)  # back, its attempt undone
+    # ... and its start out of the ledger: it never happened.
+    assert not QueueStart.objects.exists()
     # Its lag is measured all the same: the next claims' margin covers it.
     assert worker._claims.start_lag.margin() >= LATE * HEADROOM
-    second = worker.run_once()  # gives it back, claims it again, and it begins in time
-    assert (second.released, second.completed) == (1, 1)
+    second = worker.run_once()  # claims it again, and it begins in time
+    assert (second.released, second.completed) == (0, 1)
     assert [row[0] for row in spans()] == ["late"]
-    # The start that did not happen left the ledger with its job: one start, counted once.
-    [counted] = QueueStart.objects.all()
-    assert counted.id != refused.id and counted.jobs == 1
+    [counted] = QueueStart.objects.all()  # one start, counted once
+    assert counted.jobs == 1
     job = get_job(job_id)
     assert (job.status, job.attempt) == ("completed", 1)  # the refused attempt not counted
 
@@ -141,11 +143,12 @@ def test_a_child_slow_to_import_its_handler_does_not_begin_it_late(
     job_id = enqueue("test.slow_import", queue="rated")
     worker = make_worker(concurrency=1, queues=["rated"], pool="process")
     first = worker.run_once()
-    assert first.completed == 0
+    assert (first.completed, first.released) == (0, 1)
     assert "it would have begun" in caplog.text
+    assert not QueueStart.objects.exists()
     assert worker._claims.start_lag.margin() >= slow_import.IMPORT_SECONDS * HEADROOM
     second = worker.run_once()  # the child has the module now
-    assert (second.released, second.completed) == (1, 1)
+    assert (second.released, second.completed) == (0, 1)
     job = get_job(job_id)
     assert (job.status, job.attempt) == ("completed", 1)
 

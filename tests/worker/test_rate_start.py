@@ -20,7 +20,7 @@ from django_pgjobs.queries.base import ClaimedJob
 from django_pgjobs.queries.claim import claim_jobs
 from django_pgjobs.queues import set_queue_limits
 from django_pgjobs.worker import Worker
-from django_pgjobs.worker.start_lag import FIRST_MARGIN, HEADROOM, StartLag
+from django_pgjobs.worker.start_lag import FIRST_MARGIN, HEADROOM, MAX_MARGIN, StartLag
 from tests.helpers import wait_for
 from tests.reliability.test_flow_processes import ledger  # noqa: F401 (the handlers' ledger)
 
@@ -126,6 +126,17 @@ def test_the_lag_is_the_largest_recent_one_with_headroom() -> None:
     lag.began(claimed(sent=30.0, stamp_after=0.002), began=30.004)
     lag.began(claimed(sent=40.0, stamp_after=None), began=41.0)  # not rate-limited: not a lag
     assert lag.margin() == pytest.approx(0.029 * HEADROOM)
+
+
+def test_one_lag_past_the_cap_is_not_the_margin_and_two_are() -> None:
+    """One stall costs the next claims no more than MAX_MARGIN; a second says the worker's
+    starts lag that much, and the margin covers them (else each would be given back for ever)."""
+    lag = StartLag()
+    lag.began(claimed(sent=10.0, stamp_after=0.0), began=10.010)
+    lag.began(claimed(sent=20.0, stamp_after=0.0), began=21.5)
+    assert lag.margin() == MAX_MARGIN
+    lag.began(claimed(sent=30.0, stamp_after=0.0), began=31.2)
+    assert lag.margin() == pytest.approx(1.2 * HEADROOM)
 
 
 def test_the_worker_measures_its_lag_and_counts_starts_no_earlier_than_they_begin(

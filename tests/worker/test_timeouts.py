@@ -239,9 +239,7 @@ def test_slots_look_for_deadlines_only_when_the_runner_leaves_timeouts_to_them(
     """A process runner kills its own children at the deadline: were the slots to track the
     deadline too, the loop would find a check due and never made, and spin."""
     from django_pgjobs.queries import ClaimedJob
-    from django_pgjobs.worker.attempt import AttemptResult
     from django_pgjobs.worker.completer import Completer
-    from django_pgjobs.worker.inflight import InFlight
     from django_pgjobs.worker.pacing import Pacing
     from django_pgjobs.worker.runners import InThread
     from django_pgjobs.worker.slots import Slots
@@ -251,8 +249,8 @@ def test_slots_look_for_deadlines_only_when_the_runner_leaves_timeouts_to_them(
     class Killing(InThread):
         kills_on_timeout = True
 
-    def ran(entry: InFlight) -> AttemptResult:
-        return AttemptResult(took=0.0)
+    def progressed(job: ClaimedJob, value: int, text: str | None) -> None:
+        pass
 
     def slots(runner: InThread) -> Slots:
         made = Slots(
@@ -271,5 +269,5 @@ def test_slots_look_for_deadlines_only_when_the_runner_leaves_timeouts_to_them(
         made.close(wait=True)
         return made
 
-    assert 0 < (slots(InThread(ran)).seconds_until_check() or 0) <= 60
-    assert slots(Killing(ran)).seconds_until_check() is None
+    assert 0 < (slots(InThread(progressed)).seconds_until_check() or 0) <= 60
+    assert slots(Killing(progressed)).seconds_until_check() is None
