@@ -43,6 +43,8 @@ logger = logging.getLogger("django_pgjobs.worker")
 # Told as a handler begins, with the time.monotonic() it began at (CLOCK_MONOTONIC: the same
 # clock in every process of the machine).
 Began = Callable[[float], None]
+# The same for the slots' attempts: told which attempt began (Slots._began).
+EntryBegan = Callable[[InFlight, float], None]
 
 # Seconds a child gets between SIGTERM and SIGKILL: enough for a handler's own SIGTERM handler
 # to clean up, short because the slot stays busy meanwhile.
@@ -245,7 +247,7 @@ class ChildRunner:
         self._count = 0
         self._spares: list[ChildProcess] = []  # see open()
 
-    def __call__(self, entry: InFlight, began: Began) -> AttemptResult:
+    def __call__(self, entry: InFlight, began: EntryBegan) -> AttemptResult:
         job, handler = entry.job, entry.handler
         if (
             handler is None
@@ -254,14 +256,15 @@ class ChildRunner:
         ):
             # No handler code runs for it: it fails (or, cancelled while claimed ahead, is
             # given back) here, without starting a child for it.
-            began(entry.began)
+            began(entry, entry.began)
             return run_attempt(handler, job, self._progressed, entry.attempt)
         process = self._child()
         module = getattr(handler.func, "__module__", None)
         timeout = None if entry.timeout is None else entry.timeout.seconds
         # Told when the handler begins in the child: later than this thread took the job (the
         # pipe, the child's own start), and the lag that counts for a rate limit is the child's.
-        result = process.run(job, module, timeout, self._progressed, entry.attempt, began)
+        told = functools.partial(began, entry)
+        result = process.run(job, module, timeout, self._progressed, entry.attempt, told)
         if result is not None:
             return result
         self._forget(process)

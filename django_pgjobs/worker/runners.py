@@ -7,7 +7,7 @@ from typing import Protocol
 
 from django_pgjobs.jobs.context import ProgressSink
 from django_pgjobs.worker.attempt import AttemptResult, run_attempt
-from django_pgjobs.worker.children import Began, ChildRunner
+from django_pgjobs.worker.children import ChildRunner, EntryBegan
 from django_pgjobs.worker.inflight import InFlight
 from django_pgjobs.worker.start_lag import begins_too_late
 
@@ -22,9 +22,10 @@ class Runner(Protocol):
     # abandon the thread.
     kills_on_timeout: bool
 
-    def __call__(self, entry: InFlight, began: Began) -> AttemptResult:
+    def __call__(self, entry: InFlight, began: EntryBegan) -> AttemptResult:
         """Run one attempt in the calling slot thread and say how it went; never raises.
-        ``began`` is called as the handler begins, with the time.monotonic() it began at."""
+        ``began`` is called as the handler begins, with the attempt and the time.monotonic()
+        it began at."""
 
     def worker_stopping(self) -> None:
         """The worker was asked to stop: tell handlers that read ``stopping`` elsewhere than in
@@ -48,13 +49,16 @@ class InThread:
     def __init__(self, progressed: ProgressSink) -> None:
         self._progressed = progressed
 
-    def __call__(self, entry: InFlight, began: Began) -> AttemptResult:
+    def __call__(self, entry: InFlight, began: EntryBegan) -> AttemptResult:
         job = entry.job
+        if job.begin_by is None:  # no rate limit: nothing to check (most jobs: no hook)
+            began(entry, entry.began)
+            return run_attempt(entry.handler, job, self._progressed, entry.attempt)
 
         def begin(now: float) -> bool:
             if begins_too_late(job, now):
                 return False
-            began(now)
+            began(entry, now)
             return True
 
         return run_attempt(entry.handler, job, self._progressed, entry.attempt, begin)

@@ -341,7 +341,7 @@ class Slots:
         if entry.timeout is not None:
             entry.deadline = entry.began + entry.timeout.seconds
         entry.started = True  # last: the loop reads ``deadline`` once it sees this
-        result = self._runner(entry, functools.partial(self._began, entry))
+        result = self._runner(entry, self._began)
         if result.too_late is not None:
             # Not begun: too late for its rate limit (start_lag.begins_too_late). Its lag is
             # measured all the same, so that the next claims' margin covers it; the completer
@@ -353,7 +353,7 @@ class Slots:
 
     def _began(self, entry: InFlight, at: float) -> None:
         """``entry``'s handler begins, at ``at`` (monotonic): in this thread, or in its child."""
-        if self._start_lag is not None:
+        if self._start_lag is not None and entry.job.stamp_after is not None:
             self._start_lag.began(entry.job, began=at)
         if self._on_start is not None:
             self._on_start(entry.job)

@@ -228,7 +228,7 @@ def test_a_cancel_and_a_stop_reach_the_child_as_the_worker_learns_them(
     with ThreadPoolExecutor(1) as slot:  # one slot thread: one child for both attempts
         try:
             first = attempt()
-            ran = slot.submit(runner, first, lambda at: None)
+            ran = slot.submit(runner, first, lambda entry, at: None)
             job_id, first_child = said.get(timeout=30)
             assert job_id == first.job.id
             first.attempt.no_longer_ours()  # as a cancel's NOTIFY, on the loop's thread
@@ -237,7 +237,7 @@ def test_a_cancel_and_a_stop_reach_the_child_as_the_worker_learns_them(
             assert str(result.error).startswith("django_pgjobs.exceptions.Cancel: told it was")
 
             second = attempt()
-            ran = slot.submit(runner, second, lambda at: None)
+            ran = slot.submit(runner, second, lambda entry, at: None)
             job_id, second_child = said.get(timeout=30)
             assert (job_id, second_child) == (second.job.id, first_child)
             stopping.set()  # as Worker.request_stop does

@@ -111,21 +111,26 @@ def test_a_child_process_that_would_begin_too_late_does_not() -> None:
         )  # fmt: skip
         return InFlight.of(job, registry.get(job.job_name), stopping=threading.Event())
 
-    began: list[float] = []
+    began: list[tuple[InFlight, float]] = []
+
+    def tell(entry: InFlight, at: float) -> None:
+        began.append((entry, at))
+
     with ThreadPoolExecutor(1) as slot:
         try:
             runner.open(1)  # a child, set up before any job is sent
             late = attempt(time.monotonic())  # past by the time the child reads it
-            result = slot.submit(runner, late, began.append).result(timeout=30)
+            result = slot.submit(runner, late, tell).result(timeout=30)
             assert result.too_late is not None
             assert late.job.begin_by is not None and result.too_late > late.job.begin_by
             assert (began, said.empty()) == ([], True)
             sent = time.monotonic()
             on_time = attempt(sent + 60)
-            result = slot.submit(runner, on_time, began.append).result(timeout=30)
+            result = slot.submit(runner, on_time, tell).result(timeout=30)
             assert (result.error, result.too_late) == (None, None)
             assert said.get_nowait() == on_time.job.id
-            [at] = began  # the child's own time, after the slot thread sent the job
+            [(entry, at)] = began  # the child's own time, after the slot thread sent the job
+            assert entry is on_time
             assert sent < at < time.monotonic()
         finally:
             slot.submit(runner.thread_exit).result(timeout=30)
