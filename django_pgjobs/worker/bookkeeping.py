@@ -3,7 +3,8 @@ it and hands it to :mod:`.after_write` (the attempt's callback, signals, metrics
 
 The completer calls it on the loop thread: :meth:`Bookkeeper.written` for each outcome, and
 :meth:`Bookkeeper.completed` for the successes one statement wrote, which a busy worker counts in
-thousands a second and which, at the worker's defaults, nothing else hears of.
+thousands a second and which, at the worker's defaults, nothing else hears of. The loop hands it
+each turn of housekeeping's report (:meth:`Bookkeeper.housekept`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from collections.abc import Callable
 
 from django_pgjobs import queries
 from django_pgjobs.worker.after_write import AfterWrite
-from django_pgjobs.worker.inflight import InFlight
+from django_pgjobs.worker.housekeeping import HousekeepingReport
+from django_pgjobs.worker.inflight import InFlight, mark_no_longer_ours
 from django_pgjobs.worker.outcomes import Outcome, Written, jobs_logger, log_outcome
 from django_pgjobs.worker.pacing import Pacing
 from django_pgjobs.worker.stats import WorkerStats
@@ -73,6 +75,17 @@ class Bookkeeper:
             written, took = Written(job, Outcome.COMPLETED), handler_time(entry)
             log_outcome(written, took)
             self._after_write.written(notes, written, took, self._worker_id)
+
+    def housekept(self, report: HousekeepingReport) -> None:
+        """A turn of housekeeping: count and log what it did, tell the attempts it found no
+        longer ours, hand its rescues on (metrics, signals)."""
+        self._stats.released += report.given_back
+        report.log()
+        mark_no_longer_ours(self._inflight.values(), report.lost)
+        self._stats.rescued += report.rescued_total
+        self._after_write.rescued(report)
+        if report.rescued or report.rescued_unstarted:
+            self._pacing.maybe_work = True  # jobs of dead workers are due again
 
     def _attempts_ended(self) -> None:
         # Under flow control an attempt of ours that ended may be the room the next claim needs.

@@ -15,6 +15,7 @@ job can come back to the same worker as a new attempt while a stale one is still
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -40,7 +41,6 @@ from django_pgjobs.worker.housekeeping import Housekeeper
 from django_pgjobs.worker.inflight import (
     hand_back_running,
     mark_cancelled,
-    mark_no_longer_ours,
 )
 from django_pgjobs.worker.pacing import Pacing
 from django_pgjobs.worker.process import SchedulerThread, StopSignals
@@ -213,7 +213,12 @@ class Worker:
         return self.stats - before
 
     def close(self) -> None:
-        """Deregister and release the connection and threads kept between ``run_once`` calls."""
+        """Deregister and release the connection and threads kept between ``run_once`` calls.
+        Outcomes ``run_once`` left unwritten (another transaction held their rows) are tried
+        once more first: unwritten, their leases run out and the rescue counts the attempts."""
+        if self._completer.pending() and self._link.is_open:
+            with contextlib.suppress(psycopg.Error):
+                self._flush(force=True)
         self._close()
         if not self._closed:
             self._wakeup.close()
@@ -384,17 +389,12 @@ class Worker:
 
     def _housekeep(self, *, force: bool = False) -> None:
         report = self._slots.housekeep(self._housekeeper, self._ensure_connected(), force=force)
-        self.stats.released += report.given_back
-        report.log()
-        mark_no_longer_ours(self._inflight.values(), report.lost)
-        self.stats.rescued += report.rescued_total
-        self._after_write.rescued(report)
+        self._books.housekept(report)
         # A claim whose jobs never reached a thread (LoopConnection.claim_token): after the
         # heartbeat, which a give-back that keeps failing must not hold up.
         given_back = self._link.give_back_lost()
         self.stats.released += given_back
-        if report.rescued or report.rescued_unstarted or given_back:
-            self._pacing.maybe_work = True
+        self._pacing.maybe_work = self._pacing.maybe_work or given_back > 0
 
     def _wait(self, timeout: float) -> None:
         """Sleep until a NOTIFY for our queues, a handler event, a stop request or ``timeout``."""

@@ -14,7 +14,6 @@ next claims' margin covers it.
 
 from __future__ import annotations
 
-import heapq
 import logging
 import threading
 import time
@@ -35,9 +34,9 @@ RECENT = 64
 HEADROOM = 1.25
 # No more for one lag this long (a loop stalled for a second, a slow import): it would cost the
 # queue much of its rate for the next RECENT claims, while a start that late is not begun
-# (begins_too_late) and costs only its own claim. Two such lags are the worker's pace, not a
-# stall: the margin then covers them, or each of its rate-limited jobs would be given back for
-# ever (a worker far from its database, say).
+# (begins_too_late) and costs only its own claim. Such lags in two claims are the worker's
+# pace, not a stall: the margin then covers them, or each of its rate-limited jobs would be
+# given back for ever (a worker far from its database, say).
 MAX_MARGIN = 1.0
 # Before any rate-limited start was measured (a worker's first rate-limited claim): this plus
 # twice the connection's round trip, timed once (round_trip()): a worker far from the database
@@ -53,7 +52,8 @@ class StartLag:
     """Written by handler threads as rate-limited jobs begin, read by the loop as it claims."""
 
     def __init__(self) -> None:
-        self._lags: deque[float] = deque(maxlen=RECENT)
+        # Each recent start's lag, with when its claim was sent (which tells claims apart).
+        self._lags: deque[tuple[float, float]] = deque(maxlen=RECENT)
         self._lock = threading.Lock()
         self._round_trip: float | None = None  # seconds, once timed (see first_claim)
 
@@ -70,14 +70,17 @@ class StartLag:
         if job.stamp_after is None or job.claim_sent is None:
             return
         with self._lock:
-            self._lags.append(max(began - job.claim_sent - job.stamp_after, 0.0))
+            lag = max(began - job.claim_sent - job.stamp_after, 0.0)
+            self._lags.append((lag, job.claim_sent))
 
     def margin(self) -> float:
         """Seconds after its stamp the ledger should count this worker's next claim's starts."""
         with self._lock:
             if not self._lags:
                 return min(FIRST_MARGIN + 2 * (self._round_trip or 0.0), MAX_MARGIN)
-            largest, second, *_ = [*heapq.nlargest(2, self._lags), 0.0]
+            largest, claim = max(self._lags)
+            # Another claim's: one stall delays every job of its claim alike.
+            second = max((lag for lag, sent in self._lags if sent != claim), default=0.0)
         return min(largest * HEADROOM, max(MAX_MARGIN, second * HEADROOM))
 
 

@@ -43,6 +43,7 @@ _SUMMED = (
     "cancelled",
     "snoozed",
     "handed_back",
+    "released",
     "lost",
     "rescued",
 )
@@ -93,6 +94,7 @@ _WORDS = {
     "cancelled": "cancelled",
     "snoozed": "snoozed",
     "handed_back": "handed back (workflows waiting)",
+    "released": "given back unstarted",
     "lost": "dropped",
     "rescued": "rescued from dead workers",
 }
