@@ -13,6 +13,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from django_pgjobs import Cancel, Snooze, enqueue
+from django_pgjobs.management.commands.pgjobs_worker import YOUNG_COLLECTION
 from django_pgjobs.models import Job
 from tests.helpers import start_worker
 from tests.testapp.models import Run
@@ -152,14 +153,18 @@ def test_the_id_in_use_error_shows_the_stored_hostname_escaped() -> None:
 def test_the_worker_runs_with_what_it_loaded_frozen_out_of_the_garbage_collector(
     tmp_path: Path,
 ) -> None:
-    """The full collections a busy worker sets off then skip Django and the project (gc.freeze);
-    a caller of the command gets its collector back as it was."""
+    """The full collections a busy worker sets off then skip Django and the project (gc.freeze),
+    and its young objects are collected less often; a caller of the command gets its collector
+    back as it was."""
     enqueue("test.gc-frozen", {"id": "00000000-0000-0000-0000-000000000000"})
     proc = start_worker("--burst", log=tmp_path / "worker.log")
     assert proc.wait(timeout=60) == 0, (tmp_path / "worker.log").read_text()
-    frozen = int(Run.objects.get().label.split()[1])
-    assert frozen > 10_000  # Django and the project, at least
+    _, frozen, _, young = Run.objects.get().label.split()
+    assert int(frozen) > 10_000  # Django and the project, at least
+    assert int(young) == YOUNG_COLLECTION
     enqueue("test.gc-frozen", {"id": "00000000-0000-0000-0000-000000000000"})
+    thresholds = gc.get_threshold()
     call_command("pgjobs_worker", "--burst", verbosity=0)
     assert Run.objects.count() == 2
     assert gc.get_freeze_count() == 0
+    assert gc.get_threshold() == thresholds

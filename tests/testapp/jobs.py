@@ -26,8 +26,10 @@ def record(payload: dict[str, Any]) -> None:
 
 @job("test.gc-frozen")
 def gc_frozen(payload: dict[str, Any]) -> None:
-    """Records how many objects the worker's process froze out of the garbage collector."""
-    Run.objects.create(job_id=payload["id"], label=f"frozen {gc.get_freeze_count()}")
+    """Records how many objects the worker's process froze out of the garbage collector, and
+    after how many allocations it collects the young ones."""
+    label = f"frozen {gc.get_freeze_count()} young {gc.get_threshold()[0]}"
+    Run.objects.create(job_id=payload["id"], label=label)
 
 
 @job("test.fail", max_attempts=2)
