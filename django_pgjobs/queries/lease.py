@@ -29,7 +29,9 @@ from django_pgjobs.queries.base import (
 from django_pgjobs.queries.rate_starts import UNCOUNT_CTES
 
 # A row another transaction holds is skipped (base.MINE), not waited for: it stays running,
-# and the rescue gives it back once its lease runs out, the attempt not counted.
+# and the rescue gives it back once its lease runs out, the attempt not counted. {uncounted}:
+# nothing, or the CTEs that also take the released jobs' starts out of the rate limits'
+# ledger (rate_starts.UNCOUNT_CTES, which read the id and partition key).
 _RELEASE = f"""
 WITH mine AS MATERIALIZED (
     SELECT j.id FROM pgjobs_job_queue AS j WHERE j.status = 'running' AND {{which}}
@@ -39,25 +41,8 @@ released AS (
     UPDATE pgjobs_job_queue AS j
     SET {UNDO_CLAIM}
     WHERE j.id IN (SELECT id FROM mine)
-    RETURNING j.queue
-)
-SELECT (SELECT count(*) FROM released), {notify_queues("released")}
-"""
-
-
-# The same, also taking the starts their claims counted out of the rate limits' ledger.
-_RELEASE_UNCOUNTED = f"""
-WITH mine AS MATERIALIZED (
-    SELECT j.id FROM pgjobs_job_queue AS j WHERE j.status = 'running' AND {{which}}
-    FOR NO KEY UPDATE SKIP LOCKED
-),
-released AS (
-    UPDATE pgjobs_job_queue AS j
-    SET {UNDO_CLAIM}
-    WHERE j.id IN (SELECT id FROM mine)
     RETURNING j.id, j.queue, j.partition_key
-),
-{UNCOUNT_CTES}
+){{uncounted}}
 SELECT (SELECT count(*) FROM released), {notify_queues("released")}
 """
 
@@ -77,11 +62,11 @@ def release_jobs(
         return 0
     which = f"(j.id, j.lease_token) IN (SELECT id, token FROM {HELD})"
     params: dict[str, Any] = token_params(tokens)
+    uncounted = ""
     if any(at is not None for at in counted):
         params["counted"] = list(counted)
-        cur.execute(_RELEASE_UNCOUNTED.format(which=which), params)
-    else:
-        cur.execute(_RELEASE.format(which=which), params)
+        uncounted = f",\n{UNCOUNT_CTES}"
+    cur.execute(_RELEASE.format(which=which, uncounted=uncounted), params)
     row = cur.fetchone()
     return int(row[0]) if row else 0
 
@@ -100,7 +85,7 @@ def release_lost_claims(cur: Cursor, *, lease_tokens: Sequence[uuid.UUID]) -> in
     if not lease_tokens:
         return 0
     cur.execute(
-        _RELEASE.format(which="j.lease_token = ANY(%(lease_tokens)s::uuid[])"),
+        _RELEASE.format(which="j.lease_token = ANY(%(lease_tokens)s::uuid[])", uncounted=""),
         {"lease_tokens": uuid_array(lease_tokens)},
     )
     row = cur.fetchone()
