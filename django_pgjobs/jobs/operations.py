@@ -20,7 +20,7 @@ from django_pgjobs.conf import conf
 from django_pgjobs.exceptions import JobNotFound, JobStateError
 from django_pgjobs.jobs import job_log
 from django_pgjobs.models import FailedJob, Job, JobStatus
-from django_pgjobs.queries import workflow_runs
+from django_pgjobs.queries import workflow_control
 from django_pgjobs.queries.base import WORKFLOW_JOB_PREFIX, WORKFLOW_KEY_PREFIX
 from django_pgjobs.workflows import lifecycle
 
@@ -227,7 +227,7 @@ def cancel_job(job_id: uuid.UUID | str, *, using: str | None = None) -> None:
         # stops at its next step), rather than leave a workflow whose job is gone. One that
         # already ended (a requeued dead letter) or was pruned has nothing to cancel but the job.
         with connections[alias].cursor() as cur:
-            found = workflow_runs.cancel(cur, workflow_id)
+            found = workflow_control.cancel(cur, workflow_id)
         if found is not None and found.ended:
             lifecycle.cancelled(workflow_id, found.name, found.before)
         if found is not None and found.before in ("pending", "running", "cancelled"):

@@ -33,14 +33,14 @@ migrations named)::
                       lease.release_jobs / .release_lost_claims (never started: attempt
                       undone), lease.snooze_job (the handler snoozed: attempt undone),
                       workflow_runs.suspend (a workflow waits: attempt undone),
-                      workflow_runs.resume (re-pointed to another code version; a pending
+                      workflow_control.resume (re-pointed to another code version; a pending
                       job is re-pointed the same way)
       running -> dead letter  outcomes.fail_job, rescue.rescue_expired_leases (last attempt: the row
                       moves to pgjobs_failed_jobs in the same statement), outcomes.bury_job
                       (attempts left, but its payload cannot be decoded, or the handler
                       raised Discard or a task's backoff said no more)
       pending, running -> cancelled  operator.cancel_job (NOTIFY pgjobs_cancel for a running
-                      one), workflow_runs.cancel (pending only)
+                      one), workflow_control.cancel (pending only)
       running -> cancelled  outcomes.cancel_held_job (the handler raised Cancel)
       cancelled -> pending  operator.retry_job (a fresh attempt budget)
       completed, cancelled -> deleted  upkeep.prune_finished_jobs
@@ -50,24 +50,24 @@ migrations named)::
       -> dead         outcomes.fail_job, outcomes.bury_job, rescue.rescue_expired_leases
       dead -> deleted operator.requeue_dead_letter (back to the queue, same id),
                       operator.requeue_dead_letters (many at once: one statement),
-                      workflow_runs.resume (a dead workflow's job); the admin's delete action
+                      workflow_control.resume (a dead workflow's job); the admin's delete action
                       (the ORM: an operator discarding a dead letter)
       a workflow's job buried: its workflow -> dead (trigger pgjobs_failed_workflow, 0008)
 
     pgjobs_workflow_executions (workflows)
-      -> pending      workflow_runs.start, workflow_runs.fork
+      -> pending      workflow_runs.start, workflow_control.fork
       pending, running, dead -> running   workflow_runs.load
       running -> pending   workflow_runs.suspend
       pending, running -> completed, failed   workflow_runs.finish
-      pending, running -> cancelled  workflow_runs.cancel
-      cancelled, dead, pending -> pending  workflow_runs.resume
+      pending, running -> cancelled  workflow_control.cancel
+      cancelled, dead, pending -> pending  workflow_control.resume
       pending, running -> dead   trigger pgjobs_failed_workflow (0008)
       wake_seq + 1    pgjobs_workflow_wake() (0008)
       ended -> deleted  upkeep.prune_finished_workflows (with steps, messages, events)
 
     pgjobs_workflow_steps (checkpoints)
       -> completed, failed  workflow_steps.record_step, .send_from_step, .set_event_from_step;
-                      workflow_runs.fork (copied)
+                      workflow_control.fork (copied)
       -> waiting      workflow_steps.register_wait
       waiting -> completed  workflow_steps.finish_wait
 

@@ -19,7 +19,7 @@ from django_pgjobs.tracing import otel
 from django_pgjobs.tracing.jobs import SYSTEM
 
 # How a run of the workflow's code stopped without failing, by the control-flow exception that
-# stopped it (django_pgjobs.workflows.runtime's; BaseException subclasses, so never failures).
+# stopped it (django_pgjobs.workflows.context's; BaseException subclasses, so never failures).
 _STOPPED = {
     "_Suspended": "suspended",  # waiting (sleep, recv, a child): its job is handed back
     "_Cancelled": "cancelled",

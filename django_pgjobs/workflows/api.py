@@ -25,12 +25,13 @@ from django_pgjobs.exceptions import (
 )
 from django_pgjobs.jobs import validation
 from django_pgjobs.models import WorkflowExecution, WorkflowStatus, WorkflowStep
+from django_pgjobs.queries import workflow_control as control
 from django_pgjobs.queries import workflow_reads as reads
 from django_pgjobs.queries import workflow_runs as runs
 from django_pgjobs.queries import workflow_steps as steps
 from django_pgjobs.stored_json import UndecodableJSON
 from django_pgjobs.tracing import workflows as tracing
-from django_pgjobs.workflows import codec, lifecycle, runtime, waits
+from django_pgjobs.workflows import codec, context, lifecycle, waits
 from django_pgjobs.workflows.definitions import WorkflowDefinition
 from django_pgjobs.workflows.definitions import app_version as current_app_version
 from django_pgjobs.workflows.handles import (
@@ -83,7 +84,7 @@ def start_workflow(
     child workflow, checkpointed, with the id ``<parent id>-<step index>`` by default.
     """
     definition = _definition(fn)
-    ctx = runtime.current()
+    ctx = context.current()
     if ctx is not None and not ctx.in_step:
         return _start_child(ctx, definition, args, kwargs, workflow_id, queue, priority)
     return _start(definition, args, kwargs, workflow_id, queue, priority, parent=None)
@@ -122,7 +123,7 @@ def _start(
         "max_recovery_attempts": definition.max_recovery_attempts,
         "parent": parent,
     }
-    with tracing.start_span(row), runtime.cursor() as cur:
+    with tracing.start_span(row), context.cursor() as cur:
         started = runs.start(cur, row)
         name = started.name
         if not started.created and name is None:
@@ -139,7 +140,7 @@ def _start(
 
 
 def _start_child(
-    ctx: runtime.WorkflowContext,
+    ctx: context.WorkflowContext,
     definition: WorkflowDefinition,
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
@@ -209,8 +210,8 @@ def list_workflow_steps(workflow_id: str, *, using: str | None = None) -> list[S
 
 def cancel_workflow(workflow_id: str, *, using: str | None = None) -> None:
     """Cancel a workflow. A queued or waiting one stops now; a running one at its next step."""
-    with runtime.cursor(using) as cur:
-        found = runs.cancel(cur, workflow_id)
+    with context.cursor(using) as cur:
+        found = control.cancel(cur, workflow_id)
     if found is None:
         raise WorkflowNotFound(f"No workflow has the id {workflow_id!r}.")
     if found.ended:
@@ -233,8 +234,8 @@ def resume_workflow(
     """
     if app_version is not None:
         _check_version(app_version)
-    with runtime.cursor(using) as cur:
-        resumed = runs.resume(cur, workflow_id=workflow_id, app_version=app_version)
+    with context.cursor(using) as cur:
+        resumed = control.resume(cur, workflow_id=workflow_id, app_version=app_version)
     before = resumed.before
     if before is None:
         raise WorkflowNotFound(f"No workflow has the id {workflow_id!r}.")
@@ -271,8 +272,8 @@ def fork_workflow(
         else validation.check_name(new_workflow_id, "workflow id")
     )
     version = app_version if app_version is not None else current_app_version()
-    with runtime.cursor(using) as cur:
-        forked = runs.fork(
+    with context.cursor(using) as cur:
+        forked = control.fork(
             cur,
             {
                 "source": workflow_id,
@@ -298,9 +299,9 @@ def send(workflow_id: str, message: Any, topic: str | None = None) -> None:
     destination = validation.check_name(workflow_id, "workflow id")
     topic = waits.topic_of(topic)
     text = _limited(codec.encode(message, "The message"), "The message")
-    ctx = runtime.current()
+    ctx = context.current()
     if ctx is None or ctx.in_step:
-        with runtime.cursor() as cur:
+        with context.cursor() as cur:
             sent = steps.send(cur, destination=destination, topic=topic, message=text)
     else:
         sent = _send_from_workflow(ctx, destination, topic, text)
@@ -316,7 +317,7 @@ def _limited(text: str, what: str) -> str:
 
 
 def _send_from_workflow(
-    ctx: runtime.WorkflowContext, destination: str, topic: str, text: str
+    ctx: context.WorkflowContext, destination: str, topic: str, text: str
 ) -> bool:
     name = "pgjobs.send"
     index, recorded = ctx.begin_call(name, "send()")
@@ -329,7 +330,7 @@ def _send_from_workflow(
         "message": text,
         "started_at": timezone.now(),
     }
-    with runtime.bookkeeping() as cur:
+    with context.bookkeeping() as cur:
         sent = steps.send_from_step(cur, token=ctx.token, step=step)
     ctx.after_write(sent)
     return sent.sent
@@ -337,7 +338,7 @@ def _send_from_workflow(
 
 def set_event(key: str, value: Any) -> None:
     """Publish ``value`` under ``key`` for this workflow (the latest value wins); checkpointed."""
-    ctx = runtime.require_context("set_event")
+    ctx = context.require_context("set_event")
     key = validation.check_name(key, "event key")
     text = codec.encode(value, "The event value")
     name = "pgjobs.set_event"
@@ -345,7 +346,7 @@ def set_event(key: str, value: Any) -> None:
     if recorded is not None:
         return
     step = {**ctx.step_row(index, name), "key": key, "value": text, "started_at": timezone.now()}
-    with runtime.bookkeeping() as cur:
+    with context.bookkeeping() as cur:
         ctx.after_write(steps.set_event_from_step(cur, token=ctx.token, step=step))
 
 
@@ -356,11 +357,11 @@ def get_event(workflow_id: str, key: str, timeout: float | None = 60) -> Any:
     workflow_id = validation.check_name(workflow_id, "workflow id")
     key = validation.check_name(key, "event key")
     seconds = waits.check_timeout(timeout, "timeout")
-    if runtime.in_workflow_body():
+    if context.in_workflow_body():
         return waits.get_event_in_workflow(workflow_id, key, seconds)
 
     def check() -> tuple[bool, Any] | None:
-        with runtime.cursor() as cur:
+        with context.cursor() as cur:
             event = steps.read_event(cur, workflow_id=workflow_id, key=key)
             if not event.found and reads.status_of(cur, workflow_id) is None:
                 raise WorkflowNotFound(f"No workflow has the id {workflow_id!r}.")
@@ -378,5 +379,5 @@ def get_event(workflow_id: str, key: str, timeout: float | None = 60) -> Any:
 
 def current_workflow_id() -> str | None:
     """The id of the workflow this code runs in (steps included), or None outside workflows."""
-    ctx = runtime.current()
+    ctx = context.current()
     return None if ctx is None else ctx.workflow_id

@@ -15,7 +15,7 @@ from django_pgjobs.exceptions import Discard, InvalidJobError, Retry
 from django_pgjobs.jobs import validation
 from django_pgjobs.jobs.registry import qualname
 from django_pgjobs.jobs.retry import backoff_delay
-from django_pgjobs.workflows import runtime
+from django_pgjobs.workflows import context, runtime, steps
 from django_pgjobs.workflows.registry import JOB_PREFIX, workflows
 
 if TYPE_CHECKING:
@@ -53,7 +53,7 @@ class WorkflowDefinition:
         return f"<workflow {self.name}>"
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if runtime.in_workflow_body():
+        if context.in_workflow_body():
             return self.start(*args, **kwargs).get_result()
         return self.func(*args, **kwargs)
 
@@ -115,7 +115,7 @@ class StepDefinition:
         return self.retry_delay(attempt)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return runtime.call_step(self, args, kwargs)
+        return steps.call_step(self, args, kwargs)
 
 
 @overload

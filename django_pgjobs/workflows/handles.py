@@ -26,7 +26,7 @@ from django_pgjobs.models import WorkflowExecution
 from django_pgjobs.queries import workflow_reads as reads
 from django_pgjobs.queries import workflow_runs as runs
 from django_pgjobs.stored_json import UndecodableJSON
-from django_pgjobs.workflows import codec, runtime, waits
+from django_pgjobs.workflows import codec, context, waits
 
 logger = logging.getLogger("django_pgjobs.workflows")
 
@@ -110,7 +110,7 @@ class WorkflowHandle:
         exception), :class:`WorkflowCancelled` / :class:`WorkflowDead`, or
         :class:`WorkflowTimeout`."""
         seconds = waits.check_timeout(timeout, "timeout")
-        if runtime.in_workflow_body():
+        if context.in_workflow_body():
             found = waits.result_in_workflow(self.workflow_id, seconds)
         else:
             found = wait_outside(
@@ -133,7 +133,7 @@ def get_workflow(workflow_id: str, *, using: str | None = None) -> WorkflowInfo:
 
 
 def _final_result(workflow_id: str) -> dict[str, Any] | None:
-    with runtime.cursor() as cur:
+    with context.cursor() as cur:
         found = reads.read_result(cur, workflow_id)
     if found is None:
         raise WorkflowNotFound(f"No workflow has the id {workflow_id!r}.")

@@ -20,7 +20,7 @@ from django_pgjobs.conf import conf
 from django_pgjobs.jobs import validation
 from django_pgjobs.queries import workflow_steps as steps
 from django_pgjobs.workflows import codec
-from django_pgjobs.workflows.runtime import (
+from django_pgjobs.workflows.context import (
     IN_PROCESS_SLEEP,
     WorkflowContext,
     bookkeeping,
