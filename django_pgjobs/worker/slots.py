@@ -27,6 +27,7 @@ from django.db import connections
 
 from django_pgjobs import queries
 from django_pgjobs.conf import conf
+from django_pgjobs.jobs.error_text import log_exception
 from django_pgjobs.jobs.registry import JobHandler, registry
 from django_pgjobs.jobs.timeouts import (
     TIMEOUT_EXCEPTION,
@@ -356,7 +357,13 @@ class Slots:
         if self._start_lag is not None and entry.job.stamp_after is not None:
             self._start_lag.began(entry.job, began=at)
         if self._on_start is not None:
-            self._on_start(entry.job)
+            try:
+                self._on_start(entry.job)
+            except Exception:
+                # Our own hook (metrics, job_started's queueing): its failure is not the job's.
+                log_exception(
+                    logger, "Noting the start of %s %s failed", entry.job.job_name, entry.job.id
+                )
 
     def _execute_failed(self, entry: InFlight, exc: BaseException) -> None:
         """The runner catches whatever a handler raises; this is a failure of our own. Still

@@ -103,3 +103,20 @@ def test_busy_slots_count_the_handlers_running_now(
         release.touch()
         runner.join(timeout=30)
     assert worker.busy_slots == 0
+
+
+class FailingStarts(Recorder):
+    def started(self, job: queries.ClaimedJob) -> bool:
+        raise RuntimeError("the exporter broke")
+
+
+def test_a_failing_start_hook_is_logged_and_the_job_still_runs(
+    make_worker: type[Worker], caplog: pytest.LogCaptureFixture
+) -> None:
+    enqueue("test.record")
+    worker = make_worker(metrics=FailingStarts())
+    drain(worker)
+    assert worker.stats.completed == 1
+    assert Run.objects.count() == 1  # the handler ran: the hook's failure is not the job's
+    assert "Noting the start of test.record" in caplog.text
+    assert "RuntimeError: the exporter broke" in caplog.text
