@@ -21,6 +21,13 @@ from django_pgjobs.queries.base import (
 )
 from django_pgjobs.queries.workflow_runs import queue_job
 
+# The workflow as it was, its row locked first (a workflow row before its job row, everywhere).
+_BEFORE = """before AS (
+            SELECT workflow_id, status, name FROM pgjobs_workflow_executions
+            WHERE workflow_id = %(workflow_id)s
+            FOR UPDATE
+        )"""
+
 
 class Cancelled(NamedTuple):
     before: str  # its status before
@@ -36,11 +43,7 @@ def cancel(cur: Cursor, workflow_id: str) -> Cancelled | None:
     """
     cur.execute(
         f"""
-        WITH before AS (
-            SELECT workflow_id, status, name FROM pgjobs_workflow_executions
-            WHERE workflow_id = %(workflow_id)s
-            FOR UPDATE
-        ),
+        WITH {_BEFORE},
         cancelled AS (
             UPDATE pgjobs_workflow_executions AS w
             SET status = 'cancelled', completed_at = now(), updated_at = now()
@@ -85,11 +88,7 @@ def resume(cur: Cursor, *, workflow_id: str, app_version: str | None) -> Resumed
     """
     cur.execute(
         f"""
-        WITH before AS (
-            SELECT workflow_id, status, name FROM pgjobs_workflow_executions
-            WHERE workflow_id = %(workflow_id)s
-            FOR UPDATE
-        ),
+        WITH {_BEFORE},
         busy AS (
             SELECT 1 FROM pgjobs_job_queue AS j
             WHERE j.key = {workflow_key("%(workflow_id)s::text")} AND j.status = 'running'
