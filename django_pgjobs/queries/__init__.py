@@ -19,7 +19,7 @@ migrations named)::
     pgjobs_job_queue (jobs)
       -> pending      enqueue.insert_job, enqueue.insert_job_stamped, enqueue.insert_jobs,
                       schedules.fire_tick, operator.requeue_dead_letter(s),
-                      workflow_runs.start / .resume / .fork;
+                      workflow_runs.start, workflow_control.resume / .fork;
                       a plain INSERT (0001) or pgjobs_enqueue() (0009)
       pending -> pending   enqueue.upsert_pending_job (replaced in place), operator.retry_job
                       (due now), pgjobs_workflow_wake() (0008: a waiting workflow's job due now)

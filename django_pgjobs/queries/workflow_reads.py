@@ -1,5 +1,5 @@
 """Reads of a workflow's own row: they lock nothing and write nothing (the statements that change
-it are in :mod:`.workflow_runs`)."""
+it are in :mod:`.workflow_runs` and :mod:`.workflow_control`)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""Durable workflows: definitions and their registry, the runtime that replays checkpoints, durable
-waits, the API to start and operate workflows, handles, and JSON in and out of the tables."""
+"""Durable workflows: definitions and their registry, the context and steps that replay
+checkpoints, the runtime that runs a workflow's job, durable waits, the API to start and operate
+workflows, handles, and JSON in and out of the tables."""
 
 from __future__ import annotations
 

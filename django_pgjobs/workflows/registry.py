@@ -1,5 +1,5 @@
-"""Workflow name -> definition, and the names a workflow's job goes by. A leaf: the runtime,
-the API and the admin find definitions here without importing each other."""
+"""Workflow name -> definition, and the names a workflow's job goes by. A leaf: the steps and
+runtime, the API and the admin find definitions here without importing each other."""
 
 from __future__ import annotations
 
