@@ -69,11 +69,14 @@ class AfterWrite:
         self._dropping = False  # warned that callbacks are being dropped
 
     def started(self, job: queries.ClaimedJob, worker_id: str) -> None:
-        """A handler begins (called on its thread): ``job_started``, if anyone listens."""
-        if self._metrics is not None and self._metrics.started(job):
-            self._submit(self._metrics.drain, always=True)
-        if signals.listened(signals.job_started):
-            self._submit(functools.partial(job_signals.send_started, job, worker_id))
+        """A handler begins (called on its thread): ``job_started``, if anyone listens. A
+        metrics object that raises still lets the signal go (its caller logs the error)."""
+        try:
+            if self._metrics is not None and self._metrics.started(job):
+                self._submit(self._metrics.drain, always=True)
+        finally:
+            if signals.listened(signals.job_started):
+                self._submit(functools.partial(job_signals.send_started, job, worker_id))
 
     def written(
         self, notes: AttemptNotes | None, written: Written, took: float, worker_id: str

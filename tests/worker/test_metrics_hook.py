@@ -7,12 +7,13 @@ from __future__ import annotations
 import threading
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.db import connection
 from django.utils import timezone
 
-from django_pgjobs import enqueue, queries
+from django_pgjobs import enqueue, queries, signals
 from django_pgjobs.models import Job
 from django_pgjobs.worker import Worker
 from django_pgjobs.worker.outcomes import Written
@@ -113,10 +114,20 @@ class FailingStarts(Recorder):
 def test_a_failing_start_hook_is_logged_and_the_job_still_runs(
     make_worker: type[Worker], caplog: pytest.LogCaptureFixture
 ) -> None:
-    enqueue("test.record")
-    worker = make_worker(metrics=FailingStarts())
-    drain(worker)
-    assert worker.stats.completed == 1
-    assert Run.objects.count() == 1  # the handler ran: the hook's failure is not the job's
+    job_id = enqueue("test.record")
+    heard: list[Any] = []
+
+    def receiver(sender: Any, **kwargs: Any) -> None:
+        heard.append(kwargs["job_id"])
+
+    signals.job_started.connect(receiver, weak=False)
+    try:
+        worker = make_worker(metrics=FailingStarts())
+        drain(worker)
+        assert worker.stats.completed == 1
+        assert Run.objects.count() == 1  # the handler ran: the hook's failure is not the job's
+        wait_for(lambda: heard == [job_id], what="job_started, sent all the same")
+    finally:
+        signals.job_started.disconnect(receiver)
     assert "Noting the start of test.record" in caplog.text
     assert "RuntimeError: the exporter broke" in caplog.text
