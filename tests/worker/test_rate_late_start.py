@@ -23,7 +23,7 @@ from django_pgjobs.models import QueueStart
 from django_pgjobs.queries import ClaimedJob
 from django_pgjobs.queries.claim import claim_jobs
 from django_pgjobs.queues import set_queue_limits
-from django_pgjobs.worker import Worker, children
+from django_pgjobs.worker import Worker, attempt, children
 from django_pgjobs.worker.inflight import InFlight
 from django_pgjobs.worker.slots import Slots
 from django_pgjobs.worker.start_lag import HEADROOM
@@ -32,6 +32,19 @@ from tests.reliability.test_flow_processes import ledger, spans  # noqa: F401 (t
 pytestmark = pytest.mark.django_db(transaction=True)
 
 LATE = 0.3  # seconds a handler thread is held back before it looks at its job
+
+
+class _Ahead:
+    """The ``time`` module with ``monotonic()`` ``by`` seconds ahead: a thread that ran late."""
+
+    def __init__(self, by: float) -> None:
+        self.by = by
+
+    def monotonic(self) -> float:
+        return time.monotonic() + self.by
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
 
 
 def claim(**kw: Any) -> list[ClaimedJob]:
@@ -69,10 +82,15 @@ def test_a_handler_thread_that_would_begin_too_late_does_not_and_its_job_runs_la
     execute, held_back = Slots._execute, list[uuid.UUID]()
 
     def late_thread(self: Slots, entry: InFlight) -> None:
-        if not held_back:  # the first attempt's thread runs late: descheduled, say
-            held_back.append(entry.job.id)
-            time.sleep(LATE)
-        execute(self, entry)
+        if held_back:
+            execute(self, entry)
+            return
+        # The first attempt's thread runs late (descheduled, say): its clock reads LATE ahead
+        # when it looks at its job, with no real wait.
+        held_back.append(entry.job.id)
+        with monkeypatch.context() as clock:
+            clock.setattr(attempt, "time", _Ahead(LATE))
+            execute(self, entry)
 
     monkeypatch.setattr(Slots, "_execute", late_thread)
     worker = make_worker(concurrency=1, queues=["rated"])
