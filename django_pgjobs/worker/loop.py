@@ -29,7 +29,6 @@ from typing import Any
 
 import psycopg
 
-from django_pgjobs import queries
 from django_pgjobs.conf import conf
 from django_pgjobs.schedules.scheduler import Scheduler
 from django_pgjobs.worker.after_write import AfterWrite, Measured
@@ -288,16 +287,11 @@ class Worker:
             )
         unstarted = self._slots.cancel_unstarted()
         grace_ends = time.monotonic() + conf.SHUTDOWN_GRACE
-        while self._inflight or self._completer.pending():
+        while unstarted or self._inflight or self._completer.pending():
             try:
                 conn = self._ensure_connected()
-                if unstarted:
-                    tokens = [e.job.token for e in unstarted]
-                    counted = [e.job.counted_at for e in unstarted]
-                    released = queries.release_jobs(conn.cursor(), tokens=tokens, counted=counted)
-                    self.stats.released += released
-                    for entry in unstarted:
-                        self._inflight.pop(entry.job.token, None)
+                if unstarted:  # kept until given back: a failed release is tried again
+                    self.stats.released += self._slots.give_back(conn, unstarted)
                     unstarted = []
                 self._housekeep()
                 self._enforce_timeouts()

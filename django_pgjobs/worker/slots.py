@@ -219,15 +219,20 @@ class Slots:
         waiting = self.cancel_unstarted(lambda e: e.refused or ahead.waited_too_long(e, now=now))
         if not waiting:
             return 0
-        tokens = [e.job.token for e in waiting]
-        for token in tokens:
-            # Forgotten first: if the release fails, their short leases run out and the rescue
-            # gives them back, attempt not counted.
-            self.inflight.pop(token, None)
-        starts = [e.job.counted_at for e in waiting]  # taken out of a rate limit's ledger
-        released = queries.release_jobs(conn.cursor(), tokens=tokens, counted=starts)
+        released = self.give_back(conn, waiting)
         logger.debug("Gave back %s not started", counted(released, "job"))
         return released
+
+    def give_back(self, conn: psycopg.Connection[Any], unstarted: Sequence[InFlight]) -> int:
+        """Forget ``unstarted`` (taken back by :meth:`cancel_unstarted`) and give their jobs
+        back to the queue, attempts undone and starts out of a rate limit's ledger. Forgotten
+        first: if the release fails, their leases run out and the rescue gives them back,
+        attempt not counted (or the caller tries again). Returns how many went back."""
+        for entry in unstarted:
+            self.inflight.pop(entry.job.token, None)
+        tokens = [e.job.token for e in unstarted]
+        starts = [e.job.counted_at for e in unstarted]
+        return queries.release_jobs(conn.cursor(), tokens=tokens, counted=starts)
 
     def renewed(
         self,
