@@ -56,7 +56,7 @@ def serve(conn: Connection, cancelled: Any = None, stopping: Any = None) -> None
     from django_pgjobs.jobs.registry import registry
     from django_pgjobs.tracing import otel
     from django_pgjobs.worker.attempt import run_attempt
-    from django_pgjobs.worker.start_lag import begins_too_late
+    from django_pgjobs.worker.start_lag import checked_begin
 
     sending = threading.Lock()  # progress may come from another thread (an async handler's)
 
@@ -82,12 +82,9 @@ def serve(conn: Connection, cancelled: Any = None, stopping: Any = None) -> None
                 except Exception:
                     logger.exception("Importing %s for job %s failed", module, job.job_name)
                 handler = registry.get(job.job_name)  # None: the attempt fails saying so
-
-            def begin(now: float, job: Any = job) -> bool:
-                if begins_too_late(job, now):
-                    return False  # not begun: the result says so, and the worker gives it back
-                send(("started", now))  # the attempt's clock starts now, not at a slow set-up
-                return True
+            # The attempt's clock starts as the handler begins, not at a slow set-up; a start
+            # too late is refused (the result says so, and the worker gives the job back).
+            begin = checked_begin(job, lambda now: send(("started", now)))
 
             result = run_attempt(
                 handler,

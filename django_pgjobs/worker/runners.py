@@ -3,13 +3,14 @@ the default ``--pool thread``), or in a child process (:mod:`.children`, ``--poo
 
 from __future__ import annotations
 
+import functools
 from typing import Protocol
 
 from django_pgjobs.jobs.context import ProgressSink
 from django_pgjobs.worker.attempt import AttemptResult, run_attempt
 from django_pgjobs.worker.children import ChildRunner, EntryBegan
 from django_pgjobs.worker.inflight import InFlight
-from django_pgjobs.worker.start_lag import begins_too_late
+from django_pgjobs.worker.start_lag import checked_begin
 
 # Where handlers run: a thread of the worker, or a child process per thread (a hard timeout).
 POOLS = ("thread", "process")
@@ -54,13 +55,7 @@ class InThread:
         if job.begin_by is None:  # no rate limit: nothing to check (most jobs: no hook)
             began(entry, entry.began)
             return run_attempt(entry.handler, job, self._progressed, entry.attempt)
-
-        def begin(now: float) -> bool:
-            if begins_too_late(job, now):
-                return False
-            began(entry, now)
-            return True
-
+        begin = checked_begin(job, functools.partial(began, entry))
         return run_attempt(entry.handler, job, self._progressed, entry.attempt, begin)
 
     def worker_stopping(self) -> None:

@@ -18,6 +18,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -88,6 +89,19 @@ def begins_too_late(job: ClaimedJob, now: float) -> bool:
     """A rate-limited ``job`` whose handler would begin at ``now`` (monotonic), later than the
     ledger counted its start: beginning it could put one start too many in a window."""
     return job.begin_by is not None and now > job.begin_by
+
+
+def checked_begin(job: ClaimedJob, announce: Callable[[float], None]) -> Callable[[float], bool]:
+    """The ``begin`` hook of run_attempt for ``job``: a start :func:`begins_too_late` is
+    refused; any other is announced (with its time) and goes ahead."""
+
+    def begin(now: float) -> bool:
+        if begins_too_late(job, now):
+            return False
+        announce(now)
+        return True
+
+    return begin
 
 
 def log_begun_too_late(job: ClaimedJob, *, at: float) -> None:
