@@ -102,12 +102,15 @@ class WorkflowStep(models.Model):
     instead of running the step again when the workflow is re-executed."""
 
     id = models.BigAutoField(primary_key=True)
+    # No index of its own: pgjobs_workflow_step_unique leads with it. Django's two (the column,
+    # and its varchar_pattern_ops copy) cost every checkpoint two more entries (migration 0032).
     workflow = models.ForeignKey(
         WorkflowExecution,
         on_delete=models.CASCADE,
         db_column="workflow_id",
         related_name="steps",
         db_constraint=True,
+        db_index=False,
     )
     step_index = models.IntegerField()
     step_name = models.CharField(max_length=MAX_NAME_LENGTH)
@@ -148,8 +151,13 @@ class WorkflowMessage(models.Model):
     """A message sent to a workflow, consumed (deleted) by the recv() that checkpoints it."""
 
     id = models.BigAutoField(primary_key=True)
+    # Indexed by pgjobs_message_inbox, which leads with it (migration 0032).
     workflow = models.ForeignKey(
-        WorkflowExecution, on_delete=models.CASCADE, db_column="workflow_id", related_name="+"
+        WorkflowExecution,
+        on_delete=models.CASCADE,
+        db_column="workflow_id",
+        related_name="+",
+        db_index=False,
     )
     topic = models.TextField(db_default=Value(""))
     message = StoredJSONField(null=True)
@@ -168,8 +176,13 @@ class WorkflowEvent(models.Model):
     """A key/value a workflow published with set_event(); the latest value wins."""
 
     id = models.BigAutoField(primary_key=True)
+    # Indexed by pgjobs_workflow_event_key, which leads with it (migration 0032).
     workflow = models.ForeignKey(
-        WorkflowExecution, on_delete=models.CASCADE, db_column="workflow_id", related_name="+"
+        WorkflowExecution,
+        on_delete=models.CASCADE,
+        db_column="workflow_id",
+        related_name="+",
+        db_index=False,
     )
     key = models.CharField(max_length=MAX_NAME_LENGTH)
     value = StoredJSONField(null=True)
