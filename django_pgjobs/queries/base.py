@@ -98,16 +98,20 @@ def claimed_job(values: Sequence[Any]) -> ClaimedJob:
 
 
 # The fence: the row is still held by the attempt with this token (params from lease_params).
-FENCE = "id = %(job_id)s AND lease_token = %(token)s AND status = 'running'"
+# ``(status = 'running') IS TRUE`` (the column is never NULL) is the same check in a form no
+# partial index's predicate matches: written ``status = 'running'``, it let the planner find the
+# row through one of the partial indexes of running jobs, which statistics taken while none ran
+# make look like a row or two, and read every running job of every worker (5,000 entries in
+# tests/queries/test_batch_plans.py) for each progress report, failure or workflow checkpoint.
+# So the key is the way in.
+FENCE = "id = %(job_id)s AND lease_token = %(token)s AND (status = 'running') IS TRUE"
 # The same for a batch: rows of ``j`` joined to the pairs of HELD, looked up by key (as many as
-# the batch). Written as FENCE is (``j.status = 'running'``), the join let the planner read the
-# running jobs through one of the partial indexes on them, which statistics taken while none
-# ran make look like a row or two: it hashed every running job of every worker (dead index
+# the batch). Written ``j.status = 'running'``, the join let the planner read the running jobs
+# through one of those partial indexes: it hashed every running job of every worker (dead index
 # entries included) to match a batch against them, so each completion and heartbeat cost grew
-# with the running set, not with its batch. ``IS TRUE`` (the column is never NULL) keeps the
-# same check, rechecked on a row's newest version as it is locked, in a form no partial index's
-# predicate matches; the array subquery (of unknown size to the planner, as the claim's) makes
-# the key the way in (tests/queries/test_batch_plans.py).
+# with the running set, not with its batch. ``IS TRUE`` as in FENCE, rechecked on a row's newest
+# version as it is locked; the array subquery (of unknown size to the planner, as the claim's)
+# makes the key the way in (tests/queries/test_batch_plans.py).
 HELD_JOIN = (
     "j.id = held.id AND j.lease_token = held.token AND (j.status = 'running') IS TRUE "
     "AND j.id = ANY(ARRAY(SELECT unnest(%(ids)s::uuid[])))"

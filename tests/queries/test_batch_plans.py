@@ -1,4 +1,5 @@
-"""A batch of attempts is found by key: its cost follows the batch, not the running set.
+"""A batch of attempts is found by key: its cost follows the batch, not the running set; and one
+attempt's own writes read its row, not the running set.
 
 The worker completes its finished attempts, renews its held ones and checks which it still holds
 in batches, each matched to the rows by (id, lease token). Statistics taken while no job ran
@@ -12,6 +13,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -21,6 +23,9 @@ from django.db import connection
 from django_pgjobs.queries import complete_jobs, heartbeat, no_longer_held
 from django_pgjobs.queries.base import Token
 from django_pgjobs.queries.claim import claim_jobs
+from django_pgjobs.queries.lease import report_progress, save_metadata, snooze_job
+from django_pgjobs.queries.outcomes import cancel_held_job, fail_job
+from django_pgjobs.queries.workflow_steps import record_step
 from tests.helpers import plan_nodes, second_connection
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -204,3 +209,31 @@ def test_a_batch_still_matches_only_the_attempts_it_names() -> None:
         conn.close()
     assert sorted(completed) == sorted(rest[1:])
     assert sorted(gone) == sorted(stale[:2])
+
+
+# One attempt's own writes, each fenced by FENCE (queries.base): from a handler thread (progress,
+# metadata, a snooze, a failure, a cancel) and every statement of a running workflow.
+ONE_ATTEMPT: dict[str, Callable[[Any, Token], Any]] = {
+    "progress": lambda cur, t: report_progress(cur, token=t, progress=1, message="m"),
+    "metadata": lambda cur, t: save_metadata(cur, token=t, metadata="{}"),
+    "snooze": lambda cur, t: snooze_job(cur, token=t, delay=60),
+    "failure": lambda cur, t: fail_job(cur, token=t, error="e", delay=60),
+    "cancel": lambda cur, t: cancel_held_job(cur, token=t, error="e"),
+    # The workflow's row is not there: the foreign key is checked at a commit that never comes.
+    "checkpoint": lambda cur, t: record_step(cur, token=t, step=CHECKPOINT).held,
+}
+CHECKPOINT = {
+    "workflow_id": "w", "index": 0, "name": "s", "status": "completed", "output": "1",
+    "error": None, "attempts": 1, "started_at": datetime.now(UTC),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("write", ONE_ATTEMPT)
+def test_one_attempts_write_reads_its_row_not_every_running_job(write: str) -> None:
+    """As for a batch: written ``status = 'running'``, the fence let the planner find the one
+    row through a partial index of running jobs, reading every running job of every worker
+    (5,000 entries here) for each progress report or checkpoint."""
+    [token] = running_jobs(1)
+    result, read = read_by(lambda cur: ONE_ATTEMPT[write](cur, token))
+    assert result not in (False, "lost", "held"), result
+    assert read <= 10, read
