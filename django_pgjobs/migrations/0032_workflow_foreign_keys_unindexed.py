@@ -23,6 +23,7 @@ from django.db.backends.base.schema import BaseDatabaseSchemaEditor
 from django.db.migrations.state import StateApps
 
 _0017 = importlib.import_module("django_pgjobs.migrations.0017_flow_control")
+_0031 = importlib.import_module("django_pgjobs.migrations.0031_created_index_pending_only")
 
 # Table -> the names Django gave its two indexes of workflow_id (migration 0007).
 INDEXES = {
@@ -52,6 +53,12 @@ def backwards(apps: StateApps, schema_editor: BaseDatabaseSchemaEditor) -> None:
             _0017._concurrently(
                 schema_editor, statement, migration="0032", table=table, indexes=(name,)
             )
+            if not _0031._valid(schema_editor, name):  # another migrate's build, say, unfinished
+                raise RuntimeError(
+                    f"Migration pgjobs 0032 found index {name} not valid after building it (a "
+                    "build that has not finished, perhaps another migrate's). Run migrate again "
+                    "once no other migrate runs: what is done already is kept."
+                )
 
 
 def _unindexed(related_name: str) -> models.ForeignKey[Any, Any]:

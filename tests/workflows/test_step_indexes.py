@@ -4,36 +4,47 @@ indexes that lead with workflow_id, and Django's two extra indexes of each are g
 from __future__ import annotations
 
 import importlib
+import re
+import threading
+import time
 from collections.abc import Iterator
+from types import SimpleNamespace
 
 import pytest
 from django.core.management import call_command
 from django.db import connection, transaction
 
+from tests.helpers import second_connection
+
+_0014 = importlib.import_module("django_pgjobs.migrations.0014_times_in_range")
+_0017 = importlib.import_module("django_pgjobs.migrations.0017_flow_control")
 _0032 = importlib.import_module("django_pgjobs.migrations.0032_workflow_foreign_keys_unindexed")
 
 TABLES = tuple(_0032.INDEXES)
 
 
-def workflow_id_indexes() -> dict[str, list[str]]:
-    """Per table, its indexes whose first column is workflow_id, by name."""
+def workflow_id_indexes() -> dict[str, dict[str, str]]:
+    """Per table, its indexes whose first column is workflow_id: name -> definition."""
     with connection.cursor() as cur:
         cur.execute(
             """
-            SELECT t.relname, i.relname
+            SELECT t.relname, i.relname, pg_get_indexdef(i.oid)
             FROM pg_index AS x
             JOIN pg_class AS i ON i.oid = x.indexrelid
             JOIN pg_class AS t ON t.oid = x.indrelid
             JOIN pg_attribute AS a ON a.attrelid = t.oid AND a.attnum = x.indkey[0]
             WHERE t.relname = ANY(%s) AND a.attname = 'workflow_id'
-            ORDER BY 1, 2
             """,
             [list(TABLES)],
         )
-        found: dict[str, list[str]] = {table: [] for table in TABLES}
-        for table, index in cur.fetchall():
-            found[table].append(index)
+        found: dict[str, dict[str, str]] = {table: {} for table in TABLES}
+        for table, index, definition in cur.fetchall():
+            found[table][index] = definition
         return found
+
+
+def names(indexes: dict[str, dict[str, str]]) -> dict[str, list[str]]:
+    return {table: sorted(found) for table, found in indexes.items()}
 
 
 LEADING = {
@@ -55,14 +66,16 @@ def test_0032_drops_the_extra_indexes_and_back_and_a_second_run_changes_nothing(
 ) -> None:
     before = workflow_id_indexes()
     for table, name in _0032.INDEXES.items():
-        assert sorted(before[table]) == sorted([*LEADING[table], name, f"{name}_like"])
+        assert names(before)[table] == sorted([*LEADING[table], name, f"{name}_like"])
+        assert before[table][name].endswith(f"ON public.{table} USING btree (workflow_id)")
+        assert "(workflow_id varchar_pattern_ops)" in before[table][f"{name}_like"]
     call_command("migrate", "pgjobs", "0032", verbosity=0)
-    assert workflow_id_indexes() == LEADING
+    assert names(workflow_id_indexes()) == LEADING
     with connection.schema_editor(atomic=False) as editor:
         _0032.forwards(None, editor)  # done already: drops nothing more, fails on nothing
-    assert workflow_id_indexes() == LEADING
+    assert names(workflow_id_indexes()) == LEADING
     call_command("migrate", "pgjobs", "0031", verbosity=0)
-    assert workflow_id_indexes() == before
+    assert workflow_id_indexes() == before  # the same definitions, not only the same names
     with connection.schema_editor(atomic=False) as editor:
         _0032.backwards(None, editor)  # built already: skipped
     assert workflow_id_indexes() == before
@@ -83,11 +96,46 @@ def test_0032_rebuilds_an_index_a_stopped_build_left_invalid(at_0031: None) -> N
 @pytest.mark.django_db
 def test_the_lookups_by_workflow_read_the_index_that_leads_with_it() -> None:
     """What the dropped indexes served, the remaining ones do: a workflow's rows of each table
-    (its checkpoints' load, the cascade when it is pruned) are found through the index that
+    (its checkpoints' load, the rows pruning deletes with it) are found through the index that
     leads with workflow_id (sequential scans off: a table this small would be read whole)."""
     with transaction.atomic(), connection.cursor() as cur:
         cur.execute("SET LOCAL enable_seqscan = off")
         for table, [index] in LEADING.items():
             cur.execute(f"EXPLAIN SELECT * FROM {table} WHERE workflow_id = 'w'")
             plan = " ".join(row[0] for row in cur.fetchall())
-            assert f"using {index} on {table}" in plan.lower(), plan
+            # "Index Scan using <index>", or "Bitmap Index Scan on <index>"
+            assert re.search(rf"\b(using|on) {index}\b", plan), plan
+
+
+def test_0032_waits_out_a_transaction_that_holds_the_steps_table(
+    at_0031: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A workflow's checkpoint in an open transaction holds the steps table past the first
+    try's wait: the drop gives up under lock_timeout (workers go on), tries again, and is done
+    once the transaction ends."""
+    monkeypatch.setattr(_0014, "LOCK_TIMEOUT", "300ms")
+    monkeypatch.setattr(_0014, "FIRST_PAUSE_SECONDS", 0.05)
+    monkeypatch.setattr(_0014, "LOCK_TRIES", 8)  # seconds of patience for a late timer thread
+    pauses: list[float] = []  # one a try that gave up
+    monkeypatch.setattr(
+        _0017, "time", SimpleNamespace(sleep=lambda s: (pauses.append(s), time.sleep(s)))
+    )
+    with connection.cursor() as cur:
+        cur.execute(
+            "INSERT INTO pgjobs_workflow_executions (workflow_id, name, app_version) "
+            "VALUES ('w', 'test.greet', '')"
+        )
+    blocker = second_connection(autocommit=False)
+    blocker.execute(
+        "INSERT INTO pgjobs_workflow_steps (workflow_id, step_index, step_name, status) "
+        "VALUES ('w', 0, 's', 'completed')"
+    )
+    ends = threading.Timer(1.2, blocker.rollback)  # past the first try
+    ends.start()
+    try:
+        call_command("migrate", "pgjobs", "0032", verbosity=0)
+    finally:
+        ends.join()
+        blocker.close()
+    assert pauses, "the drop never gave up a try: it waited without lock_timeout"
+    assert names(workflow_id_indexes()) == LEADING
