@@ -211,6 +211,12 @@ def test_a_batch_still_matches_only_the_attempts_it_names() -> None:
     assert sorted(gone) == sorted(stale[:2])
 
 
+CHECKPOINT: dict[str, Any] = {
+    "workflow_id": "w", "index": 0, "name": "s", "status": "completed", "output": "1",
+    "error": None, "attempts": 1, "started_at": datetime.now(UTC),
+}  # fmt: skip
+
+
 # One attempt's own writes, each fenced by FENCE (queries.base): from a handler thread (progress,
 # metadata, a snooze, a failure, a cancel) and every statement of a running workflow.
 ONE_ATTEMPT: dict[str, Callable[[Any, Token], Any]] = {
@@ -222,10 +228,6 @@ ONE_ATTEMPT: dict[str, Callable[[Any, Token], Any]] = {
     # The workflow's row is not there: the foreign key is checked at a commit that never comes.
     "checkpoint": lambda cur, t: record_step(cur, token=t, step=CHECKPOINT).held,
 }
-CHECKPOINT = {
-    "workflow_id": "w", "index": 0, "name": "s", "status": "completed", "output": "1",
-    "error": None, "attempts": 1, "started_at": datetime.now(UTC),
-}  # fmt: skip
 
 
 @pytest.mark.parametrize("write", ONE_ATTEMPT)

@@ -117,9 +117,12 @@ def test_0032_waits_out_a_transaction_that_holds_the_steps_table(
     monkeypatch.setattr(_0014, "FIRST_PAUSE_SECONDS", 0.05)
     monkeypatch.setattr(_0014, "LOCK_TRIES", 8)  # seconds of patience for a late timer thread
     pauses: list[float] = []  # one a try that gave up
-    monkeypatch.setattr(
-        _0017, "time", SimpleNamespace(sleep=lambda s: (pauses.append(s), time.sleep(s)))
-    )
+
+    def pause(seconds: float) -> None:
+        pauses.append(seconds)
+        time.sleep(seconds)
+
+    monkeypatch.setattr(_0017, "time", SimpleNamespace(sleep=pause))
     with connection.cursor() as cur:
         cur.execute(
             "INSERT INTO pgjobs_workflow_executions (workflow_id, name, app_version) "
