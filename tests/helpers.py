@@ -44,6 +44,23 @@ def second_connection(*, autocommit: bool = True) -> psycopg.Connection[Any]:
     return psycopg.connect(database_conninfo(), autocommit=autocommit)
 
 
+def migrate_while_held(statement: str, migration: str, *, held_for: float = 1.2) -> None:
+    """Migrate pgjobs to ``migration`` while another session's transaction, which ran
+    ``statement``, holds a table for ``held_for`` seconds (past a first try's wait, with a
+    migration's lock_timeout shortened by the test), then rolls back."""
+    from django.core.management import call_command
+
+    blocker = second_connection(autocommit=False)
+    blocker.execute(statement)
+    ends = threading.Timer(held_for, blocker.rollback)
+    ends.start()
+    try:
+        call_command("migrate", "pgjobs", migration, verbosity=0)
+    finally:
+        ends.join()
+        blocker.close()
+
+
 def require_prepared_transactions() -> None:
     """Skip a test that prepares a transaction on a server that allows none
     (``max_prepared_transactions`` 0, PostgreSQL's default); with

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import importlib
-import threading
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -16,7 +15,7 @@ from django_pgjobs import enqueue
 from django_pgjobs.jobs import list_jobs
 from django_pgjobs.models import Job
 from django_pgjobs.worker import Worker
-from tests.helpers import drain, second_connection
+from tests.helpers import drain, migrate_while_held
 
 _0014 = importlib.import_module("django_pgjobs.migrations.0014_times_in_range")
 _0031 = importlib.import_module("django_pgjobs.migrations.0031_created_index_pending_only")
@@ -82,15 +81,8 @@ def test_0031_waits_out_a_transaction_that_holds_the_table_past_one_try(
     monkeypatch.setattr(_0014, "LOCK_TIMEOUT", "300ms")
     monkeypatch.setattr(_0014, "FIRST_PAUSE_SECONDS", 0.05)
     monkeypatch.setattr(_0014, "LOCK_TRIES", 8)  # seconds of patience for a late timer thread
-    blocker = second_connection(autocommit=False)
-    blocker.execute("SELECT pgjobs_enqueue('test.record')")
-    ends = threading.Timer(1.2, blocker.rollback)  # past the first try and its clean-up
-    ends.start()
-    try:
-        call_command("migrate", "pgjobs", "0031", verbosity=0)
-    finally:
-        ends.join()
-        blocker.close()
+    # Held past the first try and its clean-up.
+    migrate_while_held("SELECT pgjobs_enqueue('test.record')", "0031")
     with connection.cursor() as cur:
         cur.execute(
             "SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass(%s)", [_0031.NEW]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import importlib
 import re
-import threading
 import time
 from collections.abc import Iterator
 from types import SimpleNamespace
@@ -14,7 +13,7 @@ import pytest
 from django.core.management import call_command
 from django.db import connection, transaction
 
-from tests.helpers import second_connection
+from tests.helpers import migrate_while_held
 
 _0014 = importlib.import_module("django_pgjobs.migrations.0014_times_in_range")
 _0017 = importlib.import_module("django_pgjobs.migrations.0017_flow_control")
@@ -128,17 +127,10 @@ def test_0032_waits_out_a_transaction_that_holds_the_steps_table(
             "INSERT INTO pgjobs_workflow_executions (workflow_id, name, app_version) "
             "VALUES ('w', 'test.greet', '')"
         )
-    blocker = second_connection(autocommit=False)
-    blocker.execute(
+    migrate_while_held(
         "INSERT INTO pgjobs_workflow_steps (workflow_id, step_index, step_name, status) "
-        "VALUES ('w', 0, 's', 'completed')"
+        "VALUES ('w', 0, 's', 'completed')",
+        "0032",
     )
-    ends = threading.Timer(1.2, blocker.rollback)  # past the first try
-    ends.start()
-    try:
-        call_command("migrate", "pgjobs", "0032", verbosity=0)
-    finally:
-        ends.join()
-        blocker.close()
     assert pauses, "the drop never gave up a try: it waited without lock_timeout"
     assert names(workflow_id_indexes()) == LEADING
