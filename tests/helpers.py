@@ -3,6 +3,7 @@ and stand-ins for waiting (rows moved to be due now)."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
@@ -13,6 +14,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import psycopg
@@ -44,21 +46,35 @@ def second_connection(*, autocommit: bool = True) -> psycopg.Connection[Any]:
     return psycopg.connect(database_conninfo(), autocommit=autocommit)
 
 
-def migrate_while_held(statement: str, migration: str, *, held_for: float = 1.2) -> None:
+def migrate_while_held(statement: str, migration: str, monkeypatch: pytest.MonkeyPatch) -> int:
     """Migrate pgjobs to ``migration`` while another session's transaction, which ran
-    ``statement``, holds a table for ``held_for`` seconds (past a first try's wait, with a
-    migration's lock_timeout shortened by the test), then rolls back."""
+    ``statement``, holds a table until a try of migration 0017's index helper gives up under
+    its lock_timeout (shortened by the test); that transaction rolls back at the pause after
+    the try, in place of the pause. Returns how many tries gave up."""
     from django.core.management import call_command
 
+    concurrently = importlib.import_module("django_pgjobs.migrations.0017_flow_control")
     blocker = second_connection(autocommit=False)
     blocker.execute(statement)
-    ends = threading.Timer(held_for, blocker.rollback)
-    ends.start()
+    pauses: list[float] = []
+
+    def pause(seconds: float) -> None:
+        pauses.append(seconds)
+        if len(pauses) == 1:
+            blocker.rollback()
+
+    monkeypatch.setattr(concurrently, "time", SimpleNamespace(sleep=pause))
+    # Bounded: a migration that waits without its lock_timeout gives up no try, and would wait
+    # for this transaction for ever; it ends after 30 s, and the caller sees no try gave up.
+    bound = threading.Timer(30.0, blocker.rollback)
+    bound.start()
     try:
         call_command("migrate", "pgjobs", migration, verbosity=0)
     finally:
-        ends.join()
+        bound.cancel()
+        bound.join()
         blocker.close()
+    return len(pauses)
 
 
 def require_prepared_transactions() -> None:

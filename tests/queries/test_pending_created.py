@@ -79,10 +79,9 @@ def test_0031_waits_out_a_transaction_that_holds_the_table_past_one_try(
     up, leaving an invalid index, which the next try drops before building again. (Taken as
     built instead, the migration stopped at its validity check, or went on with it invalid.)"""
     monkeypatch.setattr(_0014, "LOCK_TIMEOUT", "300ms")
-    monkeypatch.setattr(_0014, "FIRST_PAUSE_SECONDS", 0.05)
-    monkeypatch.setattr(_0014, "LOCK_TRIES", 8)  # seconds of patience for a late timer thread
-    # Held past the first try and its clean-up.
-    migrate_while_held("SELECT pgjobs_enqueue('test.record')", "0031")
+    monkeypatch.setattr(_0014, "LOCK_TRIES", 8)
+    # Held until the first try gave up (leaving its invalid build).
+    migrate_while_held("SELECT pgjobs_enqueue('test.record')", "0031", monkeypatch)
     with connection.cursor() as cur:
         cur.execute(
             "SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass(%s)", [_0031.NEW]

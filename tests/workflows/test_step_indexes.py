@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import importlib
 import re
-import time
 from collections.abc import Iterator
-from types import SimpleNamespace
 
 import pytest
 from django.core.management import call_command
@@ -16,7 +14,6 @@ from django.db import connection, transaction
 from tests.helpers import migrate_while_held
 
 _0014 = importlib.import_module("django_pgjobs.migrations.0014_times_in_range")
-_0017 = importlib.import_module("django_pgjobs.migrations.0017_flow_control")
 _0032 = importlib.import_module("django_pgjobs.migrations.0032_workflow_foreign_keys_unindexed")
 
 TABLES = tuple(_0032.INDEXES)
@@ -113,24 +110,17 @@ def test_0032_waits_out_a_transaction_that_holds_the_steps_table(
     try's wait: the drop gives up under lock_timeout (workers go on), tries again, and is done
     once the transaction ends."""
     monkeypatch.setattr(_0014, "LOCK_TIMEOUT", "300ms")
-    monkeypatch.setattr(_0014, "FIRST_PAUSE_SECONDS", 0.05)
-    monkeypatch.setattr(_0014, "LOCK_TRIES", 8)  # seconds of patience for a late timer thread
-    pauses: list[float] = []  # one a try that gave up
-
-    def pause(seconds: float) -> None:
-        pauses.append(seconds)
-        time.sleep(seconds)
-
-    monkeypatch.setattr(_0017, "time", SimpleNamespace(sleep=pause))
+    monkeypatch.setattr(_0014, "LOCK_TRIES", 8)
     with connection.cursor() as cur:
         cur.execute(
             "INSERT INTO pgjobs_workflow_executions (workflow_id, name, app_version) "
             "VALUES ('w', 'test.greet', '')"
         )
-    migrate_while_held(
+    gave_up = migrate_while_held(
         "INSERT INTO pgjobs_workflow_steps (workflow_id, step_index, step_name, status) "
         "VALUES ('w', 0, 's', 'completed')",
         "0032",
+        monkeypatch,
     )
-    assert pauses, "the drop never gave up a try: it waited without lock_timeout"
+    assert gave_up, "the drop never gave up a try: it waited without lock_timeout"
     assert names(workflow_id_indexes()) == LEADING
