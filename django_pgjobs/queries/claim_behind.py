@@ -66,17 +66,23 @@ class ClaimBehind:
         if tokens:
             statements.append(completion_statement(conn, tokens, took, results))
         statements.append(_encoded(conn, *claim_statement(**claim)))
-        self._completions: list[pq.abc.PGresult] | None = None
         self._claim: list[pq.abc.PGresult] = []
-        pgconn = conn.pgconn
-        pgconn.enter_pipeline_mode()
-        with closed_if_interrupted(conn):
-            for sql, values, types, formats in statements:
-                pgconn.send_query_params(sql, values, param_types=types, param_formats=formats)
-                pgconn.pipeline_sync()
-            flush(pgconn)
-        # When the claim was sent (monotonic): its jobs' leases count from here (worker.ahead).
+        # When the claim was sent (monotonic), no later than its statement began: its jobs'
+        # leases count from here (worker.ahead).
         self.sent = time.monotonic()
+        pgconn = conn.pgconn
+        with closed_if_interrupted(conn):
+            try:
+                pgconn.enter_pipeline_mode()
+                for sql, values, types, formats in statements:
+                    pgconn.send_query_params(sql, values, param_types=types, param_formats=formats)
+                    pgconn.pipeline_sync()
+                flush(pgconn)
+            except psycopg.Error:
+                # Part of the pipeline may be on its way: the connection is of no further use
+                # (the loop reconnects, and gives back what the claim took if it committed).
+                conn.close()
+                raise
 
     def reply(self) -> list[Token]:
         """Wait for both replies; the attempts the completions wrote, as complete_jobs returns
@@ -98,7 +104,11 @@ class ClaimBehind:
                 statement.append(result)
         if pgconn.status != pq.ConnStatus.OK:
             raise psycopg.OperationalError("the connection was lost before the reply was read")
-        pgconn.exit_pipeline_mode()
+        try:
+            pgconn.exit_pipeline_mode()
+        except psycopg.Error:
+            conn.close()  # left in pipeline mode, it would run nothing more
+            raise
         deliver_notifications(pgconn)
         self._claim = replies[-1]
         if not self._tokens:

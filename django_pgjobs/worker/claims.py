@@ -125,11 +125,16 @@ class Claims:
                 start_now=start_now,
                 hint=self._flow,
             )
-        got, everything = len(jobs), jobs
+        everything, followed = list(jobs), False
         while (following := self._completer.following) is not None:
-            jobs = self._take_following(conn, following, then=then, follow=follow)
-            got, everything = len(jobs), everything + jobs
-        self._short = self._pacing.claimed(asked=asked, got=got)
+            jobs, followed = self._take_following(conn, following, then=then, follow=follow), True
+            everything.extend(jobs)
+        if followed and not jobs and self._flow.restricted:
+            # The claim behind found flow control, and took nothing for it: the next claim runs
+            # the flow-controlled statement at once, as claim_jobs would have.
+            self._pacing.maybe_work, self._short = True, False
+        else:
+            self._short = self._pacing.claimed(asked=asked, got=len(jobs))
         return everything
 
     def _take_following(

@@ -83,6 +83,8 @@ class Completer:
         # not, the loop writes them on their own (a claim that keeps failing would hold them,
         # a write behind claims that keeps failing would be tried at every claim, unpaced).
         self._claims_took_them = True
+        # Whether the last write behind a claim went through (may_claim_behind).
+        self._written_behind = True
         # Attempts whose outcome was being written when the connection broke: the rows say
         # what became of them.
         self._doubt = InDoubt(on_written)
@@ -271,16 +273,22 @@ class Completer:
             # progress") on a connection that is not broken. At once if nothing was sent.
             written = behind.read(conn, self._completed)
             self._claims_took_them = took and written
+            self._written_behind = written
         self.following = behind.following
         return jobs
 
     def rides_on_claims(self) -> bool:
         """What waits to be written can wait for the next claim: successes only (failures,
         snoozes and progress are written at once), and the last claim took those it found."""
-        return self._claims_took_them and self.only_successes()
+        return self._claims_took_them and self._only_successes()
 
-    def only_successes(self) -> bool:
-        """Nothing waits to be written but successes (what can go behind a claim)."""
+    def may_claim_behind(self) -> bool:
+        """Another claim may go behind the successes now: nothing else waits to be written,
+        and the last write behind a claim went through (one that keeps failing is not sent
+        again at every claim of a run of them)."""
+        return self._written_behind and self._only_successes()
+
+    def _only_successes(self) -> bool:
         self._collect()
         ready = self._ready(time.monotonic())
         return not self._progress and all(d.succeeded for d in ready)

@@ -346,14 +346,14 @@ class Worker:
         return len(jobs)
 
     def _claim_behind(self, taken: int) -> int:
-        """How many jobs the claim sent behind a full one of ``taken`` may take (0: none): as
-        many, unless the worker stops, a duty is due (the heartbeat renews the leases of jobs
-        claimed ahead), a failure or progress report waits, or ``max_jobs`` leaves fewer."""
-        blocked = self._stopping.is_set() or not self._completer.only_successes()
-        if blocked or self._duties_in() <= 0:
+        """How many jobs the claim behind a full one of ``taken`` may take (Pacing.behind); none
+        once the worker stops, a duty is due, or may_claim_behind() says the outcomes wait."""
+        if self._stopping.is_set() or not self._completer.may_claim_behind():
             return 0
-        left = taken if self.max_jobs is None else self.max_jobs - self.stats.claimed - taken
-        return max(min(taken, left), 0)
+        left = None if self.max_jobs is None else self.max_jobs - self.stats.claimed
+        busy, limit = self._slots.busy, conf.PREFETCH
+        size = self._pacing.behind(taken=taken, busy=busy, prefetch_limit=limit, left=left)
+        return size if self._duties_in() > 0 else 0
 
     def _flush(self, *, force: bool = False) -> None:
         if not self._completer.pending():

@@ -145,17 +145,20 @@ def test_jobs_a_claim_behind_took_are_given_back_when_its_reply_is_lost(
     worker = make_worker(concurrency=2)
     real = claim_behind.ClaimBehind.reply
     cut: list[uuid.UUID] = []
+    took: list[int] = []
 
     def reply(self: claim_behind.ClaimBehind) -> list[queries.Token]:
         if not cut:  # the connection goes once both statements committed, their replies unread
             cut.append(self.lease_token)
             with second_connection() as other:
-                wait_for(
-                    lambda: other.execute(
-                        "SELECT count(*) FROM pgjobs_job_queue WHERE lease_token = %s",
-                        [self.lease_token],
-                    ).fetchone()[0],  # type: ignore[index]
-                    what="the claim behind committed",
+                took.append(
+                    wait_for(
+                        lambda: other.execute(
+                            "SELECT count(*) FROM pgjobs_job_queue WHERE lease_token = %s",
+                            [self.lease_token],
+                        ).fetchone()[0],  # type: ignore[index]
+                        what="the claim behind committed",
+                    )
                 )
             assert worker._link.conn is not None
             worker._link.conn.close()
@@ -165,8 +168,10 @@ def test_jobs_a_claim_behind_took_are_given_back_when_its_reply_is_lost(
     enqueue_records(600)
     worker.run(burst=True)
     assert cut and worker.stats.db_errors == 1
-    # The claim's jobs, given back after the reconnect, ran once each all the same.
-    assert worker.stats.released > 0
+    # The claim's jobs, given back after the reconnect, ran once each all the same, under
+    # other claims' tokens.
+    assert worker.stats.released >= took[0] > 0 and not worker._link.lost_claims
+    assert not Job.objects.filter(lease_token=cut[0]).exists()
     ran_once_each(600)
 
 
@@ -219,3 +224,46 @@ def test_flow_control_found_by_a_claim_behind_takes_over(
     assert len(sizes) == 1  # the flow-controlled claims that follow send none behind them
     assert worker._claims.restricted
     set_queue_limits("default", concurrency=None)
+
+
+def test_a_worker_holds_at_most_twice_what_one_claim_may_while_claims_go_behind(
+    make_worker: type[Worker], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Jobs of 10 ms on two threads: a claim may take the free threads and about 50 ms of work
+    ahead (at most 10 jobs), so the worker holds at most 2 x 12, however fast claims come
+    back."""
+    sizes = claims_behind(monkeypatch)
+    worker = make_worker(concurrency=2)
+    held: list[int] = []
+    real = worker._slots.dispatch
+
+    def dispatch(jobs: list[queries.ClaimedJob], **kwargs: Any) -> None:
+        real(jobs, **kwargs)
+        held.append(worker._slots.busy)
+
+    monkeypatch.setattr(worker._slots, "dispatch", dispatch)
+    enqueue_many("test.on_host", [{"seconds": 0.01}] * 300)
+    worker.run(burst=True)
+    assert sizes and max(held) <= 24
+    assert set(Job.objects.values_list("status", "attempt")) == {("completed", 1)}
+
+
+def test_after_a_write_behind_fails_no_claim_goes_behind_until_one_succeeds(
+    conn: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    enqueue_records(9)
+    completer = Completer(wake=lambda: None, on_written=lambda written: None)
+    jobs = completer.claim(conn, **CLAIM, limit=3)
+    for job in jobs:
+        completer.finished(job, AttemptResult(took=0.01))
+    assert completer.may_claim_behind()
+    with monkeypatch.context() as patched:
+        patched.setattr(
+            claim_behind, "completion_statement", lambda *args: (b"SELECT 1/0", [], None, None)
+        )
+        follow = {**CLAIM, "limit": 3, "start_now": 3, "lease_token": uuid.uuid4()}
+        completer.claim(conn, follow=lambda taken: follow, **CLAIM, limit=0)
+    assert completer.following is not None
+    assert not completer.may_claim_behind()  # the loop sends none behind the next claim
+    completer.claim_following(conn, completer.following, then=lambda jobs: None, follow=None)
+    assert completer.may_claim_behind()  # written behind that one: claims may go behind again
