@@ -52,6 +52,21 @@ def ran_once_each(count: int) -> None:
     assert set(Job.objects.values_list("status", "attempt")) == {("completed", 1)}
 
 
+def succeeded_claim(conn: psycopg.Connection[Any]) -> tuple[Completer, list[queries.ClaimedJob]]:
+    """A completer, and its claim of 3 jobs whose attempts all succeeded (their completions
+    waiting to be written)."""
+    completer = Completer(wake=lambda: None, on_written=lambda written: None)
+    jobs = completer.claim(conn, **CLAIM, limit=3)
+    for job in jobs:
+        completer.finished(job, AttemptResult(took=0.01))
+    return completer, jobs
+
+
+def failing_completion(*args: object) -> tuple[bytes, list[bytes], None, None]:
+    """In place of the completions' statement: one the server answers with an error."""
+    return b"SELECT 1/0", [], None, None
+
+
 def enqueue_records(count: int) -> None:
     enqueue_many("test.record", [{"label": str(n)} for n in range(count)])
 
@@ -97,13 +112,8 @@ def test_completions_that_fail_leave_the_claim_behind_them_standing(
     conn: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     enqueue_records(6)
-    completer = Completer(wake=lambda: None, on_written=lambda written: None)
-    jobs = completer.claim(conn, **CLAIM, limit=3)
-    for job in jobs:
-        completer.finished(job, AttemptResult(took=0.01))
-    monkeypatch.setattr(
-        claim_behind, "completion_statement", lambda *args: (b"SELECT 1/0", [], None, None)
-    )
+    completer, jobs = succeeded_claim(conn)
+    monkeypatch.setattr(claim_behind, "completion_statement", failing_completion)
     follow = {**CLAIM, "limit": 3, "start_now": 3, "lease_token": uuid.uuid4()}
     completer.claim(conn, follow=lambda taken: follow, **CLAIM, limit=0)
     assert completer.following is not None and completer.pending()  # kept
@@ -252,15 +262,10 @@ def test_after_a_write_behind_fails_no_claim_goes_behind_until_one_succeeds(
     conn: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     enqueue_records(9)
-    completer = Completer(wake=lambda: None, on_written=lambda written: None)
-    jobs = completer.claim(conn, **CLAIM, limit=3)
-    for job in jobs:
-        completer.finished(job, AttemptResult(took=0.01))
+    completer, _ = succeeded_claim(conn)
     assert completer.may_claim_behind()
     with monkeypatch.context() as patched:
-        patched.setattr(
-            claim_behind, "completion_statement", lambda *args: (b"SELECT 1/0", [], None, None)
-        )
+        patched.setattr(claim_behind, "completion_statement", failing_completion)
         follow = {**CLAIM, "limit": 3, "start_now": 3, "lease_token": uuid.uuid4()}
         completer.claim(conn, follow=lambda taken: follow, **CLAIM, limit=0)
     assert completer.following is not None
