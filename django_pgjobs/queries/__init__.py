@@ -23,7 +23,7 @@ migrations named)::
                       a plain INSERT (0001) or pgjobs_enqueue() (0009)
       pending -> pending   enqueue.upsert_pending_job (replaced in place), operator.retry_job
                       (due now), pgjobs_workflow_wake() (0008: a waiting workflow's job due now)
-      pending -> running   claim.claim_jobs
+      pending -> running   claim.claim_jobs (or sent behind completions: .claim_behind)
       running -> running   lease.heartbeat (lease renewed; a job claimed ahead: its start
                       recorded), lease.report_progress, lease.save_metadata (a task's),
                       enqueue.detach_key_from_running_job (key given up)
@@ -99,6 +99,7 @@ from __future__ import annotations
 
 from django_pgjobs.queries.base import CANCEL_CHANNEL, NOTIFY_CHANNEL, ClaimedJob, Cursor, Token
 from django_pgjobs.queries.claim import FlowHint, claim_jobs
+from django_pgjobs.queries.claim_behind import ClaimBehind
 from django_pgjobs.queries.enqueue import (
     detach_key_from_running_job,
     find_active_job_by_key,
@@ -169,6 +170,7 @@ __all__ = [
     "NOTIFY_CHANNEL",
     "SCHEDULES_CHANNEL",
     "Changed",
+    "ClaimBehind",
     "ClaimedJob",
     "Cursor",
     "DeadLettered",

@@ -295,7 +295,7 @@ def claim_jobs(
     hint: FlowHint | None = None,
     ahead_lease_seconds: float | None = None,
     start_margin: float | None = None,
-    meanwhile: Callable[[], object] | None = None,
+    meanwhile: Callable[[int], object] | None = None,
 ) -> list[ClaimedJob]:
     """Take up to ``limit`` due jobs, best priority first, in one round trip (two when flow
     control first applies to the worker's queues, then one again: see FlowHint).
@@ -318,10 +318,11 @@ def claim_jobs(
     ones not at all, limited ones within their limits, exactly, across all workers.
 
     ``meanwhile`` runs once the claim has committed and its reply is in, before its rows are
-    read: the worker sends its next statement there (queries.sent), so the server runs it while
-    this thread makes the claim's rows into jobs. Not run if the claim's statement raised; run
-    if reading its rows then raises (a loader's error), whose caller must still read what it
-    sent (Completer.claim).
+    read, given how many jobs the plain statement took (0 when the flow-controlled one ran): the
+    worker sends its next statements there (queries.sent, queries.claim_behind), so the server
+    runs them while this thread makes the claim's rows into jobs. Not run if the claim's
+    statement raised; run if reading its rows then raises (a loader's error), whose caller must
+    still read what it sent (Completer.claim).
     """
     claim: dict[str, Any] = {
         "worker_id": worker_id,
@@ -352,12 +353,27 @@ def claim_jobs(
     if flow:
         run_generic(cur, *claim_statement(**claim, flow=True))
     if meanwhile is not None:
-        meanwhile()  # before the rows are read: the server runs it while they are
+        # Before the rows are read: the server runs what it sends while they are.
+        result = getattr(cur, "pgresult", None)
+        meanwhile(0 if flow or result is None else result.ntuples)
     if rows is None:
         rows = cur.fetchall()
+    return claimed_from(rows, sent=sent, lease_token=claim["lease_token"], hint=hint)
+
+
+def claimed_from(
+    rows: Sequence[Any],
+    *,
+    sent: float,
+    lease_token: uuid.UUID,
+    hint: FlowHint | None,
+) -> list[ClaimedJob]:
+    """The jobs of a claim's reply ``rows`` (sent at ``sent``, monotonic, with ``lease_token``),
+    and what the reply says of flow control: its 'rules' row comes with the flow-controlled
+    statement's jobs, or alone when the plain statement found that flow control applies."""
     if hint is not None:
-        hint.restricted = flow and any(r[0] == "rules" for r in rows)
-    return _claimed_jobs([r for r in rows if r[0] == "claimed"], sent, claim["lease_token"])
+        hint.restricted = any(r[0] == "rules" for r in rows)
+    return _claimed_jobs([r for r in rows if r[0] == "claimed"], sent, lease_token)
 
 
 def _only_rules(cur: Any) -> tuple[bool, list[Any] | None]:

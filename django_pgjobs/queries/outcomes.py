@@ -29,7 +29,7 @@ from django_pgjobs.queries.base import (
     token_params,
     w3c_trace,
 )
-from django_pgjobs.queries.sent import Sent, numbered
+from django_pgjobs.queries.sent import Sent, encoded_texts, numbered
 
 # Completing finished attempts, fenced on their lease tokens (see complete_jobs), skipping rows
 # another transaction holds (MINE_FINISHED). ``done`` says which attempts it completed, by token:
@@ -120,6 +120,18 @@ class SentCompletion:
     def reply(self) -> list[Token]:
         """Wait for the write; the attempts it completed, as complete_jobs returns them."""
         return [self._tokens[place - 1] for place in self._sent.reply()]
+
+
+def completion_statement(
+    conn: psycopg.Connection[Any],
+    tokens: Sequence[Token],
+    took: Sequence[float | None] | None = None,
+    results: Sequence[str | None] | None = None,
+) -> tuple[bytes, list[bytes | None], None, None]:
+    """:func:`send_completion`'s statement and its parameters, encoded for libpq (texts, their
+    types left to the server), as queries.claim_behind sends it."""
+    params = finished_params(tokens, took, results)
+    return _SENT_COMPLETION, encoded_texts(conn, [params[n] for n in _FINISHED_NAMES]), None, None
 
 
 def send_completion(

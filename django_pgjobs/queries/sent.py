@@ -26,14 +26,17 @@ from typing import Any
 import psycopg
 from psycopg import pq
 
-_NAMED = re.compile(r"%\((\w+)\)s")
+_NAMED = re.compile(r"%\((\w+)\)s|%%")
 
 
 def numbered(sql: str, names: Sequence[str]) -> bytes:
     """``sql`` with psycopg's ``%(name)s`` placeholders as the protocol's ``$1, $2...``, in the
-    order of ``names`` (each must be one of them), so one text serves both ways of running it."""
+    order of ``names`` (each must be one of them), and its ``%%`` as ``%``, so one text serves
+    both ways of running it."""
 
     def place(found: re.Match[str]) -> str:
+        if found.group(1) is None:
+            return "%"
         return f"${names.index(found.group(1)) + 1}"
 
     return _NAMED.sub(place, sql).encode()
@@ -43,43 +46,26 @@ class Sent:
     """A statement on its way. Raises psycopg's errors, as ``execute()`` would: at the send if
     the connection is gone or a parameter cannot be encoded, at :meth:`reply` for anything the
     server answered with an error. Interrupted while it waits (a BaseException), it closes the
-    connection: libpq would otherwise keep the statement in progress, refusing every other."""
+    connection (:func:`closed_if_interrupted`)."""
 
     def __init__(self, conn: psycopg.Connection[Any], sql: bytes, params: Sequence[str | None]):
         self._conn = conn
         pgconn = conn.pgconn
-        try:  # in the connection's encoding, as psycopg would send them
-            values = [None if p is None else p.encode(conn.info.encoding) for p in params]
-        except UnicodeEncodeError as exc:
-            raise psycopg.DataError(f"a parameter cannot be sent in this encoding: {exc}") from exc
-        pgconn.send_query_params(sql, values)
-        with self._closed_if_interrupted():
-            # flush() answers 1 while part of the message waits for room in the socket. The
-            # server may be blocked writing to us meanwhile (notifications for this connection's
-            # LISTEN): what it sends is read as it comes, or neither side would move (libpq's
-            # advice for PQflush, as psycopg does it).
-            while pgconn.flush():
-                if _wait(pgconn.socket, select.POLLIN | select.POLLOUT) & select.POLLIN:
-                    pgconn.consume_input()
+        pgconn.send_query_params(sql, encoded_texts(conn, params))
+        with closed_if_interrupted(conn):
+            flush(pgconn)
 
     def reply(self) -> list[int]:
         """Wait for the statement's end; the first column of its rows, as integers."""
         pgconn = self._conn.pgconn
         results: list[pq.abc.PGresult] = []
-        with self._closed_if_interrupted():
+        with closed_if_interrupted(self._conn):
             while pgconn.status == pq.ConnStatus.OK:
-                while pgconn.is_busy():
-                    _wait(pgconn.socket, select.POLLIN)
-                    pgconn.consume_input()
-                result = pgconn.get_result()
+                result = next_result(pgconn)
                 if result is None:
                     break
                 results.append(result)
-        # Notifications that came in with the reply are psycopg's to deliver, as they are when
-        # they arrive during its own statements (a worker's wait for work takes them first).
-        while pgconn.status == pq.ConnStatus.OK and (notified := pgconn.notifies()):
-            if pgconn.notify_handler is not None:
-                pgconn.notify_handler(notified)
+        deliver_notifications(pgconn)
         for result in results:
             if result.status != pq.ExecStatus.TUPLES_OK:  # the server's error (or its FATAL)
                 raise psycopg.errors.error_from_result(result, encoding=self._conn.info.encoding)
@@ -89,15 +75,59 @@ class Sent:
             raise psycopg.OperationalError("the connection was lost before the reply was read")
         return [int(r.get_value(i, 0) or 0) for r in results for i in range(r.ntuples)]
 
-    @contextlib.contextmanager
-    def _closed_if_interrupted(self) -> Iterator[None]:
-        try:
-            yield
-        except psycopg.Error:
-            raise
-        except BaseException:
-            self._conn.close()
-            raise
+
+def placeholders(sql: str) -> list[str]:
+    """The names of ``sql``'s ``%(name)s`` placeholders, each once, in the order they come."""
+    return list(dict.fromkeys(m.group(1) for m in _NAMED.finditer(sql) if m.group(1)))
+
+
+def encoded_texts(
+    conn: psycopg.Connection[Any], params: Sequence[str | None]
+) -> list[bytes | None]:
+    """Text parameters in the connection's encoding, as psycopg would send them."""
+    try:
+        return [None if p is None else p.encode(conn.info.encoding) for p in params]
+    except UnicodeEncodeError as exc:
+        raise psycopg.DataError(f"a parameter cannot be sent in this encoding: {exc}") from exc
+
+
+@contextlib.contextmanager
+def closed_if_interrupted(conn: psycopg.Connection[Any]) -> Iterator[None]:
+    """Close ``conn`` if a BaseException other than psycopg's errors (an interrupt) ends the
+    block: libpq would otherwise keep the statement in progress, refusing every other."""
+    try:
+        yield
+    except psycopg.Error:
+        raise
+    except BaseException:
+        conn.close()
+        raise
+
+
+def flush(pgconn: pq.abc.PGconn) -> None:
+    """Send what libpq holds for the server. flush() answers 1 while part of it waits for room
+    in the socket. The server may be blocked writing to us meanwhile (notifications for this
+    connection's LISTEN): what it sends is read as it comes, or neither side would move (libpq's
+    advice for PQflush, as psycopg does it)."""
+    while pgconn.flush():
+        if _wait(pgconn.socket, select.POLLIN | select.POLLOUT) & select.POLLIN:
+            pgconn.consume_input()
+
+
+def next_result(pgconn: pq.abc.PGconn) -> pq.abc.PGresult | None:
+    """The next result of what was sent, once it is in (None: the end of a statement's)."""
+    while pgconn.is_busy():
+        _wait(pgconn.socket, select.POLLIN)
+        pgconn.consume_input()
+    return pgconn.get_result()
+
+
+def deliver_notifications(pgconn: pq.abc.PGconn) -> None:
+    """Notifications that came in with a reply are psycopg's to deliver, as they are when they
+    arrive during its own statements (a worker's wait for work takes them first)."""
+    while pgconn.status == pq.ConnStatus.OK and (notified := pgconn.notifies()):
+        if pgconn.notify_handler is not None:
+            pgconn.notify_handler(notified)
 
 
 def _wait(socket: int, events: int) -> int:

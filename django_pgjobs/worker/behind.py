@@ -9,6 +9,9 @@ server and the loop took turns: a one-process drain of no-op jobs ran 16% slower
 The claim has committed by then: its jobs must start whatever happens to the completions. A send
 or a reply that fails leaves them buffered, written again later (in doubt if the connection
 broke: that write may have committed); the next statement on a broken connection finds it.
+
+Behind a claim that came back full the worker's next claim goes too, in the same pipeline
+(queries.claim_behind): :attr:`Behind.following` holds it once the reply is read.
 """
 
 from __future__ import annotations
@@ -31,15 +34,30 @@ class Behind:
 
     def __init__(self, doubt: InDoubt) -> None:
         self._doubt = doubt
-        self._sent: queries.SentCompletion | None = None
+        self._sent: queries.SentCompletion | queries.ClaimBehind | None = None
         self._done: list[Done] = []
         self._failed = False
+        # The claim sent behind the completions, once its reply is read (read()).
+        self.following: queries.ClaimBehind | None = None
 
-    def send(self, conn: psycopg.Connection[Any], done: list[Done]) -> None:
-        if not done:
+    def send(
+        self,
+        conn: psycopg.Connection[Any],
+        done: list[Done],
+        *,
+        claim: dict[str, Any] | None = None,
+    ) -> None:
+        """Send the successes ``done`` and, with ``claim`` (queries.claim_jobs' arguments), the
+        next claim behind them. A claim that cannot be sent is not: its lease token stays with
+        the claims whose reply was lost (LoopConnection.expect_claim)."""
+        if not done and claim is None:
             return
         try:
-            self._sent = queries.send_completion(conn, **completion(done))
+            if claim is None:
+                self._sent = queries.send_completion(conn, **completion(done))
+            else:
+                tokens = completion(done) if done else {"tokens": []}
+                self._sent = queries.ClaimBehind(conn, **tokens, claim=claim)
         except psycopg.Error:
             self._doubt.if_broken(conn, [d.job for d in done])
             logger.warning("Could not send the completions behind a claim", exc_info=True)
@@ -56,12 +74,18 @@ class Behind:
         write matched (Completer._completed). False if the send or the write failed."""
         if self._sent is None:
             return not self._failed
+        if isinstance(self._sent, queries.ClaimBehind):
+            self.following = self._sent  # read below: its reply comes with the completions'
         try:
             matched = self._sent.reply()
         except psycopg.Error:
+            if not self._done:  # only a claim went: its own reply says what became of it
+                return True
             self._doubt.if_broken(conn, [d.job for d in self._done])
             logger.warning("Could not write the completions behind a claim", exc_info=True)
             return False
+        if not self._done:
+            return True
         try:
             completed(conn, self._done, matched)
         except psycopg.Error:

@@ -23,14 +23,16 @@ from django_pgjobs.worker.completer import Completer
 from django_pgjobs.worker.connection import LoopConnection
 from django_pgjobs.worker.pacing import Pacing
 from django_pgjobs.worker.start_lag import StartLag
+from django_pgjobs.worker.stats import WorkerStats
 
 
 class Dispatch(Protocol):
     """What hands a claim's jobs to threads (Slots.dispatch), calling ``taken`` once they are
-    the worker's: a claim whose dispatch raised before that is given back."""
+    the worker's: a claim whose dispatch raised before that is given back. ``sent_at``: when
+    the claim was sent (monotonic), from which their leases count."""
 
     def __call__(
-        self, jobs: list[queries.ClaimedJob], *, taken: Callable[[], object]
+        self, jobs: list[queries.ClaimedJob], *, sent_at: float, taken: Callable[[], object]
     ) -> object: ...
 
 
@@ -43,12 +45,14 @@ class Claims:
         link: LoopConnection,
         completer: Completer,
         pacing: Pacing,
+        stats: WorkerStats,
     ) -> None:
         self.worker_id = worker_id
         self.queues = queues
         self._link = link
         self._completer = completer
         self._pacing = pacing
+        self._stats = stats  # its count of jobs claimed: each claim's, once they are handed out
         # Whether the worker's queues had flow control at the last claim (which statement to use).
         self._flow = queries.FlowHint()
         # How late its rate-limited handlers begin: the ledger's margin (queries.rate_starts).
@@ -69,32 +73,107 @@ class Claims:
         limit: int,
         start_now: int,
         then: Dispatch,
+        more: Callable[[int], int] | None = None,
     ) -> list[queries.ClaimedJob]:
         """Claim up to ``limit`` jobs, the first ``start_now`` of them to start at once (the
         rest are claimed ahead: their attempt counts once they start), and hand them to
         ``then`` (the dispatch) while the completions sent behind the claim are written
         (Completer.claim). A short claim leaves :meth:`look_ahead` to do: the jobs are in their
-        threads' hands first."""
+        threads' hands first.
+
+        With ``more``, a claim that came back full sends the next one behind those completions
+        (queries.claim_behind), its jobs all claimed ahead: the server claims while this claim's
+        jobs are made and handed out, and so on while claims come back full. ``more(taken)``
+        says how many jobs the next claim may take, ``taken`` jobs being about to be handed out
+        (0: send none). Returns the jobs of every claim it made."""
+        sent_at = time.monotonic()
         self.start_lag.first_claim(conn)
+        claim: dict[str, Any] = {
+            "worker_id": self.worker_id,
+            "lease_seconds": conf.LEASE_SECONDS,
+            "ahead_lease_seconds": ahead_lease(),
+            "queues": self.queues,
+            "job_names": registry.names(),
+            "start_margin": self.start_lag.margin(),
+        }
+        asked = limit
+
+        def follow(taken: int) -> dict[str, Any] | None:
+            nonlocal asked
+            size = 0 if more is None or taken < asked or self._flow.restricted else more(taken)
+            if size <= 0:
+                return None
+            asked = size
+            return {
+                **claim,
+                "limit": size,
+                "start_now": 0,
+                "lease_token": self._link.expect_claim(),
+                "hint": self._flow,
+            }
+
         with self._link.claim_token() as lease_token:
             # Once the jobs are the worker's, an error gives none of them back.
             received = functools.partial(self._link.received, lease_token)
             jobs = self._completer.claim(
                 conn,
-                then=lambda jobs: then(jobs, taken=received),
-                worker_id=self.worker_id,
+                then=lambda jobs: self._hand_out(then, jobs, sent_at=sent_at, taken=received),
+                follow=follow,
+                **claim,
                 limit=limit,
-                lease_seconds=conf.LEASE_SECONDS,
-                ahead_lease_seconds=ahead_lease(),
-                queues=self.queues,
-                job_names=registry.names(),
                 lease_token=lease_token,
                 start_now=start_now,
                 hint=self._flow,
-                start_margin=self.start_lag.margin(),
             )
-        self._short = self._pacing.claimed(asked=limit, got=len(jobs))
-        return jobs
+        everything, followed = list(jobs), False
+        while (following := self._completer.following) is not None:
+            jobs, followed = self._take_following(conn, following, then=then, follow=follow), True
+            everything.extend(jobs)
+        if followed and not jobs and self._flow.restricted:
+            # The claim behind found flow control, and took nothing for it: the next claim runs
+            # the flow-controlled statement at once, as claim_jobs would have.
+            self._pacing.maybe_work, self._short = True, False
+        else:
+            self._short = self._pacing.claimed(asked=asked, got=len(jobs))
+        return everything
+
+    def _take_following(
+        self,
+        conn: psycopg.Connection[Any],
+        following: queries.ClaimBehind,
+        *,
+        then: Dispatch,
+        follow: Callable[[int], dict[str, Any] | None],
+    ) -> list[queries.ClaimedJob]:
+        """The jobs of a claim sent behind the completions, handed to ``then``. Its lease token
+        is forgotten once they are the worker's, or once the server refused the claim on a
+        connection that still works (nothing committed); else what it took is given back."""
+        token = following.lease_token
+        received = functools.partial(self._link.received, token)
+        try:
+            return self._completer.claim_following(
+                conn,
+                following,
+                then=lambda jobs: self._hand_out(
+                    then, jobs, sent_at=following.sent, taken=received
+                ),
+                follow=follow,
+            )
+        except psycopg.Error as exc:
+            if exc.sqlstate is not None and not self._link.broken:
+                received()
+            raise
+
+    def _hand_out(
+        self,
+        dispatch: Dispatch,
+        jobs: list[queries.ClaimedJob],
+        *,
+        sent_at: float,
+        taken: Callable[[], object],
+    ) -> None:
+        dispatch(jobs, sent_at=sent_at, taken=taken)
+        self._stats.claimed += len(jobs)
 
     def look_ahead(self, conn: psycopg.Connection[Any]) -> None:
         """After a short claim: when is more due (or, for due jobs a rate limit holds back,

@@ -42,6 +42,10 @@ from django_pgjobs.worker.single_outcomes import SingleOutcomes
 
 logger = logging.getLogger("django_pgjobs.worker")
 
+# Given how many jobs a full claim took, the arguments of the claim to send behind it (those of
+# queries.claim_jobs, with its own lease token), or None to send none (Claims.take).
+Follow = Callable[[int], "dict[str, Any] | None"]
+
 FLUSH_BATCH = 200
 FLUSH_DELAY = 0.01
 # An outcome whose row another transaction holds is written again after HELD_ROW_FIRST s, then
@@ -79,10 +83,14 @@ class Completer:
         # not, the loop writes them on their own (a claim that keeps failing would hold them,
         # a write behind claims that keeps failing would be tried at every claim, unpaced).
         self._claims_took_them = True
+        # Whether the last write behind a claim went through (may_claim_behind).
+        self._written_behind = True
         # Attempts whose outcome was being written when the connection broke: the rows say
         # what became of them.
         self._doubt = InDoubt(on_written)
         self._single = SingleOutcomes(self._doubt)
+        # The claim sent behind the last claim's successes, its reply read (claim_following).
+        self.following: queries.ClaimBehind | None = None
         # One failed attempt written now, outside a batch (a running job handed back).
         self.fail = self._single.fail
 
@@ -184,6 +192,7 @@ class Completer:
         conn: psycopg.Connection[Any],
         *,
         then: Callable[[list[queries.ClaimedJob]], object] | None = None,
+        follow: Follow | None = None,
         **claim: Any,
     ) -> list[queries.ClaimedJob]:
         """Claim jobs (see ``queries.claim_jobs``) and write the successes waiting for their
@@ -192,7 +201,9 @@ class Completer:
         The successes go right behind the claim (:mod:`.behind`): written while this thread
         makes the claim's rows into jobs and ``then`` hands them out. Under flow control they
         are written first (:meth:`_claim_after_writing`): the room they free counts in the
-        claim."""
+        claim. With ``follow``, the next claim may go behind them (see :data:`Follow`):
+        :attr:`following` holds it, its reply read, for :meth:`claim_following`."""
+        self.following = None
         self._collect(to_write=True)
         self._settle_handed_back()
         hint = claim.get("hint")
@@ -205,31 +216,82 @@ class Completer:
             return jobs
         behind = Behind(self._doubt)
 
-        def send() -> None:  # those that finished while the claim ran go too
-            self._collect(to_write=True)
-            self._settle_handed_back()  # a hand-back succeeded too, but is no completion
-            behind.send(conn, self._successes())
+        def send(taken: int) -> None:
+            self._send_behind(conn, behind, taken, follow)
 
-        claimed = False
+        return self._hand_out(
+            conn,
+            behind,
+            lambda: queries.claim_jobs(preparing_cursor(conn), **claim, meanwhile=send),
+            then,
+        )
+
+    def claim_following(
+        self,
+        conn: psycopg.Connection[Any],
+        following: queries.ClaimBehind,
+        *,
+        then: Callable[[list[queries.ClaimedJob]], object],
+        follow: Follow | None,
+    ) -> list[queries.ClaimedJob]:
+        """The jobs of the claim that went behind the last successes (``following``, its reply
+        read), handed to ``then``; the successes waiting now go behind it, and with ``follow``
+        perhaps the next claim, as in :meth:`claim`. Raises the claim's error."""
+        self.following = None
+        behind = Behind(self._doubt)
+        self._send_behind(conn, behind, following.taken(), follow)
+        return self._hand_out(conn, behind, following.claimed, then)
+
+    def _send_behind(
+        self, conn: psycopg.Connection[Any], behind: Behind, taken: int, follow: Follow | None
+    ) -> None:
+        """Send the successes behind a claim that took ``taken`` jobs, and perhaps the next
+        claim (``follow``). Those that finished while the claim ran go too."""
+        self._collect(to_write=True)
+        self._settle_handed_back()  # a hand-back succeeded too, but is no completion
+        claim = None if follow is None else follow(taken)
+        behind.send(conn, self._successes(), claim=claim)
+
+    def _hand_out(
+        self,
+        conn: psycopg.Connection[Any],
+        behind: Behind,
+        claimed: Callable[[], list[queries.ClaimedJob]],
+        then: Callable[[list[queries.ClaimedJob]], object] | None,
+    ) -> list[queries.ClaimedJob]:
+        """The claim's jobs (``claimed``: its rows made into jobs) handed to ``then`` while what
+        went behind it is written; then its reply."""
+        took = False
         try:
-            jobs = queries.claim_jobs(preparing_cursor(conn), **claim, meanwhile=send)
-            claimed = True
+            jobs = claimed()
+            took = True
             if then is not None:
                 then(jobs)
         finally:
             # Read even when reading the claim's rows failed after the successes were sent: libpq
             # would otherwise refuse every later statement ("another command is already in
             # progress") on a connection that is not broken. At once if nothing was sent.
-            took = behind.read(conn, self._completed)
-            self._claims_took_them = claimed and took
+            written = behind.read(conn, self._completed)
+            self._claims_took_them = took and written
+            self._written_behind = written
+        self.following = behind.following
         return jobs
 
     def rides_on_claims(self) -> bool:
         """What waits to be written can wait for the next claim: successes only (failures,
         snoozes and progress are written at once), and the last claim took those it found."""
+        return self._claims_took_them and self._only_successes()
+
+    def may_claim_behind(self) -> bool:
+        """Another claim may go behind the successes now: nothing else waits to be written,
+        and the last write behind a claim went through (one that keeps failing is not sent
+        again at every claim of a run of them)."""
+        return self._written_behind and self._only_successes()
+
+    def _only_successes(self) -> bool:
         self._collect()
         ready = self._ready(time.monotonic())
-        return self._claims_took_them and not self._progress and all(d.succeeded for d in ready)
+        return not self._progress and all(d.succeeded for d in ready)
 
     def _successes(self) -> list[Done]:
         return [d for d in self._ready(time.monotonic()) if d.succeeded]

@@ -117,8 +117,7 @@ class LoopConnection:
         still works (:meth:`give_back_lost`; an error on this side, reading the reply or handing
         out the jobs). Only an error the server answered, on a connection that still works,
         means nothing committed."""
-        token = uuid.uuid4()
-        self.lost_claims.append(token)
+        token = self.expect_claim()
         try:
             yield token
         except psycopg.Error as exc:
@@ -126,6 +125,13 @@ class LoopConnection:
                 self.received(token)
             raise
         self.received(token)
+
+    def expect_claim(self) -> uuid.UUID:
+        """A lease token for one claim, remembered as :meth:`claim_token` does, for a claim sent
+        outside such a block (one sent behind the completions: queries.claim_behind)."""
+        token = uuid.uuid4()
+        self.lost_claims.append(token)
+        return token
 
     def received(self, token: uuid.UUID) -> None:
         """The claim of ``token`` came back and its jobs are the worker's: nothing to give back,

@@ -16,7 +16,6 @@ job can come back to the same worker as a new attempt while a stale one is still
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import os
 import signal
@@ -123,6 +122,7 @@ class Worker:
             link=self._link,
             completer=self._completer,
             pacing=self._pacing,
+            stats=self.stats,
         )
         self._stopping = threading.Event()
         self._slots = Slots(
@@ -335,13 +335,25 @@ class Worker:
         if limit <= 0:
             return 0
         start_now = min(limit, max(self.concurrency - self._slots.busy, 0))
-        sent_at, conn = time.monotonic(), self._ensure_connected()
-        # The jobs go to threads while the completions sent behind the claim are written.
-        dispatch = functools.partial(self._slots.dispatch, sent_at=sent_at)
-        jobs = self._claims.take(conn, limit=limit, start_now=start_now, then=dispatch)
-        self.stats.claimed += len(jobs)
+        conn = self._ensure_connected()
+        # The jobs go to threads while the completions sent behind the claim are written, and
+        # with jobs claimed ahead the next claim may go behind them (Claims.take).
+        more = self._claim_behind if start_now < limit else None
+        jobs = self._claims.take(
+            conn, limit=limit, start_now=start_now, then=self._slots.dispatch, more=more
+        )
         self._claims.look_ahead(conn)
         return len(jobs)
+
+    def _claim_behind(self, taken: int) -> int:
+        """How many jobs the claim behind a full one of ``taken`` may take (Pacing.behind); none
+        once the worker stops, a duty is due, or may_claim_behind() says the outcomes wait."""
+        if self._stopping.is_set() or not self._completer.may_claim_behind():
+            return 0
+        left = None if self.max_jobs is None else self.max_jobs - self.stats.claimed
+        busy, limit = self._slots.busy, conf.PREFETCH
+        size = self._pacing.behind(taken=taken, busy=busy, prefetch_limit=limit, left=left)
+        return size if self._duties_in() > 0 else 0
 
     def _flush(self, *, force: bool = False) -> None:
         if not self._completer.pending():

@@ -91,6 +91,16 @@ class Pacing:
         size = self.concurrency + ahead - busy
         return size if left is None else max(min(size, left), 0)
 
+    def behind(self, *, taken: int, busy: int, prefetch_limit: int, left: int | None) -> int:
+        """How many jobs the claim sent behind a full one of ``taken`` may take (Claims.take):
+        as many, while the worker holds at most twice what one claim may take (its threads and
+        the prefetch), ``busy`` threads running or having a job queued before those ``taken``
+        are handed out; ``left`` and ``prefetch_limit`` as in :meth:`claim_size`."""
+        room = 2 * (self.concurrency + self.prefetch(prefetch_limit)) - busy - taken
+        if left is not None:
+            room = min(room, left - taken)
+        return max(min(taken, room), 0)
+
     def claimed(self, *, asked: int, got: int) -> bool:
         """After a claim: a full batch means there may be more. Returns True when the batch was
         short, and the loop should look up when the next job is due (:meth:`due_in`)."""

@@ -9,12 +9,13 @@ import threading
 import pytest
 from django.db import connections, transaction
 
-from django_pgjobs import enqueue, enqueue_many
+from django_pgjobs import enqueue, enqueue_many, queries
 from django_pgjobs.database import through_pooler
 from django_pgjobs.models import Job
 from django_pgjobs.prepared import _may_prepare
 from django_pgjobs.worker import Worker
 from tests.helpers import in_thread
+from tests.testapp.models import Run
 
 pytestmark = [
     pytest.mark.django_db(transaction=True, databases=["default", "pooled"]),
@@ -79,3 +80,30 @@ def test_workers_claim_through_the_pooler_and_never_prepare_their_claim(
         assert worker._link.conn is not None
         assert not _may_prepare(worker._link.conn)
     assert Job.objects.filter(status="completed").count() == CLIENTS * (ENQUEUES // 4)
+
+
+def test_busy_workers_send_their_claims_behind_completions_through_the_pooler(
+    make_worker: type[Worker], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A busy worker's next claim goes behind its completions in one pipeline of two
+    transactions (queries.claim_behind): through the pooler each may run on another session."""
+    behind: list[int] = []
+    real = queries.ClaimBehind
+
+    class Counted(real):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            behind.append(1)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(queries, "ClaimBehind", Counted)
+    enqueue_many("test.record", [{"label": str(n)} for n in range(1500)])
+    workers = [make_worker(concurrency=2, using="pooled", listen=False) for _ in range(3)]
+    threads = [in_thread(functools.partial(w.run, burst=True)) for w in workers]
+    for thread in threads:
+        thread.join(120)
+    assert behind, "no claim went behind the completions"
+    assert sum(w.stats.db_errors for w in workers) == 0
+    assert set(Job.objects.values_list("status", "attempt")) == {("completed", 1)}
+    assert sorted(Run.objects.values_list("label", flat=True)) == sorted(
+        str(n) for n in range(1500)
+    )

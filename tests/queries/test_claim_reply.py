@@ -70,11 +70,12 @@ def test_what_goes_behind_the_claim_is_sent_before_its_rows_are_read(
         Recorded(conn.cursor(), calls),
         limit=10,
         hint=hint,
-        meanwhile=lambda: calls.append("meanwhile"),
+        meanwhile=lambda taken: calls.append(f"meanwhile {taken}"),
         **CLAIM,
     )
     assert len(jobs) == 3 and hint.restricted is flow
-    assert calls == ["execute"] * (1 + flow) + ["meanwhile", "fetch"]
+    # Told how many the plain claim took (no claim goes behind a flow-controlled one: 0).
+    assert calls == ["execute"] * (1 + flow) + [f"meanwhile {0 if flow else 3}", "fetch"]
 
 
 def test_in_a_callers_pipeline_flow_control_is_told_from_the_rows(
@@ -94,7 +95,7 @@ def test_a_claim_that_raises_sends_nothing_behind_it(conn: psycopg.Connection[An
     calls: list[str] = []
     with pytest.raises(psycopg.errors.InvalidRowCountInLimitClause):
         queries.claim_jobs(
-            conn.cursor(), limit=-1, meanwhile=lambda: calls.append("meanwhile"), **CLAIM
+            conn.cursor(), limit=-1, meanwhile=lambda taken: calls.append("meanwhile"), **CLAIM
         )
     assert calls == []
 
