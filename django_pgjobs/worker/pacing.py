@@ -93,13 +93,22 @@ class Pacing:
 
     def behind(self, *, taken: int, busy: int, prefetch_limit: int, left: int | None) -> int:
         """How many jobs the claim sent behind a full one of ``taken`` may take (Claims.take):
-        as many, while the worker holds at most twice what one claim may take (its threads and
-        the prefetch), ``busy`` threads running or having a job queued before those ``taken``
-        are handed out; ``left`` and ``prefetch_limit`` as in :meth:`claim_size`."""
-        room = 2 * (self.concurrency + self.prefetch(prefetch_limit)) - busy - taken
+        a claim's worth (its threads and the prefetch) while the worker would hold at most twice
+        that, ``busy`` threads running or having a job queued before those ``taken`` are handed
+        out; ``left`` and ``prefetch_limit`` as in :meth:`claim_size`.
+
+        None while less than half a claim's worth has room: a claim costs a round trip and the
+        server's fixed work whatever it takes, and the loop's own claim comes once threads free
+        up. Sized by the room, not by the claim before it: sized so, the claims behind shrank
+        claim after claim to what the room allowed once and stayed there (two workers drained
+        60,000 jobs in 400 claims instead of 140, 24% slower; benchmarks/README.md)."""
+        batch = self.concurrency + self.prefetch(prefetch_limit)
+        room = 2 * batch - busy - taken
+        if room < batch // 2:
+            return 0
         if left is not None:
             room = min(room, left - taken)
-        return max(min(taken, room), 0)
+        return max(min(batch, room), 0)
 
     def claimed(self, *, asked: int, got: int) -> bool:
         """After a claim: a full batch means there may be more. Returns True when the batch was

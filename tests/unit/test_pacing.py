@@ -230,17 +230,28 @@ def test_under_flow_control_the_next_claim_waits_for_a_free_thread() -> None:
     assert p.claim_size(busy=3, prefetch_limit=100, left=None, restricted=True) == 1 + 100
 
 
-def test_a_claim_behind_takes_as_many_while_the_worker_holds_at_most_two_claims_worth() -> None:
+def test_a_claim_behind_takes_a_claims_worth_while_the_worker_holds_at_most_two() -> None:
     p = pacing()
     p.record_run(0.001)  # 50 ms of work ahead: 200 jobs on 4 threads
     assert p.claim_size(busy=0, prefetch_limit=100, left=None) == 104
     assert p.behind(taken=104, busy=0, prefetch_limit=100, left=None) == 104
-    # Threads still busy with the last claim's jobs: only what keeps the total at 2 x 104.
-    assert p.behind(taken=104, busy=60, prefetch_limit=100, left=None) == 44
+    # Threads still busy with the last claim's jobs: only what keeps the total at 2 x 104...
+    assert p.behind(taken=104, busy=40, prefetch_limit=100, left=None) == 64
+    # ... and none once that is less than half a claim's worth.
+    assert p.behind(taken=104, busy=60, prefetch_limit=100, left=None) == 0
     assert p.behind(taken=104, busy=104, prefetch_limit=100, left=None) == 0
     # --max-jobs: what is left once those taken are counted.
     assert p.behind(taken=104, busy=0, prefetch_limit=100, left=150) == 46
     assert p.behind(taken=104, busy=0, prefetch_limit=100, left=104) == 0
+
+
+def test_claims_behind_do_not_shrink_to_the_size_of_the_one_before() -> None:
+    """A full claim of 60 (its size set by the room then) is followed by a claim's worth once
+    there is room for it, not by another 60."""
+    p = pacing()
+    p.record_run(0.001)
+    assert p.behind(taken=60, busy=0, prefetch_limit=100, left=None) == 104
+    assert p.behind(taken=60, busy=70, prefetch_limit=100, left=None) == 78
 
 
 def test_with_long_jobs_a_claim_behind_takes_little_more_than_the_threads() -> None:
