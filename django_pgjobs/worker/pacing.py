@@ -93,22 +93,26 @@ class Pacing:
 
     def behind(self, *, taken: int, busy: int, prefetch_limit: int, left: int | None) -> int:
         """How many jobs the claim sent behind a full one of ``taken`` may take (Claims.take):
-        a claim's worth (its threads and the prefetch) while the worker would hold at most twice
-        that, ``busy`` threads running or having a job queued before those ``taken`` are handed
-        out; ``left`` and ``prefetch_limit`` as in :meth:`claim_size`.
+        a claim's worth (its threads plus the prefetch) of what holding at most its threads plus
+        twice the prefetch leaves room for, ``busy`` threads running or having a job queued
+        before those ``taken`` are handed out; ``left`` and ``prefetch_limit`` as in
+        :meth:`claim_size`.
 
-        None while less than half a claim's worth has room: a claim costs a round trip and the
-        server's fixed work whatever it takes, and the loop's own claim comes once threads free
-        up. Sized by the room, not by the claim before it: sized so, the claims behind shrank
-        claim after claim to what the room allowed once and stayed there (two workers drained
-        60,000 jobs in 400 claims instead of 140, 24% slower; benchmarks/README.md)."""
-        batch = self.concurrency + self.prefetch(prefetch_limit)
-        room = 2 * batch - busy - taken
-        if room < batch // 2:
+        None while that room is less than half the prefetch: a claim costs a round trip and the
+        server's fixed work whatever it takes, and the loop claims again as threads free up.
+        Sized by the room, not by the claim before it: sized so, the claims behind shrank claim
+        after claim to what the room allowed once and stayed there (two workers drained 60,000
+        jobs in 366-414 claims instead of about 140, 24% slower; benchmarks/README.md). The
+        bound is the threads plus twice the prefetch, not twice both: after a loop claim of a
+        few long jobs, a claim's worth behind it would queue a thread's worth more behind jobs
+        that run for seconds, where the prefetch keeps 50 ms of work waiting."""
+        ahead = self.prefetch(prefetch_limit)
+        room = self.concurrency + 2 * ahead - busy - taken
+        if ahead == 0 or 2 * room < ahead:
             return 0
         if left is not None:
             room = min(room, left - taken)
-        return max(min(batch, room), 0)
+        return max(min(self.concurrency + ahead, room), 0)
 
     def claimed(self, *, asked: int, got: int) -> bool:
         """After a claim: a full batch means there may be more. Returns True when the batch was

@@ -230,15 +230,17 @@ def test_under_flow_control_the_next_claim_waits_for_a_free_thread() -> None:
     assert p.claim_size(busy=3, prefetch_limit=100, left=None, restricted=True) == 1 + 100
 
 
-def test_a_claim_behind_takes_a_claims_worth_while_the_worker_holds_at_most_two() -> None:
+def test_a_claim_behind_takes_a_claims_worth_holding_at_most_twice_the_prefetch() -> None:
     p = pacing()
-    p.record_run(0.001)  # 50 ms of work ahead: 200 jobs on 4 threads
+    p.record_run(0.001)  # 50 ms of work ahead: 200 jobs on 4 threads, at most 100
     assert p.claim_size(busy=0, prefetch_limit=100, left=None) == 104
-    assert p.behind(taken=104, busy=0, prefetch_limit=100, left=None) == 104
-    # Threads still busy with the last claim's jobs: only what keeps the total at 2 x 104...
-    assert p.behind(taken=104, busy=40, prefetch_limit=100, left=None) == 64
-    # ... and none once that is less than half a claim's worth.
-    assert p.behind(taken=104, busy=60, prefetch_limit=100, left=None) == 0
+    # At most the 4 threads and 2 x 100 held: 100 more behind a claim of 104.
+    assert p.behind(taken=104, busy=0, prefetch_limit=100, left=None) == 100
+    # Threads still busy with the last claim's jobs: only what keeps the total at 204...
+    assert p.behind(taken=104, busy=40, prefetch_limit=100, left=None) == 60
+    assert p.behind(taken=104, busy=50, prefetch_limit=100, left=None) == 50
+    # ... and none once that is less than half the prefetch.
+    assert p.behind(taken=104, busy=51, prefetch_limit=100, left=None) == 0
     assert p.behind(taken=104, busy=104, prefetch_limit=100, left=None) == 0
     # --max-jobs: what is left once those taken are counted.
     assert p.behind(taken=104, busy=0, prefetch_limit=100, left=150) == 46
@@ -251,11 +253,20 @@ def test_claims_behind_do_not_shrink_to_the_size_of_the_one_before() -> None:
     p = pacing()
     p.record_run(0.001)
     assert p.behind(taken=60, busy=0, prefetch_limit=100, left=None) == 104
-    assert p.behind(taken=60, busy=70, prefetch_limit=100, left=None) == 78
+    assert p.behind(taken=60, busy=70, prefetch_limit=100, left=None) == 74
 
 
-def test_with_long_jobs_a_claim_behind_takes_little_more_than_the_threads() -> None:
-    p = pacing()
-    p.record_run(1.0)  # nothing ahead
-    assert p.behind(taken=4, busy=0, prefetch_limit=500, left=None) == 4
-    assert p.behind(taken=4, busy=4, prefetch_limit=500, left=None) == 0
+def test_with_long_jobs_claims_behind_keep_little_more_than_the_threads() -> None:
+    """2 s jobs on 100 threads: a prefetch of 2 (50 ms of work). A loop claim of the 2 jobs
+    that fit is followed by 2 more, not by a claim's worth (102) queued behind jobs that run
+    for seconds, which another worker could have started."""
+    p = Pacing(concurrency=100, poll_interval=5.0)
+    p.record_run(2.0)
+    assert p.prefetch(500) == 2
+    assert p.behind(taken=2, busy=100, prefetch_limit=500, left=None) == 2
+    assert p.behind(taken=2, busy=102, prefetch_limit=500, left=None) == 0
+    # Nothing claimed ahead (jobs of a second on 4 threads): no claim behind at all.
+    q = pacing()
+    q.record_run(1.0)
+    assert q.prefetch(500) == 0
+    assert q.behind(taken=4, busy=0, prefetch_limit=500, left=None) == 0
