@@ -270,3 +270,21 @@ def test_with_long_jobs_claims_behind_keep_little_more_than_the_threads() -> Non
     q.record_run(1.0)
     assert q.prefetch(500) == 0
     assert q.behind(taken=4, busy=0, prefetch_limit=500, left=None) == 0
+
+
+def test_a_claim_behind_needs_room_for_at_least_half_the_prefetch_rounded_up() -> None:
+    """A prefetch of 3 on 4 threads: at most 10 held. Room for 1 (under half of 3) sends none;
+    room for 2 sends 2."""
+    p = pacing()
+    p.record_run(0.001)
+    assert p.prefetch(3) == 3
+    assert p.behind(taken=7, busy=2, prefetch_limit=3, left=None) == 0
+    assert p.behind(taken=7, busy=1, prefetch_limit=3, left=None) == 2
+
+
+def test_no_claim_behind_once_nothing_is_claimed_ahead() -> None:
+    """Jobs that got longer (the prefetch is 0 now) stop a run of claims behind, even with
+    threads free: a claim behind is all claimed ahead."""
+    p = pacing()
+    p.record_run(1.0)
+    assert p.behind(taken=1, busy=0, prefetch_limit=500, left=None) == 0
