@@ -150,7 +150,7 @@ class Claims:
         connection that still works (nothing committed); else what it took is given back."""
         token = following.lease_token
         received = functools.partial(self._link.received, token)
-        try:
+        with self._link.awaiting(token):
             return self._completer.claim_following(
                 conn,
                 following,
@@ -159,10 +159,6 @@ class Claims:
                 ),
                 follow=follow,
             )
-        except psycopg.Error as exc:
-            if exc.sqlstate is not None and not self._link.broken:
-                received()
-            raise
 
     def _hand_out(
         self,

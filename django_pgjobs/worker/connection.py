@@ -118,8 +118,17 @@ class LoopConnection:
         out the jobs). Only an error the server answered, on a connection that still works,
         means nothing committed."""
         token = self.expect_claim()
-        try:
+        with self.awaiting(token):
             yield token
+
+    @contextlib.contextmanager
+    def awaiting(self, token: uuid.UUID) -> Iterator[None]:
+        """While the reply of the claim of ``token`` (:meth:`expect_claim`) is read and its jobs
+        handed out: the token is forgotten once the block ends, or at an error the server
+        answered on a connection that still works (nothing committed); any other error leaves
+        it to be given back."""
+        try:
+            yield
         except psycopg.Error as exc:
             if exc.sqlstate is not None and not self.broken:
                 self.received(token)

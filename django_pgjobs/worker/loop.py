@@ -348,12 +348,12 @@ class Worker:
     def _claim_behind(self, taken: int) -> int:
         """How many jobs the claim behind a full one of ``taken`` may take (Pacing.behind); none
         once the worker stops, a duty is due, or may_claim_behind() says the outcomes wait."""
-        if self._stopping.is_set() or not self._completer.may_claim_behind():
+        stop = self._stopping.is_set() or self._duties_in() <= 0
+        if stop or not self._completer.may_claim_behind():
             return 0
         left = None if self.max_jobs is None else self.max_jobs - self.stats.claimed
         busy, limit = self._slots.busy, conf.PREFETCH
-        size = self._pacing.behind(taken=taken, busy=busy, prefetch_limit=limit, left=left)
-        return size if self._duties_in() > 0 else 0
+        return self._pacing.behind(taken=taken, busy=busy, prefetch_limit=limit, left=left)
 
     def _flush(self, *, force: bool = False) -> None:
         if not self._completer.pending():
