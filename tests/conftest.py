@@ -17,6 +17,7 @@ from django_pgjobs.observability.explanation import rescue_hold_seconds
 from django_pgjobs.schedules.declarations import forget
 from django_pgjobs.schedules.scheduler import Scheduler
 from django_pgjobs.worker import Worker
+from tests import flush
 from tests.helpers import second_connection, stop, wait_for
 from tests.hosts.relay import Relay, Upstream
 
@@ -24,6 +25,10 @@ from tests.hosts.relay import Relay, Upstream
 # any bound the code under test sets itself, so a connect without one fails its test (by the
 # time it took) instead of hanging it for psycopg's 130 s.
 UNANSWERING_FOR = 20.0
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    flush.install()  # each transactional test truncates only the tables it wrote to
 
 
 @pytest.fixture
