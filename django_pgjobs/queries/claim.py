@@ -386,4 +386,10 @@ def _only_rules(cur: Any) -> tuple[bool, list[Any] | None]:
     if result is None:
         rows = cur.fetchall()
         return [r[0] for r in rows] == ["rules"], rows
-    return result.ntuples == 1 and result.get_value(0, 0) == b"rules", None
+    return rules_alone(result), None
+
+
+def rules_alone(result: Any) -> bool:
+    """Whether a claim's raw result (libpq's) is its one 'rules' row: the plain statement found
+    that flow control applies, and took nothing."""
+    return bool(result.ntuples == 1 and result.get_value(0, 0) == b"rules")

@@ -27,7 +27,7 @@ from psycopg import pq
 from psycopg.adapt import PyFormat, Transformer
 
 from django_pgjobs.queries.base import ClaimedJob, Token
-from django_pgjobs.queries.claim import FlowHint, claim_statement, claimed_from
+from django_pgjobs.queries.claim import FlowHint, claim_statement, claimed_from, rules_alone
 from django_pgjobs.queries.outcomes import completion_statement
 from django_pgjobs.queries.sent import (
     closed_if_interrupted,
@@ -137,9 +137,7 @@ class ClaimBehind:
         result = _only(self._claim)
         if result is None or result.status != pq.ExecStatus.TUPLES_OK:
             return 0
-        if result.ntuples == 1 and result.get_value(0, 0) == b"rules":
-            return 0
-        return result.ntuples
+        return 0 if rules_alone(result) else result.ntuples
 
 
 # A statement as libpq's send_query_params() takes it: text, values, their types and formats.
