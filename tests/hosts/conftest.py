@@ -34,9 +34,11 @@ def network(django_db_setup: Any) -> Iterator[Sequence[Host]]:
 @pytest.fixture
 def hosts(network: Sequence[Host]) -> Iterator[Sequence[Host]]:
     """The hosts for one test: every process it started on them is killed after it, and a
-    relay it cut is restored, pass or fail."""
+    relay it cut is restored and one it silenced resumed, pass or fail (else the next test's
+    worker on that host could not reach the database)."""
     yield network
     for host in network:
+        host.relay.resume()
         host.kill()
         if host.relay.is_cut:
             host.relay.restore()

@@ -233,8 +233,10 @@ def on_host(payload: dict[str, Any]) -> None:
 
 @job("test.held_on_host", retry_delay=0)
 def held_on_host(payload: dict[str, Any]) -> None:
-    """Records '<host>:started', then waits until the file ``<dir>/release-<attempt>`` exists
-    without touching the database again (its host may be cut off from it meanwhile), touches
+    """Records '<host>:started', touches ``<dir>/waiting-<attempt>`` (the record's reply has
+    reached the handler: cutting its host off from now on cannot leave it waiting for that
+    reply), then waits until the file ``<dir>/release-<attempt>`` exists without touching the
+    database again (its host may be cut off from it meanwhile), touches
     ``<dir>/returned-<attempt>`` and returns: what it leaves in the database after its start is
     only its worker's write of its outcome."""
     attempt = current_attempt()
@@ -243,6 +245,7 @@ def held_on_host(payload: dict[str, Any]) -> None:
         job_id=attempt.job_id, label=f"{_host()}:started", attempt_seen=attempt.attempt
     )
     folder = Path(payload["dir"])
+    (folder / f"waiting-{attempt.attempt}").touch()
     deadline = time.monotonic() + payload.get("timeout", 30)
     while not (folder / f"release-{attempt.attempt}").exists() and time.monotonic() < deadline:
         time.sleep(0.02)
