@@ -164,18 +164,12 @@ def test_a_cut_off_host_s_late_result_is_fenced_out_and_it_comes_back(
     start_workers(hosts, tmp_path)
     wait_until_rescuing(tmp_path)
     job_id = enqueue("test.held_on_host", {"dir": str(tmp_path)})
-    first = wait_on_hosts(
-        tmp_path,
-        lambda: Run.objects.filter(job_id=job_id, label__endswith=":started").first(),
-        what="the job started",
-    )
+    # The handler touches waiting-1 once the reply to its ':started' record is in: the row is
+    # committed before that reply crosses the relay, and a reply held back (or lost) by the cut
+    # would keep the handler from ever reaching its wait for release-1.
+    wait_on_hosts(tmp_path, lambda: (tmp_path / "waiting-1").exists(), what="the job started")
+    first = Run.objects.filter(job_id=job_id, label__endswith=":started").first()
     assert first is not None
-    # Cut off once the handler has the reply to its record: the row is committed before the
-    # reply crosses the relay, and a reply held back (or lost) would keep the handler from ever
-    # reaching its wait for release-1.
-    wait_on_hosts(
-        tmp_path, lambda: (tmp_path / "waiting-1").exists(), what="the handler past its record"
-    )
     [cut_off] = [host for host in hosts if host.label == first.label.partition(":")[0]]
     cut_off.relay.cut() if partition == "closed" else cut_off.relay.silence()
 
