@@ -11,8 +11,8 @@ Lock order, to stay free of deadlocks: a workflow row before its job row, everyw
 Statements that may end someone's wait call ``pgjobs_workflow_wake(key)`` (migration 0008); keys
 are ``result:<id>``, ``message:<id>:<topic>`` and ``event:<id>:<key>``.
 
-The load and the finish, each its own transaction, commit without waiting for their WAL to reach
-the disk (:func:`replayed`); the checkpoints wait, as every other statement of ours does.
+The load, its own transaction, commits without waiting for its WAL to reach the disk
+(:func:`commits_alone`); every other statement here, and every checkpoint, waits.
 """
 
 from __future__ import annotations
@@ -106,27 +106,38 @@ def refuse_stray_job(cur: Cursor, *, workflow_id: str | None, token: Token) -> b
     return cur.fetchone() is not None
 
 
-def replayed(cur: Cursor) -> str:
-    """SQL for the select list of a write that a replay redoes (the load, the finish): when the
-    statement is its own transaction, it commits without waiting for its WAL to be flushed
-    (``synchronous_commit`` off for that transaction alone). A crash of PostgreSQL can lose
-    such a commit only with the WAL after it, so it loses it only together with everything that
-    followed: the first checkpoint after a load and the job's completion after a finish wait for
-    the flush, which writes the WAL before them too. Lost, the job is still running and the
-    rescue replays the workflow from its checkpoints, to the same result (the determinism rule);
-    a result read in the meantime is the one the replay writes again.
+# A condition of the load's WHERE, for a load that is its own transaction (commits_alone): it
+# commits without waiting for its WAL to be flushed (``synchronous_commit`` off for that
+# transaction alone). Not for a dead workflow an operator requeued: its finish is refused unless
+# the load's mark is there (a dead workflow stays dead), so a lost mark would drop its result.
+NO_FLUSH_WAIT = (
+    "CASE WHEN w.status = 'dead' THEN true "
+    "ELSE set_config('synchronous_commit', 'off', true) IS NOT NULL END"
+)
 
-    Each of the two is a commit a handler thread otherwise waits for, the checkpoints' three
-    beside them: 2,000 workflows of three steps, one process, 732 -> 838 a second (4 threads,
-    517 -> 622; benchmarks/README.md, the twenty-first round). Inside a caller's transaction
-    the setting would hold for all of it: there the statement is left as it is."""
+
+def commits_alone(cur: Cursor) -> bool:
+    """Is the next statement on ``cur`` its own transaction (autocommit, none open)? Only then
+    may the load commit without waiting for its flush: inside a caller's transaction the setting
+    would hold for all of it.
+
+    What a crash (of PostgreSQL, of the machine, or a failover) can then take back is the
+    workflow's ``running`` mark and start time: its state before the load, which the claim had
+    already left it in, with the job running and every checkpoint there. The attempt goes on (a
+    checkpoint or the finish on a new connection is fenced by the job's lease token, not by the
+    mark) or the job is rescued and loads it again. Every other statement of a workflow waits
+    for its flush, the finish too: the worker writes the job's completion again after a
+    reconnect, so a finish lost behind a completed job would leave the workflow running for
+    ever; and a result a client read must not be taken back.
+
+    One commit fewer that a handler thread waits for, of five for a workflow of three steps
+    (benchmarks/README.md, the twenty-first round)."""
     conn = getattr(cur, "connection", None)
-    alone = (
+    return (
         conn is not None
         and conn.autocommit
         and conn.info.transaction_status == TransactionStatus.IDLE
     )
-    return "set_config('synchronous_commit', 'off', true)" if alone else "NULL"
 
 
 @dataclass(frozen=True)
@@ -167,8 +178,8 @@ def load(cur: Cursor, *, workflow_id: str, token: Token) -> LoadedWorkflow | Non
     Returns None when there is nothing to run: the workflow finished, was cancelled, this
     attempt no longer holds its job, or the job is not the workflow's own (see
     :func:`refuse_stray_job`). A dead workflow whose job an operator requeued runs again.
-    Locks: the workflow row. Commits without waiting for the flush (:func:`replayed`): a crash
-    that loses it leaves the workflow as it was before, its job running, for the rescue.
+    Locks: the workflow row. Commits without waiting for the flush (:func:`commits_alone`): a
+    crash that loses it leaves the workflow as the claim left it, its job running.
     """
     cur.execute(
         f"""
@@ -177,12 +188,13 @@ def load(cur: Cursor, *, workflow_id: str, token: Token) -> LoadedWorkflow | Non
             completed_at = NULL
         WHERE w.workflow_id = %(workflow_id)s AND w.status IN ('pending', 'running', 'dead')
           AND {holds_workflow_job("w.workflow_id")}
+          AND {NO_FLUSH_WAIT if commits_alone(cur) else "true"}
         RETURNING w.name, w.input::text, w.wake_seq, (
             SELECT coalesce(json_agg(json_build_object(
                 'i', s.step_index, 'n', s.step_name, 's', s.status, 'o', s.output::text,
                 'e', s.error::text, 'w', s.wake_at) ORDER BY s.step_index), '[]')
             FROM pgjobs_workflow_steps AS s WHERE s.workflow_id = w.workflow_id
-        )::text, {replayed(cur)}
+        )::text
         """,
         {"workflow_id": workflow_id, **lease_params(token)},
     )
@@ -263,8 +275,7 @@ def finish(
     """Record the workflow's result and wake whoever waits for it; False if fenced out.
 
     Locks: the workflow row (then, through the wake-up, its waiters' rows). A crash before
-    commit, or before the flush (it does not wait for it: :func:`replayed`), leaves the job
-    running: it is rescued and the workflow replays from checkpoints.
+    commit leaves the job running: it is rescued and the workflow replays from checkpoints.
     """
     cur.execute(
         f"""
@@ -276,7 +287,7 @@ def finish(
               AND {HOLDS_LEASE}
             RETURNING workflow_id
         )
-        SELECT pgjobs_workflow_wake('result:' || workflow_id), {replayed(cur)} FROM done
+        SELECT pgjobs_workflow_wake('result:' || workflow_id) FROM done
         """,
         {
             "workflow_id": workflow_id,
