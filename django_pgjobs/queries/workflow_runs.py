@@ -10,9 +10,6 @@ Lock order, to stay free of deadlocks: a workflow row before its job row, everyw
 
 Statements that may end someone's wait call ``pgjobs_workflow_wake(key)`` (migration 0008); keys
 are ``result:<id>``, ``message:<id>:<topic>`` and ``event:<id>:<key>``.
-
-The load, its own transaction, commits without waiting for its WAL to reach the disk
-(:func:`commits_alone`); every other statement here, and every checkpoint, waits.
 """
 
 from __future__ import annotations
@@ -21,8 +18,6 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-
-from psycopg.pq import TransactionStatus
 
 from django_pgjobs.queries.base import (
     FENCE,
@@ -106,40 +101,6 @@ def refuse_stray_job(cur: Cursor, *, workflow_id: str | None, token: Token) -> b
     return cur.fetchone() is not None
 
 
-# A condition of the load's WHERE, for a load that is its own transaction (commits_alone): it
-# commits without waiting for its WAL to be flushed (``synchronous_commit`` off for that
-# transaction alone). Not for a dead workflow an operator requeued: its finish is refused unless
-# the load's mark is there (a dead workflow stays dead), so a lost mark would drop its result.
-NO_FLUSH_WAIT = (
-    "CASE WHEN w.status = 'dead' THEN true "
-    "ELSE set_config('synchronous_commit', 'off', true) IS NOT NULL END"
-)
-
-
-def commits_alone(cur: Cursor) -> bool:
-    """Is the next statement on ``cur`` its own transaction (autocommit, none open)? Only then
-    may the load commit without waiting for its flush: inside a caller's transaction the setting
-    would hold for all of it.
-
-    What a crash (of PostgreSQL, of the machine, or a failover) can then take back is the
-    workflow's ``running`` mark and start time: its state before the load, which the claim had
-    already left it in, with the job running and every checkpoint there. The attempt goes on (a
-    checkpoint or the finish on a new connection is fenced by the job's lease token, not by the
-    mark) or the job is rescued and loads it again. Every other statement of a workflow waits
-    for its flush, the finish too: the worker writes the job's completion again after a
-    reconnect, so a finish lost behind a completed job would leave the workflow running for
-    ever; and a result a client read must not be taken back.
-
-    One commit fewer that a handler thread waits for, of five for a workflow of three steps
-    (benchmarks/README.md, the twenty-first round)."""
-    conn = getattr(cur, "connection", None)
-    return (
-        conn is not None
-        and conn.autocommit
-        and conn.info.transaction_status == TransactionStatus.IDLE
-    )
-
-
 @dataclass(frozen=True)
 class Checkpoint:
     index: int
@@ -178,8 +139,7 @@ def load(cur: Cursor, *, workflow_id: str, token: Token) -> LoadedWorkflow | Non
     Returns None when there is nothing to run: the workflow finished, was cancelled, this
     attempt no longer holds its job, or the job is not the workflow's own (see
     :func:`refuse_stray_job`). A dead workflow whose job an operator requeued runs again.
-    Locks: the workflow row. Commits without waiting for the flush (:func:`commits_alone`): a
-    crash that loses it leaves the workflow as the claim left it, its job running.
+    Locks: the workflow row.
     """
     cur.execute(
         f"""
@@ -188,7 +148,6 @@ def load(cur: Cursor, *, workflow_id: str, token: Token) -> LoadedWorkflow | Non
             completed_at = NULL
         WHERE w.workflow_id = %(workflow_id)s AND w.status IN ('pending', 'running', 'dead')
           AND {holds_workflow_job("w.workflow_id")}
-          AND {NO_FLUSH_WAIT if commits_alone(cur) else "true"}
         RETURNING w.name, w.input::text, w.wake_seq, (
             SELECT coalesce(json_agg(json_build_object(
                 'i', s.step_index, 'n', s.step_name, 's', s.status, 'o', s.output::text,
