@@ -89,13 +89,14 @@ def workflows(bench: Bench, processes: int) -> dict[str, Any]:
 def workflow_statements(bench: Bench) -> dict[str, Any]:
     """Statements one workflow of bench.three_steps costs, counted by running its job in
     this process under CaptureQueriesContext: the claim and completion of its job (which a
-    worker batches across jobs), and the handler's own (load, checkpoints, finish)."""
+    worker batches across jobs; the workflow's ending goes with the completion), and the
+    handler's own (load, checkpoints)."""
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
     from benchmarks.bench.workflows import three_steps
     from django_pgjobs import start_workflow
-    from django_pgjobs.jobs.context import ProgressReporter
+    from django_pgjobs.jobs.context import AttemptNotes, ProgressReporter
     from django_pgjobs.jobs.registry import registry
     from django_pgjobs.queries import claim_jobs, complete_jobs
     from django_pgjobs.worker.attempt import call_handler
@@ -108,10 +109,12 @@ def workflow_statements(bench: Bench) -> dict[str, Any]:
         )
     handler = registry.get(job.job_name)
     assert handler is not None
+    notes = AttemptNotes()
     with CaptureQueriesContext(connection) as ran:
-        call_handler(handler, job, ProgressReporter(job, lambda *args: None))
+        call_handler(handler, job, ProgressReporter(job, lambda *args: None), notes)
+    ending = None if notes.workflow_ending is None else notes.workflow_ending.text
     with CaptureQueriesContext(connection) as completed, connection.cursor() as cur:
-        complete_jobs(cur, tokens=[job.token])
+        complete_jobs(cur, tokens=[job.token], endings=[ending])
     if handle.get_result(5) != 7:
         raise SystemExit("the counted workflow did not complete")
     handler_sql = [q["sql"] for q in ran.captured_queries]

@@ -105,6 +105,21 @@ def current_attempt() -> RunningAttempt | None:
 
 
 @dataclass
+class WorkflowEnding:
+    """How the workflow an attempt ran ended (completed with its return value, or failed),
+    written by the worker with its job's completion, in the same statement
+    (queries.outcomes.COMPLETED_CTE): a workflow ends exactly when its job completes."""
+
+    workflow_id: str
+    # The ending as the completion's statement takes it: JSON text with the workflow's id
+    # ("id"), status ("s") and, when there is one, its output ("o") or error ("e").
+    text: str
+    # Set by the worker: the job completed but the workflow's row was no longer running or
+    # pending (cancelled meanwhile), so nothing of this ending was written.
+    dropped: bool = False
+
+
+@dataclass
 class AttemptNotes:
     """What a running handler tells the worker about its attempt beyond returning or raising
     (the Django Tasks runner uses it; a plain ``@job`` handler never needs to). Each attempt
@@ -112,14 +127,17 @@ class AttemptNotes:
 
     # The return value to keep on the job (``result``), as JSON text; None: keep nothing.
     result: str | None = None
+    # The workflow this attempt ran ended (the workflow runner's): written with the completion.
+    workflow_ending: WorkflowEnding | None = None
     # On failure: due again after this many seconds (the handler's own backoff, or what its
     # Retry asked for) instead of the retry policy's delay.
     retry_in: float | None = None
     # On failure: no retry whatever attempts are left (a Discard); to the dead letters now.
     give_up: bool = False
     # Called once the attempt's outcome is committed, with the outcome's name ("completed",
-    # "retried", "buried", "cancelled"; never for one dropped by fencing, nor for a snooze),
-    # in a thread of the worker's own, never the loop's: receivers may be slow.
+    # "retried", "buried", "cancelled"; never for one dropped by fencing, nor for a snooze,
+    # nor for a workflow's ending that was dropped), in a thread of the worker's own, never the
+    # loop's: receivers may be slow.
     on_written: Callable[[str], None] | None = None
 
 

@@ -58,7 +58,7 @@ migrations named)::
       -> pending      workflow_runs.start, workflow_control.fork
       pending, running, dead -> running   workflow_runs.load
       running -> pending   workflow_runs.suspend
-      pending, running -> completed, failed   workflow_runs.finish
+      pending, running -> completed, failed   outcomes.complete_jobs (with its job's completion)
       pending, running -> cancelled  workflow_control.cancel
       cancelled, dead, pending -> pending  workflow_control.resume
       pending, running -> dead   trigger pgjobs_failed_workflow (0008)
@@ -126,6 +126,7 @@ from django_pgjobs.queries.operator import (
     retry_job,
 )
 from django_pgjobs.queries.outcomes import (
+    Completed,
     FailOutcome,
     JobState,
     SentCompletion,
@@ -172,6 +173,7 @@ __all__ = [
     "Changed",
     "ClaimBehind",
     "ClaimedJob",
+    "Completed",
     "Cursor",
     "DeadLettered",
     "FailOutcome",

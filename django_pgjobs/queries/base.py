@@ -137,14 +137,6 @@ MINE = f"""mine AS MATERIALIZED (
 MINE_TO_DELETE = f"""mine AS MATERIALIZED (
     SELECT id FROM pgjobs_job_queue WHERE {FENCE} FOR UPDATE SKIP LOCKED
 )"""
-# The same for a batch of finished attempts (FINISHED), with each one's token, how long it ran,
-# its place in the batch and its tuple id: the write takes the row it locked by that id, not by
-# a second descent of the key (see queries.outcomes.COMPLETED_CTE).
-MINE_FINISHED = f"""mine AS MATERIALIZED (
-    SELECT j.id, j.ctid, held.token, held.took, held.place
-    FROM pgjobs_job_queue AS j JOIN {FINISHED} ON {HELD_JOIN}
-    FOR NO KEY UPDATE OF j SKIP LOCKED
-)"""
 
 # The SET list that ends an attempt's hold on its row: whoever presents the old token afterwards
 # matches nothing. locked_at and locked_by stay: when the latest attempt started and which

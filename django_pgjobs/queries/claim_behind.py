@@ -28,7 +28,7 @@ from psycopg.adapt import PyFormat, Transformer
 
 from django_pgjobs.queries.base import ClaimedJob, Token
 from django_pgjobs.queries.claim import FlowHint, claim_statement, claimed_from, rules_alone
-from django_pgjobs.queries.outcomes import completion_statement
+from django_pgjobs.queries.outcomes import Completed, completion_statement
 from django_pgjobs.queries.sent import (
     closed_if_interrupted,
     deliver_notifications,
@@ -40,11 +40,11 @@ from django_pgjobs.queries.sent import (
 
 
 class ClaimBehind:
-    """The completions of ``tokens`` (``took``, ``results``: as queries.complete_jobs; none when
-    ``tokens`` is empty) and a plain claim (``claim``: queries.claim_jobs' arguments, its
-    ``lease_token`` among them, and its ``hint`` if any), on their way. Raises psycopg's
-    errors: at the send if the connection is gone or a parameter cannot be sent; :meth:`reply`
-    raises the completions' error, :meth:`claimed` the claim's."""
+    """The completions of ``tokens`` (``took``, ``results``, ``endings``, ``lock_timeout``: as
+    queries.complete_jobs; none when ``tokens`` is empty) and a plain claim (``claim``:
+    queries.claim_jobs' arguments, its ``lease_token`` among them, and its ``hint`` if any), on
+    their way. Raises psycopg's errors: at the send if the connection is gone or a parameter
+    cannot be sent; :meth:`reply` raises the completions' error, :meth:`claimed` the claim's."""
 
     def __init__(
         self,
@@ -53,6 +53,8 @@ class ClaimBehind:
         tokens: Sequence[Token],
         took: Sequence[float | None] | None = None,
         results: Sequence[str | None] | None = None,
+        endings: Sequence[str | None] | None = None,
+        lock_timeout: str | None = None,
         claim: dict[str, Any],
     ) -> None:
         self._conn = conn
@@ -64,7 +66,8 @@ class ClaimBehind:
         # connection as it was.
         statements: list[Encoded] = []
         if tokens:
-            statements.append(completion_statement(conn, tokens, took, results))
+            completions = completion_statement(conn, tokens, took, results, endings, lock_timeout)
+            statements.append(completions)
         statements.append(_encoded(conn, *claim_statement(**claim)))
         self._claim: list[pq.abc.PGresult] = []
         # When the claim was sent (monotonic), no later than its statement began: its jobs'
@@ -84,7 +87,7 @@ class ClaimBehind:
                 conn.close()
                 raise
 
-    def reply(self) -> list[Token]:
+    def reply(self) -> Completed:
         """Wait for both replies; the attempts the completions wrote, as complete_jobs returns
         them. Raises the error the server answered the completions with (the claim's reply
         read all the same), or OperationalError if the connection was lost before both were in
@@ -112,13 +115,12 @@ class ClaimBehind:
         deliver_notifications(pgconn)
         self._claim = replies[-1]
         if not self._tokens:
-            return []
+            return Completed(self._tokens, ())
         completed = _only(replies[0])
         if completed is None or completed.status != pq.ExecStatus.TUPLES_OK:
             raise _error(conn, completed)
-        return [
-            self._tokens[int(completed.get_value(i, 0) or 0) - 1] for i in range(completed.ntuples)
-        ]
+        places = (int(completed.get_value(i, 0) or 0) for i in range(completed.ntuples))
+        return Completed(self._tokens, places)
 
     def claimed(self) -> list[ClaimedJob]:
         """The claim's jobs (once :meth:`reply` has read it); raises the server's error. A

@@ -1,6 +1,6 @@
-"""A workflow's own row through a run: start, load for a run, suspend, finish. An operator's
-cancel, resume and fork are in :mod:`.workflow_control`; reads that lock nothing are in
-:mod:`.workflow_reads`.
+"""A workflow's own row through a run: start, load for a run, suspend; it ends with its job's
+completion (queries.outcomes). An operator's cancel, resume and fork are in
+:mod:`.workflow_control`; reads that lock nothing are in :mod:`.workflow_reads`.
 
 A workflow runs as a job (key ``pgjobs.workflow:<id>``), so the job's lease token fences its
 writes as it fences a job's outcome: every statement a running workflow makes checks ``(job id,
@@ -220,40 +220,3 @@ def suspend(
     if found is None:
         return Suspension(held=False)
     return Suspension(held=True, due_in=max(float(found[0]), 0.0))
-
-
-def finish(
-    cur: Cursor,
-    *,
-    workflow_id: str,
-    token: Token,
-    status: str,
-    output: str | None,
-    error: str | None,
-) -> bool:
-    """Record the workflow's result and wake whoever waits for it; False if fenced out.
-
-    Locks: the workflow row (then, through the wake-up, its waiters' rows). A crash before
-    commit leaves the job running: it is rescued and the workflow replays from checkpoints.
-    """
-    cur.execute(
-        f"""
-        WITH done AS (
-            UPDATE pgjobs_workflow_executions
-            SET status = %(status)s, output = %(output)s::jsonb, error = %(error)s::jsonb,
-                completed_at = now(), updated_at = now()
-            WHERE workflow_id = %(workflow_id)s AND status IN ('running', 'pending')
-              AND {HOLDS_LEASE}
-            RETURNING workflow_id
-        )
-        SELECT pgjobs_workflow_wake('result:' || workflow_id) FROM done
-        """,
-        {
-            "workflow_id": workflow_id,
-            "status": status,
-            "output": output,
-            "error": error,
-            **lease_params(token),
-        },
-    )
-    return cur.fetchone() is not None

@@ -25,6 +25,7 @@ import psycopg
 from django_pgjobs import queries
 from django_pgjobs.worker.finished import Done, completion
 from django_pgjobs.worker.in_doubt import InDoubt
+from django_pgjobs.worker.lock_waits import LOCK_TIMEOUT as BOUND
 
 logger = logging.getLogger("django_pgjobs.worker")
 
@@ -54,9 +55,9 @@ class Behind:
             return
         try:
             if claim is None:
-                self._sent = queries.send_completion(conn, **completion(done))
+                self._sent = queries.send_completion(conn, **completion(done, lock_timeout=BOUND))
             else:
-                tokens = completion(done) if done else {"tokens": []}
+                tokens = completion(done, lock_timeout=BOUND) if done else {"tokens": []}
                 self._sent = queries.ClaimBehind(conn, **tokens, claim=claim)
         except psycopg.Error:
             self._doubt.if_broken(conn, [d.job for d in done])
@@ -68,7 +69,7 @@ class Behind:
     def read(
         self,
         conn: psycopg.Connection[Any],
-        completed: Callable[[psycopg.Connection[Any], Sequence[Done], list[queries.Token]], None],
+        completed: Callable[[psycopg.Connection[Any], Sequence[Done], queries.Completed], None],
     ) -> bool:
         """Wait for the reply, then hand ``completed`` the successes sent and the attempts the
         write matched (Completer._completed). False if the send or the write failed."""

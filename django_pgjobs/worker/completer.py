@@ -32,9 +32,10 @@ import psycopg
 
 from django_pgjobs import queries
 from django_pgjobs.prepared import preparing_cursor
+from django_pgjobs.worker import lock_waits
 from django_pgjobs.worker.attempt import AttemptResult
 from django_pgjobs.worker.behind import Behind
-from django_pgjobs.worker.finished import Done, completion
+from django_pgjobs.worker.finished import Done, completion, endings_dropped
 from django_pgjobs.worker.in_doubt import InDoubt
 from django_pgjobs.worker.outcomes import Outcome, Written
 from django_pgjobs.worker.progress_reports import Progress, ProgressReports
@@ -159,15 +160,31 @@ class Completer:
                 self._hold(done)
 
     def _write_successes(self, conn: psycopg.Connection[Any], done_ok: list[Done]) -> None:
-        """Write the successes ``done_ok`` in one batch; a database error leaves them buffered."""
+        """Write the successes ``done_ok`` in one batch; a database error leaves them buffered.
+        Only the workflows they ended can make it wait for a lock (their waiters' rows, in
+        lock_waits.LOCK_TIMEOUT at most): then those are kept and the rest written without."""
         if not done_ok:
             return
-        completed = self._doubt.guarded(
-            conn,
-            [d.job for d in done_ok],
-            lambda: queries.complete_jobs(conn.cursor(), **completion(done_ok)),
-            bounded=False,  # no trigger waits on a completion
-        )
+        # Bounded on the worker's autocommit connection; inside a caller's transaction
+        # (testing.drain()) the bound would last as long as that transaction.
+        idle = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        args = completion(done_ok, lock_timeout=lock_waits.LOCK_TIMEOUT if idle else None)
+        try:
+            completed = self._doubt.guarded(
+                conn,
+                [d.job for d in done_ok],
+                lambda: queries.complete_jobs(conn.cursor(), **args),
+                bounded=False,  # no trigger waits on a completion: its own bound, just above
+            )
+        except psycopg.errors.LockNotAvailable:
+            ending = [d for d in done_ok if d.notes.workflow_ending is not None]
+            for done in ending:
+                self._done.remove(done)
+                self._hold(done, delay=LOCK_WAIT_RETRY)
+            if len(ending) == len(done_ok):
+                return
+            self._write_successes(conn, [d for d in done_ok if d.notes.workflow_ending is None])
+            return
         self._completed(conn, done_ok, completed)
 
     def _hold(self, done: Done, *, delay: float | None = None) -> None:
@@ -310,7 +327,7 @@ class Completer:
         return queries.claim_jobs(preparing_cursor(conn), **claim)
 
     def _completed(
-        self, conn: psycopg.Connection[Any], done: Sequence[Done], tokens: Sequence[queries.Token]
+        self, conn: psycopg.Connection[Any], done: Sequence[Done], tokens: queries.Completed
     ) -> None:
         """The successes ``done`` were written (the attempts ``tokens``: by token, as a batch may
         hold a stale attempt of a job beside its new one): they leave the buffer, unless their
@@ -324,6 +341,8 @@ class Completer:
             completed = set(tokens)
             written = [d for d in done if d.job.token in completed]
             unmatched = [d for d in done if d.job.token not in completed]
+        if tokens.endings_dropped:
+            endings_dropped(written, tokens.endings_dropped)
         # Out of the buffer in one pass (a remove() each compared dataclasses field by field
         # whenever an outcome held back sat ahead of them).
         gone = {id(d) for d in written}

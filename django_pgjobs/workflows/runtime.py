@@ -1,7 +1,8 @@
 """Running a workflow as a job: load it and all its checkpoints in one round trip, call the
 workflow function in its context (:mod:`~django_pgjobs.workflows.context`), where every step
 call either returns the checkpoint recorded at its index or runs the step and records one
-(:mod:`~django_pgjobs.workflows.steps`), then write how it ended. So a workflow re-executed after
+(:mod:`~django_pgjobs.workflows.steps`), then hand how it ended to the worker, which writes it
+with the job's completion. So a workflow re-executed after
 a crash passes through its finished steps without running them and carries on from the first
 step that has no checkpoint.
 """
@@ -15,7 +16,9 @@ from django_pgjobs.database import connection_lost
 from django_pgjobs.exceptions import (
     PayloadNotDecodable,
     WorkflowError,
+    WorkflowSerializationError,
 )
+from django_pgjobs.jobs import validation
 from django_pgjobs.jobs.context import JobHandedBack, current_job
 from django_pgjobs.queries import ClaimedJob
 from django_pgjobs.queries import workflow_reads as reads
@@ -90,7 +93,13 @@ def run_workflow_job(payload: Any) -> None:
                     raise ctx.stopped
             if ctx.fatal is not None:
                 raise ctx.fatal
-            output = codec.encode(result, f"The return value of workflow {loaded.name!r}")
+            what = f"The return value of workflow {loaded.name!r}"
+            output = codec.encode(result, what)
+            # Written with the job's completion, in a batch with others: held to the limit of
+            # its arguments (and a task's result), so no one value can make the batch too big.
+            validation.check_payload_size(
+                len(output.encode("utf-8")), what, WorkflowSerializationError
+            )
     except _Suspended as suspended:
         raise JobHandedBack(suspended.delay) from None
     except _Cancelled:
@@ -110,11 +119,4 @@ def run_workflow_job(payload: Any) -> None:
         logger.info("Workflow %s failed: %s", workflow_id, type(failure).__name__)
     finally:
         _current.reset(reset)
-    with cursor() as cur:
-        if not runs.finish(
-            cur, workflow_id=workflow_id, token=job.token, status=status, output=output,
-            error=error,
-        ):  # fmt: skip
-            logger.warning("Result of workflow %s dropped: taken over or cancelled", workflow_id)
-            return
-    lifecycle.finish_after_write(workflow_id, loaded.name, status, why)
+    lifecycle.ended(workflow_id, loaded.name, status, output=output, error=error, why=why)

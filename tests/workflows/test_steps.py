@@ -14,7 +14,7 @@ from django.test.utils import CaptureQueriesContext
 
 from django_pgjobs import queries, start_workflow
 from django_pgjobs.exceptions import WorkflowSerializationError
-from django_pgjobs.jobs.context import ProgressReporter
+from django_pgjobs.jobs.context import AttemptNotes, ProgressReporter
 from django_pgjobs.jobs.registry import registry
 from django_pgjobs.worker import Worker
 from django_pgjobs.worker.attempt import call_handler
@@ -76,7 +76,8 @@ def test_steps_outside_a_workflow_are_plain_calls() -> None:
 
 
 def test_step_overhead_is_one_statement_per_step(other_connection: Any) -> None:
-    """Run the workflow's job in this thread so every statement it makes is captured."""
+    """Run the workflow's job in this thread so every statement it makes is captured; its
+    ending goes with its job's completion, as a worker writes it."""
     handle = start_workflow(wf.five_steps, "count", "/nonexistent")
     [job] = queries.claim_jobs(
         other_connection.cursor(),
@@ -88,10 +89,17 @@ def test_step_overhead_is_one_statement_per_step(other_connection: Any) -> None:
     )
     handler = registry.get(job.job_name)
     assert handler is not None
+    notes = AttemptNotes()
     with CaptureQueriesContext(connection) as captured:
-        call_handler(handler, job, ProgressReporter(job, lambda *args: None))
-    assert handle.get_result(1)[0] == "count:0"
+        call_handler(handler, job, ProgressReporter(job, lambda *args: None), notes)
     ours = [q["sql"] for q in captured.captured_queries if "pgjobs_workflow" in q["sql"]]
-    # One statement to load, one checkpoint per step, one to finish.
-    assert len(ours) == 7, ours
+    # One statement to load, one checkpoint per step; the ending waits for the completion.
+    assert len(ours) == 6, ours
     assert sum("INSERT INTO pgjobs_workflow_steps" in sql for sql in ours) == 5
+    assert handle.get_status() == "running"
+    assert notes.workflow_ending is not None
+    completed = queries.complete_jobs(
+        other_connection.cursor(), tokens=[job.token], endings=[notes.workflow_ending.text]
+    )
+    assert completed == [job.token] and not completed.endings_dropped
+    assert handle.get_result(1)[0] == "count:0"
