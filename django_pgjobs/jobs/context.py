@@ -108,15 +108,12 @@ def current_attempt() -> RunningAttempt | None:
 class WorkflowEnding:
     """How the workflow an attempt ran ended (completed with its return value, or failed),
     written by the worker with its job's completion, in the same statement
-    (queries.outcomes.COMPLETED_CTE): a workflow ends exactly when its job completes."""
+    (queries.completions.ENDED_CTE): a workflow ends exactly when its job completes."""
 
     workflow_id: str
     # The ending as the completion's statement takes it: JSON text with the workflow's id
     # ("id"), status ("s") and, when there is one, its output ("o") or error ("e").
     text: str
-    # Set by the worker: the job completed but the workflow's row was no longer running or
-    # pending (cancelled meanwhile), so nothing of this ending was written.
-    dropped: bool = False
 
 
 @dataclass
@@ -135,9 +132,8 @@ class AttemptNotes:
     # On failure: no retry whatever attempts are left (a Discard); to the dead letters now.
     give_up: bool = False
     # Called once the attempt's outcome is committed, with the outcome's name ("completed",
-    # "retried", "buried", "cancelled"; never for one dropped by fencing, nor for a snooze,
-    # nor for a workflow's ending that was dropped), in a thread of the worker's own, never the
-    # loop's: receivers may be slow.
+    # "retried", "buried", "cancelled"; never for one dropped by fencing, nor for a snooze),
+    # in a thread of the worker's own, never the loop's: receivers may be slow.
     on_written: Callable[[str], None] | None = None
 
 

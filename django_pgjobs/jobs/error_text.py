@@ -45,7 +45,7 @@ def describe_error(exc: BaseException) -> str:
     except Exception as failure:
         text = _fallback_description(exc, failure)
     try:
-        return _shorten(clean_text(_shorten(text)))
+        return shortened(clean_text(shortened(text)))
     except Exception:
         return UNDESCRIBED_ERROR
 
@@ -62,7 +62,8 @@ def _fallback_description(exc: BaseException, failure: Exception) -> str:
         return UNDESCRIBED_ERROR
 
 
-def _shorten(text: str) -> str:
+def shortened(text: str) -> str:
+    """``text`` cut to MAX_ERROR_LENGTH characters, its head and its tail kept."""
     if len(text) > MAX_ERROR_LENGTH:
         return text[: MAX_ERROR_LENGTH // 2] + "\n...\n" + text[-MAX_ERROR_LENGTH // 2 :]
     return text

@@ -273,3 +273,23 @@ def check_payload_size(
             f"{what} is {size:,} bytes of JSON; the limit is {limit:,} (PGJOBS"
             '["MAX_PAYLOAD_BYTES"]). Store large data in a table or a file and pass its id.'
         )
+
+
+# The largest value kept with a job's completion (a task's result, a workflow's return value),
+# whatever MAX_PAYLOAD_BYTES says: the worker writes it in one statement with its batch's others
+# (worker.finished.BATCH_BYTES), where one value past what jsonb holds would fail them all.
+MAX_KEPT_BYTES = 16 * 1024 * 1024
+
+
+def check_kept_size(
+    size: int, what: str, error: type[PayloadNotSerializable] = PayloadNotSerializable
+) -> None:
+    """:func:`check_payload_size` for a value kept with a job's completion, also held to
+    MAX_KEPT_BYTES."""
+    check_payload_size(size, what, error)
+    if size > MAX_KEPT_BYTES:
+        raise error(
+            f"{what} is {size:,} bytes of JSON; a value kept with a job's completion is at most "
+            f"{MAX_KEPT_BYTES:,} bytes, whatever MAX_PAYLOAD_BYTES says. Store large data in a "
+            "table or a file and return its id."
+        )

@@ -27,7 +27,7 @@ migrations named)::
       running -> running   lease.heartbeat (lease renewed; a job claimed ahead: its start
                       recorded), lease.report_progress, lease.save_metadata (a task's),
                       enqueue.detach_key_from_running_job (key given up)
-      running -> completed outcomes.complete_jobs (or sent without waiting: .send_completion)
+      running -> completed completions.complete_jobs (or sent without waiting: .send_completion)
       running -> pending   outcomes.fail_job (a retry; lost connection: attempt undone, once),
                       rescue.rescue_expired_leases (expired; never started: attempt undone),
                       lease.release_jobs / .release_lost_claims (never started: attempt
@@ -58,7 +58,7 @@ migrations named)::
       -> pending      workflow_runs.start, workflow_control.fork
       pending, running, dead -> running   workflow_runs.load
       running -> pending   workflow_runs.suspend
-      pending, running -> completed, failed   outcomes.complete_jobs (with its job's completion)
+      pending, running -> completed, failed   completions.complete_jobs (with its job's completion)
       pending, running -> cancelled  workflow_control.cancel
       cancelled, dead, pending -> pending  workflow_control.resume
       pending, running -> dead   trigger pgjobs_failed_workflow (0008)
@@ -100,6 +100,12 @@ from __future__ import annotations
 from django_pgjobs.queries.base import CANCEL_CHANNEL, NOTIFY_CHANNEL, ClaimedJob, Cursor, Token
 from django_pgjobs.queries.claim import FlowHint, claim_jobs
 from django_pgjobs.queries.claim_behind import ClaimBehind
+from django_pgjobs.queries.completions import (
+    Completed,
+    SentCompletion,
+    complete_jobs,
+    send_completion,
+)
 from django_pgjobs.queries.enqueue import (
     detach_key_from_running_job,
     find_active_job_by_key,
@@ -126,16 +132,12 @@ from django_pgjobs.queries.operator import (
     retry_job,
 )
 from django_pgjobs.queries.outcomes import (
-    Completed,
     FailOutcome,
     JobState,
-    SentCompletion,
     bury_job,
     cancel_held_job,
-    complete_jobs,
     fail_job,
     find_job_state,
-    send_completion,
 )
 from django_pgjobs.queries.queues import (
     pause_queue,

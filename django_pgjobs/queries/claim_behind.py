@@ -28,7 +28,7 @@ from psycopg.adapt import PyFormat, Transformer
 
 from django_pgjobs.queries.base import ClaimedJob, Token
 from django_pgjobs.queries.claim import FlowHint, claim_statement, claimed_from, rules_alone
-from django_pgjobs.queries.outcomes import Completed, completion_statement
+from django_pgjobs.queries.completions import Completed, completion_statement
 from django_pgjobs.queries.sent import (
     closed_if_interrupted,
     deliver_notifications,

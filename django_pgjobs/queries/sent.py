@@ -12,7 +12,7 @@ outside pipeline mode): the caller reads the reply before its next statement, wh
 in between. The statement runs in an implicit transaction of its own (the protocol's Sync ends
 it), as an autocommit ``execute()`` would, and is never prepared, so a transaction pooler
 (PgBouncer in transaction mode) passes it like any other. Its parameters are texts and its reply
-one column of integers: what the worker's completions need (queries.outcomes.send_completion).
+one column of integers: what the worker's completions need (queries.completions.send_completion).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """A workflow's own row through a run: start, load for a run, suspend; it ends with its job's
-completion (queries.outcomes). An operator's cancel, resume and fork are in
+completion (queries.completions). An operator's cancel, resume and fork are in
 :mod:`.workflow_control`; reads that lock nothing are in :mod:`.workflow_reads`.
 
 A workflow runs as a job (key ``pgjobs.workflow:<id>``), so the job's lease token fences its

@@ -188,7 +188,11 @@ def _stored(task: Any, value: Any, notes: AttemptNotes) -> str | None:
     what = f"The return value of task {task.module_path}"
     try:
         normal = framework.normalize_json(value)
-        return None if normal is None else validation.dump_payload(normal, what)
+        if normal is None:
+            return None
+        text = validation.dump_payload(normal, what)
+        validation.check_kept_size(len(text.encode("utf-8")), what)  # beside its batch's others
+        return text
     except (TypeError, ValueError, PayloadNotSerializable, RecursionError) as exc:
         notes.give_up = True  # the same code returns the same value: no retry helps
         raise ResultNotStorable(f"{what} cannot be stored as JSON: {exc}") from exc

@@ -85,7 +85,7 @@ class AfterWrite:
         signals, if anyone listens; ``took``: seconds its handler ran."""
         if self._metrics is not None and self._metrics.written(written, took):
             self._submit(self._metrics.drain, always=True)
-        callback = _callback(notes) is not None
+        callback = notes is not None and notes.on_written is not None
         if not (callback and written.outcome in _REPORTED) and not job_signals.wanted(written):
             return
         self._submit(functools.partial(after_written, notes, written, took, worker_id, self._using))
@@ -171,21 +171,12 @@ def _send_rescued(dead: tuple[queries.DeadLettered, ...], using: str) -> None:
 def call_after_write(notes: AttemptNotes | None, outcome: Outcome) -> None:
     """Run the attempt's ``on_written`` for this outcome here and now (what the thread runs;
     ``testing.drain()`` calls it in the test's own thread). Never raises."""
-    callback = _callback(notes)
-    if callback is None or outcome not in _REPORTED:
+    if notes is None or notes.on_written is None or outcome not in _REPORTED:
         return
     try:
-        callback(outcome.value)
+        notes.on_written(outcome.value)
     except Exception:
         log_exception(logger, "A callback after a written outcome (%s) raised", outcome.value)
-
-
-def _callback(notes: AttemptNotes | None) -> Callable[[str], None] | None:
-    """The attempt's ``on_written``, if it has one; none for a workflow whose ending was dropped
-    (it was cancelled meanwhile: its ``workflow_finished`` went with the cancel)."""
-    if notes is None or (notes.workflow_ending is not None and notes.workflow_ending.dropped):
-        return None
-    return notes.on_written
 
 
 def _with_connection_care(call: Callable[[], None]) -> None:

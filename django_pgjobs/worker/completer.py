@@ -35,7 +35,7 @@ from django_pgjobs.prepared import preparing_cursor
 from django_pgjobs.worker import lock_waits
 from django_pgjobs.worker.attempt import AttemptResult
 from django_pgjobs.worker.behind import Behind
-from django_pgjobs.worker.finished import Done, completion, endings_dropped
+from django_pgjobs.worker.finished import Done, completion, endings_dropped, within_bytes
 from django_pgjobs.worker.in_doubt import InDoubt
 from django_pgjobs.worker.outcomes import Outcome, Written
 from django_pgjobs.worker.progress_reports import Progress, ProgressReports
@@ -122,7 +122,7 @@ class Completer:
         self._collect()
         ready = self._ready(now)
         progress = self._progress.due_at()
-        if (progress is not None and progress <= now) or not all(d.succeeded for d in ready):
+        if (progress is not None and progress <= now) or not all(d.batched for d in ready):
             return 0.0
         if not ready:  # only outcomes and reports whose rows another transaction held
             held = [d.retry_at for d in self._done] + ([] if progress is None else [progress])
@@ -141,11 +141,13 @@ class Completer:
         self._progress.write(conn, now=time.monotonic())
         self._settle_handed_back()
         ready = self._ready(time.monotonic())
-        self._write_successes(conn, [d for d in ready if d.succeeded])
-        waited = False
-        for done in [d for d in ready if not d.succeeded]:
+        waited = self._write_successes(conn, within_bytes([d for d in ready if d.batched]))
+        for done in [d for d in self._ready(time.monotonic()) if not d.batched]:
             if waited:
                 break  # one lock wait a write at most: the rest go in the next one
+            if done.succeeded:  # one whose workflow's wake-ups met a lock: written alone
+                waited = self._write_successes(conn, [done])
+                continue
             try:
                 written = self._single.write(conn, done)  # a database error leaves it buffered
             except psycopg.errors.LockNotAvailable:
@@ -159,33 +161,41 @@ class Completer:
             if not written:
                 self._hold(done)
 
-    def _write_successes(self, conn: psycopg.Connection[Any], done_ok: list[Done]) -> None:
+    def _write_successes(self, conn: psycopg.Connection[Any], done_ok: list[Done]) -> bool:
         """Write the successes ``done_ok`` in one batch; a database error leaves them buffered.
-        Only the workflows they ended can make it wait for a lock (their waiters' rows, in
-        lock_waits.LOCK_TIMEOUT at most): then those are kept and the rest written without."""
+        True if it waited lock_waits.LOCK_TIMEOUT for a lock and gave up: only the wake-ups of
+        the workflows they ended wait for one (their waiters' rows), so those are kept
+        (:meth:`_lock_met`) and the rest written at once."""
         if not done_ok:
-            return
-        # Bounded on the worker's autocommit connection; inside a caller's transaction
-        # (testing.drain()) the bound would last as long as that transaction.
-        idle = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
-        args = completion(done_ok, lock_timeout=lock_waits.LOCK_TIMEOUT if idle else None)
+            return False
+        args = completion(done_ok, bound=lock_waits.statement_bound(conn))
         try:
             completed = self._doubt.guarded(
                 conn,
                 [d.job for d in done_ok],
                 lambda: queries.complete_jobs(conn.cursor(), **args),
-                bounded=False,  # no trigger waits on a completion: its own bound, just above
+                bounded=False,  # the statement bounds its own waits, where it has any
             )
         except psycopg.errors.LockNotAvailable:
-            ending = [d for d in done_ok if d.notes.workflow_ending is not None]
-            for done in ending:
-                self._done.remove(done)
-                self._hold(done, delay=LOCK_WAIT_RETRY)
-            if len(ending) == len(done_ok):
-                return
+            self._lock_met(done_ok)
             self._write_successes(conn, [d for d in done_ok if d.notes.workflow_ending is None])
-            return
+            return True
         self._completed(conn, done_ok, completed)
+        return False
+
+    def _lock_met(self, done_ok: list[Done]) -> None:
+        """A wake-up of a workflow one of ``done_ok`` ended met an application's lock: those
+        that end a workflow are written alone from now on, one at a time (so the one whose
+        waiter is held holds back no other), and one that was written alone waits
+        LOCK_WAIT_RETRY before it is tried again (each try holds the loop)."""
+        for done in done_ok:
+            if done.notes.workflow_ending is None:
+                continue
+            self._done.remove(done)
+            if done.alone or len(done_ok) == 1:
+                self._hold(dataclasses.replace(done, alone=True), delay=LOCK_WAIT_RETRY)
+            else:
+                self._done.append(dataclasses.replace(done, alone=True))
 
     def _hold(self, done: Done, *, delay: float | None = None) -> None:
         """Keep an outcome whose row another transaction held, to write it again shortly (after
@@ -308,10 +318,10 @@ class Completer:
     def _only_successes(self) -> bool:
         self._collect()
         ready = self._ready(time.monotonic())
-        return not self._progress and all(d.succeeded for d in ready)
+        return not self._progress and all(d.batched for d in ready)
 
     def _successes(self) -> list[Done]:
-        return [d for d in self._ready(time.monotonic()) if d.succeeded]
+        return within_bytes([d for d in self._ready(time.monotonic()) if d.batched])
 
     def _claim_after_writing(
         self, conn: psycopg.Connection[Any], claim: dict[str, Any]

@@ -25,6 +25,9 @@ class Done:
     retry_at: float = 0.0
     holds: int = 0
     told: bool = False  # that its outcome waits for another transaction was logged
+    # A success whose workflow's wake-ups met an application's lock: written on its own from
+    # then on, so that it holds back nothing else (Completer.write).
+    alone: bool = False
 
     @property
     def error(self) -> str | None:
@@ -38,6 +41,11 @@ class Done:
         return attempt.error is None and attempt.snoozed is None and attempt.too_late is None
 
     @property
+    def batched(self) -> bool:
+        """A success written in a batch with others (not one written alone)."""
+        return self.succeeded and not self.alone
+
+    @property
     def handed_back(self) -> float | None:
         return self.attempt.handed_back
 
@@ -46,10 +54,10 @@ class Done:
         return self.attempt.notes or AttemptNotes()
 
 
-def completion(done: Sequence[Done], *, lock_timeout: str | None) -> dict[str, Any]:
+def completion(done: Sequence[Done], *, bound: str | None) -> dict[str, Any]:
     """complete_jobs' arguments for these successful attempts: tokens, run times, results and
-    the workflows they ended, each in the batch's order; ``lock_timeout`` bounds the lock waits
-    of those workflows' wake-ups (None: inside a caller's transaction, which it would outlast)."""
+    the workflows they ended, each in the batch's order; ``bound``: the ``lock_timeout`` of
+    those workflows' wake-ups (lock_waits.statement_bound)."""
     notes = [d.notes for d in done]
     results = [n.result for n in notes]
     endings = [None if n.workflow_ending is None else n.workflow_ending.text for n in notes]
@@ -58,15 +66,38 @@ def completion(done: Sequence[Done], *, lock_timeout: str | None) -> dict[str, A
         "took": [d.attempt.took for d in done],
         "results": results if any(r is not None for r in results) else None,
         "endings": endings if any(e is not None for e in endings) else None,
-        "lock_timeout": lock_timeout,
+        "lock_timeout": bound,
     }
+
+
+# How much JSON the kept values (results, workflows' endings) of one batch may add up to, before
+# the one that passes it: each jsonb parameter of the statement holds at most 255 MiB, and
+# jsonb's binary form can take six times the text of an array of small numbers. One value is
+# at most MAX_KEPT_BYTES (tasks.runner, workflows.runtime), so a batch stays under twice this.
+BATCH_BYTES = 16 * 1024 * 1024
+
+
+def within_bytes(done: list[Done]) -> list[Done]:
+    """The first of ``done`` whose kept values fit in BATCH_BYTES (at least one): the rest wait
+    for the next write."""
+    total = 0
+    for i, d in enumerate(done):
+        notes = d.attempt.notes
+        if notes is None or (notes.result is None and notes.workflow_ending is None):
+            continue
+        total += len(notes.result or "") + (
+            0 if notes.workflow_ending is None else len(notes.workflow_ending.text)
+        )
+        if total > BATCH_BYTES and i > 0:
+            return done[:i]
+    return done
 
 
 def endings_dropped(written: Sequence[Done], dropped: frozenset[queries.Token]) -> None:
     """These attempts completed, but the workflows they ended were no longer running (cancelled
-    meanwhile): what those keep is their cancel, and no ``workflow_finished`` is sent."""
+    meanwhile): those keep their cancel (and send no ``workflow_finished`` for this ending:
+    workflows.lifecycle reads what the row says)."""
     for done in written:
         ending = done.notes.workflow_ending
         if ending is not None and done.job.token in dropped:
-            ending.dropped = True
             logger.warning("Result of workflow %s dropped: it was cancelled", ending.workflow_id)

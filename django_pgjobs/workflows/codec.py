@@ -16,7 +16,13 @@ from typing import Any
 from django.core.serializers.json import DjangoJSONEncoder
 
 from django_pgjobs.exceptions import RecordedError, WorkflowFailed, WorkflowSerializationError
-from django_pgjobs.jobs.error_text import clean_text, describe_error, safe_str
+from django_pgjobs.jobs.error_text import (
+    MAX_ERROR_LENGTH,
+    clean_text,
+    describe_error,
+    safe_str,
+    shortened,
+)
 
 
 def encode(value: Any, what: str) -> str:
@@ -41,19 +47,24 @@ def encode(value: Any, what: str) -> str:
 def describe(exc: BaseException) -> dict[str, Any]:
     """An exception as JSON: enough to raise it again, and its traceback for people."""
     cls = type(exc)
-    message = clean_text(safe_str(exc))  # NUL and lone surrogates: jsonb could not store them
+    # NUL and lone surrogates: jsonb could not store them. Each part is held to
+    # MAX_ERROR_LENGTH, as the traceback is: a workflow's error is written with its job's
+    # completion, beside its batch's others (worker.finished.BATCH_BYTES).
+    message = shortened(clean_text(safe_str(exc)))
     args: Any = list(exc.args)
     try:
-        encode(args, "args")
+        if len(encode(args, "args")) > MAX_ERROR_LENGTH:
+            args = [message]
     except WorkflowSerializationError:
         args = [message]
-    attrs = {}
+    attrs, room = {}, MAX_ERROR_LENGTH
     for name, value in vars(exc).items():
         try:
-            encode(value, name)
+            size = len(encode(value, name))
         except WorkflowSerializationError:
             continue
-        attrs[name] = value
+        if size <= room:
+            attrs[name], room = value, room - size
     return {
         "type": f"{cls.__module__}.{cls.__qualname__}",
         "message": message,

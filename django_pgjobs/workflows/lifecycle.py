@@ -6,7 +6,7 @@ it with the job's completion, and sends ``workflow_finished`` once that is commi
 the worker sends every signal of its attempts (the attempt's ``on_written``: a thread of the
 worker's own; with ``--pool process`` the callback is pickled back to the worker, so it is a
 module-level function and plain values); not if the ending was dropped, the workflow cancelled
-meanwhile. A cancel sends it from ``cancel_workflow()``. A
+meanwhile (the cancel sent its own). A cancel sends it from ``cancel_workflow()``. A
 workflow whose job reached the dead letters (status "dead", trigger 0008) is announced by the
 worker that buried the job (:func:`django_pgjobs.worker.job_signals.send_workflows_dead`).
 """
@@ -19,6 +19,8 @@ import logging
 
 from django_pgjobs import signals
 from django_pgjobs.jobs.context import WorkflowEnding, current_notes
+from django_pgjobs.queries import workflow_reads as reads
+from django_pgjobs.workflows.context import cursor
 
 logger = logging.getLogger("django_pgjobs.workflows")
 
@@ -67,6 +69,12 @@ def _send_finished(
 ) -> None:
     if outcome != "completed":
         return  # the job did not complete after all: the workflow runs again
+    # The job completed; its workflow ended so unless it was cancelled meanwhile (the cancel
+    # sent its own), which the completion's reply says, but not a completion whose reply was
+    # lost and that was found written afterwards: the row says it in every case.
+    with cursor() as cur:
+        if reads.status_of(cur, workflow_id) != status:
+            return
     signals.send_workflow(
         signals.workflow_finished,
         workflow_id=workflow_id,

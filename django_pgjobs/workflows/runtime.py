@@ -96,8 +96,8 @@ def run_workflow_job(payload: Any) -> None:
             what = f"The return value of workflow {loaded.name!r}"
             output = codec.encode(result, what)
             # Written with the job's completion, in a batch with others: held to the limit of
-            # its arguments (and a task's result), so no one value can make the batch too big.
-            validation.check_payload_size(
+            # its arguments, and as a task's result, so no one value can make the batch too big.
+            validation.check_kept_size(
                 len(output.encode("utf-8")), what, WorkflowSerializationError
             )
     except _Suspended as suspended:

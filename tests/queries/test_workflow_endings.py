@@ -1,4 +1,4 @@
-"""A workflow's ending written with its job's completion (queries.outcomes.COMPLETED_CTE): both or
+"""A workflow's ending written with its job's completion (queries.completions.ENDED_CTE): both or
 neither, its waiters woken in the same statement; a workflow row another transaction holds
 leaves its attempt for a later write (as a held job row does); a cancelled workflow keeps its
 cancel while its job completes; the wake-ups' lock waits end at ``lock_timeout``, set for that

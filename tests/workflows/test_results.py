@@ -9,14 +9,18 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from django.test import override_settings
 
 from django_pgjobs import get_workflow, run_workflow, start_workflow, step, workflow
 from django_pgjobs.exceptions import (
     RecordedError,
     WorkflowFailed,
     WorkflowNotFound,
+    WorkflowSerializationError,
     WorkflowTimeout,
 )
+from django_pgjobs.jobs.error_text import MAX_ERROR_LENGTH
+from django_pgjobs.jobs.validation import MAX_KEPT_BYTES
 from django_pgjobs.worker import Worker
 from django_pgjobs.workflows import WorkflowHandle
 from tests.helpers import drain, workflow_job
@@ -163,3 +167,29 @@ def test_a_parent_awaiting_a_child_that_exited_can_catch_it(make_worker: type[Wo
     parent = start_workflow(awaits_an_exit, child.workflow_id)
     drain(make_worker())
     assert parent.get_result(1) == "caught WorkflowFailed"
+
+
+@workflow("test.echo")
+def echo(value: Any) -> Any:
+    return value
+
+
+@override_settings(PGJOBS={"MAX_PAYLOAD_BYTES": None})
+def test_a_huge_error_is_kept_shortened_and_a_huge_return_value_fails_the_workflow(
+    make_worker: type[Worker],
+) -> None:
+    """Both are written with their jobs' completions, beside a batch's others, where one value
+    past what jsonb holds would fail them all (as reviewed): the error's parts are cut to
+    MAX_ERROR_LENGTH, and a return value is held to MAX_KEPT_BYTES even with no
+    MAX_PAYLOAD_BYTES."""
+    failing = start_workflow(wf.fails, "x" * 3_000_000)
+    huge = start_workflow(echo, "y" * MAX_KEPT_BYTES)
+    plain = start_workflow(echo, "z")
+    drain(make_worker())
+    with pytest.raises(ValueError, match=r"^xxx") as raised:
+        failing.get_result(1)
+    assert len(str(raised.value)) <= MAX_ERROR_LENGTH + 5
+    assert str(raised.value).startswith("xxx") and "\n...\n" in str(raised.value)
+    with pytest.raises(WorkflowSerializationError, match="at most 16,777,216 bytes"):
+        huge.get_result(1)
+    assert plain.get_result(1) == "z"
