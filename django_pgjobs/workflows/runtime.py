@@ -19,7 +19,7 @@ from django_pgjobs.exceptions import (
     WorkflowSerializationError,
 )
 from django_pgjobs.jobs import validation
-from django_pgjobs.jobs.context import JobHandedBack, current_job
+from django_pgjobs.jobs.context import JobHandedBack, current_attempt, current_job
 from django_pgjobs.queries import ClaimedJob
 from django_pgjobs.queries import workflow_reads as reads
 from django_pgjobs.queries import workflow_runs as runs
@@ -106,7 +106,14 @@ def run_workflow_job(payload: Any) -> None:
         logger.info("Workflow %s stopped: it was cancelled", workflow_id)
         return
     except _LeaseLost:
-        logger.warning("Workflow %s stopped: another worker took it over", workflow_id)
+        attempt = current_attempt()
+        reason = (
+            "its attempt ran past its time limit (JobTimeout); it runs again from its checkpoints"
+            if attempt is not None and attempt.timed_out
+            else "its attempt no longer holds its job (cancelled, or taken over after its lease "
+            "ran out)"
+        )
+        logger.warning("Workflow %s stopped: %s", workflow_id, reason)
         return
     except _BookkeepingFailed as failed:
         raise failed.cause from None

@@ -15,7 +15,7 @@ from django.db import connection
 from django.test import override_settings
 from django.utils import timezone
 
-from django_pgjobs import enqueue, get_job
+from django_pgjobs import enqueue, get_job, start_workflow, step, workflow
 from django_pgjobs.jobs.registry import JobHandler
 from django_pgjobs.models import FailedJob, Job
 from django_pgjobs.worker import Worker
@@ -277,3 +277,40 @@ def test_slots_look_for_deadlines_only_when_the_runner_leaves_timeouts_to_them(
 
     assert 0 < (slots(InThread(progressed)).seconds_until_check() or 0) <= 60
     assert slots(Killing(progressed)).seconds_until_check() is None
+
+
+STEP_RELEASE = threading.Event()
+
+
+@step
+def held_step() -> str:
+    STEP_RELEASE.wait(30)
+    return "late"
+
+
+@workflow("test.held_past_its_timeout")
+def held_past_its_timeout() -> str:
+    return str(held_step())
+
+
+def test_a_workflow_stopped_by_its_timeout_says_so_when_its_step_returns(
+    make_worker: type[Worker], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its step's checkpoint is refused (the attempt failed with JobTimeout): the log says the
+    time limit stopped it, not another worker (as a new user's trial found)."""
+    handle = start_workflow(held_past_its_timeout)
+    Job.objects.filter(key=f"pgjobs.workflow:{handle.workflow_id}").update(
+        timeout=timedelta(seconds=0.5)
+    )
+    worker = make_worker(concurrency=1)
+    try:
+        with caplog.at_level(logging.WARNING, logger="django_pgjobs.workflows"):
+            assert worker.run_once().retried == 1
+            STEP_RELEASE.set()
+            wait_for(lambda: worker.abandoned_threads == 0, what="the abandoned thread to return")
+    finally:
+        STEP_RELEASE.set()
+    assert (
+        f"Workflow {handle.workflow_id} stopped: its attempt ran past its time limit (JobTimeout)"
+        in caplog.text
+    )
