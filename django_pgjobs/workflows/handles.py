@@ -118,7 +118,7 @@ class WorkflowHandle:
             )
         if found is None:
             raise WorkflowTimeout(
-                f"Workflow {self.workflow_id!r} did not finish within {timeout} seconds."
+                f"Workflow {self.workflow_id!r} did not finish within {timeout} s."
             )
         return _outcome(self.workflow_id, found)
 
