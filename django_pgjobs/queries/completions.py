@@ -135,6 +135,14 @@ def _statement(params: dict[str, Any]) -> _Statement:
     return _JOBS if params["endings"] is None else _ENDED
 
 
+def _numbered(*finished: Any) -> tuple[bytes, list[str | None]]:
+    """The statement for :func:`finished_params` of ``finished``, numbered for queries.sent,
+    and its parameters in that order."""
+    params = finished_params(*finished)
+    statement = _statement(params)
+    return statement.numbered, [params[name] for name in statement.names]
+
+
 class Completed(list[Token]):
     """The attempts a completion wrote (by token), and among them those that had ended a
     workflow whose ending it did not write (``endings_dropped``: the workflow was no longer
@@ -232,10 +240,8 @@ def completion_statement(
 ) -> tuple[bytes, list[bytes | None], None, None]:
     """:func:`send_completion`'s statement and its parameters, encoded for libpq (texts, their
     types left to the server), as queries.claim_behind sends it."""
-    params = finished_params(tokens, took, results, endings, lock_timeout)
-    statement = _statement(params)
-    values = encoded_texts(conn, [params[name] for name in statement.names])
-    return statement.numbered, values, None, None
+    statement, values = _numbered(tokens, took, results, endings, lock_timeout)
+    return statement, encoded_texts(conn, values), None, None
 
 
 def send_completion(
@@ -251,7 +257,5 @@ def send_completion(
     waiting for it (queries.sent): the caller reads :meth:`SentCompletion.reply` before its next
     statement on ``conn``, which must be idle and in autocommit (the write commits on its own).
     A crash before it commits leaves the jobs running, as complete_jobs says."""
-    params = finished_params(tokens, took, results, endings, lock_timeout)
-    statement = _statement(params)
-    sent = Sent(conn, statement.numbered, [params[name] for name in statement.names])
+    sent = Sent(conn, *_numbered(tokens, took, results, endings, lock_timeout))
     return SentCompletion(sent, tokens)

@@ -25,14 +25,14 @@ CLAIM: dict[str, Any] = {"worker_id": "w", "limit": 10, "lease_seconds": 60, "qu
 
 
 @pytest.fixture
-def loop() -> Iterator[psycopg.Connection[Any]]:
-    made = second_connection()
-    yield made
-    made.close()
+def loop(other_connection: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
+    """As the worker's loop has it: autocommit, not Django's."""
+    return other_connection
 
 
 @pytest.fixture
 def app() -> Iterator[psycopg.Connection[Any]]:
+    """An application's transaction."""
     made = second_connection(autocommit=False)
     yield made
     made.close()
