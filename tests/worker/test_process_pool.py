@@ -18,15 +18,16 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from django_pgjobs import cancel_job, enqueue, get_job
+from django_pgjobs import cancel_job, enqueue, get_job, start_workflow
 from django_pgjobs.jobs.registry import registry
 from django_pgjobs.models import FailedJob
 from django_pgjobs.queries import ClaimedJob
 from django_pgjobs.tasks.definitions import PgJobsTask
 from django_pgjobs.worker import children
 from django_pgjobs.worker.inflight import InFlight
-from tests.helpers import start_worker, stop, wait_for
+from tests.helpers import start_worker, stop, wait_for, workflow_job
 from tests.testapp import tasks
+from tests.testapp import workflows as wf
 from tests.testapp.models import Run
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -247,3 +248,17 @@ def test_a_cancel_and_a_stop_reach_the_child_as_the_worker_learns_them(
         finally:
             slot.submit(runner.thread_exit).result(timeout=30)
             runner.close()
+
+
+def test_a_workflow_run_in_a_child_ends_with_its_jobs_completion(
+    workers: list[subprocess.Popen[bytes]], tmp_path: Path
+) -> None:
+    """Its ending travels back in the attempt's notes (pickled with them) and is written with the
+    job's completion, failures too."""
+    done = start_workflow(wf.greet, "child")
+    failed = start_workflow(wf.fails, "in a child")
+    run_burst(workers, tmp_path / "worker.log")
+    assert done.get_result(5) == "hello child!"
+    with pytest.raises(ValueError, match="in a child"):
+        failed.get_result(5)
+    assert get_job(workflow_job(done.workflow_id).id).status == "completed"
