@@ -57,6 +57,14 @@ done AS (
 
 COMPLETED_CTE = _completed_cte()
 
+# ``mine``'s attempts in a batch with endings: those that end no workflow, those whose workflow's
+# row ``ending`` locked, and those whose workflow is gone.
+_NOT_HELD_ELSEWHERE = """
+    WHERE NOT %(endings)s::jsonb ? held.place::text OR held.place IN (SELECT place FROM ending)
+       OR NOT EXISTS (
+           SELECT FROM pgjobs_workflow_executions AS w
+           WHERE w.workflow_id = %(endings)s::jsonb -> held.place::text ->> 'id')"""
+
 # A workflow ends with its job's completion, in the same statement (``endings``: place -> the
 # ending's JSON, jobs.context.WorkflowEnding), so a workflow is never completed behind a job that
 # is not, nor a job behind a workflow still running, whatever crashes between; and a handler
@@ -71,13 +79,6 @@ COMPLETED_CTE = _completed_cte()
 # transaction only; NULL inside a caller's transaction, which it would outlast) bounds those
 # waits, as worker.lock_waits bounds a bury's. Only a batch with an ending runs this statement:
 # the plain one plans in half the time (0.19 against 0.35 ms).
-# ``mine``'s attempts: those that end no workflow, or whose workflow's row ``ending`` locked, or
-# whose workflow is gone.
-_NOT_HELD_ELSEWHERE = """
-    WHERE NOT %(endings)s::jsonb ? held.place::text OR held.place IN (SELECT place FROM ending)
-       OR NOT EXISTS (
-           SELECT FROM pgjobs_workflow_executions AS w
-           WHERE w.workflow_id = %(endings)s::jsonb -> held.place::text ->> 'id')"""
 ENDED_CTE = f"""ending AS MATERIALIZED (
     SELECT f.key::int AS place, w.workflow_id, w.status IN ('running', 'pending') AS open,
            f.value AS ending,
@@ -87,13 +88,7 @@ ENDED_CTE = f"""ending AS MATERIALIZED (
     JOIN pgjobs_workflow_executions AS w ON w.workflow_id = f.value ->> 'id'
     FOR NO KEY UPDATE OF w SKIP LOCKED
 ),
-{
-    _completed_cte('''
-    WHERE NOT %(endings)s::jsonb ? held.place::text OR held.place IN (SELECT place FROM ending)
-       OR NOT EXISTS (
-           SELECT FROM pgjobs_workflow_executions AS w
-           WHERE w.workflow_id = %(endings)s::jsonb -> held.place::text ->> 'id')''')
-},
+{_completed_cte(_NOT_HELD_ELSEWHERE)},
 ended AS (
     UPDATE pgjobs_workflow_executions AS w
     SET status = ending.ending ->> 's', output = ending.ending -> 'o',
