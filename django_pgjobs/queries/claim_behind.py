@@ -40,8 +40,8 @@ from django_pgjobs.queries.sent import (
 
 
 class ClaimBehind:
-    """The completions of ``tokens`` (``took``, ``results``: as queries.complete_jobs, with no
-    workflow's ending; none when ``tokens`` is empty) and a plain claim (``claim``:
+    """The completions of ``tokens`` (``took``, ``results``, ``endings``, ``lock_timeout``: as
+    queries.complete_jobs; none when ``tokens`` is empty) and a plain claim (``claim``:
     queries.claim_jobs' arguments, its ``lease_token`` among them, and its ``hint`` if any), on
     their way. Raises psycopg's errors: at the send if the connection is gone or a parameter
     cannot be sent; :meth:`reply` raises the completions' error, :meth:`claimed` the claim's."""
@@ -53,6 +53,8 @@ class ClaimBehind:
         tokens: Sequence[Token],
         took: Sequence[float | None] | None = None,
         results: Sequence[str | None] | None = None,
+        endings: Sequence[str | None] | None = None,
+        lock_timeout: str | None = None,
         claim: dict[str, Any],
     ) -> None:
         self._conn = conn
@@ -64,7 +66,8 @@ class ClaimBehind:
         # connection as it was.
         statements: list[Encoded] = []
         if tokens:
-            statements.append(completion_statement(conn, tokens, took, results))
+            completions = completion_statement(conn, tokens, took, results, endings, lock_timeout)
+            statements.append(completions)
         statements.append(_encoded(conn, *claim_statement(**claim)))
         self._claim: list[pq.abc.PGresult] = []
         # When the claim was sent (monotonic), no later than its statement began: its jobs'

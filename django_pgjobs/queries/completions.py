@@ -75,13 +75,15 @@ _NOT_HELD_ELSEWHERE = """
 # when its workflow is gone: an operator deleted it, and the job completes). A workflow no longer
 # running or pending (cancelled meanwhile) keeps what it is and its job completes all the same:
 # the reply gives that attempt as ``-place``. ``ended`` writes the rest and wakes their waiters,
-# whose rows an application's transaction may hold: the worker runs it in a transaction whose
-# lock waits are bounded (worker.lock_waits), as it does a bury's. Only a batch with an ending
-# runs this statement (never sent behind a claim): the plain one plans in half the time (0.19
-# against 0.35 ms).
+# whose rows an application's transaction may hold: ``lock_timeout`` (set for this statement's
+# transaction only; NULL inside a caller's transaction, which it would outlast) bounds those
+# waits, as worker.lock_waits bounds a bury's. Only a batch with an ending runs this statement:
+# the plain one plans in half the time (0.19 against 0.35 ms).
 ENDED_CTE = f"""ending AS MATERIALIZED (
     SELECT f.key::int AS place, w.workflow_id, w.status IN ('running', 'pending') AS open,
-           f.value AS ending
+           f.value AS ending,
+           CASE WHEN %(lock_timeout)s::text IS NOT NULL
+                THEN set_config('lock_timeout', %(lock_timeout)s::text, true) END
     FROM jsonb_each(%(endings)s::jsonb) AS f
     JOIN pgjobs_workflow_executions AS w ON w.workflow_id = f.value ->> 'id'
     FOR NO KEY UPDATE OF w SKIP LOCKED
@@ -119,7 +121,7 @@ _ENDED = _Statement(
 SELECT CASE WHEN %(endings)s::jsonb ? place::text AND place NOT IN (SELECT place FROM ended)
             THEN -place ELSE place END
 FROM done""",
-    (*_JOBS.names, "endings"),
+    (*_JOBS.names, "endings", "lock_timeout"),
 )
 _NUMBERED = {s.sql: numbered(s.sql, s.names) for s in (_JOBS, _ENDED)}
 
@@ -128,15 +130,12 @@ def _statement(params: dict[str, Any]) -> _Statement:
     return _JOBS if params["endings"] is None else _ENDED
 
 
-def _numbered(
-    tokens: Sequence[Token],
-    took: Sequence[float | None] | None,
-    results: Sequence[str | None] | None,
-) -> tuple[bytes, list[str | None]]:
-    """The plain completion (COMPLETED_CTE: a batch with endings is never sent without waiting,
-    see complete_jobs), numbered for queries.sent, and its parameters in that order."""
-    params = finished_params(tokens, took, results)
-    return _JOBS.numbered, [params[name] for name in _JOBS.names]
+def _numbered(*finished: Any) -> tuple[bytes, list[str | None]]:
+    """The statement for :func:`finished_params` of ``finished``, numbered for queries.sent,
+    and its parameters in that order."""
+    params = finished_params(*finished)
+    statement = _statement(params)
+    return statement.numbered, [params[name] for name in statement.names]
 
 
 class Completed(list[Token]):
@@ -160,10 +159,12 @@ def finished_params(
     took: Sequence[float | None] | None = None,
     results: Sequence[str | None] | None = None,
     endings: Sequence[str | None] | None = None,
+    lock_timeout: str | None = None,
 ) -> dict[str, Any]:
     """The parameters of COMPLETED_CTE and ENDED_CTE: the attempts' tokens, how long each ran,
     the result each kept and the workflow each ended (both as JSON text), all in the same order
-    (None: unknown, or none)."""
+    (None: unknown, or none); ``lock_timeout`` bounds the waits of the wake-ups of a workflow's
+    ending (None: unbounded, inside a caller's transaction)."""
     return {
         **token_params(tokens),
         # A float8[] literal, as token_params sends the uuids: cheaper than the list dumper.
@@ -172,6 +173,7 @@ def finished_params(
         else None,
         "results": _by_place(results),
         "endings": _by_place(endings),
+        "lock_timeout": lock_timeout,
     }
 
 
@@ -190,13 +192,12 @@ def complete_jobs(
     took: Sequence[float | None] | None = None,
     results: Sequence[str | None] | None = None,
     endings: Sequence[str | None] | None = None,
+    lock_timeout: str | None = None,
 ) -> Completed:
     """Mark many finished attempts completed in one statement, with the workflows they ended;
     returns the attempts (job id, lease token) it completed.
 
-    ``took``, ``results`` and ``endings`` as in :func:`finished_params`: a batch with endings
-    waits for the rows of their waiters (an application may hold one), so the worker runs it in
-    a transaction whose lock waits are bounded (worker.lock_waits).
+    ``took``, ``results``, ``endings`` and ``lock_timeout`` as in :func:`finished_params`.
     Fenced on (id, lease_token, running): an attempt whose job was rescued or cancelled
     meanwhile matches nothing and its outcome is dropped (the workflow it ended, if any, runs
     again from its checkpoints). Locks: those rows and their workflows' rows, briefly; a row
@@ -206,7 +207,7 @@ def complete_jobs(
     """
     if not tokens:
         return Completed(tokens, ())
-    params = finished_params(tokens, took, results, endings)
+    params = finished_params(tokens, took, results, endings, lock_timeout)
     cur.execute(_statement(params).sql, params)
     return Completed(tokens, (place for (place,) in cur.fetchall()))
 
@@ -229,10 +230,12 @@ def completion_statement(
     tokens: Sequence[Token],
     took: Sequence[float | None] | None = None,
     results: Sequence[str | None] | None = None,
+    endings: Sequence[str | None] | None = None,
+    lock_timeout: str | None = None,
 ) -> tuple[bytes, list[bytes | None], None, None]:
     """:func:`send_completion`'s statement and its parameters, encoded for libpq (texts, their
     types left to the server), as queries.claim_behind sends it."""
-    statement, values = _numbered(tokens, took, results)
+    statement, values = _numbered(tokens, took, results, endings, lock_timeout)
     return statement, encoded_texts(conn, values), None, None
 
 
@@ -242,10 +245,12 @@ def send_completion(
     tokens: Sequence[Token],
     took: Sequence[float | None] | None = None,
     results: Sequence[str | None] | None = None,
+    endings: Sequence[str | None] | None = None,
+    lock_timeout: str | None = None,
 ) -> SentCompletion:
     """:func:`complete_jobs` (the same statement, fenced and locking the same way) sent without
     waiting for it (queries.sent): the caller reads :meth:`SentCompletion.reply` before its next
     statement on ``conn``, which must be idle and in autocommit (the write commits on its own).
     A crash before it commits leaves the jobs running, as complete_jobs says."""
-    sent = Sent(conn, *_numbered(tokens, took, results))
+    sent = Sent(conn, *_numbered(tokens, took, results, endings, lock_timeout))
     return SentCompletion(sent, tokens)

@@ -23,6 +23,7 @@ from typing import Any
 import psycopg
 
 from django_pgjobs import queries
+from django_pgjobs.worker import lock_waits
 from django_pgjobs.worker.finished import Done, completion
 from django_pgjobs.worker.in_doubt import InDoubt
 
@@ -52,11 +53,12 @@ class Behind:
         the claims whose reply was lost (LoopConnection.expect_claim)."""
         if not done and claim is None:
             return
+        bound = lock_waits.statement_bound(conn)
         try:
             if claim is None:
-                self._sent = queries.send_completion(conn, **completion(done))
+                self._sent = queries.send_completion(conn, **completion(done, bound=bound))
             else:
-                tokens = completion(done) if done else {"tokens": []}
+                tokens = completion(done, bound=bound) if done else {"tokens": []}
                 self._sent = queries.ClaimBehind(conn, **tokens, claim=claim)
         except psycopg.Error:
             self._doubt.if_broken(conn, [d.job for d in done])

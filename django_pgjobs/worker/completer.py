@@ -32,6 +32,7 @@ import psycopg
 
 from django_pgjobs import queries
 from django_pgjobs.prepared import preparing_cursor
+from django_pgjobs.worker import lock_waits
 from django_pgjobs.worker.attempt import AttemptResult
 from django_pgjobs.worker.behind import Behind
 from django_pgjobs.worker.finished import Done, completion, endings_dropped, within_bytes
@@ -162,26 +163,20 @@ class Completer:
 
     def _write_successes(self, conn: psycopg.Connection[Any], done_ok: list[Done]) -> bool:
         """Write the successes ``done_ok`` in one batch; a database error leaves them buffered.
-        True if it waited lock_waits.LOCK_TIMEOUT for a lock and gave up. Only a batch that ends
-        workflows waits for locks an application may hold (its waiters' rows, the workflows'
-        table): it runs in a transaction whose lock waits are bounded (not inside a caller's
-        transaction, testing.drain()'s, which the bound would outlast), and after such a wait
-        its endings are kept (:meth:`_lock_met`) and the rest written at once."""
+        True if it waited lock_waits.LOCK_TIMEOUT for a lock and gave up: only the wake-ups of
+        the workflows they ended wait for one (their waiters' rows), so those are kept
+        (:meth:`_lock_met`) and the rest written at once."""
         if not done_ok:
             return False
-        args = completion(done_ok)
-        ends = "endings" in args
-        idle = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        args = completion(done_ok, bound=lock_waits.statement_bound(conn))
         try:
             completed = self._doubt.guarded(
                 conn,
                 [d.job for d in done_ok],
                 lambda: queries.complete_jobs(conn.cursor(), **args),
-                bounded=ends and idle,
+                bounded=False,  # the statement bounds its own waits, where it has any
             )
         except psycopg.errors.LockNotAvailable:
-            if not ends:
-                raise  # the session's own lock_timeout: the loop's database-error path
             self._lock_met(done_ok)
             self._write_successes(conn, [d for d in done_ok if d.notes.workflow_ending is None])
             return True
@@ -323,10 +318,10 @@ class Completer:
     def _only_successes(self) -> bool:
         self._collect()
         ready = self._ready(time.monotonic())
-        return not self._progress and all(d.rides for d in ready)
+        return not self._progress and all(d.batched for d in ready)
 
     def _successes(self) -> list[Done]:
-        return within_bytes([d for d in self._ready(time.monotonic()) if d.rides])
+        return within_bytes([d for d in self._ready(time.monotonic()) if d.batched])
 
     def _claim_after_writing(
         self, conn: psycopg.Connection[Any], claim: dict[str, Any]

@@ -46,13 +46,6 @@ class Done:
         return self.succeeded and not self.alone
 
     @property
-    def rides(self) -> bool:
-        """A success that may go behind a claim (worker.behind): not one that ended a workflow,
-        whose write waits for its waiters' rows and is bounded in a transaction of its own."""
-        notes = self.attempt.notes
-        return self.batched and (notes is None or notes.workflow_ending is None)
-
-    @property
     def handed_back(self) -> float | None:
         return self.attempt.handed_back
 
@@ -61,21 +54,20 @@ class Done:
         return self.attempt.notes or AttemptNotes()
 
 
-def completion(done: Sequence[Done]) -> dict[str, Any]:
+def completion(done: Sequence[Done], *, bound: str | None) -> dict[str, Any]:
     """complete_jobs' arguments for these successful attempts: tokens, run times, results and
-    the workflows they ended (if any: none goes behind a claim, Done.rides), each in the
-    batch's order."""
+    the workflows they ended, each in the batch's order; ``bound``: the ``lock_timeout`` of
+    those workflows' wake-ups (lock_waits.statement_bound)."""
     notes = [d.notes for d in done]
     results = [n.result for n in notes]
     endings = [None if n.workflow_ending is None else n.workflow_ending.text for n in notes]
-    args = {
+    return {
         "tokens": [d.job.token for d in done],
         "took": [d.attempt.took for d in done],
         "results": results if any(r is not None for r in results) else None,
+        "endings": endings if any(e is not None for e in endings) else None,
+        "lock_timeout": bound,
     }
-    if any(e is not None for e in endings):
-        args["endings"] = endings
-    return args
 
 
 # How much JSON the kept values (results, workflows' endings) of one batch may add up to, before

@@ -25,6 +25,14 @@ import psycopg
 LOCK_TIMEOUT = "200ms"
 
 
+def statement_bound(conn: psycopg.Connection[Any]) -> str | None:
+    """The ``lock_timeout`` a statement that sets its own may set on ``conn`` (a completion that
+    ends workflows: queries.completions): LOCK_TIMEOUT on the worker's autocommit connection,
+    None inside a caller's transaction (``testing.drain()``), which the setting would outlast."""
+    idle = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    return LOCK_TIMEOUT if idle else None
+
+
 @contextlib.contextmanager
 def bounded(conn: psycopg.Connection[Any]) -> Iterator[None]:
     """A transaction on the loop's autocommit ``conn`` whose lock waits end after LOCK_TIMEOUT

@@ -1,8 +1,8 @@
 """A workflow's ending written with its job's completion (queries.completions.ENDED_CTE): both or
 neither, its waiters woken in the same statement; a workflow row another transaction holds
 leaves its attempt for a later write (as a held job row does); a cancelled workflow keeps its
-cancel while its job completes; the wake-ups wait for the rows of waiters an application holds
-(the worker bounds that wait: worker.lock_waits)."""
+cancel while its job completes; the wake-ups' lock waits end at ``lock_timeout``, set for that
+statement's transaction only."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ import pytest
 
 from django_pgjobs import cancel_workflow, enqueue, get_job, queries, start_workflow
 from django_pgjobs.models import WorkflowExecution
-from django_pgjobs.worker import lock_waits
 from tests.helpers import second_connection
 from tests.testapp import workflows as wf
 
@@ -167,22 +166,55 @@ def test_the_ending_wakes_a_workflow_waiting_for_it(loop: psycopg.Connection[Any
     assert row(waiter).wake_seq == before + 1
 
 
-def test_a_wake_up_waits_for_a_held_waiter_as_long_as_its_transaction_lets_it(
+def test_a_wake_up_waits_for_a_held_waiter_no_longer_than_the_lock_timeout(
     loop: psycopg.Connection[Any], app: psycopg.Connection[Any]
 ) -> None:
-    """The waiter's row held by an application's transaction: in the worker's bounded
-    transaction (lock_waits) the whole statement gives up, and nothing outlives it."""
+    """The waiter's row held by an application's transaction: the whole statement gives up (the
+    caller keeps the outcomes), and the bound does not outlive its transaction."""
     workflow_id, job = started(loop)
     waiter = waiting_for(workflow_id)
     app.execute(
         "SELECT 1 FROM pgjobs_workflow_executions WHERE workflow_id = %s FOR UPDATE", [waiter]
     )
     loop.execute("SET statement_timeout = '20s'")
-    with pytest.raises(psycopg.errors.LockNotAvailable), lock_waits.bounded(loop):
-        queries.complete_jobs(loop.cursor(), tokens=[job.token], endings=[ending(workflow_id)])
+    with pytest.raises(psycopg.errors.LockNotAvailable):
+        queries.complete_jobs(
+            loop.cursor(), tokens=[job.token], endings=[ending(workflow_id)], lock_timeout="50ms"
+        )
     assert (row(workflow_id).status, get_job(job.id).status) == ("pending", "running")
     assert loop.execute("SELECT current_setting('lock_timeout')").fetchone() == ("0",)
     app.rollback()
     assert queries.complete_jobs(
-        loop.cursor(), tokens=[job.token], endings=[ending(workflow_id)]
+        loop.cursor(), tokens=[job.token], endings=[ending(workflow_id)], lock_timeout="50ms"
     ) == [job.token]
+
+
+def test_without_a_lock_timeout_nothing_is_set_in_the_callers_transaction(
+    loop: psycopg.Connection[Any],
+) -> None:
+    workflow_id, job = started(loop)
+    with loop.transaction():
+        queries.complete_jobs(loop.cursor(), tokens=[job.token], endings=[ending(workflow_id)])
+        assert loop.execute("SELECT current_setting('lock_timeout')").fetchone() == ("0",)
+    assert row(workflow_id).status == "completed"
+
+
+def test_sent_completions_and_claims_behind_them_write_endings_too(
+    loop: psycopg.Connection[Any],
+) -> None:
+    first, job = started(loop)
+    sent = queries.send_completion(loop, tokens=[job.token], endings=[ending(first, o=1)])
+    assert sent.reply() == [job.token]
+    second, job = started(loop)
+    cancel_workflow(second)
+    behind = queries.ClaimBehind(
+        loop,
+        tokens=[job.token],
+        endings=[ending(second, o=2)],
+        claim={**CLAIM, "lease_token": job.lease_token.__class__(int=7)},
+    )
+    done = behind.reply()
+    assert done == [job.token] and done.endings_dropped == {job.token}
+    assert behind.claimed() == []
+    assert (row(first).status, row(first).output) == ("completed", 1)
+    assert row(second).status == "cancelled"

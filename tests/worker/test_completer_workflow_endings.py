@@ -1,10 +1,8 @@
 """The completer writes the workflows its successes ended with their completions: one whose
 wake-up meets an application's lock is kept for LOCK_WAIT_RETRY while the successes beside it are
 written, and holds back no other ending after that; one whose workflow was cancelled meanwhile
-completes its job and sends no ``workflow_finished`` (nor after a lost reply); an ending's write
-is bounded in a transaction of its own, never behind a claim, and no lock_timeout outlives it; a
-plain batch that met a lock is not sent again; a batch's kept values are split past a byte
-budget."""
+completes its job and sends no ``workflow_finished`` (nor after a lost reply); no lock_timeout
+outlives its statement; a batch's kept values are split past a byte budget."""
 
 from __future__ import annotations
 
@@ -212,91 +210,27 @@ def test_an_ending_whose_waiter_is_held_holds_back_no_other_ending(
     assert (status(child), get_job(child_job.id).status) == ("completed", "completed")
 
 
-def test_an_ending_goes_behind_no_claim_and_leaves_no_lock_timeout_in_a_callers_transaction(
+def test_no_lock_timeout_is_left_in_a_callers_transaction_by_a_claim(
     finished_signals: list[str],
 ) -> None:
-    """testing.drain() claims and writes on the test's own transaction: the ending does not go
-    behind the claim (its write is bounded in a transaction of its own, where there can be one)
-    and is written by the next write, unbounded there: no lock_timeout outlasts it (as
-    reviewed)."""
+    """testing.drain() claims on the test's own transaction: the successes it sends behind a
+    claim set no lock_timeout that would outlast their statement (as reviewed)."""
     workflow_id = start_workflow(wf.greet, "x").workflow_id
     enqueue("test.record")
     inside = second_connection(autocommit=False)
-
-    def status_inside() -> Any:
-        found = inside.execute(
-            "SELECT status FROM pgjobs_workflow_executions WHERE workflow_id = %s", [workflow_id]
-        ).fetchone()
-        return found[0] if found else None
-
     try:
         (job,) = queries.claim_jobs(inside.cursor(), **CLAIM)
         completer = Completer(wake=lambda: None, on_written=lambda _: None)
         completer.finished(job, ended(workflow_id))
-        assert not completer.rides_on_claims() and not completer.may_claim_behind()
         completer.claim(inside, **CLAIM)
-        assert status_inside() == "pending"
-        completer.write(inside)
         assert inside.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
         assert inside.execute("SELECT current_setting('lock_timeout')").fetchone() == ("0",)
-        assert status_inside() == "completed"
+        assert inside.execute(
+            "SELECT status FROM pgjobs_workflow_executions WHERE workflow_id = %s", [workflow_id]
+        ).fetchone() == ("completed",)
     finally:
         inside.rollback()
         inside.close()
-
-
-class SentAgain(Exception):
-    pass
-
-
-def test_a_plain_batch_meeting_a_sessions_lock_timeout_is_sent_once(
-    conn: psycopg.Connection[Any],
-    app: psycopg.Connection[Any],
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """Only a batch that ends workflows is kept after a lock wait: a plain one that met the
-    session's own lock_timeout (a role's setting, a migration's table lock) raises, for the
-    loop's database-error path, instead of being sent again and again (as reviewed)."""
-    enqueue("test.record")
-    (job,) = queries.claim_jobs(conn.cursor(), **CLAIM)
-    completer = Completer(wake=lambda: None, on_written=lambda _: None)
-    completer.finished(job, AttemptResult(took=0.1))
-    calls: list[Any] = []
-    real = queries.complete_jobs
-
-    def counted(*args: Any, **kwargs: Any) -> Any:
-        calls.append(kwargs["tokens"])
-        if len(calls) > 3:
-            raise SentAgain(f"complete_jobs sent {len(calls)} times for the same batch")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(queries, "complete_jobs", counted)
-    conn.execute("SET lock_timeout = '1ms'")
-    app.execute("LOCK TABLE pgjobs_job_queue IN EXCLUSIVE MODE")
-    with pytest.raises(psycopg.errors.LockNotAvailable):
-        completer.write(conn)
-    assert len(calls) == 1
-
-
-def test_an_ending_meeting_a_table_lock_waits_no_longer_than_the_bound(
-    conn: psycopg.Connection[Any], app: psycopg.Connection[Any], clock: list[float]
-) -> None:
-    """A lock on the workflows' table (CREATE INDEX without CONCURRENTLY, LOCK TABLE) is taken
-    as the statement is planned: the bound is set before it, in the write's own transaction,
-    and the ending is kept (as reviewed: the bound set inside the statement came too late)."""
-    workflow_id = start_workflow(wf.greet, "x").workflow_id
-    (job,) = queries.claim_jobs(conn.cursor(), **CLAIM)
-    completer = Completer(wake=lambda: None, on_written=lambda _: None)
-    completer.finished(job, ended(workflow_id))
-    app.execute("LOCK TABLE pgjobs_workflow_executions IN SHARE MODE")
-    conn.execute("SET statement_timeout = '20s'")  # a wait for ``app`` would end the test here
-    completer.write(conn)  # one wait, of lock_waits.LOCK_TIMEOUT: kept
-    assert completer.due_in(busy=0, now=clock[0]) == pytest.approx(LOCK_WAIT_RETRY)
-    assert get_job(job.id).status == "running"
-    app.rollback()
-    clock[0] += LOCK_WAIT_RETRY
-    completer.write(conn)
-    assert (status(workflow_id), get_job(job.id).status) == ("completed", "completed")
 
 
 def test_a_batchs_kept_values_are_split_past_its_byte_budget() -> None:
