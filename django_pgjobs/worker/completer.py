@@ -177,8 +177,11 @@ class Completer:
                 bounded=False,  # the statement bounds its own waits, where it has any
             )
         except psycopg.errors.LockNotAvailable:
+            plain = [d for d in done_ok if d.notes.workflow_ending is None]
+            if len(plain) == len(done_ok):
+                raise  # no ending's wake-up: the session's own lock_timeout, the loop's problem
             self._lock_met(done_ok)
-            self._write_successes(conn, [d for d in done_ok if d.notes.workflow_ending is None])
+            self._write_successes(conn, plain)
             return True
         self._completed(conn, done_ok, completed)
         return False

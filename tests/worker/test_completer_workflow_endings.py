@@ -233,6 +233,40 @@ def test_no_lock_timeout_is_left_in_a_callers_transaction_by_a_claim(
         inside.close()
 
 
+class SentAgain(Exception):
+    pass
+
+
+def test_a_plain_batch_meeting_a_sessions_lock_timeout_is_sent_once(
+    conn: psycopg.Connection[Any],
+    app: psycopg.Connection[Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Only a batch that ends workflows is kept after a lock wait: a plain one that met the
+    session's own lock_timeout (a role's setting, a migration's table lock) raises, for the
+    loop's database-error path, instead of being sent again until the stack runs out (as
+    reviewed)."""
+    enqueue("test.record")
+    (job,) = queries.claim_jobs(conn.cursor(), **CLAIM)
+    completer = Completer(wake=lambda: None, on_written=lambda _: None)
+    completer.finished(job, AttemptResult(took=0.1))
+    calls: list[Any] = []
+    real = queries.complete_jobs
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append(kwargs["tokens"])
+        if len(calls) > 3:
+            raise SentAgain(f"complete_jobs sent {len(calls)} times for the same batch")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(queries, "complete_jobs", counted)
+    conn.execute("SET lock_timeout = '1ms'")
+    app.execute("LOCK TABLE pgjobs_job_queue IN EXCLUSIVE MODE")
+    with pytest.raises(psycopg.errors.LockNotAvailable):
+        completer.write(conn)
+    assert len(calls) == 1
+
+
 def test_a_batchs_kept_values_are_split_past_its_byte_budget() -> None:
     def kept(size: int | None) -> Done:
         notes = AttemptNotes(result=None if size is None else json.dumps("x" * size))
