@@ -100,4 +100,7 @@ def endings_dropped(written: Sequence[Done], dropped: frozenset[queries.Token]) 
     for done in written:
         ending = done.notes.workflow_ending
         if ending is not None and done.job.token in dropped:
-            logger.warning("Result of workflow %s dropped: it was cancelled", ending.workflow_id)
+            logger.warning(
+                "Result of workflow %s dropped: it was no longer running (cancelled, or deleted)",
+                ending.workflow_id,
+            )

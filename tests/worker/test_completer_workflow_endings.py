@@ -133,7 +133,7 @@ def test_an_ending_dropped_for_a_cancel_completes_the_job_and_sends_no_signal(
         completer.write(conn)
     assert [(w.job.id, w.outcome) for w in written] == [(job.id, Outcome.COMPLETED)]
     assert (status(workflow_id), get_job(job.id).status) == ("cancelled", "completed")
-    assert f"Result of workflow {workflow_id} dropped: it was cancelled" in caplog.text
+    assert f"Result of workflow {workflow_id} dropped: it was no longer running" in caplog.text
     call_after_write(attempt.notes, Outcome.COMPLETED)
     assert finished_signals == ["cancelled"]  # not a second time, as completed
 
