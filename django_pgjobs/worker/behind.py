@@ -71,15 +71,21 @@ class Behind:
         self,
         conn: psycopg.Connection[Any],
         completed: Callable[[psycopg.Connection[Any], Sequence[Done], queries.Completed], None],
+        lock_met: Callable[[list[Done]], None],
     ) -> bool:
         """Wait for the reply, then hand ``completed`` the successes sent and the attempts the
-        write matched (Completer._completed). False if the send or the write failed."""
+        write matched (Completer._completed). False if the send or the write failed; one that
+        gave up waiting for a lock (a wake-up of a workflow they ended) hands them to
+        ``lock_met`` (Completer._lock_met), an expected turn, not logged as a failure."""
         if self._sent is None:
             return not self._failed
         if isinstance(self._sent, queries.ClaimBehind):
             self.following = self._sent  # read below: its reply comes with the completions'
         try:
             matched = self._sent.reply()
+        except psycopg.errors.LockNotAvailable:
+            lock_met(self._done)
+            return False
         except psycopg.Error:
             if not self._done:  # only a claim went: its own reply says what became of it
                 return True

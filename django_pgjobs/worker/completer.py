@@ -301,7 +301,7 @@ class Completer:
             # Read even when reading the claim's rows failed after the successes were sent: libpq
             # would otherwise refuse every later statement ("another command is already in
             # progress") on a connection that is not broken. At once if nothing was sent.
-            written = behind.read(conn, self._completed)
+            written = behind.read(conn, self._completed, self._lock_met)
             self._claims_took_them = took and written
             self._written_behind = written
         self.following = behind.following

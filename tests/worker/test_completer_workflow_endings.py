@@ -233,6 +233,36 @@ def test_no_lock_timeout_is_left_in_a_callers_transaction_by_a_claim(
         inside.close()
 
 
+def test_an_ending_behind_a_claim_that_meets_a_held_waiter_is_kept_quietly(
+    conn: psycopg.Connection[Any],
+    app: psycopg.Connection[Any],
+    clock: list[float],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Sent behind a claim, the batch that met the lock hands its endings to be written alone
+    (here the only one: kept LOCK_WAIT_RETRY), with no warning and traceback for an expected
+    turn, and no second wait for the same lock before that (as re-reviewed)."""
+    workflow_id = start_workflow(wf.greet, "x").workflow_id
+    (job,) = queries.claim_jobs(conn.cursor(), **CLAIM)
+    waiter = waiting_for(conn, workflow_id)
+    enqueue("test.record")
+    completer = Completer(wake=lambda: None, on_written=lambda _: None)
+    completer.finished(job, ended(workflow_id))
+    app.execute(
+        "SELECT 1 FROM pgjobs_workflow_executions WHERE workflow_id = %s FOR SHARE", [waiter]
+    )
+    conn.execute("SET statement_timeout = '20s'")
+    with caplog.at_level(logging.INFO, logger="django_pgjobs.worker"):
+        (claimed,) = completer.claim(conn, **{**CLAIM, "job_names": ["test.record"]})
+    assert claimed.job_name == "test.record"
+    assert "Could not write the completions" not in caplog.text
+    assert completer.due_in(busy=1, now=clock[0]) == pytest.approx(LOCK_WAIT_RETRY)
+    app.rollback()
+    clock[0] += LOCK_WAIT_RETRY
+    completer.write(conn)
+    assert (status(workflow_id), get_job(job.id).status) == ("completed", "completed")
+
+
 class SentAgain(Exception):
     pass
 
