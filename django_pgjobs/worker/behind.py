@@ -71,7 +71,7 @@ class Behind:
         self,
         conn: psycopg.Connection[Any],
         completed: Callable[[psycopg.Connection[Any], Sequence[Done], queries.Completed], None],
-        lock_met: Callable[[list[Done]], None],
+        lock_met: Callable[[list[Done]], object],
     ) -> bool:
         """Wait for the reply, then hand ``completed`` the successes sent and the attempts the
         write matched (Completer._completed). False if the send or the write failed; one that

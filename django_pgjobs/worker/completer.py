@@ -177,28 +177,30 @@ class Completer:
                 bounded=False,  # the statement bounds its own waits, where it has any
             )
         except psycopg.errors.LockNotAvailable:
-            plain = [d for d in done_ok if d.notes.workflow_ending is None]
-            if len(plain) == len(done_ok):
+            if args["endings"] is None:
                 raise  # no ending's wake-up: the session's own lock_timeout, the loop's problem
-            self._lock_met(done_ok)
-            self._write_successes(conn, plain)
+            self._write_successes(conn, self._lock_met(done_ok))
             return True
         self._completed(conn, done_ok, completed)
         return False
 
-    def _lock_met(self, done_ok: list[Done]) -> None:
+    def _lock_met(self, done_ok: list[Done]) -> list[Done]:
         """A wake-up of a workflow one of ``done_ok`` ended met an application's lock: those
         that end a workflow are written alone from now on, one at a time (so the one whose
         waiter is held holds back no other), and one that was written alone waits
-        LOCK_WAIT_RETRY before it is tried again (each try holds the loop)."""
+        LOCK_WAIT_RETRY before it is tried again (each try holds the loop). Returns the others,
+        which wait for no lock."""
+        plain = []
         for done in done_ok:
             if done.notes.workflow_ending is None:
+                plain.append(done)
                 continue
             self._done.remove(done)
             if done.alone or len(done_ok) == 1:
                 self._hold(dataclasses.replace(done, alone=True), delay=LOCK_WAIT_RETRY)
             else:
                 self._done.append(dataclasses.replace(done, alone=True))
+        return plain
 
     def _hold(self, done: Done, *, delay: float | None = None) -> None:
         """Keep an outcome whose row another transaction held, to write it again shortly (after
