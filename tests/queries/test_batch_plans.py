@@ -190,6 +190,61 @@ def test_checking_a_batch_reads_the_batch_not_every_running_job(batch: int) -> N
     )
 
 
+def workflows_read(conn: psycopg.Connection[Any]) -> int:
+    """Rows of sequential scans of pgjobs_workflow_executions, and entries of its indexes, that
+    this connection's transaction has read so far."""
+    row = conn.execute(
+        "SELECT pg_stat_get_xact_tuples_returned('pgjobs_workflow_executions'::regclass) + ("
+        "  SELECT coalesce(sum(pg_stat_get_xact_tuples_returned(indexrelid)), 0) FROM pg_index"
+        "  WHERE indrelid = 'pgjobs_workflow_executions'::regclass)"
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+@pytest.mark.parametrize("batch", [4, 100])
+def test_a_batch_that_ends_workflows_reads_those_workflows_not_every_one(batch: int) -> None:
+    """ENDED_CTE looks each ending's workflow up by its key. Joined to the endings, the planner
+    took them for a hundred rows (jsonb_each's estimate) and hashed them against a scan of every
+    workflow, finished ones included, for each batch (benchmarks/README.md, the twenty-third
+    round)."""
+    from django_pgjobs import start_workflow
+    from tests.testapp import workflows as wf
+
+    with connection.cursor() as cur:
+        cur.execute(
+            "INSERT INTO pgjobs_workflow_executions (workflow_id, name, status, app_version) "
+            "SELECT 'old-' || i, 'w', 'completed', 'v' FROM generate_series(1, %s) AS i",
+            [RUNNING],
+        )
+    ids = [start_workflow(wf.greet, "x").workflow_id for _ in range(batch)]
+    with connection.cursor() as cur:
+        cur.execute("ANALYZE pgjobs_workflow_executions")
+    conn = second_connection(autocommit=False)
+    try:
+        claimed = claim_jobs(
+            conn.cursor(), worker_id="w", limit=batch, lease_seconds=60, queues=None,
+            job_names=None,
+        )  # fmt: skip
+        by_id = {job.payload["workflow_id"]: job.token for job in claimed}
+        endings = [json.dumps({"id": i, "s": "completed", "o": 1}) for i in by_id]
+        before = workflows_read(conn)
+        completed = complete_jobs(conn.cursor(), tokens=list(by_id.values()), endings=endings)
+        read = workflows_read(conn) - before
+        ended = conn.execute(
+            "SELECT count(*) FROM pgjobs_workflow_executions WHERE status = 'completed' "
+            "AND workflow_id = ANY(%s)",
+            [ids],
+        ).fetchone()
+        conn.rollback()
+    finally:
+        conn.close()
+    assert sorted(by_id) == sorted(ids) and sorted(completed) == sorted(by_id.values())
+    assert ended == (batch,)
+    # A few entries an ending: its lock, the check of a workflow gone meanwhile, its update.
+    assert read <= 6 * batch, read
+
+
 def test_a_batch_still_matches_only_the_attempts_it_names() -> None:
     """The key is only the way in: a stale token, or a job no longer running, matches nothing."""
     batch = running_jobs(10)
