@@ -141,19 +141,25 @@ def resume(cur: Cursor, *, workflow_id: str, app_version: str | None) -> Resumed
 @dataclass(frozen=True)
 class Forked:
     source_found: bool
-    created: bool  # False: the new id is taken
+    created: bool  # False: the new id is taken, or from_step is past the recorded steps
+    recorded: int = 0  # the steps the source has recorded (indexes 0 to recorded - 1)
 
 
 def fork(cur: Cursor, row: dict[str, Any]) -> Forked:
     """Start a copy of a workflow that reuses its checkpoints before ``from_step``.
 
-    Waits in progress are not copied: they start over. Runs in the caller's transaction.
-    Locks: the new rows.
+    Waits in progress are not copied: they start over. Nothing is created when ``from_step``
+    is past the steps the source recorded (a step index it never reached: a typo, not a copy
+    of the whole history). Runs in the caller's transaction. Locks: the new rows.
     """
     cur.execute(
         f"""
         WITH source AS (
             SELECT * FROM pgjobs_workflow_executions WHERE workflow_id = %(source)s
+        ),
+        recorded AS (
+            -- A call takes the next index, so the indexes run from 0 without a gap.
+            SELECT count(*) AS steps FROM pgjobs_workflow_steps WHERE workflow_id = %(source)s
         ),
         created AS (
             INSERT INTO pgjobs_workflow_executions
@@ -161,7 +167,7 @@ def fork(cur: Cursor, row: dict[str, Any]) -> Forked:
                  forked_from)
             SELECT %(workflow_id)s, name, input, coalesce(%(app_version)s, app_version), queue,
                    priority, max_recovery_attempts, workflow_id
-            FROM source
+            FROM source, recorded WHERE %(from_step)s <= recorded.steps
             ON CONFLICT (workflow_id) DO NOTHING
             RETURNING workflow_id, app_version, queue, priority, max_recovery_attempts
         ),
@@ -176,9 +182,10 @@ def fork(cur: Cursor, row: dict[str, Any]) -> Forked:
               AND s.status <> 'waiting'
         ),
         queued AS ({queue_job("created")})
-        SELECT (SELECT count(*) FROM source), (SELECT count(*) FROM created)
+        SELECT (SELECT count(*) FROM source), (SELECT count(*) FROM created),
+               (SELECT steps FROM recorded)
         """,
         row,
     )
-    source, created = cur.fetchone()
-    return Forked(source_found=bool(source), created=bool(created))
+    source, created, recorded = cur.fetchone()
+    return Forked(source_found=bool(source), created=bool(created), recorded=int(recorded))

@@ -29,6 +29,27 @@ def test_fork_reuses_checkpoints_before_the_given_step(make_worker: type[Worker]
         fork_workflow("missing")
 
 
+def test_fork_from_a_step_the_workflow_never_reached_is_refused(
+    make_worker: type[Worker],
+) -> None:
+    """A typo (step 99 of five) is an error that creates nothing, not a copy that reuses every
+    checkpoint; from the step after the last, every checkpoint is reused."""
+    handle = start_workflow(wf.five_steps, "reach", "/nonexistent")
+    drain(make_worker())
+    with pytest.raises(InvalidJobError, match=r"recorded 5 step\(s\) \(0 to 4\).*at most 5.*got 6"):
+        fork_workflow(handle.workflow_id, from_step=6, new_workflow_id="too-far")
+    with pytest.raises(WorkflowNotFound):
+        get_workflow("too-far")
+    fork_workflow(handle.workflow_id, from_step=5, new_workflow_id="all-reused")
+    drain(make_worker())
+    assert get_workflow("all-reused").output == handle.get_result(1)
+    assert [wf.runs(f"reach:{i}") for i in range(5)] == [1] * 5
+    pending = start_workflow(wf.greet, "not yet run")
+    with pytest.raises(InvalidJobError, match="recorded no step: from_step must be 0; got 1"):
+        fork_workflow(pending.workflow_id, from_step=1)
+    assert fork_workflow(pending.workflow_id).workflow_id
+
+
 def test_list_workflows_filters_and_orders_newest_first(make_worker: type[Worker]) -> None:
     a = start_workflow(wf.greet, "a")
     b = start_workflow(wf.fails, "b")
