@@ -77,3 +77,15 @@ def killed_by(cur: Cursor, dead_letter_ids: list[uuid.UUID]) -> list[DeadWorkflo
         [dead_letter_ids],
     )
     return [DeadWorkflow(str(id_), str(name), str(error)) for id_, name, error in cur.fetchall()]
+
+
+def ids_starting(cur: Cursor, prefix: str, *, limit: int) -> list[str]:
+    """Up to ``limit`` workflow ids that start with ``prefix``, newest first (an operator's
+    command naming a workflow by the start of its id). Reads the id's pattern index."""
+    pattern = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    cur.execute(
+        "SELECT workflow_id FROM pgjobs_workflow_executions WHERE workflow_id LIKE %s "
+        "ORDER BY created_at DESC LIMIT %s",
+        [pattern, limit],
+    )
+    return [str(found) for (found,) in cur.fetchall()]

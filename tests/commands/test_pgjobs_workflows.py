@@ -7,7 +7,7 @@ from io import StringIO
 import pytest
 from django.core.management import CommandError, call_command
 
-from django_pgjobs import get_workflow, start_workflow
+from django_pgjobs import get_workflow, send, start_workflow
 from django_pgjobs.models import WorkflowExecution
 from django_pgjobs.worker import Worker
 from django_pgjobs.workflows.definitions import app_version
@@ -51,3 +51,47 @@ def test_errors_become_command_errors() -> None:
         run("show", "missing")
     with pytest.raises(CommandError, match="from-step"):
         run("fork", "missing", "--from-step", "-1")
+
+
+def test_show_names_a_workflow_by_the_start_of_its_id() -> None:
+    """As ``pgjobs cancel`` takes the start of a job's id: exactly one workflow must start so,
+    an id that exists as given is that workflow, and LIKE's wildcards are plain characters."""
+    for workflow_id in ("pfx_one-1", "pfxaone-2", "cli-7", "cli-70"):
+        start_workflow(wf.greet, workflow_id, workflow_id=workflow_id)
+    assert run("show", "pfx_").startswith("pfx_one-1 ")
+    assert run("show", "cli-7").startswith("cli-7 ")
+    assert run("show", "cli-70").startswith("cli-70 ")
+    with pytest.raises(CommandError, match="More than one workflow has an id starting with 'pfx'"):
+        run("show", "pfx")
+    assert "Cancelled workflow pfxaone-2" in run("cancel", "pfxa")
+    assert get_workflow("pfxaone-2").status == "cancelled"
+    with pytest.raises(CommandError, match="No workflow has the id 'nothing'"):
+        run("show", "nothing")
+
+
+def test_show_cuts_long_values_unless_full(make_worker: type[Worker]) -> None:
+    message = "x" * 5_000
+    handle = start_workflow(wf.receiver, None, 60.0)
+    send(handle.workflow_id, message)
+    send(handle.workflow_id, message)
+    make_worker().run_once()
+    shown = run("show", handle.workflow_id)
+    assert "completed" in shown and message not in shown
+    # Each received message (a step's output) and the workflow's output: "...", ["...", "..."]
+    assert shown.count("5,002 characters in all; --full prints them") == 2
+    assert "10,008 characters in all; --full prints them" in shown
+    full = run("show", handle.workflow_id, "--full")
+    assert full.count(message) == 4 and "characters in all" not in full
+
+
+def test_show_a_failed_steps_class_and_attempts_and_a_wait_that_will_never_end(
+    make_worker: type[Worker],
+) -> None:
+    flaky = start_workflow(wf.flaky, "cli-flaky", 9)  # fails all three attempts of its step
+    waiting = start_workflow(wf.receiver, "t", 60.0)
+    make_worker().run_once()
+    shown = run("show", flaky.workflow_id)
+    assert "failed" in shown and "(after 3 attempts)" in shown
+    assert "until " in run("show", waiting.workflow_id)
+    run("cancel", waiting.workflow_id)
+    assert "never ended: the workflow is cancelled" in run("show", waiting.workflow_id)

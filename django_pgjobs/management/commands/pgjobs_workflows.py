@@ -1,6 +1,8 @@
 """``manage.py pgjobs_workflows <list|show|cancel|resume|fork>``: thin wrappers over the API.
 
 Output follows ``pgjobs``'s rules: stored text escaped, times in ``TIME_ZONE`` with the offset.
+A workflow is named by its id or by the start of it, when exactly one id starts so (an id that
+exists as given is always that workflow).
 """
 
 from __future__ import annotations
@@ -10,14 +12,23 @@ from argparse import ArgumentParser
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
+from django.db import connections
 
 from django_pgjobs import workflows
+from django_pgjobs.conf import conf
 from django_pgjobs.database import command_database
 from django_pgjobs.exceptions import PgJobsError
 from django_pgjobs.management.output import reader_may_leave
 from django_pgjobs.models import WorkflowStatus
 from django_pgjobs.observability.display import local_time, printable
+from django_pgjobs.queries import workflow_reads as reads
 from django_pgjobs.workflows.definitions import app_version
+
+# How much of a stored value (input, output, a step's output) ``show`` prints without --full,
+# as the admin's workflow page cuts them.
+SHOWN_CHARS = 2_000
+# A workflow waiting in one of these may still be woken; in any other its wait never ends.
+_LIVE = ("pending", "running")
 
 
 class Command(BaseCommand):
@@ -34,6 +45,11 @@ class Command(BaseCommand):
         listing.add_argument("--limit", type=int, default=50)
         show = sub.add_parser("show", help="One workflow with its inputs, result and steps.")
         show.add_argument("workflow_id")
+        show.add_argument(
+            "--full",
+            action="store_true",
+            help=f"Print stored values whole (otherwise cut at {SHOWN_CHARS:,} characters).",
+        )
         cancel = sub.add_parser(
             "cancel", help="Cancel a workflow (a running one at its next step)."
         )
@@ -55,10 +71,28 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         try:
             command_database(options["database"])
+            if options.get("workflow_id") is not None:
+                options["workflow_id"] = self.named(options["workflow_id"], options["database"])
             with reader_may_leave(self.stdout._out):
                 getattr(self, f"do_{options['action']}")(options)
         except PgJobsError as exc:
             raise CommandError(printable(exc)) from exc
+
+    def named(self, given: str, database: str | None) -> str:
+        """The workflow id ``given`` names: itself if a workflow has it, else the one id that
+        starts with it; as given when none does (the action says it is not found)."""
+        with connections[database or conf.DATABASE].cursor() as cur:
+            if reads.status_of(cur, given) is not None:
+                return given
+            found = reads.ids_starting(cur, given, limit=3) if given else []
+        if len(found) > 1:
+            raise CommandError(
+                printable(
+                    f"More than one workflow has an id starting with {given!r} ({found[0]} and "
+                    f"{found[1]}, at least): give more of the id."
+                )
+            )
+        return found[0] if found else given
 
     def say(self, line: str) -> None:
         """Write one line of output; stored text in it is shown escaped."""
@@ -80,17 +114,31 @@ class Command(BaseCommand):
 
     def do_show(self, options: dict[str, Any]) -> None:
         info = workflows.get_workflow(options["workflow_id"], using=options["database"])
+        limit = None if options["full"] else SHOWN_CHARS
+
+        def shown(value: Any) -> str:
+            return _cut(json.dumps(value), limit)
+
         self.say(f"{info.workflow_id}  {info.name}  {info.status}")
         self.say(f"  app version  {info.app_version}   queue {info.queue}")
-        self.say(f"  input        {json.dumps({'args': info.args, 'kwargs': info.kwargs})}")
+        self.say(f"  input        {shown({'args': info.args, 'kwargs': info.kwargs})}")
         if info.status == "completed":
-            self.say(f"  output       {json.dumps(info.output)}")
+            self.say(f"  output       {shown(info.output)}")
         if info.error:
-            self.say(f"  error        {info.error.get('type')}: {info.error.get('message')}")
+            self.say(f"  error        {_cut(_failure(info.error), limit)}")
         for step in workflows.list_workflow_steps(info.workflow_id, using=options["database"]):
-            detail = json.dumps(step.output) if step.error is None else step.error.get("message")
             if step.status == "waiting":
-                detail = f"until {local_time(step.wake_at) if step.wake_at else 'woken'}"
+                detail = (
+                    f"until {local_time(step.wake_at) if step.wake_at else 'woken'}"
+                    if info.status in _LIVE
+                    else f"never ended: the workflow is {info.status}"
+                )
+            elif step.error is not None:
+                detail = _cut(_failure(step.error), limit)
+            else:
+                detail = shown(step.output)
+            if step.attempts > 1:
+                detail += f" (after {step.attempts} attempts)"
             self.say(f"  {step.index:>4} {step.name:<40} {step.status:<10} {detail}")
 
     def do_cancel(self, options: dict[str, Any]) -> None:
@@ -114,3 +162,13 @@ class Command(BaseCommand):
             using=options["database"],
         )
         self.say(f"Forked workflow {options['workflow_id']} as {handle.workflow_id}.")
+
+
+def _failure(error: dict[str, Any]) -> str:
+    return f"{error.get('type')}: {error.get('message')}"
+
+
+def _cut(text: str, limit: int | None) -> str:
+    if limit is None or len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text):,} characters in all; --full prints them)"
