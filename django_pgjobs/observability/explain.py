@@ -66,7 +66,7 @@ def explain_job(job_id: uuid.UUID | str, *, using: str | None = None) -> Explana
                     pk, job, silent=silent_seconds(), live_workers=count, rescue_from=rescue
                 )
             if job.scheduled_for > job.now:
-                return say.not_due(pk, job)
+                return say.not_due(cur, pk, job)
             facts = sql.classify_job(cur, job_id=pk, silent_seconds=silent_seconds(), cap=COUNT_CAP)
             if facts is not None:
                 return say.due(cur, pk, job, facts)

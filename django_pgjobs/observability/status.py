@@ -61,8 +61,11 @@ class QueueStatus:
     # Workflows by status (pending, running, completed, failed, cancelled, dead).
     workflows: dict[str, int] = field(default_factory=dict)
     # For each unhandled workflow job name (a code version no worker here runs): the ids of
-    # the first workflows pinned to it, oldest first.
+    # the first workflows pinned to it, oldest first, due or not.
     stranded_workflows: dict[str, list[str]] = field(default_factory=dict)
+    # ... and how many of them wait (a durable sleep, recv(), an event, a child): not due yet,
+    # so not in ``unhandled``, but no worker here will run them when they are.
+    stranded_waiting: dict[str, int] = field(default_factory=dict)
 
 
 def queue_status(*, using: str | None = None) -> QueueStatus:
@@ -96,15 +99,19 @@ def queue_status(*, using: str | None = None) -> QueueStatus:
         status.oldest_due_age = max(ages[False], default=None)
         status.oldest_paused_due_age = max(ages[True], default=None)
         status.unhandled = {found.job_name: found.count for found in unhandled_due_jobs(cur)}
-        stranded = [name for name in status.unhandled if name.startswith(WORKFLOW_JOB_PREFIX)]
-        if stranded:
-            cur.execute(
-                "SELECT job_name, (array_agg(payload ->> 'workflow_id' ORDER BY created_at))[1:%s] "
-                "FROM pgjobs_job_queue WHERE status = 'pending' AND scheduled_for <= now() "
-                "AND job_name = ANY(%s) GROUP BY job_name",
-                [STRANDED_SHOWN, stranded],
-            )
-            status.stranded_workflows = {name: list(ids) for name, ids in cur.fetchall()}
+        # Workflows pinned to a code version no worker here runs, whether their jobs are due or
+        # wait: one that waits days for a message is stranded as surely as a due one.
+        cur.execute(
+            "SELECT job_name, (array_agg(payload ->> 'workflow_id' ORDER BY created_at))[1:%s], "
+            "count(*) FILTER (WHERE scheduled_for > now()) "
+            "FROM pgjobs_job_queue WHERE status = 'pending' AND starts_with(job_name, %s) "
+            "AND job_name <> ALL(%s) GROUP BY job_name",
+            [STRANDED_SHOWN, WORKFLOW_JOB_PREFIX, registry.names()],
+        )
+        for name, ids, waiting in cur.fetchall():
+            status.stranded_workflows[name] = list(ids)
+            if waiting:
+                status.stranded_waiting[name] = int(waiting)
         cur.execute("SELECT status, count(*) FROM pgjobs_workflow_executions GROUP BY status")
         status.workflows = dict(cur.fetchall())
     status.dead_letters = FailedJob.objects.using(alias).count()

@@ -52,18 +52,23 @@ def status_report(
     if status.workflows:
         states = ", ".join(f"{state} {count}" for state, count in sorted(status.workflows.items()))
         yield f"workflows: {states}", False
+    for name, ids in status.stranded_workflows.items():
+        waiting = status.stranded_waiting.get(name, 0)
+        count = status.unhandled.get(name, 0) + waiting
+        version = name.removeprefix(WORKFLOW_JOB_PREFIX)
+        more = "" if len(ids) >= count else f" and {count - len(ids)} more"
+        waits = f", {waiting} of them waiting for what they wait for" if waiting else ""
+        yield (
+            (
+                f"{count} {in_number('workflow(s)', count)} pinned to code version {version!r}, "
+                f"which no worker of this deployment runs ({', '.join(ids)}{more}{waits}): deploy "
+                "that version, or move them with `manage.py pgjobs_workflows resume ID --deployed`"
+            ),
+            True,
+        )
     for name, count in status.unhandled.items():
         if name.startswith(WORKFLOW_JOB_PREFIX):
-            version = name.removeprefix(WORKFLOW_JOB_PREFIX)
-            ids = status.stranded_workflows.get(name, [])
-            more = "" if len(ids) >= count else f" and {count - len(ids)} more"
-            said = (
-                f"{count} {in_number('workflow(s)', count)} pinned to code version {version!r}, "
-                f"which no worker of this deployment runs ({', '.join(ids)}{more}): deploy that "
-                "version, or move them with `manage.py pgjobs_workflows resume ID --deployed`"
-            )
-            yield said, True
-            continue
+            continue  # said above
         yield (
             f"due but no handler is registered for {name!r}: {count} {in_number('job(s)', count)}",
             True,

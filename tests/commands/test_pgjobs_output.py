@@ -125,6 +125,27 @@ def test_status_names_the_workflows_pinned_to_a_version_no_worker_runs() -> None
     assert all(handle.workflow_id in warning for handle in handles)
 
 
+def test_status_names_the_waiting_workflows_pinned_to_a_version_no_worker_runs() -> None:
+    """Not only once their jobs are due: a workflow that waits days for a message on an old
+    code version is as stranded."""
+    due, waiting = (start_workflow(wf.greet, f"w{n}") for n in range(2))
+    for handle in (due, waiting):
+        WorkflowExecution.objects.filter(workflow_id=handle.workflow_id).update(app_version="v0")
+        Job.objects.filter(key=f"{WORKFLOW_KEY_PREFIX}{handle.workflow_id}").update(
+            job_name="pgjobs.workflow:v0"
+        )
+    Job.objects.filter(key=f"{WORKFLOW_KEY_PREFIX}{waiting.workflow_id}").update(
+        scheduled_for=timezone.now() + timedelta(days=3)
+    )
+    warning = next(line for line in pgjobs("status").splitlines() if "pinned" in line)
+    assert warning.startswith("2 workflows pinned to code version 'v0'"), warning
+    assert due.workflow_id in warning and waiting.workflow_id in warning
+    assert "1 of them waiting for what they wait for" in warning
+    Job.objects.filter(key=f"{WORKFLOW_KEY_PREFIX}{due.workflow_id}").delete()
+    warning = next(line for line in pgjobs("status").splitlines() if "pinned" in line)
+    assert warning.startswith("1 workflow pinned to code version 'v0'"), warning
+
+
 def test_enqueue_of_a_name_no_handler_takes_warns_and_still_enqueues() -> None:
     out, err = run("pgjobs", "enqueue", "send-welcom-email")
     assert Job.objects.get(id=out.strip()).job_name == "send-welcom-email"

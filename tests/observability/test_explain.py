@@ -327,6 +327,27 @@ def test_a_workflow_pinned_to_a_code_version_no_live_worker_runs() -> None:
     assert explain_job(job.id).blocker is Blocker.CLAIMABLE
 
 
+def test_a_waiting_workflow_says_it_waits_and_whether_a_live_worker_runs_its_version() -> None:
+    """Its job is not due while the workflow waits (for a message, say, for days): running it
+    sooner would only look again, and a code version no live worker runs is said now, not only
+    once the job is due."""
+    handle = start_workflow(wf.greet, "ada", workflow_id="waits")
+    job = Job.objects.get(key=f"pgjobs.workflow:{handle.workflow_id}")
+    Job.objects.filter(id=job.id).update(scheduled_for=F("scheduled_for") + timedelta(days=2))
+    live_worker("w1", handlers=["test.record", runner_job_name()])
+    said = explain_job(job.id)
+    assert said.blocker is Blocker.SCHEDULED and said.until is not None
+    assert "Its workflow (waits) waits (a durable sleep, recv()" in said.message
+    assert "pgjobs retry" not in said.message and "pinned" not in said.message
+    Job.objects.filter(id=job.id).update(job_name="pgjobs.workflow:old-release")
+    said = explain_job(job.id)
+    assert said.blocker is Blocker.SCHEDULED
+    assert "Then: Its workflow (waits) is pinned to code version 'old-release'" in said.message
+    assert "pgjobs_workflows resume waits --deployed" in said.message
+    live_worker("w2", handlers=None)  # may run it: whether it does is not known
+    assert "pinned" not in explain_job(job.id).message
+
+
 def test_a_real_worker_records_its_handlers_when_it_registers(
     make_worker: type[Worker],
 ) -> None:
