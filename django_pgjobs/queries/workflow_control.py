@@ -142,15 +142,15 @@ def resume(cur: Cursor, *, workflow_id: str, app_version: str | None) -> Resumed
 class Forked:
     source_found: bool
     created: bool  # False: the new id is taken, or from_step is past the recorded steps
-    recorded: int = 0  # the steps the source has recorded (indexes 0 to recorded - 1)
+    recorded: int = 0  # the index after the source's last recorded step (0: none recorded)
 
 
 def fork(cur: Cursor, row: dict[str, Any]) -> Forked:
     """Start a copy of a workflow that reuses its checkpoints before ``from_step``.
 
     Waits in progress are not copied: they start over. Nothing is created when ``from_step``
-    is past the steps the source recorded (a step index it never reached: a typo, not a copy
-    of the whole history). Runs in the caller's transaction. Locks: the new rows.
+    is past the step after the source's last recorded one (an index it never reached: a typo,
+    not a copy of the whole history). Runs in the caller's transaction. Locks: the new rows.
     """
     cur.execute(
         f"""
@@ -158,8 +158,11 @@ def fork(cur: Cursor, row: dict[str, Any]) -> Forked:
             SELECT * FROM pgjobs_workflow_executions WHERE workflow_id = %(source)s
         ),
         recorded AS (
-            -- A call takes the next index, so the indexes run from 0 without a gap.
-            SELECT count(*) AS steps FROM pgjobs_workflow_steps WHERE workflow_id = %(source)s
+            -- The step after the last recorded one; not a count: a call that raised before
+            -- it was recorded (arguments that are not JSON, caught by the workflow) leaves
+            -- its index unused.
+            SELECT coalesce(max(step_index) + 1, 0) AS steps
+            FROM pgjobs_workflow_steps WHERE workflow_id = %(source)s
         ),
         created AS (
             INSERT INTO pgjobs_workflow_executions

@@ -263,7 +263,7 @@ def fork_workflow(
 ) -> WorkflowHandle:
     """Start a new workflow with the same inputs that reuses the checkpoints of steps before
     ``from_step`` and runs the rest again, on the deployed code version unless ``app_version``
-    says otherwise. ``from_step`` may be at most the number of steps the source has recorded
+    says otherwise. ``from_step`` may be at most the step after the source's last recorded one
     (then every checkpoint is reused)."""
     if isinstance(from_step, bool) or not isinstance(from_step, int) or from_step < 0:
         raise InvalidJobError(f"from_step must be an int >= 0; got {from_step!r}.")
@@ -287,9 +287,9 @@ def fork_workflow(
         raise WorkflowNotFound(f"No workflow has the id {workflow_id!r}.")
     if from_step > forked.recorded:
         raise InvalidJobError(
-            f"Workflow {workflow_id!r} has recorded {forked.recorded} step(s) (0 to "
-            f"{forked.recorded - 1}): from_step must be at most {forked.recorded} (that many "
-            f"checkpoints reused); got {from_step}."
+            f"Workflow {workflow_id!r} recorded steps up to step {forked.recorded - 1}: "
+            f"from_step must be at most {forked.recorded} (the step after its last); got "
+            f"{from_step}."
             if forked.recorded
             else f"Workflow {workflow_id!r} has recorded no step: from_step must be 0; got "
             f"{from_step}."

@@ -54,8 +54,10 @@ def test_errors_become_command_errors() -> None:
 
 
 def test_show_names_a_workflow_by_the_start_of_its_id() -> None:
-    """As ``pgjobs cancel`` takes the start of a job's id: exactly one workflow must start so,
-    an id that exists as given is that workflow, and LIKE's wildcards are plain characters."""
+    """Exactly one workflow must start so, an id that exists as given is that workflow, and
+    LIKE's wildcards are plain characters. Only ``show``: the actions that change a workflow
+    take its whole id (a typo of ``order-1`` must not cancel ``order-10``), and name the ids that
+    start with one no workflow has."""
     for workflow_id in ("pfx_one-1", "pfxaone-2", "cli-7", "cli-70"):
         start_workflow(wf.greet, workflow_id, workflow_id=workflow_id)
     assert run("show", "pfx_").startswith("pfx_one-1 ")
@@ -63,9 +65,13 @@ def test_show_names_a_workflow_by_the_start_of_its_id() -> None:
     assert run("show", "cli-70").startswith("cli-70 ")
     with pytest.raises(CommandError, match="More than one workflow has an id starting with 'pfx'"):
         run("show", "pfx")
-    assert "Cancelled workflow pfxaone-2" in run("cancel", "pfxa")
-    assert get_workflow("pfxaone-2").status == "cancelled"
-    with pytest.raises(CommandError, match="No workflow has the id 'nothing'"):
+    for action in ("cancel", "resume", "fork"):
+        with pytest.raises(
+            CommandError, match=r"No workflow has the id 'pfxa'\. Ids that start so: pfxaone-2\."
+        ):
+            run(action, "pfxa")
+    assert get_workflow("pfxaone-2").status == "pending"
+    with pytest.raises(CommandError, match=r"No workflow has the id 'nothing'\.$"):
         run("show", "nothing")
 
 
@@ -94,4 +100,5 @@ def test_show_a_failed_steps_class_and_attempts_and_a_wait_that_will_never_end(
     assert "failed" in shown and "(after 3 attempts)" in shown
     assert "until " in run("show", waiting.workflow_id)
     run("cancel", waiting.workflow_id)
-    assert "never ended: the workflow is cancelled" in run("show", waiting.workflow_id)
+    shown = run("show", waiting.workflow_id)
+    assert "stopped: the workflow is cancelled (resumed, it waits on until " in shown

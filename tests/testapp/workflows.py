@@ -22,6 +22,7 @@ from django_pgjobs import (
     transaction_step,
     workflow,
 )
+from django_pgjobs.exceptions import WorkflowSerializationError
 from django_pgjobs.workflows import current_workflow_id
 from tests.testapp.models import Run
 
@@ -213,3 +214,16 @@ def controlled(label: str, outcome: str) -> int:
         raise Cancel("not needed")
     steps: int = controlled_step(label, outcome)
     return steps
+
+
+@workflow("test.gap")
+def gap(tag: str) -> list[str]:
+    """Step 1 takes its index and raises before it is recorded (an argument that is not JSON),
+    which the workflow catches: its steps are 0 and 2."""
+    done = [note(f"{tag}:0")]
+    try:
+        note(object())
+    except WorkflowSerializationError:
+        done.append("skipped")
+    done.append(note(f"{tag}:2"))
+    return done

@@ -36,7 +36,7 @@ def test_fork_from_a_step_the_workflow_never_reached_is_refused(
     checkpoint; from the step after the last, every checkpoint is reused."""
     handle = start_workflow(wf.five_steps, "reach", "/nonexistent")
     drain(make_worker())
-    with pytest.raises(InvalidJobError, match=r"recorded 5 step\(s\) \(0 to 4\).*at most 5.*got 6"):
+    with pytest.raises(InvalidJobError, match=r"recorded steps up to step 4: .*at most 5.*got 6"):
         fork_workflow(handle.workflow_id, from_step=6, new_workflow_id="too-far")
     with pytest.raises(WorkflowNotFound):
         get_workflow("too-far")
@@ -48,6 +48,22 @@ def test_fork_from_a_step_the_workflow_never_reached_is_refused(
     with pytest.raises(InvalidJobError, match="recorded no step: from_step must be 0; got 1"):
         fork_workflow(pending.workflow_id, from_step=1)
     assert fork_workflow(pending.workflow_id).workflow_id
+
+
+def test_fork_from_the_step_after_the_last_counts_an_index_left_unused(
+    make_worker: type[Worker],
+) -> None:
+    """A call that raised before it was recorded leaves its index unused (steps 0 and 2): the
+    step after the last is 3, not the two recorded."""
+    handle = start_workflow(wf.gap, "gap")
+    drain(make_worker())
+    assert [s.index for s in list_workflow_steps(handle.workflow_id)] == [0, 2]
+    fork_workflow(handle.workflow_id, from_step=3, new_workflow_id="gap-all")
+    with pytest.raises(InvalidJobError, match=r"recorded steps up to step 2: .*at most 3"):
+        fork_workflow(handle.workflow_id, from_step=4)
+    drain(make_worker())
+    assert get_workflow("gap-all").output == handle.get_result(1)
+    assert [wf.runs(f"gap:{i}") for i in (0, 2)] == [1, 1]
 
 
 def test_list_workflows_filters_and_orders_newest_first(make_worker: type[Worker]) -> None:

@@ -1,8 +1,10 @@
 """``manage.py pgjobs_workflows <list|show|cancel|resume|fork>``: thin wrappers over the API.
 
 Output follows ``pgjobs``'s rules: stored text escaped, times in ``TIME_ZONE`` with the offset.
-A workflow is named by its id or by the start of it, when exactly one id starts so (an id that
-exists as given is always that workflow).
+``show`` takes a workflow's id or the start of it, when exactly one id starts so (an id that
+exists as given is always that workflow). The actions that change a workflow take its whole id:
+its ids are the application's (``order-1``), and a prefix would cancel ``order-10`` for a typo;
+an id no workflow has is answered with those that start with it.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from django.db import connections
 from django_pgjobs import workflows
 from django_pgjobs.conf import conf
 from django_pgjobs.database import command_database
-from django_pgjobs.exceptions import PgJobsError
+from django_pgjobs.exceptions import PgJobsError, WorkflowNotFound
 from django_pgjobs.management.output import reader_may_leave
 from django_pgjobs.models import WorkflowStatus
 from django_pgjobs.observability.display import local_time, printable
@@ -27,8 +29,11 @@ from django_pgjobs.workflows.definitions import app_version
 # How much of a stored value (input, output, a step's output) ``show`` prints without --full,
 # as the admin's workflow page cuts them.
 SHOWN_CHARS = 2_000
-# A workflow waiting in one of these may still be woken; in any other its wait never ends.
+# A workflow waiting in one of these may still be woken; one in these waits on when resumed.
 _LIVE = ("pending", "running")
+_RESUMABLE = ("cancelled", "dead")
+# How many ids starting with an unknown one the error names.
+_HINTED = 3
 
 
 class Command(BaseCommand):
@@ -71,12 +76,27 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         try:
             command_database(options["database"])
-            if options.get("workflow_id") is not None:
+            if options["action"] == "show":
                 options["workflow_id"] = self.named(options["workflow_id"], options["database"])
             with reader_may_leave(self.stdout._out):
                 getattr(self, f"do_{options['action']}")(options)
+        except WorkflowNotFound as exc:
+            given = options.get("workflow_id") or ""
+            hint = self.starting(given, options["database"])
+            raise CommandError(printable(f"{exc}{hint}")) from exc
         except PgJobsError as exc:
             raise CommandError(printable(exc)) from exc
+
+    def starting(self, given: str, database: str | None) -> str:
+        """The ids that start with ``given``, as a hint after "no workflow has the id"."""
+        if not given:
+            return ""
+        with connections[database or conf.DATABASE].cursor() as cur:
+            found = reads.ids_starting(cur, given, limit=_HINTED + 1)
+        if not found:
+            return ""
+        more = ", ..." if len(found) > _HINTED else ""
+        return f" Ids that start so: {', '.join(found[:_HINTED])}{more}."
 
     def named(self, given: str, database: str | None) -> str:
         """The workflow id ``given`` names: itself if a workflow has it, else the one id that
@@ -128,11 +148,12 @@ class Command(BaseCommand):
             self.say(f"  error        {_cut(_failure(info.error), limit)}")
         for step in workflows.list_workflow_steps(info.workflow_id, using=options["database"]):
             if step.status == "waiting":
-                detail = (
-                    f"until {local_time(step.wake_at) if step.wake_at else 'woken'}"
-                    if info.status in _LIVE
-                    else f"never ended: the workflow is {info.status}"
-                )
+                until = f"until {local_time(step.wake_at) if step.wake_at else 'woken'}"
+                if info.status in _RESUMABLE:
+                    until = f"stopped: the workflow is {info.status} (resumed, it waits on {until})"
+                elif info.status not in _LIVE:
+                    until = f"never ended: the workflow {info.status}"
+                detail = until
             elif step.error is not None:
                 detail = _cut(_failure(step.error), limit)
             else:
