@@ -19,7 +19,7 @@ from django_pgjobs import queries, signals
 from django_pgjobs.conf import conf
 from django_pgjobs.exceptions import JobNotFound, JobStateError
 from django_pgjobs.jobs import job_log
-from django_pgjobs.models import FailedJob, Job, JobStatus
+from django_pgjobs.models import FailedJob, Job, JobStatus, WorkflowExecution
 from django_pgjobs.queries import workflow_control
 from django_pgjobs.queries.base import WORKFLOW_JOB_PREFIX, WORKFLOW_KEY_PREFIX
 from django_pgjobs.workflows import lifecycle
@@ -198,6 +198,7 @@ def retry_job(job_id: uuid.UUID | str, *, using: str | None = None) -> None:
     """
     alias = _alias(using)
     pk = _as_uuid(job_id)
+    _refuse_cancelled_workflow(pk, alias)
     try:
         # The savepoint keeps a caller's transaction usable if the key is taken.
         with transaction.atomic(using=alias), connections[alias].cursor() as cur:
@@ -242,6 +243,27 @@ def cancel_job(job_id: uuid.UUID | str, *, using: str | None = None) -> None:
         signals.job_cancelled, Job, job_id=pk, job_name=cancelled.job_name,
         queue=cancelled.queue, reason=None, worker_id=None, within=alias,
     )  # fmt: skip
+
+
+def _refuse_cancelled_workflow(pk: uuid.UUID, alias: str) -> None:
+    """The job of a cancelled workflow is not retried: run again alone it finds its workflow
+    cancelled and does nothing, and on an old code version it waits for ever. Resuming the
+    workflow is what runs it again."""
+    workflow_id = _workflow_run_by(pk, alias)
+    if workflow_id is None:
+        return
+    status = (
+        WorkflowExecution.objects.using(alias)
+        .filter(workflow_id=workflow_id)
+        .values_list("status", flat=True)
+        .first()
+    )
+    if status == "cancelled":
+        raise JobStateError(
+            f"Job {pk} runs workflow {workflow_id!r}, which is cancelled: retrying the job alone "
+            "would run nothing. Resume the workflow instead: `manage.py pgjobs_workflows resume "
+            f"{workflow_id}` (resume_workflow())."
+        )
 
 
 def _workflow_run_by(pk: uuid.UUID, alias: str) -> str | None:

@@ -56,7 +56,7 @@ def explain_job(job_id: uuid.UUID | str, *, using: str | None = None) -> Explana
                     raise JobNotFound(f"No job or dead letter has the id {pk}.")
                 return say.dead_letter(pk, dead)
             if job.status in ("completed", "cancelled"):
-                return say.finished(pk, job)
+                return say.finished(cur, pk, job)
             if job.status == "running":
                 count, _ = details.live_workers(cur, silent_seconds=silent_seconds(), limit=0)
                 rescue = rows.rescue_from(

@@ -21,6 +21,8 @@ from django_pgjobs.observability.explain_workers import (
     no_handler,
     no_worker,
     turns_before,
+    waiting_workflow,
+    workflow_of,
 )
 from django_pgjobs.observability.explanation import (
     NAMED,
@@ -30,7 +32,8 @@ from django_pgjobs.observability.explanation import (
     silent_seconds,
 )
 from django_pgjobs.queries import explain_details as details
-from django_pgjobs.queries.base import WORKFLOW_JOB_PREFIX, WORKFLOW_KEY_PREFIX, Cursor
+from django_pgjobs.queries import workflow_reads as reads
+from django_pgjobs.queries.base import WORKFLOW_JOB_PREFIX, Cursor
 from django_pgjobs.queries.explain import DueJobFacts
 from django_pgjobs.queries.explain_rows import DeadLetterRow, JobRow
 
@@ -60,8 +63,6 @@ def _at(moment: datetime, now: datetime) -> str:
 
 
 REQUEUE_IN_ADMIN = "the Requeue action of the admin's dead letters list"
-# Live workers read to tell whether any of them runs a waiting workflow's code version.
-_ALL_WORKERS = 1_000
 
 
 def _ids(pairs: list[tuple[uuid.UUID, str | None]]) -> str:
@@ -86,10 +87,17 @@ def dead_letter(job_id: uuid.UUID, dead: DeadLetterRow) -> Explanation:
     )
 
 
-def finished(job_id: uuid.UUID, job: JobRow) -> Explanation:
+def finished(cur: Cursor, job_id: uuid.UUID, job: JobRow) -> Explanation:
     when = "" if job.completed_at is None else f" at {local_time(job.completed_at)}"
+    workflow = workflow_of(job)
     if job.status == "completed":
         message = f"Completed{when}: it has run."
+    elif workflow is not None and reads.status_of(cur, workflow) == "cancelled":
+        # A retry of this job alone would find its workflow cancelled and run nothing.
+        message = (
+            f"Cancelled{when} with its workflow ({workflow}), which stays cancelled until it is "
+            f"resumed (`manage.py pgjobs_workflows resume {workflow}`, resume_workflow())."
+        )
     else:
         message = (
             f"Cancelled{when}: it will not run unless it is retried "
@@ -182,29 +190,11 @@ def not_due(cur: Cursor, job_id: uuid.UUID, job: JobRow) -> Explanation:
         )
         return _made(job_id, job, Blocker.AWAITING_RETRY, message, until=job.scheduled_for)
     if job.job_name.startswith(WORKFLOW_JOB_PREFIX):
-        return _made(job_id, job, Blocker.SCHEDULED, _waiting(cur, job), until=job.scheduled_for)
+        return _made(
+            job_id, job, Blocker.SCHEDULED, waiting_workflow(cur, job, due), until=job.scheduled_for
+        )
     message = f"Due at {due}. (`manage.py pgjobs retry {job_id}` runs it now.)"
     return _made(job_id, job, Blocker.SCHEDULED, message, until=job.scheduled_for)
-
-
-def _waiting(cur: Cursor, job: JobRow) -> str:
-    """A workflow's job that is not due: its workflow waits, and running the job sooner would
-    only look again. Said too when no live worker serving its queue runs its code version, so
-    a workflow waiting days on an old version is not found out only when it is due."""
-    workflow = (job.key or "").removeprefix(WORKFLOW_KEY_PREFIX) or "ID"
-    message = (
-        f"Its workflow ({workflow}) waits (a durable sleep, recv(), get_event() or a child's "
-        f"result) until {_at(job.scheduled_for, job.now)} at the latest, or until what it waits "
-        "for comes (a message, an event or a result wakes it at once)."
-    )
-    workers = details.serving_workers(
-        cur, queue=job.queue, silent_seconds=silent_seconds(), limit=_ALL_WORKERS
-    )
-    if workers and all(
-        handlers is not None and job.job_name not in handlers for _, handlers in workers
-    ):
-        message += " Then: " + no_handler(cur, job)
-    return message
 
 
 def due(cur: Cursor, job_id: uuid.UUID, job: JobRow, facts: DueJobFacts) -> Explanation:

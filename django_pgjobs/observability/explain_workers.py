@@ -1,6 +1,7 @@
 """The sentences of an ``explain_job`` answer about the live workers that could take a due job
 (:mod:`.explain_messages` has the others): none serves its queue, none has its handler, or those
-that can and how busy they are, with the due jobs its queue's order (or turns) puts first."""
+that can and how busy they are, with the due jobs its queue's order (or turns) puts first; and
+a waiting workflow's job, which no live worker may run once it is due."""
 
 from __future__ import annotations
 
@@ -138,3 +139,36 @@ def claimable(cur: Cursor, job_id: uuid.UUID, job: JobRow, facts: DueJobFacts) -
             "0019), so whether they have this one is not known."
         )
     return " ".join(parts), ahead
+
+
+def workflow_of(job: JobRow) -> str | None:
+    """The workflow a workflow's job runs (its key names it), else None."""
+    if not job.job_name.startswith(WORKFLOW_JOB_PREFIX) or not job.key:
+        return None
+    if not job.key.startswith(WORKFLOW_KEY_PREFIX):
+        return None
+    return job.key.removeprefix(WORKFLOW_KEY_PREFIX)
+
+
+# Live workers read to tell whether any of them runs a waiting workflow's code version.
+_ALL_WORKERS = 1_000
+
+
+def waiting_workflow(cur: Cursor, job: JobRow, until: str) -> str:
+    """A workflow's job that is not due: its workflow waits, and running the job sooner would
+    only look again. Said too when no live worker serving its queue runs its code version, so
+    a workflow waiting days on an old version is not found out only when it is due."""
+    workflow = workflow_of(job) or "ID"
+    message = (
+        f"Its workflow ({workflow}) waits (a durable sleep, recv(), get_event() or a child's "
+        f"result) until {until} at the latest, or until what it waits "
+        "for comes (a message, an event or a result wakes it at once)."
+    )
+    workers = details.serving_workers(
+        cur, queue=job.queue, silent_seconds=silent_seconds(), limit=_ALL_WORKERS
+    )
+    if workers and all(
+        handlers is not None and job.job_name not in handlers for _, handlers in workers
+    ):
+        message += " Then: " + no_handler(cur, job)
+    return message

@@ -77,7 +77,7 @@ class Resumed:
 
 
 def resume(cur: Cursor, *, workflow_id: str, app_version: str | None) -> Resumed:
-    """Queue a cancelled, dead or stuck-pending workflow again.
+    """Queue a cancelled or dead workflow again, or re-pin a pending one.
 
     With ``app_version`` the workflow is re-pinned to that version (an operator moving it to
     the deployed code). Its job is re-pointed (an attempt whose lease ran out fenced out), or a
@@ -100,7 +100,9 @@ def resume(cur: Cursor, *, workflow_id: str, app_version: str | None) -> Resumed
                 error = CASE WHEN before.status = 'dead' THEN NULL ELSE w.error END,
                 app_version = coalesce(%(app_version)s, w.app_version)
             FROM before WHERE w.workflow_id = before.workflow_id
-              AND before.status IN ('cancelled', 'dead', 'pending')
+              AND (before.status IN ('cancelled', 'dead')
+                   -- A pending one only to re-pin it: nothing else of it is stopped.
+                   OR before.status = 'pending' AND %(app_version)s::text IS NOT NULL)
               AND NOT EXISTS (SELECT 1 FROM busy)
             RETURNING w.workflow_id, w.app_version, w.queue, w.priority, w.max_recovery_attempts
         ),

@@ -231,6 +231,7 @@ def resume_workflow(
 
     ``app_version`` re-pins it (and a pending workflow no worker of its version is left to run)
     to that code version, e.g. ``django_pgjobs.workflows.app_version()`` for the deployed code.
+    A pending workflow is refused without one: nothing of it is stopped.
     """
     if app_version is not None:
         _check_version(app_version)
@@ -239,10 +240,17 @@ def resume_workflow(
     before = resumed.before
     if before is None:
         raise WorkflowNotFound(f"No workflow has the id {workflow_id!r}.")
-    if before not in ("cancelled", "dead", "pending"):
+    if before in ("completed", "failed"):
         raise WorkflowStateError(
-            f"Workflow {workflow_id!r} is {before}; only cancelled, dead or pending workflows can "
-            "be resumed (fork a failed or completed one instead)."
+            f"Workflow {workflow_id!r} is {before}: it ended, and only a cancelled or dead "
+            "workflow is resumed (fork a failed or completed one instead: fork_workflow(), "
+            "`manage.py pgjobs_workflows fork`)."
+        )
+    if before == "running" or (before == "pending" and app_version is None):
+        raise WorkflowStateError(
+            f"Workflow {workflow_id!r} is {before} (queued, running, or waiting for what it "
+            "waits for): there is nothing to resume; only a cancelled or dead workflow is "
+            "resumed, and a pending one moved to another code version (app_version)."
         )
     if resumed.busy:
         raise WorkflowStateError(

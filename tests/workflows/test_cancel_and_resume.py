@@ -17,15 +17,22 @@ from django.utils import timezone
 from django_pgjobs import (
     cancel_job,
     cancel_workflow,
+    explain_job,
     get_job,
     get_workflow,
+    retry_job,
     send,
     sleep,
     start_workflow,
     step,
     workflow,
 )
-from django_pgjobs.exceptions import WorkflowCancelled, WorkflowNotFound, WorkflowStateError
+from django_pgjobs.exceptions import (
+    JobStateError,
+    WorkflowCancelled,
+    WorkflowNotFound,
+    WorkflowStateError,
+)
 from django_pgjobs.jobs import retry_dead_letter_job
 from django_pgjobs.models import Job, WorkflowStep
 from django_pgjobs.worker import Worker
@@ -225,3 +232,36 @@ def test_cancel_job_on_the_running_job_of_a_cancelled_workflow_is_unchanged() ->
     cancel_workflow(handle.workflow_id)  # a running job is left to notice at its next step
     cancel_job(job.id)
     assert Job.objects.get(id=job.id).status == "running"  # before: running; now: cancelled
+
+
+def test_resume_refuses_what_is_not_stopped(make_worker: type[Worker]) -> None:
+    """A pending workflow (queued, or waiting) has nothing to resume: only a move to another
+    code version is done for it; a completed one is forked, not resumed."""
+    waiting = start_workflow(wf.receiver, None, 300)
+    drain(make_worker())
+    job = workflow_job(waiting.workflow_id)
+    with pytest.raises(WorkflowStateError, match=r"is pending .*nothing to resume"):
+        resume_workflow(waiting.workflow_id)
+    assert workflow_job(waiting.workflow_id).scheduled_for == job.scheduled_for  # not moved
+    resume_workflow(waiting.workflow_id, app_version="v2")
+    assert get_workflow(waiting.workflow_id).app_version == "v2"
+    done = start_workflow(wf.greet, "x")
+    drain(make_worker())
+    with pytest.raises(WorkflowStateError, match=r"is completed: it ended.*fork a failed"):
+        resume_workflow(done.workflow_id)
+
+
+def test_the_job_of_a_cancelled_workflow_is_not_retried_alone() -> None:
+    """Retried, it would find its workflow cancelled and run nothing (on an old code version,
+    wait for ever); explain and the refusal name the resume that runs it again."""
+    handle = start_workflow(wf.greet, "x", workflow_id="stays-cancelled")
+    job = workflow_job(handle.workflow_id)
+    cancel_workflow(handle.workflow_id)
+    with pytest.raises(JobStateError, match="which is cancelled: retrying the job alone"):
+        retry_job(job.id)
+    assert Job.objects.get(id=job.id).status == "cancelled"
+    said = explain_job(job.id).message
+    assert "with its workflow (stays-cancelled), which stays cancelled until it is resumed" in said
+    assert "pgjobs_workflows resume stays-cancelled" in said and "pgjobs retry" not in said
+    resume_workflow(handle.workflow_id)
+    assert get_workflow(handle.workflow_id).status == "pending"
