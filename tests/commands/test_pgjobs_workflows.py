@@ -39,11 +39,13 @@ def test_cancel_resume_fork() -> None:
     start_workflow(wf.greet, "ops", workflow_id="ops-1")
     assert "Cancelled workflow ops-1" in run("cancel", "ops-1")
     assert get_workflow("ops-1").status == "cancelled"
+    assert run("cancel", "ops-1") == "Workflow ops-1 was already cancelled.\n"
     WorkflowExecution.objects.filter(workflow_id="ops-1").update(app_version="old")
     assert "Resumed" in run("resume", "ops-1", "--deployed")
     assert get_workflow("ops-1").app_version == app_version()
     assert "as ops-copy" in run("fork", "ops-1", "--new-id", "ops-copy")
     assert get_workflow("ops-copy").forked_from == "ops-1"
+    assert "  forked from  ops-1\n" in run("show", "ops-copy")
 
 
 def test_errors_become_command_errors() -> None:

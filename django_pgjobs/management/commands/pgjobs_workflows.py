@@ -141,6 +141,10 @@ class Command(BaseCommand):
 
         self.say(f"{info.workflow_id}  {info.name}  {info.status}")
         self.say(f"  app version  {info.app_version}   queue {info.queue}")
+        if info.parent_workflow_id:
+            self.say(f"  parent       {info.parent_workflow_id}")
+        if info.forked_from:
+            self.say(f"  forked from  {info.forked_from}")
         self.say(f"  input        {shown({'args': info.args, 'kwargs': info.kwargs})}")
         if info.status == "completed":
             self.say(f"  output       {shown(info.output)}")
@@ -163,8 +167,13 @@ class Command(BaseCommand):
             self.say(f"  {step.index:>4} {step.name:<40} {step.status:<10} {detail}")
 
     def do_cancel(self, options: dict[str, Any]) -> None:
-        workflows.cancel_workflow(options["workflow_id"], using=options["database"])
-        self.say(f"Cancelled workflow {options['workflow_id']}.")
+        workflow_id = options["workflow_id"]
+        before = workflows.get_workflow(workflow_id, using=options["database"]).status
+        workflows.cancel_workflow(workflow_id, using=options["database"])
+        if before == "cancelled":
+            self.say(f"Workflow {workflow_id} was already cancelled.")
+        else:
+            self.say(f"Cancelled workflow {workflow_id}.")
 
     def do_resume(self, options: dict[str, Any]) -> None:
         version = app_version() if options["deployed"] else options["app_version"]
