@@ -12,10 +12,11 @@ from typing import Any
 import pytest
 from django.core.management import CommandError, call_command
 
-from django_pgjobs import Cancel, Snooze, enqueue
+from django_pgjobs import Cancel, Snooze, enqueue, start_workflow
 from django_pgjobs.management.commands.pgjobs_worker import YOUNG_COLLECTION
 from django_pgjobs.models import Job
 from tests.helpers import start_worker
+from tests.testapp import workflows as wf
 from tests.testapp.models import Run
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -62,6 +63,21 @@ def test_the_stop_line_counts_snoozes_and_cancels_when_there_were_any(
         .rstrip()
         .endswith(
             "stopped: 0 completed, 0 retried, 0 dead-lettered, 0 released, 1 cancelled, 1 snoozed"
+        )
+    )
+
+
+def test_the_summary_counts_workflows_that_ran_until_a_wait() -> None:
+    """Run until its recv(), a workflow gives its job back: not completed, retried nor dead, and
+    the line said nothing had happened."""
+    start_workflow(wf.receiver, None, 300)
+    out = StringIO()
+    call_command("pgjobs_worker", "--burst", stdout=out)
+    assert (
+        out.getvalue()
+        .rstrip()
+        .endswith(
+            "stopped: 0 completed, 0 retried, 0 dead-lettered, 0 released, 1 workflow run waiting"
         )
     )
 

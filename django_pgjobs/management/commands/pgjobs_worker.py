@@ -22,7 +22,7 @@ from django_pgjobs.database import (
 from django_pgjobs.exceptions import PgJobsError, WorkerIdInUse
 from django_pgjobs.jobs.registry import registry
 from django_pgjobs.metrics import EXPORTER_SCOPES, require_prometheus_client
-from django_pgjobs.observability.display import printable
+from django_pgjobs.observability.display import in_number, printable
 from django_pgjobs.queries.base import WORKFLOW_JOB_PREFIX
 from django_pgjobs.worker.loop import Worker
 from django_pgjobs.worker.process import configure_logging
@@ -193,12 +193,15 @@ class Command(BaseCommand):
             restore_signals()
             if exporter is not None:
                 exporter.close()
-        # What ended, then what went back to the queue (the last two only when there were any).
+        # What ended, then what went back to the queue (the last three only when there were any).
         said = [
             f"{stats.completed} completed", f"{stats.retried} retried",
             f"{stats.buried} dead-lettered", f"{stats.released} released",
         ] + [f"{n} {word}" for n, word in ((stats.cancelled, "cancelled"),
-                                          (stats.snoozed, "snoozed")) if n]  # fmt: skip
+                                          (stats.snoozed, "snoozed"),
+                                          (stats.handed_back,
+                                           in_number("workflow run(s) waiting", stats.handed_back)))
+             if n]  # fmt: skip
         if not quiet:
             self.stdout.write(f"pgjobs worker {worker.worker_id} stopped: {', '.join(said)}")
         status = 0
