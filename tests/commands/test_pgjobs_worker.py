@@ -56,14 +56,8 @@ def test_the_stop_line_counts_snoozes_and_cancels_when_there_were_any(
     register_handler("t.cancel", cancels)
     enqueue("t.snooze", {})
     enqueue("t.cancel", {})
-    out = StringIO()
-    call_command("pgjobs_worker", "--burst", stdout=out)
-    assert (
-        out.getvalue()
-        .rstrip()
-        .endswith(
-            "stopped: 0 completed, 0 retried, 0 dead-lettered, 0 released, 1 cancelled, 1 snoozed"
-        )
+    assert burst_stop_line().endswith(
+        "stopped: 0 completed, 0 retried, 0 dead-lettered, 0 released, 1 cancelled, 1 snoozed"
     )
 
 
@@ -71,15 +65,16 @@ def test_the_summary_counts_workflows_that_ran_until_a_wait() -> None:
     """Run until its recv(), a workflow gives its job back: not completed, retried nor dead, and
     the line said nothing had happened."""
     start_workflow(wf.receiver, None, 300)
+    assert burst_stop_line().endswith(
+        "stopped: 0 completed, 0 retried, 0 dead-lettered, 0 released, 1 workflow run waiting"
+    )
+
+
+def burst_stop_line() -> str:
+    """The last line ``pgjobs_worker --burst`` prints: what it did."""
     out = StringIO()
     call_command("pgjobs_worker", "--burst", stdout=out)
-    assert (
-        out.getvalue()
-        .rstrip()
-        .endswith(
-            "stopped: 0 completed, 0 retried, 0 dead-lettered, 0 released, 1 workflow run waiting"
-        )
-    )
+    return out.getvalue().rstrip().splitlines()[-1]
 
 
 def test_the_banner_and_check_e010_name_workflows_not_their_internal_runner_jobs() -> None:

@@ -44,25 +44,31 @@ def running_jobs(batch: int) -> list[Token]:
             [RUNNING],
         )
         cur.execute("ANALYZE pgjobs_job_queue")
-    conn = second_connection()
-    try:
-        claimed = claim_jobs(
-            conn.cursor(), worker_id="others", limit=RUNNING, lease_seconds=60, queues=None,
-            job_names=None,
-        )  # fmt: skip
-    finally:
-        conn.close()
+    claimed = claimed_elsewhere(RUNNING)
     assert len(claimed) == RUNNING
     return [job.token for job in claimed[:batch]]
 
 
-def rows_read(conn: psycopg.Connection[Any]) -> int:
-    """Index entries and rows of sequential scans of pgjobs_job_queue that this connection's
+def claimed_elsewhere(limit: int) -> list[Any]:
+    """Jobs claimed, and committed, on a connection of another worker's."""
+    conn = second_connection()
+    try:
+        return claim_jobs(
+            conn.cursor(), worker_id="others", limit=limit, lease_seconds=60, queues=None,
+            job_names=None,
+        )  # fmt: skip
+    finally:
+        conn.close()
+
+
+def rows_read(conn: psycopg.Connection[Any], table: str = "pgjobs_job_queue") -> int:
+    """Index entries and rows of sequential scans of ``table`` that this connection's
     transaction has read so far."""
     row = conn.execute(
-        "SELECT pg_stat_get_xact_tuples_returned('pgjobs_job_queue'::regclass) + ("
+        "SELECT pg_stat_get_xact_tuples_returned(%(t)s::regclass) + ("
         "  SELECT coalesce(sum(pg_stat_get_xact_tuples_returned(indexrelid)), 0) FROM pg_index"
-        "  WHERE indrelid = 'pgjobs_job_queue'::regclass)"
+        "  WHERE indrelid = %(t)s::regclass)",
+        {"t": table},
     ).fetchone()
     assert row is not None
     return int(row[0])
@@ -190,18 +196,6 @@ def test_checking_a_batch_reads_the_batch_not_every_running_job(batch: int) -> N
     )
 
 
-def workflows_read(conn: psycopg.Connection[Any]) -> int:
-    """Rows of sequential scans of pgjobs_workflow_executions, and entries of its indexes, that
-    this connection's transaction has read so far."""
-    row = conn.execute(
-        "SELECT pg_stat_get_xact_tuples_returned('pgjobs_workflow_executions'::regclass) + ("
-        "  SELECT coalesce(sum(pg_stat_get_xact_tuples_returned(indexrelid)), 0) FROM pg_index"
-        "  WHERE indrelid = 'pgjobs_workflow_executions'::regclass)"
-    ).fetchone()
-    assert row is not None
-    return int(row[0])
-
-
 @pytest.mark.parametrize("batch", [4, 250])
 def test_a_batch_that_ends_workflows_reads_those_workflows_not_every_one(batch: int) -> None:
     """ENDED_CTE looks each ending's workflow up by its key. Joined to the endings, the planner
@@ -221,15 +215,7 @@ def test_a_batch_that_ends_workflows_reads_those_workflows_not_every_one(batch: 
     ids = [start_workflow(wf.greet, "x").workflow_id for _ in range(batch)]
     with connection.cursor() as cur:
         cur.execute("ANALYZE pgjobs_workflow_executions")
-    claimer = second_connection()
-    try:
-        claimed = claim_jobs(
-            claimer.cursor(), worker_id="w", limit=batch, lease_seconds=60, queues=None,
-            job_names=None,
-        )  # fmt: skip
-    finally:
-        claimer.close()
-    by_id = {job.payload["workflow_id"]: job.token for job in claimed}
+    by_id = {job.payload["workflow_id"]: job.token for job in claimed_elsewhere(batch)}
     tokens = list(by_id.values())
     endings = [json.dumps({"id": i, "s": "completed", "o": 1}) for i in by_id]
 
@@ -238,9 +224,9 @@ def test_a_batch_that_ends_workflows_reads_those_workflows_not_every_one(batch: 
 
     conn = second_connection(autocommit=False)
     try:
-        before = workflows_read(conn)
+        before = rows_read(conn, "pgjobs_workflow_executions")
         completed = complete(conn.cursor())
-        read = workflows_read(conn) - before
+        read = rows_read(conn, "pgjobs_workflow_executions") - before
         ended = conn.execute(
             "SELECT count(*) FROM pgjobs_workflow_executions WHERE status = 'completed' "
             "AND workflow_id = ANY(%s)",
