@@ -53,6 +53,11 @@ def test_errors_become_command_errors() -> None:
         run("show", "missing")
     with pytest.raises(CommandError, match="from-step"):
         run("fork", "missing", "--from-step", "-1")
+    with pytest.raises(CommandError, match=r"^--limit must be >= 1\.$"):
+        run("list", "--limit", "0")
+    start_workflow(wf.greet, "x", workflow_id="unrun")
+    with pytest.raises(CommandError, match="has recorded no step: --from-step must be 0; got 2"):
+        run("fork", "unrun", "--from-step", "2")
 
 
 def test_show_names_a_workflow_by_the_start_of_its_id() -> None:

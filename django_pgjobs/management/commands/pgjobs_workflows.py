@@ -19,7 +19,7 @@ from django.db import connections
 from django_pgjobs import workflows
 from django_pgjobs.conf import conf
 from django_pgjobs.database import command_database
-from django_pgjobs.exceptions import PgJobsError, WorkflowNotFound
+from django_pgjobs.exceptions import InvalidJobError, PgJobsError, WorkflowNotFound
 from django_pgjobs.management.output import reader_may_leave
 from django_pgjobs.models import WorkflowStatus
 from django_pgjobs.observability.display import local_time, printable
@@ -70,8 +70,16 @@ class Command(BaseCommand):
         )
         fork = sub.add_parser("fork", help="Start a copy reusing checkpoints before a step.")
         fork.add_argument("workflow_id")
-        fork.add_argument("--from-step", type=int, default=0)
-        fork.add_argument("--new-id", default=None)
+        fork.add_argument(
+            "--from-step",
+            type=int,
+            default=0,
+            help="The first step to run again (default 0: all); at most the step after the last "
+            "recorded one.",
+        )
+        fork.add_argument(
+            "--new-id", default=None, help="The new workflow's id (default: a random UUID)."
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
@@ -119,6 +127,8 @@ class Command(BaseCommand):
         self.stdout.write(printable(line))
 
     def do_list(self, options: dict[str, Any]) -> None:
+        if options["limit"] < 1:
+            raise CommandError("--limit must be >= 1.")
         found = workflows.list_workflows(
             status=options["status"],
             name=options["name"],
@@ -185,12 +195,16 @@ class Command(BaseCommand):
     def do_fork(self, options: dict[str, Any]) -> None:
         if options["from_step"] < 0:
             raise CommandError("--from-step must be >= 0.")
-        handle = workflows.fork_workflow(
-            options["workflow_id"],
-            options["from_step"],
-            new_workflow_id=options["new_id"],
-            using=options["database"],
-        )
+        try:
+            handle = workflows.fork_workflow(
+                options["workflow_id"],
+                options["from_step"],
+                new_workflow_id=options["new_id"],
+                using=options["database"],
+            )
+        except InvalidJobError as exc:
+            # Said in the command's own words: its option, not the function's argument.
+            raise CommandError(printable(str(exc).replace("from_step", "--from-step"))) from exc
         self.say(f"Forked workflow {options['workflow_id']} as {handle.workflow_id}.")
 
 
