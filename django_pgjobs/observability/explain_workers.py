@@ -73,7 +73,7 @@ def no_handler(cur: Cursor, job: JobRow) -> str:
             if name.startswith(WORKFLOW_JOB_PREFIX)
         }
     )
-    workflow = (job.key or "").removeprefix(WORKFLOW_KEY_PREFIX) or "ID"
+    workflow = workflow_of(job) or "ID"
     serving = f"live worker{'' if len(workers) == 1 else 's'} serving queue {job.queue} ({names})"
     which = (
         f"the {serving} does not run (it runs: "
@@ -143,11 +143,10 @@ def claimable(cur: Cursor, job_id: uuid.UUID, job: JobRow, facts: DueJobFacts) -
 
 def workflow_of(job: JobRow) -> str | None:
     """The workflow a workflow's job runs (its key names it), else None."""
-    if not job.job_name.startswith(WORKFLOW_JOB_PREFIX) or not job.key:
-        return None
-    if not job.key.startswith(WORKFLOW_KEY_PREFIX):
-        return None
-    return job.key.removeprefix(WORKFLOW_KEY_PREFIX)
+    key = job.key or ""
+    if job.job_name.startswith(WORKFLOW_JOB_PREFIX) and key.startswith(WORKFLOW_KEY_PREFIX):
+        return key.removeprefix(WORKFLOW_KEY_PREFIX)
+    return None
 
 
 # Live workers read to tell whether any of them runs a waiting workflow's code version.

@@ -112,7 +112,7 @@ class Command(BaseCommand):
         with connections[database or conf.DATABASE].cursor() as cur:
             if reads.status_of(cur, given) is not None:
                 return given
-            found = reads.ids_starting(cur, given, limit=3) if given else []
+            found = reads.ids_starting(cur, given, limit=2) if given else []  # one, or more
         if len(found) > 1:
             raise CommandError(
                 printable(
