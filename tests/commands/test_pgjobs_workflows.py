@@ -109,3 +109,19 @@ def test_show_a_failed_steps_class_and_attempts_and_a_wait_that_will_never_end(
     run("cancel", waiting.workflow_id)
     shown = run("show", waiting.workflow_id)
     assert "stopped: the workflow is cancelled (resumed, it waits on until " in shown
+
+
+def test_list_columns_stay_aligned_whatever_the_ids_length(make_worker: type[Worker]) -> None:
+    long_id = "an-order-placed-by-a-customer-of-the-shop-number-1"  # 50 characters
+    start_workflow(wf.greet, "a", workflow_id=long_id)
+    start_workflow(wf.fails, "b", workflow_id="short")
+    make_worker().run_once()
+    header, *rows = run("list").splitlines()
+    assert len(rows) == 2
+    for column, cells in (
+        ("name", ("test.greet", "test.fails")),
+        ("status", ("completed", "failed")),
+    ):
+        at = header.index(column)
+        assert sorted(row[at:].split()[0] for row in rows) == sorted(cells), (header, rows)
+    assert header.index("name") == len(long_id) + 2

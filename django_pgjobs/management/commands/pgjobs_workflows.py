@@ -20,7 +20,7 @@ from django_pgjobs import workflows
 from django_pgjobs.conf import conf
 from django_pgjobs.database import command_database
 from django_pgjobs.exceptions import InvalidJobError, PgJobsError, WorkflowNotFound
-from django_pgjobs.management.output import reader_may_leave
+from django_pgjobs.management.output import aligned, reader_may_leave
 from django_pgjobs.models import WorkflowStatus
 from django_pgjobs.observability.display import local_time, printable
 from django_pgjobs.queries import workflow_reads as reads
@@ -135,12 +135,11 @@ class Command(BaseCommand):
             limit=options["limit"],
             using=options["database"],
         )
-        self.say(f"{'workflow id':<38} {'name':<30} {'status':<10} created")
+        rows = [["workflow id", "name", "status", "created"]]
         for info in found:
-            self.say(
-                f"{info.workflow_id:<38} {info.name:<30} {info.status:<10} "
-                f"{local_time(info.created_at)}"
-            )
+            rows.append([info.workflow_id, info.name, info.status, local_time(info.created_at)])
+        for line in aligned(rows):
+            self.say(line)
 
     def do_show(self, options: dict[str, Any]) -> None:
         info = workflows.get_workflow(options["workflow_id"], using=options["database"])
