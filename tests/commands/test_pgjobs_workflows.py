@@ -9,7 +9,9 @@ from django.core.management import CommandError, call_command
 
 from django_pgjobs import get_workflow, send, start_workflow
 from django_pgjobs.models import WorkflowExecution
+from django_pgjobs.observability.display import local_time
 from django_pgjobs.worker import Worker
+from django_pgjobs.workflows import list_workflow_steps
 from django_pgjobs.workflows.definitions import app_version
 from tests.testapp import workflows as wf
 
@@ -125,3 +127,50 @@ def test_list_columns_stay_aligned_whatever_the_ids_length(make_worker: type[Wor
         at = header.index(column)
         assert sorted(row[at:].split()[0] for row in rows) == sorted(cells), (header, rows)
     assert header.index("name") == len(long_id) + 2
+
+
+def test_show_gives_each_steps_time_and_a_failures_traceback(make_worker: type[Worker]) -> None:
+    """A step's time is when its row was recorded. No duration: a step's start is the worker's
+    clock, its checkpoint the database's as of the transaction that wrote it, which for a
+    transaction_step began with the step's own first query."""
+    failed = start_workflow(wf.fails, "no", workflow_id="tb-1")
+    flaky = start_workflow(wf.flaky, "tb-flaky", 9)  # its step fails all three attempts
+    make_worker().run_once()
+    info = get_workflow(failed.workflow_id)
+    assert info.started_at is not None and info.completed_at is not None
+    shown = run("show", failed.workflow_id)
+    assert (
+        f"  created      {local_time(info.created_at)}   started {local_time(info.started_at)}"
+        f"   ended {local_time(info.completed_at)}\n"
+    ) in shown
+    (step,) = list_workflow_steps(failed.workflow_id)
+    assert step.completed_at is not None
+    line = next(line for line in shown.splitlines() if "workflows.note" in line)
+    assert f"completed  {local_time(step.completed_at)}  " in line
+    # The workflow's traceback as stored (its exception line first), a line each, under its
+    # error.
+    lines = shown.splitlines()
+    at = lines.index("  error        builtins.ValueError: no")
+    assert lines[at + 1 : at + 4] == [
+        "               ValueError: no",
+        "",
+        "               Traceback (most recent call last):",
+    ]
+    assert "                   raise ValueError(message)" in lines
+    # A failed step's traceback under its row.
+    lines = run("show", flaky.workflow_id).splitlines()
+    at = next(n for n, line in enumerate(lines) if "(after 3 attempts)" in line)
+    assert lines[at + 1 : at + 4] == [
+        "        ConnectionError: attempt 3 failed",
+        "",
+        "        Traceback (most recent call last):",
+    ]
+    # Cut as other values are, unless --full.
+    long = "Traceback (most recent call last):\n" + "  x\n" * 3_000 + "ValueError: the end"
+    WorkflowExecution.objects.filter(workflow_id=failed.workflow_id).update(
+        error={"type": "builtins.ValueError", "message": "long", "traceback": long}
+    )
+    shown = run("show", failed.workflow_id)
+    assert f"({len(long):,} characters in all; --full prints them)" in shown
+    assert "the end" not in shown
+    assert "               ValueError: the end\n" in run("show", failed.workflow_id, "--full")

@@ -99,7 +99,7 @@ class Command(BaseCommand):
         """The ids that start with ``given``, as a hint after "no workflow has the id"."""
         if not given:
             return ""
-        with connections[database or conf.DATABASE].cursor() as cur:
+        with self.cursor(database) as cur:
             found = reads.ids_starting(cur, given, limit=_HINTED + 1)
         if not found:
             return ""
@@ -109,7 +109,7 @@ class Command(BaseCommand):
     def named(self, given: str, database: str | None) -> str:
         """The workflow id ``given`` names: itself if a workflow has it, else the one id that
         starts with it; as given when none does (the action says it is not found)."""
-        with connections[database or conf.DATABASE].cursor() as cur:
+        with self.cursor(database) as cur:
             if reads.status_of(cur, given) is not None:
                 return given
             found = reads.ids_starting(cur, given, limit=2) if given else []  # one, or more
@@ -121,6 +121,9 @@ class Command(BaseCommand):
                 )
             )
         return found[0] if found else given
+
+    def cursor(self, database: str | None) -> Any:
+        return connections[database or conf.DATABASE].cursor()
 
     def say(self, line: str) -> None:
         """Write one line of output; stored text in it is shown escaped."""
@@ -150,6 +153,7 @@ class Command(BaseCommand):
 
         self.say(f"{info.workflow_id}  {info.name}  {info.status}")
         self.say(f"  app version  {info.app_version}   queue {info.queue}")
+        self.say(f"  created      {local_time(info.created_at)}{_run_times(info)}")
         if info.parent_workflow_id:
             self.say(f"  parent       {info.parent_workflow_id}")
         if info.forked_from:
@@ -159,21 +163,31 @@ class Command(BaseCommand):
             self.say(f"  output       {shown(info.output)}")
         if info.error:
             self.say(f"  error        {_cut(_failure(info.error), limit)}")
-        for step in workflows.list_workflow_steps(info.workflow_id, using=options["database"]):
-            if step.status == "waiting":
-                until = f"until {local_time(step.wake_at) if step.wake_at else 'woken'}"
-                if info.status in _RESUMABLE:
-                    until = f"stopped: the workflow is {info.status} (resumed, it waits on {until})"
-                elif info.status not in _LIVE:
-                    until = f"never ended: the workflow {info.status}"
-                detail = until
-            elif step.error is not None:
-                detail = _cut(_failure(step.error), limit)
-            else:
-                detail = shown(step.output)
-            if step.attempts > 1:
-                detail += f" (after {step.attempts} attempts)"
-            self.say(f"  {step.index:>4} {step.name:<40} {step.status:<10} {detail}")
+            self.say_traceback(info.error, limit, indent=15)
+        steps = workflows.list_workflow_steps(info.workflow_id, using=options["database"])
+        if not steps:
+            return
+        rows = [["  step", "name", "status", "recorded", "output, error or wait"]]
+        for step in steps:
+            rows.append(
+                [f"  {step.index:>4}", step.name, step.status, _recorded(step),
+                 _step_detail(info, step, limit)]
+            )  # fmt: skip
+        header, *lines = aligned(rows)
+        self.say(header)
+        for line, step in zip(lines, steps, strict=True):
+            self.say(line)
+            if step.error is not None:
+                self.say_traceback(step.error, limit, indent=8)
+
+    def say_traceback(self, error: Any, limit: int | None, *, indent: int) -> None:
+        """A recorded error's traceback, a line each, under its error (cut as values are)."""
+        traceback = error.get("traceback") if isinstance(error, dict) else None
+        if not traceback or not isinstance(traceback, str):
+            return
+        # Split at newlines only: printable() escapes every other control character.
+        for line in _cut(traceback.rstrip("\n"), limit).split("\n"):
+            self.say(f"{'':<{indent}}{line}".rstrip())
 
     def do_cancel(self, options: dict[str, Any]) -> None:
         workflow_id = options["workflow_id"]
@@ -205,6 +219,35 @@ class Command(BaseCommand):
             # Said in the command's own words: its option, not the function's argument.
             raise CommandError(printable(str(exc).replace("from_step", "--from-step"))) from exc
         self.say(f"Forked workflow {options['workflow_id']} as {handle.workflow_id}.")
+
+
+def _run_times(info: workflows.WorkflowInfo) -> str:
+    started = "" if info.started_at is None else f"   started {local_time(info.started_at)}"
+    ended = "" if info.completed_at is None else f"   ended {local_time(info.completed_at)}"
+    return started + ended
+
+
+def _recorded(step: workflows.StepInfo) -> str:
+    """When the step's row was written: its checkpoint (the database's clock, as of the
+    transaction that wrote it), or for a wait in progress its start (the worker's clock)."""
+    when = step.started_at if step.status == "waiting" else step.completed_at
+    return "-" if when is None else local_time(when)
+
+
+def _step_detail(info: workflows.WorkflowInfo, step: workflows.StepInfo, limit: int | None) -> str:
+    if step.status == "waiting":
+        detail = f"until {local_time(step.wake_at) if step.wake_at else 'woken'}"
+        if info.status in _RESUMABLE:
+            detail = f"stopped: the workflow is {info.status} (resumed, it waits on {detail})"
+        elif info.status not in _LIVE:
+            detail = f"never ended: the workflow {info.status}"
+    elif step.error is not None:
+        detail = _cut(_failure(step.error), limit)
+    else:
+        detail = _cut(json.dumps(step.output), limit)
+    if step.attempts > 1:
+        detail += f" (after {step.attempts} attempts)"
+    return detail
 
 
 def _failure(error: dict[str, Any]) -> str:
