@@ -1,10 +1,12 @@
-"""Reads of a workflow's own row: they lock nothing and write nothing (the statements that change
-it are in :mod:`.workflow_runs` and :mod:`.workflow_control`)."""
+"""Reads of a workflow's own row, and of the waits its steps are in: they lock nothing and write
+nothing (the statements that change them are in :mod:`.workflow_runs`, :mod:`.workflow_control`
+and :mod:`.workflow_steps`)."""
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from django_pgjobs.queries.base import Cursor, is_workflow_job
@@ -89,3 +91,25 @@ def ids_starting(cur: Cursor, prefix: str, *, limit: int) -> list[str]:
         [pattern, limit],
     )
     return [str(found) for (found,) in cur.fetchall()]
+
+
+@dataclass(frozen=True)
+class Wait:
+    """A durable wait in progress: its step's name (``pgjobs.sleep``, ``pgjobs.recv`` ...), what
+    wakes it early (``wait_key``) and its deadline (``wake_at``; None: it has none)."""
+
+    step_name: str
+    wait_key: str | None
+    wake_at: datetime | None
+
+
+def waits_of(cur: Cursor, workflow_ids: list[str]) -> dict[str, Wait]:
+    """The wait each of these workflows is in, for those in one (a workflow is in one at a
+    time; its latest step wins should a row say otherwise). Reads pgjobs_workflow_step_unique,
+    which leads with the workflow's id, once per id; locks nothing."""
+    cur.execute(
+        "SELECT workflow_id, step_name, wait_key, wake_at FROM pgjobs_workflow_steps "
+        "WHERE workflow_id = ANY(%s) AND status = 'waiting' ORDER BY workflow_id, step_index",
+        [workflow_ids],
+    )
+    return {str(id_): Wait(str(name), key, wake_at) for id_, name, key, wake_at in cur.fetchall()}

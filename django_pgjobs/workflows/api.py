@@ -203,6 +203,7 @@ def list_workflow_steps(workflow_id: str, *, using: str | None = None) -> list[S
             wake_at=row.wake_at,
             started_at=row.started_at,
             completed_at=row.completed_at,
+            wait_key=row.wait_key,
         )
         for row in rows.order_by("step_index")
     ]

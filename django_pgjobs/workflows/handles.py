@@ -90,6 +90,9 @@ class StepInfo:
     wake_at: datetime | None
     started_at: datetime
     completed_at: datetime | None
+    # A wait's wake-up key, what ends it early (``message:<id>:<topic>``,
+    # ``event:<id>:<key>``, ``result:<id>``); None for a sleep and for the other steps.
+    wait_key: str | None = None
 
 
 @dataclass(frozen=True)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from io import StringIO
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.db.models.functions import Now
 
 from django_pgjobs import get_workflow, send, start_workflow
-from django_pgjobs.models import WorkflowExecution
+from django_pgjobs.models import Job, WorkflowExecution
 from django_pgjobs.observability.display import local_time
 from django_pgjobs.worker import Worker
 from django_pgjobs.workflows import list_workflow_steps
@@ -110,7 +112,9 @@ def test_show_a_failed_steps_class_and_attempts_and_a_wait_that_will_never_end(
     assert "until " in run("show", waiting.workflow_id)
     run("cancel", waiting.workflow_id)
     shown = run("show", waiting.workflow_id)
-    assert "stopped: the workflow is cancelled (resumed, it waits on until " in shown
+    assert (
+        "stopped: the workflow is cancelled (resumed, it goes on waiting (recv 't') until "
+    ) in shown
 
 
 def test_list_columns_stay_aligned_whatever_the_ids_length(make_worker: type[Worker]) -> None:
@@ -174,3 +178,41 @@ def test_show_gives_each_steps_time_and_a_failures_traceback(make_worker: type[W
     assert f"({len(long):,} characters in all; --full prints them)" in shown
     assert "the end" not in shown
     assert "               ValueError: the end\n" in run("show", failed.workflow_id, "--full")
+
+
+def test_list_and_show_say_what_a_pending_workflow_waits_for(make_worker: type[Worker]) -> None:
+    """A workflow in a durable wait is pending, its job scheduled later: ``list`` says what it
+    waits for, in the words ``show`` uses for its waiting step."""
+    topic = start_workflow(wf.receiver, "payment", 600.0, workflow_id="waits-topic")
+    untitled = start_workflow(wf.receiver, None, 600.0, workflow_id="waits-none")
+    asleep = start_workflow(wf.sleeper, "nap", 3_600.0, workflow_id="waits-sleep")
+    event = start_workflow(wf.event_waiter, "someone:else", 600.0, workflow_id="waits-event")
+    start_workflow(wf.parent, 1, workflow_id="waits-child")
+    queued = start_workflow(wf.greet, "later", workflow_id="waits-not")
+    Job.objects.filter(key=f"pgjobs.workflow:{queued.workflow_id}").update(
+        scheduled_for=Now() + timedelta(hours=1)
+    )
+    make_worker(concurrency=8).run_once()
+    wake_at = {
+        handle.workflow_id: local_time(list_workflow_steps(handle.workflow_id)[-1].wake_at)  # type: ignore[arg-type]
+        for handle in (topic, untitled, asleep, event)
+    }
+    listed = {line.split()[0]: line for line in run("list").splitlines()[1:]}
+    said = {
+        "waits-topic": f"waiting (recv 'payment') until {wake_at['waits-topic']}",
+        "waits-none": f"waiting (recv) until {wake_at['waits-none']}",
+        "waits-sleep": f"sleeping until {wake_at['waits-sleep']}",
+        "waits-event": f"waiting (get_event 'someone:else:stage') until {wake_at['waits-event']}",
+        "waits-child": "waiting (get_result of 'waits-child-0'), no time limit",
+    }
+    for workflow_id, words in said.items():
+        assert listed[workflow_id].endswith(f"  {words}"), listed[workflow_id]
+        (step,) = [line for line in run("show", workflow_id).splitlines() if " waiting " in line]
+        assert step.endswith(f"  {_recorded_wait(workflow_id)}  {words}"), step
+    assert listed["waits-not"].endswith("  pending")
+    assert listed["waits-child-0"].endswith("  pending")  # queued by its parent, not waiting
+
+
+def _recorded_wait(workflow_id: str) -> str:
+    """A wait in progress is shown with the time it began."""
+    return local_time(list_workflow_steps(workflow_id)[-1].started_at)

@@ -23,6 +23,7 @@ from django_pgjobs.exceptions import InvalidJobError, PgJobsError, WorkflowNotFo
 from django_pgjobs.management.output import aligned, reader_may_leave
 from django_pgjobs.models import WorkflowStatus
 from django_pgjobs.observability.display import local_time, printable
+from django_pgjobs.observability.workflow_states import described_wait
 from django_pgjobs.queries import workflow_reads as reads
 from django_pgjobs.workflows.definitions import app_version
 
@@ -138,9 +139,20 @@ class Command(BaseCommand):
             limit=options["limit"],
             using=options["database"],
         )
-        rows = [["workflow id", "name", "status", "created"]]
+        pending = [info.workflow_id for info in found if info.status == "pending"]
+        waits: dict[str, reads.Wait] = {}
+        if pending:
+            with self.cursor(options["database"]) as cur:
+                waits = reads.waits_of(cur, pending)
+        rows = [["workflow id", "name", "created", "status"]]
         for info in found:
-            rows.append([info.workflow_id, info.name, info.status, local_time(info.created_at)])
+            wait = waits.get(info.workflow_id)
+            status = (
+                info.status
+                if wait is None
+                else described_wait(info.workflow_id, wait.step_name, wait.wait_key, wait.wake_at)
+            )
+            rows.append([info.workflow_id, info.name, local_time(info.created_at), status])
         for line in aligned(rows):
             self.say(line)
 
@@ -236,11 +248,13 @@ def _recorded(step: workflows.StepInfo) -> str:
 
 def _step_detail(info: workflows.WorkflowInfo, step: workflows.StepInfo, limit: int | None) -> str:
     if step.status == "waiting":
-        detail = f"until {local_time(step.wake_at) if step.wake_at else 'woken'}"
+        wait = described_wait(info.workflow_id, step.name, step.wait_key, step.wake_at)
         if info.status in _RESUMABLE:
-            detail = f"stopped: the workflow is {info.status} (resumed, it waits on {detail})"
+            detail = f"stopped: the workflow is {info.status} (resumed, it goes on {wait})"
         elif info.status not in _LIVE:
-            detail = f"never ended: the workflow {info.status}"
+            detail = f"never ended: the workflow {info.status} ({wait})"
+        else:
+            detail = wait
     elif step.error is not None:
         detail = _cut(_failure(step.error), limit)
     else:
