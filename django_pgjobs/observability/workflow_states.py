@@ -1,11 +1,15 @@
 """How ``pgjobs_workflows`` words what a workflow is doing beyond its status: the wait it is in,
-said the same way by ``list`` (for a pending workflow) and ``show`` (for its waiting step)."""
+said the same way by ``list`` (for a pending workflow) and ``show`` (for its waiting step), and
+the run of a cancelled workflow still in a step. Reads a few rows by key; writes nothing."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
 from django_pgjobs.observability.display import local_time
+from django_pgjobs.queries.base import WORKFLOW_KEY_PREFIX, Cursor
+from django_pgjobs.queries.enqueue import find_active_job_by_key
+from django_pgjobs.queries.explain_rows import JobRow, find_job
 
 
 def described_wait(
@@ -30,3 +34,30 @@ def described_wait(
     else:  # a kind of wait this version does not know (a later one wrote it)
         what = step_name
     return f"waiting ({what}){until}"
+
+
+def _job(cur: Cursor, workflow_id: str) -> JobRow | None:
+    """The workflow's pending or running job (its key), read as ``explain`` reads a job."""
+    job_id = find_active_job_by_key(cur, f"{WORKFLOW_KEY_PREFIX}{workflow_id}")
+    return None if job_id is None else find_job(cur, job_id=job_id)
+
+
+def run_in_flight(cur: Cursor, workflow_id: str) -> str | None:
+    """What the run still holding a cancelled workflow's job is doing, as far as the rows tell;
+    None when no run holds it. A cancel does not interrupt a step: the run records the step it
+    is in when it ends and stops before the next, so until then that step has no row."""
+    job = _job(cur, workflow_id)
+    if job is None or job.status != "running":
+        return None
+    since = "" if job.locked_at is None else f" since {local_time(job.locked_at)}"
+    run = f"its last run (worker {job.locked_by}{since})"
+    if job.lease_expires_at is not None and job.lease_expires_at <= job.now:
+        return (
+            f"{run} let its lease run out at {local_time(job.lease_expires_at)}: if that worker "
+            "died in a step, the step is not recorded, and a resume runs it again"
+        )
+    return (
+        f"{run} is still in a step not recorded yet (or between two): the step is not "
+        "interrupted, and is recorded when it ends; the run stops before the next one (a "
+        "resume waits until then)"
+    )

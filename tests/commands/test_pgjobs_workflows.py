@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from io import StringIO
+from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -15,6 +16,7 @@ from django_pgjobs.observability.display import local_time
 from django_pgjobs.worker import Worker
 from django_pgjobs.workflows import list_workflow_steps
 from django_pgjobs.workflows.definitions import app_version
+from tests.helpers import in_thread, wait_for, workflow_job
 from tests.testapp import workflows as wf
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -216,3 +218,40 @@ def test_list_and_show_say_what_a_pending_workflow_waits_for(make_worker: type[W
 def _recorded_wait(workflow_id: str) -> str:
     """A wait in progress is shown with the time it began."""
     return local_time(list_workflow_steps(workflow_id)[-1].started_at)
+
+
+def test_show_says_a_cancelled_workflows_run_is_still_in_a_step(
+    make_worker: type[Worker], tmp_path: Path
+) -> None:
+    """A cancel does not interrupt a step: the run records it when it ends, then stops. Until
+    then that step has no row, and ``show`` says where the run is from its job."""
+    flag = tmp_path / "hold"
+    flag.touch()
+    handle = start_workflow(wf.five_steps, "inflight", str(flag), workflow_id="inflight")
+    worker = make_worker()
+    thread = in_thread(worker.run_once)
+    try:
+        wait_for(lambda: wf.runs("inflight:3"), what="step 3 to start")
+        run("cancel", handle.workflow_id)
+        shown = run("show", handle.workflow_id)
+        job = workflow_job(handle.workflow_id)
+        assert (
+            f"  in flight    its last run (worker {worker.worker_id} since "
+            f"{local_time(job.locked_at)}) is still in a step not recorded yet (or between two)"
+        ) in shown
+        assert "workflows.gate" not in shown  # not recorded yet
+        Job.objects.filter(id=job.id).update(lease_expires_at=Now() - timedelta(seconds=1))
+        expired = workflow_job(handle.workflow_id).lease_expires_at
+        assert (
+            f"let its lease run out at {local_time(expired)}: if that worker died in a step, "
+            "the step is not recorded, and a resume runs it again"
+        ) in run("show", handle.workflow_id)
+    finally:
+        flag.unlink()
+        thread.join(10)
+    shown = run("show", handle.workflow_id)
+    assert "  in flight " not in shown
+    after = "(recorded after the cancel: a step in flight is not interrupted)"
+    (step_3,) = [line for line in shown.splitlines() if "workflows.gate" in line]
+    assert step_3.endswith(after)
+    assert shown.count(after) == 1

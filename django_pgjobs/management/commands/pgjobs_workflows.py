@@ -23,7 +23,7 @@ from django_pgjobs.exceptions import InvalidJobError, PgJobsError, WorkflowNotFo
 from django_pgjobs.management.output import aligned, reader_may_leave
 from django_pgjobs.models import WorkflowStatus
 from django_pgjobs.observability.display import local_time, printable
-from django_pgjobs.observability.workflow_states import described_wait
+from django_pgjobs.observability.workflow_states import described_wait, run_in_flight
 from django_pgjobs.queries import workflow_reads as reads
 from django_pgjobs.workflows.definitions import app_version
 
@@ -176,6 +176,11 @@ class Command(BaseCommand):
         if info.error:
             self.say(f"  error        {_cut(_failure(info.error), limit)}")
             self.say_traceback(info.error, limit, indent=15)
+        if info.status == "cancelled":
+            with self.cursor(options["database"]) as cur:
+                in_flight = run_in_flight(cur, info.workflow_id)
+            if in_flight is not None:
+                self.say(f"  in flight    {in_flight}")
         steps = workflows.list_workflow_steps(info.workflow_id, using=options["database"])
         if not steps:
             return
@@ -261,6 +266,9 @@ def _step_detail(info: workflows.WorkflowInfo, step: workflows.StepInfo, limit: 
         detail = _cut(json.dumps(step.output), limit)
     if step.attempts > 1:
         detail += f" (after {step.attempts} attempts)"
+    cancelled_at = info.completed_at if info.status == "cancelled" else None
+    if cancelled_at and step.completed_at and step.completed_at > cancelled_at:
+        detail += " (recorded after the cancel: a step in flight is not interrupted)"
     return detail
 
 
