@@ -82,8 +82,15 @@ def no_handler(cur: Cursor, job: JobRow) -> str:
     )
     return (
         f"Its workflow ({workflow}) is pinned to code version {version!r}, which {which}"
-        f"{', '.join(running) or 'none'}). Deploy that version, or move the workflow to the "
-        f"deployed one: `manage.py pgjobs_workflows resume {workflow} --deployed`."
+        f"{', '.join(running) or 'none'}). {move_advice(workflow)}"
+    )
+
+
+def move_advice(workflow: str) -> str:
+    """What to do about a workflow pinned to a code version no worker runs."""
+    return (
+        "Deploy that version, or move the workflow to the deployed one: "
+        f"`manage.py pgjobs_workflows resume {workflow} --deployed`."
     )
 
 
@@ -149,7 +156,7 @@ def workflow_of(job: JobRow) -> str | None:
     return None
 
 
-# Live workers read to tell whether any of them runs a waiting workflow's code version.
+# Live workers read to tell whether any of them runs a workflow's code version.
 _ALL_WORKERS = 1_000
 
 
@@ -163,11 +170,19 @@ def waiting_workflow(cur: Cursor, job: JobRow, until: str) -> str:
         f"result) until {until} at the latest, or until what it waits "
         "for comes (a message, an event or a result wakes it at once)."
     )
+    unrun = version_not_run(cur, job)
+    return message if unrun is None else f"{message} Then: {unrun}"
+
+
+def version_not_run(cur: Cursor, job: JobRow) -> str | None:
+    """:func:`no_handler`'s sentence when live workers serve the job's queue and none of them
+    runs its name (a workflow's: its code version), each having recorded what it runs; None
+    when one does or may, or when none is live (a worker started later may run it)."""
     workers = details.serving_workers(
         cur, queue=job.queue, silent_seconds=silent_seconds(), limit=_ALL_WORKERS
     )
     if workers and all(
         handlers is not None and job.job_name not in handlers for _, handlers in workers
     ):
-        message += " Then: " + no_handler(cur, job)
-    return message
+        return no_handler(cur, job)
+    return None

@@ -1,13 +1,17 @@
-"""How ``pgjobs_workflows`` words what a workflow is doing beyond its status: the wait it is in,
-said the same way by ``list`` (for a pending workflow) and ``show`` (for its waiting step), and
-the run of a cancelled workflow still in a step. Reads a few rows by key; writes nothing."""
+"""What ``pgjobs_workflows`` says a workflow is doing beyond its status: the wait it is in (``list``
+and ``show`` word it the same way), the run of a cancelled workflow still in a step, and, once it
+is resumed, a code version no live worker runs. Reads a few rows by key; writes nothing."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
+from django_pgjobs.jobs.registry import registry
 from django_pgjobs.observability.display import local_time
-from django_pgjobs.queries.base import WORKFLOW_KEY_PREFIX, Cursor
+from django_pgjobs.observability.explain_workers import move_advice, version_not_run
+from django_pgjobs.observability.explanation import silent_seconds
+from django_pgjobs.queries import explain_details as details
+from django_pgjobs.queries.base import WORKFLOW_JOB_PREFIX, WORKFLOW_KEY_PREFIX, Cursor
 from django_pgjobs.queries.enqueue import find_active_job_by_key
 from django_pgjobs.queries.explain_rows import JobRow, find_job
 
@@ -60,4 +64,25 @@ def run_in_flight(cur: Cursor, workflow_id: str) -> str | None:
         f"{run} is still in a step not recorded yet (or between two): the step is not "
         "interrupted, and is recorded when it ends; the run stops before the next one (a "
         "resume waits until then)"
+    )
+
+
+def unrun_version(cur: Cursor, workflow_id: str) -> str | None:
+    """Why the workflow's queued job will not run as things stand, for the operator who just
+    resumed it: the live workers serving its queue run other code versions (``explain``'s
+    sentence), or none serves it and this deployment runs another version too (``pgjobs
+    status``'s judgement). None when one runs it or may, or its job is already taken."""
+    job = _job(cur, workflow_id)
+    if job is None or job.status != "pending":
+        return None
+    said = version_not_run(cur, job)
+    if said is not None or job.job_name in registry.names():
+        return said
+    if details.serving_workers(cur, queue=job.queue, silent_seconds=silent_seconds(), limit=1):
+        return None  # they may run it: some did not record what they run
+    version = job.job_name.removeprefix(WORKFLOW_JOB_PREFIX)
+    return (
+        f"Its workflow ({workflow_id}) is pinned to code version {version!r}, which no worker "
+        f"of this deployment runs, and no live worker serves queue {job.queue}. "
+        f"{move_advice(workflow_id)}"
     )

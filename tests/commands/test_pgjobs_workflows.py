@@ -12,10 +12,11 @@ from django.db.models.functions import Now
 
 from django_pgjobs import get_workflow, send, start_workflow
 from django_pgjobs.models import Job, WorkflowExecution
+from django_pgjobs.models import Worker as WorkerRow
 from django_pgjobs.observability.display import local_time
 from django_pgjobs.worker import Worker
 from django_pgjobs.workflows import list_workflow_steps
-from django_pgjobs.workflows.definitions import app_version
+from django_pgjobs.workflows.definitions import app_version, runner_job_name
 from tests.helpers import in_thread, wait_for, workflow_job
 from tests.testapp import workflows as wf
 
@@ -26,6 +27,12 @@ def run(*args: str) -> str:
     out = StringIO()
     call_command("pgjobs_workflows", *args, stdout=out)
     return out.getvalue()
+
+
+def run_both(*args: str) -> tuple[str, str]:
+    out, err = StringIO(), StringIO()
+    call_command("pgjobs_workflows", *args, stdout=out, stderr=err)
+    return out.getvalue(), err.getvalue()
 
 
 def test_list_and_show(make_worker: type[Worker]) -> None:
@@ -255,3 +262,30 @@ def test_show_says_a_cancelled_workflows_run_is_still_in_a_step(
     (step_3,) = [line for line in shown.splitlines() if "workflows.gate" in line]
     assert step_3.endswith(after)
     assert shown.count(after) == 1
+
+
+def test_resume_to_a_code_version_no_live_worker_runs_warns_and_resumes() -> None:
+    """An operator may deploy that version next: the resume stands, with the warning ``pgjobs
+    explain`` gives for such a workflow (live workers run other versions) or ``pgjobs status``
+    (none is live, and this deployment runs another)."""
+    start_workflow(wf.greet, "v", workflow_id="moved")
+    run("cancel", "moved")
+    WorkerRow.objects.create(id="w1", handlers=["test.record", runner_job_name()])
+    out, err = run_both("resume", "moved", "--app-version", "zzz")
+    assert out == "Resumed workflow moved.\n"
+    assert get_workflow("moved").app_version == "zzz"
+    assert err == (
+        "Warning: Its workflow (moved) is pinned to code version 'zzz', which the live worker "
+        f"serving queue default (w1) does not run (it runs: {app_version()}). Deploy that "
+        "version, or move the workflow to the deployed one: `manage.py pgjobs_workflows resume "
+        "moved --deployed`.\n"
+    )
+    WorkerRow.objects.all().delete()
+    _, err = run_both("resume", "moved", "--app-version", "yyy")  # a pending one, re-pinned
+    assert err.startswith(
+        "Warning: Its workflow (moved) is pinned to code version 'yyy', which no worker of this "
+        "deployment runs, and no live worker serves queue default. Deploy that version"
+    )
+    assert run_both("resume", "moved", "--deployed") == ("Resumed workflow moved.\n", "")
+    WorkerRow.objects.create(id="w2", handlers=None)  # may run it: what it runs is not known
+    assert run_both("resume", "moved", "--app-version", "xxx")[1] == ""

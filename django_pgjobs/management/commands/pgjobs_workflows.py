@@ -23,7 +23,11 @@ from django_pgjobs.exceptions import InvalidJobError, PgJobsError, WorkflowNotFo
 from django_pgjobs.management.output import aligned, reader_may_leave
 from django_pgjobs.models import WorkflowStatus
 from django_pgjobs.observability.display import local_time, printable
-from django_pgjobs.observability.workflow_states import described_wait, run_in_flight
+from django_pgjobs.observability.workflow_states import (
+    described_wait,
+    run_in_flight,
+    unrun_version,
+)
 from django_pgjobs.queries import workflow_reads as reads
 from django_pgjobs.workflows.definitions import app_version
 
@@ -221,6 +225,11 @@ class Command(BaseCommand):
             options["workflow_id"], app_version=version, using=options["database"]
         )
         self.say(f"Resumed workflow {options['workflow_id']}.")
+        with self.cursor(options["database"]) as cur:
+            unrun = unrun_version(cur, options["workflow_id"])
+        if unrun is not None:
+            # Resumed all the same: the operator may be about to deploy that version.
+            self.stderr.write(printable(f"Warning: {unrun}"), self.style.WARNING)
 
     def do_fork(self, options: dict[str, Any]) -> None:
         if options["from_step"] < 0:
