@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import connection
 from django.db.models.functions import Now
 
 from django_pgjobs import get_workflow, send, start_workflow
@@ -187,6 +188,36 @@ def test_show_gives_each_steps_time_and_a_failures_traceback(make_worker: type[W
     assert f"({len(long):,} characters in all; --full prints them)" in shown
     assert "the end" not in shown
     assert "               ValueError: the end\n" in run("show", failed.workflow_id, "--full")
+
+
+@pytest.mark.parametrize(
+    ("stored", "said"),
+    [
+        ('"boom"', '"boom"'),
+        ('["a", "b"]', '["a", "b"]'),
+        ('"a\\nb"', '"a\\nb"'),
+        (f'"{"x" * 3_000}"', f'"{"x" * 1_999}... (3,002 characters in all; --full prints them)'),
+        # Python cannot decode it (5,001 digits): its stand-in's text, which says so, escaped.
+        ("1e5000", "(cannot be decoded: ValueError: a number has more digits than Python converts"),
+    ],
+)
+def test_show_prints_an_error_stored_by_sql_that_is_not_an_object(
+    make_worker: type[Worker], stored: str, said: str
+) -> None:
+    """A row written by SQL is a first-class producer: an error that is not ``{"type": ...,
+    "message": ...}`` is printed as stored, escaped and cut like other values, steps and all."""
+    handle = start_workflow(wf.flaky, "sql-error", 9)  # its step fails all three attempts
+    make_worker().run_once()
+    with connection.cursor() as cur:
+        for table in ("pgjobs_workflow_executions", "pgjobs_workflow_steps"):
+            cur.execute(
+                f"UPDATE {table} SET error = %s::jsonb WHERE workflow_id = %s",
+                [stored, handle.workflow_id],
+            )
+    lines = run("show", handle.workflow_id).splitlines()
+    assert f"  error        {said}" in [line[: 15 + len(said)] for line in lines]
+    (step,) = [line for line in lines if "flaky_step" in line]
+    assert "  failed  " in step and f"  {said}" in step, step
 
 
 def test_list_and_show_say_what_a_pending_workflow_waits_for(make_worker: type[Worker]) -> None:

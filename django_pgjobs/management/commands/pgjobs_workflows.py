@@ -29,6 +29,7 @@ from django_pgjobs.observability.workflow_states import (
     unrun_version,
 )
 from django_pgjobs.queries import workflow_reads as reads
+from django_pgjobs.stored_json import UndecodableJSON
 from django_pgjobs.workflows.definitions import app_version
 
 # How much of a stored value (input, output, a step's output) ``show`` prints without --full,
@@ -177,7 +178,7 @@ class Command(BaseCommand):
         self.say(f"  input        {shown({'args': info.args, 'kwargs': info.kwargs})}")
         if info.status == "completed":
             self.say(f"  output       {shown(info.output)}")
-        if info.error:
+        if info.error is not None:
             self.say(f"  error        {_cut(_failure(info.error), limit)}")
             self.say_traceback(info.error, limit, indent=15)
         if info.status == "cancelled":
@@ -281,8 +282,12 @@ def _step_detail(info: workflows.WorkflowInfo, step: workflows.StepInfo, limit: 
     return detail
 
 
-def _failure(error: dict[str, Any]) -> str:
-    return f"{error.get('type')}: {error.get('message')}"
+def _failure(error: object) -> str:
+    """A recorded error as ``class: message``. A row written by SQL may hold any JSON there, or
+    JSON Python cannot decode: that is shown as stored (the stand-in's text says why)."""
+    if isinstance(error, dict):
+        return f"{error.get('type')}: {error.get('message')}"
+    return str(error) if isinstance(error, UndecodableJSON) else json.dumps(error)
 
 
 def _cut(text: str, limit: int | None) -> str:
