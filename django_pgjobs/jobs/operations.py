@@ -20,6 +20,7 @@ from django_pgjobs.conf import conf
 from django_pgjobs.exceptions import JobNotFound, JobStateError
 from django_pgjobs.jobs import job_log
 from django_pgjobs.models import FailedJob, Job, JobStatus, WorkflowExecution
+from django_pgjobs.observability.display import shell_word
 from django_pgjobs.queries import workflow_control
 from django_pgjobs.queries.base import WORKFLOW_JOB_PREFIX, WORKFLOW_KEY_PREFIX
 from django_pgjobs.workflows import lifecycle
@@ -262,7 +263,7 @@ def _refuse_cancelled_workflow(pk: uuid.UUID, alias: str) -> None:
         raise JobStateError(
             f"Job {pk} runs workflow {workflow_id!r}, which is cancelled: retrying the job alone "
             "would run nothing. Resume the workflow instead: `manage.py pgjobs_workflows resume "
-            f"{workflow_id}` (resume_workflow())."
+            f"{shell_word(workflow_id)}` (resume_workflow())."
         )
 
 

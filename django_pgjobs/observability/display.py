@@ -6,6 +6,9 @@ raw, a newline forges a log line, a carriage return or an ANSI escape rewrites w
 sees. :func:`printable` escapes them; every command's output and the worker's log records go
 through it.
 
+Commands a message suggests quote the stored text they carry (:func:`shell_word`), so pasting
+one runs that command with that argument and nothing else.
+
 Times: one rule everywhere, the project's ``TIME_ZONE`` with the UTC offset shown
 (:func:`local_time`), so a line never leaves its reader guessing which zone it is in.
 """
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import re
+import shlex
 from datetime import datetime, timedelta
 
 from django.utils import timezone
@@ -48,6 +52,14 @@ def printable(text: object) -> str:
     ``\\x1b``, ``\\u2028``): one line, shown as stored, that cannot move the cursor."""
     value = str(text)
     return _UNSAFE.sub(_escape, value) if _UNSAFE.search(value) else value
+
+
+def shell_word(text: object) -> str:
+    """``text`` quoted as one word of a shell command a message suggests (``manage.py
+    pgjobs_workflows resume ID``). Workflow ids and queue names are the application's, or any
+    SQL's, and may hold any character: pasted unquoted, ``x$(touch f)`` would run ``touch f``
+    and a space would split the id. Safe text is left as it is (``order-1``)."""
+    return shlex.quote(str(text))
 
 
 def local_time(moment: datetime) -> str:

@@ -12,7 +12,7 @@ import uuid
 from datetime import datetime, timedelta
 
 from django_pgjobs.conf import conf
-from django_pgjobs.observability.display import counted, local_time
+from django_pgjobs.observability.display import counted, local_time, shell_word
 from django_pgjobs.observability.explain_workers import (
     capped,
     capped_jobs,
@@ -96,7 +96,8 @@ def finished(cur: Cursor, job_id: uuid.UUID, job: JobRow) -> Explanation:
         # A retry of this job alone would find its workflow cancelled and run nothing.
         message = (
             f"Cancelled{when} with its workflow ({workflow}), which stays cancelled until it is "
-            f"resumed (`manage.py pgjobs_workflows resume {workflow}`, resume_workflow())."
+            f"resumed (`manage.py pgjobs_workflows resume {shell_word(workflow)}`, "
+            "resume_workflow())."
         )
     else:
         message = (
@@ -207,7 +208,8 @@ def due(cur: Cursor, job_id: uuid.UUID, job: JobRow, facts: DueJobFacts) -> Expl
     if blocker is Blocker.PAUSED:
         message = (
             f"Queue {queue} is paused: it accepts jobs and starts none until it is resumed "
-            f"(`manage.py pgjobs resume {queue}`, resume_queue(), or the admin's queues page)."
+            f"(`manage.py pgjobs resume {shell_word(queue)}`, resume_queue(), or the admin's "
+            "queues page)."
         )
     elif blocker in (Blocker.QUEUE_CONCURRENCY, Blocker.WORKER_CONCURRENCY):
         held = details.running_jobs(cur, queue=queue, partition_key=None, keyed=False, limit=NAMED)

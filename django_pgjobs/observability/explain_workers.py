@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import uuid
 
-from django_pgjobs.observability.display import counted
+from django_pgjobs.observability.display import counted, shell_word
 from django_pgjobs.observability.explanation import COUNT_CAP, NAMED, silent_seconds
 from django_pgjobs.queries import explain_details as details
 from django_pgjobs.queries.base import WORKFLOW_JOB_PREFIX, WORKFLOW_KEY_PREFIX, Cursor
@@ -48,7 +48,7 @@ def no_worker(cur: Cursor, queue: str) -> str:
     )
     return (
         f"No live worker serves queue {queue}: {others}. Start one that does "
-        f"(`manage.py pgjobs_worker`, or with `--queues {queue}`)."
+        f"(`manage.py pgjobs_worker`, or with `--queues {shell_word(queue)}`)."
     )
 
 
@@ -90,7 +90,7 @@ def move_advice(workflow: str) -> str:
     """What to do about a workflow pinned to a code version no worker runs."""
     return (
         "Deploy that version, or move the workflow to the deployed one: "
-        f"`manage.py pgjobs_workflows resume {workflow} --deployed`."
+        f"`manage.py pgjobs_workflows resume {shell_word(workflow)} --deployed`."
     )
 
 

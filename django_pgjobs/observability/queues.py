@@ -14,7 +14,7 @@ from django.core.management.base import CommandError
 
 from django_pgjobs.conf import conf
 from django_pgjobs.models.queues import LIMIT_FIELDS, Queue
-from django_pgjobs.observability.display import counted
+from django_pgjobs.observability.display import counted, shell_word
 from django_pgjobs.observability.status import queue_status
 from django_pgjobs.queues import control
 from django_pgjobs.queues.declarations import (
@@ -132,7 +132,7 @@ def pause_said(name: str, *, paused: bool, changed: bool, using: str | None = No
         verb = "pauses" if declared["paused"] else "does not pause"
         said += (
             f" PGJOBS['QUEUES'] {verb} it: this overrides the settings until "
-            f"`pgjobs queue-limits {name} --reset`."
+            f"`pgjobs queue-limits {shell_word(name)} --reset`."
         )
     return said
 

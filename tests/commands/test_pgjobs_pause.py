@@ -90,3 +90,12 @@ def test_a_pause_the_settings_do_not_declare_says_how_to_undo_it() -> None:
         assert pgjobs("queue-limits", "mail", "--reset") == (
             "Queue mail: at most 2 running, as PGJOBS['QUEUES'] says: override ended (resumed).\n"
         )
+
+
+def test_the_reset_it_names_quotes_the_queue_name() -> None:
+    """Pasted into a shell, the hint must name that queue as one argument."""
+    queues = {"mail $(id)": {"concurrency": 2}}
+    with override_settings(PGJOBS={**settings.PGJOBS, "QUEUES": queues}):
+        assert pgjobs("pause", "mail $(id)").endswith(
+            "until `pgjobs queue-limits 'mail $(id)' --reset`.\n"
+        )

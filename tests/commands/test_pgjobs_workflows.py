@@ -320,3 +320,13 @@ def test_resume_to_a_code_version_no_live_worker_runs_warns_and_resumes() -> Non
     assert run_both("resume", "moved", "--deployed") == ("Resumed workflow moved.\n", "")
     WorkerRow.objects.create(id="w2", handlers=None)  # may run it: what it runs is not known
     assert run_both("resume", "moved", "--app-version", "xxx")[1] == ""
+
+
+def test_a_suggested_command_quotes_the_workflow_id() -> None:
+    """Ids are the application's: pasted, the advice must resume that id and run nothing else."""
+    hostile = "x$(touch /tmp/pwned)"
+    start_workflow(wf.greet, "v", workflow_id=hostile)
+    run("cancel", hostile)
+    WorkerRow.objects.create(id="w1", handlers=["test.record", runner_job_name()])
+    _, err = run_both("resume", hostile, "--app-version", "zzz")
+    assert "`manage.py pgjobs_workflows resume 'x$(touch /tmp/pwned)' --deployed`" in err, err

@@ -11,7 +11,14 @@ import pytest
 from django.db import connection, transaction
 from django.db.models import F
 
-from django_pgjobs import cancel_job, enqueue, enqueue_many, explain_job, start_workflow
+from django_pgjobs import (
+    cancel_job,
+    cancel_workflow,
+    enqueue,
+    enqueue_many,
+    explain_job,
+    start_workflow,
+)
 from django_pgjobs.exceptions import JobNotFound
 from django_pgjobs.models import Job, QueueStart
 from django_pgjobs.observability.explain import Blocker
@@ -293,6 +300,22 @@ def test_no_live_worker_serves_the_queue() -> None:
     assert "the 1 live worker (elsewhere) serves other queues" in said.message
     live_worker("mine", queues=["q"])
     assert explain_job(job_id).blocker is Blocker.CLAIMABLE
+
+
+def test_a_suggested_command_quotes_the_queue_and_workflow_it_names() -> None:
+    """Queue names and workflow ids may hold any character: a hint pasted into a shell must
+    pass them as one argument, never run what they hold."""
+    queue = "q $(touch /tmp/pwned)"
+    job_id = enqueue("test.record", queue=queue)
+    assert "or with `--queues 'q $(touch /tmp/pwned)'`)" in explain_job(job_id).message
+    live_worker()
+    pause_queue(queue)
+    assert "(`manage.py pgjobs resume 'q $(touch /tmp/pwned)'`" in explain_job(job_id).message
+    workflow = start_workflow(wf.greet, "x", workflow_id="it's $(id)")
+    cancel_workflow(workflow.workflow_id)
+    (job,) = Job.objects.filter(key="pgjobs.workflow:it's $(id)")
+    said = explain_job(job.id).message
+    assert """`manage.py pgjobs_workflows resume 'it'"'"'s $(id)'`""" in said, said
 
 
 def test_no_live_worker_has_the_handler() -> None:

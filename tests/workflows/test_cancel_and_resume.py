@@ -265,3 +265,14 @@ def test_the_job_of_a_cancelled_workflow_is_not_retried_alone() -> None:
     assert "pgjobs_workflows resume stays-cancelled" in said and "pgjobs retry" not in said
     resume_workflow(handle.workflow_id)
     assert get_workflow(handle.workflow_id).status == "pending"
+
+
+def test_the_refused_retry_quotes_the_workflow_id_in_the_resume_it_names() -> None:
+    """The id is the application's: pasted, the command resumes it and runs nothing else."""
+    handle = start_workflow(wf.greet, "x", workflow_id="a b;$(id)")
+    cancel_workflow(handle.workflow_id)
+    with pytest.raises(JobStateError) as refused:
+        retry_job(workflow_job(handle.workflow_id).id)
+    assert "`manage.py pgjobs_workflows resume 'a b;$(id)'` (resume_workflow())" in str(
+        refused.value
+    )
