@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import uuid
 
+from django_pgjobs.jobs.registry import registry
 from django_pgjobs.observability.display import counted, shell_word
 from django_pgjobs.observability.explanation import COUNT_CAP, NAMED, silent_seconds
 from django_pgjobs.queries import explain_details as details
@@ -80,9 +81,14 @@ def no_handler(cur: Cursor, job: JobRow) -> str:
         if len(workers) == 1
         else f"none of the {serving} runs (they run: "
     )
+    # The deployed version (this process registers its runner): moving the workflow to it
+    # changes nothing; the workers are what lag behind.
+    advice = (
+        upgrade_advice(job.queue) if job.job_name in registry.names() else move_advice(workflow)
+    )
     return (
         f"Its workflow ({workflow}) is pinned to code version {version!r}, which {which}"
-        f"{', '.join(running) or 'none'}). {move_advice(workflow)}"
+        f"{', '.join(running) or 'none'}). {advice}"
     )
 
 
@@ -91,6 +97,15 @@ def move_advice(workflow: str) -> str:
     return (
         "Deploy that version, or move the workflow to the deployed one: "
         f"`manage.py pgjobs_workflows resume {shell_word(workflow)} --deployed`."
+    )
+
+
+def upgrade_advice(queue: str) -> str:
+    """What to do about a workflow pinned to the deployed code version no live worker runs."""
+    return (
+        "That is the code version deployed here: start a worker with this code serving that "
+        f"queue (`manage.py pgjobs_worker --queues {shell_word(queue)}`), or upgrade the workers "
+        "that serve it."
     )
 
 

@@ -322,6 +322,21 @@ def test_resume_to_a_code_version_no_live_worker_runs_warns_and_resumes() -> Non
     assert run_both("resume", "moved", "--app-version", "xxx")[1] == ""
 
 
+def test_resume_to_the_deployed_version_no_live_worker_runs_advises_starting_one() -> None:
+    """Moving the workflow to the deployed version, the command just run, would change nothing:
+    the live workers are what lag behind."""
+    start_workflow(wf.greet, "v", workflow_id="behind")
+    run("cancel", "behind")
+    WorkerRow.objects.create(id="w1", handlers=["test.record", runner_job_name("old")])
+    _, err = run_both("resume", "behind", "--deployed")
+    assert err == (
+        f"Warning: Its workflow (behind) is pinned to code version {app_version()!r}, which the "
+        "live worker serving queue default (w1) does not run (it runs: old). That is the code "
+        "version deployed here: start a worker with this code serving that queue (`manage.py "
+        "pgjobs_worker --queues default`), or upgrade the workers that serve it.\n"
+    )
+
+
 def test_a_suggested_command_quotes_the_workflow_id() -> None:
     """Ids are the application's: pasted, the advice must resume that id and run nothing else."""
     hostile = "x$(touch /tmp/pwned)"

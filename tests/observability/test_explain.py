@@ -21,6 +21,7 @@ from django_pgjobs import (
 )
 from django_pgjobs.exceptions import JobNotFound
 from django_pgjobs.models import Job, QueueStart
+from django_pgjobs.models import Worker as WorkerRow
 from django_pgjobs.observability.explain import Blocker
 from django_pgjobs.queries.claim import claim_jobs
 from django_pgjobs.queues import pause_queue, set_queue_limits
@@ -348,6 +349,15 @@ def test_a_workflow_pinned_to_a_code_version_no_live_worker_runs() -> None:
     assert "pgjobs_workflows resume pinned --deployed" in said.message
     Job.objects.filter(id=job.id).update(job_name=runner_job_name())
     assert explain_job(job.id).blocker is Blocker.CLAIMABLE
+    # Pinned to the deployed version, which the live workers do not run yet: moving it there
+    # would change nothing.
+    WorkerRow.objects.filter(id="w1").update(handlers=[runner_job_name("older")])
+    said = explain_job(job.id)
+    assert said.blocker is Blocker.NO_HANDLER
+    assert said.message.endswith(
+        "That is the code version deployed here: start a worker with this code serving that "
+        "queue (`manage.py pgjobs_worker --queues default`), or upgrade the workers that serve it."
+    )
 
 
 def test_a_waiting_workflow_says_it_waits_and_whether_a_live_worker_runs_its_version() -> None:
