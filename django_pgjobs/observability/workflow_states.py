@@ -15,28 +15,46 @@ from django_pgjobs.queries.base import WORKFLOW_JOB_PREFIX, WORKFLOW_KEY_PREFIX,
 from django_pgjobs.queries.enqueue import find_active_job_by_key
 from django_pgjobs.queries.explain_rows import JobRow, find_job
 
+# How much of a wait's topic or key ``list`` and ``show`` print (``show --full``: all of it).
+# Python's are names of at most 200 characters (an event's, two joined); a row written by SQL
+# may hold any length, and a key of 5,000 characters made a list line as long.
+WAIT_KEY_CHARS = 200
+
 
 def described_wait(
-    workflow_id: str, step_name: str, wait_key: str | None, wake_at: datetime | None
+    workflow_id: str,
+    step_name: str,
+    wait_key: str | None,
+    wake_at: datetime | None,
+    *,
+    whole: bool = False,
 ) -> str:
     """A wait in progress in words, from its step row: ``sleeping until <time>``, ``waiting
     (recv 'topic') until <time>``, ``waiting (get_event 'WORKFLOW:KEY')``, ``waiting
     (get_result of 'child')``, with ``, no time limit`` for one without a deadline. The wake-up
     keys are those :mod:`django_pgjobs.workflows.waits` registers; an event's target and key
-    both may hold a colon, so they are shown as the key joins them."""
+    both may hold a colon, so they are shown as the key joins them. A topic or key longer than
+    ``WAIT_KEY_CHARS`` is cut there, with its length, unless ``whole``."""
     until = f" until {local_time(wake_at)}" if wake_at is not None else ", no time limit"
     if step_name == "pgjobs.sleep":
         return f"sleeping{until}"
     key = wait_key or ""
+
+    def quoted(text: str) -> str:
+        if whole or len(text) <= WAIT_KEY_CHARS:
+            return repr(text)
+        cut = text[:WAIT_KEY_CHARS]
+        return f"{cut!r}... ({len(text):,} characters in all; show --full prints them)"
+
     if step_name == "pgjobs.recv":
         topic = key.removeprefix(f"message:{workflow_id}:")
-        what = f"recv {topic!r}" if topic else "recv"
+        what = f"recv {quoted(topic)}" if topic else "recv"
     elif step_name == "pgjobs.get_event":
-        what = f"get_event {key.removeprefix('event:')!r}"
+        what = f"get_event {quoted(key.removeprefix('event:'))}"
     elif step_name == "pgjobs.get_result":
-        what = f"get_result of {key.removeprefix('result:')!r}"
+        what = f"get_result of {quoted(key.removeprefix('result:'))}"
     else:  # a kind of wait this version does not know (a later one wrote it)
-        what = step_name
+        what = step_name  # at most MAX_NAME_LENGTH, as its column is
     return f"waiting ({what}){until}"
 
 

@@ -253,6 +253,30 @@ def test_list_and_show_say_what_a_pending_workflow_waits_for(make_worker: type[W
     assert listed["waits-child-0"].endswith("  pending")  # queued by its parent, not waiting
 
 
+def test_a_long_wait_key_is_cut_in_list_and_in_show_unless_full(
+    make_worker: type[Worker],
+) -> None:
+    """A wake-up key written by SQL may be of any length (Python's: an id and a topic or an
+    event's key, up to 200 characters each): one of 5,000 made a list line as long."""
+    topic = "t" * 5_000
+    start_workflow(wf.receiver, "short", 600.0, workflow_id="long-topic")
+    make_worker().run_once()
+    with connection.cursor() as cur:
+        cur.execute(
+            "UPDATE pgjobs_workflow_steps SET wait_key = %s "
+            "WHERE workflow_id = 'long-topic' AND status = 'waiting'",
+            [f"message:long-topic:{topic}"],
+        )
+    cut = f"recv '{'t' * 200}'... (5,000 characters in all; show --full prints them)) until "
+    (listed,) = [line for line in run("list").splitlines() if "long-topic" in line]
+    assert cut in listed and len(listed) < 400, listed
+    (step,) = [line for line in run("show", "long-topic").splitlines() if " waiting " in line]
+    assert cut in step and len(step) < 400, step
+    full = run("show", "long-topic", "--full").splitlines()
+    (step,) = [line for line in full if " waiting " in line]
+    assert f"waiting (recv '{topic}') until " in step
+
+
 def _recorded_wait(workflow_id: str) -> str:
     """A wait in progress is shown with the time it began."""
     return local_time(list_workflow_steps(workflow_id)[-1].started_at)

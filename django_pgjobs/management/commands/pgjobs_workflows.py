@@ -263,7 +263,9 @@ def _recorded(step: workflows.StepInfo) -> str:
 
 def _step_detail(info: workflows.WorkflowInfo, step: workflows.StepInfo, limit: int | None) -> str:
     if step.status == "waiting":
-        wait = described_wait(info.workflow_id, step.name, step.wait_key, step.wake_at)
+        wait = described_wait(
+            info.workflow_id, step.name, step.wait_key, step.wake_at, whole=limit is None
+        )
         if info.status in _RESUMABLE:
             detail = f"stopped: the workflow is {info.status} (resumed, it goes on {wait})"
         elif info.status not in _LIVE:
