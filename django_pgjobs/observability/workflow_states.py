@@ -14,6 +14,7 @@ from django_pgjobs.queries import explain_details as details
 from django_pgjobs.queries.base import WORKFLOW_JOB_PREFIX, WORKFLOW_KEY_PREFIX, Cursor
 from django_pgjobs.queries.enqueue import find_active_job_by_key
 from django_pgjobs.queries.explain_rows import JobRow, find_job
+from django_pgjobs.workflows.context import IN_PROCESS_SLEEP
 
 # How much of a wait's topic or key ``list`` and ``show`` print (``show --full``: all of it).
 # Python's are names of at most 200 characters (an event's, two joined); a row written by SQL
@@ -64,24 +65,36 @@ def _job(cur: Cursor, workflow_id: str) -> JobRow | None:
     return None if job_id is None else find_job(cur, job_id=job_id)
 
 
-def run_in_flight(cur: Cursor, workflow_id: str) -> str | None:
+def run_in_flight(cur: Cursor, workflow_id: str, wait: str | None = None) -> str | None:
     """What the run still holding a cancelled workflow's job is doing, as far as the rows tell;
     None when no run holds it. A cancel does not interrupt a step: the run records the step it
-    is in when it ends and stops before the next, so until then that step has no row."""
+    is in when it ends and stops before the next, so until then that step has no row. ``wait``:
+    the workflow's last step is a wait in progress, in :func:`described_wait`'s words; the run
+    is in it (a sleep of ``IN_PROCESS_SLEEP`` or less is waited out holding the job)."""
     job = _job(cur, workflow_id)
     if job is None or job.status != "running":
         return None
     since = "" if job.locked_at is None else f" since {local_time(job.locked_at)}"
     run = f"its last run (worker {job.locked_by}{since})"
     if job.lease_expires_at is not None and job.lease_expires_at <= job.now:
+        died = (
+            "in a step, the step is not recorded, and a resume runs it again"
+            if wait is None
+            else f"in its wait ({wait}), a resume goes on with that wait"
+        )
+        expired = local_time(job.lease_expires_at)
+        return f"{run} let its lease run out at {expired}: if that worker died {died}"
+    # resume_workflow() is refused while the lease lives: it would run the step a second time.
+    if wait is not None:
         return (
-            f"{run} let its lease run out at {local_time(job.lease_expires_at)}: if that worker "
-            "died in a step, the step is not recorded, and a resume runs it again"
+            f"{run} is in its wait ({wait}), holding the job (a sleep of {IN_PROCESS_SLEEP:g}s "
+            "or less is waited out so, and a run woken from a wait checks whether it ended): it "
+            "stops before the next step (a resume is refused until then)"
         )
     return (
         f"{run} is still in a step not recorded yet (or between two): the step is not "
         "interrupted, and is recorded when it ends; the run stops before the next one (a "
-        "resume waits until then)"
+        "resume is refused until then)"
     )
 
 

@@ -299,9 +299,13 @@ def test_show_says_a_cancelled_workflows_run_is_still_in_a_step(
         job = workflow_job(handle.workflow_id)
         assert (
             f"  in flight    its last run (worker {worker.worker_id} since "
-            f"{local_time(job.locked_at)}) is still in a step not recorded yet (or between two)"
+            f"{local_time(job.locked_at)}) is still in a step not recorded yet (or between two): "
+            "the step is not interrupted, and is recorded when it ends; the run stops before the "
+            "next one (a resume is refused until then)\n"
         ) in shown
         assert "workflows.gate" not in shown  # not recorded yet
+        with pytest.raises(CommandError, match="but its last run is still running"):
+            run("resume", handle.workflow_id)
         Job.objects.filter(id=job.id).update(lease_expires_at=Now() - timedelta(seconds=1))
         expired = workflow_job(handle.workflow_id).lease_expires_at
         assert (
@@ -317,6 +321,44 @@ def test_show_says_a_cancelled_workflows_run_is_still_in_a_step(
     (step_3,) = [line for line in shown.splitlines() if "workflows.gate" in line]
     assert step_3.endswith(after)
     assert shown.count(after) == 1
+
+
+def test_show_says_a_cancelled_workflows_run_is_in_its_wait(make_worker: type[Worker]) -> None:
+    """A sleep of a second or less is waited out holding the job: cancelled then, the run is in
+    that wait, whose row exists, not in a step not recorded yet. Made by SQL: the job taken by a
+    run, as a worker's claim leaves it."""
+    start_workflow(wf.sleeper, "nap", 3_600.0, workflow_id="in-wait")
+    make_worker().run_once()
+    run("cancel", "in-wait")
+    job = workflow_job("in-wait")
+    with connection.cursor() as cur:
+        cur.execute(
+            "UPDATE pgjobs_job_queue SET status = 'running', locked_by = 'w-sql', "
+            "locked_at = now(), lease_expires_at = now() + interval '1 hour', completed_at = NULL "
+            "WHERE id = %s",
+            [job.id],
+        )
+    wait = f"sleeping until {local_time(list_workflow_steps('in-wait')[-1].wake_at)}"  # type: ignore[arg-type]
+    shown = run("show", "in-wait")
+    locked_at = local_time(workflow_job("in-wait").locked_at)
+    assert (
+        f"  in flight    its last run (worker w-sql since {locked_at}) is in its wait ({wait}), "
+        "holding the job (a sleep of 1s or less is waited out so, and a run woken from a wait "
+        "checks whether it ended): it stops before the next step (a resume is refused until "
+        "then)\n"
+    ) in shown
+    assert "not recorded yet" not in shown
+    (step,) = [line for line in shown.splitlines() if " waiting " in line]
+    assert step.endswith(f"  {wait}"), step  # not "stopped": the run is in it
+    with connection.cursor() as cur:
+        cur.execute(
+            "UPDATE pgjobs_job_queue SET lease_expires_at = now() - interval '1 second' "
+            "WHERE id = %s",
+            [job.id],
+        )
+    assert f"if that worker died in its wait ({wait}), a resume goes on with that wait" in run(
+        "show", "in-wait"
+    )
 
 
 def test_resume_to_a_code_version_no_live_worker_runs_warns_and_resumes() -> None:

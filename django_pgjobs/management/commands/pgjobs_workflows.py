@@ -181,19 +181,22 @@ class Command(BaseCommand):
         if info.error is not None:
             self.say(f"  error        {_cut(_failure(info.error), limit)}")
             self.say_traceback(info.error, limit, indent=15)
+        steps = workflows.list_workflow_steps(info.workflow_id, using=options["database"])
+        in_flight = None
         if info.status == "cancelled":
+            last = steps[-1] if steps and steps[-1].status == "waiting" else None
+            wait = None if last is None else _wait(info, last, limit)
             with self.cursor(options["database"]) as cur:
-                in_flight = run_in_flight(cur, info.workflow_id)
+                in_flight = run_in_flight(cur, info.workflow_id, wait)
             if in_flight is not None:
                 self.say(f"  in flight    {in_flight}")
-        steps = workflows.list_workflow_steps(info.workflow_id, using=options["database"])
         if not steps:
             return
         rows = [["  step", "name", "status", "recorded", "output, error or wait"]]
         for step in steps:
             rows.append(
                 [f"  {step.index:>4}", step.name, step.status, _recorded(step),
-                 _step_detail(info, step, limit)]
+                 _step_detail(info, step, limit, in_flight=in_flight is not None)]
             )  # fmt: skip
         header, *lines = aligned(rows)
         self.say(header)
@@ -261,12 +264,20 @@ def _recorded(step: workflows.StepInfo) -> str:
     return "-" if when is None else local_time(when)
 
 
-def _step_detail(info: workflows.WorkflowInfo, step: workflows.StepInfo, limit: int | None) -> str:
+def _wait(info: workflows.WorkflowInfo, step: workflows.StepInfo, limit: int | None) -> str:
+    return described_wait(
+        info.workflow_id, step.name, step.wait_key, step.wake_at, whole=limit is None
+    )
+
+
+def _step_detail(
+    info: workflows.WorkflowInfo, step: workflows.StepInfo, limit: int | None, *, in_flight: bool
+) -> str:
     if step.status == "waiting":
-        wait = described_wait(
-            info.workflow_id, step.name, step.wait_key, step.wake_at, whole=limit is None
-        )
-        if info.status in _RESUMABLE:
+        wait = _wait(info, step, limit)
+        if in_flight:  # a cancelled run still in it (the in flight line says so)
+            detail = wait
+        elif info.status in _RESUMABLE:
             detail = f"stopped: the workflow is {info.status} (resumed, it goes on {wait})"
         elif info.status not in _LIVE:
             detail = f"never ended: the workflow {info.status} ({wait})"
@@ -278,6 +289,8 @@ def _step_detail(info: workflows.WorkflowInfo, step: workflows.StepInfo, limit: 
         detail = _cut(json.dumps(step.output), limit)
     if step.attempts > 1:
         detail += f" (after {step.attempts} attempts)"
+    # Only a step whose checkpoint time is after the cancel: a transaction_step's is when its
+    # transaction began, which may be before the cancel it ran past, so that one goes unmarked.
     cancelled_at = info.completed_at if info.status == "cancelled" else None
     if cancelled_at and step.completed_at and step.completed_at > cancelled_at:
         detail += " (recorded after the cancel: a step in flight is not interrupted)"
