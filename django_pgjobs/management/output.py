@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+import unicodedata
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -18,11 +19,31 @@ def aligned(rows: Sequence[Sequence[str]], gap: str = "  ") -> list[str]:
     ``\\n`` takes two characters). Ids and names are the application's, up to 200 characters:
     a fixed width either wastes the line or lets a long one push its row out of line."""
     shown = [[printable(cell) for cell in row] for row in rows]
-    widths = [max(len(cell) for cell in column) for column in zip(*shown, strict=True)]
+    widths = [max(map(width_of, column)) for column in zip(*shown, strict=True)]
     return [
-        gap.join([*(c.ljust(width) for c, width in zip(row[:-1], widths, strict=False)), row[-1]])
+        gap.join([*map(_padded, row[:-1], widths), row[-1]])  # the last cell is not padded
         for row in shown
     ]
+
+
+def _padded(cell: str, width: int) -> str:
+    return cell + " " * (width - width_of(cell))
+
+
+def width_of(text: str) -> int:
+    """How many terminal columns ``text`` takes, as a terminal draws it: two for an East Asian
+    wide or fullwidth character (a kanji, a fullwidth letter), none for a combining mark (an
+    accent written after its letter), one for the rest. ``len()`` counted characters, so a
+    Japanese workflow name pushed the columns after it out of line. Format characters take
+    none either, but :func:`printable` has escaped them by now."""
+    return sum(
+        0
+        if unicodedata.category(char) in ("Mn", "Me")
+        else 2
+        if unicodedata.east_asian_width(char) in ("W", "F")
+        else 1
+        for char in text
+    )
 
 
 @contextmanager

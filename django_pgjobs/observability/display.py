@@ -23,8 +23,17 @@ from datetime import datetime, timedelta
 from django.utils import timezone
 
 # C0 and C1 controls, DEL, the Unicode line and paragraph separators (line breaks to some
-# viewers) and the bidirectional overrides and isolates (they reorder what is shown).
-_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+# viewers), and the format characters (category Cf): invisible, so an id holding a zero-width
+# space (U+200B) or a byte order mark (U+FEFF) passes for another, and among them the
+# bidirectional overrides and isolates, which reorder what is shown. The Cf list is Unicode 15's,
+# written out since deriving it from unicodedata takes 80 ms; a test checks it against the
+# running Python's.
+_FORMAT = (
+    "\xad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b-\u200f\u202a-\u202e"
+    "\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb\U000110bd\U000110cd\U00013430-\U0001343f"
+    "\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0001\U000e0020-\U000e007f"
+)
+_UNSAFE = re.compile(f"[\x00-\x1f\x7f-\x9f\u2028\u2029{_FORMAT}]")
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 # Every logger the package logs to (a test checks the list against the code). Filters do not
 # propagate to child loggers, so each gets its own.
@@ -42,14 +51,18 @@ LOGGERS = (
 
 def _escape(match: re.Match[str]) -> str:
     char = match.group()
-    return _NAMED.get(char) or (
-        f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}"
-    )
+    code = ord(char)
+    if char in _NAMED:
+        return _NAMED[char]
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
 def printable(text: object) -> str:
-    """``str(text)`` with every control character escaped as Python would write it (``\\n``,
-    ``\\x1b``, ``\\u2028``): one line, shown as stored, that cannot move the cursor."""
+    """``str(text)`` with every control and format character escaped as Python would write it
+    (``\\n``, ``\\x1b``, ``\\u2028``, ``\\u200b``, ``\\U000e0041``): one line, shown as stored,
+    that cannot move the cursor or hide a character."""
     value = str(text)
     return _UNSAFE.sub(_escape, value) if _UNSAFE.search(value) else value
 

@@ -143,6 +143,27 @@ def test_list_columns_stay_aligned_whatever_the_ids_length(make_worker: type[Wor
     assert header.index("name") == len(long_id) + 2
 
 
+def test_list_columns_line_up_by_display_width_and_show_invisible_characters() -> None:
+    """A wide character takes two columns and a combining accent none: padded by len(), ids
+    of Japanese or accented text pushed their rows out of line. A zero-width space or a BOM in
+    an id is escaped: shown invisibly, ``order-\u200b1`` passed for ``order-1``."""
+    for workflow_id in ("注文-1", "e\u0301t\u00e9", "order-\u200b1", "\ufeffx", "plain-id-12"):
+        start_workflow(wf.greet, "a", workflow_id=workflow_id)
+    header, *rows = run("list").splitlines()
+    at = _drawn_width(header[: header.index("name")])
+    assert at == len("order-\\u200b1") + 2  # the widest, as printed
+    for row in rows:
+        assert _drawn_width(row[: row.index("test.greet")]) == at, (header, row)
+    ids = {row.split()[0] for row in rows}
+    assert {"order-\\u200b1", "\\ufeffx", "注文-1", "e\u0301t\u00e9"} <= ids
+
+
+def _drawn_width(text: str) -> int:
+    """Columns a terminal draws ``text`` in, for the few characters the test uses."""
+    wide, combining = "注文", "\u0301"
+    return sum(2 if char in wide else 0 if char in combining else 1 for char in text)
+
+
 def test_show_gives_each_steps_time_and_a_failures_traceback(make_worker: type[Worker]) -> None:
     """A step's time is when its row was recorded. No duration: a step's start is the worker's
     clock, its checkpoint the database's as of the transaction that wrote it, which for a
