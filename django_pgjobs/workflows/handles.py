@@ -161,10 +161,10 @@ def _outcome(workflow_id: str, found: dict[str, Any]) -> Any:
     if status == "cancelled":
         raise WorkflowCancelled(f"Workflow {workflow_id!r} was cancelled.")
     if status == "dead":
-        error = found.get("error") or {}
-        raise WorkflowDead(
-            f"Workflow {workflow_id!r} is dead: {error.get('message', 'it kept crashing')}"
-        )
+        error = found.get("error")
+        # Not what the rescue records when a row written by SQL holds "boom" or a list there.
+        why = error.get("message", "it kept crashing") if isinstance(error, dict) else error
+        raise WorkflowDead(f"Workflow {workflow_id!r} is dead: {why or 'it kept crashing'}")
     raise codec.rebuild_for_caller(found.get("error") or {"type": "Exception", "message": "failed"})
 
 

@@ -7,10 +7,10 @@ import pytest
 from django.db import connection
 
 from django_pgjobs import get_event, get_workflow, start_workflow
-from django_pgjobs.exceptions import PayloadNotDecodable, RecordedError
+from django_pgjobs.exceptions import PayloadNotDecodable, RecordedError, WorkflowDead
 from django_pgjobs.stored_json import UndecodableJSON
 from django_pgjobs.worker import Worker
-from tests.helpers import drain, make_workflow_due, workflow_job
+from tests.helpers import bury_workflow, drain, make_workflow_due, workflow_job
 from tests.testapp import workflows as wf
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -95,6 +95,17 @@ def test_a_result_or_error_stored_by_sql_that_cannot_be_decoded_raises_saying_so
     assert isinstance(get_workflow(done.workflow_id).output, UndecodableJSON)
     with pytest.raises(RecordedError, match="cannot be decoded"):
         failed.get_result(timeout=1)
+
+
+def test_a_dead_workflows_error_stored_by_sql_as_no_object_is_said_as_stored() -> None:
+    handle = start_workflow(wf.greet, "x")
+    bury_workflow(handle.workflow_id)
+    sql(
+        """UPDATE pgjobs_workflow_executions SET error = '"boom"'::jsonb WHERE workflow_id = %s""",
+        handle.workflow_id,
+    )
+    with pytest.raises(WorkflowDead, match=r"is dead: boom$"):
+        handle.get_result(timeout=1)
 
 
 def test_a_message_sql_sent_that_cannot_be_decoded_fails_the_receiving_workflow(
