@@ -386,7 +386,7 @@ def get_event(workflow_id: str, key: str, timeout: float | None = 60) -> Any:
                 raise WorkflowNotFound(f"No workflow has the id {workflow_id!r}.")
         return (True, event.value) if event.found else None
 
-    got = wait_outside(f"event:{workflow_id}:{key}", check, seconds)
+    got = wait_outside(f"event:{workflow_id}:{key}", check, seconds, workflow_id=workflow_id)
     if got is not None and isinstance(got[1], UndecodableJSON):
         # Set by SQL: the caller must not take the stand-in for the value (a workflow waiting
         # on this event fails the same way: queries.finish_wait).

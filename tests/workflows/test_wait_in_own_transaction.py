@@ -1,0 +1,45 @@
+"""Waiting for a workflow from inside the transaction that started it: no worker sees the
+workflow before that transaction commits, which it cannot while its thread waits. The wait says
+so at once instead of lasting its whole timeout (run_workflow() has none: for ever). A workflow
+committed before the transaction began is waited for as ever."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import transaction
+
+from django_pgjobs import get_event, start_workflow
+from django_pgjobs.exceptions import WorkflowStateError, WorkflowTimeout
+from tests.testapp import workflows as wf
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_get_result_in_the_transaction_that_started_the_workflow_is_refused_at_once() -> None:
+    # run_workflow() is this (start, then get_result() with no timeout): without the refusal it
+    # waits for ever, so it is not run here; the message names it.
+    with transaction.atomic():
+        handle = start_workflow(wf.greet, "x")
+        with pytest.raises(WorkflowStateError, match="started in the transaction this wait"):
+            handle.get_result(timeout=5)
+
+
+def test_a_savepoint_inside_it_counts_too() -> None:
+    with transaction.atomic():
+        with transaction.atomic():
+            handle = start_workflow(wf.greet, "x")
+        with pytest.raises(WorkflowStateError, match="has not committed"):
+            handle.get_result(timeout=5)
+
+
+def test_get_event_of_a_workflow_started_in_the_same_transaction_is_refused() -> None:
+    with transaction.atomic():
+        handle = start_workflow(wf.greet, "x")
+        with pytest.raises(WorkflowStateError):
+            get_event(handle.workflow_id, "never", timeout=5)
+
+
+def test_a_workflow_committed_before_is_waited_for_inside_a_transaction() -> None:
+    handle = start_workflow(wf.greet, "x")  # committed: autocommit
+    with transaction.atomic(), pytest.raises(WorkflowTimeout):
+        handle.get_result(timeout=0.2)  # no worker here: it times out, as it always did
