@@ -49,8 +49,10 @@ DEFAULTS: Final[dict[str, Any]] = {
     "RETRY_DELAY": 1.0,
     # No retry waits longer than this, however many attempts came before.
     "RETRY_DELAY_MAX": 3600.0,
-    # Spread each delay by up to +/- this fraction so a burst of failures does not retry in step.
-    "RETRY_JITTER": 0.0,
+    # Spread each retry delay by up to +/- this fraction so a burst of failures (a dependency's
+    # outage) does not come back in step: 10% moves a 1 s retry by up to 100 ms, and an hour's
+    # by six minutes, as Celery's retry_jitter and River spread theirs by default.
+    "RETRY_JITTER": 0.1,
     # How often an idle worker looks for due jobs when no NOTIFY arrives (the seed's 5 s).
     "POLL_INTERVAL": 5.0,
     # Ignore LISTEN/NOTIFY and only poll: for PgBouncer in transaction mode, which drops LISTEN.

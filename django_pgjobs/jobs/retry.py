@@ -27,9 +27,9 @@ def backoff_delay(
     """Seconds to wait after failed attempt number ``attempt`` (1-based).
 
     ``base * rate ** (attempt - 1)``: with base 1 s and rate 2 that is 1, 2, 4, 8 ... as in the
-    seed, never more than ``cap``. ``jitter`` spreads the delay uniformly by up to that fraction
-    either way so many jobs failing together (a dependency outage) do not all come back in the
-    same second.
+    seed. ``jitter`` spreads the delay uniformly by up to that fraction either way so many jobs
+    failing together (a dependency outage) do not all come back in the same second. Never more
+    than ``cap``, jittered or not: a capped delay is spread below it only.
     """
     exponent = max(attempt - 1, 0)
     if base <= 0:
@@ -41,7 +41,7 @@ def backoff_delay(
             delay = cap
     if jitter > 0:
         delay *= 1.0 + jitter * (2.0 * rand() - 1.0)
-    return max(delay, 0.0)
+    return min(max(delay, 0.0), cap)
 
 
 def retry_delay(job_name: str, attempt: int) -> float:

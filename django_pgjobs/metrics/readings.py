@@ -14,6 +14,8 @@ each other, and every statement bounded whatever the tables hold:
   ``MAX_SERIES`` (summed as ``OTHER``) one range, read up to ``COUNT_CAP`` entries. Running
   jobs, as many as workers run, through ``pgjobs_job_lease``;
 - dead letters: the newest ``COUNT_CAP`` (``pgjobs_failed_at``), by queue;
+- the queues of the ``COUNT_CAP`` jobs that finished last (``pgjobs_job_finished``), exported
+  with zeros when nothing else names them, so a drained queue keeps its series;
 - workflows per status: the dashboard's capped counts;
 - queue rows, schedules: small tables, the first ``MAX_SERIES`` rows by name;
 - live workers: ``pgjobs_workers`` holds a row per running worker process.
@@ -176,6 +178,11 @@ def read_figures(*, using: str | None = None) -> Readings:
         for name, dead in cur.fetchall():
             queues.setdefault(name, QueueReading()).dead_letters = dead
             readings.dead_letters += dead
+        # A queue that has drained keeps its series (zeros), so an absent() alert on a quiet
+        # queue does not fire; only the queues of the jobs that finished last, to stay bounded.
+        cur.execute(statements.FINISHED_QUEUES, {"cap": COUNT_CAP})
+        for (name,) in cur.fetchall():
+            queues.setdefault(name, QueueReading())
         # One row more than exported: it says there are others.
         cur.execute(statements.QUEUE_ROWS, {"series": MAX_SERIES + 1})
         for name, *limits in cur.fetchall():

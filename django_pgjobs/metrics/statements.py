@@ -146,6 +146,18 @@ SELECT queue, count(*)::int FROM (
 ) AS d GROUP BY queue
 """
 
+# The queues of the jobs that finished last (completed or cancelled): the newest %(cap)s of them,
+# by pgjobs_job_finished (completed_at) read backwards, one heap fetch each for the queue. So a
+# queue that just drained keeps its series until %(cap)s jobs of other queues finished after its
+# last one. Not every queue that ever finished a job: nothing indexes finished jobs by queue, and
+# an index taking an entry at every completion was not worth a gauge of zeros.
+FINISHED_QUEUES = """
+SELECT DISTINCT queue FROM (
+    SELECT queue FROM pgjobs_job_queue WHERE status IN ('completed', 'cancelled')
+    ORDER BY completed_at DESC LIMIT %(cap)s
+) AS f
+"""
+
 # Live workers (a heartbeat within the silence window), their handler threads, and the running
 # jobs they hold (a job held by a silent worker waits for the rescue, in no live slot).
 WORKERS = """

@@ -30,8 +30,9 @@ _COLUMNS = (
 )
 
 
-def upsert_declared_schedule(cur: Cursor, row: dict[str, Any]) -> int:
-    """Insert or update one declared schedule by name; untouched when nothing changed.
+def upsert_declared_schedule(cur: Cursor, row: dict[str, Any]) -> str | None:
+    """Insert or update one declared schedule by name; untouched when nothing changed. Returns
+    ``"created"``, ``"updated"`` or None (untouched).
 
     ``enabled`` belongs to the operator and is never written here; a declaration coming back
     clears ``orphaned``. Locks the schedule rows it changes.
@@ -60,11 +61,16 @@ def upsert_declared_schedule(cur: Cursor, row: dict[str, Any]) -> int:
                EXCLUDED.queue, EXCLUDED.priority, EXCLUDED.partition_key, EXCLUDED.timezone,
                EXCLUDED.start_at, EXCLUDED.end_at, EXCLUDED.catch_up, EXCLUDED.catch_up_limit,
                EXCLUDED.source, false)
-        RETURNING id
+        RETURNING xmax = 0
         """,
         row,
     )
-    return len(cur.fetchall())
+    # xmax is 0 on a row this statement inserted; the update of a conflicting row sets it to
+    # this transaction's id (PostgreSQL's usual way to tell ON CONFLICT's two outcomes apart).
+    found = cur.fetchone()
+    if found is None:
+        return None
+    return "created" if found[0] else "updated"
 
 
 def orphan_undeclared_schedules(cur: Cursor, *, names: Sequence[str]) -> int:

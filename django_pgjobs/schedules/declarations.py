@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypedDict, TypeVar, Unpack
+from typing import Any, NamedTuple, TypedDict, TypeVar, Unpack
 
 import psycopg
 
@@ -223,12 +224,18 @@ def forget(name: str) -> None:
     _redeclared.pop(name, None)
 
 
-def sync_schedules(cur: queries.Cursor) -> tuple[int, int]:
+class SyncedSchedules(NamedTuple):
+    created: int
+    updated: int  # changed since the last sync (unchanged ones are not written)
+    orphaned: int  # no longer declared
+
+
+def sync_schedules(cur: queries.Cursor) -> SyncedSchedules:
     """Write valid declarations to ``pgjobs_schedules`` and mark rows whose declaration is gone.
 
-    Returns (upserted, orphaned). Invalid declarations are left out (the system check names
-    them). An operator's enable/disable of a declared schedule survives a re-sync; a schedule
-    removed from code is disabled, and enabled again if it comes back.
+    Returns how many rows it created, updated and orphaned. Invalid declarations are left out
+    (the system check names them). An operator's enable/disable of a declared schedule survives
+    a re-sync; a schedule removed from code is disabled, and enabled again if it comes back.
     """
     valid = [d for d in declarations() if not d.problems()]
     rows = [
@@ -249,12 +256,12 @@ def sync_schedules(cur: queries.Cursor) -> tuple[int, int]:
         }
         for d in valid
     ]
-    upserted = 0
+    written: Counter[str | None] = Counter()
     for row in rows:
         try:
-            upserted += queries.upsert_declared_schedule(cur, row)
+            written[queries.upsert_declared_schedule(cur, row)] += 1
         except psycopg.DataError as exc:
             # One unstorable declaration must not stop the others from syncing.
             logger.error("Could not sync schedule %r: %s", row["name"], exc)
     orphaned = queries.orphan_undeclared_schedules(cur, names=[d.name for d in valid])
-    return upserted, orphaned
+    return SyncedSchedules(written["created"], written["updated"], orphaned)

@@ -129,8 +129,11 @@ class Scheduler:
         database clock for the catch-up decision (tests simulate outages with it)."""
         conn = self._ensure_connected()
         if not self._synced:
-            upserted, orphaned = sync_schedules(conn.cursor())
-            logger.info("Synced schedules: %s updated, %s no longer declared", upserted, orphaned)
+            synced = sync_schedules(conn.cursor())
+            logger.info(
+                "Synced schedules: %s created, %s updated, %s no longer declared",
+                synced.created, synced.updated, synced.orphaned,
+            )  # fmt: skip
             self._synced = True
         db_now, rows = queries.due_schedules(conn.cursor(), skip=self._skipped())
         report = TickReport()

@@ -12,7 +12,7 @@ from django.utils import timezone as django_timezone
 from django_pgjobs.exceptions import InvalidJobError, PayloadNotSerializable
 from django_pgjobs.jobs import validation
 from django_pgjobs.jobs.registry import registry
-from django_pgjobs.schedules.crontab import InvalidScheduleError, next_tick, parse
+from django_pgjobs.schedules.crontab import InvalidScheduleError, get_timezone, next_tick, parse
 
 # The key under which a tick's job receives its scheduled fire time (ISO 8601, UTC).
 FIRE_TIME_KEY = "fire_time"
@@ -64,15 +64,23 @@ def declaration_problems(
             problems[label] = f"Use an aware datetime, not {type(moment).__name__}."
     if problems:
         return problems
+    # The zone apart from the expression, so that a bad zone does not hide a bad expression
+    # (parse() stops at the zone): a form shows every error at once, not one per submission.
     try:
-        spec = parse(cron, timezone=timezone, start=start)
+        get_timezone(timezone)
     except InvalidScheduleError as exc:
-        problems["timezone" if "timezone" in str(exc) else "cron"] = str(exc)
+        problems["timezone"] = str(exc)
+    try:
+        spec = parse(cron, timezone="UTC" if "timezone" in problems else timezone, start=start)
+    except InvalidScheduleError as exc:
+        problems["cron"] = str(exc)
     else:
-        # A first tick no table can store: the schedule would be over before it began.
+        # A first tick no table can store: the schedule would be over before it began. Not
+        # asked in a zone that is wrong: the answer would be the UTC one's.
         after = start or django_timezone.now()
         if (
-            django_timezone.is_aware(after)
+            "timezone" not in problems
+            and django_timezone.is_aware(after)
             and validation.EARLIEST_TIME < after < validation.LATEST_TIME
             and next_tick(spec, after - timedelta(microseconds=1)) is None
         ):

@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from django.db import DatabaseError
+
 from django_pgjobs.database import connection_lost
 from django_pgjobs.exceptions import (
     PayloadNotDecodable,
@@ -108,7 +110,7 @@ def run_workflow_job(payload: Any) -> None:
     except _LeaseLost:
         attempt = current_attempt()
         reason = (
-            "its attempt ran past its time limit (JobTimeout); it runs again from its checkpoints"
+            f"its attempt ran past its time limit (JobTimeout); {_since_its_timeout(workflow_id)}"
             if attempt is not None and attempt.timed_out
             else "its attempt no longer holds its job (cancelled, or taken over after its lease "
             "ran out)"
@@ -127,3 +129,20 @@ def run_workflow_job(payload: Any) -> None:
     finally:
         _current.reset(reset)
     lifecycle.ended(workflow_id, loaded.name, status, output=output, error=error, why=why)
+
+
+def _since_its_timeout(workflow_id: str) -> str:
+    """What became of a workflow whose attempt ran past its time limit, read when its abandoned
+    thread returns: the worker wrote that attempt's failure long before, so its job was retried
+    (the workflow runs again, and may have ended since) or moved to the dead letters with the
+    workflow dead. Assuming the retry told of a rerun in the second the workflow went dead."""
+    try:
+        with cursor() as cur:
+            status = reads.status_of(cur, workflow_id)
+    except DatabaseError:
+        return "its job was retried or moved to the dead letters, as any timed-out attempt's"
+    if status in ("pending", "running"):
+        return "it runs again from its checkpoints"
+    if status == "dead":
+        return "the workflow is dead (its job is in the dead letters)"
+    return "the workflow no longer exists" if status is None else f"the workflow is {status}"

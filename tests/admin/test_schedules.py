@@ -96,3 +96,20 @@ def test_the_admin_form_sets_a_key_and_an_empty_field_means_none(
         Schedule(
             name="nul", cron="* * * * *", job_name="test.record", partition_key="a\x00"
         ).clean()
+
+
+def test_the_add_form_reports_every_field_error_at_once(admin_client_: Client) -> None:
+    """Before: an unknown time zone hid the expression's error (the expression was parsed in
+    that zone), which appeared only once the other fields were fixed (a new user's trial)."""
+    form = {
+        "name": "all-wrong", "cron": "every 0 seconds", "job_name": "no.such.job",
+        "payload": "[1]", "timezone": "Mars/Olympus", "enabled": "on", "catch_up": "skip",
+        "catch_up_limit": "10",
+    }  # fmt: skip
+    page = admin_client_.post(reverse("admin:pgjobs_schedule_add"), form)
+    assert page.status_code == 200
+    errors = page.context["adminform"].form.errors
+    assert set(errors) == {"cron", "job_name", "payload", "timezone"}, errors
+    assert "the interval must be at least 1" in errors["cron"][0]
+    assert "Unknown timezone 'Mars/Olympus'" in errors["timezone"][0]
+    assert not Schedule.objects.exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -104,6 +105,27 @@ def test_syncing_the_default_never_stalls_the_queue_behind_a_long_transaction() 
         holder.close()
         other.close()
     assert took < 1.0, f"an enqueue waited {took:.1f}s behind the ALTER TABLE"
+
+
+@pytest.mark.usefixtures("restore_table_defaults")
+def test_syncing_the_default_gives_up_after_about_two_seconds_and_keeps_the_old_one(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """What docs/howto/sql.md says: three tries of 200, 200 and 500 ms with half a second
+    between them (it said "at most 5 s", as a new user's trial found), then a warning."""
+    holder = second_connection(autocommit=False)
+    try:
+        holder.execute("SELECT count(*) FROM pgjobs_job_queue")
+        with override_settings(PGJOBS={"MAX_ATTEMPTS": 9}), caplog.at_level(logging.WARNING):
+            started = time.monotonic()
+            assert sync_table_defaults("default") is False
+            took = time.monotonic() - started
+    finally:
+        holder.rollback()
+        holder.close()
+    assert 1.9 <= took < 3.0, took
+    assert "Could not set pgjobs_job_queue.max_attempts to default to 9" in caplog.text
+    assert sql_job("SELECT pgjobs_enqueue('test.record')").max_attempts != 9
 
 
 @pytest.mark.usefixtures("restore_table_defaults")

@@ -13,11 +13,12 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from django_pgjobs import enqueue, queries
+from django_pgjobs import cancel_job, enqueue, queries
 from django_pgjobs.models import Schedule
 from django_pgjobs.models import Worker as WorkerRow
 from django_pgjobs.observability.dashboard import COUNT_CAP
 from django_pgjobs.queues import pause_queue, set_queue_limits
+from django_pgjobs.worker import Worker
 from tests.metrics.scrapes import scrape_command
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -95,6 +96,24 @@ def test_dead_letters_by_queue_include_queues_without_jobs() -> None:
     assert scrape.by("pgjobs_jobs", "state", queue="gone") == {
         "due": 0, "scheduled": 0, "running": 0,
     }  # fmt: skip
+
+
+def test_a_queue_whose_jobs_all_finished_keeps_its_series_as_zeros(
+    make_worker: type[Worker],
+) -> None:
+    """Before: once a queue's only job completed its series vanished (an absent() alert fired
+    on a drained queue) while ``pgjobs status`` still listed it (a new user's trial)."""
+    enqueue("test.record", {"label": "only"}, queue="zq")
+    cancelled = enqueue("test.record", queue="gone-quiet")
+    cancel_job(cancelled)
+    assert make_worker(queues=["zq"]).run_once().completed == 1
+    scrape = scrape_command()
+    for queue in ("zq", "gone-quiet"):
+        assert scrape.by("pgjobs_jobs", "state", queue=queue) == {
+            "due": 0, "scheduled": 0, "running": 0,
+        }, queue  # fmt: skip
+        assert scrape("pgjobs_oldest_due_job_age_seconds", queue=queue) == 0
+        assert scrape("pgjobs_dead_letters", queue=queue) == 0
 
 
 def test_live_workers_their_slots_and_the_busy_ones() -> None:

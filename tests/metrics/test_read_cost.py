@@ -122,3 +122,31 @@ def test_each_queues_running_count_stops_at_the_cap_of_its_own() -> None:
     readings = read_figures()
     assert {n: q.running for n, q in readings.queues.items()} == {"a-big": CAP, "b-small": CAP // 2}
     assert "pgjobs_jobs" in readings.truncated  # a-big's count stopped at the cap
+
+
+def test_the_queues_of_finished_jobs_are_read_from_the_newest_finished_only() -> None:
+    """A drained queue keeps its series through the jobs that finished last: the newest cap of
+    them by pgjobs_job_finished, never every finished row (a table of millions of them)."""
+    with connection.cursor() as cur:
+        cur.execute(
+            "INSERT INTO pgjobs_job_queue (job_name, queue, status, attempt, completed_at) "
+            "SELECT 'test.record', 'q' || (i % 7), 'completed', 1, "
+            "now() - i * interval '1 second' FROM generate_series(1, 5000) AS i"
+        )
+        cur.execute("ANALYZE pgjobs_job_queue")
+        cur.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + statements.FINISHED_QUEUES, {"cap": CAP})
+        (plan,) = cur.fetchone()
+    plan = json.loads(plan) if isinstance(plan, str) else plan
+    scans: list[dict[str, Any]] = []
+
+    def walk(node: dict[str, Any]) -> None:
+        if node.get("Relation Name") == "pgjobs_job_queue":
+            scans.append(node)
+        for child in node.get("Plans", []):
+            walk(child)
+
+    walk(plan[0]["Plan"])
+    assert [(s["Node Type"], s.get("Index Name")) for s in scans] == [
+        ("Index Scan", "pgjobs_job_finished")
+    ], scans
+    assert scans[0]["Actual Rows"] * scans[0]["Actual Loops"] <= CAP

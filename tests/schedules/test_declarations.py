@@ -3,6 +3,7 @@ removed, an operator's pause kept."""
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 from typing import Any
 
@@ -70,6 +71,37 @@ def test_code_and_settings_schedules_are_synced_and_removed_ones_disabled(
             assert (code.orphaned, code.enabled) == (False, False)
     finally:
         registry.remove("test.scheduled")
+
+
+def test_the_sync_line_counts_created_schedules_apart_from_updated_ones(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Before: a brand new schedule was logged as "1 updated" (a new user's trial)."""
+
+    def synced(schedules: dict[str, Any]) -> str:
+        caplog.clear()
+        with (
+            override_settings(PGJOBS={"SCHEDULES": schedules}),
+            caplog.at_level(logging.INFO, logger="django_pgjobs.scheduler"),
+        ):
+            start_another_scheduler()
+        [line] = [r.getMessage() for r in caplog.records if "Synced schedules" in r.msg]
+        return line
+
+    nightly = {"cron": "0 2 * * *", "job": "test.record"}
+    weekly = {"cron": "0 3 * * 1", "job": "test.record"}
+    assert synced({"nightly": nightly}) == (
+        "Synced schedules: 1 created, 0 updated, 0 no longer declared"
+    )
+    assert synced({"nightly": nightly}) == (
+        "Synced schedules: 0 created, 0 updated, 0 no longer declared"
+    )
+    assert synced({"nightly": {**nightly, "cron": "0 4 * * *"}, "weekly": weekly}) == (
+        "Synced schedules: 1 created, 1 updated, 0 no longer declared"
+    )
+    assert synced({"weekly": weekly}) == (
+        "Synced schedules: 0 created, 0 updated, 1 no longer declared"
+    )
 
 
 def test_cron_must_sit_above_job() -> None:

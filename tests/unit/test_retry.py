@@ -24,3 +24,9 @@ def test_jitter_spreads_within_the_fraction(rand: float, expected: float) -> Non
     assert backoff_delay(4, base=1, cap=60, jitter=0.1, rand=lambda: rand) == pytest.approx(
         expected
     )
+
+
+def test_jitter_never_takes_a_delay_past_its_cap() -> None:
+    """RETRY_DELAY_MAX promises that no retry waits longer: a capped delay is spread below it."""
+    assert backoff_delay(10, base=1, cap=60, jitter=0.1, rand=lambda: 1.0) == 60
+    assert backoff_delay(10, base=1, cap=60, jitter=0.1, rand=lambda: 0.0) == pytest.approx(54)

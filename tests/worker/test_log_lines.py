@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 from io import StringIO
 
 import pytest
+from django.test import override_settings
 
 from django_pgjobs import Cancel, Snooze, enqueue
 from django_pgjobs.jobs.registry import JobHandler
@@ -57,6 +58,7 @@ def test_an_error_line_cannot_move_the_cursor_or_rewrite_the_line(
     assert line.endswith("moved to the dead letters: ValueError: \\x1b[2K\\rall good")
 
 
+@override_settings(PGJOBS={"RETRY_JITTER": 0})  # the exact delay, unspread
 def test_a_dead_lettered_job_has_no_delay_and_its_line_promises_no_retry(
     make_worker: type[Worker],
     register_handler: Callable[..., JobHandler],

@@ -3,6 +3,7 @@ with backoff, dead letters."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -36,6 +37,25 @@ def test_run_once_runs_due_jobs_and_marks_them_completed(make_worker: type[Worke
         assert job.result is None and job.error_history == []
 
 
+def test_jobs_failing_together_come_back_spread_by_the_default_jitter(
+    make_worker: type[Worker], caplog: pytest.LogCaptureFixture
+) -> None:
+    """RETRY_JITTER defaults to 0.1: twenty jobs failing in one outage wait 0.9 to 1.1 s each,
+    not all exactly 1 s (every delay was exact: a new user's trial)."""
+    for _ in range(20):
+        enqueue("test.fail", {"message": "dependency down"}, max_attempts=2)
+    worker = make_worker(concurrency=4)
+    with caplog.at_level(logging.INFO, logger="django_pgjobs.jobs"):
+        retried = 0
+        while retried < 20:
+            retried += worker.run_once().retried
+    delays = [r.__dict__["delay"] for r in caplog.records if "delay" in r.__dict__]
+    assert len(delays) == 20
+    assert all(0.9 <= delay <= 1.1 for delay in delays), delays
+    assert max(delays) - min(delays) > 0.05, delays  # 20 draws this close: about 1 in 10^10
+
+
+@override_settings(PGJOBS={"RETRY_JITTER": 0})  # exact delays, to compare with the formula
 def test_failure_records_error_and_backs_off_exponentially(make_worker: type[Worker]) -> None:
     job_id = enqueue("test.fail", {"message": "smtp down"}, max_attempts=4)
     worker = make_worker()
@@ -54,7 +74,7 @@ def test_failure_records_error_and_backs_off_exponentially(make_worker: type[Wor
         make_due_now(job_id)
 
 
-@override_settings(PGJOBS={"RETRY_DELAY": 0.5, "RETRY_DELAY_MAX": 0.75})
+@override_settings(PGJOBS={"RETRY_DELAY": 0.5, "RETRY_DELAY_MAX": 0.75, "RETRY_JITTER": 0})
 def test_retry_delay_setting_and_cap(
     make_worker: type[Worker], register_handler: Callable[..., Any]
 ) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 import psycopg
 import pytest
 from django.db import connection, transaction
+from django.test import override_settings
 
 from django_pgjobs import (
     Cancel,
@@ -151,6 +152,7 @@ def test_retry_raised_from_an_error_records_that_error_too(
     assert 295 < due_in(job_id) <= 300
 
 
+@override_settings(PGJOBS={"RETRY_JITTER": 0})  # the exact delay, unspread
 def test_retry_without_a_delay_uses_the_jobs_own_backoff(
     make_worker: type[Worker], register_handler: Register
 ) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from django.db import transaction
 from django.dispatch import Signal
+from django.test import override_settings
 from django.utils import timezone
 
 from django_pgjobs import (
@@ -133,6 +134,7 @@ def test_a_receiver_whose_error_django_cannot_log_still_never_fails_the_enqueue(
     assert "Sending a django_pgjobs signal failed" in caplog.text
 
 
+@override_settings(PGJOBS={"RETRY_JITTER": 0})  # the exact delay, unspread
 def test_a_worker_sends_each_outcome_in_its_own_thread_in_order(
     heard: Heard, make_worker: type[Worker], register_handler: Register
 ) -> None:

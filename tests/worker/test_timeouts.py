@@ -311,6 +311,47 @@ def test_a_workflow_stopped_by_its_timeout_says_so_when_its_step_returns(
     finally:
         STEP_RELEASE.set()
     assert (
-        f"Workflow {handle.workflow_id} stopped: its attempt ran past its time limit (JobTimeout)"
-        in caplog.text
+        f"Workflow {handle.workflow_id} stopped: its attempt ran past its time limit (JobTimeout); "
+        "it runs again from its checkpoints" in caplog.text
+    )
+
+
+LAST_STEP_RELEASE = threading.Event()
+
+
+@step
+def held_to_the_last_attempt() -> str:
+    LAST_STEP_RELEASE.wait(30)
+    return "late"
+
+
+@workflow("test.held_past_its_last_timeout")
+def held_past_its_last_timeout() -> str:
+    return str(held_to_the_last_attempt())
+
+
+def test_a_workflow_stopped_by_its_last_timeout_does_not_say_it_runs_again(
+    make_worker: type[Worker], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its only attempt timed out, so the workflow is dead when the abandoned step returns: the
+    line said "it runs again from its checkpoints" in the second the workflow went to the dead
+    letters (a new user's trial). It now says what became of it."""
+    handle = start_workflow(held_past_its_last_timeout)
+    Job.objects.filter(key=f"pgjobs.workflow:{handle.workflow_id}").update(
+        timeout=timedelta(seconds=0.5), max_attempts=1
+    )
+    worker = make_worker(concurrency=1)
+    try:
+        with caplog.at_level(logging.WARNING, logger="django_pgjobs.workflows"):
+            assert worker.run_once().buried == 1
+            assert handle.get_status() == "dead"
+            LAST_STEP_RELEASE.set()
+            wait_for(lambda: worker.abandoned_threads == 0, what="the abandoned thread to return")
+    finally:
+        LAST_STEP_RELEASE.set()
+    stopped = f"Workflow {handle.workflow_id} stopped"
+    [line] = [r.getMessage() for r in caplog.records if r.getMessage().startswith(stopped)]
+    assert line == (
+        f"{stopped}: its attempt ran past its time limit (JobTimeout); the workflow is dead "
+        "(its job is in the dead letters)"
     )
