@@ -15,7 +15,12 @@ from django.db import DatabaseError
 from django_pgjobs.conf import DEFAULTS
 from django_pgjobs.conf import seconds as _seconds
 from django_pgjobs.jobs.validation import MAX_TIMEOUT, MIN_TIMEOUT, shown_duration
-from django_pgjobs.setting_errors import health_errors, is_number, value_errors
+from django_pgjobs.setting_errors import (
+    health_errors,
+    is_number,
+    is_postgresql_engine,
+    value_errors,
+)
 
 # Where the docs say how to get a PostgreSQL for development (the embedded server helpers).
 POSTGRESQL_FOR_DEVELOPMENT = "docs/howto/install.md#a-postgresql-for-development"
@@ -216,7 +221,7 @@ def _alias_errors(setting: str, alias: Any, missing: str) -> list[CheckMessage]:
         message = f"PGJOBS[{setting!r}] is {alias!r}, which is not in settings.DATABASES."
         return [Error(message, id=missing)]
     engine = settings.DATABASES[alias].get("ENGINE", "")
-    if engine == "django.db.backends.postgresql" or engine.endswith(".postgresql"):
+    if is_postgresql_engine(engine):
         return []
     if setting != "DATABASE":
         message = f"PGJOBS[{setting!r}] is {alias!r}, which uses {engine!r}, not PostgreSQL."

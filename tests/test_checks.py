@@ -303,7 +303,7 @@ def test_w003_a_queue_of_its_own_needs_the_router() -> None:
     assert warning.id == "pgjobs.W003"
     assert warning.msg.startswith(
         "PGJOBS['DATABASE'] is 'other', but the routers let django-pgjobs' migrations run on "
-        "'default', 'unreachable', 'pooled' too"
+        "'default', 'unreachable', 'sqlite', 'pooled' too"
     )
     assert "Add 'django_pgjobs.routers.QueueDatabaseRouter' to DATABASE_ROUTERS" in warning.hint
     with override_settings(
