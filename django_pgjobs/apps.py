@@ -1,11 +1,8 @@
 from __future__ import annotations
 
-from typing import Any
-
 from django.apps import AppConfig
-from django.conf import settings
 from django.db.models.signals import post_migrate
-from django.utils.module_loading import autodiscover_modules, import_string
+from django.utils.module_loading import autodiscover_modules
 
 
 class PgJobsConfig(AppConfig):
@@ -43,23 +40,7 @@ class PgJobsConfig(AppConfig):
 
 
 def _uses_pgjobs_backend() -> bool:
-    """TASKS names PgJobsBackend or a subclass of it (a backend that cannot be imported is the
-    Tasks framework's error to report, not ours)."""
-    tasks: Any = getattr(settings, "TASKS", None)
-    if not isinstance(tasks, dict):
-        return False
-    for options in tasks.values():
-        path = options.get("BACKEND") if isinstance(options, dict) else None
-        if not isinstance(path, str):
-            continue
-        if path == "django_pgjobs.backend.PgJobsBackend":
-            return True
-        try:
-            backend = import_string(path)
-        except Exception:  # noqa: S112 - the framework reports it
-            continue
-        from django_pgjobs.backend import PgJobsBackend
+    """TASKS names PgJobsBackend or a subclass of it."""
+    from django_pgjobs.tasks.configured import pgjobs_backend_options
 
-        if isinstance(backend, type) and issubclass(backend, PgJobsBackend):
-            return True
-    return False
+    return bool(pgjobs_backend_options())

@@ -27,7 +27,7 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
-from django_pgjobs.conf import conf
+from django_pgjobs.database import queue_database
 from django_pgjobs.exceptions import InvalidJobError, PayloadNotSerializable
 from django_pgjobs.tasks import framework
 from django_pgjobs.tasks.definitions import PgJobsTask, PgJobsTaskResult
@@ -59,8 +59,8 @@ class PgJobsBackend(framework.BaseTaskBackend):
     @property
     def database(self) -> str:
         """The database alias the backend's jobs live in: ``OPTIONS["DATABASE"]``, else
-        ``PGJOBS["DATABASE"]``."""
-        return str(self.options.get("DATABASE") or conf.DATABASE)
+        ``PGJOBS["DATABASE"]``; InvalidJobError if it is not PostgreSQL."""
+        return queue_database(self.options.get("DATABASE"))
 
     # The options as task handlers take them. A malformed value counts as not given here:
     # importing tasks must not fail every manage.py command before the system checks

@@ -15,10 +15,18 @@ from django.db import DatabaseError
 from django_pgjobs.conf import DEFAULTS
 from django_pgjobs.conf import seconds as _seconds
 from django_pgjobs.jobs.validation import MAX_TIMEOUT, MIN_TIMEOUT, shown_duration
-from django_pgjobs.setting_errors import health_errors, is_number, value_errors
+from django_pgjobs.setting_errors import (
+    health_errors,
+    is_number,
+    is_postgresql_engine,
+    value_errors,
+)
 
 # Where the docs say how to get a PostgreSQL for development (the embedded server helpers).
 POSTGRESQL_FOR_DEVELOPMENT = "docs/howto/install.md#a-postgresql-for-development"
+# The router a queue in a database of its own needs, and where the docs say why (pgjobs.W003).
+QUEUE_ROUTER = "django_pgjobs.routers.QueueDatabaseRouter"
+SEPARATE_DATABASE = "docs/howto/install.md#a-database-of-its-own"
 
 
 @register()
@@ -170,6 +178,42 @@ def check_database(
     return []
 
 
+@register()
+def check_queue_router(
+    *, app_configs: Sequence[AppConfig] | None, databases: Sequence[str] | None, **kwargs: Any
+) -> list[CheckMessage]:
+    """A queue in a database of its own needs a router that keeps its migrations there: without
+    one a plain ``migrate`` runs them on ``default`` too (PostgreSQL's SQL on what may be SQLite,
+    or a second, unused queue). A warning: the project's own router may mean it."""
+    from django.db import router
+
+    from django_pgjobs.conf import conf
+    from django_pgjobs.routers import APP_LABEL, queue_databases
+
+    alias = conf.DATABASE
+    if alias == "default" or alias not in settings.DATABASES:
+        return []  # the usual layout, or pgjobs.E006
+    ours = queue_databases()
+    elsewhere = [
+        other
+        for other in settings.DATABASES
+        if other not in ours and router.allow_migrate(other, APP_LABEL) is not False
+    ]
+    if not elsewhere:
+        return []
+    return [
+        CheckWarning(
+            f"PGJOBS['DATABASE'] is {alias!r}, but the routers let django-pgjobs' migrations "
+            f"run on {', '.join(map(repr, elsewhere))} too: `manage.py migrate` would create "
+            "the queue's tables, functions and triggers there as well (on a database that is "
+            "not PostgreSQL it fails).",
+            hint=f"Add {QUEUE_ROUTER!r} to DATABASE_ROUTERS: it keeps the queue's migrations, "
+            f"reads and writes on PGJOBS['DATABASE']. See {SEPARATE_DATABASE} in django-pgjobs.",
+            id="pgjobs.W003",
+        )
+    ]
+
+
 def _alias_errors(setting: str, alias: Any, missing: str) -> list[CheckMessage]:
     """PGJOBS[setting] names a PostgreSQL database of DATABASES; ``missing`` is the id for one
     that does not (and for a LISTEN_DATABASE that is not PostgreSQL; a DATABASE gets E001)."""
@@ -177,7 +221,7 @@ def _alias_errors(setting: str, alias: Any, missing: str) -> list[CheckMessage]:
         message = f"PGJOBS[{setting!r}] is {alias!r}, which is not in settings.DATABASES."
         return [Error(message, id=missing)]
     engine = settings.DATABASES[alias].get("ENGINE", "")
-    if engine == "django.db.backends.postgresql" or engine.endswith(".postgresql"):
+    if is_postgresql_engine(engine):
         return []
     if setting != "DATABASE":
         message = f"PGJOBS[{setting!r}] is {alias!r}, which uses {engine!r}, not PostgreSQL."

@@ -27,7 +27,7 @@ from django.conf import settings
 from django.db import connections
 
 from django_pgjobs.conf import conf
-from django_pgjobs.exceptions import PgJobsError
+from django_pgjobs.exceptions import InvalidJobError, PgJobsError
 
 # Keys Django adds for its own cursor and adapter set-up; psycopg.connect would reject or
 # misapply them on a plain connection.
@@ -47,6 +47,31 @@ LISTEN_NAME = "pgjobs listen"
 # pg_stat_activity shows this much of an application_name (NAMEDATALEN - 1 bytes); the role's
 # prefix always fits, so a long worker id never hides what a connection is.
 _NAME_LENGTH = 63
+
+
+def queue_database(using: str | None = None) -> str:
+    """The alias the queue's statements run on: ``using``, else ``PGJOBS["DATABASE"]``, refused
+    with InvalidJobError, naming it and its vendor, unless it is PostgreSQL.
+
+    Every entry point that takes ``using=`` (and each that defaults to the setting) asks here
+    first, so an alias of a project's other database gets this error, before anything is
+    written, instead of the driver's (``'sqlite3.Connection' object has no attribute 'pgconn'``)
+    or a syntax error from our SQL. No round trip: the vendor is the backend's class attribute.
+    """
+    alias = using or conf.DATABASE
+    connection = connections[alias]
+    if connection.vendor == "postgresql":
+        return alias
+    what = f"{connection.display_name} ({connection.settings_dict.get('ENGINE')}), not PostgreSQL"
+    if using:
+        raise InvalidJobError(
+            f"Database {alias!r} is {what}: django-pgjobs' queue lives in PostgreSQL only. Name "
+            f"the queue's alias (PGJOBS['DATABASE'] is {conf.DATABASE!r}), or leave it out."
+        )
+    raise InvalidJobError(
+        f"PGJOBS['DATABASE'] is {alias!r}, which is {what}: django-pgjobs' queue lives in "
+        "PostgreSQL only. Set it to the alias of a PostgreSQL database (system check pgjobs.E001)."
+    )
 
 
 def connection_params(alias: str) -> dict[str, Any]:
@@ -140,7 +165,7 @@ def command_database(option: str | None) -> str:
     a traceback or a worker retrying a missing table for ever."""
     if option is not None and option not in settings.DATABASES:
         raise PgJobsError(f"--database {option!r} is not in settings.DATABASES.")
-    alias = option or conf.DATABASE
+    alias = queue_database(option)
     with connections[alias].cursor() as cur:
         cur.execute("SELECT to_regclass('pgjobs_job_queue') IS NOT NULL")
         found = cur.fetchone()[0]

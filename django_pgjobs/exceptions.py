@@ -16,7 +16,8 @@ class PgJobsError(Exception):
 
 
 class InvalidJobError(PgJobsError, ValueError):
-    """An argument to ``enqueue`` (or a handler option) is out of range or malformed.
+    """An argument to ``enqueue`` (or a handler option) is out of range or malformed, or a
+    database alias (``using=``, ``PGJOBS["DATABASE"]``) is not PostgreSQL.
 
     Raised before anything is written, so a caller's transaction is still usable.
     """

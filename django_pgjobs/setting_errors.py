@@ -27,6 +27,12 @@ _STORED_SECONDS = ("RETRY_DELAY_MAX", "LEASE_SECONDS")
 MAX_STORED_SECONDS = 100 * 365 * 24 * 3600
 
 
+def is_postgresql_engine(engine: str) -> bool:
+    """Does a ``DATABASES`` entry's ENGINE name Django's PostgreSQL backend (or one named after
+    it)? From the setting alone: a check must not import a backend, let alone connect to it."""
+    return engine == "django.db.backends.postgresql" or engine.endswith(".postgresql")
+
+
 def is_number(value: Any) -> bool:
     """A finite number of seconds, or a timedelta (never a bool)."""
     if isinstance(value, bool) or not isinstance(value, int | float | timedelta):

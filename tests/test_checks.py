@@ -9,7 +9,7 @@ import pytest
 from django.conf import settings
 from django.test import override_settings
 
-from django_pgjobs.checks import check_database, check_settings
+from django_pgjobs.checks import check_database, check_queue_router, check_settings
 
 
 def ids(messages: list[Any]) -> list[str]:
@@ -291,3 +291,50 @@ def test_health_thresholds_given_in_part_are_merged_over_the_defaults(health: An
     with override_settings(PGJOBS={"HEALTH": health}):
         assert run_settings_check() == []
         assert {**HEALTH_DEFAULTS, **health} == conf.HEALTH
+
+
+def run_router_check() -> list[Any]:
+    return check_queue_router(app_configs=None, databases=None)
+
+
+def test_w003_a_queue_of_its_own_needs_the_router() -> None:
+    with override_settings(PGJOBS={"DATABASE": "other"}):
+        [warning] = run_router_check()
+    assert warning.id == "pgjobs.W003"
+    assert warning.msg.startswith(
+        "PGJOBS['DATABASE'] is 'other', but the routers let django-pgjobs' migrations run on "
+        "'default', 'unreachable', 'sqlite', 'pooled' too"
+    )
+    assert "Add 'django_pgjobs.routers.QueueDatabaseRouter' to DATABASE_ROUTERS" in warning.hint
+    with override_settings(
+        PGJOBS={"DATABASE": "other"},
+        DATABASE_ROUTERS=["django_pgjobs.routers.QueueDatabaseRouter"],
+    ):
+        assert run_router_check() == []
+
+
+class QueueOnOtherOnly:
+    """A project's own router that already keeps the queue on 'other'."""
+
+    def allow_migrate(self, db: str, app_label: str, **hints: object) -> bool | None:
+        return db == "other" if app_label == "pgjobs" else None
+
+
+def test_w003_a_projects_own_router_that_keeps_the_queue_in_place_is_enough() -> None:
+    with override_settings(
+        PGJOBS={"DATABASE": "other"}, DATABASE_ROUTERS=[f"{__name__}.QueueOnOtherOnly"]
+    ):
+        assert run_router_check() == []
+
+
+def test_w003_the_queue_on_default_needs_no_router() -> None:
+    assert run_router_check() == []
+    with override_settings(PGJOBS={"DATABASE": "jobs"}):
+        assert run_router_check() == []  # not in DATABASES: pgjobs.E006 says so
+
+
+def test_w003_points_at_the_section_on_a_database_of_its_own() -> None:
+    from django_pgjobs.checks import SEPARATE_DATABASE
+    from tests.unit.test_docs import ROOT, broken_link
+
+    assert broken_link(ROOT / "README.md", SEPARATE_DATABASE) is None

@@ -17,6 +17,7 @@ from django.db.models import Func, Q, QuerySet, TextField, Value
 
 from django_pgjobs import queries, signals
 from django_pgjobs.conf import conf
+from django_pgjobs.database import queue_database
 from django_pgjobs.exceptions import JobNotFound, JobStateError
 from django_pgjobs.jobs import job_log
 from django_pgjobs.models import FailedJob, Job, JobStatus, WorkflowExecution
@@ -38,7 +39,7 @@ def _as_uuid(job_id: uuid.UUID | str) -> uuid.UUID:
 
 
 def _alias(using: str | None) -> str:
-    return using or conf.DATABASE
+    return queue_database(using)
 
 
 def _missing(job_id: uuid.UUID, alias: str) -> JobNotFound:

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import DatabaseError, connections, transaction
+from django.db import DatabaseError, connections, router, transaction
 
 from django_pgjobs.conf import conf
 from django_pgjobs.jobs import validation
@@ -152,6 +152,13 @@ def sync_table_defaults(using: str) -> bool:
 
 def on_post_migrate(sender: Any, using: str, **kwargs: Any) -> None:
     """After ``migrate`` (which passes its ``plan``), not after ``flush``, which sends the same
-    signal after every TransactionTestCase."""
-    if "plan" in kwargs:
-        sync_table_defaults(using)
+    signal after every TransactionTestCase.
+
+    Django sends the signal for every database it migrates, ours or not: only one the routers
+    let the queue's migrations run on, and only PostgreSQL, is asked anything (a ``default`` on
+    SQLite beside a queue of its own knows no ``to_regclass``)."""
+    if "plan" not in kwargs or connections[using].vendor != "postgresql":
+        return
+    if router.allow_migrate(using, sender.label) is False:
+        return
+    sync_table_defaults(using)

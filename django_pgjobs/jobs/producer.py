@@ -14,7 +14,7 @@ from typing import Any
 from django.db import transaction
 
 from django_pgjobs import queries, signals
-from django_pgjobs.conf import conf
+from django_pgjobs.database import queue_database
 from django_pgjobs.exceptions import InvalidJobError, PgJobsError
 from django_pgjobs.jobs import job_log, validation
 from django_pgjobs.jobs.ids import new_job_id, new_job_ids
@@ -181,7 +181,7 @@ def enqueue(
         timeout=timeout,
         partition_key=partition_key,
     )
-    return _write(row, replace=replace, using=using or conf.DATABASE, payload=payload)
+    return _write(row, replace=replace, using=queue_database(using), payload=payload)
 
 
 def enqueue_stamped(
@@ -213,7 +213,7 @@ def enqueue_stamped(
         timeout=timeout,
         partition_key=partition_key,
     )
-    alias = using or conf.DATABASE
+    alias = queue_database(using)
     with tracing.enqueue_span(row) as span, statement_cursor(alias) as cur:
         stamped = queries.insert_job_stamped(cur, row)
         tracing.enqueued(span, row["id"])
@@ -246,7 +246,7 @@ def enqueue_on_commit(
     site. Returns the id the job will have; with ``key``, if an active job already holds the
     key, no job gets that id.
     """
-    alias = using or conf.DATABASE
+    alias = queue_database(using)
     row = _prepare_one(
         job_name,
         payload,
@@ -316,7 +316,7 @@ def enqueue_many(
     if not texts:
         return []
     ids = new_job_ids(len(texts))
-    alias = using or conf.DATABASE
+    alias = queue_database(using)
     with tracing.enqueue_span(rows, count=len(ids)), statement_cursor(alias) as cur:
         queries.insert_jobs(
             cur,

@@ -15,7 +15,7 @@ import uuid
 
 from django.db import connections
 
-from django_pgjobs.conf import conf
+from django_pgjobs.database import queue_database
 from django_pgjobs.exceptions import JobNotFound
 from django_pgjobs.queries import explain_rows as rows
 from django_pgjobs.queries.base import Cursor
@@ -63,5 +63,5 @@ def find_job_id(cur: Cursor, job_id: uuid.UUID | str) -> uuid.UUID:
 
 def job_id_named(job_id: uuid.UUID | str, *, using: str | None = None) -> uuid.UUID:
     """:func:`find_job_id` on a connection of its own (``using``: the jobs database)."""
-    with connections[using or conf.DATABASE].cursor() as cur:
+    with connections[queue_database(using)].cursor() as cur:
         return find_job_id(cur, job_id)

@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
 from django_pgjobs.conf import conf
+from django_pgjobs.database import queue_database
 from django_pgjobs.metrics import health
 from django_pgjobs.metrics.readings import (
     QUEUE_FAMILIES,
@@ -157,7 +158,7 @@ class DatabaseCollector:
         return [_family(name) for name in FAMILIES] + health.described()
 
     def collect(self) -> Iterable[Metric]:
-        alias = self.using or conf.DATABASE
+        alias = queue_database(self.using)
         window = conf.METRICS_CACHE_SECONDS
         with _lock:
             cached = _cache.get(alias)

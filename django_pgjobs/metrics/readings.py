@@ -37,7 +37,7 @@ from typing import Any
 from django.db import connections, transaction
 
 from django_pgjobs.conf import conf
-from django_pgjobs.database import opens_own_transaction
+from django_pgjobs.database import opens_own_transaction, queue_database
 from django_pgjobs.metrics import statements
 from django_pgjobs.observability.dashboard import COUNT_CAP, workflow_counts
 from django_pgjobs.observability.health import READ_TIMEOUT_MS
@@ -132,7 +132,7 @@ class Readings:
 
 def read_figures(*, using: str | None = None) -> Readings:
     """Everything the database gauges show, in one snapshot (see the module's docstring)."""
-    alias = using or conf.DATABASE
+    alias = queue_database(using)
     started = time.monotonic()
     connection = connections[alias]
     outermost = opens_own_transaction(alias)

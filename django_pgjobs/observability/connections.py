@@ -23,13 +23,13 @@ from dataclasses import dataclass
 
 from django.db import connections
 
-from django_pgjobs.conf import conf
 from django_pgjobs.database import (
     HANDLER_NAME,
     LISTEN_NAME,
     LOOP_NAME,
     SCHEDULER_NAME,
     WAIT_NAME,
+    queue_database,
 )
 
 # Client connections only, as max_connections counts them: a session has a database and a user
@@ -99,6 +99,6 @@ def connection_counts(*, using: str | None = None) -> ConnectionCounts:
         "wait": WAIT_NAME,
         "listen": f"{LISTEN_NAME} ",
     }
-    with connections[using or conf.DATABASE].cursor() as cur:
+    with connections[queue_database(using)].cursor() as cur:
         cur.execute(_COUNTS, names)
         return ConnectionCounts(*cur.fetchone())

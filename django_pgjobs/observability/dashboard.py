@@ -22,7 +22,7 @@ from typing import Any
 from django.db import connections, transaction
 
 from django_pgjobs.conf import conf
-from django_pgjobs.database import opens_own_transaction
+from django_pgjobs.database import opens_own_transaction, queue_database
 from django_pgjobs.models import WorkflowStatus
 from django_pgjobs.observability.status import UnhandledJobs, unhandled_due_jobs
 from django_pgjobs.queries.base import PENDING_PRIORITIES, pending_queues
@@ -237,14 +237,14 @@ ORDER BY s.n
 
 def workflow_counts(*, using: str | None = None) -> dict[str, int]:
     """Workflows per status (pending, running, ... dead), each capped at ``COUNT_CAP``."""
-    with connections[using or conf.DATABASE].cursor() as cur:
+    with connections[queue_database(using)].cursor() as cur:
         cur.execute(_WORKFLOW_COUNTS, {"statuses": list(WorkflowStatus.values), "cap": COUNT_CAP})
         return {status: int(count) for status, count in cur.fetchall()}
 
 
 def load_dashboard(*, using: str | None = None) -> Dashboard:
     """Everything the page shows about jobs, in six statements however many queues there are."""
-    alias = using or conf.DATABASE
+    alias = queue_database(using)
     silent = max(conf.LEASE_SECONDS, 3 * conf.HEARTBEAT_SECONDS)
     connection = connections[alias]
     outermost = opens_own_transaction(alias)
@@ -306,5 +306,5 @@ def _active_queues(cur: Any) -> list[str]:
 
 def active_queues(*, using: str | None = None) -> list[str]:
     """Queues that have pending or running jobs (a skip scan: cheap on any table size)."""
-    with connections[using or conf.DATABASE].cursor() as cur:
+    with connections[queue_database(using)].cursor() as cur:
         return _active_queues(cur)

@@ -14,8 +14,7 @@ import uuid
 
 from django.db import connections, transaction
 
-from django_pgjobs.conf import conf
-from django_pgjobs.database import opens_own_transaction
+from django_pgjobs.database import opens_own_transaction, queue_database
 from django_pgjobs.exceptions import JobNotFound, JobStateError
 from django_pgjobs.jobs.short_ids import find_job_id
 from django_pgjobs.observability import explain_messages as say
@@ -39,7 +38,7 @@ def explain_job(job_id: uuid.UUID | str, *, using: str | None = None) -> Explana
     id starts or ends with (the admin's 8-character short id is the end; ``pgjobs list`` prints
     whole UUIDs): an ambiguous or unknown one raises :class:`JobNotFound`.
     Read-only: a handful of small reads in one ``REPEATABLE READ`` snapshot."""
-    alias = using or conf.DATABASE
+    alias = queue_database(using)
     connection = connections[alias]
     outermost = opens_own_transaction(alias)
     with transaction.atomic(using=alias), connection.cursor() as cur:

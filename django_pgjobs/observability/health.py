@@ -27,8 +27,7 @@ from typing import Any
 from django.apps import apps
 from django.db import connections, transaction
 
-from django_pgjobs.conf import conf
-from django_pgjobs.database import opens_own_transaction
+from django_pgjobs.database import opens_own_transaction, queue_database
 from django_pgjobs.observability.bloat import estimated_bloat_bytes
 from django_pgjobs.observability.health_warnings import (
     HealthThresholds,
@@ -197,7 +196,7 @@ def database_health(
     waits for its lock, and a VACUUM FULL or a migration holding one of ours would otherwise
     hold a scrape, the dashboard or the command for as long as it runs. Inside a caller's
     transaction, the caller's settings stand."""
-    connection = connections[using or conf.DATABASE]
+    connection = connections[queue_database(using)]
     outermost = opens_own_transaction(connection.alias)
     with transaction.atomic(using=connection.alias), connection.cursor() as cur:
         if outermost:

@@ -12,7 +12,7 @@ from typing import Any
 
 from django.core.management.base import CommandError
 
-from django_pgjobs.conf import conf
+from django_pgjobs.database import queue_database
 from django_pgjobs.models.queues import LIMIT_FIELDS, Queue
 from django_pgjobs.observability.display import counted, shell_word
 from django_pgjobs.observability.status import queue_status
@@ -85,7 +85,7 @@ def describe_limits(limits: dict[str, Any]) -> str:
 
 def queue_views(*, using: str | None = None) -> list[QueueView]:
     """Every queue that has a row or jobs, by name."""
-    alias = using or conf.DATABASE
+    alias = queue_database(using)
     rows = {row.name: row for row in Queue.objects.using(alias)}
     counts = queue_status(using=alias).queues
     views = []
@@ -106,19 +106,19 @@ def queue_views(*, using: str | None = None) -> list[QueueView]:
 
 
 def current_limits(name: str, *, using: str | None = None) -> dict[str, Any]:
-    row = Queue.objects.using(using or conf.DATABASE).filter(name=name).first()
+    row = Queue.objects.using(queue_database(using)).filter(name=name).first()
     return row_limits(row) if row else {}
 
 
 def limits_overridden(name: str, *, using: str | None = None) -> bool:
     """Whether queue ``name``'s options (its limits or its pause) are an operator's (False for a
     queue without a row)."""
-    rows = Queue.objects.using(using or conf.DATABASE).filter(name=name, overridden=True)
+    rows = Queue.objects.using(queue_database(using)).filter(name=name, overridden=True)
     return rows.exists()
 
 
 def queue_paused(name: str, *, using: str | None = None) -> bool:
-    return Queue.objects.using(using or conf.DATABASE).filter(name=name, paused=True).exists()
+    return Queue.objects.using(queue_database(using)).filter(name=name, paused=True).exists()
 
 
 def pause_said(name: str, *, paused: bool, changed: bool, using: str | None = None) -> str:

@@ -13,7 +13,7 @@ from datetime import datetime
 
 from django.utils import timezone
 
-from django_pgjobs.conf import conf
+from django_pgjobs.database import queue_database
 from django_pgjobs.models import Schedule
 from django_pgjobs.schedules import crontab
 from django_pgjobs.schedules.declarations import declarations
@@ -42,7 +42,7 @@ def schedule_views(*, using: str | None = None, now: datetime | None = None) -> 
     """Every schedule by name: the table's rows, then the declarations missing from it."""
     now = now or timezone.now()
     views = {}
-    for row in Schedule.objects.using(using or conf.DATABASE).order_by("name"):
+    for row in Schedule.objects.using(queue_database(using)).order_by("name"):
         state = "orphaned" if row.orphaned else "enabled" if row.enabled else "disabled"
         views[row.name] = _view(
             row.name, row.cron, row.timezone, row.job_name, row.source, state,

@@ -15,6 +15,7 @@ from django.db import connections
 from django.db.models.functions import Now
 
 from django_pgjobs.conf import conf
+from django_pgjobs.database import queue_database
 from django_pgjobs.jobs.registry import registry
 from django_pgjobs.models import FailedJob, Queue, Worker
 from django_pgjobs.queries.base import WORKFLOW_JOB_PREFIX
@@ -69,7 +70,7 @@ class QueueStatus:
 
 
 def queue_status(*, using: str | None = None) -> QueueStatus:
-    alias = using or conf.DATABASE
+    alias = queue_database(using)
     status = QueueStatus()
     queues = Queue.objects.using(alias).order_by("name")
     for row in queues.only("name", "paused", *HOLDING_LIMITS):

@@ -13,7 +13,7 @@ from typing import Any
 from django.db import connections
 
 from django_pgjobs import queries
-from django_pgjobs.conf import conf
+from django_pgjobs.database import queue_database
 from django_pgjobs.exceptions import InvalidJobError
 from django_pgjobs.jobs import validation
 from django_pgjobs.queues.declarations import (
@@ -36,7 +36,7 @@ def pause_queue(name: str, *, using: str | None = None) -> bool:
     already running finish. Unless ``PGJOBS["QUEUES"]`` declares the queue paused, this
     overrides the settings until :func:`resume_queue` or :func:`reset_queue_limits`. Returns
     False if it was paused already."""
-    with connections[using or conf.DATABASE].cursor() as cur:
+    with connections[queue_database(using)].cursor() as cur:
         return queries.pause_queue(cur, _queue(name))
 
 
@@ -44,7 +44,7 @@ def resume_queue(name: str, *, using: str | None = None) -> bool:
     """Resume queue ``name``: its idle workers are woken when this commits. A queue
     ``PGJOBS["QUEUES"]`` declares paused stays resumed (an override) until
     :func:`reset_queue_limits` or :func:`pause_queue`. Returns False if it was not paused."""
-    with connections[using or conf.DATABASE].cursor() as cur:
+    with connections[queue_database(using)].cursor() as cur:
         return queries.resume_queue(cur, _queue(name))
 
 
@@ -64,7 +64,7 @@ def set_queue_limits(name: str, *, using: str | None = None, **limits: Any) -> b
     if rate_period_alone(limits):
         raise InvalidJobError(RATE_PERIOD_ALONE)
     queue = _queue(name)
-    with connections[using or conf.DATABASE].cursor() as cur:
+    with connections[queue_database(using)].cursor() as cur:
         return queries.set_queue_limits(cur, queue, normalised(limits), declared_limits(queue))
 
 
@@ -73,7 +73,7 @@ def reset_queue_limits(name: str, *, using: str | None = None) -> bool:
     process's settings, given to the one statement that writes them) applies again, paused or
     not as it says. Returns False if the queue has no row."""
     queue = _queue(name)
-    with connections[using or conf.DATABASE].cursor() as cur:
+    with connections[queue_database(using)].cursor() as cur:
         return queries.reset_queue_limits(cur, queue, declared_limits(queue))
 
 
@@ -89,7 +89,7 @@ def sync_declared_queues(*, using: str | None = None) -> int:
     starts (an operator's overrides stay). The CLI does before it shows or changes limits, or
     pauses, so settings deployed before any worker restarted are what it shows, builds on and
     what ``--reset`` restores. Returns how many rows changed."""
-    with connections[using or conf.DATABASE].cursor() as cur:
+    with connections[queue_database(using)].cursor() as cur:
         return write_declared(cur)
 
 

@@ -22,7 +22,7 @@ import psycopg
 
 from django_pgjobs import queries
 from django_pgjobs.conf import conf
-from django_pgjobs.database import LISTEN_NAME, SCHEDULER_NAME, connect
+from django_pgjobs.database import LISTEN_NAME, SCHEDULER_NAME, connect, queue_database
 from django_pgjobs.exceptions import InvalidJobError, JobNotFound
 from django_pgjobs.jobs.options import resolve_options, resolve_partition_key
 from django_pgjobs.jobs.producer import enqueue
@@ -106,7 +106,7 @@ class Scheduler:
         poll_interval: float | None = None,
         worker_id: str | None = None,
     ) -> None:
-        self.alias = using or conf.DATABASE
+        self.alias = queue_database(using)
         # What its connection says in pg_stat_activity: a worker's scheduler names the worker.
         self.application_name = f"{SCHEDULER_NAME} {worker_id}" if worker_id else SCHEDULER_NAME
         self.poll_interval = poll_interval if poll_interval is not None else conf.POLL_INTERVAL
@@ -309,7 +309,7 @@ def run_schedule_now(name: str, *, using: str | None = None) -> Any:
     """
     from django.utils import timezone
 
-    alias = using or conf.DATABASE
+    alias = queue_database(using)
     row = Schedule.objects.using(alias).filter(name=name).first()
     if row is not None:
         job_name, payload, queue, priority = row.job_name, row.payload, row.queue, row.priority

@@ -13,6 +13,7 @@ from django.core.checks import CheckMessage, Error
 
 from django_pgjobs.exceptions import InvalidJobError
 from django_pgjobs.jobs import validation
+from django_pgjobs.setting_errors import is_postgresql_engine
 
 if TYPE_CHECKING:
     from django_pgjobs.backend import PgJobsBackend
@@ -89,6 +90,16 @@ def _option_errors(backend: PgJobsBackend, where: str) -> list[CheckMessage]:
                 id="pgjobs.E033",
             )
         )
+    elif database is not None:
+        engine = settings.DATABASES[database].get("ENGINE", "")
+        if not is_postgresql_engine(engine):
+            errors.append(
+                Error(
+                    f"{where}['OPTIONS']['DATABASE'] is {database!r}, which uses {engine!r}, "
+                    "not PostgreSQL: the backend's jobs live in django-pgjobs' tables.",
+                    id="pgjobs.E033",
+                )
+            )
     return errors
 
 

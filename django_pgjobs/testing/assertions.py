@@ -13,7 +13,7 @@ import enum
 import json
 from typing import Any
 
-from django_pgjobs.conf import conf
+from django_pgjobs.database import queue_database
 from django_pgjobs.jobs.registry import JobHandler
 from django_pgjobs.models import Job, JobStatus
 
@@ -102,7 +102,7 @@ def assert_not_enqueued(
 
 def _pending(using: str | None) -> list[Job]:
     return list(
-        Job.objects.using(using or conf.DATABASE)
+        Job.objects.using(queue_database(using))
         .filter(status=JobStatus.PENDING)
         .order_by("-priority", "scheduled_for", "created_at", "id")
     )

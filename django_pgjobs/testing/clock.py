@@ -26,7 +26,7 @@ from datetime import timedelta
 
 from django.db import connections
 
-from django_pgjobs.conf import conf
+from django_pgjobs.database import queue_database
 
 # Each deadline moves earlier by the interval, never before the earliest time a column may hold
 # (the range CHECKs of migration 0014).
@@ -64,7 +64,7 @@ def advance(by: float | timedelta, *, using: str | None = None) -> Advanced:
         raise TypeError(f"advance() takes seconds or a timedelta, not {type(by).__name__}.")
     if not (math.isfinite(seconds) and seconds >= 0):
         raise ValueError(f"advance() moves the clock forward: {by!r} is not >= 0 and finite.")
-    with connections[using or conf.DATABASE].cursor() as cur:
+    with connections[queue_database(using)].cursor() as cur:
         cur.execute(_JOBS, [float(seconds)])
         jobs = cur.rowcount
         cur.execute(_WAITS, [float(seconds)])

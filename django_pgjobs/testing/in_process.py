@@ -25,6 +25,7 @@ from psycopg.pq import TransactionStatus
 
 from django_pgjobs import queries
 from django_pgjobs.conf import conf
+from django_pgjobs.database import queue_database
 from django_pgjobs.jobs.context import AttemptNotes
 from django_pgjobs.jobs.registry import registry
 from django_pgjobs.worker import handler_connections
@@ -90,7 +91,7 @@ def drain(
     the ``on_commit`` callbacks the test's transaction holds (:func:`run_on_commit_callbacks`).
     Raises AssertionError after ``limit`` attempts with work still due.
     """
-    alias = using or conf.DATABASE
+    alias = queue_database(using)
     if on_commit:
         run_on_commit_callbacks(using=alias)
     conn = connections[alias]
@@ -171,8 +172,9 @@ def _run(alias: str, job: queries.ClaimedJob, completer: Completer) -> AttemptRe
 
 def run_on_commit_callbacks(*, using: str | None = None) -> int:
     """Run the ``transaction.on_commit()`` callbacks the test's transaction holds on ``using``
-    (the queue's database by default), as its commit would, and forget them; returns how many
-    ran. In a ``TestCase`` nothing commits, so without this (or Django's
+    (the queue's database by default; any database, PostgreSQL or not, as ``enqueue_on_commit``'s
+    ``commit_of=`` may name one), as its commit would, and forget them; returns how many ran. In
+    a ``TestCase`` nothing commits, so without this (or Django's
     ``captureOnCommitCallbacks(execute=True)``) ``enqueue_on_commit()`` never inserts. Callbacks
     they register run too. Do not also run them with ``captureOnCommitCallbacks(execute=True)``:
     that leaves them registered, and they would run twice.

@@ -29,6 +29,7 @@ from typing import Any
 import psycopg
 
 from django_pgjobs.conf import conf
+from django_pgjobs.database import queue_database
 from django_pgjobs.schedules.scheduler import Scheduler
 from django_pgjobs.worker.after_write import AfterWrite, Measured
 from django_pgjobs.worker.bookkeeping import Bookkeeper
@@ -89,7 +90,7 @@ class Worker:
         self.poll_interval = poll_interval if poll_interval is not None else conf.POLL_INTERVAL
         self.worker_id = worker_id or default_worker_id()
         self.max_jobs = max_jobs
-        self.alias = using or conf.DATABASE
+        self.alias = queue_database(using)
         self.listen = (not conf.POLL_ONLY) if listen is None else listen
         self.stats = WorkerStats()
         self.scheduler = (
@@ -132,9 +133,7 @@ class Worker:
             pacing=self._pacing,
             wake=self._wakeup.ring,
             runner=runner_for(
-                pool,
-                name=f"pgjobs-{self.worker_id}",
-                progressed=self._completer.progressed,
+                pool, name=f"pgjobs-{self.worker_id}", progressed=self._completer.progressed
             ),
             stopping=self._stopping,
             on_start=lambda job: self._after_write.started(job, self.worker_id),

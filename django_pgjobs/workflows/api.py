@@ -15,6 +15,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from django_pgjobs.conf import conf
+from django_pgjobs.database import queue_database
 from django_pgjobs.exceptions import (
     InvalidJobError,
     PayloadNotDecodable,
@@ -180,7 +181,7 @@ def list_workflows(
         raise InvalidJobError(
             f"Unknown status {status!r}; expected one of {', '.join(WorkflowStatus.values)}."
         )
-    rows = WorkflowExecution.objects.using(using or conf.DATABASE).order_by("-created_at")
+    rows = WorkflowExecution.objects.using(queue_database(using)).order_by("-created_at")
     if status is not None:
         rows = rows.filter(status=status)
     if name is not None:
@@ -191,7 +192,7 @@ def list_workflows(
 def list_workflow_steps(workflow_id: str, *, using: str | None = None) -> list[StepInfo]:
     """A workflow's checkpoints in order (waits in progress included, status "waiting")."""
     get_workflow(workflow_id, using=using)
-    rows = WorkflowStep.objects.using(using or conf.DATABASE).filter(workflow_id=workflow_id)
+    rows = WorkflowStep.objects.using(queue_database(using)).filter(workflow_id=workflow_id)
     return [
         StepInfo(
             index=row.step_index,

@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 from django.db import DatabaseError
 
 from django_pgjobs.conf import conf
-from django_pgjobs.database import in_callers_transaction
+from django_pgjobs.database import in_callers_transaction, queue_database
 from django_pgjobs.exceptions import (
     NotInWorkflow,
     WorkflowError,
@@ -203,7 +203,7 @@ def require_context(what: str) -> WorkflowContext:
 def cursor(using: str | None = None) -> Any:
     """Our statements for workflows run on Django's connection (an atomic step's checkpoint
     commits with its writes), prepared on a kept one: a checkpoint is the same statement."""
-    return statement_cursor(using or conf.DATABASE)
+    return statement_cursor(queue_database(using))
 
 
 @contextmanager

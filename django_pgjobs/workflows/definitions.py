@@ -198,8 +198,9 @@ def step(
     With ``retries_allowed`` a failing step is retried in place up to ``max_attempts`` times,
     waiting ``interval_seconds * backoff_rate ** (attempt - 1)`` in between, at most
     ``RETRY_DELAY_MAX`` (the wait holds a handler thread, like a job's own). ``atomic=True``
-    runs the step in ``transaction.atomic()`` together with its checkpoint, so its database
-    writes happen exactly once.
+    runs the step in ``transaction.atomic()`` on ``PGJOBS["DATABASE"]`` together with its
+    checkpoint, so its writes to the queue's database happen exactly once. Its writes to any
+    other database are outside that transaction: at least once, as in a plain step.
     """
     if callable(name):
         return step()(name)
@@ -229,7 +230,8 @@ def step(
 
 
 def transaction_step(func: Func) -> StepDefinition:
-    """``@step(atomic=True)``: the step's database writes commit with its checkpoint."""
+    """``@step(atomic=True)``: the step's writes to the queue's database (``PGJOBS["DATABASE"]``)
+    commit with its checkpoint; writes to another database do not (see :func:`step`)."""
     return step(atomic=True)(func)
 
 

@@ -13,7 +13,13 @@ from typing import Any
 import psycopg
 
 from django_pgjobs.conf import conf
-from django_pgjobs.database import WAIT_NAME, connect, in_callers_transaction, through_pooler
+from django_pgjobs.database import (
+    WAIT_NAME,
+    connect,
+    in_callers_transaction,
+    queue_database,
+    through_pooler,
+)
 from django_pgjobs.exceptions import (
     PayloadNotDecodable,
     WorkflowCancelled,
@@ -133,7 +139,7 @@ class WorkflowHandle:
 def get_workflow(workflow_id: str, *, using: str | None = None) -> WorkflowInfo:
     """What is known about a workflow now; raises :class:`WorkflowNotFound`."""
     try:
-        row = WorkflowExecution.objects.using(using or conf.DATABASE).get(workflow_id=workflow_id)
+        row = WorkflowExecution.objects.using(queue_database(using)).get(workflow_id=workflow_id)
     except WorkflowExecution.DoesNotExist:
         raise WorkflowNotFound(f"No workflow has the id {workflow_id!r}.") from None
     return WorkflowInfo.from_model(row)

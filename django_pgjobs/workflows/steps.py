@@ -93,6 +93,8 @@ def _attempt_step(
     ctx.in_step = True
     try:
         if definition.atomic:
+            # The queue's database only: the step's writes through another alias commit on
+            # their own and are repeated with the step (docs/howto/workflows.md, "Steps").
             with transaction.atomic(using=conf.DATABASE):
                 result = definition.func(*args, **kwargs)
                 text = codec.encode(result, what)

@@ -17,8 +17,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import connections
 
 from django_pgjobs import workflows
-from django_pgjobs.conf import conf
-from django_pgjobs.database import command_database
+from django_pgjobs.database import command_database, queue_database
 from django_pgjobs.exceptions import InvalidJobError, PgJobsError, WorkflowNotFound
 from django_pgjobs.management.output import aligned, reader_may_leave
 from django_pgjobs.models import WorkflowStatus
@@ -129,7 +128,7 @@ class Command(BaseCommand):
         return found[0] if found else given
 
     def cursor(self, database: str | None) -> Any:
-        return connections[database or conf.DATABASE].cursor()
+        return connections[queue_database(database)].cursor()
 
     def say(self, line: str) -> None:
         """Write one line of output; stored text in it is shown escaped."""
