@@ -7,6 +7,8 @@ import math
 from datetime import timedelta
 from typing import Any
 
+from django.db.utils import load_backend
+
 from django_pgjobs.conf import DEFAULTS, HEALTH_DEFAULTS
 from django_pgjobs.conf import seconds as _seconds
 from django_pgjobs.jobs.validation import MAX_INT, shown_duration
@@ -28,9 +30,18 @@ MAX_STORED_SECONDS = 100 * 365 * 24 * 3600
 
 
 def is_postgresql_engine(engine: str) -> bool:
-    """Does a ``DATABASES`` entry's ENGINE name Django's PostgreSQL backend (or one named after
-    it)? From the setting alone: a check must not import a backend, let alone connect to it."""
-    return engine == "django.db.backends.postgresql" or engine.endswith(".postgresql")
+    """Does a ``DATABASES`` entry's ENGINE name a PostgreSQL backend: Django's, GeoDjango's
+    PostGIS, or any other whose ``DatabaseWrapper`` says its vendor is PostgreSQL (a pooling or
+    instrumenting wrapper, a project's own subclass)? Told from the name for the usual ones;
+    any other is imported, never connected to (PostGIS's import needs GDAL, so it is told by
+    name only). One that cannot be imported is not taken for PostgreSQL: Django says why."""
+    if engine.endswith((".postgresql", ".postgis")):
+        return True
+    try:
+        backend = load_backend(engine)
+    except Exception:  # any import failure: not known to be PostgreSQL
+        return False
+    return getattr(getattr(backend, "DatabaseWrapper", None), "vendor", None) == "postgresql"
 
 
 def is_number(value: Any) -> bool:

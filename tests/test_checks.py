@@ -38,6 +38,24 @@ def test_e001_database_is_not_postgresql() -> None:
             assert run_database_check() == ["pgjobs.E001"]
 
 
+@pytest.mark.parametrize(
+    ("engine", "postgresql"),
+    [
+        ("django.db.backends.postgresql", True),
+        ("django.contrib.gis.db.backends.postgis", True),  # GeoDjango: told by its name
+        ("tests.custom_backend", True),  # any other: its DatabaseWrapper's vendor
+        ("django.db.backends.sqlite3", False),
+        ("no.such.backend", False),
+    ],
+)
+def test_e001_takes_every_postgresql_backend_for_postgresql(engine: str, postgresql: bool) -> None:
+    databases = {"default": {**settings.DATABASES["default"], "ENGINE": engine}}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Overriding setting DATABASES")
+        with override_settings(DATABASES=databases):
+            assert ("pgjobs.E001" in run_database_check()) is not postgresql
+
+
 def test_e002_psycopg2_is_refused() -> None:
     with mock.patch("django.db.backends.postgresql.psycopg_any.is_psycopg3", False):
         assert run_database_check() == ["pgjobs.E002"]
