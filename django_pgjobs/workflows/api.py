@@ -32,7 +32,7 @@ from django_pgjobs.queries import workflow_runs as runs
 from django_pgjobs.queries import workflow_steps as steps
 from django_pgjobs.stored_json import UndecodableJSON
 from django_pgjobs.tracing import workflows as tracing
-from django_pgjobs.workflows import codec, context, lifecycle, waits
+from django_pgjobs.workflows import codec, context, lifecycle, uncommitted, waits
 from django_pgjobs.workflows.definitions import WorkflowDefinition
 from django_pgjobs.workflows.definitions import app_version as current_app_version
 from django_pgjobs.workflows.handles import (
@@ -137,6 +137,7 @@ def _start(
         )
     if started.created:
         lifecycle.started(workflow_id, definition.name, conf.DATABASE)
+        uncommitted.noted(conf.DATABASE, workflow_id, "started")
     return WorkflowHandle(workflow_id)
 
 
@@ -260,6 +261,7 @@ def resume_workflow(
             "stops at its next step, a step is never interrupted): wait until the cancelled run "
             "stops, then resume it. Resuming now would run that step a second time beside it."
         )
+    uncommitted.noted(using or conf.DATABASE, workflow_id, "resumed")
     return WorkflowHandle(workflow_id)
 
 
@@ -306,6 +308,7 @@ def fork_workflow(
         )
     if not forked.created:
         raise WorkflowConflict(f"Workflow id {new_id!r} is already taken.")
+    uncommitted.noted(using or conf.DATABASE, new_id, "forked")
     return WorkflowHandle(new_id)
 
 
@@ -323,6 +326,8 @@ def send(workflow_id: str, message: Any, topic: str | None = None) -> None:
     if ctx is None or ctx.in_step:
         with context.cursor() as cur:
             sent = steps.send(cur, destination=destination, topic=topic, message=text)
+        if sent:
+            uncommitted.noted(conf.DATABASE, destination, "sent a message")
     else:
         sent = _send_from_workflow(ctx, destination, topic, text)
     if not sent:

@@ -13,19 +13,12 @@ from typing import Any
 import psycopg
 
 from django_pgjobs.conf import conf
-from django_pgjobs.database import (
-    WAIT_NAME,
-    connect,
-    in_callers_transaction,
-    queue_database,
-    through_pooler,
-)
+from django_pgjobs.database import WAIT_NAME, connect, queue_database, through_pooler
 from django_pgjobs.exceptions import (
     PayloadNotDecodable,
     WorkflowCancelled,
     WorkflowDead,
     WorkflowNotFound,
-    WorkflowStateError,
     WorkflowTimeout,
 )
 from django_pgjobs.listening import LISTEN_CONNECT_TIMEOUT, listen_alias, open_within
@@ -33,7 +26,7 @@ from django_pgjobs.models import WorkflowExecution
 from django_pgjobs.queries import workflow_reads as reads
 from django_pgjobs.queries import workflow_runs as runs
 from django_pgjobs.stored_json import UndecodableJSON
-from django_pgjobs.workflows import codec, context, waits
+from django_pgjobs.workflows import codec, context, uncommitted, waits
 
 logger = logging.getLogger("django_pgjobs.workflows")
 
@@ -184,12 +177,12 @@ def wait_outside(
     """Wait until ``check()`` returns something other than None, woken by the NOTIFY that
     ``pgjobs_workflow_wake(key)`` sends; None if ``timeout`` runs out first. Raises
     :class:`WorkflowStateError` at once if what it waits for, of workflow ``workflow_id``, can
-    never come before the caller's own transaction ends (:func:`refuse_uncommitted`)."""
+    never come before the caller's own transaction ends (:mod:`.uncommitted`)."""
     found = check()
     if found is not None or timeout == 0:
         return found
     if workflow_id is not None:
-        refuse_uncommitted(workflow_id)
+        uncommitted.refuse_wait(conf.DATABASE, workflow_id)
     deadline = None if timeout is None else time.monotonic() + timeout
     listener, recheck = _listener(deadline)
     try:
@@ -215,33 +208,6 @@ def wait_outside(
     finally:
         if listener is not None:
             listener.close()
-
-
-def refuse_uncommitted(workflow_id: str) -> None:
-    """Raise :class:`WorkflowStateError` if the workflow was started in the transaction the
-    caller waits in (``run_workflow()`` inside ``transaction.atomic()``, a view under
-    ``ATOMIC_REQUESTS``): no worker sees it before that transaction commits, which it cannot
-    while the caller waits, so the wait would last its whole timeout, or for ever. Only inside a
-    caller's transaction, asked of a connection of its own: the caller's sees its own rows."""
-    if not in_callers_transaction(conf.DATABASE):
-        return
-    with context.cursor() as cur:
-        if reads.status_of(cur, workflow_id) is None:
-            return  # no such workflow: the wait's own check says so
-    with connect(
-        conf.DATABASE, application_name=WAIT_NAME, connect_timeout=LISTEN_CONNECT_TIMEOUT
-    ) as outside:
-        committed = outside.execute(
-            "SELECT 1 FROM pgjobs_workflow_executions WHERE workflow_id = %s", [workflow_id]
-        ).fetchone()
-    if committed is None:
-        raise WorkflowStateError(
-            f"Workflow {workflow_id!r} was started in the transaction this wait runs in, which "
-            "has not committed: no worker can run it until that transaction commits, and it "
-            "cannot commit while this waits. Wait for it after the commit (outside "
-            "transaction.atomic(), or in transaction.on_commit()); run_workflow() starts and "
-            "waits, so call it outside atomic() too."
-        )
 
 
 def _listener(deadline: float | None) -> tuple[psycopg.Connection[Any] | None, float]:

@@ -1,15 +1,17 @@
-"""Waiting for a workflow from inside the transaction that started it: no worker sees the
-workflow before that transaction commits, which it cannot while its thread waits. The wait says
-so at once instead of lasting its whole timeout (run_workflow() has none: for ever). A workflow
-committed before the transaction began is waited for as ever."""
+"""Waiting for a workflow from inside the transaction that started, resumed or forked it, or sent
+it a message: no worker sees that before the transaction commits, which it cannot while its
+thread waits. The wait says so at once instead of lasting its whole timeout (run_workflow() has
+none: for ever), with no statement or connection of its own. Once that transaction has ended,
+waits are as they always were."""
 
 from __future__ import annotations
 
 import pytest
 from django.db import transaction
 
-from django_pgjobs import get_event, start_workflow
-from django_pgjobs.exceptions import WorkflowStateError, WorkflowTimeout
+from django_pgjobs import cancel_workflow, get_event, send, start_workflow
+from django_pgjobs.exceptions import WorkflowNotFound, WorkflowStateError, WorkflowTimeout
+from django_pgjobs.workflows import resume_workflow
 from tests.testapp import workflows as wf
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -43,3 +45,39 @@ def test_a_workflow_committed_before_is_waited_for_inside_a_transaction() -> Non
     handle = start_workflow(wf.greet, "x")  # committed: autocommit
     with transaction.atomic(), pytest.raises(WorkflowTimeout):
         handle.get_result(timeout=0.2)  # no worker here: it times out, as it always did
+
+
+def test_a_workflow_resumed_in_the_transaction_is_refused_too() -> None:
+    handle = start_workflow(wf.greet, "x")
+    cancel_workflow(handle.workflow_id)
+    with transaction.atomic():
+        resume_workflow(handle.workflow_id)
+        with pytest.raises(WorkflowStateError, match="was resumed in the transaction"):
+            handle.get_result(timeout=5)
+
+
+def test_a_message_sent_in_the_transaction_is_refused_too() -> None:
+    handle = start_workflow(wf.receiver, None, 60)
+    with transaction.atomic():
+        send(handle.workflow_id, "hello")
+        with pytest.raises(WorkflowStateError, match="was sent a message in the transaction"):
+            handle.get_result(timeout=5)
+
+
+def test_once_that_transaction_committed_a_later_one_waits_as_ever() -> None:
+    with transaction.atomic():
+        handle = start_workflow(wf.greet, "x")
+    with transaction.atomic(), pytest.raises(WorkflowTimeout):
+        handle.get_result(timeout=0.2)
+
+
+def test_a_start_in_a_savepoint_rolled_back_leaves_nothing_to_refuse() -> None:
+    with transaction.atomic():
+        try:
+            with transaction.atomic():
+                handle = start_workflow(wf.greet, "x")
+                raise RuntimeError("undo")
+        except RuntimeError:
+            pass
+        with pytest.raises(WorkflowNotFound):
+            handle.get_result(timeout=5)
