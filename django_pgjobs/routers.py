@@ -7,8 +7,10 @@ what may be SQLite, and a ``default`` that is PostgreSQL would get a second, unu
 library's own reads and writes name their database already; the router sends a project's own
 queries on the queue's models (``Job.objects.filter(...)``) to the same place.
 
-It answers for this app only and None for every other, so it composes with the project's routers
-in either order. The check ``pgjobs.W003`` warns while the queue's migrations would run elsewhere.
+It answers for this app only and None for every other, so it composes with the project's routers;
+it goes first, as Django takes the first answer and a router that answers for every app (the
+docs' PrimaryReplicaRouter) would decide for this one too. The check ``pgjobs.W003`` warns while
+the queue's migrations would run elsewhere.
 """
 
 from __future__ import annotations
