@@ -188,7 +188,7 @@ def check_queue_router(
     from django.db import router
 
     from django_pgjobs.conf import conf
-    from django_pgjobs.routers import APP_LABEL, queue_databases
+    from django_pgjobs.routers import APP_LABEL, QueueDatabaseRouter, queue_databases
 
     alias = conf.DATABASE
     if alias == "default" or alias not in settings.DATABASES:
@@ -201,14 +201,26 @@ def check_queue_router(
     ]
     if not elsewhere:
         return []
+    if any(isinstance(each, QueueDatabaseRouter) for each in router.routers):
+        # Present, so a router before it answered first (Django takes the first answer): one
+        # that allows every app everywhere, as the docs' PrimaryReplicaRouter does.
+        hint = (
+            f"{QUEUE_ROUTER!r} is in DATABASE_ROUTERS, but a router before it answers "
+            "allow_migrate for django-pgjobs first: put it before routers that answer for "
+            "every app (first in the list)."
+        )
+    else:
+        hint = (
+            f"Add {QUEUE_ROUTER!r} to DATABASE_ROUTERS, first: it keeps the queue's migrations, "
+            "reads and writes on PGJOBS['DATABASE']."
+        )
     return [
         CheckWarning(
             f"PGJOBS['DATABASE'] is {alias!r}, but the routers let django-pgjobs' migrations "
             f"run on {', '.join(map(repr, elsewhere))} too: `manage.py migrate` would create "
             "the queue's tables, functions and triggers there as well (on a database that is "
             "not PostgreSQL it fails).",
-            hint=f"Add {QUEUE_ROUTER!r} to DATABASE_ROUTERS: it keeps the queue's migrations, "
-            f"reads and writes on PGJOBS['DATABASE']. See {SEPARATE_DATABASE} in django-pgjobs.",
+            hint=f"{hint} See {SEPARATE_DATABASE} in django-pgjobs.",
             id="pgjobs.W003",
         )
     ]

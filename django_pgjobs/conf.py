@@ -50,8 +50,9 @@ DEFAULTS: Final[dict[str, Any]] = {
     # No retry waits longer than this, however many attempts came before.
     "RETRY_DELAY_MAX": 3600.0,
     # Spread each retry delay by up to +/- this fraction so a burst of failures (a dependency's
-    # outage) does not come back in step: 10% moves a 1 s retry by up to 100 ms, and an hour's
-    # by six minutes, as Celery's retry_jitter and River spread theirs by default.
+    # outage) does not come back in step: 10% moves a 1 s retry by up to 100 ms, and one at
+    # RETRY_DELAY_MAX (an hour) down by up to six minutes, never past it (backoff_delay), as
+    # Celery's retry_jitter and River spread theirs by default.
     "RETRY_JITTER": 0.1,
     # How often an idle worker looks for due jobs when no NOTIFY arrives (the seed's 5 s).
     "POLL_INTERVAL": 5.0,

@@ -7,8 +7,10 @@ what may be SQLite, and a ``default`` that is PostgreSQL would get a second, unu
 library's own reads and writes name their database already; the router sends a project's own
 queries on the queue's models (``Job.objects.filter(...)``) to the same place.
 
-It answers for this app only and None for every other, so it composes with the project's routers
-in either order. The check ``pgjobs.W003`` warns while the queue's migrations would run elsewhere.
+It answers for this app only and None for every other, so it composes with the project's routers;
+it goes first, as Django takes the first answer and a router that answers for every app (the
+docs' PrimaryReplicaRouter) would decide for this one too. The check ``pgjobs.W003`` warns while
+the queue's migrations would run elsewhere.
 """
 
 from __future__ import annotations
@@ -37,14 +39,15 @@ def queue_databases() -> set[str]:
 
 
 class QueueDatabaseRouter:
-    """Reads and writes of django-pgjobs' models go to ``PGJOBS["DATABASE"]``, and its
-    migrations run only on the queue's databases (:func:`queue_databases`)."""
+    """Reads and writes of django-pgjobs' models go to the database of the instance at hand,
+    else to ``PGJOBS["DATABASE"]``, and its migrations run only on the queue's databases
+    (:func:`queue_databases`)."""
 
     def db_for_read(self, model: type[Model], **hints: Any) -> str | None:
-        return conf.DATABASE if model._meta.app_label == APP_LABEL else None
+        return _queue_database_of(model, hints)
 
     def db_for_write(self, model: type[Model], **hints: Any) -> str | None:
-        return conf.DATABASE if model._meta.app_label == APP_LABEL else None
+        return _queue_database_of(model, hints)
 
     def allow_migrate(
         self, db: str, app_label: str, model_name: str | None = None, **hints: Any
@@ -52,3 +55,16 @@ class QueueDatabaseRouter:
         if app_label != APP_LABEL:
             return None
         return db in queue_databases()
+
+
+def _queue_database_of(model: type[Model], hints: dict[str, Any]) -> str | None:
+    """The database an instance came from (Django's ``instance`` hint, as its docs on routers
+    advise), else ``PGJOBS["DATABASE"]``: a job read from a Tasks backend's own database
+    (``Job.objects.using("jobs2").get(...)``) and saved was written into ``PGJOBS["DATABASE"]``
+    as a second job, which ran twice."""
+    if model._meta.app_label != APP_LABEL:
+        return None
+    instance = hints.get("instance")
+    if isinstance(instance, Model) and instance._state.db:
+        return instance._state.db
+    return conf.DATABASE

@@ -323,7 +323,9 @@ def test_w003_a_queue_of_its_own_needs_the_router() -> None:
         "PGJOBS['DATABASE'] is 'other', but the routers let django-pgjobs' migrations run on "
         "'default', 'unreachable', 'sqlite', 'pooled' too"
     )
-    assert "Add 'django_pgjobs.routers.QueueDatabaseRouter' to DATABASE_ROUTERS" in warning.hint
+    assert "Add 'django_pgjobs.routers.QueueDatabaseRouter' to DATABASE_ROUTERS, first" in (
+        warning.hint
+    )
     with override_settings(
         PGJOBS={"DATABASE": "other"},
         DATABASE_ROUTERS=["django_pgjobs.routers.QueueDatabaseRouter"],
@@ -336,6 +338,29 @@ class QueueOnOtherOnly:
 
     def allow_migrate(self, db: str, app_label: str, **hints: object) -> bool | None:
         return db == "other" if app_label == "pgjobs" else None
+
+
+class PrimaryReplicaRouter:
+    """Django's documented pattern: allow_migrate answers True for every app on every alias."""
+
+    def allow_migrate(self, db: str, app_label: str, **hints: object) -> bool | None:
+        return True
+
+
+def test_w003_the_router_placed_after_one_that_answers_for_every_app_is_told_to_go_first() -> None:
+    # The hint said "Add QueueDatabaseRouter" though it was there: its place was the mistake.
+    routers = [f"{__name__}.PrimaryReplicaRouter", "django_pgjobs.routers.QueueDatabaseRouter"]
+    with override_settings(PGJOBS={"DATABASE": "other"}, DATABASE_ROUTERS=routers):
+        [warning] = run_router_check()
+    assert warning.id == "pgjobs.W003"
+    assert warning.hint.startswith(
+        "'django_pgjobs.routers.QueueDatabaseRouter' is in DATABASE_ROUTERS, but a router before "
+        "it answers allow_migrate for django-pgjobs first: put it before routers that answer for "
+        "every app (first in the list)."
+    )
+    assert "Add" not in warning.hint
+    with override_settings(PGJOBS={"DATABASE": "other"}, DATABASE_ROUTERS=routers[::-1]):
+        assert run_router_check() == []
 
 
 def test_w003_a_projects_own_router_that_keeps_the_queue_in_place_is_enough() -> None:

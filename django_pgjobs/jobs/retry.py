@@ -29,7 +29,9 @@ def backoff_delay(
     ``base * rate ** (attempt - 1)``: with base 1 s and rate 2 that is 1, 2, 4, 8 ... as in the
     seed. ``jitter`` spreads the delay uniformly by up to that fraction either way so many jobs
     failing together (a dependency outage) do not all come back in the same second. Never more
-    than ``cap``, jittered or not: a capped delay is spread below it only.
+    than ``cap``, jittered or not: a spread that would carry a delay past ``cap`` falls back
+    below it by as much, so a capped delay is spread from ``cap * (1 - jitter)`` to ``cap``.
+    Clipping it at ``cap`` instead brought half of the capped retries back at the same second.
     """
     exponent = max(attempt - 1, 0)
     if base <= 0:
@@ -41,6 +43,8 @@ def backoff_delay(
             delay = cap
     if jitter > 0:
         delay *= 1.0 + jitter * (2.0 * rand() - 1.0)
+        if delay > cap:
+            delay = 2.0 * cap - delay  # one draw either way: at most jitter * cap below cap
     return min(max(delay, 0.0), cap)
 
 

@@ -15,7 +15,8 @@ each other, and every statement bounded whatever the tables hold:
   jobs, as many as workers run, through ``pgjobs_job_lease``;
 - dead letters: the newest ``COUNT_CAP`` (``pgjobs_failed_at``), by queue;
 - the queues of the ``COUNT_CAP`` jobs that finished last (``pgjobs_job_finished``), exported
-  with zeros when nothing else names them, so a drained queue keeps its series;
+  with zeros when nothing else names them, so a drained queue keeps its series (after every
+  queue with work within ``MAX_SERIES``);
 - workflows per status: the dashboard's capped counts;
 - queue rows, schedules: small tables, the first ``MAX_SERIES`` rows by name;
 - live workers: ``pgjobs_workers`` holds a row per running worker process.
@@ -180,9 +181,14 @@ def read_figures(*, using: str | None = None) -> Readings:
             readings.dead_letters += dead
         # A queue that has drained keeps its series (zeros), so an absent() alert on a quiet
         # queue does not fire; only the queues of the jobs that finished last, to stay bounded.
+        # Named by nothing else so far: a queue with work or a row must never lose its series
+        # to these (_fold_queues keeps them last).
+        finished_only: set[str] = set()
         cur.execute(statements.FINISHED_QUEUES, {"cap": COUNT_CAP})
         for (name,) in cur.fetchall():
-            queues.setdefault(name, QueueReading())
+            if name not in queues:
+                finished_only.add(name)
+                queues[name] = QueueReading()
         # One row more than exported: it says there are others.
         cur.execute(statements.QUEUE_ROWS, {"series": MAX_SERIES + 1})
         for name, *limits in cur.fetchall():
@@ -197,24 +203,29 @@ def read_figures(*, using: str | None = None) -> Readings:
         if len(rows) > MAX_SERIES:
             readings.truncated.update(SCHEDULE_FAMILIES)
         readings.workflows = workflow_counts(using=alias)
-    _fold_queues(readings, rest, summed)
+    _fold_queues(readings, rest, summed, finished_only)
     readings.seconds = time.monotonic() - started
     return readings
 
 
-def _fold_queues(readings: Readings, rest: QueueReading | None, summed: set[str]) -> None:
+def _fold_queues(
+    readings: Readings, rest: QueueReading | None, summed: set[str], finished_only: set[str]
+) -> None:
     """Keep MAX_SERIES queues, the declared ones first (in ``PGJOBS["QUEUES"]`` or with a row in
     pgjobs_queues: the queues an operator named, whose series should not come and go with the
-    names of others), then by name; never one of ``summed``, whose pending jobs are in ``rest``.
+    names of others), then those with work (pending or running jobs, dead letters), then the
+    ``finished_only`` ones, whose zeros only keep a drained queue's series (a thousand of them
+    once pushed the queues with jobs into the sum), each group by name; never one of
+    ``summed``, whose pending jobs are in ``rest``.
     Sum the others' jobs, and ``rest`` (the pending jobs of queues the read did not list), into
     OTHER, whose limits mean nothing summed and are left out. No queue can be named OTHER (an
     empty name); were one written so by SQL, it would join the sum."""
     queues = readings.queues
     settings_queues = set(declared_queues()[0])
 
-    def order(name: str) -> tuple[bool, str]:
+    def order(name: str) -> tuple[bool, bool, str]:
         declared = name in settings_queues or queues[name].limits is not None
-        return (not declared, name)
+        return (not declared, name in finished_only, name)
 
     names = sorted(set(queues) - summed, key=order)
     if len(names) <= MAX_SERIES and rest is None:

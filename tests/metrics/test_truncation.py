@@ -1,8 +1,8 @@
 """The database gauges' bounds never drop a queue silently: queues are bounded first (the first
-MAX_SERIES, declared ones first then by name, each counted whatever its priorities), the rest
-summed into queue="" (a name no queue can have), and pgjobs_metrics_truncated says which metric
-was cut. The bounds are made small here so that a handful of rows reaches them; the statements
-are the real ones."""
+MAX_SERIES, declared ones first, then those with work, then those known only from finished
+jobs, each group by name and counted whatever its priorities), the rest summed into queue=""
+(a name no queue can have), and pgjobs_metrics_truncated says which metric was cut. The bounds
+are made small here so that a handful of rows reaches them; the statements are the real ones."""
 
 from __future__ import annotations
 
@@ -189,3 +189,19 @@ def test_declared_queues_get_their_own_series_before_the_names_that_come_first()
         scrape = scrape_command()
     assert scrape.by("pgjobs_jobs", "queue", state="due") == {"a": 1, "yy": 0, "zz": 0, "": 2}
     assert scrape.by("pgjobs_dead_letters", "queue") == {"a": 0, "yy": 0, "zz": 1, "": 0}
+
+
+@pytest.mark.usefixtures("three_queues")
+def test_queues_known_only_from_finished_jobs_never_push_out_a_queue_with_work() -> None:
+    # Exported as zeros so a drained queue keeps its series, they were sorted by name with the
+    # others: a0..a3 took the series, and p0 and p1, with jobs, were summed into queue="".
+    sql(
+        "INSERT INTO pgjobs_job_queue (job_name, queue, status, completed_at) "
+        "SELECT 'test.record', 'a' || i, 'completed', now() FROM generate_series(0, 3) AS i"
+    )
+    pending("p0")
+    sql("INSERT INTO pgjobs_failed_jobs (job_name, queue) VALUES ('test.fail', 'p1')")
+    scrape = scrape_command()
+    assert scrape.by("pgjobs_jobs", "queue", state="due") == {"p0": 1, "p1": 0, "a0": 0, "": 0}
+    assert scrape.by("pgjobs_dead_letters", "queue") == {"p0": 0, "p1": 1, "a0": 0, "": 0}
+    assert truncated(scrape) == set(readings.QUEUE_FAMILIES)  # a1..a3 summed, and said to be

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from django_pgjobs.jobs.retry import backoff_delay
@@ -28,5 +30,26 @@ def test_jitter_spreads_within_the_fraction(rand: float, expected: float) -> Non
 
 def test_jitter_never_takes_a_delay_past_its_cap() -> None:
     """RETRY_DELAY_MAX promises that no retry waits longer: a capped delay is spread below it."""
-    assert backoff_delay(10, base=1, cap=60, jitter=0.1, rand=lambda: 1.0) == 60
+    assert backoff_delay(10, base=1, cap=60, jitter=0.1, rand=lambda: 0.5) == 60
+    assert backoff_delay(10, base=1, cap=60, jitter=0.1, rand=lambda: 1.0) == pytest.approx(54)
     assert backoff_delay(10, base=1, cap=60, jitter=0.1, rand=lambda: 0.0) == pytest.approx(54)
+    assert backoff_delay(10, base=1, cap=60, jitter=0.1, rand=lambda: 0.75) == pytest.approx(57)
+
+
+@pytest.mark.parametrize("attempt", [7, 10, 10_000])  # 64 s, just past 60 s, and far past it
+def test_capped_delays_are_spread_below_the_cap_not_piled_on_it(attempt: int) -> None:
+    # Clipped after the spread, about half of them waited exactly the cap: jobs failing together
+    # at the cap came back together.
+    draws = random.Random(5).random
+    delays = [backoff_delay(attempt, base=1, cap=60, jitter=0.1, rand=draws) for _ in range(1000)]
+    assert all(54 <= delay <= 60 for delay in delays)
+    assert sum(delay == 60 for delay in delays) <= 1
+    assert len(set(delays)) >= 990
+
+
+def test_a_delay_near_the_cap_is_spread_without_landing_on_it() -> None:
+    draws = random.Random(7).random
+    delays = [backoff_delay(1, base=58, cap=60, jitter=0.1, rand=draws) for _ in range(1000)]
+    assert min(delays) >= 58 * 0.9
+    assert max(delays) <= 60
+    assert sum(delay == 60 for delay in delays) <= 1

@@ -91,3 +91,16 @@ def test_it_composes_with_the_projects_routers_in_either_order() -> None:
             assert router.allow_migrate("users", "auth") is True
             assert router.allow_migrate("jobs", "auth") is False
             assert router.allow_migrate("default", "sessions") is True  # nobody's opinion
+
+
+@pytest.mark.usefixtures("queue_in_jobs")
+def test_an_instance_is_read_and_written_where_it_came_from() -> None:
+    # A job read from a Tasks backend's own database and saved went to PGJOBS["DATABASE"] as a
+    # second copy of the job, which ran twice.
+    ours = QueueDatabaseRouter()
+    loaded = Job(job_name="test.record")
+    loaded._state.db = "jobs2"
+    assert ours.db_for_write(Job, instance=loaded) == "jobs2"
+    assert ours.db_for_read(WorkflowStep, instance=loaded) == "jobs2"
+    assert ours.db_for_write(Job, instance=Job(job_name="test.record")) == "jobs"  # never saved
+    assert ours.db_for_write(User, instance=loaded) is None
