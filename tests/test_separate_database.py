@@ -32,6 +32,7 @@ from django_pgjobs.jobs import (
     retry_job,
 )
 from django_pgjobs.jobs.options import on_post_migrate
+from django_pgjobs.models import Job
 from django_pgjobs.queues import pause_queue, set_queue_limits
 from django_pgjobs.schedules import run_schedule_now
 from django_pgjobs.tasks import framework
@@ -76,6 +77,21 @@ import django
 django.setup()
 from django.core.management import call_command
 call_command("check" if mode == "check-without-router" else "migrate", verbosity=0)
+if mode == "worker":
+    # Jobs that use the SQLite default, one handler thread: each job leaves the thread a
+    # connection to it, which the next job of that thread meets.
+    from django.db import connection
+    from django_pgjobs import enqueue, job
+    from django_pgjobs.worker import Worker
+
+    @job("beside.touch_default", queue="beside")
+    def touch_default(payload):
+        with connection.cursor() as cur:
+            cur.execute("SELECT 1")
+
+    for _ in range(3):
+        enqueue("beside.touch_default")
+    Worker(concurrency=1, queues=["beside"]).run(burst=True)
 """
 
 
@@ -114,6 +130,17 @@ def test_without_the_router_the_check_says_to_add_it(tmp_path: Path) -> None:
     ran = run_project("check-without-router", tmp_path / "db.sqlite3")
     assert "(pgjobs.W003) PGJOBS['DATABASE'] is 'jobs', but the routers let" in ran.stderr
     assert f"Add {ROUTER!r} to DATABASE_ROUTERS" in ran.stderr
+
+
+@pytest.mark.django_db(transaction=True)  # the queue's database, written by the project
+def test_a_worker_runs_job_after_job_that_use_a_sqlite_default(tmp_path: Path) -> None:
+    """Each job left its handler thread a connection to SQLite, which the thread's checks read
+    as psycopg's: every later job of the thread failed before it ran (a new user's trial)."""
+    ran = run_project("worker", tmp_path / "db.sqlite3")
+    assert ran.returncode == 0, ran.stderr
+    assert "AttributeError" not in ran.stderr
+    jobs = Job.objects.filter(job_name="beside.touch_default")
+    assert list(jobs.values_list("status", "attempt")) == [("completed", 1)] * 3
 
 
 def test_after_migrating_another_database_post_migrate_asks_it_nothing() -> None:

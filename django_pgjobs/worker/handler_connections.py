@@ -10,7 +10,8 @@ persistent connections.
 What a kept connection must never carry into the next job is checked twice:
 
 - :func:`after_job` closes a connection left in a transaction (a raw ``BEGIN``) or broken, or
-  older than a positive ``CONN_MAX_AGE``.
+  older than a positive ``CONN_MAX_AGE``. A connection to another of the project's databases
+  that is not PostgreSQL is treated as Django treats it after a request.
 - :func:`before_job` catches what happened while the thread waited: a connection past its age
   is closed, and one the server spoke on while it sat idle (the goodbye of a restart,
   ``idle_session_timeout`` or ``pg_terminate_backend``) is health-checked with Django's
@@ -89,6 +90,13 @@ def after_job() -> None:
         raw = conn.connection
         if raw is None:
             continue
+        if conn.vendor != "postgresql":
+            # Another of the project's databases (a SQLite default beside the queue's own): no
+            # psycopg to ask, so Django's own per-request rule, CONN_MAX_AGE as it is set.
+            conn.close_if_unusable_or_obsolete()
+            if conn.connection is not None:
+                kept[alias] = conn
+            continue
         if raw.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
             # A handler left a transaction open (a raw BEGIN) or broken: never carry it, or
             # its locks, into the next job.
@@ -110,10 +118,12 @@ def before_job() -> None:
         return
     for conn in _local.kept.values():
         raw = conn.connection
-        if raw is None or raw.closed:
+        if raw is None or (conn.vendor == "postgresql" and raw.closed):
             continue
         if conn.close_at is not None and time.monotonic() >= conn.close_at:
             conn.close()
+        elif conn.vendor != "postgresql":
+            continue  # not a socket psycopg reads: nothing to look at
         elif _server_spoke(raw):
             conn.health_check_enabled = True
             conn.health_check_done = False
