@@ -88,12 +88,15 @@ def drain(
     or ``django_db(transaction=True)`` tests alike. A failed attempt is retried after the real
     retry delay, so it is not due again now: :func:`~django_pgjobs.testing.advance` the clock to
     run it. ``queues`` limits the run to those queues (all when None); ``on_commit`` first runs
-    the ``on_commit`` callbacks the test's transaction holds (:func:`run_on_commit_callbacks`).
-    Raises AssertionError after ``limit`` attempts with work still due.
+    the ``on_commit`` callbacks the test's transactions hold, on every database the test has
+    used (:func:`run_on_commit_callbacks`), as their commits would: ``enqueue_on_commit()``'s
+    ``commit_of=`` may name another database than the queue's. Raises AssertionError after
+    ``limit`` attempts with work still due.
     """
     alias = queue_database(using)
     if on_commit:
-        run_on_commit_callbacks(using=alias)
+        for opened in connections.all(initialized_only=True):
+            run_on_commit_callbacks(using=opened.alias)
     conn = connections[alias]
     conn.ensure_connection()
     result = DrainResult()

@@ -182,6 +182,16 @@ def test_enqueue_on_commit_in_a_testcase_needs_the_callbacks_run() -> None:
     assert drain(on_commit=True).claimed == 0
 
 
+@pytest.mark.django_db(databases=["default", "other"])
+def test_drain_on_commit_runs_the_callbacks_of_the_database_a_job_waits_for() -> None:
+    """``commit_of=`` names the project's database when the queue has one of its own: the
+    callback waits on that database's commit, not the queue's (a new user's trial)."""
+    with transaction.atomic(using="other"):
+        enqueue_on_commit("test.record", {"label": "after other"}, commit_of="other")
+    assert drain(on_commit=True).completed == 1
+    assert Run.objects.filter(label="after other").count() == 1
+
+
 @pytest.mark.django_db(transaction=True)
 def test_enqueue_on_commit_in_a_transaction_test_needs_nothing() -> None:
     enqueue_on_commit("test.record", {"label": "committed"})
