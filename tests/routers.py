@@ -1,14 +1,16 @@
-"""The suite's router: nothing is migrated to, or checked against, its "sqlite" alias.
+"""The suite's router: only its test database, ``default``, is migrated and model-checked.
 
-That alias is there only so that tests can name a database that is not PostgreSQL (a project's
-own default beside a queue of its own); no test creates or opens it. Django's model checks ask
-every database a model may be migrated to about its features (SQLite runs a query to tell
-whether it supports JSONField), so the checks the suite runs would open it.
+Its other aliases are a mirror of it (``other``), a pooler in front of it (``pooled``), a server
+that is not there (``unreachable``), and a SQLite database no test opens (``sqlite``: there so
+that tests can name a database that is not PostgreSQL). Django's model checks ask every database
+a model may be migrated to about its features (SQLite runs a query for JSONField support), and
+with any router configured ``makemigrations --check`` reads the migration history of every such
+database: both would open these.
 """
 
 from __future__ import annotations
 
 
-class NothingOnSqlite:
+class DefaultOnly:
     def allow_migrate(self, db: str, app_label: str, **hints: object) -> bool | None:
-        return False if db == "sqlite" else None
+        return None if db == "default" else False

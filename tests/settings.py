@@ -60,8 +60,8 @@ DATABASES = {
     # creates or opens it (tests/test_separate_database.py proves nothing of ours asks it).
     "sqlite": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"},
 }
-# Keeps migrations and model checks off "sqlite" (tests/routers.py says why).
-DATABASE_ROUTERS = ["tests.routers.NothingOnSqlite"]
+# Migrations and model checks on "default" only (tests/routers.py says why).
+DATABASE_ROUTERS = ["tests.routers.DefaultOnly"]
 
 
 def _free_port() -> str:
