@@ -46,7 +46,7 @@ _EXPORTS = {
     "start_workflow": "django_pgjobs.workflows.api",
     "run_workflow": "django_pgjobs.workflows.api",
     "get_workflow": "django_pgjobs.workflows.handles",
-    "cancel_workflow": "django_pgjobs.workflows.api",
+    "cancel_workflow": "django_pgjobs.workflows.control",
     "send": "django_pgjobs.workflows.api",
     "recv": "django_pgjobs.workflows.waits",
     "sleep": "django_pgjobs.workflows.waits",
@@ -87,12 +87,12 @@ if TYPE_CHECKING:
     from django_pgjobs.observability.explain import explain_job as explain_job
     from django_pgjobs.schedules.declarations import cron as cron
     from django_pgjobs.schedules.declarations import schedule as schedule
-    from django_pgjobs.workflows.api import cancel_workflow as cancel_workflow
     from django_pgjobs.workflows.api import get_event as get_event
     from django_pgjobs.workflows.api import run_workflow as run_workflow
     from django_pgjobs.workflows.api import send as send
     from django_pgjobs.workflows.api import set_event as set_event
     from django_pgjobs.workflows.api import start_workflow as start_workflow
+    from django_pgjobs.workflows.control import cancel_workflow as cancel_workflow
     from django_pgjobs.workflows.definitions import step as step
     from django_pgjobs.workflows.definitions import transaction_step as transaction_step
     from django_pgjobs.workflows.definitions import workflow as workflow

@@ -45,7 +45,7 @@ from django_pgjobs.models import (
     WorkflowStepStatus,
 )
 from django_pgjobs.workflows import definitions, registry
-from django_pgjobs.workflows.api import cancel_workflow, fork_workflow, resume_workflow
+from django_pgjobs.workflows.control import cancel_workflow, fork_workflow, resume_workflow
 
 # Child workflows and jobs linked from a detail page.
 LINKS_SHOWN = 10

@@ -19,9 +19,9 @@ _EXPORTS = {
     "run_workflow": "django_pgjobs.workflows.api",
     "list_workflows": "django_pgjobs.workflows.api",
     "list_workflow_steps": "django_pgjobs.workflows.api",
-    "cancel_workflow": "django_pgjobs.workflows.api",
-    "resume_workflow": "django_pgjobs.workflows.api",
-    "fork_workflow": "django_pgjobs.workflows.api",
+    "cancel_workflow": "django_pgjobs.workflows.control",
+    "resume_workflow": "django_pgjobs.workflows.control",
+    "fork_workflow": "django_pgjobs.workflows.control",
     "send": "django_pgjobs.workflows.api",
     "set_event": "django_pgjobs.workflows.api",
     "get_event": "django_pgjobs.workflows.api",
@@ -37,17 +37,17 @@ __all__ = list(_EXPORTS)
 __getattr__ = lazy_exports(__name__, _EXPORTS)
 
 if TYPE_CHECKING:
-    from django_pgjobs.workflows.api import cancel_workflow as cancel_workflow
     from django_pgjobs.workflows.api import current_workflow_id as current_workflow_id
-    from django_pgjobs.workflows.api import fork_workflow as fork_workflow
     from django_pgjobs.workflows.api import get_event as get_event
     from django_pgjobs.workflows.api import list_workflow_steps as list_workflow_steps
     from django_pgjobs.workflows.api import list_workflows as list_workflows
-    from django_pgjobs.workflows.api import resume_workflow as resume_workflow
     from django_pgjobs.workflows.api import run_workflow as run_workflow
     from django_pgjobs.workflows.api import send as send
     from django_pgjobs.workflows.api import set_event as set_event
     from django_pgjobs.workflows.api import start_workflow as start_workflow
+    from django_pgjobs.workflows.control import cancel_workflow as cancel_workflow
+    from django_pgjobs.workflows.control import fork_workflow as fork_workflow
+    from django_pgjobs.workflows.control import resume_workflow as resume_workflow
     from django_pgjobs.workflows.definitions import StepDefinition as StepDefinition
     from django_pgjobs.workflows.definitions import WorkflowDefinition as WorkflowDefinition
     from django_pgjobs.workflows.definitions import app_version as app_version
