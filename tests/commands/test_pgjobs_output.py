@@ -80,6 +80,28 @@ def test_times_are_in_time_zone_with_the_offset_and_progress_has_its_own_column(
     assert f"{timezone.localtime(due):%Y-%m-%d %H:%M:%S}+0100" in row
 
 
+def test_list_columns_are_as_wide_as_their_widest_entry() -> None:
+    """A job name or queue past the old fixed widths (30 and 12 characters) no longer pushes the
+    rest of its row out of line; dead letters are listed the same way."""
+    long_name, long_queue = "reports.build_the_quarterly_revenue_export", "a-queue-of-its-own"
+    enqueue("test.record", queue=long_queue)
+    enqueue("test.record")
+    Job.objects.filter(queue=long_queue).update(job_name=long_name)
+    header, *rows = pgjobs("list").splitlines()
+    assert len(rows) == 2
+    for column in ("queue", "tries", "progress", "due at"):
+        at = header.index(column)
+        assert {row[at - 2 : at] for row in rows} == {"  "}, column  # a gap before each column
+    assert {row[header.index("tries") :].split()[0] for row in rows} == {"0/3"}
+    FailedJob.objects.create(
+        id=Job.objects.get(queue=long_queue).id, job_name=long_name, queue=long_queue,
+        payload={}, attempt=3, max_attempts=3, error="boom\nmore", failed_at=timezone.now(),
+    )  # fmt: skip
+    header, row = pgjobs("list", "--status", "dead").splitlines()
+    assert row[header.index("tries") :].split()[0] == "3/3"
+    assert row[header.index("error") :] == "boom"
+
+
 def test_list_shows_a_partition_key_on_a_line_of_its_own_escaped() -> None:
     keyed = enqueue("test.record", partition_key=HOSTILE)
     enqueue("test.record")

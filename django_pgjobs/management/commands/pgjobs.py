@@ -25,7 +25,7 @@ from django_pgjobs.jobs import producer as enqueueing
 from django_pgjobs.jobs.registry import registry
 from django_pgjobs.jobs.short_ids import job_id_named
 from django_pgjobs.jobs.validation import MAX_TIMEOUT, MIN_TIMEOUT
-from django_pgjobs.management.output import reader_may_leave
+from django_pgjobs.management.output import aligned, reader_may_leave
 from django_pgjobs.metrics import database_text
 from django_pgjobs.models import JobStatus
 from django_pgjobs.observability.connections import connection_counts
@@ -170,9 +170,12 @@ class Command(BaseCommand):
             self.say(line, self.style.WARNING if warns else None)
 
     def do_list(self, options: dict[str, Any], using: str | None) -> None:
-        header = f"{'id':<36}  {'state':<10} {'job':<30} {'queue':<12} {'tries':<7}"
+        # Columns as wide as what they show (management.output.aligned): job names and queues
+        # are the application's, up to 200 characters, and a fixed width let a long one push
+        # the rest of its row out of line.
+        header = ["id", "state", "job", "queue", "tries"]
         if options["status"] == "dead":
-            self.say(f"{header} {'failed at':<24}  error")
+            rows: list[list[str]] = [[*header, "failed at", "error"]]
             for dead in jobs.list_dead_letter_jobs(
                 queue=options["queue"],
                 job_name=options["job_name"],
@@ -180,13 +183,16 @@ class Command(BaseCommand):
                 limit=options["limit"],
                 using=using,
             ):
-                tries = f"{dead.attempt}/{dead.max_attempts}"
-                self.say(
-                    f"{dead.id}  {'dead':<10} {dead.job_name:<30} {dead.queue:<12} {tries:<7} "
-                    f"{local_time(dead.failed_at):<24}  {_first_line(dead.error)}"
-                )
+                rows.append(
+                    [str(dead.id), "dead", dead.job_name, dead.queue,
+                     f"{dead.attempt}/{dead.max_attempts}", local_time(dead.failed_at),
+                     _first_line(dead.error)]
+                )  # fmt: skip
+            for line in aligned(rows):
+                self.say(line)
             return
-        self.say(f"{header} {'progress':<8}  {'due at':<24}  error")
+        rows = [[*header, "progress", "due at", "error"]]
+        keys: list[str | None] = [None]
         for job in jobs.list_jobs(
             status=options["status"],
             queue=options["queue"],
@@ -194,15 +200,18 @@ class Command(BaseCommand):
             limit=options["limit"],
             using=using,
         ):
-            tries = f"{job.attempt}/{job.max_attempts}"
             progress = "" if job.progress is None else f"{job.progress}%"
-            self.say(
-                f"{job.id}  {job.status:<10} {job.job_name:<30} {job.queue:<12} {tries:<7} "
-                f"{progress:<8}  {local_time(job.scheduled_for):<24}  {_first_line(job.error)}"
-            )
-            if job.partition_key is not None:
-                # A line of its own: the columns above stay as scripts read them.
-                self.say(f"{'':<38}partition key: {job.partition_key}")
+            rows.append(
+                [str(job.id), job.status, job.job_name, job.queue,
+                 f"{job.attempt}/{job.max_attempts}", progress, local_time(job.scheduled_for),
+                 _first_line(job.error)]
+            )  # fmt: skip
+            keys.append(job.partition_key)
+        for line, key in zip(aligned(rows), keys, strict=True):
+            self.say(line)
+            if key is not None:
+                # A line of its own, under the job's state: the columns stay as scripts read them.
+                self.say(f"{'':<38}partition key: {key}")
 
     def do_explain(self, options: dict[str, Any], using: str | None) -> None:
         said = explain_job(options["job_id"], using=using)
