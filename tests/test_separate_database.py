@@ -68,7 +68,7 @@ settings.configure(
         "jobs": database_settings(queue_url),
     },
     PGJOBS={"DATABASE": "jobs"},
-    DATABASE_ROUTERS=[] if mode == "check-without-router" else [
+    DATABASE_ROUTERS=[] if mode.endswith("without-router") else [
         "django_pgjobs.routers.QueueDatabaseRouter"
     ],
     USE_TZ=True,
@@ -130,6 +130,25 @@ def test_without_the_router_the_check_says_to_add_it(tmp_path: Path) -> None:
     ran = run_project("check-without-router", tmp_path / "db.sqlite3")
     assert "(pgjobs.W003) PGJOBS['DATABASE'] is 'jobs', but the routers let" in ran.stderr
     assert f"Add {ROUTER!r} to DATABASE_ROUTERS" in ran.stderr
+
+
+@pytest.mark.django_db
+def test_without_the_router_migrate_refuses_a_sqlite_default_before_creating_anything(
+    tmp_path: Path,
+) -> None:
+    """It failed at the second migration's SQL ('unrecognized token'), the first one's tables
+    created on SQLite and recorded as applied."""
+    sqlite_file = tmp_path / "db.sqlite3"
+    ran = run_project("migrate-without-router", sqlite_file)
+    assert ran.returncode != 0
+    assert "django-pgjobs' tables need PostgreSQL, and database 'default' is sqlite" in ran.stderr
+    assert "QueueDatabaseRouter' first in DATABASE_ROUTERS" in ran.stderr
+    with sqlite3.connect(sqlite_file) as db:
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+        recorded = db.execute("SELECT count(*) FROM django_migrations WHERE app = 'pgjobs'")
+        assert recorded.fetchone()[0] == 0
+    assert "auth_user" in tables  # the apps before it in the plan were migrated as usual
+    assert [name for name in tables if name.startswith("pgjobs")] == []
 
 
 @pytest.mark.django_db(transaction=True)  # the queue's database, written by the project
