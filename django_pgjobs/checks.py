@@ -229,7 +229,8 @@ def check_queue_router(
 def _alias_errors(setting: str, alias: Any, missing: str) -> list[CheckMessage]:
     """PGJOBS[setting] names a PostgreSQL database of DATABASES; ``missing`` is the id for one
     that does not (and for a LISTEN_DATABASE that is not PostgreSQL; a DATABASE gets E001)."""
-    if alias not in settings.DATABASES:
+    # Not a str (a list, a dict): E004 says so; looked up, it raised TypeError from the check.
+    if not isinstance(alias, str) or alias not in settings.DATABASES:
         message = f"PGJOBS[{setting!r}] is {alias!r}, which is not in settings.DATABASES."
         return [Error(message, id=missing)]
     engine = settings.DATABASES[alias].get("ENGINE", "")

@@ -27,6 +27,24 @@ _POSITIVE_SECONDS = (
 # 0014). A century is far beyond any sensible value and leaves thousands of years of room.
 _STORED_SECONDS = ("RETRY_DELAY_MAX", "LEASE_SECONDS")
 MAX_STORED_SECONDS = 100 * 365 * 24 * 3600
+# Settings the prune subtracts from now(): a time before 4713 BC is out of PostgreSQL's range,
+# and every prune (so every loop of a worker) failed. A century keeps any history one needs.
+_RETENTIONS = ("RETENTION", "WORKFLOW_RETENTION")
+# The longest wait of an idle worker or scheduler: a wait goes to poll(), which takes at most
+# 2**31 - 1 milliseconds (24.8 days); past that the scheduler's thread died and cron schedules
+# stopped. A day is far beyond any sensible poll.
+MAX_POLL_INTERVAL = 24 * 3600
+
+
+def poll_interval_error(seconds: float | None) -> None:
+    """Refuse a command's ``--poll-interval`` (None: not given) outside (0, a day]."""
+    from django.core.management import CommandError
+
+    if seconds is not None and not 0 < seconds <= MAX_POLL_INTERVAL:
+        raise CommandError(
+            f"--poll-interval must be a number of seconds above 0 and at most "
+            f"{MAX_POLL_INTERVAL} (a day); got {seconds:g}."
+        )
 
 
 def is_postgresql_engine(engine: str) -> bool:
@@ -66,6 +84,16 @@ def value_errors(config: dict[str, Any]) -> list[str]:
             problems.append(
                 f"{name} must be at most {MAX_STORED_SECONDS} seconds (100 years): the time "
                 f"computed from it is stored, and must stay before 9000-01-01; got {value!r}."
+            )
+        elif name in _RETENTIONS and _seconds(value) > MAX_STORED_SECONDS:
+            problems.append(
+                f"{name} must be at most {MAX_STORED_SECONDS} seconds (100 years): the prune "
+                f"compares finished times with now() less it; got {shown_duration(value)}."
+            )
+        elif name == "POLL_INTERVAL" and _seconds(value) > MAX_POLL_INTERVAL:
+            problems.append(
+                f"POLL_INTERVAL must be at most {MAX_POLL_INTERVAL} seconds (a day): it is the "
+                f"longest wait of an idle worker or scheduler; got {shown_duration(value)}."
             )
     delay = config.get("RETRY_DELAY", DEFAULTS["RETRY_DELAY"])
     if not is_number(delay) or _seconds(delay) < 0:

@@ -106,6 +106,11 @@ def test_e007_suggests_the_closest_known_setting() -> None:
         # A lease's end or a retry's due time would lie beyond the stored range (0014).
         {"LEASE_SECONDS": 1e12},
         {"RETRY_DELAY_MAX": 1e12},
+        # now() less a retention before 4713 BC: every prune failed, so every worker loop.
+        {"RETENTION": 10**12},
+        {"WORKFLOW_RETENTION": timedelta(days=10**7)},
+        # Past poll()'s 24.8 days, the scheduler's thread died.
+        {"POLL_INTERVAL": 30 * 86400},
     ],
 )
 def test_e004_bad_values(bad: dict[str, Any]) -> None:
@@ -141,6 +146,14 @@ def test_timeout_may_be_none_for_no_limit_or_seconds(value: Any) -> None:
 def test_e006_unknown_database_alias() -> None:
     with override_settings(PGJOBS={"DATABASE": "jobs"}):
         assert run_database_check() == ["pgjobs.E006"]
+
+
+@pytest.mark.parametrize("alias", [["x"], {"a": 1}])
+def test_an_alias_that_is_no_str_is_reported_not_raised(alias: Any) -> None:
+    """An unhashable one raised TypeError from the check, so from every command."""
+    with override_settings(PGJOBS={"DATABASE": alias, "LISTEN_DATABASE": alias}):
+        assert run_database_check() == ["pgjobs.E006"]  # LISTEN_DATABASE: E004 alone
+        assert "pgjobs.E004" in run_settings_check()
 
 
 def test_e009_listen_database_must_be_a_postgresql_alias() -> None:

@@ -6,7 +6,6 @@ the same ones the CLI and the admin call.
 
 from __future__ import annotations
 
-import math
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
@@ -320,8 +319,11 @@ def prune_jobs(*, retention: float | timedelta | None = None, using: str | None 
     """
     if isinstance(retention, timedelta):
         retention = retention.total_seconds()
-    if retention is not None and (not math.isfinite(retention) or retention < 0):
-        raise ValueError(f"retention must be a finite number of seconds >= 0; got {retention!r}.")
+    # At most a century, as the RETENTION setting: now() less more is out of PostgreSQL's range.
+    if retention is not None and not 0 <= retention <= 100 * 365 * 24 * 3600:
+        raise ValueError(
+            f"retention must be a number of seconds from 0 to 100 years; got {retention!r}."
+        )
     with connections[_alias(using)].cursor() as cur:
         result = prune_finished(cur, retention=conf.RETENTION if retention is None else retention)
     return result.deleted

@@ -82,10 +82,12 @@ def _option_errors(backend: PgJobsBackend, where: str) -> list[CheckMessage]:
         except InvalidJobError as exc:
             errors.append(Error(f"{where}['OPTIONS']['TIMEOUT']: {exc}", id="pgjobs.E036"))
     database = options.get("DATABASE")
-    if database is not None and database not in settings.DATABASES:
+    if database is not None and (
+        not isinstance(database, str) or database not in settings.DATABASES
+    ):
         errors.append(
             Error(
-                f"{where}['OPTIONS']['DATABASE'] is {database!r}, which is not in "
+                f"{where}['OPTIONS']['DATABASE'] is {database!r}, which is not an alias in "
                 "settings.DATABASES.",
                 id="pgjobs.E033",
             )

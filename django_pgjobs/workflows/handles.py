@@ -55,16 +55,21 @@ class WorkflowInfo:
     started_at: datetime | None
     updated_at: datetime
     completed_at: datetime | None
+    # The input as stored: ``{"args": [...], "kwargs": {...}}`` as start_workflow() writes it;
+    # a row SQL wrote may hold anything, of which ``args`` and ``kwargs`` keep what fits them.
+    input: Any = None
 
     @classmethod
     def from_model(cls, row: WorkflowExecution) -> WorkflowInfo:
         given = row.input if isinstance(row.input, dict) else {}
+        args, kwargs = given.get("args"), given.get("kwargs")
         return cls(
             workflow_id=row.workflow_id,
             name=row.name,
             status=row.status,
-            args=list(given.get("args", [])),
-            kwargs=dict(given.get("kwargs", {})),
+            args=list(args) if isinstance(args, list) else [],
+            kwargs=dict(kwargs) if isinstance(kwargs, dict) else {},
+            input=row.input,
             output=row.output,
             error=row.error,
             app_version=row.app_version,

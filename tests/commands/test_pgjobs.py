@@ -196,6 +196,17 @@ def test_schedules_command_lists_next_five_fire_times_and_run_schedule_is_manual
         ("pgjobs", ["--database", "nope", "status"], "not in settings.DATABASES"),
         ("pgjobs", ["prune", "--older-than", "-5"], "--older-than"),
         ("pgjobs", ["enqueue", "test.record", "--delay", "-10"], "--delay"),
+        # Past a century: an OverflowError, a ValueError or a DataError, as tracebacks.
+        ("pgjobs", ["prune", "--older-than", "inf"], "--older-than must be .*(100 years)"),
+        ("pgjobs", ["prune", "--older-than", "1e300"], "--older-than"),
+        ("pgjobs", ["enqueue", "test.record", "--delay", "1e300"], "--delay must be"),
+        ("pgjobs", ["enqueue", "test.record", "--delay", "inf"], "--delay"),
+        ("pgjobs", ["enqueue", "test.record", "--delay", "nan"], "--delay"),
+        # Past poll()'s 24.8 days, the scheduler's thread died; inf: a time_t error.
+        ("pgjobs_worker", ["--poll-interval", "inf"], "at most 86400"),
+        ("pgjobs_worker", ["--poll-interval", "2592000"], "--poll-interval"),
+        ("pgjobs_scheduler", ["--poll-interval", "inf"], "--poll-interval"),
+        ("pgjobs_scheduler", ["--poll-interval", "0"], "--poll-interval"),
     ],
 )
 def test_command_line_mistakes_are_command_errors(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from io import StringIO
 from pathlib import Path
@@ -239,6 +240,28 @@ def test_show_prints_an_error_stored_by_sql_that_is_not_an_object(
     assert f"  error        {said}" in [line[: 15 + len(said)] for line in lines]
     (step,) = [line for line in lines if "flaky_step" in line]
     assert "  failed  " in step and f"  {said}" in step, step
+
+
+@pytest.mark.parametrize(
+    "stored", ['{"args": null}', '{"args": 5}', '{"kwargs": [1, 2]}', '{"kwargs": "ab"}', '"x"']
+)
+def test_an_input_stored_by_sql_in_any_shape_is_listed_shown_and_cancelled(stored: str) -> None:
+    """``list`` failed for every workflow (a TypeError from the one row), ``show`` and ``cancel``
+    for that one: ``args`` and ``kwargs`` keep what fits them, ``input`` what is stored."""
+    with connection.cursor() as cur:
+        cur.execute(
+            "INSERT INTO pgjobs_workflow_executions (workflow_id, name, input, app_version) "
+            "VALUES ('odd-input', 'test.greet', %s::jsonb, 'v1')",
+            [stored],
+        )
+    start_workflow(wf.greet, "x", workflow_id="plain")
+    listed = run("list")
+    assert "odd-input" in listed and "plain" in listed
+    assert f"  input        {stored}" in run("show", "odd-input").splitlines()
+    info = get_workflow("odd-input")
+    assert (info.args, info.kwargs, info.input) == ([], {}, json.loads(stored))
+    run("cancel", "odd-input")
+    assert get_workflow("odd-input").status == "cancelled"
 
 
 def test_list_and_show_say_what_a_pending_workflow_waits_for(make_worker: type[Worker]) -> None:

@@ -177,3 +177,5 @@ def test_prune_accepts_a_timedelta_and_refuses_nonsense() -> None:
     assert prune_jobs(retention=timedelta(hours=1)) == 1
     with pytest.raises(ValueError, match="retention"):
         prune_jobs(retention=float("nan"))
+    with pytest.raises(ValueError, match="100 years"):
+        prune_jobs(retention=1e300)  # was a DataError: now() less it is out of range

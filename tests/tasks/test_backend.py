@@ -149,6 +149,15 @@ def test_check_reports_every_bad_option_without_touching_the_database() -> None:
     }  # fmt: skip
 
 
+@pytest.mark.parametrize("alias", [["x"], {"a": 1}])
+def test_check_reports_a_database_option_that_is_no_str(alias: Any) -> None:
+    """An unhashable one raised TypeError from the check, so from every command."""
+    backend = {"BACKEND": "django_pgjobs.backend.PgJobsBackend", "OPTIONS": {"DATABASE": alias}}
+    with override_settings(TASKS={"default": backend}):
+        ids = {m.id for m in run_checks() if m.id and m.id.startswith("pgjobs.E03")}
+    assert ids == {"pgjobs.E033"}
+
+
 @pytest.mark.parametrize(
     "options",
     [{"TIMEOUT": 0}, {"TIMEOUT": "abc"}, {"MAX_ATTEMPTS": 0}, {"BACKOFF": "nope"}],

@@ -44,6 +44,7 @@ from django_pgjobs.observability.status import queue_status
 from django_pgjobs.observability.status_report import status_report
 from django_pgjobs.queues import control as queue_control
 from django_pgjobs.schedules.scheduler import run_schedule_now
+from django_pgjobs.setting_errors import MAX_STORED_SECONDS
 
 
 class Command(BaseCommand):
@@ -139,9 +140,12 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         for option in ("older_than", "delay"):
-            if options.get(option) is not None and not options[option] >= 0:
+            # At most a century: a time computed from more is out of the tables' range (and
+            # past timedelta's, an OverflowError; infinity, a ValueError).
+            if options.get(option) is not None and not 0 <= options[option] <= MAX_STORED_SECONDS:
                 raise CommandError(
-                    f"--{option.replace('_', '-')} must be a number of seconds >= 0."
+                    f"--{option.replace('_', '-')} must be a number of seconds from 0 to "
+                    f"{MAX_STORED_SECONDS} (100 years); got {options[option]:g}."
                 )
         timeout = options.get("timeout") if options["action"] == "enqueue" else None
         if timeout is not None and not MIN_TIMEOUT <= timeout <= MAX_TIMEOUT:

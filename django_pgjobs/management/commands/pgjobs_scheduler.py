@@ -19,6 +19,7 @@ from django_pgjobs.database import (
 from django_pgjobs.exceptions import PgJobsError
 from django_pgjobs.observability.display import counted, printable
 from django_pgjobs.schedules.scheduler import Scheduler
+from django_pgjobs.setting_errors import poll_interval_error
 
 
 class Command(BaseCommand):
@@ -35,6 +36,7 @@ class Command(BaseCommand):
         parser.add_argument("--once", action="store_true", help="Fire what is due now, then exit.")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        poll_interval_error(options["poll_interval"])
         try:
             # Refuse a database `migrate` has not fully upgraded: every claim would fail on a
             # missing table or column, and the loop would retry it for ever.

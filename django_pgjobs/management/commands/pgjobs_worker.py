@@ -24,6 +24,7 @@ from django_pgjobs.jobs.registry import registry
 from django_pgjobs.metrics import EXPORTER_SCOPES, require_prometheus_client
 from django_pgjobs.observability.display import in_number, printable
 from django_pgjobs.queries.base import WORKFLOW_JOB_PREFIX
+from django_pgjobs.setting_errors import poll_interval_error
 from django_pgjobs.worker.loop import Worker
 from django_pgjobs.worker.process import configure_logging
 from django_pgjobs.worker.runners import POOLS
@@ -114,8 +115,7 @@ class Command(BaseCommand):
             raise CommandError("--concurrency must be at least 1.")
         if options["max_jobs"] is not None and options["max_jobs"] < 1:
             raise CommandError("--max-jobs must be at least 1.")
-        if options["poll_interval"] is not None and not options["poll_interval"] > 0:
-            raise CommandError("--poll-interval must be a positive number of seconds.")
+        poll_interval_error(options["poll_interval"])
         if options["queues"] is not None and not options["queues"]:
             raise CommandError(
                 "--queues was given but names no queue; omit it to serve all queues."

@@ -174,7 +174,7 @@ class Command(BaseCommand):
             self.say(f"  parent       {info.parent_workflow_id}")
         if info.forked_from:
             self.say(f"  forked from  {info.forked_from}")
-        self.say(f"  input        {shown({'args': info.args, 'kwargs': info.kwargs})}")
+        self.say(f"  input        {shown(info.input)}")  # as stored, whatever SQL wrote
         if info.status == "completed":
             self.say(f"  output       {shown(info.output)}")
         if info.error is not None:
