@@ -70,8 +70,11 @@ claimed AS (
     -- later (lease.heartbeat). A rescue does not count an attempt that never started. Those
     -- claimed ahead get the short ahead_lease_seconds: if the worker dies they come back within
     -- seconds, not a lease later (the worker records their start well before it runs out).
+    -- The attempt counts up to the largest int: a row SQL wrote with attempt 2147483647 made the
+    -- addition fail (integer out of range), and with it every claim of every worker, where it
+    -- now runs as an attempt past its max_attempts (a failure buries it).
     UPDATE pgjobs_job_queue AS j
-    SET status = 'running', attempt = j.attempt + 1, locked_by = %(worker_id)s,
+    SET status = 'running', attempt = least(j.attempt, 2147483646) + 1, locked_by = %(worker_id)s,
         locked_at = CASE WHEN j.attempt_spared OR {starts} THEN now() END,
         lease_expires_at = now() + make_interval(secs => CASE
             WHEN j.attempt_spared OR {starts} THEN %(lease_seconds)s

@@ -12,11 +12,12 @@ import pytest
 from django.core.management import call_command
 from django.db import connection
 
-from django_pgjobs import cancel_job, get_job
-from django_pgjobs.jobs import list_dead_letter_jobs, list_jobs, retry_dead_letter_job
+from django_pgjobs import cancel_job, enqueue, get_job
+from django_pgjobs.jobs import list_dead_letter_jobs, list_jobs, retry_dead_letter_job, validation
 from django_pgjobs.models import FailedJob, Job, Schedule
 from django_pgjobs.schedules.scheduler import Scheduler
 from django_pgjobs.stored_json import UndecodableJSON
+from django_pgjobs.worker import Worker
 from tests.helpers import add_schedule, db_now, make_schedule_due
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -134,3 +135,35 @@ def test_a_schedule_whose_payload_cannot_be_decoded_is_quarantined_saying_why(
         for r in caplog.records
     ), [r.getMessage() for r in caplog.records]
     assert isinstance(Schedule.objects.get(name="poison").payload, UndecodableJSON)
+
+
+@pytest.mark.parametrize("attempt", [validation.MAX_INT, validation.MAX_INT - 1])
+def test_a_row_at_the_largest_attempt_runs_and_stops_no_other_job(
+    make_worker: type[Worker], attempt: int
+) -> None:
+    """One row SQL wrote with attempt 2147483647 made every claim fail (``integer out of
+    range``: a claim takes its jobs in one statement), so no job of any queue ran."""
+    with connection.cursor() as cur:
+        cur.execute(
+            "INSERT INTO pgjobs_job_queue (job_name, attempt, max_attempts) "
+            "VALUES ('test.record', %s, 3) RETURNING id",
+            [attempt],
+        )
+        (poison,) = cur.fetchone()
+    others = [enqueue("test.record") for _ in range(3)]
+    make_worker(concurrency=4).run_once()  # one claim of all four (it raised, and kept raising)
+    assert [get_job(job_id).status for job_id in others] == ["completed"] * 3
+    assert (get_job(poison).status, get_job(poison).attempt) == ("completed", validation.MAX_INT)
+
+
+def test_a_failing_row_at_the_largest_attempt_is_buried(make_worker: type[Worker]) -> None:
+    with connection.cursor() as cur:
+        cur.execute(
+            "INSERT INTO pgjobs_job_queue (job_name, payload, attempt) "
+            "VALUES ('test.fail', '{}', %s) RETURNING id",
+            [validation.MAX_INT],
+        )
+        (poison,) = cur.fetchone()
+    make_worker().run_once()
+    (dead,) = list_dead_letter_jobs()
+    assert (dead.id, dead.attempt) == (poison, validation.MAX_INT)
