@@ -112,7 +112,7 @@ class Registry:
             existing = self._handlers.get(handler.name)
             # Re-importing a module registers the same function again; only a different
             # function under the same name is a mistake.
-            if existing is not None and qualname(existing.func) != qualname(handler.func):
+            if existing is not None and not same_function(existing.func, handler.func):
                 raise HandlerAlreadyRegistered(
                     f"Job name {handler.name!r} is already registered to "
                     f"{qualname(existing.func)}; cannot register {qualname(handler.func)}."
@@ -135,6 +135,17 @@ def qualname(func: HandlerFunc) -> str:
     """A function's dotted path: the default name of a job or workflow, and how a re-import is
     told apart from a second function under the same name."""
     return f"{getattr(func, '__module__', '?')}.{getattr(func, '__qualname__', repr(func))}"
+
+
+def same_function(registered: HandlerFunc, given: HandlerFunc) -> bool:
+    """Is ``given`` the handler registered already, or that function imported again (a module
+    reloaded)? Told by the dotted path; a lambda or a function made inside another has no path of
+    its own (two lambdas of a module share ``<lambda>``, a factory's functions its
+    ``make.<locals>.handler``), so only the very same object is the same."""
+    if registered is given:
+        return True
+    path = qualname(given)
+    return path == qualname(registered) and "<" not in path
 
 
 registry = Registry()

@@ -7,7 +7,7 @@ import threading
 from typing import TYPE_CHECKING
 
 from django_pgjobs.exceptions import HandlerAlreadyRegistered
-from django_pgjobs.jobs.registry import qualname
+from django_pgjobs.jobs.registry import qualname, same_function
 from django_pgjobs.queries.base import WORKFLOW_JOB_PREFIX
 
 if TYPE_CHECKING:
@@ -26,7 +26,7 @@ class WorkflowRegistry:
     def add(self, definition: WorkflowDefinition) -> WorkflowDefinition:
         with self._lock:
             existing = self._workflows.get(definition.name)
-            if existing is not None and qualname(existing.func) != qualname(definition.func):
+            if existing is not None and not same_function(existing.func, definition.func):
                 raise HandlerAlreadyRegistered(
                     f"Workflow name {definition.name!r} is already registered to "
                     f"{qualname(existing.func)}; cannot register {qualname(definition.func)}."

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import importlib
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -137,3 +140,44 @@ def test_names_in_the_reserved_prefix_are_refused(
     with pytest.raises(InvalidJobError, match="reserved"):
         job(name)(lambda payload: None)
     assert registry.get(name) is None
+
+
+def test_lambdas_and_a_factorys_functions_are_told_apart(
+    register_handler: Callable[..., Any],
+) -> None:
+    """Two lambdas share the path ``...<lambda>``, a factory's functions ``make.<locals>.h``: the
+    second replaced the first without a word."""
+    register_handler("t.lambda", lambda payload: 1)
+    with pytest.raises(HandlerAlreadyRegistered, match="already registered"):
+        register_handler("t.lambda", lambda payload: 2)
+
+    def make(value: int) -> Callable[[Any], int]:
+        def handler(payload: Any) -> int:
+            return value
+
+        return handler
+
+    made = make(1)
+    register_handler("t.made", made)
+    register_handler("t.made", made)  # the very same object: harmless
+    with pytest.raises(HandlerAlreadyRegistered, match="already registered"):
+        register_handler("t.made", make(2))
+    assert registry.get("t.made").func(None) == 1  # type: ignore[union-attr]
+
+
+def test_a_module_imported_again_registers_its_handlers_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "reimported_jobs.py").write_text(
+        "from django_pgjobs import job\n\n"
+        "@job('t.reimported')\ndef handler(payload):\n    return 1\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        module = importlib.import_module("reimported_jobs")
+        first = registry.get("t.reimported")
+        importlib.reload(module)  # a new function object, at the same dotted path
+        assert registry.get("t.reimported") is not first
+    finally:
+        registry.remove("t.reimported")
+        sys.modules.pop("reimported_jobs", None)
