@@ -45,17 +45,18 @@ def _missing(job_id: uuid.UUID, alias: str) -> JobNotFound:
     dead = FailedJob.objects.using(alias).filter(id=job_id)
     letter = dead.values("attempt", "max_attempts").first()
     if letter is not None:
-        # Attempts left: its handler sent it there (Discard), or its payload could not be read.
+        # Attempts left: its handler sent it there (Discard), its retry policy gave up on its
+        # error (a backoff that returned None), or its payload could not be read.
         why = (
-            "it used up its attempts"
+            "it used up its attempts and is in the dead letters"
             if letter["attempt"] >= letter["max_attempts"]
-            else f"it was moved there after attempt {letter['attempt']} of "
-            f"{letter['max_attempts']}, without its retries (its handler raised Discard, or its "
-            "payload could not be read)"
+            else f"it went to the dead letters after attempt {letter['attempt']} of "
+            f"{letter['max_attempts']}, its other attempts unused (its handler raised Discard, "
+            "its backoff gave no retry for its error, or its payload could not be read)"
         )
         return JobNotFound(
-            f"Job {job_id} is not in the queue: {why} and is in the dead letters (see "
-            "list_dead_letter_jobs / retry_dead_letter_job).",
+            f"Job {job_id} is not in the queue: {why} (see list_dead_letter_jobs / "
+            "retry_dead_letter_job; pgjobs explain says which).",
             dead_lettered=True,
         )
     return JobNotFound(f"No job with id {job_id}.")

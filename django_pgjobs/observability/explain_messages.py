@@ -385,5 +385,7 @@ def _when_one_ends(ahead: int) -> str:
     """When a job held back by running jobs starts: ``ahead`` due jobs come before it."""
     if ahead <= 0:
         return "It starts when one of them ends."
-    jobs = f"{capped(ahead)} due job{'' if ahead == 1 else 's'}"
+    if ahead == 1:
+        return "1 due job ahead of it starts first, when one of them ends; then it does."
+    jobs = f"{capped(ahead)} due jobs"
     return f"{jobs} ahead of it start first, each when one of them ends; then it does."

@@ -369,9 +369,10 @@ class Worker:
         self._slots.enforce_timeouts()
         abandoned = self._slots.abandoned_threads
         if abandoned >= self.concurrency and not self._stopping.is_set():
+            s = "" if abandoned == 1 else "s"
             self.stop_reason = (
-                f"{abandoned} handler threads abandoned after a timeout are still running (as "
-                "many as its concurrency): stopping so that a new process takes its place"
+                f"{abandoned} handler thread{s} abandoned after a timeout {'are' if s else 'is'} "
+                "still running (as many as its concurrency): stopping so a new process takes over"
             )
             logger.error("Worker %s: %s", self.worker_id, self.stop_reason)
             self.request_stop()

@@ -51,7 +51,10 @@ def test_get_job_does_not_say_a_discarded_job_used_up_its_attempts() -> None:
     letter = FailedJob.objects.create(job_name="x", attempt=1, max_attempts=3)
     with pytest.raises(JobNotFound) as raised:
         get_job(letter.id)
-    assert "moved there after attempt 1 of 3, without its retries" in str(raised.value)
+    assert "went to the dead letters after attempt 1 of 3, its other attempts unused" in str(
+        raised.value
+    )
+    assert "its backoff gave no retry for its error" in str(raised.value)
     assert "used up" not in str(raised.value) and raised.value.dead_lettered
 
 

@@ -26,6 +26,10 @@ def test_a_job_behind_others_at_a_full_limit_is_told_how_many_go_first() -> None
     assert said.blocker is Blocker.PARTITION_CONCURRENCY
     assert "2 due jobs ahead of it start first, each when one of them ends" in said.message
     assert "It starts when one of them ends." in explain_job(ids[1]).message
+    # One ahead: "starts", not "start" (a new user's trial).
+    assert (
+        "1 due job ahead of it starts first, when one of them ends" in explain_job(ids[2]).message
+    )
 
 
 def test_a_short_rate_window_is_said_in_seconds_not_rounded_to_nothing() -> None:

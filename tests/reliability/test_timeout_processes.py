@@ -57,6 +57,6 @@ def test_a_worker_whose_every_thread_was_abandoned_exits_1_for_its_supervisor(
     processes.append(proc)
     assert exit_code(proc, log, timeout=20) == 1, log.read_text()
     text = log.read_text()
-    assert "1 handler threads abandoned after a timeout are still running" in text
+    assert "1 handler thread abandoned after a timeout is still running" in text
     assert FailedJob.objects.filter(id=job_id).exists()
     assert not WorkerRow.objects.exists()

@@ -202,7 +202,7 @@ def test_a_worker_with_as_many_abandoned_threads_as_its_concurrency_stops(
     assert not runner.is_alive(), "the worker did not stop by itself"
     assert stats[0].buried == 1
     assert worker.stop_reason is not None
-    assert worker.stop_reason.startswith("1 handler threads abandoned after a timeout")
+    assert worker.stop_reason.startswith("1 handler thread abandoned after a timeout is still")
     assert worker.abandoned_threads == 1
 
 
