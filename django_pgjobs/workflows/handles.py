@@ -21,6 +21,7 @@ from django_pgjobs.exceptions import (
     WorkflowNotFound,
     WorkflowTimeout,
 )
+from django_pgjobs.jobs import validation
 from django_pgjobs.listening import LISTEN_CONNECT_TIMEOUT, listen_alias, open_within
 from django_pgjobs.models import WorkflowExecution
 from django_pgjobs.queries import workflow_reads as reads
@@ -118,6 +119,7 @@ class WorkflowHandle:
         exception), :class:`WorkflowCancelled` / :class:`WorkflowDead`, or
         :class:`WorkflowTimeout`."""
         seconds = waits.check_timeout(timeout, "timeout")
+        validation.check_name(self.workflow_id, "workflow id")
         if context.in_workflow_body():
             found = waits.result_in_workflow(self.workflow_id, seconds)
         else:
@@ -136,6 +138,7 @@ class WorkflowHandle:
 
 def get_workflow(workflow_id: str, *, using: str | None = None) -> WorkflowInfo:
     """What is known about a workflow now; raises :class:`WorkflowNotFound`."""
+    validation.check_name(workflow_id, "workflow id")  # a driver's error otherwise (NUL, an int)
     try:
         row = WorkflowExecution.objects.using(queue_database(using)).get(workflow_id=workflow_id)
     except WorkflowExecution.DoesNotExist:

@@ -3,13 +3,30 @@ Python cannot decode fails clearly, once; the worker runs on. Its results can st
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from io import StringIO
+from typing import Any
+
 import pytest
+from django.core.management import CommandError, call_command
 from django.db import connection
 
 from django_pgjobs import get_event, get_workflow, start_workflow
-from django_pgjobs.exceptions import PayloadNotDecodable, RecordedError, WorkflowDead
+from django_pgjobs.exceptions import (
+    InvalidJobError,
+    PayloadNotDecodable,
+    RecordedError,
+    WorkflowDead,
+)
 from django_pgjobs.stored_json import UndecodableJSON
 from django_pgjobs.worker import Worker
+from django_pgjobs.workflows import (
+    WorkflowHandle,
+    cancel_workflow,
+    fork_workflow,
+    list_workflow_steps,
+    resume_workflow,
+)
 from tests.helpers import bury_workflow, drain, make_workflow_due, workflow_job
 from tests.testapp import workflows as wf
 
@@ -138,3 +155,30 @@ def test_an_event_stored_by_sql_that_cannot_be_decoded_raises_saying_so() -> Non
     )
     with pytest.raises(PayloadNotDecodable, match=r"event 'progress' of workflow .* cannot be"):
         get_event(handle.workflow_id, "progress", timeout=0)
+
+
+@pytest.mark.parametrize(
+    ("workflow_id", "said"),
+    [("ord\x001", "NUL"), (42, "must be a str"), ("ord\udcff1", "Unicode"), ("x" * 201, "limit")],
+    ids=["nul", "int", "surrogate", "too long"],
+)
+def test_a_workflow_id_no_workflow_can_have_is_refused_before_any_query(
+    workflow_id: Any, said: str
+) -> None:
+    """They reached the driver: a DataError, a ProgrammingError (varchar = smallint), a
+    UnicodeEncodeError; the command printed a traceback."""
+    calls: list[Callable[[], object]] = [
+        lambda: get_workflow(workflow_id),
+        lambda: list_workflow_steps(workflow_id),
+        lambda: cancel_workflow(workflow_id),
+        lambda: resume_workflow(workflow_id),
+        lambda: fork_workflow(workflow_id),
+        lambda: WorkflowHandle(workflow_id).get_result(timeout=0),
+    ]
+    for call in calls:
+        with pytest.raises(InvalidJobError, match=said):
+            call()
+    if isinstance(workflow_id, str):
+        for action in ("show", "cancel", "resume", "fork"):
+            with pytest.raises(CommandError, match=said):
+                call_command("pgjobs_workflows", action, workflow_id, stdout=StringIO())

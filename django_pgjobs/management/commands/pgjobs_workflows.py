@@ -19,6 +19,7 @@ from django.db import connections
 from django_pgjobs import workflows
 from django_pgjobs.database import command_database, queue_database
 from django_pgjobs.exceptions import InvalidJobError, PgJobsError, WorkflowNotFound
+from django_pgjobs.jobs import validation
 from django_pgjobs.management.output import aligned, reader_may_leave
 from django_pgjobs.models import WorkflowStatus
 from django_pgjobs.observability.display import local_time, printable
@@ -89,6 +90,8 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         try:
             command_database(options["database"])
+            if options.get("workflow_id") is not None:  # before any query asks about it
+                validation.check_name(options["workflow_id"], "workflow id")
             if options["action"] == "show":
                 options["workflow_id"] = self.named(options["workflow_id"], options["database"])
             with reader_may_leave(self.stdout._out):
