@@ -21,8 +21,12 @@ from django.db import connections, transaction
 from django_pgjobs.database import in_callers_transaction
 from django_pgjobs.exceptions import WorkflowStateError
 
-# Django's connection attribute the entries live on: {workflow id: (what, its on_commit callback)}.
+# Django's connection attribute the entries live on: {workflow id: [(what, its on_commit
+# callback), ...]}, one per thing done: a later one made in a savepoint rolled back leaves the
+# earlier ones (a start, then a send() in a savepoint that failed).
 _ATTRIBUTE = "_pgjobs_uncommitted_workflows"
+
+Entries = dict[str, list[tuple[str, Callable[[], None]]]]
 
 
 def noted(alias: str, workflow_id: str, what: str) -> None:
@@ -31,30 +35,37 @@ def noted(alias: str, workflow_id: str, what: str) -> None:
     if not in_callers_transaction(alias):
         return
     connection = connections[alias]
-    entries: dict[str, tuple[str, Callable[[], None]]] = connection.__dict__.setdefault(
-        _ATTRIBUTE, {}
-    )
+    entries: Entries = connection.__dict__.setdefault(_ATTRIBUTE, {})
+    if not connection.run_on_commit:
+        # No callback pending: what is kept is of transactions rolled back (whose callbacks never
+        # ran), on a connection that may live for hours.
+        entries.clear()
 
     def forget() -> None:
-        if entries.get(workflow_id, (None, None))[1] is forget:
-            del entries[workflow_id]
+        kept = [entry for entry in entries.get(workflow_id, []) if entry[1] is not forget]
+        if kept:
+            entries[workflow_id] = kept
+        else:
+            entries.pop(workflow_id, None)
 
-    entries[workflow_id] = (what, forget)
+    entries.setdefault(workflow_id, []).append((what, forget))
     transaction.on_commit(forget, using=alias)
 
 
 def _pending(alias: str, workflow_id: str) -> str | None:
     """What the open transaction did to the workflow, if that is still uncommitted."""
     connection = connections[alias]
-    entries: dict[str, tuple[str, Callable[[], None]]] = connection.__dict__.get(_ATTRIBUTE, {})
-    entry = entries.get(workflow_id)
-    if entry is None or not in_callers_transaction(alias):
+    entries: Entries = connection.__dict__.get(_ATTRIBUTE, {})
+    noted_here = entries.get(workflow_id)
+    if not noted_here or not in_callers_transaction(alias):
         return None
-    what, forget = entry
-    # Django's pending callbacks are (savepoint ids, callback, robust): ours is among them until
-    # the transaction (or the savepoint it was made in) ends.
-    if any(pending[1] is forget for pending in connection.run_on_commit):
-        return what
+    # Django's pending callbacks are (savepoint ids, callback, robust): an entry's is among them
+    # until the transaction (or the savepoint it was made in) ends. The earliest still pending
+    # says what was done first.
+    pending = {id(callback[1]) for callback in connection.run_on_commit}
+    for what, forget in noted_here:
+        if id(forget) in pending:
+            return what
     return None
 
 

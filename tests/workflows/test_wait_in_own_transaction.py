@@ -81,3 +81,34 @@ def test_a_start_in_a_savepoint_rolled_back_leaves_nothing_to_refuse() -> None:
             pass
         with pytest.raises(WorkflowNotFound):
             handle.get_result(timeout=5)
+
+
+def test_a_message_rolled_back_in_a_savepoint_leaves_the_start_before_it_refused() -> None:
+    """The later note replaced the earlier one, and went with its savepoint: the wait ran its
+    whole timeout, with timeout=None for ever (an attacker's review)."""
+    with transaction.atomic():
+        handle = start_workflow(wf.receiver, None, 60)
+        try:
+            with transaction.atomic():
+                send(handle.workflow_id, "hi")
+                raise RuntimeError("undo")
+        except RuntimeError:
+            pass
+        with pytest.raises(WorkflowStateError, match="was started in the transaction"):
+            handle.get_result(timeout=3)
+
+
+def test_what_a_rolled_back_transaction_noted_is_not_kept_on_the_connection() -> None:
+    from django.db import connections
+
+    for _ in range(3):
+        try:
+            with transaction.atomic():
+                start_workflow(wf.greet, "x")
+                raise RuntimeError("undo")
+        except RuntimeError:
+            pass
+    with transaction.atomic():
+        handle = start_workflow(wf.greet, "y")
+        kept = connections["default"].__dict__["_pgjobs_uncommitted_workflows"]
+        assert list(kept) == [handle.workflow_id]
