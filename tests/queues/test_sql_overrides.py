@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from django.conf import settings
-from django.db import connection
+from django.db import IntegrityError, connection
 from django.test import override_settings
 
 from django_pgjobs.models import Queue
@@ -99,3 +99,24 @@ def test_the_claims_key_cursor_does_not_fire_the_trigger() -> None:
         columns = {name for (name,) in cur.fetchall()}
     assert "paused" in columns and "declared" in columns
     assert not columns & {"key_cursor", "updated_at"}
+
+
+@pytest.mark.parametrize(
+    "declared",
+    [
+        '{"rate_limit": 5, "rate_period": "zz"}',
+        '{"concurrency": 2, "fair": "maybe"}',
+        '{"concurrency": "two"}',
+        '{"timeout": [1]}',
+    ],
+)
+def test_a_declared_option_of_the_wrong_kind_is_refused_when_written(declared: str) -> None:
+    """Compared as rows, the options after the first that differed were never read: the row was
+    stored, and every later sync of the settings (pgjobs queues, pause, resume) and the admin's
+    page of the queue failed on it (migration 0033)."""
+    with pytest.raises(IntegrityError, match="declared holds an option of the wrong kind"):
+        sql(f"INSERT INTO pgjobs_queues (name, declared) VALUES ('bad', '{declared}')")
+    sql("INSERT INTO pgjobs_queues (name) VALUES ('bad')")
+    with pytest.raises(IntegrityError, match="Queue bad: declared holds"):
+        sql(f"UPDATE pgjobs_queues SET declared = '{declared}' WHERE name = 'bad'")
+    sync_declared_queues()  # what pgjobs queues, pause and resume run first
