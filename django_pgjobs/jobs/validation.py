@@ -62,6 +62,20 @@ def check_name(value: object, what: str = "job name") -> str:
     return value
 
 
+def check_sendable(value: object, what: str) -> str:
+    """A value to look a row up by (a workflow id a caller names): a str PostgreSQL can be sent,
+    nothing more. A blank or overlong one is looked up (a row SQL wrote may have it; none found
+    is said as such); a NUL, an int or a lone surrogate reached the driver as its own error."""
+    if not isinstance(value, str):
+        raise InvalidJobError(f"The {what} must be a str, not {type(value).__name__}.")
+    if "\x00" in value:
+        raise InvalidJobError(
+            f"The {what} contains a NUL character, which PostgreSQL cannot store."
+        )
+    check_encodable(value, what)
+    return value
+
+
 def check_encodable(value: str, what: str) -> None:
     """Refuse a lone surrogate (text decoded with ``surrogateescape``, a broken emoji half):
     psycopg would raise UnicodeEncodeError only while sending, mid-statement."""

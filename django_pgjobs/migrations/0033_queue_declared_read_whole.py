@@ -29,6 +29,9 @@ _NEW = ", ".join(f"NEW.{c}" for c in _0024._DECLARED)
 _OLD = ", ".join(f"OLD.{c}" for c in _0024._DECLARED)
 _WANT = ", ".join(f"want.{c}" for c in _0024._DECLARED)
 _READ = ", ".join(f"{value} AS {column}" for column, value in _0024._DECLARED.items())
+# The options given as true/false; the others are numbers (counts and seconds).
+_FLAGS = ("paused", "fair")
+_NUMBERS = ", ".join(f"'{column}'" for column in _0024._DECLARED if column not in _FLAGS)
 
 FUNCTIONS = f"""
 CREATE OR REPLACE FUNCTION {{schema}}.pgjobs_queue_overridden() RETURNS trigger
@@ -41,9 +44,20 @@ DECLARE
     want record;
 BEGIN
     -- Every declared option read and cast here, before any comparison (which stops at the
-    -- first difference and would leave a bad value for a later reader to fail on).
+    -- first difference and would leave a bad value for a later reader to fail on), and each of
+    -- the JSON kind the library writes: "60" casts to a number here, but Python reads a str.
     BEGIN
         SELECT {_READ} INTO want;
+        IF EXISTS (
+            SELECT 1 FROM jsonb_each(d) AS o(key, value)
+            WHERE jsonb_typeof(o.value) <> 'null' AND jsonb_typeof(o.value) <> CASE
+                WHEN o.key IN ({", ".join(f"'{flag}'" for flag in _FLAGS)}) THEN 'boolean'
+                WHEN o.key IN ({_NUMBERS}) THEN 'number'
+                ELSE jsonb_typeof(o.value) END
+        ) THEN
+            RAISE invalid_parameter_value USING MESSAGE = 'a str or other JSON where the '
+                'option takes a number (its limits and seconds) or true or false';
+        END IF;
     EXCEPTION WHEN data_exception THEN
         RAISE EXCEPTION 'Queue %: declared holds an option of the wrong kind (%).', NEW.name,
             SQLERRM

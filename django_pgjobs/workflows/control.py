@@ -34,7 +34,7 @@ def _check_version(version: object) -> str:
 
 def cancel_workflow(workflow_id: str, *, using: str | None = None) -> None:
     """Cancel a workflow. A queued or waiting one stops now; a running one at its next step."""
-    validation.check_name(workflow_id, "workflow id")
+    validation.check_sendable(workflow_id, "workflow id")
     with context.cursor(using) as cur:
         found = control.cancel(cur, workflow_id)
     if found is None:
@@ -58,7 +58,7 @@ def resume_workflow(
     to that code version, e.g. ``django_pgjobs.workflows.app_version()`` for the deployed code.
     A pending workflow is refused without one: nothing of it is stopped.
     """
-    validation.check_name(workflow_id, "workflow id")
+    validation.check_sendable(workflow_id, "workflow id")
     if app_version is not None:
         _check_version(app_version)
     with context.cursor(using) as cur:
@@ -100,7 +100,7 @@ def fork_workflow(
     ``from_step`` and runs the rest again, on the deployed code version unless ``app_version``
     says otherwise. ``from_step`` may be at most the step after the source's last recorded one
     (then every checkpoint is reused)."""
-    validation.check_name(workflow_id, "workflow id")
+    validation.check_sendable(workflow_id, "workflow id")
     if isinstance(from_step, bool) or not isinstance(from_step, int) or from_step < 0:
         raise InvalidJobError(f"from_step must be an int >= 0; got {from_step!r}.")
     new_id = (

@@ -119,7 +119,7 @@ class WorkflowHandle:
         exception), :class:`WorkflowCancelled` / :class:`WorkflowDead`, or
         :class:`WorkflowTimeout`."""
         seconds = waits.check_timeout(timeout, "timeout")
-        validation.check_name(self.workflow_id, "workflow id")
+        validation.check_sendable(self.workflow_id, "workflow id")
         if context.in_workflow_body():
             found = waits.result_in_workflow(self.workflow_id, seconds)
         else:
@@ -138,7 +138,7 @@ class WorkflowHandle:
 
 def get_workflow(workflow_id: str, *, using: str | None = None) -> WorkflowInfo:
     """What is known about a workflow now; raises :class:`WorkflowNotFound`."""
-    validation.check_name(workflow_id, "workflow id")  # a driver's error otherwise (NUL, an int)
+    validation.check_sendable(workflow_id, "workflow id")  # else a driver's error (NUL, an int)
     try:
         row = WorkflowExecution.objects.using(queue_database(using)).get(workflow_id=workflow_id)
     except WorkflowExecution.DoesNotExist:

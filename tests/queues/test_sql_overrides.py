@@ -108,6 +108,10 @@ def test_the_claims_key_cursor_does_not_fire_the_trigger() -> None:
         '{"concurrency": 2, "fair": "maybe"}',
         '{"concurrency": "two"}',
         '{"timeout": [1]}',
+        # They cast in SQL, but Python reads a str: the admin's page of the queue failed (500).
+        '{"rate_limit": 5, "rate_period": "60"}',
+        '{"timeout": "5"}',
+        '{"paused": "false", "fair": "false"}',
     ],
 )
 def test_a_declared_option_of_the_wrong_kind_is_refused_when_written(declared: str) -> None:

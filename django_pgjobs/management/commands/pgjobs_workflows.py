@@ -91,7 +91,7 @@ class Command(BaseCommand):
         try:
             command_database(options["database"])
             if options.get("workflow_id") is not None:  # before any query asks about it
-                validation.check_name(options["workflow_id"], "workflow id")
+                validation.check_sendable(options["workflow_id"], "workflow id")
             if options["action"] == "show":
                 options["workflow_id"] = self.named(options["workflow_id"], options["database"])
             with reader_may_leave(self.stdout._out):
