@@ -6,6 +6,7 @@ from typing import Any, ClassVar
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.actions import delete_selected
 from django.db.models import Field, QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
@@ -20,9 +21,7 @@ from django_pgjobs.admin.common import (
 )
 from django_pgjobs.admin.previews import PREVIEW_CHARS, LargeValuesMixin, whole_or_head
 from django_pgjobs.jobs.validation import MAX_KEY_LENGTH
-from django_pgjobs.models import (
-    Schedule,
-)
+from django_pgjobs.models import Schedule, ScheduleSource
 from django_pgjobs.observability.display import in_number
 from django_pgjobs.observability.schedules import fire_times
 from django_pgjobs.schedules import crontab
@@ -38,6 +37,34 @@ def _not_editable(obj: Schedule) -> bool:
     if int(getattr(obj, "payload_size", 0) or 0) > len(head.encode()):
         return True
     return isinstance(decode_json(head), UndecodableJSON)
+
+
+def _declared(obj: Schedule) -> bool:
+    """Declared in code or settings, and still declared (not orphaned)."""
+    return obj.source != ScheduleSource.DATABASE and not obj.orphaned
+
+
+def _delete_unless_declared(
+    modeladmin: ModelAdmin[Schedule], request: HttpRequest, queryset: QuerySet[Schedule]
+) -> Any:
+    """Django's *Delete selected*, refused when the selection holds a schedule still declared
+    in code or settings (see ScheduleAdmin.has_delete_permission): nothing is deleted."""
+    declared = queryset.exclude(source=ScheduleSource.DATABASE).filter(orphaned=False)
+    count = declared.count()
+    if count:
+        names = list(declared.order_by("name").values_list("name", flat=True)[:5])
+        shown = ", ".join(names) + (", ..." if count > 5 else "")
+        one = count == 1
+        modeladmin.message_user(
+            request,
+            f"Nothing deleted: {count} {in_number('schedule(s)', count)} of the selection "
+            f"{'is' if one else 'are'} declared in code or settings ({shown}), which a "
+            f"scheduler puts back at its next start. Disable {'it' if one else 'them'} instead, "
+            "or remove the declaration.",
+            messages.ERROR,
+        )
+        return None
+    return delete_selected(modeladmin, request, queryset)
 
 
 @admin.register(Schedule)
@@ -115,6 +142,28 @@ class ScheduleAdmin(LargeValuesMixin, _QueueDatabaseMixin, ModelAdmin[Schedule])
             '<span class="pgjobs-time"><span>{}</span> <span>{}</span></span>',
             ((f"{t.astimezone(tz):%Y-%m-%d}", f"{t.astimezone(tz):%H:%M:%S %Z}") for t in times),
         )
+
+    def has_delete_permission(self, request: HttpRequest, obj: Schedule | None = None) -> bool:
+        # A schedule declared in code or settings is put back (enabled) by the next scheduler's
+        # sync, and until then nothing fires it: deleting it looks like a pause and undoes the
+        # operator's Disable. Orphaned ones (their declaration removed) may go.
+        if obj is not None and _declared(obj):
+            return False
+        return bool(super().has_delete_permission(request, obj))
+
+    def get_actions(self, request: HttpRequest, action_location: Any = None) -> dict[str, Any]:
+        # action_location: Django 6.1 passes where the actions are shown; 5.2 calls this with
+        # the request alone (as admin.workers).
+        base: Any = super().get_actions
+        actions: dict[str, Any] = (
+            base(request)
+            if action_location is None
+            else base(request, action_location=action_location)
+        )
+        if "delete_selected" in actions:
+            _, name, description = actions["delete_selected"]
+            actions["delete_selected"] = (_delete_unless_declared, name, description)
+        return actions
 
     @admin.action(description="Enable", permissions=["change"])
     def enable(self, request: HttpRequest, queryset: QuerySet[Schedule]) -> None:

@@ -113,3 +113,34 @@ def test_the_add_form_reports_every_field_error_at_once(admin_client_: Client) -
     assert "the interval must be at least 1" in errors["cron"][0]
     assert "Unknown timezone 'Mars/Olympus'" in errors["timezone"][0]
     assert not Schedule.objects.exists()
+
+
+def test_a_declared_schedule_cannot_be_deleted_here_an_orphaned_or_database_one_can(
+    admin_client_: Client,
+) -> None:
+    """Deleting one declared in code stopped its ticks until the next scheduler's start put it
+    back, enabled: an operator's Disable undone (a new user's trial)."""
+    code = Schedule.objects.create(
+        name="c", cron="0 * * * *", job_name="test.record", source="code"
+    )
+    gone = Schedule.objects.create(
+        name="g", cron="0 * * * *", job_name="test.record", source="code", orphaned=True
+    )
+    mine = Schedule.objects.create(
+        name="m", cron="0 * * * *", job_name="test.record", source="database"
+    )
+    delete = reverse("admin:pgjobs_schedule_delete", args=[code.pk])
+    assert admin_client_.get(delete).status_code == 403
+    assert admin_client_.post(delete, {"post": "yes"}).status_code == 403
+    selected = {"action": "delete_selected", "post": "yes"}
+    refused = admin_client_.post(
+        changelist("schedule"), {**selected, "_selected_action": [code.pk, mine.pk]}, follow=True
+    )
+    assert "Nothing deleted: 1 schedule of the selection is declared in code" in (
+        refused.content.decode()
+    )
+    assert Schedule.objects.count() == 3
+    admin_client_.post(
+        changelist("schedule"), {**selected, "_selected_action": [gone.pk, mine.pk]}, follow=True
+    )
+    assert list(Schedule.objects.values_list("name", flat=True)) == ["c"]
