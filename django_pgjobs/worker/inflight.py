@@ -129,10 +129,23 @@ def hand_back_running(
             # Finished: its outcome waits for a row another transaction holds (the completer
             # keeps it); unwritten at exit, the job's lease runs out and the rescue runs it again.
             continue
-        abandoned.append(entry.job.id)
+        abandoned.append(entry.job.id)  # its thread is not waited for
+        if entry.attempt.is_cancelled():
+            # Cancelled or taken over: the job is no longer this attempt's to hand back (its
+            # failure would match no row), and its line was logged when the worker found out.
+            continue
+        job = entry.job
+        # Said as it is: a failed attempt, so the last one sends the job to the dead letters.
+        outcome = (
+            f"its last attempt ({job.attempt}/{job.max_attempts}) fails, and it goes to the "
+            "dead letters"
+            if job.attempt >= job.max_attempts
+            else f"handing it back: attempt {job.attempt}/{job.max_attempts} fails, due again "
+            "at once"
+        )
         logger.error(
-            "Job %s (%s) still running after the %ss grace period; handing it back.",
-            entry.job.id, entry.job.job_name, conf.SHUTDOWN_GRACE,
+            "Job %s (%s) still running after the %ss grace period; %s.",
+            job.id, job.job_name, conf.SHUTDOWN_GRACE, outcome,
         )  # fmt: skip
         if conn is None:
             continue

@@ -15,7 +15,7 @@ import pytest
 from django.db import connection, transaction
 from django.db.models.functions import Now
 
-from django_pgjobs import enqueue, enqueue_many, get_job, queries
+from django_pgjobs import cancel_job, enqueue, enqueue_many, get_job, queries
 from django_pgjobs.models import FailedJob, Job
 from django_pgjobs.models import Worker as WorkerRow
 from django_pgjobs.worker.connection import LoopConnection
@@ -108,6 +108,41 @@ def test_sigterm_after_the_grace_period_hands_the_job_back(
     assert (job.status, job.attempt) == ("pending", 1)
     assert job.error is not None and job.error.startswith("WorkerShutdown")
     assert not WorkerRow.objects.exists()
+    assert "grace period; handing it back: attempt 1/3 fails, due again at once" in log.read_text()
+
+
+def test_sigterm_after_the_grace_period_on_the_last_attempt_says_it_is_buried(
+    processes: list[subprocess.Popen[bytes]], tmp_path: Path
+) -> None:
+    """A failed attempt, as any: on the last one the job goes to the dead letters, which the
+    line said was "handing it back" (a new user's trial)."""
+    job_id = enqueue(
+        "test.block", {"release": str(tmp_path / "never"), "timeout": 60}, max_attempts=1
+    )
+    log = tmp_path / "worker.log"
+    proc = worker_inside_a_handler(processes, log, settings={"SHUTDOWN_GRACE": 0.5})
+    proc.send_signal(signal.SIGTERM)
+    assert exit_code(proc, log, timeout=15) == 0, log.read_text()
+    assert FailedJob.objects.filter(id=job_id).exists()
+    said = log.read_text()
+    assert "its last attempt (1/1) fails, and it goes to the dead letters" in said
+    assert "handing it back" not in said
+
+
+def test_sigterm_leaves_a_cancelled_attempts_handler_alone_and_says_nothing_of_it(
+    processes: list[subprocess.Popen[bytes]], tmp_path: Path
+) -> None:
+    """Its job is no longer the attempt's: "handing it back" was logged for it all the same,
+    beside its cancel's line (a new user's trial)."""
+    job_id = enqueue("test.block", {"release": str(tmp_path / "never"), "timeout": 60})
+    log = tmp_path / "worker.log"
+    proc = worker_inside_a_handler(processes, log, settings={"SHUTDOWN_GRACE": 0.5})
+    cancel_job(job_id)
+    wait_for(lambda: b"was cancelled or taken over" in log.read_bytes(), what="the cancel heard")
+    proc.send_signal(signal.SIGTERM)
+    assert exit_code(proc, log, timeout=15) == 0, log.read_text()
+    assert "grace period" not in log.read_text()
+    assert get_job(job_id).status == "cancelled"
 
 
 def test_a_second_signal_exits_at_once(
