@@ -120,17 +120,24 @@ def dead_letters(
     using: str | None = None,
 ) -> QuerySet[FailedJob]:
     """The dead letters in ``queue``, named ``job_name``, whose last error was an ``exception``
-    (its class name as the error text's first line gives it: ``ValueError`` or, for a class
-    outside the builtins, ``PaymentError`` or ``shop.errors.PaymentError``); None: any."""
+    (its class name as the error text's first line gives it: ``ValueError`` or
+    ``builtins.ValueError``, or for a class outside the builtins, ``PaymentError`` or
+    ``shop.errors.PaymentError``); None: any."""
     rows = FailedJob.objects.using(_alias(using)).order_by("-failed_at")
     if queue is not None:
         rows = rows.filter(queue=queue)
     if job_name is not None:
         rows = rows.filter(job_name=job_name)
     if exception is not None:
-        rows = rows.annotate(error_class=error_class()).filter(
-            Q(error_class=exception) | Q(error_class__endswith=f".{exception}")
+        # The stored text names a builtin bare (``KeyError: ...``), which signals, spans and the
+        # error history name ``builtins.KeyError``: that name finds it too.
+        builtin = exception.removeprefix("builtins.")
+        named = (
+            Q(error_class=builtin)
+            if builtin != exception
+            else Q(error_class=exception) | Q(error_class__endswith=f".{exception}")
         )
+        rows = rows.annotate(error_class=error_class()).filter(named)
     return rows
 
 

@@ -56,6 +56,9 @@ def test_dead_letters_are_listed_by_job_name_queue_and_exception(
     assert ids(exception="errors.PaymentError") == {letters["payment"]}
     assert ids(exception="Error") == set()  # a class name, not a substring
     assert ids(exception="RuntimeError") == {letters["bare"]}
+    # A builtin is stored bare; signals, spans and the error history name it builtins.KeyError.
+    assert ids(exception="builtins.KeyError") == {letters["other_job"]}
+    assert ids(exception="builtins.PaymentError") == set()
 
 
 def test_bulk_requeue_moves_exactly_the_matching_dead_letters_in_one_go(
