@@ -91,7 +91,8 @@ def drain(
     the ``on_commit`` callbacks the test's transactions hold, on every database the test has
     used (:func:`run_on_commit_callbacks`), as their commits would: ``enqueue_on_commit()``'s
     ``commit_of=`` may name another database than the queue's. Raises AssertionError after
-    ``limit`` attempts with work still due.
+    ``limit`` attempts with work still due. Timeouts are not enforced: each attempt runs in the
+    test's thread, to its end (a worker would fail one past its timeout).
     """
     alias = queue_database(using)
     if on_commit:
