@@ -14,7 +14,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import psycopg
@@ -68,9 +68,11 @@ class LoopConnection:
         """No connection, or one that can run nothing more (closed, or lost mid-statement)."""
         return self.conn is None or self.conn.closed or self.conn.broken
 
-    def open(self) -> int:
+    def open(self, *, then: Callable[[psycopg.Connection[Any]], object] | None = None) -> int:
         """Connect; returns how many jobs the reconnect gave back: what claims whose jobs never
-        reached the worker took, if they committed (see :meth:`claim_token`)."""
+        reached the worker took, if they committed (see :meth:`claim_token`). ``then`` runs on
+        the new connection before it is said to be connected (the worker's registration: a
+        worker refused its id never said it connected)."""
         conn = connect(self.alias, application_name=f"{LOOP_NAME} {self.worker_id}")
         if self.listening is not None:
             try:
@@ -85,6 +87,8 @@ class LoopConnection:
             self.conn = None
             conn.close()
             raise
+        if then is not None:
+            then(conn)
         logger.info(
             "Worker %s connected (queues: %s)", self.worker_id, ", ".join(self.queues) or "all"
         )

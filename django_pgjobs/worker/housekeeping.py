@@ -141,6 +141,11 @@ class Housekeeper:
         """How long a worker may go without a heartbeat before it counts as dead."""
         return max(conf.LEASE_SECONDS, 3 * conf.HEARTBEAT_SECONDS)
 
+    def register_once(self, conn: psycopg.Connection[Any]) -> None:
+        """:meth:`register`, unless this worker holds its id already (a reconnect)."""
+        if not self.registered:
+            self.register(conn)
+
     def register(self, conn: psycopg.Connection[Any]) -> None:
         """Take this worker's id, or raise :class:`WorkerIdInUse` if a live worker has it.
 

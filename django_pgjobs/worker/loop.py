@@ -252,10 +252,8 @@ class Worker:
 
     def _ensure_connected(self) -> psycopg.Connection[Any]:
         if not self._link.is_open:
-            self.stats.released += self._link.open()
-            assert self._link.conn is not None
-            if not self._housekeeper.registered:
-                self._housekeeper.register(self._link.conn)  # raises WorkerIdInUse
+            # Registered before it says it connected: WorkerIdInUse before anything runs.
+            self.stats.released += self._link.open(then=self._housekeeper.register_once)
             if self._link.cut_off:
                 self._link.cut_off = False
                 self._housekeeper.back_from_outage()

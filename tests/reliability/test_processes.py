@@ -244,10 +244,11 @@ def test_a_worker_refuses_the_id_of_a_live_worker(
     add_schedule("due", "* * * * *", catch_up="all", catch_up_limit=5)
     make_schedule_due("due", ago=timedelta(minutes=3))
     log = tmp_path / "b.log"
-    second = start_worker("--worker-id", "twin", log=log)
+    second = start_worker("--worker-id", "twin", log=log, logging=WORKER_AT_INFO)
     processes.append(second)
     assert exit_code(second, log) == 1, log.read_text()
     assert "Worker id 'twin' belongs to a live worker" in log.read_text()
+    assert "connected" not in log.read_text()  # it said so before the refusal (a trial)
     assert not Job.objects.filter(job_name="test.record").exists()
     # The live worker keeps its row, its job and its lease, and finishes the job once.
     assert WorkerRow.objects.get(id="twin").pid == first.pid
