@@ -99,15 +99,6 @@ def finished(cur: Cursor, job_id: uuid.UUID, job: JobRow) -> Explanation:
             f"resumed (`manage.py pgjobs_workflows resume {shell_word(workflow)}`, "
             "resume_workflow())."
         )
-    elif job.lease_expires_at is not None and job.lease_expires_at > job.now:
-        # Cancelled while its handler ran: retry_job() waits for that attempt's lease.
-        message = (
-            f"Cancelled{when} while its handler ran on worker {job.locked_by or '(unknown)'}, "
-            "which may still be running it: it can be retried (`manage.py pgjobs retry "
-            f"{job_id}`, retry_job()) from {local_time(job.lease_expires_at)}, when that "
-            "attempt's lease ends."
-        )
-        return _made(job_id, job, Blocker.FINISHED, message, until=job.lease_expires_at)
     else:
         message = (
             f"Cancelled{when}: it will not run unless it is retried "

@@ -15,7 +15,7 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from django_pgjobs import cancel_job, enqueue, explain_job, get_job, queries, retry_job
+from django_pgjobs import cancel_job, enqueue, get_job, queries, retry_job
 from django_pgjobs.exceptions import JobStateError
 from django_pgjobs.jobs.operations import prune_finished
 from django_pgjobs.models import Job
@@ -192,9 +192,6 @@ def test_a_job_cancelled_while_its_handler_runs_is_not_run_again_until_its_lease
     with pytest.raises(JobStateError, match="while its handler ran on worker runs-it") as refused:
         retry_job(job_id)
     assert "It can run again from " in str(refused.value)
-    said = explain_job(job_id)
-    assert "while its handler ran on worker runs-it, which may still be running it" in said.message
-    assert said.until == held.lease_expires_at
     # No heartbeat renews it (they match by token): it ends by LEASE_SECONDS after the cancel.
     Job.objects.filter(id=job_id).update(lease_expires_at=timezone.now())
     retry_job(job_id)
