@@ -13,7 +13,6 @@ from typing import Any
 
 from django.db import IntegrityError, connections, transaction
 from django.db.models import Func, Q, QuerySet, TextField, Value
-from django.db.models.functions import Now
 
 from django_pgjobs import queries, signals
 from django_pgjobs.conf import conf
@@ -21,7 +20,7 @@ from django_pgjobs.database import queue_database
 from django_pgjobs.exceptions import JobNotFound, JobStateError
 from django_pgjobs.jobs import job_log
 from django_pgjobs.models import FailedJob, Job, JobStatus, WorkflowExecution
-from django_pgjobs.observability.display import local_time, shell_word
+from django_pgjobs.observability.display import shell_word
 from django_pgjobs.queries import workflow_control
 from django_pgjobs.queries.base import WORKFLOW_JOB_PREFIX, WORKFLOW_KEY_PREFIX
 from django_pgjobs.workflows import lifecycle
@@ -218,30 +217,9 @@ def retry_job(job_id: uuid.UUID | str, *, using: str | None = None) -> None:
             f"Job {pk} cannot run again: another active job now holds its key."
         ) from None
     if retried is None:
-        _refuse_held_cancel(pk, alias)
         _raise_state(pk, alias, "retried", "pending or cancelled")
         return
     job_log.retried(pk, retried)
-
-
-def _refuse_held_cancel(pk: uuid.UUID, alias: str) -> None:
-    """A job cancelled while its handler ran is not retried until that attempt's lease ends
-    (queries.retry_job): say so, and when."""
-    held = (
-        Job.objects.using(alias)
-        .filter(id=pk, status="cancelled", lease_expires_at__gt=Now())
-        .values_list("locked_by", "lease_expires_at")
-        .first()
-    )
-    worker, until = held if held is not None else (None, None)
-    if until is None:
-        return
-    raise JobStateError(
-        f"Job {pk} was cancelled while its handler ran on worker {worker or '(unknown)'}, which "
-        "may still be running it (a cancel does not interrupt a handler). It can run again from "
-        f"{local_time(until)}, when that attempt's lease ends, so that it never runs twice at "
-        "once."
-    )
 
 
 def cancel_job(job_id: uuid.UUID | str, *, using: str | None = None) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 
 from django_pgjobs.queries.base import (
     CANCEL_CHANNEL,
+    CLEAR_LEASE,
     Cursor,
     as_uuid,
     is_workflow_job,
@@ -32,17 +33,13 @@ class Changed:
 def retry_job(cur: Cursor, *, job_id: uuid.UUID) -> Changed | None:
     """Make a pending or cancelled job due now. A cancelled one starts afresh: attempt budget,
     error and progress reset (its lease token is gone, so a still-running cancelled handler can
-    never write over the new attempt). Not one cancelled while its handler ran, until that
-    attempt's lease ends (cancel_job keeps it, unrenewed): the handler may still be running, and
-    the job would run twice at once, past its queue's limits, which count running rows. Locks the
-    job row (primary key; its status before is read under that lock). None when not retryable,
-    still held so, or absent."""
+    never write over the new attempt). Locks the job row (primary key; its status before is
+    read under that lock). None when not retryable or absent."""
     cur.execute(
         f"""
         WITH target AS (
             SELECT id, status FROM pgjobs_job_queue
             WHERE id = %s AND status IN ('pending', 'cancelled')
-              AND NOT coalesce(status = 'cancelled' AND lease_expires_at > now(), false)
             FOR UPDATE
         ),
         retried AS (
@@ -68,10 +65,8 @@ def cancel_job(cur: Cursor, *, job_id: uuid.UUID) -> Changed | None:
     """Cancel a pending or running job; None if it was neither. A running handler is not
     interrupted, but its outcome is fenced out (its lease token is cleared), and its worker
     hears of it at commit through a NOTIFY on CANCEL_CHANNEL naming the attempt
-    (``RunningAttempt.is_cancelled``). A running job keeps its lease's end, which no heartbeat
-    renews now (they match the token): until then its handler may still run, and retry_job()
-    waits for it. Locks the job row (primary key); the old token is read under that lock, so it
-    is the attempt cancelled."""
+    (``RunningAttempt.is_cancelled``). Locks the job row (primary key); the old token is read
+    under that lock, so it is the attempt cancelled."""
     cur.execute(
         f"""
         WITH target AS (
@@ -82,8 +77,7 @@ def cancel_job(cur: Cursor, *, job_id: uuid.UUID) -> Changed | None:
         cancelled AS (
             UPDATE pgjobs_job_queue AS j
             SET status = 'cancelled', completed_at = now(),
-                started_at = coalesce(j.started_at, j.locked_at), lease_token = NULL,
-                lease_expires_at = CASE WHEN target.status = 'running' THEN j.lease_expires_at END
+                started_at = coalesce(j.started_at, j.locked_at), {CLEAR_LEASE}
             FROM target WHERE j.id = target.id
             RETURNING j.job_name, j.queue, j.attempt, target.status
         )

@@ -13,12 +13,9 @@ from typing import Any
 import psycopg
 import pytest
 from django.db import connection
-from django.utils import timezone
 
 from django_pgjobs import cancel_job, enqueue, get_job, queries, retry_job
-from django_pgjobs.exceptions import JobStateError
 from django_pgjobs.jobs.operations import prune_finished
-from django_pgjobs.models import Job
 from django_pgjobs.worker import Worker
 from tests.helpers import wait_for
 from tests.testapp.models import Run
@@ -66,7 +63,6 @@ def test_a_stale_attempt_cannot_complete_the_job_after_cancel_and_retry() -> Non
     job_id = enqueue("test.record")
     stale = claim_one("same-worker")
     cancel_job(job_id)
-    Job.objects.filter(id=job_id).update(lease_expires_at=timezone.now())  # the handler gave up
     retry_job(job_id)
     fresh = claim_one("same-worker")
     assert fresh.attempt == stale.attempt  # what made attempt-based fencing unsafe
@@ -179,27 +175,3 @@ def test_draining_on_stop_does_not_spin(make_worker: type[Worker], tmp_path: Pat
     runner.join(10)
     assert worker.stats.completed == 1
     assert cpu < 0.5, f"{cpu:.2f}s of CPU while draining one sleeping handler"
-
-
-def test_a_job_cancelled_while_its_handler_runs_is_not_run_again_until_its_lease_ends() -> None:
-    """Cancel then retry ran it twice at once, past its queue's concurrency (which counts
-    running rows): the cancelled handler is not interrupted (a new user's trial)."""
-    job_id = enqueue("test.record", queue="one")
-    claim_one("runs-it")
-    cancel_job(job_id)
-    held = Job.objects.get(id=job_id)
-    assert (held.status, held.lease_token) == ("cancelled", None)  # fenced out, its lease kept
-    with pytest.raises(JobStateError, match="while its handler ran on worker runs-it") as refused:
-        retry_job(job_id)
-    assert "It can run again from " in str(refused.value)
-    # No heartbeat renews it (they match by token): it ends by LEASE_SECONDS after the cancel.
-    Job.objects.filter(id=job_id).update(lease_expires_at=timezone.now())
-    retry_job(job_id)
-    assert Job.objects.get(id=job_id).status == "pending"
-
-
-def test_a_pending_job_cancelled_is_retried_at_once() -> None:
-    job_id = enqueue("test.record")
-    cancel_job(job_id)
-    assert Job.objects.get(id=job_id).lease_expires_at is None
-    retry_job(job_id)
