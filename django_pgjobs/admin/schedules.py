@@ -39,9 +39,14 @@ def _not_editable(obj: Schedule) -> bool:
     return isinstance(decode_json(head), UndecodableJSON)
 
 
+# The sources a scheduler's sync writes (and puts back): code and settings.
+_SYNCED = (ScheduleSource.CODE, ScheduleSource.SETTINGS)
+
+
 def _declared(obj: Schedule) -> bool:
-    """Declared in code or settings, and still declared (not orphaned)."""
-    return obj.source != ScheduleSource.DATABASE and not obj.orphaned
+    """Declared in code or settings, and still declared (not orphaned). A row SQL wrote with
+    any other source is no declaration: nothing puts it back, so it may be deleted."""
+    return obj.source in _SYNCED and not obj.orphaned
 
 
 def _delete_unless_declared(
@@ -49,7 +54,7 @@ def _delete_unless_declared(
 ) -> Any:
     """Django's *Delete selected*, refused when the selection holds a schedule still declared
     in code or settings (see ScheduleAdmin.has_delete_permission): nothing is deleted."""
-    declared = queryset.exclude(source=ScheduleSource.DATABASE).filter(orphaned=False)
+    declared = queryset.filter(source__in=_SYNCED, orphaned=False)
     count = declared.count()
     if count:
         names = list(declared.order_by("name").values_list("name", flat=True)[:5])

@@ -6,6 +6,7 @@ the same ones the CLI and the admin call.
 
 from __future__ import annotations
 
+import builtins
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
@@ -128,16 +129,28 @@ def dead_letters(
     if job_name is not None:
         rows = rows.filter(job_name=job_name)
     if exception is not None:
-        # The stored text names a builtin bare (``KeyError: ...``), which signals, spans and the
-        # error history name ``builtins.KeyError``: that name finds it too.
-        builtin = exception.removeprefix("builtins.")
+        bare = _stored_bare(exception)
         named = (
-            Q(error_class=builtin)
-            if builtin != exception
+            Q(error_class=bare)
+            if bare is not None
             else Q(error_class=exception) | Q(error_class__endswith=f".{exception}")
         )
         rows = rows.annotate(error_class=error_class()).filter(named)
     return rows
+
+
+def _stored_bare(exception: str) -> str | None:
+    """The name a stored error gives ``exception`` when that is bare: a builtin's
+    (``builtins.KeyError`` is stored ``KeyError: ...``) and the library's own timeouts and
+    shutdowns (``django_pgjobs.exceptions.JobTimeout``), as signals, spans and the error history
+    name them qualified. None for any other class (stored qualified)."""
+    from django_pgjobs import exceptions
+
+    for module, prefix in ((builtins, "builtins."), (exceptions, "django_pgjobs.exceptions.")):
+        name = exception.removeprefix(prefix)
+        if name != exception and isinstance(getattr(module, name, None), type):
+            return name
+    return None
 
 
 def error_class() -> Func:

@@ -88,7 +88,14 @@ class LoopConnection:
             conn.close()
             raise
         if then is not None:
-            then(conn)
+            try:
+                then(conn)
+            except BaseException:
+                # Not connected until it has: the next turn connects and tries again (a worker
+                # left unregistered would claim while another may hold its id).
+                self.conn = None
+                conn.close()
+                raise
         logger.info(
             "Worker %s connected (queues: %s)", self.worker_id, ", ".join(self.queues) or "all"
         )

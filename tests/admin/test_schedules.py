@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import pytest
 from django.core.exceptions import ValidationError
+from django.db import connection
 from django.test import Client
 from django.urls import reverse
 
@@ -144,3 +145,17 @@ def test_a_declared_schedule_cannot_be_deleted_here_an_orphaned_or_database_one_
         changelist("schedule"), {**selected, "_selected_action": [gone.pk, mine.pk]}, follow=True
     )
     assert list(Schedule.objects.values_list("name", flat=True)) == ["c"]
+    # A source SQL wrote that no sync knows is no declaration: nothing puts it back.
+    with connection.cursor() as cur:
+        cur.execute(
+            "INSERT INTO pgjobs_schedules (name, cron, job_name, source) "
+            "VALUES ('legacy', '0 * * * *', 'test.record', 'manual') RETURNING id"
+        )
+        (legacy,) = cur.fetchone()
+    assert (
+        admin_client_.post(
+            reverse("admin:pgjobs_schedule_delete", args=[legacy]), {"post": "yes"}
+        ).status_code
+        == 302
+    )
+    assert not Schedule.objects.filter(name="legacy").exists()

@@ -37,6 +37,7 @@ def letters() -> dict[str, uuid.UUID]:
         "payment": dead(error="shop.errors.PaymentError: card declined: 402"),
         "other_job": dead(job_name="test.record", error="KeyError: 'id'"),
         "bare": dead(error="RuntimeError"),
+        "timeout": dead(error="JobTimeout: the attempt ran longer than its timeout of 1s"),
     }
 
 
@@ -58,14 +59,18 @@ def test_dead_letters_are_listed_by_job_name_queue_and_exception(
     assert ids(exception="RuntimeError") == {letters["bare"]}
     # A builtin is stored bare; signals, spans and the error history name it builtins.KeyError.
     assert ids(exception="builtins.KeyError") == {letters["other_job"]}
-    assert ids(exception="builtins.PaymentError") == set()
+    assert ids(exception="builtins.PaymentError") == set()  # no builtin: as written
+    assert ids(exception="builtins.") == set()
+    assert ids(exception="builtins.JobTimeout") == set()
+    assert ids(exception="django_pgjobs.exceptions.JobTimeout") == {letters["timeout"]}
+    assert ids(exception="JobTimeout") == {letters["timeout"]}
 
 
 def test_bulk_requeue_moves_exactly_the_matching_dead_letters_in_one_go(
     letters: dict[str, uuid.UUID],
 ) -> None:
     assert requeue_dead_letter_jobs(exception="ValueError", dry_run=True).count == 2
-    assert FailedJob.objects.count() == 5  # a dry run moves nothing
+    assert FailedJob.objects.count() == 6  # a dry run moves nothing
     done = requeue_dead_letter_jobs(job_name="test.fail", exception="ValueError")
     assert done.count == 2
     assert set(done.job_ids) == set(Job.objects.values_list("id", flat=True))
@@ -75,7 +80,7 @@ def test_bulk_requeue_moves_exactly_the_matching_dead_letters_in_one_go(
         ("test.fail", "mail", "pending", 0),
     ]
     assert not FailedJob.objects.filter(id__in=[letters["value"], letters["value_mail"]]).exists()
-    assert FailedJob.objects.count() == 3
+    assert FailedJob.objects.count() == 4
     assert requeue_dead_letter_jobs(exception="ValueError").count == 0
 
 

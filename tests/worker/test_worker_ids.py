@@ -9,6 +9,7 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
+import psycopg
 import pytest
 from django.db import connection
 from django.utils import timezone
@@ -100,3 +101,29 @@ def test_a_row_without_handlers_stores_null_not_known() -> None:
     with connection.cursor() as cur:
         assert queries.register_worker(cur, worker=row(str(uuid.uuid4())), silent_seconds=60)
     assert WorkerRow.objects.get(id="twin").handlers is None
+
+
+def test_a_registration_that_failed_is_tried_again_before_the_worker_claims(
+    make_worker: type[Worker], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database error in the registration left the connection open: the worker never
+    registered again, yet claimed, its heartbeat wrote its row without the check of its id."""
+    real = queries.register_worker
+    calls: list[int] = []
+
+    def fails_once(*args: Any, **kwargs: Any) -> bool:
+        calls.append(1)
+        if len(calls) == 1:
+            raise psycopg.errors.LockNotAvailable("held")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(queries, "register_worker", fails_once)
+    worker = make_worker(worker_id="retries-its-registration")
+    job_id = enqueue("test.record")
+    with pytest.raises(psycopg.errors.LockNotAvailable):
+        worker.run_once()
+    assert get_job(job_id).status == "pending"  # nothing claimed unregistered
+    worker.run_once()
+    assert len(calls) == 2
+    assert get_job(job_id).status == "completed"
+    assert WorkerRow.objects.filter(id="retries-its-registration").exists()
