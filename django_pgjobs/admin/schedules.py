@@ -6,12 +6,13 @@ from typing import Any, ClassVar
 
 from django import forms
 from django.contrib import admin, messages
-from django.contrib.admin.actions import delete_selected
+from django.contrib.admin import actions as site_actions
 from django.db.models import Field, QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.html import format_html_join
 from django.utils.safestring import mark_safe
+from django.utils.translation import gettext_lazy
 
 from django_pgjobs.admin.columns import timestamp
 from django_pgjobs.admin.common import (
@@ -69,7 +70,7 @@ def _delete_unless_declared(
             messages.ERROR,
         )
         return None
-    return delete_selected(modeladmin, request, queryset)
+    return site_actions.delete_selected(modeladmin, request, queryset)
 
 
 @admin.register(Schedule)
@@ -79,7 +80,7 @@ class ScheduleAdmin(LargeValuesMixin, _QueueDatabaseMixin, ModelAdmin[Schedule])
     )  # fmt: skip
     list_filter = ("enabled", "source")
     search_fields = ("name", "job_name")
-    actions = ("enable", "disable", "run_now")
+    actions = ("enable", "disable", "run_now", "delete_selected")
     readonly_fields = ("source", "orphaned", "last_run", "next_run", "next_fire_times")
     last_run = timestamp("last_run_at", "last run")
     next_run = timestamp("next_run_at", "next run")
@@ -156,19 +157,13 @@ class ScheduleAdmin(LargeValuesMixin, _QueueDatabaseMixin, ModelAdmin[Schedule])
             return False
         return bool(super().has_delete_permission(request, obj))
 
-    def get_actions(self, request: HttpRequest, action_location: Any = None) -> dict[str, Any]:
-        # action_location: Django 6.1 passes where the actions are shown; 5.2 calls this with
-        # the request alone (as admin.workers).
-        base: Any = super().get_actions
-        actions: dict[str, Any] = (
-            base(request)
-            if action_location is None
-            else base(request, action_location=action_location)
-        )
-        if "delete_selected" in actions:
-            _, name, description = actions["delete_selected"]
-            actions["delete_selected"] = (_delete_unless_declared, name, description)
-        return actions
+    @admin.action(
+        description=gettext_lazy("Delete selected %(verbose_name_plural)s"), permissions=["delete"]
+    )
+    def delete_selected(self, request: HttpRequest, queryset: QuerySet[Schedule]) -> Any:
+        """Django's *Delete selected* (this action takes its name, so it replaces the site's),
+        refused when the selection holds a schedule still declared in code or settings."""
+        return _delete_unless_declared(self, request, queryset)
 
     @admin.action(description="Enable", permissions=["change"])
     def enable(self, request: HttpRequest, queryset: QuerySet[Schedule]) -> None:
