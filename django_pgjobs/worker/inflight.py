@@ -135,17 +135,13 @@ def hand_back_running(
             # failure would match no row), and its line was logged when the worker found out.
             continue
         job = entry.job
-        # Said as it is: a failed attempt, so the last one sends the job to the dead letters.
-        outcome = (
-            f"its last attempt ({job.attempt}/{job.max_attempts}) fails, and it goes to the "
-            "dead letters"
-            if job.attempt >= job.max_attempts
-            else f"handing it back: attempt {job.attempt}/{job.max_attempts} fails, due again "
-            "at once"
-        )
+        # What becomes of the job is the outcome's own line (retried, dead-lettered on its last
+        # attempt, or dropped if it was cancelled meanwhile): said here, "handing it back" was
+        # wrong for the last two.
         logger.error(
-            "Job %s (%s) still running after the %ss grace period; %s.",
-            job.id, job.job_name, conf.SHUTDOWN_GRACE, outcome,
+            "Job %s (%s) still running after the %ss grace period: its attempt %s/%s fails "
+            "(WorkerShutdown).",
+            job.id, job.job_name, conf.SHUTDOWN_GRACE, job.attempt, job.max_attempts,
         )  # fmt: skip
         if conn is None:
             continue

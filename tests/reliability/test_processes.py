@@ -108,7 +108,7 @@ def test_sigterm_after_the_grace_period_hands_the_job_back(
     assert (job.status, job.attempt) == ("pending", 1)
     assert job.error is not None and job.error.startswith("WorkerShutdown")
     assert not WorkerRow.objects.exists()
-    assert "grace period; handing it back: attempt 1/3 fails, due again at once" in log.read_text()
+    assert "grace period: its attempt 1/3 fails (WorkerShutdown)." in log.read_text()
 
 
 def test_sigterm_after_the_grace_period_on_the_last_attempt_says_it_is_buried(
@@ -125,7 +125,8 @@ def test_sigterm_after_the_grace_period_on_the_last_attempt_says_it_is_buried(
     assert exit_code(proc, log, timeout=15) == 0, log.read_text()
     assert FailedJob.objects.filter(id=job_id).exists()
     said = log.read_text()
-    assert "its last attempt (1/1) fails, and it goes to the dead letters" in said
+    assert "grace period: its attempt 1/1 fails (WorkerShutdown)." in said
+    assert "failed its last attempt (1/1) and moved to the dead letters" in said
     assert "handing it back" not in said
 
 
