@@ -50,29 +50,6 @@ def _declared(obj: Schedule) -> bool:
     return obj.source in _SYNCED and not obj.orphaned
 
 
-def _delete_unless_declared(
-    modeladmin: ModelAdmin[Schedule], request: HttpRequest, queryset: QuerySet[Schedule]
-) -> Any:
-    """Django's *Delete selected*, refused when the selection holds a schedule still declared
-    in code or settings (see ScheduleAdmin.has_delete_permission): nothing is deleted."""
-    declared = queryset.filter(source__in=_SYNCED, orphaned=False)
-    count = declared.count()
-    if count:
-        names = list(declared.order_by("name").values_list("name", flat=True)[:5])
-        shown = ", ".join(names) + (", ..." if count > 5 else "")
-        one = count == 1
-        modeladmin.message_user(
-            request,
-            f"Nothing deleted: {count} {in_number('schedule(s)', count)} of the selection "
-            f"{'is' if one else 'are'} declared in code or settings ({shown}), which a "
-            f"scheduler puts back at its next start. Disable {'it' if one else 'them'} instead, "
-            "or remove the declaration.",
-            messages.ERROR,
-        )
-        return None
-    return site_actions.delete_selected(modeladmin, request, queryset)
-
-
 @admin.register(Schedule)
 class ScheduleAdmin(LargeValuesMixin, _QueueDatabaseMixin, ModelAdmin[Schedule]):
     list_display = (
@@ -162,8 +139,24 @@ class ScheduleAdmin(LargeValuesMixin, _QueueDatabaseMixin, ModelAdmin[Schedule])
     )
     def delete_selected(self, request: HttpRequest, queryset: QuerySet[Schedule]) -> Any:
         """Django's *Delete selected* (this action takes its name, so it replaces the site's),
-        refused when the selection holds a schedule still declared in code or settings."""
-        return _delete_unless_declared(self, request, queryset)
+        refused when the selection holds a schedule still declared in code or settings (see
+        :meth:`has_delete_permission`): nothing is deleted."""
+        declared = queryset.filter(source__in=_SYNCED, orphaned=False)
+        count = declared.count()
+        if count:
+            names = list(declared.order_by("name").values_list("name", flat=True)[:5])
+            shown = ", ".join(names) + (", ..." if count > 5 else "")
+            one = count == 1
+            self.message_user(
+                request,
+                f"Nothing deleted: {count} {in_number('schedule(s)', count)} of the selection "
+                f"{'is' if one else 'are'} declared in code or settings ({shown}), which a "
+                f"scheduler puts back at its next start. Disable {'it' if one else 'them'} "
+                "instead, or remove the declaration.",
+                messages.ERROR,
+            )
+            return None
+        return site_actions.delete_selected(self, request, queryset)
 
     @admin.action(description="Enable", permissions=["change"])
     def enable(self, request: HttpRequest, queryset: QuerySet[Schedule]) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 from django.db import IntegrityError, connections, transaction
 from django.db.models import Func, Q, QuerySet, TextField, Value
 
-from django_pgjobs import queries, signals
+from django_pgjobs import exceptions, queries, signals
 from django_pgjobs.conf import conf
 from django_pgjobs.database import queue_database
 from django_pgjobs.exceptions import JobNotFound, JobStateError
@@ -24,6 +24,7 @@ from django_pgjobs.models import FailedJob, Job, JobStatus, WorkflowExecution
 from django_pgjobs.observability.display import shell_word
 from django_pgjobs.queries import workflow_control
 from django_pgjobs.queries.base import WORKFLOW_JOB_PREFIX, WORKFLOW_KEY_PREFIX
+from django_pgjobs.setting_errors import MAX_STORED_SECONDS
 from django_pgjobs.workflows import lifecycle
 
 _PRUNE_BATCH = 5000
@@ -144,8 +145,6 @@ def _stored_bare(exception: str) -> str | None:
     (``builtins.KeyError`` is stored ``KeyError: ...``) and the library's own timeouts and
     shutdowns (``django_pgjobs.exceptions.JobTimeout``), as signals, spans and the error history
     name them qualified. None for any other class (stored qualified)."""
-    from django_pgjobs import exceptions
-
     for module, prefix in ((builtins, "builtins."), (exceptions, "django_pgjobs.exceptions.")):
         name = exception.removeprefix(prefix)
         if name != exception and isinstance(getattr(module, name, None), type):
@@ -341,7 +340,7 @@ def prune_jobs(*, retention: float | timedelta | None = None, using: str | None 
     if isinstance(retention, timedelta):
         retention = retention.total_seconds()
     # At most a century, as the RETENTION setting: now() less more is out of PostgreSQL's range.
-    if retention is not None and not 0 <= retention <= 100 * 365 * 24 * 3600:
+    if retention is not None and not 0 <= retention <= MAX_STORED_SECONDS:
         raise ValueError(
             f"retention must be a number of seconds from 0 to 100 years; got {retention!r}."
         )

@@ -46,15 +46,11 @@ DELAY_MARGIN = timedelta(days=1)
 
 
 def check_name(value: object, what: str = "job name") -> str:
-    if not isinstance(value, str):
-        raise InvalidJobError(f"The {what} must be a str, not {type(value).__name__}.")
+    """A name to store (a job's, a queue's, a workflow id): :func:`check_sendable`, not blank,
+    at most MAX_NAME_LENGTH characters."""
+    value = check_sendable(value, what)
     if not value.strip():
         raise InvalidJobError(f"The {what} must not be empty.")
-    if "\x00" in value:
-        raise InvalidJobError(
-            f"The {what} contains a NUL character, which PostgreSQL cannot store."
-        )
-    check_encodable(value, what)
     if len(value) > MAX_NAME_LENGTH:
         raise InvalidJobError(
             f"The {what} is {len(value)} characters long; the limit is {MAX_NAME_LENGTH}."
